@@ -1,0 +1,42 @@
+# The two commands: `make demo` and `make test`. Each sets itself up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/capture.py).
+APT_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+
+.PHONY: setup system-deps test demo bench clean
+
+setup: system-deps $(VENV)/.installed
+
+# Debian packages, installed only when one is missing (apt-get update first, as apt needs).
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  echo "installing Debian packages:$$missing"; \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# One pip call for everything pinned, so no dependency can drag in another torch.
+# open_clip_torch only carries the CLIP BPE vocabulary file: installed without its deps.
+$(VENV)/.installed: setup.py Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[train,ort,dev]"
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps open_clip_torch
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/semanticac-edge info --labels urban.yaml
+
+bench: setup
+	$(BIN)/python benchmarks/frontend.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,247 @@
+"""The model bundle: the contract between the desktop that trains and the device that listens.
+
+    bundle/
+      model.json          this module's `BundleMeta` (below)
+      model.onnx          audio encoder + CSCM: `mel` float32 [B, 1, T, F] -> `embedding` [B, C]
+      text.onnx           the text tower: token ids -> embedding [B, C] (optional)
+      tokenizer/          what turns prompts into ids for text.onnx
+      labels/<name>.npz   precomputed label embeddings (edge.label_embeddings)
+      engines/            TensorRT plans built on the device, each with a JSON sidecar
+
+`semanticac-train export` writes it (atomically, with `write_bundle_meta`); everything in
+`edge` reads it with `read_bundle`, which checks `format_version` and names any missing or
+bad field of model.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from edge.errors import BundleError
+from edge.features import Frontend
+from edge.fsutil import atomic_write_text, sha256_file
+
+FORMAT_VERSION = 1
+META_FILE = "model.json"
+BUNDLE_ENV = "SEMANTICAC_BUNDLE"
+
+
+@dataclass(frozen=True)
+class Tower:
+    """One ONNX graph of the bundle: its file (relative to the bundle), hash and tensor names."""
+
+    file: str
+    sha256: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    """model.json. `model_id` names the trained weights of both towers: it survives re-export
+    and precision changes, so label embeddings computed once stay valid."""
+
+    model_id: str
+    frontend: Frontend
+    clip_seconds: float  # clip length the model was trained on, before tiling to `frontend.frames`
+    embedding_dim: int
+    logit_scale: float  # the multiplier applied to cosine similarities (not its log)
+    audio: Tower
+    text: Tower | None  # None: no text tower; labels must come precomputed
+    text_encoder: dict  # {"kind": ..., plus what identifies it}
+    training: dict = field(default_factory=dict)  # command, data, figures
+    license: str = "unspecified"
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["frontend"] = self.frontend.to_dict()
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and checking model.json
+
+
+def _field(data: dict, name: str, kinds: type | tuple, what: str, where: str = "model.json"):
+    if name not in data:
+        raise BundleError(f"{where}: missing field {name!r} ({what})")
+    value = data[name]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in _as_tuple(kinds)):
+        raise BundleError(f"{where}: field {name!r} must be {what}, got {value!r}")
+    return value
+
+
+def _as_tuple(kinds) -> tuple:
+    return kinds if isinstance(kinds, tuple) else (kinds,)
+
+
+def _positive(data: dict, name: str, what: str, kinds=(int, float)) -> float:
+    value = _field(data, name, kinds, what)
+    if not value > 0:
+        raise BundleError(f"model.json: field {name!r} must be {what}, got {value!r}")
+    return value
+
+
+def _names(data: dict, name: str, where: str) -> tuple[str, ...]:
+    value = _field(data, name, list, "a non-empty list of tensor names", where)
+    if not value or not all(isinstance(v, str) and v for v in value):
+        raise BundleError(f"{where}: field {name!r} must be a non-empty list of tensor names, got {value!r}")
+    return tuple(value)
+
+
+def _tower(data: dict, name: str) -> Tower:
+    where = f"model.json {name}"
+    spec = _field(data, name, dict, "a mapping {file, sha256, inputs, outputs}")
+    unknown = sorted(set(spec) - {"file", "sha256", "inputs", "outputs"})
+    if unknown:
+        raise BundleError(f"{where}: unknown field(s) {unknown} (allowed: file, sha256, inputs, outputs)")
+    file = _field(spec, "file", str, "a file name inside the bundle", where)
+    if not file or os.path.isabs(file) or ".." in Path(file).parts:
+        raise BundleError(f"{where}: file {file!r} must be a relative path inside the bundle")
+    sha = _field(spec, "sha256", str, "the file's SHA-256 in hex", where)
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise BundleError(f"{where}: sha256 {sha!r} is not a 64-digit lowercase hex SHA-256")
+    return Tower(file=file, sha256=sha, inputs=_names(spec, "inputs", where), outputs=_names(spec, "outputs", where))
+
+
+def parse_bundle_meta(data: dict) -> BundleMeta:
+    """Check model.json's content; BundleError names the first missing or bad field."""
+    if not isinstance(data, dict):
+        raise BundleError(f"model.json must hold a JSON object, got {type(data).__name__}")
+    version = _field(data, "format_version", int, "an integer")
+    if version != FORMAT_VERSION:
+        fix = ("upgrade semanticac-edge (pip install -U semanticac-edge)" if version > FORMAT_VERSION
+               else "re-export the bundle with `semanticac-train export`")
+        raise BundleError(f"model.json: format_version {version} is not supported "
+                          f"(this semanticac-edge reads version {FORMAT_VERSION}): {fix}")
+    known = {f.name for f in dataclasses.fields(BundleMeta)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BundleError(f"model.json: unknown field(s) {unknown} (allowed: {sorted(known)})")
+    try:
+        frontend = Frontend.from_dict(_field(data, "frontend", dict, "a mapping of log-mel parameters"))
+    except ValueError as err:
+        raise BundleError(f"model.json: {err}") from None
+    model_id = _field(data, "model_id", str, "a non-empty identifier of the trained weights")
+    if not model_id.strip():
+        raise BundleError("model.json: field 'model_id' must be a non-empty identifier of the trained weights")
+    text = None if data.get("text") is None else _tower(data, "text")
+    return BundleMeta(
+        model_id=model_id,
+        frontend=frontend,
+        clip_seconds=float(_positive(data, "clip_seconds", "a positive number of seconds")),
+        embedding_dim=int(_positive(data, "embedding_dim", "a positive integer", kinds=int)),
+        logit_scale=float(_positive(data, "logit_scale", "a positive multiplier")),
+        audio=_tower(data, "audio"),
+        text=text,
+        text_encoder=_field(data, "text_encoder", dict, "a mapping with at least 'kind'"),
+        training=_field(data, "training", dict, "a mapping (command, data, figures)") if "training" in data else {},
+        license=_field(data, "license", str, "the licence text") if "license" in data else "unspecified",
+        format_version=version,
+    )
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    meta: BundleMeta
+
+    @property
+    def audio_path(self) -> Path:
+        return self.path / self.meta.audio.file
+
+    @property
+    def text_path(self) -> Path | None:
+        return None if self.meta.text is None else self.path / self.meta.text.file
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.path / "tokenizer"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.path / "labels"
+
+    @property
+    def engines_dir(self) -> Path:
+        return self.path / "engines"
+
+    def verify(self) -> None:
+        """Check that each ONNX file is there and matches the SHA-256 in model.json."""
+        towers = [("audio", self.meta.audio)] + ([("text", self.meta.text)] if self.meta.text else [])
+        for name, tower in towers:
+            path = self.path / tower.file
+            if not path.is_file():
+                raise BundleError(f"bundle {self.path}: the {name} graph {tower.file} is missing")
+            digest = sha256_file(path)
+            if digest != tower.sha256:
+                raise BundleError(f"bundle {self.path}: {tower.file} has SHA-256 {digest[:12]}..., "
+                                  f"model.json says {tower.sha256[:12]}...: the file is corrupt or was "
+                                  "replaced; re-export the bundle with `semanticac-train export`")
+
+
+def read_bundle(path: str | Path, verify: bool = False) -> Bundle:
+    """Read and check a bundle folder; with `verify`, also hash its ONNX files."""
+    path = Path(path)
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        what = "is not a folder" if not path.is_dir() else f"has no {META_FILE}"
+        raise BundleError(f"bundle {path} {what}: point --bundle at a folder written by `semanticac-train export`")
+    try:
+        data = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"bundle {path}: cannot read {META_FILE}: {err}") from None
+    try:
+        meta = parse_bundle_meta(data)
+    except BundleError as err:
+        raise BundleError(f"bundle {path}: {err}") from None
+    bundle = Bundle(path=path, meta=meta)
+    if verify:
+        bundle.verify()
+    elif not bundle.audio_path.is_file():
+        raise BundleError(f"bundle {path}: the audio graph {meta.audio.file} is missing")
+    return bundle
+
+
+def write_bundle_meta(folder: str | Path, meta: BundleMeta) -> Path:
+    """Write model.json atomically (checked by the same parser that reads it)."""
+    data = meta.to_dict()
+    parse_bundle_meta(json.loads(json.dumps(data)))  # never write what we could not read back
+    target = Path(folder) / META_FILE
+    atomic_write_text(target, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    return target
+
+
+def tower_spec(folder: str | Path, file: str, inputs, outputs) -> Tower:
+    """The `Tower` entry of a graph already written into the bundle folder."""
+    return Tower(file=file, sha256=sha256_file(Path(folder) / file), inputs=tuple(inputs), outputs=tuple(outputs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Which bundle: --bundle, else $SEMANTICAC_BUNDLE, else the demo bundle shipped with the package.
+
+
+def shipped_bundle() -> Path | None:
+    folder = Path(str(resources.files("edge") / "demo_bundle"))
+    return folder if (folder / META_FILE).is_file() else None
+
+
+def resolve_bundle(option: str | Path | None = None) -> Bundle:
+    if option:
+        return read_bundle(option)
+    if os.environ.get(BUNDLE_ENV):
+        return read_bundle(os.environ[BUNDLE_ENV])
+    demo = shipped_bundle()
+    if demo is None:
+        raise BundleError(
+            f"no model bundle: --bundle was not given, ${BUNDLE_ENV} is not set, and this installation "
+            "ships no demo bundle yet. Export one with `semanticac-train export --checkpoint RUN/best.pt "
+            "--out BUNDLE`, then pass --bundle BUNDLE"
+        )
+    return read_bundle(demo)

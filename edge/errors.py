@@ -1,0 +1,25 @@
+"""Domain errors. Each message names the bad value, what is allowed and how to fix it.
+
+The CLI turns these into one-line messages (click.ClickException) at its boundary; library
+code raises them and never prints.
+"""
+
+
+class SemanticACError(Exception):
+    """Base class of every error the product reports to a user."""
+
+
+class AudioError(SemanticACError):
+    """Audio that cannot be used: unreadable, empty, non-finite, unsupported."""
+
+
+class BundleError(SemanticACError):
+    """A model bundle that is missing, incomplete or of another format version."""
+
+
+class LabelSetError(SemanticACError):
+    """A label-set YAML that does not follow the schema."""
+
+
+class LabelEmbeddingsError(SemanticACError):
+    """Label embeddings that are missing, stale or malformed."""

@@ -1,0 +1,258 @@
+"""The one log-mel definition: numpy, float32, shared by training, export and the device.
+
+Every parameter lives in `Frontend`, which model.json serialises (its `frontend` field), so
+the device computes exactly the features the model was trained on. The defaults are
+HTS-AT's: 32 kHz, n_fft 1024, hop 320, 64 Slaney mel bins from 50 to 14000 Hz, a periodic
+Hann window, centred frames with reflect padding, power 2 and 10*log10(max(x, 1e-10)).
+
+Two forms compute the same numbers:
+- `log_mel(samples, frontend)`: a whole signal at once -> [frames, n_mels].
+- `StreamingLogMel`: samples arrive in chunks of any size; `push` returns only the frames
+  that became complete, `flush` the last ones (which need the right-hand reflect padding).
+  Concatenated, they equal `log_mel` over the whole signal, whatever the chunking.
+
+The mel scale and normalisation are Slaney's, as librosa's defaults. torchaudio defaults
+to HTK and no normalisation: the training-side twin (train.features) must ask for slaney.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+@dataclass(frozen=True)
+class Frontend:
+    """Log-mel parameters; serialised as model.json's `frontend`."""
+
+    sample_rate: int = 32000
+    n_fft: int = 1024
+    win_length: int = 1024
+    hop_length: int = 320
+    n_mels: int = 64
+    f_min: float = 50.0
+    f_max: float = 14000.0
+    window: str = "hann"  # periodic Hann (as torch.hann_window and scipy's fftbins=True)
+    center: bool = True
+    pad_mode: str = "reflect"
+    power: float = 2.0
+    mel_scale: str = "slaney"
+    mel_norm: str = "slaney"
+    log_floor: float = 1e-10
+    frames: int = 1001  # model input frames: a 10 s clip at hop 320 and 32 kHz
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.sample_rate > 0, "sample_rate", "a positive integer (Hz)"),
+            (self.n_fft > 0 and self.n_fft % 2 == 0, "n_fft", "a positive even integer"),
+            (0 < self.win_length <= self.n_fft, "win_length", f"between 1 and n_fft ({self.n_fft})"),
+            (self.hop_length > 0, "hop_length", "a positive integer"),
+            (self.n_mels > 0, "n_mels", "a positive integer"),
+            (0 <= self.f_min < self.f_max <= self.sample_rate / 2, "f_min/f_max",
+             f"0 <= f_min < f_max <= sample_rate/2 ({self.sample_rate / 2:g})"),
+            (self.window == "hann", "window", "'hann'"),
+            (self.center is True, "center", "true (frames are centred, as HTS-AT)"),
+            (self.pad_mode == "reflect", "pad_mode", "'reflect'"),
+            (self.power == 2.0, "power", "2.0 (power spectrogram)"),
+            (self.mel_scale == "slaney", "mel_scale", "'slaney'"),
+            (self.mel_norm == "slaney", "mel_norm", "'slaney'"),
+            (self.log_floor > 0, "log_floor", "a positive number"),
+            (self.frames > 0, "frames", "a positive integer"),
+        ]
+        for ok, name, allowed in checks:
+            if not ok:
+                value = f"{self.f_min}/{self.f_max}" if name == "f_min/f_max" else getattr(self, name)
+                raise ValueError(f"frontend {name}={value!r} is not supported: it must be {allowed}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Frontend":
+        """Build from model.json's `frontend`; unknown or missing keys fail, naming them."""
+        if not isinstance(data, dict):
+            raise ValueError(f"frontend must be a mapping of its fields, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        missing = sorted(names - set(data))
+        if unknown or missing:
+            parts = [f"unknown {unknown}" if unknown else "", f"missing {missing}" if missing else ""]
+            raise ValueError(f"frontend fields: {'; '.join(p for p in parts if p)} (allowed: {sorted(names)})")
+        types = {"sample_rate": int, "n_fft": int, "win_length": int, "hop_length": int,
+                 "n_mels": int, "frames": int, "center": bool, "window": str, "pad_mode": str,
+                 "mel_scale": str, "mel_norm": str}
+        for name, value in data.items():
+            want = types.get(name, float)
+            ok = isinstance(value, want) if want is not float else isinstance(value, (int, float))
+            if not ok or (want is int and isinstance(value, bool)):
+                raise ValueError(f"frontend {name}={value!r} must be of type {want.__name__}")
+        return cls(**{k: (float(v) if types.get(k, float) is float else v) for k, v in data.items()})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames that `log_mel` yields for a signal of `num_samples` (centred framing)."""
+        return 1 + num_samples // self.hop_length
+
+    def seconds_to_samples(self, seconds: float) -> int:
+        return int(round(seconds * self.sample_rate))
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's auditory toolbox scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3  # Hz per mel on the linear part
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    linear = hz / f_sp
+    log = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    linear = f_sp * mel
+    log = min_log_hz * np.exp(logstep * (mel - min_log_mel))
+    return np.where(mel >= min_log_mel, log, linear)
+
+
+@lru_cache(maxsize=8)
+def mel_filterbank(frontend: Frontend) -> np.ndarray:
+    """Slaney-normalised triangular filters, float32 [n_fft//2 + 1, n_mels] (librosa's, transposed)."""
+    fft_hz = np.linspace(0.0, frontend.sample_rate / 2, frontend.n_fft // 2 + 1)
+    mel_pts = np.linspace(_hz_to_mel(frontend.f_min), _hz_to_mel(frontend.f_max), frontend.n_mels + 2)
+    edges_hz = _mel_to_hz(mel_pts)  # [n_mels + 2]: lower edge, centre, upper edge of each filter
+    widths = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))  # [n_mels, n_freqs]
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # Slaney: constant energy per band
+    weights = weights.T.astype(np.float32)
+    weights.setflags(write=False)
+    return weights
+
+
+@lru_cache(maxsize=8)
+def analysis_window(frontend: Frontend) -> np.ndarray:
+    """Periodic Hann of win_length, zero-padded to n_fft and centred (as torch.stft does)."""
+    n = np.arange(frontend.win_length)
+    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / frontend.win_length)
+    left = (frontend.n_fft - frontend.win_length) // 2
+    window = np.zeros(frontend.n_fft, dtype=np.float32)
+    window[left:left + frontend.win_length] = hann
+    window.setflags(write=False)
+    return window
+
+
+def _frames_to_log_mel(padded: np.ndarray, n_frames: int, frontend: Frontend) -> np.ndarray:
+    """Log-mel of `n_frames` frames read from an already padded float32 signal."""
+    if n_frames <= 0:
+        return np.zeros((0, frontend.n_mels), dtype=np.float32)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frontend.n_fft)[::frontend.hop_length][:n_frames]
+    spectrum = np.fft.rfft(frames * analysis_window(frontend), axis=-1)  # [T, n_fft//2+1], complex64
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    mel = power @ mel_filterbank(frontend)  # [T, n_mels]
+    return (10.0 * np.log10(np.maximum(mel, frontend.log_floor))).astype(np.float32, copy=False)
+
+
+def _as_signal(samples: np.ndarray) -> np.ndarray:
+    samples = np.asarray(samples)
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono samples of shape [n], got shape {samples.shape}: mix down to mono first")
+    return samples.astype(np.float32, copy=False)
+
+
+def log_mel(samples: np.ndarray, frontend: Frontend = Frontend()) -> np.ndarray:
+    """Log-mel of a whole mono signal: float32 [1 + len // hop, n_mels]."""
+    x = _as_signal(samples)
+    if x.size < 2:
+        raise ValueError(f"cannot frame {x.size} sample(s): a signal needs at least 2 samples")
+    half = frontend.n_fft // 2
+    padded = np.pad(x, half, mode="reflect")
+    return _frames_to_log_mel(padded, frontend.num_frames(x.size), frontend)
+
+
+class StreamingLogMel:
+    """Incremental log-mel: `push` chunks of samples, get only the frames that became complete.
+
+    Frame t is centred on sample t*hop and spans padded samples [t*hop, t*hop + n_fft), where
+    the padded signal has n_fft//2 reflected samples on each side. The left padding is known
+    once n_fft//2 + 1 samples have arrived; the right padding only at `flush()`, which also
+    ends the stream. Memory stays bounded: only samples that an unemitted frame or the final
+    reflect padding still need are kept.
+    """
+
+    def __init__(self, frontend: Frontend = Frontend()):
+        self.frontend = frontend
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (the next sample is sample 0)."""
+        self._pending = np.zeros(0, dtype=np.float32)  # padded-signal samples not yet dropped
+        self._pending_start = 0  # padded index of _pending[0]
+        # Raw samples held until the left reflect padding is known; None once it is.
+        self._head: np.ndarray | None = np.zeros(0, dtype=np.float32)
+        self._frames_out = 0
+        self._samples_in = 0
+        self._ended = False
+
+    @property
+    def frames_emitted(self) -> int:
+        return self._frames_out
+
+    @property
+    def samples_seen(self) -> int:
+        return self._samples_in
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add samples; return the newly complete frames, float32 [n_new, n_mels]."""
+        if self._ended:
+            raise RuntimeError("this stream was flushed: call reset() before pushing a new one")
+        x = _as_signal(samples)
+        self._samples_in += x.size
+        half = self.frontend.n_fft // 2
+        if self._head is not None:
+            # Still waiting for the n_fft//2 + 1 samples that the left reflect padding mirrors.
+            self._head = np.concatenate([self._head, x])
+            if self._head.size < half + 1:
+                return np.zeros((0, self.frontend.n_mels), dtype=np.float32)
+            x = np.concatenate([self._head[half:0:-1], self._head])  # reflect pad + raw samples
+            self._head = None
+        self._pending = np.concatenate([self._pending, x]) if self._pending.size else x
+        return self._emit(self._pending_start + self._pending.size)
+
+    def flush(self) -> np.ndarray:
+        """End the stream: the remaining frames, using the right-hand reflect padding."""
+        if self._ended:
+            raise RuntimeError("this stream was already flushed: call reset() to start a new one")
+        self._ended = True
+        half = self.frontend.n_fft // 2
+        if self._head is not None:  # a stream shorter than the left padding: frame it whole
+            if self._head.size < 2:
+                return np.zeros((0, self.frontend.n_mels), dtype=np.float32)
+            frames = log_mel(self._head, self.frontend)
+            self._frames_out += frames.shape[0]
+            return frames
+        tail = self._pending[-half - 1:-1][::-1]  # mirror of the last raw samples, edge excluded
+        self._pending = np.concatenate([self._pending, tail])
+        return self._emit(self._pending_start + self._pending.size)
+
+    def _emit(self, padded_end: int) -> np.ndarray:
+        fe = self.frontend
+        hop, half = fe.hop_length, fe.n_fft // 2
+        first = self._frames_out
+        # Frame t is complete when padded samples up to t*hop + n_fft have arrived.
+        last_complete = (padded_end - fe.n_fft) // hop  # may be < first: nothing new
+        n_new = max(0, last_complete - first + 1)
+        offset = first * hop - self._pending_start
+        frames = _frames_to_log_mel(self._pending[offset:], n_new, fe)
+        self._frames_out += n_new
+        # Keep what the next frame needs, and the last n_fft//2 + 1 samples for the right padding.
+        keep_from = min(self._frames_out * hop, padded_end - (half + 1))
+        drop = max(0, keep_from - self._pending_start)
+        if drop:
+            self._pending = self._pending[drop:]
+            self._pending_start += drop
+        return frames

@@ -1,0 +1,238 @@
+"""Label sets: free-text classes in a YAML file, validated with errors that give the line.
+
+    name: urban                          # file-name safe; the embeddings are labels/<name>.npz
+    prompt: "an audio clip of {label}"   # optional, this is the default ({label}: the name, _ -> space)
+    threshold: 0.5                       # optional default for every label
+    labels:
+      - dog_bark                         # a bare name ...
+      - name: siren                      # ... or a mapping
+        prompts: ["an ambulance siren wailing"]   # extra phrasings, averaged with the template's
+        threshold: 0.6                   # score that starts an event (default: the set's)
+        group: traffic                   # free text, for sinks and dashboards
+
+A new label is a YAML edit: the device embeds it itself with the bundle's text tower.
+`labels_sha256` covers only the label names and their prompt texts, so editing a
+threshold or a group never makes cached embeddings stale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from edge.errors import LabelSetError
+
+DEFAULT_PROMPT = "an audio clip of {label}"  # the paper's best prompt (Table 4)
+DEFAULT_THRESHOLD = 0.5
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SET_KEYS = {"name": "str", "prompt": "str", "threshold": "number", "description": "str", "labels": "list"}
+LABEL_KEYS = {"name": "str", "prompts": "list of str", "threshold": "number", "group": "str"}
+
+
+@dataclass(frozen=True)
+class Label:
+    name: str
+    prompts: tuple[str, ...]  # every text embedded for this label: the template's first, then extras
+    threshold: float
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    name: str
+    prompt: str
+    labels: tuple[Label, ...]
+    source: str = "<memory>"
+    description: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+    def flat_prompts(self) -> tuple[list[str], list[int]]:
+        """All prompt texts, flat, and the index of the label each belongs to."""
+        prompts, owner = [], []
+        for i, label in enumerate(self.labels):
+            prompts += label.prompts
+            owner += [i] * len(label.prompts)
+        return prompts, owner
+
+    @property
+    def sha256(self) -> str:
+        """Identity of what gets embedded: names and prompt texts (not thresholds or groups)."""
+        content = [[label.name, list(label.prompts)] for label in self.labels]
+        blob = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return hashlib.sha256(blob).hexdigest()
+
+
+def label_text(name: str) -> str:
+    """The words a label name stands for: underscores become spaces."""
+    return " ".join(name.replace("_", " ").split())
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing: walk the YAML node tree so every error can name its line.
+
+
+class _Parser:
+    def __init__(self, source: str, loader: yaml.SafeLoader):
+        self.source = source
+        self.loader = loader
+
+    def fail(self, node: yaml.Node | None, where: str, message: str) -> LabelSetError:
+        line = f":{node.start_mark.line + 1}" if node is not None else ""
+        return LabelSetError(f"{self.source}{line}: {where}: {message}")
+
+    def value(self, node: yaml.Node, where: str, kind: str):
+        """The Python value of a node, checked against `kind` (str, number, list, list of str)."""
+        if kind in ("list", "list of str"):
+            if not isinstance(node, yaml.SequenceNode):
+                raise self.fail(node, where, f"must be a list, got {self._show(node)}")
+            if kind == "list":
+                return node.value
+            return [self.value(item, f"{where}[{i}]", "str") for i, item in enumerate(node.value)]
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.fail(node, where, f"must be a {kind}, got {self._show(node)}")
+        value = self.loader.construct_object(node)
+        if kind == "str":
+            if not isinstance(value, str) or not value.strip():
+                raise self.fail(node, where, f"must be a non-empty text, got {value!r}")
+            return value.strip()
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(node, where, f"must be a number, got {value!r}")
+        return float(value)
+
+    def mapping(self, node: yaml.Node, where: str, allowed: dict) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, where, f"must be a mapping with keys {sorted(allowed)}, got {self._show(node)}")
+        out: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = self.loader.construct_object(key_node)
+            if key not in allowed:
+                raise self.fail(key_node, where, f"unknown key {key!r}: allowed keys are {sorted(allowed)}")
+            if key in out:
+                raise self.fail(key_node, where, f"key {key!r} appears twice")
+            out[key] = value_node
+        return out
+
+    def threshold(self, node: yaml.Node, where: str) -> float:
+        value = self.value(node, where, "number")
+        if not 0.0 < value <= 1.0:
+            raise self.fail(node, where, f"{value:g} is not a score: a threshold must be in (0, 1]")
+        return value
+
+    @staticmethod
+    def _show(node: yaml.Node) -> str:
+        kinds = {yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}
+        return kinds.get(type(node), repr(node.value))
+
+    def label_set(self, root: yaml.Node | None) -> LabelSet:
+        if root is None:
+            raise self.fail(None, "file", "is empty: a label set needs `name` and `labels`")
+        keys = self.mapping(root, "label set", SET_KEYS)
+        for required in ("name", "labels"):
+            if required not in keys:
+                raise self.fail(root, "label set", f"missing key {required!r}")
+        name = self.value(keys["name"], "name", "str")
+        if not NAME_PATTERN.match(name):
+            raise self.fail(keys["name"], "name", f"{name!r} is not allowed: use letters, digits, '_', '-', '.' "
+                                                  "(it names the embeddings file labels/<name>.npz)")
+        prompt = self.value(keys["prompt"], "prompt", "str") if "prompt" in keys else DEFAULT_PROMPT
+        if "{label}" not in prompt or _template_error(prompt):
+            raise self.fail(keys.get("prompt"), "prompt", f"{prompt!r} must contain {{label}} and no other "
+                                                          "{...} field, e.g. \"an audio clip of {label}\"")
+        default = self.threshold(keys["threshold"], "threshold") if "threshold" in keys else DEFAULT_THRESHOLD
+        description = self.value(keys["description"], "description", "str") if "description" in keys else None
+        items = self.value(keys["labels"], "labels", "list")
+        if not items:
+            raise self.fail(keys["labels"], "labels", "is empty: list at least one label")
+        labels, seen = [], {}
+        for i, item in enumerate(items):
+            label = self.label(item, f"labels[{i}]", prompt, default)
+            key = label_text(label.name).casefold()
+            if key in seen:
+                j, line = seen[key]
+                raise self.fail(item, f"labels[{i}]", f"{label.name!r} duplicates labels[{j}] (line {line}): "
+                                                      "names are compared ignoring case and '_' vs ' '")
+            seen[key] = (i, item.start_mark.line + 1)
+            labels.append(label)
+        return LabelSet(name=name, prompt=prompt, labels=tuple(labels), source=self.source, description=description)
+
+    def label(self, node: yaml.Node, where: str, template: str, default: float) -> Label:
+        if isinstance(node, yaml.ScalarNode):
+            keys = {"name": node}
+        else:
+            keys = self.mapping(node, where, LABEL_KEYS)
+            if "name" not in keys:
+                raise self.fail(node, where, "missing key 'name'")
+        name = self.value(keys["name"], f"{where}.name", "str")
+        if "\n" in name or len(name) > 100:
+            raise self.fail(keys["name"], f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters")
+        extra = self.value(keys["prompts"], f"{where}.prompts", "list of str") if "prompts" in keys else []
+        prompts = tuple(dict.fromkeys([template.format(label=label_text(name))] + extra))  # drop repeats
+        threshold = self.threshold(keys["threshold"], f"{where}.threshold") if "threshold" in keys else default
+        group = self.value(keys["group"], f"{where}.group", "str") if "group" in keys else None
+        return Label(name=name, prompts=prompts, threshold=threshold, group=group)
+
+
+def _template_error(prompt: str) -> bool:
+    try:
+        prompt.format(label="x")
+        return False
+    except (KeyError, IndexError, ValueError):
+        return True
+
+
+def parse_label_set(text: str, source: str = "<string>") -> LabelSet:
+    """Parse and validate label-set YAML; LabelSetError names the file, line, key and fix."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            raise LabelSetError(f"{source}{line}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        return _Parser(source, loader).label_set(root)
+    finally:
+        loader.dispose()
+
+
+def load_label_set(path: str | Path) -> LabelSet:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise LabelSetError(f"cannot read label set {path}: {err}") from None
+    return parse_label_set(text, source=str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Where `--labels NAME|PATH` points.
+
+
+def shipped_label_sets() -> dict[str, Path]:
+    """The label sets installed with the package (configs/labels/*.yaml), by file stem."""
+    folder = resources.files("edge.configs") / "labels"
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def resolve_label_set(spec: str | Path) -> LabelSet:
+    """`--labels` is a path to a YAML file, or the name of a shipped set ("urban", "urban.yaml")."""
+    path = Path(spec)
+    if path.is_file():
+        return load_label_set(path)
+    shipped = shipped_label_sets()
+    bare = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if len(path.parts) == 1 and bare in shipped:
+        return load_label_set(shipped[bare])
+    raise LabelSetError(
+        f"label set {str(spec)!r} not found: it is neither a file nor a shipped set "
+        f"(shipped: {', '.join(sorted(shipped))}); pass a path to your YAML file"
+    )

@@ -1,0 +1,51 @@
+"""One distribution, three packages: `edge` (device runtime), `train`, `calibrate`.
+
+`pip install .` is what a device needs (numpy, no torch). Extras:
+  [train]  the PyTorch training stack (pinned pair: torch and torchaudio must match)
+  [ort]    ONNX Runtime backend
+  [trt]    TensorRT backend (pycuda; TensorRT itself comes from JetPack)
+  [dev]    tests and benchmarks
+"""
+
+from setuptools import find_packages, setup
+
+from edge import __version__
+
+TORCH_PINS = ["torch==2.11.*", "torchaudio==2.11.*"]  # torchaudio imports only beside its own torch
+
+setup(
+    name="semanticac-edge",
+    version=__version__,
+    description="Streaming sound-event classification with label semantics (SemanticAC) for edge devices",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",  # JetPack 6 ships Python 3.10
+    packages=find_packages(include=["edge", "edge.*", "train", "train.*", "calibrate", "calibrate.*"])
+    + ["edge.configs"],
+    # The shipped label sets live in configs/ at the top of the repository and install as
+    # the package `edge.configs`, so a device finds them with importlib.resources.
+    package_dir={"edge.configs": "configs"},
+    package_data={"edge.configs": ["labels/*.yaml", "model/*.yaml", "train/*.yaml"]},
+    install_requires=[
+        "numpy>=1.24",
+        "pyyaml>=6",
+        "click>=8.1",
+        "soundfile>=0.12",
+        "sounddevice>=0.4.6",  # imported only where a microphone is opened
+        "soxr>=0.3.7",
+    ],
+    extras_require={
+        "train": TORCH_PINS + ["tqdm>=4.66", "matplotlib>=3.7", "onnx>=1.16", "onnxscript>=0.1"],
+        "ort": ["onnxruntime>=1.17"],
+        "trt": ["pycuda>=2022.2"],
+        "dev": ["pytest>=8", "onnxruntime>=1.17"],
+    },
+    entry_points={
+        "console_scripts": [
+            "semanticac-edge=edge.cli:main",
+            "semanticac-train=train.cli:main",
+            "semanticac-calibrate=calibrate.cli:main",
+        ]
+    },
+)

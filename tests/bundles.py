@@ -1,0 +1,22 @@
+"""Bundle folders for tests of the bundle contract (graphs are placeholder bytes here:
+the model issue's export tests write real ONNX)."""
+
+from pathlib import Path
+
+from edge.bundle import BundleMeta, tower_spec, write_bundle_meta
+from edge.features import Frontend
+
+
+def make_bundle(folder: Path, model_id: str = "test-model-0001", with_text: bool = True, **fields) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.onnx").write_bytes(b"audio graph placeholder")
+    text = None
+    if with_text:
+        (folder / "text.onnx").write_bytes(b"text graph placeholder")
+        text = tower_spec(folder, "text.onnx", ["input_ids"], ["embedding"])
+    meta = BundleMeta(
+        model_id=model_id, frontend=Frontend(), clip_seconds=5.0, embedding_dim=8, logit_scale=50.0,
+        audio=tower_spec(folder, "model.onnx", ["mel"], ["embedding"]), text=text,
+        text_encoder={"kind": "clip"}, training={"command": "test"}, license="test only", **fields)
+    write_bundle_meta(folder, meta)
+    return folder

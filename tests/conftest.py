@@ -1,0 +1,59 @@
+"""Shared fixtures: where the real development data and the reference vectors live.
+
+Tests that need real audio read `$SEMANTICAC_DATA`; the reference checkpoints and golden
+vectors come from `$SEMANTICAC_REFERENCE` (default: ../shared/reference beside the
+repository). Without them a test skips with the reason, except under CI (`CI=true`),
+where a missing folder is a failure: CI must never pass by skipping the real checks.
+"""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _required_dir(env: str, default: Path | None, what: str) -> Path:
+    value = os.environ.get(env)
+    path = Path(value) if value else default
+    if path is not None and path.is_dir():
+        return path
+    reason = f"{what} not found: set ${env} (looked at {path or 'nothing: the variable is unset'})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"under CI {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The development audio (esc50/, us8k/); see ../shared/data/README.md."""
+    return _required_dir("SEMANTICAC_DATA", None, "development audio")
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """Official checkpoint key lists and golden vectors; see ../shared/reference/README.md."""
+    return _required_dir("SEMANTICAC_REFERENCE", REPO.parent / "shared" / "reference", "reference vectors")
+
+
+@pytest.fixture(scope="session")
+def null_sink(tmp_path_factory):
+    """A running PulseAudio null sink whose monitor is the default capture device.
+
+    Real capture without a sound card: sounddevice's default input (ALSA `default`, routed
+    to PulseAudio) records whatever `null_sink.play(path)` plays. Started for the session,
+    stopped at its end. Needs the Debian packages that `make test` installs.
+    """
+    from tests.pulse import NullSink, PulseUnavailable
+
+    try:
+        sink = NullSink.start(tmp_path_factory.mktemp("pulse"))
+    except PulseUnavailable as err:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"under CI real capture must work: {err}")
+        pytest.skip(str(err))
+    try:
+        yield sink
+    finally:
+        sink.stop()

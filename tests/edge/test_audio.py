@@ -1,0 +1,62 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.audio import read_audio
+from edge.errors import AudioError
+from tests.signals import tone
+
+
+def dominant_hz(x: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.fft.rfftfreq(x.size, 1 / rate)[np.argmax(spectrum)])
+
+
+@pytest.mark.parametrize("ext,fmt,subtype", [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_24"),
+                                             ("ogg", "OGG", "VORBIS"), ("wav", "WAV", "FLOAT")])
+def test_formats_resample_and_mixdown(tmp_path, ext, fmt, subtype):
+    rate = 44100
+    left, right = tone(1000, 1.0, rate, 0.4), tone(1000, 1.0, rate, 0.2)
+    path = tmp_path / f"clip.{ext}"
+    sf.write(path, np.stack([left, right], axis=1), rate, format=fmt, subtype=subtype)
+    x = read_audio(path, 32000)
+    assert x.dtype == np.float32 and x.ndim == 1
+    assert abs(x.size - 32000) <= 1
+    assert abs(dominant_hz(x, 32000) - 1000.0) < 2.0
+    # mono = mean of the channels: 0.3 amplitude (lossy Vorbis within a few percent)
+    assert abs(np.abs(x[1000:-1000]).max() - 0.3) < 0.02
+
+
+def test_same_rate_is_untouched(tmp_path):
+    x = tone(440, 0.5, 32000)
+    sf.write(tmp_path / "a.wav", x, 32000, subtype="FLOAT")
+    np.testing.assert_array_equal(read_audio(tmp_path / "a.wav", 32000), x)
+
+
+def test_missing_file():
+    with pytest.raises(AudioError, match="cannot read audio file /no/such.wav: no such file"):
+        read_audio("/no/such.wav", 32000)
+
+
+def test_corrupt_file(tmp_path):
+    path = tmp_path / "broken.flac"
+    path.write_bytes(b"fLaC" + bytes(range(256)) * 8)
+    with pytest.raises(AudioError, match=f"cannot read audio file {path}"):
+        read_audio(path, 32000)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros((0, 1), np.float32), 16000)
+    with pytest.raises(AudioError, match=f"audio file {path} holds no samples"):
+        read_audio(path, 32000)
+
+
+def test_non_finite_samples(tmp_path):
+    x = tone(440, 1.0, 16000)
+    x[8000] = np.nan
+    x[9000] = np.inf
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"holds 2 NaN or infinite sample\(s\), the first at 0.500 s"):
+        read_audio(path, 32000)

@@ -1,0 +1,132 @@
+import json
+
+import pytest
+
+from edge.bundle import BUNDLE_ENV, read_bundle, resolve_bundle
+from edge.errors import BundleError
+from edge.fsutil import atomic_directory, atomic_write_text
+from tests.bundles import make_bundle
+
+
+def edit_meta(folder, **changes):
+    path = folder / "model.json"
+    data = json.loads(path.read_text())
+    for key, value in changes.items():
+        if value is ...:
+            del data[key]
+        else:
+            data[key] = value
+    path.write_text(json.dumps(data))
+
+
+def test_round_trip(tmp_path):
+    folder = make_bundle(tmp_path / "b")
+    bundle = read_bundle(folder, verify=True)
+    assert bundle.meta.model_id == "test-model-0001"
+    assert bundle.meta.frontend.frames == 1001
+    assert bundle.meta.audio.inputs == ("mel",)
+    assert bundle.text_path == folder / "text.onnx"
+    assert bundle.labels_dir == folder / "labels"
+
+
+def test_bundle_without_text_tower(tmp_path):
+    bundle = read_bundle(make_bundle(tmp_path / "b", with_text=False))
+    assert bundle.meta.text is None and bundle.text_path is None
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("model_id", ..., "missing field 'model_id'"),
+    ("frontend", ..., "missing field 'frontend'"),
+    ("logit_scale", -3, "field 'logit_scale' must be a positive multiplier, got -3"),
+    ("embedding_dim", 8.5, "field 'embedding_dim' must be a positive integer, got 8.5"),
+    ("embedding_dim", True, "field 'embedding_dim' must be a positive integer, got True"),
+    ("clip_seconds", "5", "field 'clip_seconds' must be a positive number of seconds"),
+    ("audio", {"file": "model.onnx"}, "model.json audio: missing field 'sha256'"),
+    ("audio", {"file": "../x.onnx", "sha256": "0" * 64, "inputs": ["mel"], "outputs": ["e"]},
+     "must be a relative path inside the bundle"),
+    ("text_encoder", "clip", "field 'text_encoder' must be a mapping"),
+    ("colour", "red", "unknown field\\(s\\) \\['colour'\\]"),
+])
+def test_bad_fields_are_named(tmp_path, field, value, message):
+    folder = make_bundle(tmp_path / "b")
+    edit_meta(folder, **{field: value})
+    with pytest.raises(BundleError, match=message):
+        read_bundle(folder)
+
+
+def test_bad_frontend_is_named(tmp_path):
+    folder = make_bundle(tmp_path / "b")
+    data = json.loads((folder / "model.json").read_text())
+    data["frontend"]["mel_scale"] = "htk"
+    (folder / "model.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="mel_scale='htk' is not supported"):
+        read_bundle(folder)
+
+
+@pytest.mark.parametrize("version,fix", [(2, "upgrade semanticac-edge"), (0, "re-export the bundle")])
+def test_format_version(tmp_path, version, fix):
+    folder = make_bundle(tmp_path / "b")
+    edit_meta(folder, format_version=version)
+    with pytest.raises(BundleError, match=f"format_version {version} is not supported.*{fix}"):
+        read_bundle(folder)
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="is not a folder"):
+        read_bundle(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match="has no model.json"):
+        read_bundle(tmp_path / "empty")
+    folder = make_bundle(tmp_path / "b")
+    (folder / "model.json").write_text("{not json")
+    with pytest.raises(BundleError, match="cannot read model.json"):
+        read_bundle(folder)
+
+
+def test_verify_detects_a_replaced_graph(tmp_path):
+    folder = make_bundle(tmp_path / "b")
+    (folder / "model.onnx").write_bytes(b"something else")
+    read_bundle(folder)  # cheap read: no hashing
+    with pytest.raises(BundleError, match="model.onnx has SHA-256 .* the file is corrupt or was replaced"):
+        read_bundle(folder, verify=True)
+    (folder / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="audio graph model.onnx is missing"):
+        read_bundle(folder)
+
+
+def test_resolution_order(tmp_path, monkeypatch):
+    a, b = make_bundle(tmp_path / "a", model_id="a"), make_bundle(tmp_path / "b", model_id="b")
+    monkeypatch.setenv(BUNDLE_ENV, str(b))
+    assert resolve_bundle(a).meta.model_id == "a"
+    assert resolve_bundle(None).meta.model_id == "b"
+    monkeypatch.delenv(BUNDLE_ENV)
+    monkeypatch.setattr("edge.bundle.shipped_bundle", lambda: None)
+    with pytest.raises(BundleError, match="no model bundle: --bundle was not given"):
+        resolve_bundle(None)
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    target = tmp_path / "model.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(ZeroDivisionError):
+        from edge.fsutil import atomic_path
+        with atomic_path(target) as tmp:
+            tmp.write_text("half writ")
+            1 / 0
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.json"]  # no temporary left behind
+
+
+def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "bundle"
+    with atomic_directory(target) as tmp:
+        (tmp / "a").write_text("1")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as tmp:
+            (tmp / "b").write_text("2")
+            raise RuntimeError("export failed half way")
+    assert [p.name for p in target.iterdir()] == ["a"]
+    with atomic_directory(target) as tmp:
+        (tmp / "c").write_text("3")
+    assert [p.name for p in target.iterdir()] == ["c"]
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]

@@ -1,0 +1,87 @@
+import zipfile
+
+import numpy as np
+import pytest
+
+from edge.bundle import read_bundle
+from edge.errors import LabelEmbeddingsError
+from edge.label_embeddings import LabelEmbeddings, cache_dir, find_label_embeddings
+from edge.labels import parse_label_set
+from tests.bundles import make_bundle
+
+SET = parse_label_set("name: pets\nlabels:\n  - dog\n  - name: cat\n    prompts: [a cat meowing]\n")
+
+
+def prompt_embeddings(seed=0, dim=8):
+    return np.random.default_rng(seed).standard_normal((3, dim)).astype(np.float32) * 5
+
+
+def test_mean_of_normalised_prompts():
+    raw = prompt_embeddings()
+    emb = LabelEmbeddings.from_prompt_embeddings(SET, raw, "m1")
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    cat = unit[1] + unit[2]
+    np.testing.assert_allclose(emb.embeddings[0], unit[0], atol=1e-6)
+    np.testing.assert_allclose(emb.embeddings[1], cat / np.linalg.norm(cat), atol=1e-6)
+    assert emb.labels == ("dog", "cat") and emb.prompt_label.tolist() == [0, 1, 1]
+    with pytest.raises(LabelEmbeddingsError, match=r"one embedding per prompt \(3 x C\), got shape \(2, 8\)"):
+        LabelEmbeddings.from_prompt_embeddings(SET, raw[:2], "m1")
+
+
+def test_file_round_trip_without_pickle(tmp_path):
+    emb = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "m1")
+    path = emb.save(tmp_path / "labels" / "pets.npz")
+    with np.load(path, allow_pickle=False) as data:  # plain arrays only
+        assert set(data.files) == {"labels", "prompts", "prompt_label", "embeddings", "labels_sha256", "model_id"}
+        assert data["embeddings"].dtype == np.float32 and data["labels"].dtype.kind == "U"
+    back = LabelEmbeddings.load(path)
+    assert back.labels == emb.labels and back.prompts == emb.prompts
+    assert back.model_id == "m1" and back.labels_sha256 == SET.sha256
+    np.testing.assert_array_equal(back.embeddings, emb.embeddings)
+    assert [p.name for p in path.parent.iterdir()] == ["pets.npz"]
+
+
+def test_corrupt_and_incomplete_files(tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(LabelEmbeddingsError, match="cannot read label embeddings .*delete it"):
+        LabelEmbeddings.load(bad)
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, labels=np.array(["a"]))
+    with pytest.raises(LabelEmbeddingsError, match=r"missing array\(s\) \['prompts'"):
+        LabelEmbeddings.load(partial)
+    assert zipfile.is_zipfile(partial)
+
+
+def test_lookup_bundle_then_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bundle = read_bundle(make_bundle(tmp_path / "b", model_id="m1"))
+    with pytest.raises(LabelEmbeddingsError) as err:
+        find_label_embeddings(bundle, SET)
+    message = str(err.value)
+    assert "labels/pets.npz: not there" in message and "cache/semanticac-edge/m1/pets.npz: not there" in message
+    assert f"semanticac-train embed-labels --bundle {bundle.path}" in message
+
+    cached = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(1), "m1")
+    cached.save(cache_dir("m1") / "pets.npz")
+    np.testing.assert_array_equal(find_label_embeddings(bundle, SET).embeddings, cached.embeddings)
+
+    shipped = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(2), "m1")
+    shipped.save(bundle.labels_dir / "pets.npz")
+    np.testing.assert_array_equal(find_label_embeddings(bundle, SET).embeddings, shipped.embeddings)
+
+
+def test_stale_or_foreign_embeddings_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bundle = read_bundle(make_bundle(tmp_path / "b", model_id="m1"))
+    LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "other-model").save(bundle.labels_dir / "pets.npz")
+    edited = parse_label_set("name: pets\nlabels:\n  - dog\n  - name: cat\n    prompts: [a cat purring]\n")
+    LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "m1").save(cache_dir("m1") / "pets.npz")
+    with pytest.raises(LabelEmbeddingsError) as err:
+        find_label_embeddings(bundle, edited)
+    assert "computed by model 'other-model', the bundle is 'm1'" in str(err.value)
+    assert "stale: the label names or prompts changed" in str(err.value)
+    # a threshold edit is not a stale set
+    retuned = parse_label_set("name: pets\nlabels:\n  - {name: dog, threshold: 0.9}\n"
+                              "  - name: cat\n    prompts: [a cat meowing]\n")
+    assert find_label_embeddings(bundle, retuned).model_id == "m1"

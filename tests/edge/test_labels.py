@@ -1,0 +1,91 @@
+import csv
+
+import pytest
+
+from edge.errors import LabelSetError
+from edge.labels import DEFAULT_PROMPT, load_label_set, parse_label_set, resolve_label_set, shipped_label_sets
+
+GOOD = """\
+name: site
+prompt: "a recording of {label}"
+threshold: 0.4
+labels:
+  - dog_bark
+  - name: siren
+    prompts: ["an ambulance siren wailing", "a police siren"]
+    threshold: 0.7
+    group: traffic
+"""
+
+
+def test_schema_and_defaults():
+    s = parse_label_set(GOOD)
+    assert s.names == ["dog_bark", "siren"]
+    assert s.labels[0].prompts == ("a recording of dog bark",)
+    assert s.labels[0].threshold == 0.4 and s.labels[0].group is None
+    assert s.labels[1].prompts == ("a recording of siren", "an ambulance siren wailing", "a police siren")
+    assert s.labels[1].threshold == 0.7 and s.labels[1].group == "traffic"
+    prompts, owner = s.flat_prompts()
+    assert len(prompts) == 4 and owner == [0, 1, 1, 1]
+    plain = parse_label_set("name: x\nlabels: [a_b]\n")
+    assert plain.prompt == DEFAULT_PROMPT and plain.labels[0].prompts == ("an audio clip of a b",)
+    assert plain.labels[0].threshold == 0.5
+
+
+def test_sha_covers_names_and_prompts_only():
+    base = parse_label_set(GOOD)
+    assert parse_label_set(GOOD.replace("0.7", "0.9").replace("traffic", "road")).sha256 == base.sha256
+    assert parse_label_set(GOOD.replace("police siren", "fire engine")).sha256 != base.sha256
+    assert parse_label_set(GOOD.replace("a recording of", "a clip of")).sha256 != base.sha256
+    assert parse_label_set(GOOD.replace("dog_bark", "dog_growl")).sha256 != base.sha256
+
+
+@pytest.mark.parametrize("text,message", [
+    ("name: x\nlabels:\n  - dog\n  - cat\n  - Dog\n", r"<string>:5: labels\[2\]: 'Dog' duplicates labels\[0\] \(line 3\)"),
+    ("name: x\nlabels:\n  - dog_bark\n  - dog bark\n", r":4: labels\[1\]: 'dog bark' duplicates"),
+    ("name: x\nlabels:\n  - dog\n  - ''\n", r":4: labels\[1\].name: must be a non-empty text"),
+    ("name: x\nlabels:\n  - name: dog\n    colour: brown\n", r":4: labels\[0\]: unknown key 'colour': allowed keys are"),
+    ("name: x\nlabel: [dog]\n", r":2: label set: unknown key 'label'"),
+    ("name: x\nlabels:\n  - name: dog\n    threshold: high\n", r":4: labels\[0\].threshold: must be a number, got 'high'"),
+    ("name: x\nlabels:\n  - name: dog\n    threshold: 1.5\n", r"threshold: 1.5 is not a score: a threshold must be in \(0, 1\]"),
+    ("name: x\nlabels:\n  - name: dog\n    prompts: a dog\n", r":4: labels\[0\].prompts: must be a list"),
+    ("name: x\nlabels:\n  - name: dog\n    prompts: [a dog, 3]\n", r"labels\[0\].prompts\[1\]: must be a non-empty text, got 3"),
+    ("name: x\nlabels: []\n", r":2: labels: is empty"),
+    ("name: x\nlabels: dog\n", r":2: labels: must be a list"),
+    ("labels: [dog]\n", r":1: label set: missing key 'name'"),
+    ("name: x\n", r"missing key 'labels'"),
+    ("name: my set\nlabels: [dog]\n", r":1: name: 'my set' is not allowed"),
+    ("name: x\nprompt: a clip of\nlabels: [dog]\n", r":2: prompt: 'a clip of' must contain \{label\}"),
+    ("name: x\nprompt: '{label} {other}'\nlabels: [dog]\n", r"must contain \{label\} and no other"),
+    ("name: x\nname: y\nlabels: [dog]\n", r":2: label set: key 'name' appears twice"),
+    ("name: x\nlabels: [dog\n", r"not valid YAML"),
+    ("", r"file: is empty"),
+    ("- dog\n- cat\n", r":1: label set: must be a mapping"),
+])
+def test_errors_name_the_line_and_fix(text, message):
+    with pytest.raises(LabelSetError, match=message):
+        parse_label_set(text)
+
+
+def test_shipped_sets_match_the_datasets(data_dir):
+    assert {"urban", "esc50"} <= set(shipped_label_sets())
+    us8k = {int(r["classID"]): r["class"] for r in csv.DictReader(open(data_dir / "us8k/meta.csv"))}
+    esc = {int(r["target"]): r["category"] for r in csv.DictReader(open(data_dir / "esc50/meta.csv"))}
+    assert resolve_label_set("urban").names == [us8k[i] for i in range(10)]
+    assert resolve_label_set("esc50.yaml").names == [esc[i] for i in range(50)]
+    assert {label.group for label in resolve_label_set("esc50").labels} == {
+        "Animals", "Natural soundscapes & water sounds", "Human, non-speech sounds",
+        "Interior/domestic sounds", "Exterior/urban noises"}
+
+
+def test_resolve_path_then_shipped_name(tmp_path, monkeypatch):
+    path = tmp_path / "urban.yaml"
+    path.write_text("name: mine\nlabels: [a]\n")
+    assert resolve_label_set(path).name == "mine"  # a path wins over a shipped name
+    monkeypatch.chdir(tmp_path)
+    assert resolve_label_set("urban.yaml").name == "mine"
+    assert resolve_label_set("urban").name == "urban"
+    with pytest.raises(LabelSetError, match="label set 'nope.yaml' not found.*shipped: esc50, urban"):
+        resolve_label_set("nope.yaml")
+    with pytest.raises(LabelSetError, match="cannot read label set"):
+        load_label_set(tmp_path / "missing.yaml")

@@ -1,0 +1,34 @@
+"""Synthetic test signals at a given rate: deterministic, float32 mono."""
+
+import numpy as np
+
+
+def tone(freq: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def chirp(f0: float, f1: float, seconds: float, rate: int, amplitude: float = 0.5) -> np.ndarray:
+    """Linear sweep from f0 to f1 Hz."""
+    t = np.arange(int(seconds * rate)) / rate
+    phase = 2 * np.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * seconds))
+    return (amplitude * np.sin(phase)).astype(np.float32)
+
+
+def noise(seconds: float, rate: int, amplitude: float = 0.1, seed: int = 0) -> np.ndarray:
+    return (amplitude * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
+
+
+def silence(seconds: float, rate: int) -> np.ndarray:
+    return np.zeros(int(seconds * rate), dtype=np.float32)
+
+
+def synthetic_set(rate: int) -> dict[str, np.ndarray]:
+    return {
+        "tone_440": tone(440, 2.0, rate),
+        "tone_9k": tone(9000, 2.0, rate, amplitude=0.05),
+        "chirp": chirp(50, 14000, 3.0, rate),
+        "noise": noise(2.0, rate),
+        "silence": silence(1.0, rate),
+        "tone_in_noise": tone(1000, 2.0, rate) + noise(2.0, rate, amplitude=0.01, seed=1),
+    }

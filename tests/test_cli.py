@@ -1,0 +1,62 @@
+"""The three console scripts: help, version, and one-line errors (never a traceback)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import calibrate.cli
+import edge.cli
+import train.cli
+from edge import __version__
+from tests.bundles import make_bundle
+
+
+@pytest.mark.parametrize("group,name", [(edge.cli.main, "semanticac-edge"), (train.cli.main, "semanticac-train"),
+                                        (calibrate.cli.main, "semanticac-calibrate")])
+def test_help_and_version(group, name):
+    runner = CliRunner()
+    assert runner.invoke(group, ["--help"]).exit_code == 0
+    result = runner.invoke(group, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"{name}, version {__version__}"
+
+
+@pytest.mark.parametrize("script", ["semanticac-edge", "semanticac-train", "semanticac-calibrate"])
+def test_console_scripts_are_installed(script):
+    exe = Path(sys.executable).parent / script
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_labels_command_shows_the_prompts():
+    result = CliRunner().invoke(edge.cli.main, ["labels", "urban"])
+    assert result.exit_code == 0
+    assert "'an audio clip of dog bark'" in result.output and "10 labels" in result.output
+
+
+def test_bad_label_set_is_one_line(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("name: site\nlabels:\n  - dog\n  - dog\n")
+    result = CliRunner().invoke(edge.cli.main, ["labels", str(path)])
+    assert result.exit_code == 1
+    assert result.output.strip() == f"Error: {path}:4: labels[1]: 'dog' duplicates labels[0] (line 3): " \
+                                    "names are compared ignoring case and '_' vs ' '"
+
+
+def test_info_reports_missing_embeddings(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = make_bundle(tmp_path / "b")
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(folder), "--labels", "urban"])
+    assert result.exit_code == 1
+    assert "model_id   test-model-0001" in result.output
+    assert "no usable embeddings for label set 'urban'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_info_without_any_bundle(monkeypatch):
+    monkeypatch.delenv("SEMANTICAC_BUNDLE", raising=False)
+    monkeypatch.setattr("edge.bundle.shipped_bundle", lambda: None)
+    result = CliRunner().invoke(edge.cli.main, ["info"])
+    assert result.exit_code == 1 and result.output.startswith("Error: no model bundle")
