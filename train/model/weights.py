@@ -6,7 +6,7 @@ key, both shapes and the file on any shape mismatch: a half-loaded model must ne
 
 - `load_htsat_checkpoint`: HTS-AT's AudioSet checkpoints (`HTSAT_AudioSet_Saved_*.ckpt`,
   Lightning, prefix `sed_model.`) and LAION-CLAP's (prefix `audio_branch.`).
-- the CLIP RN50 text tower: below, in its own section.
+- the CLIP RN50 text tower: train/model/clip_weights.py (reuses LoadReport).
 """
 
 from __future__ import annotations
@@ -159,6 +159,3 @@ def load_htsat_checkpoint(model: nn.Module, path_or_state_dict: PathOrStateDict,
             mapped[name] = (key, value)
     return _load_mapped(model, mapped, derived, report, strict)
 
-
-# -----------------------------------------------------------------------------
-# CLIP RN50 text tower (OpenAI's RN50.pt): reuses LoadReport and _load_mapped.
