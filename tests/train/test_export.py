@@ -1,0 +1,178 @@
+"""Export: a bundle that edge reads, whose graphs ONNX Runtime runs like torch."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from edge.audio import read_audio
+from edge.bundle import read_bundle
+from edge.features import Frontend, log_mel
+from edge.label_embeddings import LabelEmbeddings, find_label_embeddings
+from edge.labels import resolve_label_set
+from edge.tokenizers import load_tokenizer
+from tests.train.test_htsat import fake_checkpoint
+from tests.train.test_text import _torchscript_archive, fake_rn50  # noqa: F401 (fixture)
+from train import cli
+from train.checkpoint import model_from_checkpoint, model_id, save_checkpoint
+from train.config import load_model_config
+from train.export import TENSORRT_OPS, export_bundle
+from train.model.semanticac import build_model
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def small():
+    torch.manual_seed(0)
+    config = load_model_config("small")
+    return build_model(config).eval(), config
+
+
+@pytest.fixture(scope="module")
+def bundle(small, tmp_path_factory):
+    model, config = small
+    out = tmp_path_factory.mktemp("export") / "bundle"
+    export_bundle(model, config, out, model_id=model_id(model, config), clip_seconds=5.0,
+                  label_sets=[resolve_label_set("urban")], training={"command": "test"}, license="test")
+    return read_bundle(out, verify=True)
+
+
+def embed_audio_onnx(bundle, mel: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(bundle.audio_path), providers=["CPUExecutionProvider"])
+    return session.run(["embedding"], {"mel": mel})[0]
+
+
+def test_bundle_is_what_edge_reads(bundle, small):
+    model, config = small
+    meta = bundle.meta
+    assert meta.model_id == model_id(model, config) and meta.clip_seconds == 5.0
+    assert meta.embedding_dim == config.embed_dim == 256
+    assert meta.logit_scale == pytest.approx(1 / 0.07, rel=1e-5)
+    assert meta.audio.inputs == ("mel",) and meta.text.inputs == ("input_ids", "attention_mask")
+    assert meta.frontend == Frontend()
+    assert meta.text_encoder["kind"] == "minilm" and meta.text_encoder["tokenizer"] == "wordpiece"
+    assert find_label_embeddings(bundle, resolve_label_set("urban")).labels[3] == "dog_bark"
+
+
+def test_audio_graph_ops_and_dynamic_batch(bundle):
+    graph = onnx.load(str(bundle.audio_path))
+    ops = {node.op_type for node in graph.graph.node}
+    assert ops <= TENSORRT_OPS and "Resize" not in ops
+    assert graph.opset_import[0].version >= 17
+    dims = graph.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "batch" and [d.dim_value for d in dims[1:]] == [1, 1001, 64]
+    out = embed_audio_onnx(bundle, np.random.default_rng(0).standard_normal((3, 1, 1001, 64)).astype(np.float32))
+    assert out.shape == (3, 256)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_onnx_runtime_reproduces_torch_audio(bundle, small, data_dir):
+    model, _ = small
+    fe = bundle.meta.frontend
+    clip = read_audio(data_dir / "esc50/audio/1-187207-A-20.flac", fe.sample_rate)
+    real = log_mel(np.tile(clip, 2)[: 10 * fe.sample_rate], fe)[None, None]
+    noise = np.random.default_rng(1).normal(-40, 20, (2, 1, 1001, 64)).astype(np.float32)
+    for mel in (real, noise):
+        with torch.no_grad():
+            want = model.encode_audio(torch.from_numpy(mel)).numpy()
+        assert np.abs(embed_audio_onnx(bundle, mel) - want).max() <= TOL
+
+
+def test_onnx_runtime_reproduces_torch_text(bundle, small):
+    model, _ = small
+    tokenizer = load_tokenizer(bundle.tokenizer_dir)  # what the device will use
+    prompts = ["an audio clip of dog bark", "a police siren", "an audio clip of jackhammer"]
+    tokens = tokenizer(prompts)
+    session = ort.InferenceSession(str(bundle.text_path), providers=["CPUExecutionProvider"])
+    got = session.run(["embedding"], tokens)[0]
+    with torch.no_grad():
+        want = model.encode_text(**{k: torch.from_numpy(v) for k, v in tokens.items()}).numpy()
+    assert np.abs(got - want).max() <= TOL
+    # the shipped label embeddings are what text.onnx gives for the label set's prompts
+    label_set = resolve_label_set("urban")
+    prompts, _ = label_set.flat_prompts()
+    from_onnx = LabelEmbeddings.from_prompt_embeddings(label_set, session.run(["embedding"], tokenizer(prompts))[0], "x")
+    shipped = LabelEmbeddings.load(bundle.labels_dir / "urban.npz")
+    assert np.abs(from_onnx.embeddings - shipped.embeddings).max() <= TOL
+
+
+def test_model_id_follows_the_weights(small):
+    model, config = small
+    assert model_id(model, config) == model_id(model, config)
+    other = build_model(config).eval()
+    other.load_state_dict(model.state_dict())
+    assert model_id(other, config) == model_id(model, config)
+    with torch.no_grad():
+        other.head.proj.bias[0] += 1e-3
+    assert model_id(other, config) != model_id(model, config)
+
+
+def test_checkpoint_round_trip_and_cli_export(small, tmp_path):
+    model, config = small
+    path = save_checkpoint(tmp_path / "run" / "best.pt", model, config, clip_seconds=5.0,
+                           training={"command": "semanticac-train fit ..."}, license="CC BY-NC 4.0")
+    loaded, loaded_config, state = model_from_checkpoint(path)
+    assert loaded_config == config and model_id(loaded, loaded_config) == model_id(model, config)
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(cli.main, ["export", "--checkpoint", str(path), "--out", str(out), "--labels", "urban"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["model_id"] == model_id(model, config) and meta["license"] == "CC BY-NC 4.0"
+    assert meta["clip_seconds"] == 5.0 and meta["training"]["command"].startswith("semanticac-train fit")
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["urban.npz"]
+
+
+def test_failed_export_keeps_the_previous_bundle(small, tmp_path, monkeypatch):
+    model, config = small
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "model.json").write_text('{"previous": true}')
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("ONNX Runtime differs from torch")
+
+    monkeypatch.setattr("train.export.check_graph", broken)
+    with pytest.raises(RuntimeError):
+        export_bundle(model, config, out, model_id="x")
+    assert json.loads((out / "model.json").read_text()) == {"previous": True}
+    assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_onehot_baseline_is_not_exportable(tmp_path):
+    config = load_model_config("small")
+    config.head = {"kind": "onehot"}
+    config.num_classes = 10
+    with pytest.raises(ValueError, match="one-hot baseline has no text tower"):
+        export_bundle(build_model(config), config, tmp_path / "b", model_id="x")
+
+
+def test_cli_usage_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli.main, ["export", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 2 and "either --checkpoint C or --random-init --config M" in result.output
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = runner.invoke(cli.main, ["export", "--checkpoint", str(bad), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and f"checkpoint {bad} cannot be read" in result.output
+
+
+def test_check_weights_command(reference_dir, fake_rn50, tmp_path):  # noqa: F811
+    audio = tmp_path / "HTSAT_AudioSet_Saved_1.ckpt"
+    torch.save(fake_checkpoint(reference_dir, "sed_model."), audio)
+    text = tmp_path / "RN50.pt"
+    _torchscript_archive(fake_rn50, text)
+    runner = CliRunner()
+    result = runner.invoke(cli.main, ["check-weights", "--audio", str(audio), "--text", str(text)])
+    assert result.exit_code == 0, result.output
+    assert "0 missing, 0 unexpected" in result.output and result.output.count("0 missing, 0 unexpected") == 2
+    state = fake_checkpoint(reference_dir, "sed_model.")
+    del state["state_dict"]["sed_model.layers.2.blocks.5.mlp.fc2.weight"]
+    torch.save(state, audio)
+    result = runner.invoke(cli.main, ["check-weights", "--audio", str(audio)])
+    assert result.exit_code == 1
+    assert "1 missing" in result.output and "layers.2.blocks.5.mlp.fc2.weight" in result.output

