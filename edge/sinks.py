@@ -1,0 +1,220 @@
+"""Sinks: where `semanticac-edge listen` writes its results (stdout; logs go to stderr).
+
+The listen loop passes three kinds of record: a `WindowResult` per window, an `Event`
+(edge.events) per start/end, a `Status` for what a user must see in the output itself
+(device lost, windows dropped). Three formats, picked by `make_sink`:
+
+- `JsonLines` (`--json`): one JSON object per line, flushed at once (a consumer may pipe it).
+  Every line: `schema` (1), `type` (window | start | end | status), `t` (stream seconds,
+  3 decimals), `utc` (ISO 8601, milliseconds, `+00:00`: Python 3.10's fromisoformat reads
+  it, not `Z`). window: `top` [{label, score}] best first, `latency_ms`, `dropped` (total
+  so far); start: `event_id`, `label`, `score`; end: `event_id`, `label`, `duration`, `peak`;
+  status: `level`, `message`. A non-finite number is written as null.
+- `PlainLines` (stdout is not a terminal): one readable, greppable line per record.
+- `LiveView` (a terminal): the top-k with bars, active events and counters redrawn in place
+  with ANSI cursor moves; events and status lines scroll above it and stay.
+
+`t` is seconds since the stream began; a window's `t` is the stream time of its END. `utc`
+is `origin + t`, `origin` being the UTC wall-clock time of stream time 0 (the loop passes
+when capture started; default: when the sink was made). A `start` is dated at its onset and
+emitted `min_duration` later (edge.events), so it follows windows with a later `t`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TextIO
+
+from edge.events import Event
+
+SCHEMA = 1
+LEVELS = ("info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    t: float  # stream time of the window's END, in seconds
+    top: tuple[tuple[str, float], ...]  # (label, score), best first
+    latency_ms: float  # from the window's last sample being captured to its scores
+    dropped: int  # windows dropped so far because inference fell behind (cumulative)
+
+
+@dataclass(frozen=True)
+class Status:
+    t: float
+    level: str  # info | warning | error
+    message: str
+
+    def __post_init__(self):
+        if self.level not in LEVELS:
+            raise ValueError(f"Status: level {self.level!r} is not one of {', '.join(LEVELS)}")
+
+
+def _num(x: float | None, digits: int) -> float | None:
+    return round(float(x), digits) if x is not None and math.isfinite(x) else None
+
+
+class Sink:
+    """Base of the three formats: `window`, `event`, `status`, `close`; usable as a context."""
+
+    def __init__(self, stream: TextIO | None = None, origin: datetime | None = None):
+        self.stream = stream if stream is not None else sys.stdout
+        self.origin = origin if origin is not None else datetime.now(timezone.utc)
+        if self.origin.tzinfo is None:
+            raise ValueError(f"sink origin {self.origin.isoformat()} has no timezone: pass an aware UTC datetime")
+
+    def utc(self, t: float) -> str:
+        moment = (self.origin + timedelta(seconds=t)).astimezone(timezone.utc)
+        return moment.isoformat(timespec="milliseconds")
+
+    def emit(self, record: WindowResult | Event | Status) -> None:
+        if isinstance(record, WindowResult):
+            self.window(record)
+        elif isinstance(record, Event):
+            self.event(record)
+        elif isinstance(record, Status):
+            self.status(record)
+        else:
+            raise TypeError(f"sink: cannot write a {type(record).__name__}: expected WindowResult, Event or Status")
+
+    def window(self, result: WindowResult) -> None:
+        raise NotImplementedError
+
+    def event(self, event: Event) -> None:
+        raise NotImplementedError
+
+    def status(self, status: Status) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stream.flush()
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class JsonLines(Sink):
+    def _line(self, kind: str, t: float, **fields) -> None:
+        record = {"schema": SCHEMA, "type": kind, "t": _num(t, 3), "utc": self.utc(t), **fields}
+        self._write(json.dumps(record, allow_nan=False) + "\n")
+
+    def window(self, result: WindowResult) -> None:
+        top = [{"label": label, "score": _num(score, 4)} for label, score in result.top]
+        self._line("window", result.t, top=top, latency_ms=_num(result.latency_ms, 1), dropped=int(result.dropped))
+
+    def event(self, event: Event) -> None:
+        if event.kind == "start":
+            self._line("start", event.t, event_id=event.event_id, label=event.label, score=_num(event.score, 4))
+        else:
+            self._line("end", event.t, event_id=event.event_id, label=event.label,
+                       duration=_num(event.duration, 3), peak=_num(event.peak, 4))
+
+    def status(self, status: Status) -> None:
+        self._line("status", status.t, level=status.level, message=status.message)
+
+
+def _plain(record: WindowResult | Event | Status) -> str:
+    """One line per record: the stream time, the record's type, then its content."""
+    if isinstance(record, WindowResult):
+        top = ", ".join(f"{label} {score:.3f}" for label, score in record.top) or "(no labels)"
+        return f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
+    if isinstance(record, Event):
+        if record.kind == "start":
+            return f"{record.t:9.3f} start   #{record.event_id} {record.label}  score {record.score:.3f}"
+        return (f"{record.t:9.3f} end     #{record.event_id} {record.label}  duration {record.duration:.3f} s  "
+                f"peak {record.peak:.3f}")
+    return f"{record.t:9.3f} status  {record.level}: {record.message}"
+
+
+class PlainLines(Sink):
+    def window(self, result: WindowResult) -> None:
+        self._write(_plain(result) + "\n")
+
+    def event(self, event: Event) -> None:
+        self._write(_plain(event) + "\n")
+
+    def status(self, status: Status) -> None:
+        self._write(_plain(status) + "\n")
+
+
+class LiveView(Sink):
+    """A block redrawn in place under the lines that scroll (events, status)."""
+
+    BAR_WIDTH = 20
+    LABEL_WIDTH = 24
+
+    def __init__(self, stream: TextIO | None = None, origin: datetime | None = None, max_rows: int = 10):
+        super().__init__(stream, origin)
+        self.max_rows = max_rows
+        encoding = (getattr(self.stream, "encoding", None) or "").lower().replace("-", "")
+        self.bar_chars = ("\u2588", "\u2591") if encoding.startswith("utf") else ("#", ".")
+        self._height = 0  # lines of the block on screen now
+        self._last: WindowResult | None = None
+        self._active: dict[int, tuple[str, float]] = {}  # event_id -> (label, onset)
+
+    def window(self, result: WindowResult) -> None:
+        self._last = result
+        self._redraw()
+
+    def event(self, event: Event) -> None:
+        if event.kind == "start":
+            self._active[event.event_id] = (event.label, event.t)
+        else:
+            self._active.pop(event.event_id, None)
+        self._redraw(_plain(event))
+
+    def status(self, status: Status) -> None:
+        self._redraw(_plain(status))
+
+    def _redraw(self, scrolled: str | None = None) -> None:
+        width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+        out = f"\x1b[{self._height}F\x1b[J" if self._height else ""  # up to the block's top, erase below
+        if scrolled is not None:
+            out += scrolled[:width] + "\n"
+        block = [line[:width] for line in self._block()]
+        self._height = len(block)
+        self._write(out + "".join(line + "\n" for line in block))
+
+    def _block(self) -> list[str]:
+        last = self._last
+        if last is None:
+            return ["semanticac-edge: waiting for the first window..."]
+        clock = self.utc(last.t)[11:19]
+        lines = [f"semanticac-edge  t {last.t:.1f} s  {clock} UTC  latency {last.latency_ms:.1f} ms  "
+                 f"dropped {last.dropped}"]
+        for label, score in last.top[:self.max_rows]:
+            lines.append(f"  {label[:self.LABEL_WIDTH]:<{self.LABEL_WIDTH}} {self._bar(score)} {score:.3f}")
+        if len(last.top) > self.max_rows:
+            lines.append(f"  ... and {len(last.top) - self.max_rows} more")
+        if not last.top:
+            lines.append("  (no labels)")
+        active = ", ".join(f"#{i} {label} {max(0.0, last.t - onset):.1f} s"
+                           for i, (label, onset) in self._active.items())
+        lines.append(f"active: {active or 'none'}")
+        return lines
+
+    def _bar(self, score: float) -> str:
+        full, empty = self.bar_chars
+        n = round(min(max(score, 0.0), 1.0) * self.BAR_WIDTH) if math.isfinite(score) else 0
+        return full * n + empty * (self.BAR_WIDTH - n)
+
+
+def make_sink(json_lines: bool = False, stream: TextIO | None = None, origin: datetime | None = None) -> Sink:
+    """`--json` -> JsonLines; else a terminal -> LiveView; else (a pipe, a file) -> PlainLines."""
+    stream = stream if stream is not None else sys.stdout
+    if json_lines:
+        return JsonLines(stream, origin)
+    isatty = getattr(stream, "isatty", None)
+    return LiveView(stream, origin) if isatty is not None and isatty() else PlainLines(stream, origin)

@@ -1,0 +1,148 @@
+import io
+import json
+import os
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from edge.events import Event
+from edge.sinks import JsonLines, LiveView, PlainLines, Status, WindowResult, make_sink
+
+ORIGIN = datetime(2026, 11, 27, 0, 31, 0, 500000, tzinfo=timezone.utc)
+ANSI = re.compile(r"\x1b\[")
+
+RECORDS = [
+    Status(0.0, "info", "listening on default input"),
+    WindowResult(2.0, (("dog_bark", 0.8123456), ("siren", 0.1), ("car_horn", 0.05)), latency_ms=12.34, dropped=0),
+    Event("start", 1.5, 1, "dog_bark", score=0.61),
+    WindowResult(2.5, (("dog_bark", 0.2), ("siren", 0.1), ("car_horn", 0.05)), latency_ms=9.0, dropped=2),
+    Event("end", 2.5, 1, "dog_bark", duration=1.0, peak=0.83),
+    Status(2.5, "warning", "inference fell behind: 2 windows dropped"),
+]
+
+KEYS = {  # type -> the keys it adds to schema/type/t/utc, and their types
+    "window": {"top": list, "latency_ms": float, "dropped": int},
+    "start": {"event_id": int, "label": str, "score": float},
+    "end": {"event_id": int, "label": str, "duration": float, "peak": float},
+    "status": {"level": str, "message": str},
+}
+
+
+class FlushCounter(io.StringIO):
+    """Records how much had been written at each flush."""
+
+    def __init__(self):
+        super().__init__()
+        self.flushed_at = []
+
+    def flush(self):
+        self.flushed_at.append(len(self.getvalue()))
+
+
+def test_json_lines_parse_with_every_key_and_flush_per_line():
+    stream = FlushCounter()
+    with make_sink(json_lines=True, stream=stream, origin=ORIGIN) as sink:
+        assert isinstance(sink, JsonLines)
+        for record in RECORDS:
+            sink.emit(record)
+    text = stream.getvalue()
+    lines = text.splitlines()
+    assert len(lines) == len(RECORDS) and not ANSI.search(text)
+    ends = [m.end() for m in re.finditer("\n", text)]
+    assert set(ends) <= set(stream.flushed_at)  # flushed after each line, before the next is written
+    for line, record in zip(lines, RECORDS):
+        obj = json.loads(line)
+        assert obj["schema"] == 1 and obj["type"] in KEYS
+        assert set(obj) == {"schema", "type", "t", "utc"} | set(KEYS[obj["type"]])
+        for key, kind in KEYS[obj["type"]].items():
+            assert isinstance(obj[key], kind), (key, obj)
+        assert isinstance(obj["t"], float) and obj["t"] == pytest.approx(record.t)
+        utc = datetime.fromisoformat(obj["utc"])
+        assert utc.utcoffset() == timedelta(0)
+        assert utc == ORIGIN + timedelta(seconds=record.t)
+    window, start, end = (json.loads(lines[i]) for i in (1, 2, 4))
+    assert [entry["label"] for entry in window["top"]] == ["dog_bark", "siren", "car_horn"]
+    assert window["top"][0]["score"] == pytest.approx(0.8123, abs=1e-4) and window["latency_ms"] == 12.3
+    assert json.loads(lines[3])["dropped"] == 2
+    assert (start["event_id"], start["label"], start["score"]) == (1, "dog_bark", 0.61)
+    assert (end["duration"], end["peak"]) == (1.0, 0.83)
+    assert json.loads(lines[0])["utc"] == "2026-11-27T00:31:00.500+00:00"
+
+
+def test_json_writes_a_non_finite_number_as_null():
+    stream = io.StringIO()
+    JsonLines(stream, ORIGIN).window(WindowResult(1.0, (("a", float("nan")),), float("inf"), 0))
+    obj = json.loads(stream.getvalue())  # strict JSON: no NaN literal
+    assert obj["top"][0]["score"] is None and obj["latency_ms"] is None
+
+
+def test_plain_lines_one_per_record():
+    stream = io.StringIO()
+    sink = make_sink(stream=stream, origin=ORIGIN)
+    assert isinstance(sink, PlainLines)
+    for record in RECORDS:
+        sink.emit(record)
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == len(RECORDS) and not ANSI.search(stream.getvalue())
+    kinds = [line.split()[1] for line in lines]
+    assert kinds == ["status", "window", "start", "window", "end", "status"]
+    assert "dog_bark 0.812" in lines[1] and "dropped 2" in lines[3]
+    assert "#1 dog_bark" in lines[2] and "duration 1.000 s" in lines[4] and "peak 0.830" in lines[4]
+
+
+def test_live_view_redraws_in_place_and_keeps_events():
+    stream = io.StringIO()
+    view = LiveView(stream, ORIGIN)
+    for record in RECORDS:
+        view.emit(record)
+    text = stream.getvalue()
+    assert ANSI.search(text)
+    # every redraw after the first goes up exactly the height of the block drawn before it
+    draws = re.split(r"\x1b\[(\d+)F\x1b\[J", text)
+    blocks, heights = draws[0::2], [int(h) for h in draws[1::2]]
+    assert len(heights) == len(RECORDS) - 1
+    for previous, height in zip(blocks, heights):  # a scrolled line (event, status) comes before the block
+        lines = previous.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.startswith("semanticac-edge"))
+        assert len(lines) - header == height
+    assert "active: #1 dog_bark 0.5 s" in blocks[2]  # drawn with the start: its age at the last window
+    assert "active: #1 dog_bark 1.0 s" in blocks[3]
+    assert "active: none" in blocks[-1] and "start   #1 dog_bark" in text and "end     #1 dog_bark" in text
+
+
+@pytest.mark.parametrize("n", [0, 1, 200])
+def test_live_view_with_no_or_many_labels(n):
+    stream = io.StringIO()
+    view = LiveView(stream, ORIGIN)
+    top = tuple((f"label_{i}_with_a_rather_long_name_indeed", 1.0 / (i + 1)) for i in range(n))
+    view.window(WindowResult(1.0, top, 5.0, 0))
+    view.window(WindowResult(1.5, top, 5.0, 0))
+    view.close()
+    last = re.split(r"\x1b\[\d+F\x1b\[J", stream.getvalue())[-1].splitlines()
+    assert len(last) <= view.max_rows + 3  # header, rows, "... more", active
+    assert ("(no labels)" in last[1]) == (n == 0)
+    assert ("and 190 more" in stream.getvalue()) == (n == 200)
+
+
+def test_factory_picks_the_live_view_on_a_terminal():
+    master, slave = os.openpty()
+    try:
+        with open(slave, "w", closefd=False) as tty:
+            assert isinstance(make_sink(stream=tty), LiveView)
+            assert isinstance(make_sink(json_lines=True, stream=tty), JsonLines)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+def test_default_stream_is_stdout_and_bad_records_are_refused(capsys):
+    sink = make_sink(json_lines=True, origin=ORIGIN)
+    sink.status(Status(0.0, "error", "capture device lost"))
+    assert json.loads(capsys.readouterr().out)["message"] == "capture device lost"
+    with pytest.raises(TypeError, match="cannot write a dict"):
+        sink.emit({"t": 0})
+    with pytest.raises(ValueError, match="level 'fatal' is not one of info, warning, error"):
+        Status(0.0, "fatal", "x")
+    with pytest.raises(ValueError, match="no timezone"):
+        JsonLines(io.StringIO(), datetime(2026, 1, 1))
