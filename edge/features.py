@@ -12,7 +12,10 @@ Two forms compute the same numbers:
   Concatenated, they equal `log_mel` over the whole signal, whatever the chunking.
 
 The mel scale and normalisation are Slaney's, as librosa's defaults. torchaudio defaults
-to HTK and no normalisation: the training-side twin (train.features) must ask for slaney.
+to HTK and no normalisation, a trap: the training-side twin (train.features) takes its
+filterbank from here. A second family of settings reproduces YAMNet's features (16 kHz,
+magnitude spectrogram, HTK mel triangles built in the mel domain as tf.signal does,
+ln(mel + 0.001)), so AudioSet-pretrained YAMNet weights see the input they were trained on.
 """
 
 from __future__ import annotations
@@ -37,11 +40,25 @@ class Frontend:
     window: str = "hann"  # periodic Hann (as torch.hann_window and scipy's fftbins=True)
     center: bool = True
     pad_mode: str = "reflect"
-    power: float = 2.0
-    mel_scale: str = "slaney"
-    mel_norm: str = "slaney"
+    power: float = 2.0  # 2: power spectrogram (HTS-AT); 1: magnitude (YAMNet)
+    mel_scale: str = "slaney"  # "slaney" (librosa) or "htk" (triangles in the mel domain, as tf.signal)
+    mel_norm: str = "slaney"  # "slaney" (constant energy per band) or "none"
+    log: str = "db"  # "db": 10*log10(max(x, log_floor)); "ln": ln(x + log_floor) (YAMNet's offset)
     log_floor: float = 1e-10
     frames: int = 1001  # model input frames: a 10 s clip at hop 320 and 32 kHz
+
+    @classmethod
+    def yamnet(cls) -> "Frontend":
+        """YAMNet's log-mel (tensorflow/models research/audioset/yamnet/params.py): 16 kHz,
+        25 ms window, 10 ms hop, 512-point FFT, magnitude, 64 HTK bands 125-7500 Hz, ln(x + 0.001).
+        Frames are centred (YAMNet's are not: a 12.5 ms shift, which fine-tuning absorbs)."""
+        return cls(sample_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=64, f_min=125.0,
+                   f_max=7500.0, power=1.0, mel_scale="htk", mel_norm="none", log="ln", log_floor=0.001)
+
+    @property
+    def window_seconds(self) -> float:
+        """Length of the model's input window: `frames` centred frames."""
+        return (self.frames - 1) * self.hop_length / self.sample_rate
 
     def __post_init__(self) -> None:
         checks = [
@@ -55,9 +72,10 @@ class Frontend:
             (self.window == "hann", "window", "'hann'"),
             (self.center is True, "center", "true (frames are centred, as HTS-AT)"),
             (self.pad_mode == "reflect", "pad_mode", "'reflect'"),
-            (self.power == 2.0, "power", "2.0 (power spectrogram)"),
-            (self.mel_scale == "slaney", "mel_scale", "'slaney'"),
-            (self.mel_norm == "slaney", "mel_norm", "'slaney'"),
+            (self.power in (1.0, 2.0), "power", "1.0 (magnitude) or 2.0 (power)"),
+            (self.mel_scale in ("slaney", "htk"), "mel_scale", "'slaney' or 'htk'"),
+            (self.mel_norm in ("slaney", "none"), "mel_norm", "'slaney' or 'none'"),
+            (self.log in ("db", "ln"), "log", "'db' or 'ln'"),
             (self.log_floor > 0, "log_floor", "a positive number"),
             (self.frames > 0, "frames", "a positive integer"),
         ]
@@ -79,7 +97,7 @@ class Frontend:
             raise ValueError(f"frontend fields: {'; '.join(p for p in parts if p)} (allowed: {sorted(names)})")
         types = {"sample_rate": int, "n_fft": int, "win_length": int, "hop_length": int,
                  "n_mels": int, "frames": int, "center": bool, "window": str, "pad_mode": str,
-                 "mel_scale": str, "mel_norm": str}
+                 "mel_scale": str, "mel_norm": str, "log": str}
         for name, value in data.items():
             want = types.get(name, float)
             ok = isinstance(value, want) if want is not float else isinstance(value, (int, float))
@@ -98,9 +116,11 @@ class Frontend:
         return int(round(seconds * self.sample_rate))
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's auditory toolbox scale: linear below 1 kHz, logarithmic above."""
+def _hz_to_mel(hz: np.ndarray, scale: str = "slaney") -> np.ndarray:
+    """Slaney's auditory toolbox scale (linear below 1 kHz, logarithmic above), or HTK's."""
     hz = np.asarray(hz, dtype=np.float64)
+    if scale == "htk":
+        return 1127.0 * np.log1p(hz / 700.0)
     f_sp = 200.0 / 3  # Hz per mel on the linear part
     min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
     linear = hz / f_sp
@@ -108,8 +128,10 @@ def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
     return np.where(hz >= min_log_hz, log, linear)
 
 
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+def _mel_to_hz(mel: np.ndarray, scale: str = "slaney") -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
+    if scale == "htk":
+        return 700.0 * np.expm1(mel / 1127.0)
     f_sp = 200.0 / 3
     min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
     linear = f_sp * mel
@@ -119,16 +141,29 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def mel_filterbank(frontend: Frontend) -> np.ndarray:
-    """Slaney-normalised triangular filters, float32 [n_fft//2 + 1, n_mels] (librosa's, transposed)."""
+    """Triangular mel filters, float32 [n_fft//2 + 1, n_mels].
+
+    slaney: librosa's filters (triangles in Hz between mel-spaced edges).
+    htk: tf.signal.linear_to_mel_weight_matrix's (triangles in the mel domain, DC bin unused).
+    mel_norm slaney scales each filter by 2 / (its bandwidth in Hz): constant energy per band.
+    """
+    scale = frontend.mel_scale
     fft_hz = np.linspace(0.0, frontend.sample_rate / 2, frontend.n_fft // 2 + 1)
-    mel_pts = np.linspace(_hz_to_mel(frontend.f_min), _hz_to_mel(frontend.f_max), frontend.n_mels + 2)
-    edges_hz = _mel_to_hz(mel_pts)  # [n_mels + 2]: lower edge, centre, upper edge of each filter
-    widths = np.diff(edges_hz)
-    ramps = edges_hz[:, None] - fft_hz[None, :]
+    mel_pts = np.linspace(_hz_to_mel(frontend.f_min, scale), _hz_to_mel(frontend.f_max, scale), frontend.n_mels + 2)
+    edges_hz = _mel_to_hz(mel_pts, scale)  # [n_mels + 2]: lower edge, centre, upper edge of each filter
+    if scale == "htk":
+        x, edges = _hz_to_mel(fft_hz, scale), mel_pts
+    else:
+        x, edges = fft_hz, edges_hz
+    widths = np.diff(edges)
+    ramps = edges[:, None] - x[None, :]
     lower = -ramps[:-2] / widths[:-1, None]
     upper = ramps[2:] / widths[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))  # [n_mels, n_freqs]
-    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]  # Slaney: constant energy per band
+    if scale == "htk":
+        weights[:, 0] = 0.0  # tf.signal leaves the DC bin out
+    if frontend.mel_norm == "slaney":
+        weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
     weights = weights.T.astype(np.float32)
     weights.setflags(write=False)
     return weights
@@ -153,7 +188,11 @@ def _frames_to_log_mel(padded: np.ndarray, n_frames: int, frontend: Frontend) ->
     frames = np.lib.stride_tricks.sliding_window_view(padded, frontend.n_fft)[::frontend.hop_length][:n_frames]
     spectrum = np.fft.rfft(frames * analysis_window(frontend), axis=-1)  # [T, n_fft//2+1], complex64
     power = spectrum.real ** 2 + spectrum.imag ** 2
+    if frontend.power == 1.0:
+        power = np.sqrt(power)  # magnitude
     mel = power @ mel_filterbank(frontend)  # [T, n_mels]
+    if frontend.log == "ln":
+        return np.log(mel + np.float32(frontend.log_floor)).astype(np.float32, copy=False)
     return (10.0 * np.log10(np.maximum(mel, frontend.log_floor))).astype(np.float32, copy=False)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from edge.features import Frontend
 from train.model.htsat import HTSATConfig
 
 TEXT_KINDS = ("clip", "minilm")
@@ -96,6 +97,7 @@ class ModelConfig:
 
     name: str = "semanticac"
     embed_dim: int = 1024  # C, the joint audio-text width (paper: 1024)
+    frontend: Frontend = field(default_factory=Frontend)  # the log-mel the audio tower reads
     audio: HTSATConfig = field(default_factory=HTSATConfig)
     head: dict = field(default_factory=lambda: {"kind": "cscm"})  # kind + that kind's options
     text: dict = field(default_factory=lambda: {"kind": "clip"})  # kind (clip|minilm) + options
@@ -103,6 +105,9 @@ class ModelConfig:
     num_classes: int | None = None  # only for the one-hot baseline head
 
     def __post_init__(self):
+        if (self.audio.num_frames, self.audio.n_mels) != (self.frontend.frames, self.frontend.n_mels):
+            raise ConfigError(f"the audio tower reads {self.audio.num_frames} frames x {self.audio.n_mels} mels "
+                              f"but the frontend makes {self.frontend.frames} x {self.frontend.n_mels}: make them agree")
         if "kind" not in self.head:
             raise ConfigError("head needs a 'kind': cscm, seq_transf, seq_lstm, mean or onehot")
         if self.head["kind"] != "onehot" and self.text.get("kind") not in TEXT_KINDS:

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 
 from edge.bundle import BundleMeta, tower_spec, write_bundle_meta
-from edge.features import Frontend
 from edge.fsutil import atomic_directory
 from edge.label_embeddings import LabelEmbeddings
 from edge.labels import LabelSet
@@ -146,14 +145,14 @@ def embed_prompts(model: SemanticAC, tokenizer, prompts: list[str], batch: int =
 
 
 def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, model_id: str,
-                  frontend: Frontend = Frontend(), clip_seconds: float = 10.0,
+                  clip_seconds: float = 10.0,
                   label_sets: list[LabelSet] = (), training: dict | None = None,
                   license: str = "unspecified") -> list[GraphReport]:
     """Write the bundle for `model` into `out` (atomically); returns what each graph holds."""
     if not model.text_assisted:
         raise ValueError("the one-hot baseline has no text tower and no joint embedding: it cannot be "
                          "exported as a bundle (export a text-assisted head: cscm, seq_transf, seq_lstm, mean)")
-    model = model.eval()
+    model, frontend = model.eval(), config.frontend
     tokenizer = model.text.make_tokenizer()
     mel = torch.randn(2, 1, frontend.frames, frontend.n_mels)
     tokens = {k: torch.from_numpy(v) for k, v in tokenizer(check_prompts(list(label_sets))[:4]).items()}

@@ -1,17 +1,16 @@
 """Training-side log-mel: the `edge.features` definition, in torch, for fast batches on a GPU.
 
 A twin of `edge.features.log_mel`, built from the same `Frontend`; a parity test holds the
-two within 1e-2 dB. torchaudio's defaults differ from ours (HTK mel scale, no
-normalisation), so every choice is passed explicitly.
+two within 1e-2 dB. The mel filterbank is edge's own matrix (one definition; a test checks
+it against torchaudio's Slaney filters), the STFT is torch's.
 """
 
 from __future__ import annotations
 
 import torch
-import torchaudio
 from torch import nn
 
-from edge.features import Frontend
+from edge.features import Frontend, mel_filterbank
 
 
 class LogMel(nn.Module):
@@ -21,11 +20,7 @@ class LogMel(nn.Module):
         super().__init__()
         self.frontend = frontend
         window = torch.hann_window(frontend.win_length, periodic=True)
-        fbank = torchaudio.functional.melscale_fbanks(
-            n_freqs=frontend.n_fft // 2 + 1, f_min=frontend.f_min, f_max=frontend.f_max,
-            n_mels=frontend.n_mels, sample_rate=frontend.sample_rate,
-            norm=frontend.mel_norm, mel_scale=frontend.mel_scale,
-        )  # [n_freqs, n_mels]
+        fbank = torch.from_numpy(mel_filterbank(frontend).copy())  # [n_freqs, n_mels]
         self.register_buffer("window", window, persistent=False)
         self.register_buffer("fbank", fbank, persistent=False)
 
@@ -35,5 +30,9 @@ class LogMel(nn.Module):
         spec = torch.stft(waveforms, n_fft=fe.n_fft, hop_length=fe.hop_length, win_length=fe.win_length,
                           window=self.window, center=fe.center, pad_mode=fe.pad_mode, return_complex=True)
         power = spec.real.square() + spec.imag.square()
+        if fe.power == 1.0:
+            power = power.sqrt()  # magnitude
         mel = power.transpose(1, 2) @ self.fbank  # [B, T, n_mels]
+        if fe.log == "ln":
+            return torch.log(mel + fe.log_floor)
         return 10.0 * torch.log10(mel.clamp_min(fe.log_floor))

@@ -57,9 +57,9 @@ def test_bad_fields_are_named(tmp_path, field, value, message):
 def test_bad_frontend_is_named(tmp_path):
     folder = make_bundle(tmp_path / "b")
     data = json.loads((folder / "model.json").read_text())
-    data["frontend"]["mel_scale"] = "htk"
+    data["frontend"]["mel_scale"] = "bark"
     (folder / "model.json").write_text(json.dumps(data))
-    with pytest.raises(BundleError, match="mel_scale='htk' is not supported"):
+    with pytest.raises(BundleError, match="mel_scale='bark' is not supported"):
         read_bundle(folder)
 
 

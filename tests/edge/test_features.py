@@ -42,6 +42,36 @@ def test_filterbank_is_slaney():
     assert np.all(fb >= 0) and np.all(fb[:2].sum(axis=0) < fb.max())  # 50 Hz floor: DC barely used
 
 
+def test_htk_filterbank_is_tf_signal_style():
+    fe = Frontend.yamnet()
+    fb = mel_filterbank(fe)
+    assert fb.shape == (257, 64)
+    assert np.all(fb[0] == 0)  # the DC bin is left out, as tf.signal does
+    hz = np.linspace(0, 8000, 257)
+    assert np.all(fb[(hz < 125) | (hz > 7500)] == 0)  # nothing outside 125-7500 Hz
+    # unnormalised triangles in the mel domain: peak 1 at the centre, which a bin may miss
+    assert fb.max() <= 1.0 and fb.max(axis=0).min() > 0.5
+    # neighbouring triangles cross-fade: inside the band, weights of a bin sum to 1
+    inside = (hz > 400) & (hz < 7000)
+    np.testing.assert_allclose(fb[inside].sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_yamnet_frontend_units():
+    fe = Frontend.yamnet()
+    assert fe.window_seconds == pytest.approx(10.0) and FE.window_seconds == pytest.approx(10.0)
+    silence = log_mel(np.zeros(16000, np.float32), fe)
+    np.testing.assert_allclose(silence, np.log(0.001), rtol=1e-6)  # ln(0 + offset)
+    loud = log_mel(tone(1000, 1.0, 16000, amplitude=0.5), fe)
+    assert loud.max() > 2.0  # magnitude spectrum of a 0.5 tone: far above the offset
+
+
+@pytest.mark.parametrize("chunk", [1, 97, 4096])
+def test_streaming_equals_batch_yamnet_frontend(chunk):
+    fe = Frontend.yamnet()
+    x = chirp(125, 7500, 0.5 if chunk == 1 else 2.0, fe.sample_rate) + noise(2.0, fe.sample_rate, 0.01)[:8000 if chunk == 1 else 32000]
+    np.testing.assert_allclose(stream(x, chunk, fe), log_mel(x, fe), atol=STREAM_TOL_DB, rtol=0)
+
+
 def test_tone_lands_in_its_band():
     for freq in (300.0, 1000.0, 5000.0):
         mel = log_mel(tone(freq, 1.0, FE.sample_rate))
@@ -118,8 +148,10 @@ def test_frontend_round_trip_and_errors():
         Frontend.from_dict({**data, "hop": 3})
     with pytest.raises(ValueError, match="n_mels='64' must be of type int"):
         Frontend.from_dict({**data, "n_mels": "64"})
-    with pytest.raises(ValueError, match="mel_scale='htk' is not supported: it must be 'slaney'"):
-        dataclasses.replace(FE, mel_scale="htk")
+    with pytest.raises(ValueError, match="mel_scale='mel' is not supported: it must be 'slaney' or 'htk'"):
+        dataclasses.replace(FE, mel_scale="mel")
+    with pytest.raises(ValueError, match="power=3.0 is not supported"):
+        dataclasses.replace(FE, power=3.0)
     with pytest.raises(ValueError, match="f_min/f_max"):
         dataclasses.replace(FE, f_max=20000.0)
 
