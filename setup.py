@@ -46,7 +46,8 @@ setup(
         "ort": ["onnxruntime>=1.17"],
         "trt": ["pycuda>=2022.2", "onnx>=1.16", "onnxconverter-common>=1.14"],
         # tokenizers and sentence-transformers are test oracles for the MiniLM tower only
-        "dev": ["pytest>=8", "onnxruntime>=1.17", "tokenizers>=0.15", "sentence-transformers>=2.2"],
+        "dev": ["pytest>=8", "onnxruntime>=1.17", "onnxconverter-common>=1.14", "tokenizers>=0.15",
+                "sentence-transformers>=2.2"],
     },
     entry_points={
         "console_scripts": [

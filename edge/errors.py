@@ -23,3 +23,8 @@ class LabelSetError(SemanticACError):
 
 class LabelEmbeddingsError(SemanticACError):
     """Label embeddings that are missing, stale or malformed."""
+
+
+class BackendError(SemanticACError):
+    """An inference graph or engine that cannot be opened or run: corrupt, mismatched with the
+    bundle, built for another device, or given inputs of the wrong name, type or shape."""

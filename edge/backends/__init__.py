@@ -1,0 +1,80 @@
+"""Inference backends behind one small interface (`Backend`), one file per runtime:
+
+    onnxruntime   edge.backends.onnxruntime.OnnxRuntimeBackend   CPU, or CUDA when present   [ort]
+    tensorrt      edge.backends.tensorrt.TensorRTBackend         a plan built on this device [trt]
+
+Importing this package imports neither runtime; a missing one is an ImportError naming the
+extra to install. `select_backend` is what the CLI calls for `--backend`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from edge.backends.base import GRAPHS, Backend, GraphSpec, TensorSpec, graph_spec
+from edge.backends.onnxruntime import OnnxRuntimeBackend
+from edge.backends.tensorrt import TensorRTBackend
+from edge.bundle import Bundle
+from edge.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+__all__ = ["BACKENDS", "Backend", "GraphSpec", "OnnxRuntimeBackend", "TensorRTBackend", "TensorSpec",
+           "graph_spec", "select_backend"]
+
+
+def select_backend(bundle: Bundle, choice: str = "auto", *, graph: str = "audio", precision: str = "fp16",
+                   threads: int | None = None) -> Backend:
+    """Open a backend for the bundle's audio graph (or, with graph="text", its text graph).
+
+    auto: the TensorRT engine built for this device, GPU and bundle when there is one, else
+    ONNX Runtime; the choice and its reason are logged. tensorrt: that engine or an error
+    saying what is missing and how to build it. onnxruntime: ONNX Runtime. `threads` is
+    ONNX Runtime's intra-op thread count. The text graph always runs on ONNX Runtime: it is
+    run once per label set, and engines are built for the audio graph only.
+    """
+    if choice not in BACKENDS:
+        raise BackendError(f"backend {choice!r} is not one of {list(BACKENDS)}")
+    if graph not in GRAPHS:
+        raise BackendError(f"graph {graph!r} is not one of {list(GRAPHS)}")
+    if graph == "text":
+        if choice == "tensorrt":
+            raise BackendError("TensorRT engines are built for the audio graph only; the text graph (label "
+                               "embeddings, computed once per label set) runs on onnxruntime: use --backend "
+                               "onnxruntime or auto")
+        log.info("backend for the text graph: onnxruntime (engines are built for the audio graph only)")
+        return OnnxRuntimeBackend.for_bundle(bundle, "text", threads=threads)
+    if choice == "onnxruntime":
+        log.info("backend: onnxruntime (asked for)")
+        return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
+
+    from edge.engine import device_info, explain_missing_engine, find_engine
+
+    if choice == "tensorrt":
+        device = device_info()  # ImportError naming [trt] without TensorRT
+        plan = find_engine(bundle, precision, device)
+        if plan is None:
+            raise BackendError(explain_missing_engine(bundle, precision, device))
+        log.info("backend: tensorrt (asked for), engine %s", plan)
+        return TensorRTBackend.for_bundle(bundle, plan, precision)
+
+    try:
+        device = device_info()
+    except (ImportError, BackendError) as err:
+        log.info("backend auto: onnxruntime, because %s", err)
+        return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
+    plan = find_engine(bundle, precision, device)
+    if plan is None:
+        log.info("backend auto: onnxruntime, because %s", explain_missing_engine(bundle, precision, device)
+                 .replace("\n", "; "))
+        return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
+    try:
+        backend = TensorRTBackend.for_bundle(bundle, plan, precision)
+    except (ImportError, BackendError) as err:
+        log.warning("backend auto: onnxruntime, because the TensorRT engine %s cannot be used: %s", plan, err)
+        return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
+    log.info("backend auto: tensorrt, engine %s (built for %s, TensorRT %s)", plan.name, device.gpu_name,
+             device.tensorrt_version)
+    return backend

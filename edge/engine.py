@@ -1,0 +1,464 @@
+"""TensorRT engines: built on the device from the bundle's model.onnx, found again by what
+they were built for, refused (with the command that rebuilds them) when that has changed.
+
+Two stages, as in NVIDIA's samples: ONNX -> plan here (`build_engine`), plan -> inference in
+edge.backends.tensorrt. A plan only runs on the GPU model and TensorRT version that built
+it, so its name and its JSON sidecar record both, and the hash of the ONNX it came from:
+
+    <bundle>/engines/model.<gpu-slug>.trt<version>.<onnx sha256[:12]>.<precision>.plan
+                                                                    ... .json  (sidecar)
+
+(or $XDG_CACHE_HOME/semanticac-edge/<model_id>/engines/ when the bundle is read-only).
+The plan is TensorRT's own bytes, no header: `trtexec --loadEngine` reads it as is.
+
+Precision by TensorRT version (one function, `_network_flags`, plus the FP16 flag):
+  8.6, 10.x  FP16 is a builder flag on a weakly typed network (TensorRT picks FP16 kernels).
+  11+        weak typing is gone: the network is strongly typed, so FP16 must be in the
+             graph itself; we build from an FP16 copy of the ONNX (`fp16_onnx_copy`) whose
+             inputs and outputs stay float32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from edge import __version__
+from edge.backends.base import TensorSpec, graph_spec, reconcile
+from edge.backends.tensorrt import import_pycuda, import_tensorrt, tensorrt_version
+from edge.bundle import Bundle
+from edge.errors import BackendError, BundleError
+from edge.fsutil import atomic_path, atomic_write_text, sha256_file
+from edge.label_embeddings import cache_dir
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp16", "fp32")
+SIDECAR_VERSION = 1
+SIDECAR_FIELDS = ("format_version", "plan", "tensorrt_version", "gpu_name", "compute_capability", "precision",
+                  "onnx_sha256", "model_id")
+# Kept in FP32 in the FP16 copy: cheap ops whose sums of squares can overflow FP16 (max 65504)
+# on real activations: the final L2 normalisation (ReduceL2), LayerNorm (one op at opset 17;
+# Pow/Sqrt where an exporter decomposes it). onnxconverter-common's own list (Resize, TopK,
+# Range, ...) stays FP32 too. Convolutions and MatMuls, the time that matters, go to FP16.
+FP32_OPS = ("ReduceL2", "ReduceSumSquare", "LayerNormalization", "Pow", "Sqrt")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a plan is tied to: the GPU model (name and compute capability) and TensorRT."""
+
+    gpu_name: str
+    compute_capability: str  # "8.7" (Jetson Orin)
+    tensorrt_version: str
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """One plan found beside the bundle or in the cache; `reason` is None when it fits."""
+
+    plan: Path
+    sidecar: dict | None
+    reason: str | None
+
+
+# ---------------------------------------------------------------------------------------------
+# This device
+
+
+def gpu_identity(index: int = 0) -> tuple[str, str]:
+    """(GPU name, compute capability "major.minor") of CUDA device `index`.
+
+    TensorRT's Python API does not expose them; pycuda (the [trt] extra) does, and cuda-python
+    where pycuda is absent. BackendError when there is no usable GPU.
+    """
+    try:
+        cuda = import_pycuda()
+    except ImportError as pycuda_missing:
+        return _gpu_identity_cuda_python(index, pycuda_missing)
+    try:
+        cuda.init()
+        device = cuda.Device(index)
+        major, minor = device.compute_capability()
+        return device.name(), f"{major}.{minor}"
+    except cuda.Error as err:
+        raise BackendError(f"no usable CUDA GPU ({err}): TensorRT engines need one; "
+                           "use --backend onnxruntime") from None
+
+
+def _gpu_identity_cuda_python(index: int, pycuda_missing: ImportError) -> tuple[str, str]:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            raise pycuda_missing from None
+    err, props = cudart.cudaGetDeviceProperties(index)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise BackendError(f"no usable CUDA GPU ({err}): TensorRT engines need one; use --backend onnxruntime")
+    name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
+    return name, f"{props.major}.{props.minor}"
+
+
+def device_info() -> DeviceInfo:
+    """This machine's GPU and TensorRT. ImportError without TensorRT (or pycuda/cuda-python)."""
+    trt = import_tensorrt()
+    name, capability = gpu_identity()
+    return DeviceInfo(gpu_name=name, compute_capability=capability, tensorrt_version=trt.__version__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Names, places, sidecars
+
+
+def slug(text: str) -> str:
+    """"NVIDIA GeForce RTX 4090" -> "nvidia-geforce-rtx-4090": safe in a file name."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
+
+
+def engine_name(device: DeviceInfo, onnx_sha256: str, precision: str) -> str:
+    return f"model.{slug(device.gpu_name)}.trt{device.tensorrt_version}.{onnx_sha256[:12]}.{precision}.plan"
+
+
+def sidecar_path(plan: str | Path) -> Path:
+    return Path(plan).with_suffix(".json")
+
+
+def rebuild_command(bundle: Bundle, precision: str = "fp16") -> str:
+    return f"semanticac-edge build-engine --bundle {shlex.quote(str(bundle.path))} --precision {precision}"
+
+
+def engine_dirs(bundle: Bundle) -> list[Path]:
+    """Where engines live, in lookup order: beside the bundle, then the user cache."""
+    return [bundle.engines_dir, cache_dir(bundle.meta.model_id) / "engines"]
+
+
+def writable_engines_dir(bundle: Bundle) -> Path:
+    """The first folder of `engine_dirs` that can be written (a read-only bundle: the cache)."""
+    reasons = []
+    for folder in engine_dirs(bundle):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+            return folder
+        except OSError as err:
+            log.info("cannot write engines to %s (%s)", folder, err)
+            reasons.append(f"{folder}: {err}")
+    raise BackendError("nowhere to write the engine: " + "; ".join(reasons)
+                       + ": make the bundle writable, or set $XDG_CACHE_HOME to a writable folder")
+
+
+def read_sidecar(plan: str | Path) -> dict:
+    path = sidecar_path(plan)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BackendError(f"cannot read the engine sidecar {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise BackendError(f"engine sidecar {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_engine(sidecar: dict, device: DeviceInfo, bundle: Bundle, precision: str | None = None) -> str | None:
+    """Why the engine described by `sidecar` cannot run here with this bundle (None: it can).
+
+    Names every difference (ONNX hash, GPU, compute capability, TensorRT version, precision)
+    and ends with the command that rebuilds it.
+    """
+    precision = precision or sidecar.get("precision") or "fp16"
+    fix = f"rebuild it with `{rebuild_command(bundle, precision)}`"
+    missing = [k for k in SIDECAR_FIELDS if k not in sidecar]
+    if missing:
+        return f"its sidecar lacks {missing} (not written by this build-engine); {fix}"
+    if sidecar["format_version"] != SIDECAR_VERSION:
+        return (f"its sidecar has format_version {sidecar['format_version']!r}, this reader knows "
+                f"{SIDECAR_VERSION}; {fix}")
+    differences = []
+    if sidecar["onnx_sha256"] != bundle.meta.audio.sha256:
+        differences.append(f"built from another model.onnx (sha256 {str(sidecar['onnx_sha256'])[:12]}, "
+                           f"the bundle's is {bundle.meta.audio.sha256[:12]})")
+    if sidecar["gpu_name"] != device.gpu_name:
+        differences.append(f"built for GPU {sidecar['gpu_name']!r}, this device has {device.gpu_name!r}")
+    if sidecar["compute_capability"] != device.compute_capability:
+        differences.append(f"built for compute capability {sidecar['compute_capability']}, this GPU has "
+                           f"{device.compute_capability}")
+    if sidecar["tensorrt_version"] != device.tensorrt_version:
+        differences.append(f"built with TensorRT {sidecar['tensorrt_version']}, this device has "
+                           f"{device.tensorrt_version}")
+    if sidecar["precision"] != precision:
+        differences.append(f"built in {sidecar['precision']}, {precision} was asked for")
+    return "; ".join(differences) + f": {fix}" if differences else None
+
+
+def list_engines(bundle: Bundle, device: DeviceInfo, precision: str | None = None) -> list[EngineStatus]:
+    """Every plan beside the bundle and in the cache (of `precision`, if given), with the
+    reason each cannot be used here (None: it can). For `doctor` and the refusal messages."""
+    found = []
+    for folder in engine_dirs(bundle):
+        pattern = f"model.*.{precision}.plan" if precision else "model.*.plan"
+        for plan in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+            try:
+                sidecar = read_sidecar(plan)
+            except BackendError as err:
+                found.append(EngineStatus(plan, None, f"{err}; rebuild it with "
+                                                      f"`{rebuild_command(bundle, precision or 'fp16')}`"))
+                continue
+            reason = check_engine(sidecar, device, bundle, precision)
+            if reason is None and sidecar.get("plan_sha256") and sha256_file(plan) != sidecar["plan_sha256"]:
+                reason = (f"the plan file does not match its sidecar's sha256 (corrupt or replaced); rebuild it with "
+                          f"`{rebuild_command(bundle, sidecar['precision'])}`")
+            found.append(EngineStatus(plan, sidecar, reason))
+    return found
+
+
+def find_engine(bundle: Bundle, precision: str = "fp16", device: DeviceInfo | None = None) -> Path | None:
+    """The plan built for this device, TensorRT and bundle, or None (each refusal is logged).
+
+    Without `device` it asks this machine (`device_info`): ImportError without TensorRT.
+    """
+    _check_precision(precision)
+    device = device or device_info()
+    for status in list_engines(bundle, device, precision):
+        if status.reason is None:
+            return status.plan
+        log.info("engine %s not used: %s", status.plan, status.reason)
+    return None
+
+
+def explain_missing_engine(bundle: Bundle, precision: str, device: DeviceInfo) -> str:
+    """The message for "no engine fits": where we looked, what was refused and why, the fix."""
+    refused = [f"  {s.plan.name}: {s.reason}" for s in list_engines(bundle, device, precision) if s.reason]
+    where = " or ".join(str(d) for d in engine_dirs(bundle))
+    lines = [f"no {precision} TensorRT engine for this device ({device.gpu_name}, compute capability "
+             f"{device.compute_capability}, TensorRT {device.tensorrt_version}) in {where}"]
+    lines += refused
+    lines.append(f"build one with `{rebuild_command(bundle, precision)}`")
+    return "\n".join(lines)
+
+
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BackendError(f"precision {precision!r} is not supported (allowed: {list(PRECISIONS)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# FP16 copy of the ONNX graph (TensorRT 11+; testable anywhere with onnxruntime)
+
+
+def fp16_onnx_copy(src: str | Path, dst: str | Path) -> Path:
+    """Write an FP16 copy of the ONNX graph `src` to `dst`: weights and compute in FP16,
+    inputs and outputs still float32 (Casts at the edges), `FP32_OPS` kept in FP32."""
+    try:
+        import onnx
+        from onnxconverter_common import float16
+    except ImportError as err:
+        raise ImportError("the FP16 copy of the ONNX graph needs onnx and onnxconverter-common: "
+                          'pip install "semanticac-edge[trt]"') from err
+    model = _inline_identity_initializers(onnx.load(str(src)))
+    block = list(float16.DEFAULT_OP_BLOCK_LIST) + [op for op in FP32_OPS if op not in float16.DEFAULT_OP_BLOCK_LIST]
+    with warnings.catch_warnings(record=True) as caught:  # one per constant clamped to FP16's range
+        warnings.simplefilter("always")
+        converted = float16.convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+    for warning in caught:
+        log.debug("onnxconverter-common: %s", warning.message)
+    if caught:
+        log.info("FP16 copy: %d constant(s) clamped to FP16's range (-vv lists them)", len(caught))
+    with atomic_path(dst) as tmp:
+        onnx.save(converted, str(tmp))
+    log.info("FP16 copy of %s written to %s", Path(src).name, dst)
+    return Path(dst)
+
+
+def _inline_identity_initializers(model):
+    """Replace each Identity of a weight by a copy of that weight under the Identity's output name.
+
+    torch's exporter deduplicates equal weights (e.g. LayerNorm scales that are all ones) and
+    links the copies with Identity nodes; onnxconverter-common converts the weight to FP16 but
+    leaves the Identity's declared type at float32, and ONNX Runtime then refuses the graph.
+    """
+    from onnx import numpy_helper
+
+    weights = {init.name: init for init in model.graph.initializer}
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Identity" and node.input[0] in weights:
+            copy = numpy_helper.from_array(numpy_helper.to_array(weights[node.input[0]]), node.output[0])
+            model.graph.initializer.append(copy)
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def build_engine(bundle: Bundle, precision: str = "fp16", max_batch: int = 8, workspace_gib: float = 2.0,
+                 opt_batch: int = 1, out_dir: str | Path | None = None) -> Path:
+    """Build a TensorRT plan for this device from the bundle's model.onnx; return its path.
+
+    The optimisation profile covers batches 1..max_batch (larger batches run in chunks) and
+    is tuned for `opt_batch`: 1, because the listen loop runs one window at a time. The plan
+    and its sidecar are written atomically into `out_dir`, else `writable_engines_dir(bundle)`.
+    """
+    _check_precision(precision)
+    for name, value, low in (("max_batch", max_batch, 1), ("opt_batch", opt_batch, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise BackendError(f"{name}={value!r} must be a positive integer")
+    if opt_batch > max_batch:
+        raise BackendError(f"opt_batch={opt_batch} must not exceed max_batch={max_batch}")
+    if not workspace_gib > 0:
+        raise BackendError(f"workspace_gib={workspace_gib!r} must be a positive number of GiB")
+    trt = import_tensorrt()
+    device = device_info()
+    onnx_path = bundle.audio_path
+    digest = sha256_file(onnx_path)
+    if digest != bundle.meta.audio.sha256:
+        raise BundleError(f"bundle {bundle.path}: {onnx_path.name} has SHA-256 {digest[:12]}..., model.json says "
+                          f"{bundle.meta.audio.sha256[:12]}...: the file is corrupt or was replaced; re-export the "
+                          "bundle with `semanticac-train export`")
+    strongly_typed = precision == "fp16" and tensorrt_version(trt) >= (11, 0)
+    folder = Path(out_dir) if out_dir is not None else writable_engines_dir(bundle)
+    plan_path = folder / engine_name(device, digest, precision)
+    log.info("building a %s TensorRT %s engine for %s (compute capability %s) from %s", precision,
+             trt.__version__, device.gpu_name, device.compute_capability, onnx_path)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="semanticac-engine-") as tmp:
+        source = fp16_onnx_copy(onnx_path, Path(tmp) / "model.fp16.onnx") if strongly_typed else onnx_path
+        plan, shapes = _build(trt, bundle, source, precision, strongly_typed, max_batch, opt_batch, workspace_gib)
+    seconds = time.monotonic() - started
+    builder = {"max_batch": max_batch, "opt_batch": opt_batch, "workspace_gib": workspace_gib,
+               "strongly_typed": strongly_typed, "fp16_onnx_copy": strongly_typed,
+               "build_seconds": round(seconds, 1), "semanticac_edge": __version__}
+    save_engine(plan_path, plan, engine_sidecar(bundle, device, precision, plan_path.name, shapes, builder))
+    log.info("engine written to %s (%.1f MB, built in %.0f s)", plan_path, plan_path.stat().st_size / 1e6, seconds)
+    return plan_path
+
+
+def engine_sidecar(bundle: Bundle, device: DeviceInfo, precision: str, plan_name: str,
+                   shapes: dict | None = None, builder: dict | None = None) -> dict:
+    """The JSON sidecar of a plan: what it was built for and from, and how (`save_engine`
+    adds the plan's own sha256)."""
+    return {
+        "format_version": SIDECAR_VERSION,
+        "plan": plan_name,
+        "tensorrt_version": device.tensorrt_version,
+        "gpu_name": device.gpu_name,
+        "compute_capability": device.compute_capability,
+        "precision": precision,
+        "onnx_file": bundle.meta.audio.file,
+        "onnx_sha256": bundle.meta.audio.sha256,
+        "model_id": bundle.meta.model_id,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **(shapes or {}),
+        "builder": builder or {},
+    }
+
+
+def save_engine(plan_path: str | Path, plan, sidecar: dict) -> Path:
+    """Write the plan (bytes, or TensorRT's IHostMemory as is), then its sidecar with the plan's
+    sha256, each atomically: a plan without a sidecar is never used."""
+    plan_path = Path(plan_path)
+    with atomic_path(plan_path) as tmp, open(tmp, "wb") as f:
+        f.write(plan)
+    sidecar = {**sidecar, "plan_sha256": sha256_file(plan_path)}
+    atomic_write_text(sidecar_path(plan_path), json.dumps(sidecar, indent=2) + "\n")
+    return plan_path
+
+
+def _network_flags(trt, strongly_typed: bool) -> int:
+    """8.x needs EXPLICIT_BATCH for ONNX; 10+ is always explicit batch (the flag is deprecated)."""
+    if tensorrt_version(trt) < (10, 0):
+        return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    flag = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    return 1 << int(flag) if strongly_typed and flag is not None else 0
+
+
+def _build(trt, bundle: Bundle, source: Path, precision: str, strongly_typed: bool, max_batch: int,
+           opt_batch: int, workspace_gib: float) -> tuple[object, dict]:
+    """Parse, profile, configure, build. Returns the serialised plan (IHostMemory) and the
+    sidecar's shapes."""
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(_network_flags(trt, strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    parsed = parser.parse_from_file(str(source))
+    errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+    for error in errors:
+        log.error("TensorRT ONNX parser: %s", error)
+    if not parsed:
+        first = errors[0] if errors else "no error reported"
+        raise BackendError(f"TensorRT {trt.__version__} cannot parse {bundle.audio_path} ({len(errors)} parser "
+                           f"error(s), logged above; the first: {first}): the graph uses an operator or shape this "
+                           "TensorRT does not support; re-export with opset 17 (`semanticac-train export`) or use "
+                           "--backend onnxruntime")
+    net_in = [network.get_input(i) for i in range(network.num_inputs)]
+    net_out = [network.get_output(i) for i in range(network.num_outputs)]
+    for kind, tensors in (("input", net_in), ("output", net_out)):
+        for t in tensors:
+            log.info("network %s %s: shape %s, dtype %s", kind, t.name, tuple(t.shape), t.dtype)
+
+    # The graph must be the one model.json describes (names, ranks, frames and mels).
+    spec = graph_spec(bundle, "audio")
+    have = [[TensorSpec(t.name, np.dtype(trt.nptype(t.dtype)), tuple(d if d >= 0 else None for d in t.shape))
+             for t in tensors] for tensors in (net_in, net_out)]
+    reconcile(spec, have[0], have[1], source.name)
+    wanted = {t.name: t.shape for t in spec.inputs}
+
+    profile = builder.create_optimization_profile()
+    inputs = {}
+    for t in net_in:
+        low, opt, high = _profile_shapes(t.name, tuple(t.shape), wanted[t.name], opt_batch, max_batch)
+        if -1 in tuple(t.shape):
+            profile.set_shape(t.name, min=low, opt=opt, max=high)
+        inputs[t.name] = {"dtype": str(np.dtype(trt.nptype(t.dtype))), "min": list(low), "opt": list(opt),
+                          "max": list(high)}
+    outputs = {t.name: {"dtype": str(np.dtype(trt.nptype(t.dtype))), "shape": list(t.shape)} for t in net_out}
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if precision == "fp16" and not strongly_typed:
+        if not getattr(builder, "platform_has_fast_fp16", True):
+            log.warning("this GPU has no fast FP16: the FP16 engine may be no faster than FP32")
+        config.set_flag(trt.BuilderFlag.FP16)
+    if any(-1 in tuple(t.shape) for t in net_in) and config.add_optimization_profile(profile) < 0:
+        raise BackendError(f"TensorRT rejected the optimisation profile {inputs} for {source.name}")
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BackendError(f"TensorRT {trt.__version__} failed to build the engine (its log above says why): try a "
+                           "larger --workspace-gib, a smaller --max-batch, or --precision fp32")
+    return serialized, {"inputs": inputs, "outputs": outputs}
+
+
+def _profile_shapes(name: str, dims: tuple[int, ...], wanted: tuple[int | None, ...], opt_batch: int,
+                    max_batch: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(min, opt, max) for one input: axis 0 is the batch (1, opt_batch, max_batch); other free
+    sizes come from model.json's frontend (frames, mels)."""
+    if dims[0] >= 0:
+        batch = (dims[0],) * 3
+    else:
+        batch = (1, opt_batch, max_batch)
+    rest = []
+    for axis, (d, w) in enumerate(zip(dims[1:], wanted[1:]), start=1):
+        if d >= 0:
+            rest.append(d)
+        elif w is not None:
+            rest.append(w)
+        else:
+            raise BackendError(f"input {name} has a free size on axis {axis} that model.json does not fix: "
+                               "export the graph with only the batch axis dynamic")
+    return tuple((b, *rest) for b in batch)

@@ -1,0 +1,273 @@
+"""The engine builder: FP16 ONNX copy (checked here with ONNX Runtime), engine names, sidecars,
+refusals and lookup (sidecar dicts, no TensorRT needed); building and running a real engine
+where TensorRT, pycuda and a GPU exist, skipped elsewhere with the reason."""
+
+import json
+import logging
+import os
+import shutil
+import sys
+
+import numpy as np
+import pytest
+
+from edge.backends import OnnxRuntimeBackend
+from edge.bundle import read_bundle
+from edge.engine import (DeviceInfo, build_engine, check_engine, engine_dirs, engine_name, engine_sidecar,
+                         explain_missing_engine, find_engine, fp16_onnx_copy, list_engines, rebuild_command,
+                         save_engine, sidecar_path, slug, writable_engines_dir)
+from edge.errors import BackendError
+from edge.fsutil import sha256_file
+from tests.edge.test_backends import FRAMES, MELS, make_onnx_bundle, mel_batch
+
+ORIN = DeviceInfo(gpu_name="Orin", compute_capability="8.7", tensorrt_version="10.3.0")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return read_bundle(make_onnx_bundle(tmp_path_factory.mktemp("bundle")))
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def fake_engine(folder, bundle, device=ORIN, precision="fp16", plan=b"plan bytes", **changes):
+    """A plan file (its bytes are not TensorRT's: lookup never deserialises) and its sidecar."""
+    path = folder / engine_name(device, bundle.meta.audio.sha256, precision)
+    sidecar = {**engine_sidecar(bundle, device, precision, path.name), **changes}
+    return save_engine(path, plan, sidecar)
+
+
+def copy_bundle(bundle, folder):
+    """A private, writable copy: engines written into it do not leak into other tests."""
+    shutil.copytree(bundle.path, folder)
+    return read_bundle(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# FP16 copy of the ONNX graph
+
+
+def needs_onnxconverter():
+    try:
+        import onnxconverter_common  # noqa: F401
+    except ImportError:
+        reason = 'onnxconverter-common not installed (pip install "semanticac-edge[trt]")'
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"under CI {reason}")
+        pytest.skip(reason)
+
+
+def test_the_fp16_copy_runs_with_float32_io_and_agrees_with_fp32(bundle, tmp_path):
+    needs_onnxconverter()
+    import onnx
+
+    copy = fp16_onnx_copy(bundle.audio_path, tmp_path / "model.fp16.onnx")
+    graph = onnx.load(str(copy)).graph
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [onnx.TensorProto.FLOAT]
+    assert [o.type.tensor_type.elem_type for o in graph.output] == [onnx.TensorProto.FLOAT]
+    conv = next(i for i in graph.initializer if i.name == "conv.weight")
+    assert conv.data_type == onnx.TensorProto.FLOAT16  # the heavy ops really are FP16
+
+    mel = mel_batch(6, seed=7)
+    fp32 = OnnxRuntimeBackend.for_bundle(bundle, threads=1).embed(mel)
+    fp16 = OnnxRuntimeBackend(copy, threads=1).embed(mel)
+    assert fp16.dtype == np.float32 and fp16.shape == fp32.shape
+    cosine = (fp16 * fp32).sum(1) / np.linalg.norm(fp16, axis=1) / np.linalg.norm(fp32, axis=1)
+    assert cosine.min() > 0.999, cosine
+    assert 0 < np.abs(fp16 - fp32).max() < 1e-2  # changed (it is FP16), but not much
+
+
+def test_the_fp16_copy_without_onnxconverter_names_the_extra(bundle, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxconverter_common", None)
+    with pytest.raises(ImportError, match=r'onnxconverter-common: pip install "semanticac-edge\[trt\]"'):
+        fp16_onnx_copy(bundle.audio_path, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and places
+
+
+def test_engine_names_carry_gpu_tensorrt_model_and_precision(bundle):
+    name = engine_name(ORIN, bundle.meta.audio.sha256, "fp16")
+    assert name == f"model.orin.trt10.3.0.{bundle.meta.audio.sha256[:12]}.fp16.plan"
+    assert slug("NVIDIA GeForce RTX 4090") == "nvidia-geforce-rtx-4090"
+    assert slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+    assert sidecar_path("/x/model.a.plan").name == "model.a.json"
+    assert engine_name(ORIN, "0" * 64, "fp32") != engine_name(ORIN, "1" * 64, "fp32")
+
+
+def test_engines_go_beside_the_bundle_or_to_the_cache_when_it_cannot_be_written(bundle, tmp_path, cache):
+    mine = copy_bundle(bundle, tmp_path / "b")
+    assert writable_engines_dir(mine) == mine.engines_dir
+    blocked = copy_bundle(bundle, tmp_path / "ro")
+    blocked.engines_dir.write_text("a file where the engines folder should be")  # mkdir fails as on a RO mount
+    assert writable_engines_dir(blocked) == cache / "semanticac-edge" / bundle.meta.model_id / "engines"
+    assert engine_dirs(blocked)[1] == writable_engines_dir(blocked)
+
+
+def test_the_rebuild_command_quotes_the_bundle_path(bundle, tmp_path):
+    spaced = copy_bundle(bundle, tmp_path / "my bundle")
+    assert rebuild_command(spaced, "fp32") == (
+        f"semanticac-edge build-engine --bundle '{spaced.path}' --precision fp32")
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals (sidecar dicts; no TensorRT needed)
+
+
+def sidecar_for(bundle, **changes):
+    return {**engine_sidecar(bundle, ORIN, "fp16", "p.plan"), **changes}
+
+
+def test_a_matching_sidecar_is_accepted(bundle):
+    assert check_engine(sidecar_for(bundle), ORIN, bundle) is None
+    assert check_engine(sidecar_for(bundle), ORIN, bundle, "fp16") is None
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"gpu_name": "NVIDIA GeForce RTX 4090"}, "built for GPU 'NVIDIA GeForce RTX 4090', this device has 'Orin'"),
+    ({"compute_capability": "7.2"}, "built for compute capability 7.2, this GPU has 8.7"),
+    ({"tensorrt_version": "8.6.2"}, "built with TensorRT 8.6.2, this device has 10.3.0"),
+    ({"onnx_sha256": "f" * 64}, "built from another model.onnx (sha256 ffffffffffff, the bundle's is"),
+])
+def test_a_sidecar_for_something_else_is_refused_with_the_rebuild_command(bundle, changes, expected):
+    reason = check_engine(sidecar_for(bundle, **changes), ORIN, bundle)
+    assert expected in reason
+    assert reason.endswith(f"rebuild it with `{rebuild_command(bundle, 'fp16')}`")
+
+
+def test_every_difference_is_named_at_once(bundle):
+    reason = check_engine(sidecar_for(bundle, gpu_name="Xavier", compute_capability="7.2",
+                                      tensorrt_version="8.5.2"), ORIN, bundle)
+    assert "'Xavier'" in reason and "7.2" in reason and "8.5.2" in reason
+
+
+def test_a_precision_other_than_asked_is_refused(bundle):
+    reason = check_engine(sidecar_for(bundle, precision="fp32"), ORIN, bundle, "fp16")
+    assert "built in fp32, fp16 was asked for" in reason and "--precision fp16" in reason
+
+
+def test_a_sidecar_from_elsewhere_is_refused(bundle):
+    sidecar = sidecar_for(bundle)
+    del sidecar["onnx_sha256"], sidecar["gpu_name"]
+    assert "lacks ['gpu_name', 'onnx_sha256']" in check_engine(sidecar, ORIN, bundle)
+    assert "format_version 2" in check_engine(sidecar_for(bundle, format_version=2), ORIN, bundle)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookup
+
+
+def test_find_engine_takes_the_one_built_for_this_device(bundle, tmp_path, cache, caplog):
+    mine = copy_bundle(bundle, tmp_path / "b")
+    other = DeviceInfo("NVIDIA GeForce RTX 4090", "8.9", "10.3.0")
+    fake_engine(mine.engines_dir, mine, device=other)
+    with caplog.at_level(logging.INFO, logger="edge.engine"):
+        assert find_engine(mine, "fp16", ORIN) is None
+    assert any("built for GPU 'NVIDIA GeForce RTX 4090'" in r.getMessage() for r in caplog.records)
+
+    plan = fake_engine(mine.engines_dir, mine)
+    assert find_engine(mine, "fp16", ORIN) == plan
+    assert find_engine(mine, "fp32", ORIN) is None  # only an fp16 one exists
+    assert find_engine(mine, "fp16", other) == mine.engines_dir / engine_name(other, mine.meta.audio.sha256, "fp16")
+
+
+def test_find_engine_looks_in_the_cache_too(bundle, tmp_path, cache):
+    mine = copy_bundle(bundle, tmp_path / "b")
+    plan = fake_engine(engine_dirs(mine)[1], mine)
+    assert find_engine(mine, "fp16", ORIN) == plan
+
+
+def test_a_plan_without_sidecar_or_with_other_bytes_is_refused(bundle, tmp_path, cache):
+    mine = copy_bundle(bundle, tmp_path / "b")
+    plan = fake_engine(mine.engines_dir, mine)
+    plan.write_bytes(b"replaced after the build")
+    statuses = list_engines(mine, ORIN, "fp16")
+    assert len(statuses) == 1 and "does not match its sidecar's sha256" in statuses[0].reason
+    sidecar_path(plan).unlink()
+    assert "cannot read the engine sidecar" in list_engines(mine, ORIN, "fp16")[0].reason
+    assert find_engine(mine, "fp16", ORIN) is None
+
+
+def test_the_missing_engine_message_says_where_why_and_how(bundle, tmp_path, cache):
+    mine = copy_bundle(bundle, tmp_path / "b")
+    fake_engine(mine.engines_dir, mine, tensorrt_version="10.0.1")
+    message = explain_missing_engine(mine, "fp16", ORIN)
+    assert "no fp16 TensorRT engine for this device (Orin, compute capability 8.7, TensorRT 10.3.0)" in message
+    assert str(mine.engines_dir) in message and "built with TensorRT 10.0.1, this device has 10.3.0" in message
+    assert message.splitlines()[-1] == f"build one with `{rebuild_command(mine, 'fp16')}`"
+
+
+def test_sidecars_record_what_the_engine_was_built_for(bundle, tmp_path):
+    plan = fake_engine(tmp_path, bundle)
+    data = json.loads(sidecar_path(plan).read_text())
+    assert data["onnx_sha256"] == bundle.meta.audio.sha256 and data["model_id"] == bundle.meta.model_id
+    assert (data["gpu_name"], data["compute_capability"], data["tensorrt_version"]) == ("Orin", "8.7", "10.3.0")
+    assert data["created_utc"].endswith("Z") and data["plan"] == plan.name
+    assert data["plan_sha256"] == sha256_file(plan)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building
+
+
+def test_bad_build_settings_are_refused_before_tensorrt_is_needed(bundle):
+    with pytest.raises(BackendError, match=r"precision 'int8' is not supported \(allowed: \['fp16', 'fp32'\]\)"):
+        build_engine(bundle, precision="int8")
+    with pytest.raises(BackendError, match="max_batch=0 must be a positive integer"):
+        build_engine(bundle, max_batch=0)
+    with pytest.raises(BackendError, match="opt_batch=4 must not exceed max_batch=2"):
+        build_engine(bundle, max_batch=2, opt_batch=4)
+    with pytest.raises(BackendError, match="workspace_gib=0 must be a positive number"):
+        build_engine(bundle, workspace_gib=0)
+
+
+def test_building_without_tensorrt_is_a_one_line_import_error(bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    with pytest.raises(ImportError) as err:
+        build_engine(bundle)
+    assert 'pip install "semanticac-edge[trt]"' in str(err.value) and "\n" not in str(err.value)
+
+
+def tensorrt_and_gpu():
+    """Skip (with the reason) unless TensorRT, pycuda and a CUDA GPU are all here."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pytest.skip("TensorRT not installed (it comes with JetPack)")
+    try:
+        import pycuda.driver as cuda
+    except ImportError:
+        pytest.skip('pycuda not installed (pip install "semanticac-edge[trt]")')
+    try:
+        cuda.init()
+        cuda.Device(0)
+    except cuda.Error as err:
+        pytest.skip(f"no CUDA GPU: {err}")
+
+
+@pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-4), ("fp16", 2e-2)])
+def test_a_built_engine_runs_and_matches_onnxruntime(bundle, tmp_path, cache, precision, tolerance):
+    tensorrt_and_gpu()
+    from edge.backends import TensorRTBackend, select_backend
+
+    mine = copy_bundle(bundle, tmp_path / "b")
+    plan = build_engine(mine, precision=precision, max_batch=4)  # a plain plan: the backend hands it to TensorRT
+    assert plan.parent == mine.engines_dir
+    sidecar = json.loads(sidecar_path(plan).read_text())
+    assert sidecar["inputs"]["mel"]["max"] == [4, 1, FRAMES, MELS] and sidecar["precision"] == precision
+    assert find_engine(mine, precision) == plan
+    reference = OnnxRuntimeBackend.for_bundle(mine, threads=1)
+    with TensorRTBackend.for_bundle(mine, plan, precision) as engine:
+        assert engine.max_batch == 4
+        for batch in (1, 3, 9):  # 9: above the profile's maximum, run in chunks
+            mel = mel_batch(batch, seed=batch)
+            np.testing.assert_allclose(engine.embed(mel), reference.embed(mel), atol=tolerance, rtol=0)
+    chosen = select_backend(mine, "auto", precision=precision)
+    assert chosen.name == "tensorrt"
+    chosen.close()
