@@ -1,0 +1,482 @@
+"""Audio sources of the listen loop: a microphone, an audio file, raw PCM on stdin.
+
+All three work the same way, so the whole loop runs in tests with a file or stdin:
+
+    producer                                   consumer: Source.read(max_samples, timeout)
+    PortAudio callback | file thread | stdin    RingBuffer -> mean of channels -> clipping count
+      frames at the input's rate and channels    -> soxr.ResampleStream -> float32 mono, model rate
+      -> RingBuffer.write (copy only)
+
+Only the producer knows about blocks; the consumer reads whatever is in the ring, and soxr's
+streaming resampler gives the same samples however its input is chunked (checked: bit-equal
+to the one-shot soxr.resample that edge.audio.read_audio uses, same length). So the
+concatenation of everything `read` returns does not depend on the capture block size.
+
+End of stream: `read` returns None once a file or stdin is exhausted and everything has been
+delivered (then `end_reason` says why; `stop()` also ends the stream). Failures raise AudioError:
+a corrupt file, a lost device, a device that goes silent for `stall_seconds`.
+
+Live vs. not: the microphone and a real-time file overwrite the oldest audio when the consumer
+falls behind (counted in `overflows`); a `fast` file and stdin wait for room instead, since
+nothing is lost by making them wait (a pipe passes the wait on to its writer).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from edge.audio import SOXR_QUALITY, to_mono
+from edge.errors import AudioError
+from edge.ring import RingBuffer
+
+log = logging.getLogger(__name__)
+
+MODEL_RATE = 32000  # Frontend's default sample rate
+POLL_SECONDS = 0.005  # waits poll the ring: the audio callback never signals anyone
+CLIP_LEVEL = 0.999
+CLIP_RUN = 8  # a clipped peak is flat at full scale for a while; one full-scale sample is fine
+CLIP_LOG_SECONDS = 5.0
+NONFINITE_LOG_SECONDS = 1.0
+CLOSE_SECONDS = 2.0  # how long stop() waits for PortAudio to close a device
+STDIN_FORMATS = {"s16le": ("<i2", 2.0 ** -15), "s32le": ("<i4", 2.0 ** -31), "f32le": ("<f4", 1.0)}
+
+
+class _Every:
+    """True at most once per `seconds`: rate-limits repeated warnings."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self._next = seconds, 0.0
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + self.seconds
+        return True
+
+
+class Source:
+    """Float32 mono audio at `sample_rate`, read in chunks by one consumer.
+
+    Counters: `samples_delivered` (model-rate samples returned by `read`), `overflows` (input
+    frames lost because the consumer fell behind the ring), `clipped_samples` (input samples
+    that are the CLIP_RUN-th or later of a run at |x| >= CLIP_LEVEL).
+    """
+
+    def __init__(self, name: str, input_rate: int, channels: int, sample_rate: int,
+                 buffer_seconds: float, block: int = 1):
+        if sample_rate <= 0:
+            raise AudioError(f"model sample rate must be a positive integer (Hz), got {sample_rate}")
+        self.name = name
+        self.input_rate = input_rate
+        self.channels = channels
+        self.sample_rate = sample_rate
+        self.samples_delivered = 0
+        self.clipped_samples = 0
+        self.end_reason: str | None = None
+        self._ring = RingBuffer(max(round(buffer_seconds * input_rate), block, 1), channels)
+        self._resampler = (soxr.ResampleStream(input_rate, sample_rate, 1, dtype="float32", quality=SOXR_QUALITY)
+                           if input_rate != sample_rate else None)
+        self._pending = np.zeros(0, dtype=np.float32)  # resampled, not yet delivered
+        self._started = self._flushed = False
+        self._ended = threading.Event()  # the producer has written its last frame
+        self._stopping = threading.Event()
+        self._error: Exception | None = None  # set by the producer, raised by `read`
+        self._thread: threading.Thread | None = None
+        self._clip_run = self._clipped_unlogged = 0
+        self._clip_log = _Every(CLIP_LOG_SECONDS)
+        if channels > 1:
+            log.info("%s: mixing %d channels down to mono", name, channels)
+        if self._resampler is not None:
+            log.info("%s: resampling %d Hz to %d Hz", name, input_rate, sample_rate)
+
+    @property
+    def overflows(self) -> int:
+        return self._ring.dropped
+
+    def start(self) -> "Source":
+        if not self._started:
+            self._started = True
+            self._start_producer()
+        return self
+
+    def stop(self) -> None:
+        """Stop the producer; `read` then delivers what is buffered and returns None."""
+        self._stopping.set()
+        self._stop_producer()
+        self.end_reason = self.end_reason or "stopped"
+        self._ended.set()
+
+    def __enter__(self) -> "Source":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def read(self, max_samples: int, timeout: float = 0.5) -> np.ndarray | None:
+        """Up to `max_samples` new samples; empty if none came within `timeout` s; None at the end."""
+        if max_samples <= 0:
+            raise ValueError(f"max_samples must be positive, got {max_samples}")
+        if not self._started:
+            raise RuntimeError(f"{self.name}: call start() (or use `with`) before read()")
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = self._ended.is_set()  # first: a producer sets _error, then _ended
+            if self._error is not None:
+                raise self._error
+            got_frames = self._fill(max_samples, ended)
+            if self._pending.size:
+                out, self._pending = self._pending[:max_samples], self._pending[max_samples:]
+                self.samples_delivered += out.size
+                return out
+            if self._flushed:
+                return None
+            if not got_frames:
+                self._check_alive()
+                if time.monotonic() >= deadline:
+                    return np.zeros(0, dtype=np.float32)
+                time.sleep(POLL_SECONDS)
+
+    def _fill(self, max_samples: int, ended: bool) -> bool:
+        """Resample enough input for `max_samples` into _pending; False if the ring was empty."""
+        wanted = math.ceil((max_samples - self._pending.size) * self.input_rate / self.sample_rate)
+        if wanted <= 0:
+            return True
+        frames = self._ring.read(wanted)
+        if len(frames):
+            self._pending = np.concatenate([self._pending, self._to_model_rate(frames)])
+            return True
+        if ended and not self._flushed:  # `ended` was read before the ring: nothing more will come
+            self._pending = np.concatenate([self._pending, self._flush()])
+            self._flushed = True
+        return False
+
+    # The producer side, overridden by each source. The default runs `_produce` in a thread.
+    def _start_producer(self) -> None:
+        self._thread = threading.Thread(target=self._run_producer, name=self.name, daemon=True)
+        self._thread.start()
+
+    def _stop_producer(self) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)  # a stdin read may block for good: the thread is a daemon
+
+    def _run_producer(self) -> None:
+        try:
+            self._produce()
+        except Exception as err:  # handed to the consumer, raised by `read`
+            self._error = err
+        finally:
+            self._ended.set()
+
+    def _produce(self) -> None:
+        raise NotImplementedError
+
+    def _put_waiting(self, block: np.ndarray) -> bool:
+        """Write without dropping: wait for room. False when stopped meanwhile."""
+        while self._ring.free() < len(block):
+            if self._stopping.wait(POLL_SECONDS):
+                return False
+        self._ring.write(block)
+        return True
+
+    def _check_alive(self) -> None:
+        """Called while no audio arrives; a live source raises AudioError when it has died."""
+
+    # The consumer side, the same for every source.
+    def _to_model_rate(self, frames: np.ndarray) -> np.ndarray:
+        mono = to_mono(frames)  # the mean of the channels, as read_audio does it
+        self._count_clipping(mono)
+        return mono if self._resampler is None else self._resampler.resample_chunk(mono)
+
+    def _flush(self) -> np.ndarray:
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+    def _count_clipping(self, x: np.ndarray) -> None:
+        # run[i]: how many samples up to i are at full scale in a row (a run may go on from
+        # the previous chunk), so the count does not depend on chunk boundaries.
+        position = np.arange(1, x.size + 1)
+        last_quiet = np.maximum.accumulate(np.where(np.abs(x) >= CLIP_LEVEL, 0, position))
+        run = position - last_quiet + np.where(last_quiet == 0, self._clip_run, 0)
+        self._clip_run = int(run[-1])
+        clipped = int(np.count_nonzero(run >= CLIP_RUN))
+        self.clipped_samples += clipped
+        self._clipped_unlogged += clipped
+        if self._clipped_unlogged and self._clip_log():
+            log.warning("%s: clipping: %d sample(s) at full scale (%d+ in a row) since the last report; "
+                        "lower the input gain", self.name, self._clipped_unlogged, CLIP_RUN)
+            self._clipped_unlogged = 0
+
+
+@dataclass(frozen=True)
+class InputDevice:
+    index: int
+    name: str
+    channels: int
+    default_rate: float
+    is_default: bool
+
+
+def _sounddevice():
+    try:
+        import sounddevice
+    except ImportError as err:
+        raise ImportError(f"the microphone needs sounddevice, a dependency of semanticac-edge ({err}): "
+                          "pip install sounddevice") from None
+    except OSError as err:  # sounddevice imports, but PortAudio's library is missing
+        raise ImportError(f"the microphone needs the PortAudio library ({err}): "
+                          "apt-get install libportaudio2") from None
+    return sounddevice
+
+
+def list_input_devices() -> list[InputDevice]:
+    """The capture devices PortAudio sees, default one flagged."""
+    sd = _sounddevice()
+    try:
+        default = sd.query_devices(kind="input")["index"]
+    except sd.PortAudioError:
+        default = None
+    return [InputDevice(d["index"], d["name"], d["max_input_channels"], float(d["default_samplerate"]),
+                        d["index"] == default)
+            for d in sd.query_devices() if d["max_input_channels"] > 0]
+
+
+def find_input_device(device: int | str | None = None) -> InputDevice:
+    """An input device by index, by (part of) its name (case-insensitive), or the default one."""
+    devices = list_input_devices()
+    if isinstance(device, str) and device.strip().isdigit():
+        device = int(device)
+    if device is None:
+        matches = [d for d in devices if d.is_default]
+    elif isinstance(device, int):
+        matches = [d for d in devices if d.index == device]
+    else:
+        key = device.lower()
+        matches = ([d for d in devices if d.name.lower() == key]
+                   or [d for d in devices if key in d.name.lower()])
+    if len(matches) == 1:
+        return matches[0]
+    listing = "; ".join(f"{d.index}: {d.name!r}" for d in devices) or "none (no capture device found)"
+    if not matches:
+        wanted = "no default input device" if device is None else f"no input device {device!r}"
+        raise AudioError(f"{wanted}; input devices are {listing}: pass an index or part of a name")
+    raise AudioError(f"input device name {device!r} is ambiguous, it matches "
+                     f"{'; '.join(f'{d.index}: {d.name!r}' for d in matches)}: pass the index or more of the name")
+
+
+class MicrophoneSource(Source):
+    """A PortAudio capture device. The callback only copies into the ring.
+
+    `device`: index, part of a name, or None for the default input. `device_rate`: capture rate
+    (default: the device's own default rate, else the first of model rate, 48000, 44100, 16000
+    it accepts). `channels`: default 1 for a mono device, else 2, mixed down. `block`: frames
+    per callback (0: PortAudio chooses). A device that delivers nothing for `stall_seconds`
+    (the first audio may take ~1.5 s through PulseAudio) or whose stream ends raises AudioError.
+    """
+
+    def __init__(self, device: int | str | None = None, *, sample_rate: int = MODEL_RATE,
+                 device_rate: int | None = None, channels: int | None = None, block: int = 0,
+                 buffer_seconds: float = 5.0, stall_seconds: float = 5.0):
+        self.device = find_input_device(device)
+        channels = channels or min(2, self.device.channels)
+        name = f"input device {self.device.index} ({self.device.name!r})"
+        rate = self._pick_rate(name, channels, device_rate, sample_rate)
+        super().__init__(name, rate, channels, sample_rate, buffer_seconds, block)
+        self.block = block
+        self.stall_seconds = stall_seconds
+        self.xruns = 0  # callbacks that PortAudio flagged with an input overflow (lost before the ring)
+        self._stream = None
+        self._last_written, self._last_arrival = 0, 0.0
+
+    def _pick_rate(self, name: str, channels: int, device_rate: int | None, sample_rate: int) -> int:
+        sd = _sounddevice()
+        if device_rate is not None and device_rate <= 0:
+            raise AudioError(f"device rate must be a positive integer (Hz), got {device_rate}")
+        rates = [device_rate] if device_rate else list(dict.fromkeys(
+            [int(self.device.default_rate), sample_rate, 48000, 44100, 16000]))
+        for rate in rates:
+            try:
+                sd.check_input_settings(self.device.index, channels=channels, dtype="float32", samplerate=rate)
+                return rate
+            except (sd.PortAudioError, ValueError) as err:
+                reason = str(err)
+        raise AudioError(f"{name} cannot capture {channels} channel(s) at {' or '.join(map(str, rates))} Hz "
+                         f"({reason}): pick another device or device rate")
+
+    def _start_producer(self) -> None:
+        sd = _sounddevice()
+        try:
+            self._stream = sd.InputStream(
+                device=self.device.index, samplerate=self.input_rate, channels=self.channels, dtype="float32",
+                blocksize=self.block, callback=self._callback, finished_callback=self._finished)
+            self._stream.start()
+        except sd.PortAudioError as err:
+            raise AudioError(f"cannot open {self.name} at {self.input_rate} Hz, {self.channels} channel(s): "
+                             f"{err}: is another program holding it?") from None
+        self._last_arrival = time.monotonic()
+        log.info("%s: capturing at %d Hz, %d channel(s)", self.name, self.input_rate, self.channels)
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        # PortAudio's thread: copy and count, nothing else (no allocation, no waiting, no logging).
+        self._ring.write(indata)
+        if status.input_overflow:
+            self.xruns += 1
+
+    def _finished(self) -> None:
+        # PortAudio calls this when the stream ends: by stop(), or because the device went away.
+        if not self._stopping.is_set():
+            self._error = AudioError(f"{self.name} stopped delivering audio (device unplugged or sound "
+                                     "server stopped): check the device, then start listening again")
+        self._ended.set()
+
+    def _stop_producer(self) -> None:
+        if self._stream is None:
+            return
+        # A hung sound server blocks Pa_CloseStream for good: close in a thread, wait a while.
+        closer = threading.Thread(target=self._stream.close, kwargs={"ignore_errors": True}, daemon=True)
+        closer.start()
+        closer.join(CLOSE_SECONDS)
+        if closer.is_alive():
+            log.warning("%s did not close within %g s (the sound server is not responding): left behind",
+                        self.name, CLOSE_SECONDS)
+        self._stream = None
+
+    def _check_alive(self) -> None:
+        now, written = time.monotonic(), self._ring.written
+        if written != self._last_written:
+            self._last_written, self._last_arrival = written, now
+        elif now - self._last_arrival > self.stall_seconds:
+            raise AudioError(f"{self.name} delivered no audio for {self.stall_seconds:g} s: the device "
+                             "is stuck or gone; check it, then start listening again")
+
+
+class FileSource(Source):
+    """An audio file played as if captured: `block` frames at a time through the ring.
+
+    Real time (default): blocks arrive at wall-clock pace and a slow consumer loses the oldest
+    audio, like a microphone. `fast=True`: blocks arrive as fast as the consumer reads, nothing
+    dropped. Channels are mixed down and NaN/inf samples raise AudioError, as in read_audio.
+    """
+
+    def __init__(self, path: str | Path, *, sample_rate: int = MODEL_RATE, fast: bool = False,
+                 block: int = 1024, buffer_seconds: float = 5.0):
+        if block <= 0:
+            raise ValueError(f"block must be a positive number of frames, got {block}")
+        self.path = Path(path)
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except (sf.LibsndfileError, RuntimeError, OSError) as err:
+            reason = "no such file" if not self.path.exists() else str(err).strip() or type(err).__name__
+            raise AudioError(f"cannot read audio file {self.path}: {reason} (readable formats: WAV, FLAC, "
+                             "Ogg/Vorbis and whatever else libsndfile decodes)") from None
+        if self._file.frames == 0:
+            self._file.close()
+            raise AudioError(f"audio file {self.path} holds no samples: record or pick a non-empty file")
+        super().__init__(f"audio file {self.path}", self._file.samplerate, self._file.channels,
+                         sample_rate, buffer_seconds, block)
+        self.fast, self.block = fast, block
+
+    def _stop_producer(self) -> None:
+        super()._stop_producer()
+        self._file.close()
+
+    def _produce(self) -> None:
+        t0, frames = time.monotonic(), 0
+        while not self._stopping.is_set():
+            try:
+                block = self._file.read(self.block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError) as err:
+                raise AudioError(f"cannot decode audio file {self.path} after {frames / self.input_rate:.3f} s: "
+                                 f"{err}: the file is corrupt or truncated; re-export it") from None
+            if not len(block):
+                self.end_reason = f"end of {self.name}"
+                return
+            bad = ~np.isfinite(block)
+            if bad.any():
+                first = frames + int(np.argmax(bad.any(axis=1)))
+                raise AudioError(f"audio file {self.path} holds NaN or infinite samples, the first at "
+                                 f"{first / self.input_rate:.3f} s: the file is corrupt; re-export it")
+            frames += len(block)
+            if self.fast:
+                if not self._put_waiting(block):
+                    return
+            else:  # the block is "captured" when its last frame has played
+                if self._stopping.wait(max(0.0, t0 + frames / self.input_rate - time.monotonic())):
+                    return
+                self._ring.write(block)
+
+
+class StdinSource(Source):
+    """Raw interleaved PCM from a byte stream (default: stdin) at `rate` Hz.
+
+    `format`: s16le, s32le or f32le. NaN/inf floats are replaced by 0 and counted in
+    `nonfinite_samples`, with a warning at most once a second: a live stream should not die of
+    a few bad values, but they must not reach the model (one NaN spoils a whole window).
+    When the consumer falls behind, reading waits: the pipe passes the wait on to its writer.
+    """
+
+    def __init__(self, rate: int, *, format: str = "s16le", channels: int = 1, sample_rate: int = MODEL_RATE,
+                 block: int = 1024, buffer_seconds: float = 5.0, stream: BinaryIO | None = None):
+        if not isinstance(rate, int) or rate <= 0:
+            raise AudioError(f"stdin sample rate must be a positive integer (Hz), got {rate!r}: "
+                             "pass the rate the raw audio was recorded at, e.g. 16000")
+        if format not in STDIN_FORMATS:
+            raise AudioError(f"stdin sample format {format!r} is not supported; use one of "
+                             f"{', '.join(STDIN_FORMATS)} (little-endian)")
+        if channels <= 0 or block <= 0:
+            raise AudioError(f"stdin channels and block must be positive, got {channels} and {block}")
+        super().__init__("stdin", rate, channels, sample_rate, buffer_seconds, block)
+        self.format, self.block = format, block
+        self.nonfinite_samples = 0
+        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._nonfinite_log = _Every(NONFINITE_LOG_SECONDS)
+        self._nonfinite_unlogged = 0
+
+    def _produce(self) -> None:
+        dtype, scale = STDIN_FORMATS[self.format]
+        frame_bytes = np.dtype(dtype).itemsize * self.channels
+        rest = b""
+        while not self._stopping.is_set():
+            try:
+                data = self._stream.read(self.block * frame_bytes)
+            except OSError as err:
+                raise AudioError(f"cannot read raw audio from stdin: {err}") from None
+            if not data:
+                break
+            data = rest + data
+            whole = len(data) - len(data) % frame_bytes
+            rest = data[whole:]
+            block = np.frombuffer(data[:whole], dtype=dtype).astype(np.float32).reshape(-1, self.channels)
+            if scale != 1.0:
+                block *= np.float32(scale)
+            self._replace_nonfinite(block)
+            if not self._put_waiting(block):
+                return
+        if rest:
+            log.warning("stdin ended inside a frame: dropped %d trailing byte(s)", len(rest))
+        self.end_reason = "stdin closed"
+
+    def _replace_nonfinite(self, block: np.ndarray) -> None:
+        bad = ~np.isfinite(block)
+        count = int(np.count_nonzero(bad))
+        if not count:
+            return
+        block[bad] = 0.0
+        self.nonfinite_samples += count
+        self._nonfinite_unlogged += count
+        if self._nonfinite_log():
+            log.warning("stdin: replaced %d NaN or infinite sample(s) by 0 (%d so far): the sender writes "
+                        "corrupt %s data", self._nonfinite_unlogged, self.nonfinite_samples, self.format)
+            self._nonfinite_unlogged = 0

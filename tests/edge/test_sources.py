@@ -1,0 +1,372 @@
+"""Audio sources: file, stdin and microphone deliver float32 mono at the model rate through one
+interface, whatever the capture block size; bad input is a precise AudioError; a lost or hung
+device is an error, never a hang.
+
+The microphone tests capture for real: PortAudio records a PulseAudio null sink (see
+tests/pulse.py); sounddevice is imported by edge.sources only once the fixture is running.
+"""
+
+import io
+import logging
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.audio import read_audio, resample, to_mono
+from edge.errors import AudioError
+from edge.sources import (CLIP_RUN, FileSource, MicrophoneSource, StdinSource, find_input_device,
+                          list_input_devices)
+from tests.signals import noise, tone
+
+RATE = 32000  # the model rate
+BLOCKS = [256, 1000, 4096, 7919]  # 7919 is prime
+TOLERANCE = 1e-6  # soxr's stream and one-shot resamplers agree exactly here (max |diff| 0.0)
+
+
+def read_all(source, max_samples=3333, timeout=5.0) -> np.ndarray:
+    chunks = []
+    with source:
+        while (chunk := source.read(max_samples, timeout)) is not None:
+            assert chunk.dtype == np.float32 and chunk.ndim == 1 and chunk.size <= max_samples
+            chunks.append(chunk)
+        assert source.read(max_samples) is None  # the end stays the end
+    assert source.samples_delivered == sum(c.size for c in chunks)
+    return np.concatenate(chunks)
+
+
+def assert_same(got: np.ndarray, expected: np.ndarray) -> None:
+    assert got.size == expected.size
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
+
+
+@pytest.fixture
+def stereo_wav(tmp_path):
+    """1 s of different content per channel at 44.1 kHz (an awkward ratio to 32 kHz)."""
+    rate = 44100
+    samples = np.stack([tone(440, 1.0, rate), noise(1.0, rate, amplitude=0.2)], axis=1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, samples, rate, subtype="FLOAT")
+    return path
+
+
+# --- file ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("block", BLOCKS)
+def test_fast_file_equals_read_audio_whatever_the_block(stereo_wav, block):
+    source = FileSource(stereo_wav, fast=True, block=block, buffer_seconds=0.2)
+    assert_same(read_all(source, max_samples=1 + block // 3), read_audio(stereo_wav, RATE))
+    assert source.overflows == 0 and source.end_reason.startswith("end of audio file")
+
+
+@pytest.mark.data
+def test_real_clip_through_the_capture_path_equals_read_audio(data_dir):
+    path = data_dir / "esc50" / "audio" / "1-187207-A-20.flac"
+    expected = read_audio(path, RATE)
+    for block in BLOCKS:
+        assert_same(read_all(FileSource(path, fast=True, block=block), max_samples=RATE), expected)
+
+
+def test_stereo_file_is_mixed_down_and_says_so(stereo_wav, caplog):
+    with caplog.at_level(logging.INFO, logger="edge.sources"):
+        source = FileSource(stereo_wav, fast=True)
+    assert source.channels == 2 and source.sample_rate == RATE
+    assert "mixing 2 channels down to mono" in caplog.text
+
+
+def test_real_time_file_is_paced_by_the_wall_clock(tmp_path):
+    rate, seconds = 16000, 0.6
+    path = tmp_path / "tone.wav"
+    sf.write(path, tone(1000, seconds, rate), rate)
+    start = time.monotonic()
+    got = read_all(FileSource(path, block=1600))
+    elapsed = time.monotonic() - start
+    assert seconds - 0.05 < elapsed < seconds + 1.0
+    assert_same(got, read_audio(path, RATE))
+
+
+def test_real_time_file_drops_the_oldest_when_the_consumer_falls_behind(tmp_path):
+    rate = 8000
+    ramp = np.linspace(0, 0.9, rate, dtype=np.float32)  # 1 s, strictly increasing
+    path = tmp_path / "ramp.wav"
+    sf.write(path, ramp, rate, subtype="FLOAT")
+    with FileSource(path, sample_rate=rate, block=80, buffer_seconds=0.1) as source:
+        time.sleep(0.5)  # the consumer falls 0.5 s behind a 0.1 s ring
+        got = []
+        while (chunk := source.read(200, timeout=5.0)) is not None:
+            got.append(chunk)
+    got = np.concatenate(got)
+    assert source.overflows > 0.3 * rate
+    assert got.size + source.overflows == rate
+    assert np.all(np.diff(got) > 0) and got[-1] == ramp[-1]  # the newest audio, in order
+
+
+def test_fast_file_never_drops(tmp_path):
+    rate = 8000
+    path = tmp_path / "noise.wav"
+    sf.write(path, noise(1.0, rate), rate, subtype="FLOAT")
+    source = FileSource(path, sample_rate=rate, fast=True, block=80, buffer_seconds=0.02)
+    source.start()
+    time.sleep(0.3)  # a slow consumer: the producer waits for room
+    got = read_all(source, max_samples=500)
+    assert source.overflows == 0
+    assert_same(got, read_audio(path, rate))
+
+
+def test_nan_in_a_file_is_an_audio_error_naming_the_time(tmp_path):
+    rate = 16000
+    samples = tone(440, 1.0, rate)
+    samples[12000] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, samples, rate, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan.wav holds NaN or infinite samples, the first at 0\.750 s"):
+        read_all(FileSource(path, fast=True, block=1000))
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    (b"this is not audio" * 100, "cannot read audio file"),
+])
+def test_unreadable_file_is_an_audio_error(tmp_path, content, message):
+    path = tmp_path / "bad.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(AudioError, match=message):
+        FileSource(path)
+
+
+def test_empty_file_is_an_audio_error(tmp_path):
+    path = tmp_path / "empty.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioError, match="holds no samples"):
+        FileSource(path)
+
+
+def test_corrupt_file_mid_stream_is_an_audio_error(tmp_path):
+    path = tmp_path / "cut.flac"
+    sf.write(path, noise(3.0, 16000), 16000)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2] + np.random.default_rng(0).bytes(2000))
+    with pytest.raises(AudioError, match="cut.flac after .* s: .*corrupt or truncated"):
+        read_all(FileSource(path, fast=True))
+
+
+def test_read_needs_start_and_stop_ends_the_stream(stereo_wav):
+    source = FileSource(stereo_wav)
+    with pytest.raises(RuntimeError, match="start"):
+        source.read(100)
+    source.start()
+    assert source.read(100, timeout=2.0).size > 0
+    source.stop()
+    while (chunk := source.read(RATE)) is not None:  # what was buffered, then the end
+        assert chunk.size
+    assert source.end_reason == "stopped"
+
+
+@pytest.mark.parametrize("max_samples", [37, 4000])
+def test_clipping_is_counted_whatever_the_chunks_and_logged_once(tmp_path, caplog, max_samples):
+    rate = 16000
+    samples = tone(440, 1.0, rate)
+    samples[1000:1100] = 1.0  # one clipped run of 100 samples
+    samples[5000:5003] = -1.0  # too short to count
+    path = tmp_path / "clipped.wav"
+    sf.write(path, samples, rate, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        source = FileSource(path, fast=True, block=64)
+        read_all(source, max_samples=max_samples)
+    assert source.clipped_samples == 100 - (CLIP_RUN - 1)
+    assert caplog.text.count("at full scale") == 1
+
+
+def test_a_clean_signal_has_no_clipping(stereo_wav, caplog):
+    source = FileSource(stereo_wav, fast=True)
+    read_all(source)
+    assert source.clipped_samples == 0 and "at full scale" not in caplog.text
+
+
+# --- stdin --------------------------------------------------------------------------------------
+
+def encode(samples: np.ndarray, fmt: str) -> bytes:
+    if fmt == "f32le":
+        return samples.astype("<f4").tobytes()
+    bits = {"s16le": 16, "s32le": 32}[fmt]
+    scaled = np.clip(np.round(samples.astype(np.float64) * 2 ** (bits - 1)), -2 ** (bits - 1), 2 ** (bits - 1) - 1)
+    return scaled.astype(f"<i{bits // 8}").tobytes()
+
+
+@pytest.mark.parametrize("fmt", ["s16le", "s32le", "f32le"])
+def test_stdin_pcm_equals_whole_conversion_whatever_the_block(fmt):
+    rate = 22050
+    stereo = np.stack([tone(300, 0.5, rate), noise(0.5, rate, amplitude=0.3)], axis=1)
+    data = encode(stereo, fmt)
+    dtype, scale = {"s16le": ("<i2", 2.0 ** -15), "s32le": ("<i4", 2.0 ** -31), "f32le": ("<f4", 1.0)}[fmt]
+    decoded = np.frombuffer(data, dtype=dtype).astype(np.float32).reshape(-1, 2) * np.float32(scale)
+    expected = resample(to_mono(decoded), rate, RATE)
+    for block in BLOCKS:
+        source = StdinSource(rate, format=fmt, channels=2, block=block, stream=io.BytesIO(data))
+        assert_same(read_all(source), expected)
+        assert source.end_reason == "stdin closed"
+
+
+def test_stdin_through_a_real_pipe_written_in_odd_pieces():
+    rate = 16000
+    samples = noise(0.5, rate, amplitude=0.3)
+    data = encode(samples, "f32le")
+    read_end, write_end = os.pipe()
+
+    def writer():
+        with os.fdopen(write_end, "wb", buffering=0) as pipe:
+            for i in range(0, len(data), 997):  # pieces that split samples
+                pipe.write(data[i:i + 997])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    with os.fdopen(read_end, "rb") as pipe:
+        got = read_all(StdinSource(rate, format="f32le", stream=pipe))
+    thread.join()
+    assert_same(got, resample(samples, rate, RATE))
+
+
+def test_stdin_nan_and_inf_become_zero_counted_and_warned_at_most_once_a_second(caplog):
+    rate = 16000
+    samples = tone(440, 0.5, rate)
+    bad = [10, 11, 2000, 5000]
+    samples[bad] = [np.nan, np.inf, -np.inf, np.nan]
+    source = StdinSource(rate, format="f32le", sample_rate=rate, block=1000,
+                         stream=io.BytesIO(encode(samples, "f32le")))
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        got = read_all(source)
+    assert source.nonfinite_samples == len(bad)
+    assert np.all(got[bad] == 0) and np.all(np.isfinite(got))
+    assert caplog.text.count("NaN or infinite") == 1  # three bad blocks within a second: one warning
+
+
+def test_stdin_trailing_partial_frame_is_dropped_with_a_warning(caplog):
+    data = encode(tone(440, 0.1, 16000), "s16le") + b"\x01"
+    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+        got = read_all(StdinSource(16000, sample_rate=16000, stream=io.BytesIO(data)))
+    assert got.size == 1600 and "dropped 1 trailing byte" in caplog.text
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rate": 0}, "positive integer"),
+    ({"rate": -16000}, "positive integer"),
+    ({"rate": 16000.5}, "positive integer"),
+    ({"rate": 16000, "format": "u8"}, "s16le, s32le, f32le"),
+    ({"rate": 16000, "channels": 0}, "channels"),
+])
+def test_stdin_bad_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(AudioError, match=message):
+        StdinSource(stream=io.BytesIO(b""), **kwargs)
+
+
+# --- microphone (real capture through a PulseAudio null sink) ------------------------------------
+
+def capture_after_first_audio(mic, seconds: float, play=None) -> np.ndarray:
+    """Wait until the device delivers (PulseAudio may take ~1.5 s), start `play`, record."""
+    deadline = time.monotonic() + 10
+    while not mic.read(3200, 0.5).size:
+        assert time.monotonic() < deadline, "the device delivered nothing for 10 s"
+    player = play() if play else None
+    chunks, wanted = [], int(seconds * mic.sample_rate)
+    while sum(c.size for c in chunks) < wanted:
+        chunks.append(mic.read(3200, 0.5))
+    if player:
+        player.wait(timeout=30)
+    return np.concatenate(chunks)
+
+
+def align(recorded: np.ndarray, reference: np.ndarray) -> float:
+    """Normalised correlation of `reference` with the part of `recorded` that matches it best."""
+    n = recorded.size + reference.size
+    xcorr = np.fft.irfft(np.fft.rfft(recorded, n) * np.conj(np.fft.rfft(reference, n)), n)
+    lag = int(np.argmax(xcorr[:recorded.size - reference.size + 1]))
+    part = recorded[lag:lag + reference.size]
+    return float(part @ reference / (np.linalg.norm(part) * np.linalg.norm(reference) + 1e-12))
+
+
+@pytest.mark.capture
+def test_input_devices_are_listed_and_found(null_sink):
+    devices = list_input_devices()
+    assert devices and sum(d.is_default for d in devices) == 1
+    assert all(d.channels > 0 and d.default_rate > 0 for d in devices)
+    default = find_input_device()
+    assert default.is_default
+    assert find_input_device(default.index) == find_input_device(str(default.index)) == default
+    assert find_input_device(default.name.upper()) == default
+    assert find_input_device("puls").name == "pulse"
+    with pytest.raises(AudioError, match=r"no input device 'no such mic'; input devices are .*'pulse'"):
+        find_input_device("no such mic")
+    with pytest.raises(AudioError, match="no input device 999"):
+        find_input_device(999)
+
+
+@pytest.mark.capture
+def test_unsupported_device_rate_is_a_clear_error(null_sink):
+    with pytest.raises(AudioError, match=r"cannot capture 2 channel\(s\) at 10000000 Hz"):
+        MicrophoneSource("default", device_rate=10_000_000)
+    with pytest.raises(AudioError, match="device rate must be a positive integer"):
+        MicrophoneSource("default", device_rate=-1)
+
+
+@pytest.mark.capture
+@pytest.mark.data
+def test_microphone_hears_the_clip_played_into_the_sink(null_sink, data_dir):
+    clip = data_dir / "esc50" / "audio" / "1-187207-A-20.flac"
+    expected = read_audio(clip, RATE)
+    with MicrophoneSource("default", sample_rate=RATE) as mic:
+        recorded = capture_after_first_audio(mic, expected.size / RATE + 1.0, lambda: null_sink.play(clip))
+        assert mic.overflows == 0
+    # PulseAudio resamples 16 kHz -> 48 kHz -> the device's 44.1 kHz, soxr -> 32 kHz: 0.997 seen.
+    assert align(recorded, expected) > 0.9
+
+
+@pytest.mark.capture
+def test_microphone_by_name_hears_a_tone_at_the_model_rate(null_sink, tmp_path):
+    path, freq = tmp_path / "tone.wav", 1000.0
+    sf.write(path, tone(freq, 3.0, 48000, amplitude=0.5), 48000)
+    with MicrophoneSource("puls", block=256) as mic:
+        recorded = capture_after_first_audio(mic, 1.0, lambda: null_sink.play(path))
+    heard = recorded[-RATE // 2:]
+    spectrum = np.abs(np.fft.rfft(heard * np.hanning(heard.size)))
+    assert abs(np.fft.rfftfreq(heard.size, 1 / RATE)[np.argmax(spectrum)] - freq) < 4.0
+    assert 0.25 < heard.std() * np.sqrt(2) < 0.75  # amplitude 0.5 came back
+
+
+@pytest.mark.capture
+@pytest.mark.parametrize("failure", ["daemon killed", "daemon hung"])
+def test_device_loss_is_an_error_not_a_hang(null_sink, tmp_path_factory, failure):
+    """A private PulseAudio (its own XDG_RUNTIME_DIR) dies or freezes under an open stream."""
+    from tests.pulse import NullSink
+
+    session_runtime = os.environ["XDG_RUNTIME_DIR"]
+    private = NullSink.start(tmp_path_factory.mktemp("lost"))  # sets XDG_RUNTIME_DIR until stop()
+    daemon = int((private.runtime_dir / "pulse" / "pid").read_text())
+    mic = None
+    try:
+        mic = MicrophoneSource("default").start()  # the ALSA pulse plugin connects to the private one
+        capture_after_first_audio(mic, 0.1)
+        mic.stall_seconds = 0.5
+        os.kill(daemon, signal.SIGKILL if failure == "daemon killed" else signal.SIGSTOP)
+        start = time.monotonic()
+        message = "stopped delivering audio" if failure == "daemon killed" else "delivered no audio for 0.5 s"
+        with pytest.raises(AudioError, match=message):
+            while time.monotonic() - start < 10:
+                mic.read(3200, 0.2)
+        assert time.monotonic() - start < 3
+        start = time.monotonic()
+        mic.stop()  # a frozen server cannot close the stream: stop gives up after CLOSE_SECONDS
+        assert time.monotonic() - start < 4
+    finally:
+        try:
+            os.kill(daemon, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if mic is not None:
+            mic.stop()
+        private.stop()
+    assert os.environ["XDG_RUNTIME_DIR"] == session_runtime
