@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
+import threading
+from contextlib import contextmanager
 
 import click
 
@@ -24,13 +27,14 @@ def setup_logging(verbosity: int) -> None:
 
 
 def domain_errors(func):
-    """Turn an edge error into click's one-line `Error: ...` and exit status 1."""
+    """Turn an edge error (or a missing optional package) into click's one-line `Error: ...`
+    and exit status 1."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except SemanticACError as err:
+        except (SemanticACError, ImportError) as err:
             raise click.ClickException(str(err)) from None
 
     return wrapper
@@ -102,3 +106,127 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         label_set = resolve_label_set(labels_spec)
         emb = find_label_embeddings(found, label_set)
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
+
+
+@contextmanager
+def stop_on_signals():
+    """SIGINT and SIGTERM set the returned event (a clean stop), and are restored afterwards."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def parse_device(device: str | None) -> int | str | None:
+    return int(device) if device is not None and device.isdigit() else device
+
+
+def open_source(input_path: str | None, device: str | None, frontend, fast: bool, rate: int | None,
+                sample_format: str, channels: int):
+    """The audio source `listen` reads: a file, stdin ('-') or a microphone."""
+    from edge.sources import FileSource, MicrophoneSource, StdinSource
+
+    if input_path == "-":
+        if rate is None:
+            raise click.UsageError("--input - (raw PCM on stdin) needs --rate, the rate it was recorded at")
+        return StdinSource(rate, format=sample_format, channels=channels, sample_rate=frontend.sample_rate)
+    if input_path:
+        return FileSource(input_path, sample_rate=frontend.sample_rate, fast=fast)
+    return MicrophoneSource(parse_device(device), sample_rate=frontend.sample_rate)
+
+
+@main.command()
+@LABELS_OPTION
+@BUNDLE_OPTION
+@click.option("--input", "input_path", default=None, metavar="FILE|-",
+              help="Audio file (played in real time, or --fast), or - for raw PCM on stdin. Default: the microphone.")
+@click.option("--device", default=None, metavar="NAME|INDEX", help="Input device (see `semanticac-edge devices`).")
+@click.option("--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length.")
+@click.option("--hop", type=float, default=1.0, show_default=True, help="Seconds between windows.")
+@click.option("--top-k", "k", type=click.IntRange(1), default=3, show_default=True, help="Labels shown per window.")
+@click.option("--json", "json_lines", is_flag=True, help="One JSON object per line (schema 1) on stdout.")
+@click.option("--backend", "backend_choice", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto",
+              show_default=True, help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.")
+@click.option("--fast", is_flag=True, help="Read --input FILE as fast as possible instead of in real time.")
+@click.option("--rate", type=int, default=None, help="Sample rate of raw PCM on stdin (Hz).")
+@click.option("--format", "sample_format", type=click.Choice(["s16le", "s32le", "f32le"]), default="s16le",
+              show_default=True, help="Sample format of raw PCM on stdin.")
+@click.option("--channels", type=click.IntRange(1), default=1, show_default=True, help="Channels of raw PCM on stdin.")
+@click.option("--smooth", type=click.IntRange(1), default=3, show_default=True,
+              help="Windows averaged before event decisions (1: none).")
+@click.option("--min-duration", type=float, default=1.0, show_default=True,
+              help="Seconds a label must stay above its threshold before its event starts.")
+@click.option("--release", "release_ratio", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.7,
+              show_default=True, help="An event ends below threshold x this ratio (hysteresis).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores).")
+@click.option("--max-batch", type=click.IntRange(1), default=4, show_default=True,
+              help="Windows run together when several are ready; beyond it a live source drops the oldest.")
+@domain_errors
+def listen(labels_spec, bundle, input_path, device, window, hop, k, json_lines, backend_choice, fast, rate,
+           sample_format, channels, smooth, min_duration, release_ratio, threads, max_batch):
+    """Listen and print the top labels of every window, and start/end events."""
+    from edge.backends import select_backend
+    from edge.bundle import resolve_bundle
+    from edge.events import EventDetector
+    from edge.labels import resolve_label_set
+    from edge.listen import Listener, Windowing
+    from edge.scoring import Scorer, Smoother
+    from edge.sinks import make_sink
+    from edge.text_embed import label_embeddings_for
+
+    if not labels_spec:
+        raise click.UsageError("--labels is required: a label-set YAML file or a shipped set (urban, esc50)")
+    if fast and (input_path in (None, "-")):
+        raise click.UsageError("--fast applies to --input FILE only")
+    found = resolve_bundle(bundle)
+    label_set = resolve_label_set(labels_spec)
+    embeddings = label_embeddings_for(found, label_set, threads)
+    try:
+        windowing = Windowing.from_seconds(found.meta.frontend, window or found.meta.clip_seconds, hop)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    source = open_source(input_path, device, found.meta.frontend, fast, rate, sample_format, channels)
+    backend = select_backend(found, backend_choice, threads=threads)
+    detector = EventDetector.from_label_set(label_set, release_ratio=release_ratio, min_duration=min_duration)
+    with backend, make_sink(json_lines=json_lines) as sink, stop_on_signals() as stop:
+        listener = Listener(found, backend, Scorer.for_bundle(found.meta, embeddings), detector, Smoother(smooth),
+                            sink, windowing, k=k, max_batch=max_batch)
+        try:
+            listener.run(source, stop)
+        except BrokenPipeError:  # stdout closed by the reader (e.g. `| head`): stop quietly
+            stop.set()
+
+
+@main.command()
+@domain_errors
+def devices() -> None:
+    """List audio input devices (index, name, channels, default rate)."""
+    from edge.sources import list_input_devices
+
+    found = list_input_devices()
+    if not found:
+        click.echo("no input devices: PortAudio sees no microphone (see `semanticac-edge doctor`)")
+        return
+    for dev in found:
+        mark = "*" if dev.is_default else " "
+        click.echo(f"{mark} {dev.index:>3}  {dev.name}  ({dev.channels} ch, {dev.default_rate:g} Hz)")
+
+
+@main.command("build-engine")
+@BUNDLE_OPTION
+@click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
+@click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
+              help="Largest batch the engine's optimisation profile accepts.")
+@click.option("--workspace", "workspace_gib", type=click.FloatRange(0.0, min_open=True), default=2.0,
+              show_default=True, help="Builder workspace memory (GiB).")
+@domain_errors
+def build_engine(bundle, precision, max_batch, workspace_gib) -> None:
+    """Compile the bundle's audio graph into a TensorRT engine for this GPU (on the device)."""
+    from edge.bundle import resolve_bundle
+    from edge.engine import build_engine as build
+
+    plan = build(resolve_bundle(bundle), precision=precision, max_batch=max_batch, workspace_gib=workspace_gib)
+    click.echo(f"engine {plan}")

@@ -295,3 +295,17 @@ class StreamingLogMel:
             self._pending = self._pending[drop:]
             self._pending_start += drop
         return frames
+
+
+def tile_frames(mel: np.ndarray, frames: int) -> np.ndarray:
+    """Repeat log-mel frames [T, F] until there are `frames`, then cut: [frames, F].
+
+    How a clip shorter than the model's window fills it, in training and on the device alike
+    (HTS-AT tiles ESC-50's 5 s clips to 10 s the same way, on the waveform). Done on frames so
+    the device can tile its incrementally computed window without recomputing it.
+    """
+    if mel.shape[0] == 0:
+        raise ValueError("cannot tile an empty log-mel: a window needs at least one frame")
+    if mel.shape[0] >= frames:
+        return mel[:frames]
+    return np.tile(mel, (-(-frames // mel.shape[0]), 1))[:frames]

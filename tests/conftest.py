@@ -57,3 +57,28 @@ def null_sink(tmp_path_factory):
         yield sink
     finally:
         sink.stop()
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory):
+    """A real bundle exported from the small model config with seeded random weights.
+
+    Untrained (its labels are noise), but every graph, tokenizer and label file is what
+    `semanticac-train export` writes, so the edge runs on it exactly as on a trained one.
+    """
+    import torch
+
+    from edge.bundle import read_bundle
+    from edge.labels import resolve_label_set
+    from train.checkpoint import model_id
+    from train.config import load_model_config
+    from train.export import export_bundle
+    from train.model.semanticac import build_model
+
+    torch.manual_seed(0)
+    config = load_model_config("small")
+    model = build_model(config).eval()
+    out = tmp_path_factory.mktemp("bundles") / "small"
+    export_bundle(model, config, out, model_id=model_id(model, config), clip_seconds=5.0,
+                  label_sets=[resolve_label_set("urban")], training={"command": "tests: random init"})
+    return read_bundle(out, verify=True)

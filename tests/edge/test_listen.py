@@ -1,0 +1,138 @@
+"""The listen loop on real audio: offline equivalence, block-size invariance, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import edge.cli
+from edge.audio import read_audio
+from edge.backends import select_backend
+from edge.events import EventDetector
+from edge.features import log_mel, tile_frames
+from edge.label_embeddings import find_label_embeddings
+from edge.labels import resolve_label_set
+from edge.listen import Listener, Windowing
+from edge.scoring import Scorer, Smoother
+from edge.sinks import Sink
+from edge.sources import FileSource
+
+TOL = 1e-4  # scores: streaming frames equal batch frames to float32 rounding
+
+
+class Collect(Sink):
+    """A sink that keeps what the loop emits."""
+
+    def __init__(self):
+        super().__init__()
+        self.windows, self.events, self.statuses = [], [], []
+
+    def window(self, result):
+        self.windows.append(result)
+
+    def event(self, event):
+        self.events.append(event)
+
+    def status(self, status):
+        self.statuses.append(status)
+
+
+def listen(bundle, path, window=2.0, hop=0.5, block=1024, k=10):
+    label_set = resolve_label_set("urban")
+    scorer = Scorer.for_bundle(bundle.meta, find_label_embeddings(bundle, label_set))
+    sink = Collect()
+    with select_backend(bundle, "onnxruntime") as backend:
+        listener = Listener(bundle, backend, scorer, EventDetector.from_label_set(label_set), Smoother(3), sink,
+                            Windowing.from_seconds(bundle.meta.frontend, window, hop), k=k)
+        summary = listener.run(FileSource(path, sample_rate=bundle.meta.frontend.sample_rate, fast=True, block=block))
+    return sink, summary, scorer
+
+
+@pytest.fixture(scope="module")
+def clip(data_dir):
+    return data_dir / "us8k/audio/fold1/7383-3-0-0.ogg"
+
+
+def as_scores(result, labels):
+    scores = dict(result.top)
+    return np.array([scores[label] for label in labels])
+
+
+def test_windows_equal_offline_computation(small_bundle, clip):
+    sink, summary, scorer = listen(small_bundle, clip)
+    fe = small_bundle.meta.frontend
+    mel = log_mel(read_audio(clip, fe.sample_rate), fe)  # the whole recording at once
+    w = Windowing.from_seconds(fe, 2.0, 0.5)
+    expected_windows = (len(mel) - w.window_frames) // w.hop_frames + 1
+    assert summary.windows == len(sink.windows) == expected_windows >= 4
+    with select_backend(small_bundle, "onnxruntime") as backend:
+        for k, result in enumerate(sink.windows):
+            frames = mel[k * w.hop_frames: k * w.hop_frames + w.window_frames]
+            offline = scorer(backend.embed(tile_frames(frames, fe.frames)[None, None]))[0]
+            assert result.t == pytest.approx(k * 0.5 + 2.0)
+            np.testing.assert_allclose(as_scores(result, scorer.labels), offline, atol=TOL)
+    assert summary.dropped == 0 and "end of audio file" in summary.end_reason
+
+
+def test_results_do_not_depend_on_block_size(small_bundle, clip):
+    runs = [listen(small_bundle, clip, block=block)[0] for block in (256, 1000, 4096, 1021)]
+    base = runs[0].windows
+    for sink in runs[1:]:
+        assert [r.t for r in sink.windows] == [r.t for r in base]
+        for a, b in zip(sink.windows, base):
+            assert [label for label, _ in a.top] == [label for label, _ in b.top]
+            np.testing.assert_allclose([s for _, s in a.top], [s for _, s in b.top], atol=TOL)
+
+
+def test_short_file_gives_one_tiled_window(small_bundle, tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "short.wav"
+    sf.write(path, 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)  # 0.5 s
+    sink, summary, _ = listen(small_bundle, path, window=2.0, hop=0.5)
+    assert summary.windows == 1 and sink.windows[0].t == pytest.approx(0.5)
+
+
+def test_silence_is_reported(small_bundle, tmp_path):
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(16000 * 14, np.float32), 16000)
+    sink, summary, _ = listen(small_bundle, path, window=2.0, hop=1.0)
+    assert any("digital silence" in s.message for s in sink.statuses)
+    assert summary.windows == 13
+
+
+def test_cli_json_lines(small_bundle, clip):
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(small_bundle.path), "--labels", "urban",
+                                                "--input", str(clip), "--fast", "--json", "--hop", "1"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(line["schema"] == 1 and {"type", "t", "utc"} <= set(line) for line in lines)
+    windows = [line for line in lines if line["type"] == "window"]
+    assert len(windows) >= 1 and len(windows[0]["top"]) == 3 and windows[0]["dropped"] == 0
+    assert lines[0]["type"] == "status" and lines[-1]["type"] == "status"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--labels", "nope"], "label set 'nope' not found"),
+    (["--labels", "urban", "--window", "30"], "longer than the model's input"),
+    (["--labels", "urban", "--hop", "0.001"], "shorter than one frame"),
+    (["--labels", "urban", "--input", "-"], "needs --rate"),
+    (["--labels", "urban", "--input", "/no/such.wav"], "cannot read audio file /no/such.wav"),
+])
+def test_cli_errors_are_one_line(small_bundle, args, message):
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(small_bundle.path), *args])
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+
+
+def test_new_label_is_embedded_on_the_device(small_bundle, tmp_path, monkeypatch, clip):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    labels = tmp_path / "site.yaml"
+    labels.write_text("name: site\nlabels:\n  - dog_bark\n  - name: kettle\n    prompts: [a kettle whistling]\n")
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(small_bundle.path), "--labels", str(labels),
+                                                "--input", str(clip), "--fast", "--json"])
+    assert result.exit_code == 0, result.output
+    cached = tmp_path / "cache/semanticac-edge" / small_bundle.meta.model_id / "site.npz"
+    assert cached.is_file()
+    top = [json.loads(line) for line in result.stdout.splitlines() if '"window"' in line][0]["top"]
+    assert {t["label"] for t in top} == {"dog_bark", "kettle"}
