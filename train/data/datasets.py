@@ -1,0 +1,436 @@
+"""Datasets: ESC-50, UrbanSound8K and a user's CSV, as (log-mel, class index) for the loop.
+
+    catalogue   read_esc50 / read_us8k / read_csv -> (clips, class_names)
+    splits      select_folds, random_split, holdout_classes (build_dataset applies a DataSpec)
+    loading     ClipDataset: decode (edge.audio.read_audio: mono, soxr to the model rate;
+                cached), augment the waveform (training only), log-mel of the clip
+                (train.features.LogMel), tiled to the model's frames (edge.features.tile_frames,
+                the rule the listen loop tiles its windows by), SpecAugment (training only)
+
+Class indices are positions in the official class list (ESC-50 `target`, US8K `classID`),
+whatever subset of clips or classes a split holds, so a checkpoint's outputs mean the same
+in every experiment.
+
+Unreadable files are found once, when a ClipDataset is built: every clip is decoded into
+the waveform cache then (the work a first epoch would do anyway; free when the cache is
+warm), and a file that fails (missing, empty, not audio, NaN samples) is dropped with a
+warning and listed in `dataset.skipped`. The clip list is fixed from then on, so epochs
+are deterministic and never meet a bad file; a file that changes after the dataset was
+built keeps its decoded copy for the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from edge.audio import SOXR_QUALITY, read_audio
+from edge.errors import AudioError, SemanticACError
+from edge.features import Frontend, tile_frames
+from train.data.cache import FeatureCache, file_identity
+from train.features import LogMel
+
+log = logging.getLogger(__name__)
+
+# Official class lists, in ESC-50 `target` order and UrbanSound8K `classID` order.
+ESC50_CLASSES = (
+    "dog", "rooster", "pig", "cow", "frog", "cat", "hen", "insects", "sheep", "crow",
+    "rain", "sea_waves", "crackling_fire", "crickets", "chirping_birds", "water_drops", "wind",
+    "pouring_water", "toilet_flush", "thunderstorm", "crying_baby", "sneezing", "clapping",
+    "breathing", "coughing", "footsteps", "laughing", "brushing_teeth", "snoring",
+    "drinking_sipping", "door_wood_knock", "mouse_click", "keyboard_typing", "door_wood_creaks",
+    "can_opening", "washing_machine", "vacuum_cleaner", "clock_alarm", "clock_tick",
+    "glass_breaking", "helicopter", "chainsaw", "siren", "car_horn", "engine", "train",
+    "church_bells", "airplane", "fireworks", "hand_saw",
+)
+US8K_CLASSES = (
+    "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling", "engine_idling",
+    "gun_shot", "jackhammer", "siren", "street_music",
+)
+KINDS = ("esc50", "us8k", "csv")
+# Names the tiling rule inside mel cache keys: change it when edge.features.tile_frames changes.
+TILING = "frames:repeat-whole-clip-then-cut;longer:first-n"
+
+
+class DatasetError(SemanticACError, ValueError):
+    """A dataset that cannot be read as asked: missing meta file, bad row, empty split."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled audio file."""
+
+    path: Path
+    target: int  # index into the dataset's class_names
+    fold: int | None  # official fold; None when unknown (most of the development ESC-50 copy)
+    group: str | None = None  # source recording: random_split keeps a group on one side
+
+
+# ---------------------------------------------------------------------------- catalogues
+
+def _rows(meta: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
+    """(line number, row) for every data row of a CSV with a header holding `required`."""
+    try:
+        with open(meta, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            if missing:
+                raise DatasetError(f"{meta}: missing column(s) {', '.join(missing)}; the header must name "
+                                   f"{', '.join(required)} (found: {', '.join(reader.fieldnames or []) or 'nothing'})")
+            return [(i + 2, row) for i, row in enumerate(reader)]
+    except OSError as err:
+        raise DatasetError(f"cannot read {meta}: {err.strerror or err}") from None
+
+
+def _meta_file(root: Path, candidates: Sequence[str], what: str) -> Path:
+    for name in candidates:
+        if (root / name).is_file():
+            return root / name
+    raise DatasetError(f"no {what} meta file in {root}: looked for {' and '.join(candidates)}; "
+                       f"point the dataset root at the folder that holds it and audio/")
+
+
+def _fold(value: str, meta: Path, line: int) -> int | None:
+    value = (value or "").strip()
+    if value.lower() in ("", "unknown"):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise DatasetError(f"{meta}:{line}: fold {value!r} is not an integer; write a fold number, "
+                           "or 'unknown' / nothing when it is not known") from None
+
+
+def _int(value: str, meta: Path, line: int, column: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{meta}:{line}: {column} {value!r} is not an integer") from None
+
+
+def read_esc50(root: str | Path) -> tuple[list[Clip], list[str]]:
+    """ESC-50 in its official layout (meta/esc50.csv + audio/) or ours (meta.csv + audio/).
+
+    Columns used: filename, fold (a number or `unknown`), target, category, and src_file when
+    present (else the source id in an official file name `{fold}-{src}-{take}-{target}`)
+    as the group. Audio may be WAV, FLAC or Ogg.
+    """
+    root = Path(root)
+    meta = _meta_file(root, ["meta.csv", "meta/esc50.csv"], "ESC-50")
+    clips = []
+    for line, row in _rows(meta, ("filename", "fold", "target", "category")):
+        target = _int(row["target"], meta, line, "target")
+        if not 0 <= target < len(ESC50_CLASSES) or ESC50_CLASSES[target] != row["category"]:
+            official = ESC50_CLASSES[target] if 0 <= target < len(ESC50_CLASSES) else "no class"
+            raise DatasetError(f"{meta}:{line}: target {target} is {official!r} in ESC-50 but the row says "
+                               f"{row['category']!r}: use the official meta file (targets 0-49)")
+        official_name = re.fullmatch(r"\d+-(\w+)-[A-Z]+-\d+\.\w+", row["filename"])
+        group = row.get("src_file") or (official_name.group(1) if official_name else None)
+        clips.append(Clip(root / "audio" / row["filename"], target, _fold(row["fold"], meta, line), group))
+    return clips, list(ESC50_CLASSES)
+
+
+def read_us8k(root: str | Path) -> tuple[list[Clip], list[str]]:
+    """UrbanSound8K in its official layout (metadata/UrbanSound8K.csv + audio/fold<N>/) or ours
+    (meta.csv + audio/fold<N>/). The group is the Freesound id (fsID)."""
+    root = Path(root)
+    meta = _meta_file(root, ["meta.csv", "metadata/UrbanSound8K.csv"], "UrbanSound8K")
+    clips = []
+    for line, row in _rows(meta, ("slice_file_name", "fsID", "fold", "classID", "class")):
+        target = _int(row["classID"], meta, line, "classID")
+        if not 0 <= target < len(US8K_CLASSES) or US8K_CLASSES[target] != row["class"]:
+            official = US8K_CLASSES[target] if 0 <= target < len(US8K_CLASSES) else "no class"
+            raise DatasetError(f"{meta}:{line}: classID {target} is {official!r} in UrbanSound8K but the row "
+                               f"says {row['class']!r}: use the official meta file (classID 0-9)")
+        fold = _int(row["fold"], meta, line, "fold")
+        clips.append(Clip(root / "audio" / f"fold{fold}" / row["slice_file_name"], target, fold, row["fsID"]))
+    return clips, list(US8K_CLASSES)
+
+
+def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> tuple[list[Clip], list[str]]:
+    """A user's dataset: a CSV with a header `file,label` and optional `fold`, `group` columns.
+
+    `file` is relative to the CSV's folder (or absolute). Class order: `classes` when given
+    (every label must be one of them), else the sorted unique labels. Other columns are
+    ignored. `fold` is an integer or empty/`unknown`.
+    """
+    path = Path(path)
+    rows = _rows(path, ("file", "label"))
+    labels = [(row["label"] or "").strip() for _, row in rows]
+    for line, row in rows:
+        for column in ("file", "label"):
+            if not (row[column] or "").strip():
+                raise DatasetError(f"{path}:{line}: empty {column}: every row needs a file and a class name")
+    if classes is None:
+        class_names = sorted(set(labels))
+    else:
+        class_names = list(classes)
+        unknown = sorted(set(labels) - set(class_names))
+        if unknown:
+            raise DatasetError(f"{path}: label(s) {', '.join(map(repr, unknown))} are not in the given classes "
+                               f"({', '.join(class_names)}): add them or fix the rows")
+    index = {name: i for i, name in enumerate(class_names)}
+    clips = [Clip(path.parent / row["file"].strip(), index[label], _fold(row.get("fold", ""), path, line),
+                  row.get("group") or None)
+             for (line, row), label in zip(rows, labels)]
+    return clips, class_names
+
+
+# ------------------------------------------------------------------------------ splits
+
+def select_folds(clips: Iterable[Clip], folds: Iterable[int]) -> list[Clip]:
+    """The clips whose fold is one of `folds` (clips of unknown fold never match)."""
+    wanted = set(folds)
+    return [c for c in clips if c.fold is not None and c.fold in wanted]
+
+
+def random_split(clips: Sequence[Clip], val_fraction: float, seed: int = 0) -> tuple[list[Clip], list[Clip]]:
+    """(train, val): a seeded split, stratified per class, that keeps each group whole.
+
+    About `val_fraction` of each class goes to val, in units of a group (a source recording,
+    when the catalogue knows it) or of a clip (when it does not). The same clips, fraction
+    and seed give the same split on any machine.
+
+    OPTIMISTIC where groups are unknown (the development ESC-50 copy: fold `unknown`, no
+    source ids): ESC-50 cuts several clips from one source recording, so fragments of one
+    recording can land on both sides and val accuracy reads higher than on a held-out fold.
+    Report such figures as optimistic; use official folds for honest ones.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise DatasetError(f"val_fraction={val_fraction!r} must be in [0, 1): the share of clips held out for validation")
+    units: dict[tuple, list[Clip]] = {}
+    for clip in clips:  # a group spans classes rarely (US8K); it is filed under its first clip's class
+        key = (clip.group,) if clip.group is not None else ("", str(clip.path))
+        units.setdefault(key, []).append(clip)
+    by_class: dict[int, list[list[Clip]]] = {}
+    for members in units.values():
+        by_class.setdefault(members[0].target, []).append(members)
+    rng = np.random.default_rng(seed)
+    val_ids: set[int] = set()
+    for target in sorted(by_class):
+        stratum = sorted(by_class[target], key=lambda m: str(m[0].path))  # independent of input order
+        want = round(val_fraction * sum(len(m) for m in stratum))
+        taken = 0
+        for i in rng.permutation(len(stratum)):
+            if taken >= want:
+                break
+            val_ids.update(id(c) for c in stratum[i])
+            taken += len(stratum[i])
+    train = [c for c in clips if id(c) not in val_ids]
+    val = [c for c in clips if id(c) in val_ids]
+    return train, val
+
+
+def holdout_classes(clips: Iterable[Clip], class_names: Sequence[str],
+                    held_out: Iterable[str]) -> tuple[list[Clip], list[Clip]]:
+    """(kept, held): the clips of classes not in `held_out`, and of those that are.
+
+    For zero-shot experiments: train on `kept`, measure on `held`. Targets keep their
+    indices in the full `class_names`.
+    """
+    held_out = list(held_out)
+    unknown = [name for name in held_out if name not in class_names]
+    if unknown:
+        raise DatasetError(f"held-out class(es) {', '.join(map(repr, unknown))} are not in this dataset; "
+                           f"its classes are: {', '.join(class_names)}")
+    held_ids = {class_names.index(name) for name in held_out}
+    clips = list(clips)
+    return [c for c in clips if c.target not in held_ids], [c for c in clips if c.target in held_ids]
+
+
+# ----------------------------------------------------------------------------- tiling
+
+def model_samples(frontend: Frontend) -> int:
+    """Samples of the model's clip: `frontend.frames` frames (1001 at hop 320, 32 kHz = 10 s)."""
+    return (frontend.frames - 1) * frontend.hop_length
+
+
+# ------------------------------------------------------------------------------ dataset
+
+class ClipDataset(Dataset):
+    """(log-mel [1, frames, n_mels] float32, class index) for each readable clip.
+
+    A clip is decoded once into the waveform cache (mono, at the model rate, as long as the
+    file). Without waveform augmentation (evaluation, or training with SpecAugment only)
+    the tiled log-mel itself is cached and an item is one small file read; with it (time
+    scale, pad/crop, noise, low-pass: train.augment) the cached waveform is augmented, tiled
+    and turned into a log-mel on the fly. Randomness comes from a generator seeded with
+    (seed, epoch, index): an item's augmentation does not depend on the order, batch or
+    DataLoader worker that loads it. Call `set_epoch(e)` before each epoch's loader pass.
+    """
+
+    def __init__(self, clips: Sequence[Clip], class_names: Sequence[str], frontend: Frontend = Frontend(),
+                 cache: FeatureCache | str | Path | None = None, augment=None, seed: int = 0):
+        self.class_names = list(class_names)
+        self.frontend = frontend
+        self.samples = model_samples(frontend)
+        self.cache = cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.log_mel = LogMel(frontend)
+        self._wave_identity = {"sample_rate": frontend.sample_rate, "resampler": f"soxr-{SOXR_QUALITY}"}
+        self._mel_identity = {"frontend": frontend.to_dict(), "samples": self.samples, "tiling": TILING}
+        self.clips: list[Clip] = []
+        self.skipped: list[tuple[Path, str]] = []  # (file, why) for every clip left out
+        self._wave_entries: list[Path] = []
+        self._mel_entries: list[Path] = []
+        self._decode_all(clips)
+
+    def _decode_all(self, clips: Sequence[Clip]) -> None:
+        start, longest = time.perf_counter(), 0
+        misses = self.cache.misses["wave"]
+        for clip in clips:
+            try:  # only the source's faults skip a clip: a cache that cannot be written raises
+                entry = self.cache.entry("wave", {"file": file_identity(clip.path), **self._wave_identity})
+                wave = self.cache.get(entry, lambda: read_audio(clip.path, self.frontend.sample_rate), mmap=True)
+            except (FileNotFoundError, AudioError) as err:
+                reason = f"no such file: {clip.path}" if isinstance(err, FileNotFoundError) else str(err)
+                log.warning("skipping a clip: %s", reason)
+                self.skipped.append((clip.path, reason))
+                continue
+            longest = max(longest, wave.shape[0])
+            self.clips.append(clip)
+            self._wave_entries.append(entry)
+            self._mel_entries.append(self.cache.entry("mel", {"wave": entry.stem, **self._mel_identity}))
+        if clips and not self.clips:
+            raise DatasetError(f"none of the {len(clips)} clips could be read (the first: {self.skipped[0][1]}): "
+                               "check the dataset root and the audio files")
+        decoded = self.cache.misses["wave"] - misses
+        log.info("%d clips ready (%d decoded into %s in %.1f s, %d skipped)", len(self.clips), decoded,
+                 self.cache.root, time.perf_counter() - start, len(self.skipped))
+        # The clip length the model is trained on, before tiling (model.json's clip_seconds).
+        self.clip_seconds = min(longest, self.samples) / self.frontend.sample_rate
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def targets(self) -> list[int]:
+        return [c.target for c in self.clips]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentations of the next pass draw from (seed, epoch, index)."""
+        self.epoch = epoch
+
+    def waveform(self, index: int) -> np.ndarray:
+        """The clip's decoded samples at the model rate (untiled, float32)."""
+        clip = self.clips[index]
+        return self.cache.get(self._wave_entries[index], lambda: read_audio(clip.path, self.frontend.sample_rate))
+
+    def _mel(self, wave: np.ndarray) -> np.ndarray:
+        """The model's input: log-mel of (at most 10 s of) the clip, tiled to the model's frames."""
+        with torch.no_grad():
+            mel = self.log_mel(torch.from_numpy(np.ascontiguousarray(wave[:self.samples]))[None])[0].numpy()
+        return tile_frames(mel, self.frontend.frames)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        augment = self.augment if self.augment is not None and self.augment.training else None
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if augment is not None else None
+        if augment is not None and augment.changes_waveform:
+            wave = self.waveform(index)
+            wave = augment.waveform(wave, rng, length=min(wave.size, self.samples))
+            mel = self._mel(wave)
+        else:
+            mel = self.cache.get(self._mel_entries[index],
+                                 lambda: self._mel(self.waveform(index)))
+        if augment is not None:
+            mel = augment.spectrogram(mel, rng)
+        return torch.from_numpy(np.ascontiguousarray(mel))[None], self.clips[index].target  # [1, T, F]
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(mel [1, T, F], target)] -> (mels float32 [B, 1, T, F], targets int64 [B])."""
+    mels, targets = zip(*batch)
+    return torch.stack(mels), torch.tensor(targets, dtype=torch.int64)
+
+
+def make_loader(dataset: ClipDataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
+                drop_last: bool = False) -> DataLoader:
+    """A DataLoader with a seeded shuffle (each pass draws the next permutation of one generator).
+
+    Workers are optional (0 on a 2-core machine: the main process then does the loading);
+    they are not persistent, so `dataset.set_epoch(e)` before a pass reaches them.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                      collate_fn=collate, drop_last=drop_last, generator=generator)
+
+
+# ------------------------------------------------------------------------------ builder
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which clips make the train, val and test splits (a training config's `data` section)."""
+
+    kind: str  # esc50 | us8k | csv
+    root: str  # the dataset folder (esc50, us8k) or the CSV file (csv)
+    test_folds: tuple[int, ...] = ()  # clips of these folds form `test`
+    train_folds: tuple[int, ...] | None = None  # None: every clip not in test_folds, unknown folds included
+    val_fraction: float = 0.0  # of the train clips, per class, to `val` (random_split: optimistic without groups)
+    split_seed: int = 0
+    holdout: tuple[str, ...] = ()  # class names kept out of train and val (zero-shot); test keeps them
+    classes: tuple[str, ...] | None = None  # csv only: the class order (default: sorted labels)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise DatasetError(f"data kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise DatasetError(f"val_fraction={self.val_fraction!r} must be in [0, 1)")
+        if self.classes is not None and self.kind != "csv":
+            raise DatasetError(f"classes is for kind 'csv' only: {self.kind} has its official class list")
+        overlap = set(self.test_folds) & set(self.train_folds or ())
+        if overlap:
+            raise DatasetError(f"fold(s) {sorted(overlap)} are in both train_folds and test_folds: pick one side")
+
+
+SPLITS = ("train", "val", "test")
+
+
+def read_catalogue(spec: DataSpec) -> tuple[list[Clip], list[str]]:
+    if spec.kind == "esc50":
+        return read_esc50(spec.root)
+    if spec.kind == "us8k":
+        return read_us8k(spec.root)
+    return read_csv(spec.root, spec.classes)
+
+
+def split_clips(spec: DataSpec, split: str) -> tuple[list[Clip], list[str]]:
+    """The clips of one split (train, val or test) and the dataset's class names."""
+    if split not in SPLITS:
+        raise DatasetError(f"split {split!r} is not one of {', '.join(SPLITS)}")
+    clips, class_names = read_catalogue(spec)
+    if split == "test":
+        chosen = select_folds(clips, spec.test_folds)
+    else:
+        pool = [c for c in clips if c.fold not in spec.test_folds]
+        if spec.train_folds is not None:
+            pool = select_folds(pool, spec.train_folds)
+        if spec.holdout:
+            pool, _ = holdout_classes(pool, class_names, spec.holdout)
+        train, val = random_split(pool, spec.val_fraction, spec.split_seed) if spec.val_fraction else (pool, [])
+        chosen = train if split == "train" else val
+    if not chosen:
+        present = sorted({c.fold for c in clips if c.fold is not None})
+        unknown = sum(c.fold is None for c in clips)
+        raise DatasetError(
+            f"split {split!r} of {spec.root} is empty (folds present: {present or 'none'}, {unknown} clip(s) of "
+            f"unknown fold; test_folds={list(spec.test_folds)}, train_folds={spec.train_folds}, "
+            f"val_fraction={spec.val_fraction}): choose folds that exist, or a val_fraction above 0")
+    return chosen, class_names
+
+
+def build_dataset(spec: DataSpec, split: str, frontend: Frontend = Frontend(),
+                  cache_dir: FeatureCache | str | Path | None = None, augment=None, seed: int = 0) -> ClipDataset:
+    """The ClipDataset of `split`; `augment` is used only when given and in training mode."""
+    clips, class_names = split_clips(spec, split)
+    return ClipDataset(clips, class_names, frontend, cache_dir, augment, seed)
