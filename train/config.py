@@ -20,8 +20,10 @@ import yaml
 
 from edge.features import Frontend
 from train.model.htsat import HTSATConfig
+from train.model.yamnet import YAMNetConfig
 
 TEXT_KINDS = ("clip", "minilm")
+AUDIO_CONFIGS = {"htsat": HTSATConfig, "yamnet": YAMNetConfig}
 
 
 class ConfigError(ValueError):
@@ -98,20 +100,32 @@ class ModelConfig:
     name: str = "semanticac"
     embed_dim: int = 1024  # C, the joint audio-text width (paper: 1024)
     frontend: Frontend = field(default_factory=Frontend)  # the log-mel the audio tower reads
-    audio: HTSATConfig = field(default_factory=HTSATConfig)
+    # kind (htsat: the paper's HTS-AT; yamnet: AudioSet-pretrained YAMNet) + that kind's options
+    audio: dict = field(default_factory=lambda: {"kind": "htsat"})
     head: dict = field(default_factory=lambda: {"kind": "cscm"})  # kind + that kind's options
     text: dict = field(default_factory=lambda: {"kind": "clip"})  # kind (clip|minilm) + options
     logit_scale: float = 1 / 0.07  # initial multiplier of the cosine similarities (CLIP's)
     num_classes: int | None = None  # only for the one-hot baseline head
 
     def __post_init__(self):
-        if (self.audio.num_frames, self.audio.n_mels) != (self.frontend.frames, self.frontend.n_mels):
-            raise ConfigError(f"the audio tower reads {self.audio.num_frames} frames x {self.audio.n_mels} mels "
+        audio = self.audio_config  # checks the kind and its options
+        if (audio.num_frames, audio.n_mels) != (self.frontend.frames, self.frontend.n_mels):
+            raise ConfigError(f"the audio tower reads {audio.num_frames} frames x {audio.n_mels} mels "
                               f"but the frontend makes {self.frontend.frames} x {self.frontend.n_mels}: make them agree")
         if "kind" not in self.head:
             raise ConfigError("head needs a 'kind': cscm, seq_transf, seq_lstm, mean or onehot")
         if self.head["kind"] != "onehot" and self.text.get("kind") not in TEXT_KINDS:
             raise ConfigError(f"text.kind {self.text.get('kind')!r} is not one of {', '.join(TEXT_KINDS)}")
+
+
+    @property
+    def audio_config(self) -> HTSATConfig | YAMNetConfig:
+        """The audio tower's own config dataclass, from `audio` (kind defaults to htsat)."""
+        kind = self.audio.get("kind", "htsat")
+        if kind not in AUDIO_CONFIGS:
+            raise ConfigError(f"audio.kind {kind!r} is not one of {', '.join(AUDIO_CONFIGS)}")
+        options = {key: value for key, value in self.audio.items() if key != "kind"}
+        return from_dict(AUDIO_CONFIGS[kind], options, where=f"audio ({kind})")
 
 
 def load_model_config(path: str | Path) -> ModelConfig:

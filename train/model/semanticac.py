@@ -16,10 +16,11 @@ from torch import nn
 
 from train.config import ModelConfig, from_dict
 from train.model.heads import build_head
-from train.model.htsat import build_htsat
+from train.model.htsat import HTSATConfig, build_htsat
 from train.model.loss import LogitScale
 from train.model.text_clip import ClipTextConfig, ClipTextTower
 from train.model.text_minilm import MiniLMTextConfig, MiniLMTextTower
+from train.model.yamnet import build_yamnet
 
 TEXT_TOWERS = {"clip": (ClipTextConfig, ClipTextTower), "minilm": (MiniLMTextConfig, MiniLMTextTower)}
 
@@ -59,9 +60,12 @@ def build_text_tower(text: dict, embed_dim: int) -> nn.Module:
 
 
 def build_model(config: ModelConfig) -> SemanticAC:
-    """SemanticAC as `config` describes it, freshly initialised (pretrained text: MiniLM)."""
-    audio = build_htsat(config.audio)
+    """SemanticAC as `config` describes it: fresh weights, except the pretrained towers that
+    ship with their package (MiniLM text; YAMNet audio with `pretrained: true`)."""
+    audio_config = config.audio_config
+    audio = build_htsat(audio_config) if isinstance(audio_config, HTSATConfig) else build_yamnet(audio_config)
     head_options = {key: value for key, value in config.head.items() if key != "kind"}
-    head = build_head(config.head["kind"], config.audio.num_features, config.embed_dim, config.num_classes, **head_options)
+    head = build_head(config.head["kind"], audio_config.num_features, config.embed_dim, config.num_classes,
+                      **head_options)
     text = None if config.head["kind"] == "onehot" else build_text_tower(config.text, config.embed_dim)
     return SemanticAC(audio, head, text, config.logit_scale)
