@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _required_dir(env: str, default: Path | None, what: str) -> Path:
     value = os.environ.get(env)
-    path = Path(value) if value else default
+    path = Path(value).resolve() if value else default
     if path is not None and path.is_dir():
         return path
     reason = f"{what} not found: set ${env} (looked at {path or 'nothing: the variable is unset'})"

@@ -29,7 +29,8 @@ def domain_errors(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (SemanticACError, ConfigError, CheckpointError, CheckpointMismatchError, FileNotFoundError) as err:
+        except (SemanticACError, ConfigError, CheckpointError, CheckpointMismatchError, FileNotFoundError,
+                ImportError) as err:
             raise click.ClickException(str(err)) from None
 
     return wrapper
@@ -101,7 +102,10 @@ def check_weights(audio_file, text_file, config_path):
     config = load_model_config(config_path)
     reports = []
     if audio_file:
-        reports.append(load_htsat_checkpoint(build_htsat(config.audio), audio_file, strict=False))
+        if config.audio.get("kind", "htsat") != "htsat":
+            raise click.UsageError(f"--audio checks HTS-AT weights, but {config_path} uses a "
+                                   f"{config.audio['kind']} audio tower: pass --config paper")
+        reports.append(load_htsat_checkpoint(build_htsat(config.audio_config), audio_file, strict=False))
     if text_file:
         if config.text["kind"] != "clip":
             raise click.UsageError(f"--text checks CLIP weights, but {config_path} uses a {config.text['kind']} "
@@ -111,3 +115,162 @@ def check_weights(audio_file, text_file, config_path):
         click.echo(report.summary())
     if not all(report.ok for report in reports):
         raise click.ClickException("the weights do not match the model (see the missing/unexpected keys above)")
+
+
+def _recipe(config_path: str, fold: int | None, epochs: int | None):
+    from dataclasses import replace
+
+    from train.recipe import load_train_config
+
+    config = load_train_config(config_path)
+    if fold is not None:  # validate on official fold K, train on the others
+        config.data = replace(config.data, test_folds=(fold,), val_fraction=0.0)
+    if epochs is not None:
+        config.epochs = epochs
+    return config
+
+
+def _distributed() -> bool:
+    """Join the process group torchrun set up (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    return True
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, help="Training recipe: a path or a shipped name.")
+@click.option("--fold", type=int, default=None, help="Validate on this official fold, train on the others.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<recipe>).")
+@click.option("--resume", is_flag=True, help="Continue from <out>/last.pt exactly where it stopped.")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Override the recipe's epochs.")
+@click.option("--pretrained-audio", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="HTS-AT AudioSet checkpoint (HTSAT_AudioSet_Saved_*.ckpt) for the audio tower.")
+@click.option("--pretrained-text", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="OpenAI CLIP RN50.pt for the CLIP text tower.")
+@domain_errors
+def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_text):
+    """Train a recipe; checkpoints every epoch (last.pt) and the best by validation (best.pt)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from train.loop import fit as run_fit
+    from train.loop import is_main
+
+    config = _recipe(config_path, fold, epochs)
+    out = out or str(Path("runs") / (Path(config_path).stem + (f"-fold{fold}" if fold is not None else "")))
+    command = "semanticac-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    joined = _distributed()
+    try:
+        result = run_fit(config, out, resume=resume, pretrained_audio=pretrained_audio,
+                         pretrained_text=pretrained_text, command=command)
+    finally:
+        if joined:
+            dist.destroy_process_group()
+    if is_main():
+        last = result["history"][-1] if result["history"] else {}
+        agree = "" if result["ranks_agree"] is None else "; all processes agree on the weights"
+        click.echo(f"{out}: {len(result['history'])} epochs, best validation accuracy {result['best']:.4f}"
+                   f" (last epoch: {last}){agree}")
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, help="Training recipe.")
+@click.option("--folds", default=None, help="Comma-separated folds (default: every fold the data has).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Folder for the runs and cv.json.")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Override the recipe's epochs.")
+@domain_errors
+def cv(config_path, folds, out, epochs):
+    """k-fold cross-validation: train on all folds but one, evaluate on it; mean +- std."""
+    import json
+    import statistics
+    from pathlib import Path
+
+    from edge.fsutil import atomic_write_text
+    from train.data import read_catalogue
+    from train.loop import fit as run_fit
+
+    base = _recipe(config_path, None, epochs)
+    if folds:
+        chosen = [int(f) for f in folds.split(",")]
+    else:
+        clips, _ = read_catalogue(base.data)
+        chosen = sorted({c.fold for c in clips if c.fold is not None})
+    if len(chosen) < 2:
+        raise click.UsageError(f"cross-validation needs at least 2 folds; the data has {chosen or 'none'} "
+                               "(ESC-50's development copy has no known folds: use a random split with `fit`)")
+    out = Path(out or Path("runs") / f"{Path(config_path).stem}-cv")
+    results = []
+    for fold in chosen:
+        result = run_fit(_recipe(config_path, fold, epochs), out / f"fold{fold}", command=f"cv fold {fold}")
+        results.append({"fold": fold, "accuracy": result["best"], "history": result["history"]})
+        click.echo(f"fold {fold}: validation accuracy {result['best']:.4f}")
+    accuracies = [r["accuracy"] for r in results]
+    summary = {"config": str(config_path), "folds": results, "mean": statistics.mean(accuracies),
+               "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0}
+    atomic_write_text(out / "cv.json", json.dumps(summary, indent=2) + "\n")
+    click.echo(f"{len(chosen)}-fold accuracy {summary['mean']:.4f} +- {summary['std']:.4f} -> {out / 'cv.json'}")
+
+
+@main.command()
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", required=True, help="Training recipe whose data split to score.")
+@click.option("--fold", type=int, default=None, help="Score this official fold (default: the recipe's split).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for metrics.json and PNGs.")
+@domain_errors
+def evaluate(checkpoint, config_path, fold, out):
+    """Accuracy, per-class accuracy and the confusion matrix of a checkpoint -> metrics.json + PNGs."""
+    import json
+    from pathlib import Path
+
+    from edge.fsutil import atomic_write_text
+    from train.checkpoint import model_from_checkpoint
+    from train.data import build_dataset, make_loader
+    from train.loop import ClassScorer, class_label_set, evaluate as run_eval
+    from train.plots import confusion_png, per_class_png
+
+    config = _recipe(config_path, fold, None)
+    model, model_config, state = model_from_checkpoint(checkpoint)
+    spec = config.data
+    split = "test" if spec.test_folds else "val"
+    dataset = build_dataset(spec, split, model_config.frontend, config.cache_dir)
+    scorer = ClassScorer(model, class_label_set(config, dataset.class_names, spec.kind), frozen_text=False)
+    metrics = run_eval(scorer, make_loader(dataset, config.batch_size, shuffle=False), next(model.parameters()).device)
+    out = Path(out)
+    names = list(dataset.class_names)
+    title = f"{Path(checkpoint).name} on {spec.kind} {split}" + (f" (fold {fold})" if fold else "")
+    report = {"checkpoint": str(checkpoint), "split": split, "folds": list(spec.test_folds), "classes": names,
+              **metrics.to_dict()}
+    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
+    confusion_png(metrics.confusion, names, out / "confusion.png", title)
+    per_class_png(metrics.per_class, names, out / "per_class.png", title)
+    click.echo(f"accuracy {metrics.accuracy:.4f} on {metrics.count} clips -> {out}/metrics.json, confusion.png, "
+               "per_class.png")
+
+
+@main.command("embed-labels")
+@click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--labels", "label_specs", required=True, multiple=True, help="Label set (repeat for several).")
+@domain_errors
+def embed_labels(bundle, label_specs):
+    """Compute label embeddings with the bundle's text tower into <bundle>/labels/<name>.npz."""
+    from edge.bundle import read_bundle
+    from edge.labels import resolve_label_set
+    from edge.text_embed import compute_label_embeddings
+
+    found = read_bundle(bundle, verify=True)
+    for spec in label_specs:
+        label_set = resolve_label_set(spec)
+        path = compute_label_embeddings(found, label_set).save(found.labels_dir / f"{label_set.name}.npz")
+        click.echo(f"{label_set.name}: {len(label_set.labels)} labels -> {path}")

@@ -380,8 +380,11 @@ class DataSpec:
     split_seed: int = 0
     holdout: tuple[str, ...] = ()  # class names kept out of train and val (zero-shot); test keeps them
     classes: tuple[str, ...] | None = None  # csv only: the class order (default: sorted labels)
+    max_per_class: int | None = None  # keep at most this many clips per class and split (quick runs)
 
     def __post_init__(self):
+        if self.max_per_class is not None and self.max_per_class < 1:
+            raise DatasetError(f"max_per_class={self.max_per_class!r} must be a positive number of clips (or unset)")
         if self.kind not in KINDS:
             raise DatasetError(f"data kind {self.kind!r} is not one of {', '.join(KINDS)}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -394,6 +397,17 @@ class DataSpec:
 
 
 SPLITS = ("train", "val", "test")
+
+
+def first_per_class(clips: Sequence[Clip], n: int) -> list[Clip]:
+    """The first `n` clips of each class, in catalogue order."""
+    seen: dict[int, int] = {}
+    kept = []
+    for clip in clips:
+        seen[clip.target] = seen.get(clip.target, 0) + 1
+        if seen[clip.target] <= n:
+            kept.append(clip)
+    return kept
 
 
 def read_catalogue(spec: DataSpec) -> tuple[list[Clip], list[str]]:
@@ -419,6 +433,8 @@ def split_clips(spec: DataSpec, split: str) -> tuple[list[Clip], list[str]]:
             pool, _ = holdout_classes(pool, class_names, spec.holdout)
         train, val = random_split(pool, spec.val_fraction, spec.split_seed) if spec.val_fraction else (pool, [])
         chosen = train if split == "train" else val
+    if spec.max_per_class is not None:
+        chosen = first_per_class(chosen, spec.max_per_class)
     if not chosen:
         present = sorted({c.fold for c in clips if c.fold is not None})
         unknown = sum(c.fold is None for c in clips)

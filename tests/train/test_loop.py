@@ -1,0 +1,121 @@
+"""The training loop on a tiny config and a dozen real clips: checkpoints, exact resume, DDP."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from train import cli
+from train.checkpoint import load_checkpoint
+from train.loop import fit
+from train.recipe import load_train_config
+
+REPO = Path(__file__).resolve().parents[2]
+CLASSES = ["dog_bark", "siren", "jackhammer", "street_music"]
+
+TINY_MODEL = """
+name: tiny
+embed_dim: 32
+audio: {kind: htsat, embed_dim: 8, depths: [1, 1, 1, 1], num_heads: [1, 1, 1, 1], drop_path_rate: 0.1}
+head: {kind: cscm}
+text: {kind: minilm}
+"""
+
+
+@pytest.fixture(scope="module")
+def recipe(data_dir, tmp_path_factory):
+    """A recipe over 12 UrbanSound8K clips of 4 classes (9 to train, 3 to validate)."""
+    import csv
+
+    folder = tmp_path_factory.mktemp("tiny")
+    rows = [r for r in csv.DictReader(open(data_dir / "us8k/meta.csv")) if r["class"] in CLASSES and r["fold"] == "1"]
+    chosen = []
+    for c in CLASSES:
+        chosen += [r for r in rows if r["class"] == c][:3]
+    with open(folder / "clips.csv", "w") as f:
+        f.write("file,label,fold\n")
+        for i, r in enumerate(chosen):
+            f.write(f"{data_dir / 'us8k/audio/fold1' / r['slice_file_name']},{r['class']},{1 + i % 3}\n")
+    (folder / "tiny.yaml").write_text(TINY_MODEL)
+    (folder / "recipe.yaml").write_text(f"""
+model: {folder / 'tiny.yaml'}
+data: {{kind: csv, root: {folder / 'clips.csv'}, test_folds: [3], classes: {CLASSES}}}
+epochs: 2
+batch_size: 4
+optim: {{name: adamw, lr: 0.001, gamma: 0.9}}
+cache_dir: {folder / 'cache'}
+seed: 1
+""")
+    return folder / "recipe.yaml"
+
+
+def test_fit_writes_checkpoints_that_load_weights_only(recipe, tmp_path):
+    result = fit(load_train_config(recipe), tmp_path / "run")
+    assert [h["epoch"] for h in result["history"]] == [1, 2]
+    assert all("val_accuracy" in h and 0 <= h["val_accuracy"] <= 1 for h in result["history"])
+    state = load_checkpoint(tmp_path / "run/last.pt")  # torch.load(weights_only=True) inside
+    assert state["epoch"] == 1 and len(state["history"]) == 2
+    assert state["class_names"] == CLASSES and state["clip_seconds"] <= 4.0
+    best = load_checkpoint(tmp_path / "run/best.pt")
+    assert best["best"] == result["best"]
+
+
+def test_resume_continues_exactly(recipe, tmp_path):
+    config = load_train_config(recipe)
+    fit(config, tmp_path / "straight")
+    config.epochs = 1
+    fit(config, tmp_path / "resumed")  # "killed" after the first epoch
+    config.epochs = 2
+    fit(config, tmp_path / "resumed", resume=True)
+    a, b = load_checkpoint(tmp_path / "straight/last.pt"), load_checkpoint(tmp_path / "resumed/last.pt")
+    assert a["history"][-1]["loss"] == b["history"][-1]["loss"]
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+
+
+def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
+    fit(load_train_config(recipe), tmp_path / "run")
+    runner = CliRunner()
+    result = runner.invoke(cli.main, ["evaluate", "--checkpoint", str(tmp_path / "run/best.pt"), "--config",
+                                      str(recipe), "--out", str(tmp_path / "eval")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert metrics["classes"] == CLASSES and metrics["count"] == 4 and len(metrics["confusion"]) == 4
+    assert (tmp_path / "eval/confusion.png").stat().st_size > 1000
+    assert (tmp_path / "eval/per_class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    result = runner.invoke(cli.main, ["export", "--checkpoint", str(tmp_path / "run/best.pt"), "--out",
+                                      str(tmp_path / "bundle"), "--labels", "urban"])
+    assert result.exit_code == 0, result.output
+    labels = tmp_path / "site.yaml"
+    labels.write_text("name: site\nlabels: [dog_bark, kettle]\n")
+    result = runner.invoke(cli.main, ["embed-labels", "--bundle", str(tmp_path / "bundle"), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "bundle/labels/site.npz").is_file()
+
+
+def test_recipe_errors(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: small\nepochz: 3\n")
+    with pytest.raises(Exception, match="unknown key 'epochz'"):
+        load_train_config(bad)
+    monkeypatch.delenv("NOPE_DATA", raising=False)
+    bad.write_text("data: {kind: esc50, root: $NOPE_DATA/esc50}\n")
+    with pytest.raises(Exception, match=r"uses \$NOPE_DATA, which is not set"):
+        load_train_config(bad)
+    assert load_train_config("esc50-cpu").data.kind == "esc50"
+
+
+def test_two_ddp_processes_agree(recipe, tmp_path):
+    """torchrun with two CPU processes (gloo): both end with the same weights."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "train", "fit", "--config", str(recipe), "--out", str(tmp_path / "ddp"), "--epochs", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "all processes agree on the weights" in result.stdout
+    assert load_checkpoint(tmp_path / "ddp/last.pt")["epoch"] == 0

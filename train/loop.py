@@ -1,0 +1,317 @@
+"""The training loop: `fit` a recipe, `evaluate` a checkpoint. CPU, one GPU, or DDP.
+
+    ClassScorer(model, label set)     audio embeddings against every class prompt, in one
+                                      module (so DDP sees every parameter in its forward)
+    fit(recipe, out)                  epochs of the recipe; checkpoints last.pt every epoch and
+                                      best.pt by validation accuracy, both atomically; resume
+                                      continues exactly where last.pt stopped
+    evaluate(model, loader)           accuracy, per-class accuracy, confusion matrix
+
+Determinism: the shuffle of epoch e is seeded by (seed, e), each item's augmentation by
+(seed, epoch, index), and the torch RNG state (DropPath) is saved with every checkpoint, so
+a run resumed from last.pt ends with the weights an uninterrupted run has.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from edge.labels import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
+from train.checkpoint import load_checkpoint, save_checkpoint
+from train.config import ModelConfig, load_model_config, to_dict
+from train.data import ClipDataset, build_dataset, collate, make_loader
+from train.augment import Augment
+from train.model.loss import OneHotLoss, SemanticLoss
+from train.model.semanticac import SemanticAC, build_model
+from train.recipe import TrainConfig
+
+log = logging.getLogger(__name__)
+
+NO_DECAY = ("bias", "norm", "bn0", "log_scale", "relative_position_bias_table", "embedding", "positional")
+
+
+def class_label_set(config: TrainConfig, class_names: list[str], name: str) -> LabelSet:
+    """The prompts that name the dataset's classes: a label set's, or the default template's."""
+    if config.labels is None:
+        labels = tuple(Label(n, (DEFAULT_PROMPT.format(label=label_text(n)),), 0.5) for n in class_names)
+        return LabelSet(name=name, prompt=DEFAULT_PROMPT, labels=labels, source="<dataset classes>")
+    label_set = resolve_label_set(config.labels)
+    if label_set.names != list(class_names):
+        raise ValueError(f"label set {label_set.source} names {label_set.names[:5]}... but the dataset's classes "
+                         f"are {list(class_names)[:5]}...: they must be the same, in the same order")
+    return label_set
+
+
+class ClassScorer(nn.Module):
+    """SemanticAC as a classifier over one label set: logits [B, K] of each clip vs each class.
+
+    Each class embedding is the mean of its prompts' unit embeddings, normalised again: the
+    rule edge.label_embeddings applies on the device. With a frozen text tower, the tower's
+    features are computed once and only its projection to C runs per step.
+    """
+
+    def __init__(self, model: SemanticAC, label_set: LabelSet, frozen_text: bool):
+        super().__init__()
+        self.model = model
+        self.num_classes = len(label_set.labels)
+        if not model.text_assisted:
+            return
+        prompts, owner = label_set.flat_prompts()
+        tokens = model.text.make_tokenizer()(prompts)
+        for name, value in tokens.items():
+            self.register_buffer(f"tok_{name}", torch.from_numpy(value), persistent=False)
+        self.token_names = list(tokens)
+        self.register_buffer("owner", torch.tensor(owner), persistent=False)
+        self.frozen_text = frozen_text
+        if frozen_text:
+            with torch.no_grad():
+                self.register_buffer("text_features", model.text.forward_features(**self._tokens()), persistent=False)
+
+    def _tokens(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"tok_{name}") for name in self.token_names}
+
+    def class_embeddings(self) -> torch.Tensor:
+        """[K, C] unit-length class embeddings."""
+        text = self.model.text
+        prompts = text.proj(self.text_features) if self.frozen_text else text(**self._tokens())
+        prompts = F.normalize(prompts, dim=-1)
+        sums = torch.zeros(self.num_classes, prompts.shape[1], device=prompts.device, dtype=prompts.dtype)
+        return F.normalize(sums.index_add(0, self.owner, prompts), dim=-1)
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(logits [B, K], audio [B, C], classes [K, C]); the one-hot baseline: (logits, None, None)."""
+        if not self.model.text_assisted:
+            return self.model(mel), None, None
+        audio, classes = self.model.encode_audio(mel), self.class_embeddings()
+        return self.model.logit_scale() * audio @ classes.T, audio, classes
+
+
+def loss_of(kind: str, logits, audio, classes, targets, scale) -> torch.Tensor:
+    if audio is None:
+        return OneHotLoss()(logits, targets)
+    if kind == "semantic":  # paper Eq. 3 over the batch; same-class pairs are not negatives
+        return SemanticLoss()(audio.float(), classes[targets].float(), targets, scale)
+    return F.cross_entropy(logits.float(), targets)
+
+
+@dataclass
+class Metrics:
+    accuracy: float
+    per_class: list[float | None]  # None for a class absent from the split
+    confusion: list[list[int]]  # [true][predicted]
+    count: int
+
+    def to_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "per_class": self.per_class, "confusion": self.confusion,
+                "count": self.count}
+
+
+@torch.no_grad()
+def evaluate(scorer: ClassScorer, loader: DataLoader, device: torch.device) -> Metrics:
+    scorer.eval()
+    k = scorer.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    for mel, targets in loader:
+        logits, _, _ = scorer(mel.to(device))
+        predicted = logits.argmax(dim=1).cpu()
+        confusion.index_put_((targets, predicted), torch.ones_like(targets), accumulate=True)
+    if dist.is_initialized():
+        confusion = confusion.to(device)
+        dist.all_reduce(confusion)
+        confusion = confusion.cpu()
+    totals = confusion.sum(dim=1)
+    per_class = [float(confusion[i, i] / totals[i]) if totals[i] else None for i in range(k)]
+    count = int(totals.sum())
+    return Metrics(float(confusion.trace() / max(count, 1)), per_class, confusion.tolist(), count)
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on weights only: never on biases, norms, embeddings or the logit scale."""
+    decay, no_decay = [], []
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or any(s in name for s in NO_DECAY) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_optimizer(config: TrainConfig, module: nn.Module):
+    o = config.optim
+    groups = parameter_groups(module, o.weight_decay)
+    if o.name == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=o.lr)
+
+    def factor(epoch: int) -> float:  # linear warm-up, then ExponentialLR's gamma per epoch
+        if epoch < o.warmup_epochs:
+            return (epoch + 1) / o.warmup_epochs
+        return o.gamma ** (epoch - o.warmup_epochs)
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def freeze(model: SemanticAC, config: TrainConfig) -> None:
+    if config.freeze_audio:
+        model.audio.requires_grad_(False)
+    if config.freeze_text and model.text is not None:
+        model.text.requires_grad_(False)
+        model.text.proj.requires_grad_(True)  # the projection to C is ours: it always learns
+
+
+def load_pretrained(model: SemanticAC, model_config: ModelConfig, audio: str | None, text: str | None) -> None:
+    if audio:
+        from train.model.weights import load_htsat_checkpoint
+
+        log.info("%s", load_htsat_checkpoint(model.audio, audio, strict=False).summary())
+    if text:
+        from train.model.clip_weights import load_clip_text_checkpoint
+
+        log.info("%s", load_clip_text_checkpoint(model.text, text, strict=False).summary())
+
+
+@dataclass
+class Run:
+    """Everything fit() builds from a recipe (also used by tests and `evaluate`)."""
+
+    model: SemanticAC
+    model_config: ModelConfig
+    scorer: ClassScorer
+    train_set: ClipDataset
+    val_set: ClipDataset | None
+    device: torch.device
+
+
+def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained_text: str | None = None) -> Run:
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
+        else torch.device("cpu")
+    model_config = load_model_config(config.model)
+    if model_config.head["kind"] == "onehot" and model_config.num_classes is None:
+        raise ValueError("the one-hot baseline needs num_classes in its model config")
+    augment = Augment(config.augment, model_config.frontend.sample_rate).train()
+    spec = config.data
+    train_set = build_dataset(spec, "train", model_config.frontend, config.cache_dir, augment, config.seed)
+    val_split = "val" if spec.val_fraction else ("test" if spec.test_folds else None)
+    val_set = build_dataset(spec, val_split, model_config.frontend, config.cache_dir) if val_split else None
+    model = build_model(model_config)
+    load_pretrained(model, model_config, pretrained_audio or config.pretrained_audio,
+                    pretrained_text or config.pretrained_text)
+    freeze(model, config)
+    label_set = class_label_set(config, train_set.class_names, spec.kind)
+    scorer = ClassScorer(model, label_set, frozen_text=config.freeze_text).to(device)
+    return Run(model, model_config, scorer, train_set, val_set, device)
+
+
+def _loader(dataset: ClipDataset, config: TrainConfig, shuffle: bool, epoch: int) -> DataLoader:
+    seed = config.seed * 100_003 + epoch  # a new, reproducible permutation every epoch
+    if not dist.is_initialized():
+        return make_loader(dataset, config.batch_size, shuffle, seed=seed, num_workers=config.num_workers)
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=config.seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    return DataLoader(dataset, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
+                      num_workers=config.num_workers)
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_audio: str | None = None,
+        pretrained_text: str | None = None, command: str = "") -> dict:
+    """Train `config`; checkpoints go to `out` (last.pt every epoch, best.pt by val accuracy)."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    run = prepare(config, pretrained_audio, pretrained_text)
+    model, scorer, device = run.model, run.scorer, run.device
+    trainable = scorer
+    if dist.is_initialized():
+        trainable = nn.parallel.DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer, scheduler = make_optimizer(config, scorer)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history, best, start = [], -1.0, 0
+    if resume and (out / "last.pt").is_file():
+        state = load_checkpoint(out / "last.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        history, best, start = state["history"], state["best"], state["epoch"] + 1
+        log.info("resuming %s at epoch %d of %d", out / "last.pt", start + 1, config.epochs)
+    elif resume:
+        log.info("--resume: no %s yet, starting from scratch", out / "last.pt")
+    facts = {"command": command, "data": {"kind": config.data.kind, "root": config.data.root,
+                                          "test_folds": list(config.data.test_folds),
+                                          "train_clips": len(run.train_set),
+                                          "val_clips": len(run.val_set) if run.val_set else 0},
+             "recipe": to_dict(config)}
+
+    for epoch in range(start, config.epochs):
+        started = time.perf_counter()
+        scorer.train()
+        run.train_set.set_epoch(epoch)
+        loader = _loader(run.train_set, config, shuffle=True, epoch=epoch)
+        total_loss, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not is_main(), leave=False)
+        for mel, targets in bar:
+            mel, targets = mel.to(device), targets.to(device)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logits, audio, classes = trainable(mel)
+            loss = loss_of(config.loss, logits, audio, classes, targets, model.logit_scale())
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            model.logit_scale.clamp_()
+            total_loss += loss.item() * len(targets)
+            correct += int((logits.argmax(1) == targets).sum())
+            seen += len(targets)
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+        scheduler.step()
+        record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                  "lr": optimizer.param_groups[0]["lr"], "seconds": 0.0}
+        if run.val_set is not None:
+            metrics = evaluate(scorer, _loader(run.val_set, config, shuffle=False, epoch=0), device)
+            record["val_accuracy"] = metrics.accuracy
+        record["seconds"] = round(time.perf_counter() - started, 2)
+        history.append(record)
+        score = record.get("val_accuracy", record["train_accuracy"])
+        if is_main():
+            log.info("epoch %d/%d: loss %.4f, train acc %.3f%s (%.0f s)", epoch + 1, config.epochs, record["loss"],
+                     record["train_accuracy"], f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record
+                     else "", record["seconds"])
+            extra = dict(epoch=epoch, history=history, best=max(best, score), clip_seconds=run.train_set.clip_seconds,
+                         training={**facts, "figures": {"best_val_accuracy": max(best, score), "epochs": epoch + 1}},
+                         license=config.license, class_names=list(run.train_set.class_names))
+            save_checkpoint(out / "last.pt", model, run.model_config, optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), rng=torch.get_rng_state(), **extra)
+            if score > best:
+                save_checkpoint(out / "best.pt", model, run.model_config, **extra)
+        best = max(best, score)
+    return {"history": history, "best": best, "out": str(out), "ranks_agree": ranks_agree(model)}
+
+
+def ranks_agree(model: nn.Module) -> bool | None:
+    """Under DDP, whether every process ends with the same weights (None: not distributed)."""
+    if not dist.is_initialized():
+        return None
+    checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().reshape(1)
+    gathered = [torch.zeros_like(checksum) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, checksum)
+    agree = all(torch.equal(g, gathered[0]) for g in gathered)
+    if not agree:
+        raise RuntimeError(f"DDP processes disagree after training: weight checksums {[g.item() for g in gathered]}")
+    log.info("%d processes agree (weight checksum %.6f)", len(gathered), gathered[0].item())
+    return agree

@@ -1,0 +1,93 @@
+"""Training recipes: what `semanticac-train fit --config configs/train/X.yaml` runs.
+
+A recipe names a model config, a dataset split and the optimisation. `$VARS` in paths are
+expanded from the environment (e.g. root: $SEMANTICAC_DATA/esc50); relative paths are read
+from the recipe file's folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from train.augment import AugmentConfig
+from train.config import ConfigError, from_dict
+from train.data import DataSpec
+
+LOSSES = ("semantic", "class_prompt")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # paper: SGD
+    lr: float = 8e-5  # paper: 8e-5
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # paper: 5e-4 (never on the logit scale, biases or norms)
+    gamma: float = 0.96  # ExponentialLR factor per epoch (paper: 0.96)
+    warmup_epochs: int = 0  # linear warm-up of the learning rate
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name {self.name!r} is not one of {', '.join(OPTIMIZERS)}")
+        if not self.lr > 0 or not 0 < self.gamma <= 1:
+            raise ConfigError(f"optim.lr={self.lr} must be > 0 and optim.gamma={self.gamma} in (0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    model: str = "small"  # a model config: name (configs/model/<name>.yaml) or path
+    data: DataSpec = field(default_factory=lambda: DataSpec("esc50", "$SEMANTICAC_DATA/esc50"))
+    labels: str | None = None  # label set (shipped name or path) whose prompts name the classes
+    epochs: int = 10
+    batch_size: int = 16  # paper: 16
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    loss: str = "semantic"  # semantic: paper Eq. 3 over the batch; class_prompt: CE against all classes
+    freeze_audio: bool = False  # train only the head (and text projection) on a pretrained tower
+    freeze_text: bool = True  # keep the pretrained text tower; its projection to C still learns
+    seed: int = 0
+    amp: bool = True  # mixed precision on a GPU (ignored on the CPU)
+    num_workers: int = 0
+    cache_dir: str | None = None  # default $SEMANTICAC_TRAIN_CACHE or ~/.cache/semanticac-train
+    pretrained_audio: str | None = None
+    pretrained_text: str | None = None
+    license: str = "unspecified"
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError(f"epochs={self.epochs} must be >= 1 and batch_size={self.batch_size} >= 2")
+
+
+def _expand(value: str, base: Path, what: str) -> str:
+    missing = [name for name in re.findall(r"\$\{?(\w+)\}?", value) if name not in os.environ]
+    if missing:
+        raise ConfigError(f"{what}: {value!r} uses ${missing[0]}, which is not set: export it "
+                          f"(e.g. SEMANTICAC_DATA=/path/to/data) or write the path out")
+    path = Path(os.path.expanduser(os.path.expandvars(value)))
+    return str(path if path.is_absolute() else base / path)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """A recipe YAML; a bare name looks in the shipped recipes (configs/train/)."""
+    path = Path(path)
+    if not path.is_file() and len(path.parts) == 1:
+        shipped = Path(str(resources.files("edge.configs") / "train" / path.with_suffix(".yaml").name))
+        path = shipped if shipped.is_file() else path
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read training recipe {path}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), dict) and "root" in data["data"]:
+        data["data"]["root"] = _expand(str(data["data"]["root"]), path.parent, f"{path} data.root")
+    config = from_dict(TrainConfig, data, where=str(path))
+    return config
