@@ -121,6 +121,7 @@ class Listener:
         self.sink, self.windowing, self.k, self.max_batch = sink, windowing, k, max_batch
         self.summary = ListenSummary()
         self._t = 0.0  # stream time of the latest window
+        self._arrived = time.perf_counter()  # when the audio that completed the newest window arrived
         self._silence = log_floor_value(self.frontend) + 1e-3
         self._silent_since: float | None = None
         self._silence_warned = False
@@ -142,10 +143,12 @@ class Listener:
                 if block is None:
                     break
                 if block.size:
+                    self._arrived = time.perf_counter()  # latency runs from here to the window's scores
                     queue.append(mel.push(block))
                     next_k = self._process_ready(queue, next_k, drop_late=live)
             ended = not stop.is_set()
             if ended:  # the last frames need the end of the signal (right-hand padding)
+                self._arrived = time.perf_counter()
                 queue.append(mel.flush())
                 next_k = self._process_ready(queue, next_k, drop_late=False)
                 if next_k == 0 and queue.end > 0:  # shorter than one window: score what there is
@@ -181,10 +184,9 @@ class Listener:
         return next_k
 
     def _infer(self, windows: list[tuple[int, np.ndarray, int]]) -> None:
-        started = time.perf_counter()
         batch = np.stack([tile_frames(frames, self.windowing.model_frames) for _, frames, _ in windows])[:, None]
         scores = self.scorer(self.backend.embed(batch))  # [N, K]
-        latency_ms = (time.perf_counter() - started) * 1000.0
+        latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
         for (k, frames, count), p in zip(windows, scores):
             t = self.windowing.end_time(k) if count == self.windowing.window_frames \
                 else (count - 1) * self.windowing.seconds_per_frame

@@ -40,7 +40,7 @@ LEVELS = ("info", "warning", "error")
 class WindowResult:
     t: float  # stream time of the window's END, in seconds
     top: tuple[tuple[str, float], ...]  # (label, score), best first
-    latency_ms: float  # from the window's last sample being captured to its scores
+    latency_ms: float  # from the arrival of the audio that completed the window to its scores
     dropped: int  # windows dropped so far because inference fell behind (cumulative)
 
 

@@ -124,6 +124,8 @@ def _recipe(config_path: str, fold: int | None, epochs: int | None):
 
     config = load_train_config(config_path)
     if fold is not None:  # validate on official fold K, train on the others
+        if len(config.datasets) > 1:
+            raise click.UsageError("--fold needs a recipe with one dataset (folds are per dataset)")
         config.data = replace(config.data, test_folds=(fold,), val_fraction=0.0)
     if epochs is not None:
         config.epochs = epochs
@@ -205,6 +207,8 @@ def cv(config_path, folds, out, epochs):
     if folds:
         chosen = [int(f) for f in folds.split(",")]
     else:
+        if len(base.datasets) > 1:
+            raise click.UsageError("cv needs a recipe with one dataset (folds are per dataset)")
         clips, _ = read_catalogue(base.data)
         chosen = sorted({c.fold for c in clips if c.fold is not None})
     if len(chosen) < 2:
@@ -241,11 +245,13 @@ def evaluate(checkpoint, config_path, fold, out):
     from train.plots import confusion_png, per_class_png
 
     config = _recipe(config_path, fold, None)
+    if len(config.datasets) > 1:
+        raise click.UsageError("evaluate scores one dataset: pass a recipe with one (its labels name the classes)")
     model, model_config, state = model_from_checkpoint(checkpoint)
     spec = config.data
     split = "test" if spec.test_folds else "val"
     dataset = build_dataset(spec, split, model_config.frontend, config.cache_dir)
-    scorer = ClassScorer(model, class_label_set(config, dataset.class_names, spec.kind), frozen_text=False)
+    scorer = ClassScorer(model, class_label_set(config.labels, dataset.class_names, spec.kind), frozen_text=False)
     metrics = run_eval(scorer, make_loader(dataset, config.batch_size, shuffle=False), next(model.parameters()).device)
     out = Path(out)
     names = list(dataset.class_names)

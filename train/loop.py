@@ -31,6 +31,7 @@ from edge.labels import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_lab
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import ModelConfig, load_model_config, to_dict
 from train.data import ClipDataset, build_dataset, collate, make_loader
+from train.data.combined import CombinedDataset
 from train.augment import Augment
 from train.model.loss import OneHotLoss, SemanticLoss
 from train.model.semanticac import SemanticAC, build_model
@@ -41,16 +42,30 @@ log = logging.getLogger(__name__)
 NO_DECAY = ("bias", "norm", "bn0", "log_scale", "relative_position_bias_table", "embedding", "positional")
 
 
-def class_label_set(config: TrainConfig, class_names: list[str], name: str) -> LabelSet:
-    """The prompts that name the dataset's classes: a label set's, or the default template's."""
-    if config.labels is None:
+def class_label_set(spec: str | None, class_names: list[str], name: str) -> LabelSet:
+    """The prompts that name a dataset's classes: a label set's, or the default template's."""
+    if spec is None:
         labels = tuple(Label(n, (DEFAULT_PROMPT.format(label=label_text(n)),), 0.5) for n in class_names)
         return LabelSet(name=name, prompt=DEFAULT_PROMPT, labels=labels, source="<dataset classes>")
-    label_set = resolve_label_set(config.labels)
+    label_set = resolve_label_set(spec)
     if label_set.names != list(class_names):
         raise ValueError(f"label set {label_set.source} names {label_set.names[:5]}... but the dataset's classes "
                          f"are {list(class_names)[:5]}...: they must be the same, in the same order")
     return label_set
+
+
+def merge_label_sets(sets: list[LabelSet]) -> LabelSet:
+    """One label space for several datasets: a name shared by two is one class (first prompts win)."""
+    if len(sets) == 1:
+        return sets[0]
+    labels, seen = [], set()
+    for label_set in sets:
+        for label in label_set.labels:
+            if label.name not in seen:
+                seen.add(label.name)
+                labels.append(label)
+    return LabelSet(name="+".join(s.name for s in sets), prompt=sets[0].prompt, labels=tuple(labels),
+                    source=" + ".join(s.source for s in sets))
 
 
 class ClassScorer(nn.Module):
@@ -118,12 +133,16 @@ class Metrics:
 
 
 @torch.no_grad()
-def evaluate(scorer: ClassScorer, loader: DataLoader, device: torch.device) -> Metrics:
+def evaluate(scorer: ClassScorer, loader: DataLoader, device: torch.device, classes: list[int] | None = None) -> Metrics:
+    """Top-1 over all classes, or over `classes` only (a clip competes with its dataset's own
+    classes; the loader's targets then index into `classes`)."""
     scorer.eval()
-    k = scorer.num_classes
+    k = len(classes) if classes is not None else scorer.num_classes
     confusion = torch.zeros(k, k, dtype=torch.long)
     for mel, targets in loader:
         logits, _, _ = scorer(mel.to(device))
+        if classes is not None:
+            logits = logits[:, classes]
         predicted = logits.argmax(dim=1).cpu()
         confusion.index_put_((targets, predicted), torch.ones_like(targets), accumulate=True)
     if dist.is_initialized():
@@ -181,14 +200,21 @@ def load_pretrained(model: SemanticAC, model_config: ModelConfig, audio: str | N
 
 
 @dataclass
+class Validation:
+    name: str
+    dataset: ClipDataset
+    classes: list[int] | None  # indices of its classes in the merged label space (None: all)
+
+
+@dataclass
 class Run:
     """Everything fit() builds from a recipe (also used by tests and `evaluate`)."""
 
     model: SemanticAC
     model_config: ModelConfig
     scorer: ClassScorer
-    train_set: ClipDataset
-    val_set: ClipDataset | None
+    train_set: ClipDataset | CombinedDataset
+    validation: list[Validation]
     device: torch.device
 
 
@@ -200,17 +226,21 @@ def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained
     if model_config.head["kind"] == "onehot" and model_config.num_classes is None:
         raise ValueError("the one-hot baseline needs num_classes in its model config")
     augment = Augment(config.augment, model_config.frontend.sample_rate).train()
-    spec = config.data
-    train_set = build_dataset(spec, "train", model_config.frontend, config.cache_dir, augment, config.seed)
-    val_split = "val" if spec.val_fraction else ("test" if spec.test_folds else None)
-    val_set = build_dataset(spec, val_split, model_config.frontend, config.cache_dir) if val_split else None
+    trains, vals, sets = [], [], []
+    for spec, labels in zip(config.datasets, config.label_specs):
+        trains.append(build_dataset(spec, "train", model_config.frontend, config.cache_dir, augment, config.seed))
+        val_split = "val" if spec.val_fraction else ("test" if spec.test_folds else None)
+        vals.append(build_dataset(spec, val_split, model_config.frontend, config.cache_dir) if val_split else None)
+        sets.append(class_label_set(labels, trains[-1].class_names, spec.kind))
+    train_set = trains[0] if len(trains) == 1 else CombinedDataset(trains, [s.kind for s in config.datasets])
+    validation = [Validation(spec.kind, val, None if len(trains) == 1 else train_set.source_classes(i))
+                  for i, (spec, val) in enumerate(zip(config.datasets, vals)) if val is not None]
     model = build_model(model_config)
     load_pretrained(model, model_config, pretrained_audio or config.pretrained_audio,
                     pretrained_text or config.pretrained_text)
     freeze(model, config)
-    label_set = class_label_set(config, train_set.class_names, spec.kind)
-    scorer = ClassScorer(model, label_set, frozen_text=config.freeze_text).to(device)
-    return Run(model, model_config, scorer, train_set, val_set, device)
+    scorer = ClassScorer(model, merge_label_sets(sets), frozen_text=config.freeze_text).to(device)
+    return Run(model, model_config, scorer, train_set, validation, device)
 
 
 def _loader(dataset: ClipDataset, config: TrainConfig, shuffle: bool, epoch: int) -> DataLoader:
@@ -252,11 +282,10 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
         log.info("resuming %s at epoch %d of %d", out / "last.pt", start + 1, config.epochs)
     elif resume:
         log.info("--resume: no %s yet, starting from scratch", out / "last.pt")
-    facts = {"command": command, "data": {"kind": config.data.kind, "root": config.data.root,
-                                          "test_folds": list(config.data.test_folds),
-                                          "train_clips": len(run.train_set),
-                                          "val_clips": len(run.val_set) if run.val_set else 0},
-             "recipe": to_dict(config)}
+    facts = {"command": command, "recipe": to_dict(config),
+             "data": [{"kind": spec.kind, "root": spec.root, "test_folds": list(spec.test_folds),
+                       "val_fraction": spec.val_fraction} for spec in config.datasets],
+             "clips": {"train": len(run.train_set), **{f"val_{v.name}": len(v.dataset) for v in run.validation}}}
 
     for epoch in range(start, config.epochs):
         started = time.perf_counter()
@@ -282,9 +311,11 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
         scheduler.step()
         record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                   "lr": optimizer.param_groups[0]["lr"], "seconds": 0.0}
-        if run.val_set is not None:
-            metrics = evaluate(scorer, _loader(run.val_set, config, shuffle=False, epoch=0), device)
-            record["val_accuracy"] = metrics.accuracy
+        for v in run.validation:  # the mean over datasets is what picks best.pt
+            metrics = evaluate(scorer, _loader(v.dataset, config, shuffle=False, epoch=0), device, v.classes)
+            record[f"val_accuracy_{v.name}"] = metrics.accuracy
+        if run.validation:
+            record["val_accuracy"] = float(np.mean([record[f"val_accuracy_{v.name}"] for v in run.validation]))
         record["seconds"] = round(time.perf_counter() - started, 2)
         history.append(record)
         score = record.get("val_accuracy", record["train_accuracy"])
@@ -292,8 +323,10 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
             log.info("epoch %d/%d: loss %.4f, train acc %.3f%s (%.0f s)", epoch + 1, config.epochs, record["loss"],
                      record["train_accuracy"], f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record
                      else "", record["seconds"])
+            figures = {"epochs": epoch + 1, "best_val_accuracy": max(best, score),
+                       **{k: v for k, v in record.items() if k.startswith("val_accuracy_")}}
             extra = dict(epoch=epoch, history=history, best=max(best, score), clip_seconds=run.train_set.clip_seconds,
-                         training={**facts, "figures": {"best_val_accuracy": max(best, score), "epochs": epoch + 1}},
+                         training={**facts, "figures": figures},
                          license=config.license, class_names=list(run.train_set.class_names))
             save_checkpoint(out / "last.pt", model, run.model_config, optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), rng=torch.get_rng_state(), **extra)

@@ -42,8 +42,10 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     model: str = "small"  # a model config: name (configs/model/<name>.yaml) or path
-    data: DataSpec = field(default_factory=lambda: DataSpec("esc50", "$SEMANTICAC_DATA/esc50"))
-    labels: str | None = None  # label set (shipped name or path) whose prompts name the classes
+    # one dataset, or a list trained together (class names merged: the label space is text)
+    data: DataSpec | tuple[DataSpec, ...] = field(default_factory=lambda: DataSpec("esc50", "$SEMANTICAC_DATA/esc50"))
+    # label set(s) whose prompts name the classes (one per dataset); default "an audio clip of {class}"
+    labels: str | tuple[str, ...] | None = None
     epochs: int = 10
     batch_size: int = 16  # paper: 16
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -59,7 +61,20 @@ class TrainConfig:
     pretrained_text: str | None = None
     license: str = "unspecified"
 
+    @property
+    def datasets(self) -> tuple[DataSpec, ...]:
+        return self.data if isinstance(self.data, tuple) else (self.data,)
+
+    @property
+    def label_specs(self) -> tuple[str | None, ...]:
+        if self.labels is None or isinstance(self.labels, str):
+            return (self.labels,) * len(self.datasets)
+        return self.labels
+
     def __post_init__(self):
+        if len(self.label_specs) != len(self.datasets):
+            raise ConfigError(f"labels names {len(self.label_specs)} label set(s) for {len(self.datasets)} "
+                              "dataset(s): give one per dataset, in the same order")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.epochs < 1 or self.batch_size < 2:
@@ -87,7 +102,9 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"cannot read training recipe {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if isinstance(data, dict) and isinstance(data.get("data"), dict) and "root" in data["data"]:
-        data["data"]["root"] = _expand(str(data["data"]["root"]), path.parent, f"{path} data.root")
+    if isinstance(data, dict) and isinstance(data.get("data"), (dict, list)):
+        for spec in data["data"] if isinstance(data["data"], list) else [data["data"]]:
+            if isinstance(spec, dict) and "root" in spec:
+                spec["root"] = _expand(str(spec["root"]), path.parent, f"{path} data.root")
     config = from_dict(TrainConfig, data, where=str(path))
     return config
