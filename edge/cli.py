@@ -188,8 +188,12 @@ def listen(labels_spec, bundle, input_path, device, window, hop, k, json_lines, 
         windowing = Windowing.from_seconds(found.meta.frontend, window or found.meta.clip_seconds, hop)
     except ValueError as err:
         raise click.UsageError(str(err)) from None
-    source = open_source(input_path, device, found.meta.frontend, fast, rate, sample_format, channels)
-    backend = select_backend(found, backend_choice, threads=threads)
+    backend = select_backend(found, backend_choice, threads=threads)  # a bad graph fails before any audio opens
+    try:
+        source = open_source(input_path, device, found.meta.frontend, fast, rate, sample_format, channels)
+    except BaseException:
+        backend.close()
+        raise
     detector = EventDetector.from_label_set(label_set, release_ratio=release_ratio, min_duration=min_duration)
     with backend, make_sink(json_lines=json_lines) as sink, stop_on_signals() as stop:
         listener = Listener(found, backend, Scorer.for_bundle(found.meta, embeddings), detector, Smoother(smooth),
@@ -230,3 +234,47 @@ def build_engine(bundle, precision, max_batch, workspace_gib) -> None:
 
     plan = build(resolve_bundle(bundle), precision=precision, max_batch=max_batch, workspace_gib=workspace_gib)
     click.echo(f"engine {plan}")
+
+
+@main.command()
+@BUNDLE_OPTION
+@LABELS_OPTION
+@domain_errors
+def doctor(bundle: str | None, labels_spec: str | None) -> None:
+    """Check everything a field install needs; exit non-zero if anything FAILs."""
+    from edge.doctor import failed, run_checks, summary
+
+    checks = run_checks(bundle, labels_spec)
+    for check in checks:
+        for line in check.lines():
+            click.echo(line)
+    click.echo(summary(checks))
+    if failed(checks):
+        raise SystemExit(1)
+
+
+@main.command()
+@BUNDLE_OPTION
+@click.option("--backend", "backends", type=click.Choice(["onnxruntime", "tensorrt"]), multiple=True,
+              help="Backend to time (repeat the option). Default: onnxruntime, and tensorrt when an engine "
+                   "for this GPU exists.")
+@click.option("--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length.")
+@click.option("--hop", type=float, default=1.0, show_default=True, help="Seconds between windows.")
+@click.option("--seconds", type=click.FloatRange(0.0, min_open=True), default=10.0, show_default=True,
+              help="Seconds of timing per backend (after warm-up).")
+@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the table.")
+@domain_errors
+def bench(bundle, backends, window, hop, seconds, threads, as_json) -> None:
+    """Time the bundle here: window latency p50/p99, frontend per hop, real-time factor, smallest hop."""
+    import json
+
+    from edge.bench import format_bench, run_bench
+    from edge.bundle import resolve_bundle
+
+    found = resolve_bundle(bundle)
+    try:
+        result = run_bench(found, list(backends) or None, window=window, hop=hop, seconds=seconds, threads=threads)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
+    click.echo(json.dumps(result) if as_json else format_bench(result))

@@ -135,7 +135,6 @@ def find_label_embeddings(bundle: Bundle, label_set: LabelSet) -> LabelEmbedding
             return found
         reasons.append(f"{path}: {why}")
     raise LabelEmbeddingsError(
-        f"no usable embeddings for label set {label_set.name!r} ({label_set.source}):\n  "
-        + "\n  ".join(reasons)
-        + f"\ncompute them with `semanticac-train embed-labels --bundle {bundle.path} --labels {label_set.source}`"
+        f"no usable embeddings for label set {label_set.name!r} ({label_set.source}): " + "; ".join(reasons)
+        + f"; compute them with `semanticac-train embed-labels --bundle {bundle.path} --labels {label_set.source}`"
     )

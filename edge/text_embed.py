@@ -45,8 +45,8 @@ def label_embeddings_for(bundle: Bundle, label_set: LabelSet, threads: int | Non
         return find_label_embeddings(bundle, label_set)
     except LabelEmbeddingsError as err:
         if bundle.meta.text is None:
-            raise LabelEmbeddingsError(f"{err}\n(this bundle has no text.onnx to compute them on the device)") from None
-        log.info("label set %r: %s", label_set.name, str(err).splitlines()[0])
+            raise LabelEmbeddingsError(f"{err} (this bundle has no text.onnx to compute them on the device)") from None
+        log.info("label set %r: %s", label_set.name, err)
     log.info("embedding %d prompts of label set %r with %s", len(label_set.flat_prompts()[0]), label_set.name,
              bundle.meta.text.file)
     embeddings = compute_label_embeddings(bundle, label_set, threads)

@@ -1,0 +1,212 @@
+"""`semanticac-edge bench`: how fast this device runs a bundle, in the listen loop's terms.
+
+For each backend (ONNX Runtime always; TensorRT when an engine built for this GPU exists):
+  per-window latency  one window (batch 1, tiled to the model's frames, as the loop tiles it)
+                      through `backend.embed`; p50 and p99 over the runs of `seconds` of
+                      timing, after warm-up runs that are not counted
+  real-time factor    processing time per hop / hop, processing = p50 window latency +
+                      the frontend's cost per hop (`rtf`; `rtf_p99` with the p99 latency);
+                      below 1 the loop keeps up
+  smallest hop        the shortest hop that still keeps up with the p99 latency: hop h (a
+                      whole number of frames of f seconds) keeps up when h >= L99 + c * h/f,
+                      c being the incremental frontend's cost per hop of 1 frame, so
+                      h = ceil(L99 / (f - c) / f) frames (None: the frontend alone is too slow)
+and, once, the frontend per hop: incremental StreamingLogMel (what listen does: only the
+hop's new frames) against recomputing log_mel over the whole window at every hop; and the
+peak RSS of this process (resource.getrusage ru_maxrss: everything loaded so far).
+
+The audio is synthetic (noise and a chirp, seeded): speed does not depend on what is heard.
+
+`run_bench` returns one dict, which `--json` prints as is. Its keys:
+    schema (1), bundle, model_id, window_s, hop_s, frame_s, window_frames, hop_frames,
+    model_frames, threads (null: the runtime's default), cpu_count, seconds (timing per backend),
+    frontend {incremental_ms_per_hop, recompute_ms_per_hop, recompute_over_incremental, hops_timed},
+    backends {name: {device, runs, warmup, p50_ms, p99_ms, mean_ms, min_ms, max_ms, rtf, rtf_p99,
+                     keeps_up, min_hop_s, peak_rss_mib}},
+    skipped {name: why it was not timed}, min_hop_method, peak_rss_mib
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from edge.bundle import Bundle
+from edge.errors import BackendError
+from edge.features import StreamingLogMel, log_mel, tile_frames
+from edge.listen import Windowing
+
+log = logging.getLogger(__name__)
+
+SCHEMA = 1
+BENCH_BACKENDS = ("onnxruntime", "tensorrt")
+WARMUP_RUNS = 3  # first runs pay for allocation and kernel selection
+MIN_RUNS = 5  # even when one run is longer than `seconds`
+MAX_RUNS = 100_000
+FRONTEND_SECONDS = 10.0  # audio timed for the frontend (at least MIN_HOPS hops)
+MIN_HOPS, MAX_HOPS = 20, 1000
+MIN_HOP_METHOD = ("smallest whole number of frames h with h >= p99 window latency + incremental frontend cost "
+                  "of h's frames: h = ceil(p99 / (frame - frontend cost per frame)) frames")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+def bench_signal(samples: int, sample_rate: int, seed: int = 0) -> np.ndarray:
+    """Seeded noise plus a repeating chirp, float32 mono: audio that is not silence."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / sample_rate
+    chirp = np.sin(2 * np.pi * (200.0 + 400.0 * (t % 2.0)) * t)
+    return (0.05 * rng.standard_normal(samples) + 0.2 * chirp).astype(np.float32)
+
+
+def time_frontend(bundle: Bundle, windowing: Windowing) -> dict:
+    """Median cost per hop of the incremental frontend and of recomputing the whole window."""
+    fe = bundle.meta.frontend
+    hop = windowing.hop_frames * fe.hop_length
+    window = (windowing.window_frames - 1) * fe.hop_length
+    hops = min(MAX_HOPS, max(MIN_HOPS, math.ceil(FRONTEND_SECONDS / windowing.hop_seconds)))
+    audio = bench_signal(window + hops * hop, fe.sample_rate)
+
+    stream = StreamingLogMel(fe)
+    stream.push(audio[:window])  # a full window in: from here on, each hop is what listen pays
+    incremental = []
+    for i in range(hops):
+        block = audio[window + i * hop:window + (i + 1) * hop]
+        started = time.perf_counter()
+        stream.push(block)
+        incremental.append(time.perf_counter() - started)
+    recompute = []
+    for i in range(hops):
+        end = window + (i + 1) * hop
+        started = time.perf_counter()
+        log_mel(audio[end - window:end], fe)
+        recompute.append(time.perf_counter() - started)
+    inc, rec = float(np.median(incremental)), float(np.median(recompute))
+    return {"incremental_ms_per_hop": inc * 1e3, "recompute_ms_per_hop": rec * 1e3,
+            "recompute_over_incremental": rec / inc if inc > 0 else None, "hops_timed": hops}
+
+
+def time_backend(backend, frames: np.ndarray, model_frames: int, seconds: float) -> list[float]:
+    """Latencies (s) of one window through `backend` (tiling included), after warm-up."""
+    def one() -> float:
+        started = time.perf_counter()
+        backend.embed(tile_frames(frames, model_frames)[None, None])
+        return time.perf_counter() - started
+
+    for _ in range(WARMUP_RUNS):
+        one()
+    latencies, deadline = [], time.perf_counter() + seconds
+    while len(latencies) < MIN_RUNS or (time.perf_counter() < deadline and len(latencies) < MAX_RUNS):
+        latencies.append(one())
+    return latencies
+
+
+def smallest_hop(latency: float, frontend_per_frame: float, frame: float) -> float | None:
+    """The shortest hop (s, on the frame grid) whose duration covers one window's latency plus
+    the frontend's cost for the hop's own frames. None: the frontend alone is slower than real time."""
+    if frontend_per_frame >= frame:
+        return None
+    return max(1, math.ceil(latency / (frame - frontend_per_frame) - 1e-9)) * frame
+
+
+def open_backend(bundle: Bundle, name: str, threads: int | None):
+    """One backend for the bundle's audio graph (edge.backends.select_backend's errors)."""
+    from edge.backends import select_backend
+
+    if name not in BENCH_BACKENDS:
+        raise BackendError(f"backend {name!r} cannot be timed (allowed: {list(BENCH_BACKENDS)})")
+    return select_backend(bundle, name, threads=threads)
+
+
+def run_bench(bundle: Bundle, backends: Sequence[str] | None = None, window: float | None = None,
+              hop: float = 1.0, seconds: float = 10.0, threads: int | None = None) -> dict:
+    """Time the bundle on this device (see the module docstring for what and the keys).
+
+    `backends`: names from BENCH_BACKENDS (None: onnxruntime, and tensorrt when an engine
+    exists); `window`, `hop` in seconds (window None: the bundle's clip length); `seconds` of
+    timing per backend; `threads`: ONNX Runtime's intra-op threads. ValueError for a window
+    or hop the frontend cannot make; BackendError / ImportError for a backend asked for by
+    name that cannot run here.
+    """
+    if not seconds > 0:
+        raise ValueError(f"seconds={seconds!r} must be positive (seconds of timing per backend)")
+    fe = bundle.meta.frontend
+    windowing = Windowing.from_seconds(fe, window or bundle.meta.clip_seconds, hop)
+    f = windowing.seconds_per_frame
+    frontend = time_frontend(bundle, windowing)
+    per_frame = frontend["incremental_ms_per_hop"] / 1e3 / windowing.hop_frames
+    frames = log_mel(bench_signal((windowing.window_frames - 1) * fe.hop_length, fe.sample_rate), fe)
+
+    results, skipped = {}, {}
+    for name in dict.fromkeys(backends or BENCH_BACKENDS):  # one at a time: one model in memory
+        try:
+            backend = open_backend(bundle, name, threads)
+        except (ImportError, BackendError) as err:
+            if backends:  # asked for by name: say why it cannot run here
+                raise
+            skipped[name] = str(err).replace("\n", "; ")
+            log.info("bench: %s skipped: %s", name, skipped[name])
+            continue
+        with backend:
+            log.info("bench: timing %s for %g s", name, seconds)
+            lat = np.array(time_backend(backend, frames, windowing.model_frames, seconds))
+            device = (", ".join(backend.providers) if hasattr(backend, "providers")
+                      else getattr(backend, "gpu_name", name))
+        p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+        per_hop = frontend["incremental_ms_per_hop"] / 1e3
+        results[name] = {
+            "device": device, "runs": int(lat.size), "warmup": WARMUP_RUNS,
+            "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "mean_ms": float(lat.mean()) * 1e3,
+            "min_ms": float(lat.min()) * 1e3, "max_ms": float(lat.max()) * 1e3,
+            "rtf": (p50 + per_hop) / windowing.hop_seconds, "rtf_p99": (p99 + per_hop) / windowing.hop_seconds,
+            "keeps_up": p99 + per_hop <= windowing.hop_seconds,
+            "min_hop_s": smallest_hop(p99, per_frame, f), "peak_rss_mib": peak_rss_mib(),
+        }
+    return {
+        "schema": SCHEMA, "bundle": str(bundle.path), "model_id": bundle.meta.model_id,
+        "window_s": windowing.window_seconds, "hop_s": windowing.hop_seconds, "frame_s": f,
+        "window_frames": windowing.window_frames, "hop_frames": windowing.hop_frames,
+        "model_frames": windowing.model_frames, "threads": threads, "cpu_count": os.cpu_count(),
+        "seconds": seconds, "frontend": frontend, "backends": results, "skipped": skipped,
+        "min_hop_method": MIN_HOP_METHOD, "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def format_bench(result: dict) -> str:
+    """The readable table `semanticac-edge bench` prints."""
+    fe = result["frontend"]
+    lines = [
+        f"bundle {result['bundle']} ({result['model_id']})",
+        f"window {result['window_s']:g} s ({result['window_frames']} frames, tiled to {result['model_frames']}), "
+        f"hop {result['hop_s']:g} s ({result['hop_frames']} frames of {result['frame_s'] * 1e3:g} ms); "
+        f"{result['cpu_count']} cores, threads {result['threads'] or 'default'}; {result['seconds']:g} s of timing "
+        "per backend",
+        f"frontend per hop: incremental {fe['incremental_ms_per_hop']:.2f} ms, recompute the window "
+        f"{fe['recompute_ms_per_hop']:.2f} ms ({fe['recompute_over_incremental']:.1f}x incremental; "
+        f"median of {fe['hops_timed']} hops)",
+        "",
+        f"{'backend':<12} {'runs':>5} {'p50 ms':>9} {'p99 ms':>9} {'rtf':>7} {'rtf p99':>8} {'keeps up':>9} "
+        f"{'min hop s':>10}  device",
+    ]
+    for name, r in result["backends"].items():
+        min_hop = f"{r['min_hop_s']:.2f}" if r["min_hop_s"] is not None else "none"
+        lines.append(f"{name:<12} {r['runs']:>5} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['rtf']:>7.3f} "
+                     f"{r['rtf_p99']:>8.3f} {'yes' if r['keeps_up'] else 'NO':>9} {min_hop:>10}  {r['device']}")
+    for name, why in result["skipped"].items():
+        lines.append(f"{name:<12} skipped: {why}")
+    lines += ["",
+              "rtf: (window latency + frontend per hop) / hop, p50 (rtf) or p99 (rtf p99); below 1 keeps up",
+              f"min hop: {result['min_hop_method']}",
+              f"peak RSS of this process: {result['peak_rss_mib']:.0f} MiB"]
+    return "\n".join(lines)

@@ -1,0 +1,473 @@
+"""`semanticac-edge doctor`: everything a field install needs, checked one thing at a time.
+
+Each check gives one `Check`: a status (ok | warn | FAIL), what was found and, for every
+problem, the command or action that fixes it. The CLI prints them as
+
+    ok    onnxruntime: 1.20.1, providers ['CPUExecutionProvider'] (listen uses CPUExecutionProvider)
+    warn  tensorrt: not installed (comes with JetPack); listen runs on ONNX Runtime
+          fix: on a Jetson: install JetPack 6, make the venv with --system-site-packages, ...
+
+and exits non-zero when any check FAILs. FAIL means `listen` cannot work as installed;
+warn means it works, less well or with less (no TensorRT, no microphone, no cache).
+
+Checks are isolated: each runs on its own, an unexpected exception becomes a FAIL with its
+message, and nothing here stops the checks after it. Heavy or optional packages (numpy
+included: a broken numpy must show up as a FAIL line, not a traceback) are imported inside
+the checks. Later checks read what earlier ones found (the bundle, the GPU) from a
+`_Context`; a check whose input is missing says "not checked" and points at the line above.
+
+Label sets: the shipped ones, those precomputed in the bundle's labels/, and --labels. A set
+is ok when its embeddings are ready (bundle or user cache, same model_id and labels_sha256)
+or can be computed on the device (text.onnx and tokenizer present); otherwise it FAILs with
+the `semanticac-train embed-labels` fix. With --labels given, the other shipped sets are
+only warnings: the user has said which set the device listens for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+STATUSES = (OK, WARN, FAIL)
+MIN_PYTHON = (3, 10)  # JetPack 6 ships Python 3.10
+ORT_INSTALL = 'pip install "semanticac-edge[ort]"'
+TRT_INSTALL = 'pip install "semanticac-edge[trt]"'
+EXPORT_FIX = "point --bundle (or $SEMANTICAC_BUNDLE) at a folder written by `semanticac-train export`"
+REEXPORT_FIX = ("copy the bundle again (a file was damaged or replaced), or re-export it with "
+                "`semanticac-train export`")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One finding: `status` is ok, warn or FAIL; `fix` says what to do (None when ok)."""
+
+    name: str
+    status: str
+    finding: str
+    fix: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"Check {self.name!r}: status {self.status!r} is not one of {list(STATUSES)}")
+
+    def lines(self) -> list[str]:
+        """The check as printed: `<status>  <name>: <finding>`, then `fix: ...` for a problem."""
+        out = [f"{self.status:<4}  {self.name}: {self.finding}"]
+        if self.fix and self.status != OK:
+            out.append(f"      fix: {self.fix}")
+        return out
+
+
+@dataclass
+class _Context:
+    """What the checks learn and pass on: the bundle, the GPU and TensorRT."""
+
+    bundle_option: str | None
+    labels: str | None
+    bundle: object | None = None  # edge.bundle.Bundle once model.json has been read
+    bundle_problem: str | None = None  # why there is no bundle, or why it failed verification
+    verified: bool = False
+    device: object | None = None  # edge.engine.DeviceInfo when TensorRT and a GPU are both here
+    notes: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Python and the core packages
+
+
+def check_python(ctx: _Context) -> Check:
+    found = f"{platform.python_version()} ({sys.executable})"
+    if sys.version_info[:2] >= MIN_PYTHON:
+        return Check("python", OK, found)
+    need = ".".join(map(str, MIN_PYTHON))
+    return Check("python", FAIL, f"{found}: semanticac-edge needs Python >= {need}",
+                 f"make the venv with Python {need} or newer (JetPack 6 ships 3.10): "
+                 f"python3 -m venv --system-site-packages VENV && VENV/bin/pip install semanticac-edge")
+
+
+def _package_check(module: str, fix: str, describe: Callable[[object], str] | None = None) -> Callable:
+    def check(ctx: _Context) -> Check:
+        try:
+            mod = importlib.import_module(module)
+        except (ImportError, OSError) as err:  # OSError: the package imports, its C library is missing
+            return Check(module, FAIL, f"cannot import {module}: {err}", fix)
+        version = getattr(mod, "__version__", "version unknown")
+        return Check(module, OK, describe(mod) if describe else str(version))
+
+    check.__name__ = f"check_{module}"
+    return check
+
+
+check_numpy = _package_check("numpy", "pip install numpy (a dependency of semanticac-edge)")
+check_soundfile = _package_check(
+    "soundfile", "pip install soundfile; if its libsndfile is missing: apt-get install libsndfile1",
+    lambda sf: f"{sf.__version__}, libsndfile {getattr(sf, '__libsndfile_version__', '?')}")
+check_soxr = _package_check("soxr", "pip install soxr (the resampler; a dependency of semanticac-edge)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio capture
+
+
+def check_portaudio(ctx: _Context) -> Check:
+    try:
+        import sounddevice as sd
+    except OSError as err:  # sounddevice is there, PortAudio's shared library is not
+        ctx.notes["portaudio"] = False
+        return Check("portaudio", FAIL, f"the PortAudio library is missing ({err}): no microphone capture",
+                     "apt-get install libportaudio2")
+    except ImportError as err:
+        ctx.notes["portaudio"] = False
+        return Check("portaudio", FAIL, f"sounddevice is not installed ({err}): no microphone capture",
+                     "pip install sounddevice (a dependency of semanticac-edge); then apt-get install libportaudio2")
+    ctx.notes["portaudio"] = True
+    return Check("portaudio", OK, f"{sd.get_portaudio_version()[1]}, sounddevice {sd.__version__}")
+
+
+def check_input_devices(ctx: _Context) -> Check:
+    if not ctx.notes.get("portaudio"):
+        return Check("input devices", WARN, "not checked: PortAudio is not usable (see portaudio above)",
+                     "fix portaudio first, then run `semanticac-edge devices`")
+    from edge.sources import list_input_devices
+
+    try:
+        devices = list_input_devices()
+    except Exception as err:  # sounddevice.PortAudioError: PortAudio cannot enumerate its host APIs
+        return Check("input devices", WARN, f"PortAudio cannot list devices: {err}",
+                     "check the sound system: `arecord -l` (ALSA) or `pactl list short sources` (PulseAudio)")
+    if not devices:
+        return Check("input devices", WARN, "none: PortAudio sees no capture device, so `listen` without --input "
+                                            "has nothing to record (--input FILE or - still work)",
+                     "plug in a microphone (USB or I2S) and check it with `arecord -l`; if PulseAudio runs, "
+                     "`pactl list short sources`; then `semanticac-edge devices`")
+    listing = "; ".join(f"{'*' if d.is_default else ''}{d.index} {d.name!r} ({d.channels} ch, {d.default_rate:g} Hz)"
+                        for d in devices)
+    if not any(d.is_default for d in devices):
+        return Check("input devices", WARN, f"{len(devices)}, none is the default: {listing}",
+                     "pass `listen --device INDEX|NAME`, or set a default input in ALSA/PulseAudio")
+    return Check("input devices", OK, f"{len(devices)} (* default): {listing}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Runtimes and the GPU
+
+
+def check_onnxruntime(ctx: _Context) -> Check:
+    from edge.backends.onnxruntime import choose_providers, import_onnxruntime
+
+    try:
+        ort = import_onnxruntime()
+    except ImportError as err:
+        return Check("onnxruntime", FAIL, f"{err}", ORT_INSTALL)
+    available = ort.get_available_providers()
+    chosen = choose_providers(available)
+    return Check("onnxruntime", OK, f"{ort.__version__}, providers {available} (listen uses {chosen[0]})")
+
+
+def check_tensorrt(ctx: _Context) -> Check:
+    import importlib.util
+
+    fix = (f"on a Jetson: install JetPack 6 (TensorRT 10), make the venv with --system-site-packages, then "
+           f"{TRT_INSTALL}; on a machine without an NVIDIA GPU there is nothing to do")
+    if importlib.util.find_spec("tensorrt") is None:
+        return Check("tensorrt", WARN, "not installed (comes with JetPack); listen runs on ONNX Runtime", fix)
+    from edge.backends.tensorrt import import_pycuda, import_tensorrt
+
+    try:
+        trt = import_tensorrt()
+    except ImportError as err:  # too old, or its libraries do not load
+        return Check("tensorrt", WARN, f"{err}; listen runs on ONNX Runtime", fix)
+    try:
+        import_pycuda()
+    except ImportError:
+        return Check("tensorrt", WARN, f"{trt.__version__}, but pycuda is not installed: engines cannot run",
+                     TRT_INSTALL)
+    return Check("tensorrt", OK, f"{trt.__version__}, pycuda present")
+
+
+def check_gpu(ctx: _Context) -> Check:
+    from edge.engine import device_info, gpu_identity
+    from edge.errors import BackendError
+
+    try:
+        ctx.device = device_info()  # TensorRT + GPU: what engines are checked against
+        name, capability = ctx.device.gpu_name, ctx.device.compute_capability
+    except ImportError:  # no TensorRT (or no pycuda): still name the GPU if there is one
+        try:
+            name, capability = gpu_identity()
+        except ImportError:
+            return Check("gpu", WARN, "not probed: neither pycuda nor cuda-python is installed",
+                         f"none needed for CPU inference; on a Jetson: {TRT_INSTALL}")
+        except BackendError as err:
+            return _no_gpu(ctx, err)
+    except BackendError as err:
+        return _no_gpu(ctx, err)
+    return Check("gpu", OK, f"{name}, compute capability {capability}")
+
+
+def _no_gpu(ctx: _Context, err: Exception) -> Check:
+    ctx.device = None
+    found = str(err).split(": TensorRT engines need one")[0]  # the cause, without engine_info's advice
+    return Check("gpu", WARN, f"{found}; listen runs on the CPU",
+                 "none needed for CPU inference; on a Jetson, check the JetPack install "
+                 "(`tegrastats`, or `nvidia-smi` on a desktop GPU)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The bundle, its graphs and engines
+
+
+def check_bundle(ctx: _Context) -> Check:
+    from edge.bundle import BUNDLE_ENV, resolve_bundle
+    from edge.errors import BundleError
+
+    where = ("--bundle" if ctx.bundle_option else f"${BUNDLE_ENV}" if os.environ.get(BUNDLE_ENV)
+             else "the demo bundle")
+    try:
+        ctx.bundle = bundle = resolve_bundle(ctx.bundle_option)
+    except BundleError as err:
+        ctx.bundle_problem = str(err)
+        return Check("bundle", FAIL, str(err), EXPORT_FIX)
+    meta, fe = bundle.meta, bundle.meta.frontend
+    described = (f"{bundle.path} (from {where}): model_id {meta.model_id}, frontend {fe.sample_rate} Hz, "
+                 f"{fe.n_mels} mels, hop {fe.hop_length} ({fe.frames} frames), clip {meta.clip_seconds:g} s, "
+                 f"{meta.embedding_dim}-d, text {'none' if meta.text is None else meta.text.file}")
+    try:
+        bundle.verify()
+    except BundleError as err:
+        ctx.bundle_problem = str(err)
+        return Check("bundle", FAIL, f"{described}; {err}", REEXPORT_FIX)
+    ctx.verified = True
+    return Check("bundle", OK, f"{described}; hashes verified")
+
+
+def check_audio_graph(ctx: _Context) -> Check:
+    """Open model.onnx in ONNX Runtime and run one silent window: the fallback backend works."""
+    if ctx.bundle is None:
+        return Check("audio graph", WARN, "not checked: no bundle (see bundle above)", "fix the bundle first")
+    import numpy as np
+
+    from edge.backends.onnxruntime import OnnxRuntimeBackend
+    from edge.errors import BackendError
+
+    bundle, fe = ctx.bundle, ctx.bundle.meta.frontend
+    try:
+        with OnnxRuntimeBackend.for_bundle(bundle) as backend:
+            silence = np.full((1, 1, fe.frames, fe.n_mels), np.log(fe.log_floor), dtype=np.float32)
+            started = time.perf_counter()
+            out = backend.embed(silence)
+            ms = (time.perf_counter() - started) * 1e3
+            providers = backend.providers
+    except (BackendError, ImportError) as err:
+        return Check("audio graph", FAIL, str(err), REEXPORT_FIX if isinstance(err, BackendError) else ORT_INSTALL)
+    norm = float(np.linalg.norm(out[0]))
+    if not np.all(np.isfinite(out)) or abs(norm - 1.0) > 1e-3:
+        return Check("audio graph", FAIL, f"{bundle.meta.audio.file} runs but gives a bad embedding (norm {norm:.4g}, "
+                                          f"finite: {bool(np.all(np.isfinite(out)))}); it should be unit length",
+                     REEXPORT_FIX)
+    return Check("audio graph", OK, f"{bundle.meta.audio.file} runs on ONNX Runtime ({providers[0]}): one window "
+                                    f"in {ms:.0f} ms (first run, untuned), embedding {list(out.shape)} of unit length")
+
+
+def check_engines(ctx: _Context) -> list[Check]:
+    if ctx.bundle is None:
+        return [Check("engines", WARN, "not checked: no bundle (see bundle above)", "fix the bundle first")]
+    from edge.engine import engine_dirs, list_engines, rebuild_command
+
+    bundle = ctx.bundle
+    if ctx.device is None:
+        return [Check("engines", WARN, "not checked: TensorRT engines need TensorRT and a CUDA GPU (see tensorrt "
+                                       "and gpu above); listen runs on ONNX Runtime",
+                      f"nothing to do on a CPU-only machine; on a Jetson fix the lines above, then "
+                      f"`{rebuild_command(bundle)}`")]
+    found = list_engines(bundle, ctx.device)
+    if not found:
+        where = " or ".join(str(d) for d in engine_dirs(bundle))
+        return [Check("engines", WARN, f"none for this GPU in {where}: listen runs on ONNX Runtime",
+                      f"`{rebuild_command(bundle)}`")]
+    checks = []
+    for status in found:
+        what = f"engine {status.plan.name}"
+        if status.reason is None:
+            checks.append(Check(what, OK, f"usable ({status.sidecar.get('precision')}, built for "
+                                          f"{ctx.device.gpu_name}, TensorRT {ctx.device.tensorrt_version})"))
+        else:
+            precision = (status.sidecar or {}).get("precision", "fp16")
+            checks.append(Check(what, WARN, f"refused: {status.reason}", f"`{rebuild_command(bundle, precision)}`"))
+    return checks
+
+
+# ---------------------------------------------------------------------------------------------
+# Label sets
+
+
+def check_label_sets(ctx: _Context) -> list[Check]:
+    from edge.errors import SemanticACError
+    from edge.labels import resolve_label_set, shipped_label_sets
+
+    sets, checks = {}, []
+    for name, path in sorted(shipped_label_sets().items()):
+        sets[name] = (str(path), None)
+    if ctx.labels:
+        try:
+            asked = resolve_label_set(ctx.labels)
+            sets[asked.name] = (asked.source, asked)
+        except SemanticACError as err:
+            checks.append(Check(f"labels {ctx.labels}", FAIL, str(err),
+                                f"fix the YAML; `semanticac-edge labels {ctx.labels}` shows what is embedded"))
+    if ctx.bundle is None:
+        return checks + [Check("label sets", WARN, "not checked: no bundle (see bundle above)", "fix the bundle first")]
+    asked_name = next((name for name, (_, ls) in sets.items() if ls is not None), None)
+    for name, (source, label_set) in sets.items():
+        try:
+            label_set = label_set or resolve_label_set(source)
+        except SemanticACError as err:
+            checks.append(Check(f"labels {name}", FAIL, str(err), "reinstall semanticac-edge (a shipped set is broken)"))
+            continue
+        check = _label_set_check(ctx, label_set)
+        if check.status == FAIL and ctx.labels and asked_name is not None and name != asked_name:
+            check = Check(check.name, WARN, f"{check.finding} (not the --labels set)", check.fix)
+        checks.append(check)
+    # Sets precomputed into the bundle without a YAML here (a custom set embedded on the desktop).
+    for path in sorted(ctx.bundle.labels_dir.glob("*.npz")) if ctx.bundle.labels_dir.is_dir() else []:
+        if path.stem not in sets:
+            checks.append(_orphan_embeddings_check(ctx, path))
+    return checks
+
+
+def _label_set_check(ctx: _Context, label_set) -> Check:
+    from edge.errors import LabelEmbeddingsError, SemanticACError
+    from edge.label_embeddings import LabelEmbeddings, candidate_paths
+    from edge.tokenizers import load_tokenizer
+
+    bundle, name = ctx.bundle, f"labels {label_set.name}"
+    refused = []
+    for path in candidate_paths(bundle, label_set):
+        if not path.is_file():
+            continue
+        try:
+            why = LabelEmbeddings.load(path).mismatch(label_set, bundle.meta.model_id)
+        except LabelEmbeddingsError as err:
+            why = str(err)
+        if why is None:
+            return Check(name, OK, f"{len(label_set.labels)} labels, embeddings ready in {path}")
+        refused.append(f"{path.name} in {path.parent}: {why}")
+    prompts = len(label_set.flat_prompts()[0])
+    seen = f" ({'; '.join(refused)})" if refused else ""
+    fix = (f"`semanticac-train embed-labels --bundle {bundle.path} --labels {label_set.source}` where the training "
+           f"stack is installed, and copy {label_set.name}.npz into {bundle.labels_dir}")
+    if bundle.meta.text is None:
+        return Check(name, FAIL, f"no usable embeddings{seen or ' in the bundle or the user cache'}, and the bundle "
+                                 "has no text.onnx to compute them on the device", fix)
+    if not bundle.text_path.is_file() or (not ctx.verified and ctx.bundle_problem
+                                          and bundle.meta.text.file in ctx.bundle_problem):
+        return Check(name, FAIL, f"no usable embeddings{seen}, and {bundle.meta.text.file} is missing or damaged "
+                                 "(see bundle above)", f"{REEXPORT_FIX}; or {fix}")
+    try:
+        load_tokenizer(bundle.tokenizer_dir)
+    except SemanticACError as err:
+        return Check(name, FAIL, f"no usable embeddings{seen}, and the tokenizer for text.onnx is broken: {err}",
+                     f"{REEXPORT_FIX}; or {fix}")
+    return Check(name, OK, f"{len(label_set.labels)} labels, not precomputed{seen}: computable on the device with "
+                           f"{bundle.meta.text.file} ({prompts} prompts) at the first listen, then cached")
+
+
+def _orphan_embeddings_check(ctx: _Context, path: Path) -> Check:
+    from edge.errors import LabelEmbeddingsError
+    from edge.label_embeddings import LabelEmbeddings
+
+    name = f"labels {path.stem}"
+    try:
+        found = LabelEmbeddings.load(path)
+    except LabelEmbeddingsError as err:
+        return Check(name, WARN, str(err), f"delete {path}, or embed the set again with `semanticac-train embed-labels`")
+    if found.model_id != ctx.bundle.meta.model_id:
+        return Check(name, WARN, f"{path} was computed by model {found.model_id!r}, the bundle is "
+                                 f"{ctx.bundle.meta.model_id!r}: it cannot be used",
+                     f"`semanticac-train embed-labels --bundle {ctx.bundle.path} --labels {path.stem}.yaml`")
+    return Check(name, OK, f"{len(found.labels)} labels precomputed in {path} (its YAML is not here: pass it with "
+                           "--labels to check it is current)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The user cache
+
+
+def check_cache(ctx: _Context) -> Check:
+    """Label embeddings computed on the device, and engines of a read-only bundle, go here."""
+    from edge.label_embeddings import cache_dir
+
+    folder = cache_dir(ctx.bundle.meta.model_id) if ctx.bundle is not None else cache_dir("x").parent
+    fix = f"set $XDG_CACHE_HOME to a writable folder, or make {folder} writable by this user"
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return Check("cache", WARN, f"{folder} cannot be created: {existing} is not a folder", fix)
+    if existing == folder:
+        try:
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as err:
+            return Check("cache", WARN, f"{folder} is not writable ({err}): label embeddings computed on the device "
+                                        "are computed again at every start", fix)
+        return Check("cache", OK, f"{folder} is writable")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return Check("cache", WARN, f"{folder} cannot be created ({existing} is not writable): label embeddings "
+                                    "computed on the device are computed again at every start", fix)
+    return Check("cache", OK, f"{folder} can be created (under {existing}, writable)")
+
+
+# ---------------------------------------------------------------------------------------------
+
+CHECKS: tuple[Callable[[_Context], Check | list[Check]], ...] = (
+    check_python, check_numpy, check_soundfile, check_soxr, check_portaudio, check_input_devices,
+    check_onnxruntime, check_tensorrt, check_gpu, check_bundle, check_audio_graph, check_engines,
+    check_label_sets, check_cache,
+)
+
+
+def _isolated(check: Callable[[_Context], Check | list[Check]], ctx: _Context) -> list[Check]:
+    """Run one check; an unexpected exception is that check's FAIL, never the end of doctor."""
+    name = check.__name__.removeprefix("check_").replace("_", " ")
+    try:
+        result = check(ctx)
+    except Exception as err:  # noqa: BLE001: this is the point of isolating each check
+        log.debug("check %s raised", name, exc_info=True)
+        return [Check(name, FAIL, f"the check itself failed: {type(err).__name__}: {err}",
+                      "run `semanticac-edge -vv doctor` for the traceback and report it with the output above")]
+    return [result] if isinstance(result, Check) else list(result)
+
+
+def run_checks(bundle_option: str | None = None, labels: str | None = None) -> list[Check]:
+    """Every check of a field install, in order. Never raises for a problem it finds."""
+    ctx = _Context(bundle_option=bundle_option, labels=labels)
+    checks = []
+    for check in CHECKS:
+        found = _isolated(check, ctx)
+        for c in found:
+            log.info("%s %s: %s", c.status, c.name, c.finding)
+        checks += found
+    return checks
+
+
+def failed(checks: Iterable[Check]) -> bool:
+    return any(c.status == FAIL for c in checks)
+
+
+def summary(checks: list[Check]) -> str:
+    counts = {s: sum(c.status == s for c in checks) for s in STATUSES}
+    verdict = ("listen cannot work as installed: fix the FAIL lines" if counts[FAIL]
+               else "ready" + (" (the warnings above limit it)" if counts[WARN] else ""))
+    return f"{counts[OK]} ok, {counts[WARN]} warn, {counts[FAIL]} FAIL: {verdict}"

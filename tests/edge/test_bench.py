@@ -1,0 +1,82 @@
+"""`semanticac-edge bench` on a real exported bundle: sane numbers and the documented JSON."""
+
+import importlib.util
+import json
+import math
+
+import pytest
+from click.testing import CliRunner
+
+import edge.cli
+from edge.bench import run_bench, smallest_hop
+
+TOP_KEYS = {"schema", "bundle", "model_id", "window_s", "hop_s", "frame_s", "window_frames", "hop_frames",
+            "model_frames", "threads", "cpu_count", "seconds", "frontend", "backends", "skipped",
+            "min_hop_method", "peak_rss_mib"}
+FRONTEND_KEYS = {"incremental_ms_per_hop", "recompute_ms_per_hop", "recompute_over_incremental", "hops_timed"}
+BACKEND_KEYS = {"device", "runs", "warmup", "p50_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "rtf", "rtf_p99",
+                "keeps_up", "min_hop_s", "peak_rss_mib"}
+
+
+def test_short_run_gives_sane_numbers(small_bundle):
+    result = run_bench(small_bundle, ["onnxruntime"], window=2.0, hop=0.5, seconds=0.3, threads=1)
+    ort = result["backends"]["onnxruntime"]
+    assert ort["runs"] >= 5
+    assert 0 < ort["min_ms"] <= ort["p50_ms"] <= ort["p99_ms"] <= ort["max_ms"]
+    assert ort["rtf"] > 0 and ort["rtf_p99"] >= ort["rtf"]
+    assert ort["keeps_up"] == (ort["rtf_p99"] <= 1.0)
+    fe = result["frontend"]
+    assert fe["incremental_ms_per_hop"] > 0 and fe["recompute_ms_per_hop"] > 0
+    # rtf is (p50 + frontend per hop) / hop, as documented
+    assert math.isclose(ort["rtf"], (ort["p50_ms"] + fe["incremental_ms_per_hop"]) / 1e3 / result["hop_s"])
+    # the smallest hop lies on the frame grid and covers the p99 latency
+    frames = ort["min_hop_s"] / result["frame_s"]
+    assert abs(frames - round(frames)) < 1e-6 and ort["min_hop_s"] * 1e3 >= ort["p99_ms"]
+    assert result["window_frames"] == 201 and result["hop_frames"] == 50 and result["window_s"] == 2.0
+    assert result["peak_rss_mib"] > 0
+
+
+def test_smallest_hop_is_the_first_that_keeps_up():
+    frame, latency, per_frame = 0.01, 0.5, 0.0002
+    hop = smallest_hop(latency, per_frame, frame)
+    frames = round(hop / frame)
+    assert frames * frame >= latency + per_frame * frames  # keeps up
+    assert (frames - 1) * frame < latency + per_frame * (frames - 1)  # one frame less does not
+    assert smallest_hop(latency, frame, frame) is None  # the frontend alone is not real time
+    assert smallest_hop(1e-6, 0.0, frame) == frame  # never below one frame
+
+
+def test_json_has_the_documented_keys(small_bundle):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(small_bundle.path), "--seconds", "0.2",
+                                                "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) == TOP_KEYS
+    assert set(data["frontend"]) == FRONTEND_KEYS
+    assert "onnxruntime" in data["backends"]
+    for timings in data["backends"].values():
+        assert set(timings) == BACKEND_KEYS
+    # By default TensorRT is timed when it can be, else skipped with the reason.
+    assert ("tensorrt" in data["backends"]) != ("tensorrt" in data["skipped"])
+    assert data["window_s"] == small_bundle.meta.clip_seconds and data["hop_s"] == 1.0
+
+
+def test_table_output(small_bundle):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(small_bundle.path), "--seconds", "0.2",
+                                                "--backend", "onnxruntime", "--hop", "0.25"])
+    assert result.exit_code == 0, result.output
+    assert "p50 ms" in result.stdout and "onnxruntime" in result.stdout and "min hop" in result.stdout
+    assert "hop 0.25 s (25 frames" in result.stdout
+    assert "tensorrt" not in result.stdout  # only the backend asked for
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_asking_for_tensorrt_without_it_is_a_one_line_error(small_bundle):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(small_bundle.path), "--backend", "tensorrt"])
+    assert result.exit_code == 1
+    assert "TensorRT is not installed" in result.output and "Traceback" not in result.output
+
+
+def test_a_hop_shorter_than_a_frame_is_a_usage_error(small_bundle):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(small_bundle.path), "--hop", "0.001"])
+    assert result.exit_code == 2 and "shorter than one frame" in result.output

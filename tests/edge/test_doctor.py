@@ -1,0 +1,132 @@
+"""`semanticac-edge doctor` on a real exported bundle, a damaged copy and a text-less copy."""
+
+import importlib.util
+import json
+import re
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+import edge.cli
+import edge.doctor as doctor
+from edge.doctor import FAIL, OK, WARN, Check, run_checks
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """Embeddings computed by other tests must not make a label set look ready here."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SEMANTICAC_BUNDLE", raising=False)
+
+
+def bundle_copy(small_bundle, tmp_path):
+    return shutil.copytree(small_bundle.path, tmp_path / "bundle")
+
+
+def invoke(*args):
+    result = CliRunner().invoke(edge.cli.main, ["doctor", *args])
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def statuses(output: str) -> dict[str, str]:
+    """`<status>  <name>: <finding>` lines of the printed report -> {name: status}."""
+    return {m.group(2): m.group(1) for m in re.finditer(r"^(ok|warn|FAIL) +([^:]+): ", output, re.MULTILINE)}
+
+
+def test_a_good_bundle_is_ok(small_bundle):
+    result = invoke("--bundle", str(small_bundle.path), "--labels", "urban")
+    found = statuses(result.output)
+    assert found["bundle"] == OK and found["audio graph"] == OK
+    assert found["labels urban"] == OK  # precomputed in the bundle
+    assert found["labels esc50"] == OK  # not precomputed, but text.onnx can compute it
+    assert found["python"] == OK and found["onnxruntime"] == OK
+    assert "ready in" in result.output and "computable on the device" in result.output
+    assert small_bundle.meta.model_id in result.output
+    # The exit status follows the FAIL lines, whatever this machine lacks.
+    assert result.exit_code == (1 if FAIL in found.values() else 0)
+    last = result.output.strip().splitlines()[-1]
+    assert ("fix the FAIL lines" in last) == (FAIL in found.values())
+
+
+def test_every_problem_has_a_fix(small_bundle):
+    checks = run_checks(str(small_bundle.path), None)
+    assert checks and all(c.status in (OK, WARN, FAIL) for c in checks)
+    for check in checks:
+        if check.status != OK:
+            assert check.fix, check
+            assert check.lines()[1].strip().startswith("fix: ")
+
+
+def test_a_corrupted_model_onnx_fails_and_the_other_checks_still_run(small_bundle, tmp_path):
+    folder = bundle_copy(small_bundle, tmp_path)
+    model = folder / "model.onnx"
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated in transfer
+    result = invoke("--bundle", str(folder))
+    found = statuses(result.output)
+    assert result.exit_code == 1
+    assert found["bundle"] == FAIL and "model.onnx has SHA-256" in result.output
+    assert found["audio graph"] == FAIL and "cannot load ONNX graph" in result.output
+    assert found["labels urban"] == OK and "cache" in found  # checks after the failure ran
+    assert "fix: copy the bundle again" in result.output
+    assert "2 FAIL: listen cannot work as installed" in result.output.splitlines()[-1]
+
+
+def test_a_label_set_that_cannot_be_embedded_fails(small_bundle, tmp_path):
+    folder = bundle_copy(small_bundle, tmp_path)
+    meta = json.loads((folder / "model.json").read_text())
+    meta["text"] = None
+    (folder / "model.json").write_text(json.dumps(meta))
+    shutil.rmtree(folder / "labels")
+    result = invoke("--bundle", str(folder), "--labels", "urban")
+    found = statuses(result.output)
+    assert result.exit_code == 1
+    assert found["bundle"] == OK
+    assert found["labels urban"] == FAIL
+    assert "has no text.onnx to compute them" in result.output
+    assert f"fix: `semanticac-train embed-labels --bundle {folder} --labels " in result.output
+    assert found["labels esc50"] == WARN  # not the set asked for: a warning only
+
+
+def test_a_missing_label_file_fails(small_bundle, tmp_path):
+    result = invoke("--bundle", str(small_bundle.path), "--labels", str(tmp_path / "nowhere.yaml"))
+    assert result.exit_code == 1
+    assert statuses(result.output)[f"labels {tmp_path / 'nowhere.yaml'}"] == FAIL
+
+
+def test_no_bundle_at_all_fails_and_says_how_to_get_one(tmp_path):
+    result = invoke("--bundle", str(tmp_path / "missing"))
+    found = statuses(result.output)
+    assert result.exit_code == 1 and found["bundle"] == FAIL
+    assert "semanticac-train export" in result.output
+    assert found["engines"] == WARN and found["label sets"] == WARN  # not checked, said so
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
+def test_missing_tensorrt_is_a_warning_on_a_cpu_machine(small_bundle):
+    found = by_name(run_checks(str(small_bundle.path), "urban"))
+    assert found["tensorrt"].status == WARN and "comes with JetPack" in found["tensorrt"].finding
+    assert found["gpu"].status in (OK, WARN) and found["engines"].status == WARN
+    assert "build-engine --bundle" in found["engines"].fix
+    assert not any(c.status == FAIL for c in found.values())
+
+
+def test_a_check_that_raises_is_a_fail_and_the_rest_still_run(small_bundle, monkeypatch):
+    def check_broken(ctx):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(doctor, "CHECKS", (check_broken, doctor.check_python, doctor.check_bundle))
+    checks = run_checks(str(small_bundle.path), None)
+    assert [c.name for c in checks] == ["broken", "python", "bundle"]
+    assert checks[0].status == FAIL and "RuntimeError: boom" in checks[0].finding
+    assert checks[2].status == OK
+
+
+def test_check_rejects_an_unknown_status():
+    with pytest.raises(ValueError, match="not one of"):
+        Check("x", "error", "y")

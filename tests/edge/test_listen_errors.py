@@ -1,0 +1,105 @@
+"""Bad input to `listen`: one clear line and a non-zero exit where it cannot go on; handled
+and reported where it can. Never a traceback."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import edge.cli
+from tests.signals import tone
+
+
+def run(bundle, *args, stdin=None):
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(bundle), *args], input=stdin)
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def one_line_error(result, text):
+    assert result.exit_code != 0
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1 and text in lines[0], result.output
+
+
+def statuses(result):
+    return [json.loads(line) for line in result.stdout.splitlines() if '"status"' in line]
+
+
+def test_unknown_device(small_bundle):
+    one_line_error(run(small_bundle.path, "--labels", "urban", "--device", "no such microphone 42"),
+                   "no such microphone 42")
+
+
+def test_unsupported_stdin_rate(small_bundle):
+    one_line_error(run(small_bundle.path, "--labels", "urban", "--input", "-", "--rate", "0", stdin=b""),
+                   "sample rate must be a positive integer")
+
+
+def test_corrupt_and_nan_files(small_bundle, tmp_path):
+    corrupt = tmp_path / "corrupt.flac"
+    corrupt.write_bytes(b"fLaC" + bytes(range(256)) * 16)
+    one_line_error(run(small_bundle.path, "--labels", "urban", "--input", str(corrupt), "--fast"),
+                   f"cannot read audio file {corrupt}")
+    x = tone(440, 3.0, 16000)
+    x[20000] = np.nan
+    nan = tmp_path / "nan.wav"
+    sf.write(nan, x, 16000, subtype="FLOAT")
+    one_line_error(run(small_bundle.path, "--labels", "urban", "--input", str(nan), "--fast"),
+                   "NaN or infinite samples, the first at 1.250 s")
+
+
+def test_stdin_nan_samples_are_replaced_and_reported(small_bundle):
+    x = tone(440, 6.0, 16000)
+    x[1000:1010] = np.inf
+    result = run(small_bundle.path, "--labels", "urban", "--input", "-", "--rate", "16000", "--format", "f32le",
+                 "--json", stdin=x.astype("<f4").tobytes())
+    assert result.exit_code == 0, result.output
+    assert any(line["type"] == "window" for line in map(json.loads, result.stdout.splitlines()))
+
+
+def test_stereo_silence_and_clipping_are_handled(small_bundle, tmp_path):
+    rate = 16000
+    loud = np.clip(3.0 * tone(300, 6.0, rate), -1, 1)  # clipped at full scale
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([loud, np.zeros_like(loud)], axis=1), rate)
+    result = run(small_bundle.path, "--labels", "urban", "--input", str(path), "--fast", "--json")
+    assert result.exit_code == 0, result.output
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(rate * 16, np.float32), rate)
+    result = run(small_bundle.path, "--labels", "urban", "--input", str(silence), "--fast", "--json")
+    assert result.exit_code == 0
+    assert any("digital silence" in s["message"] and s["level"] == "warning" for s in statuses(result))
+
+
+def test_bad_labels_yaml(small_bundle, tmp_path):
+    labels = tmp_path / "site.yaml"
+    labels.write_text("name: site\nlabels:\n  - dog\n  - {name: cat, threshold: 7}\n")
+    one_line_error(run(small_bundle.path, "--labels", str(labels)), f"{labels}:4: labels[1].threshold")
+
+
+def test_bundle_without_text_tower_and_embeddings(small_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bundle = tmp_path / "bundle"
+    shutil.copytree(small_bundle.path, bundle)
+    meta = json.loads((bundle / "model.json").read_text())
+    meta["text"] = None
+    (bundle / "model.json").write_text(json.dumps(meta))
+    (bundle / "text.onnx").unlink()
+    one_line_error(run(bundle, "--labels", "esc50"), "semanticac-train embed-labels")
+
+
+def test_corrupt_or_mismatched_graph_and_missing_engine(small_bundle, tmp_path):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(440, 2.0, 16000), 16000)
+    bundle = tmp_path / "bundle"
+    shutil.copytree(small_bundle.path, bundle)
+    (bundle / "model.onnx").write_bytes(b"\x08\x07garbage")
+    one_line_error(run(bundle, "--labels", "urban", "--input", str(clip)), "model.onnx")
+    shutil.copy(small_bundle.path / "text.onnx", bundle / "model.onnx")  # another graph: names do not match
+    one_line_error(run(bundle, "--labels", "urban", "--input", str(clip)), "model.json")
+    result = run(small_bundle.path, "--labels", "urban", "--backend", "tensorrt", "--input", str(clip))
+    one_line_error(result, "TensorRT")
