@@ -34,7 +34,7 @@ test: setup
 	$(BIN)/python -m pytest
 
 demo: setup
-	$(BIN)/semanticac-edge info --labels urban.yaml
+	$(BIN)/semanticac-edge listen --labels urban.yaml
 
 bench: setup
 	$(BIN)/python benchmarks/frontend.py

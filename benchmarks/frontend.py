@@ -3,7 +3,7 @@
 At a hop of 1 s the listen loop needs the latest 10 s window every second. Two ways:
   incremental  StreamingLogMel computes only the hop's new frames (what edge does)
   recompute    log_mel over the whole 10 s window at every hop
-and, for reference, torchaudio on the CPU recomputing the same window (the training twin).
+and, for reference, the training twin (train.features: torch.stft) recomputing the same window on the CPU.
 
     python benchmarks/frontend.py [--seconds 120] [--repeats 3]
 
@@ -85,15 +85,15 @@ def main() -> None:
 
         torch_mel, wave = LogMel(fe), torch.from_numpy(audio)
 
-        def torchaudio_recompute():
+        def torch_recompute():
             with torch.inference_mode():
                 for end in ends:
                     torch_mel(wave[None, end - window:end])
 
-        results[f"recompute window (torchaudio CPU, {torch.get_num_threads()} threads)"] = (
-            best_of(args.repeats, torchaudio_recompute) / (len(ends) * args.hop))
+        results[f"recompute window (torch CPU, {torch.get_num_threads()} threads)"] = (
+            best_of(args.repeats, torch_recompute) / (len(ends) * args.hop))
     except ImportError:
-        print("torchaudio not installed: its line is skipped (pip install .[train])")
+        print("torch not installed: its line is skipped (pip install .[train])")
 
     base = results["incremental (edge, numpy)"]
     print(f"frontend cost per second of audio: {seconds:.0f} s of audio ({source}); window {args.window:g} s, "

@@ -47,8 +47,10 @@ def domain_errors(func):
 @click.option("--clip-seconds", type=float, default=None,
               help="Clip length the model was trained on. Default: the checkpoint's, else 10.")
 @click.option("--license", "license_text", default=None, help="Licence recorded in model.json.")
+@click.option("--compact", is_flag=True,
+              help="Smaller graphs: FP16 audio weights, int8 text weights (each checked against torch).")
 @domain_errors
-def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds, license_text):
+def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds, license_text, compact):
     """Export a model into a bundle: model.onnx, text.onnx, tokenizer, labels, model.json."""
     from edge.labels import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
@@ -73,7 +75,8 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     mid = model_id(model, config)
     seconds = clip_seconds or state.get("clip_seconds") or 10.0
     reports = export_bundle(model, config, out, model_id=mid, clip_seconds=seconds, label_sets=label_sets,
-                            training=training, license=license_text or state.get("license", "unspecified"))
+                            training=training, license=license_text or state.get("license", "unspecified"),
+                            compact=compact)
     click.echo(f"bundle {out}: model_id {mid}")
     for report in reports:
         click.echo(f"  {report.summary()}")

@@ -89,9 +89,12 @@ class ClassScorer(nn.Module):
         self.token_names = list(tokens)
         self.register_buffer("owner", torch.tensor(owner), persistent=False)
         self.frozen_text = frozen_text
-        if frozen_text:
+        if frozen_text:  # eval(): the features must be dropout-free, as export and the device compute them
+            was_training = model.text.training
             with torch.no_grad():
-                self.register_buffer("text_features", model.text.forward_features(**self._tokens()), persistent=False)
+                features = model.text.eval().forward_features(**self._tokens())
+            model.text.train(was_training)
+            self.register_buffer("text_features", features, persistent=False)
 
     def _tokens(self) -> dict[str, torch.Tensor]:
         return {name: getattr(self, f"tok_{name}") for name in self.token_names}
@@ -172,9 +175,9 @@ def make_optimizer(config: TrainConfig, module: nn.Module):
     else:
         optimizer = torch.optim.AdamW(groups, lr=o.lr)
 
-    def factor(epoch: int) -> float:  # linear warm-up, then ExponentialLR's gamma per epoch
+    def factor(epoch: int) -> float:  # linear warm-up to the full rate, then ExponentialLR's gamma
         if epoch < o.warmup_epochs:
-            return (epoch + 1) / o.warmup_epochs
+            return (epoch + 1) / (o.warmup_epochs + 1)
         return o.gamma ** (epoch - o.warmup_epochs)
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

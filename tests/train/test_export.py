@@ -176,3 +176,24 @@ def test_check_weights_command(reference_dir, fake_rn50, tmp_path):  # noqa: F81
     result = runner.invoke(cli.main, ["check-weights", "--audio", str(audio)])
     assert result.exit_code == 1
     assert "1 missing" in result.output and "layers.2.blocks.5.mlp.fc2.weight" in result.output
+
+
+def test_compact_export_is_smaller_and_close(small, tmp_path):
+    model, config = small
+    full, compact = tmp_path / "full", tmp_path / "compact"
+    for out, flag in ((full, False), (compact, True)):
+        export_bundle(model, config, out, model_id="m", label_sets=[resolve_label_set("urban")], compact=flag)
+    assert (compact / "model.onnx").stat().st_size < 0.6 * (full / "model.onnx").stat().st_size
+    assert (compact / "text.onnx").stat().st_size < 0.4 * (full / "text.onnx").stat().st_size
+    meta = read_bundle(compact, verify=True).meta
+    assert meta.training["export"]["least_cosine_vs_torch"]["model.onnx"] >= 0.999
+    mel = np.random.default_rng(2).normal(-40, 20, (2, 1, 1001, 64)).astype(np.float32)
+    a, b = embed_audio_onnx(read_bundle(full), mel), embed_audio_onnx(read_bundle(compact), mel)
+    assert ((a * b).sum(axis=1) > 0.999).all()
+    # label embeddings are computed by the compact text graph itself, as the device would
+    urban = resolve_label_set("urban")
+    shipped = LabelEmbeddings.load(compact / "labels/urban.npz").embeddings
+    tokenizer = load_tokenizer(compact / "tokenizer")
+    session = ort.InferenceSession(str(compact / "text.onnx"), providers=["CPUExecutionProvider"])
+    recomputed = LabelEmbeddings.from_prompt_embeddings(urban, session.run(["embedding"], tokenizer(urban.flat_prompts()[0]))[0], "m")
+    assert np.abs(recomputed.embeddings - shipped).max() <= TOL

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,6 +99,19 @@ def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
     assert (tmp_path / "bundle/labels/site.npz").is_file()
 
 
+def test_frozen_text_features_are_what_the_device_computes(recipe):
+    """Class embeddings during training equal the text tower's in eval mode (no dropout)."""
+    from train.loop import prepare
+
+    run = prepare(load_train_config(recipe))
+    run.model.train()  # as during an epoch
+    with torch.no_grad():
+        during_training = run.scorer.class_embeddings()
+        run.model.eval()
+        device = run.scorer.model.encode_text(**run.scorer._tokens())
+    torch.testing.assert_close(during_training, torch.nn.functional.normalize(device, dim=-1), atol=1e-5, rtol=0)
+
+
 def test_recipe_errors(tmp_path, monkeypatch):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: small\nepochz: 3\n")
@@ -112,8 +126,12 @@ def test_recipe_errors(tmp_path, monkeypatch):
 
 def test_two_ddp_processes_agree(recipe, tmp_path):
     """torchrun with two CPU processes (gloo): both end with the same weights."""
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(port),
                "-m", "train", "fit", "--config", str(recipe), "--out", str(tmp_path / "ddp"), "--epochs", "1"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
