@@ -268,10 +268,13 @@ def find_input_device(device: int | str | None = None) -> InputDevice:
                    or [d for d in devices if key in d.name.lower()])
     if len(matches) == 1:
         return matches[0]
-    listing = "; ".join(f"{d.index}: {d.name!r}" for d in devices) or "none (no capture device found)"
+    listing = "; ".join(f"{d.index}: {d.name!r}" for d in devices)
     if not matches:
         wanted = "no default input device" if device is None else f"no input device {device!r}"
-        raise AudioError(f"{wanted}; input devices are {listing}: pass an index or part of a name")
+        if not devices:
+            raise AudioError(f"{wanted}: PortAudio finds no capture device; connect a microphone (check with "
+                             "`semanticac-edge devices`), or listen to a file with --input FILE")
+        raise AudioError(f"{wanted}; input devices are {listing}: pass --device with an index or part of a name")
     raise AudioError(f"input device name {device!r} is ambiguous, it matches "
                      f"{'; '.join(f'{d.index}: {d.name!r}' for d in matches)}: pass the index or more of the name")
 

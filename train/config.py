@@ -128,16 +128,22 @@ class ModelConfig:
         return from_dict(AUDIO_CONFIGS[kind], options, where=f"audio ({kind})")
 
 
-def load_model_config(path: str | Path) -> ModelConfig:
-    """A model config YAML (configs/model/*.yaml); a bare name looks in the shipped configs."""
+def read_config_yaml(path: str | Path, folder: str, what: str) -> tuple[Path, dict]:
+    """(path, mapping) of a config YAML; a bare name looks in the shipped configs/<folder>/."""
     path = Path(path)
     if not path.is_file() and len(path.parts) == 1:
-        shipped = Path(str(resources.files("edge.configs") / "model" / path.with_suffix(".yaml").name))
+        shipped = Path(str(resources.files("edge.configs") / folder / path.with_suffix(".yaml").name))
         path = shipped if shipped.is_file() else path
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise ConfigError(f"cannot read model config {path}: {err}") from None
+        raise ConfigError(f"cannot read {what} {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return from_dict(ModelConfig, data or {}, where=str(path))
+    return path, data or {}
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """A model config YAML (configs/model/*.yaml, or a bare name: paper, small, yamnet)."""
+    path, data = read_config_yaml(path, "model", "model config")
+    return from_dict(ModelConfig, data, where=str(path))

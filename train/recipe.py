@@ -10,13 +10,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-import yaml
 
 from train.augment import AugmentConfig
-from train.config import ConfigError, from_dict
+from train.config import ConfigError, from_dict, read_config_yaml
 from train.data import DataSpec
 
 LOSSES = ("semantic", "class_prompt")
@@ -91,17 +89,8 @@ def _expand(value: str, base: Path, what: str) -> str:
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    """A recipe YAML; a bare name looks in the shipped recipes (configs/train/)."""
-    path = Path(path)
-    if not path.is_file() and len(path.parts) == 1:
-        shipped = Path(str(resources.files("edge.configs") / "train" / path.with_suffix(".yaml").name))
-        path = shipped if shipped.is_file() else path
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read training recipe {path}: {err}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    """A recipe YAML (configs/train/*.yaml, or a bare name: esc50-cpu, demo-cpu, ...)."""
+    path, data = read_config_yaml(path, "train", "training recipe")
     if isinstance(data, dict) and isinstance(data.get("data"), (dict, list)):
         for spec in data["data"] if isinstance(data["data"], list) else [data["data"]]:
             if isinstance(spec, dict) and "root" in spec:

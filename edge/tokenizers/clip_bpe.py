@@ -6,8 +6,8 @@
             its last kept position becomes <|endoftext|> (the text tower pools at that token)
 
 The merges file `bpe_simple_vocab_16e6.txt.gz` ships inside the `open_clip_torch`, `clip` and
-`clip-anytorch` packages; `find_clip_vocab()` finds it there without importing them (they
-import torch). A bundle carries its own copy in `tokenizer/`, so a device needs none of them.
+`clip-anytorch` packages; `find_clip_vocab()` finds it there without importing them (each of
+them needs torch). A bundle carries its own copy in `tokenizer/`, so a device needs none.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from edge.features import log_mel, tile_frames
 from edge.labels import resolve_label_set
 from edge.listen import Listener, Windowing
 from edge.scoring import Scorer, Smoother
-from edge.sinks import Sink
+from tests.edge.test_listen import Collect
 from edge.sources import FileSource, MicrophoneSource
 from edge.text_embed import label_embeddings_for
 
@@ -61,23 +61,6 @@ LOOP_TOL = 1e-4  # live vs. the loop over the captured samples: float32 rounding
 SCORE_TOL = 2e-3
 COSINE_MIN = 0.99995
 CLIP_CORR_MIN = 0.9  # samples: a half-sample misalignment alone costs a bright clip ~0.05 (seen: >= 0.995)
-
-
-class Collect(Sink):
-    """A sink that keeps what the loop emits."""
-
-    def __init__(self):
-        super().__init__()
-        self.windows, self.events, self.statuses = [], [], []
-
-    def window(self, result):
-        self.windows.append(result)
-
-    def event(self, event):
-        self.events.append(event)
-
-    def status(self, status):
-        self.statuses.append(status)
 
 
 class TappedMicrophone(MicrophoneSource):
