@@ -237,7 +237,10 @@ def cv(config_path, folds, out, epochs):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for metrics.json and PNGs.")
 @domain_errors
 def evaluate(checkpoint, config_path, fold, out):
-    """Accuracy, per-class accuracy and the confusion matrix of a checkpoint -> metrics.json + PNGs."""
+    """Accuracy, per-class accuracy and the confusion matrix of a checkpoint -> metrics.json + PNGs.
+
+    A recipe with several datasets scores each against its own label set, into OUT/<kind>/.
+    """
     import json
     from pathlib import Path
 
@@ -248,24 +251,25 @@ def evaluate(checkpoint, config_path, fold, out):
     from train.plots import confusion_png, per_class_png
 
     config = _recipe(config_path, fold, None)
-    if len(config.datasets) > 1:
-        raise click.UsageError("evaluate scores one dataset: pass a recipe with one (its labels name the classes)")
     model, model_config, state = model_from_checkpoint(checkpoint)
-    spec = config.data
-    split = "test" if spec.test_folds else "val"
-    dataset = build_dataset(spec, split, model_config.frontend, config.cache_dir)
-    scorer = ClassScorer(model, class_label_set(config.labels, dataset.class_names, spec.kind), frozen_text=False)
-    metrics = run_eval(scorer, make_loader(dataset, config.batch_size, shuffle=False), next(model.parameters()).device)
-    out = Path(out)
-    names = list(dataset.class_names)
-    title = f"{Path(checkpoint).name} on {spec.kind} {split}" + (f" (fold {fold})" if fold else "")
-    report = {"checkpoint": str(checkpoint), "split": split, "folds": list(spec.test_folds), "classes": names,
-              **metrics.to_dict()}
-    atomic_write_text(out / "metrics.json", json.dumps(report, indent=2) + "\n")
-    confusion_png(metrics.confusion, names, out / "confusion.png", title)
-    per_class_png(metrics.per_class, names, out / "per_class.png", title)
-    click.echo(f"accuracy {metrics.accuracy:.4f} on {metrics.count} clips -> {out}/metrics.json, confusion.png, "
-               "per_class.png")
+    several = len(config.datasets) > 1
+    for spec, labels in zip(config.datasets, config.label_specs):
+        split = "test" if spec.test_folds else "val"
+        dataset = build_dataset(spec, split, model_config.frontend, config.cache_dir)
+        scorer = ClassScorer(model, class_label_set(labels, dataset.class_names, spec.kind), frozen_text=False)
+        metrics = run_eval(scorer, make_loader(dataset, config.batch_size, shuffle=False),
+                           next(model.parameters()).device)
+        folder = Path(out) / spec.kind if several else Path(out)
+        names = list(dataset.class_names)
+        title = f"{Path(checkpoint).name} on {spec.kind} {split}" + (f" (fold {fold})" if fold else "")
+        report = {"checkpoint": str(checkpoint), "dataset": spec.kind, "split": split,
+                  "folds": list(spec.test_folds), "val_fraction": spec.val_fraction, "classes": names,
+                  **metrics.to_dict()}
+        atomic_write_text(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
+        confusion_png(metrics.confusion, names, folder / "confusion.png", title)
+        per_class_png(metrics.per_class, names, folder / "per_class.png", title)
+        click.echo(f"{spec.kind} {split}: accuracy {metrics.accuracy:.4f} on {metrics.count} clips -> "
+                   f"{folder}/metrics.json, confusion.png, per_class.png")
 
 
 @main.command("embed-labels")

@@ -85,6 +85,7 @@ def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
     result = runner.invoke(cli.main, ["evaluate", "--checkpoint", str(tmp_path / "run/best.pt"), "--config",
                                       str(recipe), "--out", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
+    assert "csv val: accuracy" in result.output or "csv test: accuracy" in result.output
     metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
     assert metrics["classes"] == CLASSES and metrics["count"] == 4 and len(metrics["confusion"]) == 4
     assert (tmp_path / "eval/confusion.png").stat().st_size > 1000
