@@ -443,7 +443,8 @@ def _isolated(check: Callable[[_Context], Check | list[Check]], ctx: _Context) -
     name = check.__name__.removeprefix("check_").replace("_", " ")
     try:
         result = check(ctx)
-    except Exception as err:  # noqa: BLE001: this is the point of isolating each check
+    # Catching everything is the point of isolating each check.
+    except Exception as err:  # noqa: BLE001
         log.debug("check %s raised", name, exc_info=True)
         return [Check(name, FAIL, f"the check itself failed: {type(err).__name__}: {err}",
                       "run `semanticac-edge -vv doctor` for the traceback and report it with the output above")]

@@ -5,7 +5,6 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
