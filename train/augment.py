@@ -1,8 +1,10 @@
-"""Training augmentations: waveform (time scale, pad/crop, noise, low-pass) and SpecAugment.
+"""Training augmentations: waveform (time scale, pad/crop, gain, noise, low-pass) and SpecAugment.
 
 The paper's recipe is AudioCLIP's: time scale x1.5^U(-1,1), random pad/crop, noise at a
-random SNR of 10-120 dB with p 0.25. SpecAugment (time and frequency masks, HTS-AT's widths)
-and a random low-pass for the bandwidth gap are added, each with its own switch.
+random SNR of 10-120 dB with p 0.25. SpecAugment (time and frequency masks, HTS-AT's widths),
+a random gain (the development ESC-50 copies are gain-normalised, microphones and the
+originals are not, and a log-mel moves with the level) and a random low-pass for the
+bandwidth gap are added, each with its own switch.
 
 Everything is seeded by the numpy Generator passed in (ClipDataset seeds one per item from
 (seed, epoch, index)), and everything is off in eval mode: `Augment.eval()` makes both
@@ -41,6 +43,8 @@ class AugmentConfig:
     pad_crop: bool = True  # random crop / zero-pad (random offset) back to the clip's length
     noise_p: float = 0.25  # white noise at a random SNR (AudioCLIP: p 0.25, 10-120 dB)
     noise_snr_db: tuple[float, float] = (10.0, 120.0)
+    gain_p: float = 0.0  # scale the clip by a gain drawn uniformly in gain_db (dB)
+    gain_db: tuple[float, float] = (-20.0, 0.0)
     lowpass_p: float = 0.0  # random low-pass for the bandwidth gap (see the module docstring)
     lowpass_hz: tuple[float, float] = (4000.0, 14000.0)  # cutoff drawn uniformly in this range
     time_masks: int = 2  # SpecAugment as HTS-AT: 2 time stripes narrower than 64 frames,
@@ -53,6 +57,9 @@ class AugmentConfig:
             (self.time_scale_max >= 1.0, "time_scale_max", "1 (off) or more"),
             (0.0 <= self.noise_p <= 1.0, "noise_p", "a probability in [0, 1]"),
             (0.0 <= self.lowpass_p <= 1.0, "lowpass_p", "a probability in [0, 1]"),
+            (0.0 <= self.gain_p <= 1.0, "gain_p", "a probability in [0, 1]"),
+            (len(self.gain_db) == 2 and self.gain_db[0] <= self.gain_db[1], "gain_db",
+             "[low, high] in dB with low <= high"),
             (len(self.noise_snr_db) == 2 and self.noise_snr_db[0] <= self.noise_snr_db[1],
              "noise_snr_db", "[low, high] in dB with low <= high"),
             (len(self.lowpass_hz) == 2 and 0 < self.lowpass_hz[0] <= self.lowpass_hz[1],
@@ -158,10 +165,11 @@ class Augment:
     def changes_waveform(self) -> bool:
         """Whether a waveform stage is on (else a dataset may serve cached log-mels)."""
         c = self.config
-        return self.training and (c.time_scale_max > 1.0 or c.pad_crop or c.noise_p > 0 or c.lowpass_p > 0)
+        return self.training and (c.time_scale_max > 1.0 or c.pad_crop or c.gain_p > 0 or c.noise_p > 0
+                                  or c.lowpass_p > 0)
 
     def waveform(self, x: np.ndarray, rng: np.random.Generator, length: int | None = None) -> np.ndarray:
-        """Time scale -> pad/crop to `length` (default: the clip's) -> noise -> low-pass.
+        """Time scale -> pad/crop to `length` (default: the clip's) -> gain -> noise -> low-pass.
 
         The low-pass comes last so that it band-limits the added noise too, as a real
         recording chain would.
@@ -173,6 +181,8 @@ class Augment:
         x = time_scale(x, float(c.time_scale_max ** rng.uniform(-1.0, 1.0)), self.sample_rate)
         if c.pad_crop:
             x = pad_crop(x, length, rng)
+        if rng.random() < c.gain_p:
+            x = (x * np.float32(10.0 ** (rng.uniform(*c.gain_db) / 20.0))).astype(np.float32, copy=False)
         if rng.random() < c.noise_p:
             x = add_noise(x, float(rng.uniform(*c.noise_snr_db)), rng)
         if rng.random() < c.lowpass_p:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from edge import __version__
@@ -49,8 +51,12 @@ def domain_errors(func):
 @click.option("--license", "license_text", default=None, help="Licence recorded in model.json.")
 @click.option("--compact", is_flag=True,
               help="Smaller graphs: FP16 audio weights, int8 text weights (each checked against torch).")
+@click.option("--validation-run", "validation_runs", multiple=True, type=click.Path(file_okay=False),
+              help="A run of the same recipe with clips held out (repeat): its last epoch's validation "
+                   "figures go into model.json, with their mean.")
 @domain_errors
-def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds, license_text, compact):
+def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds, license_text, compact,
+           validation_runs):
     """Export a model into a bundle: model.onnx, text.onnx, tokenizer, labels, model.json."""
     from edge.labels import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
@@ -71,6 +77,8 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
         training = state.get("training", {})
     if not model.text_assisted:
         raise click.UsageError("this is the one-hot baseline: it has no text tower, so it cannot be a bundle")
+    if validation_runs:
+        training = {**training, "validation": validation_figures(validation_runs)}
     label_sets = [resolve_label_set(spec) for spec in label_specs]
     mid = model_id(model, config)
     seconds = clip_seconds or state.get("clip_seconds") or 10.0
@@ -80,6 +88,26 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     click.echo(f"bundle {out}: model_id {mid}")
     for report in reports:
         click.echo(f"  {report.summary()}")
+
+
+def validation_figures(runs) -> dict:
+    """The held-out figures of `runs` (each one's last epoch, as the shipped model is its
+    recipe's last epoch) and their mean per dataset."""
+    import statistics
+
+    from train.checkpoint import load_checkpoint
+
+    figures = []
+    for run in runs:
+        state = load_checkpoint(Path(run) / "last.pt")
+        last = state["history"][-1]
+        figures.append({"run": Path(run).name, "command": state.get("training", {}).get("command", ""),
+                        "data": state.get("training", {}).get("data", []), "epochs": last["epoch"],
+                        **{k: round(v, 4) for k, v in last.items() if k.startswith("val_accuracy_")}})
+    keys = sorted({k for f in figures for k in f if k.startswith("val_accuracy_")})
+    mean = {k: round(statistics.mean(f[k] for f in figures if k in f), 4) for k in keys}
+    return {"what": "accuracy of the same recipe on held-out clips, last epoch, through the training loop",
+            "runs": figures, "mean": mean}
 
 
 @main.command("check-weights")
@@ -166,7 +194,6 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
     """Train a recipe; checkpoints every epoch (last.pt) and the best by validation (best.pt)."""
     import shlex
     import sys
-    from pathlib import Path
 
     import torch.distributed as dist
 
@@ -200,7 +227,6 @@ def cv(config_path, folds, out, epochs):
     """k-fold cross-validation: train on all folds but one, evaluate on it; mean +- std."""
     import json
     import statistics
-    from pathlib import Path
 
     from edge.fsutil import atomic_write_text
     from train.data import read_catalogue
@@ -242,7 +268,6 @@ def evaluate(checkpoint, config_path, fold, out):
     A recipe with several datasets scores each against its own label set, into OUT/<kind>/.
     """
     import json
-    from pathlib import Path
 
     from edge.fsutil import atomic_write_text
     from train.checkpoint import model_from_checkpoint

@@ -128,8 +128,14 @@ class ModelConfig:
         return from_dict(AUDIO_CONFIGS[kind], options, where=f"audio ({kind})")
 
 
-def read_config_yaml(path: str | Path, folder: str, what: str) -> tuple[Path, dict]:
-    """(path, mapping) of a config YAML; a bare name looks in the shipped configs/<folder>/."""
+def read_config_yaml(path: str | Path, folder: str, what: str, chain: tuple[Path, ...] = ()) -> tuple[Path, dict]:
+    """(path, mapping) of a config YAML; a bare name looks in the shipped configs/<folder>/.
+
+    `extends: BASE` (a name, or a file beside this one) starts from BASE's mapping and puts this
+    file's keys over it: a mapping over a mapping merges key by key (optim, augment, frontend,
+    ...) unless it names another `kind` (a new head's options replace the old head's); anything
+    else replaces (a `data` list is replaced whole).
+    """
     path = Path(path)
     if not path.is_file() and len(path.parts) == 1:
         shipped = Path(str(resources.files("edge.configs") / folder / path.with_suffix(".yaml").name))
@@ -140,7 +146,20 @@ def read_config_yaml(path: str | Path, folder: str, what: str) -> tuple[Path, di
         raise ConfigError(f"cannot read {what} {path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    return path, data or {}
+    if not isinstance(data, dict) or "extends" not in data:
+        return path, data or {}
+    if path.resolve() in chain:
+        raise ConfigError(f"{path}: extends {data['extends']!r} makes a loop: "
+                          f"{' -> '.join(str(p) for p in chain + (path,))}")
+    base = Path(str(data.pop("extends")))
+    beside = path.parent / base.with_suffix(".yaml")
+    _, merged = read_config_yaml(beside if beside.is_file() else base, folder, what, chain + (path.resolve(),))
+    for key, value in data.items():
+        old = merged.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and value.get("kind", old.get("kind")) == old.get("kind"):
+            value = {**old, **value}
+        merged[key] = value
+    return path, merged
 
 
 def load_model_config(path: str | Path) -> ModelConfig:

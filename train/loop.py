@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from edge.labels import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import ModelConfig, load_model_config, to_dict
-from train.data import ClipDataset, build_dataset, collate, make_loader
+from train.data import ClipDataset, build_dataset, collate, make_loader, split_clips
 from train.data.combined import CombinedDataset
 from train.augment import Augment
 from train.model.loss import OneHotLoss, SemanticLoss
@@ -76,10 +76,15 @@ class ClassScorer(nn.Module):
     features are computed once and only its projection to C runs per step.
     """
 
-    def __init__(self, model: SemanticAC, label_set: LabelSet, frozen_text: bool):
+    def __init__(self, model: SemanticAC, label_set: LabelSet, frozen_text: bool, unseen: list[int] = ()):
         super().__init__()
         self.model = model
         self.num_classes = len(label_set.labels)
+        # zero-shot runs: classes never trained on are left out of the training softmax (not
+        # even as negatives), so their prompts stay unseen until evaluation
+        mask = torch.zeros(self.num_classes)
+        mask[list(unseen)] = float("-inf")
+        self.register_buffer("train_mask", mask, persistent=False)
         if not model.text_assisted:
             return
         prompts, owner = label_set.flat_prompts()
@@ -112,7 +117,8 @@ class ClassScorer(nn.Module):
         if not self.model.text_assisted:
             return self.model(mel), None, None
         audio, classes = self.model.encode_audio(mel), self.class_embeddings()
-        return self.model.logit_scale() * audio @ classes.T, audio, classes
+        logits = self.model.logit_scale() * audio @ classes.T
+        return (logits + self.train_mask if self.training else logits), audio, classes
 
 
 def loss_of(kind: str, logits, audio, classes, targets, scale) -> torch.Tensor:
@@ -207,6 +213,7 @@ class Validation:
     name: str
     dataset: ClipDataset
     classes: list[int] | None  # indices of its classes in the merged label space (None: all)
+    picks_best: bool = True  # zero-shot figures are reported, never used to choose best.pt
 
 
 @dataclass
@@ -238,11 +245,24 @@ def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained
     train_set = trains[0] if len(trains) == 1 else CombinedDataset(trains, [s.kind for s in config.datasets])
     validation = [Validation(spec.kind, val, None if len(trains) == 1 else train_set.source_classes(i))
                   for i, (spec, val) in enumerate(zip(config.datasets, vals)) if val is not None]
+    unseen = []
+    for i, spec in enumerate(config.datasets):
+        if spec.holdout:  # zero-shot: its held-out classes among themselves, and among all classes
+            clips, names = split_clips(spec, "heldout")
+            own = list(range(len(names))) if len(trains) == 1 else train_set.source_classes(i)
+            ids = [own[names.index(name)] for name in spec.holdout]
+            unseen += ids
+            among_unseen = [replace(c, target=spec.holdout.index(names[c.target])) for c in clips]
+            validation += [
+                Validation(f"{spec.kind}_zeroshot", ClipDataset(among_unseen, list(spec.holdout), model_config.frontend,
+                                                                config.cache_dir), ids, picks_best=False),
+                Validation(f"{spec.kind}_zeroshot_all", ClipDataset(clips, names, model_config.frontend,
+                                                                    config.cache_dir), own, picks_best=False)]
     model = build_model(model_config)
     load_pretrained(model, model_config, pretrained_audio or config.pretrained_audio,
                     pretrained_text or config.pretrained_text)
     freeze(model, config)
-    scorer = ClassScorer(model, merge_label_sets(sets), frozen_text=config.freeze_text).to(device)
+    scorer = ClassScorer(model, merge_label_sets(sets), frozen_text=config.freeze_text, unseen=unseen).to(device)
     return Run(model, model_config, scorer, train_set, validation, device)
 
 
@@ -317,8 +337,9 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
         for v in run.validation:  # the mean over datasets is what picks best.pt
             metrics = evaluate(scorer, _loader(v.dataset, config, shuffle=False, epoch=0), device, v.classes)
             record[f"val_accuracy_{v.name}"] = metrics.accuracy
-        if run.validation:
-            record["val_accuracy"] = float(np.mean([record[f"val_accuracy_{v.name}"] for v in run.validation]))
+        picking = [v for v in run.validation if v.picks_best]
+        if picking:
+            record["val_accuracy"] = float(np.mean([record[f"val_accuracy_{v.name}"] for v in picking]))
         record["seconds"] = round(time.perf_counter() - started, 2)
         history.append(record)
         score = record.get("val_accuracy", record["train_accuracy"])

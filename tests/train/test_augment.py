@@ -57,6 +57,17 @@ def test_noise_snr_lies_in_the_drawn_range():
     assert 30 <= noisy <= 70  # p 0.25 of 200
 
 
+def test_gain_scales_the_clip_by_a_drawn_level():
+    only_gain = dict(time_scale_max=1.0, pad_crop=False, noise_p=0.0, time_masks=0, freq_masks=0, gain_p=1.0)
+    fixed = Augment(AugmentConfig(**only_gain, gain_db=(-6.0, -6.0)))
+    np.testing.assert_allclose(fixed.waveform(CLIP, rng(0)), CLIP * 10 ** (-6 / 20), rtol=1e-6)
+    drawn = Augment(AugmentConfig(**only_gain, gain_db=(-20.0, 0.0)))
+    levels = [20 * np.log10(np.abs(drawn.waveform(CLIP, rng(s))).max() / np.abs(CLIP).max()) for s in range(30)]
+    assert -20.0 - 1e-4 <= min(levels) and max(levels) <= 1e-4 and max(levels) - min(levels) > 10
+    assert Augment(AugmentConfig(**{**only_gain, "gain_p": 0.0})).waveform(CLIP, rng(0)) is CLIP
+    assert Augment(AugmentConfig(**only_gain)).changes_waveform
+
+
 def test_everything_is_off_in_eval_mode():
     aug = Augment(ALL_ON).eval()
     assert aug.waveform(CLIP, rng(0)) is CLIP and not aug.changes_waveform
@@ -125,6 +136,8 @@ def test_spec_augment_masks_with_band_means():
     ("noise_p", 1.5, "noise_p=1.5 is not allowed: it must be a probability"),
     ("time_scale_max", 0.5, "time_scale_max=0.5 is not allowed: it must be 1 \\(off\\) or more"),
     ("lowpass_hz", (8000.0, 4000.0), "lowpass_hz=\\(8000.0, 4000.0\\) is not allowed"),
+    ("gain_p", -0.1, "gain_p=-0.1 is not allowed: it must be a probability"),
+    ("gain_db", (0.0, -10.0), "gain_db=\\(0.0, -10.0\\) is not allowed"),
 ])
 def test_config_errors_name_the_field(field, value, message):
     with pytest.raises(ValueError, match=message):

@@ -91,8 +91,13 @@ def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
     assert (tmp_path / "eval/confusion.png").stat().st_size > 1000
     assert (tmp_path / "eval/per_class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = runner.invoke(cli.main, ["export", "--checkpoint", str(tmp_path / "run/best.pt"), "--out",
-                                      str(tmp_path / "bundle"), "--labels", "urban"])
+                                      str(tmp_path / "bundle"), "--labels", "urban", "--validation-run",
+                                      str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
+    validation = json.loads((tmp_path / "bundle/model.json").read_text())["training"]["validation"]
+    last = load_checkpoint(tmp_path / "run/last.pt")["history"][-1]
+    assert validation["runs"][0]["epochs"] == 2
+    assert validation["mean"] == {"val_accuracy_csv": round(last["val_accuracy_csv"], 4)}
     labels = tmp_path / "site.yaml"
     labels.write_text("name: site\nlabels: [dog_bark, kettle]\n")
     result = runner.invoke(cli.main, ["embed-labels", "--bundle", str(tmp_path / "bundle"), "--labels", str(labels)])
@@ -125,6 +130,46 @@ def test_recipe_errors(tmp_path, monkeypatch):
     assert load_train_config("esc50-cpu").data.kind == "esc50"
 
 
+def test_extends_merges_a_base_recipe(recipe, tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {recipe}\nepochs: 5\noptim: {{lr: 0.01}}\n")
+    base, config = load_train_config(recipe), load_train_config(child)
+    assert config.epochs == 5 and config.optim.lr == 0.01
+    assert config.optim.gamma == base.optim.gamma == 0.9  # merged key by key
+    assert config.data == base.data and config.model == base.model
+    loop = tmp_path / "loop.yaml"
+    loop.write_text("extends: loop\n")
+    with pytest.raises(Exception, match="makes a loop"):
+        load_train_config(loop)
+
+
+def test_zero_shot_classes_stay_unseen_until_evaluation(recipe, tmp_path):
+    """holdout: those classes' clips never train and their prompts are no training negatives;
+    each epoch reports them among themselves and among all classes, outside val_accuracy."""
+    from train.loop import prepare
+
+    zero_shot = tmp_path / "zs.yaml"
+    zero_shot.write_text(f"extends: {recipe}\nepochs: 1\n"
+                         f"data: {{kind: csv, root: {recipe.parent / 'clips.csv'}, test_folds: [3], "
+                         f"classes: {CLASSES}, holdout: [siren, street_music]}}\n")
+    config = load_train_config(zero_shot)
+    run = prepare(config)
+    unseen = [CLASSES.index("siren"), CLASSES.index("street_music")]
+    assert all(CLASSES[t] not in ("siren", "street_music") for t in run.train_set.targets)
+    held = {v.name: v for v in run.validation}
+    assert held["csv_zeroshot"].classes == unseen and held["csv_zeroshot"].dataset.class_names == ["siren", "street_music"]
+    assert sorted(held["csv_zeroshot"].dataset.targets) == [0, 0, 1, 1]  # 2 clips each outside test fold 3
+    mel = torch.zeros(2, 1, run.model_config.frontend.frames, run.model_config.frontend.n_mels)
+    run.scorer.train()
+    logits, _, _ = run.scorer(mel)
+    assert torch.isinf(logits[:, unseen]).all() and torch.isfinite(logits[:, [0, 2]]).all()
+    run.scorer.eval()
+    assert torch.isfinite(run.scorer(mel)[0]).all()
+    record = fit(config, tmp_path / "run")["history"][-1]
+    assert {"val_accuracy_csv_zeroshot", "val_accuracy_csv_zeroshot_all"} <= set(record)
+    assert record["val_accuracy"] == record["val_accuracy_csv"]  # zero-shot figures never pick best.pt
+
+
 def test_two_ddp_processes_agree(recipe, tmp_path):
     """torchrun with two CPU processes (gloo): both end with the same weights."""
     with socket.socket() as probe:  # a free port for the rendezvous
@@ -138,3 +183,15 @@ def test_two_ddp_processes_agree(recipe, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "all processes agree on the weights" in result.stdout
     assert load_checkpoint(tmp_path / "ddp/last.pt")["epoch"] == 0
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs/train").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_recipe_and_its_model_load(path, monkeypatch):
+    """The shipped recipes (and the model configs they name) parse, extends chains included."""
+    from train.config import load_model_config
+
+    monkeypatch.setenv("SEMANTICAC_DATA", "/nonexistent")  # only the paths are expanded, nothing is read
+    config = load_train_config(path)
+    model = load_model_config(config.model)
+    assert model.frontend.frames == model.audio_config.num_frames
+    assert len(config.label_specs) == len(config.datasets)

@@ -396,7 +396,7 @@ class DataSpec:
             raise DatasetError(f"fold(s) {sorted(overlap)} are in both train_folds and test_folds: pick one side")
 
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "heldout")  # heldout: the clips of DataSpec.holdout (zero-shot)
 
 
 def first_per_class(clips: Sequence[Clip], n: int) -> list[Clip]:
@@ -419,7 +419,8 @@ def read_catalogue(spec: DataSpec) -> tuple[list[Clip], list[str]]:
 
 
 def split_clips(spec: DataSpec, split: str) -> tuple[list[Clip], list[str]]:
-    """The clips of one split (train, val or test) and the dataset's class names."""
+    """The clips of one split (train, val, test, or heldout: every clip outside the test folds of
+    the classes in `holdout`) and the dataset's class names."""
     if split not in SPLITS:
         raise DatasetError(f"split {split!r} is not one of {', '.join(SPLITS)}")
     clips, class_names = read_catalogue(spec)
@@ -429,10 +430,9 @@ def split_clips(spec: DataSpec, split: str) -> tuple[list[Clip], list[str]]:
         pool = [c for c in clips if c.fold not in spec.test_folds]
         if spec.train_folds is not None:
             pool = select_folds(pool, spec.train_folds)
-        if spec.holdout:
-            pool, _ = holdout_classes(pool, class_names, spec.holdout)
+        pool, held = holdout_classes(pool, class_names, spec.holdout)
         train, val = random_split(pool, spec.val_fraction, spec.split_seed) if spec.val_fraction else (pool, [])
-        chosen = train if split == "train" else val
+        chosen = {"train": train, "val": val, "heldout": held}[split]
     if spec.max_per_class is not None:
         chosen = first_per_class(chosen, spec.max_per_class)
     if not chosen:
