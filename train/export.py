@@ -211,25 +211,31 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
             log.info("%s", report.summary())
         save_tokenizer(tmp / "tokenizer", tokenizer)
         training = dict(training or {})
-        if compact:
-            cosines = compact_graphs(tmp, {"model.onnx": audio_module, "text.onnx": text_module},
-                                     {"model.onnx": {"mel": mel[:1]}, "text.onnx": tokens})
-            training["export"] = {"model.onnx": "fp16 weights, float32 input/output",
-                                  "text.onnx": "int8 weights (dynamic quantisation)",
-                                  "least_cosine_vs_torch": cosines}
-        meta = BundleMeta(
-            model_id=model_id, frontend=frontend, clip_seconds=float(clip_seconds),
-            embedding_dim=config.embed_dim, logit_scale=float(model.logit_scale().item()),
-            audio=tower_spec(tmp, "model.onnx", ["mel"], ["embedding"]),
-            text=tower_spec(tmp, "text.onnx", input_names, ["embedding"]),
-            text_encoder={"kind": config.text["kind"], "identity": TEXT_IDENTITY[config.text["kind"]],
-                          "tokenizer": tokenizer.kind, "context_length": tokenizer.context_length},
-            training=training, license=license,
-        )
-        write_bundle_meta(tmp, meta)
+
+        def write_meta() -> None:  # the towers' hashes are read from the files as they are now
+            write_bundle_meta(tmp, BundleMeta(
+                model_id=model_id, frontend=frontend, clip_seconds=float(clip_seconds),
+                embedding_dim=config.embed_dim, logit_scale=float(model.logit_scale().item()),
+                audio=tower_spec(tmp, "model.onnx", ["mel"], ["embedding"]),
+                text=tower_spec(tmp, "text.onnx", input_names, ["embedding"]),
+                text_encoder={"kind": config.text["kind"], "identity": TEXT_IDENTITY[config.text["kind"]],
+                              "tokenizer": tokenizer.kind, "context_length": tokenizer.context_length},
+                training=training, license=license,
+            ))
+
+        write_meta()
         bundle = read_bundle(tmp)
         for label_set in label_sets:
             compute_label_embeddings(bundle, label_set).save(tmp / "labels" / f"{label_set.name}.npz")
             log.info("label set %s: %d labels, %d prompts embedded", label_set.name, len(label_set.labels),
                      len(label_set.flat_prompts()[0]))
+        if compact:  # after the shipped label sets are embedded with the full-precision text graph
+            cosines = compact_graphs(tmp, {"model.onnx": audio_module, "text.onnx": text_module},
+                                     {"model.onnx": {"mel": mel[:1]}, "text.onnx": tokens})
+            training["export"] = {"model.onnx": "fp16 weights, float32 input/output",
+                                  "text.onnx": "int8 weights (dynamic quantisation)",
+                                  "labels": "the shipped label sets were embedded with the full-precision text "
+                                            "graph; label sets embedded on the device use the int8 one",
+                                  "least_cosine_vs_torch": cosines}
+            write_meta()
     return reports
