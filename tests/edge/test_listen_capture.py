@@ -14,7 +14,6 @@ conversions leave (see SCORE_TOL). A trained bundle must also name a clearly rec
 clip heard through the microphone.
 """
 
-import os
 import threading
 import time
 
@@ -24,15 +23,15 @@ import soundfile as sf
 
 from edge.audio import read_audio
 from edge.backends import select_backend
-from edge.bundle import BUNDLE_ENV, read_bundle, shipped_bundle
 from edge.events import EventDetector
 from edge.features import log_mel, tile_frames
 from edge.labels import resolve_label_set
 from edge.listen import Listener, Windowing
 from edge.scoring import Scorer, Smoother
-from tests.edge.test_listen import Collect
 from edge.sources import FileSource, MicrophoneSource
 from edge.text_embed import label_embeddings_for
+from tests.bundles import trained_bundle
+from tests.edge.test_listen import Collect
 
 pytestmark = [pytest.mark.capture, pytest.mark.data]
 
@@ -237,14 +236,6 @@ def test_live_capture_matches_the_file_path(null_sink, data_dir, small_bundle, t
     worst = ends[int(diff.argmax())] * fe.hop_length / rate
     assert diff.max() <= SCORE_TOL, f"live scores differ from the file path's by {diff.max():.2e} at t = {worst:.2f} s"
     assert cosine.min() >= COSINE_MIN, f"live and file embeddings: cosine down to {cosine.min():.6f}"
-
-
-def trained_bundle():
-    path = os.environ.get(BUNDLE_ENV) or shipped_bundle()
-    if not path:
-        pytest.skip(f"no trained bundle yet: set ${BUNDLE_ENV} to one; the demo bundle comes with the "
-                    "quickstart issue")
-    return read_bundle(path, verify=True)
 
 
 def test_trained_bundle_names_a_siren_heard_through_the_microphone(null_sink, data_dir, tmp_path):
