@@ -24,7 +24,9 @@ The bandwidth gap, and why the low-pass is off by default: the development ESC-5
     bins), so fine-tuning starts further from the pretrained model.
   - Band-limiting the live audio to the training band at inference: exact match, keeps the
     pretrained frontend, but the edge would need a low-pass step (a frontend field).
-The lead decides; `lowpass_p` stays 0 until then.
+Chosen: the second. The shipped YAMNet model reads 16 kHz audio through a 125-7500 Hz frontend,
+so development copies, originals and microphones are heard through the same band (and that
+band is what YAMNet was pretrained on). `lowpass_p` stays 0; it remains for HTS-AT recipes.
 """
 
 from __future__ import annotations
