@@ -271,9 +271,9 @@ def test_tensorrt_without_tensorrt_is_a_one_line_import_error_naming_the_extra(t
     assert "\n" not in str(err.value)
 
 
-def test_missing_onnxruntime_is_an_import_error_naming_the_extra(tiny, monkeypatch):
+def test_missing_onnxruntime_is_an_import_error_naming_the_package(tiny, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
-    with pytest.raises(ImportError, match=r'pip install "semanticac-edge\[ort\]"') as err:
+    with pytest.raises(ImportError, match=r'pip install "onnxruntime>=1.17" \(a dependency of semanticac-edge') as err:
         select_backend(tiny[0], "onnxruntime")
     assert "\n" not in str(err.value)
 
