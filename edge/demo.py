@@ -154,25 +154,25 @@ def car_horn(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
     return _normalise(tone * gate)
 
 
-JACKHAMMER_RATE = 20.0  # blows per second
+JACKHAMMER_RATE = 12.0  # blows per second
 
 
 def jackhammer(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
-    """Rapid blows: a short burst of band-passed noise and a metallic ring at each, ~20 per second."""
+    """Rapid blows: a short burst of band-passed noise and a faint metallic ring at each, ~12 per second."""
     n = int(seconds * rate)
     out = np.zeros(n)
-    blow = int(0.04 * rate)
-    decay = np.exp(-np.arange(blow) / (0.008 * rate))
+    blow = int(0.06 * rate)
+    decay = np.exp(-np.arange(blow) / (0.012 * rate))
     t_blow = np.arange(blow) / rate
     ring = np.sin(2 * np.pi * 1800 * t_blow) + 0.6 * np.sin(2 * np.pi * 2900 * t_blow)
     period = 1.0 / JACKHAMMER_RATE
     at = 0.0
     while at < seconds - 0.05:
         i = int(at * rate)
-        burst = (rng.standard_normal(blow) + 0.5 * ring) * decay
+        burst = (rng.standard_normal(blow) + 0.2 * ring) * decay
         out[i:i + blow] += burst[: n - i]
         at += period * rng.uniform(0.9, 1.1)
-    out = _band(out, rate, 150.0, 6000.0)
+    out = _band(out, rate, 80.0, 5000.0)
     return _fade(_normalise(out), rate)
 
 
