@@ -429,28 +429,26 @@ def _demo_audio(data: str | Path | None, cache: Path, rate: int) -> tuple[Path, 
 
 
 def _synth_demo_audio(cache: Path, rate: int) -> tuple[Path, list[Segment]]:
-    recipe = {"kind": "synth", "rate": rate, "seed": SEED,
+    recipe = {"rate": rate, "seed": SEED,
               "scene": [(s.label, s.what, s.seconds, s.make.__name__, s.level, s.gap_before) for s in SYNTH_SCENE]}
-    key = _recipe_key(recipe)
-    wav, sidecar = cache / f"synth-{key}.wav", cache / f"synth-{key}.json"
-    found = _cached(wav, sidecar)
-    if found:
-        return found
-    samples, segments = synthesise_scene(rate)
-    _write(samples, rate, segments, wav, sidecar)
-    return wav, segments
+    return _scene_file(cache, "synth", recipe, lambda: synthesise_scene(rate), rate)
 
 
 def _real_demo_audio(data: Path, cache: Path, rate: int) -> tuple[Path, list[Segment]]:
     clips = choose_clips(data)
-    recipe = {"kind": "us8k", "rate": rate, "seed": SEED, "gap": REAL_GAP,
+    recipe = {"rate": rate, "seed": SEED, "gap": REAL_GAP,
               "clips": [(c.name, c.label, c.path.stat().st_size, c.path.stat().st_mtime_ns) for c in clips]}
-    key = _recipe_key(recipe)
-    wav, sidecar = cache / f"us8k-{key}.wav", cache / f"us8k-{key}.json"
+    return _scene_file(cache, "us8k", recipe, lambda: real_scene(clips, rate), rate)
+
+
+def _scene_file(cache: Path, kind: str, recipe: dict, make, rate: int) -> tuple[Path, list[Segment]]:
+    """The cached scene of `recipe` (`cache`/<kind>-<hash>.wav + .json), made by `make()` when absent."""
+    key = _recipe_key({"kind": kind, **recipe})
+    wav, sidecar = cache / f"{kind}-{key}.wav", cache / f"{kind}-{key}.json"
     found = _cached(wav, sidecar)
     if found:
         return found
-    samples, segments = real_scene(clips, rate)
+    samples, segments = make()
     _write(samples, rate, segments, wav, sidecar)
     return wav, segments
 
