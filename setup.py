@@ -12,7 +12,7 @@ from setuptools import find_packages, setup
 
 from edge import __version__
 
-TORCH_PINS = ["torch==2.11.*", "torchaudio==2.11.*"]  # torchaudio imports only beside its own torch
+TORCH_PINS = ["torch==2.11.0", "torchaudio==2.11.0"]  # torchaudio imports only beside its own torch
 
 setup(
     name="semanticac-edge",

@@ -162,7 +162,7 @@ def real_audio(seconds: float, sample_rate: int):
     """`seconds` of concatenated real clips at `sample_rate` (float32), and where they came from."""
     import numpy as np
 
-    from edge.audio import read_audio
+    from edge.capture.audio import read_audio
 
     data = os.environ.get("SEMANTICAC_DATA")
     n = int(seconds * sample_rate)

@@ -7,7 +7,7 @@
    against torch: max |difference| of the normalised audio embeddings on random log-mels and
    on real clips, and of the text embeddings on every prompt of the esc50 and urban sets.
 2. Makes the FP16 copy of the audio graph that TensorRT 11+ builds from (weights and
-   activations half, I/O float32; edge.engine.fp16_onnx_copy) and compares it with FP32 on
+   activations half, I/O float32; edge.backends.tensorrt.builder.fp16_onnx_copy) and compares it with FP32 on
    the real development clips ($SEMANTICAC_DATA): cosine of the embeddings and agreement of
    the top-1 label (esc50 labels for ESC-50 clips, urban for UrbanSound8K).
 Targets (issue 3): ONNX Runtime vs torch <= 1e-4; FP16 top-1 agreement >= 99.5%, cosine >= 0.999.
@@ -25,15 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edge.audio import read_audio
 from edge.backends.onnxruntime import OnnxRuntimeBackend
+from edge.backends.tensorrt.builder import fp16_onnx_copy
 from edge.bundle import read_bundle
-from edge.engine import fp16_onnx_copy
+from edge.capture.audio import read_audio
 from edge.features import log_mel, tile_frames
-from edge.label_embeddings import find_label_embeddings
-from edge.labels import resolve_label_set
+from edge.labels.embeddings import find_label_embeddings
+from edge.labels.labelset import resolve_label_set
+from edge.labels.tokenizers import load_tokenizer
 from edge.scoring import Scorer
-from edge.tokenizers import load_tokenizer
 from train.checkpoint import model_from_checkpoint, model_id
 from train.config import load_model_config
 from train.export import embed_prompts, export_bundle

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.audio import read_audio
+from edge.capture.audio import read_audio
 from edge.features import Frontend, StreamingLogMel, log_mel
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GPU check of the TensorRT path: build an engine from a bundle with edge.engine, run it with
+"""GPU check of the TensorRT path: build an engine from a bundle with edge.backends.tensorrt.builder, run it with
 the TensorRT backend, compare with ONNX Runtime on the CPU, time it.
 
     python benchmarks/gpu_check_trt.py --bundle BUNDLE [--precision fp16] [--max-batch 8] [--iters 200]
@@ -88,8 +88,9 @@ def main() -> int:
     import tensorrt as trt
 
     from edge.backends import OnnxRuntimeBackend, TensorRTBackend
+    from edge.backends.tensorrt.builder import build_engine
+    from edge.backends.tensorrt.cache import device_info, engine_dirs, find_engine, read_sidecar
     from edge.bundle import read_bundle
-    from edge.engine import build_engine, device_info, engine_dirs, find_engine, read_sidecar
 
     threshold = args.min_cosine or (0.999 if args.precision == "fp16" else 0.99999)
     bundle = read_bundle(args.bundle, verify=True)

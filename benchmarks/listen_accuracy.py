@@ -24,7 +24,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from edge.cli import main as edge_main
-from edge.labels import resolve_label_set
+from edge.labels.labelset import resolve_label_set
 from train.data import DataSpec, split_clips
 from train.data.datasets import read_catalogue
 from train.recipe import load_train_config

@@ -5,7 +5,7 @@
       model.onnx          audio encoder + CSCM: `mel` float32 [B, 1, T, F] -> `embedding` [B, C]
       text.onnx           the text tower: token ids -> embedding [B, C] (optional)
       tokenizer/          what turns prompts into ids for text.onnx
-      labels/<name>.npz   precomputed label embeddings (edge.label_embeddings)
+      labels/<name>.npz   precomputed label embeddings (edge.labels.embeddings)
       engines/            TensorRT plans built on the device, each with a JSON sidecar
 
 `semanticac-train export` writes it (atomically, with `write_bundle_meta`); everything in

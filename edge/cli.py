@@ -64,7 +64,7 @@ LABELS_OPTION = click.option(
 @domain_errors
 def labels(spec: str) -> None:
     """Check a label set and show what will be embedded."""
-    from edge.labels import resolve_label_set
+    from edge.labels.labelset import resolve_label_set
 
     label_set = resolve_label_set(spec)
     click.echo(f"label set {label_set.name!r} from {label_set.source}: {len(label_set.labels)} labels, "
@@ -100,8 +100,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                f"{fe.frames} frames; trained on {meta.clip_seconds:g} s clips")
     click.echo(f"license    {meta.license}")
     if labels_spec:
-        from edge.label_embeddings import find_label_embeddings
-        from edge.labels import resolve_label_set
+        from edge.labels.embeddings import find_label_embeddings
+        from edge.labels.labelset import resolve_label_set
 
         label_set = resolve_label_set(labels_spec)
         emb = find_label_embeddings(found, label_set)
@@ -127,7 +127,7 @@ def parse_device(device: str | None) -> int | str | None:
 def open_source(input_path: str | None, device: str | None, frontend, fast: bool, rate: int | None,
                 sample_format: str, channels: int):
     """The audio source `listen` reads: a file, stdin ('-') or a microphone."""
-    from edge.sources import FileSource, MicrophoneSource, StdinSource
+    from edge.capture.sources import FileSource, MicrophoneSource, StdinSource
 
     if input_path == "-":
         if rate is None:
@@ -171,11 +171,12 @@ def listen(labels_spec, bundle, input_path, device, window, hop, k, json_lines, 
     from edge.backends import select_backend
     from edge.bundle import resolve_bundle
     from edge.events import EventDetector
-    from edge.labels import resolve_label_set
-    from edge.listen import Listener, Windowing
+    from edge.features import Windowing
+    from edge.labels.embeddings import label_embeddings_for
+    from edge.labels.labelset import resolve_label_set
+    from edge.listen import Listener
+    from edge.outputs.sinks import make_sink
     from edge.scoring import Scorer, Smoother
-    from edge.sinks import make_sink
-    from edge.text_embed import label_embeddings_for
 
     if not labels_spec:
         raise click.UsageError("--labels is required: a label-set YAML file or a shipped set (urban, esc50)")
@@ -217,9 +218,9 @@ def listen(labels_spec, bundle, input_path, device, window, hop, k, json_lines, 
 def demo(ctx, labels_spec, bundle, fast, input_kind) -> None:
     """Listen with what this machine has: the microphone until Ctrl-C, else a demo scene file
     (real UrbanSound8K clips from $SEMANTICAC_DATA, or a synthesised street) until it ends."""
-    from edge.demo import choose_demo_input
+    from edge.tools.demo import choose_demo_input
 
-    demo_log = logging.getLogger("edge.demo")
+    demo_log = logging.getLogger("edge.tools.demo")
     if demo_log.getEffectiveLevel() > logging.INFO:  # the demo says what it plays, even without -v
         demo_log.setLevel(logging.INFO)
     scene = choose_demo_input(input_kind, labels_spec, bundle, fast)  # None: the default microphone
@@ -231,7 +232,7 @@ def demo(ctx, labels_spec, bundle, fast, input_kind) -> None:
 @domain_errors
 def devices() -> None:
     """List audio input devices (index, name, channels, default rate)."""
-    from edge.sources import list_input_devices
+    from edge.capture.sources import list_input_devices
 
     found = list_input_devices()
     if not found:
@@ -252,8 +253,8 @@ def devices() -> None:
 @domain_errors
 def build_engine(bundle, precision, max_batch, workspace_gib) -> None:
     """Compile the bundle's audio graph into a TensorRT engine for this GPU (on the device)."""
+    from edge.backends.tensorrt.builder import build_engine as build
     from edge.bundle import resolve_bundle
-    from edge.engine import build_engine as build
 
     plan = build(resolve_bundle(bundle), precision=precision, max_batch=max_batch, workspace_gib=workspace_gib)
     click.echo(f"engine {plan}")
@@ -265,7 +266,7 @@ def build_engine(bundle, precision, max_batch, workspace_gib) -> None:
 @domain_errors
 def doctor(bundle: str | None, labels_spec: str | None) -> None:
     """Check everything a field install needs; exit non-zero if anything FAILs."""
-    from edge.doctor import failed, run_checks, summary
+    from edge.tools.doctor import failed, run_checks, summary
 
     checks = run_checks(bundle, labels_spec)
     for check in checks:
@@ -292,8 +293,8 @@ def bench(bundle, backends, window, hop, seconds, threads, as_json) -> None:
     """Time the bundle here: window latency p50/p99, frontend per hop, real-time factor, smallest hop."""
     import json
 
-    from edge.bench import format_bench, run_bench
     from edge.bundle import resolve_bundle
+    from edge.tools.bench import format_bench, run_bench
 
     found = resolve_bundle(bundle)
     try:

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edge.labels import LabelSet
+from edge.labels.labelset import LabelSet
 
 DEFAULT_RELEASE_RATIO = 0.7
 DEFAULT_MIN_DURATION = 1.0  # seconds; rejects a one-window spike at any usual hop

@@ -27,77 +27,16 @@ import numpy as np
 
 from edge.backends.base import Backend
 from edge.bundle import Bundle
+from edge.capture.sources import FileSource, MicrophoneSource, Source
 from edge.events import EventDetector
-from edge.features import Frontend, StreamingLogMel, tile_frames
+from edge.features import FrameQueue, Frontend, StreamingLogMel, Windowing, tile_frames
+from edge.outputs.sinks import Sink, Status, WindowResult
 from edge.scoring import Scorer, Smoother, top_k
-from edge.sinks import Sink, Status, WindowResult
-from edge.sources import FileSource, MicrophoneSource, Source
 
 log = logging.getLogger(__name__)
 
 READ_SECONDS = 0.2  # a read waits at most this long, so a stop request is seen promptly
 SILENCE_WARN_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class Windowing:
-    """Window and hop in frames of a frontend (converted once from seconds)."""
-
-    window_frames: int
-    hop_frames: int
-    model_frames: int
-    seconds_per_frame: float
-
-    @classmethod
-    def from_seconds(cls, frontend: Frontend, window: float, hop: float) -> "Windowing":
-        per_frame = frontend.hop_length / frontend.sample_rate
-        window_frames = round(window / per_frame) + 1  # centred frames of a `window`-second clip
-        hop_frames = round(hop / per_frame)
-        if hop_frames < 1:
-            raise ValueError(f"--hop {hop:g} s is shorter than one frame ({per_frame * 1000:g} ms): use a longer hop")
-        if window_frames < 2:
-            raise ValueError(f"--window {window:g} s is shorter than two frames: use a longer window")
-        if window_frames > frontend.frames:
-            raise ValueError(f"--window {window:g} s is longer than the model's input "
-                             f"({frontend.window_seconds:g} s): use at most {frontend.window_seconds:g}")
-        return cls(window_frames, hop_frames, frontend.frames, per_frame)
-
-    @property
-    def window_seconds(self) -> float:
-        return (self.window_frames - 1) * self.seconds_per_frame
-
-    @property
-    def hop_seconds(self) -> float:
-        return self.hop_frames * self.seconds_per_frame
-
-    def end_time(self, k: int) -> float:
-        """Stream time of window k's end: the centre of its last frame."""
-        return (k * self.hop_frames + self.window_frames - 1) * self.seconds_per_frame
-
-
-class FrameQueue:
-    """The stream's log-mel frames that a future window still needs, by absolute index."""
-
-    def __init__(self, n_mels: int):
-        self.frames = np.zeros((0, n_mels), dtype=np.float32)
-        self.start = 0  # absolute index of frames[0]
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.frames)
-
-    def append(self, new: np.ndarray) -> None:
-        if len(new):
-            self.frames = np.concatenate([self.frames, new]) if len(self.frames) else new
-
-    def window(self, first: int, count: int) -> np.ndarray:
-        return self.frames[first - self.start:first - self.start + count]
-
-    def forget_before(self, index: int) -> None:
-        drop = max(0, min(index, self.end) - self.start)
-        if drop:
-            self.frames = self.frames[drop:]
-            self.start += drop
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 
 from edge.bundle import BundleMeta
 from edge.errors import LabelEmbeddingsError
-from edge.label_embeddings import LabelEmbeddings
+from edge.labels.embeddings import LabelEmbeddings
 
 DEFAULT_TOP_K = 3
 DEFAULT_SMOOTH_WINDOWS = 3  # with overlapping windows a few hops already span the same sound
@@ -65,7 +65,7 @@ class Scorer:
                              "(model.json `logit_scale`, not its log)")
         self.labels = tuple(labels)
         self.logit_scale = float(logit_scale)
-        # Rows are unit length already (edge.label_embeddings); normalising again costs nothing
+        # Rows are unit length already (edge.labels.embeddings); normalising again costs nothing
         # once per label set and makes the dot product a true cosine whatever the source.
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
 

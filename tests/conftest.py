@@ -69,7 +69,7 @@ def small_bundle(tmp_path_factory):
     import torch
 
     from edge.bundle import read_bundle
-    from edge.labels import resolve_label_set
+    from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_id
     from train.config import load_model_config
     from train.export import export_bundle

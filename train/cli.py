@@ -58,7 +58,7 @@ def domain_errors(func):
 def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds, license_text, compact,
            validation_runs):
     """Export a model into a bundle: model.onnx, text.onnx, tokenizer, labels, model.json."""
-    from edge.labels import resolve_label_set
+    from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
     from train.config import load_model_config
     from train.export import export_bundle
@@ -272,7 +272,8 @@ def evaluate(checkpoint, config_path, fold, out):
     from edge.fsutil import atomic_write_text
     from train.checkpoint import model_from_checkpoint
     from train.data import build_dataset, make_loader
-    from train.loop import ClassScorer, class_label_set, evaluate as run_eval
+    from train.loop import ClassScorer, class_label_set
+    from train.loop import evaluate as run_eval
     from train.plots import confusion_png, per_class_png
 
     config = _recipe(config_path, fold, None)
@@ -304,8 +305,8 @@ def evaluate(checkpoint, config_path, fold, out):
 def embed_labels(bundle, label_specs):
     """Compute label embeddings with the bundle's text tower into <bundle>/labels/<name>.npz."""
     from edge.bundle import read_bundle
-    from edge.labels import resolve_label_set
-    from edge.text_embed import compute_label_embeddings
+    from edge.labels.embeddings import compute_label_embeddings
+    from edge.labels.labelset import resolve_label_set
 
     found = read_bundle(bundle, verify=True)
     for spec in label_specs:

@@ -26,9 +26,9 @@ from torch import nn
 
 from edge.bundle import BundleMeta, read_bundle, tower_spec, write_bundle_meta
 from edge.fsutil import atomic_directory
-from edge.labels import LabelSet
-from edge.text_embed import compute_label_embeddings
-from edge.tokenizers import save_tokenizer
+from edge.labels.embeddings import compute_label_embeddings
+from edge.labels.labelset import LabelSet
+from edge.labels.tokenizers import save_tokenizer
 from train.config import ModelConfig
 from train.model.semanticac import SemanticAC
 
@@ -155,7 +155,7 @@ def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str
     (ONNX Runtime runs it). Each is checked against torch by cosine; returns the least ones."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from edge.engine import fp16_onnx_copy
+    from edge.backends.tensorrt.builder import fp16_onnx_copy
 
     fp16_onnx_copy(folder / "model.onnx", folder / "model.onnx")
     quantize_dynamic(str(folder / "text.onnx"), str(folder / "text.int8.onnx"), weight_type=QuantType.QInt8,
@@ -185,7 +185,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     """Write the bundle for `model` into `out` (atomically); returns what each graph holds.
 
     Label embeddings are computed the way the device computes them: the bundle's tokenizer and
-    its text.onnx in ONNX Runtime (edge.text_embed). `compact` shrinks the graphs (FP16 audio
+    its text.onnx in ONNX Runtime (edge.labels.embeddings). `compact` shrinks the graphs (FP16 audio
     weights, int8 text weights) for bundles that ship inside the package.
     """
     if not model.text_assisted:

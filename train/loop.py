@@ -27,12 +27,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from edge.labels import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
+from edge.labels.labelset import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
+from train.augment import Augment
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import ModelConfig, load_model_config, to_dict
 from train.data import ClipDataset, build_dataset, collate, make_loader, split_clips
 from train.data.combined import CombinedDataset
-from train.augment import Augment
 from train.model.loss import OneHotLoss, SemanticLoss
 from train.model.semanticac import SemanticAC, build_model
 from train.recipe import TrainConfig
@@ -72,7 +72,7 @@ class ClassScorer(nn.Module):
     """SemanticAC as a classifier over one label set: logits [B, K] of each clip vs each class.
 
     Each class embedding is the mean of its prompts' unit embeddings, normalised again: the
-    rule edge.label_embeddings applies on the device. With a frozen text tower, the tower's
+    rule edge.labels.embeddings applies on the device. With a frozen text tower, the tower's
     features are computed once and only its projection to C runs per step.
     """
 

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from train.augment import AugmentConfig
 from train.config import ConfigError, from_dict, read_config_yaml
 from train.data import DataSpec

@@ -1,7 +1,7 @@
 """Inference backends behind one small interface (`Backend`), one file per runtime:
 
     onnxruntime   edge.backends.onnxruntime.OnnxRuntimeBackend   CPU, or CUDA when present   [ort]
-    tensorrt      edge.backends.tensorrt.TensorRTBackend         a plan built on this device [trt]
+    tensorrt      edge.backends.tensorrt.runtime.TensorRTBackend        a plan built on this device [trt]
 
 Importing this package imports neither runtime; a missing one is an ImportError naming the
 extra to install. `select_backend` is what the CLI calls for `--backend`.
@@ -13,7 +13,7 @@ import logging
 
 from edge.backends.base import GRAPHS, Backend, GraphSpec, TensorSpec, graph_spec
 from edge.backends.onnxruntime import OnnxRuntimeBackend
-from edge.backends.tensorrt import TensorRTBackend
+from edge.backends.tensorrt.runtime import TensorRTBackend
 from edge.bundle import Bundle
 from edge.errors import BackendError
 
@@ -50,7 +50,7 @@ def select_backend(bundle: Bundle, choice: str = "auto", *, graph: str = "audio"
         log.info("backend: onnxruntime (asked for)")
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
 
-    from edge.engine import device_info, explain_missing_engine, find_engine
+    from edge.backends.tensorrt.cache import device_info, explain_missing_engine, find_engine
 
     if choice == "tensorrt":
         device = device_info()  # ImportError naming [trt] without TensorRT

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.audio import read_audio
+from edge.capture.audio import read_audio
 from edge.errors import AudioError
 from tests.signals import tone
 

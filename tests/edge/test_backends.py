@@ -291,7 +291,7 @@ def test_the_text_graph_is_not_asked_of_tensorrt(tiny):
 
 def test_importing_the_backends_imports_no_runtime():
     """Heavy imports stay inside the backends: a device without onnxruntime still imports edge."""
-    probe = ("import sys, edge.backends, edge.engine; "
+    probe = ("import sys, edge.backends, edge.backends.tensorrt.cache, edge.backends.tensorrt.builder; "
              "print(sorted(m for m in ('onnxruntime', 'tensorrt', 'pycuda', 'onnx', 'onnxconverter_common') "
              "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import edge.cli
-from edge.bench import run_bench, smallest_hop
+from edge.tools.bench import run_bench, smallest_hop
 
 TOP_KEYS = {"schema", "bundle", "model_id", "window_s", "hop_s", "frame_s", "window_frames", "hop_frames",
             "model_frames", "threads", "cpu_count", "seconds", "frontend", "backends", "skipped",

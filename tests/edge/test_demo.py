@@ -17,10 +17,19 @@ import soundfile as sf
 from click.testing import CliRunner
 
 import edge.cli
-from edge.audio import read_audio
-from edge.demo import (
-    JACKHAMMER_RATE, PEAK, REAL_CLASSES, SCENE_RATE, SIREN_BAND, SYNTH_SCENE, choose_demo_input, demo_audio,
-    has_input_device, synth_segments, synthesise_scene,
+from edge.capture.audio import read_audio
+from edge.tools.demo import (
+    JACKHAMMER_RATE,
+    PEAK,
+    REAL_CLASSES,
+    SCENE_RATE,
+    SIREN_BAND,
+    SYNTH_SCENE,
+    choose_demo_input,
+    demo_audio,
+    has_input_device,
+    synth_segments,
+    synthesise_scene,
 )
 from tests.bundles import trained_bundle
 
@@ -118,7 +127,7 @@ def test_scene_file_is_written_once_and_reused(tmp_path, monkeypatch, scene, cap
     written, _ = sf.read(str(path), dtype="float32")
     assert segments == scene[1] and np.abs(written - scene[0]).max() <= 2 ** -15  # 16-bit rounding
     stamp = path.stat().st_mtime_ns
-    with caplog.at_level(logging.INFO, logger="edge.demo"):
+    with caplog.at_level(logging.INFO, logger="edge.tools.demo"):
         assert demo_audio(cache=tmp_path) == (path, segments)
     assert path.stat().st_mtime_ns == stamp and "from the cache" in caplog.text
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".wav"]  # no temporary files left
@@ -128,7 +137,7 @@ def test_unusable_data_falls_back_to_the_synthesised_scene(tmp_path, caplog):
     (tmp_path / "data" / "us8k").mkdir(parents=True)
     (tmp_path / "data" / "us8k" / "meta.csv").write_text(
         "slice_file_name,fsID,start,end,salience,fold,classID,class\n1-8-0-0.ogg,1,0,4,1,2,8,siren\n")
-    with caplog.at_level(logging.WARNING, logger="edge.demo"):
+    with caplog.at_level(logging.WARNING, logger="edge.tools.demo"):
         path, segments = demo_audio(data=tmp_path / "data", cache=tmp_path / "cache")
     assert path.name.startswith("synth-") and segments == synth_segments()[0]
     assert "1-8-0-0.ogg" in caplog.text and "synthesised" in caplog.text
@@ -162,7 +171,7 @@ def test_real_clip_scene_plays_the_stated_clips_at_the_stated_times(data_dir, tm
 
 
 def test_microphone_choice_logs_the_listen_command(caplog):
-    with caplog.at_level(logging.INFO, logger="edge.demo"):
+    with caplog.at_level(logging.INFO, logger="edge.tools.demo"):
         assert choose_demo_input("microphone", "urban", None, fast=True) is None
     assert "semanticac-edge listen --labels urban" in caplog.text and "--fast" in caplog.text  # ignored, said so
 
@@ -175,7 +184,7 @@ def test_demo_command_plays_the_scene_to_its_end(small_bundle, tmp_path, monkeyp
     monkeypatch.delenv("SEMANTICAC_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     runner = CliRunner()
-    with caplog.at_level(logging.INFO, logger="edge.demo"):
+    with caplog.at_level(logging.INFO, logger="edge.tools.demo"):
         result = runner.invoke(edge.cli.main, ["demo", "--bundle", str(small_bundle.path), "--fast"],
                                env={"SEMANTICAC_DEMO_INPUT": "file"})
     assert result.exit_code == 0, result.output
@@ -232,6 +241,6 @@ def test_trained_bundle_names_the_synthesised_sounds(tmp_path, monkeypatch):
 def test_a_capture_device_means_the_microphone(null_sink, caplog):
     found, why = has_input_device()
     assert found and "input device" in why, why
-    with caplog.at_level(logging.INFO, logger="edge.demo"):
+    with caplog.at_level(logging.INFO, logger="edge.tools.demo"):
         assert choose_demo_input("auto", "urban") is None
     assert f"microphone ({why}): listening to it until Ctrl-C" in caplog.text

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 import edge.cli
-import edge.doctor as doctor
-from edge.doctor import FAIL, OK, WARN, Check, run_checks
+import edge.tools.doctor as doctor
+from edge.tools.doctor import FAIL, OK, WARN, Check, run_checks
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,21 @@ import numpy as np
 import pytest
 
 from edge.backends import OnnxRuntimeBackend
+from edge.backends.tensorrt.builder import build_engine, engine_sidecar, fp16_onnx_copy, save_engine
+from edge.backends.tensorrt.cache import (
+    DeviceInfo,
+    check_engine,
+    engine_dirs,
+    engine_name,
+    explain_missing_engine,
+    find_engine,
+    list_engines,
+    rebuild_command,
+    sidecar_path,
+    slug,
+    writable_engines_dir,
+)
 from edge.bundle import read_bundle
-from edge.engine import (DeviceInfo, build_engine, check_engine, engine_dirs, engine_name, engine_sidecar,
-                         explain_missing_engine, find_engine, fp16_onnx_copy, list_engines, rebuild_command,
-                         save_engine, sidecar_path, slug, writable_engines_dir)
 from edge.errors import BackendError
 from edge.fsutil import sha256_file
 from tests.edge.test_backends import FRAMES, MELS, make_onnx_bundle, mel_batch
@@ -167,7 +178,7 @@ def test_find_engine_takes_the_one_built_for_this_device(bundle, tmp_path, cache
     mine = copy_bundle(bundle, tmp_path / "b")
     other = DeviceInfo("NVIDIA GeForce RTX 4090", "8.9", "10.3.0")
     fake_engine(mine.engines_dir, mine, device=other)
-    with caplog.at_level(logging.INFO, logger="edge.engine"):
+    with caplog.at_level(logging.INFO, logger="edge.backends.tensorrt.cache"):
         assert find_engine(mine, "fp16", ORIN) is None
     assert any("built for GPU 'NVIDIA GeForce RTX 4090'" in r.getMessage() for r in caplog.records)
 

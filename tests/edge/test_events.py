@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from edge.events import EventDetector
-from edge.labels import parse_label_set
+from edge.labels.labelset import parse_label_set
 from edge.scoring import Scorer, Smoother
 
 HOP = 0.5

@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge.audio import read_audio
+from edge.capture.audio import read_audio
 from edge.features import Frontend, StreamingLogMel, log_mel, mel_filterbank
 from tests.signals import chirp, noise, synthetic_set, tone
 

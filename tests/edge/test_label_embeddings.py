@@ -5,8 +5,9 @@ import pytest
 
 from edge.bundle import read_bundle
 from edge.errors import LabelEmbeddingsError
-from edge.label_embeddings import LabelEmbeddings, cache_dir, find_label_embeddings
-from edge.labels import parse_label_set
+from edge.fsutil import cache_dir
+from edge.labels.embeddings import LabelEmbeddings, find_label_embeddings
+from edge.labels.labelset import parse_label_set
 from tests.bundles import make_bundle
 
 SET = parse_label_set("name: pets\nlabels:\n  - dog\n  - name: cat\n    prompts: [a cat meowing]\n")

@@ -3,7 +3,7 @@ import csv
 import pytest
 
 from edge.errors import LabelSetError
-from edge.labels import DEFAULT_PROMPT, load_label_set, parse_label_set, resolve_label_set, shipped_label_sets
+from edge.labels.labelset import DEFAULT_PROMPT, load_label_set, parse_label_set, resolve_label_set, shipped_label_sets
 
 GOOD = """\
 name: site

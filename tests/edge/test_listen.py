@@ -8,16 +8,16 @@ import soundfile as sf
 from click.testing import CliRunner
 
 import edge.cli
-from edge.audio import read_audio
 from edge.backends import select_backend
+from edge.capture.audio import read_audio
+from edge.capture.sources import FileSource
 from edge.events import EventDetector
-from edge.features import log_mel, tile_frames
-from edge.label_embeddings import find_label_embeddings
-from edge.labels import resolve_label_set
-from edge.listen import Listener, Windowing
+from edge.features import Windowing, log_mel, tile_frames
+from edge.labels.embeddings import find_label_embeddings
+from edge.labels.labelset import resolve_label_set
+from edge.listen import Listener
+from edge.outputs.sinks import Sink
 from edge.scoring import Scorer, Smoother
-from edge.sinks import Sink
-from edge.sources import FileSource
 
 TOL = 1e-4  # scores: streaming frames equal batch frames to float32 rounding
 

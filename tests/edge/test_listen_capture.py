@@ -21,15 +21,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.audio import read_audio
 from edge.backends import select_backend
+from edge.capture.audio import read_audio
+from edge.capture.sources import FileSource, MicrophoneSource
 from edge.events import EventDetector
-from edge.features import log_mel, tile_frames
-from edge.labels import resolve_label_set
-from edge.listen import Listener, Windowing
+from edge.features import Windowing, log_mel, tile_frames
+from edge.labels.embeddings import label_embeddings_for
+from edge.labels.labelset import resolve_label_set
+from edge.listen import Listener
 from edge.scoring import Scorer, Smoother
-from edge.sources import FileSource, MicrophoneSource
-from edge.text_embed import label_embeddings_for
 from tests.bundles import trained_bundle
 from tests.edge.test_listen import Collect
 

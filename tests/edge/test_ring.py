@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from edge.ring import RingBuffer
+from edge.capture.ring import RingBuffer
 
 
 def ramp(start: int, n: int) -> np.ndarray:

@@ -5,8 +5,8 @@ import pytest
 
 from edge.bundle import read_bundle
 from edge.errors import LabelEmbeddingsError
-from edge.label_embeddings import LabelEmbeddings
-from edge.labels import parse_label_set
+from edge.labels.embeddings import LabelEmbeddings
+from edge.labels.labelset import parse_label_set
 from edge.scoring import Scorer, Smoother, softmax, top_k
 from tests.bundles import make_bundle
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from edge.events import Event
-from edge.sinks import JsonLines, LiveView, PlainLines, Status, WindowResult, make_sink
+from edge.outputs.sinks import JsonLines, LiveView, PlainLines, Status, WindowResult, make_sink
 
 ORIGIN = datetime(2026, 11, 27, 0, 31, 0, 500000, tzinfo=timezone.utc)
 ANSI = re.compile(r"\x1b\[")

@@ -3,7 +3,7 @@ interface, whatever the capture block size; bad input is a precise AudioError; a
 device is an error, never a hang.
 
 The microphone tests capture for real: PortAudio records a PulseAudio null sink (see
-tests/pulse.py); sounddevice is imported by edge.sources only once the fixture is running.
+tests/pulse.py); sounddevice is imported by edge.capture.sources only once the fixture is running.
 """
 
 import io
@@ -17,10 +17,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from edge.audio import read_audio, resample, to_mono
+from edge.capture.audio import read_audio, resample, to_mono
+from edge.capture.sources import (
+    CLIP_RUN,
+    FileSource,
+    MicrophoneSource,
+    StdinSource,
+    find_input_device,
+    list_input_devices,
+)
 from edge.errors import AudioError
-from edge.sources import (CLIP_RUN, FileSource, MicrophoneSource, StdinSource, find_input_device,
-                          list_input_devices)
 from tests.signals import noise, tone
 
 RATE = 32000  # the model rate
@@ -72,7 +78,7 @@ def test_real_clip_through_the_capture_path_equals_read_audio(data_dir):
 
 
 def test_stereo_file_is_mixed_down_and_says_so(stereo_wav, caplog):
-    with caplog.at_level(logging.INFO, logger="edge.sources"):
+    with caplog.at_level(logging.INFO, logger="edge.capture.sources"):
         source = FileSource(stereo_wav, fast=True)
     assert source.channels == 2 and source.sample_rate == RATE
     assert "mixing 2 channels down to mono" in caplog.text
@@ -175,7 +181,7 @@ def test_clipping_is_counted_whatever_the_chunks_and_logged_once(tmp_path, caplo
     samples[5000:5003] = -1.0  # too short to count
     path = tmp_path / "clipped.wav"
     sf.write(path, samples, rate, subtype="FLOAT")
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
         source = FileSource(path, fast=True, block=64)
         read_all(source, max_samples=max_samples)
     assert source.clipped_samples == 100 - (CLIP_RUN - 1)
@@ -238,7 +244,7 @@ def test_stdin_nan_and_inf_become_zero_counted_and_warned_at_most_once_a_second(
     samples[bad] = [np.nan, np.inf, -np.inf, np.nan]
     source = StdinSource(rate, format="f32le", sample_rate=rate, block=1000,
                          stream=io.BytesIO(encode(samples, "f32le")))
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
         got = read_all(source)
     assert source.nonfinite_samples == len(bad)
     assert np.all(got[bad] == 0) and np.all(np.isfinite(got))
@@ -247,7 +253,7 @@ def test_stdin_nan_and_inf_become_zero_counted_and_warned_at_most_once_a_second(
 
 def test_stdin_trailing_partial_frame_is_dropped_with_a_warning(caplog):
     data = encode(tone(440, 0.1, 16000), "s16le") + b"\x01"
-    with caplog.at_level(logging.WARNING, logger="edge.sources"):
+    with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
         got = read_all(StdinSource(16000, sample_rate=16000, stream=io.BytesIO(data)))
     assert got.size == 1600 and "dropped 1 trailing byte" in caplog.text
 

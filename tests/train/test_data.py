@@ -10,10 +10,9 @@ import pytest
 import torch
 
 import train.data.datasets as datasets
-from edge.audio import read_audio
+from edge.capture.audio import read_audio
 from edge.features import Frontend, tile_frames
 from train.augment import Augment
-from train.features import LogMel
 from train.data import (
     ESC50_CLASSES,
     US8K_CLASSES,
@@ -33,6 +32,7 @@ from train.data import (
     select_folds,
     split_clips,
 )
+from train.features import LogMel
 
 FE = Frontend()
 N = model_samples(FE)  # 320000: 10 s at 32 kHz

@@ -9,12 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from edge.audio import read_audio
 from edge.bundle import read_bundle
+from edge.capture.audio import read_audio
 from edge.features import Frontend, log_mel
-from edge.label_embeddings import LabelEmbeddings, find_label_embeddings
-from edge.labels import resolve_label_set
-from edge.tokenizers import load_tokenizer
+from edge.labels.embeddings import LabelEmbeddings, find_label_embeddings
+from edge.labels.labelset import resolve_label_set
+from edge.labels.tokenizers import load_tokenizer
 from tests.train.test_htsat import fake_checkpoint
 from tests.train.test_text import _torchscript_archive, fake_rn50  # noqa: F401 (fixture)
 from train import cli

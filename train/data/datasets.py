@@ -2,7 +2,7 @@
 
     catalogue   read_esc50 / read_us8k / read_csv -> (clips, class_names)
     splits      select_folds, random_split, holdout_classes (build_dataset applies a DataSpec)
-    loading     ClipDataset: decode (edge.audio.read_audio: mono, soxr to the model rate;
+    loading     ClipDataset: decode (edge.capture.audio.read_audio: mono, soxr to the model rate;
                 cached), augment the waveform (training only), log-mel of the clip
                 (train.features.LogMel), tiled to the model's frames (edge.features.tile_frames,
                 the rule the listen loop tiles its windows by), SpecAugment (training only)
@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from edge.audio import SOXR_QUALITY, read_audio
+from edge.capture.audio import SOXR_QUALITY, read_audio
 from edge.errors import AudioError, SemanticACError
 from edge.features import Frontend, tile_frames
 from train.data.cache import FeatureCache, file_identity

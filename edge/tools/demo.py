@@ -68,7 +68,7 @@ class Segment:
 def has_input_device() -> tuple[bool, str]:
     """Whether PortAudio sees a capture device, and why (for the log)."""
     try:
-        from edge.sources import list_input_devices
+        from edge.capture.sources import list_input_devices
 
         devices = list_input_devices()
     except ImportError as err:  # sounddevice or the PortAudio library is missing
@@ -330,7 +330,7 @@ def choose_clips(data: Path, classes=REAL_CLASSES, fold: str = REAL_FOLD) -> lis
 
 def real_scene(clips: list[Clip], rate: int = SCENE_RATE, seed: int = SEED) -> tuple[np.ndarray, list[Segment]]:
     """The clips in order, REAL_GAP seconds of quiet pink noise between them and after the last."""
-    from edge.audio import read_audio
+    from edge.capture.audio import read_audio
 
     rng = np.random.default_rng(seed)
     gap = round(REAL_GAP * rate)
@@ -358,7 +358,7 @@ def real_scene(clips: list[Clip], rate: int = SCENE_RATE, seed: int = SEED) -> t
 
 def demo_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/semanticac-edge/demo`: the user cache the label embeddings use."""
-    from edge.label_embeddings import cache_dir
+    from edge.fsutil import cache_dir
 
     return cache_dir("demo")  # "demo" is a folder name here, not a model id
 

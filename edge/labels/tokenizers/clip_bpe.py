@@ -21,7 +21,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edge.tokenizers import TokenizerError, as_text_list
+from edge.labels.tokenizers.base import TokenizerError, as_text_list
 
 try:  # both are pure-Python-installable on aarch64; reported when a tokenizer is built
     import ftfy

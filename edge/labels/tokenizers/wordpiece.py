@@ -20,7 +20,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edge.tokenizers import TokenizerError, as_text_list
+from edge.labels.tokenizers.base import TokenizerError, as_text_list
 
 CONTEXT_LENGTH = 128  # what the model's tokenizer.json pads and truncates to
 MAX_CHARS_PER_WORD = 100  # longer "words" are [UNK] outright, as in BERT

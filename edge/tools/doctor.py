@@ -78,7 +78,7 @@ class _Context:
     bundle: object | None = None  # edge.bundle.Bundle once model.json has been read
     bundle_problem: str | None = None  # why there is no bundle, or why it failed verification
     verified: bool = False
-    device: object | None = None  # edge.engine.DeviceInfo when TensorRT and a GPU are both here
+    device: object | None = None  # edge.backends.tensorrt.cache.DeviceInfo when TensorRT and a GPU are both here
     notes: dict = field(default_factory=dict)
 
 
@@ -139,7 +139,7 @@ def check_input_devices(ctx: _Context) -> Check:
     if not ctx.notes.get("portaudio"):
         return Check("input devices", WARN, "not checked: PortAudio is not usable (see portaudio above)",
                      "fix portaudio first, then run `semanticac-edge devices`")
-    from edge.sources import list_input_devices
+    from edge.capture.sources import list_input_devices
 
     try:
         devices = list_input_devices()
@@ -182,7 +182,7 @@ def check_tensorrt(ctx: _Context) -> Check:
            f"{TRT_INSTALL}; on a machine without an NVIDIA GPU there is nothing to do")
     if importlib.util.find_spec("tensorrt") is None:
         return Check("tensorrt", WARN, "not installed (comes with JetPack); listen runs on ONNX Runtime", fix)
-    from edge.backends.tensorrt import import_pycuda, import_tensorrt
+    from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt
 
     try:
         trt = import_tensorrt()
@@ -197,7 +197,7 @@ def check_tensorrt(ctx: _Context) -> Check:
 
 
 def check_gpu(ctx: _Context) -> Check:
-    from edge.engine import device_info, gpu_identity
+    from edge.backends.tensorrt.cache import device_info, gpu_identity
     from edge.errors import BackendError
 
     try:
@@ -283,7 +283,7 @@ def check_audio_graph(ctx: _Context) -> Check:
 def check_engines(ctx: _Context) -> list[Check]:
     if ctx.bundle is None:
         return [Check("engines", WARN, "not checked: no bundle (see bundle above)", "fix the bundle first")]
-    from edge.engine import engine_dirs, list_engines, rebuild_command
+    from edge.backends.tensorrt.cache import engine_dirs, list_engines, rebuild_command
 
     bundle = ctx.bundle
     if ctx.device is None:
@@ -314,7 +314,7 @@ def check_engines(ctx: _Context) -> list[Check]:
 
 def check_label_sets(ctx: _Context) -> list[Check]:
     from edge.errors import SemanticACError
-    from edge.labels import resolve_label_set, shipped_label_sets
+    from edge.labels.labelset import resolve_label_set, shipped_label_sets
 
     sets, checks = {}, []
     for name, path in sorted(shipped_label_sets().items()):
@@ -348,8 +348,8 @@ def check_label_sets(ctx: _Context) -> list[Check]:
 
 def _label_set_check(ctx: _Context, label_set) -> Check:
     from edge.errors import LabelEmbeddingsError, SemanticACError
-    from edge.label_embeddings import LabelEmbeddings, candidate_paths
-    from edge.tokenizers import load_tokenizer
+    from edge.labels.embeddings import LabelEmbeddings, candidate_paths
+    from edge.labels.tokenizers import load_tokenizer
 
     bundle, name = ctx.bundle, f"labels {label_set.name}"
     refused = []
@@ -385,7 +385,7 @@ def _label_set_check(ctx: _Context, label_set) -> Check:
 
 def _orphan_embeddings_check(ctx: _Context, path: Path) -> Check:
     from edge.errors import LabelEmbeddingsError
-    from edge.label_embeddings import LabelEmbeddings
+    from edge.labels.embeddings import LabelEmbeddings
 
     name = f"labels {path.stem}"
     try:
@@ -406,7 +406,7 @@ def _orphan_embeddings_check(ctx: _Context, path: Path) -> Check:
 
 def check_cache(ctx: _Context) -> Check:
     """Label embeddings computed on the device, and engines of a read-only bundle, go here."""
-    from edge.label_embeddings import cache_dir
+    from edge.fsutil import cache_dir
 
     folder = cache_dir(ctx.bundle.meta.model_id) if ctx.bundle is not None else cache_dir("x").parent
     fix = f"set $XDG_CACHE_HOME to a writable folder, or make {folder} writable by this user"

@@ -40,8 +40,7 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.errors import BackendError
-from edge.features import StreamingLogMel, log_mel, tile_frames
-from edge.listen import Windowing
+from edge.features import StreamingLogMel, Windowing, log_mel, tile_frames
 
 log = logging.getLogger(__name__)
 

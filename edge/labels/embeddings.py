@@ -15,7 +15,7 @@ Lookup for `listen --labels X`: <bundle>/labels/<name>.npz, then the user cache
 
 from __future__ import annotations
 
-import os
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,9 +23,12 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.errors import LabelEmbeddingsError
-from edge.fsutil import atomic_path
-from edge.labels import LabelSet
+from edge.fsutil import atomic_path, cache_dir
+from edge.labels.labelset import LabelSet
 
+log = logging.getLogger(__name__)
+
+PROMPT_BATCH = 32
 ARRAYS = ("labels", "prompts", "prompt_label", "embeddings", "labels_sha256", "model_id")
 
 
@@ -104,10 +107,6 @@ class LabelEmbeddings:
         return None
 
 
-def cache_dir(model_id: str) -> Path:
-    """The user cache for embeddings computed on this machine: one folder per model."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "semanticac-edge" / model_id
 
 
 def candidate_paths(bundle: Bundle, label_set: LabelSet) -> list[Path]:
@@ -138,3 +137,42 @@ def find_label_embeddings(bundle: Bundle, label_set: LabelSet) -> LabelEmbedding
         f"no usable embeddings for label set {label_set.name!r} ({label_set.source}): " + "; ".join(reasons)
         + f"; compute them with `semanticac-train embed-labels --bundle {bundle.path} --labels {label_set.source}`"
     )
+
+
+
+def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:
+    """Tokenize every prompt of `label_set` and embed it with the bundle's text graph."""
+    from edge.backends import select_backend
+    from edge.labels.tokenizers import load_tokenizer
+
+    if bundle.meta.text is None:
+        raise LabelEmbeddingsError(
+            f"bundle {bundle.path} has no text tower (text.onnx), so label set {label_set.name!r} cannot be embedded "
+            f"on this device: run `semanticac-train embed-labels --bundle {bundle.path} --labels {label_set.source}` "
+            "where the training stack is installed, and copy the .npz into the bundle's labels/ folder")
+    tokenizer = load_tokenizer(bundle.tokenizer_dir)
+    prompts, _ = label_set.flat_prompts()
+    with select_backend(bundle, "onnxruntime", graph="text", threads=threads) as backend:
+        output = backend.output_names[0]
+        parts = [backend.run(tokenizer(prompts[i:i + PROMPT_BATCH]))[output] for i in range(0, len(prompts), PROMPT_BATCH)]
+    return LabelEmbeddings.from_prompt_embeddings(label_set, np.concatenate(parts), bundle.meta.model_id)
+
+
+def label_embeddings_for(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:
+    """Matching embeddings from the bundle or the cache; else computed here and cached."""
+    try:
+        return find_label_embeddings(bundle, label_set)
+    except LabelEmbeddingsError as err:
+        if bundle.meta.text is None:
+            raise LabelEmbeddingsError(f"{err} (this bundle has no text.onnx to compute them on the device)") from None
+        log.info("label set %r: %s", label_set.name, err)
+    log.info("embedding %d prompts of label set %r with %s", len(label_set.flat_prompts()[0]), label_set.name,
+             bundle.meta.text.file)
+    embeddings = compute_label_embeddings(bundle, label_set, threads)
+    target = cache_dir(bundle.meta.model_id) / f"{label_set.name}.npz"
+    try:
+        embeddings.save(target)
+        log.info("cached label embeddings in %s", target)
+    except OSError as err:  # a read-only home: use them now, compute again next time
+        log.warning("could not cache label embeddings in %s (%s): they will be computed at each start", target, err)
+    return embeddings

@@ -9,7 +9,7 @@ All three work the same way, so the whole loop runs in tests with a file or stdi
 
 Only the producer knows about blocks; the consumer reads whatever is in the ring, and soxr's
 streaming resampler gives the same samples however its input is chunked (checked: bit-equal
-to the one-shot soxr.resample that edge.audio.read_audio uses, same length). So the
+to the one-shot soxr.resample that edge.capture.audio.read_audio uses, same length). So the
 concatenation of everything `read` returns does not depend on the capture block size.
 
 End of stream: `read` returns None once a file or stdin is exhausted and everything has been
@@ -36,9 +36,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from edge.audio import SOXR_QUALITY, to_mono
+from edge.capture.audio import SOXR_QUALITY, to_mono
+from edge.capture.ring import RingBuffer
 from edge.errors import AudioError
-from edge.ring import RingBuffer
 
 log = logging.getLogger(__name__)
 

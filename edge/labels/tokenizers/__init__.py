@@ -17,30 +17,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Iterable
 
-from edge.errors import SemanticACError
 from edge.fsutil import atomic_write_text, sha256_file
-
-
-class TokenizerError(SemanticACError):
-    """A tokenizer that cannot be built: missing or wrong vocabulary, bad config, bad input."""
-
-
-def as_text_list(texts: Iterable[str]) -> list[str]:
-    """A list of str, refusing a bare string (which would tokenize character by character)."""
-    if isinstance(texts, str):
-        raise TokenizerError(f"texts={texts!r} is one string: pass a list of strings, e.g. [{texts!r}]")
-    texts = list(texts)
-    bad = [t for t in texts if not isinstance(t, str)]
-    if bad:
-        raise TokenizerError(f"texts must all be str, got {type(bad[0]).__name__} {bad[0]!r}")
-    return texts
-
-
-# The submodules import the two names above, so they come after them.
-from edge.tokenizers.clip_bpe import ClipBpeTokenizer, find_clip_vocab  # noqa: E402
-from edge.tokenizers.wordpiece import WordPieceTokenizer  # noqa: E402
+from edge.labels.tokenizers.base import TokenizerError
+from edge.labels.tokenizers.clip_bpe import ClipBpeTokenizer, find_clip_vocab
+from edge.labels.tokenizers.wordpiece import WordPieceTokenizer
 
 Tokenizer = ClipBpeTokenizer | WordPieceTokenizer
 CONFIG_NAME = "config.json"
@@ -79,7 +60,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
     if not path.is_file():
         raise TokenizerError(
             f"no tokenizer config at {path}: point at a bundle's tokenizer/ folder, "
-            "or write one with edge.tokenizers.save_tokenizer (semanticac-train export does)"
+            "or write one with edge.labels.tokenizers.save_tokenizer (semanticac-train export does)"
         )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))

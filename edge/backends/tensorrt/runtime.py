@@ -1,4 +1,4 @@
-"""TensorRT backend: runs a plan that `edge.engine.build_engine` built on this device.
+"""TensorRT backend: runs a plan that `edge.backends.tensorrt.builder.build_engine` built on this device.
 
 The named-tensor API of TensorRT 10 (JetPack 6), also present in 8.6:
     engine.num_io_tensors / get_tensor_name / get_tensor_mode / get_tensor_dtype /
@@ -20,40 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from edge.backends.base import Backend, GraphSpec, TensorSpec, graph_spec, reconcile
+from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt
 from edge.bundle import Bundle
 from edge.errors import BackendError
 
 log = logging.getLogger(__name__)
-
-INSTALL = 'pip install "semanticac-edge[trt]"'
-MIN_VERSION = (8, 6)  # the named-tensor API and execute_async_v3
-
-
-def import_tensorrt():
-    """`tensorrt`, or a one-line ImportError saying where it comes from."""
-    try:
-        import tensorrt
-    except ImportError as err:
-        raise ImportError("TensorRT is not installed: it comes with JetPack (make the venv with "
-                          f"--system-site-packages to see it), then {INSTALL}") from err
-    if tensorrt_version(tensorrt) < MIN_VERSION:
-        raise ImportError(f"TensorRT {tensorrt.__version__} is too old: this backend needs TensorRT >= "
-                          f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (JetPack 6 ships 10.x)")
-    return tensorrt
-
-
-def tensorrt_version(trt) -> tuple[int, int]:
-    major, minor = (trt.__version__.split(".") + ["0"])[:2]
-    return int(major), int(minor)
-
-
-def import_pycuda():
-    try:
-        import pycuda.driver as cuda
-    except ImportError as err:
-        raise ImportError(f"pycuda is not installed (the TensorRT backend needs it): {INSTALL}") from err
-    return cuda
-
 
 class _Buffer:
     """Page-locked host memory and device memory for one tensor at its largest shape."""
@@ -111,8 +82,8 @@ class TensorRTBackend(Backend):
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, plan: str | Path, precision: str = "fp16") -> "TensorRTBackend":
-        """Open an engine built from the bundle's model.onnx (see edge.engine.find_engine)."""
-        from edge.engine import rebuild_command
+        """Open an engine built from the bundle's model.onnx (see edge.backends.tensorrt.cache.find_engine)."""
+        from edge.backends.tensorrt.cache import rebuild_command
 
         fix = f"rebuild it with `{rebuild_command(bundle, precision)}`"
         return cls(plan, spec=graph_spec(bundle, "audio"), fix=fix)

@@ -1,0 +1,228 @@
+"""TensorRT engine cache: plans built on this device, found again by what they were built for,
+refused (with the command that rebuilds them) when that has changed.
+
+A plan only runs on the GPU model and TensorRT version that built it, so its name and its
+JSON sidecar record both, and the hash of the ONNX it came from:
+
+    <bundle>/engines/model.<gpu-slug>.trt<version>.<onnx sha256[:12]>.<precision>.plan
+                                                                    ... .json  (sidecar)
+
+(or $XDG_CACHE_HOME/semanticac-edge/<model_id>/engines/ when the bundle is read-only).
+The plan is TensorRT's own bytes, no header: `trtexec --loadEngine` reads it as is.
+Building is edge.backends.tensorrt.builder; running, edge.backends.tensorrt.runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt
+from edge.bundle import Bundle
+from edge.errors import BackendError
+from edge.fsutil import cache_dir, sha256_file
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp16", "fp32")
+
+SIDECAR_VERSION = 1
+
+SIDECAR_FIELDS = ("format_version", "plan", "tensorrt_version", "gpu_name", "compute_capability", "precision",
+                  "onnx_sha256", "model_id")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What a plan is tied to: the GPU model (name and compute capability) and TensorRT."""
+
+    gpu_name: str
+    compute_capability: str  # "8.7" (Jetson Orin)
+    tensorrt_version: str
+
+
+@dataclass(frozen=True)
+class EngineStatus:
+    """One plan found beside the bundle or in the cache; `reason` is None when it fits."""
+
+    plan: Path
+    sidecar: dict | None
+    reason: str | None
+
+
+def gpu_identity(index: int = 0) -> tuple[str, str]:
+    """(GPU name, compute capability "major.minor") of CUDA device `index`.
+
+    TensorRT's Python API does not expose them; pycuda (the [trt] extra) does, and cuda-python
+    where pycuda is absent. BackendError when there is no usable GPU.
+    """
+    try:
+        cuda = import_pycuda()
+    except ImportError as pycuda_missing:
+        return _gpu_identity_cuda_python(index, pycuda_missing)
+    try:
+        cuda.init()
+        device = cuda.Device(index)
+        major, minor = device.compute_capability()
+        return device.name(), f"{major}.{minor}"
+    except cuda.Error as err:
+        raise BackendError(f"no usable CUDA GPU ({err}): TensorRT engines need one; "
+                           "use --backend onnxruntime") from None
+
+
+def _gpu_identity_cuda_python(index: int, pycuda_missing: ImportError) -> tuple[str, str]:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            raise pycuda_missing from None
+    err, props = cudart.cudaGetDeviceProperties(index)
+    if err != cudart.cudaError_t.cudaSuccess:
+        raise BackendError(f"no usable CUDA GPU ({err}): TensorRT engines need one; use --backend onnxruntime")
+    name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
+    return name, f"{props.major}.{props.minor}"
+
+
+def device_info() -> DeviceInfo:
+    """This machine's GPU and TensorRT. ImportError without TensorRT (or pycuda/cuda-python)."""
+    trt = import_tensorrt()
+    name, capability = gpu_identity()
+    return DeviceInfo(gpu_name=name, compute_capability=capability, tensorrt_version=trt.__version__)
+
+
+def slug(text: str) -> str:
+    """"NVIDIA GeForce RTX 4090" -> "nvidia-geforce-rtx-4090": safe in a file name."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
+
+
+def engine_name(device: DeviceInfo, onnx_sha256: str, precision: str) -> str:
+    return f"model.{slug(device.gpu_name)}.trt{device.tensorrt_version}.{onnx_sha256[:12]}.{precision}.plan"
+
+
+def sidecar_path(plan: str | Path) -> Path:
+    return Path(plan).with_suffix(".json")
+
+
+def rebuild_command(bundle: Bundle, precision: str = "fp16") -> str:
+    return f"semanticac-edge build-engine --bundle {shlex.quote(str(bundle.path))} --precision {precision}"
+
+
+def engine_dirs(bundle: Bundle) -> list[Path]:
+    """Where engines live, in lookup order: beside the bundle, then the user cache."""
+    return [bundle.engines_dir, cache_dir(bundle.meta.model_id) / "engines"]
+
+
+def writable_engines_dir(bundle: Bundle) -> Path:
+    """The first folder of `engine_dirs` that can be written (a read-only bundle: the cache)."""
+    reasons = []
+    for folder in engine_dirs(bundle):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+            return folder
+        except OSError as err:
+            log.info("cannot write engines to %s (%s)", folder, err)
+            reasons.append(f"{folder}: {err}")
+    raise BackendError("nowhere to write the engine: " + "; ".join(reasons)
+                       + ": make the bundle writable, or set $XDG_CACHE_HOME to a writable folder")
+
+
+def read_sidecar(plan: str | Path) -> dict:
+    path = sidecar_path(plan)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BackendError(f"cannot read the engine sidecar {path}: {err}") from None
+    if not isinstance(data, dict):
+        raise BackendError(f"engine sidecar {path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def check_engine(sidecar: dict, device: DeviceInfo, bundle: Bundle, precision: str | None = None) -> str | None:
+    """Why the engine described by `sidecar` cannot run here with this bundle (None: it can).
+
+    Names every difference (ONNX hash, GPU, compute capability, TensorRT version, precision)
+    and ends with the command that rebuilds it.
+    """
+    precision = precision or sidecar.get("precision") or "fp16"
+    fix = f"rebuild it with `{rebuild_command(bundle, precision)}`"
+    missing = [k for k in SIDECAR_FIELDS if k not in sidecar]
+    if missing:
+        return f"its sidecar lacks {missing} (not written by this build-engine); {fix}"
+    if sidecar["format_version"] != SIDECAR_VERSION:
+        return (f"its sidecar has format_version {sidecar['format_version']!r}, this reader knows "
+                f"{SIDECAR_VERSION}; {fix}")
+    differences = []
+    if sidecar["onnx_sha256"] != bundle.meta.audio.sha256:
+        differences.append(f"built from another model.onnx (sha256 {str(sidecar['onnx_sha256'])[:12]}, "
+                           f"the bundle's is {bundle.meta.audio.sha256[:12]})")
+    if sidecar["gpu_name"] != device.gpu_name:
+        differences.append(f"built for GPU {sidecar['gpu_name']!r}, this device has {device.gpu_name!r}")
+    if sidecar["compute_capability"] != device.compute_capability:
+        differences.append(f"built for compute capability {sidecar['compute_capability']}, this GPU has "
+                           f"{device.compute_capability}")
+    if sidecar["tensorrt_version"] != device.tensorrt_version:
+        differences.append(f"built with TensorRT {sidecar['tensorrt_version']}, this device has "
+                           f"{device.tensorrt_version}")
+    if sidecar["precision"] != precision:
+        differences.append(f"built in {sidecar['precision']}, {precision} was asked for")
+    return "; ".join(differences) + f": {fix}" if differences else None
+
+
+def list_engines(bundle: Bundle, device: DeviceInfo, precision: str | None = None) -> list[EngineStatus]:
+    """Every plan beside the bundle and in the cache (of `precision`, if given), with the
+    reason each cannot be used here (None: it can). For `doctor` and the refusal messages."""
+    found = []
+    for folder in engine_dirs(bundle):
+        pattern = f"model.*.{precision}.plan" if precision else "model.*.plan"
+        for plan in sorted(folder.glob(pattern)) if folder.is_dir() else []:
+            try:
+                sidecar = read_sidecar(plan)
+            except BackendError as err:
+                found.append(EngineStatus(plan, None, f"{err}; rebuild it with "
+                                                      f"`{rebuild_command(bundle, precision or 'fp16')}`"))
+                continue
+            reason = check_engine(sidecar, device, bundle, precision)
+            if reason is None and sidecar.get("plan_sha256") and sha256_file(plan) != sidecar["plan_sha256"]:
+                reason = (f"the plan file does not match its sidecar's sha256 (corrupt or replaced); rebuild it with "
+                          f"`{rebuild_command(bundle, sidecar['precision'])}`")
+            found.append(EngineStatus(plan, sidecar, reason))
+    return found
+
+
+def find_engine(bundle: Bundle, precision: str = "fp16", device: DeviceInfo | None = None) -> Path | None:
+    """The plan built for this device, TensorRT and bundle, or None (each refusal is logged).
+
+    Without `device` it asks this machine (`device_info`): ImportError without TensorRT.
+    """
+    check_precision(precision)
+    device = device or device_info()
+    for status in list_engines(bundle, device, precision):
+        if status.reason is None:
+            return status.plan
+        log.info("engine %s not used: %s", status.plan, status.reason)
+    return None
+
+
+def explain_missing_engine(bundle: Bundle, precision: str, device: DeviceInfo) -> str:
+    """The message for "no engine fits": where we looked, what was refused and why, the fix."""
+    refused = [f"  {s.plan.name}: {s.reason}" for s in list_engines(bundle, device, precision) if s.reason]
+    where = " or ".join(str(d) for d in engine_dirs(bundle))
+    lines = [f"no {precision} TensorRT engine for this device ({device.gpu_name}, compute capability "
+             f"{device.compute_capability}, TensorRT {device.tensorrt_version}) in {where}"]
+    lines += refused
+    lines.append(f"build one with `{rebuild_command(bundle, precision)}`")
+    return "\n".join(lines)
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BackendError(f"precision {precision!r} is not supported (allowed: {list(PRECISIONS)})")

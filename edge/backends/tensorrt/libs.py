@@ -1,0 +1,33 @@
+"""The two libraries TensorRT work needs, imported only when used, with errors that say where
+each comes from: tensorrt (JetPack) and pycuda (the [trt] extra)."""
+
+from __future__ import annotations
+
+INSTALL = 'pip install "semanticac-edge[trt]"'
+MIN_VERSION = (8, 6)  # the named-tensor API and execute_async_v3
+
+
+def import_tensorrt():
+    """`tensorrt`, or a one-line ImportError saying where it comes from."""
+    try:
+        import tensorrt
+    except ImportError as err:
+        raise ImportError("TensorRT is not installed: it comes with JetPack (make the venv with "
+                          f"--system-site-packages to see it), then {INSTALL}") from err
+    if tensorrt_version(tensorrt) < MIN_VERSION:
+        raise ImportError(f"TensorRT {tensorrt.__version__} is too old: this backend needs TensorRT >= "
+                          f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (JetPack 6 ships 10.x)")
+    return tensorrt
+
+
+def tensorrt_version(trt) -> tuple[int, int]:
+    major, minor = (trt.__version__.split(".") + ["0"])[:2]
+    return int(major), int(minor)
+
+
+def import_pycuda():
+    try:
+        import pycuda.driver as cuda
+    except ImportError as err:
+        raise ImportError(f"pycuda is not installed (the TensorRT backend needs it): {INSTALL}") from err
+    return cuda

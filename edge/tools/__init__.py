@@ -1,0 +1,1 @@
+"""Commands around the pipeline: doctor (checks a field install), bench (timings), demo."""
