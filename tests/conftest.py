@@ -60,13 +60,29 @@ def null_sink(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def demo_bundle():
+    """The trained demo bundle shipped inside the package (edge/demo_bundle), hashes verified.
+
+    YAMNet frontend at 16 kHz, 5 s windows; no torch needed, so the edge tests run on a
+    device-only install (`make test-fast`). Use `small_bundle` only for what needs an export.
+    """
+    from edge.bundle import read_bundle, shipped_bundle
+
+    folder = shipped_bundle()
+    if folder is None:
+        pytest.fail("the package ships no demo bundle (edge/demo_bundle/model.json is missing)")
+    return read_bundle(folder, verify=True)
+
+
+@pytest.fixture(scope="session")
 def small_bundle(tmp_path_factory):
     """A real bundle exported from the small model config with seeded random weights.
 
     Untrained (its labels are noise), but every graph, tokenizer and label file is what
     `semanticac-train export` writes, so the edge runs on it exactly as on a trained one.
+    Needs torch (a real export): skipped where torch cannot be imported.
     """
-    import torch
+    torch = pytest.importorskip("torch", reason="small_bundle is a torch export; torch is not importable here")
 
     from edge.bundle import read_bundle
     from edge.labels.labelset import resolve_label_set
