@@ -6,6 +6,8 @@ key, both shapes and the file on any shape mismatch: a half-loaded model must ne
 
 - `load_htsat_checkpoint`: HTS-AT's AudioSet checkpoints (`HTSAT_AudioSet_Saved_*.ckpt`,
   Lightning, prefix `sed_model.`) and LAION-CLAP's (prefix `audio_branch.`).
+- `load_mapped`: the shared last step of a loader (shape check, load, report); YAMNet's
+  loader (train/model/yamnet.py) uses it too.
 - the CLIP RN50 text tower: train/model/clip_weights.py (reuses LoadReport).
 """
 
@@ -88,7 +90,7 @@ def _state_dict_of(path_or_state_dict: PathOrStateDict) -> tuple[StateDict, str]
 Mapped = dict[str, tuple[str, torch.Tensor]]  # model name -> (the file's key, tensor)
 
 
-def _load_mapped(model: nn.Module, mapped: Mapped, derived: Mapped, report: LoadReport,
+def load_mapped(model: nn.Module, mapped: Mapped, derived: Mapped, report: LoadReport,
                  strict: bool) -> LoadReport:
     """Check shapes, load `mapped`, and fill in the report's matched/missing/unexpected.
 
@@ -157,5 +159,5 @@ def load_htsat_checkpoint(model: nn.Module, path_or_state_dict: PathOrStateDict,
             derived[name] = (key, value)
         else:
             mapped[name] = (key, value)
-    return _load_mapped(model, mapped, derived, report, strict)
+    return load_mapped(model, mapped, derived, report, strict)
 

@@ -45,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from edge.fsutil import atomic_directory
-from train.model.weights import CheckpointMismatchError, LoadReport, _load_mapped
+from train.model.weights import CheckpointMismatchError, LoadReport, load_mapped
 
 log = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ def load_yamnet_onnx(model: YAMNet, path: str | Path, strict: bool = True) -> Lo
 
     # activation scales, the input/output quantisers, shape constants: graph-only, not weights
     report.ignored += [key for key in constants.values if key not in constants.used]
-    return _load_mapped(model, mapped, {}, report, strict)
+    return load_mapped(model, mapped, {}, report, strict)
 
 
 # -----------------------------------------------------------------------------
