@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
 import re
+import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +31,7 @@ import yaml
 
 from edge.errors import LabelSetError
 
+log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "an audio clip of {label}"  # the paper's best prompt (Table 4)
 DEFAULT_THRESHOLD = 0.5
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -48,8 +52,9 @@ class LabelSet:
     name: str
     prompt: str
     labels: tuple[Label, ...]
-    source: str = "<memory>"
+    source: str = "<memory>"  # the YAML file it was read from
     description: str | None = None
+    shipped: bool = False  # one of the sets installed with the package (configs/labels/)
 
     @property
     def names(self) -> list[str]:
@@ -204,13 +209,14 @@ def parse_label_set(text: str, source: str = "<string>") -> LabelSet:
         loader.dispose()
 
 
-def load_label_set(path: str | Path) -> LabelSet:
+def load_label_set(path: str | Path, shipped: bool = False) -> LabelSet:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise LabelSetError(f"cannot read label set {path}: {err}") from None
-    return parse_label_set(text, source=str(path))
+    label_set = parse_label_set(text, source=str(path))
+    return dataclasses.replace(label_set, shipped=True) if shipped else label_set
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,16 +229,42 @@ def shipped_label_sets() -> dict[str, Path]:
     return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
 
 
+def _is_path(spec: str | Path) -> bool:
+    """A Path object, or text with a folder part ("./urban.yaml", "dir/urban.yaml", "/abs", "~/x")."""
+    if isinstance(spec, Path):
+        return True
+    return any(sep in spec for sep in {"/", os.sep}) or spec.startswith("~")
+
+
 def resolve_label_set(spec: str | Path) -> LabelSet:
-    """`--labels` is a path to a YAML file, or the name of a shipped set ("urban", "urban.yaml")."""
-    path = Path(spec)
-    if path.is_file():
-        return load_label_set(path)
+    """`--labels`: the name of a shipped set ("urban", "urban.yaml"), else a YAML file.
+
+    A bare name that names a shipped set IS the shipped set, even when a file of that name is
+    in the working directory (a warning says so and how to use the file: `./urban.yaml`).
+    A file wins only when given as a path; a bare name that is no shipped set may be a file.
+    """
     shipped = shipped_label_sets()
-    bare = path.name[:-5] if path.name.endswith(".yaml") else path.name
-    if len(path.parts) == 1 and bare in shipped:
-        return load_label_set(shipped[bare])
+    if _is_path(spec):
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            raise LabelSetError(f"label set {str(spec)!r} is a directory: pass a label-set YAML file")
+        label_set = load_label_set(path)
+        log.info("label set %r: file %s", label_set.name, spec)
+        return label_set
+    bare = spec[:-5] if spec.endswith(".yaml") else spec
+    if bare in shipped:
+        local = [p for p in dict.fromkeys([spec, f"{bare}.yaml"]) if Path(p).is_file()]
+        if local:
+            log.warning("label set %r: the shipped set is used, not the file ./%s in this directory; "
+                        "to use that file pass it as a path: --labels ./%s", spec, local[0], local[0])
+        label_set = load_label_set(shipped[bare], shipped=True)
+        log.info("label set %r: shipped set (%s)", spec, label_set.source)
+        return label_set
+    if Path(spec).is_file():
+        label_set = load_label_set(spec)
+        log.info("label set %r: file ./%s", label_set.name, spec)
+        return label_set
     raise LabelSetError(
-        f"label set {str(spec)!r} not found: it is neither a file nor a shipped set "
+        f"label set {spec!r} not found: it is neither a file nor a shipped set "
         f"(shipped: {', '.join(sorted(shipped))}); pass a path to your YAML file"
     )

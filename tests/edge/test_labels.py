@@ -83,7 +83,8 @@ def test_resolve_path_then_shipped_name(tmp_path, monkeypatch):
     path.write_text("name: mine\nlabels: [a]\n")
     assert resolve_label_set(path).name == "mine"  # a path wins over a shipped name
     monkeypatch.chdir(tmp_path)
-    assert resolve_label_set("urban.yaml").name == "mine"
+    assert resolve_label_set("./urban.yaml").name == "mine"  # given as a path: the file
+    assert resolve_label_set("urban.yaml").name == "urban"  # a bare shipped name: the shipped set
     assert resolve_label_set("urban").name == "urban"
     with pytest.raises(LabelSetError, match="label set 'nope.yaml' not found.*shipped: esc50, urban"):
         resolve_label_set("nope.yaml")
