@@ -60,14 +60,14 @@ def as_scores(result, labels):
     return np.array([scores[label] for label in labels])
 
 
-def test_windows_equal_offline_computation(small_bundle, clip):
-    sink, summary, scorer = listen(small_bundle, clip)
-    fe = small_bundle.meta.frontend
+def test_windows_equal_offline_computation(demo_bundle, clip):
+    sink, summary, scorer = listen(demo_bundle, clip)
+    fe = demo_bundle.meta.frontend
     mel = log_mel(read_audio(clip, fe.sample_rate), fe)  # the whole recording at once
     w = Windowing.from_seconds(fe, 2.0, 0.5)
     expected_windows = (len(mel) - w.window_frames) // w.hop_frames + 1
     assert summary.windows == len(sink.windows) == expected_windows >= 4
-    with select_backend(small_bundle, "onnxruntime") as backend:
+    with select_backend(demo_bundle, "onnxruntime") as backend:
         for k, result in enumerate(sink.windows):
             frames = mel[k * w.hop_frames: k * w.hop_frames + w.window_frames]
             offline = scorer(backend.embed(tile_frames(frames, fe.frames)[None, None]))[0]
@@ -76,8 +76,8 @@ def test_windows_equal_offline_computation(small_bundle, clip):
     assert summary.dropped == 0 and "end of audio file" in summary.end_reason
 
 
-def test_results_do_not_depend_on_block_size(small_bundle, clip):
-    runs = [listen(small_bundle, clip, block=block)[0] for block in (256, 1000, 4096, 1021)]
+def test_results_do_not_depend_on_block_size(demo_bundle, clip):
+    runs = [listen(demo_bundle, clip, block=block)[0] for block in (256, 1000, 4096, 1021)]
     base = runs[0].windows
     for sink in runs[1:]:
         assert [r.t for r in sink.windows] == [r.t for r in base]
@@ -86,24 +86,24 @@ def test_results_do_not_depend_on_block_size(small_bundle, clip):
             np.testing.assert_allclose([s for _, s in a.top], [s for _, s in b.top], atol=TOL)
 
 
-def test_short_file_gives_one_tiled_window(small_bundle, tmp_path):
+def test_short_file_gives_one_tiled_window(demo_bundle, tmp_path):
     rng = np.random.default_rng(0)
     path = tmp_path / "short.wav"
     sf.write(path, 0.1 * rng.standard_normal(8000).astype(np.float32), 16000)  # 0.5 s
-    sink, summary, _ = listen(small_bundle, path, window=2.0, hop=0.5)
+    sink, summary, _ = listen(demo_bundle, path, window=2.0, hop=0.5)
     assert summary.windows == 1 and sink.windows[0].t == pytest.approx(0.5)
 
 
-def test_silence_is_reported(small_bundle, tmp_path):
+def test_silence_is_reported(demo_bundle, tmp_path):
     path = tmp_path / "silence.wav"
     sf.write(path, np.zeros(16000 * 14, np.float32), 16000)
-    sink, summary, _ = listen(small_bundle, path, window=2.0, hop=1.0)
+    sink, summary, _ = listen(demo_bundle, path, window=2.0, hop=1.0)
     assert any("digital silence" in s.message for s in sink.statuses)
     assert summary.windows == 13
 
 
-def test_cli_json_lines(small_bundle, clip):
-    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(small_bundle.path), "--labels", "urban",
+def test_cli_json_lines(demo_bundle, clip):
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", "urban",
                                                 "--input", str(clip), "--fast", "--json", "--hop", "1"])
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -120,19 +120,19 @@ def test_cli_json_lines(small_bundle, clip):
     (["--labels", "urban", "--input", "-"], "needs --rate"),
     (["--labels", "urban", "--input", "/no/such.wav"], "cannot read audio file /no/such.wav"),
 ])
-def test_cli_errors_are_one_line(small_bundle, args, message):
-    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(small_bundle.path), *args])
+def test_cli_errors_are_one_line(demo_bundle, args, message):
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), *args])
     assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
 
 
-def test_new_label_is_embedded_on_the_device(small_bundle, tmp_path, monkeypatch, clip):
+def test_new_label_is_embedded_on_the_device(demo_bundle, tmp_path, monkeypatch, clip):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     labels = tmp_path / "site.yaml"
     labels.write_text("name: site\nlabels:\n  - dog_bark\n  - name: kettle\n    prompts: [a kettle whistling]\n")
-    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(small_bundle.path), "--labels", str(labels),
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", str(labels),
                                                 "--input", str(clip), "--fast", "--json"])
     assert result.exit_code == 0, result.output
-    cached = tmp_path / "cache/semanticac-edge" / small_bundle.meta.model_id / "site.npz"
+    cached = tmp_path / "cache/semanticac-edge" / demo_bundle.meta.model_id / "site.npz"
     assert cached.is_file()
     top = [json.loads(line) for line in result.stdout.splitlines() if '"window"' in line][0]["top"]
     assert {t["label"] for t in top} == {"dog_bark", "kettle"}
