@@ -25,6 +25,20 @@ def _required_dir(env: str, default: Path | None, what: str) -> Path:
     pytest.skip(reason)
 
 
+# Markers that follow from what a test uses (pytest.ini describes them): a fixture or a folder.
+FIXTURE_MARKS = {"data_dir": "data", "null_sink": "capture", "small_bundle": "slow"}
+SLOW_FOLDERS = (REPO / "tests" / "train",)  # torch models, exports and training steps
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, mark in FIXTURE_MARKS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(mark)
+        if any(Path(item.path).is_relative_to(folder) for folder in SLOW_FOLDERS):
+            item.add_marker("slow")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The development audio (esc50/, us8k/); see ../shared/data/README.md."""

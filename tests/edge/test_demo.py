@@ -180,17 +180,18 @@ def _windows(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.split()[1:2] == ["window"]]
 
 
-def test_demo_command_plays_the_scene_to_its_end(small_bundle, tmp_path, monkeypatch, caplog):
+@pytest.mark.slow  # the trained model over the 36 s scene, twice: ~9 s on 2 cores
+def test_demo_command_plays_the_scene_to_its_end(demo_bundle, tmp_path, monkeypatch, caplog):
     monkeypatch.delenv("SEMANTICAC_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     runner = CliRunner()
     with caplog.at_level(logging.INFO, logger="edge.tools.demo"):
-        result = runner.invoke(edge.cli.main, ["demo", "--bundle", str(small_bundle.path), "--fast"],
+        result = runner.invoke(edge.cli.main, ["demo", "--bundle", str(demo_bundle.path), "--fast"],
                                env={"SEMANTICAC_DEMO_INPUT": "file"})
     assert result.exit_code == 0, result.output
     windows = _windows(result.stdout)
     _, seconds = synth_segments()
-    assert len(windows) == int(seconds - small_bundle.meta.clip_seconds) + 1  # hop 1 s, to the end of the file
+    assert len(windows) == int(seconds - demo_bundle.meta.clip_seconds) + 1  # hop 1 s, to the end of the file
     assert "end of audio file" in result.stdout
     for sound in SYNTH_SCENE:
         assert sound.what in caplog.text
