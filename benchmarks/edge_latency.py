@@ -147,8 +147,8 @@ def torch_flops(config: str, frames: int, n_mels: int) -> float | None:
         import torch
         from torch.utils.flop_counter import FlopCounterMode
 
-        from train.config import load_model_config
         from train.export import AudioEmbedding
+        from train.model.config import load_model_config
         from train.model.semanticac import build_model
     except ImportError:
         return None

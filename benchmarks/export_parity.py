@@ -35,8 +35,8 @@ from edge.labels.labelset import resolve_label_set
 from edge.labels.tokenizers import load_tokenizer
 from edge.scoring import Scorer
 from train.checkpoint import model_from_checkpoint, model_id
-from train.config import load_model_config
 from train.export import embed_prompts, export_bundle
+from train.model.config import load_model_config
 from train.model.semanticac import build_model
 
 

@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from train.config import load_model_config
+from train.model.config import load_model_config
 from train.model.loss import SemanticLoss
 from train.model.semanticac import build_model
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 
 from edge.fsutil import atomic_path
-from train.config import ModelConfig, from_dict, to_dict
+from train.config import from_dict, to_dict
+from train.model.config import ModelConfig
 from train.model.semanticac import SemanticAC, build_model
 
 FORMAT = "semanticac-train/1"

@@ -60,7 +60,7 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     """Export a model into a bundle: model.onnx, text.onnx, tokenizer, labels, model.json."""
     from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
-    from train.config import load_model_config
+    from train.model.config import load_model_config
     from train.export import export_bundle
     from train.model.semanticac import build_model
 
@@ -122,7 +122,7 @@ def check_weights(audio_file, text_file, config_path):
 
     Exits non-zero when a key is missing or unexpected, or a shape does not fit.
     """
-    from train.config import load_model_config
+    from train.model.config import load_model_config
     from train.model.clip_weights import load_clip_text_checkpoint
     from train.model.htsat import build_htsat
     from train.model.semanticac import build_text_tower
@@ -301,15 +301,13 @@ def evaluate(checkpoint, config_path, fold, out):
 @main.command("embed-labels")
 @click.option("--bundle", required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--labels", "label_specs", required=True, multiple=True, help="Label set (repeat for several).")
+@click.option("--into", type=click.Choice(["auto", "bundle", "cache"]), default="auto", show_default=True,
+              help="auto: the bundle's labels/ when it can be written, else the user cache.")
 @domain_errors
-def embed_labels(bundle, label_specs):
-    """Compute label embeddings with the bundle's text tower into <bundle>/labels/<name>.npz."""
+def embed_labels(bundle, label_specs, into):
+    """Alias of `semanticac-edge embed-labels` (the same function; no torch needed for it)."""
     from edge.bundle import read_bundle
-    from edge.labels.embeddings import compute_label_embeddings
-    from edge.labels.labelset import resolve_label_set
+    from edge.labels.embeddings import embed_label_sets
 
-    found = read_bundle(bundle, verify=True)
-    for spec in label_specs:
-        label_set = resolve_label_set(spec)
-        path = compute_label_embeddings(found, label_set).save(found.labels_dir / f"{label_set.name}.npz")
-        click.echo(f"{label_set.name}: {len(label_set.labels)} labels -> {path}")
+    for written in embed_label_sets(read_bundle(bundle, verify=True), label_specs, into=into):
+        click.echo(written.describe())

@@ -29,7 +29,7 @@ from edge.fsutil import atomic_directory
 from edge.labels.embeddings import compute_label_embeddings
 from edge.labels.labelset import LabelSet
 from edge.labels.tokenizers import save_tokenizer
-from train.config import ModelConfig
+from train.model.config import ModelConfig
 from train.model.semanticac import SemanticAC
 
 log = logging.getLogger(__name__)

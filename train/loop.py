@@ -30,9 +30,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from edge.labels.labelset import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
 from train.augment import Augment
 from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import ModelConfig, load_model_config, to_dict
+from train.config import to_dict
 from train.data import ClipDataset, build_dataset, collate, make_loader, split_clips
 from train.data.combined import CombinedDataset
+from train.model.config import ModelConfig, load_model_config
 from train.model.loss import OneHotLoss, SemanticLoss
 from train.model.semanticac import SemanticAC, build_model
 from train.recipe import TrainConfig

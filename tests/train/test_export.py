@@ -19,8 +19,8 @@ from tests.train.test_htsat import fake_checkpoint
 from tests.train.test_text import _torchscript_archive, fake_rn50  # noqa: F401 (fixture)
 from train import cli
 from train.checkpoint import model_from_checkpoint, model_id, save_checkpoint
-from train.config import load_model_config
 from train.export import COMPACT_COSINE, TENSORRT_OPS, export_bundle
+from train.model.config import load_model_config
 from train.model.semanticac import build_model
 
 TOL = 1e-4

@@ -188,7 +188,7 @@ def test_two_ddp_processes_agree(recipe, tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "configs/train").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_shipped_recipe_and_its_model_load(path, monkeypatch):
     """The shipped recipes (and the model configs they name) parse, extends chains included."""
-    from train.config import load_model_config
+    from train.model.config import load_model_config
 
     monkeypatch.setenv("SEMANTICAC_DATA", "/nonexistent")  # only the paths are expanded, nothing is read
     config = load_train_config(path)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train.config import ModelConfig, from_dict
+from train.config import from_dict
+from train.model.config import ModelConfig
 from train.model.heads import build_head
 from train.model.htsat import HTSATConfig, build_htsat
 from train.model.loss import LogitScale
