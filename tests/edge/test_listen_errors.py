@@ -28,77 +28,78 @@ def statuses(result):
     return [json.loads(line) for line in result.stdout.splitlines() if '"status"' in line]
 
 
-def test_unknown_device(small_bundle):
-    one_line_error(run(small_bundle.path, "--labels", "urban", "--device", "no such microphone 42"),
+def test_unknown_device(demo_bundle):
+    one_line_error(run(demo_bundle.path, "--labels", "urban", "--device", "no such microphone 42"),
                    "no such microphone 42")
 
 
-def test_unsupported_stdin_rate(small_bundle):
-    one_line_error(run(small_bundle.path, "--labels", "urban", "--input", "-", "--rate", "0", stdin=b""),
+def test_unsupported_stdin_rate(demo_bundle):
+    one_line_error(run(demo_bundle.path, "--labels", "urban", "--input", "-", "--rate", "0", stdin=b""),
                    "sample rate must be a positive integer")
 
 
-def test_corrupt_and_nan_files(small_bundle, tmp_path):
+def test_corrupt_and_nan_files(demo_bundle, tmp_path):
     corrupt = tmp_path / "corrupt.flac"
     corrupt.write_bytes(b"fLaC" + bytes(range(256)) * 16)
-    one_line_error(run(small_bundle.path, "--labels", "urban", "--input", str(corrupt), "--fast"),
+    one_line_error(run(demo_bundle.path, "--labels", "urban", "--input", str(corrupt), "--fast"),
                    f"cannot read audio file {corrupt}")
     x = tone(440, 3.0, 16000)
     x[20000] = np.nan
     nan = tmp_path / "nan.wav"
     sf.write(nan, x, 16000, subtype="FLOAT")
-    one_line_error(run(small_bundle.path, "--labels", "urban", "--input", str(nan), "--fast"),
+    one_line_error(run(demo_bundle.path, "--labels", "urban", "--input", str(nan), "--fast"),
                    "NaN or infinite samples, the first at 1.250 s")
 
 
-def test_stdin_nan_samples_are_replaced_and_reported(small_bundle):
+def test_stdin_nan_samples_are_replaced_and_reported(demo_bundle):
     x = tone(440, 6.0, 16000)
     x[1000:1010] = np.inf
-    result = run(small_bundle.path, "--labels", "urban", "--input", "-", "--rate", "16000", "--format", "f32le",
+    result = run(demo_bundle.path, "--labels", "urban", "--input", "-", "--rate", "16000", "--format", "f32le",
                  "--json", stdin=x.astype("<f4").tobytes())
     assert result.exit_code == 0, result.output
     assert any(line["type"] == "window" for line in map(json.loads, result.stdout.splitlines()))
 
 
-def test_stereo_silence_and_clipping_are_handled(small_bundle, tmp_path):
+def test_stereo_silence_and_clipping_are_handled(demo_bundle, tmp_path):
     rate = 16000
     loud = np.clip(3.0 * tone(300, 6.0, rate), -1, 1)  # clipped at full scale
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([loud, np.zeros_like(loud)], axis=1), rate)
-    result = run(small_bundle.path, "--labels", "urban", "--input", str(path), "--fast", "--json")
+    result = run(demo_bundle.path, "--labels", "urban", "--input", str(path), "--fast", "--json")
     assert result.exit_code == 0, result.output
     silence = tmp_path / "silence.wav"
     sf.write(silence, np.zeros(rate * 16, np.float32), rate)
-    result = run(small_bundle.path, "--labels", "urban", "--input", str(silence), "--fast", "--json")
+    result = run(demo_bundle.path, "--labels", "urban", "--input", str(silence), "--fast", "--json")
     assert result.exit_code == 0
     assert any("digital silence" in s["message"] and s["level"] == "warning" for s in statuses(result))
 
 
-def test_bad_labels_yaml(small_bundle, tmp_path):
+def test_bad_labels_yaml(demo_bundle, tmp_path):
     labels = tmp_path / "site.yaml"
     labels.write_text("name: site\nlabels:\n  - dog\n  - {name: cat, threshold: 7}\n")
-    one_line_error(run(small_bundle.path, "--labels", str(labels)), f"{labels}:4: labels[1].threshold")
+    one_line_error(run(demo_bundle.path, "--labels", str(labels)), f"{labels}:4: labels[1].threshold")
 
 
-def test_bundle_without_text_tower_and_embeddings(small_bundle, tmp_path, monkeypatch):
+def test_bundle_without_text_tower_and_embeddings(demo_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     bundle = tmp_path / "bundle"
-    shutil.copytree(small_bundle.path, bundle)
+    shutil.copytree(demo_bundle.path, bundle)
     meta = json.loads((bundle / "model.json").read_text())
     meta["text"] = None
     (bundle / "model.json").write_text(json.dumps(meta))
     (bundle / "text.onnx").unlink()
+    (bundle / "labels" / "esc50.npz").unlink()  # the demo bundle ships esc50's embeddings: not this copy
     one_line_error(run(bundle, "--labels", "esc50"), "semanticac-train embed-labels")
 
 
-def test_corrupt_or_mismatched_graph_and_missing_engine(small_bundle, tmp_path):
+def test_corrupt_or_mismatched_graph_and_missing_engine(demo_bundle, tmp_path):
     clip = tmp_path / "clip.wav"
     sf.write(clip, tone(440, 2.0, 16000), 16000)
     bundle = tmp_path / "bundle"
-    shutil.copytree(small_bundle.path, bundle)
+    shutil.copytree(demo_bundle.path, bundle)
     (bundle / "model.onnx").write_bytes(b"\x08\x07garbage")
     one_line_error(run(bundle, "--labels", "urban", "--input", str(clip)), "model.onnx")
-    shutil.copy(small_bundle.path / "text.onnx", bundle / "model.onnx")  # another graph: names do not match
+    shutil.copy(demo_bundle.path / "text.onnx", bundle / "model.onnx")  # another graph: names do not match
     one_line_error(run(bundle, "--labels", "urban", "--input", str(clip)), "model.json")
-    result = run(small_bundle.path, "--labels", "urban", "--backend", "tensorrt", "--input", str(clip))
+    result = run(demo_bundle.path, "--labels", "urban", "--backend", "tensorrt", "--input", str(clip))
     one_line_error(result, "TensorRT")
