@@ -233,10 +233,16 @@ def shipped_bundle() -> Path | None:
 
 
 def resolve_bundle(option: str | Path | None = None) -> Bundle:
+    return resolve_bundle_origin(option)[0]
+
+
+def resolve_bundle_origin(option: str | Path | None = None) -> tuple[Bundle, str]:
+    """The bundle and where it came from, in words: --bundle, $SEMANTICAC_BUNDLE, or the demo
+    bundle shipped with the package (named with its licence: it is trained on CC BY-NC data)."""
     if option:
-        return read_bundle(option)
+        return read_bundle(option), f"--bundle {option}"
     if os.environ.get(BUNDLE_ENV):
-        return read_bundle(os.environ[BUNDLE_ENV])
+        return read_bundle(os.environ[BUNDLE_ENV]), f"${BUNDLE_ENV} = {os.environ[BUNDLE_ENV]}"
     demo = shipped_bundle()
     if demo is None:
         raise BundleError(
@@ -244,4 +250,6 @@ def resolve_bundle(option: str | Path | None = None) -> Bundle:
             "ships no demo bundle yet. Export one with `semanticac-train export --checkpoint RUN/best.pt "
             "--out BUNDLE`, then pass --bundle BUNDLE"
         )
-    return read_bundle(demo)
+    bundle = read_bundle(demo)
+    return bundle, (f"the demo bundle shipped with semanticac-edge ({demo}); licence: {bundle.meta.license}; "
+                    "pass --bundle or set $SEMANTICAC_BUNDLE to use your own model")

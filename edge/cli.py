@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
 import click
 
 from edge import __version__
-from edge.errors import SemanticACError
+from edge.capture.sources import STDIN_FORMATS
+from edge.errors import OptionError, OutputError, SemanticACError
+from edge.listen import BACKENDS, ListenOptions
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +32,14 @@ def setup_logging(verbosity: int) -> None:
 
 def domain_errors(func):
     """Turn an edge error (or a missing optional package) into click's one-line `Error: ...`
-    and exit status 1."""
+    and exit status 1; a bad option value into a usage error (exit status 2)."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
+        except OptionError as err:
+            raise click.UsageError(str(err)) from None
         except (SemanticACError, ImportError) as err:
             raise click.ClickException(str(err)) from None
 
@@ -120,22 +126,35 @@ def stop_on_signals():
             signal.signal(sig, handler)
 
 
-def parse_device(device: str | None) -> int | str | None:
-    return int(device) if device is not None and device.isdigit() else device
+def discard_stdout() -> None:
+    """Point stdout at /dev/null once writing to it failed, so that the interpreter's last flush
+    at exit does not fail a second time with a traceback-like report."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+    except (AttributeError, OSError, ValueError):  # no stdout at all, or not a real file (tests)
+        pass
 
 
-def open_source(input_path: str | None, device: str | None, frontend, fast: bool, rate: int | None,
-                sample_format: str, channels: int):
-    """The audio source `listen` reads: a file, stdin ('-') or a microphone."""
-    from edge.capture.sources import FileSource, MicrophoneSource, StdinSource
+def run_pipeline(options: ListenOptions, source=None) -> None:
+    """Run the listen pipeline until its source ends or SIGINT/SIGTERM; exit 1 when the source
+    or backend failed mid-stream (the `status` line with level error is already on stdout)."""
+    from edge.listen import listen as listen_pipeline
 
-    if input_path == "-":
-        if rate is None:
-            raise click.UsageError("--input - (raw PCM on stdin) needs --rate, the rate it was recorded at")
-        return StdinSource(rate, format=sample_format, channels=channels, sample_rate=frontend.sample_rate)
-    if input_path:
-        return FileSource(input_path, sample_rate=frontend.sample_rate, fast=fast)
-    return MicrophoneSource(parse_device(device), sample_rate=frontend.sample_rate)
+    with stop_on_signals() as stop:
+        try:
+            summary = listen_pipeline(options, stop=stop, source=source)
+        except OutputError as err:
+            discard_stdout()
+            if err.broken_pipe:  # the reader went away (e.g. `| head`): nothing left to say
+                raise SystemExit(0) from None
+            raise click.ClickException(str(err)) from None
+    if summary.error:
+        raise click.ClickException(summary.error)
+
+
+DEFAULTS = ListenOptions.defaults()
 
 
 @main.command()
@@ -143,66 +162,43 @@ def open_source(input_path: str | None, device: str | None, frontend, fast: bool
 @BUNDLE_OPTION
 @click.option("--input", "input_path", default=None, metavar="FILE|-",
               help="Audio file (played in real time, or --fast), or - for raw PCM on stdin. Default: the microphone.")
-@click.option("--device", default=None, metavar="NAME|INDEX", help="Input device (see `semanticac-edge devices`).")
+@click.option("--device", default=None, metavar="NAME|INDEX",
+              help="Input device of the microphone (see `semanticac-edge devices`).")
 @click.option("--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length.")
-@click.option("--hop", type=float, default=1.0, show_default=True, help="Seconds between windows.")
-@click.option("--top-k", "k", type=click.IntRange(1), default=3, show_default=True, help="Labels shown per window.")
+@click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
+@click.option("--top-k", "top_k", type=int, default=DEFAULTS["top_k"], show_default=True,
+              help="Labels shown per window.")
 @click.option("--json", "json_lines", is_flag=True, help="One JSON object per line (schema 1) on stdout.")
-@click.option("--backend", "backend_choice", type=click.Choice(["auto", "onnxruntime", "tensorrt"]), default="auto",
+@click.option("--backend", "backend_choice", type=click.Choice(list(BACKENDS)), default=DEFAULTS["backend"],
               show_default=True, help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.")
 @click.option("--fast", is_flag=True, help="Read --input FILE as fast as possible instead of in real time.")
-@click.option("--rate", type=int, default=None, help="Sample rate of raw PCM on stdin (Hz).")
-@click.option("--format", "sample_format", type=click.Choice(["s16le", "s32le", "f32le"]), default="s16le",
-              show_default=True, help="Sample format of raw PCM on stdin.")
-@click.option("--channels", type=click.IntRange(1), default=1, show_default=True, help="Channels of raw PCM on stdin.")
-@click.option("--smooth", type=click.IntRange(1), default=3, show_default=True,
+@click.option("--rate", type=int, default=None, help="Sample rate of raw PCM on stdin (Hz); --input - only.")
+@click.option("--format", "sample_format", type=click.Choice(list(STDIN_FORMATS)), default=None,
+              help="Sample format of raw PCM on stdin (default s16le); --input - only.")
+@click.option("--channels", type=int, default=None, help="Channels of raw PCM on stdin (default 1); --input - only.")
+@click.option("--smooth", type=int, default=DEFAULTS["smooth"], show_default=True,
               help="Windows averaged before event decisions (1: none).")
-@click.option("--min-duration", type=float, default=1.0, show_default=True,
+@click.option("--min-duration", type=float, default=DEFAULTS["min_duration"], show_default=True,
               help="Seconds a label must stay above its threshold before its event starts.")
-@click.option("--release", "release_ratio", type=click.FloatRange(0.0, 1.0, min_open=True), default=0.7,
-              show_default=True, help="An event ends below threshold x this ratio (hysteresis).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores).")
-@click.option("--max-batch", type=click.IntRange(1), default=4, show_default=True,
+@click.option("--release", "release_ratio", type=float, default=DEFAULTS["release"], show_default=True,
+              help="An event ends below threshold x this ratio (hysteresis), in (0, 1].")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
+@click.option("--max-batch", type=int, default=DEFAULTS["max_batch"], show_default=True,
               help="Windows run together when several are ready; beyond it a live source drops the oldest.")
 @domain_errors
-def listen(labels_spec, bundle, input_path, device, window, hop, k, json_lines, backend_choice, fast, rate,
+def listen(labels_spec, bundle, input_path, device, window, hop, top_k, json_lines, backend_choice, fast, rate,
            sample_format, channels, smooth, min_duration, release_ratio, threads, max_batch):
-    """Listen and print the top labels of every window, and start/end events."""
-    from edge.backends import select_backend
-    from edge.bundle import resolve_bundle
-    from edge.events import EventDetector
-    from edge.features import Windowing
-    from edge.labels.embeddings import label_embeddings_for
-    from edge.labels.labelset import resolve_label_set
-    from edge.listen import Listener
-    from edge.outputs.sinks import make_sink
-    from edge.scoring import Scorer, Smoother
+    """Listen and print the top labels of every window, and start/end events.
 
-    if not labels_spec:
-        raise click.UsageError("--labels is required: a label-set YAML file or a shipped set (urban, esc50)")
-    if fast and (input_path in (None, "-")):
-        raise click.UsageError("--fast applies to --input FILE only")
-    found = resolve_bundle(bundle)
-    label_set = resolve_label_set(labels_spec)
-    embeddings = label_embeddings_for(found, label_set, threads)
-    try:
-        windowing = Windowing.from_seconds(found.meta.frontend, window or found.meta.clip_seconds, hop)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
-    backend = select_backend(found, backend_choice, threads=threads)  # a bad graph fails before any audio opens
-    try:
-        source = open_source(input_path, device, found.meta.frontend, fast, rate, sample_format, channels)
-    except BaseException:
-        backend.close()
-        raise
-    detector = EventDetector.from_label_set(label_set, release_ratio=release_ratio, min_duration=min_duration)
-    with backend, make_sink(json_lines=json_lines) as sink, stop_on_signals() as stop:
-        listener = Listener(found, backend, Scorer.for_bundle(found.meta, embeddings), detector, Smoother(smooth),
-                            sink, windowing, k=k, max_batch=max_batch)
-        try:
-            listener.run(source, stop)
-        except BrokenPipeError:  # stdout closed by the reader (e.g. `| head`): stop quietly
-            stop.set()
+    Exit status: 0 when the input ends or SIGINT/SIGTERM stops it; 1 when the source or the
+    model fails mid-stream (after scoring what came before and ending every open event);
+    2 for a bad option.
+    """
+    run_pipeline(ListenOptions(
+        labels=labels_spec or "", bundle=bundle, input=input_path, device=device, window=window, hop=hop,
+        top_k=top_k, json=json_lines, backend=backend_choice, fast=fast, rate=rate, sample_format=sample_format,
+        channels=channels, smooth=smooth, min_duration=min_duration, release=release_ratio, threads=threads,
+        max_batch=max_batch))
 
 
 @main.command()
@@ -213,9 +209,8 @@ def listen(labels_spec, bundle, input_path, device, window, hop, k, json_lines, 
 @click.option("--input-kind", type=click.Choice(["auto", "microphone", "file"]), default="auto", show_default=True,
               envvar="SEMANTICAC_DEMO_INPUT", show_envvar=True,
               help="auto: the microphone if PortAudio sees one, else the demo scene file; or force either.")
-@click.pass_context
 @domain_errors
-def demo(ctx, labels_spec, bundle, fast, input_kind) -> None:
+def demo(labels_spec, bundle, fast, input_kind) -> None:
     """Listen with what this machine has: the microphone until Ctrl-C, else a demo scene file
     (real UrbanSound8K clips from $SEMANTICAC_DATA, or a synthesised street) until it ends."""
     from edge.tools.demo import choose_demo_input
@@ -224,8 +219,8 @@ def demo(ctx, labels_spec, bundle, fast, input_kind) -> None:
     if demo_log.getEffectiveLevel() > logging.INFO:  # the demo says what it plays, even without -v
         demo_log.setLevel(logging.INFO)
     scene = choose_demo_input(input_kind, labels_spec, bundle, fast)  # None: the default microphone
-    ctx.invoke(listen, labels_spec=labels_spec, bundle=bundle, input_path=None if scene is None else str(scene),
-               fast=fast and scene is not None)
+    run_pipeline(ListenOptions(labels=labels_spec, bundle=bundle, input=None if scene is None else str(scene),
+                               fast=fast and scene is not None))
 
 
 @main.command()
@@ -283,22 +278,21 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
               help="Backend to time (repeat the option). Default: onnxruntime, and tensorrt when an engine "
                    "for this GPU exists.")
 @click.option("--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length.")
-@click.option("--hop", type=float, default=1.0, show_default=True, help="Seconds between windows.")
+@click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
 @click.option("--seconds", type=click.FloatRange(0.0, min_open=True), default=10.0, show_default=True,
               help="Seconds of timing per backend (after warm-up).")
-@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores).")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
+@click.option("--labels", "labels_spec", default="urban", show_default=True, metavar="NAME|PATH",
+              help="Label set of the end-to-end run of the whole listen pipeline.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the table.")
 @domain_errors
-def bench(bundle, backends, window, hop, seconds, threads, as_json) -> None:
-    """Time the bundle here: window latency p50/p99, frontend per hop, real-time factor, smallest hop."""
+def bench(bundle, backends, window, hop, seconds, threads, labels_spec, as_json) -> None:
+    """Time the bundle here: window latency p50/p99, frontend per hop, real-time factor, smallest hop,
+    and the whole listen pipeline on a file as fast as it runs."""
     import json
 
-    from edge.bundle import resolve_bundle
     from edge.tools.bench import format_bench, run_bench
 
-    found = resolve_bundle(bundle)
-    try:
-        result = run_bench(found, list(backends) or None, window=window, hop=hop, seconds=seconds, threads=threads)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from None
+    options = ListenOptions(labels=labels_spec, bundle=bundle, window=window, hop=hop, threads=threads)
+    result = run_bench(options, list(backends) or None, seconds=seconds)
     click.echo(json.dumps(result) if as_json else format_bench(result))

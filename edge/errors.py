@@ -28,3 +28,20 @@ class LabelEmbeddingsError(SemanticACError):
 class BackendError(SemanticACError):
     """An inference graph or engine that cannot be opened or run: corrupt, mismatched with the
     bundle, built for another device, or given inputs of the wrong name, type or shape."""
+
+
+class OptionError(SemanticACError):
+    """A pipeline option with a value that is not allowed; `option` is its field name in
+    ListenOptions (the CLI shows it as a flag, the service config as a key)."""
+
+    def __init__(self, message: str, option: str):
+        super().__init__(message)
+        self.option = option
+
+
+class OutputError(SemanticACError):
+    """Results cannot be written: stdout closed, full, or its reader gone (`broken_pipe`)."""
+
+    def __init__(self, message: str, broken_pipe: bool = False):
+        super().__init__(message)
+        self.broken_pipe = broken_pipe

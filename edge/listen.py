@@ -1,4 +1,4 @@
-"""The listen loop: audio source -> incremental log-mel -> windows -> model -> scores -> events.
+"""THE listen pipeline: audio source -> incremental log-mel -> windows -> model -> scores -> events.
 
     Source.read (model rate) -> StreamingLogMel.push (only the new frames)
       -> every hop, the latest window of frames, tiled to the model's frames
@@ -7,6 +7,11 @@
       -> Smoother -> EventDetector (thresholds, hysteresis, minimum duration) -> start/end
       -> Sink (live view, plain lines or JSON lines)
 
+`ListenOptions` holds every setting and its default (here and nowhere else) and validates
+each value; `listen(options)` composes the pipeline (bundle, label set, embeddings,
+windowing, backend, source, detector, smoother, sink) and runs it. `semanticac-edge listen`,
+`demo`, `bench` and the service call it; the CLI only parses and prints.
+
 Windows are counted in frames of the bundle's frontend, so they do not depend on how the
 audio arrived: window k holds frames [k * hop, k * hop + window) of the stream's log-mel,
 the same frames `log_mel` computes over the whole recording. A window shorter than the
@@ -14,29 +19,169 @@ model's input is tiled (edge.features.tile_frames), as training tiles its clips.
 
 A live source never builds a backlog: when inference falls behind and more windows are
 ready than one batch holds, the oldest are dropped and counted (`dropped`).
+
+Failure contract: when the source fails mid-stream (a decode error, NaN samples, a lost
+device) or the backend fails, the audio delivered before the failure is still scored, every
+open event gets its `end`, a `status` line with level `error` (code `source_error` or
+`backend_error`) names the cause, and the summary carries the error (the CLI exits 1).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from edge.backends.base import Backend
-from edge.bundle import Bundle
-from edge.capture.sources import FileSource, MicrophoneSource, Source
-from edge.events import EventDetector
+from edge.bundle import Bundle, resolve_bundle_origin
+from edge.capture.sources import STDIN_FORMATS, FileSource, MicrophoneSource, Source, StdinSource
+from edge.errors import AudioError, BackendError, OptionError, SemanticACError
+from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
 from edge.features import FrameQueue, Frontend, StreamingLogMel, Windowing, tile_frames
-from edge.outputs.sinks import Sink, Status, WindowResult
-from edge.scoring import Scorer, Smoother, top_k
+from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
+from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
 
 log = logging.getLogger(__name__)
 
 READ_SECONDS = 0.2  # a read waits at most this long, so a stop request is seen promptly
 SILENCE_WARN_SECONDS = 10.0
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+DEMO_LICENCE_NOTE = "non-commercial use only"
+
+
+def _flag(name: str) -> str:
+    """The command-line spelling of an option (the service config uses the field name)."""
+    return {"sample_format": "--format", "top_k": "--top-k"}.get(name, "--" + name.replace("_", "-"))
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, as a container or taskset sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ListenOptions:
+    """Every setting of the listen pipeline; each default lives here and nowhere else.
+
+    `input`: None for the microphone, "-" for raw PCM on stdin, else an audio file. Options
+    that only apply to one source (device: microphone; fast: file; rate, sample_format,
+    channels: stdin) are errors with another. Construction validates every value and raises
+    OptionError naming the option, the value and what is allowed.
+    """
+
+    labels: str  # a label-set YAML path or the name of a shipped set
+    bundle: str | None = None  # None: $SEMANTICAC_BUNDLE, else the shipped demo bundle
+    input: str | None = None
+    device: str | None = None  # microphone: index or part of a name; None: the default input
+    window: float | None = None  # seconds; None: the bundle's training clip length
+    hop: float = 1.0  # seconds between windows
+    top_k: int = DEFAULT_TOP_K
+    json: bool = False  # JSON lines instead of the live view / plain lines
+    backend: str = "auto"  # auto: a TensorRT engine built for this GPU, else ONNX Runtime
+    fast: bool = False  # a file as fast as possible instead of in real time
+    rate: int | None = None  # stdin: the raw PCM's sample rate (required there)
+    sample_format: str | None = None  # stdin: s16le (default), s32le, f32le
+    channels: int | None = None  # stdin: interleaved channels (default 1)
+    smooth: int = DEFAULT_SMOOTH_WINDOWS  # windows averaged before event decisions
+    min_duration: float = DEFAULT_MIN_DURATION  # seconds above threshold before a start
+    release: float = DEFAULT_RELEASE_RATIO  # an event ends below threshold x release
+    threads: int | None = None  # ONNX Runtime threads; None: all usable cores
+    max_batch: int = 4  # windows run together; beyond it a live source drops the oldest
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """Field name -> default, for a CLI's `show_default`."""
+        return {f.name: f.default for f in fields(cls) if f.init and f.name != "labels"}
+
+    @property
+    def source_kind(self) -> str:
+        return "microphone" if self.input is None else "stdin" if self.input == "-" else "file"
+
+    @property
+    def stdin_format(self) -> str:
+        return self.sample_format or "s16le"
+
+    @property
+    def stdin_channels(self) -> int:
+        return self.channels or 1
+
+    def _validate(self) -> None:
+        if not isinstance(self.labels, str) or not self.labels.strip():
+            raise OptionError("--labels is required: a label-set YAML file or a shipped set (urban, esc50)",
+                              option="labels")
+        self._seconds("hop", self.hop, allow_zero=False)
+        if self.window is not None:
+            self._seconds("window", self.window, allow_zero=False,
+                          hint="leave it out for the bundle's clip length")
+        self._seconds("min_duration", self.min_duration, allow_zero=True)
+        if not (_finite(self.release) and 0.0 < self.release <= 1.0):
+            self._fail("release", self.release, "a ratio in (0, 1]: an event ends below threshold x release")
+        for name, low in (("top_k", 1), ("smooth", 1), ("max_batch", 1)):
+            self._whole(name, getattr(self, name), low)
+        if self.threads is not None:
+            self._whole("threads", self.threads, 1, usable_cores(),
+                        f"this machine lets the process use {usable_cores()} core(s)")
+        if self.backend not in BACKENDS:
+            self._fail("backend", self.backend, f"one of {', '.join(BACKENDS)}")
+        self._check_source()
+
+    def _check_source(self) -> None:
+        kind = self.source_kind
+        where = {"device": "microphone", "fast": "file", "rate": "stdin", "sample_format": "stdin",
+                 "channels": "stdin"}
+        what = {"microphone": "the microphone (no --input)", "file": "--input FILE", "stdin": "--input - (stdin)"}
+        for name, applies in where.items():
+            value = getattr(self, name)
+            if value not in (None, False) and applies != kind:
+                raise OptionError(f"{_flag(name)} applies to {what[applies]} only, not to {what[kind]}: "
+                                  f"leave it out", option=name)
+        if kind == "stdin":
+            if self.rate is None:
+                raise OptionError("--input - (raw PCM on stdin) needs --rate, the rate it was recorded at "
+                                  "(e.g. --rate 16000)", option="rate")
+            self._whole("rate", self.rate, 1, hint="the sample rate in Hz")
+            if self.stdin_format not in STDIN_FORMATS:
+                self._fail("sample_format", self.sample_format, f"one of {', '.join(STDIN_FORMATS)}")
+            self._whole("channels", self.stdin_channels, 1)
+        if kind == "file" and not self.input:
+            self._fail("input", self.input, "a path to an audio file, or - for stdin")
+
+    def _seconds(self, name: str, value, allow_zero: bool, hint: str = "") -> None:
+        low = ">= 0" if allow_zero else "> 0"
+        if not _finite(value) or value < 0 or (value == 0 and not allow_zero):
+            self._fail(name, value, f"a finite number of seconds {low}" + (f" ({hint})" if hint else ""))
+
+    def _whole(self, name: str, value, low: int, high: int | None = None, hint: str = "") -> None:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= low and (high is None or value <= high)
+        if not ok:
+            allowed = f"a whole number >= {low}" if high is None else f"a whole number from {low} to {high}"
+            self._fail(name, value, allowed + (f" ({hint})" if hint else ""))
+
+    @staticmethod
+    def _fail(name: str, value, allowed: str):
+        raise OptionError(f"{_flag(name)} {value!r} is not allowed: use {allowed}", option=name)
+
+    def windowing(self, bundle: Bundle) -> Windowing:
+        """Window and hop in the bundle's frames; OptionError when its frontend cannot make them."""
+        try:
+            return Windowing.from_seconds(bundle.meta.frontend, self.window or bundle.meta.clip_seconds, self.hop)
+        except ValueError as err:
+            raise OptionError(str(err), option="window" if "--window" in str(err) else "hop") from None
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -46,6 +191,63 @@ class ListenSummary:
     events: int = 0
     seconds: float = 0.0
     end_reason: str = ""
+    error: str | None = None  # why the stream failed (the CLI exits 1); None when it ended or was stopped
+
+
+def open_source(options: ListenOptions, frontend: Frontend) -> Source:
+    """The source `options.input` names: a file, stdin ('-') or a microphone."""
+    kind = options.source_kind
+    if kind == "stdin":
+        return StdinSource(options.rate, format=options.stdin_format, channels=options.stdin_channels,
+                           sample_rate=frontend.sample_rate)
+    if kind == "file":
+        return FileSource(options.input, sample_rate=frontend.sample_rate, fast=options.fast)
+    device = int(options.device) if options.device is not None and options.device.isdigit() else options.device
+    return MicrophoneSource(device, sample_rate=frontend.sample_rate)
+
+
+def listen(options: ListenOptions, sink: Sink | None = None, stop: threading.Event | None = None,
+           source: Source | None = None) -> ListenSummary:
+    """Compose the pipeline that `options` describe and run it until the source ends or `stop` is set.
+
+    `sink`: where results go (default: make_sink(json_lines=options.json) on stdout);
+    `source`: an already opened source instead of the one `options.input` names (tests, the
+    demo). Raises a SemanticACError subclass for anything wrong before audio flows (bundle,
+    labels, graph, device); a failure mid-stream is reported in the summary (`error`).
+    """
+    from edge.backends import select_backend
+    from edge.labels.embeddings import label_embeddings_for
+    from edge.labels.labelset import resolve_label_set
+
+    stop = stop or threading.Event()
+    bundle, origin = resolve_bundle_origin(options.bundle)
+    label_set = resolve_label_set(options.labels)
+    windowing = options.windowing(bundle)
+    embeddings = label_embeddings_for(bundle, label_set, options.threads)
+    scorer = Scorer.for_bundle(bundle.meta, embeddings)
+    backend = select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails before audio
+    try:
+        source = source or open_source(options, bundle.meta.frontend)
+    except BaseException:
+        backend.close()
+        raise
+    detector = EventDetector.from_label_set(label_set, release_ratio=options.release,
+                                            min_duration=options.min_duration)
+    own_sink = sink is None
+    sink = sink or make_sink(json_lines=options.json)
+    try:
+        with backend:
+            listener = Listener(bundle, backend, scorer, detector, Smoother(options.smooth), sink, windowing,
+                                k=options.top_k, max_batch=options.max_batch)
+            notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
+            if windowing.hop_frames > windowing.window_frames:
+                notes.append(("warning", f"hop {windowing.hop_seconds:g} s is longer than the window "
+                                         f"{windowing.window_seconds:g} s: {windowing.hop_seconds - windowing.window_seconds:g} s "
+                                         "of audio between windows is never analysed; use a hop <= the window"))
+            return listener.run(source, stop, notes=notes)
+    finally:
+        if own_sink:
+            sink.close()
 
 
 class Listener:
@@ -65,44 +267,71 @@ class Listener:
         self._silent_since: float | None = None
         self._silence_warned = False
 
-    def run(self, source: Source, stop: threading.Event | None = None) -> ListenSummary:
+    def run(self, source: Source, stop: threading.Event | None = None,
+            notes: list[tuple[str, str]] = ()) -> ListenSummary:
+        """Read `source` until it ends, fails or `stop` is set; `notes`: (level, message) status
+        lines to emit first (after the model, before the first window)."""
         stop = stop or threading.Event()
         live = is_live(source)
         mel, queue = StreamingLogMel(self.frontend), FrameQueue(self.frontend.n_mels)
         next_k = 0
+        failure: SemanticACError | None = None
         # Read up to a model window at a time: after a slow inference everything waiting is
         # taken at once, so the windows that are too late can be dropped instead of queued.
         read_size = self.frontend.seconds_to_samples(self.frontend.window_seconds)
         with source:
+            for level, message in notes:
+                self._status(level, message)
             self._status("info", f"listening to {source.name}: window {self.windowing.window_seconds:g} s, "
                                  f"hop {self.windowing.hop_seconds:g} s, {len(self.scorer.labels)} labels, "
                                  f"backend {self.backend.name}")
-            while not stop.is_set():
-                block = source.read(read_size, timeout=READ_SECONDS)
-                if block is None:
-                    break
-                if block.size:
-                    self._arrived = time.perf_counter()  # latency runs from here to the window's scores
-                    queue.append(mel.push(block))
-                    next_k = self._process_ready(queue, next_k, drop_late=live)
-            ended = not stop.is_set()
-            if ended:  # the last frames need the end of the signal (right-hand padding)
-                self._arrived = time.perf_counter()
-                queue.append(mel.flush())
-                next_k = self._process_ready(queue, next_k, drop_late=False)
-                if next_k == 0 and queue.end > 0:  # shorter than one window: score what there is
-                    self._infer([(0, queue.window(0, queue.end), queue.end)])
-            self.summary.end_reason = source.end_reason or ("stopped" if not ended else "end of stream")
+            try:
+                while not stop.is_set():
+                    block = source.read(read_size, timeout=READ_SECONDS)
+                    if block is None:
+                        break
+                    if block.size:
+                        self._arrived = time.perf_counter()  # latency runs from here to the window's scores
+                        queue.append(mel.push(block))
+                        next_k = self._process_ready(queue, next_k, drop_late=live)
+                ended = not stop.is_set()
+                if ended:  # the last frames need the end of the signal (right-hand padding)
+                    next_k = self._finish(mel, queue, next_k)
+            except (AudioError, BackendError) as err:  # score what came before, then report
+                failure = err
+                if isinstance(err, AudioError):
+                    try:
+                        next_k = self._finish(mel, queue, next_k)
+                    except BackendError as second:
+                        log.warning("could not score the audio before the failure: %s", second)
+            self.summary.end_reason = (f"failed: {failure}" if failure else
+                                       source.end_reason or ("stopped" if stop.is_set() else "end of stream"))
             overflows = source.overflows
         t_end = queue.end * self.windowing.seconds_per_frame
-        for event in self.detector.flush(t_end):
+        for event in self.detector.flush(max(t_end, self._t)):
             self._emit_event(event)
         self.summary.seconds = self._t = t_end
         if overflows:
             self._status("warning", f"{overflows} input frames were lost: the reader fell behind the device")
-        self._status("info", f"stopped ({self.summary.end_reason}): {self.summary.windows} windows, "
-                             f"{self.summary.dropped} dropped, {self.summary.events} events")
+        if failure is not None:
+            self.summary.error = str(failure)
+            code = "source_error" if isinstance(failure, AudioError) else "backend_error"
+            self._status("error", str(failure), code=code)
+        self._status("info", f"stopped ({'failed' if failure else self.summary.end_reason}): "
+                             f"{self.summary.windows} windows, {self.summary.dropped} dropped, "
+                             f"{self.summary.events} events")
         return self.summary
+
+    def _finish(self, mel: StreamingLogMel, queue: FrameQueue, next_k: int) -> int:
+        """The end of the signal: its last frames (right-hand padding), the windows they
+        complete, and a stream shorter than one window scored as it is."""
+        self._arrived = time.perf_counter()
+        queue.append(mel.flush())
+        next_k = self._process_ready(queue, next_k, drop_late=False)
+        if next_k == 0 and queue.end > 0:
+            self._infer([(0, queue.window(0, queue.end), queue.end)])
+            next_k = 1
+        return next_k
 
     def _process_ready(self, queue: FrameQueue, next_k: int, drop_late: bool) -> int:
         w = self.windowing
@@ -115,7 +344,8 @@ class Listener:
             late = len(ready) - self.max_batch
             self.summary.dropped += late
             self._status("warning", f"inference fell behind: dropped {late} window(s) "
-                                    f"({self.summary.dropped} so far); try a longer --hop or a faster backend")
+                                    f"({self.summary.dropped} so far); try a longer --hop or a faster backend",
+                         code="overload")
             ready = ready[late:]
         for i in range(0, len(ready), self.max_batch):
             self._infer(ready[i:i + self.max_batch])
@@ -152,9 +382,10 @@ class Listener:
             self._status("warning", f"the input has been digital silence for {t - self._silent_since:.0f} s: "
                                     "is the microphone muted or unplugged?")
 
-    def _status(self, level: str, message: str) -> None:
-        getattr(log, "warning" if level == "warning" else "info")(message)
-        self.sink.status(Status(t=self._t, level=level, message=message))
+    def _status(self, level: str, message: str, code: str | None = None) -> None:
+        # an error is the summary's: the CLI reports it once, on stderr
+        log.log({"info": logging.INFO, "warning": logging.WARNING}.get(level, logging.DEBUG), message)
+        self.sink.status(Status(t=self._t, level=level, message=message, code=code))
 
 
 def is_live(source: Source) -> bool:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import select
 import sys
 import threading
 import time
@@ -48,6 +50,7 @@ CLIP_LEVEL = 0.999
 CLIP_RUN = 8  # a clipped peak is flat at full scale for a while; one full-scale sample is fine
 CLIP_LOG_SECONDS = 5.0
 NONFINITE_LOG_SECONDS = 1.0
+STDIN_POLL_SECONDS = 0.1  # how often a reader waiting on stdin looks for a stop request
 CLOSE_SECONDS = 2.0  # how long stop() waits for PortAudio to close a device
 STDIN_FORMATS = {"s16le": ("<i2", 2.0 ** -15), "s32le": ("<i4", 2.0 ** -31), "f32le": ("<f4", 1.0)}
 
@@ -125,7 +128,10 @@ class Source:
         self.stop()
 
     def read(self, max_samples: int, timeout: float = 0.5) -> np.ndarray | None:
-        """Up to `max_samples` new samples; empty if none came within `timeout` s; None at the end."""
+        """Up to `max_samples` new samples; empty if none came within `timeout` s; None at the end.
+
+        A producer's failure (AudioError) is raised once everything it delivered before it has
+        been returned, so the audio before a decode error or a lost device is still scored."""
         if max_samples <= 0:
             raise ValueError(f"max_samples must be positive, got {max_samples}")
         if not self._started:
@@ -133,14 +139,14 @@ class Source:
         deadline = time.monotonic() + timeout
         while True:
             ended = self._ended.is_set()  # first: a producer sets _error, then _ended
-            if self._error is not None:
-                raise self._error
             got_frames = self._fill(max_samples, ended)
             if self._pending.size:
                 out, self._pending = self._pending[:max_samples], self._pending[max_samples:]
                 self.samples_delivered += out.size
                 return out
-            if self._flushed:
+            if self._flushed:  # everything before a failure is delivered first, then it is raised
+                if self._error is not None:
+                    raise self._error
                 return None
             if not got_frames:
                 self._check_alive()
@@ -408,7 +414,12 @@ class FileSource(Source):
                 return
             bad = ~np.isfinite(block)
             if bad.any():
-                first = frames + int(np.argmax(bad.any(axis=1)))
+                good = int(np.argmax(bad.any(axis=1)))
+                if self.fast:  # the samples before the bad one are delivered (and scored) first
+                    self._put_waiting(block[:good])
+                else:
+                    self._ring.write(block[:good])
+                first = frames + good
                 raise AudioError(f"audio file {self.path} holds NaN or infinite samples, the first at "
                                  f"{first / self.input_rate:.3f} s: the file is corrupt; re-export it")
             frames += len(block)
@@ -443,7 +454,7 @@ class StdinSource(Source):
         super().__init__("stdin", rate, channels, sample_rate, buffer_seconds, block)
         self.format, self.block = format, block
         self.nonfinite_samples = 0
-        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._stream, self._fd = (stream, None) if stream is not None else _stdin()
         self._nonfinite_log = _Every(NONFINITE_LOG_SECONDS)
         self._nonfinite_unlogged = 0
 
@@ -453,9 +464,11 @@ class StdinSource(Source):
         rest = b""
         while not self._stopping.is_set():
             try:
-                data = self._stream.read(self.block * frame_bytes)
+                data = self._read(self.block * frame_bytes)
             except OSError as err:
                 raise AudioError(f"cannot read raw audio from stdin: {err}") from None
+            if data is None:  # stopped while waiting for data
+                return
             if not data:
                 break
             data = rest + data
@@ -471,6 +484,20 @@ class StdinSource(Source):
             log.warning("stdin ended inside a frame: dropped %d trailing byte(s)", len(rest))
         self.end_reason = "stdin closed"
 
+    def _read(self, size: int) -> bytes | None:
+        """Up to `size` bytes (b"" at the end of the stream; None once stopped).
+
+        Real stdin is read from its file descriptor, waiting in select() with a timeout: never
+        inside the buffered reader, whose lock a thread blocked in read() would hold at exit
+        (Python then aborts with "_enter_buffered_busy" when SIGINT/SIGTERM stop an idle pipe)."""
+        if self._fd is None:
+            return self._stream.read(size)
+        while not self._stopping.is_set():
+            ready, _, _ = select.select([self._fd], [], [], STDIN_POLL_SECONDS)
+            if ready:
+                return os.read(self._fd, size)
+        return None
+
     def _replace_nonfinite(self, block: np.ndarray) -> None:
         bad = ~np.isfinite(block)
         count = int(np.count_nonzero(bad))
@@ -483,3 +510,16 @@ class StdinSource(Source):
             log.warning("stdin: replaced %d NaN or infinite sample(s) by 0 (%d so far): the sender writes "
                         "corrupt %s data", self._nonfinite_unlogged, self.nonfinite_samples, self.format)
             self._nonfinite_unlogged = 0
+
+
+def _stdin() -> tuple[BinaryIO, int | None]:
+    """The process's stdin as (stream, file descriptor); the descriptor is None when stdin is
+    not a real file (a test's in-memory stream). AudioError when stdin is closed (`<&-`)."""
+    if sys.stdin is None:
+        raise AudioError("stdin is closed: there is no raw audio to read; pipe audio into it, e.g. "
+                         "`arecord -f S16_LE -r 16000 -c 1 | semanticac-edge listen --labels urban --input - "
+                         "--rate 16000`, or use --input FILE")
+    try:
+        return sys.stdin.buffer, sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
+        return getattr(sys.stdin, "buffer", sys.stdin), None

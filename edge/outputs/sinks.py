@@ -9,7 +9,8 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   3 decimals), `utc` (ISO 8601, milliseconds, `+00:00`: Python 3.10's fromisoformat reads
   it, not `Z`). window: `top` [{label, score}] best first, `latency_ms`, `dropped` (total
   so far); start: `event_id`, `label`, `score`; end: `event_id`, `label`, `duration`, `peak`;
-  status: `level`, `message`. A non-finite number is written as null.
+  status: `level`, `message`, and `code` when there is one (a stable word: source_error,
+  backend_error, overload). A non-finite number is written as null.
 - `PlainLines` (stdout is not a terminal): one readable, greppable line per record.
 - `LiveView` (a terminal): the top-k with bars, active events and counters redrawn in place
   with ANSI cursor moves; events and status lines scroll above it and stay.
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
 
+from edge.errors import OutputError
 from edge.events import Event
 
 SCHEMA = 1
@@ -49,6 +51,7 @@ class Status:
     t: float
     level: str  # info | warning | error
     message: str
+    code: str | None = None  # a stable word a program can match (source_error, overload, ...)
 
     def __post_init__(self):
         if self.level not in LEVELS:
@@ -92,11 +95,21 @@ class Sink:
         raise NotImplementedError
 
     def close(self) -> None:
-        self.stream.flush()
+        try:
+            self.stream.flush()
+        except (OSError, ValueError):  # already reported by the write that failed
+            pass
 
     def _write(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except BrokenPipeError:
+            raise OutputError("stdout was closed by its reader", broken_pipe=True) from None
+        except (OSError, ValueError) as err:  # ENOSPC (/dev/full), EIO; ValueError: a closed file
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise OutputError(f"cannot write results to stdout: {reason}; send them to a file or a "
+                              "pipe with room (or /dev/null)") from None
 
     def __enter__(self):
         return self
@@ -122,7 +135,8 @@ class JsonLines(Sink):
                        duration=_num(event.duration, 3), peak=_num(event.peak, 4))
 
     def status(self, status: Status) -> None:
-        self._line("status", status.t, level=status.level, message=status.message)
+        code = {"code": status.code} if status.code else {}
+        self._line("status", status.t, level=status.level, message=status.message, **code)
 
 
 def _plain(record: WindowResult | Event | Status) -> str:
@@ -214,6 +228,8 @@ class LiveView(Sink):
 def make_sink(json_lines: bool = False, stream: TextIO | None = None, origin: datetime | None = None) -> Sink:
     """`--json` -> JsonLines; else a terminal -> LiveView; else (a pipe, a file) -> PlainLines."""
     stream = stream if stream is not None else sys.stdout
+    if stream is None:  # `>&-`: Python starts with sys.stdout None
+        raise OutputError("stdout is closed: results have nowhere to go; redirect it to a file or /dev/null")
     if json_lines:
         return JsonLines(stream, origin)
     isatty = getattr(stream, "isatty", None)

@@ -23,22 +23,30 @@ The audio is synthetic (noise and a chirp, seeded): speed does not depend on wha
     frontend {incremental_ms_per_hop, recompute_ms_per_hop, recompute_over_incremental, hops_timed},
     backends {name: {device, runs, warmup, p50_ms, p99_ms, mean_ms, min_ms, max_ms, rtf, rtf_p99,
                      keeps_up, min_hop_s, peak_rss_mib}},
-    skipped {name: why it was not timed}, min_hop_method, peak_rss_mib
+    skipped {name: why it was not timed}, min_hop_method,
+    pipeline {audio_s, wall_s, x_realtime, windows, labels} (null with pipeline_seconds 0), peak_rss_mib
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
 import resource
 import sys
+import tempfile
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import soundfile as sf
 
-from edge.bundle import Bundle
+from edge.bundle import Bundle, resolve_bundle
+from edge.listen import ListenOptions, listen
+from edge.outputs.sinks import Sink
 from edge.errors import BackendError
 from edge.features import StreamingLogMel, Windowing, log_mel, tile_frames
 
@@ -51,6 +59,7 @@ MIN_RUNS = 5  # even when one run is longer than `seconds`
 MAX_RUNS = 100_000
 FRONTEND_SECONDS = 10.0  # audio timed for the frontend (at least MIN_HOPS hops)
 MIN_HOPS, MAX_HOPS = 20, 1000
+PIPELINE_SECONDS = 30.0  # audio through the whole pipeline (model loading included in its time)
 MIN_HOP_METHOD = ("smallest whole number of frames h with h >= p99 window latency + incremental frontend cost "
                   "of h's frames: h = ceil(p99 / (frame - frontend cost per frame)) frames")
 
@@ -128,20 +137,21 @@ def open_backend(bundle: Bundle, name: str, threads: int | None):
     return select_backend(bundle, name, threads=threads)
 
 
-def run_bench(bundle: Bundle, backends: Sequence[str] | None = None, window: float | None = None,
-              hop: float = 1.0, seconds: float = 10.0, threads: int | None = None) -> dict:
-    """Time the bundle on this device (see the module docstring for what and the keys).
+def run_bench(options: ListenOptions, backends: Sequence[str] | None = None, seconds: float = 10.0,
+              pipeline_seconds: float = PIPELINE_SECONDS) -> dict:
+    """Time the bundle of `options` on this device (see the module docstring for what and the keys).
 
-    `backends`: names from BENCH_BACKENDS (None: onnxruntime, and tensorrt when an engine
-    exists); `window`, `hop` in seconds (window None: the bundle's clip length); `seconds` of
-    timing per backend; `threads`: ONNX Runtime's intra-op threads. ValueError for a window
-    or hop the frontend cannot make; BackendError / ImportError for a backend asked for by
-    name that cannot run here.
+    `options`: the listen pipeline's options (bundle, window, hop, threads, labels: bench times
+    what `listen` would run); `backends`: names from BENCH_BACKENDS (None: onnxruntime, and
+    tensorrt when an engine exists); `seconds` of timing per backend. BackendError /
+    ImportError for a backend asked for by name that cannot run here.
     """
     if not seconds > 0:
         raise ValueError(f"seconds={seconds!r} must be positive (seconds of timing per backend)")
+    bundle = resolve_bundle(options.bundle)
+    threads = options.threads
     fe = bundle.meta.frontend
-    windowing = Windowing.from_seconds(fe, window or bundle.meta.clip_seconds, hop)
+    windowing = options.windowing(bundle)
     f = windowing.seconds_per_frame
     frontend = time_frontend(bundle, windowing)
     per_frame = frontend["incremental_ms_per_hop"] / 1e3 / windowing.hop_frames
@@ -178,8 +188,42 @@ def run_bench(bundle: Bundle, backends: Sequence[str] | None = None, window: flo
         "window_frames": windowing.window_frames, "hop_frames": windowing.hop_frames,
         "model_frames": windowing.model_frames, "threads": threads, "cpu_count": os.cpu_count(),
         "seconds": seconds, "frontend": frontend, "backends": results, "skipped": skipped,
-        "min_hop_method": MIN_HOP_METHOD, "peak_rss_mib": peak_rss_mib(),
+        "min_hop_method": MIN_HOP_METHOD,
+        "pipeline": time_pipeline(options, bundle, pipeline_seconds) if pipeline_seconds > 0 else None,
+        "peak_rss_mib": peak_rss_mib(),
     }
+
+
+class _Count(Sink):
+    """A sink that only counts: the pipeline's cost without a terminal's."""
+
+    def __init__(self):
+        super().__init__(stream=io.StringIO())
+        self.records = 0
+
+    def window(self, result) -> None:
+        self.records += 1
+
+    def event(self, event) -> None:
+        self.records += 1
+
+    def status(self, status) -> None:
+        self.records += 1
+
+
+def time_pipeline(options: ListenOptions, bundle: Bundle, audio_seconds: float) -> dict:
+    """The whole listen pipeline (edge.listen.listen: file source, resampling, frontend, model,
+    scores, events) on `audio_seconds` of the bench signal, read as fast as it runs."""
+    fe = bundle.meta.frontend
+    with tempfile.TemporaryDirectory(prefix="semanticac-bench-") as tmp:
+        wav = Path(tmp) / "bench.wav"
+        sf.write(wav, bench_signal(fe.seconds_to_samples(audio_seconds), fe.sample_rate), fe.sample_rate,
+                 subtype="FLOAT")
+        start = time.perf_counter()
+        summary = listen(replace(options, bundle=str(bundle.path), input=str(wav), fast=True), sink=_Count())
+        wall = time.perf_counter() - start
+    return {"audio_s": audio_seconds, "wall_s": wall, "x_realtime": audio_seconds / wall,
+            "windows": summary.windows, "labels": options.labels}
 
 
 def format_bench(result: dict) -> str:
@@ -204,6 +248,11 @@ def format_bench(result: dict) -> str:
                      f"{r['rtf_p99']:>8.3f} {'yes' if r['keeps_up'] else 'NO':>9} {min_hop:>10}  {r['device']}")
     for name, why in result["skipped"].items():
         lines.append(f"{name:<12} skipped: {why}")
+    pipe = result.get("pipeline")
+    if pipe:
+        lines += ["", f"whole listen pipeline (--labels {pipe['labels']}, a file read as fast as it runs, model "
+                      f"loading included): {pipe['audio_s']:g} s of audio in {pipe['wall_s']:.2f} s, "
+                      f"{pipe['x_realtime']:.1f}x real time, {pipe['windows']} windows"]
     lines += ["",
               "rtf: (window latency + frontend per hop) / hop, p50 (rtf) or p99 (rtf p99); below 1 keeps up",
               f"min hop: {result['min_hop_method']}",

@@ -8,18 +8,20 @@ import pytest
 from click.testing import CliRunner
 
 import edge.cli
+from edge.listen import ListenOptions
 from edge.tools.bench import run_bench, smallest_hop
 
 TOP_KEYS = {"schema", "bundle", "model_id", "window_s", "hop_s", "frame_s", "window_frames", "hop_frames",
             "model_frames", "threads", "cpu_count", "seconds", "frontend", "backends", "skipped",
-            "min_hop_method", "peak_rss_mib"}
+            "min_hop_method", "pipeline", "peak_rss_mib"}
 FRONTEND_KEYS = {"incremental_ms_per_hop", "recompute_ms_per_hop", "recompute_over_incremental", "hops_timed"}
 BACKEND_KEYS = {"device", "runs", "warmup", "p50_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "rtf", "rtf_p99",
                 "keeps_up", "min_hop_s", "peak_rss_mib"}
 
 
-def test_short_run_gives_sane_numbers(small_bundle):
-    result = run_bench(small_bundle, ["onnxruntime"], window=2.0, hop=0.5, seconds=0.3, threads=1)
+def test_short_run_gives_sane_numbers(demo_bundle):
+    options = ListenOptions(labels="urban", bundle=str(demo_bundle.path), window=2.0, hop=0.5, threads=1)
+    result = run_bench(options, ["onnxruntime"], seconds=0.3, pipeline_seconds=6.0)
     ort = result["backends"]["onnxruntime"]
     assert ort["runs"] >= 5
     assert 0 < ort["min_ms"] <= ort["p50_ms"] <= ort["p99_ms"] <= ort["max_ms"]
@@ -34,6 +36,9 @@ def test_short_run_gives_sane_numbers(small_bundle):
     assert abs(frames - round(frames)) < 1e-6 and ort["min_hop_s"] * 1e3 >= ort["p99_ms"]
     assert result["window_frames"] == 201 and result["hop_frames"] == 50 and result["window_s"] == 2.0
     assert result["peak_rss_mib"] > 0
+    # the whole listen pipeline ran on 6 s of audio: windows ending at 2.0, 2.5, ..., 6.0 s
+    pipe = result["pipeline"]
+    assert pipe["windows"] == 9 and pipe["audio_s"] == 6.0 and pipe["x_realtime"] == pytest.approx(6.0 / pipe["wall_s"])
 
 
 def test_smallest_hop_is_the_first_that_keeps_up():
@@ -46,8 +51,8 @@ def test_smallest_hop_is_the_first_that_keeps_up():
     assert smallest_hop(1e-6, 0.0, frame) == frame  # never below one frame
 
 
-def test_json_has_the_documented_keys(small_bundle):
-    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(small_bundle.path), "--seconds", "0.2",
+def test_json_has_the_documented_keys(demo_bundle):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--seconds", "0.2",
                                                 "--threads", "1", "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -58,11 +63,11 @@ def test_json_has_the_documented_keys(small_bundle):
         assert set(timings) == BACKEND_KEYS
     # By default TensorRT is timed when it can be, else skipped with the reason.
     assert ("tensorrt" in data["backends"]) != ("tensorrt" in data["skipped"])
-    assert data["window_s"] == small_bundle.meta.clip_seconds and data["hop_s"] == 1.0
+    assert data["window_s"] == demo_bundle.meta.clip_seconds and data["hop_s"] == 1.0
 
 
-def test_table_output(small_bundle):
-    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(small_bundle.path), "--seconds", "0.2",
+def test_table_output(demo_bundle):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--seconds", "0.2",
                                                 "--backend", "onnxruntime", "--hop", "0.25"])
     assert result.exit_code == 0, result.output
     assert "p50 ms" in result.stdout and "onnxruntime" in result.stdout and "min hop" in result.stdout
@@ -71,12 +76,14 @@ def test_table_output(small_bundle):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
-def test_asking_for_tensorrt_without_it_is_a_one_line_error(small_bundle):
-    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(small_bundle.path), "--backend", "tensorrt"])
+def test_asking_for_tensorrt_without_it_is_a_one_line_error(demo_bundle):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--backend", "tensorrt"])
     assert result.exit_code == 1
     assert "TensorRT is not installed" in result.output and "Traceback" not in result.output
 
 
-def test_a_hop_shorter_than_a_frame_is_a_usage_error(small_bundle):
-    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(small_bundle.path), "--hop", "0.001"])
+def test_a_hop_shorter_than_a_frame_is_a_usage_error(demo_bundle):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--hop", "0.001"])
     assert result.exit_code == 2 and "shorter than one frame" in result.output
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--hop", "nan"])
+    assert result.exit_code == 2 and "--hop nan is not allowed" in result.output

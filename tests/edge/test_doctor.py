@@ -20,8 +20,8 @@ def own_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("SEMANTICAC_BUNDLE", raising=False)
 
 
-def bundle_copy(small_bundle, tmp_path):
-    return shutil.copytree(small_bundle.path, tmp_path / "bundle")
+def bundle_copy(demo_bundle, tmp_path):
+    return shutil.copytree(demo_bundle.path, tmp_path / "bundle")
 
 
 def invoke(*args):
@@ -39,23 +39,25 @@ def statuses(output: str) -> dict[str, str]:
     return {m.group(2): m.group(1) for m in re.finditer(r"^(ok|warn|FAIL) +([^:]+): ", output, re.MULTILINE)}
 
 
-def test_a_good_bundle_is_ok(small_bundle):
-    result = invoke("--bundle", str(small_bundle.path), "--labels", "urban")
+def test_a_good_bundle_is_ok(demo_bundle, tmp_path):
+    folder = bundle_copy(demo_bundle, tmp_path)
+    (folder / "labels" / "esc50.npz").unlink()  # the demo bundle ships both sets: leave one to compute
+    result = invoke("--bundle", str(folder), "--labels", "urban")
     found = statuses(result.output)
     assert found["bundle"] == OK and found["audio graph"] == OK
     assert found["labels urban"] == OK  # precomputed in the bundle
     assert found["labels esc50"] == OK  # not precomputed, but text.onnx can compute it
     assert found["python"] == OK and found["onnxruntime"] == OK
     assert "ready in" in result.output and "computable on the device" in result.output
-    assert small_bundle.meta.model_id in result.output
+    assert demo_bundle.meta.model_id in result.output
     # The exit status follows the FAIL lines, whatever this machine lacks.
     assert result.exit_code == (1 if FAIL in found.values() else 0)
     last = result.output.strip().splitlines()[-1]
     assert ("fix the FAIL lines" in last) == (FAIL in found.values())
 
 
-def test_every_problem_has_a_fix(small_bundle):
-    checks = run_checks(str(small_bundle.path), None)
+def test_every_problem_has_a_fix(demo_bundle):
+    checks = run_checks(str(demo_bundle.path), None)
     assert checks and all(c.status in (OK, WARN, FAIL) for c in checks)
     for check in checks:
         if check.status != OK:
@@ -63,8 +65,8 @@ def test_every_problem_has_a_fix(small_bundle):
             assert check.lines()[1].strip().startswith("fix: ")
 
 
-def test_a_corrupted_model_onnx_fails_and_the_other_checks_still_run(small_bundle, tmp_path):
-    folder = bundle_copy(small_bundle, tmp_path)
+def test_a_corrupted_model_onnx_fails_and_the_other_checks_still_run(demo_bundle, tmp_path):
+    folder = bundle_copy(demo_bundle, tmp_path)
     model = folder / "model.onnx"
     model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated in transfer
     result = invoke("--bundle", str(folder))
@@ -77,8 +79,8 @@ def test_a_corrupted_model_onnx_fails_and_the_other_checks_still_run(small_bundl
     assert "2 FAIL: listen cannot work as installed" in result.output.splitlines()[-1]
 
 
-def test_a_label_set_that_cannot_be_embedded_fails(small_bundle, tmp_path):
-    folder = bundle_copy(small_bundle, tmp_path)
+def test_a_label_set_that_cannot_be_embedded_fails(demo_bundle, tmp_path):
+    folder = bundle_copy(demo_bundle, tmp_path)
     meta = json.loads((folder / "model.json").read_text())
     meta["text"] = None
     (folder / "model.json").write_text(json.dumps(meta))
@@ -93,8 +95,8 @@ def test_a_label_set_that_cannot_be_embedded_fails(small_bundle, tmp_path):
     assert found["labels esc50"] == WARN  # not the set asked for: a warning only
 
 
-def test_a_missing_label_file_fails(small_bundle, tmp_path):
-    result = invoke("--bundle", str(small_bundle.path), "--labels", str(tmp_path / "nowhere.yaml"))
+def test_a_missing_label_file_fails(demo_bundle, tmp_path):
+    result = invoke("--bundle", str(demo_bundle.path), "--labels", str(tmp_path / "nowhere.yaml"))
     assert result.exit_code == 1
     assert statuses(result.output)[f"labels {tmp_path / 'nowhere.yaml'}"] == FAIL
 
@@ -108,20 +110,20 @@ def test_no_bundle_at_all_fails_and_says_how_to_get_one(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
-def test_missing_tensorrt_is_a_warning_on_a_cpu_machine(small_bundle):
-    found = by_name(run_checks(str(small_bundle.path), "urban"))
+def test_missing_tensorrt_is_a_warning_on_a_cpu_machine(demo_bundle):
+    found = by_name(run_checks(str(demo_bundle.path), "urban"))
     assert found["tensorrt"].status == WARN and "comes with JetPack" in found["tensorrt"].finding
     assert found["gpu"].status in (OK, WARN) and found["engines"].status == WARN
     assert "build-engine --bundle" in found["engines"].fix
     assert not any(c.status == FAIL for c in found.values())
 
 
-def test_a_check_that_raises_is_a_fail_and_the_rest_still_run(small_bundle, monkeypatch):
+def test_a_check_that_raises_is_a_fail_and_the_rest_still_run(demo_bundle, monkeypatch):
     def check_broken(ctx):
         raise RuntimeError("boom")
 
     monkeypatch.setattr(doctor, "CHECKS", (check_broken, doctor.check_python, doctor.check_bundle))
-    checks = run_checks(str(small_bundle.path), None)
+    checks = run_checks(str(demo_bundle.path), None)
     assert [c.name for c in checks] == ["broken", "python", "bundle"]
     assert checks[0].status == FAIL and "RuntimeError: boom" in checks[0].finding
     assert checks[2].status == OK

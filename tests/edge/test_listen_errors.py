@@ -35,7 +35,7 @@ def test_unknown_device(demo_bundle):
 
 def test_unsupported_stdin_rate(demo_bundle):
     one_line_error(run(demo_bundle.path, "--labels", "urban", "--input", "-", "--rate", "0", stdin=b""),
-                   "sample rate must be a positive integer")
+                   "--rate 0 is not allowed")
 
 
 def test_corrupt_and_nan_files(demo_bundle, tmp_path):
@@ -89,7 +89,7 @@ def test_bundle_without_text_tower_and_embeddings(demo_bundle, tmp_path, monkeyp
     (bundle / "model.json").write_text(json.dumps(meta))
     (bundle / "text.onnx").unlink()
     (bundle / "labels" / "esc50.npz").unlink()  # the demo bundle ships esc50's embeddings: not this copy
-    one_line_error(run(bundle, "--labels", "esc50"), "semanticac-train embed-labels")
+    one_line_error(run(bundle, "--labels", "esc50"), "semanticac-edge embed-labels")
 
 
 def test_corrupt_or_mismatched_graph_and_missing_engine(demo_bundle, tmp_path):

@@ -1,0 +1,284 @@
+"""The listen pipeline's contracts: every option checked, every `start` ended, failures and
+signals reported in one line, never a traceback.
+
+The pipeline runs on the shipped demo bundle (no torch). Where an event must start whatever
+the model hears, a label set with low thresholds is used: softmax over K labels always gives
+one of them at least 1/K.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import edge.cli
+from edge.bundle import BUNDLE_ENV
+from edge.capture.sources import Source
+from edge.errors import AudioError, OptionError
+from edge.listen import ListenOptions, listen
+from edge.outputs.sinks import Sink
+from tests.signals import noise, tone
+
+RATE = 16000
+EDGE = str(Path(sys.executable).with_name("semanticac-edge"))
+
+
+class Collect(Sink):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def window(self, result):
+        self.records.append(("window", result))
+
+    def event(self, event):
+        self.records.append((event.kind, event))
+
+    def status(self, status):
+        self.records.append(("status", status))
+
+    def of(self, kind):
+        return [record for k, record in self.records if k == kind]
+
+
+@pytest.fixture
+def eager_labels(tmp_path):
+    """Three labels, each starting an event at 0.05: with softmax over 3, one always does."""
+    path = tmp_path / "eager.yaml"
+    path.write_text("name: urban\nthreshold: 0.05\nlabels: [siren, dog_bark, car_horn]\n")
+    return path
+
+
+@pytest.fixture
+def clip(tmp_path):
+    path = tmp_path / "clip.wav"
+    sf.write(path, np.concatenate([tone(700, 3.0, RATE), noise(3.0, RATE)]), RATE)
+    return path
+
+
+def cli(*args, stdin=None):
+    result = CliRunner().invoke(edge.cli.main, list(args), input=stdin)
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def assert_usage_error(result, *texts):
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for text in texts:
+        assert text in errors[0], errors[0]
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, texts", [
+    (["--hop", "inf"], ["--hop inf", "finite number of seconds > 0"]),
+    (["--hop", "0"], ["--hop 0.0", "> 0"]),
+    (["--window", "nan"], ["--window nan", "finite"]),
+    (["--window", "0"], ["--window 0.0", "leave it out for the bundle's clip length"]),
+    (["--window", "-2"], ["--window -2.0"]),
+    (["--min-duration", "-5"], ["--min-duration -5.0", ">= 0"]),
+    (["--min-duration", "inf"], ["--min-duration inf"]),
+    (["--release", "1.5"], ["--release 1.5", "(0, 1]"]),
+    (["--release", "nan"], ["--release nan"]),
+    (["--top-k", "0"], ["--top-k 0", ">= 1"]),
+    (["--smooth", "0"], ["--smooth 0"]),
+    (["--max-batch", "-1"], ["--max-batch -1"]),
+    (["--threads", "0"], ["--threads 0"]),
+    (["--threads", "100000"], ["--threads 100000", "core(s)"]),
+    (["--window", "60"], ["--window 60", "longer than the model's input"]),
+    (["--hop", "0.001"], ["--hop 0.001", "shorter than one frame"]),
+])
+def test_bad_option_values_are_usage_errors(demo_bundle, clip, args, texts):
+    result = cli("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", str(clip), "--fast",
+                 *args)
+    assert_usage_error(result, *texts)
+
+
+@pytest.mark.parametrize("source, args, texts", [
+    ("file", ["--device", "usb"], ["--device applies to the microphone", "not to --input FILE"]),
+    ("file", ["--rate", "16000"], ["--rate applies to --input - (stdin) only"]),
+    ("file", ["--format", "f32le"], ["--format applies to --input - (stdin) only"]),
+    ("file", ["--channels", "2"], ["--channels applies"]),
+    ("stdin", ["--rate", "16000", "--device", "usb"], ["--device applies to the microphone"]),
+    ("stdin", ["--rate", "16000", "--fast"], ["--fast applies to --input FILE only"]),
+    ("stdin", [], ["needs --rate"]),
+    ("microphone", ["--fast"], ["--fast applies to --input FILE only", "not to the microphone"]),
+    ("microphone", ["--rate", "16000"], ["--rate applies"]),
+])
+def test_options_of_another_source_are_usage_errors(demo_bundle, clip, source, args, texts):
+    where = {"file": ["--input", str(clip)], "stdin": ["--input", "-"], "microphone": []}[source]
+    result = cli("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", *where, *args, stdin=b"")
+    assert_usage_error(result, *texts)
+
+
+def test_options_dataclass_names_the_option_and_holds_the_defaults():
+    with pytest.raises(OptionError) as err:
+        ListenOptions(labels="urban", hop=float("inf"))
+    assert err.value.option == "hop"
+    defaults = ListenOptions.defaults()
+    assert defaults["hop"] == ListenOptions(labels="urban").hop == 1.0
+    assert defaults["window"] is None and defaults["smooth"] >= 1 and 0 < defaults["release"] <= 1
+    with pytest.raises(OptionError, match="--labels is required"):
+        ListenOptions(labels="")
+
+
+def test_a_hop_longer_than_the_window_warns(demo_bundle, clip):
+    sink = Collect()
+    summary = listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(clip), fast=True,
+                                   window=2.0, hop=3.0), sink=sink)
+    warnings = [s.message for s in sink.of("status") if s.level == "warning"]
+    assert any("never analysed" in w and "hop 3 s" in w for w in warnings), warnings
+    assert summary.windows == 2 and summary.error is None  # windows end at 2 and 5 s
+
+
+# --- every start gets its end, also when the source fails -------------------------------------
+
+
+class FailingSource(Source):
+    """A real Source whose producer delivers `audio`, then fails as a lost device does."""
+
+    def __init__(self, audio: np.ndarray, message: str):
+        super().__init__("test device", RATE, 1, RATE, buffer_seconds=30.0)
+        self.audio, self.message = audio, message
+
+    def _produce(self) -> None:
+        self._put_waiting(self.audio[:, None])
+        raise AudioError(self.message)
+
+
+def assert_events_paired(records):
+    starts = {e.event_id: e for e in records.of("start")}
+    ends = {e.event_id: e for e in records.of("end")}
+    assert starts and set(starts) == set(ends), (starts, ends)
+    for event_id, end in ends.items():
+        assert end.label == starts[event_id].label and end.t >= starts[event_id].t
+
+
+def test_a_source_lost_mid_stream_ends_every_event_and_reports_the_cause(demo_bundle, eager_labels):
+    audio = np.concatenate([tone(700, 4.0, RATE), noise(3.0, RATE)])
+    sink = Collect()
+    summary = listen(ListenOptions(labels=str(eager_labels), bundle=str(demo_bundle.path), min_duration=0.0),
+                     sink=sink, source=FailingSource(audio, "test device vanished"))
+    assert_events_paired(sink)
+    errors = [s for s in sink.of("status") if s.level == "error"]
+    assert len(errors) == 1 and errors[0].code == "source_error" and "test device vanished" in errors[0].message
+    # the 7 s delivered before the failure are scored: windows end at 5, 6 and 7 s
+    assert [round(w.t, 2) for w in sink.of("window")] == [5.0, 6.0, 7.0]
+    assert summary.error == "test device vanished"
+    # the error comes after every event's end
+    last_end = max(i for i, (k, _) in enumerate(sink.records) if k == "end")
+    error_at = next(i for i, (k, r) in enumerate(sink.records) if k == "status" and r.level == "error")
+    assert last_end < error_at
+
+
+def test_nan_samples_in_a_file_end_events_and_exit_1(demo_bundle, eager_labels, tmp_path):
+    x = np.concatenate([tone(700, 6.0, RATE), noise(4.0, RATE)])
+    x[int(8.5 * RATE)] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, RATE, subtype="FLOAT")
+    result = cli("listen", "--bundle", str(demo_bundle.path), "--labels", str(eager_labels), "--input", str(path),
+                 "--fast", "--json", "--min-duration", "0")
+    assert result.exit_code == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    starts = {line["event_id"] for line in lines if line["type"] == "start"}
+    ends = {line["event_id"] for line in lines if line["type"] == "end"}
+    assert starts and starts == ends
+    errors = [line for line in lines if line["type"] == "status" and line["level"] == "error"]
+    assert len(errors) == 1 and errors[0]["code"] == "source_error" and "the first at 8.500 s" in errors[0]["message"]
+    windows = [line["t"] for line in lines if line["type"] == "window"]
+    assert windows[-1] >= 8.0  # the audio before the bad sample was scored
+    stderr_errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(stderr_errors) == 1 and "NaN or infinite" in stderr_errors[0]
+
+
+# --- the shipped demo bundle says so ------------------------------------------------------
+
+
+def test_the_demo_bundle_is_named_with_its_licence_first(clip, monkeypatch):
+    monkeypatch.delenv(BUNDLE_ENV, raising=False)
+    result = cli("listen", "--labels", "urban", "--input", str(clip), "--fast", "--json")
+    assert result.exit_code == 0, result.output
+    first = json.loads(result.stdout.splitlines()[0])
+    assert first["type"] == "status" and "demo bundle" in first["message"]
+    assert "CC BY-NC" in first["message"] and "non-commercial" in first["message"]
+
+
+def test_an_explicit_bundle_is_not_called_the_demo(demo_bundle, clip):
+    result = cli("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", str(clip), "--fast",
+                 "--json")
+    statuses = [json.loads(line)["message"] for line in result.stdout.splitlines() if '"status"' in line]
+    assert statuses and not any("demo bundle" in s for s in statuses)
+
+
+# --- signals and standard streams, in a real process ----------------------------------------
+
+
+def edge_process(*args, shell_redirect: str = "", **popen):
+    """`semanticac-edge ARGS` in a real process; `shell_redirect` is appended in bash (`<&-`, ...)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if shell_redirect:
+        command = " ".join(["exec", *map(_quote, [EDGE, *args]), shell_redirect])
+        return subprocess.Popen(["bash", "-c", command], env=env, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen([EDGE, *args], env=env, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def stderr_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_stdin_is_idle_stops_cleanly(demo_bundle, sig):
+    proc = edge_process("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", "-",
+                        "--rate", "16000", "--json", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline()  # the first status: the pipeline is reading stdin now
+        assert '"listening to stdin' in line, line
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Fatal Python error" not in err and "Traceback" not in err, err
+    assert '"stopped (stopped)' in out or "stopped" in out
+
+
+def test_closed_stdin_is_one_line(demo_bundle):
+    proc = edge_process("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", "-",
+                        "--rate", "16000", shell_redirect="<&-", stdout=subprocess.DEVNULL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert stderr_lines(err) == [line for line in stderr_lines(err) if "stdin is closed" in line] != [], err
+
+
+@pytest.mark.parametrize("redirect, text", [(">&-", "stdout is closed"),
+                                            (">/dev/full", "cannot write results to stdout: No space left")])
+def test_closed_or_full_stdout_is_one_line(demo_bundle, clip, redirect, text):
+    proc = edge_process("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", str(clip),
+                        "--fast", "--json", shell_redirect=redirect)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    lines = stderr_lines(err)
+    assert len(lines) == 1 and text in lines[0], err
+
+
+def test_a_reader_that_goes_away_is_a_quiet_stop(demo_bundle, clip):
+    proc = edge_process("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", str(clip),
+                        "--fast", "--json", shell_redirect="| head -n 1 >/dev/null")
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
