@@ -67,19 +67,53 @@ LABELS_OPTION = click.option(
 
 @main.command()
 @click.argument("spec", metavar="NAME|PATH")
+@BUNDLE_OPTION
 @domain_errors
-def labels(spec: str) -> None:
-    """Check a label set and show what will be embedded."""
+def labels(spec: str, bundle: str | None) -> None:
+    """Check a label set and show what will be embedded, with each prompt's token count for the
+    bundle's text tower; exit non-zero when a prompt is longer than the tower reads."""
+    from edge.labels.embeddings import token_counts
     from edge.labels.labelset import resolve_label_set
 
     label_set = resolve_label_set(spec)
-    click.echo(f"label set {label_set.name!r} from {label_set.source}: {len(label_set.labels)} labels, "
+    tokenizer, limit = _bundle_tokenizer(bundle)
+    origin = "shipped set" if label_set.shipped else "file"
+    click.echo(f"label set {label_set.name!r} ({origin} {label_set.source}): {len(label_set.labels)} labels, "
                f"sha256 {label_set.sha256[:16]}")
+    over = 0
     for label in label_set.labels:
         group = f"  [{label.group}]" if label.group else ""
         click.echo(f"  {label.name:<24} threshold {label.threshold:.2f}{group}")
-        for prompt in label.prompts:
-            click.echo(f"      {prompt!r}")
+        counts = token_counts(tokenizer, list(label.prompts)) if tokenizer else [None] * len(label.prompts)
+        for prompt, count in zip(label.prompts, counts):
+            flag = "" if count is None else f"  ({count} tokens)"
+            if count is not None and count > limit:
+                over += 1
+                flag = f"  ({count} tokens: OVER the text tower's limit of {limit})"
+            click.echo(f"      {prompt!r}{flag}")
+    if over:
+        raise click.ClickException(f"{over} prompt(s) of label set {label_set.name!r} are longer than the text "
+                                   f"tower's {limit} tokens and would be cut: shorten them in {label_set.source}")
+
+
+def _bundle_tokenizer(bundle: str | None):
+    """(tokenizer, context length) of the bundle's text tower, or (None, None) when the default
+    bundle has none; an explicit --bundle that cannot be read is an error."""
+    from edge.bundle import resolve_bundle
+    from edge.labels.tokenizers import load_tokenizer
+
+    try:
+        found = resolve_bundle(bundle)
+        if found.meta.text is None:
+            log.info("bundle %s has no text tower: token counts not shown", found.path)
+            return None, None
+        tokenizer = load_tokenizer(found.tokenizer_dir)
+    except SemanticACError as err:
+        if bundle:
+            raise
+        log.info("no bundle tokenizer (%s): token counts not shown", err)
+        return None, None
+    return tokenizer, tokenizer.context_length
 
 
 @main.command()
@@ -112,6 +146,26 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         label_set = resolve_label_set(labels_spec)
         emb = find_label_embeddings(found, label_set)
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
+
+
+@main.command("embed-labels")
+@BUNDLE_OPTION
+@click.option("--labels", "label_specs", required=True, multiple=True, metavar="NAME|PATH",
+              help="A label-set YAML file, or the name of a shipped set (repeat the option for several).")
+@click.option("--into", type=click.Choice(["auto", "bundle", "cache"]), default="auto", show_default=True,
+              help="auto: the bundle's labels/ when it can be written, else the user cache of this machine.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores).")
+@domain_errors
+def embed_labels(bundle: str | None, label_specs: tuple[str, ...], into: str, threads: int | None) -> None:
+    """Compute label embeddings with the bundle's text tower (no torch) and write each set's .npz
+    atomically, so `listen` starts without embedding them."""
+    from edge.bundle import resolve_bundle
+    from edge.labels.embeddings import embed_label_sets
+
+    found = resolve_bundle(bundle)
+    found.verify()
+    for written in embed_label_sets(found, label_specs, into=into, threads=threads):
+        click.echo(written.describe())
 
 
 @contextmanager

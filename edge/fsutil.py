@@ -83,6 +83,18 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def unwritable_reason(folder: str | Path) -> str | None:
+    """None when `folder` exists or can be made, and a file can be created in it; else why not."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        return f"{folder}: {err.strerror or err}"
+    return None
+
+
 def cache_dir(model_id: str) -> Path:
     """The user cache of this machine for one model: label embeddings and engines computed here."""
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

@@ -77,7 +77,7 @@ class Scorer:
             raise LabelEmbeddingsError(
                 f"label embeddings are {width}-wide, the bundle's model.json says embedding_dim "
                 f"{meta.embedding_dim}: they come from another model; compute them again with "
-                "`semanticac-train embed-labels`")
+                "`semanticac-edge embed-labels`")
         return cls(label_embeddings.embeddings, label_embeddings.labels, meta.logit_scale)
 
     @property

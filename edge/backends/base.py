@@ -71,7 +71,7 @@ def graph_spec(bundle: Bundle, graph: str = "audio") -> GraphSpec:
     if graph == "text":
         if meta.text is None:
             raise BackendError(f"bundle {bundle.path} has no text graph (model.json text is null): label embeddings "
-                               "must come precomputed; compute them with `semanticac-train embed-labels`")
+                               "must come precomputed; compute them with `semanticac-edge embed-labels`")
         inputs = tuple(TensorSpec(name, np.dtype(np.int64), (None, None)) for name in meta.text.inputs)
         outputs = tuple(TensorSpec(name, np.dtype(np.float32), (None, c)) for name in meta.text.outputs)
         return GraphSpec("text", bundle.text_path, inputs, outputs)

@@ -8,27 +8,47 @@ File format (`labels/<name>.npz`, plain arrays, no pickled objects):
     labels_sha256  str []        LabelSet.sha256 (names and prompts only)
     model_id       str []        the bundle's model_id (the text tower that embedded them)
 
-Lookup for `listen --labels X`: <bundle>/labels/<name>.npz, then the user cache
-($XDG_CACHE_HOME/semanticac-edge/<model_id>/<name>.npz), each used only when its
-`model_id` and `labels_sha256` match the bundle and the label set.
+Lookup for `listen --labels X` (`label_embeddings_for`, and `doctor`, `info` through `look_up`):
+<bundle>/labels/<name>.npz, then the user cache ($XDG_CACHE_HOME/semanticac-edge/<model_id>/<name>.npz),
+each used only when its `model_id` and `labels_sha256` match the bundle and the label set; else the
+edge computes them with text.onnx and caches them. A corrupt or truncated CACHE file is computed
+again (with a warning naming it) and rewritten atomically; a corrupt BUNDLE file is an error naming
+it and the command that rebuilds it (`semanticac-edge embed-labels --bundle B --labels L`).
 """
 
 from __future__ import annotations
 
 import logging
+import shlex
+import time
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge.bundle import Bundle
-from edge.errors import LabelEmbeddingsError
-from edge.fsutil import atomic_path, cache_dir
+from edge.errors import LabelEmbeddingsError, LabelSetError
+from edge.fsutil import atomic_path, cache_dir, unwritable_reason
 from edge.labels.labelset import LabelSet
 
 log = logging.getLogger(__name__)
+# Embedding a new label set on the device takes a while (seconds per hundred prompts on a
+# Jetson's CPU): say so on stderr even without -v. Records of a logger with its own level pass
+# to the root handlers whatever the root's level, so these lines show at the CLI's default.
+progress = logging.getLogger(f"{__name__}.progress")
+progress.setLevel(logging.INFO)
 
 PROMPT_BATCH = 32
+PROGRESS_SECONDS = 1.0  # at most one progress line per second while a large set is embedded
+INTO = ("auto", "bundle", "cache")  # where `embed-labels` writes
+# What a damaged .npz raises inside np.load: a truncated zip, a bad member, a short read.
+UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+class CorruptLabelEmbeddings(LabelEmbeddingsError):
+    """A label-embeddings file that cannot be read back: truncated, not an .npz, inconsistent."""
 ARRAYS = ("labels", "prompts", "prompt_label", "embeddings", "labels_sha256", "model_id")
 
 
@@ -76,24 +96,26 @@ class LabelEmbeddings:
 
     @classmethod
     def load(cls, path: str | Path) -> "LabelEmbeddings":
+        """Read a .npz written by `save`; CorruptLabelEmbeddings (naming the file) when it is damaged."""
         path = Path(path)
         try:
             with np.load(path, allow_pickle=False) as data:
                 missing = [name for name in ARRAYS if name not in data.files]
                 if missing:
-                    raise LabelEmbeddingsError(f"label embeddings {path}: missing array(s) {missing}")
+                    raise CorruptLabelEmbeddings(f"label embeddings {path}: missing array(s) {missing}; "
+                                                 "delete it and compute it again")
                 arrays = {name: data[name] for name in ARRAYS}
         except LabelEmbeddingsError:
             raise
-        except (OSError, ValueError, EOFError) as err:
-            raise LabelEmbeddingsError(f"cannot read label embeddings {path}: {err}; delete it and "
-                                       "compute it again") from None
+        except UNREADABLE as err:
+            raise CorruptLabelEmbeddings(f"cannot read label embeddings {path}: {err or type(err).__name__}: "
+                                         "the file is corrupt or truncated; delete it and compute it again") from None
         emb = arrays["embeddings"]
         k, p = arrays["labels"].shape[0], arrays["prompts"].shape[0]
         if emb.ndim != 2 or emb.shape[0] != k or emb.dtype != np.float32 or arrays["prompt_label"].shape != (p,):
-            raise LabelEmbeddingsError(f"label embeddings {path}: inconsistent shapes (labels {k}, prompts {p}, "
-                                       f"embeddings {emb.shape} {emb.dtype}, prompt_label "
-                                       f"{arrays['prompt_label'].shape}); delete it and compute it again")
+            raise CorruptLabelEmbeddings(f"label embeddings {path}: inconsistent shapes (labels {k}, prompts {p}, "
+                                         f"embeddings {emb.shape} {emb.dtype}, prompt_label "
+                                         f"{arrays['prompt_label'].shape}); delete it and compute it again")
         return cls(labels=tuple(str(s) for s in arrays["labels"]), prompts=tuple(str(s) for s in arrays["prompts"]),
                    prompt_label=arrays["prompt_label"].astype(np.int64), embeddings=emb,
                    labels_sha256=str(arrays["labels_sha256"]), model_id=str(arrays["model_id"]))
@@ -107,6 +129,36 @@ class LabelEmbeddings:
         return None
 
 
+# ---------------------------------------------------------------------------------------------
+# Where they are: the bundle, then the user cache
+
+
+def embed_command(bundle: Bundle, label_set: LabelSet, into: str | None = None) -> str:
+    """The edge command that (re)computes `label_set`'s embeddings for `bundle`."""
+    spec = label_set.name if label_set.shipped else label_set.source
+    extra = f" --into {into}" if into else ""
+    return f"semanticac-edge embed-labels --bundle {shlex.quote(str(bundle.path))} --labels {shlex.quote(spec)}{extra}"
+
+
+def no_text_tower_fix(bundle: Bundle, label_set: LabelSet) -> str:
+    """What to do when embeddings are needed and the bundle has no text.onnx to compute them."""
+    return (f"run `{embed_command(bundle, label_set)}` on a copy of this bundle that has its text.onnx "
+            f"(e.g. the export on the desktop), and copy {label_set.name}.npz into {bundle.labels_dir}")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One place the embeddings of a label set may be: what was found there, or why not."""
+
+    path: Path
+    place: str  # "bundle" or "cache"
+    embeddings: LabelEmbeddings | None = None  # set when the file reads back
+    problem: str | None = None  # why it cannot be used (None with embeddings: usable)
+    corrupt: bool = False  # the file is there but damaged
+
+    @property
+    def usable(self) -> bool:
+        return self.embeddings is not None and self.problem is None
 
 
 def candidate_paths(bundle: Bundle, label_set: LabelSet) -> list[Path]:
@@ -114,60 +166,127 @@ def candidate_paths(bundle: Bundle, label_set: LabelSet) -> list[Path]:
     return [bundle.labels_dir / name, cache_dir(bundle.meta.model_id) / name]
 
 
+def look_up(bundle: Bundle, label_set: LabelSet) -> list[Candidate]:
+    """Every place looked at, in lookup order, with what was found there."""
+    found = []
+    for place, path in zip(("bundle", "cache"), candidate_paths(bundle, label_set)):
+        if not path.is_file():
+            found.append(Candidate(path, place, problem="not there"))
+            continue
+        try:
+            emb = LabelEmbeddings.load(path)
+        except LabelEmbeddingsError as err:
+            found.append(Candidate(path, place, problem=str(err), corrupt=True))
+            continue
+        found.append(Candidate(path, place, emb, emb.mismatch(label_set, bundle.meta.model_id)))
+    return found
+
+
+def corrupt_bundle_file(bundle: Bundle, label_set: LabelSet, candidate: Candidate) -> LabelEmbeddingsError:
+    """The error for a damaged <bundle>/labels/<name>.npz: the file, what is wrong, the fix."""
+    return CorruptLabelEmbeddings(
+        f"the bundle's label embeddings {candidate.path} are damaged ({candidate.problem}): rebuild them with "
+        f"`{embed_command(bundle, label_set)}`" + ("" if bundle.meta.text else f"; {no_text_tower_fix(bundle, label_set)}"))
+
+
+def _usable(bundle: Bundle, label_set: LabelSet, found: list[Candidate]) -> LabelEmbeddings | None:
+    """The first usable embeddings; a damaged bundle file is an error, never skipped silently."""
+    for candidate in found:
+        if candidate.usable:
+            return candidate.embeddings
+        if candidate.corrupt and candidate.place == "bundle":
+            raise corrupt_bundle_file(bundle, label_set, candidate)
+    return None
+
+
+def _not_found(bundle: Bundle, label_set: LabelSet, found: list[Candidate]) -> LabelEmbeddingsError:
+    reasons = "; ".join(c.problem if c.corrupt else f"{c.path}: {c.problem}" for c in found)
+    return LabelEmbeddingsError(f"no usable embeddings for label set {label_set.name!r} ({label_set.source}): "
+                                f"{reasons}; compute them with `{embed_command(bundle, label_set)}`")
+
+
 def find_label_embeddings(bundle: Bundle, label_set: LabelSet) -> LabelEmbeddings:
     """The first matching embeddings for `label_set` in the bundle, then the user cache.
 
     LabelEmbeddingsError lists every place looked at, why each was refused, and the fix.
     """
-    reasons = []
-    for path in candidate_paths(bundle, label_set):
-        if not path.is_file():
-            reasons.append(f"{path}: not there")
-            continue
-        try:
-            found = LabelEmbeddings.load(path)
-        except LabelEmbeddingsError as err:
-            reasons.append(str(err))
-            continue
-        why = found.mismatch(label_set, bundle.meta.model_id)
-        if why is None:
-            return found
-        reasons.append(f"{path}: {why}")
-    raise LabelEmbeddingsError(
-        f"no usable embeddings for label set {label_set.name!r} ({label_set.source}): " + "; ".join(reasons)
-        + f"; compute them with `semanticac-train embed-labels --bundle {bundle.path} --labels {label_set.source}`"
-    )
+    found = look_up(bundle, label_set)
+    embeddings = _usable(bundle, label_set, found)
+    if embeddings is None:
+        raise _not_found(bundle, label_set, found)
+    return embeddings
 
+
+# ---------------------------------------------------------------------------------------------
+# Computing them on the device: tokenizer + text.onnx
+
+
+def token_counts(tokenizer, prompts: list[str]) -> list[int]:
+    """Tokens of each prompt as the text tower sees it: its pieces plus the start and end tokens."""
+    return [len(tokenizer.encode(prompt)) + 2 for prompt in prompts]
+
+
+def check_prompt_lengths(label_set: LabelSet, tokenizer) -> None:
+    """LabelSetError naming every prompt longer than the text tower's context (it would be cut,
+    and two long prompts that differ only at the end would become the same embedding)."""
+    prompts, owner = label_set.flat_prompts()
+    limit = tokenizer.context_length
+    over = [(label_set.labels[i].name, p, n) for p, i, n in zip(prompts, owner, token_counts(tokenizer, prompts))
+            if n > limit]
+    if over:
+        listing = "; ".join(f"label {name!r}: prompt {prompt!r} is {n} tokens" for name, prompt, n in over)
+        raise LabelSetError(f"label set {label_set.name!r} ({label_set.source}): {listing}; the text tower reads at "
+                            f"most {limit} tokens (the rest would be cut silently): shorten the prompt(s)")
 
 
 def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:
-    """Tokenize every prompt of `label_set` and embed it with the bundle's text graph."""
+    """Tokenize every prompt of `label_set` and embed it with the bundle's text graph.
+
+    Says on stderr what it embeds, with a progress line per second for sets of several batches.
+    """
     from edge.backends import select_backend
     from edge.labels.tokenizers import load_tokenizer
 
     if bundle.meta.text is None:
-        raise LabelEmbeddingsError(
-            f"bundle {bundle.path} has no text tower (text.onnx), so label set {label_set.name!r} cannot be embedded "
-            f"on this device: run `semanticac-train embed-labels --bundle {bundle.path} --labels {label_set.source}` "
-            "where the training stack is installed, and copy the .npz into the bundle's labels/ folder")
+        raise LabelEmbeddingsError(f"bundle {bundle.path} has no text tower (text.onnx), so label set "
+                                   f"{label_set.name!r} cannot be embedded on this device: "
+                                   f"{no_text_tower_fix(bundle, label_set)}")
     tokenizer = load_tokenizer(bundle.tokenizer_dir)
+    check_prompt_lengths(label_set, tokenizer)
     prompts, _ = label_set.flat_prompts()
+    progress.info("embedding %d labels (%d prompts) of label set %r with %s...", len(label_set.labels),
+                  len(prompts), label_set.name, bundle.meta.text.file)
+    started = last = time.monotonic()
+    parts = []
     with select_backend(bundle, "onnxruntime", graph="text", threads=threads) as backend:
         output = backend.output_names[0]
-        parts = [backend.run(tokenizer(prompts[i:i + PROMPT_BATCH]))[output] for i in range(0, len(prompts), PROMPT_BATCH)]
+        for i in range(0, len(prompts), PROMPT_BATCH):
+            parts.append(backend.run(tokenizer(prompts[i:i + PROMPT_BATCH]))[output])
+            done, now = min(i + PROMPT_BATCH, len(prompts)), time.monotonic()
+            if len(prompts) > PROMPT_BATCH and (now - last >= PROGRESS_SECONDS or done == len(prompts)):
+                progress.info("embedded %d/%d prompts (%.1f s)", done, len(prompts), now - started)
+                last = now
     return LabelEmbeddings.from_prompt_embeddings(label_set, np.concatenate(parts), bundle.meta.model_id)
 
 
 def label_embeddings_for(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:
-    """Matching embeddings from the bundle or the cache; else computed here and cached."""
-    try:
-        return find_label_embeddings(bundle, label_set)
-    except LabelEmbeddingsError as err:
-        if bundle.meta.text is None:
-            raise LabelEmbeddingsError(f"{err} (this bundle has no text.onnx to compute them on the device)") from None
-        log.info("label set %r: %s", label_set.name, err)
-    log.info("embedding %d prompts of label set %r with %s", len(label_set.flat_prompts()[0]), label_set.name,
-             bundle.meta.text.file)
+    """Matching embeddings from the bundle or the cache; else computed here and cached.
+
+    A damaged cache file is computed again (a warning names it) and rewritten atomically;
+    a damaged bundle file is a LabelEmbeddingsError naming the command that rebuilds it.
+    """
+    found = look_up(bundle, label_set)
+    embeddings = _usable(bundle, label_set, found)
+    if embeddings is not None:
+        return embeddings
+    if bundle.meta.text is None:
+        raise LabelEmbeddingsError(f"{_not_found(bundle, label_set, found)} (this bundle has no text.onnx to "
+                                   f"compute them on the device: {no_text_tower_fix(bundle, label_set)})")
+    for candidate in found:
+        if candidate.corrupt:
+            log.warning("%s: computing label set %r again and rewriting the file", candidate.problem, label_set.name)
+        else:
+            log.info("label set %r: %s: %s", label_set.name, candidate.path, candidate.problem)
     embeddings = compute_label_embeddings(bundle, label_set, threads)
     target = cache_dir(bundle.meta.model_id) / f"{label_set.name}.npz"
     try:
@@ -176,3 +295,52 @@ def label_embeddings_for(bundle: Bundle, label_set: LabelSet, threads: int | Non
     except OSError as err:  # a read-only home: use them now, compute again next time
         log.warning("could not cache label embeddings in %s (%s): they will be computed at each start", target, err)
     return embeddings
+
+
+# ---------------------------------------------------------------------------------------------
+# `embed-labels`: precompute sets into the bundle (or the cache)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """One label set written by `embed_label_sets`."""
+
+    label_set: LabelSet
+    embeddings: LabelEmbeddings
+    path: Path
+    place: str  # "bundle" or "cache"
+
+    def describe(self) -> str:
+        return (f"{self.label_set.name}: {len(self.embeddings.labels)} labels ({len(self.embeddings.prompts)} prompts, "
+                f"{self.embeddings.embeddings.shape[1]}-d) -> {self.path} ({self.place})")
+
+
+def target_dir(bundle: Bundle, into: str = "auto") -> tuple[Path, str]:
+    """Where `embed-labels` writes: the bundle's labels/ (auto: when writable), else the cache."""
+    if into not in INTO:
+        raise LabelEmbeddingsError(f"--into {into!r} is not one of {list(INTO)}")
+    if into == "cache":
+        return cache_dir(bundle.meta.model_id), "cache"
+    problem = unwritable_reason(bundle.labels_dir)
+    if problem is None:
+        return bundle.labels_dir, "bundle"
+    if into == "bundle":
+        raise LabelEmbeddingsError(f"cannot write into the bundle: {problem}; make it writable, or pass --into cache "
+                                   "(the user cache of this machine)")
+    log.info("the bundle's labels/ cannot be written (%s): writing to the user cache", problem)
+    return cache_dir(bundle.meta.model_id), "cache"
+
+
+def embed_label_sets(bundle: Bundle, specs, into: str = "auto", threads: int | None = None) -> list[Embedded]:
+    """Compute each label set (NAME or PATH) with the bundle's text tower and write its .npz
+    atomically into the bundle's labels/ or the user cache (`into`: auto, bundle, cache)."""
+    from edge.labels.labelset import resolve_label_set
+
+    folder, place = target_dir(bundle, into)
+    label_sets = [resolve_label_set(spec) for spec in specs]  # every YAML checked before any work
+    written = []
+    for label_set in label_sets:
+        embeddings = compute_label_embeddings(bundle, label_set, threads)
+        path = embeddings.save(folder / f"{label_set.name}.npz")
+        written.append(Embedded(label_set, embeddings, path, place))
+    return written

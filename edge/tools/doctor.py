@@ -19,7 +19,9 @@ the checks. Later checks read what earlier ones found (the bundle, the GPU) from
 Label sets: the shipped ones, those precomputed in the bundle's labels/, and --labels. A set
 is ok when its embeddings are ready (bundle or user cache, same model_id and labels_sha256)
 or can be computed on the device (text.onnx and tokenizer present); otherwise it FAILs with
-the `semanticac-train embed-labels` fix. With --labels given, the other shipped sets are
+the `semanticac-edge embed-labels` fix; a damaged bundle file FAILs naming that command, a
+damaged cache file is a warning (listen computes it again). The lookup is edge.labels.embeddings'
+`look_up`, the one listen uses. With --labels given, the other shipped sets are
 only warnings: the user has said which set the device listens for.
 """
 
@@ -314,7 +316,7 @@ def check_engines(ctx: _Context) -> list[Check]:
 
 def check_label_sets(ctx: _Context) -> list[Check]:
     from edge.errors import SemanticACError
-    from edge.labels.labelset import resolve_label_set, shipped_label_sets
+    from edge.labels.labelset import load_label_set, resolve_label_set, shipped_label_sets
 
     sets, checks = {}, []
     for name, path in sorted(shipped_label_sets().items()):
@@ -331,7 +333,7 @@ def check_label_sets(ctx: _Context) -> list[Check]:
     asked_name = next((name for name, (_, ls) in sets.items() if ls is not None), None)
     for name, (source, label_set) in sets.items():
         try:
-            label_set = label_set or resolve_label_set(source)
+            label_set = label_set or load_label_set(source, shipped=True)
         except SemanticACError as err:
             checks.append(Check(f"labels {name}", FAIL, str(err), "reinstall semanticac-edge (a shipped set is broken)"))
             continue
@@ -347,40 +349,49 @@ def check_label_sets(ctx: _Context) -> list[Check]:
 
 
 def _label_set_check(ctx: _Context, label_set) -> Check:
-    from edge.errors import LabelEmbeddingsError, SemanticACError
-    from edge.labels.embeddings import LabelEmbeddings, candidate_paths
+    """The lookup `listen` does (edge.labels.embeddings.look_up), told as a finding and a fix."""
+    from edge.errors import SemanticACError
+    from edge.labels.embeddings import check_prompt_lengths, embed_command, look_up, no_text_tower_fix
     from edge.labels.tokenizers import load_tokenizer
 
     bundle, name = ctx.bundle, f"labels {label_set.name}"
-    refused = []
-    for path in candidate_paths(bundle, label_set):
-        if not path.is_file():
-            continue
-        try:
-            why = LabelEmbeddings.load(path).mismatch(label_set, bundle.meta.model_id)
-        except LabelEmbeddingsError as err:
-            why = str(err)
-        if why is None:
-            return Check(name, OK, f"{len(label_set.labels)} labels, embeddings ready in {path}")
-        refused.append(f"{path.name} in {path.parent}: {why}")
+    refused, damaged_cache = [], None
+    for candidate in look_up(bundle, label_set):
+        if candidate.usable:
+            return Check(name, OK, f"{len(label_set.labels)} labels, embeddings ready in {candidate.path}")
+        if candidate.corrupt and candidate.place == "bundle":
+            return Check(name, FAIL, f"the bundle's label embeddings are damaged: {candidate.problem}",
+                         f"`{embed_command(bundle, label_set)}`")
+        if candidate.corrupt:
+            damaged_cache = candidate
+        if candidate.problem != "not there":
+            refused.append(f"{candidate.path.name} in {candidate.path.parent}: {candidate.problem}")
     prompts = len(label_set.flat_prompts()[0])
     seen = f" ({'; '.join(refused)})" if refused else ""
-    fix = (f"`semanticac-train embed-labels --bundle {bundle.path} --labels {label_set.source}` where the training "
-           f"stack is installed, and copy {label_set.name}.npz into {bundle.labels_dir}")
     if bundle.meta.text is None:
         return Check(name, FAIL, f"no usable embeddings{seen or ' in the bundle or the user cache'}, and the bundle "
-                                 "has no text.onnx to compute them on the device", fix)
+                                 "has no text.onnx to compute them on the device", no_text_tower_fix(bundle, label_set))
     if not bundle.text_path.is_file() or (not ctx.verified and ctx.bundle_problem
                                           and bundle.meta.text.file in ctx.bundle_problem):
         return Check(name, FAIL, f"no usable embeddings{seen}, and {bundle.meta.text.file} is missing or damaged "
-                                 "(see bundle above)", f"{REEXPORT_FIX}; or {fix}")
+                                 "(see bundle above)", f"{REEXPORT_FIX}; or {no_text_tower_fix(bundle, label_set)}")
     try:
-        load_tokenizer(bundle.tokenizer_dir)
+        tokenizer = load_tokenizer(bundle.tokenizer_dir)
     except SemanticACError as err:
         return Check(name, FAIL, f"no usable embeddings{seen}, and the tokenizer for text.onnx is broken: {err}",
-                     f"{REEXPORT_FIX}; or {fix}")
-    return Check(name, OK, f"{len(label_set.labels)} labels, not precomputed{seen}: computable on the device with "
-                           f"{bundle.meta.text.file} ({prompts} prompts) at the first listen, then cached")
+                     f"{REEXPORT_FIX}; or {no_text_tower_fix(bundle, label_set)}")
+    try:
+        check_prompt_lengths(label_set, tokenizer)
+    except SemanticACError as err:
+        return Check(name, FAIL, f"cannot be embedded: {err}",
+                     f"shorten those prompts in {label_set.source}; `semanticac-edge labels {label_set.source}` "
+                     "shows each prompt's token count")
+    computable = (f"{len(label_set.labels)} labels, not precomputed{seen}: computable on the device with "
+                  f"{bundle.meta.text.file} ({prompts} prompts) at the first listen, then cached")
+    if damaged_cache is not None:
+        return Check(name, WARN, f"{computable}; the damaged cache file is computed again and rewritten then",
+                     f"nothing needed; or now: `{embed_command(bundle, label_set, into='cache')}`")
+    return Check(name, OK, computable)
 
 
 def _orphan_embeddings_check(ctx: _Context, path: Path) -> Check:
@@ -388,14 +399,14 @@ def _orphan_embeddings_check(ctx: _Context, path: Path) -> Check:
     from edge.labels.embeddings import LabelEmbeddings
 
     name = f"labels {path.stem}"
+    rebuild = f"`semanticac-edge embed-labels --bundle {ctx.bundle.path} --labels {path.stem}.yaml` (with its YAML)"
     try:
         found = LabelEmbeddings.load(path)
     except LabelEmbeddingsError as err:
-        return Check(name, WARN, str(err), f"delete {path}, or embed the set again with `semanticac-train embed-labels`")
+        return Check(name, WARN, f"the bundle's label embeddings are damaged: {err}", f"delete {path}, or {rebuild}")
     if found.model_id != ctx.bundle.meta.model_id:
         return Check(name, WARN, f"{path} was computed by model {found.model_id!r}, the bundle is "
-                                 f"{ctx.bundle.meta.model_id!r}: it cannot be used",
-                     f"`semanticac-train embed-labels --bundle {ctx.bundle.path} --labels {path.stem}.yaml`")
+                                 f"{ctx.bundle.meta.model_id!r}: it cannot be used", rebuild)
     return Check(name, OK, f"{len(found.labels)} labels precomputed in {path} (its YAML is not here: pass it with "
                            "--labels to check it is current)")
 

@@ -212,7 +212,7 @@ def test_a_missing_text_graph_is_explained(tmp_path):
     folder = make_onnx_bundle(tmp_path / "b")
     bundle = read_bundle(folder)
     no_text = type(bundle)(path=bundle.path, meta=type(bundle.meta)(**{**bundle.meta.__dict__, "text": None}))
-    with pytest.raises(BackendError, match="no text graph.*semanticac-train embed-labels"):
+    with pytest.raises(BackendError, match="no text graph.*semanticac-edge embed-labels"):
         select_backend(no_text, "onnxruntime", graph="text")
 
 

@@ -91,7 +91,7 @@ def test_a_label_set_that_cannot_be_embedded_fails(demo_bundle, tmp_path):
     assert found["bundle"] == OK
     assert found["labels urban"] == FAIL
     assert "has no text.onnx to compute them" in result.output
-    assert f"fix: `semanticac-train embed-labels --bundle {folder} --labels " in result.output
+    assert f"fix: run `semanticac-edge embed-labels --bundle {folder} --labels " in result.output
     assert found["labels esc50"] == WARN  # not the set asked for: a warning only
 
 

@@ -52,3 +52,195 @@ def test_a_bare_name_that_is_no_shipped_set_is_a_local_file(tmp_path, monkeypatc
 def test_a_directory_is_named_as_one(tmp_path):
     with pytest.raises(LabelSetError, match="is a directory: pass a label-set YAML file"):
         resolve_label_set(str(tmp_path))
+
+
+# --- corrupt or truncated embedding files -------------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import numpy as np  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+import edge.cli  # noqa: E402
+import edge.labels.embeddings as embeddings  # noqa: E402
+from edge.bundle import read_bundle, shipped_bundle  # noqa: E402
+from edge.errors import LabelEmbeddingsError  # noqa: E402
+from edge.fsutil import cache_dir  # noqa: E402
+from edge.labels.embeddings import LabelEmbeddings, label_embeddings_for  # noqa: E402
+from edge.labels.labelset import parse_label_set  # noqa: E402
+from edge.tools.doctor import FAIL, WARN, run_checks  # noqa: E402
+
+PETS = "name: pets\nlabels:\n  - dog\n  - name: cat\n    prompts: [a cat meowing]\n"
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("SEMANTICAC_BUNDLE", raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The shipped demo bundle (read only here: writing tests use `bundle_copy`)."""
+    return read_bundle(shipped_bundle())
+
+
+@pytest.fixture
+def bundle_copy(demo, tmp_path):
+    return read_bundle(shutil.copytree(demo.path, tmp_path / "bundle"))
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def one_line_error(result, *texts):
+    assert "Traceback" not in result.output, result.output
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    for text in texts:
+        assert text in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("damage", [truncate, lambda p: p.write_bytes(b"garbage")])
+def test_a_damaged_cache_file_is_computed_again_with_a_warning_and_rewritten(demo, cache, caplog, damage):
+    pets = parse_label_set(PETS, "pets.yaml")
+    first = label_embeddings_for(demo, pets)
+    cached = cache_dir(demo.meta.model_id) / "pets.npz"
+    assert cached.is_file()
+    damage(cached)
+    with caplog.at_level(logging.INFO):
+        again = label_embeddings_for(demo, pets)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(cached) in warnings[0] and "corrupt or truncated" in warnings[0]
+    np.testing.assert_allclose(again.embeddings, first.embeddings, atol=1e-6)
+    np.testing.assert_array_equal(LabelEmbeddings.load(cached).embeddings, again.embeddings)  # rewritten
+    assert sorted(p.name for p in cached.parent.iterdir()) == ["pets.npz"]  # atomically: no leftovers
+
+
+def test_a_damaged_bundle_file_is_an_error_naming_it_and_the_command(bundle_copy, cache):
+    damaged = bundle_copy.labels_dir / "urban.npz"
+    truncate(damaged)
+    fix = f"semanticac-edge embed-labels --bundle {bundle_copy.path} --labels urban"
+    urban = resolve_label_set("urban")
+    for call in (label_embeddings_for, embeddings.find_label_embeddings):
+        with pytest.raises(LabelEmbeddingsError) as err:
+            call(bundle_copy, urban)
+        assert str(damaged) in str(err.value) and fix in str(err.value)
+    one_line_error(CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(bundle_copy.path), "--labels", "urban"]),
+                   str(damaged), fix)
+    # the command it names repairs it
+    result = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(bundle_copy.path), "--labels", "urban"])
+    assert result.exit_code == 0, result.output
+    assert label_embeddings_for(bundle_copy, urban).labels == tuple(urban.names)
+
+
+def test_doctor_says_the_same_for_bundle_and_cache_files(bundle_copy, cache):
+    truncate(bundle_copy.labels_dir / "urban.npz")
+    esc50 = resolve_label_set("esc50")
+    (bundle_copy.labels_dir / "esc50.npz").unlink()
+    cached = cache_dir(bundle_copy.meta.model_id) / "esc50.npz"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"PK\x03\x04 truncated")
+    checks = {c.name: c for c in run_checks(str(bundle_copy.path), "urban")}
+    urban = checks["labels urban"]
+    assert urban.status == FAIL and str(bundle_copy.labels_dir / "urban.npz") in urban.finding
+    assert urban.fix == f"`semanticac-edge embed-labels --bundle {bundle_copy.path} --labels urban`"
+    assert checks["labels esc50"].status == WARN and str(cached) in checks["labels esc50"].finding
+    assert "computed again" in checks["labels esc50"].finding and esc50.name == "esc50"
+
+
+# --- embed-labels ------------------------------------------------------------------------------
+
+def test_embed_labels_writes_into_the_bundle_atomically_and_says_what(bundle_copy, cache, tmp_path):
+    site = tmp_path / "site.yaml"
+    site.write_text("name: site\nlabels: [dog_bark, kettle]\n")
+    result = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(bundle_copy.path), "--labels",
+                                                str(site), "--labels", "urban"])
+    assert result.exit_code == 0, result.output
+    assert f"site: 2 labels (2 prompts, 512-d) -> {bundle_copy.labels_dir / 'site.npz'} (bundle)" in result.output
+    assert f"-> {bundle_copy.labels_dir / 'urban.npz'} (bundle)" in result.output
+    assert sorted(p.name for p in bundle_copy.labels_dir.iterdir()) == ["esc50.npz", "site.npz", "urban.npz"]
+    found = LabelEmbeddings.load(bundle_copy.labels_dir / "site.npz")
+    assert found.labels == ("dog_bark", "kettle") and found.model_id == bundle_copy.meta.model_id
+
+
+def test_embed_labels_into_the_cache_and_when_the_bundle_is_read_only(bundle_copy, cache, monkeypatch):
+    runner = CliRunner()
+    args = ["embed-labels", "--bundle", str(bundle_copy.path), "--labels", "urban"]
+    result = runner.invoke(edge.cli.main, [*args, "--into", "cache"])
+    target = cache_dir(bundle_copy.meta.model_id) / "urban.npz"
+    assert result.exit_code == 0 and f"-> {target} (cache)" in result.output, result.output
+    target.unlink()
+    monkeypatch.setattr(embeddings, "unwritable_reason", lambda folder: f"{folder}: Read-only file system")
+    result = runner.invoke(edge.cli.main, args)  # auto: the cache
+    assert result.exit_code == 0 and f"-> {target} (cache)" in result.output, result.output
+    one_line_error(runner.invoke(edge.cli.main, [*args, "--into", "bundle"]), "Read-only file system",
+                   "--into cache")
+
+
+def test_embed_labels_needs_no_torch_and_long_embeddings_show_progress_on_stderr(demo, tmp_path):
+    """A first start with many new labels says what it embeds on stderr, without -v; never on stdout."""
+    import soundfile as sf
+
+    many = tmp_path / "many.yaml"
+    many.write_text("name: many\nlabels:\n" + "".join(
+        f"  - name: sound_{i}\n    prompts: [a recording of sound number {i}]\n" for i in range(40)))
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(1600, np.float32), 16000)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("SEMANTICAC_BUNDLE", None)
+    listen = subprocess.run([sys.executable, "-c", "from edge.cli import main; main()", "listen", "--labels",
+                             str(many), "--input", str(clip), "--fast", "--json"], capture_output=True, text=True, env=env, timeout=300)
+    assert listen.returncode == 0, listen.stderr
+    assert "embedding 40 labels (80 prompts) of label set 'many' with text.onnx..." in listen.stderr
+    assert "embedded 80/80 prompts" in listen.stderr
+    assert "embedding" not in listen.stdout
+    # embed-labels itself runs without torch
+    code = ("import sys; from edge.cli import main\n"
+            "try:\n    main(['embed-labels', '--labels', sys.argv[1], '--into', 'cache'])\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code, str(many)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "many: 40 labels (80 prompts, 512-d) ->" in done.stdout and "(cache)" in done.stdout
+    assert json.loads(json.dumps(done.stdout))  # plain text, one line per set
+
+
+# --- prompts longer than the text tower's context ------------------------------------------------
+
+LONG = " ".join(["very"] * 130)
+TOO_LONG = (f"name: long\nlabels:\n  - name: a\n    prompts: [\"{LONG} loud dog\"]\n"
+            f"  - name: b\n    prompts: [\"{LONG} quiet cat\"]\n")
+
+
+def test_a_prompt_longer_than_the_context_is_an_error_naming_label_prompt_count_and_limit(demo, cache, tmp_path):
+    long_set = parse_label_set(TOO_LONG, "long.yaml")
+    with pytest.raises(LabelSetError) as err:
+        label_embeddings_for(demo, long_set)
+    message = str(err.value)
+    assert "label 'a': prompt 'very very" in message and "label 'b'" in message
+    assert "is 134 tokens" in message and "at most 128 tokens" in message and "shorten" in message
+    assert not (cache_dir(demo.meta.model_id) / "long.npz").exists()
+
+
+def test_labels_shows_token_counts_and_flags_those_over_the_limit(tmp_path, cache):
+    runner = CliRunner()
+    result = runner.invoke(edge.cli.main, ["labels", "urban"])
+    assert result.exit_code == 0, result.output
+    assert "(shipped set " in result.output and "'an audio clip of dog bark'  (8 tokens)" in result.output
+    path = tmp_path / "long.yaml"
+    path.write_text(TOO_LONG)
+    result = runner.invoke(edge.cli.main, ["labels", str(path)])
+    assert result.exit_code == 1, result.output
+    assert result.output.count("(134 tokens: OVER the text tower's limit of 128)") == 2
+    assert "(7 tokens)" in result.output  # the template prompts are fine
+    assert "Error: 2 prompt(s) of label set 'long' are longer than the text tower's 128 tokens" in result.output

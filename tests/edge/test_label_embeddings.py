@@ -61,7 +61,7 @@ def test_lookup_bundle_then_cache(tmp_path, monkeypatch):
         find_label_embeddings(bundle, SET)
     message = str(err.value)
     assert "labels/pets.npz: not there" in message and "cache/semanticac-edge/m1/pets.npz: not there" in message
-    assert f"semanticac-train embed-labels --bundle {bundle.path}" in message
+    assert f"semanticac-edge embed-labels --bundle {bundle.path}" in message
 
     cached = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(1), "m1")
     cached.save(cache_dir("m1") / "pets.npz")

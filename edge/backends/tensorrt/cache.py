@@ -18,14 +18,13 @@ import json
 import logging
 import re
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt
 from edge.bundle import Bundle
 from edge.errors import BackendError
-from edge.fsutil import cache_dir, sha256_file
+from edge.fsutil import cache_dir, sha256_file, unwritable_reason
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +122,11 @@ def writable_engines_dir(bundle: Bundle) -> Path:
     """The first folder of `engine_dirs` that can be written (a read-only bundle: the cache)."""
     reasons = []
     for folder in engine_dirs(bundle):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryFile(dir=folder):
-                pass
+        problem = unwritable_reason(folder)
+        if problem is None:
             return folder
-        except OSError as err:
-            log.info("cannot write engines to %s (%s)", folder, err)
-            reasons.append(f"{folder}: {err}")
+        log.info("cannot write engines to %s", problem)
+        reasons.append(problem)
     raise BackendError("nowhere to write the engine: " + "; ".join(reasons)
                        + ": make the bundle writable, or set $XDG_CACHE_HOME to a writable folder")
 
