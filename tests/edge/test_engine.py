@@ -29,13 +29,24 @@ from edge.backends.tensorrt.cache import (
 from edge.bundle import read_bundle
 from edge.errors import BackendError
 from edge.fsutil import sha256_file
-from tests.edge.test_backends import FRAMES, MELS, make_onnx_bundle, mel_batch
 
 ORIN = DeviceInfo(gpu_name="Orin", compute_capability="8.7", tensorrt_version="10.3.0")
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
+def bundle(demo_bundle):
+    """Names, sidecars, refusals and lookup: the shipped demo bundle (no torch, no GPU). Tests that
+    write engines write them into a copy (`copy_bundle`), never into the installed package."""
+    return demo_bundle
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A bundle of tiny graphs exported here from torch (tests/edge/test_backends.py): a conv
+    weight to find in the FP16 copy, and an engine that builds in seconds."""
+    pytest.importorskip("torch", reason="the tiny graphs are exported from torch; torch is not importable here")
+    from tests.edge.test_backends import make_onnx_bundle
+
     return read_bundle(make_onnx_bundle(tmp_path_factory.mktemp("bundle")))
 
 
@@ -72,9 +83,14 @@ def needs_onnxconverter():
         pytest.skip(reason)
 
 
-def test_the_fp16_copy_runs_with_float32_io_and_agrees_with_fp32(bundle, tmp_path):
+@pytest.mark.slow  # a torch export
+def test_the_fp16_copy_runs_with_float32_io_and_agrees_with_fp32(tiny, tmp_path):
     needs_onnxconverter()
     import onnx
+
+    from tests.edge.test_backends import mel_batch
+
+    bundle = tiny
 
     copy = fp16_onnx_copy(bundle.audio_path, tmp_path / "model.fp16.onnx")
     graph = onnx.load(str(copy)).graph
@@ -262,12 +278,14 @@ def tensorrt_and_gpu():
         pytest.skip(f"no CUDA GPU: {err}")
 
 
+@pytest.mark.slow  # a torch export
 @pytest.mark.parametrize("precision, tolerance", [("fp32", 1e-4), ("fp16", 2e-2)])
-def test_a_built_engine_runs_and_matches_onnxruntime(bundle, tmp_path, cache, precision, tolerance):
+def test_a_built_engine_runs_and_matches_onnxruntime(tiny, tmp_path, cache, precision, tolerance):
     tensorrt_and_gpu()
     from edge.backends import TensorRTBackend, select_backend
+    from tests.edge.test_backends import FRAMES, MELS, mel_batch
 
-    mine = copy_bundle(bundle, tmp_path / "b")
+    mine = copy_bundle(tiny, tmp_path / "b")
     plan = build_engine(mine, precision=precision, max_batch=4)  # a plain plan: the backend hands it to TensorRT
     assert plan.parent == mine.engines_dir
     sidecar = json.loads(sidecar_path(plan).read_text())
