@@ -9,14 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from edge.backends import BACKENDS, OnnxRuntimeBackend, select_backend
-from edge.bundle import BundleMeta, read_bundle, tower_spec, write_bundle_meta
-from edge.errors import BackendError
-from edge.features import Frontend
+torch = pytest.importorskip("torch", reason="these tests export tiny torch modules to ONNX; torch is not importable here")
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from edge.backends import BACKENDS, OnnxRuntimeBackend, select_backend  # noqa: E402
+from edge.bundle import BundleMeta, read_bundle, tower_spec, write_bundle_meta  # noqa: E402
+from edge.errors import BackendError  # noqa: E402
+from edge.features import Frontend  # noqa: E402
+
+pytestmark = pytest.mark.slow  # torch exports (about 3 s here, but the fast lane runs without torch)
 
 FRAMES, MELS, DIM, VOCAB = 48, 16, 8, 100
 
