@@ -1,10 +1,14 @@
-"""The training loop: `fit` a recipe, `evaluate` a checkpoint. CPU, one GPU, or DDP.
+"""The training loop: `fit` a recipe on the CPU, one GPU (AMP) or several (DDP).
 
     ClassScorer(model, label set)     audio embeddings against every class prompt, in one
                                       module (so DDP sees every parameter in its forward)
-    fit(recipe, out)                  epochs of the recipe; checkpoints last.pt every epoch and
-                                      best.pt by validation accuracy, both atomically; resume
-                                      continues exactly where last.pt stopped
+    prepare(recipe) -> Run            data, label space, model (seeded) and scorer of a recipe
+    Trainer(recipe, run)              the state that changes while a run trains, one step each:
+      .resume(last.pt)                  continue exactly where last.pt stopped
+      .train_epoch(epoch)               one pass over the training set (AMP on a GPU, DDP)
+      .validate()                       accuracy of every validation set; their mean picks best.pt
+      .save(out, epoch, ...)            last.pt every epoch, best.pt when the score improves, atomically
+    fit(recipe, out)                  prepare, then train, validate and save each epoch
     evaluate(model, loader)           accuracy, per-class accuracy, confusion matrix
 
 Determinism: the shuffle of epoch e is seeded by (seed, e), each item's augmentation by
@@ -26,12 +30,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
 
+from edge.features import Frontend
 from edge.labels.labelset import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
 from train.augment import Augment
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import to_dict
-from train.data import ClipDataset, build_dataset, collate, make_loader, split_clips
+from train.data import ClipDataset, DataSpec, build_dataset, collate, make_loader, split_clips
 from train.data.combined import CombinedDataset
 from train.model.config import ModelConfig, load_model_config
 from train.model.loss import OneHotLoss, SemanticLoss
@@ -230,41 +236,58 @@ class Run:
 
 
 def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained_text: str | None = None) -> Run:
+    """The data, the merged label space and the model (seeded) of a recipe, on this process's device."""
     torch.manual_seed(config.seed)
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if torch.cuda.is_available() \
         else torch.device("cpu")
     model_config = load_model_config(config.model)
     if model_config.head["kind"] == "onehot" and model_config.num_classes is None:
         raise ValueError("the one-hot baseline needs num_classes in its model config")
-    augment = Augment(config.augment, model_config.frontend.sample_rate).train()
-    trains, vals, sets = [], [], []
-    for spec, labels in zip(config.datasets, config.label_specs):
-        trains.append(build_dataset(spec, "train", model_config.frontend, config.cache_dir, augment, config.seed))
-        val_split = "val" if spec.val_fraction else ("test" if spec.test_folds else None)
-        vals.append(build_dataset(spec, val_split, model_config.frontend, config.cache_dir) if val_split else None)
-        sets.append(class_label_set(labels, trains[-1].class_names, spec.kind))
-    train_set = trains[0] if len(trains) == 1 else CombinedDataset(trains, [s.kind for s in config.datasets])
-    validation = [Validation(spec.kind, val, None if len(trains) == 1 else train_set.source_classes(i))
-                  for i, (spec, val) in enumerate(zip(config.datasets, vals)) if val is not None]
-    unseen = []
-    for i, spec in enumerate(config.datasets):
-        if spec.holdout:  # zero-shot: its held-out classes among themselves, and among all classes
-            clips, names = split_clips(spec, "heldout")
-            own = list(range(len(names))) if len(trains) == 1 else train_set.source_classes(i)
-            ids = [own[names.index(name)] for name in spec.holdout]
-            unseen += ids
-            among_unseen = [replace(c, target=spec.holdout.index(names[c.target])) for c in clips]
-            validation += [
-                Validation(f"{spec.kind}_zeroshot", ClipDataset(among_unseen, list(spec.holdout), model_config.frontend,
-                                                                config.cache_dir), ids, picks_best=False),
-                Validation(f"{spec.kind}_zeroshot_all", ClipDataset(clips, names, model_config.frontend,
-                                                                    config.cache_dir), own, picks_best=False)]
+    train_set, validation, label_set, unseen = build_data(config, model_config.frontend)
     model = build_model(model_config)
     load_pretrained(model, model_config, pretrained_audio or config.pretrained_audio,
                     pretrained_text or config.pretrained_text)
     freeze(model, config)
-    scorer = ClassScorer(model, merge_label_sets(sets), frozen_text=config.freeze_text, unseen=unseen).to(device)
+    scorer = ClassScorer(model, label_set, frozen_text=config.freeze_text, unseen=unseen).to(device)
     return Run(model, model_config, scorer, train_set, validation, device)
+
+
+def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | CombinedDataset, list[Validation],
+                                                                  LabelSet, list[int]]:
+    """(training set, validation sets, the label space of every dataset's classes, the ids of
+    the zero-shot classes that never train)."""
+    augment = Augment(config.augment, frontend.sample_rate).train()
+    trains, vals, sets = [], [], []
+    for spec, labels in zip(config.datasets, config.label_specs):
+        trains.append(build_dataset(spec, "train", frontend, config.cache_dir, augment, config.seed))
+        val_split = "val" if spec.val_fraction else ("test" if spec.test_folds else None)
+        vals.append(build_dataset(spec, val_split, frontend, config.cache_dir) if val_split else None)
+        sets.append(class_label_set(labels, trains[-1].class_names, spec.kind))
+    several = len(trains) > 1
+    train_set = CombinedDataset(trains, [s.kind for s in config.datasets]) if several else trains[0]
+    validation = [Validation(spec.kind, val, train_set.source_classes(i) if several else None)
+                  for i, (spec, val) in enumerate(zip(config.datasets, vals)) if val is not None]
+    unseen = []
+    for i, spec in enumerate(config.datasets):
+        if spec.holdout:
+            own = train_set.source_classes(i) if several else list(range(len(train_set.class_names)))
+            held, ids = zero_shot_validation(spec, own, frontend, config.cache_dir)
+            validation += held
+            unseen += ids
+    return train_set, validation, merge_label_sets(sets), unseen
+
+
+def zero_shot_validation(spec: DataSpec, own: list[int], frontend: Frontend,
+                         cache_dir: str | None) -> tuple[list[Validation], list[int]]:
+    """The held-out classes of `spec` among themselves and among all its classes (`own`: their
+    ids in the label space), and the held-out ones' ids."""
+    clips, names = split_clips(spec, "heldout")
+    ids = [own[names.index(name)] for name in spec.holdout]
+    among_unseen = [replace(c, target=spec.holdout.index(names[c.target])) for c in clips]
+    return [Validation(f"{spec.kind}_zeroshot", ClipDataset(among_unseen, list(spec.holdout), frontend, cache_dir),
+                       ids, picks_best=False),
+            Validation(f"{spec.kind}_zeroshot_all", ClipDataset(clips, names, frontend, cache_dir), own,
+                       picks_best=False)], ids
 
 
 def _loader(dataset: ClipDataset, config: TrainConfig, shuffle: bool, epoch: int) -> DataLoader:
@@ -281,84 +304,127 @@ def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
-def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_audio: str | None = None,
-        pretrained_text: str | None = None, command: str = "") -> dict:
-    """Train `config`; checkpoints go to `out` (last.pt every epoch, best.pt by val accuracy)."""
-    from tqdm import tqdm
+class Trainer:
+    """What changes while a run trains: the optimiser, its schedule, the history and the best score."""
 
-    out = Path(out)
-    run = prepare(config, pretrained_audio, pretrained_text)
-    model, scorer, device = run.model, run.scorer, run.device
-    trainable = scorer
-    if dist.is_initialized():
-        trainable = nn.parallel.DistributedDataParallel(scorer, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer, scheduler = make_optimizer(config, scorer)
-    use_amp = config.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    history, best, start = [], -1.0, 0
-    if resume and (out / "last.pt").is_file():
-        state = load_checkpoint(out / "last.pt")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    def __init__(self, config: TrainConfig, run: Run):
+        self.config, self.run = config, run
+        self.trainable = run.scorer  # what the forward pass calls: the scorer, or its DDP wrapper
+        if dist.is_initialized():
+            self.trainable = nn.parallel.DistributedDataParallel(
+                run.scorer, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+        self.optimizer, self.scheduler = make_optimizer(config, run.scorer)
+        self.use_amp = config.amp and run.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.history: list[dict] = []
+        self.best = -1.0
+        self.start = 0  # the first epoch still to train
+
+    def resume(self, path: Path) -> None:
+        """Continue from `path` (a last.pt) exactly: weights, optimiser, schedule, RNG and history."""
+        if not path.is_file():
+            log.info("--resume: no %s yet, starting from scratch", path)
+            return
+        state = load_checkpoint(path)
+        self.run.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
-        history, best, start = state["history"], state["best"], state["epoch"] + 1
-        log.info("resuming %s at epoch %d of %d", out / "last.pt", start + 1, config.epochs)
-    elif resume:
-        log.info("--resume: no %s yet, starting from scratch", out / "last.pt")
-    facts = {"command": command, "recipe": to_dict(config),
-             "data": [{"kind": spec.kind, "root": spec.root, "test_folds": list(spec.test_folds),
-                       "val_fraction": spec.val_fraction} for spec in config.datasets],
-             "clips": {"train": len(run.train_set), **{f"val_{v.name}": len(v.dataset) for v in run.validation}}}
+        self.history, self.best, self.start = state["history"], state["best"], state["epoch"] + 1
+        log.info("resuming %s at epoch %d of %d", path, self.start + 1, self.config.epochs)
 
-    for epoch in range(start, config.epochs):
-        started = time.perf_counter()
-        scorer.train()
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training set, then one step of the schedule: loss, accuracy, new lr."""
+        run = self.run
+        run.scorer.train()
         run.train_set.set_epoch(epoch)
-        loader = _loader(run.train_set, config, shuffle=True, epoch=epoch)
+        loader = _loader(run.train_set, self.config, shuffle=True, epoch=epoch)
         total_loss, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not is_main(), leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not is_main(), leave=False)
         for mel, targets in bar:
-            mel, targets = mel.to(device), targets.to(device)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                logits, audio, classes = trainable(mel)
-            loss = loss_of(config.loss, logits, audio, classes, targets, model.logit_scale())
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            model.logit_scale.clamp_()
+            mel, targets = mel.to(run.device), targets.to(run.device)
+            logits, loss = self.step(mel, targets)
             total_loss += loss.item() * len(targets)
             correct += int((logits.argmax(1) == targets).sum())
             seen += len(targets)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
-        scheduler.step()
-        record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                  "lr": optimizer.param_groups[0]["lr"], "seconds": 0.0}
-        for v in run.validation:  # the mean over datasets is what picks best.pt
-            metrics = evaluate(scorer, _loader(v.dataset, config, shuffle=False, epoch=0), device, v.classes)
+        self.scheduler.step()
+        return {"loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def step(self, mel: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step on a batch: (logits, loss). Under AMP the forward runs in fp16, the
+        loss in fp32, and the gradients are scaled."""
+        model = self.run.model
+        with torch.autocast(self.run.device.type, dtype=torch.float16, enabled=self.use_amp):
+            logits, audio, classes = self.trainable(mel)
+        loss = loss_of(self.config.loss, logits, audio, classes, targets, model.logit_scale())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        model.logit_scale.clamp_()
+        return logits, loss
+
+    def validate(self) -> dict:
+        """val_accuracy_<name> of every validation set, and val_accuracy: the mean over those
+        that pick best.pt (zero-shot sets do not)."""
+        run, record = self.run, {}
+        for v in run.validation:
+            metrics = evaluate(run.scorer, _loader(v.dataset, self.config, shuffle=False, epoch=0), run.device,
+                               v.classes)
             record[f"val_accuracy_{v.name}"] = metrics.accuracy
-        picking = [v for v in run.validation if v.picks_best]
+        picking = [record[f"val_accuracy_{v.name}"] for v in run.validation if v.picks_best]
         if picking:
-            record["val_accuracy"] = float(np.mean([record[f"val_accuracy_{v.name}"] for v in picking]))
-        record["seconds"] = round(time.perf_counter() - started, 2)
-        history.append(record)
-        score = record.get("val_accuracy", record["train_accuracy"])
+            record["val_accuracy"] = float(np.mean(picking))
+        return record
+
+    def save(self, out: Path, epoch: int, score: float, facts: dict) -> None:
+        """last.pt with all that --resume needs, and best.pt when `score` beats the best so far;
+        each written atomically. Call it after the epoch's record is in the history."""
+        run, best = self.run, max(self.best, score)
+        figures = {"epochs": epoch + 1, "best_val_accuracy": best,
+                   **{k: v for k, v in self.history[-1].items() if k.startswith("val_accuracy_")}}
+        extra = dict(epoch=epoch, history=self.history, best=best, clip_seconds=run.train_set.clip_seconds,
+                     training={**facts, "figures": figures}, license=self.config.license,
+                     class_names=list(run.train_set.class_names))
+        save_checkpoint(out / "last.pt", run.model, run.model_config, optimizer=self.optimizer.state_dict(),
+                        scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(), **extra)
+        if score > self.best:
+            save_checkpoint(out / "best.pt", run.model, run.model_config, **extra)
+
+
+def run_facts(config: TrainConfig, run: Run, command: str) -> dict:
+    """How a checkpoint was made (an export's model.json carries it as `training`)."""
+    return {"command": command, "recipe": to_dict(config),
+            "data": [{"kind": spec.kind, "root": spec.root, "test_folds": list(spec.test_folds),
+                      "val_fraction": spec.val_fraction} for spec in config.datasets],
+            "clips": {"train": len(run.train_set), **{f"val_{v.name}": len(v.dataset) for v in run.validation}}}
+
+
+def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_audio: str | None = None,
+        pretrained_text: str | None = None, command: str = "") -> dict:
+    """Train `config`; checkpoints go to `out` (last.pt every epoch, best.pt by val accuracy)."""
+    out = Path(out)
+    run = prepare(config, pretrained_audio, pretrained_text)
+    trainer = Trainer(config, run)
+    if resume:
+        trainer.resume(out / "last.pt")
+    facts = run_facts(config, run, command)
+    for epoch in range(trainer.start, config.epochs):
+        started = time.perf_counter()
+        trained = trainer.train_epoch(epoch)
+        validated = trainer.validate()
+        record = {"epoch": epoch + 1, **trained, "seconds": round(time.perf_counter() - started, 2), **validated}
+        trainer.history.append(record)
+        score = record.get("val_accuracy", record["train_accuracy"])  # no validation set: training accuracy
         if is_main():
             log.info("epoch %d/%d: loss %.4f, train acc %.3f%s (%.0f s)", epoch + 1, config.epochs, record["loss"],
                      record["train_accuracy"], f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record
                      else "", record["seconds"])
-            figures = {"epochs": epoch + 1, "best_val_accuracy": max(best, score),
-                       **{k: v for k, v in record.items() if k.startswith("val_accuracy_")}}
-            extra = dict(epoch=epoch, history=history, best=max(best, score), clip_seconds=run.train_set.clip_seconds,
-                         training={**facts, "figures": figures},
-                         license=config.license, class_names=list(run.train_set.class_names))
-            save_checkpoint(out / "last.pt", model, run.model_config, optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), rng=torch.get_rng_state(), **extra)
-            if score > best:
-                save_checkpoint(out / "best.pt", model, run.model_config, **extra)
-        best = max(best, score)
-    return {"history": history, "best": best, "out": str(out), "ranks_agree": ranks_agree(model)}
+            trainer.save(out, epoch, score, facts)
+        trainer.best = max(trainer.best, score)
+    return {"history": trainer.history, "best": trainer.best, "out": str(out), "ranks_agree": ranks_agree(run.model)}
 
 
 def ranks_agree(model: nn.Module) -> bool | None:
