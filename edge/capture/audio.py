@@ -2,11 +2,18 @@
 
 Resampling is soxr's band-limited resampler (the same library streams microphone audio),
 so a file and a live stream of the same sound give the same samples at the model rate.
+
+Damaged files: whatever decodes is used. A file cut short (its header promises more, an Ogg
+stream without its last page, a decode error part-way) gives the audio before the damage and
+a warning saying how much; only a file of which nothing decodes is an AudioError. A file that
+cannot be opened says why: missing, a directory, permission denied, or not audio at all.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -14,7 +21,15 @@ import soxr
 
 from edge.errors import AudioError
 
+log = logging.getLogger(__name__)
+
 SOXR_QUALITY = "HQ"  # soxr's high quality: ~-144 dB aliasing, linear phase
+DECODE_ERRORS = (sf.LibsndfileError, RuntimeError, OSError)
+DECODE_BLOCK = 4096  # frames per read: a decode error loses at most the block it happens in
+# What libsndfile's log (SoundFile.extra_info) says about a file cut short: a WAV data chunk
+# shorter than its header's size ("data : 96000 (should be 47978)"), an Ogg stream whose last
+# page lacks the end-of-stream flag.
+TRUNCATION_SIGNS = ("(should be", "lacks an end-of-stream bit")
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
@@ -30,23 +45,104 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(samples, from_rate, to_rate, quality=SOXR_QUALITY).astype(np.float32, copy=False)
 
 
-def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
+def open_audio(path: str | Path) -> sf.SoundFile:
+    """Open an audio file for decoding; AudioError saying what `path` is when it cannot be read."""
+    path = Path(path)
+    prefix = f"cannot read audio file {path}"
+    if not path.exists():
+        raise AudioError(f"{prefix}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{prefix}: it is a directory: pass an audio file")
+    try:
+        open(path, "rb").close()  # libsndfile's own message for this is "System error"
+    except PermissionError:
+        raise AudioError(f"{prefix}: permission denied: make it readable by this user (chmod a+r)") from None
+    except OSError as err:
+        raise AudioError(f"{prefix}: {err.strerror or err}") from None
+    try:
+        audio = sf.SoundFile(str(path))
+    except DECODE_ERRORS as err:
+        detail = str(err).strip() or type(err).__name__
+        raise AudioError(f"{prefix}: it is not an audio file libsndfile can read ({detail}; formats: "
+                         f"{', '.join(sorted(sf.available_formats()))})") from None
+    if audio.frames == 0:
+        audio.close()
+        raise AudioError(f"audio file {path} holds no samples: record or pick a non-empty file")
+    return audio
+
+
+class Decoder:
+    """An open audio file read block by block, that keeps what decoded before any damage.
+
+    After `blocks` is exhausted, `damage` says why the file ended early (None: it did not) and
+    `decoded` how many frames came out; `warning()` is the message to log for a damaged file.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.file = open_audio(self.path)
+        self.rate, self.channels = self.file.samplerate, self.file.channels
+        self.decoded = 0
+        log_lines = getattr(self.file, "extra_info", "") or ""
+        signs = [line.strip() for line in log_lines.splitlines() if any(s in line for s in TRUNCATION_SIGNS)]
+        self.damage: str | None = f"libsndfile: {'; '.join(signs)}" if signs else None
+
+    def blocks(self, frames: int) -> Iterator[np.ndarray]:
+        """float32 [n, channels] blocks until the end of the file or the first decode error."""
+        while True:
+            try:
+                block = self.file.read(frames, dtype="float32", always_2d=True)
+            except DECODE_ERRORS as err:
+                if self.decoded == 0:
+                    raise AudioError(f"cannot decode audio file {self.path}: {err}: the file is corrupt; "
+                                     "re-export it") from None
+                self.damage = f"libsndfile: {str(err).strip() or type(err).__name__}"
+                return
+            if not len(block):
+                if self.damage is None and 0 < self.decoded < self.file.frames:
+                    self.damage = f"its header promises {self.file.frames / self.rate:.3f} s"
+                return
+            self.decoded += len(block)
+            yield block
+
+    @property
+    def seconds(self) -> float:
+        return self.decoded / self.rate
+
+    def warning(self) -> str | None:
+        if self.damage is None:
+            return None
+        return (f"audio file {self.path} is truncated or corrupt after {self.seconds:.3f} s ({self.damage}): "
+                f"scored the first {self.seconds:.3f} s")
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def too_short_warning(path: str | Path, seconds: float, frame_seconds: float) -> str:
+    return (f"audio file {path} is shorter than one frame ({seconds * 1e3:.0f} ms < frame {frame_seconds * 1e3:.0f} ms): "
+            "padded with silence and scored")
+
+
+def read_audio(path: str | Path, sample_rate: int, frame_seconds: float | None = None) -> np.ndarray:
     """Decode an audio file into mono float32 samples at `sample_rate`.
 
+    A damaged file gives what decoded before the damage, with a warning; one shorter than
+    `frame_seconds` (one analysis frame) is padded with silence to it, with a warning.
     Raises AudioError, naming the file, when it cannot be read, holds no samples or holds
     NaN/infinite samples.
     """
-    path = Path(path)
+    decoder = Decoder(path)
     try:
-        samples, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as err:
-        reason = "no such file" if not path.exists() else str(err).strip() or type(err).__name__
-        raise AudioError(
-            f"cannot read audio file {path}: {reason} "
-            "(readable formats: WAV, FLAC, Ogg/Vorbis and whatever else libsndfile decodes)"
-        ) from None
-    if samples.shape[0] == 0:
+        blocks = list(decoder.blocks(DECODE_BLOCK))
+    finally:
+        decoder.close()
+    if not blocks:
         raise AudioError(f"audio file {path} holds no samples: record or pick a non-empty file")
+    samples = np.concatenate(blocks)
+    file_rate = decoder.rate
+    if decoder.warning():
+        log.warning("%s", decoder.warning())
     bad = ~np.isfinite(samples)
     if bad.any():
         first = int(np.argmax(bad.any(axis=1)))
@@ -54,4 +150,8 @@ def read_audio(path: str | Path, sample_rate: int) -> np.ndarray:
             f"audio file {path} holds {int(bad.sum())} NaN or infinite sample(s), the first at "
             f"{first / file_rate:.3f} s: the file is corrupt; re-export it"
         )
-    return resample(to_mono(samples), int(file_rate), sample_rate)
+    out = resample(to_mono(samples), int(file_rate), sample_rate)
+    if frame_seconds and out.size < round(frame_seconds * sample_rate):
+        log.warning("%s", too_short_warning(path, decoder.seconds, frame_seconds))
+        out = np.pad(out, (0, round(frame_seconds * sample_rate) - out.size))
+    return out

@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import soundfile as sf
 import soxr
 
-from edge.capture.audio import SOXR_QUALITY, to_mono
+from edge.capture.audio import SOXR_QUALITY, Decoder, to_mono, too_short_warning
 from edge.capture.ring import RingBuffer
 from edge.errors import AudioError
 
@@ -377,41 +376,35 @@ class FileSource(Source):
     Real time (default): blocks arrive at wall-clock pace and a slow consumer loses the oldest
     audio, like a microphone. `fast=True`: blocks arrive as fast as the consumer reads, nothing
     dropped. Channels are mixed down and NaN/inf samples raise AudioError, as in read_audio.
+    A file cut short or damaged part-way delivers what decodes, then ends with a warning and an
+    `end_reason` saying so; one shorter than `frame_seconds` is padded with silence to it.
     """
 
     def __init__(self, path: str | Path, *, sample_rate: int = MODEL_RATE, fast: bool = False,
-                 block: int = 1024, buffer_seconds: float = 5.0):
+                 block: int = 1024, buffer_seconds: float = 5.0, frame_seconds: float | None = None):
         if block <= 0:
             raise ValueError(f"block must be a positive number of frames, got {block}")
         self.path = Path(path)
-        try:
-            self._file = sf.SoundFile(str(self.path))
-        except (sf.LibsndfileError, RuntimeError, OSError) as err:
-            reason = "no such file" if not self.path.exists() else str(err).strip() or type(err).__name__
-            raise AudioError(f"cannot read audio file {self.path}: {reason} (readable formats: WAV, FLAC, "
-                             "Ogg/Vorbis and whatever else libsndfile decodes)") from None
-        if self._file.frames == 0:
-            self._file.close()
-            raise AudioError(f"audio file {self.path} holds no samples: record or pick a non-empty file")
-        super().__init__(f"audio file {self.path}", self._file.samplerate, self._file.channels,
+        self._decoder = Decoder(self.path)  # AudioError saying what the path is when it cannot be read
+        super().__init__(f"audio file {self.path}", self._decoder.rate, self._decoder.channels,
                          sample_rate, buffer_seconds, block)
         self.fast, self.block = fast, block
+        self.frame_seconds = frame_seconds  # one analysis frame: a shorter file is padded to it, with a warning
+        self._padded = False
 
     def _stop_producer(self) -> None:
         super()._stop_producer()
-        self._file.close()
+        self._decoder.close()
 
     def _produce(self) -> None:
         t0, frames = time.monotonic(), 0
+        blocks = self._decoder.blocks(self.block)
         while not self._stopping.is_set():
-            try:
-                block = self._file.read(self.block, dtype="float32", always_2d=True)
-            except (sf.LibsndfileError, RuntimeError, OSError) as err:
-                raise AudioError(f"cannot decode audio file {self.path} after {frames / self.input_rate:.3f} s: "
-                                 f"{err}: the file is corrupt or truncated; re-export it") from None
-            if not len(block):
-                self.end_reason = f"end of {self.name}"
-                return
+            block = next(blocks, None)
+            if block is None:  # the end, or a damaged file's last decodable block
+                block = self._end_of_file(frames)
+                if block is None:
+                    return
             bad = ~np.isfinite(block)
             if bad.any():
                 good = int(np.argmax(bad.any(axis=1)))
@@ -430,6 +423,22 @@ class FileSource(Source):
                 if self._stopping.wait(max(0.0, t0 + frames / self.input_rate - time.monotonic())):
                     return
                 self._ring.write(block)
+
+    def _end_of_file(self, frames: int) -> np.ndarray | None:
+        """At the end of what decodes: the silence that pads a file shorter than one frame (once),
+        else None with `end_reason` set, and a warning when the file was cut short or damaged."""
+        short = 0 if self.frame_seconds is None else math.ceil(self.frame_seconds * self.input_rate) - frames
+        if short > 0 and not self._padded:
+            self._padded = True
+            log.warning("%s", too_short_warning(self.path, frames / self.input_rate, self.frame_seconds))
+            return np.zeros((short, self.channels), dtype=np.float32)
+        warning = self._decoder.warning()
+        if warning:
+            log.warning("%s", warning)
+            self.end_reason = f"{self.name} is truncated or corrupt after {self._decoder.seconds:.3f} s"
+        else:
+            self.end_reason = f"end of {self.name}"
+        return None
 
 
 class StdinSource(Source):
