@@ -239,9 +239,12 @@ DEFAULTS = ListenOptions.defaults()
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
 @click.option("--max-batch", type=int, default=DEFAULTS["max_batch"], show_default=True,
               help="Windows run together when several are ready; beyond it a live source drops the oldest.")
+@click.option("--min-level", type=float, default=None, metavar="DBFS",
+              help="Level gate: windows quieter than this (dBFS, e.g. -60) start no event. Default: off "
+                   "(digital silence never starts one).")
 @domain_errors
 def listen(labels_spec, bundle, input_path, device, window, hop, top_k, json_lines, backend_choice, fast, rate,
-           sample_format, channels, smooth, min_duration, release_ratio, threads, max_batch):
+           sample_format, channels, smooth, min_duration, release_ratio, threads, max_batch, min_level):
     """Listen and print the top labels of every window, and start/end events.
 
     Exit status: 0 when the input ends or SIGINT/SIGTERM stops it; 1 when the source or the
@@ -252,7 +255,7 @@ def listen(labels_spec, bundle, input_path, device, window, hop, top_k, json_lin
         labels=labels_spec or "", bundle=bundle, input=input_path, device=device, window=window, hop=hop,
         top_k=top_k, json=json_lines, backend=backend_choice, fast=fast, rate=rate, sample_format=sample_format,
         channels=channels, smooth=smooth, min_duration=min_duration, release=release_ratio, threads=threads,
-        max_batch=max_batch))
+        max_batch=max_batch, min_level=min_level))
 
 
 @main.command()

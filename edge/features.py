@@ -21,6 +21,7 @@ ln(mel + 0.001)), so AudioSet-pretrained YAMNet weights see the input they were 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -371,3 +372,36 @@ class FrameQueue:
         if drop:
             self.frames = self.frames[drop:]
             self.start += drop
+
+
+class LevelMeter:
+    """The stream's loudness per frame hop (mean square of its `hop_length` samples), by the
+    same absolute frame index as the log-mel frames, so a window's level is the mean over its
+    frames' hops: `level_dbfs(first, count)`, 20 log10 RMS (a full-scale square wave is 0 dBFS,
+    a full-scale sine -3 dBFS, digital silence -inf)."""
+
+    def __init__(self, hop_length: int):
+        self.hop_length = hop_length
+        self.hops = FrameQueue(1)  # [n, 1] mean squares
+        self._partial = np.zeros(0, dtype=np.float64)
+
+    def push(self, samples: np.ndarray) -> None:
+        x = np.concatenate([self._partial, np.asarray(samples, dtype=np.float64)])
+        whole = len(x) // self.hop_length
+        chunks = x[:whole * self.hop_length].reshape(whole, self.hop_length)
+        self._partial = x[whole * self.hop_length:]
+        self.hops.append(np.mean(chunks ** 2, axis=1, keepdims=True))
+
+    def flush(self) -> None:
+        """The end of the stream: its last, shorter hop counts too."""
+        if self._partial.size:
+            self.hops.append(np.array([[np.mean(self._partial ** 2)]]))
+            self._partial = self._partial[:0]
+
+    def level_dbfs(self, first: int, count: int) -> float:
+        squares = self.hops.window(first, max(1, count))
+        mean = float(squares.mean()) if squares.size else 0.0
+        return 10.0 * math.log10(mean) if mean > 0 else -math.inf
+
+    def forget_before(self, index: int) -> None:
+        self.hops.forget_before(index)

@@ -42,7 +42,7 @@ from edge.bundle import Bundle, resolve_bundle_origin
 from edge.capture.sources import STDIN_FORMATS, FileSource, MicrophoneSource, Source, StdinSource
 from edge.errors import AudioError, BackendError, OptionError, SemanticACError
 from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
-from edge.features import FrameQueue, Frontend, StreamingLogMel, Windowing, tile_frames
+from edge.features import FrameQueue, Frontend, LevelMeter, StreamingLogMel, Windowing, tile_frames
 from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
 
@@ -95,6 +95,7 @@ class ListenOptions:
     release: float = DEFAULT_RELEASE_RATIO  # an event ends below threshold x release
     threads: int | None = None  # ONNX Runtime threads; None: all usable cores
     max_batch: int = 4  # windows run together; beyond it a live source drops the oldest
+    min_level: float | None = None  # dBFS; quieter windows start no event (None: off; digital silence never does)
 
     def __post_init__(self) -> None:
         self._validate()
@@ -132,6 +133,8 @@ class ListenOptions:
         if self.threads is not None:
             self._whole("threads", self.threads, 1, usable_cores(),
                         f"this machine lets the process use {usable_cores()} core(s)")
+        if self.min_level is not None and not (_finite(self.min_level) and self.min_level <= 0):
+            self._fail("min_level", self.min_level, "a level in dBFS <= 0 (e.g. -60), or leave it out")
         if self.backend not in BACKENDS:
             self._fail("backend", self.backend, f"one of {', '.join(BACKENDS)}")
         self._check_source()
@@ -224,7 +227,7 @@ def listen(options: ListenOptions, sink: Sink | None = None, stop: threading.Eve
     label_set = resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
     embeddings = label_embeddings_for(bundle, label_set, options.threads)
-    scorer = Scorer.for_bundle(bundle.meta, embeddings)
+    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set)
     backend = select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails before audio
     try:
         source = source or open_source(options, bundle.meta.frontend)
@@ -238,7 +241,7 @@ def listen(options: ListenOptions, sink: Sink | None = None, stop: threading.Eve
     try:
         with backend:
             listener = Listener(bundle, backend, scorer, detector, Smoother(options.smooth), sink, windowing,
-                                k=options.top_k, max_batch=options.max_batch)
+                                k=options.top_k, max_batch=options.max_batch, min_level=options.min_level)
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             if windowing.hop_frames > windowing.window_frames:
                 notes.append(("warning", f"hop {windowing.hop_seconds:g} s is longer than the window "
@@ -254,9 +257,11 @@ class Listener:
     """One label set, one model, one source: run() until the source ends or `stop` is set."""
 
     def __init__(self, bundle: Bundle, backend: Backend, scorer: Scorer, detector: EventDetector,
-                 smoother: Smoother, sink: Sink, windowing: Windowing, k: int = 3, max_batch: int = 4):
+                 smoother: Smoother, sink: Sink, windowing: Windowing, k: int = 3, max_batch: int = 4,
+                 min_level: float | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch} must be at least 1")
+        self.min_level = min_level  # dBFS: a quieter window is gated (digital silence always is)
         self.frontend = bundle.meta.frontend
         self.backend, self.scorer, self.detector, self.smoother = backend, scorer, detector, smoother
         self.sink, self.windowing, self.k, self.max_batch = sink, windowing, k, max_batch
@@ -274,6 +279,7 @@ class Listener:
         stop = stop or threading.Event()
         live = is_live(source)
         mel, queue = StreamingLogMel(self.frontend), FrameQueue(self.frontend.n_mels)
+        self._levels = LevelMeter(self.frontend.hop_length)
         next_k = 0
         failure: SemanticACError | None = None
         # Read up to a model window at a time: after a slow inference everything waiting is
@@ -292,6 +298,7 @@ class Listener:
                         break
                     if block.size:
                         self._arrived = time.perf_counter()  # latency runs from here to the window's scores
+                        self._levels.push(block)
                         queue.append(mel.push(block))
                         next_k = self._process_ready(queue, next_k, drop_late=live)
                 ended = not stop.is_set()
@@ -326,6 +333,7 @@ class Listener:
         """The end of the signal: its last frames (right-hand padding), the windows they
         complete, and a stream shorter than one window scored as it is."""
         self._arrived = time.perf_counter()
+        self._levels.flush()
         queue.append(mel.flush())
         next_k = self._process_ready(queue, next_k, drop_late=False)
         if next_k == 0 and queue.end > 0:
@@ -350,6 +358,7 @@ class Listener:
         for i in range(0, len(ready), self.max_batch):
             self._infer(ready[i:i + self.max_batch])
         queue.forget_before(next_k * w.hop_frames)
+        self._levels.forget_before(next_k * w.hop_frames)
         return next_k
 
     def _infer(self, windows: list[tuple[int, np.ndarray, int]]) -> None:
@@ -357,13 +366,18 @@ class Listener:
         scores = self.scorer(self.backend.embed(batch))  # [N, K]
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
         for (k, frames, count), p in zip(windows, scores):
-            t = self.windowing.end_time(k) if count == self.windowing.window_frames \
-                else (count - 1) * self.windowing.seconds_per_frame
+            whole = count == self.windowing.window_frames
+            t = self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame
+            # the window's audio: the hops between its first and last frame centres
+            level = self._levels.level_dbfs(k * self.windowing.hop_frames if whole else 0, count - 1)
+            gated = level == -math.inf or (self.min_level is not None and level < self.min_level)
             self.summary.windows += 1
             self._t = t
             self.sink.window(WindowResult(t=t, top=tuple(top_k(p, self.scorer.labels, self.k)),
-                                          latency_ms=latency_ms, dropped=self.summary.dropped))
-            for event in self.detector.update(t, self.smoother.update(p)):
+                                          latency_ms=latency_ms, dropped=self.summary.dropped,
+                                          level_dbfs=level, gated=gated))
+            # a gated window counts as "nothing heard" for events (and for the smoothing after it)
+            for event in self.detector.update(t, self.smoother.update(np.zeros_like(p) if gated else p)):
                 self._emit_event(event)
             self._watch_silence(t, frames)
 

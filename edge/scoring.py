@@ -1,10 +1,16 @@
 """Scoring: one window's audio embedding -> a probability per label -> top-k, then smoothing.
 
-    scores = softmax(logit_scale * cosine(audio, labels))      # [N, C] x [K, C] -> [N, K]
+    z      = logit_scale * cosine(audio, labels) (+ logit_bias)     # [N, C] x [K, C] -> [N, K]
+    z      = z / temperature + bias_k                               # the label set's calibration
+    scores = softmax(z) over the set     (model.json scoring.kind "softmax", every older bundle)
+           | sigmoid(z) per label        (scoring.kind "sigmoid": "nothing" is an answer)
 
-exactly as the model was trained (the CLIP-style logits of the loss, over the label set
-instead of the batch). The [K, C] label matrix is built once per label set (STYLE lesson 3);
-`logit_scale` is the bundle's model.json multiplier (not its log).
+The logits are the model's as trained (the CLIP-style logits of the loss, over the label set
+instead of the batch); `logit_scale` is the bundle's multiplier (not its log), `logit_bias`
+the bundle's global bias of a sigmoid model. `temperature` (set-level `calibration:` in the
+label YAML) and the per-label `bias` come from `semanticac-calibrate scores`; by default 1 and 0.
+A softmax always hands the whole mass to some label, even for silence; a sigmoid scores each
+label on its own. The [K, C] label matrix is built once per label set (STYLE lesson 3).
 
 Smoothing is a plain mean of the last `windows` score vectors (default 3): the mean of
 distributions is still a distribution, it forgets a window exactly `windows` hops later (an
@@ -36,6 +42,17 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     return shifted / shifted.sum(axis=axis, keepdims=True)
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) without overflow for large |z|."""
+    z = np.asarray(logits, dtype=np.float64)
+    out = np.empty_like(z)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
@@ -53,9 +70,12 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int = DEFAULT_TOP_K) -> 
 
 
 class Scorer:
-    """Audio embeddings -> probabilities over one label set: softmax(logit_scale * cosine)."""
+    """Audio embeddings -> a score per label of one label set (see the module docstring)."""
 
-    def __init__(self, label_matrix: np.ndarray, labels: Sequence[str], logit_scale: float):
+    KINDS = ("softmax", "sigmoid")
+
+    def __init__(self, label_matrix: np.ndarray, labels: Sequence[str], logit_scale: float, kind: str = "softmax",
+                 logit_bias: float = 0.0, temperature: float = 1.0, biases: Sequence[float] | None = None):
         label_matrix = np.asarray(label_matrix, dtype=np.float32)
         if label_matrix.ndim != 2 or label_matrix.shape[0] != len(labels) or not len(labels):
             raise ValueError(f"Scorer: label matrix of shape {label_matrix.shape} for {len(labels)} labels: "
@@ -63,36 +83,60 @@ class Scorer:
         if not (np.isfinite(logit_scale) and logit_scale > 0):
             raise ValueError(f"Scorer: logit_scale {logit_scale!r} must be a positive multiplier "
                              "(model.json `logit_scale`, not its log)")
+        if kind not in self.KINDS:
+            raise ValueError(f"Scorer: kind {kind!r} is not one of {self.KINDS}")
+        if not (np.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"Scorer: temperature {temperature!r} must be a finite number > 0")
+        biases = np.zeros(len(labels)) if biases is None else np.asarray(biases, dtype=np.float64)
+        if biases.shape != (len(labels),) or not np.all(np.isfinite(biases)):
+            raise ValueError(f"Scorer: {biases.shape} biases for {len(labels)} labels: one finite bias per label")
         self.labels = tuple(labels)
-        self.logit_scale = float(logit_scale)
+        self.logit_scale, self.kind, self.logit_bias = float(logit_scale), kind, float(logit_bias)
+        self.temperature, self.biases = float(temperature), biases
         # Rows are unit length already (edge.labels.embeddings); normalising again costs nothing
         # once per label set and makes the dot product a true cosine whatever the source.
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
 
     @classmethod
-    def for_bundle(cls, meta: BundleMeta, label_embeddings: LabelEmbeddings) -> "Scorer":
-        """The scorer of a bundle and one label set's embeddings (checks their width matches)."""
+    def for_bundle(cls, meta: BundleMeta, label_embeddings: LabelEmbeddings, label_set=None) -> "Scorer":
+        """The scorer of a bundle and one label set's embeddings (checks their width matches);
+        `label_set` (edge.labels.labelset.LabelSet, in the embeddings' order) brings its calibration."""
         width = label_embeddings.embeddings.shape[1]
         if width != meta.embedding_dim:
             raise LabelEmbeddingsError(
                 f"label embeddings are {width}-wide, the bundle's model.json says embedding_dim "
                 f"{meta.embedding_dim}: they come from another model; compute them again with "
                 "`semanticac-edge embed-labels`")
-        return cls(label_embeddings.embeddings, label_embeddings.labels, meta.logit_scale)
+        if label_set is not None and tuple(label_set.names) != tuple(label_embeddings.labels):
+            raise LabelEmbeddingsError(f"label set {label_set.name!r} names {label_set.names[:3]}..., its embeddings "
+                                       f"{list(label_embeddings.labels)[:3]}...: compute them again")
+        calibration = {} if label_set is None else {
+            "temperature": label_set.temperature, "biases": [label.bias for label in label_set.labels]}
+        return cls(label_embeddings.embeddings, label_embeddings.labels, meta.logit_scale,
+                   kind=meta.scoring.get("kind", "softmax"), logit_bias=meta.scoring.get("logit_bias", 0.0),
+                   **calibration)
 
     @property
     def dim(self) -> int:
         return self.matrix_t.shape[0]
 
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """[N, C] audio embeddings -> [N, K] float64 probabilities (each row sums to 1); [C] -> [K]."""
+    def logits(self, audio: np.ndarray) -> np.ndarray:
+        """[N, C] (or [C]) audio embeddings -> float64 [N, K] (or [K]) calibrated logits."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.shape[-1:] != (self.dim,) or audio.ndim not in (1, 2):
             raise ValueError(f"Scorer: audio embeddings of shape {audio.shape}: expected [N, {self.dim}] or "
                              f"[{self.dim}] (the bundle's embedding_dim)")
         # The model L2-normalises already; an FP16 engine is only close to unit length.
-        cosine = _unit_rows(audio) @ self.matrix_t  # [N, K] in [-1, 1]
-        return softmax(self.logit_scale * cosine.astype(np.float64))
+        cosine = (_unit_rows(audio) @ self.matrix_t).astype(np.float64)  # [N, K] in [-1, 1]
+        return (self.logit_scale * cosine + self.logit_bias) / self.temperature + self.biases
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated logits -> scores: softmax over the set, or a sigmoid per label."""
+        return softmax(logits) if self.kind == "softmax" else sigmoid(logits)
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        """[N, C] audio embeddings -> [N, K] float64 scores in [0, 1]; [C] -> [K]. Softmax rows sum to 1."""
+        return self.probabilities(self.logits(audio))
 
 
 class Smoother:

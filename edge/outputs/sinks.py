@@ -8,7 +8,9 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   Every line: `schema` (1), `type` (window | start | end | status), `t` (stream seconds,
   3 decimals), `utc` (ISO 8601, milliseconds, `+00:00`: Python 3.10's fromisoformat reads
   it, not `Z`). window: `top` [{label, score}] best first, `latency_ms`, `dropped` (total
-  so far); start: `event_id`, `label`, `score`; end: `event_id`, `label`, `duration`, `peak`;
+  so far), `level_dbfs` (20 log10 RMS of the window; null for digital silence), `gated` (true:
+  below the level gate or digital silence, so no event starts); start: `event_id`, `label`,
+  `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
   backend_error, overload). A non-finite number is written as null.
 - `PlainLines` (stdout is not a terminal): one readable, greppable line per record.
@@ -44,6 +46,8 @@ class WindowResult:
     top: tuple[tuple[str, float], ...]  # (label, score), best first
     latency_ms: float  # from the arrival of the audio that completed the window to its scores
     dropped: int  # windows dropped so far because inference fell behind (cumulative)
+    level_dbfs: float | None = None  # the window's loudness: 20 log10 RMS (-inf: digital silence)
+    gated: bool = False  # below the level gate (or digital silence): no event starts or goes on
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ class JsonLines(Sink):
 
     def window(self, result: WindowResult) -> None:
         top = [{"label": label, "score": _num(score, 4)} for label, score in result.top]
-        self._line("window", result.t, top=top, latency_ms=_num(result.latency_ms, 1), dropped=int(result.dropped))
+        self._line("window", result.t, top=top, latency_ms=_num(result.latency_ms, 1), dropped=int(result.dropped),
+                   level_dbfs=_num(result.level_dbfs, 1), gated=result.gated)
 
     def event(self, event: Event) -> None:
         if event.kind == "start":
@@ -143,7 +148,10 @@ def _plain(record: WindowResult | Event | Status) -> str:
     """One line per record: the stream time, the record's type, then its content."""
     if isinstance(record, WindowResult):
         top = ", ".join(f"{label} {score:.3f}" for label, score in record.top) or "(no labels)"
-        return f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
+        level = "" if record.level_dbfs is None else f"  level {record.level_dbfs:.1f} dBFS"
+        gated = "  (gated)" if record.gated else ""
+        return (f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
+                f"{level}{gated}")
     if isinstance(record, Event):
         if record.kind == "start":
             return f"{record.t:9.3f} start   #{record.event_id} {record.label}  score {record.score:.3f}"
@@ -206,8 +214,9 @@ class LiveView(Sink):
         if last is None:
             return ["semanticac-edge: waiting for the first window..."]
         clock = self.utc(last.t)[11:19]
+        level = "" if last.level_dbfs is None else f"  level {last.level_dbfs:.0f} dBFS"
         lines = [f"semanticac-edge  t {last.t:.1f} s  {clock} UTC  latency {last.latency_ms:.1f} ms  "
-                 f"dropped {last.dropped}"]
+                 f"dropped {last.dropped}{level}{'  gated: nothing reported' if last.gated else ''}"]
         for label, score in last.top[:self.max_rows]:
             lines.append(f"  {label[:self.LABEL_WIDTH]:<{self.LABEL_WIDTH}} {self._bar(score)} {score:.3f}")
         if len(last.top) > self.max_rows:

@@ -16,27 +16,11 @@ from edge.features import Windowing, log_mel, tile_frames
 from edge.labels.embeddings import find_label_embeddings
 from edge.labels.labelset import resolve_label_set
 from edge.listen import Listener
-from edge.outputs.sinks import Sink
 from edge.scoring import Scorer, Smoother
+from tests.collect import Collect
 
 TOL = 1e-4  # scores: streaming frames equal batch frames to float32 rounding
 
-
-class Collect(Sink):
-    """A sink that keeps what the loop emits."""
-
-    def __init__(self):
-        super().__init__()
-        self.windows, self.events, self.statuses = [], [], []
-
-    def window(self, result):
-        self.windows.append(result)
-
-    def event(self, event):
-        self.events.append(event)
-
-    def status(self, status):
-        self.statuses.append(status)
 
 
 def listen(bundle, path, window=2.0, hop=0.5, block=1024, k=10):

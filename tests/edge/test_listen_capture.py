@@ -31,7 +31,7 @@ from edge.labels.labelset import resolve_label_set
 from edge.listen import Listener
 from edge.scoring import Scorer, Smoother
 from tests.bundles import trained_bundle
-from tests.edge.test_listen import Collect
+from tests.collect import Collect
 
 pytestmark = [pytest.mark.capture, pytest.mark.data]
 

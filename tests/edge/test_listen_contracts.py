@@ -24,29 +24,12 @@ from edge.bundle import BUNDLE_ENV
 from edge.capture.sources import Source
 from edge.errors import AudioError, OptionError
 from edge.listen import ListenOptions, listen
-from edge.outputs.sinks import Sink
+from tests.collect import Collect
 from tests.signals import noise, tone
 
 RATE = 16000
 EDGE = str(Path(sys.executable).with_name("semanticac-edge"))
 
-
-class Collect(Sink):
-    def __init__(self):
-        super().__init__()
-        self.records = []
-
-    def window(self, result):
-        self.records.append(("window", result))
-
-    def event(self, event):
-        self.records.append((event.kind, event))
-
-    def status(self, status):
-        self.records.append(("status", status))
-
-    def of(self, kind):
-        return [record for k, record in self.records if k == kind]
 
 
 @pytest.fixture

@@ -14,15 +14,17 @@ ANSI = re.compile(r"\x1b\[")
 
 RECORDS = [
     Status(0.0, "info", "listening on default input"),
-    WindowResult(2.0, (("dog_bark", 0.8123456), ("siren", 0.1), ("car_horn", 0.05)), latency_ms=12.34, dropped=0),
+    WindowResult(2.0, (("dog_bark", 0.8123456), ("siren", 0.1), ("car_horn", 0.05)), latency_ms=12.34, dropped=0,
+                 level_dbfs=-23.456),
     Event("start", 1.5, 1, "dog_bark", score=0.61),
-    WindowResult(2.5, (("dog_bark", 0.2), ("siren", 0.1), ("car_horn", 0.05)), latency_ms=9.0, dropped=2),
+    WindowResult(2.5, (("dog_bark", 0.2), ("siren", 0.1), ("car_horn", 0.05)), latency_ms=9.0, dropped=2,
+                 level_dbfs=-71.0, gated=True),
     Event("end", 2.5, 1, "dog_bark", duration=1.0, peak=0.83),
     Status(2.5, "warning", "inference fell behind: 2 windows dropped"),
 ]
 
 KEYS = {  # type -> the keys it adds to schema/type/t/utc, and their types
-    "window": {"top": list, "latency_ms": float, "dropped": int},
+    "window": {"top": list, "latency_ms": float, "dropped": int, "level_dbfs": float, "gated": bool},
     "start": {"event_id": int, "label": str, "score": float},
     "end": {"event_id": int, "label": str, "duration": float, "peak": float},
     "status": {"level": str, "message": str},
@@ -65,6 +67,8 @@ def test_json_lines_parse_with_every_key_and_flush_per_line():
     assert [entry["label"] for entry in window["top"]] == ["dog_bark", "siren", "car_horn"]
     assert window["top"][0]["score"] == pytest.approx(0.8123, abs=1e-4) and window["latency_ms"] == 12.3
     assert json.loads(lines[3])["dropped"] == 2
+    assert (window["level_dbfs"], window["gated"]) == (-23.5, False)
+    assert (json.loads(lines[3])["level_dbfs"], json.loads(lines[3])["gated"]) == (-71.0, True)
     assert (start["event_id"], start["label"], start["score"]) == (1, "dog_bark", 0.61)
     assert (end["duration"], end["peak"]) == (1.0, 0.83)
     assert json.loads(lines[0])["utc"] == "2026-11-27T00:31:00.500+00:00"

@@ -1,0 +1,135 @@
+"""Scores a threshold can mean something for: softmax or per-label sigmoid, the label set's
+calibration (temperature, per-label bias), and the level gate ("nothing heard")."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.bundle import BundleError, parse_bundle_meta
+from edge.errors import LabelSetError, OptionError
+from edge.features import LevelMeter
+from edge.labels.labelset import parse_label_set
+from edge.listen import ListenOptions, listen
+from edge.scoring import Scorer, sigmoid, softmax
+from tests.collect import Collect
+from tests.signals import noise, tone
+
+RATE = 16000
+MATRIX = np.eye(3, 4, dtype=np.float32)
+LABELS = ("a", "b", "c")
+
+
+def test_sigmoid_scores_each_label_on_its_own():
+    audio = np.array([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]], dtype=np.float32)  # like a; like nothing
+    scorer = Scorer(MATRIX, LABELS, logit_scale=10.0, kind="sigmoid", logit_bias=-5.0)
+    scores = scorer(audio)
+    np.testing.assert_allclose(scores[0], sigmoid(np.array([5.0, -5.0, -5.0])))
+    np.testing.assert_allclose(scores[1], sigmoid(np.full(3, -5.0)))  # nothing: every label low
+    assert scores[1].sum() < 0.05  # a softmax would hand the whole mass to someone
+    assert softmax(Scorer(MATRIX, LABELS, 10.0).logits(audio))[1].sum() == pytest.approx(1.0)
+
+
+def test_temperature_and_biases_change_logits_as_documented():
+    audio = np.array([0.6, 0.8, 0.0, 0.0], dtype=np.float32)
+    plain = Scorer(MATRIX, LABELS, logit_scale=10.0)
+    calibrated = Scorer(MATRIX, LABELS, logit_scale=10.0, temperature=2.0, biases=[0.5, 0.0, -1.0])
+    np.testing.assert_allclose(calibrated.logits(audio), plain.logits(audio) / 2.0 + [0.5, 0.0, -1.0], rtol=1e-6)
+    assert np.argmax(Scorer(MATRIX, LABELS, 10.0, temperature=3.0)(audio)) == np.argmax(plain(audio))
+    with pytest.raises(ValueError, match="temperature"):
+        Scorer(MATRIX, LABELS, 10.0, temperature=0.0)
+    with pytest.raises(ValueError, match="one finite bias per label"):
+        Scorer(MATRIX, LABELS, 10.0, biases=[0.0, 1.0])
+
+
+def test_sigmoid_never_overflows():
+    assert sigmoid(np.array([-1e4, 0.0, 1e4])).tolist() == [0.0, 0.5, 1.0]
+
+
+def test_label_yaml_carries_the_calibration_and_keeps_its_identity():
+    plain = parse_label_set("name: s\nlabels: [dog, cat]\n")
+    tuned = parse_label_set("name: s\ncalibration: {temperature: 1.5}\nlabels:\n  - dog\n  - {name: cat, bias: -0.25}\n")
+    assert (tuned.temperature, [label.bias for label in tuned.labels]) == (1.5, [0.0, -0.25])
+    assert (plain.temperature, plain.labels[1].bias) == (1.0, 0.0)
+    assert tuned.sha256 == plain.sha256  # calibration never makes embeddings stale
+
+
+@pytest.mark.parametrize("text, where", [
+    ("name: s\ncalibration: {temperature: 0}\nlabels: [dog]\n", "s.yaml:2: calibration.temperature"),
+    ("name: s\ncalibration: {scale: 2}\nlabels: [dog]\n", "s.yaml:2: calibration: unknown key 'scale'"),
+    ("name: s\nlabels:\n  - {name: dog, bias: .nan}\n", "s.yaml:3: labels[0].bias"),
+    ("name: s\nlabels:\n  - {name: dog, bias: high}\n", "s.yaml:3: labels[0].bias"),
+])
+def test_bad_calibration_names_the_line(text, where):
+    with pytest.raises(LabelSetError, match=where.replace(".", r"\.").replace("[", r"\[").replace("]", r"\]")):
+        parse_label_set(text, source="s.yaml")
+
+
+def test_bundle_scoring_field(demo_bundle):
+    data = json.loads((demo_bundle.path / "model.json").read_text())
+    data.pop("scoring", None)
+    assert parse_bundle_meta(data).scoring == {"kind": "softmax"}  # every older bundle
+    data["scoring"] = {"kind": "sigmoid", "logit_bias": -4.5}
+    assert parse_bundle_meta(data).scoring == {"kind": "sigmoid", "logit_bias": -4.5}
+    for bad in ({"kind": "argmax"}, {"kind": "sigmoid", "logit_bias": "x"}, {"kind": "softmax", "logit_bias": 1.0}):
+        data["scoring"] = bad
+        with pytest.raises(BundleError, match="scoring"):
+            parse_bundle_meta(data)
+
+
+def test_level_meter_measures_dbfs_by_frame():
+    meter = LevelMeter(hop_length=160)
+    x = tone(1000, 1.0, RATE, amplitude=0.5)  # RMS 0.5 / sqrt(2): -9.03 dBFS
+    for chunk in np.array_split(x, 7):  # any chunking
+        meter.push(chunk)
+    meter.flush()
+    assert meter.level_dbfs(0, 100) == pytest.approx(20 * math.log10(0.5 / math.sqrt(2)), abs=0.05)
+    silent = LevelMeter(160)
+    silent.push(np.zeros(RATE, np.float32))
+    assert silent.level_dbfs(0, 100) == -math.inf
+
+
+@pytest.fixture
+def eager_labels(tmp_path):
+    path = tmp_path / "eager.yaml"
+    path.write_text("name: urban\nthreshold: 0.05\nlabels: [siren, dog_bark, car_horn]\n")
+    return path
+
+
+def run_file(demo_bundle, labels, samples, tmp_path, **options):
+    path = tmp_path / "in.wav"
+    sf.write(path, samples, RATE, subtype="FLOAT")
+    sink = Collect()
+    summary = listen(ListenOptions(labels=str(labels), bundle=str(demo_bundle.path), input=str(path), fast=True,
+                                   min_duration=0.0, **options), sink=sink)
+    return sink, summary
+
+
+def test_digital_silence_never_starts_an_event(demo_bundle, eager_labels, tmp_path):
+    sink, summary = run_file(demo_bundle, eager_labels, np.zeros(20 * RATE, np.float32), tmp_path)
+    windows = sink.of("window")
+    assert len(windows) == 16 and all(w.gated and w.level_dbfs == -math.inf for w in windows)
+    assert summary.events == 0 and not sink.of("start")
+
+
+def test_the_level_gate_stops_quiet_noise_and_passes_loud_sound(demo_bundle, eager_labels, tmp_path):
+    quiet = noise(12.0, RATE, amplitude=10 ** (-50 / 20), seed=3)  # white noise at -50 dBFS RMS
+    sink, summary = run_file(demo_bundle, eager_labels, quiet, tmp_path, min_level=-45.0)
+    levels = [w.level_dbfs for w in sink.of("window")]
+    assert all(level == pytest.approx(-50.0, abs=0.5) for level in levels), levels
+    assert all(w.gated for w in sink.of("window")) and summary.events == 0
+    # the same noise without the gate: the eager set starts events, so the gate is what stopped them
+    _, ungated = run_file(demo_bundle, eager_labels, quiet, tmp_path)
+    assert ungated.events > 0
+    loud = np.concatenate([quiet, tone(700, 6.0, RATE, amplitude=0.3)])
+    sink, summary = run_file(demo_bundle, eager_labels, loud, tmp_path, min_level=-45.0)
+    assert summary.events > 0 and not sink.of("window")[-1].gated
+
+
+def test_level_gate_option_is_checked():
+    with pytest.raises(OptionError, match="--min-level 3"):
+        ListenOptions(labels="urban", min_level=3.0)
+    with pytest.raises(OptionError, match="--min-level nan"):
+        ListenOptions(labels="urban", min_level=float("nan"))
