@@ -25,6 +25,7 @@ from pathlib import Path
 from edge.errors import BundleError
 from edge.features import Frontend
 from edge.fsutil import atomic_write_text, sha256_file
+from edge.schema import Fields, must_be, read_json
 
 FORMAT_VERSION = 1
 META_FILE = "model.json"
@@ -68,81 +69,45 @@ class BundleMeta:
 # Reading and checking model.json
 
 
-def _field(data: dict, name: str, kinds: type | tuple, what: str, where: str = "model.json"):
-    if name not in data:
-        raise BundleError(f"{where}: missing field {name!r} ({what})")
-    value = data[name]
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in _as_tuple(kinds)):
-        raise BundleError(f"{where}: field {name!r} must be {what}, got {value!r}")
-    return value
+TOWER_FIELDS = ("file", "sha256", "inputs", "outputs")
 
 
-def _as_tuple(kinds) -> tuple:
-    return kinds if isinstance(kinds, tuple) else (kinds,)
-
-
-def _positive(data: dict, name: str, what: str, kinds=(int, float)) -> float:
-    value = _field(data, name, kinds, what)
-    if not value > 0:
-        raise BundleError(f"model.json: field {name!r} must be {what}, got {value!r}")
-    return value
-
-
-def _names(data: dict, name: str, where: str) -> tuple[str, ...]:
-    value = _field(data, name, list, "a non-empty list of tensor names", where)
-    if not value or not all(isinstance(v, str) and v for v in value):
-        raise BundleError(f"{where}: field {name!r} must be a non-empty list of tensor names, got {value!r}")
-    return tuple(value)
-
-
-def _tower(data: dict, name: str) -> Tower:
-    where = f"model.json {name}"
-    spec = _field(data, name, dict, "a mapping {file, sha256, inputs, outputs}")
-    unknown = sorted(set(spec) - {"file", "sha256", "inputs", "outputs"})
-    if unknown:
-        raise BundleError(f"{where}: unknown field(s) {unknown} (allowed: file, sha256, inputs, outputs)")
-    file = _field(spec, "file", str, "a file name inside the bundle", where)
-    if not file or os.path.isabs(file) or ".." in Path(file).parts:
-        raise BundleError(f"{where}: file {file!r} must be a relative path inside the bundle")
-    sha = _field(spec, "sha256", str, "the file's SHA-256 in hex", where)
+def _tower(meta: Fields, name: str) -> Tower:
+    spec = meta.nested(name, "a mapping {file, sha256, inputs, outputs}")
+    spec.unknown(TOWER_FIELDS)
+    file = spec.text("file", "a file name inside the bundle")
+    if os.path.isabs(file) or ".." in Path(file).parts:
+        raise spec.fail(f"field 'file' {must_be('a relative path inside the bundle', file)}")
+    sha = spec.get("sha256", str, "the file's SHA-256 in hex")
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise BundleError(f"{where}: sha256 {sha!r} is not a 64-digit lowercase hex SHA-256")
-    return Tower(file=file, sha256=sha, inputs=_names(spec, "inputs", where), outputs=_names(spec, "outputs", where))
+        raise spec.fail(f"field 'sha256' {must_be('a 64-digit lowercase hex SHA-256', sha)}")
+    return Tower(file=file, sha256=sha, inputs=spec.names("inputs", "a non-empty list of tensor names"),
+                 outputs=spec.names("outputs", "a non-empty list of tensor names"))
 
 
 def parse_bundle_meta(data: dict) -> BundleMeta:
     """Check model.json's content; BundleError names the first missing or bad field."""
-    if not isinstance(data, dict):
-        raise BundleError(f"model.json must hold a JSON object, got {type(data).__name__}")
-    version = _field(data, "format_version", int, "an integer")
-    if version != FORMAT_VERSION:
-        fix = ("upgrade semanticac-edge (pip install -U semanticac-edge)" if version > FORMAT_VERSION
-               else "re-export the bundle with `semanticac-train export`")
-        raise BundleError(f"model.json: format_version {version} is not supported "
-                          f"(this semanticac-edge reads version {FORMAT_VERSION}): {fix}")
-    known = {f.name for f in dataclasses.fields(BundleMeta)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise BundleError(f"model.json: unknown field(s) {unknown} (allowed: {sorted(known)})")
+    meta = Fields(data, META_FILE, BundleError)
+    version = meta.version(FORMAT_VERSION, newer_fix="upgrade semanticac-edge (pip install -U semanticac-edge)",
+                           older_fix="re-export the bundle with `semanticac-train export`")
+    meta.unknown(f.name for f in dataclasses.fields(BundleMeta))
     try:
-        frontend = Frontend.from_dict(_field(data, "frontend", dict, "a mapping of log-mel parameters"))
+        frontend = Frontend.from_dict(meta.get("frontend", dict, "a mapping of log-mel parameters"))
     except ValueError as err:
-        raise BundleError(f"model.json: {err}") from None
-    model_id = _field(data, "model_id", str, "a non-empty identifier of the trained weights")
-    if not model_id.strip():
-        raise BundleError("model.json: field 'model_id' must be a non-empty identifier of the trained weights")
-    text = None if data.get("text") is None else _tower(data, "text")
+        raise meta.fail(str(err)) from None
+    model_id = meta.text("model_id", "a non-empty identifier of the trained weights")
+    text = None if data.get("text") is None else _tower(meta, "text")
     return BundleMeta(
         model_id=model_id,
         frontend=frontend,
-        clip_seconds=float(_positive(data, "clip_seconds", "a positive number of seconds")),
-        embedding_dim=int(_positive(data, "embedding_dim", "a positive integer", kinds=int)),
-        logit_scale=float(_positive(data, "logit_scale", "a positive multiplier")),
-        audio=_tower(data, "audio"),
+        clip_seconds=float(meta.positive("clip_seconds", "a positive number of seconds")),
+        embedding_dim=int(meta.positive("embedding_dim", "a positive integer", kinds=int)),
+        logit_scale=float(meta.positive("logit_scale", "a positive multiplier")),
+        audio=_tower(meta, "audio"),
         text=text,
-        text_encoder=_field(data, "text_encoder", dict, "a mapping with at least 'kind'"),
-        training=_field(data, "training", dict, "a mapping (command, data, figures)") if "training" in data else {},
-        license=_field(data, "license", str, "the licence text") if "license" in data else "unspecified",
+        text_encoder=meta.get("text_encoder", dict, "a mapping with at least 'kind'"),
+        training=meta.get("training", dict, "a mapping (command, data, figures)", default={}),
+        license=meta.get("license", str, "the licence text", default="unspecified"),
         format_version=version,
     )
 
@@ -193,10 +158,7 @@ def read_bundle(path: str | Path, verify: bool = False) -> Bundle:
     if not meta_path.is_file():
         what = "is not a folder" if not path.is_dir() else f"has no {META_FILE}"
         raise BundleError(f"bundle {path} {what}: point --bundle at a folder written by `semanticac-train export`")
-    try:
-        data = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"bundle {path}: cannot read {META_FILE}: {err}") from None
+    data = read_json(meta_path, BundleError, "copy the bundle again, or re-export it with `semanticac-train export`")
     try:
         meta = parse_bundle_meta(data)
     except BundleError as err:

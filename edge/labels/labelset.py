@@ -30,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from edge.errors import LabelSetError
+from edge.schema import NUMBER, is_kind, must_be, unknown_keys
 
 log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "an audio clip of {label}"  # the paper's best prompt (Table 4)
@@ -107,10 +108,10 @@ class _Parser:
         value = self.loader.construct_object(node)
         if kind == "str":
             if not isinstance(value, str) or not value.strip():
-                raise self.fail(node, where, f"must be a non-empty text, got {value!r}")
+                raise self.fail(node, where, must_be("a non-empty text", value))
             return value.strip()
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise self.fail(node, where, f"must be a number, got {value!r}")
+        if not is_kind(value, NUMBER):
+            raise self.fail(node, where, must_be("a number", value))
         return float(value)
 
     def mapping(self, node: yaml.Node, where: str, allowed: dict) -> dict[str, yaml.Node]:
@@ -120,7 +121,7 @@ class _Parser:
         for key_node, value_node in node.value:
             key = self.loader.construct_object(key_node)
             if key not in allowed:
-                raise self.fail(key_node, where, f"unknown key {key!r}: allowed keys are {sorted(allowed)}")
+                raise self.fail(key_node, where, unknown_keys([key], allowed, word="key"))
             if key in out:
                 raise self.fail(key_node, where, f"key {key!r} appears twice")
             out[key] = value_node

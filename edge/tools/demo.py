@@ -25,7 +25,7 @@ import logging
 import os
 import shlex
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,7 @@ import numpy as np
 import soundfile as sf
 
 from edge.errors import AudioError
+from edge.schema import NUMBER, Fields, read_json
 
 log = logging.getLogger(__name__)
 
@@ -370,13 +371,29 @@ def _recipe_key(recipe: dict) -> str:
     return digest.hexdigest()[:16]
 
 
+def read_scene_sidecar(path: Path) -> list[Segment]:
+    """The segments of a cached scene's JSON sidecar; AudioError naming the file and the field."""
+    scene = Fields(read_json(path, AudioError, what="the demo scene sidecar"), f"demo scene sidecar {path}", AudioError)
+    scene.unknown(("rate", "segments"))
+    scene.positive("rate", "the scene's sample rate in Hz", kinds=int)
+    segments = []
+    for i, item in enumerate(scene.get("segments", list, "a list of {start, end, label, what}")):
+        segment = Fields(item, f"demo scene sidecar {path} segments[{i}]", AudioError)
+        segment.unknown(f.name for f in fields(Segment))
+        segments.append(Segment(start=float(segment.get("start", NUMBER, "seconds into the scene")),
+                                end=float(segment.get("end", NUMBER, "seconds into the scene")),
+                                label=segment.text("label", "an urban label"),
+                                what=segment.text("what", "a description of the sound")))
+    return segments
+
+
 def _cached(wav: Path, sidecar: Path) -> tuple[Path, list[Segment]] | None:
     if not (wav.is_file() and sidecar.is_file()):
         return None
     try:
-        segments = [Segment(**s) for s in json.loads(sidecar.read_text())["segments"]]
+        segments = read_scene_sidecar(sidecar)
         sf.info(str(wav))
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
+    except (AudioError, OSError, RuntimeError) as err:
         log.info("demo scene %s is unreadable (%s): making it again", wav, err)
         return None
     log.info("demo scene from the cache: %s", wav)

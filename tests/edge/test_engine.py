@@ -182,7 +182,8 @@ def test_a_precision_other_than_asked_is_refused(bundle):
 def test_a_sidecar_from_elsewhere_is_refused(bundle):
     sidecar = sidecar_for(bundle)
     del sidecar["onnx_sha256"], sidecar["gpu_name"]
-    assert "lacks ['gpu_name', 'onnx_sha256']" in check_engine(sidecar, ORIN, bundle)
+    assert "missing field(s) ['gpu_name', 'onnx_sha256']" in check_engine(sidecar, ORIN, bundle)
+    assert "field 'precision' must be text, got 16" in check_engine(sidecar_for(bundle, precision=16), ORIN, bundle)
     assert "format_version 2" in check_engine(sidecar_for(bundle, format_version=2), ORIN, bundle)
 
 

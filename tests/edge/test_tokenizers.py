@@ -215,14 +215,16 @@ def _rewrite(folder: Path, **changes) -> None:
 def test_unknown_kind_lists_the_valid_kinds(tiny_vocab, tmp_path):
     folder = _saved(tiny_vocab, tmp_path)
     _rewrite(folder, kind="sentencepiece")
-    with pytest.raises(TokenizerError, match=r"kind='sentencepiece' is unknown; valid kinds are \['clip_bpe', 'wordpiece'\]"):
+    with pytest.raises(TokenizerError, match=r"config.json: field 'kind' must be one of \['clip_bpe', 'wordpiece'\], "
+                                             r"got 'sentencepiece': re-export the bundle"):
         load_tokenizer(folder)
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"casing": "upper"}, r"unknown key 'casing' for kind 'wordpiece'; allowed keys are"),
-    ({"context_length": "77"}, r"context_length='77' must be of type int"),
-    ({"format_version": 99}, r"format_version=99, this version reads 1"),
+    ({"casing": "upper"}, r"config.json: unknown field 'casing' for kind 'wordpiece': allowed fields are .*re-export"),
+    ({"context_length": "77"}, r"config.json: field 'context_length' must be of type int, got '77': re-export"),
+    ({"format_version": 99}, r"config.json: format_version 99 is not supported \(this semanticac-edge reads version 1\)"),
+    ({"vocab": ""}, r"config.json: field 'vocab' must be the vocabulary file's name in .*, got ''"),
 ])
 def test_bad_configs_name_the_key(tiny_vocab, tmp_path, change, message):
     folder = _saved(tiny_vocab, tmp_path)

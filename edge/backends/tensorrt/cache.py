@@ -14,7 +14,6 @@ Building is edge.backends.tensorrt.builder; running, edge.backends.tensorrt.runt
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shlex
@@ -25,6 +24,7 @@ from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt
 from edge.bundle import Bundle
 from edge.errors import BackendError
 from edge.fsutil import cache_dir, sha256_file, unwritable_reason
+from edge.schema import Fields, read_json
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,9 @@ PRECISIONS = ("fp16", "fp32")
 
 SIDECAR_VERSION = 1
 
-SIDECAR_FIELDS = ("format_version", "plan", "tensorrt_version", "gpu_name", "compute_capability", "precision",
-                  "onnx_sha256", "model_id")
+TEXT = (str, "text")
+SIDECAR_FIELDS = {"format_version": (int, "an integer"), "plan": TEXT, "tensorrt_version": TEXT, "gpu_name": TEXT,
+                  "compute_capability": TEXT, "precision": TEXT, "onnx_sha256": TEXT, "model_id": TEXT}
 
 
 @dataclass(frozen=True)
@@ -132,14 +133,9 @@ def writable_engines_dir(bundle: Bundle) -> Path:
 
 
 def read_sidecar(plan: str | Path) -> dict:
+    """The plan's JSON sidecar; BackendError naming the file when it is unreadable or no object."""
     path = sidecar_path(plan)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BackendError(f"cannot read the engine sidecar {path}: {err}") from None
-    if not isinstance(data, dict):
-        raise BackendError(f"engine sidecar {path} must hold a JSON object, got {type(data).__name__}")
-    return data
+    return Fields(read_json(path, BackendError, what="the engine sidecar"), f"engine sidecar {path}", BackendError).data
 
 
 def check_engine(sidecar: dict, device: DeviceInfo, bundle: Bundle, precision: str | None = None) -> str | None:
@@ -150,9 +146,9 @@ def check_engine(sidecar: dict, device: DeviceInfo, bundle: Bundle, precision: s
     """
     precision = precision or sidecar.get("precision") or "fp16"
     fix = f"rebuild it with `{rebuild_command(bundle, precision)}`"
-    missing = [k for k in SIDECAR_FIELDS if k not in sidecar]
-    if missing:
-        return f"its sidecar lacks {missing} (not written by this build-engine); {fix}"
+    problems = Fields(sidecar, "engine sidecar", BackendError).problems(SIDECAR_FIELDS)
+    if problems:
+        return f"its sidecar is not one this build-engine writes ({'; '.join(problems)}); {fix}"
     if sidecar["format_version"] != SIDECAR_VERSION:
         return (f"its sidecar has format_version {sidecar['format_version']!r}, this reader knows "
                 f"{SIDECAR_VERSION}; {fix}")

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from edge.fsutil import atomic_write_text, sha256_file
+from edge.schema import Fields, read_json
 from edge.labels.tokenizers.base import TokenizerError
 from edge.labels.tokenizers.clip_bpe import ClipBpeTokenizer, find_clip_vocab
 from edge.labels.tokenizers.wordpiece import WordPieceTokenizer
@@ -32,6 +33,7 @@ KINDS: dict[str, tuple[type, dict[str, type]]] = {
     "wordpiece": (WordPieceTokenizer, {"context_length": int, "lowercase": bool}),
 }
 COMMON_KEYS = {"format_version": int, "kind": str, "vocab": str, "vocab_sha256": str}
+REEXPORT = "re-export the bundle with `semanticac-train export`"
 
 
 def save_tokenizer(directory: str | Path, tokenizer: Tokenizer) -> Path:
@@ -62,41 +64,28 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
             f"no tokenizer config at {path}: point at a bundle's tokenizer/ folder, "
             "or write one with edge.labels.tokenizers.save_tokenizer (semanticac-train export does)"
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise TokenizerError(f"{path} is not valid JSON ({err}): re-export the bundle") from err
-    cls, settings = _check_config(config, path)
-    vocab = path.parent / config["vocab"]
+    cls, settings = _check_config(read_json(path, TokenizerError, REEXPORT), path)
+    vocab = path.parent / settings.pop("vocab")
     if not vocab.is_file():
-        raise TokenizerError(f"{path} names the vocabulary {config['vocab']!r}, but {vocab} does not exist: re-export the bundle")
-    if "vocab_sha256" in config and sha256_file(vocab) != config["vocab_sha256"]:
-        raise TokenizerError(f"{vocab} does not match the sha256 in {path}: the file was changed; re-export the bundle")
+        raise TokenizerError(f"{path} names the vocabulary {vocab.name!r}, but {vocab} does not exist: {REEXPORT}")
+    expected = settings.pop("vocab_sha256", None)
+    if expected is not None and sha256_file(vocab) != expected:
+        raise TokenizerError(f"{vocab} does not match the sha256 in {path}: the file was changed; {REEXPORT}")
     return cls(vocab, **settings)
 
 
 def _check_config(config: object, path: Path) -> tuple[type, dict]:
-    """The tokenizer class and its settings; every missing, unknown or mistyped key is an error."""
-    if not isinstance(config, dict):
-        raise TokenizerError(f"{path} must hold a JSON object, got {type(config).__name__}")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise TokenizerError(
-            f"{path}: format_version={config.get('format_version')!r}, this version reads {FORMAT_VERSION}: "
-            "re-export the bundle with a matching semanticac-train"
-        )
-    kind = config.get("kind")
-    if kind not in KINDS:
-        raise TokenizerError(f"{path}: kind={kind!r} is unknown; valid kinds are {sorted(KINDS)}")
+    """The tokenizer class and its settings (plus `vocab`, `vocab_sha256`); every missing,
+    unknown or mistyped key is an error naming it (edge.schema)."""
+    fields = Fields(config, str(path), TokenizerError, fix=REEXPORT)
+    fields.version(FORMAT_VERSION, newer_fix="upgrade semanticac-edge", older_fix=REEXPORT)
+    kind = fields.choice("kind", sorted(KINDS))
     cls, settings = KINDS[kind]
     allowed = {**COMMON_KEYS, **settings}
-    for key, value in config.items():
-        if key not in allowed:
-            raise TokenizerError(f"{path}: unknown key {key!r} for kind {kind!r}; allowed keys are {sorted(allowed)}")
-        if not isinstance(value, allowed[key]) or (allowed[key] is int and isinstance(value, bool)):
-            raise TokenizerError(f"{path}: {key}={value!r} must be of type {allowed[key].__name__}")
-    if "vocab" not in config:
-        raise TokenizerError(f"{path}: the key 'vocab' (the vocabulary file's name in {path.parent}) is missing")
-    return cls, {key: config[key] for key in settings if key in config}
+    fields.unknown(allowed, context=f"for kind {kind!r}")
+    checked = {key: fields.get(key, allowed[key], f"of type {allowed[key].__name__}") for key in config}
+    fields.text("vocab", f"the vocabulary file's name in {path.parent}")
+    return cls, {key: value for key, value in checked.items() if key in settings or key in ("vocab", "vocab_sha256")}
 
 
 __all__ = [

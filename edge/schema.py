@@ -1,0 +1,132 @@
+"""One reader for the JSON and YAML files that edge reads: model.json, tokenizer/config.json,
+engine sidecars, the demo scene sidecar (and the wording of the label-set YAML's line-numbered
+errors). It checks what every such file needs: a mapping at the top, required fields, their
+types (a bool is never a number), positive numbers, lists of text, one-of choices, the format
+version, unknown keys. Every error names the file, the field, the value, what is allowed and
+the fix the reader passes:
+
+    fields = Fields(read_json(path, BundleError), "model.json", BundleError, fix="re-export the bundle")
+    fields.unknown(KNOWN)
+    scale = fields.positive("logit_scale", "a positive multiplier")
+    -> BundleError("model.json: field 'logit_scale' must be a positive multiplier, got -3: re-export the bundle")
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+MISSING: Any = object()  # no default: the field is required
+NUMBER = (int, float)
+
+
+def must_be(what: str, value: object) -> str:
+    """The tail every type or value error shares: "must be <what>, got <value>"."""
+    return f"must be {what}, got {value!r}"
+
+
+def unknown_keys(keys: Iterable[str], allowed: Iterable[str], word: str = "field", context: str = "") -> str:
+    """"unknown field 'x' (for kind 'y'): allowed fields are [...]" (plural for several)."""
+    keys = sorted(keys)
+    named = f"{word} {keys[0]!r}" if len(keys) == 1 else f"{word}s {keys}"
+    return f"unknown {named}{f' {context}' if context else ''}: allowed {word}s are {sorted(allowed)}"
+
+
+def is_kind(value: object, kinds: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a bool is not an int unless bool is asked for."""
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return isinstance(value, kinds) and (bool in kinds or not isinstance(value, bool))
+
+
+def read_json(path: str | Path, error: type[Exception], fix: str | None = None, what: str = "") -> object:
+    """The JSON content of `path`; `error` naming the file (`what` it is) and the fix when it
+    cannot be read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise error(f"cannot read {what + ' ' if what else ''}{path}: {err}" + (f": {fix}" if fix else "")) from None
+
+
+class Fields:
+    """The fields of one mapping read from a file (`where` names it in every message)."""
+
+    def __init__(self, data: object, where: str, error: type[Exception], fix: str | None = None,
+                 what: str = "a JSON object"):
+        self.where, self.error, self.fix = where, error, fix
+        if not isinstance(data, dict):
+            raise self.fail(f"must hold {what}, got {type(data).__name__}")
+        self.data: dict = data
+
+    def fail(self, message: str) -> Exception:
+        return self.error(f"{self.where}: {message}" + (f": {self.fix}" if self.fix else ""))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.data
+
+    def unknown(self, allowed: Iterable[str], context: str = "") -> None:
+        allowed = set(allowed)
+        extra = set(self.data) - allowed
+        if extra:
+            raise self.fail(unknown_keys(extra, allowed, context=context))
+
+    def get(self, name: str, kinds: type | tuple[type, ...], what: str, default: Any = MISSING) -> Any:
+        """A required field (or `default` when absent) of one of `kinds`."""
+        if name not in self.data:
+            if default is not MISSING:
+                return default
+            raise self.fail(f"missing field {name!r} ({what})")
+        value = self.data[name]
+        if not is_kind(value, kinds):
+            raise self.fail(f"field {name!r} {must_be(what, value)}")
+        return value
+
+    def text(self, name: str, what: str, default: Any = MISSING) -> str:
+        value = self.get(name, str, what, default)
+        if value is not default and not value.strip():
+            raise self.fail(f"field {name!r} {must_be(what, value)}")
+        return value
+
+    def positive(self, name: str, what: str, kinds: type | tuple[type, ...] = NUMBER, default: Any = MISSING):
+        value = self.get(name, kinds, what, default)
+        if value is not default and not value > 0:
+            raise self.fail(f"field {name!r} {must_be(what, value)}")
+        return value
+
+    def names(self, name: str, what: str = "a non-empty list of names") -> tuple[str, ...]:
+        """A non-empty list of non-empty strings."""
+        value = self.get(name, list, what)
+        if not value or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(f"field {name!r} {must_be(what, value)}")
+        return tuple(value)
+
+    def choice(self, name: str, choices: Iterable[str], default: Any = MISSING) -> str:
+        choices = list(choices)
+        value = self.data.get(name, default)
+        if value is MISSING:
+            raise self.fail(f"missing field {name!r} (one of {choices})")
+        if value not in choices:
+            raise self.fail(f"field {name!r} {must_be(f'one of {choices}', value)}")
+        return value
+
+    def nested(self, name: str, what: str, default: Any = MISSING) -> "Fields | None":
+        """The mapping under `name` as Fields of its own ("model.json audio: ..."); `default` when absent."""
+        value = self.get(name, dict, what, default)
+        return value if value is default else Fields(value, f"{self.where} {name}", self.error, self.fix)
+
+    def version(self, supported: int, newer_fix: str, older_fix: str, name: str = "format_version") -> int:
+        """`format_version`, refused with the fix for a newer or an older file than this reader."""
+        value = self.get(name, int, "an integer")
+        if value != supported:
+            fix = newer_fix if value > supported else older_fix
+            raise self.error(f"{self.where}: {name} {value} is not supported (this semanticac-edge reads version "
+                             f"{supported}): {fix}")
+        return value
+
+    def problems(self, spec: dict[str, tuple[type | tuple[type, ...], str]]) -> list[str]:
+        """Every missing or mistyped field of `spec` {name: (kinds, what)}, for readers that
+        report all at once instead of raising at the first."""
+        missing = [name for name in spec if name not in self.data]
+        found = [f"missing field(s) {missing}"] if missing else []
+        return found + [f"field {name!r} {must_be(what, self.data[name])}" for name, (kinds, what) in spec.items()
+                        if name in self.data and not is_kind(self.data[name], kinds)]
