@@ -60,8 +60,9 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     """Export a model into a bundle: model.onnx, text.onnx, tokenizer, labels, model.json."""
     from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
-    from train.model.config import load_model_config
+    from train.cv import validation_figures
     from train.export import export_bundle
+    from train.model.config import load_model_config
     from train.model.semanticac import build_model
 
     if bool(checkpoint) == bool(random_init):
@@ -90,26 +91,6 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
         click.echo(f"  {report.summary()}")
 
 
-def validation_figures(runs) -> dict:
-    """The held-out figures of `runs` (each one's last epoch, as the shipped model is its
-    recipe's last epoch) and their mean per dataset."""
-    import statistics
-
-    from train.checkpoint import load_checkpoint
-
-    figures = []
-    for run in runs:
-        state = load_checkpoint(Path(run) / "last.pt")
-        last = state["history"][-1]
-        figures.append({"run": Path(run).name, "command": state.get("training", {}).get("command", ""),
-                        "data": state.get("training", {}).get("data", []), "epochs": last["epoch"],
-                        **{k: round(v, 4) for k, v in last.items() if k.startswith("val_accuracy_")}})
-    keys = sorted({k for f in figures for k in f if k.startswith("val_accuracy_")})
-    mean = {k: round(statistics.mean(f[k] for f in figures if k in f), 4) for k in keys}
-    return {"what": "accuracy of the same recipe on held-out clips, last epoch, through the training loop",
-            "runs": figures, "mean": mean}
-
-
 @main.command("check-weights")
 @click.option("--audio", "audio_file", type=click.Path(exists=True, dir_okay=False),
               help="An HTS-AT AudioSet checkpoint (or LAION-CLAP's) to check against the audio tower.")
@@ -122,8 +103,8 @@ def check_weights(audio_file, text_file, config_path):
 
     Exits non-zero when a key is missing or unexpected, or a shape does not fit.
     """
-    from train.model.config import load_model_config
     from train.model.clip_weights import load_clip_text_checkpoint
+    from train.model.config import load_model_config
     from train.model.htsat import build_htsat
     from train.model.semanticac import build_text_tower
     from train.model.weights import load_htsat_checkpoint
@@ -148,37 +129,6 @@ def check_weights(audio_file, text_file, config_path):
         raise click.ClickException("the weights do not match the model (see the missing/unexpected keys above)")
 
 
-def _recipe(config_path: str, fold: int | None, epochs: int | None):
-    from dataclasses import replace
-
-    from train.recipe import load_train_config
-
-    config = load_train_config(config_path)
-    if fold is not None:  # validate on official fold K, train on the others
-        if len(config.datasets) > 1:
-            raise click.UsageError("--fold needs a recipe with one dataset (folds are per dataset)")
-        config.data = replace(config.data, test_folds=(fold,), val_fraction=0.0)
-    if epochs is not None:
-        config.epochs = epochs
-    return config
-
-
-def _distributed() -> bool:
-    """Join the process group torchrun set up (WORLD_SIZE > 1): NCCL on GPUs, gloo on CPUs."""
-    import os
-
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend)
-    return True
-
-
 @main.command()
 @click.option("--config", "config_path", required=True, help="Training recipe: a path or a shipped name.")
 @click.option("--fold", type=int, default=None, help="Validate on this official fold, train on the others.")
@@ -195,26 +145,21 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
     import shlex
     import sys
 
-    import torch.distributed as dist
-
+    from train.loop import distributed, is_main
     from train.loop import fit as run_fit
-    from train.loop import is_main
+    from train.recipe import load_train_config
 
-    config = _recipe(config_path, fold, epochs)
+    config = load_train_config(config_path, fold=fold, epochs=epochs)
     out = out or str(Path("runs") / (Path(config_path).stem + (f"-fold{fold}" if fold is not None else "")))
     command = "semanticac-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    joined = _distributed()
-    try:
+    with distributed():
         result = run_fit(config, out, resume=resume, pretrained_audio=pretrained_audio,
                          pretrained_text=pretrained_text, command=command)
-    finally:
-        if joined:
-            dist.destroy_process_group()
-    if is_main():
-        last = result["history"][-1] if result["history"] else {}
-        agree = "" if result["ranks_agree"] is None else "; all processes agree on the weights"
-        click.echo(f"{out}: {len(result['history'])} epochs, best validation accuracy {result['best']:.4f}"
-                   f" (last epoch: {last}){agree}")
+        if is_main():
+            last = result["history"][-1] if result["history"] else {}
+            agree = "" if result["ranks_agree"] is None else "; all processes agree on the weights"
+            click.echo(f"{out}: {len(result['history'])} epochs, best validation accuracy {result['best']:.4f}"
+                       f" (last epoch: {last}){agree}")
 
 
 @main.command()
@@ -225,35 +170,12 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
 @domain_errors
 def cv(config_path, folds, out, epochs):
     """k-fold cross-validation: train on all folds but one, evaluate on it; mean +- std."""
-    import json
-    import statistics
+    from train.cv import cross_validate
 
-    from edge.fsutil import atomic_write_text
-    from train.data import read_catalogue
-    from train.loop import fit as run_fit
-
-    base = _recipe(config_path, None, epochs)
-    if folds:
-        chosen = [int(f) for f in folds.split(",")]
-    else:
-        if len(base.datasets) > 1:
-            raise click.UsageError("cv needs a recipe with one dataset (folds are per dataset)")
-        clips, _ = read_catalogue(base.data)
-        chosen = sorted({c.fold for c in clips if c.fold is not None})
-    if len(chosen) < 2:
-        raise click.UsageError(f"cross-validation needs at least 2 folds; the data has {chosen or 'none'} "
-                               "(ESC-50's development copy has no known folds: use a random split with `fit`)")
-    out = Path(out or Path("runs") / f"{Path(config_path).stem}-cv")
-    results = []
-    for fold in chosen:
-        result = run_fit(_recipe(config_path, fold, epochs), out / f"fold{fold}", command=f"cv fold {fold}")
-        results.append({"fold": fold, "accuracy": result["best"], "history": result["history"]})
-        click.echo(f"fold {fold}: validation accuracy {result['best']:.4f}")
-    accuracies = [r["accuracy"] for r in results]
-    summary = {"config": str(config_path), "folds": results, "mean": statistics.mean(accuracies),
-               "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0}
-    atomic_write_text(out / "cv.json", json.dumps(summary, indent=2) + "\n")
-    click.echo(f"{len(chosen)}-fold accuracy {summary['mean']:.4f} +- {summary['std']:.4f} -> {out / 'cv.json'}")
+    chosen = [int(f) for f in folds.split(",")] if folds else None
+    summary, path = cross_validate(config_path, chosen, out, epochs, on_fold=lambda result: click.echo(
+        f"fold {result['fold']}: validation accuracy {result['accuracy']:.4f}"))
+    click.echo(f"{len(summary['folds'])}-fold accuracy {summary['mean']:.4f} +- {summary['std']:.4f} -> {path}")
 
 
 @main.command()
@@ -267,35 +189,11 @@ def evaluate(checkpoint, config_path, fold, out):
 
     A recipe with several datasets scores each against its own label set, into OUT/<kind>/.
     """
-    import json
+    from train.evaluation import evaluate_checkpoint
 
-    from edge.fsutil import atomic_write_text
-    from train.checkpoint import model_from_checkpoint
-    from train.data import build_dataset, make_loader
-    from train.loop import ClassScorer, class_label_set
-    from train.loop import evaluate as run_eval
-    from train.plots import confusion_png, per_class_png
-
-    config = _recipe(config_path, fold, None)
-    model, model_config, state = model_from_checkpoint(checkpoint)
-    several = len(config.datasets) > 1
-    for spec, labels in zip(config.datasets, config.label_specs):
-        split = "test" if spec.test_folds else "val"
-        dataset = build_dataset(spec, split, model_config.frontend, config.cache_dir)
-        scorer = ClassScorer(model, class_label_set(labels, dataset.class_names, spec.kind), frozen_text=False)
-        metrics = run_eval(scorer, make_loader(dataset, config.batch_size, shuffle=False),
-                           next(model.parameters()).device)
-        folder = Path(out) / spec.kind if several else Path(out)
-        names = list(dataset.class_names)
-        title = f"{Path(checkpoint).name} on {spec.kind} {split}" + (f" (fold {fold})" if fold else "")
-        report = {"checkpoint": str(checkpoint), "dataset": spec.kind, "split": split,
-                  "folds": list(spec.test_folds), "val_fraction": spec.val_fraction, "classes": names,
-                  **metrics.to_dict()}
-        atomic_write_text(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
-        confusion_png(metrics.confusion, names, folder / "confusion.png", title)
-        per_class_png(metrics.per_class, names, folder / "per_class.png", title)
-        click.echo(f"{spec.kind} {split}: accuracy {metrics.accuracy:.4f} on {metrics.count} clips -> "
-                   f"{folder}/metrics.json, confusion.png, per_class.png")
+    for e in evaluate_checkpoint(checkpoint, config_path, out, fold):
+        click.echo(f"{e.dataset} {e.split}: accuracy {e.metrics.accuracy:.4f} on {e.metrics.count} clips -> "
+                   f"{e.folder}/metrics.json, confusion.png, per_class.png")
 
 
 @main.command("embed-labels")

@@ -1,15 +1,13 @@
 """The training loop: `fit` a recipe on the CPU, one GPU (AMP) or several (DDP).
 
-    ClassScorer(model, label set)     audio embeddings against every class prompt, in one
-                                      module (so DDP sees every parameter in its forward)
-    prepare(recipe) -> Run            data, label space, model (seeded) and scorer of a recipe
+    prepare(recipe) -> Run            data, label space, model (seeded) and its ClassScorer
     Trainer(recipe, run)              the state that changes while a run trains, one step each:
       .resume(last.pt)                  continue exactly where last.pt stopped
       .train_epoch(epoch)               one pass over the training set (AMP on a GPU, DDP)
       .validate()                       accuracy of every validation set; their mean picks best.pt
       .save(out, epoch, ...)            last.pt every epoch, best.pt when the score improves, atomically
     fit(recipe, out)                  prepare, then train, validate and save each epoch
-    evaluate(model, loader)           accuracy, per-class accuracy, confusion matrix
+    distributed()                     the block runs in the process group torchrun set up
 
 Determinism: the shuffle of epoch e is seeded by (seed, e), each item's augmentation by
 (seed, epoch, index), and the torch RNG state (DropPath) is saved with every checkpoint, so
@@ -18,6 +16,7 @@ a run resumed from last.pt ends with the weights an uninterrupted run has.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -33,99 +32,22 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from edge.features import Frontend
-from edge.labels.labelset import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
+from edge.labels.labelset import LabelSet
 from train.augment import Augment
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import to_dict
 from train.data import ClipDataset, DataSpec, build_dataset, collate, make_loader, split_clips
 from train.data.combined import CombinedDataset
+from train.evaluation import evaluate
 from train.model.config import ModelConfig, load_model_config
 from train.model.loss import OneHotLoss, SemanticLoss
 from train.model.semanticac import SemanticAC, build_model
 from train.recipe import TrainConfig
+from train.scorer import ClassScorer, class_label_set, merge_label_sets
 
 log = logging.getLogger(__name__)
 
 NO_DECAY = ("bias", "norm", "bn0", "log_scale", "relative_position_bias_table", "embedding", "positional")
-
-
-def class_label_set(spec: str | None, class_names: list[str], name: str) -> LabelSet:
-    """The prompts that name a dataset's classes: a label set's, or the default template's."""
-    if spec is None:
-        labels = tuple(Label(n, (DEFAULT_PROMPT.format(label=label_text(n)),), 0.5) for n in class_names)
-        return LabelSet(name=name, prompt=DEFAULT_PROMPT, labels=labels, source="<dataset classes>")
-    label_set = resolve_label_set(spec)
-    if label_set.names != list(class_names):
-        raise ValueError(f"label set {label_set.source} names {label_set.names[:5]}... but the dataset's classes "
-                         f"are {list(class_names)[:5]}...: they must be the same, in the same order")
-    return label_set
-
-
-def merge_label_sets(sets: list[LabelSet]) -> LabelSet:
-    """One label space for several datasets: a name shared by two is one class (first prompts win)."""
-    if len(sets) == 1:
-        return sets[0]
-    labels, seen = [], set()
-    for label_set in sets:
-        for label in label_set.labels:
-            if label.name not in seen:
-                seen.add(label.name)
-                labels.append(label)
-    return LabelSet(name="+".join(s.name for s in sets), prompt=sets[0].prompt, labels=tuple(labels),
-                    source=" + ".join(s.source for s in sets))
-
-
-class ClassScorer(nn.Module):
-    """SemanticAC as a classifier over one label set: logits [B, K] of each clip vs each class.
-
-    Each class embedding is the mean of its prompts' unit embeddings, normalised again: the
-    rule edge.labels.embeddings applies on the device. With a frozen text tower, the tower's
-    features are computed once and only its projection to C runs per step.
-    """
-
-    def __init__(self, model: SemanticAC, label_set: LabelSet, frozen_text: bool, unseen: list[int] = ()):
-        super().__init__()
-        self.model = model
-        self.num_classes = len(label_set.labels)
-        # zero-shot runs: classes never trained on are left out of the training softmax (not
-        # even as negatives), so their prompts stay unseen until evaluation
-        mask = torch.zeros(self.num_classes)
-        mask[list(unseen)] = float("-inf")
-        self.register_buffer("train_mask", mask, persistent=False)
-        if not model.text_assisted:
-            return
-        prompts, owner = label_set.flat_prompts()
-        tokens = model.text.make_tokenizer()(prompts)
-        for name, value in tokens.items():
-            self.register_buffer(f"tok_{name}", torch.from_numpy(value), persistent=False)
-        self.token_names = list(tokens)
-        self.register_buffer("owner", torch.tensor(owner), persistent=False)
-        self.frozen_text = frozen_text
-        if frozen_text:  # eval(): the features must be dropout-free, as export and the device compute them
-            was_training = model.text.training
-            with torch.no_grad():
-                features = model.text.eval().forward_features(**self._tokens())
-            model.text.train(was_training)
-            self.register_buffer("text_features", features, persistent=False)
-
-    def _tokens(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, f"tok_{name}") for name in self.token_names}
-
-    def class_embeddings(self) -> torch.Tensor:
-        """[K, C] unit-length class embeddings."""
-        text = self.model.text
-        prompts = text.proj(self.text_features) if self.frozen_text else text(**self._tokens())
-        prompts = F.normalize(prompts, dim=-1)
-        sums = torch.zeros(self.num_classes, prompts.shape[1], device=prompts.device, dtype=prompts.dtype)
-        return F.normalize(sums.index_add(0, self.owner, prompts), dim=-1)
-
-    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(logits [B, K], audio [B, C], classes [K, C]); the one-hot baseline: (logits, None, None)."""
-        if not self.model.text_assisted:
-            return self.model(mel), None, None
-        audio, classes = self.model.encode_audio(mel), self.class_embeddings()
-        logits = self.model.logit_scale() * audio @ classes.T
-        return (logits + self.train_mask if self.training else logits), audio, classes
 
 
 def loss_of(kind: str, logits, audio, classes, targets, scale) -> torch.Tensor:
@@ -134,41 +56,6 @@ def loss_of(kind: str, logits, audio, classes, targets, scale) -> torch.Tensor:
     if kind == "semantic":  # paper Eq. 3 over the batch; same-class pairs are not negatives
         return SemanticLoss()(audio.float(), classes[targets].float(), targets, scale)
     return F.cross_entropy(logits.float(), targets)
-
-
-@dataclass
-class Metrics:
-    accuracy: float
-    per_class: list[float | None]  # None for a class absent from the split
-    confusion: list[list[int]]  # [true][predicted]
-    count: int
-
-    def to_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "per_class": self.per_class, "confusion": self.confusion,
-                "count": self.count}
-
-
-@torch.no_grad()
-def evaluate(scorer: ClassScorer, loader: DataLoader, device: torch.device, classes: list[int] | None = None) -> Metrics:
-    """Top-1 over all classes, or over `classes` only (a clip competes with its dataset's own
-    classes; the loader's targets then index into `classes`)."""
-    scorer.eval()
-    k = len(classes) if classes is not None else scorer.num_classes
-    confusion = torch.zeros(k, k, dtype=torch.long)
-    for mel, targets in loader:
-        logits, _, _ = scorer(mel.to(device))
-        if classes is not None:
-            logits = logits[:, classes]
-        predicted = logits.argmax(dim=1).cpu()
-        confusion.index_put_((targets, predicted), torch.ones_like(targets), accumulate=True)
-    if dist.is_initialized():
-        confusion = confusion.to(device)
-        dist.all_reduce(confusion)
-        confusion = confusion.cpu()
-    totals = confusion.sum(dim=1)
-    per_class = [float(confusion[i, i] / totals[i]) if totals[i] else None for i in range(k)]
-    count = int(totals.sum())
-    return Metrics(float(confusion.trace() / max(count, 1)), per_class, confusion.tolist(), count)
 
 
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
@@ -225,7 +112,7 @@ class Validation:
 
 @dataclass
 class Run:
-    """Everything fit() builds from a recipe (also used by tests and `evaluate`)."""
+    """Everything fit() builds from a recipe before its first epoch."""
 
     model: SemanticAC
     model_config: ModelConfig
@@ -302,6 +189,23 @@ def _loader(dataset: ClipDataset, config: TrainConfig, shuffle: bool, epoch: int
 
 def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+@contextlib.contextmanager
+def distributed():
+    """Inside the block, this process is in the process group torchrun set up (WORLD_SIZE > 1):
+    NCCL on GPUs, gloo on CPUs. Outside torchrun, or in a group already, it changes nothing."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        yield
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 class Trainer:

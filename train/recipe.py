@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from train.augment import AugmentConfig
@@ -87,12 +87,23 @@ def _expand(value: str, base: Path, what: str) -> str:
     return str(path if path.is_absolute() else base / path)
 
 
-def load_train_config(path: str | Path) -> TrainConfig:
-    """A recipe YAML (configs/train/*.yaml, or a bare name: esc50-cpu, demo-cpu, ...)."""
+def load_train_config(path: str | Path, fold: int | None = None, epochs: int | None = None) -> TrainConfig:
+    """A recipe YAML (configs/train/*.yaml, or a bare name: esc50-cpu, demo-cpu, ...).
+
+    `fold`: validate on that official fold and train on the others (a one-dataset recipe only);
+    `epochs`: replaces the recipe's.
+    """
     path, data = read_config_yaml(path, "train", "training recipe")
     if isinstance(data, dict) and isinstance(data.get("data"), (dict, list)):
         for spec in data["data"] if isinstance(data["data"], list) else [data["data"]]:
             if isinstance(spec, dict) and "root" in spec:
                 spec["root"] = _expand(str(spec["root"]), path.parent, f"{path} data.root")
     config = from_dict(TrainConfig, data, where=str(path))
+    if fold is not None:
+        if len(config.datasets) > 1:
+            raise ConfigError(f"{path}: --fold needs a recipe with one dataset (folds are per dataset), "
+                              f"this one has {len(config.datasets)}")
+        config.data = replace(config.data, test_folds=(fold,), val_fraction=0.0)
+    if epochs is not None:
+        config.epochs = epochs
     return config

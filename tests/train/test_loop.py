@@ -130,6 +130,17 @@ def test_recipe_errors(tmp_path, monkeypatch):
     assert load_train_config("esc50-cpu").data.kind == "esc50"
 
 
+def test_fold_and_epochs_override_a_recipe(monkeypatch):
+    from train.config import ConfigError
+
+    monkeypatch.setenv("SEMANTICAC_DATA", "/nonexistent")  # only the paths are expanded, nothing is read
+    config = load_train_config("us8k-cpu", fold=2, epochs=3)
+    assert config.data.test_folds == (2,) and config.data.val_fraction == 0.0 and config.epochs == 3
+    assert load_train_config("us8k-cpu").epochs == 5
+    with pytest.raises(ConfigError, match="--fold needs a recipe with one dataset"):
+        load_train_config("demo-cpu", fold=1)
+
+
 def test_extends_merges_a_base_recipe(recipe, tmp_path):
     child = tmp_path / "child.yaml"
     child.write_text(f"extends: {recipe}\nepochs: 5\noptim: {{lr: 0.01}}\n")

@@ -15,6 +15,7 @@ from train.data.datasets import (
     make_loader,
     model_samples,
     random_split,
+    read_catalogue,
     read_csv,
     read_esc50,
     read_us8k,
@@ -25,5 +26,5 @@ from train.data.datasets import (
 __all__ = [
     "ESC50_CLASSES", "US8K_CLASSES", "Clip", "ClipDataset", "DataSpec", "DatasetError", "FeatureCache",
     "build_dataset", "collate", "default_cache_dir", "holdout_classes", "make_loader", "model_samples",
-    "random_split", "read_csv", "read_esc50", "read_us8k", "select_folds", "split_clips",
+    "random_split", "read_catalogue", "read_csv", "read_esc50", "read_us8k", "select_folds", "split_clips",
 ]

@@ -40,8 +40,8 @@ class ModelConfig:
     def __post_init__(self):
         audio = self.audio_config  # checks the kind and its options
         if (audio.num_frames, audio.n_mels) != (self.frontend.frames, self.frontend.n_mels):
-            raise ConfigError(f"the audio tower reads {audio.num_frames} frames x {audio.n_mels} mels "
-                              f"but the frontend makes {self.frontend.frames} x {self.frontend.n_mels}: make them agree")
+            raise ConfigError(f"the audio tower reads {audio.num_frames} frames x {audio.n_mels} mels but the "
+                              f"frontend makes {self.frontend.frames} x {self.frontend.n_mels}: make them agree")
         if "kind" not in self.head:
             raise ConfigError(f"head needs a 'kind': {', '.join(HEAD_KINDS)}")
         if self.head["kind"] != "onehot" and self.text.get("kind") not in TEXT_KINDS:

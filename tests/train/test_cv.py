@@ -1,0 +1,91 @@
+"""Cross-validation and the held-out figures of runs (train/cv.py), on fakes: nothing trains."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from train import cv
+from train.checkpoint import FORMAT
+from train.config import ConfigError
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    """A recipe over a CSV of 6 clips in folds 1, 2 and 3 (the files are never read)."""
+    (tmp_path / "clips.csv").write_text("file,label,fold\n" + "".join(
+        f"{i}.wav,{'dog' if i % 2 else 'cat'},{1 + i % 3}\n" for i in range(6)))
+    path = tmp_path / "recipe.yaml"
+    path.write_text("model: small\ndata: {kind: csv, root: clips.csv, val_fraction: 0.2}\nepochs: 7\n")
+    return path
+
+
+@pytest.fixture
+def fake_fit(monkeypatch):
+    """fit() replaced: it records each run and scores fold K as K / 10."""
+    runs = []
+
+    def fit(config, out, command=""):
+        runs.append({"test_folds": config.data.test_folds, "val_fraction": config.data.val_fraction,
+                     "epochs": config.epochs, "out": Path(out), "command": command})
+        return {"best": config.data.test_folds[0] / 10, "history": [{"epoch": config.epochs}]}
+
+    monkeypatch.setattr(cv, "fit", fit)
+    return runs
+
+
+def test_cross_validate_holds_out_each_fold_in_turn(recipe, fake_fit, tmp_path):
+    seen = []
+    summary, path = cv.cross_validate(recipe, out=tmp_path / "cv", epochs=2, on_fold=seen.append)
+    assert [run["test_folds"] for run in fake_fit] == [(1,), (2,), (3,)]  # every fold of the data
+    assert all(run["val_fraction"] == 0.0 and run["epochs"] == 2 for run in fake_fit)  # the fold validates
+    assert [run["out"] for run in fake_fit] == [tmp_path / "cv" / f"fold{k}" for k in (1, 2, 3)]
+    assert [r["fold"] for r in seen] == [1, 2, 3] and seen[1]["accuracy"] == 0.2
+    assert summary["mean"] == pytest.approx(0.2) and summary["std"] == pytest.approx(0.1)
+    assert path == tmp_path / "cv" / "cv.json" and json.loads(path.read_text()) == summary
+
+
+def test_cross_validate_runs_only_the_folds_asked_for(recipe, fake_fit, tmp_path):
+    summary, _ = cv.cross_validate(recipe, folds=[3, 1], out=tmp_path / "cv")
+    assert [run["test_folds"] for run in fake_fit] == [(3,), (1,)]
+    assert fake_fit[0]["epochs"] == 7 and summary["mean"] == pytest.approx(0.2)
+
+
+def test_cross_validate_refuses_what_it_cannot_split(recipe, fake_fit, tmp_path):
+    with pytest.raises(ConfigError, match=r"needs at least 2 folds; the data has \[2\]"):
+        cv.cross_validate(recipe, folds=[2], out=tmp_path / "cv")
+    two = tmp_path / "two.yaml"
+    two.write_text("model: small\ndata: [{kind: csv, root: clips.csv}, {kind: csv, root: clips.csv}]\n")
+    with pytest.raises(ConfigError, match="cv needs a recipe with one dataset"):
+        cv.cross_validate(two, out=tmp_path / "cv")
+    with pytest.raises(ConfigError, match="--fold needs a recipe with one dataset"):
+        cv.cross_validate(two, folds=[1, 2], out=tmp_path / "cv")
+    assert not fake_fit
+
+
+def test_validation_figures_are_each_runs_last_epoch_and_their_mean(tmp_path):
+    for name, (first, last) in {"cv1": (0.1, 0.61234), "cv2": (0.2, 0.8)}.items():
+        (tmp_path / name).mkdir()
+        history = [{"epoch": 1, "val_accuracy_us8k": first}, {"epoch": 2, "val_accuracy_us8k": last, "loss": 1.0}]
+        torch.save({"format": FORMAT, "history": history, "training": {"command": f"fit {name}"}},
+                   tmp_path / name / "last.pt")
+    figures = cv.validation_figures([tmp_path / "cv1", tmp_path / "cv2"])
+    assert [(r["run"], r["epochs"], r["val_accuracy_us8k"]) for r in figures["runs"]] == [("cv1", 2, 0.6123),
+                                                                                          ("cv2", 2, 0.8)]
+    assert figures["runs"][0]["command"] == "fit cv1" and "loss" not in figures["runs"][0]
+    assert figures["mean"] == {"val_accuracy_us8k": round((0.6123 + 0.8) / 2, 4)}
+
+
+def test_cv_command_prints_each_fold_and_the_summary(recipe, fake_fit, tmp_path):
+    from click.testing import CliRunner
+
+    from train import cli
+
+    result = CliRunner().invoke(cli.main, ["cv", "--config", str(recipe), "--folds", "1,3", "--out",
+                                           str(tmp_path / "cv")])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["fold 1: validation accuracy 0.1000", "fold 3: validation accuracy 0.3000",
+                                          f"2-fold accuracy 0.2000 +- 0.1414 -> {tmp_path / 'cv' / 'cv.json'}"]
+    result = CliRunner().invoke(cli.main, ["cv", "--config", str(recipe), "--folds", "2", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and "needs at least 2 folds" in result.output

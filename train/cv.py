@@ -1,0 +1,68 @@
+"""Figures over several runs of one recipe.
+
+    cross_validate(recipe)      k-fold cross-validation: one `fit` per official fold (validated on
+                                it, trained on the others), then mean +- std -> cv.json
+    validation_figures(runs)    the held-out accuracies of runs with clips held out (each one's last
+                                epoch) and their mean, as `export --validation-run` writes them
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Callable, Sequence
+
+from edge.fsutil import atomic_write_text
+from train.checkpoint import load_checkpoint
+from train.config import ConfigError
+from train.data import read_catalogue
+from train.loop import fit
+from train.recipe import TrainConfig, load_train_config
+
+
+def official_folds(config: TrainConfig) -> list[int]:
+    """Every official fold of a one-dataset recipe's data."""
+    if len(config.datasets) > 1:
+        raise ConfigError("cv needs a recipe with one dataset (folds are per dataset)")
+    clips, _ = read_catalogue(config.data)
+    return sorted({c.fold for c in clips if c.fold is not None})
+
+
+def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: str | Path | None = None,
+                   epochs: int | None = None, on_fold: Callable[[dict], None] | None = None) -> tuple[dict, Path]:
+    """(summary, path of cv.json): `recipe` trained once per fold of `folds` (default: every
+    official fold), each run in out/fold<K>/; `on_fold` sees each fold's result as it ends."""
+    chosen = list(folds) if folds else official_folds(load_train_config(recipe, epochs=epochs))
+    if len(chosen) < 2:
+        raise ConfigError(f"cross-validation needs at least 2 folds; the data has {chosen or 'none'} "
+                          "(ESC-50's development copy has no known folds: use a random split with `fit`)")
+    out = Path(out or Path("runs") / f"{Path(recipe).stem}-cv")
+    results = []
+    for fold in chosen:
+        result = fit(load_train_config(recipe, fold=fold, epochs=epochs), out / f"fold{fold}",
+                     command=f"cv fold {fold}")
+        results.append({"fold": fold, "accuracy": result["best"], "history": result["history"]})
+        if on_fold is not None:
+            on_fold(results[-1])
+    accuracies = [r["accuracy"] for r in results]
+    summary = {"config": str(recipe), "folds": results, "mean": statistics.mean(accuracies),
+               "std": statistics.stdev(accuracies)}
+    atomic_write_text(out / "cv.json", json.dumps(summary, indent=2) + "\n")
+    return summary, out / "cv.json"
+
+
+def validation_figures(runs: Sequence[str | Path]) -> dict:
+    """The held-out figures of `runs` (each one's last epoch, as the shipped model is its
+    recipe's last epoch) and their mean per dataset."""
+    figures = []
+    for run in runs:
+        state = load_checkpoint(Path(run) / "last.pt")
+        last = state["history"][-1]
+        figures.append({"run": Path(run).name, "command": state.get("training", {}).get("command", ""),
+                        "data": state.get("training", {}).get("data", []), "epochs": last["epoch"],
+                        **{k: round(v, 4) for k, v in last.items() if k.startswith("val_accuracy_")}})
+    keys = sorted({k for f in figures for k in f if k.startswith("val_accuracy_")})
+    mean = {k: round(statistics.mean(f[k] for f in figures if k in f), 4) for k in keys}
+    return {"what": "accuracy of the same recipe on held-out clips, last epoch, through the training loop",
+            "runs": figures, "mean": mean}

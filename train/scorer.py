@@ -1,0 +1,95 @@
+"""SemanticAC as a classifier over a label set: what training and evaluation score clips with.
+
+    class_label_set(spec, classes)    the prompts that name a dataset's classes
+    merge_label_sets(sets)            one label space for several datasets
+    ClassScorer(model, label set)     logits [B, K] of each clip against every class's prompts,
+                                      in one module (so DDP sees every parameter in its forward)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edge.labels.labelset import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
+from train.model.semanticac import SemanticAC
+
+
+def class_label_set(spec: str | None, class_names: list[str], name: str) -> LabelSet:
+    """The prompts that name a dataset's classes: a label set's, or the default template's."""
+    if spec is None:
+        labels = tuple(Label(n, (DEFAULT_PROMPT.format(label=label_text(n)),), 0.5) for n in class_names)
+        return LabelSet(name=name, prompt=DEFAULT_PROMPT, labels=labels, source="<dataset classes>")
+    label_set = resolve_label_set(spec)
+    if label_set.names != list(class_names):
+        raise ValueError(f"label set {label_set.source} names {label_set.names[:5]}... but the dataset's classes "
+                         f"are {list(class_names)[:5]}...: they must be the same, in the same order")
+    return label_set
+
+
+def merge_label_sets(sets: list[LabelSet]) -> LabelSet:
+    """One label space for several datasets: a name shared by two is one class (first prompts win)."""
+    if len(sets) == 1:
+        return sets[0]
+    labels, seen = [], set()
+    for label_set in sets:
+        for label in label_set.labels:
+            if label.name not in seen:
+                seen.add(label.name)
+                labels.append(label)
+    return LabelSet(name="+".join(s.name for s in sets), prompt=sets[0].prompt, labels=tuple(labels),
+                    source=" + ".join(s.source for s in sets))
+
+
+class ClassScorer(nn.Module):
+    """SemanticAC as a classifier over one label set: logits [B, K] of each clip vs each class.
+
+    Each class embedding is the mean of its prompts' unit embeddings, normalised again: the
+    rule edge.labels.embeddings applies on the device. With a frozen text tower, the tower's
+    features are computed once and only its projection to C runs per step.
+    """
+
+    def __init__(self, model: SemanticAC, label_set: LabelSet, frozen_text: bool, unseen: list[int] = ()):
+        super().__init__()
+        self.model = model
+        self.num_classes = len(label_set.labels)
+        # zero-shot runs: classes never trained on are left out of the training softmax (not
+        # even as negatives), so their prompts stay unseen until evaluation
+        mask = torch.zeros(self.num_classes)
+        mask[list(unseen)] = float("-inf")
+        self.register_buffer("train_mask", mask, persistent=False)
+        if not model.text_assisted:
+            return
+        prompts, owner = label_set.flat_prompts()
+        tokens = model.text.make_tokenizer()(prompts)
+        for name, value in tokens.items():
+            self.register_buffer(f"tok_{name}", torch.from_numpy(value), persistent=False)
+        self.token_names = list(tokens)
+        self.register_buffer("owner", torch.tensor(owner), persistent=False)
+        self.frozen_text = frozen_text
+        if frozen_text:  # eval(): the features must be dropout-free, as export and the device compute them
+            was_training = model.text.training
+            with torch.no_grad():
+                features = model.text.eval().forward_features(**self._tokens())
+            model.text.train(was_training)
+            self.register_buffer("text_features", features, persistent=False)
+
+    def _tokens(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"tok_{name}") for name in self.token_names}
+
+    def class_embeddings(self) -> torch.Tensor:
+        """[K, C] unit-length class embeddings."""
+        text = self.model.text
+        prompts = text.proj(self.text_features) if self.frozen_text else text(**self._tokens())
+        prompts = F.normalize(prompts, dim=-1)
+        sums = torch.zeros(self.num_classes, prompts.shape[1], device=prompts.device, dtype=prompts.dtype)
+        return F.normalize(sums.index_add(0, self.owner, prompts), dim=-1)
+
+    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(logits [B, K], audio [B, C], classes [K, C]); the one-hot baseline: (logits, None, None)."""
+        if not self.model.text_assisted:
+            return self.model(mel), None, None
+        audio, classes = self.model.encode_audio(mel), self.class_embeddings()
+        logits = self.model.logit_scale() * audio @ classes.T
+        return (logits + self.train_mask if self.training else logits), audio, classes
