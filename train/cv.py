@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from edge.fsutil import atomic_write_text
 from train.checkpoint import load_checkpoint

@@ -1,4 +1,4 @@
-"""Export a trained SemanticAC into the bundle the device runs (DESIGN.md "model bundle").
+"""Export a trained SemanticAC into the bundle the device runs (edge/bundle.py reads it).
 
     model.onnx   mel float32 [B, 1, T, F] -> embedding float32 [B, C], L2-normalised
     text.onnx    input_ids int64 [B, L] (+ attention_mask) -> embedding float32 [B, C]

@@ -51,6 +51,8 @@ NO_DECAY = ("bias", "norm", "bn0", "log_scale", "relative_position_bias_table", 
 
 
 def loss_of(kind: str, logits, audio, classes, targets, scale) -> torch.Tensor:
+    """A batch's loss: the one-hot baseline's cross-entropy, `semantic` (paper Eq. 3) or
+    `class_prompt` (cross-entropy of each clip against every class's prompts)."""
     if audio is None:
         return OneHotLoss()(logits, targets)
     if kind == "semantic":  # paper Eq. 3 over the batch; same-class pairs are not negatives

@@ -1,5 +1,5 @@
 """HTS-AT audio encoder: shapes, the resize matrix, gradients, the official checkpoint layout,
-and parity with the original implementation (reference/htsat_golden)."""
+and parity with the original implementation ($SEMANTICAC_REFERENCE/htsat_golden)."""
 
 import json
 import re

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from train.model.loss import LogitScale, OneHotLoss, SemanticLoss, class_prompt_cross_entropy, mask_same_class
+from train.loop import loss_of
+from train.model.loss import LogitScale, OneHotLoss, SemanticLoss, mask_same_class
 
 
 def _unit(*shape: int) -> torch.Tensor:
@@ -81,12 +82,13 @@ def test_a_same_class_clip_leaves_the_audio_to_text_term_unchanged():
     torch.testing.assert_close(rows(audio, text4, [0, 1, 2, 0])[0], rows(audio[:3], text3, [0, 1, 2])[0])
 
 
-def test_class_prompt_cross_entropy_scores_against_every_class():
+def test_class_prompt_loss_scores_against_every_class():
+    """The recipes' `class_prompt` loss: each clip against ALL classes, same-class clips included."""
     torch.manual_seed(0)
     audio, class_text, targets = _unit(5, 16), _unit(50, 16), torch.tensor([3, 0, 49, 3, 7])
     logits = 10.0 * audio @ class_text.T
     expected = -torch.log_softmax(logits, 1)[torch.arange(5), targets].mean()
-    torch.testing.assert_close(class_prompt_cross_entropy(audio, class_text, targets, 10.0), expected)
+    torch.testing.assert_close(loss_of("class_prompt", logits, audio, class_text, targets, 10.0), expected)
 
 
 def test_mask_keeps_the_diagonal_and_removes_same_class_pairs_only():

@@ -258,9 +258,9 @@ def _export_and_run(tower: nn.Module, tokens: dict, path) -> np.ndarray:
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # nn.MultiheadAttention's shape checks
-@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")  # DESIGN.md's choice
+@pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export")  # train.export's choice
 def test_towers_export_to_onnx(clip_small, clip_ids, minilm, minilm_tokens, tmp_path):
-    """The legacy exporter at opset 17 (DESIGN.md); full-length inputs, as text.onnx will take."""
+    """The legacy exporter at opset 17 (as train.export uses it); full-length inputs, as text.onnx will take."""
     for tower, tokens in ((clip_small.eval(), {"input_ids": clip_ids}), (minilm, minilm_tokens)):
         with torch.no_grad():
             expected = tower(**tokens).numpy()

@@ -1,8 +1,8 @@
 """Load OpenAI's CLIP RN50 weights (`RN50.pt`) into the CLIP text tower (train.model.text_clip).
 
 OpenAI ships RN50.pt as a TorchScript archive with fp16 weights; re-saved copies are plain
-`torch.save` state dicts. Either way the text tower's keys (reference/clip_rn50_text_keys.txt)
-are our parameter names, so loading is by name with a shape check:
+`torch.save` state dicts. Either way the text tower's keys (listed in clip_rn50_text_keys.txt in
+$SEMANTICAC_REFERENCE) are our parameter names, so loading is by name with a shape check:
 
     token_embedding.*, positional_embedding, transformer.resblocks.*, ln_final.*, text_projection -> loaded
     visual.*                                          -> ignored (SemanticAC's audio tower replaces it)

@@ -10,7 +10,7 @@ The paper fixes only D, h, w = 768, 8, 8 and C = 1024 (section 3.2) and the kern
 (3x3 and 1x1, section 3.4). The widths chosen here are in `CSCMConfig`.
 
 Global pooling is written as `x.mean(...)` / `x.amax(...)`, never adaptive pooling:
-`F.adaptive_max_pool2d` breaks the ONNX exporter (DESIGN.md, known traps).
+`F.adaptive_max_pool2d` fails torch 2.11's default (dynamo) ONNX exporter.
 """
 
 from dataclasses import dataclass

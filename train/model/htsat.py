@@ -435,17 +435,10 @@ def build_htsat(cfg: HTSATConfig | None = None) -> HTSAT:
     return model
 
 
-def count_parameters(model: nn.Module, verbose: bool = False) -> int:
-    """Number of parameters (buffers excluded); with `verbose`, print them per top-level module.
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (buffers excluded).
 
     The paper-size HTS-AT has 27,534,488: the official checkpoint's parameters less the frozen
     STFT/mel kernels and the AudioSet head (tscam_conv, head).
     """
-    total = sum(p.numel() for p in model.parameters())
-    if verbose:
-        for name, child in model.named_children():
-            n = sum(p.numel() for p in child.parameters())
-            if n:
-                print(f"{name:<12} {n:>12,}")
-        print(f"{'total':<12} {total:>12,}")
-    return total
+    return sum(p.numel() for p in model.parameters())

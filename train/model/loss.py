@@ -1,6 +1,6 @@
-"""Losses: SemanticAC's symmetric contrastive loss (paper Eq. 3), the class-prompt
-cross-entropy used for evaluation, the one-hot baseline's cross-entropy, and CLIP's
-learnable logit scale.
+"""Losses: SemanticAC's symmetric contrastive loss (paper Eq. 3), the one-hot baseline's
+cross-entropy, and CLIP's learnable logit scale. (The recipes' `class_prompt` loss, a
+cross-entropy over every class's prompts, is the training loop's: train/loop.py, loss_of.)
 
 Embeddings are L2-normalised by the caller (the top model), as in open_clip's ClipLoss,
 so `a @ t.T` is the cosine similarity of Eq. 2.
@@ -85,21 +85,6 @@ class SemanticLoss(nn.Module):
         target = torch.arange(len(logits), device=logits.device)  # positives on the diagonal
         # Audio -> text along the rows, text -> audio along the columns (S'), averaged.
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-
-
-def class_prompt_cross_entropy(
-    audio_emb: torch.Tensor,
-    class_text_emb: torch.Tensor,
-    targets: torch.Tensor,
-    logit_scale: torch.Tensor | float,
-) -> torch.Tensor:
-    """Cross-entropy of each clip's audio (B, C) against ALL K class embeddings (K, C).
-
-    This is zero-shot classification's loss: the metric for evaluation, and a training
-    loss that never sees a same-class negative.
-    """
-    logits = logit_scale * audio_emb @ class_text_emb.T  # (B, K)
-    return F.cross_entropy(logits, targets)
 
 
 class OneHotLoss(nn.Module):

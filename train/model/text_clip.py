@@ -4,7 +4,8 @@
     (causal mask, QuickGELU MLP) -> ln_final -> the end-of-text token's feature
     -> @ text_projection (512 -> 1024) -> proj: Linear(1024 -> C)          -> (B, C), unnormalised
 
-Parameter names are those of OpenAI's checkpoints (reference/clip_rn50_text_keys.txt), so
+Parameter names are those of OpenAI's checkpoints (tests check them against the key list
+clip_rn50_text_keys.txt in $SEMANTICAC_REFERENCE), so
 `train.model.clip_weights.load_clip_text_checkpoint` loads RN50.pt by name; `proj` is ours,
 new, and starts random. Exports to ONNX (legacy exporter, opset 17) with input `input_ids`.
 """
