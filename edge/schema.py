@@ -14,8 +14,9 @@ the fix the reader passes:
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 MISSING: Any = object()  # no default: the field is required
 NUMBER = (int, float)
@@ -109,7 +110,7 @@ class Fields:
             raise self.fail(f"field {name!r} {must_be(f'one of {choices}', value)}")
         return value
 
-    def nested(self, name: str, what: str, default: Any = MISSING) -> "Fields | None":
+    def nested(self, name: str, what: str, default: Any = MISSING) -> Fields | None:
         """The mapping under `name` as Fields of its own ("model.json audio: ..."); `default` when absent."""
         value = self.get(name, dict, what, default)
         return value if value is default else Fields(value, f"{self.where} {name}", self.error, self.fix)

@@ -12,8 +12,8 @@ cannot be opened says why: missing, a directory, permission denied, or not audio
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -120,8 +120,8 @@ class Decoder:
 
 
 def too_short_warning(path: str | Path, seconds: float, frame_seconds: float) -> str:
-    return (f"audio file {path} is shorter than one frame ({seconds * 1e3:.0f} ms < frame {frame_seconds * 1e3:.0f} ms): "
-            "padded with silence and scored")
+    return (f"audio file {path} is shorter than one frame ({seconds * 1e3:.0f} ms < frame "
+            f"{frame_seconds * 1e3:.0f} ms): padded with silence and scored")
 
 
 def read_audio(path: str | Path, sample_rate: int, frame_seconds: float | None = None) -> np.ndarray:

@@ -25,6 +25,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -68,14 +69,14 @@ class LabelEmbeddings:
 
     @classmethod
     def from_prompt_embeddings(cls, label_set: LabelSet, prompt_embeddings: np.ndarray,
-                               model_id: str) -> "LabelEmbeddings":
+                               model_id: str) -> LabelEmbeddings:
         """Average each label's prompt embeddings (after normalising each) and normalise again."""
-        prompts, owner = label_set.flat_prompts()
+        prompts, owners = label_set.flat_prompts()
         prompt_embeddings = np.asarray(prompt_embeddings, dtype=np.float32)
         if prompt_embeddings.ndim != 2 or prompt_embeddings.shape[0] != len(prompts):
             raise LabelEmbeddingsError(f"expected one embedding per prompt ({len(prompts)} x C), "
                                        f"got shape {prompt_embeddings.shape}")
-        owner = np.asarray(owner, dtype=np.int64)
+        owner = np.asarray(owners, dtype=np.int64)
         unit = _normalise(prompt_embeddings)
         sums = np.zeros((len(label_set.labels), unit.shape[1]), dtype=np.float32)
         np.add.at(sums, owner, unit)
@@ -86,16 +87,16 @@ class LabelEmbeddings:
     def save(self, path: str | Path) -> Path:
         """Write the .npz atomically (a reader never sees half a file)."""
         path = Path(path)
-        arrays = dict(labels=np.array(self.labels, dtype=str), prompts=np.array(self.prompts, dtype=str),
-                      prompt_label=self.prompt_label.astype(np.int64),
-                      embeddings=self.embeddings.astype(np.float32),
-                      labels_sha256=np.array(self.labels_sha256), model_id=np.array(self.model_id))
+        arrays: dict[str, Any] = dict(
+            labels=np.array(self.labels, dtype=str), prompts=np.array(self.prompts, dtype=str),
+            prompt_label=self.prompt_label.astype(np.int64), embeddings=self.embeddings.astype(np.float32),
+            labels_sha256=np.array(self.labels_sha256), model_id=np.array(self.model_id))
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "LabelEmbeddings":
+    def load(cls, path: str | Path) -> LabelEmbeddings:
         """Read a .npz written by `save`; CorruptLabelEmbeddings (naming the file) when it is damaged."""
         path = Path(path)
         try:
@@ -186,7 +187,8 @@ def corrupt_bundle_file(bundle: Bundle, label_set: LabelSet, candidate: Candidat
     """The error for a damaged <bundle>/labels/<name>.npz: the file, what is wrong, the fix."""
     return CorruptLabelEmbeddings(
         f"the bundle's label embeddings {candidate.path} are damaged ({candidate.problem}): rebuild them with "
-        f"`{embed_command(bundle, label_set)}`" + ("" if bundle.meta.text else f"; {no_text_tower_fix(bundle, label_set)}"))
+        f"`{embed_command(bundle, label_set)}`"
+        + ("" if bundle.meta.text else f"; {no_text_tower_fix(bundle, label_set)}"))
 
 
 def _usable(bundle: Bundle, label_set: LabelSet, found: list[Candidate]) -> LabelEmbeddings | None:
@@ -200,7 +202,7 @@ def _usable(bundle: Bundle, label_set: LabelSet, found: list[Candidate]) -> Labe
 
 
 def _not_found(bundle: Bundle, label_set: LabelSet, found: list[Candidate]) -> LabelEmbeddingsError:
-    reasons = "; ".join(c.problem if c.corrupt else f"{c.path}: {c.problem}" for c in found)
+    reasons = "; ".join(f"{c.problem}" if c.corrupt else f"{c.path}: {c.problem}" for c in found)
     return LabelEmbeddingsError(f"no usable embeddings for label set {label_set.name!r} ({label_set.source}): "
                                 f"{reasons}; compute them with `{embed_command(bundle, label_set)}`")
 

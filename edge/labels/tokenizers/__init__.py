@@ -19,10 +19,10 @@ import shutil
 from pathlib import Path
 
 from edge.fsutil import atomic_write_text, sha256_file
-from edge.schema import Fields, read_json
 from edge.labels.tokenizers.base import TokenizerError
 from edge.labels.tokenizers.clip_bpe import ClipBpeTokenizer, find_clip_vocab
 from edge.labels.tokenizers.wordpiece import WordPieceTokenizer
+from edge.schema import Fields, read_json
 
 Tokenizer = ClipBpeTokenizer | WordPieceTokenizer
 CONFIG_NAME = "config.json"
@@ -83,7 +83,7 @@ def _check_config(config: object, path: Path) -> tuple[type, dict]:
     cls, settings = KINDS[kind]
     allowed = {**COMMON_KEYS, **settings}
     fields.unknown(allowed, context=f"for kind {kind!r}")
-    checked = {key: fields.get(key, allowed[key], f"of type {allowed[key].__name__}") for key in config}
+    checked = {key: fields.get(key, allowed[key], f"of type {allowed[key].__name__}") for key in fields.data}
     fields.text("vocab", f"the vocabulary file's name in {path.parent}")
     return cls, {key: value for key, value in checked.items() if key in settings or key in ("vocab", "vocab_sha256")}
 
