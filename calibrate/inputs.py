@@ -1,0 +1,140 @@
+"""What a calibration reads: background recordings, labelled clips (CSV or a dataset's meta.csv).
+
+    background   files, or folders searched recursively for audio files (sorted by path)
+    CSV          a header with `path` (or `file`) and `label`; paths relative to the CSV's folder
+    esc50:ROOT   ROOT/meta.csv (filename, fold, target, category), audio in ROOT/audio/
+    us8k:ROOT[:FOLDS]   ROOT/meta.csv in UrbanSound8K's columns, audio in ROOT/audio/fold<N>/;
+                 FOLDS: comma-separated fold numbers (e.g. us8k:/data/us8k:1,2), default all
+
+Every label must be a name of the label set: `check_labels` lists the unknown ones and the
+set's names. Errors are CalibrationError naming the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from calibrate.errors import CalibrationError
+from edge.labels.labelset import LabelSet
+
+# What libsndfile (edge's decoder) reads; other files in a background folder are ignored.
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
+DATASETS = ("esc50", "us8k")
+
+
+@dataclass(frozen=True)
+class LabelledClip:
+    path: Path
+    label: str
+    where: str  # for messages: the CSV line or meta.csv row it came from
+
+
+def audio_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for audio files; CalibrationError when none."""
+    found: list[Path] = []
+    empty_folders = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not inside:
+                empty_folders.append(str(path))
+            found += inside
+        else:
+            found.append(path)
+    if not found:
+        where = (f" (searched {', '.join(empty_folders)} for {', '.join(sorted(AUDIO_SUFFIXES))})"
+                 if empty_folders else "")
+        raise CalibrationError(f"no background audio files found{where}: pass audio files or folders holding them")
+    return list(dict.fromkeys(found))
+
+
+def _rows(path: Path, required: Sequence[str], aliases: dict[str, str] | None = None) -> list[tuple[int, dict]]:
+    """(line number, row) of a CSV with a header holding `required` columns (after `aliases`)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = [name.strip() for name in (reader.fieldnames or [])]
+            rows = [(i + 2, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
+                    for i, row in enumerate(reader)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise CalibrationError(f"cannot read {path}: {err}") from None
+    for alias, name in (aliases or {}).items():
+        if alias in header and name not in header:
+            header.append(name)
+            for _, row in rows:
+                row[name] = row.get(alias, "")
+    missing = [name for name in required if name not in header]
+    if missing:
+        raise CalibrationError(f"{path}: missing column(s) {missing}: the header has {header or 'nothing'}; "
+                               f"it needs {list(required)}")
+    if not rows:
+        raise CalibrationError(f"{path}: holds no rows after its header: list at least one clip")
+    for line, row in rows:
+        for name in required:
+            if not row.get(name):
+                raise CalibrationError(f"{path}:{line}: column {name!r} is empty: give a value on every row")
+    return rows
+
+
+def read_clip_csv(path: str | Path) -> list[LabelledClip]:
+    """A CSV of labelled clips (columns path,label; `file` is accepted for `path`)."""
+    path = Path(path)
+    rows = _rows(path, ("path", "label"), aliases={"file": "path"})
+    return [LabelledClip(path.parent / row["path"], row["label"], f"{path}:{line}") for line, row in rows]
+
+
+def _meta(root: Path, names: Sequence[str], what: str) -> Path:
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise CalibrationError(f"{what} folder {root} has no {' or '.join(names)}: point the spec at the dataset's root")
+
+
+def read_dataset(spec: str) -> list[LabelledClip]:
+    """`esc50:ROOT`, `us8k:ROOT[:FOLDS]` or a CSV path -> labelled clips."""
+    kind, _, rest = spec.partition(":")
+    if kind not in DATASETS or not rest:
+        if Path(spec).is_file():
+            return read_clip_csv(spec)
+        raise CalibrationError(f"--data {spec!r} is neither a CSV file nor a dataset spec: use a CSV (path,label), "
+                               "esc50:ROOT or us8k:ROOT[:FOLDS] (e.g. us8k:/data/us8k:1,2)")
+    folds: set[int] | None = None
+    match = re.fullmatch(r"(.+):(\d+(?:,\d+)*)", rest)
+    if match and not Path(rest).is_dir():
+        rest, folds = match.group(1), {int(x) for x in match.group(2).split(",")}
+    root = Path(rest).expanduser()
+    if not root.is_dir():
+        raise CalibrationError(f"--data {spec!r}: {root} is not a folder: give the dataset's root folder")
+    if kind == "esc50":
+        if folds is not None:
+            raise CalibrationError(f"--data {spec!r}: folds apply to us8k only (the ESC-50 copy's folds are "
+                                   "mostly unknown): use esc50:ROOT")
+        meta = _meta(root, ["meta.csv", "meta/esc50.csv"], "ESC-50")
+        rows = _rows(meta, ("filename", "category"))
+        return [LabelledClip(root / "audio" / row["filename"], row["category"], f"{meta}:{line}") for line, row in rows]
+    meta = _meta(root, ["meta.csv", "metadata/UrbanSound8K.csv"], "UrbanSound8K")
+    clips = []
+    for line, row in _rows(meta, ("slice_file_name", "fold", "class")):
+        if not row["fold"].isdigit():
+            raise CalibrationError(f"{meta}:{line}: fold {row['fold']!r} is not a fold number")
+        if folds is None or int(row["fold"]) in folds:
+            clips.append(LabelledClip(root / "audio" / f"fold{row['fold']}" / row["slice_file_name"], row["class"],
+                                      f"{meta}:{line}"))
+    if not clips:
+        raise CalibrationError(f"--data {spec!r}: no clip of fold(s) {sorted(folds or [])} in {meta}")
+    return clips
+
+
+def check_labels(clips: Sequence[LabelledClip], label_set: LabelSet, what: str) -> None:
+    """CalibrationError listing the labels of `clips` that the set does not name, and its names."""
+    names = set(label_set.names)
+    unknown = sorted({clip.label for clip in clips} - names)
+    if unknown:
+        first = next(clip for clip in clips if clip.label in unknown)
+        raise CalibrationError(
+            f"{what}: label(s) {unknown} are not in label set {label_set.name!r} (first at {first.where}); "
+            f"its labels are: {', '.join(label_set.names)}")

@@ -1,0 +1,72 @@
+"""Write a site's label set: a copy of the deployed set with fitted thresholds or calibration.
+
+The copy keeps the set's name, prompt template, extra prompts, groups and description, so
+it has the same `labels_sha256` (names and prompt texts) and the embeddings already in the
+bundle or the device's cache stay valid. It is written only after it parses back with edge's
+own parser (`parse_label_set`) to the same names, prompts and values, atomically: a failed
+run leaves the previous file, never half of one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from calibrate.errors import CalibrationError
+from edge.fsutil import atomic_write_text
+from edge.labels.labelset import LabelSet, parse_label_set
+
+
+def dump_label_set(label_set: LabelSet, thresholds: Sequence[float] | None = None,
+                   temperature: float | None = None, biases: Sequence[float] | None = None,
+                   header: Sequence[str] = ()) -> str:
+    """YAML text of `label_set` with the given per-label thresholds / temperature / biases
+    (None: keep the set's own); `header` lines become `#` comments at the top."""
+    k = len(label_set.labels)
+    for name, values in (("thresholds", thresholds), ("biases", biases)):
+        if values is not None and len(values) != k:
+            raise ValueError(f"dump_label_set: {len(values)} {name} for {k} labels")
+    temperature = getattr(label_set, "temperature", 1.0) if temperature is None else float(temperature)
+    data: dict = {"name": label_set.name}
+    if label_set.description:
+        data["description"] = label_set.description
+    data["prompt"] = label_set.prompt
+    if temperature != 1.0:
+        data["calibration"] = {"temperature": temperature}
+    items = []
+    for i, label in enumerate(label_set.labels):
+        item: dict = {"name": label.name}
+        extra = list(label.prompts[1:])  # the first prompt is the template's; the parser adds it again
+        if extra:
+            item["prompts"] = extra
+        item["threshold"] = float(label.threshold if thresholds is None else thresholds[i])
+        if label.group is not None:
+            item["group"] = label.group
+        bias = float(getattr(label, "bias", 0.0) if biases is None else biases[i])
+        if bias != 0.0:
+            item["bias"] = bias
+        items.append(item)
+    data["labels"] = items
+    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    comments = "".join(f"# {line}\n".replace("# \n", "#\n") for text in header for line in str(text).splitlines())
+    return comments + body
+
+
+def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet:
+    """Dump (see `dump_label_set`), check it reads back the same, write it atomically; returns
+    the label set as read back."""
+    text = dump_label_set(label_set, **values)
+    back = parse_label_set(text, source=str(path))
+    if back.sha256 != label_set.sha256 or back.names != label_set.names:
+        raise CalibrationError(f"{path}: the written label set would change its names or prompts "
+                               "(labels_sha256): not written; this is a bug, please report it")
+    for key in ("thresholds", "biases"):
+        want = values.get(key)
+        have = [label.threshold if key == "thresholds" else getattr(label, "bias", 0.0) for label in back.labels]
+        if want is not None and not all(math.isclose(a, b, rel_tol=0, abs_tol=0) for a, b in zip(want, have)):
+            raise CalibrationError(f"{path}: {key} do not read back exactly: not written; please report it")
+    atomic_write_text(path, text)
+    return back

@@ -1,0 +1,141 @@
+"""Run the `listen` pipeline over recordings and keep every window's score for every label.
+
+`record` calls `edge.listen.listen` itself (top_k = every label, a file read as fast as
+possible) with a `WindowRecorder` sink, so the scores are exactly what the device computes
+for the same options: frontend, windowing, backend, the label set's calibration. The sink
+receives the RAW window scores; `Stream.smoothed` replays `edge.scoring.Smoother` over them
+in order, a gated window (digital silence, or under `--min-level`) counting as zeros, as
+the listener does before its event detector.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calibrate.progress import Progress
+from edge.capture.audio import read_audio
+from edge.errors import AudioError
+from edge.events import Event
+from edge.listen import ListenOptions, listen
+from edge.outputs.sinks import Sink, Status, WindowResult
+from edge.scoring import Smoother
+
+log = logging.getLogger(__name__)
+
+
+class WindowRecorder(Sink):
+    """A sink that keeps each window's time, scores (in the label set's order) and gate flag."""
+
+    def __init__(self, labels: Sequence[str]):
+        super().__init__(stream=io.StringIO())
+        self.labels = tuple(labels)
+        self.index = {name: i for i, name in enumerate(self.labels)}
+        self.times: list[float] = []
+        self.rows: list[np.ndarray] = []
+        self.gated: list[bool] = []
+        self.starts = 0  # events `listen` started with the label set as it is
+
+    def window(self, result: WindowResult) -> None:
+        row = np.full(len(self.labels), np.nan)
+        for name, score in result.top:
+            row[self.index[name]] = score
+        if np.isnan(row).any():  # top_k below the number of labels: the replay would be wrong
+            raise ValueError(f"WindowRecorder: a window carries {len(result.top)} of {len(self.labels)} labels: "
+                             "run listen with top_k = the number of labels")
+        self.times.append(result.t)
+        self.rows.append(row)
+        self.gated.append(bool(getattr(result, "gated", False)))
+
+    def event(self, event: Event) -> None:
+        self.starts += event.kind == "start"
+
+    def status(self, status: Status) -> None:
+        if status.level == "warning":
+            log.debug("listen: %s", status.message)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One continuous stream's windows: times [N], raw scores [N, K], gate flags [N]."""
+
+    name: str
+    times: np.ndarray
+    scores: np.ndarray
+    gated: np.ndarray
+    seconds: float  # the stream's length, as listen counts it
+    starts: int  # events listen started on it with the label set's own thresholds
+
+    def smoothed(self, windows: int) -> np.ndarray:
+        """[N, K] smoothed scores: `Smoother(windows)` replayed in order, as the listener does."""
+        smoother = Smoother(windows)
+        out = np.empty_like(self.scores)
+        for i, (row, gated) in enumerate(zip(self.scores, self.gated)):
+            out[i] = smoother.update(np.zeros_like(row) if gated else row)
+        return out
+
+
+def listen_to(options: ListenOptions, labels: Sequence[str], path: Path, name: str | None = None) -> Stream:
+    """Run listen over one file (fast, every label); AudioError when it cannot be read or fails."""
+    options = dataclasses.replace(options, input=str(path), fast=True, top_k=len(labels))
+    recorder = WindowRecorder(labels)
+    summary = listen(options, sink=recorder)
+    if summary.error:
+        raise AudioError(summary.error)
+    k = len(labels)
+    return Stream(name or str(path), np.asarray(recorder.times, dtype=np.float64),
+                  np.asarray(recorder.rows, dtype=np.float64).reshape(-1, k), np.asarray(recorder.gated, dtype=bool),
+                  float(summary.seconds), recorder.starts)
+
+
+def record(options: ListenOptions, labels: Sequence[str], files: Sequence[Path], join: bool = False,
+           what: str = "background") -> tuple[list[Stream], list[tuple[Path, str]]]:
+    """Streams of `files` (one per file, or with `join` one stream of them all, end to end, no
+    gap) and the files skipped as unreadable, each with the reason (a warning is logged)."""
+    skipped: list[tuple[Path, str]] = []
+    if join:
+        return [_joined(options, labels, files, skipped)], skipped
+    streams = []
+    with Progress(len(files), f"listening to {what}") as bar:
+        for path in files:
+            try:
+                streams.append(listen_to(options, labels, path))
+            except AudioError as err:
+                log.warning("skipped %s: %s", path, err)
+                skipped.append((path, str(err)))
+            bar.update()
+    return streams, skipped
+
+
+def _joined(options: ListenOptions, labels: Sequence[str], files: Sequence[Path],
+            skipped: list[tuple[Path, str]]) -> Stream:
+    """The files decoded at the model's rate, concatenated into one file, listened to as one stream."""
+    import soundfile as sf
+
+    from edge.bundle import resolve_bundle
+
+    rate = resolve_bundle(options.bundle).meta.frontend.sample_rate
+    parts = []
+    with Progress(len(files), "reading background") as bar:
+        for path in files:
+            try:
+                parts.append(read_audio(path, rate))
+            except AudioError as err:
+                log.warning("skipped %s: %s", path, err)
+                skipped.append((path, str(err)))
+            bar.update()
+    if not parts:
+        return Stream("nothing", np.zeros(0), np.zeros((0, len(labels))), np.zeros(0, dtype=bool), 0.0, 0)
+    with tempfile.TemporaryDirectory(prefix="semanticac-calibrate-") as folder:
+        joined = Path(folder) / "joined.w64"  # Sony Wave64: no 4 GB limit (WAV's is ~18 h at 16 kHz float)
+        sf.write(str(joined), np.concatenate(parts), rate, format="W64", subtype="FLOAT")
+        log.info("listening to %d file(s) joined into one stream of %.1f s", len(parts),
+                 sum(p.size for p in parts) / rate)
+        return listen_to(options, labels, joined, name=f"{len(parts)} file(s) joined")

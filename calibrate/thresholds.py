@@ -1,0 +1,228 @@
+"""Per-label thresholds that keep false alarms on a site's background under a budget.
+
+    background audio ─► edge.listen.listen (every window, every label) ─► raw scores
+      ─► Smoother replayed (as the listener) ─► per label: EventDetector replayed at candidate
+         thresholds ─► starts per hour of background ─► the lowest threshold within budget
+
+The event logic is edge's own: `count_starts` feeds a one-label `EventDetector` (labels are
+independent in it: a label's events do not depend on the others' scores or thresholds) with
+that label's smoothed scores, with the release ratio and minimum duration `listen` uses.
+
+Which thresholds are tried. A label's number of starts is a step function of its threshold
+θ: it can change only where θ crosses a smoothed score s (start: s >= θ) or s / release (end:
+s < θ x release), and on each interval (b_j, b_{j+1}] between those breakpoints it equals its
+value at b_{j+1}. Hysteresis makes it non-monotone (a higher θ ends an event sooner, and the
+sound may start a second one), so the search is: the starts at up to 64 breakpoints spread over
+all of them, from the highest one over budget the budget is met at every breakpoint tried
+above it; between that one and the next tried, bisection over the breakpoints finds the
+interval (b_lo, b_hi] where the count drops within budget; the threshold written is the
+shortest decimal in it of at least 3 decimals (0.618 rather than 0.61734...: the same count, a
+little margin above the breakpoint, at most 0.001 above the lowest).
+Thresholds never go below `min_threshold` (default 1/K, the chance level of a softmax over K
+labels: lower, a label could start an event when the model prefers nothing) nor above 1;
+a label that exceeds the budget even at 1.0 gets 1.0 and is reported as not meeting it.
+
+Windows far below a threshold's release level cannot change a detector's state (it is idle
+after the first of them), so a run of them is fed as its first window only (`quiet_runs_dropped`):
+an exact reduction that makes the replay cost scale with the windows near the threshold.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calibrate.errors import CalibrationError
+from calibrate.progress import Progress
+from calibrate.recording import record
+from edge.events import EventDetector
+from edge.labels.labelset import LabelSet, resolve_label_set
+from edge.listen import ListenOptions
+
+log = logging.getLogger(__name__)
+
+GRID = 64  # breakpoints tried before bisection (see the module docstring)
+
+Sequences = list[tuple[np.ndarray, np.ndarray]]  # per stream: (times [N], one label's smoothed scores [N])
+
+
+def count_starts(sequences: Sequences, label: str, threshold: float, release: float, min_duration: float) -> int:
+    """Events that edge's EventDetector starts for one label over the streams at `threshold`."""
+    starts = 0
+    for times, values in sequences:
+        detector = EventDetector([label], [threshold], release_ratio=release, min_duration=min_duration)
+        for t, value in zip(times, values):
+            starts += sum(event.kind == "start" for event in detector.update(float(t), np.array([value])))
+    return starts
+
+
+def quiet_runs_dropped(sequences: Sequences, level: float) -> Sequences:
+    """Drop every window below `level` whose previous window is below it too (and a first window
+    below it): for any threshold with release level >= `level` the detector is idle after the
+    first window of such a run and stays idle through it, so the starts are the same."""
+    out = []
+    for times, values in sequences:
+        low = values < level
+        keep = ~(low & np.concatenate([[True], low[:-1]]))
+        out.append((times[keep], values[keep]))
+    return out
+
+
+def shortest_decimal(low: float, high: float, digits_from: int = 3) -> float:
+    """The shortest decimal x with low < x <= high, of at least `digits_from` decimals (so x is
+    within 10^-digits_from of low: the lowest threshold, readable); high itself when none has <= 8."""
+    for digits in range(digits_from, 9):
+        step = 10.0 ** -digits
+        x = round((math.floor(low / step + 1e-9) + 1) * step, digits)
+        if x <= low:
+            x = round(x + step, digits)
+        if low < x <= high:
+            return x
+    return high
+
+
+@dataclass
+class LabelFit:
+    label: str
+    old_threshold: float
+    threshold: float
+    starts: int  # at the chosen threshold, over the whole background
+    per_hour: float
+    met: bool  # False: over budget even at 1.0
+    curve: list[tuple[float, int]] = field(default_factory=list)  # (threshold, starts) tried, sorted
+    recall_old: float | None = None  # fraction of positives of this label that start an event
+    recall_new: float | None = None
+    positives: int = 0
+
+
+def fit_label(sequences: Sequences, label: str, old_threshold: float, budget: float, release: float,
+              min_duration: float, min_threshold: float, hours: float) -> LabelFit:
+    """The lowest threshold in [min_threshold, 1] whose starts stay <= `budget` (events)."""
+    sequences = quiet_runs_dropped(sequences, min_threshold * release)
+    values = np.concatenate([v for _, v in sequences]) if sequences else np.zeros(0)
+    breaks = np.unique(np.concatenate([values, values / release, [min_threshold, 1.0]]))
+    breaks = breaks[(breaks >= min_threshold) & (breaks <= 1.0)]
+    tried: dict[float, int] = {}
+
+    def starts(threshold: float) -> int:
+        if threshold not in tried:
+            tried[threshold] = count_starts(sequences, label, threshold, release, min_duration)
+        return tried[threshold]
+
+    grid = np.unique(np.round(np.linspace(0, len(breaks) - 1, min(GRID, len(breaks)))).astype(int))
+    over = [i for i in grid if starts(float(breaks[i])) > budget]
+    if not over:  # within budget everywhere from the floor up
+        threshold = min(shortest_decimal(min_threshold - 1e-12, min_threshold + 1e-4), 1.0)
+        if threshold < min_threshold or starts(threshold) > budget:
+            threshold = float(min_threshold)
+        met = True
+    elif over[-1] == len(breaks) - 1:  # over budget even at 1.0
+        threshold, met = 1.0, False
+    else:
+        lo = over[-1]
+        hi = int(grid[np.searchsorted(grid, lo) + 1])
+        while hi - lo > 1:  # starts(breaks[lo]) > budget >= starts(breaks[hi])
+            mid = (lo + hi) // 2
+            if starts(float(breaks[mid])) > budget:
+                lo = mid
+            else:
+                hi = mid
+        threshold = shortest_decimal(float(breaks[lo]), float(breaks[hi]))
+        if starts(threshold) > budget:  # rounding met a float edge: the breakpoint itself is exact
+            threshold = float(breaks[hi])
+        met = True
+    n = starts(threshold)
+    return LabelFit(label, old_threshold, threshold, n, n / hours, met and n <= budget, sorted(tried.items()))
+
+
+def recall(sequences: Sequences, label: str, threshold: float, release: float, min_duration: float) -> float:
+    """Fraction of the positive streams in which an event of `label` starts at `threshold`."""
+    hits = [count_starts([seq], label, threshold, release, min_duration) > 0 for seq in sequences]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+@dataclass
+class ThresholdReport:
+    label_set: LabelSet
+    fits: list[LabelFit]
+    per_hour_budget: float
+    hours: float
+    streams: int
+    files: int
+    skipped: list[tuple[Path, str]]
+    positives_skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def thresholds(self) -> list[float]:
+        return [fit.threshold for fit in self.fits]
+
+
+def check_budget(per_hour: float) -> float:
+    if isinstance(per_hour, bool) or not isinstance(per_hour, (int, float)) or not math.isfinite(per_hour) \
+            or per_hour <= 0:
+        raise CalibrationError(f"--false-alarms-per-hour {per_hour!r} is not allowed: use a finite number > 0 "
+                               "(e.g. 1: at most one false event per hour of background)")
+    return float(per_hour)
+
+
+def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour: float, join: bool = False,
+                   positives: Sequence[tuple[Path, str]] = (), min_threshold: float | None = None) -> ThresholdReport:
+    """Listen to `background` with `options` (their window, hop, smooth, release, min_duration,
+    level gate), then fit each label's threshold to at most `per_hour` starts per hour."""
+    per_hour = check_budget(per_hour)
+    label_set = resolve_label_set(options.labels)
+    names = label_set.names
+    if min_threshold is None:
+        min_threshold = 1.0 / len(names)
+    if not (math.isfinite(min_threshold) and 0.0 < min_threshold <= 1.0):
+        raise CalibrationError(f"--min-threshold {min_threshold!r} is not allowed: use a score in (0, 1]")
+    unknown = sorted({label for _, label in positives} - set(names))
+    if unknown:
+        raise CalibrationError(f"--positives: label(s) {unknown} are not in label set {label_set.name!r}; "
+                               f"its labels are: {', '.join(names)}")
+    streams, skipped = record(options, names, list(background), join=join)
+    hours = sum(stream.seconds for stream in streams) / 3600.0
+    if not streams or hours <= 0.0 or not any(len(s.times) for s in streams):
+        why = f" ({len(skipped)} unreadable file(s) skipped: first {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise CalibrationError(f"the background holds no audio to listen to{why}: pass recordings of the site "
+                               "without the sounds to detect")
+    if skipped:
+        log.warning("%d of %d background file(s) skipped as unreadable", len(skipped), len(background))
+    budget = per_hour * hours
+    smoothed = [stream.smoothed(options.smooth) for stream in streams]
+    fits = []
+    with Progress(len(names), "fitting thresholds") as bar:
+        for k, label in enumerate(label_set.labels):
+            sequences = [(stream.times, values[:, k]) for stream, values in zip(streams, smoothed)]
+            fits.append(fit_label(sequences, label.name, label.threshold, budget, options.release,
+                                  options.min_duration, min_threshold, hours))
+            bar.update()
+    report = ThresholdReport(label_set, fits, per_hour, hours, len(streams),
+                             len(background) - len(skipped), skipped)
+    if positives:
+        _positive_recall(report, options, positives)
+    return report
+
+
+def _positive_recall(report: ThresholdReport, options: ListenOptions, positives: Sequence[tuple[Path, str]]) -> None:
+    names = report.label_set.names
+    files = list(dict.fromkeys(path for path, _ in positives))
+    streams, skipped = record(options, names, files, what="positives")
+    report.positives_skipped = skipped
+    by_path = {Path(stream.name): stream for stream in streams}
+    if skipped:
+        log.warning("%d of %d positive file(s) skipped as unreadable", len(skipped), len(files))
+    smoothed = {path: stream.smoothed(options.smooth) for path, stream in by_path.items()}
+    for k, fit in enumerate(report.fits):
+        mine = [path for path, label in positives if label == fit.label and path in by_path]
+        if not mine:
+            continue
+        sequences = [(by_path[path].times, smoothed[path][:, k]) for path in mine]
+        fit.positives = len(sequences)
+        fit.recall_old = recall(sequences, fit.label, fit.old_threshold, options.release, options.min_duration)
+        fit.recall_new = recall(sequences, fit.label, fit.threshold, options.release, options.min_duration)

@@ -1,0 +1,217 @@
+"""`semanticac-calibrate thresholds`: the fitted set keeps `listen` within the false-alarm budget."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import calibrate.cli
+from calibrate.thresholds import count_starts, fit_label, quiet_runs_dropped, shortest_decimal
+from edge.labels.labelset import load_label_set, resolve_label_set
+from edge.listen import ListenOptions, listen
+from edge.outputs.sinks import PlainLines
+from tests.calibrate.conftest import BUDGET, LISTEN, cli_options
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def events_started(labels: str, files) -> tuple[int, float]:
+    """(events started, seconds) of `listen` over each file, each its own stream."""
+    events, seconds = 0, 0.0
+    for path in files:
+        summary = listen(ListenOptions(labels=labels, input=str(path), fast=True, **LISTEN),
+                         sink=PlainLines(io.StringIO()))
+        assert summary.error is None
+        events, seconds = events + summary.events, seconds + summary.seconds
+    return events, seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole command on the demo bundle and a synthesised background
+
+
+def test_thresholds_run_reports_every_label_and_the_skipped_file(thresholds_run):
+    result = thresholds_run.result
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "2 file(s), 1 skipped as unreadable" in out  # broken.wav; notes.txt is no audio file
+    for name in resolve_label_set("urban").names:
+        assert name in out
+    assert "recall old" in out and f"wrote {thresholds_run.out}" in out
+
+
+def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
+    urban = resolve_label_set("urban")
+    site = load_label_set(thresholds_run.out)
+    assert site.sha256 == urban.sha256  # the bundle's labels/urban.npz stays valid
+    assert site.name == urban.name and site.names == urban.names
+    assert [label.prompts for label in site.labels] == [label.prompts for label in urban.labels]
+    text = thresholds_run.out.read_text()
+    assert text.startswith("# Label set 'urban'") and "--false-alarms-per-hour" in text
+    assert all(0 < label.threshold <= 1 for label in site.labels)
+
+
+def test_budget_forces_thresholds_up_and_listen_keeps_to_it(thresholds_run, background):
+    files = [background / "street1.wav", background / "more" / "street2.flac"]
+    site = load_label_set(thresholds_run.out)
+    assert any(label.threshold > 0.5 for label in site.labels), "the background should force a threshold up"
+    before, seconds = events_started("urban", files)
+    budget = BUDGET * seconds / 3600.0
+    assert before > budget, f"the shipped thresholds start {before} events: the test background is too quiet"
+    after, _ = events_started(str(thresholds_run.out), files)
+    assert after <= budget
+
+
+def test_false_alarm_plot_is_a_png(thresholds_run):
+    assert thresholds_run.plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_join_makes_one_stream(background, tmp_path):
+    out = tmp_path / "joined.yaml"
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "thresholds", "--labels", "urban", "--background", str(background / "street1.wav"),
+        "--background", str(background / "more" / "street2.flac"), "--join",
+        "--false-alarms-per-hour", "1e6", "--out", str(out), *cli_options(hop=2.0)])
+    assert result.exit_code == 0, result.output
+    assert "in 1 stream(s), 2 file(s)" in result.stdout
+    seconds = float(result.stdout.split("background: ")[1].split(" s")[0])
+    assert math.isclose(seconds, 24.0, abs_tol=0.05)
+    assert "joined into one stream" in out.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# the search itself, on score sequences written by hand
+
+
+def test_count_starts_uses_the_event_detector():
+    times = np.arange(8, dtype=float)
+    values = np.array([0.1, 0.8, 0.8, 0.1, 0.9, 0.2, 0.9, 0.9])
+    seq = [(times, values)]
+    assert count_starts(seq, "x", 0.5, 0.7, 1.0) == 2  # 0.8 0.8, then 0.9 0.9 (0.9 0.2: too short)
+    assert count_starts(seq, "x", 0.5, 0.7, 0.0) == 3
+    assert count_starts(seq, "x", 0.95, 0.7, 0.0) == 0
+
+
+def test_dropping_quiet_runs_changes_no_count():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        values = np.clip(rng.random(200) ** 3 * 1.2, 0, 1)
+        seq = [(np.arange(200) * 0.5, values)]
+        floor = 0.1
+        reduced = quiet_runs_dropped(seq, floor * 0.7)
+        assert len(reduced[0][0]) < 200
+        for threshold in (0.1, 0.2, 0.35, 0.5, 0.8):
+            for min_duration in (0.0, 1.0):
+                assert count_starts(reduced, "x", threshold, 0.7, min_duration) == \
+                    count_starts(seq, "x", threshold, 0.7, min_duration)
+
+
+def test_fit_label_is_the_lowest_threshold_within_budget():
+    times = np.arange(40, dtype=float)
+    values = np.full(40, 0.05)
+    values[5:10], values[20:25] = 0.6, 0.72  # two loud events of 5 s
+    seq = [(times, values)]
+    fit = fit_label(seq, "x", 0.5, budget=0.0, release=0.7, min_duration=1.0, min_threshold=0.1, hours=1.0)
+    assert fit.met and fit.starts == 0 and 0.72 < fit.threshold <= 0.721
+    one = fit_label(seq, "x", 0.5, budget=1.0, release=0.7, min_duration=1.0, min_threshold=0.1, hours=1.0)
+    assert one.starts == 1 and 0.6 < one.threshold <= 0.601
+    assert count_starts(seq, "x", one.threshold - 0.002, 0.7, 1.0) == 2  # just below: over budget
+    free = fit_label(seq, "x", 0.5, budget=5.0, release=0.7, min_duration=1.0, min_threshold=0.1, hours=1.0)
+    assert free.threshold == pytest.approx(0.1) and free.starts == 2
+    stuck = fit_label([(times, np.ones(40))], "x", 0.5, budget=0.0, release=0.7, min_duration=1.0,
+                      min_threshold=0.1, hours=1.0)
+    assert stuck.threshold == 1.0 and not stuck.met
+
+
+def test_shortest_decimal():
+    assert shortest_decimal(0.61734, 0.7) == 0.618
+    assert shortest_decimal(0.6, 0.7) == 0.601
+    assert shortest_decimal(0.123456, 0.1234565) == 0.1234561
+    assert shortest_decimal(0.3, 0.3 + 1e-12) == 0.3 + 1e-12
+
+
+# ---------------------------------------------------------------------------------------------
+# errors: one line, no traceback, no file
+
+
+def run(args):
+    return CliRunner().invoke(calibrate.cli.main, ["thresholds", *args])
+
+
+@pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf"])
+def test_budget_must_be_positive_and_finite(budget, background, tmp_path):
+    result = run(["--labels", "urban", "--background", str(background), "--false-alarms-per-hour", budget,
+                  "--out", str(tmp_path / "x.yaml")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--false-alarms-per-hour" in result.output and "finite number > 0" in result.output
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_empty_background_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run(["--labels", "urban", "--background", str(tmp_path / "empty"), "--false-alarms-per-hour", "1",
+                  "--out", str(tmp_path / "x.yaml")])
+    assert result.exit_code == 1 and "no background audio files found" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_unreadable_background_only_is_an_error_and_keeps_the_old_file(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    out = tmp_path / "site.yaml"
+    out.write_text("previous content\n")
+    result = run(["--labels", "urban", "--background", str(bad), "--false-alarms-per-hour", "1",
+                  "--out", str(out), *cli_options()])
+    assert result.exit_code == 1, result.output
+    assert "holds no audio" in result.output and "1 unreadable file(s) skipped" in result.output
+    assert str(bad) in result.output
+    assert out.read_text() == "previous content\n"  # never a partial or replaced file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.wav", "site.yaml"]  # no temporary file
+
+
+def test_positive_label_not_in_the_set(background, tmp_path):
+    csv_path = tmp_path / "pos.csv"
+    csv_path.write_text("path,label\nclip.wav,helicopter\n")
+    result = run(["--labels", "urban", "--background", str(background), "--positives", str(csv_path),
+                  "--false-alarms-per-hour", "1", "--out", str(tmp_path / "x.yaml")])
+    assert result.exit_code == 1
+    assert "['helicopter']" in result.output and "air_conditioner" in result.output
+    assert not (tmp_path / "x.yaml").exists()
+
+
+def test_label_set_without_labels(background, tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("name: site\nlabels: []\n")
+    result = run(["--labels", str(empty), "--background", str(background), "--false-alarms-per-hour", "1",
+                  "--out", str(tmp_path / "x.yaml")])
+    assert result.exit_code == 1 and "labels: is empty" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bad_listen_option_is_a_usage_error(background, tmp_path):
+    result = run(["--labels", "urban", "--background", str(background), "--false-alarms-per-hour", "1",
+                  "--out", str(tmp_path / "x.yaml"), "--release", "1.5"])
+    assert result.exit_code == 2 and "--release" in result.output
+
+
+def test_a_failing_plot_leaves_no_file(background, tmp_path, monkeypatch):
+    import calibrate.plots
+
+    def broken(report, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(calibrate.plots, "plot_false_alarms", broken)
+    out = tmp_path / "site.yaml"
+    with pytest.raises(OSError):
+        CliRunner().invoke(calibrate.cli.main, [
+            "thresholds", "--labels", "urban", "--background", str(background / "street1.wav"),
+            "--false-alarms-per-hour", "1", "--out", str(out), "--plot", str(tmp_path / "p.png"),
+            *cli_options(hop=3.0)], catch_exceptions=False)
+    assert not out.exists() and not (tmp_path / "p.png").exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left either
+
