@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +26,7 @@ from pathlib import Path
 from edge.errors import BundleError
 from edge.features import Frontend
 from edge.fsutil import atomic_write_text, sha256_file
-from edge.schema import Fields, must_be, read_json
+from edge.schema import NUMBER, Fields, must_be, read_json
 
 FORMAT_VERSION = 1
 META_FILE = "model.json"
@@ -58,6 +59,10 @@ class BundleMeta:
     training: dict = field(default_factory=dict)  # command, data, figures
     license: str = "unspecified"
     format_version: int = FORMAT_VERSION
+    # how logits become scores: {"kind": "softmax"} over the label set (the default, and every
+    # bundle without the field), or {"kind": "sigmoid", "logit_bias": b}: per-label probabilities
+    # sigmoid(logit_scale * cosine + b), so "nothing" is an answer (edge.scoring)
+    scoring: dict = field(default_factory=lambda: {"kind": "softmax"})
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -109,7 +114,28 @@ def parse_bundle_meta(data: dict) -> BundleMeta:
         training=meta.get("training", dict, "a mapping (command, data, figures)", default={}),
         license=meta.get("license", str, "the licence text", default="unspecified"),
         format_version=version,
+        scoring=_scoring(meta),
     )
+
+
+SCORING_KINDS = ("softmax", "sigmoid")
+
+
+def _scoring(meta: Fields) -> dict:
+    """model.json `scoring`: {"kind": "softmax"} (also when absent) or {"kind": "sigmoid",
+    "logit_bias": <finite number>}."""
+    spec = meta.nested("scoring", "a mapping with 'kind'", default=None)
+    if spec is None:
+        return {"kind": "softmax"}
+    kind = spec.choice("kind", SCORING_KINDS)
+    if kind == "softmax":
+        spec.unknown({"kind"}, context="for kind 'softmax'")
+        return {"kind": "softmax"}
+    spec.unknown({"kind", "logit_bias"}, context="for kind 'sigmoid'")
+    bias = spec.get("logit_bias", NUMBER, "a finite number (the global bias of a sigmoid model)")
+    if not math.isfinite(bias):
+        raise spec.fail(f"field 'logit_bias' {must_be('a finite number', bias)}")
+    return {"kind": "sigmoid", "logit_bias": float(bias)}
 
 
 @dataclass(frozen=True)

@@ -3,22 +3,25 @@
     name: urban                          # file-name safe; the embeddings are labels/<name>.npz
     prompt: "an audio clip of {label}"   # optional, this is the default ({label}: the name, _ -> space)
     threshold: 0.5                       # optional default for every label
+    calibration: {temperature: 1.3}      # optional: logits / T (semanticac-calibrate scores)
     labels:
       - dog_bark                         # a bare name ...
       - name: siren                      # ... or a mapping
         prompts: ["an ambulance siren wailing"]   # extra phrasings, averaged with the template's
         threshold: 0.6                   # score that starts an event (default: the set's)
         group: traffic                   # free text, for sinks and dashboards
+        bias: -0.4                       # optional: added to the label's logit (calibration)
 
 A new label is a YAML edit: the device embeds it itself with the bundle's text tower.
 `labels_sha256` covers only the label names and their prompt texts, so editing a
-threshold or a group never makes cached embeddings stale.
+threshold, a group or the calibration never makes cached embeddings stale.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import logging
 import os
 import re
@@ -36,8 +39,10 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "an audio clip of {label}"  # the paper's best prompt (Table 4)
 DEFAULT_THRESHOLD = 0.5
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SET_KEYS = {"name": "str", "prompt": "str", "threshold": "number", "description": "str", "labels": "list"}
-LABEL_KEYS = {"name": "str", "prompts": "list of str", "threshold": "number", "group": "str"}
+SET_KEYS = {"name": "str", "prompt": "str", "threshold": "number", "description": "str", "labels": "list",
+            "calibration": "mapping"}
+LABEL_KEYS = {"name": "str", "prompts": "list of str", "threshold": "number", "group": "str", "bias": "number"}
+CALIBRATION_KEYS = {"temperature": "number"}
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,7 @@ class Label:
     prompts: tuple[str, ...]  # every text embedded for this label: the template's first, then extras
     threshold: float
     group: str | None = None
+    bias: float = 0.0  # added to this label's logit after the temperature (semanticac-calibrate scores)
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,7 @@ class LabelSet:
     source: str = "<memory>"  # the YAML file it was read from
     description: str | None = None
     shipped: bool = False  # one of the sets installed with the package (configs/labels/)
+    temperature: float = 1.0  # logits are divided by it before the per-label bias (calibration)
 
     @property
     def names(self) -> list[str]:
@@ -168,7 +175,20 @@ class _Parser:
                                                       "names are compared ignoring case and '_' vs ' '")
             seen[key] = (i, item.start_mark.line + 1)
             labels.append(label)
-        return LabelSet(name=name, prompt=prompt, labels=tuple(labels), source=self.source, description=description)
+        temperature = self.calibration(keys["calibration"]) if "calibration" in keys else 1.0
+        return LabelSet(name=name, prompt=prompt, labels=tuple(labels), source=self.source, description=description,
+                        temperature=temperature)
+
+    def calibration(self, node: yaml.Node) -> float:
+        """`calibration: {temperature: T}`, T a finite number > 0 (semanticac-calibrate scores writes it)."""
+        keys = self.mapping(node, "calibration", CALIBRATION_KEYS)
+        if "temperature" not in keys:
+            return 1.0
+        value = self.value(keys["temperature"], "calibration.temperature", "number")
+        if not (math.isfinite(value) and value > 0):
+            raise self.fail(keys["temperature"], "calibration.temperature",
+                            f"{value:g} is not allowed: a temperature is a finite number > 0 (1: none)")
+        return value
 
     def label(self, node: yaml.Node, where: str, template: str, default: float) -> Label:
         if isinstance(node, yaml.ScalarNode):
@@ -184,7 +204,10 @@ class _Parser:
         prompts = tuple(dict.fromkeys([template.format(label=label_text(name))] + extra))  # drop repeats
         threshold = self.threshold(keys["threshold"], f"{where}.threshold") if "threshold" in keys else default
         group = self.value(keys["group"], f"{where}.group", "str") if "group" in keys else None
-        return Label(name=name, prompts=prompts, threshold=threshold, group=group)
+        bias = self.value(keys["bias"], f"{where}.bias", "number") if "bias" in keys else 0.0
+        if not math.isfinite(bias):
+            raise self.fail(keys["bias"], f"{where}.bias", f"{bias} is not allowed: a bias is a finite number")
+        return Label(name=name, prompts=prompts, threshold=threshold, group=group, bias=bias)
 
 
 def _template_error(prompt: str) -> bool:
