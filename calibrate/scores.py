@@ -1,0 +1,287 @@
+"""Score calibration on labelled clips: a temperature per label set and a bias per label.
+
+The device scores a window as (edge.scoring.Scorer)
+
+    z = logit_scale * cosine (+ the bundle's logit_bias for a sigmoid model)    # raw logits
+    scores = softmax(z / T + b)  or  sigmoid(z / T + b)                         # T, b: the label set's
+
+`fit_calibration` finds T (one per label set) and b_k (one per label) that minimise the
+negative log-likelihood of the clips' labels: the multiclass NLL for a softmax bundle, the
+one-vs-rest binary cross-entropy (summed over labels) for a sigmoid one. The problem is
+convex in (a = 1/T, b), since the logits are linear in them, so a plain L-BFGS (written
+out below; no scipy) reaches the optimum in a few dozen steps. A small L2 penalty keeps the
+biases near 0 where a label has few clips (and makes the softmax's biases, otherwise free to
+shift together, unique); a label with no clip keeps bias 0. A temperature alone never changes
+a clip's top-1 label; biases may.
+
+Clips are scored as `listen` scores a clip of the bundle's clip length: the log-mel of the
+whole clip (edge.features.log_mel), its first window of `clip_seconds`, tiled to the
+model's input (tile_frames), one embedding from the bundle's backend; scores come from
+edge's Scorer itself, so the figures before and after are what the device will compute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calibrate.errors import CalibrationError
+from calibrate.inputs import LabelledClip
+from calibrate.progress import Progress
+from edge.bundle import Bundle
+from edge.capture.audio import read_audio
+from edge.errors import AudioError
+from edge.features import Windowing, log_mel, tile_frames
+from edge.labels.embeddings import LabelEmbeddings
+from edge.labels.labelset import LabelSet
+from edge.scoring import Scorer, softmax
+
+log = logging.getLogger(__name__)
+
+ECE_BINS = 15
+DEFAULT_BIAS_L2 = 0.01  # per label, on the mean NLL: a bias of 1 costs 0.005 nats per clip
+BATCH = 8
+MAX_TEMPERATURE = 1e3
+
+
+@dataclass
+class ClipSet:
+    """Labelled clips as the model sees them: embeddings [N, C], label indices [N]."""
+
+    embeddings: np.ndarray
+    targets: np.ndarray
+    paths: list[Path]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledClip], backend) -> ClipSet:
+    """One embedding per clip (its first window of the bundle's clip length); unreadable clips
+    are skipped with a warning and listed; CalibrationError when none is left."""
+    frontend = bundle.meta.frontend
+    window = Windowing.from_seconds(frontend, bundle.meta.clip_seconds, bundle.meta.clip_seconds).window_frames
+    index = {name: i for i, name in enumerate(label_set.names)}
+    rows, targets, paths, skipped, batch = [], [], [], [], []
+
+    def run() -> None:
+        if batch:
+            rows.append(backend.embed(np.stack([mel for mel, _, _ in batch])[:, None]))
+            targets.extend(t for _, t, _ in batch)
+            paths.extend(p for _, _, p in batch)
+            batch.clear()
+
+    with Progress(len(clips), "embedding clips") as bar:
+        for clip in clips:
+            try:
+                mel = log_mel(read_audio(clip.path, frontend.sample_rate), frontend)
+            except AudioError as err:
+                log.warning("skipped %s: %s", clip.path, err)
+                skipped.append((clip.path, str(err)))
+            else:
+                batch.append((tile_frames(mel[:window], frontend.frames), index[clip.label], clip.path))
+                if len(batch) == BATCH:
+                    run()
+            bar.update()
+        run()
+    if not rows:
+        raise CalibrationError(f"none of the {len(clips)} clip(s) could be read (first: {skipped[0][0]}: "
+                               f"{skipped[0][1]}): check the paths in --data")
+    if skipped:
+        log.warning("%d of %d clip(s) skipped as unreadable", len(skipped), len(clips))
+    return ClipSet(np.concatenate(rows).astype(np.float32), np.asarray(targets, dtype=np.int64), paths, skipped)
+
+
+# ---------------------------------------------------------------------------------------------
+# Objective and optimiser
+
+
+def objective(z: np.ndarray, y: np.ndarray, kind: str, a: float, b: np.ndarray,
+              bias_l2: float) -> tuple[float, float, np.ndarray]:
+    """Mean NLL (+ bias_l2/2 |b|^2) of logits a*z + b, and its gradient in a and in b."""
+    n, k = z.shape
+    zc = a * z + b
+    if kind == "softmax":
+        p = softmax(zc)
+        top = zc.max(axis=1)
+        lse = top + np.log(np.exp(zc - top[:, None]).sum(axis=1))
+        nll = float(np.mean(lse - zc[np.arange(n), y]))
+        grad = p
+        grad[np.arange(n), y] -= 1.0
+    else:
+        onehot = np.zeros((n, k))
+        onehot[np.arange(n), y] = 1.0
+        nll = float(np.mean(np.sum(np.logaddexp(0.0, zc) - onehot * zc, axis=1)))
+        grad = 1.0 / (1.0 + np.exp(-zc)) - onehot
+    grad /= n
+    return nll + 0.5 * bias_l2 * float(b @ b), float(np.sum(grad * z)), grad.sum(axis=0) + bias_l2 * b
+
+
+def lbfgs(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
+          feasible: Callable[[np.ndarray], bool], max_iter: int = 500, memory: int = 10,
+          tol: float = 1e-8) -> tuple[np.ndarray, int]:
+    """Minimise a smooth convex `fun` (value, gradient) from `x0`: L-BFGS (two-loop recursion)
+    with a backtracking (Armijo) line search that also keeps x `feasible`. Returns (x, steps)."""
+    x = np.asarray(x0, dtype=np.float64).copy()
+    f, g = fun(x)
+    s_hist: list[np.ndarray] = []
+    y_hist: list[np.ndarray] = []
+    for step in range(max_iter):
+        if np.max(np.abs(g)) < tol:
+            return x, step
+        q, alphas = g.copy(), []
+        for s, y in reversed(list(zip(s_hist, y_hist))):
+            rho = 1.0 / (y @ s)
+            alpha = rho * (s @ q)
+            q -= alpha * y
+            alphas.append((rho, alpha))
+        q *= (s_hist[-1] @ y_hist[-1]) / (y_hist[-1] @ y_hist[-1]) if s_hist else 1.0 / max(1.0, np.linalg.norm(g))
+        for (s, y), (rho, alpha) in zip(zip(s_hist, y_hist), reversed(alphas)):
+            q += s * (alpha - rho * (y @ q))
+        d = -q
+        if g @ d >= 0:  # not a descent direction: forget the curvature pairs
+            d, s_hist, y_hist = -g, [], []
+        t = 1.0
+        while True:
+            x_new = x + t * d
+            if feasible(x_new):
+                f_new, g_new = fun(x_new)
+                if f_new <= f + 1e-4 * t * (g @ d):
+                    break
+            t *= 0.5
+            if t < 1e-14:
+                return x, step
+        s, y = x_new - x, g_new - g
+        if s @ y > 1e-12:
+            s_hist, y_hist = (s_hist + [s])[-memory:], (y_hist + [y])[-memory:]
+        done = abs(f - f_new) <= 1e-12 * max(1.0, abs(f))
+        x, f, g = x_new, f_new, g_new
+        if done:
+            return x, step + 1
+    return x, max_iter
+
+
+@dataclass
+class Calibration:
+    temperature: float
+    biases: np.ndarray  # [K]; 0 for labels without clips (or without --bias)
+    steps: int
+
+
+def fit_calibration(z: np.ndarray, y: np.ndarray, kind: str, fit_bias: bool = True,
+                    bias_l2: float = DEFAULT_BIAS_L2) -> Calibration:
+    """T and b minimising the NLL of raw logits z [N, K] (T = 1, b = 0) for labels y [N]."""
+    z = np.asarray(z, dtype=np.float64)
+    k = z.shape[1]
+    free = np.zeros(k, dtype=bool)
+    if fit_bias:
+        free[np.unique(y)] = True  # a label with no clip has no evidence for its bias
+
+    def unpack(x: np.ndarray) -> tuple[float, np.ndarray]:
+        b = np.zeros(k)
+        b[free] = x[1:]
+        return float(x[0]), b
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        a, b = unpack(x)
+        value, grad_a, grad_b = objective(z, y, kind, a, b, bias_l2)
+        return value, np.concatenate([[grad_a], grad_b[free]])
+
+    x, steps = lbfgs(fun, np.concatenate([[1.0], np.zeros(int(free.sum()))]),
+                     feasible=lambda x: 1.0 / MAX_TEMPERATURE < x[0] < MAX_TEMPERATURE)
+    a, b = unpack(x)
+    return Calibration(1.0 / a, b, steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+
+
+@dataclass
+class Reliability:
+    """Top-1 confidence vs accuracy in ECE_BINS equal-width bins."""
+
+    confidence: np.ndarray  # [bins] mean top-1 score (nan: empty bin)
+    accuracy: np.ndarray  # [bins]
+    count: np.ndarray  # [bins]
+
+    @property
+    def ece(self) -> float:
+        filled = self.count > 0
+        weights = self.count[filled] / self.count.sum()
+        return float(np.sum(weights * np.abs(self.accuracy[filled] - self.confidence[filled])))
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> Reliability:
+    conf = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)  # (i/bins, (i+1)/bins], 0 in the first
+    count = np.bincount(which, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, conf, minlength=bins) / count
+        accuracy = np.bincount(which, correct.astype(float), minlength=bins) / count
+    return Reliability(confidence, accuracy, count)
+
+
+def nll(probs: np.ndarray, y: np.ndarray, kind: str) -> float:
+    """Mean negative log-likelihood of the labels under scores `probs` (softmax or sigmoid)."""
+    tiny = 1e-300
+    n = len(y)
+    if kind == "softmax":
+        return float(-np.mean(np.log(np.maximum(probs[np.arange(n), y], tiny))))
+    onehot = np.zeros_like(probs)
+    onehot[np.arange(n), y] = 1.0
+    return float(-np.mean(np.sum(onehot * np.log(np.maximum(probs, tiny))
+                                 + (1 - onehot) * np.log(np.maximum(1 - probs, tiny)), axis=1)))
+
+
+@dataclass
+class Metrics:
+    nll: float
+    ece: float
+    accuracy: float
+    reliability: Reliability
+
+
+def metrics(probs: np.ndarray, y: np.ndarray, kind: str) -> Metrics:
+    rel = reliability(probs, y)
+    return Metrics(nll(probs, y, kind), rel.ece, float(np.mean(probs.argmax(axis=1) == y)), rel)
+
+
+def calibrated(label_set: LabelSet, temperature: float, biases: Sequence[float]) -> LabelSet:
+    """`label_set` with calibration T and per-label biases (names, prompts, thresholds kept)."""
+    labels = tuple(dataclasses.replace(label, bias=float(b)) for label, b in zip(label_set.labels, biases))
+    return dataclasses.replace(label_set, labels=labels, temperature=float(temperature))
+
+
+@dataclass
+class ScoreReport:
+    label_set: LabelSet  # calibrated
+    calibration: Calibration
+    before: Metrics
+    after: Metrics
+    clips: int
+    per_label: np.ndarray  # clips per label [K]
+    kind: str
+    skipped: list[tuple[Path, str]]
+
+
+def fit_scores(bundle: Bundle, label_set: LabelSet, label_embeddings: LabelEmbeddings, clipset: ClipSet,
+               fit_bias: bool = True, bias_l2: float = DEFAULT_BIAS_L2) -> ScoreReport:
+    """Fit T and b on `clipset`; before = the label set's own calibration, after = the fit,
+    both scored by edge's Scorer as `listen` builds it."""
+    if not (math.isfinite(bias_l2) and bias_l2 >= 0):
+        raise CalibrationError(f"--bias-l2 {bias_l2!r} is not allowed: use a finite number >= 0")
+    raw = Scorer.for_bundle(bundle.meta, label_embeddings)  # T = 1, b = 0: the model's own logits
+    kind = raw.kind
+    y = clipset.targets
+    fit = fit_calibration(raw.logits(clipset.embeddings), y, kind, fit_bias=fit_bias, bias_l2=bias_l2)
+    site = calibrated(label_set, fit.temperature, fit.biases)
+    before = Scorer.for_bundle(bundle.meta, label_embeddings, label_set)(clipset.embeddings)
+    after = Scorer.for_bundle(bundle.meta, label_embeddings, site)(clipset.embeddings)
+    return ScoreReport(site, fit, metrics(before, y, kind), metrics(after, y, kind), len(y),
+                       np.bincount(y, minlength=len(label_set.labels)), kind, clipset.skipped)

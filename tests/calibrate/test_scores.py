@@ -1,0 +1,230 @@
+"""`semanticac-calibrate scores`: temperature and biases that lower the NLL, in edge's own formula."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import calibrate.cli
+from calibrate.errors import CalibrationError
+from calibrate.inputs import check_labels, read_clip_csv, read_dataset
+from calibrate.scores import calibrated, fit_calibration, metrics, objective, reliability
+from edge.labels.embeddings import label_embeddings_for
+from edge.labels.labelset import load_label_set, resolve_label_set
+from edge.scoring import Scorer, sigmoid, softmax
+from tests.calibrate.conftest import RATE, scene
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def synthetic_logits(n: int, k: int, temperature: float, seed: int = 0):
+    """Raw logits and labels drawn from softmax(z / temperature): the true calibration is known."""
+    rng = np.random.default_rng(seed)
+    z = 15.0 * rng.uniform(-0.3, 0.6, size=(n, k))
+    p = softmax(z / temperature)
+    y = np.array([rng.choice(k, p=row) for row in p])
+    return z, y
+
+
+# ---------------------------------------------------------------------------------------------
+# the fit
+
+
+def test_temperature_is_recovered_and_the_nll_falls():
+    z, y = synthetic_logits(3000, 6, temperature=2.5)
+    fit = fit_calibration(z, y, "softmax", fit_bias=False)
+    assert fit.temperature == pytest.approx(2.5, rel=0.1)
+    assert np.all(fit.biases == 0)
+    before, after = metrics(softmax(z), y, "softmax"), metrics(softmax(z / fit.temperature), y, "softmax")
+    assert after.nll < before.nll and after.ece < before.ece
+    assert after.accuracy == before.accuracy  # a temperature alone never changes the top-1 label
+
+
+def test_biases_correct_a_shifted_label_and_absent_labels_keep_zero():
+    z, y = synthetic_logits(3000, 5, temperature=1.0, seed=1)
+    shifted = z.copy()
+    shifted[:, 2] += 3.0  # the model over-scores label 2
+    y = np.where(y == 4, 0, y)  # no clip of label 4
+    fit = fit_calibration(shifted, y, "softmax", bias_l2=0.0)
+    assert fit.biases[4] == 0.0
+    assert fit.biases[2] < fit.biases[[0, 1, 3]].min() - 1.0
+    cal = softmax(shifted / fit.temperature + fit.biases)
+    assert metrics(cal, y, "softmax").nll < metrics(softmax(shifted), y, "softmax").nll
+
+
+def test_sigmoid_fit_lowers_the_binary_cross_entropy():
+    z, y = synthetic_logits(800, 4, temperature=1.0, seed=2)
+    fit = fit_calibration(z - 5.0, y, "sigmoid")
+    before = metrics(sigmoid(z - 5.0), y, "sigmoid").nll
+    after = metrics(sigmoid((z - 5.0) / fit.temperature + fit.biases), y, "sigmoid").nll
+    assert after < before
+
+
+@pytest.mark.parametrize("kind", ["softmax", "sigmoid"])
+def test_objective_gradient_matches_finite_differences(kind):
+    z, y = synthetic_logits(50, 4, temperature=1.0, seed=3)
+    a, b, eps = 0.7, np.array([0.1, -0.2, 0.3, 0.0]), 1e-6
+    _, grad_a, grad_b = objective(z, y, kind, a, b, bias_l2=0.05)
+    f = lambda a_, b_: objective(z, y, kind, a_, b_, bias_l2=0.05)[0]  # noqa: E731
+    assert grad_a == pytest.approx((f(a + eps, b) - f(a - eps, b)) / (2 * eps), rel=1e-4)
+    for i in range(4):
+        step = np.eye(4)[i] * eps
+        assert grad_b[i] == pytest.approx((f(a, b + step) - f(a, b - step)) / (2 * eps), rel=1e-4, abs=1e-8)
+
+
+def test_ece_of_known_bins():
+    probs = np.array([[0.9, 0.1]] * 10 + [[0.3, 0.7]] * 10)
+    y = np.array([0] * 5 + [1] * 5 + [1] * 10)
+    rel = reliability(probs, y)
+    assert rel.count.sum() == 20 and rel.count[13] == 10 and rel.count[10] == 10  # 0.9 and 0.7
+    assert rel.ece == pytest.approx(0.5 * abs(0.5 - 0.9) + 0.5 * abs(1.0 - 0.7))
+
+
+def test_the_fit_is_edges_scoring_formula(demo_bundle):
+    """One formula: the logits fitted (z / T + b on the raw logits) are what edge's Scorer computes
+    for a label set carrying that calibration, as listen builds it."""
+    urban = resolve_label_set("urban")
+    embeddings = label_embeddings_for(demo_bundle, urban)
+    audio = np.random.default_rng(0).standard_normal((5, demo_bundle.meta.embedding_dim)).astype(np.float32)
+    raw = Scorer.for_bundle(demo_bundle.meta, embeddings).logits(audio)
+    biases = np.linspace(-0.5, 0.5, len(urban.labels))
+    site = calibrated(urban, 1.7, biases)
+    scorer = Scorer.for_bundle(demo_bundle.meta, embeddings, site)
+    np.testing.assert_allclose(scorer.logits(audio), raw / 1.7 + biases, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(scorer(audio), softmax(raw / 1.7 + biases), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+
+
+@pytest.fixture(scope="module")
+def labelled_csv(tmp_path_factory):
+    """Eight synthetic clips of four urban labels (edge.tools.demo's sounds in pink noise)."""
+    from edge.tools.demo import car_horn, gun_shots, jackhammer, siren
+
+    folder = tmp_path_factory.mktemp("labelled")
+    rows = [["path", "label"]]
+    for i, (label, make) in enumerate([("siren", siren), ("car_horn", car_horn), ("jackhammer", jackhammer),
+                                       ("gun_shot", gun_shots)] * 2):
+        name = f"{label}-{i}.wav"
+        sf.write(folder / name, scene(5, [(0, make, 5, 0.2 + 0.1 * (i // 4))], seed=10 + i), RATE)
+        rows.append([name, label])
+    with open(folder / "clips.csv", "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return folder / "clips.csv"
+
+
+def figures(output: str) -> dict[str, tuple[float, float, float]]:
+    """{before|after: (NLL, ECE, top-1 %)} from the command's table."""
+    out = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("before", "after"):
+            out[parts[0]] = (float(parts[1]), float(parts[2]), float(parts[3].rstrip("%")))
+    return out
+
+
+def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
+    out, plot = tmp_path / "site.yaml", tmp_path / "reliability.png"
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "scores", "--labels", "urban", "--data", str(labelled_csv), "--out", str(out), "--plot", str(plot),
+        "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    fig = figures(result.stdout)
+    assert fig["after"][0] <= fig["before"][0] + 1e-9  # the NLL never rises
+    site, urban = load_label_set(out), resolve_label_set("urban")
+    assert site.sha256 == urban.sha256 and site.names == urban.names
+    assert site.temperature != 1.0
+    biased = {label.name for label in site.labels if label.bias != 0.0}
+    assert biased and biased <= {"siren", "car_horn", "jackhammer", "gun_shot"}  # labels without clips keep 0
+    assert [label.threshold for label in site.labels] == [label.threshold for label in urban.labels]
+    assert "calibration:" in out.read_text() and out.read_text().startswith("# Label set 'urban'")
+    assert plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_temperature_alone_keeps_the_top1(labelled_csv, tmp_path):
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "scores", "--labels", "urban", "--data", str(labelled_csv), "--out", str(tmp_path / "t.yaml"), "--no-bias",
+        "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    fig = figures(result.stdout)
+    assert fig["after"][2] == fig["before"][2] and fig["after"][0] <= fig["before"][0] + 1e-9
+    assert all(label.bias == 0.0 for label in load_label_set(tmp_path / "t.yaml").labels)
+
+
+def test_scores_on_real_clips(data_dir, tmp_path):
+    """Three UrbanSound8K fold-2 clips per class through the command: NLL and ECE do not rise."""
+    clips = read_dataset(f"us8k:{data_dir / 'us8k'}:2")
+    chosen = {}
+    for clip in clips:
+        chosen.setdefault(clip.label, [])
+        if len(chosen[clip.label]) < 3:
+            chosen[clip.label].append(clip)
+    csv_path = tmp_path / "real.csv"
+    with open(csv_path, "w", newline="") as f:
+        csv.writer(f).writerows([["path", "label"]] + [[str(c.path), c.label] for group in chosen.values()
+                                                        for c in group])
+    out = tmp_path / "site.yaml"
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "scores", "--labels", "urban", "--data", str(csv_path), "--out", str(out), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("30 clip(s)")
+    fig = figures(result.stdout)
+    assert fig["after"][0] <= fig["before"][0] + 1e-9
+    assert load_label_set(out).temperature > 0
+
+
+def test_dataset_specs(data_dir):
+    esc = read_dataset(f"esc50:{data_dir / 'esc50'}")
+    assert len(esc) == 1600 and esc[0].path.is_file()
+    check_labels(esc, resolve_label_set("esc50"), "--data")  # ESC-50's categories are the esc50 set's names
+    fold1 = read_dataset(f"us8k:{data_dir / 'us8k'}:1")
+    assert len(fold1) == 873 and all("/fold1/" in str(c.path) for c in fold1)
+    with pytest.raises(CalibrationError, match="not in label set 'urban'"):
+        check_labels(esc, resolve_label_set("urban"), "--data")
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+
+def scores(args):
+    return CliRunner().invoke(calibrate.cli.main, ["scores", "--labels", "urban", *args])
+
+
+def test_unknown_labels_are_listed_with_the_sets_names(tmp_path):
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text("path,label\na.wav,siren\nb.wav,helicopter\nc.wav,tractor\n")
+    result = scores(["--data", str(csv_path), "--out", str(tmp_path / "x.yaml")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "['helicopter', 'tractor']" in result.output and "street_music" in result.output
+    assert f"{csv_path}:3" in result.output
+    assert not (tmp_path / "x.yaml").exists()
+
+
+@pytest.mark.parametrize("text,message", [
+    ("path,label\n", "holds no rows"),
+    ("file_name,label\na.wav,siren\n", "missing column(s) ['path']"),
+    ("path,label\na.wav,\n", "column 'label' is empty"),
+])
+def test_bad_csvs(tmp_path, text, message):
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text(text)
+    with pytest.raises(CalibrationError, match=None) as err:
+        read_clip_csv(csv_path)
+    assert message in str(err.value)
+
+
+def test_bad_dataset_spec_and_unreadable_clips(tmp_path):
+    result = scores(["--data", "esc51:/nowhere", "--out", str(tmp_path / "x.yaml")])
+    assert result.exit_code == 1 and "esc50:ROOT or us8k:ROOT[:FOLDS]" in result.output
+    (tmp_path / "bad.wav").write_bytes(b"no audio")
+    (tmp_path / "c.csv").write_text("path,label\nbad.wav,siren\nmissing.wav,siren\n")
+    result = scores(["--data", str(tmp_path / "c.csv"), "--out", str(tmp_path / "x.yaml"), "--threads", "1"])
+    assert result.exit_code == 1 and "none of the 2 clip(s) could be read" in result.output
+    assert "bad.wav" in result.output and not (tmp_path / "x.yaml").exists()
