@@ -171,7 +171,8 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
         f"at most {per_hour:g} false alarm(s) per hour on {report.hours:.3f} h of background "
         f"({report.files} file(s), {how}" + (f", {len(report.skipped)} unreadable skipped" if report.skipped else "")
         + ").",
-        f"Valid for listen with: window {window if window is not None else 'the bundle clip length'}, hop {hop:g} s, "
+        f"Valid for listen with: window {f'{window:g} s' if window is not None else 'the bundle clip length'}, "
+        f"hop {hop:g} s, "
         f"smooth {smooth}, min_duration {min_duration:g} s, release {release_ratio:g}{gate}.",
         f"From {report.label_set.source} (labels_sha256 {report.label_set.sha256[:16]}...).",
         f"Command: {command_line(ctx)}",

@@ -61,7 +61,7 @@ def background(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def positives(tmp_path_factory) -> Path:
-    """positives.csv: a siren and a car horn clip (5 s each), paths relative to the CSV."""
+    """positives.csv: a siren and a car horn clip (5 s each) and an unreadable one, paths relative to the CSV."""
     from edge.tools.demo import car_horn, siren
 
     folder = tmp_path_factory.mktemp("positives")
@@ -70,7 +70,8 @@ def positives(tmp_path_factory) -> Path:
     sf.write(folder / "clips" / "horn.wav", scene(5, [(0.5, car_horn, 4, 0.5)], seed=4), RATE)
     with open(folder / "positives.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerows([["path", "label"], ["clips/siren.wav", "siren"], ["clips/horn.wav", "car_horn"]])
+        writer.writerows([["path", "label"], ["clips/siren.wav", "siren"], ["clips/horn.wav", "car_horn"],
+                          ["clips/missing.wav", "siren"]])
     return folder / "positives.csv"
 
 

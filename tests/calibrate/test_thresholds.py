@@ -42,6 +42,9 @@ def test_thresholds_run_reports_every_label_and_the_skipped_file(thresholds_run)
     for name in resolve_label_set("urban").names:
         assert name in out
     assert "recall old" in out and f"wrote {thresholds_run.out}" in out
+    assert "1 positive file(s) skipped as unreadable" in out
+    siren = next(line.split() for line in out.splitlines() if line.startswith("siren "))
+    assert siren[5] == "1"  # one readable siren clip: recall over it alone
 
 
 def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
@@ -125,6 +128,18 @@ def test_fit_label_is_the_lowest_threshold_within_budget():
     stuck = fit_label([(times, np.ones(40))], "x", 0.5, budget=0.0, release=0.7, min_duration=1.0,
                       min_threshold=0.1, hours=1.0)
     assert stuck.threshold == 1.0 and not stuck.met
+
+
+def test_no_threshold_tried_above_the_choice_is_over_budget():
+    """Hysteresis makes the count non-monotone in the threshold: a higher threshold ends an event
+    sooner and the sound may start a second one. The choice is safe against every tried threshold above it."""
+    rng = np.random.default_rng(5)
+    for _ in range(10):
+        values = np.clip(0.5 + 0.35 * np.sin(np.arange(300) / 3.0) + 0.1 * rng.standard_normal(300), 0, 1)
+        seq = [(np.arange(300) * 0.5, values)]
+        fit = fit_label(seq, "x", 0.5, budget=3.0, release=0.7, min_duration=1.0, min_threshold=0.1, hours=1.0)
+        assert fit.met and fit.starts <= 3
+        assert all(n <= 3 for threshold, n in fit.curve if threshold >= fit.threshold)
 
 
 def test_shortest_decimal():

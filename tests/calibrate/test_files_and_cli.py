@@ -1,0 +1,97 @@
+"""The written label set, the progress lines and the command's help."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from click.testing import CliRunner
+
+import calibrate.cli
+from calibrate.errors import CalibrationError
+from calibrate.inputs import audio_files
+from calibrate.labelfile import dump_label_set, write_label_set
+from calibrate.progress import Progress
+from edge.labels.labelset import load_label_set, parse_label_set
+
+SITE = """\
+name: workshop
+description: a test set with everything a label set may hold
+prompt: "the sound of {label}"
+threshold: 0.4
+calibration: {temperature: 1.3}
+labels:
+  - drilling
+  - name: table_saw
+    prompts: ["a circular saw cutting wood", "the sound of table saw"]
+    threshold: 0.6
+    group: tools
+    bias: -0.25
+  - {name: dog_bark, group: animals}
+"""
+
+
+def test_a_copy_keeps_prompts_groups_and_calibration(tmp_path):
+    original = parse_label_set(SITE, "site.yaml")
+    out = tmp_path / "copy.yaml"
+    back = write_label_set(out, original, thresholds=[0.11, 0.123456789, 1.0], header=["fitted here", "second"])
+    again = load_label_set(out)
+    assert again.sha256 == original.sha256 == back.sha256
+    assert [label.prompts for label in again.labels] == [label.prompts for label in original.labels]
+    assert [label.group for label in again.labels] == [None, "tools", "animals"]
+    assert [label.threshold for label in again.labels] == [0.11, 0.123456789, 1.0]  # exactly
+    assert again.temperature == 1.3 and [label.bias for label in again.labels] == [0.0, -0.25, 0.0]
+    assert again.description == original.description and again.prompt == original.prompt
+    assert out.read_text().startswith("# fitted here\n# second\nname: workshop\n")
+
+
+def test_new_calibration_replaces_the_old(tmp_path):
+    original = parse_label_set(SITE, "site.yaml")
+    text = dump_label_set(original, temperature=0.8, biases=[0.5, 0.0, -1.5])
+    back = parse_label_set(text)
+    assert back.temperature == 0.8 and [label.bias for label in back.labels] == [0.5, 0.0, -1.5]
+    assert [label.threshold for label in back.labels] == [0.4, 0.6, 0.4]
+    assert "calibration" not in dump_label_set(original, temperature=1.0)
+
+
+def test_audio_files_from_files_and_folders(tmp_path):
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.wav", "a/y.FLAC", "a/z.txt", "b.ogg"):
+        (tmp_path / name).write_bytes(b"")
+    found = audio_files([tmp_path / "a", tmp_path / "b.ogg", tmp_path / "a" / "x.wav"])
+    assert [p.name for p in found] == ["x.wav", "y.FLAC", "b.ogg"]  # folder sorted, repeats once
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CalibrationError, match="no background audio files found"):
+        audio_files([tmp_path / "empty"])
+
+
+def test_progress_logs_about_every_tenth_off_a_terminal(caplog):
+    with caplog.at_level(logging.INFO, logger="calibrate.progress"):
+        with Progress(40, "listening", stream=io.StringIO()) as bar:
+            for _ in range(40):
+                bar.update()
+    lines = [r.getMessage() for r in caplog.records if r.name == "calibrate.progress"]
+    assert len(lines) == 10 and lines[-1].startswith("listening: 40/40 (100 %")
+
+
+def test_progress_draws_a_bar_on_a_terminal():
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    with Progress(4, "fitting", stream=stream) as bar:
+        bar.update(2)
+        bar.update(2)
+    text = stream.getvalue()
+    assert text.count("\r") == 2 and "4/4" in text and text.endswith("\n")
+
+
+def test_help_lists_both_commands():
+    result = CliRunner().invoke(calibrate.cli.main, ["--help"])
+    assert result.exit_code == 0
+    assert "thresholds  per-label thresholds" in result.output and "scores      a temperature" in result.output
+    for command in ("thresholds", "scores"):
+        sub = CliRunner().invoke(calibrate.cli.main, [command, "--help"])
+        assert sub.exit_code == 0 and "--out" in sub.output and "--labels" in sub.output
