@@ -126,10 +126,9 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
 
         require_matplotlib()  # before the long run, not after it
     files = audio_files(background)
-    extra = {"min_level": min_level} if min_level is not None else {}
     options = ListenOptions(labels=labels_spec, bundle=bundle, input=str(files[0]), fast=True, window=window, hop=hop,
                             smooth=smooth, min_duration=min_duration, release=release_ratio, threads=threads,
-                            backend=backend_choice, **extra)
+                            backend=backend_choice, min_level=min_level)
     pairs = []
     if positives:
         from edge.labels.labelset import resolve_label_set

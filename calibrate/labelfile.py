@@ -29,7 +29,7 @@ def dump_label_set(label_set: LabelSet, thresholds: Sequence[float] | None = Non
     for name, values in (("thresholds", thresholds), ("biases", biases)):
         if values is not None and len(values) != k:
             raise ValueError(f"dump_label_set: {len(values)} {name} for {k} labels")
-    temperature = getattr(label_set, "temperature", 1.0) if temperature is None else float(temperature)
+    temperature = label_set.temperature if temperature is None else float(temperature)
     data: dict = {"name": label_set.name}
     if label_set.description:
         data["description"] = label_set.description
@@ -45,7 +45,7 @@ def dump_label_set(label_set: LabelSet, thresholds: Sequence[float] | None = Non
         item["threshold"] = float(label.threshold if thresholds is None else thresholds[i])
         if label.group is not None:
             item["group"] = label.group
-        bias = float(getattr(label, "bias", 0.0) if biases is None else biases[i])
+        bias = float(label.bias if biases is None else biases[i])
         if bias != 0.0:
             item["bias"] = bias
         items.append(item)
@@ -65,7 +65,7 @@ def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet
                                "(labels_sha256): not written; this is a bug, please report it")
     for key in ("thresholds", "biases"):
         want = values.get(key)
-        have = [label.threshold if key == "thresholds" else getattr(label, "bias", 0.0) for label in back.labels]
+        have = [label.threshold if key == "thresholds" else label.bias for label in back.labels]
         if want is not None and not all(math.isclose(a, b, rel_tol=0, abs_tol=0) for a, b in zip(want, have)):
             raise CalibrationError(f"{path}: {key} do not read back exactly: not written; please report it")
     atomic_write_text(path, text)

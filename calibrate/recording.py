@@ -52,7 +52,7 @@ class WindowRecorder(Sink):
                              "run listen with top_k = the number of labels")
         self.times.append(result.t)
         self.rows.append(row)
-        self.gated.append(bool(getattr(result, "gated", False)))
+        self.gated.append(bool(result.gated))
 
     def event(self, event: Event) -> None:
         self.starts += event.kind == "start"
