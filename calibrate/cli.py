@@ -93,6 +93,9 @@ BACKEND = click.option("--backend", "backend_choice", type=click.Choice(list(BAC
               help="Join the background files end to end into one stream (default: each file its own stream).")
 @click.option("--min-threshold", type=float, default=None, callback=_score,
               help="Lowest threshold written. Default: 1/K, the chance level of a softmax over the K labels.")
+@click.option("--only-raise", is_flag=True,
+              help="Never lower a threshold below the label set's own (by default a label the background never "
+                   "triggers falls to --min-threshold).")
 @click.option("--window", type=float, default=None, help="Window length in seconds, as listen. Default: the bundle's "
                                                           "clip length.")
 @click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
@@ -108,14 +111,15 @@ BACKEND = click.option("--backend", "backend_choice", type=click.Choice(list(BAC
 @BACKEND
 @click.pass_context
 @domain_errors
-def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, plot, join, min_threshold, window,
-               hop, smooth, min_duration, release_ratio, min_level, threads, backend_choice):
+def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, plot, join, min_threshold, only_raise,
+               window, hop, smooth, min_duration, release_ratio, min_level, threads, backend_choice):
     """Per-label thresholds for at most F false alarms per hour of background.
 
     Listens to the background exactly as `semanticac-edge listen --input FILE --fast` would
     (same window, hop, smoothing, minimum duration, release and level gate: use the same
-    values on the device), then gives each label the lowest threshold at which edge's event
-    detector starts at most F events per hour. Writes the label set with those thresholds.
+    values on the device), then gives each label the lowest threshold (not below
+    --min-threshold) at which edge's event detector starts at most F events per hour.
+    Writes the label set with those thresholds.
     """
     from calibrate.inputs import audio_files, check_labels, read_clip_csv
     from calibrate.labelfile import write_label_set
@@ -136,7 +140,8 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
         clips = read_clip_csv(positives)
         check_labels(clips, resolve_label_set(labels_spec), f"--positives {positives}")
         pairs = [(clip.path, clip.label) for clip in clips]
-    report = fit_thresholds(options, files, per_hour, join=join, positives=pairs, min_threshold=min_threshold)
+    report = fit_thresholds(options, files, per_hour, join=join, positives=pairs, min_threshold=min_threshold,
+                            only_raise=only_raise)
 
     click.echo(f"background: {report.hours * 3600:.1f} s ({report.hours:.3f} h) in {report.streams} stream(s), "
                f"{report.files} file(s)" + (f", {len(report.skipped)} skipped as unreadable" if report.skipped else "")
@@ -153,6 +158,10 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
         click.echo(line)
     if report.positives_skipped:
         click.echo(f"{len(report.positives_skipped)} positive file(s) skipped as unreadable")
+    lowered = [fit.label for fit in report.fits if fit.threshold < fit.old_threshold]
+    if lowered:
+        click.echo(f"{len(lowered)} threshold(s) lowered: the background never took them near their old value; "
+                   "sounds it did not hold may now start events (--only-raise keeps the old ones)")
     unmet = [fit.label for fit in report.fits if not fit.met]
     if unmet:
         log.warning("%d label(s) start more than %g events per hour even at threshold 1.0: %s", len(unmet),

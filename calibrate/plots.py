@@ -43,17 +43,24 @@ def plot_false_alarms(report, path: str | Path) -> None:
     # where "no event" is drawn (log y has no 0): below the budget and below one event
     floor = min(0.5 / report.hours, report.per_hour_budget / 10.0)
     colours = plt.get_cmap("tab20" if len(report.fits) > 10 else "tab10")
-    for i, fit in enumerate(report.fits):
-        colour = colours(i % colours.N)
+    # labels the background never triggers are flat at "no event": drawn once, as a note
+    silent = [fit for fit in report.fits if not any(n for _, n in fit.curve)]
+    shown = [fit for fit in report.fits if fit not in silent]
+    for i, fit in enumerate(shown):
+        colour, style = colours(i % colours.N), ("-", "--", ":")[(i // colours.N) % 3]
         x = np.array([t for t, _ in fit.curve])
         rate = np.array([n for _, n in fit.curve]) / report.hours
-        ax.plot(x, np.maximum(rate, floor), drawstyle="steps-pre", color=colour, lw=1.2,
+        ax.plot(x, np.maximum(rate, floor), drawstyle="steps-pre", color=colour, lw=1.2, ls=style,
                 label=f"{fit.label} -> {fit.threshold:g}" + ("" if fit.met else " (over budget)"))
         ax.plot([fit.threshold], [max(fit.per_hour, floor)], marker="o", ms=7, color=colour,
                 markeredgecolor="black", zorder=5)
     ax.axhline(report.per_hour_budget, color="black", ls="--", lw=1.2,
                label=f"budget {report.per_hour_budget:g} / h")
     ax.axhline(floor, color="grey", ls=":", lw=0.8)
+    if silent:
+        names = ", ".join(fit.label for fit in silent[:6]) + (", ..." if len(silent) > 6 else "")
+        ax.plot([], [], " ", label=f"{len(silent)} never triggered ({names}): "
+                                   f"{', '.join(sorted({f'{fit.threshold:g}' for fit in silent}))}")
     ax.set_yscale("log")
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("threshold (smoothed score that starts an event)")

@@ -19,7 +19,9 @@ interval (b_lo, b_hi] where the count drops within budget; the threshold written
 shortest decimal in it of at least 3 decimals (0.618 rather than 0.61734...: the same count, a
 little margin above the breakpoint, at most 0.001 above the lowest).
 Thresholds never go below `min_threshold` (default 1/K, the chance level of a softmax over K
-labels: lower, a label could start an event when the model prefers nothing) nor above 1;
+labels: lower, a label could start an event when the model prefers nothing; with `only_raise`,
+below the set's own threshold) nor above 1. A label the background never triggers gets that
+floor: the background says nothing against it, so mind the sounds it did not hold.
 a label that exceeds the budget even at 1.0 gets 1.0 and is reported as not meeting it.
 
 Windows far below a threshold's release level cannot change a detector's state (it is idle
@@ -171,9 +173,12 @@ def check_budget(per_hour: float) -> float:
 
 
 def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour: float, join: bool = False,
-                   positives: Sequence[tuple[Path, str]] = (), min_threshold: float | None = None) -> ThresholdReport:
+                   positives: Sequence[tuple[Path, str]] = (), min_threshold: float | None = None,
+                   only_raise: bool = False) -> ThresholdReport:
     """Listen to `background` with `options` (their window, hop, smooth, release, min_duration,
-    level gate), then fit each label's threshold to at most `per_hour` starts per hour."""
+    level gate), then fit each label's threshold to at most `per_hour` starts per hour.
+    `only_raise`: never below the label set's own threshold (a label the background never
+    triggers keeps it, instead of falling to `min_threshold`)."""
     per_hour = check_budget(per_hour)
     label_set = resolve_label_set(options.labels)
     names = label_set.names
@@ -199,8 +204,9 @@ def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour:
     with Progress(len(names), "fitting thresholds") as bar:
         for k, label in enumerate(label_set.labels):
             sequences = [(stream.times, values[:, k]) for stream, values in zip(streams, smoothed)]
+            floor = max(min_threshold, label.threshold) if only_raise else min_threshold
             fits.append(fit_label(sequences, label.name, label.threshold, budget, options.release,
-                                  options.min_duration, min_threshold, hours))
+                                  options.min_duration, floor, hours))
             bar.update()
     report = ThresholdReport(label_set, fits, per_hour, hours, len(streams),
                              len(background) - len(skipped), skipped)

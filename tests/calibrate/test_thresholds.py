@@ -45,6 +45,7 @@ def test_thresholds_run_reports_every_label_and_the_skipped_file(thresholds_run)
         assert name in out
     assert "recall old" in out and f"wrote {thresholds_run.out}" in out
     assert "1 positive file(s) skipped as unreadable" in out
+    assert "threshold(s) lowered" in out  # labels the background never triggers fall to 1/K
     siren = next(line.split() for line in out.splitlines() if line.startswith("siren "))
     assert siren[5] == "1"  # one readable siren clip: recall over it alone
 
@@ -99,13 +100,16 @@ def test_join_makes_one_stream(background, tmp_path):
     out = tmp_path / "joined.yaml"
     result = CliRunner().invoke(calibrate.cli.main, [
         "thresholds", "--labels", "urban", "--background", str(background / "street1.wav"),
-        "--background", str(background / "more" / "street2.flac"), "--join",
+        "--background", str(background / "more" / "street2.flac"), "--join", "--only-raise",
         "--false-alarms-per-hour", "1e6", "--out", str(out), *cli_options(hop=2.0)])
     assert result.exit_code == 0, result.output
     assert "in 1 stream(s), 2 file(s)" in result.stdout
     seconds = float(result.stdout.split("background: ")[1].split(" s")[0])
     assert math.isclose(seconds, 24.0, abs_tol=0.05)
     assert "joined into one stream" in out.read_text()
+    # a budget nothing exceeds: the lowest thresholds allowed, which --only-raise keeps at the set's own
+    assert [label.threshold for label in load_label_set(out).labels] == [0.5] * 10
+    assert "lowered" not in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------
