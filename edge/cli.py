@@ -286,7 +286,7 @@ def devices() -> None:
     """List audio input devices (index, name, channels, default rate)."""
     from edge.capture.sources import list_input_devices
 
-    found = list_input_devices()
+    found = list_input_devices(rescan=True)  # a device plugged in since PortAudio started
     if not found:
         click.echo("no input devices: PortAudio sees no microphone (see `semanticac-edge doctor`)")
         return

@@ -204,7 +204,8 @@ def open_source(options: ListenOptions, frontend: Frontend) -> Source:
         return StdinSource(options.rate, format=options.stdin_format, channels=options.stdin_channels,
                            sample_rate=frontend.sample_rate)
     if kind == "file":
-        return FileSource(options.input, sample_rate=frontend.sample_rate, fast=options.fast)
+        return FileSource(options.input, sample_rate=frontend.sample_rate, fast=options.fast,
+                          frame_seconds=frontend.win_length / frontend.sample_rate)
     device = int(options.device) if options.device is not None and options.device.isdigit() else options.device
     return MicrophoneSource(device, sample_rate=frontend.sample_rate)
 

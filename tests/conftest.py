@@ -7,6 +7,7 @@ where a missing folder is a failure: CI must never pass by skipping the real che
 """
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,10 @@ def null_sink(tmp_path_factory):
         if os.environ.get("CI") == "true":
             pytest.fail(f"under CI real capture must work: {err}")
         pytest.skip(str(err))
+    if "sounddevice" in sys.modules:  # PortAudio started before the sink existed: let it look again
+        from edge.capture.sources import rescan_devices
+
+        rescan_devices()
     try:
         yield sink
     finally:

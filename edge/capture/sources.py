@@ -246,9 +246,20 @@ def _sounddevice():
     return sounddevice
 
 
-def list_input_devices() -> list[InputDevice]:
-    """The capture devices PortAudio sees, default one flagged."""
+def rescan_devices() -> None:
+    """Make PortAudio list the devices again: it reads them once, when it initialises, so a
+    device plugged in (or a sound server started) later is unseen until then. Only call it
+    while this process has no stream open."""
     sd = _sounddevice()
+    sd._terminate()  # sounddevice's own pair for exactly this (documented in its FAQ)
+    sd._initialize()
+
+
+def list_input_devices(rescan: bool = False) -> list[InputDevice]:
+    """The capture devices PortAudio sees, default one flagged (`rescan`: look again first)."""
+    sd = _sounddevice()
+    if rescan:
+        rescan_devices()
     try:
         default = sd.query_devices(kind="input")["index"]
     except sd.PortAudioError:
@@ -258,19 +269,26 @@ def list_input_devices() -> list[InputDevice]:
             for d in sd.query_devices() if d["max_input_channels"] > 0]
 
 
-def find_input_device(device: int | str | None = None) -> InputDevice:
-    """An input device by index, by (part of) its name (case-insensitive), or the default one."""
-    devices = list_input_devices()
+def _match_device(device: int | str | None, devices: list[InputDevice]) -> list[InputDevice]:
+    """The devices `device` names: an index, (part of) a name (case-insensitive), or None: the default."""
     if isinstance(device, str) and device.strip().isdigit():
         device = int(device)
     if device is None:
-        matches = [d for d in devices if d.is_default]
-    elif isinstance(device, int):
-        matches = [d for d in devices if d.index == device]
-    else:
-        key = device.lower()
-        matches = ([d for d in devices if d.name.lower() == key]
-                   or [d for d in devices if key in d.name.lower()])
+        return [d for d in devices if d.is_default]
+    if isinstance(device, int):
+        return [d for d in devices if d.index == device]
+    key = device.lower()
+    return [d for d in devices if d.name.lower() == key] or [d for d in devices if key in d.name.lower()]
+
+
+def find_input_device(device: int | str | None = None) -> InputDevice:
+    """An input device by index, by (part of) its name (case-insensitive), or the default one.
+    When none matches, PortAudio looks again once (a device plugged in after it started)."""
+    devices = list_input_devices()
+    matches = _match_device(device, devices)
+    if not matches:
+        devices = list_input_devices(rescan=True)
+        matches = _match_device(device, devices)
     if len(matches) == 1:
         return matches[0]
     listing = "; ".join(f"{d.index}: {d.name!r}" for d in devices)

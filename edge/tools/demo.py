@@ -71,7 +71,7 @@ def has_input_device() -> tuple[bool, str]:
     try:
         from edge.capture.sources import list_input_devices
 
-        devices = list_input_devices()
+        devices = list_input_devices(rescan=True)
     except ImportError as err:  # sounddevice or the PortAudio library is missing
         return False, str(err)
     except Exception as err:  # sounddevice.PortAudioError: PortAudio cannot enumerate its host APIs

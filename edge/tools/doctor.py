@@ -144,7 +144,7 @@ def check_input_devices(ctx: _Context) -> Check:
     from edge.capture.sources import list_input_devices
 
     try:
-        devices = list_input_devices()
+        devices = list_input_devices(rescan=True)
     except Exception as err:  # sounddevice.PortAudioError: PortAudio cannot enumerate its host APIs
         return Check("input devices", WARN, f"PortAudio cannot list devices: {err}",
                      "check the sound system: `arecord -l` (ALSA) or `pactl list short sources` (PulseAudio)")
