@@ -66,6 +66,7 @@ def test_json_has_the_documented_keys(demo_bundle):
     assert data["window_s"] == demo_bundle.meta.clip_seconds and data["hop_s"] == 1.0
 
 
+@pytest.mark.slow  # times the backend and the whole pipeline: ~6 s of CPU on 2 cores
 def test_table_output(demo_bundle):
     result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--seconds", "0.2",
                                                 "--backend", "onnxruntime", "--hop", "0.25"])

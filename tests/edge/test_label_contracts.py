@@ -186,6 +186,7 @@ def test_embed_labels_into_the_cache_and_when_the_bundle_is_read_only(bundle_cop
                    "--into cache")
 
 
+@pytest.mark.slow  # embeds 80 prompts with the int8 text graph: ~12 s of CPU on 2 cores
 def test_embed_labels_needs_no_torch_and_long_embeddings_show_progress_on_stderr(demo, tmp_path):
     """A first start with many new labels says what it embeds on stderr, without -v; never on stdout."""
     import soundfile as sf
