@@ -93,7 +93,8 @@ def freeze(model: SemanticAC, config: TrainConfig) -> None:
         model.text.proj.requires_grad_(True)  # the projection to C is ours: it always learns
 
 
-def load_pretrained(model: SemanticAC, model_config: ModelConfig, audio: str | None, text: str | None) -> None:
+def load_pretrained(model: SemanticAC, audio: str | None, text: str | None) -> None:
+    """Official weights into the towers (HTS-AT AudioSet, CLIP RN50); what loaded is logged."""
     if audio:
         from train.model.weights import load_htsat_checkpoint
 
@@ -134,8 +135,7 @@ def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained
         raise ValueError("the one-hot baseline needs num_classes in its model config")
     train_set, validation, label_set, unseen = build_data(config, model_config.frontend)
     model = build_model(model_config)
-    load_pretrained(model, model_config, pretrained_audio or config.pretrained_audio,
-                    pretrained_text or config.pretrained_text)
+    load_pretrained(model, pretrained_audio or config.pretrained_audio, pretrained_text or config.pretrained_text)
     freeze(model, config)
     scorer = ClassScorer(model, label_set, frozen_text=config.freeze_text, unseen=unseen).to(device)
     return Run(model, model_config, scorer, train_set, validation, device)

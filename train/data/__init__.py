@@ -1,5 +1,6 @@
 """Training data: catalogues and splits of ESC-50, UrbanSound8K and users' CSVs (datasets.py),
-and the on-disk cache of decoded waveforms and log-mels (cache.py)."""
+the on-disk cache of decoded waveforms and log-mels (cache.py), and several datasets trained
+as one (combined.py)."""
 
 from train.data.cache import FeatureCache, default_cache_dir
 from train.data.datasets import (
