@@ -11,7 +11,8 @@ one-vs-rest binary cross-entropy (summed over labels) for a sigmoid one. The pro
 convex in (a = 1/T, b), since the logits are linear in them, so a plain L-BFGS (written
 out below; no scipy) reaches the optimum in a few dozen steps. A small L2 penalty keeps the
 biases near 0 where a label has few clips (and makes the softmax's biases, otherwise free to
-shift together, unique); a label with no clip keeps bias 0. A temperature alone never changes
+shift together, unique); a label with no clip keeps bias 0. A weaker one keeps T finite on
+clips the model separates perfectly (TEMPERATURE_L2). A temperature alone never changes
 a clip's top-1 label; biases may.
 
 Clips are scored as `listen` scores a clip of the bundle's clip length: the log-mel of the
@@ -40,14 +41,19 @@ from edge.errors import AudioError
 from edge.features import Windowing, log_mel, tile_frames
 from edge.labels.embeddings import LabelEmbeddings
 from edge.labels.labelset import LabelSet
-from edge.scoring import Scorer, softmax
+from edge.scoring import Scorer, sigmoid, softmax
 
 log = logging.getLogger(__name__)
 
 ECE_BINS = 15
 DEFAULT_BIAS_L2 = 0.01  # per label, on the mean NLL: a bias of 1 costs 0.005 nats per clip
 BATCH = 8
-MAX_TEMPERATURE = 1e3
+# Clips the model separates perfectly push T towards 0 without end (the NLL keeps falling as the
+# scores approach 0/1). A weak prior on a = 1/T, (TEMPERATURE_L2 / 2) (a - 1)^2, stops it there
+# (two classes with a logit gap of 5: T ~ 0.45) and moves a real fit by ~1e-4; T is also kept in
+# [1/20, 20], beyond which scores are saturated or flat whatever the clips.
+TEMPERATURE_L2 = 1e-4
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
 
 @dataclass
@@ -66,7 +72,11 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
     frontend = bundle.meta.frontend
     window = Windowing.from_seconds(frontend, bundle.meta.clip_seconds, bundle.meta.clip_seconds).window_frames
     index = {name: i for i, name in enumerate(label_set.names)}
-    rows, targets, paths, skipped, batch = [], [], [], [], []
+    rows: list[np.ndarray] = []
+    targets: list[int] = []
+    paths: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    batch: list[tuple[np.ndarray, int, Path]] = []
 
     def run() -> None:
         if batch:
@@ -102,7 +112,8 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
 
 def objective(z: np.ndarray, y: np.ndarray, kind: str, a: float, b: np.ndarray,
               bias_l2: float) -> tuple[float, float, np.ndarray]:
-    """Mean NLL (+ bias_l2/2 |b|^2) of logits a*z + b, and its gradient in a and in b."""
+    """Mean NLL of logits a*z + b, + bias_l2/2 |b|^2 + TEMPERATURE_L2/2 (a - 1)^2, and its gradient
+    in a and in b."""
     n, k = z.shape
     zc = a * z + b
     if kind == "softmax":
@@ -116,9 +127,11 @@ def objective(z: np.ndarray, y: np.ndarray, kind: str, a: float, b: np.ndarray,
         onehot = np.zeros((n, k))
         onehot[np.arange(n), y] = 1.0
         nll = float(np.mean(np.sum(np.logaddexp(0.0, zc) - onehot * zc, axis=1)))
-        grad = 1.0 / (1.0 + np.exp(-zc)) - onehot
+        grad = sigmoid(zc) - onehot
     grad /= n
-    return nll + 0.5 * bias_l2 * float(b @ b), float(np.sum(grad * z)), grad.sum(axis=0) + bias_l2 * b
+    prior = 0.5 * bias_l2 * float(b @ b) + 0.5 * TEMPERATURE_L2 * (a - 1.0) ** 2
+    return (nll + prior, float(np.sum(grad * z)) + TEMPERATURE_L2 * (a - 1.0),
+            grad.sum(axis=0) + bias_l2 * b)
 
 
 def lbfgs(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
@@ -139,7 +152,11 @@ def lbfgs(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
             alpha = rho * (s @ q)
             q -= alpha * y
             alphas.append((rho, alpha))
-        q *= (s_hist[-1] @ y_hist[-1]) / (y_hist[-1] @ y_hist[-1]) if s_hist else 1.0 / max(1.0, np.linalg.norm(g))
+        # initial inverse Hessian: the last pair's scale, or a first step of length <= 1
+        if s_hist:
+            q *= (s_hist[-1] @ y_hist[-1]) / (y_hist[-1] @ y_hist[-1])
+        else:
+            q /= max(1.0, float(np.linalg.norm(g)))
         for (s, y), (rho, alpha) in zip(zip(s_hist, y_hist), reversed(alphas)):
             q += s * (alpha - rho * (y @ q))
         d = -q
@@ -170,6 +187,7 @@ class Calibration:
     temperature: float
     biases: np.ndarray  # [K]; 0 for labels without clips (or without --bias)
     steps: int
+    at_bound: bool = False  # T reached MIN_TEMPERATURE or MAX_TEMPERATURE
 
 
 def fit_calibration(z: np.ndarray, y: np.ndarray, kind: str, fit_bias: bool = True,
@@ -192,9 +210,15 @@ def fit_calibration(z: np.ndarray, y: np.ndarray, kind: str, fit_bias: bool = Tr
         return value, np.concatenate([[grad_a], grad_b[free]])
 
     x, steps = lbfgs(fun, np.concatenate([[1.0], np.zeros(int(free.sum()))]),
-                     feasible=lambda x: 1.0 / MAX_TEMPERATURE < x[0] < MAX_TEMPERATURE)
+                     feasible=lambda x: 1.0 / MAX_TEMPERATURE <= x[0] <= 1.0 / MIN_TEMPERATURE)
     a, b = unpack(x)
-    return Calibration(1.0 / a, b, steps)
+    temperature = 1.0 / a
+    at_bound = temperature < MIN_TEMPERATURE * 1.01 or temperature > MAX_TEMPERATURE * 0.99
+    if at_bound:
+        log.warning("the temperature reached its bound (%.3g; allowed %g to %g): the clips are %s; use more "
+                    "clips, and clips the model finds hard", temperature, MIN_TEMPERATURE, MAX_TEMPERATURE,
+                    "all separated perfectly" if temperature < 1 else "close to random for the model")
+    return Calibration(temperature, b, steps, at_bound)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +276,7 @@ def metrics(probs: np.ndarray, y: np.ndarray, kind: str) -> Metrics:
     return Metrics(nll(probs, y, kind), rel.ece, float(np.mean(probs.argmax(axis=1) == y)), rel)
 
 
-def calibrated(label_set: LabelSet, temperature: float, biases: Sequence[float]) -> LabelSet:
+def calibrated(label_set: LabelSet, temperature: float, biases: Sequence[float] | np.ndarray) -> LabelSet:
     """`label_set` with calibration T and per-label biases (names, prompts, thresholds kept)."""
     labels = tuple(dataclasses.replace(label, bias=float(b)) for label, b in zip(label_set.labels, biases))
     return dataclasses.replace(label_set, labels=labels, temperature=float(temperature))

@@ -76,6 +76,13 @@ def test_objective_gradient_matches_finite_differences(kind):
         assert grad_b[i] == pytest.approx((f(a, b + step) - f(a, b - step)) / (2 * eps), rel=1e-4, abs=1e-8)
 
 
+def test_separable_clips_give_a_finite_temperature():
+    z = np.array([[5.0, 0.0], [0.0, 5.0]] * 20)
+    y = np.array([0, 1] * 20)
+    fit = fit_calibration(z, y, "softmax", fit_bias=False)
+    assert not fit.at_bound and 0.3 < fit.temperature < 0.6  # the weak prior on 1/T stops it
+
+
 def test_ece_of_known_bins():
     probs = np.array([[0.9, 0.1]] * 10 + [[0.3, 0.7]] * 10)
     y = np.array([0] * 5 + [1] * 5 + [1] * 10)
@@ -228,3 +235,28 @@ def test_bad_dataset_spec_and_unreadable_clips(tmp_path):
     result = scores(["--data", str(tmp_path / "c.csv"), "--out", str(tmp_path / "x.yaml"), "--threads", "1"])
     assert result.exit_code == 1 and "none of the 2 clip(s) could be read" in result.output
     assert "bad.wav" in result.output and not (tmp_path / "x.yaml").exists()
+
+
+def test_fit_scores_on_a_sigmoid_bundle(demo_bundle):
+    """A sigmoid model (model.json scoring.kind sigmoid, a global logit_bias): the fit lowers the
+    one-vs-rest cross-entropy as edge's Scorer computes it, and keeps the bundle's logit_bias."""
+    import dataclasses
+
+    from calibrate.scores import ClipSet, fit_scores
+    from edge.bundle import Bundle
+
+    meta = dataclasses.replace(demo_bundle.meta, scoring={"kind": "sigmoid", "logit_bias": -6.0})
+    bundle = Bundle(demo_bundle.path, meta)
+    urban = resolve_label_set("urban")
+    embeddings = label_embeddings_for(bundle, urban)
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 10, size=200)
+    # audio near its label's text embedding, with noise: a model that is right but not sure
+    audio = embeddings.embeddings[y] + 0.15 * rng.standard_normal((200, embeddings.embeddings.shape[1]))
+    report = fit_scores(bundle, urban, embeddings, ClipSet(audio.astype(np.float32), y, []))
+    assert report.kind == "sigmoid" and not report.calibration.at_bound
+    assert report.after.nll < report.before.nll
+    scorer = Scorer.for_bundle(meta, embeddings, report.label_set)
+    assert scorer.logit_bias == -6.0 and scorer.temperature == report.calibration.temperature
+    p = scorer(audio.astype(np.float32))
+    assert np.all((p > 0) & (p < 1)) and not np.allclose(p.sum(axis=1), 1.0)  # one sigmoid per label
