@@ -106,7 +106,7 @@ def small_bundle(tmp_path_factory):
     from edge.bundle import read_bundle
     from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_id
-    from train.config import load_model_config
+    from train.model.config import load_model_config
     from train.export import export_bundle
     from train.model.semanticac import build_model
 

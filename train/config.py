@@ -117,13 +117,3 @@ def read_config_yaml(path: str | Path, folder: str, what: str, chain: tuple[Path
             value = {**old, **value}
         merged[key] = value
     return path, merged
-
-
-def __getattr__(name: str):
-    # tests/conftest.py (not the training code's to edit) still imports load_model_config from
-    # here; it lives in train.model.config now, beside the model that reads it
-    if name == "load_model_config":
-        from train.model.config import load_model_config
-
-        return load_model_config
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
