@@ -16,7 +16,7 @@ from calibrate.scores import calibrated, fit_calibration, metrics, objective, re
 from edge.labels.embeddings import label_embeddings_for
 from edge.labels.labelset import load_label_set, resolve_label_set
 from edge.scoring import Scorer, sigmoid, softmax
-from tests.calibrate.conftest import RATE, scene
+from tests.calibrate.conftest import HAVE_MATPLOTLIB, RATE, scene
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -139,8 +139,8 @@ def figures(output: str) -> dict[str, tuple[float, float, float]]:
 def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
     out, plot = tmp_path / "site.yaml", tmp_path / "reliability.png"
     result = CliRunner().invoke(calibrate.cli.main, [
-        "scores", "--labels", "urban", "--data", str(labelled_csv), "--out", str(out), "--plot", str(plot),
-        "--threads", "1"])
+        "scores", "--labels", "urban", "--data", str(labelled_csv), "--out", str(out), "--threads", "1",
+        *(["--plot", str(plot)] if HAVE_MATPLOTLIB else [])])
     assert result.exit_code == 0, result.output
     fig = figures(result.stdout)
     assert fig["after"][0] <= fig["before"][0] + 1e-9  # the NLL never rises
@@ -151,7 +151,7 @@ def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
     assert biased and biased <= {"siren", "car_horn", "jackhammer", "gun_shot"}  # labels without clips keep 0
     assert [label.threshold for label in site.labels] == [label.threshold for label in urban.labels]
     assert "calibration:" in out.read_text() and out.read_text().startswith("# Label set 'urban'")
-    assert plot.read_bytes()[:8] == PNG_MAGIC
+    assert not HAVE_MATPLOTLIB or plot.read_bytes()[:8] == PNG_MAGIC
 
 
 def test_temperature_alone_keeps_the_top1(labelled_csv, tmp_path):

@@ -16,7 +16,7 @@ from calibrate.thresholds import count_starts, fit_label, quiet_runs_dropped, sh
 from edge.labels.labelset import load_label_set, resolve_label_set
 from edge.listen import ListenOptions, listen
 from edge.outputs.sinks import PlainLines
-from tests.calibrate.conftest import BUDGET, LISTEN, cli_options
+from tests.calibrate.conftest import BUDGET, LISTEN, cli_options, needs_matplotlib
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -92,6 +92,7 @@ def test_replay_with_a_level_gate_matches_listen(background):
     assert not np.array_equal(ungated.smoothed(2), stream.smoothed(2))
 
 
+@needs_matplotlib
 def test_false_alarm_plot_is_a_png(thresholds_run):
     assert thresholds_run.plot.read_bytes()[:8] == PNG_MAGIC
 
@@ -240,6 +241,7 @@ def test_bad_listen_option_is_a_usage_error(background, tmp_path):
     assert result.exit_code == 2 and "--release" in result.output
 
 
+@needs_matplotlib
 def test_a_failing_plot_leaves_no_file(background, tmp_path, monkeypatch):
     import calibrate.plots
 
@@ -256,3 +258,13 @@ def test_a_failing_plot_leaves_no_file(background, tmp_path, monkeypatch):
     assert not out.exists() and not (tmp_path / "p.png").exists()
     assert list(tmp_path.iterdir()) == []  # no temporary file left either
 
+
+
+def test_plot_without_matplotlib_fails_before_listening(background, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = run(["--labels", "urban", "--background", str(background), "--false-alarms-per-hour", "1",
+                  "--out", str(tmp_path / "x.yaml"), "--plot", str(tmp_path / "x.png")])
+    assert result.exit_code == 1 and "pip install matplotlib" in result.output
+    assert list(tmp_path.iterdir()) == []
