@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import shlex
+from datetime import date
 
 import click
 
@@ -173,14 +174,18 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
         plot_false_alarms(report, plot)
         click.echo(f"wrote {plot}")
     how = "joined into one stream" if join else "each file its own stream"
+    from edge.bundle import resolve_bundle
+
+    clip = resolve_bundle(bundle).meta.clip_seconds
+    window_text = f"{window:g} s" if window is not None else f"{clip:g} s (the bundle's clip length)"
     gate = f", min_level {min_level:g} dBFS" if min_level is not None else ""
     header = [
-        f"Label set {report.label_set.name!r} with per-label thresholds fitted by semanticac-calibrate {__version__}:",
+        f"Label set {report.label_set.name!r} with per-label thresholds fitted by semanticac-calibrate {__version__} "
+        f"on {date.today().isoformat()}:",
         f"at most {per_hour:g} false alarm(s) per hour on {report.hours:.3f} h of background "
         f"({report.files} file(s), {how}" + (f", {len(report.skipped)} unreadable skipped" if report.skipped else "")
         + ").",
-        f"Valid for listen with: window {f'{window:g} s' if window is not None else 'the bundle clip length'}, "
-        f"hop {hop:g} s, "
+        f"Valid for listen with: window {window_text}, hop {hop:g} s, "
         f"smooth {smooth}, min_duration {min_duration:g} s, release {release_ratio:g}{gate}.",
         f"From {report.label_set.source} (labels_sha256 {report.label_set.sha256[:16]}...).",
         f"Command: {command_line(ctx)}",
@@ -254,7 +259,8 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
         plot_reliability(report, plot)
         click.echo(f"wrote {plot}")
     header = [
-        f"Label set {label_set.name!r} with a score calibration fitted by semanticac-calibrate {__version__}:",
+        f"Label set {label_set.name!r} with a score calibration fitted by semanticac-calibrate {__version__} "
+        f"on {date.today().isoformat()}:",
         f"temperature {cal.temperature:.6g}" + (", a bias per label with clips" if fit_bias else "") +
         f", on {report.clips} labelled clip(s) ({report.kind}).",
         f"NLL {report.before.nll:.4f} -> {report.after.nll:.4f}, ECE {report.before.ece:.4f} -> "

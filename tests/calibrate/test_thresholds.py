@@ -57,7 +57,8 @@ def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
     assert site.name == urban.name and site.names == urban.names
     assert [label.prompts for label in site.labels] == [label.prompts for label in urban.labels]
     text = thresholds_run.out.read_text()
-    assert text.startswith("# Label set 'urban'") and "--false-alarms-per-hour" in text
+    assert text.startswith("# Label set 'urban' with per-label thresholds") and "--false-alarms-per-hour" in text
+    assert "window 1 s, hop 1 s, smooth 2, min_duration 1 s, release 0.7" in text
     assert all(0 < label.threshold <= 1 for label in site.labels)
 
 
