@@ -24,8 +24,8 @@ the detector's whole life, across `reset()`, so they stay unique in one output s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -87,7 +87,7 @@ class EventDetector:
         self.reset()
 
     @classmethod
-    def from_label_set(cls, label_set: LabelSet, **options) -> "EventDetector":
+    def from_label_set(cls, label_set: LabelSet, **options) -> EventDetector:
         """One threshold per label from the YAML (scores must come in the label set's order)."""
         return cls(label_set.names, [label.threshold for label in label_set.labels], **options)
 
@@ -130,7 +130,8 @@ class EventDetector:
     @property
     def active(self) -> list[tuple[int, str, float]]:
         """(event_id, label, onset) of every event started and not yet ended."""
-        return [(tr.event_id, self.labels[i], tr.onset) for i, tr in enumerate(self._tracks) if tr.event_id is not None]
+        return [(tr.event_id, self.labels[i], tr.onset) for i, tr in enumerate(self._tracks)
+                if tr.event_id is not None and tr.onset is not None]
 
     def _advance(self, t: float) -> None:
         if self._last_t is not None and t < self._last_t:
@@ -140,4 +141,5 @@ class EventDetector:
 
     def _end(self, i: int, t: float) -> Event:
         track = self._tracks[i]
+        assert track.event_id is not None and track.onset is not None, "only an active event ends"
         return Event("end", t, track.event_id, self.labels[i], duration=t - track.onset, peak=float(track.peak))

@@ -24,6 +24,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class Frontend:
     frames: int = 1001  # model input frames: a 10 s clip at hop 320 and 32 kHz
 
     @classmethod
-    def yamnet(cls) -> "Frontend":
+    def yamnet(cls) -> Frontend:
         """YAMNet's log-mel (tensorflow/models research/audioset/yamnet/params.py): 16 kHz,
         25 ms window, 10 ms hop, 512-point FFT, magnitude, 64 HTK bands 125-7500 Hz, ln(x + 0.001).
         Frames are centred (YAMNet's are not: a 12.5 ms shift, which fine-tuning absorbs)."""
@@ -87,7 +88,7 @@ class Frontend:
                 raise ValueError(f"frontend {name}={value!r} is not supported: it must be {allowed}")
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Frontend":
+    def from_dict(cls, data: dict) -> Frontend:
         """Build from model.json's `frontend`; unknown or missing keys fail, naming them."""
         if not isinstance(data, dict):
             raise ValueError(f"frontend must be a mapping of its fields, got {type(data).__name__}")
@@ -105,7 +106,8 @@ class Frontend:
             ok = isinstance(value, want) if want is not float else isinstance(value, (int, float))
             if not ok or (want is int and isinstance(value, bool)):
                 raise ValueError(f"frontend {name}={value!r} must be of type {want.__name__}")
-        return cls(**{k: (float(v) if types.get(k, float) is float else v) for k, v in data.items()})
+        fields: dict[str, Any] = {k: (float(v) if types.get(k, float) is float else v) for k, v in data.items()}
+        return cls(**fields)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -118,7 +120,7 @@ class Frontend:
         return int(round(seconds * self.sample_rate))
 
 
-def _hz_to_mel(hz: np.ndarray, scale: str = "slaney") -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float, scale: str = "slaney") -> np.ndarray:
     """Slaney's auditory toolbox scale (linear below 1 kHz, logarithmic above), or HTK's."""
     hz = np.asarray(hz, dtype=np.float64)
     if scale == "htk":
@@ -130,7 +132,7 @@ def _hz_to_mel(hz: np.ndarray, scale: str = "slaney") -> np.ndarray:
     return np.where(hz >= min_log_hz, log, linear)
 
 
-def _mel_to_hz(mel: np.ndarray, scale: str = "slaney") -> np.ndarray:
+def _mel_to_hz(mel: np.ndarray | float, scale: str = "slaney") -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
     if scale == "htk":
         return 700.0 * np.expm1(mel / 1127.0)
@@ -323,7 +325,7 @@ class Windowing:
     seconds_per_frame: float
 
     @classmethod
-    def from_seconds(cls, frontend: Frontend, window: float, hop: float) -> "Windowing":
+    def from_seconds(cls, frontend: Frontend, window: float, hop: float) -> Windowing:
         per_frame = frontend.hop_length / frontend.sample_rate
         window_frames = round(window / per_frame) + 1  # centred frames of a `window`-second clip
         hop_frames = round(hop / per_frame)

@@ -21,7 +21,7 @@ a number of windows once, with `Smoother.over(seconds, hop_seconds)`.
 from __future__ import annotations
 
 from collections import deque
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -87,18 +87,18 @@ class Scorer:
             raise ValueError(f"Scorer: kind {kind!r} is not one of {self.KINDS}")
         if not (np.isfinite(temperature) and temperature > 0):
             raise ValueError(f"Scorer: temperature {temperature!r} must be a finite number > 0")
-        biases = np.zeros(len(labels)) if biases is None else np.asarray(biases, dtype=np.float64)
-        if biases.shape != (len(labels),) or not np.all(np.isfinite(biases)):
-            raise ValueError(f"Scorer: {biases.shape} biases for {len(labels)} labels: one finite bias per label")
+        bias = np.zeros(len(labels)) if biases is None else np.asarray(biases, dtype=np.float64)
+        if bias.shape != (len(labels),) or not np.all(np.isfinite(bias)):
+            raise ValueError(f"Scorer: {bias.shape} biases for {len(labels)} labels: one finite bias per label")
         self.labels = tuple(labels)
         self.logit_scale, self.kind, self.logit_bias = float(logit_scale), kind, float(logit_bias)
-        self.temperature, self.biases = float(temperature), biases
+        self.temperature, self.biases = float(temperature), bias
         # Rows are unit length already (edge.labels.embeddings); normalising again costs nothing
         # once per label set and makes the dot product a true cosine whatever the source.
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
 
     @classmethod
-    def for_bundle(cls, meta: BundleMeta, label_embeddings: LabelEmbeddings, label_set=None) -> "Scorer":
+    def for_bundle(cls, meta: BundleMeta, label_embeddings: LabelEmbeddings, label_set=None) -> Scorer:
         """The scorer of a bundle and one label set's embeddings (checks their width matches);
         `label_set` (edge.labels.labelset.LabelSet, in the embeddings' order) brings its calibration."""
         width = label_embeddings.embeddings.shape[1]
@@ -149,7 +149,7 @@ class Smoother:
         self._recent: deque[np.ndarray] = deque(maxlen=self.windows)
 
     @classmethod
-    def over(cls, seconds: float, hop_seconds: float) -> "Smoother":
+    def over(cls, seconds: float, hop_seconds: float) -> Smoother:
         """Smooth over about `seconds` of stream time at one window per `hop_seconds` (at least one)."""
         if not hop_seconds > 0 or not seconds >= 0:
             raise ValueError(f"Smoother.over: seconds={seconds!r} must be >= 0 and hop_seconds={hop_seconds!r} > 0")

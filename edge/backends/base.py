@@ -19,9 +19,9 @@ fails at start-up, naming the file, the difference and the fix, not mid-stream.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -65,11 +65,12 @@ def graph_spec(bundle: Bundle, graph: str = "audio") -> GraphSpec:
             raise BackendError(f"bundle {bundle.path}: model.json audio.inputs is {list(meta.audio.inputs)}; the audio "
                                f"graph takes exactly one input (the log-mel): {REEXPORT}")
         f = meta.frontend
-        inputs = (TensorSpec(meta.audio.inputs[0], np.dtype(np.float32), (None, 1, f.frames, f.n_mels)),)
+        inputs: tuple[TensorSpec, ...] = (TensorSpec(meta.audio.inputs[0], np.dtype(np.float32),
+                                                     (None, 1, f.frames, f.n_mels)),)
         outputs = tuple(TensorSpec(name, np.dtype(np.float32), (None, c)) for name in meta.audio.outputs)
         return GraphSpec("audio", bundle.audio_path, inputs, outputs)
     if graph == "text":
-        if meta.text is None:
+        if meta.text is None or bundle.text_path is None:
             raise BackendError(f"bundle {bundle.path} has no text graph (model.json text is null): label embeddings "
                                "must come precomputed; compute them with `semanticac-edge embed-labels`")
         inputs = tuple(TensorSpec(name, np.dtype(np.int64), (None, None)) for name in meta.text.inputs)
@@ -174,10 +175,10 @@ class Backend(ABC):
     def _run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One chunk (batch <= max_batch), inputs already checked and in the graph's dtypes."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (not abstract: a backend without resources keeps this no-op)
         """Release the runtime's resources; the backend cannot run afterwards."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -105,7 +105,7 @@ class OnnxRuntimeBackend(Backend):
         self.providers = tuple(session.get_providers())
 
     @classmethod
-    def for_bundle(cls, bundle: Bundle, graph: str = "audio", **kwargs) -> "OnnxRuntimeBackend":
+    def for_bundle(cls, bundle: Bundle, graph: str = "audio", **kwargs) -> OnnxRuntimeBackend:
         """Open the bundle's audio (model.onnx) or text (text.onnx) graph, checked against model.json."""
         spec = graph_spec(bundle, graph)
         return cls(spec.path, spec=spec, **kwargs)

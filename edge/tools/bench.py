@@ -37,18 +37,18 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
 
 from edge.bundle import Bundle, resolve_bundle
-from edge.listen import ListenOptions, listen
-from edge.outputs.sinks import Sink
 from edge.errors import BackendError
 from edge.features import StreamingLogMel, Windowing, log_mel, tile_frames
+from edge.listen import ListenOptions, listen
+from edge.outputs.sinks import Sink
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,8 @@ def time_backend(backend, frames: np.ndarray, model_frames: int, seconds: float)
 
     for _ in range(WARMUP_RUNS):
         one()
-    latencies, deadline = [], time.perf_counter() + seconds
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
     while len(latencies) < MIN_RUNS or (time.perf_counter() < deadline and len(latencies) < MAX_RUNS):
         latencies.append(one())
     return latencies

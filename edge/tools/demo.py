@@ -25,9 +25,9 @@ import logging
 import os
 import shlex
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -145,8 +145,8 @@ def car_horn(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
     """Two harmonic-rich tones, slightly detuned, honked in HORN_PATTERN."""
     n = int(seconds * rate)
     t = np.arange(n) / rate
-    tone = sum(_harmonic(np.full(n, f * (1 + 0.003 * i)), rate, [1.0 / k for k in range(1, 13)])
-               for i, f in enumerate(HORN_TONES))
+    tone = sum((_harmonic(np.full(n, f * (1 + 0.003 * i)), rate, [1.0 / k for k in range(1, 13)])
+                for i, f in enumerate(HORN_TONES)), np.zeros(n))
     tone = np.tanh(1.5 * _normalise(tone))  # the horn's membrane clips: brighter, buzzier
     gate = np.zeros(n)
     for start, end in HORN_PATTERN:

@@ -245,4 +245,5 @@ def _profile_shapes(name: str, dims: tuple[int, ...], wanted: tuple[int | None, 
         else:
             raise BackendError(f"input {name} has a free size on axis {axis} that model.json does not fix: "
                                "export the graph with only the batch axis dynamic")
-    return tuple((b, *rest) for b in batch)
+    low, opt, high = ((b, *rest) for b in batch)
+    return low, opt, high

@@ -33,8 +33,10 @@ PRECISIONS = ("fp16", "fp32")
 SIDECAR_VERSION = 1
 
 TEXT = (str, "text")
-SIDECAR_FIELDS = {"format_version": (int, "an integer"), "plan": TEXT, "tensorrt_version": TEXT, "gpu_name": TEXT,
-                  "compute_capability": TEXT, "precision": TEXT, "onnx_sha256": TEXT, "model_id": TEXT}
+SIDECAR_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "format_version": (int, "an integer"), "plan": TEXT, "tensorrt_version": TEXT, "gpu_name": TEXT,
+    "compute_capability": TEXT, "precision": TEXT, "onnx_sha256": TEXT, "model_id": TEXT,
+}
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -64,7 +65,11 @@ class TensorRTBackend(Backend):
                                "use --backend onnxruntime") from None
         self._cuda, self._ctx, self._lock = cuda, ctx, threading.Lock()
         self._buffers: dict[str, _Buffer] = {}
-        self._context = self._engine = self._runtime = self._stream = None
+        # TensorRT and pycuda objects (untyped), set by _open
+        self._context: Any = None
+        self._engine: Any = None
+        self._runtime: Any = None
+        self._stream: Any = None
         ctx.push()
         try:
             inputs, outputs, max_batch = self._open(trt, plan, spec, fix)
@@ -81,7 +86,7 @@ class TensorRTBackend(Backend):
                  ", ".join(t.describe() for t in inputs + outputs), max_batch)
 
     @classmethod
-    def for_bundle(cls, bundle: Bundle, plan: str | Path, precision: str = "fp16") -> "TensorRTBackend":
+    def for_bundle(cls, bundle: Bundle, plan: str | Path, precision: str = "fp16") -> TensorRTBackend:
         """Open an engine built from the bundle's model.onnx (see edge.backends.tensorrt.cache.find_engine)."""
         from edge.backends.tensorrt.cache import rebuild_command
 
