@@ -95,10 +95,30 @@ def listen_to(options: ListenOptions, labels: Sequence[str], path: Path, name: s
                   float(summary.seconds), recorder.starts)
 
 
+def listen_in_silence(options: ListenOptions, labels: Sequence[str], path: Path) -> Stream:
+    """Run listen over one clip heard in a quiet stream: one window of digital silence before and
+    after it, so every window that overlaps the clip is scored, as in a continuous stream (a clip
+    no longer than the window would otherwise be one window, too short for any min_duration).
+    The silent windows are gated, as on the device."""
+    import soundfile as sf
+
+    from edge.bundle import resolve_bundle
+
+    meta = resolve_bundle(options.bundle).meta
+    rate = meta.frontend.sample_rate
+    pad = np.zeros(meta.frontend.seconds_to_samples(options.window or meta.clip_seconds), dtype=np.float32)
+    samples = np.concatenate([pad, read_audio(path, rate), pad])
+    with tempfile.TemporaryDirectory(prefix="semanticac-calibrate-") as folder:
+        padded = Path(folder) / "padded.wav"
+        sf.write(str(padded), samples, rate, subtype="FLOAT")
+        return listen_to(options, labels, padded, name=str(path))
+
+
 def record(options: ListenOptions, labels: Sequence[str], files: Sequence[Path], join: bool = False,
-           what: str = "background") -> tuple[list[Stream], list[tuple[Path, str]]]:
+           what: str = "background", in_silence: bool = False) -> tuple[list[Stream], list[tuple[Path, str]]]:
     """Streams of `files` (one per file, or with `join` one stream of them all, end to end, no
-    gap) and the files skipped as unreadable, each with the reason (a warning is logged)."""
+    gap; with `in_silence` each file padded with silence, `listen_in_silence`) and the files
+    skipped as unreadable, each with the reason (a warning is logged)."""
     skipped: list[tuple[Path, str]] = []
     if join:
         return [_joined(options, labels, files, skipped)], skipped
@@ -106,7 +126,7 @@ def record(options: ListenOptions, labels: Sequence[str], files: Sequence[Path],
     with Progress(len(files), f"listening to {what}") as bar:
         for path in files:
             try:
-                streams.append(listen_to(options, labels, path))
+                streams.append((listen_in_silence if in_silence else listen_to)(options, labels, path))
             except AudioError as err:
                 log.warning("skipped %s: %s", path, err)
                 skipped.append((path, str(err)))

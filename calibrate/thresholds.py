@@ -143,7 +143,8 @@ def fit_label(sequences: Sequences, label: str, old_threshold: float, budget: fl
 
 
 def recall(sequences: Sequences, label: str, threshold: float, release: float, min_duration: float) -> float:
-    """Fraction of the positive streams in which an event of `label` starts at `threshold`."""
+    """Fraction of the positive streams in which an event of `label` starts at `threshold`.
+    Each positive clip is heard in a quiet stream (calibrate.recording.listen_in_silence)."""
     hits = [count_starts([seq], label, threshold, release, min_duration) > 0 for seq in sequences]
     return float(np.mean(hits)) if hits else float("nan")
 
@@ -218,7 +219,7 @@ def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour:
 def _positive_recall(report: ThresholdReport, options: ListenOptions, positives: Sequence[tuple[Path, str]]) -> None:
     names = report.label_set.names
     files = list(dict.fromkeys(path for path, _ in positives))
-    streams, skipped = record(options, names, files, what="positives")
+    streams, skipped = record(options, names, files, what="positives", in_silence=True)
     report.positives_skipped = skipped
     by_path = {Path(stream.name): stream for stream in streams}
     if skipped:

@@ -48,6 +48,7 @@ def test_thresholds_run_reports_every_label_and_the_skipped_file(thresholds_run)
     assert "threshold(s) lowered" in out  # labels the background never triggers fall to 1/K
     siren = next(line.split() for line in out.splitlines() if line.startswith("siren "))
     assert siren[5] == "1"  # one readable siren clip: recall over it alone
+    assert siren[6] == "100.0%"  # the demo model hears the synthetic siren at the shipped threshold
 
 
 def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
@@ -91,6 +92,27 @@ def test_replay_with_a_level_gate_matches_listen(background):
     assert stream.starts > 0 and replayed_starts(stream, urban, LISTEN["smooth"]) == stream.starts
     ungated = dataclasses.replace(stream, gated=np.zeros_like(stream.gated))
     assert not np.array_equal(ungated.smoothed(2), stream.smoothed(2))
+
+
+def test_a_positive_shorter_than_the_window_can_start_an_event(tmp_path):
+    """Alone, a 3 s clip is one 5 s window: no event can last min_duration. Heard in a quiet
+    stream (as a positive is), every window overlapping it is scored, as on the device."""
+    import soundfile as sf
+
+    from calibrate.recording import listen_in_silence, listen_to
+    from edge.tools.demo import siren
+    from tests.calibrate.conftest import RATE, scene
+
+    clip = tmp_path / "siren.wav"
+    sf.write(clip, scene(3, [(0, siren, 3, 0.5)], seed=7), RATE)
+    urban = resolve_label_set("urban")
+    options = ListenOptions(labels="urban", input="x", fast=True, **{**LISTEN, "window": None})  # 5 s windows
+    alone = listen_to(options, urban.names, clip)
+    assert len(alone.times) == 1 and alone.starts == 0
+    heard = listen_in_silence(options, urban.names, clip)
+    assert heard.name == str(clip) and heard.gated[0] and heard.gated[-1] and len(heard.times) >= 8
+    k = urban.names.index("siren")
+    assert count_starts([(heard.times, heard.smoothed(LISTEN["smooth"])[:, k])], "siren", 0.5, 0.7, 1.0) == 1
 
 
 @needs_matplotlib
