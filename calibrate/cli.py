@@ -147,6 +147,9 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
     click.echo(f"background: {report.hours * 3600:.1f} s ({report.hours:.3f} h) in {report.streams} stream(s), "
                f"{report.files} file(s)" + (f", {len(report.skipped)} skipped as unreadable" if report.skipped else "")
                + f"; budget {per_hour:g} false alarm(s) per hour")
+    if report.short_streams:
+        click.echo(f"{report.short_streams} background stream(s) too short for an event to last --min-duration: "
+                   "they count as hours without false alarms; use --join for short files")
     recall = positives is not None
     head = f"{'label':<24} {'old':>7} {'new':>7} {'starts':>7} {'per hour':>9}"
     click.echo(head + (f" {'positives':>9} {'recall old':>10} {'recall new':>10}" if recall else ""))

@@ -159,6 +159,7 @@ class ThresholdReport:
     files: int
     skipped: list[tuple[Path, str]]
     positives_skipped: list[tuple[Path, str]] = field(default_factory=list)
+    short_streams: int = 0  # background streams too short for any event to last min_duration
 
     @property
     def thresholds(self) -> list[float]:
@@ -199,6 +200,11 @@ def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour:
                                "without the sounds to detect")
     if skipped:
         log.warning("%d of %d background file(s) skipped as unreadable", len(skipped), len(background))
+    short = sum(len(s.times) == 0 or s.times[-1] - s.times[0] < options.min_duration for s in streams)
+    if short:
+        log.warning("%d of %d background stream(s) are too short for an event to last --min-duration %g s: "
+                    "they can start no false alarm; join short files into one stream with --join",
+                    short, len(streams), options.min_duration)
     budget = per_hour * hours
     smoothed = [stream.smoothed(options.smooth) for stream in streams]
     fits = []
@@ -210,7 +216,7 @@ def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour:
                                   options.min_duration, floor, hours))
             bar.update()
     report = ThresholdReport(label_set, fits, per_hour, hours, len(streams),
-                             len(background) - len(skipped), skipped)
+                             len(background) - len(skipped), skipped, short_streams=short)
     if positives:
         _positive_recall(report, options, positives)
     return report

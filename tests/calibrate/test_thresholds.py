@@ -41,6 +41,7 @@ def test_thresholds_run_reports_every_label_and_the_skipped_file(thresholds_run)
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "2 file(s), 1 skipped as unreadable" in out  # broken.wav; notes.txt is no audio file
+    assert "too short" not in out
     for name in resolve_label_set("urban").names:
         assert name in out
     assert "recall old" in out and f"wrote {thresholds_run.out}" in out
@@ -291,3 +292,11 @@ def test_plot_without_matplotlib_fails_before_listening(background, tmp_path, mo
                   "--out", str(tmp_path / "x.yaml"), "--plot", str(tmp_path / "x.png")])
     assert result.exit_code == 1 and "pip install matplotlib" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_files_too_short_for_an_event_are_flagged(positives, tmp_path):
+    clip = positives.parent / "clips" / "siren.wav"  # 5 s: one 5 s window, never min_duration long
+    result = run(["--labels", "urban", "--background", str(clip), "--false-alarms-per-hour", "1",
+                  "--out", str(tmp_path / "x.yaml"), *cli_options(window=5.0)])
+    assert result.exit_code == 0, result.output
+    assert "1 background stream(s) too short for an event" in result.stdout and "--join" in result.stdout
