@@ -85,7 +85,7 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     seconds = clip_seconds or state.get("clip_seconds") or 10.0
     reports = export_bundle(model, config, out, model_id=mid, clip_seconds=seconds, label_sets=label_sets,
                             training=training, license=license_text or state.get("license", "unspecified"),
-                            compact=compact)
+                            compact=compact, scoring=state.get("scoring"))
     click.echo(f"bundle {out}: model_id {mid}")
     for report in reports:
         click.echo(f"  {report.summary()}")

@@ -181,12 +181,14 @@ def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str
 def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, model_id: str,
                   clip_seconds: float = 10.0,
                   label_sets: list[LabelSet] = (), training: dict | None = None,
-                  license: str = "unspecified", compact: bool = False) -> list[GraphReport]:
+                  license: str = "unspecified", compact: bool = False,
+                  scoring: dict | None = None) -> list[GraphReport]:
     """Write the bundle for `model` into `out` (atomically); returns what each graph holds.
 
     Label embeddings are computed the way the device computes them: the bundle's tokenizer and
     its text.onnx in ONNX Runtime (edge.labels.embeddings). `compact` shrinks the graphs (FP16 audio
-    weights, int8 text weights) for bundles that ship inside the package.
+    weights, int8 text weights) for bundles that ship inside the package. `scoring`: model.json's
+    (the checkpoint's `scoring`: softmax, or sigmoid with its logit bias; default softmax).
     """
     if not model.text_assisted:
         raise ValueError("the one-hot baseline has no text tower and no joint embedding: it cannot be "
@@ -220,7 +222,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
                 text=tower_spec(tmp, "text.onnx", input_names, ["embedding"]),
                 text_encoder={"kind": config.text["kind"], "identity": TEXT_IDENTITY[config.text["kind"]],
                               "tokenizer": tokenizer.kind, "context_length": tokenizer.context_length},
-                training=training, license=license,
+                training=training, license=license, scoring=scoring or {"kind": "softmax"},
             ))
 
         write_meta()

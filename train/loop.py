@@ -37,7 +37,10 @@ from train.augment import Augment
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import to_dict
 from train.data import ClipDataset, DataSpec, build_dataset, collate, make_loader, split_clips
+from train.data.background import BackgroundDataset
+from train.data.cache import default_cache_dir
 from train.data.combined import CombinedDataset
+from train.distill import WithTeacher, sigmoid_loss, vocabulary_label_set
 from train.evaluation import evaluate
 from train.model.config import ModelConfig, load_model_config
 from train.model.loss import OneHotLoss, SemanticLoss
@@ -134,11 +137,36 @@ def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained
     if model_config.head["kind"] == "onehot" and model_config.num_classes is None:
         raise ValueError("the one-hot baseline needs num_classes in its model config")
     train_set, validation, label_set, unseen = build_data(config, model_config.frontend)
+    vocabulary = None
+    if config.distill is not None:
+        train_set, teacher_names = with_teacher(train_set, config)
+        vocabulary = vocabulary_label_set(teacher_names, label_set.prompt)
     model = build_model(model_config)
     load_pretrained(model, pretrained_audio or config.pretrained_audio, pretrained_text or config.pretrained_text)
     freeze(model, config)
-    scorer = ClassScorer(model, label_set, frozen_text=config.freeze_text, unseen=unseen).to(device)
+    scorer = ClassScorer(model, label_set, frozen_text=config.freeze_text, unseen=unseen, scoring=config.scoring,
+                         vocabulary=vocabulary).to(device)
     return Run(model, model_config, scorer, train_set, validation, device)
+
+
+def with_teacher(train_set, config: TrainConfig) -> tuple[WithTeacher, list[str]]:
+    """The training set with the AudioSet teacher's score of every clip (cached; train.teacher),
+    and the teacher's class names. Synthesised streets (which may hold class sounds) train only
+    against the teacher."""
+    from train.teacher import dataset_clips, teacher_scores
+
+    scores = teacher_scores(dataset_clips(train_set), config.distill.cache_dir or _cache_path(config, "teacher"))
+    unknown, start = set(), 0
+    for source in getattr(train_set, "sources", [train_set]):
+        if isinstance(source, BackgroundDataset):
+            unknown |= {start + i for i, negative in enumerate(source.negative) if not negative}
+        start += len(source)
+    return WithTeacher(train_set, getattr(scores, config.distill.pool), unknown), scores.class_names
+
+
+def _cache_path(config: TrainConfig, name: str) -> Path:
+    """<train cache>/<name>: under the recipe's cache_dir, else train.data.cache's default."""
+    return (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) / name
 
 
 def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | CombinedDataset, list[Validation],
@@ -152,8 +180,14 @@ def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | C
         val_split = "val" if spec.val_fraction else ("test" if spec.test_folds else None)
         vals.append(build_dataset(spec, val_split, frontend, config.cache_dir) if val_split else None)
         sets.append(class_label_set(labels, trains[-1].class_names, spec.kind))
+    kinds = [s.kind for s in config.datasets]
+    if config.background is not None:  # unlabelled clips of none of the classes (target -1)
+        bg = config.background
+        trains.append(BackgroundDataset(bg.root or _cache_path(config, "background"), bg.count, frontend,
+                                        config.cache_dir, augment, config.seed, data_seed=bg.seed))
+        kinds.append("background")
     several = len(trains) > 1
-    train_set = CombinedDataset(trains, [s.kind for s in config.datasets]) if several else trains[0]
+    train_set = CombinedDataset(trains, kinds) if several else trains[0]
     validation = [Validation(spec.kind, val, train_set.source_classes(i) if several else None)
                   for i, (spec, val) in enumerate(zip(config.datasets, vals)) if val is not None]
     unseen = []
@@ -236,6 +270,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if self.run.scorer.scoring == "sigmoid":
+            self.run.scorer.logit_bias.data.fill_(state["scoring"]["logit_bias"])
         self.history, self.best, self.start = state["history"], state["best"], state["epoch"] + 1
         log.info("resuming %s at epoch %d of %d", path, self.start + 1, self.config.epochs)
 
@@ -245,26 +281,33 @@ class Trainer:
         run.scorer.train()
         run.train_set.set_epoch(epoch)
         loader = _loader(run.train_set, self.config, shuffle=True, epoch=epoch)
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, seen, labelled = 0.0, 0, 0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not is_main(), leave=False)
-        for mel, targets in bar:
+        for mel, targets, *teacher in bar:
             mel, targets = mel.to(run.device), targets.to(run.device)
-            logits, loss = self.step(mel, targets)
+            logits, loss = self.step(mel, targets, teacher[0].to(run.device) if teacher else None)
             total_loss += loss.item() * len(targets)
-            correct += int((logits.argmax(1) == targets).sum())
-            seen += len(targets)
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+            has_class = targets >= 0  # background clips have none
+            correct += int((logits.argmax(1) == targets)[has_class].sum())
+            seen, labelled = seen + len(targets), labelled + int(has_class.sum())
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / max(labelled, 1):.3f}")
         self.scheduler.step()
-        return {"loss": total_loss / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+        return {"loss": total_loss / max(seen, 1), "train_accuracy": correct / max(labelled, 1),
                 "lr": self.optimizer.param_groups[0]["lr"]}
 
-    def step(self, mel: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, mel: torch.Tensor, targets: torch.Tensor,
+             teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a batch: (logits, loss). Under AMP the forward runs in fp16, the
-        loss in fp32, and the gradients are scaled."""
-        model = self.run.model
+        loss in fp32, and the gradients are scaled. `teacher`: the teacher's scores [B, 521]."""
+        model, scorer = self.run.model, self.run.scorer
         with torch.autocast(self.run.device.type, dtype=torch.float16, enabled=self.use_amp):
-            logits, audio, classes = self.trainable(mel)
-        loss = loss_of(self.config.loss, logits, audio, classes, targets, model.logit_scale())
+            logits, audio, classes, *vocabulary = self.trainable(mel, with_vocabulary=teacher is not None)
+        if self.config.scoring == "sigmoid":
+            loss, _ = sigmoid_loss(logits, scorer.logit_bias, targets, torch.isfinite(scorer.train_mask),
+                                   vocabulary[0] if vocabulary else None, teacher,
+                                   self.config.distill.weight if self.config.distill else 1.0)
+        else:
+            loss = loss_of(self.config.loss, logits, audio, classes, targets, model.logit_scale())
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -293,7 +336,7 @@ class Trainer:
                    **{k: v for k, v in self.history[-1].items() if k.startswith("val_accuracy_")}}
         extra = dict(epoch=epoch, history=self.history, best=best, clip_seconds=run.train_set.clip_seconds,
                      training={**facts, "figures": figures}, license=self.config.license,
-                     class_names=list(run.train_set.class_names))
+                     class_names=list(run.train_set.class_names), scoring=run.scorer.scoring_spec())
         save_checkpoint(out / "last.pt", run.model, run.model_config, optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(), **extra)
         if score > self.best:

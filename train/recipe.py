@@ -36,6 +36,39 @@ class OptimConfig:
             raise ConfigError(f"optim.lr={self.lr} must be > 0 and optim.gamma={self.gamma} in (0, 1]")
 
 
+SCORINGS = ("softmax", "sigmoid")
+TEACHER_POOLS = ("mean", "max")
+
+
+@dataclass
+class DistillConfig:
+    """Learn from the AudioSet teacher (train.teacher: the original YAMNet, 521 named classes):
+    the student's sigmoid scores against the text of those 521 names match the teacher's."""
+
+    weight: float = 1.0  # of the teacher's BCE term beside the supervised terms
+    pool: str = "max"  # the teacher's per-clip score: max or mean over its 0.96 s patches
+    cache_dir: str | None = None  # default <train cache>/teacher
+
+    def __post_init__(self):
+        if not self.weight > 0 or self.pool not in TEACHER_POOLS:
+            raise ConfigError(f"distill.weight={self.weight} must be > 0 and distill.pool={self.pool!r} one of "
+                              f"{', '.join(TEACHER_POOLS)}")
+
+
+@dataclass
+class BackgroundConfig:
+    """Unlabelled background clips (train.data.background: speech, silence, noise, hum, room
+    tone, synthesised streets) that train "none of the classes" (and the teacher's view)."""
+
+    count: int = 400
+    root: str | None = None  # default <train cache>/background
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.count < 1:
+            raise ConfigError(f"background.count={self.count} must be >= 1 (leave background out for none)")
+
+
 @dataclass
 class TrainConfig:
     model: str = "small"  # a model config: name (configs/model/<name>.yaml) or path
@@ -57,6 +90,11 @@ class TrainConfig:
     pretrained_audio: str | None = None
     pretrained_text: str | None = None
     license: str = "unspecified"
+    # how the exported bundle scores: softmax over a label set, or sigmoid per label (then the
+    # loss adds one-vs-rest BCE terms with a learnt global logit bias: "nothing" is an answer)
+    scoring: str = "softmax"
+    distill: DistillConfig | None = None  # needs scoring: sigmoid
+    background: BackgroundConfig | None = None
 
     @property
     def datasets(self) -> tuple[DataSpec, ...]:
@@ -74,6 +112,12 @@ class TrainConfig:
                               "dataset(s): give one per dataset, in the same order")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.scoring not in SCORINGS:
+            raise ConfigError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
+        if (self.distill or self.background) and self.scoring != "sigmoid":
+            raise ConfigError("distill and background train per-label sigmoid scores: set scoring: sigmoid")
+        if self.scoring == "sigmoid" and self.loss != "class_prompt":
+            raise ConfigError(f"scoring: sigmoid trains with loss: class_prompt (got {self.loss!r})")
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError(f"epochs={self.epochs} must be >= 1 and batch_size={self.batch_size} >= 2")
 

@@ -2,8 +2,11 @@
 
     class_label_set(spec, classes)    the prompts that name a dataset's classes
     merge_label_sets(sets)            one label space for several datasets
+    Prompts(text, label set)          a label set's prompts, tokenized (and featurised) once
     ClassScorer(model, label set)     logits [B, K] of each clip against every class's prompts,
-                                      in one module (so DDP sees every parameter in its forward)
+                                      in one module (so DDP sees every parameter in its forward);
+                                      with scoring "sigmoid" its logit bias, and the teacher's
+                                      vocabulary (train.distill)
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge.labels.labelset import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
+from train.distill import LOGIT_BIAS_INIT
 from train.model.semanticac import SemanticAC
 
 
@@ -42,15 +46,49 @@ def merge_label_sets(sets: list[LabelSet]) -> LabelSet:
                     source=" + ".join(s.source for s in sets))
 
 
+class Prompts(nn.Module):
+    """One label set's prompts for a text tower: tokenized once; with a frozen tower, its
+    features computed once too, so only the projection to C runs per step."""
+
+    def __init__(self, text: nn.Module, label_set: LabelSet, frozen_text: bool):
+        super().__init__()
+        self.num_classes = len(label_set.labels)
+        prompts, owner = label_set.flat_prompts()
+        tokens = text.make_tokenizer()(prompts)
+        for name, value in tokens.items():
+            self.register_buffer(f"tok_{name}", torch.from_numpy(value), persistent=False)
+        self.token_names = list(tokens)
+        self.register_buffer("owner", torch.tensor(owner), persistent=False)
+        self.frozen_text = frozen_text
+        if frozen_text:  # eval(): the features must be dropout-free, as export and the device compute them
+            was_training = text.training
+            with torch.no_grad():
+                features = text.eval().forward_features(**self.tokens())
+            text.train(was_training)
+            self.register_buffer("text_features", features, persistent=False)
+
+    def tokens(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"tok_{name}") for name in self.token_names}
+
+    def embeddings(self, text: nn.Module) -> torch.Tensor:
+        """[K, C] unit-length class embeddings: each class's prompts' unit embeddings, averaged,
+        normalised again (the rule edge.labels.embeddings applies on the device)."""
+        prompts = text.proj(self.text_features) if self.frozen_text else text(**self.tokens())
+        prompts = F.normalize(prompts, dim=-1)
+        sums = torch.zeros(self.num_classes, prompts.shape[1], device=prompts.device, dtype=prompts.dtype)
+        return F.normalize(sums.index_add(0, self.owner, prompts), dim=-1)
+
+
 class ClassScorer(nn.Module):
     """SemanticAC as a classifier over one label set: logits [B, K] of each clip vs each class.
 
-    Each class embedding is the mean of its prompts' unit embeddings, normalised again: the
-    rule edge.labels.embeddings applies on the device. With a frozen text tower, the tower's
-    features are computed once and only its projection to C runs per step.
+    `scoring="sigmoid"` adds the learnt global `logit_bias` of per-label sigmoid scores
+    (train.distill); `vocabulary`: a second label set (the teacher's 521 AudioSet names) whose
+    logits `vocabulary_logits` gives for the same audio embeddings.
     """
 
-    def __init__(self, model: SemanticAC, label_set: LabelSet, frozen_text: bool, unseen: list[int] = ()):
+    def __init__(self, model: SemanticAC, label_set: LabelSet, frozen_text: bool, unseen: list[int] = (),
+                 scoring: str = "softmax", vocabulary: LabelSet | None = None):
         super().__init__()
         self.model = model
         self.num_classes = len(label_set.labels)
@@ -59,37 +97,34 @@ class ClassScorer(nn.Module):
         mask = torch.zeros(self.num_classes)
         mask[list(unseen)] = float("-inf")
         self.register_buffer("train_mask", mask, persistent=False)
+        self.scoring = scoring
+        if scoring == "sigmoid":
+            self.logit_bias = nn.Parameter(torch.tensor(LOGIT_BIAS_INIT))
         if not model.text_assisted:
             return
-        prompts, owner = label_set.flat_prompts()
-        tokens = model.text.make_tokenizer()(prompts)
-        for name, value in tokens.items():
-            self.register_buffer(f"tok_{name}", torch.from_numpy(value), persistent=False)
-        self.token_names = list(tokens)
-        self.register_buffer("owner", torch.tensor(owner), persistent=False)
-        self.frozen_text = frozen_text
-        if frozen_text:  # eval(): the features must be dropout-free, as export and the device compute them
-            was_training = model.text.training
-            with torch.no_grad():
-                features = model.text.eval().forward_features(**self._tokens())
-            model.text.train(was_training)
-            self.register_buffer("text_features", features, persistent=False)
-
-    def _tokens(self) -> dict[str, torch.Tensor]:
-        return {name: getattr(self, f"tok_{name}") for name in self.token_names}
+        self.prompts = Prompts(model.text, label_set, frozen_text)
+        self.vocabulary = Prompts(model.text, vocabulary, frozen_text) if vocabulary is not None else None
 
     def class_embeddings(self) -> torch.Tensor:
         """[K, C] unit-length class embeddings."""
-        text = self.model.text
-        prompts = text.proj(self.text_features) if self.frozen_text else text(**self._tokens())
-        prompts = F.normalize(prompts, dim=-1)
-        sums = torch.zeros(self.num_classes, prompts.shape[1], device=prompts.device, dtype=prompts.dtype)
-        return F.normalize(sums.index_add(0, self.owner, prompts), dim=-1)
+        return self.prompts.embeddings(self.model.text)
 
-    def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """(logits [B, K], audio [B, C], classes [K, C]); the one-hot baseline: (logits, None, None)."""
+    def forward(self, mel: torch.Tensor, with_vocabulary: bool = False) -> tuple:
+        """(logits [B, K], audio [B, C], classes [K, C]); the one-hot baseline: (logits, None, None).
+        `with_vocabulary`: a fourth item, the logits [B, V] against the vocabulary's names (in the
+        forward pass, so DDP sees them)."""
         if not self.model.text_assisted:
             return self.model(mel), None, None
         audio, classes = self.model.encode_audio(mel), self.class_embeddings()
-        logits = self.model.logit_scale() * audio @ classes.T
-        return (logits + self.train_mask if self.training else logits), audio, classes
+        scale = self.model.logit_scale()
+        logits = scale * audio @ classes.T
+        out = ((logits + self.train_mask) if self.training else logits), audio, classes
+        if with_vocabulary:
+            out += (scale * audio @ self.vocabulary.embeddings(self.model.text).T,)
+        return out
+
+    def scoring_spec(self) -> dict:
+        """What model.json `scoring` records for this classifier (edge.bundle)."""
+        if self.scoring == "sigmoid":
+            return {"kind": "sigmoid", "logit_bias": float(self.logit_bias.detach())}
+        return {"kind": "softmax"}

@@ -94,7 +94,9 @@ def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
                                       str(tmp_path / "bundle"), "--labels", "urban", "--validation-run",
                                       str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
-    validation = json.loads((tmp_path / "bundle/model.json").read_text())["training"]["validation"]
+    meta = json.loads((tmp_path / "bundle/model.json").read_text())
+    assert meta["scoring"] == {"kind": "softmax"}  # the checkpoint's: a softmax recipe
+    validation = meta["training"]["validation"]
     last = load_checkpoint(tmp_path / "run/last.pt")["history"][-1]
     assert validation["runs"][0]["epochs"] == 2
     assert validation["mean"] == {"val_accuracy_csv": round(last["val_accuracy_csv"], 4)}
@@ -114,7 +116,7 @@ def test_frozen_text_features_are_what_the_device_computes(recipe):
     with torch.no_grad():
         during_training = run.scorer.class_embeddings()
         run.model.eval()
-        device = run.scorer.model.encode_text(**run.scorer._tokens())
+        device = run.scorer.model.encode_text(**run.scorer.prompts.tokens())
     torch.testing.assert_close(during_training, torch.nn.functional.normalize(device, dim=-1), atol=1e-5, rtol=0)
 
 

@@ -23,7 +23,7 @@ class CombinedDataset(Dataset):
         self.sources = sources
         self.names = names  # one per source, e.g. its data kind
         self.class_names: list[str] = []
-        for source in sources:
+        for source in sources:  # a source without classes (background clips) adds none
             self.class_names += [c for c in source.class_names if c not in self.class_names]
         index = {name: i for i, name in enumerate(self.class_names)}
         self.maps = [[index[c] for c in source.class_names] for source in sources]
@@ -38,10 +38,12 @@ class CombinedDataset(Dataset):
         s = bisect_right(self.starts, i) - 1
         return s, i - self.starts[s]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple:
+        """(mel, target in the merged label space, *whatever else the source's items carry);
+        a negative target (a background clip: no class) stays as it is."""
         s, j = self.locate(i)
-        mel, target = self.sources[s][j]
-        return mel, self.maps[s][target]
+        mel, target, *rest = self.sources[s][j]
+        return (mel, self.maps[s][target] if target >= 0 else target, *rest)
 
     def set_epoch(self, epoch: int) -> None:
         for source in self.sources:

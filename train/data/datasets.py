@@ -348,10 +348,12 @@ class ClipDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(mel))[None], self.clips[index].target  # [1, T, F]
 
 
-def collate(batch: Sequence[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """[(mel [1, T, F], target)] -> (mels float32 [B, 1, T, F], targets int64 [B])."""
-    mels, targets = zip(*batch)
-    return torch.stack(mels), torch.tensor(targets, dtype=torch.int64)
+def collate(batch: Sequence[tuple]) -> tuple[torch.Tensor, ...]:
+    """[(mel [1, T, F], target, *extra)] -> (mels float32 [B, 1, T, F], targets int64 [B], *extra
+    stacked: e.g. the teacher's scores [B, 521] of train.distill.WithTeacher)."""
+    mels, targets, *extra = zip(*batch)
+    return (torch.stack(mels), torch.tensor(targets, dtype=torch.int64),
+            *(torch.from_numpy(np.stack(column)) for column in extra))
 
 
 def make_loader(dataset: ClipDataset, batch_size: int, shuffle: bool, seed: int = 0, num_workers: int = 0,
