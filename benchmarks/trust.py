@@ -1,0 +1,151 @@
+"""Scores a user can trust, through the product's own pipeline (edge.listen.listen, the code of
+`semanticac-edge listen`): what it says about nothing, about a label added by YAML, and how
+often it raises a false alarm on real audio that holds none of the set's sounds.
+
+    SEMANTICAC_DATA=../shared/data python benchmarks/trust.py [--bundle B] [--json OUT]
+
+Figures (each with the bundle's default thresholds and the listen defaults: 5 s windows for
+the demo bundle, hop 1 s, smoothing 3, min duration 1 s):
+  silence_and_noise   events started by 20 s of digital silence and of white noise at -60,
+                      -50 and -40 dBFS (RMS), with every shipped label set
+  speech_named        held-out espeak-ng speech (train.data.background.speech_eval_clips: sentences
+                      and voices training never uses) through `urban` + a `speech` label added by
+                      YAML: the share of clips whose most frequent top-1 is `speech`, and whose
+                      `speech` event starts
+  false_alarms        the development ESC-50 clips of the 46 classes that are not urban sounds
+                      (all but dog, siren, car_horn, engine) joined into one continuous stream,
+                      `--labels urban`: events per hour, by label
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from edge.capture.audio import read_audio
+from edge.labels.labelset import resolve_label_set
+from edge.listen import ListenOptions, listen
+from edge.outputs.sinks import Sink
+
+RATE = 16000
+URBAN_IN_ESC50 = ("dog", "siren", "car_horn", "engine")  # ESC-50 classes that are urban sounds
+NOISE_LEVELS_DBFS = (-60.0, -50.0, -40.0)
+class Record(Sink):
+    """Keeps windows' top-1 and the events."""
+
+    def __init__(self):
+        super().__init__()
+        self.top1: list[str] = []
+        self.starts: list[str] = []
+
+    def window(self, result) -> None:
+        if result.top:
+            self.top1.append(result.top[0][0])
+
+    def event(self, event) -> None:
+        if event.kind == "start":
+            self.starts.append(event.label)
+
+    def status(self, status) -> None:
+        pass
+
+
+def run(bundle: str | None, labels: str, path: Path) -> Record:
+    record = Record()
+    listen(ListenOptions(labels=labels, bundle=bundle, input=str(path), fast=True), sink=record)
+    return record
+
+
+def write(path: Path, samples: np.ndarray) -> Path:
+    sf.write(path, samples.astype(np.float32), RATE, subtype="FLOAT")
+    return path
+
+
+def silence_and_noise(bundle: str | None, tmp: Path) -> dict:
+    rng = np.random.default_rng(0)
+    signals = {"digital silence": np.zeros(20 * RATE)}
+    for level in NOISE_LEVELS_DBFS:
+        signals[f"white noise {level:g} dBFS"] = rng.standard_normal(20 * RATE) * 10 ** (level / 20)
+    out = {}
+    for name, samples in signals.items():
+        path = write(tmp / "signal.wav", samples)
+        out[name] = {labels: len(run(bundle, labels, path).starts) for labels in ("urban", "esc50")}
+    return out
+
+
+def speech_set(tmp: Path) -> Path:
+    urban = resolve_label_set("urban")
+    path = tmp / "urban_speech.yaml"
+    names = "\n".join(f"  - {label.name}" for label in urban.labels)
+    path.write_text(f"name: urban_speech\nlabels:\n{names}\n  - speech\n")
+    return path
+
+
+def speech_named(bundle: str | None, tmp: Path, count: int) -> dict:
+    """Held-out espeak-ng speech (train.data.background.speech_eval_clips: sentences, accents and
+    voice variants that training never uses) through `urban` + `speech`."""
+    from train.data.background import speech_eval_clips
+
+    labels = str(speech_set(tmp))
+    named = events = 0
+    answers = Counter()
+    clips = speech_eval_clips(tmp / "speech", count=count)
+    for wav in clips:
+        record = run(bundle, labels, wav)
+        answer = Counter(record.top1).most_common(1)[0][0] if record.top1 else None
+        answers[answer] += 1
+        named += answer == "speech"
+        events += "speech" in record.starts
+    return {"clips": len(clips), "named_speech": named / len(clips), "speech_event": events / len(clips),
+            "answers": dict(answers.most_common())}
+
+
+def false_alarms(bundle: str | None, data: Path, tmp: Path) -> dict:
+    rows = list(csv.DictReader(open(data / "esc50" / "meta.csv", newline="")))
+    clips = sorted(data / "esc50" / "audio" / row["filename"] for row in rows
+                   if row["category"] not in URBAN_IN_ESC50)
+    if not clips[0].exists():  # the development copy keeps its audio beside meta.csv
+        clips = sorted(data / "esc50" / row["filename"] for row in rows if row["category"] not in URBAN_IN_ESC50)
+    stream = np.concatenate([read_audio(clip, RATE) for clip in clips])
+    path = write(tmp / "non_urban_esc50.wav", stream)
+    record = run(bundle, "urban", path)
+    hours = stream.size / RATE / 3600
+    return {"clips": len(clips), "hours": hours, "events": len(record.starts),
+            "per_hour": len(record.starts) / hours, "by_label": dict(Counter(record.starts).most_common())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", default=None, help="Default: $SEMANTICAC_BUNDLE, else the shipped demo bundle.")
+    parser.add_argument("--data", default=os.environ.get("SEMANTICAC_DATA"), help="Default: $SEMANTICAC_DATA.")
+    parser.add_argument("--json", dest="json_out", default=None, help="Also write the figures to this file.")
+    parser.add_argument("--speech-clips", type=int, default=20, help="Held-out espeak-ng clips to name.")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        figures = {"silence_and_noise": silence_and_noise(args.bundle, tmp),
+                   "speech_named": speech_named(args.bundle, tmp, args.speech_clips)}
+        if args.data:
+            figures["false_alarms"] = false_alarms(args.bundle, Path(args.data), tmp)
+        else:
+            print("no $SEMANTICAC_DATA: false alarms not measured", file=sys.stderr)
+    figures["seconds"] = time.perf_counter() - start
+    text = json.dumps(figures, indent=2)
+    print(text)
+    if args.json_out:
+        Path(args.json_out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
