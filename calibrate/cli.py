@@ -54,8 +54,10 @@ def command_line(ctx: click.Context) -> str:
 
 def _budget(ctx, param, value: float) -> float:
     if not (math.isfinite(value) and value > 0):
-        raise click.BadParameter(f"{value!r} is not allowed: use a finite number > 0 (e.g. 1: at most one "
-                                 "false event per hour of background)")
+        raise click.BadParameter(
+            f"{value!r} is not allowed: use a finite number > 0 (e.g. 1: at most one "
+            "false event per hour of background)"
+        )
     return value
 
 
@@ -65,55 +67,143 @@ def _score(ctx, param, value):
     return value
 
 
-LABELS = click.option("--labels", "labels_spec", required=True, metavar="NAME|PATH",
-                      help="The label set to calibrate: a YAML file, or a shipped set (urban, esc50).")
-BUNDLE = click.option("--bundle", default=None, type=click.Path(exists=True, file_okay=False),
-                      help="Bundle folder. Default: $SEMANTICAC_BUNDLE, else the shipped demo bundle.")
-OUT = click.option("--out", required=True, type=click.Path(dir_okay=False, writable=True),
-                   help="The site's label set (YAML) to write.")
+LABELS = click.option(
+    "--labels",
+    "labels_spec",
+    required=True,
+    metavar="NAME|PATH",
+    help="The label set to calibrate: a YAML file, or a shipped set (urban, esc50).",
+)
+BUNDLE = click.option(
+    "--bundle",
+    default=None,
+    type=click.Path(exists=True, file_okay=False),
+    help="Bundle folder. Default: $SEMANTICAC_BUNDLE, else the shipped demo bundle.",
+)
+OUT = click.option(
+    "--out", required=True, type=click.Path(dir_okay=False, writable=True), help="The site's label set (YAML) to write."
+)
 THREADS = click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
-BACKEND = click.option("--backend", "backend_choice", type=click.Choice(list(BACKENDS)), default=DEFAULTS["backend"],
-                       show_default=True, help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.")
+BACKEND = click.option(
+    "--backend",
+    "backend_choice",
+    type=click.Choice(list(BACKENDS)),
+    default=DEFAULTS["backend"],
+    show_default=True,
+    help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.",
+)
 
 
 @main.command()
 @LABELS
 @BUNDLE
-@click.option("--background", multiple=True, required=True, type=click.Path(exists=True),
-              help="Recordings of the site without the sounds to detect: audio files or folders of them "
-                   "(searched recursively). Repeat for several.")
-@click.option("--positives", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="CSV (path,label; paths relative to the CSV's folder) of clips of the sounds: reports the "
-                   "recall the new thresholds cost.")
-@click.option("--false-alarms-per-hour", "per_hour", type=float, required=True, callback=_budget, metavar="F",
-              help="Budget: at most F events started per hour of background, per label.")
+@click.option(
+    "--background",
+    multiple=True,
+    required=True,
+    type=click.Path(exists=True),
+    help="Recordings of the site without the sounds to detect: audio files or folders of them "
+    "(searched recursively). Repeat for several.",
+)
+@click.option(
+    "--positives",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CSV (path,label; paths relative to the CSV's folder) of clips of the sounds: reports the "
+    "recall the new thresholds cost.",
+)
+@click.option(
+    "--false-alarms-per-hour",
+    "per_hour",
+    type=float,
+    required=True,
+    callback=_budget,
+    metavar="F",
+    help="Budget: at most F events started per hour of background, per label.",
+)
 @OUT
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="PNG of false alarms per hour against threshold, per label (needs matplotlib).")
-@click.option("--join", is_flag=True,
-              help="Join the background files end to end into one stream (default: each file its own stream).")
-@click.option("--min-threshold", type=float, default=None, callback=_score,
-              help="Lowest threshold written. Default: 1/K, the chance level of a softmax over the K labels.")
-@click.option("--only-raise", is_flag=True,
-              help="Never lower a threshold below the label set's own (by default a label the background never "
-                   "triggers falls to --min-threshold).")
-@click.option("--window", type=float, default=None, help="Window length in seconds, as listen. Default: the bundle's "
-                                                          "clip length.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG of false alarms per hour against threshold, per label (needs matplotlib).",
+)
+@click.option(
+    "--join",
+    is_flag=True,
+    help="Join the background files end to end into one stream (default: each file its own stream).",
+)
+@click.option(
+    "--min-threshold",
+    type=float,
+    default=None,
+    callback=_score,
+    help="Lowest threshold written. Default: 1/K, the chance level of a softmax over the K labels.",
+)
+@click.option(
+    "--only-raise",
+    is_flag=True,
+    help="Never lower a threshold below the label set's own (by default a label the background never "
+    "triggers falls to --min-threshold).",
+)
+@click.option(
+    "--window", type=float, default=None, help="Window length in seconds, as listen. Default: the bundle's clip length."
+)
 @click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
-@click.option("--smooth", type=int, default=DEFAULTS["smooth"], show_default=True,
-              help="Windows averaged before event decisions, as listen.")
-@click.option("--min-duration", type=float, default=DEFAULTS["min_duration"], show_default=True,
-              help="Seconds above threshold before an event starts, as listen.")
-@click.option("--release", "release_ratio", type=float, default=DEFAULTS["release"], show_default=True,
-              help="An event ends below threshold x this ratio, as listen.")
-@click.option("--min-level", type=float, default=None, metavar="DBFS",
-              help="Level gate, as listen: quieter windows start no event. Default: off.")
+@click.option(
+    "--smooth",
+    type=int,
+    default=DEFAULTS["smooth"],
+    show_default=True,
+    help="Windows averaged before event decisions, as listen.",
+)
+@click.option(
+    "--min-duration",
+    type=float,
+    default=DEFAULTS["min_duration"],
+    show_default=True,
+    help="Seconds above threshold before an event starts, as listen.",
+)
+@click.option(
+    "--release",
+    "release_ratio",
+    type=float,
+    default=DEFAULTS["release"],
+    show_default=True,
+    help="An event ends below threshold x this ratio, as listen.",
+)
+@click.option(
+    "--min-level",
+    type=float,
+    default=None,
+    metavar="DBFS",
+    help="Level gate, as listen: quieter windows start no event. Default: off.",
+)
 @THREADS
 @BACKEND
 @click.pass_context
 @domain_errors
-def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, plot, join, min_threshold, only_raise,
-               window, hop, smooth, min_duration, release_ratio, min_level, threads, backend_choice):
+def thresholds(
+    ctx,
+    labels_spec,
+    bundle,
+    background,
+    positives,
+    per_hour,
+    out,
+    plot,
+    join,
+    min_threshold,
+    only_raise,
+    window,
+    hop,
+    smooth,
+    min_duration,
+    release_ratio,
+    min_level,
+    threads,
+    backend_choice,
+):
     """Per-label thresholds for at most F false alarms per hour of background.
 
     Listens to the background exactly as `semanticac-edge listen --input FILE --fast` would
@@ -131,9 +221,20 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
 
         require_matplotlib()  # before the long run, not after it
     files = audio_files(background)
-    options = ListenOptions(labels=labels_spec, bundle=bundle, input=str(files[0]), fast=True, window=window, hop=hop,
-                            smooth=smooth, min_duration=min_duration, release=release_ratio, threads=threads,
-                            backend=backend_choice, min_level=min_level)
+    options = ListenOptions(
+        labels=labels_spec,
+        bundle=bundle,
+        input=str(files[0]),
+        fast=True,
+        window=window,
+        hop=hop,
+        smooth=smooth,
+        min_duration=min_duration,
+        release=release_ratio,
+        threads=threads,
+        backend=backend_choice,
+        min_level=min_level,
+    )
     pairs = []
     if positives:
         from edge.labels.labelset import resolve_label_set
@@ -141,35 +242,50 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
         clips = read_clip_csv(positives)
         check_labels(clips, resolve_label_set(labels_spec), f"--positives {positives}")
         pairs = [(clip.path, clip.label) for clip in clips]
-    report = fit_thresholds(options, files, per_hour, join=join, positives=pairs, min_threshold=min_threshold,
-                            only_raise=only_raise)
+    report = fit_thresholds(
+        options, files, per_hour, join=join, positives=pairs, min_threshold=min_threshold, only_raise=only_raise
+    )
 
-    click.echo(f"background: {report.hours * 3600:.1f} s ({report.hours:.3f} h) in {report.streams} stream(s), "
-               f"{report.files} file(s)" + (f", {len(report.skipped)} skipped as unreadable" if report.skipped else "")
-               + f"; budget {per_hour:g} false alarm(s) per hour")
+    click.echo(
+        f"background: {report.hours * 3600:.1f} s ({report.hours:.3f} h) in {report.streams} stream(s), "
+        f"{report.files} file(s)"
+        + (f", {len(report.skipped)} skipped as unreadable" if report.skipped else "")
+        + f"; budget {per_hour:g} false alarm(s) per hour"
+    )
     if report.short_streams:
-        click.echo(f"{report.short_streams} background stream(s) too short for an event to last --min-duration: "
-                   "they count as hours without false alarms; use --join for short files")
+        click.echo(
+            f"{report.short_streams} background stream(s) too short for an event to last --min-duration: "
+            "they count as hours without false alarms; use --join for short files"
+        )
     recall = positives is not None
     head = f"{'label':<24} {'old':>7} {'new':>7} {'starts':>7} {'per hour':>9}"
     click.echo(head + (f" {'positives':>9} {'recall old':>10} {'recall new':>10}" if recall else ""))
     for fit in report.fits:
-        line = f"{fit.label[:24]:<24} {fit.old_threshold:>7.4g} {fit.threshold:>7.4g} {fit.starts:>7d} " \
-               f"{fit.per_hour:>9.3g}" + ("" if fit.met else "  OVER BUDGET even at 1.0")
+        line = (
+            f"{fit.label[:24]:<24} {fit.old_threshold:>7.4g} {fit.threshold:>7.4g} {fit.starts:>7d} "
+            f"{fit.per_hour:>9.3g}" + ("" if fit.met else "  OVER BUDGET even at 1.0")
+        )
         if recall:
-            line += f" {fit.positives:>9d}" + (f" {fit.recall_old:>10.1%} {fit.recall_new:>10.1%}"
-                                               if fit.positives else f" {'-':>10} {'-':>10}")
+            line += f" {fit.positives:>9d}" + (
+                f" {fit.recall_old:>10.1%} {fit.recall_new:>10.1%}" if fit.positives else f" {'-':>10} {'-':>10}"
+            )
         click.echo(line)
     if report.positives_skipped:
         click.echo(f"{len(report.positives_skipped)} positive file(s) skipped as unreadable")
     lowered = [fit.label for fit in report.fits if fit.threshold < fit.old_threshold]
     if lowered:
-        click.echo(f"{len(lowered)} threshold(s) lowered: the background never took them near their old value; "
-                   "sounds it did not hold may now start events (--only-raise keeps the old ones)")
+        click.echo(
+            f"{len(lowered)} threshold(s) lowered: the background never took them near their old value; "
+            "sounds it did not hold may now start events (--only-raise keeps the old ones)"
+        )
     unmet = [fit.label for fit in report.fits if not fit.met]
     if unmet:
-        log.warning("%d label(s) start more than %g events per hour even at threshold 1.0: %s", len(unmet),
-                    per_hour, ", ".join(unmet))
+        log.warning(
+            "%d label(s) start more than %g events per hour even at threshold 1.0: %s",
+            len(unmet),
+            per_hour,
+            ", ".join(unmet),
+        )
 
     if plot:
         from calibrate.plots import plot_false_alarms
@@ -186,7 +302,8 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
         f"Label set {report.label_set.name!r} with per-label thresholds fitted by semanticac-calibrate {__version__} "
         f"on {date.today().isoformat()}:",
         f"at most {per_hour:g} false alarm(s) per hour on {report.hours:.3f} h of background "
-        f"({report.files} file(s), {how}" + (f", {len(report.skipped)} unreadable skipped" if report.skipped else "")
+        f"({report.files} file(s), {how}"
+        + (f", {len(report.skipped)} unreadable skipped" if report.skipped else "")
         + ").",
         f"Valid for listen with: window {window_text}, hop {hop:g} s, "
         f"smooth {smooth}, min_duration {min_duration:g} s, release {release_ratio:g}{gate}.",
@@ -200,16 +317,29 @@ def thresholds(ctx, labels_spec, bundle, background, positives, per_hour, out, p
 @main.command()
 @LABELS
 @BUNDLE
-@click.option("--data", multiple=True, required=True, metavar="CSV|esc50:ROOT|us8k:ROOT[:FOLDS]",
-              help="Labelled clips: a CSV (path,label; paths relative to its folder), or a dataset's meta.csv: "
-                   "esc50:ROOT, us8k:ROOT or us8k:ROOT:1,2 (those folds). Repeat for several.")
+@click.option(
+    "--data",
+    multiple=True,
+    required=True,
+    metavar="CSV|esc50:ROOT|us8k:ROOT[:FOLDS]",
+    help="Labelled clips: a CSV (path,label; paths relative to its folder), or a dataset's meta.csv: "
+    "esc50:ROOT, us8k:ROOT or us8k:ROOT:1,2 (those folds). Repeat for several.",
+)
 @OUT
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="PNG of reliability diagrams before and after (needs matplotlib).")
-@click.option("--bias/--no-bias", "fit_bias", default=True, show_default=True,
-              help="Fit a bias per label (labels with clips) as well as the temperature.")
-@click.option("--bias-l2", type=float, default=None,
-              help="L2 penalty on the biases (on the mean NLL). Default: 0.01.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="PNG of reliability diagrams before and after (needs matplotlib).",
+)
+@click.option(
+    "--bias/--no-bias",
+    "fit_bias",
+    default=True,
+    show_default=True,
+    help="Fit a bias per label (labels with clips) as well as the temperature.",
+)
+@click.option("--bias-l2", type=float, default=None, help="L2 penalty on the biases (on the mean NLL). Default: 0.01.")
 @THREADS
 @BACKEND
 @click.pass_context
@@ -244,12 +374,21 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     embeddings = label_embeddings_for(bundle_, label_set, threads)
     with select_backend(bundle_, backend_choice, threads=threads) as backend:
         clipset = embed_clips(bundle_, label_set, clips, backend)
-    report = fit_scores(bundle_, label_set, embeddings, clipset, fit_bias=fit_bias,
-                        bias_l2=DEFAULT_BIAS_L2 if bias_l2 is None else bias_l2)
+    report = fit_scores(
+        bundle_,
+        label_set,
+        embeddings,
+        clipset,
+        fit_bias=fit_bias,
+        bias_l2=DEFAULT_BIAS_L2 if bias_l2 is None else bias_l2,
+    )
 
     cal = report.calibration
-    click.echo(f"{report.clips} clip(s)" + (f", {len(report.skipped)} skipped as unreadable" if report.skipped else "")
-               + f"; scoring {report.kind}; temperature {cal.temperature:.4g} ({cal.steps} L-BFGS steps)")
+    click.echo(
+        f"{report.clips} clip(s)"
+        + (f", {len(report.skipped)} skipped as unreadable" if report.skipped else "")
+        + f"; scoring {report.kind}; temperature {cal.temperature:.4g} ({cal.steps} L-BFGS steps)"
+    )
     click.echo(f"{'':<10} {'NLL':>8} {'ECE':>8} {'top-1':>8}")
     for name, m in (("before", report.before), ("after", report.after)):
         click.echo(f"{name:<10} {m.nll:>8.4f} {m.ece:>8.4f} {m.accuracy:>8.1%}")
@@ -264,8 +403,9 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     header = [
         f"Label set {label_set.name!r} with a score calibration fitted by semanticac-calibrate {__version__} "
         f"on {date.today().isoformat()}:",
-        f"temperature {cal.temperature:.6g}" + (", a bias per label with clips" if fit_bias else "") +
-        f", on {report.clips} labelled clip(s) ({report.kind}).",
+        f"temperature {cal.temperature:.6g}"
+        + (", a bias per label with clips" if fit_bias else "")
+        + f", on {report.clips} labelled clip(s) ({report.kind}).",
         f"NLL {report.before.nll:.4f} -> {report.after.nll:.4f}, ECE {report.before.ece:.4f} -> "
         f"{report.after.ece:.4f}, top-1 {report.before.accuracy:.1%} -> {report.after.accuracy:.1%}.",
         "Thresholds are the original set's: fit them again on these scores with `semanticac-calibrate thresholds`.",

@@ -46,8 +46,9 @@ def audio_files(paths: Iterable[str | Path]) -> list[Path]:
         else:
             found.append(path)
     if not found:
-        where = (f" (searched {', '.join(empty_folders)} for {', '.join(sorted(AUDIO_SUFFIXES))})"
-                 if empty_folders else "")
+        where = (
+            f" (searched {', '.join(empty_folders)} for {', '.join(sorted(AUDIO_SUFFIXES))})" if empty_folders else ""
+        )
         raise CalibrationError(f"no background audio files found{where}: pass audio files or folders holding them")
     return list(dict.fromkeys(found))
 
@@ -58,8 +59,10 @@ def _rows(path: Path, required: Sequence[str], aliases: dict[str, str] | None = 
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             header = [name.strip() for name in (reader.fieldnames or [])]
-            rows = [(i + 2, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
-                    for i, row in enumerate(reader)]
+            rows = [
+                (i + 2, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
+                for i, row in enumerate(reader)
+            ]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise CalibrationError(f"cannot read {path}: {err}") from None
     for alias, name in (aliases or {}).items():
@@ -69,8 +72,9 @@ def _rows(path: Path, required: Sequence[str], aliases: dict[str, str] | None = 
                 row[name] = row.get(alias, "")
     missing = [name for name in required if name not in header]
     if missing:
-        raise CalibrationError(f"{path}: missing column(s) {missing}: the header has {header or 'nothing'}; "
-                               f"it needs {list(required)}")
+        raise CalibrationError(
+            f"{path}: missing column(s) {missing}: the header has {header or 'nothing'}; it needs {list(required)}"
+        )
     if not rows:
         raise CalibrationError(f"{path}: holds no rows after its header: list at least one clip")
     for line, row in rows:
@@ -100,8 +104,10 @@ def read_dataset(spec: str) -> list[LabelledClip]:
     if kind not in DATASETS or not rest:
         if Path(spec).is_file():
             return read_clip_csv(spec)
-        raise CalibrationError(f"--data {spec!r} is neither a CSV file nor a dataset spec: use a CSV (path,label), "
-                               "esc50:ROOT or us8k:ROOT[:FOLDS] (e.g. us8k:/data/us8k:1,2)")
+        raise CalibrationError(
+            f"--data {spec!r} is neither a CSV file nor a dataset spec: use a CSV (path,label), "
+            "esc50:ROOT or us8k:ROOT[:FOLDS] (e.g. us8k:/data/us8k:1,2)"
+        )
     folds: set[int] | None = None
     match = re.fullmatch(r"(.+):(\d+(?:,\d+)*)", rest)
     if match and not Path(rest).is_dir():
@@ -111,8 +117,10 @@ def read_dataset(spec: str) -> list[LabelledClip]:
         raise CalibrationError(f"--data {spec!r}: {root} is not a folder: give the dataset's root folder")
     if kind == "esc50":
         if folds is not None:
-            raise CalibrationError(f"--data {spec!r}: folds apply to us8k only (the ESC-50 copy's folds are "
-                                   "mostly unknown): use esc50:ROOT")
+            raise CalibrationError(
+                f"--data {spec!r}: folds apply to us8k only (the ESC-50 copy's folds are "
+                "mostly unknown): use esc50:ROOT"
+            )
         meta = _meta(root, ["meta.csv", "meta/esc50.csv"], "ESC-50")
         rows = _rows(meta, ("filename", "category"))
         return [LabelledClip(root / "audio" / row["filename"], row["category"], f"{meta}:{line}") for line, row in rows]
@@ -122,8 +130,11 @@ def read_dataset(spec: str) -> list[LabelledClip]:
         if not row["fold"].isdigit():
             raise CalibrationError(f"{meta}:{line}: fold {row['fold']!r} is not a fold number")
         if folds is None or int(row["fold"]) in folds:
-            clips.append(LabelledClip(root / "audio" / f"fold{row['fold']}" / row["slice_file_name"], row["class"],
-                                      f"{meta}:{line}"))
+            clips.append(
+                LabelledClip(
+                    root / "audio" / f"fold{row['fold']}" / row["slice_file_name"], row["class"], f"{meta}:{line}"
+                )
+            )
     if not clips:
         raise CalibrationError(f"--data {spec!r}: no clip of fold(s) {sorted(folds or [])} in {meta}")
     return clips
@@ -137,4 +148,5 @@ def check_labels(clips: Sequence[LabelledClip], label_set: LabelSet, what: str) 
         first = next(clip for clip in clips if clip.label in unknown)
         raise CalibrationError(
             f"{what}: label(s) {unknown} are not in label set {label_set.name!r} (first at {first.where}); "
-            f"its labels are: {', '.join(label_set.names)}")
+            f"its labels are: {', '.join(label_set.names)}"
+        )

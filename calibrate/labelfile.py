@@ -20,9 +20,13 @@ from edge.fsutil import atomic_write_text
 from edge.labels.labelset import LabelSet, parse_label_set
 
 
-def dump_label_set(label_set: LabelSet, thresholds: Sequence[float] | None = None,
-                   temperature: float | None = None, biases: Sequence[float] | None = None,
-                   header: Sequence[str] = ()) -> str:
+def dump_label_set(
+    label_set: LabelSet,
+    thresholds: Sequence[float] | None = None,
+    temperature: float | None = None,
+    biases: Sequence[float] | None = None,
+    header: Sequence[str] = (),
+) -> str:
     """YAML text of `label_set` with the given per-label thresholds / temperature / biases
     (None: keep the set's own); `header` lines become `#` comments at the top."""
     k = len(label_set.labels)
@@ -61,8 +65,10 @@ def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet
     text = dump_label_set(label_set, **values)
     back = parse_label_set(text, source=str(path))
     if back.sha256 != label_set.sha256 or back.names != label_set.names:
-        raise CalibrationError(f"{path}: the written label set would change its names or prompts "
-                               "(labels_sha256): not written; this is a bug, please report it")
+        raise CalibrationError(
+            f"{path}: the written label set would change its names or prompts "
+            "(labels_sha256): not written; this is a bug, please report it"
+        )
     for key in ("thresholds", "biases"):
         want = values.get(key)
         have = [label.threshold if key == "thresholds" else label.bias for label in back.labels]

@@ -21,8 +21,9 @@ def require_matplotlib():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("the PNG needs matplotlib, which is not installed: `pip install matplotlib`, "
-                          "or leave out --plot") from None
+        raise ImportError(
+            "the PNG needs matplotlib, which is not installed: `pip install matplotlib`, or leave out --plot"
+        ) from None
     return plt
 
 
@@ -50,23 +51,44 @@ def plot_false_alarms(report, path: str | Path) -> None:
         colour, style = colours(i % colours.N), ("-", "--", ":")[(i // colours.N) % 3]
         x = np.array([t for t, _ in fit.curve])
         rate = np.array([n for _, n in fit.curve]) / report.hours
-        ax.plot(x, np.maximum(rate, floor), drawstyle="steps-pre", color=colour, lw=1.2, ls=style,
-                label=f"{fit.label} -> {fit.threshold:g}" + ("" if fit.met else " (over budget)"))
-        ax.plot([fit.threshold], [max(fit.per_hour, floor)], marker="o", ms=7, color=colour,
-                markeredgecolor="black", zorder=5)
-    ax.axhline(report.per_hour_budget, color="black", ls="--", lw=1.2,
-               label=f"budget {report.per_hour_budget:g} / h")
+        ax.plot(
+            x,
+            np.maximum(rate, floor),
+            drawstyle="steps-pre",
+            color=colour,
+            lw=1.2,
+            ls=style,
+            label=f"{fit.label} -> {fit.threshold:g}" + ("" if fit.met else " (over budget)"),
+        )
+        ax.plot(
+            [fit.threshold],
+            [max(fit.per_hour, floor)],
+            marker="o",
+            ms=7,
+            color=colour,
+            markeredgecolor="black",
+            zorder=5,
+        )
+    ax.axhline(report.per_hour_budget, color="black", ls="--", lw=1.2, label=f"budget {report.per_hour_budget:g} / h")
     ax.axhline(floor, color="grey", ls=":", lw=0.8)
     if silent:
         names = ", ".join(fit.label for fit in silent[:6]) + (", ..." if len(silent) > 6 else "")
-        ax.plot([], [], " ", label=f"{len(silent)} never triggered ({names}): "
-                                   f"{', '.join(sorted({f'{fit.threshold:g}' for fit in silent}))}")
+        ax.plot(
+            [],
+            [],
+            " ",
+            label=f"{len(silent)} never triggered ({names}): "
+            f"{', '.join(sorted({f'{fit.threshold:g}' for fit in silent}))}",
+        )
     ax.set_yscale("log")
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("threshold (smoothed score that starts an event)")
     ax.set_ylabel("false alarms per hour of background")
-    ax.set_title(f"{report.label_set.name}: {report.hours:.3g} h of background; dotted line: no event; "
-                 "markers: the chosen thresholds", fontsize=10)
+    ax.set_title(
+        f"{report.label_set.name}: {report.hours:.3g} h of background; dotted line: no event; "
+        "markers: the chosen thresholds",
+        fontsize=10,
+    )
     ax.legend(fontsize=7, ncol=2 if len(report.fits) > 25 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(True, which="both", alpha=0.3)
     _save(fig, path)
@@ -81,10 +103,24 @@ def plot_reliability(report, path: str | Path) -> None:
         bins = len(rel.count)
         centres = (np.arange(bins) + 0.5) / bins
         filled = rel.count > 0
-        ax.bar(centres[filled], rel.accuracy[filled], width=1.0 / bins, edgecolor="black", color="tab:blue",
-               alpha=0.8, label="accuracy")
-        ax.bar(centres[filled], rel.confidence[filled] - rel.accuracy[filled], bottom=rel.accuracy[filled],
-               width=1.0 / bins, color="tab:red", alpha=0.3, label="gap to confidence")
+        ax.bar(
+            centres[filled],
+            rel.accuracy[filled],
+            width=1.0 / bins,
+            edgecolor="black",
+            color="tab:blue",
+            alpha=0.8,
+            label="accuracy",
+        )
+        ax.bar(
+            centres[filled],
+            rel.confidence[filled] - rel.accuracy[filled],
+            bottom=rel.accuracy[filled],
+            width=1.0 / bins,
+            color="tab:red",
+            alpha=0.3,
+            label="gap to confidence",
+        )
         ax.plot([0, 1], [0, 1], color="black", ls="--", lw=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
@@ -93,6 +129,8 @@ def plot_reliability(report, path: str | Path) -> None:
         ax.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel("accuracy")
     cal = report.calibration
-    fig.suptitle(f"{report.label_set.name}: {report.clips} clips; T = {cal.temperature:.3g}, "
-                 f"biases in [{cal.biases.min():+.2f}, {cal.biases.max():+.2f}]")
+    fig.suptitle(
+        f"{report.label_set.name}: {report.clips} clips; T = {cal.temperature:.3g}, "
+        f"biases in [{cal.biases.min():+.2f}, {cal.biases.max():+.2f}]"
+    )
     _save(fig, path)

@@ -39,14 +39,22 @@ class Progress:
         elif self.total and self.done / self.total >= self._next_log - 1e-9:
             while self._next_log <= self.done / self.total + 1e-9:
                 self._next_log += STEP
-            log.info("%s: %d/%d (%.0f %%, %.0f s)", self.description, self.done, self.total,
-                     100.0 * self.done / self.total, time.monotonic() - self._start)
+            log.info(
+                "%s: %d/%d (%.0f %%, %.0f s)",
+                self.description,
+                self.done,
+                self.total,
+                100.0 * self.done / self.total,
+                time.monotonic() - self._start,
+            )
 
     def _draw(self) -> None:
         fraction = self.done / self.total if self.total else 1.0
         filled = round(fraction * BAR_WIDTH)
-        self.stream.write(f"\r{self.description} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
-                          f"{self.done}/{self.total} {time.monotonic() - self._start:.0f} s")
+        self.stream.write(
+            f"\r{self.description} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] "
+            f"{self.done}/{self.total} {time.monotonic() - self._start:.0f} s"
+        )
         self.stream.flush()
 
     def close(self) -> None:

@@ -48,8 +48,10 @@ class WindowRecorder(Sink):
         for name, score in result.top:
             row[self.index[name]] = score
         if np.isnan(row).any():  # top_k below the number of labels: the replay would be wrong
-            raise ValueError(f"WindowRecorder: a window carries {len(result.top)} of {len(self.labels)} labels: "
-                             "run listen with top_k = the number of labels")
+            raise ValueError(
+                f"WindowRecorder: a window carries {len(result.top)} of {len(self.labels)} labels: "
+                "run listen with top_k = the number of labels"
+            )
         self.times.append(result.t)
         self.rows.append(row)
         self.gated.append(bool(result.gated))
@@ -90,9 +92,14 @@ def listen_to(options: ListenOptions, labels: Sequence[str], path: Path, name: s
     if summary.error:
         raise AudioError(summary.error)
     k = len(labels)
-    return Stream(name or str(path), np.asarray(recorder.times, dtype=np.float64),
-                  np.asarray(recorder.rows, dtype=np.float64).reshape(-1, k), np.asarray(recorder.gated, dtype=bool),
-                  float(summary.seconds), recorder.starts)
+    return Stream(
+        name or str(path),
+        np.asarray(recorder.times, dtype=np.float64),
+        np.asarray(recorder.rows, dtype=np.float64).reshape(-1, k),
+        np.asarray(recorder.gated, dtype=bool),
+        float(summary.seconds),
+        recorder.starts,
+    )
 
 
 def listen_in_silence(options: ListenOptions, labels: Sequence[str], path: Path) -> Stream:
@@ -114,8 +121,14 @@ def listen_in_silence(options: ListenOptions, labels: Sequence[str], path: Path)
         return listen_to(options, labels, padded, name=str(path))
 
 
-def record(options: ListenOptions, labels: Sequence[str], files: Sequence[Path], join: bool = False,
-           what: str = "background", in_silence: bool = False) -> tuple[list[Stream], list[tuple[Path, str]]]:
+def record(
+    options: ListenOptions,
+    labels: Sequence[str],
+    files: Sequence[Path],
+    join: bool = False,
+    what: str = "background",
+    in_silence: bool = False,
+) -> tuple[list[Stream], list[tuple[Path, str]]]:
     """Streams of `files` (one per file, or with `join` one stream of them all, end to end, no
     gap; with `in_silence` each file padded with silence, `listen_in_silence`) and the files
     skipped as unreadable, each with the reason (a warning is logged)."""
@@ -134,8 +147,9 @@ def record(options: ListenOptions, labels: Sequence[str], files: Sequence[Path],
     return streams, skipped
 
 
-def _joined(options: ListenOptions, labels: Sequence[str], files: Sequence[Path],
-            skipped: list[tuple[Path, str]]) -> Stream:
+def _joined(
+    options: ListenOptions, labels: Sequence[str], files: Sequence[Path], skipped: list[tuple[Path, str]]
+) -> Stream:
     """The files decoded at the model's rate, concatenated into one file, listened to as one stream."""
     import soundfile as sf
 
@@ -156,6 +170,7 @@ def _joined(options: ListenOptions, labels: Sequence[str], files: Sequence[Path]
     with tempfile.TemporaryDirectory(prefix="semanticac-calibrate-") as folder:
         joined = Path(folder) / "joined.w64"  # Sony Wave64: no 4 GB limit (WAV's is ~18 h at 16 kHz float)
         sf.write(str(joined), np.concatenate(parts), rate, format="W64", subtype="FLOAT")
-        log.info("listening to %d file(s) joined into one stream of %.1f s", len(parts),
-                 sum(p.size for p in parts) / rate)
+        log.info(
+            "listening to %d file(s) joined into one stream of %.1f s", len(parts), sum(p.size for p in parts) / rate
+        )
         return listen_to(options, labels, joined, name=f"{len(parts)} file(s) joined")

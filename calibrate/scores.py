@@ -99,8 +99,10 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
             bar.update()
         run()
     if not rows:
-        raise CalibrationError(f"none of the {len(clips)} clip(s) could be read (first: {skipped[0][0]}: "
-                               f"{skipped[0][1]}): check the paths in --data")
+        raise CalibrationError(
+            f"none of the {len(clips)} clip(s) could be read (first: {skipped[0][0]}: "
+            f"{skipped[0][1]}): check the paths in --data"
+        )
     if skipped:
         log.warning("%d of %d clip(s) skipped as unreadable", len(skipped), len(clips))
     return ClipSet(np.concatenate(rows).astype(np.float32), np.asarray(targets, dtype=np.int64), paths, skipped)
@@ -110,8 +112,9 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
 # Objective and optimiser
 
 
-def objective(z: np.ndarray, y: np.ndarray, kind: str, a: float, b: np.ndarray,
-              bias_l2: float) -> tuple[float, float, np.ndarray]:
+def objective(
+    z: np.ndarray, y: np.ndarray, kind: str, a: float, b: np.ndarray, bias_l2: float
+) -> tuple[float, float, np.ndarray]:
     """Mean NLL of logits a*z + b, + bias_l2/2 |b|^2 + TEMPERATURE_L2/2 (a - 1)^2, and its gradient
     in a and in b."""
     n, k = z.shape
@@ -130,13 +133,17 @@ def objective(z: np.ndarray, y: np.ndarray, kind: str, a: float, b: np.ndarray,
         grad = sigmoid(zc) - onehot
     grad /= n
     prior = 0.5 * bias_l2 * float(b @ b) + 0.5 * TEMPERATURE_L2 * (a - 1.0) ** 2
-    return (nll + prior, float(np.sum(grad * z)) + TEMPERATURE_L2 * (a - 1.0),
-            grad.sum(axis=0) + bias_l2 * b)
+    return (nll + prior, float(np.sum(grad * z)) + TEMPERATURE_L2 * (a - 1.0), grad.sum(axis=0) + bias_l2 * b)
 
 
-def lbfgs(fun: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
-          feasible: Callable[[np.ndarray], bool], max_iter: int = 500, memory: int = 10,
-          tol: float = 1e-8) -> tuple[np.ndarray, int]:
+def lbfgs(
+    fun: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    feasible: Callable[[np.ndarray], bool],
+    max_iter: int = 500,
+    memory: int = 10,
+    tol: float = 1e-8,
+) -> tuple[np.ndarray, int]:
     """Minimise a smooth convex `fun` (value, gradient) from `x0`: L-BFGS (two-loop recursion)
     with a backtracking (Armijo) line search that also keeps x `feasible`. Returns (x, steps)."""
     x = np.asarray(x0, dtype=np.float64).copy()
@@ -190,8 +197,9 @@ class Calibration:
     at_bound: bool = False  # T reached MIN_TEMPERATURE or MAX_TEMPERATURE
 
 
-def fit_calibration(z: np.ndarray, y: np.ndarray, kind: str, fit_bias: bool = True,
-                    bias_l2: float = DEFAULT_BIAS_L2) -> Calibration:
+def fit_calibration(
+    z: np.ndarray, y: np.ndarray, kind: str, fit_bias: bool = True, bias_l2: float = DEFAULT_BIAS_L2
+) -> Calibration:
     """T and b minimising the NLL of raw logits z [N, K] (T = 1, b = 0) for labels y [N]."""
     z = np.asarray(z, dtype=np.float64)
     k = z.shape[1]
@@ -209,15 +217,23 @@ def fit_calibration(z: np.ndarray, y: np.ndarray, kind: str, fit_bias: bool = Tr
         value, grad_a, grad_b = objective(z, y, kind, a, b, bias_l2)
         return value, np.concatenate([[grad_a], grad_b[free]])
 
-    x, steps = lbfgs(fun, np.concatenate([[1.0], np.zeros(int(free.sum()))]),
-                     feasible=lambda x: 1.0 / MAX_TEMPERATURE <= x[0] <= 1.0 / MIN_TEMPERATURE)
+    x, steps = lbfgs(
+        fun,
+        np.concatenate([[1.0], np.zeros(int(free.sum()))]),
+        feasible=lambda x: 1.0 / MAX_TEMPERATURE <= x[0] <= 1.0 / MIN_TEMPERATURE,
+    )
     a, b = unpack(x)
     temperature = 1.0 / a
     at_bound = temperature < MIN_TEMPERATURE * 1.01 or temperature > MAX_TEMPERATURE * 0.99
     if at_bound:
-        log.warning("the temperature reached its bound (%.3g; allowed %g to %g): the clips are %s; use more "
-                    "clips, and clips the model finds hard", temperature, MIN_TEMPERATURE, MAX_TEMPERATURE,
-                    "all separated perfectly" if temperature < 1 else "close to random for the model")
+        log.warning(
+            "the temperature reached its bound (%.3g; allowed %g to %g): the clips are %s; use more "
+            "clips, and clips the model finds hard",
+            temperature,
+            MIN_TEMPERATURE,
+            MAX_TEMPERATURE,
+            "all separated perfectly" if temperature < 1 else "close to random for the model",
+        )
     return Calibration(temperature, b, steps, at_bound)
 
 
@@ -259,8 +275,13 @@ def nll(probs: np.ndarray, y: np.ndarray, kind: str) -> float:
         return float(-np.mean(np.log(np.maximum(probs[np.arange(n), y], tiny))))
     onehot = np.zeros_like(probs)
     onehot[np.arange(n), y] = 1.0
-    return float(-np.mean(np.sum(onehot * np.log(np.maximum(probs, tiny))
-                                 + (1 - onehot) * np.log(np.maximum(1 - probs, tiny)), axis=1)))
+    return float(
+        -np.mean(
+            np.sum(
+                onehot * np.log(np.maximum(probs, tiny)) + (1 - onehot) * np.log(np.maximum(1 - probs, tiny)), axis=1
+            )
+        )
+    )
 
 
 @dataclass
@@ -294,8 +315,14 @@ class ScoreReport:
     skipped: list[tuple[Path, str]]
 
 
-def fit_scores(bundle: Bundle, label_set: LabelSet, label_embeddings: LabelEmbeddings, clipset: ClipSet,
-               fit_bias: bool = True, bias_l2: float = DEFAULT_BIAS_L2) -> ScoreReport:
+def fit_scores(
+    bundle: Bundle,
+    label_set: LabelSet,
+    label_embeddings: LabelEmbeddings,
+    clipset: ClipSet,
+    fit_bias: bool = True,
+    bias_l2: float = DEFAULT_BIAS_L2,
+) -> ScoreReport:
     """Fit T and b on `clipset`; before = the label set's own calibration, after = the fit,
     both scored by edge's Scorer as `listen` builds it."""
     if not (math.isfinite(bias_l2) and bias_l2 >= 0):
@@ -307,5 +334,13 @@ def fit_scores(bundle: Bundle, label_set: LabelSet, label_embeddings: LabelEmbed
     site = calibrated(label_set, fit.temperature, fit.biases)
     before = Scorer.for_bundle(bundle.meta, label_embeddings, label_set)(clipset.embeddings)
     after = Scorer.for_bundle(bundle.meta, label_embeddings, site)(clipset.embeddings)
-    return ScoreReport(site, fit, metrics(before, y, kind), metrics(after, y, kind), len(y),
-                       np.bincount(y, minlength=len(label_set.labels)), kind, clipset.skipped)
+    return ScoreReport(
+        site,
+        fit,
+        metrics(before, y, kind),
+        metrics(after, y, kind),
+        len(y),
+        np.bincount(y, minlength=len(label_set.labels)),
+        kind,
+        clipset.skipped,
+    )

@@ -79,7 +79,7 @@ def shortest_decimal(low: float, high: float, digits_from: int = 3) -> float:
     """The shortest decimal x with low < x <= high, of at least `digits_from` decimals (so x is
     within 10^-digits_from of low: the lowest threshold, readable); high itself when none has <= 8."""
     for digits in range(digits_from, 9):
-        step = 10.0 ** -digits
+        step = 10.0**-digits
         x = round((math.floor(low / step + 1e-9) + 1) * step, digits)
         if x <= low:
             x = round(x + step, digits)
@@ -102,8 +102,16 @@ class LabelFit:
     positives: int = 0
 
 
-def fit_label(sequences: Sequences, label: str, old_threshold: float, budget: float, release: float,
-              min_duration: float, min_threshold: float, hours: float) -> LabelFit:
+def fit_label(
+    sequences: Sequences,
+    label: str,
+    old_threshold: float,
+    budget: float,
+    release: float,
+    min_duration: float,
+    min_threshold: float,
+    hours: float,
+) -> LabelFit:
     """The lowest threshold in [min_threshold, 1] whose starts stay <= `budget` (events)."""
     sequences = quiet_runs_dropped(sequences, min_threshold * release)
     values = np.concatenate([v for _, v in sequences]) if sequences else np.zeros(0)
@@ -167,16 +175,28 @@ class ThresholdReport:
 
 
 def check_budget(per_hour: float) -> float:
-    if isinstance(per_hour, bool) or not isinstance(per_hour, (int, float)) or not math.isfinite(per_hour) \
-            or per_hour <= 0:
-        raise CalibrationError(f"--false-alarms-per-hour {per_hour!r} is not allowed: use a finite number > 0 "
-                               "(e.g. 1: at most one false event per hour of background)")
+    if (
+        isinstance(per_hour, bool)
+        or not isinstance(per_hour, (int, float))
+        or not math.isfinite(per_hour)
+        or per_hour <= 0
+    ):
+        raise CalibrationError(
+            f"--false-alarms-per-hour {per_hour!r} is not allowed: use a finite number > 0 "
+            "(e.g. 1: at most one false event per hour of background)"
+        )
     return float(per_hour)
 
 
-def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour: float, join: bool = False,
-                   positives: Sequence[tuple[Path, str]] = (), min_threshold: float | None = None,
-                   only_raise: bool = False) -> ThresholdReport:
+def fit_thresholds(
+    options: ListenOptions,
+    background: Sequence[Path],
+    per_hour: float,
+    join: bool = False,
+    positives: Sequence[tuple[Path, str]] = (),
+    min_threshold: float | None = None,
+    only_raise: bool = False,
+) -> ThresholdReport:
     """Listen to `background` with `options` (their window, hop, smooth, release, min_duration,
     level gate), then fit each label's threshold to at most `per_hour` starts per hour.
     `only_raise`: never below the label set's own threshold (a label the background never
@@ -190,21 +210,28 @@ def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour:
         raise CalibrationError(f"--min-threshold {min_threshold!r} is not allowed: use a score in (0, 1]")
     unknown = sorted({label for _, label in positives} - set(names))
     if unknown:
-        raise CalibrationError(f"--positives: label(s) {unknown} are not in label set {label_set.name!r}; "
-                               f"its labels are: {', '.join(names)}")
+        raise CalibrationError(
+            f"--positives: label(s) {unknown} are not in label set {label_set.name!r}; "
+            f"its labels are: {', '.join(names)}"
+        )
     streams, skipped = record(options, names, list(background), join=join)
     hours = sum(stream.seconds for stream in streams) / 3600.0
     if not streams or hours <= 0.0 or not any(len(s.times) for s in streams):
         why = f" ({len(skipped)} unreadable file(s) skipped: first {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
-        raise CalibrationError(f"the background holds no audio to listen to{why}: pass recordings of the site "
-                               "without the sounds to detect")
+        raise CalibrationError(
+            f"the background holds no audio to listen to{why}: pass recordings of the site without the sounds to detect"
+        )
     if skipped:
         log.warning("%d of %d background file(s) skipped as unreadable", len(skipped), len(background))
     short = sum(len(s.times) == 0 or s.times[-1] - s.times[0] < options.min_duration for s in streams)
     if short:
-        log.warning("%d of %d background stream(s) are too short for an event to last --min-duration %g s: "
-                    "they can start no false alarm; join short files into one stream with --join",
-                    short, len(streams), options.min_duration)
+        log.warning(
+            "%d of %d background stream(s) are too short for an event to last --min-duration %g s: "
+            "they can start no false alarm; join short files into one stream with --join",
+            short,
+            len(streams),
+            options.min_duration,
+        )
     budget = per_hour * hours
     smoothed = [stream.smoothed(options.smooth) for stream in streams]
     fits = []
@@ -212,11 +239,15 @@ def fit_thresholds(options: ListenOptions, background: Sequence[Path], per_hour:
         for k, label in enumerate(label_set.labels):
             sequences = [(stream.times, values[:, k]) for stream, values in zip(streams, smoothed)]
             floor = max(min_threshold, label.threshold) if only_raise else min_threshold
-            fits.append(fit_label(sequences, label.name, label.threshold, budget, options.release,
-                                  options.min_duration, floor, hours))
+            fits.append(
+                fit_label(
+                    sequences, label.name, label.threshold, budget, options.release, options.min_duration, floor, hours
+                )
+            )
             bar.update()
-    report = ThresholdReport(label_set, fits, per_hour, hours, len(streams),
-                             len(background) - len(skipped), skipped, short_streams=short)
+    report = ThresholdReport(
+        label_set, fits, per_hour, hours, len(streams), len(background) - len(skipped), skipped, short_streams=short
+    )
     if positives:
         _positive_recall(report, options, positives)
     return report

@@ -86,22 +86,29 @@ def _tower(meta: Fields, name: str) -> Tower:
     sha = spec.get("sha256", str, "the file's SHA-256 in hex")
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise spec.fail(f"field 'sha256' {must_be('a 64-digit lowercase hex SHA-256', sha)}")
-    return Tower(file=file, sha256=sha, inputs=spec.names("inputs", "a non-empty list of tensor names"),
-                 outputs=spec.names("outputs", "a non-empty list of tensor names"))
+    return Tower(
+        file=file,
+        sha256=sha,
+        inputs=spec.names("inputs", "a non-empty list of tensor names"),
+        outputs=spec.names("outputs", "a non-empty list of tensor names"),
+    )
 
 
-def parse_bundle_meta(data: dict) -> BundleMeta:
-    """Check model.json's content; BundleError names the first missing or bad field."""
+def parse_bundle_meta(data: object) -> BundleMeta:
+    """Check model.json's content (a JSON object); BundleError names the first missing or bad field."""
     meta = Fields(data, META_FILE, BundleError)
-    version = meta.version(FORMAT_VERSION, newer_fix="upgrade semanticac-edge (pip install -U semanticac-edge)",
-                           older_fix="re-export the bundle with `semanticac-train export`")
+    version = meta.version(
+        FORMAT_VERSION,
+        newer_fix="upgrade semanticac-edge (pip install -U semanticac-edge)",
+        older_fix="re-export the bundle with `semanticac-train export`",
+    )
     meta.unknown(f.name for f in dataclasses.fields(BundleMeta))
     try:
         frontend = Frontend.from_dict(meta.get("frontend", dict, "a mapping of log-mel parameters"))
     except ValueError as err:
         raise meta.fail(str(err)) from None
     model_id = meta.text("model_id", "a non-empty identifier of the trained weights")
-    text = None if data.get("text") is None else _tower(meta, "text")
+    text = None if meta.data.get("text") is None else _tower(meta, "text")
     return BundleMeta(
         model_id=model_id,
         frontend=frontend,
@@ -172,9 +179,11 @@ class Bundle:
                 raise BundleError(f"bundle {self.path}: the {name} graph {tower.file} is missing")
             digest = sha256_file(path)
             if digest != tower.sha256:
-                raise BundleError(f"bundle {self.path}: {tower.file} has SHA-256 {digest[:12]}..., "
-                                  f"model.json says {tower.sha256[:12]}...: the file is corrupt or was "
-                                  "replaced; re-export the bundle with `semanticac-train export`")
+                raise BundleError(
+                    f"bundle {self.path}: {tower.file} has SHA-256 {digest[:12]}..., "
+                    f"model.json says {tower.sha256[:12]}...: the file is corrupt or was "
+                    "replaced; re-export the bundle with `semanticac-train export`"
+                )
 
 
 def read_bundle(path: str | Path, verify: bool = False) -> Bundle:
@@ -239,5 +248,7 @@ def resolve_bundle_origin(option: str | Path | None = None) -> tuple[Bundle, str
             "--out BUNDLE`, then pass --bundle BUNDLE"
         )
     bundle = read_bundle(demo)
-    return bundle, (f"the demo bundle shipped with semanticac-edge ({demo}); licence: {bundle.meta.license}; "
-                    "pass --bundle or set $SEMANTICAC_BUNDLE to use your own model")
+    return bundle, (
+        f"the demo bundle shipped with semanticac-edge ({demo}); licence: {bundle.meta.license}; "
+        "pass --bundle or set $SEMANTICAC_BUNDLE to use your own model"
+    )

@@ -58,11 +58,18 @@ def main(verbose: int) -> None:
 
 
 BUNDLE_OPTION = click.option(
-    "--bundle", type=click.Path(file_okay=False, path_type=str), default=None,
-    help="Model bundle folder. Default: $SEMANTICAC_BUNDLE, else the demo bundle shipped with the package.")
+    "--bundle",
+    type=click.Path(file_okay=False, path_type=str),
+    default=None,
+    help="Model bundle folder. Default: $SEMANTICAC_BUNDLE, else the demo bundle shipped with the package.",
+)
 LABELS_OPTION = click.option(
-    "--labels", "labels_spec", default=None, metavar="NAME|PATH",
-    help="A label-set YAML file, or the name of a shipped set (urban, esc50).")
+    "--labels",
+    "labels_spec",
+    default=None,
+    metavar="NAME|PATH",
+    help="A label-set YAML file, or the name of a shipped set (urban, esc50).",
+)
 
 
 @main.command()
@@ -78,8 +85,10 @@ def labels(spec: str, bundle: str | None) -> None:
     label_set = resolve_label_set(spec)
     tokenizer, limit = _bundle_tokenizer(bundle)
     origin = "shipped set" if label_set.shipped else "file"
-    click.echo(f"label set {label_set.name!r} ({origin} {label_set.source}): {len(label_set.labels)} labels, "
-               f"sha256 {label_set.sha256[:16]}")
+    click.echo(
+        f"label set {label_set.name!r} ({origin} {label_set.source}): {len(label_set.labels)} labels, "
+        f"sha256 {label_set.sha256[:16]}"
+    )
     over = 0
     for label in label_set.labels:
         group = f"  [{label.group}]" if label.group else ""
@@ -92,8 +101,10 @@ def labels(spec: str, bundle: str | None) -> None:
                 flag = f"  ({count} tokens: OVER the text tower's limit of {limit})"
             click.echo(f"      {prompt!r}{flag}")
     if over:
-        raise click.ClickException(f"{over} prompt(s) of label set {label_set.name!r} are longer than the text "
-                                   f"tower's {limit} tokens and would be cut: shorten them in {label_set.source}")
+        raise click.ClickException(
+            f"{over} prompt(s) of label set {label_set.name!r} are longer than the text "
+            f"tower's {limit} tokens and would be cut: shorten them in {label_set.source}"
+        )
 
 
 def _bundle_tokenizer(bundle: str | None):
@@ -134,10 +145,14 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
     click.echo(f"model_id   {meta.model_id}")
     click.echo(f"audio      {meta.audio.file} {list(meta.audio.inputs)} -> {list(meta.audio.outputs)}")
     click.echo(f"text       {meta.text.file if meta.text else 'none (label embeddings must be precomputed)'}")
-    click.echo(f"embedding  {meta.embedding_dim}-d, logit scale {meta.logit_scale:g}, "
-               f"encoder {meta.text_encoder.get('kind', '?')}")
-    click.echo(f"frontend   {fe.sample_rate} Hz, {fe.n_mels} mels {fe.f_min:g}-{fe.f_max:g} Hz, hop {fe.hop_length}, "
-               f"{fe.frames} frames; trained on {meta.clip_seconds:g} s clips")
+    click.echo(
+        f"embedding  {meta.embedding_dim}-d, logit scale {meta.logit_scale:g}, "
+        f"encoder {meta.text_encoder.get('kind', '?')}"
+    )
+    click.echo(
+        f"frontend   {fe.sample_rate} Hz, {fe.n_mels} mels {fe.f_min:g}-{fe.f_max:g} Hz, hop {fe.hop_length}, "
+        f"{fe.frames} frames; trained on {meta.clip_seconds:g} s clips"
+    )
     click.echo(f"license    {meta.license}")
     if labels_spec:
         from edge.labels.embeddings import find_label_embeddings
@@ -150,10 +165,21 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
 
 @main.command("embed-labels")
 @BUNDLE_OPTION
-@click.option("--labels", "label_specs", required=True, multiple=True, metavar="NAME|PATH",
-              help="A label-set YAML file, or the name of a shipped set (repeat the option for several).")
-@click.option("--into", type=click.Choice(["auto", "bundle", "cache"]), default="auto", show_default=True,
-              help="auto: the bundle's labels/ when it can be written, else the user cache of this machine.")
+@click.option(
+    "--labels",
+    "label_specs",
+    required=True,
+    multiple=True,
+    metavar="NAME|PATH",
+    help="A label-set YAML file, or the name of a shipped set (repeat the option for several).",
+)
+@click.option(
+    "--into",
+    type=click.Choice(["auto", "bundle", "cache"]),
+    default="auto",
+    show_default=True,
+    help="auto: the bundle's labels/ when it can be written, else the user cache of this machine.",
+)
 @click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores).")
 @domain_errors
 def embed_labels(bundle: str | None, label_specs: tuple[str, ...], into: str, threads: int | None) -> None:
@@ -214,58 +240,154 @@ DEFAULTS = ListenOptions.defaults()
 @main.command()
 @LABELS_OPTION
 @BUNDLE_OPTION
-@click.option("--input", "input_path", default=None, metavar="FILE|-",
-              help="Audio file (played in real time, or --fast), or - for raw PCM on stdin. Default: the microphone.")
-@click.option("--device", default=None, metavar="NAME|INDEX",
-              help="Input device of the microphone (see `semanticac-edge devices`).")
+@click.option(
+    "--input",
+    "input_path",
+    default=None,
+    metavar="FILE|-",
+    help="Audio file (played in real time, or --fast), or - for raw PCM on stdin. Default: the microphone.",
+)
+@click.option(
+    "--device",
+    default=None,
+    metavar="NAME|INDEX",
+    help="Input device of the microphone (see `semanticac-edge devices`).",
+)
 @click.option("--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length.")
 @click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
-@click.option("--top-k", "top_k", type=int, default=DEFAULTS["top_k"], show_default=True,
-              help="Labels shown per window.")
+@click.option(
+    "--top-k", "top_k", type=int, default=DEFAULTS["top_k"], show_default=True, help="Labels shown per window."
+)
 @click.option("--json", "json_lines", is_flag=True, help="One JSON object per line (schema 1) on stdout.")
-@click.option("--backend", "backend_choice", type=click.Choice(list(BACKENDS)), default=DEFAULTS["backend"],
-              show_default=True, help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.")
+@click.option(
+    "--backend",
+    "backend_choice",
+    type=click.Choice(list(BACKENDS)),
+    default=DEFAULTS["backend"],
+    show_default=True,
+    help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.",
+)
 @click.option("--fast", is_flag=True, help="Read --input FILE as fast as possible instead of in real time.")
 @click.option("--rate", type=int, default=None, help="Sample rate of raw PCM on stdin (Hz); --input - only.")
-@click.option("--format", "sample_format", type=click.Choice(list(STDIN_FORMATS)), default=None,
-              help="Sample format of raw PCM on stdin (default s16le); --input - only.")
+@click.option(
+    "--format",
+    "sample_format",
+    type=click.Choice(list(STDIN_FORMATS)),
+    default=None,
+    help="Sample format of raw PCM on stdin (default s16le); --input - only.",
+)
 @click.option("--channels", type=int, default=None, help="Channels of raw PCM on stdin (default 1); --input - only.")
-@click.option("--smooth", type=int, default=DEFAULTS["smooth"], show_default=True,
-              help="Windows averaged before event decisions (1: none).")
-@click.option("--min-duration", type=float, default=DEFAULTS["min_duration"], show_default=True,
-              help="Seconds a label must stay above its threshold before its event starts.")
-@click.option("--release", "release_ratio", type=float, default=DEFAULTS["release"], show_default=True,
-              help="An event ends below threshold x this ratio (hysteresis), in (0, 1].")
+@click.option(
+    "--smooth",
+    type=int,
+    default=DEFAULTS["smooth"],
+    show_default=True,
+    help="Windows averaged before event decisions (1: none).",
+)
+@click.option(
+    "--min-duration",
+    type=float,
+    default=DEFAULTS["min_duration"],
+    show_default=True,
+    help="Seconds a label must stay above its threshold before its event starts.",
+)
+@click.option(
+    "--release",
+    "release_ratio",
+    type=float,
+    default=DEFAULTS["release"],
+    show_default=True,
+    help="An event ends below threshold x this ratio (hysteresis), in (0, 1].",
+)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
-@click.option("--max-batch", type=int, default=DEFAULTS["max_batch"], show_default=True,
-              help="Windows run together when several are ready; beyond it a live source drops the oldest.")
-@click.option("--min-level", type=float, default=None, metavar="DBFS",
-              help="Level gate: windows quieter than this (dBFS, e.g. -60) start no event. Default: off "
-                   "(digital silence never starts one).")
+@click.option(
+    "--max-batch",
+    type=int,
+    default=DEFAULTS["max_batch"],
+    show_default=True,
+    help="Windows run together when several are ready; beyond it a live source drops the oldest.",
+)
+@click.option(
+    "--min-level",
+    type=float,
+    default=None,
+    metavar="DBFS",
+    help="Level gate: windows quieter than this (dBFS, e.g. -60) start no event. Default: off "
+    "(digital silence never starts one).",
+)
 @domain_errors
-def listen(labels_spec, bundle, input_path, device, window, hop, top_k, json_lines, backend_choice, fast, rate,
-           sample_format, channels, smooth, min_duration, release_ratio, threads, max_batch, min_level):
+def listen(
+    labels_spec,
+    bundle,
+    input_path,
+    device,
+    window,
+    hop,
+    top_k,
+    json_lines,
+    backend_choice,
+    fast,
+    rate,
+    sample_format,
+    channels,
+    smooth,
+    min_duration,
+    release_ratio,
+    threads,
+    max_batch,
+    min_level,
+):
     """Listen and print the top labels of every window, and start/end events.
 
     Exit status: 0 when the input ends or SIGINT/SIGTERM stops it; 1 when the source or the
     model fails mid-stream (after scoring what came before and ending every open event);
     2 for a bad option.
     """
-    run_pipeline(ListenOptions(
-        labels=labels_spec or "", bundle=bundle, input=input_path, device=device, window=window, hop=hop,
-        top_k=top_k, json=json_lines, backend=backend_choice, fast=fast, rate=rate, sample_format=sample_format,
-        channels=channels, smooth=smooth, min_duration=min_duration, release=release_ratio, threads=threads,
-        max_batch=max_batch, min_level=min_level))
+    run_pipeline(
+        ListenOptions(
+            labels=labels_spec or "",
+            bundle=bundle,
+            input=input_path,
+            device=device,
+            window=window,
+            hop=hop,
+            top_k=top_k,
+            json=json_lines,
+            backend=backend_choice,
+            fast=fast,
+            rate=rate,
+            sample_format=sample_format,
+            channels=channels,
+            smooth=smooth,
+            min_duration=min_duration,
+            release=release_ratio,
+            threads=threads,
+            max_batch=max_batch,
+            min_level=min_level,
+        )
+    )
 
 
 @main.command()
-@click.option("--labels", "labels_spec", default="urban", show_default=True, metavar="NAME|PATH",
-              help="A label-set YAML file, or the name of a shipped set (urban, esc50).")
+@click.option(
+    "--labels",
+    "labels_spec",
+    default="urban",
+    show_default=True,
+    metavar="NAME|PATH",
+    help="A label-set YAML file, or the name of a shipped set (urban, esc50).",
+)
 @BUNDLE_OPTION
 @click.option("--fast", is_flag=True, help="Read the demo scene as fast as possible instead of in real time.")
-@click.option("--input-kind", type=click.Choice(["auto", "microphone", "file"]), default="auto", show_default=True,
-              envvar="SEMANTICAC_DEMO_INPUT", show_envvar=True,
-              help="auto: the microphone if PortAudio sees one, else the demo scene file; or force either.")
+@click.option(
+    "--input-kind",
+    type=click.Choice(["auto", "microphone", "file"]),
+    default="auto",
+    show_default=True,
+    envvar="SEMANTICAC_DEMO_INPUT",
+    show_envvar=True,
+    help="auto: the microphone if PortAudio sees one, else the demo scene file; or force either.",
+)
 @domain_errors
 def demo(labels_spec, bundle, fast, input_kind) -> None:
     """Listen with what this machine has: the microphone until Ctrl-C, else a demo scene file
@@ -276,8 +398,14 @@ def demo(labels_spec, bundle, fast, input_kind) -> None:
     if demo_log.getEffectiveLevel() > logging.INFO:  # the demo says what it plays, even without -v
         demo_log.setLevel(logging.INFO)
     scene = choose_demo_input(input_kind, labels_spec, bundle, fast)  # None: the default microphone
-    run_pipeline(ListenOptions(labels=labels_spec, bundle=bundle, input=None if scene is None else str(scene),
-                               fast=fast and scene is not None))
+    run_pipeline(
+        ListenOptions(
+            labels=labels_spec,
+            bundle=bundle,
+            input=None if scene is None else str(scene),
+            fast=fast and scene is not None,
+        )
+    )
 
 
 @main.command()
@@ -298,10 +426,21 @@ def devices() -> None:
 @main.command("build-engine")
 @BUNDLE_OPTION
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
-@click.option("--max-batch", type=click.IntRange(1), default=8, show_default=True,
-              help="Largest batch the engine's optimisation profile accepts.")
-@click.option("--workspace", "workspace_gib", type=click.FloatRange(0.0, min_open=True), default=2.0,
-              show_default=True, help="Builder workspace memory (GiB).")
+@click.option(
+    "--max-batch",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="Largest batch the engine's optimisation profile accepts.",
+)
+@click.option(
+    "--workspace",
+    "workspace_gib",
+    type=click.FloatRange(0.0, min_open=True),
+    default=2.0,
+    show_default=True,
+    help="Builder workspace memory (GiB).",
+)
 @domain_errors
 def build_engine(bundle, precision, max_batch, workspace_gib) -> None:
     """Compile the bundle's audio graph into a TensorRT engine for this GPU (on the device)."""
@@ -331,16 +470,31 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
 
 @main.command()
 @BUNDLE_OPTION
-@click.option("--backend", "backends", type=click.Choice(["onnxruntime", "tensorrt"]), multiple=True,
-              help="Backend to time (repeat the option). Default: onnxruntime, and tensorrt when an engine "
-                   "for this GPU exists.")
+@click.option(
+    "--backend",
+    "backends",
+    type=click.Choice(["onnxruntime", "tensorrt"]),
+    multiple=True,
+    help="Backend to time (repeat the option). Default: onnxruntime, and tensorrt when an engine for this GPU exists.",
+)
 @click.option("--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length.")
 @click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
-@click.option("--seconds", type=click.FloatRange(0.0, min_open=True), default=10.0, show_default=True,
-              help="Seconds of timing per backend (after warm-up).")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(0.0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds of timing per backend (after warm-up).",
+)
 @click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
-@click.option("--labels", "labels_spec", default="urban", show_default=True, metavar="NAME|PATH",
-              help="Label set of the end-to-end run of the whole listen pipeline.")
+@click.option(
+    "--labels",
+    "labels_spec",
+    default="urban",
+    show_default=True,
+    metavar="NAME|PATH",
+    help="Label set of the end-to-end run of the whole listen pipeline.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the table.")
 @domain_errors
 def bench(bundle, backends, window, hop, seconds, threads, labels_spec, as_json) -> None:

@@ -66,17 +66,26 @@ class _Track:
 class EventDetector:
     """Per-label hysteresis with a minimum duration. `update(t, scores)` once per window."""
 
-    def __init__(self, labels: Sequence[str], thresholds: Sequence[float],
-                 release_ratio: float = DEFAULT_RELEASE_RATIO, min_duration: float = DEFAULT_MIN_DURATION):
+    def __init__(
+        self,
+        labels: Sequence[str],
+        thresholds: Sequence[float],
+        release_ratio: float = DEFAULT_RELEASE_RATIO,
+        min_duration: float = DEFAULT_MIN_DURATION,
+    ):
         if len(thresholds) != len(labels) or not labels:
-            raise ValueError(f"EventDetector: {len(thresholds)} thresholds for {len(labels)} labels: "
-                             "give one threshold per label (at least one label)")
+            raise ValueError(
+                f"EventDetector: {len(thresholds)} thresholds for {len(labels)} labels: "
+                "give one threshold per label (at least one label)"
+            )
         for label, threshold in zip(labels, thresholds):
             if not 0.0 < threshold <= 1.0:
                 raise ValueError(f"EventDetector: threshold {threshold!r} of label {label!r} must be in (0, 1]")
         if not 0.0 < release_ratio <= 1.0:
-            raise ValueError(f"EventDetector: release_ratio {release_ratio!r} must be in (0, 1] "
-                             "(1: no hysteresis; the default 0.7 releases a 0.5 threshold at 0.35)")
+            raise ValueError(
+                f"EventDetector: release_ratio {release_ratio!r} must be in (0, 1] "
+                "(1: no hysteresis; the default 0.7 releases a 0.5 threshold at 0.35)"
+            )
         if not min_duration >= 0.0:
             raise ValueError(f"EventDetector: min_duration {min_duration!r} must be >= 0 seconds")
         self.labels = tuple(labels)
@@ -100,8 +109,10 @@ class EventDetector:
         """Feed one window's smoothed [K] scores at stream time `t`; returns ends, then starts."""
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != (len(self.labels),):
-            raise ValueError(f"EventDetector.update: scores of shape {scores.shape}, expected "
-                             f"({len(self.labels)},): one per label, in the label set's order")
+            raise ValueError(
+                f"EventDetector.update: scores of shape {scores.shape}, expected "
+                f"({len(self.labels)},): one per label, in the label set's order"
+            )
         self._advance(t)
         ends, starts = [], []
         for i, (track, score) in enumerate(zip(self._tracks, scores)):
@@ -130,13 +141,18 @@ class EventDetector:
     @property
     def active(self) -> list[tuple[int, str, float]]:
         """(event_id, label, onset) of every event started and not yet ended."""
-        return [(tr.event_id, self.labels[i], tr.onset) for i, tr in enumerate(self._tracks)
-                if tr.event_id is not None and tr.onset is not None]
+        return [
+            (tr.event_id, self.labels[i], tr.onset)
+            for i, tr in enumerate(self._tracks)
+            if tr.event_id is not None and tr.onset is not None
+        ]
 
     def _advance(self, t: float) -> None:
         if self._last_t is not None and t < self._last_t:
-            raise ValueError(f"EventDetector: time went back from {self._last_t} s to {t} s: stream times "
-                             "must not decrease; call reset() when a new stream starts")
+            raise ValueError(
+                f"EventDetector: time went back from {self._last_t} s to {t} s: stream times "
+                "must not decrease; call reset() when a new stream starts"
+            )
         self._last_t = t
 
     def _end(self, i: int, t: float) -> Event:

@@ -55,8 +55,20 @@ class Frontend:
         """YAMNet's log-mel (tensorflow/models research/audioset/yamnet/params.py): 16 kHz,
         25 ms window, 10 ms hop, 512-point FFT, magnitude, 64 HTK bands 125-7500 Hz, ln(x + 0.001).
         Frames are centred (YAMNet's are not: a 12.5 ms shift, which fine-tuning absorbs)."""
-        return cls(sample_rate=16000, n_fft=512, win_length=400, hop_length=160, n_mels=64, f_min=125.0,
-                   f_max=7500.0, power=1.0, mel_scale="htk", mel_norm="none", log="ln", log_floor=0.001)
+        return cls(
+            sample_rate=16000,
+            n_fft=512,
+            win_length=400,
+            hop_length=160,
+            n_mels=64,
+            f_min=125.0,
+            f_max=7500.0,
+            power=1.0,
+            mel_scale="htk",
+            mel_norm="none",
+            log="ln",
+            log_floor=0.001,
+        )
 
     @property
     def window_seconds(self) -> float:
@@ -70,8 +82,11 @@ class Frontend:
             (0 < self.win_length <= self.n_fft, "win_length", f"between 1 and n_fft ({self.n_fft})"),
             (self.hop_length > 0, "hop_length", "a positive integer"),
             (self.n_mels > 0, "n_mels", "a positive integer"),
-            (0 <= self.f_min < self.f_max <= self.sample_rate / 2, "f_min/f_max",
-             f"0 <= f_min < f_max <= sample_rate/2 ({self.sample_rate / 2:g})"),
+            (
+                0 <= self.f_min < self.f_max <= self.sample_rate / 2,
+                "f_min/f_max",
+                f"0 <= f_min < f_max <= sample_rate/2 ({self.sample_rate / 2:g})",
+            ),
             (self.window == "hann", "window", "'hann'"),
             (self.center is True, "center", "true (frames are centred, as HTS-AT)"),
             (self.pad_mode == "reflect", "pad_mode", "'reflect'"),
@@ -98,9 +113,20 @@ class Frontend:
         if unknown or missing:
             parts = [f"unknown {unknown}" if unknown else "", f"missing {missing}" if missing else ""]
             raise ValueError(f"frontend fields: {'; '.join(p for p in parts if p)} (allowed: {sorted(names)})")
-        types = {"sample_rate": int, "n_fft": int, "win_length": int, "hop_length": int,
-                 "n_mels": int, "frames": int, "center": bool, "window": str, "pad_mode": str,
-                 "mel_scale": str, "mel_norm": str, "log": str}
+        types = {
+            "sample_rate": int,
+            "n_fft": int,
+            "win_length": int,
+            "hop_length": int,
+            "n_mels": int,
+            "frames": int,
+            "center": bool,
+            "window": str,
+            "pad_mode": str,
+            "mel_scale": str,
+            "mel_norm": str,
+            "log": str,
+        }
         for name, value in data.items():
             want = types.get(name, float)
             ok = isinstance(value, want) if want is not float else isinstance(value, (int, float))
@@ -180,7 +206,7 @@ def analysis_window(frontend: Frontend) -> np.ndarray:
     hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / frontend.win_length)
     left = (frontend.n_fft - frontend.win_length) // 2
     window = np.zeros(frontend.n_fft, dtype=np.float32)
-    window[left:left + frontend.win_length] = hann
+    window[left : left + frontend.win_length] = hann
     window.setflags(write=False)
     return window
 
@@ -189,9 +215,9 @@ def _frames_to_log_mel(padded: np.ndarray, n_frames: int, frontend: Frontend) ->
     """Log-mel of `n_frames` frames read from an already padded float32 signal."""
     if n_frames <= 0:
         return np.zeros((0, frontend.n_mels), dtype=np.float32)
-    frames = np.lib.stride_tricks.sliding_window_view(padded, frontend.n_fft)[::frontend.hop_length][:n_frames]
+    frames = np.lib.stride_tricks.sliding_window_view(padded, frontend.n_fft)[:: frontend.hop_length][:n_frames]
     spectrum = np.fft.rfft(frames * analysis_window(frontend), axis=-1)  # [T, n_fft//2+1], complex64
-    power = spectrum.real ** 2 + spectrum.imag ** 2
+    power = spectrum.real**2 + spectrum.imag**2
     if frontend.power == 1.0:
         power = np.sqrt(power)  # magnitude
     mel = power @ mel_filterbank(frontend)  # [T, n_mels]
@@ -278,7 +304,7 @@ class StreamingLogMel:
             frames = log_mel(self._head, self.frontend)
             self._frames_out += frames.shape[0]
             return frames
-        tail = self._pending[-half - 1:-1][::-1]  # mirror of the last raw samples, edge excluded
+        tail = self._pending[-half - 1 : -1][::-1]  # mirror of the last raw samples, edge excluded
         self._pending = np.concatenate([self._pending, tail])
         return self._emit(self._pending_start + self._pending.size)
 
@@ -334,8 +360,10 @@ class Windowing:
         if window_frames < 2:
             raise ValueError(f"--window {window:g} s is shorter than two frames: use a longer window")
         if window_frames > frontend.frames:
-            raise ValueError(f"--window {window:g} s is longer than the model's input "
-                             f"({frontend.window_seconds:g} s): use at most {frontend.window_seconds:g}")
+            raise ValueError(
+                f"--window {window:g} s is longer than the model's input "
+                f"({frontend.window_seconds:g} s): use at most {frontend.window_seconds:g}"
+            )
         return cls(window_frames, hop_frames, frontend.frames, per_frame)
 
     @property
@@ -367,7 +395,7 @@ class FrameQueue:
             self.frames = np.concatenate([self.frames, new]) if len(self.frames) else new
 
     def window(self, first: int, count: int) -> np.ndarray:
-        return self.frames[first - self.start:first - self.start + count]
+        return self.frames[first - self.start : first - self.start + count]
 
     def forget_before(self, index: int) -> None:
         drop = max(0, min(index, self.end) - self.start)
@@ -390,14 +418,14 @@ class LevelMeter:
     def push(self, samples: np.ndarray) -> None:
         x = np.concatenate([self._partial, np.asarray(samples, dtype=np.float64)])
         whole = len(x) // self.hop_length
-        chunks = x[:whole * self.hop_length].reshape(whole, self.hop_length)
-        self._partial = x[whole * self.hop_length:]
-        self.hops.append(np.mean(chunks ** 2, axis=1, keepdims=True))
+        chunks = x[: whole * self.hop_length].reshape(whole, self.hop_length)
+        self._partial = x[whole * self.hop_length :]
+        self.hops.append(np.mean(chunks**2, axis=1, keepdims=True))
 
     def flush(self) -> None:
         """The end of the stream: its last, shorter hop counts too."""
         if self._partial.size:
-            self.hops.append(np.array([[np.mean(self._partial ** 2)]]))
+            self.hops.append(np.array([[np.mean(self._partial**2)]]))
             self._partial = self._partial[:0]
 
     def level_dbfs(self, first: int, count: int) -> float:

@@ -33,6 +33,7 @@ import math
 import os
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -119,20 +120,25 @@ class ListenOptions:
 
     def _validate(self) -> None:
         if not isinstance(self.labels, str) or not self.labels.strip():
-            raise OptionError("--labels is required: a label-set YAML file or a shipped set (urban, esc50)",
-                              option="labels")
+            raise OptionError(
+                "--labels is required: a label-set YAML file or a shipped set (urban, esc50)", option="labels"
+            )
         self._seconds("hop", self.hop, allow_zero=False)
         if self.window is not None:
-            self._seconds("window", self.window, allow_zero=False,
-                          hint="leave it out for the bundle's clip length")
+            self._seconds("window", self.window, allow_zero=False, hint="leave it out for the bundle's clip length")
         self._seconds("min_duration", self.min_duration, allow_zero=True)
         if not (_finite(self.release) and 0.0 < self.release <= 1.0):
             self._fail("release", self.release, "a ratio in (0, 1]: an event ends below threshold x release")
         for name, low in (("top_k", 1), ("smooth", 1), ("max_batch", 1)):
             self._whole(name, getattr(self, name), low)
         if self.threads is not None:
-            self._whole("threads", self.threads, 1, usable_cores(),
-                        f"this machine lets the process use {usable_cores()} core(s)")
+            self._whole(
+                "threads",
+                self.threads,
+                1,
+                usable_cores(),
+                f"this machine lets the process use {usable_cores()} core(s)",
+            )
         if self.min_level is not None and not (_finite(self.min_level) and self.min_level <= 0):
             self._fail("min_level", self.min_level, "a level in dBFS <= 0 (e.g. -60), or leave it out")
         if self.backend not in BACKENDS:
@@ -141,18 +147,20 @@ class ListenOptions:
 
     def _check_source(self) -> None:
         kind = self.source_kind
-        where = {"device": "microphone", "fast": "file", "rate": "stdin", "sample_format": "stdin",
-                 "channels": "stdin"}
+        where = {"device": "microphone", "fast": "file", "rate": "stdin", "sample_format": "stdin", "channels": "stdin"}
         what = {"microphone": "the microphone (no --input)", "file": "--input FILE", "stdin": "--input - (stdin)"}
         for name, applies in where.items():
             value = getattr(self, name)
             if value not in (None, False) and applies != kind:
-                raise OptionError(f"{_flag(name)} applies to {what[applies]} only, not to {what[kind]}: "
-                                  f"leave it out", option=name)
+                raise OptionError(
+                    f"{_flag(name)} applies to {what[applies]} only, not to {what[kind]}: leave it out", option=name
+                )
         if kind == "stdin":
             if self.rate is None:
-                raise OptionError("--input - (raw PCM on stdin) needs --rate, the rate it was recorded at "
-                                  "(e.g. --rate 16000)", option="rate")
+                raise OptionError(
+                    "--input - (raw PCM on stdin) needs --rate, the rate it was recorded at (e.g. --rate 16000)",
+                    option="rate",
+                )
             self._whole("rate", self.rate, 1, hint="the sample rate in Hz")
             if self.stdin_format not in STDIN_FORMATS:
                 self._fail("sample_format", self.sample_format, f"one of {', '.join(STDIN_FORMATS)}")
@@ -201,17 +209,25 @@ def open_source(options: ListenOptions, frontend: Frontend) -> Source:
     """The source `options.input` names: a file, stdin ('-') or a microphone."""
     kind = options.source_kind
     if kind == "stdin":
-        return StdinSource(options.rate, format=options.stdin_format, channels=options.stdin_channels,
-                           sample_rate=frontend.sample_rate)
+        assert options.rate is not None  # ListenOptions refuses --input - without --rate
+        return StdinSource(
+            options.rate, format=options.stdin_format, channels=options.stdin_channels, sample_rate=frontend.sample_rate
+        )
     if kind == "file":
-        return FileSource(options.input, sample_rate=frontend.sample_rate, fast=options.fast,
-                          frame_seconds=frontend.win_length / frontend.sample_rate)
+        assert options.input is not None  # source_kind is "file" only for an --input path
+        return FileSource(
+            options.input,
+            sample_rate=frontend.sample_rate,
+            fast=options.fast,
+            frame_seconds=frontend.win_length / frontend.sample_rate,
+        )
     device = int(options.device) if options.device is not None and options.device.isdigit() else options.device
     return MicrophoneSource(device, sample_rate=frontend.sample_rate)
 
 
-def listen(options: ListenOptions, sink: Sink | None = None, stop: threading.Event | None = None,
-           source: Source | None = None) -> ListenSummary:
+def listen(
+    options: ListenOptions, sink: Sink | None = None, stop: threading.Event | None = None, source: Source | None = None
+) -> ListenSummary:
     """Compose the pipeline that `options` describe and run it until the source ends or `stop` is set.
 
     `sink`: where results go (default: make_sink(json_lines=options.json) on stdout);
@@ -235,19 +251,33 @@ def listen(options: ListenOptions, sink: Sink | None = None, stop: threading.Eve
     except BaseException:
         backend.close()
         raise
-    detector = EventDetector.from_label_set(label_set, release_ratio=options.release,
-                                            min_duration=options.min_duration)
+    detector = EventDetector.from_label_set(label_set, release_ratio=options.release, min_duration=options.min_duration)
     own_sink = sink is None
     sink = sink or make_sink(json_lines=options.json)
     try:
         with backend:
-            listener = Listener(bundle, backend, scorer, detector, Smoother(options.smooth), sink, windowing,
-                                k=options.top_k, max_batch=options.max_batch, min_level=options.min_level)
+            listener = Listener(
+                bundle,
+                backend,
+                scorer,
+                detector,
+                Smoother(options.smooth),
+                sink,
+                windowing,
+                k=options.top_k,
+                max_batch=options.max_batch,
+                min_level=options.min_level,
+            )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             if windowing.hop_frames > windowing.window_frames:
-                notes.append(("warning", f"hop {windowing.hop_seconds:g} s is longer than the window "
-                                         f"{windowing.window_seconds:g} s: {windowing.hop_seconds - windowing.window_seconds:g} s "
-                                         "of audio between windows is never analysed; use a hop <= the window"))
+                notes.append(
+                    (
+                        "warning",
+                        f"hop {windowing.hop_seconds:g} s is longer than the window "
+                        f"{windowing.window_seconds:g} s: {windowing.hop_seconds - windowing.window_seconds:g} s "
+                        "of audio between windows is never analysed; use a hop <= the window",
+                    )
+                )
             return listener.run(source, stop, notes=notes)
     finally:
         if own_sink:
@@ -257,9 +287,19 @@ def listen(options: ListenOptions, sink: Sink | None = None, stop: threading.Eve
 class Listener:
     """One label set, one model, one source: run() until the source ends or `stop` is set."""
 
-    def __init__(self, bundle: Bundle, backend: Backend, scorer: Scorer, detector: EventDetector,
-                 smoother: Smoother, sink: Sink, windowing: Windowing, k: int = 3, max_batch: int = 4,
-                 min_level: float | None = None):
+    def __init__(
+        self,
+        bundle: Bundle,
+        backend: Backend,
+        scorer: Scorer,
+        detector: EventDetector,
+        smoother: Smoother,
+        sink: Sink,
+        windowing: Windowing,
+        k: int = 3,
+        max_batch: int = 4,
+        min_level: float | None = None,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch} must be at least 1")
         self.min_level = min_level  # dBFS: a quieter window is gated (digital silence always is)
@@ -273,8 +313,9 @@ class Listener:
         self._silent_since: float | None = None
         self._silence_warned = False
 
-    def run(self, source: Source, stop: threading.Event | None = None,
-            notes: list[tuple[str, str]] = ()) -> ListenSummary:
+    def run(
+        self, source: Source, stop: threading.Event | None = None, notes: Sequence[tuple[str, str]] = ()
+    ) -> ListenSummary:
         """Read `source` until it ends, fails or `stop` is set; `notes`: (level, message) status
         lines to emit first (after the model, before the first window)."""
         stop = stop or threading.Event()
@@ -289,9 +330,12 @@ class Listener:
         with source:
             for level, message in notes:
                 self._status(level, message)
-            self._status("info", f"listening to {source.name}: window {self.windowing.window_seconds:g} s, "
-                                 f"hop {self.windowing.hop_seconds:g} s, {len(self.scorer.labels)} labels, "
-                                 f"backend {self.backend.name}")
+            self._status(
+                "info",
+                f"listening to {source.name}: window {self.windowing.window_seconds:g} s, "
+                f"hop {self.windowing.hop_seconds:g} s, {len(self.scorer.labels)} labels, "
+                f"backend {self.backend.name}",
+            )
             try:
                 while not stop.is_set():
                     block = source.read(read_size, timeout=READ_SECONDS)
@@ -312,8 +356,11 @@ class Listener:
                         next_k = self._finish(mel, queue, next_k)
                     except BackendError as second:
                         log.warning("could not score the audio before the failure: %s", second)
-            self.summary.end_reason = (f"failed: {failure}" if failure else
-                                       source.end_reason or ("stopped" if stop.is_set() else "end of stream"))
+            self.summary.end_reason = (
+                f"failed: {failure}"
+                if failure
+                else source.end_reason or ("stopped" if stop.is_set() else "end of stream")
+            )
             overflows = source.overflows
         t_end = queue.end * self.windowing.seconds_per_frame
         for event in self.detector.flush(max(t_end, self._t)):
@@ -325,9 +372,12 @@ class Listener:
             self.summary.error = str(failure)
             code = "source_error" if isinstance(failure, AudioError) else "backend_error"
             self._status("error", str(failure), code=code)
-        self._status("info", f"stopped ({'failed' if failure else self.summary.end_reason}): "
-                             f"{self.summary.windows} windows, {self.summary.dropped} dropped, "
-                             f"{self.summary.events} events")
+        self._status(
+            "info",
+            f"stopped ({'failed' if failure else self.summary.end_reason}): "
+            f"{self.summary.windows} windows, {self.summary.dropped} dropped, "
+            f"{self.summary.events} events",
+        )
         return self.summary
 
     def _finish(self, mel: StreamingLogMel, queue: FrameQueue, next_k: int) -> int:
@@ -352,12 +402,15 @@ class Listener:
         if drop_late and len(ready) > self.max_batch:
             late = len(ready) - self.max_batch
             self.summary.dropped += late
-            self._status("warning", f"inference fell behind: dropped {late} window(s) "
-                                    f"({self.summary.dropped} so far); try a longer --hop or a faster backend",
-                         code="overload")
+            self._status(
+                "warning",
+                f"inference fell behind: dropped {late} window(s) "
+                f"({self.summary.dropped} so far); try a longer --hop or a faster backend",
+                code="overload",
+            )
             ready = ready[late:]
         for i in range(0, len(ready), self.max_batch):
-            self._infer(ready[i:i + self.max_batch])
+            self._infer(ready[i : i + self.max_batch])
         queue.forget_before(next_k * w.hop_frames)
         self._levels.forget_before(next_k * w.hop_frames)
         return next_k
@@ -374,9 +427,16 @@ class Listener:
             gated = level == -math.inf or (self.min_level is not None and level < self.min_level)
             self.summary.windows += 1
             self._t = t
-            self.sink.window(WindowResult(t=t, top=tuple(top_k(p, self.scorer.labels, self.k)),
-                                          latency_ms=latency_ms, dropped=self.summary.dropped,
-                                          level_dbfs=level, gated=gated))
+            self.sink.window(
+                WindowResult(
+                    t=t,
+                    top=tuple(top_k(p, self.scorer.labels, self.k)),
+                    latency_ms=latency_ms,
+                    dropped=self.summary.dropped,
+                    level_dbfs=level,
+                    gated=gated,
+                )
+            )
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)
             for event in self.detector.update(t, self.smoother.update(np.zeros_like(p) if gated else p)):
                 self._emit_event(event)
@@ -394,8 +454,11 @@ class Listener:
         self._silent_since = t if self._silent_since is None else self._silent_since
         if not self._silence_warned and t - self._silent_since >= SILENCE_WARN_SECONDS:
             self._silence_warned = True
-            self._status("warning", f"the input has been digital silence for {t - self._silent_since:.0f} s: "
-                                    "is the microphone muted or unplugged?")
+            self._status(
+                "warning",
+                f"the input has been digital silence for {t - self._silent_since:.0f} s: "
+                "is the microphone muted or unplugged?",
+            )
 
     def _status(self, level: str, message: str, code: str | None = None) -> None:
         # an error is the summary's: the CLI reports it once, on stderr

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 MISSING: Any = object()  # no default: the field is required
 NUMBER = (int, float)
@@ -28,7 +28,7 @@ def must_be(what: str, value: object) -> str:
 
 
 def unknown_keys(keys: Iterable[str], allowed: Iterable[str], word: str = "field", context: str = "") -> str:
-    """"unknown field 'x' (for kind 'y'): allowed fields are [...]" (plural for several)."""
+    """ "unknown field 'x' (for kind 'y'): allowed fields are [...]" (plural for several)."""
     keys = sorted(keys)
     named = f"{word} {keys[0]!r}" if len(keys) == 1 else f"{word}s {keys}"
     return f"unknown {named}{f' {context}' if context else ''}: allowed {word}s are {sorted(allowed)}"
@@ -52,8 +52,9 @@ def read_json(path: str | Path, error: type[Exception], fix: str | None = None, 
 class Fields:
     """The fields of one mapping read from a file (`where` names it in every message)."""
 
-    def __init__(self, data: object, where: str, error: type[Exception], fix: str | None = None,
-                 what: str = "a JSON object"):
+    def __init__(
+        self, data: object, where: str, error: type[Exception], fix: str | None = None, what: str = "a JSON object"
+    ):
         self.where, self.error, self.fix = where, error, fix
         if not isinstance(data, dict):
             raise self.fail(f"must hold {what}, got {type(data).__name__}")
@@ -110,6 +111,12 @@ class Fields:
             raise self.fail(f"field {name!r} {must_be(f'one of {choices}', value)}")
         return value
 
+    @overload
+    def nested(self, name: str, what: str) -> Fields: ...
+
+    @overload
+    def nested(self, name: str, what: str, default: None) -> Fields | None: ...
+
     def nested(self, name: str, what: str, default: Any = MISSING) -> Fields | None:
         """The mapping under `name` as Fields of its own ("model.json audio: ..."); `default` when absent."""
         value = self.get(name, dict, what, default)
@@ -120,8 +127,9 @@ class Fields:
         value = self.get(name, int, "an integer")
         if value != supported:
             fix = newer_fix if value > supported else older_fix
-            raise self.error(f"{self.where}: {name} {value} is not supported (this semanticac-edge reads version "
-                             f"{supported}): {fix}")
+            raise self.error(
+                f"{self.where}: {name} {value} is not supported (this semanticac-edge reads version {supported}): {fix}"
+            )
         return value
 
     def problems(self, spec: dict[str, tuple[type | tuple[type, ...], str]]) -> list[str]:
@@ -129,5 +137,8 @@ class Fields:
         report all at once instead of raising at the first."""
         missing = [name for name in spec if name not in self.data]
         found = [f"missing field(s) {missing}"] if missing else []
-        return found + [f"field {name!r} {must_be(what, self.data[name])}" for name, (kinds, what) in spec.items()
-                        if name in self.data and not is_kind(self.data[name], kinds)]
+        return found + [
+            f"field {name!r} {must_be(what, self.data[name])}"
+            for name, (kinds, what) in spec.items()
+            if name in self.data and not is_kind(self.data[name], kinds)
+        ]

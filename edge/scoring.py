@@ -61,8 +61,10 @@ def top_k(scores: np.ndarray, labels: Sequence[str], k: int = DEFAULT_TOP_K) -> 
     """The k best (label, score) pairs, best first; equal scores keep the label set's order."""
     scores = np.asarray(scores)
     if scores.shape != (len(labels),):
-        raise ValueError(f"top_k: scores of shape {scores.shape} for {len(labels)} labels: "
-                         f"pass one score per label, shape ({len(labels)},)")
+        raise ValueError(
+            f"top_k: scores of shape {scores.shape} for {len(labels)} labels: "
+            f"pass one score per label, shape ({len(labels)},)"
+        )
     if k < 1:
         raise ValueError(f"top_k: k={k} must be at least 1")
     order = np.argsort(-scores, kind="stable")[:k]
@@ -74,15 +76,27 @@ class Scorer:
 
     KINDS = ("softmax", "sigmoid")
 
-    def __init__(self, label_matrix: np.ndarray, labels: Sequence[str], logit_scale: float, kind: str = "softmax",
-                 logit_bias: float = 0.0, temperature: float = 1.0, biases: Sequence[float] | None = None):
+    def __init__(
+        self,
+        label_matrix: np.ndarray,
+        labels: Sequence[str],
+        logit_scale: float,
+        kind: str = "softmax",
+        logit_bias: float = 0.0,
+        temperature: float = 1.0,
+        biases: Sequence[float] | None = None,
+    ):
         label_matrix = np.asarray(label_matrix, dtype=np.float32)
         if label_matrix.ndim != 2 or label_matrix.shape[0] != len(labels) or not len(labels):
-            raise ValueError(f"Scorer: label matrix of shape {label_matrix.shape} for {len(labels)} labels: "
-                             "expected [K, C] with one row per label and K >= 1")
+            raise ValueError(
+                f"Scorer: label matrix of shape {label_matrix.shape} for {len(labels)} labels: "
+                "expected [K, C] with one row per label and K >= 1"
+            )
         if not (np.isfinite(logit_scale) and logit_scale > 0):
-            raise ValueError(f"Scorer: logit_scale {logit_scale!r} must be a positive multiplier "
-                             "(model.json `logit_scale`, not its log)")
+            raise ValueError(
+                f"Scorer: logit_scale {logit_scale!r} must be a positive multiplier "
+                "(model.json `logit_scale`, not its log)"
+            )
         if kind not in self.KINDS:
             raise ValueError(f"Scorer: kind {kind!r} is not one of {self.KINDS}")
         if not (np.isfinite(temperature) and temperature > 0):
@@ -106,15 +120,26 @@ class Scorer:
             raise LabelEmbeddingsError(
                 f"label embeddings are {width}-wide, the bundle's model.json says embedding_dim "
                 f"{meta.embedding_dim}: they come from another model; compute them again with "
-                "`semanticac-edge embed-labels`")
+                "`semanticac-edge embed-labels`"
+            )
         if label_set is not None and tuple(label_set.names) != tuple(label_embeddings.labels):
-            raise LabelEmbeddingsError(f"label set {label_set.name!r} names {label_set.names[:3]}..., its embeddings "
-                                       f"{list(label_embeddings.labels)[:3]}...: compute them again")
-        calibration = {} if label_set is None else {
-            "temperature": label_set.temperature, "biases": [label.bias for label in label_set.labels]}
-        return cls(label_embeddings.embeddings, label_embeddings.labels, meta.logit_scale,
-                   kind=meta.scoring.get("kind", "softmax"), logit_bias=meta.scoring.get("logit_bias", 0.0),
-                   **calibration)
+            raise LabelEmbeddingsError(
+                f"label set {label_set.name!r} names {label_set.names[:3]}..., its embeddings "
+                f"{list(label_embeddings.labels)[:3]}...: compute them again"
+            )
+        calibration = (
+            {}
+            if label_set is None
+            else {"temperature": label_set.temperature, "biases": [label.bias for label in label_set.labels]}
+        )
+        return cls(
+            label_embeddings.embeddings,
+            label_embeddings.labels,
+            meta.logit_scale,
+            kind=meta.scoring.get("kind", "softmax"),
+            logit_bias=meta.scoring.get("logit_bias", 0.0),
+            **calibration,
+        )
 
     @property
     def dim(self) -> int:
@@ -124,8 +149,10 @@ class Scorer:
         """[N, C] (or [C]) audio embeddings -> float64 [N, K] (or [K]) calibrated logits."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.shape[-1:] != (self.dim,) or audio.ndim not in (1, 2):
-            raise ValueError(f"Scorer: audio embeddings of shape {audio.shape}: expected [N, {self.dim}] or "
-                             f"[{self.dim}] (the bundle's embedding_dim)")
+            raise ValueError(
+                f"Scorer: audio embeddings of shape {audio.shape}: expected [N, {self.dim}] or "
+                f"[{self.dim}] (the bundle's embedding_dim)"
+            )
         # The model L2-normalises already; an FP16 engine is only close to unit length.
         cosine = (_unit_rows(audio) @ self.matrix_t).astype(np.float64)  # [N, K] in [-1, 1]
         return (self.logit_scale * cosine + self.logit_bias) / self.temperature + self.biases
@@ -159,8 +186,10 @@ class Smoother:
         """Add one window's [K] scores and return the smoothed [K] scores."""
         scores = np.asarray(scores, dtype=np.float64)
         if self._recent and scores.shape != self._recent[0].shape:
-            raise ValueError(f"Smoother: scores of shape {scores.shape} after {self._recent[0].shape}: "
-                             "the label set changed mid-stream; call reset() first")
+            raise ValueError(
+                f"Smoother: scores of shape {scores.shape} after {self._recent[0].shape}: "
+                "the label set changed mid-stream; call reset() first"
+            )
         self._recent.append(scores.copy())
         return np.mean(self._recent, axis=0)
 

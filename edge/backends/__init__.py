@@ -21,12 +21,21 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
 
-__all__ = ["BACKENDS", "Backend", "GraphSpec", "OnnxRuntimeBackend", "TensorRTBackend", "TensorSpec",
-           "graph_spec", "select_backend"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "GraphSpec",
+    "OnnxRuntimeBackend",
+    "TensorRTBackend",
+    "TensorSpec",
+    "graph_spec",
+    "select_backend",
+]
 
 
-def select_backend(bundle: Bundle, choice: str = "auto", *, graph: str = "audio", precision: str = "fp16",
-                   threads: int | None = None) -> Backend:
+def select_backend(
+    bundle: Bundle, choice: str = "auto", *, graph: str = "audio", precision: str = "fp16", threads: int | None = None
+) -> Backend:
     """Open a backend for the bundle's audio graph (or, with graph="text", its text graph).
 
     auto: the TensorRT engine built for this device, GPU and bundle when there is one, else
@@ -41,9 +50,11 @@ def select_backend(bundle: Bundle, choice: str = "auto", *, graph: str = "audio"
         raise BackendError(f"graph {graph!r} is not one of {list(GRAPHS)}")
     if graph == "text":
         if choice == "tensorrt":
-            raise BackendError("TensorRT engines are built for the audio graph only; the text graph (label "
-                               "embeddings, computed once per label set) runs on onnxruntime: use --backend "
-                               "onnxruntime or auto")
+            raise BackendError(
+                "TensorRT engines are built for the audio graph only; the text graph (label "
+                "embeddings, computed once per label set) runs on onnxruntime: use --backend "
+                "onnxruntime or auto"
+            )
         log.info("backend for the text graph: onnxruntime (engines are built for the audio graph only)")
         return OnnxRuntimeBackend.for_bundle(bundle, "text", threads=threads)
     if choice == "onnxruntime":
@@ -67,14 +78,20 @@ def select_backend(bundle: Bundle, choice: str = "auto", *, graph: str = "audio"
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
     plan = find_engine(bundle, precision, device)
     if plan is None:
-        log.info("backend auto: onnxruntime, because %s", explain_missing_engine(bundle, precision, device)
-                 .replace("\n", "; "))
+        log.info(
+            "backend auto: onnxruntime, because %s",
+            explain_missing_engine(bundle, precision, device).replace("\n", "; "),
+        )
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
     try:
         backend = TensorRTBackend.for_bundle(bundle, plan, precision)
     except (ImportError, BackendError) as err:
         log.warning("backend auto: onnxruntime, because the TensorRT engine %s cannot be used: %s", plan, err)
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
-    log.info("backend auto: tensorrt, engine %s (built for %s, TensorRT %s)", plan.name, device.gpu_name,
-             device.tensorrt_version)
+    log.info(
+        "backend auto: tensorrt, engine %s (built for %s, TensorRT %s)",
+        plan.name,
+        device.gpu_name,
+        device.tensorrt_version,
+    )
     return backend

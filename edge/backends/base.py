@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -30,6 +31,8 @@ from edge.errors import BackendError
 
 GRAPHS = ("audio", "text")
 REEXPORT = "re-export the bundle with `semanticac-train export`"
+
+_B = TypeVar("_B", bound="Backend")
 
 
 @dataclass(frozen=True)
@@ -62,25 +65,31 @@ def graph_spec(bundle: Bundle, graph: str = "audio") -> GraphSpec:
     c = meta.embedding_dim
     if graph == "audio":
         if len(meta.audio.inputs) != 1:
-            raise BackendError(f"bundle {bundle.path}: model.json audio.inputs is {list(meta.audio.inputs)}; the audio "
-                               f"graph takes exactly one input (the log-mel): {REEXPORT}")
+            raise BackendError(
+                f"bundle {bundle.path}: model.json audio.inputs is {list(meta.audio.inputs)}; the audio "
+                f"graph takes exactly one input (the log-mel): {REEXPORT}"
+            )
         f = meta.frontend
-        inputs: tuple[TensorSpec, ...] = (TensorSpec(meta.audio.inputs[0], np.dtype(np.float32),
-                                                     (None, 1, f.frames, f.n_mels)),)
+        inputs: tuple[TensorSpec, ...] = (
+            TensorSpec(meta.audio.inputs[0], np.dtype(np.float32), (None, 1, f.frames, f.n_mels)),
+        )
         outputs = tuple(TensorSpec(name, np.dtype(np.float32), (None, c)) for name in meta.audio.outputs)
         return GraphSpec("audio", bundle.audio_path, inputs, outputs)
     if graph == "text":
         if meta.text is None or bundle.text_path is None:
-            raise BackendError(f"bundle {bundle.path} has no text graph (model.json text is null): label embeddings "
-                               "must come precomputed; compute them with `semanticac-edge embed-labels`")
+            raise BackendError(
+                f"bundle {bundle.path} has no text graph (model.json text is null): label embeddings "
+                "must come precomputed; compute them with `semanticac-edge embed-labels`"
+            )
         inputs = tuple(TensorSpec(name, np.dtype(np.int64), (None, None)) for name in meta.text.inputs)
         outputs = tuple(TensorSpec(name, np.dtype(np.float32), (None, c)) for name in meta.text.outputs)
         return GraphSpec("text", bundle.text_path, inputs, outputs)
     raise BackendError(f"graph {graph!r} is not one of {list(GRAPHS)}")
 
 
-def reconcile(spec: GraphSpec, inputs: list[TensorSpec], outputs: list[TensorSpec], what: str,
-              fix: str = REEXPORT) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def reconcile(
+    spec: GraphSpec, inputs: list[TensorSpec], outputs: list[TensorSpec], what: str, fix: str = REEXPORT
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """Check a graph's own tensors (`inputs`, `outputs`) against `spec` and merge the two.
 
     The merged spec keeps the graph's dtype (what its runtime needs) and every size fixed by
@@ -88,19 +97,25 @@ def reconcile(spec: GraphSpec, inputs: list[TensorSpec], outputs: list[TensorSpe
     """
     graph_in = {t.name: t for t in inputs}
     if set(graph_in) != {t.name for t in spec.inputs}:
-        raise BackendError(f"{what} takes inputs {sorted(graph_in)}, but model.json says "
-                           f"{sorted(t.name for t in spec.inputs)}: the two do not belong together; {fix}")
+        raise BackendError(
+            f"{what} takes inputs {sorted(graph_in)}, but model.json says "
+            f"{sorted(t.name for t in spec.inputs)}: the two do not belong together; {fix}"
+        )
     graph_out = {t.name: t for t in outputs}
     missing = [t.name for t in spec.outputs if t.name not in graph_out]
     if missing:
-        raise BackendError(f"{what} has no output(s) {missing} (it gives {sorted(graph_out)}), but model.json "
-                           f"names them: the two do not belong together; {fix}")
+        raise BackendError(
+            f"{what} has no output(s) {missing} (it gives {sorted(graph_out)}), but model.json "
+            f"names them: the two do not belong together; {fix}"
+        )
     merged = []
     for want, have in [(t, graph_in[t.name]) for t in spec.inputs] + [(t, graph_out[t.name]) for t in spec.outputs]:
         problem = _mismatch(want, have)
         if problem:
-            raise BackendError(f"{what}: {have.name} is {have.describe().split(' ', 1)[1]}, model.json and its "
-                               f"frontend expect {want.describe().split(' ', 1)[1]} ({problem}); {fix}")
+            raise BackendError(
+                f"{what}: {have.name} is {have.describe().split(' ', 1)[1]}, model.json and its "
+                f"frontend expect {want.describe().split(' ', 1)[1]} ({problem}); {fix}"
+            )
         shape = tuple(w if w is not None else h for w, h in zip(want.shape, have.shape))
         merged.append(TensorSpec(have.name, np.dtype(have.dtype), shape))
     n = len(spec.inputs)
@@ -130,8 +145,9 @@ class Backend(ABC):
 
     name = "backend"
 
-    def __init__(self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...],
-                 max_batch: int | None, source: Path) -> None:
+    def __init__(
+        self, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], max_batch: int | None, source: Path
+    ) -> None:
         self.inputs = tuple(inputs)
         self.outputs = tuple(outputs)
         self.max_batch = max_batch  # None: any batch size in one call
@@ -153,7 +169,7 @@ class Backend(ABC):
         step = self.max_batch or batch
         if batch <= step and static_batch(self.inputs) in (None, batch):
             return self._run(arrays)
-        parts = [self._run_padded({k: v[i:i + step] for k, v in arrays.items()}) for i in range(0, batch, step)]
+        parts = [self._run_padded({k: v[i : i + step] for k, v in arrays.items()}) for i in range(0, batch, step)]
         return {name: np.concatenate([p[name] for p in parts]) for name in self.output_names}
 
     def _run_padded(self, chunk: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -167,8 +183,10 @@ class Backend(ABC):
     def embed(self, mel: np.ndarray) -> np.ndarray:
         """The audio graph's shorthand: mel float32 [B, 1, T, F] -> embedding float32 [B, C]."""
         if len(self.inputs) != 1:
-            raise BackendError(f"{self.source.name} takes {len(self.inputs)} inputs {list(self.input_names)}: "
-                               "embed() is for the audio graph; call run() with every input")
+            raise BackendError(
+                f"{self.source.name} takes {len(self.inputs)} inputs {list(self.input_names)}: "
+                "embed() is for the audio graph; call run() with every input"
+            )
         return self.run({self.inputs[0].name: mel})[self.outputs[0].name]
 
     @abstractmethod
@@ -178,7 +196,7 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 (not abstract: a backend without resources keeps this no-op)
         """Release the runtime's resources; the backend cannot run afterwards."""
 
-    def __enter__(self) -> Backend:
+    def __enter__(self: _B) -> _B:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -192,22 +210,27 @@ class Backend(ABC):
     def _checked(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         where = f"{self.name} backend ({self.source.name})"
         if set(inputs) != set(self.input_names):
-            raise BackendError(f"{where} takes inputs {list(self.input_names)}, got {sorted(inputs)}: "
-                               "pass exactly these names")
+            raise BackendError(
+                f"{where} takes inputs {list(self.input_names)}, got {sorted(inputs)}: pass exactly these names"
+            )
         arrays, batch = {}, None
         for spec in self.inputs:
             x = np.asarray(inputs[spec.name])
             if x.ndim != len(spec.shape) or any(d is not None and d != n for d, n in zip(spec.shape[1:], x.shape[1:])):
-                raise BackendError(f"{where}: input {spec.name} must be {spec.describe().split(' ', 1)[1]}, "
-                                   f"got shape {list(x.shape)}")
+                raise BackendError(
+                    f"{where}: input {spec.name} must be {spec.describe().split(' ', 1)[1]}, got shape {list(x.shape)}"
+                )
             if not np.can_cast(x.dtype, spec.dtype, casting="same_kind"):
-                raise BackendError(f"{where}: input {spec.name} must be {np.dtype(spec.dtype).name}, "
-                                   f"got {x.dtype.name}")
+                raise BackendError(
+                    f"{where}: input {spec.name} must be {np.dtype(spec.dtype).name}, got {x.dtype.name}"
+                )
             if batch is None:
                 batch = x.shape[0]
             elif x.shape[0] != batch:
-                raise BackendError(f"{where}: inputs disagree on the batch size "
-                                   f"({ {k: v.shape[0] for k, v in arrays.items()} } and {spec.name}: {x.shape[0]})")
+                raise BackendError(
+                    f"{where}: inputs disagree on the batch size "
+                    f"({ {k: v.shape[0] for k, v in arrays.items()} } and {spec.name}: {x.shape[0]})"
+                )
             arrays[spec.name] = np.ascontiguousarray(x, dtype=spec.dtype)
         if not batch:
             raise BackendError(f"{where}: empty batch (batch size 0); pass at least one item")

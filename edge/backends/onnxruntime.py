@@ -21,9 +21,14 @@ log = logging.getLogger(__name__)
 INSTALL = 'pip install "onnxruntime>=1.17" (a dependency of semanticac-edge: reinstall it)'
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")  # first available wins, CPU always last
 ORT_DTYPES = {
-    "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8,
+    "tensor(bool)": np.bool_,
 }
 
 
@@ -41,8 +46,10 @@ def choose_providers(available: list[str], requested: list[str] | None = None) -
     if requested:
         missing = [p for p in requested if p not in available]
         if missing:
-            raise BackendError(f"ONNX Runtime provider(s) {missing} are not available in this onnxruntime "
-                               f"(available: {available}); install onnxruntime-gpu for CUDA, or leave providers unset")
+            raise BackendError(
+                f"ONNX Runtime provider(s) {missing} are not available in this onnxruntime "
+                f"(available: {available}); install onnxruntime-gpu for CUDA, or leave providers unset"
+            )
         return list(requested)
     return [p for p in PREFERRED_PROVIDERS if p in available]
 
@@ -50,8 +57,10 @@ def choose_providers(available: list[str], requested: list[str] | None = None) -
 def _tensor_spec(arg, path: Path) -> TensorSpec:
     """An onnxruntime NodeArg -> TensorSpec (symbolic or unknown sizes become None)."""
     if arg.type not in ORT_DTYPES:
-        raise BackendError(f"{path.name}: tensor {arg.name} has type {arg.type}, which this backend does not "
-                           f"handle (allowed: {sorted(ORT_DTYPES)}); {REEXPORT}")
+        raise BackendError(
+            f"{path.name}: tensor {arg.name} has type {arg.type}, which this backend does not "
+            f"handle (allowed: {sorted(ORT_DTYPES)}); {REEXPORT}"
+        )
     shape = tuple(d if isinstance(d, int) and d > 0 else None for d in (arg.shape or []))
     return TensorSpec(arg.name, np.dtype(ORT_DTYPES[arg.type]), shape)
 
@@ -66,8 +75,15 @@ class OnnxRuntimeBackend(Backend):
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, *, spec: GraphSpec | None = None, threads: int | None = None,
-                 providers: list[str] | None = None, max_batch: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        spec: GraphSpec | None = None,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        max_batch: int | None = None,
+    ) -> None:
         ort = import_onnxruntime()
         path = Path(path)
         if not path.is_file():
@@ -85,11 +101,19 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise BackendError(f"cannot load ONNX graph {path}: {reason}. The file is corrupt, truncated or not "
-                               "an ONNX graph: check it with `semanticac-edge info --verify` and "
-                               f"{REEXPORT}") from None
-        log.info("onnxruntime %s: %s on %s (available: %s), intra-op threads: %s", ort.__version__, path.name,
-                 session.get_providers(), available, threads or "default")
+            raise BackendError(
+                f"cannot load ONNX graph {path}: {reason}. The file is corrupt, truncated or not "
+                "an ONNX graph: check it with `semanticac-edge info --verify` and "
+                f"{REEXPORT}"
+            ) from None
+        log.info(
+            "onnxruntime %s: %s on %s (available: %s), intra-op threads: %s",
+            ort.__version__,
+            path.name,
+            session.get_providers(),
+            available,
+            threads or "default",
+        )
         have_in = [_tensor_spec(a, path) for a in session.get_inputs()]
         have_out = [_tensor_spec(a, path) for a in session.get_outputs()]
         if spec is not None:

@@ -63,8 +63,10 @@ def open_audio(path: str | Path) -> sf.SoundFile:
         audio = sf.SoundFile(str(path))
     except DECODE_ERRORS as err:
         detail = str(err).strip() or type(err).__name__
-        raise AudioError(f"{prefix}: it is not an audio file libsndfile can read ({detail}; formats: "
-                         f"{', '.join(sorted(sf.available_formats()))})") from None
+        raise AudioError(
+            f"{prefix}: it is not an audio file libsndfile can read ({detail}; formats: "
+            f"{', '.join(sorted(sf.available_formats()))})"
+        ) from None
     if audio.frames == 0:
         audio.close()
         raise AudioError(f"audio file {path} holds no samples: record or pick a non-empty file")
@@ -94,8 +96,9 @@ class Decoder:
                 block = self.file.read(frames, dtype="float32", always_2d=True)
             except DECODE_ERRORS as err:
                 if self.decoded == 0:
-                    raise AudioError(f"cannot decode audio file {self.path}: {err}: the file is corrupt; "
-                                     "re-export it") from None
+                    raise AudioError(
+                        f"cannot decode audio file {self.path}: {err}: the file is corrupt; re-export it"
+                    ) from None
                 self.damage = f"libsndfile: {str(err).strip() or type(err).__name__}"
                 return
             if not len(block):
@@ -112,16 +115,20 @@ class Decoder:
     def warning(self) -> str | None:
         if self.damage is None:
             return None
-        return (f"audio file {self.path} is truncated or corrupt after {self.seconds:.3f} s ({self.damage}): "
-                f"scored the first {self.seconds:.3f} s")
+        return (
+            f"audio file {self.path} is truncated or corrupt after {self.seconds:.3f} s ({self.damage}): "
+            f"scored the first {self.seconds:.3f} s"
+        )
 
     def close(self) -> None:
         self.file.close()
 
 
 def too_short_warning(path: str | Path, seconds: float, frame_seconds: float) -> str:
-    return (f"audio file {path} is shorter than one frame ({seconds * 1e3:.0f} ms < frame "
-            f"{frame_seconds * 1e3:.0f} ms): padded with silence and scored")
+    return (
+        f"audio file {path} is shorter than one frame ({seconds * 1e3:.0f} ms < frame "
+        f"{frame_seconds * 1e3:.0f} ms): padded with silence and scored"
+    )
 
 
 def read_audio(path: str | Path, sample_rate: int, frame_seconds: float | None = None) -> np.ndarray:

@@ -49,7 +49,7 @@ class RingBuffer:
     def write(self, block: np.ndarray) -> None:
         """Append [n] (mono) or [n, channels] frames; the oldest unread frames give way when full."""
         n = len(block)
-        kept = block[n - self.capacity:] if n > self.capacity else block  # a view: only the newest fit
+        kept = block[n - self.capacity :] if n > self.capacity else block  # a view: only the newest fit
         with self._lock:
             end = self._write_end + n
             oldest_kept = end - self.capacity
@@ -68,8 +68,8 @@ class RingBuffer:
         out = np.empty((n, self.channels), dtype=np.float32)
         i = start % self.capacity
         first = min(n, self.capacity - i)
-        out[:first] = self._data[i:i + first]
-        out[first:] = self._data[:n - first]
+        out[:first] = self._data[i : i + first]
+        out[first:] = self._data[: n - first]
         with self._lock:
             overwritten = min(n, self._read_at - start)  # reserved by a write while we copied
             self._read_at = max(self._read_at, start + n)
@@ -78,5 +78,5 @@ class RingBuffer:
     def _copy_in(self, block: np.ndarray, start: int) -> None:
         i = start % self.capacity
         first = min(len(block), self.capacity - i)
-        self._data[i:i + first] = block[:first]
-        self._data[:len(block) - first] = block[first:]
+        self._data[i : i + first] = block[:first]
+        self._data[: len(block) - first] = block[first:]

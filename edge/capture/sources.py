@@ -32,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 import soxr
@@ -51,7 +51,7 @@ CLIP_LOG_SECONDS = 5.0
 NONFINITE_LOG_SECONDS = 1.0
 STDIN_POLL_SECONDS = 0.1  # how often a reader waiting on stdin looks for a stop request
 CLOSE_SECONDS = 2.0  # how long stop() waits for PortAudio to close a device
-STDIN_FORMATS = {"s16le": ("<i2", 2.0 ** -15), "s32le": ("<i4", 2.0 ** -31), "f32le": ("<f4", 1.0)}
+STDIN_FORMATS = {"s16le": ("<i2", 2.0**-15), "s32le": ("<i4", 2.0**-31), "f32le": ("<f4", 1.0)}
 
 
 class _Every:
@@ -76,8 +76,9 @@ class Source:
     that are the CLIP_RUN-th or later of a run at |x| >= CLIP_LEVEL).
     """
 
-    def __init__(self, name: str, input_rate: int, channels: int, sample_rate: int,
-                 buffer_seconds: float, block: int = 1):
+    def __init__(
+        self, name: str, input_rate: int, channels: int, sample_rate: int, buffer_seconds: float, block: int = 1
+    ):
         if sample_rate <= 0:
             raise AudioError(f"model sample rate must be a positive integer (Hz), got {sample_rate}")
         self.name = name
@@ -88,8 +89,11 @@ class Source:
         self.clipped_samples = 0
         self.end_reason: str | None = None
         self._ring = RingBuffer(max(round(buffer_seconds * input_rate), block, 1), channels)
-        self._resampler = (soxr.ResampleStream(input_rate, sample_rate, 1, dtype="float32", quality=SOXR_QUALITY)
-                           if input_rate != sample_rate else None)
+        self._resampler = (
+            soxr.ResampleStream(input_rate, sample_rate, 1, dtype="float32", quality=SOXR_QUALITY)
+            if input_rate != sample_rate
+            else None
+        )
         self._pending = np.zeros(0, dtype=np.float32)  # resampled, not yet delivered
         self._started = self._flushed = False
         self._ended = threading.Event()  # the producer has written its last frame
@@ -107,7 +111,7 @@ class Source:
     def overflows(self) -> int:
         return self._ring.dropped
 
-    def start(self) -> "Source":
+    def start(self) -> Source:
         if not self._started:
             self._started = True
             self._start_producer()
@@ -120,7 +124,7 @@ class Source:
         self.end_reason = self.end_reason or "stopped"
         self._ended.set()
 
-    def __enter__(self) -> "Source":
+    def __enter__(self) -> Source:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -220,8 +224,12 @@ class Source:
         self.clipped_samples += clipped
         self._clipped_unlogged += clipped
         if self._clipped_unlogged and self._clip_log():
-            log.warning("%s: clipping: %d sample(s) at full scale (%d+ in a row) since the last report; "
-                        "lower the input gain", self.name, self._clipped_unlogged, CLIP_RUN)
+            log.warning(
+                "%s: clipping: %d sample(s) at full scale (%d+ in a row) since the last report; lower the input gain",
+                self.name,
+                self._clipped_unlogged,
+                CLIP_RUN,
+            )
             self._clipped_unlogged = 0
 
 
@@ -238,11 +246,13 @@ def _sounddevice():
     try:
         import sounddevice
     except ImportError as err:
-        raise ImportError(f"the microphone needs sounddevice, a dependency of semanticac-edge ({err}): "
-                          "pip install sounddevice") from None
+        raise ImportError(
+            f"the microphone needs sounddevice, a dependency of semanticac-edge ({err}): pip install sounddevice"
+        ) from None
     except OSError as err:  # sounddevice imports, but PortAudio's library is missing
-        raise ImportError(f"the microphone needs the PortAudio library ({err}): "
-                          "apt-get install libportaudio2") from None
+        raise ImportError(
+            f"the microphone needs the PortAudio library ({err}): apt-get install libportaudio2"
+        ) from None
     return sounddevice
 
 
@@ -264,9 +274,13 @@ def list_input_devices(rescan: bool = False) -> list[InputDevice]:
         default = sd.query_devices(kind="input")["index"]
     except sd.PortAudioError:
         default = None
-    return [InputDevice(d["index"], d["name"], d["max_input_channels"], float(d["default_samplerate"]),
-                        d["index"] == default)
-            for d in sd.query_devices() if d["max_input_channels"] > 0]
+    return [
+        InputDevice(
+            d["index"], d["name"], d["max_input_channels"], float(d["default_samplerate"]), d["index"] == default
+        )
+        for d in sd.query_devices()
+        if d["max_input_channels"] > 0
+    ]
 
 
 def _match_device(device: int | str | None, devices: list[InputDevice]) -> list[InputDevice]:
@@ -295,11 +309,15 @@ def find_input_device(device: int | str | None = None) -> InputDevice:
     if not matches:
         wanted = "no default input device" if device is None else f"no input device {device!r}"
         if not devices:
-            raise AudioError(f"{wanted}: PortAudio finds no capture device; connect a microphone (check with "
-                             "`semanticac-edge devices`), or listen to a file with --input FILE")
+            raise AudioError(
+                f"{wanted}: PortAudio finds no capture device; connect a microphone (check with "
+                "`semanticac-edge devices`), or listen to a file with --input FILE"
+            )
         raise AudioError(f"{wanted}; input devices are {listing}: pass --device with an index or part of a name")
-    raise AudioError(f"input device name {device!r} is ambiguous, it matches "
-                     f"{'; '.join(f'{d.index}: {d.name!r}' for d in matches)}: pass the index or more of the name")
+    raise AudioError(
+        f"input device name {device!r} is ambiguous, it matches "
+        f"{'; '.join(f'{d.index}: {d.name!r}' for d in matches)}: pass the index or more of the name"
+    )
 
 
 class MicrophoneSource(Source):
@@ -312,9 +330,17 @@ class MicrophoneSource(Source):
     (the first audio may take ~1.5 s through PulseAudio) or whose stream ends raises AudioError.
     """
 
-    def __init__(self, device: int | str | None = None, *, sample_rate: int = MODEL_RATE,
-                 device_rate: int | None = None, channels: int | None = None, block: int = 0,
-                 buffer_seconds: float = 5.0, stall_seconds: float = 5.0):
+    def __init__(
+        self,
+        device: int | str | None = None,
+        *,
+        sample_rate: int = MODEL_RATE,
+        device_rate: int | None = None,
+        channels: int | None = None,
+        block: int = 0,
+        buffer_seconds: float = 5.0,
+        stall_seconds: float = 5.0,
+    ):
         self.device = find_input_device(device)
         channels = channels or min(2, self.device.channels)
         name = f"input device {self.device.index} ({self.device.name!r})"
@@ -323,34 +349,47 @@ class MicrophoneSource(Source):
         self.block = block
         self.stall_seconds = stall_seconds
         self.xruns = 0  # callbacks that PortAudio flagged with an input overflow (lost before the ring)
-        self._stream = None
+        self._stream: Any = None  # a sounddevice.InputStream while capturing (sounddevice is untyped)
         self._last_written, self._last_arrival = 0, 0.0
 
     def _pick_rate(self, name: str, channels: int, device_rate: int | None, sample_rate: int) -> int:
         sd = _sounddevice()
         if device_rate is not None and device_rate <= 0:
             raise AudioError(f"device rate must be a positive integer (Hz), got {device_rate}")
-        rates = [device_rate] if device_rate else list(dict.fromkeys(
-            [int(self.device.default_rate), sample_rate, 48000, 44100, 16000]))
+        rates = (
+            [device_rate]
+            if device_rate
+            else list(dict.fromkeys([int(self.device.default_rate), sample_rate, 48000, 44100, 16000]))
+        )
         for rate in rates:
             try:
                 sd.check_input_settings(self.device.index, channels=channels, dtype="float32", samplerate=rate)
                 return rate
             except (sd.PortAudioError, ValueError) as err:
                 reason = str(err)
-        raise AudioError(f"{name} cannot capture {channels} channel(s) at {' or '.join(map(str, rates))} Hz "
-                         f"({reason}): pick another device or device rate")
+        raise AudioError(
+            f"{name} cannot capture {channels} channel(s) at {' or '.join(map(str, rates))} Hz "
+            f"({reason}): pick another device or device rate"
+        )
 
     def _start_producer(self) -> None:
         sd = _sounddevice()
         try:
             self._stream = sd.InputStream(
-                device=self.device.index, samplerate=self.input_rate, channels=self.channels, dtype="float32",
-                blocksize=self.block, callback=self._callback, finished_callback=self._finished)
+                device=self.device.index,
+                samplerate=self.input_rate,
+                channels=self.channels,
+                dtype="float32",
+                blocksize=self.block,
+                callback=self._callback,
+                finished_callback=self._finished,
+            )
             self._stream.start()
         except sd.PortAudioError as err:
-            raise AudioError(f"cannot open {self.name} at {self.input_rate} Hz, {self.channels} channel(s): "
-                             f"{err}: is another program holding it?") from None
+            raise AudioError(
+                f"cannot open {self.name} at {self.input_rate} Hz, {self.channels} channel(s): "
+                f"{err}: is another program holding it?"
+            ) from None
         self._last_arrival = time.monotonic()
         log.info("%s: capturing at %d Hz, %d channel(s)", self.name, self.input_rate, self.channels)
 
@@ -363,8 +402,10 @@ class MicrophoneSource(Source):
     def _finished(self) -> None:
         # PortAudio calls this when the stream ends: by stop(), or because the device went away.
         if not self._stopping.is_set():
-            self._error = AudioError(f"{self.name} stopped delivering audio (device unplugged or sound "
-                                     "server stopped): check the device, then start listening again")
+            self._error = AudioError(
+                f"{self.name} stopped delivering audio (device unplugged or sound "
+                "server stopped): check the device, then start listening again"
+            )
         self._ended.set()
 
     def _stop_producer(self) -> None:
@@ -375,8 +416,11 @@ class MicrophoneSource(Source):
         closer.start()
         closer.join(CLOSE_SECONDS)
         if closer.is_alive():
-            log.warning("%s did not close within %g s (the sound server is not responding): left behind",
-                        self.name, CLOSE_SECONDS)
+            log.warning(
+                "%s did not close within %g s (the sound server is not responding): left behind",
+                self.name,
+                CLOSE_SECONDS,
+            )
         self._stream = None
 
     def _check_alive(self) -> None:
@@ -384,8 +428,10 @@ class MicrophoneSource(Source):
         if written != self._last_written:
             self._last_written, self._last_arrival = written, now
         elif now - self._last_arrival > self.stall_seconds:
-            raise AudioError(f"{self.name} delivered no audio for {self.stall_seconds:g} s: the device "
-                             "is stuck or gone; check it, then start listening again")
+            raise AudioError(
+                f"{self.name} delivered no audio for {self.stall_seconds:g} s: the device "
+                "is stuck or gone; check it, then start listening again"
+            )
 
 
 class FileSource(Source):
@@ -398,14 +444,23 @@ class FileSource(Source):
     `end_reason` saying so; one shorter than `frame_seconds` is padded with silence to it.
     """
 
-    def __init__(self, path: str | Path, *, sample_rate: int = MODEL_RATE, fast: bool = False,
-                 block: int = 1024, buffer_seconds: float = 5.0, frame_seconds: float | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        sample_rate: int = MODEL_RATE,
+        fast: bool = False,
+        block: int = 1024,
+        buffer_seconds: float = 5.0,
+        frame_seconds: float | None = None,
+    ):
         if block <= 0:
             raise ValueError(f"block must be a positive number of frames, got {block}")
         self.path = Path(path)
         self._decoder = Decoder(self.path)  # AudioError saying what the path is when it cannot be read
-        super().__init__(f"audio file {self.path}", self._decoder.rate, self._decoder.channels,
-                         sample_rate, buffer_seconds, block)
+        super().__init__(
+            f"audio file {self.path}", self._decoder.rate, self._decoder.channels, sample_rate, buffer_seconds, block
+        )
         self.fast, self.block = fast, block
         self.frame_seconds = frame_seconds  # one analysis frame: a shorter file is padded to it, with a warning
         self._padded = False
@@ -431,8 +486,10 @@ class FileSource(Source):
                 else:
                     self._ring.write(block[:good])
                 first = frames + good
-                raise AudioError(f"audio file {self.path} holds NaN or infinite samples, the first at "
-                                 f"{first / self.input_rate:.3f} s: the file is corrupt; re-export it")
+                raise AudioError(
+                    f"audio file {self.path} holds NaN or infinite samples, the first at "
+                    f"{first / self.input_rate:.3f} s: the file is corrupt; re-export it"
+                )
             frames += len(block)
             if self.fast:
                 if not self._put_waiting(block):
@@ -447,6 +504,7 @@ class FileSource(Source):
         else None with `end_reason` set, and a warning when the file was cut short or damaged."""
         short = 0 if self.frame_seconds is None else math.ceil(self.frame_seconds * self.input_rate) - frames
         if short > 0 and not self._padded:
+            assert self.frame_seconds is not None  # short is 0 without frame_seconds
             self._padded = True
             log.warning("%s", too_short_warning(self.path, frames / self.input_rate, self.frame_seconds))
             return np.zeros((short, self.channels), dtype=np.float32)
@@ -468,14 +526,27 @@ class StdinSource(Source):
     When the consumer falls behind, reading waits: the pipe passes the wait on to its writer.
     """
 
-    def __init__(self, rate: int, *, format: str = "s16le", channels: int = 1, sample_rate: int = MODEL_RATE,
-                 block: int = 1024, buffer_seconds: float = 5.0, stream: BinaryIO | None = None):
+    def __init__(
+        self,
+        rate: int,
+        *,
+        format: str = "s16le",
+        channels: int = 1,
+        sample_rate: int = MODEL_RATE,
+        block: int = 1024,
+        buffer_seconds: float = 5.0,
+        stream: BinaryIO | None = None,
+    ):
         if not isinstance(rate, int) or rate <= 0:
-            raise AudioError(f"stdin sample rate must be a positive integer (Hz), got {rate!r}: "
-                             "pass the rate the raw audio was recorded at, e.g. 16000")
+            raise AudioError(
+                f"stdin sample rate must be a positive integer (Hz), got {rate!r}: "
+                "pass the rate the raw audio was recorded at, e.g. 16000"
+            )
         if format not in STDIN_FORMATS:
-            raise AudioError(f"stdin sample format {format!r} is not supported; use one of "
-                             f"{', '.join(STDIN_FORMATS)} (little-endian)")
+            raise AudioError(
+                f"stdin sample format {format!r} is not supported; use one of "
+                f"{', '.join(STDIN_FORMATS)} (little-endian)"
+            )
         if channels <= 0 or block <= 0:
             raise AudioError(f"stdin channels and block must be positive, got {channels} and {block}")
         super().__init__("stdin", rate, channels, sample_rate, buffer_seconds, block)
@@ -534,8 +605,12 @@ class StdinSource(Source):
         self.nonfinite_samples += count
         self._nonfinite_unlogged += count
         if self._nonfinite_log():
-            log.warning("stdin: replaced %d NaN or infinite sample(s) by 0 (%d so far): the sender writes "
-                        "corrupt %s data", self._nonfinite_unlogged, self.nonfinite_samples, self.format)
+            log.warning(
+                "stdin: replaced %d NaN or infinite sample(s) by 0 (%d so far): the sender writes corrupt %s data",
+                self._nonfinite_unlogged,
+                self.nonfinite_samples,
+                self.format,
+            )
             self._nonfinite_unlogged = 0
 
 
@@ -543,10 +618,13 @@ def _stdin() -> tuple[BinaryIO, int | None]:
     """The process's stdin as (stream, file descriptor); the descriptor is None when stdin is
     not a real file (a test's in-memory stream). AudioError when stdin is closed (`<&-`)."""
     if sys.stdin is None:
-        raise AudioError("stdin is closed: there is no raw audio to read; pipe audio into it, e.g. "
-                         "`arecord -f S16_LE -r 16000 -c 1 | semanticac-edge listen --labels urban --input - "
-                         "--rate 16000`, or use --input FILE")
+        raise AudioError(
+            "stdin is closed: there is no raw audio to read; pipe audio into it, e.g. "
+            "`arecord -f S16_LE -r 16000 -c 1 | semanticac-edge listen --labels urban --input - "
+            "--rate 16000`, or use --input FILE"
+        )
     try:
         return sys.stdin.buffer, sys.stdin.fileno()
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError and a ValueError
-        return getattr(sys.stdin, "buffer", sys.stdin), None
+        # without .buffer, stdin is already a binary stream (a test's in-memory one)
+        return getattr(sys.stdin, "buffer", cast(BinaryIO, sys.stdin)), None

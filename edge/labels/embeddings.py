@@ -50,6 +50,8 @@ UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.
 
 class CorruptLabelEmbeddings(LabelEmbeddingsError):
     """A label-embeddings file that cannot be read back: truncated, not an .npz, inconsistent."""
+
+
 ARRAYS = ("labels", "prompts", "prompt_label", "embeddings", "labels_sha256", "model_id")
 
 
@@ -68,29 +70,40 @@ class LabelEmbeddings:
     model_id: str
 
     @classmethod
-    def from_prompt_embeddings(cls, label_set: LabelSet, prompt_embeddings: np.ndarray,
-                               model_id: str) -> LabelEmbeddings:
+    def from_prompt_embeddings(
+        cls, label_set: LabelSet, prompt_embeddings: np.ndarray, model_id: str
+    ) -> LabelEmbeddings:
         """Average each label's prompt embeddings (after normalising each) and normalise again."""
         prompts, owners = label_set.flat_prompts()
         prompt_embeddings = np.asarray(prompt_embeddings, dtype=np.float32)
         if prompt_embeddings.ndim != 2 or prompt_embeddings.shape[0] != len(prompts):
-            raise LabelEmbeddingsError(f"expected one embedding per prompt ({len(prompts)} x C), "
-                                       f"got shape {prompt_embeddings.shape}")
+            raise LabelEmbeddingsError(
+                f"expected one embedding per prompt ({len(prompts)} x C), got shape {prompt_embeddings.shape}"
+            )
         owner = np.asarray(owners, dtype=np.int64)
         unit = _normalise(prompt_embeddings)
         sums = np.zeros((len(label_set.labels), unit.shape[1]), dtype=np.float32)
         np.add.at(sums, owner, unit)
-        return cls(labels=tuple(label_set.names), prompts=tuple(prompts), prompt_label=owner,
-                   embeddings=_normalise(sums).astype(np.float32), labels_sha256=label_set.sha256,
-                   model_id=model_id)
+        return cls(
+            labels=tuple(label_set.names),
+            prompts=tuple(prompts),
+            prompt_label=owner,
+            embeddings=_normalise(sums).astype(np.float32),
+            labels_sha256=label_set.sha256,
+            model_id=model_id,
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the .npz atomically (a reader never sees half a file)."""
         path = Path(path)
         arrays: dict[str, Any] = dict(
-            labels=np.array(self.labels, dtype=str), prompts=np.array(self.prompts, dtype=str),
-            prompt_label=self.prompt_label.astype(np.int64), embeddings=self.embeddings.astype(np.float32),
-            labels_sha256=np.array(self.labels_sha256), model_id=np.array(self.model_id))
+            labels=np.array(self.labels, dtype=str),
+            prompts=np.array(self.prompts, dtype=str),
+            prompt_label=self.prompt_label.astype(np.int64),
+            embeddings=self.embeddings.astype(np.float32),
+            labels_sha256=np.array(self.labels_sha256),
+            model_id=np.array(self.model_id),
+        )
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez(tmp, **arrays)
         return path
@@ -103,23 +116,33 @@ class LabelEmbeddings:
             with np.load(path, allow_pickle=False) as data:
                 missing = [name for name in ARRAYS if name not in data.files]
                 if missing:
-                    raise CorruptLabelEmbeddings(f"label embeddings {path}: missing array(s) {missing}; "
-                                                 "delete it and compute it again")
+                    raise CorruptLabelEmbeddings(
+                        f"label embeddings {path}: missing array(s) {missing}; delete it and compute it again"
+                    )
                 arrays = {name: data[name] for name in ARRAYS}
         except LabelEmbeddingsError:
             raise
         except UNREADABLE as err:
-            raise CorruptLabelEmbeddings(f"cannot read label embeddings {path}: {err or type(err).__name__}: "
-                                         "the file is corrupt or truncated; delete it and compute it again") from None
+            raise CorruptLabelEmbeddings(
+                f"cannot read label embeddings {path}: {err or type(err).__name__}: "
+                "the file is corrupt or truncated; delete it and compute it again"
+            ) from None
         emb = arrays["embeddings"]
         k, p = arrays["labels"].shape[0], arrays["prompts"].shape[0]
         if emb.ndim != 2 or emb.shape[0] != k or emb.dtype != np.float32 or arrays["prompt_label"].shape != (p,):
-            raise CorruptLabelEmbeddings(f"label embeddings {path}: inconsistent shapes (labels {k}, prompts {p}, "
-                                         f"embeddings {emb.shape} {emb.dtype}, prompt_label "
-                                         f"{arrays['prompt_label'].shape}); delete it and compute it again")
-        return cls(labels=tuple(str(s) for s in arrays["labels"]), prompts=tuple(str(s) for s in arrays["prompts"]),
-                   prompt_label=arrays["prompt_label"].astype(np.int64), embeddings=emb,
-                   labels_sha256=str(arrays["labels_sha256"]), model_id=str(arrays["model_id"]))
+            raise CorruptLabelEmbeddings(
+                f"label embeddings {path}: inconsistent shapes (labels {k}, prompts {p}, "
+                f"embeddings {emb.shape} {emb.dtype}, prompt_label "
+                f"{arrays['prompt_label'].shape}); delete it and compute it again"
+            )
+        return cls(
+            labels=tuple(str(s) for s in arrays["labels"]),
+            prompts=tuple(str(s) for s in arrays["prompts"]),
+            prompt_label=arrays["prompt_label"].astype(np.int64),
+            embeddings=emb,
+            labels_sha256=str(arrays["labels_sha256"]),
+            model_id=str(arrays["model_id"]),
+        )
 
     def mismatch(self, label_set: LabelSet, model_id: str) -> str | None:
         """Why these embeddings cannot serve `label_set` with model `model_id` (None: they can)."""
@@ -143,8 +166,10 @@ def embed_command(bundle: Bundle, label_set: LabelSet, into: str | None = None) 
 
 def no_text_tower_fix(bundle: Bundle, label_set: LabelSet) -> str:
     """What to do when embeddings are needed and the bundle has no text.onnx to compute them."""
-    return (f"run `{embed_command(bundle, label_set)}` on a copy of this bundle that has its text.onnx "
-            f"(e.g. the export on the desktop), and copy {label_set.name}.npz into {bundle.labels_dir}")
+    return (
+        f"run `{embed_command(bundle, label_set)}` on a copy of this bundle that has its text.onnx "
+        f"(e.g. the export on the desktop), and copy {label_set.name}.npz into {bundle.labels_dir}"
+    )
 
 
 @dataclass(frozen=True)
@@ -188,7 +213,8 @@ def corrupt_bundle_file(bundle: Bundle, label_set: LabelSet, candidate: Candidat
     return CorruptLabelEmbeddings(
         f"the bundle's label embeddings {candidate.path} are damaged ({candidate.problem}): rebuild them with "
         f"`{embed_command(bundle, label_set)}`"
-        + ("" if bundle.meta.text else f"; {no_text_tower_fix(bundle, label_set)}"))
+        + ("" if bundle.meta.text else f"; {no_text_tower_fix(bundle, label_set)}")
+    )
 
 
 def _usable(bundle: Bundle, label_set: LabelSet, found: list[Candidate]) -> LabelEmbeddings | None:
@@ -203,8 +229,10 @@ def _usable(bundle: Bundle, label_set: LabelSet, found: list[Candidate]) -> Labe
 
 def _not_found(bundle: Bundle, label_set: LabelSet, found: list[Candidate]) -> LabelEmbeddingsError:
     reasons = "; ".join(f"{c.problem}" if c.corrupt else f"{c.path}: {c.problem}" for c in found)
-    return LabelEmbeddingsError(f"no usable embeddings for label set {label_set.name!r} ({label_set.source}): "
-                                f"{reasons}; compute them with `{embed_command(bundle, label_set)}`")
+    return LabelEmbeddingsError(
+        f"no usable embeddings for label set {label_set.name!r} ({label_set.source}): "
+        f"{reasons}; compute them with `{embed_command(bundle, label_set)}`"
+    )
 
 
 def find_label_embeddings(bundle: Bundle, label_set: LabelSet) -> LabelEmbeddings:
@@ -233,12 +261,17 @@ def check_prompt_lengths(label_set: LabelSet, tokenizer) -> None:
     and two long prompts that differ only at the end would become the same embedding)."""
     prompts, owner = label_set.flat_prompts()
     limit = tokenizer.context_length
-    over = [(label_set.labels[i].name, p, n) for p, i, n in zip(prompts, owner, token_counts(tokenizer, prompts))
-            if n > limit]
+    over = [
+        (label_set.labels[i].name, p, n)
+        for p, i, n in zip(prompts, owner, token_counts(tokenizer, prompts))
+        if n > limit
+    ]
     if over:
         listing = "; ".join(f"label {name!r}: prompt {prompt!r} is {n} tokens" for name, prompt, n in over)
-        raise LabelSetError(f"label set {label_set.name!r} ({label_set.source}): {listing}; the text tower reads at "
-                            f"most {limit} tokens (the rest would be cut silently): shorten the prompt(s)")
+        raise LabelSetError(
+            f"label set {label_set.name!r} ({label_set.source}): {listing}; the text tower reads at "
+            f"most {limit} tokens (the rest would be cut silently): shorten the prompt(s)"
+        )
 
 
 def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:
@@ -250,20 +283,27 @@ def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int |
     from edge.labels.tokenizers import load_tokenizer
 
     if bundle.meta.text is None:
-        raise LabelEmbeddingsError(f"bundle {bundle.path} has no text tower (text.onnx), so label set "
-                                   f"{label_set.name!r} cannot be embedded on this device: "
-                                   f"{no_text_tower_fix(bundle, label_set)}")
+        raise LabelEmbeddingsError(
+            f"bundle {bundle.path} has no text tower (text.onnx), so label set "
+            f"{label_set.name!r} cannot be embedded on this device: "
+            f"{no_text_tower_fix(bundle, label_set)}"
+        )
     tokenizer = load_tokenizer(bundle.tokenizer_dir)
     check_prompt_lengths(label_set, tokenizer)
     prompts, _ = label_set.flat_prompts()
-    progress.info("embedding %d labels (%d prompts) of label set %r with %s...", len(label_set.labels),
-                  len(prompts), label_set.name, bundle.meta.text.file)
+    progress.info(
+        "embedding %d labels (%d prompts) of label set %r with %s...",
+        len(label_set.labels),
+        len(prompts),
+        label_set.name,
+        bundle.meta.text.file,
+    )
     started = last = time.monotonic()
     parts = []
     with select_backend(bundle, "onnxruntime", graph="text", threads=threads) as backend:
         output = backend.output_names[0]
         for i in range(0, len(prompts), PROMPT_BATCH):
-            parts.append(backend.run(tokenizer(prompts[i:i + PROMPT_BATCH]))[output])
+            parts.append(backend.run(tokenizer(prompts[i : i + PROMPT_BATCH]))[output])
             done, now = min(i + PROMPT_BATCH, len(prompts)), time.monotonic()
             if len(prompts) > PROMPT_BATCH and (now - last >= PROGRESS_SECONDS or done == len(prompts)):
                 progress.info("embedded %d/%d prompts (%.1f s)", done, len(prompts), now - started)
@@ -282,8 +322,10 @@ def label_embeddings_for(bundle: Bundle, label_set: LabelSet, threads: int | Non
     if embeddings is not None:
         return embeddings
     if bundle.meta.text is None:
-        raise LabelEmbeddingsError(f"{_not_found(bundle, label_set, found)} (this bundle has no text.onnx to "
-                                   f"compute them on the device: {no_text_tower_fix(bundle, label_set)})")
+        raise LabelEmbeddingsError(
+            f"{_not_found(bundle, label_set, found)} (this bundle has no text.onnx to "
+            f"compute them on the device: {no_text_tower_fix(bundle, label_set)})"
+        )
     for candidate in found:
         if candidate.corrupt:
             log.warning("%s: computing label set %r again and rewriting the file", candidate.problem, label_set.name)
@@ -313,8 +355,10 @@ class Embedded:
     place: str  # "bundle" or "cache"
 
     def describe(self) -> str:
-        return (f"{self.label_set.name}: {len(self.embeddings.labels)} labels ({len(self.embeddings.prompts)} prompts, "
-                f"{self.embeddings.embeddings.shape[1]}-d) -> {self.path} ({self.place})")
+        return (
+            f"{self.label_set.name}: {len(self.embeddings.labels)} labels ({len(self.embeddings.prompts)} prompts, "
+            f"{self.embeddings.embeddings.shape[1]}-d) -> {self.path} ({self.place})"
+        )
 
 
 def target_dir(bundle: Bundle, into: str = "auto") -> tuple[Path, str]:
@@ -327,8 +371,10 @@ def target_dir(bundle: Bundle, into: str = "auto") -> tuple[Path, str]:
     if problem is None:
         return bundle.labels_dir, "bundle"
     if into == "bundle":
-        raise LabelEmbeddingsError(f"cannot write into the bundle: {problem}; make it writable, or pass --into cache "
-                                   "(the user cache of this machine)")
+        raise LabelEmbeddingsError(
+            f"cannot write into the bundle: {problem}; make it writable, or pass --into cache "
+            "(the user cache of this machine)"
+        )
     log.info("the bundle's labels/ cannot be written (%s): writing to the user cache", problem)
     return cache_dir(bundle.meta.model_id), "cache"
 

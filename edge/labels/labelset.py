@@ -19,13 +19,13 @@ threshold, a group or the calibration never makes cached embeddings stale.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import math
 import logging
+import math
 import os
 import re
-import dataclasses
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -39,8 +39,14 @@ log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "an audio clip of {label}"  # the paper's best prompt (Table 4)
 DEFAULT_THRESHOLD = 0.5
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SET_KEYS = {"name": "str", "prompt": "str", "threshold": "number", "description": "str", "labels": "list",
-            "calibration": "mapping"}
+SET_KEYS = {
+    "name": "str",
+    "prompt": "str",
+    "threshold": "number",
+    "description": "str",
+    "labels": "list",
+    "calibration": "mapping",
+}
 LABEL_KEYS = {"name": "str", "prompts": "list of str", "threshold": "number", "group": "str", "bias": "number"}
 CALIBRATION_KEYS = {"temperature": "number"}
 
@@ -70,7 +76,8 @@ class LabelSet:
 
     def flat_prompts(self) -> tuple[list[str], list[int]]:
         """All prompt texts, flat, and the index of the label each belongs to."""
-        prompts, owner = [], []
+        prompts: list[str] = []
+        owner: list[int] = []
         for i, label in enumerate(self.labels):
             prompts += label.prompts
             owner += [i] * len(label.prompts)
@@ -142,7 +149,7 @@ class _Parser:
 
     @staticmethod
     def _show(node: yaml.Node) -> str:
-        kinds = {yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}
+        kinds: dict[type[yaml.Node], str] = {yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}
         return kinds.get(type(node), repr(node.value))
 
     def label_set(self, root: yaml.Node | None) -> LabelSet:
@@ -154,30 +161,48 @@ class _Parser:
                 raise self.fail(root, "label set", f"missing key {required!r}")
         name = self.value(keys["name"], "name", "str")
         if not NAME_PATTERN.match(name):
-            raise self.fail(keys["name"], "name", f"{name!r} is not allowed: use letters, digits, '_', '-', '.' "
-                                                  "(it names the embeddings file labels/<name>.npz)")
+            raise self.fail(
+                keys["name"],
+                "name",
+                f"{name!r} is not allowed: use letters, digits, '_', '-', '.' "
+                "(it names the embeddings file labels/<name>.npz)",
+            )
         prompt = self.value(keys["prompt"], "prompt", "str") if "prompt" in keys else DEFAULT_PROMPT
         if "{label}" not in prompt or _template_error(prompt):
-            raise self.fail(keys.get("prompt"), "prompt", f"{prompt!r} must contain {{label}} and no other "
-                                                          "{...} field, e.g. \"an audio clip of {label}\"")
+            raise self.fail(
+                keys.get("prompt"),
+                "prompt",
+                f'{prompt!r} must contain {{label}} and no other {{...}} field, e.g. "an audio clip of {{label}}"',
+            )
         default = self.threshold(keys["threshold"], "threshold") if "threshold" in keys else DEFAULT_THRESHOLD
         description = self.value(keys["description"], "description", "str") if "description" in keys else None
         items = self.value(keys["labels"], "labels", "list")
         if not items:
             raise self.fail(keys["labels"], "labels", "is empty: list at least one label")
-        labels, seen = [], {}
+        labels: list[Label] = []
+        seen: dict[str, tuple[int, int]] = {}  # casefolded name -> (index, line)
         for i, item in enumerate(items):
             label = self.label(item, f"labels[{i}]", prompt, default)
             key = label_text(label.name).casefold()
             if key in seen:
                 j, line = seen[key]
-                raise self.fail(item, f"labels[{i}]", f"{label.name!r} duplicates labels[{j}] (line {line}): "
-                                                      "names are compared ignoring case and '_' vs ' '")
+                raise self.fail(
+                    item,
+                    f"labels[{i}]",
+                    f"{label.name!r} duplicates labels[{j}] (line {line}): "
+                    "names are compared ignoring case and '_' vs ' '",
+                )
             seen[key] = (i, item.start_mark.line + 1)
             labels.append(label)
         temperature = self.calibration(keys["calibration"]) if "calibration" in keys else 1.0
-        return LabelSet(name=name, prompt=prompt, labels=tuple(labels), source=self.source, description=description,
-                        temperature=temperature)
+        return LabelSet(
+            name=name,
+            prompt=prompt,
+            labels=tuple(labels),
+            source=self.source,
+            description=description,
+            temperature=temperature,
+        )
 
     def calibration(self, node: yaml.Node) -> float:
         """`calibration: {temperature: T}`, T a finite number > 0 (semanticac-calibrate scores writes it)."""
@@ -186,11 +211,15 @@ class _Parser:
             return 1.0
         value = self.value(keys["temperature"], "calibration.temperature", "number")
         if not (math.isfinite(value) and value > 0):
-            raise self.fail(keys["temperature"], "calibration.temperature",
-                            f"{value:g} is not allowed: a temperature is a finite number > 0 (1: none)")
+            raise self.fail(
+                keys["temperature"],
+                "calibration.temperature",
+                f"{value:g} is not allowed: a temperature is a finite number > 0 (1: none)",
+            )
         return value
 
     def label(self, node: yaml.Node, where: str, template: str, default: float) -> Label:
+        keys: dict[str, yaml.Node]
         if isinstance(node, yaml.ScalarNode):
             keys = {"name": node}
         else:
@@ -199,7 +228,9 @@ class _Parser:
                 raise self.fail(node, where, "missing key 'name'")
         name = self.value(keys["name"], f"{where}.name", "str")
         if "\n" in name or len(name) > 100:
-            raise self.fail(keys["name"], f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters")
+            raise self.fail(
+                keys["name"], f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters"
+            )
         extra = self.value(keys["prompts"], f"{where}.prompts", "list of str") if "prompts" in keys else []
         prompts = tuple(dict.fromkeys([template.format(label=label_text(name))] + extra))  # drop repeats
         threshold = self.threshold(keys["threshold"], f"{where}.threshold") if "threshold" in keys else default
@@ -275,12 +306,18 @@ def resolve_label_set(spec: str | Path) -> LabelSet:
         label_set = load_label_set(path)
         log.info("label set %r: file %s", label_set.name, spec)
         return label_set
+    assert isinstance(spec, str)  # _is_path is True for every Path
     bare = spec[:-5] if spec.endswith(".yaml") else spec
     if bare in shipped:
         local = [p for p in dict.fromkeys([spec, f"{bare}.yaml"]) if Path(p).is_file()]
         if local:
-            log.warning("label set %r: the shipped set is used, not the file ./%s in this directory; "
-                        "to use that file pass it as a path: --labels ./%s", spec, local[0], local[0])
+            log.warning(
+                "label set %r: the shipped set is used, not the file ./%s in this directory; "
+                "to use that file pass it as a path: --labels ./%s",
+                spec,
+                local[0],
+                local[0],
+            )
         label_set = load_label_set(shipped[bare], shipped=True)
         log.info("label set %r: shipped set (%s)", spec, label_set.source)
         return label_set

@@ -112,8 +112,9 @@ class Sink:
             raise OutputError("stdout was closed by its reader", broken_pipe=True) from None
         except (OSError, ValueError) as err:  # ENOSPC (/dev/full), EIO; ValueError: a closed file
             reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-            raise OutputError(f"cannot write results to stdout: {reason}; send them to a file or a "
-                              "pipe with room (or /dev/null)") from None
+            raise OutputError(
+                f"cannot write results to stdout: {reason}; send them to a file or a pipe with room (or /dev/null)"
+            ) from None
 
     def __enter__(self):
         return self
@@ -129,15 +130,28 @@ class JsonLines(Sink):
 
     def window(self, result: WindowResult) -> None:
         top = [{"label": label, "score": _num(score, 4)} for label, score in result.top]
-        self._line("window", result.t, top=top, latency_ms=_num(result.latency_ms, 1), dropped=int(result.dropped),
-                   level_dbfs=_num(result.level_dbfs, 1), gated=result.gated)
+        self._line(
+            "window",
+            result.t,
+            top=top,
+            latency_ms=_num(result.latency_ms, 1),
+            dropped=int(result.dropped),
+            level_dbfs=_num(result.level_dbfs, 1),
+            gated=result.gated,
+        )
 
     def event(self, event: Event) -> None:
         if event.kind == "start":
             self._line("start", event.t, event_id=event.event_id, label=event.label, score=_num(event.score, 4))
         else:
-            self._line("end", event.t, event_id=event.event_id, label=event.label,
-                       duration=_num(event.duration, 3), peak=_num(event.peak, 4))
+            self._line(
+                "end",
+                event.t,
+                event_id=event.event_id,
+                label=event.label,
+                duration=_num(event.duration, 3),
+                peak=_num(event.peak, 4),
+            )
 
     def status(self, status: Status) -> None:
         code = {"code": status.code} if status.code else {}
@@ -150,13 +164,16 @@ def _plain(record: WindowResult | Event | Status) -> str:
         top = ", ".join(f"{label} {score:.3f}" for label, score in record.top) or "(no labels)"
         level = "" if record.level_dbfs is None else f"  level {record.level_dbfs:.1f} dBFS"
         gated = "  (gated)" if record.gated else ""
-        return (f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
-                f"{level}{gated}")
+        return (
+            f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}{level}{gated}"
+        )
     if isinstance(record, Event):
         if record.kind == "start":
             return f"{record.t:9.3f} start   #{record.event_id} {record.label}  score {record.score:.3f}"
-        return (f"{record.t:9.3f} end     #{record.event_id} {record.label}  duration {record.duration:.3f} s  "
-                f"peak {record.peak:.3f}")
+        return (
+            f"{record.t:9.3f} end     #{record.event_id} {record.label}  duration {record.duration:.3f} s  "
+            f"peak {record.peak:.3f}"
+        )
     return f"{record.t:9.3f} status  {record.level}: {record.message}"
 
 
@@ -215,16 +232,19 @@ class LiveView(Sink):
             return ["semanticac-edge: waiting for the first window..."]
         clock = self.utc(last.t)[11:19]
         level = "" if last.level_dbfs is None else f"  level {last.level_dbfs:.0f} dBFS"
-        lines = [f"semanticac-edge  t {last.t:.1f} s  {clock} UTC  latency {last.latency_ms:.1f} ms  "
-                 f"dropped {last.dropped}{level}{'  gated: nothing reported' if last.gated else ''}"]
-        for label, score in last.top[:self.max_rows]:
-            lines.append(f"  {label[:self.LABEL_WIDTH]:<{self.LABEL_WIDTH}} {self._bar(score)} {score:.3f}")
+        lines = [
+            f"semanticac-edge  t {last.t:.1f} s  {clock} UTC  latency {last.latency_ms:.1f} ms  "
+            f"dropped {last.dropped}{level}{'  gated: nothing reported' if last.gated else ''}"
+        ]
+        for label, score in last.top[: self.max_rows]:
+            lines.append(f"  {label[: self.LABEL_WIDTH]:<{self.LABEL_WIDTH}} {self._bar(score)} {score:.3f}")
         if len(last.top) > self.max_rows:
             lines.append(f"  ... and {len(last.top) - self.max_rows} more")
         if not last.top:
             lines.append("  (no labels)")
-        active = ", ".join(f"#{i} {label} {max(0.0, last.t - onset):.1f} s"
-                           for i, (label, onset) in self._active.items())
+        active = ", ".join(
+            f"#{i} {label} {max(0.0, last.t - onset):.1f} s" for i, (label, onset) in self._active.items()
+        )
         lines.append(f"active: {active or 'none'}")
         return lines
 

@@ -60,8 +60,10 @@ MAX_RUNS = 100_000
 FRONTEND_SECONDS = 10.0  # audio timed for the frontend (at least MIN_HOPS hops)
 MIN_HOPS, MAX_HOPS = 20, 1000
 PIPELINE_SECONDS = 30.0  # audio through the whole pipeline (model loading included in its time)
-MIN_HOP_METHOD = ("smallest whole number of frames h with h >= p99 window latency + incremental frontend cost "
-                  "of h's frames: h = ceil(p99 / (frame - frontend cost per frame)) frames")
+MIN_HOP_METHOD = (
+    "smallest whole number of frames h with h >= p99 window latency + incremental frontend cost "
+    "of h's frames: h = ceil(p99 / (frame - frontend cost per frame)) frames"
+)
 
 
 def peak_rss_mib() -> float:
@@ -90,7 +92,7 @@ def time_frontend(bundle: Bundle, windowing: Windowing) -> dict:
     stream.push(audio[:window])  # a full window in: from here on, each hop is what listen pays
     incremental = []
     for i in range(hops):
-        block = audio[window + i * hop:window + (i + 1) * hop]
+        block = audio[window + i * hop : window + (i + 1) * hop]
         started = time.perf_counter()
         stream.push(block)
         incremental.append(time.perf_counter() - started)
@@ -98,15 +100,20 @@ def time_frontend(bundle: Bundle, windowing: Windowing) -> dict:
     for i in range(hops):
         end = window + (i + 1) * hop
         started = time.perf_counter()
-        log_mel(audio[end - window:end], fe)
+        log_mel(audio[end - window : end], fe)
         recompute.append(time.perf_counter() - started)
     inc, rec = float(np.median(incremental)), float(np.median(recompute))
-    return {"incremental_ms_per_hop": inc * 1e3, "recompute_ms_per_hop": rec * 1e3,
-            "recompute_over_incremental": rec / inc if inc > 0 else None, "hops_timed": hops}
+    return {
+        "incremental_ms_per_hop": inc * 1e3,
+        "recompute_ms_per_hop": rec * 1e3,
+        "recompute_over_incremental": rec / inc if inc > 0 else None,
+        "hops_timed": hops,
+    }
 
 
 def time_backend(backend, frames: np.ndarray, model_frames: int, seconds: float) -> list[float]:
     """Latencies (s) of one window through `backend` (tiling included), after warm-up."""
+
     def one() -> float:
         started = time.perf_counter()
         backend.embed(tile_frames(frames, model_frames)[None, None])
@@ -138,8 +145,12 @@ def open_backend(bundle: Bundle, name: str, threads: int | None):
     return select_backend(bundle, name, threads=threads)
 
 
-def run_bench(options: ListenOptions, backends: Sequence[str] | None = None, seconds: float = 10.0,
-              pipeline_seconds: float = PIPELINE_SECONDS) -> dict:
+def run_bench(
+    options: ListenOptions,
+    backends: Sequence[str] | None = None,
+    seconds: float = 10.0,
+    pipeline_seconds: float = PIPELINE_SECONDS,
+) -> dict:
     """Time the bundle of `options` on this device (see the module docstring for what and the keys).
 
     `options`: the listen pipeline's options (bundle, window, hop, threads, labels: bench times
@@ -171,24 +182,42 @@ def run_bench(options: ListenOptions, backends: Sequence[str] | None = None, sec
         with backend:
             log.info("bench: timing %s for %g s", name, seconds)
             lat = np.array(time_backend(backend, frames, windowing.model_frames, seconds))
-            device = (", ".join(backend.providers) if hasattr(backend, "providers")
-                      else getattr(backend, "gpu_name", name))
+            device = (
+                ", ".join(backend.providers) if hasattr(backend, "providers") else getattr(backend, "gpu_name", name)
+            )
         p50, p99 = float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
         per_hop = frontend["incremental_ms_per_hop"] / 1e3
         results[name] = {
-            "device": device, "runs": int(lat.size), "warmup": WARMUP_RUNS,
-            "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3, "mean_ms": float(lat.mean()) * 1e3,
-            "min_ms": float(lat.min()) * 1e3, "max_ms": float(lat.max()) * 1e3,
-            "rtf": (p50 + per_hop) / windowing.hop_seconds, "rtf_p99": (p99 + per_hop) / windowing.hop_seconds,
+            "device": device,
+            "runs": int(lat.size),
+            "warmup": WARMUP_RUNS,
+            "p50_ms": p50 * 1e3,
+            "p99_ms": p99 * 1e3,
+            "mean_ms": float(lat.mean()) * 1e3,
+            "min_ms": float(lat.min()) * 1e3,
+            "max_ms": float(lat.max()) * 1e3,
+            "rtf": (p50 + per_hop) / windowing.hop_seconds,
+            "rtf_p99": (p99 + per_hop) / windowing.hop_seconds,
             "keeps_up": p99 + per_hop <= windowing.hop_seconds,
-            "min_hop_s": smallest_hop(p99, per_frame, f), "peak_rss_mib": peak_rss_mib(),
+            "min_hop_s": smallest_hop(p99, per_frame, f),
+            "peak_rss_mib": peak_rss_mib(),
         }
     return {
-        "schema": SCHEMA, "bundle": str(bundle.path), "model_id": bundle.meta.model_id,
-        "window_s": windowing.window_seconds, "hop_s": windowing.hop_seconds, "frame_s": f,
-        "window_frames": windowing.window_frames, "hop_frames": windowing.hop_frames,
-        "model_frames": windowing.model_frames, "threads": threads, "cpu_count": os.cpu_count(),
-        "seconds": seconds, "frontend": frontend, "backends": results, "skipped": skipped,
+        "schema": SCHEMA,
+        "bundle": str(bundle.path),
+        "model_id": bundle.meta.model_id,
+        "window_s": windowing.window_seconds,
+        "hop_s": windowing.hop_seconds,
+        "frame_s": f,
+        "window_frames": windowing.window_frames,
+        "hop_frames": windowing.hop_frames,
+        "model_frames": windowing.model_frames,
+        "threads": threads,
+        "cpu_count": os.cpu_count(),
+        "seconds": seconds,
+        "frontend": frontend,
+        "backends": results,
+        "skipped": skipped,
         "min_hop_method": MIN_HOP_METHOD,
         "pipeline": time_pipeline(options, bundle, pipeline_seconds) if pipeline_seconds > 0 else None,
         "peak_rss_mib": peak_rss_mib(),
@@ -218,13 +247,19 @@ def time_pipeline(options: ListenOptions, bundle: Bundle, audio_seconds: float) 
     fe = bundle.meta.frontend
     with tempfile.TemporaryDirectory(prefix="semanticac-bench-") as tmp:
         wav = Path(tmp) / "bench.wav"
-        sf.write(wav, bench_signal(fe.seconds_to_samples(audio_seconds), fe.sample_rate), fe.sample_rate,
-                 subtype="FLOAT")
+        sf.write(
+            wav, bench_signal(fe.seconds_to_samples(audio_seconds), fe.sample_rate), fe.sample_rate, subtype="FLOAT"
+        )
         start = time.perf_counter()
         summary = listen(replace(options, bundle=str(bundle.path), input=str(wav), fast=True), sink=_Count())
         wall = time.perf_counter() - start
-    return {"audio_s": audio_seconds, "wall_s": wall, "x_realtime": audio_seconds / wall,
-            "windows": summary.windows, "labels": options.labels}
+    return {
+        "audio_s": audio_seconds,
+        "wall_s": wall,
+        "x_realtime": audio_seconds / wall,
+        "windows": summary.windows,
+        "labels": options.labels,
+    }
 
 
 def format_bench(result: dict) -> str:
@@ -245,17 +280,24 @@ def format_bench(result: dict) -> str:
     ]
     for name, r in result["backends"].items():
         min_hop = f"{r['min_hop_s']:.2f}" if r["min_hop_s"] is not None else "none"
-        lines.append(f"{name:<12} {r['runs']:>5} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['rtf']:>7.3f} "
-                     f"{r['rtf_p99']:>8.3f} {'yes' if r['keeps_up'] else 'NO':>9} {min_hop:>10}  {r['device']}")
+        lines.append(
+            f"{name:<12} {r['runs']:>5} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} {r['rtf']:>7.3f} "
+            f"{r['rtf_p99']:>8.3f} {'yes' if r['keeps_up'] else 'NO':>9} {min_hop:>10}  {r['device']}"
+        )
     for name, why in result["skipped"].items():
         lines.append(f"{name:<12} skipped: {why}")
     pipe = result.get("pipeline")
     if pipe:
-        lines += ["", f"whole listen pipeline (--labels {pipe['labels']}, a file read as fast as it runs, model "
-                      f"loading included): {pipe['audio_s']:g} s of audio in {pipe['wall_s']:.2f} s, "
-                      f"{pipe['x_realtime']:.1f}x real time, {pipe['windows']} windows"]
-    lines += ["",
-              "rtf: (window latency + frontend per hop) / hop, p50 (rtf) or p99 (rtf p99); below 1 keeps up",
-              f"min hop: {result['min_hop_method']}",
-              f"peak RSS of this process: {result['peak_rss_mib']:.0f} MiB"]
+        lines += [
+            "",
+            f"whole listen pipeline (--labels {pipe['labels']}, a file read as fast as it runs, model "
+            f"loading included): {pipe['audio_s']:g} s of audio in {pipe['wall_s']:.2f} s, "
+            f"{pipe['x_realtime']:.1f}x real time, {pipe['windows']} windows",
+        ]
+    lines += [
+        "",
+        "rtf: (window latency + frontend per hop) / hop, p50 (rtf) or p99 (rtf p99); below 1 keeps up",
+        f"min hop: {result['min_hop_method']}",
+        f"peak RSS of this process: {result['peak_rss_mib']:.0f} MiB",
+    ]
     return "\n".join(lines)

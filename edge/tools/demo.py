@@ -96,7 +96,7 @@ def _fade(x: np.ndarray, rate: int, seconds: float = 0.02) -> np.ndarray:
     ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(n) / max(n, 1))
     x = x.copy()
     x[:n] *= ramp
-    x[x.size - n:] *= ramp[::-1]
+    x[x.size - n :] *= ramp[::-1]
     return x
 
 
@@ -115,7 +115,7 @@ def pink_noise(n: int, rate: int, rng: np.random.Generator) -> np.ndarray:
     spectrum *= 1.0 / np.sqrt(np.maximum(freqs, 20.0))
     spectrum[freqs < 20.0] = 0
     x = np.fft.irfft(spectrum, n=n)
-    return (x / max(float(np.sqrt(np.mean(x ** 2))), 1e-12)).astype(np.float32)
+    return (x / max(float(np.sqrt(np.mean(x**2))), 1e-12)).astype(np.float32)
 
 
 def _harmonic(freq: np.ndarray, rate: int, amplitudes) -> np.ndarray:
@@ -145,8 +145,13 @@ def car_horn(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
     """Two harmonic-rich tones, slightly detuned, honked in HORN_PATTERN."""
     n = int(seconds * rate)
     t = np.arange(n) / rate
-    tone = sum((_harmonic(np.full(n, f * (1 + 0.003 * i)), rate, [1.0 / k for k in range(1, 13)])
-                for i, f in enumerate(HORN_TONES)), np.zeros(n))
+    tone = sum(
+        (
+            _harmonic(np.full(n, f * (1 + 0.003 * i)), rate, [1.0 / k for k in range(1, 13)])
+            for i, f in enumerate(HORN_TONES)
+        ),
+        np.zeros(n),
+    )
     tone = np.tanh(1.5 * _normalise(tone))  # the horn's membrane clips: brighter, buzzier
     gate = np.zeros(n)
     for start, end in HORN_PATTERN:
@@ -171,7 +176,7 @@ def jackhammer(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarra
     while at < seconds - 0.05:
         i = int(at * rate)
         burst = (rng.standard_normal(blow) + 0.2 * ring) * decay
-        out[i:i + blow] += burst[: n - i]
+        out[i : i + blow] += burst[: n - i]
         at += period * rng.uniform(0.9, 1.1)
     out = _band(out, rate, 80.0, 5000.0)
     return _fade(_normalise(out), rate)
@@ -187,12 +192,13 @@ def _at_times(seconds: float, rate: int, times: tuple[float, ...], length: float
     for at in times:
         i = int(at * rate)
         m = min(int(length * rate), n - i)
-        out[i:i + m] += make(np.arange(m) / rate)
+        out[i : i + m] += make(np.arange(m) / rate)
     return out
 
 
 def gun_shots(seconds: float, rate: int, rng: np.random.Generator) -> np.ndarray:
     """Shots at GUN_SHOTS: a sharp broadband crack, a low boom and a decaying echo."""
+
     def shot(t):
         crack = rng.standard_normal(t.size) * np.exp(-t / 0.012)
         boom = _band(rng.standard_normal(t.size), rate, 40.0, 400.0) * 4 * np.exp(-t / 0.06)
@@ -249,13 +255,24 @@ SYNTH_LEAD = 1.0  # background before the first sound
 SYNTH_TAIL = 1.5  # and after the last
 SYNTH_SCENE = (
     Sound("siren", f"synthesised siren (wail {SIREN_BAND[0]:.0f}-{SIREN_BAND[1]:.0f} Hz)", 6.0, siren),
-    Sound("car_horn", f"synthesised car horn (two tones, {HORN_TONES[0]:.0f}/{HORN_TONES[1]:.0f} Hz, "
-          f"{len(HORN_PATTERN)} honks)", 4.0, car_horn, gap_before=2.0),
+    Sound(
+        "car_horn",
+        f"synthesised car horn (two tones, {HORN_TONES[0]:.0f}/{HORN_TONES[1]:.0f} Hz, {len(HORN_PATTERN)} honks)",
+        4.0,
+        car_horn,
+        gap_before=2.0,
+    ),
     Sound("jackhammer", f"synthesised jackhammer ({JACKHAMMER_RATE:.0f} blows/s)", 5.0, jackhammer, gap_before=1.5),
     Sound("gun_shot", f"synthesised gun shots ({len(GUN_SHOTS)})", 3.0, gun_shots, gap_before=2.0),
     Sound("dog_bark", f"synthesised dog barks ({len(DOG_BARKS)})", 3.2, dog_barks, gap_before=1.5),
-    Sound("engine_idling", f"synthesised idling engine ({ENGINE_FIRING:.0f} Hz firing)", 4.0, engine_idling,
-          level=0.6, gap_before=1.5),
+    Sound(
+        "engine_idling",
+        f"synthesised idling engine ({ENGINE_FIRING:.0f} Hz firing)",
+        4.0,
+        engine_idling,
+        level=0.6,
+        gap_before=1.5,
+    ),
 )
 
 
@@ -279,7 +296,7 @@ def synthesise_scene(rate: int = SCENE_RATE, scene=SYNTH_SCENE, seed: int = SEED
     for sound, seg in zip(scene, segments):
         samples = sound.level * sound.make(sound.seconds, rate, rng)
         start = round(seg.start * rate)
-        loud[start:start + samples.size] += samples[: loud.size - start]
+        loud[start : start + samples.size] += samples[: loud.size - start]
     # The sounds to PEAK; the background stays where it is (it is quiet: the sum stays below 1).
     out += PEAK * loud / max(float(np.abs(loud).max()), 1e-12)
     return out.astype(np.float32), segments
@@ -317,8 +334,10 @@ def choose_clips(data: Path, classes=REAL_CLASSES, fold: str = REAL_FOLD) -> lis
         raise AudioError(f"{meta} lacks column(s) {sorted(needed - set(rows[0]))}: is it UrbanSound8K's metadata CSV?")
     clips = []
     for label in classes:
-        found = sorted((r for r in rows if r["fold"] == fold and r["class"] == label),
-                       key=lambda r: (r["salience"] != "1", r["slice_file_name"]))
+        found = sorted(
+            (r for r in rows if r["fold"] == fold and r["class"] == label),
+            key=lambda r: (r["salience"] != "1", r["slice_file_name"]),
+        )
         if not found:
             raise AudioError(f"{meta} lists no {label!r} clip in fold {fold}")
         name = f"fold{fold}/{found[0]['slice_file_name']}"
@@ -342,8 +361,14 @@ def real_scene(clips: list[Clip], rate: int = SCENE_RATE, seed: int = SEED) -> t
             at += gap
         samples = read_audio(clip.path, rate)
         parts.append(samples)
-        segments.append(Segment(at / rate, (at + samples.size) / rate, clip.label,  # exact: sample = start * rate
-                                f"UrbanSound8K {clip.name} ({clip.label})"))
+        segments.append(
+            Segment(
+                at / rate,
+                (at + samples.size) / rate,
+                clip.label,  # exact: sample = start * rate
+                f"UrbanSound8K {clip.name} ({clip.label})",
+            )
+        )
         at += samples.size
     parts.append(BACKGROUND_RMS * pink_noise(gap, rate, rng))  # a tail: windows that end after the last clip
     out = np.concatenate(parts)
@@ -380,10 +405,14 @@ def read_scene_sidecar(path: Path) -> list[Segment]:
     for i, item in enumerate(scene.get("segments", list, "a list of {start, end, label, what}")):
         segment = Fields(item, f"demo scene sidecar {path} segments[{i}]", AudioError)
         segment.unknown(f.name for f in fields(Segment))
-        segments.append(Segment(start=float(segment.get("start", NUMBER, "seconds into the scene")),
-                                end=float(segment.get("end", NUMBER, "seconds into the scene")),
-                                label=segment.text("label", "an urban label"),
-                                what=segment.text("what", "a description of the sound")))
+        segments.append(
+            Segment(
+                start=float(segment.get("start", NUMBER, "seconds into the scene")),
+                end=float(segment.get("end", NUMBER, "seconds into the scene")),
+                label=segment.text("label", "an urban label"),
+                what=segment.text("what", "a description of the sound"),
+            )
+        )
     return segments
 
 
@@ -414,8 +443,9 @@ def _write(samples: np.ndarray, rate: int, segments: list[Segment], wav: Path, s
             old.unlink(missing_ok=True)
 
 
-def demo_audio(data: str | Path | None = None, cache: str | Path | None = None,
-               rate: int = SCENE_RATE) -> tuple[Path, list[Segment]]:
+def demo_audio(
+    data: str | Path | None = None, cache: str | Path | None = None, rate: int = SCENE_RATE
+) -> tuple[Path, list[Segment]]:
     """The demo scene WAV and its segments: real UrbanSound8K clips from `data` (default
     `$SEMANTICAC_DATA`) when its us8k/meta.csv is there, else the synthesised scene.
 
@@ -446,15 +476,22 @@ def _demo_audio(data: str | Path | None, cache: Path, rate: int) -> tuple[Path, 
 
 
 def _synth_demo_audio(cache: Path, rate: int) -> tuple[Path, list[Segment]]:
-    recipe = {"rate": rate, "seed": SEED,
-              "scene": [(s.label, s.what, s.seconds, s.make.__name__, s.level, s.gap_before) for s in SYNTH_SCENE]}
+    recipe = {
+        "rate": rate,
+        "seed": SEED,
+        "scene": [(s.label, s.what, s.seconds, s.make.__name__, s.level, s.gap_before) for s in SYNTH_SCENE],
+    }
     return _scene_file(cache, "synth", recipe, lambda: synthesise_scene(rate), rate)
 
 
 def _real_demo_audio(data: Path, cache: Path, rate: int) -> tuple[Path, list[Segment]]:
     clips = choose_clips(data)
-    recipe = {"rate": rate, "seed": SEED, "gap": REAL_GAP,
-              "clips": [(c.name, c.label, c.path.stat().st_size, c.path.stat().st_mtime_ns) for c in clips]}
+    recipe = {
+        "rate": rate,
+        "seed": SEED,
+        "gap": REAL_GAP,
+        "clips": [(c.name, c.label, c.path.stat().st_size, c.path.stat().st_mtime_ns) for c in clips],
+    }
     return _scene_file(cache, "us8k", recipe, lambda: real_scene(clips, rate), rate)
 
 
@@ -486,8 +523,9 @@ def equivalent_command(labels_spec: str, bundle: str | None, path: Path | None, 
     return shlex.join(args)
 
 
-def choose_demo_input(kind: str = "auto", labels_spec: str = "urban", bundle: str | None = None,
-                      fast: bool = False) -> Path | None:
+def choose_demo_input(
+    kind: str = "auto", labels_spec: str = "urban", bundle: str | None = None, fast: bool = False
+) -> Path | None:
     """What the demo listens to: None for the default microphone, else the demo scene file.
 
     `kind` "auto" asks PortAudio for a capture device; "microphone" and "file" force one
@@ -501,8 +539,11 @@ def choose_demo_input(kind: str = "auto", labels_spec: str = "urban", bundle: st
         found, why = has_input_device()
         kind = "microphone" if found else "file"
     if kind == "microphone":
-        log.info("microphone (%s): listening to it until Ctrl-C, the same as: %s", why,
-                 equivalent_command(labels_spec, bundle, None, False))
+        log.info(
+            "microphone (%s): listening to it until Ctrl-C, the same as: %s",
+            why,
+            equivalent_command(labels_spec, bundle, None, False),
+        )
         if fast:
             log.info("--fast applies to the demo scene file only: ignored with a microphone")
         return None

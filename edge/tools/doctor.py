@@ -34,9 +34,16 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for annotations only: the checks import these themselves, one at a time
+    from edge.backends.tensorrt.cache import DeviceInfo
+    from edge.bundle import Bundle
+    from edge.labels.labelset import LabelSet
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +53,7 @@ MIN_PYTHON = (3, 10)  # JetPack 6 ships Python 3.10
 ORT_INSTALL = 'pip install "onnxruntime>=1.17" (a dependency of semanticac-edge: reinstall it)'
 TRT_INSTALL = 'pip install "semanticac-edge[trt]"'
 EXPORT_FIX = "point --bundle (or $SEMANTICAC_BUNDLE) at a folder written by `semanticac-train export`"
-REEXPORT_FIX = ("copy the bundle again (a file was damaged or replaced), or re-export it with "
-                "`semanticac-train export`")
+REEXPORT_FIX = "copy the bundle again (a file was damaged or replaced), or re-export it with `semanticac-train export`"
 
 
 @dataclass(frozen=True)
@@ -77,11 +83,11 @@ class _Context:
 
     bundle_option: str | None
     labels: str | None
-    bundle: object | None = None  # edge.bundle.Bundle once model.json has been read
+    bundle: Bundle | None = None  # once model.json has been read
     bundle_problem: str | None = None  # why there is no bundle, or why it failed verification
     verified: bool = False
-    device: object | None = None  # edge.backends.tensorrt.cache.DeviceInfo when TensorRT and a GPU are both here
-    notes: dict = field(default_factory=dict)
+    device: DeviceInfo | None = None  # when TensorRT and a GPU are both here
+    notes: dict[str, object] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,12 +99,18 @@ def check_python(ctx: _Context) -> Check:
     if sys.version_info[:2] >= MIN_PYTHON:
         return Check("python", OK, found)
     need = ".".join(map(str, MIN_PYTHON))
-    return Check("python", FAIL, f"{found}: semanticac-edge needs Python >= {need}",
-                 f"make the venv with Python {need} or newer (JetPack 6 ships 3.10): "
-                 f"python3 -m venv --system-site-packages VENV && VENV/bin/pip install semanticac-edge")
+    return Check(
+        "python",
+        FAIL,
+        f"{found}: semanticac-edge needs Python >= {need}",
+        f"make the venv with Python {need} or newer (JetPack 6 ships 3.10): "
+        f"python3 -m venv --system-site-packages VENV && VENV/bin/pip install semanticac-edge",
+    )
 
 
-def _package_check(module: str, fix: str, describe: Callable[[object], str] | None = None) -> Callable:
+def _package_check(
+    module: str, fix: str, describe: Callable[[ModuleType], str] | None = None
+) -> Callable[[_Context], Check]:
     def check(ctx: _Context) -> Check:
         try:
             mod = importlib.import_module(module)
@@ -113,8 +125,10 @@ def _package_check(module: str, fix: str, describe: Callable[[object], str] | No
 
 check_numpy = _package_check("numpy", "pip install numpy (a dependency of semanticac-edge)")
 check_soundfile = _package_check(
-    "soundfile", "pip install soundfile; if its libsndfile is missing: apt-get install libsndfile1",
-    lambda sf: f"{sf.__version__}, libsndfile {getattr(sf, '__libsndfile_version__', '?')}")
+    "soundfile",
+    "pip install soundfile; if its libsndfile is missing: apt-get install libsndfile1",
+    lambda sf: f"{sf.__version__}, libsndfile {getattr(sf, '__libsndfile_version__', '?')}",
+)
 check_soxr = _package_check("soxr", "pip install soxr (the resampler; a dependency of semanticac-edge)")
 
 
@@ -127,37 +141,62 @@ def check_portaudio(ctx: _Context) -> Check:
         import sounddevice as sd
     except OSError as err:  # sounddevice is there, PortAudio's shared library is not
         ctx.notes["portaudio"] = False
-        return Check("portaudio", FAIL, f"the PortAudio library is missing ({err}): no microphone capture",
-                     "apt-get install libportaudio2")
+        return Check(
+            "portaudio",
+            FAIL,
+            f"the PortAudio library is missing ({err}): no microphone capture",
+            "apt-get install libportaudio2",
+        )
     except ImportError as err:
         ctx.notes["portaudio"] = False
-        return Check("portaudio", FAIL, f"sounddevice is not installed ({err}): no microphone capture",
-                     "pip install sounddevice (a dependency of semanticac-edge); then apt-get install libportaudio2")
+        return Check(
+            "portaudio",
+            FAIL,
+            f"sounddevice is not installed ({err}): no microphone capture",
+            "pip install sounddevice (a dependency of semanticac-edge); then apt-get install libportaudio2",
+        )
     ctx.notes["portaudio"] = True
     return Check("portaudio", OK, f"{sd.get_portaudio_version()[1]}, sounddevice {sd.__version__}")
 
 
 def check_input_devices(ctx: _Context) -> Check:
     if not ctx.notes.get("portaudio"):
-        return Check("input devices", WARN, "not checked: PortAudio is not usable (see portaudio above)",
-                     "fix portaudio first, then run `semanticac-edge devices`")
+        return Check(
+            "input devices",
+            WARN,
+            "not checked: PortAudio is not usable (see portaudio above)",
+            "fix portaudio first, then run `semanticac-edge devices`",
+        )
     from edge.capture.sources import list_input_devices
 
     try:
         devices = list_input_devices(rescan=True)
     except Exception as err:  # sounddevice.PortAudioError: PortAudio cannot enumerate its host APIs
-        return Check("input devices", WARN, f"PortAudio cannot list devices: {err}",
-                     "check the sound system: `arecord -l` (ALSA) or `pactl list short sources` (PulseAudio)")
+        return Check(
+            "input devices",
+            WARN,
+            f"PortAudio cannot list devices: {err}",
+            "check the sound system: `arecord -l` (ALSA) or `pactl list short sources` (PulseAudio)",
+        )
     if not devices:
-        return Check("input devices", WARN, "none: PortAudio sees no capture device, so `listen` without --input "
-                                            "has nothing to record (--input FILE or - still work)",
-                     "plug in a microphone (USB or I2S) and check it with `arecord -l`; if PulseAudio runs, "
-                     "`pactl list short sources`; then `semanticac-edge devices`")
-    listing = "; ".join(f"{'*' if d.is_default else ''}{d.index} {d.name!r} ({d.channels} ch, {d.default_rate:g} Hz)"
-                        for d in devices)
+        return Check(
+            "input devices",
+            WARN,
+            "none: PortAudio sees no capture device, so `listen` without --input "
+            "has nothing to record (--input FILE or - still work)",
+            "plug in a microphone (USB or I2S) and check it with `arecord -l`; if PulseAudio runs, "
+            "`pactl list short sources`; then `semanticac-edge devices`",
+        )
+    listing = "; ".join(
+        f"{'*' if d.is_default else ''}{d.index} {d.name!r} ({d.channels} ch, {d.default_rate:g} Hz)" for d in devices
+    )
     if not any(d.is_default for d in devices):
-        return Check("input devices", WARN, f"{len(devices)}, none is the default: {listing}",
-                     "pass `listen --device INDEX|NAME`, or set a default input in ALSA/PulseAudio")
+        return Check(
+            "input devices",
+            WARN,
+            f"{len(devices)}, none is the default: {listing}",
+            "pass `listen --device INDEX|NAME`, or set a default input in ALSA/PulseAudio",
+        )
     return Check("input devices", OK, f"{len(devices)} (* default): {listing}")
 
 
@@ -180,8 +219,10 @@ def check_onnxruntime(ctx: _Context) -> Check:
 def check_tensorrt(ctx: _Context) -> Check:
     import importlib.util
 
-    fix = (f"on a Jetson: install JetPack 6 (TensorRT 10), make the venv with --system-site-packages, then "
-           f"{TRT_INSTALL}; on a machine without an NVIDIA GPU there is nothing to do")
+    fix = (
+        f"on a Jetson: install JetPack 6 (TensorRT 10), make the venv with --system-site-packages, then "
+        f"{TRT_INSTALL}; on a machine without an NVIDIA GPU there is nothing to do"
+    )
     if importlib.util.find_spec("tensorrt") is None:
         return Check("tensorrt", WARN, "not installed (comes with JetPack); listen runs on ONNX Runtime", fix)
     from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt
@@ -193,8 +234,9 @@ def check_tensorrt(ctx: _Context) -> Check:
     try:
         import_pycuda()
     except ImportError:
-        return Check("tensorrt", WARN, f"{trt.__version__}, but pycuda is not installed: engines cannot run",
-                     TRT_INSTALL)
+        return Check(
+            "tensorrt", WARN, f"{trt.__version__}, but pycuda is not installed: engines cannot run", TRT_INSTALL
+        )
     return Check("tensorrt", OK, f"{trt.__version__}, pycuda present")
 
 
@@ -209,8 +251,12 @@ def check_gpu(ctx: _Context) -> Check:
         try:
             name, capability = gpu_identity()
         except ImportError:
-            return Check("gpu", WARN, "not probed: neither pycuda nor cuda-python is installed",
-                         f"none needed for CPU inference; on a Jetson: {TRT_INSTALL}")
+            return Check(
+                "gpu",
+                WARN,
+                "not probed: neither pycuda nor cuda-python is installed",
+                f"none needed for CPU inference; on a Jetson: {TRT_INSTALL}",
+            )
         except BackendError as err:
             return _no_gpu(ctx, err)
     except BackendError as err:
@@ -221,9 +267,13 @@ def check_gpu(ctx: _Context) -> Check:
 def _no_gpu(ctx: _Context, err: Exception) -> Check:
     ctx.device = None
     found = str(err).split(": TensorRT engines need one")[0]  # the cause, without engine_info's advice
-    return Check("gpu", WARN, f"{found}; listen runs on the CPU",
-                 "none needed for CPU inference; on a Jetson, check the JetPack install "
-                 "(`tegrastats`, or `nvidia-smi` on a desktop GPU)")
+    return Check(
+        "gpu",
+        WARN,
+        f"{found}; listen runs on the CPU",
+        "none needed for CPU inference; on a Jetson, check the JetPack install "
+        "(`tegrastats`, or `nvidia-smi` on a desktop GPU)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,17 +284,18 @@ def check_bundle(ctx: _Context) -> Check:
     from edge.bundle import BUNDLE_ENV, resolve_bundle
     from edge.errors import BundleError
 
-    where = ("--bundle" if ctx.bundle_option else f"${BUNDLE_ENV}" if os.environ.get(BUNDLE_ENV)
-             else "the demo bundle")
+    where = "--bundle" if ctx.bundle_option else f"${BUNDLE_ENV}" if os.environ.get(BUNDLE_ENV) else "the demo bundle"
     try:
         ctx.bundle = bundle = resolve_bundle(ctx.bundle_option)
     except BundleError as err:
         ctx.bundle_problem = str(err)
         return Check("bundle", FAIL, str(err), EXPORT_FIX)
     meta, fe = bundle.meta, bundle.meta.frontend
-    described = (f"{bundle.path} (from {where}): model_id {meta.model_id}, frontend {fe.sample_rate} Hz, "
-                 f"{fe.n_mels} mels, hop {fe.hop_length} ({fe.frames} frames), clip {meta.clip_seconds:g} s, "
-                 f"{meta.embedding_dim}-d, text {'none' if meta.text is None else meta.text.file}")
+    described = (
+        f"{bundle.path} (from {where}): model_id {meta.model_id}, frontend {fe.sample_rate} Hz, "
+        f"{fe.n_mels} mels, hop {fe.hop_length} ({fe.frames} frames), clip {meta.clip_seconds:g} s, "
+        f"{meta.embedding_dim}-d, text {'none' if meta.text is None else meta.text.file}"
+    )
     try:
         bundle.verify()
     except BundleError as err:
@@ -275,11 +326,19 @@ def check_audio_graph(ctx: _Context) -> Check:
         return Check("audio graph", FAIL, str(err), REEXPORT_FIX if isinstance(err, BackendError) else ORT_INSTALL)
     norm = float(np.linalg.norm(out[0]))
     if not np.all(np.isfinite(out)) or abs(norm - 1.0) > 1e-3:
-        return Check("audio graph", FAIL, f"{bundle.meta.audio.file} runs but gives a bad embedding (norm {norm:.4g}, "
-                                          f"finite: {bool(np.all(np.isfinite(out)))}); it should be unit length",
-                     REEXPORT_FIX)
-    return Check("audio graph", OK, f"{bundle.meta.audio.file} runs on ONNX Runtime ({providers[0]}): one window "
-                                    f"in {ms:.0f} ms (first run, untuned), embedding {list(out.shape)} of unit length")
+        return Check(
+            "audio graph",
+            FAIL,
+            f"{bundle.meta.audio.file} runs but gives a bad embedding (norm {norm:.4g}, "
+            f"finite: {bool(np.all(np.isfinite(out)))}); it should be unit length",
+            REEXPORT_FIX,
+        )
+    return Check(
+        "audio graph",
+        OK,
+        f"{bundle.meta.audio.file} runs on ONNX Runtime ({providers[0]}): one window "
+        f"in {ms:.0f} ms (first run, untuned), embedding {list(out.shape)} of unit length",
+    )
 
 
 def check_engines(ctx: _Context) -> list[Check]:
@@ -287,23 +346,42 @@ def check_engines(ctx: _Context) -> list[Check]:
         return [Check("engines", WARN, "not checked: no bundle (see bundle above)", "fix the bundle first")]
     from edge.backends.tensorrt.cache import engine_dirs, list_engines, rebuild_command
 
-    bundle = ctx.bundle
-    if ctx.device is None:
-        return [Check("engines", WARN, "not checked: TensorRT engines need TensorRT and a CUDA GPU (see tensorrt "
-                                       "and gpu above); listen runs on ONNX Runtime",
-                      f"nothing to do on a CPU-only machine; on a Jetson fix the lines above, then "
-                      f"`{rebuild_command(bundle)}`")]
-    found = list_engines(bundle, ctx.device)
+    bundle, device = ctx.bundle, ctx.device
+    if device is None:
+        return [
+            Check(
+                "engines",
+                WARN,
+                "not checked: TensorRT engines need TensorRT and a CUDA GPU (see tensorrt "
+                "and gpu above); listen runs on ONNX Runtime",
+                f"nothing to do on a CPU-only machine; on a Jetson fix the lines above, then "
+                f"`{rebuild_command(bundle)}`",
+            )
+        ]
+    found = list_engines(bundle, device)
     if not found:
         where = " or ".join(str(d) for d in engine_dirs(bundle))
-        return [Check("engines", WARN, f"none for this GPU in {where}: listen runs on ONNX Runtime",
-                      f"`{rebuild_command(bundle)}`")]
-    checks = []
+        return [
+            Check(
+                "engines",
+                WARN,
+                f"none for this GPU in {where}: listen runs on ONNX Runtime",
+                f"`{rebuild_command(bundle)}`",
+            )
+        ]
+    checks: list[Check] = []
     for status in found:
         what = f"engine {status.plan.name}"
         if status.reason is None:
-            checks.append(Check(what, OK, f"usable ({status.sidecar.get('precision')}, built for "
-                                          f"{ctx.device.gpu_name}, TensorRT {ctx.device.tensorrt_version})"))
+            assert status.sidecar is not None  # list_engines: a usable plan has a readable sidecar
+            checks.append(
+                Check(
+                    what,
+                    OK,
+                    f"usable ({status.sidecar.get('precision')}, built for "
+                    f"{device.gpu_name}, TensorRT {device.tensorrt_version})",
+                )
+            )
         else:
             precision = (status.sidecar or {}).get("precision", "fp16")
             checks.append(Check(what, WARN, f"refused: {status.reason}", f"`{rebuild_command(bundle, precision)}`"))
@@ -318,7 +396,8 @@ def check_label_sets(ctx: _Context) -> list[Check]:
     from edge.errors import SemanticACError
     from edge.labels.labelset import load_label_set, resolve_label_set, shipped_label_sets
 
-    sets, checks = {}, []
+    sets: dict[str, tuple[str, LabelSet | None]] = {}
+    checks: list[Check] = []
     for name, path in sorted(shipped_label_sets().items()):
         sets[name] = (str(path), None)
     if ctx.labels:
@@ -326,42 +405,57 @@ def check_label_sets(ctx: _Context) -> list[Check]:
             asked = resolve_label_set(ctx.labels)
             sets[asked.name] = (asked.source, asked)
         except SemanticACError as err:
-            checks.append(Check(f"labels {ctx.labels}", FAIL, str(err),
-                                f"fix the YAML; `semanticac-edge labels {ctx.labels}` shows what is embedded"))
-    if ctx.bundle is None:
+            checks.append(
+                Check(
+                    f"labels {ctx.labels}",
+                    FAIL,
+                    str(err),
+                    f"fix the YAML; `semanticac-edge labels {ctx.labels}` shows what is embedded",
+                )
+            )
+    bundle = ctx.bundle
+    if bundle is None:
         return checks + [Check("label sets", WARN, "not checked: no bundle (see bundle above)", "fix the bundle first")]
     asked_name = next((name for name, (_, ls) in sets.items() if ls is not None), None)
     for name, (source, label_set) in sets.items():
         try:
             label_set = label_set or load_label_set(source, shipped=True)
         except SemanticACError as err:
-            checks.append(Check(f"labels {name}", FAIL, str(err), "reinstall semanticac-edge (a shipped set is broken)"))
+            checks.append(
+                Check(f"labels {name}", FAIL, str(err), "reinstall semanticac-edge (a shipped set is broken)")
+            )
             continue
         check = _label_set_check(ctx, label_set)
         if check.status == FAIL and ctx.labels and asked_name is not None and name != asked_name:
             check = Check(check.name, WARN, f"{check.finding} (not the --labels set)", check.fix)
         checks.append(check)
     # Sets precomputed into the bundle without a YAML here (a custom set embedded on the desktop).
-    for path in sorted(ctx.bundle.labels_dir.glob("*.npz")) if ctx.bundle.labels_dir.is_dir() else []:
+    for path in sorted(bundle.labels_dir.glob("*.npz")) if bundle.labels_dir.is_dir() else []:
         if path.stem not in sets:
             checks.append(_orphan_embeddings_check(ctx, path))
     return checks
 
 
-def _label_set_check(ctx: _Context, label_set) -> Check:
+def _label_set_check(ctx: _Context, label_set: LabelSet) -> Check:
     """The lookup `listen` does (edge.labels.embeddings.look_up), told as a finding and a fix."""
     from edge.errors import SemanticACError
     from edge.labels.embeddings import check_prompt_lengths, embed_command, look_up, no_text_tower_fix
     from edge.labels.tokenizers import load_tokenizer
 
     bundle, name = ctx.bundle, f"labels {label_set.name}"
-    refused, damaged_cache = [], None
+    assert bundle is not None  # check_label_sets checks label sets only with a bundle
+    refused: list[str] = []
+    damaged_cache = None
     for candidate in look_up(bundle, label_set):
         if candidate.usable:
             return Check(name, OK, f"{len(label_set.labels)} labels, embeddings ready in {candidate.path}")
         if candidate.corrupt and candidate.place == "bundle":
-            return Check(name, FAIL, f"the bundle's label embeddings are damaged: {candidate.problem}",
-                         f"`{embed_command(bundle, label_set)}`")
+            return Check(
+                name,
+                FAIL,
+                f"the bundle's label embeddings are damaged: {candidate.problem}",
+                f"`{embed_command(bundle, label_set)}`",
+            )
         if candidate.corrupt:
             damaged_cache = candidate
         if candidate.problem != "not there":
@@ -369,28 +463,54 @@ def _label_set_check(ctx: _Context, label_set) -> Check:
     prompts = len(label_set.flat_prompts()[0])
     seen = f" ({'; '.join(refused)})" if refused else ""
     if bundle.meta.text is None:
-        return Check(name, FAIL, f"no usable embeddings{seen or ' in the bundle or the user cache'}, and the bundle "
-                                 "has no text.onnx to compute them on the device", no_text_tower_fix(bundle, label_set))
-    if not bundle.text_path.is_file() or (not ctx.verified and ctx.bundle_problem
-                                          and bundle.meta.text.file in ctx.bundle_problem):
-        return Check(name, FAIL, f"no usable embeddings{seen}, and {bundle.meta.text.file} is missing or damaged "
-                                 "(see bundle above)", f"{REEXPORT_FIX}; or {no_text_tower_fix(bundle, label_set)}")
+        return Check(
+            name,
+            FAIL,
+            f"no usable embeddings{seen or ' in the bundle or the user cache'}, and the bundle "
+            "has no text.onnx to compute them on the device",
+            no_text_tower_fix(bundle, label_set),
+        )
+    text_path = bundle.text_path
+    assert text_path is not None  # Bundle.text_path is None only without meta.text, checked above
+    if not text_path.is_file() or (
+        not ctx.verified and ctx.bundle_problem and bundle.meta.text.file in ctx.bundle_problem
+    ):
+        return Check(
+            name,
+            FAIL,
+            f"no usable embeddings{seen}, and {bundle.meta.text.file} is missing or damaged (see bundle above)",
+            f"{REEXPORT_FIX}; or {no_text_tower_fix(bundle, label_set)}",
+        )
     try:
         tokenizer = load_tokenizer(bundle.tokenizer_dir)
     except SemanticACError as err:
-        return Check(name, FAIL, f"no usable embeddings{seen}, and the tokenizer for text.onnx is broken: {err}",
-                     f"{REEXPORT_FIX}; or {no_text_tower_fix(bundle, label_set)}")
+        return Check(
+            name,
+            FAIL,
+            f"no usable embeddings{seen}, and the tokenizer for text.onnx is broken: {err}",
+            f"{REEXPORT_FIX}; or {no_text_tower_fix(bundle, label_set)}",
+        )
     try:
         check_prompt_lengths(label_set, tokenizer)
     except SemanticACError as err:
-        return Check(name, FAIL, f"cannot be embedded: {err}",
-                     f"shorten those prompts in {label_set.source}; `semanticac-edge labels {label_set.source}` "
-                     "shows each prompt's token count")
-    computable = (f"{len(label_set.labels)} labels, not precomputed{seen}: computable on the device with "
-                  f"{bundle.meta.text.file} ({prompts} prompts) at the first listen, then cached")
+        return Check(
+            name,
+            FAIL,
+            f"cannot be embedded: {err}",
+            f"shorten those prompts in {label_set.source}; `semanticac-edge labels {label_set.source}` "
+            "shows each prompt's token count",
+        )
+    computable = (
+        f"{len(label_set.labels)} labels, not precomputed{seen}: computable on the device with "
+        f"{bundle.meta.text.file} ({prompts} prompts) at the first listen, then cached"
+    )
     if damaged_cache is not None:
-        return Check(name, WARN, f"{computable}; the damaged cache file is computed again and rewritten then",
-                     f"nothing needed; or now: `{embed_command(bundle, label_set, into='cache')}`")
+        return Check(
+            name,
+            WARN,
+            f"{computable}; the damaged cache file is computed again and rewritten then",
+            f"nothing needed; or now: `{embed_command(bundle, label_set, into='cache')}`",
+        )
     return Check(name, OK, computable)
 
 
@@ -398,17 +518,28 @@ def _orphan_embeddings_check(ctx: _Context, path: Path) -> Check:
     from edge.errors import LabelEmbeddingsError
     from edge.labels.embeddings import LabelEmbeddings
 
+    bundle = ctx.bundle
+    assert bundle is not None  # check_label_sets looks for orphans only in a bundle
     name = f"labels {path.stem}"
-    rebuild = f"`semanticac-edge embed-labels --bundle {ctx.bundle.path} --labels {path.stem}.yaml` (with its YAML)"
+    rebuild = f"`semanticac-edge embed-labels --bundle {bundle.path} --labels {path.stem}.yaml` (with its YAML)"
     try:
         found = LabelEmbeddings.load(path)
     except LabelEmbeddingsError as err:
         return Check(name, WARN, f"the bundle's label embeddings are damaged: {err}", f"delete {path}, or {rebuild}")
-    if found.model_id != ctx.bundle.meta.model_id:
-        return Check(name, WARN, f"{path} was computed by model {found.model_id!r}, the bundle is "
-                                 f"{ctx.bundle.meta.model_id!r}: it cannot be used", rebuild)
-    return Check(name, OK, f"{len(found.labels)} labels precomputed in {path} (its YAML is not here: pass it with "
-                           "--labels to check it is current)")
+    if found.model_id != bundle.meta.model_id:
+        return Check(
+            name,
+            WARN,
+            f"{path} was computed by model {found.model_id!r}, the bundle is "
+            f"{bundle.meta.model_id!r}: it cannot be used",
+            rebuild,
+        )
+    return Check(
+        name,
+        OK,
+        f"{len(found.labels)} labels precomputed in {path} (its YAML is not here: pass it with "
+        "--labels to check it is current)",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,21 +562,42 @@ def check_cache(ctx: _Context) -> Check:
             with tempfile.TemporaryFile(dir=folder):
                 pass
         except OSError as err:
-            return Check("cache", WARN, f"{folder} is not writable ({err}): label embeddings computed on the device "
-                                        "are computed again at every start", fix)
+            return Check(
+                "cache",
+                WARN,
+                f"{folder} is not writable ({err}): label embeddings computed on the device "
+                "are computed again at every start",
+                fix,
+            )
         return Check("cache", OK, f"{folder} is writable")
     if not os.access(existing, os.W_OK | os.X_OK):
-        return Check("cache", WARN, f"{folder} cannot be created ({existing} is not writable): label embeddings "
-                                    "computed on the device are computed again at every start", fix)
+        return Check(
+            "cache",
+            WARN,
+            f"{folder} cannot be created ({existing} is not writable): label embeddings "
+            "computed on the device are computed again at every start",
+            fix,
+        )
     return Check("cache", OK, f"{folder} can be created (under {existing}, writable)")
 
 
 # ---------------------------------------------------------------------------------------------
 
 CHECKS: tuple[Callable[[_Context], Check | list[Check]], ...] = (
-    check_python, check_numpy, check_soundfile, check_soxr, check_portaudio, check_input_devices,
-    check_onnxruntime, check_tensorrt, check_gpu, check_bundle, check_audio_graph, check_engines,
-    check_label_sets, check_cache,
+    check_python,
+    check_numpy,
+    check_soundfile,
+    check_soxr,
+    check_portaudio,
+    check_input_devices,
+    check_onnxruntime,
+    check_tensorrt,
+    check_gpu,
+    check_bundle,
+    check_audio_graph,
+    check_engines,
+    check_label_sets,
+    check_cache,
 )
 
 
@@ -457,15 +609,21 @@ def _isolated(check: Callable[[_Context], Check | list[Check]], ctx: _Context) -
     # Catching everything is the point of isolating each check.
     except Exception as err:  # noqa: BLE001
         log.debug("check %s raised", name, exc_info=True)
-        return [Check(name, FAIL, f"the check itself failed: {type(err).__name__}: {err}",
-                      "run `semanticac-edge -vv doctor` for the traceback and report it with the output above")]
+        return [
+            Check(
+                name,
+                FAIL,
+                f"the check itself failed: {type(err).__name__}: {err}",
+                "run `semanticac-edge -vv doctor` for the traceback and report it with the output above",
+            )
+        ]
     return [result] if isinstance(result, Check) else list(result)
 
 
 def run_checks(bundle_option: str | None = None, labels: str | None = None) -> list[Check]:
     """Every check of a field install, in order. Never raises for a problem it finds."""
     ctx = _Context(bundle_option=bundle_option, labels=labels)
-    checks = []
+    checks: list[Check] = []
     for check in CHECKS:
         found = _isolated(check, ctx)
         for c in found:
@@ -480,6 +638,9 @@ def failed(checks: Iterable[Check]) -> bool:
 
 def summary(checks: list[Check]) -> str:
     counts = {s: sum(c.status == s for c in checks) for s in STATUSES}
-    verdict = ("listen cannot work as installed: fix the FAIL lines" if counts[FAIL]
-               else "ready" + (" (the warnings above limit it)" if counts[WARN] else ""))
+    verdict = (
+        "listen cannot work as installed: fix the FAIL lines"
+        if counts[FAIL]
+        else "ready" + (" (the warnings above limit it)" if counts[WARN] else "")
+    )
     return f"{counts[OK]} ok, {counts[WARN]} warn, {counts[FAIL]} FAIL: {verdict}"

@@ -52,8 +52,9 @@ def fp16_onnx_copy(src: str | Path, dst: str | Path) -> Path:
         import onnx
         from onnxconverter_common import float16
     except ImportError as err:
-        raise ImportError("the FP16 copy of the ONNX graph needs onnx and onnxconverter-common: "
-                          'pip install "semanticac-edge[trt]"') from err
+        raise ImportError(
+            'the FP16 copy of the ONNX graph needs onnx and onnxconverter-common: pip install "semanticac-edge[trt]"'
+        ) from err
     model = _inline_identity_initializers(onnx.load(str(src)))
     block = list(float16.DEFAULT_OP_BLOCK_LIST) + [op for op in FP32_OPS if op not in float16.DEFAULT_OP_BLOCK_LIST]
     with warnings.catch_warnings(record=True) as caught:  # one per constant clamped to FP16's range
@@ -91,8 +92,14 @@ def _inline_identity_initializers(model):
     return model
 
 
-def build_engine(bundle: Bundle, precision: str = "fp16", max_batch: int = 8, workspace_gib: float = 2.0,
-                 opt_batch: int = 1, out_dir: str | Path | None = None) -> Path:
+def build_engine(
+    bundle: Bundle,
+    precision: str = "fp16",
+    max_batch: int = 8,
+    workspace_gib: float = 2.0,
+    opt_batch: int = 1,
+    out_dir: str | Path | None = None,
+) -> Path:
     """Build a TensorRT plan for this device from the bundle's model.onnx; return its path.
 
     The optimisation profile covers batches 1..max_batch (larger batches run in chunks) and
@@ -112,29 +119,49 @@ def build_engine(bundle: Bundle, precision: str = "fp16", max_batch: int = 8, wo
     onnx_path = bundle.audio_path
     digest = sha256_file(onnx_path)
     if digest != bundle.meta.audio.sha256:
-        raise BundleError(f"bundle {bundle.path}: {onnx_path.name} has SHA-256 {digest[:12]}..., model.json says "
-                          f"{bundle.meta.audio.sha256[:12]}...: the file is corrupt or was replaced; re-export the "
-                          "bundle with `semanticac-train export`")
+        raise BundleError(
+            f"bundle {bundle.path}: {onnx_path.name} has SHA-256 {digest[:12]}..., model.json says "
+            f"{bundle.meta.audio.sha256[:12]}...: the file is corrupt or was replaced; re-export the "
+            "bundle with `semanticac-train export`"
+        )
     strongly_typed = precision == "fp16" and tensorrt_version(trt) >= (11, 0)
     folder = Path(out_dir) if out_dir is not None else writable_engines_dir(bundle)
     plan_path = folder / engine_name(device, digest, precision)
-    log.info("building a %s TensorRT %s engine for %s (compute capability %s) from %s", precision,
-             trt.__version__, device.gpu_name, device.compute_capability, onnx_path)
+    log.info(
+        "building a %s TensorRT %s engine for %s (compute capability %s) from %s",
+        precision,
+        trt.__version__,
+        device.gpu_name,
+        device.compute_capability,
+        onnx_path,
+    )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="semanticac-engine-") as tmp:
         source = fp16_onnx_copy(onnx_path, Path(tmp) / "model.fp16.onnx") if strongly_typed else onnx_path
         plan, shapes = _build(trt, bundle, source, precision, strongly_typed, max_batch, opt_batch, workspace_gib)
     seconds = time.monotonic() - started
-    builder = {"max_batch": max_batch, "opt_batch": opt_batch, "workspace_gib": workspace_gib,
-               "strongly_typed": strongly_typed, "fp16_onnx_copy": strongly_typed,
-               "build_seconds": round(seconds, 1), "semanticac_edge": __version__}
+    builder = {
+        "max_batch": max_batch,
+        "opt_batch": opt_batch,
+        "workspace_gib": workspace_gib,
+        "strongly_typed": strongly_typed,
+        "fp16_onnx_copy": strongly_typed,
+        "build_seconds": round(seconds, 1),
+        "semanticac_edge": __version__,
+    }
     save_engine(plan_path, plan, engine_sidecar(bundle, device, precision, plan_path.name, shapes, builder))
     log.info("engine written to %s (%.1f MB, built in %.0f s)", plan_path, plan_path.stat().st_size / 1e6, seconds)
     return plan_path
 
 
-def engine_sidecar(bundle: Bundle, device: DeviceInfo, precision: str, plan_name: str,
-                   shapes: dict | None = None, builder: dict | None = None) -> dict:
+def engine_sidecar(
+    bundle: Bundle,
+    device: DeviceInfo,
+    precision: str,
+    plan_name: str,
+    shapes: dict | None = None,
+    builder: dict | None = None,
+) -> dict:
     """The JSON sidecar of a plan: what it was built for and from, and how (`save_engine`
     adds the plan's own sha256)."""
     return {
@@ -172,8 +199,16 @@ def _network_flags(trt, strongly_typed: bool) -> int:
     return 1 << int(flag) if strongly_typed and flag is not None else 0
 
 
-def _build(trt, bundle: Bundle, source: Path, precision: str, strongly_typed: bool, max_batch: int,
-           opt_batch: int, workspace_gib: float) -> tuple[object, dict]:
+def _build(
+    trt,
+    bundle: Bundle,
+    source: Path,
+    precision: str,
+    strongly_typed: bool,
+    max_batch: int,
+    opt_batch: int,
+    workspace_gib: float,
+) -> tuple[object, dict]:
     """Parse, profile, configure, build. Returns the serialised plan (IHostMemory) and the
     sidecar's shapes."""
     logger = trt.Logger(trt.Logger.WARNING)
@@ -186,10 +221,12 @@ def _build(trt, bundle: Bundle, source: Path, precision: str, strongly_typed: bo
         log.error("TensorRT ONNX parser: %s", error)
     if not parsed:
         first = errors[0] if errors else "no error reported"
-        raise BackendError(f"TensorRT {trt.__version__} cannot parse {bundle.audio_path} ({len(errors)} parser "
-                           f"error(s), logged above; the first: {first}): the graph uses an operator or shape this "
-                           "TensorRT does not support; re-export with opset 17 (`semanticac-train export`) or use "
-                           "--backend onnxruntime")
+        raise BackendError(
+            f"TensorRT {trt.__version__} cannot parse {bundle.audio_path} ({len(errors)} parser "
+            f"error(s), logged above; the first: {first}): the graph uses an operator or shape this "
+            "TensorRT does not support; re-export with opset 17 (`semanticac-train export`) or use "
+            "--backend onnxruntime"
+        )
     net_in = [network.get_input(i) for i in range(network.num_inputs)]
     net_out = [network.get_output(i) for i in range(network.num_outputs)]
     for kind, tensors in (("input", net_in), ("output", net_out)):
@@ -198,8 +235,13 @@ def _build(trt, bundle: Bundle, source: Path, precision: str, strongly_typed: bo
 
     # The graph must be the one model.json describes (names, ranks, frames and mels).
     spec = graph_spec(bundle, "audio")
-    have = [[TensorSpec(t.name, np.dtype(trt.nptype(t.dtype)), tuple(d if d >= 0 else None for d in t.shape))
-             for t in tensors] for tensors in (net_in, net_out)]
+    have = [
+        [
+            TensorSpec(t.name, np.dtype(trt.nptype(t.dtype)), tuple(d if d >= 0 else None for d in t.shape))
+            for t in tensors
+        ]
+        for tensors in (net_in, net_out)
+    ]
     reconcile(spec, have[0], have[1], source.name)
     wanted = {t.name: t.shape for t in spec.inputs}
 
@@ -209,8 +251,12 @@ def _build(trt, bundle: Bundle, source: Path, precision: str, strongly_typed: bo
         low, opt, high = _profile_shapes(t.name, tuple(t.shape), wanted[t.name], opt_batch, max_batch)
         if -1 in tuple(t.shape):
             profile.set_shape(t.name, min=low, opt=opt, max=high)
-        inputs[t.name] = {"dtype": str(np.dtype(trt.nptype(t.dtype))), "min": list(low), "opt": list(opt),
-                          "max": list(high)}
+        inputs[t.name] = {
+            "dtype": str(np.dtype(trt.nptype(t.dtype))),
+            "min": list(low),
+            "opt": list(opt),
+            "max": list(high),
+        }
     outputs = {t.name: {"dtype": str(np.dtype(trt.nptype(t.dtype))), "shape": list(t.shape)} for t in net_out}
 
     config = builder.create_builder_config()
@@ -223,13 +269,16 @@ def _build(trt, bundle: Bundle, source: Path, precision: str, strongly_typed: bo
         raise BackendError(f"TensorRT rejected the optimisation profile {inputs} for {source.name}")
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
-        raise BackendError(f"TensorRT {trt.__version__} failed to build the engine (its log above says why): try a "
-                           "larger --workspace-gib, a smaller --max-batch, or --precision fp32")
+        raise BackendError(
+            f"TensorRT {trt.__version__} failed to build the engine (its log above says why): try a "
+            "larger --workspace-gib, a smaller --max-batch, or --precision fp32"
+        )
     return serialized, {"inputs": inputs, "outputs": outputs}
 
 
-def _profile_shapes(name: str, dims: tuple[int, ...], wanted: tuple[int | None, ...], opt_batch: int,
-                    max_batch: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+def _profile_shapes(
+    name: str, dims: tuple[int, ...], wanted: tuple[int | None, ...], opt_batch: int, max_batch: int
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
     """(min, opt, max) for one input: axis 0 is the batch (1, opt_batch, max_batch); other free
     sizes come from model.json's frontend (frames, mels)."""
     if dims[0] >= 0:
@@ -243,7 +292,9 @@ def _profile_shapes(name: str, dims: tuple[int, ...], wanted: tuple[int | None, 
         elif w is not None:
             rest.append(w)
         else:
-            raise BackendError(f"input {name} has a free size on axis {axis} that model.json does not fix: "
-                               "export the graph with only the batch axis dynamic")
+            raise BackendError(
+                f"input {name} has a free size on axis {axis} that model.json does not fix: "
+                "export the graph with only the batch axis dynamic"
+            )
     low, opt, high = ((b, *rest) for b in batch)
     return low, opt, high

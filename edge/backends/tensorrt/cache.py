@@ -34,8 +34,14 @@ SIDECAR_VERSION = 1
 
 TEXT = (str, "text")
 SIDECAR_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "format_version": (int, "an integer"), "plan": TEXT, "tensorrt_version": TEXT, "gpu_name": TEXT,
-    "compute_capability": TEXT, "precision": TEXT, "onnx_sha256": TEXT, "model_id": TEXT,
+    "format_version": (int, "an integer"),
+    "plan": TEXT,
+    "tensorrt_version": TEXT,
+    "gpu_name": TEXT,
+    "compute_capability": TEXT,
+    "precision": TEXT,
+    "onnx_sha256": TEXT,
+    "model_id": TEXT,
 }
 
 
@@ -73,8 +79,9 @@ def gpu_identity(index: int = 0) -> tuple[str, str]:
         major, minor = device.compute_capability()
         return device.name(), f"{major}.{minor}"
     except cuda.Error as err:
-        raise BackendError(f"no usable CUDA GPU ({err}): TensorRT engines need one; "
-                           "use --backend onnxruntime") from None
+        raise BackendError(
+            f"no usable CUDA GPU ({err}): TensorRT engines need one; use --backend onnxruntime"
+        ) from None
 
 
 def _gpu_identity_cuda_python(index: int, pycuda_missing: ImportError) -> tuple[str, str]:
@@ -100,7 +107,7 @@ def device_info() -> DeviceInfo:
 
 
 def slug(text: str) -> str:
-    """"NVIDIA GeForce RTX 4090" -> "nvidia-geforce-rtx-4090": safe in a file name."""
+    """ "NVIDIA GeForce RTX 4090" -> "nvidia-geforce-rtx-4090": safe in a file name."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "gpu"
 
 
@@ -130,8 +137,11 @@ def writable_engines_dir(bundle: Bundle) -> Path:
             return folder
         log.info("cannot write engines to %s", problem)
         reasons.append(problem)
-    raise BackendError("nowhere to write the engine: " + "; ".join(reasons)
-                       + ": make the bundle writable, or set $XDG_CACHE_HOME to a writable folder")
+    raise BackendError(
+        "nowhere to write the engine: "
+        + "; ".join(reasons)
+        + ": make the bundle writable, or set $XDG_CACHE_HOME to a writable folder"
+    )
 
 
 def read_sidecar(plan: str | Path) -> dict:
@@ -152,20 +162,25 @@ def check_engine(sidecar: dict, device: DeviceInfo, bundle: Bundle, precision: s
     if problems:
         return f"its sidecar is not one this build-engine writes ({'; '.join(problems)}); {fix}"
     if sidecar["format_version"] != SIDECAR_VERSION:
-        return (f"its sidecar has format_version {sidecar['format_version']!r}, this reader knows "
-                f"{SIDECAR_VERSION}; {fix}")
+        return (
+            f"its sidecar has format_version {sidecar['format_version']!r}, this reader knows {SIDECAR_VERSION}; {fix}"
+        )
     differences = []
     if sidecar["onnx_sha256"] != bundle.meta.audio.sha256:
-        differences.append(f"built from another model.onnx (sha256 {str(sidecar['onnx_sha256'])[:12]}, "
-                           f"the bundle's is {bundle.meta.audio.sha256[:12]})")
+        differences.append(
+            f"built from another model.onnx (sha256 {str(sidecar['onnx_sha256'])[:12]}, "
+            f"the bundle's is {bundle.meta.audio.sha256[:12]})"
+        )
     if sidecar["gpu_name"] != device.gpu_name:
         differences.append(f"built for GPU {sidecar['gpu_name']!r}, this device has {device.gpu_name!r}")
     if sidecar["compute_capability"] != device.compute_capability:
-        differences.append(f"built for compute capability {sidecar['compute_capability']}, this GPU has "
-                           f"{device.compute_capability}")
+        differences.append(
+            f"built for compute capability {sidecar['compute_capability']}, this GPU has {device.compute_capability}"
+        )
     if sidecar["tensorrt_version"] != device.tensorrt_version:
-        differences.append(f"built with TensorRT {sidecar['tensorrt_version']}, this device has "
-                           f"{device.tensorrt_version}")
+        differences.append(
+            f"built with TensorRT {sidecar['tensorrt_version']}, this device has {device.tensorrt_version}"
+        )
     if sidecar["precision"] != precision:
         differences.append(f"built in {sidecar['precision']}, {precision} was asked for")
     return "; ".join(differences) + f": {fix}" if differences else None
@@ -181,13 +196,16 @@ def list_engines(bundle: Bundle, device: DeviceInfo, precision: str | None = Non
             try:
                 sidecar = read_sidecar(plan)
             except BackendError as err:
-                found.append(EngineStatus(plan, None, f"{err}; rebuild it with "
-                                                      f"`{rebuild_command(bundle, precision or 'fp16')}`"))
+                found.append(
+                    EngineStatus(plan, None, f"{err}; rebuild it with `{rebuild_command(bundle, precision or 'fp16')}`")
+                )
                 continue
             reason = check_engine(sidecar, device, bundle, precision)
             if reason is None and sidecar.get("plan_sha256") and sha256_file(plan) != sidecar["plan_sha256"]:
-                reason = (f"the plan file does not match its sidecar's sha256 (corrupt or replaced); rebuild it with "
-                          f"`{rebuild_command(bundle, sidecar['precision'])}`")
+                reason = (
+                    f"the plan file does not match its sidecar's sha256 (corrupt or replaced); rebuild it with "
+                    f"`{rebuild_command(bundle, sidecar['precision'])}`"
+                )
             found.append(EngineStatus(plan, sidecar, reason))
     return found
 
@@ -210,8 +228,10 @@ def explain_missing_engine(bundle: Bundle, precision: str, device: DeviceInfo) -
     """The message for "no engine fits": where we looked, what was refused and why, the fix."""
     refused = [f"  {s.plan.name}: {s.reason}" for s in list_engines(bundle, device, precision) if s.reason]
     where = " or ".join(str(d) for d in engine_dirs(bundle))
-    lines = [f"no {precision} TensorRT engine for this device ({device.gpu_name}, compute capability "
-             f"{device.compute_capability}, TensorRT {device.tensorrt_version}) in {where}"]
+    lines = [
+        f"no {precision} TensorRT engine for this device ({device.gpu_name}, compute capability "
+        f"{device.compute_capability}, TensorRT {device.tensorrt_version}) in {where}"
+    ]
     lines += refused
     lines.append(f"build one with `{rebuild_command(bundle, precision)}`")
     return "\n".join(lines)

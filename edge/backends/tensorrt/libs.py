@@ -12,11 +12,15 @@ def import_tensorrt():
     try:
         import tensorrt
     except ImportError as err:
-        raise ImportError("TensorRT is not installed: it comes with JetPack (make the venv with "
-                          f"--system-site-packages to see it), then {INSTALL}") from err
+        raise ImportError(
+            "TensorRT is not installed: it comes with JetPack (make the venv with "
+            f"--system-site-packages to see it), then {INSTALL}"
+        ) from err
     if tensorrt_version(tensorrt) < MIN_VERSION:
-        raise ImportError(f"TensorRT {tensorrt.__version__} is too old: this backend needs TensorRT >= "
-                          f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (JetPack 6 ships 10.x)")
+        raise ImportError(
+            f"TensorRT {tensorrt.__version__} is too old: this backend needs TensorRT >= "
+            f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (JetPack 6 ships 10.x)"
+        )
     return tensorrt
 
 

@@ -27,6 +27,7 @@ from edge.errors import BackendError
 
 log = logging.getLogger(__name__)
 
+
 class _Buffer:
     """Page-locked host memory and device memory for one tensor at its largest shape."""
 
@@ -48,8 +49,14 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def __init__(self, plan: str | Path, *, spec: GraphSpec | None = None, fix: str = "rebuild it with "
-                 "`semanticac-edge build-engine --bundle BUNDLE`", device: int = 0) -> None:
+    def __init__(
+        self,
+        plan: str | Path,
+        *,
+        spec: GraphSpec | None = None,
+        fix: str = "rebuild it with `semanticac-edge build-engine --bundle BUNDLE`",
+        device: int = 0,
+    ) -> None:
         trt = import_tensorrt()
         cuda = import_pycuda()
         plan = Path(plan)
@@ -61,8 +68,9 @@ class TensorRTBackend(Backend):
             self.gpu_name = gpu.name()
             ctx = gpu.retain_primary_context()
         except cuda.Error as err:
-            raise BackendError(f"no usable CUDA GPU for the TensorRT backend ({err}): "
-                               "use --backend onnxruntime") from None
+            raise BackendError(
+                f"no usable CUDA GPU for the TensorRT backend ({err}): use --backend onnxruntime"
+            ) from None
         self._cuda, self._ctx, self._lock = cuda, ctx, threading.Lock()
         self._buffers: dict[str, _Buffer] = {}
         # TensorRT and pycuda objects (untyped), set by _open
@@ -82,8 +90,14 @@ class TensorRTBackend(Backend):
         cuda.Context.pop()
         super().__init__(inputs, outputs, max_batch, plan)
         self.tensorrt_version = trt.__version__
-        log.info("TensorRT %s on %s: %s, %s, batches of up to %d", trt.__version__, self.gpu_name, plan.name,
-                 ", ".join(t.describe() for t in inputs + outputs), max_batch)
+        log.info(
+            "TensorRT %s on %s: %s, %s, batches of up to %d",
+            trt.__version__,
+            self.gpu_name,
+            plan.name,
+            ", ".join(t.describe() for t in inputs + outputs),
+            max_batch,
+        )
 
     @classmethod
     def for_bundle(cls, bundle: Bundle, plan: str | Path, precision: str = "fp16") -> TensorRTBackend:
@@ -98,8 +112,10 @@ class TensorRTBackend(Backend):
         self._runtime = trt.Runtime(self._logger)
         self._engine = engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
         if engine is None:
-            raise BackendError(f"TensorRT {trt.__version__} cannot load the engine {plan} (its log above says why): "
-                               f"it is corrupt, or was built by another TensorRT version or for another GPU; {fix}")
+            raise BackendError(
+                f"TensorRT {trt.__version__} cannot load the engine {plan} (its log above says why): "
+                f"it is corrupt, or was built by another TensorRT version or for another GPU; {fix}"
+            )
         self._context = context = engine.create_execution_context()
         if context is None:
             raise BackendError(f"TensorRT cannot create an execution context for {plan.name} (out of GPU memory?)")
@@ -111,8 +127,10 @@ class TensorRTBackend(Backend):
             try:
                 dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             except TypeError:
-                raise BackendError(f"{plan.name}: tensor {name} has type {engine.get_tensor_dtype(name)}, which has "
-                                   f"no numpy equivalent; {fix}") from None
+                raise BackendError(
+                    f"{plan.name}: tensor {name} has type {engine.get_tensor_dtype(name)}, which has "
+                    f"no numpy equivalent; {fix}"
+                ) from None
             tensor = TensorSpec(name, dtype, tuple(d if d >= 0 else None for d in dims))
             if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 have_in.append(tensor)
@@ -132,14 +150,17 @@ class TensorRTBackend(Backend):
         # Size every buffer at the profile's largest shapes and bind it once.
         for name, (_, high) in self._limits.items():
             if not context.set_input_shape(name, high):
-                raise BackendError(f"{plan.name}: TensorRT refused the profile's own maximum shape {high} "
-                                   f"for {name}; {fix}")
+                raise BackendError(
+                    f"{plan.name}: TensorRT refused the profile's own maximum shape {high} for {name}; {fix}"
+                )
         dtypes = {t.name: t.dtype for t in have_in + have_out}
         for name in list(self._limits) + self._all_outputs:
             shape = tuple(context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise BackendError(f"{plan.name}: output {name} has a data-dependent shape {shape}, which this "
-                                   f"backend does not support; {fix}")
+                raise BackendError(
+                    f"{plan.name}: output {name} has a data-dependent shape {shape}, which this "
+                    f"backend does not support; {fix}"
+                )
             self._buffers[name] = buffer = _Buffer(self._cuda, int(np.prod(shape)), dtypes[name])
             if not context.set_tensor_address(name, int(buffer.device)):
                 raise BackendError(f"{plan.name}: TensorRT refused the device address for {name}; {fix}")
@@ -153,15 +174,18 @@ class TensorRTBackend(Backend):
         for name, x in inputs.items():
             low, high = self._limits[name]
             if any(not lo <= n <= hi for lo, n, hi in zip(low, x.shape, high)):
-                raise BackendError(f"{self.source.name}: input {name} of shape {list(x.shape)} is outside the "
-                                   f"engine's profile ({list(low)} to {list(high)}); rebuild the engine for it")
+                raise BackendError(
+                    f"{self.source.name}: input {name} of shape {list(x.shape)} is outside the "
+                    f"engine's profile ({list(low)} to {list(high)}); rebuild the engine for it"
+                )
         with self._lock:
             self._ctx.push()
             try:
                 for name, x in inputs.items():
                     if not context.set_input_shape(name, x.shape):
-                        raise BackendError(f"{self.source.name}: TensorRT refused input {name} "
-                                           f"of shape {list(x.shape)}")
+                        raise BackendError(
+                            f"{self.source.name}: TensorRT refused input {name} of shape {list(x.shape)}"
+                        )
                     view = self._buffers[name].host[: x.size].reshape(x.shape)
                     np.copyto(view, x)
                     cuda.memcpy_htod_async(self._buffers[name].device, view, stream)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -27,7 +27,8 @@ try:  # both are pure-Python-installable on aarch64; reported when a tokenizer i
     import ftfy
     import regex
 except ImportError as err:  # pragma: no cover - exercised only on a broken install
-    ftfy = regex = None
+    # the optional-import idiom: the names stay bound (None); a tokenizer refuses to build first
+    ftfy = regex = None  # type: ignore[assignment]
     _IMPORT_ERROR: ImportError | None = err
 else:
     _IMPORT_ERROR = None
@@ -62,7 +63,7 @@ def find_clip_vocab() -> Path:
     )
 
 
-@lru_cache()
+@lru_cache
 def bytes_to_unicode() -> dict[int, str]:
     """Each of the 256 byte values as a printable character, so BPE never sees whitespace or controls."""
     printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
@@ -116,10 +117,10 @@ class ClipBpeTokenizer:
             lines = gzip.open(path).read().decode("utf-8").split("\n")
         except (OSError, UnicodeDecodeError) as err:
             raise TokenizerError(f"{path} is not CLIP's gzipped merges file {VOCAB_NAME}: {err}") from err
-        merges = [tuple(line.split()) for line in lines[1 : N_MERGES + 1]]  # line 0 is a version header
+        merges = [line.split() for line in lines[1 : N_MERGES + 1]]  # line 0 is a version header
         if len(merges) != N_MERGES or any(len(m) != 2 for m in merges):
             raise TokenizerError(f"{path} holds {len(merges)} usable merges, CLIP needs {N_MERGES}: wrong file")
-        return merges
+        return [(first, second) for first, second in merges]
 
     def settings(self) -> dict:
         """What `save_tokenizer` writes next to the vocab file to rebuild this tokenizer."""
@@ -154,7 +155,7 @@ class ClipBpeTokenizer:
     def encode(self, text: str) -> list[int]:
         """One text -> its BPE ids, without the start/end tokens."""
         text = whitespace_clean(basic_clean(text)).lower()
-        ids = []
+        ids: list[int] = []
         for word in self.pattern.findall(text):
             chars = "".join(self.byte_encoder[b] for b in word.encode("utf-8"))
             ids.extend(self.encoder[piece] for piece in self.bpe(chars))
@@ -183,4 +184,3 @@ class ClipBpeTokenizer:
 
     def __repr__(self) -> str:
         return f"ClipBpeTokenizer(vocab_path='{self.vocab_path}', context_length={self.context_length})"
-

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -36,11 +36,15 @@ def read_vocab(path: str | Path) -> dict[str, int]:
     """vocab.txt (one token per line, id = line number) or a tokenizer.json's WordPiece vocab."""
     path = Path(path)
     if not path.is_file():
-        raise TokenizerError(f"WordPiece vocabulary {path} does not exist: pass the model's vocab.txt or tokenizer.json")
+        raise TokenizerError(
+            f"WordPiece vocabulary {path} does not exist: pass the model's vocab.txt or tokenizer.json"
+        )
     if path.suffix == ".json":
         model = json.loads(path.read_text(encoding="utf-8")).get("model", {})
         if model.get("type") != "WordPiece":
-            raise TokenizerError(f"{path} holds a {model.get('type')!r} model, not 'WordPiece': pass a BERT tokenizer.json")
+            raise TokenizerError(
+                f"{path} holds a {model.get('type')!r} model, not 'WordPiece': pass a BERT tokenizer.json"
+            )
         return dict(model["vocab"])
     lines = path.read_text(encoding="utf-8").split("\n")
     if lines and lines[-1] == "":
@@ -58,7 +62,9 @@ def _is_whitespace(ch: str) -> bool:
 
 def _is_punctuation(ch: str) -> bool:
     # every ASCII non-alphanumeric symbol counts ("$", "^", "`" are not Unicode P*), then P*
-    return (ch.isascii() and ch.isprintable() and not ch.isalnum() and ch != " ") or unicodedata.category(ch).startswith("P")
+    if ch.isascii() and ch.isprintable() and not ch.isalnum() and ch != " ":
+        return True
+    return unicodedata.category(ch).startswith("P")
 
 
 def _is_cjk(ch: str) -> bool:
