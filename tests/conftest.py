@@ -117,3 +117,13 @@ def small_bundle(tmp_path_factory):
     export_bundle(model, config, out, model_id=model_id(model, config), clip_seconds=5.0,
                   label_sets=[resolve_label_set("urban")], training={"command": "tests: random init"})
     return read_bundle(out, verify=True)
+
+
+@pytest.fixture
+def eager_labels(tmp_path):
+    """Three labels whose events start at a score of 1e-6: whatever the model hears (a tone,
+    noise), one of them scores above that, with a softmax over the set (at least 1/3) as with a
+    per-label sigmoid (it would take a cosine near -1 to every prompt to stay below)."""
+    path = tmp_path / "eager.yaml"
+    path.write_text("name: urban\nthreshold: 1.0e-6\nlabels: [siren, dog_bark, car_horn]\n")
+    return path

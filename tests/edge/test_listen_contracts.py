@@ -2,8 +2,7 @@
 signals reported in one line, never a traceback.
 
 The pipeline runs on the shipped demo bundle (no torch). Where an event must start whatever
-the model hears, a label set with low thresholds is used: softmax over K labels always gives
-one of them at least 1/K.
+the model hears, the `eager_labels` set (tests/conftest.py) is used.
 """
 
 import json
@@ -32,12 +31,6 @@ EDGE = str(Path(sys.executable).with_name("semanticac-edge"))
 
 
 
-@pytest.fixture
-def eager_labels(tmp_path):
-    """Three labels, each starting an event at 0.05: with softmax over 3, one always does."""
-    path = tmp_path / "eager.yaml"
-    path.write_text("name: urban\nthreshold: 0.05\nlabels: [siren, dog_bark, car_horn]\n")
-    return path
 
 
 @pytest.fixture

@@ -91,11 +91,6 @@ def test_level_meter_measures_dbfs_by_frame():
     assert silent.level_dbfs(0, 100) == -math.inf
 
 
-@pytest.fixture
-def eager_labels(tmp_path):
-    path = tmp_path / "eager.yaml"
-    path.write_text("name: urban\nthreshold: 0.05\nlabels: [siren, dog_bark, car_horn]\n")
-    return path
 
 
 def run_file(demo_bundle, labels, samples, tmp_path, **options):
@@ -133,3 +128,18 @@ def test_level_gate_option_is_checked():
         ListenOptions(labels="urban", min_level=3.0)
     with pytest.raises(OptionError, match="--min-level nan"):
         ListenOptions(labels="urban", min_level=float("nan"))
+
+
+@pytest.mark.parametrize("labels", ["urban", "esc50"])
+@pytest.mark.parametrize("level", [None, -60.0, -50.0, -40.0])
+def test_the_shipped_bundle_hears_nothing_in_silence_and_quiet_noise(demo_bundle, labels, level, tmp_path):
+    """Default thresholds, no level gate: 20 s of digital silence (None) or white noise at
+    `level` dBFS RMS start no event with a shipped set. A softmax model cannot pass this (it
+    hands the whole mass to some label); the shipped model scores each label with a sigmoid."""
+    assert demo_bundle.meta.scoring["kind"] == "sigmoid"
+    samples = np.zeros(20 * RATE) if level is None else noise(20.0, RATE, amplitude=10 ** (level / 20), seed=7)
+    path = tmp_path / "quiet.wav"
+    sf.write(path, samples.astype(np.float32), RATE, subtype="FLOAT")
+    sink = Collect()
+    summary = listen(ListenOptions(labels=labels, bundle=str(demo_bundle.path), input=str(path), fast=True), sink=sink)
+    assert summary.windows == 16 and summary.events == 0, [w.top[0] for w in sink.of("window")]
