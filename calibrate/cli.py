@@ -16,12 +16,21 @@ from datetime import date
 import click
 
 from edge import __version__
-from edge.backends import BACKENDS
-from edge.cli import domain_errors, setup_logging
+from edge.cli import (
+    BACKEND_OPTION,
+    HOP_OPTION,
+    MIN_DURATION_OPTION,
+    MIN_LEVEL_OPTION,
+    RELEASE_OPTION,
+    SMOOTH_OPTION,
+    THREADS_OPTION,
+    WINDOW_OPTION,
+    domain_errors,
+    setup_logging,
+)
 from edge.listen import ListenOptions
 
 log = logging.getLogger(__name__)
-DEFAULTS = ListenOptions.defaults()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -83,15 +92,6 @@ BUNDLE = click.option(
 OUT = click.option(
     "--out", required=True, type=click.Path(dir_okay=False, writable=True), help="The site's label set (YAML) to write."
 )
-THREADS = click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
-BACKEND = click.option(
-    "--backend",
-    "backend_choice",
-    type=click.Choice(list(BACKENDS)),
-    default=DEFAULTS["backend"],
-    show_default=True,
-    help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.",
-)
 
 
 @main.command()
@@ -146,41 +146,14 @@ BACKEND = click.option(
     help="Never lower a threshold below the label set's own (by default a label the background never "
     "triggers falls to --min-threshold).",
 )
-@click.option(
-    "--window", type=float, default=None, help="Window length in seconds, as listen. Default: the bundle's clip length."
-)
-@click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
-@click.option(
-    "--smooth",
-    type=int,
-    default=DEFAULTS["smooth"],
-    show_default=True,
-    help="Windows averaged before event decisions, as listen.",
-)
-@click.option(
-    "--min-duration",
-    type=float,
-    default=DEFAULTS["min_duration"],
-    show_default=True,
-    help="Seconds above threshold before an event starts, as listen.",
-)
-@click.option(
-    "--release",
-    "release_ratio",
-    type=float,
-    default=DEFAULTS["release"],
-    show_default=True,
-    help="An event ends below threshold x this ratio, as listen.",
-)
-@click.option(
-    "--min-level",
-    type=float,
-    default=None,
-    metavar="DBFS",
-    help="Level gate, as listen: quieter windows start no event. Default: off.",
-)
-@THREADS
-@BACKEND
+@WINDOW_OPTION
+@HOP_OPTION
+@SMOOTH_OPTION
+@MIN_DURATION_OPTION
+@RELEASE_OPTION
+@MIN_LEVEL_OPTION
+@THREADS_OPTION
+@BACKEND_OPTION
 @click.pass_context
 @domain_errors
 def thresholds(
@@ -340,8 +313,8 @@ def thresholds(
     help="Fit a bias per label (labels with clips) as well as the temperature.",
 )
 @click.option("--bias-l2", type=float, default=None, help="L2 penalty on the biases (on the mean NLL). Default: 0.01.")
-@THREADS
-@BACKEND
+@THREADS_OPTION
+@BACKEND_OPTION
 @click.pass_context
 @domain_errors
 def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads, backend_choice):

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 import click
 
 from edge import __version__
+from edge.backends import BACKENDS
 from edge.capture.sources import STDIN_FORMATS
 from edge.errors import OptionError, OutputError, SemanticACError
-from edge.listen import BACKENDS, ListenOptions
+from edge.listen import ListenOptions
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +236,55 @@ def run_pipeline(options: ListenOptions, source=None) -> None:
 
 
 DEFAULTS = ListenOptions.defaults()
+# The pipeline options that listen, bench and semanticac-calibrate share, defined once (the
+# values are ListenOptions', which checks them).
+WINDOW_OPTION = click.option(
+    "--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length."
+)
+HOP_OPTION = click.option(
+    "--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows."
+)
+THREADS_OPTION = click.option(
+    "--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores)."
+)
+BACKEND_OPTION = click.option(
+    "--backend",
+    "backend_choice",
+    type=click.Choice(list(BACKENDS)),
+    default=DEFAULTS["backend"],
+    show_default=True,
+    help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.",
+)
+SMOOTH_OPTION = click.option(
+    "--smooth",
+    type=int,
+    default=DEFAULTS["smooth"],
+    show_default=True,
+    help="Windows averaged before event decisions (1: none).",
+)
+MIN_DURATION_OPTION = click.option(
+    "--min-duration",
+    type=float,
+    default=DEFAULTS["min_duration"],
+    show_default=True,
+    help="Seconds a label must stay above its threshold before its event starts.",
+)
+RELEASE_OPTION = click.option(
+    "--release",
+    "release_ratio",
+    type=float,
+    default=DEFAULTS["release"],
+    show_default=True,
+    help="An event ends below threshold x this ratio (hysteresis), in (0, 1].",
+)
+MIN_LEVEL_OPTION = click.option(
+    "--min-level",
+    type=float,
+    default=None,
+    metavar="DBFS",
+    help="Level gate: windows quieter than this (dBFS, e.g. -60) start no event. Default: off "
+    "(digital silence never starts one).",
+)
 
 
 @main.command()
@@ -253,20 +303,13 @@ DEFAULTS = ListenOptions.defaults()
     metavar="NAME|INDEX",
     help="Input device of the microphone (see `semanticac-edge devices`).",
 )
-@click.option("--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length.")
-@click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
+@WINDOW_OPTION
+@HOP_OPTION
 @click.option(
     "--top-k", "top_k", type=int, default=DEFAULTS["top_k"], show_default=True, help="Labels shown per window."
 )
 @click.option("--json", "json_lines", is_flag=True, help="One JSON object per line (schema 1) on stdout.")
-@click.option(
-    "--backend",
-    "backend_choice",
-    type=click.Choice(list(BACKENDS)),
-    default=DEFAULTS["backend"],
-    show_default=True,
-    help="auto: a TensorRT engine built for this GPU, else ONNX Runtime.",
-)
+@BACKEND_OPTION
 @click.option("--fast", is_flag=True, help="Read --input FILE as fast as possible instead of in real time.")
 @click.option("--rate", type=int, default=None, help="Sample rate of raw PCM on stdin (Hz); --input - only.")
 @click.option(
@@ -277,29 +320,10 @@ DEFAULTS = ListenOptions.defaults()
     help="Sample format of raw PCM on stdin (default s16le); --input - only.",
 )
 @click.option("--channels", type=int, default=None, help="Channels of raw PCM on stdin (default 1); --input - only.")
-@click.option(
-    "--smooth",
-    type=int,
-    default=DEFAULTS["smooth"],
-    show_default=True,
-    help="Windows averaged before event decisions (1: none).",
-)
-@click.option(
-    "--min-duration",
-    type=float,
-    default=DEFAULTS["min_duration"],
-    show_default=True,
-    help="Seconds a label must stay above its threshold before its event starts.",
-)
-@click.option(
-    "--release",
-    "release_ratio",
-    type=float,
-    default=DEFAULTS["release"],
-    show_default=True,
-    help="An event ends below threshold x this ratio (hysteresis), in (0, 1].",
-)
-@click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
+@SMOOTH_OPTION
+@MIN_DURATION_OPTION
+@RELEASE_OPTION
+@THREADS_OPTION
 @click.option(
     "--max-batch",
     type=int,
@@ -307,14 +331,7 @@ DEFAULTS = ListenOptions.defaults()
     show_default=True,
     help="Windows run together when several are ready; beyond it a live source drops the oldest.",
 )
-@click.option(
-    "--min-level",
-    type=float,
-    default=None,
-    metavar="DBFS",
-    help="Level gate: windows quieter than this (dBFS, e.g. -60) start no event. Default: off "
-    "(digital silence never starts one).",
-)
+@MIN_LEVEL_OPTION
 @domain_errors
 def listen(
     labels_spec,
@@ -477,8 +494,8 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
     multiple=True,
     help="Backend to time (repeat the option). Default: onnxruntime, and tensorrt when an engine for this GPU exists.",
 )
-@click.option("--window", type=float, default=None, help="Window length in seconds. Default: the bundle's clip length.")
-@click.option("--hop", type=float, default=DEFAULTS["hop"], show_default=True, help="Seconds between windows.")
+@WINDOW_OPTION
+@HOP_OPTION
 @click.option(
     "--seconds",
     type=click.FloatRange(0.0, min_open=True),
@@ -486,7 +503,7 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
     show_default=True,
     help="Seconds of timing per backend (after warm-up).",
 )
-@click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
+@THREADS_OPTION
 @click.option(
     "--labels",
     "labels_spec",

@@ -38,6 +38,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from edge.backends import BACKENDS, select_backend
 from edge.backends.base import Backend
 from edge.bundle import Bundle, resolve_bundle_origin
 from edge.capture.sources import STDIN_FORMATS, FileSource, MicrophoneSource, Source, StdinSource
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 READ_SECONDS = 0.2  # a read waits at most this long, so a stop request is seen promptly
 SILENCE_WARN_SECONDS = 10.0
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
@@ -235,7 +235,6 @@ def listen(
     demo). Raises a SemanticACError subclass for anything wrong before audio flows (bundle,
     labels, graph, device); a failure mid-stream is reported in the summary (`error`).
     """
-    from edge.backends import select_backend
     from edge.labels.embeddings import label_embeddings_for
     from edge.labels.labelset import resolve_label_set
 
