@@ -44,6 +44,9 @@ setup(
         # the CPU backend and the text tower that embeds new labels on the device (on a Jetson
         # the audio graph runs in TensorRT; text.onnx still runs here)
         "onnxruntime>=1.17",
+        # `semanticac-edge serve`: MQTT / Home Assistant and Prometheus (pure Python, small)
+        "paho-mqtt>=2.0,<3",
+        "prometheus-client>=0.17",
     ],
     extras_require={
         "train": TORCH_PINS + [
