@@ -45,3 +45,13 @@ class OutputError(SemanticACError):
     def __init__(self, message: str, broken_pipe: bool = False):
         super().__init__(message)
         self.broken_pipe = broken_pipe
+
+
+class ConfigError(SemanticACError):
+    """A service config (semanticac-edge serve) that cannot be used; `key` is the dotted key
+    (e.g. `mqtt.port`) or "" for the file itself. `serve` exits 78 (EX_CONFIG) on it, so
+    systemd does not restart into the same mistake."""
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key

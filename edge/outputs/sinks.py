@@ -29,6 +29,7 @@ import json
 import math
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
@@ -123,39 +124,95 @@ class Sink:
         self.close()
 
 
+def record_dict(record: WindowResult | Event | Status, utc: str) -> dict:
+    """The JSON-lines schema's object for one record (`utc`: its wall-clock time, Sink.utc).
+
+    The one definition of the record fields: JSON lines, MQTT messages, the event log and
+    `tail` all use it.
+    """
+    head = {"schema": SCHEMA, "t": _num(record.t, 3), "utc": utc}
+    if isinstance(record, WindowResult):
+        return {
+            "type": "window",
+            **head,
+            "top": [{"label": label, "score": _num(score, 4)} for label, score in record.top],
+            "latency_ms": _num(record.latency_ms, 1),
+            "dropped": int(record.dropped),
+            "level_dbfs": _num(record.level_dbfs, 1),
+            "gated": record.gated,
+        }
+    if isinstance(record, Event):
+        if record.kind == "start":
+            return {
+                "type": "start",
+                **head,
+                "event_id": record.event_id,
+                "label": record.label,
+                "score": _num(record.score, 4),
+            }
+        return {
+            "type": "end",
+            **head,
+            "event_id": record.event_id,
+            "label": record.label,
+            "duration": _num(record.duration, 3),
+            "peak": _num(record.peak, 4),
+        }
+    if isinstance(record, Status):
+        code = {"code": record.code} if record.code else {}
+        return {"type": "status", **head, "level": record.level, "message": record.message, **code}
+    raise TypeError(f"cannot describe a {type(record).__name__}: expected WindowResult, Event or Status")
+
+
 class JsonLines(Sink):
-    def _line(self, kind: str, t: float, **fields) -> None:
-        record = {"schema": SCHEMA, "type": kind, "t": _num(t, 3), "utc": self.utc(t), **fields}
-        self._write(json.dumps(record, allow_nan=False) + "\n")
+    def _line(self, record: WindowResult | Event | Status) -> None:
+        self._write(json.dumps(record_dict(record, self.utc(record.t)), allow_nan=False) + "\n")
 
     def window(self, result: WindowResult) -> None:
-        top = [{"label": label, "score": _num(score, 4)} for label, score in result.top]
-        self._line(
-            "window",
-            result.t,
-            top=top,
-            latency_ms=_num(result.latency_ms, 1),
-            dropped=int(result.dropped),
-            level_dbfs=_num(result.level_dbfs, 1),
-            gated=result.gated,
-        )
+        self._line(result)
 
     def event(self, event: Event) -> None:
-        if event.kind == "start":
-            self._line("start", event.t, event_id=event.event_id, label=event.label, score=_num(event.score, 4))
-        else:
-            self._line(
-                "end",
-                event.t,
-                event_id=event.event_id,
-                label=event.label,
-                duration=_num(event.duration, 3),
-                peak=_num(event.peak, 4),
-            )
+        self._line(event)
 
     def status(self, status: Status) -> None:
-        code = {"code": status.code} if status.code else {}
-        self._line("status", status.t, level=status.level, message=status.message, **code)
+        self._line(status)
+
+
+class FanOut(Sink):
+    """Every record to several sinks, in order (the service: stdout, event log, MQTT, metrics).
+
+    One origin for all, so each dates a record alike. A sink that fails with OutputError
+    fails the whole (as stdout does for `listen`); each sink is closed even when another's
+    close fails.
+    """
+
+    def __init__(self, sinks: Sequence[Sink], origin: datetime | None = None):
+        super().__init__(stream=sys.stderr, origin=origin)
+        self.sinks = list(sinks)
+        for sink in self.sinks:
+            sink.origin = self.origin
+
+    def window(self, result: WindowResult) -> None:
+        for sink in self.sinks:
+            sink.window(result)
+
+    def event(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.event(event)
+
+    def status(self, status: Status) -> None:
+        for sink in self.sinks:
+            sink.status(status)
+
+    def close(self) -> None:
+        first: BaseException | None = None
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as err:  # close the rest, then raise the first failure
+                first = first or err
+        if first is not None:
+            raise first
 
 
 def _plain(record: WindowResult | Event | Status) -> str:

@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from edge.events import Event
-from edge.outputs.sinks import JsonLines, LiveView, PlainLines, Status, WindowResult, make_sink
+from edge.errors import OutputError
+from edge.outputs.sinks import FanOut, JsonLines, LiveView, PlainLines, Status, WindowResult, make_sink
 
 ORIGIN = datetime(2026, 11, 27, 0, 31, 0, 500000, tzinfo=timezone.utc)
 ANSI = re.compile(r"\x1b\[")
@@ -150,3 +151,34 @@ def test_default_stream_is_stdout_and_bad_records_are_refused(capsys):
         Status(0.0, "fatal", "x")
     with pytest.raises(ValueError, match="no timezone"):
         JsonLines(io.StringIO(), datetime(2026, 1, 1))
+
+
+class _Failing(JsonLines):
+    def close(self) -> None:
+        raise OutputError("disk gone")
+
+
+def test_fan_out_gives_every_sink_each_record_with_one_origin_and_closes_all():
+    origin = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    streams = [io.StringIO(), io.StringIO()]
+    late = JsonLines(streams[1], origin=origin + timedelta(hours=1))
+    fan = FanOut([JsonLines(streams[0]), late], origin=origin)
+    fan.window(WindowResult(t=1.0, top=(("siren", 0.9),), latency_ms=3.0, dropped=0))
+    fan.event(Event("start", 0.5, 1, "siren", score=0.9))
+    fan.status(Status(t=1.0, level="warning", message="hello", code="overload"))
+    lines = [[json.loads(line) for line in s.getvalue().splitlines()] for s in streams]
+    assert lines[0] == lines[1]
+    assert [r["type"] for r in lines[0]] == ["window", "start", "status"]
+    assert lines[0][0]["utc"] == "2026-01-02T03:04:06.000+00:00"
+
+    class Closing(JsonLines):
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    after = Closing(io.StringIO())
+    fan = FanOut([_Failing(io.StringIO()), after])
+    with pytest.raises(OutputError, match="disk gone"):
+        fan.close()
+    assert after.closed
