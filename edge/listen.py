@@ -33,7 +33,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -226,13 +226,21 @@ def open_source(options: ListenOptions, frontend: Frontend) -> Source:
 
 
 def listen(
-    options: ListenOptions, sink: Sink | None = None, stop: threading.Event | None = None, source: Source | None = None
+    options: ListenOptions,
+    sink: Sink | None = None,
+    stop: threading.Event | None = None,
+    source: Source | None = None,
+    backend: Backend | None = None,
+    heartbeat: Callable[[], None] | None = None,
 ) -> ListenSummary:
     """Compose the pipeline that `options` describe and run it until the source ends or `stop` is set.
 
     `sink`: where results go (default: make_sink(json_lines=options.json) on stdout);
     `source`: an already opened source instead of the one `options.input` names (tests, the
-    demo). Raises a SemanticACError subclass for anything wrong before audio flows (bundle,
+    demo); `backend`: an opened backend instead of the one `options.backend` selects (tests);
+    `heartbeat`: called from the loop after every read (at least every READ_SECONDS while it
+    turns), never from another thread, so a hung inference or a wedged loop stops the calls
+    (the service's watchdog). Raises a SemanticACError subclass for anything wrong before audio flows (bundle,
     labels, graph, device); a failure mid-stream is reported in the summary (`error`).
     """
     from edge.labels.embeddings import label_embeddings_for
@@ -244,7 +252,7 @@ def listen(
     windowing = options.windowing(bundle)
     embeddings = label_embeddings_for(bundle, label_set, options.threads)
     scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set)
-    backend = select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails before audio
+    backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
     try:
         source = source or open_source(options, bundle.meta.frontend)
     except BaseException:
@@ -277,7 +285,7 @@ def listen(
                         "of audio between windows is never analysed; use a hop <= the window",
                     )
                 )
-            return listener.run(source, stop, notes=notes)
+            return listener.run(source, stop, notes=notes, heartbeat=heartbeat)
     finally:
         if own_sink:
             sink.close()
@@ -313,11 +321,17 @@ class Listener:
         self._silence_warned = False
 
     def run(
-        self, source: Source, stop: threading.Event | None = None, notes: Sequence[tuple[str, str]] = ()
+        self,
+        source: Source,
+        stop: threading.Event | None = None,
+        notes: Sequence[tuple[str, str]] = (),
+        heartbeat: Callable[[], None] | None = None,
     ) -> ListenSummary:
         """Read `source` until it ends, fails or `stop` is set; `notes`: (level, message) status
-        lines to emit first (after the model, before the first window)."""
+        lines to emit first (after the model, before the first window); `heartbeat`: called
+        after every read and the windows it completed (see `listen`)."""
         stop = stop or threading.Event()
+        beat = heartbeat or (lambda: None)
         live = is_live(source)
         mel, queue = StreamingLogMel(self.frontend), FrameQueue(self.frontend.n_mels)
         self._levels = LevelMeter(self.frontend.hop_length)
@@ -345,6 +359,7 @@ class Listener:
                         self._levels.push(block)
                         queue.append(mel.push(block))
                         next_k = self._process_ready(queue, next_k, drop_late=live)
+                    beat()
                 ended = not stop.is_set()
                 if ended:  # the last frames need the end of the signal (right-hand padding)
                     next_k = self._finish(mel, queue, next_k)

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -258,3 +259,53 @@ def test_a_reader_that_goes_away_is_a_quiet_stop(demo_bundle, clip):
                         "--fast", "--json", shell_redirect="| head -n 1 >/dev/null")
     _, err = proc.communicate(timeout=60)
     assert "Traceback" not in err and "Exception ignored" not in err, err
+
+
+# --- the heartbeat (the service's watchdog) ----------------------------------------------------
+
+
+class Pausing:
+    """Delegates to a real backend; the `stall`-th embed blocks until `release` is set."""
+
+    def __init__(self, backend, stall: int):
+        self.backend, self.stall, self.calls = backend, stall, 0
+        self.stalled, self.release = threading.Event(), threading.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.backend.close()
+
+    def embed(self, batch):
+        self.calls += 1
+        if self.calls == self.stall:
+            self.stalled.set()
+            self.release.wait(30)
+        return self.backend.embed(batch)
+
+
+def test_the_heartbeat_beats_from_the_loop_and_stops_while_inference_hangs(demo_bundle, tmp_path):
+    from edge.backends import select_backend
+
+    clip = tmp_path / "long.wav"
+    sf.write(clip, noise(30.0, RATE), RATE)
+    backend = Pausing(select_backend(demo_bundle, "onnxruntime", threads=1), stall=2)
+    beats: list[float] = []
+    options = ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(clip), fast=True, max_batch=1)
+    run = threading.Thread(
+        target=listen,
+        args=(options,),
+        kwargs=dict(sink=Collect(), backend=backend, heartbeat=lambda: beats.append(time.monotonic())),
+    )
+    run.start()
+    assert backend.stalled.wait(30)
+    during = len(beats)
+    time.sleep(1.0)
+    assert len(beats) == during  # a hung inference: no beat
+    backend.release.set()
+    run.join(30)
+    assert not run.is_alive() and len(beats) > during and during >= 1
