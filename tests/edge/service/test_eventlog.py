@@ -1,0 +1,227 @@
+"""The event log: a real SQLite file, a real kill -9, real locks."""
+
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+import edge.outputs.eventlog as eventlog
+from edge.errors import ConfigError
+from edge.events import Event
+from edge.outputs.eventlog import EventLogConfig, EventLogSink, recent_events
+from edge.outputs.sinks import FanOut, Status
+from edge.service.sections import parse_section
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def start(event_id, t=1.0, label="siren"):
+    return Event("start", t, event_id, label, score=0.61234)
+
+
+def end(event_id, t=3.0, label="siren", duration=2.0):
+    return Event("end", t, event_id, label, duration=duration, peak=0.9)
+
+
+def rows(path, sql):
+    with sqlite3.connect(path) as db:
+        return db.execute(sql).fetchall()
+
+
+def test_events_and_statuses_land_in_sqlite_with_wal(tmp_path):
+    origin = datetime(2025, 5, 1, 12, 0, 0, tzinfo=timezone.utc)
+    log_sink = EventLogSink(EventLogConfig(), tmp_path, clip_for=lambda e: f"clip_{e.event_id}.flac")
+    FanOut([log_sink], origin=origin)  # the service's FanOut gives every sink its origin
+    log_sink.event(start(1, t=1.5))
+    log_sink.status(Status(2.0, "warning", "inference fell behind", code="overload"))
+    log_sink.event(start(2, t=2.0, label="dog bark"))
+    path = tmp_path / "events.sqlite"
+    # committed at once, visible to another connection while the service runs
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    assert [r["end_reason"] for r in recent_events(path, 10)] == [None, None]
+    log_sink.event(end(1, t=4.0, duration=2.5))
+    log_sink.close()
+    siren, = recent_events(path, 10, label="siren")
+    assert siren == {
+        "run_id": log_sink.run_id, "event_id": 1, "label": "siren",
+        "onset_utc": "2025-05-01T12:00:01.500+00:00", "onset_t": 1.5, "score": 0.6123,
+        "end_utc": "2025-05-01T12:00:04.000+00:00", "end_t": 4.0, "duration": 2.5, "peak": 0.9,
+        "end_reason": "end", "clip": "clip_1.flac",
+    }
+    assert [r["label"] for r in recent_events(path, 1)] == ["dog bark"]  # newest first
+    assert rows(path, "SELECT run_id, utc, level, code, message FROM statuses") == [
+        (log_sink.run_id, "2025-05-01T12:00:02.000+00:00", "warning", "overload", "inference fell behind")]
+    assert rows(path, "PRAGMA user_version") == [(eventlog.SCHEMA_VERSION,)]
+
+
+def test_statuses_can_be_left_out_and_an_end_without_its_start_is_kept(tmp_path):
+    log_sink = EventLogSink(EventLogConfig(statuses=False, path=str(tmp_path / "x" / "log.db")), tmp_path)
+    log_sink.status(Status(1.0, "info", "listening"))
+    log_sink.event(end(7, t=5.0, duration=1.5))  # its start was lost (a failed write)
+    log_sink.close()
+    path = tmp_path / "x" / "log.db"
+    assert rows(path, "SELECT count(*) FROM statuses") == [(0,)]
+    event, = recent_events(path, 5)
+    assert (event["event_id"], event["onset_t"], event["end_t"], event["end_reason"]) == (7, 3.5, 5.0, "end")
+
+
+KILLED = textwrap.dedent("""
+    import sys, time
+    from edge.events import Event
+    from edge.outputs.eventlog import EventLogConfig, EventLogSink
+    sink = EventLogSink(EventLogConfig(), sys.argv[1])
+    sink.event(Event("start", 1.0, 1, "siren", score=0.7))
+    print(sink.run_id, flush=True)
+    time.sleep(60)
+""")
+
+
+def test_a_killed_run_keeps_its_open_event_and_the_next_run_marks_it_interrupted(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", KILLED, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             cwd=REPO)
+    try:
+        killed_run = child.stdout.readline().strip()
+        assert killed_run, "the child did not start"
+        child.kill()  # SIGKILL: no close, no atexit
+    finally:
+        child.wait(timeout=10)
+        child.stdout.close()
+    assert child.returncode == -9
+    path = tmp_path / "events.sqlite"
+    event, = recent_events(path, 5)
+    assert (event["run_id"], event["label"], event["end_reason"]) == (killed_run, "siren", None)
+    next_run = EventLogSink(EventLogConfig(), tmp_path)
+    next_run.event(start(1, t=2.0))  # the same event id in another run: no clash
+    newest, interrupted = recent_events(path, 5)
+    assert interrupted["run_id"] == killed_run and interrupted["end_reason"] == "interrupted"
+    assert newest["run_id"] == next_run.run_id != killed_run and newest["end_reason"] is None
+    next_run.close()
+
+
+def write_events(tmp_path, n, origin=None, **config):
+    sink = EventLogSink(EventLogConfig(**config), tmp_path)
+    if origin is not None:
+        sink.origin = origin
+    for i in range(1, n + 1):
+        sink.event(start(i, t=float(i), label=f"l{i}"))
+        sink.status(Status(float(i), "info", f"s{i}"))
+    sink.close()
+    return tmp_path / "events.sqlite"
+
+
+def test_retention_by_count_keeps_the_newest(tmp_path):
+    path = write_events(tmp_path, 8)
+    EventLogSink(EventLogConfig(max_events=5), tmp_path).close()  # retention runs at start
+    assert [r["label"] for r in recent_events(path, 100)] == ["l8", "l7", "l6", "l5", "l4"]
+    assert rows(path, "SELECT message FROM statuses ORDER BY id") == [(f"s{i}",) for i in range(4, 9)]
+
+
+def test_retention_by_age(tmp_path):
+    now = datetime.now(timezone.utc)
+    write_events(tmp_path, 3, origin=now - timedelta(days=100))
+    path = write_events(tmp_path, 2, origin=now - timedelta(days=80))
+    EventLogSink(EventLogConfig(max_age_days=90), tmp_path).close()
+    assert [r["label"] for r in recent_events(path, 100)] == ["l2", "l1"]
+    assert rows(path, "SELECT count(*) FROM statuses") == [(2,)]
+    EventLogSink(EventLogConfig(max_age_days=0.5), tmp_path).close()
+    assert recent_events(path, 100) == []
+
+
+def test_retention_runs_again_while_the_service_runs(tmp_path, monkeypatch):
+    sink = EventLogSink(EventLogConfig(max_events=3), tmp_path)
+    for i in range(1, 5):
+        sink.event(start(i))
+    sink.close()
+    assert len(recent_events(tmp_path / "events.sqlite", 100)) == 4  # not before the hour is over
+    monkeypatch.setattr(eventlog, "RETENTION_SECONDS", 0.0)  # the hour is over after every record
+    sink = EventLogSink(EventLogConfig(max_events=3), tmp_path)
+    assert len(recent_events(tmp_path / "events.sqlite", 100)) == 3  # at start
+    sink.event(start(1))
+    sink.event(start(2))
+    newest = recent_events(tmp_path / "events.sqlite", 100)
+    assert [(r["run_id"] == sink.run_id, r["event_id"]) for r in newest] == [(True, 2), (True, 1), (False, 4)]
+    sink.close()
+
+
+def test_a_write_that_fails_is_logged_once_counted_and_the_loop_goes_on(tmp_path, caplog):
+    sink = EventLogSink(EventLogConfig(), tmp_path)
+    path = tmp_path / "events.sqlite"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: every write of the sink fails
+    with caplog.at_level(logging.INFO, logger="edge.outputs.eventlog"):
+        sink.event(start(1))
+        sink.status(Status(1.0, "info", "x"))
+        sink.event(start(2))
+        other.execute("ROLLBACK")
+        other.close()
+        sink.event(start(3))  # written again
+    sink.close()
+    assert sink.errors == 3
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "database is locked" in warnings[0] and str(path) in warnings[0]
+    assert any("writing again (3 record(s) lost" in r.message for r in caplog.records)
+    assert [r["event_id"] for r in recent_events(path, 10)] == [3]
+
+
+def test_a_newer_schema_is_a_clear_error(tmp_path):
+    path = tmp_path / "events.sqlite"
+    EventLogSink(EventLogConfig(), tmp_path).close()
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 2")
+    for opening in (lambda: EventLogSink(EventLogConfig(), tmp_path), lambda: recent_events(path, 5)):
+        with pytest.raises(ConfigError, match="newer semanticac-edge .*schema version 2; this one reads up to 1") \
+                as info:
+            opening()
+        assert info.value.key == "event_log.path" and "upgrade" in str(info.value)
+
+
+def test_another_programs_sqlite_file_is_refused(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE recipes (name TEXT)")
+    with pytest.raises(ConfigError, match="SQLite file of something else .*recipes"):
+        EventLogSink(EventLogConfig(path=str(path)), tmp_path)
+    (tmp_path / "text.db").write_text("not a database, just text " * 100)
+    with pytest.raises(ConfigError, match="text.db cannot be used as the event log: file is not a database"):
+        EventLogSink(EventLogConfig(path=str(tmp_path / "text.db")), tmp_path)
+
+
+def test_an_unwritable_path_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(ConfigError, match="file/sub/events.sqlite cannot be used as the event log") as info:
+        EventLogSink(EventLogConfig(path=str(tmp_path / "file" / "sub" / "events.sqlite")), tmp_path)
+    assert info.value.key == "event_log.path" and "set event_log.path to a file" in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+def test_a_read_only_file_is_a_config_error(tmp_path):
+    EventLogSink(EventLogConfig(), tmp_path).close()
+    (tmp_path / "events.sqlite").chmod(0o444)
+    with pytest.raises(ConfigError, match="readonly") as info:
+        EventLogSink(EventLogConfig(), tmp_path)
+    assert info.value.key == "event_log.path"
+
+
+def test_recent_events_of_a_missing_file_says_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match="no event log there: has the service run with event_log enabled"):
+        recent_events(tmp_path / "nothing.sqlite", 5)
+    assert not (tmp_path / "nothing.sqlite").exists()
+
+
+@pytest.mark.parametrize("mapping, key, text", [
+    ({"max_events": 0}, "event_log.max_events", "event_log.max_events 0 is not allowed: use a whole number >= 1"),
+    ({"max_age_days": -1}, "event_log.max_age_days", "> 0"),
+    ({"path": ""}, "event_log.path", "a file path"),
+    ({"status": False}, "event_log.status", "did you mean `statuses`?"),
+])
+def test_bad_settings_name_the_key(mapping, key, text):
+    with pytest.raises(ConfigError) as info:
+        parse_section(EventLogConfig, mapping, "event_log")
+    assert info.value.key == key and text in str(info.value)
+    assert parse_section(EventLogConfig, {"max_age_days": 30}, "event_log") == EventLogConfig(max_age_days=30.0)
