@@ -1,0 +1,329 @@
+"""Clips: the audio of each event, with some before and after it, as a FLAC file.
+
+    source.read ──tap──> the listen loop              (the samples it returns, unchanged)
+                  │
+                  └─> history: the last pre_roll + max_seconds + post_roll seconds, by sample index
+    start (onset t) ──> a pending clip from onset - pre_roll
+    end (t)         ──> ... until t + post_roll has arrived ──> worker thread: FLAC, then the disk budget
+
+A sample's index is its stream time times the model rate, counted from the stream's first
+sample exactly as the listen pipeline counts it, so an event's times name its samples.
+An event longer than `max_seconds` gets a clip of its first `max_seconds` (plus the rolls),
+written as soon as that much has arrived. Note that an event's onset is the END time of the
+first window that scored above the threshold: the sound may have begun up to one window
+before it, so a pre_roll of about the window length keeps its beginning.
+
+Files: `<dir>/<onset as YYYYmmddTHHMMSSZ>_<event_id>_<label>.flac` (16-bit, the model rate),
+written atomically by a worker thread (a bounded queue: the audio path never waits on the
+disk), after which the oldest clips go until the folder holds at most `max_megabytes`.
+`clip_for(event)` gives the name at the event's start, so the event log and MQTT can name it.
+
+A stream time that does not match the audio seen (a reopened device, a stream clock that
+jumped) never produces a clip of other audio: what the history holds of the span is written,
+and a span it holds none of is skipped with a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import re
+import sys
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from edge.capture.sources import Source
+from edge.errors import ConfigError
+from edge.events import Event
+from edge.fsutil import atomic_path, unwritable_reason
+from edge.outputs.sinks import Sink, Status, WindowResult
+from edge.service.sections import invalid
+
+log = logging.getLogger(__name__)
+
+DIR_NAME = "clips"
+QUEUE_CLIPS = 8  # clips waiting for the worker; beyond it a clip is skipped (the disk is far too slow)
+MEGABYTE = 1_000_000
+LABEL_CHARS = 48  # a label's length in a file name
+
+
+@dataclass(frozen=True)
+class ClipsConfig:
+    """Section `clips` of the service config."""
+
+    enabled: bool = False
+    dir: str | None = None  # None: <state_dir>/clips
+    pre_roll: float = 2.0  # seconds before the onset
+    post_roll: float = 2.0  # seconds after the end
+    max_megabytes: float = 1024.0  # disk budget of the folder: the oldest clips go first
+    max_seconds: float = 60.0  # of an event in one clip (plus the rolls)
+
+    def __post_init__(self) -> None:
+        if self.dir is not None and not self.dir.strip():
+            raise invalid("dir", self.dir, "a folder path, or leave it out for <state directory>/clips")
+        for name in ("pre_roll", "post_roll"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 <= value <= 60):
+                raise invalid(name, value, "a number of seconds from 0 to 60 (e.g. 2)")
+        if not (math.isfinite(self.max_seconds) and 0 < self.max_seconds <= 3600):
+            raise invalid("max_seconds", self.max_seconds, "a number of seconds > 0 and <= 3600 (e.g. 60)")
+        if not (math.isfinite(self.max_megabytes) and self.max_megabytes > 0):
+            raise invalid("max_megabytes", self.max_megabytes, "a number of megabytes > 0 (e.g. 1024)")
+
+    def resolve_dir(self, state_dir: str | Path) -> Path:
+        return Path(self.dir).expanduser() if self.dir is not None else Path(state_dir) / DIR_NAME
+
+
+def clip_label(label: str) -> str:
+    """A label as a file name's part: letters, digits, '-' and '.'; anything else becomes '_'."""
+    safe = re.sub(r"[^A-Za-z0-9.-]+", "_", label).strip("._")[:LABEL_CHARS]
+    return safe or "event"
+
+
+class _History:
+    """The last `capacity` samples of a stream, addressed by their index since its start."""
+
+    def __init__(self, capacity: int):
+        self._data = np.zeros(capacity, dtype=np.float32)
+        self.end = 0  # samples ever appended: the history holds [start, end)
+
+    @property
+    def start(self) -> int:
+        return max(0, self.end - self._data.size)
+
+    def append(self, x: np.ndarray) -> None:
+        n = self._data.size
+        assert x.size <= n, "append at most the history's capacity at a time"
+        at = self.end % n
+        first = min(x.size, n - at)
+        self._data[at : at + first] = x[:first]
+        self._data[: x.size - first] = x[first:]
+        self.end += x.size
+
+    def span(self, first: int, last: int) -> np.ndarray:
+        """A copy of samples [first, last) that the history still holds (maybe fewer, or none)."""
+        first, last = max(first, self.start), min(last, self.end)
+        if last <= first:
+            return np.zeros(0, dtype=np.float32)
+        idx = np.arange(first, last) % self._data.size
+        return self._data[idx]
+
+
+@dataclass
+class _Pending:
+    name: str
+    first: int  # sample index of onset - pre_roll
+    limit: int  # the clip ends here at the latest: onset + max_seconds + post_roll
+    last: int | None = None  # end + post_roll, once the event has ended
+
+
+class ClipRecorder(Sink):
+    """A sink (events in, FLAC files out) and an audio tap (`tap(source)`); see the module's doc.
+
+    `sample_rate`: the model rate, the rate of the samples the tapped source returns.
+    ConfigError (key `clips.dir`) when the folder cannot be created or written. With
+    `enabled: false` it does nothing: `tap` returns the source as it is, `clip_for` None.
+    Counters: `written`, `skipped`, `removed` (clips deleted for the disk budget).
+    """
+
+    def __init__(self, config: ClipsConfig, state_dir: str | Path, sample_rate: int, *, origin: datetime | None = None):
+        super().__init__(stream=sys.stderr, origin=origin)
+        self.config = config
+        self.dir = config.resolve_dir(state_dir)
+        self.sample_rate = sample_rate
+        self.written = self.skipped = self.removed = 0
+        self._names: dict[int, str] = {}  # event_id -> clip name, from clip_for at the start
+        self._pending: dict[int, _Pending] = {}
+        self._slice = max(1, sample_rate)  # audio is appended a second at most at a time (see _audio)
+        seconds = config.pre_roll + config.max_seconds + config.post_roll
+        self._history = _History(math.ceil(seconds * sample_rate) + self._slice)
+        self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(maxsize=QUEUE_CLIPS)
+        self._worker: threading.Thread | None = None
+        if not config.enabled:
+            return
+        reason = unwritable_reason(self.dir)
+        if reason is not None:
+            raise ConfigError(
+                f"clips.dir {self.dir} cannot hold clips: {reason}: set clips.dir to a folder the service can "
+                "write, or clips.enabled: false",
+                key="clips.dir",
+            )
+        for stale in self.dir.glob(".*.tmp.flac"):  # a clip being written when the process died
+            stale.unlink(missing_ok=True)
+        self._worker = threading.Thread(target=self._work, name="clip writer", daemon=True)
+        self._worker.start()
+
+    # --- the audio tap -----------------------------------------------------------------------
+
+    def tap(self, source: Source) -> Source:
+        """The same source, whose `read` also hands every block it returns to the recorder.
+
+        The source object itself is returned (its `read` wrapped on the instance), so it stays a
+        MicrophoneSource or FileSource for the loop (a live source drops late windows), with its
+        own `name`, `end_reason`, `overflows` and context manager."""
+        if not self.config.enabled:
+            return source
+        if source.sample_rate != self.sample_rate:
+            raise ValueError(
+                f"ClipRecorder: {source.name} delivers {source.sample_rate} Hz, the recorder was made for "
+                f"{self.sample_rate} Hz: pass the model rate (the bundle frontend's sample_rate) to both"
+            )
+        read = source.read
+
+        def tapped(max_samples: int, timeout: float = 0.5) -> np.ndarray | None:
+            block = read(max_samples, timeout)
+            if block is not None and block.size:
+                self._audio(block)
+            return block
+
+        source.read = tapped  # type: ignore[method-assign]
+        return source
+
+    def _audio(self, block: np.ndarray) -> None:
+        # A slice at a time, so a clip that becomes complete is taken before the history,
+        # which holds one slice more than the longest clip, overwrites its first samples.
+        for i in range(0, block.size, self._slice):
+            self._history.append(block[i : i + self._slice])
+            self._take_ready()
+
+    # --- events ------------------------------------------------------------------------------
+
+    def clip_for(self, event: Event) -> str | None:
+        """The clip's file name (in `dir`) that `event` has or will have; None when disabled."""
+        if not self.config.enabled:
+            return None
+        name = self._names.get(event.event_id)
+        if name is None:
+            onset = event.t if event.kind == "start" else event.t - (event.duration or 0.0)
+            moment = (self.origin + timedelta(seconds=onset)).astimezone(timezone.utc)
+            name = f"{moment:%Y%m%dT%H%M%SZ}_{event.event_id}_{clip_label(event.label)}.flac"
+            if event.kind == "start":
+                self._names[event.event_id] = name
+        return name
+
+    def window(self, result: WindowResult) -> None:
+        pass
+
+    def status(self, status: Status) -> None:
+        pass
+
+    def event(self, event: Event) -> None:
+        if not self.config.enabled:
+            return
+        rate, config = self.sample_rate, self.config
+        name = self.clip_for(event)
+        assert name is not None  # enabled
+        if event.kind == "start":
+            onset = round(event.t * rate)
+            if onset > self._history.end + rate:  # the loop cannot be ahead of the audio it read
+                self._skip(name, f"its onset {event.t:.3f} s is after the audio the recorder saw (a stream reopened?)")
+                return
+            self._pending[event.event_id] = _Pending(
+                name,
+                first=max(0, onset - round(config.pre_roll * rate)),
+                limit=onset + round((config.max_seconds + config.post_roll) * rate),
+            )
+        else:
+            self._names.pop(event.event_id, None)
+            pending = self._pending.get(event.event_id)
+            if pending is not None:
+                pending.last = min(pending.limit, round((event.t + config.post_roll) * rate))
+        self._take_ready()
+
+    def close(self) -> None:
+        """Write every pending clip with the audio there is, then wait for the worker."""
+        if self._worker is None:
+            return
+        for event_id in list(self._pending):
+            self._take(event_id, at_close=True)
+        self._queue.put(None)
+        self._worker.join()
+        self._worker = None
+
+    def _take_ready(self) -> None:
+        end = self._history.end
+        for event_id, p in list(self._pending.items()):
+            if end >= (p.limit if p.last is None else p.last):
+                self._take(event_id)
+
+    def _take(self, event_id: int, at_close: bool = False) -> None:
+        """Hand one clip's samples to the worker (without waiting, except at close)."""
+        p = self._pending.pop(event_id)
+        last = min(p.limit, self._history.end if p.last is None else p.last)
+        samples = self._history.span(p.first, last)
+        if not samples.size:
+            self._skip(p.name, f"no audio of its span {p.first / self.sample_rate:.3f}-{last / self.sample_rate:.3f} s")
+            return
+        if samples.size < last - p.first and not at_close:
+            log.warning(
+                "clip %s: %.3f of %.3f s were still there (a stream reopened?): written as it is",
+                p.name,
+                samples.size / self.sample_rate,
+                (last - p.first) / self.sample_rate,
+            )
+        try:
+            if at_close:
+                self._queue.put((p.name, samples))
+            else:
+                self._queue.put_nowait((p.name, samples))
+        except queue.Full:
+            self._skip(p.name, f"{QUEUE_CLIPS} clips are waiting to be written: the disk is too slow")
+
+    def _skip(self, name: str, why: str) -> None:
+        self.skipped += 1
+        log.warning("clip %s skipped: %s", name, why)
+
+    # --- the worker thread -------------------------------------------------------------------
+
+    def _work(self) -> None:
+        self._enforce_budget(keep=None)
+        while (job := self._queue.get()) is not None:
+            name, samples = job
+            path = self.dir / name
+            try:
+                _write_flac(path, samples, self.sample_rate)
+            except Exception as err:  # a full disk, a removed folder: this clip is lost, not the service
+                self._skip(name, f"cannot write {path}: {err}")
+                continue
+            self.written += 1
+            log.info("clip %s: %.2f s", path, samples.size / self.sample_rate)
+            self._enforce_budget(keep=path)
+
+    def _enforce_budget(self, keep: Path | None) -> None:
+        """Remove the oldest clips until the folder holds at most max_megabytes (never `keep`)."""
+        try:
+            clips = sorted(
+                (stat.st_mtime, p.name, stat.st_size, p)
+                for p in self.dir.glob("*.flac")
+                if not p.name.startswith(".") and (stat := p.stat())
+            )
+            total = sum(size for _, _, size, _ in clips)
+            budget = self.config.max_megabytes * MEGABYTE
+            for _, _, size, path in clips:  # oldest first
+                if total <= budget:
+                    break
+                if path == keep:
+                    continue
+                path.unlink(missing_ok=True)
+                total -= size
+                self.removed += 1
+                log.info("clip %s removed: the clips hold more than clips.max_megabytes", path.name)
+            if total > budget and keep is not None:
+                log.warning(
+                    "clip %s alone is larger than clips.max_megabytes %g: raise it or lower clips.max_seconds",
+                    keep.name,
+                    self.config.max_megabytes,
+                )
+        except OSError as err:  # a clip removed meanwhile, the folder gone: try again after the next clip
+            log.warning("clips: cannot apply the disk budget in %s: %s", self.dir, err)
+
+
+def _write_flac(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    with atomic_path(path, suffix=".flac") as tmp:
+        sf.write(tmp, np.clip(samples, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")

@@ -1,0 +1,186 @@
+"""Clips: the real listen pipeline through a tapped FileSource, real FLAC files, a real folder."""
+
+import logging
+import re
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from edge.capture.sources import FileSource
+from edge.errors import ConfigError
+from edge.events import Event
+from edge.listen import ListenOptions, is_live, listen
+from edge.outputs.clips import ClipRecorder, ClipsConfig, clip_label
+from edge.outputs.sinks import FanOut
+from edge.service.sections import parse_section
+from tests.collect import Collect
+from tests.signals import noise, silence, tone
+
+RATE = 16000  # the demo bundle's rate: FileSource does not resample, so a clip's samples are the file's
+PRE, POST = 1.0, 1.5
+
+
+def recorder(tmp_path, **settings):
+    settings = {"enabled": True, "pre_roll": PRE, "post_roll": POST, **settings}
+    return ClipRecorder(ClipsConfig(**settings), tmp_path, RATE)
+
+
+def clips_in(folder):
+    return sorted(p.name for p in folder.glob("*.flac"))
+
+
+def test_each_event_of_a_listen_run_gets_a_clip_of_exactly_its_audio(demo_bundle, eager_labels, tmp_path):
+    # two sounds between digital silence, which is gated: each sound is one event per eager label
+    x = np.concatenate([silence(3, RATE), tone(700, 4, RATE), silence(4, RATE), noise(4, RATE), silence(4, RATE)])
+    path = tmp_path / "scene.wav"
+    sf.write(path, x, RATE, subtype="PCM_16")
+    audio, _ = sf.read(path, dtype="float32")  # the 16-bit samples FileSource delivers
+    clips = recorder(tmp_path)
+    sink = Collect()
+    source = clips.tap(FileSource(path, sample_rate=RATE, fast=True))
+    options = ListenOptions(labels=str(eager_labels), bundle=str(demo_bundle.path), input=str(path), fast=True,
+                            window=1.0, hop=0.5, min_duration=0.0, smooth=1)
+    summary = listen(options, sink=FanOut([sink, clips]), source=source)
+    clips.close()
+    assert summary.error is None and summary.seconds == pytest.approx(19.0, abs=0.05)
+    starts = {e.event_id: e for e in sink.of("start")}
+    ends = sink.of("end")
+    assert len(ends) == 6 and all(end.t < 17.0 for end in ends)  # both sounds ended, post-roll audio after them
+    names = [clips.clip_for(starts[end.event_id]) for end in ends]
+    assert sorted(names) == clips_in(tmp_path / "clips") and clips.written == 6 and clips.skipped == 0
+    for end, name in zip(ends, names):
+        start = starts[end.event_id]
+        assert re.fullmatch(rf"\d{{8}}T\d{{6}}Z_{end.event_id}_{start.label}\.flac", name)
+        assert clips.clip_for(end) == name  # an end names the same clip as its start
+        info = sf.info(tmp_path / "clips" / name)
+        assert (info.format, info.subtype, info.samplerate) == ("FLAC", "PCM_16", RATE)
+        clip, _ = sf.read(tmp_path / "clips" / name, dtype="float32")
+        assert abs(len(clip) - (end.duration + PRE + POST) * RATE) <= demo_bundle.meta.frontend.hop_length
+        first = round((start.t - PRE) * RATE)
+        np.testing.assert_array_equal(clip, audio[first:first + len(clip)])  # 16-bit in, 16-bit out: exact
+
+
+def test_tap_keeps_the_source_what_it_is(tmp_path):
+    path = tmp_path / "a.wav"
+    sf.write(path, noise(1.0, RATE), RATE)
+    source = FileSource(path, sample_rate=RATE)
+    tapped = recorder(tmp_path).tap(source)
+    assert tapped is source and is_live(tapped)  # a real-time file still drops late windows
+    with pytest.raises(ValueError, match="32000 Hz"):
+        recorder(tmp_path).tap(FileSource(path, sample_rate=32000))
+    off = ClipRecorder(ClipsConfig(), tmp_path / "off", RATE)
+    assert off.tap(source) is source and off.clip_for(Event("start", 1.0, 1, "siren", score=0.5)) is None
+    assert not (tmp_path / "off").exists()
+
+
+class Feed:
+    """A tapped FileSource read by hand, and events sent to the recorder at chosen stream times."""
+
+    def __init__(self, clips, tmp_path, seconds=30.0):
+        self.audio = noise(seconds, RATE, amplitude=0.3, seed=3)
+        path = tmp_path / "noise.wav"
+        sf.write(path, self.audio, RATE, subtype="PCM_16")
+        self.audio, _ = sf.read(path, dtype="float32")
+        self.clips = clips
+        self.source = clips.tap(FileSource(path, sample_rate=RATE, fast=True)).start()
+
+    def until(self, t):
+        while self.source.samples_delivered < round(t * RATE):
+            block = self.source.read(min(1600, round(t * RATE) - self.source.samples_delivered), timeout=1.0)
+            assert block is not None
+
+    def event(self, kind, t, event_id, duration=None):
+        self.until(t)  # an event comes after the audio of its window
+        event = Event(kind, t, event_id, "dog bark", score=0.5) if kind == "start" else \
+            Event(kind, t, event_id, "dog bark", duration=duration, peak=0.9)
+        self.clips.event(event)
+        return self.clips.clip_for(event)
+
+    def clip(self, name):
+        data, _ = sf.read(self.clips.dir / name, dtype="float32")
+        return data
+
+
+def test_the_disk_budget_removes_the_oldest_clips(tmp_path):
+    clips = recorder(tmp_path, max_megabytes=0.25)  # room for three clips of 3.5 s of noise (~70 kB each)
+    feed = Feed(clips, tmp_path)
+    names = []
+    for i in range(5):
+        names.append(feed.event("start", 2.0 + 4 * i, i + 1))
+        feed.event("end", 3.0 + 4 * i, i + 1, duration=1.0)
+        feed.until(5.0 + 4 * i)  # the post-roll has come: the worker writes it
+    feed.source.stop()
+    clips.close()
+    kept = clips_in(clips.dir)
+    assert kept == names[-len(kept):] and 2 <= len(kept) < 5 and clips.removed == 5 - len(kept)
+    assert sum((clips.dir / name).stat().st_size for name in kept) <= 0.25e6
+    np.testing.assert_array_equal(feed.clip(names[-1]), feed.audio[round(17.0 * RATE):round(20.5 * RATE)])
+
+
+def test_a_long_event_is_cut_at_max_seconds_and_close_writes_what_is_pending(tmp_path):
+    clips = recorder(tmp_path, max_seconds=2.0)
+    feed = Feed(clips, tmp_path)
+    long = feed.event("start", 2.0, 1)
+    feed.until(8.0)  # taken once onset + max_seconds + post_roll has come, before the history loses it
+    open_at_close = feed.event("start", 9.0, 2)
+    feed.event("end", 10.0, 1, duration=8.0)  # its clip is taken already
+    feed.source.stop()
+    clips.close()
+    assert clips_in(clips.dir) == sorted([long, open_at_close])
+    np.testing.assert_array_equal(feed.clip(long), feed.audio[round(1.0 * RATE):round(5.5 * RATE)])
+    np.testing.assert_array_equal(feed.clip(open_at_close), feed.audio[round(8.0 * RATE):round(10.0 * RATE)])
+
+
+def test_a_stream_time_that_jumps_never_gives_a_clip_of_other_audio(tmp_path, caplog):
+    clips = recorder(tmp_path, max_seconds=2.0)  # history: 1 + 2 + 1.5 s and one second of slack
+    feed = Feed(clips, tmp_path)
+    feed.until(20.0)
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
+        ahead = Event("start", 100.0, 1, "siren", score=0.5)  # a time the audio never reached
+        clips.event(ahead)
+        gone = Event("start", 3.0, 2, "siren", score=0.5)  # a time whose audio is long overwritten
+        clips.event(gone)
+        clips.event(Event("end", 4.0, 2, "siren", duration=1.0, peak=0.6))
+        # its pre-roll is gone; its whole span (to onset + max_seconds + post_roll) is there: taken at once
+        partly = Event("start", 15.0, 3, "siren", score=0.5)
+        clips.event(partly)
+        clips.event(Event("end", 16.0, 3, "siren", duration=1.0, peak=0.6))
+        feed.until(18.0)
+    feed.source.stop()
+    clips.close()
+    assert clips.skipped == 2 and clips_in(clips.dir) == [clips.clip_for(partly)]
+    assert clips.clip_for(ahead) not in clips_in(clips.dir)
+    assert any("after the audio the recorder saw" in r.message for r in caplog.records)
+    assert any("no audio of its span" in r.message for r in caplog.records)
+    kept = feed.clip(clips.clip_for(partly))  # 14.5 .. 18.5 s of its 14.0 .. 18.5 s
+    np.testing.assert_array_equal(kept, feed.audio[round(14.5 * RATE):round(18.5 * RATE)])
+
+
+def test_labels_are_safe_in_file_names():
+    assert clip_label("dog bark") == "dog_bark"
+    assert clip_label("../../etc/passwd") == "etc_passwd"
+    assert clip_label("sirène: police/ambulance") == "sir_ne_police_ambulance"
+    assert clip_label("///") == "event"
+    assert len(clip_label("x" * 300)) <= 48
+
+
+def test_an_unwritable_folder_is_a_config_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="clips.dir .*file/clips cannot hold clips") as info:
+        ClipRecorder(ClipsConfig(enabled=True, dir=str(tmp_path / "file" / "clips")), tmp_path, RATE)
+    assert info.value.key == "clips.dir" and "clips.enabled: false" in str(info.value)
+
+
+@pytest.mark.parametrize("mapping, key, text", [
+    ({"pre_roll": -1}, "clips.pre_roll", "from 0 to 60"),
+    ({"max_seconds": 0}, "clips.max_seconds", "> 0"),
+    ({"max_megabytes": 0}, "clips.max_megabytes", "> 0"),
+    ({"dir": " "}, "clips.dir", "a folder path"),
+    ({"post_rol": 1}, "clips.post_rol", "did you mean `post_roll`?"),
+])
+def test_bad_settings_name_the_key(mapping, key, text):
+    with pytest.raises(ConfigError) as info:
+        parse_section(ClipsConfig, mapping, "clips")
+    assert info.value.key == key and text in str(info.value)
+    assert parse_section(ClipsConfig, {"enabled": True, "pre_roll": 3}, "clips") == ClipsConfig(True, pre_roll=3.0)
