@@ -1,0 +1,645 @@
+"""MQTT: events, per-label states and the sound level to a broker, and Home Assistant discovery.
+
+Topics under `base_topic` (default `semanticac/<node_id>`):
+
+    availability      online / offline, retained; `offline` is also the last will (kill -9, power loss)
+    events            one message per start / end: the JSON-lines record (record_dict) + `event_type`
+                      (the label) + `clip` (when a clip is recorded); QoS `qos`, not retained
+    state/<label>     ON while an event of the label lasts, else OFF; retained
+    microphone        ON while audio arrives, OFF after `audio_lost` (until `audio_restored`); retained
+    level             the window's level in dBFS (one decimal; `None`: digital silence), at most
+                      every `level_interval` seconds; QoS 0, not retained
+    status            the status records (record_dict): device lost, windows dropped, failures;
+                      QoS `qos`, not retained
+    labels            the labels announced last (JSON list), retained: what the next start compares
+
+Home Assistant (device-based discovery): one retained config at
+`<discovery_prefix>/device/<node_id>/config` with one `event` entity whose event types are the
+labels (it fires on starts), a `binary_sensor` per label, the level sensor and the microphone's
+connectivity.
+It is published on every connection and again when Home Assistant announces itself
+(`<discovery_prefix>/status` = online). Labels that were announced before and are gone now
+lose their entity (a component sent with only its platform) and their retained state.
+
+The audio path never waits on the network: the sink methods only append to a bounded queue
+(events, status) or replace a latest value (states, level), and a publisher thread hands
+them to paho while connected. paho connects in its own thread (connect_async, loop_start) and
+reconnects with backoff. While the broker is away, events and status messages wait in the
+queue up to `queue_size`; beyond it the oldest go and `dropped` counts them. States are
+latest values, never dropped: every connection republishes them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import socket
+import ssl
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+
+from edge.errors import ConfigError
+from edge.events import Event
+from edge.outputs.sinks import Sink, Status, WindowResult, record_dict
+from edge.service.sections import invalid
+
+log = logging.getLogger(__name__)
+paho_log = logging.getLogger(f"{__name__}.paho")
+
+ON, OFF = "ON", "OFF"
+ONLINE, OFFLINE = "online", "offline"
+CLOSE_SECONDS = 2.0  # close() waits this long at most for the queue and the broker's acknowledgements
+BATCH = 64  # queued messages handed to paho per turn of the publisher thread
+# Home Assistant fires its event entity on starts only: an `end` renders empty, which it ignores.
+START_ONLY = "{% if value_json.type == 'start' %}{{ value }}{% endif %}"
+NODE_ID = re.compile(r"[A-Za-z0-9_-]+")  # what Home Assistant allows in a discovery topic
+
+
+def slug(text: str) -> str:
+    """`text` as a topic level and an object id: lower case, runs of other characters -> `_`."""
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
+
+
+def default_node_id() -> str:
+    """This machine's host name as a node id ([a-z0-9_]); `edge` when nothing is left of it."""
+    return slug(socket.gethostname()) or "edge"
+
+
+def _topic_problem(topic: str) -> str | None:
+    if not topic:
+        return "it is empty"
+    if set(topic) & {"+", "#", "\0"}:
+        return "it holds a wildcard (+ or #)"
+    if topic.startswith("/") or topic.endswith("/") or "//" in topic:
+        return "it has an empty level (a leading, trailing or doubled /)"
+    return None
+
+
+@dataclass(frozen=True)
+class MqttTls:
+    """TLS to the broker (`mqtt.tls`); the files are PEM and are read by start()."""
+
+    ca_certs: str | None = None  # the CA that signed the broker's certificate; None: the system's CAs
+    certfile: str | None = None  # a client certificate, for a broker that asks for one
+    keyfile: str | None = None  # its private key; None: inside certfile
+    insecure: bool = False  # do not check that the broker's certificate names `host` (test setups only)
+
+    def __post_init__(self):
+        if self.keyfile is not None and self.certfile is None:
+            raise invalid("keyfile", self.keyfile, "it together with certfile (the certificate the key belongs to)")
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """The `mqtt` section of the service config. None for node_id, client_id and base_topic:
+    derived (from the host name); construction fills them in."""
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = 1883
+    client_id: str | None = None  # None: semanticac-<node_id>
+    base_topic: str | None = None  # None: semanticac/<node_id>
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    node_id: str | None = None  # None: the host name, lower case, other characters as _
+    qos: int = 1  # of events and status messages (states and availability: 1; the level: 0)
+    keepalive: int = 60  # seconds; a silent broker is declared lost after 1.5 x this
+    level_interval: float = 10.0  # seconds between level messages at most (0: every window)
+    queue_size: int = 1000  # events and status messages kept while the broker is away
+    reconnect_min_delay: int = 1  # seconds before the first reconnection attempt; doubles up to max
+    reconnect_max_delay: int = 60
+    tls: MqttTls | None = None  # None: plain TCP
+    username: str | None = None
+    password_file: str | None = None  # a file holding the password (one line); never the password here
+    password_env: str | None = None  # or the name of an environment variable holding it
+
+    def __post_init__(self):
+        if not self.host or self.host != self.host.strip() or " " in self.host:
+            raise invalid("host", self.host, "the broker's host name or IP address (e.g. 192.168.1.10)")
+        if not 0 < self.port < 65536:
+            raise invalid("port", self.port, "a TCP port from 1 to 65535 (1883; 8883 with TLS)")
+        if self.node_id is None:
+            object.__setattr__(self, "node_id", default_node_id())
+        elif not NODE_ID.fullmatch(self.node_id):
+            raise invalid("node_id", self.node_id, "letters, digits, _ and - only (Home Assistant's rule)")
+        if self.client_id is None:
+            object.__setattr__(self, "client_id", f"semanticac-{self.node_id}")
+        elif not self.client_id or len(self.client_id.encode()) > 65535:
+            raise invalid("client_id", self.client_id, "a non-empty name unique on the broker")
+        if self.base_topic is None:
+            object.__setattr__(self, "base_topic", f"semanticac/{self.node_id}")
+        for key in ("base_topic", "discovery_prefix"):
+            problem = _topic_problem(getattr(self, key))
+            if problem:
+                raise invalid(key, getattr(self, key), f"a topic without wildcards or empty levels ({problem})")
+        if self.qos not in (0, 1, 2):
+            raise invalid("qos", self.qos, "0, 1 or 2")
+        if not 5 <= self.keepalive <= 65535:
+            raise invalid("keepalive", self.keepalive, "a whole number of seconds from 5 to 65535")
+        if not self.level_interval >= 0:
+            raise invalid("level_interval", self.level_interval, "a number of seconds >= 0 (0: every window)")
+        if self.queue_size < 1:
+            raise invalid("queue_size", self.queue_size, "a whole number >= 1")
+        if self.reconnect_min_delay < 1:
+            raise invalid("reconnect_min_delay", self.reconnect_min_delay, "a whole number of seconds >= 1")
+        if self.reconnect_max_delay < self.reconnect_min_delay:
+            raise invalid(
+                "reconnect_max_delay",
+                self.reconnect_max_delay,
+                f"at least reconnect_min_delay ({self.reconnect_min_delay})",
+            )
+        if self.password_file is not None and self.password_env is not None:
+            raise invalid("password_env", self.password_env, "either password_file or password_env, not both")
+        has_password = self.password_file is not None or self.password_env is not None
+        if has_password and not self.username:
+            key = "password_file" if self.password_file is not None else "password_env"
+            raise invalid(key, getattr(self, key), "it together with username (MQTT sends no password alone)")
+
+    def password(self) -> str | None:
+        """The password from password_file or password_env; ConfigError when it cannot be read."""
+        if self.password_file is not None:
+            try:
+                text = Path(self.password_file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as err:
+                reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+                raise ConfigError(
+                    f"mqtt.password_file {self.password_file!r} cannot be read ({reason}): "
+                    "give a readable file holding the password on one line",
+                    key="mqtt.password_file",
+                ) from None
+            password = text.rstrip("\r\n")
+            if not password:
+                raise ConfigError(
+                    f"mqtt.password_file {self.password_file!r} is empty: write the password into it",
+                    key="mqtt.password_file",
+                )
+            return password
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if not value:
+                raise ConfigError(
+                    f"mqtt.password_env {self.password_env!r}: that environment variable is unset or empty: "
+                    "set it for the service (systemd: EnvironmentFile=) or use password_file",
+                    key="mqtt.password_env",
+                )
+            return value
+        return None
+
+
+def tls_context(tls: MqttTls) -> ssl.SSLContext:
+    """An SSL context that checks the broker's certificate; ConfigError naming the file that fails."""
+    for key in ("ca_certs", "certfile", "keyfile"):
+        path = getattr(tls, key)
+        if path is not None and not os.access(path, os.R_OK):
+            raise ConfigError(
+                f"mqtt.tls.{key} {path!r} cannot be read: give the path of a readable PEM file", key=f"mqtt.tls.{key}"
+            )
+    try:
+        context = ssl.create_default_context(cafile=tls.ca_certs)
+    except (ssl.SSLError, OSError) as err:
+        raise ConfigError(
+            f"mqtt.tls.ca_certs {tls.ca_certs!r} holds no usable CA certificate ({err}): give the PEM of the "
+            "CA that signed the broker's certificate",
+            key="mqtt.tls.ca_certs",
+        ) from None
+    if tls.certfile is not None:
+        try:
+            context.load_cert_chain(tls.certfile, tls.keyfile)
+        except (ssl.SSLError, OSError) as err:
+            raise ConfigError(
+                f"mqtt.tls.certfile {tls.certfile!r} (keyfile {tls.keyfile!r}) is not a usable certificate and "
+                f"key ({err}): give the client certificate and its private key as PEM",
+                key="mqtt.tls.certfile",
+            ) from None
+    return context
+
+
+@dataclass(frozen=True)
+class _Message:
+    topic: str
+    payload: str
+    qos: int
+    retain: bool = False
+
+
+class MqttSink(Sink):
+    """A Sink that publishes to MQTT. `start()` connects in the background; `close()` says offline.
+
+    `labels`: the label set's names; `node_name`, `model`, `sw_version`: Home Assistant's device
+    (its name, model and software); `clip_for(event)`: the clip file name recorded for an event,
+    or None (added to the event message as `clip`).
+    """
+
+    def __init__(
+        self,
+        config: MqttConfig,
+        labels: Sequence[str],
+        *,
+        node_name: str,
+        model: str,
+        sw_version: str,
+        clip_for: Callable[[Event], str | None] | None = None,
+        origin: datetime | None = None,
+    ):
+        super().__init__(stream=sys.stderr, origin=origin)
+        assert config.node_id and config.client_id and config.base_topic, "MqttConfig fills them in"
+        self.config = config
+        self.node_id: str = config.node_id
+        self.base_topic: str = config.base_topic
+        self.labels = tuple(labels)
+        self.node_name, self.model, self.sw_version = node_name, model, sw_version
+        self.clip_for = clip_for
+        self._slugs = self._label_slugs(self.labels)
+        self.discovery_topic = f"{config.discovery_prefix}/device/{self.node_id}/config"
+
+        self._cond = threading.Condition()  # guards everything below; held for microseconds only
+        self._queue: deque[_Message] = deque()  # events and status, oldest first
+        self._retained = {self.state_topic(label): OFF for label in self.labels}  # topic -> latest payload
+        self._dirty: dict[str, None] = dict.fromkeys(self._retained)  # retained topics not yet sent
+        self._level: str | None = None  # the latest level not yet sent
+        self._active = dict.fromkeys(self.labels, 0)  # label -> events going on
+        self._audio_lost = False  # after audio_lost, until audio_restored: the microphone is OFF
+        self._connected = False
+        self._closing = False
+        self._dropped = 0
+        self._dropped_reported = 0
+        self._next_level = 0.0  # time.monotonic() from which the next level may go
+        self._outbox: deque[mqtt.MQTTMessageInfo] = deque()  # handed to paho, QoS > 0, maybe not acknowledged
+        self._client: mqtt.Client | None = None
+        self._publisher: threading.Thread | None = None
+        self._closed = False
+        self._refused: str | None = None  # the last refusal logged (logged again only when it changes)
+        self._unreachable_logged = False
+
+    # -- topics ---------------------------------------------------------------------------------
+
+    def topic(self, name: str) -> str:
+        return f"{self.base_topic}/{name}"
+
+    def state_topic(self, label: str) -> str:
+        return self.topic(f"state/{self._slugs.get(label) or slug(label)}")
+
+    @staticmethod
+    def _label_slugs(labels: Sequence[str]) -> dict[str, str]:
+        slugs: dict[str, str] = {}
+        for label in labels:
+            s = slug(label)
+            other = next((k for k, v in slugs.items() if v == s), None)
+            if not s or other is not None:
+                raise ConfigError(
+                    f"label {label!r} cannot be told apart from {other!r} in MQTT topics (both become {s!r}): "
+                    "rename one of them in the label set"
+                    if s
+                    else f"label {label!r} has no letter or digit to name its MQTT topic: rename it",
+                    key="labels",
+                )
+            slugs[label] = s
+        return slugs
+
+    # -- the Sink: called from the audio path, never waits --------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @property
+    def dropped(self) -> int:
+        """Events and status messages dropped so far because the queue was full (broker away)."""
+        return self._dropped
+
+    def window(self, result: WindowResult) -> None:
+        if not self._audio_lost:
+            self._set_retained(self.topic("microphone"), ON)  # audio arrives
+        now = time.monotonic()
+        if now < self._next_level:
+            return
+        self._next_level = now + self.config.level_interval
+        level = result.level_dbfs
+        with self._cond:
+            # "None": Home Assistant's word for unknown (digital silence has no level in dBFS)
+            self._level = f"{level:.1f}" if level is not None and math.isfinite(level) else "None"
+            self._cond.notify()
+
+    def event(self, event: Event) -> None:
+        message = record_dict(event, self.utc(event.t))
+        message["event_type"] = event.label
+        clip = self.clip_for(event) if self.clip_for is not None else None
+        if clip:
+            message["clip"] = clip
+        self._enqueue(_Message(self.topic("events"), json.dumps(message, allow_nan=False), self.config.qos))
+        if event.label in self._active:
+            going = max(0, self._active[event.label] + (1 if event.kind == "start" else -1))
+            self._active[event.label] = going
+            self._set_retained(self.state_topic(event.label), ON if going else OFF)
+
+    def status(self, status: Status) -> None:
+        message = json.dumps(record_dict(status, self.utc(status.t)), allow_nan=False)
+        self._enqueue(_Message(self.topic("status"), message, self.config.qos))
+        if status.code in ("audio_lost", "audio_restored"):
+            self._audio_lost = status.code == "audio_lost"
+            self._set_retained(self.topic("microphone"), OFF if self._audio_lost else ON)
+
+    def _enqueue(self, message: _Message) -> None:
+        with self._cond:
+            first_drop = False
+            if len(self._queue) >= self.config.queue_size:
+                self._queue.popleft()
+                self._dropped += 1
+                first_drop = self._dropped == self._dropped_reported + 1
+            self._queue.append(message)
+            self._cond.notify()
+        if first_drop:
+            log.warning(
+                "mqtt: %d messages wait for the broker at %s:%d: dropping the oldest from now on "
+                "(raise mqtt.queue_size to keep more)",
+                self.config.queue_size,
+                self.config.host,
+                self.config.port,
+            )
+
+    def _set_retained(self, topic: str, payload: str) -> None:
+        if self._retained.get(topic) == payload:  # the usual case (every window): no lock taken
+            return
+        with self._cond:
+            self._retained[topic] = payload
+            self._dirty[topic] = None
+            self._cond.notify()
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background (never raises for an unreachable broker); ConfigError for
+        TLS files or a password that cannot be used."""
+        if self._client is not None:
+            return
+        cfg = self.config
+        password = cfg.password()
+        context = tls_context(cfg.tls) if cfg.tls is not None else None
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=cfg.client_id or "", clean_session=True, protocol=mqtt.MQTTv311
+        )
+        client.on_log = self._on_log
+        client.suppress_exceptions = True  # a failing callback is logged; it must not end paho's thread
+        if cfg.username:
+            client.username_pw_set(cfg.username, password)
+        if context is not None:
+            client.tls_set_context(context)
+            client.tls_insecure_set(bool(cfg.tls and cfg.tls.insecure))
+        client.will_set(self.topic("availability"), OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(cfg.reconnect_min_delay, cfg.reconnect_max_delay)
+        # paho's own store of unacknowledged messages: bounded too (+ room for the connection's own)
+        client.max_queued_messages_set(cfg.queue_size + len(self.labels) + 16)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+        client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive)
+        client.loop_start()
+        self._publisher = threading.Thread(target=self._publish_loop, name="mqtt-publisher", daemon=True)
+        self._publisher.start()
+        log.info("mqtt: connecting to %s:%d as %s (topics %s/...)", cfg.host, cfg.port, cfg.client_id, self.base_topic)
+
+    def close(self) -> None:
+        """Send what is queued and `offline` (retained), waiting CLOSE_SECONDS at most; disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        client = self._client
+        if client is None:
+            return
+        deadline = time.monotonic() + CLOSE_SECONDS
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._publisher is not None:
+            self._publisher.join(max(0.0, deadline - time.monotonic()))
+        if self._connected:
+            self._outbox.append(client.publish(self.topic("availability"), OFFLINE, qos=1, retain=True))
+            while (
+                self._connected
+                and time.monotonic() < deadline
+                and not all(i.is_published() for i in list(self._outbox))
+            ):
+                time.sleep(0.01)
+        client.disconnect()
+        client.loop_stop()
+        self._connected = False
+        with self._cond:
+            unsent = len(self._queue)
+        if unsent or self._dropped:
+            log.warning(
+                "mqtt: closing with %d messages not sent and %d dropped (the broker at %s:%d was unreachable)",
+                unsent,
+                self._dropped,
+                self.config.host,
+                self.config.port,
+            )
+
+    @staticmethod
+    def _on_log(client: mqtt.Client, userdata: Any, level: int, text: str) -> None:
+        # paho's own lines at debug (our callbacks say what a user needs), but a callback that failed
+        if level == mqtt.MQTT_LOG_ERR and text.startswith("Caught exception"):
+            log.error("mqtt: %s", text)
+        else:
+            paho_log.debug(text)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        cfg = self.config
+        if reason.is_failure:
+            if self._refused != str(reason):
+                self._refused = str(reason)
+                hint = " (check mqtt.username and its password)" if reason.value in (0x86, 0x87, 4, 5) else ""
+                log.warning("mqtt: the broker at %s:%d refused the connection: %s%s", cfg.host, cfg.port, reason, hint)
+            return
+        self._refused = None
+        self._unreachable_logged = False
+        log.info("mqtt: connected to %s:%d", cfg.host, cfg.port)
+        client.publish(self.topic("availability"), ONLINE, qos=1, retain=True)
+        # the previous run's labels (retained) arrive after this subscription is made, before
+        # the list published below replaces them: the broker handles one client's packets in order
+        subscriptions = [(self.topic("labels"), 1)] + ([(f"{cfg.discovery_prefix}/status", 1)] if cfg.discovery else [])
+        client.subscribe(subscriptions)
+        if cfg.discovery:
+            client.publish(self.discovery_topic, json.dumps(self.discovery_config()), qos=1, retain=True)
+        client.publish(self.topic("labels"), json.dumps(list(self.labels)), qos=1, retain=True)
+        with self._cond:
+            self._connected = True
+            self._dirty = dict.fromkeys(self._retained)  # a restarted broker may have lost them
+            dropped, self._dropped_reported = self._dropped - self._dropped_reported, self._dropped
+            self._cond.notify_all()
+        if dropped:
+            log.warning("mqtt: %d messages were dropped while the broker was unreachable", dropped)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._unreachable_logged:
+            self._unreachable_logged = True
+            log.warning(
+                "mqtt: cannot reach the broker at %s:%d; retrying (every %d s at most), detection goes on",
+                self.config.host,
+                self.config.port,
+                self.config.reconnect_max_delay,
+            )
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        was = self._connected
+        with self._cond:
+            self._connected = False
+        if was and not self._closing:
+            log.warning(
+                "mqtt: lost the broker at %s:%d (%s); reconnecting, up to %d messages wait meanwhile",
+                self.config.host,
+                self.config.port,
+                reason,
+                self.config.queue_size,
+            )
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.topic("labels"):
+            if message.retain:  # the previous run's list; our own publication comes back unretained
+                self._forget_removed(client, message.payload)
+        elif message.payload == ONLINE.encode():  # Home Assistant (re)started: announce again
+            log.info("mqtt: Home Assistant is online: discovery published again")
+            client.publish(self.discovery_topic, json.dumps(self.discovery_config()), qos=1, retain=True)
+            with self._cond:
+                self._dirty = dict.fromkeys(self._retained)
+                self._cond.notify_all()
+
+    def _forget_removed(self, client: mqtt.Client, payload: bytes | bytearray) -> None:
+        try:
+            previous = json.loads(payload)
+            assert isinstance(previous, list) and all(isinstance(x, str) for x in previous)
+        except (ValueError, AssertionError):
+            log.debug("mqtt: %s holds no list of labels: ignored", self.topic("labels"))
+            return
+        current = set(self._slugs.values())
+        removed = sorted({slug(label) for label in previous} - current - {""})
+        if not removed:
+            return
+        log.info("mqtt: labels gone since the last run: %s; their states and entities are removed", ", ".join(removed))
+        if self.config.discovery:
+            config = self.discovery_config(removed=removed)
+            client.publish(self.discovery_topic, json.dumps(config), qos=1, retain=True)
+        for s in removed:
+            client.publish(self.topic(f"state/{s}"), None, qos=1, retain=True)  # empty: the broker forgets it
+
+    # -- the publisher thread --------------------------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._closing or (self._connected and self._has_work()))
+                if not (self._connected and self._has_work()):
+                    return  # closing, and nothing more can go out
+                batch = [_Message(topic, self._retained[topic], 1, retain=True) for topic in self._dirty]
+                self._dirty = {}
+                if self._level is not None:
+                    batch.append(_Message(self.topic("level"), self._level, 0))
+                    self._level = None
+                for _ in range(min(BATCH, len(self._queue))):
+                    batch.append(self._queue.popleft())
+            for message in batch:
+                try:
+                    self._hand_over(message)
+                except Exception:  # never let the thread die: MQTT would fall silent for the service's life
+                    log.exception("mqtt: publishing on %s failed", message.topic)
+
+    def _has_work(self) -> bool:
+        return bool(self._dirty or self._queue or self._level is not None)
+
+    def _hand_over(self, message: _Message) -> None:
+        assert self._client is not None
+        info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            with self._cond:
+                self._dropped += 1
+        elif message.qos > 0:  # kept by paho until acknowledged, across reconnections
+            if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN:
+                # the connection fell between our check and paho's: paho keeps the message and
+                # sends it on reconnection (is_published() would raise for this rc otherwise)
+                info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+            while self._outbox and self._outbox[0].is_published():
+                self._outbox.popleft()
+            self._outbox.append(info)
+
+    # -- Home Assistant --------------------------------------------------------------------------
+
+    def discovery_config(self, removed: Sequence[str] = ()) -> dict[str, Any]:
+        """The device discovery message: the device, its entities, and `removed` label slugs
+        as components with only their platform (Home Assistant deletes those)."""
+        device_id = f"semanticac_{self.node_id}"
+
+        def entity(key: str, platform: str, name: str, **options: Any) -> dict[str, Any]:
+            return {"platform": platform, "name": name, "unique_id": f"{device_id}_{key}", **options}
+
+        components = {
+            "events": entity(
+                "events",
+                "event",
+                "Sound event",
+                state_topic=self.topic("events"),
+                event_types=list(self.labels),
+                value_template=START_ONLY,
+                icon="mdi:waveform",
+            ),
+            "level": entity(
+                "level",
+                "sensor",
+                "Sound level",
+                state_topic=self.topic("level"),
+                unit_of_measurement="dBFS",
+                state_class="measurement",
+                suggested_display_precision=1,
+                icon="mdi:volume-high",
+            ),
+            "microphone": entity(
+                "microphone",
+                "binary_sensor",
+                "Microphone",
+                state_topic=self.topic("microphone"),
+                device_class="connectivity",
+                entity_category="diagnostic",
+                payload_on=ON,
+                payload_off=OFF,
+            ),
+        }
+        for label, s in self._slugs.items():
+            components[f"label_{s}"] = entity(
+                f"label_{s}",
+                "binary_sensor",
+                label.replace("_", " "),
+                state_topic=self.state_topic(label),
+                device_class="sound",
+                payload_on=ON,
+                payload_off=OFF,
+            )
+        for s in removed:
+            components[f"label_{s}"] = {"platform": "binary_sensor"}
+        return {
+            "device": {
+                "identifiers": [device_id],
+                "name": self.node_name,
+                "manufacturer": "semanticac-edge",
+                "model": self.model,
+                "sw_version": self.sw_version,
+            },
+            "origin": {"name": "semanticac-edge", "sw_version": self.sw_version},
+            "availability_topic": self.topic("availability"),
+            "payload_available": ONLINE,
+            "payload_not_available": OFFLINE,
+            "qos": 1,
+            "components": components,
+        }

@@ -1,0 +1,416 @@
+"""MqttSink against a real mosquitto broker (tests/mosquitto.py), read by a real paho subscriber.
+
+Every test uses its own node id, so its topics are its own on the module's one broker."""
+
+import json
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from edge.errors import ConfigError
+from edge.events import Event
+from edge.outputs.mqtt import MqttConfig, MqttSink, MqttTls, default_node_id, slug
+from edge.outputs.sinks import Status, WindowResult, record_dict
+from edge.service.sections import parse_section
+from tests.mosquitto import (HOST, WAIT, MosquittoUnavailable, TlsFiles, broker, broker_or_skip,  # noqa: F401
+                             free_port, subscribers)
+
+REPO = Path(__file__).resolve().parents[3]
+LABELS = ["siren", "dog_bark", "car_horn"]
+
+
+@pytest.fixture
+def node():
+    return "t" + uuid.uuid4().hex[:10]
+
+
+def make_sink(port, node, labels=LABELS, **config) -> MqttSink:
+    config = {"enabled": True, "host": HOST, "port": port, "node_id": node, "reconnect_max_delay": 1, **config}
+    return MqttSink(parse_section(MqttConfig, config, "mqtt"), labels, node_name="Garden", model="demo-1",
+                    sw_version="0.1.0")
+
+
+def wait_until(predicate, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def window(t, level=-30.0):
+    return WindowResult(t=t, top=(("siren", 0.9),), latency_ms=5.0, dropped=0, level_dbfs=level)
+
+
+def start(t, event_id, label="siren"):
+    return Event("start", t, event_id, label, score=0.8)
+
+
+def end(t, event_id, label="siren"):
+    return Event("end", t, event_id, label, duration=1.0, peak=0.9)
+
+
+# -- the config -------------------------------------------------------------------------------
+
+def test_config_defaults_derive_from_the_node_id():
+    got = parse_section(MqttConfig, {"node_id": "garden_1"}, "mqtt")
+    assert (got.enabled, got.port, got.qos, got.discovery, got.discovery_prefix) == (False, 1883, 1, True,
+                                                                                   "homeassistant")
+    assert (got.base_topic, got.client_id) == ("semanticac/garden_1", "semanticac-garden_1")
+    derived = parse_section(MqttConfig, None, "mqtt").node_id
+    assert derived == default_node_id() and derived and set(derived) <= set("abcdefghijklmnopqrstuvwxyz0123456789_")
+    assert slug("Dog Bark!") == "dog_bark"
+    tls = parse_section(MqttConfig, {"tls": {"ca_certs": "/etc/ca.pem"}}, "mqtt").tls
+    assert tls == MqttTls(ca_certs="/etc/ca.pem")
+
+
+@pytest.mark.parametrize("mapping, key, text", [
+    ({"port": 0}, "mqtt.port", "a TCP port from 1 to 65535"),
+    ({"qos": 3}, "mqtt.qos", "0, 1 or 2"),
+    ({"node_id": "my garden"}, "mqtt.node_id", "letters, digits, _ and -"),
+    ({"base_topic": "home/#"}, "mqtt.base_topic", "wildcard"),
+    ({"base_topic": "home/"}, "mqtt.base_topic", "empty level"),
+    ({"discovery_prefix": ""}, "mqtt.discovery_prefix", "it is empty"),
+    ({"host": ""}, "mqtt.host", "host name or IP address"),
+    ({"keepalive": 1}, "mqtt.keepalive", "from 5 to 65535"),
+    ({"level_interval": -1}, "mqtt.level_interval", ">= 0"),
+    ({"queue_size": 0}, "mqtt.queue_size", ">= 1"),
+    ({"reconnect_min_delay": 5, "reconnect_max_delay": 2}, "mqtt.reconnect_max_delay", "at least reconnect_min"),
+    ({"username": "u", "password_file": "/a", "password_env": "B"}, "mqtt.password_env", "not both"),
+    ({"password_env": "B"}, "mqtt.password_env", "together with username"),
+    ({"password": "hunter2"}, "mqtt.password", "did you mean `password_"),
+    ({"tls": {"keyfile": "/k.pem"}}, "mqtt.tls.keyfile", "together with certfile"),
+])
+def test_config_errors_name_the_key_the_value_and_the_fix(mapping, key, text):
+    with pytest.raises(ConfigError) as info:
+        parse_section(MqttConfig, mapping, "mqtt")
+    assert info.value.key == key and key in str(info.value) and text in str(info.value)
+
+
+def test_labels_that_share_a_topic_are_refused():
+    with pytest.raises(ConfigError, match="'dog bark' cannot be told apart from 'dog_bark'"):
+        make_sink(1883, "x", labels=["dog_bark", "dog bark"])
+
+
+# -- against the broker -----------------------------------------------------------------------
+
+def test_availability_discovery_events_states_and_level(broker, node, subscribers):
+    base = f"semanticac/{node}"
+    sub = subscribers(broker.port, [f"{base}/#", f"homeassistant/device/{node}/config"])
+    clips = {1: "clip-0001.flac"}
+    sink = make_sink(broker.port, node, level_interval=0)
+    sink.clip_for = lambda event: clips.get(event.event_id)
+    sink.start()
+    assert sub.on(f"{base}/availability", "online").retain is False  # live: sent to an existing subscription
+    config = sub.on(f"homeassistant/device/{node}/config").json()
+    components = config["components"]
+    assert components["events"]["platform"] == "event" and components["events"]["event_types"] == LABELS
+    assert {k: v["device_class"] for k, v in components.items() if v["platform"] == "binary_sensor"} == {
+        "label_siren": "sound", "label_dog_bark": "sound", "label_car_horn": "sound", "microphone": "connectivity"}
+    assert components["level"]["unit_of_measurement"] == "dBFS"
+    assert components["label_dog_bark"]["state_topic"] == f"{base}/state/dog_bark"
+    assert config["availability_topic"] == f"{base}/availability"
+    assert config["device"]["identifiers"] == [f"semanticac_{node}"] and config["device"]["model"] == "demo-1"
+    for label in LABELS:
+        sub.on(f"{base}/state/{label}", "OFF")
+
+    sink.window(window(1.0, level=-31.26))
+    assert sub.on(f"{base}/level").payload == "-31.3"
+    sub.on(f"{base}/microphone", "ON")
+    sink.event(start(0.5, 1))
+    got = sub.on(f"{base}/events").json()
+    assert got == {**record_dict(start(0.5, 1), sink.utc(0.5)), "event_type": "siren", "clip": "clip-0001.flac"}
+    sub.on(f"{base}/state/siren", "ON")
+    sink.window(window(2.0, level=float("-inf")))  # digital silence: Home Assistant's "unknown"
+    sub.on(f"{base}/level", "None")
+    sink.event(end(1.5, 1))
+    assert sub.wait_for(lambda m: m.topic == f"{base}/events" and m.json()["type"] == "end").json()["event_type"] == "siren"
+    sub.on(f"{base}/state/siren", "OFF")
+    sink.status(Status(3.0, "warning", "microphone gone", code="audio_lost"))
+    assert sub.on(f"{base}/status").json()["code"] == "audio_lost"
+    sub.on(f"{base}/microphone", "OFF")
+    sink.window(window(4.0))  # a late window does not bring the microphone back: audio_restored does
+    sink.status(Status(5.0, "info", "audio restored", code="audio_restored"))
+    wait_until(lambda: len(sub.topics(f"{base}/microphone")) == 3)
+    assert [m.payload for m in sub.topics(f"{base}/microphone")] == ["ON", "OFF", "ON"]
+    assert sink.connected and sink.dropped == 0
+    sink.close()
+    sub.on(f"{base}/availability", "offline")
+    assert not sink.connected
+
+    late = subscribers(broker.port, [f"{base}/#", f"homeassistant/device/{node}/config"])
+    late.sync()  # what a newcomer (Home Assistant restarting) finds: the retained topics only
+    retained = {m.topic: m.payload for m in late.messages if m.retain}
+    assert retained[f"{base}/availability"] == "offline"
+    assert retained[f"{base}/state/siren"] == "OFF" and retained[f"{base}/microphone"] == "ON"
+    assert json.loads(retained[f"{base}/labels"]) == LABELS
+    assert f"homeassistant/device/{node}/config" in retained
+    assert not any(m.topic in (f"{base}/events", f"{base}/level", f"{base}/status") for m in late.messages)
+
+
+def test_the_level_is_rate_limited(broker, node, subscribers):
+    base = f"semanticac/{node}"
+    sub = subscribers(broker.port, [f"{base}/level"])
+    sink = make_sink(broker.port, node, level_interval=3600)
+    sink.start()
+    for i in range(20):
+        sink.window(window(float(i), level=-40.0 - i))
+    sub.on(f"{base}/level", "-40.0")
+    sink.close()
+    sub.sync()
+    assert [m.payload for m in sub.topics(f"{base}/level")] == ["-40.0"]
+
+
+def test_removed_labels_lose_their_entities_and_retained_states(broker, node, subscribers):
+    base, discovery = f"semanticac/{node}", f"homeassistant/device/{node}/config"
+    first = make_sink(broker.port, node)
+    first.start()
+    wait_until(lambda: first.connected)
+    first.event(start(0.0, 1, "dog_bark"))  # dog_bark left ON, retained
+    first.close()
+    sub = subscribers(broker.port, [discovery, f"{base}/state/#"])
+    assert sub.on(f"{base}/state/dog_bark", "ON").retain
+
+    second = make_sink(broker.port, node, labels=["siren", "glass_breaking"])
+    second.start()
+    removal = sub.wait_for(lambda m: m.topic == discovery and not m.retain  # not the first run's config
+                           and "label_dog_bark" in m.json()["components"]).json()
+    components = removal["components"]
+    assert components["label_dog_bark"] == {"platform": "binary_sensor"}
+    assert components["label_car_horn"] == {"platform": "binary_sensor"}
+    assert components["label_glass_breaking"]["platform"] == "binary_sensor" and "label_siren" in components
+    assert components["events"]["event_types"] == ["siren", "glass_breaking"]
+    sub.on(f"{base}/state/dog_bark", "")
+    sub.on(f"{base}/state/car_horn", "")
+    sub.on(f"{base}/state/glass_breaking", "OFF")
+    second.close()
+
+    late = subscribers(broker.port, [f"{base}/state/#", f"{base}/labels"])
+    late.sync()
+    retained = {m.topic: m.payload for m in late.messages if m.retain}
+    assert retained == {f"{base}/state/siren": "OFF", f"{base}/state/glass_breaking": "OFF",
+                        f"{base}/labels": json.dumps(["siren", "glass_breaking"])}
+
+
+def test_home_assistant_online_gets_discovery_again(broker, node, subscribers):
+    discovery = f"homeassistant/device/{node}/config"
+    sub = subscribers(broker.port, [discovery, f"semanticac/{node}/state/siren"])
+    sink = make_sink(broker.port, node)
+    sink.start()
+    sub.on(discovery)
+    sub.on(f"semanticac/{node}/state/siren", "OFF")
+    sub.sync()
+    sub.client.publish("homeassistant/status", "offline", qos=1)
+    sub.sync()
+    assert len(sub.topics(discovery)) == 1  # offline asks for nothing
+    sub.client.publish("homeassistant/status", "online", qos=1)
+    wait_until(lambda: len(sub.topics(discovery)) == 2 and len(sub.topics(f"semanticac/{node}/state/siren")) == 2)
+    assert sub.topics(discovery)[1].json() == sub.topics(discovery)[0].json()
+    sink.close()
+
+
+def test_discovery_off_publishes_no_config(broker, node, subscribers):
+    sub = subscribers(broker.port, [f"homeassistant/device/{node}/config", f"semanticac/{node}/availability"])
+    sink = make_sink(broker.port, node, discovery=False)
+    sink.start()
+    sub.on(f"semanticac/{node}/availability", "online")
+    sink.close()
+    sub.sync()
+    assert sub.topics(f"homeassistant/device/{node}/config") == []
+
+
+def test_a_broker_restart_is_survived(broker, node, subscribers):
+    base = f"semanticac/{node}"
+    sink = make_sink(broker.port, node)
+    sink.start()
+    wait_until(lambda: sink.connected)
+    broker.stop()
+    wait_until(lambda: not sink.connected)
+    sink.event(start(1.0, 1))  # during the outage: queued
+    broker.start()  # same port; retained messages were not persisted
+    sub = subscribers(broker.port, [f"{base}/#"])
+    wait_until(lambda: sink.connected)
+    assert sub.wait_for(lambda m: m.topic == f"{base}/events").json()["event_id"] == 1
+    sub.on(f"{base}/availability", "online")
+    sub.on(f"{base}/state/siren", "ON")  # republished on the new connection
+    sink.event(end(2.0, 1))
+    assert sub.wait_for(lambda m: m.topic == f"{base}/events" and m.json()["type"] == "end").json()["event_id"] == 1
+    sink.close()
+    assert sink.dropped == 0
+
+
+def test_records_are_taken_while_the_broker_is_absent_and_sent_once_it_comes(tmp_path, node, subscribers, caplog):
+    later = broker_or_skip(tmp_path / "later")  # its port is chosen; nothing listens on it yet
+    sink = make_sink(later.port, node)
+    sink.start()  # never raises for an unreachable broker
+    done = threading.Event()
+
+    def feed():
+        for i in range(50):
+            sink.window(window(float(i)))
+        sink.event(start(10.0, 7))
+        done.set()
+
+    threading.Thread(target=feed, daemon=True).start()
+    assert done.wait(WAIT), "the sink blocked while the broker was absent"
+    assert not sink.connected
+    try:
+        later.start()
+        sub = subscribers(later.port, [f"semanticac/{node}/events"])
+        wait_until(lambda: sink.connected)
+        assert sub.on(f"semanticac/{node}/events").json()["event_id"] == 7
+        sink.close()
+        sub.close()
+    finally:
+        later.kill()
+    assert "cannot reach the broker" in caplog.text
+
+
+def test_a_broker_that_never_answers_blocks_nothing(node):
+    with socket.socket() as silent:  # accepts TCP connections (the kernel does) and never says a word
+        silent.bind((HOST, 0))
+        silent.listen(8)
+        sink = make_sink(silent.getsockname()[1], node, keepalive=5)
+        sink.start()
+        done = threading.Event()
+
+        def feed():
+            for i in range(200):
+                sink.window(window(float(i)))
+                sink.event(start(float(i), i))
+            done.set()
+
+        threading.Thread(target=feed, daemon=True).start()
+        assert done.wait(WAIT), "the sink blocked on a broker that does not answer"
+        assert not sink.connected
+        sink.close()
+
+
+def test_a_full_queue_drops_the_oldest_and_counts_them(tmp_path, node, subscribers, caplog):
+    later = broker_or_skip(tmp_path / "later")
+    sink = make_sink(later.port, node, queue_size=5)
+    sink.start()
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.mqtt"):
+        for i in range(1, 13):
+            sink.event(start(float(i), i, "siren"))
+    assert sink.dropped == 7
+    assert "dropping the oldest" in caplog.text and "raise mqtt.queue_size" in caplog.text
+    try:
+        later.start()
+        sub = subscribers(later.port, [f"semanticac/{node}/events"])
+        wait_until(lambda: sink.connected)
+        wait_until(lambda: len(sub.topics(f"semanticac/{node}/events")) == 5)
+        assert [m.json()["event_id"] for m in sub.topics(f"semanticac/{node}/events")] == [8, 9, 10, 11, 12]
+        assert "7 messages were dropped while the broker was unreachable" in caplog.text
+        sink.close()
+        sub.close()
+    finally:
+        later.kill()
+
+
+@pytest.fixture(scope="module")
+def secure_broker(tmp_path_factory):
+    """TLS and a password: user `edge` with PASSWORD, anonymous clients refused."""
+    folder = tmp_path_factory.mktemp("secure")
+    try:
+        tls = TlsFiles.make(folder / "tls")
+    except MosquittoUnavailable as err:
+        pytest.skip(str(err))
+    server = broker_or_skip(folder / "broker", users={"edge": PASSWORD, "reader": "reader-pw"}, tls=tls)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+PASSWORD = "s3cret-Pa55word"
+
+
+def test_tls_and_a_password_connect_and_the_password_is_never_published_or_logged(
+        secure_broker, node, subscribers, tmp_path, caplog, monkeypatch):
+    caplog.set_level(logging.DEBUG)
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    ca = str(secure_broker.tls.ca)
+    sub = subscribers(secure_broker.port, ["#"], username="reader", password="reader-pw", ca=ca)
+    sink = make_sink(secure_broker.port, node, username="edge", password_file=str(password_file),
+                     tls={"ca_certs": ca})
+    sink.start()
+    sub.on(f"semanticac/{node}/availability", "online")
+    sink.event(start(0.0, 1))
+    sub.on(f"semanticac/{node}/events")
+    sink.close()
+
+    monkeypatch.setenv("MQTT_PASSWORD", PASSWORD)
+    by_env = make_sink(secure_broker.port, node + "e", username="edge", password_env="MQTT_PASSWORD",
+                       tls={"ca_certs": ca})
+    by_env.start()
+    sub.on(f"semanticac/{node}e/availability", "online")
+    by_env.close()
+
+    password_file.write_text("wrong-" + PASSWORD)
+    refused = make_sink(secure_broker.port, node + "r", username="edge", password_file=str(password_file),
+                        tls={"ca_certs": ca})
+    refused.start()
+    wait_until(lambda: "refused the connection" in caplog.text)
+    assert not refused.connected
+    refused.close()
+    assert "check mqtt.username" in caplog.text
+    sub.sync()
+    assert not any(PASSWORD in m.payload for m in sub.messages)
+    assert PASSWORD not in caplog.text and PASSWORD not in repr(sink.config)
+
+
+def test_unusable_tls_files_and_passwords_fail_at_start(tmp_path, monkeypatch):
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    cases = [
+        ({"tls": {"ca_certs": str(tmp_path / "missing.pem")}}, "mqtt.tls.ca_certs", "cannot be read"),
+        ({"tls": {"ca_certs": str(garbage)}}, "mqtt.tls.ca_certs", "no usable CA certificate"),
+        ({"tls": {"certfile": str(garbage)}}, "mqtt.tls.certfile", "not a usable certificate"),
+        ({"username": "u", "password_file": str(tmp_path / "nope")}, "mqtt.password_file", "cannot be read"),
+        ({"username": "u", "password_env": "SEMANTICAC_TEST_UNSET"}, "mqtt.password_env", "unset or empty"),
+    ]
+    monkeypatch.delenv("SEMANTICAC_TEST_UNSET", raising=False)
+    for config, key, text in cases:
+        sink = make_sink(free_port(), "x", **config)
+        with pytest.raises(ConfigError) as info:
+            sink.start()
+        assert info.value.key == key and text in str(info.value), config
+        sink.close()  # nothing was started: a no-op
+
+
+CHILD = """
+import sys, time
+from edge.outputs.mqtt import MqttConfig, MqttSink
+config = MqttConfig(enabled=True, host="127.0.0.1", port=int(sys.argv[1]), node_id=sys.argv[2])
+sink = MqttSink(config, ["siren"], node_name="child", model="m", sw_version="0")
+sink.start()
+while not sink.connected:
+    time.sleep(0.01)
+print("connected", flush=True)
+time.sleep(60)
+"""
+
+
+def test_kill_9_leaves_the_last_will_offline(broker, node, subscribers):
+    sub = subscribers(broker.port, [f"semanticac/{node}/availability"])
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(broker.port), node], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "connected"
+        sub.on(f"semanticac/{node}/availability", "online")
+        child.kill()
+        child.wait()
+        sub.on(f"semanticac/{node}/availability", "offline")
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
