@@ -18,9 +18,12 @@ written atomically by a worker thread (a bounded queue: the audio path never wai
 disk), after which the oldest clips go until the folder holds at most `max_megabytes`.
 `clip_for(event)` gives the name at the event's start, so the event log and MQTT can name it.
 
-A stream time that does not match the audio seen (a reopened device, a stream clock that
-jumped) never produces a clip of other audio: what the history holds of the span is written,
-and a span it holds none of is skipped with a log line.
+A reopened device: the listen loop's stream time goes on across the gap (it resumes at the
+wall-clock time elapsed), so the new source is tapped with the stream time of its first sample,
+`tap(source, start_t)`; the history starts again there, and the clips still waiting are
+written with the audio there is from before the gap. A stream time that does not match the
+audio seen all the same never produces a clip of other audio: what the history holds of the
+span is written, and a span it holds none of is skipped with a log line.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ DIR_NAME = "clips"
 QUEUE_CLIPS = 8  # clips waiting for the worker; beyond it a clip is skipped (the disk is far too slow)
 MEGABYTE = 1_000_000
 LABEL_CHARS = 48  # a label's length in a file name
+AHEAD_SECONDS = 0.1  # an onset later than the audio seen by more than this: the stream time jumped
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,16 @@ class _History:
 
     def __init__(self, capacity: int):
         self._data = np.zeros(capacity, dtype=np.float32)
-        self.end = 0  # samples ever appended: the history holds [start, end)
+        self.end = 0  # the index after the newest sample: the history holds [start, end)
+        self._floor = 0  # the index of the first sample since the last restart
 
     @property
     def start(self) -> int:
-        return max(0, self.end - self._data.size)
+        return max(self._floor, self.end - self._data.size)
+
+    def restart(self, index: int) -> None:
+        """Forget everything: the next sample appended has this index."""
+        self.end = self._floor = index
 
     def append(self, x: np.ndarray) -> None:
         n = self._data.size
@@ -161,12 +170,14 @@ class ClipRecorder(Sink):
 
     # --- the audio tap -----------------------------------------------------------------------
 
-    def tap(self, source: Source) -> Source:
+    def tap(self, source: Source, start_t: float = 0.0) -> Source:
         """The same source, whose `read` also hands every block it returns to the recorder.
 
-        The source object itself is returned (its `read` wrapped on the instance), so it stays a
-        MicrophoneSource or FileSource for the loop (a live source drops late windows), with its
-        own `name`, `end_reason`, `overflows` and context manager."""
+        `start_t`: the stream time of its first sample (a device reopened after a gap: the
+        listen loop's time for the new segment). The source object itself is returned (its
+        `read` wrapped on the instance), so it stays a MicrophoneSource or FileSource for the
+        loop (a live source drops late windows), with its own `name`, `end_reason`,
+        `overflows` and context manager."""
         if not self.config.enabled:
             return source
         if source.sample_rate != self.sample_rate:
@@ -174,6 +185,11 @@ class ClipRecorder(Sink):
                 f"ClipRecorder: {source.name} delivers {source.sample_rate} Hz, the recorder was made for "
                 f"{self.sample_rate} Hz: pass the model rate (the bundle frontend's sample_rate) to both"
             )
+        at = round(start_t * self.sample_rate)
+        if at != self._history.end:  # a new segment of the stream: what waits is written as it is
+            for event_id in list(self._pending):
+                self._take(event_id, early=f"the stream restarts at {start_t:.3f} s")
+            self._history.restart(at)
         read = source.read
 
         def tapped(max_samples: int, timeout: float = 0.5) -> np.ndarray | None:
@@ -221,7 +237,7 @@ class ClipRecorder(Sink):
         assert name is not None  # enabled
         if event.kind == "start":
             onset = round(event.t * rate)
-            if onset > self._history.end + rate:  # the loop cannot be ahead of the audio it read
+            if onset > self._history.end + round(AHEAD_SECONDS * rate):  # the loop is never ahead of its audio
                 self._skip(name, f"its onset {event.t:.3f} s is after the audio the recorder saw (a stream reopened?)")
                 return
             self._pending[event.event_id] = _Pending(
@@ -241,7 +257,7 @@ class ClipRecorder(Sink):
         if self._worker is None:
             return
         for event_id in list(self._pending):
-            self._take(event_id, at_close=True)
+            self._take(event_id, early="the recorder closes", wait=True)
         self._queue.put(None)
         self._worker.join()
         self._worker = None
@@ -252,23 +268,28 @@ class ClipRecorder(Sink):
             if end >= (p.limit if p.last is None else p.last):
                 self._take(event_id)
 
-    def _take(self, event_id: int, at_close: bool = False) -> None:
-        """Hand one clip's samples to the worker (without waiting, except at close)."""
+    def _take(self, event_id: int, early: str | None = None, wait: bool = False) -> None:
+        """Hand one clip's samples to the worker (`wait`: for room in its queue, else never).
+        `early`: why it is taken before its whole span has arrived."""
         p = self._pending.pop(event_id)
-        last = min(p.limit, self._history.end if p.last is None else p.last)
+        wanted = p.limit if p.last is None else p.last
+        last = min(wanted, self._history.end)
         samples = self._history.span(p.first, last)
+        span = f"{p.first / self.sample_rate:.3f}-{wanted / self.sample_rate:.3f} s"
         if not samples.size:
-            self._skip(p.name, f"no audio of its span {p.first / self.sample_rate:.3f}-{last / self.sample_rate:.3f} s")
+            self._skip(p.name, f"no audio of its span {span}")
             return
-        if samples.size < last - p.first and not at_close:
+        if samples.size < wanted - p.first and early:
+            log.info("clip %s: %s: %.3f s of %s", p.name, early, samples.size / self.sample_rate, span)
+        elif samples.size < last - p.first:
             log.warning(
-                "clip %s: %.3f of %.3f s were still there (a stream reopened?): written as it is",
+                "clip %s: only %.3f s of its span %s were still there (the stream time jumped?): written as it is",
                 p.name,
                 samples.size / self.sample_rate,
-                (last - p.first) / self.sample_rate,
+                span,
             )
         try:
-            if at_close:
+            if wait:
                 self._queue.put((p.name, samples))
             else:
                 self._queue.put_nowait((p.name, samples))

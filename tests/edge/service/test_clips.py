@@ -77,17 +77,18 @@ def test_tap_keeps_the_source_what_it_is(tmp_path):
 class Feed:
     """A tapped FileSource read by hand, and events sent to the recorder at chosen stream times."""
 
-    def __init__(self, clips, tmp_path, seconds=30.0):
-        self.audio = noise(seconds, RATE, amplitude=0.3, seed=3)
-        path = tmp_path / "noise.wav"
+    def __init__(self, clips, tmp_path, seconds=30.0, seed=3, start_t=0.0):
+        self.audio = noise(seconds, RATE, amplitude=0.3, seed=seed)
+        path = tmp_path / f"noise{seed}.wav"
         sf.write(path, self.audio, RATE, subtype="PCM_16")
         self.audio, _ = sf.read(path, dtype="float32")
-        self.clips = clips
-        self.source = clips.tap(FileSource(path, sample_rate=RATE, fast=True)).start()
+        self.clips, self.start_t = clips, start_t
+        self.source = clips.tap(FileSource(path, sample_rate=RATE, fast=True), start_t).start()
 
     def until(self, t):
-        while self.source.samples_delivered < round(t * RATE):
-            block = self.source.read(min(1600, round(t * RATE) - self.source.samples_delivered), timeout=1.0)
+        wanted = round((t - self.start_t) * RATE)
+        while self.source.samples_delivered < wanted:
+            block = self.source.read(min(1600, wanted - self.source.samples_delivered), timeout=1.0)
             assert block is not None
 
     def event(self, kind, t, event_id, duration=None):
@@ -155,6 +156,24 @@ def test_a_stream_time_that_jumps_never_gives_a_clip_of_other_audio(tmp_path, ca
     assert any("no audio of its span" in r.message for r in caplog.records)
     kept = feed.clip(clips.clip_for(partly))  # 14.5 .. 18.5 s of its 14.0 .. 18.5 s
     np.testing.assert_array_equal(kept, feed.audio[round(14.5 * RATE):round(18.5 * RATE)])
+
+
+def test_a_reopened_source_goes_on_at_its_stream_time(tmp_path):
+    clips = recorder(tmp_path)
+    lost = Feed(clips, tmp_path)
+    before = lost.event("start", 4.0, 1)
+    lost.event("end", 5.0, 1, duration=1.0)
+    lost.until(6.0)  # lost before its post-roll came
+    lost.source.stop()
+    reopened = Feed(clips, tmp_path, seed=4, start_t=10.0)  # the loop's time went on across the gap
+    after = reopened.event("start", 11.0, 2)
+    reopened.event("end", 12.0, 2, duration=1.0)
+    reopened.until(14.0)
+    reopened.source.stop()
+    clips.close()
+    assert clips_in(clips.dir) == [before, after] and clips.skipped == 0
+    np.testing.assert_array_equal(lost.clip(before), lost.audio[round(3.0 * RATE):round(6.0 * RATE)])
+    np.testing.assert_array_equal(reopened.clip(after), reopened.audio[:round(3.5 * RATE)])  # 10.0 .. 13.5 s
 
 
 def test_labels_are_safe_in_file_names():
