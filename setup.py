@@ -28,7 +28,8 @@ setup(
     # The shipped label sets live in configs/ at the top of the repository and install as
     # the package `edge.configs`, so a device finds them with importlib.resources.
     package_dir={"edge.configs": "configs"},
-    package_data={"edge.configs": ["labels/*.yaml", "model/*.yaml", "train/*.yaml"],
+    package_data={"edge.configs": ["labels/*.yaml", "model/*.yaml", "train/*.yaml",
+                                  "edge/*.yaml"],  # the service config example (semanticac-edge serve)
                   # the trained demo bundle (CC BY-NC: see README), so a plain install can listen
                   "edge": ["demo_bundle/*.json", "demo_bundle/*.onnx", "demo_bundle/tokenizer/*",
                            "demo_bundle/labels/*.npz"]},

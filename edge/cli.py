@@ -21,14 +21,45 @@ from edge.backends import BACKENDS
 from edge.capture.sources import STDIN_FORMATS
 from edge.errors import OptionError, OutputError, SemanticACError
 from edge.listen import ListenOptions
+from edge.service.unit import CONFIG_PATH, UNIT_PATH, WATCHDOG_SEC
 
 log = logging.getLogger(__name__)
 
 
 def setup_logging(verbosity: int) -> None:
-    """Logs on stderr, configured once: -v for info, -vv for debug."""
+    """Logs on stderr, configured once: -v for info, -vv for debug. When journald reads stderr
+    ($JOURNAL_STREAM names it) lines carry no timestamp (the journal adds its own) but a
+    syslog priority prefix (<3> error ... <7> debug), so `journalctl -p warning` works."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if stderr_is_journal():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+        logging.basicConfig(level=level, handlers=[handler])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def stderr_is_journal() -> bool:
+    """$JOURNAL_STREAM is `device:inode` of the stream journald reads; it counts only when it is
+    stderr's (a child whose stderr was redirected inherits the variable, not the stream)."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        stat = os.fstat(sys.stderr.fileno())
+    except (AttributeError, OSError, ValueError):  # no stderr, or not a real file (tests)
+        return False
+    return (stat.st_dev, stat.st_ino) == (int(device), int(inode))
+
+
+class JournalFormatter(logging.Formatter):
+    """`<priority>message`: sd-daemon(3)'s prefixes, read by journald (SyslogLevelPrefix=yes)."""
+
+    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = self.PRIORITIES.get(record.levelno, 6 if record.levelno < logging.WARNING else 3)
+        return f"<{priority}>{super().format(record)}"
 
 
 def domain_errors(func):
@@ -524,3 +555,162 @@ def bench(bundle, backends, window, hop, seconds, threads, labels_spec, as_json)
     options = ListenOptions(labels=labels_spec, bundle=bundle, window=window, hop=hop, threads=threads)
     result = run_bench(options, list(backends) or None, seconds=seconds)
     click.echo(json.dumps(result) if as_json else format_bench(result))
+
+
+# --- the service (edge.service) -----------------------------------------------------------------
+
+
+class ConfigExit(click.ClickException):
+    """A config, bundle or label set that a restart cannot fix: exit 78 (EX_CONFIG), so systemd's
+    RestartPreventExitStatus=78 stops it instead of looping."""
+
+    exit_code = 78
+
+
+def service_errors(func):
+    """CONFIG_ERRORS -> exit 78 with a one-line message; any other edge error -> exit 1."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from edge.service.serve import CONFIG_ERRORS
+
+        try:
+            return func(*args, **kwargs)
+        except CONFIG_ERRORS as err:
+            raise ConfigExit(str(err)) from None
+        except SemanticACError as err:
+            raise click.ClickException(str(err)) from None
+
+    return wrapper
+
+
+CONFIG_OPTION = click.option(
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="The service config (YAML; see configs/edge/service.yaml).",
+)
+SET_OPTION = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="SECTION.KEY=VALUE",
+    help="Override a key of the config (the value is YAML), e.g. --set listen.hop=0.5; repeat it for several.",
+)
+
+
+@main.command()
+@CONFIG_OPTION
+@SET_OPTION
+@click.option(
+    "--state-dir",
+    default=None,
+    type=click.Path(file_okay=False, path_type=str),
+    help="Where the event log and clips go. Default: $STATE_DIRECTORY (systemd), else service.state_dir of the "
+    "config, else ~/.local/state/semanticac-edge.",
+)
+@service_errors
+def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -> None:
+    """Run the listen pipeline as a service with the config's outputs (MQTT, metrics, event log,
+    clips) until SIGTERM/SIGINT, telling systemd how it goes (Type=notify, watchdog).
+
+    Exit status: 0 when stopped or the input file ends; 78 for a bad config, bundle or label
+    set (systemd does not restart it); 1 when the audio or the model fails.
+    """
+    from edge.service.config import load_config
+    from edge.service.config import state_dir as resolve_state_dir
+    from edge.service.notify import Notifier
+    from edge.service.serve import serve as run_service
+
+    config = load_config(config_path, overrides)
+    level = getattr(logging, config.service.log_level.upper())
+    root = logging.getLogger()
+    root.setLevel(min(root.getEffectiveLevel(), level))
+    folder = resolve_state_dir(config, state_dir)
+    notifier = Notifier.from_environ()
+    with stop_on_signals() as stop:
+        summary = run_service(config, folder, stop=stop, notifier=notifier)
+    if summary.error:
+        raise click.ClickException(summary.error)
+
+
+@main.command("check-config")
+@click.argument("config_path", metavar="PATH", type=click.Path(dir_okay=False, path_type=str))
+@SET_OPTION
+@service_errors
+def check_config(config_path: str, overrides: tuple[str, ...]) -> None:
+    """Check a service config (every key, the bundle, the label set) and print the effective
+    config: every key with the value in force. Exit status 78 when something is wrong."""
+    from edge.service.config import load_config
+    from edge.service.serve import resolve
+
+    config = load_config(config_path, overrides)
+    found = resolve(config)
+    click.echo(
+        f"# {config_path}: OK; bundle {found.bundle.path} ({found.bundle.meta.model_id}); label set "
+        f"{found.label_set.name}: {len(found.label_set.labels)} labels; outputs: "
+        f"{', '.join(config.enabled_outputs()) or 'none'}"
+    )
+    click.echo(config.to_yaml(), nl=False)
+
+
+@main.command("install-service")
+@click.option(
+    "--unit",
+    "unit_path",
+    default=UNIT_PATH,
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Where the unit file goes.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    default=CONFIG_PATH,
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="The service config the unit runs with; the commented example is written there unless it exists.",
+)
+@click.option(
+    "--exec",
+    "exec_path",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=str),
+    help="The semanticac-edge executable of ExecStart. Default: the one beside this Python (its venv's bin/).",
+)
+@click.option(
+    "--watchdog-sec",
+    type=click.IntRange(1),
+    default=WATCHDOG_SEC,
+    show_default=True,
+    help="WatchdogSec=: systemd restarts the service when its loop has not turned for this long.",
+)
+@click.option("--print", "print_only", is_flag=True, help="Print the unit and the config instead of writing them.")
+@click.option("--force", is_flag=True, help="Overwrite an existing config too (the unit is always rewritten).")
+@service_errors
+def install_service(
+    unit_path: str, config_path: str, exec_path: str | None, watchdog_sec: int, print_only: bool, force: bool
+) -> None:
+    """Write the systemd unit for `serve` (and, unless one exists, the config), or --print them."""
+    from edge.service.config import example_text
+    from edge.service.unit import UnitSettings, default_exec, install_service, render_unit
+
+    executable = exec_path or default_exec()
+    if executable is None:
+        raise click.UsageError("no semanticac-edge executable found beside this Python or on PATH: pass --exec")
+    settings = UnitSettings(
+        exec_path=os.path.abspath(executable), config_path=os.path.abspath(config_path), watchdog_sec=watchdog_sec
+    )
+    if print_only:
+        click.echo(
+            f"# ---- {unit_path}\n{render_unit(settings)}\n# ---- {settings.config_path}\n{example_text()}", nl=False
+        )
+        return
+    done = install_service(settings, unit_path, force=force)
+    click.echo(f"wrote {done.unit_path}")
+    if done.config_written:
+        click.echo(f"wrote {done.config_path}: edit it, then `semanticac-edge check-config {done.config_path}`")
+    else:
+        click.echo(f"kept {done.config_path} (it exists; --force overwrites it with the example)")
+    click.echo("next: systemctl daemon-reload && systemctl enable --now semanticac-edge")

@@ -1,0 +1,361 @@
+"""`semanticac-edge serve`: the listen pipeline (edge.listen.listen) run as a service.
+
+    config (edge.service.config) -> bundle, label set (+ labels.thresholds), backend
+      -> sinks of the enabled outputs + ServiceSink, in one FanOut
+      -> listen(options, sink, stop, backend, heartbeat) until the source ends or a stop signal
+
+`ServiceSink` is what systemd and the journal see: READY=1 once the first window has been
+scored (audio flows and the model answered), a STATUS= line (labels, backend, audio, windows
+per second, the last event, the last warning), WATCHDOG=1 from the loop's heartbeat, and a
+log line per event start/end. `serve` sends STOPPING=1 when the loop ends.
+
+Errors before audio flows are raised; the CLI maps the ones a restart cannot fix (config,
+bundle, label set, model: `CONFIG_ERRORS`) to exit status 78, the rest to 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from edge import __version__
+from edge.backends.base import Backend
+from edge.bundle import Bundle, resolve_bundle_origin
+from edge.errors import (
+    BackendError,
+    BundleError,
+    ConfigError,
+    LabelEmbeddingsError,
+    LabelSetError,
+    OptionError,
+)
+from edge.events import Event
+from edge.fsutil import atomic_write_text
+from edge.labels.labelset import LabelSet, parse_label_set, resolve_label_set
+from edge.listen import ListenSummary
+from edge.outputs.clips import ClipRecorder
+from edge.outputs.eventlog import EventLogSink
+from edge.outputs.metrics import MetricsSink
+from edge.outputs.mqtt import MqttSink
+from edge.outputs.sinks import FanOut, Sink, Status, WindowResult
+from edge.service.config import ServiceConfig
+from edge.service.notify import Notifier
+
+log = logging.getLogger(__name__)
+
+# Errors a restart cannot fix: the CLI exits 78 (EX_CONFIG) on them, and the unit's
+# RestartPreventExitStatus=78 keeps systemd from looping. ImportError: a backend or output
+# whose package is missing (e.g. TensorRT asked for on a machine without it).
+CONFIG_ERRORS = (ConfigError, OptionError, BundleError, LabelSetError, LabelEmbeddingsError, BackendError, ImportError)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a config points at, found and checked (check-config stops here; serve goes on)."""
+
+    bundle: Bundle
+    origin: str  # where the bundle came from, in words
+    label_set: LabelSet  # with labels.thresholds applied
+
+
+def resolve(config: ServiceConfig) -> Resolved:
+    """The bundle and the label set of `config`, with its threshold overrides; no model is run."""
+    try:
+        bundle, origin = resolve_bundle_origin(config.options.bundle)
+    except BundleError as err:
+        raise ConfigError(f"model.bundle {config.options.bundle!r}: {err}", key="model.bundle") from None
+    try:
+        label_set = resolve_label_set(config.options.labels)
+    except LabelSetError as err:
+        raise ConfigError(f"labels.set {config.options.labels!r}: {err}", key="labels.set") from None
+    listen_windowing(config, bundle)
+    return Resolved(bundle, origin, with_thresholds(label_set, config.thresholds))
+
+
+def listen_windowing(config: ServiceConfig, bundle: Bundle) -> None:
+    """listen.window and listen.hop in the bundle's frames; a ConfigError naming the key when they cannot be."""
+    try:
+        config.options.windowing(bundle)
+    except OptionError as err:
+        key = f"listen.{err.option}"
+        raise ConfigError(f"{key}: {err}", key=key) from None
+
+
+def with_thresholds(label_set: LabelSet, thresholds: dict[str, float]) -> LabelSet:
+    """`labels.thresholds` over the set's own thresholds; an unknown label is a ConfigError."""
+    for name in thresholds:
+        if name not in label_set.names:
+            raise ConfigError(
+                f"labels.thresholds.{name}: label set {label_set.name!r} ({label_set.source}) has no label "
+                f"{name!r}; its labels are: {', '.join(label_set.names)}",
+                key=f"labels.thresholds.{name}",
+            )
+    labels = tuple(
+        dataclasses.replace(label, threshold=thresholds.get(label.name, label.threshold)) for label in label_set.labels
+    )
+    return dataclasses.replace(label_set, labels=labels)
+
+
+def label_set_yaml(label_set: LabelSet) -> str:
+    """The label-set YAML that parses back to `label_set` (edge.labels.labelset's schema)."""
+    labels: list[dict[str, Any]] = []
+    for label in label_set.labels:
+        item: dict[str, Any] = {"name": label.name, "threshold": label.threshold}
+        extra = [p for p in label.prompts if p != label.prompts[0]]
+        if extra:
+            item["prompts"] = extra
+        if label.group is not None:
+            item["group"] = label.group
+        if label.bias:
+            item["bias"] = label.bias
+        labels.append(item)
+    doc: dict[str, Any] = {"name": label_set.name, "prompt": label_set.prompt}
+    if label_set.description:
+        doc["description"] = label_set.description
+    if label_set.temperature != 1.0:
+        doc["calibration"] = {"temperature": label_set.temperature}
+    doc["labels"] = labels
+    head = f"# {label_set.source} with the thresholds of the service config (written by semanticac-edge serve)\n"
+    return head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+
+
+def write_label_set(label_set: LabelSet, folder: Path) -> Path:
+    """The label set with its overridden thresholds as a file listen() reads (it takes a name or a path)."""
+    text = label_set_yaml(label_set)
+    back = parse_label_set(text, source=label_set.source)
+    if (back.labels, back.prompt, back.temperature) != (label_set.labels, label_set.prompt, label_set.temperature):
+        raise AssertionError(f"label set {label_set.name!r} does not survive a YAML round trip")
+    path = folder / "labels" / f"{label_set.name}.yaml"
+    atomic_write_text(path, text)
+    return path
+
+
+def embeddings_ready(bundle: Bundle, label_set: LabelSet) -> bool:
+    """Whether the label set's embeddings are already in the bundle or the cache (else listen computes them)."""
+    from edge.labels.embeddings import find_label_embeddings
+
+    try:
+        find_label_embeddings(bundle, label_set)
+    except LabelEmbeddingsError:
+        return False
+    return True
+
+
+class ServiceSink(Sink):
+    """READY, STATUS and the journal's lines; `heartbeat` pings the watchdog from the listen loop."""
+
+    def __init__(self, notifier: Notifier, doing: str, status_interval: float, clock=time.monotonic):
+        super().__init__()
+        self.notifier, self.doing, self.status_interval, self.clock = notifier, doing, status_interval, clock
+        self.ready = False
+        self.windows = 0
+        self.events = 0
+        self.last_event = ""
+        self.alert = ""  # the last warning or error; cleared when the audio comes back
+        self._since = clock()
+        self._since_windows = 0
+        self._rate: float | None = None  # windows per second since the last STATUS=, once ready
+        self._status_at = self._since
+        self._changed = False  # an event or an alert since the last STATUS=
+
+    def window(self, result: WindowResult) -> None:
+        self.windows += 1
+        if not self.ready:
+            self.ready = True
+            self._since, self._since_windows = self.clock(), self.windows  # the rate counts from here
+            self.notifier.ready(self.line())
+            log.info("ready: %s", self.line())
+
+    def event(self, event: Event) -> None:
+        clock = self.utc(event.t)[11:19]
+        if event.kind == "start":
+            self.events += 1
+            self.last_event = f"{event.label} since {clock} UTC"
+            log.info("start #%d %s at %s UTC (score %.3f)", event.event_id, event.label, clock, event.score or 0.0)
+        else:
+            self.last_event = f"{event.label} ended {clock} UTC"
+            log.info(
+                "end #%d %s at %s UTC after %.1f s (peak %.3f)",
+                event.event_id,
+                event.label,
+                clock,
+                event.duration or 0.0,
+                event.peak or 0.0,
+            )
+        self._changed = True
+
+    def status(self, status: Status) -> None:
+        if status.level == "error":  # listen logs warnings and info itself; an error it leaves to its caller
+            log.error("%s", status.message)
+        if status.level != "info":
+            self.alert = f"{status.level}: {status.message}"
+        elif status.code == "audio_restored":
+            self.alert = ""
+        if status.level != "info" or status.code:
+            self._changed = True
+
+    def heartbeat(self) -> None:
+        """Called by the listen loop after every read: the watchdog, and STATUS= when an event or a
+        warning came since the last one (a burst of them is one update) or every status_interval."""
+        self.notifier.watchdog()
+        if self._changed or self.clock() - self._status_at >= self.status_interval:
+            self.push_status()
+
+    def push_status(self) -> None:
+        self._changed = False
+        self._update_rate()
+        self.notifier.status(self.line())
+
+    def _update_rate(self) -> None:
+        now = self.clock()
+        self._status_at = now
+        if self.ready and now - self._since >= 1.0:  # over a second at least: one window is not "1000 windows/s"
+            self._rate = (self.windows - self._since_windows) / (now - self._since)
+            self._since, self._since_windows = now, self.windows
+
+    def line(self) -> str:
+        """One line for `systemctl status`: what it does, how fast, the last event, the last alert."""
+        parts = [self.doing] if self.ready else [f"starting: {self.doing}"]
+        if self._rate is not None:
+            parts.append(f"{self._rate:.2f} windows/s")
+        parts.append(f"{self.events} events" + (f", last: {self.last_event}" if self.last_event else ""))
+        if self.alert:
+            parts.append(self.alert)
+        return "; ".join(parts)
+
+
+def describe(config: ServiceConfig, resolved: Resolved, backend: Backend) -> str:
+    options = config.options
+    audio = (
+        f"file {options.input}"
+        if options.input
+        else f"microphone {options.device!r}"
+        if options.device
+        else "the default microphone"
+    )
+    labels = f"labels {resolved.label_set.name} ({len(resolved.label_set.labels)})"
+    return f"{labels}, backend {backend.name}, {audio}"
+
+
+def build_info() -> dict[str, str]:
+    return {"version": __version__}
+
+
+def serve(
+    config: ServiceConfig,
+    state_dir: Path,
+    *,
+    stop: threading.Event | None = None,
+    notifier: Notifier | None = None,
+    backend: Backend | None = None,
+) -> ListenSummary:
+    """Run the listen pipeline with the config's outputs until the source ends or `stop` is set.
+
+    `state_dir`: where the event log, clips and the effective label set go; `notifier`: default
+    from the environment ($NOTIFY_SOCKET, $WATCHDOG_USEC); `backend`: an opened backend instead
+    of the one model.backend selects (tests). Raises before audio flows (see CONFIG_ERRORS).
+    """
+    from edge.backends import select_backend
+    from edge.listen import listen, open_source
+
+    stop = stop or threading.Event()
+    notifier = notifier or Notifier.from_environ()
+    resolved = resolve(config)
+    options = config.options
+    if config.thresholds:
+        path = write_label_set(resolved.label_set, state_dir)
+        log.info("label set %s with the config's thresholds: %s", resolved.label_set.name, path)
+        options = dataclasses.replace(options, labels=str(path))
+    if not embeddings_ready(resolved.bundle, resolved.label_set):
+        # the text tower embeds the set on the first start (EXTEND_TIMEOUT_USEC: start-up may take longer)
+        notifier.extend_timeout(config.systemd.extend_timeout)
+    backend = backend or select_backend(resolved.bundle, options.backend, threads=options.threads)
+    reporter = ServiceSink(notifier, describe(config, resolved, backend), config.systemd.status_interval)
+    outputs: list[Sink] = []
+    try:
+        outputs = build_outputs(config, resolved, state_dir, backend)
+        source = None
+        recorder = next((sink for sink in outputs if isinstance(sink, ClipRecorder)), None)
+        if recorder is not None:
+            # the recorder taps the audio; listen reopens a lost microphone only when it opens it itself
+            if options.reconnect:
+                log.warning(
+                    "clips: serve opens the microphone to record it, so a lost device ends the run "
+                    "(systemd restarts the service) instead of being reopened in place"
+                )
+            source = recorder.tap(open_source(options, resolved.bundle.meta.frontend))
+        sink = FanOut([*outputs, reporter])
+        for output in outputs:
+            start = getattr(output, "start", None)
+            if start is not None:
+                start()
+        notifier.status(reporter.line())
+        return listen(options, sink=sink, stop=stop, source=source, backend=backend, heartbeat=reporter.heartbeat)
+    except BaseException:
+        backend.close()  # listen closes it once it runs; before that it is ours
+        raise
+    finally:
+        notifier.stopping(f"stopping: {reporter.line()}")
+        _close_all(outputs)
+
+
+def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, backend: Backend) -> list[Sink]:
+    """The sinks of the enabled output sections, in the order they get each record: clips first
+    (the others name an event's clip), then the event log, MQTT, metrics."""
+    enabled = config.enabled_outputs()
+    labels = resolved.label_set.names
+    sinks: list[Sink] = []
+    try:
+        clip_for = None
+        if "clips" in enabled:
+            recorder = ClipRecorder(enabled["clips"], state_dir, resolved.bundle.meta.frontend.sample_rate)
+            sinks.append(recorder)
+            clip_for = recorder.clip_for
+        if "event_log" in enabled:
+            sinks.append(EventLogSink(enabled["event_log"], state_dir, clip_for=clip_for))
+        mqtt: MqttSink | None = None
+        if "mqtt" in enabled:
+            mqtt = MqttSink(
+                enabled["mqtt"],
+                labels,
+                node_name=f"SemanticAC {enabled['mqtt'].node_id}",
+                model=resolved.bundle.meta.model_id,
+                sw_version=f"semanticac-edge {__version__}",
+                clip_for=clip_for,
+            )
+            sinks.append(mqtt)
+        if "metrics" in enabled:
+            sinks.append(
+                MetricsSink(
+                    enabled["metrics"],
+                    labels,
+                    build_info={
+                        "version": __version__,
+                        "model_id": resolved.bundle.meta.model_id,
+                        "backend": backend.name,
+                        "label_set": resolved.label_set.name,
+                    },
+                    mqtt_connected=(lambda: mqtt.connected) if mqtt is not None else None,
+                    thresholds={label.name: label.threshold for label in resolved.label_set.labels},
+                )
+            )
+    except BaseException:
+        _close_all(sinks)
+        raise
+    return sinks
+
+
+def _close_all(sinks: Sequence[Sink]) -> None:
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as err:  # one output failing to close does not keep the others open
+            log.warning("closing %s: %s", type(sink).__name__, err)

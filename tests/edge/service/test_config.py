@@ -1,0 +1,184 @@
+"""The service config: every key checked and named in errors, --set, the shipped example, exit 78."""
+
+import re
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+import edge.cli
+from edge.errors import ConfigError
+from edge.labels.labelset import parse_label_set, resolve_label_set
+from edge.service.config import (
+    ServiceConfig,
+    apply_overrides,
+    example_path,
+    example_text,
+    load_config,
+    parse_config,
+    state_dir,
+)
+from edge.service.serve import label_set_yaml, with_thresholds
+
+MINIMAL = {"schema_version": 1, "labels": {"set": "urban"}}
+
+
+def config(**sections) -> ServiceConfig:
+    return parse_config({**MINIMAL, **sections})
+
+
+@pytest.mark.parametrize("raw, key, text", [
+    ({"audio": {"device": 2}}, "audio.device", "is an index"),
+    ({"audio": {"device": "3"}}, "audio.device", "(part of) the device's name"),
+    ({"audio": {"input": "-"}}, "audio.input", "not allowed in a service"),
+    ({"audio": {"input": "a.wav", "device": "USB"}}, "audio.device", "leave one of them out"),
+    ({"audio": {"fast": "yes"}}, "audio.fast", "true or false"),
+    ({"audio": {"imput": "a.wav"}}, "audio.imput", "did you mean `input`?"),
+    ({"model": {"backend": "cuda"}}, "model.backend", "model.backend 'cuda' is not allowed: use one of auto"),
+    ({"model": {"max_batch": 0}}, "model.max_batch", "a whole number >= 1"),
+    ({"model": {"threads": 1.5}}, "model.threads", "a whole number"),
+    ({"labels": {"set": None}}, "labels.set", "a shipped label set"),
+    ({"labels": {"set": "urban", "thresholds": {"siren": 1.5}}}, "labels.thresholds.siren", "a score in (0, 1]"),
+    ({"labels": {"set": "urban", "thresholds": {"siren": "high"}}}, "labels.thresholds.siren", "a number"),
+    ({"listen": {"hop": 0}}, "listen.hop", "listen.hop 0.0 is not allowed: use a finite number of seconds > 0"),
+    ({"listen": {"release": 1.5}}, "listen.release", "a ratio in (0, 1]"),
+    ({"listen": {"min_level": 3}}, "listen.min_level", "dBFS <= 0"),
+    ({"listen": {"top_k": "3"}}, "listen.top_k", "a whole number"),
+    ({"supervision": {"stale_seconds": -1}}, "supervision.stale_seconds", "> 0"),
+    ({"supervision": {"reconect": True}}, "supervision.reconect", "did you mean `reconnect`?"),
+    ({"service": {"log_level": "loud"}}, "service.log_level", "one of debug, info, warning, error"),
+    ({"systemd": {"status_interval": 0}}, "systemd.status_interval", "seconds > 0"),
+    ({"metrics": {"port": 70000}}, "metrics.port", "a TCP port"),
+    ({"event_log": {"max_events": 0}}, "event_log.max_events", ">= 1"),
+    ({"listn": {"hop": 1}}, "listn", "did you mean `listen`?"),
+    ({"schema_version": 2}, "schema_version", "use 1"),
+    ({"listen": [1, 2]}, "listen", "listen must be a mapping"),
+])
+def test_errors_name_the_dotted_key_the_value_and_the_fix(raw, key, text):
+    with pytest.raises(ConfigError) as info:
+        parse_config({**MINIMAL, **raw})
+    assert info.value.key == key and key in str(info.value) and text in str(info.value), str(info.value)
+
+
+def test_a_config_without_schema_version_says_which_to_write():
+    with pytest.raises(ConfigError, match="schema_version missing is not allowed: use 1"):
+        parse_config({"labels": {"set": "urban"}})
+
+
+def test_sections_map_onto_the_listen_options():
+    got = config(audio={"device": "USB Audio"}, model={"backend": "onnxruntime", "threads": 1},
+                 listen={"hop": 0.5, "window": 2, "min_level": -60}, supervision={"backoff_max": 10})
+    o = got.options
+    assert (o.labels, o.device, o.backend, o.threads, o.hop, o.window, o.min_level, o.backoff_max) == (
+        "urban", "USB Audio", "onnxruntime", 1, 0.5, 2.0, -60.0, 10.0)
+
+
+def test_a_service_reopens_a_lost_microphone_unless_told_not_to():
+    assert config().options.reconnect is True
+    assert config(supervision={"reconnect": False}).options.reconnect is False
+    assert config(audio={"input": "a.wav"}).options.reconnect is False  # a file is not reopened
+
+
+def test_set_overrides_any_key_with_a_yaml_value():
+    raw = {**MINIMAL, "listen": {"hop": 1.0}}
+    got = apply_overrides(raw, ["listen.hop=0.25", "labels.thresholds.siren=0.7", "metrics.enabled=false",
+                                "audio.device=USB Audio"])
+    assert got["listen"]["hop"] == 0.25 and got["labels"] == {"set": "urban", "thresholds": {"siren": 0.7}}
+    assert got["metrics"] == {"enabled": False} and got["audio"]["device"] == "USB Audio"
+    assert raw["listen"]["hop"] == 1.0  # the file's document is not changed
+    assert parse_config(got).options.hop == 0.25
+
+
+@pytest.mark.parametrize("item, text", [
+    ("listen.hop", "use --set section.key=value"),
+    ("listen..hop=1", "use --set section.key=value"),
+    ("labels.set.name=x", "labels.set is 'urban', not a section"),
+    ("listen.hop=[1", "not valid YAML"),
+])
+def test_bad_set_items_say_how_to_write_them(item, text):
+    with pytest.raises(ConfigError, match=re.escape(text)):
+        apply_overrides(MINIMAL, [item])
+
+
+def test_the_shipped_example_documents_every_key_with_its_default():
+    """Every key of every section is in the example (or commented there); uncommented values
+    are the defaults, except the label set it names."""
+    text = example_text()
+    effective = load_config(example_path()).to_dict()
+    blocks = re.split(r"^(?=\w)", text, flags=re.M)
+    by_section = {b.split(":", 1)[0]: b for b in blocks if b.strip() and not b.startswith("#")}
+    for section, keys in effective.items():
+        assert section in by_section, f"section {section} is not in {example_path()}"
+        for key in keys if isinstance(keys, dict) else ():
+            assert re.search(rf"^\s+#?\s*{key}:", by_section[section], flags=re.M), f"{section}.{key} undocumented"
+    defaults = parse_config({**MINIMAL, "labels": {"set": "urban"}}).to_dict()
+    assert effective == defaults
+
+
+def test_check_config_passes_the_shipped_example_and_prints_the_effective_config():
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set", "listen.hop=0.5"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"# {example_path()}: OK")
+    printed = yaml.safe_load(result.output)
+    assert printed["listen"]["hop"] == 0.5
+    assert printed == load_config(example_path(), ["listen.hop=0.5"]).to_dict()
+
+
+def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\nlabels: {set: urban}\nlisten: {hop: -1}\n")
+    empty_bundle = tmp_path / "bundle"
+    empty_bundle.mkdir()
+    runs = {
+        "bad value": (["check-config", str(bad)], "listen.hop -1.0 is not allowed"),
+        "missing file": (["check-config", str(tmp_path / "none.yaml")], "not found: write one with"),
+        "bad bundle": (["check-config", str(example_path()), "--set", f"model.bundle={empty_bundle}"],
+                       "model.bundle"),
+        "not yaml": (["check-config", str(example_path()), "--set", "labels.set=./nope.yaml"], "labels.set"),
+        "serve, bad value": (["serve", "--config", str(bad)], "listen.hop"),
+        "serve, bad bundle": (["serve", "--config", str(example_path()), "--set", f"model.bundle={empty_bundle}",
+                               "--state-dir", str(tmp_path / "state")], "has no model.json"),
+    }
+    for what, (args, text) in runs.items():
+        result = CliRunner().invoke(edge.cli.main, args)
+        assert result.exit_code == 78, (what, result.output)
+        assert text in result.output, (what, result.output)
+
+
+def test_a_file_that_is_not_yaml_names_its_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("schema_version: 1\nlisten:\n  hop: [1\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:\d+: not valid YAML"):
+        load_config(path)
+
+
+def test_thresholds_override_the_label_sets_and_unknown_labels_list_the_set():
+    urban = resolve_label_set("urban")
+    changed = with_thresholds(urban, {"siren": 0.9})
+    assert {l.name: l.threshold for l in changed.labels}["siren"] == 0.9
+    assert [l.threshold for l in changed.labels if l.name != "siren"] == [l.threshold for l in urban.labels
+                                                                         if l.name != "siren"]
+    with pytest.raises(ConfigError) as info:
+        with_thresholds(urban, {"sirene": 0.5})
+    assert info.value.key == "labels.thresholds.sirene" and "'sirene'" in str(info.value)
+    assert "its labels are: air_conditioner, car_horn" in str(info.value)
+
+
+@pytest.mark.parametrize("spec", ["urban", "esc50", "custom"])
+def test_the_label_set_with_overrides_survives_a_yaml_round_trip(spec):
+    label_set = resolve_label_set(spec) if spec != "custom" else parse_label_set(
+        "name: mine\nprompt: 'the sound of {label}'\ncalibration: {temperature: 1.3}\ndescription: d\nlabels:\n"
+        "  - {name: siren, prompts: ['a wailing siren'], group: traffic, bias: -0.4, threshold: 0.6}\n  - dog_bark\n")
+    changed = with_thresholds(label_set, {label_set.names[0]: 0.42})
+    back = parse_label_set(label_set_yaml(changed))
+    assert (back.name, back.prompt, back.labels, back.temperature, back.sha256) == (
+        changed.name, changed.prompt, changed.labels, changed.temperature, label_set.sha256)
+
+
+def test_the_state_folder_systemd_gives_wins(tmp_path):
+    cfg = config(service={"state_dir": str(tmp_path / "cfg")})
+    systemd = {"STATE_DIRECTORY": "/var/lib/semanticac-edge:/var/lib/other"}  # several: the first
+    assert state_dir(cfg, override="/flag", environ=systemd).as_posix() == "/var/lib/semanticac-edge"
+    assert state_dir(cfg, override=str(tmp_path / "flag"), environ={}) == tmp_path / "flag"
+    assert state_dir(cfg, environ={}) == tmp_path / "cfg"
+    assert state_dir(config(), environ={"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "semanticac-edge"

@@ -1,0 +1,212 @@
+"""`semanticac-edge serve` end to end: a real process on a WAV file tells a real notify socket
+READY, STATUS, WATCHDOG and STOPPING, and its outputs (event log, clips, MQTT to a real
+mosquitto) get the events; a stuck backend stops the watchdog pings."""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from edge.labels.labelset import resolve_label_set
+from edge.service.config import parse_config
+from edge.service.notify import Notifier
+from edge.service.serve import serve
+from tests.edge.test_listen_contracts import Pausing  # a real backend whose n-th embed blocks
+from tests.signals import noise, tone
+
+RATE = 16000
+EDGE = str(Path(sys.executable).with_name("semanticac-edge"))
+WATCHDOG_USEC = 1_000_000
+URBAN = resolve_label_set("urban").names
+
+
+class NotifySocket:
+    """systemd's end: a bound AF_UNIX datagram socket; a thread keeps (monotonic time, message)."""
+
+    def __init__(self, address):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(address)
+        self.sock.settimeout(0.1)
+        self.received: list[tuple[float, str]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self):
+        while not self._done.is_set():
+            try:
+                self.received.append((time.monotonic(), self.sock.recv(4096).decode()))
+            except socket.timeout:
+                continue
+
+    def wait_for(self, line: str, timeout: float) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for at, message in list(self.received):
+                if line in message.split("\n"):
+                    return at
+            time.sleep(0.02)
+        raise AssertionError(f"no {line} within {timeout} s; got {self.messages()}")
+
+    def messages(self) -> list[str]:
+        return [message for _, message in self.received]
+
+    def times(self, line: str) -> list[float]:
+        return [at for at, message in self.received if line in message.split("\n")]
+
+    def close(self):
+        self._done.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def write_config(path: Path, **sections) -> Path:
+    base = {
+        "schema_version": 1,
+        "labels": {"set": "urban", "thresholds": dict.fromkeys(URBAN, 1e-6)},  # events whatever it hears
+        "listen": {"window": 1.0, "hop": 0.5, "min_duration": 0.5},  # READY after a second of audio
+        "metrics": {"port": 0},
+        "systemd": {"status_interval": 0.5},
+    }
+    path.write_text(yaml.safe_dump({**base, **sections}))
+    return path
+
+
+def service_env(tmp_path: Path, notify: str) -> dict:
+    return {**os.environ, "NOTIFY_SOCKET": notify, "WATCHDOG_USEC": str(WATCHDOG_USEC),
+            "XDG_CACHE_HOME": str(tmp_path / "cache"), "STATE_DIRECTORY": str(tmp_path / "state")}
+
+
+@pytest.fixture
+def wav(tmp_path):
+    path = tmp_path / "street.wav"
+    sf.write(path, np.concatenate([tone(700, 2.0, RATE), noise(2.0, RATE)]), RATE)
+    return path
+
+
+def test_a_file_run_tells_systemd_everything_and_its_outputs_get_the_events(tmp_path, wav):
+    from tests.mosquitto import Broker, MosquittoUnavailable
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    try:
+        broker = Broker(tmp_path / "broker").start()
+    except MosquittoUnavailable as err:
+        pytest.skip(str(err))
+    got: list[dict] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.on_message = lambda c, u, message: got.append(json.loads(message.payload))
+    client.connect("127.0.0.1", broker.port)
+    client.subscribe("semanticac/test/events", qos=1)
+    client.loop_start()
+    notify = NotifySocket(str(tmp_path / "notify"))
+    config = write_config(tmp_path / "service.yaml", audio={"input": str(wav)},
+                          mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port, "node_id": "test",
+                                "discovery": False},
+                          clips={"enabled": True, "pre_roll": 0.5, "post_roll": 0.5})
+    try:
+        run = subprocess.run([EDGE, "serve", "--config", str(config)], env=service_env(tmp_path, str(notify.sock.getsockname())),
+                             capture_output=True, text=True, timeout=60)
+        time.sleep(0.2)  # the last MQTT messages reach the subscriber
+    finally:
+        notify.close()
+        client.loop_stop()
+        client.disconnect()
+        broker.kill()
+    assert run.returncode == 0, run.stderr
+    messages = notify.messages()
+    ready, stopping = notify.times("READY=1"), notify.times("STOPPING=1")
+    assert len(ready) == 1 and len(stopping) == 1 and ready[0] < stopping[0], messages
+    statuses = [line for m in messages for line in m.split("\n") if line.startswith("STATUS=")]
+    assert any("labels urban (10), backend onnxruntime, file" in m and "windows/s" in m for m in statuses), statuses
+    assert any("10 events, last: street_music ended" in m for m in statuses), statuses  # the last event
+    assert len(statuses) < 20, statuses  # a burst of events is one update
+    # the watchdog: at least twice per WATCHDOG_USEC from READY to STOPPING
+    pings = [ready[0], *notify.times("WATCHDOG=1"), stopping[0]]
+    gaps = np.diff(sorted(pings))
+    assert len(pings) >= 8 and gaps.max() <= WATCHDOG_USEC / 1e6 / 2, gaps
+    # the outputs: the event log, the clips and MQTT have the same events
+    with sqlite3.connect(tmp_path / "state" / "events.sqlite") as db:
+        rows = db.execute("SELECT label, clip, end_utc FROM events").fetchall()
+    starts = [m for m in got if m["type"] == "start"]
+    assert rows and len(starts) == len(rows) and all(end for _, _, end in rows), (rows, got)
+    clips = sorted(p.name for p in (tmp_path / "state" / "clips").glob("*.flac"))
+    assert clips == sorted(clip for _, clip, _ in rows) == sorted(m["clip"] for m in starts)
+    # the journal's lines: each event's start and end
+    assert run.stderr.count(" start #") == len(rows) and run.stderr.count(" end #") == len(rows), run.stderr
+
+
+def test_sigterm_stops_cleanly_with_an_abstract_socket_and_journal_lines(tmp_path, wav):
+    name = f"semanticac-test-{uuid.uuid4().hex}"
+    notify = NotifySocket("\0" + name)
+    config = write_config(tmp_path / "service.yaml", audio={"input": str(wav)}, event_log={"enabled": False},
+                          metrics={"enabled": False})
+    log = tmp_path / "journal.log"
+    with open(log, "w") as stderr:
+        stat = os.fstat(stderr.fileno())
+        env = {**service_env(tmp_path, "@" + name), "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+        proc = subprocess.Popen([EDGE, "serve", "--config", str(config)], env=env, stderr=stderr,
+                                stdout=subprocess.DEVNULL)
+        try:
+            notify.wait_for("READY=1", timeout=30)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            notify.wait_for("STOPPING=1", timeout=5)
+        finally:
+            proc.kill()
+            notify.close()
+    lines = log.read_text().splitlines()
+    assert any(line.startswith("<6>edge.service.serve: ready: labels urban") for line in lines), lines
+    assert all(line[:3] in {"<7>", "<6>", "<4>", "<3>", "<2>"} for line in lines), lines  # no timestamps
+    assert any("stopped (stopped)" in line for line in lines), lines
+
+
+def test_a_stuck_backend_stops_the_watchdog_and_a_new_label_set_extends_start_up(tmp_path, wav, monkeypatch,
+                                                                                 demo_bundle):
+    from edge.backends import select_backend
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the set below is embedded at start
+    labels = tmp_path / "mine.yaml"
+    labels.write_text("name: mine\nlabels: [siren, dog_bark, birdsong]\n")
+    sf.write(wav, noise(20.0, RATE), RATE)
+    config = parse_config({"schema_version": 1, "audio": {"input": str(wav)}, "labels": {"set": str(labels)},
+                           "listen": {"window": 1.0, "hop": 0.5}, "metrics": {"enabled": False},
+                           "event_log": {"enabled": False}})
+    notify = NotifySocket(str(tmp_path / "notify"))
+    backend = Pausing(select_backend(demo_bundle, "onnxruntime", threads=1), stall=4)
+    stop = threading.Event()
+    run = threading.Thread(target=serve, args=(config, tmp_path / "state"),
+                           kwargs=dict(stop=stop, backend=backend,
+                                       notifier=Notifier(notify.sock.getsockname(), watchdog_usec=400_000)))
+    run.start()
+    try:
+        assert backend.stalled.wait(30)
+        stalled_at = time.monotonic()
+        time.sleep(1.0)  # 2.5 watchdog periods
+        assert not [t for t in notify.times("WATCHDOG=1") if t > stalled_at + 0.05], "pinged while inference hung"
+        backend.release.set()
+        assert notify.times("WATCHDOG=1")[0] < stalled_at  # it did ping before the stall
+        deadline = time.monotonic() + 10
+        while not [t for t in notify.times("WATCHDOG=1") if t > stalled_at + 1.0] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [t for t in notify.times("WATCHDOG=1") if t > stalled_at + 1.0]  # and pings again after it
+    finally:
+        backend.release.set()
+        stop.set()
+        run.join(30)
+        notify.close()
+    messages = notify.messages()
+    assert messages[0] == "EXTEND_TIMEOUT_USEC=900000000", messages  # before embedding the new set
+    assert messages[-1].startswith("STOPPING=1\nSTATUS=stopping: labels mine (3)") and not run.is_alive()

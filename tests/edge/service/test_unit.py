@@ -1,0 +1,112 @@
+"""install-service: the unit passes systemd's own checks, and a config is never overwritten silently."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import edge.cli
+from edge.service.config import example_text
+from edge.service.unit import UnitSettings, render_unit
+
+EDGE = str(Path(sys.executable).with_name("semanticac-edge"))  # the real executable: verify checks it exists
+needs_systemd_analyze = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed (make system-deps)"
+)
+
+
+@pytest.fixture
+def unit_file(tmp_path):
+    path = tmp_path / "semanticac-edge.service"
+    path.write_text(render_unit(UnitSettings(exec_path=EDGE, config_path="/etc/semanticac-edge/service.yaml")))
+    return path
+
+
+@needs_systemd_analyze
+def test_systemd_analyze_verify_finds_nothing_to_say(unit_file):
+    # v252 exits 0 on parse warnings ("Unknown key", "Ignoring ..."): stderr must be empty too
+    run = subprocess.run(["systemd-analyze", "verify", unit_file.name], cwd=unit_file.parent,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
+@needs_systemd_analyze
+def test_systemd_analyze_security_scores_it_ok(unit_file):
+    run = subprocess.run(["systemd-analyze", "security", "--offline=yes", unit_file.name], cwd=unit_file.parent,
+                         capture_output=True, text=True, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", run.stdout)
+    assert found, run.stdout + run.stderr
+    assert float(found.group(1)) <= 4.0, run.stdout
+
+
+def test_the_unit_runs_serve_as_a_notify_service_that_a_bad_config_does_not_loop(unit_file):
+    text = unit_file.read_text()
+    for line in ("Type=notify", "Restart=on-failure", "RestartPreventExitStatus=78", "WatchdogSec=30",
+                 "DynamicUser=yes", "SupplementaryGroups=audio video", "StateDirectory=semanticac-edge",
+                 f"ExecStart={EDGE} serve --config /etc/semanticac-edge/service.yaml", "ProtectHome=yes"):
+        assert f"\n{line}\n" in text, line
+    assert "\nPrivateDevices=" not in text and "\nMemoryDenyWriteExecute=" not in text
+
+
+def test_a_venv_under_home_stays_readable_and_paths_with_spaces_are_quoted():
+    text = render_unit(UnitSettings(exec_path="/home/jet/my venv/bin/semanticac-edge", config_path="/etc/s.yaml"))
+    assert "ExecStart='/home/jet/my venv/bin/semanticac-edge' serve --config /etc/s.yaml" in text
+    assert "\nProtectHome=read-only" in text
+
+
+def test_install_writes_the_unit_and_config_and_keeps_an_existing_config(tmp_path):
+    unit, config = tmp_path / "unit" / "semanticac-edge.service", tmp_path / "etc" / "service.yaml"
+    args = ["install-service", "--unit", str(unit), "--config", str(config), "--exec", EDGE, "--watchdog-sec", "20"]
+    first = CliRunner().invoke(edge.cli.main, args)
+    assert first.exit_code == 0, first.output
+    assert "WatchdogSec=20" in unit.read_text() and config.read_text() == example_text()
+    assert f"--config {config}" in unit.read_text()
+    config.write_text("schema_version: 1  # mine\n")
+    again = CliRunner().invoke(edge.cli.main, args)
+    assert again.exit_code == 0 and "kept" in again.output and "--force" in again.output
+    assert config.read_text() == "schema_version: 1  # mine\n"
+    forced = CliRunner().invoke(edge.cli.main, args + ["--force"])
+    assert forced.exit_code == 0 and config.read_text() == example_text()
+
+
+def test_print_shows_both_files_and_writes_nothing(tmp_path):
+    unit, config = tmp_path / "u.service", tmp_path / "c.yaml"
+    result = CliRunner().invoke(edge.cli.main, ["install-service", "--unit", str(unit), "--config", str(config),
+                                                "--exec", EDGE, "--print"])
+    assert result.exit_code == 0, result.output
+    assert "Type=notify" in result.output and example_text() in result.output
+    assert not unit.exists() and not config.exists()
+
+
+def test_a_missing_executable_is_a_config_error(tmp_path):
+    result = CliRunner().invoke(edge.cli.main, ["install-service", "--unit", str(tmp_path / "u.service"),
+                                                "--config", str(tmp_path / "c.yaml"), "--exec", "/nowhere/semanticac-edge"])
+    assert result.exit_code == 78 and "/nowhere/semanticac-edge does not exist" in result.output
+    assert "--exec" in result.output
+
+
+MDWE_PROBE = """
+import ctypes, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN: what MemoryDenyWriteExecute= does
+    sys.exit(3)
+import cffi
+try:
+    cffi.FFI().callback("int(int)", lambda x: x)
+except MemoryError:
+    sys.exit(0)
+sys.exit(1)
+"""
+
+
+def test_portaudio_callbacks_still_need_write_execute_memory():
+    """Why the unit has no MemoryDenyWriteExecute=: sounddevice's stream callback is an
+    ffi.callback(), refused under it. When this fails, cffi no longer needs it: add the line."""
+    run = subprocess.run([sys.executable, "-c", MDWE_PROBE], capture_output=True, text=True, timeout=60)
+    if run.returncode == 3:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+    assert run.returncode == 0, run.stderr
