@@ -1,0 +1,100 @@
+"""`semanticac-edge serve` to a real mosquitto broker: a real process on a WAV file publishes
+availability, Home Assistant discovery, events, states and the level; killed with SIGKILL, it
+leaves `offline` through its last will."""
+
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from edge.events import Event
+from edge.outputs.sinks import record_dict
+from tests.mosquitto import HOST, broker, subscribers  # noqa: F401 (fixtures)
+from tests.signals import noise, tone
+
+RATE = 16000
+EDGE = str(Path(sys.executable).with_name("semanticac-edge"))
+EAGER = ["siren", "dog_bark", "car_horn"]  # the eager_labels fixture's set
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One label-embedding cache for the module: the eager set is embedded once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+def service(tmp_path: Path, cache: Path, labels: Path, port: int, node: str, seconds: float, fast: bool):
+    """A WAV (a tone, then noise), a config with MQTT at the broker, and the environment to run in."""
+    wav = tmp_path / "street.wav"
+    half = seconds / 2
+    sf.write(wav, np.concatenate([tone(700, half, RATE), noise(half, RATE)]), RATE)
+    config = tmp_path / "service.yaml"
+    config.write_text(yaml.safe_dump({
+        "schema_version": 1,
+        "audio": {"input": str(wav), "fast": fast},
+        "labels": {"set": str(labels)},
+        "listen": {"window": 1.0, "hop": 0.5, "min_duration": 0.5},
+        "mqtt": {"enabled": True, "host": HOST, "port": port, "node_id": node, "level_interval": 0},
+        "metrics": {"enabled": False},
+    }))
+    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+    env.update(XDG_CACHE_HOME=str(cache), STATE_DIRECTORY=str(tmp_path / "state"))
+    return [EDGE, "serve", "--config", str(config)], env
+
+
+def test_serve_publishes_availability_discovery_events_and_states(broker, subscribers, eager_labels, cache, tmp_path):
+    node = "serve" + uuid.uuid4().hex[:8]
+    base, discovery = f"semanticac/{node}", f"homeassistant/device/{node}/config"
+    sub = subscribers(broker.port, [f"{base}/#", discovery])
+    # in real time, so an event's ON and OFF are seconds apart (states are latest values: a
+    # change undone before the publisher's turn is never sent)
+    command, env = service(tmp_path, cache, eager_labels, broker.port, node, seconds=4.0, fast=False)
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    sub.on(f"{base}/availability", "offline")  # the last thing close() sends
+    sub.sync()
+
+    assert [m.payload for m in sub.topics(f"{base}/availability")] == ["online", "offline"]
+    components = sub.topics(discovery)[0].json()["components"]
+    assert components["events"]["event_types"] == EAGER
+    assert {f"label_{label}" for label in EAGER} <= set(components)
+    events = [m.json() for m in sub.topics(f"{base}/events")]
+    starts = [e for e in events if e["type"] == "start"]
+    ends = [e for e in events if e["type"] == "end"]
+    assert starts and sorted(e["event_id"] for e in ends) == sorted(e["event_id"] for e in starts)
+    template = record_dict(Event("start", 0.0, 1, "siren", score=0.5), "utc")
+    for event in starts:
+        assert set(event) == {*template, "event_type"} and event["event_type"] == event["label"] in EAGER
+    for label in {e["label"] for e in starts}:  # ON while its event lasted, OFF after (the first OFF: at connection)
+        assert [m.payload for m in sub.topics(f"{base}/state/{label}")] == ["OFF", "ON", "OFF"]
+    assert sub.topics(f"{base}/microphone")[0].payload == "ON"
+    levels = [m.payload for m in sub.topics(f"{base}/level")]
+    assert levels and all(float(level) < 0 for level in levels)
+    assert sub.topics(f"{base}/status"), "no status record (the model's licence, the end of the file) came"
+
+
+def test_serve_killed_leaves_offline_by_its_last_will(broker, subscribers, eager_labels, cache, tmp_path):
+    node = "kill" + uuid.uuid4().hex[:8]
+    base = f"semanticac/{node}"
+    sub = subscribers(broker.port, [f"{base}/availability", f"{base}/events"])
+    command, env = service(tmp_path, cache, eager_labels, broker.port, node, seconds=60.0, fast=False)
+    with open(tmp_path / "serve.log", "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            sub.on(f"{base}/availability", "online", timeout=60)
+            sub.on(f"{base}/events", timeout=30)  # running: an event started (real time, so it goes on)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+            sub.on(f"{base}/availability", "offline")
+        finally:
+            process.kill()
+            process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert [m.payload for m in sub.topics(f"{base}/availability")] == ["online", "offline"]
