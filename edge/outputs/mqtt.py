@@ -304,7 +304,7 @@ class MqttSink(Sink):
                     "rename one of them in the label set"
                     if s
                     else f"label {label!r} has no letter or digit to name its MQTT topic: rename it",
-                    key="labels",
+                    key="labels.set",
                 )
             slugs[label] = s
         return slugs
