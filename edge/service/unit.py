@@ -95,8 +95,8 @@ RestartSec=5
 # 78 (EX_CONFIG): a bad config, bundle or label set; a restart would fail the same way
 RestartPreventExitStatus=78
 Environment=PYTHONUNBUFFERED=1
-# label embeddings and TensorRT engines computed on this machine
-Environment=XDG_CACHE_HOME=/var/cache/{NAME}
+# label embeddings and TensorRT engines computed here go to %C/{NAME}/<model_id>/ (CacheDirectory=)
+Environment=XDG_CACHE_HOME=%C
 
 # A user made up for the service; audio: /dev/snd; video: the GPU (on a Jetson /dev/nvmap,
 # /dev/nvhost-* and /dev/nvgpu/* belong to group video).

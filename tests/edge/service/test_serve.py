@@ -22,7 +22,8 @@ import yaml
 from edge.labels.labelset import resolve_label_set
 from edge.service.config import parse_config
 from edge.service.notify import Notifier
-from edge.service.serve import serve
+from edge.outputs.sinks import Status
+from edge.service.serve import ServiceSink, serve
 from tests.edge.test_listen_contracts import Pausing  # a real backend whose n-th embed blocks
 from tests.signals import noise, tone
 
@@ -210,3 +211,31 @@ def test_a_stuck_backend_stops_the_watchdog_and_a_new_label_set_extends_start_up
     messages = notify.messages()
     assert messages[0] == "EXTEND_TIMEOUT_USEC=900000000", messages  # before embedding the new set
     assert messages[-1].startswith("STOPPING=1\nSTATUS=stopping: labels mine (3)") and not run.is_alive()
+
+
+def test_a_lost_device_shows_in_the_status_line_until_it_is_back(tmp_path):
+    """Reopening a lost device is no hang: the loop's heartbeat goes on, STATUS= says so."""
+    notify = NotifySocket(str(tmp_path / "notify"))
+    now = [0.0]
+    sink = ServiceSink(Notifier(notify.sock.getsockname(), watchdog_usec=1_000_000, clock=lambda: now[0]),
+                       "labels urban (10), backend onnxruntime, microphone 'USB'", status_interval=60.0,
+                       clock=lambda: now[0])
+    try:
+        sink.status(Status(t=3.0, level="warning", message="microphone 'USB' lost: no audio for 5 s",
+                           code="audio_lost"))
+        sink.heartbeat()
+        now[0] = 1.0
+        sink.heartbeat()  # nothing new, within status_interval: a watchdog ping only
+        sink.status(Status(t=9.0, level="info", message="microphone 'USB' is back", code="audio_restored"))
+        sink.heartbeat()
+        notify.wait_for("WATCHDOG=1", timeout=5)
+        time.sleep(0.1)
+    finally:
+        notify.close()
+    assert notify.messages() == [
+        "WATCHDOG=1",
+        "STATUS=starting: labels urban (10), backend onnxruntime, microphone 'USB'; 0 events; "
+        "warning: microphone 'USB' lost: no audio for 5 s",
+        "WATCHDOG=1",
+        "STATUS=starting: labels urban (10), backend onnxruntime, microphone 'USB'; 0 events",
+    ]
