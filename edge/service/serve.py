@@ -196,7 +196,7 @@ class ServiceSink(Sink):
         if status.level == "error":  # listen logs warnings and info itself; an error it leaves to its caller
             log.error("%s", status.message)
         if status.level != "info":
-            self.alert = f"{status.level}: {status.message}"
+            self.alert = f"{status.level} at {self.utc(status.t)[11:19]} UTC: {status.message}"
         elif status.code == "audio_restored":
             self.alert = ""
         if status.level != "info" or status.code:
@@ -243,10 +243,6 @@ def describe(config: ServiceConfig, resolved: Resolved, backend: Backend) -> str
     )
     labels = f"labels {resolved.label_set.name} ({len(resolved.label_set.labels)})"
     return f"{labels}, backend {backend.name}, {audio}"
-
-
-def build_info() -> dict[str, str]:
-    return {"version": __version__}
 
 
 def serve(

@@ -235,7 +235,7 @@ def test_a_lost_device_shows_in_the_status_line_until_it_is_back(tmp_path):
     assert notify.messages() == [
         "WATCHDOG=1",
         "STATUS=starting: labels urban (10), backend onnxruntime, microphone 'USB'; 0 events; "
-        "warning: microphone 'USB' lost: no audio for 5 s",
+        f"warning at {sink.utc(3.0)[11:19]} UTC: microphone 'USB' lost: no audio for 5 s",
         "WATCHDOG=1",
         "STATUS=starting: labels urban (10), backend onnxruntime, microphone 'USB'; 0 events",
     ]
