@@ -77,6 +77,13 @@ def resolve(config: ServiceConfig) -> Resolved:
     except LabelSetError as err:
         raise ConfigError(f"labels.set {config.options.labels!r}: {err}", key="labels.set") from None
     listen_windowing(config, bundle)
+    audio_file = config.options.input
+    if audio_file is not None and not Path(audio_file).is_file():
+        raise ConfigError(
+            f"audio.input {audio_file!r} is not a file: give the path of an audio file, or leave the key out "
+            "for the microphone",
+            key="audio.input",
+        )
     return Resolved(bundle, origin, with_thresholds(label_set, config.thresholds))
 
 
