@@ -29,7 +29,7 @@ import json
 import math
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TextIO
@@ -251,9 +251,16 @@ class LiveView(Sink):
     BAR_WIDTH = 20
     LABEL_WIDTH = 24
 
-    def __init__(self, stream: TextIO | None = None, origin: datetime | None = None, max_rows: int = 10):
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        origin: datetime | None = None,
+        max_rows: int = 10,
+        thresholds: Mapping[str, float] | None = None,
+    ):
         super().__init__(stream, origin)
         self.max_rows = max_rows
+        self.thresholds = dict(thresholds or {})  # label -> threshold, shown beside its score
         encoding = (getattr(self.stream, "encoding", None) or "").lower().replace("-", "")
         self.bar_chars = ("\u2588", "\u2591") if encoding.startswith("utf") else ("#", ".")
         self._height = 0  # lines of the block on screen now
@@ -294,7 +301,9 @@ class LiveView(Sink):
             f"dropped {last.dropped}{level}{'  gated: nothing reported' if last.gated else ''}"
         ]
         for label, score in last.top[: self.max_rows]:
-            lines.append(f"  {label[: self.LABEL_WIDTH]:<{self.LABEL_WIDTH}} {self._bar(score)} {score:.3f}")
+            threshold = self.thresholds.get(label)
+            mark = "" if threshold is None else f"  {'>=' if score >= threshold else '< '} {threshold:.2f}"
+            lines.append(f"  {label[: self.LABEL_WIDTH]:<{self.LABEL_WIDTH}} {self._bar(score)} {score:.3f}{mark}")
         if len(last.top) > self.max_rows:
             lines.append(f"  ... and {len(last.top) - self.max_rows} more")
         if not last.top:
@@ -311,12 +320,20 @@ class LiveView(Sink):
         return full * n + empty * (self.BAR_WIDTH - n)
 
 
-def make_sink(json_lines: bool = False, stream: TextIO | None = None, origin: datetime | None = None) -> Sink:
-    """`--json` -> JsonLines; else a terminal -> LiveView; else (a pipe, a file) -> PlainLines."""
+def make_sink(
+    json_lines: bool = False,
+    stream: TextIO | None = None,
+    origin: datetime | None = None,
+    thresholds: Mapping[str, float] | None = None,
+) -> Sink:
+    """`--json` -> JsonLines; else a terminal -> LiveView (with each label's `thresholds`);
+    else (a pipe, a file) -> PlainLines."""
     stream = stream if stream is not None else sys.stdout
     if stream is None:  # `>&-`: Python starts with sys.stdout None
         raise OutputError("stdout is closed: results have nowhere to go; redirect it to a file or /dev/null")
     if json_lines:
         return JsonLines(stream, origin)
     isatty = getattr(stream, "isatty", None)
-    return LiveView(stream, origin) if isatty is not None and isatty() else PlainLines(stream, origin)
+    if isatty is not None and isatty():
+        return LiveView(stream, origin, thresholds=thresholds)
+    return PlainLines(stream, origin)

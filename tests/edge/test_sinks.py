@@ -182,3 +182,12 @@ def test_fan_out_gives_every_sink_each_record_with_one_origin_and_closes_all():
     with pytest.raises(OutputError, match="disk gone"):
         fan.close()
     assert after.closed
+
+
+def test_live_view_shows_each_labels_threshold_and_which_side_the_score_is():
+    stream = io.StringIO()
+    view = LiveView(stream, ORIGIN, thresholds={"dog_bark": 0.5, "siren": 0.3})
+    view.window(RECORDS[1])  # dog_bark 0.812, siren 0.1, car_horn 0.05 (no threshold given)
+    rows = {line.split()[0]: line for line in stream.getvalue().splitlines() if line.startswith("  ")}
+    assert rows["dog_bark"].endswith(">= 0.50") and rows["siren"].endswith("<  0.30")
+    assert rows["car_horn"].endswith("0.050")
