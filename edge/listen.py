@@ -24,6 +24,18 @@ Failure contract: when the source fails mid-stream (a decode error, NaN samples,
 device) or the backend fails, the audio delivered before the failure is still scored, every
 open event gets its `end`, a `status` line with level `error` (code `source_error` or
 `backend_error`) names the cause, and the summary carries the error (the CLI exits 1).
+
+Device supervision (`reconnect`, the service's microphone): a microphone is lost when it
+fails (the stream ends: PortAudio reports this when the PulseAudio source or daemon goes
+away), delivers nothing for `stale_seconds`, or only digital silence for `max_silence` (what
+is left to see when PulseAudio silently moves the stream to an idle source: PortAudio reports
+nothing then, measured). The open events end, a `status` warning `audio_lost` names the
+device and the reason, and the loop reopens it (PortAudio rescans its devices, so a
+re-plugged USB microphone is found) after waits that double up to `backoff_max`, with
+jitter, calling the heartbeat meanwhile; `audio_restored` (info) follows when audio flows
+again. Stream time goes on across the gap: the new audio starts at the wall-clock time
+elapsed since the stream began, so `utc` stays right. Without `reconnect` a loss is the
+failure above.
 """
 
 from __future__ import annotations
@@ -31,6 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +65,8 @@ log = logging.getLogger(__name__)
 
 READ_SECONDS = 0.2  # a read waits at most this long, so a stop request is seen promptly
 SILENCE_WARN_SECONDS = 10.0
+DIGITAL_SILENCE = 1e-6  # |sample| at most this (-120 dBFS) is "no signal": a microphone's own noise is far above
+BACKOFF_FIRST = 1.0  # the wait after the first failed try to reopen a lost device (doubled after each failure)
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
@@ -73,9 +88,10 @@ class ListenOptions:
     """Every setting of the listen pipeline; each default lives here and nowhere else.
 
     `input`: None for the microphone, "-" for raw PCM on stdin, else an audio file. Options
-    that only apply to one source (device: microphone; fast: file; rate, sample_format,
-    channels: stdin) are errors with another. Construction validates every value and raises
-    OptionError naming the option, the value and what is allowed.
+    that only apply to one source (device and the supervision options: microphone; fast: file;
+    rate, sample_format, channels: stdin) are errors with another when they are not their
+    default. Construction validates every value and raises OptionError naming the option, the
+    value and what is allowed.
     """
 
     labels: str  # a label-set YAML path or the name of a shipped set
@@ -97,6 +113,11 @@ class ListenOptions:
     threads: int | None = None  # ONNX Runtime threads; None: all usable cores
     max_batch: int = 4  # windows run together; beyond it a live source drops the oldest
     min_level: float | None = None  # dBFS; quieter windows start no event (None: off; digital silence never does)
+    # Device supervision (microphone only): see the module docstring.
+    reconnect: bool = False  # reopen a lost microphone instead of failing (the service sets it)
+    stale_seconds: float = 5.0  # no audio for this long: the microphone is lost (PulseAudio starts ~2 s late)
+    max_silence: float | None = None  # seconds of digital silence: the microphone is lost (None: off)
+    backoff_max: float = 30.0  # with reconnect: the longest wait between tries to reopen
 
     def __post_init__(self) -> None:
         self._validate()
@@ -143,15 +164,23 @@ class ListenOptions:
             self._fail("min_level", self.min_level, "a level in dBFS <= 0 (e.g. -60), or leave it out")
         if self.backend not in BACKENDS:
             self._fail("backend", self.backend, f"one of {', '.join(BACKENDS)}")
+        self._seconds("stale_seconds", self.stale_seconds, allow_zero=False, hint="e.g. 5; audio starts ~2 s late")
+        if self.max_silence is not None:
+            self._seconds("max_silence", self.max_silence, allow_zero=False, hint="or leave it out: off")
+        self._seconds("backoff_max", self.backoff_max, allow_zero=False)
         self._check_source()
+        if self.backoff_max != _DEFAULTS["backoff_max"] and not self.reconnect:
+            raise OptionError(
+                "--backoff-max applies with --reconnect only: add --reconnect or leave it out", option="backoff_max"
+            )
 
     def _check_source(self) -> None:
         kind = self.source_kind
         where = {"device": "microphone", "fast": "file", "rate": "stdin", "sample_format": "stdin", "channels": "stdin"}
+        where |= dict.fromkeys(("reconnect", "stale_seconds", "max_silence", "backoff_max"), "microphone")
         what = {"microphone": "the microphone (no --input)", "file": "--input FILE", "stdin": "--input - (stdin)"}
         for name, applies in where.items():
-            value = getattr(self, name)
-            if value not in (None, False) and applies != kind:
+            if getattr(self, name) != _DEFAULTS[name] and applies != kind:
                 raise OptionError(
                     f"{_flag(name)} applies to {what[applies]} only, not to {what[kind]}: leave it out", option=name
                 )
@@ -191,6 +220,9 @@ class ListenOptions:
             raise OptionError(str(err), option="window" if "--window" in str(err) else "hop") from None
 
 
+_DEFAULTS = {f.name: f.default for f in fields(ListenOptions)}
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -205,8 +237,9 @@ class ListenSummary:
     error: str | None = None  # why the stream failed (the CLI exits 1); None when it ended or was stopped
 
 
-def open_source(options: ListenOptions, frontend: Frontend) -> Source:
-    """The source `options.input` names: a file, stdin ('-') or a microphone."""
+def open_source(options: ListenOptions, frontend: Frontend, rescan: bool = False) -> Source:
+    """The source `options.input` names: a file, stdin ('-') or a microphone (`rescan`: PortAudio
+    looks for devices again first, as when a lost one is reopened)."""
     kind = options.source_kind
     if kind == "stdin":
         assert options.rate is not None  # ListenOptions refuses --input - without --rate
@@ -222,7 +255,27 @@ def open_source(options: ListenOptions, frontend: Frontend) -> Source:
             frame_seconds=frontend.win_length / frontend.sample_rate,
         )
     device = int(options.device) if options.device is not None and options.device.isdigit() else options.device
-    return MicrophoneSource(device, sample_rate=frontend.sample_rate)
+    return MicrophoneSource(
+        device, sample_rate=frontend.sample_rate, stall_seconds=options.stale_seconds, rescan=rescan
+    )
+
+
+@dataclass(frozen=True)
+class Reconnect:
+    """How the loop gets a lost device back: `reopen()` opens it again, tried at once, then
+    after waits that double from BACKOFF_FIRST up to `backoff_max` seconds (`delay`)."""
+
+    reopen: Callable[[], Source]
+    backoff_max: float
+
+    def delay(self, tries: int) -> float:
+        """Seconds to wait before the next try after `tries` failed ones (0: the first, at once).
+        The wait is jittered within its upper half: devices that lost one sound server do not
+        retry in step, and no wait collapses to nothing."""
+        if tries == 0:
+            return 0.0
+        cap = min(self.backoff_max, BACKOFF_FIRST * 2.0 ** min(tries - 1, 30))
+        return cap * random.uniform(0.5, 1.0)
 
 
 def listen(
@@ -239,9 +292,11 @@ def listen(
     `source`: an already opened source instead of the one `options.input` names (tests, the
     demo); `backend`: an opened backend instead of the one `options.backend` selects (tests);
     `heartbeat`: called from the loop after every read (at least every READ_SECONDS while it
-    turns), never from another thread, so a hung inference or a wedged loop stops the calls
-    (the service's watchdog). Raises a SemanticACError subclass for anything wrong before audio flows (bundle,
-    labels, graph, device); a failure mid-stream is reported in the summary (`error`).
+    turns, also while it waits to reopen a lost device), never from another thread, so a hung
+    inference or a wedged loop stops the calls (the service's watchdog). Raises a
+    SemanticACError subclass for anything wrong before audio flows (bundle, labels, graph,
+    device: with `options.reconnect` a microphone that cannot be opened is lost instead, and
+    retried); a failure mid-stream is reported in the summary (`error`).
     """
     from edge.labels.embeddings import label_embeddings_for
     from edge.labels.labelset import resolve_label_set
@@ -253,8 +308,20 @@ def listen(
     embeddings = label_embeddings_for(bundle, label_set, options.threads)
     scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set)
     backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
+    reconnect = None
+    if options.reconnect and source is None:
+
+        def reopen() -> Source:
+            return open_source(options, bundle.meta.frontend, rescan=True)
+
+        reconnect = Reconnect(reopen, options.backoff_max)
     try:
         source = source or open_source(options, bundle.meta.frontend)
+    except AudioError:
+        if reconnect is None:
+            backend.close()
+            raise
+        source = None  # lost from the start: the loop reports it and retries
     except BaseException:
         backend.close()
         raise
@@ -274,6 +341,7 @@ def listen(
                 k=options.top_k,
                 max_batch=options.max_batch,
                 min_level=options.min_level,
+                max_silence=options.max_silence,
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             if windowing.hop_frames > windowing.window_frames:
@@ -285,14 +353,20 @@ def listen(
                         "of audio between windows is never analysed; use a hop <= the window",
                     )
                 )
-            return listener.run(source, stop, notes=notes, heartbeat=heartbeat)
+            return listener.run(source, stop, notes=notes, heartbeat=heartbeat, reconnect=reconnect)
     finally:
         if own_sink:
             sink.close()
 
 
 class Listener:
-    """One label set, one model, one source: run() until the source ends or `stop` is set."""
+    """One label set, one model, one source: run() until the source ends or `stop` is set.
+
+    With a `Reconnect`, run() goes on over segments: each opened source is one, read until it
+    is lost; then the open events end, `audio_lost` is reported and the source is reopened.
+    Each segment starts a fresh log-mel, window count, level meter and smoothing, at the stream
+    time given by the wall clock (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -306,49 +380,95 @@ class Listener:
         k: int = 3,
         max_batch: int = 4,
         min_level: float | None = None,
+        max_silence: float | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch} must be at least 1")
         self.min_level = min_level  # dBFS: a quieter window is gated (digital silence always is)
+        self.max_silence = max_silence  # seconds of digital silence before the source counts as lost
         self.frontend = bundle.meta.frontend
         self.backend, self.scorer, self.detector, self.smoother = backend, scorer, detector, smoother
         self.sink, self.windowing, self.k, self.max_batch = sink, windowing, k, max_batch
         self.summary = ListenSummary()
         self._t = 0.0  # stream time of the latest window
+        self._offset = 0.0  # stream time of the current segment's first sample
         self._arrived = time.perf_counter()  # when the audio that completed the newest window arrived
         self._silence = log_floor_value(self.frontend) + 1e-3
         self._silent_since: float | None = None
         self._silence_warned = False
+        self._silent_samples = 0  # digital silence in a row, in model-rate samples
+        self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
+        self._tries = 0  # tries to reopen since the loss
+        self._restored_at: float | None = None
+        self._listening = False
 
     def run(
         self,
-        source: Source,
+        source: Source | None,
         stop: threading.Event | None = None,
         notes: Sequence[tuple[str, str]] = (),
         heartbeat: Callable[[], None] | None = None,
+        reconnect: Reconnect | None = None,
     ) -> ListenSummary:
         """Read `source` until it ends, fails or `stop` is set; `notes`: (level, message) status
         lines to emit first (after the model, before the first window); `heartbeat`: called
-        after every read and the windows it completed (see `listen`)."""
+        after every read and the windows it completed (see `listen`). `reconnect`: a lost
+        source is reopened instead of failing the run (`source` None: open it first)."""
         stop = stop or threading.Event()
         beat = heartbeat or (lambda: None)
+        began = time.monotonic()
+        for level, message in notes:
+            self._status(level, message)
+        failure: SemanticACError | None = None
+        while True:
+            if source is None:  # lost (or not found at the start): reopen it
+                assert reconnect is not None, "run() needs a source, or a Reconnect to open one"
+                source = self._reopen(reconnect, stop, beat)
+                if source is None:  # stopped while waiting
+                    self.summary.end_reason = "stopped"
+                    break
+                self._offset = self._t = max(self._t, time.monotonic() - began)
+            failure = self._segment(source, stop, beat)
+            source = None
+            if reconnect is None or not isinstance(failure, AudioError) or stop.is_set():
+                break
+            self._lose(failure, reconnect)
+            failure = None
+        self.summary.seconds = self._t
+        if failure is not None:
+            self.summary.error = str(failure)
+            code = "source_error" if isinstance(failure, AudioError) else "backend_error"
+            self._status("error", str(failure), code=code)
+        self._status(
+            "info",
+            f"stopped ({'failed' if failure else self.summary.end_reason}): "
+            f"{self.summary.windows} windows, {self.summary.dropped} dropped, "
+            f"{self.summary.events} events",
+        )
+        return self.summary
+
+    def _segment(self, source: Source, stop: threading.Event, beat: Callable[[], None]) -> SemanticACError | None:
+        """Read one opened source from `self._offset` on until it ends, fails or `stop` is set;
+        end the open events at its end. Returns the failure (AudioError, BackendError) or None."""
         live = is_live(source)
         mel, queue = StreamingLogMel(self.frontend), FrameQueue(self.frontend.n_mels)
         self._levels = LevelMeter(self.frontend.hop_length)
+        self.smoother.reset()
+        self._silent_samples = 0
         next_k = 0
         failure: SemanticACError | None = None
         # Read up to a model window at a time: after a slow inference everything waiting is
         # taken at once, so the windows that are too late can be dropped instead of queued.
         read_size = self.frontend.seconds_to_samples(self.frontend.window_seconds)
         with source:
-            for level, message in notes:
-                self._status(level, message)
-            self._status(
-                "info",
-                f"listening to {source.name}: window {self.windowing.window_seconds:g} s, "
-                f"hop {self.windowing.hop_seconds:g} s, {len(self.scorer.labels)} labels, "
-                f"backend {self.backend.name}",
-            )
+            if not self._listening:
+                self._listening = True
+                self._status(
+                    "info",
+                    f"listening to {source.name}: window {self.windowing.window_seconds:g} s, "
+                    f"hop {self.windowing.hop_seconds:g} s, {len(self.scorer.labels)} labels, "
+                    f"backend {self.backend.name}",
+                )
             try:
                 while not stop.is_set():
                     block = source.read(read_size, timeout=READ_SECONDS)
@@ -356,9 +476,11 @@ class Listener:
                         break
                     if block.size:
                         self._arrived = time.perf_counter()  # latency runs from here to the window's scores
+                        self._supervise(block, source)
                         self._levels.push(block)
                         queue.append(mel.push(block))
                         next_k = self._process_ready(queue, next_k, drop_late=live)
+                        self._check_silence(source)
                     beat()
                 ended = not stop.is_set()
                 if ended:  # the last frames need the end of the signal (right-hand padding)
@@ -376,23 +498,71 @@ class Listener:
                 else source.end_reason or ("stopped" if stop.is_set() else "end of stream")
             )
             overflows = source.overflows
-        t_end = queue.end * self.windowing.seconds_per_frame
+        t_end = self._offset + queue.end * self.windowing.seconds_per_frame
         for event in self.detector.flush(max(t_end, self._t)):
             self._emit_event(event)
-        self.summary.seconds = self._t = t_end
+        self._t = t_end
         if overflows:
             self._status("warning", f"{overflows} input frames were lost: the reader fell behind the device")
-        if failure is not None:
-            self.summary.error = str(failure)
-            code = "source_error" if isinstance(failure, AudioError) else "backend_error"
-            self._status("error", str(failure), code=code)
+        return failure
+
+    def _supervise(self, block: np.ndarray, source: Source) -> None:
+        """Per block read: count digital silence (when `max_silence` watches for it); audio
+        while lost restores the source (not digital silence when it is watched for)."""
+        silent = self.max_silence is not None and float(np.abs(block).max()) <= DIGITAL_SILENCE
+        self._silent_samples = self._silent_samples + block.size if silent else 0
+        if self._lost_at is not None and not silent:
+            lost_for, self._lost_at = time.monotonic() - self._lost_at, None
+            self._restored_at = time.monotonic()
+            self._status("info", f"audio restored: {source.name} after {lost_for:.1f} s lost", code="audio_restored")
+
+    def _check_silence(self, source: Source) -> None:
+        """Digital silence beyond `max_silence` loses the source (after its windows are scored)."""
+        if self.max_silence is not None and self._silent_samples >= self.max_silence * self.frontend.sample_rate:
+            raise AudioError(
+                f"{source.name} delivered only digital silence for {self.max_silence:g} s "
+                "(muted, or its stream was moved to an idle source)"
+            )
+
+    def _lose(self, reason: AudioError, reconnect: Reconnect) -> None:
+        """The first failure since audio last flowed: report it (later ones while lost are logged)."""
+        if self._lost_at is not None:
+            log.info("still no audio (try %d): %s", self._tries, reason)
+            return
+        self._lost_at = time.monotonic()
+        if self._restored_at is not None and self._lost_at - self._restored_at > reconnect.backoff_max:
+            self._tries = 0  # a device that flaps (lost soon after each restore) keeps its longer waits
         self._status(
-            "info",
-            f"stopped ({'failed' if failure else self.summary.end_reason}): "
-            f"{self.summary.windows} windows, {self.summary.dropped} dropped, "
-            f"{self.summary.events} events",
+            "warning",
+            f"audio lost: {reason}; reopening it, waiting up to {reconnect.backoff_max:g} s between tries",
+            code="audio_lost",
         )
-        return self.summary
+
+    def _reopen(self, reconnect: Reconnect, stop: threading.Event, beat: Callable[[], None]) -> Source | None:
+        """The source opened again (started), waiting `reconnect.delay` before each try; None when stopped."""
+        while self._wait(reconnect.delay(self._tries), stop, beat):
+            self._tries += 1
+            source = None
+            try:
+                source = reconnect.reopen()
+                return source.start()
+            except AudioError as err:
+                if source is not None:
+                    source.stop()
+                self._lose(err, reconnect)
+        return None
+
+    @staticmethod
+    def _wait(seconds: float, stop: threading.Event, beat: Callable[[], None]) -> bool:
+        """Sleep `seconds` in steps of READ_SECONDS, beating after each; False once `stop` is set."""
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():
+            beat()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            stop.wait(min(left, READ_SECONDS))
+        return False
 
     def _finish(self, mel: StreamingLogMel, queue: FrameQueue, next_k: int) -> int:
         """The end of the signal: its last frames (right-hand padding), the windows they
@@ -435,7 +605,7 @@ class Listener:
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
         for (k, frames, count), p in zip(windows, scores):
             whole = count == self.windowing.window_frames
-            t = self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame
+            t = self._offset + (self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame)
             # the window's audio: the hops between its first and last frame centres
             level = self._levels.level_dbfs(k * self.windowing.hop_frames if whole else 0, count - 1)
             gated = level == -math.inf or (self.min_level is not None and level < self.min_level)

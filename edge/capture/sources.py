@@ -14,7 +14,14 @@ concatenation of everything `read` returns does not depend on the capture block 
 
 End of stream: `read` returns None once a file or stdin is exhausted and everything has been
 delivered (then `end_reason` says why; `stop()` also ends the stream). Failures raise AudioError:
-a corrupt file, a lost device, a device that goes silent for `stall_seconds`.
+a corrupt file, a lost device, a device that delivers nothing for `stall_seconds`.
+
+A lost microphone, as PortAudio sees it through ALSA's PulseAudio plugin (measured): when its
+PulseAudio source goes away (module unloaded, USB device unplugged) or the daemon dies, the
+stream ends, and `read` raises AudioError; when another source is left, PulseAudio moves the
+stream there instead, and PortAudio reports nothing (edge.listen watches for the silence an
+idle source gives). To open it again, `MicrophoneSource(..., rescan=True)`: PortAudio lists
+its devices only when it initialises.
 
 Live vs. not: the microphone and a real-time file overwrite the oldest audio when the consumer
 falls behind (counted in `overflows`); a `fast` file and stdin wait for room instead, since
@@ -51,6 +58,7 @@ CLIP_LOG_SECONDS = 5.0
 NONFINITE_LOG_SECONDS = 1.0
 STDIN_POLL_SECONDS = 0.1  # how often a reader waiting on stdin looks for a stop request
 CLOSE_SECONDS = 2.0  # how long stop() waits for PortAudio to close a device
+_left_behind: list[threading.Thread] = []  # closes that did not finish (a hung sound server)
 STDIN_FORMATS = {"s16le": ("<i2", 2.0**-15), "s32le": ("<i4", 2.0**-31), "f32le": ("<f4", 1.0)}
 
 
@@ -259,8 +267,12 @@ def _sounddevice():
 def rescan_devices() -> None:
     """Make PortAudio list the devices again: it reads them once, when it initialises, so a
     device plugged in (or a sound server started) later is unseen until then. Only call it
-    while this process has no stream open."""
+    while this process has no stream open (skipped, with a warning, while a close hangs)."""
     sd = _sounddevice()
+    _left_behind[:] = [closer for closer in _left_behind if closer.is_alive()]
+    if _left_behind:
+        log.warning("PortAudio is still closing a stream (the sound server hangs): not rescanning devices")
+        return
     sd._terminate()  # sounddevice's own pair for exactly this (documented in its FAQ)
     sd._initialize()
 
@@ -295,12 +307,13 @@ def _match_device(device: int | str | None, devices: list[InputDevice]) -> list[
     return [d for d in devices if d.name.lower() == key] or [d for d in devices if key in d.name.lower()]
 
 
-def find_input_device(device: int | str | None = None) -> InputDevice:
+def find_input_device(device: int | str | None = None, rescan: bool = False) -> InputDevice:
     """An input device by index, by (part of) its name (case-insensitive), or the default one.
-    When none matches, PortAudio looks again once (a device plugged in after it started)."""
-    devices = list_input_devices()
+    PortAudio looks again first with `rescan`, else when none matches (a device plugged in
+    after it started)."""
+    devices = list_input_devices(rescan=rescan)
     matches = _match_device(device, devices)
-    if not matches:
+    if not matches and not rescan:
         devices = list_input_devices(rescan=True)
         matches = _match_device(device, devices)
     if len(matches) == 1:
@@ -327,7 +340,8 @@ class MicrophoneSource(Source):
     (default: the device's own default rate, else the first of model rate, 48000, 44100, 16000
     it accepts). `channels`: default 1 for a mono device, else 2, mixed down. `block`: frames
     per callback (0: PortAudio chooses). A device that delivers nothing for `stall_seconds`
-    (the first audio may take ~1.5 s through PulseAudio) or whose stream ends raises AudioError.
+    (the first audio may take ~2 s through PulseAudio) or whose stream ends raises AudioError.
+    `rescan`: PortAudio looks for devices again first (reopening a lost one).
     """
 
     def __init__(
@@ -340,8 +354,9 @@ class MicrophoneSource(Source):
         block: int = 0,
         buffer_seconds: float = 5.0,
         stall_seconds: float = 5.0,
+        rescan: bool = False,
     ):
-        self.device = find_input_device(device)
+        self.device = find_input_device(device, rescan=rescan)
         channels = channels or min(2, self.device.channels)
         name = f"input device {self.device.index} ({self.device.name!r})"
         rate = self._pick_rate(name, channels, device_rate, sample_rate)
@@ -386,6 +401,9 @@ class MicrophoneSource(Source):
             )
             self._stream.start()
         except sd.PortAudioError as err:
+            if self._stream is not None:  # opened, not started: close it (a rescan needs none open)
+                self._stream.close(ignore_errors=True)
+                self._stream = None
             raise AudioError(
                 f"cannot open {self.name} at {self.input_rate} Hz, {self.channels} channel(s): "
                 f"{err}: is another program holding it?"
@@ -403,8 +421,7 @@ class MicrophoneSource(Source):
         # PortAudio calls this when the stream ends: by stop(), or because the device went away.
         if not self._stopping.is_set():
             self._error = AudioError(
-                f"{self.name} stopped delivering audio (device unplugged or sound "
-                "server stopped): check the device, then start listening again"
+                f"{self.name} stopped delivering audio (device unplugged or sound server stopped): check the device"
             )
         self._ended.set()
 
@@ -416,6 +433,7 @@ class MicrophoneSource(Source):
         closer.start()
         closer.join(CLOSE_SECONDS)
         if closer.is_alive():
+            _left_behind.append(closer)
             log.warning(
                 "%s did not close within %g s (the sound server is not responding): left behind",
                 self.name,
@@ -429,8 +447,7 @@ class MicrophoneSource(Source):
             self._last_written, self._last_arrival = written, now
         elif now - self._last_arrival > self.stall_seconds:
             raise AudioError(
-                f"{self.name} delivered no audio for {self.stall_seconds:g} s: the device "
-                "is stuck or gone; check it, then start listening again"
+                f"{self.name} delivered no audio for {self.stall_seconds:g} s: the device is stuck or gone; check it"
             )
 
 

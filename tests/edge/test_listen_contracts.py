@@ -309,3 +309,159 @@ def test_the_heartbeat_beats_from_the_loop_and_stops_while_inference_hangs(demo_
     backend.release.set()
     run.join(30)
     assert not run.is_alive() and len(beats) > during and during >= 1
+
+
+# --- device supervision: a lost source is reopened (the service's microphone) -----------------
+# Real sources and the real loop; tests/edge/service/test_supervision.py loses a real PulseAudio
+# device the same ways.
+
+
+@pytest.mark.parametrize("kwargs, option, text", [
+    (dict(input="clip.wav", reconnect=True), "reconnect", "--reconnect applies to the microphone"),
+    (dict(input="-", rate=16000, max_silence=30.0), "max_silence", "--max-silence applies to the microphone"),
+    (dict(stale_seconds=0.0), "stale_seconds", "--stale-seconds 0.0"),
+    (dict(max_silence=float("nan")), "max_silence", "--max-silence nan"),
+    (dict(reconnect=True, backoff_max=-1.0), "backoff_max", "--backoff-max -1.0"),
+    (dict(backoff_max=5.0), "backoff_max", "--backoff-max applies with --reconnect only"),
+])
+def test_supervision_options_are_checked(kwargs, option, text):
+    with pytest.raises(OptionError) as err:
+        ListenOptions(labels="urban", **kwargs)
+    assert err.value.option == option and text in str(err.value)
+    supervised = ListenOptions(labels="urban", reconnect=True, max_silence=30.0, backoff_max=10.0)
+    assert supervised.source_kind == "microphone" and ListenOptions.defaults()["reconnect"] is False
+
+
+def test_reopening_backs_off_exponentially_with_jitter_up_to_the_cap():
+    from edge.listen import BACKOFF_FIRST, Reconnect
+
+    reconnect = Reconnect(reopen=lambda: None, backoff_max=8.0)
+    assert reconnect.delay(0) == 0.0  # the first try at once
+    for tries in range(1, 40):
+        cap = min(8.0, BACKOFF_FIRST * 2 ** (tries - 1))
+        waits = [reconnect.delay(tries) for _ in range(50)]
+        assert all(cap / 2 <= w <= cap for w in waits), (tries, min(waits), max(waits))
+        assert len(set(waits)) > 1  # jittered: devices that lost one server do not retry in step
+
+
+class Clip(Source):
+    """A real Source delivering `audio` in 0.1 s blocks (at wall-clock pace when `live`), then
+    failing with `fail` as an unplugged microphone does, or ending."""
+
+    def __init__(self, audio: np.ndarray, fail: str | None = None, live: bool = False):
+        super().__init__("test microphone", RATE, 1, RATE, buffer_seconds=30.0)
+        self.audio, self.fail, self.live = audio, fail, live
+        self.started = 0.0
+
+    def _start_producer(self) -> None:
+        self.started = time.monotonic()
+        super()._start_producer()
+
+    def _produce(self) -> None:
+        for block in np.array_split(self.audio[:, None], max(1, self.audio.size // (RATE // 10))):
+            if self.live:
+                if self._stopping.wait(len(block) / RATE):
+                    return
+                self._ring.write(block)
+            elif not self._put_waiting(block):
+                return
+        if self.fail:
+            raise AudioError(self.fail)
+
+
+class Supervised:
+    """The loop as `listen` builds it, over 1 s windows every 0.5 s and the eager label set."""
+
+    def __init__(self, bundle, labels, max_silence=None):
+        from edge.backends import select_backend
+        from edge.events import EventDetector
+        from edge.features import Windowing
+        from edge.labels.embeddings import label_embeddings_for
+        from edge.labels.labelset import resolve_label_set
+        from edge.listen import Listener
+        from edge.scoring import Scorer, Smoother
+
+        label_set = resolve_label_set(str(labels))
+        self.sink, self.beats = Collect(), []
+        self.backend = select_backend(bundle, "onnxruntime", threads=1)
+        self.listener = Listener(
+            bundle, self.backend, Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, label_set), label_set),
+            EventDetector.from_label_set(label_set, min_duration=0.0), Smoother(1), self.sink,
+            Windowing.from_seconds(bundle.meta.frontend, 1.0, 0.5), max_silence=max_silence)
+
+    def run(self, source, stop=None, reconnect=None):
+        with self.backend:
+            return self.listener.run(source, stop, heartbeat=lambda: self.beats.append(time.monotonic()),
+                                     reconnect=reconnect)
+
+    def coded(self):
+        return [s for s in self.sink.statuses if s.code]
+
+
+def test_a_lost_source_is_reopened_with_backoff_and_stream_time_goes_on(demo_bundle, eager_labels):
+    from edge.listen import BACKOFF_FIRST, Reconnect
+
+    first = Clip(tone(700, 1.5, RATE), fail="test microphone unplugged", live=True)
+    second = Clip(tone(700, 1.5, RATE))
+    tries = []
+
+    def reopen():
+        tries.append(time.monotonic())
+        if len(tries) < 3:
+            raise AudioError(f"no input device 'test microphone' (try {len(tries)})")
+        return second
+
+    run = Supervised(demo_bundle, eager_labels)
+    summary = run.run(first, reconnect=Reconnect(reopen, backoff_max=1.0))
+    assert summary.error is None and summary.end_reason == "end of stream"
+    lost, restored = run.coded()
+    assert lost.code == "audio_lost" and lost.level == "warning" and "test microphone unplugged" in lost.message
+    assert restored.code == "audio_restored" and restored.level == "info"
+    assert "test microphone" in restored.message and "s lost" in restored.message
+    # every event open at the loss ended before it was reported
+    assert_events_paired(run.sink)
+    at = {id(record): i for i, (_, record) in enumerate(run.sink.records)}
+    before = [e for e in run.sink.events if at[id(e)] < at[id(lost)]]
+    assert before and {e.event_id for e in before if e.kind == "start"} == {
+        e.event_id for e in before if e.kind == "end"}
+    # tried at once, then after waits of at least the lower bound of their jitter, beating meanwhile
+    assert len(tries) == 3 and min(np.diff(tries)) >= BACKOFF_FIRST / 2
+    waiting = [b for b in run.beats if tries[0] <= b <= tries[2]]
+    assert len(waiting) >= 3 and np.diff(waiting).max() < 1.0
+    # stream time goes on with the wall clock across the gap; each segment counts its own windows
+    windows = [w.t for w in run.sink.windows]
+    assert windows == sorted(windows)
+    assert abs(restored.t - (second.started - first.started)) < 0.3, (restored.t, second.started - first.started)
+    after = [round(t - restored.t, 3) for t in windows if t > restored.t]
+    assert after == [round(t, 3) for t in windows if t <= lost.t] == [1.0, 1.5]
+
+
+def test_a_device_missing_from_the_start_is_retried_until_stop(demo_bundle, eager_labels):
+    from edge.listen import Reconnect
+
+    tries = []
+
+    def reopen():
+        tries.append(time.monotonic())
+        raise AudioError("no input device 'usb mic'; input devices are 0: 'pulse'")
+
+    run, stop, out = Supervised(demo_bundle, eager_labels), threading.Event(), {}
+    thread = threading.Thread(target=lambda: out.update(summary=run.run(None, stop, Reconnect(reopen, 30.0))))
+    thread.start()
+    time.sleep(1.2)
+    stop.set()
+    thread.join(2.0)  # the waits watch `stop` every READ_SECONDS
+    assert not thread.is_alive(), "the loop did not stop while waiting to reopen the device"
+    assert len(tries) == 2  # at once, after 0.5-1 s, then not before 1-2 s more: no retry storm
+    assert [(s.code, "'usb mic'" in s.message) for s in run.coded()] == [("audio_lost", True)]  # reported once
+    assert out["summary"].end_reason == "stopped" and out["summary"].error is None
+    assert not any("listening to" in s.message for s in run.sink.statuses)
+
+
+def test_digital_silence_beyond_max_silence_is_a_lost_source(demo_bundle, eager_labels):
+    run = Supervised(demo_bundle, eager_labels, max_silence=1.0)
+    summary = run.run(Clip(np.zeros(3 * RATE, np.float32)))  # no reconnect: the failure contract
+    assert "only digital silence for 1 s" in summary.error
+    assert [s.code for s in run.coded()] == ["source_error"]
+    windows = run.sink.windows  # the silence delivered before the loss is scored (gated)
+    assert windows and windows[-1].t >= 2.5 and all(w.gated for w in windows)
