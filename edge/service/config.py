@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from typing import Any
 import yaml
 
 from edge.errors import ConfigError, OptionError
-from edge.listen import ListenOptions, _flag
+from edge.listen import ListenOptions
 from edge.outputs.clips import ClipsConfig
 from edge.outputs.eventlog import EventLogConfig
 from edge.outputs.metrics import MetricsConfig
@@ -230,8 +231,13 @@ def listen_options(labels: str, values: Mapping[str, Any]) -> ListenOptions:
     try:
         return ListenOptions(labels=labels, **values)
     except OptionError as err:
-        key = option_keys().get(err.option, err.option)
-        raise ConfigError(str(err).replace(_flag(err.option), key, 1), key=key) from None
+        keys = option_keys()
+
+        def as_key(flag: re.Match) -> str:  # --hop -> listen.hop: the message speaks the config's language
+            return keys.get(flag.group(1).replace("-", "_"), flag.group(0))
+
+        key = keys.get(err.option, err.option)
+        raise ConfigError(re.sub(r"--([a-z][a-z-]*)", as_key, str(err)), key=key) from None
 
 
 def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
