@@ -63,10 +63,15 @@ class BundleMeta:
     # bundle without the field), or {"kind": "sigmoid", "logit_bias": b}: per-label probabilities
     # sigmoid(logit_scale * cosine + b), so "nothing" is an answer (edge.scoring)
     scoring: dict = field(default_factory=lambda: {"kind": "softmax"})
+    # the audio graph's vocabulary branch (edge.vocabulary): None, or {"output", "labels",
+    # "trained", "tau", "novelty_cosine", "student_weight", "source"}
+    vocabulary: dict | None = None
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["frontend"] = self.frontend.to_dict()
+        if data["vocabulary"] is None:  # absent: a bundle without one stays readable by older readers
+            del data["vocabulary"]
         return data
 
 
@@ -122,6 +127,7 @@ def parse_bundle_meta(data: object) -> BundleMeta:
         license=meta.get("license", str, "the licence text", default="unspecified"),
         format_version=version,
         scoring=_scoring(meta),
+        vocabulary=_vocabulary(meta),
     )
 
 
@@ -143,6 +149,38 @@ def _scoring(meta: Fields) -> dict:
     if not math.isfinite(bias):
         raise spec.fail(f"field 'logit_bias' {must_be('a finite number', bias)}")
     return {"kind": "sigmoid", "logit_bias": float(bias)}
+
+
+VOCABULARY_FIELDS = ("output", "labels", "trained", "tau", "novelty_cosine", "student_weight", "source")
+
+
+def _vocabulary(meta: Fields) -> dict | None:
+    """model.json `vocabulary` (absent: None): the audio graph output that scores a fixed
+    vocabulary of named classes, where their names' embeddings lie (labels/<labels>.npz), the
+    label sets the student was trained on (labels/<name>.npz each) and the fusion's constants."""
+    if meta.data.get("vocabulary") is None:
+        return None
+    spec = meta.nested("vocabulary", "a mapping {output, labels, trained, tau, novelty_cosine, student_weight}")
+    spec.unknown(VOCABULARY_FIELDS)
+    out: dict = {
+        "output": spec.text("output", "the audio graph's output of vocabulary scores"),
+        "labels": spec.text("labels", "the name of the bundle's labels/<name>.npz of the vocabulary"),
+        "trained": list(spec.names("trained", "the bundle's label sets the student was trained on")),
+        "source": spec.get("source", str, "what the vocabulary is", default=""),
+    }
+    if out["output"] not in meta.data["audio"].get("outputs", ()):
+        raise spec.fail(f"field 'output' {must_be('one of the audio graph outputs', out['output'])}")
+    ranges = {
+        "tau": ("a number > 0", 0.0, math.inf),
+        "novelty_cosine": ("a cosine in [-1, 1]", -1.0, 1.0),
+        "student_weight": ("a weight in [0, 1]", 0.0, 1.0),
+    }
+    for name, (allowed, low, high) in ranges.items():
+        value = spec.get(name, NUMBER, allowed)
+        if not (math.isfinite(value) and low <= value <= high) or (name == "tau" and value == 0):
+            raise spec.fail(f"field {name!r} {must_be(allowed, value)}")
+        out[name] = float(value)
+    return out
 
 
 @dataclass(frozen=True)

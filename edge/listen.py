@@ -60,6 +60,7 @@ from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetect
 from edge.features import FrameQueue, Frontend, LevelMeter, StreamingLogMel, Windowing, tile_frames
 from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
+from edge.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,7 @@ def listen(
     source: Source | None = None,
     backend: Backend | None = None,
     heartbeat: Callable[[], None] | None = None,
+    tap: Callable[[Source, float], Source] | None = None,
 ) -> ListenSummary:
     """Compose the pipeline that `options` describe and run it until the source ends or `stop` is set.
 
@@ -296,7 +298,9 @@ def listen(
     inference or a wedged loop stops the calls (the service's watchdog). Raises a
     SemanticACError subclass for anything wrong before audio flows (bundle, labels, graph,
     device: with `options.reconnect` a microphone that cannot be opened is lost instead, and
-    retried); a failure mid-stream is reported in the summary (`error`).
+    retried); a failure mid-stream is reported in the summary (`error`). `tap(source, t)`
+    wraps every source the loop reads (the first at stream time 0, each reopened one at the
+    time its segment starts): the service's clip recorder.
     """
     from edge.labels.embeddings import label_embeddings_for
     from edge.labels.labelset import resolve_label_set
@@ -306,7 +310,7 @@ def listen(
     label_set = resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
     embeddings = label_embeddings_for(bundle, label_set, options.threads)
-    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set)
+    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=Vocabulary.from_bundle(bundle))
     backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
     reconnect = None
     if options.reconnect and source is None:
@@ -327,7 +331,9 @@ def listen(
         raise
     detector = EventDetector.from_label_set(label_set, release_ratio=options.release, min_duration=options.min_duration)
     own_sink = sink is None
-    sink = sink or make_sink(json_lines=options.json)
+    sink = sink or make_sink(
+        json_lines=options.json, thresholds={label.name: label.threshold for label in label_set.labels}
+    )
     try:
         with backend:
             listener = Listener(
@@ -353,7 +359,7 @@ def listen(
                         "of audio between windows is never analysed; use a hop <= the window",
                     )
                 )
-            return listener.run(source, stop, notes=notes, heartbeat=heartbeat, reconnect=reconnect)
+            return listener.run(source, stop, notes=notes, heartbeat=heartbeat, reconnect=reconnect, tap=tap)
     finally:
         if own_sink:
             sink.close()
@@ -392,6 +398,7 @@ class Listener:
         self.summary = ListenSummary()
         self._t = 0.0  # stream time of the latest window
         self._offset = 0.0  # stream time of the current segment's first sample
+        self._vocabulary_output = (bundle.meta.vocabulary or {}).get("output")
         self._arrived = time.perf_counter()  # when the audio that completed the newest window arrived
         self._silence = log_floor_value(self.frontend) + 1e-3
         self._silent_since: float | None = None
@@ -409,11 +416,13 @@ class Listener:
         notes: Sequence[tuple[str, str]] = (),
         heartbeat: Callable[[], None] | None = None,
         reconnect: Reconnect | None = None,
+        tap: Callable[[Source, float], Source] | None = None,
     ) -> ListenSummary:
         """Read `source` until it ends, fails or `stop` is set; `notes`: (level, message) status
         lines to emit first (after the model, before the first window); `heartbeat`: called
         after every read and the windows it completed (see `listen`). `reconnect`: a lost
-        source is reopened instead of failing the run (`source` None: open it first)."""
+        source is reopened instead of failing the run (`source` None: open it first); `tap`:
+        wraps each source read, given the stream time its segment starts at (see `listen`)."""
         stop = stop or threading.Event()
         beat = heartbeat or (lambda: None)
         began = time.monotonic()
@@ -428,6 +437,8 @@ class Listener:
                     self.summary.end_reason = "stopped"
                     break
                 self._offset = self._t = max(self._t, time.monotonic() - began)
+            if tap is not None:
+                source = tap(source, self._offset)
             failure = self._segment(source, stop, beat)
             source = None
             if reconnect is None or not isinstance(failure, AudioError) or stop.is_set():
@@ -601,7 +612,9 @@ class Listener:
 
     def _infer(self, windows: list[tuple[int, np.ndarray, int]]) -> None:
         batch = np.stack([tile_frames(frames, self.windowing.model_frames) for _, frames, _ in windows])[:, None]
-        scores = self.scorer(self.backend.embed(batch))  # [N, K]
+        outputs = self.backend.run({self.backend.input_names[0]: batch})
+        # [N, K]; with a vocabulary branch its [N, V] scores are fused in (edge.vocabulary)
+        scores = self.scorer(outputs[self.backend.output_names[0]], outputs.get(self._vocabulary_output or ""))
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
         for (k, frames, count), p in zip(windows, scores):
             whole = count == self.windowing.window_frames

@@ -12,6 +12,11 @@ label YAML) and the per-label `bias` come from `semanticac-calibrate scores`; by
 A softmax always hands the whole mass to some label, even for silence; a sigmoid scores each
 label on its own. The [K, C] label matrix is built once per label set (STYLE lesson 3).
 
+A bundle with a vocabulary branch (edge.vocabulary) adds a second opinion: the graph's scores
+of a fixed vocabulary of named classes, mapped onto the labels by their text. A label no one
+trained is scored by it; a trained label by the student held back by it. `Scorer(audio,
+vocabulary=p)` fuses them; without `p` (an older bundle) the scores are the student's.
+
 Smoothing is a plain mean of the last `windows` score vectors (default 3): the mean of
 distributions is still a distribution, it forgets a window exactly `windows` hops later (an
 exponential average never quite does), and `reset()` is exact. A duration in seconds becomes
@@ -28,6 +33,7 @@ import numpy as np
 from edge.bundle import BundleMeta
 from edge.errors import LabelEmbeddingsError
 from edge.labels.embeddings import LabelEmbeddings
+from edge.vocabulary import Fusion, Vocabulary
 
 DEFAULT_TOP_K = 3
 DEFAULT_SMOOTH_WINDOWS = 3  # with overlapping windows a few hops already span the same sound
@@ -85,6 +91,7 @@ class Scorer:
         logit_bias: float = 0.0,
         temperature: float = 1.0,
         biases: Sequence[float] | None = None,
+        vocabulary: Vocabulary | None = None,
     ):
         label_matrix = np.asarray(label_matrix, dtype=np.float32)
         if label_matrix.ndim != 2 or label_matrix.shape[0] != len(labels) or not len(labels):
@@ -110,11 +117,17 @@ class Scorer:
         # Rows are unit length already (edge.labels.embeddings); normalising again costs nothing
         # once per label set and makes the dot product a true cosine whatever the source.
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
+        if vocabulary is not None and kind != "sigmoid":
+            raise ValueError("Scorer: a vocabulary fuses per-label (sigmoid) scores, not a softmax over the set")
+        self.fusion: Fusion | None = None if vocabulary is None else vocabulary.fusion(label_matrix)
 
     @classmethod
-    def for_bundle(cls, meta: BundleMeta, label_embeddings: LabelEmbeddings, label_set=None) -> Scorer:
+    def for_bundle(
+        cls, meta: BundleMeta, label_embeddings: LabelEmbeddings, label_set=None, vocabulary: Vocabulary | None = None
+    ) -> Scorer:
         """The scorer of a bundle and one label set's embeddings (checks their width matches);
-        `label_set` (edge.labels.labelset.LabelSet, in the embeddings' order) brings its calibration."""
+        `label_set` (edge.labels.labelset.LabelSet, in the embeddings' order) brings its calibration;
+        `vocabulary` the bundle's vocabulary branch (Vocabulary.from_bundle), if it has one."""
         width = label_embeddings.embeddings.shape[1]
         if width != meta.embedding_dim:
             raise LabelEmbeddingsError(
@@ -138,6 +151,7 @@ class Scorer:
             meta.logit_scale,
             kind=meta.scoring.get("kind", "softmax"),
             logit_bias=meta.scoring.get("logit_bias", 0.0),
+            vocabulary=vocabulary,
             **calibration,
         )
 
@@ -161,9 +175,14 @@ class Scorer:
         """Calibrated logits -> scores: softmax over the set, or a sigmoid per label."""
         return softmax(logits) if self.kind == "softmax" else sigmoid(logits)
 
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
-        """[N, C] audio embeddings -> [N, K] float64 scores in [0, 1]; [C] -> [K]. Softmax rows sum to 1."""
-        return self.probabilities(self.logits(audio))
+    def __call__(self, audio: np.ndarray, vocabulary: np.ndarray | None = None) -> np.ndarray:
+        """[N, C] audio embeddings -> [N, K] float64 scores in [0, 1]; [C] -> [K]. Softmax rows sum to 1.
+        `vocabulary`: the graph's [N, V] vocabulary scores ([V] with [C]), fused when the scorer
+        has the bundle's vocabulary (edge.vocabulary)."""
+        scores = self.probabilities(self.logits(audio))
+        if self.fusion is None or vocabulary is None:
+            return scores
+        return self.fusion(scores, vocabulary)
 
 
 class Smoother:

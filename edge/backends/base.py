@@ -3,6 +3,7 @@
 A backend runs one graph of the bundle by tensor name, so the same backends serve both:
 
     model.onnx   run({"mel": float32 [B, 1, T, F]})        -> {"embedding": float32 [B, C]}
+                                                            (+ "vocabulary" [B, V]: edge.vocabulary)
     text.onnx    run({"input_ids": int64 [B, L], ...})      -> {"embedding": float32 [B, C]}
 
 (`embed(mel)` is the audio shorthand; a tokenizer's output dict feeds `run` as is.)
@@ -73,7 +74,11 @@ def graph_spec(bundle: Bundle, graph: str = "audio") -> GraphSpec:
         inputs: tuple[TensorSpec, ...] = (
             TensorSpec(meta.audio.inputs[0], np.dtype(np.float32), (None, 1, f.frames, f.n_mels)),
         )
-        outputs = tuple(TensorSpec(name, np.dtype(np.float32), (None, c)) for name in meta.audio.outputs)
+        vocabulary = (meta.vocabulary or {}).get("output")  # [B, V] scores of a fixed vocabulary
+        outputs = tuple(
+            TensorSpec(name, np.dtype(np.float32), (None, None) if name == vocabulary else (None, c))
+            for name in meta.audio.outputs
+        )
         return GraphSpec("audio", bundle.audio_path, inputs, outputs)
     if graph == "text":
         if meta.text is None or bundle.text_path is None:

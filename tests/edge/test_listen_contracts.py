@@ -265,7 +265,7 @@ def test_a_reader_that_goes_away_is_a_quiet_stop(demo_bundle, clip):
 
 
 class Pausing:
-    """Delegates to a real backend; the `stall`-th embed blocks until `release` is set."""
+    """Delegates to a real backend; the `stall`-th run blocks until `release` is set."""
 
     def __init__(self, backend, stall: int):
         self.backend, self.stall, self.calls = backend, stall, 0
@@ -280,12 +280,12 @@ class Pausing:
     def __exit__(self, *exc):
         self.backend.close()
 
-    def embed(self, batch):
+    def run(self, inputs):
         self.calls += 1
         if self.calls == self.stall:
             self.stalled.set()
             self.release.wait(30)
-        return self.backend.embed(batch)
+        return self.backend.run(inputs)
 
 
 def test_the_heartbeat_beats_from_the_loop_and_stops_while_inference_hangs(demo_bundle, tmp_path):

@@ -1,0 +1,134 @@
+"""The vocabulary branch: scores for labels no one trained, and a check on the ones trained.
+
+A bundle whose model.json has `vocabulary` has an audio graph with a second output: for each
+window, the probability of each class of a fixed vocabulary of named sounds (the demo bundle:
+YAMNet's AudioSet head, 521 classes, on the trunk layers it shares with the student, so they
+cost a tenth of the graph). Its class names' text embeddings ship in the bundle
+(labels/<vocabulary.labels>.npz), as do those of the labels the student was trained on
+(labels/<name>.npz for each of `vocabulary.trained`).
+
+For one label set, once (STYLE lesson 3):
+
+    S       = labels' embeddings @ vocabulary names' embeddings.T           [K, V] cosines
+    W       = softmax(S / tau) per label                                     which names a label means
+    novel_k = max cosine of label k to every trained label < novelty_cosine  a label no one trained
+
+per window, given the student's per-label score s [K] and the vocabulary's p [V]:
+
+    v       = W @ p                                         the vocabulary's score of each label
+    score_k = v_k                                   for a novel label (its text was never trained:
+                                                    the student's score of it is a guess)
+            = s_k ** w * v_k ** (1 - w)             for a trained one (w = student_weight): the
+                                                    student, held back where the vocabulary
+                                                    hears something else
+
+So a label added by YAML ("speech", "frog") is scored by a head trained on 521 named classes,
+and a trained label does not take the mass of a sound that is not its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import BundleError
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """A bundle's vocabulary branch: its class names and their embeddings, the trained labels'
+    embeddings, and the fusion's constants (model.json `vocabulary`)."""
+
+    output: str  # the audio graph's output name
+    names: tuple[str, ...]
+    embeddings: np.ndarray  # float32 [V, C], unit rows
+    trained: np.ndarray  # float32 [T, C], unit rows: every label the student was trained on
+    tau: float
+    novelty_cosine: float
+    student_weight: float
+
+    @classmethod
+    def from_bundle(cls, bundle) -> Vocabulary | None:
+        """The bundle's vocabulary (None when its model.json has none); BundleError naming the file
+        when one of its embedding files is missing or damaged."""
+        from edge.labels.embeddings import LabelEmbeddings, LabelEmbeddingsError
+
+        spec = bundle.meta.vocabulary
+        if spec is None:
+            return None
+
+        def load(name: str):
+            path = Path(bundle.path) / "labels" / f"{name}.npz"
+            try:
+                found = LabelEmbeddings.load(path)
+            except (FileNotFoundError, LabelEmbeddingsError) as err:
+                raise BundleError(
+                    f"bundle {bundle.path}: model.json vocabulary needs {path}, which cannot be read ({err}): "
+                    "re-export the bundle with `semanticac-train export`"
+                ) from None
+            if found.model_id != bundle.meta.model_id:
+                raise BundleError(
+                    f"bundle {bundle.path}: {path} was computed by model {found.model_id!r}, not this bundle's "
+                    f"{bundle.meta.model_id!r}: re-export the bundle with `semanticac-train export`"
+                )
+            return found
+
+        vocabulary = load(spec["labels"])
+        trained = np.concatenate([load(name).embeddings for name in spec["trained"]])
+        return cls(
+            output=spec["output"],
+            names=vocabulary.labels,
+            embeddings=_unit(vocabulary.embeddings.astype(np.float32)),
+            trained=_unit(trained.astype(np.float32)),
+            tau=spec["tau"],
+            novelty_cosine=spec["novelty_cosine"],
+            student_weight=spec["student_weight"],
+        )
+
+    def fusion(self, label_matrix: np.ndarray) -> Fusion:
+        """The fusion for one label set's [K, C] embeddings (computed once per set)."""
+        labels = _unit(np.asarray(label_matrix, dtype=np.float32))
+        if labels.shape[1] != self.embeddings.shape[1]:
+            raise ValueError(
+                f"Vocabulary: label embeddings {labels.shape[1]}-wide, the vocabulary's "
+                f"{self.embeddings.shape[1]}-wide: they come from another model"
+            )
+        cos = (labels @ self.embeddings.T).astype(np.float64)  # [K, V]
+        w = np.exp((cos - cos.max(axis=1, keepdims=True)) / self.tau)
+        novel = (labels @ self.trained.T).max(axis=1) < self.novelty_cosine
+        return Fusion(
+            mapping_t=np.ascontiguousarray((w / w.sum(axis=1, keepdims=True)).T),
+            novel=novel,
+            student_weight=self.student_weight,
+            size=len(self.names),
+        )
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """One label set's mapping from vocabulary scores to label scores, and which labels are new."""
+
+    mapping_t: np.ndarray  # float64 [V, K]: column k is label k's weights over the vocabulary
+    novel: np.ndarray  # bool [K]
+    student_weight: float
+    size: int  # V
+
+    def label_scores(self, vocabulary_scores: np.ndarray) -> np.ndarray:
+        """[N, V] vocabulary probabilities -> [N, K] the vocabulary's score of each label."""
+        p = np.asarray(vocabulary_scores, dtype=np.float64)
+        if p.shape[-1] != self.size:
+            raise ValueError(f"vocabulary scores of shape {p.shape}: expected [N, {self.size}]")
+        return np.clip(p, 0.0, 1.0) @ self.mapping_t
+
+    def __call__(self, student: np.ndarray, vocabulary_scores: np.ndarray) -> np.ndarray:
+        """[N, K] student scores and [N, V] vocabulary probabilities -> [N, K] fused scores."""
+        v = self.label_scores(vocabulary_scores)
+        w = self.student_weight
+        trained = np.clip(student, 0.0, 1.0) ** w * v ** (1.0 - w)
+        return np.where(self.novel, v, trained)

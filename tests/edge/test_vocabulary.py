@@ -1,0 +1,104 @@
+"""The vocabulary branch's fusion (edge.vocabulary) and its model.json field."""
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.errors import BundleError
+from edge.scoring import Scorer
+from edge.vocabulary import Vocabulary
+
+
+def unit(x):
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+# a 4-d space: axis 0 "dog", 1 "siren", 2 "speech", 3 "frog"
+NAMES = ("Dog", "Siren", "Speech", "Frog")
+VOCAB = unit(np.eye(4))
+TRAINED = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # the student was trained on dog and siren
+
+
+def vocabulary(weight=0.7):
+    return Vocabulary(output="vocabulary", names=NAMES, embeddings=VOCAB, trained=TRAINED, tau=0.05,
+                      novelty_cosine=0.9, student_weight=weight)
+
+
+def test_a_label_no_one_trained_is_scored_by_the_vocabulary_and_a_trained_one_is_held_back():
+    labels = unit([[1, 0.05, 0, 0], [0, 1, 0, 0], [0, 0.1, 1, 0]])  # dog bark, siren, speech (new)
+    fusion = vocabulary().fusion(labels)
+    assert fusion.novel.tolist() == [False, False, True]
+    student = np.array([[0.9, 0.1, 0.05]])  # the student is sure it is a dog bark
+    speech_heard = np.array([[0.02, 0.01, 0.95, 0.0]])  # the vocabulary hears speech, no dog
+    fused = fusion(student, speech_heard)[0]
+    assert fused.argmax() == 2 and fused[2] == pytest.approx(0.95, abs=0.01)
+    assert fused[0] < 0.3  # the dog bark (student 0.9) is held back by the vocabulary
+    dog_heard = np.array([[0.9, 0.0, 0.01, 0.0]])
+    assert fusion(student, dog_heard)[0].argmax() == 0
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_the_student_weight_runs_from_vocabulary_only_to_student_only(weight):
+    fusion = vocabulary(weight).fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    student, heard = np.array([[0.6, 0.3]]), np.array([[0.2, 0.7, 0.0, 0.0]])
+    want = student if weight == 1.0 else fusion.label_scores(heard)
+    np.testing.assert_allclose(fusion(student, heard), want, atol=1e-6)
+
+
+def test_the_scorer_fuses_only_when_given_vocabulary_scores():
+    labels = unit([[1, 0, 0, 0], [0, 0, 1, 0]])
+    scorer = Scorer(labels, ["dog", "speech"], logit_scale=10.0, kind="sigmoid", logit_bias=-5.0,
+                    vocabulary=vocabulary())
+    audio = unit([[1, 0, 0, 0]])
+    alone = scorer(audio)
+    fused = scorer(audio, np.array([[0.0, 0.0, 0.99, 0.0]]))
+    assert alone.argmax() == 0 and fused.argmax() == 1
+    with pytest.raises(ValueError, match="not a softmax"):
+        Scorer(labels, ["dog", "speech"], logit_scale=10.0, kind="softmax", vocabulary=vocabulary())
+
+
+def test_vocabulary_scores_of_the_wrong_width_are_refused():
+    fusion = vocabulary().fusion(unit([[1, 0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"expected \[N, 4\]"):
+        fusion(np.array([[0.5]]), np.zeros((1, 3)))
+
+
+def _meta_with(demo_bundle, vocabulary):
+    data = json.loads((demo_bundle.path / "model.json").read_text())
+    data["audio"]["outputs"] = ["embedding", "vocabulary"]
+    data["scoring"] = {"kind": "sigmoid", "logit_bias": -5.0}
+    data["vocabulary"] = vocabulary
+    return data
+
+
+GOOD = {"output": "vocabulary", "labels": "audioset", "trained": ["urban"], "tau": 0.05, "novelty_cosine": 0.9,
+        "student_weight": 0.7}
+
+
+@pytest.mark.parametrize("change, text", [
+    ({"tau": 0}, "'tau' must be a number > 0"),
+    ({"student_weight": 1.5}, "'student_weight' must be a weight in [0, 1]"),
+    ({"output": "scores"}, "'output' must be one of the audio graph outputs"),
+    ({"colour": "red"}, "colour"),
+])
+def test_model_json_vocabulary_errors_name_the_field(demo_bundle, change, text):
+    from edge.bundle import parse_bundle_meta
+
+    assert parse_bundle_meta(_meta_with(demo_bundle, GOOD)).vocabulary["tau"] == 0.05
+    with pytest.raises(BundleError) as info:
+        parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, **change}))
+    assert "vocabulary" in str(info.value) and text in str(info.value)
+
+
+def test_a_bundle_whose_vocabulary_file_is_missing_names_it(demo_bundle, tmp_path):
+    import shutil
+
+    from edge.bundle import read_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle.path, copy)
+    (copy / "model.json").write_text(json.dumps(_meta_with(demo_bundle, {**GOOD, "labels": "nowhere"})))
+    with pytest.raises(BundleError, match=r"labels/nowhere\.npz"):
+        Vocabulary.from_bundle(read_bundle(copy, verify=False))
