@@ -267,7 +267,7 @@ def serve(
     of the one model.backend selects (tests). Raises before audio flows (see CONFIG_ERRORS).
     """
     from edge.backends import select_backend
-    from edge.listen import listen, open_source
+    from edge.listen import listen
 
     stop = stop or threading.Event()
     notifier = notifier or Notifier.from_environ()
@@ -285,23 +285,16 @@ def serve(
     outputs: list[Sink] = []
     try:
         outputs = build_outputs(config, resolved, state_dir, backend)
-        source = None
         recorder = next((sink for sink in outputs if isinstance(sink, ClipRecorder)), None)
-        if recorder is not None:
-            # the recorder taps the audio; listen reopens a lost microphone only when it opens it itself
-            if options.reconnect:
-                log.warning(
-                    "clips: serve opens the microphone to record it, so a lost device ends the run "
-                    "(systemd restarts the service) instead of being reopened in place"
-                )
-            source = recorder.tap(open_source(options, resolved.bundle.meta.frontend))
         sink = FanOut([*outputs, reporter])
         for output in outputs:
             start = getattr(output, "start", None)
             if start is not None:
                 start()
         notifier.status(reporter.line())
-        return listen(options, sink=sink, stop=stop, source=source, backend=backend, heartbeat=reporter.heartbeat)
+        # the recorder taps every source listen reads, a reopened microphone's too
+        tap = recorder.tap if recorder is not None else None
+        return listen(options, sink=sink, stop=stop, backend=backend, heartbeat=reporter.heartbeat, tap=tap)
     except BaseException:
         backend.close()  # listen closes it once it runs; before that it is ours
         raise

@@ -390,9 +390,15 @@ class Supervised:
             Windowing.from_seconds(bundle.meta.frontend, 1.0, 0.5), max_silence=max_silence)
 
     def run(self, source, stop=None, reconnect=None):
+        self.tapped = []  # (source, stream time of its first sample): what a clip recorder is given
+
+        def tap(source, t):
+            self.tapped.append((source, t))
+            return source
+
         with self.backend:
             return self.listener.run(source, stop, heartbeat=lambda: self.beats.append(time.monotonic()),
-                                     reconnect=reconnect)
+                                     reconnect=reconnect, tap=tap)
 
     def coded(self):
         return [s for s in self.sink.statuses if s.code]
@@ -434,6 +440,8 @@ def test_a_lost_source_is_reopened_with_backoff_and_stream_time_goes_on(demo_bun
     assert abs(restored.t - (second.started - first.started)) < 0.3, (restored.t, second.started - first.started)
     after = [round(t - restored.t, 3) for t in windows if t > restored.t]
     assert after == [round(t, 3) for t in windows if t <= lost.t] == [1.0, 1.5]
+    # each source read was tapped, at the stream time its segment starts
+    assert [(source, round(t, 1)) for source, t in run.tapped] == [(first, 0.0), (second, round(restored.t, 1))]
 
 
 def test_a_device_missing_from_the_start_is_retried_until_stop(demo_bundle, eager_labels):
