@@ -363,6 +363,29 @@ MIN_LEVEL_OPTION = click.option(
     help="Windows run together when several are ready; beyond it a live source drops the oldest.",
 )
 @MIN_LEVEL_OPTION
+@click.option(
+    "--reconnect", is_flag=True, help="Reopen a lost microphone (audio_lost / audio_restored) instead of exiting 1."
+)
+@click.option(
+    "--stale-seconds",
+    type=float,
+    default=DEFAULTS["stale_seconds"],
+    show_default=True,
+    help="Microphone: no audio for this long is a lost device.",
+)
+@click.option(
+    "--max-silence",
+    type=float,
+    default=None,
+    help="Microphone: digital silence for this many seconds is a lost device (default: never).",
+)
+@click.option(
+    "--backoff-max",
+    type=float,
+    default=DEFAULTS["backoff_max"],
+    show_default=True,
+    help="With --reconnect: the longest wait between tries to reopen the device (seconds).",
+)
 @domain_errors
 def listen(
     labels_spec,
@@ -384,6 +407,10 @@ def listen(
     threads,
     max_batch,
     min_level,
+    reconnect,
+    stale_seconds,
+    max_silence,
+    backoff_max,
 ):
     """Listen and print the top labels of every window, and start/end events.
 
@@ -412,6 +439,11 @@ def listen(
             threads=threads,
             max_batch=max_batch,
             min_level=min_level,
+            # microphone-only: their defaults with another source (ListenOptions refuses other values)
+            reconnect=reconnect,
+            stale_seconds=stale_seconds,
+            max_silence=max_silence,
+            backoff_max=backoff_max,
         )
     )
 
@@ -714,3 +746,31 @@ def install_service(
     else:
         click.echo(f"kept {done.config_path} (it exists; --force overwrites it with the example)")
     click.echo("next: systemctl daemon-reload && systemctl enable --now semanticac-edge")
+
+
+@main.command()
+@click.option(
+    "--url",
+    default=None,
+    metavar="URL|HOST:PORT",
+    help="The service's metrics address (metrics.host:metrics.port). Default: http://127.0.0.1:9464.",
+)
+@click.option(
+    "--top-k", "top_k", type=click.IntRange(1), default=None, help="Labels shown per window (default: all sent)."
+)
+@click.option("--once", is_flag=True, help="Show the next window and exit.")
+@domain_errors
+def tail(url: str | None, top_k: int | None, once: bool) -> None:
+    """What a running `serve` hears: live top-k with each label's threshold, level, events and
+    status lines, read from its /stream (no second model)."""
+    from edge.service.tail import DEFAULT_URL
+    from edge.service.tail import tail as tail_stream
+
+    with stop_on_signals() as stop:
+        try:
+            tail_stream(url or DEFAULT_URL, sys.stdout, top_k=top_k, stop=stop, once=once)
+        except OutputError as err:
+            discard_stdout()
+            if err.broken_pipe:
+                raise SystemExit(0) from None
+            raise click.ClickException(str(err)) from None

@@ -158,7 +158,8 @@ def _parse(line: str, base: str) -> dict:
 
 
 def _hello(hello: dict, out: TextIO | None, top_k: int | None, base: str) -> Sink:
-    """The sink that draws: LiveView on a terminal, PlainLines otherwise; the thresholds go first."""
+    """The sink that draws: LiveView on a terminal (each label's threshold beside its score),
+    PlainLines otherwise (the thresholds in a first line)."""
     if hello.get("schema") != SCHEMA:
         raise StreamError(
             f"{base}/stream speaks schema {hello.get('schema')!r}, this tail reads schema {SCHEMA}: "
@@ -168,8 +169,10 @@ def _hello(hello: dict, out: TextIO | None, top_k: int | None, base: str) -> Sin
     stream = out if out is not None else sys.stdout
     isatty = getattr(stream, "isatty", None)
     live = isatty is not None and isatty()
-    sink = LiveView(stream, origin, max_rows=top_k or 10) if live else PlainLines(stream, origin)
     thresholds = hello.get("thresholds") or {}
+    if live:
+        return LiveView(stream, origin, max_rows=top_k or 10, thresholds=thresholds)
+    sink = PlainLines(stream, origin)
     shown = ", ".join(f"{label} {thresholds[label]:.2f}" for label in hello.get("labels", []) if label in thresholds)
     sink.status(Status(0.0, "info", f"tail {base}: thresholds {shown or '(none given)'}"))
     return sink

@@ -92,6 +92,9 @@ def test_bad_option_values_are_usage_errors(demo_bundle, clip, args, texts):
     ("stdin", [], ["needs --rate"]),
     ("microphone", ["--fast"], ["--fast applies to --input FILE only", "not to the microphone"]),
     ("microphone", ["--rate", "16000"], ["--rate applies"]),
+    ("file", ["--reconnect"], ["--reconnect applies to the microphone"]),
+    ("file", ["--max-silence", "30"], ["--max-silence applies to the microphone"]),
+    ("microphone", ["--backoff-max", "5"], ["--backoff-max", "--reconnect"]),
 ])
 def test_options_of_another_source_are_usage_errors(demo_bundle, clip, source, args, texts):
     where = {"file": ["--input", str(clip)], "stdin": ["--input", "-"], "microphone": []}[source]

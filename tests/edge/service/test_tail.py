@@ -148,3 +148,17 @@ def test_another_server_at_the_url_is_a_clear_error(tmp_path):
 def test_a_bad_url_names_what_is_expected(url):
     with pytest.raises(StreamError, match="is not the address of a service: use http://HOST:PORT"):
         normalize_url(url)
+
+
+def test_the_tail_command_shows_a_running_service_and_names_a_missing_one(sink):
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    sink.window(WINDOW)
+    shown = CliRunner().invoke(edge.cli.main, ["tail", "--url", sink.url, "--once", "--top-k", "1"])
+    assert shown.exit_code == 0, shown.output
+    assert "window  siren 0.700  latency" in shown.output and "dog_bark 0.200" not in shown.output
+    missing = CliRunner().invoke(edge.cli.main, ["tail", "--url", f"127.0.0.1:{free_port()}"])
+    assert missing.exit_code == 1 and "Traceback" not in missing.output
+    assert "is `semanticac-edge serve` running with metrics enabled?" in missing.output
