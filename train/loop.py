@@ -91,6 +91,12 @@ def make_optimizer(config: TrainConfig, module: nn.Module):
 def freeze(model: SemanticAC, config: TrainConfig) -> None:
     if config.freeze_audio:
         model.audio.requires_grad_(False)
+    if config.freeze_audio_layers is not None:
+        trunk = getattr(model.audio, "trunk", None)
+        if trunk is None:
+            raise ValueError("freeze_audio_layers applies to the YAMNet audio tower only (model: yamnet)")
+        for layer in list(trunk)[: config.freeze_audio_layers]:
+            layer.requires_grad_(False)
     if config.freeze_text and model.text is not None:
         model.text.requires_grad_(False)
         model.text.proj.requires_grad_(True)  # the projection to C is ours: it always learns

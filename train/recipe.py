@@ -82,6 +82,10 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: str = "semantic"  # semantic: paper Eq. 3 over the batch; class_prompt: CE against all classes
     freeze_audio: bool = False  # train only the head (and text projection) on a pretrained tower
+    # YAMNet only: keep its first N trunk layers (1..14) as pretrained; the exported graph then
+    # adds the vocabulary branch (YAMNet's own layers N+1..14 and AudioSet head on the shared
+    # prefix: train.export), 521 AudioSet scores per window for labels no one trained
+    freeze_audio_layers: int | None = None
     freeze_text: bool = True  # keep the pretrained text tower; its projection to C still learns
     seed: int = 0
     amp: bool = True  # mixed precision on a GPU (ignored on the CPU)
@@ -120,6 +124,9 @@ class TrainConfig:
             raise ConfigError(f"scoring: sigmoid trains with loss: class_prompt (got {self.loss!r})")
         if self.epochs < 1 or self.batch_size < 2:
             raise ConfigError(f"epochs={self.epochs} must be >= 1 and batch_size={self.batch_size} >= 2")
+        if self.freeze_audio_layers is not None and not 1 <= self.freeze_audio_layers <= 14:
+            raise ConfigError(f"freeze_audio_layers={self.freeze_audio_layers} must be a YAMNet trunk layer, 1..14 "
+                              "(leave it out to fine-tune every layer)")
 
 
 def _expand(value: str, base: Path, what: str) -> str:

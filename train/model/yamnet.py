@@ -153,6 +153,15 @@ class YAMNet(nn.Module):
     def num_features(self) -> int:
         return self.cfg.num_features
 
+    def pad_input(self, mel):
+        """The window padded at its end with silence to a multiple of 32 frames (see forward_features)."""
+        # (not while tracing for ONNX: there the sizes are tensors, and the export fixes them anyway)
+        if not torch.jit.is_tracing() and mel.shape[1:] != (1, self.cfg.num_frames, self.cfg.n_mels):
+            raise ValueError(f"expected a log-mel [B, 1, {self.cfg.num_frames}, {self.cfg.n_mels}], "
+                             f"got {list(mel.shape)}")
+        pad = self.cfg.time_frames - self.cfg.num_frames
+        return F.pad(mel, (0, 0, 0, pad), value=self.cfg.pad_value) if pad else mel
+
     def forward_features(self, mel):
         """log-mel [B, 1, num_frames, n_mels] -> [B, 1024, time_frames / 32, n_mels / 32].
 
@@ -160,14 +169,7 @@ class YAMNet(nn.Module):
         23 frames, 0.23 s), so every strided layer sees an even input and the map has 32 rows;
         the last row holds the window's final 9 frames and the padding.
         """
-        # (not while tracing for ONNX: there the sizes are tensors, and the export fixes them anyway)
-        if not torch.jit.is_tracing() and mel.shape[1:] != (1, self.cfg.num_frames, self.cfg.n_mels):
-            raise ValueError(f"expected a log-mel [B, 1, {self.cfg.num_frames}, {self.cfg.n_mels}], "
-                             f"got {list(mel.shape)}")
-        pad = self.cfg.time_frames - self.cfg.num_frames
-        if pad:
-            mel = F.pad(mel, (0, 0, 0, pad), value=self.cfg.pad_value)  # [B, 1, 1024, 64]
-        return self.trunk(mel)  # [B, 1024, 32, 2]
+        return self.trunk(self.pad_input(mel))  # [B, 1024, 32, 2]
 
     def forward_head(self, feature_map):
         """[B, 1024, h, w] -> AudioSet logits [B, 521] (pre-sigmoid), as YAMNet's own head."""
@@ -187,6 +189,42 @@ class YAMNet(nn.Module):
     def forward(self, mel):
         """log-mel [B, 1, T, F] -> [B, 1024, 32, 2] for T = 1001, like HTSAT.forward's map."""
         return self.forward_features(mel)
+
+
+class VocabularyBranch(nn.Module):
+    """YAMNet's own last layers and AudioSet head on the trunk prefix a student shares with it:
+    the map of layers 1..N [B, D, h, w] -> the 521 AudioSet probabilities [B, 521] of a window.
+
+    YAMNet scores 0.96 s patches (3 rows of its map) and a clip's score of a class is its best
+    patch's (train.teacher pools by max): here each run of 3 consecutive rows of the window's map,
+    averaged, is one patch (a one-row map is one patch), then the best over the window.
+    """
+
+    def __init__(self, layers: nn.Sequential, classifier: nn.Linear, shared: int):
+        super().__init__()
+        self.layers, self.classifier, self.shared = layers, classifier, shared
+
+    def forward(self, prefix):
+        rows = self.layers(prefix).mean(3)  # [B, 1024, h]
+        if rows.shape[2] >= 3:
+            rows = (rows[:, :, :-2] + rows[:, :, 1:-1] + rows[:, :, 2:]) / 3.0
+        return torch.sigmoid(self.classifier(rows.transpose(1, 2)).amax(1))
+
+
+def vocabulary_branch(student: YAMNet, shared: int, weights: str | Path | None = None) -> VocabularyBranch:
+    """The branch for a student whose first `shared` trunk layers are YAMNet's pretrained ones
+    (a recipe's freeze_audio_layers); ValueError when they are not (fine-tuned layers would feed
+    the AudioSet head features it was never trained on)."""
+    original = build_yamnet(YAMNetConfig(pretrained=True, weights=str(weights) if weights else None, classifier=True,
+                                         n_mels=student.cfg.n_mels, num_frames=student.cfg.num_frames,
+                                         pad_value=student.cfg.pad_value))
+    for (name, mine), theirs in zip(student.trunk[:shared].state_dict().items(),
+                                    original.trunk[:shared].state_dict().values()):
+        if not torch.equal(mine.detach().cpu(), theirs):
+            raise ValueError(f"trunk parameter {name} differs from YAMNet's pretrained one: the vocabulary branch "
+                             f"needs layers 1..{shared} as pretrained (train with freeze_audio_layers: {shared})")
+    branch = VocabularyBranch(original.trunk[shared:], original.classifier, shared)
+    return branch.eval().requires_grad_(False)
 
 
 def build_yamnet(cfg: YAMNetConfig | None = None) -> YAMNet:

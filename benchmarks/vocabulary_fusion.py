@@ -1,0 +1,119 @@
+"""How a bundle's vocabulary branch is fused (edge.vocabulary), figure by figure, as the device
+computes it (the bundle's graph in ONNX Runtime, edge's Scorer), for a range of student weights.
+
+    SEMANTICAC_DATA=../shared/data python benchmarks/vocabulary_fusion.py \\
+        --bundle B --recipe demo-vocab-cv1 [--zeroshot-bundle Z --zeroshot-recipe esc50-zeroshot-vocab]
+
+For each weight w (score of a trained label = student^w * vocabulary^(1-w); w = 1: the student
+alone; new labels always come from the vocabulary):
+  accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
+               own dataset's label set (esc50 / urban)
+  speech       held-out espeak-ng speech (train.data.background.speech_eval_clips) among `urban`
+               + `speech`: the share whose top-1 is speech
+  gzsl         with --zeroshot-bundle: the recipe's 10 held-out ESC-50 classes (never trained)
+               scored among all 50, and the 40 trained ones' held-out clips
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from edge.backends import select_backend
+from edge.bundle import read_bundle
+from edge.capture.audio import read_audio
+from edge.features import log_mel, tile_frames
+from edge.labels.embeddings import label_embeddings_for
+from edge.labels.labelset import Label, LabelSet, resolve_label_set
+from edge.scoring import Scorer
+from edge.vocabulary import Vocabulary
+
+WEIGHTS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
+
+
+def outputs(bundle, paths) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings [N, C], vocabulary scores [N, V]) of each file's first window."""
+    fe = bundle.meta.frontend
+    emb, voc = [], []
+    name = bundle.meta.vocabulary["output"]
+    with select_backend(bundle, "onnxruntime") as backend:
+        for path in paths:
+            x = read_audio(str(path), fe.sample_rate)[: fe.seconds_to_samples(bundle.meta.clip_seconds)]
+            out = backend.run({backend.input_names[0]: tile_frames(log_mel(x, fe), fe.frames)[None, None]})
+            emb.append(out[backend.output_names[0]][0])
+            voc.append(out[name][0])
+    return np.array(emb), np.array(voc)
+
+
+def scores(bundle, vocabulary, label_set, weight, emb, voc) -> np.ndarray:
+    fused = dataclasses.replace(vocabulary, student_weight=weight)
+    embeddings = label_embeddings_for(bundle, label_set)
+    return Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=fused)(emb, voc)
+
+
+def with_speech(label_set: LabelSet) -> LabelSet:
+    speech = Label("speech", (label_set.prompt.format(label="speech"),), 0.5)
+    return dataclasses.replace(label_set, name=f"{label_set.name}+speech", labels=(*label_set.labels, speech))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--recipe", required=True, help="the recipe the bundle was cross-validated with")
+    parser.add_argument("--zeroshot-bundle")
+    parser.add_argument("--zeroshot-recipe", default="esc50-zeroshot-vocab")
+    parser.add_argument("--json", help="write the figures here too")
+    args = parser.parse_args()
+    from train.data.background import speech_eval_clips
+    from train.data.cache import default_cache_dir
+    from train.data.datasets import split_clips
+    from train.recipe import load_train_config
+
+    figures: dict = {w: {} for w in WEIGHTS}
+    bundle = read_bundle(args.bundle)
+    vocabulary = Vocabulary.from_bundle(bundle)
+    assert vocabulary is not None, f"{args.bundle} has no vocabulary branch"
+    for spec in load_train_config(args.recipe).datasets:
+        split = "val" if spec.val_fraction else "test"
+        clips, class_names = split_clips(spec, split)
+        label_set = resolve_label_set(DATASET_LABELS[spec.kind])
+        truth = np.array([label_set.names.index(class_names[c.target]) for c in clips])
+        emb, voc = outputs(bundle, [c.path for c in clips])
+        for w in WEIGHTS:
+            figures[w][f"{spec.kind} {split} accuracy"] = float((scores(bundle, vocabulary, label_set, w, emb, voc)
+                                                                .argmax(1) == truth).mean())
+    speech = speech_eval_clips(default_cache_dir() / "background")
+    urban = with_speech(resolve_label_set("urban"))
+    emb, voc = outputs(bundle, speech)
+    for w in WEIGHTS:
+        top = scores(bundle, vocabulary, urban, w, emb, voc).argmax(1)
+        figures[w]["speech named (urban + speech)"] = float((top == len(urban.labels) - 1).mean())
+    if args.zeroshot_bundle:
+        zs = read_bundle(args.zeroshot_bundle)
+        zs_vocabulary = Vocabulary.from_bundle(zs)
+        spec = load_train_config(args.zeroshot_recipe).datasets[0]
+        esc = resolve_label_set("esc50")
+        for split, key in (("val", "gzsl seen (trained classes, held-out clips)"),
+                           ("heldout", "gzsl unseen (never trained) among all 50")):
+            clips, class_names = split_clips(spec, split)
+            truth = np.array([esc.names.index(class_names[c.target]) for c in clips])
+            emb, voc = outputs(zs, [c.path for c in clips])
+            for w in WEIGHTS:
+                figures[w][key] = float((scores(zs, zs_vocabulary, esc, w, emb, voc).argmax(1) == truth).mean())
+    keys = list(figures[WEIGHTS[0]])
+    print(f"{'student weight':>14}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
+    for w in WEIGHTS:
+        print(f"{w:>14.1f}  " + "  ".join(f"{figures[w][k]:>28.3f}" for k in keys))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({str(w): v for w, v in figures.items()}, f, indent=1)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    main()
