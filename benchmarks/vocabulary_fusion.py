@@ -8,6 +8,8 @@ For each weight w (score of a trained label = student^w * vocabulary^(1-w); w = 
 alone; new labels always come from the vocabulary):
   accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
                own dataset's label set (esc50 / urban)
+  recall@thr   the share of those clips whose own label scores at or above its threshold (0.5 by
+               default): a window that could start the right event
   speech       held-out espeak-ng speech (train.data.background.speech_eval_clips) among `urban`
                + `speech`: the share whose top-1 is speech
   gzsl         with --zeroshot-bundle: the recipe's 10 held-out ESC-50 classes (never trained)
@@ -84,9 +86,13 @@ def main() -> None:
         label_set = resolve_label_set(DATASET_LABELS[spec.kind])
         truth = np.array([label_set.names.index(class_names[c.target]) for c in clips])
         emb, voc = outputs(bundle, [c.path for c in clips])
+        thresholds = np.array([label.threshold for label in label_set.labels])[truth]
         for w in WEIGHTS:
-            figures[w][f"{spec.kind} {split} accuracy"] = float((scores(bundle, vocabulary, label_set, w, emb, voc)
-                                                                .argmax(1) == truth).mean())
+            p = scores(bundle, vocabulary, label_set, w, emb, voc)
+            figures[w][f"{spec.kind} {split} accuracy"] = float((p.argmax(1) == truth).mean())
+            figures[w][f"{spec.kind} {split} recall@thr"] = float(
+                (p[np.arange(len(truth)), truth] >= thresholds).mean()
+            )
     speech = speech_eval_clips(default_cache_dir() / "background")
     urban = with_speech(resolve_label_set("urban"))
     emb, voc = outputs(bundle, speech)
@@ -98,8 +104,10 @@ def main() -> None:
         zs_vocabulary = Vocabulary.from_bundle(zs)
         spec = load_train_config(args.zeroshot_recipe).datasets[0]
         esc = resolve_label_set("esc50")
-        for split, key in (("val", "gzsl seen (trained classes, held-out clips)"),
-                           ("heldout", "gzsl unseen (never trained) among all 50")):
+        for split, key in (
+            ("val", "gzsl seen (trained classes, held-out clips)"),
+            ("heldout", "gzsl unseen (never trained) among all 50"),
+        ):
             clips, class_names = split_clips(spec, split)
             truth = np.array([esc.names.index(class_names[c.target]) for c in clips])
             emb, voc = outputs(zs, [c.path for c in clips])

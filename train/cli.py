@@ -38,9 +38,10 @@ def domain_errors(func):
     return wrapper
 
 
-# A recipe with freeze_audio_layers exports a vocabulary branch (edge.vocabulary), fused with
-# these constants; chosen on demo-vocab-cv1's held-out clips (benchmarks/vocabulary_fusion.py).
-VOCABULARY_FUSION = {"tau": 0.05, "novelty_cosine": 0.9, "student_weight": 0.7}
+# The vocabulary branch's fusion (edge.vocabulary): trained labels keep the student's score
+# (student_weight 1: any less cost accuracy and recall at the thresholds on held-out clips), new
+# labels take the vocabulary's (benchmarks/vocabulary_fusion.py).
+VOCABULARY_FUSION = {"tau": 0.05, "novelty_cosine": 0.9, "student_weight": 1.0}
 
 
 @main.command()
@@ -56,12 +57,20 @@ VOCABULARY_FUSION = {"tau": 0.05, "novelty_cosine": 0.9, "student_weight": 0.7}
 @click.option("--license", "license_text", default=None, help="Licence recorded in model.json.")
 @click.option("--compact", is_flag=True,
               help="Smaller graphs: FP16 audio weights, int8 text weights (each checked against torch).")
+@click.option("--vocabulary-shared", type=click.IntRange(1, 14), default=None,
+              help="YAMNet students: add the vocabulary branch (YAMNet's own layers and AudioSet head) on the first N "
+                   "trunk layers. Default: the recipe's freeze_audio_layers, if any.")
+@click.option("--vocabulary-max-drift", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="How far (relative) a shared layer may have moved from YAMNet's weights in fine-tuning.")
+@click.option("--vocabulary-tail", type=click.IntRange(0), default=0, show_default=True,
+              help="The branch's last N layers are the student's own (one copy of their weights), each within the "
+                   "max drift of YAMNet's.")
 @click.option("--validation-run", "validation_runs", multiple=True, type=click.Path(file_okay=False),
               help="A run of the same recipe with clips held out (repeat): its last epoch's validation "
                    "figures go into model.json, with their mean.")
 @domain_errors
 def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds, license_text, compact,
-           validation_runs):
+           vocabulary_shared, vocabulary_max_drift, vocabulary_tail, validation_runs):
     """Export a model into a bundle: model.onnx, text.onnx, tokenizer, labels, model.json."""
     from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
@@ -88,8 +97,9 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     label_sets = [resolve_label_set(spec) for spec in label_specs]
     mid = model_id(model, config)
     seconds = clip_seconds or state.get("clip_seconds") or 10.0
-    shared = (training.get("recipe") or {}).get("freeze_audio_layers")
-    vocabulary = None if shared is None else {"shared": shared, **VOCABULARY_FUSION}
+    shared = vocabulary_shared or (training.get("recipe") or {}).get("freeze_audio_layers")
+    vocabulary = None if shared is None else {"shared": shared, "max_drift": vocabulary_max_drift,
+                                              "tail": vocabulary_tail, **VOCABULARY_FUSION}
     reports = export_bundle(model, config, out, model_id=mid, clip_seconds=seconds, label_sets=label_sets,
                             training=training, license=license_text or state.get("license", "unspecified"),
                             compact=compact, scoring=state.get("scoring"), vocabulary=vocabulary)

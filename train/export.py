@@ -209,8 +209,9 @@ def vocabulary_spec(bundle, label_sets: list[LabelSet], vocabulary: dict) -> dic
     compute_label_embeddings(bundle, names).save(bundle.path / "labels" / f"{VOCABULARY_LABELS}.npz")
     log.info("vocabulary: %d AudioSet class names embedded", len(names.labels))
     return {"output": "vocabulary", "labels": VOCABULARY_LABELS, "trained": [s.name for s in label_sets],
-            "source": f"YAMNet's AudioSet head (521 classes) on the student's first {vocabulary['shared']} "
-                      "trunk layers, which it shares",
+            "source": f"YAMNet's AudioSet head (521 classes) and its layers {vocabulary['shared'] + 1}-"
+                      f"{14 - vocabulary.get('tail', 0)} on the student's first {vocabulary['shared']} trunk layers"
+                      + (f", then the student's last {vocabulary['tail']}" if vocabulary.get("tail") else ""),
             **{key: float(vocabulary[key]) for key in ("tau", "novelty_cosine", "student_weight")}}
 
 
@@ -225,8 +226,9 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     its text.onnx in ONNX Runtime (edge.labels.embeddings). `compact` shrinks the graphs (FP16 audio
     weights, int8 text weights) for bundles that ship inside the package. `scoring`: model.json's
     (the checkpoint's `scoring`: softmax, or sigmoid with its logit bias; default softmax).
-    `vocabulary`: {"shared": N, "tau", "novelty_cosine", "student_weight"} adds the vocabulary
-    branch (a YAMNet student whose first N trunk layers are pretrained; sigmoid scoring) and
+    `vocabulary`: {"shared": N, "tau", "novelty_cosine", "student_weight"[, "max_drift", "tail"]} adds the
+    vocabulary branch (a YAMNet student whose first N trunk layers are YAMNet's, within max_drift:
+    train.model.yamnet.vocabulary_branch; sigmoid scoring) and
     embeds its 521 class names; the label sets given are recorded as the trained ones.
     """
     if not model.text_assisted:
@@ -244,7 +246,8 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
 
         if (scoring or {}).get("kind") != "sigmoid":
             raise ValueError("a vocabulary branch fuses per-label sigmoid scores: export a sigmoid model")
-        branch = vocabulary_branch(model.audio, vocabulary["shared"])
+        branch = vocabulary_branch(model.audio, vocabulary["shared"], vocabulary.get("max_drift", 0.0),
+                                   vocabulary.get("tail", 0))
     audio_module = AudioEmbedding(model, branch).eval()
     text_module = TextEmbedding(model, input_names).eval()
     audio_outputs = audio_module.output_names

@@ -474,5 +474,7 @@ def test_digital_silence_beyond_max_silence_is_a_lost_source(demo_bundle, eager_
     summary = run.run(Clip(np.zeros(3 * RATE, np.float32)))  # no reconnect: the failure contract
     assert "only digital silence for 1 s" in summary.error
     assert [s.code for s in run.coded()] == ["source_error"]
-    windows = run.sink.windows  # the silence delivered before the loss is scored (gated)
-    assert windows and windows[-1].t >= 2.5 and all(w.gated for w in windows)
+    # the silence read before the loss (at least the 1 s that made it one; how much more the
+    # reader took at once depends on the machine's load) is scored, gated
+    windows = run.sink.windows
+    assert windows and windows[-1].t >= 1.0 and all(w.gated for w in windows)

@@ -77,8 +77,14 @@ def test_a_student_whose_shared_layers_were_fine_tuned_gets_no_branch():
     model = build_model(load_model_config("yamnet"))
     with torch.no_grad():
         model.audio.trunk[3].pointwise.conv.weight[0, 0] += 0.01
-    with pytest.raises(ValueError, match="freeze_audio_layers: 12"):
+    with pytest.raises(ValueError, match=r"trunk layer 4 moved .* freeze_audio_layers: 12"):
         vocabulary_branch(model.audio, SHARED)
+    vocabulary_branch(model.audio, SHARED, max_drift=0.05)  # a small drift may be allowed
+    # the branch's last layer may be the student's own (one copy of its weights in the graph)
+    branch = vocabulary_branch(model.audio, 8, max_drift=0.05, tail=1)
+    assert branch.layers[-1] is model.audio.trunk[-1] and branch.layers[0] is not model.audio.trunk[8]
+    with pytest.raises(ValueError, match="tail=7"):
+        vocabulary_branch(model.audio, 8, max_drift=0.05, tail=7)
 
 
 def test_freeze_audio_layers_keeps_the_prefix_pretrained():
