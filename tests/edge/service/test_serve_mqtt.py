@@ -98,3 +98,34 @@ def test_serve_killed_leaves_offline_by_its_last_will(broker, subscribers, eager
             process.wait()
     assert process.returncode == -signal.SIGKILL
     assert [m.payload for m in sub.topics(f"{base}/availability")] == ["online", "offline"]
+
+
+def test_serve_detects_without_a_broker_then_delivers_when_it_comes_and_after_a_restart(
+        subscribers, eager_labels, cache, tmp_path):
+    import time
+
+    from tests.mosquitto import Broker
+
+    late = Broker(tmp_path / "broker")  # not started: absent when serve starts
+    node = "late" + uuid.uuid4().hex[:8]
+    base = f"semanticac/{node}"
+    command, env = service(tmp_path, cache, eager_labels, late.port, node, seconds=8.0, fast=False)
+    command += ["--set", "mqtt.reconnect_min_delay=1", "--set", "mqtt.reconnect_max_delay=1"]
+    serve = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)  # detection runs meanwhile: the eager labels' events start
+        late.start()
+        first = subscribers(late.port, [f"{base}/events"])
+        starts = {first.wait_for(lambda m: m.json()["type"] == "start" and m.json()["label"] == label).json()["event_id"]
+                  for label in EAGER}  # queued while the broker was absent, sent once it came
+        late.stop()  # a broker restart mid-run
+        late.start()
+        second = subscribers(late.port, [f"{base}/events"])
+        assert serve.wait(timeout=60) == 0, serve.stderr.read()[-2000:]
+        ends = {second.wait_for(lambda m: m.json()["type"] == "end" and m.json()["event_id"] == i).json()["label"]
+                for i in starts}  # the events end with the file, after the restart: delivered
+        assert ends == set(EAGER)
+    finally:
+        serve.kill()
+        serve.wait()
+        late.stop()
