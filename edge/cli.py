@@ -186,6 +186,15 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         f"{fe.frames} frames; trained on {meta.clip_seconds:g} s clips"
     )
     click.echo(f"license    {meta.license}")
+    scoring = meta.scoring
+    click.echo(
+        f"scoring    {scoring['kind']}" + (f", logit bias {scoring['logit_bias']:g}" if "logit_bias" in scoring else "")
+    )
+    from edge.vocabulary import Vocabulary
+
+    vocabulary = Vocabulary.from_bundle(found)
+    if vocabulary is not None:
+        click.echo(f"vocabulary {len(vocabulary.names)} named classes ({meta.vocabulary['source']}): new labels")
     if labels_spec:
         from edge.labels.embeddings import find_label_embeddings
         from edge.labels.labelset import resolve_label_set
@@ -193,6 +202,12 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         label_set = resolve_label_set(labels_spec)
         emb = find_label_embeddings(found, label_set)
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
+        if vocabulary is not None:
+            fusion = vocabulary.fusion(emb.embeddings)
+            for k in [k for k, new in enumerate(fusion.novel) if new]:
+                weights = fusion.mapping_t[:, k]
+                named = ", ".join(f"{vocabulary.names[i]} {weights[i]:.2f}" for i in weights.argsort()[::-1][:3])
+                click.echo(f"  new: {emb.labels[k]} (no one trained it): scored as {named}")
 
 
 @main.command("embed-labels")

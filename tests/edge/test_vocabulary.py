@@ -102,3 +102,21 @@ def test_a_bundle_whose_vocabulary_file_is_missing_names_it(demo_bundle, tmp_pat
     (copy / "model.json").write_text(json.dumps(_meta_with(demo_bundle, {**GOOD, "labels": "nowhere"})))
     with pytest.raises(BundleError, match=r"labels/nowhere\.npz"):
         Vocabulary.from_bundle(read_bundle(copy, verify=False))
+
+
+def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_bundle, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    labels = tmp_path / "site.yaml"
+    labels.write_text("name: site\nlabels: [siren, speech]\n")
+    embedded = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(demo_bundle.path), "--labels",
+                                                  str(labels), "--into", "cache"])
+    assert embedded.exit_code == 0, embedded.output
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert "vocabulary 521 named classes" in result.output
+    new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
+    assert len(new) == 1 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
