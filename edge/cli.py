@@ -194,7 +194,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
 
     vocabulary = Vocabulary.from_bundle(found)
     if vocabulary is not None:
-        click.echo(f"vocabulary {len(vocabulary.names)} named classes ({meta.vocabulary['source']}): new labels")
+        click.echo(f"vocabulary {len(vocabulary.names)} named classes ({vocabulary.source}): new labels")
     if labels_spec:
         from edge.labels.embeddings import find_label_embeddings
         from edge.labels.labelset import resolve_label_set

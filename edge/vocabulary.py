@@ -52,6 +52,7 @@ class Vocabulary:
     tau: float
     novelty_cosine: float
     student_weight: float
+    source: str = ""  # what the vocabulary is (model.json vocabulary.source)
 
     @classmethod
     def from_bundle(cls, bundle) -> Vocabulary | None:
@@ -89,6 +90,7 @@ class Vocabulary:
             tau=spec["tau"],
             novelty_cosine=spec["novelty_cosine"],
             student_weight=spec["student_weight"],
+            source=spec.get("source", ""),
         )
 
     def fusion(self, label_matrix: np.ndarray) -> Fusion:
