@@ -120,3 +120,38 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     assert "vocabulary 521 named classes" in result.output
     new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
     assert len(new) == 1 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
+
+
+def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bundle, tmp_path, monkeypatch):
+    """The issue's promise on the shipped bundle: `urban` + `speech` (a YAML edit) hears espeak-ng
+    speech as speech and starts a `speech` event; no urban label starts one."""
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+
+    from edge.capture.audio import read_audio
+    from edge.labels.labelset import resolve_label_set
+    from edge.listen import ListenOptions, listen
+    from tests.collect import Collect
+
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        pytest.skip("espeak-ng is not installed (make test installs it)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    wav = tmp_path / "said.wav"
+    text = "Please leave the parcel by the back door, I will be home around six this evening."
+    subprocess.run([espeak, "-v", "en-us", "-w", str(wav), text], check=True, capture_output=True, timeout=60)
+    said = read_audio(wav, 16000)
+    said = 0.05 * said / np.abs(said).max()  # about -35 dBFS, a voice across a room
+    stream = np.concatenate([said, said, np.zeros(5 * 16000, np.float32)])
+    sf.write(tmp_path / "stream.wav", stream, 16000)
+    names = "\n".join(f"  - {name}" for name in resolve_label_set("urban").names)
+    labels = tmp_path / "urban_speech.yaml"
+    labels.write_text(f"name: urban_speech\nlabels:\n{names}\n  - speech\n")
+    sink = Collect()
+    listen(ListenOptions(labels=str(labels), bundle=str(demo_bundle.path), input=str(tmp_path / "stream.wav"),
+                         fast=True), sink=sink)
+    heard = [w.top[0][0] for w in sink.windows if not w.gated]
+    assert heard and heard.count("speech") / len(heard) >= 0.8, heard
+    assert [e.label for e in sink.events if e.kind == "start"] == ["speech"]
