@@ -192,15 +192,17 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
     )
     from edge.vocabulary import Vocabulary
 
-    vocabulary = Vocabulary.from_bundle(found)
-    if vocabulary is not None:
-        click.echo(f"vocabulary {len(vocabulary.names)} named classes ({vocabulary.source}): new labels")
-    if labels_spec:
+    emb = None
+    if labels_spec:  # first: a damaged embeddings file is named with the command that repairs it
         from edge.labels.embeddings import find_label_embeddings
         from edge.labels.labelset import resolve_label_set
 
         label_set = resolve_label_set(labels_spec)
         emb = find_label_embeddings(found, label_set)
+    vocabulary = Vocabulary.from_bundle(found)
+    if vocabulary is not None:
+        click.echo(f"vocabulary {len(vocabulary.names)} named classes ({vocabulary.source}): new labels")
+    if emb is not None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
         if vocabulary is not None:
             fusion = vocabulary.fusion(emb.embeddings)

@@ -64,14 +64,13 @@ class Vocabulary:
         if spec is None:
             return None
 
-        def load(name: str):
+        def load(name: str, fix: str):
             path = Path(bundle.path) / "labels" / f"{name}.npz"
             try:
                 found = LabelEmbeddings.load(path)
             except (FileNotFoundError, LabelEmbeddingsError) as err:
                 raise BundleError(
-                    f"bundle {bundle.path}: model.json vocabulary needs {path}, which cannot be read ({err}): "
-                    "re-export the bundle with `semanticac-train export`"
+                    f"bundle {bundle.path}: model.json vocabulary needs {path}, which cannot be read ({err}): {fix}"
                 ) from None
             if found.model_id != bundle.meta.model_id:
                 raise BundleError(
@@ -80,8 +79,16 @@ class Vocabulary:
                 )
             return found
 
-        vocabulary = load(spec["labels"])
-        trained = np.concatenate([load(name).embeddings for name in spec["trained"]])
+        vocabulary = load(spec["labels"], "re-export the bundle with `semanticac-train export`")
+        trained = np.concatenate(
+            [
+                # a trained set is one of the shipped label sets: embedding it again restores it
+                load(
+                    name, f"compute it again: `semanticac-edge embed-labels --bundle {bundle.path} --labels {name}`"
+                ).embeddings
+                for name in spec["trained"]
+            ]
+        )
         return cls(
             output=spec["output"],
             names=vocabulary.labels,
