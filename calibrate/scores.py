@@ -42,6 +42,7 @@ from edge.features import Windowing, log_mel, tile_frames
 from edge.labels.embeddings import LabelEmbeddings
 from edge.labels.labelset import LabelSet
 from edge.scoring import Scorer, sigmoid, softmax
+from edge.vocabulary import Vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,14 @@ MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
 @dataclass
 class ClipSet:
-    """Labelled clips as the model sees them: embeddings [N, C], label indices [N]."""
+    """Labelled clips as the model sees them: embeddings [N, C], label indices [N], and the
+    vocabulary branch's scores [N, V] when the bundle has one (edge.vocabulary)."""
 
     embeddings: np.ndarray
     targets: np.ndarray
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
+    vocabulary: np.ndarray | None = None
 
 
 def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledClip], backend) -> ClipSet:
@@ -73,6 +76,8 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
     window = Windowing.from_seconds(frontend, bundle.meta.clip_seconds, bundle.meta.clip_seconds).window_frames
     index = {name: i for i, name in enumerate(label_set.names)}
     rows: list[np.ndarray] = []
+    vocabulary_rows: list[np.ndarray] = []
+    vocabulary_output = (bundle.meta.vocabulary or {}).get("output")
     targets: list[int] = []
     paths: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -80,7 +85,10 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
 
     def run() -> None:
         if batch:
-            rows.append(backend.embed(np.stack([mel for mel, _, _ in batch])[:, None]))
+            outputs = backend.run({backend.input_names[0]: np.stack([mel for mel, _, _ in batch])[:, None]})
+            rows.append(outputs[backend.output_names[0]])
+            if vocabulary_output in outputs:
+                vocabulary_rows.append(outputs[vocabulary_output])
             targets.extend(t for _, t, _ in batch)
             paths.extend(p for _, _, p in batch)
             batch.clear()
@@ -105,7 +113,10 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
         )
     if skipped:
         log.warning("%d of %d clip(s) skipped as unreadable", len(skipped), len(clips))
-    return ClipSet(np.concatenate(rows).astype(np.float32), np.asarray(targets, dtype=np.int64), paths, skipped)
+    vocabulary = np.concatenate(vocabulary_rows).astype(np.float32) if vocabulary_rows else None
+    return ClipSet(
+        np.concatenate(rows).astype(np.float32), np.asarray(targets, dtype=np.int64), paths, skipped, vocabulary
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +335,9 @@ def fit_scores(
     bias_l2: float = DEFAULT_BIAS_L2,
 ) -> ScoreReport:
     """Fit T and b on `clipset`; before = the label set's own calibration, after = the fit,
-    both scored by edge's Scorer as `listen` builds it."""
+    both scored by edge's Scorer as `listen` builds it (with the bundle's vocabulary branch:
+    T and b act on the student's logits, so a label no one trained keeps the vocabulary's
+    score, and the figures are the scores the device reports)."""
     if not (math.isfinite(bias_l2) and bias_l2 >= 0):
         raise CalibrationError(f"--bias-l2 {bias_l2!r} is not allowed: use a finite number >= 0")
     raw = Scorer.for_bundle(bundle.meta, label_embeddings)  # T = 1, b = 0: the model's own logits
@@ -332,8 +345,11 @@ def fit_scores(
     y = clipset.targets
     fit = fit_calibration(raw.logits(clipset.embeddings), y, kind, fit_bias=fit_bias, bias_l2=bias_l2)
     site = calibrated(label_set, fit.temperature, fit.biases)
-    before = Scorer.for_bundle(bundle.meta, label_embeddings, label_set)(clipset.embeddings)
-    after = Scorer.for_bundle(bundle.meta, label_embeddings, site)(clipset.embeddings)
+    vocabulary = Vocabulary.from_bundle(bundle) if clipset.vocabulary is not None else None
+    before = Scorer.for_bundle(bundle.meta, label_embeddings, label_set, vocabulary)(
+        clipset.embeddings, clipset.vocabulary
+    )
+    after = Scorer.for_bundle(bundle.meta, label_embeddings, site, vocabulary)(clipset.embeddings, clipset.vocabulary)
     return ScoreReport(
         site,
         fit,

@@ -261,3 +261,32 @@ def test_fit_scores_on_a_sigmoid_bundle(demo_bundle):
     assert scorer.logit_bias == -6.0 and scorer.temperature == report.calibration.temperature
     p = scorer(audio.astype(np.float32))
     assert np.all((p > 0) & (p < 1)) and not np.allclose(p.sum(axis=1), 1.0)  # one sigmoid per label
+
+
+def test_the_figures_are_the_devices_scores_with_the_vocabulary_branch(demo_bundle, labelled_csv, tmp_path,
+                                                                        monkeypatch):
+    """A set with a label no one trained (`speech`): the clips carry the graph's vocabulary scores,
+    and before/after are scored with them, as `listen` scores (the new label: the vocabulary's)."""
+    import dataclasses
+
+    from calibrate.scores import embed_clips, fit_scores
+    from edge.backends import select_backend
+    from edge.labels.labelset import Label
+    from edge.vocabulary import Vocabulary
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    urban = resolve_label_set("urban")
+    site = dataclasses.replace(urban, name="urban_speech",
+                               labels=(*urban.labels, Label("speech", ("an audio clip of speech",), 0.5)))
+    clips = read_clip_csv(labelled_csv)
+    with select_backend(demo_bundle, "onnxruntime", threads=1) as backend:
+        clipset = embed_clips(demo_bundle, site, clips, backend)
+    assert clipset.vocabulary is not None and clipset.vocabulary.shape == (len(clips), 521)
+    embeddings = label_embeddings_for(demo_bundle, site)
+    report = fit_scores(demo_bundle, site, embeddings, clipset)
+    vocabulary = Vocabulary.from_bundle(demo_bundle)
+    device = Scorer.for_bundle(demo_bundle.meta, embeddings, site, vocabulary)(clipset.embeddings, clipset.vocabulary)
+    want = metrics(device, clipset.targets, "sigmoid")
+    assert (report.before.nll, report.before.ece, report.before.accuracy) == (want.nll, want.ece, want.accuracy)
+    student = Scorer.for_bundle(demo_bundle.meta, embeddings, site)(clipset.embeddings)
+    assert not np.allclose(student[:, -1], device[:, -1])  # speech: the vocabulary's score, not the student's
