@@ -205,11 +205,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
     if emb is not None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
         if vocabulary is not None:
-            fusion = vocabulary.fusion(emb.embeddings)
-            for k in [k for k, new in enumerate(fusion.novel) if new]:
-                weights = fusion.mapping_t[:, k]
-                named = ", ".join(f"{vocabulary.names[i]} {weights[i]:.2f}" for i in weights.argsort()[::-1][:3])
-                click.echo(f"  new: {emb.labels[k]} (no one trained it): scored as {named}")
+            for label, meaning in vocabulary.fusion(emb.embeddings).meanings(emb.labels, vocabulary.names).items():
+                click.echo(f"  new: {label} (no one trained it): scored as {meaning}")
 
 
 @main.command("embed-labels")

@@ -310,7 +310,8 @@ def listen(
     label_set = resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
     embeddings = label_embeddings_for(bundle, label_set, options.threads)
-    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=Vocabulary.from_bundle(bundle))
+    vocabulary = Vocabulary.from_bundle(bundle)
+    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary)
     backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
     reconnect = None
     if options.reconnect and source is None:
@@ -350,6 +351,11 @@ def listen(
                 max_silence=options.max_silence,
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
+            if scorer.fusion is not None and vocabulary is not None:
+                meanings = scorer.fusion.meanings(scorer.labels, vocabulary.names, k=1)
+                if meanings:
+                    named = ", ".join(f"{label} (as {meaning})" for label, meaning in meanings.items())
+                    notes.append(("info", f"labels no one trained, scored by the bundle's vocabulary: {named}"))
             if windowing.hop_frames > windowing.window_frames:
                 notes.append(
                     (

@@ -128,6 +128,15 @@ class Fusion:
     student_weight: float
     size: int  # V
 
+    def meanings(self, labels: tuple[str, ...], names: tuple[str, ...], k: int = 3) -> dict[str, str]:
+        """What each new label is scored as: label -> "Speech 0.99, Conversation 0.00, ..." (its
+        `k` heaviest vocabulary classes), for the labels no one trained, in the set's order."""
+        out = {}
+        for i in np.flatnonzero(self.novel):
+            weights = self.mapping_t[:, i]
+            out[labels[i]] = ", ".join(f"{names[j]} {weights[j]:.2f}" for j in np.argsort(-weights)[:k])
+        return out
+
     def label_scores(self, vocabulary_scores: np.ndarray) -> np.ndarray:
         """[N, V] vocabulary probabilities -> [N, K] the vocabulary's score of each label."""
         p = np.asarray(vocabulary_scores, dtype=np.float64)
