@@ -13,7 +13,7 @@ default, section `metrics` of the service config):
   labels, thresholds, build), then the start of every event still active and the latest
   window, then every record as it comes (edge.outputs.sinks.record_dict: the JSON-lines
   schema, windows included). An empty line is a keepalive, sent after KEEPALIVE_SECONDS
-  without a record.
+  without a record. At most MAX_STREAM_READERS read at once; one more is answered 503.
 
 The listen loop must never wait on an HTTP client: the Sink methods only update counters and
 append to each stream reader's bounded buffer. A reader that falls behind loses its oldest
@@ -47,6 +47,7 @@ from edge.service.sections import invalid
 log = logging.getLogger(__name__)
 
 STREAM_BUFFER = 256  # records a /stream reader may lag behind before its oldest are dropped (~1 min of windows)
+MAX_STREAM_READERS = 8  # each is a thread: more are refused (503), so a client loop cannot exhaust them
 KEEPALIVE_SECONDS = 1.0  # an empty line after this long without a record: tail sees a live server and its stop
 STREAM_WRITE_TIMEOUT = 30.0  # seconds a reader may refuse data before it is disconnected
 CLOSE_GRACE_SECONDS = 1.0  # close(): how long readers get to receive what is queued before their sockets are shut
@@ -320,9 +321,12 @@ class MetricsSink(Sink):
             self._thread.join()
         self._server = self._thread = None
 
-    def _attach(self, connection: socket.socket) -> _Reader:
+    def _attach(self, connection: socket.socket) -> _Reader | None:
+        """A new /stream reader, or None when MAX_STREAM_READERS are reading already."""
         reader = _Reader(connection)
         with self._readers_lock:
+            if len(self._readers) >= MAX_STREAM_READERS:
+                return None
             self._readers = (*self._readers, reader)
             self.m_readers.set(len(self._readers))
         return reader
@@ -404,6 +408,10 @@ class _Handler(BaseHTTPRequestHandler):
         sink = self.server.sink
         self.connection.settimeout(STREAM_WRITE_TIMEOUT)
         reader = sink._attach(self.connection)
+        if reader is None:
+            body = f"/stream has {MAX_STREAM_READERS} readers already: close one (e.g. another tail) and retry\n"
+            self._send(503, "text/plain; charset=utf-8", body.encode())
+            return
         try:
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")

@@ -81,6 +81,7 @@ class StreamReader:
                 return json.loads(line)
 
     def close(self):
+        self.response.close()  # it holds the socket too: closing only the connection leaves it open
         self.connection.close()
 
 
@@ -270,3 +271,29 @@ def test_config_defaults_and_bad_values():
         with pytest.raises(ConfigError) as info:
             parse_section(MetricsConfig, mapping, "metrics")
         assert info.value.key == key and text in str(info.value), str(info.value)
+
+
+def test_more_stream_readers_than_allowed_are_refused_and_a_freed_place_is_taken(make_sink):
+    from edge.outputs.metrics import MAX_STREAM_READERS
+
+    sink = make_sink()
+    readers = [StreamReader(sink) for _ in range(MAX_STREAM_READERS)]
+    try:
+        for reader in readers:
+            assert reader.next()["type"] == "hello"
+        extra = http.client.HTTPConnection("127.0.0.1", sink.port, timeout=10)
+        extra.request("GET", "/stream")
+        refused = extra.getresponse()
+        assert refused.status == 503 and b"close one" in refused.read()
+        extra.close()
+        readers.pop().close()
+        deadline = time.monotonic() + 10
+        while len(sink._readers) >= MAX_STREAM_READERS:  # the server sees the close at its next keepalive
+            assert time.monotonic() < deadline, "a closed reader kept its place"
+            time.sleep(0.05)
+        again = StreamReader(sink)
+        assert again.next()["type"] == "hello"
+        readers.append(again)
+    finally:
+        for reader in readers:
+            reader.close()
