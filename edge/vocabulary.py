@@ -2,8 +2,8 @@
 
 A bundle whose model.json has `vocabulary` has an audio graph with a second output: for each
 window, the probability of each class of a fixed vocabulary of named sounds (the demo bundle:
-YAMNet's AudioSet head, 521 classes, on the trunk layers it shares with the student, so they
-cost a tenth of the graph). Its class names' text embeddings ship in the bundle
+YAMNet's own layers 9-13 and AudioSet head, 521 classes, on the first 8 trunk layers it shares
+with the student: about half the graph's cost again). Its class names' text embeddings ship in the bundle
 (labels/<vocabulary.labels>.npz), as do those of the labels the student was trained on
 (labels/<name>.npz for each of `vocabulary.trained`).
 
@@ -20,10 +20,11 @@ per window, given the student's per-label score s [K] and the vocabulary's p [V]
                                                     the student's score of it is a guess)
             = s_k ** w * v_k ** (1 - w)             for a trained one (w = student_weight): the
                                                     student, held back where the vocabulary
-                                                    hears something else
+                                                    hears something else (the demo bundle:
+                                                    w = 1, the student alone, so adding a label
+                                                    never changes the others' scores)
 
-So a label added by YAML ("speech", "frog") is scored by a head trained on 521 named classes,
-and a trained label does not take the mass of a sound that is not its own.
+So a label added by YAML ("speech", "frog") is scored by a head trained on 521 named classes.
 """
 
 from __future__ import annotations
