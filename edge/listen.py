@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -61,6 +62,9 @@ from edge.features import FrameQueue, Frontend, LevelMeter, StreamingLogMel, Win
 from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
 from edge.vocabulary import Vocabulary
+
+if TYPE_CHECKING:  # imported where it is used: listen() resolves the label set lazily
+    from edge.labels.labelset import LabelSet
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +291,7 @@ def listen(
     backend: Backend | None = None,
     heartbeat: Callable[[], None] | None = None,
     tap: Callable[[Source, float], Source] | None = None,
+    label_set: LabelSet | None = None,
 ) -> ListenSummary:
     """Compose the pipeline that `options` describe and run it until the source ends or `stop` is set.
 
@@ -300,14 +305,15 @@ def listen(
     device: with `options.reconnect` a microphone that cannot be opened is lost instead, and
     retried); a failure mid-stream is reported in the summary (`error`). `tap(source, t)`
     wraps every source the loop reads (the first at stream time 0, each reopened one at the
-    time its segment starts): the service's clip recorder.
+    time its segment starts): the service's clip recorder. `label_set`: an already resolved set
+    instead of the one `options.labels` names (the service: with its config's thresholds).
     """
     from edge.labels.embeddings import label_embeddings_for
     from edge.labels.labelset import resolve_label_set
 
     stop = stop or threading.Event()
     bundle, origin = resolve_bundle_origin(options.bundle)
-    label_set = resolve_label_set(options.labels)
+    label_set = label_set or resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
     embeddings = label_embeddings_for(bundle, label_set, options.threads)
     vocabulary = Vocabulary.from_bundle(bundle)

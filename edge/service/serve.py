@@ -22,9 +22,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from edge import __version__
 from edge.backends.base import Backend
@@ -38,8 +35,7 @@ from edge.errors import (
     OptionError,
 )
 from edge.events import Event
-from edge.fsutil import atomic_write_text
-from edge.labels.labelset import LabelSet, parse_label_set, resolve_label_set
+from edge.labels.labelset import LabelSet, resolve_label_set
 from edge.listen import ListenSummary
 from edge.outputs.clips import ClipRecorder
 from edge.outputs.eventlog import EventLogSink
@@ -109,40 +105,6 @@ def with_thresholds(label_set: LabelSet, thresholds: dict[str, float]) -> LabelS
         dataclasses.replace(label, threshold=thresholds.get(label.name, label.threshold)) for label in label_set.labels
     )
     return dataclasses.replace(label_set, labels=labels)
-
-
-def label_set_yaml(label_set: LabelSet) -> str:
-    """The label-set YAML that parses back to `label_set` (edge.labels.labelset's schema)."""
-    labels: list[dict[str, Any]] = []
-    for label in label_set.labels:
-        item: dict[str, Any] = {"name": label.name, "threshold": label.threshold}
-        extra = [p for p in label.prompts if p != label.prompts[0]]
-        if extra:
-            item["prompts"] = extra
-        if label.group is not None:
-            item["group"] = label.group
-        if label.bias:
-            item["bias"] = label.bias
-        labels.append(item)
-    doc: dict[str, Any] = {"name": label_set.name, "prompt": label_set.prompt}
-    if label_set.description:
-        doc["description"] = label_set.description
-    if label_set.temperature != 1.0:
-        doc["calibration"] = {"temperature": label_set.temperature}
-    doc["labels"] = labels
-    head = f"# {label_set.source} with the thresholds of the service config (written by semanticac-edge serve)\n"
-    return head + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
-
-
-def write_label_set(label_set: LabelSet, folder: Path) -> Path:
-    """The label set with its overridden thresholds as a file listen() reads (it takes a name or a path)."""
-    text = label_set_yaml(label_set)
-    back = parse_label_set(text, source=label_set.source)
-    if (back.labels, back.prompt, back.temperature) != (label_set.labels, label_set.prompt, label_set.temperature):
-        raise AssertionError(f"label set {label_set.name!r} does not survive a YAML round trip")
-    path = folder / "labels" / f"{label_set.name}.yaml"
-    atomic_write_text(path, text)
-    return path
 
 
 def embeddings_ready(bundle: Bundle, label_set: LabelSet) -> bool:
@@ -262,7 +224,7 @@ def serve(
 ) -> ListenSummary:
     """Run the listen pipeline with the config's outputs until the source ends or `stop` is set.
 
-    `state_dir`: where the event log, clips and the effective label set go; `notifier`: default
+    `state_dir`: where the event log and clips go; `notifier`: default
     from the environment ($NOTIFY_SOCKET, $WATCHDOG_USEC); `backend`: an opened backend instead
     of the one model.backend selects (tests). Raises before audio flows (see CONFIG_ERRORS).
     """
@@ -273,10 +235,6 @@ def serve(
     notifier = notifier or Notifier.from_environ()
     resolved = resolve(config)
     options = config.options
-    if config.thresholds:
-        path = write_label_set(resolved.label_set, state_dir)
-        log.info("label set %s with the config's thresholds: %s", resolved.label_set.name, path)
-        options = dataclasses.replace(options, labels=str(path))
     if not embeddings_ready(resolved.bundle, resolved.label_set):
         # the text tower embeds the set on the first start (EXTEND_TIMEOUT_USEC: start-up may take longer)
         notifier.extend_timeout(config.systemd.extend_timeout)
@@ -294,7 +252,15 @@ def serve(
         notifier.status(reporter.line())
         # the recorder taps every source listen reads, a reopened microphone's too
         tap = recorder.tap if recorder is not None else None
-        return listen(options, sink=sink, stop=stop, backend=backend, heartbeat=reporter.heartbeat, tap=tap)
+        return listen(
+            options,
+            sink=sink,
+            stop=stop,
+            backend=backend,
+            heartbeat=reporter.heartbeat,
+            tap=tap,
+            label_set=resolved.label_set,  # with the config's thresholds
+        )
     except BaseException:
         backend.close()  # listen closes it once it runs; before that it is ours
         raise
