@@ -119,7 +119,9 @@ class Scorer:
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
         if vocabulary is not None and kind != "sigmoid":
             raise ValueError("Scorer: a vocabulary fuses per-label (sigmoid) scores, not a softmax over the set")
-        self.fusion: Fusion | None = None if vocabulary is None else vocabulary.fusion(label_matrix)
+        fusion = None if vocabulary is None else vocabulary.fusion(label_matrix)
+        # a set of trained labels only, with the student alone: nothing to fuse, window after window
+        self.fusion: Fusion | None = None if fusion is None or fusion.identity else fusion
 
     @classmethod
     def for_bundle(

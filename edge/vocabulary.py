@@ -129,6 +129,11 @@ class Fusion:
     student_weight: float
     size: int  # V
 
+    @property
+    def identity(self) -> bool:
+        """No new label and the student alone for trained ones: the fusion changes nothing."""
+        return not self.novel.any() and self.student_weight == 1.0
+
     def meanings(self, labels: tuple[str, ...], names: tuple[str, ...], k: int = 3) -> dict[str, str]:
         """What each new label is scored as: label -> "Speech 0.99, Conversation 0.00, ..." (its
         `k` heaviest vocabulary classes), for the labels no one trained, in the set's order."""
@@ -149,5 +154,6 @@ class Fusion:
         """[N, K] student scores and [N, V] vocabulary probabilities -> [N, K] fused scores."""
         v = self.label_scores(vocabulary_scores)
         w = self.student_weight
-        trained = np.clip(student, 0.0, 1.0) ** w * v ** (1.0 - w)
+        student = np.clip(student, 0.0, 1.0)
+        trained = student if w == 1.0 else student**w * v ** (1.0 - w)
         return np.where(self.novel, v, trained)

@@ -157,3 +157,11 @@ def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bun
     assert [e.label for e in sink.events if e.kind == "start"] == ["speech"]
     said = [s.message for s in sink.statuses if "no one trained" in s.message]  # the user is told, once
     assert said == ["labels no one trained, scored by the bundle's vocabulary: speech (as Speech 0.99)"]
+
+
+def test_a_set_of_trained_labels_with_the_student_alone_fuses_nothing():
+    labels = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # dog and siren: both trained
+    alone = Scorer(labels, ["dog", "siren"], logit_scale=10.0, kind="sigmoid", vocabulary=vocabulary(1.0))
+    assert alone.fusion is None  # no work per window
+    held = Scorer(labels, ["dog", "siren"], logit_scale=10.0, kind="sigmoid", vocabulary=vocabulary(0.7))
+    assert held.fusion is not None
