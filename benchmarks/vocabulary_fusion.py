@@ -1,15 +1,17 @@
 """How a bundle's vocabulary branch is fused (edge.vocabulary), figure by figure, as the device
-computes it (the bundle's graph in ONNX Runtime, edge's Scorer), for a range of student weights.
+computes it (the bundle's graphs in ONNX Runtime, edge's Scorer), for a range of veto powers.
 
     SEMANTICAC_DATA=../shared/data python benchmarks/vocabulary_fusion.py \\
-        --bundle B --recipe demo-vocab-cv1 [--zeroshot-bundle Z --zeroshot-recipe esc50-zeroshot-vocab]
+        --bundle B --recipe demo-distill-cv1 [--zeroshot-bundle Z --zeroshot-recipe esc50-zeroshot-distill]
 
-For each weight w (score of a trained label = student^w * vocabulary^(1-w); w = 1: the student
-alone; new labels always come from the vocabulary):
+For each veto power a (in a set with a new label, a trained label the vocabulary has a name for
+scores student * min(1, v / veto_below) ** a; a = 0: the student alone; new labels always come
+from the vocabulary; a set without new labels is never fused):
   accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
-               own dataset's label set (esc50 / urban)
+               own dataset's label set (esc50 / urban) + a `speech` label added by YAML (so the
+               veto applies: the trained labels beside a new one)
   recall@thr   the share of those clips whose own label scores at or above its threshold (0.5 by
-               default): a window that could start the right event
+               default) in that set: a window that could start the right event
   speech       held-out espeak-ng speech (train.data.background.speech_eval_clips) among `urban`
                + `speech`: the share whose top-1 is speech
   gzsl         with --zeroshot-bundle: the recipe's 10 held-out ESC-50 classes (never trained)
@@ -36,7 +38,7 @@ from edge.labels.labelset import Label, LabelSet, resolve_label_set
 from edge.scoring import Scorer
 from edge.vocabulary import Vocabulary
 
-WEIGHTS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
+POWERS = (0.0, 0.3, 0.5)
 DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
 
 
@@ -44,18 +46,18 @@ def outputs(bundle, paths) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings [N, C], vocabulary scores [N, V]) of each file's first window."""
     fe = bundle.meta.frontend
     emb, voc = [], []
-    name = bundle.meta.vocabulary["output"]
-    with select_backend(bundle, "onnxruntime") as backend:
+    vocabulary = Vocabulary.from_bundle(bundle)
+    with select_backend(bundle, "onnxruntime") as backend, select_backend(bundle, graph="vocabulary") as graph:
         for path in paths:
             x = read_audio(str(path), fe.sample_rate)[: fe.seconds_to_samples(bundle.meta.clip_seconds)]
             out = backend.run({backend.input_names[0]: tile_frames(log_mel(x, fe), fe.frames)[None, None]})
             emb.append(out[backend.output_names[0]][0])
-            voc.append(out[name][0])
+            voc.append(vocabulary.scores(graph, out)[0])
     return np.array(emb), np.array(voc)
 
 
-def scores(bundle, vocabulary, label_set, weight, emb, voc) -> np.ndarray:
-    fused = dataclasses.replace(vocabulary, student_weight=weight)
+def scores(bundle, vocabulary, label_set, power, emb, voc) -> np.ndarray:
+    fused = dataclasses.replace(vocabulary, veto_power=power)
     embeddings = label_embeddings_for(bundle, label_set)
     return Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=fused)(emb, voc)
 
@@ -78,29 +80,29 @@ def main() -> None:
     from train.data.datasets import split_clips
     from train.recipe import load_train_config
 
-    figures: dict = {w: {} for w in WEIGHTS}
+    figures: dict = {a: {} for a in POWERS}
     bundle = read_bundle(args.bundle)
     vocabulary = Vocabulary.from_bundle(bundle)
     assert vocabulary is not None, f"{args.bundle} has no vocabulary branch"
     for spec in load_train_config(args.recipe).datasets:
         split = "val" if spec.val_fraction else "test"
         clips, class_names = split_clips(spec, split)
-        label_set = resolve_label_set(DATASET_LABELS[spec.kind])
+        label_set = with_speech(resolve_label_set(DATASET_LABELS[spec.kind]))
         truth = np.array([label_set.names.index(class_names[c.target]) for c in clips])
         emb, voc = outputs(bundle, [c.path for c in clips])
         thresholds = np.array([label.threshold for label in label_set.labels])[truth]
-        for w in WEIGHTS:
-            p = scores(bundle, vocabulary, label_set, w, emb, voc)
-            figures[w][f"{spec.kind} {split} accuracy"] = float((p.argmax(1) == truth).mean())
-            figures[w][f"{spec.kind} {split} recall@thr"] = float(
+        for a in POWERS:
+            p = scores(bundle, vocabulary, label_set, a, emb, voc)
+            figures[a][f"{spec.kind} {split} accuracy"] = float((p.argmax(1) == truth).mean())
+            figures[a][f"{spec.kind} {split} recall@thr"] = float(
                 (p[np.arange(len(truth)), truth] >= thresholds).mean()
             )
     speech = speech_eval_clips(default_cache_dir() / "background")
     urban = with_speech(resolve_label_set("urban"))
     emb, voc = outputs(bundle, speech)
-    for w in WEIGHTS:
-        top = scores(bundle, vocabulary, urban, w, emb, voc).argmax(1)
-        figures[w]["speech named (urban + speech)"] = float((top == len(urban.labels) - 1).mean())
+    for a in POWERS:
+        top = scores(bundle, vocabulary, urban, a, emb, voc).argmax(1)
+        figures[a]["speech named (urban + speech)"] = float((top == len(urban.labels) - 1).mean())
     if args.zeroshot_bundle:
         zs = read_bundle(args.zeroshot_bundle)
         zs_vocabulary = Vocabulary.from_bundle(zs)
@@ -113,8 +115,8 @@ def main() -> None:
             clips, class_names = split_clips(spec, split)
             truth = np.array([esc.names.index(class_names[c.target]) for c in clips])
             emb, voc = outputs(zs, [c.path for c in clips])
-            for w in WEIGHTS:
-                figures[w][key] = float((scores(zs, zs_vocabulary, esc, w, emb, voc).argmax(1) == truth).mean())
+            for a in POWERS:
+                figures[a][key] = float((scores(zs, zs_vocabulary, esc, a, emb, voc).argmax(1) == truth).mean())
         clips, class_names = split_clips(spec, "heldout")
         new = [label for label in esc.labels if label.name in spec.holdout]
         emb, voc = outputs(zs, [c.path for c in clips])
@@ -124,16 +126,16 @@ def main() -> None:
         ):
             label_set = dataclasses.replace(esc, name=f"esc50-{len(labels)}", labels=tuple(labels))
             truth = np.array([label_set.names.index(class_names[c.target]) for c in clips])
-            for w in WEIGHTS:
-                p = scores(zs, zs_vocabulary, label_set, w, emb, voc)
-                figures[w][f"gzsl unseen among {name}"] = float((p.argmax(1) == truth).mean())
-    keys = list(figures[WEIGHTS[0]])
-    print(f"{'student weight':>14}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
-    for w in WEIGHTS:
-        print(f"{w:>14.1f}  " + "  ".join(f"{figures[w][k]:>28.3f}" for k in keys))
+            for a in POWERS:
+                p = scores(zs, zs_vocabulary, label_set, a, emb, voc)
+                figures[a][f"gzsl unseen among {name}"] = float((p.argmax(1) == truth).mean())
+    keys = list(figures[POWERS[0]])
+    print(f"{'veto power':>14}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
+    for a in POWERS:
+        print(f"{a:>14.1f}  " + "  ".join(f"{figures[a][k]:>28.3f}" for k in keys))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({str(w): v for w, v in figures.items()}, f, indent=1)
+            json.dump({str(a): v for a, v in figures.items()}, f, indent=1)
 
 
 if __name__ == "__main__":

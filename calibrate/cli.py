@@ -8,10 +8,12 @@ after the whole fit succeeded: a failed run leaves no partial output.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import shlex
 from datetime import date
+from functools import partial
 
 import click
 
@@ -333,6 +335,7 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     from edge.bundle import resolve_bundle
     from edge.labels.embeddings import label_embeddings_for
     from edge.labels.labelset import resolve_label_set
+    from edge.vocabulary import Vocabulary
 
     if plot:
         from calibrate.plots import require_matplotlib
@@ -345,8 +348,14 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     check_labels(clips, label_set, "--data")
     bundle_ = resolve_bundle(bundle)
     embeddings = label_embeddings_for(bundle_, label_set, threads)
-    with select_backend(bundle_, backend_choice, threads=threads) as backend:
-        clipset = embed_clips(bundle_, label_set, clips, backend)
+    vocabulary = Vocabulary.from_bundle(bundle_)
+    with contextlib.ExitStack() as stack:
+        backend = stack.enter_context(select_backend(bundle_, backend_choice, threads=threads))
+        branch = None
+        if vocabulary is not None:  # the device's scores of any set (a new label's come from it)
+            graph = stack.enter_context(select_backend(bundle_, graph="vocabulary", threads=threads))
+            branch = partial(vocabulary.scores, graph)
+        clipset = embed_clips(bundle_, label_set, clips, backend, branch)
     report = fit_scores(
         bundle_,
         label_set,

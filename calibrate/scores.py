@@ -69,15 +69,22 @@ class ClipSet:
     vocabulary: np.ndarray | None = None
 
 
-def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledClip], backend) -> ClipSet:
-    """One embedding per clip (its first window of the bundle's clip length); unreadable clips
-    are skipped with a warning and listed; CalibrationError when none is left."""
+def embed_clips(
+    bundle: Bundle,
+    label_set: LabelSet,
+    clips: Sequence[LabelledClip],
+    backend,
+    vocabulary: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+) -> ClipSet:
+    """One embedding per clip (its first window of the bundle's clip length), and with
+    `vocabulary` (the audio graph's outputs -> the vocabulary graph's scores) the vocabulary's
+    scores; unreadable clips are skipped with a warning and listed; CalibrationError when none
+    is left."""
     frontend = bundle.meta.frontend
     window = Windowing.from_seconds(frontend, bundle.meta.clip_seconds, bundle.meta.clip_seconds).window_frames
     index = {name: i for i, name in enumerate(label_set.names)}
     rows: list[np.ndarray] = []
     vocabulary_rows: list[np.ndarray] = []
-    vocabulary_output = (bundle.meta.vocabulary or {}).get("output")
     targets: list[int] = []
     paths: list[Path] = []
     skipped: list[tuple[Path, str]] = []
@@ -87,8 +94,8 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
         if batch:
             outputs = backend.run({backend.input_names[0]: np.stack([mel for mel, _, _ in batch])[:, None]})
             rows.append(outputs[backend.output_names[0]])
-            if vocabulary_output in outputs:
-                vocabulary_rows.append(outputs[vocabulary_output])
+            if vocabulary is not None:
+                vocabulary_rows.append(vocabulary(outputs))
             targets.extend(t for _, t, _ in batch)
             paths.extend(p for _, _, p in batch)
             batch.clear()
@@ -113,10 +120,8 @@ def embed_clips(bundle: Bundle, label_set: LabelSet, clips: Sequence[LabelledCli
         )
     if skipped:
         log.warning("%d of %d clip(s) skipped as unreadable", len(skipped), len(clips))
-    vocabulary = np.concatenate(vocabulary_rows).astype(np.float32) if vocabulary_rows else None
-    return ClipSet(
-        np.concatenate(rows).astype(np.float32), np.asarray(targets, dtype=np.int64), paths, skipped, vocabulary
-    )
+    heard = np.concatenate(vocabulary_rows).astype(np.float32) if vocabulary_rows else None
+    return ClipSet(np.concatenate(rows).astype(np.float32), np.asarray(targets, dtype=np.int64), paths, skipped, heard)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,9 @@
     bundle/
       model.json          this module's `BundleMeta` (below)
       model.onnx          audio encoder + CSCM: `mel` float32 [B, 1, T, F] -> `embedding` [B, C]
+      vocabulary.onnx     the vocabulary branch (optional; edge.vocabulary): the trunk map model.onnx
+                          also outputs -> scores of a fixed vocabulary [B, V], run only for a label
+                          set that needs it
       text.onnx           the text tower: token ids -> embedding [B, C] (optional)
       tokenizer/          what turns prompts into ids for text.onnx
       labels/<name>.npz   precomputed label embeddings (edge.labels.embeddings)
@@ -63,8 +66,9 @@ class BundleMeta:
     # bundle without the field), or {"kind": "sigmoid", "logit_bias": b}: per-label probabilities
     # sigmoid(logit_scale * cosine + b), so "nothing" is an answer (edge.scoring)
     scoring: dict = field(default_factory=lambda: {"kind": "softmax"})
-    # the audio graph's vocabulary branch (edge.vocabulary): None, or {"output", "labels",
-    # "trained", "tau", "novelty_cosine", "student_weight", "source"}
+    # the vocabulary branch (edge.vocabulary): None, or {"graph" (a Tower: the audio graph's
+    # trunk output -> vocabulary scores), "labels", "trained", "tau", "novelty_cosine",
+    # "veto_below", "veto_power", "veto_cosine", "source"}
     vocabulary: dict | None = None
 
     def to_dict(self) -> dict:
@@ -151,33 +155,58 @@ def _scoring(meta: Fields) -> dict:
     return {"kind": "sigmoid", "logit_bias": float(bias)}
 
 
-VOCABULARY_FIELDS = ("output", "labels", "trained", "tau", "novelty_cosine", "student_weight", "source")
+VOCABULARY_FIELDS = (
+    "graph",
+    "labels",
+    "trained",
+    "tau",
+    "novelty_cosine",
+    "veto_below",
+    "veto_power",
+    "veto_cosine",
+    "source",
+)
 
 
 def _vocabulary(meta: Fields) -> dict | None:
-    """model.json `vocabulary` (absent: None): the audio graph output that scores a fixed
-    vocabulary of named classes, where their names' embeddings lie (labels/<labels>.npz), the
-    label sets the student was trained on (labels/<name>.npz each) and the fusion's constants."""
+    """model.json `vocabulary` (absent: None): the graph that scores a fixed vocabulary of named
+    classes from a map the audio graph also outputs, where their names' embeddings lie
+    (labels/<labels>.npz), the label sets the student was trained on (labels/<name>.npz each)
+    and the fusion's constants."""
     if meta.data.get("vocabulary") is None:
         return None
-    spec = meta.nested("vocabulary", "a mapping {output, labels, trained, tau, novelty_cosine, student_weight}")
+    spec = meta.nested(
+        "vocabulary", "a mapping {graph, labels, trained, tau, novelty_cosine, veto_below, veto_power, veto_cosine}"
+    )
+    if "output" in spec.data and spec.data.get("graph") is None:
+        raise spec.fail(
+            "has 'output': a vocabulary branch inside model.onnx (semanticac-edge 0.x before the split); "
+            "split it into its own graph with `semanticac-train split-vocabulary --bundle BUNDLE`"
+        )
     spec.unknown(VOCABULARY_FIELDS)
+    graph = _tower(spec, "graph")
     out: dict = {
-        "output": spec.text("output", "the audio graph's output of vocabulary scores"),
+        "graph": graph,
         "labels": spec.text("labels", "the name of the bundle's labels/<name>.npz of the vocabulary"),
         "trained": list(spec.names("trained", "the bundle's label sets the student was trained on")),
         "source": spec.get("source", str, "what the vocabulary is", default=""),
     }
-    if out["output"] not in meta.data["audio"].get("outputs", ()):
-        raise spec.fail(f"field 'output' {must_be('one of the audio graph outputs', out['output'])}")
+    audio_outputs = meta.data["audio"].get("outputs", ())
+    if len(graph.inputs) != 1 or graph.inputs[0] not in audio_outputs:
+        allowed = f"one of the audio graph outputs {list(audio_outputs)}"
+        raise spec.fail(f"field 'graph' inputs {must_be(allowed, list(graph.inputs))}")
+    if len(graph.outputs) != 1:
+        raise spec.fail(f"field 'graph' outputs {must_be('one output (the vocabulary scores)', list(graph.outputs))}")
     ranges = {
         "tau": ("a number > 0", 0.0, math.inf),
         "novelty_cosine": ("a cosine in [-1, 1]", -1.0, 1.0),
-        "student_weight": ("a weight in [0, 1]", 0.0, 1.0),
+        "veto_below": ("a probability in (0, 1]", 0.0, 1.0),
+        "veto_power": ("a number >= 0", 0.0, math.inf),
+        "veto_cosine": ("a cosine in [-1, 1]", -1.0, 1.0),
     }
     for name, (allowed, low, high) in ranges.items():
         value = spec.get(name, NUMBER, allowed)
-        if not (math.isfinite(value) and low <= value <= high) or (name == "tau" and value == 0):
+        if not (math.isfinite(value) and low <= value <= high) or (name in ("tau", "veto_below") and value == 0):
             raise spec.fail(f"field {name!r} {must_be(allowed, value)}")
         out[name] = float(value)
     return out
@@ -197,6 +226,10 @@ class Bundle:
         return None if self.meta.text is None else self.path / self.meta.text.file
 
     @property
+    def vocabulary_path(self) -> Path | None:
+        return None if self.meta.vocabulary is None else self.path / self.meta.vocabulary["graph"].file
+
+    @property
     def tokenizer_dir(self) -> Path:
         return self.path / "tokenizer"
 
@@ -211,6 +244,8 @@ class Bundle:
     def verify(self) -> None:
         """Check that each ONNX file is there and matches the SHA-256 in model.json."""
         towers = [("audio", self.meta.audio)] + ([("text", self.meta.text)] if self.meta.text else [])
+        if self.meta.vocabulary is not None:
+            towers.append(("vocabulary", self.meta.vocabulary["graph"]))
         for name, tower in towers:
             path = self.path / tower.file
             if not path.is_file():

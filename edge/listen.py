@@ -40,6 +40,7 @@ failure above.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -48,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -319,6 +321,13 @@ def listen(
     vocabulary = Vocabulary.from_bundle(bundle)
     scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary)
     backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
+    branch = None  # the vocabulary graph: only for a set with labels no one trained (edge.vocabulary)
+    if scorer.fusion is not None and vocabulary is not None:
+        try:
+            branch = select_backend(bundle, graph="vocabulary", threads=options.threads)
+        except BaseException:
+            backend.close()
+            raise
     reconnect = None
     if options.reconnect and source is None:
 
@@ -330,11 +339,11 @@ def listen(
         source = source or open_source(options, bundle.meta.frontend)
     except AudioError:
         if reconnect is None:
-            backend.close()
+            _close(backend, branch)
             raise
         source = None  # lost from the start: the loop reports it and retries
     except BaseException:
-        backend.close()
+        _close(backend, branch)
         raise
     detector = EventDetector.from_label_set(label_set, release_ratio=options.release, min_duration=options.min_duration)
     own_sink = sink is None
@@ -342,7 +351,7 @@ def listen(
         json_lines=options.json, thresholds={label.name: label.threshold for label in label_set.labels}
     )
     try:
-        with backend:
+        with backend, branch or contextlib.nullcontext():
             listener = Listener(
                 bundle,
                 backend,
@@ -355,6 +364,7 @@ def listen(
                 max_batch=options.max_batch,
                 min_level=options.min_level,
                 max_silence=options.max_silence,
+                vocabulary=None if branch is None or vocabulary is None else partial(vocabulary.scores, branch),
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             if scorer.fusion is not None and vocabulary is not None:
@@ -375,6 +385,12 @@ def listen(
     finally:
         if own_sink:
             sink.close()
+
+
+def _close(*backends: Backend | None) -> None:
+    for backend in backends:
+        if backend is not None:
+            backend.close()
 
 
 class Listener:
@@ -399,7 +415,10 @@ class Listener:
         max_batch: int = 4,
         min_level: float | None = None,
         max_silence: float | None = None,
+        vocabulary: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
     ):
+        """`vocabulary`: the audio graph's outputs -> the vocabulary graph's [N, V] scores, for a
+        scorer that fuses them (edge.vocabulary); None: the student's scores alone."""
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch} must be at least 1")
         self.min_level = min_level  # dBFS: a quieter window is gated (digital silence always is)
@@ -410,7 +429,7 @@ class Listener:
         self.summary = ListenSummary()
         self._t = 0.0  # stream time of the latest window
         self._offset = 0.0  # stream time of the current segment's first sample
-        self._vocabulary_output = (bundle.meta.vocabulary or {}).get("output")
+        self._vocabulary = vocabulary
         self._arrived = time.perf_counter()  # when the audio that completed the newest window arrived
         self._silence = log_floor_value(self.frontend) + 1e-3
         self._silent_since: float | None = None
@@ -625,8 +644,10 @@ class Listener:
     def _infer(self, windows: list[tuple[int, np.ndarray, int]]) -> None:
         batch = np.stack([tile_frames(frames, self.windowing.model_frames) for _, frames, _ in windows])[:, None]
         outputs = self.backend.run({self.backend.input_names[0]: batch})
-        # [N, K]; with a vocabulary branch its [N, V] scores are fused in (edge.vocabulary)
-        scores = self.scorer(outputs[self.backend.output_names[0]], outputs.get(self._vocabulary_output or ""))
+        # [N, K]; for a set with new labels the vocabulary graph's [N, V] scores are fused in
+        scores = self.scorer(
+            outputs[self.backend.output_names[0]], None if self._vocabulary is None else self._vocabulary(outputs)
+        )
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
         for (k, frames, count), p in zip(windows, scores):
             whole = count == self.windowing.window_frames

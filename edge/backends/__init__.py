@@ -36,13 +36,15 @@ __all__ = [
 def select_backend(
     bundle: Bundle, choice: str = "auto", *, graph: str = "audio", precision: str = "fp16", threads: int | None = None
 ) -> Backend:
-    """Open a backend for the bundle's audio graph (or, with graph="text", its text graph).
+    """Open a backend for the bundle's audio graph (or, with graph="text" / "vocabulary", its
+    text or vocabulary graph).
 
     auto: the TensorRT engine built for this device, GPU and bundle when there is one, else
     ONNX Runtime; the choice and its reason are logged. tensorrt: that engine or an error
     saying what is missing and how to build it. onnxruntime: ONNX Runtime. `threads` is
     ONNX Runtime's intra-op thread count. The text graph always runs on ONNX Runtime: it is
-    run once per label set, and engines are built for the audio graph only.
+    run once per label set, and engines are built for the audio graph only; so does the
+    vocabulary graph (a small map -> scores step, run only for label sets that need it).
     """
     if choice not in BACKENDS:
         raise BackendError(f"backend {choice!r} is not one of {list(BACKENDS)}")
@@ -57,6 +59,9 @@ def select_backend(
             )
         log.info("backend for the text graph: onnxruntime (engines are built for the audio graph only)")
         return OnnxRuntimeBackend.for_bundle(bundle, "text", threads=threads)
+    if graph == "vocabulary":
+        log.info("backend for the vocabulary graph: onnxruntime (engines are built for the audio graph only)")
+        return OnnxRuntimeBackend.for_bundle(bundle, "vocabulary", threads=threads)
     if choice == "onnxruntime":
         log.info("backend: onnxruntime (asked for)")
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)

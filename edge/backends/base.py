@@ -2,9 +2,10 @@
 
 A backend runs one graph of the bundle by tensor name, so the same backends serve both:
 
-    model.onnx   run({"mel": float32 [B, 1, T, F]})        -> {"embedding": float32 [B, C]}
-                                                            (+ "vocabulary" [B, V]: edge.vocabulary)
-    text.onnx    run({"input_ids": int64 [B, L], ...})      -> {"embedding": float32 [B, C]}
+    model.onnx        run({"mel": float32 [B, 1, T, F]})   -> {"embedding": float32 [B, C]}
+                                                            (+ the trunk map the vocabulary graph reads)
+    vocabulary.onnx   run({"trunk": that map})             -> {"vocabulary": float32 [B, V]}
+    text.onnx         run({"input_ids": int64 [B, L], ...}) -> {"embedding": float32 [B, C]}
 
 (`embed(mel)` is the audio shorthand; a tokenizer's output dict feeds `run` as is.)
 
@@ -30,7 +31,7 @@ import numpy as np
 from edge.bundle import Bundle
 from edge.errors import BackendError
 
-GRAPHS = ("audio", "text")
+GRAPHS = ("audio", "text", "vocabulary")
 REEXPORT = "re-export the bundle with `semanticac-train export`"
 
 _B = TypeVar("_B", bound="Backend")
@@ -38,13 +39,16 @@ _B = TypeVar("_B", bound="Backend")
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output: name, dtype, shape with None for a size the graph leaves free."""
+    """One input or output: name, dtype, shape with None for a size the graph leaves free (a
+    shape of None: any rank, the graph's own: the map between the audio and vocabulary graphs)."""
 
     name: str
     dtype: np.dtype
-    shape: tuple[int | None, ...]
+    shape: tuple[int | None, ...] | None
 
     def describe(self) -> str:
+        if self.shape is None:
+            return f"{self.name} {np.dtype(self.dtype).name} [any shape]"
         dims = ["B" if i == 0 and d is None else "?" if d is None else str(d) for i, d in enumerate(self.shape)]
         return f"{self.name} {np.dtype(self.dtype).name} [{', '.join(dims)}]"
 
@@ -53,7 +57,7 @@ class TensorSpec:
 class GraphSpec:
     """What model.json promises about one graph. dtypes are checked by kind (float, int)."""
 
-    graph: str  # "audio" or "text"
+    graph: str  # one of GRAPHS
     path: Path
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -61,9 +65,12 @@ class GraphSpec:
 
 def graph_spec(bundle: Bundle, graph: str = "audio") -> GraphSpec:
     """The audio graph: one float32 input [B, 1, frames, n_mels]; the text graph: integer ids
-    [B, L] per input name; both give float32 [B, embedding_dim] outputs."""
+    [B, L] per input name; both give float32 [B, embedding_dim] outputs (the audio graph of a
+    bundle with a vocabulary also the map the vocabulary graph reads, of the graph's own shape);
+    the vocabulary graph: that map -> float32 [B, V]."""
     meta = bundle.meta
     c = meta.embedding_dim
+    branch = None if meta.vocabulary is None else meta.vocabulary["graph"]
     if graph == "audio":
         if len(meta.audio.inputs) != 1:
             raise BackendError(
@@ -74,12 +81,17 @@ def graph_spec(bundle: Bundle, graph: str = "audio") -> GraphSpec:
         inputs: tuple[TensorSpec, ...] = (
             TensorSpec(meta.audio.inputs[0], np.dtype(np.float32), (None, 1, f.frames, f.n_mels)),
         )
-        vocabulary = (meta.vocabulary or {}).get("output")  # [B, V] scores of a fixed vocabulary
+        trunk = branch.inputs if branch is not None else ()
         outputs = tuple(
-            TensorSpec(name, np.dtype(np.float32), (None, None) if name == vocabulary else (None, c))
-            for name in meta.audio.outputs
+            TensorSpec(name, np.dtype(np.float32), None if name in trunk else (None, c)) for name in meta.audio.outputs
         )
         return GraphSpec("audio", bundle.audio_path, inputs, outputs)
+    if graph == "vocabulary":
+        if branch is None or bundle.vocabulary_path is None:
+            raise BackendError(f"bundle {bundle.path} has no vocabulary graph (model.json has no vocabulary)")
+        inputs = tuple(TensorSpec(name, np.dtype(np.float32), None) for name in branch.inputs)
+        outputs = tuple(TensorSpec(name, np.dtype(np.float32), (None, None)) for name in branch.outputs)
+        return GraphSpec("vocabulary", bundle.vocabulary_path, inputs, outputs)
     if graph == "text":
         if meta.text is None or bundle.text_path is None:
             raise BackendError(
@@ -121,7 +133,10 @@ def reconcile(
                 f"{what}: {have.name} is {have.describe().split(' ', 1)[1]}, model.json and its "
                 f"frontend expect {want.describe().split(' ', 1)[1]} ({problem}); {fix}"
             )
-        shape = tuple(w if w is not None else h for w, h in zip(want.shape, have.shape))
+        if want.shape is None or have.shape is None:
+            shape = have.shape
+        else:
+            shape = tuple(w if w is not None else h for w, h in zip(want.shape, have.shape))
         merged.append(TensorSpec(have.name, np.dtype(have.dtype), shape))
     n = len(spec.inputs)
     return tuple(merged[:n]), tuple(merged[n:])
@@ -131,6 +146,8 @@ def _mismatch(want: TensorSpec, have: TensorSpec) -> str | None:
     if np.dtype(want.dtype).kind != np.dtype(have.dtype).kind:
         kind = "floating point" if np.dtype(want.dtype).kind == "f" else "integer"
         return f"dtype {np.dtype(have.dtype).name}, not {kind}"
+    if want.shape is None or have.shape is None:
+        return None
     if len(want.shape) != len(have.shape):
         return f"rank {len(have.shape)}, not {len(want.shape)}"
     for axis, (w, h) in enumerate(zip(want.shape, have.shape)):
@@ -221,7 +238,9 @@ class Backend(ABC):
         arrays, batch = {}, None
         for spec in self.inputs:
             x = np.asarray(inputs[spec.name])
-            if x.ndim != len(spec.shape) or any(d is not None and d != n for d, n in zip(spec.shape[1:], x.shape[1:])):
+            if spec.shape is not None and (
+                x.ndim != len(spec.shape) or any(d is not None and d != n for d, n in zip(spec.shape[1:], x.shape[1:]))
+            ):
                 raise BackendError(
                     f"{where}: input {spec.name} must be {spec.describe().split(' ', 1)[1]}, got shape {list(x.shape)}"
                 )

@@ -24,6 +24,7 @@ The audio is synthetic (noise and a chirp, seeded): speed does not depend on wha
     backends {name: {device, runs, warmup, p50_ms, p99_ms, mean_ms, min_ms, max_ms, rtf, rtf_p99,
                      keeps_up, min_hop_s, peak_rss_mib}},
     skipped {name: why it was not timed}, min_hop_method,
+    vocabulary {runs, p50_ms, p99_ms}: the vocabulary graph alone (null without one),
     pipeline {audio_s, wall_s, x_realtime, windows, labels} (null with pipeline_seconds 0), peak_rss_mib
 """
 
@@ -37,7 +38,7 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -113,10 +114,15 @@ def time_frontend(bundle: Bundle, windowing: Windowing) -> dict:
 
 def time_backend(backend, frames: np.ndarray, model_frames: int, seconds: float) -> list[float]:
     """Latencies (s) of one window through `backend` (tiling included), after warm-up."""
+    return time_runs(lambda: backend.embed(tile_frames(frames, model_frames)[None, None]), seconds)
+
+
+def time_runs(run: Callable[[], object], seconds: float) -> list[float]:
+    """Latencies (s) of `run()` for about `seconds` (at least MIN_RUNS), after warm-up runs."""
 
     def one() -> float:
         started = time.perf_counter()
-        backend.embed(tile_frames(frames, model_frames)[None, None])
+        run()
         return time.perf_counter() - started
 
     for _ in range(WARMUP_RUNS):
@@ -219,8 +225,28 @@ def run_bench(
         "backends": results,
         "skipped": skipped,
         "min_hop_method": MIN_HOP_METHOD,
+        "vocabulary": time_vocabulary(bundle, frames, windowing.model_frames, threads, seconds),
         "pipeline": time_pipeline(options, bundle, pipeline_seconds) if pipeline_seconds > 0 else None,
         "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def time_vocabulary(bundle: Bundle, frames: np.ndarray, model_frames: int, threads: int | None, seconds: float):
+    """The vocabulary graph's own latency per window on ONNX Runtime (what a label set with new
+    labels adds to the audio graph's: edge.vocabulary), or None for a bundle without one."""
+    from edge.backends import select_backend
+
+    if bundle.meta.vocabulary is None:
+        return None
+    with select_backend(bundle, "onnxruntime", threads=threads) as audio:
+        outputs = audio.run({audio.input_names[0]: tile_frames(frames, model_frames)[None, None]})
+    with select_backend(bundle, graph="vocabulary", threads=threads) as graph:
+        feed = {name: outputs[name] for name in graph.input_names}
+        lat = np.array(time_runs(lambda: graph.run(feed), seconds))
+    return {
+        "runs": int(lat.size),
+        "p50_ms": float(np.percentile(lat, 50)) * 1e3,
+        "p99_ms": float(np.percentile(lat, 99)) * 1e3,
     }
 
 
@@ -286,6 +312,12 @@ def format_bench(result: dict) -> str:
         )
     for name, why in result["skipped"].items():
         lines.append(f"{name:<12} skipped: {why}")
+    voc = result.get("vocabulary")
+    if voc:
+        lines.append(
+            f"vocabulary graph (onnxruntime; runs only for label sets with labels no one trained): "
+            f"p50 {voc['p50_ms']:.1f} ms, p99 {voc['p99_ms']:.1f} ms over {voc['runs']} runs"
+        )
     pipe = result.get("pipeline")
     if pipe:
         lines += [

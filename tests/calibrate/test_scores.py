@@ -279,12 +279,13 @@ def test_the_figures_are_the_devices_scores_with_the_vocabulary_branch(demo_bund
     site = dataclasses.replace(urban, name="urban_speech",
                                labels=(*urban.labels, Label("speech", ("an audio clip of speech",), 0.5)))
     clips = read_clip_csv(labelled_csv)
-    with select_backend(demo_bundle, "onnxruntime", threads=1) as backend:
-        clipset = embed_clips(demo_bundle, site, clips, backend)
+    vocabulary = Vocabulary.from_bundle(demo_bundle)
+    with select_backend(demo_bundle, "onnxruntime", threads=1) as backend, \
+            select_backend(demo_bundle, graph="vocabulary", threads=1) as graph:
+        clipset = embed_clips(demo_bundle, site, clips, backend, lambda outputs: vocabulary.scores(graph, outputs))
     assert clipset.vocabulary is not None and clipset.vocabulary.shape == (len(clips), 521)
     embeddings = label_embeddings_for(demo_bundle, site)
     report = fit_scores(demo_bundle, site, embeddings, clipset)
-    vocabulary = Vocabulary.from_bundle(demo_bundle)
     device = Scorer.for_bundle(demo_bundle.meta, embeddings, site, vocabulary)(clipset.embeddings, clipset.vocabulary)
     want = metrics(device, clipset.targets, "sigmoid")
     assert (report.before.nll, report.before.ece, report.before.accuracy) == (want.nll, want.ece, want.accuracy)

@@ -13,7 +13,7 @@ from edge.tools.bench import run_bench, smallest_hop
 
 TOP_KEYS = {"schema", "bundle", "model_id", "window_s", "hop_s", "frame_s", "window_frames", "hop_frames",
             "model_frames", "threads", "cpu_count", "seconds", "frontend", "backends", "skipped",
-            "min_hop_method", "pipeline", "peak_rss_mib"}
+            "min_hop_method", "vocabulary", "pipeline", "peak_rss_mib"}
 FRONTEND_KEYS = {"incremental_ms_per_hop", "recompute_ms_per_hop", "recompute_over_incremental", "hops_timed"}
 BACKEND_KEYS = {"device", "runs", "warmup", "p50_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "rtf", "rtf_p99",
                 "keeps_up", "min_hop_s", "peak_rss_mib"}
@@ -64,6 +64,8 @@ def test_json_has_the_documented_keys(demo_bundle):
     # By default TensorRT is timed when it can be, else skipped with the reason.
     assert ("tensorrt" in data["backends"]) != ("tensorrt" in data["skipped"])
     assert data["window_s"] == demo_bundle.meta.clip_seconds and data["hop_s"] == 1.0
+    # the shipped bundle's vocabulary graph is timed on its own (it runs only for sets with new labels)
+    assert set(data["vocabulary"]) == {"runs", "p50_ms", "p99_ms"} and data["vocabulary"]["p50_ms"] > 0
 
 
 @pytest.mark.slow  # times the backend and the whole pipeline: ~6 s of CPU on 2 cores

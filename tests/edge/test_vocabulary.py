@@ -1,5 +1,6 @@
 """The vocabulary branch's fusion (edge.vocabulary) and its model.json field."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -21,9 +22,9 @@ VOCAB = unit(np.eye(4))
 TRAINED = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # the student was trained on dog and siren
 
 
-def vocabulary(weight=0.7):
-    return Vocabulary(output="vocabulary", names=NAMES, embeddings=VOCAB, trained=TRAINED, tau=0.05,
-                      novelty_cosine=0.9, student_weight=weight)
+def vocabulary(power=1.0, below=0.3):
+    return Vocabulary(input="trunk", output="vocabulary", names=NAMES, embeddings=VOCAB, trained=TRAINED, tau=0.05,
+                      novelty_cosine=0.9, veto_below=below, veto_power=power, veto_cosine=0.9)
 
 
 def test_a_label_no_one_trained_is_scored_by_the_vocabulary_and_a_trained_one_is_held_back():
@@ -34,17 +35,21 @@ def test_a_label_no_one_trained_is_scored_by_the_vocabulary_and_a_trained_one_is
     speech_heard = np.array([[0.02, 0.01, 0.95, 0.0]])  # the vocabulary hears speech, no dog
     fused = fusion(student, speech_heard)[0]
     assert fused.argmax() == 2 and fused[2] == pytest.approx(0.95, abs=0.01)
-    assert fused[0] < 0.3  # the dog bark (student 0.9) is held back by the vocabulary
+    assert fused[0] == pytest.approx(0.9 * 0.02 / 0.3, rel=0.05)  # the dog bark is held back
     dog_heard = np.array([[0.9, 0.0, 0.01, 0.0]])
-    assert fusion(student, dog_heard)[0].argmax() == 0
+    assert fusion(student, dog_heard)[0][0] == pytest.approx(0.9)  # heard above veto_below: the student's
 
 
-@pytest.mark.parametrize("weight", [0.0, 1.0])
-def test_the_student_weight_runs_from_vocabulary_only_to_student_only(weight):
-    fusion = vocabulary(weight).fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
-    student, heard = np.array([[0.6, 0.3]]), np.array([[0.2, 0.7, 0.0, 0.0]])
-    want = student if weight == 1.0 else fusion.label_scores(heard)
-    np.testing.assert_allclose(fusion(student, heard), want, atol=1e-6)
+def test_only_a_set_with_a_new_label_holds_trained_labels_back_and_only_those_the_vocabulary_names():
+    trained_only = vocabulary().fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    assert trained_only.identity and not trained_only.veto.any()
+    # trained: dog, and a sound between siren and frog that no vocabulary name is near (cosine 0.71)
+    hybrid = unit([[1, 0, 0, 0], [0, 1, 0, 1]])
+    labels = unit([[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 1]])  # dog, the hybrid, frog (new)
+    fusion = dataclasses.replace(vocabulary(), trained=hybrid).fusion(labels)
+    assert fusion.novel.tolist() == [False, False, True] and fusion.veto.tolist() == [1.0, 0.0, 0.0]
+    student, nothing = np.array([[0.8, 0.8, 0.1]]), np.zeros((1, 4))
+    np.testing.assert_allclose(fusion(student, nothing)[0], [0.0, 0.8, 0.0], atol=1e-9)
 
 
 def test_the_scorer_fuses_only_when_given_vocabulary_scores():
@@ -67,20 +72,24 @@ def test_vocabulary_scores_of_the_wrong_width_are_refused():
 
 def _meta_with(demo_bundle, vocabulary):
     data = json.loads((demo_bundle.path / "model.json").read_text())
-    data["audio"]["outputs"] = ["embedding", "vocabulary"]
+    data["audio"]["outputs"] = ["embedding", "trunk"]
     data["scoring"] = {"kind": "sigmoid", "logit_bias": -5.0}
     data["vocabulary"] = vocabulary
     return data
 
 
-GOOD = {"output": "vocabulary", "labels": "audioset", "trained": ["urban"], "tau": 0.05, "novelty_cosine": 0.9,
-        "student_weight": 0.7}
+GRAPH = {"file": "vocabulary.onnx", "sha256": "0" * 64, "inputs": ["trunk"], "outputs": ["vocabulary"]}
+GOOD = {"graph": GRAPH, "labels": "audioset", "trained": ["urban"], "tau": 0.05, "novelty_cosine": 0.9,
+        "veto_below": 0.3, "veto_power": 0.3, "veto_cosine": 0.9}
 
 
 @pytest.mark.parametrize("change, text", [
     ({"tau": 0}, "'tau' must be a number > 0"),
-    ({"student_weight": 1.5}, "'student_weight' must be a weight in [0, 1]"),
-    ({"output": "scores"}, "'output' must be one of the audio graph outputs"),
+    ({"veto_below": 0}, "'veto_below' must be a probability in (0, 1]"),
+    ({"veto_power": -1}, "'veto_power' must be a number >= 0"),
+    ({"graph": {**GRAPH, "inputs": ["scores"]}}, "must be one of the audio graph outputs"),
+    ({"graph": {**GRAPH, "file": "../x.onnx"}}, "a relative path inside the bundle"),
+    ({"output": "vocabulary", "graph": None}, "semanticac-train split-vocabulary"),
     ({"colour": "red"}, "colour"),
 ])
 def test_model_json_vocabulary_errors_name_the_field(demo_bundle, change, text):
@@ -159,9 +168,10 @@ def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bun
     assert said == ["labels no one trained, scored by the bundle's vocabulary: speech (as Speech 0.99)"]
 
 
-def test_a_set_of_trained_labels_with_the_student_alone_fuses_nothing():
+def test_a_set_of_trained_labels_fuses_nothing():
     labels = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # dog and siren: both trained
-    alone = Scorer(labels, ["dog", "siren"], logit_scale=10.0, kind="sigmoid", vocabulary=vocabulary(1.0))
-    assert alone.fusion is None  # no work per window
-    held = Scorer(labels, ["dog", "siren"], logit_scale=10.0, kind="sigmoid", vocabulary=vocabulary(0.7))
-    assert held.fusion is not None
+    alone = Scorer(labels, ["dog", "siren"], logit_scale=10.0, kind="sigmoid", vocabulary=vocabulary())
+    assert alone.fusion is None  # no work per window: the vocabulary graph does not even run
+    with_new = Scorer(unit([[1, 0, 0, 0], [0, 0, 0, 1]]), ["dog", "frog"], logit_scale=10.0, kind="sigmoid",
+                      vocabulary=vocabulary())
+    assert with_new.fusion is not None

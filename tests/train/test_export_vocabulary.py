@@ -1,5 +1,6 @@
-"""The vocabulary branch end to end: a YAMNet student whose first layers stay pretrained
-exports a graph with YAMNet's own AudioSet head beside the student, and the device fuses it."""
+"""The vocabulary branch end to end: a YAMNet student whose first layers stay pretrained exports
+a second graph, YAMNet's own last layers and AudioSet head on the map the student's graph hands
+it, and the device fuses it; an older bundle with the branch inside model.onnx is split."""
 
 import dataclasses
 
@@ -51,13 +52,16 @@ def test_the_graph_scores_the_vocabulary_and_the_device_fuses_it(vocab_bundle):
     from edge.vocabulary import Vocabulary
 
     meta = vocab_bundle.meta
-    assert meta.audio.outputs == ("embedding", "vocabulary") and meta.vocabulary["trained"] == ["urban"]
+    assert meta.audio.outputs == ("embedding", "trunk") and meta.vocabulary["trained"] == ["urban"]
+    assert meta.vocabulary["graph"].inputs == ("trunk",) and meta.vocabulary["graph"].outputs == ("vocabulary",)
     vocabulary = Vocabulary.from_bundle(vocab_bundle)
     assert len(vocabulary.names) == 521 and vocabulary.names[0] == "Speech"
     mel = tile_frames(log_mel(speech(), meta.frontend), meta.frontend.frames)[None, None]
-    with select_backend(vocab_bundle, "onnxruntime", threads=1) as backend:
+    with select_backend(vocab_bundle, "onnxruntime", threads=1) as backend, \
+            select_backend(vocab_bundle, graph="vocabulary", threads=1) as graph:
         out = backend.run({"mel": mel})
-    p = out["vocabulary"][0]
+        voc = vocabulary.scores(graph, out)
+    p = voc[0]
     assert p.shape == (521,) and 0 <= p.min() and p.max() <= 1
     assert vocabulary.names[int(p.argmax())] in {"Speech", "Male speech, man speaking", "Narration, monologue"}
     # `speech` added to the urban set by YAML: no one trained it, the vocabulary names it
@@ -66,7 +70,86 @@ def test_the_graph_scores_the_vocabulary_and_the_device_fuses_it(vocab_bundle):
                                       labels=(*urban.labels, Label("speech", ("an audio clip of speech",), 0.5)))
     scorer = Scorer.for_bundle(meta, label_embeddings_for(vocab_bundle, with_speech), with_speech, vocabulary)
     assert scorer.fusion.novel.tolist() == [False] * len(urban.labels) + [True]
-    assert scorer.labels[int(scorer(out["embedding"], out["vocabulary"])[0].argmax())] == "speech"
+    assert scorer.labels[int(scorer(out["embedding"], voc)[0].argmax())] == "speech"
+
+
+def test_weights_on_an_int8_grid_are_stored_as_int8_and_others_are_left_alone(tmp_path):
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from train.export import int8_grid, store_int8_on_grid
+
+    rng = np.random.default_rng(0)
+    scale = rng.uniform(0.001, 0.01, 256).astype(np.float32)
+    q = rng.integers(-127, 128, (256, 256, 1, 1))  # GRID_MIN_SIZE elements: smaller weights stay as they are
+    q[:, 0, 0, 0] = 127  # each channel reaches its grid's end, as a w8a8 export's do
+    on_grid = (q * scale[:, None, None, None]).astype(np.float16)
+    found = int8_grid(on_grid)
+    assert found is not None and found[2] == 0 and np.array_equal(found[0], q)
+    off_grid = rng.standard_normal((256, 256, 1, 1)).astype(np.float16)  # a fine-tuned weight
+    assert int8_grid(off_grid) is None
+    # a graph: x -> Conv(on_grid) -> Conv(off_grid): the first weight becomes int8, the outputs stay
+    weights = [numpy_helper.from_array(on_grid, "a"),
+               numpy_helper.from_array(off_grid, "b")]
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "a"], ["h"]), helper.make_node("Conv", ["h", "b"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [1, 256, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [1, 256, 2, 2])], weights)
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = {"x": rng.standard_normal((1, 256, 2, 2)).astype(np.float16)}
+    before = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    saved = store_int8_on_grid(path)
+    after = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    stored = {init.name: numpy_helper.to_array(init).dtype for init in onnx.load(str(path)).graph.initializer}
+    assert stored == {"a_int8": np.int8, "a_scale": np.float32, "b": np.float16}
+    assert saved == on_grid.nbytes - on_grid.size - 256 * 4
+    scale_of_y = float(np.abs(before.astype(np.float32)).max())  # FP16 sums of 256 terms: judge by y's scale
+    np.testing.assert_allclose(after.astype(np.float32), before.astype(np.float32), rtol=0, atol=1e-3 * scale_of_y)
+
+
+def test_an_older_bundle_with_the_branch_inside_model_onnx_is_split(vocab_bundle, tmp_path):
+    """`semanticac-train split-vocabulary`: rebuild the old layout (one graph, both outputs) from the
+    fixture's two graphs, split it, and get the student's embeddings and a vocabulary back."""
+    import json
+    import shutil
+
+    import onnx
+    import onnxruntime as ort
+    from click.testing import CliRunner
+
+    from edge.bundle import read_bundle
+    from train.cli import main
+
+    old = tmp_path / "old"
+    shutil.copytree(vocab_bundle.path, old)
+    audio = onnx.load(str(old / "model.onnx"))
+    branch = onnx.compose.add_prefix(onnx.load(str(old / "vocabulary.onnx")), "branch/")
+    merged = onnx.compose.merge_models(audio, branch, io_map=[("trunk", "branch/trunk")],
+                                       outputs=["embedding", "branch/vocabulary"])
+    onnx.save(merged, str(old / "model.onnx"))
+    (old / "vocabulary.onnx").unlink()
+    data = json.loads((old / "model.json").read_text())
+    data["audio"]["outputs"] = ["embedding", "branch/vocabulary"]
+    data["vocabulary"] = {**{k: v for k, v in data["vocabulary"].items() if not k.startswith("veto") and k != "graph"},
+                          "output": "branch/vocabulary", "student_weight": 1.0}
+    (old / "model.json").write_text(json.dumps(data))
+    with pytest.raises(Exception, match="semanticac-train split-vocabulary"):
+        read_bundle(old)
+    mel = np.random.default_rng(1).standard_normal((1, 1, data["frontend"]["frames"], 64)).astype(np.float32)
+    want = ort.InferenceSession(str(old / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"mel": mel})
+
+    result = CliRunner().invoke(main, ["split-vocabulary", "--bundle", str(old), "--shared", str(SHARED)])
+    assert result.exit_code == 0, result.output
+    split = read_bundle(old, verify=True)
+    assert split.meta.audio.outputs == ("embedding", "trunk") and split.meta.vocabulary["veto_power"] == 0.0
+    got = ort.InferenceSession(str(old / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"mel": mel})
+    np.testing.assert_allclose(got[0], want[0], atol=1e-5)  # the student's embeddings: unchanged
+    branch = ort.InferenceSession(str(old / "vocabulary.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(branch.run(None, {"trunk": got[1]})[0], want[1], atol=1e-4)  # YAMNet's own layers
+    again = CliRunner().invoke(main, ["split-vocabulary", "--bundle", str(old), "--shared", str(SHARED)])
+    assert again.exit_code != 0 and "nothing to split" in again.output
 
 
 def test_a_student_whose_shared_layers_were_fine_tuned_gets_no_branch():

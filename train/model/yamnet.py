@@ -222,7 +222,7 @@ def layer_drift(student: YAMNet, original: YAMNet, layers: int) -> list[float]:
     return drift
 
 
-def vocabulary_branch(student: YAMNet, shared: int, max_drift: float = 0.0, tail: int = 0,
+def vocabulary_branch(student: YAMNet | None, shared: int, max_drift: float = 0.0, tail: int = 0,
                       weights: str | Path | None = None) -> VocabularyBranch:
     """The branch for a student that shares its first `shared` trunk layers with YAMNet.
 
@@ -231,23 +231,27 @@ def vocabulary_branch(student: YAMNet, shared: int, max_drift: float = 0.0, tail
     moves the early layers little (the demo bundle: <= 6 % up to layer 8) and the AudioSet
     head still reads them as YAMNet's (benchmarks/vocabulary_fusion.py measures it), while
     layers 9-12 move the features far. `tail`: the branch's last layers are the student's own
-    (one copy of their weights in the graph), each also within `max_drift` (the demo bundle's
-    layers 13 and 14 moved 2.5 % and 0.5 %). ValueError, naming the layer, beyond it.
+    (the demo bundle's layers 13 and 14 moved 2.5 % and 0.5 %), each also within `max_drift`.
+    ValueError, naming the layer, beyond it. `student` None: YAMNet's own layers after
+    `shared`, unchecked (a student exported before: `semanticac-train split-vocabulary`).
     """
+    cfg = student.cfg if student is not None else YAMNetConfig()
     original = build_yamnet(YAMNetConfig(pretrained=True, weights=str(weights) if weights else None, classifier=True,
-                                         n_mels=student.cfg.n_mels, num_frames=student.cfg.num_frames,
-                                         pad_value=student.cfg.pad_value))
+                                         n_mels=cfg.n_mels, num_frames=cfg.num_frames, pad_value=cfg.pad_value))
     depth = len(original.trunk)
-    if not 0 <= tail <= depth - shared:
-        raise ValueError(f"tail={tail}: the branch has {depth - shared} layers after the {shared} shared ones")
+    if not 0 <= tail <= depth - shared or (student is None and tail):
+        raise ValueError(f"tail={tail}: the branch has {depth - shared} layers after the {shared} shared ones"
+                         + ("" if student is not None else ", and a tail needs the student"))
     reused = list(range(depth - tail, depth))
-    drifts = layer_drift(student, original, depth)
-    for layer in [*range(shared), *reused]:
-        if drifts[layer] > max_drift:
-            raise ValueError(f"trunk layer {layer + 1} moved {drifts[layer]:.1%} from YAMNet's pretrained weights "
-                             f"(allowed {max_drift:.1%}): the AudioSet head would read features it was never trained "
-                             f"on; share fewer layers, or train with freeze_audio_layers: {shared}")
-    layers = [student.trunk[i] if i in reused else original.trunk[i] for i in range(shared, depth)]
+    if student is not None:
+        drifts = layer_drift(student, original, depth)
+        for layer in [*range(shared), *reused]:
+            if drifts[layer] > max_drift:
+                raise ValueError(f"trunk layer {layer + 1} moved {drifts[layer]:.1%} from YAMNet's pretrained weights "
+                                 f"(allowed {max_drift:.1%}): the AudioSet head would read features it was never "
+                                 f"trained on; share fewer layers, or train with freeze_audio_layers: {shared}")
+    layers = [student.trunk[i] if student is not None and i in reused else original.trunk[i]
+              for i in range(shared, depth)]
     branch = VocabularyBranch(nn.Sequential(*layers), original.classifier, shared)
     return branch.eval()
 

@@ -55,7 +55,7 @@ def fp16_onnx_copy(src: str | Path, dst: str | Path) -> Path:
         raise ImportError(
             'the FP16 copy of the ONNX graph needs onnx and onnxconverter-common: pip install "semanticac-edge[trt]"'
         ) from err
-    model = _inline_identity_initializers(onnx.load(str(src)))
+    model = _outputs_only_outputs(_inline_identity_initializers(onnx.load(str(src))))
     block = list(float16.DEFAULT_OP_BLOCK_LIST) + [op for op in FP32_OPS if op not in float16.DEFAULT_OP_BLOCK_LIST]
     with warnings.catch_warnings(record=True) as caught:  # one per constant clamped to FP16's range
         warnings.simplefilter("always")
@@ -89,6 +89,24 @@ def _inline_identity_initializers(model):
             kept.append(node)
     del model.graph.node[:]
     model.graph.node.extend(kept)
+    return model
+
+
+def _outputs_only_outputs(model):
+    """Give each graph output that other nodes also read (the audio graph's trunk map, read by
+    the student's next layer) an Identity of its own: onnxconverter-common casts a float32
+    output back at the graph's edge but leaves its readers inside on the FP16 graph's other
+    side of that Cast, and ONNX Runtime then refuses the graph (Conv bound to float and float16)."""
+    from onnx import helper
+
+    outputs = {out.name for out in model.graph.output}
+    read = {name for node in model.graph.node for name in node.input}
+    for name in sorted(outputs & read):
+        inner = f"{name}_inner"
+        for node in model.graph.node:
+            node.input[:] = [inner if x == name else x for x in node.input]
+            node.output[:] = [inner if x == name else x for x in node.output]
+        model.graph.node.append(helper.make_node("Identity", [inner], [name]))
     return model
 
 
@@ -243,7 +261,7 @@ def _build(
         for tensors in (net_in, net_out)
     ]
     reconcile(spec, have[0], have[1], source.name)
-    wanted = {t.name: t.shape for t in spec.inputs}
+    wanted = {t.name: t.shape for t in spec.inputs if t.shape is not None}  # the audio graph's: always a shape
 
     profile = builder.create_optimization_profile()
     inputs = {}
