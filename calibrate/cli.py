@@ -121,7 +121,7 @@ OUT = click.option(
     required=True,
     callback=_budget,
     metavar="F",
-    help="Budget: at most F events started per hour of background, per label.",
+    help="Budget: at most F events started per hour of background, per label (with --total: all labels together).",
 )
 @OUT
 @click.option(
@@ -141,6 +141,12 @@ OUT = click.option(
     default=None,
     callback=_score,
     help="Lowest threshold written. Default: 1/K, the chance level of a softmax over the K labels.",
+)
+@click.option(
+    "--total",
+    is_flag=True,
+    help="F is the whole set's budget: false alarms are cut where that costs the smallest rise in threshold "
+    "(a site wants at most F alarms an hour, whichever label raises them).",
 )
 @click.option(
     "--only-raise",
@@ -169,6 +175,7 @@ def thresholds(
     plot,
     join,
     min_threshold,
+    total,
     only_raise,
     window,
     hop,
@@ -218,14 +225,22 @@ def thresholds(
         check_labels(clips, resolve_label_set(labels_spec), f"--positives {positives}")
         pairs = [(clip.path, clip.label) for clip in clips]
     report = fit_thresholds(
-        options, files, per_hour, join=join, positives=pairs, min_threshold=min_threshold, only_raise=only_raise
+        options,
+        files,
+        per_hour,
+        join=join,
+        positives=pairs,
+        min_threshold=min_threshold,
+        only_raise=only_raise,
+        total=total,
     )
+    scope = "for the whole set" if total else "per label"
 
     click.echo(
         f"background: {report.hours * 3600:.1f} s ({report.hours:.3f} h) in {report.streams} stream(s), "
         f"{report.files} file(s)"
         + (f", {len(report.skipped)} skipped as unreadable" if report.skipped else "")
-        + f"; budget {per_hour:g} false alarm(s) per hour"
+        + f"; budget {per_hour:g} false alarm(s) per hour {scope}"
     )
     if report.short_streams:
         click.echo(
@@ -254,7 +269,12 @@ def thresholds(
             "sounds it did not hold may now start events (--only-raise keeps the old ones)"
         )
     unmet = [fit.label for fit in report.fits if not fit.met]
-    if unmet:
+    if total:
+        starts = sum(fit.starts for fit in report.fits)
+        click.echo(f"the set: {starts} start(s), {starts / report.hours:.3g} per hour")
+        if not report.total_met:
+            log.warning("the set starts more than %g events per hour even at the highest useful thresholds", per_hour)
+    elif unmet:
         log.warning(
             "%d label(s) start more than %g events per hour even at threshold 1.0: %s",
             len(unmet),
@@ -276,7 +296,7 @@ def thresholds(
     header = [
         f"Label set {report.label_set.name!r} with per-label thresholds fitted by semanticac-calibrate {__version__} "
         f"on {date.today().isoformat()}:",
-        f"at most {per_hour:g} false alarm(s) per hour on {report.hours:.3f} h of background "
+        f"at most {per_hour:g} false alarm(s) per hour {scope} on {report.hours:.3f} h of background "
         f"({report.files} file(s), {how}"
         + (f", {len(report.skipped)} unreadable skipped" if report.skipped else "")
         + ").",

@@ -24,6 +24,11 @@ below the set's own threshold) nor above 1. A label the background never trigger
 floor: the background says nothing against it, so mind the sounds it did not hold.
 a label that exceeds the budget even at 1.0 gets 1.0 and is reported as not meeting it.
 
+With `total`, the budget is the whole set's, not each label's: every label starts at its floor,
+then, while the set starts more events than the budget, the label whose next step down (one
+false alarm fewer, or more) costs the smallest rise in threshold is raised to it
+(`allocate_budget`): the false alarms go where cutting them would cost the most.
+
 Windows far below a threshold's release level cannot change a detector's state (it is idle
 after the first of them), so a run of them is fed as its first window only (`quiet_runs_dropped`):
 an exact reduction that makes the replay cost scale with the windows near the threshold.
@@ -33,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +155,25 @@ def fit_label(
     return LabelFit(label, old_threshold, threshold, n, n / hours, met and n <= budget, sorted(tried.items()))
 
 
+def allocate_budget(fit: Callable[[int, float], LabelFit], labels: int, budget: float) -> tuple[list[LabelFit], bool]:
+    """Per-label fits whose starts add up to at most `budget` (see the module docstring):
+    `fit(k, n)` is label k's lowest-threshold fit with at most n starts (n = inf: its floor).
+    Returns the fits and whether the budget was met (False: even every label at its highest
+    useful threshold starts more)."""
+    fits = [fit(k, math.inf) for k in range(labels)]
+    steps: dict[int, LabelFit] = {}
+    while sum(f.starts for f in fits) > budget:
+        for k, current in enumerate(fits):
+            if k not in steps and current.starts > 0:
+                steps[k] = fit(k, current.starts - 1)
+        useful = {k: step for k, step in steps.items() if step.met and step.starts < fits[k].starts}
+        if not useful:
+            return fits, False
+        k = min(useful, key=lambda i: (useful[i].threshold - fits[i].threshold, i))
+        fits[k] = steps.pop(k)
+    return fits, True
+
+
 def recall(sequences: Sequences, label: str, threshold: float, release: float, min_duration: float) -> float:
     """Fraction of the positive streams in which an event of `label` starts at `threshold`.
     Each positive clip is heard in a quiet stream (calibrate.recording.listen_in_silence)."""
@@ -168,6 +192,8 @@ class ThresholdReport:
     skipped: list[tuple[Path, str]]
     positives_skipped: list[tuple[Path, str]] = field(default_factory=list)
     short_streams: int = 0  # background streams too short for any event to last min_duration
+    total: bool = False  # the budget is the whole set's (allocate_budget), not each label's
+    total_met: bool = True  # with `total`: the set's starts are within it
 
     @property
     def thresholds(self) -> list[float]:
@@ -196,11 +222,13 @@ def fit_thresholds(
     positives: Sequence[tuple[Path, str]] = (),
     min_threshold: float | None = None,
     only_raise: bool = False,
+    total: bool = False,
 ) -> ThresholdReport:
     """Listen to `background` with `options` (their window, hop, smooth, release, min_duration,
-    level gate), then fit each label's threshold to at most `per_hour` starts per hour.
-    `only_raise`: never below the label set's own threshold (a label the background never
-    triggers keeps it, instead of falling to `min_threshold`)."""
+    level gate), then fit each label's threshold to at most `per_hour` starts per hour (with
+    `total`: the whole set's starts, shared out by allocate_budget). `only_raise`: never below
+    the label set's own threshold (a label the background never triggers keeps it, instead of
+    falling to `min_threshold`)."""
     per_hour = check_budget(per_hour)
     label_set = resolve_label_set(options.labels)
     names = label_set.names
@@ -234,19 +262,36 @@ def fit_thresholds(
         )
     budget = per_hour * hours
     smoothed = [stream.smoothed(options.smooth) for stream in streams]
-    fits = []
-    with Progress(len(names), "fitting thresholds") as bar:
-        for k, label in enumerate(label_set.labels):
-            sequences = [(stream.times, values[:, k]) for stream, values in zip(streams, smoothed)]
-            floor = max(min_threshold, label.threshold) if only_raise else min_threshold
-            fits.append(
-                fit_label(
-                    sequences, label.name, label.threshold, budget, options.release, options.min_duration, floor, hours
-                )
-            )
-            bar.update()
+    sequences = [[(stream.times, values[:, k]) for stream, values in zip(streams, smoothed)] for k in range(len(names))]
+
+    def fit(k: int, events: float) -> LabelFit:
+        label = label_set.labels[k]
+        floor = max(min_threshold, label.threshold) if only_raise else min_threshold
+        return fit_label(
+            sequences[k], label.name, label.threshold, events, options.release, options.min_duration, floor, hours
+        )
+
+    total_met = True
+    if total:
+        log.info("sharing %g false alarm(s) per hour among %d labels", per_hour, len(names))
+        fits, total_met = allocate_budget(fit, len(names), budget)
+    else:
+        fits = []
+        with Progress(len(names), "fitting thresholds") as bar:
+            for k in range(len(names)):
+                fits.append(fit(k, budget))
+                bar.update()
     report = ThresholdReport(
-        label_set, fits, per_hour, hours, len(streams), len(background) - len(skipped), skipped, short_streams=short
+        label_set,
+        fits,
+        per_hour,
+        hours,
+        len(streams),
+        len(background) - len(skipped),
+        skipped,
+        short_streams=short,
+        total=total,
+        total_met=total_met,
     )
     if positives:
         _positive_recall(report, options, positives)

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import calibrate.cli
 from calibrate.recording import record
-from calibrate.thresholds import count_starts, fit_label, quiet_runs_dropped, shortest_decimal
+from calibrate.thresholds import allocate_budget, count_starts, fit_label, quiet_runs_dropped, shortest_decimal
 from edge.labels.labelset import load_label_set, resolve_label_set
 from edge.listen import ListenOptions, listen
 from edge.outputs.sinks import PlainLines
@@ -133,7 +133,8 @@ def test_join_makes_one_stream(background, tmp_path):
     assert math.isclose(seconds, 24.0, abs_tol=0.05)
     assert "joined into one stream" in out.read_text()
     # a budget nothing exceeds: the lowest thresholds allowed, which --only-raise keeps at the set's own
-    assert [label.threshold for label in load_label_set(out).labels] == [0.5] * 10
+    own = [label.threshold for label in resolve_label_set("urban").labels]
+    assert [label.threshold for label in load_label_set(out).labels] == own
     assert "lowered" not in result.stdout
 
 
@@ -179,6 +180,29 @@ def test_fit_label_is_the_lowest_threshold_within_budget():
     stuck = fit_label([(times, np.ones(40))], "x", 0.5, budget=0.0, release=0.7, min_duration=1.0,
                       min_threshold=0.1, hours=1.0)
     assert stuck.threshold == 1.0 and not stuck.met
+
+
+def test_a_total_budget_cuts_the_false_alarms_that_cost_the_least_threshold():
+    """Label a: two loud false alarms (0.9, 0.95); label b: two barely over its floor (0.55, 0.6).
+    A set budget of 2 removes b's (threshold 0.5 -> 0.6) rather than a's (-> 0.95)."""
+    times = np.arange(40, dtype=float)
+    a, b = np.full(40, 0.05), np.full(40, 0.05)
+    a[5:10], a[20:25] = 0.9, 0.95
+    b[5:10], b[20:25] = 0.55, 0.6
+    sequences = {0: [(times, a)], 1: [(times, b)]}
+
+    def fit(k, events):
+        return fit_label(sequences[k], "ab"[k], 0.5, events, release=0.7, min_duration=1.0, min_threshold=0.5,
+                         hours=1.0)
+
+    fits, met = allocate_budget(fit, 2, budget=2.0)
+    assert met and [f.starts for f in fits] == [2, 0]
+    assert fits[0].threshold == pytest.approx(0.5) and 0.6 < fits[1].threshold <= 0.601
+    fits, met = allocate_budget(fit, 2, budget=1.0)  # then a's quieter one goes too
+    assert met and [f.starts for f in fits] == [1, 0] and 0.9 < fits[0].threshold <= 0.901
+    stuck = {0: [(times, np.ones(40))], 1: [(times, b)]}
+    fits, met = allocate_budget(lambda k, n: fit_label(stuck[k], "ab"[k], 0.5, n, 0.7, 1.0, 0.5, 1.0), 2, 0.0)
+    assert not met and fits[0].starts == 1 and fits[1].starts == 0  # a cannot go lower even at 1.0
 
 
 def test_no_threshold_tried_above_the_choice_is_over_budget():
