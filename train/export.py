@@ -281,9 +281,12 @@ def expose_trunk(source: Path, audio: Path, outputs: tuple[str, str]) -> None:
         for node in part.graph.node:
             node.input[:] = [inner if name == TRUNK else name for name in node.input]
             node.output[:] = [inner if name == TRUNK else name for name in node.output]
+        for info in part.graph.value_info:
+            if info.name == TRUNK:
+                info.name = inner
         part.graph.node.append(onnx.helper.make_node("Cast", [inner], [TRUNK], to=onnx.TensorProto.FLOAT))
         trunk.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    onnx.checker.check_model(part)
+    onnx.checker.check_model(part, full_check=True)  # with shape inference: types agree everywhere
     onnx.save(part, str(audio))
 
 
