@@ -69,7 +69,10 @@ def plot_false_alarms(report, path: str | Path) -> None:
             markeredgecolor="black",
             zorder=5,
         )
-    ax.axhline(report.per_hour_budget, color="black", ls="--", lw=1.2, label=f"budget {report.per_hour_budget:g} / h")
+    scope = " for the set (the labels' starts add up)" if report.total else ""
+    ax.axhline(
+        report.per_hour_budget, color="black", ls="--", lw=1.2, label=f"budget {report.per_hour_budget:g} / h{scope}"
+    )
     ax.axhline(floor, color="grey", ls=":", lw=0.8)
     if silent:
         names = ", ".join(fit.label for fit in silent[:6]) + (", ..." if len(silent) > 6 else "")
