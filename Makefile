@@ -23,8 +23,10 @@ FAST_MARKS := not slow and not data and not capture
 FAST_WORKERS ?= 2
 # Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py); espeak-ng
 # speaks the background and held-out speech clips (train.data.background); the service tests run a
-# real mosquitto broker and check the generated unit with systemd-analyze.
-APT_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng mosquitto systemd
+# real mosquitto broker and check the generated unit with systemd-analyze; pocketsphinx-testdata's
+# 14 recordings are the real speech a `speech` label added by YAML must name.
+APT_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng mosquitto systemd \
+  pocketsphinx-testdata
 
 .PHONY: setup setup-edge system-deps test test-fast lint demo bench lock clean
 

@@ -13,6 +13,9 @@ the demo bundle, hop 1 s, smoothing 3, min duration 1 s):
                       YAML: the share of clips whose most frequent top-1 is `speech` (each clip
                       alone), and, with the clips in one stream 10 s apart, the share during which
                       a `speech` event starts (and the other labels' events there)
+  real_speech_named   the same on real recorded speech: the 14 recordings of Debian's
+                      pocketsphinx-testdata (read English, spelled letters, digits; 1-7 s each;
+                      `make setup` installs it), when /usr/share/pocketsphinx/test/data is there
   false_alarms        the development ESC-50 clips of the 46 classes that are not urban sounds
                       (all but dog, siren, car_horn, engine) joined into one continuous stream,
                       `--labels urban`: events per hour, by label
@@ -39,6 +42,7 @@ from edge.listen import ListenOptions, listen
 from edge.outputs.sinks import Sink
 
 RATE = 16000
+REAL_SPEECH = Path("/usr/share/pocketsphinx/test/data")  # Debian's pocketsphinx-testdata
 URBAN_IN_ESC50 = ("dog", "siren", "car_horn", "engine")  # ESC-50 classes that are urban sounds
 NOISE_LEVELS_DBFS = (-60.0, -50.0, -40.0)
 SPEECH_GAP_S = 10.0  # silence after each speech clip in the speech stream
@@ -95,15 +99,22 @@ def speech_set(tmp: Path) -> Path:
     return path
 
 
-def speech_named(bundle: str | None, tmp: Path, count: int) -> dict:
-    """Held-out espeak-ng speech (train.data.background.speech_eval_clips: sentences, accents and
-    voice variants that training never uses) through `urban` + `speech`."""
-    from train.data.background import speech_eval_clips
+def real_speech_clips(tmp: Path, root: Path = REAL_SPEECH) -> list[Path]:
+    """The real speech recordings of pocketsphinx-testdata as WAV files: its .wav as they are,
+    its .raw (16 kHz, 16-bit little-endian mono, as pocketsphinx's own tests read them) written out."""
+    clips = sorted(root.glob("*/*.wav"))
+    for raw in sorted([*root.glob("*.raw"), *root.glob("*/*.raw")]):
+        samples = np.fromfile(raw, dtype="<i2").astype(np.float32) / 32768.0
+        clips.append(write(tmp / f"{raw.stem}.wav", samples))
+    return clips
 
+
+def speech_named(bundle: str | None, tmp: Path, clips: list[Path]) -> dict:
+    """`clips` of speech through `urban` + `speech`: each alone (its most frequent top-1), then
+    all in one stream (the speech events)."""
     labels = str(speech_set(tmp))
     named = 0
     answers = Counter()
-    clips = speech_eval_clips(tmp / "speech", count=count)
     for wav in clips:
         record = run(bundle, labels, wav)
         answer = Counter(record.top1).most_common(1)[0][0] if record.top1 else None
@@ -148,10 +159,17 @@ def main() -> None:
     parser.add_argument("--speech-clips", type=int, default=20, help="Held-out espeak-ng clips to name.")
     args = parser.parse_args()
     start = time.perf_counter()
+    from train.data.background import speech_eval_clips
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         figures = {"silence_and_noise": silence_and_noise(args.bundle, tmp),
-                   "speech_named": speech_named(args.bundle, tmp, args.speech_clips)}
+                   "speech_named": speech_named(args.bundle, tmp,
+                                                speech_eval_clips(tmp / "speech", count=args.speech_clips))}
+        if REAL_SPEECH.is_dir():
+            figures["real_speech_named"] = speech_named(args.bundle, tmp, real_speech_clips(tmp))
+        else:
+            print(f"no {REAL_SPEECH} (apt install pocketsphinx-testdata): real speech not measured", file=sys.stderr)
         if args.data:
             figures["false_alarms"] = false_alarms(args.bundle, Path(args.data), tmp)
         else:

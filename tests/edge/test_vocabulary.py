@@ -168,6 +168,34 @@ def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bun
     assert said == ["labels no one trained, scored by the bundle's vocabulary: speech (as Speech 0.99)"]
 
 
+@pytest.mark.slow  # 10 listen runs
+def test_real_recorded_speech_is_named_speech(demo_bundle, tmp_path, monkeypatch):
+    """The held-out promise on real speech: the read English and spelled letters of Debian's
+    pocketsphinx-testdata (10 WAV recordings, 1-7 s), each alone through `urban` + `speech`: at
+    least 9 in 10 heard mostly as speech (the README's figure, benchmarks/trust.py: 14 of 14)."""
+    from collections import Counter
+    from pathlib import Path
+
+    from edge.labels.labelset import resolve_label_set
+    from edge.listen import ListenOptions, listen
+    from tests.collect import Collect
+
+    root = Path("/usr/share/pocketsphinx/test/data")
+    clips = sorted(root.glob("*/*.wav"))
+    if len(clips) < 10:
+        pytest.skip(f"{root} has no recordings: apt install pocketsphinx-testdata (make test installs it)")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    names = "\n".join(f"  - {name}" for name in resolve_label_set("urban").names)
+    labels = tmp_path / "urban_speech.yaml"
+    labels.write_text(f"name: urban_speech\nlabels:\n{names}\n  - speech\n")
+    heard = {}
+    for clip in clips:
+        sink = Collect()
+        listen(ListenOptions(labels=str(labels), bundle=str(demo_bundle.path), input=str(clip), fast=True), sink=sink)
+        heard[clip.name] = Counter(w.top[0][0] for w in sink.windows if not w.gated).most_common(1)[0][0]
+    assert sum(answer == "speech" for answer in heard.values()) >= 0.9 * len(clips), heard
+
+
 def test_a_set_of_trained_labels_fuses_nothing():
     labels = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # dog and siren: both trained
     alone = Scorer(labels, ["dog", "siren"], logit_scale=10.0, kind="sigmoid", vocabulary=vocabulary())
