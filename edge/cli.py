@@ -201,7 +201,11 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         emb = find_label_embeddings(found, label_set)
     vocabulary = Vocabulary.from_bundle(found)
     if vocabulary is not None:
-        click.echo(f"vocabulary {len(vocabulary.names)} named classes ({vocabulary.source}): new labels")
+        graph = found.meta.vocabulary["graph"]  # Vocabulary.from_bundle: the bundle has one
+        click.echo(
+            f"vocabulary {graph.file} {list(graph.inputs)} -> {len(vocabulary.names)} named classes "
+            f"({vocabulary.source}): scores new labels, run only for a set that has one"
+        )
     if emb is not None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
         if vocabulary is not None:

@@ -126,7 +126,7 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     assert embedded.exit_code == 0, embedded.output
     result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
     assert result.exit_code == 0, result.output
-    assert "vocabulary 521 named classes" in result.output
+    assert "vocabulary vocabulary.onnx ['trunk'] -> 521 named classes" in result.output
     new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
     assert len(new) == 1 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
 
