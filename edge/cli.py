@@ -200,8 +200,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         label_set = resolve_label_set(labels_spec)
         emb = find_label_embeddings(found, label_set)
     vocabulary = Vocabulary.from_bundle(found)
-    if vocabulary is not None:
-        graph = found.meta.vocabulary["graph"]  # Vocabulary.from_bundle: the bundle has one
+    if vocabulary is not None and found.meta.vocabulary is not None:
+        graph = found.meta.vocabulary["graph"]
         click.echo(
             f"vocabulary {graph.file} {list(graph.inputs)} -> {len(vocabulary.names)} named classes "
             f"({vocabulary.source}): scores new labels, run only for a set that has one"
