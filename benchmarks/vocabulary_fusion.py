@@ -4,9 +4,10 @@ computes it (the bundle's graphs in ONNX Runtime, edge's Scorer), for a range of
     SEMANTICAC_DATA=../shared/data python benchmarks/vocabulary_fusion.py \\
         --bundle B --recipe demo-distill-cv1 [--zeroshot-bundle Z --zeroshot-recipe esc50-zeroshot-distill]
 
-For each veto power a (in a set with a new label, a trained label the vocabulary has a name for
-scores student * min(1, v / veto_below) ** a; a = 0: the student alone; new labels always come
-from the vocabulary; a set without new labels is never fused):
+For each veto power a (in a window where a new label of the set scores >= veto_heard, a trained
+label the vocabulary has a name for scores student * min(1, v / veto_below) ** a; a = 0: the
+student alone; new labels always come from the vocabulary; a set without new labels is never
+fused):
   accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
                own dataset's label set (esc50 / urban) + a `speech` label added by YAML (so the
                veto applies: the trained labels beside a new one)

@@ -68,7 +68,7 @@ class BundleMeta:
     scoring: dict = field(default_factory=lambda: {"kind": "softmax"})
     # the vocabulary branch (edge.vocabulary): None, or {"graph" (a Tower: the audio graph's
     # trunk output -> vocabulary scores), "labels", "trained", "tau", "novelty_cosine",
-    # "veto_below", "veto_power", "veto_cosine", "source"}
+    # "veto_below", "veto_power", "veto_cosine", "veto_heard", "source"}
     vocabulary: dict | None = None
 
     def to_dict(self) -> dict:
@@ -164,6 +164,7 @@ VOCABULARY_FIELDS = (
     "veto_below",
     "veto_power",
     "veto_cosine",
+    "veto_heard",
     "source",
 )
 
@@ -176,7 +177,8 @@ def _vocabulary(meta: Fields) -> dict | None:
     if meta.data.get("vocabulary") is None:
         return None
     spec = meta.nested(
-        "vocabulary", "a mapping {graph, labels, trained, tau, novelty_cosine, veto_below, veto_power, veto_cosine}"
+        "vocabulary",
+        "a mapping {graph, labels, trained, tau, novelty_cosine, veto_below, veto_power, veto_cosine, veto_heard}",
     )
     if "output" in spec.data and spec.data.get("graph") is None:
         raise spec.fail(
@@ -203,6 +205,7 @@ def _vocabulary(meta: Fields) -> dict | None:
         "veto_below": ("a probability in (0, 1]", 0.0, 1.0),
         "veto_power": ("a number >= 0", 0.0, math.inf),
         "veto_cosine": ("a cosine in [-1, 1]", -1.0, 1.0),
+        "veto_heard": ("a probability in [0, 1]", 0.0, 1.0),
     }
     for name, (allowed, low, high) in ranges.items():
         value = spec.get(name, NUMBER, allowed)

@@ -24,11 +24,12 @@ per window, given the student's per-label score s [K] and the vocabulary's p [V]
     score_k = v_k                                   for a novel label (its text was never trained:
                                                     the student's score of it is a guess)
             = s_k * min(1, v_k / veto_below) ** veto_power
-                                                    for a trained label the vocabulary names, in
-                                                    a set with a new label: the student, held back
-                                                    where the vocabulary does not hear it (a
-                                                    student calls every sound one it learnt, and a
-                                                    new label's sound most of all)
+                                                    for a trained label the vocabulary names, in a
+                                                    window where a new label of the set scores at
+                                                    least veto_heard: the student, held back where
+                                                    the vocabulary hears the new label and not this
+                                                    one (a student calls every sound one it learnt,
+                                                    and a new label's sound most of all)
             = s_k                                   for any other trained label, and for every
                                                     label of a set without new labels
 
@@ -65,6 +66,7 @@ class Vocabulary:
     veto_below: float
     veto_power: float
     veto_cosine: float
+    veto_heard: float
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
 
     @classmethod
@@ -113,6 +115,7 @@ class Vocabulary:
             veto_below=spec["veto_below"],
             veto_power=spec["veto_power"],
             veto_cosine=spec["veto_cosine"],
+            veto_heard=spec["veto_heard"],
             source=spec.get("source", ""),
         )
 
@@ -138,6 +141,7 @@ class Vocabulary:
             novel=novel,
             veto=np.where(novel.any() & named & ~novel, self.veto_power, 0.0),
             veto_below=self.veto_below,
+            veto_heard=self.veto_heard,
             size=len(self.names),
         )
 
@@ -150,6 +154,7 @@ class Fusion:
     novel: np.ndarray  # bool [K]
     veto: np.ndarray  # float64 [K]: each trained label's veto power (0: the student alone)
     veto_below: float
+    veto_heard: float  # the veto applies in a window where a new label scores at least this
     size: int  # V
 
     @property
@@ -177,5 +182,6 @@ class Fusion:
         """[N, K] student scores and [N, V] vocabulary probabilities -> [N, K] fused scores."""
         v = self.label_scores(vocabulary_scores)
         student = np.clip(student, 0.0, 1.0)
-        trained = student * np.minimum(1.0, v / self.veto_below) ** self.veto
+        heard = np.where(self.novel, v, 0.0).max(axis=-1, keepdims=True) >= self.veto_heard  # [N, 1]
+        trained = student * np.minimum(1.0, v / self.veto_below) ** np.where(heard, self.veto, 0.0)
         return np.where(self.novel, v, trained)

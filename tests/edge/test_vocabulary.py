@@ -22,9 +22,9 @@ VOCAB = unit(np.eye(4))
 TRAINED = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # the student was trained on dog and siren
 
 
-def vocabulary(power=1.0, below=0.3):
+def vocabulary(power=1.0, below=0.3, heard=0.1):
     return Vocabulary(input="trunk", output="vocabulary", names=NAMES, embeddings=VOCAB, trained=TRAINED, tau=0.05,
-                      novelty_cosine=0.9, veto_below=below, veto_power=power, veto_cosine=0.9)
+                      novelty_cosine=0.9, veto_below=below, veto_power=power, veto_cosine=0.9, veto_heard=heard)
 
 
 def test_a_label_no_one_trained_is_scored_by_the_vocabulary_and_a_trained_one_is_held_back():
@@ -48,8 +48,12 @@ def test_only_a_set_with_a_new_label_holds_trained_labels_back_and_only_those_th
     labels = unit([[1, 0, 0, 0], [0, 1, 0, 1], [0, 0, 0, 1]])  # dog, the hybrid, frog (new)
     fusion = dataclasses.replace(vocabulary(), trained=hybrid).fusion(labels)
     assert fusion.novel.tolist() == [False, False, True] and fusion.veto.tolist() == [1.0, 0.0, 0.0]
-    student, nothing = np.array([[0.8, 0.8, 0.1]]), np.zeros((1, 4))
-    np.testing.assert_allclose(fusion(student, nothing)[0], [0.0, 0.8, 0.0], atol=1e-9)
+    student = np.array([[0.8, 0.8, 0.1]])
+    frog_heard = np.array([[0.0, 0.0, 0.0, 0.5]])  # the new label's sound, and no dog
+    np.testing.assert_allclose(fusion(student, frog_heard)[0], [0.0, 0.8, 0.5], atol=1e-6)
+    # no new label heard (below veto_heard): the trained labels keep the student's scores, whatever
+    # the vocabulary makes of them (it may not hear a trained sound at all: UrbanSound8K's jackhammers)
+    np.testing.assert_allclose(fusion(student, np.zeros((1, 4)))[0], [0.8, 0.8, 0.0], atol=1e-9)
 
 
 def test_the_scorer_fuses_only_when_given_vocabulary_scores():
@@ -80,13 +84,14 @@ def _meta_with(demo_bundle, vocabulary):
 
 GRAPH = {"file": "vocabulary.onnx", "sha256": "0" * 64, "inputs": ["trunk"], "outputs": ["vocabulary"]}
 GOOD = {"graph": GRAPH, "labels": "audioset", "trained": ["urban"], "tau": 0.05, "novelty_cosine": 0.9,
-        "veto_below": 0.3, "veto_power": 0.3, "veto_cosine": 0.9}
+        "veto_below": 0.3, "veto_power": 0.3, "veto_cosine": 0.9, "veto_heard": 0.1}
 
 
 @pytest.mark.parametrize("change, text", [
     ({"tau": 0}, "'tau' must be a number > 0"),
     ({"veto_below": 0}, "'veto_below' must be a probability in (0, 1]"),
     ({"veto_power": -1}, "'veto_power' must be a number >= 0"),
+    ({"veto_heard": 1.5}, "'veto_heard' must be a probability in [0, 1]"),
     ({"graph": {**GRAPH, "inputs": ["scores"]}}, "must be one of the audio graph outputs"),
     ({"graph": {**GRAPH, "file": "../x.onnx"}}, "a relative path inside the bundle"),
     ({"output": "vocabulary", "graph": None}, "semanticac-train split-vocabulary"),
