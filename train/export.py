@@ -327,7 +327,10 @@ def split_bundle(path: str | Path, shared: int) -> tuple[Path, float]:
         for item in folder.iterdir():
             if item.name not in (META_FILE, audio["file"], "engines"):
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
-        expose_trunk(folder / audio["file"], tmp / audio["file"], outputs)
+        try:
+            expose_trunk(folder / audio["file"], tmp / audio["file"], outputs)
+        except ValueError as err:  # no single branch point: not a graph export made
+            raise BundleError(f"bundle {folder}: {audio['file']}: {err}") from None
         old = ort.InferenceSession(str(folder / audio["file"]), providers=["CPUExecutionProvider"]).run(
             list(outputs), feed)
         new = ort.InferenceSession(str(tmp / audio["file"]), providers=["CPUExecutionProvider"]).run(
