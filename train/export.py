@@ -268,25 +268,15 @@ def expose_trunk(source: Path, audio: Path, outputs: tuple[str, str]) -> None:
     import onnx
     import onnx.utils
 
+    from edge.backends.tensorrt.builder import rename_tensor
+
     model = onnx.load(str(source))
-    point = branch_point(model.graph, outputs)
-    for node in model.graph.node:
-        node.input[:] = [TRUNK if name == point else name for name in node.input]
-        node.output[:] = [TRUNK if name == point else name for name in node.output]
-    for info in model.graph.value_info:
-        if info.name == point:
-            info.name = TRUNK
+    rename_tensor(model.graph, branch_point(model.graph, outputs), TRUNK)
     part = onnx.utils.Extractor(model).extract_model([model.graph.input[0].name], [outputs[0], TRUNK])
     trunk = next(out for out in part.graph.output if out.name == TRUNK)
     if trunk.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:  # an FP16 graph: float32 out, as export's
-        inner = f"{TRUNK}_inner"
-        for node in part.graph.node:
-            node.input[:] = [inner if name == TRUNK else name for name in node.input]
-            node.output[:] = [inner if name == TRUNK else name for name in node.output]
-        for info in part.graph.value_info:
-            if info.name == TRUNK:
-                info.name = inner
-        part.graph.node.append(onnx.helper.make_node("Cast", [inner], [TRUNK], to=onnx.TensorProto.FLOAT))
+        rename_tensor(part.graph, TRUNK, f"{TRUNK}_inner")
+        part.graph.node.append(onnx.helper.make_node("Cast", [f"{TRUNK}_inner"], [TRUNK], to=onnx.TensorProto.FLOAT))
         trunk.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
     onnx.checker.check_model(part, full_check=True)  # with shape inference: types agree everywhere
     onnx.save(part, str(audio))

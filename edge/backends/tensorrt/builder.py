@@ -102,12 +102,20 @@ def _outputs_only_outputs(model):
     outputs = {out.name for out in model.graph.output}
     read = {name for node in model.graph.node for name in node.input}
     for name in sorted(outputs & read):
-        inner = f"{name}_inner"
-        for node in model.graph.node:
-            node.input[:] = [inner if x == name else x for x in node.input]
-            node.output[:] = [inner if x == name else x for x in node.output]
-        model.graph.node.append(helper.make_node("Identity", [inner], [name]))
+        rename_tensor(model.graph, name, f"{name}_inner")
+        model.graph.node.append(helper.make_node("Identity", [f"{name}_inner"], [name]))
     return model
+
+
+def rename_tensor(graph, old: str, new: str) -> None:
+    """Call the tensor `old` `new` wherever a node makes or reads it, and in its shape info
+    (the graph's inputs and outputs keep their names)."""
+    for node in graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    for info in graph.value_info:
+        if info.name == old:
+            info.name = new
 
 
 def build_engine(
