@@ -372,7 +372,8 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(select_backend(bundle_, backend_choice, threads=threads))
         branch = None
-        if vocabulary is not None:  # the device's scores of any set (a new label's come from it)
+        # listen runs the vocabulary graph only for a set with a new label: so do these figures
+        if vocabulary is not None and not vocabulary.fusion(embeddings.embeddings).identity:
             graph = stack.enter_context(select_backend(bundle_, graph="vocabulary", threads=threads))
             branch = partial(vocabulary.scores, graph)
         clipset = embed_clips(bundle_, label_set, clips, backend, branch)
