@@ -1,13 +1,15 @@
 """How a bundle's vocabulary branch is fused (edge.vocabulary), figure by figure, as the device
-computes it (the bundle's graphs in ONNX Runtime, edge's Scorer), for a range of veto powers.
+computes it (the bundle's graphs in ONNX Runtime, edge's Scorer), for a range of veto powers,
+each with and without the trust guard (model.json vocabulary.heard, recorded by
+`semanticac-train vocabulary-trust`; a bundle without it trusts every label).
 
     SEMANTICAC_DATA=../shared/data python benchmarks/vocabulary_fusion.py \\
         --bundle B --recipe demo-distill-cv1 [--zeroshot-bundle Z --zeroshot-recipe esc50-zeroshot-distill]
 
-For each veto power a (in a window where a new label of the set scores >= veto_heard, a trained
-label the vocabulary has a name for scores student * min(1, v / veto_below) ** a; a = 0: the
-student alone; new labels always come from the vocabulary; a set without new labels is never
-fused):
+For each veto power a and trust r (in a window where a new label of the set scores >= veto_heard,
+a trained label the vocabulary has a name for, and hears in at least a share r of its own training
+clips, scores student * min(1, v / veto_below) ** a; a = 0: the student alone; r = 0: every named
+label; new labels always come from the vocabulary; a set without new labels is never fused):
   accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
                own dataset's label set (esc50 / urban) + a `speech` label added by YAML (so the
                veto applies: the trained labels beside a new one)
@@ -30,35 +32,19 @@ import os
 
 import numpy as np
 
-from edge.backends import select_backend
 from edge.bundle import read_bundle
-from edge.capture.audio import read_audio
-from edge.features import log_mel, tile_frames
 from edge.labels.embeddings import label_embeddings_for
 from edge.labels.labelset import Label, LabelSet, resolve_label_set
 from edge.scoring import Scorer
 from edge.vocabulary import Vocabulary
+from train.vocabulary_trust import first_windows
 
-POWERS = (0.0, 0.3, 0.5)
+VARIANTS = ((0.0, 0.0), (0.3, 0.0), (0.3, 0.3), (0.5, 0.3), (1.0, 0.3))  # (veto power, veto_reliable)
 DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
 
 
-def outputs(bundle, paths) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings [N, C], vocabulary scores [N, V]) of each file's first window."""
-    fe = bundle.meta.frontend
-    emb, voc = [], []
-    vocabulary = Vocabulary.from_bundle(bundle)
-    with select_backend(bundle, "onnxruntime") as backend, select_backend(bundle, graph="vocabulary") as graph:
-        for path in paths:
-            x = read_audio(str(path), fe.sample_rate)[: fe.seconds_to_samples(bundle.meta.clip_seconds)]
-            out = backend.run({backend.input_names[0]: tile_frames(log_mel(x, fe), fe.frames)[None, None]})
-            emb.append(out[backend.output_names[0]][0])
-            voc.append(vocabulary.scores(graph, out)[0])
-    return np.array(emb), np.array(voc)
-
-
-def scores(bundle, vocabulary, label_set, power, emb, voc) -> np.ndarray:
-    fused = dataclasses.replace(vocabulary, veto_power=power)
+def scores(bundle, vocabulary, label_set, variant, emb, voc) -> np.ndarray:
+    fused = dataclasses.replace(vocabulary, veto_power=variant[0], veto_reliable=variant[1])
     embeddings = label_embeddings_for(bundle, label_set)
     return Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=fused)(emb, voc)
 
@@ -81,7 +67,7 @@ def main() -> None:
     from train.data.datasets import split_clips
     from train.recipe import load_train_config
 
-    figures: dict = {a: {} for a in POWERS}
+    figures: dict = {a: {} for a in VARIANTS}
     bundle = read_bundle(args.bundle)
     vocabulary = Vocabulary.from_bundle(bundle)
     assert vocabulary is not None, f"{args.bundle} has no vocabulary branch"
@@ -90,9 +76,9 @@ def main() -> None:
         clips, class_names = split_clips(spec, split)
         label_set = with_speech(resolve_label_set(DATASET_LABELS[spec.kind]))
         truth = np.array([label_set.names.index(class_names[c.target]) for c in clips])
-        emb, voc = outputs(bundle, [c.path for c in clips])
+        emb, voc = first_windows(bundle, [c.path for c in clips])
         thresholds = np.array([label.threshold for label in label_set.labels])[truth]
-        for a in POWERS:
+        for a in VARIANTS:
             p = scores(bundle, vocabulary, label_set, a, emb, voc)
             figures[a][f"{spec.kind} {split} accuracy"] = float((p.argmax(1) == truth).mean())
             figures[a][f"{spec.kind} {split} recall@thr"] = float(
@@ -100,8 +86,8 @@ def main() -> None:
             )
     speech = speech_eval_clips(default_cache_dir() / "background")
     urban = with_speech(resolve_label_set("urban"))
-    emb, voc = outputs(bundle, speech)
-    for a in POWERS:
+    emb, voc = first_windows(bundle, speech)
+    for a in VARIANTS:
         top = scores(bundle, vocabulary, urban, a, emb, voc).argmax(1)
         figures[a]["speech named (urban + speech)"] = float((top == len(urban.labels) - 1).mean())
     if args.zeroshot_bundle:
@@ -115,28 +101,28 @@ def main() -> None:
         ):
             clips, class_names = split_clips(spec, split)
             truth = np.array([esc.names.index(class_names[c.target]) for c in clips])
-            emb, voc = outputs(zs, [c.path for c in clips])
-            for a in POWERS:
+            emb, voc = first_windows(zs, [c.path for c in clips])
+            for a in VARIANTS:
                 figures[a][key] = float((scores(zs, zs_vocabulary, esc, a, emb, voc).argmax(1) == truth).mean())
         clips, class_names = split_clips(spec, "heldout")
         new = [label for label in esc.labels if label.name in spec.holdout]
-        emb, voc = outputs(zs, [c.path for c in clips])
+        emb, voc = first_windows(zs, [c.path for c in clips])
         for name, labels in (
             ("new labels alone", new),
             ("new labels + urban", [*new, *resolve_label_set("urban").labels]),
         ):
             label_set = dataclasses.replace(esc, name=f"esc50-{len(labels)}", labels=tuple(labels))
             truth = np.array([label_set.names.index(class_names[c.target]) for c in clips])
-            for a in POWERS:
+            for a in VARIANTS:
                 p = scores(zs, zs_vocabulary, label_set, a, emb, voc)
                 figures[a][f"gzsl unseen among {name}"] = float((p.argmax(1) == truth).mean())
-    keys = list(figures[POWERS[0]])
-    print(f"{'veto power':>14}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
-    for a in POWERS:
-        print(f"{a:>14.1f}  " + "  ".join(f"{figures[a][k]:>28.3f}" for k in keys))
+    keys = list(figures[VARIANTS[0]])
+    print(f"{'power, trust':>14}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
+    for a in VARIANTS:
+        print(f"{a[0]:>8.1f} {a[1]:>5.1f}  " + "  ".join(f"{figures[a][k]:>28.3f}" for k in keys))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({str(a): v for a, v in figures.items()}, f, indent=1)
+            json.dump({f"power {a[0]} trust {a[1]}": v for a, v in figures.items()}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 from edge.errors import BundleError
 from edge.features import Frontend
 from edge.fsutil import atomic_write_text, sha256_file
-from edge.schema import NUMBER, Fields, must_be, read_json
+from edge.schema import NUMBER, Fields, is_kind, must_be, read_json
 
 FORMAT_VERSION = 1
 META_FILE = "model.json"
@@ -68,7 +68,8 @@ class BundleMeta:
     scoring: dict = field(default_factory=lambda: {"kind": "softmax"})
     # the vocabulary branch (edge.vocabulary): None, or {"graph" (a Tower: the audio graph's
     # trunk output -> vocabulary scores), "labels", "trained", "tau", "novelty_cosine",
-    # "veto_below", "veto_power", "veto_cosine", "veto_heard", "source"}
+    # "veto_below", "veto_power", "veto_cosine", "veto_heard", "veto_reliable", "heard" (None when
+    # absent), "source"}
     vocabulary: dict | None = None
 
     def to_dict(self) -> dict:
@@ -76,6 +77,8 @@ class BundleMeta:
         data["frontend"] = self.frontend.to_dict()
         if data["vocabulary"] is None:  # absent: a bundle without one stays readable by older readers
             del data["vocabulary"]
+        elif data["vocabulary"].get("heard", ()) is None:
+            del data["vocabulary"]["heard"]
         return data
 
 
@@ -165,6 +168,8 @@ VOCABULARY_FIELDS = (
     "veto_power",
     "veto_cosine",
     "veto_heard",
+    "veto_reliable",
+    "heard",
     "source",
 )
 
@@ -206,12 +211,34 @@ def _vocabulary(meta: Fields) -> dict | None:
         "veto_power": ("a number >= 0", 0.0, math.inf),
         "veto_cosine": ("a cosine in [-1, 1]", -1.0, 1.0),
         "veto_heard": ("a probability in [0, 1]", 0.0, 1.0),
+        "veto_reliable": ("a share in [0, 1]", 0.0, 1.0),
     }
     for name, (allowed, low, high) in ranges.items():
-        value = spec.get(name, NUMBER, allowed)
+        # veto_reliable is newer than the rest: absent, every label the vocabulary names is trusted
+        value = spec.get(name, NUMBER, allowed, **({"default": 0.0} if name == "veto_reliable" else {}))
         if not (math.isfinite(value) and low <= value <= high) or (name in ("tau", "veto_below") and value == 0):
             raise spec.fail(f"field {name!r} {must_be(allowed, value)}")
         out[name] = float(value)
+    out["heard"] = _heard(spec, out["trained"])
+    return out
+
+
+def _heard(spec: Fields, trained: list[str]) -> dict[str, dict[str, float]] | None:
+    """vocabulary.heard (absent: None): {trained set: {label: share}}, the share of each trained
+    label's own training clips whose vocabulary score reaches veto_below (train.vocabulary_trust)."""
+    what = "a mapping {trained label set: {label: share of its training clips the vocabulary hears}}"
+    heard = spec.get("heard", dict, what, default=None)
+    if heard is None:
+        return None
+    out = {}
+    for name, shares in heard.items():
+        if name not in trained:
+            raise spec.fail(f"field 'heard' names label set {name!r}, which is not one of 'trained' {trained}")
+        if not isinstance(shares, dict) or not all(
+            is_kind(v, NUMBER) and math.isfinite(v) and 0 <= v <= 1 for v in shares.values()
+        ):
+            raise spec.fail(f"field 'heard' {name!r} {must_be('a mapping {label: share in [0, 1]}', shares)}")
+        out[name] = {str(label): float(v) for label, v in shares.items()}
     return out
 
 

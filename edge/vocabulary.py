@@ -17,6 +17,13 @@ For one label set, once (STYLE lesson 3):
     novel_k = max cosine of label k to every trained label < novelty_cosine  a label no one trained
     named_k = max_j S_kj >= veto_cosine                                      a label the vocabulary
                                                                              has a name for
+    trusted_k = heard[nearest trained label] >= veto_reliable                the vocabulary hears
+                                                                             its sound: the share
+                                                                             of that label's own
+                                                                             training clips it
+                                                                             scores >= veto_below
+                                                                             (model.json
+                                                                             vocabulary.heard)
 
 per window, given the student's per-label score s [K] and the vocabulary's p [V]:
 
@@ -24,7 +31,10 @@ per window, given the student's per-label score s [K] and the vocabulary's p [V]
     score_k = v_k                                   for a novel label (its text was never trained:
                                                     the student's score of it is a guess)
             = s_k * min(1, v_k / veto_below) ** veto_power
-                                                    for a trained label the vocabulary names, in a
+                                                    for a trained label the vocabulary names and is
+                                                    trusted on (its silence about a sound it never
+                                                    hears, say UrbanSound8K's jackhammers, means
+                                                    nothing), in a
                                                     window where a new label of the set scores at
                                                     least veto_heard: the student, held back where
                                                     the vocabulary hears the new label and not this
@@ -67,6 +77,8 @@ class Vocabulary:
     veto_power: float
     veto_cosine: float
     veto_heard: float
+    heard: np.ndarray  # float32 [T]: each trained label's share of its training clips the vocabulary hears
+    veto_reliable: float  # the veto holds back a trained label whose share is at least this
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
 
     @classmethod
@@ -95,14 +107,20 @@ class Vocabulary:
             return found
 
         vocabulary = load(spec["labels"], "re-export the bundle with `semanticac-train export`")
-        trained = np.concatenate(
+        # a trained set is one of the shipped label sets: embedding it again restores it
+        again = "compute it again: `semanticac-edge embed-labels --bundle {} --labels {}`"
+        trained_sets = [(name, load(name, again.format(bundle.path, name))) for name in spec["trained"]]
+        trained = np.concatenate([found.embeddings for _, found in trained_sets])
+        # no measurement (older bundles): every trained label counts as heard; a label the
+        # measurement left out had no training clip to hear
+        shares = spec.get("heard")
+        heard = np.array(
             [
-                # a trained set is one of the shipped label sets: embedding it again restores it
-                load(
-                    name, f"compute it again: `semanticac-edge embed-labels --bundle {bundle.path} --labels {name}`"
-                ).embeddings
-                for name in spec["trained"]
-            ]
+                1.0 if shares is None else shares.get(name, {}).get(label, 0.0)
+                for name, found in trained_sets
+                for label in found.labels
+            ],
+            dtype=np.float32,
         )
         return cls(
             input=spec["graph"].inputs[0],
@@ -116,6 +134,8 @@ class Vocabulary:
             veto_power=spec["veto_power"],
             veto_cosine=spec["veto_cosine"],
             veto_heard=spec["veto_heard"],
+            heard=heard,
+            veto_reliable=spec.get("veto_reliable", 0.0),
             source=spec.get("source", ""),
         )
 
@@ -134,12 +154,14 @@ class Vocabulary:
             )
         cos = (labels @ self.embeddings.T).astype(np.float64)  # [K, V]
         w = np.exp((cos - cos.max(axis=1, keepdims=True)) / self.tau)
-        novel = (labels @ self.trained.T).max(axis=1) < self.novelty_cosine
+        to_trained = labels @ self.trained.T  # [K, T]
+        novel = to_trained.max(axis=1) < self.novelty_cosine
         named = cos.max(axis=1) >= self.veto_cosine
+        trusted = self.heard[to_trained.argmax(axis=1)] >= self.veto_reliable
         return Fusion(
             mapping_t=np.ascontiguousarray((w / w.sum(axis=1, keepdims=True)).T),
             novel=novel,
-            veto=np.where(novel.any() & named & ~novel, self.veto_power, 0.0),
+            veto=np.where(novel.any() & named & trusted & ~novel, self.veto_power, 0.0),
             veto_below=self.veto_below,
             veto_heard=self.veto_heard,
             size=len(self.names),

@@ -125,6 +125,34 @@ def split_vocabulary(bundle_path, shared):
                f"(its scores moved by up to {change:.4f})")
 
 
+@main.command("vocabulary-trust")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A bundle with a vocabulary branch (model.json vocabulary).")
+@click.option("--config", "recipe", required=True,
+              help="The recipe the bundle was trained with: its training clips are heard again.")
+@click.option("--veto-reliable", type=click.FloatRange(0, 1), default=None,
+              help="The share of a trained label's clips the vocabulary must hear for the veto to apply to it. "
+                   "Default: 0.3.")
+@click.option("--veto-power", type=click.FloatRange(0), default=None,
+              help="Set the veto's power too (0: off). Default: keep the bundle's.")
+@domain_errors
+def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power):
+    """Record, in place, where a bundle's vocabulary can veto: the share of each trained label's own
+    training clips whose vocabulary score reaches veto_below (model.json vocabulary.heard).
+
+    The veto (edge.vocabulary) holds a trained label back, beside a new label that is heard, where
+    the vocabulary does not hear it. It applies only to labels whose share is at least
+    --veto-reliable: the vocabulary's silence about a sound it never hears means nothing.
+    """
+    from train.recipe import load_train_config
+    from train.vocabulary_trust import trust_vocabulary
+
+    heard = trust_vocabulary(bundle_path, load_train_config(recipe).datasets, veto_reliable, veto_power)
+    for set_name, shares in heard.items():
+        click.echo(f"{set_name}: " + ", ".join(f"{label} {share:.2f}" for label, share in
+                                               sorted(shares.items(), key=lambda item: item[1])))
+
+
 @main.command("check-weights")
 @click.option("--audio", "audio_file", type=click.Path(exists=True, dir_okay=False),
               help="An HTS-AT AudioSet checkpoint (or LAION-CLAP's) to check against the audio tower.")

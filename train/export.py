@@ -70,7 +70,7 @@ VOCABULARY_OUTPUT = "vocabulary"
 # the thresholds from 91.9 to 85.7 % (a child talking is speech and children playing at once)
 # (benchmarks/vocabulary_fusion.py, README "Zero-shot with the vocabulary branch").
 VOCABULARY_FUSION = {"tau": 0.05, "novelty_cosine": 0.9, "veto_below": 0.3, "veto_power": 0.0, "veto_cosine": 0.9,
-                     "veto_heard": 0.1}
+                     "veto_heard": 0.1, "veto_reliable": 0.3}
 FUSION_KEYS = tuple(VOCABULARY_FUSION)
 
 TEXT_IDENTITY = {

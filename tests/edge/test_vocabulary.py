@@ -22,9 +22,10 @@ VOCAB = unit(np.eye(4))
 TRAINED = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # the student was trained on dog and siren
 
 
-def vocabulary(power=1.0, below=0.3, heard=0.1):
+def vocabulary(power=1.0, below=0.3, heard=0.1, shares=(1.0, 1.0), reliable=0.3):
     return Vocabulary(input="trunk", output="vocabulary", names=NAMES, embeddings=VOCAB, trained=TRAINED, tau=0.05,
-                      novelty_cosine=0.9, veto_below=below, veto_power=power, veto_cosine=0.9, veto_heard=heard)
+                      novelty_cosine=0.9, veto_below=below, veto_power=power, veto_cosine=0.9, veto_heard=heard,
+                      heard=np.array(shares, dtype=np.float32), veto_reliable=reliable)
 
 
 def test_a_label_no_one_trained_is_scored_by_the_vocabulary_and_a_trained_one_is_held_back():
@@ -54,6 +55,19 @@ def test_only_a_set_with_a_new_label_holds_trained_labels_back_and_only_those_th
     # no new label heard (below veto_heard): the trained labels keep the student's scores, whatever
     # the vocabulary makes of them (it may not hear a trained sound at all: UrbanSound8K's jackhammers)
     np.testing.assert_allclose(fusion(student, np.zeros((1, 4)))[0], [0.8, 0.8, 0.0], atol=1e-9)
+
+
+def test_a_trained_label_the_vocabulary_does_not_hear_in_its_own_training_clips_is_never_held_back():
+    # the vocabulary heard 95 % of the dog clips, and 10 % of the siren clips (its siren is another sound)
+    labels = unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]])  # dog bark, siren, frog (new)
+    fusion = vocabulary(shares=(0.95, 0.1)).fusion(labels)
+    assert fusion.veto.tolist() == [1.0, 0.0, 0.0]
+    student = np.array([[0.8, 0.8, 0.1]])
+    frog_heard = np.array([[0.0, 0.0, 0.0, 0.6]])
+    np.testing.assert_allclose(fusion(student, frog_heard)[0], [0.0, 0.8, 0.6], atol=1e-6)
+    # a stricter bundle trusts neither; a bundle without the measurement (all 1.0) trusts both
+    assert not vocabulary(shares=(0.95, 0.1), reliable=0.96).fusion(labels).veto.any()
+    assert vocabulary().fusion(labels).veto.tolist() == [1.0, 1.0, 0.0]
 
 
 def test_the_scorer_fuses_only_when_given_vocabulary_scores():
@@ -92,6 +106,10 @@ GOOD = {"graph": GRAPH, "labels": "audioset", "trained": ["urban"], "tau": 0.05,
     ({"veto_below": 0}, "'veto_below' must be a probability in (0, 1]"),
     ({"veto_power": -1}, "'veto_power' must be a number >= 0"),
     ({"veto_heard": 1.5}, "'veto_heard' must be a probability in [0, 1]"),
+    ({"veto_reliable": -0.1}, "'veto_reliable' must be a share in [0, 1]"),
+    ({"heard": {"esc50": {"dog": 0.9}}}, "'heard' names label set 'esc50', which is not one of 'trained'"),
+    ({"heard": {"urban": {"siren": 2}}}, "'heard' 'urban' must be a mapping {label: share in [0, 1]}"),
+    ({"heard": ["urban"]}, "'heard' must be a mapping"),
     ({"graph": {**GRAPH, "inputs": ["scores"]}}, "must be one of the audio graph outputs"),
     ({"graph": {**GRAPH, "file": "../x.onnx"}}, "a relative path inside the bundle"),
     ({"output": "vocabulary", "graph": None}, "semanticac-train split-vocabulary"),
@@ -101,6 +119,8 @@ def test_model_json_vocabulary_errors_name_the_field(demo_bundle, change, text):
     from edge.bundle import parse_bundle_meta
 
     assert parse_bundle_meta(_meta_with(demo_bundle, GOOD)).vocabulary["tau"] == 0.05
+    measured = parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "heard": {"urban": {"siren": 0.9}}})).vocabulary
+    assert measured["heard"] == {"urban": {"siren": 0.9}} and measured["veto_reliable"] == 0.0
     with pytest.raises(BundleError) as info:
         parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, **change}))
     assert "vocabulary" in str(info.value) and text in str(info.value)
@@ -208,3 +228,28 @@ def test_a_set_of_trained_labels_fuses_nothing():
     with_new = Scorer(unit([[1, 0, 0, 0], [0, 0, 0, 1]]), ["dog", "frog"], logit_scale=10.0, kind="sigmoid",
                       vocabulary=vocabulary())
     assert with_new.fusion is not None
+
+
+def test_the_bundle_s_heard_shares_follow_its_trained_labels(demo_bundle, tmp_path):
+    import shutil
+
+    from edge.bundle import read_bundle
+    from edge.labels.embeddings import label_embeddings_for
+    from edge.labels.labelset import Label, resolve_label_set
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle.path, copy)
+    data = json.loads((copy / "model.json").read_text())
+    # measured: urban's siren and dog_bark; jackhammer barely; everything else has no figure
+    data["vocabulary"].update(veto_power=1.0, veto_reliable=0.3,
+                              heard={"urban": {"siren": 0.96, "dog_bark": 0.9, "jackhammer": 0.05}})
+    (copy / "model.json").write_text(json.dumps(data))
+    bundle = read_bundle(copy, verify=False)
+    vocabulary = Vocabulary.from_bundle(bundle)
+    assert vocabulary.heard.shape == (len(vocabulary.trained),)
+    urban = resolve_label_set("urban")
+    with_speech = dataclasses.replace(urban, name="urban+speech",
+                                      labels=(*urban.labels, Label("speech", ("an audio clip of speech",), 0.5)))
+    fusion = vocabulary.fusion(label_embeddings_for(bundle, with_speech).embeddings)
+    vetoed = {name for name, power in zip(with_speech.names, fusion.veto) if power > 0}
+    assert vetoed <= {"siren", "dog_bark"} and "siren" in vetoed

@@ -180,3 +180,41 @@ def test_freeze_audio_layers_keeps_the_prefix_pretrained():
     freeze(model, recipe)
     frozen = [all(not p.requires_grad for p in layer.parameters()) for layer in model.audio.trunk]
     assert frozen == [True] * SHARED + [False] * (len(model.audio.trunk) - SHARED)
+
+
+def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(vocab_bundle, data_dir, tmp_path):
+    """`semanticac-train vocabulary-trust` hears the trained labels' own clips again (real
+    UrbanSound8K audio) and records each label's share in model.json; the fusion then never
+    vetoes a label the vocabulary does not hear."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edge.bundle import read_bundle
+    from edge.labels.embeddings import label_embeddings_for
+    from edge.labels.labelset import Label, resolve_label_set
+    from edge.vocabulary import Vocabulary
+    from train.cli import main
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(vocab_bundle.path, copy)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: yamnet\ndata: {{kind: us8k, root: {data_dir / 'us8k'}, max_per_class: 6}}\n"
+                      "labels: urban\n")
+    result = CliRunner().invoke(main, ["vocabulary-trust", "--bundle", str(copy), "--config", str(recipe),
+                                       "--veto-power", "0.3"])
+    assert result.exit_code == 0, result.output
+    bundle = read_bundle(copy, verify=True)  # the graphs are untouched
+    shares = bundle.meta.vocabulary["heard"]["urban"]
+    urban = resolve_label_set("urban")
+    assert sorted(shares) == sorted(urban.names) and all(0 <= s <= 1 for s in shares.values())
+    assert bundle.meta.vocabulary["veto_power"] == 0.3 and bundle.meta.vocabulary["veto_reliable"] == 0.3
+    assert shares["siren"] >= 0.5  # YAMNet's AudioSet head hears sirens
+    vocabulary = Vocabulary.from_bundle(bundle)
+    with_frog = dataclasses.replace(urban, name="urban+frog",
+                                    labels=(*urban.labels, Label("frog", ("an audio clip of frog",), 0.5)))
+    fusion = vocabulary.fusion(label_embeddings_for(bundle, with_frog).embeddings)
+    trusted = np.array([shares[name] >= 0.3 for name in urban.names])
+    named = fusion.veto[:-1] > 0
+    assert not (named & ~trusted).any() and fusion.veto[-1] == 0
+    assert named[urban.names.index("siren")]
