@@ -103,3 +103,25 @@ def trust_vocabulary(path: str | Path, datasets, veto_reliable: float | None = N
         log.info("vocabulary.heard %s: %d labels measured; below veto_reliable %.2f (never vetoed): %s",
                  set_name, len(shares), spec["veto_reliable"], ", ".join(untrusted) or "none")
     return heard
+
+
+def trust_exported(path: str | Path, recipe: dict | None) -> dict[str, dict[str, float]] | None:
+    """After `export`: measure where the new bundle's vocabulary can veto on the training clips of
+    `recipe` (the checkpoint's). Where they cannot be read here, the veto is switched off (power 0:
+    unmeasured, it would hold back sounds the vocabulary never hears) and the warning names the
+    command that measures it later."""
+    from edge.bundle import read_bundle, write_bundle_meta
+    from train.config import from_dict
+    from train.recipe import TrainConfig
+
+    datasets = from_dict(TrainConfig, recipe).datasets if recipe else ()
+    missing = [str(spec.root) for spec in datasets if not Path(spec.root).exists()]
+    if datasets and not missing:
+        return trust_vocabulary(path, datasets)
+    bundle = read_bundle(path)
+    write_bundle_meta(bundle.path, dataclasses.replace(bundle.meta, vocabulary={**bundle.meta.vocabulary,
+                                                                                  "veto_power": 0.0}))
+    log.warning("the training clips (%s) are not here: the veto is off until `semanticac-train vocabulary-trust "
+                "--bundle %s --config RECIPE --veto-power A` measures which labels the vocabulary hears",
+                ", ".join(missing) or "no recipe in the checkpoint", path)
+    return None

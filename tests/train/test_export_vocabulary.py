@@ -218,3 +218,20 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
     named = fusion.veto[:-1] > 0
     assert not (named & ~trusted).any() and fusion.veto[-1] == 0
     assert named[urban.names.index("siren")]
+
+
+def test_an_export_whose_training_clips_are_elsewhere_switches_the_veto_off(vocab_bundle, tmp_path, caplog):
+    import shutil
+
+    from edge.bundle import read_bundle, write_bundle_meta
+    from train.vocabulary_trust import trust_exported
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(vocab_bundle.path, copy)
+    meta = read_bundle(copy).meta
+    write_bundle_meta(copy, dataclasses.replace(meta, vocabulary={**meta.vocabulary, "veto_power": 0.3}))
+    recipe = {"model": "yamnet", "data": [{"kind": "us8k", "root": str(tmp_path / "gone")}], "labels": ["urban"]}
+    assert trust_exported(copy, recipe) is None
+    vocabulary = read_bundle(copy, verify=True).meta.vocabulary
+    assert vocabulary["veto_power"] == 0.0 and vocabulary["heard"] is None
+    assert "vocabulary-trust" in caplog.text and str(tmp_path / "gone") in caplog.text
