@@ -98,10 +98,6 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     reports = export_bundle(model, config, out, model_id=mid, clip_seconds=seconds, label_sets=label_sets,
                             training=training, license=license_text or state.get("license", "unspecified"),
                             compact=compact, scoring=state.get("scoring"), vocabulary=vocabulary)
-    if vocabulary is not None:
-        from train.vocabulary_trust import trust_exported
-
-        trust_exported(out, training.get("recipe"))
     click.echo(f"bundle {out}: model_id {mid}")
     for report in reports:
         click.echo(f"  {report.summary()}")

@@ -201,14 +201,15 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"model: yamnet\ndata: {{kind: us8k, root: {data_dir / 'us8k'}, max_per_class: 6}}\n"
                       "labels: urban\n")
+    assert vocab_bundle.meta.vocabulary["veto_power"] == 0.0  # exported without training clips: off
     result = CliRunner().invoke(main, ["vocabulary-trust", "--bundle", str(copy), "--config", str(recipe),
-                                       "--veto-power", "0.3"])
+                                       "--veto-power", "0.5"])
     assert result.exit_code == 0, result.output
     bundle = read_bundle(copy, verify=True)  # the graphs are untouched
     shares = bundle.meta.vocabulary["heard"]["urban"]
     urban = resolve_label_set("urban")
     assert sorted(shares) == sorted(urban.names) and all(0 <= s <= 1 for s in shares.values())
-    assert bundle.meta.vocabulary["veto_power"] == 0.3 and bundle.meta.vocabulary["veto_reliable"] == 0.3
+    assert bundle.meta.vocabulary["veto_power"] == 0.5 and bundle.meta.vocabulary["veto_reliable"] == 0.3
     assert shares["siren"] >= 0.5  # YAMNet's AudioSet head hears sirens
     vocabulary = Vocabulary.from_bundle(bundle)
     with_frog = dataclasses.replace(urban, name="urban+frog",
