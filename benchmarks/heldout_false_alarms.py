@@ -1,0 +1,85 @@
+"""False alarms of `--labels urban` on audio a model never heard, against audio it trained on:
+how optimistic thresholds fitted on training audio are. Needs a bundle of a recipe that holds
+clips out (demo-distill-cv1: 20 % of ESC-50 and UrbanSound8K fold 2).
+
+    SEMANTICAC_DATA=../shared/data python benchmarks/heldout_false_alarms.py \\
+        --bundle runs/bundles/cv1 --recipe demo-distill-cv1 [--labels urban] [--out runs/facv]
+
+Through the listen pipeline (edge.listen, as benchmarks/trust.py): the recipe's held-out ESC-50
+clips of the 46 non-urban classes joined into one stream, and two streams of as many of its
+training clips (seeded sample): events per hour, by label. With --out it also writes what
+`semanticac-calibrate thresholds` needs to fit on the held-out audio: OUT/bg/ (links to the
+held-out non-urban clips) and OUT/positives.csv (30 held-out UrbanSound8K clips per class, seeded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from trust import RATE, URBAN_IN_ESC50, run, write
+
+from edge.capture.audio import read_audio
+
+POSITIVES_PER_CLASS = 30
+
+
+def stream_false_alarms(bundle: str, labels: str, clips, tmp: Path) -> dict:
+    stream = np.concatenate([read_audio(str(clip.path), RATE) for clip in sorted(clips, key=lambda c: str(c.path))])
+    record = run(bundle, labels, write(tmp / "stream.wav", stream))
+    hours = stream.size / RATE / 3600
+    return {"clips": len(clips), "hours": round(hours, 3), "events": len(record.starts),
+            "per_hour": round(len(record.starts) / hours, 2), "by_label": dict(Counter(record.starts).most_common())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", required=True, help="A bundle of --recipe (trained without its held-out clips).")
+    parser.add_argument("--recipe", required=True, help="The recipe that bundle was trained with.")
+    parser.add_argument("--labels", default="urban")
+    parser.add_argument("--out", help="Write OUT/bg/ and OUT/positives.csv for semanticac-calibrate thresholds.")
+    args = parser.parse_args()
+    from train.data.datasets import split_clips
+    from train.recipe import load_train_config
+
+    specs = {spec.kind: spec for spec in load_train_config(args.recipe).datasets}
+    held, names = split_clips(specs["esc50"], "val")
+    trained, _ = split_clips(specs["esc50"], "train")
+    held = [c for c in held if names[c.target] not in URBAN_IN_ESC50]
+    trained = [c for c in trained if names[c.target] not in URBAN_IN_ESC50]
+    random.Random(0).shuffle(trained)
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, clips in (("held out", held), ("trained on, sample 1", trained[: len(held)]),
+                            ("trained on, sample 2", trained[len(held): 2 * len(held)])):
+            figures[name] = stream_false_alarms(args.bundle, args.labels, clips, Path(tmp))
+            print(f"{name}: {figures[name]}", flush=True)
+    if args.out:
+        out = Path(args.out)
+        (out / "bg").mkdir(parents=True, exist_ok=True)
+        for clip in held:
+            link = out / "bg" / clip.path.name
+            link.unlink(missing_ok=True)
+            link.symlink_to(Path(clip.path).resolve())
+        test, classes = split_clips(specs["us8k"], "test")
+        random.Random(0).shuffle(test)
+        count: Counter = Counter()
+        rows = ["path,label"]
+        for clip in test:
+            if count[classes[clip.target]] < POSITIVES_PER_CLASS:
+                count[classes[clip.target]] += 1
+                rows.append(f"{clip.path},{classes[clip.target]}")
+        (out / "positives.csv").write_text("\n".join(rows) + "\n")
+        print(f"wrote {out / 'bg'} ({len(held)} links) and {out / 'positives.csv'} ({len(rows) - 1} clips)")
+    print(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    main()
