@@ -209,8 +209,15 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
     if emb is not None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
         if vocabulary is not None:
-            for label, meaning in vocabulary.fusion(emb.embeddings).meanings(emb.labels, vocabulary.names).items():
+            fusion = vocabulary.fusion(emb.embeddings)
+            for label, meaning in fusion.meanings(emb.labels, vocabulary.names).items():
                 click.echo(f"  new: {label} (no one trained it): scored as {meaning}")
+            vetoed = [label for label, power in zip(emb.labels, fusion.veto) if power > 0]
+            if vetoed:
+                click.echo(
+                    f"  veto (power {vocabulary.veto_power:g}): where a new label is heard, held back unless the "
+                    f"vocabulary hears them too: {', '.join(vetoed)}"
+                )
 
 
 @main.command("embed-labels")

@@ -154,6 +154,8 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     assert "vocabulary vocabulary.onnx ['trunk'] -> 521 named classes" in result.output
     new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
     assert len(new) == 1 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
+    # the demo bundle's vocabulary hears sirens in 90 % of their training clips: the veto applies to it
+    assert "held back unless the vocabulary hears them too: siren" in result.output
 
 
 def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bundle, tmp_path, monkeypatch):
