@@ -26,13 +26,16 @@ def measure_heard(bundle, datasets) -> dict[str, dict[str, float]]:
     """{trained set: {label: share}} over the training clips of `datasets` (train.data.DataSpec
     each); a clip counts for every trained label named as its class. Labels without clips are left
     out (edge then never vetoes them)."""
+    from edge.errors import BundleError
     from edge.labels.embeddings import LabelEmbeddings
     from edge.vocabulary import Vocabulary
+    from train.config import ConfigError
     from train.data.datasets import split_clips
 
     vocabulary = Vocabulary.from_bundle(bundle)
     if vocabulary is None:
-        raise ValueError(f"bundle {bundle.path} has no vocabulary branch (model.json vocabulary)")
+        raise BundleError(f"bundle {bundle.path} has no vocabulary branch (model.json vocabulary): nothing to "
+                          "trust; export one with `semanticac-train export --vocabulary-shared N`")
     sets = {name: LabelEmbeddings.load(bundle.labels_dir / f"{name}.npz") for name in bundle.meta.vocabulary["trained"]}
     paths = defaultdict(list)  # class name -> its training clips
     for spec in datasets:
@@ -41,8 +44,8 @@ def measure_heard(bundle, datasets) -> dict[str, dict[str, float]]:
             paths[class_names[clip.target]].append(clip.path)
     wanted = {label for found in sets.values() for label in found.labels} & set(paths)
     if not wanted:
-        raise ValueError(f"no training clip of {spec_roots(datasets)} is of a label of {sorted(sets)}: "
-                         "give the recipe the bundle was trained with")
+        raise ConfigError(f"no training clip of {spec_roots(datasets)} is of a label of the bundle's trained sets "
+                          f"{sorted(sets)}: give the recipe the bundle was trained with")
     todo = [(name, path) for name in sorted(wanted) for path in paths[name]]
     _, scores = first_windows(bundle, [path for _, path in todo], "vocabulary on training clips")
     by_class = defaultdict(list)  # class -> vocabulary scores [V] of each of its clips
