@@ -371,7 +371,15 @@ def listen(
                 meanings = scorer.fusion.meanings(scorer.labels, vocabulary.names, k=1)
                 if meanings:
                     named = ", ".join(f"{label} (as {meaning})" for label, meaning in meanings.items())
-                    notes.append(("info", f"labels no one trained, scored by the bundle's vocabulary: {named}"))
+                    vetoed = [label for label, power in zip(scorer.labels, scorer.fusion.veto) if power > 0]
+                    held = f"; beside them, held back where the vocabulary does not hear them: {', '.join(vetoed)}"
+                    notes.append(
+                        (
+                            "info",
+                            f"labels no one trained, scored by the bundle's vocabulary: {named}"
+                            + (held if vetoed else ""),
+                        )
+                    )
             if windowing.hop_frames > windowing.window_frames:
                 notes.append(
                     (
