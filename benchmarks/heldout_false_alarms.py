@@ -22,20 +22,9 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from trust import RATE, URBAN_IN_ESC50, run, write
-
-from edge.capture.audio import read_audio
+from trust import URBAN_IN_ESC50, stream_false_alarms
 
 POSITIVES_PER_CLASS = 30
-
-
-def stream_false_alarms(bundle: str, labels: str, clips, tmp: Path) -> dict:
-    stream = np.concatenate([read_audio(str(clip.path), RATE) for clip in sorted(clips, key=lambda c: str(c.path))])
-    record = run(bundle, labels, write(tmp / "stream.wav", stream))
-    hours = stream.size / RATE / 3600
-    return {"clips": len(clips), "hours": round(hours, 3), "events": len(record.starts),
-            "per_hour": round(len(record.starts) / hours, 2), "by_label": dict(Counter(record.starts).most_common())}
 
 
 def main() -> None:
@@ -58,7 +47,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, clips in (("held out", held), ("trained on, sample 1", trained[: len(held)]),
                             ("trained on, sample 2", trained[len(held): 2 * len(held)])):
-            figures[name] = stream_false_alarms(args.bundle, args.labels, clips, Path(tmp))
+            paths = sorted(Path(clip.path) for clip in clips)
+            figures[name] = stream_false_alarms(args.bundle, args.labels, paths, Path(tmp) / "stream.wav")
             print(f"{name}: {figures[name]}", flush=True)
     if args.out:
         out = Path(args.out)

@@ -143,9 +143,13 @@ def false_alarms(bundle: str | None, data: Path, tmp: Path) -> dict:
                    if row["category"] not in URBAN_IN_ESC50)
     if not clips[0].exists():  # the development copy keeps its audio beside meta.csv
         clips = sorted(data / "esc50" / row["filename"] for row in rows if row["category"] not in URBAN_IN_ESC50)
+    return stream_false_alarms(bundle, "urban", clips, tmp / "non_urban_esc50.wav")
+
+
+def stream_false_alarms(bundle: str | None, labels: str, clips: list[Path], path: Path) -> dict:
+    """`clips` joined into one stream (written to `path`) through `labels`: the events it starts."""
     stream = np.concatenate([read_audio(clip, RATE) for clip in clips])
-    path = write(tmp / "non_urban_esc50.wav", stream)
-    record = run(bundle, "urban", path)
+    record = run(bundle, labels, write(path, stream))
     hours = stream.size / RATE / 3600
     return {"clips": len(clips), "hours": hours, "events": len(record.starts),
             "per_hour": len(record.starts) / hours, "by_label": dict(Counter(record.starts).most_common())}

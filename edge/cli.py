@@ -212,7 +212,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             fusion = vocabulary.fusion(emb.embeddings)
             for label, meaning in fusion.meanings(emb.labels, vocabulary.names).items():
                 click.echo(f"  new: {label} (no one trained it): scored as {meaning}")
-            vetoed = [label for label, power in zip(emb.labels, fusion.veto) if power > 0]
+            vetoed = fusion.vetoed(emb.labels)
             if vetoed:
                 click.echo(
                     f"  veto (power {vocabulary.veto_power:g}): where a new label is heard, held back unless the "

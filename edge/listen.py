@@ -371,7 +371,7 @@ def listen(
                 meanings = scorer.fusion.meanings(scorer.labels, vocabulary.names, k=1)
                 if meanings:
                     named = ", ".join(f"{label} (as {meaning})" for label, meaning in meanings.items())
-                    vetoed = [label for label, power in zip(scorer.labels, scorer.fusion.veto) if power > 0]
+                    vetoed = scorer.fusion.vetoed(scorer.labels)
                     held = f"; beside them, held back where the vocabulary does not hear them: {', '.join(vetoed)}"
                     notes.append(
                         (

@@ -34,12 +34,12 @@ per window, given the student's per-label score s [K] and the vocabulary's p [V]
                                                     for a trained label the vocabulary names and is
                                                     trusted on (its silence about a sound it never
                                                     hears, say UrbanSound8K's jackhammers, means
-                                                    nothing), in a
-                                                    window where a new label of the set scores at
-                                                    least veto_heard: the student, held back where
-                                                    the vocabulary hears the new label and not this
-                                                    one (a student calls every sound one it learnt,
-                                                    and a new label's sound most of all)
+                                                    nothing), in a window where a new label of the
+                                                    set scores at least veto_heard: the student,
+                                                    held back where the vocabulary hears the new
+                                                    label and not this one (a student calls every
+                                                    sound one it learnt, and a new label's sound
+                                                    most of all)
             = s_k                                   for any other trained label, and for every
                                                     label of a set without new labels
 
@@ -135,7 +135,7 @@ class Vocabulary:
             veto_cosine=spec["veto_cosine"],
             veto_heard=spec["veto_heard"],
             heard=heard,
-            veto_reliable=spec.get("veto_reliable", 0.0),
+            veto_reliable=spec["veto_reliable"],
             source=spec.get("source", ""),
         )
 
@@ -192,6 +192,10 @@ class Fusion:
             weights = self.mapping_t[:, i]
             out[labels[i]] = ", ".join(f"{names[j]} {weights[j]:.2f}" for j in np.argsort(-weights)[:k])
         return out
+
+    def vetoed(self, labels: tuple[str, ...]) -> list[str]:
+        """The trained labels the veto may hold back beside a new label, in the set's order."""
+        return [label for label, power in zip(labels, self.veto) if power > 0]
 
     def label_scores(self, vocabulary_scores: np.ndarray) -> np.ndarray:
         """[N, V] vocabulary probabilities -> [N, K] the vocabulary's score of each label."""
