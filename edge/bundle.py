@@ -68,8 +68,8 @@ class BundleMeta:
     scoring: dict = field(default_factory=lambda: {"kind": "softmax"})
     # the vocabulary branch (edge.vocabulary): None, or {"graph" (a Tower: the audio graph's
     # trunk output -> vocabulary scores), "labels", "trained", "tau", "novelty_cosine",
-    # "veto_below", "veto_power", "veto_cosine", "veto_heard", "veto_reliable", "heard" (None when
-    # absent), "source"}
+    # "veto_below", "veto_power", "veto_cosine", "veto_heard", "veto_reliable", "heard" and
+    # "ceiling" (None when absent), "source"}
     vocabulary: dict | None = None
 
     def to_dict(self) -> dict:
@@ -77,8 +77,10 @@ class BundleMeta:
         data["frontend"] = self.frontend.to_dict()
         if data["vocabulary"] is None:  # absent: a bundle without one stays readable by older readers
             del data["vocabulary"]
-        elif data["vocabulary"].get("heard", ()) is None:
-            del data["vocabulary"]["heard"]
+        else:
+            for name in ("heard", "ceiling"):  # unmeasured: absent, as older readers expect
+                if data["vocabulary"].get(name, ()) is None:
+                    del data["vocabulary"][name]
         return data
 
 
@@ -170,6 +172,7 @@ VOCABULARY_FIELDS = (
     "veto_heard",
     "veto_reliable",
     "heard",
+    "ceiling",
     "source",
 )
 
@@ -220,6 +223,38 @@ def _vocabulary(meta: Fields) -> dict | None:
             raise spec.fail(f"field {name!r} {must_be(allowed, value)}")
         out[name] = float(value)
     out["heard"] = _heard(spec, out["trained"])
+    out["ceiling"] = _ceiling(spec)
+    return out
+
+
+CEILING_FIELDS = ("quantile", "floor", "clips", "scores")
+
+
+def _ceiling(spec: Fields) -> dict | None:
+    """vocabulary.ceiling (absent: None): {quantile, floor, clips, scores {class name: score}},
+    what each vocabulary class scored on the training audio (that quantile of `clips` clips' first
+    windows, no lower than floor; train.vocabulary_trust). A new label is scored against it."""
+    ceiling = spec.nested("ceiling", "a mapping {quantile, floor, clips, scores}", default=None)
+    if ceiling is None:
+        return None
+    ceiling.unknown(CEILING_FIELDS)
+    out: dict = {}
+    for name, allowed in (("quantile", "a quantile in (0, 1]"), ("floor", "a probability in (0, 1]")):
+        value = ceiling.get(name, NUMBER, allowed)
+        if not (math.isfinite(value) and 0 < value <= 1):
+            raise ceiling.fail(f"field {name!r} {must_be(allowed, value)}")
+        out[name] = float(value)
+    out["clips"] = ceiling.positive("clips", "the number of training clips measured (> 0)", int)
+    what = f"a mapping {{vocabulary class: score in [floor {out['floor']:g}, 1]}}"
+    scores = ceiling.get("scores", dict, what)
+    bad = {
+        name: v
+        for name, v in scores.items()
+        if not (is_kind(v, NUMBER) and math.isfinite(v) and out["floor"] <= v <= 1)
+    }
+    if not scores or bad:
+        raise ceiling.fail(f"field 'scores' {must_be(what, dict(list(bad.items())[:3]) if bad else scores)}")
+    out["scores"] = {str(name): float(v) for name, v in scores.items()}
     return out
 
 

@@ -210,8 +210,15 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
         if vocabulary is not None:
             fusion = vocabulary.fusion(emb.embeddings)
-            for label, meaning in fusion.meanings(emb.labels, vocabulary.names).items():
+            meanings = fusion.meanings(emb.labels, vocabulary.names)
+            for label, meaning in meanings.items():
                 click.echo(f"  new: {label} (no one trained it): scored as {meaning}")
+            if meanings and "(ceiling " in " ".join(meanings.values()):
+                click.echo(
+                    "  (ceiling: the most the training audio made the vocabulary say that class; a new label's "
+                    "score counts each class against it, at most 1. Fit new labels' thresholds on the site's own "
+                    "audio: `semanticac-calibrate thresholds`)"
+                )
             vetoed = fusion.vetoed(emb.labels)
             if vetoed:
                 click.echo(

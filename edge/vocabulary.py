@@ -28,14 +28,18 @@ For one label set, once (STYLE lesson 3):
 per window, given the student's per-label score s [K] and the vocabulary's p [V]:
 
     v       = W @ p                                         the vocabulary's score of each label
-    score_k = v_k                                   for a novel label (its text was never trained:
+    n       = W @ min(1, p / ceiling)                       the same, each class's probability
+                                                            divided by the most the training audio
+                                                            made the vocabulary say it (model.json
+                                                            vocabulary.ceiling; 1 without it)
+    score_k = n_k                                   for a novel label (its text was never trained:
                                                     the student's score of it is a guess)
             = s_k * min(1, v_k / veto_below) ** veto_power
                                                     for a trained label the vocabulary names and is
                                                     trusted on (its silence about a sound it never
                                                     hears, say UrbanSound8K's jackhammers, means
                                                     nothing), in a window where a new label of the
-                                                    set scores at least veto_heard: the student,
+                                                    set scores (n) at least veto_heard: the student,
                                                     held back where the vocabulary hears the new
                                                     label and not this one (a student calls every
                                                     sound one it learnt, and a new label's sound
@@ -44,7 +48,11 @@ per window, given the student's per-label score s [K] and the vocabulary's p [V]
                                                     label of a set without new labels
 
 So a label added by YAML ("speech", "frog") is scored by a head trained on 521 named classes,
-and a set of trained labels only is scored exactly as before.
+and a set of trained labels only is scored exactly as before. The ceiling puts a new label on the
+student's footing: AudioSet's rarer classes rarely reach high probabilities (a frog's clip may
+score "Frog" 0.2 and "Animal" 0.6), while a student trained to 1 on its labels scores the sound
+nearest one it learnt at 0.6-0.9; against what the vocabulary reached on the training audio, a
+class that no training sound made it say counts for more (train.vocabulary_trust measures it).
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ class Vocabulary:
     veto_heard: float
     heard: np.ndarray  # float32 [T]: each trained label's share of its training clips the vocabulary hears
     veto_reliable: float  # the veto holds back a trained label whose share is at least this
+    ceiling: np.ndarray  # float32 [V] in (0, 1]: each class's most on the training audio (ones: none measured)
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
 
     @classmethod
@@ -122,6 +131,18 @@ class Vocabulary:
             ],
             dtype=np.float32,
         )
+        names = vocabulary.labels
+        ceiling = np.ones(len(names), dtype=np.float32)
+        if spec.get("ceiling") is not None:
+            reached = spec["ceiling"]["scores"]
+            unknown, missing = sorted(set(reached) - set(names)), [n for n in names if n not in reached]
+            if unknown or missing:
+                raise BundleError(
+                    f"bundle {bundle.path}: model.json vocabulary.ceiling does not match labels/{spec['labels']}.npz "
+                    f"(names it lacks: {missing[:3]}, names it does not have: {unknown[:3]}): measure it again with "
+                    f"`semanticac-train vocabulary-trust --bundle {bundle.path} --config RECIPE`"
+                )
+            ceiling = np.array([reached[n] for n in names], dtype=np.float32)
         return cls(
             input=spec["graph"].inputs[0],
             output=spec["graph"].outputs[0],
@@ -136,6 +157,7 @@ class Vocabulary:
             veto_heard=spec["veto_heard"],
             heard=heard,
             veto_reliable=spec["veto_reliable"],
+            ceiling=ceiling,
             source=spec.get("source", ""),
         )
 
@@ -164,7 +186,7 @@ class Vocabulary:
             veto=np.where(novel.any() & named & trusted & ~novel, self.veto_power, 0.0),
             veto_below=self.veto_below,
             veto_heard=self.veto_heard,
-            size=len(self.names),
+            ceiling=self.ceiling.astype(np.float64),
         )
 
 
@@ -177,7 +199,12 @@ class Fusion:
     veto: np.ndarray  # float64 [K]: each trained label's veto power (0: the student alone)
     veto_below: float
     veto_heard: float  # the veto applies in a window where a new label scores at least this
-    size: int  # V
+    ceiling: np.ndarray  # float64 [V]: what each class reached on the training audio (new labels' scores)
+
+    @property
+    def size(self) -> int:
+        """V, the vocabulary's classes."""
+        return len(self.ceiling)
 
     @property
     def identity(self) -> bool:
@@ -185,29 +212,45 @@ class Fusion:
         return not self.novel.any()
 
     def meanings(self, labels: tuple[str, ...], names: tuple[str, ...], k: int = 3) -> dict[str, str]:
-        """What each new label is scored as: label -> "Speech 0.99, Conversation 0.00, ..." (its
-        `k` heaviest vocabulary classes), for the labels no one trained, in the set's order."""
+        """What each new label is scored as: label -> "Frog 0.95 (ceiling 0.12), Croak 0.03, ..."
+        (its `k` heaviest vocabulary classes, with the ceiling of those the training audio left
+        below 0.9), for the labels no one trained, in the set's order."""
+
+        def named(j: int, weight: float) -> str:
+            low = f" (ceiling {self.ceiling[j]:.2f})" if self.ceiling[j] < 0.9 else ""
+            return f"{names[j]} {weight:.2f}{low}"
+
         out = {}
         for i in np.flatnonzero(self.novel):
             weights = self.mapping_t[:, i]
-            out[labels[i]] = ", ".join(f"{names[j]} {weights[j]:.2f}" for j in np.argsort(-weights)[:k])
+            out[labels[i]] = ", ".join(named(j, weights[j]) for j in np.argsort(-weights)[:k])
         return out
 
     def vetoed(self, labels: tuple[str, ...]) -> list[str]:
         """The trained labels the veto may hold back beside a new label, in the set's order."""
         return [label for label, power in zip(labels, self.veto) if power > 0]
 
-    def label_scores(self, vocabulary_scores: np.ndarray) -> np.ndarray:
-        """[N, V] vocabulary probabilities -> [N, K] the vocabulary's score of each label."""
+    def _probabilities(self, vocabulary_scores: np.ndarray) -> np.ndarray:
         p = np.asarray(vocabulary_scores, dtype=np.float64)
         if p.shape[-1] != self.size:
             raise ValueError(f"vocabulary scores of shape {p.shape}: expected [N, {self.size}]")
-        return np.clip(p, 0.0, 1.0) @ self.mapping_t
+        return np.clip(p, 0.0, 1.0)
+
+    def label_scores(self, vocabulary_scores: np.ndarray) -> np.ndarray:
+        """[N, V] vocabulary probabilities -> [N, K] the vocabulary's score of each label (v: what
+        the veto reads)."""
+        return self._probabilities(vocabulary_scores) @ self.mapping_t
+
+    def new_label_scores(self, vocabulary_scores: np.ndarray) -> np.ndarray:
+        """[N, V] vocabulary probabilities -> [N, K] each label's score were it new (n: each class
+        against its ceiling)."""
+        return np.minimum(1.0, self._probabilities(vocabulary_scores) / self.ceiling) @ self.mapping_t
 
     def __call__(self, student: np.ndarray, vocabulary_scores: np.ndarray) -> np.ndarray:
         """[N, K] student scores and [N, V] vocabulary probabilities -> [N, K] fused scores."""
         v = self.label_scores(vocabulary_scores)
+        new = self.new_label_scores(vocabulary_scores)
         student = np.clip(student, 0.0, 1.0)
-        heard = np.where(self.novel, v, 0.0).max(axis=-1, keepdims=True) >= self.veto_heard  # [N, 1]
+        heard = np.where(self.novel, new, 0.0).max(axis=-1, keepdims=True) >= self.veto_heard  # [N, 1]
         trained = student * np.minimum(1.0, v / self.veto_below) ** np.where(heard, self.veto, 0.0)
-        return np.where(self.novel, v, trained)
+        return np.where(self.novel, new, trained)

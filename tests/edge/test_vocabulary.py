@@ -22,10 +22,11 @@ VOCAB = unit(np.eye(4))
 TRAINED = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # the student was trained on dog and siren
 
 
-def vocabulary(power=1.0, below=0.3, heard=0.1, shares=(1.0, 1.0), reliable=0.3):
+def vocabulary(power=1.0, below=0.3, heard=0.1, shares=(1.0, 1.0), reliable=0.3, ceiling=(1.0, 1.0, 1.0, 1.0)):
     return Vocabulary(input="trunk", output="vocabulary", names=NAMES, embeddings=VOCAB, trained=TRAINED, tau=0.05,
                       novelty_cosine=0.9, veto_below=below, veto_power=power, veto_cosine=0.9, veto_heard=heard,
-                      heard=np.array(shares, dtype=np.float32), veto_reliable=reliable)
+                      heard=np.array(shares, dtype=np.float32), veto_reliable=reliable,
+                      ceiling=np.array(ceiling, dtype=np.float32))
 
 
 def test_a_label_no_one_trained_is_scored_by_the_vocabulary_and_a_trained_one_is_held_back():
@@ -70,6 +71,26 @@ def test_a_trained_label_the_vocabulary_does_not_hear_in_its_own_training_clips_
     assert vocabulary().fusion(labels).veto.tolist() == [1.0, 1.0, 0.0]
 
 
+def test_a_new_label_is_scored_against_what_its_class_reached_on_the_training_audio():
+    # the training audio made the vocabulary say "Frog" at most 0.2 and "Speech" 1.0
+    labels = unit([[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])  # dog bark (trained), speech, frog (new)
+    fusion = vocabulary(power=0.0, ceiling=(1.0, 1.0, 1.0, 0.2)).fusion(labels)
+    student = np.array([[0.7, 0.0, 0.0]])  # the student calls the frog the nearest sound it learnt
+    frog = np.array([[0.05, 0.0, 0.0, 0.15]])
+    fused = fusion(student, frog)[0]
+    assert fused.argmax() == 2 and fused[2] == pytest.approx(0.75, abs=0.01)
+    assert fused[0] == pytest.approx(0.7)  # a trained label keeps the student's score
+    assert fusion(student, np.array([[0.0, 0.0, 0.0, 0.5]]))[0][2] == pytest.approx(1.0, abs=0.01)  # no more than 1
+    assert fusion.meanings(("dog_bark", "speech", "frog"), NAMES, k=1) == {"speech": "Speech 1.00",
+                                                                           "frog": "Frog 1.00 (ceiling 0.20)"}
+    # without the ceiling (an older bundle) the frog loses to the student's dog bark
+    plain = vocabulary(power=0.0).fusion(labels)
+    assert plain(student, frog)[0].argmax() == 0
+    # the veto still reads what the vocabulary said: 0.05 of a dog holds the bark back
+    vetoed = vocabulary(power=1.0, ceiling=(1.0, 1.0, 1.0, 0.2)).fusion(labels)(student, frog)[0]
+    assert vetoed[0] == pytest.approx(0.7 * 0.05 / 0.3, rel=0.05)
+
+
 def test_the_scorer_fuses_only_when_given_vocabulary_scores():
     labels = unit([[1, 0, 0, 0], [0, 0, 1, 0]])
     scorer = Scorer(labels, ["dog", "speech"], logit_scale=10.0, kind="sigmoid", logit_bias=-5.0,
@@ -97,6 +118,7 @@ def _meta_with(demo_bundle, vocabulary):
 
 
 GRAPH = {"file": "vocabulary.onnx", "sha256": "0" * 64, "inputs": ["trunk"], "outputs": ["vocabulary"]}
+CEILING = {"quantile": 0.999, "floor": 0.1, "clips": 40, "scores": {"Dog": 1.0, "Frog": 0.1}}
 GOOD = {"graph": GRAPH, "labels": "audioset", "trained": ["urban"], "tau": 0.05, "novelty_cosine": 0.9,
         "veto_below": 0.3, "veto_power": 0.3, "veto_cosine": 0.9, "veto_heard": 0.1}
 
@@ -114,6 +136,11 @@ GOOD = {"graph": GRAPH, "labels": "audioset", "trained": ["urban"], "tau": 0.05,
     ({"graph": {**GRAPH, "file": "../x.onnx"}}, "a relative path inside the bundle"),
     ({"output": "vocabulary", "graph": None}, "semanticac-train split-vocabulary"),
     ({"colour": "red"}, "colour"),
+    ({"ceiling": {**CEILING, "quantile": 0}}, "'quantile' must be a quantile in (0, 1]"),
+    ({"ceiling": {**CEILING, "clips": 0}}, "'clips' must be the number of training clips measured (> 0)"),
+    ({"ceiling": {**CEILING, "scores": {"Dog": 0.05}}}, "'scores' must be a mapping {vocabulary class: score in"),
+    ({"ceiling": {**CEILING, "scores": {}}}, "'scores' must be a mapping"),
+    ({"ceiling": {**CEILING, "mean": 0.5}}, "mean"),
 ])
 def test_model_json_vocabulary_errors_name_the_field(demo_bundle, change, text):
     from edge.bundle import parse_bundle_meta
@@ -121,6 +148,8 @@ def test_model_json_vocabulary_errors_name_the_field(demo_bundle, change, text):
     assert parse_bundle_meta(_meta_with(demo_bundle, GOOD)).vocabulary["tau"] == 0.05
     measured = parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "heard": {"urban": {"siren": 0.9}}})).vocabulary
     assert measured["heard"] == {"urban": {"siren": 0.9}} and measured["veto_reliable"] == 0.0
+    assert measured["ceiling"] is None
+    assert parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "ceiling": CEILING})).vocabulary["ceiling"] == CEILING
     with pytest.raises(BundleError) as info:
         parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, **change}))
     assert "vocabulary" in str(info.value) and text in str(info.value)
@@ -135,6 +164,20 @@ def test_a_bundle_whose_vocabulary_file_is_missing_names_it(demo_bundle, tmp_pat
     shutil.copytree(demo_bundle.path, copy)
     (copy / "model.json").write_text(json.dumps(_meta_with(demo_bundle, {**GOOD, "labels": "nowhere"})))
     with pytest.raises(BundleError, match=r"labels/nowhere\.npz"):
+        Vocabulary.from_bundle(read_bundle(copy, verify=False))
+
+
+def test_a_ceiling_that_does_not_name_the_vocabulary_s_classes_is_refused(demo_bundle, tmp_path):
+    import shutil
+
+    from edge.bundle import read_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle.path, copy)
+    data = json.loads((copy / "model.json").read_text())
+    data["vocabulary"]["ceiling"] = CEILING  # two names, of AudioSet's 521
+    (copy / "model.json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=r"vocabulary.ceiling does not match labels/audioset\.npz.*vocabulary-trust"):
         Vocabulary.from_bundle(read_bundle(copy, verify=False))
 
 
@@ -154,6 +197,8 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     assert "vocabulary vocabulary.onnx ['trunk'] -> 521 named classes" in result.output
     new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
     assert len(new) == 1 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
+    # the shipped bundle's training audio rarely made the vocabulary say "Conversation": its ceiling is shown
+    assert "(ceiling 0." in new[0] and "  (ceiling: the most the training audio made" in result.output
     # the demo bundle's vocabulary hears sirens in 90 % of their training clips: the veto applies to it
     assert "held back unless the vocabulary hears them too: siren" in result.output
 
