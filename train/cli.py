@@ -8,6 +8,7 @@ import click
 
 from edge import __version__
 from edge.cli import setup_logging
+from train.vocabulary_trust import CEILING
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -135,22 +136,34 @@ def split_vocabulary(bundle_path, shared):
                    "Default: 0.3.")
 @click.option("--veto-power", type=click.FloatRange(0), default=None,
               help="Set the veto's power too (0: off). Default: keep the bundle's.")
+@click.option("--ceiling-quantile", type=click.FloatRange(0, 1, min_open=True), default=CEILING["quantile"],
+              show_default=True, help="The quantile of each vocabulary class's scores on the training clips that a "
+                                      "new label is scored against.")
+@click.option("--ceiling-floor", type=click.FloatRange(0, 1, min_open=True), default=CEILING["floor"],
+              show_default=True, help="The lowest ceiling: a new label counts at most 1/floor times its score.")
 @domain_errors
-def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power):
-    """Record, in place, where a bundle's vocabulary can veto: the share of each trained label's own
-    training clips whose vocabulary score reaches veto_below (model.json vocabulary.heard).
+def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_quantile, ceiling_floor):
+    """Record, in place, what a bundle's vocabulary does on the audio the student was trained on
+    (one pass over the recipe's training clips, as the device computes it):
 
-    The veto (edge.vocabulary) holds a trained label back, beside a new label that is heard, where
-    the vocabulary does not hear it. It applies only to labels whose share is at least
-    --veto-reliable: the vocabulary's silence about a sound it never hears means nothing.
+    \b
+    - where it can veto: the share of each trained label's own training clips whose vocabulary score
+      reaches veto_below (model.json vocabulary.heard). The veto (edge.vocabulary) holds a trained
+      label back, beside a new label that is heard, where the vocabulary does not hear it; only
+      labels whose share is at least --veto-reliable: its silence about a sound it never hears
+      means nothing;
+    - its ceiling (model.json vocabulary.ceiling): what each vocabulary class scored on those clips,
+      which a new label's score is measured against.
     """
     from train.recipe import load_train_config
-    from train.vocabulary_trust import trust_vocabulary
+    from train.vocabulary_trust import ceiling_summary, trust_vocabulary
 
-    heard = trust_vocabulary(bundle_path, load_train_config(recipe).datasets, veto_reliable, veto_power)
+    heard, ceiling = trust_vocabulary(bundle_path, load_train_config(recipe).datasets, veto_reliable, veto_power,
+                                      ceiling_quantile, ceiling_floor)
     for set_name, shares in heard.items():
         click.echo(f"{set_name}: " + ", ".join(f"{label} {share:.2f}" for label, share in
                                                sorted(shares.items(), key=lambda item: item[1])))
+    click.echo(f"ceiling over {ceiling['clips']} clips: {ceiling_summary(ceiling)}")
 
 
 @main.command("check-weights")

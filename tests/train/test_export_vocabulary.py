@@ -211,7 +211,13 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
     assert sorted(shares) == sorted(urban.names) and all(0 <= s <= 1 for s in shares.values())
     assert bundle.meta.vocabulary["veto_power"] == 0.5 and bundle.meta.vocabulary["veto_reliable"] == 0.3
     assert shares["siren"] >= 0.5  # YAMNet's AudioSet head hears sirens
+    ceiling = bundle.meta.vocabulary["ceiling"]
+    assert ceiling["clips"] == 60 and (ceiling["quantile"], ceiling["floor"]) == (0.999, 0.1)
+    assert "ceiling over 60 clips: " in result.output
     vocabulary = Vocabulary.from_bundle(bundle)
+    reached = dict(zip(vocabulary.names, vocabulary.ceiling))
+    assert len(reached) == 521 and all(0.1 <= x <= 1 for x in reached.values())
+    assert reached["Siren"] >= 0.5 and min(reached.values()) == pytest.approx(0.1)  # some class no clip says
     with_frog = dataclasses.replace(urban, name="urban+frog",
                                     labels=(*urban.labels, Label("frog", ("an audio clip of frog",), 0.5)))
     fusion = vocabulary.fusion(label_embeddings_for(bundle, with_frog).embeddings)
@@ -219,6 +225,7 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
     named = fusion.veto[:-1] > 0
     assert not (named & ~trusted).any() and fusion.veto[-1] == 0
     assert named[urban.names.index("siren")]
+    np.testing.assert_allclose(fusion.ceiling, vocabulary.ceiling, rtol=1e-6)  # a new label is scored against it
 
 
 def test_an_export_whose_training_clips_are_elsewhere_switches_the_veto_off(vocab_bundle, tmp_path, caplog):
@@ -234,5 +241,5 @@ def test_an_export_whose_training_clips_are_elsewhere_switches_the_veto_off(voca
     recipe = {"model": "yamnet", "data": [{"kind": "us8k", "root": str(tmp_path / "gone")}], "labels": ["urban"]}
     assert trust_exported(copy, recipe) is None
     vocabulary = read_bundle(copy, verify=True).meta.vocabulary
-    assert vocabulary["veto_power"] == 0.0 and vocabulary["heard"] is None
+    assert vocabulary["veto_power"] == 0.0 and vocabulary["heard"] is None and vocabulary["ceiling"] is None
     assert "vocabulary-trust" in caplog.text and str(tmp_path / "gone") in caplog.text
