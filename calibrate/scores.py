@@ -92,10 +92,11 @@ def embed_clips(
 
     def run() -> None:
         if batch:
-            outputs = backend.run({backend.input_names[0]: np.stack([mel for mel, _, _ in batch])[:, None]})
+            feed = {backend.input_names[0]: np.stack([mel for mel, _, _ in batch])[:, None]}
+            outputs = backend.run(feed)
             rows.append(outputs[backend.output_names[0]])
             if vocabulary is not None:
-                vocabulary_rows.append(vocabulary(outputs))
+                vocabulary_rows.append(vocabulary({**feed, **outputs}))
             targets.extend(t for _, t, _ in batch)
             paths.extend(p for _, _, p in batch)
             batch.clear()

@@ -201,9 +201,10 @@ def _vocabulary(meta: Fields) -> dict | None:
         "trained": list(spec.names("trained", "the bundle's label sets the student was trained on")),
         "source": spec.get("source", str, "what the vocabulary is", default=""),
     }
-    audio_outputs = meta.data["audio"].get("outputs", ())
-    if len(graph.inputs) != 1 or graph.inputs[0] not in audio_outputs:
-        allowed = f"one of the audio graph outputs {list(audio_outputs)}"
+    # what the audio graph gives it: one of its outputs (a map it shares), or its own input (the window)
+    audio_tensors = [*meta.data["audio"].get("outputs", ()), *meta.data["audio"].get("inputs", ())]
+    if len(graph.inputs) != 1 or graph.inputs[0] not in audio_tensors:
+        allowed = f"one of the audio graph's outputs or inputs {audio_tensors}"
         raise spec.fail(f"field 'graph' inputs {must_be(allowed, list(graph.inputs))}")
     if len(graph.outputs) != 1:
         raise spec.fail(f"field 'graph' outputs {must_be('one output (the vocabulary scores)', list(graph.outputs))}")

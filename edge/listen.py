@@ -425,8 +425,8 @@ class Listener:
         max_silence: float | None = None,
         vocabulary: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
     ):
-        """`vocabulary`: the audio graph's outputs -> the vocabulary graph's [N, V] scores, for a
-        scorer that fuses them (edge.vocabulary); None: the student's scores alone."""
+        """`vocabulary`: the audio graph's inputs and outputs -> the vocabulary graph's [N, V]
+        scores, for a scorer that fuses them (edge.vocabulary); None: the student's scores alone."""
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch} must be at least 1")
         self.min_level = min_level  # dBFS: a quieter window is gated (digital silence always is)
@@ -651,10 +651,13 @@ class Listener:
 
     def _infer(self, windows: list[tuple[int, np.ndarray, int]]) -> None:
         batch = np.stack([tile_frames(frames, self.windowing.model_frames) for _, frames, _ in windows])[:, None]
-        outputs = self.backend.run({self.backend.input_names[0]: batch})
-        # [N, K]; for a set with new labels the vocabulary graph's [N, V] scores are fused in
+        feed = {self.backend.input_names[0]: batch}
+        outputs = self.backend.run(feed)
+        # [N, K]; for a set with new labels the vocabulary graph's [N, V] scores (of the window, or
+        # of a map the audio graph gave) are fused in
         scores = self.scorer(
-            outputs[self.backend.output_names[0]], None if self._vocabulary is None else self._vocabulary(outputs)
+            outputs[self.backend.output_names[0]],
+            None if self._vocabulary is None else self._vocabulary({**feed, **outputs}),
         )
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
         for (k, frames, count), p in zip(windows, scores):

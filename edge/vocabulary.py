@@ -1,14 +1,15 @@
 """The vocabulary branch: scores for labels no one trained, and a check on the ones trained.
 
-A bundle whose model.json has `vocabulary` has a second audio graph (vocabulary.onnx): from a
-trunk map the audio graph also outputs, the probability of each class of a fixed vocabulary of
-named sounds for each window (the demo bundle: YAMNet's own layers 9-14 and AudioSet head, 521
-classes, on the first 8 trunk layers it shares with the student). It costs about a third of
-the audio graph again, so it runs only for a label set that needs it (one with a new label:
-`Scorer.fusion` is not None); a set of trained labels costs what the student costs and scores
-what the student scores. Its class names' text embeddings ship in the bundle
-(labels/<vocabulary.labels>.npz), as do those of the labels the student was trained on
-(labels/<name>.npz for each of `vocabulary.trained`).
+A bundle whose model.json has `vocabulary` has a second audio graph (vocabulary.onnx): from the
+window the audio graph takes (or a trunk map it also outputs), the probability of each class of a
+fixed vocabulary of named sounds for each window (the demo bundle: YAMNet itself, its 14 layers
+and AudioSet head, 521 classes, on the window's 0.96 s patches as it was trained; earlier
+bundles: YAMNet's layers 9-14 on the first 8 trunk layers it shared with the student). It costs
+2.4-3.5 times the audio graph (the earlier kind: a third), so it runs only for a label set that
+needs it (one with a new label: `Scorer.fusion` is not None); a set of trained labels costs what
+the student costs and scores what the student scores. Its class names' text embeddings ship in
+the bundle (labels/<vocabulary.labels>.npz), as do those of the labels the student was trained
+on (labels/<name>.npz for each of `vocabulary.trained`).
 
 For one label set, once (STYLE lesson 3):
 
@@ -48,7 +49,8 @@ per window, given the student's per-label score s [K] and the vocabulary's p [V]
                                                     label of a set without new labels
 
 So a label added by YAML ("speech", "frog") is scored by a head trained on 521 named classes,
-and a set of trained labels only is scored exactly as before. The ceiling puts a new label on the
+and a set of trained labels only is scored exactly as before. The ceiling (optional; the demo
+bundle has none: with YAMNet on patches it costs more than it gains) puts a new label on the
 student's footing: AudioSet's rarer classes rarely reach high probabilities (a frog's clip may
 score "Frog" 0.2 and "Animal" 0.6), while a student trained to 1 on its labels scores the sound
 nearest one it learnt at 0.6-0.9; against what the vocabulary reached on the training audio, a
@@ -74,7 +76,7 @@ class Vocabulary:
     """A bundle's vocabulary branch: its class names and their embeddings, the trained labels'
     embeddings, and the fusion's constants (model.json `vocabulary`)."""
 
-    input: str  # the audio graph's output the vocabulary graph reads (its trunk map)
+    input: str  # what of the audio graph's the vocabulary graph reads: its trunk map, or its input (the window)
     output: str  # the vocabulary graph's output: [N, V] scores
     names: tuple[str, ...]
     embeddings: np.ndarray  # float32 [V, C], unit rows
@@ -161,10 +163,11 @@ class Vocabulary:
             source=spec.get("source", ""),
         )
 
-    def scores(self, graph, audio_outputs) -> np.ndarray:
+    def scores(self, graph, audio) -> np.ndarray:
         """[N, V] vocabulary scores: the vocabulary graph's backend (`select_backend(bundle,
-        graph="vocabulary")`) run on what the audio graph gave (`audio_outputs`, by name)."""
-        return graph.run({self.input: audio_outputs[self.input]})[self.output]
+        graph="vocabulary")`) run on what the audio graph took and gave (`audio`: its inputs and
+        outputs by name; the graph reads one of them, model.json vocabulary.graph.inputs)."""
+        return graph.run({self.input: audio[self.input]})[self.output]
 
     def fusion(self, label_matrix: np.ndarray) -> Fusion:
         """The fusion for one label set's [K, C] embeddings (computed once per set)."""

@@ -66,8 +66,8 @@ class GraphSpec:
 def graph_spec(bundle: Bundle, graph: str = "audio") -> GraphSpec:
     """The audio graph: one float32 input [B, 1, frames, n_mels]; the text graph: integer ids
     [B, L] per input name; both give float32 [B, embedding_dim] outputs (the audio graph of a
-    bundle with a vocabulary also the map the vocabulary graph reads, of the graph's own shape);
-    the vocabulary graph: that map -> float32 [B, V]."""
+    bundle with a vocabulary also a map, of the graph's own shape); the vocabulary graph: that map,
+    or the audio graph's input, -> float32 [B, V]."""
     meta = bundle.meta
     c = meta.embedding_dim
     branch = None if meta.vocabulary is None else meta.vocabulary["graph"]
@@ -81,9 +81,10 @@ def graph_spec(bundle: Bundle, graph: str = "audio") -> GraphSpec:
         inputs: tuple[TensorSpec, ...] = (
             TensorSpec(meta.audio.inputs[0], np.dtype(np.float32), (None, 1, f.frames, f.n_mels)),
         )
-        trunk = branch.inputs if branch is not None else ()
+        # the first output is the embedding; any other is a map (a vocabulary graph may read it), of its own shape
         outputs = tuple(
-            TensorSpec(name, np.dtype(np.float32), None if name in trunk else (None, c)) for name in meta.audio.outputs
+            TensorSpec(name, np.dtype(np.float32), (None, c) if i == 0 else None)
+            for i, name in enumerate(meta.audio.outputs)
         )
         return GraphSpec("audio", bundle.audio_path, inputs, outputs)
     if graph == "vocabulary":

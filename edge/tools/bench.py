@@ -239,7 +239,8 @@ def time_vocabulary(bundle: Bundle, frames: np.ndarray, model_frames: int, threa
     if bundle.meta.vocabulary is None:
         return None
     with select_backend(bundle, "onnxruntime", threads=threads) as audio:
-        outputs = audio.run({audio.input_names[0]: tile_frames(frames, model_frames)[None, None]})
+        window = {audio.input_names[0]: tile_frames(frames, model_frames)[None, None]}
+        outputs = {**window, **audio.run(window)}
     with select_backend(bundle, graph="vocabulary", threads=threads) as graph:
         feed = {name: outputs[name] for name in graph.input_names}
         lat = np.array(time_runs(lambda: graph.run(feed), seconds))

@@ -40,6 +40,12 @@ def test_file_round_trip_without_pickle(tmp_path):
     assert back.model_id == "m1" and back.labels_sha256 == SET.sha256
     np.testing.assert_array_equal(back.embeddings, emb.embeddings)
     assert [p.name for p in path.parent.iterdir()] == ["pets.npz"]
+    # a large vocabulary's names at half the bytes: read back as float32, within float16's rounding
+    half = LabelEmbeddings.load(emb.save(tmp_path / "half.npz", half=True))
+    assert half.embeddings.dtype == np.float32 and half.labels == emb.labels
+    np.testing.assert_allclose(half.embeddings, emb.embeddings, atol=1e-3)
+    with np.load(tmp_path / "half.npz") as data:
+        assert data["embeddings"].dtype == np.float16
 
 
 def test_corrupt_and_incomplete_files(tmp_path):
