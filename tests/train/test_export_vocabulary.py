@@ -203,7 +203,7 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
                       "labels: urban\n")
     assert vocab_bundle.meta.vocabulary["veto_power"] == 0.0  # exported without training clips: off
     result = CliRunner().invoke(main, ["vocabulary-trust", "--bundle", str(copy), "--config", str(recipe),
-                                       "--veto-power", "0.5"])
+                                       "--veto-power", "0.5", "--ceiling-floor", "0.1"])
     assert result.exit_code == 0, result.output
     bundle = read_bundle(copy, verify=True)  # the graphs are untouched
     shares = bundle.meta.vocabulary["heard"]["urban"]
@@ -243,3 +243,80 @@ def test_an_export_whose_training_clips_are_elsewhere_switches_the_veto_off(voca
     vocabulary = read_bundle(copy, verify=True).meta.vocabulary
     assert vocabulary["veto_power"] == 0.0 and vocabulary["heard"] is None and vocabulary["ceiling"] is None
     assert "vocabulary-trust" in caplog.text and str(tmp_path / "gone") in caplog.text
+
+
+def test_the_vocabulary_graph_becomes_yamnet_on_the_window_s_patches(vocab_bundle, data_dir, tmp_path):
+    """`vocabulary-patches`: vocabulary.onnx reads the audio graph's input and is YAMNet on its
+    0.96 s patches (ONNX Runtime equals torch's VocabularyPatches); model.onnx and the trained
+    labels stay; what was measured on the old graph is dropped, and --config measures it again."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edge.backends import select_backend
+    from edge.bundle import read_bundle
+    from edge.features import log_mel, tile_frames
+    from edge.labels.embeddings import LabelEmbeddings, label_embeddings_for
+    from edge.labels.labelset import Label, resolve_label_set
+    from edge.scoring import Scorer
+    from edge.vocabulary import Vocabulary
+    from train.cli import main
+    from train.export import PATCHES_SOURCE
+    from train.model.yamnet import vocabulary_patches
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(vocab_bundle.path, copy)
+    result = CliRunner().invoke(main, ["vocabulary-patches", "--bundle", str(copy)])
+    assert result.exit_code == 0, result.output
+    bundle = read_bundle(copy, verify=True)
+    spec = bundle.meta.vocabulary
+    assert spec["graph"].inputs == ("mel",) and spec["source"] == PATCHES_SOURCE
+    assert spec["heard"] is None and spec["ceiling"] is None and spec["veto_power"] == 0.0
+    assert (copy / "model.onnx").read_bytes() == (vocab_bundle.path / "model.onnx").read_bytes()
+    with np.load(copy / "labels" / "audioset.npz") as data:  # the 521 names at half the bytes
+        assert data["embeddings"].dtype == np.float16
+    assert LabelEmbeddings.load(copy / "labels" / "urban.npz").embeddings.dtype == np.float32
+    mel = tile_frames(log_mel(speech(), bundle.meta.frontend), bundle.meta.frontend.frames)[None, None]
+    vocabulary = Vocabulary.from_bundle(bundle)
+    with select_backend(bundle, "onnxruntime", threads=1) as backend, \
+            select_backend(bundle, graph="vocabulary", threads=1) as graph:
+        out = {"mel": mel, **backend.run({"mel": mel})}
+        voc = vocabulary.scores(graph, out)
+    with torch.no_grad():
+        want = vocabulary_patches(bundle.meta.frontend.frames)(torch.from_numpy(mel)).numpy()
+    np.testing.assert_allclose(voc, want, atol=1e-4)
+    assert vocabulary.names[int(voc[0].argmax())] in {"Speech", "Male speech, man speaking", "Narration, monologue"}
+    urban = resolve_label_set("urban")
+    with_speech = dataclasses.replace(urban, name="urban+speech",
+                                      labels=(*urban.labels, Label("speech", ("an audio clip of speech",), 0.5)))
+    scorer = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, with_speech), with_speech, vocabulary)
+    assert scorer.labels[int(scorer(out["embedding"], voc)[0].argmax())] == "speech"
+    # measured again on training clips
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: yamnet\ndata: {{kind: us8k, root: {data_dir / 'us8k'}, max_per_class: 3}}\n"
+                      "labels: urban\n")
+    result = CliRunner().invoke(main, ["vocabulary-patches", "--bundle", str(copy), "--config", str(recipe),
+                                       "--veto-power", "0.3"])
+    assert result.exit_code == 0, result.output
+    assert "trained labels the vocabulary hears in at least 30% of their training clips: urban" in result.output
+    spec = read_bundle(copy, verify=True).meta.vocabulary
+    assert spec["veto_power"] == 0.3 and spec["heard"]["urban"]["siren"] >= 0.5
+    assert spec["ceiling"] is None  # by default none: with YAMNet on patches it costs more than it gains
+
+
+def test_vocabulary_patches_needs_a_vocabulary_graph(tmp_path, demo_bundle):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from train.cli import main
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle.path, copy)
+    data = json.loads((copy / "model.json").read_text())
+    del data["vocabulary"]
+    (copy / "model.json").write_text(json.dumps(data))
+    result = CliRunner().invoke(main, ["vocabulary-patches", "--bundle", str(copy)])
+    assert result.exit_code != 0 and "has no vocabulary graph to replace" in result.output
+    assert "--vocabulary-shared" in result.output

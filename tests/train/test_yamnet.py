@@ -392,3 +392,29 @@ def test_onnx_export_is_tensorrt_friendly_with_a_dynamic_batch(tmp_path, onnx_pa
     with torch.no_grad():
         want = model(other).numpy()
     assert got.shape == (3, 1024, 32, 2) and np.abs(got - want).max() <= 1e-4
+
+
+def test_vocabulary_patches_scores_each_0_96_s_patch_as_yamnet_and_keeps_the_best(onnx_path, teacher):
+    """The window is cut as YAMNet cuts a clip (96 frames every 48, the last one padded with
+    silence), each patch scored alone by all 14 layers and the head, and a class scores its best
+    patch: a tone in the window's last second only is heard from its patch, not diluted."""
+    from train.model.yamnet import vocabulary_patches
+
+    module = vocabulary_patches(501, weights=onnx_path)
+    assert module.patches == 10  # 0..480 every 48, the last one padded
+    rng = np.random.default_rng(1)
+    mel = rng.uniform(math.log(0.001), 2.0, (2, 1, 501, 64)).astype(np.float32)
+    padded = np.concatenate([mel, np.full((2, 1, 48 * 9 + 96 - 501, 64), math.log(0.001), np.float32)], axis=2)
+    with torch.no_grad():
+        got = module(torch.from_numpy(mel)).numpy()
+        each = torch.sigmoid(teacher.forward_patch(torch.from_numpy(
+            np.concatenate([padded[:, :, 48 * i: 48 * i + 96] for i in range(10)])))).numpy()  # [10 * 2, 521]
+    want = each.reshape(10, 2, NUM_CLASSES).max(axis=0)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # one patch's change moves the window's score only through that patch
+    quiet = np.full((1, 1, 501, 64), math.log(0.001), np.float32)
+    loud = quiet.copy()
+    loud[0, 0, 430:, 20:30] = 3.0
+    with torch.no_grad():
+        a, b = module(torch.from_numpy(quiet)).numpy()[0], module(torch.from_numpy(loud)).numpy()[0]
+    assert np.abs(a - b).max() > 0.05

