@@ -148,11 +148,13 @@ def vocabulary_patches(bundle_path, recipe, veto_power):
 
     folder = patch_vocabulary(bundle_path)
     click.echo(f"bundle {folder}: vocabulary.onnx is now YAMNet on 0.96 s patches of the window")
-    if recipe:
+    if not recipe:
+        click.echo(f"the veto is off until `semanticac-train vocabulary-trust --bundle {folder} --config RECIPE "
+                   "--veto-power A` measures where the new graph can be trusted")
+    else:
+        from edge.bundle import read_bundle
         from train.recipe import load_train_config
         from train.vocabulary_trust import trust_vocabulary
-
-        from edge.bundle import read_bundle
 
         heard, _ = trust_vocabulary(folder, load_train_config(recipe).datasets, None,
                                     0.0 if veto_power is None else veto_power)
