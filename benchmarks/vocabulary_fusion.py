@@ -49,7 +49,7 @@ DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
 def scores(bundle, vocabulary, label_set, variant, emb, voc) -> np.ndarray:
     power, trust, ceiling = variant
     fused = dataclasses.replace(vocabulary, veto_power=power, veto_reliable=trust,
-                                ceiling=vocabulary.ceiling if ceiling else np.ones_like(vocabulary.ceiling))
+                                ceiling=vocabulary.ceiling if ceiling else None)
     embeddings = label_embeddings_for(bundle, label_set)
     return Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=fused)(emb, voc)
 

@@ -213,7 +213,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             meanings = fusion.meanings(emb.labels, vocabulary.names)
             for label, meaning in meanings.items():
                 click.echo(f"  new: {label} (no one trained it): scored as {meaning}")
-            if meanings and "(ceiling " in " ".join(meanings.values()):
+            if meanings and fusion.ceiling is not None:
                 click.echo(
                     "  (ceiling: the most the training audio made the vocabulary say that class; a new label's "
                     "score counts each class against it, at most 1. Fit new labels' thresholds on the site's own "

@@ -89,7 +89,7 @@ class Vocabulary:
     veto_heard: float
     heard: np.ndarray  # float32 [T]: each trained label's share of its training clips the vocabulary hears
     veto_reliable: float  # the veto holds back a trained label whose share is at least this
-    ceiling: np.ndarray  # float32 [V] in (0, 1]: each class's most on the training audio (ones: none measured)
+    ceiling: np.ndarray | None = None  # float32 [V] in (0, 1]: each class's most on the training audio (None: none)
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
 
     @classmethod
@@ -134,7 +134,7 @@ class Vocabulary:
             dtype=np.float32,
         )
         names = vocabulary.labels
-        ceiling = np.ones(len(names), dtype=np.float32)
+        ceiling = None
         if spec.get("ceiling") is not None:
             reached = spec["ceiling"]["scores"]
             unknown, missing = sorted(set(reached) - set(names)), [n for n in names if n not in reached]
@@ -189,7 +189,7 @@ class Vocabulary:
             veto=np.where(novel.any() & named & trusted & ~novel, self.veto_power, 0.0),
             veto_below=self.veto_below,
             veto_heard=self.veto_heard,
-            ceiling=self.ceiling.astype(np.float64),
+            ceiling=None if self.ceiling is None else self.ceiling.astype(np.float64),
         )
 
 
@@ -202,12 +202,12 @@ class Fusion:
     veto: np.ndarray  # float64 [K]: each trained label's veto power (0: the student alone)
     veto_below: float
     veto_heard: float  # the veto applies in a window where a new label scores at least this
-    ceiling: np.ndarray  # float64 [V]: what each class reached on the training audio (new labels' scores)
+    ceiling: np.ndarray | None  # float64 [V]: what each class reached on the training audio (None: none)
 
     @property
     def size(self) -> int:
         """V, the vocabulary's classes."""
-        return len(self.ceiling)
+        return self.mapping_t.shape[0]
 
     @property
     def identity(self) -> bool:
@@ -220,7 +220,7 @@ class Fusion:
         below 0.9), for the labels no one trained, in the set's order."""
 
         def named(j: int, weight: float) -> str:
-            low = f" (ceiling {self.ceiling[j]:.2f})" if self.ceiling[j] < 0.9 else ""
+            low = f" (ceiling {self.ceiling[j]:.2f})" if self.ceiling is not None and self.ceiling[j] < 0.9 else ""
             return f"{names[j]} {weight:.2f}{low}"
 
         out = {}
@@ -246,13 +246,17 @@ class Fusion:
 
     def new_label_scores(self, vocabulary_scores: np.ndarray) -> np.ndarray:
         """[N, V] vocabulary probabilities -> [N, K] each label's score were it new (n: each class
-        against its ceiling)."""
-        return np.minimum(1.0, self._probabilities(vocabulary_scores) / self.ceiling) @ self.mapping_t
+        against its ceiling; v without one)."""
+        return self._new(self._probabilities(vocabulary_scores))
+
+    def _new(self, p: np.ndarray) -> np.ndarray:
+        return (p if self.ceiling is None else np.minimum(1.0, p / self.ceiling)) @ self.mapping_t
 
     def __call__(self, student: np.ndarray, vocabulary_scores: np.ndarray) -> np.ndarray:
         """[N, K] student scores and [N, V] vocabulary probabilities -> [N, K] fused scores."""
-        v = self.label_scores(vocabulary_scores)
-        new = self.new_label_scores(vocabulary_scores)
+        p = self._probabilities(vocabulary_scores)
+        v = p @ self.mapping_t
+        new = v if self.ceiling is None else self._new(p)  # the same without a ceiling: one product per window
         student = np.clip(student, 0.0, 1.0)
         heard = np.where(self.novel, new, 0.0).max(axis=-1, keepdims=True) >= self.veto_heard  # [N, 1]
         trained = student * np.minimum(1.0, v / self.veto_below) ** np.where(heard, self.veto, 0.0)

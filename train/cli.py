@@ -130,8 +130,8 @@ def split_vocabulary(bundle_path, shared):
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
               help="A bundle with a vocabulary graph (model.json vocabulary.graph).")
 @click.option("--config", "recipe", default=None,
-              help="The recipe the bundle was trained with: measure the veto's trust and the ceiling on its "
-                   "training clips right after (as `vocabulary-trust`). Without it both wait for that command.")
+              help="The recipe the bundle was trained with: measure the veto's trust on its training clips "
+                   "right after (as `vocabulary-trust`). Without it the veto waits for that command.")
 @click.option("--veto-power", type=click.FloatRange(0), default=None,
               help="With --config: the veto's power (0: off). Default: off.")
 @domain_errors

@@ -236,7 +236,7 @@ class VocabularyPatches(nn.Module):
     def forward(self, mel):
         b, _, t, f = mel.shape
         covered = PATCH_HOP_FRAMES * (self.patches - 1) + PATCH_FRAMES
-        mel = F.pad(mel, (0, 0, 0, covered - self.num_frames), value=self.pad_value) if covered > t else mel
+        mel = F.pad(mel, (0, 0, 0, covered - t), value=self.pad_value) if covered > t else mel
         patches = torch.stack([mel[:, 0, i * PATCH_HOP_FRAMES: i * PATCH_HOP_FRAMES + PATCH_FRAMES]
                                for i in range(self.patches)], dim=1)  # [B, P, 96, F]
         features = self.trunk(patches.reshape(-1, 1, PATCH_FRAMES, f)).mean(dim=(2, 3))  # [B * P, 1024]
