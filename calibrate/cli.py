@@ -372,7 +372,7 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     with contextlib.ExitStack() as stack:
         backend = stack.enter_context(select_backend(bundle_, backend_choice, threads=threads))
         branch = None
-        # listen runs the vocabulary graph only for a set with a new label: so do these figures
+        # listen runs the vocabulary graph only where it changes a score (a new label, a head): so do these
         if vocabulary is not None and not vocabulary.fusion(embeddings.embeddings).identity:
             graph = stack.enter_context(select_backend(bundle_, graph="vocabulary", threads=threads))
             branch = partial(vocabulary.scores, graph)

@@ -342,16 +342,19 @@ def fit_scores(
 ) -> ScoreReport:
     """Fit T and b on `clipset`; before = the label set's own calibration, after = the fit,
     both scored by edge's Scorer as `listen` builds it (with the bundle's vocabulary branch:
-    T and b act on the student's logits, so a label no one trained keeps the vocabulary's
-    score, and the figures are the scores the device reports)."""
+    T and b act on the student's logits, its head's mixed in, so a label no one trained keeps
+    the vocabulary's score, and the figures are the scores the device reports)."""
     if not (math.isfinite(bias_l2) and bias_l2 >= 0):
         raise CalibrationError(f"--bias-l2 {bias_l2!r} is not allowed: use a finite number >= 0")
-    raw = Scorer.for_bundle(bundle.meta, label_embeddings)  # T = 1, b = 0: the model's own logits
+    vocabulary = Vocabulary.from_bundle(bundle) if clipset.vocabulary is not None else None
+    # T = 1, b = 0: the model's own logits (the vocabulary head's mixed in, where the bundle has one)
+    raw = Scorer.for_bundle(bundle.meta, label_embeddings, vocabulary=vocabulary)
     kind = raw.kind
     y = clipset.targets
-    fit = fit_calibration(raw.logits(clipset.embeddings), y, kind, fit_bias=fit_bias, bias_l2=bias_l2)
+    fit = fit_calibration(
+        raw.logits(clipset.embeddings, clipset.vocabulary), y, kind, fit_bias=fit_bias, bias_l2=bias_l2
+    )
     site = calibrated(label_set, fit.temperature, fit.biases)
-    vocabulary = Vocabulary.from_bundle(bundle) if clipset.vocabulary is not None else None
     before = Scorer.for_bundle(bundle.meta, label_embeddings, label_set, vocabulary)(
         clipset.embeddings, clipset.vocabulary
     )

@@ -3,9 +3,11 @@
     bundle/
       model.json          this module's `BundleMeta` (below)
       model.onnx          audio encoder + CSCM: `mel` float32 [B, 1, T, F] -> `embedding` [B, C]
-      vocabulary.onnx     the vocabulary branch (optional; edge.vocabulary): the trunk map model.onnx
-                          also outputs -> scores of a fixed vocabulary [B, V], run only for a label
-                          set that needs it
+      vocabulary.onnx     the vocabulary branch (optional; edge.vocabulary): the window model.onnx
+                          reads (or a map it also outputs) -> scores of a fixed vocabulary [B, V]
+                          (and features [B, F] for the head), run only for a label set that needs it
+      head.npz            the vocabulary's head (optional): the trained labels' logits from those
+                          features, mixed with the student's
       text.onnx           the text tower: token ids -> embedding [B, C] (optional)
       tokenizer/          what turns prompts into ids for text.onnx
       labels/<name>.npz   precomputed label embeddings (edge.labels.embeddings)
@@ -78,7 +80,7 @@ class BundleMeta:
         if data["vocabulary"] is None:  # absent: a bundle without one stays readable by older readers
             del data["vocabulary"]
         else:
-            for name in ("heard", "ceiling"):  # unmeasured: absent, as older readers expect
+            for name in ("heard", "ceiling", "head"):  # unmeasured or unfitted: absent, as older readers expect
                 if data["vocabulary"].get(name, ()) is None:
                     del data["vocabulary"][name]
         return data
@@ -91,15 +93,21 @@ class BundleMeta:
 TOWER_FIELDS = ("file", "sha256", "inputs", "outputs")
 
 
-def _tower(meta: Fields, name: str) -> Tower:
-    spec = meta.nested(name, "a mapping {file, sha256, inputs, outputs}")
-    spec.unknown(TOWER_FIELDS)
+def _file_and_hash(spec: Fields) -> tuple[str, str]:
+    """A bundle file's `file` (relative, inside the bundle) and `sha256` fields."""
     file = spec.text("file", "a file name inside the bundle")
     if os.path.isabs(file) or ".." in Path(file).parts:
         raise spec.fail(f"field 'file' {must_be('a relative path inside the bundle', file)}")
     sha = spec.get("sha256", str, "the file's SHA-256 in hex")
     if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise spec.fail(f"field 'sha256' {must_be('a 64-digit lowercase hex SHA-256', sha)}")
+    return file, sha
+
+
+def _tower(meta: Fields, name: str) -> Tower:
+    spec = meta.nested(name, "a mapping {file, sha256, inputs, outputs}")
+    spec.unknown(TOWER_FIELDS)
+    file, sha = _file_and_hash(spec)
     return Tower(
         file=file,
         sha256=sha,
@@ -174,6 +182,7 @@ VOCABULARY_FIELDS = (
     "heard",
     "ceiling",
     "source",
+    "head",
 )
 
 
@@ -206,8 +215,9 @@ def _vocabulary(meta: Fields) -> dict | None:
     if len(graph.inputs) != 1 or graph.inputs[0] not in audio_tensors:
         allowed = f"one of the audio graph's outputs or inputs {audio_tensors}"
         raise spec.fail(f"field 'graph' inputs {must_be(allowed, list(graph.inputs))}")
-    if len(graph.outputs) != 1:
-        raise spec.fail(f"field 'graph' outputs {must_be('one output (the vocabulary scores)', list(graph.outputs))}")
+    if len(graph.outputs) not in (1, 2):
+        allowed = "the vocabulary scores, then optionally the features a head reads"
+        raise spec.fail(f"field 'graph' outputs {must_be(allowed, list(graph.outputs))}")
     ranges = {
         "tau": ("a number > 0", 0.0, math.inf),
         "novelty_cosine": ("a cosine in [-1, 1]", -1.0, 1.0),
@@ -225,7 +235,38 @@ def _vocabulary(meta: Fields) -> dict | None:
         out[name] = float(value)
     out["heard"] = _heard(spec, out["trained"])
     out["ceiling"] = _ceiling(spec)
+    out["head"] = _head(spec, graph)
     return out
+
+
+HEAD_FIELDS = ("file", "sha256", "input", "weight", "clips", "fit")
+
+
+def _head(spec: Fields, graph: Tower) -> dict | None:
+    """vocabulary.head (absent: None): {file, sha256, input, weight, clips, fit}, a linear head on
+    the features the vocabulary graph also outputs (`input`, not its first output), one row per
+    trained label (`file`: edge.vocabulary.Head's npz; train.vocabulary_head fits it on `clips`
+    training clips). A trained label's logit is (1 - weight) * the student's + weight * the head's."""
+    head = spec.nested("head", "a mapping {file, sha256, input, weight, clips}", default=None)
+    if head is None:
+        return None
+    head.unknown(HEAD_FIELDS)
+    file, sha = _file_and_hash(head)
+    features = head.text("input", "the vocabulary graph's output the head reads")
+    if features not in graph.outputs[1:]:
+        allowed = f"one of the vocabulary graph outputs {list(graph.outputs[1:])}"
+        raise head.fail(f"field 'input' {must_be(allowed, features)}")
+    weight = head.get("weight", NUMBER, "a number in [0, 1]")
+    if not (math.isfinite(weight) and 0 <= weight <= 1):
+        raise head.fail(f"field 'weight' {must_be('a number in [0, 1] (0: the student alone)', weight)}")
+    return {
+        "file": file,
+        "sha256": sha,
+        "input": features,
+        "weight": float(weight),
+        "clips": head.positive("clips", "the number of training clips the head was fitted on (> 0)", int),
+        "fit": head.get("fit", dict, "a mapping of what the fit was", default={}),
+    }
 
 
 CEILING_FIELDS = ("quantile", "floor", "clips", "scores")
@@ -312,6 +353,9 @@ class Bundle:
         towers = [("audio", self.meta.audio)] + ([("text", self.meta.text)] if self.meta.text else [])
         if self.meta.vocabulary is not None:
             towers.append(("vocabulary", self.meta.vocabulary["graph"]))
+            if self.meta.vocabulary["head"] is not None:
+                head = self.meta.vocabulary["head"]
+                towers.append(("vocabulary head", Tower(head["file"], head["sha256"], (), ())))
         for name, tower in towers:
             path = self.path / tower.file
             if not path.is_file():

@@ -205,7 +205,15 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         click.echo(
             f"vocabulary {graph.file} {list(graph.inputs)} -> {len(vocabulary.names)} named classes "
             f"({vocabulary.source}): scores new labels, run only for a set that has one"
+            + ("" if vocabulary.head is None else " or a trained label (the head below)")
         )
+        if vocabulary.head is not None:
+            head = found.meta.vocabulary["head"]
+            click.echo(
+                f"head       {head['file']}: {len(vocabulary.head.bias)} trained labels from the graph's "
+                f"{head['input']!r} ({vocabulary.head.weights.shape[1]} wide), weight {head['weight']:g} beside the "
+                f"student's {1 - head['weight']:g}, fitted on {head['clips']} clips"
+            )
     if emb is not None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
         if vocabulary is not None:

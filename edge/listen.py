@@ -321,7 +321,7 @@ def listen(
     vocabulary = Vocabulary.from_bundle(bundle)
     scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary)
     backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
-    branch = None  # the vocabulary graph: only for a set with labels no one trained (edge.vocabulary)
+    branch = None  # the vocabulary graph: only where it changes a score (a new label, a head: edge.vocabulary)
     if scorer.fusion is not None and vocabulary is not None:
         try:
             branch = select_backend(bundle, graph="vocabulary", threads=options.threads)

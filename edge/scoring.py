@@ -14,7 +14,8 @@ label on its own. The [K, C] label matrix is built once per label set (STYLE les
 
 A bundle with a vocabulary branch (edge.vocabulary) adds a second opinion: the graph's scores
 of a fixed vocabulary of named classes, mapped onto the labels by their text. A label no one
-trained is scored by it; a trained label by the student held back by it. `Scorer(audio,
+trained is scored by it; a trained label by the student (mixed with the vocabulary's head where
+the bundle has one) held back by it. `Scorer(audio,
 vocabulary=p)` fuses them; without `p` (an older bundle) the scores are the student's.
 
 Smoothing is a plain mean of the last `windows` score vectors (default 3): the mean of
@@ -161,8 +162,10 @@ class Scorer:
     def dim(self) -> int:
         return self.matrix_t.shape[0]
 
-    def logits(self, audio: np.ndarray) -> np.ndarray:
-        """[N, C] (or [C]) audio embeddings -> float64 [N, K] (or [K]) calibrated logits."""
+    def logits(self, audio: np.ndarray, vocabulary: np.ndarray | None = None) -> np.ndarray:
+        """[N, C] (or [C]) audio embeddings -> float64 [N, K] (or [K]) calibrated logits; with the
+        vocabulary graph's rows and a bundle with a head, its logits mixed into the trained labels'
+        before the calibration (edge.vocabulary)."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.shape[-1:] != (self.dim,) or audio.ndim not in (1, 2):
             raise ValueError(
@@ -171,7 +174,10 @@ class Scorer:
             )
         # The model L2-normalises already; an FP16 engine is only close to unit length.
         cosine = (_unit_rows(audio) @ self.matrix_t).astype(np.float64)  # [N, K] in [-1, 1]
-        return (self.logit_scale * cosine + self.logit_bias) / self.temperature + self.biases
+        z = self.logit_scale * cosine + self.logit_bias
+        if self.fusion is not None and vocabulary is not None:
+            z = self.fusion.mix(z, vocabulary)
+        return z / self.temperature + self.biases
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Calibrated logits -> scores: softmax over the set, or a sigmoid per label."""
@@ -181,7 +187,7 @@ class Scorer:
         """[N, C] audio embeddings -> [N, K] float64 scores in [0, 1]; [C] -> [K]. Softmax rows sum to 1.
         `vocabulary`: the graph's [N, V] vocabulary scores ([V] with [C]), fused when the scorer
         has the bundle's vocabulary (edge.vocabulary)."""
-        scores = self.probabilities(self.logits(audio))
+        scores = self.probabilities(self.logits(audio, vocabulary))
         if self.fusion is None or vocabulary is None:
             return scores
         return self.fusion(scores, vocabulary)

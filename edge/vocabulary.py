@@ -6,8 +6,9 @@ fixed vocabulary of named sounds for each window (the demo bundle: YAMNet itself
 and AudioSet head, 521 classes, on the window's 0.96 s patches as it was trained; earlier
 bundles: YAMNet's layers 9-14 on the first 8 trunk layers it shared with the student). It costs
 2.4-3.5 times the audio graph (the earlier kind: a third), so it runs only for a label set that
-needs it (one with a new label: `Scorer.fusion` is not None); a set of trained labels costs what
-the student costs and scores what the student scores. Its class names' text embeddings ship in
+needs it (`Scorer.fusion` is not None: one with a new label, or any set with a trained label when
+the bundle has a head, below); otherwise a set of trained labels costs what the student costs and
+scores what the student scores. Its class names' text embeddings ship in
 the bundle (labels/<vocabulary.labels>.npz), as do those of the labels the student was trained
 on (labels/<name>.npz for each of `vocabulary.trained`).
 
@@ -55,6 +56,18 @@ student's footing: AudioSet's rarer classes rarely reach high probabilities (a f
 score "Frog" 0.2 and "Animal" 0.6), while a student trained to 1 on its labels scores the sound
 nearest one it learnt at 0.6-0.9; against what the vocabulary reached on the training audio, a
 class that no training sound made it say counts for more (train.vocabulary_trust measures it).
+
+The head (optional, model.json vocabulary.head, head.npz; train.vocabulary_head fits it): a
+linear layer on the features the vocabulary graph also outputs (YAMNet's embedding, mean and max
+over the patches), one row per trained label, fitted on the student's own training clips. Frozen
+YAMNet features name the trained labels about as well as the fine-tuned student and err on other
+clips, so for every trained label of a set (not a novel one), before the set's calibration:
+
+    z_k = (1 - weight) * z_student_k + weight * (features @ head_weights[t_k] + head_bias[t_k])
+
+t_k being the trained label nearest label k. With a head every set runs the vocabulary graph
+(the student's cost plus the graph's); `Vocabulary.scores` then gives [N, V + T]: the V
+vocabulary probabilities, then the head's T logits.
 """
 
 from __future__ import annotations
@@ -65,10 +78,51 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import BundleError
+from edge.fsutil import sha256_file
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@dataclass(frozen=True)
+class Head:
+    """The vocabulary's head: the trained labels' logits from the vocabulary graph's features."""
+
+    input: str  # the vocabulary graph's output it reads
+    weights: np.ndarray  # float32 [T, F]
+    bias: np.ndarray  # float32 [T]
+    weight: float  # its share of a trained label's logit (the student's: 1 - weight)
+
+    @classmethod
+    def load(cls, bundle, spec: dict, labels: list[str]) -> Head:
+        """The head model.json `vocabulary.head` describes, for the trained labels `labels`
+        ("set/label", in the order of vocabulary.trained); BundleError naming the file and the fix
+        when it is missing, damaged or made for other labels."""
+        path = Path(bundle.path) / spec["file"]
+        fix = f"fit it again: `semanticac-train vocabulary-head --bundle {bundle.path} --config RECIPE`"
+        if not path.is_file() or sha256_file(path) != spec["sha256"]:
+            state = "is missing" if not path.is_file() else "does not match model.json's SHA-256"
+            raise BundleError(f"bundle {bundle.path}: the vocabulary head {path} {state}: {fix}")
+        with np.load(path, allow_pickle=False) as data:
+            weights, bias = data["weights"].astype(np.float32), data["bias"].astype(np.float32)
+            found, model_id = [str(x) for x in data["labels"]], str(data["model_id"])
+        if (
+            model_id != bundle.meta.model_id
+            or found != labels
+            or weights.shape != (len(labels), weights.shape[1])
+            or bias.shape != (len(labels),)
+        ):
+            raise BundleError(
+                f"bundle {bundle.path}: the vocabulary head {path} was fitted for model {model_id!r} and "
+                f"{len(found)} labels ({found[:2]}...), weights {weights.shape}, not this bundle's "
+                f"{bundle.meta.model_id!r} and its {len(labels)} trained labels: {fix}"
+            )
+        return cls(input=spec["input"], weights=weights, bias=bias, weight=spec["weight"])
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """[N, F] features -> [N, T] trained labels' logits."""
+        return np.asarray(features, dtype=np.float32) @ self.weights.T + self.bias
 
 
 @dataclass(frozen=True)
@@ -91,6 +145,7 @@ class Vocabulary:
     veto_reliable: float  # the veto holds back a trained label whose share is at least this
     ceiling: np.ndarray | None = None  # float32 [V] in (0, 1]: each class's most on the training audio (None: none)
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
+    head: Head | None = None  # the trained labels' head on the graph's features (None: none)
 
     @classmethod
     def from_bundle(cls, bundle) -> Vocabulary | None:
@@ -145,6 +200,13 @@ class Vocabulary:
                     f"`semanticac-train vocabulary-trust --bundle {bundle.path} --config RECIPE`"
                 )
             ceiling = np.array([reached[n] for n in names], dtype=np.float32)
+        head = (
+            None
+            if spec.get("head") is None
+            else Head.load(
+                bundle, spec["head"], [f"{name}/{label}" for name, found in trained_sets for label in found.labels]
+            )
+        )
         return cls(
             input=spec["graph"].inputs[0],
             output=spec["graph"].outputs[0],
@@ -161,13 +223,18 @@ class Vocabulary:
             veto_reliable=spec["veto_reliable"],
             ceiling=ceiling,
             source=spec.get("source", ""),
+            head=head,
         )
 
     def scores(self, graph, audio) -> np.ndarray:
-        """[N, V] vocabulary scores: the vocabulary graph's backend (`select_backend(bundle,
-        graph="vocabulary")`) run on what the audio graph took and gave (`audio`: its inputs and
-        outputs by name; the graph reads one of them, model.json vocabulary.graph.inputs)."""
-        return graph.run({self.input: audio[self.input]})[self.output]
+        """[N, V] vocabulary scores ([N, V + T] with a head: then its T logits): the vocabulary
+        graph's backend (`select_backend(bundle, graph="vocabulary")`) run on what the audio graph
+        took and gave (`audio`: its inputs and outputs by name; the graph reads one of them,
+        model.json vocabulary.graph.inputs)."""
+        out = graph.run({self.input: audio[self.input]})
+        if self.head is None:
+            return out[self.output]
+        return np.concatenate([out[self.output], self.head.logits(out[self.head.input])], axis=-1)
 
     def fusion(self, label_matrix: np.ndarray) -> Fusion:
         """The fusion for one label set's [K, C] embeddings (computed once per set)."""
@@ -183,6 +250,7 @@ class Vocabulary:
         novel = to_trained.max(axis=1) < self.novelty_cosine
         named = cos.max(axis=1) >= self.veto_cosine
         trusted = self.heard[to_trained.argmax(axis=1)] >= self.veto_reliable
+        head = self.head is not None and self.head.weight > 0 and not novel.all()
         return Fusion(
             mapping_t=np.ascontiguousarray((w / w.sum(axis=1, keepdims=True)).T),
             novel=novel,
@@ -190,6 +258,9 @@ class Vocabulary:
             veto_below=self.veto_below,
             veto_heard=self.veto_heard,
             ceiling=None if self.ceiling is None else self.ceiling.astype(np.float64),
+            head_rows=np.where(novel, -1, to_trained.argmax(axis=1)) if head else None,
+            head_weight=self.head.weight if head and self.head is not None else 0.0,
+            head_size=0 if self.head is None else len(self.head.bias),
         )
 
 
@@ -203,6 +274,9 @@ class Fusion:
     veto_below: float
     veto_heard: float  # the veto applies in a window where a new label scores at least this
     ceiling: np.ndarray | None  # float64 [V]: what each class reached on the training audio (None: none)
+    head_rows: np.ndarray | None = None  # int [K]: each trained label's row of the head (-1: novel); None: no head
+    head_weight: float = 0.0
+    head_size: int = 0  # T: the head's logits after the V scores in a vocabulary row (0: the bundle has no head)
 
     @property
     def size(self) -> int:
@@ -211,8 +285,17 @@ class Fusion:
 
     @property
     def identity(self) -> bool:
-        """No new label (so no veto either): the fusion changes nothing."""
-        return not self.novel.any()
+        """No new label (so no veto either) and no head: the fusion changes nothing."""
+        return not self.novel.any() and self.head_rows is None
+
+    def mix(self, student_logits: np.ndarray, vocabulary_scores: np.ndarray) -> np.ndarray:
+        """[N, K] student logits and [N, V + T] vocabulary rows -> [N, K] logits, the head's mixed
+        into each trained label's (unchanged without a head)."""
+        if self.head_rows is None:
+            return student_logits
+        head = self._row(vocabulary_scores)[..., self.size :][..., np.maximum(self.head_rows, 0)]
+        mixed = (1.0 - self.head_weight) * student_logits + self.head_weight * head
+        return np.where(self.head_rows >= 0, mixed, student_logits)
 
     def meanings(self, labels: tuple[str, ...], names: tuple[str, ...], k: int = 3) -> dict[str, str]:
         """What each new label is scored as: label -> "Frog 0.95 (ceiling 0.12), Croak 0.03, ..."
@@ -233,11 +316,16 @@ class Fusion:
         """The trained labels the veto may hold back beside a new label, in the set's order."""
         return [label for label, power in zip(labels, self.veto) if power > 0]
 
+    def _row(self, vocabulary_scores: np.ndarray) -> np.ndarray:
+        row = np.asarray(vocabulary_scores, dtype=np.float64)
+        if row.shape[-1] != self.size + self.head_size:
+            what = f"{self.size} scores" + (f" + {self.head_size} head logits" if self.head_size else "")
+            width = self.size + self.head_size
+            raise ValueError(f"vocabulary rows of shape {row.shape}: expected [N, {width}] ({what})")
+        return row
+
     def _probabilities(self, vocabulary_scores: np.ndarray) -> np.ndarray:
-        p = np.asarray(vocabulary_scores, dtype=np.float64)
-        if p.shape[-1] != self.size:
-            raise ValueError(f"vocabulary scores of shape {p.shape}: expected [N, {self.size}]")
-        return np.clip(p, 0.0, 1.0)
+        return np.clip(self._row(vocabulary_scores)[..., : self.size], 0.0, 1.0)
 
     def label_scores(self, vocabulary_scores: np.ndarray) -> np.ndarray:
         """[N, V] vocabulary probabilities -> [N, K] the vocabulary's score of each label (v: what

@@ -8,7 +8,7 @@ import pytest
 
 from edge.errors import BundleError
 from edge.scoring import Scorer
-from edge.vocabulary import Vocabulary
+from edge.vocabulary import Head, Vocabulary
 
 
 def unit(x):
@@ -317,3 +317,92 @@ def test_the_bundle_s_heard_shares_follow_its_trained_labels(demo_bundle, tmp_pa
     fusion = vocabulary.fusion(label_embeddings_for(bundle, with_speech).embeddings)
     vetoed = {name for name, power in zip(with_speech.names, fusion.veto) if power > 0}
     assert vetoed <= {"siren", "dog_bark"} and "siren" in vetoed
+
+
+def with_head(weight=0.5):
+    """The vocabulary above with a head on 3-wide features: dog reads feature 0, siren feature 1."""
+    head = Head(input="features", weights=np.array([[1, 0, 0], [0, 1, 0]], np.float32),
+                bias=np.array([-1.0, -1.0], np.float32), weight=weight)
+    return dataclasses.replace(vocabulary(power=0.0), head=head)
+
+
+def test_a_head_mixes_its_logits_into_the_trained_labels_before_the_set_s_calibration():
+    labels = unit([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])  # siren, dog (trained, in another order), frog (new)
+    voc = with_head(0.25)
+    scorer = Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid", logit_bias=-5.0,
+                    temperature=2.0, biases=[0.5, 0.0, 0.0], vocabulary=voc)
+    audio = unit([[1, 0, 0, 0]])  # the student: dog (cosine 1: logit 5), siren and frog cosine 0 (logit -5)
+    row = np.concatenate([np.zeros((1, 4)), voc.head.logits(np.array([[0.0, 6.0, 0.0]]))], axis=1)  # head: siren 5
+    np.testing.assert_allclose(scorer.logits(audio, row)[0],
+                               [(0.75 * -5 + 0.25 * 5) / 2 + 0.5, (0.75 * 5 + 0.25 * -1) / 2, -5 / 2])
+    np.testing.assert_allclose(scorer.logits(audio)[0], [-5 / 2 + 0.5, 5 / 2, -5 / 2])  # no row: the student's
+    with pytest.raises(ValueError, match=r"expected \[N, 6\] \(4 scores \+ 2 head logits\)"):
+        scorer(audio, np.zeros((1, 4)))
+
+
+def test_with_a_head_a_set_of_trained_labels_runs_the_vocabulary_and_without_weight_it_does_not():
+    trained = unit([[1, 0, 0, 0], [0, 1, 0, 0]])
+
+    def scorer(voc):
+        return Scorer(trained, ["dog", "siren"], logit_scale=10.0, kind="sigmoid", vocabulary=voc)
+
+    assert scorer(with_head()).fusion is not None and scorer(with_head(0.0)).fusion is None
+    only_new = with_head().fusion(unit([[0, 0, 0, 1]]))  # frog alone: nothing for the head to do
+    assert only_new.head_rows is None and only_new.head_size == 2
+
+
+HEAD = {"file": "head.npz", "sha256": "1" * 64, "input": "features", "weight": 0.5, "clips": 100}
+
+
+@pytest.mark.parametrize("change, text", [
+    ({"weight": 1.5}, "'weight' must be a number in [0, 1]"),
+    ({"input": "vocabulary"}, "'input' must be one of the vocabulary graph outputs ['features']"),
+    ({"sha256": "abc"}, "'sha256' must be a 64-digit lowercase hex SHA-256"),
+    ({"clips": 0}, "'clips' must be the number of training clips the head was fitted on"),
+    ({"bias": 1}, "bias"),
+])
+def test_model_json_vocabulary_head_errors_name_the_field(demo_bundle, change, text):
+    from edge.bundle import parse_bundle_meta
+
+    two = {**GOOD, "graph": {**GRAPH, "outputs": ["vocabulary", "features"]}}
+    assert parse_bundle_meta(_meta_with(demo_bundle, {**two, "head": HEAD})).vocabulary["head"]["weight"] == 0.5
+    with pytest.raises(BundleError) as info:
+        parse_bundle_meta(_meta_with(demo_bundle, {**two, "head": {**HEAD, **change}}))
+    assert "vocabulary head" in str(info.value) and text in str(info.value)
+    with pytest.raises(BundleError, match="the vocabulary graph outputs"):  # a one-output graph has no features
+        parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "head": HEAD}))
+
+
+def test_a_head_file_that_is_damaged_or_made_for_other_labels_is_refused_with_the_fix(demo_bundle, tmp_path):
+    import shutil
+
+    from edge.bundle import read_bundle
+    from edge.fsutil import sha256_file
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle.path, copy)
+    data = json.loads((copy / "model.json").read_text())
+    data["vocabulary"]["graph"]["outputs"] = ["vocabulary", "features"]
+    trained = [f"{name}/{label}" for name in data["vocabulary"]["trained"]
+               for label in np.load(copy / "labels" / f"{name}.npz")["labels"]]
+
+    def write(labels, model_id=data["model_id"]):
+        np.savez(copy / "head.npz", weights=np.ones((len(labels), 8), np.float16), bias=np.zeros(len(labels)),
+                 labels=np.array(labels), model_id=np.array(model_id))
+        data["vocabulary"]["head"] = {**HEAD, "sha256": sha256_file(copy / "head.npz")}
+        (copy / "model.json").write_text(json.dumps(data))
+        return read_bundle(copy, verify=False)
+
+    head = Vocabulary.from_bundle(write(trained)).head
+    assert head.weights.shape == (len(trained), 8) and head.weights.dtype == np.float32 and head.weight == 0.5
+    with pytest.raises(BundleError, match=r"fitted for model .* and 59 labels.*semanticac-train vocabulary-head"):
+        Vocabulary.from_bundle(write(trained[1:]))
+    with pytest.raises(BundleError, match=r"fitted for model 'other'"):
+        Vocabulary.from_bundle(write(trained, "other"))
+    bundle = write(trained)
+    (copy / "head.npz").write_bytes(b"damaged")
+    with pytest.raises(BundleError, match=r"head\.npz does not match model\.json's SHA-256.*vocabulary-head"):
+        Vocabulary.from_bundle(bundle)
+    (copy / "head.npz").unlink()
+    with pytest.raises(BundleError, match=r"head\.npz is missing"):
+        Vocabulary.from_bundle(bundle)
