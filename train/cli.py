@@ -8,6 +8,7 @@ import click
 
 from edge import __version__
 from edge.cli import setup_logging
+from train.vocabulary_head import HEAD
 from train.vocabulary_trust import CEILING
 
 
@@ -205,6 +206,37 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
                                                sorted(shares.items(), key=lambda item: item[1])))
     if ceiling is not None:
         click.echo(f"ceiling over {ceiling['clips']} clips: {ceiling_summary(ceiling)}")
+
+
+@main.command("vocabulary-head")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A bundle whose vocabulary graph outputs features (made by `vocabulary-patches`).")
+@click.option("--config", "recipe", required=True,
+              help="The recipe the bundle was trained with: the head is fitted on its training and background clips.")
+@click.option("--weight", type=click.FloatRange(0, 1), default=HEAD["weight"], show_default=True,
+              help="The head's share of a trained label's logit (0: the student alone).")
+@click.option("--l2", type=click.FloatRange(0), default=HEAD["l2"], show_default=True,
+              help="L2 penalty on the standardised features' weights.")
+@click.option("--copies", type=click.IntRange(0), default=HEAD["copies"], show_default=True,
+              help="Augmented copies of each training clip (shift, gain, noise).")
+@domain_errors
+def vocabulary_head(bundle_path, recipe, weight, l2, copies):
+    """Fit, in place, a head on the vocabulary graph's frozen YAMNet features for the trained labels.
+
+    One logistic regression per trained label on the recipe's training clips and its background
+    clips (speech, silence, noise: negatives), as the device computes the features. On the device
+    each trained label's logit becomes (1 - weight) * the student's + weight * the head's: the two
+    err on different clips (README: the figures). Every label set then runs the vocabulary graph
+    (the student's cost plus the graph's: `semanticac-edge bench`).
+    """
+    from train.recipe import load_train_config
+    from train.vocabulary_head import fit_head
+
+    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies)
+    click.echo(f"bundle {bundle_path}: {head['file']} fitted on {head['clips']} clips "
+               f"({head['fit']['background']} background, +{copies} augmented copies each), weight {weight:g}: "
+               + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}"
+                           for name, fit in head["fit"]["sets"].items()))
 
 
 @main.command("check-weights")

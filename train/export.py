@@ -61,6 +61,7 @@ TENSORRT_OPS = frozenset("""
 VOCABULARY_GRAPH = "vocabulary.onnx"
 TRUNK = "trunk"  # the map model.onnx hands the vocabulary graph
 VOCABULARY_OUTPUT = "vocabulary"
+VOCABULARY_FEATURES = "features"  # the patches graph's second output: what the head reads (train.vocabulary_head)
 # The vocabulary branch's fusion (edge.vocabulary): a label is new below cosine 0.9 to every
 # trained label and means the vocabulary's names by softmax(cosine / 0.05). The veto: in a window
 # where a new label of the set scores >= 0.1, a trained label with a vocabulary twin (cosine >= 0.9)
@@ -440,8 +441,16 @@ def export_vocabulary_graph(branch: nn.Module, example: torch.Tensor, path: Path
     against torch like the others."""
     log.info("exporting the vocabulary graph (YAMNet's own layers %d-14 and AudioSet head)", branch.shared + 1)
     example = example.detach()
-    export_onnx(branch, {input_name: example}, path, (VOCABULARY_OUTPUT,))
+    export_onnx(branch, {input_name: example}, path, vocabulary_outputs(branch))
     return check_graph(path, branch, {input_name: example[:1]}, require_tensorrt=False)
+
+
+def vocabulary_outputs(branch: nn.Module) -> tuple[str, ...]:
+    """The vocabulary graph's output names: its scores, and YAMNet's features for the head where
+    the branch gives them (VocabularyPatches)."""
+    from train.model.yamnet import VocabularyPatches
+
+    return (VOCABULARY_OUTPUT, VOCABULARY_FEATURES) if isinstance(branch, VocabularyPatches) else (VOCABULARY_OUTPUT,)
 
 
 PATCHES_SOURCE = "YAMNet itself (its 14 layers and AudioSet head, 521 classes) on the window's 0.96 s patches"
@@ -451,15 +460,17 @@ PATCHES_GRID_MIN_SIZE = 4096  # YAMNet's early layers too: the whole bundle stay
 def patch_vocabulary(path: str | Path) -> Path:
     """Replace a bundle's vocabulary graph, in place and atomically, with YAMNet itself on the
     0.96 s patches of the window (train.model.yamnet.VocabularyPatches), which reads the audio
-    graph's input. model.onnx, model_id, engines and label embeddings stay. What was measured on
-    the old graph (vocabulary.heard, vocabulary.ceiling) no longer holds: both are dropped and the
-    veto switched off until `semanticac-train vocabulary-trust` measures them again."""
+    graph's input. model.onnx, model_id, engines and label embeddings stay. What was measured or
+    fitted on the old graph (vocabulary.heard, vocabulary.ceiling, the head) no longer holds: all
+    are dropped and the veto switched off until `semanticac-train vocabulary-trust` measures them
+    again (and `vocabulary-head` fits a head)."""
     import dataclasses
     import json
     import shutil
 
     from edge.bundle import META_FILE, parse_bundle_meta
     from train.model.yamnet import vocabulary_patches
+    from train.vocabulary_head import HEAD_FILE
 
     folder = Path(path)
     data = json.loads((folder / META_FILE).read_text())
@@ -484,9 +495,11 @@ def patch_vocabulary(path: str | Path) -> Path:
             compact_vocabulary_graph(tmp / VOCABULARY_GRAPH, PATCHES_GRID_MIN_SIZE)
             data["training"]["export"][VOCABULARY_GRAPH] = (
                 "fp16 weights, float32 input/output; YAMNet's own weights as int8 on their w8a8 grid (lossless)")
-        spec = {**{k: v for k, v in spec.items() if k not in ("heard", "ceiling")}, "source": PATCHES_SOURCE,
+        spec = {**{k: v for k, v in spec.items() if k not in ("heard", "ceiling", "head")}, "source": PATCHES_SOURCE,
                 "veto_power": 0.0}
-        spec["graph"] = dataclasses.asdict(tower_spec(tmp, VOCABULARY_GRAPH, [audio["inputs"][0]], [VOCABULARY_OUTPUT]))
+        (tmp / HEAD_FILE).unlink(missing_ok=True)
+        spec["graph"] = dataclasses.asdict(tower_spec(tmp, VOCABULARY_GRAPH, [audio["inputs"][0]],
+                                                      list(vocabulary_outputs(module))))
         data["vocabulary"] = spec
         write_bundle_meta(tmp, parse_bundle_meta(json.loads(json.dumps(data))))
     log.info("bundle %s: its vocabulary graph is now %s", folder, PATCHES_SOURCE)

@@ -73,7 +73,7 @@ def measure_vocabulary(bundle, datasets, quantile: float = CEILING["quantile"], 
         }
     if floor >= 1:
         return heard, None
-    reached = np.quantile(scores.astype(np.float64), quantile, axis=0)
+    reached = np.quantile(scores[:, : len(vocabulary.names)].astype(np.float64), quantile, axis=0)  # not a head's
     ceiling = {"quantile": float(quantile), "floor": float(floor), "clips": len(todo),
                "scores": {name: min(1.0, max(float(floor), round(float(x), 4)))
                           for name, x in zip(vocabulary.names, reached)}}
@@ -81,7 +81,7 @@ def measure_vocabulary(bundle, datasets, quantile: float = CEILING["quantile"], 
 
 
 def first_windows(bundle, paths, what: str = "clips") -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings [N, C], vocabulary scores [N, V]) of each file's first window (tiled when
+    """(embeddings [N, C], vocabulary rows [N, V] (+ a head's T logits)) of each file's first window (tiled when
     shorter), as the device computes them: the bundle's graphs in ONNX Runtime; a progress bar."""
     from tqdm import tqdm
 

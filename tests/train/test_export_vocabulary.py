@@ -282,9 +282,12 @@ def test_the_vocabulary_graph_becomes_yamnet_on_the_window_s_patches(vocab_bundl
             select_backend(bundle, graph="vocabulary", threads=1) as graph:
         out = {"mel": mel, **backend.run({"mel": mel})}
         voc = vocabulary.scores(graph, out)
+    assert spec["graph"].outputs == ("vocabulary", "features")
     with torch.no_grad():
-        want = vocabulary_patches(bundle.meta.frontend.frames)(torch.from_numpy(mel)).numpy()
-    np.testing.assert_allclose(voc, want, atol=1e-4)
+        want, features = vocabulary_patches(bundle.meta.frontend.frames)(torch.from_numpy(mel))
+    np.testing.assert_allclose(voc, want.numpy(), atol=1e-4)
+    with select_backend(bundle, graph="vocabulary", threads=1) as graph:
+        np.testing.assert_allclose(graph.run({"mel": mel})["features"], features.numpy(), atol=1e-3, rtol=1e-4)
     assert vocabulary.names[int(voc[0].argmax())] in {"Speech", "Male speech, man speaking", "Narration, monologue"}
     urban = resolve_label_set("urban")
     with_speech = dataclasses.replace(urban, name="urban+speech",
@@ -320,3 +323,65 @@ def test_vocabulary_patches_needs_a_vocabulary_graph(tmp_path, demo_bundle):
     result = CliRunner().invoke(main, ["vocabulary-patches", "--bundle", str(copy)])
     assert result.exit_code != 0 and "has no vocabulary graph to replace" in result.output
     assert "--vocabulary-shared" in result.output
+
+
+def test_a_head_on_yamnet_s_features_is_fitted_for_the_trained_labels_and_mixed_on_the_device(
+        vocab_bundle, data_dir, tmp_path):
+    """`vocabulary-head`: a logistic head per trained label on the patches graph's features,
+    fitted on the recipe's training and background clips, in place; every trained set then runs the
+    vocabulary graph and its labels' logits are the mean of the student's and the head's; a graph
+    without features is refused with the command that makes one, and a new graph drops the head."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edge.backends import select_backend
+    from edge.bundle import read_bundle
+    from edge.capture.audio import read_audio
+    from edge.features import log_mel, tile_frames
+    from edge.labels.embeddings import label_embeddings_for
+    from edge.labels.labelset import resolve_label_set
+    from edge.scoring import Scorer
+    from edge.vocabulary import Vocabulary
+    from train.cli import main
+    from train.data.datasets import DataSpec, split_clips
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(vocab_bundle.path, copy)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"model: yamnet\ndata: {{kind: us8k, root: {data_dir / 'us8k'}, max_per_class: 4}}\n"
+                      "labels: urban\nscoring: sigmoid\nloss: class_prompt\n"
+                      f"background: {{count: 6, root: {tmp_path / 'bg'}}}\n")
+    refused = CliRunner().invoke(main, ["vocabulary-head", "--bundle", str(copy), "--config", str(recipe)])
+    assert refused.exit_code != 0 and "semanticac-train vocabulary-patches --bundle" in refused.output
+    assert CliRunner().invoke(main, ["vocabulary-patches", "--bundle", str(copy)]).exit_code == 0
+    result = CliRunner().invoke(main, ["vocabulary-head", "--bundle", str(copy), "--config", str(recipe),
+                                       "--copies", "1"])
+    assert result.exit_code == 0, result.output
+    bundle = read_bundle(copy, verify=True)  # head.npz is hashed like the graphs
+    head = bundle.meta.vocabulary["head"]
+    assert head["input"] == "features" and head["weight"] == 0.5 and head["fit"]["copies"] == 1
+    assert 40 + 1 <= head["clips"] <= 40 + 6  # 4 clips of each of 10 classes, and the background without streets
+    assert head["fit"]["sets"]["urban"]["train_accuracy"] >= 0.9
+    vocabulary = Vocabulary.from_bundle(bundle)
+    urban = resolve_label_set("urban")
+    scorer = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, urban), urban, vocabulary)
+    assert scorer.fusion is not None  # a trained set now runs the vocabulary graph
+    clips, class_names = split_clips(DataSpec(kind="us8k", root=str(data_dir / "us8k"), max_per_class=4), "train")
+    fe = bundle.meta.frontend
+    mel = tile_frames(log_mel(read_audio(str(clips[0].path), fe.sample_rate)[: fe.seconds_to_samples(5.0)], fe),
+                      fe.frames)[None, None]
+    with select_backend(bundle, "onnxruntime", threads=1) as backend, \
+            select_backend(bundle, graph="vocabulary", threads=1) as graph:
+        out = {"mel": mel, **backend.run({"mel": mel})}
+        row = vocabulary.scores(graph, out)
+        features = graph.run({"mel": mel})["features"]
+    assert row.shape == (1, len(vocabulary.names) + len(urban.labels))
+    student = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, urban)).logits(out["embedding"])
+    np.testing.assert_allclose(scorer.logits(out["embedding"], row),
+                               0.5 * student + 0.5 * (features @ vocabulary.head.weights.T + vocabulary.head.bias),
+                               rtol=1e-5, atol=1e-5)
+    assert urban.names[int(row[0, len(vocabulary.names):].argmax())] == class_names[clips[0].target]  # a training clip
+    # a new vocabulary graph: what was fitted on the old one goes
+    assert CliRunner().invoke(main, ["vocabulary-patches", "--bundle", str(copy)]).exit_code == 0
+    assert read_bundle(copy, verify=True).meta.vocabulary["head"] is None and not (copy / "head.npz").exists()

@@ -406,15 +406,20 @@ def test_vocabulary_patches_scores_each_0_96_s_patch_as_yamnet_and_keeps_the_bes
     mel = rng.uniform(math.log(0.001), 2.0, (2, 1, 501, 64)).astype(np.float32)
     padded = np.concatenate([mel, np.full((2, 1, 48 * 9 + 96 - 501, 64), math.log(0.001), np.float32)], axis=2)
     with torch.no_grad():
-        got = module(torch.from_numpy(mel)).numpy()
+        got, features = (t.numpy() for t in module(torch.from_numpy(mel)))
         each = torch.sigmoid(teacher.forward_patch(torch.from_numpy(
             np.concatenate([padded[:, :, 48 * i: 48 * i + 96] for i in range(10)])))).numpy()  # [10 * 2, 521]
     want = each.reshape(10, 2, NUM_CLASSES).max(axis=0)
     np.testing.assert_allclose(got, want, atol=1e-5)
+    # the head's features: YAMNet's embedding of each patch, mean then max over the patches
+    with torch.no_grad():
+        embedding = module.trunk(torch.from_numpy(np.concatenate(
+            [padded[:, :, 48 * i: 48 * i + 96] for i in range(10)]))).mean(dim=(2, 3)).numpy().reshape(10, 2, 1024)
+    np.testing.assert_allclose(features, np.concatenate([embedding.mean(0), embedding.max(0)], axis=1), atol=1e-5)
     # one patch's change moves the window's score only through that patch
     quiet = np.full((1, 1, 501, 64), math.log(0.001), np.float32)
     loud = quiet.copy()
     loud[0, 0, 430:, 20:30] = 3.0
     with torch.no_grad():
-        a, b = module(torch.from_numpy(quiet)).numpy()[0], module(torch.from_numpy(loud)).numpy()[0]
+        a, b = module(torch.from_numpy(quiet))[0].numpy()[0], module(torch.from_numpy(loud))[0].numpy()[0]
     assert np.abs(a - b).max() > 0.05

@@ -214,14 +214,19 @@ class VocabularyBranch(nn.Module):
 class VocabularyPatches(nn.Module):
     """YAMNet itself, as it was trained, on the window the student hears: the log-mel window
     [B, 1, T, F] (the audio graph's input) -> the 521 AudioSet probabilities [B, 521] of its best
-    0.96 s patch. The window is cut into YAMNet's examples (96 frames every 48, the last one padded
+    0.96 s patch, and its features [B, 2048]. The window is cut into YAMNet's examples (96 frames every 48, the last one padded
     with silence, as train.teacher and YAMNet's own inference cut a clip), each runs through all 14
     layers and the head, and a class's score is its best patch's.
 
     Unlike VocabularyBranch (the whole window as one map, patches as 3 of its rows), every patch
     sees only itself, as in AudioSet training: on held-out ESC-50 classes its scores name a new
     label's sound much more often (benchmarks/vocabulary_fusion.py). It shares nothing with the
-    student, so it costs 2.4-3.5 times the audio graph: only a set with a new label runs it.
+    student, so it costs 2.4-3.5 times the audio graph.
+
+    Its second output is what the head reads (train.vocabulary_head, edge.vocabulary): the mean
+    and the max over the patches of YAMNet's 1024-wide embedding, [B, 2048]. A linear head on
+    frozen YAMNet features names the trained labels about as well as the fine-tuned student
+    (README: the figures) and errs elsewhere, so the two together do better than either.
     """
 
     def __init__(self, yamnet: YAMNet, num_frames: int, pad_value: float):
@@ -240,7 +245,9 @@ class VocabularyPatches(nn.Module):
         patches = torch.stack([mel[:, 0, i * PATCH_HOP_FRAMES: i * PATCH_HOP_FRAMES + PATCH_FRAMES]
                                for i in range(self.patches)], dim=1)  # [B, P, 96, F]
         features = self.trunk(patches.reshape(-1, 1, PATCH_FRAMES, f)).mean(dim=(2, 3))  # [B * P, 1024]
-        return torch.sigmoid(self.classifier(features)).reshape(b, self.patches, -1).amax(1)
+        scores = torch.sigmoid(self.classifier(features)).reshape(b, self.patches, -1).amax(1)
+        each = features.reshape(b, self.patches, -1)
+        return scores, torch.cat([each.mean(1), each.amax(1)], dim=1)
 
 
 def vocabulary_patches(num_frames: int, n_mels: int = 64, pad_value: float = math.log(0.001),
