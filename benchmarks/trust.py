@@ -90,11 +90,18 @@ def write(path: Path, samples: np.ndarray) -> Path:
     return path
 
 
-def silence_and_noise(bundle: str | None, tmp: Path) -> dict:
+def quiet_signals(seconds: float = 20.0) -> dict[str, np.ndarray]:
+    """Digital silence, and white noise at each of NOISE_LEVELS_DBFS, `seconds` long at RATE."""
     rng = np.random.default_rng(0)
-    signals = {"digital silence": np.zeros(20 * RATE)}
+    n = round(seconds * RATE)
+    signals = {"digital silence": np.zeros(n)}
     for level in NOISE_LEVELS_DBFS:
-        signals[f"white noise {level:g} dBFS"] = rng.standard_normal(20 * RATE) * 10 ** (level / 20)
+        signals[f"white noise {level:g} dBFS"] = rng.standard_normal(n) * 10 ** (level / 20)
+    return signals
+
+
+def silence_and_noise(bundle: str | None, tmp: Path) -> dict:
+    signals = quiet_signals()
     sets = {"urban": "urban", "esc50": "esc50", "urban + new labels": str(urban_with(tmp / "new.yaml", NEW_LABELS))}
     out = {}
     for name, samples in signals.items():
