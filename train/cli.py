@@ -235,7 +235,8 @@ def vocabulary_head(bundle_path, recipe, weight, l2, copies):
     head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies)
     click.echo(f"bundle {bundle_path}: {head['file']} fitted on {head['clips']} clips "
                f"({head['fit']['background']} background, +{copies} augmented copies each), weight {weight:g}: "
-               + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}"
+               + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}, "
+                           f"other clips it scores above 0.5 {fit['train_false_positives']:.1%}"
                            for name, fit in head["fit"]["sets"].items()))
 
 

@@ -38,6 +38,7 @@ HEAD_FILE = "head.npz"
 # weight: the head's share of a trained label's logit, from cross-validation (README); l2 on the
 # standardised features; copies: augmented copies of each training clip
 HEAD = {"weight": 0.5, "l2": 1e-3, "copies": 2}
+ROUNDS = 8  # L-BFGS restarts at most
 
 
 def augment_copy(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -106,7 +107,16 @@ def fit_logistic(features: np.ndarray, targets: np.ndarray, l2: float) -> tuple[
         loss.backward()
         return loss
 
-    optimiser.step(closure)
+    # L-BFGS may stop early (a line search that finds no decrease, on nearly separable data):
+    # restart it, with a fresh history, until a round no longer lowers the loss
+    best = float("inf")
+    for _ in range(ROUNDS):
+        loss = float(optimiser.step(closure))
+        optimiser = torch.optim.LBFGS(layer.parameters(), max_iter=500, line_search_fn="strong_wolfe")
+        if loss > best - 1e-6:
+            break
+        best = loss
+    log.info("head fit: loss %.5f after L-BFGS", float(closure()))
     weights = layer.weight.detach().numpy() / scale
     return weights.astype(np.float32), (layer.bias.detach().numpy() - weights @ mean).astype(np.float32)
 
@@ -161,8 +171,10 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     for name in sets:
         rows = np.array([n.startswith(f"{name}/") for n in names])
         mine = targets[:, rows].any(axis=1)  # clips of this set's labels
+        others = ~mine  # every other clip: none of the set's labels may score above 0.5
         fit[name] = {"clips": int(mine.sum() // (1 + copies)), "train_accuracy": round(float(
-            (logits[mine][:, rows].argmax(1) == targets[mine][:, rows].argmax(1)).mean()), 4)}
+            (logits[mine][:, rows].argmax(1) == targets[mine][:, rows].argmax(1)).mean()), 4),
+            "train_false_positives": round(float((logits[others][:, rows] > 0).any(axis=1).mean()), 4)}
     target = Path(bundle.path) / HEAD_FILE
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as f:

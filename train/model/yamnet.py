@@ -214,9 +214,9 @@ class VocabularyBranch(nn.Module):
 class VocabularyPatches(nn.Module):
     """YAMNet itself, as it was trained, on the window the student hears: the log-mel window
     [B, 1, T, F] (the audio graph's input) -> the 521 AudioSet probabilities [B, 521] of its best
-    0.96 s patch, and its features [B, 2048]. The window is cut into YAMNet's examples (96 frames every 48, the last one padded
-    with silence, as train.teacher and YAMNet's own inference cut a clip), each runs through all 14
-    layers and the head, and a class's score is its best patch's.
+    0.96 s patch, and its features [B, 2048]. The window is cut into YAMNet's examples (96 frames
+    every 48, the last one padded with silence, as train.teacher and YAMNet's own inference cut a
+    clip), each runs through all 14 layers and the head, and a class's score is its best patch's.
 
     Unlike VocabularyBranch (the whole window as one map, patches as 3 of its rows), every patch
     sees only itself, as in AudioSet training: on held-out ESC-50 classes its scores name a new
