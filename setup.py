@@ -31,7 +31,7 @@ setup(
     package_data={"edge.configs": ["labels/*.yaml", "model/*.yaml", "train/*.yaml",
                                   "edge/*.yaml"],  # the service config example (semanticac-edge serve)
                   # the trained demo bundle (CC BY-NC: see README), so a plain install can listen
-                  "edge": ["demo_bundle/*.json", "demo_bundle/*.onnx", "demo_bundle/tokenizer/*",
+                  "edge": ["demo_bundle/*.json", "demo_bundle/*.onnx", "demo_bundle/*.npz", "demo_bundle/tokenizer/*",
                            "demo_bundle/labels/*.npz"]},
     install_requires=[
         "numpy>=1.24",

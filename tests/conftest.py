@@ -121,9 +121,10 @@ def small_bundle(tmp_path_factory):
 
 @pytest.fixture
 def eager_labels(tmp_path):
-    """Three labels whose events start at a score of 1e-6: whatever the model hears (a tone,
-    noise), one of them scores above that, with a softmax over the set (at least 1/3) as with a
-    per-label sigmoid (it would take a cosine near -1 to every prompt to stay below)."""
+    """Three labels whose events start at a score of 1e-30: whatever the model hears (a tone,
+    noise), each scores above that, with a softmax over the set as with a per-label sigmoid (at
+    1e-6 the demo bundle's head, whose logits are mixed into the student's, can pull a label
+    below it within one sound, ending its event early)."""
     path = tmp_path / "eager.yaml"
-    path.write_text("name: urban\nthreshold: 1.0e-6\nlabels: [siren, dog_bark, car_horn]\n")
+    path.write_text("name: urban\nthreshold: 1.0e-30\nlabels: [siren, dog_bark, car_horn]\n")
     return path

@@ -265,8 +265,9 @@ def test_fit_scores_on_a_sigmoid_bundle(demo_bundle):
 
 def test_the_figures_are_the_devices_scores_with_the_vocabulary_branch(demo_bundle, labelled_csv, tmp_path,
                                                                         monkeypatch):
-    """A set with a label no one trained (`speech`): the clips carry the graph's vocabulary scores,
-    and before/after are scored with them, as `listen` scores (the new label: the vocabulary's)."""
+    """A set with a label no one trained (`speech`): the clips carry the graph's vocabulary scores
+    (and the demo bundle's head's logits), and before/after are scored with them, as `listen`
+    scores (the new label: the vocabulary's; the trained ones: the student's mixed with the head's)."""
     import dataclasses
 
     from calibrate.scores import embed_clips, fit_scores
@@ -283,7 +284,7 @@ def test_the_figures_are_the_devices_scores_with_the_vocabulary_branch(demo_bund
     with select_backend(demo_bundle, "onnxruntime", threads=1) as backend, \
             select_backend(demo_bundle, graph="vocabulary", threads=1) as graph:
         clipset = embed_clips(demo_bundle, site, clips, backend, lambda outputs: vocabulary.scores(graph, outputs))
-    assert clipset.vocabulary is not None and clipset.vocabulary.shape == (len(clips), 521)
+    assert clipset.vocabulary is not None and clipset.vocabulary.shape == (len(clips), 521 + 60)  # + the head's
     embeddings = label_embeddings_for(demo_bundle, site)
     report = fit_scores(demo_bundle, site, embeddings, clipset)
     device = Scorer.for_bundle(demo_bundle.meta, embeddings, site, vocabulary)(clipset.embeddings, clipset.vocabulary)
@@ -291,3 +292,4 @@ def test_the_figures_are_the_devices_scores_with_the_vocabulary_branch(demo_bund
     assert (report.before.nll, report.before.ece, report.before.accuracy) == (want.nll, want.ece, want.accuracy)
     student = Scorer.for_bundle(demo_bundle.meta, embeddings, site)(clipset.embeddings)
     assert not np.allclose(student[:, -1], device[:, -1])  # speech: the vocabulary's score, not the student's
+    assert not np.allclose(student[:, 0], device[:, 0])  # a trained label: the student's logit mixed with the head's
