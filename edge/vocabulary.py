@@ -110,7 +110,8 @@ class Head:
         if (
             model_id != bundle.meta.model_id
             or found != labels
-            or weights.shape != (len(labels), weights.shape[1])
+            or weights.ndim != 2
+            or weights.shape[0] != len(labels)
             or bias.shape != (len(labels),)
         ):
             raise BundleError(

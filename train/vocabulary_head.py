@@ -58,18 +58,16 @@ def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "
 
     from edge.backends import select_backend
     from edge.capture.audio import read_audio
-    from edge.features import log_mel, tile_frames
+    from train.vocabulary_trust import window_of
 
     fe, seconds = bundle.meta.frontend, bundle.meta.clip_seconds
-    graph_spec = bundle.meta.vocabulary["graph"]
-    name, features = graph_spec.inputs[0], head_input(bundle)
+    name, features = bundle.meta.vocabulary["graph"].inputs[0], head_input(bundle)
     rng = np.random.default_rng(seed)
     rows = []
     with select_backend(bundle, graph="vocabulary") as graph:
         for path in tqdm(paths, desc=what, unit="clip", dynamic_ncols=True):
             x = read_audio(str(path), fe.sample_rate)[: fe.seconds_to_samples(seconds)]
-            clips = [x] + [augment_copy(x, rng) for _ in range(copies)]
-            mels = [tile_frames(log_mel(clip, fe), fe.frames) for clip in clips]
+            mels = [window_of(clip, bundle) for clip in [x] + [augment_copy(x, rng) for _ in range(copies)]]
             rows.append(graph.run({name: np.stack(mels)[:, None]})[features])  # the clip and its copies: one batch
     return np.concatenate(rows).astype(np.float32)
 

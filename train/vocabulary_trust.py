@@ -80,23 +80,35 @@ def measure_vocabulary(bundle, datasets, quantile: float = CEILING["quantile"], 
     return heard, ceiling
 
 
+def first_window(path, bundle) -> np.ndarray:
+    """A file's first window as the device's log-mel [frames, n_mels] (tiled when shorter)."""
+    from edge.capture.audio import read_audio
+
+    fe = bundle.meta.frontend
+    return window_of(read_audio(str(path), fe.sample_rate), bundle)
+
+
+def window_of(samples: np.ndarray, bundle) -> np.ndarray:
+    """The first window of `samples` (at the frontend's rate) as the device's log-mel, tiled when shorter."""
+    from edge.features import log_mel, tile_frames
+
+    fe = bundle.meta.frontend
+    return tile_frames(log_mel(samples[: fe.seconds_to_samples(bundle.meta.clip_seconds)], fe), fe.frames)
+
+
 def first_windows(bundle, paths, what: str = "clips") -> tuple[np.ndarray, np.ndarray]:
     """(embeddings [N, C], vocabulary rows [N, V] (+ a head's T logits)) of each file's first window (tiled when
     shorter), as the device computes them: the bundle's graphs in ONNX Runtime; a progress bar."""
     from tqdm import tqdm
 
     from edge.backends import select_backend
-    from edge.capture.audio import read_audio
-    from edge.features import log_mel, tile_frames
     from edge.vocabulary import Vocabulary
 
-    fe, seconds = bundle.meta.frontend, bundle.meta.clip_seconds
     vocabulary = Vocabulary.from_bundle(bundle)
     embeddings, scores = [], []
     with select_backend(bundle, "onnxruntime") as audio, select_backend(bundle, graph="vocabulary") as graph:
         for path in tqdm(paths, desc=what, unit="clip", dynamic_ncols=True):
-            x = read_audio(str(path), fe.sample_rate)[: fe.seconds_to_samples(seconds)]
-            feed = {audio.input_names[0]: tile_frames(log_mel(x, fe), fe.frames)[None, None]}
+            feed = {audio.input_names[0]: first_window(path, bundle)[None, None]}
             out = audio.run(feed)
             embeddings.append(out[audio.output_names[0]][0])
             scores.append(vocabulary.scores(graph, {**feed, **out})[0])
