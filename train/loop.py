@@ -29,7 +29,6 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
-from tqdm import tqdm
 
 from edge.features import Frontend
 from edge.labels.labelset import LabelSet
@@ -45,6 +44,7 @@ from train.evaluation import evaluate
 from train.model.config import ModelConfig, load_model_config
 from train.model.loss import OneHotLoss, SemanticLoss
 from train.model.semanticac import SemanticAC, build_model
+from train.progress import bar as progress_bar
 from train.recipe import TrainConfig
 from train.scorer import ClassScorer, class_label_set, merge_label_sets
 
@@ -288,7 +288,7 @@ class Trainer:
         run.train_set.set_epoch(epoch)
         loader = _loader(run.train_set, self.config, shuffle=True, epoch=epoch)
         total_loss, correct, seen, labelled = 0.0, 0, 0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not is_main(), leave=False)
+        bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not is_main(), leave=False)
         for mel, targets, *teacher in bar:
             mel, targets = mel.to(run.device), targets.to(run.device)
             logits, loss = self.step(mel, targets, teacher[0].to(run.device) if teacher else None)

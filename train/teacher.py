@@ -312,7 +312,7 @@ def teacher_scores(clips: Iterable, cache_dir: str | Path | None = None, *, teac
     no more of it); None scores whole files. A clip that cannot be decoded raises AudioError
     naming it (build the dataset first: ClipDataset drops unreadable files).
     """
-    from tqdm import tqdm
+    from train.progress import bar as progress_bar
 
     cache = TeacherCache(cache_dir, teacher, max_seconds)
     paths = [_clip_path(c) for c in clips]
@@ -321,7 +321,7 @@ def teacher_scores(clips: Iterable, cache_dir: str | Path | None = None, *, teac
     top = np.zeros((n, NUM_CLASSES), np.float32)
     patches = np.zeros(n, np.int64)
     keys: list[str] = []
-    bar = tqdm(paths, desc="teacher scores (YAMNet)", unit="clip", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(paths, desc="teacher scores (YAMNet)", unit="clip", disable=not progress)
     for i, path in enumerate(bar):
         key = _file_sha1(path)
         got = cache.get(path, key)

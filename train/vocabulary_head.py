@@ -54,10 +54,9 @@ def augment_copy(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "clips") -> np.ndarray:
     """[N * (1 + copies), F] the vocabulary graph's features (its head input) of each file's first
     window, as the device computes them, each file then its `copies` augmented copies; a progress bar."""
-    from tqdm import tqdm
-
     from edge.backends import select_backend
     from edge.capture.audio import read_audio
+    from train.progress import bar
     from train.vocabulary_trust import window_of
 
     fe, seconds = bundle.meta.frontend, bundle.meta.clip_seconds
@@ -65,7 +64,7 @@ def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "
     rng = np.random.default_rng(seed)
     rows = []
     with select_backend(bundle, graph="vocabulary") as graph:
-        for path in tqdm(paths, desc=what, unit="clip", dynamic_ncols=True):
+        for path in bar(paths, desc=what, unit="clip"):
             x = read_audio(str(path), fe.sample_rate)[: fe.seconds_to_samples(seconds)]
             mels = [window_of(clip, bundle) for clip in [x] + [augment_copy(x, rng) for _ in range(copies)]]
             rows.append(graph.run({name: np.stack(mels)[:, None]})[features])  # the clip and its copies: one batch

@@ -99,15 +99,14 @@ def window_of(samples: np.ndarray, bundle) -> np.ndarray:
 def first_windows(bundle, paths, what: str = "clips") -> tuple[np.ndarray, np.ndarray]:
     """(embeddings [N, C], vocabulary rows [N, V] (+ a head's T logits)) of each file's first window (tiled when
     shorter), as the device computes them: the bundle's graphs in ONNX Runtime; a progress bar."""
-    from tqdm import tqdm
-
     from edge.backends import select_backend
     from edge.vocabulary import Vocabulary
+    from train.progress import bar
 
     vocabulary = Vocabulary.from_bundle(bundle)
     embeddings, scores = [], []
     with select_backend(bundle, "onnxruntime") as audio, select_backend(bundle, graph="vocabulary") as graph:
-        for path in tqdm(paths, desc=what, unit="clip", dynamic_ncols=True):
+        for path in bar(paths, desc=what, unit="clip"):
             feed = {audio.input_names[0]: first_window(path, bundle)[None, None]}
             out = audio.run(feed)
             embeddings.append(out[audio.output_names[0]][0])

@@ -541,11 +541,11 @@ def recipe(count: int, seed: int = 0, weights: dict | None = None, rate: int = D
 
 
 def _write_items(folder: Path, planned: Sequence[Planned], rate: int, seconds: float, progress: bool) -> None:
-    from tqdm import tqdm
+    from train.progress import bar
 
     (folder / "audio").mkdir()
     rows = []
-    for p in tqdm(planned, desc="background audio", unit="clip", disable=not progress, dynamic_ncols=True):
+    for p in bar(planned, desc="background audio", unit="clip", disable=not progress):
         item = make_item(p.kind, p.seed, rate, seconds)
         name = f"{p.index:05d}-{p.kind}.flac"
         sf.write(str(folder / "audio" / name), item.samples, rate, subtype=SUBTYPE, format="FLAC")

@@ -1,0 +1,30 @@
+"""Training-side progress bars: in place on a terminal, readable lines in a log."""
+
+import io
+
+from train.progress import bar
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_log_gets_whole_lines_not_thousands_of_redraws():
+    log = io.StringIO()
+    assert sum(bar(range(20000), stream=log, desc="clips")) == sum(range(20000))
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and log.getvalue().endswith("\n")
+    assert 1 <= len(lines) <= 3, lines  # the start, the end: well within LOG_SECONDS
+    assert lines[-1].startswith("clips: 100%") and "20000/20000" in lines[-1]
+
+
+def test_a_log_line_every_interval_and_a_terminal_redrawn_in_place():
+    log = io.StringIO()
+    for _ in bar(range(50), stream=log, mininterval=0, miniters=1):
+        pass
+    assert len(log.getvalue().splitlines()) >= 50  # every update is a line of its own
+    terminal = Terminal()
+    for _ in bar(range(50), stream=terminal, mininterval=0, miniters=1):
+        pass
+    assert terminal.getvalue().count("\r") >= 50 and terminal.getvalue().count("\n") <= 1

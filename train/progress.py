@@ -1,0 +1,42 @@
+"""Progress bars for the long passes of training-side work (teacher scores, epochs, features).
+
+On a terminal: tqdm's bar, redrawn in place. Elsewhere (a log file, `nohup`, CI, journald), where
+tqdm's carriage-return redraws pile up into one line of thousands of updates, the same bar is
+written as a plain line every LOG_SECONDS (and at the end), so a 10-minute pass leaves a few dozen
+readable lines.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+LOG_SECONDS = 30.0
+
+
+class _Lines:
+    """A stream for tqdm that turns each in-place redraw into one line of its own."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        line = text.replace("\r", "").rstrip()
+        if line:
+            self.stream.write(line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def bar(iterable=None, stream: TextIO | None = None, **kwargs):
+    """tqdm(iterable, **kwargs) on `stream` (stderr): in place on a terminal, else a line every
+    LOG_SECONDS."""
+    from tqdm import tqdm
+
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return tqdm(iterable, file=stream, dynamic_ncols=True, **kwargs)
+    kwargs.setdefault("mininterval", LOG_SECONDS)
+    return tqdm(iterable, file=_Lines(stream), ncols=100, **kwargs)
