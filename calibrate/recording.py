@@ -10,6 +10,7 @@ the listener does before its event detector.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
@@ -34,9 +35,10 @@ log = logging.getLogger(__name__)
 class WindowRecorder(Sink):
     """A sink that keeps each window's time, scores (in the label set's order) and gate flag."""
 
-    def __init__(self, labels: Sequence[str]):
+    def __init__(self, labels: Sequence[str], progress: Progress | None = None):
         super().__init__(stream=io.StringIO())
         self.labels = tuple(labels)
+        self.progress = progress  # counts the stream's seconds as its windows come
         self.index = {name: i for i, name in enumerate(self.labels)}
         self.times: list[float] = []
         self.rows: list[np.ndarray] = []
@@ -55,6 +57,8 @@ class WindowRecorder(Sink):
         self.times.append(result.t)
         self.rows.append(row)
         self.gated.append(bool(result.gated))
+        if self.progress is not None and int(result.t) > self.progress.done:
+            self.progress.update(int(result.t) - self.progress.done)
 
     def event(self, event: Event) -> None:
         self.starts += event.kind == "start"
@@ -84,11 +88,20 @@ class Stream:
         return out
 
 
-def listen_to(options: ListenOptions, labels: Sequence[str], path: Path, name: str | None = None) -> Stream:
-    """Run listen over one file (fast, every label); AudioError when it cannot be read or fails."""
+def listen_to(
+    options: ListenOptions, labels: Sequence[str], path: Path, name: str | None = None, seconds: float | None = None
+) -> Stream:
+    """Run listen over one file (fast, every label); AudioError when it cannot be read or fails.
+    `seconds`: the file's length, for a progress bar over it (a long joined stream)."""
     options = dataclasses.replace(options, input=str(path), fast=True, top_k=len(labels))
-    recorder = WindowRecorder(labels)
-    summary = listen(options, sink=recorder)
+    with contextlib.ExitStack() as stack:
+        bar = None
+        if seconds is not None:
+            bar = stack.enter_context(Progress(int(seconds), f"listening to {name} (seconds of audio)"))
+        recorder = WindowRecorder(labels, bar)
+        summary = listen(options, sink=recorder)
+        if bar is not None:
+            bar.update(bar.total - bar.done)  # the last window may end a little before the last second
     if summary.error:
         raise AudioError(summary.error)
     k = len(labels)
@@ -170,7 +183,6 @@ def _joined(
     with tempfile.TemporaryDirectory(prefix="semanticac-calibrate-") as folder:
         joined = Path(folder) / "joined.w64"  # Sony Wave64: no 4 GB limit (WAV's is ~18 h at 16 kHz float)
         sf.write(str(joined), np.concatenate(parts), rate, format="W64", subtype="FLOAT")
-        log.info(
-            "listening to %d file(s) joined into one stream of %.1f s", len(parts), sum(p.size for p in parts) / rate
-        )
-        return listen_to(options, labels, joined, name=f"{len(parts)} file(s) joined")
+        seconds = sum(p.size for p in parts) / rate
+        log.info("listening to %d file(s) joined into one stream of %.1f s", len(parts), seconds)
+        return listen_to(options, labels, joined, name=f"{len(parts)} file(s) joined", seconds=seconds)

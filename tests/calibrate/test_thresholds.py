@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import logging
 import math
 
 import numpy as np
@@ -121,13 +122,17 @@ def test_false_alarm_plot_is_a_png(thresholds_run):
     assert thresholds_run.plot.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_join_makes_one_stream(background, tmp_path):
+def test_join_makes_one_stream(background, tmp_path, caplog):
     out = tmp_path / "joined.yaml"
-    result = CliRunner().invoke(calibrate.cli.main, [
-        "thresholds", "--labels", "urban", "--background", str(background / "street1.wav"),
-        "--background", str(background / "more" / "street2.flac"), "--join", "--only-raise",
-        "--false-alarms-per-hour", "1e6", "--out", str(out), *cli_options(hop=2.0)])
+    with caplog.at_level(logging.INFO, logger="calibrate.progress"):
+        result = CliRunner().invoke(calibrate.cli.main, [
+            "thresholds", "--labels", "urban", "--background", str(background / "street1.wav"),
+            "--background", str(background / "more" / "street2.flac"), "--join", "--only-raise",
+            "--false-alarms-per-hour", "1e6", "--out", str(out), *cli_options(hop=2.0)])
     assert result.exit_code == 0, result.output
+    # the one long listen has a progress of its own, in seconds of the stream
+    heard = [r.getMessage() for r in caplog.records if r.getMessage().startswith("listening to 2 file(s) joined")]
+    assert len(heard) >= 3 and heard[-1].split(": ")[1].startswith("24/24 (100 %"), heard
     assert "in 1 stream(s), 2 file(s)" in result.stdout
     seconds = float(result.stdout.split("background: ")[1].split(" s")[0])
     assert math.isclose(seconds, 24.0, abs_tol=0.05)
