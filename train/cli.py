@@ -219,8 +219,11 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
               help="L2 penalty on the standardised features' weights.")
 @click.option("--copies", type=click.IntRange(0), default=HEAD["copies"], show_default=True,
               help="Augmented copies of each training clip (shift, gain, noise).")
+@click.option("--placed", type=click.IntRange(0), default=HEAD["placed"], show_default=True,
+              help="Copies of each clip placed in a window of silence, quiet noise or background, as a "
+                   "stream has a sound shorter than the window.")
 @domain_errors
-def vocabulary_head(bundle_path, recipe, weight, l2, copies):
+def vocabulary_head(bundle_path, recipe, weight, l2, copies, placed):
     """Fit, in place, a head on the vocabulary graph's frozen YAMNet features for the trained labels.
 
     One logistic regression per trained label on the recipe's training clips and its background
@@ -232,9 +235,10 @@ def vocabulary_head(bundle_path, recipe, weight, l2, copies):
     from train.recipe import load_train_config
     from train.vocabulary_head import fit_head
 
-    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies)
+    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed)
     click.echo(f"bundle {bundle_path}: {head['file']} fitted on {head['clips']} clips "
-               f"({head['fit']['background']} background, +{copies} augmented copies each), weight {weight:g}: "
+               f"({head['fit']['background']} background, +{copies} augmented copies and {placed} placed in a "
+               f"window each), weight {weight:g}: "
                + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}, "
                            f"other clips it scores above 0.5 {fit['train_false_positives']:.1%}"
                            for name, fit in head["fit"]["sets"].items()))
