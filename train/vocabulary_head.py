@@ -5,8 +5,8 @@ device (edge.vocabulary, model.json `vocabulary.head`, `head.npz`).
 Why: YAMNet itself on the window's 0.96 s patches (the vocabulary graph `vocabulary-patches`
 makes) also outputs its 1024-wide embedding, mean and max over the patches. A logistic head on
 those frozen features names held-out clips about as well as the fine-tuned student (CV split 1,
-ESC-50 20 % / UrbanSound8K fold 2: 86.2 / 70.0 % against the student's 83.2 / 69.1 %) and makes
-other mistakes, so the mean of the two logits does better than either: 90.1 / 74.0 %
+ESC-50 20 % / UrbanSound8K fold 2: 87.5 / 68.7 % against the student's 83.2 / 69.1 %) and makes
+other mistakes, so the mean of the two logits does better than either: 90.8 / 72.6 %
 (benchmarks/vocabulary_head.py; README: the figures).
 
 What is fitted, as the device computes it (the bundle's vocabulary graph in ONNX Runtime, each
