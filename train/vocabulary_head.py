@@ -64,13 +64,11 @@ def augment_copy(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def placed_copy(x: np.ndarray, samples: int, rate: int, rng: np.random.Generator, contexts=()) -> np.ndarray:
+def placed_copy(x: np.ndarray, samples: int, rng: np.random.Generator, contexts=()) -> np.ndarray:
     """[samples] one copy of a clip as a stream puts it in a window: an augmented copy
     (augment_copy), cut to a random 40-100 % of itself (at most the window), at a random offset in
-    a window of digital silence, white noise at -75..-40 dBFS RMS or, with `contexts` (paths of
-    background clips, read at `rate`), one of them at a gain of -20..0 dB (repeated to fill it)."""
-    from edge.capture.audio import read_audio
-
+    a window of digital silence, white noise at -75..-40 dBFS RMS or, with `contexts` (background
+    clips' samples at the clip's rate), one of them at a gain of -20..0 dB (repeated to fill it)."""
     x = augment_copy(x, rng)[:samples]
     keep = max(1, int(len(x) * rng.uniform(*PLACED["keep"])))
     start = int(rng.integers(0, len(x) - keep + 1))
@@ -81,7 +79,7 @@ def placed_copy(x: np.ndarray, samples: int, rate: int, rng: np.random.Generator
     elif kind == 1:
         window = rng.standard_normal(samples) * 10 ** (rng.uniform(*PLACED["noise_dbfs"]) / 20)
     else:
-        context = read_audio(str(contexts[int(rng.integers(len(contexts)))]), rate)
+        context = contexts[int(rng.integers(len(contexts)))]
         window = np.resize(context, samples) * 10 ** (rng.uniform(*PLACED["gain_db"]) / 20)
     offset = int(rng.integers(0, samples - len(x) + 1))
     window[offset : offset + len(x)] += x
@@ -92,7 +90,8 @@ def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "
                     contexts=()) -> np.ndarray:
     """[N * (1 + copies + placed), F] the vocabulary graph's features (its head input) of each file's
     first window, as the device computes them, each file then its `copies` augmented copies and its
-    `placed` copies in a window (placed_copy, in `contexts` among others); a progress bar."""
+    `placed` copies in a window (placed_copy, in the files `contexts` among others, each read once);
+    a progress bar."""
     from edge.backends import select_backend
     from edge.capture.audio import read_audio
     from train.progress import bar
@@ -102,12 +101,13 @@ def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "
     samples = fe.seconds_to_samples(bundle.meta.clip_seconds)
     name, features = bundle.meta.vocabulary["graph"].inputs[0], head_input(bundle)
     rng = np.random.default_rng(seed)
+    surroundings = [read_audio(str(path), fe.sample_rate) for path in contexts] if placed else []
     rows = []
     with select_backend(bundle, graph="vocabulary") as graph:
         for path in bar(paths, desc=what, unit="clip"):
             x = read_audio(str(path), fe.sample_rate)[:samples]
             clips = ([x] + [augment_copy(x, rng) for _ in range(copies)]
-                     + [placed_copy(x, samples, fe.sample_rate, rng, contexts) for _ in range(placed)])
+                     + [placed_copy(x, samples, rng, surroundings) for _ in range(placed)])
             mels = [window_of(clip, bundle) for clip in clips]
             rows.append(graph.run({name: np.stack(mels)[:, None]})[features])  # the clip and its copies: one batch
     return np.concatenate(rows).astype(np.float32)
