@@ -3,7 +3,8 @@
 On a terminal: tqdm's bar, redrawn in place. Elsewhere (a log file, `nohup`, CI, journald), where
 tqdm's carriage-return redraws pile up into one line of thousands of updates, the same bar is
 written as a plain line every LOG_SECONDS (and at the end), so a 10-minute pass leaves a few dozen
-readable lines.
+readable lines. There a postfix or description update waits for the next line: tqdm's
+`set_postfix` redraws at once by default, which in a log is a line per training step.
 """
 
 from __future__ import annotations
@@ -39,4 +40,12 @@ def bar(iterable=None, stream: TextIO | None = None, **kwargs):
     if isatty is not None and isatty():
         return tqdm(iterable, file=stream, dynamic_ncols=True, **kwargs)
     kwargs.setdefault("mininterval", LOG_SECONDS)
-    return tqdm(iterable, file=_Lines(stream), ncols=100, **kwargs)
+
+    class LogBar(tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            super().set_postfix(ordered_dict, refresh=False, **kwargs)
+
+        def set_description(self, desc=None, refresh=True):
+            super().set_description(desc, refresh=False)
+
+    return LogBar(iterable, file=_Lines(stream), ncols=100, **kwargs)

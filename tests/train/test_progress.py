@@ -19,6 +19,17 @@ def test_a_log_gets_whole_lines_not_thousands_of_redraws():
     assert lines[-1].startswith("clips: 100%") and "20000/20000" in lines[-1]
 
 
+def test_a_postfix_set_every_step_waits_for_the_next_log_line():
+    log = io.StringIO()
+    steps = bar(range(5000), stream=log, desc="epoch 1/1")
+    for i in steps:
+        steps.set_postfix(loss=f"{1 / (i + 1):.4f}")  # as the training loop does, every batch
+        steps.set_description("epoch 1/1")
+    lines = log.getvalue().splitlines()
+    assert 1 <= len(lines) <= 3, lines[:5]
+    assert "loss=0.0002" in lines[-1]
+
+
 def test_a_log_line_every_interval_and_a_terminal_redrawn_in_place():
     log = io.StringIO()
     for _ in bar(range(50), stream=log, mininterval=0, miniters=1):
