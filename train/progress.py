@@ -4,7 +4,9 @@ On a terminal: tqdm's bar, redrawn in place. Elsewhere (a log file, `nohup`, CI,
 tqdm's carriage-return redraws pile up into one line of thousands of updates, the same bar is
 written as a plain line every LOG_SECONDS (and at the end), so a 10-minute pass leaves a few dozen
 readable lines. There a postfix or description update waits for the next line: tqdm's
-`set_postfix` redraws at once by default, which in a log is a line per training step.
+`set_postfix` redraws at once by default, which in a log is a line per training step. Nor does
+tqdm's monitor thread write there: it redraws a bar whose count it cannot see (the same count, a
+later time), and its adaptive step count could leave a pass that slowed down silent for minutes.
 """
 
 from __future__ import annotations
@@ -40,8 +42,11 @@ def bar(iterable=None, stream: TextIO | None = None, **kwargs):
     if isatty is not None and isatty():
         return tqdm(iterable, file=stream, dynamic_ncols=True, **kwargs)
     kwargs.setdefault("mininterval", LOG_SECONDS)
+    kwargs.setdefault("miniters", 1)  # a line as soon as the interval is up, however the pace changed
 
     class LogBar(tqdm):
+        monitor_interval = 0  # tqdm's monitor thread redraws a stale count (the iterator's n is local)
+
         def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
             super().set_postfix(ordered_dict, refresh=False, **kwargs)
 

@@ -1,6 +1,8 @@
 """Training-side progress bars: in place on a terminal, readable lines in a log."""
 
 import io
+import re
+import time
 
 from train.progress import bar
 
@@ -28,6 +30,15 @@ def test_a_postfix_set_every_step_waits_for_the_next_log_line():
     lines = log.getvalue().splitlines()
     assert 1 <= len(lines) <= 3, lines[:5]
     assert "loss=0.0002" in lines[-1]
+
+
+def test_a_pass_that_slows_down_keeps_its_lines():
+    log = io.StringIO()
+    for i in bar(range(2030), stream=log, mininterval=0.1):
+        if i >= 2000:  # thousands per second, then 50 per second for 0.6 s
+            time.sleep(0.02)
+    counts = [int(m.group(1)) for m in re.finditer(r"(\d+)/2030", log.getvalue())]
+    assert sum(n > 2000 for n in counts) >= 3, log.getvalue()  # adaptive step counts printed none here
 
 
 def test_a_log_line_every_interval_and_a_terminal_redrawn_in_place():
