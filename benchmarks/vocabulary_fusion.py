@@ -10,8 +10,10 @@ For each veto power a, trust r and ceiling (in a window where a new label of the
 veto_heard, a trained label the vocabulary has a name for, and hears in at least a share r of its
 own training clips, scores student * min(1, v / veto_below) ** a; a = 0: the student alone; r = 0:
 every named label; new labels always come from the vocabulary, against the bundle's
-vocabulary.ceiling or, "off", none; a set without new labels is never fused; the trust shares and
-the ceiling are the bundle's, recorded by `semanticac-train vocabulary-trust`):
+vocabulary.ceiling or, "off", none; intruders: the bundle's vocabulary.familiar (a class no label
+of the set is near, well above what a trained label's own clips made the vocabulary say, holds
+it back: edge.vocabulary) or, "off", none; the trust shares, the ceiling and the familiar scores
+are the bundle's, recorded by `semanticac-train vocabulary-trust`):
   accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
                own dataset's label set (esc50 / urban) + a `speech` label added by YAML (so the
                veto applies: the trained labels beside a new one)
@@ -41,15 +43,18 @@ from edge.scoring import Scorer
 from edge.vocabulary import Vocabulary
 from train.vocabulary_trust import first_windows
 
-# (veto power, veto_reliable, ceiling: the bundle's vocabulary.ceiling, or none)
-VARIANTS = ((0.0, 0.0, False), (0.3, 0.3, False), (0.0, 0.0, True), (0.3, 0.3, True), (1.0, 0.3, True))
+# (veto power, veto_reliable, ceiling: the bundle's vocabulary.ceiling, or none, intruders: the
+# bundle's vocabulary.familiar, or none)
+VARIANTS = ((0.0, 0.0, False, False), (0.3, 0.3, False, False), (0.0, 0.0, True, False), (0.3, 0.3, True, False),
+            (1.0, 0.3, True, False), (0.3, 0.3, True, True))
 DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
 
 
 def scores(bundle, vocabulary, label_set, variant, emb, voc) -> np.ndarray:
-    power, trust, ceiling = variant
+    power, trust, ceiling, intruders = variant
     fused = dataclasses.replace(vocabulary, veto_power=power, veto_reliable=trust,
-                                ceiling=vocabulary.ceiling if ceiling else None)
+                                ceiling=vocabulary.ceiling if ceiling else None,
+                                familiar=vocabulary.familiar if intruders else None)
     embeddings = label_embeddings_for(bundle, label_set)
     return Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=fused)(emb, voc)
 
@@ -122,14 +127,14 @@ def main() -> None:
                 p = scores(zs, zs_vocabulary, label_set, a, emb, voc)
                 figures[a][f"gzsl unseen among {name}"] = float((p.argmax(1) == truth).mean())
     keys = list(figures[VARIANTS[0]])
-    print(f"{'power, trust, ceiling':>21}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
+    print(f"{'power, trust, ceiling, intruders':>32}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
     for a in VARIANTS:
-        print(f"{a[0]:>8.1f} {a[1]:>5.1f} {'on' if a[2] else 'off':>6}  "
+        print(f"{a[0]:>8.1f} {a[1]:>5.1f} {'on' if a[2] else 'off':>6} {'on' if a[3] else 'off':>10}  "
               + "  ".join(f"{figures[a][k]:>28.3f}" for k in keys))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({f"power {a[0]} trust {a[1]} ceiling {'on' if a[2] else 'off'}": v for a, v in figures.items()},
-                      f, indent=1)
+            json.dump({f"power {a[0]} trust {a[1]} ceiling {'on' if a[2] else 'off'} intruders "
+                       f"{'on' if a[3] else 'off'}": v for a, v in figures.items()}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
                           (and features [B, F] for the head), run only for a label set that needs it
       head.npz            the vocabulary's head (optional): the trained labels' logits from those
                           features, mixed with the student's
+      familiar.npz        what each trained label's own training clips make the vocabulary say
+                          (optional): a sound no label of the set names holds the others back
       text.onnx           the text tower: token ids -> embedding [B, C] (optional)
       tokenizer/          what turns prompts into ids for text.onnx
       labels/<name>.npz   precomputed label embeddings (edge.labels.embeddings)
@@ -70,8 +72,8 @@ class BundleMeta:
     scoring: dict = field(default_factory=lambda: {"kind": "softmax"})
     # the vocabulary branch (edge.vocabulary): None, or {"graph" (a Tower: the audio graph's
     # trunk output -> vocabulary scores), "labels", "trained", "tau", "novelty_cosine",
-    # "veto_below", "veto_power", "veto_cosine", "veto_heard", "veto_reliable", "heard" and
-    # "ceiling" (None when absent), "source"}
+    # "veto_below", "veto_power", "veto_cosine", "veto_heard", "veto_reliable", "heard",
+    # "ceiling", "head" and "familiar" (None when absent), "source"}
     vocabulary: dict | None = None
 
     def to_dict(self) -> dict:
@@ -80,7 +82,8 @@ class BundleMeta:
         if data["vocabulary"] is None:  # absent: a bundle without one stays readable by older readers
             del data["vocabulary"]
         else:
-            for name in ("heard", "ceiling", "head"):  # unmeasured or unfitted: absent, as older readers expect
+            # unmeasured or unfitted: absent, as older readers expect
+            for name in ("heard", "ceiling", "head", "familiar"):
                 if data["vocabulary"].get(name, ()) is None:
                     del data["vocabulary"][name]
         return data
@@ -183,6 +186,7 @@ VOCABULARY_FIELDS = (
     "ceiling",
     "source",
     "head",
+    "familiar",
 )
 
 
@@ -236,6 +240,7 @@ def _vocabulary(meta: Fields) -> dict | None:
     out["heard"] = _heard(spec, out["trained"])
     out["ceiling"] = _ceiling(spec)
     out["head"] = _head(spec, graph)
+    out["familiar"] = _familiar(spec)
     return out
 
 
@@ -267,6 +272,41 @@ def _head(spec: Fields, graph: Tower) -> dict | None:
         "clips": head.positive("clips", "the number of training clips the head was fitted on (> 0)", int),
         "fit": head.get("fit", dict, "a mapping of what the fit was", default={}),
     }
+
+
+FAMILIAR_FIELDS = ("file", "sha256", "quantile", "clips", "margin", "outside_cosine", "ignore")
+
+
+def _familiar(spec: Fields) -> dict | None:
+    """vocabulary.familiar (absent: None): {file, sha256, quantile, clips, margin, outside_cosine,
+    ignore}, what each trained label's own training clips make the vocabulary say (`file`:
+    edge.vocabulary.Familiar's npz, that quantile of each class's score over the label's clips;
+    train.vocabulary_trust) and when a class says something else: a class no label of the set is
+    near (text cosine < outside_cosine), not in `ignore`, scoring `margin` above that level."""
+    what = "a mapping {file, sha256, quantile, clips, margin, outside_cosine, ignore}"
+    familiar = spec.nested("familiar", what, default=None)
+    if familiar is None:
+        return None
+    familiar.unknown(FAMILIAR_FIELDS)
+    file, sha = _file_and_hash(familiar)
+    out: dict = {"file": file, "sha256": sha}
+    ranges = {
+        "quantile": ("a quantile in (0, 1]", 0.0, 1.0),
+        "margin": ("a probability in (0, 1]", 0.0, 1.0),
+        "outside_cosine": ("a cosine in [-1, 1]", -1.0, 1.0),
+    }
+    for name, (allowed, low, high) in ranges.items():
+        value = familiar.get(name, NUMBER, allowed)
+        if not (math.isfinite(value) and low <= value <= high) or (name != "outside_cosine" and value == 0):
+            raise familiar.fail(f"field {name!r} {must_be(allowed, value)}")
+        out[name] = float(value)
+    out["clips"] = familiar.positive("clips", "the number of training clips measured (> 0)", int)
+    what = "a list of vocabulary class names that never hold a label back"
+    ignore = familiar.get("ignore", list, what, default=[])
+    if not all(isinstance(name, str) and name for name in ignore):
+        raise familiar.fail(f"field 'ignore' {must_be(what, ignore)}")
+    out["ignore"] = list(ignore)
+    return out
 
 
 CEILING_FIELDS = ("quantile", "floor", "clips", "scores")

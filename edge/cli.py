@@ -205,7 +205,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         click.echo(
             f"vocabulary {graph.file} {list(graph.inputs)} -> {len(vocabulary.names)} named classes "
             f"({vocabulary.source}): scores new labels, run only for a set that has one"
-            + ("" if vocabulary.head is None else " or a trained label (the head below)")
+            + ("" if vocabulary.head is None and vocabulary.familiar is None else " or a trained label (below)")
         )
         if vocabulary.head is not None:
             head = found.meta.vocabulary["head"]
@@ -213,6 +213,13 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                 f"head       {head['file']}: {len(vocabulary.head.bias)} trained labels from the graph's "
                 f"{head['input']!r} ({vocabulary.head.weights.shape[1]} wide), weight {head['weight']:g} beside the "
                 f"student's {1 - head['weight']:g}, fitted on {head['clips']} clips"
+            )
+        if vocabulary.familiar is not None:
+            familiar = found.meta.vocabulary["familiar"]
+            click.echo(
+                f"familiar   {familiar['file']}: what each trained label's own clips made the vocabulary say "
+                f"({familiar['clips']} clips); a class {familiar['margin']:g} above it that no label of the set is "
+                f"near holds the label back"
             )
     if emb is not None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
@@ -226,6 +233,12 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                     "  (ceiling: the most the training audio made the vocabulary say that class; a new label's "
                     "score counts each class against it, at most 1. Fit new labels' thresholds on the site's own "
                     "audio: `semanticac-calibrate thresholds`)"
+                )
+            intruders = fusion.intruders(vocabulary.names)
+            if intruders:
+                click.echo(
+                    f"  intruders: {len(intruders)} classes the set has no label for can hold a trained label back, "
+                    f"e.g. {', '.join(intruders[:: max(1, len(intruders) // 6)][:6])}"
                 )
             vetoed = fusion.vetoed(emb.labels)
             if vetoed:

@@ -7,8 +7,8 @@ and AudioSet head, 521 classes, on the window's 0.96 s patches as it was trained
 bundles: YAMNet's layers 9-14 on the first 8 trunk layers it shared with the student). It costs
 2.4-3.5 times the audio graph (the earlier kind: a third), so it runs only for a label set that
 needs it (`Scorer.fusion` is not None: one with a new label, or any set with a trained label when
-the bundle has a head, below); otherwise a set of trained labels costs what the student costs and
-scores what the student scores. Its class names' text embeddings ship in
+the bundle has a head or an intruder measurement, below); otherwise a set of trained labels costs
+what the student costs and scores what the student scores. Its class names' text embeddings ship in
 the bundle (labels/<vocabulary.labels>.npz), as do those of the labels the student was trained
 on (labels/<name>.npz for each of `vocabulary.trained`).
 
@@ -46,12 +46,28 @@ per window, given the student's per-label score s [K] and the vocabulary's p [V]
                                                     label and not this one (a student calls every
                                                     sound one it learnt, and a new label's sound
                                                     most of all)
-            = s_k                                   for any other trained label, and for every
-                                                    label of a set without new labels
+            = s_k * min(1, v_k / veto_below) ** veto_power
+                                                    for any trained label, in a window where an
+                                                    intruder of its scores p_j >= level_kj (below)
+            = s_k                                   for any other trained label
+
+An intruder (model.json vocabulary.familiar, familiar.npz; optional): a student calls every sound
+one it learnt, most of all a sound no training clip held (frogs heard as dog barks, birds as an
+air conditioner), while the vocabulary names that sound, confidently. So each class j is an
+implicit new label of every set that has no label near it (text cosine < familiar.outside_cosine,
+and not in familiar.ignore: Silence, a quiet patch beside the sound), and for trained label k
+
+    level_kj = familiar_j(t_k) + familiar.margin                       inf for a class near a label
+
+familiar_j(t) being what the nearest trained label's own training clips made class j say (a high
+quantile of its scores over them; train.vocabulary_trust): Vehicle on jackhammers, Speech on
+children playing, Animal on dog barks are familiar and hold nothing back. The untrusted labels
+are held back too (the vocabulary's silence about them says nothing, but a sound it names that
+their clips never made it say does).
 
 So a label added by YAML ("speech", "frog") is scored by a head trained on 521 named classes,
-and a set of trained labels only is scored exactly as before. The ceiling (optional; the demo
-bundle has none: with YAMNet on patches it costs more than it gains) puts a new label on the
+and a set of trained labels only is scored as before, but for the intruder veto. The ceiling
+(optional; the demo bundle has none: with YAMNet on patches it costs more than it gains) puts a new label on the
 student's footing: AudioSet's rarer classes rarely reach high probabilities (a frog's clip may
 score "Frog" 0.2 and "Animal" 0.6), while a student trained to 1 on its labels scores the sound
 nearest one it learnt at 0.6-0.9; against what the vocabulary reached on the training audio, a
@@ -85,6 +101,16 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def _checked_file(bundle, spec: dict, what: str, fix: str) -> Path:
+    """The bundle file model.json's `spec` ({file, sha256, ...}) names; BundleError naming it and
+    `fix` when it is missing or its SHA-256 is not the recorded one."""
+    path = Path(bundle.path) / spec["file"]
+    if not path.is_file() or sha256_file(path) != spec["sha256"]:
+        state = "is missing" if not path.is_file() else "does not match model.json's SHA-256"
+        raise BundleError(f"bundle {bundle.path}: {what} {path} {state}: {fix}")
+    return path
+
+
 @dataclass(frozen=True)
 class Head:
     """The vocabulary's head: the trained labels' logits from the vocabulary graph's features."""
@@ -99,11 +125,8 @@ class Head:
         """The head model.json `vocabulary.head` describes, for the trained labels `labels`
         ("set/label", in the order of vocabulary.trained); BundleError naming the file and the fix
         when it is missing, damaged or made for other labels."""
-        path = Path(bundle.path) / spec["file"]
         fix = f"fit it again: `semanticac-train vocabulary-head --bundle {bundle.path} --config RECIPE`"
-        if not path.is_file() or sha256_file(path) != spec["sha256"]:
-            state = "is missing" if not path.is_file() else "does not match model.json's SHA-256"
-            raise BundleError(f"bundle {bundle.path}: the vocabulary head {path} {state}: {fix}")
+        path = _checked_file(bundle, spec, "the vocabulary head", fix)
         with np.load(path, allow_pickle=False) as data:
             weights, bias = data["weights"].astype(np.float32), data["bias"].astype(np.float32)
             found, model_id = [str(x) for x in data["labels"]], str(data["model_id"])
@@ -127,6 +150,51 @@ class Head:
 
 
 @dataclass(frozen=True)
+class Familiar:
+    """What each trained label's own training clips make the vocabulary say (model.json
+    vocabulary.familiar, familiar.npz; train.vocabulary_trust measures it), and when a window's
+    class says something else."""
+
+    scores: np.ndarray  # float32 [T, V]: that quantile of each class's score over the label's clips (1: no clips;
+    # stored as uint8 times `scale` in the file)
+    margin: float  # a class this far above its familiar level holds the label back
+    outside_cosine: float  # ... if no label of the set is this near it (text cosine)
+    ignore: np.ndarray  # bool [V]: classes that never do (Silence: a quiet patch beside the sound)
+
+    @classmethod
+    def load(cls, bundle, spec: dict, labels: list[str], names: tuple[str, ...]) -> Familiar:
+        """The measurement model.json `vocabulary.familiar` describes, for the trained labels
+        `labels` ("set/label", in the order of vocabulary.trained) and the vocabulary's class
+        `names`; BundleError naming the file and the fix when it is missing, damaged or made for
+        other labels or classes."""
+        fix = f"measure it again: `semanticac-train vocabulary-trust --bundle {bundle.path} --config RECIPE`"
+        path = _checked_file(bundle, spec, "the vocabulary's familiar scores", fix)
+        with np.load(path, allow_pickle=False) as data:
+            scores = data["scores"].astype(np.float32) * np.float32(data["scale"])
+            found, classes = [str(x) for x in data["labels"]], tuple(str(x) for x in data["classes"])
+            model_id = str(data["model_id"])
+        shape = (len(labels), len(names))
+        if model_id != bundle.meta.model_id or found != labels or classes != names or scores.shape != shape:
+            raise BundleError(
+                f"bundle {bundle.path}: the vocabulary's familiar scores {path} were measured for model {model_id!r}, "
+                f"{len(found)} trained labels and {len(classes)} classes, scores {scores.shape}, not this bundle's "
+                f"{bundle.meta.model_id!r}, its {len(labels)} trained labels and {len(names)} classes: {fix}"
+            )
+        unknown = sorted(set(spec["ignore"]) - set(names))
+        if unknown:
+            raise BundleError(
+                f"bundle {bundle.path}: model.json vocabulary.familiar.ignore names {unknown}, which are not "
+                f"classes of the vocabulary (e.g. {names[0]!r}): use its class names"
+            )
+        return cls(
+            scores=scores,
+            margin=spec["margin"],
+            outside_cosine=spec["outside_cosine"],
+            ignore=np.isin(np.array(names), spec["ignore"]),
+        )
+
+
+@dataclass(frozen=True)
 class Vocabulary:
     """A bundle's vocabulary branch: its class names and their embeddings, the trained labels'
     embeddings, and the fusion's constants (model.json `vocabulary`)."""
@@ -147,6 +215,7 @@ class Vocabulary:
     ceiling: np.ndarray | None = None  # float32 [V] in (0, 1]: each class's most on the training audio (None: none)
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
     head: Head | None = None  # the trained labels' head on the graph's features (None: none)
+    familiar: Familiar | None = None  # what each trained label's clips make it say (None: no intruder veto)
 
     @classmethod
     def from_bundle(cls, bundle) -> Vocabulary | None:
@@ -201,12 +270,10 @@ class Vocabulary:
                     f"`semanticac-train vocabulary-trust --bundle {bundle.path} --config RECIPE`"
                 )
             ceiling = np.array([reached[n] for n in names], dtype=np.float32)
-        head = (
-            None
-            if spec.get("head") is None
-            else Head.load(
-                bundle, spec["head"], [f"{name}/{label}" for name, found in trained_sets for label in found.labels]
-            )
+        trained_labels = [f"{name}/{label}" for name, found in trained_sets for label in found.labels]
+        head = None if spec.get("head") is None else Head.load(bundle, spec["head"], trained_labels)
+        familiar = (
+            None if spec.get("familiar") is None else Familiar.load(bundle, spec["familiar"], trained_labels, names)
         )
         return cls(
             input=spec["graph"].inputs[0],
@@ -225,6 +292,7 @@ class Vocabulary:
             ceiling=ceiling,
             source=spec.get("source", ""),
             head=head,
+            familiar=familiar,
         )
 
     def scores(self, graph, audio) -> np.ndarray:
@@ -252,6 +320,13 @@ class Vocabulary:
         named = cos.max(axis=1) >= self.veto_cosine
         trusted = self.heard[to_trained.argmax(axis=1)] >= self.veto_reliable
         head = self.head is not None and self.head.weight > 0 and not novel.all()
+        intruder = None
+        if self.familiar is not None and self.veto_power > 0:
+            # a class no label of the set is near, scoring well above what a label's own clips made it say
+            foreign = (cos.max(axis=0) < self.familiar.outside_cosine) & ~self.familiar.ignore  # [V]
+            levels = self.familiar.scores[to_trained.argmax(axis=1)].astype(np.float64) + self.familiar.margin
+            levels = np.where(foreign[None, :] & ~novel[:, None] & (levels <= 1.0), levels, np.inf)  # [K, V]
+            intruder = levels if np.isfinite(levels).any() else None
         return Fusion(
             mapping_t=np.ascontiguousarray((w / w.sum(axis=1, keepdims=True)).T),
             novel=novel,
@@ -262,6 +337,8 @@ class Vocabulary:
             head_rows=np.where(novel, -1, to_trained.argmax(axis=1)) if head else None,
             head_weight=self.head.weight if head and self.head is not None else 0.0,
             head_size=0 if self.head is None else len(self.head.bias),
+            intruder=intruder,
+            intruder_power=self.veto_power,
         )
 
 
@@ -278,6 +355,8 @@ class Fusion:
     head_rows: np.ndarray | None = None  # int [K]: each trained label's row of the head (-1: novel); None: no head
     head_weight: float = 0.0
     head_size: int = 0  # T: the head's logits after the V scores in a vocabulary row (0: the bundle has no head)
+    intruder: np.ndarray | None = None  # float64 [K, V]: label k is held back where class j reaches this (inf: never)
+    intruder_power: float = 0.0
 
     @property
     def size(self) -> int:
@@ -286,8 +365,8 @@ class Fusion:
 
     @property
     def identity(self) -> bool:
-        """No new label (so no veto either) and no head: the fusion changes nothing."""
-        return not self.novel.any() and self.head_rows is None
+        """No new label, no intruder class and no head: the fusion changes nothing."""
+        return not self.novel.any() and self.head_rows is None and self.intruder is None
 
     def mix(self, student_logits: np.ndarray, vocabulary_scores: np.ndarray) -> np.ndarray:
         """[N, K] student logits and [N, V + T] vocabulary rows -> [N, K] logits, the head's mixed
@@ -316,6 +395,12 @@ class Fusion:
     def vetoed(self, labels: tuple[str, ...]) -> list[str]:
         """The trained labels the veto may hold back beside a new label, in the set's order."""
         return [label for label, power in zip(labels, self.veto) if power > 0]
+
+    def intruders(self, names: tuple[str, ...]) -> list[str]:
+        """The vocabulary classes that can hold back a trained label of the set, in its order."""
+        if self.intruder is None:
+            return []
+        return [names[j] for j in np.flatnonzero(np.isfinite(self.intruder).any(axis=0))]
 
     def _row(self, vocabulary_scores: np.ndarray) -> np.ndarray:
         row = np.asarray(vocabulary_scores, dtype=np.float64)
@@ -348,5 +433,9 @@ class Fusion:
         new = v if self.ceiling is None else self._new(p)  # the same without a ceiling: one product per window
         student = np.clip(student, 0.0, 1.0)
         heard = np.where(self.novel, new, 0.0).max(axis=-1, keepdims=True) >= self.veto_heard  # [N, 1]
-        trained = student * np.minimum(1.0, v / self.veto_below) ** np.where(heard, self.veto, 0.0)
+        power = np.where(heard, self.veto, 0.0)  # [N, K]
+        if self.intruder is not None:
+            intruded = (p[..., None, :] >= self.intruder).any(axis=-1)  # [N, K]
+            power = np.where(intruded, self.intruder_power, power)
+        trained = student * np.minimum(1.0, v / self.veto_below) ** power
         return np.where(self.novel, new, trained)

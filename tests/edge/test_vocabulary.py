@@ -8,7 +8,7 @@ import pytest
 
 from edge.errors import BundleError
 from edge.scoring import Scorer
-from edge.vocabulary import Head, Vocabulary
+from edge.vocabulary import Familiar, Head, Vocabulary
 
 
 def unit(x):
@@ -406,3 +406,134 @@ def test_a_head_file_that_is_damaged_or_made_for_other_labels_is_refused_with_th
     (copy / "head.npz").unlink()
     with pytest.raises(BundleError, match=r"head\.npz is missing"):
         Vocabulary.from_bundle(bundle)
+
+
+def with_familiar(power=1.0, ignore=(), speech_for_dogs=0.6):
+    """The vocabulary above with a familiar measurement: the dog clips made it say Dog 1.0 and
+    Speech `speech_for_dogs` (people near dogs), the siren clips Siren 1.0, neither said Frog."""
+    familiar = Familiar(scores=np.array([[1.0, 0.0, speech_for_dogs, 0.02], [0.0, 1.0, 0.0, 0.0]], np.float32),
+                        margin=0.45, outside_cosine=0.5, ignore=np.isin(np.array(NAMES), ignore))
+    return dataclasses.replace(vocabulary(power=power), familiar=familiar)
+
+
+def test_a_sound_no_label_of_the_set_names_holds_back_the_trained_labels_its_clips_never_made_it_say():
+    trained_only = unit([[1, 0, 0, 0], [0, 1, 0, 0]])  # dog bark, siren: Speech and Frog are outside the set
+    fusion = with_familiar().fusion(trained_only)
+    assert not fusion.identity and fusion.veto.tolist() == [0.0, 0.0]  # no new label: the old veto sleeps
+    student = np.array([[0.9, 0.2]])  # the student calls the frog a dog bark
+    frog = np.array([[0.02, 0.0, 0.0, 0.9]])
+    np.testing.assert_allclose(fusion(student, frog)[0], [0.9 * 0.02 / 0.3, 0.0], atol=1e-6)
+    # speech: the dog clips made the vocabulary say it (0.6 + margin 0.45 > 1): the bark stays; the siren's never did
+    speech = np.array([[0.0, 0.01, 0.95, 0.0]])
+    np.testing.assert_allclose(fusion(student, speech)[0], [0.9, 0.2 * 0.01 / 0.3], atol=1e-6)
+    # the vocabulary hears the dog too (>= veto_below): a frog beside it holds nothing back
+    np.testing.assert_allclose(fusion(student, np.array([[0.5, 0.0, 0.0, 0.9]]))[0], [0.9, 0.0], atol=1e-6)
+    # below the labels' familiar levels + margin (dog 0.02 + 0.45, siren 0 + 0.45) the frog is no intruder
+    np.testing.assert_allclose(fusion(student, np.array([[0.02, 0.0, 0.0, 0.44]]))[0], [0.9, 0.2], atol=1e-6)
+    np.testing.assert_allclose(fusion(student, np.array([[0.02, 0.0, 0.0, 0.46]]))[0], [0.9, 0.0], atol=1e-6)
+
+
+def test_an_intruder_near_a_label_of_the_set_or_ignored_holds_nothing_back():
+    # frog is a label of the set (new, so the new label's veto applies instead): its sound is no
+    # intruder, and a new label is never held back; Speech still is, for the siren alone
+    with_frog = with_familiar().fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]]))
+    np.testing.assert_allclose(with_frog.intruder, [[np.inf, np.inf, np.inf, np.inf],
+                                                    [np.inf, np.inf, 0.45, np.inf],
+                                                    [np.inf, np.inf, np.inf, np.inf]])
+    ignored = with_familiar(ignore=("Frog", "Speech")).fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    assert ignored.identity  # nothing left to hold a label back: the vocabulary graph need not run
+    no_power = with_familiar(power=0.0).fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    assert no_power.identity  # veto_power 0 (unmeasured) switches the intruder off too
+    # a bundle whose dog clips never made the vocabulary say Speech: speech holds the bark back
+    unfamiliar = with_familiar(speech_for_dogs=0.0).fusion(unit([[1, 0, 0, 0]]))
+    assert unfamiliar(np.array([[0.9]]), np.array([[0.0, 0.0, 0.95, 0.0]]))[0, 0] == pytest.approx(0.0, abs=1e-6)
+
+
+FAMILIAR = {"file": "familiar.npz", "sha256": "2" * 64, "quantile": 0.9, "clips": 60, "margin": 0.45,
+            "outside_cosine": 0.5, "ignore": ["Silence"]}
+
+
+@pytest.mark.parametrize("change, text", [
+    ({"margin": 0}, "'margin' must be a probability in (0, 1]"),
+    ({"quantile": 1.5}, "'quantile' must be a quantile in (0, 1]"),
+    ({"outside_cosine": 2}, "'outside_cosine' must be a cosine in [-1, 1]"),
+    ({"ignore": "Silence"}, "'ignore' must be a list of vocabulary class names"),
+    ({"clips": 0}, "'clips' must be the number of training clips measured"),
+    ({"level": 1}, "level"),
+])
+def test_model_json_vocabulary_familiar_errors_name_the_field(demo_bundle, change, text):
+    from edge.bundle import parse_bundle_meta
+
+    assert parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "familiar": FAMILIAR})).vocabulary["familiar"][
+        "ignore"] == ["Silence"]
+    with pytest.raises(BundleError) as info:
+        parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "familiar": {**FAMILIAR, **change}}))
+    assert "familiar" in str(info.value) and text in str(info.value)
+
+
+def test_a_familiar_file_that_is_damaged_or_measured_for_other_labels_is_refused_with_the_fix(demo_bundle, tmp_path):
+    import shutil
+
+    from edge.bundle import read_bundle
+    from edge.fsutil import sha256_file
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle.path, copy)
+    data = json.loads((copy / "model.json").read_text())
+    trained = [f"{name}/{label}" for name in data["vocabulary"]["trained"]
+               for label in np.load(copy / "labels" / f"{name}.npz")["labels"]]
+    classes = [str(x) for x in np.load(copy / "labels" / f"{data['vocabulary']['labels']}.npz")["labels"]]
+
+    def write(labels, ignore=("Silence",)):
+        np.savez(copy / "familiar.npz", scores=np.full((len(labels), len(classes)), 128, np.uint8), scale=1 / 255,
+                 labels=np.array(labels), classes=np.array(classes), model_id=np.array(data["model_id"]))
+        data["vocabulary"]["familiar"] = {**FAMILIAR, "sha256": sha256_file(copy / "familiar.npz"),
+                                          "ignore": list(ignore)}
+        (copy / "model.json").write_text(json.dumps(data))
+        return read_bundle(copy, verify=False)
+
+    familiar = Vocabulary.from_bundle(write(trained)).familiar
+    assert familiar.scores.shape == (len(trained), len(classes)) and familiar.ignore.sum() == 1
+    assert familiar.scores.dtype == np.float32 and familiar.scores[0, 0] == pytest.approx(128 / 255)
+    with pytest.raises(BundleError, match=r"measured for model .* 59 trained labels.*train vocabulary-trust"):
+        Vocabulary.from_bundle(write(trained[1:]))
+    with pytest.raises(BundleError, match=r"ignore names \['Silense'\], which are not classes of the vocabulary"):
+        Vocabulary.from_bundle(write(trained, ignore=("Silense",)))
+    bundle = write(trained)
+    (copy / "familiar.npz").write_bytes(b"damaged")
+    with pytest.raises(BundleError, match=r"familiar\.npz does not match model\.json's SHA-256.*vocabulary-trust"):
+        Vocabulary.from_bundle(bundle)
+
+
+def test_the_demo_bundle_s_urban_labels_are_held_back_by_frogs_and_birds_not_by_their_own_company(demo_bundle):
+    """The shipped measurement (familiar.npz, every development clip): a dog bark's clips make
+    the vocabulary say Animal and Dog, so those hold nothing back; no urban clip says Frog or
+    Bird like a frog's or a bird's clip does, so beside `urban` (which has no label near them)
+    they hold every urban label back; Silence (a quiet patch beside the sound) never does."""
+    from edge.labels.embeddings import label_embeddings_for
+    from edge.labels.labelset import resolve_label_set
+
+    vocabulary = Vocabulary.from_bundle(demo_bundle)
+    urban = resolve_label_set("urban")
+    fusion = vocabulary.fusion(label_embeddings_for(demo_bundle, urban).embeddings)
+    names = list(vocabulary.names)
+    level = dict(zip(urban.names, fusion.intruder))
+    assert all(np.isfinite(level[label][names.index("Frog")]) for label in urban.names)
+    assert np.isfinite(level["air_conditioner"][names.index("Bird")])
+    assert np.isinf(level["dog_bark"][names.index("Animal")]) and np.isinf(level["dog_bark"][names.index("Dog")])
+    assert np.isinf(level["children_playing"][names.index("Speech")])  # children playing: people talking
+    assert np.isinf(fusion.intruder[:, names.index("Silence")]).all()
+
+
+def test_info_says_what_can_hold_a_set_s_labels_back(demo_bundle):
+    import re
+
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", "urban"])
+    assert result.exit_code == 0, result.output
+    assert "familiar   familiar.npz: what each trained label's own clips made the vocabulary say" in result.output
+    found = re.search(r"intruders: (\d+) classes the set has no label for", result.output)
+    assert found and 300 < int(found.group(1)) < 521  # AudioSet's far from urban's ten labels, Silence not

@@ -226,6 +226,20 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
     assert not (named & ~trusted).any() and fusion.veto[-1] == 0
     assert named[urban.names.index("siren")]
     np.testing.assert_allclose(fusion.ceiling, vocabulary.ceiling, rtol=1e-6)  # a new label is scored against it
+    # familiar: what each trained label's own clips made the vocabulary say
+    familiar, names = vocabulary.familiar, list(vocabulary.names)
+    assert bundle.meta.vocabulary["familiar"]["clips"] == 60 and names[familiar.ignore.argmax()] == "Silence"
+    trained = [f"{name}/{label}" for name in bundle.meta.vocabulary["trained"]
+               for label in label_embeddings_for(bundle, resolve_label_set(name)).labels]
+    siren = familiar.scores[trained.index("urban/siren")]
+    assert siren[names.index("Siren")] >= 0.5 and siren[names.index("Frog")] < 0.2
+    assert fusion.intruder is not None and np.isinf(fusion.intruder[-1]).all()  # never the new frog
+    assert np.isinf(fusion.intruder[:, names.index("Frog")]).all()  # frog is a label of the set: no intruder
+    # a damaged measurement is what the command fixes: it measures again without reading it
+    (copy / "familiar.npz").write_bytes(b"damaged")
+    again = CliRunner().invoke(main, ["vocabulary-trust", "--bundle", str(copy), "--config", str(recipe)])
+    assert again.exit_code == 0, again.output
+    assert Vocabulary.from_bundle(read_bundle(copy)).familiar.scores.shape == familiar.scores.shape
 
 
 def test_an_export_whose_training_clips_are_elsewhere_switches_the_veto_off(vocab_bundle, tmp_path, caplog):
