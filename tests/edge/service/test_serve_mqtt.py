@@ -100,6 +100,7 @@ def test_serve_killed_leaves_offline_by_its_last_will(broker, subscribers, eager
     assert [m.payload for m in sub.topics(f"{base}/availability")] == ["online", "offline"]
 
 
+@pytest.mark.slow  # 9 s of real time (a broker that comes late, then restarts)
 def test_serve_detects_without_a_broker_then_delivers_when_it_comes_and_after_a_restart(
         subscribers, eager_labels, cache, tmp_path):
     import time
