@@ -155,8 +155,9 @@ class Familiar:
     vocabulary.familiar, familiar.npz; train.vocabulary_trust measures it), and when a window's
     class says something else."""
 
-    scores: np.ndarray  # float32 [T, V]: that quantile of each class's score over the label's clips (1: no clips;
-    # stored as uint8 times `scale` in the file)
+    # float32 [T, V]: that quantile of each class's score over the label's clips (1: no clips); the
+    # file stores it as uint8 times `scale`
+    scores: np.ndarray
     margin: float  # a class this far above its familiar level holds the label back
     outside_cosine: float  # ... if no label of the set is this near it (text cosine)
     ignore: np.ndarray  # bool [V]: classes that never do (Silence: a quiet patch beside the sound)
