@@ -51,6 +51,12 @@ per window, given the student's per-label score s [K] and the vocabulary's p [V]
                                                     intruder of its scores p_j >= level_kj (below)
             = s_k                                   for any other trained label
 
+and where an intruder holds back the trained label the student scores highest in the window (t),
+every trained label is held back at least as far (score_k <= s_k * min(1, v_t / veto_below) **
+veto_power): the window's top-1 stands. The vocabulary misnames sounds it does not know (ESC-50's
+water drops as Wood block); that costs the window its event, not its top-1 (ESC-50 CV 89.8 % with
+a label-by-label hold-back, 90.8 % this way, as without the veto).
+
 An intruder (model.json vocabulary.familiar, familiar.npz; optional): a student calls every sound
 one it learnt, most of all a sound no training clip held (frogs heard as dog barks, birds as an
 air conditioner), while the vocabulary names that sound, confidently. So each class j is an
@@ -438,5 +444,11 @@ class Fusion:
         if self.intruder is not None:
             intruded = (p[..., None, :] >= self.intruder).any(axis=-1)  # [N, K]
             power = np.where(intruded, self.intruder_power, power)
-        trained = student * np.minimum(1.0, v / self.veto_below) ** power
+        factor = np.minimum(1.0, v / self.veto_below) ** power
+        if self.intruder is not None:
+            # the top trained label held back holds every trained label back at least as far: its top-1 stands
+            top = np.where(self.novel, -np.inf, student).argmax(axis=-1)[..., None]  # [N, 1]
+            window = np.where(np.take_along_axis(intruded, top, axis=-1), np.take_along_axis(factor, top, axis=-1), 1.0)
+            factor = np.minimum(factor, window)
+        trained = student * factor
         return np.where(self.novel, new, trained)

@@ -433,6 +433,23 @@ def test_a_sound_no_label_of_the_set_names_holds_back_the_trained_labels_its_cli
     np.testing.assert_allclose(fusion(student, np.array([[0.02, 0.0, 0.0, 0.46]]))[0], [0.9, 0.0], atol=1e-6)
 
 
+def test_an_intruder_of_the_top_label_holds_the_whole_window_back_so_its_top_1_stands():
+    fusion = with_familiar().fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    # a siren the vocabulary misnames as speech, which the dog clips made it say: label by label
+    # the siren alone would be held back, and the dog bark (0.6) would top the window
+    student, misnamed = np.array([[0.6, 0.9]]), np.array([[0.5, 0.01, 0.95, 0.0]])
+    fused = fusion(student, misnamed)[0]
+    np.testing.assert_allclose(fused, [0.6 * 0.01 / 0.3, 0.9 * 0.01 / 0.3], atol=1e-6)
+    assert fused.argmax() == 1
+    # the top label not intruded: the others are still held back label by label
+    np.testing.assert_allclose(fusion(np.array([[0.9, 0.6]]), misnamed)[0], [0.9, 0.6 * 0.01 / 0.3], atol=1e-6)
+    # a new label of the set is never the window's top trained label, nor held back
+    with_frog = with_familiar().fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1]]))
+    fused = with_frog(np.array([[0.6, 0.9, 1.0]]), misnamed)[0]
+    frog = with_frog.new_label_scores(misnamed)[0, 2]
+    np.testing.assert_allclose(fused, [0.6 * 0.01 / 0.3, 0.9 * 0.01 / 0.3, frog], atol=1e-6)
+
+
 def test_an_intruder_near_a_label_of_the_set_or_ignored_holds_nothing_back():
     # frog is a label of the set (new, so the new label's veto applies instead): its sound is no
     # intruder, and a new label is never held back; Speech still is, for the siren alone
