@@ -13,6 +13,14 @@ labels added by YAML of benchmarks/trust.py (NEW_LABELS: sounds no development s
 new labels' false alarms on audio beyond what their ceiling was measured on. With --out it also writes what
 `semanticac-calibrate thresholds` needs to fit on the held-out audio: OUT/bg/ (links to the
 held-out non-urban clips) and OUT/positives.csv (30 held-out UrbanSound8K clips per class, seeded).
+With a zero-shot recipe it also writes OUT/new-labels/: what the thresholds of labels added by YAML
+need, its never-trained classes standing in for them: urban_new.yaml (`urban` + those classes as
+labels, default threshold), positives.csv (every clip of them) and bg/ (links to the held-out
+non-urban clips of the classes it trained on):
+
+    semanticac-calibrate thresholds --bundle B --labels OUT/new-labels/urban_new.yaml \
+        --background OUT/new-labels/bg --join --only-raise --false-alarms-per-hour 1 \
+        --positives OUT/new-labels/positives.csv --plot new.png --out new.yaml
 """
 
 from __future__ import annotations
@@ -44,8 +52,8 @@ def main() -> None:
 
     specs = {spec.kind: spec for spec in load_train_config(args.recipe).datasets}
     held, names = split_clips(specs["esc50"], "val")
-    if specs["esc50"].holdout:  # a zero-shot recipe: its never-trained classes are held out too
-        held += split_clips(specs["esc50"], "heldout")[0]
+    never = split_clips(specs["esc50"], "heldout")[0] if specs["esc50"].holdout else []
+    held += never  # a zero-shot recipe's never-trained classes are held out too
     trained, _ = split_clips(specs["esc50"], "train")
     held = [c for c in held if names[c.target] not in URBAN_IN_ESC50]
     trained = [c for c in trained if names[c.target] not in URBAN_IN_ESC50]
@@ -61,11 +69,7 @@ def main() -> None:
             print(f"{name}: {figures[name]}", flush=True)
     if args.out:
         out = Path(args.out)
-        (out / "bg").mkdir(parents=True, exist_ok=True)
-        for clip in held:
-            link = out / "bg" / clip.path.name
-            link.unlink(missing_ok=True)
-            link.symlink_to(Path(clip.path).resolve())
+        link_clips(out / "bg", held)
         test, classes = split_clips(specs["us8k"], "test")
         random.Random(0).shuffle(test)
         count: Counter = Counter()
@@ -76,7 +80,27 @@ def main() -> None:
                 rows.append(f"{clip.path},{classes[clip.target]}")
         (out / "positives.csv").write_text("\n".join(rows) + "\n")
         print(f"wrote {out / 'bg'} ({len(held)} links) and {out / 'positives.csv'} ({len(rows) - 1} clips)")
+        if never:
+            write_new_labels(out / "new-labels", held, never, names)
     print(json.dumps(figures, indent=1))
+
+
+def link_clips(folder: Path, clips) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for clip in clips:
+        link = folder / Path(clip.path).name
+        link.unlink(missing_ok=True)
+        link.symlink_to(Path(clip.path).resolve())
+
+
+def write_new_labels(out: Path, held, never, names) -> None:
+    """OUT/new-labels/: a zero-shot recipe's never-trained classes as labels added to `urban` by YAML."""
+    new = sorted({names[clip.target] for clip in never})
+    link_clips(out / "bg", [clip for clip in held if names[clip.target] not in new])
+    (out / "positives.csv").write_text("path,label\n" + "".join(f"{c.path},{names[c.target]}\n" for c in never))
+    urban_with(out / "urban_new.yaml", tuple(new))
+    print(f"wrote {out}: urban_new.yaml (urban + {', '.join(new)}), positives.csv ({len(never)} clips), "
+          f"bg/ ({len(held) - len(never)} links)")
 
 
 if __name__ == "__main__":
