@@ -231,8 +231,14 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             if meanings and fusion.ceiling is not None:
                 click.echo(
                     "  (ceiling: the most the training audio made the vocabulary say that class; a new label's "
-                    "score counts each class against it, at most 1. Fit new labels' thresholds on the site's own "
-                    "audio: `semanticac-calibrate thresholds`)"
+                    "score counts each class against it, at most 1)"
+                )
+            if meanings:
+                threshold = {label.name: label.threshold for label in label_set.labels}
+                click.echo(
+                    f"  new labels' thresholds: {', '.join(f'{name} {threshold[name]:g}' for name in meanings)}; "
+                    "the vocabulary also hears near kin as them (rain as a thunderstorm, a sneeze as a cough): "
+                    "fit them on the site's own recordings with `semanticac-calibrate thresholds`"
                 )
             intruders = fusion.intruders(vocabulary.names)
             if intruders:

@@ -203,6 +203,7 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     assert len(new) == 2 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
     assert new[1].startswith("  new: doorbell (no one trained it): scored as Doorbell 0.9")
     assert "ceiling" not in result.output  # the shipped bundle has none
+    assert "  new labels' thresholds: speech 0.5, doorbell 0.5; the vocabulary also hears near kin" in result.output
     # the demo bundle's vocabulary hears sirens in 87 % of their training clips: the veto applies to it
     assert "held back unless the vocabulary hears them too: siren" in result.output
     # a bundle with a ceiling shows the low ones: no development clip rings a doorbell
