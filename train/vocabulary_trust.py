@@ -43,14 +43,15 @@ FAMILIAR_FILE = "familiar.npz"
 
 
 def measure_vocabulary(bundle, datasets, quantile: float = CEILING["quantile"], floor: float = CEILING["floor"]
-                       ) -> tuple[dict[str, dict[str, float]], dict | None, np.ndarray, int]:
+                       ) -> tuple[dict[str, dict[str, float]], dict | None, dict, int]:
     """(heard, ceiling, familiar, clips) over the training clips of `datasets` (train.data.DataSpec
     each), as model.json's vocabulary.heard ({trained set: {label: share}}; a clip counts for every
     trained label named as its class; labels without clips are left out, and edge then never vetoes
     them), vocabulary.ceiling ({quantile, floor, clips, scores {class: score}}, over every clip;
-    None for a floor of 1, where every class's ceiling would be 1) and familiar.npz's scores [T, V]
-    (FAMILIAR's quantile of each class's scores over each trained label's own clips, in the order
-    of vocabulary.trained; 1 for a label without clips, which no intruder then holds back)."""
+    None for a floor of 1, where every class's ceiling would be 1) and what familiar.npz holds:
+    {scores [T, V] (FAMILIAR's quantile of each class's scores over each trained label's own clips;
+    1 for a label without clips, which no intruder then holds back), labels (T "set/label", in the
+    order of vocabulary.trained), classes (the V vocabulary class names)}."""
     from edge.errors import BundleError
     from edge.labels.embeddings import LabelEmbeddings
     from edge.vocabulary import Vocabulary
@@ -80,9 +81,13 @@ def measure_vocabulary(bundle, datasets, quantile: float = CEILING["quantile"], 
             for k, label in enumerate(found.labels) if label in wanted
         }
     probabilities = scores[:, : len(vocabulary.names)].astype(np.float64)  # not a head's
-    familiar = np.array([np.quantile(probabilities[classes == label], FAMILIAR["quantile"], axis=0)
-                         if (classes == label).any() else np.ones(len(vocabulary.names))
-                         for found in sets.values() for label in found.labels], dtype=np.float32)
+    familiar = {
+        "scores": np.array([np.quantile(probabilities[classes == label], FAMILIAR["quantile"], axis=0)
+                            if (classes == label).any() else np.ones(len(vocabulary.names))
+                            for found in sets.values() for label in found.labels], dtype=np.float32),
+        "labels": [f"{name}/{label}" for name, found in sets.items() for label in found.labels],
+        "classes": list(vocabulary.names),
+    }
     if floor >= 1:
         return heard, None, familiar, len(todo)
     reached = np.quantile(probabilities, quantile, axis=0)
@@ -138,7 +143,6 @@ def trust_vocabulary(path: str | Path, datasets, veto_reliable: float | None = N
     `veto_power`; the ceiling at `quantile` and `floor` (default: CEILING, none)."""
     from edge.bundle import read_bundle, write_bundle_meta
     from edge.fsutil import atomic_path, sha256_file
-    from edge.labels.embeddings import LabelEmbeddings
     from train.export import VOCABULARY_FUSION
 
     bundle = read_bundle(path)
@@ -148,17 +152,11 @@ def trust_vocabulary(path: str | Path, datasets, veto_reliable: float | None = N
     heard, ceiling, familiar, clips = measure_vocabulary(bundle, datasets,
                                                          CEILING["quantile"] if quantile is None else quantile,
                                                          CEILING["floor"] if floor is None else floor)
-
-    def names(label_set: str) -> list[str]:
-        return list(LabelEmbeddings.load(bundle.labels_dir / f"{label_set}.npz").labels)
-
     target = Path(bundle.path) / FAMILIAR_FILE
     with atomic_path(target) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, scores=np.round(familiar * 255).astype(np.uint8), scale=np.float32(1 / 255),
-                            model_id=np.array(bundle.meta.model_id),
-                            labels=np.array([f"{name}/{label}" for name in bundle.meta.vocabulary["trained"]
-                                             for label in names(name)]),
-                            classes=np.array(names(bundle.meta.vocabulary["labels"])))
+        np.savez_compressed(f, scores=np.round(familiar["scores"] * 255).astype(np.uint8), scale=np.float32(1 / 255),
+                            model_id=np.array(bundle.meta.model_id), labels=np.array(familiar["labels"]),
+                            classes=np.array(familiar["classes"]))
     spec = {**bundle.meta.vocabulary, "heard": heard, "ceiling": ceiling,
             "familiar": {"file": FAMILIAR_FILE, "sha256": sha256_file(target), "clips": clips, **FAMILIAR},
             "veto_reliable": VOCABULARY_FUSION["veto_reliable"] if veto_reliable is None else float(veto_reliable)}
