@@ -248,10 +248,11 @@ HEAD_FIELDS = ("file", "sha256", "input", "weight", "clips", "fit")
 
 
 def _head(spec: Fields, graph: Tower) -> dict | None:
-    """vocabulary.head (absent: None): {file, sha256, input, weight, clips, fit}, a linear head on
-    the features the vocabulary graph also outputs (`input`, not its first output), one row per
-    trained label (`file`: edge.vocabulary.Head's npz; train.vocabulary_head fits it on `clips`
-    training clips). A trained label's logit is (1 - weight) * the student's + weight * the head's."""
+    """vocabulary.head (absent: None): {file, sha256, input, weight, clips, fit}, a head on the
+    features the vocabulary graph also outputs (`input`, not its first output): a linear layer, one
+    row per trained label, optionally after one hidden ReLU layer (`file`: edge.vocabulary.Head's
+    npz; train.vocabulary_head fits it on `clips` training clips). A trained label's logit is
+    (1 - weight) * the student's + weight * the head's."""
     head = spec.nested("head", "a mapping {file, sha256, input, weight, clips}", default=None)
     if head is None:
         return None

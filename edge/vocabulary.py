@@ -79,13 +79,17 @@ score "Frog" 0.2 and "Animal" 0.6), while a student trained to 1 on its labels s
 nearest one it learnt at 0.6-0.9; against what the vocabulary reached on the training audio, a
 class that no training sound made it say counts for more (train.vocabulary_trust measures it).
 
-The head (optional, model.json vocabulary.head, head.npz; train.vocabulary_head fits it): a
-linear layer on the features the vocabulary graph also outputs (YAMNet's embedding, mean and max
-over the patches), one row per trained label, fitted on the student's own training clips. Frozen
-YAMNet features name the trained labels about as well as the fine-tuned student and err on other
-clips, so for every trained label of a set (not a novel one), before the set's calibration:
+The head (optional, model.json vocabulary.head, head.npz; train.vocabulary_head fits it): on the
+features the vocabulary graph also outputs (YAMNet's embedding, mean and max over the patches), a
+linear layer, one row per trained label, optionally after one hidden ReLU layer (the demo bundle's
+since 2026-12-03: its weights int8 per unit on the standardised features, in head.npz as
+`hidden_*` and `feature_mean` / `feature_scale`), fitted on the student's own training clips.
+Frozen YAMNet features name the trained labels about as well as the fine-tuned student and err on
+other clips, so for every trained label of a set (not a novel one), before the set's calibration:
 
-    z_k = (1 - weight) * z_student_k + weight * (features @ head_weights[t_k] + head_bias[t_k])
+    h = features                                   (no hidden layer)
+    h = relu(features @ hidden_weights.T + hidden_bias)   (standardisation and int8 steps folded in)
+    z_k = (1 - weight) * z_student_k + weight * (h @ head_weights[t_k] + head_bias[t_k])
 
 t_k being the trained label nearest label k. With a head every set runs the vocabulary graph
 (the student's cost plus the graph's); `Vocabulary.scores` then gives [N, V + T]: the V
@@ -122,9 +126,10 @@ class Head:
     """The vocabulary's head: the trained labels' logits from the vocabulary graph's features."""
 
     input: str  # the vocabulary graph's output it reads
-    weights: np.ndarray  # float32 [T, F]
+    weights: np.ndarray  # float32 [T, H]: the output layer (H = F without a hidden layer)
     bias: np.ndarray  # float32 [T]
     weight: float  # its share of a trained label's logit (the student's: 1 - weight)
+    hidden: tuple[np.ndarray, np.ndarray] | None = None  # float32 ([H, F], [H]) on the raw features; None: linear
 
     @classmethod
     def load(cls, bundle, spec: dict, labels: list[str]) -> Head:
@@ -134,25 +139,64 @@ class Head:
         fix = f"fit it again: `semanticac-train vocabulary-head --bundle {bundle.path} --config RECIPE`"
         path = _checked_file(bundle, spec, "the vocabulary head", fix)
         with np.load(path, allow_pickle=False) as data:
-            weights, bias = data["weights"].astype(np.float32), data["bias"].astype(np.float32)
+            head = cls.from_arrays(data, spec["input"], spec["weight"], f"{path}: ", fix)
             found, model_id = [str(x) for x in data["labels"]], str(data["model_id"])
+        width = head.weights.shape[-1] if head.hidden is None else head.hidden[0].shape[0]
         if (
             model_id != bundle.meta.model_id
             or found != labels
-            or weights.ndim != 2
-            or weights.shape[0] != len(labels)
-            or bias.shape != (len(labels),)
+            or head.weights.ndim != 2
+            or head.weights.shape != (len(labels), width)
+            or head.bias.shape != (len(labels),)
         ):
             raise BundleError(
                 f"bundle {bundle.path}: the vocabulary head {path} was fitted for model {model_id!r} and "
-                f"{len(found)} labels ({found[:2]}...), weights {weights.shape}, not this bundle's "
+                f"{len(found)} labels ({found[:2]}...), weights {head.weights.shape}"
+                f"{'' if head.hidden is None else f' after {len(head.hidden[1])} hidden units'}, not this bundle's "
                 f"{bundle.meta.model_id!r} and its {len(labels)} trained labels: {fix}"
             )
-        return cls(input=spec["input"], weights=weights, bias=bias, weight=spec["weight"])
+        return head
+
+    @classmethod
+    def from_arrays(cls, data, input: str, weight: float, where: str = "", fix: str = "") -> Head:
+        """The head of head.npz's arrays `data` (a mapping: weights, bias, and the hidden layer's
+        when it has one), its int8 hidden weights folded onto the raw features."""
+        hidden = _hidden_layer(data, where, fix) if "hidden_weights" in data else None
+        return cls(
+            input=input,
+            weights=data["weights"].astype(np.float32),
+            bias=data["bias"].astype(np.float32),
+            weight=weight,
+            hidden=hidden,
+        )
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         """[N, F] features -> [N, T] trained labels' logits."""
-        return np.asarray(features, dtype=np.float32) @ self.weights.T + self.bias
+        h = np.asarray(features, dtype=np.float32)
+        if self.hidden is not None:
+            h = np.maximum(h @ self.hidden[0].T + self.hidden[1], 0.0)
+        return h @ self.weights.T + self.bias
+
+
+HIDDEN_ARRAYS = ("hidden_weights", "hidden_step", "hidden_bias", "feature_mean", "feature_scale")
+
+
+def _hidden_layer(data, where: str, fix: str) -> tuple[np.ndarray, np.ndarray]:
+    """head.npz's hidden layer, folded onto the raw features: int8 weights [H, F] with a step per
+    unit [H], on features standardised by feature_mean / feature_scale [F], and a bias [H]."""
+    missing = [name for name in HIDDEN_ARRAYS if name not in data]
+    if missing:
+        raise BundleError(f"{where}the vocabulary head's hidden layer lacks {', '.join(missing)}: {fix}")
+    q, step, bias, mean, scale = (np.asarray(data[name]) for name in HIDDEN_ARRAYS)
+    units, width = q.shape if q.ndim == 2 else (-1, -1)
+    if q.dtype != np.int8 or {step.shape, bias.shape} != {(units,)} or {mean.shape, scale.shape} != {(width,)}:
+        raise BundleError(
+            f"{where}the vocabulary head's hidden layer does not fit together: weights {q.dtype} {q.shape} "
+            f"(int8 [H, F]), step {step.shape} and bias {bias.shape} ([H]), feature mean {mean.shape} and "
+            f"scale {scale.shape} ([F]): {fix}"
+        )
+    weights = q.astype(np.float32) * step.astype(np.float32)[:, None] / scale.astype(np.float32)[None, :]
+    return weights, bias.astype(np.float32) - weights @ mean.astype(np.float32)
 
 
 @dataclass(frozen=True)

@@ -222,12 +222,16 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
 @click.option("--placed", type=click.IntRange(0), default=HEAD["placed"], show_default=True,
               help="Copies of each clip placed in a window of silence, quiet noise or background, as a "
                    "stream has a sound shorter than the window.")
+@click.option("--hidden", type=click.IntRange(0), default=HEAD["hidden"], show_default=True,
+              help="Units of the head's hidden ReLU layer (int8 weights); 0: one logistic regression per label "
+                   "(--l2 applies to that alone).")
 @domain_errors
-def vocabulary_head(bundle_path, recipe, weight, l2, copies, placed):
+def vocabulary_head(bundle_path, recipe, weight, l2, copies, placed, hidden):
     """Fit, in place, a head on the vocabulary graph's frozen YAMNet features for the trained labels.
 
-    One logistic regression per trained label on the recipe's training clips and its background
-    clips (speech, silence, noise: negatives), as the device computes the features. On the device
+    One hidden ReLU layer, then a logistic output per trained label (or, --hidden 0, one logistic
+    regression per label), on the recipe's training clips and its background clips (speech,
+    silence, noise: negatives), as the device computes the features. On the device
     each trained label's logit becomes (1 - weight) * the student's + weight * the head's: the two
     err on different clips (README: the figures). Every label set then runs the vocabulary graph
     (the student's cost plus the graph's: `semanticac-edge bench`).
@@ -235,10 +239,10 @@ def vocabulary_head(bundle_path, recipe, weight, l2, copies, placed):
     from train.recipe import load_train_config
     from train.vocabulary_head import fit_head
 
-    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed)
+    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed, hidden)
     click.echo(f"bundle {bundle_path}: {head['file']} fitted on {head['clips']} clips "
                f"({head['fit']['background']} background, +{copies} augmented copies and {placed} placed in a "
-               f"window each), weight {weight:g}: "
+               f"window each), {f'{hidden} hidden units' if hidden else 'linear'}, weight {weight:g}: "
                + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}, "
                            f"other clips it scores above 0.5 {fit['train_false_positives']:.1%}"
                            for name, fit in head["fit"]["sets"].items()))

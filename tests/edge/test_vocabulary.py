@@ -352,6 +352,36 @@ def test_with_a_head_a_set_of_trained_labels_runs_the_vocabulary_and_without_wei
     assert only_new.head_rows is None and only_new.head_size == 2
 
 
+def hidden_arrays(**change):
+    """head.npz's arrays of a head with 2 hidden units on 3 features, and 2 outputs."""
+    return {"hidden_weights": np.array([[127, 0, -127], [0, 64, 0]], np.int8),
+            "hidden_step": np.array([0.01, 0.02], np.float32), "hidden_bias": np.array([0.5, -1.0], np.float32),
+            "feature_mean": np.array([1.0, 2.0, 3.0], np.float32),
+            "feature_scale": np.array([2.0, 1.0, 0.5], np.float32),
+            "weights": np.array([[1.0, -1.0], [0.5, 2.0]], np.float16), "bias": np.array([0.1, -0.2], np.float32),
+            **change}
+
+
+def test_a_head_s_hidden_layer_is_a_relu_on_standardised_features_through_its_int8_steps():
+    arrays = hidden_arrays()
+    features = np.array([[1.0, 2.0, 3.0], [41.0, 2.0, 3.0], [1.0, 52.0, -7.0]], np.float32)
+    z = (features - arrays["feature_mean"]) / arrays["feature_scale"]
+    h = np.maximum(z @ (arrays["hidden_weights"] * arrays["hidden_step"][:, None]).T + arrays["hidden_bias"], 0)
+    expected = h @ arrays["weights"].astype(np.float32).T + arrays["bias"]
+    assert (h == 0).any() and (h > 0).any()  # both sides of the ReLU are taken
+    head = Head.from_arrays(arrays, "features", 0.5)
+    np.testing.assert_allclose(head.logits(features), expected, rtol=1e-5, atol=1e-5)
+    linear = Head.from_arrays({"weights": arrays["weights"], "bias": arrays["bias"]}, "features", 0.5)
+    np.testing.assert_allclose(linear.logits(h), expected, rtol=1e-5, atol=1e-5)  # the same output layer
+    with pytest.raises(BundleError, match=r"hidden layer does not fit together: weights int8 \(2, 3\).*step \(3,\)"):
+        Head.from_arrays(hidden_arrays(hidden_step=np.ones(3, np.float32)), "features", 0.5)
+    with pytest.raises(BundleError, match=r"weights float32 \(2, 3\) \(int8 \[H, F\]\)"):
+        Head.from_arrays(hidden_arrays(hidden_weights=np.ones((2, 3), np.float32)), "features", 0.5)
+    del arrays["feature_scale"]
+    with pytest.raises(BundleError, match="hidden layer lacks feature_scale"):
+        Head.from_arrays(arrays, "features", 0.5)
+
+
 HEAD = {"file": "head.npz", "sha256": "1" * 64, "input": "features", "weight": 0.5, "clips": 100}
 
 
@@ -387,9 +417,9 @@ def test_a_head_file_that_is_damaged_or_made_for_other_labels_is_refused_with_th
     trained = [f"{name}/{label}" for name in data["vocabulary"]["trained"]
                for label in np.load(copy / "labels" / f"{name}.npz")["labels"]]
 
-    def write(labels, model_id=data["model_id"]):
+    def write(labels, model_id=data["model_id"], **hidden):
         np.savez(copy / "head.npz", weights=np.ones((len(labels), 8), np.float16), bias=np.zeros(len(labels)),
-                 labels=np.array(labels), model_id=np.array(model_id))
+                 labels=np.array(labels), model_id=np.array(model_id), **hidden)
         data["vocabulary"]["head"] = {**HEAD, "sha256": sha256_file(copy / "head.npz")}
         (copy / "model.json").write_text(json.dumps(data))
         return read_bundle(copy, verify=False)
@@ -400,6 +430,13 @@ def test_a_head_file_that_is_damaged_or_made_for_other_labels_is_refused_with_th
         Vocabulary.from_bundle(write(trained[1:]))
     with pytest.raises(BundleError, match=r"fitted for model 'other'"):
         Vocabulary.from_bundle(write(trained, "other"))
+    layer = {k: v for k, v in hidden_arrays().items() if k.startswith(("hidden", "feature"))}  # 2 units
+    with pytest.raises(BundleError, match=r"weights \(60, 8\) after 2 hidden units, not"):
+        Vocabulary.from_bundle(write(trained, **layer))
+    layer["hidden_weights"] = np.ones((8, 3), np.int8)
+    layer["hidden_step"], layer["hidden_bias"] = np.ones(8, np.float32), np.zeros(8, np.float32)
+    head = Vocabulary.from_bundle(write(trained, **layer)).head
+    assert head.hidden is not None and head.hidden[0].shape == (8, 3) and head.logits(np.ones((1, 3))).shape == (1, 60)
     bundle = write(trained)
     (copy / "head.npz").write_bytes(b"damaged")
     with pytest.raises(BundleError, match=r"head\.npz does not match model\.json's SHA-256.*vocabulary-head"):

@@ -341,8 +341,9 @@ def test_vocabulary_patches_needs_a_vocabulary_graph(tmp_path, demo_bundle):
 
 def test_a_head_on_yamnet_s_features_is_fitted_for_the_trained_labels_and_mixed_on_the_device(
         vocab_bundle, data_dir, tmp_path):
-    """`vocabulary-head`: a logistic head per trained label on the patches graph's features,
-    fitted on the recipe's training and background clips, in place; every trained set then runs the
+    """`vocabulary-head`: a head (a hidden layer, then a logistic output per trained label) on the
+    patches graph's features, fitted on the recipe's training and background clips, in place; every
+    trained set then runs the
     vocabulary graph and its labels' logits are the mean of the student's and the head's; a graph
     without features is refused with the command that makes one, and a new graph drops the head."""
     import shutil
@@ -378,6 +379,7 @@ def test_a_head_on_yamnet_s_features_is_fitted_for_the_trained_labels_and_mixed_
     assert 40 + 1 <= head["clips"] <= 40 + 6  # 4 clips of each of 10 classes, and the background without streets
     assert head["fit"]["sets"]["urban"]["train_accuracy"] >= 0.9
     vocabulary = Vocabulary.from_bundle(bundle)
+    assert head["fit"]["hidden"] == 128 and vocabulary.head.hidden[0].shape[0] == 128  # the default: a hidden layer
     urban = resolve_label_set("urban")
     scorer = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, urban), urban, vocabulary)
     assert scorer.fusion is not None  # a trained set now runs the vocabulary graph
@@ -393,7 +395,7 @@ def test_a_head_on_yamnet_s_features_is_fitted_for_the_trained_labels_and_mixed_
     assert row.shape == (1, len(vocabulary.names) + len(urban.labels))
     student = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, urban)).logits(out["embedding"])
     np.testing.assert_allclose(scorer.logits(out["embedding"], row),
-                               0.5 * student + 0.5 * (features @ vocabulary.head.weights.T + vocabulary.head.bias),
+                               0.5 * student + 0.5 * vocabulary.head.logits(features),
                                rtol=1e-5, atol=1e-5)
     assert urban.names[int(row[0, len(vocabulary.names):].argmax())] == class_names[clips[0].target]  # a training clip
     # a new vocabulary graph: what was fitted on the old one goes

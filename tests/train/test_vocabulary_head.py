@@ -1,8 +1,10 @@
-"""train.vocabulary_head's copies of a clip placed in a window, as a stream has a short sound."""
+"""train.vocabulary_head: its copies of a clip placed in a window, as a stream has a short sound,
+and its fits (a hidden layer or one logistic regression per label) as the device computes them."""
 
 import numpy as np
 
-from train.vocabulary_head import PLACED, placed_copy
+from edge.vocabulary import Head
+from train.vocabulary_head import PLACED, fit_logistic, fit_mlp, placed_copy
 
 RATE = 16000
 WINDOW = 5 * RATE
@@ -26,3 +28,21 @@ def test_a_placed_copy_is_part_of_the_clip_inside_a_window_of_something_else():
     assert low - 0.01 <= min(lengths) and max(lengths) <= high + 0.01 and max(lengths) - min(lengths) > 0.3
     assert len(starts) >= 3  # anywhere in the window
     assert around == {"silence", "context", "noise"}
+
+
+def test_the_hidden_layer_learns_what_no_linear_head_can_and_the_device_computes_it_from_int8_steps():
+    """Label 0 sounds where features 0 and 1 agree in sign (XOR-like: no hyperplane splits it),
+    label 1 where feature 2 is high; the features sit far from 0 with unequal scales, as YAMNet's do."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((800, 4)).astype(np.float32)
+    targets = np.stack([x[:, 0] * x[:, 1] > 0, x[:, 2] > 0.5], axis=1).astype(np.float32)
+    features = x * np.array([3.0, 0.2, 1.0, 5.0], np.float32) + np.array([10.0, -4.0, 0.0, 2.0], np.float32)
+    arrays = fit_mlp(features, targets, hidden=32)
+    assert arrays["hidden_weights"].dtype == np.int8 and arrays["hidden_weights"].shape == (32, 4)
+    assert np.abs(arrays["hidden_weights"]).max(axis=1).min() == 127  # each unit uses its whole int8 range
+    mlp = Head.from_arrays(arrays, "features", 0.5).logits(features) > 0
+    weights, bias = fit_logistic(features, targets, l2=1e-3)
+    linear = (features @ weights.T + bias) > 0
+    mlp_right, linear_right = (mlp == targets).mean(axis=0), (linear == targets).mean(axis=0)
+    assert mlp_right[0] > 0.8 and linear_right[0] < 0.65  # only the hidden layer learns the XOR-like label
+    assert mlp_right[1] > 0.95 and linear_right[1] > 0.95  # both learn the linear one
