@@ -208,11 +208,14 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             + ("" if vocabulary.head is None and vocabulary.familiar is None else " or a trained label (below)")
         )
         if vocabulary.head is not None:
-            head = found.meta.vocabulary["head"]
+            head, hidden = found.meta.vocabulary["head"], vocabulary.head.hidden
+            width = vocabulary.head.weights.shape[1] if hidden is None else hidden[0].shape[1]
             click.echo(
                 f"head       {head['file']}: {len(vocabulary.head.bias)} trained labels from the graph's "
-                f"{head['input']!r} ({vocabulary.head.weights.shape[1]} wide), weight {head['weight']:g} beside the "
-                f"student's {1 - head['weight']:g}, fitted on {head['clips']} clips"
+                f"{head['input']!r} ({width} wide"
+                + ("" if hidden is None else f", through {hidden[0].shape[0]} hidden units")
+                + f"), weight {head['weight']:g} beside the student's {1 - head['weight']:g}, fitted on "
+                f"{head['clips']} clips"
             )
         if vocabulary.familiar is not None:
             familiar = found.meta.vocabulary["familiar"]
