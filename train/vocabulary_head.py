@@ -138,18 +138,34 @@ def head_input(bundle) -> str:
     return spec["graph"].outputs[1]
 
 
+def _standardised(features: np.ndarray, targets: np.ndarray):
+    """(x, y) as float32 tensors, x the features standardised per column, and that column's
+    (mean, scale), which the fitted weights fold back in."""
+    import torch
+
+    mean, scale = features.mean(0), features.std(0) + 1e-6
+    x = torch.from_numpy(((features - mean) / scale).astype(np.float32))
+    return x, torch.from_numpy(targets.astype(np.float32)), mean, scale
+
+
+def _output_layer(inputs: int, labels: int):
+    """The per-label logistic outputs, their bias started where most clips are negatives for most labels."""
+    import torch
+
+    layer = torch.nn.Linear(inputs, labels)
+    with torch.no_grad():
+        layer.bias.fill_(-4.0)
+    return layer
+
+
 def fit_logistic(features: np.ndarray, targets: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:
     """One logistic regression per column of `targets` [N, K] (1: the clip is of that label, 0:
     it is not): features [N, F] -> (weights [K, F], bias [K]) on the raw features. Mean BCE +
     l2 * |W|^2 on standardised features, by L-BFGS."""
     import torch
 
-    mean, scale = features.mean(0), features.std(0) + 1e-6
-    x = torch.from_numpy(((features - mean) / scale).astype(np.float32))
-    y = torch.from_numpy(targets.astype(np.float32))
-    layer = torch.nn.Linear(x.shape[1], y.shape[1])
-    with torch.no_grad():
-        layer.bias.fill_(-4.0)  # most clips are negatives for most labels
+    x, y, mean, scale = _standardised(features, targets)
+    layer = _output_layer(x.shape[1], y.shape[1])
     optimiser = torch.optim.LBFGS(layer.parameters(), max_iter=500, line_search_fn="strong_wolfe")
 
     def closure():
@@ -181,13 +197,9 @@ def fit_mlp(features: np.ndarray, targets: np.ndarray, hidden: int) -> dict[str,
     import torch
 
     torch.manual_seed(MLP["seed"])
-    mean, scale = features.mean(0), features.std(0) + 1e-6
-    x = torch.from_numpy(((features - mean) / scale).astype(np.float32))
-    y = torch.from_numpy(targets.astype(np.float32))
+    x, y, mean, scale = _standardised(features, targets)
     net = torch.nn.Sequential(torch.nn.Dropout(MLP["input_dropout"]), torch.nn.Linear(x.shape[1], hidden),
-                              torch.nn.ReLU(), torch.nn.Dropout(MLP["dropout"]), torch.nn.Linear(hidden, y.shape[1]))
-    with torch.no_grad():
-        net[-1].bias.fill_(-4.0)  # most clips are negatives for most labels
+                              torch.nn.ReLU(), torch.nn.Dropout(MLP["dropout"]), _output_layer(hidden, y.shape[1]))
     optimiser = torch.optim.AdamW(net.parameters(), lr=MLP["lr"], weight_decay=MLP["weight_decay"])
     batches = -(-len(x) // MLP["batch"])
     for _ in range(max(MLP["epochs"], -(-MLP["steps"] // batches))):
@@ -275,7 +287,8 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
             np.savez_compressed(f, **arrays, labels=np.array(names), model_id=np.array(bundle.meta.model_id))
     head = {"file": HEAD_FILE, "sha256": sha256_file(target), "input": features_name, "weight": weight,
             "clips": len(paths),
-            "fit": {**({"hidden": hidden, **MLP} if hidden else {"l2": l2}), "copies": copies, "placed": placed, "background": len(background), "sets": fit,
+            "fit": {**({"hidden": hidden, **MLP} if hidden else {"l2": l2}), "copies": copies, "placed": placed,
+                    "background": len(background), "sets": fit,
                     "data": ", ".join(str(spec.root) for spec in config.datasets)}}
     write_bundle_meta(bundle.path, dataclasses.replace(bundle.meta, vocabulary={**bundle.meta.vocabulary,
                                                                                  "head": head}))
