@@ -15,9 +15,9 @@ shift together, unique); a label with no clip keeps bias 0. A weaker one keeps T
 clips the model separates perfectly (TEMPERATURE_L2). A temperature alone never changes
 a clip's top-1 label; biases may.
 
-Clips are scored as `listen` scores a clip of the bundle's clip length: the log-mel of the
-whole clip (edge.features.log_mel), its first window of `clip_seconds`, tiled to the
-model's input (tile_frames), one embedding from the bundle's backend; scores come from
+Clips are scored as `listen` scores a clip of the bundle's clip length: its first window of
+`clip_seconds` as the model's input (edge.features.clip_window: the log-mel, the bundle's
+window gain, tiled), one embedding from the bundle's backend; scores come from
 edge's Scorer itself, so the figures before and after are what the device will compute.
 """
 
@@ -38,7 +38,7 @@ from calibrate.progress import Progress
 from edge.bundle import Bundle
 from edge.capture.audio import read_audio
 from edge.errors import AudioError
-from edge.features import Windowing, log_mel, tile_frames
+from edge.features import clip_window
 from edge.labels.embeddings import LabelEmbeddings
 from edge.labels.labelset import LabelSet
 from edge.scoring import Scorer, sigmoid, softmax
@@ -81,7 +81,6 @@ def embed_clips(
     scores; unreadable clips are skipped with a warning and listed; CalibrationError when none
     is left."""
     frontend = bundle.meta.frontend
-    window = Windowing.from_seconds(frontend, bundle.meta.clip_seconds, bundle.meta.clip_seconds).window_frames
     index = {name: i for i, name in enumerate(label_set.names)}
     rows: list[np.ndarray] = []
     vocabulary_rows: list[np.ndarray] = []
@@ -104,12 +103,14 @@ def embed_clips(
     with Progress(len(clips), "embedding clips") as bar:
         for clip in clips:
             try:
-                mel = log_mel(read_audio(clip.path, frontend.sample_rate), frontend)
+                mel = clip_window(
+                    read_audio(clip.path, frontend.sample_rate), frontend, bundle.meta.clip_seconds, bundle.meta.gain
+                )
             except AudioError as err:
                 log.warning("skipped %s: %s", clip.path, err)
                 skipped.append((clip.path, str(err)))
             else:
-                batch.append((tile_frames(mel[:window], frontend.frames), index[clip.label], clip.path))
+                batch.append((mel, index[clip.label], clip.path))
                 if len(batch) == BATCH:
                     run()
             bar.update()

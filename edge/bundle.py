@@ -31,7 +31,7 @@ from importlib import resources
 from pathlib import Path
 
 from edge.errors import BundleError
-from edge.features import Frontend
+from edge.features import Frontend, WindowGain
 from edge.fsutil import atomic_write_text, sha256_file
 from edge.schema import NUMBER, Fields, is_kind, must_be, read_json
 
@@ -75,10 +75,14 @@ class BundleMeta:
     # "veto_below", "veto_power", "veto_cosine", "veto_heard", "veto_reliable", "heard",
     # "ceiling", "head" and "familiar" (None when absent), "source"}
     vocabulary: dict | None = None
+    # the automatic gain per window (edge.features.WindowGain), None: none (and every bundle without the field)
+    gain: WindowGain | None = None
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
         data["frontend"] = self.frontend.to_dict()
+        if self.gain is None:  # absent: a bundle without one stays readable by older readers
+            del data["gain"]
         if data["vocabulary"] is None:  # absent: a bundle without one stays readable by older readers
             del data["vocabulary"]
         else:
@@ -148,7 +152,21 @@ def parse_bundle_meta(data: object) -> BundleMeta:
         format_version=version,
         scoring=_scoring(meta),
         vocabulary=_vocabulary(meta),
+        gain=_gain(meta),
     )
+
+
+def _gain(meta: Fields) -> WindowGain | None:
+    """model.json `gain` (absent or null: None)."""
+    data = meta.data.get("gain")
+    if data is None:
+        return None
+    try:
+        return WindowGain.from_dict(data)
+    except ValueError as err:
+        raise meta.fail(
+            f"{err}: give ref_dbfs, max_boost_db, max_cut_db, span_hops and max_level_dbfs, or leave 'gain' out"
+        ) from None
 
 
 SCORING_KINDS = ("softmax", "sigmoid")

@@ -185,6 +185,9 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         f"frontend   {fe.sample_rate} Hz, {fe.n_mels} mels {fe.f_min:g}-{fe.f_max:g} Hz, hop {fe.hop_length}, "
         f"{fe.frames} frames; trained on {meta.clip_seconds:g} s clips"
     )
+    click.echo(
+        "gain       " + ("none: windows at the stream's own level" if meta.gain is None else meta.gain.describe())
+    )
     click.echo(f"license    {meta.license}")
     scoring = meta.scoring
     click.echo(

@@ -60,7 +60,7 @@ from edge.bundle import Bundle, resolve_bundle_origin
 from edge.capture.sources import STDIN_FORMATS, FileSource, MicrophoneSource, Source, StdinSource
 from edge.errors import AudioError, BackendError, OptionError, SemanticACError
 from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
-from edge.features import FrameQueue, Frontend, LevelMeter, StreamingLogMel, Windowing, tile_frames
+from edge.features import FrameQueue, Frontend, LevelMeter, StreamingLogMel, Windowing, mean_square_dbfs, tile_frames
 from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
 from edge.vocabulary import Vocabulary
@@ -432,6 +432,7 @@ class Listener:
         self.min_level = min_level  # dBFS: a quieter window is gated (digital silence always is)
         self.max_silence = max_silence  # seconds of digital silence before the source counts as lost
         self.frontend = bundle.meta.frontend
+        self.gain = bundle.meta.gain  # each window's automatic gain (edge.features.WindowGain), or None
         self.backend, self.scorer, self.detector, self.smoother = backend, scorer, detector, smoother
         self.sink, self.windowing, self.k, self.max_batch = sink, windowing, k, max_batch
         self.summary = ListenSummary()
@@ -650,7 +651,19 @@ class Listener:
         return next_k
 
     def _infer(self, windows: list[tuple[int, np.ndarray, int]]) -> None:
-        batch = np.stack([tile_frames(frames, self.windowing.model_frames) for _, frames, _ in windows])[:, None]
+        # each window's hops: those between its first and last frame centres (a window at the
+        # segment's start, shorter than a whole one, from its first frame)
+        hops = [
+            self._levels.squares(
+                k * self.windowing.hop_frames if count == self.windowing.window_frames else 0, count - 1
+            )
+            for k, _, count in windows
+        ]
+        inputs = [
+            frames if self.gain is None else self.gain.apply(frames, squares, self.frontend)
+            for (_, frames, _), squares in zip(windows, hops)
+        ]
+        batch = np.stack([tile_frames(frames, self.windowing.model_frames) for frames in inputs])[:, None]
         feed = {self.backend.input_names[0]: batch}
         outputs = self.backend.run(feed)
         # [N, K]; for a set with new labels the vocabulary graph's [N, V] scores (of the window, or
@@ -660,11 +673,10 @@ class Listener:
             None if self._vocabulary is None else self._vocabulary({**feed, **outputs}),
         )
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
-        for (k, frames, count), p in zip(windows, scores):
+        for (k, frames, count), squares, p in zip(windows, hops, scores):
             whole = count == self.windowing.window_frames
             t = self._offset + (self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame)
-            # the window's audio: the hops between its first and last frame centres
-            level = self._levels.level_dbfs(k * self.windowing.hop_frames if whole else 0, count - 1)
+            level = mean_square_dbfs(squares)  # the stream's own level, before any gain
             gated = level == -math.inf or (self.min_level is not None and level < self.min_level)
             self.summary.windows += 1
             self._t = t

@@ -8,6 +8,7 @@ import click
 
 from edge import __version__
 from edge.cli import setup_logging
+from edge.features import WindowGain
 from train.vocabulary_head import HEAD
 from train.vocabulary_trust import CEILING
 
@@ -246,6 +247,43 @@ def vocabulary_head(bundle_path, recipe, weight, l2, copies, placed, hidden):
                + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}, "
                            f"other clips it scores above 0.5 {fit['train_false_positives']:.1%}"
                            for name, fit in head["fit"]["sets"].items()))
+
+
+@main.command("window-gain")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="The bundle whose model.json gets (or loses) the gain.")
+@click.option("--ref-dbfs", type=float, default=WindowGain.ref_dbfs, show_default=True,
+              help="The level (dBFS RMS) each window's loudest span is brought to.")
+@click.option("--max-boost-db", type=float, default=WindowGain.max_boost_db, show_default=True,
+              help="The most a quiet window is raised.")
+@click.option("--max-cut-db", type=float, default=WindowGain.max_cut_db, show_default=True,
+              help="The most a loud window is lowered.")
+@click.option("--max-level-dbfs", type=float, default=WindowGain.max_level_dbfs, show_default=True,
+              help="A raise never lifts a window's mean level above this (steady quiet noise stays quiet); "
+                   "0: no bound.")
+@click.option("--off", is_flag=True, help="Remove the gain: windows are fed at the stream's own level.")
+@domain_errors
+def window_gain(bundle_path, ref_dbfs, max_boost_db, max_cut_db, max_level_dbfs, off):
+    """Set, in place, the automatic gain `listen` gives each window (model.json `gain`).
+
+    Each window's log-mel is scaled as if its audio were, so that its loudest 5 hops (50 ms at
+    a 10 ms hop) sit at --ref-dbfs: a model trained on clips at studio levels hears a distant or
+    quietly recorded sound at the levels it learnt (README: the figures). Digital silence stays silence, and
+    `listen --min-level` still gates on the stream's own level. Label sets' thresholds were
+    fitted with the gain the bundle had: fit them again after a change.
+    """
+    import dataclasses
+
+    from edge.bundle import read_bundle, write_bundle_meta
+
+    bundle = read_bundle(bundle_path)
+    try:
+        gain = None if off else WindowGain(ref_dbfs=ref_dbfs, max_boost_db=max_boost_db, max_cut_db=max_cut_db,
+                                           max_level_dbfs=None if max_level_dbfs in (None, 0) else max_level_dbfs)
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from None
+    write_bundle_meta(bundle.path, dataclasses.replace(bundle.meta, gain=gain))
+    click.echo(f"bundle {bundle_path}: " + ("no window gain" if gain is None else gain.describe()))
 
 
 @main.command("check-weights")

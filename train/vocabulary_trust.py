@@ -106,11 +106,11 @@ def first_window(path, bundle) -> np.ndarray:
 
 
 def window_of(samples: np.ndarray, bundle) -> np.ndarray:
-    """The first window of `samples` (at the frontend's rate) as the device's log-mel, tiled when shorter."""
-    from edge.features import log_mel, tile_frames
+    """The first window of `samples` (at the frontend's rate) as the device's log-mel, with the
+    bundle's window gain, tiled when shorter."""
+    from edge.features import clip_window
 
-    fe = bundle.meta.frontend
-    return tile_frames(log_mel(samples[: fe.seconds_to_samples(bundle.meta.clip_seconds)], fe), fe.frames)
+    return clip_window(samples, bundle.meta.frontend, bundle.meta.clip_seconds, bundle.meta.gain)
 
 
 def first_windows(bundle, paths, what: str = "clips") -> tuple[np.ndarray, np.ndarray]:
