@@ -12,7 +12,7 @@ from edge.backends import select_backend
 from edge.capture.audio import read_audio
 from edge.capture.sources import FileSource
 from edge.events import EventDetector
-from edge.features import Windowing, log_mel, tile_frames
+from edge.features import Windowing, hop_squares, log_mel, tile_frames
 from edge.labels.embeddings import find_label_embeddings
 from edge.labels.labelset import resolve_label_set
 from edge.listen import Listener
@@ -47,13 +47,18 @@ def as_scores(result, labels):
 def test_windows_equal_offline_computation(demo_bundle, clip):
     sink, summary, scorer = listen(demo_bundle, clip)
     fe = demo_bundle.meta.frontend
-    mel = log_mel(read_audio(clip, fe.sample_rate), fe)  # the whole recording at once
+    samples = read_audio(clip, fe.sample_rate)
+    mel = log_mel(samples, fe)  # the whole recording at once
+    squares = hop_squares(samples, fe.hop_length)  # and its hops' levels, for the bundle's window gain
     w = Windowing.from_seconds(fe, 2.0, 0.5)
     expected_windows = (len(mel) - w.window_frames) // w.hop_frames + 1
     assert summary.windows == len(sink.windows) == expected_windows >= 4
     with select_backend(demo_bundle, "onnxruntime") as backend:
         for k, result in enumerate(sink.windows):
             frames = mel[k * w.hop_frames: k * w.hop_frames + w.window_frames]
+            if demo_bundle.meta.gain is not None:
+                hops = squares[k * w.hop_frames: k * w.hop_frames + w.window_frames - 1]
+                frames = demo_bundle.meta.gain.apply(frames, hops, fe)
             offline = scorer(backend.embed(tile_frames(frames, fe.frames)[None, None]))[0]
             assert result.t == pytest.approx(k * 0.5 + 2.0)
             np.testing.assert_allclose(as_scores(result, scorer.labels), offline, atol=TOL)
