@@ -29,8 +29,6 @@ from pathlib import Path
 import numpy as np
 
 LEVELS_DB = (0.0, -20.0, -40.0)
-WEIGHT = 0.5
-DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
 
 
 def main() -> None:
@@ -43,6 +41,8 @@ def main() -> None:
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
 
+    from vocabulary_fusion import DATASET_LABELS
+
     from edge.backends import select_backend
     from edge.bundle import read_bundle
     from edge.capture.audio import read_audio
@@ -51,12 +51,10 @@ def main() -> None:
     from edge.labels.labelset import resolve_label_set
     from edge.scoring import Scorer
     from edge.vocabulary import Head
-    from train.data.background import build_background, read_meta
-    from train.data.cache import default_cache_dir
     from train.data.datasets import split_clips
     from train.progress import bar
     from train.recipe import load_train_config
-    from train.vocabulary_head import CONTEXT_KINDS, fit_mlp, head_input, window_features
+    from train.vocabulary_head import HEAD, fit_mlp, head_clips, head_input, head_targets, window_features
 
     gain = WindowGain() if args.gain is None else WindowGain.from_dict(json.loads(args.gain))
     student = read_bundle(args.bundle)
@@ -65,33 +63,25 @@ def main() -> None:
     config = load_train_config(args.recipe)
 
     # the head, fitted on the split's training and background clips (as train.vocabulary_head.fit_head)
-    classes, paths, held = [], [], []
+    todo, background, contexts = head_clips(config)
+    held = []
     for spec in config.datasets:
-        clips, names = split_clips(spec, "train")
-        classes += [names[clip.target] for clip in clips]
-        paths += [clip.path for clip in clips]
         clips, names = split_clips(spec, "val" if spec.val_fraction else "test")
         held += [(spec.kind, names[clip.target], clip.path) for clip in clips]
-    bg = config.background
-    folder = build_background(bg.root or default_cache_dir() / "background", bg.count, bg.seed)
-    rows = [row for row in read_meta(folder) if not row["contains"]]
-    background = [row["path"] for row in rows if row["kind"] != "street"]
-    contexts = [row["path"] for row in rows if row["kind"] in CONTEXT_KINDS]
     cache = Path(args.cache) / f"{args.recipe}-train.npy"
     if cache.exists():
         features = np.load(cache)
     else:
-        features = window_features(vocabulary, paths + background, 2, what="training clips", placed=2,
-                                   contexts=contexts)
+        features = window_features(vocabulary, [path for _, path in todo] + background, HEAD["copies"],
+                                   what="training clips", placed=HEAD["placed"], contexts=contexts)
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, features)
     sets = {name: list(resolve_label_set(name).names) for name in DATASET_LABELS.values()}
     head_names = [f"{name}/{label}" for name, labels in sets.items() for label in labels]
-    row_labels = np.array([label for labels in sets.values() for label in labels])
-    truth_rows = np.repeat(np.array(classes + [""] * len(background)), 5)
-    assert len(truth_rows) == len(features), "the cached features are of other clips: remove the cache"
-    head = Head.from_arrays(fit_mlp(features, (truth_rows[:, None] == row_labels[None, :]).astype(np.float32), 128),
-                            head_input(vocabulary), 1.0)
+    targets = head_targets([name for name, _ in todo], len(background), 1 + HEAD["copies"] + HEAD["placed"],
+                           [label for labels in sets.values() for label in labels])
+    assert len(targets) == len(features), "the cached features are of other clips: remove the cache"
+    head = Head.from_arrays(fit_mlp(features, targets, HEAD["hidden"]), head_input(vocabulary), 1.0)
 
     # the held-out clips' first windows, at each level, without and with the gain
     variants = [(db, g) for db in LEVELS_DB for g in (None, gain)]
@@ -121,7 +111,7 @@ def main() -> None:
         for v, (db, g) in enumerate(variants):
             p = np.clip(scorer(embeddings[mine, v], None), 1e-7, 1 - 1e-7)
             logits = {"student": np.log(p / (1 - p)), "head": head.logits(heard[mine, v])[:, columns]}
-            logits["mixed"] = (1 - WEIGHT) * logits["student"] + WEIGHT * logits["head"]
+            logits["mixed"] = (1 - HEAD["weight"]) * logits["student"] + HEAD["weight"] * logits["head"]
             for who, z in logits.items():
                 own = 1 / (1 + np.exp(-z[np.arange(len(truth)), truth]))
                 figures[f"{kind} {db:g} dB {'gain' if g else 'plain'} {who}"] = {

@@ -217,6 +217,35 @@ def fit_mlp(features: np.ndarray, targets: np.ndarray, hidden: int) -> dict[str,
             "weights": net[-1].weight.detach().numpy().astype(np.float16), "bias": net[-1].bias.detach().numpy()}
 
 
+def head_clips(config) -> tuple[list[tuple[str, Path]], list[Path], list[Path]]:
+    """What a head is fitted on: (class name, path) of each of `config`'s training clips, its
+    background clips (negatives: speech, silence, noise; not the synthesised streets) and those
+    of them a placed copy may sit in (CONTEXT_KINDS)."""
+    from train.data.background import build_background, read_meta
+    from train.data.cache import default_cache_dir
+    from train.data.datasets import split_clips
+
+    todo = []
+    for spec in config.datasets:
+        clips, class_names = split_clips(spec, "train")
+        todo += [(class_names[clip.target], clip.path) for clip in clips]
+    background, contexts = [], []
+    if config.background is not None:
+        bg = config.background
+        folder = build_background(bg.root or default_cache_dir() / "background", bg.count, bg.seed)
+        rows = [row for row in read_meta(folder) if not row["contains"]]
+        background = [row["path"] for row in rows if row["kind"] != "street"]
+        contexts = [row["path"] for row in rows if row["kind"] in CONTEXT_KINDS]
+    return todo, background, contexts
+
+
+def head_targets(classes, background: int, rows_per_clip: int, labels) -> np.ndarray:
+    """[N, T] 1 where a feature row is of that label: `classes` (one per training clip) then
+    `background` clips of none, each clip's `rows_per_clip` rows in turn (window_features' order)."""
+    rows = np.repeat(np.array(list(classes) + [""] * background), rows_per_clip)
+    return (rows[:, None] == np.array(list(labels))[None, :]).astype(np.float32)
+
+
 def fit_head(path: str | Path, config, weight: float | None = None, l2: float | None = None,
              copies: int | None = None, placed: int | None = None, hidden: int | None = None) -> dict:
     """Fit the head of the bundle at `path` on `config`'s (train.recipe.TrainConfig) training and
@@ -227,9 +256,6 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     from edge.labels.embeddings import LabelEmbeddings
     from edge.vocabulary import Head
     from train.config import ConfigError
-    from train.data.background import build_background, read_meta
-    from train.data.cache import default_cache_dir
-    from train.data.datasets import split_clips
 
     weight = HEAD["weight"] if weight is None else float(weight)
     l2 = HEAD["l2"] if l2 is None else float(l2)
@@ -243,17 +269,7 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     features_name = head_input(bundle)
     sets = {name: LabelEmbeddings.load(bundle.labels_dir / f"{name}.npz").labels
             for name in bundle.meta.vocabulary["trained"]}
-    todo = []  # (class name, path) of every training clip
-    for spec in config.datasets:
-        clips, class_names = split_clips(spec, "train")
-        todo += [(class_names[clip.target], clip.path) for clip in clips]
-    background, contexts = [], []
-    if config.background is not None:
-        bg = config.background
-        folder = build_background(bg.root or default_cache_dir() / "background", bg.count, bg.seed)
-        rows = [row for row in read_meta(folder) if not row["contains"]]
-        background = [row["path"] for row in rows if row["kind"] != "street"]
-        contexts = [row["path"] for row in rows if row["kind"] in CONTEXT_KINDS]
+    todo, background, contexts = head_clips(config)
     heard = {name for name, _ in todo}
     missing = [f"{name}/{label}" for name, labels in sets.items() for label in labels if label not in heard]
     if missing:
@@ -263,10 +279,9 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     log.info("fitting the vocabulary head of %s on %d training and %d background clips (+%d augmented copies "
              "and %d placed in a window each)", bundle.path, len(todo), len(background), copies, placed)
     features = window_features(bundle, paths, copies, what="vocabulary features", placed=placed, contexts=contexts)
-    classes = np.repeat(np.array([name for name, _ in todo] + [""] * len(background)), 1 + copies + placed)
     names = [f"{name}/{label}" for name, labels in sets.items() for label in labels]
-    label_of_row = np.array([label for labels in sets.values() for label in labels])
-    targets = (classes[:, None] == label_of_row[None, :]).astype(np.float32)  # [N, T]: a background clip has none
+    targets = head_targets([name for name, _ in todo], len(background), 1 + copies + placed,
+                           [label for labels in sets.values() for label in labels])
     if hidden:
         arrays = fit_mlp(features, targets, hidden)
     else:
