@@ -538,9 +538,14 @@ class WindowGain:
 
     def apply(self, frames: np.ndarray, squares: np.ndarray, frontend: Frontend) -> np.ndarray:
         """[T, n_mels] a window's log-mel frames as if its audio (hops' mean squares `squares`) had
-        been scaled by `gain_db`: the mel bands scale by the amplitude's factor to the frontend's
-        power, so ln(x + floor) is exact; a "db" band at the floor (clamped) stays there."""
-        gain = self.gain_db(squares)
+        been scaled by `gain_db(squares)`."""
+        return self.scale(frames, self.gain_db(squares), frontend)
+
+    @staticmethod
+    def scale(frames: np.ndarray, gain: float, frontend: Frontend) -> np.ndarray:
+        """[T, n_mels] log-mel frames as if their audio had been scaled by `gain` dB: the mel bands
+        scale by the amplitude's factor to the frontend's power, so ln(x + floor) is exact; a "db"
+        band at the floor (clamped) stays there."""
         if gain == 0.0:
             return frames
         factor = 10.0 ** (gain * frontend.power / 20.0)

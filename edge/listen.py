@@ -60,7 +60,16 @@ from edge.bundle import Bundle, resolve_bundle_origin
 from edge.capture.sources import STDIN_FORMATS, FileSource, MicrophoneSource, Source, StdinSource
 from edge.errors import AudioError, BackendError, OptionError, SemanticACError
 from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
-from edge.features import FrameQueue, Frontend, LevelMeter, StreamingLogMel, Windowing, mean_square_dbfs, tile_frames
+from edge.features import (
+    FrameQueue,
+    Frontend,
+    LevelMeter,
+    StreamingLogMel,
+    WindowGain,
+    Windowing,
+    mean_square_dbfs,
+    tile_frames,
+)
 from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
 from edge.vocabulary import Vocabulary
@@ -659,9 +668,10 @@ class Listener:
             )
             for k, _, count in windows
         ]
+        gains = [None if self.gain is None else self.gain.gain_db(squares) for squares in hops]
         inputs = [
-            frames if self.gain is None else self.gain.apply(frames, squares, self.frontend)
-            for (_, frames, _), squares in zip(windows, hops)
+            frames if gain is None else WindowGain.scale(frames, gain, self.frontend)
+            for (_, frames, _), gain in zip(windows, gains)
         ]
         batch = np.stack([tile_frames(frames, self.windowing.model_frames) for frames in inputs])[:, None]
         feed = {self.backend.input_names[0]: batch}
@@ -673,7 +683,7 @@ class Listener:
             None if self._vocabulary is None else self._vocabulary({**feed, **outputs}),
         )
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
-        for (k, frames, count), squares, p in zip(windows, hops, scores):
+        for (k, frames, count), squares, gain, p in zip(windows, hops, gains, scores):
             whole = count == self.windowing.window_frames
             t = self._offset + (self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame)
             level = mean_square_dbfs(squares)  # the stream's own level, before any gain
@@ -688,6 +698,7 @@ class Listener:
                     dropped=self.summary.dropped,
                     level_dbfs=level,
                     gated=gated,
+                    gain_db=gain,
                 )
             )
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)

@@ -9,7 +9,8 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   3 decimals), `utc` (ISO 8601, milliseconds, `+00:00`: Python 3.10's fromisoformat reads
   it, not `Z`). window: `top` [{label, score}] best first, `latency_ms`, `dropped` (total
   so far), `level_dbfs` (20 log10 RMS of the window; null for digital silence), `gated` (true:
-  below the level gate or digital silence, so no event starts); start: `event_id`, `label`,
+  below the level gate or digital silence, so no event starts), `gain_db` (the bundle's window
+  gain applied before the model: edge.features.WindowGain; null when the bundle has none); start: `event_id`, `label`,
   `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
   backend_error, overload, audio_lost, audio_restored). A non-finite number is written as null.
@@ -49,6 +50,7 @@ class WindowResult:
     dropped: int  # windows dropped so far because inference fell behind (cumulative)
     level_dbfs: float | None = None  # the window's loudness: 20 log10 RMS (-inf: digital silence)
     gated: bool = False  # below the level gate (or digital silence): no event starts or goes on
+    gain_db: float | None = None  # the bundle's window gain applied to this window (None: it has none)
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,7 @@ def record_dict(record: WindowResult | Event | Status, utc: str) -> dict:
             "dropped": int(record.dropped),
             "level_dbfs": _num(record.level_dbfs, 1),
             "gated": record.gated,
+            "gain_db": _num(record.gain_db, 1),
         }
     if isinstance(record, Event):
         if record.kind == "start":
@@ -220,9 +223,11 @@ def _plain(record: WindowResult | Event | Status) -> str:
     if isinstance(record, WindowResult):
         top = ", ".join(f"{label} {score:.3f}" for label, score in record.top) or "(no labels)"
         level = "" if record.level_dbfs is None else f"  level {record.level_dbfs:.1f} dBFS"
+        gain = "" if record.gain_db is None else f"  gain {record.gain_db:+.1f} dB"
         gated = "  (gated)" if record.gated else ""
         return (
-            f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}{level}{gated}"
+            f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
+            f"{level}{gain}{gated}"
         )
     if isinstance(record, Event):
         if record.kind == "start":
@@ -295,11 +300,13 @@ class LiveView(Sink):
         if last is None:
             return ["semanticac-edge: waiting for the first window..."]
         clock = self.utc(last.t)[11:19]
-        level = "" if last.level_dbfs is None else f"  level {last.level_dbfs:.0f} dBFS"
         lines = [
-            f"semanticac-edge  t {last.t:.1f} s  {clock} UTC  latency {last.latency_ms:.1f} ms  "
-            f"dropped {last.dropped}{level}{'  gated: nothing reported' if last.gated else ''}"
+            f"semanticac-edge  t {last.t:.1f} s  {clock} UTC  latency {last.latency_ms:.1f} ms  dropped {last.dropped}"
         ]
+        if last.level_dbfs is not None:  # the input's level on a line of its own: an 80-column terminal cut it
+            gain = "" if last.gain_db is None else f" (the model hears it {last.gain_db:+.0f} dB)"
+            gated = "  gated: nothing reported" if last.gated else ""
+            lines.append(f"input: level {last.level_dbfs:.0f} dBFS{gain}{gated}")
         for label, score in last.top[: self.max_rows]:
             threshold = self.thresholds.get(label)
             mark = "" if threshold is None else f"  {'>=' if score >= threshold else '< '} {threshold:.2f}"

@@ -59,6 +59,7 @@ def test_windows_equal_offline_computation(demo_bundle, clip):
             if demo_bundle.meta.gain is not None:
                 hops = squares[k * w.hop_frames: k * w.hop_frames + w.window_frames - 1]
                 frames = demo_bundle.meta.gain.apply(frames, hops, fe)
+                assert result.gain_db == pytest.approx(demo_bundle.meta.gain.gain_db(hops))  # what it reports
             offline = scorer(backend.embed(tile_frames(frames, fe.frames)[None, None]))[0]
             assert result.t == pytest.approx(k * 0.5 + 2.0)
             np.testing.assert_allclose(as_scores(result, scorer.labels), offline, atol=TOL)

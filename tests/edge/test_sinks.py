@@ -16,7 +16,7 @@ ANSI = re.compile(r"\x1b\[")
 RECORDS = [
     Status(0.0, "info", "listening on default input"),
     WindowResult(2.0, (("dog_bark", 0.8123456), ("siren", 0.1), ("car_horn", 0.05)), latency_ms=12.34, dropped=0,
-                 level_dbfs=-23.456),
+                 level_dbfs=-23.456, gain_db=6.54),
     Event("start", 1.5, 1, "dog_bark", score=0.61),
     WindowResult(2.5, (("dog_bark", 0.2), ("siren", 0.1), ("car_horn", 0.05)), latency_ms=9.0, dropped=2,
                  level_dbfs=-71.0, gated=True),
@@ -25,7 +25,8 @@ RECORDS = [
 ]
 
 KEYS = {  # type -> the keys it adds to schema/type/t/utc, and their types
-    "window": {"top": list, "latency_ms": float, "dropped": int, "level_dbfs": float, "gated": bool},
+    "window": {"top": list, "latency_ms": float, "dropped": int, "level_dbfs": float, "gated": bool,
+               "gain_db": (float, type(None))},
     "start": {"event_id": int, "label": str, "score": float},
     "end": {"event_id": int, "label": str, "duration": float, "peak": float},
     "status": {"level": str, "message": str},
@@ -70,6 +71,7 @@ def test_json_lines_parse_with_every_key_and_flush_per_line():
     assert json.loads(lines[3])["dropped"] == 2
     assert (window["level_dbfs"], window["gated"]) == (-23.5, False)
     assert (json.loads(lines[3])["level_dbfs"], json.loads(lines[3])["gated"]) == (-71.0, True)
+    assert (window["gain_db"], json.loads(lines[3])["gain_db"]) == (6.5, None)  # None: a bundle without a gain
     assert (start["event_id"], start["label"], start["score"]) == (1, "dog_bark", 0.61)
     assert (end["duration"], end["peak"]) == (1.0, 0.83)
     assert json.loads(lines[0])["utc"] == "2026-11-27T00:31:00.500+00:00"
@@ -93,6 +95,7 @@ def test_plain_lines_one_per_record():
     kinds = [line.split()[1] for line in lines]
     assert kinds == ["status", "window", "start", "window", "end", "status"]
     assert "dog_bark 0.812" in lines[1] and "dropped 2" in lines[3]
+    assert "gain +6.5 dB" in lines[1] and "gain" not in lines[3]  # the second window's bundle has no gain
     assert "#1 dog_bark" in lines[2] and "duration 1.000 s" in lines[4] and "peak 0.830" in lines[4]
 
 
@@ -113,6 +116,8 @@ def test_live_view_redraws_in_place_and_keeps_events():
         assert len(lines) - header == height
     assert "active: #1 dog_bark 0.5 s" in blocks[2]  # drawn with the start: its age at the last window
     assert "active: #1 dog_bark 1.0 s" in blocks[3]
+    assert "input: level -23 dBFS (the model hears it +7 dB)" in blocks[1]
+    assert "input: level -71 dBFS  gated" in blocks[3]  # no gain: a bundle without one
     assert "active: none" in blocks[-1] and "start   #1 dog_bark" in text and "end     #1 dog_bark" in text
 
 
