@@ -10,19 +10,21 @@ clip's first window (edge.features.clip_window):
 - the head: fitted here on the split's training and background clips as `vocabulary-head` fits
   it (YAMNet's features of each clip from --vocabulary's graph, YAMNet itself, the same for every
   split; 2 augmented copies and 2 placed in a window; train.vocabulary_head.fit_mlp), on windows
-  without the gain, as the shipped head was;
+  without the gain as `vocabulary-head` fits it, or with --fit-gain on windows with it;
 - the held-out clips (the recipe's val/test split) at their own level and 20 and 40 dB quieter,
   each without the gain and with --gain's (default: WindowGain's defaults): top-1 over the
   dataset's label set and the share whose own label reaches its threshold, for the student
   alone, the head alone and the two mixed as the device mixes them (weight 0.5).
 
-The training clips' features take ~20 min on 2 cores and are cached in --cache.
+The training clips' features take ~20 min on 2 cores, the held-out clips' ~15 min; both are
+cached in --cache.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--vocabulary", default="edge/demo_bundle", help="a bundle whose vocabulary graph is YAMNet")
     parser.add_argument("--gain", default=None, help='the gain to measure, as JSON (default: WindowGain())')
     parser.add_argument("--cache", default="runs/window-gain", help="where the training clips' features are kept")
+    parser.add_argument("--fit-gain", action="store_true", help="fit the head on windows with the gain")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
 
@@ -59,7 +62,7 @@ def main() -> None:
     gain = WindowGain() if args.gain is None else WindowGain.from_dict(json.loads(args.gain))
     student = read_bundle(args.bundle)
     vocabulary = read_bundle(args.vocabulary)
-    vocabulary = dataclasses.replace(vocabulary, meta=dataclasses.replace(vocabulary.meta, gain=None))
+    vocabulary = dataclasses.replace(vocabulary, meta=dataclasses.replace(vocabulary.meta, gain=gain))
     config = load_train_config(args.recipe)
 
     # the head, fitted on the split's training and background clips (as train.vocabulary_head.fit_head)
@@ -68,12 +71,14 @@ def main() -> None:
     for spec in config.datasets:
         clips, names = split_clips(spec, "val" if spec.val_fraction else "test")
         held += [(spec.kind, names[clip.target], clip.path) for clip in clips]
-    cache = Path(args.cache) / f"{args.recipe}-train.npy"
+    gain_key = hashlib.sha1(json.dumps(gain.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
+    cache = Path(args.cache) / f"{args.recipe}-train{f'-gain-{gain_key}' if args.fit_gain else ''}.npy"
     if cache.exists():
         features = np.load(cache)
     else:
         features = window_features(vocabulary, [path for _, path in todo] + background, HEAD["copies"],
-                                   what="training clips", placed=HEAD["placed"], contexts=contexts)
+                                   what="training clips", placed=HEAD["placed"], contexts=contexts,
+                                   window_gain=args.fit_gain)
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.save(cache, features)
     sets = {name: list(resolve_label_set(name).names) for name in DATASET_LABELS.values()}
@@ -86,16 +91,22 @@ def main() -> None:
     # the held-out clips' first windows, at each level, without and with the gain
     variants = [(db, g) for db in LEVELS_DB for g in (None, gain)]
     fe = student.meta.frontend
-    embeddings, heard = [], []
-    with select_backend(student, "onnxruntime") as audio, select_backend(vocabulary, graph="vocabulary") as graph:
-        name = vocabulary.meta.vocabulary["graph"].inputs[0]
-        for _, _, path in bar(held, desc="held-out clips", unit="clip"):
-            x = read_audio(str(path), fe.sample_rate)
-            mels = np.stack([clip_window(x * np.float32(10 ** (db / 20)), fe, student.meta.clip_seconds, g)
-                             for db, g in variants])[:, None]
-            embeddings.append(audio.run({audio.input_names[0]: mels})[audio.output_names[0]])
-            heard.append(graph.run({name: mels})[head_input(vocabulary)])
-    embeddings, heard = np.stack(embeddings), np.stack(heard)  # [N, variants, ...]
+    cache = Path(args.cache) / f"{args.recipe}-held-{student.meta.model_id}-{gain_key}.npz"
+    if cache.exists():
+        with np.load(cache) as stored:
+            embeddings, heard = stored["embeddings"], stored["heard"]
+    else:
+        embeddings, heard = [], []
+        with select_backend(student, "onnxruntime") as audio, select_backend(vocabulary, graph="vocabulary") as graph:
+            name = vocabulary.meta.vocabulary["graph"].inputs[0]
+            for _, _, path in bar(held, desc="held-out clips", unit="clip"):
+                x = read_audio(str(path), fe.sample_rate)
+                mels = np.stack([clip_window(x * np.float32(10 ** (db / 20)), fe, student.meta.clip_seconds, g)
+                                 for db, g in variants])[:, None]
+                embeddings.append(audio.run({audio.input_names[0]: mels})[audio.output_names[0]])
+                heard.append(graph.run({name: mels})[head_input(vocabulary)])
+        embeddings, heard = np.stack(embeddings), np.stack(heard)  # [N, variants, ...]
+        np.savez(cache, embeddings=embeddings, heard=heard)
 
     figures = {}
     kinds = np.array([kind for kind, _, _ in held])

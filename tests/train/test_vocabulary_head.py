@@ -46,3 +46,23 @@ def test_the_hidden_layer_learns_what_no_linear_head_can_and_the_device_computes
     mlp_right, linear_right = (mlp == targets).mean(axis=0), (linear == targets).mean(axis=0)
     assert mlp_right[0] > 0.8 and linear_right[0] < 0.65  # only the hidden layer learns the XOR-like label
     assert mlp_right[1] > 0.95 and linear_right[1] > 0.95  # both learn the linear one
+
+
+def test_a_head_is_fitted_on_windows_without_the_bundles_gain(demo_bundle, tmp_path):
+    """The device gains each window before the graph; the head learns a range of levels from its
+    copies instead (measured better on quiet clips: train.vocabulary_head), unless asked."""
+    import dataclasses
+
+    import soundfile as sf
+
+    from edge.features import WindowGain
+    from train.vocabulary_head import window_features
+
+    t = np.arange(3 * RATE) / RATE
+    quiet = tmp_path / "quiet.wav"  # a tone 40 dB below the gain's reference: raised by 30 dB
+    sf.write(quiet, (0.001 * np.sin(2 * np.pi * 440 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32), RATE)
+    gained = dataclasses.replace(demo_bundle, meta=dataclasses.replace(demo_bundle.meta, gain=WindowGain()))
+    plain = dataclasses.replace(demo_bundle, meta=dataclasses.replace(demo_bundle.meta, gain=None))
+    as_is = window_features(plain, [quiet])
+    np.testing.assert_array_equal(window_features(gained, [quiet]), as_is)
+    assert np.abs(window_features(gained, [quiet], window_gain=True) - as_is).max() > 0.1
