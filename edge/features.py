@@ -411,8 +411,8 @@ class FrameQueue:
 class LevelMeter:
     """The stream's loudness per frame hop (mean square of its `hop_length` samples), by the
     same absolute frame index as the log-mel frames, so a window's level is the mean over its
-    frames' hops: `level_dbfs(first, count)`, 20 log10 RMS (a full-scale square wave is 0 dBFS,
-    a full-scale sine -3 dBFS, digital silence -inf)."""
+    frames' hops: `mean_square_dbfs(squares(first, count))`, 20 log10 RMS (a full-scale square
+    wave is 0 dBFS, a full-scale sine -3 dBFS, digital silence -inf)."""
 
     def __init__(self, hop_length: int):
         self.hop_length = hop_length
@@ -434,9 +434,6 @@ class LevelMeter:
     def squares(self, first: int, count: int) -> np.ndarray:
         """[count] the mean squares of hops first .. first + count - 1 (at least one)."""
         return self.hops.window(first, max(1, count))[:, 0]
-
-    def level_dbfs(self, first: int, count: int) -> float:
-        return mean_square_dbfs(self.squares(first, count))
 
     def forget_before(self, index: int) -> None:
         self.hops.forget_before(index)
