@@ -37,7 +37,7 @@ def dbfs(x: np.ndarray) -> float:
 def test_the_gain_gives_the_log_mel_of_the_scaled_audio(frontend, level):
     x = scene(frontend.sample_rate)
     x = x * np.float32(10 ** ((level - dbfs(x)) / 20))  # the whole window at `level` dBFS RMS
-    gain = WindowGain(max_level_dbfs=None)
+    gain = WindowGain(max_level_dbfs=None, max_cut_db=20.0)
     seconds = frontend.window_seconds
     squares = hop_squares(x, frontend.hop_length)[: frontend.frames - 1]
     db = gain.gain_db(squares)
@@ -58,7 +58,7 @@ def test_the_gain_gives_the_log_mel_of_the_scaled_audio(frontend, level):
 def test_a_window_sounds_the_same_at_any_level_within_the_gain():
     x = scene(16000)
     plain = [clip_window(x * np.float32(10 ** (db / 20)), YAMNET, 5.0) for db in (0.0, -15.0, -35.0)]
-    gain = WindowGain(max_level_dbfs=None)
+    gain = WindowGain(max_level_dbfs=None, max_cut_db=20.0)
     gained = [clip_window(x * np.float32(10 ** (db / 20)), YAMNET, 5.0, gain) for db in (0.0, -15.0, -35.0)]
     assert np.abs(plain[0] - plain[2]).max() > 1.0  # without the gain, -35 dB is another input
     for other in gained[1:]:
@@ -93,7 +93,9 @@ def test_a_raise_never_lifts_a_window_above_its_mean_level_bound():
     click[rate : rate + rate // 10] = tone(1000, 0.1, rate, amplitude=10 ** (-40 / 20) * math.sqrt(2))  # -40 dBFS
     raised = gain.gain_db(hop_squares(click, hop))
     assert raised == pytest.approx(20.0, abs=0.3)  # to -20 dBFS; its window's mean: -57 -> -37 dBFS, under the bound
-    assert gain.describe().endswith("never above -35 dBFS on average, lowered by at most 20 dB)")
+    loud = noise(5.0, rate, amplitude=0.3, seed=4)  # by default a window is never lowered
+    assert gain.gain_db(hop_squares(loud, hop)) == 0.0
+    assert gain.describe().endswith("never above -35 dBFS on average, never lowered)")
 
 
 @pytest.mark.parametrize(
@@ -131,7 +133,7 @@ def bundles(demo_bundle, tmp_path_factory):
     """Copies of the demo bundle without and with a gain (no bound on the mean level: the windows
     of a quiet stream are raised as far as those of a loud one)."""
     out = {}
-    for name, gain in (("plain", None), ("gain", WindowGain(max_level_dbfs=None))):
+    for name, gain in (("plain", None), ("gain", WindowGain(max_level_dbfs=None, max_cut_db=20.0))):
         folder = tmp_path_factory.mktemp(name) / "bundle"
         shutil.copytree(demo_bundle.path, folder)
         write_bundle_meta(folder, dataclasses.replace(read_bundle(folder).meta, gain=gain))
