@@ -49,7 +49,8 @@ def domain_errors(func):
 @click.option("--config", "config_path", help="Model config (with --random-init): a path or paper|small.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
 @click.option("--labels", "label_specs", multiple=True, default=("urban", "esc50"), show_default=True,
-              help="Label sets to embed into the bundle (repeat the option).")
+              help="Label sets to embed into the bundle (repeat the option); with a vocabulary branch, "
+                   "less the classes the recipe held out (named <set>-seen): the labels recorded as trained.")
 @click.option("--clip-seconds", type=float, default=None,
               help="Clip length the model was trained on. Default: the checkpoint's, else 10.")
 @click.option("--license", "license_text", default=None, help="Licence recorded in model.json.")

@@ -20,6 +20,7 @@ is run on them against torch before the bundle is published.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import warnings
 from dataclasses import dataclass
@@ -538,6 +539,36 @@ def vocabulary_spec(bundle, label_sets: list[LabelSet], vocabulary: dict) -> dic
             **{key: float(vocabulary.get(key, VOCABULARY_FUSION[key])) for key in FUSION_KEYS}}
 
 
+def never_trained(training: dict | None) -> list[str]:
+    """The class names the recipe in `training` (a checkpoint's record) held out of training
+    (DataSpec.holdout of each dataset: zero-shot recipes), in the recipe's order."""
+    data = ((training or {}).get("recipe") or {}).get("data") or []
+    specs = [data] if isinstance(data, dict) else data
+    return [name for spec in specs for name in spec.get("holdout") or ()]
+
+
+def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> list[LabelSet]:
+    """`label_sets` less the labels the recipe never trained: what a vocabulary branch records
+    as trained must be, or a held-out class would be scored by the student as if it had heard it.
+    A set that loses labels is named "<name>-seen"."""
+    held = set(never_trained(training))
+    kept = []
+    for label_set in label_sets:
+        dropped = [name for name in label_set.names if name in held]
+        if not dropped:
+            kept.append(label_set)
+            continue
+        if len(dropped) == len(label_set.labels):
+            raise ValueError(f"label set {label_set.name!r}: every label is a class the recipe held out of training "
+                             f"({', '.join(dropped)}), so none of it is trained; leave it out of --labels")
+        name = f"{label_set.name}-seen"
+        log.info("label set %s: %d labels the recipe never trained left out (%s): recorded as trained as %s",
+                 label_set.name, len(dropped), ", ".join(dropped), name)
+        kept.append(dataclasses.replace(label_set, name=name, shipped=False,
+                                        labels=tuple(label for label in label_set.labels if label.name not in held)))
+    return kept
+
+
 def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, model_id: str,
                   clip_seconds: float = 10.0,
                   label_sets: list[LabelSet] = (), training: dict | None = None,
@@ -552,7 +583,8 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     `vocabulary`: {"shared": N[, "max_drift", "tail", and VOCABULARY_FUSION's keys]} adds the
     vocabulary branch (a YAMNet student whose first N trunk layers are YAMNet's, within max_drift:
     train.model.yamnet.vocabulary_branch; sigmoid scoring) and
-    embeds its 521 class names; the label sets given are recorded as the trained ones; then the
+    embeds its 521 class names; the label sets given, less the classes the recipe held out
+    (`trained_label_sets`), are recorded as the trained ones; then the
     training clips of `training["recipe"]` are heard again for the veto (train.vocabulary_trust:
     where they cannot be read, the veto is off).
     """
@@ -569,6 +601,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     if vocabulary is not None:
         from train.model.yamnet import vocabulary_branch
 
+        label_sets = trained_label_sets(list(label_sets), training)
         if (scoring or {}).get("kind") != "sigmoid":
             raise ValueError("a vocabulary branch fuses per-label sigmoid scores: export a sigmoid model")
         branch = vocabulary_branch(model.audio, vocabulary["shared"], vocabulary.get("max_drift", 0.0),

@@ -1,5 +1,6 @@
 """Export: a bundle that edge reads, whose graphs ONNX Runtime runs like torch."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -200,3 +201,28 @@ def test_compact_export_is_smaller_and_close(small, tmp_path):
     on_device = LabelEmbeddings.from_prompt_embeddings(urban, session.run(["embedding"], tokenizer(urban.flat_prompts()[0]))[0], "m")
     cosines = (on_device.embeddings * shipped).sum(axis=1)
     assert cosines.min() >= COMPACT_COSINE["text.onnx"] and np.abs(on_device.embeddings - shipped).max() > TOL
+
+
+@pytest.mark.parametrize("recipe, held", [("demo-distill-zeroshot", 10), ("demo-distill-cv1", 0)])
+def test_a_vocabulary_records_as_trained_only_what_the_recipe_trained(recipe, held):
+    from train.config import to_dict
+    from train.export import never_trained, trained_label_sets
+    from train.recipe import load_train_config
+
+    training = {"command": "tests", "recipe": to_dict(load_train_config(recipe))}
+    urban, esc50 = resolve_label_set("urban"), resolve_label_set("esc50")
+    kept = trained_label_sets([urban, esc50], training)
+    assert kept[0] is urban  # no urban class was held out
+    assert len(never_trained(training)) == held
+    assert kept[1].names == [name for name in esc50.names if name not in never_trained(training)]
+    assert kept[1].name == ("esc50-seen" if held else "esc50")
+    assert len(kept[1].names) == 50 - held
+
+
+def test_a_label_set_of_held_out_classes_only_is_refused():
+    from train.export import trained_label_sets
+
+    training = {"recipe": {"data": {"kind": "esc50", "holdout": ["dog", "rooster"]}}}
+    few = dataclasses.replace(resolve_label_set("esc50"), labels=resolve_label_set("esc50").labels[:2])
+    with pytest.raises(ValueError, match="every label is a class the recipe held out.*dog, rooster"):
+        trained_label_sets([few], training)
