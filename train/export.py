@@ -562,8 +562,9 @@ def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> lis
             raise ValueError(f"label set {label_set.name!r}: every label is a class the recipe held out of training "
                              f"({', '.join(dropped)}), so none of it is trained; leave it out of --labels")
         name = f"{label_set.name}-seen"
-        log.info("label set %s: %d labels the recipe never trained left out (%s): recorded as trained as %s",
-                 label_set.name, len(dropped), ", ".join(dropped), name)
+        log.warning("label set %s: %d labels the recipe never trained (%s) are new labels to this bundle: the "
+                    "trained set is recorded as %s, without them",
+                    label_set.name, len(dropped), ", ".join(dropped), name)
         kept.append(dataclasses.replace(label_set, name=name, shipped=False,
                                         labels=tuple(label for label in label_set.labels if label.name not in held)))
     return kept

@@ -204,7 +204,7 @@ def test_compact_export_is_smaller_and_close(small, tmp_path):
 
 
 @pytest.mark.parametrize("recipe, held", [("demo-distill-zeroshot", 10), ("demo-distill-cv1", 0)])
-def test_a_vocabulary_records_as_trained_only_what_the_recipe_trained(recipe, held):
+def test_a_vocabulary_records_as_trained_only_what_the_recipe_trained(recipe, held, caplog):
     from train.config import to_dict
     from train.export import never_trained, trained_label_sets
     from train.recipe import load_train_config
@@ -217,6 +217,7 @@ def test_a_vocabulary_records_as_trained_only_what_the_recipe_trained(recipe, he
     assert kept[1].names == [name for name in esc50.names if name not in never_trained(training)]
     assert kept[1].name == ("esc50-seen" if held else "esc50")
     assert len(kept[1].names) == 50 - held
+    assert ("10 labels the recipe never trained (pig, frog, crow" in caplog.text) == bool(held)  # the user is told
 
 
 def test_a_label_set_of_held_out_classes_only_is_refused():
