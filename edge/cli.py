@@ -638,11 +638,18 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
     default="urban",
     show_default=True,
     metavar="NAME|PATH",
-    help="Label set of the end-to-end run of the whole listen pipeline.",
+    help="Label set listen would run: whether the vocabulary graph counts in the window's cost, and the set of the "
+    "end-to-end run of the whole listen pipeline.",
+)
+@click.option(
+    "--pipeline-seconds",
+    type=click.FloatRange(0.0),
+    default=None,
+    help="Seconds of audio through the whole listen pipeline; 0 skips that run.  [default: 30]",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the table.")
 @domain_errors
-def bench(bundle, backends, window, hop, seconds, threads, labels_spec, as_json) -> None:
+def bench(bundle, backends, window, hop, seconds, threads, labels_spec, pipeline_seconds, as_json) -> None:
     """Time the bundle here: window latency p50/p99, frontend per hop, real-time factor, smallest hop,
     and the whole listen pipeline on a file as fast as it runs."""
     import json
@@ -650,7 +657,8 @@ def bench(bundle, backends, window, hop, seconds, threads, labels_spec, as_json)
     from edge.tools.bench import format_bench, run_bench
 
     options = ListenOptions(labels=labels_spec, bundle=bundle, window=window, hop=hop, threads=threads)
-    result = run_bench(options, list(backends) or None, seconds=seconds)
+    more = {} if pipeline_seconds is None else {"pipeline_seconds": pipeline_seconds}
+    result = run_bench(options, list(backends) or None, seconds=seconds, **more)
     click.echo(json.dumps(result) if as_json else format_bench(result))
 
 

@@ -294,6 +294,18 @@ class Reconnect:
         return cap * random.uniform(0.5, 1.0)
 
 
+def scorer_for(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> tuple[Scorer, Vocabulary | None]:
+    """The scorer `listen` uses for `label_set` on `bundle`, and the bundle's vocabulary when that
+    scorer needs the vocabulary graph on every window (a label no one trained, or the bundle's
+    head or intruder measurement: edge.vocabulary), else None (the graph is not run)."""
+    from edge.labels.embeddings import label_embeddings_for
+
+    embeddings = label_embeddings_for(bundle, label_set, threads)
+    vocabulary = Vocabulary.from_bundle(bundle)
+    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary)
+    return scorer, vocabulary if scorer.fusion is not None else None
+
+
 def listen(
     options: ListenOptions,
     sink: Sink | None = None,
@@ -319,19 +331,16 @@ def listen(
     time its segment starts): the service's clip recorder. `label_set`: an already resolved set
     instead of the one `options.labels` names (the service: with its config's thresholds).
     """
-    from edge.labels.embeddings import label_embeddings_for
     from edge.labels.labelset import resolve_label_set
 
     stop = stop or threading.Event()
     bundle, origin = resolve_bundle_origin(options.bundle)
     label_set = label_set or resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
-    embeddings = label_embeddings_for(bundle, label_set, options.threads)
-    vocabulary = Vocabulary.from_bundle(bundle)
-    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary)
+    scorer, vocabulary = scorer_for(bundle, label_set, options.threads)
     backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
-    branch = None  # the vocabulary graph: only where it changes a score (a new label, a head: edge.vocabulary)
-    if scorer.fusion is not None and vocabulary is not None:
+    branch = None  # the vocabulary graph
+    if vocabulary is not None:
         try:
             branch = select_backend(bundle, graph="vocabulary", threads=options.threads)
         except BaseException:
