@@ -46,6 +46,13 @@ def data_dir() -> Path:
     return _required_dir("SEMANTICAC_DATA", None, "development audio")
 
 
+@pytest.fixture
+def recipe_paths(monkeypatch) -> None:
+    """$SEMANTICAC_DATA set to a placeholder, for tests that load shipped recipes: their data roots
+    are only expanded, nothing is read."""
+    monkeypatch.setenv("SEMANTICAC_DATA", "/nonexistent")
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     """Official checkpoint key lists and golden vectors; see ../shared/reference/README.md."""

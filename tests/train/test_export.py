@@ -204,12 +204,11 @@ def test_compact_export_is_smaller_and_close(small, tmp_path):
 
 
 @pytest.mark.parametrize("recipe, held", [("demo-distill-zeroshot", 10), ("demo-distill-cv1", 0)])
-def test_a_vocabulary_records_as_trained_only_what_the_recipe_trained(recipe, held, caplog, monkeypatch):
+def test_a_vocabulary_records_as_trained_only_what_the_recipe_trained(recipe, held, caplog, recipe_paths):
     from train.config import to_dict
     from train.export import never_trained, trained_label_sets
     from train.recipe import load_train_config
 
-    monkeypatch.setenv("SEMANTICAC_DATA", "/nonexistent")  # only the paths are expanded, nothing is read
     training = {"command": "tests", "recipe": to_dict(load_train_config(recipe))}
     urban, esc50 = resolve_label_set("urban"), resolve_label_set("esc50")
     kept = trained_label_sets([urban, esc50], training)

@@ -120,7 +120,7 @@ def test_frozen_text_features_are_what_the_device_computes(recipe):
     torch.testing.assert_close(during_training, torch.nn.functional.normalize(device, dim=-1), atol=1e-5, rtol=0)
 
 
-def test_recipe_errors(tmp_path, monkeypatch):
+def test_recipe_errors(tmp_path, monkeypatch, recipe_paths):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: small\nepochz: 3\n")
     with pytest.raises(Exception, match="unknown key 'epochz'"):
@@ -129,14 +129,12 @@ def test_recipe_errors(tmp_path, monkeypatch):
     bad.write_text("data: {kind: esc50, root: $NOPE_DATA/esc50}\n")
     with pytest.raises(Exception, match=r"uses \$NOPE_DATA, which is not set"):
         load_train_config(bad)
-    monkeypatch.setenv("SEMANTICAC_DATA", "/nonexistent")  # only the paths are expanded, nothing is read
     assert load_train_config("esc50-cpu").data.kind == "esc50"
 
 
-def test_fold_and_epochs_override_a_recipe(monkeypatch):
+def test_fold_and_epochs_override_a_recipe(recipe_paths):
     from train.config import ConfigError
 
-    monkeypatch.setenv("SEMANTICAC_DATA", "/nonexistent")  # only the paths are expanded, nothing is read
     config = load_train_config("us8k-cpu", fold=2, epochs=3)
     assert config.data.test_folds == (2,) and config.data.val_fraction == 0.0 and config.epochs == 3
     assert load_train_config("us8k-cpu").epochs == 5
@@ -200,11 +198,10 @@ def test_two_ddp_processes_agree(recipe, tmp_path):
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs/train").glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_shipped_recipe_and_its_model_load(path, monkeypatch):
+def test_every_shipped_recipe_and_its_model_load(path, recipe_paths):
     """The shipped recipes (and the model configs they name) parse, extends chains included."""
     from train.model.config import load_model_config
 
-    monkeypatch.setenv("SEMANTICAC_DATA", "/nonexistent")  # only the paths are expanded, nothing is read
     config = load_train_config(path)
     model = load_model_config(config.model)
     assert model.frontend.frames == model.audio_config.num_frames
