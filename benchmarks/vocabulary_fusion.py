@@ -12,8 +12,10 @@ own training clips, scores student * min(1, v / veto_below) ** a; a = 0: the stu
 every named label; new labels always come from the vocabulary, against the bundle's
 vocabulary.ceiling or, "off", none; intruders: the bundle's vocabulary.familiar (a class no label
 of the set is near, well above what a trained label's own clips made the vocabulary say, holds
-it back: edge.vocabulary) or, "off", none; the trust shares, the ceiling and the familiar scores
-are the bundle's, recorded by `semanticac-train vocabulary-trust`):
+it back: edge.vocabulary) or, "off", none, and with them (the last two rows) a new label a
+trained label's own sound explains (vocabulary.familiar.explains) as the bundle has it or off;
+the trust shares, the ceiling and the familiar scores are the bundle's, recorded by
+`semanticac-train vocabulary-trust`):
   accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
                own dataset's label set (esc50 / urban) + a `speech` label added by YAML (so the
                veto applies: the trained labels beside a new one)
@@ -44,17 +46,20 @@ from edge.vocabulary import Vocabulary
 from train.vocabulary_trust import first_windows
 
 # (veto power, veto_reliable, ceiling: the bundle's vocabulary.ceiling, or none, intruders: the
-# bundle's vocabulary.familiar, or none)
-VARIANTS = ((0.0, 0.0, False, False), (0.3, 0.3, False, False), (0.0, 0.0, True, False), (0.3, 0.3, True, False),
-            (1.0, 0.3, True, False), (0.3, 0.3, True, True))
+# bundle's vocabulary.familiar, or none, explains: its familiar.explains, or none)
+VARIANTS = ((0.0, 0.0, False, False, False), (0.3, 0.3, False, False, False), (0.0, 0.0, True, False, False),
+            (0.3, 0.3, True, False, False), (1.0, 0.3, True, False, False), (0.3, 0.3, True, True, False),
+            (0.3, 0.3, True, True, True))
 DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
 
 
 def scores(bundle, vocabulary, label_set, variant, emb, voc) -> np.ndarray:
-    power, trust, ceiling, intruders = variant
+    power, trust, ceiling, intruders, explains = variant
+    familiar = vocabulary.familiar
+    if familiar is not None and not explains:
+        familiar = dataclasses.replace(familiar, explains=None)
     fused = dataclasses.replace(vocabulary, veto_power=power, veto_reliable=trust,
-                                ceiling=vocabulary.ceiling if ceiling else None,
-                                familiar=vocabulary.familiar if intruders else None)
+                                ceiling=vocabulary.ceiling if ceiling else None, familiar=familiar if intruders else None)
     embeddings = label_embeddings_for(bundle, label_set)
     return Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=fused)(emb, voc)
 
@@ -127,14 +132,16 @@ def main() -> None:
                 p = scores(zs, zs_vocabulary, label_set, a, emb, voc)
                 figures[a][f"gzsl unseen among {name}"] = float((p.argmax(1) == truth).mean())
     keys = list(figures[VARIANTS[0]])
-    print(f"{'power, trust, ceiling, intruders':>32}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
+    print(f"{'power, trust, ceiling, intruders, explains':>42}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
     for a in VARIANTS:
-        print(f"{a[0]:>8.1f} {a[1]:>5.1f} {'on' if a[2] else 'off':>6} {'on' if a[3] else 'off':>10}  "
+        print(f"{a[0]:>8.1f} {a[1]:>5.1f} {'on' if a[2] else 'off':>6} {'on' if a[3] else 'off':>10} "
+              f"{'on' if a[4] else 'off':>9}  "
               + "  ".join(f"{figures[a][k]:>28.3f}" for k in keys))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({f"power {a[0]} trust {a[1]} ceiling {'on' if a[2] else 'off'} intruders "
-                       f"{'on' if a[3] else 'off'}": v for a, v in figures.items()}, f, indent=1)
+                       f"{'on' if a[3] else 'off'} explains {'on' if a[4] else 'off'}": v
+                       for a, v in figures.items()}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -293,7 +293,7 @@ def _head(spec: Fields, graph: Tower) -> dict | None:
     }
 
 
-FAMILIAR_FIELDS = ("file", "sha256", "quantile", "clips", "margin", "outside_cosine", "ignore")
+FAMILIAR_FIELDS = ("file", "sha256", "quantile", "clips", "margin", "outside_cosine", "ignore", "explains")
 
 
 def _familiar(spec: Fields) -> dict | None:
@@ -301,8 +301,10 @@ def _familiar(spec: Fields) -> dict | None:
     ignore}, what each trained label's own training clips make the vocabulary say (`file`:
     edge.vocabulary.Familiar's npz, that quantile of each class's score over the label's clips;
     train.vocabulary_trust) and when a class says something else: a class no label of the set is
-    near (text cosine < outside_cosine), not in `ignore`, scoring `margin` above that level."""
-    what = "a mapping {file, sha256, quantile, clips, margin, outside_cosine, ignore}"
+    near (text cosine < outside_cosine), not in `ignore`, scoring `margin` above that level; and
+    (`explains`, optional: absent, None) how far above what the top trained label's own clips made a
+    new label score the new label must score not to be taken for that label's sound."""
+    what = "a mapping {file, sha256, quantile, clips, margin, outside_cosine, ignore, explains}"
     familiar = spec.nested("familiar", what, default=None)
     if familiar is None:
         return None
@@ -325,6 +327,10 @@ def _familiar(spec: Fields) -> dict | None:
     if not all(isinstance(name, str) and name for name in ignore):
         raise familiar.fail(f"field 'ignore' {must_be(what, ignore)}")
     out["ignore"] = list(ignore)
+    explains = familiar.get("explains", (*NUMBER, type(None)), "a probability margin in [-1, 1]", default=None)
+    if explains is not None and not (math.isfinite(explains) and -1 <= explains <= 1):
+        raise familiar.fail(f"field 'explains' {must_be('a probability margin in [-1, 1] (absent: off)', explains)}")
+    out["explains"] = None if explains is None else float(explains)
     return out
 
 

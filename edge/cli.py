@@ -252,6 +252,11 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                     f"  intruders: {len(intruders)} classes the set has no label for can hold a trained label back, "
                     f"e.g. {', '.join(intruders[:: max(1, len(intruders) // 6)][:6])}"
                 )
+            for label, by in fusion.explained(emb.labels).items():
+                click.echo(
+                    f"  explained: {label} yields to {', '.join(by)} where it is heard no more than their own "
+                    "clips made the vocabulary hear it"
+                )
             vetoed = fusion.vetoed(emb.labels)
             if vetoed:
                 click.echo(

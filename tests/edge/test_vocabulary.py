@@ -206,6 +206,10 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     assert "  new labels' thresholds: speech 0.5, doorbell 0.5; the vocabulary also hears near kin" in result.output
     # the demo bundle's vocabulary hears sirens in 87 % of their training clips: the veto applies to it
     assert "held back unless the vocabulary hears them too: siren" in result.output
+    # the sirens' clips make it say Speech now and then (voices in the street), never Doorbell
+    explained = [line for line in result.output.splitlines() if line.startswith("  explained: ")]
+    assert explained == ["  explained: speech yields to siren where it is heard no more than their own clips made "
+                         "the vocabulary hear it"]
     # a bundle with a ceiling shows the low ones: no development clip rings a doorbell
     copy = tmp_path / "bundle"
     shutil.copytree(demo_bundle.path, copy)
@@ -515,6 +519,8 @@ FAMILIAR = {"file": "familiar.npz", "sha256": "2" * 64, "quantile": 0.9, "clips"
     ({"ignore": "Silence"}, "'ignore' must be a list of vocabulary class names"),
     ({"clips": 0}, "'clips' must be the number of training clips measured"),
     ({"level": 1}, "level"),
+    ({"explains": 1.5}, "'explains' must be a probability margin in [-1, 1]"),
+    ({"explains": "yes"}, "'explains' must be a probability margin in [-1, 1]"),
 ])
 def test_model_json_vocabulary_familiar_errors_name_the_field(demo_bundle, change, text):
     from edge.bundle import parse_bundle_meta
@@ -594,3 +600,40 @@ def test_info_says_what_can_hold_a_set_s_labels_back(demo_bundle):
         in result.output  # the demo bundle's head has a hidden layer
     found = re.search(r"intruders: (\d+) classes the set has no label for", result.output)
     assert found and 300 < int(found.group(1)) < 521  # AudioSet's far from urban's ten labels, Silence not
+
+
+def test_a_new_label_no_more_heard_than_the_top_trained_label_s_own_sound_makes_it_yields_to_that_label():
+    """Children playing make the vocabulary say Speech: beside them, `speech` heard no more than
+    their clips made it say is their sound, not a new one."""
+    explained = dataclasses.replace(with_familiar().familiar, explains=0.0)
+    fusion = dataclasses.replace(with_familiar(), familiar=explained).fusion(
+        unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]))  # dog bark, siren, speech (new)
+    # the dog clips made it say Speech 0.6 (+ 0.0), the siren's nothing; a new label explains nothing
+    np.testing.assert_allclose(fusion.explains[:, 2], [0.6, 0.0, -np.inf], atol=1e-6)
+    assert np.isneginf(fusion.explains[:, :2]).all()
+    student = np.array([[0.8, 0.0, 0.0]])
+    barking = np.array([[0.5, 0.0, 0.55, 0.0]])  # the vocabulary hears the dog, and speech as the dogs' clips do
+    fused = fusion(student, barking)[0]
+    np.testing.assert_allclose(fused, [0.8, 0.0, 0.55 * (1 - 0.8)], atol=1e-6)
+    assert fused.argmax() == 0
+    # speech above what the dogs' clips made it say: a voice beside the dog, scored as it is
+    np.testing.assert_allclose(fusion(student, np.array([[0.5, 0.0, 0.65, 0.0]]))[0, 2], 0.65, atol=1e-6)
+    # the vocabulary does not hear the dog: the veto beside a new label holds the bark back only
+    # where speech scores above what the dogs' clips made it say
+    quiet_dog = np.array([[0.02, 0.0, 0.55, 0.0]])
+    np.testing.assert_allclose(fusion(student, quiet_dog)[0], [0.8, 0.0, 0.55 * (1 - 0.8)], atol=1e-6)
+    unexplained = with_familiar().fusion(unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0]]))
+    np.testing.assert_allclose(unexplained(student, quiet_dog)[0], [0.8 * 0.02 / 0.3, 0.0, 0.55], atol=1e-6)
+    np.testing.assert_allclose(fusion(student, np.array([[0.02, 0.0, 0.65, 0.0]]))[0], [0.8 * 0.02 / 0.3, 0.0, 0.65],
+                               atol=1e-6)
+    assert fusion.explained(("dog_bark", "siren", "speech")) == {"speech": ["dog_bark"]}
+    # the siren on top: its clips never made the vocabulary say Speech, so nothing explains it
+    np.testing.assert_allclose(fusion(np.array([[0.1, 0.8, 0.0]]), np.array([[0.0, 0.5, 0.3, 0.0]]))[0, 2], 0.3,
+                               atol=1e-6)
+    # off (absent from model.json), or a label whose clips were not measured (scores 1): explains nothing
+    assert with_familiar().fusion(unit([[1, 0, 0, 0], [0, 0, 1, 0]])).explains is None
+    unmeasured = Familiar(scores=np.ones((2, 4), np.float32), margin=0.45, outside_cosine=0.5,
+                          ignore=np.zeros(4, bool), explains=0.0)
+    fusion = dataclasses.replace(vocabulary(), familiar=unmeasured).fusion(unit([[1, 0, 0, 0], [0, 0, 1, 0]]))
+    assert np.isneginf(fusion.explains).all()
+    np.testing.assert_allclose(fusion(np.array([[0.8, 0.0]]), barking)[0], [0.8, 0.55], atol=1e-6)
