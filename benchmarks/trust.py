@@ -171,12 +171,19 @@ def non_urban_clips(data: Path) -> list[Path]:
 
 
 def stream_false_alarms(bundle: str | None, labels: str, clips: list[Path], path: Path) -> dict:
-    """`clips` joined into one stream (written to `path`) through `labels`: the events it starts."""
-    stream = np.concatenate([read_audio(clip, RATE) for clip in clips])
+    """`clips` joined into one stream (written to `path`) through `labels`: the events it starts,
+    each with the clip playing at its start, the end of its first window (`heard_in`: what to hear)."""
+    parts = [read_audio(clip, RATE) for clip in clips]
+    stream = np.concatenate(parts)
+    ends = np.cumsum([part.size for part in parts]) / RATE
     record = run(bundle, labels, write(path, stream))
     hours = stream.size / RATE / 3600
+    heard_in = [{"t": round(t, 1), "label": label, "clip": Path(clips[min(int(np.searchsorted(ends, t, "right")),
+                                                                           len(clips) - 1)]).name}
+                for t, label in record.start_times]
     return {"clips": len(clips), "hours": hours, "events": len(record.starts),
-            "per_hour": len(record.starts) / hours, "by_label": dict(Counter(record.starts).most_common())}
+            "per_hour": len(record.starts) / hours, "by_label": dict(Counter(record.starts).most_common()),
+            "heard_in": heard_in}
 
 
 def main() -> None:

@@ -59,7 +59,8 @@ def scores(bundle, vocabulary, label_set, variant, emb, voc) -> np.ndarray:
     if familiar is not None and not explains:
         familiar = dataclasses.replace(familiar, explains=None)
     fused = dataclasses.replace(vocabulary, veto_power=power, veto_reliable=trust,
-                                ceiling=vocabulary.ceiling if ceiling else None, familiar=familiar if intruders else None)
+                                ceiling=vocabulary.ceiling if ceiling else None,
+                                familiar=familiar if intruders else None)
     embeddings = label_embeddings_for(bundle, label_set)
     return Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=fused)(emb, voc)
 
