@@ -178,9 +178,9 @@ def stream_false_alarms(bundle: str | None, labels: str, clips: list[Path], path
     ends = np.cumsum([part.size for part in parts]) / RATE
     record = run(bundle, labels, write(path, stream))
     hours = stream.size / RATE / 3600
-    heard_in = [{"t": round(t, 1), "label": label, "clip": Path(clips[min(int(np.searchsorted(ends, t, "right")),
-                                                                           len(clips) - 1)]).name}
-                for t, label in record.start_times]
+    playing = [min(int(np.searchsorted(ends, t, "right")), len(clips) - 1) for t, _ in record.start_times]
+    heard_in = [{"t": round(t, 1), "label": label, "clip": Path(clips[i]).name}
+                for (t, label), i in zip(record.start_times, playing)]
     return {"clips": len(clips), "hours": hours, "events": len(record.starts),
             "per_hour": len(record.starts) / hours, "by_label": dict(Counter(record.starts).most_common()),
             "heard_in": heard_in}

@@ -386,26 +386,30 @@ class Vocabulary:
         w = np.exp((cos - cos.max(axis=1, keepdims=True)) / self.tau)
         weights = w / w.sum(axis=1, keepdims=True)  # [K, V]: W
         to_trained = labels @ self.trained.T  # [K, T]
+        nearest = to_trained.argmax(axis=1)  # [K]: each label's nearest trained label
         novel = to_trained.max(axis=1) < self.novelty_cosine
         named = cos.max(axis=1) >= self.veto_cosine
-        trusted = self.heard[to_trained.argmax(axis=1)] >= self.veto_reliable
+        trusted = self.heard[nearest] >= self.veto_reliable
         head = self.head is not None and self.head.weight > 0 and not novel.all()
-        intruder = None
-        if self.familiar is not None and self.veto_power > 0:
-            # a class no label of the set is near, scoring well above what a label's own clips made it say
-            foreign = (cos.max(axis=0) < self.familiar.outside_cosine) & ~self.familiar.ignore  # [V]
-            levels = self.familiar.scores[to_trained.argmax(axis=1)].astype(np.float64) + self.familiar.margin
-            levels = np.where(foreign[None, :] & ~novel[:, None] & (levels <= 1.0), levels, np.inf)  # [K, V]
-            intruder = levels if np.isfinite(levels).any() else None
-        explains = None
-        if self.familiar is not None and self.familiar.explains is not None and novel.any() and not novel.all():
-            # what each trained label's own clips make each new label score (a label without clips: nothing)
-            measured = self.familiar.scores[to_trained.argmax(axis=1)].astype(np.float64)  # [K, V]
-            clips = ~(measured >= 1.0).all(axis=1)  # a label without clips was recorded as 1 everywhere
-            if self.ceiling is not None:
-                measured = np.minimum(1.0, measured / self.ceiling)
-            reached = measured @ weights.T  # [K, K]: row t, column k
-            explains = np.where((~novel & clips)[:, None] & novel[None, :], reached + self.familiar.explains, -np.inf)
+        intruder = explains = None
+        if self.familiar is not None:
+            # what each label's nearest trained label's own clips made the vocabulary say
+            measured = self.familiar.scores[nearest].astype(np.float64)  # [K, V]
+            if self.veto_power > 0:
+                # a class no label of the set is near, scoring well above what a label's own clips made it say
+                foreign = (cos.max(axis=0) < self.familiar.outside_cosine) & ~self.familiar.ignore  # [V]
+                levels = measured + self.familiar.margin
+                levels = np.where(foreign[None, :] & ~novel[:, None] & (levels <= 1.0), levels, np.inf)  # [K, V]
+                intruder = levels if np.isfinite(levels).any() else None
+            if self.familiar.explains is not None and novel.any() and not novel.all():
+                # what each trained label's own clips make each new label score (a label without clips: nothing)
+                clips = ~(measured >= 1.0).all(axis=1)  # a label without clips was recorded as 1 everywhere
+                if self.ceiling is not None:
+                    measured = np.minimum(1.0, measured / self.ceiling)
+                reached = measured @ weights.T  # [K, K]: row t, column k
+                explains = np.where(
+                    (~novel & clips)[:, None] & novel[None, :], reached + self.familiar.explains, -np.inf
+                )
         return Fusion(
             mapping_t=np.ascontiguousarray(weights.T),
             novel=novel,
@@ -413,7 +417,7 @@ class Vocabulary:
             veto_below=self.veto_below,
             veto_heard=self.veto_heard,
             ceiling=None if self.ceiling is None else self.ceiling.astype(np.float64),
-            head_rows=np.where(novel, -1, to_trained.argmax(axis=1)) if head else None,
+            head_rows=np.where(novel, -1, nearest) if head else None,
             head_weight=self.head.weight if head and self.head is not None else 0.0,
             head_size=0 if self.head is None else len(self.head.bias),
             intruder=intruder,
@@ -525,11 +529,12 @@ class Fusion:
         v = p @ self.mapping_t
         new = v if self.ceiling is None else self._new(p)  # the same without a ceiling: one product per window
         student = np.clip(student, 0.0, 1.0)
-        heard = np.where(self.novel, new, 0.0).max(axis=-1, keepdims=True) >= self.veto_heard  # [N, 1]
-        if self.explains is not None:
+        audible = self.novel & (new >= self.veto_heard)  # [N, K]: the new labels heard
+        if self.explains is None:
+            heard = audible.any(axis=-1, keepdims=True)  # [N, 1]
+        else:
             # beside a new label its own sound makes the vocabulary say as much, a trained label is not held back
-            heard = (self.novel & (new >= self.veto_heard))[..., None, :] & (new[..., None, :] > self.explains)
-            heard = heard.any(axis=-1)  # [N, K]
+            heard = (audible[..., None, :] & (new[..., None, :] > self.explains)).any(axis=-1)  # [N, K]
         power = np.where(heard, self.veto, 0.0)  # [N, K]
         if self.intruder is not None:
             intruded = (p[..., None, :] >= self.intruder).any(axis=-1)  # [N, K]
