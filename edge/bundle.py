@@ -293,18 +293,19 @@ def _head(spec: Fields, graph: Tower) -> dict | None:
     }
 
 
-FAMILIAR_FIELDS = ("file", "sha256", "quantile", "clips", "margin", "outside_cosine", "ignore", "explains")
+FAMILIAR_FIELDS = ("file", "sha256", "quantile", "clips", "margin", "relative", "outside_cosine", "ignore", "explains")
 
 
 def _familiar(spec: Fields) -> dict | None:
-    """vocabulary.familiar (absent: None): {file, sha256, quantile, clips, margin, outside_cosine,
-    ignore}, what each trained label's own training clips make the vocabulary say (`file`:
-    edge.vocabulary.Familiar's npz, that quantile of each class's score over the label's clips;
-    train.vocabulary_trust) and when a class says something else: a class no label of the set is
-    near (text cosine < outside_cosine), not in `ignore`, scoring `margin` above that level; and
+    """vocabulary.familiar (absent: None): {file, sha256, quantile, clips, margin, relative,
+    outside_cosine, ignore}, what each trained label's own training clips make the vocabulary say
+    (`file`: edge.vocabulary.Familiar's npz, that quantile of each class's score over the label's
+    clips; train.vocabulary_trust) and when a class says something else: a class no label of the set
+    is near (text cosine < outside_cosine), not in `ignore`, scoring `margin` above that level (with
+    `relative`, optional, absent: false, `margin` is that share of the level's headroom to 1); and
     (`explains`, optional: absent, None) how far above what the top trained label's own clips made a
     new label score the new label must score not to be taken for that label's sound."""
-    what = "a mapping {file, sha256, quantile, clips, margin, outside_cosine, ignore, explains}"
+    what = "a mapping {file, sha256, quantile, clips, margin, relative, outside_cosine, ignore, explains}"
     familiar = spec.nested("familiar", what, default=None)
     if familiar is None:
         return None
@@ -321,6 +322,7 @@ def _familiar(spec: Fields) -> dict | None:
         if not (math.isfinite(value) and low <= value <= high) or (name != "outside_cosine" and value == 0):
             raise familiar.fail(f"field {name!r} {must_be(allowed, value)}")
         out[name] = float(value)
+    out["relative"] = familiar.get("relative", bool, "true (margin: a share of the headroom) or false", default=False)
     out["clips"] = familiar.positive("clips", "the number of training clips measured (> 0)", int)
     what = "a list of vocabulary class names that never hold a label back"
     ignore = familiar.get("ignore", list, what, default=[])

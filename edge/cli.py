@@ -193,7 +193,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
     click.echo(
         f"scoring    {scoring['kind']}" + (f", logit bias {scoring['logit_bias']:g}" if "logit_bias" in scoring else "")
     )
-    from edge.vocabulary import Vocabulary
+    from edge.vocabulary import Vocabulary, familiar_step
 
     emb = None
     if labels_spec:  # first: a damaged embeddings file is named with the command that repairs it
@@ -224,8 +224,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             familiar = found.meta.vocabulary["familiar"]
             click.echo(
                 f"familiar   {familiar['file']}: what each trained label's own clips made the vocabulary say "
-                f"({familiar['clips']} clips); a class {familiar['margin']:g} above it that no label of the set is "
-                f"near holds the label back"
+                f"({familiar['clips']} clips); a class {familiar_step(familiar)} above it that no label of the set "
+                f"is near holds the label back"
             )
     if emb is not None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")

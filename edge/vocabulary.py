@@ -64,12 +64,18 @@ implicit new label of every set that has no label near it (text cosine < familia
 and not in familiar.ignore: Silence, a quiet patch beside the sound), and for trained label k
 
     level_kj = familiar_j(t_k) + familiar.margin                       inf for a class near a label
+             = f + familiar.margin * (1 - f), f = familiar_j(t_k)      with familiar.relative
 
 familiar_j(t) being what the nearest trained label's own training clips made class j say (a high
 quantile of its scores over them; train.vocabulary_trust): Vehicle on jackhammers, Speech on
-children playing, Animal on dog barks are familiar and hold nothing back. The untrusted labels
-are held back too (the vocabulary's silence about them says nothing, but a sound it names that
-their clips never made it say does).
+children playing, Animal on dog barks are familiar and hold nothing back (with a relative margin,
+nothing short of near certainty: Speech on children playing 0.97, its level 0.99). A relative
+margin (the demo bundle's since 2026-12-04) takes a share of the headroom above the familiar
+level, not a fixed step: 0.6 above a class the label's clips made say 0.37 (Bird, on the air
+conditioners of the zero-shot split) is out of reach, and chirping birds heard as an air
+conditioner went unchecked; 0.7 of the headroom there is 0.81, and 0.7 above a class they never
+made it say. The untrusted labels are held back too (the vocabulary's silence about them says
+nothing, but a sound it names that their clips never made it say does).
 
 A new label a trained label's own sound explains (model.json vocabulary.familiar.explains, a
 margin; absent: off): children playing make the vocabulary say Speech, so beside `urban`'s
@@ -124,6 +130,12 @@ from edge.fsutil import sha256_file
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def familiar_step(spec: dict) -> str:
+    """How far above its familiar level a class must score to hold a label back, in words: model.json
+    vocabulary.familiar's margin, a step or (relative) a share of the headroom to 1."""
+    return f"{spec['margin']:g} of the headroom" if spec.get("relative") else f"{spec['margin']:g}"
 
 
 def _checked_file(bundle, spec: dict, what: str, fix: str) -> Path:
@@ -228,6 +240,7 @@ class Familiar:
     ignore: np.ndarray  # bool [V]: classes that never do (Silence: a quiet patch beside the sound)
     # a new label this far above what a trained label's own clips made it score is not that label's sound; None: off
     explains: float | None = None
+    relative: bool = False  # margin: that share of the headroom above the familiar level (level + margin * (1 - level))
 
     @classmethod
     def load(cls, bundle, spec: dict, labels: list[str], names: tuple[str, ...]) -> Familiar:
@@ -260,6 +273,7 @@ class Familiar:
             outside_cosine=spec["outside_cosine"],
             ignore=np.isin(np.array(names), spec["ignore"]),
             explains=spec.get("explains"),
+            relative=spec.get("relative", False),
         )
 
 
@@ -398,8 +412,10 @@ class Vocabulary:
             if self.veto_power > 0:
                 # a class no label of the set is near, scoring well above what a label's own clips made it say
                 foreign = (cos.max(axis=0) < self.familiar.outside_cosine) & ~self.familiar.ignore  # [V]
-                levels = measured + self.familiar.margin
-                levels = np.where(foreign[None, :] & ~novel[:, None] & (levels <= 1.0), levels, np.inf)  # [K, V]
+                step = self.familiar.margin * ((1.0 - measured) if self.familiar.relative else 1.0)
+                levels = measured + step  # a label without clips was recorded as 1: never within reach
+                reachable = (levels <= 1.0) & (measured < 1.0)
+                levels = np.where(foreign[None, :] & ~novel[:, None] & reachable, levels, np.inf)  # [K, V]
                 intruder = levels if np.isfinite(levels).any() else None
             if self.familiar.explains is not None and novel.any() and not novel.all():
                 # what each trained label's own clips make each new label score (a label without clips: nothing)
