@@ -264,8 +264,8 @@ def layer_drift(student: YAMNet, original: YAMNet, layers: int) -> list[float]:
     ||student - original|| / ||original||, one per layer (0: untouched)."""
     drift = []
     for mine, theirs in zip(student.trunk[:layers], original.trunk[:layers]):
-        pairs = list(zip(mine.parameters(), theirs.parameters()))
-        change = sum(float((a.detach().cpu() - b).norm() ** 2) for a, b in pairs) ** 0.5
+        pairs = [(a.detach().cpu(), b.detach()) for a, b in zip(mine.parameters(), theirs.parameters())]
+        change = sum(float((a - b).norm() ** 2) for a, b in pairs) ** 0.5
         drift.append(change / max(sum(float(b.norm() ** 2) for _, b in pairs) ** 0.5, 1e-12))
     return drift
 
