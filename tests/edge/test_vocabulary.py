@@ -613,6 +613,7 @@ def test_info_says_what_can_hold_a_set_s_labels_back(demo_bundle):
     result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", "urban"])
     assert result.exit_code == 0, result.output
     assert "familiar   familiar.npz: what each trained label's own clips made the vocabulary say" in result.output
+    assert "a class 0.7 of the headroom above it that no label of the set is near" in result.output  # relative
     assert "head       head.npz: 60 trained labels from the graph's 'features' (2048 wide, through 128 hidden units)" \
         in result.output  # the demo bundle's head has a hidden layer
     found = re.search(r"intruders: (\d+) classes the set has no label for", result.output)
