@@ -4,11 +4,13 @@ clips out (demo-distill-cv1: 20 % of ESC-50 and UrbanSound8K fold 2; demo-distil
 and every clip of 10 ESC-50 classes).
 
     SEMANTICAC_DATA=../shared/data python benchmarks/heldout_false_alarms.py \\
-        --bundle runs/bundles/cv1 --recipe demo-distill-cv1 [--labels urban | --new-labels] [--out runs/facv]
+        --bundle runs/bundles/cv1 --recipe demo-distill-cv1 [--labels urban | --new-labels] [--quieter DB] \\
+        [--out runs/facv]
 
 Through the listen pipeline (edge.listen, as benchmarks/trust.py): the recipe's held-out ESC-50
 clips of the 46 non-urban classes joined into one stream, and two streams of as many of its
-training clips (seeded sample): events per hour, by label. --new-labels: through `urban` + the 8
+training clips (seeded sample): events per hour, by label; with --quieter 20, each 20 dB down
+over a microphone's floor at -65 dBFS (the same sounds further away, which the window gain raises). --new-labels: through `urban` + the 8
 labels added by YAML of benchmarks/trust.py (NEW_LABELS: sounds no development set holds), so the
 new labels' false alarms on audio beyond what their ceiling was measured on. With --out it also writes what
 `semanticac-calibrate thresholds` needs to fit on the held-out audio: OUT/bg/ (links to the
@@ -45,6 +47,9 @@ def main() -> None:
     parser.add_argument("--labels", default="urban")
     parser.add_argument("--new-labels", action="store_true", help="urban + trust.NEW_LABELS instead of --labels")
     parser.add_argument("--held-out-only", action="store_true", help="skip the two streams of training clips")
+    parser.add_argument("--quieter", type=float, default=0.0, metavar="DB",
+                        help="play each stream DB dB down over a microphone's floor (trust.quiet_floor): "
+                             "the same sounds further away")
     parser.add_argument("--out", help="Write OUT/bg/ and OUT/positives.csv for semanticac-calibrate thresholds.")
     args = parser.parse_args()
     from train.data.datasets import split_clips
@@ -65,7 +70,7 @@ def main() -> None:
                    ("trained on, sample 2", trained[len(held): 2 * len(held)])]
         for name, clips in streams[: 1 if args.held_out_only else 3]:
             paths = sorted(Path(clip.path) for clip in clips)
-            figures[name] = stream_false_alarms(args.bundle, labels, paths, Path(tmp) / "stream.wav")
+            figures[name] = stream_false_alarms(args.bundle, labels, paths, Path(tmp) / "stream.wav", args.quieter)
             print(f"{name}: {figures[name]}", flush=True)
     if args.out:
         out = Path(args.out)

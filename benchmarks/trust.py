@@ -53,6 +53,7 @@ RATE = 16000
 REAL_SPEECH = Path("/usr/share/pocketsphinx/test/data")  # Debian's pocketsphinx-testdata
 URBAN_IN_ESC50 = ("dog", "siren", "car_horn", "engine")  # ESC-50 classes that are urban sounds
 NOISE_LEVELS_DBFS = (-60.0, -50.0, -40.0)
+FLOOR_DBFS = -65.0  # quiet_floor: a quiet room through a consumer microphone
 SPEECH_GAP_S = 10.0  # silence after each speech clip in the speech stream
 # labels a site might add whose sounds no development set (ESC-50, UrbanSound8K) holds
 NEW_LABELS = ("doorbell", "smoke alarm", "motorcycle", "whistle", "guitar", "telephone ringing", "bicycle bell",
@@ -98,6 +99,14 @@ def quiet_signals(seconds: float = 20.0) -> dict[str, np.ndarray]:
     for level in NOISE_LEVELS_DBFS:
         signals[f"white noise {level:g} dBFS"] = rng.standard_normal(n) * 10 ** (level / 20)
     return signals
+
+
+def quiet_floor(samples: int, dbfs: float = FLOOR_DBFS, seed: int = 0) -> np.ndarray:
+    """A microphone's floor: brown noise (integrated white, its drift below 10 Hz taken out) at
+    `dbfs` RMS, float32."""
+    x = np.cumsum(np.random.default_rng(seed).standard_normal(samples))
+    x -= np.convolve(x, np.ones(RATE // 10) / (RATE // 10), "same")
+    return (x * 10 ** (dbfs / 20) / x.std()).astype(np.float32)
 
 
 def silence_and_noise(bundle: str | None, tmp: Path) -> dict:
@@ -170,18 +179,23 @@ def non_urban_clips(data: Path) -> list[Path]:
     return clips
 
 
-def stream_false_alarms(bundle: str | None, labels: str, clips: list[Path], path: Path) -> dict:
+def stream_false_alarms(bundle: str | None, labels: str, clips: list[Path], path: Path,
+                        quieter_db: float = 0.0) -> dict:
     """`clips` joined into one stream (written to `path`) through `labels`: the events it starts,
-    each with the clip playing at its start, the end of its first window (`heard_in`: what to hear)."""
+    each with the clip playing at its start, the end of its first window (`heard_in`: what to hear).
+    `quieter_db` > 0: the stream `quieter_db` dB down, over a microphone's floor (quiet_floor), as
+    the same sounds further away."""
     parts = [read_audio(clip, RATE) for clip in clips]
     stream = np.concatenate(parts)
+    if quieter_db:
+        stream = stream * np.float32(10 ** (-quieter_db / 20)) + quiet_floor(stream.size)
     ends = np.cumsum([part.size for part in parts]) / RATE
     record = run(bundle, labels, write(path, stream))
     hours = stream.size / RATE / 3600
     playing = [min(int(np.searchsorted(ends, t, "right")), len(clips) - 1) for t, _ in record.start_times]
     heard_in = [{"t": round(t, 1), "label": label, "clip": Path(clips[i]).name}
                 for (t, label), i in zip(record.start_times, playing)]
-    return {"clips": len(clips), "hours": hours, "events": len(record.starts),
+    return {"clips": len(clips), "hours": hours, "quieter_db": quieter_db, "events": len(record.starts),
             "per_hour": len(record.starts) / hours, "by_label": dict(Counter(record.starts).most_common()),
             "heard_in": heard_in}
 
