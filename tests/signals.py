@@ -19,6 +19,23 @@ def noise(seconds: float, rate: int, amplitude: float = 0.1, seed: int = 0) -> n
     return (amplitude * np.random.default_rng(seed).standard_normal(int(seconds * rate))).astype(np.float32)
 
 
+def coloured_noise(seconds: float, rate: int, dbfs: float, slope: float, seed: int = 0) -> np.ndarray:
+    """Noise whose power falls as 1/f**slope (1: pink, 2: brown) above 20 Hz, at `dbfs` RMS."""
+    n = int(seconds * rate)
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1.0 / rate)
+    spectrum *= np.where(freqs < 20.0, 0.0, np.maximum(freqs, 20.0) ** (-slope / 2))
+    x = np.fft.irfft(spectrum, n)
+    return (x * 10 ** (dbfs / 20) / np.sqrt(np.mean(x ** 2))).astype(np.float32)
+
+
+def hum(seconds: float, rate: int, dbfs: float, mains: float = 50.0) -> np.ndarray:
+    """Mains hum: `mains` Hz and its next 4 harmonics (each 1/k as loud), at `dbfs` RMS."""
+    t = np.arange(int(seconds * rate)) / rate
+    x = sum(np.sin(2 * np.pi * mains * k * t) / k for k in range(1, 6))
+    return (x * 10 ** (dbfs / 20) / np.sqrt(np.mean(x ** 2))).astype(np.float32)
+
+
 def silence(seconds: float, rate: int) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype=np.float32)
 

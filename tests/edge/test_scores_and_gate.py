@@ -16,7 +16,7 @@ from edge.labels.labelset import parse_label_set, resolve_label_set
 from edge.listen import ListenOptions, listen
 from edge.scoring import Scorer, sigmoid, softmax
 from tests.collect import Collect
-from tests.signals import noise, tone
+from tests.signals import coloured_noise, hum, noise, tone
 
 RATE = 16000
 MATRIX = np.eye(3, 4, dtype=np.float32)
@@ -136,28 +136,36 @@ def test_level_gate_option_is_checked():
 NEW = ("speech", "doorbell", "smoke alarm", "motorcycle", "whistle", "guitar", "telephone ringing", "bicycle bell")
 
 
-QUIET_LEVELS = (None, -60.0, -50.0, -40.0)  # digital silence, then white noise at these dBFS RMS
 QUIET_SECONDS = 12  # of each: 8 whole 5 s windows at hop 1 s, enough to start an event (smooth 3, 1 s)
+QUIET = {  # steady sounds that are nothing, at levels a quiet room or a microphone's floor gives
+    "digital silence": np.zeros(QUIET_SECONDS * RATE, np.float32),
+    **{f"white noise {level} dBFS": noise(QUIET_SECONDS, RATE, amplitude=10 ** (level / 20), seed=7)
+       for level in (-60, -50, -40)},
+    "pink noise -50 dBFS": coloured_noise(QUIET_SECONDS, RATE, -50.0, slope=1.0, seed=8),
+    "brown noise -40 dBFS": coloured_noise(QUIET_SECONDS, RATE, -40.0, slope=2.0, seed=9),
+    "mains hum -40 dBFS": hum(QUIET_SECONDS, RATE, -40.0),
+}
 
 
 @pytest.mark.parametrize("labels", ["urban", "esc50", "urban + new labels"])
 def test_the_shipped_bundle_hears_nothing_in_silence_and_quiet_noise(demo_bundle, labels, tmp_path):
-    """Default thresholds, no level gate: 12 s of digital silence, then 12 s of white noise at
-    each of -60, -50 and -40 dBFS RMS, as one stream, start no event with a shipped set, nor with
-    labels added to one. A softmax model cannot pass this (it hands the whole mass to some label);
-    the shipped model scores each label with a sigmoid, and a new label by the vocabulary."""
+    """Default thresholds, no level gate: 12 s each of digital silence, white noise at -60, -50
+    and -40 dBFS RMS, pink, brown noise and mains hum, as one stream, start no event with a
+    shipped set, nor with labels added to one. A softmax model cannot pass this (it hands the
+    whole mass to some label); the shipped model scores each label with a sigmoid, and a new
+    label by the vocabulary. The window gain raises these by up to 30 dB but never above -25
+    dBFS on average."""
     assert demo_bundle.meta.scoring["kind"] == "sigmoid"
     if labels == "urban + new labels":
         labels = str(tmp_path / "site.yaml")
         Path(labels).write_text("name: site\nlabels: [" + ", ".join([*resolve_label_set("urban").names, *NEW]) + "]\n")
-    samples = np.concatenate([np.zeros(QUIET_SECONDS * RATE) if level is None else
-                              noise(QUIET_SECONDS, RATE, amplitude=10 ** (level / 20), seed=7) for level in QUIET_LEVELS])
     path = tmp_path / "quiet.wav"
-    sf.write(path, samples.astype(np.float32), RATE, subtype="FLOAT")
+    sf.write(path, np.concatenate(list(QUIET.values())), RATE, subtype="FLOAT")
     sink = Collect()
     summary = listen(ListenOptions(labels=labels, bundle=str(demo_bundle.path), input=str(path), fast=True), sink=sink)
-    heard = [(w.t, QUIET_LEVELS[min(int((w.t - 1e-6) // QUIET_SECONDS), 3)], w.top[0]) for w in sink.of("window")]
-    assert summary.windows == len(QUIET_LEVELS) * QUIET_SECONDS - 4 and summary.events == 0, heard  # (window end, level, top label)
+    names = list(QUIET)
+    heard = [(w.t, names[min(int((w.t - 1e-6) // QUIET_SECONDS), len(names) - 1)], w.top[0]) for w in sink.of("window")]
+    assert summary.windows == len(QUIET) * QUIET_SECONDS - 4 and summary.events == 0, heard  # (window end, what, top)
 
 
 SHORT_SOUNDS = ("air_conditioner", "dog_bark", "drilling", "engine_idling", "jackhammer", "siren")
