@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import soxr
 
+from edge.features import WindowGain, hop_squares
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -47,6 +49,11 @@ class AugmentConfig:
     noise_snr_db: tuple[float, float] = (10.0, 120.0)
     gain_p: float = 0.0  # scale the clip by a gain drawn uniformly in gain_db (dB)
     gain_db: tuple[float, float] = (-20.0, 0.0)
+    # instead of gain_db: bring the clip's loudest 50 ms to a level drawn uniformly in level_dbfs
+    # (dBFS RMS, raised by at most LEVEL_MAX_BOOST_DB), so that every dataset spans the same levels
+    # (the development UrbanSound8K clips are about 10 dB quieter than the peak-normalised ESC-50
+    # ones: a level a model could learn as a class cue); None: the relative gain_db
+    level_dbfs: tuple[float, float] | None = None
     lowpass_p: float = 0.0  # random low-pass for the bandwidth gap (see the module docstring)
     lowpass_hz: tuple[float, float] = (4000.0, 14000.0)  # cutoff drawn uniformly in this range
     time_masks: int = 2  # SpecAugment as HTS-AT: 2 time stripes narrower than 64 frames,
@@ -62,6 +69,8 @@ class AugmentConfig:
             (0.0 <= self.gain_p <= 1.0, "gain_p", "a probability in [0, 1]"),
             (len(self.gain_db) == 2 and self.gain_db[0] <= self.gain_db[1], "gain_db",
              "[low, high] in dB with low <= high"),
+            (self.level_dbfs is None or (len(self.level_dbfs) == 2 and self.level_dbfs[0] <= self.level_dbfs[1] <= 0),
+             "level_dbfs", "[low, high] in dBFS with low <= high <= 0, or null"),
             (len(self.noise_snr_db) == 2 and self.noise_snr_db[0] <= self.noise_snr_db[1],
              "noise_snr_db", "[low, high] in dB with low <= high"),
             (len(self.lowpass_hz) == 2 and 0 < self.lowpass_hz[0] <= self.lowpass_hz[1],
@@ -100,6 +109,17 @@ def pad_crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray
         out[start:start + x.size] = x
         return out
     return x
+
+
+LEVEL_MAX_BOOST_DB = 40.0  # level_dbfs raises a clip by at most this (quiet noise stays quiet-ish)
+
+
+def to_level_db(x: np.ndarray, dbfs: float, rate: int) -> float:
+    """The gain (dB) that brings the loudest 50 ms of `x` to `dbfs` RMS, as the device's window gain
+    measures it (edge.features.WindowGain: 5 hops of 10 ms), raising by at most LEVEL_MAX_BOOST_DB;
+    0 for digital silence."""
+    gain = WindowGain(ref_dbfs=dbfs, max_boost_db=LEVEL_MAX_BOOST_DB, max_cut_db=200.0, max_level_dbfs=None)
+    return gain.gain_db(hop_squares(x, rate // 100))
 
 
 def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
@@ -184,7 +204,9 @@ class Augment:
         if c.pad_crop:
             x = pad_crop(x, length, rng)
         if rng.random() < c.gain_p:
-            x = (x * np.float32(10.0 ** (rng.uniform(*c.gain_db) / 20.0))).astype(np.float32, copy=False)
+            db = (rng.uniform(*c.gain_db) if c.level_dbfs is None
+                  else to_level_db(x, float(rng.uniform(*c.level_dbfs)), self.sample_rate))
+            x = (x * np.float32(10.0 ** (db / 20.0))).astype(np.float32, copy=False)
         if rng.random() < c.noise_p:
             x = add_noise(x, float(rng.uniform(*c.noise_snr_db)), rng)
         if rng.random() < c.lowpass_p:
