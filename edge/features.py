@@ -445,6 +445,15 @@ def mean_square_dbfs(squares: np.ndarray) -> float:
     return 10.0 * math.log10(mean) if mean > 0 else -math.inf
 
 
+def loudest_dbfs(squares: np.ndarray, span_hops: int) -> float:
+    """20 log10 RMS of the loudest `span_hops` consecutive hops (all of them when fewer) of hops with
+    mean squares `squares` (hop_squares); -inf for digital silence or none."""
+    squares = np.asarray(squares, dtype=np.float64)
+    span = min(span_hops, len(squares))
+    loudest = float(np.convolve(squares, np.full(span, 1.0 / span), "valid").max()) if span else 0.0
+    return 10.0 * math.log10(loudest) if loudest > 0 else -math.inf
+
+
 def hop_squares(samples: np.ndarray, hop_length: int) -> np.ndarray:
     """[n] float64 the mean square of each whole `hop_length` hop of `samples` (LevelMeter's unit:
     hop t lies between the centres of log-mel frames t and t + 1)."""
@@ -532,12 +541,10 @@ class WindowGain:
 
     def gain_db(self, squares: np.ndarray) -> float:
         """The gain (dB) for a window whose hops have mean squares `squares` (0 for digital silence)."""
-        squares = np.asarray(squares, dtype=np.float64)
-        span = min(self.span_hops, len(squares))
-        loudest = float(np.convolve(squares, np.full(span, 1.0 / span), "valid").max()) if span else 0.0
-        if loudest <= 0:
+        loudest = loudest_dbfs(squares, self.span_hops)
+        if loudest == -math.inf:
             return 0.0
-        gain = float(np.clip(self.ref_dbfs - 10.0 * math.log10(loudest), -self.max_cut_db, self.max_boost_db))
+        gain = float(np.clip(self.ref_dbfs - loudest, -self.max_cut_db, self.max_boost_db))
         if gain > 0 and self.max_level_dbfs is not None:
             gain = min(gain, max(0.0, self.max_level_dbfs - mean_square_dbfs(squares)))
         return gain

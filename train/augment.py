@@ -31,12 +31,13 @@ band is what YAMNet was pretrained on). `lowpass_p` stays 0; it remains for HTS-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import soxr
 
-from edge.features import WindowGain, hop_squares
+from edge.features import WindowGain, hop_squares, loudest_dbfs
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,8 @@ def to_level_db(x: np.ndarray, dbfs: float, rate: int) -> float:
     """The gain (dB) that brings the loudest 50 ms of `x` to `dbfs` RMS, as the device's window gain
     measures it (edge.features.WindowGain: 5 hops of 10 ms), raising by at most LEVEL_MAX_BOOST_DB;
     0 for digital silence."""
-    gain = WindowGain(ref_dbfs=dbfs, max_boost_db=LEVEL_MAX_BOOST_DB, max_cut_db=200.0, max_level_dbfs=None)
-    return gain.gain_db(hop_squares(x, rate // 100))
+    loudest = loudest_dbfs(hop_squares(x, rate // 100), WindowGain.span_hops)
+    return 0.0 if loudest == -math.inf else min(dbfs - loudest, LEVEL_MAX_BOOST_DB)
 
 
 def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
