@@ -169,22 +169,25 @@ def test_the_shipped_bundle_hears_nothing_in_silence_and_quiet_noise(demo_bundle
 
 
 SHORT_SOUNDS = ("air_conditioner", "dog_bark", "drilling", "engine_idling", "jackhammer", "siren")
+PER_SOUND = 6  # clips of each
 
 
 @pytest.mark.data
 def test_a_sound_shorter_than_the_window_starts_its_event_in_a_quiet_stream(demo_bundle, data_dir, tmp_path):
-    """Real UrbanSound8K clips (the first two of each class in fold 2, by file name), each heard
+    """Real UrbanSound8K clips (the first six of each class in fold 2, by file name), each heard
     between 6 s of digital silence in one stream, so every window overlapping it also holds
-    silence: with `urban` and its default thresholds most start an event of their own label.
-    A head fitted on whole windows only was deaf there (air conditioner, drilling, engine idling,
-    jackhammer: no event for any clip)."""
+    silence: with `urban` and its default thresholds most start an event of their own label, and
+    at least two of each class. A head fitted on whole windows only was deaf there (air
+    conditioner, drilling, engine idling, jackhammer: no event for any clip). Two clips a class
+    were too few to tell bundles apart: the demo bundles of 2026-12-04 and -05 started 9 and 8 of
+    those 12 events, 28 and 27 of these 36."""
     import csv
 
     from edge.capture.audio import read_audio
 
     with open(data_dir / "us8k" / "meta.csv", newline="") as f:
         rows = sorted((r["slice_file_name"], r["class"]) for r in csv.DictReader(f) if r["fold"] == "2")
-    clips = [(name, label) for label in SHORT_SOUNDS for name in [n for n, c in rows if c == label][:2]]
+    clips = [(name, label) for label in SHORT_SOUNDS for name in [n for n, c in rows if c == label][:PER_SOUND]]
     gap = np.zeros(6 * RATE, dtype=np.float32)
     parts, spans = [gap], []
     for name, label in clips:
@@ -199,6 +202,6 @@ def test_a_sound_shorter_than_the_window_starts_its_event_in_a_quiet_stream(demo
     starts = [(e.label, e.t) for e in sink.of("start")]
     heard = [(label, any(found == label and begin - 5.0 <= t <= end for found, t in starts))
              for label, begin, end in spans]
-    assert sum(ok for _, ok in heard) >= 0.75 * len(heard), (heard, starts)
+    assert sum(ok for _, ok in heard) >= 0.7 * len(heard), (heard, starts)
     for label in SHORT_SOUNDS:
-        assert any(ok for found, ok in heard if found == label), (label, heard, starts)
+        assert sum(ok for found, ok in heard if found == label) >= 2, (label, heard, starts)
