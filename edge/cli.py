@@ -193,7 +193,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
     click.echo(
         f"scoring    {scoring['kind']}" + (f", logit bias {scoring['logit_bias']:g}" if "logit_bias" in scoring else "")
     )
-    from edge.vocabulary import Vocabulary, familiar_step
+    from edge.vocabulary import WEAK_NAME_ADVICE, Vocabulary, familiar_step
 
     emb = None
     if labels_spec:  # first: a damaged embeddings file is named with the command that repairs it
@@ -234,6 +234,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             meanings = fusion.meanings(emb.labels, vocabulary.names)
             for label, meaning in meanings.items():
                 click.echo(f"  new: {label} (no one trained it): scored as {meaning}")
+            for label, nearest in fusion.weakly_named(emb.labels, vocabulary.names).items():
+                click.echo(f"  weak: {label}: {WEAK_NAME_ADVICE.format(nearest=nearest)}")
             if meanings and fusion.ceiling is not None:
                 click.echo(
                     "  (ceiling: the most the training audio made the vocabulary say that class; a new label's "

@@ -72,7 +72,7 @@ from edge.features import (
 )
 from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
-from edge.vocabulary import Vocabulary
+from edge.vocabulary import WEAK_NAME_ADVICE, Vocabulary
 
 if TYPE_CHECKING:  # imported where it is used: listen() resolves the label set lazily
     from edge.labels.labelset import LabelSet
@@ -398,6 +398,8 @@ def listen(
                             + (held if vetoed else ""),
                         )
                     )
+                for label, nearest in scorer.fusion.weakly_named(scorer.labels, vocabulary.names).items():
+                    notes.append(("warning", f"label {label!r}: {WEAK_NAME_ADVICE.format(nearest=nearest)}"))
             if windowing.hop_frames > windowing.window_frames:
                 notes.append(
                     (

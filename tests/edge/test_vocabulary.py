@@ -183,6 +183,23 @@ def test_a_ceiling_that_does_not_name_the_vocabulary_s_classes_is_refused(demo_b
         Vocabulary.from_bundle(read_bundle(copy, verify=False))
 
 
+def info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, labels_yaml):
+    """(the set's path, `info --labels` on it): a site set, embedded into a fresh cache first."""
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    labels = tmp_path / "site.yaml"
+    labels.write_text(f"name: site\nlabels: {labels_yaml}\n")
+    embedded = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(demo_bundle.path), "--labels",
+                                                  str(labels), "--into", "cache"])
+    assert embedded.exit_code == 0, embedded.output
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    return labels, result
+
+
 def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_bundle, tmp_path, monkeypatch):
     import shutil
 
@@ -190,18 +207,12 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
 
     import edge.cli
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    labels = tmp_path / "site.yaml"
-    labels.write_text("name: site\nlabels: [siren, speech, doorbell]\n")
-    embedded = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(demo_bundle.path), "--labels",
-                                                  str(labels), "--into", "cache"])
-    assert embedded.exit_code == 0, embedded.output
-    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
-    assert result.exit_code == 0, result.output
+    labels, result = info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, "[siren, speech, doorbell]")
     assert "vocabulary vocabulary.onnx ['mel'] -> 521 named classes" in result.output
     new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
     assert len(new) == 2 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
     assert new[1].startswith("  new: doorbell (no one trained it): scored as Doorbell 0.9")
+    assert "  weak: " not in result.output  # AudioSet names both
     assert "ceiling" not in result.output  # the shipped bundle has none
     assert "  new labels' thresholds: speech 0.5, doorbell 0.5; the vocabulary also hears near kin" in result.output
     # the demo bundle's vocabulary hears sirens in 87 % of their training clips: the veto applies to it
@@ -222,6 +233,39 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     assert result.exit_code == 0, result.output
     assert "scored as Doorbell 0.99 (ceiling 0.15)" in result.output
     assert "  (ceiling: the most the training audio made the vocabulary say that class" in result.output
+
+
+def test_a_new_label_no_vocabulary_name_is_near_is_called_weakly_named():
+    # dog bark (trained), frog (new: the name Frog), and a new label whose text is at most 0.4 from every name
+    labels = unit([[1, 0, 0, 0], [0, 0, 0, 1], [0.4, 0.4, 0.4, -0.72]])
+    fusion = vocabulary().fusion(labels)
+    assert fusion.novel.tolist() == [False, True, True]
+    weak = fusion.weakly_named(("dog_bark", "frog", "humming_thing"), NAMES)
+    assert list(weak) == ["humming_thing"] and weak["humming_thing"].endswith("at cosine 0.40")
+    # a trained label far from every name (UrbanSound8K's street music) is the student's: never called weak
+    far_trained = unit([[0.4, 0.4, 0.4, -0.72], [0, 1, 0, 0]])
+    assert dataclasses.replace(vocabulary(), trained=far_trained).fusion(far_trained).weakly_named(
+        ("street_music", "siren"), NAMES) == {}
+
+
+def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo_bundle, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from edge.listen import ListenOptions, listen
+    from tests.collect import Collect
+
+    labels, result = info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, "[siren, doorbell, leaf_blower]")
+    weak = [line for line in result.output.splitlines() if line.startswith("  weak: ")]
+    # AudioSet has no leaf blower: its text is nearest a woodwind's ("blow"), far from every name
+    assert len(weak) == 1 and weak[0].startswith("  weak: leaf_blower: no name of the vocabulary is near its text "
+                                                 "(the nearest, 'Wind instrument, woodwind instrument', at cosine 0.4")
+    clip = tmp_path / "noise.wav"
+    sf.write(clip, 0.01 * np.random.default_rng(0).standard_normal(16000), 16000)
+    sink = Collect()
+    listen(ListenOptions(labels=str(labels), bundle=str(demo_bundle.path), input=str(clip), fast=True), sink=sink)
+    warnings = [s.message for s in sink.of("status") if s.level == "warning"]
+    assert [w for w in warnings if "no name of the vocabulary" in w] == [
+        f"label 'leaf_blower': {weak[0].split(': ', 2)[2]}"]
 
 
 def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bundle, tmp_path, monkeypatch):
