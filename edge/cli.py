@@ -411,6 +411,14 @@ MIN_LEVEL_OPTION = click.option(
 @click.option(
     "--top-k", "top_k", type=int, default=DEFAULTS["top_k"], show_default=True, help="Labels shown per window."
 )
+@click.option(
+    "--heard",
+    type=int,
+    default=DEFAULTS["heard"],
+    show_default=True,
+    help="Also show the bundle vocabulary's N best AudioSet classes per window: what it hears, words for a new "
+    "label's `prompts:` (0: none).",
+)
 @click.option("--json", "json_lines", is_flag=True, help="One JSON object per line (schema 1) on stdout.")
 @BACKEND_OPTION
 @click.option("--fast", is_flag=True, help="Read --input FILE as fast as possible instead of in real time.")
@@ -467,6 +475,7 @@ def listen(
     window,
     hop,
     top_k,
+    heard,
     json_lines,
     backend_choice,
     fast,
@@ -499,6 +508,7 @@ def listen(
             window=window,
             hop=hop,
             top_k=top_k,
+            heard=heard,
             json=json_lines,
             backend=backend_choice,
             fast=fast,

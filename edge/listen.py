@@ -81,6 +81,7 @@ log = logging.getLogger(__name__)
 
 READ_SECONDS = 0.2  # a read waits at most this long, so a stop request is seen promptly
 SILENCE_WARN_SECONDS = 10.0
+MAX_HEARD = 20  # --heard: the most vocabulary classes a window reports
 DIGITAL_SILENCE = 1e-6  # |sample| at most this (-120 dBFS) is "no signal": a microphone's own noise is far above
 BACKOFF_FIRST = 1.0  # the wait after the first failed try to reopen a lost device (doubled after each failure)
 DEMO_LICENCE_NOTE = "non-commercial use only"
@@ -117,6 +118,7 @@ class ListenOptions:
     window: float | None = None  # seconds; None: the bundle's training clip length
     hop: float = 1.0  # seconds between windows
     top_k: int = DEFAULT_TOP_K
+    heard: int = 0  # also the vocabulary's top classes of each window (what it hears: words for a label)
     json: bool = False  # JSON lines instead of the live view / plain lines
     backend: str = "auto"  # auto: a TensorRT engine built for this GPU, else ONNX Runtime
     fast: bool = False  # a file as fast as possible instead of in real time
@@ -168,6 +170,7 @@ class ListenOptions:
             self._fail("release", self.release, "a ratio in (0, 1]: an event ends below threshold x release")
         for name, low in (("top_k", 1), ("smooth", 1), ("max_batch", 1)):
             self._whole(name, getattr(self, name), low)
+        self._whole("heard", self.heard, 0, MAX_HEARD, "the vocabulary's classes shown per window; 0: none")
         if self.threads is not None:
             self._whole(
                 "threads",
@@ -338,6 +341,14 @@ def listen(
     label_set = label_set or resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
     scorer, vocabulary = scorer_for(bundle, label_set, options.threads)
+    if options.heard and vocabulary is None:  # the scorer does not need the graph: run it to show what it hears
+        vocabulary = Vocabulary.from_bundle(bundle)
+        if vocabulary is None:
+            raise OptionError(
+                f"--heard {options.heard} is not allowed: bundle {bundle.path} has no vocabulary branch "
+                "(model.json `vocabulary`) to say what it hears; leave --heard out",
+                option="heard",
+            )
     backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
     branch = None  # the vocabulary graph
     if vocabulary is not None:
@@ -383,6 +394,7 @@ def listen(
                 min_level=options.min_level,
                 max_silence=options.max_silence,
                 vocabulary=None if branch is None or vocabulary is None else partial(vocabulary.scores, branch),
+                heard=(vocabulary.names, options.heard) if options.heard and vocabulary is not None else None,
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             if scorer.fusion is not None and vocabulary is not None:
@@ -444,9 +456,12 @@ class Listener:
         min_level: float | None = None,
         max_silence: float | None = None,
         vocabulary: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
+        heard: tuple[tuple[str, ...], int] | None = None,
     ):
         """`vocabulary`: the audio graph's inputs and outputs -> the vocabulary graph's [N, V]
-        scores, for a scorer that fuses them (edge.vocabulary); None: the student's scores alone."""
+        scores, for a scorer that fuses them (edge.vocabulary) or for `heard`; None: the student's
+        scores alone. `heard`: (the vocabulary's class names, how many of its top classes each
+        window reports), or None."""
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch} must be at least 1")
         self.min_level = min_level  # dBFS: a quieter window is gated (digital silence always is)
@@ -459,6 +474,7 @@ class Listener:
         self._t = 0.0  # stream time of the latest window
         self._offset = 0.0  # stream time of the current segment's first sample
         self._vocabulary = vocabulary
+        self._heard = heard
         self._arrived = time.perf_counter()  # when the audio that completed the newest window arrived
         self._silence = log_floor_value(self.frontend) + 1e-3
         self._silent_since: float | None = None
@@ -689,12 +705,14 @@ class Listener:
         outputs = self.backend.run(feed)
         # [N, K]; for a set with new labels the vocabulary graph's [N, V] scores (of the window, or
         # of a map the audio graph gave) are fused in
-        scores = self.scorer(
-            outputs[self.backend.output_names[0]],
-            None if self._vocabulary is None else self._vocabulary({**feed, **outputs}),
-        )
+        rows = None if self._vocabulary is None else self._vocabulary({**feed, **outputs})
+        scores = self.scorer(outputs[self.backend.output_names[0]], rows if self.scorer.fusion is not None else None)
+        heard: list[tuple[tuple[str, float], ...]] = [()] * len(windows)
+        if self._heard is not None and rows is not None:
+            names, count = self._heard
+            heard = [tuple(top_k(row[: len(names)], names, count)) for row in rows]
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
-        for (k, frames, count), squares, gain, p in zip(windows, hops, gains, scores):
+        for (k, frames, count), squares, gain, p, named in zip(windows, hops, gains, scores, heard):
             whole = count == self.windowing.window_frames
             t = self._offset + (self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame)
             level = mean_square_dbfs(squares)  # the stream's own level, before any gain
@@ -710,6 +728,7 @@ class Listener:
                     level_dbfs=level,
                     gated=gated,
                     gain_db=gain,
+                    heard=named,
                 )
             )
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)

@@ -140,8 +140,9 @@ from edge.fsutil import sha256_file
 WEAKLY_NAMED_COSINE = 0.5
 WEAK_NAME_ADVICE = (
     "no name of the vocabulary is near its text ({nearest}): it is scored as a blend of sounds the text is "
-    "vaguely like and may not win when its sound plays; check it on a recording of the sound (`listen --input "
-    "FILE`), try words for what it sounds like (`prompts:`), and where it is still not named it needs training clips"
+    "vaguely like and may not win when its sound plays; play a recording of the sound through `listen --input FILE "
+    "--heard 5` to see what the vocabulary hears in it, use those words (`prompts:`), and where it is still not "
+    "named it needs training clips"
 )
 
 

@@ -51,6 +51,7 @@ class WindowResult:
     level_dbfs: float | None = None  # the window's loudness: 20 log10 RMS (-inf: digital silence)
     gated: bool = False  # below the level gate (or digital silence): no event starts or goes on
     gain_db: float | None = None  # the bundle's window gain applied to this window (None: it has none)
+    heard: tuple[tuple[str, float], ...] = ()  # `--heard`: the vocabulary's top (class, score), best first
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,11 @@ def record_dict(record: WindowResult | Event | Status, utc: str) -> dict:
             "level_dbfs": _num(record.level_dbfs, 1),
             "gated": record.gated,
             "gain_db": _num(record.gain_db, 1),
+            **(
+                {"heard": [{"name": name, "score": _num(score, 4)} for name, score in record.heard]}
+                if record.heard
+                else {}
+            ),
         }
     if isinstance(record, Event):
         if record.kind == "start":
@@ -218,6 +224,11 @@ class FanOut(Sink):
             raise first
 
 
+def _heard(record: WindowResult) -> str:
+    """`--heard`: "  heard: Engine 0.62, Lawn mower 0.31" (empty without it)."""
+    return "  heard: " + ", ".join(f"{name} {score:.2f}" for name, score in record.heard) if record.heard else ""
+
+
 def _plain(record: WindowResult | Event | Status) -> str:
     """One line per record: the stream time, the record's type, then its content."""
     if isinstance(record, WindowResult):
@@ -227,7 +238,7 @@ def _plain(record: WindowResult | Event | Status) -> str:
         gated = "  (gated)" if record.gated else ""
         return (
             f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
-            f"{level}{gain}{gated}"
+            f"{level}{gain}{gated}{_heard(record)}"
         )
     if isinstance(record, Event):
         if record.kind == "start":
@@ -315,6 +326,8 @@ class LiveView(Sink):
             lines.append(f"  ... and {len(last.top) - self.max_rows} more")
         if not last.top:
             lines.append("  (no labels)")
+        if last.heard:
+            lines.append(_heard(last).strip())
         active = ", ".join(
             f"#{i} {label} {max(0.0, last.t - onset):.1f} s" for i, (label, onset) in self._active.items()
         )

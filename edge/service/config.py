@@ -48,7 +48,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 OPTION_SECTIONS: dict[str, dict[str, str]] = {
     "audio": {"input": "input", "device": "device", "fast": "fast"},
     "model": {"bundle": "bundle", "backend": "backend", "threads": "threads", "max_batch": "max_batch"},
-    "listen": {name: name for name in ("window", "hop", "top_k", "smooth", "min_duration", "release", "min_level")},
+    "listen": {
+        name: name for name in ("window", "hop", "top_k", "heard", "smooth", "min_duration", "release", "min_level")
+    },
 }
 # Fields a service does not use: the label set is labels.set; stdin and terminal output are for a shell.
 NOT_IN_SERVICE = ("labels", "json", "rate", "sample_format", "channels")

@@ -191,6 +191,7 @@ def from_record(record: dict) -> WindowResult | Event | Status | None:
             level_dbfs=-math.inf if level is None else float(level),  # null: digital silence
             gated=bool(record["gated"]),
             gain_db=None if record.get("gain_db") is None else float(record["gain_db"]),  # older logs: none
+            heard=tuple((item["name"], _number(item["score"])) for item in record.get("heard", ())),
         )
     if kind == "start":
         return Event("start", t, int(record["event_id"]), record["label"], score=_number(record["score"]))

@@ -84,6 +84,24 @@ def test_json_writes_a_non_finite_number_as_null():
     assert obj["top"][0]["score"] is None and obj["latency_ms"] is None
 
 
+def test_a_window_says_what_the_vocabulary_heard_only_when_asked():
+    heard = WindowResult(3.0, (("siren", 0.2),), 10.0, 0, heard=(("Beep, bleep", 0.96123), ("Sine wave", 0.05)))
+    stream = io.StringIO()
+    JsonLines(stream, ORIGIN).window(heard)
+    assert json.loads(stream.getvalue())["heard"] == [{"name": "Beep, bleep", "score": 0.9612},
+                                                      {"name": "Sine wave", "score": 0.05}]
+    plain = io.StringIO()
+    PlainLines(plain, ORIGIN).window(heard)
+    assert plain.getvalue().rstrip().endswith("heard: Beep, bleep 0.96, Sine wave 0.05")
+    live = io.StringIO()
+    LiveView(live, ORIGIN).window(heard)
+    assert "heard: Beep, bleep 0.96, Sine wave 0.05" in live.getvalue()
+    # without it, no key and no text (test_json_lines_parse_with_every_key... checks the exact keys)
+    stream = io.StringIO()
+    PlainLines(stream, ORIGIN).window(RECORDS[1])
+    assert "heard" not in stream.getvalue()
+
+
 def test_plain_lines_one_per_record():
     stream = io.StringIO()
     sink = make_sink(stream=stream, origin=ORIGIN)

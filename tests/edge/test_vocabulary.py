@@ -268,6 +268,43 @@ def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo
         f"label 'leaf_blower': {weak[0].split(': ', 2)[2]}"]
 
 
+def test_listen_heard_shows_what_the_vocabulary_hears_in_each_window(demo_bundle, tmp_path):
+    import json
+    import shutil
+
+    import soundfile as sf
+
+    from edge.errors import OptionError
+    from edge.listen import ListenOptions, listen
+    from tests.collect import Collect
+    from tests.signals import tone
+
+    clip = tmp_path / "beep.wav"
+    sf.write(clip, tone(1000.0, 3.0, 16000, amplitude=0.3), 16000)
+    names = Vocabulary.from_bundle(demo_bundle).names
+    for heard in (3, 0):
+        sink = Collect()
+        listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(clip), fast=True, heard=heard),
+               sink=sink)
+        (window,) = sink.of("window")
+        assert len(window.heard) == heard
+        if heard:  # AudioSet's own name for a 1 kHz tone, from the vocabulary's scores (not the head's logits)
+            assert window.heard[0][0] == "Beep, bleep" and window.heard[0][1] > 0.5
+            assert all(name in names for name, _ in window.heard)
+            assert [score for _, score in window.heard] == sorted((score for _, score in window.heard), reverse=True)
+    # a bundle without a vocabulary branch cannot say what it hears
+    copy = tmp_path / "bundle"
+    shutil.copytree(demo_bundle.path, copy)
+    data = json.loads((copy / "model.json").read_text())
+    del data["vocabulary"]
+    (copy / "model.json").write_text(json.dumps(data))
+    with pytest.raises(OptionError, match=r"--heard 2 is not allowed: bundle .* has no vocabulary branch") as err:
+        listen(ListenOptions(labels="urban", bundle=str(copy), input=str(clip), fast=True, heard=2), sink=Collect())
+    assert err.value.option == "heard"
+    with pytest.raises(OptionError, match=r"--heard 21 is not allowed: use a whole number from 0 to 20"):
+        ListenOptions(labels="urban", heard=21)
+
+
 def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bundle, tmp_path, monkeypatch):
     """The issue's promise on the shipped bundle: `urban` + `speech` (a YAML edit) hears espeak-ng
     speech as speech and starts a `speech` event; no urban label starts one."""
