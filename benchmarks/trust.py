@@ -59,15 +59,19 @@ SPEECH_GAP_S = 10.0  # silence after each speech clip in the speech stream
 NEW_LABELS = ("doorbell", "smoke alarm", "motorcycle", "whistle", "guitar", "telephone ringing", "bicycle bell",
               "baby laughter")
 class Record(Sink):
-    """Keeps windows' top-1 and the events."""
+    """Keeps windows' top-1, end times and gating, and the events."""
 
     def __init__(self):
         super().__init__()
         self.top1: list[str] = []
+        self.t: list[float] = []
+        self.gated: list[bool] = []
         self.starts: list[str] = []
         self.start_times: list[tuple[float, str]] = []
 
     def window(self, result) -> None:
+        self.t.append(result.t)
+        self.gated.append(result.gated)
         if result.top:
             self.top1.append(result.top[0][0])
 
@@ -80,8 +84,8 @@ class Record(Sink):
         pass
 
 
-def run(bundle: str | None, labels: str, path: Path) -> Record:
-    record = Record()
+def run(bundle: str | None, labels: str, path: Path, record: Record | None = None) -> Record:
+    record = record if record is not None else Record()
     listen(ListenOptions(labels=labels, bundle=bundle, input=str(path), fast=True), sink=record)
     return record
 
@@ -180,17 +184,17 @@ def non_urban_clips(data: Path) -> list[Path]:
 
 
 def stream_false_alarms(bundle: str | None, labels: str, clips: list[Path], path: Path,
-                        quieter_db: float = 0.0) -> dict:
+                        quieter_db: float = 0.0, record: Record | None = None) -> dict:
     """`clips` joined into one stream (written to `path`) through `labels`: the events it starts,
     each with the clip playing at its start, the end of its first window (`heard_in`: what to hear).
     `quieter_db` > 0: the stream `quieter_db` dB down, over a microphone's floor (quiet_floor), as
-    the same sounds further away."""
+    the same sounds further away. `record`: a Record to fill with its windows too."""
     parts = [read_audio(clip, RATE) for clip in clips]
     stream = np.concatenate(parts)
     if quieter_db:
         stream = stream * np.float32(10 ** (-quieter_db / 20)) + quiet_floor(stream.size)
     ends = np.cumsum([part.size for part in parts]) / RATE
-    record = run(bundle, labels, write(path, stream))
+    record = run(bundle, labels, write(path, stream), record)
     hours = stream.size / RATE / 3600
     playing = [min(int(np.searchsorted(ends, t, "right")), len(clips) - 1) for t, _ in record.start_times]
     heard_in = [{"t": round(t, 1), "label": label, "clip": Path(clips[i]).name}
