@@ -127,9 +127,10 @@ def main() -> None:
           + (f", {args.quieter:g} dB down" if args.quieter else "") + f": {len(windows.start_times)} events")
     fused, student, head = (variants[name][0] for name in ("shipped", "student alone", "head alone"))
     row = np.asarray(graphs["voc"])[:, : len(vocabulary.names)]
+    ends = np.array(windows.t)
     for started in figures["heard_in"]:
         t, label, clip = started["t"], started["label"], started["clip"]
-        i, k = int(np.argmin(np.abs(np.array(windows.t) - t))), urban.names.index(label)
+        i, k = int(np.argmin(np.abs(ends - t))), urban.names.index(label)
         heard = ", ".join(f"{vocabulary.names[j]} {row[i, j]:.2f}" for j in np.argsort(-row[i])[:3])
         print(f"  t {t:7.1f}  {label:<16} fused {fused[i, k]:.2f}  student {student[i, k]:.2f}  "
               f"head {head[i, k]:.2f}  in {clip}; the vocabulary hears {heard}")
@@ -149,12 +150,13 @@ def main() -> None:
         started = replay(urban, events, windows)
         if name == "shipped" and started != windows.starts:
             raise SystemExit(f"the replay started {started}, the pipeline {windows.starts}: they must agree")
-        figures = []
+        cells = []
         for kind in ("esc50", "us8k"):
-            (shown, scored), truth, thresholds = held_out[kind][0][name], held_out[kind][1], held_out[kind][2]
-            figures.append(f"{np.mean(shown.argmax(1) == truth):.1%} / "
-                           f"{np.mean(scored[np.arange(len(truth)), truth] >= thresholds):.1%}")
-        print(f"{name:<18} {len(started):>6} {len(started) / hours:>8.1f}  {figures[0]:>26}  {figures[1]:>32}  "
+            by_variant, truth, thresholds = held_out[kind]
+            shown, scored = by_variant[name]
+            cells.append(f"{np.mean(shown.argmax(1) == truth):.1%} / "
+                         f"{np.mean(scored[np.arange(len(truth)), truth] >= thresholds):.1%}")
+        print(f"{name:<18} {len(started):>6} {len(started) / hours:>8.1f}  {cells[0]:>26}  {cells[1]:>32}  "
               f"{', '.join(started)}", flush=True)
 
 

@@ -109,12 +109,13 @@ def main() -> None:
                 p = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, label_set), label_set,
                                       vocabulary=vocabulary)(emb, voc)
                 top = p.argmax(1)
-                per = "  ".join(f"{c} {np.mean(top[truth == k] == k):.0%}" for k, c in enumerate(classes))
+                shares = [np.mean(top[truth == k] == k) for k in range(len(classes))]
+                per = "  ".join(f"{c} {share:.0%}" for c, share in zip(classes, shares))
                 right = int((top == truth).sum())
                 print(f"{title:<40} {where:<13} {right:>4}/{len(truth)} {right / len(truth):6.1%}   {per}", flush=True)
-                for k, c in enumerate(classes):
-                    wrong = Counter(label_set.names[j] for j in top[(truth == k) & (top != k)])
-                    if np.mean(top[truth == k] == k) < 0.5:
+                for k, (c, share) in enumerate(zip(classes, shares)):
+                    if share < 0.5:
+                        wrong = Counter(label_set.names[j] for j in top[(truth == k) & (top != k)])
                         heard = voc[truth == k, :len(vocabulary.names)].mean(axis=0)
                         print(f"{'':<55}{c} named: " + ", ".join(f"{n} {m}" for n, m in wrong.most_common(3))
                               + "; the vocabulary hears (mean): "

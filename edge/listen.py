@@ -297,16 +297,19 @@ class Reconnect:
         return cap * random.uniform(0.5, 1.0)
 
 
-def scorer_for(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> tuple[Scorer, Vocabulary | None]:
+def scorer_for(
+    bundle: Bundle, label_set: LabelSet, threads: int | None = None, heard: bool = False
+) -> tuple[Scorer, Vocabulary | None]:
     """The scorer `listen` uses for `label_set` on `bundle`, and the bundle's vocabulary when that
     scorer needs the vocabulary graph on every window (a label no one trained, or the bundle's
-    head or intruder measurement: edge.vocabulary), else None (the graph is not run)."""
+    head or intruder measurement: edge.vocabulary) or `heard` asks what it hears, else None (the
+    graph is not run)."""
     from edge.labels.embeddings import label_embeddings_for
 
     embeddings = label_embeddings_for(bundle, label_set, threads)
     vocabulary = Vocabulary.from_bundle(bundle)
     scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary)
-    return scorer, vocabulary if scorer.fusion is not None else None
+    return scorer, vocabulary if scorer.fusion is not None or heard else None
 
 
 def listen(
@@ -340,15 +343,13 @@ def listen(
     bundle, origin = resolve_bundle_origin(options.bundle)
     label_set = label_set or resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
-    scorer, vocabulary = scorer_for(bundle, label_set, options.threads)
-    if options.heard and vocabulary is None:  # the scorer does not need the graph: run it to show what it hears
-        vocabulary = Vocabulary.from_bundle(bundle)
-        if vocabulary is None:
-            raise OptionError(
-                f"--heard {options.heard} is not allowed: bundle {bundle.path} has no vocabulary branch "
-                "(model.json `vocabulary`) to say what it hears; leave --heard out",
-                option="heard",
-            )
+    scorer, vocabulary = scorer_for(bundle, label_set, options.threads, heard=options.heard > 0)
+    if options.heard and vocabulary is None:
+        raise OptionError(
+            f"--heard {options.heard} is not allowed: bundle {bundle.path} has no vocabulary branch "
+            "(model.json `vocabulary`) to say what it hears; leave --heard out",
+            option="heard",
+        )
     backend = backend or select_backend(bundle, options.backend, threads=options.threads)  # a bad graph fails here
     branch = None  # the vocabulary graph
     if vocabulary is not None:
@@ -394,7 +395,7 @@ def listen(
                 min_level=options.min_level,
                 max_silence=options.max_silence,
                 vocabulary=None if branch is None or vocabulary is None else partial(vocabulary.scores, branch),
-                heard=(vocabulary.names, options.heard) if options.heard and vocabulary is not None else None,
+                heard=(vocabulary.names, options.heard) if options.heard and vocabulary else None,
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             if scorer.fusion is not None and vocabulary is not None:
