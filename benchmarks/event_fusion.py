@@ -5,20 +5,24 @@ audio, and the event logic replayed for other ways of combining them.
         --bundle runs/bundles/cv3 --recipe demo-distill-cv3 [--quieter 20]
 
 A bundle with a head scores each trained label with the mean of two logits, the student's and the
-head's (edge.vocabulary). This runs the recipe's held-out non-urban ESC-50 clips as one stream
-through `listen --labels urban` (edge.listen, as benchmarks/heldout_false_alarms.py, with the same
-stream), records what the graphs give for every window, and for each event the pipeline started
-prints the student's, the head's and the fused score of its label in the window that started it,
-and what the vocabulary heard there. Then it replays the same windows through the device's
+head's, and since 2026-12-05 (model.json vocabulary.head.agree) counts a window towards a label's
+event only where the student alone scores it at least 0.5 (edge.vocabulary). This runs the
+recipe's held-out non-urban ESC-50 clips as one stream through `listen --labels urban`
+(edge.listen, as benchmarks/heldout_false_alarms.py, with the same stream), records what the
+graphs give for every window, and for each event the pipeline started prints the student's, the
+head's and the fused score of its label in the window that started it, and what the vocabulary
+heard there. Then it replays the same windows through the device's
 smoothing and event logic (edge.scoring.Smoother, edge.events.EventDetector, listen's defaults,
 the label set's thresholds) for each way of combining them, and scores the recipe's held-out clips
 (first windows, as benchmarks/vocabulary_head.py) under each:
 
   shipped            the bundle as it is (the replay must start the pipeline's events: checked)
+  mean of the logits the head always mixed in (the bundles before agree)
   student alone      the head's weight 0
-  head lowers only   min(fused, student): the head can hold a label back, never raise it
-  student at 0.5     events as shipped, but a window's label counts only where the student alone
-                     scores it at least 0.5 (the scores shown, and so top-1, are the shipped ones)
+  head lowers only   min(mean, student): the head can hold a label back, never raise it
+  student at 0.5     the mean, but for events a window's label counts only where the student alone
+                     scores it at least 0.5 (the scores shown, and so top-1, are the mean's): the
+                     demo bundle's since 2026-12-05 (model.json vocabulary.head.agree)
   head alone         the head's weight 1
 
 Printed per variant: the stream's events (per hour, and their labels); held-out top-1 and the
@@ -46,7 +50,7 @@ from edge.listen import ListenOptions
 from edge.scoring import Scorer, Smoother
 from edge.vocabulary import Vocabulary
 
-GATE = 0.5  # "student at 0.5"
+AGREE = 0.5  # "student at 0.5": model.json vocabulary.head.agree of the demo bundle
 DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
 
 
@@ -55,34 +59,37 @@ def record_stream(bundle_path: str, paths: list[Path], quieter: float, tmp: Path
     windows, and the audio graph's embeddings and the vocabulary graph's rows of every window, as the
     pipeline's Scorer was given them."""
     given: dict[str, list] = {"emb": [], "voc": []}
-    scorer_call = Scorer.__call__
+    scored = Scorer.with_evidence
 
     def recording(self, audio, vocabulary=None):
         given["emb"].append(np.array(audio))
         given["voc"].append(np.array(vocabulary))
-        return scorer_call(self, audio, vocabulary)
+        return scored(self, audio, vocabulary)
 
     windows = Record()
-    with mock.patch.object(Scorer, "__call__", recording):
+    with mock.patch.object(Scorer, "with_evidence", recording):
         figures = stream_false_alarms(bundle_path, "urban", paths, tmp / "stream.wav", quieter, windows)
     return {"emb": np.concatenate(given["emb"]), "voc": np.concatenate(given["voc"])}, windows, figures
 
 
 def variant_scores(scorer: Scorer, emb: np.ndarray, voc: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Variant -> (the scores shown: top-1, the scores events read)."""
-    fused, student, head = (alone(scorer, weight, emb, voc) for weight in (None, 0.0, 1.0))
-    lowered = np.minimum(fused, student)  # the mix at most the student's (monotone calibration and vetoes)
-    return {"shipped": (fused, fused), "student alone": (student, student), "head lowers only": (lowered, lowered),
-            f"student at {GATE:g}": (fused, np.where(student >= GATE, fused, 0.0)), "head alone": (head, head)}
+    mean, student, head = (changed(scorer, emb, voc, head_weight=weight)[0] for weight in (None, 0.0, 1.0))
+    lowered = np.minimum(mean, student)  # the mix at most the student's (monotone calibration and vetoes)
+    return {"shipped": scorer.with_evidence(emb, voc), "mean of the logits": (mean, mean),
+            "student alone": (student, student), "head lowers only": (lowered, lowered),
+            f"student at {AGREE:g}": changed(scorer, emb, voc, head_agree=AGREE), "head alone": (head, head)}
 
 
-def alone(scorer: Scorer, weight: float | None, emb: np.ndarray, voc: np.ndarray) -> np.ndarray:
-    """The scorer's scores with the head's weight set to `weight` (None: the bundle's)."""
+def changed(scorer: Scorer, emb: np.ndarray, voc: np.ndarray, head_weight: float | None = None,
+            head_agree: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores shown, scores events read) with the head's weight set to `head_weight` (None: the
+    bundle's) and events needing the student alone at `head_agree` (None: no agreement)."""
     shipped = scorer.fusion
-    if weight is not None:
-        scorer.fusion = dataclasses.replace(shipped, head_weight=weight)
+    weight = shipped.head_weight if head_weight is None else head_weight
+    scorer.fusion = dataclasses.replace(shipped, head_weight=weight, head_agree=head_agree)
     try:
-        return scorer(emb, voc)
+        return scorer.with_evidence(emb, voc)
     finally:
         scorer.fusion = shipped
 

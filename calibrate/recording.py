@@ -3,9 +3,10 @@
 `record` calls `edge.listen.listen` itself (top_k = every label, a file read as fast as
 possible) with a `WindowRecorder` sink, so the scores are exactly what the device computes
 for the same options: frontend, windowing, backend, the label set's calibration. The sink
-receives the RAW window scores; `Stream.smoothed` replays `edge.scoring.Smoother` over them
-in order, a gated window (digital silence, or under `--min-level`) counting as zeros, as
-the listener does before its event detector.
+keeps the RAW window scores as the events read them (`WindowResult.evidence` where a bundle's
+head needs the student's agreement, else the scores shown); `Stream.smoothed` replays
+`edge.scoring.Smoother` over them in order, a gated window (digital silence, or under
+`--min-level`) counting as zeros, as the listener does before its event detector.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 
 class WindowRecorder(Sink):
-    """A sink that keeps each window's time, scores (in the label set's order) and gate flag."""
+    """A sink that keeps each window's time, scores as its events read them (in the label set's
+    order) and gate flag."""
 
     def __init__(self, labels: Sequence[str], progress: Progress | None = None):
         super().__init__(stream=io.StringIO())
@@ -49,6 +51,8 @@ class WindowRecorder(Sink):
         row = np.full(len(self.labels), np.nan)
         for name, score in result.top:
             row[self.index[name]] = score
+        if result.evidence is not None:  # what the listener's events read (edge.scoring.Scorer.with_evidence)
+            row = np.asarray(result.evidence, dtype=np.float64)
         if np.isnan(row).any():  # top_k below the number of labels: the replay would be wrong
             raise ValueError(
                 f"WindowRecorder: a window carries {len(result.top)} of {len(self.labels)} labels: "

@@ -262,15 +262,17 @@ def _vocabulary(meta: Fields) -> dict | None:
     return out
 
 
-HEAD_FIELDS = ("file", "sha256", "input", "weight", "clips", "fit")
+HEAD_FIELDS = ("file", "sha256", "input", "weight", "agree", "clips", "fit")
 
 
 def _head(spec: Fields, graph: Tower) -> dict | None:
-    """vocabulary.head (absent: None): {file, sha256, input, weight, clips, fit}, a head on the
-    features the vocabulary graph also outputs (`input`, not its first output): a linear layer, one
-    row per trained label, optionally after one hidden ReLU layer (`file`: edge.vocabulary.Head's
+    """vocabulary.head (absent: None): {file, sha256, input, weight, agree, clips, fit}, a head on
+    the features the vocabulary graph also outputs (`input`, not its first output): a linear layer,
+    one row per trained label, optionally after one hidden ReLU layer (`file`: edge.vocabulary.Head's
     npz; train.vocabulary_head fits it on `clips` training clips). A trained label's logit is
-    (1 - weight) * the student's + weight * the head's."""
+    (1 - weight) * the student's + weight * the head's; with `agree` (optional, None when absent:
+    bundles before 2026-12-05) a window counts towards a trained label's event only where the
+    student alone scores it at least that (edge.vocabulary)."""
     head = spec.nested("head", "a mapping {file, sha256, input, weight, clips}", default=None)
     if head is None:
         return None
@@ -283,11 +285,16 @@ def _head(spec: Fields, graph: Tower) -> dict | None:
     weight = head.get("weight", NUMBER, "a number in [0, 1]")
     if not (math.isfinite(weight) and 0 <= weight <= 1):
         raise head.fail(f"field 'weight' {must_be('a number in [0, 1] (0: the student alone)', weight)}")
+    agree = head.get("agree", (*NUMBER, type(None)), "a score in [0, 1]", default=None)
+    if agree is not None and not (math.isfinite(agree) and 0 <= agree <= 1):
+        allowed = "a score in [0, 1] (0 or absent: events need no agreement)"
+        raise head.fail(f"field 'agree' {must_be(allowed, agree)}")
     return {
         "file": file,
         "sha256": sha,
         "input": features,
         "weight": float(weight),
+        "agree": None if agree is None else float(agree),
         "clips": head.positive("clips", "the number of training clips the head was fitted on (> 0)", int),
         "fit": head.get("fit", dict, "a mapping of what the fit was", default={}),
     }

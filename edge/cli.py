@@ -217,8 +217,13 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                 f"head       {head['file']}: {len(vocabulary.head.bias)} trained labels from the graph's "
                 f"{head['input']!r} ({width} wide"
                 + ("" if hidden is None else f", through {hidden[0].shape[0]} hidden units")
-                + f"), weight {head['weight']:g} beside the student's {1 - head['weight']:g}, fitted on "
-                f"{head['clips']} clips"
+                + f"), weight {head['weight']:g} beside the student's {1 - head['weight']:g}"
+                + (
+                    ""
+                    if head.get("agree") is None
+                    else f"; an event needs the student alone at {head['agree']:g} or more"
+                )
+                + f", fitted on {head['clips']} clips"
             )
         if vocabulary.familiar is not None:
             familiar = found.meta.vocabulary["familiar"]

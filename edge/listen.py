@@ -4,6 +4,8 @@
       -> every hop, the latest window of frames, tiled to the model's frames
       -> backend.embed (several windows at once when several are ready)
       -> Scorer (softmax(logit_scale * cosine)) -> top-k per window
+      -> what the events read (Scorer.with_evidence: the scores, or 0 for a trained label the
+         student alone does not agree on, where the bundle's head asks for it)
       -> Smoother -> EventDetector (thresholds, hysteresis, minimum duration) -> start/end
       -> Sink (live view, plain lines or JSON lines)
 
@@ -707,13 +709,16 @@ class Listener:
         # [N, K]; for a set with new labels the vocabulary graph's [N, V] scores (of the window, or
         # of a map the audio graph gave) are fused in
         rows = None if self._vocabulary is None else self._vocabulary({**feed, **outputs})
-        scores = self.scorer(outputs[self.backend.output_names[0]], rows if self.scorer.fusion is not None else None)
+        scores, evidence = self.scorer.with_evidence(
+            outputs[self.backend.output_names[0]], rows if self.scorer.fusion is not None else None
+        )
+        agreed = evidence is not scores  # the events read something other than the scores shown
         heard: list[tuple[tuple[str, float], ...]] = [()] * len(windows)
         if self._heard is not None and rows is not None:
             names, count = self._heard
             heard = [tuple(top_k(row[: len(names)], names, count)) for row in rows]
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
-        for (k, frames, count), squares, gain, p, named in zip(windows, hops, gains, scores, heard):
+        for (k, frames, count), squares, gain, p, e, named in zip(windows, hops, gains, scores, evidence, heard):
             whole = count == self.windowing.window_frames
             t = self._offset + (self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame)
             level = mean_square_dbfs(squares)  # the stream's own level, before any gain
@@ -730,10 +735,11 @@ class Listener:
                     gated=gated,
                     gain_db=gain,
                     heard=named,
+                    evidence=tuple(float(x) for x in e) if agreed else None,
                 )
             )
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)
-            for event in self.detector.update(t, self.smoother.update(np.zeros_like(p) if gated else p)):
+            for event in self.detector.update(t, self.smoother.update(np.zeros_like(e) if gated else e)):
                 self._emit_event(event)
             self._watch_silence(t, frames)
 

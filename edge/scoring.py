@@ -15,8 +15,10 @@ label on its own. The [K, C] label matrix is built once per label set (STYLE les
 A bundle with a vocabulary branch (edge.vocabulary) adds a second opinion: the graph's scores
 of a fixed vocabulary of named classes, mapped onto the labels by their text. A label no one
 trained is scored by it; a trained label by the student (mixed with the vocabulary's head where
-the bundle has one) held back by it. `Scorer(audio,
-vocabulary=p)` fuses them; without `p` (an older bundle) the scores are the student's.
+the bundle has one) held back by it. `Scorer(audio, vocabulary=p)` fuses them; without `p`
+(an older bundle) the scores are the student's. Events read the same scores, except that with a
+head that needs the student's agreement (model.json vocabulary.head.agree) a trained label counts
+as nothing in a window where the student alone scores it under that: `Scorer.with_evidence`.
 
 Smoothing is a plain mean of the last `windows` score vectors (default 3): the mean of
 distributions is still a distribution, it forgets a window exactly `windows` hops later (an
@@ -166,6 +168,13 @@ class Scorer:
         """[N, C] (or [C]) audio embeddings -> float64 [N, K] (or [K]) calibrated logits; with the
         vocabulary graph's rows and a bundle with a head, its logits mixed into the trained labels'
         before the calibration (edge.vocabulary)."""
+        z = self._student(audio)
+        if self.fusion is not None and vocabulary is not None:
+            z = self.fusion.mix(z, vocabulary)
+        return self._calibrated(z)
+
+    def _student(self, audio: np.ndarray) -> np.ndarray:
+        """The student's own logits, before the set's calibration."""
         audio = np.asarray(audio, dtype=np.float32)
         if audio.shape[-1:] != (self.dim,) or audio.ndim not in (1, 2):
             raise ValueError(
@@ -174,9 +183,9 @@ class Scorer:
             )
         # The model L2-normalises already; an FP16 engine is only close to unit length.
         cosine = (_unit_rows(audio) @ self.matrix_t).astype(np.float64)  # [N, K] in [-1, 1]
-        z = self.logit_scale * cosine + self.logit_bias
-        if self.fusion is not None and vocabulary is not None:
-            z = self.fusion.mix(z, vocabulary)
+        return self.logit_scale * cosine + self.logit_bias
+
+    def _calibrated(self, z: np.ndarray) -> np.ndarray:
         return z / self.temperature + self.biases
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
@@ -187,10 +196,26 @@ class Scorer:
         """[N, C] audio embeddings -> [N, K] float64 scores in [0, 1]; [C] -> [K]. Softmax rows sum to 1.
         `vocabulary`: the graph's [N, V] vocabulary scores ([V] with [C]), fused when the scorer
         has the bundle's vocabulary (edge.vocabulary)."""
-        scores = self.probabilities(self.logits(audio, vocabulary))
+        return self._scores(self._student(audio), vocabulary)
+
+    def with_evidence(self, audio: np.ndarray, vocabulary: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, evidence): the scores as `__call__` gives them (top-1, what a window shows) and
+        what the events read: the same array, unless the bundle's head needs the student's agreement
+        (model.json vocabulary.head.agree), where a trained label the student alone scores under it
+        is 0 (edge.vocabulary: the figures)."""
+        z = self._student(audio)
+        scores = self._scores(z, vocabulary)
+        if self.fusion is None or vocabulary is None or self.fusion.head_agree is None:
+            return scores, scores
+        return scores, self.fusion.evidence(scores, self._scores(z, vocabulary, mix=False))
+
+    def _scores(self, z: np.ndarray, vocabulary: np.ndarray | None, mix: bool = True) -> np.ndarray:
+        """The student's logits `z` -> scores: calibrated, and with the vocabulary's rows the head
+        mixed in (unless `mix` is False: the student alone) and the vetoes applied."""
         if self.fusion is None or vocabulary is None:
-            return scores
-        return self.fusion(scores, vocabulary)
+            return self.probabilities(self._calibrated(z))
+        mixed = self.fusion.mix(z, vocabulary) if mix else z
+        return self.fusion(self.probabilities(self._calibrated(mixed)), vocabulary)
 
 
 class Smoother:

@@ -115,6 +115,19 @@ other clips, so for every trained label of a set (not a novel one), before the s
 t_k being the trained label nearest label k. With a head every set runs the vocabulary graph
 (the student's cost plus the graph's); `Vocabulary.scores` then gives [N, V + T]: the V
 vocabulary probabilities, then the head's T logits.
+
+Agreement (model.json vocabulary.head.agree; the demo bundle's 0.5 since 2026-12-05; absent: no
+such check). YAMNet names some sounds confidently and wrongly (a cow as Siren 1.00, a vacuum
+cleaner as a fire engine's siren 0.93), and the head on its features follows it: beside an unsure
+student (0.20-0.48) its yes started every false alarm of CV split 3's held-out stream. So what the
+events read (Scorer.with_evidence; the listener smooths it and its detector reads it, and
+`semanticac-calibrate` replays it) is, for a trained label,
+
+    evidence_k = score_k      where the student alone (through the same vetoes) scores it >= agree
+               = 0            elsewhere: the mix may name the window, not start or hold an event
+
+while the scores a window shows, and so its top-1, stay the mix's: the head adds accuracy where the
+two disagree (benchmarks/event_fusion.py, README, Accuracy: the figures).
 """
 
 from __future__ import annotations
@@ -175,6 +188,7 @@ class Head:
     bias: np.ndarray  # float32 [T]
     weight: float  # its share of a trained label's logit (the student's: 1 - weight)
     hidden: tuple[np.ndarray, np.ndarray] | None = None  # float32 ([H, F], [H]) on the raw features; None: linear
+    agree: float | None = None  # an event needs the student alone to score the label this much; None: not
 
     @classmethod
     def load(cls, bundle, spec: dict, labels: list[str]) -> Head:
@@ -184,7 +198,7 @@ class Head:
         fix = f"fit it again: `semanticac-train vocabulary-head --bundle {bundle.path} --config RECIPE`"
         path = _checked_file(bundle, spec, "the vocabulary head", fix)
         with np.load(path, allow_pickle=False) as data:
-            head = cls.from_arrays(data, spec["input"], spec["weight"], f"{path}: ", fix)
+            head = cls.from_arrays(data, spec["input"], spec["weight"], f"{path}: ", fix, agree=spec.get("agree"))
             found, model_id = [str(x) for x in data["labels"]], str(data["model_id"])
         width = head.weights.shape[-1] if head.hidden is None else head.hidden[0].shape[0]
         if (
@@ -203,7 +217,9 @@ class Head:
         return head
 
     @classmethod
-    def from_arrays(cls, data, input: str, weight: float, where: str = "", fix: str = "") -> Head:
+    def from_arrays(
+        cls, data, input: str, weight: float, where: str = "", fix: str = "", agree: float | None = None
+    ) -> Head:
         """The head of head.npz's arrays `data` (a mapping: weights, bias, and the hidden layer's
         when it has one), its int8 hidden weights folded onto the raw features."""
         hidden = _hidden_layer(data, where, fix) if "hidden_weights" in data else None
@@ -213,6 +229,7 @@ class Head:
             bias=data["bias"].astype(np.float32),
             weight=weight,
             hidden=hidden,
+            agree=agree,
         )
 
     def logits(self, features: np.ndarray) -> np.ndarray:
@@ -453,6 +470,7 @@ class Vocabulary:
             ceiling=None if self.ceiling is None else self.ceiling.astype(np.float64),
             head_rows=np.where(novel, -1, nearest) if head else None,
             head_weight=self.head.weight if head and self.head is not None else 0.0,
+            head_agree=self.head.agree if head and self.head is not None else None,
             head_size=0 if self.head is None else len(self.head.bias),
             intruder=intruder,
             intruder_power=self.veto_power,
@@ -473,6 +491,7 @@ class Fusion:
     ceiling: np.ndarray | None  # float64 [V]: what each class reached on the training audio (None: none)
     head_rows: np.ndarray | None = None  # int [K]: each trained label's row of the head (-1: novel); None: no head
     head_weight: float = 0.0
+    head_agree: float | None = None  # events need the student alone to score a trained label this much; None: not
     head_size: int = 0  # T: the head's logits after the V scores in a vocabulary row (0: the bundle has no head)
     intruder: np.ndarray | None = None  # float64 [K, V]: label k is held back where class j reaches this (inf: never)
     intruder_power: float = 0.0
@@ -497,6 +516,14 @@ class Fusion:
         head = self._row(vocabulary_scores)[..., self.size :][..., np.maximum(self.head_rows, 0)]
         mixed = (1.0 - self.head_weight) * student_logits + self.head_weight * head
         return np.where(self.head_rows >= 0, mixed, student_logits)
+
+    def evidence(self, scores: np.ndarray, student: np.ndarray) -> np.ndarray:
+        """[N, K] scores (the head mixed in) and [N, K] the student's alone (each through the vetoes)
+        -> [N, K] what the events read: the scores, but 0 for a trained label the student alone
+        scores under head_agree (the scores themselves where the set has no head or no agreement)."""
+        if self.head_rows is None or self.head_agree is None:
+            return scores
+        return np.where((self.head_rows >= 0) & (student < self.head_agree), 0.0, scores)
 
     def meanings(self, labels: tuple[str, ...], names: tuple[str, ...], k: int = 3) -> dict[str, str]:
         """What each new label is scored as: label -> "Frog 0.95 (ceiling 0.12), Croak 0.03, ..."

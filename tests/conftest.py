@@ -131,7 +131,9 @@ def eager_labels(tmp_path):
     """Three labels whose events start at a score of 1e-30: whatever the model hears (a tone,
     noise), each scores above that, with a softmax over the set as with a per-label sigmoid (at
     1e-6 the demo bundle's head, whose logits are mixed into the student's, can pull a label
-    below it within one sound, ending its event early)."""
+    below it within one sound, ending its event early). Labels no one trained: the demo bundle's
+    vocabulary scores them, and their events never wait for the student's agreement, as a
+    trained label's do (model.json vocabulary.head.agree)."""
     path = tmp_path / "eager.yaml"
-    path.write_text("name: urban\nthreshold: 1.0e-30\nlabels: [siren, dog_bark, car_horn]\n")
+    path.write_text("name: eager\nthreshold: 1.0e-30\nlabels: [doorbell, whistle, guitar]\n")
     return path

@@ -217,6 +217,9 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
               help="The recipe the bundle was trained with: the head is fitted on its training and background clips.")
 @click.option("--weight", type=click.FloatRange(0, 1), default=HEAD["weight"], show_default=True,
               help="The head's share of a trained label's logit (0: the student alone).")
+@click.option("--agree", type=click.FloatRange(0, 1), default=HEAD["agree"], show_default=True,
+              help="A window counts towards a trained label's event only where the student alone scores it at "
+                   "least this (0: always); its scores and top-1 are the mix's either way.")
 @click.option("--l2", type=click.FloatRange(0), default=HEAD["l2"], show_default=True,
               help="L2 penalty on the standardised features' weights.")
 @click.option("--copies", type=click.IntRange(0), default=HEAD["copies"], show_default=True,
@@ -228,23 +231,25 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
               help="Units of the head's hidden ReLU layer (int8 weights); 0: one logistic regression per label "
                    "(--l2 applies to that alone).")
 @domain_errors
-def vocabulary_head(bundle_path, recipe, weight, l2, copies, placed, hidden):
+def vocabulary_head(bundle_path, recipe, weight, agree, l2, copies, placed, hidden):
     """Fit, in place, a head on the vocabulary graph's frozen YAMNet features for the trained labels.
 
     One hidden ReLU layer, then a logistic output per trained label (or, --hidden 0, one logistic
     regression per label), on the recipe's training clips and its background clips (speech,
     silence, noise: negatives), as the device computes the features. On the device
     each trained label's logit becomes (1 - weight) * the student's + weight * the head's: the two
-    err on different clips (README: the figures). Every label set then runs the vocabulary graph
+    err on different clips (README: the figures), and an event needs the student's agreement
+    (--agree). Every label set then runs the vocabulary graph
     (the student's cost plus the graph's: `semanticac-edge bench`).
     """
     from train.recipe import load_train_config
     from train.vocabulary_head import fit_head
 
-    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed, hidden)
+    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed, hidden, agree)
     click.echo(f"bundle {bundle_path}: {head['file']} fitted on {head['clips']} clips "
                f"({head['fit']['background']} background, +{copies} augmented copies and {placed} placed in a "
-               f"window each), {f'{hidden} hidden units' if hidden else 'linear'}, weight {weight:g}: "
+               f"window each), {f'{hidden} hidden units' if hidden else 'linear'}, weight {weight:g}, "
+               f"events need the student at {agree:g}: "
                + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}, "
                            f"other clips it scores above 0.5 {fit['train_false_positives']:.1%}"
                            for name, fit in head["fit"]["sets"].items()))

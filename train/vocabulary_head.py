@@ -64,8 +64,9 @@ log = logging.getLogger(__name__)
 HEAD_FILE = "head.npz"
 # weight: the head's share of a trained label's logit, from cross-validation (README); l2 on the
 # standardised features; copies: augmented copies of each training clip
-# placed: copies of each clip placed in a window as a stream has it (placed_copy)
-HEAD = {"weight": 0.5, "l2": 1e-3, "copies": 2, "placed": 2, "hidden": 128}
+# placed: copies of each clip placed in a window as a stream has it (placed_copy); agree: a window
+# counts towards a label's event only where the student alone scores it this much (edge.vocabulary)
+HEAD = {"weight": 0.5, "agree": 0.5, "l2": 1e-3, "copies": 2, "placed": 2, "hidden": 128}
 # the hidden layer's fit (hidden > 0): AdamW on mini-batches, dropout on the input and on the hidden units;
 # `epochs` passes over the clips, more when that is under `steps` batches (a small recipe)
 MLP = {"epochs": 40, "steps": 2000, "batch": 256, "lr": 1e-3, "weight_decay": 1e-4, "input_dropout": 0.2,
@@ -258,7 +259,8 @@ def head_targets(classes, background: int, rows_per_clip: int, labels) -> np.nda
 
 
 def fit_head(path: str | Path, config, weight: float | None = None, l2: float | None = None,
-             copies: int | None = None, placed: int | None = None, hidden: int | None = None) -> dict:
+             copies: int | None = None, placed: int | None = None, hidden: int | None = None,
+             agree: float | None = None) -> dict:
     """Fit the head of the bundle at `path` on `config`'s (train.recipe.TrainConfig) training and
     background clips and write it in place (head.npz, then model.json `vocabulary.head`, each
     atomically). Returns model.json's vocabulary.head."""
@@ -273,9 +275,10 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     copies = HEAD["copies"] if copies is None else int(copies)
     placed = HEAD["placed"] if placed is None else int(placed)
     hidden = HEAD["hidden"] if hidden is None else int(hidden)
-    if not (0 <= weight <= 1 and l2 >= 0 and copies >= 0 and placed >= 0 and hidden >= 0):
-        raise ConfigError(f"head weight {weight} must be in [0, 1], l2 {l2} >= 0, copies {copies} >= 0, "
-                          f"placed {placed} >= 0 and hidden {hidden} >= 0 (0: a linear head)")
+    agree = HEAD["agree"] if agree is None else float(agree)
+    if not (0 <= weight <= 1 and 0 <= agree <= 1 and l2 >= 0 and copies >= 0 and placed >= 0 and hidden >= 0):
+        raise ConfigError(f"head weight {weight} and agree {agree} must be in [0, 1], l2 {l2} >= 0, "
+                          f"copies {copies} >= 0, placed {placed} >= 0 and hidden {hidden} >= 0 (0: a linear head)")
     bundle = read_bundle(path)
     features_name = head_input(bundle)
     sets = {name: LabelEmbeddings.load(bundle.labels_dir / f"{name}.npz").labels
@@ -312,7 +315,7 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays, labels=np.array(names), model_id=np.array(bundle.meta.model_id))
     head = {"file": HEAD_FILE, "sha256": sha256_file(target), "input": features_name, "weight": weight,
-            "clips": len(paths),
+            "agree": agree, "clips": len(paths),
             "fit": {**({"hidden": hidden, **MLP} if hidden else {"l2": l2}), "copies": copies, "placed": placed,
                     "background": len(background), "sets": fit,
                     "data": ", ".join(str(spec.root) for spec in config.datasets)}}

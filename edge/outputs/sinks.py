@@ -52,6 +52,9 @@ class WindowResult:
     gated: bool = False  # below the level gate (or digital silence): no event starts or goes on
     gain_db: float | None = None  # the bundle's window gain applied to this window (None: it has none)
     heard: tuple[tuple[str, float], ...] = ()  # `--heard`: the vocabulary's top (class, score), best first
+    # what the events read, one per label in the set's order, where it is not the scores (a head that needs the
+    # student's agreement: edge.scoring.Scorer.with_evidence); None: the scores. Not written by the sinks.
+    evidence: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -86,9 +86,11 @@ def test_budget_forces_thresholds_up_and_listen_keeps_to_it(thresholds_run, back
 
 
 def test_replay_with_a_level_gate_matches_listen(background):
-    """Gated windows (under --min-level) count as zeros before smoothing, as in the listener."""
+    """Gated windows (under --min-level) count as zeros before smoothing, as in the listener. The
+    gate closes on some of the car horn's windows too: the quiet ones' events read nothing either
+    way, as the student alone hears nothing there (the demo bundle's vocabulary.head.agree)."""
     urban = resolve_label_set("urban")
-    options = ListenOptions(labels="urban", input="x", fast=True, min_level=-30.0, **{**LISTEN, "hop": 0.5})
+    options = ListenOptions(labels="urban", input="x", fast=True, min_level=-15.0, **{**LISTEN, "hop": 0.5})
     [stream], _ = record(options, urban.names, [background / "street1.wav"])
     assert 0 < stream.gated.sum() < len(stream.gated)
     assert stream.starts > 0 and replayed_starts(stream, urban, LISTEN["smooth"]) == stream.starts

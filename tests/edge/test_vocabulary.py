@@ -405,10 +405,10 @@ def test_the_bundle_s_heard_shares_follow_its_trained_labels(demo_bundle, tmp_pa
     assert vetoed <= {"siren", "dog_bark"} and "siren" in vetoed
 
 
-def with_head(weight=0.5):
+def with_head(weight=0.5, agree=None):
     """The vocabulary above with a head on 3-wide features: dog reads feature 0, siren feature 1."""
     head = Head(input="features", weights=np.array([[1, 0, 0], [0, 1, 0]], np.float32),
-                bias=np.array([-1.0, -1.0], np.float32), weight=weight)
+                bias=np.array([-1.0, -1.0], np.float32), weight=weight, agree=agree)
     return dataclasses.replace(vocabulary(power=0.0), head=head)
 
 
@@ -424,6 +424,32 @@ def test_a_head_mixes_its_logits_into_the_trained_labels_before_the_set_s_calibr
     np.testing.assert_allclose(scorer.logits(audio)[0], [-5 / 2 + 0.5, 5 / 2, -5 / 2])  # no row: the student's
     with pytest.raises(ValueError, match=r"expected \[N, 6\] \(4 scores \+ 2 head logits\)"):
         scorer(audio, np.zeros((1, 4)))
+
+
+def test_with_agree_an_event_needs_the_student_alone_at_that_score_and_the_scores_shown_stay_the_mix():
+    """A cow that the vocabulary hears as a siren: the head is sure, the student is not (split 3's
+    held-out false alarms). The window still shows the mix (its top-1 too), but what the events
+    read is 0 for that label; where the student is sure as well, they read the mix."""
+    labels = unit([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])  # siren, dog (trained), frog (new)
+    head_logits = with_head().head.logits(np.array([[0.0, 9.0, 0.0]]))  # siren 8, dog -1
+    row = np.concatenate([np.array([[0.0, 0.95, 0.0, 0.6]]), head_logits], axis=1)  # Siren 0.95, Frog 0.6
+
+    def scored(agree, student_siren):
+        scorer = Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid",
+                        vocabulary=with_head(0.5, agree))
+        audio = unit([[0.2, student_siren, 0, 0.05]])  # the student's siren logit: 10 * this cosine
+        student = Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid")(audio)[0]
+        scores, evidence = scorer.with_evidence(audio, row)
+        np.testing.assert_array_equal(scores, scorer(audio, row))  # what a window shows, as before
+        return scores[0], evidence[0], student
+
+    mixed, read, student = scored(None, -0.02)  # the student: siren 0.45; the head: logit 8
+    assert student[0] < 0.5 < mixed[0] and (read == mixed).all()  # without agree the events read the mix
+    shown, read, _ = scored(0.5, -0.02)
+    np.testing.assert_array_equal(shown, mixed)  # the window shows the same scores, its top-1 is siren
+    assert read[0] == 0.0 and read[1] == shown[1] and read[2] == shown[2]  # dog (sure) and frog (new) as shown
+    shown, read, student = scored(0.5, 0.02)  # the student: siren 0.55: the events read the mix
+    assert student[0] >= 0.5 and read[0] == shown[0] > student[0]
 
 
 def test_with_a_head_a_set_of_trained_labels_runs_the_vocabulary_and_without_weight_it_does_not():
@@ -472,6 +498,8 @@ HEAD = {"file": "head.npz", "sha256": "1" * 64, "input": "features", "weight": 0
 
 @pytest.mark.parametrize("change, text", [
     ({"weight": 1.5}, "'weight' must be a number in [0, 1]"),
+    ({"agree": 1.2}, "'agree' must be a score in [0, 1]"),
+    ({"agree": "half"}, "'agree' must be a score in [0, 1]"),
     ({"input": "vocabulary"}, "'input' must be one of the vocabulary graph outputs ['features']"),
     ({"sha256": "abc"}, "'sha256' must be a 64-digit lowercase hex SHA-256"),
     ({"clips": 0}, "'clips' must be the number of training clips the head was fitted on"),
@@ -481,7 +509,10 @@ def test_model_json_vocabulary_head_errors_name_the_field(demo_bundle, change, t
     from edge.bundle import parse_bundle_meta
 
     two = {**GOOD, "graph": {**GRAPH, "outputs": ["vocabulary", "features"]}}
-    assert parse_bundle_meta(_meta_with(demo_bundle, {**two, "head": HEAD})).vocabulary["head"]["weight"] == 0.5
+    head = parse_bundle_meta(_meta_with(demo_bundle, {**two, "head": HEAD})).vocabulary["head"]
+    assert head["weight"] == 0.5 and head["agree"] is None  # a bundle from before agree: the head always mixes
+    assert parse_bundle_meta(_meta_with(demo_bundle, {**two, "head": {**HEAD, "agree": 0.5}})).vocabulary[
+        "head"]["agree"] == 0.5
     with pytest.raises(BundleError) as info:
         parse_bundle_meta(_meta_with(demo_bundle, {**two, "head": {**HEAD, **change}}))
     assert "vocabulary head" in str(info.value) and text in str(info.value)

@@ -377,7 +377,7 @@ def test_a_head_on_yamnet_s_features_is_fitted_for_the_trained_labels_and_mixed_
     assert result.exit_code == 0, result.output
     bundle = read_bundle(copy, verify=True)  # head.npz is hashed like the graphs
     head = bundle.meta.vocabulary["head"]
-    assert head["input"] == "features" and head["weight"] == 0.5 and (head["fit"]["copies"], head["fit"]["placed"]) == (1, 1)
+    assert head["input"] == "features" and head["weight"] == head["agree"] == 0.5 and (head["fit"]["copies"], head["fit"]["placed"]) == (1, 1)
     assert 40 + 1 <= head["clips"] <= 40 + 6  # 4 clips of each of 10 classes, and the background without streets
     assert head["fit"]["sets"]["urban"]["train_accuracy"] >= 0.9
     vocabulary = Vocabulary.from_bundle(bundle)

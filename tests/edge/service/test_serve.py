@@ -25,7 +25,7 @@ from edge.service.notify import Notifier
 from edge.outputs.sinks import Status
 from edge.service.serve import ServiceSink, serve
 from tests.edge.test_listen_contracts import Pausing  # a real backend whose n-th embed blocks
-from tests.signals import noise, tone
+from tests.signals import noise
 
 RATE = 16000
 EDGE = str(Path(sys.executable).with_name("semanticac-edge"))
@@ -76,7 +76,8 @@ class NotifySocket:
 def write_config(path: Path, **sections) -> Path:
     base = {
         "schema_version": 1,
-        "labels": {"set": "urban", "thresholds": dict.fromkeys(URBAN, 1e-6)},  # events whatever it hears
+        # events whatever the student hears (and agrees on: model.json vocabulary.head.agree)
+        "labels": {"set": "urban", "thresholds": dict.fromkeys(URBAN, 1e-6)},
         "listen": {"window": 1.0, "hop": 0.5, "min_duration": 0.5},  # READY after a second of audio
         "metrics": {"port": 0},
         "systemd": {"status_interval": 0.5},
@@ -92,8 +93,11 @@ def service_env(tmp_path: Path, notify: str) -> dict:
 
 @pytest.fixture
 def wav(tmp_path):
+    from edge.tools.demo import car_horn
+
     path = tmp_path / "street.wav"
-    sf.write(path, np.concatenate([tone(700, 2.0, RATE), noise(2.0, RATE)]), RATE)
+    horn = 0.5 * car_horn(2.0, RATE, np.random.default_rng(0))  # the student hears it as a car horn, as the head
+    sf.write(path, np.concatenate([horn, noise(2.0, RATE)]).astype(np.float32), RATE)
     return path
 
 
