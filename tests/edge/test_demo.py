@@ -209,6 +209,7 @@ def test_demo_command_plays_the_scene_to_its_end(demo_bundle, tmp_path, monkeypa
 MARGIN = 0.5  # the siren's mean score over the runner-up's, in the windows that hold it
 
 
+@pytest.mark.slow  # the trained model over the synthesised scene: ~5 s on 2 cores
 def test_trained_bundle_names_the_synthesised_sounds(tmp_path, monkeypatch):
     bundle = trained_bundle()
     monkeypatch.delenv("SEMANTICAC_DATA", raising=False)

@@ -148,7 +148,9 @@ QUIET = {  # steady sounds that are nothing, at levels a quiet room or a microph
 }
 
 
-@pytest.mark.parametrize("labels", ["urban", "esc50", "urban + new labels"])
+# the default set in the fast lane; the other two (6-7 s each on 2 cores) with `make test`
+@pytest.mark.parametrize("labels", ["urban", pytest.param("esc50", marks=pytest.mark.slow),
+                                    pytest.param("urban + new labels", marks=pytest.mark.slow)])
 def test_the_shipped_bundle_hears_nothing_in_silence_and_quiet_noise(demo_bundle, labels, tmp_path):
     """Default thresholds, no level gate: 12 s each of digital silence, white noise at -60, -50
     and -40 dBFS RMS, pink, brown noise and mains hum, as one stream, start no event with a

@@ -148,6 +148,7 @@ def top_scores(bundle: str, samples: np.ndarray, path) -> list[tuple[str, float]
     return [(w.top[0][0], w.top[0][1]) for w in sink.of("window")]
 
 
+@pytest.mark.slow  # two bundles over the same stream through listen: ~6 s on 2 cores
 def test_listen_gives_each_window_the_bundles_gain(bundles, tmp_path):
     """The same stream 20 dB quieter (a distant sound) is heard as it is near with the gain, window
     by window (`listen` measures each window's hops in the stream, incrementally): every window's
