@@ -48,11 +48,12 @@ class WindowRecorder(Sink):
         self.starts = 0  # events `listen` started with the label set as it is
 
     def window(self, result: WindowResult) -> None:
-        row = np.full(len(self.labels), np.nan)
-        for name, score in result.top:
-            row[self.index[name]] = score
         if result.evidence is not None:  # what the listener's events read (edge.scoring.Scorer.with_evidence)
             row = np.asarray(result.evidence, dtype=np.float64)
+        else:
+            row = np.full(len(self.labels), np.nan)
+            for name, score in result.top:
+                row[self.index[name]] = score
         if np.isnan(row).any():  # top_k below the number of labels: the replay would be wrong
             raise ValueError(
                 f"WindowRecorder: a window carries {len(result.top)} of {len(self.labels)} labels: "

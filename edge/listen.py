@@ -397,7 +397,7 @@ def listen(
                 min_level=options.min_level,
                 max_silence=options.max_silence,
                 vocabulary=None if branch is None or vocabulary is None else partial(vocabulary.scores, branch),
-                heard=(vocabulary.names, options.heard) if options.heard and vocabulary else None,
+                heard=(vocabulary.names, options.heard) if options.heard and vocabulary is not None else None,
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             if scorer.fusion is not None and vocabulary is not None:
@@ -735,7 +735,7 @@ class Listener:
                     gated=gated,
                     gain_db=gain,
                     heard=named,
-                    evidence=tuple(float(x) for x in e) if agreed else None,
+                    evidence=tuple(e.tolist()) if agreed else None,
                 )
             )
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)
