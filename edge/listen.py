@@ -713,12 +713,16 @@ class Listener:
             outputs[self.backend.output_names[0]], rows if self.scorer.fusion is not None else None
         )
         agreed = evidence is not scores  # the events read something other than the scores shown
+        # shown at or above their threshold, not counted: the student alone did not agree
+        held = (scores >= self.detector.thresholds) & (evidence < scores) if agreed else np.zeros(scores.shape, bool)
         heard: list[tuple[tuple[str, float], ...]] = [()] * len(windows)
         if self._heard is not None and rows is not None:
             names, count = self._heard
             heard = [tuple(top_k(row[: len(names)], names, count)) for row in rows]
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
-        for (k, frames, count), squares, gain, p, e, named in zip(windows, hops, gains, scores, evidence, heard):
+        for (k, frames, count), squares, gain, p, e, named, kept in zip(
+            windows, hops, gains, scores, evidence, heard, held
+        ):
             whole = count == self.windowing.window_frames
             t = self._offset + (self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame)
             level = mean_square_dbfs(squares)  # the stream's own level, before any gain
@@ -736,6 +740,7 @@ class Listener:
                     gain_db=gain,
                     heard=named,
                     evidence=tuple(e.tolist()) if agreed else None,
+                    held=() if gated else tuple(label for label, h in zip(self.scorer.labels, kept) if h),
                 )
             )
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)

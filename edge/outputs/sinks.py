@@ -10,7 +10,10 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   it, not `Z`). window: `top` [{label, score}] best first, `latency_ms`, `dropped` (total
   so far), `level_dbfs` (20 log10 RMS of the window; null for digital silence), `gated` (true:
   below the level gate or digital silence, so no event starts), `gain_db` (the bundle's window
-  gain applied before the model: edge.features.WindowGain; null when the bundle has none); start: `event_id`, `label`,
+  gain applied before the model: edge.features.WindowGain; null when the bundle has none), `heard`
+  (--heard only) and `held` (only when there is one: the labels shown at or above their threshold
+  that the window's events do not count, the student alone scoring them under the agreement asked
+  of it: edge.scoring); start: `event_id`, `label`,
   `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
   backend_error, overload, audio_lost, audio_restored). A non-finite number is written as null.
@@ -55,6 +58,7 @@ class WindowResult:
     # what the events read, one per label in the set's order, where it is not the scores (a head that needs the
     # student's agreement: edge.scoring.Scorer.with_evidence); None: the scores. Not written by the sinks.
     evidence: tuple[float, ...] | None = None
+    held: tuple[str, ...] = ()  # shown at or above their threshold, not counted: the student alone did not agree
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ def record_dict(record: WindowResult | Event | Status, utc: str) -> dict:
                 if record.heard
                 else {}
             ),
+            **({"held": list(record.held)} if record.held else {}),
         }
     if isinstance(record, Event):
         if record.kind == "start":
@@ -232,6 +237,11 @@ def _heard(record: WindowResult) -> str:
     return "  heard: " + ", ".join(f"{name} {score:.2f}" for name, score in record.heard) if record.heard else ""
 
 
+def _held(record: WindowResult) -> str:
+    """The labels shown at their threshold that start no event: "  held (the student disagrees): siren"."""
+    return "  held (the student disagrees): " + ", ".join(record.held) if record.held else ""
+
+
 def _plain(record: WindowResult | Event | Status) -> str:
     """One line per record: the stream time, the record's type, then its content."""
     if isinstance(record, WindowResult):
@@ -241,7 +251,7 @@ def _plain(record: WindowResult | Event | Status) -> str:
         gated = "  (gated)" if record.gated else ""
         return (
             f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
-            f"{level}{gain}{gated}{_heard(record)}"
+            f"{level}{gain}{gated}{_heard(record)}{_held(record)}"
         )
     if isinstance(record, Event):
         if record.kind == "start":
@@ -331,6 +341,8 @@ class LiveView(Sink):
             lines.append("  (no labels)")
         if last.heard:
             lines.append(_heard(last).strip())
+        if last.held:
+            lines.append(_held(last).strip())
         active = ", ".join(
             f"#{i} {label} {max(0.0, last.t - onset):.1f} s" for i, (label, onset) in self._active.items()
         )

@@ -192,6 +192,7 @@ def from_record(record: dict) -> WindowResult | Event | Status | None:
             gated=bool(record["gated"]),
             gain_db=None if record.get("gain_db") is None else float(record["gain_db"]),  # older logs: none
             heard=tuple((item["name"], _number(item["score"])) for item in record.get("heard", ())),
+            held=tuple(record.get("held", ())),
         )
     if kind == "start":
         return Event("start", t, int(record["event_id"]), record["label"], score=_number(record["score"]))

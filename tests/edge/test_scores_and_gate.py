@@ -277,6 +277,10 @@ def test_an_event_needs_the_student_s_agreement_where_the_bundle_asks_for_it(dem
         assert [name for name, _ in strict_window.top] == [name for name, _ in window.top]
         np.testing.assert_allclose([p for _, p in strict_window.top], [p for _, p in window.top], rtol=1e-5, atol=1e-9)
     assert all(w.top[0][0] == "siren" for w in strict_run.windows)
+    # each window says which labels it shows at their threshold without counting them: under 1.0, all
+    siren_at_threshold = [dict(w.top).get("siren", 0.0) >= 0.5 for w in strict_run.windows]
+    assert any(siren_at_threshold)
+    assert [w.held == ("siren",) for w in strict_run.windows] == siren_at_threshold
     options = ListenOptions(labels="urban", bundle=str(strict), input="x", fast=True)
     [stream], _ = record(options, resolve_label_set("urban").names, [path])
     siren = resolve_label_set("urban").names.index("siren")

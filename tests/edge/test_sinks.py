@@ -214,3 +214,18 @@ def test_live_view_shows_each_labels_threshold_and_which_side_the_score_is():
     rows = {line.split()[0]: line for line in stream.getvalue().splitlines() if line.startswith("  ")}
     assert rows["dog_bark"].endswith(">= 0.50") and rows["siren"].endswith("<  0.30")
     assert rows["car_horn"].endswith("0.050")
+
+
+def test_a_label_held_back_for_want_of_the_student_s_agreement_is_named_only_then():
+    """Shown above its threshold, no event: every format says why."""
+    held = WindowResult(3.0, (("siren", 0.93), ("dog_bark", 0.2)), 10.0, 0, held=("siren",))
+    stream, plain, live = io.StringIO(), io.StringIO(), io.StringIO()
+    JsonLines(stream, ORIGIN).window(held)
+    assert json.loads(stream.getvalue())["held"] == ["siren"]
+    PlainLines(plain, ORIGIN).window(held)
+    assert plain.getvalue().rstrip().endswith("held (the student disagrees): siren")
+    LiveView(live, ORIGIN, thresholds={"siren": 0.5}).window(held)
+    assert "\nheld (the student disagrees): siren\n" in live.getvalue()
+    stream = io.StringIO()
+    JsonLines(stream, ORIGIN).window(RECORDS[1])
+    assert "held" not in json.loads(stream.getvalue())
