@@ -55,7 +55,14 @@ def command_line(ctx: click.Context) -> str:
     words = ["semanticac-calibrate", ctx.info_name or ""]
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
-        if not isinstance(param, click.Option) or value == param.default or value in (None, (), False):
+        # identity, not ==: 0 == False, and `--min-level 0` is a value
+        if (
+            not isinstance(param, click.Option)
+            or value is None
+            or value is False
+            or value == ()
+            or value == param.default
+        ):
             continue
         flag = max(param.opts, key=len)
         for item in value if param.multiple else [value]:

@@ -95,3 +95,13 @@ def test_help_lists_both_commands():
     for command in ("thresholds", "scores"):
         sub = CliRunner().invoke(calibrate.cli.main, [command, "--help"])
         assert sub.exit_code == 0 and "--out" in sub.output and "--labels" in sub.output
+
+
+def test_the_header_s_command_keeps_an_option_given_as_zero(tmp_path):
+    """0 == False in Python: `--min-level 0` must not read as an option left out."""
+    ctx = calibrate.cli.thresholds.make_context("thresholds", [
+        "--labels", "urban", "--background", str(tmp_path), "--false-alarms-per-hour", "1",
+        "--out", str(tmp_path / "site.yaml"), "--min-level", "0", "--join"])
+    line = calibrate.cli.command_line(ctx)
+    assert "--min-level 0.0" in line and "--join" in line, line
+    assert "--only-raise" not in line and "--plot" not in line  # left out: not written
