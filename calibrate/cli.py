@@ -19,6 +19,7 @@ import click
 
 from edge import __version__
 from edge.cli import (
+    AGREE_OPTION,
     BACKEND_OPTION,
     HOP_OPTION,
     MIN_DURATION_OPTION,
@@ -167,6 +168,7 @@ OUT = click.option(
 @MIN_DURATION_OPTION
 @RELEASE_OPTION
 @MIN_LEVEL_OPTION
+@AGREE_OPTION
 @THREADS_OPTION
 @BACKEND_OPTION
 @click.pass_context
@@ -190,6 +192,7 @@ def thresholds(
     min_duration,
     release_ratio,
     min_level,
+    agree,
     threads,
     backend_choice,
 ):
@@ -223,6 +226,7 @@ def thresholds(
         threads=threads,
         backend=backend_choice,
         min_level=min_level,
+        agree=agree,
     )
     pairs = []
     if positives:
@@ -300,6 +304,7 @@ def thresholds(
     clip = resolve_bundle(bundle).meta.clip_seconds
     window_text = f"{window:g} s" if window is not None else f"{clip:g} s (the bundle's clip length)"
     gate = f", min_level {min_level:g} dBFS" if min_level is not None else ""
+    gate += f", agree {agree:g} (written as the set's agree:)" if agree is not None else ""
     header = [
         f"Label set {report.label_set.name!r} with per-label thresholds fitted by semanticac-calibrate {__version__} "
         f"on {date.today().isoformat()}:",
@@ -312,7 +317,7 @@ def thresholds(
         f"From {report.label_set.source} (labels_sha256 {report.label_set.sha256[:16]}...).",
         f"Command: {command_line(ctx)}",
     ] + ([f"Over budget even at 1.0: {', '.join(unmet)}"] if unmet else [])
-    write_label_set(out, report.label_set, thresholds=report.thresholds, header=header)
+    write_label_set(out, report.label_set, thresholds=report.thresholds, agree=agree, header=header)
     click.echo(f"wrote {out}")
 
 

@@ -25,10 +25,12 @@ def dump_label_set(
     thresholds: Sequence[float] | None = None,
     temperature: float | None = None,
     biases: Sequence[float] | None = None,
+    agree: float | None = None,
     header: Sequence[str] = (),
 ) -> str:
     """YAML text of `label_set` with the given per-label thresholds / temperature / biases
-    (None: keep the set's own); `header` lines become `#` comments at the top."""
+    (None: keep the set's own); `agree` the set's agreement for every label (None: keep the set's
+    and its labels' own); `header` lines become `#` comments at the top."""
     k = len(label_set.labels)
     for name, values in (("thresholds", thresholds), ("biases", biases)):
         if values is not None and len(values) != k:
@@ -40,6 +42,9 @@ def dump_label_set(
     data["prompt"] = label_set.prompt
     if temperature != 1.0:
         data["calibration"] = {"temperature": temperature}
+    agreement = label_set.agree if agree is None else agree
+    if agreement is not None:
+        data["agree"] = float(agreement)
     items = []
     for i, label in enumerate(label_set.labels):
         item: dict = {"name": label.name}
@@ -52,6 +57,8 @@ def dump_label_set(
         bias = float(label.bias if biases is None else biases[i])
         if bias != 0.0:
             item["bias"] = bias
+        if agree is None and label.agree is not None:
+            item["agree"] = float(label.agree)
         items.append(item)
     data["labels"] = items
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
@@ -74,5 +81,7 @@ def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet
         have = [label.threshold if key == "thresholds" else label.bias for label in back.labels]
         if want is not None and not all(math.isclose(a, b, rel_tol=0, abs_tol=0) for a, b in zip(want, have)):
             raise CalibrationError(f"{path}: {key} do not read back exactly: not written; please report it")
+    if back.agreement() != label_set.agreement(values.get("agree")):
+        raise CalibrationError(f"{path}: the agreement does not read back exactly: not written; please report it")
     atomic_write_text(path, text)
     return back

@@ -122,9 +122,10 @@ def labels(spec: str, bundle: str | None) -> None:
         f"sha256 {label_set.sha256[:16]}"
     )
     over = 0
-    for label in label_set.labels:
+    for label, agree in zip(label_set.labels, label_set.agreement()):
         group = f"  [{label.group}]" if label.group else ""
-        click.echo(f"  {label.name:<24} threshold {label.threshold:.2f}{group}")
+        agreement = "" if agree is None else f", agree {agree:g}"
+        click.echo(f"  {label.name:<24} threshold {label.threshold:.2f}{agreement}{group}")
         counts = token_counts(tokenizer, list(label.prompts)) if tokenizer else [None] * len(label.prompts)
         for prompt, count in zip(label.prompts, counts):
             flag = "" if count is None else f"  ({count} tokens)"
@@ -234,6 +235,17 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             )
     if emb is not None:
         click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
+        own = {label.name: a for label, a in zip(label_set.labels, label_set.agreement()) if a is not None}
+        if own:
+            click.echo(
+                "  agree: the set's own, over the bundle's: "
+                + ", ".join(f"{name} {a:g}" for name, a in own.items())
+                + (
+                    ""
+                    if vocabulary is not None and vocabulary.head is not None
+                    else " (no effect: the bundle has no head)"
+                )
+            )
         if vocabulary is not None:
             fusion = vocabulary.fusion(emb.embeddings)
             meanings = fusion.meanings(emb.labels, vocabulary.names)
@@ -393,6 +405,14 @@ MIN_LEVEL_OPTION = click.option(
     help="Level gate: windows quieter than this (dBFS, e.g. -60) start no event. Default: off "
     "(digital silence never starts one).",
 )
+AGREE_OPTION = click.option(
+    "--agree",
+    type=float,
+    default=None,
+    metavar="SCORE",
+    help="An event of a trained label needs the student alone to score it this much, for every label "
+    "(0: no agreement: more recall, more false alarms). Default: the label set's `agree:`, else the bundle's.",
+)
 
 
 @main.command()
@@ -448,6 +468,7 @@ MIN_LEVEL_OPTION = click.option(
     help="Windows run together when several are ready; beyond it a live source drops the oldest.",
 )
 @MIN_LEVEL_OPTION
+@AGREE_OPTION
 @click.option(
     "--reconnect", is_flag=True, help="Reopen a lost microphone (audio_lost / audio_restored) instead of exiting 1."
 )
@@ -493,6 +514,7 @@ def listen(
     threads,
     max_batch,
     min_level,
+    agree,
     reconnect,
     stale_seconds,
     max_silence,
@@ -526,6 +548,7 @@ def listen(
             threads=threads,
             max_batch=max_batch,
             min_level=min_level,
+            agree=agree,
             # microphone-only: their defaults with another source (ListenOptions refuses other values)
             reconnect=reconnect,
             stale_seconds=stale_seconds,

@@ -133,6 +133,7 @@ class ListenOptions:
     threads: int | None = None  # ONNX Runtime threads; None: all usable cores
     max_batch: int = 4  # windows run together; beyond it a live source drops the oldest
     min_level: float | None = None  # dBFS; quieter windows start no event (None: off; digital silence never does)
+    agree: float | None = None  # every label's agreement (edge.scoring), over the set's and the bundle's; None: theirs
     # Device supervision (microphone only): see the module docstring.
     reconnect: bool = False  # reopen a lost microphone instead of failing (the service sets it)
     stale_seconds: float = 5.0  # no audio for this long: the microphone is lost (PulseAudio starts ~2 s late)
@@ -183,6 +184,8 @@ class ListenOptions:
             )
         if self.min_level is not None and not (_finite(self.min_level) and self.min_level <= 0):
             self._fail("min_level", self.min_level, "a level in dBFS <= 0 (e.g. -60), or leave it out")
+        if self.agree is not None and not (_finite(self.agree) and 0.0 <= self.agree <= 1.0):
+            self._fail("agree", self.agree, "a score in [0, 1] (0: events need no agreement), or leave it out")
         if self.backend not in BACKENDS:
             self._fail("backend", self.backend, f"one of {', '.join(BACKENDS)}")
         self._seconds("stale_seconds", self.stale_seconds, allow_zero=False, hint="e.g. 5; audio starts ~2 s late")
@@ -300,17 +303,17 @@ class Reconnect:
 
 
 def scorer_for(
-    bundle: Bundle, label_set: LabelSet, threads: int | None = None, heard: bool = False
+    bundle: Bundle, label_set: LabelSet, threads: int | None = None, heard: bool = False, agree: float | None = None
 ) -> tuple[Scorer, Vocabulary | None]:
-    """The scorer `listen` uses for `label_set` on `bundle`, and the bundle's vocabulary when that
-    scorer needs the vocabulary graph on every window (a label no one trained, or the bundle's
-    head or intruder measurement: edge.vocabulary) or `heard` asks what it hears, else None (the
-    graph is not run)."""
+    """The scorer `listen` uses for `label_set` on `bundle` (`agree`: --agree), and the bundle's
+    vocabulary when that scorer needs the vocabulary graph on every window (a label no one trained,
+    or the bundle's head or intruder measurement: edge.vocabulary) or `heard` asks what it hears,
+    else None (the graph is not run)."""
     from edge.labels.embeddings import label_embeddings_for
 
     embeddings = label_embeddings_for(bundle, label_set, threads)
     vocabulary = Vocabulary.from_bundle(bundle)
-    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary)
+    scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary, agree=agree)
     return scorer, vocabulary if scorer.fusion is not None or heard else None
 
 
@@ -345,7 +348,7 @@ def listen(
     bundle, origin = resolve_bundle_origin(options.bundle)
     label_set = label_set or resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
-    scorer, vocabulary = scorer_for(bundle, label_set, options.threads, heard=options.heard > 0)
+    scorer, vocabulary = scorer_for(bundle, label_set, options.threads, heard=options.heard > 0, agree=options.agree)
     if options.heard and vocabulary is None:
         raise OptionError(
             f"--heard {options.heard} is not allowed: bundle {bundle.path} has no vocabulary branch "

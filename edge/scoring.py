@@ -19,6 +19,8 @@ the bundle has one) held back by it. `Scorer(audio, vocabulary=p)` fuses them; w
 (an older bundle) the scores are the student's. Events read the same scores, except that with a
 head that needs the student's agreement (model.json vocabulary.head.agree) a trained label counts
 as nothing in a window where the student alone scores it under that: `Scorer.with_evidence`.
+A label set may set its own agreement, for all its labels or one (`agree:`; 0: none), and
+`listen --agree` every label's: a site trades false alarms for recall without a new bundle.
 
 Smoothing is a plain mean of the last `windows` score vectors (default 3): the mean of
 distributions is still a distribution, it forgets a window exactly `windows` hops later (an
@@ -95,6 +97,7 @@ class Scorer:
         temperature: float = 1.0,
         biases: Sequence[float] | None = None,
         vocabulary: Vocabulary | None = None,
+        agree: Sequence[float | None] | None = None,
     ):
         label_matrix = np.asarray(label_matrix, dtype=np.float32)
         if label_matrix.ndim != 2 or label_matrix.shape[0] != len(labels) or not len(labels):
@@ -123,16 +126,24 @@ class Scorer:
         if vocabulary is not None and kind != "sigmoid":
             raise ValueError("Scorer: a vocabulary fuses per-label (sigmoid) scores, not a softmax over the set")
         fusion = None if vocabulary is None else vocabulary.fusion(label_matrix)
+        if fusion is not None and agree is not None:
+            fusion = fusion.agreeing(agree)
         # a set of trained labels only, with the student alone: nothing to fuse, window after window
         self.fusion: Fusion | None = None if fusion is None or fusion.identity else fusion
 
     @classmethod
     def for_bundle(
-        cls, meta: BundleMeta, label_embeddings: LabelEmbeddings, label_set=None, vocabulary: Vocabulary | None = None
+        cls,
+        meta: BundleMeta,
+        label_embeddings: LabelEmbeddings,
+        label_set=None,
+        vocabulary: Vocabulary | None = None,
+        agree: float | None = None,
     ) -> Scorer:
         """The scorer of a bundle and one label set's embeddings (checks their width matches);
-        `label_set` (edge.labels.labelset.LabelSet, in the embeddings' order) brings its calibration;
-        `vocabulary` the bundle's vocabulary branch (Vocabulary.from_bundle), if it has one."""
+        `label_set` (edge.labels.labelset.LabelSet, in the embeddings' order) brings its calibration
+        and agreement; `vocabulary` the bundle's vocabulary branch (Vocabulary.from_bundle), if it
+        has one; `agree` (listen --agree) every label's agreement, over the set's and the bundle's."""
         width = label_embeddings.embeddings.shape[1]
         if width != meta.embedding_dim:
             raise LabelEmbeddingsError(
@@ -150,6 +161,7 @@ class Scorer:
             if label_set is None
             else {"temperature": label_set.temperature, "biases": [label.bias for label in label_set.labels]}
         )
+        agreement = [agree] * len(label_embeddings.labels) if label_set is None else label_set.agreement(agree)
         return cls(
             label_embeddings.embeddings,
             label_embeddings.labels,
@@ -157,6 +169,7 @@ class Scorer:
             kind=meta.scoring.get("kind", "softmax"),
             logit_bias=meta.scoring.get("logit_bias", 0.0),
             vocabulary=vocabulary,
+            agree=agreement,
             **calibration,
         )
 

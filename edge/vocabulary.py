@@ -127,12 +127,14 @@ events read (Scorer.with_evidence; the listener smooths it and its detector read
                = 0            elsewhere: the mix may name the window, not start or hold an event
 
 while the scores a window shows, and so its top-1, stay the mix's: the head adds accuracy where the
-two disagree (benchmarks/event_fusion.py, README, Accuracy: the figures).
+two disagree (benchmarks/event_fusion.py, README, Accuracy: the figures). A label set's `agree:`
+(the set's, or a label's) and `listen --agree` replace the bundle's (`Fusion.agreeing`; 0: none).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -491,7 +493,8 @@ class Fusion:
     ceiling: np.ndarray | None  # float64 [V]: what each class reached on the training audio (None: none)
     head_rows: np.ndarray | None = None  # int [K]: each trained label's row of the head (-1: novel); None: no head
     head_weight: float = 0.0
-    head_agree: float | None = None  # events need the student alone to score a trained label this much; None: not
+    # events need the student alone to score a trained label this much (one score, or one per label); None: not
+    head_agree: float | np.ndarray | None = None
     head_size: int = 0  # T: the head's logits after the V scores in a vocabulary row (0: the bundle has no head)
     intruder: np.ndarray | None = None  # float64 [K, V]: label k is held back where class j reaches this (inf: never)
     intruder_power: float = 0.0
@@ -516,6 +519,17 @@ class Fusion:
         head = self._row(vocabulary_scores)[..., self.size :][..., np.maximum(self.head_rows, 0)]
         mixed = (1.0 - self.head_weight) * student_logits + self.head_weight * head
         return np.where(self.head_rows >= 0, mixed, student_logits)
+
+    def agreeing(self, agree: Sequence[float | None]) -> Fusion:
+        """This fusion with each label's agreement (a label set's `agree:`, listen --agree): a score
+        in [0, 1] (0: none), None for the bundle's (head_agree as it is). Without a head: unchanged."""
+        if self.head_rows is None:
+            return self
+        if len(agree) != len(self.head_rows):
+            raise ValueError(f"Fusion.agreeing: {len(agree)} agreements for {len(self.head_rows)} labels")
+        bundle = np.broadcast_to(np.asarray(0.0 if self.head_agree is None else self.head_agree, float), (len(agree),))
+        values = np.array([bundle[k] if a is None else a for k, a in enumerate(agree)], dtype=np.float64)
+        return replace(self, head_agree=values if (values > 0).any() else None)
 
     def evidence(self, scores: np.ndarray, student: np.ndarray) -> np.ndarray:
         """[N, K] scores (the head mixed in) and [N, K] the student's alone (each through the vetoes)

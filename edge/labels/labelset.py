@@ -4,6 +4,9 @@
     prompt: "an audio clip of {label}"   # optional, this is the default ({label}: the name, _ -> space)
     threshold: 0.5                       # optional default for every label
     calibration: {temperature: 1.3}      # optional: logits / T (semanticac-calibrate scores)
+    agree: 0.5                           # optional: an event of a trained label needs the student alone
+                                         # at this score (default: the bundle's model.json
+                                         # vocabulary.head.agree; 0: no agreement; only with a head)
     labels:
       - dog_bark                         # a bare name ...
       - name: siren                      # ... or a mapping
@@ -11,6 +14,7 @@
         threshold: 0.6                   # score that starts an event (default: the set's)
         group: traffic                   # free text, for sinks and dashboards
         bias: -0.4                       # optional: added to the label's logit (calibration)
+        agree: 0                         # optional: this label's agreement (default: the set's)
 
 A new label is a YAML edit: the device embeds it itself with the bundle's text tower.
 `labels_sha256` covers only the label names and their prompt texts, so editing a
@@ -46,8 +50,16 @@ SET_KEYS = {
     "description": "str",
     "labels": "list",
     "calibration": "mapping",
+    "agree": "number",
 }
-LABEL_KEYS = {"name": "str", "prompts": "list of str", "threshold": "number", "group": "str", "bias": "number"}
+LABEL_KEYS = {
+    "name": "str",
+    "prompts": "list of str",
+    "threshold": "number",
+    "group": "str",
+    "bias": "number",
+    "agree": "number",
+}
 CALIBRATION_KEYS = {"temperature": "number"}
 
 
@@ -58,6 +70,7 @@ class Label:
     threshold: float
     group: str | None = None
     bias: float = 0.0  # added to this label's logit after the temperature (semanticac-calibrate scores)
+    agree: float | None = None  # the student alone must score it this much for an event (None: the set's)
 
 
 @dataclass(frozen=True)
@@ -69,10 +82,18 @@ class LabelSet:
     description: str | None = None
     shipped: bool = False  # one of the sets installed with the package (configs/labels/)
     temperature: float = 1.0  # logits are divided by it before the per-label bias (calibration)
+    agree: float | None = None  # the labels' agreement where they set none (None: the bundle's)
 
     @property
     def names(self) -> list[str]:
         return [label.name for label in self.labels]
+
+    def agreement(self, override: float | None = None) -> list[float | None]:
+        """Each label's agreement: `override` (listen --agree) over the label's over the set's;
+        None where none of them sets one (the bundle's model.json vocabulary.head.agree then)."""
+        if override is not None:
+            return [float(override)] * len(self.labels)
+        return [self.agree if label.agree is None else label.agree for label in self.labels]
 
     def flat_prompts(self) -> tuple[list[str], list[int]]:
         """All prompt texts, flat, and the index of the label each belongs to."""
@@ -147,6 +168,18 @@ class _Parser:
             raise self.fail(node, where, f"{value:g} is not a score: a threshold must be in (0, 1]")
         return value
 
+    def agree(self, keys: dict[str, yaml.Node], where: str) -> float | None:
+        if "agree" not in keys:
+            return None
+        value = self.value(keys["agree"], where, "number")
+        if not 0.0 <= value <= 1.0:
+            raise self.fail(
+                keys["agree"],
+                where,
+                f"{value:g} is not a score: the student's agreement is in [0, 1] (0: an event needs none)",
+            )
+        return value
+
     @staticmethod
     def _show(node: yaml.Node) -> str:
         kinds: dict[type[yaml.Node], str] = {yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list"}
@@ -202,6 +235,7 @@ class _Parser:
             source=self.source,
             description=description,
             temperature=temperature,
+            agree=self.agree(keys, "agree"),
         )
 
     def calibration(self, node: yaml.Node) -> float:
@@ -238,7 +272,8 @@ class _Parser:
         bias = self.value(keys["bias"], f"{where}.bias", "number") if "bias" in keys else 0.0
         if not math.isfinite(bias):
             raise self.fail(keys["bias"], f"{where}.bias", f"{bias} is not allowed: a bias is a finite number")
-        return Label(name=name, prompts=prompts, threshold=threshold, group=group, bias=bias)
+        agree = self.agree(keys, f"{where}.agree")
+        return Label(name=name, prompts=prompts, threshold=threshold, group=group, bias=bias, agree=agree)
 
 
 def _template_error(prompt: str) -> bool:

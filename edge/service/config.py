@@ -49,7 +49,8 @@ OPTION_SECTIONS: dict[str, dict[str, str]] = {
     "audio": {"input": "input", "device": "device", "fast": "fast"},
     "model": {"bundle": "bundle", "backend": "backend", "threads": "threads", "max_batch": "max_batch"},
     "listen": {
-        name: name for name in ("window", "hop", "top_k", "heard", "smooth", "min_duration", "release", "min_level")
+        name: name
+        for name in ("window", "hop", "top_k", "heard", "smooth", "min_duration", "release", "min_level", "agree")
     },
 }
 # Fields a service does not use: the label set is labels.set; stdin and terminal output are for a shell.

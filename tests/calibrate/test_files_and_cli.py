@@ -21,6 +21,7 @@ description: a test set with everything a label set may hold
 prompt: "the sound of {label}"
 threshold: 0.4
 calibration: {temperature: 1.3}
+agree: 0.4
 labels:
   - drilling
   - name: table_saw
@@ -28,6 +29,7 @@ labels:
     threshold: 0.6
     group: tools
     bias: -0.25
+    agree: 0
   - {name: dog_bark, group: animals}
 """
 
@@ -43,6 +45,7 @@ def test_a_copy_keeps_prompts_groups_and_calibration(tmp_path):
     assert [label.threshold for label in again.labels] == [0.11, 0.123456789, 1.0]  # exactly
     assert again.temperature == 1.3 and [label.bias for label in again.labels] == [0.0, -0.25, 0.0]
     assert again.description == original.description and again.prompt == original.prompt
+    assert again.agreement() == [0.4, 0.0, 0.4]
     assert out.read_text().startswith("# fitted here\n# second\nname: workshop\n")
 
 
@@ -53,6 +56,8 @@ def test_new_calibration_replaces_the_old(tmp_path):
     assert back.temperature == 0.8 and [label.bias for label in back.labels] == [0.5, 0.0, -1.5]
     assert [label.threshold for label in back.labels] == [0.4, 0.6, 0.4]
     assert "calibration" not in dump_label_set(original, temperature=1.0)
+    fitted = parse_label_set(dump_label_set(original, agree=0.7))  # thresholds fitted under --agree 0.7
+    assert fitted.agree == 0.7 and fitted.agreement() == [0.7, 0.7, 0.7]
 
 
 def test_audio_files_from_files_and_folders(tmp_path):
@@ -98,10 +103,10 @@ def test_help_lists_both_commands():
 
 
 def test_the_header_s_command_keeps_an_option_given_as_zero(tmp_path):
-    """0 == False in Python: `--min-level 0` must not read as an option left out."""
+    """0 == False in Python: `--min-level 0` or `--agree 0` must not read as an option left out."""
     ctx = calibrate.cli.thresholds.make_context("thresholds", [
         "--labels", "urban", "--background", str(tmp_path), "--false-alarms-per-hour", "1",
-        "--out", str(tmp_path / "site.yaml"), "--min-level", "0", "--join"])
+        "--out", str(tmp_path / "site.yaml"), "--min-level", "0", "--agree", "0", "--join"])
     line = calibrate.cli.command_line(ctx)
-    assert "--min-level 0.0" in line and "--join" in line, line
+    assert "--min-level 0.0" in line and "--agree 0.0" in line and "--join" in line, line
     assert "--only-raise" not in line and "--plot" not in line  # left out: not written

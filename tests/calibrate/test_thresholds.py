@@ -61,8 +61,9 @@ def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
     assert [label.prompts for label in site.labels] == [label.prompts for label in urban.labels]
     text = thresholds_run.out.read_text()
     assert text.startswith("# Label set 'urban' with per-label thresholds") and "--false-alarms-per-hour" in text
-    assert "window 1 s, hop 1 s, smooth 2, min_duration 1 s, release 0.7" in text
+    assert "window 1 s, hop 1 s, smooth 2, min_duration 1 s, release 0.7, agree 0.5" in text
     assert all(0 < label.threshold <= 1 for label in site.labels)
+    assert site.agree == 0.5 and urban.agree is None  # fitted under --agree: the set keeps it
 
 
 def replayed_starts(stream, label_set, smooth) -> int:

@@ -32,6 +32,15 @@ def test_schema_and_defaults():
     assert plain.labels[0].threshold == 0.5
 
 
+def test_agree_is_the_label_s_else_the_set_s_else_the_bundle_s_and_an_override_beats_all():
+    s = parse_label_set("name: x\nagree: 0.3\nlabels:\n  - dog\n  - name: siren\n    agree: 0\n")
+    assert s.agree == 0.3 and s.labels[1].agree == 0.0
+    assert s.agreement() == [0.3, 0.0] and s.agreement(0.8) == [0.8, 0.8]
+    assert parse_label_set("name: x\nlabels: [dog]\n").agreement() == [None]  # the bundle's
+    assert parse_label_set("name: x\nagree: 0.3\nlabels: [dog]\n").sha256 == parse_label_set(
+        "name: x\nlabels: [dog]\n").sha256  # like a threshold: cached embeddings stay valid
+
+
 def test_sha_covers_names_and_prompts_only():
     base = parse_label_set(GOOD)
     assert parse_label_set(GOOD.replace("0.7", "0.9").replace("traffic", "road")).sha256 == base.sha256
@@ -50,6 +59,8 @@ def test_sha_covers_names_and_prompts_only():
     ("name: x\nlabels:\n  - name: dog\n    threshold: 1.5\n", r"threshold: 1.5 is not a score: a threshold must be in \(0, 1\]"),
     ("name: x\nlabels:\n  - name: dog\n    prompts: a dog\n", r":4: labels\[0\].prompts: must be a list"),
     ("name: x\nlabels:\n  - name: dog\n    prompts: [a dog, 3]\n", r"labels\[0\].prompts\[1\]: must be a non-empty text, got 3"),
+    ("name: x\nagree: 1.5\nlabels: [dog]\n", r":2: agree: 1.5 is not a score: the student's agreement is in \[0, 1\]"),
+    ("name: x\nlabels:\n  - name: dog\n    agree: yes\n", r":4: labels\[0\].agree: must be a number, got True"),
     ("name: x\nlabels: []\n", r":2: labels: is empty"),
     ("name: x\nlabels: dog\n", r":2: labels: must be a list"),
     ("labels: [dog]\n", r":1: label set: missing key 'name'"),

@@ -68,6 +68,7 @@ def assert_usage_error(result, *texts):
     (["--min-duration", "inf"], ["--min-duration inf"]),
     (["--release", "1.5"], ["--release 1.5", "(0, 1]"]),
     (["--release", "nan"], ["--release nan"]),
+    (["--agree", "1.5"], ["--agree 1.5", "a score in [0, 1] (0: events need no agreement)"]),
     (["--top-k", "0"], ["--top-k 0", ">= 1"]),
     (["--smooth", "0"], ["--smooth 0"]),
     (["--max-batch", "-1"], ["--max-batch -1"]),

@@ -255,7 +255,9 @@ def test_an_event_needs_the_student_s_agreement_where_the_bundle_asks_for_it(dem
     """The shipped head lets a window count towards a trained label's event only where the student
     alone scores it 0.5 or more (model.json vocabulary.head.agree): real sirens start their event. A
     copy asking for 1.0, which no sigmoid reaches, shows the very same windows and starts nothing,
-    and `semanticac-calibrate`'s recorder replays what its events read, not what the windows show."""
+    and `semanticac-calibrate`'s recorder replays what its events read, not what the windows show.
+    A site decides for itself: `--agree 0` brings the event back on that copy, and a label set
+    asking 1.0 of the siren alone stops it on the shipped bundle."""
     from calibrate.recording import record
     from edge.capture.audio import read_audio
 
@@ -273,9 +275,13 @@ def test_an_event_needs_the_student_s_agreement_where_the_bundle_asks_for_it(dem
     shipped, strict_run = runs["shipped"], runs["strict"]
     assert [e.label for e in shipped.of("start")] == ["siren"]
     assert strict_run.of("start") == []
-    for strict_window, window in zip(strict_run.windows, shipped.windows, strict=True):  # the same scores shown
-        assert [name for name, _ in strict_window.top] == [name for name, _ in window.top]
-        np.testing.assert_allclose([p for _, p in strict_window.top], [p for _, p in window.top], rtol=1e-5, atol=1e-9)
+
+    def same_scores_shown(run):
+        for other, window in zip(run.windows, shipped.windows, strict=True):
+            assert [name for name, _ in other.top] == [name for name, _ in window.top]
+            np.testing.assert_allclose([p for _, p in other.top], [p for _, p in window.top], rtol=1e-5, atol=1e-9)
+
+    same_scores_shown(strict_run)
     assert all(w.top[0][0] == "siren" for w in strict_run.windows)
     # each window says which labels it shows at their threshold without counting them: under 1.0, all
     siren_at_threshold = [dict(w.top).get("siren", 0.0) >= 0.5 for w in strict_run.windows]
@@ -285,3 +291,14 @@ def test_an_event_needs_the_student_s_agreement_where_the_bundle_asks_for_it(dem
     [stream], _ = record(options, resolve_label_set("urban").names, [path])
     siren = resolve_label_set("urban").names.index("siren")
     assert stream.starts == 0 and (stream.scores[:, siren] == 0).all()  # what its events read
+    # a site's own agreement: listen --agree over the bundle's, a label set's `agree:` for one label
+    site = tmp_path / "site.yaml"
+    site.write_text("name: urban\nlabels:\n" + "".join(
+        f"  - {{name: {name}, agree: 1.0}}\n" if name == "siren" else f"  - {name}\n"
+        for name in resolve_label_set("urban").names))
+    for bundle, labels, agree, starts in ((strict, "urban", 0.0, ["siren"]), (demo_bundle.path, str(site), None, [])):
+        sink = Collect()
+        listen(ListenOptions(labels=labels, bundle=str(bundle), input=str(path), fast=True, agree=agree), sink=sink)
+        assert [e.label for e in sink.of("start")] == starts, (labels, agree)
+        same_scores_shown(sink)
+        assert any(w.held for w in sink.windows) == (agree is None)  # with no agreement asked, nothing held

@@ -452,6 +452,35 @@ def test_with_agree_an_event_needs_the_student_alone_at_that_score_and_the_score
     assert student[0] >= 0.5 and read[0] == shown[0] > student[0]
 
 
+def test_a_label_set_s_agreement_replaces_the_bundle_s_label_by_label():
+    """A label set's `agree:` (or listen --agree) over the bundle's: 0 lets the mix start the
+    siren's event again, a value for one label leaves the others at the bundle's."""
+    labels = unit([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]])  # siren, dog (trained), frog (new)
+    row = np.concatenate([np.array([[0.0, 0.95, 0.0, 0.6]]),
+                          with_head().head.logits(np.array([[0.0, 9.0, 0.0]]))], axis=1)
+    audio = unit([[0.2, -0.02, 0, 0.05]])  # the student: siren 0.28, the head sure
+
+    def read(bundle, agree):
+        scorer = Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid",
+                        vocabulary=with_head(0.5, bundle), agree=agree)
+        scores, evidence = scorer.with_evidence(audio, row)
+        return scores[0], evidence[0], scorer.fusion.head_agree
+
+    shown, evidence, _ = read(0.5, [None, None, None])  # the bundle's
+    assert evidence[0] == 0.0 < shown[0]
+    shown, evidence, agree = read(0.5, [0.0, None, None])  # the site's 0 for the siren: no agreement
+    assert evidence[0] == shown[0] and list(agree) == [0.0, 0.5, 0.5]  # the dog keeps the bundle's
+    shown, evidence, agree = read(0.5, [0.0, 0.0, 0.0])  # listen --agree 0
+    assert (evidence == shown).all() and agree is None  # nothing to agree on: the events read the scores
+    shown, evidence, agree = read(None, [0.25, None, None])  # a bundle without agree, the set asks for it
+    assert evidence[0] == shown[0] and list(agree) == [0.25, 0.0, 0.0]  # the student's 0.28 is enough
+    shown, evidence, agree = read(None, [0.3, 0.3, 0.3])
+    assert evidence[0] == 0.0 and evidence[2] == shown[2]  # a new label is never gated
+    with pytest.raises(ValueError, match="2 agreements for 3 labels"):
+        Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid",
+               vocabulary=with_head(0.5, 0.5), agree=[0.1, 0.2])
+
+
 def test_with_a_head_a_set_of_trained_labels_runs_the_vocabulary_and_without_weight_it_does_not():
     trained = unit([[1, 0, 0, 0], [0, 1, 0, 0]])
 

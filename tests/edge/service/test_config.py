@@ -43,6 +43,7 @@ def config(**sections) -> ServiceConfig:
     ({"listen": {"hop": 0}}, "listen.hop", "listen.hop 0.0 is not allowed: use a finite number of seconds > 0"),
     ({"listen": {"release": 1.5}}, "listen.release", "a ratio in (0, 1]"),
     ({"listen": {"min_level": 3}}, "listen.min_level", "dBFS <= 0"),
+    ({"listen": {"agree": 2}}, "listen.agree", "a score in [0, 1] (0: events need no agreement)"),
     ({"listen": {"top_k": "3"}}, "listen.top_k", "a whole number"),
     ({"supervision": {"stale_seconds": -1}}, "supervision.stale_seconds", "> 0"),
     ({"supervision": {"reconect": True}}, "supervision.reconect", "did you mean `reconnect`?"),
@@ -74,10 +75,10 @@ def test_a_config_without_schema_version_says_which_to_write():
 
 def test_sections_map_onto_the_listen_options():
     got = config(audio={"device": "USB Audio"}, model={"backend": "onnxruntime", "threads": 1},
-                 listen={"hop": 0.5, "window": 2, "min_level": -60}, supervision={"backoff_max": 10})
+                 listen={"hop": 0.5, "window": 2, "min_level": -60, "agree": 0.3}, supervision={"backoff_max": 10})
     o = got.options
-    assert (o.labels, o.device, o.backend, o.threads, o.hop, o.window, o.min_level, o.backoff_max) == (
-        "urban", "USB Audio", "onnxruntime", 1, 0.5, 2.0, -60.0, 10.0)
+    assert (o.labels, o.device, o.backend, o.threads, o.hop, o.window, o.min_level, o.agree, o.backoff_max) == (
+        "urban", "USB Audio", "onnxruntime", 1, 0.5, 2.0, -60.0, 0.3, 10.0)
 
 
 def test_a_service_reopens_a_lost_microphone_unless_told_not_to():
