@@ -418,6 +418,16 @@ def listen(
                     )
                 for label, nearest in scorer.fusion.weakly_named(scorer.labels, vocabulary.names).items():
                     notes.append(("warning", f"label {label!r}: {WEAK_NAME_ADVICE.format(nearest=nearest)}"))
+            asked = options.agree is not None or any(agree is not None for agree in label_set.agreement())
+            if asked and (scorer.fusion is None or scorer.fusion.head_rows is None):
+                notes.append(
+                    (
+                        "warning",
+                        "the student's agreement (--agree, agree: in the label set) has no effect here: no label of "
+                        f"{label_set.name!r} is scored with a vocabulary head (bundle {bundle.path} has none in its "
+                        "model.json, or every label is new)",
+                    )
+                )
             if windowing.hop_frames > windowing.window_frames:
                 notes.append(
                     (

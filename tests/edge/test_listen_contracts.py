@@ -123,6 +123,18 @@ def test_a_hop_longer_than_the_window_warns(demo_bundle, clip):
     assert summary.windows == 2 and summary.error is None  # windows end at 2 and 5 s
 
 
+def test_an_agreement_that_checks_nothing_warns(demo_bundle, clip, tmp_path):
+    """A set of new labels only is scored by the vocabulary alone: no head to agree with."""
+    new = tmp_path / "new.yaml"
+    new.write_text("name: new\nagree: 0.5\nlabels: [doorbell, whistle]\n")
+    for labels, agree, warns in ((str(new), None, True), ("urban", 0.3, False)):
+        sink = Collect()
+        listen(ListenOptions(labels=labels, bundle=str(demo_bundle.path), input=str(clip), fast=True, agree=agree),
+               sink=sink)
+        warnings = [s.message for s in sink.of("status") if s.level == "warning"]
+        assert any("agreement (--agree, agree: in the label set) has no effect" in w for w in warnings) == warns, warnings
+
+
 # --- every start gets its end, also when the source fails -------------------------------------
 
 
