@@ -9,14 +9,18 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
     microphone        ON while audio arrives, OFF after `audio_lost` (until `audio_restored`); retained
     level             the window's level in dBFS (one decimal; `None`: digital silence), at most
                       every `level_interval` seconds; QoS 0, not retained
+    heard             with the service's `listen.heard` N > 0: what the bundle's vocabulary hears
+                      best in the window, `{"name", "score", "top": [{name, score}, ...]}` (its N
+                      best AudioSet classes), sent with the level; QoS 0, not retained
     status            the status records (record_dict): device lost, windows dropped, failures;
                       QoS `qos`, not retained
     labels            the labels announced last (JSON list), retained: what the next start compares
 
 Home Assistant (device-based discovery): one retained config at
 `<discovery_prefix>/device/<node_id>/config` with one `event` entity whose event types are the
-labels (it fires on starts), a `binary_sensor` per label, the level sensor and the microphone's
-connectivity.
+labels (it fires on starts), a `binary_sensor` per label, the level sensor, the microphone's
+connectivity and, with `heard`, a "Sound heard" sensor (the best AudioSet class, the N best as
+its attributes: words for a new label; without it the sensor is removed).
 It is published on every connection and again when Home Assistant announces itself
 (`<discovery_prefix>/status` = online). Labels that were announced before and are gone now
 lose their entity (a component sent with only its platform) and their retained state.
@@ -240,7 +244,8 @@ class MqttSink(Sink):
 
     `labels`: the label set's names; `node_name`, `model`, `sw_version`: Home Assistant's device
     (its name, model and software); `clip_for(event)`: the clip file name recorded for an event,
-    or None (added to the event message as `clip`).
+    or None (added to the event message as `clip`); `heard`: windows carry what the vocabulary
+    hears (listen's `heard`), published on `heard` with a sensor for it.
     """
 
     def __init__(
@@ -253,6 +258,7 @@ class MqttSink(Sink):
         sw_version: str,
         clip_for: Callable[[Event], str | None] | None = None,
         origin: datetime | None = None,
+        heard: bool = False,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         assert config.node_id and config.client_id and config.base_topic, "MqttConfig fills them in"
@@ -262,6 +268,7 @@ class MqttSink(Sink):
         self.labels = tuple(labels)
         self.node_name, self.model, self.sw_version = node_name, model, sw_version
         self.clip_for = clip_for
+        self.heard = heard
         self._slugs = self._label_slugs(self.labels)
         self.discovery_topic = f"{config.discovery_prefix}/device/{self.node_id}/config"
 
@@ -270,6 +277,7 @@ class MqttSink(Sink):
         self._retained = {self.state_topic(label): OFF for label in self.labels}  # topic -> latest payload
         self._dirty: dict[str, None] = dict.fromkeys(self._retained)  # retained topics not yet sent
         self._level: str | None = None  # the latest level not yet sent
+        self._heard: str | None = None  # the latest `heard` message not yet sent
         self._active = dict.fromkeys(self.labels, 0)  # label -> events going on
         self._audio_lost = False  # after audio_lost, until audio_restored: the microphone is OFF
         self._connected = False
@@ -328,9 +336,14 @@ class MqttSink(Sink):
             return
         self._next_level = now + self.config.level_interval
         level = result.level_dbfs
+        heard = None
+        if self.heard and result.heard:
+            top = record_dict(result, self.utc(result.t))["heard"]  # the JSON lines' own (a NaN: null)
+            heard = json.dumps({**top[0], "top": top}, allow_nan=False)
         with self._cond:
             # "None": Home Assistant's word for unknown (digital silence has no level in dBFS)
             self._level = f"{level:.1f}" if level is not None and math.isfinite(level) else "None"
+            self._heard = heard or self._heard
             self._cond.notify()
 
     def event(self, event: Event) -> None:
@@ -549,6 +562,9 @@ class MqttSink(Sink):
                 if self._level is not None:
                     batch.append(_Message(self.topic("level"), self._level, 0))
                     self._level = None
+                if self._heard is not None:
+                    batch.append(_Message(self.topic("heard"), self._heard, 0))
+                    self._heard = None
                 for _ in range(min(BATCH, len(self._queue))):
                     batch.append(self._queue.popleft())
             for message in batch:
@@ -558,7 +574,7 @@ class MqttSink(Sink):
                     log.exception("mqtt: publishing on %s failed", message.topic)
 
     def _has_work(self) -> bool:
-        return bool(self._dirty or self._queue or self._level is not None)
+        return bool(self._dirty or self._queue or self._level is not None or self._heard is not None)
 
     def _hand_over(self, message: _Message) -> None:
         assert self._client is not None
@@ -626,6 +642,19 @@ class MqttSink(Sink):
                 payload_on=ON,
                 payload_off=OFF,
             )
+        components["heard"] = (
+            entity(
+                "heard",
+                "sensor",
+                "Sound heard",
+                state_topic=self.topic("heard"),
+                value_template="{{ value_json.name }}",
+                json_attributes_topic=self.topic("heard"),
+                icon="mdi:ear-hearing",
+            )
+            if self.heard
+            else {"platform": "sensor"}  # a run without `heard` removes the sensor an earlier one made
+        )
         for s in removed:
             components[f"label_{s}"] = {"platform": "binary_sensor"}
         return {

@@ -292,6 +292,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                 model=resolved.bundle.meta.model_id,
                 sw_version=f"semanticac-edge {__version__}",
                 clip_for=clip_for,
+                heard=config.options.heard > 0,
             )
             sinks.append(mqtt)
         if "metrics" in enabled:

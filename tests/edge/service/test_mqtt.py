@@ -154,6 +154,34 @@ def test_availability_discovery_events_states_and_level(broker, node, subscriber
     assert not any(m.topic in (f"{base}/events", f"{base}/level", f"{base}/status") for m in late.messages)
 
 
+def test_what_the_vocabulary_hears_goes_with_the_level_and_has_a_sensor_only_when_asked(broker, node, subscribers):
+    base, discovery = f"semanticac/{node}", f"homeassistant/device/{node}/config"
+    sub = subscribers(broker.port, [f"{base}/heard", f"{base}/level", discovery])
+    sink = make_sink(broker.port, node, level_interval=0)
+    sink.heard = True
+    sink.start()
+    sensor = sub.on(discovery).json()["components"]["heard"]
+    assert sensor["platform"] == "sensor" and sensor["state_topic"] == sensor["json_attributes_topic"] == f"{base}/heard"
+    assert sensor["value_template"] == "{{ value_json.name }}"
+    heard = (("Siren", 0.961234), ("Emergency vehicle", 0.5))
+    sink.window(WindowResult(1.0, (("siren", 0.9),), 5.0, 0, -30.0, heard=heard))
+    assert sub.on(f"{base}/heard").json() == {"name": "Siren", "score": 0.9612, "top": [
+        {"name": "Siren", "score": 0.9612}, {"name": "Emergency vehicle", "score": 0.5}]}
+    sink.window(window(2.0))  # a window without `heard`: the level goes, nothing is heard
+    sub.on(f"{base}/level", "-30.0")
+    sink.close()
+    sub.sync()
+    assert len(sub.topics(f"{base}/heard")) == 1
+    again = make_sink(broker.port, node)  # the next run without `heard` removes the sensor
+    again.start()
+    wait_until(lambda: len(sub.topics(discovery)) == 2)
+    assert sub.topics(discovery)[-1].json()["components"]["heard"] == {"platform": "sensor"}
+    again.window(WindowResult(3.0, (("siren", 0.9),), 5.0, 0, -30.0, heard=heard))
+    again.close()
+    sub.sync()
+    assert len(sub.topics(f"{base}/heard")) == 1
+
+
 def test_the_level_is_rate_limited(broker, node, subscribers):
     base = f"semanticac/{node}"
     sub = subscribers(broker.port, [f"{base}/level"])

@@ -40,7 +40,7 @@ def service(tmp_path: Path, cache: Path, labels: Path, port: int, node: str, sec
         "schema_version": 1,
         "audio": {"input": str(wav), "fast": fast},
         "labels": {"set": str(labels)},
-        "listen": {"window": 1.0, "hop": 0.5, "min_duration": 0.5},
+        "listen": {"window": 1.0, "hop": 0.5, "min_duration": 0.5, "heard": 2},
         "mqtt": {"enabled": True, "host": HOST, "port": port, "node_id": node, "level_interval": 0},
         "metrics": {"enabled": False},
     }))
@@ -77,6 +77,9 @@ def test_serve_publishes_availability_discovery_events_and_states(broker, subscr
     assert sub.topics(f"{base}/microphone")[0].payload == "ON"
     levels = [m.payload for m in sub.topics(f"{base}/level")]
     assert levels and all(float(level) < 0 for level in levels)
+    heard = [m.json() for m in sub.topics(f"{base}/heard")]  # listen.heard 2: its sensor and messages
+    assert components["heard"]["state_topic"] == f"{base}/heard" and len(heard) == len(levels)
+    assert all(len(h["top"]) == 2 and h["name"] == h["top"][0]["name"] for h in heard)
     assert sub.topics(f"{base}/status"), "no status record (the model's licence, the end of the file) came"
 
 
