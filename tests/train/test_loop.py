@@ -183,18 +183,24 @@ def test_zero_shot_classes_stay_unseen_until_evaluation(recipe, tmp_path):
 
 
 def test_two_ddp_processes_agree(recipe, tmp_path):
-    """torchrun with two CPU processes (gloo): both end with the same weights."""
-    with socket.socket() as probe:  # a free port for the rendezvous
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    """torchrun with two CPU processes (gloo): both end with the same weights. A worker of torch
+    2.11's gloo once aborted at the first step on a loaded 2-core CI machine ("terminate called
+    without an active exception", once in about 25 runs, never alone): that abort, and only it, is
+    tried once more, and the second run must pass everything."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-               "--master_port", str(port),
-               "-m", "train", "fit", "--config", str(recipe), "--out", str(tmp_path / "ddp"), "--epochs", "1"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+    for attempt in (1, 2):
+        with socket.socket() as probe:  # a free port for the rendezvous
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                   "--master_addr", "127.0.0.1", "--master_port", str(port), "-m", "train", "fit",
+                   "--config", str(recipe), "--out", str(tmp_path / f"ddp{attempt}"), "--epochs", "1"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO, env=env)
+        if result.returncode == 0 or "terminate called without an active exception" not in result.stderr:
+            break
     assert result.returncode == 0, result.stderr[-3000:]
     assert "all processes agree on the weights" in result.stdout
-    assert load_checkpoint(tmp_path / "ddp/last.pt")["epoch"] == 0
+    assert load_checkpoint(tmp_path / f"ddp{attempt}/last.pt")["epoch"] == 0
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs/train").glob("*.yaml")), ids=lambda p: p.stem)
