@@ -726,8 +726,8 @@ class Listener:
             outputs[self.backend.output_names[0]], rows if self.scorer.fusion is not None else None
         )
         agreed = evidence is not scores  # the events read something other than the scores shown
-        # shown at or above their threshold, not counted: the student alone did not agree
-        held = (scores >= self.detector.thresholds) & (evidence < scores) if agreed else np.zeros(scores.shape, bool)
+        # shown at or above their threshold, not counted: the student alone did not agree (none without agreement)
+        held = (scores >= self.detector.thresholds) & (evidence < scores)
         heard: list[tuple[tuple[str, float], ...]] = [()] * len(windows)
         if self._heard is not None and rows is not None:
             names, count = self._heard

@@ -522,11 +522,14 @@ class Fusion:
 
     def agreeing(self, agree: Sequence[float | None]) -> Fusion:
         """This fusion with each label's agreement (a label set's `agree:`, listen --agree): a score
-        in [0, 1] (0: none), None for the bundle's (head_agree as it is). Without a head: unchanged."""
+        in [0, 1] (0: none), None for the bundle's (head_agree as it is). Without a head, or with
+        every label's None: unchanged."""
         if self.head_rows is None:
             return self
         if len(agree) != len(self.head_rows):
             raise ValueError(f"Fusion.agreeing: {len(agree)} agreements for {len(self.head_rows)} labels")
+        if all(a is None for a in agree):
+            return self
         bundle = np.broadcast_to(np.asarray(0.0 if self.head_agree is None else self.head_agree, float), (len(agree),))
         values = np.array([bundle[k] if a is None else a for k, a in enumerate(agree)], dtype=np.float64)
         return replace(self, head_agree=values if (values > 0).any() else None)
