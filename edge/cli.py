@@ -790,18 +790,22 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
 @SET_OPTION
 @service_errors
 def check_config(config_path: str, overrides: tuple[str, ...]) -> None:
-    """Check a service config (every key, the bundle, the label set) and print the effective
+    """Check a service config (every key, the bundle, the label set and its embeddings) and print
+    what the service will say of its labels at start (new and weakly named ones) and the effective
     config: every key with the value in force. Exit status 78 when something is wrong."""
     from edge.service.config import load_config
-    from edge.service.serve import resolve
+    from edge.service.serve import resolve, start_notes
 
     config = load_config(config_path, overrides)
     found = resolve(config)
+    notes = start_notes(config, found)
     click.echo(
         f"# {config_path}: OK; bundle {found.bundle.path} ({found.bundle.meta.model_id}); label set "
         f"{found.label_set.name}: {len(found.label_set.labels)} labels; outputs: "
         f"{', '.join(config.enabled_outputs()) or 'none'}"
     )
+    for level, message in notes:
+        click.echo(f"# {level}: {message}")
     click.echo(config.to_yaml(), nl=False)
 
 

@@ -317,6 +317,54 @@ def scorer_for(
     return scorer, vocabulary if scorer.fusion is not None or heard else None
 
 
+def start_notes(
+    bundle: Bundle,
+    label_set: LabelSet,
+    scorer: Scorer,
+    vocabulary: Vocabulary | None,
+    windowing: Windowing,
+    agree: float | None = None,
+) -> list[tuple[str, str]]:
+    """What `listen` says at its start about a label set on a bundle, (level, message) pairs: the
+    labels no one trained and what scores them, weakly named ones, an agreement (`agree`: --agree,
+    or the set's) that checks nothing, a hop that skips audio. `check-config` prints the same."""
+    notes: list[tuple[str, str]] = []
+    if scorer.fusion is not None and vocabulary is not None:
+        meanings = scorer.fusion.meanings(scorer.labels, vocabulary.names, k=1)
+        if meanings:
+            named = ", ".join(f"{label} (as {meaning})" for label, meaning in meanings.items())
+            vetoed = scorer.fusion.vetoed(scorer.labels)
+            held = f"; beside them, held back where the vocabulary does not hear them: {', '.join(vetoed)}"
+            notes.append(
+                (
+                    "info",
+                    f"labels no one trained, scored by the bundle's vocabulary: {named}" + (held if vetoed else ""),
+                )
+            )
+        for label, nearest in scorer.fusion.weakly_named(scorer.labels, vocabulary.names).items():
+            notes.append(("warning", f"label {label!r}: {WEAK_NAME_ADVICE.format(nearest=nearest)}"))
+    asked = agree is not None or any(a is not None for a in label_set.agreement())
+    if asked and (scorer.fusion is None or scorer.fusion.head_rows is None):
+        notes.append(
+            (
+                "warning",
+                "the student's agreement (--agree, agree: in the label set) has no effect here: no label of "
+                f"{label_set.name!r} is scored with a vocabulary head (bundle {bundle.path} has none in its "
+                "model.json, or every label is new)",
+            )
+        )
+    if windowing.hop_frames > windowing.window_frames:
+        notes.append(
+            (
+                "warning",
+                f"hop {windowing.hop_seconds:g} s is longer than the window "
+                f"{windowing.window_seconds:g} s: {windowing.hop_seconds - windowing.window_seconds:g} s "
+                "of audio between windows is never analysed; use a hop <= the window",
+            )
+        )
+    return notes
+
+
 def listen(
     options: ListenOptions,
     sink: Sink | None = None,
@@ -403,40 +451,7 @@ def listen(
                 heard=(vocabulary.names, options.heard) if options.heard and vocabulary is not None else None,
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
-            if scorer.fusion is not None and vocabulary is not None:
-                meanings = scorer.fusion.meanings(scorer.labels, vocabulary.names, k=1)
-                if meanings:
-                    named = ", ".join(f"{label} (as {meaning})" for label, meaning in meanings.items())
-                    vetoed = scorer.fusion.vetoed(scorer.labels)
-                    held = f"; beside them, held back where the vocabulary does not hear them: {', '.join(vetoed)}"
-                    notes.append(
-                        (
-                            "info",
-                            f"labels no one trained, scored by the bundle's vocabulary: {named}"
-                            + (held if vetoed else ""),
-                        )
-                    )
-                for label, nearest in scorer.fusion.weakly_named(scorer.labels, vocabulary.names).items():
-                    notes.append(("warning", f"label {label!r}: {WEAK_NAME_ADVICE.format(nearest=nearest)}"))
-            asked = options.agree is not None or any(agree is not None for agree in label_set.agreement())
-            if asked and (scorer.fusion is None or scorer.fusion.head_rows is None):
-                notes.append(
-                    (
-                        "warning",
-                        "the student's agreement (--agree, agree: in the label set) has no effect here: no label of "
-                        f"{label_set.name!r} is scored with a vocabulary head (bundle {bundle.path} has none in its "
-                        "model.json, or every label is new)",
-                    )
-                )
-            if windowing.hop_frames > windowing.window_frames:
-                notes.append(
-                    (
-                        "warning",
-                        f"hop {windowing.hop_seconds:g} s is longer than the window "
-                        f"{windowing.window_seconds:g} s: {windowing.hop_seconds - windowing.window_seconds:g} s "
-                        "of audio between windows is never analysed; use a hop <= the window",
-                    )
-                )
+            notes += start_notes(bundle, label_set, scorer, vocabulary, windowing, options.agree)
             return listener.run(source, stop, notes=notes, heartbeat=heartbeat, reconnect=reconnect, tap=tap)
     finally:
         if own_sink:

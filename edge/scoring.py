@@ -117,6 +117,13 @@ class Scorer:
         bias = np.zeros(len(labels)) if biases is None else np.asarray(biases, dtype=np.float64)
         if bias.shape != (len(labels),) or not np.all(np.isfinite(bias)):
             raise ValueError(f"Scorer: {bias.shape} biases for {len(labels)} labels: one finite bias per label")
+        if agree is not None and (
+            len(agree) != len(labels) or any(a is not None and not 0.0 <= a <= 1.0 for a in agree)
+        ):
+            raise ValueError(
+                f"Scorer: agreements {list(agree)} for {len(labels)} labels: one per label, each a score in "
+                "[0, 1] (0: none) or None (the bundle's)"
+            )
         self.labels = tuple(labels)
         self.logit_scale, self.kind, self.logit_bias = float(logit_scale), kind, float(logit_bias)
         self.temperature, self.biases = float(temperature), bias

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from edge.errors import BundleError
 from edge.scoring import Scorer
@@ -266,6 +267,20 @@ def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo
     warnings = [s.message for s in sink.of("status") if s.level == "warning"]
     assert [w for w in warnings if "no name of the vocabulary" in w] == [
         f"label 'leaf_blower': {weak[0].split(': ', 2)[2]}"]
+    # check-config says the same of a service's set before it is deployed, with what scores the new labels
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    config = tmp_path / "service.yaml"
+    config.write_text(f"schema_version: 1\nmodel: {{bundle: {demo_bundle.path}}}\nlabels: {{set: {labels}}}\n")
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(config)])
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if line.startswith(("# info: ", "# warning: "))]
+    assert notes[0].startswith("# info: labels no one trained, scored by the bundle's vocabulary: doorbell (as "
+                               "Doorbell 0.9")
+    assert notes[1:] == [f"# warning: label 'leaf_blower': {weak[0].split(': ', 2)[2]}"]
+    assert yaml.safe_load(result.output)["labels"]["set"] == str(labels)  # still the effective config in YAML
 
 
 def test_listen_heard_shows_what_the_vocabulary_hears_in_each_window(demo_bundle, tmp_path):
@@ -476,9 +491,13 @@ def test_a_label_set_s_agreement_replaces_the_bundle_s_label_by_label():
     assert evidence[0] == shown[0] and list(agree) == [0.25, 0.0, 0.0]  # the student's 0.28 is enough
     shown, evidence, agree = read(None, [0.3, 0.3, 0.3])
     assert evidence[0] == 0.0 and evidence[2] == shown[2]  # a new label is never gated
-    with pytest.raises(ValueError, match="2 agreements for 3 labels"):
-        Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid",
-               vocabulary=with_head(0.5, 0.5), agree=[0.1, 0.2])
+    for voc in (with_head(0.5, 0.5), None):  # a wrong agreement is an error, with a head or without
+        with pytest.raises(ValueError, match=r"agreements \[0.1, 0.2\] for 3 labels"):
+            Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid", vocabulary=voc,
+                   agree=[0.1, 0.2])
+        with pytest.raises(ValueError, match=r"each a score in \[0, 1\]"):
+            Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid", vocabulary=voc,
+                   agree=[0.1, 1.5, None])
 
 
 def test_with_a_head_a_set_of_trained_labels_runs_the_vocabulary_and_without_weight_it_does_not():
