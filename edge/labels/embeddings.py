@@ -45,6 +45,7 @@ progress.setLevel(logging.INFO)
 PROMPT_BATCH = 32
 PROGRESS_SECONDS = 1.0  # at most one progress line per second while a large set is embedded
 INTO = ("auto", "bundle", "cache")  # where `embed-labels` writes
+RENAME = "give the site's set a `name:` of its own in its YAML (e.g. `name: my_site`)"
 # What a damaged .npz raises inside np.load: a truncated zip, a bad member, a short read.
 UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
@@ -386,16 +387,62 @@ def target_dir(bundle: Bundle, into: str = "auto") -> tuple[Path, str]:
     return cache_dir(bundle.meta.model_id), "cache"
 
 
+def bundle_owned_clash(bundle: Bundle, label_set: LabelSet) -> str | None:
+    """Why `label_set` must not be written over <bundle>/labels/<name>.npz (None: it may): the
+    bundle's vocabulary reads that file (its classes, or a set the student was trained on: how it
+    tells trained labels from new ones), and the set embeds other names or prompts."""
+    vocabulary = bundle.meta.vocabulary
+    if vocabulary is None:
+        return None
+    own = "its classes" if label_set.name == vocabulary["labels"] else None
+    if own is None and label_set.name in vocabulary.get("trained", ()):
+        own = "the labels its student was trained on"
+    path = bundle.labels_dir / f"{label_set.name}.npz"
+    if own is None or not path.is_file():
+        return None
+    try:
+        shipped = LabelEmbeddings.load(path)
+    except LabelEmbeddingsError:
+        return None  # damaged: the command that repairs it writes the bundle's own set here
+    if shipped.labels_sha256 == label_set.sha256:
+        return None
+    return (
+        f"{path} is the bundle's own: its vocabulary reads it for {own}, and label set {label_set.name!r} "
+        f"({label_set.source}) embeds other names or prompts"
+    )
+
+
 def embed_label_sets(bundle: Bundle, specs, into: str = "auto", threads: int | None = None) -> list[Embedded]:
     """Compute each label set (NAME or PATH) with the bundle's text tower and write its .npz
-    atomically into the bundle's labels/ or the user cache (`into`: auto, bundle, cache)."""
+    atomically into the bundle's labels/ or the user cache (`into`: auto, bundle, cache).
+
+    Never over a file the bundle's vocabulary reads (`bundle_owned_clash`: a site's copy of
+    urban.yaml that kept `name: urban`): --into bundle refuses, auto writes that set to the cache."""
     from edge.labels.labelset import resolve_label_set
 
     folder, place = target_dir(bundle, into)
     label_sets = [resolve_label_set(spec) for spec in specs]  # every YAML checked before any work
-    written = []
+    sources: dict[str, str] = {}
     for label_set in label_sets:
+        if label_set.name in sources:
+            raise LabelSetError(
+                f"label sets {sources[label_set.name]} and {label_set.source} are both named {label_set.name!r}: "
+                "each is stored as <name>.npz, so one would replace the other; give one another `name:`"
+            )
+        sources[label_set.name] = label_set.source
+    targets = []
+    for label_set in label_sets:
+        clash = bundle_owned_clash(bundle, label_set) if place == "bundle" else None
+        if clash and into == "bundle":
+            raise LabelSetError(f"cannot write label set {label_set.name!r} into the bundle: {clash}; {RENAME}")
+        if clash:
+            log.warning("%s: writing it to the user cache instead (%s)", clash, RENAME)
+            targets.append((label_set, cache_dir(bundle.meta.model_id), "cache"))
+        else:
+            targets.append((label_set, folder, place))
+    written = []
+    for label_set, target, where in targets:
         embeddings = compute_label_embeddings(bundle, label_set, threads)
-        path = embeddings.save(folder / f"{label_set.name}.npz")
-        written.append(Embedded(label_set, embeddings, path, place))
+        path = embeddings.save(target / f"{label_set.name}.npz")
+        written.append(Embedded(label_set, embeddings, path, where))
     return written

@@ -341,6 +341,31 @@ def check_audio_graph(ctx: _Context) -> Check:
     )
 
 
+def check_vocabulary(ctx: _Context) -> list[Check]:
+    """Load the vocabulary branch as listen does (names, trained labels' embeddings, head,
+    familiar): a labels/*.npz or head.npz that no longer fits the bundle fails every start."""
+    if ctx.bundle is None or ctx.bundle.meta.vocabulary is None:
+        return []
+    from edge.errors import BundleError
+    from edge.vocabulary import Vocabulary
+
+    try:
+        vocabulary = Vocabulary.from_bundle(ctx.bundle)
+    except BundleError as err:
+        return [Check("vocabulary", FAIL, str(err), REEXPORT_FIX)]
+    assert vocabulary is not None
+    return [
+        Check(
+            "vocabulary",
+            OK,
+            f"{ctx.bundle.meta.vocabulary['graph'].file}: {len(vocabulary.names)} named classes, "
+            f"{len(vocabulary.trained)} trained labels"
+            + ("" if vocabulary.head is None else ", a head")
+            + ("" if vocabulary.familiar is None else ", familiar"),
+        )
+    ]
+
+
 def check_engines(ctx: _Context) -> list[Check]:
     if ctx.bundle is None:
         return [Check("engines", WARN, "not checked: no bundle (see bundle above)", "fix the bundle first")]
@@ -595,6 +620,7 @@ CHECKS: tuple[Callable[[_Context], Check | list[Check]], ...] = (
     check_gpu,
     check_bundle,
     check_audio_graph,
+    check_vocabulary,
     check_engines,
     check_label_sets,
     check_cache,

@@ -41,12 +41,14 @@ def statuses(output: str) -> dict[str, str]:
 
 def test_a_good_bundle_is_ok(demo_bundle, tmp_path):
     folder = bundle_copy(demo_bundle, tmp_path)
-    (folder / "labels" / "esc50.npz").unlink()  # the demo bundle ships both sets: leave one to compute
-    result = invoke("--bundle", str(folder), "--labels", "urban")
+    site = tmp_path / "site.yaml"
+    site.write_text("name: site\nlabels: [siren, doorbell]\n")
+    result = invoke("--bundle", str(folder), "--labels", str(site))
     found = statuses(result.output)
     assert found["bundle"] == OK and found["audio graph"] == OK
+    assert found["vocabulary"] == OK and "521 named classes, 60 trained labels, a head" in result.output
     assert found["labels urban"] == OK  # precomputed in the bundle
-    assert found["labels esc50"] == OK  # not precomputed, but text.onnx can compute it
+    assert found["labels site"] == OK  # not precomputed, but text.onnx can compute it
     assert found["python"] == OK and found["onnxruntime"] == OK
     assert "ready in" in result.output and "computable on the device" in result.output
     assert demo_bundle.meta.model_id in result.output
@@ -54,6 +56,15 @@ def test_a_good_bundle_is_ok(demo_bundle, tmp_path):
     assert result.exit_code == (1 if FAIL in found.values() else 0)
     last = result.output.strip().splitlines()[-1]
     assert ("fix the FAIL lines" in last) == (FAIL in found.values())
+
+
+def test_a_vocabulary_file_that_no_longer_fits_the_bundle_fails(demo_bundle, tmp_path):
+    """The trained labels' embeddings (labels/esc50.npz) gone or replaced: every start fails, so doctor must."""
+    folder = bundle_copy(demo_bundle, tmp_path)
+    (folder / "labels" / "esc50.npz").unlink()
+    result = invoke("--bundle", str(folder))
+    assert statuses(result.output)["vocabulary"] == FAIL and "esc50.npz" in result.output
+    assert result.exit_code == 1 and "fix the FAIL lines" in result.output.strip().splitlines()[-1]
 
 
 def test_every_problem_has_a_fix(demo_bundle):

@@ -188,6 +188,43 @@ def test_embed_labels_into_the_cache_and_when_the_bundle_is_read_only(bundle_cop
                    "--into cache")
 
 
+def test_embed_labels_never_replaces_a_set_the_bundle_s_vocabulary_reads(bundle_copy, cache, tmp_path):
+    """A site's copy of urban.yaml that kept `name: urban`: its embeddings written over the bundle's
+    urban.npz would make the vocabulary take other labels for the trained ones and the bundle fail
+    to load; --into bundle refuses, auto writes it to the cache, and the bundle keeps working."""
+    from edge.vocabulary import Vocabulary
+
+    shipped = bundle_copy.labels_dir / "urban.npz"
+    before = shipped.read_bytes()
+    site = tmp_path / "site.yaml"
+    site.write_text("name: urban\nlabels: [siren, dog_bark, doorbell]\n")
+    runner = CliRunner()
+    args = ["embed-labels", "--bundle", str(bundle_copy.path), "--labels", str(site)]
+    one_line_error(runner.invoke(edge.cli.main, [*args, "--into", "bundle"]), f"{shipped} is the bundle's own",
+                   "the labels its student was trained on", "`name:` of its own")
+    assert shipped.read_bytes() == before
+    result = runner.invoke(edge.cli.main, args)  # auto
+    target = cache_dir(bundle_copy.meta.model_id) / "urban.npz"
+    assert result.exit_code == 0 and f"-> {target} (cache)" in result.output, result.output
+    assert shipped.read_bytes() == before and Vocabulary.from_bundle(bundle_copy) is not None
+    assert label_embeddings_for(bundle_copy, resolve_label_set(str(site))).labels == ("siren", "dog_bark", "doorbell")
+    (bundle_copy.labels_dir / "audioset.npz").rename(tmp_path / "audioset.npz")
+    audioset = tmp_path / "audioset.yaml"  # a file the bundle lacks is written (an export puts it there)
+    audioset.write_text("name: audioset\nlabels: [a]\n")
+    done = runner.invoke(edge.cli.main, ["embed-labels", "--bundle", str(bundle_copy.path), "--labels", str(audioset),
+                                          "--into", "bundle"])
+    assert done.exit_code == 0 and "(bundle)" in done.output, done.output
+    # two sets of one name in one call: refused before anything is written
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "site.yaml").write_text("name: kitchen\nlabels: [kettle]\n")
+    (tmp_path / "site2.yaml").write_text("name: kitchen\nlabels: [toaster]\n")
+    one_line_error(runner.invoke(edge.cli.main, ["embed-labels", "--bundle", str(bundle_copy.path), "--labels",
+                                                 str(other / "site.yaml"), "--labels", str(tmp_path / "site2.yaml")]),
+                   "are both named 'kitchen'", "another `name:`")
+    assert not (bundle_copy.labels_dir / "kitchen.npz").exists()
+
+
 @pytest.mark.slow  # embeds 80 prompts with the int8 text graph: ~12 s of CPU on 2 cores
 def test_embed_labels_needs_no_torch_and_long_embeddings_show_progress_on_stderr(demo, tmp_path):
     """A first start with many new labels says what it embeds on stderr, without -v; never on stdout."""
