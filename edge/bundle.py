@@ -443,13 +443,17 @@ class Bundle:
                 )
 
 
-def read_bundle(path: str | Path, verify: bool = False) -> Bundle:
-    """Read and check a bundle folder; with `verify`, also hash its ONNX files."""
+def read_bundle(path: str | Path, verify: bool = False, named_by: str = "--bundle") -> Bundle:
+    """Read and check a bundle folder; with `verify`, also hash its ONNX files. `named_by`: what
+    gave the path (an option, or the environment variable), named in the error for a wrong one."""
     path = Path(path)
     meta_path = path / META_FILE
     if not meta_path.is_file():
         what = "is not a folder" if not path.is_dir() else f"has no {META_FILE}"
-        raise BundleError(f"bundle {path} {what}: point --bundle at a folder written by `semanticac-train export`")
+        origin = "" if named_by == "--bundle" else f" (from {named_by})"
+        raise BundleError(
+            f"bundle {path}{origin} {what}: point {named_by} at a folder written by `semanticac-train export`"
+        )
     data = read_json(meta_path, BundleError, "copy the bundle again, or re-export it with `semanticac-train export`")
     try:
         meta = parse_bundle_meta(data)
@@ -496,7 +500,8 @@ def resolve_bundle_origin(option: str | Path | None = None) -> tuple[Bundle, str
     if option:
         return read_bundle(option), f"--bundle {option}"
     if os.environ.get(BUNDLE_ENV):
-        return read_bundle(os.environ[BUNDLE_ENV]), f"${BUNDLE_ENV} = {os.environ[BUNDLE_ENV]}"
+        path = os.environ[BUNDLE_ENV]
+        return read_bundle(path, named_by=f"${BUNDLE_ENV}"), f"${BUNDLE_ENV} = {path}"
     demo = shipped_bundle()
     if demo is None:
         raise BundleError(

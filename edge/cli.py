@@ -125,7 +125,7 @@ def labels(spec: str, bundle: str | None) -> None:
     for label, agree in zip(label_set.labels, label_set.agreement()):
         group = f"  [{label.group}]" if label.group else ""
         agreement = "" if agree is None else f", agree {agree:g}"
-        click.echo(f"  {label.name:<24} threshold {label.threshold:.2f}{agreement}{group}")
+        click.echo(f"  {label.name:<24} threshold {label.threshold:g}{agreement}{group}")
         counts = token_counts(tokenizer, list(label.prompts)) if tokenizer else [None] * len(label.prompts)
         for prompt, count in zip(label.prompts, counts):
             flag = "" if count is None else f"  ({count} tokens)"
@@ -142,8 +142,8 @@ def labels(spec: str, bundle: str | None) -> None:
 
 def _bundle_tokenizer(bundle: str | None):
     """(tokenizer, context length) of the bundle's text tower, or (None, None) when the default
-    bundle has none; an explicit --bundle that cannot be read is an error."""
-    from edge.bundle import resolve_bundle
+    bundle has none; an explicit --bundle or $SEMANTICAC_BUNDLE that cannot be read is an error."""
+    from edge.bundle import BUNDLE_ENV, resolve_bundle
     from edge.labels.tokenizers import load_tokenizer
 
     try:
@@ -153,7 +153,7 @@ def _bundle_tokenizer(bundle: str | None):
             return None, None
         tokenizer = load_tokenizer(found.tokenizer_dir)
     except SemanticACError as err:
-        if bundle:
+        if bundle or os.environ.get(BUNDLE_ENV):
             raise
         log.info("no bundle tokenizer (%s): token counts not shown", err)
         return None, None

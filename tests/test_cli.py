@@ -1,5 +1,6 @@
 """The three console scripts: help, version, and one-line errors (never a traceback)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import calibrate.cli
 import edge.cli
 import train.cli
 from edge import __version__
+from edge.labels.labelset import resolve_label_set
 from tests.bundles import make_bundle
 
 
@@ -34,6 +36,9 @@ def test_labels_command_shows_the_prompts():
     result = CliRunner().invoke(edge.cli.main, ["labels", "urban"])
     assert result.exit_code == 0
     assert "'an audio clip of dog bark'" in result.output and "10 labels" in result.output
+    thresholds = {label.name: label.threshold for label in resolve_label_set("urban").labels}
+    for name, threshold in thresholds.items():  # as the set says (a fitted 0.854 is not shown as 0.85)
+        assert re.search(rf"^  {name} +threshold {threshold:g}\b", result.output, re.M), (name, result.output)
 
 
 def test_bad_label_set_is_one_line(tmp_path):

@@ -173,6 +173,7 @@ def run_bench(
     if not seconds > 0:
         raise ValueError(f"seconds={seconds!r} must be positive (seconds of timing per backend)")
     bundle = resolve_bundle(options.bundle)
+    label_set = resolve_label_set(options.labels)  # a wrong --labels fails before any timing
     threads = options.threads
     fe = bundle.meta.frontend
     windowing = options.windowing(bundle)
@@ -209,7 +210,6 @@ def run_bench(
         }
     vocabulary = time_vocabulary(bundle, frames, windowing.model_frames, threads, seconds)
     if vocabulary is not None:
-        label_set = resolve_label_set(options.labels)
         vocabulary.update(in_window=scorer_for(bundle, label_set, threads)[1] is not None, labels=label_set.name)
     added = vocabulary if vocabulary and vocabulary["in_window"] else {"p50_ms": 0.0, "p99_ms": 0.0}
     per_hop = frontend["incremental_ms_per_hop"] / 1e3

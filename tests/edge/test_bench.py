@@ -101,6 +101,14 @@ def test_a_hop_shorter_than_a_frame_is_a_usage_error(demo_bundle):
     assert result.exit_code == 2 and "--hop nan is not allowed" in result.output
 
 
+def test_a_wrong_labels_fails_before_any_timing(demo_bundle, monkeypatch):
+    import edge.tools.bench as bench
+
+    monkeypatch.setattr(bench, "time_frontend", lambda *a: pytest.fail("timed before the label set was read"))
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--labels", "nosuch"])
+    assert result.exit_code == 1 and "nosuch" in result.output and "Traceback" not in result.output, result.output
+
+
 def test_a_set_that_does_not_run_the_vocabulary_graph_is_not_charged_for_it(demo_bundle, tmp_path):
     # the demo bundle without its head and intruder measurement: trained labels alone run the audio
     # graph only, a label no one trained runs the vocabulary graph too

@@ -99,6 +99,19 @@ def test_resolution_order(tmp_path, monkeypatch):
     monkeypatch.setenv(BUNDLE_ENV, str(b))
     assert resolve_bundle(a).meta.model_id == "a"
     assert resolve_bundle(None).meta.model_id == "b"
+    monkeypatch.setenv(BUNDLE_ENV, str(tmp_path / "gone"))  # set in a profile months ago: the error says so
+    with pytest.raises(BundleError, match=rf"gone \(from \${BUNDLE_ENV}\) is not a folder: point \${BUNDLE_ENV} at"):
+        resolve_bundle(None)
+    with pytest.raises(BundleError, match=r"gone is not a folder: point --bundle at"):
+        resolve_bundle(tmp_path / "gone")
+    long = tmp_path / "long.yaml"  # `labels` checks token counts against it: an unreadable one is an error
+    long.write_text("name: long\nlabels: [a]\n")
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    result = CliRunner().invoke(edge.cli.main, ["labels", str(long)])
+    assert result.exit_code == 1 and f"from ${BUNDLE_ENV}" in result.output, result.output
     monkeypatch.delenv(BUNDLE_ENV)
     monkeypatch.setattr("edge.bundle.shipped_bundle", lambda: None)
     with pytest.raises(BundleError, match="no model bundle: --bundle was not given"):
