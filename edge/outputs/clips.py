@@ -15,7 +15,9 @@ before it, so a pre_roll of about the window length keeps its beginning.
 
 Files: `<dir>/<onset as YYYYmmddTHHMMSSZ>_<event_id>_<label>.flac` (16-bit, the model rate),
 written atomically by a worker thread (a bounded queue: the audio path never waits on the
-disk), after which the oldest clips go until the folder holds at most `max_megabytes`.
+disk), after which the oldest clips go until the folder holds at most `max_megabytes` of them
+(only files named as this writes them count, and only they are removed: other files of a shared
+folder are left alone).
 `clip_for(event)` gives the name at the event's start, so the event log and MQTT can name it.
 
 A reopened device: the listen loop's stream time goes on across the gap (it resumes at the
@@ -82,6 +84,11 @@ class ClipsConfig:
 
     def resolve_dir(self, state_dir: str | Path) -> Path:
         return Path(self.dir).expanduser() if self.dir is not None else Path(state_dir) / DIR_NAME
+
+
+# The names this recorder writes (clip_for); the disk budget counts and removes only these, never
+# other files a shared folder holds.
+CLIP_NAME = re.compile(r"\d{8}T\d{6}Z_\d+_[A-Za-z0-9.-][A-Za-z0-9._-]*\.flac")
 
 
 def clip_label(label: str) -> str:
@@ -322,7 +329,7 @@ class ClipRecorder(Sink):
             clips = sorted(
                 (stat.st_mtime, p.name, stat.st_size, p)
                 for p in self.dir.glob("*.flac")
-                if not p.name.startswith(".") and (stat := p.stat())
+                if CLIP_NAME.fullmatch(p.name) and (stat := p.stat())
             )
             total = sum(size for _, _, size, _ in clips)
             budget = self.config.max_megabytes * MEGABYTE

@@ -1,6 +1,7 @@
 """Clips: the real listen pipeline through a tapped FileSource, real FLAC files, a real folder."""
 
 import logging
+import os
 import re
 
 import numpy as np
@@ -105,6 +106,13 @@ class Feed:
 
 def test_the_disk_budget_removes_the_oldest_clips(tmp_path):
     clips = recorder(tmp_path, max_megabytes=0.25)  # room for three clips of 3.5 s of noise (~70 kB each)
+    # a folder shared with other files (clips.dir set by the user): an old recording of theirs,
+    # larger than the budget, is neither counted nor removed
+    clips.dir.mkdir(parents=True, exist_ok=True)
+    precious = clips.dir / "my_recording.flac"
+    sf.write(precious, np.zeros(RATE * 30, np.float32) + 0.1 * np.random.default_rng(1).standard_normal(RATE * 30),
+             RATE)
+    os.utime(precious, (0, 0))
     feed = Feed(clips, tmp_path)
     names = []
     for i in range(5):
@@ -113,7 +121,8 @@ def test_the_disk_budget_removes_the_oldest_clips(tmp_path):
         feed.until(5.0 + 4 * i)  # the post-roll has come: the worker writes it
     feed.source.stop()
     clips.close()
-    kept = clips_in(clips.dir)
+    assert precious.stat().st_size > 0.25e6
+    kept = [name for name in clips_in(clips.dir) if name != precious.name]
     assert kept == names[-len(kept):] and 2 <= len(kept) < 5 and clips.removed == 5 - len(kept)
     assert sum((clips.dir / name).stat().st_size for name in kept) <= 0.25e6
     np.testing.assert_array_equal(feed.clip(names[-1]), feed.audio[round(17.0 * RATE):round(20.5 * RATE)])
