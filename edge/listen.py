@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime, timezone
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -533,6 +534,7 @@ class Listener:
         stop = stop or threading.Event()
         beat = heartbeat or (lambda: None)
         began = time.monotonic()
+        self.sink.start_clock(datetime.now(timezone.utc))
         for level, message in notes:
             self._status(level, message)
         failure: SemanticACError | None = None

@@ -22,9 +22,10 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   with ANSI cursor moves; events and status lines scroll above it and stay.
 
 `t` is seconds since the stream began; a window's `t` is the stream time of its END. `utc`
-is `origin + t`, `origin` being the UTC wall-clock time of stream time 0 (the loop passes
-when capture started; default: when the sink was made). A `start` is dated at its onset and
-emitted `min_duration` later (edge.events), so it follows windows with a later `t`.
+is `origin + t`, `origin` being the UTC wall-clock time of stream time 0 (the loop sets it as
+it starts to read the source, `Sink.start_clock`, unless the sink was made with one). A
+`start` is dated at its onset and emitted `min_duration` later (edge.events), so it follows
+windows with a later `t`.
 """
 
 from __future__ import annotations
@@ -83,8 +84,16 @@ class Sink:
     def __init__(self, stream: TextIO | None = None, origin: datetime | None = None):
         self.stream = stream if stream is not None else sys.stdout
         self.origin = origin if origin is not None else datetime.now(timezone.utc)
+        self.origin_given = origin is not None
         if self.origin.tzinfo is None:
             raise ValueError(f"sink origin {self.origin.isoformat()} has no timezone: pass an aware UTC datetime")
+
+    def start_clock(self, now: datetime) -> None:
+        """Stream time 0 is `now`: the listen loop calls it as it starts to read the source, after
+        the model, the label embeddings and the device are ready (a first start that embeds a set
+        takes minutes on a Jetson). A sink made with an origin keeps it."""
+        if not self.origin_given:
+            self.origin = now
 
     def utc(self, t: float) -> str:
         moment = (self.origin + timedelta(seconds=t)).astimezone(timezone.utc)
@@ -206,6 +215,11 @@ class FanOut(Sink):
     def __init__(self, sinks: Sequence[Sink], origin: datetime | None = None):
         super().__init__(stream=sys.stderr, origin=origin)
         self.sinks = list(sinks)
+        for sink in self.sinks:
+            sink.origin = self.origin
+
+    def start_clock(self, now: datetime) -> None:
+        super().start_clock(now)
         for sink in self.sinks:
             sink.origin = self.origin
 

@@ -123,6 +123,36 @@ def test_a_hop_longer_than_the_window_warns(demo_bundle, clip):
     assert summary.windows == 2 and summary.error is None  # windows end at 2 and 5 s
 
 
+def test_stream_time_0_is_when_the_loop_starts_to_read_not_when_the_sink_was_made(demo_bundle, clip, monkeypatch):
+    """A first start that embeds a label set (minutes on a Jetson) must not date every record early."""
+    import io
+    from datetime import datetime, timedelta, timezone
+
+    import edge.listen
+    from edge.outputs.sinks import FanOut, JsonLines
+
+    slow = edge.listen.scorer_for
+
+    def embedding_for_a_while(*args, **kwargs):
+        time.sleep(1.0)
+        return slow(*args, **kwargs)
+
+    monkeypatch.setattr(edge.listen, "scorer_for", embedding_for_a_while)
+    stream = io.StringIO()
+    made = datetime.now(timezone.utc)
+    sink = FanOut([JsonLines(stream)])  # as the service makes its outputs, before the model is loaded
+    listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(clip), fast=True), sink=sink)
+    windows = [r for r in map(json.loads, stream.getvalue().splitlines()) if r["type"] == "window"]
+    origin = datetime.fromisoformat(windows[0]["utc"]) - timedelta(seconds=windows[0]["t"])
+    assert origin - made >= timedelta(seconds=1.0), (made, origin)
+    fixed = datetime(2026, 1, 1, tzinfo=timezone.utc)  # a sink made with an origin keeps it
+    stream = io.StringIO()
+    listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(clip), fast=True),
+           sink=JsonLines(stream, origin=fixed))
+    first = next(r for r in map(json.loads, stream.getvalue().splitlines()) if r["type"] == "window")
+    assert datetime.fromisoformat(first["utc"]) == fixed + timedelta(seconds=first["t"])
+
+
 def test_an_agreement_that_checks_nothing_warns(demo_bundle, clip, tmp_path):
     """A set of new labels only is scored by the vocabulary alone: no head to agree with."""
     new = tmp_path / "new.yaml"
