@@ -5,7 +5,8 @@
       -> listen(options, sink, stop, backend, heartbeat) until the source ends or a stop signal
 
 `ServiceSink` is what systemd and the journal see: READY=1 once the first window has been
-scored (audio flows and the model answered), a STATUS= line (labels, backend, audio, windows
+scored (audio flows and the model answered), or once the loop reports the microphone lost
+(missing at boot: the service is up and reopening it), a STATUS= line (labels, backend, audio, windows
 per second, the last event, the last warning), WATCHDOG=1 from the loop's heartbeat, and a
 log line per event start/end. `serve` sends STOPPING=1 when the loop ends.
 
@@ -151,10 +152,13 @@ class ServiceSink(Sink):
     def window(self, result: WindowResult) -> None:
         self.windows += 1
         if not self.ready:
-            self.ready = True
-            self._since, self._since_windows = self.clock(), self.windows  # the rate counts from here
-            self.notifier.ready(self.line())
-            log.info("ready: %s", self.line())
+            self._become_ready()
+
+    def _become_ready(self) -> None:
+        self.ready = True
+        self._since, self._since_windows = self.clock(), self.windows  # the rate counts from here
+        self.notifier.ready(self.line())
+        log.info("ready: %s", self.line())
 
     def event(self, event: Event) -> None:
         clock = self.utc(event.t)[11:19]
@@ -183,6 +187,10 @@ class ServiceSink(Sink):
             self.alert = ""
         if status.level != "info" or status.code:
             self._changed = True
+        if status.code == "audio_lost" and not self.ready:
+            # a microphone missing at boot: the service is up and reopening it (not a start that
+            # hangs), so systemd must not time the start out and restart it into the same wait
+            self._become_ready()
 
     def heartbeat(self) -> None:
         """Called by the listen loop after every read: the watchdog, and STATUS= when an event or a
