@@ -39,6 +39,14 @@ def setup_logging(verbosity: int) -> None:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def apply_log_level(name: str) -> None:
+    """The service config's `service.log_level` (debug ... error) for the root logger, unless the
+    command line's -v / -vv asked for more."""
+    root, level = logging.getLogger(), getattr(logging, name.upper())
+    asked = root.getEffectiveLevel()
+    root.setLevel(level if asked >= logging.WARNING else min(asked, level))
+
+
 def stderr_is_journal() -> bool:
     """$JOURNAL_STREAM is `device:inode` of the stream journald reads; it counts only when it is
     stderr's (a child whose stderr was redirected inherits the variable, not the stream)."""
@@ -757,8 +765,9 @@ SET_OPTION = click.option(
     "--state-dir",
     default=None,
     type=click.Path(file_okay=False, path_type=str),
-    help="Where the event log and clips go. Default: $STATE_DIRECTORY (systemd), else service.state_dir of the "
-    "config, else ~/.local/state/semanticac-edge.",
+    help="Where the event log and clips go (service.state_dir of the config; default "
+    "~/.local/state/semanticac-edge). Under systemd its $STATE_DIRECTORY wins over both: the unit's file "
+    "system is read-only elsewhere.",
 )
 @service_errors
 def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -> None:
@@ -774,9 +783,7 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     from edge.service.serve import serve as run_service
 
     config = load_config(config_path, overrides)
-    level = getattr(logging, config.service.log_level.upper())
-    root = logging.getLogger()
-    root.setLevel(min(root.getEffectiveLevel(), level))
+    apply_log_level(config.service.log_level)
     folder = resolve_state_dir(config, state_dir)
     notifier = Notifier.from_environ()
     with stop_on_signals() as stop:

@@ -295,11 +295,41 @@ def read_config_file(path: str | Path) -> Any:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
     try:
-        return yaml.safe_load(text)
+        twice = _repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))
+        document = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{line}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if twice is not None:  # YAML keeps the last one: the first would be silently ignored
+        key, first, again = twice
+        raise ConfigError(
+            f"{path}:{again}: {key} appears twice (lines {first} and {again}): only the last would count; "
+            "keep one (the example already has every key: edit it in place)",
+            key=key,
+        )
+    return document
+
+
+def _repeated_key(node: yaml.Node | None, prefix: str = "") -> tuple[str, int, int] | None:
+    """The first mapping key that appears twice in a composed YAML document: (dotted key, first
+    line, second line), else None."""
+    if isinstance(node, yaml.MappingNode):
+        lines: dict[str, int] = {}
+        for key, value in node.value:
+            name = f"{prefix}{key.value}"
+            if name in lines:
+                return name, lines[name], key.start_mark.line + 1
+            lines[name] = key.start_mark.line + 1
+            found = _repeated_key(value, f"{name}.")
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _repeated_key(item, f"{prefix.rstrip('.')}[{i}].")
+            if found is not None:
+                return found
+    return None
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ServiceConfig:

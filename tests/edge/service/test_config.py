@@ -155,6 +155,41 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
         assert text in result.output, (what, result.output)
 
 
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    """YAML keeps the last of two: an `mqtt:` section added at the end of the example would
+    silently undo the `enabled: true` set in the first."""
+    path = tmp_path / "c.yaml"
+    path.write_text("schema_version: 1\nlabels: {set: urban}\nmqtt:\n  enabled: true\nlisten: {hop: 0.5}\n"
+                    "mqtt:\n  host: 192.168.1.10\n")
+    with pytest.raises(ConfigError, match=r"c.yaml:6: mqtt appears twice \(lines 3 and 6\)") as err:
+        load_config(path)
+    assert err.value.key == "mqtt"
+    path.write_text("schema_version: 1\nlabels:\n  set: urban\n  thresholds: {siren: 0.6, siren: 0.7}\n")
+    with pytest.raises(ConfigError, match=r"labels.thresholds.siren appears twice \(lines 4 and 4\)"):
+        load_config(path)
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(path)])
+    assert result.exit_code == 78 and "appears twice" in result.output
+
+
+def test_the_log_level_of_the_config_quietens_and_raises_and_minus_v_raises_it_more():
+    import logging
+
+    from edge.cli import apply_log_level
+
+    root = logging.getLogger()
+    before = root.level
+    try:
+        for cli, config_level, expected in [(logging.WARNING, "error", logging.ERROR),  # quieter than the default
+                                            (logging.WARNING, "debug", logging.DEBUG),
+                                            (logging.INFO, "error", logging.INFO),  # -v asked for more
+                                            (logging.DEBUG, "info", logging.DEBUG)]:
+            root.setLevel(cli)
+            apply_log_level(config_level)
+            assert root.level == expected, (cli, config_level)
+    finally:
+        root.setLevel(before)
+
+
 def test_a_file_that_is_not_yaml_names_its_line(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("schema_version: 1\nlisten:\n  hop: [1\n")
