@@ -99,9 +99,50 @@ BUNDLE = click.option(
     type=click.Path(exists=True, file_okay=False),
     help="Bundle folder. Default: $SEMANTICAC_BUNDLE, else the shipped demo bundle.",
 )
+
+
+def writable_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An output file whose folder can be written (made if missing), checked before any listening."""
+    from pathlib import Path
+
+    from edge.fsutil import unwritable_reason
+
+    problem = None if value is None else unwritable_reason(Path(value).parent)
+    if problem is not None:
+        raise click.BadParameter(f"{value!r} cannot be written ({problem}): choose a folder you can write to")
+    return value
+
+
 OUT = click.option(
-    "--out", required=True, type=click.Path(dir_okay=False, writable=True), help="The site's label set (YAML) to write."
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    callback=writable_output,
+    help="The site's label set (YAML) to write.",
 )
+
+
+def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
+    """The site's label set (`write_yaml()`) and its figure (`draw(path)`), all or nothing: the
+    figure is drawn into a temporary file beside `plot` first, takes its name only once the YAML
+    is written, and is removed if that fails. A file that cannot be written is one line."""
+    from edge.fsutil import atomic_path
+
+    writing = plot or out
+    try:
+        with contextlib.ExitStack() as stack:
+            if plot:
+                draw(stack.enter_context(atomic_path(plot, suffix=".png")))
+            writing = out
+            write_yaml()
+            writing = plot or out
+    except OSError as err:
+        raise click.ClickException(
+            f"cannot write {writing}: {err.strerror or err}; nothing was written: choose a folder you can write to"
+        ) from None
+    for path in (plot, out):
+        if path:
+            click.echo(f"wrote {path}")
 
 
 @main.command()
@@ -136,6 +177,7 @@ OUT = click.option(
     "--plot",
     type=click.Path(dir_okay=False),
     default=None,
+    callback=writable_output,
     help="PNG of false alarms per hour against threshold, per label (needs matplotlib).",
 )
 @click.option(
@@ -293,11 +335,6 @@ def thresholds(
             ", ".join(unmet),
         )
 
-    if plot:
-        from calibrate.plots import plot_false_alarms
-
-        plot_false_alarms(report, plot)
-        click.echo(f"wrote {plot}")
     how = "joined into one stream" if join else "each file its own stream"
     from edge.bundle import resolve_bundle
 
@@ -317,8 +354,14 @@ def thresholds(
         f"From {report.label_set.source} (labels_sha256 {report.label_set.sha256[:16]}...).",
         f"Command: {command_line(ctx)}",
     ] + ([f"Over budget even at 1.0: {', '.join(unmet)}"] if unmet else [])
-    write_label_set(out, report.label_set, thresholds=report.thresholds, agree=agree, header=header)
-    click.echo(f"wrote {out}")
+    from calibrate.plots import plot_false_alarms
+
+    write_outputs(
+        out,
+        partial(write_label_set, out, report.label_set, thresholds=report.thresholds, agree=agree, header=header),
+        plot,
+        partial(plot_false_alarms, report),
+    )
 
 
 @main.command()
@@ -337,6 +380,7 @@ def thresholds(
     "--plot",
     type=click.Path(dir_okay=False),
     default=None,
+    callback=writable_output,
     help="PNG of reliability diagrams before and after (needs matplotlib).",
 )
 @click.option(
@@ -410,11 +454,6 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     click.echo(f"{'label':<24} {'clips':>6} {'bias':>8}")
     for label, n, b in zip(label_set.names, report.per_label, cal.biases):
         click.echo(f"{label[:24]:<24} {int(n):>6d} {b:>+8.3f}" + ("" if n else "  (no clip: bias 0)"))
-    if plot:
-        from calibrate.plots import plot_reliability
-
-        plot_reliability(report, plot)
-        click.echo(f"wrote {plot}")
     header = [
         f"Label set {label_set.name!r} with a score calibration fitted by semanticac-calibrate {__version__} "
         f"on {date.today().isoformat()}:",
@@ -427,8 +466,11 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
         f"From {label_set.source} (labels_sha256 {label_set.sha256[:16]}...).",
         f"Command: {command_line(ctx)}",
     ]
-    write_label_set(out, report.label_set, header=header)
-    click.echo(f"wrote {out}")
+    from calibrate.plots import plot_reliability
+
+    write_outputs(
+        out, partial(write_label_set, out, report.label_set, header=header), plot, partial(plot_reliability, report)
+    )
 
 
 if __name__ == "__main__":

@@ -298,22 +298,38 @@ def test_bad_listen_option_is_a_usage_error(background, tmp_path):
 
 
 @needs_matplotlib
-def test_a_failing_plot_leaves_no_file(background, tmp_path, monkeypatch):
+@pytest.mark.parametrize("failing", ["plot", "yaml"])
+def test_a_failing_write_leaves_no_file(background, tmp_path, monkeypatch, failing):
+    """The figure and the site's set, all or nothing: a full disk at either is one line, no file."""
+    import calibrate.labelfile
     import calibrate.plots
 
-    def broken(report, path):
-        raise OSError("disk full")
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(calibrate.plots, "plot_false_alarms", broken)
-    out = tmp_path / "site.yaml"
-    with pytest.raises(OSError):
-        CliRunner().invoke(calibrate.cli.main, [
-            "thresholds", "--labels", "urban", "--background", str(background / "street1.wav"),
-            "--false-alarms-per-hour", "1", "--out", str(out), "--plot", str(tmp_path / "p.png"),
-            *cli_options(hop=3.0)], catch_exceptions=False)
-    assert not out.exists() and not (tmp_path / "p.png").exists()
-    assert list(tmp_path.iterdir()) == []  # no temporary file left either
+    monkeypatch.setattr(calibrate.plots if failing == "plot" else calibrate.labelfile,
+                        "plot_false_alarms" if failing == "plot" else "write_label_set", broken)
+    out, png = tmp_path / "site.yaml", tmp_path / "p.png"
+    result = run(["--labels", "urban", "--background", str(background / "street1.wav"), "--false-alarms-per-hour",
+                  "1", "--out", str(out), "--plot", str(png), *cli_options(hop=3.0)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert f"cannot write {png if failing == 'plot' else out}: No space left on device; nothing was written" \
+        in result.output
+    assert list(tmp_path.iterdir()) == []  # neither file, no temporary file either
 
+
+def test_an_output_that_cannot_be_written_fails_before_listening(background, tmp_path, monkeypatch):
+    import calibrate.thresholds
+
+    monkeypatch.setattr(calibrate.thresholds, "fit_thresholds", lambda *a, **k: pytest.fail("listened"))
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    for option in ("--out", "--plot"):
+        paths = {"--out": str(tmp_path / "x.yaml"), "--plot": str(tmp_path / "x.png"), option: str(
+            tmp_path / "file" / "x")}
+        result = run(["--labels", "urban", "--background", str(background), "--false-alarms-per-hour", "1",
+                      "--out", paths["--out"], "--plot", paths["--plot"]])
+        assert result.exit_code == 2 and option in result.output and "cannot be written" in result.output, \
+            result.output
 
 
 def test_plot_without_matplotlib_fails_before_listening(background, tmp_path, monkeypatch):
