@@ -276,6 +276,17 @@ def thresholds(
 
         clips = read_clip_csv(positives)
         check_labels(clips, resolve_label_set(labels_spec), f"--positives {positives}")
+        missing = [clip for clip in clips if not clip.path.is_file()]
+        if missing:  # said now, not after the background's listen
+            log.warning(
+                "--positives %s: %d of %d file(s) not found, skipped (first: %s, %s): paths are relative to the "
+                "CSV's folder",
+                positives,
+                len(missing),
+                len(clips),
+                missing[0].path,
+                missing[0].where,
+            )
         pairs = [(clip.path, clip.label) for clip in clips]
     report = fit_thresholds(
         options,
@@ -306,7 +317,7 @@ def thresholds(
     for fit in report.fits:
         line = (
             f"{fit.label[:24]:<24} {fit.old_threshold:>7.4g} {fit.threshold:>7.4g} {fit.starts:>7d} "
-            f"{fit.per_hour:>9.3g}" + ("" if fit.met else "  OVER BUDGET even at 1.0")
+            f"{fit.per_hour:>9.3g}" + ("" if fit.met else "  OVER BUDGET at every threshold")
         )
         if recall:
             line += f" {fit.positives:>9d}" + (
@@ -318,7 +329,7 @@ def thresholds(
     lowered = [fit.label for fit in report.fits if fit.threshold < fit.old_threshold]
     if lowered:
         click.echo(
-            f"{len(lowered)} threshold(s) lowered: the background never took them near their old value; "
+            f"{len(lowered)} threshold(s) lowered: the budget allows it on this background; "
             "sounds it did not hold may now start events (--only-raise keeps the old ones)"
         )
     unmet = [fit.label for fit in report.fits if not fit.met]
@@ -329,7 +340,7 @@ def thresholds(
             log.warning("the set starts more than %g events per hour even at the highest useful thresholds", per_hour)
     elif unmet:
         log.warning(
-            "%d label(s) start more than %g events per hour even at threshold 1.0: %s",
+            "%d label(s) start more than %g events per hour at every threshold tried: %s",
             len(unmet),
             per_hour,
             ", ".join(unmet),
@@ -353,7 +364,10 @@ def thresholds(
         f"smooth {smooth}, min_duration {min_duration:g} s, release {release_ratio:g}{gate}.",
         f"From {report.label_set.source} (labels_sha256 {report.label_set.sha256[:16]}...).",
         f"Command: {command_line(ctx)}",
-    ] + ([f"Over budget even at 1.0: {', '.join(unmet)}"] if unmet else [])
+    ] + ([f"Over budget at every threshold: {', '.join(unmet)}"] if unmet else [])
+    if total and not report.total_met:
+        starts = sum(fit.starts for fit in report.fits)
+        header.append(f"Over budget: the set starts {starts / report.hours:.3g} per hour even at these thresholds.")
     from calibrate.plots import plot_false_alarms
 
     write_outputs(

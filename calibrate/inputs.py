@@ -56,13 +56,17 @@ def audio_files(paths: Iterable[str | Path]) -> list[Path]:
 def _rows(path: Path, required: Sequence[str], aliases: dict[str, str] | None = None) -> list[tuple[int, dict]]:
     """(line number, row) of a CSV with a header holding `required` columns (after `aliases`)."""
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: Excel's "CSV UTF-8" starts with a BOM
             reader = csv.DictReader(f)
             header = [name.strip() for name in (reader.fieldnames or [])]
-            rows = [
-                (i + 2, {k.strip(): (v or "").strip() for k, v in row.items() if k is not None})
-                for i, row in enumerate(reader)
-            ]
+            rows = []
+            for row in reader:
+                if None in row:  # more values than the header has columns
+                    raise CalibrationError(
+                        f"{path}:{reader.line_num}: {len(row) - 1 + len(row[None])} values for the header's "
+                        f"{len(header)} columns {header}: quote a value that holds a comma"
+                    )
+                rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items()}))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise CalibrationError(f"cannot read {path}: {err}") from None
     for alias, name in (aliases or {}).items():

@@ -11,7 +11,6 @@ head needs the student's agreement, else the scores shown); `Stream.smoothed` re
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import logging
@@ -37,10 +36,10 @@ class WindowRecorder(Sink):
     """A sink that keeps each window's time, scores as its events read them (in the label set's
     order) and gate flag."""
 
-    def __init__(self, labels: Sequence[str], progress: Progress | None = None):
+    def __init__(self, labels: Sequence[str], progress: Progress | None = None, offset: float = 0.0):
         super().__init__(stream=io.StringIO())
         self.labels = tuple(labels)
-        self.progress = progress  # counts the stream's seconds as its windows come
+        self.progress, self.offset = progress, offset  # counts seconds of audio from `offset` as the windows come
         self.index = {name: i for i, name in enumerate(self.labels)}
         self.times: list[float] = []
         self.rows: list[np.ndarray] = []
@@ -62,8 +61,8 @@ class WindowRecorder(Sink):
         self.times.append(result.t)
         self.rows.append(row)
         self.gated.append(bool(result.gated))
-        if self.progress is not None and int(result.t) > self.progress.done:
-            self.progress.update(int(result.t) - self.progress.done)
+        if self.progress is not None and int(self.offset + result.t) > self.progress.done:
+            self.progress.update(int(self.offset + result.t) - self.progress.done)
 
     def event(self, event: Event) -> None:
         self.starts += event.kind == "start"
@@ -94,19 +93,18 @@ class Stream:
 
 
 def listen_to(
-    options: ListenOptions, labels: Sequence[str], path: Path, name: str | None = None, seconds: float | None = None
+    options: ListenOptions,
+    labels: Sequence[str],
+    path: Path,
+    name: str | None = None,
+    progress: Progress | None = None,
+    offset: float = 0.0,
 ) -> Stream:
     """Run listen over one file (fast, every label); AudioError when it cannot be read or fails.
-    `seconds`: the file's length, for a progress bar over it (a long joined stream)."""
+    `progress`: a bar in seconds of audio, advanced from `offset` as the file's windows come."""
     options = dataclasses.replace(options, input=str(path), fast=True, top_k=len(labels))
-    with contextlib.ExitStack() as stack:
-        bar = None
-        if seconds is not None:
-            bar = stack.enter_context(Progress(int(seconds), f"listening to {name} (seconds of audio)"))
-        recorder = WindowRecorder(labels, bar)
-        summary = listen(options, sink=recorder)
-        if bar is not None:
-            bar.update(bar.total - bar.done)  # the last window may end a little before the last second
+    recorder = WindowRecorder(labels, progress, offset)
+    summary = listen(options, sink=recorder)
     if summary.error:
         raise AudioError(summary.error)
     k = len(labels)
@@ -154,15 +152,40 @@ def record(
     if join:
         return [_joined(options, labels, files, skipped)], skipped
     streams = []
-    with Progress(len(files), f"listening to {what}") as bar:
-        for path in files:
+    if in_silence:  # clips: a bar over the files
+        with Progress(len(files), f"listening to {what}") as bar:
+            for path in files:
+                try:
+                    streams.append(listen_in_silence(options, labels, path))
+                except AudioError as err:
+                    log.warning("skipped %s: %s", path, err)
+                    skipped.append((path, str(err)))
+                bar.update()
+        return streams, skipped
+    lengths = [audio_seconds(path) for path in files]  # recordings: a bar over their seconds (one may be a day)
+    with Progress(int(sum(lengths)), f"listening to {what} (seconds of audio)") as bar:
+        offset = 0.0
+        for path, length in zip(files, lengths):
             try:
-                streams.append((listen_in_silence if in_silence else listen_to)(options, labels, path))
+                streams.append(listen_to(options, labels, path, progress=bar, offset=offset))
             except AudioError as err:
                 log.warning("skipped %s: %s", path, err)
                 skipped.append((path, str(err)))
-            bar.update()
+            offset += length
+            bar.update(max(0, int(offset) - bar.done))
     return streams, skipped
+
+
+def audio_seconds(path: Path) -> float:
+    """A file's length from its header (0 when it cannot be read: listening will say why)."""
+    import soundfile as sf
+
+    from edge.capture.audio import DECODE_ERRORS
+
+    try:
+        return float(sf.info(str(path)).duration)
+    except DECODE_ERRORS:  # its error comes when it is listened to
+        return 0.0
 
 
 def _joined(
@@ -190,4 +213,8 @@ def _joined(
         sf.write(str(joined), np.concatenate(parts), rate, format="W64", subtype="FLOAT")
         seconds = sum(p.size for p in parts) / rate
         log.info("listening to %d file(s) joined into one stream of %.1f s", len(parts), seconds)
-        return listen_to(options, labels, joined, name=f"{len(parts)} file(s) joined", seconds=seconds)
+        name = f"{len(parts)} file(s) joined"
+        with Progress(int(seconds), f"listening to {name} (seconds of audio)") as bar:
+            stream = listen_to(options, labels, joined, name=name, progress=bar)
+            bar.update(bar.total - bar.done)  # the last window may end a little before the last second
+        return stream

@@ -22,7 +22,10 @@ Thresholds never go below `min_threshold` (default 1/K, the chance level of a so
 labels: lower, a label could start an event when the model prefers nothing; with `only_raise`,
 below the set's own threshold) nor above 1. A label the background never triggers gets that
 floor: the background says nothing against it, so mind the sounds it did not hold.
-a label that exceeds the budget even at 1.0 gets 1.0 and is reported as not meeting it.
+A label over budget at 1.0 gets the tried threshold with the fewest starts (the highest of
+those: 1.0 itself when nothing does better), reported as not meeting the budget when even those
+exceed it (a score that saturates at 1.0 and dips under 1.0 x release starts an event at each
+return above 1.0, where a lower threshold holds one long event).
 
 With `total`, the budget is the whole set's, not each label's: every label starts at its floor,
 then, while the set starts more events than the budget, the label whose next step down (one
@@ -100,7 +103,7 @@ class LabelFit:
     threshold: float
     starts: int  # at the chosen threshold, over the whole background
     per_hour: float
-    met: bool  # False: over budget even at 1.0
+    met: bool  # False: over budget at every threshold tried
     curve: list[tuple[float, int]] = field(default_factory=list)  # (threshold, starts) tried, sorted
     recall_old: float | None = None  # fraction of positives of this label that start an event
     recall_new: float | None = None
@@ -136,8 +139,9 @@ def fit_label(
         if threshold < min_threshold or starts(threshold) > budget:
             threshold = float(min_threshold)
         met = True
-    elif over[-1] == len(breaks) - 1:  # over budget even at 1.0
-        threshold, met = 1.0, False
+    elif over[-1] == len(breaks) - 1:  # over budget at 1.0: the tried threshold with the fewest starts
+        fewest = min(tried.values())  # (hysteresis: a lower one can hold one long event where 1.0 starts many)
+        threshold, met = max(t for t, n in tried.items() if n == fewest), fewest <= budget
     else:
         lo = over[-1]
         hi = int(grid[np.searchsorted(grid, lo) + 1])
@@ -162,15 +166,18 @@ def allocate_budget(fit: Callable[[int, float], LabelFit], labels: int, budget: 
     useful threshold starts more)."""
     fits = [fit(k, math.inf) for k in range(labels)]
     steps: dict[int, LabelFit] = {}
-    while sum(f.starts for f in fits) > budget:
-        for k, current in enumerate(fits):
-            if k not in steps and current.starts > 0:
-                steps[k] = fit(k, current.starts - 1)
-        useful = {k: step for k, step in steps.items() if step.met and step.starts < fits[k].starts}
-        if not useful:
-            return fits, False
-        k = min(useful, key=lambda i: (useful[i].threshold - fits[i].threshold, i))
-        fits[k] = steps.pop(k)
+    excess = sum(f.starts for f in fits) - budget
+    with Progress(max(0, math.ceil(excess)), "sharing the budget (false alarms cut)") as bar:
+        while sum(f.starts for f in fits) > budget:
+            for k, current in enumerate(fits):
+                if k not in steps and current.starts > 0:
+                    steps[k] = fit(k, current.starts - 1)
+            useful = {k: step for k, step in steps.items() if step.met and step.starts < fits[k].starts}
+            if not useful:
+                return fits, False
+            k = min(useful, key=lambda i: (useful[i].threshold - fits[i].threshold, i))
+            bar.update(fits[k].starts - useful[k].starts)
+            fits[k] = steps.pop(k)
     return fits, True
 
 
@@ -252,6 +259,12 @@ def fit_thresholds(
     if skipped:
         log.warning("%d of %d background file(s) skipped as unreadable", len(skipped), len(background))
     short = sum(len(s.times) == 0 or s.times[-1] - s.times[0] < options.min_duration for s in streams)
+    if short == len(streams):  # nothing could start an event: every threshold would "meet" any budget
+        raise CalibrationError(
+            f"every background stream ({short}, {hours * 3600:.1f} s in all) is too short for an event to last "
+            f"--min-duration {options.min_duration:g} s, so no false alarm could be counted and any threshold "
+            "would pass: join short files into one stream with --join, or give longer recordings of the site"
+        )
     if short:
         log.warning(
             "%d of %d background stream(s) are too short for an event to last --min-duration %g s: "

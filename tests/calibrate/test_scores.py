@@ -219,6 +219,7 @@ def test_unknown_labels_are_listed_with_the_sets_names(tmp_path):
     ("path,label\n", "holds no rows"),
     ("file_name,label\na.wav,siren\n", "missing column(s) ['path']"),
     ("path,label\na.wav,\n", "column 'label' is empty"),
+    ("path,label\na.wav,siren\nb, c.wav,dog_bark\n", ":3: 3 values for the header's 2 columns ['path', 'label']"),
 ])
 def test_bad_csvs(tmp_path, text, message):
     csv_path = tmp_path / "c.csv"
@@ -226,6 +227,13 @@ def test_bad_csvs(tmp_path, text, message):
     with pytest.raises(CalibrationError, match=None) as err:
         read_clip_csv(csv_path)
     assert message in str(err.value)
+
+
+def test_a_csv_saved_by_excel_with_a_byte_order_mark_reads(tmp_path):
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_bytes("path,label\r\na.wav,siren\r\n".encode("utf-8-sig"))
+    clips = read_clip_csv(csv_path)
+    assert [(clip.path, clip.label) for clip in clips] == [(tmp_path / "a.wav", "siren")]
 
 
 def test_bad_dataset_spec_and_unreadable_clips(tmp_path):
