@@ -143,7 +143,9 @@ class _Parser:
         value = self.loader.construct_object(node)
         if kind == "str":
             if not isinstance(value, str) or not value.strip():
-                raise self.fail(node, where, must_be("a non-empty text", value))
+                quote = f" (YAML reads {node.value} as {value!r}, not text: quote it, '{node.value}')"
+                typed = value is not None and not isinstance(value, str) and node.style is None
+                raise self.fail(node, where, must_be("a non-empty text", value) + (quote if typed else ""))
             return value.strip()
         if not is_kind(value, NUMBER):
             raise self.fail(node, where, must_be("a number", value))
@@ -201,7 +203,7 @@ class _Parser:
                 "(it names the embeddings file labels/<name>.npz)",
             )
         prompt = self.value(keys["prompt"], "prompt", "str") if "prompt" in keys else DEFAULT_PROMPT
-        if "{label}" not in prompt or _template_error(prompt):
+        if _template_error(prompt):
             raise self.fail(
                 keys.get("prompt"),
                 "prompt",
@@ -266,6 +268,14 @@ class _Parser:
                 keys["name"], f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters"
             )
         extra = self.value(keys["prompts"], f"{where}.prompts", "list of str") if "prompts" in keys else []
+        templated = [p for p in extra if "{label}" in p]
+        if templated:
+            raise self.fail(
+                keys["prompts"],
+                f"{where}.prompts",
+                f"{templated[0]!r}: a label's own prompts are used as written: write the sound's words "
+                "instead of {label} (the set's `prompt:` template is where {label} goes)",
+            )
         prompts = tuple(dict.fromkeys([template.format(label=label_text(name))] + extra))  # drop repeats
         threshold = self.threshold(keys["threshold"], f"{where}.threshold") if "threshold" in keys else default
         group = self.value(keys["group"], f"{where}.group", "str") if "group" in keys else None
@@ -277,9 +287,10 @@ class _Parser:
 
 
 def _template_error(prompt: str) -> bool:
+    """Whether the template does not put the label in (no `{label}`, only an escaped `{{label}}`)
+    or has another field."""
     try:
-        prompt.format(label="x")
-        return False
+        return "\0" not in prompt.format(label="\0")
     except (KeyError, IndexError, ValueError):
         return True
 
