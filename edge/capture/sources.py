@@ -534,6 +534,28 @@ class FileSource(Source):
         return None
 
 
+# What a container on stdin starts with: --input - reads raw PCM, so its bytes would be heard as samples.
+CONTAINERS = {b"RIFF": "a WAV header", b"RF64": "a WAV header", b"fLaC": "a FLAC stream", b"OggS": "an Ogg stream"}
+
+
+def check_raw(head: bytes) -> None:
+    """The first bytes read from stdin: a WAV header (a few samples of noise, then the audio: a
+    warning) or a compressed stream (nothing but noise: an AudioError) is not raw PCM."""
+    what = CONTAINERS.get(head[:4])
+    if what is None:
+        return
+    fix = "send raw PCM (arecord -t raw ..., ffmpeg ... -f s16le -), or give the file itself as --input FILE"
+    if what == "a WAV header":
+        log.warning(
+            "stdin starts with %s: --input - reads raw PCM, so its 44 or more bytes are heard as samples "
+            "and its rate and format are not read (--rate, --format, --channels are); %s",
+            what,
+            fix,
+        )
+        return
+    raise AudioError(f"stdin holds {what}, not raw PCM: it would be heard as noise; {fix}")
+
+
 class StdinSource(Source):
     """Raw interleaved PCM from a byte stream (default: stdin) at `rate` Hz.
 
@@ -576,7 +598,7 @@ class StdinSource(Source):
     def _produce(self) -> None:
         dtype, scale = STDIN_FORMATS[self.format]
         frame_bytes = np.dtype(dtype).itemsize * self.channels
-        rest = b""
+        rest, first = b"", True
         while not self._stopping.is_set():
             try:
                 data = self._read(self.block * frame_bytes)
@@ -586,6 +608,9 @@ class StdinSource(Source):
                 return
             if not data:
                 break
+            if first:
+                first = False
+                check_raw(data)
             data = rest + data
             whole = len(data) - len(data) % frame_bytes
             rest = data[whole:]

@@ -379,3 +379,23 @@ def test_device_loss_is_an_error_not_a_hang(null_sink, tmp_path_factory, failure
             mic.stop()
         private.stop()
     assert os.environ["XDG_RUNTIME_DIR"] == session_runtime
+
+
+def test_stdin_that_is_a_file_not_raw_pcm_says_so(caplog):
+    """`arecord` without -t raw writes a WAV header; a FLAC or Ogg stream would be heard as pure noise."""
+    import soundfile as sf
+
+    samples = tone(440, 0.2, 16000)
+    wav, flac = io.BytesIO(), io.BytesIO()
+    sf.write(wav, samples, 16000, format="WAV", subtype="PCM_16")
+    sf.write(flac, samples, 16000, format="FLAC")
+    with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
+        got = read_all(StdinSource(16000, sample_rate=16000, stream=io.BytesIO(wav.getvalue())))
+    assert "stdin starts with a WAV header" in caplog.text and "arecord -t raw" in caplog.text
+    assert got.size == (len(wav.getvalue()) // 2)  # heard, header and all: a warning, not a stop
+    with pytest.raises(AudioError, match="stdin holds a FLAC stream, not raw PCM"):
+        read_all(StdinSource(16000, sample_rate=16000, stream=io.BytesIO(flac.getvalue())))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
+        read_all(StdinSource(16000, sample_rate=16000, stream=io.BytesIO(encode(samples, "s16le"))))
+    assert "stdin" not in caplog.text  # raw PCM: nothing to say
