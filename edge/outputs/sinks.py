@@ -34,6 +34,7 @@ import json
 import math
 import shutil
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -327,8 +328,8 @@ class LiveView(Sink):
     def _redraw(self, scrolled: str | None = None) -> None:
         width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
         out = f"\x1b[{self._height}F\x1b[J" if self._height else ""  # up to the block's top, erase below
-        if scrolled is not None:
-            out += scrolled[:width] + "\n"
+        if scrolled is not None:  # stays on screen: wrapped, never cut (a status line's fix is at its end)
+            out += "\n".join(textwrap.wrap(scrolled, width, subsequent_indent="    ") or [""]) + "\n"
         block = [line[:width] for line in self._block()]
         self._height = len(block)
         self._write(out + "".join(line + "\n" for line in block))

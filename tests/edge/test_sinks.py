@@ -139,6 +139,26 @@ def test_live_view_redraws_in_place_and_keeps_events():
     assert "active: none" in blocks[-1] and "start   #1 dog_bark" in text and "end     #1 dog_bark" in text
 
 
+def test_live_view_wraps_a_long_status_line_and_still_redraws_only_its_block(monkeypatch):
+    """The first status line names the demo bundle's licence at its end: cut at the terminal's
+    width it was lost; wrapped, every word stays, and the block below is still redrawn in place."""
+    import shutil
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size((60, 24)))
+    stream = io.StringIO()
+    view = LiveView(stream, ORIGIN)
+    message = "model: the demo bundle shipped with semanticac-edge (/a/long/path/to/it); licence: CC BY-NC 3.0: " \
+              "non-commercial use only"
+    view.window(WindowResult(1.0, (("siren", 0.9),), 5.0, 0))
+    view.status(Status(1.0, "info", message))
+    view.window(WindowResult(2.0, (("siren", 0.8),), 5.0, 0))
+    draws = re.split(r"\x1b\[(\d+)F\x1b\[J", stream.getvalue())
+    scrolled = draws[2].split("semanticac-edge  t")[0].splitlines()
+    assert len(scrolled) > 1 and all(len(line) <= 59 for line in scrolled)
+    assert " ".join(line.strip() for line in scrolled).endswith("non-commercial use only")
+    assert int(draws[3]) == len(view._block())  # the next redraw goes up the block only
+
+
 @pytest.mark.parametrize("n", [0, 1, 200])
 def test_live_view_with_no_or_many_labels(n):
     stream = io.StringIO()
