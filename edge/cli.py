@@ -206,11 +206,11 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
 
     emb = None
     if labels_spec:  # first: a damaged embeddings file is named with the command that repairs it
-        from edge.labels.embeddings import find_label_embeddings
+        from edge.labels.embeddings import label_embeddings_for
         from edge.labels.labelset import resolve_label_set
 
         label_set = resolve_label_set(labels_spec)
-        emb = find_label_embeddings(found, label_set)
+        emb = label_embeddings_for(found, label_set)  # a set not embedded yet: as listen's first start does
     vocabulary = Vocabulary.from_bundle(found)
     if vocabulary is not None and found.meta.vocabulary is not None:
         graph = found.meta.vocabulary["graph"]

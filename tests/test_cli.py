@@ -50,13 +50,15 @@ def test_bad_label_set_is_one_line(tmp_path):
                                     "names are compared ignoring case and '_' vs ' '"
 
 
-def test_info_reports_missing_embeddings(tmp_path, monkeypatch):
+def test_info_says_why_a_set_cannot_be_embedded(tmp_path, monkeypatch):
+    """No embeddings for the set: info computes them as listen would, and says why it cannot (this
+    test bundle's text graph has no tokenizer beside it)."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     folder = make_bundle(tmp_path / "b")
     result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(folder), "--labels", "urban"])
     assert result.exit_code == 1
     assert "model_id   test-model-0001" in result.output
-    assert "no usable embeddings for label set 'urban'" in result.output
+    assert f"Error: no tokenizer config at {folder / 'tokenizer' / 'config.json'}" in result.output
     assert "Traceback" not in result.output
 
 

@@ -201,6 +201,21 @@ def info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, labels_yaml):
     return labels, result
 
 
+def test_info_embeds_a_set_no_one_embedded_yet_as_listen_would(demo_bundle, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import edge.cli
+    from edge.fsutil import cache_dir
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    labels = tmp_path / "fresh.yaml"
+    labels.write_text("name: fresh\nlabels: [dog_bark, doorbell]\n")
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    assert "labels     fresh: 2 labels embedded, ready" in result.output and "  new: doorbell" in result.output
+    assert (cache_dir(demo_bundle.meta.model_id) / "fresh.npz").is_file()  # cached, as listen caches it
+
+
 def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_bundle, tmp_path, monkeypatch):
     import shutil
 
