@@ -303,6 +303,9 @@ class Reconnect:
         return cap * random.uniform(0.5, 1.0)
 
 
+WHY_STOPPED = {"stopped": "asked to stop: a signal or Ctrl-C"}  # end reasons said otherwise in the last status
+
+
 def scorer_for(
     bundle: Bundle, label_set: LabelSet, threads: int | None = None, heard: bool = False, agree: float | None = None
 ) -> tuple[Scorer, Vocabulary | None]:
@@ -561,7 +564,7 @@ class Listener:
             self._status("error", str(failure), code=code)
         self._status(
             "info",
-            f"stopped ({'failed' if failure else self.summary.end_reason}): "
+            f"stopped ({'failed' if failure else WHY_STOPPED.get(self.summary.end_reason, self.summary.end_reason)}): "
             f"{self.summary.windows} windows, {self.summary.dropped} dropped, "
             f"{self.summary.events} events",
         )

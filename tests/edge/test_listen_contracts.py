@@ -278,7 +278,7 @@ def test_a_signal_while_stdin_is_idle_stops_cleanly(demo_bundle, sig):
         proc.kill()
     assert proc.returncode == 0, err
     assert "Fatal Python error" not in err and "Traceback" not in err, err
-    assert '"stopped (stopped)' in out or "stopped" in out
+    assert '"stopped (asked to stop' in out or "stopped" in out
 
 
 def test_closed_stdin_is_one_line(demo_bundle):

@@ -178,7 +178,7 @@ def test_sigterm_stops_cleanly_with_an_abstract_socket_and_journal_lines(tmp_pat
     lines = log.read_text().splitlines()
     assert any(line.startswith("<6>edge.service.serve: ready: labels urban") for line in lines), lines
     assert all(line[:3] in {"<7>", "<6>", "<4>", "<3>", "<2>"} for line in lines), lines  # no timestamps
-    assert any("stopped (stopped)" in line for line in lines), lines
+    assert any("stopped (asked to stop: a signal or Ctrl-C)" in line for line in lines), lines
 
 
 def test_a_stuck_backend_stops_the_watchdog_and_a_new_label_set_extends_start_up(tmp_path, wav, monkeypatch,
