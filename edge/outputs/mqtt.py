@@ -203,6 +203,12 @@ class MqttConfig:
         return None
 
 
+def credentials(config: MqttConfig) -> tuple[str | None, ssl.SSLContext | None]:
+    """The password and the TLS context of `config` (its files read now, as the user running
+    this); ConfigError naming the key whose file cannot be used."""
+    return config.password(), tls_context(config.tls) if config.tls is not None else None
+
+
 def tls_context(tls: MqttTls) -> ssl.SSLContext:
     """An SSL context that checks the broker's certificate; ConfigError naming the file that fails."""
     for key in ("ca_certs", "certfile", "keyfile"):
@@ -399,8 +405,7 @@ class MqttSink(Sink):
         if self._client is not None:
             return
         cfg = self.config
-        password = cfg.password()
-        context = tls_context(cfg.tls) if cfg.tls is not None else None
+        password, context = credentials(cfg)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=cfg.client_id or "", clean_session=True, protocol=mqtt.MQTTv311
         )

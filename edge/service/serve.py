@@ -84,6 +84,17 @@ def resolve(config: ServiceConfig) -> Resolved:
     return Resolved(bundle, origin, with_thresholds(label_set, config.thresholds))
 
 
+def check_outputs(config: ServiceConfig) -> None:
+    """What check-config checks of the enabled outputs without opening them: the MQTT password
+    and TLS files, read as the user running it (a service under DynamicUser= reads them as
+    another: keep them readable to it); ConfigError naming the key."""
+    from edge.outputs.mqtt import credentials
+
+    mqtt = config.enabled_outputs().get("mqtt")
+    if mqtt is not None:
+        credentials(mqtt)
+
+
 def start_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str]]:
     """What the service's listen says at its start about its label set, (level, message) pairs
     (labels no one trained, weakly named ones, an agreement that checks nothing, a hop that skips

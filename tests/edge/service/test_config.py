@@ -145,6 +145,12 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
         "no label set": (["check-config", str(example_path()), "--set", "labels.set=./nope.yaml"], "labels.set"),
         "no audio file": (["check-config", str(example_path()), "--set", f"audio.input={tmp_path}/none.wav"],
                           "audio.input"),
+        # serve would refuse it at start (exit 78): check-config must not say OK to it
+        "no password file": (["check-config", str(example_path()), "--set", "mqtt.enabled=true", "--set",
+                              "mqtt.username=u", "--set", f"mqtt.password_file={tmp_path}/pw"],
+                             f"mqtt.password_file '{tmp_path}/pw' cannot be read"),
+        "no CA file": (["check-config", str(example_path()), "--set", "mqtt.enabled=true", "--set",
+                        f"mqtt.tls={{ca_certs: {tmp_path}/ca.pem}}"], "mqtt.tls.ca_certs"),
         "serve, bad value": (["serve", "--config", str(bad)], "listen.hop"),
         "serve, bad bundle": (["serve", "--config", str(example_path()), "--set", f"model.bundle={empty_bundle}",
                                "--state-dir", str(tmp_path / "state")], "has no model.json"),
