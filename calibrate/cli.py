@@ -86,6 +86,12 @@ def _score(ctx, param, value):
     return value
 
 
+def _penalty(ctx, param, value):
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise click.BadParameter(f"{value!r} is not allowed: use a finite number >= 0 (0: no penalty)")
+    return value
+
+
 LABELS = click.option(
     "--labels",
     "labels_spec",
@@ -404,7 +410,13 @@ def thresholds(
     show_default=True,
     help="Fit a bias per label (labels with clips) as well as the temperature.",
 )
-@click.option("--bias-l2", type=float, default=None, help="L2 penalty on the biases (on the mean NLL). Default: 0.01.")
+@click.option(
+    "--bias-l2",
+    type=float,
+    default=None,
+    callback=_penalty,
+    help="L2 penalty on the biases (on the mean NLL). Default: 0.01.",
+)
 @THREADS_OPTION
 @BACKEND_OPTION
 @click.pass_context

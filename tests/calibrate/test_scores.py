@@ -236,6 +236,14 @@ def test_a_csv_saved_by_excel_with_a_byte_order_mark_reads(tmp_path):
     assert [(clip.path, clip.label) for clip in clips] == [(tmp_path / "a.wav", "siren")]
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf"])
+def test_a_bad_bias_penalty_is_a_usage_error_before_any_clip_is_heard(tmp_path, value):
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text("path,label\na.wav,siren\n")
+    result = scores(["--data", str(csv_path), "--out", str(tmp_path / "x.yaml"), "--bias-l2", value])
+    assert result.exit_code == 2 and "--bias-l2" in result.output and "finite number >= 0" in result.output
+
+
 def test_bad_dataset_spec_and_unreadable_clips(tmp_path):
     result = scores(["--data", "esc51:/nowhere", "--out", str(tmp_path / "x.yaml")])
     assert result.exit_code == 1 and "esc50:ROOT or us8k:ROOT[:FOLDS]" in result.output
