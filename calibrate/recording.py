@@ -197,23 +197,30 @@ def _joined(
     from edge.bundle import resolve_bundle
 
     rate = resolve_bundle(options.bundle).meta.frontend.sample_rate
-    parts = []
-    with Progress(len(files), "reading background") as bar:
-        for path in files:
-            try:
-                parts.append(read_audio(path, rate))
-            except AudioError as err:
-                log.warning("skipped %s: %s", path, err)
-                skipped.append((path, str(err)))
-            bar.update()
-    if not parts:
-        return Stream("nothing", np.zeros(0), np.zeros((0, len(labels))), np.zeros(0, dtype=bool), 0.0, 0)
     with tempfile.TemporaryDirectory(prefix="semanticac-calibrate-") as folder:
         joined = Path(folder) / "joined.w64"  # Sony Wave64: no 4 GB limit (WAV's is ~18 h at 16 kHz float)
-        sf.write(str(joined), np.concatenate(parts), rate, format="W64", subtype="FLOAT")
-        seconds = sum(p.size for p in parts) / rate
-        log.info("listening to %d file(s) joined into one stream of %.1f s", len(parts), seconds)
-        name = f"{len(parts)} file(s) joined"
+        parts, samples = 0, 0
+        # each file appended as it is decoded: memory holds one file, not the whole background (a
+        # day at 16 kHz is 5.5 GB of float32)
+        with (
+            sf.SoundFile(str(joined), "w", rate, 1, "FLOAT", format="W64") as out,
+            Progress(len(files), "reading background") as bar,
+        ):
+            for path in files:
+                try:
+                    audio = read_audio(path, rate)
+                except AudioError as err:
+                    log.warning("skipped %s: %s", path, err)
+                    skipped.append((path, str(err)))
+                else:
+                    out.write(audio)
+                    parts, samples = parts + 1, samples + audio.size
+                bar.update()
+        if not parts:
+            return Stream("nothing", np.zeros(0), np.zeros((0, len(labels))), np.zeros(0, dtype=bool), 0.0, 0)
+        seconds = samples / rate
+        log.info("listening to %d file(s) joined into one stream of %.1f s", parts, seconds)
+        name = f"{parts} file(s) joined"
         with Progress(int(seconds), f"listening to {name} (seconds of audio)") as bar:
             stream = listen_to(options, labels, joined, name=name, progress=bar)
             bar.update(bar.total - bar.done)  # the last window may end a little before the last second
