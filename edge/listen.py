@@ -51,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -87,6 +87,12 @@ SILENCE_WARN_SECONDS = 10.0
 MAX_HEARD = 20  # --heard: the most vocabulary classes a window reports
 DIGITAL_SILENCE = 1e-6  # |sample| at most this (-120 dBFS) is "no signal": a microphone's own noise is far above
 BACKOFF_FIRST = 1.0  # the wait after the first failed try to reopen a lost device (doubled after each failure)
+# A live stream's dates are its sample count from when it began; they are checked against the
+# wall clock every CLOCK_CHECK_SECONDS of audio and follow it when they differ by CLOCK_TOLERANCE
+# or more: a device's clock drifts from the system's (50 ppm: 6 min in 3 months), and the system
+# clock steps (NTP on a Jetson without a clock battery sets it minutes after boot).
+CLOCK_CHECK_SECONDS = 60.0
+CLOCK_TOLERANCE = 2.0
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
@@ -508,6 +514,7 @@ class Listener:
         self.summary = ListenSummary()
         self._t = 0.0  # stream time of the latest window
         self._offset = 0.0  # stream time of the current segment's first sample
+        self._clock_checked = 0.0  # stream time of the last check against the wall clock
         self._vocabulary = vocabulary
         self._heard = heard
         self._arrived = time.perf_counter()  # when the audio that completed the newest window arrived
@@ -604,6 +611,8 @@ class Listener:
                         queue.append(mel.push(block))
                         next_k = self._process_ready(queue, next_k, drop_late=live)
                         self._check_silence(source)
+                        if live:
+                            self._keep_time(self._offset + queue.end * self.windowing.seconds_per_frame)
                     beat()
                 ended = not stop.is_set()
                 if ended:  # the last frames need the end of the signal (right-hand padding)
@@ -628,6 +637,22 @@ class Listener:
         if overflows:
             self._status("warning", f"{overflows} input frames were lost: the reader fell behind the device")
         return failure
+
+    def _keep_time(self, t: float) -> None:
+        """`t`: the stream time of the audio just read, which is now: the dates follow the wall
+        clock when they have moved CLOCK_TOLERANCE from it (see CLOCK_CHECK_SECONDS)."""
+        if t - self._clock_checked < CLOCK_CHECK_SECONDS or self.sink.origin_given:
+            return
+        self._clock_checked = t
+        now = datetime.now(timezone.utc)
+        moved = (now - (self.sink.origin + timedelta(seconds=t))).total_seconds()
+        if abs(moved) >= CLOCK_TOLERANCE:
+            self.sink.start_clock(now - timedelta(seconds=t))
+            self._status(
+                "info",
+                f"the system clock is {moved:+.1f} s from the audio's own count since it began: "
+                "dates follow the clock from here",
+            )
 
     def _supervise(self, block: np.ndarray, source: Source) -> None:
         """Per block read: count digital silence (when `max_silence` watches for it); audio

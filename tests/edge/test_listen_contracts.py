@@ -153,6 +153,39 @@ def test_stream_time_0_is_when_the_loop_starts_to_read_not_when_the_sink_was_mad
     assert datetime.fromisoformat(first["utc"]) == fixed + timedelta(seconds=first["t"])
 
 
+@pytest.mark.slow  # plays a 6 s file in real time
+def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monkeypatch):
+    """NTP sets a Jetson's clock (no battery) minutes after boot: the dates of a stream that began
+    before must follow it, not stay an hour off for months. A real-time file is a live source."""
+    import io
+    from datetime import datetime, timedelta, timezone
+
+    import edge.listen
+    from edge.outputs.sinks import JsonLines
+
+    class Stepped(datetime):  # the system clock: right at the start, an hour later at every check
+        calls = 0
+
+        @classmethod
+        def now(cls, tz=None):
+            cls.calls += 1
+            return datetime.now(tz) + (timedelta(hours=1) if cls.calls > 1 else timedelta(0))
+
+    monkeypatch.setattr(edge.listen, "datetime", Stepped)
+    monkeypatch.setattr(edge.listen, "CLOCK_CHECK_SECONDS", 2.0)
+    stream = io.StringIO()
+    started = datetime.now(timezone.utc)
+    listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(clip), window=1.0, hop=0.5),
+           sink=JsonLines(stream))
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    moved = [r for r in records if r["type"] == "status" and "system clock" in r["message"]]
+    assert len(moved) == 1 and moved[0]["message"].startswith("the system clock is +36"), moved  # +3600 s
+    windows = [r for r in records if r["type"] == "window"]
+    origins = [datetime.fromisoformat(w["utc"]) - timedelta(seconds=w["t"]) - started for w in windows]
+    assert abs(origins[0].total_seconds()) < 2  # before the check: the clock as it was
+    assert abs(origins[-1].total_seconds() - 3600) < 2  # after it: the clock as it is now
+
+
 def test_an_agreement_that_checks_nothing_warns(demo_bundle, clip, tmp_path):
     """A set of new labels only is scored by the vocabulary alone: no head to agree with."""
     new = tmp_path / "new.yaml"
