@@ -48,7 +48,7 @@ from edge.errors import ConfigError
 from edge.events import Event
 from edge.fsutil import atomic_path, unwritable_reason
 from edge.outputs.sinks import Sink, Status, WindowResult
-from edge.service.sections import invalid
+from edge.service.sections import UNWRITABLE_FIX, invalid
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +166,7 @@ class ClipRecorder(Sink):
         reason = unwritable_reason(self.dir)
         if reason is not None:
             raise ConfigError(
-                f"clips.dir {self.dir} cannot hold clips: {reason}: set clips.dir to a folder the service can "
-                "write, or clips.enabled: false",
+                f"clips.dir {self.dir} cannot hold clips: {reason}: {UNWRITABLE_FIX}; or clips.enabled: false",
                 key="clips.dir",
             )
         for stale in self.dir.glob(".*.tmp.flac"):  # a clip being written when the process died

@@ -39,7 +39,7 @@ from pathlib import Path
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.outputs.sinks import Sink, Status, WindowResult, record_dict
-from edge.service.sections import invalid
+from edge.service.sections import UNWRITABLE_FIX, invalid
 
 log = logging.getLogger(__name__)
 
@@ -327,8 +327,8 @@ def _check_schema(db: sqlite3.Connection, path: Path, create: bool) -> None:
 def _unusable(path: Path, err: BaseException) -> ConfigError:
     reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
     return ConfigError(
-        f"event_log.path {path} cannot be used as the event log: {reason}: set event_log.path to a file in a "
-        "folder the service can write (or fix the permissions), or event_log.enabled: false",
+        f"event_log.path {path} cannot be used as the event log: {reason}: {UNWRITABLE_FIX}; or "
+        "event_log.enabled: false",
         key="event_log.path",
     )
 

@@ -52,6 +52,15 @@ def parse_section(cls: type[T], mapping: Mapping[str, Any] | None, section: str)
         raise ConfigError(str(err).replace(f"{err.key} ", f"{key} ", 1) if err.key else str(err), key=key) from None
 
 
+# Where an output's file or folder cannot be written: the systemd unit (ProtectSystem=strict)
+# can write only its state folder, so permissions are not the fix there.
+UNWRITABLE_FIX = (
+    "leave the key out (its place in the state folder), or point it at a folder the service can write: under "
+    "the systemd unit only the state folder can be, so add that folder with `systemctl edit semanticac-edge` "
+    "([Service] ReadWritePaths=FOLDER)"
+)
+
+
 def invalid(key: str, value: Any, allowed: str) -> ConfigError:
     """The error for a value that is not allowed (raise it from a section's __post_init__)."""
     return ConfigError(f"{key} {_shown(value)} is not allowed: use {allowed}", key=key)

@@ -198,6 +198,7 @@ def test_an_unwritable_folder_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="clips.dir .*file/clips cannot hold clips") as info:
         ClipRecorder(ClipsConfig(enabled=True, dir=str(tmp_path / "file" / "clips")), tmp_path, RATE)
     assert info.value.key == "clips.dir" and "clips.enabled: false" in str(info.value)
+    assert "systemctl edit semanticac-edge" in str(info.value)  # the unit writes only its state folder
 
 
 @pytest.mark.parametrize("mapping, key, text", [
