@@ -34,17 +34,23 @@ __all__ = [
 
 
 def select_backend(
-    bundle: Bundle, choice: str = "auto", *, graph: str = "audio", precision: str = "fp16", threads: int | None = None
+    bundle: Bundle,
+    choice: str = "auto",
+    *,
+    graph: str = "audio",
+    precision: str | None = None,
+    threads: int | None = None,
 ) -> Backend:
     """Open a backend for the bundle's audio graph (or, with graph="text" / "vocabulary", its
     text or vocabulary graph).
 
-    auto: the TensorRT engine built for this device, GPU and bundle when there is one, else
-    ONNX Runtime; the choice and its reason are logged. tensorrt: that engine or an error
-    saying what is missing and how to build it. onnxruntime: ONNX Runtime. `threads` is
-    ONNX Runtime's intra-op thread count. The text graph always runs on ONNX Runtime: it is
-    run once per label set, and engines are built for the audio graph only; so does the
-    vocabulary graph (a small map -> scores step, run only for label sets that need it).
+    auto: the TensorRT engine built for this device, GPU and bundle when there is one (of
+    `precision`, or None: either, fp16 first), else ONNX Runtime; the choice and its reason are
+    logged. tensorrt: that engine or an error saying what is missing and how to build it.
+    onnxruntime: ONNX Runtime. `threads` is ONNX Runtime's intra-op thread count. The text
+    graph always runs on ONNX Runtime: it is run once per label set, and engines are built for
+    the audio graph only; so does the vocabulary graph (a small map -> scores step, run only
+    for label sets that need it).
     """
     if choice not in BACKENDS:
         raise BackendError(f"backend {choice!r} is not one of {list(BACKENDS)}")
@@ -66,7 +72,13 @@ def select_backend(
         log.info("backend: onnxruntime (asked for)")
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
 
-    from edge.backends.tensorrt.cache import device_info, explain_missing_engine, find_engine
+    from edge.backends.tensorrt.cache import (
+        device_info,
+        explain_missing_engine,
+        find_engine,
+        list_engines,
+        plan_precision,
+    )
 
     if choice == "tensorrt":
         device = device_info()  # ImportError naming [trt] without TensorRT
@@ -74,7 +86,7 @@ def select_backend(
         if plan is None:
             raise BackendError(explain_missing_engine(bundle, precision, device))
         log.info("backend: tensorrt (asked for), engine %s", plan)
-        return TensorRTBackend.for_bundle(bundle, plan, precision)
+        return TensorRTBackend.for_bundle(bundle, plan, plan_precision(plan))
 
     try:
         device = device_info()
@@ -83,13 +95,17 @@ def select_backend(
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
     plan = find_engine(bundle, precision, device)
     if plan is None:
-        log.info(
+        # a GPU with TensorRT and no usable engine: a warning when one was built but no longer fits
+        # (a JetPack upgrade, a new bundle), else the service would run on the CPU unnoticed
+        stale = any(status.reason for status in list_engines(bundle, device, precision))
+        log.log(
+            logging.WARNING if stale else logging.INFO,
             "backend auto: onnxruntime, because %s",
             explain_missing_engine(bundle, precision, device).replace("\n", "; "),
         )
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)
     try:
-        backend = TensorRTBackend.for_bundle(bundle, plan, precision)
+        backend = TensorRTBackend.for_bundle(bundle, plan, plan_precision(plan))
     except (ImportError, BackendError) as err:
         log.warning("backend auto: onnxruntime, because the TensorRT engine %s cannot be used: %s", plan, err)
         return OnnxRuntimeBackend.for_bundle(bundle, graph, threads=threads)

@@ -21,6 +21,7 @@ from edge.backends.tensorrt.cache import (
     explain_missing_engine,
     find_engine,
     list_engines,
+    plan_precision,
     rebuild_command,
     sidecar_path,
     slug,
@@ -203,6 +204,39 @@ def test_find_engine_takes_the_one_built_for_this_device(bundle, tmp_path, cache
     assert find_engine(mine, "fp16", ORIN) == plan
     assert find_engine(mine, "fp32", ORIN) is None  # only an fp16 one exists
     assert find_engine(mine, "fp16", other) == mine.engines_dir / engine_name(other, mine.meta.audio.sha256, "fp16")
+
+
+def test_without_a_precision_the_engine_built_is_used_fp16_first(bundle, tmp_path, cache):
+    """listen and serve ask for no precision: an fp32 engine (build-engine --precision fp32, for a
+    model whose fp16 numerics are off) must be found, and fp16 preferred when both exist."""
+    mine = copy_bundle(bundle, tmp_path / "b")
+    fp32 = fake_engine(mine.engines_dir, mine, precision="fp32")
+    assert find_engine(mine, None, ORIN) == fp32 and plan_precision(fp32) == "fp32"
+    assert find_engine(mine, "fp16", ORIN) is None
+    fp16 = fake_engine(mine.engines_dir, mine, precision="fp16")
+    assert find_engine(mine, None, ORIN) == fp16
+    message = explain_missing_engine(mine, None, DeviceInfo("Orin", "8.7", "10.4.0"))
+    assert message.startswith("no TensorRT engine for this device") and "fp32.plan: built with TensorRT" in message
+
+
+def test_auto_warns_when_an_engine_was_built_but_no_longer_fits(bundle, tmp_path, cache, monkeypatch, caplog):
+    """After a JetPack upgrade the service falls back to ONNX Runtime: a warning says so (an info
+    line where no engine was ever built)."""
+    import edge.backends.tensorrt.cache as engines
+    from edge.backends import select_backend
+
+    mine = copy_bundle(bundle, tmp_path / "b")
+    monkeypatch.setattr(engines, "device_info", lambda: ORIN)
+    for built, level in ((False, logging.INFO), (True, logging.WARNING)):
+        if built:
+            fake_engine(mine.engines_dir, mine, tensorrt_version="8.6.2")
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edge.backends"):
+            backend = select_backend(mine, "auto")
+        backend.close()
+        fallback = [r for r in caplog.records if r.getMessage().startswith("backend auto: onnxruntime, because")]
+        assert backend.name == "onnxruntime" and [r.levelno for r in fallback] == [level], caplog.records
+    assert "built with TensorRT 8.6.2, this device has 10.3.0" in fallback[0].getMessage()
 
 
 def test_find_engine_looks_in_the_cache_too(bundle, tmp_path, cache):

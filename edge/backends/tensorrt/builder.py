@@ -297,7 +297,7 @@ def _build(
     if serialized is None:
         raise BackendError(
             f"TensorRT {trt.__version__} failed to build the engine (its log above says why): try a "
-            "larger --workspace-gib, a smaller --max-batch, or --precision fp32"
+            "larger --workspace (GiB), a smaller --max-batch, or --precision fp32"
         )
     return serialized, {"inputs": inputs, "outputs": outputs}
 

@@ -210,30 +210,41 @@ def list_engines(bundle: Bundle, device: DeviceInfo, precision: str | None = Non
     return found
 
 
-def find_engine(bundle: Bundle, precision: str = "fp16", device: DeviceInfo | None = None) -> Path | None:
+def find_engine(bundle: Bundle, precision: str | None = None, device: DeviceInfo | None = None) -> Path | None:
     """The plan built for this device, TensorRT and bundle, or None (each refusal is logged).
+    `precision` None: whichever was built, fp16 first (build-engine --precision fp32 for a model
+    whose fp16 numerics are off must then be used, not passed over).
 
     Without `device` it asks this machine (`device_info`): ImportError without TensorRT.
     """
-    check_precision(precision)
+    if precision is not None:
+        check_precision(precision)
     device = device or device_info()
+    usable = []
     for status in list_engines(bundle, device, precision):
         if status.reason is None:
-            return status.plan
-        log.info("engine %s not used: %s", status.plan, status.reason)
-    return None
+            usable.append(status.plan)
+        else:
+            log.info("engine %s not used: %s", status.plan, status.reason)
+    usable.sort(key=lambda plan: PRECISIONS.index(plan_precision(plan)) if plan_precision(plan) in PRECISIONS else 9)
+    return usable[0] if usable else None
 
 
-def explain_missing_engine(bundle: Bundle, precision: str, device: DeviceInfo) -> str:
+def plan_precision(plan: str | Path) -> str:
+    """The precision a plan's name says it was built in (engine_name's last part)."""
+    return Path(plan).stem.rsplit(".", 1)[-1]
+
+
+def explain_missing_engine(bundle: Bundle, precision: str | None, device: DeviceInfo) -> str:
     """The message for "no engine fits": where we looked, what was refused and why, the fix."""
     refused = [f"  {s.plan.name}: {s.reason}" for s in list_engines(bundle, device, precision) if s.reason]
     where = " or ".join(str(d) for d in engine_dirs(bundle))
     lines = [
-        f"no {precision} TensorRT engine for this device ({device.gpu_name}, compute capability "
-        f"{device.compute_capability}, TensorRT {device.tensorrt_version}) in {where}"
+        f"no {precision + ' ' if precision else ''}TensorRT engine for this device ({device.gpu_name}, compute "
+        f"capability {device.compute_capability}, TensorRT {device.tensorrt_version}) in {where}"
     ]
     lines += refused
-    lines.append(f"build one with `{rebuild_command(bundle, precision)}`")
+    lines.append(f"build one with `{rebuild_command(bundle, precision or 'fp16')}`")
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ def import_tensorrt():
     if tensorrt_version(tensorrt) < MIN_VERSION:
         raise ImportError(
             f"TensorRT {tensorrt.__version__} is too old: this backend needs TensorRT >= "
-            f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (JetPack 6 ships 10.x)"
+            f"{MIN_VERSION[0]}.{MIN_VERSION[1]} (JetPack 6.0 ships 8.6, JetPack 6.1 and later 10.x)"
         )
     return tensorrt
 
@@ -33,5 +33,8 @@ def import_pycuda():
     try:
         import pycuda.driver as cuda
     except ImportError as err:
-        raise ImportError(f"pycuda is not installed (the TensorRT backend needs it): {INSTALL}") from err
+        raise ImportError(
+            f"pycuda is not installed (the TensorRT backend needs it): {INSTALL} (it compiles against CUDA: on "
+            "JetPack put nvcc on the PATH first, export PATH=/usr/local/cuda/bin:$PATH)"
+        ) from err
     return cuda

@@ -81,11 +81,16 @@ class TensorRTBackend(Backend):
         ctx.push()
         try:
             inputs, outputs, max_batch = self._open(trt, plan, spec, fix)
-        except BaseException:
+        except BaseException as err:
             self._free()
             cuda.Context.pop()
             ctx.detach()
             self._ctx = None
+            if isinstance(err, cuda.Error):  # pinned or device memory, a stream: auto falls back on BackendError
+                raise BackendError(
+                    f"CUDA failed while opening {plan.name} ({err}): out of GPU memory? close other GPU programs, "
+                    "rebuild with a smaller --max-batch, or use --backend onnxruntime"
+                ) from None
             raise
         cuda.Context.pop()
         super().__init__(inputs, outputs, max_batch, plan)
@@ -199,6 +204,8 @@ class TensorRTBackend(Backend):
                     results[name] = view
                 stream.synchronize()
                 return {name: view.copy() for name, view in results.items()}  # the buffers are reused
+            except cuda.Error as err:  # a copy or the run failed on the GPU: listen ends its events and exits 1
+                raise BackendError(f"CUDA failed running {self.source.name}: {err}") from None
             finally:
                 cuda.Context.pop()
 
