@@ -74,12 +74,16 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
     from train.cv import validation_figures
-    from train.export import export_bundle
+    from train.export import check_export_target, export_bundle
     from train.model.config import load_model_config
     from train.model.semanticac import build_model
 
     if bool(checkpoint) == bool(random_init):
         raise click.UsageError("give either --checkpoint C or --random-init --config M")
+    try:
+        check_export_target(out)  # before the model is loaded: never a folder of other files
+    except ValueError as err:
+        raise click.UsageError(str(err)) from None
     if random_init:
         if not config_path:
             raise click.UsageError("--random-init needs --config (a model config: paper, small or a path)")

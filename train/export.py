@@ -570,6 +570,29 @@ def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> lis
     return kept
 
 
+def check_export_target(out: str | Path) -> None:
+    """`out` may become a bundle: it does not exist, is empty, or is a bundle already (it holds
+    model.json: replaced whole, atomically). Never the current folder, a file, or a folder of
+    other files (a run's checkpoints): the export would delete them. ValueError naming the fix."""
+    from edge.bundle import META_FILE
+
+    out = Path(out)
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"--out {out} is a file: give the path of a folder for the bundle")
+    if out.resolve() == Path.cwd().resolve():
+        raise ValueError(f"--out {out} is the current folder: the bundle replaces its folder whole; give a new one")
+    others = sorted(item.name for item in out.iterdir())
+    if others and not (out / META_FILE).is_file():
+        raise ValueError(
+            f"--out {out} holds {len(others)} other file(s) ({', '.join(others[:4])}"
+            + (", ..." if len(others) > 4 else "")
+            + ") and is no bundle (no model.json): the export replaces its folder whole, so they would be "
+            "deleted; give a new folder (e.g. bundles/NAME)"
+        )
+
+
 def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, model_id: str,
                   clip_seconds: float = 10.0,
                   label_sets: list[LabelSet] = (), training: dict | None = None,
@@ -589,6 +612,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     training clips of `training["recipe"]` are heard again for the veto (train.vocabulary_trust:
     where they cannot be read, the veto is off).
     """
+    check_export_target(out)
     if not model.text_assisted:
         raise ValueError("the one-hot baseline has no text tower and no joint embedding: it cannot be "
                          "exported as a bundle (export a text-assisted head: cscm, seq_transf, seq_lstm, mean)")

@@ -144,6 +144,26 @@ def test_failed_export_keeps_the_previous_bundle(small, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
+def test_export_never_replaces_a_folder_of_other_files(small, tmp_path, monkeypatch):
+    """`--out runs/X` (the run's own folder) would have deleted its checkpoints: refused before
+    the checkpoint is read; an empty folder or a bundle is replaced as before."""
+    model, config = small
+    run = tmp_path / "run"
+    path = save_checkpoint(run / "best.pt", model, config, clip_seconds=5.0)
+    (run / "NOTES.txt").write_text("mine\n")
+    result = CliRunner().invoke(cli.main, ["export", "--checkpoint", str(path), "--out", str(run)])
+    assert result.exit_code == 2 and "holds 2 other file(s) (NOTES.txt, best.pt)" in result.output, result.output
+    assert sorted(p.name for p in run.iterdir()) == ["NOTES.txt", "best.pt"]
+    with pytest.raises(ValueError, match="is no bundle"):
+        export_bundle(model, config, run, model_id="x")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="is the current folder"):
+        export_bundle(model, config, ".", model_id="x")
+    (tmp_path / "empty").mkdir()
+    export_bundle(model, config, tmp_path / "empty", model_id="x")  # an empty folder becomes the bundle
+    assert (tmp_path / "empty" / "model.json").is_file()
+
+
 def test_onehot_baseline_is_not_exportable(tmp_path):
     config = load_model_config("small")
     config.head = {"kind": "onehot"}
