@@ -346,7 +346,8 @@ def check_weights(audio_file, text_file, config_path):
               help="OpenAI CLIP RN50.pt for the CLIP text tower.")
 @domain_errors
 def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_text):
-    """Train a recipe; checkpoints every epoch (last.pt) and the best by validation (best.pt)."""
+    """Train a recipe; checkpoints every epoch (last.pt) and the best by validation (best.pt; by
+    training accuracy for a recipe without a validation split). A folder holding a run needs --resume."""
     import shlex
     import sys
 
@@ -363,8 +364,8 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
         if is_main():
             last = result["history"][-1] if result["history"] else {}
             agree = "" if result["ranks_agree"] is None else "; all processes agree on the weights"
-            click.echo(f"{out}: {len(result['history'])} epochs, best validation accuracy {result['best']:.4f}"
-                       f" (last epoch: {last}){agree}")
+            click.echo(f"{out}: {len(result['history'])} epochs, best {result['scored_on']} accuracy "
+                       f"{result['best']:.4f} (last epoch: {last}){agree}")
 
 
 @main.command()

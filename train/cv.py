@@ -32,7 +32,9 @@ def official_folds(config: TrainConfig) -> list[int]:
 def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: str | Path | None = None,
                    epochs: int | None = None, on_fold: Callable[[dict], None] | None = None) -> tuple[dict, Path]:
     """(summary, path of cv.json): `recipe` trained once per fold of `folds` (default: every
-    official fold), each run in out/fold<K>/; `on_fold` sees each fold's result as it ends."""
+    official fold), each run in out/fold<K>/ (resumed when it is there already); a fold's
+    accuracy is its last epoch's on the held-out fold (`best_epoch_accuracy`, the best over the
+    epochs, is chosen on that fold: optimistic); `on_fold` sees each fold's result as it ends."""
     chosen = list(folds) if folds else official_folds(load_train_config(recipe, epochs=epochs))
     if len(chosen) < 2:
         raise ConfigError(f"cross-validation needs at least 2 folds; the data has {chosen or 'none'} "
@@ -40,9 +42,13 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     out = Path(out or Path("runs") / f"{Path(recipe).stem}-cv")
     results = []
     for fold in chosen:
-        result = fit(load_train_config(recipe, fold=fold, epochs=epochs), out / f"fold{fold}",
+        # resume: a cv stopped part-way goes on where it stopped (a finished fold is read back)
+        result = fit(load_train_config(recipe, fold=fold, epochs=epochs), out / f"fold{fold}", resume=True,
                      command=f"cv fold {fold}")
-        results.append({"fold": fold, "accuracy": result["best"], "history": result["history"]})
+        # the last epoch's accuracy on the held-out fold: the best epoch would be chosen on the test fold itself
+        last = result["history"][-1]
+        results.append({"fold": fold, "accuracy": last["val_accuracy"],
+                        "best_epoch_accuracy": result["best"], "history": result["history"]})
         if on_fold is not None:
             on_fold(results[-1])
     accuracies = [r["accuracy"] for r in results]

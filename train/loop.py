@@ -31,10 +31,11 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from edge.features import Frontend
+from edge.fsutil import unwritable_reason
 from edge.labels.labelset import LabelSet
 from train.augment import Augment
-from train.checkpoint import load_checkpoint, save_checkpoint
-from train.config import to_dict
+from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from train.config import ConfigError, to_dict
 from train.data import ClipDataset, DataSpec, build_dataset, collate, make_loader, split_clips
 from train.data.background import BackgroundDataset
 from train.data.cache import default_cache_dir
@@ -49,6 +50,11 @@ from train.recipe import TrainConfig
 from train.scorer import ClassScorer, class_label_set, merge_label_sets
 
 log = logging.getLogger(__name__)
+# Each epoch's figures, shown at the CLI's default verbosity (a logger with its own level passes
+# its records to the root's handlers whatever the root's level): a long run in a log file says
+# how it goes without -v.
+epochs_log = logging.getLogger(f"{__name__}.epochs")
+epochs_log.setLevel(logging.INFO)
 
 NO_DECAY = ("bias", "norm", "bn0", "log_scale", "relative_position_bias_table", "embedding", "positional")
 
@@ -267,15 +273,30 @@ class Trainer:
         self.start = 0  # the first epoch still to train
 
     def resume(self, path: Path) -> None:
-        """Continue from `path` (a last.pt) exactly: weights, optimiser, schedule, RNG and history."""
+        """Continue from `path` (a last.pt) exactly: weights, optimiser, schedule, RNG and history;
+        ConfigError when it was trained with another recipe (only `epochs` may change: a longer run)."""
         if not path.is_file():
-            log.info("--resume: no %s yet, starting from scratch", path)
+            log.warning("--resume: no %s yet (a new run, or a mistyped --out?): starting from scratch", path)
             return
         state = load_checkpoint(path)
-        self.run.model.load_state_dict(state["model"])
+        saved, now = (state.get("training") or {}).get("recipe") or {}, to_dict(self.config)
+        changed = sorted(key for key in set(saved) & set(now) if key != "epochs" and saved[key] != now[key])
+        if changed:
+            raise ConfigError(
+                f"--resume: {path} was trained with another recipe ({', '.join(changed)} differ): resume it with "
+                "the recipe it was trained with (its `training.recipe`), or start the new one in another --out"
+            )
+        try:
+            self.run.model.load_state_dict(state["model"])
+        except RuntimeError as err:
+            raise CheckpointError(f"--resume: {path} holds another model's weights: {str(err)[:300]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available() and len(state["cuda_rng"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        if state.get("scaler"):  # AMP's loss scale where it stopped (a fresh one skips its first steps)
+            self.scaler.load_state_dict(state["scaler"])
         if self.run.scorer.scoring == "sigmoid":
             self.run.scorer.logit_bias.data.fill_(state["scoring"]["logit_bias"])
         self.history, self.best, self.start = state["history"], state["best"], state["epoch"] + 1
@@ -338,13 +359,16 @@ class Trainer:
         """last.pt with all that --resume needs, and best.pt when `score` beats the best so far;
         each written atomically. Call it after the epoch's record is in the history."""
         run, best = self.run, max(self.best, score)
-        figures = {"epochs": epoch + 1, "best_val_accuracy": best,
+        scored = "val" if "val_accuracy" in self.history[-1] else "train"  # no validation split: training accuracy
+        figures = {"epochs": epoch + 1, f"best_{scored}_accuracy": best,
                    **{k: v for k, v in self.history[-1].items() if k.startswith("val_accuracy_")}}
         extra = dict(epoch=epoch, history=self.history, best=best, clip_seconds=run.train_set.clip_seconds,
                      training={**facts, "figures": figures}, license=self.config.license,
                      class_names=list(run.train_set.class_names), scoring=run.scorer.scoring_spec())
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []  # DropPath draws on the GPU
         save_checkpoint(out / "last.pt", run.model, run.model_config, optimizer=self.optimizer.state_dict(),
-                        scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(), **extra)
+                        scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(), cuda_rng=cuda_rng,
+                        scaler=self.scaler.state_dict(), **extra)
         if score > self.best:
             save_checkpoint(out / "best.pt", run.model, run.model_config, **extra)
 
@@ -357,10 +381,26 @@ def run_facts(config: TrainConfig, run: Run, command: str) -> dict:
             "clips": {"train": len(run.train_set), **{f"val_{v.name}": len(v.dataset) for v in run.validation}}}
 
 
+def check_run_folder(out: Path, resume: bool) -> None:
+    """A run folder that can be written, and without a run in it unless `resume`: a run's
+    checkpoints are never overwritten by another (ConfigError naming the fix)."""
+    problem = unwritable_reason(out)
+    if problem is not None:
+        raise ConfigError(f"--out {out} cannot hold the run: {problem}: give a folder you can write to")
+    held = [name for name in ("last.pt", "best.pt") if (out / name).is_file()]
+    if held and not resume:
+        raise ConfigError(
+            f"--out {out} already holds a run ({', '.join(held)}): --resume continues it; a new run needs "
+            "another --out (nothing was overwritten)"
+        )
+
+
 def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_audio: str | None = None,
         pretrained_text: str | None = None, command: str = "") -> dict:
-    """Train `config`; checkpoints go to `out` (last.pt every epoch, best.pt by val accuracy)."""
+    """Train `config`; checkpoints go to `out` (last.pt every epoch, best.pt by validation accuracy,
+    or by training accuracy for a recipe without a validation split: `scored_on` says which)."""
     out = Path(out)
+    check_run_folder(out, resume)  # before the data is read
     run = prepare(config, pretrained_audio, pretrained_text)
     trainer = Trainer(config, run)
     if resume:
@@ -374,12 +414,15 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
         trainer.history.append(record)
         score = record.get("val_accuracy", record["train_accuracy"])  # no validation set: training accuracy
         if is_main():
-            log.info("epoch %d/%d: loss %.4f, train acc %.3f%s (%.0f s)", epoch + 1, config.epochs, record["loss"],
-                     record["train_accuracy"], f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record
-                     else "", record["seconds"])
+            epochs_log.info("epoch %d/%d: loss %.4f, train acc %.3f%s (%.0f s)", epoch + 1, config.epochs,
+                            record["loss"], record["train_accuracy"],
+                            f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else "",
+                            record["seconds"])
             trainer.save(out, epoch, score, facts)
         trainer.best = max(trainer.best, score)
-    return {"history": trainer.history, "best": trainer.best, "out": str(out), "ranks_agree": ranks_agree(run.model)}
+    scored_on = "validation" if trainer.history and "val_accuracy" in trainer.history[-1] else "training"
+    return {"history": trainer.history, "best": trainer.best, "scored_on": scored_on, "out": str(out),
+            "ranks_agree": ranks_agree(run.model)}
 
 
 def ranks_agree(model: nn.Module) -> bool | None:

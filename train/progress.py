@@ -43,6 +43,7 @@ def bar(iterable=None, stream: TextIO | None = None, **kwargs):
         return tqdm(iterable, file=stream, dynamic_ncols=True, **kwargs)
     kwargs.setdefault("mininterval", LOG_SECONDS)
     kwargs.setdefault("miniters", 1)  # a line as soon as the interval is up, however the pace changed
+    kwargs["leave"] = True  # a log keeps the last line (leave=False would erase nothing: it writes none)
 
     class LogBar(tqdm):
         monitor_interval = 0  # tqdm's monitor thread redraws a stale count (the iterator's n is local)

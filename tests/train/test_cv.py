@@ -23,13 +23,16 @@ def recipe(tmp_path):
 
 @pytest.fixture
 def fake_fit(monkeypatch):
-    """fit() replaced: it records each run and scores fold K as K / 10."""
+    """fit() replaced: it records each run and scores fold K as K / 10 at its last epoch (and
+    K / 10 + 0.05 at a better one before: the best epoch, chosen on the held-out fold)."""
     runs = []
 
-    def fit(config, out, command=""):
+    def fit(config, out, resume=False, command=""):
         runs.append({"test_folds": config.data.test_folds, "val_fraction": config.data.val_fraction,
-                     "epochs": config.epochs, "out": Path(out), "command": command})
-        return {"best": config.data.test_folds[0] / 10, "history": [{"epoch": config.epochs}]}
+                     "epochs": config.epochs, "out": Path(out), "command": command, "resume": resume})
+        k = config.data.test_folds[0]
+        return {"best": k / 10 + 0.05, "history": [{"epoch": 1, "val_accuracy": k / 10 + 0.05},
+                                                   {"epoch": config.epochs, "val_accuracy": k / 10}]}
 
     monkeypatch.setattr(cv, "fit", fit)
     return runs
@@ -41,7 +44,9 @@ def test_cross_validate_holds_out_each_fold_in_turn(recipe, fake_fit, tmp_path):
     assert [run["test_folds"] for run in fake_fit] == [(1,), (2,), (3,)]  # every fold of the data
     assert all(run["val_fraction"] == 0.0 and run["epochs"] == 2 for run in fake_fit)  # the fold validates
     assert [run["out"] for run in fake_fit] == [tmp_path / "cv" / f"fold{k}" for k in (1, 2, 3)]
-    assert [r["fold"] for r in seen] == [1, 2, 3] and seen[1]["accuracy"] == 0.2
+    assert [r["fold"] for r in seen] == [1, 2, 3] and seen[1]["accuracy"] == 0.2  # the last epoch's
+    assert seen[1]["best_epoch_accuracy"] == pytest.approx(0.25)
+    assert all(run["resume"] for run in fake_fit)  # a cv stopped part-way goes on where it stopped
     assert summary["mean"] == pytest.approx(0.2) and summary["std"] == pytest.approx(0.1)
     assert path == tmp_path / "cv" / "cv.json" and json.loads(path.read_text()) == summary
 

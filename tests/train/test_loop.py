@@ -1,5 +1,6 @@
 """The training loop on a tiny config and a dozen real clips: checkpoints, exact resume, DDP."""
 
+import dataclasses
 import json
 import os
 import socket
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 
 from train import cli
 from train.checkpoint import load_checkpoint
+from train.config import ConfigError
 from train.loop import fit
 from train.recipe import load_train_config
 
@@ -77,6 +79,17 @@ def test_resume_continues_exactly(recipe, tmp_path):
     assert a["history"][-1]["loss"] == b["history"][-1]["loss"]
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
+    # a run is never overwritten by another, nor resumed with another recipe
+    before = (tmp_path / "resumed/last.pt").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run \\(last.pt, best.pt\\): --resume continues it"):
+        fit(config, tmp_path / "resumed")
+    changed = dataclasses.replace(config, seed=7)
+    with pytest.raises(ConfigError, match="was trained with another recipe \\(seed differ\\)"):
+        fit(changed, tmp_path / "resumed", resume=True)
+    assert (tmp_path / "resumed/last.pt").read_bytes() == before
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="cannot hold the run"):
+        fit(config, tmp_path / "file" / "run")
 
 
 def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
