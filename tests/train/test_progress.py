@@ -21,6 +21,15 @@ def test_a_log_gets_whole_lines_not_thousands_of_redraws():
     assert lines[-1].startswith("clips: 100%") and "20000/20000" in lines[-1]
 
 
+def test_a_log_keeps_the_last_line_of_a_bar_the_loop_asks_not_to_leave():
+    """The training loop's epoch bar is leave=False (a terminal erases it): in a log, erasing
+    writes nothing, so a pass shorter than LOG_SECONDS left no 100 % line at all."""
+    log = io.StringIO()
+    for _ in bar(range(7), stream=log, desc="epoch 1/2", leave=False):
+        pass
+    assert log.getvalue().splitlines()[-1].startswith("epoch 1/2: 100%"), log.getvalue()
+
+
 def test_a_postfix_set_every_step_waits_for_the_next_log_line():
     log = io.StringIO()
     steps = bar(range(5000), stream=log, desc="epoch 1/1")
