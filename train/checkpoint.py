@@ -52,6 +52,10 @@ def load_checkpoint(path: str | Path) -> dict:
 def model_from_checkpoint(path: str | Path) -> tuple[SemanticAC, ModelConfig, dict]:
     """The model a checkpoint describes, with its weights loaded, in eval mode."""
     state = load_checkpoint(path)
+    missing = [key for key in ("model_config", "model") if key not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}: it is not a whole checkpoint of "
+                              "`semanticac-train fit`; pass its last.pt or best.pt")
     config = from_dict(ModelConfig, state["model_config"], where=f"{path} model_config")
     model = build_model(config)
     model.load_state_dict(state["model"])

@@ -378,7 +378,11 @@ def cv(config_path, folds, out, epochs):
     """k-fold cross-validation: train on all folds but one, evaluate on it; mean +- std."""
     from train.cv import cross_validate
 
-    chosen = [int(f) for f in folds.split(",")] if folds else None
+    try:
+        chosen = [int(f) for f in folds.split(",")] if folds else None
+    except ValueError:
+        raise click.BadParameter(f"{folds!r}: give fold numbers separated by commas, e.g. 1,2,3",
+                                 param_hint="--folds") from None
     summary, path = cross_validate(config_path, chosen, out, epochs, on_fold=lambda result: click.echo(
         f"fold {result['fold']}: validation accuracy {result['accuracy']:.4f}"))
     click.echo(f"{len(summary['folds'])}-fold accuracy {summary['mean']:.4f} +- {summary['std']:.4f} -> {path}")

@@ -28,13 +28,15 @@ def _check(value, hint, where: str):
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors, fitting = [], []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _check(value, arg, where)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0])
+                if _same_shape(value, arg):  # a list entry's own error, not "must be a mapping"
+                    fitting.append(str(err))
+        raise ConfigError((fitting or errors)[0])
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
@@ -50,9 +52,22 @@ def _check(value, hint, where: str):
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as text
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise ConfigError(f"{where} must be {hint.__name__}, got {value!r}")
     return value
+
+
+def _same_shape(value, hint) -> bool:
+    """Whether `value` is the kind of container `hint` is (a list for a tuple, a mapping for a
+    dataclass or dict): the candidate of a Union whose error says what is wrong inside it."""
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (list, tuple))
+    return isinstance(value, dict) and (dataclasses.is_dataclass(hint) or hint is dict or typing.get_origin(hint) is dict)
 
 
 def from_dict(cls, data, where: str = "config"):
@@ -100,7 +115,8 @@ def read_config_yaml(path: str | Path, folder: str, what: str, chain: tuple[Path
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as err:
-        raise ConfigError(f"cannot read {what} {path}: {err}") from None
+        named = f" (named by `extends:` in {chain[-1]})" if chain else ""
+        raise ConfigError(f"cannot read {what} {path}{named}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict) or "extends" not in data:

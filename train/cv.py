@@ -37,6 +37,8 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     epochs, is chosen on that fold: optimistic); `on_fold` sees each fold's result as it ends."""
     chosen = list(folds) if folds else official_folds(load_train_config(recipe, epochs=epochs))
     if len(chosen) < 2:
+        if folds:
+            raise ConfigError(f"cross-validation needs at least 2 folds; --folds gave {chosen}")
         raise ConfigError(f"cross-validation needs at least 2 folds; the data has {chosen or 'none'} "
                           "(ESC-50's development copy has no known folds: use a random split with `fit`)")
     out = Path(out or Path("runs") / f"{Path(recipe).stem}-cv")

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 
 from edge.fsutil import atomic_write_text
 from train.checkpoint import model_from_checkpoint
+from train.config import ConfigError
 from train.data import build_dataset, make_loader
 from train.plots import confusion_png, per_class_png
 from train.recipe import load_train_config
@@ -73,13 +74,19 @@ def evaluate_checkpoint(checkpoint: str | Path, recipe: str | Path, out: str | P
     """Score `checkpoint` on the validation split of `recipe` (`fold`: that official fold) into
     `out`; a recipe with several datasets scores each against its own label set, into out/<kind>/."""
     config = load_train_config(recipe, fold=fold)
-    model, model_config, _ = model_from_checkpoint(checkpoint)
+    model, model_config, state = model_from_checkpoint(checkpoint)
     device = next(model.parameters()).device
     several = len(config.datasets) > 1
     evaluations = []
     for spec, labels in zip(config.datasets, config.label_specs):
         split = "test" if spec.test_folds else "val"
         dataset = build_dataset(spec, split, model_config.frontend, config.cache_dir)
+        trained = state.get("class_names")
+        if not model.text_assisted and trained is not None and list(trained) != list(dataset.class_names):
+            raise ConfigError(
+                f"{checkpoint} is a one-hot model of the classes {list(trained)[:4]}...: its outputs mean nothing "
+                f"for {spec.kind}'s {list(dataset.class_names)[:4]}...; evaluate it on the recipe it was trained on"
+            )
         scorer = ClassScorer(model, class_label_set(labels, dataset.class_names, spec.kind), frozen_text=False)
         metrics = evaluate(scorer, make_loader(dataset, config.batch_size, shuffle=False), device)
         folder = Path(out) / spec.kind if several else Path(out)

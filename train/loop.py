@@ -149,6 +149,12 @@ def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained
     if model_config.head["kind"] == "onehot" and model_config.num_classes is None:
         raise ValueError("the one-hot baseline needs num_classes in its model config")
     train_set, validation, label_set, unseen = build_data(config, model_config.frontend)
+    if model_config.head["kind"] == "onehot" and model_config.num_classes != len(label_set.labels):
+        raise ConfigError(
+            f"the one-hot model {config.model} has num_classes {model_config.num_classes}, the recipe's data has "
+            f"{len(label_set.labels)} classes: set num_classes to {len(label_set.labels)} in a model config that "
+            "extends it (the text-assisted heads need no count)"
+        )
     vocabulary = None
     if config.distill is not None:
         train_set, teacher_names = with_teacher(train_set, config)

@@ -58,7 +58,7 @@ def test_cross_validate_runs_only_the_folds_asked_for(recipe, fake_fit, tmp_path
 
 
 def test_cross_validate_refuses_what_it_cannot_split(recipe, fake_fit, tmp_path):
-    with pytest.raises(ConfigError, match=r"needs at least 2 folds; the data has \[2\]"):
+    with pytest.raises(ConfigError, match=r"needs at least 2 folds; --folds gave \[2\]"):
         cv.cross_validate(recipe, folds=[2], out=tmp_path / "cv")
     two = tmp_path / "two.yaml"
     two.write_text("model: small\ndata: [{kind: csv, root: clips.csv}, {kind: csv, root: clips.csv}]\n")

@@ -182,6 +182,15 @@ def test_cli_usage_errors(tmp_path):
     assert result.exit_code == 1 and f"checkpoint {bad} cannot be read" in result.output
 
 
+def test_a_checkpoint_without_its_model_is_one_line(tmp_path):
+    from train.checkpoint import FORMAT
+
+    partial = tmp_path / "partial.pt"
+    torch.save({"format": FORMAT, "history": []}, partial)
+    result = CliRunner().invoke(cli.main, ["export", "--checkpoint", str(partial), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "lacks ['model_config', 'model']" in result.output, result.output
+
+
 def test_check_weights_command(reference_dir, fake_rn50, tmp_path):  # noqa: F811
     audio = tmp_path / "HTSAT_AudioSet_Saved_1.ckpt"
     torch.save(fake_checkpoint(reference_dir, "sed_model."), audio)

@@ -143,6 +143,45 @@ def test_recipe_errors(tmp_path, monkeypatch, recipe_paths):
     with pytest.raises(Exception, match=r"uses \$NOPE_DATA, which is not set"):
         load_train_config(bad)
     assert load_train_config("esc50-cpu").data.kind == "esc50"
+    # YAML 1.1 reads 1e-4 (no dot) as text: it is the number it looks like
+    bad.write_text("extends: esc50-cpu\noptim: {lr: 1e-4}\n")
+    assert load_train_config(bad).optim.lr == 1e-4
+    bad.write_text("extends: esc50-cpu\noptim: {lr: fast}\n")
+    with pytest.raises(Exception, match="optim.lr must be float, got 'fast'"):
+        load_train_config(bad)
+    # a typo inside an entry of a data list is named (not "must be a mapping")
+    bad.write_text("extends: demo-cpu\ndata: [{kind: esc50, root: /x, max_per_clas: 1}, {kind: us8k, root: /y}]\n")
+    with pytest.raises(Exception, match=r"data\[0\]: unknown key 'max_per_clas'"):
+        load_train_config(bad)
+    bad.write_text("extends: esc50-cpuu\n")  # a missing parent: the file that named it
+    with pytest.raises(Exception, match=f"esc50-cpuu \\(named by `extends:` in {bad}\\)"):
+        load_train_config(bad)
+
+
+def test_a_one_hot_model_must_have_the_data_s_class_count(recipe, tmp_path):
+    """Before: an IndexError traceback after the whole dataset was read (Target 3 is out of bounds)."""
+    model = tmp_path / "onehot.yaml"
+    model.write_text(TINY_MODEL.replace("head: {kind: cscm}", "head: {kind: onehot}\nnum_classes: 3"))
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {recipe}\nmodel: {model}\n")
+    with pytest.raises(ConfigError, match="num_classes 3, the recipe's data has 4 classes"):
+        fit(load_train_config(child), tmp_path / "run")
+
+
+def test_a_one_hot_checkpoint_is_evaluated_only_on_its_own_classes(recipe, tmp_path):
+    """Its outputs are class indices: on other classes they are nonsense, not an accuracy."""
+    from train.checkpoint import save_checkpoint
+    from train.evaluation import evaluate_checkpoint
+    from train.model.config import load_model_config
+    from train.model.semanticac import build_model
+
+    model_file = tmp_path / "onehot.yaml"
+    model_file.write_text(TINY_MODEL.replace("head: {kind: cscm}", "head: {kind: onehot}\nnum_classes: 4"))
+    config = load_model_config(model_file)
+    path = save_checkpoint(tmp_path / "best.pt", build_model(config), config,
+                           class_names=["air_conditioner", "car_horn", "children_playing", "drilling"])
+    with pytest.raises(ConfigError, match="is a one-hot model of the classes"):
+        evaluate_checkpoint(path, recipe, tmp_path / "eval")
 
 
 def test_fold_and_epochs_override_a_recipe(recipe_paths):
