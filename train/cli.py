@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -358,7 +359,7 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
     config = load_train_config(config_path, fold=fold, epochs=epochs)
     out = out or str(Path("runs") / (Path(config_path).stem + (f"-fold{fold}" if fold is not None else "")))
     command = "semanticac-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with distributed():
+    with distributed(), stopped_by_signals(out):
         result = run_fit(config, out, resume=resume, pretrained_audio=pretrained_audio,
                          pretrained_text=pretrained_text, command=command)
         if is_main():
@@ -366,6 +367,27 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
             agree = "" if result["ranks_agree"] is None else "; all processes agree on the weights"
             click.echo(f"{out}: {len(result['history'])} epochs, best {result['scored_on']} accuracy "
                        f"{result['best']:.4f} (last epoch: {last}){agree}")
+
+
+@contextlib.contextmanager
+def stopped_by_signals(out: str):
+    """SIGTERM (kill, docker stop, Slurm) stops a run as Ctrl-C does, so a checkpoint being written
+    is cleaned up (atomic: last.pt stays whole), and either says how to go on."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise click.ClickException(
+            f"stopped: {out}/last.pt holds the last whole epoch (none if the first had not ended); continue with "
+            "the same command and --resume"
+        ) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @main.command()

@@ -372,11 +372,11 @@ class Trainer:
                      training={**facts, "figures": figures}, license=self.config.license,
                      class_names=list(run.train_set.class_names), scoring=run.scorer.scoring_spec())
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []  # DropPath draws on the GPU
+        if score > self.best:  # first: a stop between the two leaves last.pt at the epoch before, which --resume redoes
+            save_checkpoint(out / "best.pt", run.model, run.model_config, **extra)
         save_checkpoint(out / "last.pt", run.model, run.model_config, optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(), cuda_rng=cuda_rng,
                         scaler=self.scaler.state_dict(), **extra)
-        if score > self.best:
-            save_checkpoint(out / "best.pt", run.model, run.model_config, **extra)
 
 
 def run_facts(config: TrainConfig, run: Run, command: str) -> dict:

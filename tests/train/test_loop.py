@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,22 @@ def test_a_one_hot_checkpoint_is_evaluated_only_on_its_own_classes(recipe, tmp_p
                            class_names=["air_conditioner", "car_horn", "children_playing", "drilling"])
     with pytest.raises(ConfigError, match="is a one-hot model of the classes"):
         evaluate_checkpoint(path, recipe, tmp_path / "eval")
+
+
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_says_how_to_go_on(tmp_path):
+    import signal
+
+    import click
+
+    from train.cli import stopped_by_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(click.ClickException, match="continue with the same command and --resume") as err:
+        with stopped_by_signals(str(tmp_path / "run")):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler raises before this ends
+    assert f"{tmp_path / 'run'}/last.pt" in err.value.message
+    assert signal.getsignal(signal.SIGTERM) is before  # put back
 
 
 def test_fold_and_epochs_override_a_recipe(recipe_paths):
