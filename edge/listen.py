@@ -611,7 +611,7 @@ class Listener:
                         queue.append(mel.push(block))
                         next_k = self._process_ready(queue, next_k, drop_late=live)
                         self._check_silence(source)
-                        if live:
+                        if live and block.size < read_size:  # caught up: the newest sample is now
                             self._keep_time(self._offset + queue.end * self.windowing.seconds_per_frame)
                     beat()
                 ended = not stop.is_set()
@@ -639,8 +639,9 @@ class Listener:
         return failure
 
     def _keep_time(self, t: float) -> None:
-        """`t`: the stream time of the audio just read, which is now: the dates follow the wall
-        clock when they have moved CLOCK_TOLERANCE from it (see CLOCK_CHECK_SECONDS)."""
+        """`t`: the stream time of the audio just read, which is now (the read drained what was
+        waiting: a backlog behind a slow model is not a clock that moved): the dates follow the
+        wall clock when they have moved CLOCK_TOLERANCE from it (see CLOCK_CHECK_SECONDS)."""
         if t - self._clock_checked < CLOCK_CHECK_SECONDS or self.sink.origin_given:
             return
         self._clock_checked = t
