@@ -59,6 +59,7 @@ $(VENV)/.installed: setup.py pyproject.toml $(LOCK) Makefile
 
 # What a device installs (`pip install .`: numpy, soundfile, soxr, ONNX Runtime, ...), locked.
 $(EDGE_VENV)/.installed: setup.py pyproject.toml $(LOCK) Makefile
+	@echo "setting up $(EDGE_VENV): the device's install (numpy, ONNX Runtime, ...; a minute or two, once)"
 	test -x $(EDGE_BIN)/python || $(PYTHON) -m venv $(EDGE_VENV)
 	$(EDGE_BIN)/$(PIP) -c $(LOCK) -e .
 	touch $@

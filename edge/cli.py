@@ -20,7 +20,7 @@ from edge import __version__
 from edge.backends import BACKENDS
 from edge.capture.sources import STDIN_FORMATS
 from edge.errors import OptionError, OutputError, SemanticACError
-from edge.listen import ListenOptions
+from edge.listen import ListenOptions, ListenSummary
 from edge.service.unit import CONFIG_PATH, UNIT_PATH, WATCHDOG_SEC
 
 log = logging.getLogger(__name__)
@@ -346,7 +346,7 @@ def discard_stdout() -> None:
         pass
 
 
-def run_pipeline(options: ListenOptions, source=None) -> None:
+def run_pipeline(options: ListenOptions, source=None) -> ListenSummary:
     """Run the listen pipeline until its source ends or SIGINT/SIGTERM; exit 1 when the source
     or backend failed mid-stream (the `status` line with level error is already on stdout)."""
     from edge.listen import listen as listen_pipeline
@@ -361,6 +361,7 @@ def run_pipeline(options: ListenOptions, source=None) -> None:
             raise click.ClickException(str(err)) from None
     if summary.error:
         raise click.ClickException(summary.error)
+    return summary
 
 
 DEFAULTS = ListenOptions.defaults()
@@ -590,20 +591,22 @@ def listen(
 def demo(labels_spec, bundle, fast, input_kind) -> None:
     """Listen with what this machine has: the microphone until Ctrl-C, else a demo scene file
     (real UrbanSound8K clips from $SEMANTICAC_DATA, or a synthesised street) until it ends."""
-    from edge.tools.demo import choose_demo_input
+    from edge.tools.demo import choose_demo_input, scene_summary
 
     demo_log = logging.getLogger("edge.tools.demo")
     if demo_log.getEffectiveLevel() > logging.INFO:  # the demo says what it plays, even without -v
         demo_log.setLevel(logging.INFO)
     scene = choose_demo_input(input_kind, labels_spec, bundle, fast)  # None: the default microphone
-    run_pipeline(
-        ListenOptions(
-            labels=labels_spec,
-            bundle=bundle,
-            input=None if scene is None else str(scene),
-            fast=fast and scene is not None,
-        )
+    options = ListenOptions(
+        labels=labels_spec,
+        bundle=bundle,
+        input=None if scene is None else str(scene.path),
+        fast=fast and scene is not None,
     )
+    summary = run_pipeline(options)
+    if scene is not None:
+        for line in scene_summary(scene.segments, summary.by_label, options):
+            demo_log.info("%s", line)
 
 
 @main.command()

@@ -50,7 +50,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from typing import TYPE_CHECKING
@@ -263,6 +263,7 @@ class ListenSummary:
     windows: int = 0
     dropped: int = 0
     events: int = 0
+    by_label: dict[str, int] = field(default_factory=dict)  # events started, per label
     seconds: float = 0.0
     end_reason: str = ""
     error: str | None = None  # why the stream failed (the CLI exits 1); None when it ended or was stopped
@@ -808,7 +809,9 @@ class Listener:
             self._watch_silence(t, frames)
 
     def _emit_event(self, event) -> None:
-        self.summary.events += event.kind == "start"
+        if event.kind == "start":
+            self.summary.events += 1
+            self.summary.by_label[event.label] = self.summary.by_label.get(event.label, 0) + 1
         self.sink.event(event)
 
     def _watch_silence(self, t: float, frames: np.ndarray) -> None:

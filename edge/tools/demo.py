@@ -25,7 +25,7 @@ import logging
 import os
 import shlex
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -464,7 +464,11 @@ def demo_audio(
 
 def _demo_audio(data: str | Path | None, cache: Path, rate: int) -> tuple[Path, list[Segment]]:
     if data is None:
-        log.info("$%s is not set: the demo scene is synthesised", DATA_ENV)
+        log.info(
+            "$%s is not set: the demo scene is synthesised (set it to a folder holding us8k/ for one of real "
+            "UrbanSound8K clips: README, Data)",
+            DATA_ENV,
+        )
     elif not (Path(data) / "us8k" / "meta.csv").is_file():
         log.info("no %s: the demo scene is synthesised", Path(data) / "us8k" / "meta.csv")
     else:
@@ -513,9 +517,29 @@ def _scene_file(cache: Path, kind: str, recipe: dict, make, rate: int) -> tuple[
 INPUT_KINDS = ("auto", "microphone", "file")
 
 
+@dataclass(frozen=True)
+class Scene:
+    """The demo scene file the demo listens to, and its sounds."""
+
+    path: Path
+    segments: list[Segment]
+
+
+def program() -> str:
+    """How to type `semanticac-edge` here: its name when it is on PATH, else its path (`make demo`
+    runs it from .venv-edge/bin, which a user's shell does not have on PATH)."""
+    import shutil
+    import sys
+
+    if shutil.which("semanticac-edge"):
+        return "semanticac-edge"
+    beside = Path(sys.executable).parent / "semanticac-edge"
+    return str(beside) if beside.is_file() else "semanticac-edge"
+
+
 def equivalent_command(labels_spec: str, bundle: str | None, path: Path | None, fast: bool) -> str:
     """The `semanticac-edge listen` command line that does what the demo does."""
-    args = ["semanticac-edge", "listen", "--labels", labels_spec]
+    args = [program(), "listen", "--labels", labels_spec]
     if bundle:
         args += ["--bundle", str(bundle)]
     if path is not None:
@@ -525,8 +549,8 @@ def equivalent_command(labels_spec: str, bundle: str | None, path: Path | None, 
 
 def choose_demo_input(
     kind: str = "auto", labels_spec: str = "urban", bundle: str | None = None, fast: bool = False
-) -> Path | None:
-    """What the demo listens to: None for the default microphone, else the demo scene file.
+) -> Scene | None:
+    """What the demo listens to: None for the default microphone, else the demo scene.
 
     `kind` "auto" asks PortAudio for a capture device; "microphone" and "file" force one
     (tests, and a user who wants the scene with a microphone plugged in). Logs what it chose,
@@ -547,11 +571,42 @@ def choose_demo_input(
         if fast:
             log.info("--fast applies to the demo scene file only: ignored with a microphone")
         return None
-    log.info("no microphone (%s): listening to a demo scene instead", why)
+    log.info(
+        "no microphone (%s): listening to a demo scene instead (with one plugged in: `%s devices`, then "
+        "`%s`, with --device N for another than the default)",
+        why,
+        program(),
+        equivalent_command(labels_spec, bundle, None, False),
+    )
     path, segments = demo_audio()
     seconds = sf.info(str(path)).duration
-    log.info("listening to the demo scene %s (%.1f s; ends with it):", path, seconds)
+    log.info(
+        "listening to the demo scene %s (%.1f s in real time; ends with it%s):",
+        path,
+        seconds,
+        "" if fast else "; --fast reads it at once",
+    )
     for segment in segments:
         log.info("  %s", segment.describe())
     log.info("the same as: %s", equivalent_command(labels_spec, bundle, path, fast))
-    return path
+    return Scene(path, segments)
+
+
+def scene_summary(segments: Sequence[Segment], started: Mapping[str, int], options) -> list[str]:
+    """What the demo says at the end: which of the scene's sounds started an event of their label,
+    and why a sound can show in the windows without one (`options`: the listen options)."""
+    labels = list(dict.fromkeys(s.label for s in segments))
+    heard = [label for label in labels if started.get(label)]
+    missed = [label for label in labels if not started.get(label)]
+    lines = [
+        "events started for the scene's sounds: "
+        + (", ".join(heard) or "none")
+        + (f"; none for {', '.join(missed)}" if missed else "")
+    ]
+    if missed:
+        lines.append(
+            f"an event starts when a label's score, averaged over {options.smooth} windows, stays at or above its "
+            f"threshold for {options.min_duration:g} s: a sound shorter than that, or under its label's threshold (`semanticac-edge labels urban` lists them), shows "
+            "in the windows without an event"
+        )
+    return lines
