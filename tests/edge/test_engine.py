@@ -256,6 +256,21 @@ def test_a_plan_without_sidecar_or_with_other_bytes_is_refused(bundle, tmp_path,
     assert find_engine(mine, "fp16", ORIN) is None
 
 
+def test_a_plan_that_cannot_be_read_is_refused_not_a_crash(bundle, tmp_path, cache, monkeypatch):
+    import edge.backends.tensorrt.cache as engines
+
+    mine = copy_bundle(bundle, tmp_path / "b")
+    fake_engine(mine.engines_dir, mine)
+
+    def unreadable(path, chunk=1 << 20):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(engines, "sha256_file", unreadable)
+    statuses = list_engines(mine, ORIN, "fp16")
+    assert len(statuses) == 1 and statuses[0].reason.startswith("cannot read the plan (Permission denied)")
+    assert find_engine(mine, None, ORIN) is None
+
+
 def test_the_missing_engine_message_says_where_why_and_how(bundle, tmp_path, cache):
     mine = copy_bundle(bundle, tmp_path / "b")
     fake_engine(mine.engines_dir, mine, tensorrt_version="10.0.1")

@@ -201,11 +201,17 @@ def list_engines(bundle: Bundle, device: DeviceInfo, precision: str | None = Non
                 )
                 continue
             reason = check_engine(sidecar, device, bundle, precision)
-            if reason is None and sidecar.get("plan_sha256") and sha256_file(plan) != sidecar["plan_sha256"]:
-                reason = (
-                    f"the plan file does not match its sidecar's sha256 (corrupt or replaced); rebuild it with "
-                    f"`{rebuild_command(bundle, sidecar['precision'])}`"
-                )
+            if reason is None and sidecar.get("plan_sha256"):
+                try:
+                    digest = sha256_file(plan)
+                except OSError as err:  # not readable by this user (a service's own uid)
+                    reason = f"cannot read the plan ({err.strerror or err}): make it readable, or rebuild it"
+                else:
+                    if digest != sidecar["plan_sha256"]:
+                        reason = (
+                            f"the plan file does not match its sidecar's sha256 (corrupt or replaced); rebuild it "
+                            f"with `{rebuild_command(bundle, sidecar['precision'])}`"
+                        )
             found.append(EngineStatus(plan, sidecar, reason))
     return found
 
