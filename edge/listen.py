@@ -93,6 +93,10 @@ BACKOFF_FIRST = 1.0  # the wait after the first failed try to reopen a lost devi
 # clock steps (NTP on a Jetson without a clock battery sets it minutes after boot).
 CLOCK_CHECK_SECONDS = 60.0
 CLOCK_TOLERANCE = 2.0
+# A try to reopen a lost device runs on a thread of its own and is given up after this long: a
+# hung sound server blocks PortAudio's open for good, and the loop must go on beating (the
+# watchdog) and hear a stop request.
+OPEN_SECONDS = 10.0
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
@@ -292,6 +296,88 @@ def open_source(options: ListenOptions, frontend: Frontend, rescan: bool = False
     )
 
 
+def reopener(options: ListenOptions, frontend: Frontend, first: Sequence[Source]) -> Callable[[], Source]:
+    """What reopens a lost microphone: `options.device` again after a PortAudio rescan; given
+    by index, only while the index still names the device `first` opened (a replug can renumber
+    the devices: never another microphone silently)."""
+
+    def reopen() -> Source:
+        again = open_source(options, frontend, rescan=True)
+        before = first[0] if first else None
+        by_index = options.device is not None and options.device.isdigit()
+        if (
+            by_index
+            and isinstance(again, MicrophoneSource)
+            and isinstance(before, MicrophoneSource)
+            and again.device.name != before.device.name
+        ):
+            raise AudioError(
+                f"input device {options.device} is now {again.device.name!r}, not {before.device.name!r} "
+                "(the devices were renumbered): pass --device with (part of) the name to follow it"
+            )
+        return again
+
+    return reopen
+
+
+class _Opening:
+    """Opens (and starts) a source on a thread of its own, waiting for it in READ_SECONDS steps
+    that beat and hear `stop`, at most OPEN_SECONDS: a hung sound server does not hang the loop.
+    A try given up is left behind; while it is still stuck in PortAudio no other starts (two
+    threads in PortAudio at once are not safe), and a source it opens late is stopped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def open(self, make: Callable[[], Source], stop: threading.Event, beat: Callable[[], None]) -> Source | None:
+        if self._thread is not None and self._thread.is_alive():
+            raise AudioError(
+                "the sound server has not answered the previous try to open the device yet "
+                f"(over {OPEN_SECONDS:g} s): it hangs; restart it, or wait"
+            )
+        result: dict = {}
+
+        def work() -> None:
+            source = None
+            try:
+                source = make()
+                started = source.start()
+            except BaseException as err:  # AudioError, or PortAudio's own: reported to the loop
+                if source is not None:
+                    source.stop()
+                result["error"] = err
+                return
+            with self._lock:
+                if result.get("abandoned"):
+                    started.stop()
+                else:
+                    result["source"] = started
+
+        self._thread = thread = threading.Thread(target=work, name="reopen device", daemon=True)
+        thread.start()
+        deadline = time.monotonic() + OPEN_SECONDS
+        while thread.is_alive() and not stop.is_set() and time.monotonic() < deadline:
+            beat()
+            thread.join(READ_SECONDS)
+        with self._lock:
+            if "source" not in result and "error" not in result:
+                result["abandoned"] = True
+                if stop.is_set():
+                    return None
+                raise AudioError(
+                    f"opening the device did not finish within {OPEN_SECONDS:g} s (the sound server is not "
+                    "responding): given up, tried again later"
+                )
+        if "error" in result:
+            err = result["error"]
+            raise err if isinstance(err, AudioError) else AudioError(f"cannot open the device: {err}")
+        if stop.is_set():
+            result["source"].stop()
+            return None
+        return result["source"]
+
+
 @dataclass(frozen=True)
 class Reconnect:
     """How the loop gets a lost device back: `reopen()` opens it again, tried at once, then
@@ -423,14 +509,12 @@ def listen(
             backend.close()
             raise
     reconnect = None
+    first: list[Source] = []  # the source opened at the start, when it opened
     if options.reconnect and source is None:
-
-        def reopen() -> Source:
-            return open_source(options, bundle.meta.frontend, rescan=True)
-
-        reconnect = Reconnect(reopen, options.backoff_max)
+        reconnect = Reconnect(reopener(options, bundle.meta.frontend, first), options.backoff_max)
     try:
         source = source or open_source(options, bundle.meta.frontend)
+        first.append(source)
     except AudioError:
         if reconnect is None:
             _close(backend, branch)
@@ -516,6 +600,7 @@ class Listener:
         self._t = 0.0  # stream time of the latest window
         self._offset = 0.0  # stream time of the current segment's first sample
         self._clock_checked = 0.0  # stream time of the last check against the wall clock
+        self._opening = _Opening()  # tries to reopen a lost device, each time-boxed
         self._vocabulary = vocabulary
         self._heard = heard
         self._arrived = time.perf_counter()  # when the audio that completed the newest window arrived
@@ -692,13 +777,9 @@ class Listener:
         """The source opened again (started), waiting `reconnect.delay` before each try; None when stopped."""
         while self._wait(reconnect.delay(self._tries), stop, beat):
             self._tries += 1
-            source = None
             try:
-                source = reconnect.reopen()
-                return source.start()
+                return self._opening.open(reconnect.reopen, stop, beat)
             except AudioError as err:
-                if source is not None:
-                    source.stop()
                 self._lose(err, reconnect)
         return None
 

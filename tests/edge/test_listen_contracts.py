@@ -543,6 +543,63 @@ def test_a_device_missing_from_the_start_is_retried_until_stop(demo_bundle, eage
     assert not any("listening to" in s.message for s in run.sink.statuses)
 
 
+def test_a_reopen_the_sound_server_never_answers_does_not_hang_the_loop(demo_bundle, eager_labels, monkeypatch):
+    """A SIGSTOPped PulseAudio blocks PortAudio's open for good: each try is given up after
+    OPEN_SECONDS, no second one starts while the first is stuck, the loop beats throughout, and
+    a stop is heard at once."""
+    import edge.listen
+    from edge.listen import Reconnect
+
+    monkeypatch.setattr(edge.listen, "OPEN_SECONDS", 0.6)
+    hung, tries = threading.Event(), []
+
+    def reopen():
+        tries.append(time.monotonic())
+        hung.wait(30)  # the sound server does not answer
+        raise AudioError("too late")
+
+    run, stop, out = Supervised(demo_bundle, eager_labels), threading.Event(), {}
+    thread = threading.Thread(target=lambda: out.update(summary=run.run(None, stop, Reconnect(reopen, 0.5))))
+    thread.start()
+    time.sleep(2.5)
+    stop.set()
+    thread.join(2.0)
+    hung.set()
+    assert not thread.is_alive(), "the loop hung in the reopen"
+    assert len(tries) == 1  # the stuck try is not joined by another in PortAudio
+    beats = [b for b in run.beats if b >= tries[0]]
+    assert len(beats) >= 5 and np.diff(beats).max() < 1.0  # the watchdog went on
+    lost = [s for s in run.coded() if s.code == "audio_lost"]
+    assert len(lost) == 1 and "did not finish within 0.6 s (the sound server is not responding)" in lost[0].message
+    assert out["summary"].end_reason == "stopped" and out["summary"].error is None
+
+
+def test_a_device_given_by_index_is_reopened_only_while_the_index_names_it(monkeypatch):
+    """After a replug PortAudio can renumber the devices: `--device 1` must not carry on with
+    another microphone; `--device usb` follows whichever device the name matches."""
+    from types import SimpleNamespace
+
+    import edge.listen
+    from edge.capture.sources import MicrophoneSource
+    from edge.listen import reopener
+
+    def mic(name):
+        source = MicrophoneSource.__new__(MicrophoneSource)  # no PortAudio: only its device is read
+        source.device = SimpleNamespace(name=name)
+        return source
+
+    now = {"device": "USB Audio 1"}
+    monkeypatch.setattr(edge.listen, "open_source", lambda options, frontend, rescan=False: mic(now["device"]))
+    first = [mic("USB Audio 1")]
+    by_index = reopener(ListenOptions(labels="urban", device="1", reconnect=True), None, first)
+    by_name = reopener(ListenOptions(labels="urban", device="usb", reconnect=True), None, first)
+    assert by_index().device.name == "USB Audio 1"  # the same device: reopened
+    now["device"] = "HDMI capture"
+    with pytest.raises(AudioError, match="input device 1 is now 'HDMI capture', not 'USB Audio 1'"):
+        by_index()
+    assert by_name().device.name == "HDMI capture"  # a name is the user's choice of what to follow
+
+
 def test_digital_silence_beyond_max_silence_is_a_lost_source(demo_bundle, eager_labels):
     run = Supervised(demo_bundle, eager_labels, max_silence=1.0)
     summary = run.run(Clip(np.zeros(3 * RATE, np.float32)))  # no reconnect: the failure contract
