@@ -480,6 +480,17 @@ class Supervised:
     def coded(self):
         return [s for s in self.sink.statuses if s.code]
 
+    def run_lost_until_stopped(self, reconnect, seconds):
+        """Run with the device lost from the start for `seconds`, then stop: (whether the loop
+        ended within 2 s of the stop, its summary)."""
+        stop, out = threading.Event(), {}
+        thread = threading.Thread(target=lambda: out.update(summary=self.run(None, stop, reconnect)))
+        thread.start()
+        time.sleep(seconds)
+        stop.set()
+        thread.join(2.0)  # the waits watch `stop` every READ_SECONDS
+        return not thread.is_alive(), out.get("summary")
+
 
 def test_a_lost_source_is_reopened_with_backoff_and_stream_time_goes_on(demo_bundle, eager_labels):
     from edge.listen import BACKOFF_FIRST, Reconnect
@@ -530,16 +541,12 @@ def test_a_device_missing_from_the_start_is_retried_until_stop(demo_bundle, eage
         tries.append(time.monotonic())
         raise AudioError("no input device 'usb mic'; input devices are 0: 'pulse'")
 
-    run, stop, out = Supervised(demo_bundle, eager_labels), threading.Event(), {}
-    thread = threading.Thread(target=lambda: out.update(summary=run.run(None, stop, Reconnect(reopen, 30.0))))
-    thread.start()
-    time.sleep(1.2)
-    stop.set()
-    thread.join(2.0)  # the waits watch `stop` every READ_SECONDS
-    assert not thread.is_alive(), "the loop did not stop while waiting to reopen the device"
+    run = Supervised(demo_bundle, eager_labels)
+    ended, summary = run.run_lost_until_stopped(Reconnect(reopen, 30.0), 1.2)
+    assert ended, "the loop did not stop while waiting to reopen the device"
     assert len(tries) == 2  # at once, after 0.5-1 s, then not before 1-2 s more: no retry storm
     assert [(s.code, "'usb mic'" in s.message) for s in run.coded()] == [("audio_lost", True)]  # reported once
-    assert out["summary"].end_reason == "stopped" and out["summary"].error is None
+    assert summary.end_reason == "stopped" and summary.error is None
     assert not any("listening to" in s.message for s in run.sink.statuses)
 
 
@@ -558,20 +565,16 @@ def test_a_reopen_the_sound_server_never_answers_does_not_hang_the_loop(demo_bun
         hung.wait(30)  # the sound server does not answer
         raise AudioError("too late")
 
-    run, stop, out = Supervised(demo_bundle, eager_labels), threading.Event(), {}
-    thread = threading.Thread(target=lambda: out.update(summary=run.run(None, stop, Reconnect(reopen, 0.5))))
-    thread.start()
-    time.sleep(2.5)
-    stop.set()
-    thread.join(2.0)
+    run = Supervised(demo_bundle, eager_labels)
+    ended, summary = run.run_lost_until_stopped(Reconnect(reopen, 0.5), 2.5)
     hung.set()
-    assert not thread.is_alive(), "the loop hung in the reopen"
+    assert ended, "the loop hung in the reopen"
     assert len(tries) == 1  # the stuck try is not joined by another in PortAudio
     beats = [b for b in run.beats if b >= tries[0]]
     assert len(beats) >= 5 and np.diff(beats).max() < 1.0  # the watchdog went on
     lost = [s for s in run.coded() if s.code == "audio_lost"]
     assert len(lost) == 1 and "did not finish within 0.6 s (the sound server is not responding)" in lost[0].message
-    assert out["summary"].end_reason == "stopped" and out["summary"].error is None
+    assert summary.end_reason == "stopped" and summary.error is None
 
 
 def test_a_device_given_by_index_is_reopened_only_while_the_index_names_it(monkeypatch):
