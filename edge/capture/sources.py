@@ -329,7 +329,8 @@ def find_input_device(device: int | str | None = None, rescan: bool = False) -> 
         raise AudioError(f"{wanted}; input devices are {listing}: pass --device with an index or part of a name")
     raise AudioError(
         f"input device name {device!r} is ambiguous, it matches "
-        f"{'; '.join(f'{d.index}: {d.name!r}' for d in matches)}: pass the index or more of the name"
+        f"{'; '.join(f'{d.index}: {d.name!r}' for d in matches)}: pass more of the name (or listen's --device "
+        "with the index)"
     )
 
 
@@ -384,7 +385,8 @@ class MicrophoneSource(Source):
                 reason = str(err)
         raise AudioError(
             f"{name} cannot capture {channels} channel(s) at {' or '.join(map(str, rates))} Hz "
-            f"({reason}): pick another device or device rate"
+            f"({reason}): the device is gone or busy, or cannot record; check it with `semanticac-edge devices`, "
+            "or pick another"
         )
 
     def _start_producer(self) -> None:

@@ -28,6 +28,7 @@ from edge import __version__
 from edge.backends.base import Backend
 from edge.bundle import Bundle, resolve_bundle_origin
 from edge.errors import (
+    AudioError,
     BackendError,
     BundleError,
     ConfigError,
@@ -82,6 +83,23 @@ def resolve(config: ServiceConfig) -> Resolved:
             key="audio.input",
         )
     return Resolved(bundle, origin, with_thresholds(label_set, config.thresholds))
+
+
+def device_notes(config: ServiceConfig) -> list[tuple[str, str]]:
+    """check-config: a warning when `audio.device` names no capture device PortAudio sees now, or
+    several (the service starts and keeps trying to open it); nothing for a file input or
+    where PortAudio is missing (check-config may run on another machine than the service)."""
+    if config.options.input is not None:
+        return []
+    from edge.capture.sources import find_input_device
+
+    try:
+        find_input_device(config.options.device)
+    except ImportError:
+        return []
+    except AudioError as err:
+        return [("warning", f"audio.device: {err} (the service starts and keeps trying to open it)")]
+    return []
 
 
 def check_outputs(config: ServiceConfig) -> None:

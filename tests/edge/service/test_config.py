@@ -132,6 +132,30 @@ def test_check_config_passes_the_shipped_example_and_prints_the_effective_config
     assert printed == load_config(example_path(), ["listen.hop=0.5"]).to_dict()
 
 
+def test_check_config_warns_of_a_device_name_that_matches_none_or_several(monkeypatch, tmp_path):
+    """The service starts anyway and keeps trying (a USB microphone may be plugged in later), so a
+    warning, not an error; a file input needs no device."""
+    import edge.capture.sources as sources
+    from edge.errors import AudioError
+
+    def ambiguous(device=None, rescan=False):
+        raise AudioError(f"input device name {device!r} is ambiguous, it matches 0: 'pulse'; 1: 'default'")
+
+    monkeypatch.setattr(sources, "find_input_device", ambiguous)
+    args = ["check-config", str(example_path()), "--set", "audio.device=u"]
+    result = CliRunner().invoke(edge.cli.main, args)
+    assert result.exit_code == 0, result.output
+    assert "# warning: audio.device: input device name 'u' is ambiguous" in result.output
+    assert "keeps trying to open it" in result.output
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"")  # only its existence is checked
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set",
+                                                f"audio.input={clip}"])
+    assert result.exit_code == 0 and "audio.device" not in result.output.split("schema_version")[0]
+    monkeypatch.setattr(sources, "find_input_device", lambda device=None, rescan=False: None)
+    assert "# warning: audio.device" not in CliRunner().invoke(edge.cli.main, args).output
+
+
 def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("schema_version: 1\nlabels: {set: urban}\nlisten: {hop: -1}\n")
