@@ -288,7 +288,8 @@ def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo
     import edge.cli
 
     config = tmp_path / "service.yaml"
-    config.write_text(f"schema_version: 1\nmodel: {{bundle: {demo_bundle.path}}}\nlabels: {{set: {labels}}}\n")
+    config.write_text(f"schema_version: 1\nmodel: {{bundle: {demo_bundle.path}}}\nlabels: {{set: {labels}}}\n"
+                      f"audio: {{input: {clip}}}\n")  # a file: no device to look for on this machine
     result = CliRunner().invoke(edge.cli.main, ["check-config", str(config)])
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith(("# info: ", "# warning: "))]
