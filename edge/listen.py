@@ -296,10 +296,11 @@ def open_source(options: ListenOptions, frontend: Frontend, rescan: bool = False
     )
 
 
-def reopener(options: ListenOptions, frontend: Frontend, first: Sequence[Source]) -> Callable[[], Source]:
+def reopener(options: ListenOptions, frontend: Frontend, first: list[Source]) -> Callable[[], Source]:
     """What reopens a lost microphone: `options.device` again after a PortAudio rescan; given
-    by index, only while the index still names the device `first` opened (a replug can renumber
-    the devices: never another microphone silently)."""
+    by index, only while the index still names the device `first` holds, the one opened at the
+    start or, missing then, the first reopened (a replug can renumber the devices: never another
+    microphone silently)."""
 
     def reopen() -> Source:
         again = open_source(options, frontend, rescan=True)
@@ -315,6 +316,8 @@ def reopener(options: ListenOptions, frontend: Frontend, first: Sequence[Source]
                 f"input device {options.device} is now {again.device.name!r}, not {before.device.name!r} "
                 "(the devices were renumbered): pass --device with (part of) the name to follow it"
             )
+        if before is None:  # missing at the start: the first one opened is it
+            first.append(again)
         return again
 
     return reopen

@@ -601,6 +601,12 @@ def test_a_device_given_by_index_is_reopened_only_while_the_index_names_it(monke
     with pytest.raises(AudioError, match="input device 1 is now 'HDMI capture', not 'USB Audio 1'"):
         by_index()
     assert by_name().device.name == "HDMI capture"  # a name is the user's choice of what to follow
+    missing_at_start = []  # then the first device reopened is the one to keep to
+    late = reopener(ListenOptions(labels="urban", device="1", reconnect=True), None, missing_at_start)
+    assert late().device.name == "HDMI capture"
+    now["device"] = "USB Audio 1"
+    with pytest.raises(AudioError, match="input device 1 is now 'USB Audio 1', not 'HDMI capture'"):
+        late()
 
 
 def test_digital_silence_beyond_max_silence_is_a_lost_source(demo_bundle, eager_labels):
