@@ -97,6 +97,9 @@ CLOCK_TOLERANCE = 2.0
 # hung sound server blocks PortAudio's open for good, and the loop must go on beating (the
 # watchdog) and hear a stop request.
 OPEN_SECONDS = 10.0
+# Input clipping (the source counts samples at full scale) is a status with code "clipping", so
+# the event log, MQTT and the metrics see a gain set too high; at most once per this many seconds.
+CLIPPING_STATUS_SECONDS = 600.0
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
@@ -611,6 +614,8 @@ class Listener:
         self._silent_since: float | None = None
         self._silence_warned = False
         self._silent_samples = 0  # digital silence in a row, in model-rate samples
+        self._clipped_said = 0  # the source's clipped samples as of the last "clipping" status
+        self._clipping_at: float | None = None  # monotonic time of that status
         self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
         self._tries = 0  # tries to reopen since the loss
         self._restored_at: float | None = None
@@ -674,6 +679,7 @@ class Listener:
         self._levels = LevelMeter(self.frontend.hop_length)
         self.smoother.reset()
         self._silent_samples = 0
+        self._clipped_said = 0  # a new source counts from 0
         next_k = 0
         failure: SemanticACError | None = None
         # Read up to a model window at a time: after a slow inference everything waiting is
@@ -753,6 +759,16 @@ class Listener:
             lost_for, self._lost_at = time.monotonic() - self._lost_at, None
             self._restored_at = time.monotonic()
             self._status("info", f"audio restored: {source.name} after {lost_for:.1f} s lost", code="audio_restored")
+        clipped = source.clipped_samples - self._clipped_said
+        now = time.monotonic()
+        if clipped > 0 and (self._clipping_at is None or now - self._clipping_at >= CLIPPING_STATUS_SECONDS):
+            self._clipped_said, self._clipping_at = source.clipped_samples, now
+            self._status(
+                "warning",
+                f"{source.name} clips: {clipped} input sample(s) at full scale: lower its input gain (alsamixer, "
+                "pavucontrol) or move it back from the sound; clipped audio scores lower",
+                code="clipping",
+            )
 
     def _check_silence(self, source: Source) -> None:
         """Digital silence beyond `max_silence` loses the source (after its windows are scored)."""

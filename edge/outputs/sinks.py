@@ -16,7 +16,8 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   of it: edge.scoring); start: `event_id`, `label`,
   `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
-  backend_error, overload, audio_lost, audio_restored). A non-finite number is written as null.
+  backend_error, overload, audio_lost, audio_restored, clipping). A non-finite number is written
+  as null.
 - `PlainLines` (stdout is not a terminal): one readable, greppable line per record.
 - `LiveView` (a terminal): the top-k with bars, active events and counters redrawn in place
   with ANSI cursor moves; events and status lines scroll above it and stay.

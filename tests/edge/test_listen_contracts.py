@@ -609,6 +609,20 @@ def test_a_device_given_by_index_is_reopened_only_while_the_index_names_it(monke
         late()
 
 
+def test_input_clipping_is_a_status_the_outputs_see_at_most_every_ten_minutes(demo_bundle, eager_labels):
+    """A gain set too high for months was only a log line: now a status with code "clipping"
+    (the event log keeps it, metrics count it, the service's STATUS= shows it), not repeated
+    for every clipped block."""
+    square = np.sign(np.sin(2 * np.pi * 50 * np.arange(2 * RATE) / RATE)).astype(np.float32)  # flat at 1.0
+    audio = np.concatenate([square, 0.1 * tone(700, 1.0, RATE), square])  # clips twice, a second apart
+    run = Supervised(demo_bundle, eager_labels)
+    summary = run.run(Clip(audio))
+    assert summary.error is None
+    clipping = [s for s in run.coded() if s.code == "clipping"]
+    assert len(clipping) == 1 and clipping[0].level == "warning", run.coded()
+    assert "test microphone clips:" in clipping[0].message and "lower its input gain" in clipping[0].message
+
+
 def test_digital_silence_beyond_max_silence_is_a_lost_source(demo_bundle, eager_labels):
     run = Supervised(demo_bundle, eager_labels, max_silence=1.0)
     summary = run.run(Clip(np.zeros(3 * RATE, np.float32)))  # no reconnect: the failure contract
