@@ -158,8 +158,7 @@ def record(
                 try:
                     streams.append(listen_in_silence(options, labels, path))
                 except AudioError as err:
-                    log.warning("skipped %s: %s", path, err)
-                    skipped.append((path, str(err)))
+                    _skip(path, err, skipped)
                 bar.update()
         return streams, skipped
     lengths = [audio_seconds(path) for path in files]  # recordings: a bar over their seconds (one may be a day)
@@ -169,11 +168,15 @@ def record(
             try:
                 streams.append(listen_to(options, labels, path, progress=bar, offset=offset))
             except AudioError as err:
-                log.warning("skipped %s: %s", path, err)
-                skipped.append((path, str(err)))
+                _skip(path, err, skipped)
             offset += length
             bar.update(max(0, int(offset) - bar.done))
     return streams, skipped
+
+
+def _skip(path: Path, err: AudioError, skipped: list[tuple[Path, str]]) -> None:
+    log.warning("skipped %s: %s", path, err)
+    skipped.append((path, str(err)))
 
 
 def audio_seconds(path: Path) -> float:
@@ -210,8 +213,7 @@ def _joined(
                 try:
                     audio = read_audio(path, rate)
                 except AudioError as err:
-                    log.warning("skipped %s: %s", path, err)
-                    skipped.append((path, str(err)))
+                    _skip(path, err, skipped)
                 else:
                     out.write(audio)
                     parts, samples = parts + 1, samples + audio.size

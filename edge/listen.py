@@ -269,11 +269,15 @@ def _finite(value) -> bool:
 class ListenSummary:
     windows: int = 0
     dropped: int = 0
-    events: int = 0
     by_label: dict[str, int] = field(default_factory=dict)  # events started, per label
     seconds: float = 0.0
     end_reason: str = ""
     error: str | None = None  # why the stream failed (the CLI exits 1); None when it ended or was stopped
+
+    @property
+    def events(self) -> int:
+        """Events started."""
+        return sum(self.by_label.values())
 
 
 def open_source(options: ListenOptions, frontend: Frontend, rescan: bool = False) -> Source:
@@ -615,7 +619,7 @@ class Listener:
         self._silence_warned = False
         self._silent_samples = 0  # digital silence in a row, in model-rate samples
         self._clipped_said = 0  # the source's clipped samples as of the last "clipping" status
-        self._clipping_at: float | None = None  # monotonic time of that status
+        self._clipping_at = -math.inf  # monotonic time of that status
         self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
         self._tries = 0  # tries to reopen since the loss
         self._restored_at: float | None = None
@@ -760,9 +764,8 @@ class Listener:
             self._restored_at = time.monotonic()
             self._status("info", f"audio restored: {source.name} after {lost_for:.1f} s lost", code="audio_restored")
         clipped = source.clipped_samples - self._clipped_said
-        now = time.monotonic()
-        if clipped > 0 and (self._clipping_at is None or now - self._clipping_at >= CLIPPING_STATUS_SECONDS):
-            self._clipped_said, self._clipping_at = source.clipped_samples, now
+        if clipped > 0 and time.monotonic() - self._clipping_at >= CLIPPING_STATUS_SECONDS:
+            self._clipped_said, self._clipping_at = source.clipped_samples, time.monotonic()
             self._status(
                 "warning",
                 f"{source.name} clips: {clipped} input sample(s) at full scale: lower its input gain (alsamixer, "
@@ -910,7 +913,6 @@ class Listener:
 
     def _emit_event(self, event) -> None:
         if event.kind == "start":
-            self.summary.events += 1
             self.summary.by_label[event.label] = self.summary.by_label.get(event.label, 0) + 1
         self.sink.event(event)
 

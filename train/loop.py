@@ -365,8 +365,7 @@ class Trainer:
         """last.pt with all that --resume needs, and best.pt when `score` beats the best so far;
         each written atomically. Call it after the epoch's record is in the history."""
         run, best = self.run, max(self.best, score)
-        scored = "val" if "val_accuracy" in self.history[-1] else "train"  # no validation split: training accuracy
-        figures = {"epochs": epoch + 1, f"best_{scored}_accuracy": best,
+        figures = {"epochs": epoch + 1, f"best_{SCORES[scored_on(self.history[-1])]}": best,
                    **{k: v for k, v in self.history[-1].items() if k.startswith("val_accuracy_")}}
         extra = dict(epoch=epoch, history=self.history, best=best, clip_seconds=run.train_set.clip_seconds,
                      training={**facts, "figures": figures}, license=self.config.license,
@@ -385,6 +384,15 @@ def run_facts(config: TrainConfig, run: Run, command: str) -> dict:
             "data": [{"kind": spec.kind, "root": spec.root, "test_folds": list(spec.test_folds),
                       "val_fraction": spec.val_fraction} for spec in config.datasets],
             "clips": {"train": len(run.train_set), **{f"val_{v.name}": len(v.dataset) for v in run.validation}}}
+
+
+# What best.pt is chosen by: validation accuracy, or training accuracy for a recipe that holds nothing out.
+SCORES = {"validation": "val_accuracy", "training": "train_accuracy"}
+
+
+def scored_on(record: dict) -> str:
+    """What an epoch's record scores the run by: "validation", or "training" without a validation split."""
+    return "validation" if "val_accuracy" in record else "training"
 
 
 def check_run_folder(out: Path, resume: bool) -> None:
@@ -418,7 +426,7 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
         validated = trainer.validate()
         record = {"epoch": epoch + 1, **trained, "seconds": round(time.perf_counter() - started, 2), **validated}
         trainer.history.append(record)
-        score = record.get("val_accuracy", record["train_accuracy"])  # no validation set: training accuracy
+        score = record[SCORES[scored_on(record)]]
         if is_main():
             epochs_log.info("epoch %d/%d: loss %.4f, train acc %.3f%s (%.0f s)", epoch + 1, config.epochs,
                             record["loss"], record["train_accuracy"],
@@ -426,8 +434,8 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
                             record["seconds"])
             trainer.save(out, epoch, score, facts)
         trainer.best = max(trainer.best, score)
-    scored_on = "validation" if trainer.history and "val_accuracy" in trainer.history[-1] else "training"
-    return {"history": trainer.history, "best": trainer.best, "scored_on": scored_on, "out": str(out),
+    scored = scored_on(trainer.history[-1]) if trainer.history else "training"
+    return {"history": trainer.history, "best": trainer.best, "scored_on": scored, "out": str(out),
             "ranks_agree": ranks_agree(run.model)}
 
 

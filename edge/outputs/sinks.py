@@ -217,11 +217,13 @@ class FanOut(Sink):
     def __init__(self, sinks: Sequence[Sink], origin: datetime | None = None):
         super().__init__(stream=sys.stderr, origin=origin)
         self.sinks = list(sinks)
-        for sink in self.sinks:
-            sink.origin = self.origin
+        self._share_origin()
 
     def start_clock(self, now: datetime) -> None:
         super().start_clock(now)
+        self._share_origin()
+
+    def _share_origin(self) -> None:
         for sink in self.sinks:
             sink.origin = self.origin
 

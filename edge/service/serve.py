@@ -113,17 +113,16 @@ def check_outputs(config: ServiceConfig) -> None:
         credentials(mqtt)
 
 
-def start_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str]]:
+def label_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str]]:
     """What the service's listen says at its start about its label set, (level, message) pairs
     (labels no one trained, weakly named ones, an agreement that checks nothing, a hop that skips
     audio); the set's embeddings found, or computed and cached as at a start."""
-    from edge.listen import scorer_for
-    from edge.listen import start_notes as notes_for
+    from edge.listen import scorer_for, start_notes
 
     agree = config.options.agree
     scorer, vocabulary = scorer_for(resolved.bundle, resolved.label_set, agree=agree)
     windowing = config.options.windowing(resolved.bundle)
-    return notes_for(resolved.bundle, resolved.label_set, scorer, vocabulary, windowing, agree)
+    return start_notes(resolved.bundle, resolved.label_set, scorer, vocabulary, windowing, agree)
 
 
 def listen_windowing(config: ServiceConfig, bundle: Bundle) -> None:

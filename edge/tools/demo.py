@@ -607,6 +607,6 @@ def scene_summary(segments: Sequence[Segment], started: Mapping[str, int], optio
         lines.append(
             f"an event starts when a label's score, averaged over {options.smooth} windows, stays at or above its "
             f"threshold for {options.min_duration:g} s: a sound shorter than that, or under its label's threshold "
-            "(`semanticac-edge labels urban` lists them), shows in the windows without an event"
+            f"(`semanticac-edge labels {options.labels}` lists them), shows in the windows without an event"
         )
     return lines

@@ -232,8 +232,8 @@ def find_engine(bundle: Bundle, precision: str | None = None, device: DeviceInfo
             usable.append(status.plan)
         else:
             log.info("engine %s not used: %s", status.plan, status.reason)
-    usable.sort(key=lambda plan: PRECISIONS.index(plan_precision(plan)) if plan_precision(plan) in PRECISIONS else 9)
-    return usable[0] if usable else None
+    rank = {name: i for i, name in enumerate(PRECISIONS)}
+    return min(usable, key=lambda plan: rank.get(plan_precision(plan), len(rank)), default=None)
 
 
 def plan_precision(plan: str | Path) -> str:
