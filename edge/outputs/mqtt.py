@@ -7,6 +7,10 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
                       (the label) + `clip` (when a clip is recorded); QoS `qos`, not retained
     state/<label>     ON while an event of the label lasts, else OFF; retained
     microphone        ON while audio arrives, OFF after `audio_lost` (until `audio_restored`); retained
+    problem           what needs a person, retained: `{"state": "ON" | "OFF", "problems": [{code,
+                      message, utc}, ...]}`: a lost microphone (until it is back), input clipping
+                      or dropped windows (until PROBLEM_HOLD_SECONDS pass without another), a
+                      failure that stops the service; OFF at each start
     level             the window's level in dBFS (one decimal; `None`: digital silence), at most
                       every `level_interval` seconds; QoS 0, not retained
     heard             with the service's `listen.heard` N > 0: what the bundle's vocabulary hears
@@ -19,8 +23,9 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
 Home Assistant (device-based discovery): one retained config at
 `<discovery_prefix>/device/<node_id>/config` with one `event` entity whose event types are the
 labels (it fires on starts), a `binary_sensor` per label, the level sensor, the microphone's
-connectivity and, with `heard`, a "Sound heard" sensor (the best AudioSet class, the N best as
-its attributes: words for a new label; without it the sensor is removed).
+connectivity, a "Problem" sensor (on while `problem` holds one; the list as its attributes)
+and, with `heard`, a "Sound heard" sensor (the best AudioSet class, the N best as its
+attributes: words for a new label; without it the sensor is removed).
 It is published on every connection and again when Home Assistant announces itself
 (`<discovery_prefix>/status` = online). Labels that were announced before and are gone now
 lose their entity (a component sent with only its platform) and their retained state.
@@ -65,6 +70,11 @@ paho_log = logging.getLogger(f"{__name__}.paho")
 
 ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
+# status codes that need a person: held until they end (audio_restored; a failure ends the run) or,
+# for the HELD ones, PROBLEM_HOLD_SECONDS after the last (clipping repeats every 10 minutes at most)
+PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload")
+HELD = ("clipping", "overload")
+PROBLEM_HOLD_SECONDS = 900.0
 CLOSE_SECONDS = 2.0  # close() waits this long at most for the queue and the broker's acknowledgements
 BATCH = 64  # queued messages handed to paho per turn of the publisher thread
 # Home Assistant fires its event entity on starts only: an `end` renders empty, which it ignores.
@@ -286,6 +296,8 @@ class MqttSink(Sink):
         self._heard: str | None = None  # the latest `heard` message not yet sent
         self._active = dict.fromkeys(self.labels, 0)  # label -> events going on
         self._audio_lost = False  # after audio_lost, until audio_restored: the microphone is OFF
+        self._problems: dict[str, tuple[dict[str, str], float]] = {}  # code -> (its message, held until)
+        self._set_retained(self.topic("problem"), self._problem_payload())  # the last run's problems end
         self._connected = False
         self._closing = False
         self._dropped = 0
@@ -338,6 +350,9 @@ class MqttSink(Sink):
         if not self._audio_lost:
             self._set_retained(self.topic("microphone"), ON)  # audio arrives
         now = time.monotonic()
+        if self._problems and any(until <= now for _, until in self._problems.values()):
+            self._problems = {code: held for code, held in self._problems.items() if held[1] > now}
+            self._set_retained(self.topic("problem"), self._problem_payload())
         if now < self._next_level:
             return
         self._next_level = now + self.config.level_interval
@@ -370,6 +385,20 @@ class MqttSink(Sink):
         if status.code in ("audio_lost", "audio_restored"):
             self._audio_lost = status.code == "audio_lost"
             self._set_retained(self.topic("microphone"), OFF if self._audio_lost else ON)
+        if status.code in PROBLEMS or status.code == "audio_restored":
+            if status.code == "audio_restored":
+                self._problems.pop("audio_lost", None)
+            else:
+                until = time.monotonic() + PROBLEM_HOLD_SECONDS if status.code in HELD else math.inf
+                self._problems[status.code] = (
+                    {"code": status.code, "message": status.message, "utc": self.utc(status.t)},
+                    until,
+                )
+            self._set_retained(self.topic("problem"), self._problem_payload())
+
+    def _problem_payload(self) -> str:
+        problems = [problem for problem, _ in self._problems.values()]
+        return json.dumps({"state": ON if problems else OFF, "problems": problems}, allow_nan=False)
 
     def _enqueue(self, message: _Message) -> None:
         with self._cond:
@@ -632,6 +661,18 @@ class MqttSink(Sink):
                 "Microphone",
                 state_topic=self.topic("microphone"),
                 device_class="connectivity",
+                entity_category="diagnostic",
+                payload_on=ON,
+                payload_off=OFF,
+            ),
+            "problem": entity(
+                "problem",
+                "binary_sensor",
+                "Problem",
+                state_topic=self.topic("problem"),
+                value_template="{{ value_json.state }}",
+                json_attributes_topic=self.topic("problem"),
+                device_class="problem",
                 entity_category="diagnostic",
                 payload_on=ON,
                 payload_off=OFF,

@@ -16,6 +16,7 @@ import pytest
 
 from edge.errors import ConfigError
 from edge.events import Event
+from edge.outputs import mqtt as mqtt_module
 from edge.outputs.mqtt import MqttConfig, MqttSink, MqttTls, default_node_id, slug
 from edge.outputs.sinks import Status, WindowResult, record_dict
 from edge.service.sections import parse_section
@@ -112,7 +113,8 @@ def test_availability_discovery_events_states_and_level(broker, node, subscriber
     components = config["components"]
     assert components["events"]["platform"] == "event" and components["events"]["event_types"] == LABELS
     assert {k: v["device_class"] for k, v in components.items() if v["platform"] == "binary_sensor"} == {
-        "label_siren": "sound", "label_dog_bark": "sound", "label_car_horn": "sound", "microphone": "connectivity"}
+        "label_siren": "sound", "label_dog_bark": "sound", "label_car_horn": "sound", "microphone": "connectivity",
+        "problem": "problem"}
     assert components["level"]["unit_of_measurement"] == "dBFS"
     assert components["label_dog_bark"]["state_topic"] == f"{base}/state/dog_bark"
     assert config["availability_topic"] == f"{base}/availability"
@@ -180,6 +182,42 @@ def test_what_the_vocabulary_hears_goes_with_the_level_and_has_a_sensor_only_whe
     again.close()
     sub.sync()
     assert len(sub.topics(f"{base}/heard")) == 1
+
+
+def test_a_problem_sensor_holds_what_needs_a_person(broker, node, subscribers, monkeypatch):
+    monkeypatch.setattr(mqtt_module, "PROBLEM_HOLD_SECONDS", 0.5)
+    base, discovery = f"semanticac/{node}", f"homeassistant/device/{node}/config"
+    sub = subscribers(broker.port, [f"{base}/problem", discovery])
+    sink = make_sink(broker.port, node)
+    sink.start()
+    problem = sub.on(discovery).json()["components"]["problem"]
+    assert (problem["device_class"], problem["state_topic"], problem["json_attributes_topic"]) == (
+        "problem", f"{base}/problem", f"{base}/problem")
+
+    def states(count):
+        wait_until(lambda: len(sub.topics(f"{base}/problem")) == count)
+        got = sub.topics(f"{base}/problem")[-1].json()
+        return got["state"], sorted(p["code"] for p in got["problems"])
+
+    assert states(1) == ("OFF", [])  # a start clears what the last run left
+    sink.status(Status(1.0, "warning", "mic gone", code="audio_lost"))
+    assert states(2) == ("ON", ["audio_lost"])
+    sink.status(Status(1.5, "info", "every label embedded"))  # not a problem: nothing sent
+    sink.status(Status(2.0, "warning", "input clips", code="clipping"))
+    assert states(3) == ("ON", ["audio_lost", "clipping"])
+    assert sub.topics(f"{base}/problem")[-1].json()["problems"][1] == {
+        "code": "clipping", "message": "input clips", "utc": sink.utc(2.0)}
+    sink.status(Status(3.0, "info", "audio restored", code="audio_restored"))
+    assert states(4) == ("ON", ["clipping"])
+    sink.window(window(3.5))  # within the hold: clipping stays
+    time.sleep(0.6)
+    sink.window(window(4.0))  # the hold is over: nothing left
+    assert states(5) == ("OFF", [])
+    sink.status(Status(5.0, "error", "the model failed", code="backend_error"))
+    time.sleep(0.6)
+    sink.window(window(6.0))  # a failure is not held for a while: it stays until the next start
+    assert states(6) == ("ON", ["backend_error"])
+    sink.close()
 
 
 def test_the_level_is_rate_limited(broker, node, subscribers):
@@ -417,6 +455,7 @@ def test_unusable_tls_files_and_passwords_fail_at_start(tmp_path, monkeypatch):
 
 CHILD = """
 import sys, time
+from edge.outputs import mqtt as mqtt_module
 from edge.outputs.mqtt import MqttConfig, MqttSink
 config = MqttConfig(enabled=True, host="127.0.0.1", port=int(sys.argv[1]), node_id=sys.argv[2])
 sink = MqttSink(config, ["siren"], node_name="child", model="m", sw_version="0")
