@@ -321,7 +321,8 @@ def reopener(options: ListenOptions, frontend: Frontend, first: list[Source]) ->
         ):
             raise AudioError(
                 f"input device {options.device} is now {again.device.name!r}, not {before.device.name!r} "
-                "(the devices were renumbered): pass --device with (part of) the name to follow it"
+                "(the devices were renumbered): name it by (part of) its name to follow it "
+                "(--device; a service: audio.device)"
             )
         if before is None:  # missing at the start: the first one opened is it
             first.append(again)

@@ -324,12 +324,15 @@ def find_input_device(device: int | str | None = None, rescan: bool = False) -> 
         if not devices:
             raise AudioError(
                 f"{wanted}: PortAudio finds no capture device; connect a microphone (check with "
-                "`semanticac-edge devices`), or listen to a file with --input FILE"
+                "`semanticac-edge devices`), or listen to a file (--input FILE; a service: audio.input)"
             )
-        raise AudioError(f"{wanted}; input devices are {listing}: pass --device with an index or part of a name")
+        raise AudioError(
+            f"{wanted}; input devices are {listing}: name one with --device (a service: audio.device), "
+            "by part of its name or its index"
+        )
     raise AudioError(
         f"input device name {device!r} is ambiguous, it matches "
-        f"{'; '.join(f'{d.index}: {d.name!r}' for d in matches)}: pass more of the name (or listen's --device "
+        f"{'; '.join(f'{d.index}: {d.name!r}' for d in matches)}: give more of the name (or listen's --device "
         "with the index)"
     )
 
