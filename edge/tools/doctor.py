@@ -246,10 +246,14 @@ def check_gpu(ctx: _Context) -> Check:
 
     try:
         ctx.device = device_info()  # TensorRT + GPU: what engines are checked against
-        name, capability = ctx.device.gpu_name, ctx.device.compute_capability
+        name, capability, multiprocessors = (
+            ctx.device.gpu_name,
+            ctx.device.compute_capability,
+            ctx.device.multiprocessors,
+        )
     except ImportError:  # no TensorRT (or no pycuda): still name the GPU if there is one
         try:
-            name, capability = gpu_identity()
+            name, capability, multiprocessors = gpu_identity()
         except ImportError:
             return Check(
                 "gpu",
@@ -261,7 +265,7 @@ def check_gpu(ctx: _Context) -> Check:
             return _no_gpu(ctx, err)
     except BackendError as err:
         return _no_gpu(ctx, err)
-    return Check("gpu", OK, f"{name}, compute capability {capability}")
+    return Check("gpu", OK, f"{name}, compute capability {capability}, {multiprocessors} multiprocessors")
 
 
 def _no_gpu(ctx: _Context, err: Exception) -> Check:

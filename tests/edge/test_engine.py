@@ -22,6 +22,7 @@ from edge.backends.tensorrt.cache import (
     find_engine,
     list_engines,
     plan_precision,
+    read_sidecar,
     rebuild_command,
     sidecar_path,
     slug,
@@ -204,6 +205,27 @@ def test_find_engine_takes_the_one_built_for_this_device(bundle, tmp_path, cache
     assert find_engine(mine, "fp16", ORIN) == plan
     assert find_engine(mine, "fp32", ORIN) is None  # only an fp16 one exists
     assert find_engine(mine, "fp16", other) == mine.engines_dir / engine_name(other, mine.meta.audio.sha256, "fp16")
+
+
+def test_orin_modules_keep_their_own_engines(bundle, tmp_path, cache, caplog):
+    """Every Orin module is "Orin", compute capability 8.7: an AGX's plan (16 multiprocessors) in a
+    bundle copied to a Nano (8) is refused, each keeps its own file; a plan whose sidecar predates
+    the count is still used (no forced rebuild)."""
+    mine = copy_bundle(bundle, tmp_path / "b")
+    agx, nano = (DeviceInfo("Orin", "8.7", "10.3.0", multiprocessors=n) for n in (16, 8))
+    assert engine_name(agx, "0" * 64, "fp16") != engine_name(nano, "0" * 64, "fp16")
+    assert engine_name(agx, "0" * 64, "fp16").startswith("model.orin-16sm.trt10.3.0.")
+    built = fake_engine(mine.engines_dir, mine, device=agx)
+    assert read_sidecar(built)["multiprocessors"] == 16
+    assert find_engine(mine, None, agx) == built
+    with caplog.at_level(logging.INFO, logger="edge.backends.tensorrt.cache"):
+        assert find_engine(mine, None, nano) is None
+    assert "built on a GPU with 16 multiprocessors, this one has 8" in caplog.text
+    older = fake_engine(mine.engines_dir, mine, device=ORIN)  # no count in its name
+    sidecar = read_sidecar(older)
+    del sidecar["multiprocessors"]  # nor in its sidecar
+    sidecar_path(older).write_text(json.dumps(sidecar))
+    assert find_engine(mine, None, nano) == older
 
 
 def test_without_a_precision_the_engine_built_is_used_fp16_first(bundle, tmp_path, cache):

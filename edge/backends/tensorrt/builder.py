@@ -196,6 +196,7 @@ def engine_sidecar(
         "tensorrt_version": device.tensorrt_version,
         "gpu_name": device.gpu_name,
         "compute_capability": device.compute_capability,
+        "multiprocessors": device.multiprocessors,
         "precision": precision,
         "onnx_file": bundle.meta.audio.file,
         "onnx_sha256": bundle.meta.audio.sha256,

@@ -47,11 +47,14 @@ SIDECAR_FIELDS: dict[str, tuple[type | tuple[type, ...], str]] = {
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """What a plan is tied to: the GPU model (name and compute capability) and TensorRT."""
+    """What a plan is tied to: the GPU model (name, compute capability and multiprocessor count)
+    and TensorRT. Every Jetson Orin module is "Orin", 8.7: the count tells an AGX (16) from a
+    Nano (8) or NX (8 or 16 with its memory); 0: not known."""
 
     gpu_name: str
     compute_capability: str  # "8.7" (Jetson Orin)
     tensorrt_version: str
+    multiprocessors: int = 0
 
 
 @dataclass(frozen=True)
@@ -63,8 +66,8 @@ class EngineStatus:
     reason: str | None
 
 
-def gpu_identity(index: int = 0) -> tuple[str, str]:
-    """(GPU name, compute capability "major.minor") of CUDA device `index`.
+def gpu_identity(index: int = 0) -> tuple[str, str, int]:
+    """(GPU name, compute capability "major.minor", multiprocessor count) of CUDA device `index`.
 
     TensorRT's Python API does not expose them; pycuda (the [trt] extra) does, and cuda-python
     where pycuda is absent. BackendError when there is no usable GPU.
@@ -77,14 +80,15 @@ def gpu_identity(index: int = 0) -> tuple[str, str]:
         cuda.init()
         device = cuda.Device(index)
         major, minor = device.compute_capability()
-        return device.name(), f"{major}.{minor}"
+        multiprocessors = device.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+        return device.name(), f"{major}.{minor}", int(multiprocessors)
     except cuda.Error as err:
         raise BackendError(
             f"no usable CUDA GPU ({err}): TensorRT engines need one; use --backend onnxruntime"
         ) from None
 
 
-def _gpu_identity_cuda_python(index: int, pycuda_missing: ImportError) -> tuple[str, str]:
+def _gpu_identity_cuda_python(index: int, pycuda_missing: ImportError) -> tuple[str, str, int]:
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
     except ImportError:
@@ -96,14 +100,14 @@ def _gpu_identity_cuda_python(index: int, pycuda_missing: ImportError) -> tuple[
     if err != cudart.cudaError_t.cudaSuccess:
         raise BackendError(f"no usable CUDA GPU ({err}): TensorRT engines need one; use --backend onnxruntime")
     name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)
-    return name, f"{props.major}.{props.minor}"
+    return name, f"{props.major}.{props.minor}", int(props.multiProcessorCount)
 
 
 def device_info() -> DeviceInfo:
     """This machine's GPU and TensorRT. ImportError without TensorRT (or pycuda/cuda-python)."""
     trt = import_tensorrt()
-    name, capability = gpu_identity()
-    return DeviceInfo(gpu_name=name, compute_capability=capability, tensorrt_version=trt.__version__)
+    name, capability, multiprocessors = gpu_identity()
+    return DeviceInfo(name, capability, trt.__version__, multiprocessors)
 
 
 def slug(text: str) -> str:
@@ -112,7 +116,10 @@ def slug(text: str) -> str:
 
 
 def engine_name(device: DeviceInfo, onnx_sha256: str, precision: str) -> str:
-    return f"model.{slug(device.gpu_name)}.trt{device.tensorrt_version}.{onnx_sha256[:12]}.{precision}.plan"
+    """model.<gpu>[-<N>sm].trt<version>.<onnx sha256>.<precision>.plan: one name per GPU model
+    (two Orin modules that share a bundle folder keep their own plans)."""
+    gpu = slug(device.gpu_name) + (f"-{device.multiprocessors}sm" if device.multiprocessors else "")
+    return f"model.{gpu}.trt{device.tensorrt_version}.{onnx_sha256[:12]}.{precision}.plan"
 
 
 def sidecar_path(plan: str | Path) -> Path:
@@ -176,6 +183,12 @@ def check_engine(sidecar: dict, device: DeviceInfo, bundle: Bundle, precision: s
     if sidecar["compute_capability"] != device.compute_capability:
         differences.append(
             f"built for compute capability {sidecar['compute_capability']}, this GPU has {device.compute_capability}"
+        )
+    built_on = sidecar.get("multiprocessors") or 0  # a plan built before it was recorded: not known
+    if built_on and device.multiprocessors and built_on != device.multiprocessors:
+        differences.append(
+            f"built on a GPU with {built_on} multiprocessors, this one has {device.multiprocessors} "
+            "(another module of the same family)"
         )
     if sidecar["tensorrt_version"] != device.tensorrt_version:
         differences.append(
