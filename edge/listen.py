@@ -389,6 +389,11 @@ class _Opening:
         return result["source"]
 
 
+class DigitalSilence(AudioError):
+    """A source that delivered only digital silence for `max_silence` (muted, or moved to an idle
+    PulseAudio source): lost, but it was open and read all along."""
+
+
 @dataclass(frozen=True)
 class Reconnect:
     """How the loop gets a lost device back: `reopen()` opens it again, tried at once, then
@@ -623,6 +628,9 @@ class Listener:
         self._clipping_at = -math.inf  # monotonic time of that status
         self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
         self._tries = 0  # tries to reopen since the loss
+        # a source lost to digital silence was open all along (the silence was its wait): reopen it
+        # at once, so audio after an unmute is not missed for a backoff
+        self._reopen_at_once = False
         self._restored_at: float | None = None
         self._listening = False
 
@@ -662,6 +670,7 @@ class Listener:
             if reconnect is None or not isinstance(failure, AudioError) or stop.is_set():
                 break
             self._lose(failure, reconnect)
+            self._reopen_at_once = isinstance(failure, DigitalSilence)
             failure = None
         self.summary.seconds = self._t
         if failure is not None:
@@ -777,7 +786,7 @@ class Listener:
     def _check_silence(self, source: Source) -> None:
         """Digital silence beyond `max_silence` loses the source (after its windows are scored)."""
         if self.max_silence is not None and self._silent_samples >= self.max_silence * self.frontend.sample_rate:
-            raise AudioError(
+            raise DigitalSilence(
                 f"{source.name} delivered only digital silence for {self.max_silence:g} s "
                 "(muted, or its stream was moved to an idle source)"
             )
@@ -798,7 +807,8 @@ class Listener:
 
     def _reopen(self, reconnect: Reconnect, stop: threading.Event, beat: Callable[[], None]) -> Source | None:
         """The source opened again (started), waiting `reconnect.delay` before each try; None when stopped."""
-        while self._wait(reconnect.delay(self._tries), stop, beat):
+        while self._wait(0.0 if self._reopen_at_once else reconnect.delay(self._tries), stop, beat):
+            self._reopen_at_once = False
             self._tries += 1
             try:
                 return self._opening.open(reconnect.reopen, stop, beat)

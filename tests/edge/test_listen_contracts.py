@@ -623,6 +623,34 @@ def test_input_clipping_is_a_status_the_outputs_see_at_most_every_ten_minutes(de
     assert "test microphone clips:" in clipping[0].message and "lower its input gain" in clipping[0].message
 
 
+def test_a_source_lost_to_digital_silence_is_reopened_at_once(demo_bundle, eager_labels, monkeypatch):
+    """A muted microphone was open and read during its max_silence: it is reopened without a
+    backoff wait (which would miss up to --backoff-max of audio after the unmute); a try that
+    fails to open still backs off."""
+    import edge.listen as listen_module
+    from edge.listen import Reconnect
+
+    monkeypatch.setattr(listen_module, "BACKOFF_FIRST", 5.0)  # a wait would be 2.5-5 s
+    silent = [Clip(np.zeros(RATE, np.float32)) for _ in range(2)]
+    tries = []
+
+    def reopen():
+        tries.append(time.monotonic())
+        if len(tries) == 1:
+            return silent[1]  # muted still: lost again
+        if len(tries) == 2:
+            raise AudioError("no input device 'test microphone'")  # unplugged meanwhile: backs off
+        return Clip(tone(700, 1.5, RATE))
+
+    run = Supervised(demo_bundle, eager_labels, max_silence=0.5)
+    began = time.monotonic()
+    summary = run.run(silent[0], reconnect=Reconnect(reopen, backoff_max=60.0))
+    assert summary.error is None and len(tries) == 3
+    assert [s.code for s in run.coded()] == ["audio_lost", "audio_restored"]
+    assert tries[1] - tries[0] < 2.0 and tries[0] - began < 2.0  # silence: no wait (each took ~0.5 s of audio)
+    assert tries[2] - tries[1] >= 2.5  # a failed open: the backoff
+
+
 def test_digital_silence_beyond_max_silence_is_a_lost_source(demo_bundle, eager_labels):
     run = Supervised(demo_bundle, eager_labels, max_silence=1.0)
     summary = run.run(Clip(np.zeros(3 * RATE, np.float32)))  # no reconnect: the failure contract
