@@ -296,7 +296,8 @@ class LiveView(Sink):
     """A block redrawn in place under the lines that scroll (events, status)."""
 
     BAR_WIDTH = 20
-    LABEL_WIDTH = 24
+    LABEL_WIDTH = 24  # the label column's least width; longer labels widen it as far as the terminal allows
+    ROW_REST = 2 + 1 + BAR_WIDTH + 1 + 5 + 8  # a row beside its label: indent, bar, score, threshold
 
     def __init__(
         self,
@@ -309,7 +310,9 @@ class LiveView(Sink):
         self.max_rows = max_rows
         self.thresholds = dict(thresholds or {})  # label -> threshold, shown beside its score
         encoding = (getattr(self.stream, "encoding", None) or "").lower().replace("-", "")
-        self.bar_chars = ("\u2588", "\u2591") if encoding.startswith("utf") else ("#", ".")
+        utf = encoding.startswith("utf")
+        self.bar_chars = ("\u2588", "\u2591") if utf else ("#", ".")
+        self.cut_mark = "\u2026" if utf else "~"  # the end of a label cut to the terminal's width
         self._height = 0  # lines of the block on screen now
         self._last: WindowResult | None = None
         self._active: dict[int, tuple[str, float]] = {}  # event_id -> (label, onset)
@@ -333,11 +336,11 @@ class LiveView(Sink):
         out = f"\x1b[{self._height}F\x1b[J" if self._height else ""  # up to the block's top, erase below
         if scrolled is not None:  # stays on screen: wrapped, never cut (a status line's fix is at its end)
             out += "\n".join(textwrap.wrap(scrolled, width, subsequent_indent="    ") or [""]) + "\n"
-        block = [line[:width] for line in self._block()]
+        block = [line[:width] for line in self._block(width)]
         self._height = len(block)
         self._write(out + "".join(line + "\n" for line in block))
 
-    def _block(self) -> list[str]:
+    def _block(self, width: int = 80) -> list[str]:
         last = self._last
         if last is None:
             return ["semanticac-edge: waiting for the first window..."]
@@ -349,10 +352,14 @@ class LiveView(Sink):
             gain = "" if last.gain_db is None else f" (the model hears it {last.gain_db:+.0f} dB)"
             gated = "  gated: nothing reported" if last.gated else ""
             lines.append(f"input: level {last.level_dbfs:.0f} dBFS{gain}{gated}")
-        for label, score in last.top[: self.max_rows]:
+        shown = last.top[: self.max_rows]
+        longest = max((len(label) for label, _ in shown), default=0)
+        column = max(self.LABEL_WIDTH, min(longest, width - self.ROW_REST))
+        for label, score in shown:
             threshold = self.thresholds.get(label)
             mark = "" if threshold is None else f"  {'>=' if score >= threshold else '< '} {threshold:.2f}"
-            lines.append(f"  {label[: self.LABEL_WIDTH]:<{self.LABEL_WIDTH}} {self._bar(score)} {score:.3f}{mark}")
+            name = label if len(label) <= column else label[: column - 1] + self.cut_mark
+            lines.append(f"  {name:<{column}} {self._bar(score)} {score:.3f}{mark}")
         if len(last.top) > self.max_rows:
             lines.append(f"  ... and {len(last.top) - self.max_rows} more")
         if not last.top:

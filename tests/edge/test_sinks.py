@@ -227,6 +227,25 @@ def test_fan_out_gives_every_sink_each_record_with_one_origin_and_closes_all():
     assert after.closed
 
 
+def test_live_view_shows_long_labels_whole_as_far_as_the_terminal_allows(monkeypatch):
+    """Free-text labels are long ("a baby crying in the nursery"): the column widens for them and
+    cuts (marked) only what the terminal cannot show; the bars stay aligned."""
+    import shutil
+
+    long = "a baby crying in the nursery at night"  # 37 characters
+    top = ((long, 0.9), ("siren", 0.2))
+    for columns, whole in ((100, True), (60, False)):
+        monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24), c=columns: os.terminal_size((c, 24)))
+        stream = io.StringIO()
+        LiveView(stream, ORIGIN, thresholds={long: 0.5}).window(WindowResult(1.0, top, 5.0, 0))
+        rows = [line for line in stream.getvalue().splitlines() if line.startswith("  ")]
+        assert (long in rows[0]) == whole and rows[0].endswith(">= 0.50") == whole
+        assert rows[0].index("#") == rows[1].index("#")  # ASCII bars (a StringIO has no encoding)
+        assert all(len(row) <= columns - 1 for row in rows)
+        if not whole:
+            assert "a baby crying in the" in rows[0] and "~ #" in rows[0]
+
+
 def test_live_view_shows_each_labels_threshold_and_which_side_the_score_is():
     stream = io.StringIO()
     view = LiveView(stream, ORIGIN, thresholds={"dog_bark": 0.5, "siren": 0.3})
