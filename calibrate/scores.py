@@ -5,6 +5,9 @@ The device scores a window as (edge.scoring.Scorer)
     z = logit_scale * cosine (+ the bundle's logit_bias for a sigmoid model)    # raw logits
     scores = softmax(z / T + b)  or  sigmoid(z / T + b)                         # T, b: the label set's
 
+(with a vocabulary branch, a new label's z is the logit of the vocabulary's score for it:
+edge.scoring.Scorer.logits)
+
 `fit_calibration` finds T (one per label set) and b_k (one per label) that minimise the
 negative log-likelihood of the clips' labels: the multiclass NLL for a softmax bundle, the
 one-vs-rest binary cross-entropy (summed over labels) for a sigmoid one. The problem is
@@ -343,8 +346,8 @@ def fit_scores(
 ) -> ScoreReport:
     """Fit T and b on `clipset`; before = the label set's own calibration, after = the fit,
     both scored by edge's Scorer as `listen` builds it (with the bundle's vocabulary branch:
-    T and b act on the student's logits, its head's mixed in, so a label no one trained keeps
-    the vocabulary's score, and the figures are the scores the device reports)."""
+    T and b act on a trained label's logits (the student's, its head's mixed in) and on the logit
+    of a new label's vocabulary score, and the figures are the scores the device reports)."""
     if not (math.isfinite(bias_l2) and bias_l2 >= 0):
         raise CalibrationError(f"--bias-l2 {bias_l2!r} is not allowed: use a finite number >= 0")
     vocabulary = Vocabulary.from_bundle(bundle) if clipset.vocabulary is not None else None

@@ -15,7 +15,8 @@ label on its own. The [K, C] label matrix is built once per label set (STYLE les
 A bundle with a vocabulary branch (edge.vocabulary) adds a second opinion: the graph's scores
 of a fixed vocabulary of named classes, mapped onto the labels by their text. A label no one
 trained is scored by it; a trained label by the student (mixed with the vocabulary's head where
-the bundle has one) held back by it. `Scorer(audio, vocabulary=p)` fuses them; without `p`
+the bundle has one) held back by it; the set's calibration (T, b) applies to both, to a new
+label's score as to a logit: sigmoid(logit(p) / T + b). `Scorer(audio, vocabulary=p)` fuses them; without `p`
 (an older bundle) the scores are the student's. Events read the same scores, except that with a
 head that needs the student's agreement (model.json vocabulary.head.agree) a trained label counts
 as nothing in a window where the student alone scores it under that: `Scorer.with_evidence`.
@@ -51,6 +52,12 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
         logits = logits.astype(np.float64)
     shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
     return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)), p clipped to [1e-12, 1 - 1e-12]: a score of 0 or 1 stays finite."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1.0 - 1e-12)
+    return np.log(p) - np.log1p(-p)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
@@ -186,12 +193,15 @@ class Scorer:
 
     def logits(self, audio: np.ndarray, vocabulary: np.ndarray | None = None) -> np.ndarray:
         """[N, C] (or [C]) audio embeddings -> float64 [N, K] (or [K]) calibrated logits; with the
-        vocabulary graph's rows and a bundle with a head, its logits mixed into the trained labels'
-        before the calibration (edge.vocabulary)."""
+        vocabulary graph's rows, a trained label's has the head's logits mixed in (a bundle with
+        a head) and a new label's is the logit of the vocabulary's score for it, both before the
+        calibration (edge.vocabulary): what `semanticac-calibrate scores` fits T and b on."""
         z = self._student(audio)
-        if self.fusion is not None and vocabulary is not None:
-            z = self.fusion.mix(z, vocabulary)
-        return self._calibrated(z)
+        if self.fusion is None or vocabulary is None:
+            return self._calibrated(z)
+        calibrated = self._calibrated(self.fusion.mix(z, vocabulary))
+        fused = self.fusion(self.probabilities(calibrated), vocabulary)
+        return np.where(self.fusion.novel, self._calibrated(logit(fused)), calibrated)
 
     def _student(self, audio: np.ndarray) -> np.ndarray:
         """The student's own logits, before the set's calibration."""
@@ -235,7 +245,16 @@ class Scorer:
         if self.fusion is None or vocabulary is None:
             return self.probabilities(self._calibrated(z))
         mixed = self.fusion.mix(z, vocabulary) if mix else z
-        return self.fusion(self.probabilities(self._calibrated(mixed)), vocabulary)
+        return self._calibrated_new(self.fusion(self.probabilities(self._calibrated(mixed)), vocabulary))
+
+    def _calibrated_new(self, fused: np.ndarray) -> np.ndarray:
+        """The set's calibration on the new labels' scores (the vocabulary's, taken as
+        probabilities): sigmoid(logit(p) / T + b), as the trained labels' logits get it."""
+        assert self.fusion is not None
+        novel = self.fusion.novel
+        if self.temperature == 1.0 and not self.biases[novel].any():
+            return fused  # the usual case: no calibration, not even a round trip through the logit
+        return np.where(novel, sigmoid(self._calibrated(logit(fused))), fused)
 
 
 class Smoother:

@@ -309,3 +309,10 @@ def test_the_figures_are_the_devices_scores_with_the_vocabulary_branch(demo_bund
     student = Scorer.for_bundle(demo_bundle.meta, embeddings, site)(clipset.embeddings)
     assert not np.allclose(student[:, -1], device[:, -1])  # speech: the vocabulary's score, not the student's
     assert not np.allclose(student[:, 0], device[:, 0])  # a trained label: the student's logit mixed with the head's
+    # the set's calibration reaches the new label too: a bias of -3 on speech alone (the trained
+    # labels' scores, and so the vocabulary's hold-back of speech, unchanged) moves its logit by -3
+    quieter = calibrated(site, 1.0, [0.0] * len(urban.labels) + [-3.0])
+    moved = Scorer.for_bundle(demo_bundle.meta, embeddings, quieter, vocabulary)(clipset.embeddings, clipset.vocabulary)
+    np.testing.assert_allclose(moved[:, :-1], device[:, :-1])
+    p = np.clip(device[:, -1], 1e-12, 1 - 1e-12)
+    np.testing.assert_allclose(moved[:, -1], 1 / (1 + np.exp(-(np.log(p / (1 - p)) - 3.0))), rtol=1e-6)

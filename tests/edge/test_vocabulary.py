@@ -449,10 +449,16 @@ def test_a_head_mixes_its_logits_into_the_trained_labels_before_the_set_s_calibr
     scorer = Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid", logit_bias=-5.0,
                     temperature=2.0, biases=[0.5, 0.0, 0.0], vocabulary=voc)
     audio = unit([[1, 0, 0, 0]])  # the student: dog (cosine 1: logit 5), siren and frog cosine 0 (logit -5)
-    row = np.concatenate([np.zeros((1, 4)), voc.head.logits(np.array([[0.0, 6.0, 0.0]]))], axis=1)  # head: siren 5
-    np.testing.assert_allclose(scorer.logits(audio, row)[0],
-                               [(0.75 * -5 + 0.25 * 5) / 2 + 0.5, (0.75 * 5 + 0.25 * -1) / 2, -5 / 2])
+    row = np.concatenate([[[0.0, 0.0, 0.0, 0.6]], voc.head.logits(np.array([[0.0, 6.0, 0.0]]))], axis=1)  # head: siren 5
+    np.testing.assert_allclose(scorer.logits(audio, row)[0, :2],
+                               [(0.75 * -5 + 0.25 * 5) / 2 + 0.5, (0.75 * 5 + 0.25 * -1) / 2])
     np.testing.assert_allclose(scorer.logits(audio)[0], [-5 / 2 + 0.5, 5 / 2, -5 / 2])  # no row: the student's
+    # the new label (frog): the logit of the vocabulary's score, calibrated like the others
+    plain = Scorer(labels, ["siren", "dog", "frog"], logit_scale=10.0, kind="sigmoid", logit_bias=-5.0, vocabulary=voc)
+    frog = plain(audio, row)[0, 2]
+    assert 0.0 < frog < 1.0
+    assert scorer.logits(audio, row)[0, 2] == pytest.approx(np.log(frog / (1 - frog)) / 2)
+    assert scorer(audio, row)[0, 2] == pytest.approx(1 / (1 + np.sqrt((1 - frog) / frog)))  # sigmoid(logit / 2)
     with pytest.raises(ValueError, match=r"expected \[N, 6\] \(4 scores \+ 2 head logits\)"):
         scorer(audio, np.zeros((1, 4)))
 
