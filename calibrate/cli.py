@@ -14,9 +14,11 @@ import math
 import shlex
 from datetime import date
 from functools import partial
+from pathlib import Path
 
 import click
 
+from calibrate.errors import CalibrationError
 from edge import __version__
 from edge.cli import (
     AGREE_OPTION,
@@ -252,7 +254,7 @@ def thresholds(
     --min-threshold) at which edge's event detector starts at most F events per hour.
     Writes the label set with those thresholds.
     """
-    from calibrate.inputs import audio_files, check_labels, read_clip_csv
+    from calibrate.inputs import audio_files, read_clip_csv, resolve_labels
     from calibrate.labelfile import write_label_set
     from calibrate.thresholds import fit_thresholds
 
@@ -280,9 +282,19 @@ def thresholds(
     if positives:
         from edge.labels.labelset import resolve_label_set
 
-        clips = read_clip_csv(positives)
-        check_labels(clips, resolve_label_set(labels_spec), f"--positives {positives}")
+        clips = resolve_labels(read_clip_csv(positives), resolve_label_set(labels_spec), f"--positives {positives}")
+        unlabelled = next((clip for clip in clips if clip.label is None), None)
+        if unlabelled is not None:
+            raise CalibrationError(
+                f"--positives {positives}: {unlabelled.where} is a clip of none of the set's labels: positives are "
+                "the sounds to detect; recordings of other sounds belong in --background"
+            )
         missing = [clip for clip in clips if not clip.path.is_file()]
+        if len(missing) == len(clips):
+            raise CalibrationError(
+                f"--positives {positives}: none of its {len(clips)} file(s) is found (first: {missing[0].path}, "
+                f"{missing[0].where}): paths are relative to the CSV's folder {Path(positives).parent}"
+            )
         if missing:  # said now, not after the background's listen
             log.warning(
                 "--positives %s: %d of %d file(s) not found, skipped (first: %s, %s): paths are relative to the "
@@ -293,7 +305,7 @@ def thresholds(
                 missing[0].path,
                 missing[0].where,
             )
-        pairs = [(clip.path, clip.label) for clip in clips]
+        pairs = [(clip.path, clip.label) for clip in clips if clip.label is not None]
     report = fit_thresholds(
         options,
         files,
@@ -392,8 +404,15 @@ def thresholds(
     multiple=True,
     required=True,
     metavar="CSV|esc50:ROOT|us8k:ROOT[:FOLDS]",
-    help="Labelled clips: a CSV (path,label; paths relative to its folder), or a dataset's meta.csv: "
-    "esc50:ROOT, us8k:ROOT or us8k:ROOT:1,2 (those folds). Repeat for several.",
+    help="Labelled clips: a CSV (path,label; paths relative to its folder; label 'none': a clip of none of "
+    "the set's labels), or a dataset's meta.csv: esc50:ROOT, us8k:ROOT or us8k:ROOT:1,2 (those folds). "
+    "Repeat for several.",
+)
+@click.option(
+    "--others-are-none",
+    is_flag=True,
+    help="Clips of a label the set does not have are clips of none of its labels (negatives: a dataset's "
+    "other categories as the site's other sounds), not an error.",
 )
 @OUT
 @click.option(
@@ -421,16 +440,18 @@ def thresholds(
 @BACKEND_OPTION
 @click.pass_context
 @domain_errors
-def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads, backend_choice):
+def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias, bias_l2, threads, backend_choice):
     """A temperature and per-label biases fitted on labelled clips.
 
     Fits T (one per label set) and a bias per label on the model's logits (logit_scale x
     cosine) by minimising the negative log-likelihood of the clips' labels, reports NLL, ECE
-    (15 bins of top-1 confidence) and top-1 accuracy before and after, and writes the label
+    (15 bins of top-1 confidence) and top-1 accuracy before and after (those two on the clips of
+    the set's labels; clips of none of them, for a per-label sigmoid bundle, teach the biases how
+    unsure to be of other sounds), and writes the label
     set with `calibration: {temperature: T}` and each label's `bias`. Fit thresholds after
     this (`semanticac-calibrate thresholds --labels OUT`): calibration changes the scores.
     """
-    from calibrate.inputs import check_labels, read_dataset
+    from calibrate.inputs import read_dataset, resolve_labels
     from calibrate.labelfile import write_label_set
     from calibrate.scores import DEFAULT_BIAS_L2, embed_clips, fit_scores
     from edge.backends import select_backend
@@ -446,8 +467,7 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     if threads is not None:  # validated as listen validates it
         ListenOptions(labels=labels_spec, threads=threads)
     label_set = resolve_label_set(labels_spec)
-    clips = [clip for spec in data for clip in read_dataset(spec)]
-    check_labels(clips, label_set, "--data")
+    clips = resolve_labels([clip for spec in data for clip in read_dataset(spec)], label_set, "--data", others_are_none)
     bundle_ = resolve_bundle(bundle)
     embeddings = label_embeddings_for(bundle_, label_set, threads)
     vocabulary = Vocabulary.from_bundle(bundle_)
@@ -471,6 +491,7 @@ def scores(ctx, labels_spec, bundle, data, out, plot, fit_bias, bias_l2, threads
     cal = report.calibration
     click.echo(
         f"{report.clips} clip(s)"
+        + (f" ({report.negatives} of none of the set's labels)" if report.negatives else "")
         + (f", {len(report.skipped)} skipped as unreadable" if report.skipped else "")
         + f"; scoring {report.kind}; temperature {cal.temperature:.4g} ({cal.steps} L-BFGS steps)"
     )

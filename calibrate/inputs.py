@@ -1,18 +1,23 @@
 """What a calibration reads: background recordings, labelled clips (CSV or a dataset's meta.csv).
 
     background   files, or folders searched recursively for audio files (sorted by path)
-    CSV          a header with `path` (or `file`) and `label`; paths relative to the CSV's folder
+    CSV          a header with `path` (or `file`) and `label` (or `class`, `category`); paths relative
+                 to the CSV's folder; label `none`: a clip of none of the set's labels (a negative)
     esc50:ROOT   ROOT/meta.csv (filename, fold, target, category), audio in ROOT/audio/
     us8k:ROOT[:FOLDS]   ROOT/meta.csv in UrbanSound8K's columns, audio in ROOT/audio/fold<N>/;
                  FOLDS: comma-separated fold numbers (e.g. us8k:/data/us8k:1,2), default all
 
-Every label must be a name of the label set: `check_labels` lists the unknown ones and the
-set's names. Errors are CalibrationError naming the file, the line and the fix.
+Every label must be a name of the label set, compared as the set compares its names (ignoring
+case and '_' vs ' ': `crying_baby` is `crying baby`): `resolve_labels` gives each clip the set's
+own name, lists the unknown ones with the set's names, or (`others_are_none`: a dataset's other
+categories as background) takes them as clips of none of the set's labels. Errors are
+CalibrationError naming the file, the line and the fix.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,10 +31,13 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".ai
 DATASETS = ("esc50", "us8k")
 
 
+NONE = "none"  # a CSV's label for a clip of none of the set's labels
+
+
 @dataclass(frozen=True)
 class LabelledClip:
     path: Path
-    label: str
+    label: str | None  # None (after resolve_labels): none of the set's labels
     where: str  # for messages: the CSV line or meta.csv row it came from
 
 
@@ -69,29 +77,34 @@ def _rows(path: Path, required: Sequence[str], aliases: dict[str, str] | None = 
                 rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items()}))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise CalibrationError(f"cannot read {path}: {err}") from None
+    columns = list(header)
     for alias, name in (aliases or {}).items():
-        if alias in header and name not in header:
-            header.append(name)
+        if alias in columns and name not in columns:
+            columns.append(name)
             for _, row in rows:
                 row[name] = row.get(alias, "")
-    missing = [name for name in required if name not in header]
+    missing = [name for name in required if name not in columns]
     if missing:
+        also = [f"{alias!r} for {name!r}" for alias, name in (aliases or {}).items()]
         raise CalibrationError(
             f"{path}: missing column(s) {missing}: the header has {header or 'nothing'}; it needs {list(required)}"
+            + (f" (or {', '.join(also)})" if also else "")
         )
     if not rows:
         raise CalibrationError(f"{path}: holds no rows after its header: list at least one clip")
     for line, row in rows:
         for name in required:
             if not row.get(name):
-                raise CalibrationError(f"{path}:{line}: column {name!r} is empty: give a value on every row")
+                fix = f", or {NONE!r} for a clip of none of the set's labels" if name == "label" else ""
+                raise CalibrationError(f"{path}:{line}: column {name!r} is empty: give a value on every row{fix}")
     return rows
 
 
 def read_clip_csv(path: str | Path) -> list[LabelledClip]:
-    """A CSV of labelled clips (columns path,label; `file` is accepted for `path`)."""
+    """A CSV of labelled clips (columns path,label; `file` is accepted for `path`, `class` or
+    `category` for `label`)."""
     path = Path(path)
-    rows = _rows(path, ("path", "label"), aliases={"file": "path"})
+    rows = _rows(path, ("path", "label"), aliases={"file": "path", "class": "label", "category": "label"})
     return [LabelledClip(path.parent / row["path"], row["label"], f"{path}:{line}") for line, row in rows]
 
 
@@ -144,13 +157,23 @@ def read_dataset(spec: str) -> list[LabelledClip]:
     return clips
 
 
-def check_labels(clips: Sequence[LabelledClip], label_set: LabelSet, what: str) -> None:
-    """CalibrationError listing the labels of `clips` that the set does not name, and its names."""
-    names = set(label_set.names)
-    unknown = sorted({clip.label for clip in clips} - names)
+def resolve_labels(
+    clips: Sequence[LabelledClip], label_set: LabelSet, what: str, others_are_none: bool = False
+) -> list[LabelledClip]:
+    """`clips` with the set's own label names (None: `none`, or with `others_are_none` a label the
+    set does not have); CalibrationError listing the unknown labels, the set's names and the fix."""
+    resolved: list[LabelledClip] = []
+    unknown: dict[str, LabelledClip] = {}
+    for clip in clips:
+        own = None if clip.label is None else label_set.find(clip.label)
+        if own is None and clip.label is not None and clip.label.casefold() != NONE and not others_are_none:
+            unknown.setdefault(clip.label, clip)
+        resolved.append(dataclasses.replace(clip, label=own))
     if unknown:
-        first = next(clip for clip in clips if clip.label in unknown)
+        first = next(iter(unknown.values()))
         raise CalibrationError(
-            f"{what}: label(s) {unknown} are not in label set {label_set.name!r} (first at {first.where}); "
-            f"its labels are: {', '.join(label_set.names)}"
+            f"{what}: label(s) {sorted(unknown)} are not in label set {label_set.name!r} (first at {first.where}); "
+            f"{label_set.unknown_label_hint(first.label or '')}; write {NONE!r} for a clip of none of them"
+            + (" (or pass --others-are-none)" if len(unknown) > 1 else "")
         )
+    return resolved

@@ -113,7 +113,7 @@ def embed_clips(
                 log.warning("skipped %s: %s", clip.path, err)
                 skipped.append((clip.path, str(err)))
             else:
-                batch.append((mel, index[clip.label], clip.path))
+                batch.append((mel, -1 if clip.label is None else index[clip.label], clip.path))
                 if len(batch) == BATCH:
                     run()
             bar.update()
@@ -148,13 +148,20 @@ def objective(
         grad = p
         grad[np.arange(n), y] -= 1.0
     else:
-        onehot = np.zeros((n, k))
-        onehot[np.arange(n), y] = 1.0
+        onehot = _onehot(y, k)
         nll = float(np.mean(np.sum(np.logaddexp(0.0, zc) - onehot * zc, axis=1)))
         grad = sigmoid(zc) - onehot
     grad /= n
     prior = 0.5 * bias_l2 * float(b @ b) + 0.5 * TEMPERATURE_L2 * (a - 1.0) ** 2
     return (nll + prior, float(np.sum(grad * z)) + TEMPERATURE_L2 * (a - 1.0), grad.sum(axis=0) + bias_l2 * b)
+
+
+def _onehot(y: np.ndarray, k: int) -> np.ndarray:
+    """[N, K] targets of labels y [N]; a row of -1 (none of the labels) is all 0."""
+    onehot = np.zeros((len(y), k))
+    mine = np.flatnonzero(y >= 0)
+    onehot[mine, y[mine]] = 1.0
+    return onehot
 
 
 def lbfgs(
@@ -221,12 +228,13 @@ class Calibration:
 def fit_calibration(
     z: np.ndarray, y: np.ndarray, kind: str, fit_bias: bool = True, bias_l2: float = DEFAULT_BIAS_L2
 ) -> Calibration:
-    """T and b minimising the NLL of raw logits z [N, K] (T = 1, b = 0) for labels y [N]."""
+    """T and b minimising the NLL of raw logits z [N, K] (T = 1, b = 0) for labels y [N] (-1: none
+    of the labels, a sigmoid bundle's negative)."""
     z = np.asarray(z, dtype=np.float64)
     k = z.shape[1]
     free = np.zeros(k, dtype=bool)
     if fit_bias:
-        free[np.unique(y)] = True  # a label with no clip has no evidence for its bias
+        free[np.unique(y[y >= 0])] = True  # a label with no clip has no evidence for its bias
 
     def unpack(x: np.ndarray) -> tuple[float, np.ndarray]:
         b = np.zeros(k)
@@ -294,8 +302,7 @@ def nll(probs: np.ndarray, y: np.ndarray, kind: str) -> float:
     n = len(y)
     if kind == "softmax":
         return float(-np.mean(np.log(np.maximum(probs[np.arange(n), y], tiny))))
-    onehot = np.zeros_like(probs)
-    onehot[np.arange(n), y] = 1.0
+    onehot = _onehot(y, probs.shape[1])
     return float(
         -np.mean(
             np.sum(
@@ -314,8 +321,11 @@ class Metrics:
 
 
 def metrics(probs: np.ndarray, y: np.ndarray, kind: str) -> Metrics:
-    rel = reliability(probs, y)
-    return Metrics(nll(probs, y, kind), rel.ece, float(np.mean(probs.argmax(axis=1) == y)), rel)
+    """NLL on every clip; ECE and top-1 accuracy on the clips of the set's labels (a clip of none
+    of them has no right top-1)."""
+    mine = y >= 0
+    rel = reliability(probs[mine], y[mine])
+    return Metrics(nll(probs, y, kind), rel.ece, float(np.mean(probs[mine].argmax(axis=1) == y[mine])), rel)
 
 
 def calibrated(label_set: LabelSet, temperature: float, biases: Sequence[float] | np.ndarray) -> LabelSet:
@@ -334,6 +344,7 @@ class ScoreReport:
     per_label: np.ndarray  # clips per label [K]
     kind: str
     skipped: list[tuple[Path, str]]
+    negatives: int = 0  # clips of none of the set's labels
 
 
 def fit_scores(
@@ -355,6 +366,23 @@ def fit_scores(
     raw = Scorer.for_bundle(bundle.meta, label_embeddings, vocabulary=vocabulary)
     kind = raw.kind
     y = clipset.targets
+    negatives = int(np.sum(y < 0))
+    if negatives == len(y):
+        raise CalibrationError(
+            f"all {len(y)} clip(s) are of none of the set's labels: add clips of its labels (the negatives "
+            "only say how unsure to be)"
+        )
+    if negatives and kind == "softmax":
+        raise CalibrationError(
+            f"{negatives} clip(s) of none of the set's labels: this bundle's scores are a softmax over the set "
+            "(every clip is one of its labels), so they cannot be fitted; leave them out"
+        )
+    if not negatives and kind == "sigmoid" and fit_bias:
+        log.warning(
+            "every clip is one of the set's labels: their biases learn how sure to be of a sound that is there, "
+            "and rise, so other sounds start more false alarms; add clips of the site's other sounds labelled "
+            "'none' (or --others-are-none with a dataset), or pass --no-bias"
+        )
     fit = fit_calibration(
         raw.logits(clipset.embeddings, clipset.vocabulary), y, kind, fit_bias=fit_bias, bias_l2=bias_l2
     )
@@ -369,7 +397,8 @@ def fit_scores(
         metrics(before, y, kind),
         metrics(after, y, kind),
         len(y),
-        np.bincount(y, minlength=len(label_set.labels)),
+        np.bincount(y[y >= 0], minlength=len(label_set.labels)),
         kind,
         clipset.skipped,
+        negatives,
     )

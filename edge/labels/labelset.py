@@ -88,6 +88,20 @@ class LabelSet:
     def names(self) -> list[str]:
         return [label.name for label in self.labels]
 
+    def find(self, name: str) -> str | None:
+        """The set's own name for `name`, compared as the set compares its names (ignoring case and
+        '_' vs ' ': `crying_baby` is `Crying baby`), or None when the set has no such label."""
+        key = label_key(name)
+        return next((own for own in self.names if label_key(own) == key), None)
+
+    def unknown_label_hint(self, name: str) -> str:
+        """What to say of a name the set does not have: the nearest of its names, then all of them."""
+        import difflib
+
+        near = difflib.get_close_matches(label_key(name), [label_key(own) for own in self.names], n=1, cutoff=0.6)
+        guess = next((own for own in self.names if near and label_key(own) == near[0]), None)
+        return (f"did you mean {guess!r}? " if guess else "") + f"its labels are: {', '.join(self.names)}"
+
     def agreement(self, override: float | None = None) -> list[float | None]:
         """Each label's agreement: `override` (listen --agree) over the label's over the set's;
         None where none of them sets one (the bundle's model.json vocabulary.head.agree then)."""
@@ -115,6 +129,11 @@ class LabelSet:
 def label_text(name: str) -> str:
     """The words a label name stands for: underscores become spaces."""
     return " ".join(name.replace("_", " ").split())
+
+
+def label_key(name: str) -> str:
+    """What two label names are compared by: their words, ignoring case."""
+    return label_text(name).casefold()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -218,7 +237,7 @@ class _Parser:
         seen: dict[str, tuple[int, int]] = {}  # casefolded name -> (index, line)
         for i, item in enumerate(items):
             label = self.label(item, f"labels[{i}]", prompt, default)
-            key = label_text(label.name).casefold()
+            key = label_key(label.name)
             if key in seen:
                 j, line = seen[key]
                 raise self.fail(

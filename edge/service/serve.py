@@ -135,16 +135,26 @@ def listen_windowing(config: ServiceConfig, bundle: Bundle) -> None:
 
 
 def with_thresholds(label_set: LabelSet, thresholds: dict[str, float]) -> LabelSet:
-    """`labels.thresholds` over the set's own thresholds; an unknown label is a ConfigError."""
-    for name in thresholds:
-        if name not in label_set.names:
+    """`labels.thresholds` over the set's own thresholds (names compared as the set compares
+    them: `smoke_alarm` is `smoke alarm`); an unknown label is a ConfigError."""
+    given: dict[str, float] = {}
+    for name, value in thresholds.items():
+        own = label_set.find(name)
+        if own is None:
             raise ConfigError(
                 f"labels.thresholds.{name}: label set {label_set.name!r} ({label_set.source}) has no label "
-                f"{name!r}; its labels are: {', '.join(label_set.names)}",
+                f"{name!r}; {label_set.unknown_label_hint(name)}",
                 key=f"labels.thresholds.{name}",
             )
+        if own in given:
+            raise ConfigError(
+                f"labels.thresholds.{name}: label {own!r} is given twice (names are compared ignoring case and "
+                "'_' vs ' '): keep one",
+                key=f"labels.thresholds.{name}",
+            )
+        given[own] = value
     labels = tuple(
-        dataclasses.replace(label, threshold=thresholds.get(label.name, label.threshold)) for label in label_set.labels
+        dataclasses.replace(label, threshold=given.get(label.name, label.threshold)) for label in label_set.labels
     )
     return dataclasses.replace(label_set, labels=labels)
 

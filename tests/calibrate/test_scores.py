@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 import calibrate.cli
 from calibrate.errors import CalibrationError
-from calibrate.inputs import check_labels, read_clip_csv, read_dataset
+from calibrate.inputs import read_clip_csv, read_dataset, resolve_labels
 from calibrate.scores import calibrated, fit_calibration, metrics, objective, reliability
 from edge.labels.embeddings import label_embeddings_for
 from edge.labels.labelset import load_label_set, resolve_label_set
@@ -165,14 +165,18 @@ def test_temperature_alone_keeps_the_top1(labelled_csv, tmp_path):
     assert all(label.bias == 0.0 for label in load_label_set(tmp_path / "t.yaml").labels)
 
 
+def three_per_class(data_dir) -> dict[str, list]:
+    """The first three UrbanSound8K fold-2 clips of each class."""
+    chosen: dict[str, list] = {}
+    for clip in read_dataset(f"us8k:{data_dir / 'us8k'}:2"):
+        if len(chosen.setdefault(clip.label, [])) < 3:
+            chosen[clip.label].append(clip)
+    return chosen
+
+
 def test_scores_on_real_clips(data_dir, tmp_path):
     """Three UrbanSound8K fold-2 clips per class through the command: NLL and ECE do not rise."""
-    clips = read_dataset(f"us8k:{data_dir / 'us8k'}:2")
-    chosen = {}
-    for clip in clips:
-        chosen.setdefault(clip.label, [])
-        if len(chosen[clip.label]) < 3:
-            chosen[clip.label].append(clip)
+    chosen = three_per_class(data_dir)
     csv_path = tmp_path / "real.csv"
     with open(csv_path, "w", newline="") as f:
         csv.writer(f).writerows([["path", "label"]] + [[str(c.path), c.label] for group in chosen.values()
@@ -190,11 +194,63 @@ def test_scores_on_real_clips(data_dir, tmp_path):
 def test_dataset_specs(data_dir):
     esc = read_dataset(f"esc50:{data_dir / 'esc50'}")
     assert len(esc) == 1600 and esc[0].path.is_file()
-    check_labels(esc, resolve_label_set("esc50"), "--data")  # ESC-50's categories are the esc50 set's names
+    assert resolve_labels(esc, resolve_label_set("esc50"), "--data") == esc  # ESC-50's categories are the set's names
     fold1 = read_dataset(f"us8k:{data_dir / 'us8k'}:1")
     assert len(fold1) == 873 and all("/fold1/" in str(c.path) for c in fold1)
-    with pytest.raises(CalibrationError, match="not in label set 'urban'"):
-        check_labels(esc, resolve_label_set("urban"), "--data")
+    with pytest.raises(CalibrationError, match="not in label set 'urban'.*--others-are-none"):
+        resolve_labels(esc, resolve_label_set("urban"), "--data")
+    # the site's other sounds: ESC-50's siren and car horn are the urban set's, the rest none of them
+    others = resolve_labels(esc, resolve_label_set("urban"), "--data", others_are_none=True)
+    assert {c.label for c in others} == {None, "siren", "car_horn"}
+    assert sum(c.label == "siren" for c in others) == 32
+
+
+def test_labels_are_matched_as_the_set_matches_them_and_none_is_a_negative(tmp_path):
+    from calibrate.inputs import LabelledClip
+
+    urban = resolve_label_set("urban")
+    clips = [LabelledClip(tmp_path / f"{i}.wav", label, f"x.csv:{i + 2}")
+             for i, label in enumerate(["Car horn", "dog_bark", "None", "street music"])]
+    assert [c.label for c in resolve_labels(clips, urban, "--data")] == ["car_horn", "dog_bark", None, "street_music"]
+    with pytest.raises(CalibrationError, match=r"\['sirens'\] are not in label set 'urban' \(first at x.csv:9\); "
+                                               r"did you mean 'siren'\?.*write 'none' for a clip of none of them"):
+        resolve_labels([*clips, LabelledClip(tmp_path / "s.wav", "sirens", "x.csv:9")], urban, "--data")
+    csv_path = tmp_path / "clips.csv"
+    csv_path.write_text("file,class\na.wav,siren\n")  # both aliases
+    assert [(c.path.name, c.label) for c in read_clip_csv(csv_path)] == [("a.wav", "siren")]
+    csv_path.write_text("file,sound\na.wav,siren\n")
+    with pytest.raises(CalibrationError, match=r"missing column\(s\) \['label'\]: the header has \['file', 'sound'\];"):
+        read_clip_csv(csv_path)  # the header as written, not with the alias's column added
+    csv_path.write_text("path,label\na.wav,\n")
+    with pytest.raises(CalibrationError, match="column 'label' is empty.*or 'none' for a clip of none"):
+        read_clip_csv(csv_path)
+
+
+def test_negatives_hold_the_sigmoid_biases_down(data_dir, tmp_path, caplog):
+    """Positives alone only teach a sigmoid bundle's biases how sure to be of a sound that is there:
+    they rise, and other sounds start events. Clips of other sounds (`none`) hold them down."""
+    import logging
+
+    chosen = three_per_class(data_dir)
+    esc = [c for c in read_dataset(f"esc50:{data_dir / 'esc50'}")
+           if c.label in ("laughing", "coughing", "clock_tick", "keyboard_typing", "rain", "wind")][::4]
+    rows = [[str(c.path), c.label] for group in chosen.values() for c in group]
+    for name, extra in (("positives", []), ("both", [[str(c.path), "none"] for c in esc])):
+        with open(tmp_path / f"{name}.csv", "w", newline="") as f:
+            csv.writer(f).writerows([["path", "label"], *rows, *extra])
+    biases = {}
+    for name in ("positives", "both"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="calibrate.scores"):
+            result = CliRunner().invoke(calibrate.cli.main, [
+                "scores", "--labels", "urban", "--data", str(tmp_path / f"{name}.csv"), "--out",
+                str(tmp_path / f"{name}.yaml"), "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        assert ("every clip is one of the set's labels" in caplog.text) == (name == "positives")
+        biases[name] = np.array([label.bias for label in load_label_set(tmp_path / f"{name}.yaml").labels])
+    assert result.stdout.startswith(f"{30 + len(esc)} clip(s) ({len(esc)} of none of the set's labels)")
+    # (the demo model trained on these fold-2 clips: it is sure of them, and the biases move little)
+    assert biases["both"].mean() < biases["positives"].mean() and biases["both"].min() < -0.2
 
 
 # ---------------------------------------------------------------------------------------------

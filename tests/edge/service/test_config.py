@@ -236,7 +236,11 @@ def test_thresholds_override_the_label_sets_and_unknown_labels_list_the_set():
     with pytest.raises(ConfigError) as info:
         with_thresholds(urban, {"sirene": 0.5})
     assert info.value.key == "labels.thresholds.sirene" and "'sirene'" in str(info.value)
-    assert "its labels are: air_conditioner, car_horn" in str(info.value)
+    assert "did you mean 'siren'? its labels are: air_conditioner, car_horn" in str(info.value)
+    # names are compared as the label set compares them: `Dog bark` is dog_bark
+    assert {l.name: l.threshold for l in with_thresholds(urban, {"Dog bark": 0.4}).labels}["dog_bark"] == 0.4
+    with pytest.raises(ConfigError, match="label 'dog_bark' is given twice"):
+        with_thresholds(urban, {"dog_bark": 0.4, "dog bark": 0.6})
 
 
 @pytest.mark.parametrize("spec", ["urban", "esc50", "custom"])
