@@ -12,8 +12,19 @@ Durability without stalls: WAL mode with synchronous=NORMAL, so a commit is a wr
 WAL without an fsync (a kill -9 loses nothing committed; a power cut may lose the last
 commits), and a reader (`recent_events`, a tool) never blocks the writer. Every record is
 committed on its own. The one connection is used by the listen loop's thread only (sinks are
-called from it). A write that fails in the loop (disk full, a lock held too long) is logged
-once, counted in `errors`, and the loop goes on; an unusable file at start is a ConfigError.
+called from it).
+
+Nothing is lost to a passing problem. A write that fails (disk full, a lock held too long, an
+I/O error) keeps its record, and those after it, in memory (up to PENDING_MAX, then the oldest
+go and `lost` counts them); each new record tries them again, in order, so an event's end
+still finds its start. The trouble is said once, as a status record with code `event_log` that
+every output sees (metrics, MQTT's problem sensor, STATUS=), and its end as `event_log_restored`.
+At start a busy, full or failing file does not stop the service: it listens, and the file is
+opened again at the next record (at most every REOPEN_SECONDS). A damaged file is moved aside
+(`events.sqlite.damaged-<time>`) and a new one begun; a file deleted or replaced while the
+service runs is noticed at the next record and a new one begun at the path. Only what a person
+must fix (a path that cannot be created, a read-only file, another program's file, a newer
+schema) is a ConfigError at start.
 
 Retention runs at start and then at most once an hour: rows older than `max_age_days` go,
 then the oldest beyond `max_events` (per table).
@@ -27,10 +38,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import secrets
 import sqlite3
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -47,7 +60,12 @@ SCHEMA_VERSION = 1
 FILE_NAME = "events.sqlite"
 RETENTION_SECONDS = 3600.0  # retention runs at start, then at most this often
 BUSY_SECONDS = 0.25  # how long a write waits for a lock another connection holds: never long
+OPEN_BUSY_SECONDS = 5.0  # at start, a lock is waited for this long (a reader's checkpoint, a backup)
+PENDING_MAX = 10_000  # records kept in memory while the file cannot be written
+REOPEN_SECONDS = 30.0  # a file that could not be opened is tried again at most this often
 INTERRUPTED = "interrupted"
+# SQLite's words for trouble that passes (a lock, a full disk, an I/O error): the service starts anyway
+PASSING = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
 
 _SCHEMA = """
 CREATE TABLE events (
@@ -122,8 +140,8 @@ class EventLogSink(Sink):
     """Events (and status records) into the SQLite file of `config` (see the module's doc).
 
     `clip_for(start) -> name | None`: the clip file an event will have (ClipRecorder.clip_for),
-    stored with the event. ConfigError (key `event_log.path`) when the file cannot be opened,
-    created, written, or was written by a newer version.
+    stored with the event. ConfigError (key `event_log.path`) when the file cannot be created or
+    written for a reason a person must fix, or was written by a newer version.
     """
 
     def __init__(
@@ -139,22 +157,26 @@ class EventLogSink(Sink):
         self.path = config.resolve_path(state_dir)
         self.clip_for = clip_for
         self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-        self.errors = 0  # records that could not be written
-        self._failing = False  # the last write failed: the next failure is not logged again
+        self.lost = 0  # records dropped: the file could not be written for PENDING_MAX records
+        self._pending: deque[Callable[[sqlite3.Connection], object]] = deque()  # writes not yet done
+        self._failing: str | None = None  # why the last write failed (said once), None while writing
+        self._flushing = False
         self._next_retention = 0.0  # time.monotonic() of the next retention
-        self._db: sqlite3.Connection | None = _open(self.path, create=True)
+        self._next_open = 0.0  # time.monotonic() from which a closed file is opened again
+        self._db: sqlite3.Connection | None = None
+        self._inode: tuple[int, int] | None = None  # the file's (device, inode): one deleted or replaced is noticed
         try:
-            interrupted = self._db.execute(
-                "UPDATE events SET end_reason = ? WHERE end_reason IS NULL AND run_id != ?",
-                (INTERRUPTED, self.run_id),
-            ).rowcount
-            self._retain()
-        except sqlite3.Error as err:
-            self._db.close()
-            raise _unusable(self.path, err) from None
-        if interrupted:
-            log.warning("event log: %d event(s) of an earlier run never ended: marked %s", interrupted, INTERRUPTED)
+            self._open(busy=OPEN_BUSY_SECONDS)
+        except sqlite3.Error as err:  # passing trouble: listen anyway; the first record tries again and reports it
+            log.warning(
+                "event log %s: cannot be opened now (%s): the service starts without it", self.path, _reason(err)
+            )
         log.info("event log: %s (run %s)", self.path, self.run_id)
+
+    @property
+    def pending(self) -> int:
+        """Records waiting for the file to be writable again."""
+        return len(self._pending)
 
     def window(self, result: WindowResult) -> None:
         pass  # windows are not logged: one a second would swamp the file
@@ -163,45 +185,51 @@ class EventLogSink(Sink):
         row = record_dict(event, self.utc(event.t))
         if event.kind == "start":
             clip = self.clip_for(event) if self.clip_for is not None else None
-            self._exec(
-                "INSERT OR REPLACE INTO events (run_id, event_id, label, onset_utc, onset_t, score, clip) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (self.run_id, row["event_id"], row["label"], row["utc"], row["t"], row["score"], clip),
+            self._record(
+                lambda db: db.execute(
+                    "INSERT OR REPLACE INTO events (run_id, event_id, label, onset_utc, onset_t, score, clip) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (self.run_id, row["event_id"], row["label"], row["utc"], row["t"], row["score"], clip),
+                )
             )
             return
-        changed = self._exec(
-            "UPDATE events SET end_utc = ?, end_t = ?, duration = ?, peak = ?, end_reason = 'end' "
-            "WHERE run_id = ? AND event_id = ?",
-            (row["utc"], row["t"], row["duration"], row["peak"], self.run_id, row["event_id"]),
-        )
-        if changed == 0:  # its start was never written (a write failed then): the whole event now
-            onset = event.t - (event.duration or 0.0)
-            self._exec(
-                "INSERT INTO events (run_id, event_id, label, onset_utc, onset_t, end_utc, end_t, duration, "
-                "peak, end_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'end')",
-                (
-                    self.run_id,
-                    row["event_id"],
-                    row["label"],
-                    self.utc(onset),
-                    round(onset, 3),
-                    row["utc"],
-                    row["t"],
-                    row["duration"],
-                    row["peak"],
-                ),
-            )
+        onset = event.t - (event.duration or 0.0)
+        whole = (self.run_id, row["event_id"], row["label"], self.utc(onset), round(onset, 3), row["utc"], row["t"])
+
+        def write_end(db: sqlite3.Connection) -> None:
+            changed = db.execute(
+                "UPDATE events SET end_utc = ?, end_t = ?, duration = ?, peak = ?, end_reason = 'end' "
+                "WHERE run_id = ? AND event_id = ?",
+                (row["utc"], row["t"], row["duration"], row["peak"], self.run_id, row["event_id"]),
+            ).rowcount
+            if changed == 0:  # its start is not there (dropped, or a new file begun since): the whole event
+                db.execute(
+                    "INSERT INTO events (run_id, event_id, label, onset_utc, onset_t, end_utc, end_t, duration, "
+                    "peak, end_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'end')",
+                    (*whole, row["duration"], row["peak"]),
+                )
+
+        self._record(write_end)
 
     def status(self, status: Status) -> None:
         if not self.config.statuses:
             return
         row = record_dict(status, self.utc(status.t))
-        self._exec(
-            "INSERT INTO statuses (run_id, utc, t, level, code, message) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.run_id, row["utc"], row["t"], row["level"], row.get("code"), row["message"]),
+        self._record(
+            lambda db: db.execute(
+                "INSERT INTO statuses (run_id, utc, t, level, code, message) VALUES (?, ?, ?, ?, ?, ?)",
+                (self.run_id, row["utc"], row["t"], row["level"], row.get("code"), row["message"]),
+            )
         )
 
     def close(self) -> None:
+        if self._pending:
+            log.warning(
+                "event log %s: closing with %d record(s) never written (%s)",
+                self.path,
+                len(self._pending),
+                self._failing or "not written",
+            )
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -225,32 +253,133 @@ class EventLogSink(Sink):
             log.info("event log: retention removed %d event(s) and %d status record(s)", *removed)
         return removed[0], removed[1]
 
+    # -- writing ------------------------------------------------------------------------------
+
+    def _open(self, busy: float = BUSY_SECONDS) -> None:
+        """Open (or create) the file, mark earlier runs' open events interrupted (the first time),
+        run retention. sqlite3.Error for passing trouble; ConfigError for what a person must fix;
+        a damaged file is moved aside and a new one begun."""
+        try:
+            self._begin(busy)
+        except sqlite3.DatabaseError as err:
+            if not _damaged(err):
+                raise
+            self._set_aside(err)
+            self._begin(busy)
+
+    def _begin(self, busy: float) -> None:
+        db = _open(self.path, create=True, busy=busy)
+        try:
+            if self._inode is None:  # the first file of this run
+                interrupted = db.execute(
+                    "UPDATE events SET end_reason = ? WHERE end_reason IS NULL AND run_id != ?",
+                    (INTERRUPTED, self.run_id),
+                ).rowcount
+                if interrupted:
+                    log.warning(
+                        "event log: %d event(s) of an earlier run never ended: marked %s", interrupted, INTERRUPTED
+                    )
+            stat = os.stat(self.path)
+            db.execute(f"PRAGMA busy_timeout = {round(BUSY_SECONDS * 1000)}")  # the start's longer wait is over
+            self._db, self._inode = db, (stat.st_dev, stat.st_ino)
+            self._retain()
+        except (sqlite3.Error, OSError) as err:
+            db.close()
+            self._db = None
+            if isinstance(err, OSError):
+                raise _unusable(self.path, err) from None
+            raise
+
+    def _set_aside(self, err: sqlite3.Error) -> None:
+        aside = self.path.with_name(f"{self.path.name}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+        for suffix in ("", "-wal", "-shm"):
+            part = self.path.with_name(self.path.name + suffix)
+            if part.exists():
+                os.replace(part, aside.with_name(aside.name + suffix))
+        log.warning("event log %s is damaged (%s): moved to %s, a new one begun", self.path, err, aside)
+
+    def _same_file(self) -> bool:
+        """Whether the path still names the file open (not deleted, moved away or replaced)."""
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return False
+        return (stat.st_dev, stat.st_ino) == self._inode
+
     def _retain(self) -> None:
+        assert self._db is not None
         self.retain()
         self._next_retention = time.monotonic() + RETENTION_SECONDS
 
-    def _exec(self, sql: str, args: tuple) -> int | None:
-        """One statement, committed at once: the rows it changed, None when it failed."""
-        if self._db is None:
-            return None
+    def _record(self, write: Callable[[sqlite3.Connection], object]) -> None:
+        """Keep `write` after those still waiting, then write what can be, in order."""
+        if len(self._pending) >= PENDING_MAX:
+            self._pending.popleft()
+            self.lost += 1
+            if self.lost == 1:
+                log.warning(
+                    "event log %s: %d records wait to be written: dropping the oldest from now on",
+                    self.path,
+                    PENDING_MAX,
+                )
+        self._pending.append(write)
+        if not self._flushing:  # a report (a status to every sink) while flushing only queues its record
+            self._flushing = True
+            try:
+                self._flush()
+                if self._pending and self._failing is None and self._db is not None:
+                    self._flush()  # the record of a report made while flushing ("writing again")
+            finally:
+                self._flushing = False
+
+    def _flush(self) -> None:
+        if self._db is not None and not self._same_file():
+            log.warning("event log %s was deleted or replaced while the service ran: a new one begun", self.path)
+            self._db.close()
+            self._db, self._next_open = None, 0.0
         try:
-            changed = self._db.execute(sql, args).rowcount
+            if self._db is None:
+                if time.monotonic() < self._next_open:
+                    return
+                self._next_open = time.monotonic() + REOPEN_SECONDS
+                self._open()
+            assert self._db is not None
+            while self._pending:
+                self._pending[0](self._db)  # autocommit: each statement is committed as it runs
+                self._pending.popleft()
             if time.monotonic() >= self._next_retention:
                 self._retain()
         except sqlite3.Error as err:  # disk full, locked, I/O error: never the loop's end
-            self.errors += 1
-            if not self._failing:
-                log.warning(
-                    "event log %s: cannot write (%s); records are lost until it can (counted in errors)",
-                    self.path,
-                    err,
-                )
-            self._failing = True
-            return None
-        if self._failing:
-            log.info("event log %s: writing again (%d record(s) lost so far)", self.path, self.errors)
-            self._failing = False
-        return changed
+            if _damaged(err) and self._db is not None:  # damaged under the service: begun again at the next record
+                self._db.close()
+                self._db, self._next_open = None, 0.0
+                self._set_aside(err)
+            self._fail(_reason(err))
+            return
+        except ConfigError as err:  # a new file cannot be begun (its folder gone read-only): the same
+            self._fail(str(err))
+            return
+        if self._failing is not None:
+            self._failing = None
+            lost = f", {self.lost} lost" if self.lost else ""
+            self.report(
+                "info",
+                f"event log {self.path}: writing again (every waiting record written{lost})",
+                "event_log_restored",
+            )
+            log.info("event log %s: writing again%s", self.path, lost)
+
+    def _fail(self, reason: str) -> None:
+        if self._failing is not None:
+            self._failing = reason
+            return
+        self._failing = reason
+        message = (
+            f"event log {self.path}: cannot write ({reason}); records wait in memory (up to {PENDING_MAX}) "
+            "and are written once it can be: free disk space, or end what holds the file"
+        )
+        log.warning("%s", message)
+        self.report("warning", message, "event_log")
 
 
 @contextlib.contextmanager
@@ -264,11 +393,13 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
     db.execute("COMMIT")
 
 
-def _open(path: Path, create: bool) -> sqlite3.Connection:
+def _open(path: Path, create: bool, busy: float = BUSY_SECONDS) -> sqlite3.Connection:
     """A connection in autocommit mode (each statement its own transaction), WAL, schema checked.
 
     `create`: make the folder and the schema when missing, and check that the file can be
-    written; else open read-only (tools)."""
+    written; else open read-only (tools). `busy`: how long a lock is waited for. ConfigError for
+    what a person must fix; with `create`, passing trouble (PASSING: a lock, a full disk, an I/O
+    error) and a damaged file (SQLITE_CORRUPT) as the sqlite3.Error itself."""
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -279,9 +410,7 @@ def _open(path: Path, create: bool) -> sqlite3.Connection:
                 key="event_log.path",
             )
         target = str(path) if create else f"{path.resolve().as_uri()}?mode=ro"
-        db = sqlite3.connect(
-            target, uri=not create, timeout=BUSY_SECONDS, isolation_level=None, check_same_thread=False
-        )
+        db = sqlite3.connect(target, uri=not create, timeout=busy, isolation_level=None, check_same_thread=False)
     except (OSError, sqlite3.Error) as err:
         raise _unusable(path, err) from None
     try:
@@ -321,7 +450,26 @@ def _check_schema(db: sqlite3.Connection, path: Path, create: bool) -> None:
         elif create:
             db.execute("COMMIT")
     except sqlite3.Error as err:
+        if create and _passing_or_damaged(err):
+            raise
         raise _unusable(path, err) from None
+
+
+def _damaged(err: sqlite3.Error) -> bool:
+    return getattr(err, "sqlite_errorname", "") == "SQLITE_CORRUPT"
+
+
+def _passing_or_damaged(err: sqlite3.Error) -> bool:
+    return _damaged(err) or any(getattr(err, "sqlite_errorname", "").startswith(word) for word in PASSING)
+
+
+def _reason(err: sqlite3.Error) -> str:
+    """The error in words a person acts on: "database or disk is full" -> "... (no space left)"."""
+    name = getattr(err, "sqlite_errorname", "")
+    hint = {"SQLITE_FULL": "no space left on its disk", "SQLITE_BUSY": "another program holds a lock on it"}.get(
+        name, ""
+    )
+    return f"{err}: {hint}" if hint else str(err)
 
 
 def _unusable(path: Path, err: BaseException) -> ConfigError:

@@ -9,8 +9,9 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
     microphone        ON while audio arrives, OFF after `audio_lost` (until `audio_restored`); retained
     problem           what needs a person, retained: `{"state": "ON" | "OFF", "problems": [{code,
                       message, utc}, ...]}`: a lost microphone (until it is back), input clipping
-                      or dropped windows (until PROBLEM_HOLD_SECONDS pass without another), a
-                      failure that stops the service; OFF at each start
+                      or dropped windows (until PROBLEM_HOLD_SECONDS pass without another), an
+                      event log that cannot be written (until it can), a failure that stops the
+                      service; OFF at each start
     level             the window's level in dBFS (one decimal; `None`: digital silence), at most
                       every `level_interval` seconds; QoS 0, not retained
     heard             with the service's `listen.heard` N > 0: what the bundle's vocabulary hears
@@ -72,8 +73,9 @@ ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
 # status codes that need a person: held until they end (audio_restored; a failure ends the run) or,
 # for the HELD ones, PROBLEM_HOLD_SECONDS after the last (clipping repeats every 10 minutes at most)
-PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload")
+PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log")
 HELD = ("clipping", "overload")
+ENDS = {"audio_restored": "audio_lost", "event_log_restored": "event_log"}  # a code -> the problem it ends
 PROBLEM_HOLD_SECONDS = 900.0
 CLOSE_SECONDS = 2.0  # close() waits this long at most for the queue and the broker's acknowledgements
 BATCH = 64  # queued messages handed to paho per turn of the publisher thread
@@ -385,9 +387,9 @@ class MqttSink(Sink):
         if status.code in ("audio_lost", "audio_restored"):
             self._audio_lost = status.code == "audio_lost"
             self._set_retained(self.topic("microphone"), OFF if self._audio_lost else ON)
-        if status.code in PROBLEMS or status.code == "audio_restored":
-            if status.code == "audio_restored":
-                self._problems.pop("audio_lost", None)
+        if status.code in PROBLEMS or status.code in ENDS:
+            if status.code in ENDS:
+                self._problems.pop(ENDS[status.code], None)
             else:
                 until = time.monotonic() + PROBLEM_HOLD_SECONDS if status.code in HELD else math.inf
                 self._problems[status.code] = (

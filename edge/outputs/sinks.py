@@ -120,6 +120,10 @@ class Sink:
     def status(self, status: Status) -> None:
         raise NotImplementedError
 
+    def report(self, level: str, message: str, code: str) -> None:
+        """The sink's own trouble (an event log that cannot be written) as a status record for
+        every sink of the FanOut it is in (FanOut sets this); alone, the sink's log line says it."""
+
     def close(self) -> None:
         try:
             self.stream.flush()
@@ -217,7 +221,10 @@ class FanOut(Sink):
     def __init__(self, sinks: Sequence[Sink], origin: datetime | None = None):
         super().__init__(stream=sys.stderr, origin=origin)
         self.sinks = list(sinks)
+        self._t = 0.0  # stream time of the latest record: a sink's report is dated with it
         self._share_origin()
+        for sink in self.sinks:
+            sink.report = self._report  # type: ignore[method-assign]
 
     def start_clock(self, now: datetime) -> None:
         super().start_clock(now)
@@ -228,16 +235,22 @@ class FanOut(Sink):
             sink.origin = self.origin
 
     def window(self, result: WindowResult) -> None:
+        self._t = result.t
         for sink in self.sinks:
             sink.window(result)
 
     def event(self, event: Event) -> None:
+        self._t = max(self._t, event.t)
         for sink in self.sinks:
             sink.event(event)
 
     def status(self, status: Status) -> None:
+        self._t = max(self._t, status.t)
         for sink in self.sinks:
             sink.status(status)
+
+    def _report(self, level: str, message: str, code: str) -> None:
+        self.status(Status(self._t, level, message, code=code))
 
     def close(self) -> None:
         first: BaseException | None = None

@@ -15,7 +15,7 @@ import edge.outputs.eventlog as eventlog
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.outputs.eventlog import EventLogConfig, EventLogSink, recent_events
-from edge.outputs.sinks import FanOut, Status
+from edge.outputs.sinks import FanOut, Sink, Status
 from edge.service.sections import parse_section
 
 REPO = Path(__file__).resolve().parents[3]
@@ -149,24 +149,115 @@ def test_retention_runs_again_while_the_service_runs(tmp_path, monkeypatch):
     sink.close()
 
 
-def test_a_write_that_fails_is_logged_once_counted_and_the_loop_goes_on(tmp_path, caplog):
+class Statuses(Sink):
+    """Another output beside the event log: the statuses it is given."""
+
+    def __init__(self):
+        super().__init__()
+        self.statuses = []
+
+    def window(self, result):
+        pass
+
+    def event(self, event):
+        pass
+
+    def status(self, status):
+        self.statuses.append(status)
+
+
+def test_records_wait_while_the_file_cannot_be_written_and_the_trouble_is_said_once(tmp_path, caplog):
+    """A lock (or a full disk) loses nothing: the records wait, in order (an end finds its start),
+    and are written once the file can be; the trouble is one warning and one status record with
+    code event_log that every output sees (metrics, MQTT's problem sensor), its end another."""
     sink = EventLogSink(EventLogConfig(), tmp_path)
+    others = Statuses()
+    fan = FanOut([sink, others])
     path = tmp_path / "events.sqlite"
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another writer holds the lock: every write of the sink fails
     with caplog.at_level(logging.INFO, logger="edge.outputs.eventlog"):
-        sink.event(start(1))
-        sink.status(Status(1.0, "info", "x"))
-        sink.event(start(2))
+        fan.event(start(1))
+        fan.status(Status(1.5, "info", "x"))
+        fan.event(end(1))
+        fan.event(start(2, t=4.0))
+        assert sink.pending == 5  # the four, and the status that said the trouble
         other.execute("ROLLBACK")
         other.close()
-        sink.event(start(3))  # written again
-    sink.close()
-    assert sink.errors == 3
+        fan.event(end(2, t=6.0))  # the file can be written again: everything, in order
+    fan.close()
+    assert sink.lost == 0 and sink.pending == 0
     warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "database is locked" in warnings[0] and str(path) in warnings[0]
-    assert any("writing again (3 record(s) lost" in r.message for r in caplog.records)
-    assert [r["event_id"] for r in recent_events(path, 10)] == [3]
+    assert [(s.code, s.t) for s in others.statuses if s.code] == [("event_log", 1.0), ("event_log_restored", 6.0)]
+    events = recent_events(path, 10)
+    assert [(e["event_id"], e["end_reason"], e["onset_t"]) for e in events] == [(2, "end", 4.0), (1, "end", 1.0)]
+    assert [code for (code,) in rows(path, "SELECT code FROM statuses ORDER BY id")] == [
+        "event_log", None, "event_log_restored"]
+
+
+def test_beyond_pending_max_the_oldest_records_go_and_are_counted(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(eventlog, "PENDING_MAX", 2)
+    sink = EventLogSink(EventLogConfig(statuses=False), tmp_path)
+    other = sqlite3.connect(tmp_path / "events.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    for i in range(1, 5):
+        sink.event(start(i, t=float(i)))
+    other.execute("ROLLBACK")
+    other.close()
+    sink.event(end(4, t=6.0))
+    sink.close()
+    assert sink.lost == 3  # 1, 2, 3 went; 4 and its end were kept
+    assert [e["event_id"] for e in recent_events(tmp_path / "events.sqlite", 10)] == [4]
+    assert "dropping the oldest" in caplog.text
+
+
+def test_a_locked_or_full_file_at_start_does_not_stop_the_service(tmp_path, monkeypatch):
+    """A lock held through the start (a backup, a reader's checkpoint), a full disk or an I/O
+    error passes: the service listens without the file and writes it once it can."""
+    monkeypatch.setattr(eventlog, "OPEN_BUSY_SECONDS", 0.1)
+    monkeypatch.setattr(eventlog, "REOPEN_SECONDS", 0.0)
+    EventLogSink(EventLogConfig(), tmp_path).close()
+    other = sqlite3.connect(tmp_path / "events.sqlite", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    sink = EventLogSink(EventLogConfig(), tmp_path)  # no ConfigError (exit 78: systemd would never restart it)
+    sink.event(start(1))
+    assert sink.pending == 1
+    other.execute("ROLLBACK")
+    other.close()
+    sink.event(end(1))
+    sink.close()
+    assert [(e["event_id"], e["end_reason"]) for e in recent_events(tmp_path / "events.sqlite", 5)] == [(1, "end")]
+
+
+def test_a_damaged_file_is_moved_aside_and_a_new_one_begun(tmp_path, caplog):
+    sink = EventLogSink(EventLogConfig(), tmp_path)
+    for i in range(1, 200):
+        sink.event(start(i, t=float(i)))
+    sink.close()
+    path = tmp_path / "events.sqlite"
+    with open(path, "r+b") as f:  # a power cut on a cheap SD card: pages of garbage
+        f.seek(4096)
+        f.write(os.urandom(8192))
+    sink = EventLogSink(EventLogConfig(), tmp_path)
+    sink.event(start(1))
+    sink.close()
+    aside = list(tmp_path.glob("events.sqlite.damaged-*"))
+    assert aside and "is damaged" in caplog.text and str(aside[0]) in caplog.text
+    assert [e["event_id"] for e in recent_events(path, 5)] == [1]
+
+
+def test_a_file_deleted_while_the_service_runs_is_begun_again(tmp_path, caplog):
+    sink = EventLogSink(EventLogConfig(), tmp_path)
+    path = tmp_path / "events.sqlite"
+    sink.event(start(1))
+    for part in tmp_path.glob("events.sqlite*"):
+        part.unlink()  # `rm events.sqlite*`, or a log rotation that moves it away
+    sink.event(end(1))
+    sink.event(start(2, t=4.0))
+    sink.close()
+    assert "deleted or replaced while the service ran" in caplog.text
+    assert [(e["event_id"], e["onset_t"]) for e in recent_events(path, 5)] == [(2, 4.0), (1, 1.0)]
 
 
 def test_a_newer_schema_is_a_clear_error(tmp_path):

@@ -213,10 +213,14 @@ def test_a_problem_sensor_holds_what_needs_a_person(broker, node, subscribers, m
     time.sleep(0.6)
     sink.window(window(4.0))  # the hold is over: nothing left
     assert states(5) == ("OFF", [])
+    sink.status(Status(4.5, "warning", "event log: disk full", code="event_log"))
+    assert states(6) == ("ON", ["event_log"])
+    sink.status(Status(4.8, "info", "event log: writing again", code="event_log_restored"))
+    assert states(7) == ("OFF", [])
     sink.status(Status(5.0, "error", "the model failed", code="backend_error"))
     time.sleep(0.6)
     sink.window(window(6.0))  # a failure is not held for a while: it stays until the next start
-    assert states(6) == ("ON", ["backend_error"])
+    assert states(8) == ("ON", ["backend_error"])
     sink.close()
 
 
