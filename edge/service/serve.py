@@ -16,11 +16,14 @@ bundle, label set, model: `CONFIG_ERRORS`) to exit status 78, the rest to 1.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import logging
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -273,6 +276,40 @@ def describe(config: ServiceConfig, resolved: Resolved, backend: Backend) -> str
     return f"{labels}, backend {backend.name}, {audio}"
 
 
+LOCK_NAME = "serve.lock"
+
+
+@contextlib.contextmanager
+def hold_state_dir(folder: Path) -> Iterator[None]:
+    """One service per state folder: an exclusive lock on <folder>/serve.lock (with our pid), held
+    while the service runs and let go by the kernel however it ends. ConfigError when another
+    process holds it. A folder that cannot be written is left to the outputs that need it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        log.debug("state folder %s not locked: %s", folder, err)
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(
+                f"state folder {folder} is in use by another serve (pid {other}): two would share one event log "
+                "and clips folder, and their MQTT connections (one client id) would take each other's place; "
+                "stop the other (systemctl stop semanticac-edge), or give this one its own --state-dir and "
+                "mqtt.node_id",
+                key="service.state_dir",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # the lock goes with it
+
+
 def serve(
     config: ServiceConfig,
     state_dir: Path,
@@ -287,11 +324,16 @@ def serve(
     from the environment ($NOTIFY_SOCKET, $WATCHDOG_USEC); `backend`: an opened backend instead
     of the one model.backend selects (tests). Raises before audio flows (see CONFIG_ERRORS).
     """
+    with hold_state_dir(state_dir):
+        return _serve(config, state_dir, stop or threading.Event(), notifier or Notifier.from_environ(), backend)
+
+
+def _serve(
+    config: ServiceConfig, state_dir: Path, stop: threading.Event, notifier: Notifier, backend: Backend | None
+) -> ListenSummary:
     from edge.backends import select_backend
     from edge.listen import listen
 
-    stop = stop or threading.Event()
-    notifier = notifier or Notifier.from_environ()
     resolved = resolve(config)
     options = config.options
     if not embeddings_ready(resolved.bundle, resolved.label_set):

@@ -19,6 +19,7 @@ import pytest
 import soundfile as sf
 import yaml
 
+from edge.errors import ConfigError
 from edge.labels.labelset import resolve_label_set
 from edge.service.config import parse_config
 from edge.service.notify import Notifier
@@ -250,3 +251,23 @@ def test_a_lost_device_shows_in_the_status_line_until_it_is_back(tmp_path):
         "WATCHDOG=1",
         "STATUS=labels urban (10), backend onnxruntime, microphone 'USB'; 0.00 windows/s; 0 events",
     ]
+
+
+def test_one_service_per_state_folder(tmp_path):
+    """A second serve on one state folder (a shell run beside the unit) would share the event log
+    and clips, and its MQTT connection (one client id) would push the first one's off every
+    second: it is refused, naming the pid that holds the folder; the lock goes when the first ends."""
+    from edge.service.serve import LOCK_NAME, hold_state_dir
+
+    folder = tmp_path / "state"
+    with hold_state_dir(folder):
+        assert (folder / LOCK_NAME).read_text().strip() == str(os.getpid())
+        with pytest.raises(ConfigError, match=rf"state folder {folder} is in use by another serve \(pid {os.getpid()}\)"):
+            with hold_state_dir(folder):
+                pass
+    with hold_state_dir(folder):  # let go: a restart takes it
+        pass
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    with hold_state_dir(blocked / "state"):  # left to the outputs that need the folder (they say why)
+        pass
