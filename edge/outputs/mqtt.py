@@ -477,23 +477,28 @@ class MqttSink(Sink):
         if self._publisher is not None:
             self._publisher.join(max(0.0, deadline - time.monotonic()))
         if self._connected:
-            self._outbox.append(client.publish(self.topic("availability"), OFFLINE, qos=1, retain=True))
+            offline = client.publish(self.topic("availability"), OFFLINE, qos=1, retain=True)
             while (
                 self._connected
                 and time.monotonic() < deadline
-                and not all(i.is_published() for i in list(self._outbox))
+                and not all(i.is_published() for i in [*self._outbox, offline])
             ):
                 time.sleep(0.01)
+        # QoS > 0 messages paho sent that the broker never acknowledged (a broker that stalled: the
+        # link looks up until the keepalive runs out) are as lost as those never sent
+        unacknowledged = sum(not info.is_published() for info in list(self._outbox))
         client.disconnect()
         client.loop_stop()
         self._connected = False
         with self._cond:
             unsent = len(self._queue)
-        if unsent or self._dropped:
+        if unsent or self._dropped or unacknowledged:
             log.warning(
-                "mqtt: closing with %d messages not sent and %d dropped (the broker at %s:%d was unreachable)",
+                "mqtt: closing with %d messages not sent, %d dropped and %d not acknowledged (the broker at %s:%d "
+                "was unreachable or stalled)",
                 unsent,
                 self._dropped,
+                unacknowledged,
                 self.config.host,
                 self.config.port,
             )

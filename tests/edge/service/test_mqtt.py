@@ -4,6 +4,7 @@ Every test uses its own node id, so its topics are its own on the module's one b
 
 import json
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -382,6 +383,30 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(tmp_path, node, subscribe
         sub.close()
     finally:
         later.kill()
+
+
+def test_messages_a_stalled_broker_never_acknowledged_are_counted_at_close(tmp_path, node, caplog):
+    """A broker that stalls (a half-open link: the connection looks up until the keepalive runs
+    out) takes QoS 1 messages without acknowledging them: at close they are said to be lost."""
+    import signal
+
+    stalled = broker_or_skip(tmp_path / "stalled")
+    stalled.start()
+    try:
+        sink = make_sink(stalled.port, node, keepalive=60)
+        sink.start()
+        wait_until(lambda: sink.connected)
+        stalled.process.send_signal(signal.SIGSTOP)
+        for i in range(1, 4):
+            sink.event(start(float(i), i))
+        time.sleep(0.5)  # handed to paho, written to the socket: never acknowledged
+        with caplog.at_level(logging.WARNING, logger="edge.outputs.mqtt"):
+            sink.close()
+        said = re.search(r"closing with 0 messages not sent, 0 dropped and (\d+) not acknowledged", caplog.text)
+        assert said and int(said.group(1)) >= 3  # the events (and the states they changed)
+    finally:
+        stalled.process.send_signal(signal.SIGCONT)
+        stalled.kill()
 
 
 @pytest.fixture(scope="module")
