@@ -34,6 +34,7 @@ import logging
 import math
 import queue
 import re
+import shutil
 import sys
 import threading
 from dataclasses import dataclass
@@ -171,6 +172,16 @@ class ClipRecorder(Sink):
             )
         for stale in self.dir.glob(".*.tmp.flac"):  # a clip being written when the process died
             stale.unlink(missing_ok=True)
+        room = self._room()
+        if room is not None and room < config.max_megabytes * MEGABYTE:
+            log.warning(
+                "clips.max_megabytes %g is more than the disk of %s can give the clips (%.0f MB free, with the "
+                "clips there now): the disk fills before the budget removes a clip, and then the event log "
+                "cannot be written either; lower clips.max_megabytes",
+                config.max_megabytes,
+                self.dir,
+                room / MEGABYTE,
+            )
         self._worker = threading.Thread(target=self._work, name="clip writer", daemon=True)
         self._worker.start()
 
@@ -316,11 +327,32 @@ class ClipRecorder(Sink):
             try:
                 _write_flac(path, samples, self.sample_rate)
             except Exception as err:  # a full disk, a removed folder: this clip is lost, not the service
-                self._skip(name, f"cannot write {path}: {err}")
+                free = self._free()
+                full = (
+                    f" (no space left: {free / MEGABYTE:.1f} MB free on its disk; lower clips.max_megabytes)"
+                    if free is not None and free < samples.nbytes
+                    else ""
+                )
+                self._skip(name, f"cannot write {path}: {err}{full}")  # libsndfile says "System error." of a full disk
                 continue
             self.written += 1
             log.info("clip %s: %.2f s", path, samples.size / self.sample_rate)
             self._enforce_budget(keep=path)
+
+    def _free(self) -> int | None:
+        """Bytes free on the clips' disk (None: not known)."""
+        try:
+            return shutil.disk_usage(self.dir).free
+        except OSError:
+            return None
+
+    def _room(self) -> int | None:
+        """Bytes the clips can have on their disk: what is free and what they hold now."""
+        free = self._free()
+        if free is None:
+            return None
+        held = sum(p.stat().st_size for p in self.dir.glob("*.flac") if CLIP_NAME.fullmatch(p.name))
+        return free + held
 
     def _enforce_budget(self, keep: Path | None) -> None:
         """Remove the oldest clips until the folder holds at most max_megabytes (never `keep`)."""

@@ -128,6 +128,35 @@ def test_the_disk_budget_removes_the_oldest_clips(tmp_path):
     np.testing.assert_array_equal(feed.clip(names[-1]), feed.audio[round(17.0 * RATE):round(20.5 * RATE)])
 
 
+def test_a_budget_larger_than_the_disk_and_a_full_disk_are_said_as_such(tmp_path, monkeypatch, caplog):
+    """The budget removes clips only beyond max_megabytes: on a smaller disk the clips fill it
+    (and then the event log cannot be written). The start says so; a write that fails for want of
+    space says that, not libsndfile's "System error."."""
+    import shutil
+
+    import edge.outputs.clips as clips_module
+
+    free = {"bytes": 50_000_000}
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, free["bytes"]))
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
+        clips = recorder(tmp_path)  # 1024 MB by default, 50 MB free
+    assert "clips.max_megabytes 1024 is more than the disk" in caplog.text and "(50 MB free" in caplog.text
+
+    def full(path, samples, rate):
+        raise RuntimeError("Error : problem with initialization of the flac decoder.")
+
+    monkeypatch.setattr(clips_module, "_write_flac", full)
+    free["bytes"] = 1000
+    feed = Feed(clips, tmp_path)
+    name = feed.event("start", 2.0, 1)
+    feed.event("end", 3.0, 1, duration=1.0)
+    feed.until(5.0)
+    feed.source.stop()
+    clips.close()
+    assert clips.skipped == 1 and f"clip {name} skipped" in caplog.text
+    assert "(no space left: 0.0 MB free on its disk; lower clips.max_megabytes)" in caplog.text
+
+
 def test_a_long_event_is_cut_at_max_seconds_and_close_writes_what_is_pending(tmp_path):
     clips = recorder(tmp_path, max_seconds=2.0)
     feed = Feed(clips, tmp_path)
