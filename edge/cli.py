@@ -804,12 +804,12 @@ def check_config(config_path: str, overrides: tuple[str, ...]) -> None:
     what the service will say of its labels at start (new and weakly named ones) and the effective
     config: every key with the value in force. Exit status 78 when something is wrong."""
     from edge.service.config import load_config
-    from edge.service.serve import check_outputs, device_notes, label_notes, resolve
+    from edge.service.serve import check_outputs, device_notes, label_notes, path_notes, resolve
 
     config = load_config(config_path, overrides)
     found = resolve(config)
     check_outputs(config)
-    notes = device_notes(config) + label_notes(config, found)
+    notes = path_notes(config) + device_notes(config) + label_notes(config, found)
     click.echo(
         f"# {config_path}: OK; bundle {found.bundle.path} ({found.bundle.meta.model_id}); label set "
         f"{found.label_set.name}: {len(found.label_set.labels)} labels; outputs: "

@@ -127,6 +127,15 @@ OUTPUTS: dict[str, type] = {
 }
 
 
+def section_keys(section: str) -> list[str]:
+    """The keys a section of the config takes (for "did you mean" when one is written unindented)."""
+    sections: dict[str, Any] = {**OPTION_SECTIONS, "supervision": supervision_fields()}
+    if section in sections:
+        return list(sections[section])
+    typed = {"labels": LabelsSection, "service": ServiceSection, "systemd": SystemdSection, **OUTPUTS}.get(section)
+    return [f.name for f in dataclasses.fields(typed)] if typed is not None else []
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     options: ListenOptions  # audio, model, labels.set, listen, supervision
@@ -167,7 +176,14 @@ def parse_config(raw: Any, source: str = "<memory>") -> ServiceConfig:
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
-            fix = f"did you mean `{close[0]}`?" if close else f"the sections are: {', '.join(known)}"
+            owner = next((section for section in known if key in section_keys(section)), None)
+            fix = (
+                f"did you mean `{owner}.{key}`? (indent it under `{owner}:`)"
+                if owner
+                else f"did you mean `{close[0]}`?"
+                if close
+                else f"the sections are: {', '.join(known)}"
+            )
             raise ConfigError(f"{key} is not a section of the service config: {fix}", key=str(key))
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:

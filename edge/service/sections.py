@@ -127,7 +127,13 @@ def _describe(hint: Any) -> str:
         return "a mapping of its keys"
     origin = typing.get_origin(hint)
     if origin is dict:
-        return f"a mapping of names to {_describe(typing.get_args(hint)[1])}s"
+        return f"a mapping of names to {_plural(typing.get_args(hint)[1])}"
     if origin is list:
-        return f"a list of {_describe(typing.get_args(hint)[0])}s"
+        return f"a list of {_plural(typing.get_args(hint)[0])}"
     return {bool: "true or false", int: "a whole number", float: "a number", str: "a text"}.get(hint, str(hint))
+
+
+def _plural(hint: Any) -> str:
+    """ "a number" -> "numbers": what a mapping's values or a list's items are."""
+    one = _describe(hint)
+    return one.removeprefix("a ") + "s" if one.startswith("a ") and " or " not in one else one

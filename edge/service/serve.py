@@ -116,6 +116,36 @@ def check_outputs(config: ServiceConfig) -> None:
         credentials(mqtt)
 
 
+def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:
+    """check-config: a warning for each relative path. It is taken from the working directory,
+    which under systemd is /: a config checked from its own folder passes, and the service then
+    finds nothing there."""
+    from edge.labels.labelset import shipped_label_sets
+
+    labels = config.options.labels
+    mqtt = config.outputs.get("mqtt")
+    tls = getattr(mqtt, "tls", None)
+    paths = {
+        "audio.input": config.options.input if config.options.input != "-" else None,
+        "model.bundle": config.options.bundle,
+        "labels.set": None if str(labels).removesuffix(".yaml") in shipped_label_sets() else labels,
+        "service.state_dir": config.service.state_dir,
+        "event_log.path": getattr(config.outputs.get("event_log"), "path", None),
+        "clips.dir": getattr(config.outputs.get("clips"), "dir", None),
+        "mqtt.password_file": getattr(mqtt, "password_file", None),
+        **{f"mqtt.tls.{key}": getattr(tls, key, None) for key in ("ca_certs", "certfile", "keyfile")},
+    }
+    return [
+        (
+            "warning",
+            f"{key} {str(value)!r} is a relative path: it is taken from the working directory (here "
+            f"{Path.cwd() / value}; under systemd {Path('/') / value}): give it as an absolute path",
+        )
+        for key, value in paths.items()
+        if value and not Path(str(value)).expanduser().is_absolute()
+    ]
+
+
 def label_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str]]:
     """What the service's listen says at its start about its label set, (level, message) pairs
     (labels no one trained, weakly named ones, an agreement that checks nothing, a hop that skips

@@ -59,6 +59,8 @@ def config(**sections) -> ServiceConfig:
     ({"mqtt": {"tls": {"insecur": True}}}, "mqtt.tls.insecur", "did you mean `insecure`?"),
     ({"clips": {"pre_roll": -1}}, "clips.pre_roll", "from 0 to 60"),
     ({"listn": {"hop": 1}}, "listn", "did you mean `listen`?"),
+    ({"fast": True}, "fast", "did you mean `audio.fast`? (indent it under `audio:`)"),  # lost its indent
+    ({"labels": {"set": "urban", "thresholds": [0.5]}}, "labels.thresholds", "a mapping of names to numbers"),
     ({"schema_version": 2}, "schema_version", "use 1"),
     ({"listen": [1, 2]}, "listen", "listen must be a mapping"),
 ])
@@ -154,6 +156,28 @@ def test_check_config_warns_of_a_device_name_that_matches_none_or_several(monkey
     assert result.exit_code == 0 and "audio.device" not in result.output.split("schema_version")[0]
     monkeypatch.setattr(sources, "find_input_device", lambda device=None, rescan=False: None)
     assert "# warning: audio.device" not in CliRunner().invoke(edge.cli.main, args).output
+
+
+def test_check_config_warns_of_relative_paths(tmp_path, monkeypatch):
+    """Checked from the config's own folder a relative path is found; the service runs from / and
+    finds nothing there: check-config says so, and where each would be looked for."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip.wav").write_bytes(b"")
+    site = tmp_path / "site.yaml"
+    from edge.labels.labelset import shipped_label_sets
+
+    site.write_text(shipped_label_sets()["urban"].read_text())
+    args = ["check-config", str(example_path()), "--set", "audio.input=clip.wav", "--set", "labels.set=./site.yaml",
+            "--set", "event_log.path=/var/log/events.sqlite"]
+    result = CliRunner().invoke(edge.cli.main, args)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if line.startswith("# warning:")]
+    assert notes == [
+        f"# warning: audio.input 'clip.wav' is a relative path: it is taken from the working directory (here "
+        f"{tmp_path / 'clip.wav'}; under systemd /clip.wav): give it as an absolute path",
+        f"# warning: labels.set './site.yaml' is a relative path: it is taken from the working directory (here "
+        f"{tmp_path / 'site.yaml'}; under systemd /site.yaml): give it as an absolute path",
+    ]  # not the absolute event log, nor a shipped set by name
 
 
 def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
