@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.bundle import Bundle
+from edge.bundle import Bundle, shipped_bundle
 from edge.errors import LabelEmbeddingsError, LabelSetError
 from edge.fsutil import atomic_path, cache_dir, unwritable_reason
 from edge.labels.labelset import LabelSet
@@ -370,10 +370,13 @@ class Embedded:
 
 
 def target_dir(bundle: Bundle, into: str = "auto") -> tuple[Path, str]:
-    """Where `embed-labels` writes: the bundle's labels/ (auto: when writable), else the cache."""
+    """Where `embed-labels` writes: the bundle's labels/ (auto: when writable), else the cache.
+    The demo bundle installed with the package is never written with auto: a pip upgrade or
+    uninstall would take the site's sets with it (or leave them behind)."""
     if into not in INTO:
         raise LabelEmbeddingsError(f"--into {into!r} is not one of {list(INTO)}")
-    if into == "cache":
+    shipped = shipped_bundle()
+    if into == "cache" or (into == "auto" and shipped is not None and bundle.path.resolve() == shipped.resolve()):
         return cache_dir(bundle.meta.model_id), "cache"
     problem = unwritable_reason(bundle.labels_dir)
     if problem is None:

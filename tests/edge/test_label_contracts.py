@@ -188,6 +188,21 @@ def test_embed_labels_into_the_cache_and_when_the_bundle_is_read_only(bundle_cop
                    "--into cache")
 
 
+def test_embed_labels_never_writes_into_the_installed_package_by_default(demo_bundle, cache, tmp_path):
+    """The demo bundle lives in site-packages: a site's set written there goes with the next pip
+    upgrade (or stays after an uninstall). auto writes it to the cache; --into bundle still may."""
+    site = tmp_path / "site.yaml"
+    site.write_text("name: site_only_here\nlabels: [dog_bark, kettle]\n")
+    wrong = demo_bundle.labels_dir / "site_only_here.npz"
+    try:
+        result = CliRunner().invoke(edge.cli.main, ["embed-labels", "--labels", str(site)])
+        target = cache_dir(demo_bundle.meta.model_id) / "site_only_here.npz"
+        assert result.exit_code == 0 and f"-> {target} (cache)" in result.output, result.output
+        assert not wrong.exists()
+    finally:
+        wrong.unlink(missing_ok=True)  # a failure must not leave it in the package
+
+
 def test_embed_labels_never_replaces_a_set_the_bundle_s_vocabulary_reads(bundle_copy, cache, tmp_path):
     """A site's copy of urban.yaml that kept `name: urban`: its embeddings written over the bundle's
     urban.npz would make the vocabulary take other labels for the trained ones and the bundle fail
