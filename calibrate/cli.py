@@ -59,13 +59,12 @@ def command_line(ctx: click.Context) -> str:
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
         # identity, not ==: 0 == False, and `--min-level 0` is a value
-        if (
-            not isinstance(param, click.Option)
-            or value is None
-            or value is False
-            or value == ()
-            or value == param.default
-        ):
+        if not isinstance(param, click.Option) or value is None or value == () or value is param.default:
+            continue
+        if param.is_flag and param.secondary_opts:  # --bias/--no-bias: the side given
+            words.append(max(param.opts if value else param.secondary_opts, key=len))
+            continue
+        if value is False or value == param.default:
             continue
         flag = max(param.opts, key=len)
         for item in value if param.multiple else [value]:
@@ -198,7 +197,7 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
     type=float,
     default=None,
     callback=_score,
-    help="Lowest threshold written. Default: 1/K, the chance level of a softmax over the K labels.",
+    help="Lowest threshold written (with --lower). Default: 1/K, the chance level of a softmax over the K labels.",
 )
 @click.option(
     "--total",
@@ -207,10 +206,12 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
     "(a site wants at most F alarms an hour, whichever label raises them).",
 )
 @click.option(
-    "--only-raise",
-    is_flag=True,
-    help="Never lower a threshold below the label set's own (by default a label the background never "
-    "triggers falls to --min-threshold).",
+    "--only-raise/--lower",
+    "only_raise",
+    default=None,
+    help="Never lower a threshold below the label set's own, or let a label the background never triggers "
+    "fall to --min-threshold. Default: --only-raise for a bundle with a score per label (sigmoid: a "
+    "threshold is a probability, and a background only says what it holds), --lower for a softmax one.",
 )
 @WINDOW_OPTION
 @HOP_OPTION
@@ -250,9 +251,10 @@ def thresholds(
 
     Listens to the background exactly as `semanticac-edge listen --input FILE --fast` would
     (same window, hop, smoothing, minimum duration, release and level gate: use the same
-    values on the device), then gives each label the lowest threshold (not below
-    --min-threshold) at which edge's event detector starts at most F events per hour.
-    Writes the label set with those thresholds.
+    values on the device), then gives each label the lowest threshold (not below the set's own
+    with --only-raise, the default for a sigmoid bundle; else not below --min-threshold) at
+    which edge's event detector starts at most F events per hour ("was": the starts at the set's
+    own threshold). Writes the label set with those thresholds.
     """
     from calibrate.inputs import audio_files, read_clip_csv, resolve_labels
     from calibrate.labelfile import write_label_set
@@ -263,6 +265,11 @@ def thresholds(
 
         require_matplotlib()  # before the long run, not after it
     files = audio_files(background)
+    if only_raise is None:
+        from edge.bundle import resolve_bundle
+
+        only_raise = resolve_bundle(bundle).meta.scoring.get("kind", "softmax") == "sigmoid"
+        ctx.params["only_raise"] = only_raise  # the file's header says which was used
     options = ListenOptions(
         labels=labels_spec,
         bundle=bundle,
@@ -330,12 +337,12 @@ def thresholds(
             "they count as hours without false alarms; use --join for short files"
         )
     recall = positives is not None
-    head = f"{'label':<24} {'old':>7} {'new':>7} {'starts':>7} {'per hour':>9}"
+    head = f"{'label':<24} {'old':>7} {'new':>7} {'starts':>7} {'was':>5} {'per hour':>9}"
     click.echo(head + (f" {'positives':>9} {'recall old':>10} {'recall new':>10}" if recall else ""))
     for fit in report.fits:
         line = (
             f"{fit.label[:24]:<24} {fit.old_threshold:>7.4g} {fit.threshold:>7.4g} {fit.starts:>7d} "
-            f"{fit.per_hour:>9.3g}" + ("" if fit.met else "  OVER BUDGET at every threshold")
+            f"{fit.old_starts:>5d} {fit.per_hour:>9.3g}" + ("" if fit.met else "  OVER BUDGET at every threshold")
         )
         if recall:
             line += f" {fit.positives:>9d}" + (

@@ -104,6 +104,7 @@ class LabelFit:
     starts: int  # at the chosen threshold, over the whole background
     per_hour: float
     met: bool  # False: over budget at every threshold tried
+    old_starts: int = 0  # at the old threshold, over the whole background: what the fit changed
     curve: list[tuple[float, int]] = field(default_factory=list)  # (threshold, starts) tried, sorted
     recall_old: float | None = None  # fraction of positives of this label that start an event
     recall_new: float | None = None
@@ -121,6 +122,7 @@ def fit_label(
     hours: float,
 ) -> LabelFit:
     """The lowest threshold in [min_threshold, 1] whose starts stay <= `budget` (events)."""
+    old_starts = count_starts(sequences, label, old_threshold, release, min_duration)
     sequences = quiet_runs_dropped(sequences, min_threshold * release)
     values = np.concatenate([v for _, v in sequences]) if sequences else np.zeros(0)
     breaks = np.unique(np.concatenate([values, values / release, [min_threshold, 1.0]]))
@@ -156,7 +158,9 @@ def fit_label(
             threshold = float(breaks[hi])
         met = True
     n = starts(threshold)
-    return LabelFit(label, old_threshold, threshold, n, n / hours, met and n <= budget, sorted(tried.items()))
+    return LabelFit(
+        label, old_threshold, threshold, n, n / hours, met and n <= budget, old_starts, sorted(tried.items())
+    )
 
 
 def allocate_budget(fit: Callable[[int, float], LabelFit], labels: int, budget: float) -> tuple[list[LabelFit], bool]:
@@ -274,6 +278,15 @@ def fit_thresholds(
             options.min_duration,
         )
     budget = per_hour * hours
+    if budget < 1.0:
+        log.warning(
+            "%.3g h of background at %g false alarm(s) per hour allows no event in it (%.2g): every threshold is "
+            "set to start none on it, which measures no rate; record at least %.3g h of the site for this budget",
+            hours,
+            per_hour,
+            budget,
+            1.0 / per_hour,
+        )
     smoothed = [stream.smoothed(options.smooth) for stream in streams]
     sequences = [[(stream.times, values[:, k]) for stream, values in zip(streams, smoothed)] for k in range(len(names))]
 

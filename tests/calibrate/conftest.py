@@ -89,13 +89,14 @@ class Run:
 @pytest.fixture(scope="session")
 def thresholds_run(background, positives, tmp_path_factory) -> Run:
     """`semanticac-calibrate thresholds` on the background (demo bundle, urban), once per session;
-    `--agree` at the demo bundle's own 0.5 (it is written into the site's set)."""
+    `--agree` at the demo bundle's own 0.5 (it is written into the site's set); `--lower`: labels
+    the background never triggers fall to 1/K (a sigmoid bundle only raises by default)."""
     import calibrate.cli
 
     folder = tmp_path_factory.mktemp("site")
     out, plot = folder / "site.yaml", folder / "false_alarms.png" if HAVE_MATPLOTLIB else None
     result = CliRunner().invoke(calibrate.cli.main, [
         "thresholds", "--labels", "urban", "--background", str(background), "--positives", str(positives),
-        "--false-alarms-per-hour", str(BUDGET), "--out", str(out), "--agree", "0.5", *cli_options(),
+        "--false-alarms-per-hour", str(BUDGET), "--out", str(out), "--agree", "0.5", "--lower", *cli_options(),
         *(["--plot", str(plot)] if plot else [])])
     return Run(result, out, plot)

@@ -110,3 +110,11 @@ def test_the_header_s_command_keeps_an_option_given_as_zero(tmp_path):
     line = calibrate.cli.command_line(ctx)
     assert "--min-level 0.0" in line and "--agree 0.0" in line and "--join" in line, line
     assert "--only-raise" not in line and "--plot" not in line  # left out: not written
+    # the other side of a flag pair is written (--no-bias was left out as False)
+    scores = calibrate.cli.scores.make_context("scores", [
+        "--labels", "urban", "--data", "x.csv", "--out", str(tmp_path / "site.yaml"), "--no-bias"])
+    assert calibrate.cli.command_line(scores).endswith("--no-bias")
+    ctx = calibrate.cli.thresholds.make_context("thresholds", [
+        "--labels", "urban", "--background", str(tmp_path), "--false-alarms-per-hour", "1",
+        "--out", str(tmp_path / "site.yaml"), "--lower"])
+    assert calibrate.cli.command_line(ctx).endswith("--lower")

@@ -50,8 +50,8 @@ def test_thresholds_run_reports_every_label_and_the_skipped_file(thresholds_run)
     assert "1 positive file(s) skipped as unreadable" in out
     assert "threshold(s) lowered" in out  # labels the background never triggers fall to 1/K
     siren = next(line.split() for line in out.splitlines() if line.startswith("siren "))
-    assert siren[5] == "1"  # one readable siren clip: recall over it alone
-    assert siren[6] == "100.0%"  # the demo model hears the synthetic siren at the shipped threshold
+    assert siren[6] == "1"  # one readable siren clip: recall over it alone
+    assert siren[7] == "100.0%"  # the demo model hears the synthetic siren at the shipped threshold
 
 
 def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
@@ -160,6 +160,22 @@ def test_each_file_its_own_stream_shows_progress_in_seconds_of_audio(background,
     done = [int(line.split("/")[0]) for line in heard]
     # lines while the first file is heard (not only one per file), then all 24 s
     assert any(0 < n < 12 for n in done) and heard[-1].startswith("24/24 (100 %"), heard
+    # the demo bundle scores each label on its own (sigmoid): by default a threshold is only raised
+    own = [label.threshold for label in resolve_label_set("urban").labels]
+    assert [label.threshold for label in load_label_set(tmp_path / "x.yaml").labels] == own
+    assert "lowered" not in result.stdout and "--only-raise" in (tmp_path / "x.yaml").read_text()
+
+
+def test_a_background_too_short_for_the_budget_is_said(background, tmp_path, caplog):
+    """24 s at 1 false alarm per hour allows 0.0067 events: every threshold is set to start none,
+    which measures no rate."""
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "thresholds", "--labels", "urban", "--background", str(background / "street1.wav"),
+        "--false-alarms-per-hour", "1", "--out", str(tmp_path / "x.yaml"), *cli_options(hop=2.0)])
+    assert result.exit_code == 0, result.output
+    assert "allows no event in it" in caplog.text and "record at least 1 h of the site" in caplog.text
+    was = {line.split()[0]: line.split() for line in result.stdout.splitlines() if line.startswith("siren ")}
+    assert int(was["siren"][4]) >= 1 and was["siren"][3] == "0"  # the siren started events at 0.5, none now
 
 
 # ---------------------------------------------------------------------------------------------
