@@ -12,6 +12,8 @@ import contextlib
 import logging
 import math
 import shlex
+import signal
+import threading
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -51,6 +53,15 @@ def main(verbose: int) -> None:
     scores      a temperature and per-label biases fitted on labelled clips (lower NLL and ECE)
     """
     setup_logging(verbose)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (`timeout`, a closed terminal, a CI job's end) unwinds like Ctrl-C: the joined
+        # background's temporary file (gigabytes for a day of audio) is removed, no half output left
+        previous = signal.signal(signal.SIGTERM, _terminated)
+        click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
+def _terminated(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def command_line(ctx: click.Context) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 
 from calibrate.progress import Progress
 from edge.capture.audio import read_audio
+from edge.capture.sources import CLIP_LEVEL, CLIP_RUN
 from edge.errors import AudioError
 from edge.events import Event
 from edge.listen import ListenOptions, listen
@@ -217,6 +218,9 @@ def _joined(
                 else:
                     out.write(audio)
                     parts, samples = parts + 1, samples + audio.size
+                    full = int(np.count_nonzero(np.abs(audio) >= CLIP_LEVEL))
+                    if full >= CLIP_RUN:  # said of the file here: the joined stream's own lines name a temporary file
+                        log.warning("background %s is clipped: %d sample(s) at full scale", path, full)
                 bar.update()
         if not parts:
             return Stream("nothing", np.zeros(0), np.zeros((0, len(labels))), np.zeros(0, dtype=bool), 0.0, 0)

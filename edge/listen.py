@@ -778,8 +778,8 @@ class Listener:
             self._clipped_said, self._clipping_at = source.clipped_samples, time.monotonic()
             self._status(
                 "warning",
-                f"{source.name} clips: {clipped} input sample(s) at full scale: lower its input gain (alsamixer, "
-                "pavucontrol) or move it back from the sound; clipped audio scores lower",
+                f"{source.name} clips: {clipped} input sample(s) at full scale: {source.clipping_fix}; "
+                "clipped audio scores lower",
                 code="clipping",
             )
 

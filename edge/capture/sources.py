@@ -84,6 +84,9 @@ class Source:
     that are the CLIP_RUN-th or later of a run at |x| >= CLIP_LEVEL).
     """
 
+    # what to do of clipping: a recording is clipped as it is; a microphone's gain can be lowered
+    clipping_fix = "the recording is clipped as it is (record it again with less gain)"
+
     def __init__(
         self, name: str, input_rate: int, channels: int, sample_rate: int, buffer_seconds: float, block: int = 1
     ):
@@ -233,10 +236,11 @@ class Source:
         self._clipped_unlogged += clipped
         if self._clipped_unlogged and self._clip_log():
             log.warning(
-                "%s: clipping: %d sample(s) at full scale (%d+ in a row) since the last report; lower the input gain",
+                "%s: clipping: %d sample(s) at full scale (%d+ in a row) since the last report; %s",
                 self.name,
                 self._clipped_unlogged,
                 CLIP_RUN,
+                self.clipping_fix,
             )
             self._clipped_unlogged = 0
 
@@ -347,6 +351,8 @@ class MicrophoneSource(Source):
     (the first audio may take ~2 s through PulseAudio) or whose stream ends raises AudioError.
     `rescan`: PortAudio looks for devices again first (reopening a lost one).
     """
+
+    clipping_fix = "lower its input gain (alsamixer, pavucontrol) or move it back from the sound"
 
     def __init__(
         self,

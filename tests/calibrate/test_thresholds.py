@@ -430,3 +430,56 @@ def test_missing_positive_files_are_named_before_the_listening(background, posit
     assert isinstance(result.exception, RuntimeError)
     warned = [r.getMessage() for r in caplog.records if "not found" in r.getMessage()]
     assert len(warned) == 1 and "1 of 3 file(s) not found" in warned[0] and "missing.wav" in warned[0], warned
+
+
+def test_sigterm_removes_the_joined_background_and_writes_nothing(tmp_path):
+    """`timeout`, a closed terminal or a CI job's end send SIGTERM: like Ctrl-C, the joined
+    background's temporary file (gigabytes for a day of audio) goes, and no output is written."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from tests.calibrate.conftest import RATE, scene
+
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    for i in range(4):
+        sf.write(folder / f"part{i}.wav", scene(60, [], seed=i), RATE)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    out = tmp_path / "site.yaml"
+    env = {**os.environ, "TMPDIR": str(temp), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("SEMANTICAC_BUNDLE", None)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "calibrate", "-v", "thresholds", "--labels", "urban", "--background", str(folder),
+         "--join", "--false-alarms-per-hour", "1", "--out", str(out), "--threads", "1"],
+        stderr=subprocess.PIPE, text=True, env=env)
+    for line in child.stderr:
+        if "joined into one stream" in line:  # the joined file is written: now listening to it
+            break
+    assert list(temp.glob("semanticac-calibrate-*/joined.w64"))
+    child.send_signal(signal.SIGTERM)
+    child.communicate(timeout=60)
+    assert child.returncode == 128 + signal.SIGTERM
+    assert not list(temp.iterdir()) and not out.exists()
+
+
+def test_a_clipped_background_file_is_named(tmp_path, caplog):
+    """Joined, the stream is a temporary file: clipping is said of the file it came from."""
+    import soundfile as sf
+
+    from tests.calibrate.conftest import RATE, scene
+
+    clipped = np.clip(10 * scene(6, [], seed=5), -1.0, 1.0)
+    sf.write(tmp_path / "loud.wav", clipped, RATE, subtype="FLOAT")
+    sf.write(tmp_path / "quiet.wav", scene(6, [], seed=6), RATE)
+    with caplog.at_level(logging.WARNING, logger="calibrate.recording"):
+        result = CliRunner().invoke(calibrate.cli.main, [
+            "thresholds", "--labels", "urban", "--background", str(tmp_path), "--join",
+            "--false-alarms-per-hour", "1e6", "--out", str(tmp_path / "x.yaml"), *cli_options(hop=2.0)])
+    assert result.exit_code == 0, result.output
+    said = [r.getMessage() for r in caplog.records if "is clipped" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith(f"background {tmp_path / 'loud.wav'} is clipped:")
