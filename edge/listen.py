@@ -441,6 +441,8 @@ def start_notes(
     """What `listen` says at its start about a label set on a bundle, (level, message) pairs: the
     labels no one trained and what scores them, weakly named ones, an agreement (`agree`: --agree,
     or the set's) that checks nothing, a hop that skips audio. `check-config` prints the same."""
+    from edge.labels.labelset import DEFAULT_THRESHOLD
+
     notes: list[tuple[str, str]] = []
     if scorer.fusion is not None and vocabulary is not None:
         meanings = scorer.fusion.meanings(scorer.labels, vocabulary.names, k=1)
@@ -454,6 +456,17 @@ def start_notes(
                     f"labels no one trained, scored by the bundle's vocabulary: {named}" + (held if vetoed else ""),
                 )
             )
+            own = {label.name: label.threshold for label in label_set.labels}
+            guessed = [label for label in meanings if own.get(label) == DEFAULT_THRESHOLD]
+            if guessed:
+                notes.append(
+                    (
+                        "info",
+                        f"{', '.join(guessed)}: threshold {DEFAULT_THRESHOLD:g}, a first guess: the vocabulary also "
+                        "hears a label's near kin (speech in a laugh or a cough), so expect false alarms until "
+                        "`semanticac-calibrate thresholds` fits them to recordings of the site",
+                    )
+                )
         for label, nearest in scorer.fusion.weakly_named(scorer.labels, vocabulary.names).items():
             notes.append(("warning", f"label {label!r}: {WEAK_NAME_ADVICE.format(nearest=nearest)}"))
     asked = agree is not None or any(a is not None for a in label_set.agreement())
@@ -628,6 +641,7 @@ class Listener:
         self._clipping_at = -math.inf  # monotonic time of that status
         self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
         self._tries = 0  # tries to reopen since the loss
+        self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
         # a source lost to digital silence was open all along (the silence was its wait): reopen it
         # at once, so audio after an unmute is not missed for a backoff
         self._reopen_at_once = False
@@ -677,6 +691,8 @@ class Listener:
             self.summary.error = str(failure)
             code = "source_error" if isinstance(failure, AudioError) else "backend_error"
             self._status("error", str(failure), code=code)
+        elif self.summary.events == 0 and self._reached is not None:
+            self._say_why_no_event()
         self._status(
             "info",
             f"stopped ({'failed' if failure else WHY_STOPPED.get(self.summary.end_reason, self.summary.end_reason)}): "
@@ -684,6 +700,24 @@ class Listener:
             f"{self.summary.events} events",
         )
         return self.summary
+
+    def _say_why_no_event(self) -> None:
+        """A run that started no event although a label's smoothed score reached its threshold (a
+        clip of 5 s is one window): why, so `crying baby 1.000` and "0 events" do not contradict."""
+        assert self._reached is not None
+        reached = [
+            f"{label} {peak:.3f} (threshold {threshold:g})"
+            for label, peak, threshold in zip(self.scorer.labels, self._reached, self.detector.thresholds)
+            if peak >= threshold
+        ]
+        if reached:
+            self._status(
+                "info",
+                f"no event, though {', '.join(reached)} reached the threshold: an event needs a label's score, "
+                f"averaged over {self.smoother.windows} window(s), at or above its threshold for "
+                f"{self.detector.min_duration:g} s (--min-duration), and {self.summary.windows} window(s) were heard; "
+                "a clip alone is one window: hear it in the stream it came from, or with silence around it",
+            )
 
     def _segment(self, source: Source, stop: threading.Event, beat: Callable[[], None]) -> SemanticACError | None:
         """Read one opened source from `self._offset` on until it ends, fails or `stop` is set;
@@ -918,7 +952,9 @@ class Listener:
                 )
             )
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)
-            for event in self.detector.update(t, self.smoother.update(np.zeros_like(e) if gated else e)):
+            smoothed = self.smoother.update(np.zeros_like(e) if gated else e)
+            self._reached = smoothed if self._reached is None else np.maximum(self._reached, smoothed)
+            for event in self.detector.update(t, smoothed):
                 self._emit_event(event)
             self._watch_silence(t, frames)
 

@@ -126,3 +126,24 @@ def test_new_label_is_embedded_on_the_device(demo_bundle, tmp_path, monkeypatch,
     assert cached.is_file()
     top = [json.loads(line) for line in result.stdout.splitlines() if '"window"' in line][0]["top"]
     assert {t["label"] for t in top} == {"dog_bark", "kettle"}
+
+
+def test_a_clip_whose_label_reached_its_threshold_without_an_event_says_why(demo_bundle, clip, tmp_path):
+    """One 4 s dog bark clip is one window: dog_bark tops it far above its threshold, yet no event
+    can last --min-duration; the run's last lines say so instead of a bare "0 events"."""
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", "urban",
+                                                "--input", str(clip), "--fast", "--json"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert not [r for r in records if r["type"] in ("start", "end")]
+    said = [r["message"] for r in records if r["type"] == "status" and r["message"].startswith("no event, though")]
+    assert len(said) == 1 and "dog_bark 0.8" in said[0] and "(threshold 0.5)" in said[0] and "(--min-duration)" in said[0]
+    assert "1 window(s) were heard" in said[0]
+    # the barking going on for 12 s starts the event, and says nothing of the kind
+    audio = read_audio(clip, demo_bundle.meta.frontend.sample_rate)
+    sf.write(tmp_path / "stream.wav", np.concatenate([audio] * 3), demo_bundle.meta.frontend.sample_rate)
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", "urban",
+                                                "--input", str(tmp_path / "stream.wav"), "--fast", "--json"])
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["label"] for r in records if r["type"] == "start"] == ["dog_bark"]
+    assert not any(r["type"] == "status" and r["message"].startswith("no event") for r in records)
