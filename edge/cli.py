@@ -885,7 +885,7 @@ def install_service(
 @click.option(
     "--url",
     default=None,
-    metavar="URL|HOST:PORT",
+    metavar="URL|HOST:PORT|PORT",
     help="The service's metrics address (metrics.host:metrics.port). Default: http://127.0.0.1:9464.",
 )
 @click.option(

@@ -13,6 +13,7 @@ the fix the reader passes:
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,9 +30,11 @@ def must_be(what: str, value: object) -> str:
 
 def unknown_keys(keys: Iterable[str], allowed: Iterable[str], word: str = "field", context: str = "") -> str:
     """ "unknown field 'x' (for kind 'y'): allowed fields are [...]" (plural for several)."""
-    keys = sorted(keys)
+    keys, allowed = sorted(keys), sorted(allowed)
     named = f"{word} {keys[0]!r}" if len(keys) == 1 else f"{word}s {keys}"
-    return f"unknown {named}{f' {context}' if context else ''}: allowed {word}s are {sorted(allowed)}"
+    near = difflib.get_close_matches(str(keys[0]), allowed, n=1) if len(keys) == 1 else []
+    guess = f"did you mean {near[0]!r}? " if near else ""
+    return f"unknown {named}{f' {context}' if context else ''}: {guess}allowed {word}s are {allowed}"
 
 
 def is_kind(value: object, kinds: type | tuple[type, ...]) -> bool:

@@ -92,8 +92,10 @@ def tail(
 
 
 def normalize_url(url: str) -> str:
-    """`host:port` or `http://host:port[/]` -> `http://host:port` (no path: /stream is added)."""
+    """`host:port`, `http://host:port[/]` or a bare `port` (127.0.0.1) -> `http://host:port` (no
+    path: /stream is added)."""
     text = url.strip().rstrip("/")
+    text = f"127.0.0.1:{text}" if text.isdigit() else text  # a bare port: this machine's service
     text = text if "://" in text else "http://" + text
     parts = urlsplit(text)
     try:

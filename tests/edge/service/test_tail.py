@@ -153,6 +153,10 @@ def test_a_bad_url_names_what_is_expected(url):
         normalize_url(url)
 
 
+def test_a_bare_port_is_this_machine_s_service():
+    assert normalize_url("9464") == normalize_url("127.0.0.1:9464") == "http://127.0.0.1:9464"
+
+
 def test_the_tail_command_shows_a_running_service_and_names_a_missing_one(sink):
     from click.testing import CliRunner
 
