@@ -32,6 +32,7 @@ from edge.cli import (
     SMOOTH_OPTION,
     THREADS_OPTION,
     WINDOW_OPTION,
+    PipeGroup,
     domain_errors,
     setup_logging,
 )
@@ -40,7 +41,7 @@ from edge.listen import ListenOptions
 log = logging.getLogger(__name__)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=PipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="semanticac-calibrate")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v info, -vv debug).")
 def main(verbose: int) -> None:

@@ -86,7 +86,19 @@ def domain_errors(func):
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class PipeGroup(click.Group):
+    """A reader that stops early (`semanticac-edge labels esc50 | head -1`) is not a failure: exit 0,
+    as `listen | head` does (click exits 1 for a broken pipe, which fails a script under pipefail)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:
+            discard_stdout()
+            ctx.exit(0)
+
+
+@click.group(cls=PipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="semanticac-edge")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-v info, -vv debug).")
 def main(verbose: int) -> None:

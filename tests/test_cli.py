@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 import calibrate.cli
 import edge.cli
+import edge.service.config
 import train.cli
 from edge import __version__
 from edge.labels.labelset import resolve_label_set
@@ -67,3 +68,19 @@ def test_info_without_any_bundle(monkeypatch):
     monkeypatch.setattr("edge.bundle.shipped_bundle", lambda: None)
     result = CliRunner().invoke(edge.cli.main, ["info"])
     assert result.exit_code == 1 and result.output.startswith("Error: no model bundle")
+
+
+@pytest.mark.parametrize("args", [["labels", "esc50"], ["check-config", str(edge.service.config.example_path())]])
+def test_a_reader_that_stops_early_is_no_failure(args):
+    """`semanticac-edge labels esc50 | head -1` under `set -o pipefail`: exit 0, nothing on stderr
+    (click exits 1 for a broken pipe)."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line: every write is a broken pipe
+    try:
+        done = subprocess.run([sys.executable, "-c", "from edge.cli import main; main()", *args], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
