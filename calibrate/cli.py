@@ -14,6 +14,7 @@ import math
 import shlex
 import signal
 import threading
+import time
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -145,9 +146,11 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
     """The site's label set (`write_yaml()`) and its figure (`draw(path)`), all or nothing: the
     figure is drawn into a temporary file beside `plot` first, takes its name only once the YAML
     is written, and is removed if that fails. A file that cannot be written is one line."""
+    from calibrate.labelfile import backup_path
     from edge.fsutil import atomic_path
 
     writing = plot or out
+    started = time.time()
     try:
         with contextlib.ExitStack() as stack:
             if plot:
@@ -162,6 +165,9 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
     for path in (plot, out):
         if path:
             click.echo(f"wrote {path}")
+    backup = backup_path(Path(out))
+    if backup.is_file() and backup.stat().st_mtime >= started - 1.0:
+        click.echo(f"kept the previous {out} as {backup} (its comments and hand edits are not in the new one)")
 
 
 @main.command()

@@ -83,5 +83,22 @@ def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet
             raise CalibrationError(f"{path}: {key} do not read back exactly: not written; please report it")
     if back.agreement() != label_set.agreement(values.get("agree")):
         raise CalibrationError(f"{path}: the agreement does not read back exactly: not written; please report it")
+    keep_previous(Path(path), text)
     atomic_write_text(path, text)
     return back
+
+
+def keep_previous(path: Path, text: str) -> None:
+    """An existing file at `path` that `text` would replace is kept as `<path>.bak` first: `--out`
+    is often the `--labels` file itself (a site's set refitted), and its hand-written comments and
+    set-level defaults are not in the new one."""
+    try:
+        old = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return
+    if old != text:
+        atomic_write_text(backup_path(path), old)
+
+
+def backup_path(path: Path) -> Path:
+    return path.with_name(path.name + ".bak")

@@ -118,3 +118,20 @@ def test_the_header_s_command_keeps_an_option_given_as_zero(tmp_path):
         "--labels", "urban", "--background", str(tmp_path), "--false-alarms-per-hour", "1",
         "--out", str(tmp_path / "site.yaml"), "--lower"])
     assert calibrate.cli.command_line(ctx).endswith("--lower")
+
+
+def test_refitting_a_site_s_own_file_keeps_the_previous_one(tmp_path):
+    """`--out` is often the `--labels` file itself: the hand-written version (its comments, a
+    set-level default) is kept as .bak; an unchanged file leaves no .bak."""
+    from calibrate.labelfile import write_label_set
+
+    site = tmp_path / "site.yaml"
+    original = "# my notes: the kettle is in the kitchen\nname: site\nthreshold: 0.6\nlabels: [dog_bark, kettle]\n"
+    site.write_text(original)
+    label_set = load_label_set(site)
+    write_label_set(site, label_set, thresholds=[0.7, 0.8])
+    assert (tmp_path / "site.yaml.bak").read_text() == original
+    assert [label.threshold for label in load_label_set(site).labels] == [0.7, 0.8]
+    (tmp_path / "site.yaml.bak").unlink()
+    write_label_set(site, load_label_set(site), thresholds=[0.7, 0.8])  # the same text again
+    assert not (tmp_path / "site.yaml.bak").exists()
