@@ -394,6 +394,15 @@ def thresholds(
 
     clip = resolve_bundle(bundle).meta.clip_seconds
     window_text = f"{window:g} s" if window is not None else f"{clip:g} s (the bundle's clip length)"
+    heard = options.windowing(resolve_bundle(bundle))  # in the bundle's frames, as listen compares them
+    fitted_for = {  # written into the set: listen warns when it runs with other settings
+        "window": heard.window_seconds,
+        "hop": heard.hop_seconds,
+        "smooth": smooth,
+        "min_duration": min_duration,
+        "release": release_ratio,
+        **({"min_level": min_level} if min_level is not None else {}),
+    }
     gate = f", min_level {min_level:g} dBFS" if min_level is not None else ""
     gate += f", agree {agree:g} (written as the set's agree:)" if agree is not None else ""
     header = [
@@ -415,7 +424,15 @@ def thresholds(
 
     write_outputs(
         out,
-        partial(write_label_set, out, report.label_set, thresholds=report.thresholds, agree=agree, header=header),
+        partial(
+            write_label_set,
+            out,
+            report.label_set,
+            thresholds=report.thresholds,
+            agree=agree,
+            fitted_for=fitted_for,
+            header=header,
+        ),
         plot,
         partial(plot_false_alarms, report),
     )

@@ -26,11 +26,13 @@ def dump_label_set(
     temperature: float | None = None,
     biases: Sequence[float] | None = None,
     agree: float | None = None,
+    fitted_for: dict[str, float] | None = None,
     header: Sequence[str] = (),
 ) -> str:
     """YAML text of `label_set` with the given per-label thresholds / temperature / biases
     (None: keep the set's own); `agree` the set's agreement for every label (None: keep the set's
-    and its labels' own); `header` lines become `#` comments at the top."""
+    and its labels' own); `fitted_for` the listen settings the thresholds were fitted under (None:
+    keep the set's); `header` lines become `#` comments at the top."""
     k = len(label_set.labels)
     for name, values in (("thresholds", thresholds), ("biases", biases)):
         if values is not None and len(values) != k:
@@ -45,6 +47,9 @@ def dump_label_set(
     agreement = label_set.agree if agree is None else agree
     if agreement is not None:
         data["agree"] = float(agreement)
+    fitted = label_set.fitted_for if fitted_for is None else fitted_for
+    if fitted:
+        data["fitted_for"] = {key: float(value) for key, value in fitted.items()}
     items = []
     for i, label in enumerate(label_set.labels):
         item: dict = {"name": label.name}

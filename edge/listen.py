@@ -430,6 +430,46 @@ def scorer_for(
     return scorer, vocabulary if scorer.fusion is not None or heard else None
 
 
+def fitted_notes(label_set: LabelSet, options: ListenOptions, windowing: Windowing) -> list[tuple[str, str]]:
+    """A warning when this run's window, hop, smoothing, minimum duration, release or level gate
+    differ from those the set's thresholds were fitted under (its `fitted_for`): the same
+    thresholds then start more or fewer events than the fit measured."""
+    assert label_set.fitted_for is not None
+    now = {
+        "window": windowing.window_seconds,
+        "hop": windowing.hop_seconds,
+        "smooth": options.smooth,
+        "min_duration": options.min_duration,
+        "release": options.release,
+        "min_level": options.min_level,
+    }
+    differ: list[tuple[str, float | None, float | None]] = []
+    for key, value in now.items():
+        fitted = label_set.fitted_for.get(key)  # min_level left out: the gate was off
+        if key not in label_set.fitted_for and key != "min_level":
+            continue
+        same = (fitted is None) == (value is None) and (
+            fitted is None or value is None or math.isclose(float(value), fitted, abs_tol=1e-6)
+        )
+        if not same:
+            differ.append((key, fitted, value))
+    if not differ:
+        return []
+
+    def shown(value: float | None) -> str:
+        return "off" if value is None else f"{value:g}"
+
+    changes = ", ".join(f"{key} {shown(fitted)} -> {shown(value)}" for key, fitted, value in differ)
+    return [
+        (
+            "warning",
+            f"label set {label_set.name!r}: its thresholds were fitted for other listen settings ({changes}): "
+            "they start more or fewer events than the fit measured; listen with the settings they were fitted "
+            "for, or fit them again with these",
+        )
+    ]
+
+
 def start_notes(
     bundle: Bundle,
     label_set: LabelSet,
@@ -437,10 +477,12 @@ def start_notes(
     vocabulary: Vocabulary | None,
     windowing: Windowing,
     agree: float | None = None,
+    options: ListenOptions | None = None,
 ) -> list[tuple[str, str]]:
     """What `listen` says at its start about a label set on a bundle, (level, message) pairs: the
     labels no one trained and what scores them, weakly named ones, an agreement (`agree`: --agree,
-    or the set's) that checks nothing, a hop that skips audio. `check-config` prints the same."""
+    or the set's) that checks nothing, thresholds fitted under other listen settings (`options`),
+    a hop that skips audio. `check-config` prints the same."""
     from edge.labels.labelset import DEFAULT_THRESHOLD
 
     notes: list[tuple[str, str]] = []
@@ -479,6 +521,8 @@ def start_notes(
                 "model.json, or every label is new)",
             )
         )
+    if label_set.fitted_for and options is not None:
+        notes += fitted_notes(label_set, options, windowing)
     if windowing.hop_frames > windowing.window_frames:
         notes.append(
             (
@@ -575,7 +619,7 @@ def listen(
                 heard=(vocabulary.names, options.heard) if options.heard and vocabulary is not None else None,
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
-            notes += start_notes(bundle, label_set, scorer, vocabulary, windowing, options.agree)
+            notes += start_notes(bundle, label_set, scorer, vocabulary, windowing, options.agree, options)
             return listener.run(source, stop, notes=notes, heartbeat=heartbeat, reconnect=reconnect, tap=tap)
     finally:
         if own_sink:

@@ -51,6 +51,16 @@ SET_KEYS = {
     "labels": "list",
     "calibration": "mapping",
     "agree": "number",
+    "fitted_for": "mapping",
+}
+# the listen settings a set's thresholds were fitted under (semanticac-calibrate thresholds writes them)
+FITTED_KEYS = {
+    "window": "number",
+    "hop": "number",
+    "smooth": "number",
+    "min_duration": "number",
+    "release": "number",
+    "min_level": "number",
 }
 LABEL_KEYS = {
     "name": "str",
@@ -83,6 +93,7 @@ class LabelSet:
     shipped: bool = False  # one of the sets installed with the package (configs/labels/)
     temperature: float = 1.0  # logits are divided by it before the per-label bias (calibration)
     agree: float | None = None  # the labels' agreement where they set none (None: the bundle's)
+    fitted_for: dict[str, float] | None = None  # the listen settings its thresholds were fitted under
 
     @property
     def names(self) -> list[str]:
@@ -257,7 +268,13 @@ class _Parser:
             description=description,
             temperature=temperature,
             agree=self.agree(keys, "agree"),
+            fitted_for=self.fitted_for(keys["fitted_for"]) if "fitted_for" in keys else None,
         )
+
+    def fitted_for(self, node: yaml.Node) -> dict[str, float]:
+        """`fitted_for: {window: 5, hop: 1, smooth: 3, ...}`: numbers (calibrate thresholds writes it)."""
+        keys = self.mapping(node, "fitted_for", FITTED_KEYS)
+        return {key: self.value(value, f"fitted_for.{key}", "number") for key, value in keys.items()}
 
     def calibration(self, node: yaml.Node) -> float:
         """`calibration: {temperature: T}`, T a finite number > 0 (semanticac-calibrate scores writes it)."""

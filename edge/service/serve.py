@@ -155,7 +155,7 @@ def label_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, st
     agree = config.options.agree
     scorer, vocabulary = scorer_for(resolved.bundle, resolved.label_set, agree=agree)
     windowing = config.options.windowing(resolved.bundle)
-    return start_notes(resolved.bundle, resolved.label_set, scorer, vocabulary, windowing, agree)
+    return start_notes(resolved.bundle, resolved.label_set, scorer, vocabulary, windowing, agree, config.options)
 
 
 def listen_windowing(config: ServiceConfig, bundle: Bundle) -> None:

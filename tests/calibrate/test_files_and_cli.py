@@ -22,6 +22,7 @@ prompt: "the sound of {label}"
 threshold: 0.4
 calibration: {temperature: 1.3}
 agree: 0.4
+fitted_for: {window: 5, hop: 1, smooth: 3, min_duration: 1, release: 0.7}
 labels:
   - drilling
   - name: table_saw
@@ -46,6 +47,8 @@ def test_a_copy_keeps_prompts_groups_and_calibration(tmp_path):
     assert again.temperature == 1.3 and [label.bias for label in again.labels] == [0.0, -0.25, 0.0]
     assert again.description == original.description and again.prompt == original.prompt
     assert again.agreement() == [0.4, 0.0, 0.4]
+    assert again.fitted_for == original.fitted_for == {"window": 5, "hop": 1, "smooth": 3, "min_duration": 1,
+                                                       "release": 0.7}
     assert out.read_text().startswith("# fitted here\n# second\nname: workshop\n")
 
 

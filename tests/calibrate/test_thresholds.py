@@ -65,6 +65,24 @@ def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
     assert "window 1 s, hop 1 s, smooth 2, min_duration 1 s, release 0.7, agree 0.5" in text
     assert all(0 < label.threshold <= 1 for label in site.labels)
     assert site.agree == 0.5 and urban.agree is None  # fitted under --agree: the set keeps it
+    assert site.fitted_for == {"window": 1.0, "hop": 1.0, "smooth": 2.0, "min_duration": 1.0, "release": 0.7}
+
+
+def test_listen_warns_when_it_runs_a_site_set_with_other_settings(thresholds_run, background):
+    """The thresholds hold for the settings they were fitted under: listen (and check-config, the
+    service) says so when it runs with others; with the same, nothing."""
+    from edge.listen import listen
+    from tests.collect import Collect
+
+    def notes(**options):
+        sink = Collect()
+        listen(ListenOptions(labels=str(thresholds_run.out), input=str(background / "street1.wav"), fast=True,
+                             **{**LISTEN, **options}), sink=sink)
+        return [s.message for s in sink.statuses if "fitted for other listen settings" in s.message]
+
+    assert notes() == []
+    said = notes(hop=0.5, smooth=3, min_level=-50.0)
+    assert len(said) == 1 and "(hop 1 -> 0.5, smooth 2 -> 3, min_level off -> -50)" in said[0], said
 
 
 def replayed_starts(stream, label_set, smooth) -> int:
