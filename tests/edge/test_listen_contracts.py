@@ -628,6 +628,7 @@ def test_input_clipping_is_a_status_the_outputs_see_at_most_every_ten_minutes(de
     assert "lower its input gain (alsamixer" in MicrophoneSource.clipping_fix
 
 
+@pytest.mark.slow  # waits out one real backoff (2.5-5 s)
 def test_a_source_lost_to_digital_silence_is_reopened_at_once(demo_bundle, eager_labels, monkeypatch):
     """A muted microphone was open and read during its max_silence: it is reopened without a
     backoff wait (which would miss up to --backoff-max of audio after the unmute); a try that
