@@ -543,13 +543,13 @@ class Fusion:
         return np.where((self.head_rows >= 0) & (student < self.head_agree), 0.0, scores)
 
     def meanings(self, labels: tuple[str, ...], names: tuple[str, ...], k: int = 3) -> dict[str, str]:
-        """What each new label is scored as: label -> "Frog 0.95 (ceiling 0.12), Croak 0.03, ..."
-        (its `k` heaviest vocabulary classes, with the ceiling of those the training audio left
-        below 0.9), for the labels no one trained, in the set's order."""
+        """What each new label is scored as: label -> "95% Frog (ceiling 0.12), 3% Croak, ..." (its
+        `k` heaviest vocabulary classes and their share of its score, with the ceiling of those the
+        training audio left below 0.9), for the labels no one trained, in the set's order."""
 
         def named(j: int, weight: float) -> str:
             low = f" (ceiling {self.ceiling[j]:.2f})" if self.ceiling is not None and self.ceiling[j] < 0.9 else ""
-            return f"{names[j]} {weight:.2f}{low}"
+            return f"{weight:.0%} {names[j]}{low}"  # a share, not a score
 
         out = {}
         for i in np.flatnonzero(self.novel):

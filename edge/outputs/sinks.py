@@ -278,7 +278,7 @@ def _plain(record: WindowResult | Event | Status) -> str:
     if isinstance(record, WindowResult):
         top = ", ".join(f"{label} {score:.3f}" for label, score in record.top) or "(no labels)"
         level = "" if record.level_dbfs is None else f"  level {record.level_dbfs:.1f} dBFS"
-        gain = "" if record.gain_db is None else f"  gain {record.gain_db:+.1f} dB"
+        gain = "" if record.gain_db is None else f"  gain {round(record.gain_db, 1) + 0.0:+.1f} dB"  # +0.0: no -0.0
         gated = "  (gated)" if record.gated else ""
         return (
             f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
@@ -362,7 +362,7 @@ class LiveView(Sink):
             f"semanticac-edge  t {last.t:.1f} s  {clock} UTC  latency {last.latency_ms:.1f} ms  dropped {last.dropped}"
         ]
         if last.level_dbfs is not None:  # the input's level on a line of its own: an 80-column terminal cut it
-            gain = "" if last.gain_db is None else f" (the model hears it {last.gain_db:+.0f} dB)"
+            gain = "" if last.gain_db is None else f" (the model hears it {round(last.gain_db) + 0:+d} dB)"
             gated = "  gated: nothing reported" if last.gated else ""
             lines.append(f"input: level {last.level_dbfs:.0f} dBFS{gain}{gated}")
         shown = last.top[: self.max_rows]

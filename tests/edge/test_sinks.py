@@ -268,3 +268,10 @@ def test_a_label_held_back_for_want_of_the_student_s_agreement_is_named_only_the
     stream = io.StringIO()
     JsonLines(stream, ORIGIN).window(RECORDS[1])
     assert "held" not in json.loads(stream.getvalue())
+
+
+def test_a_gain_that_rounds_to_nothing_is_no_minus_zero():
+    """A window gain of -0.04 dB printed "gain -0.0 dB": a user reads a cut that is not there."""
+    plain = io.StringIO()
+    PlainLines(plain, ORIGIN).window(WindowResult(1.0, (("siren", 0.5),), 5.0, 0, level_dbfs=-20.0, gain_db=-0.04))
+    assert "gain +0.0 dB" in plain.getvalue()

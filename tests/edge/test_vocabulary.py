@@ -82,8 +82,8 @@ def test_a_new_label_is_scored_against_what_its_class_reached_on_the_training_au
     assert fused.argmax() == 2 and fused[2] == pytest.approx(0.75, abs=0.01)
     assert fused[0] == pytest.approx(0.7)  # a trained label keeps the student's score
     assert fusion(student, np.array([[0.0, 0.0, 0.0, 0.5]]))[0][2] == pytest.approx(1.0, abs=0.01)  # no more than 1
-    assert fusion.meanings(("dog_bark", "speech", "frog"), NAMES, k=1) == {"speech": "Speech 1.00",
-                                                                           "frog": "Frog 1.00 (ceiling 0.20)"}
+    assert fusion.meanings(("dog_bark", "speech", "frog"), NAMES, k=1) == {"speech": "100% Speech",
+                                                                           "frog": "100% Frog (ceiling 0.20)"}
     # without the ceiling (an older bundle) the frog loses to the student's dog bark
     plain = vocabulary(power=0.0).fusion(labels)
     assert plain(student, frog)[0].argmax() == 0
@@ -226,8 +226,8 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     labels, result = info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, "[siren, speech, doorbell]")
     assert "vocabulary vocabulary.onnx ['mel'] -> 521 named classes" in result.output
     new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
-    assert len(new) == 2 and new[0].startswith("  new: speech (no one trained it): scored as Speech 0.9")
-    assert new[1].startswith("  new: doorbell (no one trained it): scored as Doorbell 0.9")
+    assert len(new) == 2 and new[0].startswith("  new: speech (no one trained it): scored as 99% Speech")
+    assert new[1].startswith("  new: doorbell (no one trained it): scored as 9")
     assert "  weak: " not in result.output  # AudioSet names both
     assert "ceiling" not in result.output  # the shipped bundle has none
     assert "  new labels' thresholds: speech 0.5, doorbell 0.5; the vocabulary also hears near kin" in result.output
@@ -247,7 +247,7 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     (copy / "model.json").write_text(json.dumps(data))
     result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(copy), "--labels", str(labels)])
     assert result.exit_code == 0, result.output
-    assert "scored as Doorbell 0.99 (ceiling 0.15)" in result.output
+    assert "scored as 99% Doorbell (ceiling 0.15)" in result.output
     assert "  (ceiling: the most the training audio made the vocabulary say that class" in result.output
 
 
@@ -294,7 +294,7 @@ def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith(("# info: ", "# warning: "))]
     assert notes[0].startswith("# info: labels no one trained, scored by the bundle's vocabulary: doorbell (as "
-                               "Doorbell 0.9")
+                               "9")
     assert notes[1].startswith("# info: doorbell, leaf_blower: threshold 0.5, a first guess")  # not fitted yet
     assert notes[2:] == [f"# warning: label 'leaf_blower': {weak[0].split(': ', 2)[2]}"]
     assert yaml.safe_load(result.output)["labels"]["set"] == str(labels)  # still the effective config in YAML
@@ -371,7 +371,7 @@ def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bun
     assert heard and heard.count("speech") / len(heard) >= 0.8, heard
     assert [e.label for e in sink.events if e.kind == "start"] == ["speech"]
     said = [s.message for s in sink.statuses if "no one trained" in s.message]  # the user is told, once
-    assert said == ["labels no one trained, scored by the bundle's vocabulary: speech (as Speech 0.99); beside them, "
+    assert said == ["labels no one trained, scored by the bundle's vocabulary: speech (as 99% Speech); beside them, "
                     "held back where the vocabulary does not hear them: siren"]  # the one it hears and names
 
 
