@@ -543,9 +543,10 @@ def listen(
 ):
     """Listen and print the top labels of every window, and start/end events.
 
-    Exit status: 0 when the input ends or SIGINT/SIGTERM stops it; 1 when the source or the
-    model fails mid-stream (after scoring what came before and ending every open event);
-    2 for a bad option.
+    Exit status: 0 when the input ends or SIGINT/SIGTERM stops it; 1 when something named cannot
+    be used (an input file, a label set, a bundle: the error says which) or the source or the
+    model fails mid-stream (after scoring what came before and ending every open event); 2 for
+    a bad option (a value out of range, two options that do not go together).
     """
     run_pipeline(
         ListenOptions(
