@@ -117,9 +117,9 @@ def check_outputs(config: ServiceConfig) -> None:
 
 
 def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:
-    """check-config: a warning for each relative path. It is taken from the working directory,
-    which under systemd is /: a config checked from its own folder passes, and the service then
-    finds nothing there."""
+    """check-config: a warning for each relative path (taken from the working directory, which
+    under systemd is /: a config checked from its own folder passes, and the service then finds
+    nothing there) and each path in a home folder (the unit's dynamic user cannot read it)."""
     from edge.labels.labelset import shipped_label_sets
 
     labels = config.options.labels
@@ -135,15 +135,23 @@ def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:
         "mqtt.password_file": getattr(mqtt, "password_file", None),
         **{f"mqtt.tls.{key}": getattr(tls, key, None) for key in ("ca_certs", "certfile", "keyfile")},
     }
-    return [
-        (
-            "warning",
-            f"{key} {str(value)!r} is a relative path: it is taken from the working directory (here "
-            f"{Path.cwd() / value}; under systemd {Path('/') / value}): give it as an absolute path",
-        )
-        for key, value in paths.items()
-        if value and not Path(str(value)).expanduser().is_absolute()
-    ]
+    notes = []
+    for key, value in paths.items():
+        if not value:
+            continue
+        path = Path(str(value)).expanduser()
+        if not path.is_absolute():
+            notes.append(
+                f"{key} {str(value)!r} is a relative path: it is taken from the working directory (here "
+                f"{Path.cwd() / value}; under systemd {Path('/') / value}): give it as an absolute path"
+            )
+        elif any(path.is_relative_to(home) for home in ("/home", "/root", "/run/user")):
+            notes.append(
+                f"{key} {str(value)!r} is in a home folder: the unit's dynamic user cannot read a person's files, "
+                "and ProtectHome= hides /home from it unless its venv or config lives there; keep it under "
+                "/etc/semanticac-edge/ or /var/lib/semanticac-edge/ (a run from a shell reads it)"
+            )
+    return [("warning", note) for note in notes]
 
 
 def label_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str]]:

@@ -178,6 +178,9 @@ def test_check_config_warns_of_relative_paths(tmp_path, monkeypatch):
         f"# warning: labels.set './site.yaml' is a relative path: it is taken from the working directory (here "
         f"{tmp_path / 'site.yaml'}; under systemd /site.yaml): give it as an absolute path",
     ]  # not the absolute event log, nor a shipped set by name
+    home = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set",
+                                              "event_log.path=/home/ann/events.sqlite"])
+    assert "# warning: event_log.path '/home/ann/events.sqlite' is in a home folder" in home.output
 
 
 def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
