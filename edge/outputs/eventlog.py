@@ -223,6 +223,9 @@ class EventLogSink(Sink):
         )
 
     def close(self) -> None:
+        if self._pending:  # a last try: the file may be writable again since the last record
+            self._next_open = 0.0
+            self._flush()
         if self._pending:
             log.warning(
                 "event log %s: closing with %d record(s) never written (%s)",
@@ -230,9 +233,17 @@ class EventLogSink(Sink):
                 len(self._pending),
                 self._failing or "not written",
             )
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        self._close_db()
+
+    def _close_db(self) -> None:
+        """Close the connection, its WAL checkpointed into the file first: SQLite does not do that
+        on close for a file moved away (a log rotation), whose last records would stay behind."""
+        if self._db is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+        self._db = None
 
     def retain(self) -> tuple[int, int]:
         """Remove what retention says now: (events, statuses) removed."""
@@ -262,10 +273,19 @@ class EventLogSink(Sink):
         try:
             self._begin(busy)
         except sqlite3.DatabaseError as err:
-            if not _damaged(err):
+            if self._damaged(err):
+                self._set_aside(err)
+                self._begin(busy)
+            elif getattr(err, "sqlite_errorname", "") == "SQLITE_NOTADB":
+                raise _unusable(self.path, err) from None  # another program's file: a person must see to it
+            else:
                 raise
-            self._set_aside(err)
-            self._begin(busy)
+
+    def _damaged(self, err: sqlite3.Error) -> bool:
+        """Damaged pages (SQLITE_CORRUPT), or a header overwritten (SQLITE_NOTADB) in the service's
+        own file: moved aside. A file the config names that is no database is another program's."""
+        name = getattr(err, "sqlite_errorname", "")
+        return name == "SQLITE_CORRUPT" or (name == "SQLITE_NOTADB" and self.config.path is None)
 
     def _begin(self, busy: float) -> None:
         db = _open(self.path, create=True, busy=busy)
@@ -335,8 +355,8 @@ class EventLogSink(Sink):
     def _flush(self) -> None:
         if self._db is not None and not self._same_file():
             log.warning("event log %s was deleted or replaced while the service ran: a new one begun", self.path)
-            self._db.close()
-            self._db, self._next_open = None, 0.0
+            self._close_db()
+            self._next_open = 0.0
         try:
             if self._db is None:
                 if time.monotonic() < self._next_open:
@@ -350,7 +370,7 @@ class EventLogSink(Sink):
             if time.monotonic() >= self._next_retention:
                 self._retain()
         except sqlite3.Error as err:  # disk full, locked, I/O error: never the loop's end
-            if _damaged(err) and self._db is not None:  # damaged under the service: begun again at the next record
+            if self._damaged(err) and self._db is not None:  # damaged under the service: begun again at the next record
                 self._db.close()
                 self._db, self._next_open = None, 0.0
                 self._set_aside(err)
@@ -455,12 +475,9 @@ def _check_schema(db: sqlite3.Connection, path: Path, create: bool) -> None:
         raise _unusable(path, err) from None
 
 
-def _damaged(err: sqlite3.Error) -> bool:
-    return getattr(err, "sqlite_errorname", "") == "SQLITE_CORRUPT"
-
-
 def _passing_or_damaged(err: sqlite3.Error) -> bool:
-    return _damaged(err) or any(getattr(err, "sqlite_errorname", "").startswith(word) for word in PASSING)
+    name = getattr(err, "sqlite_errorname", "")
+    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or any(name.startswith(word) for word in PASSING)
 
 
 def _reason(err: sqlite3.Error) -> str:

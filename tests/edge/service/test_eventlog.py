@@ -260,6 +260,40 @@ def test_a_file_deleted_while_the_service_runs_is_begun_again(tmp_path, caplog):
     assert [(e["event_id"], e["onset_t"]) for e in recent_events(path, 5)] == [(2, 4.0), (1, 1.0)]
 
 
+def test_a_rotated_file_keeps_every_record_and_close_makes_a_last_try(tmp_path):
+    """`mv events.sqlite events.sqlite.1` (a log rotation): the moved file keeps every record (its
+    WAL is checkpointed into it; SQLite does not on close for a moved file) and a new one is begun.
+    Records that wait when the service stops are tried once more: the lock may be gone by then."""
+    sink = EventLogSink(EventLogConfig(statuses=False), tmp_path)
+    path = tmp_path / "events.sqlite"
+    for i in range(1, 201):
+        sink.event(start(i, t=float(i)))
+    path.rename(tmp_path / "events.sqlite.1")
+    sink.event(start(201, t=201.0))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    sink.event(start(202, t=202.0))
+    assert sink.pending == 1
+    other.execute("ROLLBACK")
+    other.close()
+    sink.close()
+    assert sink.pending == 0
+    assert rows(tmp_path / "events.sqlite.1", "SELECT count(*) FROM events") == [(200,)]
+    assert [e["event_id"] for e in recent_events(path, 5)] == [202, 201]
+
+
+def test_a_header_of_garbage_in_the_service_s_own_file_is_set_aside(tmp_path, caplog):
+    EventLogSink(EventLogConfig(), tmp_path).close()
+    path = tmp_path / "events.sqlite"
+    with open(path, "r+b") as f:
+        f.write(b"x" * 100)  # "SQLite format 3" gone: not a database any more
+    sink = EventLogSink(EventLogConfig(), tmp_path)
+    sink.event(start(1))
+    sink.close()
+    assert list(tmp_path.glob("events.sqlite.damaged-*")) and "is damaged" in caplog.text
+    assert [e["event_id"] for e in recent_events(path, 5)] == [1]
+
+
 def test_a_newer_schema_is_a_clear_error(tmp_path):
     path = tmp_path / "events.sqlite"
     EventLogSink(EventLogConfig(), tmp_path).close()
