@@ -63,7 +63,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from edge.errors import ConfigError
 from edge.events import Event
-from edge.outputs.sinks import Sink, Status, WindowResult, record_dict
+from edge.outputs.sinks import ENDS, Sink, Status, WindowResult, record_dict
 from edge.service.sections import invalid
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,6 @@ ONLINE, OFFLINE = "online", "offline"
 # for the HELD ones, PROBLEM_HOLD_SECONDS after the last (clipping repeats every 10 minutes at most)
 PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log")
 HELD = ("clipping", "overload")
-ENDS = {"audio_restored": "audio_lost", "event_log_restored": "event_log"}  # a code -> the problem it ends
 PROBLEM_HOLD_SECONDS = 900.0
 CLOSE_SECONDS = 2.0  # close() waits this long at most for the queue and the broker's acknowledgements
 BATCH = 64  # queued messages handed to paho per turn of the publisher thread

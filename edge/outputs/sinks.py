@@ -80,6 +80,10 @@ def _num(x: float | None, digits: int) -> float | None:
     return round(float(x), digits) if x is not None and math.isfinite(x) else None
 
 
+# status codes that end a trouble an earlier status said: code -> the code it ends
+ENDS = {"audio_restored": "audio_lost", "event_log_restored": "event_log"}
+
+
 class Sink:
     """Base of the three formats: `window`, `event`, `status`, `close`; usable as a context."""
 

@@ -46,7 +46,7 @@ from edge.outputs.clips import ClipRecorder
 from edge.outputs.eventlog import EventLogSink
 from edge.outputs.metrics import MetricsSink
 from edge.outputs.mqtt import MqttSink
-from edge.outputs.sinks import FanOut, Sink, Status, WindowResult
+from edge.outputs.sinks import ENDS, FanOut, Sink, Status, WindowResult
 from edge.service.config import ServiceConfig
 from edge.service.notify import Notifier
 
@@ -221,7 +221,8 @@ class ServiceSink(Sink):
         self.windows = 0
         self.events = 0
         self.last_event = ""
-        self.alert = ""  # the last warning or error; cleared when the audio comes back
+        self.alert = ""  # the last warning or error; cleared when it ends (the audio back, the event log written)
+        self._alert_code: str | None = None
         self._since = clock()
         self._since_windows = 0
         self._rate: float | None = None  # windows per second since the last STATUS=, once ready
@@ -262,8 +263,9 @@ class ServiceSink(Sink):
             log.error("%s", status.message)
         if status.level != "info":
             self.alert = f"{status.level} at {self.utc(status.t)[11:19]} UTC: {status.message}"
-        elif status.code == "audio_restored":
-            self.alert = ""
+            self._alert_code = status.code
+        elif status.code in ENDS and ENDS[status.code] == self._alert_code:  # the trouble shown is over
+            self.alert, self._alert_code = "", None
         if status.level != "info" or status.code:
             self._changed = True
         if status.code == "audio_lost" and not self.ready:

@@ -253,6 +253,20 @@ def test_a_lost_device_shows_in_the_status_line_until_it_is_back(tmp_path):
     ]
 
 
+def test_the_status_line_s_alert_ends_with_its_own_trouble():
+    """STATUS= shows the last warning until that trouble ends: the event log written again clears
+    an event-log warning; a microphone back does not clear it (and the other way round)."""
+    sink = ServiceSink(Notifier(None), "labels urban (10)", status_interval=60.0)
+    sink.status(Status(t=1.0, level="warning", message="event log: disk full", code="event_log"))
+    sink.status(Status(t=2.0, level="info", message="audio restored", code="audio_restored"))
+    assert "event log: disk full" in sink.alert
+    sink.status(Status(t=3.0, level="info", message="event log: writing again", code="event_log_restored"))
+    assert sink.alert == ""
+    sink.status(Status(t=4.0, level="warning", message="mic lost", code="audio_lost"))
+    sink.status(Status(t=5.0, level="info", message="writing again", code="event_log_restored"))
+    assert "mic lost" in sink.alert
+
+
 def test_one_service_per_state_folder(tmp_path):
     """A second serve on one state folder (a shell run beside the unit) would share the event log
     and clips, and its MQTT connection (one client id) would push the first one's off every
