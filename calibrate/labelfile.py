@@ -42,8 +42,8 @@ def dump_label_set(
     if label_set.description:
         data["description"] = label_set.description
     data["prompt"] = label_set.prompt
-    if temperature != 1.0:
-        data["calibration"] = {"temperature": temperature}
+    if temperature != 1.0 or label_set.calibrated_new:
+        data["calibration"] = {"temperature": temperature, **({"new_labels": True} if label_set.calibrated_new else {})}
     agreement = label_set.agree if agree is None else agree
     if agreement is not None:
         data["agree"] = float(agreement)

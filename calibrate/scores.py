@@ -331,7 +331,8 @@ def metrics(probs: np.ndarray, y: np.ndarray, kind: str) -> Metrics:
 def calibrated(label_set: LabelSet, temperature: float, biases: Sequence[float] | np.ndarray) -> LabelSet:
     """`label_set` with calibration T and per-label biases (names, prompts, thresholds kept)."""
     labels = tuple(dataclasses.replace(label, bias=float(b)) for label, b in zip(label_set.labels, biases))
-    return dataclasses.replace(label_set, labels=labels, temperature=float(temperature))
+    # fitted on the new labels' vocabulary scores too (edge.scoring.Scorer.logits): they get it
+    return dataclasses.replace(label_set, labels=labels, temperature=float(temperature), calibrated_new=True)
 
 
 @dataclass

@@ -498,8 +498,19 @@ def start_notes(
                     f"labels no one trained, scored by the bundle's vocabulary: {named}" + (held if vetoed else ""),
                 )
             )
+            biased = {label.name for label in label_set.labels if label.bias != 0.0}
+            if not label_set.calibrated_new and (label_set.temperature != 1.0 or biased & set(meanings)):
+                notes.append(
+                    (
+                        "warning",
+                        f"label set {label_set.name!r} was calibrated before a calibration reached new labels: its "
+                        f"temperature and biases are not applied to {', '.join(meanings)}; run `semanticac-calibrate "
+                        "scores` again to calibrate them too",
+                    )
+                )
             own = {label.name: label.threshold for label in label_set.labels}
-            guessed = [label for label in meanings if own.get(label) == DEFAULT_THRESHOLD]
+            fitted = label_set.fitted_for is not None  # calibrate thresholds kept (or chose) these thresholds
+            guessed = [label for label in meanings if own.get(label) == DEFAULT_THRESHOLD and not fitted]
             if guessed:
                 notes.append(
                     (

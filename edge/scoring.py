@@ -105,6 +105,7 @@ class Scorer:
         biases: Sequence[float] | None = None,
         vocabulary: Vocabulary | None = None,
         agree: Sequence[float | None] | None = None,
+        calibrate_new: bool = True,
     ):
         label_matrix = np.asarray(label_matrix, dtype=np.float32)
         if label_matrix.ndim != 2 or label_matrix.shape[0] != len(labels) or not len(labels):
@@ -134,6 +135,7 @@ class Scorer:
         self.labels = tuple(labels)
         self.logit_scale, self.kind, self.logit_bias = float(logit_scale), kind, float(logit_bias)
         self.temperature, self.biases = float(temperature), bias
+        self.calibrate_new = calibrate_new  # T and b reach the new labels (False: a set calibrated before they did)
         # Rows are unit length already (edge.labels.embeddings); normalising again costs nothing
         # once per label set and makes the dot product a true cosine whatever the source.
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
@@ -173,7 +175,11 @@ class Scorer:
         calibration = (
             {}
             if label_set is None
-            else {"temperature": label_set.temperature, "biases": [label.bias for label in label_set.labels]}
+            else {
+                "temperature": label_set.temperature,
+                "biases": [label.bias for label in label_set.labels],
+                "calibrate_new": label_set.calibrated_new,
+            }
         )
         agreement = [agree] * len(label_embeddings.labels) if label_set is None else label_set.agreement(agree)
         return cls(
@@ -200,8 +206,8 @@ class Scorer:
         if self.fusion is None or vocabulary is None:
             return self._calibrated(z)
         calibrated = self._calibrated(self.fusion.mix(z, vocabulary))
-        fused = self.fusion(self.probabilities(calibrated), vocabulary)
-        return np.where(self.fusion.novel, self._calibrated(logit(fused)), calibrated)
+        fused = logit(self.fusion(self.probabilities(calibrated), vocabulary))
+        return np.where(self.fusion.novel, self._calibrated(fused) if self.calibrate_new else fused, calibrated)
 
     def _student(self, audio: np.ndarray) -> np.ndarray:
         """The student's own logits, before the set's calibration."""
@@ -252,7 +258,7 @@ class Scorer:
         probabilities): sigmoid(logit(p) / T + b), as the trained labels' logits get it."""
         assert self.fusion is not None
         novel = self.fusion.novel
-        if self.temperature == 1.0 and not self.biases[novel].any():
+        if not self.calibrate_new or (self.temperature == 1.0 and not self.biases[novel].any()):
             return fused  # the usual case: no calibration, not even a round trip through the logit
         return np.where(novel, sigmoid(self._calibrated(logit(fused))), fused)
 

@@ -70,7 +70,7 @@ LABEL_KEYS = {
     "bias": "number",
     "agree": "number",
 }
-CALIBRATION_KEYS = {"temperature": "number"}
+CALIBRATION_KEYS = {"temperature": "number", "new_labels": "bool"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,9 @@ class LabelSet:
     temperature: float = 1.0  # logits are divided by it before the per-label bias (calibration)
     agree: float | None = None  # the labels' agreement where they set none (None: the bundle's)
     fitted_for: dict[str, float] | None = None  # the listen settings its thresholds were fitted under
+    # the calibration reaches the labels no one trained (calibration.new_labels: calibrate scores
+    # writes it since it fits them); an older calibration was fitted for the trained labels only
+    calibrated_new: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -171,6 +174,10 @@ class _Parser:
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, where, f"must be a {kind}, got {self._show(node)}")
         value = self.loader.construct_object(node)
+        if kind == "bool":
+            if not isinstance(value, bool):
+                raise self.fail(node, where, must_be("true or false", value))
+            return value
         if kind == "str":
             if not isinstance(value, str) or not value.strip():
                 quote = f" (YAML reads {node.value} as {value!r}, not text: quote it, '{node.value}')"
@@ -259,7 +266,7 @@ class _Parser:
                 )
             seen[key] = (i, item.start_mark.line + 1)
             labels.append(label)
-        temperature = self.calibration(keys["calibration"]) if "calibration" in keys else 1.0
+        temperature, calibrated_new = self.calibration(keys["calibration"]) if "calibration" in keys else (1.0, False)
         return LabelSet(
             name=name,
             prompt=prompt,
@@ -269,6 +276,7 @@ class _Parser:
             temperature=temperature,
             agree=self.agree(keys, "agree"),
             fitted_for=self.fitted_for(keys["fitted_for"]) if "fitted_for" in keys else None,
+            calibrated_new=calibrated_new,
         )
 
     def fitted_for(self, node: yaml.Node) -> dict[str, float]:
@@ -276,11 +284,13 @@ class _Parser:
         keys = self.mapping(node, "fitted_for", FITTED_KEYS)
         return {key: self.value(value, f"fitted_for.{key}", "number") for key, value in keys.items()}
 
-    def calibration(self, node: yaml.Node) -> float:
-        """`calibration: {temperature: T}`, T a finite number > 0 (semanticac-calibrate scores writes it)."""
+    def calibration(self, node: yaml.Node) -> tuple[float, bool]:
+        """`calibration: {temperature: T, new_labels: true}`: T a finite number > 0, and whether it
+        (and the labels' biases) reach the new labels (semanticac-calibrate scores writes both)."""
         keys = self.mapping(node, "calibration", CALIBRATION_KEYS)
+        new = self.value(keys["new_labels"], "calibration.new_labels", "bool") if "new_labels" in keys else False
         if "temperature" not in keys:
-            return 1.0
+            return 1.0, new
         value = self.value(keys["temperature"], "calibration.temperature", "number")
         if not (math.isfinite(value) and value > 0):
             raise self.fail(
@@ -288,7 +298,7 @@ class _Parser:
                 "calibration.temperature",
                 f"{value:g} is not allowed: a temperature is a finite number > 0 (1: none)",
             )
-        return value
+        return value, new
 
     def label(self, node: yaml.Node, where: str, template: str, default: float) -> Label:
         keys: dict[str, yaml.Node]

@@ -47,6 +47,7 @@ def test_a_copy_keeps_prompts_groups_and_calibration(tmp_path):
     assert again.temperature == 1.3 and [label.bias for label in again.labels] == [0.0, -0.25, 0.0]
     assert again.description == original.description and again.prompt == original.prompt
     assert again.agreement() == [0.4, 0.0, 0.4]
+    assert not again.calibrated_new  # the SITE set was calibrated before calibrations reached new labels
     assert again.fitted_for == original.fitted_for == {"window": 5, "hop": 1, "smooth": 3, "min_duration": 1,
                                                        "release": 0.7}
     assert out.read_text().startswith("# fitted here\n# second\nname: workshop\n")
@@ -61,6 +62,11 @@ def test_new_calibration_replaces_the_old(tmp_path):
     assert "calibration" not in dump_label_set(original, temperature=1.0)
     fitted = parse_label_set(dump_label_set(original, agree=0.7))  # thresholds fitted under --agree 0.7
     assert fitted.agree == 0.7 and fitted.agreement() == [0.7, 0.7, 0.7]
+    # what calibrate scores fits now reaches the new labels, and the file says so
+    from calibrate.scores import calibrated
+
+    new = parse_label_set(dump_label_set(calibrated(original, 1.0, [0.0, 0.2, 0.0])))
+    assert new.calibrated_new and new.temperature == 1.0
 
 
 def test_audio_files_from_files_and_folders(tmp_path):

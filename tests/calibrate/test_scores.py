@@ -372,3 +372,7 @@ def test_the_figures_are_the_devices_scores_with_the_vocabulary_branch(demo_bund
     np.testing.assert_allclose(moved[:, :-1], device[:, :-1])
     p = np.clip(device[:, -1], 1e-12, 1 - 1e-12)
     np.testing.assert_allclose(moved[:, -1], 1 / (1 + np.exp(-(np.log(p / (1 - p)) - 3.0))), rtol=1e-6)
+    # a set calibrated before the calibration reached new labels (no `calibration.new_labels`): as it was
+    older = dataclasses.replace(quieter, calibrated_new=False)
+    unmoved = Scorer.for_bundle(demo_bundle.meta, embeddings, older, vocabulary)(clipset.embeddings, clipset.vocabulary)
+    np.testing.assert_allclose(unmoved, device)

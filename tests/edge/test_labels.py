@@ -57,6 +57,7 @@ def test_sha_covers_names_and_prompts_only():
     ("name: x\nlabel: [dog]\n", r":2: label set: unknown key 'label': did you mean 'labels'\?"),
     ("name: x\nfitted_for: {hops: 1}\nlabels: [dog]\n", r":2: fitted_for: unknown key 'hops': did you mean 'hop'\?"),
     ("name: x\nfitted_for: {hop: fast}\nlabels: [dog]\n", r":2: fitted_for.hop: "),
+    ("name: x\ncalibration: {new_labels: 1}\nlabels: [dog]\n", r":2: calibration.new_labels: must be true or false"),
     ("name: x\nlabels:\n  - name: dog\n    treshold: 0.6\n", r":4: labels\[0\]: unknown key 'treshold': did you mean 'threshold'\?"),
     ("name: x\nlabels:\n  - name: dog\n    threshold: high\n", r":4: labels\[0\].threshold: must be a number, got 'high'"),
     ("name: x\nlabels:\n  - name: dog\n    threshold: 1.5\n", r"threshold: 1.5 is not a score: a threshold must be in \(0, 1\]"),

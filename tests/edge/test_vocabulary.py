@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 
 from edge.errors import BundleError
@@ -262,6 +263,29 @@ def test_a_new_label_no_vocabulary_name_is_near_is_called_weakly_named():
     far_trained = unit([[0.4, 0.4, 0.4, -0.72], [0, 1, 0, 0]])
     assert dataclasses.replace(vocabulary(), trained=far_trained).fusion(far_trained).weakly_named(
         ("street_music", "siren"), NAMES) == {}
+
+
+def test_a_set_calibrated_before_calibrations_reached_new_labels_says_so(demo_bundle, tmp_path, monkeypatch):
+    """Its temperature and a new label's bias were fitted for the trained labels only (the new
+    label's on the student's unused logit): they are not applied to the new label, and the start
+    says to fit it again; a set whose thresholds were fitted hears no "first guess"."""
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    old = tmp_path / "old.yaml"
+    old.write_text("name: old\ncalibration: {temperature: 1.8}\nfitted_for: {hop: 1}\n"
+                   "labels:\n  - dog_bark\n  - name: kettle\n    bias: 1.5\n")
+    clip = tmp_path / "quiet.wav"
+    sf.write(clip, 0.01 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", str(old),
+                                                "--input", str(clip), "--fast", "--json"])
+    assert result.exit_code == 0, result.output
+    said = [json.loads(line)["message"] for line in result.stdout.splitlines() if '"status"' in line]
+    assert any(m.startswith("label set 'old' was calibrated before a calibration reached new labels: its "
+                            "temperature and biases are not applied to kettle") for m in said), said
+    assert not any("a first guess" in m for m in said)
 
 
 def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo_bundle, tmp_path, monkeypatch):
