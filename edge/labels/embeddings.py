@@ -220,7 +220,7 @@ def corrupt_bundle_file(bundle: Bundle, label_set: LabelSet, candidate: Candidat
     """The error for a damaged <bundle>/labels/<name>.npz: the file, what is wrong, the fix."""
     return CorruptLabelEmbeddings(
         f"the bundle's label embeddings {candidate.path} are damaged ({candidate.problem}): rebuild them with "
-        f"`{embed_command(bundle, label_set)}`"
+        f"`{embed_command(bundle, label_set, into='bundle')}`"  # there: the damaged file is read first
         + ("" if bundle.meta.text else f"; {no_text_tower_fix(bundle, label_set)}")
     )
 

@@ -483,7 +483,7 @@ def _label_set_check(ctx: _Context, label_set: LabelSet) -> Check:
                 name,
                 FAIL,
                 f"the bundle's label embeddings are damaged: {candidate.problem}",
-                f"`{embed_command(bundle, label_set)}`",
+                f"`{embed_command(bundle, label_set, into='bundle')}`",
             )
         if candidate.corrupt:
             damaged_cache = candidate
@@ -550,7 +550,9 @@ def _orphan_embeddings_check(ctx: _Context, path: Path) -> Check:
     bundle = ctx.bundle
     assert bundle is not None  # check_label_sets looks for orphans only in a bundle
     name = f"labels {path.stem}"
-    rebuild = f"`semanticac-edge embed-labels --bundle {bundle.path} --labels {path.stem}.yaml` (with its YAML)"
+    rebuild = (
+        f"`semanticac-edge embed-labels --bundle {bundle.path} --labels {path.stem}.yaml --into bundle` (with its YAML)"
+    )
     try:
         found = LabelEmbeddings.load(path)
     except LabelEmbeddingsError as err:
