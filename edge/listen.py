@@ -770,8 +770,13 @@ class Listener:
                 "info",
                 f"no event, though {', '.join(reached)} reached the threshold: an event needs a label's score, "
                 f"averaged over {self.smoother.windows} window(s), at or above its threshold for "
-                f"{self.detector.min_duration:g} s (--min-duration), and {self.summary.windows} window(s) were heard; "
-                "a clip alone is one window: hear it in the stream it came from, or with silence around it",
+                f"{self.detector.min_duration:g} s (--min-duration; a service: listen.min_duration), and "
+                f"{self.summary.windows} window(s) were heard"
+                + (
+                    "; a clip alone is one window: hear it in the stream it came from, or with silence around it"
+                    if self.summary.windows <= self.smoother.windows
+                    else ""
+                ),
             )
 
     def _segment(self, source: Source, stop: threading.Event, beat: Callable[[], None]) -> SemanticACError | None:

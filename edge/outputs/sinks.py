@@ -314,7 +314,7 @@ class LiveView(Sink):
 
     BAR_WIDTH = 20
     LABEL_WIDTH = 24  # the label column's least width; longer labels widen it as far as the terminal allows
-    ROW_REST = 2 + 1 + BAR_WIDTH + 1 + 5 + 8  # a row beside its label: indent, bar, score, threshold
+    ROW_REST = 2 + 1 + BAR_WIDTH + 1 + 5 + 9  # a row beside its label: indent, bar, score, "  >= 0.79"
 
     def __init__(
         self,

@@ -176,10 +176,10 @@ def parse_config(raw: Any, source: str = "<memory>") -> ServiceConfig:
     for key in raw:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
-            owner = next((section for section in known if key in section_keys(section)), None)
+            owners = [section for section in known if key in section_keys(section)]
             fix = (
-                f"did you mean `{owner}.{key}`? (indent it under `{owner}:`)"
-                if owner
+                f"did you mean {' or '.join(f'`{owner}.{key}`' for owner in owners)}? (indent it under its section)"
+                if owners
                 else f"did you mean `{close[0]}`?"
                 if close
                 else f"the sections are: {', '.join(known)}"

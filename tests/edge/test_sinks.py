@@ -244,6 +244,13 @@ def test_live_view_shows_long_labels_whole_as_far_as_the_terminal_allows(monkeyp
         assert all(len(row) <= columns - 1 for row in rows)
         if not whole:
             assert "a baby crying in the" in rows[0] and "~ #" in rows[0]
+    # a terminal just wide enough for the label: its threshold shows whole (one column short cut "0.50" to "0.5")
+    columns = len(long) + LiveView.ROW_REST + 1
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size((columns, 24)))
+    stream = io.StringIO()
+    LiveView(stream, ORIGIN, thresholds={long: 0.5}).window(WindowResult(1.0, top, 5.0, 0))
+    row = next(line for line in stream.getvalue().splitlines() if line.startswith("  a baby"))
+    assert long in row and row.endswith(">= 0.50")
 
 
 def test_live_view_shows_each_labels_threshold_and_which_side_the_score_is():

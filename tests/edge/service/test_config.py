@@ -59,7 +59,8 @@ def config(**sections) -> ServiceConfig:
     ({"mqtt": {"tls": {"insecur": True}}}, "mqtt.tls.insecur", "did you mean `insecure`?"),
     ({"clips": {"pre_roll": -1}}, "clips.pre_roll", "from 0 to 60"),
     ({"listn": {"hop": 1}}, "listn", "did you mean `listen`?"),
-    ({"fast": True}, "fast", "did you mean `audio.fast`? (indent it under `audio:`)"),  # lost its indent
+    ({"fast": True}, "fast", "did you mean `audio.fast`? (indent it under its section)"),  # lost its indent
+    ({"enabled": True}, "enabled", "did you mean `mqtt.enabled` or `metrics.enabled` or `event_log.enabled` or"),
     ({"labels": {"set": "urban", "thresholds": [0.5]}}, "labels.thresholds", "a mapping of names to numbers"),
     ({"schema_version": 2}, "schema_version", "use 1"),
     ({"listen": [1, 2]}, "listen", "listen must be a mapping"),
