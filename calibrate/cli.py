@@ -307,13 +307,22 @@ def thresholds(
     if positives:
         from edge.labels.labelset import resolve_label_set
 
-        clips = resolve_labels(read_clip_csv(positives), resolve_label_set(labels_spec), f"--positives {positives}")
-        unlabelled = next((clip for clip in clips if clip.label is None), None)
-        if unlabelled is not None:
-            raise CalibrationError(
-                f"--positives {positives}: {unlabelled.where} is a clip of none of the set's labels: positives are "
-                "the sounds to detect; recordings of other sounds belong in --background"
+        everything = resolve_labels(
+            read_clip_csv(positives),
+            resolve_label_set(labels_spec),
+            f"--positives {positives}",
+            fix="correct the label, or leave the row out",
+        )
+        clips = [clip for clip in everything if clip.label is not None]
+        if len(clips) < len(everything):  # a CSV shared with `scores`: its negatives are no positives
+            log.warning(
+                "--positives %s: %d clip(s) labelled none left out: positives are the sounds to detect (other "
+                "sounds belong in --background)",
+                positives,
+                len(everything) - len(clips),
             )
+        if not clips:
+            raise CalibrationError(f"--positives {positives}: no clip of the set's labels: list the sounds to detect")
         missing = [clip for clip in clips if not clip.path.is_file()]
         if len(missing) == len(clips):
             raise CalibrationError(

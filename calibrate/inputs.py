@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from calibrate.errors import CalibrationError
-from edge.labels.labelset import LabelSet
+from edge.labels.labelset import LabelSet, label_key
+
+log = logging.getLogger(__name__)
 
 # What libsndfile (edge's decoder) reads; other files in a background folder are ignored.
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
@@ -158,10 +161,15 @@ def read_dataset(spec: str) -> list[LabelledClip]:
 
 
 def resolve_labels(
-    clips: Sequence[LabelledClip], label_set: LabelSet, what: str, others_are_none: bool = False
+    clips: Sequence[LabelledClip],
+    label_set: LabelSet,
+    what: str,
+    others_are_none: bool = False,
+    fix: str = f"write {NONE!r} for a clip of none of them (--others-are-none: a dataset's other categories)",
 ) -> list[LabelledClip]:
     """`clips` with the set's own label names (None: `none`, or with `others_are_none` a label the
-    set does not have); CalibrationError listing the unknown labels, the set's names and the fix."""
+    set does not have, each such label logged); CalibrationError listing the unknown labels, the
+    set's names and `fix`."""
     resolved: list[LabelledClip] = []
     unknown: dict[str, LabelledClip] = {}
     for clip in clips:
@@ -173,7 +181,25 @@ def resolve_labels(
         first = next(iter(unknown.values()))
         raise CalibrationError(
             f"{what}: label(s) {sorted(unknown)} are not in label set {label_set.name!r} (first at {first.where}); "
-            f"{label_set.unknown_label_hint(first.label or '')}; write {NONE!r} for a clip of none of them"
-            + (" (or pass --others-are-none)" if len(unknown) > 1 else "")
+            f"{label_set.unknown_label_hint(first.label or '')}; {fix}"
         )
+    others = sorted(
+        {c.label for c, r in zip(clips, resolved) if r.label is None and c.label and c.label.casefold() != NONE}
+    )
+    if others_are_none and others:
+        log.info("%s: taken as none of the set's labels: %s", what, ", ".join(others))
+        # a category that shares a word with a label (ESC-50's dog, urban's dog_bark) is likely its sound
+        near = [
+            f"{other} ({name})"
+            for other in others
+            for name in label_set.names
+            if set(label_key(other).split()) & set(label_key(name).split())
+        ]
+        if near:
+            log.warning(
+                "%s: taken as none of the set's labels, though they share a word with one: %s; if they are its "
+                "sounds, list them under its name in a CSV instead",
+                what,
+                ", ".join(near),
+            )
     return resolved

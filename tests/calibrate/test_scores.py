@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 
 import numpy as np
 import pytest
@@ -191,7 +192,7 @@ def test_scores_on_real_clips(data_dir, tmp_path):
     assert load_label_set(out).temperature > 0
 
 
-def test_dataset_specs(data_dir):
+def test_dataset_specs(data_dir, caplog):
     esc = read_dataset(f"esc50:{data_dir / 'esc50'}")
     assert len(esc) == 1600 and esc[0].path.is_file()
     assert resolve_labels(esc, resolve_label_set("esc50"), "--data") == esc  # ESC-50's categories are the set's names
@@ -200,9 +201,14 @@ def test_dataset_specs(data_dir):
     with pytest.raises(CalibrationError, match="not in label set 'urban'.*--others-are-none"):
         resolve_labels(esc, resolve_label_set("urban"), "--data")
     # the site's other sounds: ESC-50's siren and car horn are the urban set's, the rest none of them
-    others = resolve_labels(esc, resolve_label_set("urban"), "--data", others_are_none=True)
+    with caplog.at_level(logging.INFO, logger="calibrate.inputs"):
+        others = resolve_labels(esc, resolve_label_set("urban"), "--data", others_are_none=True)
     assert {c.label for c in others} == {None, "siren", "car_horn"}
     assert sum(c.label == "siren" for c in others) == 32
+    # which categories became negatives is said; those that share a word with a label are warned of
+    assert "taken as none of the set's labels: airplane, breathing" in caplog.text
+    warned = next(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert "dog (dog_bark)" in warned and "engine (engine_idling)" in warned
 
 
 def test_labels_are_matched_as_the_set_matches_them_and_none_is_a_negative(tmp_path):

@@ -501,3 +501,21 @@ def test_a_clipped_background_file_is_named(tmp_path, caplog):
     assert result.exit_code == 0, result.output
     said = [r.getMessage() for r in caplog.records if "is clipped" in r.getMessage()]
     assert len(said) == 1 and said[0].startswith(f"background {tmp_path / 'loud.wav'} is clipped:")
+
+
+def test_positives_leave_out_none_rows_and_name_the_fix_for_a_typo(background, positives, tmp_path, caplog):
+    """A CSV shared with `scores` holds `none` rows: positives leave them out (with a word); a typo
+    is an error whose fix fits this command."""
+    shared = tmp_path / "shared.csv"
+    shared.write_text("path,label\n" + "".join(f"{p},{l}\n" for p, l in [
+        (positives.parent / "clips/siren.wav", "siren"), (background / "street1.wav", "none")]))
+    args = ["thresholds", "--labels", "urban", "--background", str(background / "street1.wav"),
+            "--false-alarms-per-hour", "1e6", "--out", str(tmp_path / "x.yaml"), *cli_options(hop=2.0)]
+    result = CliRunner().invoke(calibrate.cli.main, [*args, "--positives", str(shared)])
+    assert result.exit_code == 0, result.output
+    assert "1 clip(s) labelled none left out" in caplog.text
+    typo = tmp_path / "typo.csv"
+    typo.write_text(f"path,label\n{positives.parent / 'clips/siren.wav'},sirne\n")
+    result = CliRunner().invoke(calibrate.cli.main, [*args, "--positives", str(typo)])
+    assert result.exit_code == 1 and "did you mean 'siren'?" in result.output
+    assert "correct the label, or leave the row out" in result.output and "--others-are-none" not in result.output
