@@ -23,7 +23,7 @@ import numpy as np
 
 from calibrate.progress import Progress
 from edge.capture.audio import read_audio
-from edge.capture.sources import CLIP_LEVEL, CLIP_RUN
+from edge.capture.sources import CLIP_RUN, full_scale_runs
 from edge.errors import AudioError
 from edge.events import Event
 from edge.listen import ListenOptions, listen
@@ -204,6 +204,7 @@ def _joined(
     with tempfile.TemporaryDirectory(prefix="semanticac-calibrate-") as folder:
         joined = Path(folder) / "joined.w64"  # Sony Wave64: no 4 GB limit (WAV's is ~18 h at 16 kHz float)
         parts, samples = 0, 0
+        clipped: list[Path] = []
         # each file appended as it is decoded: memory holds one file, not the whole background (a
         # day at 16 kHz is 5.5 GB of float32)
         with (
@@ -218,10 +219,16 @@ def _joined(
                 else:
                     out.write(audio)
                     parts, samples = parts + 1, samples + audio.size
-                    full = int(np.count_nonzero(np.abs(audio) >= CLIP_LEVEL))
-                    if full >= CLIP_RUN:  # said of the file here: the joined stream's own lines name a temporary file
-                        log.warning("background %s is clipped: %d sample(s) at full scale", path, full)
+                    if audio.size and int(np.count_nonzero(full_scale_runs(audio) >= CLIP_RUN)):
+                        clipped.append(path)  # said of the files: the joined stream's own lines name a temporary one
                 bar.update()
+        if clipped:
+            log.warning(
+                "%d background file(s) are clipped (flat at full scale; clipped audio scores lower): %s%s",
+                len(clipped),
+                ", ".join(str(path) for path in clipped[:5]),
+                f" and {len(clipped) - 5} more" if len(clipped) > 5 else "",
+            )
         if not parts:
             return Stream("nothing", np.zeros(0), np.zeros((0, len(labels))), np.zeros(0, dtype=bool), 0.0, 0)
         seconds = samples / rate

@@ -225,11 +225,7 @@ class Source:
         return self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
 
     def _count_clipping(self, x: np.ndarray) -> None:
-        # run[i]: how many samples up to i are at full scale in a row (a run may go on from
-        # the previous chunk), so the count does not depend on chunk boundaries.
-        position = np.arange(1, x.size + 1)
-        last_quiet = np.maximum.accumulate(np.where(np.abs(x) >= CLIP_LEVEL, 0, position))
-        run = position - last_quiet + np.where(last_quiet == 0, self._clip_run, 0)
+        run = full_scale_runs(x, self._clip_run)
         self._clip_run = int(run[-1])
         clipped = int(np.count_nonzero(run >= CLIP_RUN))
         self.clipped_samples += clipped
@@ -243,6 +239,14 @@ class Source:
                 self.clipping_fix,
             )
             self._clipped_unlogged = 0
+
+
+def full_scale_runs(x: np.ndarray, carried: int = 0) -> np.ndarray:
+    """run[i]: how many samples up to i are at full scale in a row, a run `carried` from before x
+    going on (so a count over chunks does not depend on their boundaries). Clipping: run >= CLIP_RUN."""
+    position = np.arange(1, x.size + 1)
+    last_quiet = np.maximum.accumulate(np.where(np.abs(x) >= CLIP_LEVEL, 0, position))
+    return position - last_quiet + np.where(last_quiet == 0, carried, 0)
 
 
 @dataclass(frozen=True)

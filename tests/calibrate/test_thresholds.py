@@ -491,7 +491,9 @@ def test_a_clipped_background_file_is_named(tmp_path, caplog):
 
     from tests.calibrate.conftest import RATE, scene
 
-    clipped = np.clip(10 * scene(6, [], seed=5), -1.0, 1.0)
+    clipped = np.clip(5 * np.sin(2 * np.pi * 100 * np.arange(6 * RATE) / RATE), -1.0, 1.0)  # flat at full scale
+    noisy = np.clip(12 * scene(6, [], seed=7), -1.0, 1.0)  # full scale now and then, never for 8 samples: not clipped
+    sf.write(tmp_path / "noisy.wav", noisy.astype(np.float32), RATE, subtype="FLOAT")
     sf.write(tmp_path / "loud.wav", clipped, RATE, subtype="FLOAT")
     sf.write(tmp_path / "quiet.wav", scene(6, [], seed=6), RATE)
     with caplog.at_level(logging.WARNING, logger="calibrate.recording"):
@@ -499,8 +501,9 @@ def test_a_clipped_background_file_is_named(tmp_path, caplog):
             "thresholds", "--labels", "urban", "--background", str(tmp_path), "--join",
             "--false-alarms-per-hour", "1e6", "--out", str(tmp_path / "x.yaml"), *cli_options(hop=2.0)])
     assert result.exit_code == 0, result.output
-    said = [r.getMessage() for r in caplog.records if "is clipped" in r.getMessage()]
-    assert len(said) == 1 and said[0].startswith(f"background {tmp_path / 'loud.wav'} is clipped:")
+    said = [r.getMessage() for r in caplog.records if "are clipped" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("1 background file(s) are clipped") and said[0].endswith(
+        str(tmp_path / "loud.wav"))
 
 
 def test_positives_leave_out_none_rows_and_name_the_fix_for_a_typo(background, positives, tmp_path, caplog):
