@@ -96,13 +96,16 @@ def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet
 def keep_previous(path: Path, text: str) -> None:
     """An existing file at `path` that `text` would replace is kept as `<path>.bak` first: `--out`
     is often the `--labels` file itself (a site's set refitted), and its hand-written comments and
-    set-level defaults are not in the new one."""
+    set-level defaults are not in the new one. A file this package wrote does not replace a .bak
+    (a second refit keeps the hand-written one)."""
     try:
         old = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return
-    if old != text:
-        atomic_write_text(backup_path(path), old)
+    backup = backup_path(path)
+    written_by_us = old.startswith("# Label set ") and "semanticac-calibrate" in old.split("\n", 1)[0]
+    if old != text and not (written_by_us and backup.exists()):  # a second refit keeps the hand-written .bak
+        atomic_write_text(backup, old)
 
 
 def backup_path(path: Path) -> Path:

@@ -138,9 +138,12 @@ def test_refitting_a_site_s_own_file_keeps_the_previous_one(tmp_path):
     original = "# my notes: the kettle is in the kitchen\nname: site\nthreshold: 0.6\nlabels: [dog_bark, kettle]\n"
     site.write_text(original)
     label_set = load_label_set(site)
-    write_label_set(site, label_set, thresholds=[0.7, 0.8])
+    header = ["Label set 'site' with per-label thresholds fitted by semanticac-calibrate 0.1.0"]  # as the CLI writes
+    write_label_set(site, label_set, thresholds=[0.7, 0.8], header=header)
     assert (tmp_path / "site.yaml.bak").read_text() == original
     assert [label.threshold for label in load_label_set(site).labels] == [0.7, 0.8]
+    write_label_set(site, load_label_set(site), thresholds=[0.9, 0.8], header=header)  # a refit: the original stays
+    assert (tmp_path / "site.yaml.bak").read_text() == original
     (tmp_path / "site.yaml.bak").unlink()
-    write_label_set(site, load_label_set(site), thresholds=[0.7, 0.8])  # the same text again
+    write_label_set(site, load_label_set(site), thresholds=[0.9, 0.8], header=header)  # the same text again
     assert not (tmp_path / "site.yaml.bak").exists()
