@@ -129,7 +129,7 @@ def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:
         "audio.input": config.options.input if config.options.input != "-" else None,
         "model.bundle": config.options.bundle,
         "labels.set": None if str(labels).removesuffix(".yaml") in shipped_label_sets() else labels,
-        "service.state_dir": config.service.state_dir,
+        # service.state_dir: under systemd StateDirectory= decides, so a relative one matters to a shell only
         "event_log.path": getattr(config.outputs.get("event_log"), "path", None),
         "clips.dir": getattr(config.outputs.get("clips"), "dir", None),
         "mqtt.password_file": getattr(mqtt, "password_file", None),
