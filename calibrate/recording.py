@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from calibrate.progress import Progress
-from edge.capture.audio import read_audio
-from edge.capture.sources import CLIP_RUN, full_scale_runs
+from edge.capture.audio import decode_audio, read_audio
 from edge.errors import AudioError
 from edge.events import Event
 from edge.listen import ListenOptions, listen
@@ -213,13 +212,13 @@ def _joined(
         ):
             for path in files:
                 try:
-                    audio = read_audio(path, rate)
+                    audio, clips = decode_audio(path, rate)
                 except AudioError as err:
                     _skip(path, err, skipped)
                 else:
                     out.write(audio)
                     parts, samples = parts + 1, samples + audio.size
-                    if audio.size and int(np.count_nonzero(full_scale_runs(audio) >= CLIP_RUN)):
+                    if clips:
                         clipped.append(path)  # said of the files: the joined stream's own lines name a temporary one
                 bar.update()
         if clipped:

@@ -32,6 +32,18 @@ DECODE_BLOCK = 4096  # frames per read: a decode error loses at most the block i
 TRUNCATION_SIGNS = ("(should be", "lacks an end-of-stream bit")
 
 
+CLIP_LEVEL = 0.999
+CLIP_RUN = 8  # a clipped peak is flat at full scale for a while; one full-scale sample is fine
+
+
+def full_scale_runs(x: np.ndarray, carried: int = 0) -> np.ndarray:
+    """run[i]: how many samples up to i are at full scale in a row, a run `carried` from before x
+    going on (so a count over chunks does not depend on their boundaries). Clipping: run >= CLIP_RUN."""
+    position = np.arange(1, x.size + 1)
+    last_quiet = np.maximum.accumulate(np.where(np.abs(x) >= CLIP_LEVEL, 0, position))
+    return position - last_quiet + np.where(last_quiet == 0, carried, 0)
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """[n] or [n, channels] -> float32 [n], the mean of the channels."""
     samples = np.asarray(samples, dtype=np.float32)
@@ -139,6 +151,12 @@ def read_audio(path: str | Path, sample_rate: int, frame_seconds: float | None =
     Raises AudioError, naming the file, when it cannot be read, holds no samples or holds
     NaN/infinite samples.
     """
+    return decode_audio(path, sample_rate, frame_seconds)[0]
+
+
+def decode_audio(path: str | Path, sample_rate: int, frame_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """`read_audio`, and the file's clipped samples counted as a Source counts them (runs flat at
+    full scale in its own mono mix, before resampling blurs them)."""
     decoder = Decoder(path)
     try:
         blocks = list(decoder.blocks(DECODE_BLOCK))
@@ -157,8 +175,10 @@ def read_audio(path: str | Path, sample_rate: int, frame_seconds: float | None =
             f"audio file {path} holds {int(bad.sum())} NaN or infinite sample(s), the first at "
             f"{first / file_rate:.3f} s: the file is corrupt; re-export it"
         )
-    out = resample(to_mono(samples), int(file_rate), sample_rate)
+    mono = to_mono(samples)
+    clipped = int(np.count_nonzero(full_scale_runs(mono) >= CLIP_RUN))
+    out = resample(mono, int(file_rate), sample_rate)
     if frame_seconds and out.size < round(frame_seconds * sample_rate):
         log.warning("%s", too_short_warning(path, decoder.seconds, frame_seconds))
         out = np.pad(out, (0, round(frame_seconds * sample_rate) - out.size))
-    return out
+    return out, clipped

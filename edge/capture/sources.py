@@ -44,7 +44,7 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 import soxr
 
-from edge.capture.audio import SOXR_QUALITY, Decoder, to_mono, too_short_warning
+from edge.capture.audio import CLIP_RUN, SOXR_QUALITY, Decoder, full_scale_runs, to_mono, too_short_warning
 from edge.capture.ring import RingBuffer
 from edge.errors import AudioError
 
@@ -52,8 +52,6 @@ log = logging.getLogger(__name__)
 
 MODEL_RATE = 32000  # Frontend's default sample rate
 POLL_SECONDS = 0.005  # waits poll the ring: the audio callback never signals anyone
-CLIP_LEVEL = 0.999
-CLIP_RUN = 8  # a clipped peak is flat at full scale for a while; one full-scale sample is fine
 CLIP_LOG_SECONDS = 5.0
 NONFINITE_LOG_SECONDS = 1.0
 STDIN_POLL_SECONDS = 0.1  # how often a reader waiting on stdin looks for a stop request
@@ -239,14 +237,6 @@ class Source:
                 self.clipping_fix,
             )
             self._clipped_unlogged = 0
-
-
-def full_scale_runs(x: np.ndarray, carried: int = 0) -> np.ndarray:
-    """run[i]: how many samples up to i are at full scale in a row, a run `carried` from before x
-    going on (so a count over chunks does not depend on their boundaries). Clipping: run >= CLIP_RUN."""
-    position = np.arange(1, x.size + 1)
-    last_quiet = np.maximum.accumulate(np.where(np.abs(x) >= CLIP_LEVEL, 0, position))
-    return position - last_quiet + np.where(last_quiet == 0, carried, 0)
 
 
 @dataclass(frozen=True)

@@ -491,10 +491,14 @@ def test_a_clipped_background_file_is_named(tmp_path, caplog):
 
     from tests.calibrate.conftest import RATE, scene
 
-    clipped = np.clip(5 * np.sin(2 * np.pi * 100 * np.arange(6 * RATE) / RATE), -1.0, 1.0)  # flat at full scale
+    # a 44.1 kHz recorder's short clipped peaks (12 samples flat at full scale): resampled to the
+    # model's rate they are neither flat nor long enough any more, so the file itself is tested
+    clipped = 0.1 * np.random.default_rng(5).standard_normal(6 * 44100)
+    for start in range(1000, 6 * 44100 - 100, 12000):
+        clipped[start:start + 12] = 1.0
     noisy = np.clip(12 * scene(6, [], seed=7), -1.0, 1.0)  # full scale now and then, never for 8 samples: not clipped
     sf.write(tmp_path / "noisy.wav", noisy.astype(np.float32), RATE, subtype="FLOAT")
-    sf.write(tmp_path / "loud.wav", clipped, RATE, subtype="FLOAT")
+    sf.write(tmp_path / "loud.wav", clipped.astype(np.float32), 44100, subtype="FLOAT")
     sf.write(tmp_path / "quiet.wav", scene(6, [], seed=6), RATE)
     with caplog.at_level(logging.WARNING, logger="calibrate.recording"):
         result = CliRunner().invoke(calibrate.cli.main, [
