@@ -273,19 +273,17 @@ class EventLogSink(Sink):
         try:
             self._begin(busy)
         except sqlite3.DatabaseError as err:
-            if self._damaged(err):
-                self._set_aside(err)
-                self._begin(busy)
-            elif getattr(err, "sqlite_errorname", "") == "SQLITE_NOTADB":
-                raise _unusable(self.path, err) from None  # another program's file: a person must see to it
-            else:
+            if not self._damaged(err):
                 raise
+            self._set_aside(err)
+            self._begin(busy)
 
-    def _damaged(self, err: sqlite3.Error) -> bool:
-        """Damaged pages (SQLITE_CORRUPT), or a header overwritten (SQLITE_NOTADB) in the service's
-        own file: moved aside. A file the config names that is no database is another program's."""
-        name = getattr(err, "sqlite_errorname", "")
-        return name == "SQLITE_CORRUPT" or (name == "SQLITE_NOTADB" and self.config.path is None)
+    @staticmethod
+    def _damaged(err: sqlite3.Error) -> bool:
+        """Damaged pages (SQLITE_CORRUPT) or a header overwritten (SQLITE_NOTADB: a power cut on an
+        SD card): moved aside, which loses nothing; the path is the event log's, by default or
+        because event_log.path names it so."""
+        return getattr(err, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
     def _begin(self, busy: float) -> None:
         db = _open(self.path, create=True, busy=busy)

@@ -312,9 +312,11 @@ def test_another_programs_sqlite_file_is_refused(tmp_path):
         db.execute("CREATE TABLE recipes (name TEXT)")
     with pytest.raises(ConfigError, match="SQLite file of something else .*recipes"):
         EventLogSink(EventLogConfig(path=str(path)), tmp_path)
+    # a file that is no SQLite at all where event_log.path says the log is: a damaged log (its header
+    # overwritten), moved aside (nothing is lost) and a new one begun
     (tmp_path / "text.db").write_text("not a database, just text " * 100)
-    with pytest.raises(ConfigError, match="text.db cannot be used as the event log: file is not a database"):
-        EventLogSink(EventLogConfig(path=str(tmp_path / "text.db")), tmp_path)
+    EventLogSink(EventLogConfig(path=str(tmp_path / "text.db")), tmp_path).close()
+    assert [p.read_text()[:26] for p in tmp_path.glob("text.db.damaged-*")] == ["not a database, just text "]
 
 
 def test_an_unwritable_path_is_a_config_error(tmp_path):
