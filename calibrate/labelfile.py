@@ -9,8 +9,11 @@ run leaves the previous file, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import yaml
@@ -88,24 +91,43 @@ def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet
             raise CalibrationError(f"{path}: {key} do not read back exactly: not written; please report it")
     if back.agreement() != label_set.agreement(values.get("agree")):
         raise CalibrationError(f"{path}: the agreement does not read back exactly: not written; please report it")
+    text = stamped(text)
     keep_previous(Path(path), text)
     atomic_write_text(path, text)
     return back
 
 
+STAMP = "# (written by semanticac-calibrate; content {digest}: an edit above changes it)\n"
+
+
+def stamped(text: str) -> str:
+    """`text` with a last line that names its content: a later refit tells an untouched file
+    (replaced as it is) from one a person edited (kept)."""
+    return text + STAMP.format(digest=hashlib.sha256(text.encode()).hexdigest()[:16])
+
+
+def untouched(text: str) -> bool:
+    """Whether `text` is a file `stamped` wrote, as it wrote it."""
+    body, _, _ = text.rstrip("\n").rpartition("\n")
+    return bool(body) and stamped(body + "\n") == text
+
+
 def keep_previous(path: Path, text: str) -> None:
     """An existing file at `path` that `text` would replace is kept as `<path>.bak` first: `--out`
-    is often the `--labels` file itself (a site's set refitted), and its hand-written comments and
-    set-level defaults are not in the new one. A file this package wrote does not replace a .bak
-    (a second refit keeps the hand-written one)."""
+    is often the `--labels` file itself (a site's set refitted), and its hand-written comments,
+    hand edits and set-level defaults are not in the new one. A file calibrate wrote and nobody
+    touched since is replaced as it is; an older .bak that differs is kept beside, timestamped."""
     try:
         old = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return
+    if old == text or untouched(old):
+        return
     backup = backup_path(path)
-    written_by_us = old.startswith("# Label set ") and "semanticac-calibrate" in old.split("\n", 1)[0]
-    if old != text and not (written_by_us and backup.exists()):  # a second refit keeps the hand-written .bak
-        atomic_write_text(backup, old)
+    if backup.exists() and backup.read_text(encoding="utf-8") != old:
+        when = datetime.fromtimestamp(backup.stat().st_mtime)
+        os.replace(backup, backup.with_name(f"{backup.name}-{when:%Y%m%dT%H%M%S}"))
+    atomic_write_text(backup, old)
 
 
 def backup_path(path: Path) -> Path:

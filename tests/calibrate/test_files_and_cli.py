@@ -130,20 +130,22 @@ def test_the_header_s_command_keeps_an_option_given_as_zero(tmp_path):
 
 
 def test_refitting_a_site_s_own_file_keeps_the_previous_one(tmp_path):
-    """`--out` is often the `--labels` file itself: the hand-written version (its comments, a
-    set-level default) is kept as .bak; an unchanged file leaves no .bak."""
+    """`--out` is often the `--labels` file itself: a hand-written file (its comments, a set-level
+    default) is kept as .bak; a file calibrate wrote and nobody touched is replaced as it is; one
+    edited by hand since is kept too, the older .bak beside it (nothing a person wrote is lost)."""
     from calibrate.labelfile import write_label_set
 
     site = tmp_path / "site.yaml"
     original = "# my notes: the kettle is in the kitchen\nname: site\nthreshold: 0.6\nlabels: [dog_bark, kettle]\n"
     site.write_text(original)
-    label_set = load_label_set(site)
-    header = ["Label set 'site' with per-label thresholds fitted by semanticac-calibrate 0.1.0"]  # as the CLI writes
-    write_label_set(site, label_set, thresholds=[0.7, 0.8], header=header)
+    write_label_set(site, load_label_set(site), thresholds=[0.7, 0.8])
     assert (tmp_path / "site.yaml.bak").read_text() == original
     assert [label.threshold for label in load_label_set(site).labels] == [0.7, 0.8]
-    write_label_set(site, load_label_set(site), thresholds=[0.9, 0.8], header=header)  # a refit: the original stays
-    assert (tmp_path / "site.yaml.bak").read_text() == original
-    (tmp_path / "site.yaml.bak").unlink()
-    write_label_set(site, load_label_set(site), thresholds=[0.9, 0.8], header=header)  # the same text again
-    assert not (tmp_path / "site.yaml.bak").exists()
+    write_label_set(site, load_label_set(site), thresholds=[0.9, 0.8])  # untouched since: replaced as it is
+    assert (tmp_path / "site.yaml.bak").read_text() == original and len(list(tmp_path.iterdir())) == 2
+    edited = site.read_text().replace("name: site", "# raised by hand after a false alarm\nname: site")
+    site.write_text(edited)
+    write_label_set(site, load_label_set(site), thresholds=[0.95, 0.8])
+    assert (tmp_path / "site.yaml.bak").read_text() == edited
+    older = list(tmp_path.glob("site.yaml.bak-*"))
+    assert len(older) == 1 and older[0].read_text() == original
