@@ -187,14 +187,9 @@ def resolve_labels(
         {c.label for c, r in zip(clips, resolved) if r.label is None and c.label and c.label.casefold() != NONE}
     )
     if others_are_none and others:
-        log.info("%s: taken as none of the set's labels: %s", what, ", ".join(others))
+        log.warning("%s: %d categories taken as none of the set's labels: %s", what, len(others), ", ".join(others))
         # a category that shares a word with a label (ESC-50's dog, urban's dog_bark) is likely its sound
-        near = [
-            f"{other} ({name})"
-            for other in others
-            for name in label_set.names
-            if set(label_key(other).split()) & set(label_key(name).split())
-        ]
+        near = [f"{other} ({name})" for other in others for name in label_set.names if _words(other) & _words(name)]
         if near:
             log.warning(
                 "%s: taken as none of the set's labels, though they share a word with one: %s; if they are its "
@@ -203,3 +198,8 @@ def resolve_labels(
                 ", ".join(near),
             )
     return resolved
+
+
+def _words(name: str) -> set[str]:
+    """A label's telling words: "a kettle whistling on the stove" -> {kettle, whistling, stove}."""
+    return {word for word in label_key(name).split() if len(word) > 2 and word not in ("the", "and", "with", "from")}

@@ -11,11 +11,12 @@ head needs the student's agreement, else the scores shown); `Stream.smoothed` re
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import logging
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,7 +148,38 @@ def record(
 ) -> tuple[list[Stream], list[tuple[Path, str]]]:
     """Streams of `files` (one per file, or with `join` one stream of them all, end to end, no
     gap; with `in_silence` each file padded with silence, `listen_in_silence`) and the files
-    skipped as unreadable, each with the reason (a warning is logged)."""
+    skipped as unreadable, each with the reason (a warning is logged). What listen says of the
+    label set at each start (a weak name, other settings than fitted) is said once, not per file."""
+    with _once(logging.getLogger("edge.listen")):
+        return _record(options, labels, files, join, what, in_silence)
+
+
+@contextlib.contextmanager
+def _once(logger: logging.Logger) -> Iterator[None]:
+    """Each distinct message of `logger` passes once while inside."""
+    seen: set[str] = set()
+
+    def first(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        new = message not in seen
+        seen.add(message)
+        return new
+
+    logger.addFilter(first)
+    try:
+        yield
+    finally:
+        logger.removeFilter(first)
+
+
+def _record(
+    options: ListenOptions,
+    labels: Sequence[str],
+    files: Sequence[Path],
+    join: bool,
+    what: str,
+    in_silence: bool,
+) -> tuple[list[Stream], list[tuple[Path, str]]]:
     skipped: list[tuple[Path, str]] = []
     if join:
         return [_joined(options, labels, files, skipped)], skipped

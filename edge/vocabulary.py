@@ -544,12 +544,13 @@ class Fusion:
 
     def meanings(self, labels: tuple[str, ...], names: tuple[str, ...], k: int = 3) -> dict[str, str]:
         """What each new label is scored as: label -> "95% Frog (ceiling 0.12), 3% Croak, ..." (its
-        `k` heaviest vocabulary classes and their share of its score, with the ceiling of those the
-        training audio left below 0.9), for the labels no one trained, in the set's order."""
+        `k` heaviest vocabulary classes and their weights in the blend that scores it, with the
+        ceiling of those the training audio left below 0.9), for the labels no one trained, in the
+        set's order."""
 
         def named(j: int, weight: float) -> str:
             low = f" (ceiling {self.ceiling[j]:.2f})" if self.ceiling is not None and self.ceiling[j] < 0.9 else ""
-            return f"{weight:.0%} {names[j]}{low}"  # a share, not a score
+            return f"{weight:.0%} {names[j]}{low}"  # a weight, not a score
 
         out = {}
         for i in np.flatnonzero(self.novel):

@@ -3,7 +3,12 @@
     name: urban                          # file-name safe; the embeddings are labels/<name>.npz
     prompt: "an audio clip of {label}"   # optional, this is the default ({label}: the name, _ -> space)
     threshold: 0.5                       # optional default for every label
-    calibration: {temperature: 1.3}      # optional: logits / T (semanticac-calibrate scores)
+    calibration: {temperature: 1.3, new_labels: true}   # optional: logits / T (semanticac-calibrate
+                                         # scores); new_labels: T and the biases reach the labels
+                                         # no one trained too (scores writes it; without it they do not)
+    fitted_for: {window: 5, hop: 1, smooth: 3, min_duration: 1, release: 0.7}   # optional: the
+                                         # listen settings the thresholds were fitted under (listen warns
+                                         # when it runs others; semanticac-calibrate thresholds writes it)
     agree: 0.5                           # optional: an event of a trained label needs the student alone
                                          # at this score (default: the bundle's model.json
                                          # vocabulary.head.agree; 0: no agreement; only with a head)

@@ -458,9 +458,11 @@ def check_label_sets(ctx: _Context) -> list[Check]:
         if check.status == FAIL and ctx.labels and asked_name is not None and name != asked_name:
             check = Check(check.name, WARN, f"{check.finding} (not the --labels set)", check.fix)
         checks.append(check)
-    # Sets precomputed into the bundle without a YAML here (a custom set embedded on the desktop).
+    # Sets precomputed into the bundle without a YAML here (a custom set embedded on the desktop);
+    # not the vocabulary's own classes (its check says what to do of that file)
+    vocabulary_file = (bundle.meta.vocabulary or {}).get("labels")
     for path in sorted(bundle.labels_dir.glob("*.npz")) if bundle.labels_dir.is_dir() else []:
-        if path.stem not in sets:
+        if path.stem not in sets and path.stem != vocabulary_file:
             checks.append(_orphan_embeddings_check(ctx, path))
     return checks
 

@@ -526,3 +526,22 @@ def test_positives_leave_out_none_rows_and_name_the_fix_for_a_typo(background, p
     result = CliRunner().invoke(calibrate.cli.main, [*args, "--positives", str(typo)])
     assert result.exit_code == 1 and "did you mean 'siren'?" in result.output
     assert "correct the label, or leave the row out" in result.output and "--others-are-none" not in result.output
+
+
+def test_what_listen_says_of_the_set_is_said_once_not_per_file(background, tmp_path, caplog, monkeypatch):
+    """listen warns at each start (here: a set calibrated before calibrations reached new labels);
+    calibrate starts one listen per file: a 400-file background said it 400 times."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the new set is embedded there
+    old = tmp_path / "old.yaml"
+    old.write_text("name: old\ncalibration: {temperature: 1.5}\nlabels:\n  - siren\n  - name: kettle\n    bias: 1.0\n")
+    folder = tmp_path / "bg"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.wav").write_bytes((background / "street1.wav").read_bytes())
+    with caplog.at_level(logging.WARNING):
+        result = CliRunner().invoke(calibrate.cli.main, [
+            "thresholds", "--labels", str(old), "--background", str(folder), "--false-alarms-per-hour", "1e6",
+            "--out", str(tmp_path / "x.yaml"), *cli_options(hop=2.0)])
+    assert result.exit_code == 0, result.output
+    said = [r for r in caplog.records if "was calibrated before" in r.getMessage()]
+    assert len(said) == 1

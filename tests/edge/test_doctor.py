@@ -49,6 +49,7 @@ def test_a_good_bundle_is_ok(demo_bundle, tmp_path):
     assert found["vocabulary"] == OK and "521 named classes, 60 trained labels, a head" in result.output
     assert found["labels urban"] == OK  # precomputed in the bundle
     assert found["labels site"] == OK  # not precomputed, but text.onnx can compute it
+    assert "labels audioset" not in found  # the vocabulary's own classes: its check covers them, no "YAML"
     assert found["python"] == OK and found["onnxruntime"] == OK
     assert "ready in" in result.output and "computable on the device" in result.output
     assert demo_bundle.meta.model_id in result.output
