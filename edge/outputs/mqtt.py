@@ -76,6 +76,7 @@ ONLINE, OFFLINE = "online", "offline"
 PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log")
 HELD = ("clipping", "overload")
 PROBLEM_HOLD_SECONDS = 900.0
+TAKEN_OVER_SECONDS = 5.0  # connections ended sooner, twice in a row: likely one client id used twice
 CLOSE_SECONDS = 2.0  # close() waits this long at most for the queue and the broker's acknowledgements
 BATCH = 64  # queued messages handed to paho per turn of the publisher thread
 # Home Assistant fires its event entity on starts only: an `end` renders empty, which it ignores.
@@ -310,6 +311,8 @@ class MqttSink(Sink):
         self._closed = False
         self._refused: str | None = None  # the last refusal logged (logged again only when it changes)
         self._unreachable_logged = False
+        self._connected_at = -math.inf  # time.monotonic() of the last connection
+        self._short_links = 0  # connections in a row the broker ended within TAKEN_OVER_SECONDS
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -529,6 +532,7 @@ class MqttSink(Sink):
         if cfg.discovery:
             client.publish(self.discovery_topic, json.dumps(self.discovery_config()), qos=1, retain=True)
         client.publish(self.topic("labels"), json.dumps(list(self.labels)), qos=1, retain=True)
+        self._connected_at = time.monotonic()
         with self._cond:
             self._connected = True
             self._dirty = dict.fromkeys(self._retained)  # a restarted broker may have lost them
@@ -551,13 +555,21 @@ class MqttSink(Sink):
         was = self._connected
         with self._cond:
             self._connected = False
+        # a broker ends a connection when another client connects with the same client id
+        short = time.monotonic() - self._connected_at < TAKEN_OVER_SECONDS
+        self._short_links = self._short_links + 1 if short else 0
         if was and not self._closing:
             log.warning(
-                "mqtt: lost the broker at %s:%d (%s); reconnecting, up to %d messages wait meanwhile",
+                "mqtt: lost the broker at %s:%d (%s); reconnecting, up to %d messages wait meanwhile%s",
                 self.config.host,
                 self.config.port,
                 reason,
                 self.config.queue_size,
+                f"; it ended the last {self._short_links} connections within seconds: another client with client "
+                f"id {self.config.client_id!r} is likely connected (a second service on this node_id?): give each "
+                "its own mqtt.node_id (and mqtt.client_id where set)"
+                if self._short_links >= 2
+                else "",
             )
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -385,6 +385,21 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(tmp_path, node, subscribe
         later.kill()
 
 
+def test_one_client_id_used_twice_is_named_as_the_likely_cause(broker, node, caplog):
+    """Two services on one node_id (a shell run beside the unit): the broker ends each connection
+    when the other connects, which read as "lost the broker (Unspecified error)" every second."""
+    first, second = make_sink(broker.port, node), make_sink(broker.port, node)
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.mqtt"):
+        first.start()
+        second.start()
+        try:
+            wait_until(lambda: "is likely connected" in caplog.text, timeout=20)
+        finally:
+            first.close()
+            second.close()
+    assert f"another client with client id 'semanticac-{node}' is likely connected" in caplog.text
+
+
 def test_messages_a_stalled_broker_never_acknowledged_are_counted_at_close(tmp_path, node, caplog):
     """A broker that stalls (a half-open link: the connection looks up until the keepalive runs
     out) takes QoS 1 messages without acknowledging them: at close they are said to be lost."""
