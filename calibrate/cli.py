@@ -567,7 +567,11 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
     from calibrate.plots import plot_reliability
 
     write_outputs(
-        out, partial(write_label_set, out, report.label_set, header=header), plot, partial(plot_reliability, report)
+        out,
+        # fitted_for goes: the set's thresholds were fitted on the scores before this calibration
+        partial(write_label_set, out, report.label_set, fitted_for={}, header=header),
+        plot,
+        partial(plot_reliability, report),
     )
 
 

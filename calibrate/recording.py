@@ -31,6 +31,7 @@ from edge.outputs.sinks import Sink, Status, WindowResult
 from edge.scoring import Smoother
 
 log = logging.getLogger(__name__)
+TEMPORARY = "semanticac-calibrate-"  # the prefix of the temporary folders calibrate listens in
 
 
 class WindowRecorder(Sink):
@@ -132,7 +133,7 @@ def listen_in_silence(options: ListenOptions, labels: Sequence[str], path: Path)
     rate = meta.frontend.sample_rate
     pad = np.zeros(meta.frontend.seconds_to_samples(options.window or meta.clip_seconds), dtype=np.float32)
     samples = np.concatenate([pad, read_audio(path, rate), pad])
-    with tempfile.TemporaryDirectory(prefix="semanticac-calibrate-") as folder:
+    with tempfile.TemporaryDirectory(prefix=TEMPORARY) as folder:
         padded = Path(folder) / "padded.wav"
         sf.write(str(padded), samples, rate, subtype="FLOAT")
         return listen_to(options, labels, padded, name=str(path))
@@ -150,26 +151,30 @@ def record(
     gap; with `in_silence` each file padded with silence, `listen_in_silence`) and the files
     skipped as unreadable, each with the reason (a warning is logged). What listen says of the
     label set at each start (a weak name, other settings than fitted) is said once, not per file."""
-    with _once(logging.getLogger("edge.listen")):
+    with _quieter(logging.getLogger("edge.listen")), _quieter(logging.getLogger("edge.capture.sources")):
         return _record(options, labels, files, join, what, in_silence)
 
 
 @contextlib.contextmanager
-def _once(logger: logging.Logger) -> Iterator[None]:
-    """Each distinct message of `logger` passes once while inside."""
+def _quieter(logger: logging.Logger) -> Iterator[None]:
+    """While inside, each distinct message of `logger` passes once, and none about clipping in the
+    temporary files calibrate listens to (a joined background, a padded clip): the clipped files
+    themselves are named when they are read."""
     seen: set[str] = set()
 
-    def first(record: logging.LogRecord) -> bool:
+    def said(record: logging.LogRecord) -> bool:
         message = record.getMessage()
+        if TEMPORARY in message and "clip" in message:
+            return False
         new = message not in seen
         seen.add(message)
         return new
 
-    logger.addFilter(first)
+    logger.addFilter(said)
     try:
         yield
     finally:
-        logger.removeFilter(first)
+        logger.removeFilter(said)
 
 
 def _record(
@@ -232,7 +237,7 @@ def _joined(
     from edge.bundle import resolve_bundle
 
     rate = resolve_bundle(options.bundle).meta.frontend.sample_rate
-    with tempfile.TemporaryDirectory(prefix="semanticac-calibrate-") as folder:
+    with tempfile.TemporaryDirectory(prefix=TEMPORARY) as folder:
         joined = Path(folder) / "joined.w64"  # Sony Wave64: no 4 GB limit (WAV's is ~18 h at 16 kHz float)
         parts, samples = 0, 0
         clipped: list[Path] = []

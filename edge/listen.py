@@ -505,7 +505,8 @@ def start_notes(
                         "warning",
                         f"label set {label_set.name!r} was calibrated before a calibration reached new labels: its "
                         f"temperature and biases are not applied to {', '.join(meanings)}; run `semanticac-calibrate "
-                        "scores` again to calibrate them too",
+                        "scores` again to calibrate them too (or, for a calibration written by hand for them, add "
+                        "`new_labels: true` to its `calibration:`)",
                     )
                 )
             own = {label.name: label.threshold for label in label_set.labels}

@@ -183,13 +183,16 @@ def test_scores_on_real_clips(data_dir, tmp_path):
         csv.writer(f).writerows([["path", "label"]] + [[str(c.path), c.label] for group in chosen.values()
                                                         for c in group])
     out = tmp_path / "site.yaml"
+    fitted = tmp_path / "fitted.yaml"  # a set whose thresholds were fitted: a new calibration voids that
+    fitted.write_text("name: urban\nfitted_for: {hop: 1}\nlabels: " + str(resolve_label_set("urban").names) + "\n")
     result = CliRunner().invoke(calibrate.cli.main, [
-        "scores", "--labels", "urban", "--data", str(csv_path), "--out", str(out), "--threads", "1"])
+        "scores", "--labels", str(fitted), "--data", str(csv_path), "--out", str(out), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("30 clip(s)")
     fig = figures(result.stdout)
     assert fig["after"][0] <= fig["before"][0] + 1e-9
-    assert load_label_set(out).temperature > 0
+    site = load_label_set(out)
+    assert site.temperature > 0 and site.calibrated_new and site.fitted_for is None
 
 
 def test_dataset_specs(data_dir, caplog):
