@@ -282,11 +282,12 @@ def thresholds(
         from calibrate.plots import require_matplotlib
 
         require_matplotlib()  # before the long run, not after it
-    files = audio_files(background)
-    if only_raise is None:
-        from edge.bundle import resolve_bundle
+    from edge.bundle import resolve_bundle
 
-        only_raise = resolve_bundle(bundle).meta.scoring.get("kind", "softmax") == "sigmoid"
+    files = audio_files(background)
+    bundle_ = resolve_bundle(bundle)
+    if only_raise is None:
+        only_raise = bundle_.meta.scoring.get("kind", "softmax") == "sigmoid"
         ctx.params["only_raise"] = only_raise  # the file's header says which was used
     options = ListenOptions(
         labels=labels_spec,
@@ -399,11 +400,9 @@ def thresholds(
         )
 
     how = "joined into one stream" if join else "each file its own stream"
-    from edge.bundle import resolve_bundle
-
-    clip = resolve_bundle(bundle).meta.clip_seconds
+    clip = bundle_.meta.clip_seconds
     window_text = f"{window:g} s" if window is not None else f"{clip:g} s (the bundle's clip length)"
-    heard = options.windowing(resolve_bundle(bundle))  # in the bundle's frames, as listen compares them
+    heard = options.windowing(bundle_)  # in the bundle's frames, as listen compares them
     fitted_for = {  # written into the set: listen warns when it runs with other settings
         "window": heard.window_seconds,
         "hop": heard.hop_seconds,

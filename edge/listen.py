@@ -443,21 +443,21 @@ def fitted_notes(label_set: LabelSet, options: ListenOptions, windowing: Windowi
         "release": options.release,
         "min_level": options.min_level,
     }
-    differ: list[tuple[str, float | None, float | None]] = []
-    for key, value in now.items():
-        fitted = label_set.fitted_for.get(key)  # min_level left out: the gate was off
-        if key not in label_set.fitted_for and key != "min_level":
-            continue
-        same = (fitted is None) == (value is None) and (
-            fitted is None or value is None or math.isclose(float(value), fitted, abs_tol=1e-6)
-        )
-        if not same:
-            differ.append((key, fitted, value))
-    if not differ:
-        return []
+
+    def same(a: float | None, b: float | None) -> bool:
+        return a is None and b is None or a is not None and b is not None and math.isclose(a, b, abs_tol=1e-6)
 
     def shown(value: float | None) -> str:
         return "off" if value is None else f"{value:g}"
+
+    fitted = label_set.fitted_for  # min_level left out: the gate was off
+    differ = [
+        (key, fitted.get(key), value)
+        for key, value in now.items()
+        if (key in fitted or key == "min_level") and not same(fitted.get(key), value)
+    ]
+    if not differ:
+        return []
 
     changes = ", ".join(f"{key} {shown(fitted)} -> {shown(value)}" for key, fitted, value in differ)
     return [

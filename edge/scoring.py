@@ -206,8 +206,8 @@ class Scorer:
         if self.fusion is None or vocabulary is None:
             return self._calibrated(z)
         calibrated = self._calibrated(self.fusion.mix(z, vocabulary))
-        fused = logit(self.fusion(self.probabilities(calibrated), vocabulary))
-        return np.where(self.fusion.novel, self._calibrated(fused) if self.calibrate_new else fused, calibrated)
+        fused = self.fusion(self.probabilities(calibrated), vocabulary)
+        return np.where(self.fusion.novel, self._new_logits(fused), calibrated)
 
     def _student(self, audio: np.ndarray) -> np.ndarray:
         """The student's own logits, before the set's calibration."""
@@ -253,14 +253,18 @@ class Scorer:
         mixed = self.fusion.mix(z, vocabulary) if mix else z
         return self._calibrated_new(self.fusion(self.probabilities(self._calibrated(mixed)), vocabulary))
 
+    def _new_logits(self, fused: np.ndarray) -> np.ndarray:
+        """A new label's logit: that of the vocabulary's score p for it, with the set's calibration
+        when it reaches new labels, logit(p) / T + b, as the trained labels' logits get it."""
+        return self._calibrated(logit(fused)) if self.calibrate_new else logit(fused)
+
     def _calibrated_new(self, fused: np.ndarray) -> np.ndarray:
-        """The set's calibration on the new labels' scores (the vocabulary's, taken as
-        probabilities): sigmoid(logit(p) / T + b), as the trained labels' logits get it."""
+        """The fused scores with the new labels' calibrated: sigmoid of `_new_logits`."""
         assert self.fusion is not None
         novel = self.fusion.novel
         if not self.calibrate_new or (self.temperature == 1.0 and not self.biases[novel].any()):
             return fused  # the usual case: no calibration, not even a round trip through the logit
-        return np.where(novel, sigmoid(self._calibrated(logit(fused))), fused)
+        return np.where(novel, sigmoid(self._new_logits(fused)), fused)
 
 
 class Smoother:

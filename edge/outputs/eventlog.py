@@ -273,17 +273,10 @@ class EventLogSink(Sink):
         try:
             self._begin(busy)
         except sqlite3.DatabaseError as err:
-            if not self._damaged(err):
+            if not _damaged(err):
                 raise
             self._set_aside(err)
             self._begin(busy)
-
-    @staticmethod
-    def _damaged(err: sqlite3.Error) -> bool:
-        """Damaged pages (SQLITE_CORRUPT) or a header overwritten (SQLITE_NOTADB: a power cut on an
-        SD card): moved aside, which loses nothing; the path is the event log's, by default or
-        because event_log.path names it so."""
-        return getattr(err, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
 
     def _begin(self, busy: float) -> None:
         db = _open(self.path, create=True, busy=busy)
@@ -368,9 +361,9 @@ class EventLogSink(Sink):
             if time.monotonic() >= self._next_retention:
                 self._retain()
         except sqlite3.Error as err:  # disk full, locked, I/O error: never the loop's end
-            if self._damaged(err) and self._db is not None:  # damaged under the service: begun again at the next record
-                self._db.close()
-                self._db, self._next_open = None, 0.0
+            if _damaged(err) and self._db is not None:  # damaged under the service: begun again at the next record
+                self._close_db()
+                self._next_open = 0.0
                 self._set_aside(err)
             self._fail(_reason(err))
             return
@@ -473,9 +466,15 @@ def _check_schema(db: sqlite3.Connection, path: Path, create: bool) -> None:
         raise _unusable(path, err) from None
 
 
+def _damaged(err: sqlite3.Error) -> bool:
+    """Damaged pages (SQLITE_CORRUPT) or a header overwritten (SQLITE_NOTADB: a power cut on an SD
+    card): the file is moved aside, which loses nothing; its path is the event log's, by default or
+    because event_log.path names it so."""
+    return getattr(err, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
 def _passing_or_damaged(err: sqlite3.Error) -> bool:
-    name = getattr(err, "sqlite_errorname", "")
-    return name in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or any(name.startswith(word) for word in PASSING)
+    return _damaged(err) or any(getattr(err, "sqlite_errorname", "").startswith(word) for word in PASSING)
 
 
 def _reason(err: sqlite3.Error) -> str:

@@ -389,16 +389,15 @@ class MqttSink(Sink):
         if status.code in ("audio_lost", "audio_restored"):
             self._audio_lost = status.code == "audio_lost"
             self._set_retained(self.topic("microphone"), OFF if self._audio_lost else ON)
-        if status.code in PROBLEMS or status.code in ENDS:
-            if status.code in ENDS:
-                self._problems.pop(ENDS[status.code], None)
-            else:
-                until = time.monotonic() + PROBLEM_HOLD_SECONDS if status.code in HELD else math.inf
-                self._problems[status.code] = (
-                    {"code": status.code, "message": status.message, "utc": self.utc(status.t)},
-                    until,
-                )
-            self._set_retained(self.topic("problem"), self._problem_payload())
+        if status.code in ENDS:
+            self._problems.pop(ENDS[status.code], None)
+        elif status.code in PROBLEMS:
+            until = time.monotonic() + PROBLEM_HOLD_SECONDS if status.code in HELD else math.inf
+            problem = {"code": status.code, "message": status.message, "utc": self.utc(status.t)}
+            self._problems[status.code] = (problem, until)
+        else:
+            return
+        self._set_retained(self.topic("problem"), self._problem_payload())
 
     def _problem_payload(self) -> str:
         problems = [problem for problem, _ in self._problems.values()]
