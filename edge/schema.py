@@ -37,6 +37,45 @@ def unknown_keys(keys: Iterable[str], allowed: Iterable[str], word: str = "field
     return f"unknown {named}{f' {context}' if context else ''}: {guess}allowed {word}s are {allowed}"
 
 
+# PyYAML's problem (its start) -> what a person who wrote the file usually did, and the fix.
+_YAML_HINTS = (
+    ("found character '\\t'", "a tab: YAML indents with spaces only; replace the tab with spaces"),
+    (
+        "mapping values are not allowed",
+        "a text holding ': ' must be quoted (name: \"alarm: fire\"), or this line is indented deeper than its section",
+    ),
+    ("could not find expected ':'", "a key needs ': ' after it, or a quote on this line is not closed"),
+    ("expected ',' or '}'", "a { is not closed with }"),
+    ("expected ',' or ']'", "a [ is not closed with ]"),
+    ("found unexpected end of stream", "a quote is not closed"),
+    ("expected <block end>", "the items of one list or section must start in the same column"),
+    ("found undefined alias", "a * starts an alias in YAML: quote the text"),
+    ("found character '@'", "a text starting with @ or ` must be quoted"),
+    ("found character '`'", "a text starting with @ or ` must be quoted"),
+)
+
+
+def yaml_error(err: Exception, source: str, text: str) -> str:
+    """ "FILE:LINE: not valid YAML: <problem> (line 'the line'): <usual cause and fix>" for a
+    PyYAML error: the line is the one the problem starts on (an unclosed quote's opening line, not
+    the end of the file)."""
+    problem = str(getattr(err, "problem", None) or err)
+    mark = getattr(err, "problem_mark", None)
+    context_mark = getattr(err, "context_mark", None)
+    if context_mark is not None and ("end of stream" in problem or "<stream end>" in problem):
+        mark = context_mark  # the quote or bracket that was opened and never closed
+    if mark is None:
+        return f"{source}: not valid YAML: {problem}"
+    lines = text.splitlines()
+    shown = lines[mark.line].strip() if mark.line < len(lines) else ""
+    hint = next((fix for start, fix in _YAML_HINTS if problem.startswith(start)), "")
+    return (
+        f"{source}:{mark.line + 1}: not valid YAML: {problem}"
+        + (f" (line {mark.line + 1}: {shown!r})" if shown else "")
+        + (f": {hint}" if hint else "")
+    )
+
+
 def is_kind(value: object, kinds: type | tuple[type, ...]) -> bool:
     """isinstance, except that a bool is not an int unless bool is asked for."""
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)

@@ -42,7 +42,7 @@ from pathlib import Path
 import yaml
 
 from edge.errors import LabelSetError
-from edge.schema import NUMBER, is_kind, must_be, unknown_keys
+from edge.schema import NUMBER, is_kind, must_be, unknown_keys, yaml_error
 
 log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "an audio clip of {label}"  # the paper's best prompt (Table 4)
@@ -314,6 +314,14 @@ class _Parser:
             if "name" not in keys:
                 raise self.fail(node, where, "missing key 'name'")
         name = self.value(keys["name"], f"{where}.name", "str")
+        node_name = keys["name"]
+        if node_name.style is None and node_name.end_mark.line > node_name.start_mark.line:
+            raise self.fail(
+                node_name,
+                f"{where}.name",
+                f"{name!r} runs over lines {node_name.start_mark.line + 1}-{node_name.end_mark.line + 1}: YAML "
+                "joins an unquoted text's lines into one label; start each item's '-' in the same column",
+            )
         if "\n" in name or len(name) > 100:
             raise self.fail(
                 keys["name"], f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters"
@@ -353,9 +361,7 @@ def parse_label_set(text: str, source: str = "<string>") -> LabelSet:
         try:
             root = loader.get_single_node()
         except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise LabelSetError(f"{source}{line}: not valid YAML: {getattr(err, 'problem', err)}") from None
+            raise LabelSetError(yaml_error(err, source, text)) from None
         return _Parser(source, loader).label_set(root)
     finally:
         loader.dispose()

@@ -37,6 +37,7 @@ from edge.outputs.clips import ClipsConfig
 from edge.outputs.eventlog import EventLogConfig
 from edge.outputs.metrics import MetricsConfig
 from edge.outputs.mqtt import MqttConfig
+from edge.schema import yaml_error
 from edge.service.sections import invalid, parse_section
 
 SCHEMA_VERSION = 1
@@ -314,9 +315,7 @@ def read_config_file(path: str | Path) -> Any:
         twice = _repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))
         document = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(err, 'problem', err)}") from None
+        raise ConfigError(yaml_error(err, str(path), text)) from None
     if twice is not None:  # YAML keeps the last one: the first would be silently ignored
         key, first, again = twice
         raise ConfigError(

@@ -75,7 +75,9 @@ def _convert(value: Any, hint: Any, key: str) -> Any:
     if value is None:
         if type(None) in options:
             return None
-        raise invalid(key, value, _describe(hint) + " (leave the key out for the default)")
+        nested = typing.get_origin(hint) in (dict, list) or dataclasses.is_dataclass(hint)
+        below = f", on the lines below `{key.rpartition('.')[2]}:` and indented deeper than it" if nested else ""
+        raise invalid(key, value, _describe(hint) + below + " (leave the key out for the default)")
     errors = []
     for option in (o for o in options if o is not type(None)):
         try:

@@ -78,7 +78,11 @@ def test_sha_covers_names_and_prompts_only():
     ("name: x\nlabels:\n  - dog\n  - yes\n", r":4: labels\[1\].name: .* \(YAML reads yes as True, not text: quote it, 'yes'\)"),
     ("name: x\nlabels: [dog, 911]\n", r"labels\[1\].name: .* \(YAML reads 911 as 911, not text: quote it, '911'\)"),
     ("name: x\nname: y\nlabels: [dog]\n", r":2: label set: key 'name' appears twice"),
-    ("name: x\nlabels: [dog\n", r"not valid YAML"),
+    ("name: x\nlabels: [dog\n", r":2: not valid YAML: .* \(line 2: 'labels: \[dog'\): a \[ is not closed with \]"),
+    ("name: x\nlabels:\n  - 'dog bark\n", r":3: not valid YAML: .* \(line 3: \"- 'dog bark\"\): a quote is not closed"),
+    ("name: x\nlabels:\n  - dog bark\n   - siren\n", r":3: labels\[0\].name: 'dog bark - siren' runs over lines 3-4"),
+    ("name: x\nlabels:\n\t- dog\n", r":3: not valid YAML: .*: a tab: YAML indents with spaces only"),
+    ("name: x\nlabels:\n  - name: alarm: fire\n", r":3: not valid YAML: .*: a text holding ': ' must be quoted"),
     ("", r"file: is empty"),
     ("- dog\n- cat\n", r":1: label set: must be a mapping"),
 ])

@@ -62,6 +62,8 @@ def config(**sections) -> ServiceConfig:
     ({"fast": True}, "fast", "did you mean `audio.fast`? (indent it under its section)"),  # lost its indent
     ({"enabled": True}, "enabled", "did you mean `mqtt.enabled` or `metrics.enabled` or `event_log.enabled` or"),
     ({"labels": {"set": "urban", "thresholds": [0.5]}}, "labels.thresholds", "a mapping of names to numbers"),
+    ({"labels": {"set": "urban", "thresholds": None, "siren": 0.9}}, "labels.thresholds",  # entries not indented
+     "on the lines below `thresholds:` and indented deeper than it"),
     ({"schema_version": 2}, "schema_version", "use 1"),
     ({"listen": [1, 2]}, "listen", "listen must be a mapping"),
 ])
@@ -251,7 +253,7 @@ def test_the_log_level_of_the_config_quietens_and_raises_and_minus_v_raises_it_m
 def test_a_file_that_is_not_yaml_names_its_line(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("schema_version: 1\nlisten:\n  hop: [1\n")
-    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:\d+: not valid YAML"):
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:3: not valid YAML: .*: a \[ is not closed with \]"):
         load_config(path)
 
 
