@@ -315,7 +315,7 @@ class _Parser:
                 raise self.fail(node, where, "missing key 'name'")
         name = self.value(keys["name"], f"{where}.name", "str")
         node_name = keys["name"]
-        if node_name.style is None and node_name.end_mark.line > node_name.start_mark.line:
+        if getattr(node_name, "style", "") is None and node_name.end_mark.line > node_name.start_mark.line:
             raise self.fail(
                 node_name,
                 f"{where}.name",
