@@ -103,6 +103,11 @@ CLIPPING_STATUS_SECONDS = 600.0
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
+def count(n: int, noun: str) -> str:
+    """ "1 window", "3 windows"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _flag(name: str) -> str:
     """The command-line spelling of an option (the service config uses the field name)."""
     return {"sample_format": "--format", "top_k": "--top-k"}.get(name, "--" + name.replace("_", "-"))
@@ -752,8 +757,8 @@ class Listener:
         self._status(
             "info",
             f"stopped ({'failed' if failure else WHY_STOPPED.get(self.summary.end_reason, self.summary.end_reason)}): "
-            f"{self.summary.windows} windows, {self.summary.dropped} dropped, "
-            f"{self.summary.events} events",
+            f"{count(self.summary.windows, 'window')}, {self.summary.dropped} dropped, "
+            f"{count(self.summary.events, 'event')}",
         )
         return self.summary
 
@@ -770,9 +775,9 @@ class Listener:
             self._status(
                 "info",
                 f"no event, though {', '.join(reached)} reached the threshold: an event needs a label's score, "
-                f"averaged over {self.smoother.windows} window(s), at or above its threshold for "
+                f"averaged over {count(self.smoother.windows, 'window')}, at or above its threshold for "
                 f"{self.detector.min_duration:g} s (--min-duration; a service: listen.min_duration), and "
-                f"{self.summary.windows} window(s) were heard"
+                f"{count(self.summary.windows, 'window')} {'was' if self.summary.windows == 1 else 'were'} heard"
                 + (
                     "; a clip alone is one window: hear it in the stream it came from, or with silence around it"
                     if self.summary.windows <= self.smoother.windows
@@ -873,7 +878,7 @@ class Listener:
             self._clipped_said, self._clipping_at = source.clipped_samples, time.monotonic()
             self._status(
                 "warning",
-                f"{source.name} clips: {clipped} input sample(s) at full scale: {source.clipping_fix}; "
+                f"{source.name} clips: {count(clipped, 'input sample')} at full scale: {source.clipping_fix}; "
                 "clipped audio scores lower",
                 code="clipping",
             )
@@ -947,7 +952,7 @@ class Listener:
             self.summary.dropped += late
             self._status(
                 "warning",
-                f"inference fell behind: dropped {late} window(s) "
+                f"inference fell behind: dropped {count(late, 'window')} "
                 f"({self.summary.dropped} so far); try a longer --hop or a faster backend",
                 code="overload",
             )

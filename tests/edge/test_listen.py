@@ -138,7 +138,7 @@ def test_a_clip_whose_label_reached_its_threshold_without_an_event_says_why(demo
     assert not [r for r in records if r["type"] in ("start", "end")]
     said = [r["message"] for r in records if r["type"] == "status" and r["message"].startswith("no event, though")]
     assert len(said) == 1 and "dog_bark 0.8" in said[0] and "(threshold 0.5)" in said[0] and "(--min-duration; a service: listen.min_duration)" in said[0]
-    assert "1 window(s) were heard; a clip alone is one window" in said[0]
+    assert "1 window was heard; a clip alone is one window" in said[0]
     # the barking going on for 12 s starts the event, and says nothing of the kind
     audio = read_audio(clip, demo_bundle.meta.frontend.sample_rate)
     sf.write(tmp_path / "stream.wav", np.concatenate([audio] * 3), demo_bundle.meta.frontend.sample_rate)
