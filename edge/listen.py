@@ -540,6 +540,14 @@ def start_notes(
         )
     if label_set.fitted_for and options is not None:
         notes += fitted_notes(label_set, options, windowing)
+    if options is not None and options.fast and options.input not in (None, "-"):
+        notes.append(
+            (
+                "info",
+                "--fast (a service: audio.fast): a date is this start plus the file's own seconds, so it runs ahead "
+                "of the clock by the time the replay saves; `t` is the position in the file",
+            )
+        )
     if windowing.hop_frames > windowing.window_frames:
         notes.append(
             (

@@ -121,6 +121,16 @@ def test_a_hop_longer_than_the_window_warns(demo_bundle, clip):
     warnings = [s.message for s in sink.of("status") if s.level == "warning"]
     assert any("never analysed" in w and "hop 3 s" in w for w in warnings), warnings
     assert summary.windows == 2 and summary.error is None  # windows end at 2 and 5 s
+    infos = [s.message for s in sink.of("status") if s.level == "info"]
+    assert any(i.startswith("--fast (a service: audio.fast): a date is this start plus") for i in infos), infos
+
+
+def test_a_file_in_real_time_says_nothing_of_fast_dates(demo_bundle, tmp_path):
+    short = tmp_path / "short.wav"
+    sf.write(short, tone(700, 1.0, RATE), RATE)
+    sink = Collect()
+    listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(short), window=1.0), sink=sink)
+    assert not any("--fast" in s.message for s in sink.of("status"))
 
 
 def test_stream_time_0_is_when_the_loop_starts_to_read_not_when_the_sink_was_made(demo_bundle, clip, monkeypatch):
