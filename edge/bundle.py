@@ -32,7 +32,7 @@ from pathlib import Path
 
 from edge.errors import BundleError
 from edge.features import Frontend, WindowGain
-from edge.fsutil import atomic_write_text, sha256_file
+from edge.fsutil import atomic_write_text, looked_at, sha256_file
 from edge.schema import NUMBER, Fields, is_kind, must_be, read_json
 
 FORMAT_VERSION = 1
@@ -449,7 +449,9 @@ def read_bundle(path: str | Path, verify: bool = False, named_by: str = "--bundl
     path = Path(path)
     meta_path = path / META_FILE
     if not meta_path.is_file():
-        what = "is not a folder" if not path.is_dir() else f"has no {META_FILE}"
+        what = (
+            f"has no {META_FILE}" if path.is_dir() else "is not a folder" + ("" if path.exists() else looked_at(path))
+        )
         origin = "" if named_by == "--bundle" else f" (from {named_by})"
         raise BundleError(
             f"bundle {path}{origin} {what}: point {named_by} at a folder written by `semanticac-train export`"

@@ -83,6 +83,15 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def looked_at(path: str | Path) -> str:
+    """For a path not found: " (looked at /abs/path: a relative path is read from the folder the
+    command runs in)" when it is relative (a service runs in /, not where it was written), else ""."""
+    path = Path(path)
+    if path.is_absolute():
+        return ""
+    return f" (looked at {Path.cwd() / path}: a relative path is read from the folder the command runs in)"
+
+
 def unwritable_reason(folder: str | Path) -> str | None:
     """None when `folder` exists or can be made, and a file can be created in it; else why not."""
     folder = Path(folder)

@@ -20,6 +20,7 @@ import soundfile as sf
 import soxr
 
 from edge.errors import AudioError
+from edge.fsutil import looked_at
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def open_audio(path: str | Path) -> sf.SoundFile:
     path = Path(path)
     prefix = f"cannot read audio file {path}"
     if not path.exists():
-        raise AudioError(f"{prefix}: no such file")
+        raise AudioError(f"{prefix}: no such file{looked_at(path)}")
     if path.is_dir():
         raise AudioError(f"{prefix}: it is a directory: pass an audio file")
     try:

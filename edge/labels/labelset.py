@@ -42,6 +42,7 @@ from pathlib import Path
 import yaml
 
 from edge.errors import LabelSetError
+from edge.fsutil import looked_at
 from edge.schema import NUMBER, is_kind, must_be, unknown_keys, yaml_error
 
 log = logging.getLogger(__name__)
@@ -372,7 +373,8 @@ def load_label_set(path: str | Path, shipped: bool = False) -> LabelSet:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise LabelSetError(f"cannot read label set {path}: {err}") from None
+        missing = looked_at(path) if isinstance(err, FileNotFoundError) else ""
+        raise LabelSetError(f"cannot read label set {path}: {err}{missing}") from None
     label_set = parse_label_set(text, source=str(path))
     return dataclasses.replace(label_set, shipped=True) if shipped else label_set
 

@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from edge.errors import ConfigError, OptionError
+from edge.fsutil import looked_at
 from edge.listen import ListenOptions
 from edge.outputs.clips import ClipsConfig
 from edge.outputs.eventlog import EventLogConfig
@@ -306,7 +307,7 @@ def read_config_file(path: str | Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            f"config file {path} not found: write one with `semanticac-edge install-service`, or copy "
+            f"config file {path} not found{looked_at(path)}: write one with `semanticac-edge install-service`, or copy "
             f"the commented example {example_path()}"
         ) from None
     except (OSError, UnicodeDecodeError) as err:

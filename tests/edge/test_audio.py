@@ -34,8 +34,24 @@ def test_same_rate_is_untouched(tmp_path):
 
 
 def test_missing_file():
-    with pytest.raises(AudioError, match="cannot read audio file /no/such.wav: no such file"):
+    with pytest.raises(AudioError, match="cannot read audio file /no/such.wav: no such file$"):
         read_audio("/no/such.wav", 32000)
+
+
+def test_a_relative_path_not_found_names_where_it_looked(tmp_path, monkeypatch):
+    """A service runs in /, not where its config was written: each 'not found' says where it looked."""
+    from edge.bundle import read_bundle
+    from edge.errors import BundleError, LabelSetError
+    from edge.labels.labelset import resolve_label_set
+
+    monkeypatch.chdir(tmp_path)
+    looked = rf"\(looked at {tmp_path}/sounds/a.wav: a relative path is read from the folder the command runs in\)"
+    with pytest.raises(AudioError, match=looked):
+        read_audio("sounds/a.wav", 32000)
+    with pytest.raises(LabelSetError, match=rf"\(looked at {tmp_path}/sets/site.yaml: a relative"):
+        resolve_label_set("sets/site.yaml")
+    with pytest.raises(BundleError, match=rf"is not a folder \(looked at {tmp_path}/bundles/b: a relative"):
+        read_bundle("bundles/b")
 
 
 def test_corrupt_file(tmp_path):
