@@ -15,7 +15,10 @@ import contextlib
 import dataclasses
 import io
 import logging
+import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,7 @@ from edge.outputs.sinks import Sink, Status, WindowResult
 from edge.scoring import Smoother
 
 log = logging.getLogger(__name__)
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)  # held while a temporary folder is made or removed
 TEMPORARY = "semanticac-calibrate-"  # the prefix of the temporary folders calibrate listens in
 
 
@@ -94,6 +98,40 @@ class Stream:
         return out
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT wait (they are raised again at the end) while a temporary folder is made
+    or removed: a SystemExit or KeyboardInterrupt raised halfway through either would leave it
+    behind. Python runs signal handlers in the main thread only, so elsewhere this holds nothing
+    back (a signal mask would not do: another thread can take a process's signal)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in HELD_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def temporary_folder() -> Iterator[Path]:
+    """A temporary folder calibrate listens in, removed however the block ends (a signal included)."""
+    folder: Path | None = None
+    try:
+        with _signals_held():
+            folder = Path(tempfile.mkdtemp(prefix=TEMPORARY))
+        yield folder
+    finally:
+        if folder is not None:
+            with _signals_held():
+                shutil.rmtree(folder, ignore_errors=True)
+
+
 def listen_to(
     options: ListenOptions,
     labels: Sequence[str],
@@ -133,8 +171,8 @@ def listen_in_silence(options: ListenOptions, labels: Sequence[str], path: Path)
     rate = meta.frontend.sample_rate
     pad = np.zeros(meta.frontend.seconds_to_samples(options.window or meta.clip_seconds), dtype=np.float32)
     samples = np.concatenate([pad, read_audio(path, rate), pad])
-    with tempfile.TemporaryDirectory(prefix=TEMPORARY) as folder:
-        padded = Path(folder) / "padded.wav"
+    with temporary_folder() as folder:
+        padded = folder / "padded.wav"
         sf.write(str(padded), samples, rate, subtype="FLOAT")
         return listen_to(options, labels, padded, name=str(path))
 
@@ -237,8 +275,8 @@ def _joined(
     from edge.bundle import resolve_bundle
 
     rate = resolve_bundle(options.bundle).meta.frontend.sample_rate
-    with tempfile.TemporaryDirectory(prefix=TEMPORARY) as folder:
-        joined = Path(folder) / "joined.w64"  # Sony Wave64: no 4 GB limit (WAV's is ~18 h at 16 kHz float)
+    with temporary_folder() as folder:
+        joined = folder / "joined.w64"  # Sony Wave64: no 4 GB limit (WAV's is ~18 h at 16 kHz float)
         parts, samples = 0, 0
         clipped: list[Path] = []
         # each file appended as it is decoded: memory holds one file, not the whole background (a

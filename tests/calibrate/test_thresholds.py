@@ -485,6 +485,46 @@ def test_sigterm_removes_the_joined_background_and_writes_nothing(tmp_path):
     assert not list(temp.iterdir()) and not out.exists()
 
 
+@pytest.mark.parametrize("at", ["made", "removed"])
+def test_a_signal_while_a_temporary_folder_is_made_or_removed_leaves_nothing(tmp_path, monkeypatch, at):
+    """A SIGTERM that lands between mkdtemp and the block that removes the folder, or inside the
+    removal, waits until the folder is safe: the folder is gone and the exit still comes."""
+    import os
+    import shutil
+    import signal
+    import tempfile
+
+    import calibrate.recording as recording
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real_mkdtemp, real_rmtree = tempfile.mkdtemp, shutil.rmtree
+
+    def made_then_signalled(*args, **kwargs):
+        folder = real_mkdtemp(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # the folder exists, the block that removes it has not begun
+        return folder
+
+    def signalled_then_removed(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while the files are being removed
+        return real_rmtree(*args, **kwargs)
+
+    if at == "made":
+        monkeypatch.setattr(recording.tempfile, "mkdtemp", made_then_signalled)
+    else:
+        monkeypatch.setattr(recording.shutil, "rmtree", signalled_then_removed)
+    previous = signal.signal(signal.SIGTERM, calibrate.cli._terminated)
+    try:
+        with pytest.raises(SystemExit) as info:
+            with recording.temporary_folder() as folder:
+                (folder / "padded.wav").write_bytes(b"x" * 1000)
+                if at == "made":
+                    pytest.fail("the signal held back at the folder's making came after the block began")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert info.value.code == 128 + signal.SIGTERM
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_clipped_background_file_is_named(tmp_path, caplog):
     """Joined, the stream is a temporary file: clipping is said of the file it came from."""
     import soundfile as sf
