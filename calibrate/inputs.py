@@ -42,6 +42,7 @@ class LabelledClip:
     path: Path
     label: str | None  # None (after resolve_labels): none of the set's labels
     where: str  # for messages: the CSV line or meta.csv row it came from
+    recording: str | None = None  # the recording it was cut from (clips of one stay on one side of a split)
 
 
 def audio_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -105,10 +106,30 @@ def _rows(path: Path, required: Sequence[str], aliases: dict[str, str] | None = 
 
 def read_clip_csv(path: str | Path) -> list[LabelledClip]:
     """A CSV of labelled clips (columns path,label; `file` is accepted for `path`, `class` or
-    `category` for `label`)."""
+    `category` for `label`; an optional `recording` column names the recording each clip was cut
+    from, which keeps a recording's clips together when `scores` holds clips out; without it, the
+    datasets' file names say it: `recording_of`)."""
     path = Path(path)
     rows = _rows(path, ("path", "label"), aliases={"file": "path", "class": "label", "category": "label"})
-    return [LabelledClip(path.parent / row["path"], row["label"], f"{path}:{line}") for line, row in rows]
+    return [
+        LabelledClip(
+            path.parent / row["path"], row["label"], f"{path}:{line}", row.get("recording") or recording_of(row["path"])
+        )
+        for line, row in rows
+    ]
+
+
+def recording_of(filename: str) -> str | None:
+    """The recording a dataset's clip was cut from, by its file name: UrbanSound8K's
+    `100032-3-0-0.wav` -> `us8k:100032` (fsID), ESC-50's `1-100032-A-0.wav` -> `esc50:100032`, a
+    segment `unk-00-dog-seg01.flac` -> `unk-00-dog`; None for other names (each file its own)."""
+    stem = Path(filename).stem
+    for pattern, kind in ((r"(\d+)-\d+-\d+-\d+", "us8k"), (r"\d+-(\w+)-[A-Z]-\d+", "esc50")):
+        match = re.fullmatch(pattern, stem)
+        if match:
+            return f"{kind}:{match.group(1)}"
+    segment = re.fullmatch(r"(.+)-seg\d+", stem)
+    return segment.group(1) if segment else None
 
 
 def _meta(root: Path, names: Sequence[str], what: str) -> Path:
@@ -143,7 +164,15 @@ def read_dataset(spec: str) -> list[LabelledClip]:
             )
         meta = _meta(root, ["meta.csv", "meta/esc50.csv"], "ESC-50")
         rows = _rows(meta, ("filename", "category"))
-        return [LabelledClip(root / "audio" / row["filename"], row["category"], f"{meta}:{line}") for line, row in rows]
+        return [
+            LabelledClip(
+                root / "audio" / row["filename"],
+                row["category"],
+                f"{meta}:{line}",
+                row.get("src_file") or recording_of(row["filename"]),
+            )
+            for line, row in rows
+        ]
     meta = _meta(root, ["meta.csv", "metadata/UrbanSound8K.csv"], "UrbanSound8K")
     clips = []
     for line, row in _rows(meta, ("slice_file_name", "fold", "class")):
@@ -152,7 +181,10 @@ def read_dataset(spec: str) -> list[LabelledClip]:
         if folds is None or int(row["fold"]) in folds:
             clips.append(
                 LabelledClip(
-                    root / "audio" / f"fold{row['fold']}" / row["slice_file_name"], row["class"], f"{meta}:{line}"
+                    root / "audio" / f"fold{row['fold']}" / row["slice_file_name"],
+                    row["class"],
+                    f"{meta}:{line}",
+                    row.get("fsID") or None,
                 )
             )
     if not clips:

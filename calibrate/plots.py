@@ -98,10 +98,14 @@ def plot_false_alarms(report, path: str | Path) -> None:
 
 
 def plot_reliability(report, path: str | Path) -> None:
-    """Reliability diagrams before and after: accuracy per top-1 confidence bin, the diagonal."""
+    """Reliability diagrams before, after and (where clips could be held out) held out: accuracy
+    per top-1 confidence bin, the diagonal."""
     plt = require_matplotlib()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.8), sharey=True)
-    for ax, (name, m) in zip(axes, (("before", report.before), ("after", report.after))):
+    panels = [("before", report.before), ("after (the clips it was fitted on)", report.after)]
+    if report.held_out is not None:
+        panels.append(("held out by recording", report.held_out))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8), sharey=True)
+    for ax, (name, m) in zip(axes, panels):
         rel = m.reliability
         bins = len(rel.count)
         centres = (np.arange(bins) + 0.5) / bins
@@ -128,7 +132,7 @@ def plot_reliability(report, path: str | Path) -> None:
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("top-1 confidence")
-        ax.set_title(f"{name}: ECE {m.ece:.3f}, NLL {m.nll:.3f}, accuracy {m.accuracy:.1%}")
+        ax.set_title(f"{name}\nECE {m.ece:.3f}, NLL {m.nll:.3f}, accuracy {m.accuracy:.1%}", fontsize=10)
         ax.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel("accuracy")
     cal = report.calibration

@@ -50,7 +50,13 @@ from edge.vocabulary import Vocabulary
 log = logging.getLogger(__name__)
 
 ECE_BINS = 15
-DEFAULT_BIAS_L2 = 0.01  # per label, on the mean NLL: a bias of 1 costs 0.005 nats per clip
+# The biases' L2 penalty (per label, on the mean NLL: 0.01 makes a bias of 1 cost 0.005 nats per
+# clip) is chosen from BIAS_L2_CHOICES by the NLL of clips held out (CV_FOLDS folds, a recording's
+# clips on one side): few clips of a label, or clips unlike the rest of the site's, make its bias
+# learn them and not the label, which held-out clips show. Fewer than CV_FOLDS recordings: DEFAULT.
+BIAS_L2_CHOICES = (0.001, 0.01, 0.1, 1.0)
+DEFAULT_BIAS_L2 = 0.01
+CV_FOLDS = 5
 BATCH = 8
 # Clips the model separates perfectly push T towards 0 without end (the NLL keeps falling as the
 # scores approach 0/1). A weak prior on a = 1/T, (TEMPERATURE_L2 / 2) (a - 1)^2, stops it there
@@ -70,6 +76,7 @@ class ClipSet:
     paths: list[Path]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     vocabulary: np.ndarray | None = None
+    recordings: list[str] = field(default_factory=list)  # each clip's recording (its path when unknown)
 
 
 def embed_clips(
@@ -89,8 +96,9 @@ def embed_clips(
     vocabulary_rows: list[np.ndarray] = []
     targets: list[int] = []
     paths: list[Path] = []
+    recordings: list[str] = []
     skipped: list[tuple[Path, str]] = []
-    batch: list[tuple[np.ndarray, int, Path]] = []
+    batch: list[tuple[np.ndarray, int, LabelledClip]] = []
 
     def run() -> None:
         if batch:
@@ -100,7 +108,8 @@ def embed_clips(
             if vocabulary is not None:
                 vocabulary_rows.append(vocabulary({**feed, **outputs}))
             targets.extend(t for _, t, _ in batch)
-            paths.extend(p for _, _, p in batch)
+            paths.extend(clip.path for _, _, clip in batch)
+            recordings.extend(clip.recording or str(clip.path) for _, _, clip in batch)
             batch.clear()
 
     with Progress(len(clips), "embedding clips") as bar:
@@ -113,7 +122,7 @@ def embed_clips(
                 log.warning("skipped %s: %s", clip.path, err)
                 skipped.append((clip.path, str(err)))
             else:
-                batch.append((mel, -1 if clip.label is None else index[clip.label], clip.path))
+                batch.append((mel, -1 if clip.label is None else index[clip.label], clip))
                 if len(batch) == BATCH:
                     run()
             bar.update()
@@ -126,7 +135,8 @@ def embed_clips(
     if skipped:
         log.warning("%d of %d clip(s) skipped as unreadable", len(skipped), len(clips))
     heard = np.concatenate(vocabulary_rows).astype(np.float32) if vocabulary_rows else None
-    return ClipSet(np.concatenate(rows).astype(np.float32), np.asarray(targets, dtype=np.int64), paths, skipped, heard)
+    embeddings = np.concatenate(rows).astype(np.float32)
+    return ClipSet(embeddings, np.asarray(targets, dtype=np.int64), paths, skipped, heard, recordings)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,10 +236,15 @@ class Calibration:
 
 
 def fit_calibration(
-    z: np.ndarray, y: np.ndarray, kind: str, fit_bias: bool = True, bias_l2: float = DEFAULT_BIAS_L2
+    z: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    fit_bias: bool = True,
+    bias_l2: float = DEFAULT_BIAS_L2,
+    warn: bool = True,
 ) -> Calibration:
     """T and b minimising the NLL of raw logits z [N, K] (T = 1, b = 0) for labels y [N] (-1: none
-    of the labels, a sigmoid bundle's negative)."""
+    of the labels, a sigmoid bundle's negative); `warn`: say when T reaches its bound."""
     z = np.asarray(z, dtype=np.float64)
     k = z.shape[1]
     free = np.zeros(k, dtype=bool)
@@ -254,7 +269,7 @@ def fit_calibration(
     a, b = unpack(x)
     temperature = 1.0 / a
     at_bound = temperature < MIN_TEMPERATURE * 1.01 or temperature > MAX_TEMPERATURE * 0.99
-    if at_bound:
+    if at_bound and warn:
         log.warning(
             "the temperature reached its bound (%.3g; allowed %g to %g): the clips are %s; use more "
             "clips, and clips the model finds hard",
@@ -264,6 +279,75 @@ def fit_calibration(
             "all separated perfectly" if temperature < 1 else "close to random for the model",
         )
     return Calibration(temperature, b, steps, at_bound)
+
+
+def calibrated_probs(z: np.ndarray, kind: str, cal: Calibration) -> np.ndarray:
+    """The scores of raw logits z [N, K] under calibration `cal` (what edge's Scorer computes)."""
+    zc = np.asarray(z, dtype=np.float64) / cal.temperature + cal.biases
+    return softmax(zc) if kind == "softmax" else sigmoid(zc)
+
+
+def folds_by_recording(recordings: Sequence[str], y: np.ndarray, folds: int = CV_FOLDS) -> np.ndarray | None:
+    """A fold index per clip, every recording's clips in one fold, each label's recordings dealt
+    round the folds (largest first, into the fold with fewest clips), so every fold holds some of
+    each label that has enough recordings; None when there are fewer than `folds` recordings."""
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(recordings):
+        groups.setdefault(name, []).append(i)
+    if len(groups) < folds:
+        return None
+    by_label: dict[int, list[list[int]]] = {}
+    for members in groups.values():
+        label = int(np.bincount(y[members] + 1).argmax()) - 1  # the recording's most common label (-1: none)
+        by_label.setdefault(label, []).append(members)
+    fold = np.zeros(len(y), dtype=np.int64)
+    size = np.zeros(folds, dtype=np.int64)
+    for label in sorted(by_label):
+        start = label % folds  # labels with one recording each do not all land in fold 0
+        for turn, members in enumerate(sorted(by_label[label], key=lambda m: (-len(m), m[0]))):
+            target = (start + turn) % folds if turn < folds else int(np.argmin(size))
+            fold[members] = target
+            size[target] += len(members)
+    return fold
+
+
+Score = Callable[[Calibration, np.ndarray], np.ndarray]  # (calibration, clip mask) -> those clips' scores
+
+
+def held_out_probs(
+    z: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    fold: np.ndarray,
+    fit_bias: bool,
+    bias_l2: float,
+    score: Score | None = None,
+) -> np.ndarray:
+    """Each clip's scores under a calibration fitted on the other folds' clips; `score`: how a
+    calibration scores clips (the device's Scorer, vetoes included; default: `calibrated_probs`)."""
+    probs = np.zeros_like(z, dtype=np.float64)
+    for f in np.unique(fold):
+        held = fold == f
+        cal = fit_calibration(z[~held], y[~held], kind, fit_bias=fit_bias, bias_l2=bias_l2, warn=False)
+        probs[held] = calibrated_probs(z[held], kind, cal) if score is None else score(cal, held)
+    return probs
+
+
+def choose_bias_l2(
+    z: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    fold: np.ndarray,
+    fit_bias: bool,
+    choices: Sequence[float],
+    score: Score | None = None,
+) -> tuple[float, dict[float, float], np.ndarray]:
+    """Of `choices`, the bias penalty whose held-out scores have the lowest NLL: (penalty, the
+    held-out NLL of each, the chosen one's held-out scores)."""
+    held = {l2: held_out_probs(z, y, kind, fold, fit_bias, l2, score) for l2 in choices}
+    cv_nll = {l2: nll(probs, y, kind) for l2, probs in held.items()}
+    best = min(cv_nll, key=lambda l2: cv_nll[l2])
+    return best, cv_nll, held[best]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -346,6 +430,10 @@ class ScoreReport:
     kind: str
     skipped: list[tuple[Path, str]]
     negatives: int = 0  # clips of none of the set's labels
+    held_out: Metrics | None = None  # each clip scored by a calibration fitted without its recording
+    bias_l2: float = DEFAULT_BIAS_L2  # the penalty the calibration was fitted with
+    cv_nll: dict[float, float] = field(default_factory=dict)  # held-out NLL per penalty tried
+    folds: int = 0  # 0: too few recordings to hold any out
 
 
 def fit_scores(
@@ -354,13 +442,16 @@ def fit_scores(
     label_embeddings: LabelEmbeddings,
     clipset: ClipSet,
     fit_bias: bool = True,
-    bias_l2: float = DEFAULT_BIAS_L2,
+    bias_l2: float | None = None,
 ) -> ScoreReport:
     """Fit T and b on `clipset`; before = the label set's own calibration, after = the fit,
     both scored by edge's Scorer as `listen` builds it (with the bundle's vocabulary branch:
     T and b act on a trained label's logits (the student's, its head's mixed in) and on the logit
-    of a new label's vocabulary score, and the figures are the scores the device reports)."""
-    if not (math.isfinite(bias_l2) and bias_l2 >= 0):
+    of a new label's vocabulary score, and the figures are the scores the device reports).
+    held_out = each clip scored by a fit on the other folds' recordings (CV_FOLDS), which is what
+    a calibration does for clips it was not fitted on; `bias_l2` None: the penalty whose held-out
+    NLL is lowest (BIAS_L2_CHOICES)."""
+    if bias_l2 is not None and not (math.isfinite(bias_l2) and bias_l2 >= 0):
         raise CalibrationError(f"--bias-l2 {bias_l2!r} is not allowed: use a finite number >= 0")
     vocabulary = Vocabulary.from_bundle(bundle) if clipset.vocabulary is not None else None
     # T = 1, b = 0: the model's own logits (the vocabulary head's mixed in, where the bundle has one)
@@ -384,9 +475,23 @@ def fit_scores(
             "and rise, so other sounds start more false alarms; add clips of the site's other sounds labelled "
             "'none' (or --others-are-none with a dataset), or pass --no-bias"
         )
-    fit = fit_calibration(
-        raw.logits(clipset.embeddings, clipset.vocabulary), y, kind, fit_bias=fit_bias, bias_l2=bias_l2
-    )
+    z = raw.logits(clipset.embeddings, clipset.vocabulary)
+    fold = folds_by_recording(clipset.recordings or [str(p) for p in clipset.paths], y)
+    choices = BIAS_L2_CHOICES if bias_l2 is None and fit_bias else (DEFAULT_BIAS_L2 if bias_l2 is None else bias_l2,)
+    held_out: Metrics | None = None
+    cv_nll: dict[float, float] = {}
+
+    def device_scores(cal: Calibration, held: np.ndarray) -> np.ndarray:
+        site = calibrated(label_set, cal.temperature, cal.biases)
+        heard = None if clipset.vocabulary is None else clipset.vocabulary[held]
+        return Scorer.for_bundle(bundle.meta, label_embeddings, site, vocabulary)(clipset.embeddings[held], heard)
+
+    if fold is not None:
+        bias_l2, cv_nll, probs = choose_bias_l2(z, y, kind, fold, fit_bias, choices, device_scores)
+        held_out = metrics(probs, y, kind)
+    elif bias_l2 is None:
+        bias_l2 = DEFAULT_BIAS_L2
+    fit = fit_calibration(z, y, kind, fit_bias=fit_bias, bias_l2=bias_l2)
     site = calibrated(label_set, fit.temperature, fit.biases)
     before = Scorer.for_bundle(bundle.meta, label_embeddings, label_set, vocabulary)(
         clipset.embeddings, clipset.vocabulary
@@ -402,4 +507,8 @@ def fit_scores(
         kind,
         clipset.skipped,
         negatives,
+        held_out,
+        bias_l2,
+        cv_nll,
+        0 if fold is None else CV_FOLDS,
     )

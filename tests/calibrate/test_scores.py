@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -84,6 +85,56 @@ def test_separable_clips_give_a_finite_temperature():
     assert not fit.at_bound and 0.3 < fit.temperature < 0.6  # the weak prior on 1/T stops it
 
 
+def test_folds_keep_a_recordings_clips_together_and_deal_each_label_round():
+    from calibrate.scores import folds_by_recording
+
+    recordings = [f"r{i // 4}" for i in range(80)]  # 20 recordings of 4 clips
+    y = np.array([(i // 4) % 2 for i in range(80)])  # recordings alternate between two labels
+    fold = folds_by_recording(recordings, y, folds=5)
+    for r in set(recordings):
+        assert len({fold[i] for i, name in enumerate(recordings) if name == r}) == 1, r
+    for label in (0, 1):
+        assert set(fold[y == label]) == set(range(5))  # 10 recordings of each label over 5 folds
+    assert folds_by_recording(["a", "a", "b", "c", "d"], np.zeros(5, dtype=int), folds=5) is None
+
+
+def test_dataset_clips_are_grouped_by_source_recording(tmp_path):
+    from calibrate.inputs import recording_of
+
+    assert recording_of("1-100032-A-0.wav") == recording_of("2-100032-B-0.wav") == "esc50:100032"
+    assert recording_of("100032-3-0-0.ogg") == recording_of("100032-3-0-7.wav") == "us8k:100032"
+    assert recording_of("unk-00-dog-seg01.flac") == recording_of("unk-00-dog-seg07.flac") == "unk-00-dog"
+    assert recording_of("5-9032-A-0.wav") != recording_of("5-9033-A-0.wav")
+    assert recording_of("kitchen/tap.wav") is None
+    (tmp_path / "c.csv").write_text("path,label,recording\n100032-3-0-0.ogg,dog_bark,\n1.wav,siren,take 1\n")
+    assert [c.recording for c in read_clip_csv(tmp_path / "c.csv")] == ["us8k:100032", "take 1"]
+
+
+def _softmax_clips(true_bias: float, n: int, seed: int):
+    """n clips of 6 labels drawn from softmax(z / 2 + b), b = (true_bias, 0, ...), one recording each."""
+    rng = np.random.default_rng(seed)
+    z = 15.0 * rng.uniform(-0.3, 0.6, size=(n, 6))
+    p = softmax(z / 2.0 + np.array([true_bias, 0, 0, 0, 0, 0]))
+    y = np.array([rng.choice(6, p=row) for row in p])
+    return z, y, [f"r{i}" for i in range(n)]
+
+
+def test_the_bias_penalty_is_chosen_on_held_out_clips():
+    """Biases with nothing to learn (all 0 in truth) and few clips: the held-out NLL picks a strong
+    penalty and beats the weakest; a large real bias with many clips: a weak penalty keeps it."""
+    from calibrate.scores import BIAS_L2_CHOICES, choose_bias_l2, folds_by_recording, held_out_probs, nll
+
+    z, y, recordings = _softmax_clips(true_bias=0.0, n=40, seed=3)
+    fold = folds_by_recording(recordings, y)
+    best, cv_nll, probs = choose_bias_l2(z, y, "softmax", fold, True, BIAS_L2_CHOICES)
+    assert best >= 0.1 and cv_nll[best] < cv_nll[0.001], cv_nll
+    assert nll(probs, y, "softmax") == pytest.approx(cv_nll[best])
+    np.testing.assert_allclose(probs, held_out_probs(z, y, "softmax", fold, True, best))
+    z, y, recordings = _softmax_clips(true_bias=3.0, n=2000, seed=4)
+    best, cv_nll, _ = choose_bias_l2(z, y, "softmax", folds_by_recording(recordings, y), True, BIAS_L2_CHOICES)
+    assert best <= 0.01, cv_nll
+
+
 def test_ece_of_known_bins():
     probs = np.array([[0.9, 0.1]] * 10 + [[0.3, 0.7]] * 10)
     y = np.array([0] * 5 + [1] * 5 + [1] * 10)
@@ -133,7 +184,9 @@ def figures(output: str) -> dict[str, tuple[float, float, float]]:
     out = {}
     for line in output.splitlines():
         parts = line.split()
-        if parts and parts[0] in ("before", "after"):
+        if parts[:2] == ["held", "out"]:
+            parts = ["held out", *parts[2:]]
+        if parts and parts[0] in ("before", "after", "held out"):
             out[parts[0]] = (float(parts[1]), float(parts[2]), float(parts[3].rstrip("%")))
     return out
 
@@ -146,6 +199,9 @@ def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
     assert result.exit_code == 0, result.output
     fig = figures(result.stdout)
     assert fig["after"][0] <= fig["before"][0] + 1e-9  # the NLL never rises
+    assert "held out" in fig and fig["held out"][0] >= fig["after"][0] - 1e-9  # 8 recordings: 5 folds
+    assert re.search(r"^bias L2 penalty (\S+), the lowest held-out NLL of 0.001: ", result.stdout, re.M)
+    assert "; held out by recording: NLL" in out.read_text()
     site, urban = load_label_set(out), resolve_label_set("urban")
     assert site.sha256 == urban.sha256 and site.names == urban.names
     assert site.temperature != 1.0
@@ -154,6 +210,21 @@ def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
     assert [label.threshold for label in site.labels] == [label.threshold for label in urban.labels]
     assert "calibration:" in out.read_text() and out.read_text().startswith("# Label set 'urban'")
     assert not HAVE_MATPLOTLIB or plot.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_clips_of_too_few_recordings_are_not_held_out(labelled_csv, tmp_path):
+    """A `recording` column groups clips: 2 recordings cannot make 5 folds, so nothing is held
+    out, the penalty is the default, and the output says the figures are the fitted clips'."""
+    rows = list(csv.reader(open(labelled_csv)))
+    grouped = tmp_path / "grouped.csv"
+    with open(grouped, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0] + ["recording"]] + [
+            [str(labelled_csv.parent / path), label, f"take{i % 2}"] for i, (path, label) in enumerate(rows[1:])])
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "scores", "--labels", "urban", "--data", str(grouped), "--out", str(tmp_path / "g.yaml"), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "held out" not in figures(result.stdout) and "bias L2 penalty" not in result.stdout
+    assert "too few recordings to hold any out" in result.stdout
 
 
 def test_temperature_alone_keeps_the_top1(labelled_csv, tmp_path):
