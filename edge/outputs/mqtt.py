@@ -7,11 +7,15 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
                       (the label) + `clip` (when a clip is recorded); QoS `qos`, not retained
     state/<label>     ON while an event of the label lasts, else OFF; retained
     microphone        ON while audio arrives, OFF after `audio_lost` (until `audio_restored`); retained
+    (every retained state a connection knows is sent before its `online`: Home Assistant shows an
+    entity's last payload the moment it is available, and a crash leaves a label's ON behind)
     problem           what needs a person, retained: `{"state": "ON" | "OFF", "problems": [{code,
                       message, utc}, ...]}`: a lost microphone (until it is back), input clipping
                       or dropped windows (until PROBLEM_HOLD_SECONDS pass without another), an
                       event log that cannot be written (until it can), a failure that stops the
-                      service; OFF at each start
+                      service (sent as it stops); OFF once a start hears its first window (a
+                      service that fails again at each restart keeps saying why). Its sensor has
+                      its own availability: it stays readable while the service is offline
     level             the window's level in dBFS (one decimal; `None`: digital silence), at most
                       every `level_interval` seconds; QoS 0, not retained
     heard             with the service's `listen.heard` N > 0: what the bundle's vocabulary hears
@@ -73,7 +77,7 @@ ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
 # status codes that need a person: held until they end (audio_restored; a failure ends the run) or,
 # for the HELD ones, PROBLEM_HOLD_SECONDS after the last (clipping repeats every 10 minutes at most)
-PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log")
+PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log", "failure")
 HELD = ("clipping", "overload")
 PROBLEM_HOLD_SECONDS = 900.0
 TAKEN_OVER_SECONDS = 5.0  # connections ended sooner, twice in a row: likely one client id used twice
@@ -299,7 +303,7 @@ class MqttSink(Sink):
         self._active = dict.fromkeys(self.labels, 0)  # label -> events going on
         self._audio_lost = False  # after audio_lost, until audio_restored: the microphone is OFF
         self._problems: dict[str, tuple[dict[str, str], float]] = {}  # code -> (its message, held until)
-        self._set_retained(self.topic("problem"), self._problem_payload())  # the last run's problems end
+        self._heard_audio = False  # the first window ends the last run's problems
         self._connected = False
         self._closing = False
         self._dropped = 0
@@ -357,6 +361,9 @@ class MqttSink(Sink):
         if self._problems and any(until <= now for _, until in self._problems.values()):
             self._problems = {code: held for code, held in self._problems.items() if held[1] > now}
             self._set_retained(self.topic("problem"), self._problem_payload())
+        elif not self._heard_audio:  # this run works: the last run's problems (retained) end
+            self._set_retained(self.topic("problem"), self._problem_payload())
+        self._heard_audio = True
         if now < self._next_level:
             return
         self._next_level = now + self.config.level_interval
@@ -523,6 +530,10 @@ class MqttSink(Sink):
         self._refused = None
         self._unreachable_logged = False
         log.info("mqtt: connected to %s:%d", cfg.host, cfg.port)
+        with self._cond:  # a restarted broker may have lost them; and they go before `online`
+            known, self._dirty = dict(self._retained), {}
+        for topic, payload in known.items():
+            client.publish(topic, payload, qos=1, retain=True)
         client.publish(self.topic("availability"), ONLINE, qos=1, retain=True)
         # the previous run's labels (retained) arrive after this subscription is made, before
         # the list published below replaces them: the broker handles one client's packets in order
@@ -534,7 +545,6 @@ class MqttSink(Sink):
         self._connected_at = time.monotonic()
         with self._cond:
             self._connected = True
-            self._dirty = dict.fromkeys(self._retained)  # a restarted broker may have lost them
             dropped, self._dropped_reported = self._dropped - self._dropped_reported, self._dropped
             self._cond.notify_all()
         if dropped:
@@ -693,6 +703,9 @@ class MqttSink(Sink):
                 entity_category="diagnostic",
                 payload_on=ON,
                 payload_off=OFF,
+                # its own availability, not the device's: the failure that stopped the service is
+                # still read while the device is offline (any message on `problem` makes it available)
+                availability=[{"topic": self.topic("problem"), "value_template": ONLINE}],
             ),
         }
         for label, s in self._slugs.items():

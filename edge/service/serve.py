@@ -382,6 +382,7 @@ def _serve(
     backend = backend or select_backend(resolved.bundle, options.backend, threads=options.threads)
     reporter = ServiceSink(notifier, describe(config, resolved, backend), config.systemd.status_interval)
     outputs: list[Sink] = []
+    sink: Sink | None = None
     try:
         outputs = build_outputs(config, resolved, state_dir, backend)
         recorder = next((sink for sink in outputs if isinstance(sink, ClipRecorder)), None)
@@ -402,8 +403,17 @@ def _serve(
             tap=tap,
             label_set=resolved.label_set,  # with the config's thresholds
         )
-    except BaseException:
+    except BaseException as err:
         backend.close()  # listen closes it once it runs; before that it is ours
+        if sink is not None and isinstance(err, Exception):  # the outputs say why the service stops
+            code = (
+                "source_error"
+                if isinstance(err, AudioError)
+                else "backend_error"
+                if isinstance(err, BackendError)
+                else "failure"
+            )
+            sink.status(Status(t=0.0, level="error", message=f"the service stops: {err}", code=code))
         raise
     finally:
         notifier.stopping(f"stopping: {reporter.line()}")

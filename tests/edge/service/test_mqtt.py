@@ -194,13 +194,18 @@ def test_a_problem_sensor_holds_what_needs_a_person(broker, node, subscribers, m
     problem = sub.on(discovery).json()["components"]["problem"]
     assert (problem["device_class"], problem["state_topic"], problem["json_attributes_topic"]) == (
         "problem", f"{base}/problem", f"{base}/problem")
+    # readable while the device is offline: its own availability, any message on its topic
+    assert problem["availability"] == [{"topic": f"{base}/problem", "value_template": "online"}]
 
     def states(count):
         wait_until(lambda: len(sub.topics(f"{base}/problem")) == count)
         got = sub.topics(f"{base}/problem")[-1].json()
         return got["state"], sorted(p["code"] for p in got["problems"])
 
-    assert states(1) == ("OFF", [])  # a start clears what the last run left
+    sub.sync()
+    assert not sub.topics(f"{base}/problem")  # the last run's problem stands until this one hears audio
+    sink.window(window(0.5))
+    assert states(1) == ("OFF", [])  # a start that works clears what the last run left
     sink.status(Status(1.0, "warning", "mic gone", code="audio_lost"))
     assert states(2) == ("ON", ["audio_lost"])
     sink.status(Status(1.5, "info", "every label embedded"))  # not a problem: nothing sent
@@ -222,6 +227,24 @@ def test_a_problem_sensor_holds_what_needs_a_person(broker, node, subscribers, m
     time.sleep(0.6)
     sink.window(window(6.0))  # a failure is not held for a while: it stays until the next start
     assert states(8) == ("ON", ["backend_error"])
+    sink.close()
+
+
+def test_states_go_before_online_so_a_crashed_runs_on_never_shows(broker, node, subscribers):
+    """A crash during an event leaves `state/siren ON` retained; Home Assistant shows an entity's
+    last payload the moment its device is online again, so OFF must come first."""
+    import paho.mqtt.publish as publish
+
+    base = f"semanticac/{node}"
+    publish.multiple([(f"{base}/state/siren", "ON", 1, True), (f"{base}/availability", "offline", 1, True)],
+                     hostname=HOST, port=broker.port)
+    sub = subscribers(broker.port, [f"{base}/#"])
+    sub.sync()
+    sink = make_sink(broker.port, node)
+    sink.start()
+    sub.on(f"{base}/availability", "online")
+    live = [(m.topic, m.payload) for m in sub.messages if not m.retain]
+    assert live.index((f"{base}/state/siren", "OFF")) < live.index((f"{base}/availability", "online")), live
     sink.close()
 
 

@@ -2,6 +2,7 @@
 availability, Home Assistant discovery, events, states and the level; killed with SIGKILL, it
 leaves `offline` through its last will."""
 
+import json
 import os
 import signal
 import subprocess
@@ -81,6 +82,25 @@ def test_serve_publishes_availability_discovery_events_and_states(broker, subscr
     assert components["heard"]["state_topic"] == f"{base}/heard" and len(heard) == len(levels)
     assert all(len(h["top"]) == 2 and h["name"] == h["top"][0]["name"] for h in heard)
     assert sub.topics(f"{base}/status"), "no status record (the model's licence, the end of the file) came"
+
+
+def test_a_failure_at_start_is_the_problem_sensors_last_word(broker, subscribers, eager_labels, cache, tmp_path):
+    """An input that cannot be opened stops the service (exit 1, which systemd restarts): the
+    retained `problem` says why, and its sensor has its own availability, so Home Assistant still
+    shows it while the device is offline."""
+    node = "fail" + uuid.uuid4().hex[:8]
+    base = f"semanticac/{node}"
+    command, env = service(tmp_path, cache, eager_labels, broker.port, node, seconds=1.0, fast=True)
+    (tmp_path / "street.wav").write_text("not audio")
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr[-2000:]
+    late = subscribers(broker.port, [f"{base}/#"])
+    late.sync()
+    retained = {m.topic: m.payload for m in late.messages if m.retain}
+    assert retained[f"{base}/availability"] == "offline"
+    problem = json.loads(retained[f"{base}/problem"])
+    assert problem["state"] == "ON" and problem["problems"][0]["code"] == "source_error", problem
+    assert "the service stops: " in problem["problems"][0]["message"] and "street.wav" in problem["problems"][0]["message"]
 
 
 def test_serve_killed_leaves_offline_by_its_last_will(broker, subscribers, eager_labels, cache, tmp_path):
