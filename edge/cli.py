@@ -267,7 +267,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                 )
             )
         if vocabulary is not None:
-            fusion = vocabulary.fusion(emb.embeddings)
+            fusion = vocabulary.fusion(emb.embeddings, emb.labels)
             meanings = fusion.meanings(emb.labels, vocabulary.names)
             for label, meaning in meanings.items():
                 click.echo(f"  new: {label} (no one trained it): scored as {meaning}")

@@ -141,7 +141,7 @@ class Scorer:
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
         if vocabulary is not None and kind != "sigmoid":
             raise ValueError("Scorer: a vocabulary fuses per-label (sigmoid) scores, not a softmax over the set")
-        fusion = None if vocabulary is None else vocabulary.fusion(label_matrix)
+        fusion = None if vocabulary is None else vocabulary.fusion(label_matrix, self.labels)
         if fusion is not None and agree is not None:
             fusion = fusion.agreeing(agree)
         # a set of trained labels only, with the student alone: nothing to fuse, window after window

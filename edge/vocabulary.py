@@ -141,6 +141,7 @@ import numpy as np
 
 from edge.errors import BundleError
 from edge.fsutil import sha256_file
+from edge.labels.labelset import label_key
 
 # A new label whose text is no nearer than this (cosine) to every name of the vocabulary has no name
 # there: it is scored as a blend of sounds the text is vaguely like, and seldom wins when its sound
@@ -336,6 +337,7 @@ class Vocabulary:
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
     head: Head | None = None  # the trained labels' head on the graph's features (None: none)
     familiar: Familiar | None = None  # what each trained label's clips make it say (None: no intruder veto)
+    trained_keys: tuple[str, ...] = ()  # [T] each trained label's name as names are compared (label_key)
 
     @classmethod
     def from_bundle(cls, bundle) -> Vocabulary | None:
@@ -413,6 +415,7 @@ class Vocabulary:
             source=spec.get("source", ""),
             head=head,
             familiar=familiar,
+            trained_keys=tuple(label_key(label) for _, found in trained_sets for label in found.labels),
         )
 
     def scores(self, graph, audio) -> np.ndarray:
@@ -425,8 +428,11 @@ class Vocabulary:
             return out[self.output]
         return np.concatenate([out[self.output], self.head.logits(out[self.head.input])], axis=-1)
 
-    def fusion(self, label_matrix: np.ndarray) -> Fusion:
-        """The fusion for one label set's [K, C] embeddings (computed once per set)."""
+    def fusion(self, label_matrix: np.ndarray, names: Sequence[str] = ()) -> Fusion:
+        """The fusion for one label set's [K, C] embeddings (computed once per set). A label named
+        as a trained one (`labels`, compared as label sets compare names) is that trained label
+        whatever its prompts: a site's own template (`prompt:`) or extra phrasings move its text
+        away from the trained text, and it must not become a new label for that."""
         labels = _unit(np.asarray(label_matrix, dtype=np.float32))
         if labels.shape[1] != self.embeddings.shape[1]:
             raise ValueError(
@@ -439,6 +445,10 @@ class Vocabulary:
         to_trained = labels @ self.trained.T  # [K, T]
         nearest = to_trained.argmax(axis=1)  # [K]: each label's nearest trained label
         novel = to_trained.max(axis=1) < self.novelty_cosine
+        for k, name in enumerate(names):
+            same = [t for t, key in enumerate(self.trained_keys) if key == label_key(name)]
+            if novel[k] and same:
+                novel[k], nearest[k] = False, max(same, key=lambda t: to_trained[k, t])
         named = cos.max(axis=1) >= self.veto_cosine
         trusted = self.heard[nearest] >= self.veto_reliable
         head = self.head is not None and self.head.weight > 0 and not novel.all()

@@ -185,6 +185,32 @@ def test_a_ceiling_that_does_not_name_the_vocabulary_s_classes_is_refused(demo_b
         Vocabulary.from_bundle(read_bundle(copy, verify=False))
 
 
+def test_a_label_named_as_a_trained_one_stays_trained_whatever_its_text():
+    """A site's own template or extra prompts move a trained label's text away from the trained
+    text (cosine under novelty_cosine); its name still says which trained label it is."""
+    moved = unit([[0.6, 0, 0, 0.8], [0, 1, 0, 0], [0, 0, 0, 1]])  # "the sound of dog" drifted; siren; frog
+    names = ("Dog", "siren", "frog")
+    v = dataclasses.replace(vocabulary(), trained_keys=("dog", "siren"))
+    assert v.fusion(moved).novel.tolist() == [True, False, True]  # by text alone the dog is new
+    fusion = v.fusion(moved, names)
+    assert fusion.novel.tolist() == [False, False, True]  # by name it is the trained dog; frog stays new
+
+
+def test_a_site_template_keeps_the_shipped_labels_trained(demo_bundle, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    labels = tmp_path / "site.yaml"
+    labels.write_text("name: site\nprompt: 'the sound of {label}'\nlabels:\n  - dog_bark\n  - siren\n"
+                      "  - {name: car_horn, prompts: [a car honking, a truck horn]}\n  - doorbell\n")
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
+    assert result.exit_code == 0, result.output
+    new = [line.split(" (")[0] for line in result.output.splitlines() if line.startswith("  new: ")]
+    assert new == ["  new: doorbell"], result.output
+
+
 def info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, labels_yaml):
     """(the set's path, `info --labels` on it): a site set, embedded into a fresh cache first."""
     from click.testing import CliRunner
