@@ -821,7 +821,7 @@ def check_config(config_path: str, overrides: tuple[str, ...]) -> None:
 
     config = load_config(config_path, overrides)
     found = resolve(config)
-    check_outputs(config)
+    check_outputs(config, found.label_set)
     notes = path_notes(config) + device_notes(config) + label_notes(config, found)
     click.echo(
         f"# {config_path}: OK; bundle {found.bundle.path} ({found.bundle.meta.model_id}); label set "

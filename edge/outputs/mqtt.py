@@ -45,6 +45,7 @@ latest values, never dropped: every connection republishes them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -55,6 +56,7 @@ import ssl
 import sys
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,8 +91,34 @@ NODE_ID = re.compile(r"[A-Za-z0-9_-]+")  # what Home Assistant allows in a disco
 
 
 def slug(text: str) -> str:
-    """`text` as a topic level and an object id: lower case, runs of other characters -> `_`."""
-    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
+    """`text` as a topic level and an object id: accents dropped (`Türklingel` -> `turklingel`),
+    lower case, runs of other characters -> `_`."""
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9_]+", "_", plain.lower()).strip("_")
+
+
+def label_slug(label: str) -> str:
+    """A label's topic level (`state/<it>`) and entity key: its slug, or for a label with no
+    Latin letter or digit (`犬の鳴き声`, an emoji) `u` and 8 hex digits of its SHA-1, stable across
+    runs (Home Assistant still shows the label itself as the entity's name)."""
+    return slug(label) or "u" + hashlib.sha1(label.encode("utf-8")).hexdigest()[:8]
+
+
+def label_slugs(labels: Sequence[str]) -> dict[str, str]:
+    """label -> its slug; ConfigError (labels.set) when two labels share one. check-config and
+    the sink both call it, so a set the service would refuse fails the check too."""
+    slugs: dict[str, str] = {}
+    for label in labels:
+        s = label_slug(label)
+        other = next((k for k, v in slugs.items() if v == s), None)
+        if other is not None:
+            raise ConfigError(
+                f"labels {other!r} and {label!r} cannot be told apart in MQTT topics (both become state/{s}): "
+                "rename one of them in the label set",
+                key="labels.set",
+            )
+        slugs[label] = s
+    return slugs
 
 
 def default_node_id() -> str:
@@ -291,7 +319,7 @@ class MqttSink(Sink):
         self.node_name, self.model, self.sw_version = node_name, model, sw_version
         self.clip_for = clip_for
         self.heard = heard
-        self._slugs = self._label_slugs(self.labels)
+        self._slugs = label_slugs(self.labels)
         self.discovery_topic = f"{config.discovery_prefix}/device/{self.node_id}/config"
 
         self._cond = threading.Condition()  # guards everything below; held for microseconds only
@@ -324,24 +352,7 @@ class MqttSink(Sink):
         return f"{self.base_topic}/{name}"
 
     def state_topic(self, label: str) -> str:
-        return self.topic(f"state/{self._slugs.get(label) or slug(label)}")
-
-    @staticmethod
-    def _label_slugs(labels: Sequence[str]) -> dict[str, str]:
-        slugs: dict[str, str] = {}
-        for label in labels:
-            s = slug(label)
-            other = next((k for k, v in slugs.items() if v == s), None)
-            if not s or other is not None:
-                raise ConfigError(
-                    f"label {label!r} cannot be told apart from {other!r} in MQTT topics (both become {s!r}): "
-                    "rename one of them in the label set"
-                    if s
-                    else f"label {label!r} has no letter or digit to name its MQTT topic: rename it",
-                    key="labels.set",
-                )
-            slugs[label] = s
-        return slugs
+        return self.topic(f"state/{self._slugs.get(label) or label_slug(label)}")
 
     # -- the Sink: called from the audio path, never waits --------------------------------------
 
@@ -600,7 +611,7 @@ class MqttSink(Sink):
             log.debug("mqtt: %s holds no list of labels: ignored", self.topic("labels"))
             return
         current = set(self._slugs.values())
-        removed = sorted({slug(label) for label in previous} - current - {""})
+        removed = sorted({label_slug(label) for label in previous} - current)
         if not removed:
             return
         log.info("mqtt: labels gone since the last run: %s; their states and entities are removed", ", ".join(removed))

@@ -105,15 +105,16 @@ def device_notes(config: ServiceConfig) -> list[tuple[str, str]]:
     return []
 
 
-def check_outputs(config: ServiceConfig) -> None:
+def check_outputs(config: ServiceConfig, label_set: LabelSet) -> None:
     """What check-config checks of the enabled outputs without opening them: the MQTT password
     and TLS files, read as the user running it (a service under DynamicUser= reads them as
-    another: keep them readable to it); ConfigError naming the key."""
-    from edge.outputs.mqtt import credentials
+    another: keep them readable to it), and the labels' MQTT topics; ConfigError naming the key."""
+    from edge.outputs.mqtt import credentials, label_slugs
 
     mqtt = config.enabled_outputs().get("mqtt")
     if mqtt is not None:
         credentials(mqtt)
+        label_slugs(label_set.names)
 
 
 def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:

@@ -191,6 +191,8 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
     bad.write_text("schema_version: 1\nlabels: {set: urban}\nlisten: {hop: -1}\n")
     empty_bundle = tmp_path / "bundle"
     empty_bundle.mkdir()
+    twins = tmp_path / "twins.yaml"
+    twins.write_text("name: twins\nlabels: [dog_bark, dog-bark]\n")
     runs = {
         "bad value": (["check-config", str(bad)], "listen.hop -1.0 is not allowed"),
         "missing file": (["check-config", str(tmp_path / "none.yaml")], "not found: write one with"),
@@ -203,6 +205,8 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
         "no password file": (["check-config", str(example_path()), "--set", "mqtt.enabled=true", "--set",
                               "mqtt.username=u", "--set", f"mqtt.password_file={tmp_path}/pw"],
                              f"mqtt.password_file '{tmp_path}/pw' cannot be read"),
+        "labels sharing an MQTT topic": (["check-config", str(example_path()), "--set", "mqtt.enabled=true",
+                                          "--set", f"labels.set={twins}"], "cannot be told apart in MQTT topics"),
         "no CA file": (["check-config", str(example_path()), "--set", "mqtt.enabled=true", "--set",
                         f"mqtt.tls={{ca_certs: {tmp_path}/ca.pem}}"], "mqtt.tls.ca_certs"),
         "serve, bad value": (["serve", "--config", str(bad)], "listen.hop"),

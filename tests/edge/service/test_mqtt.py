@@ -96,8 +96,21 @@ def test_config_errors_name_the_key_the_value_and_the_fix(mapping, key, text):
 
 
 def test_labels_that_share_a_topic_are_refused():
-    with pytest.raises(ConfigError, match="'dog bark' cannot be told apart from 'dog_bark'"):
-        make_sink(1883, "x", labels=["dog_bark", "dog bark"])
+    with pytest.raises(ConfigError, match="labels 'dog_bark' and 'dog-bark' cannot be told apart in MQTT topics"):
+        make_sink(1883, "x", labels=["dog_bark", "dog-bark"])
+
+
+def test_labels_in_any_script_get_a_topic_of_their_own():
+    """Accents are dropped; a label with no Latin letter or digit gets a stable hash: the service
+    no longer refuses a Japanese label or an emoji (exit 78, which systemd never restarts)."""
+    labels = ["Türklingel", "犬の鳴き声", "🐶", "dog_bark"]
+    sink = make_sink(1883, "x", labels=labels)
+    topics = [sink.state_topic(label) for label in labels]
+    assert topics[0] == "semanticac/x/state/turklingel" and topics[3] == "semanticac/x/state/dog_bark"
+    assert re.fullmatch(r"semanticac/x/state/u[0-9a-f]{8}", topics[1]) and len(set(topics)) == 4
+    assert make_sink(1883, "y", labels=labels).state_topic("🐶").endswith(topics[2].rpartition("/")[2])  # stable
+    names = {c["name"] for c in sink.discovery_config()["components"].values() if c.get("device_class") == "sound"}
+    assert names == {"Türklingel", "犬の鳴き声", "🐶", "dog bark"}
 
 
 # -- against the broker -----------------------------------------------------------------------
