@@ -20,7 +20,7 @@ from edge import __version__
 from edge.backends import BACKENDS
 from edge.capture.sources import STDIN_FORMATS
 from edge.errors import OptionError, OutputError, SemanticACError
-from edge.listen import ListenOptions, ListenSummary
+from edge.listen import ListenOptions, ListenSummary, reading_notes_of
 from edge.service.unit import CONFIG_PATH, UNIT_PATH, WATCHDOG_SEC
 
 log = logging.getLogger(__name__)
@@ -273,6 +273,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                 click.echo(f"  new: {label} (no one trained it): scored as {meaning}")
             for label, nearest in fusion.weakly_named(emb.labels, vocabulary.names).items():
                 click.echo(f"  weak: {label}: {WEAK_NAME_ADVICE.format(nearest=nearest)}")
+            for _, message in reading_notes_of(found, label_set):
+                click.echo(f"  unread: {message}")
             if meanings and fusion.ceiling is not None:
                 click.echo(
                     "  (ceiling: the most the training audio made the vocabulary say that class; a new label's "

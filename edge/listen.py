@@ -475,6 +475,21 @@ def fitted_notes(label_set: LabelSet, options: ListenOptions, windowing: Windowi
     ]
 
 
+def reading_notes_of(bundle: Bundle, label_set: LabelSet) -> list[tuple[str, str]]:
+    """edge.labels.embeddings.reading_notes for a set with a name beyond ASCII (the bundle's
+    tokenizer is read only then; a bundle without one says nothing)."""
+    if all(label.name.isascii() for label in label_set.labels):
+        return []
+    from edge.labels.embeddings import reading_notes
+    from edge.labels.tokenizers import load_tokenizer
+    from edge.labels.tokenizers.base import TokenizerError
+
+    try:
+        return reading_notes(label_set, load_tokenizer(bundle.tokenizer_dir))
+    except TokenizerError:
+        return []
+
+
 def start_notes(
     bundle: Bundle,
     label_set: LabelSet,
@@ -528,6 +543,7 @@ def start_notes(
                 )
         for label, nearest in scorer.fusion.weakly_named(scorer.labels, vocabulary.names).items():
             notes.append(("warning", f"label {label!r}: {WEAK_NAME_ADVICE.format(nearest=nearest)}"))
+    notes += reading_notes_of(bundle, label_set)
     asked = agree is not None or any(a is not None for a in label_set.agreement())
     if asked and (scorer.fusion is None or scorer.fusion.head_rows is None):
         notes.append(

@@ -33,7 +33,7 @@ import numpy as np
 from edge.bundle import Bundle, shipped_bundle
 from edge.errors import LabelEmbeddingsError, LabelSetError
 from edge.fsutil import atomic_path, cache_dir, unwritable_reason
-from edge.labels.labelset import LabelSet
+from edge.labels.labelset import LabelSet, label_text
 
 log = logging.getLogger(__name__)
 # Embedding a new label set on the device takes a while (seconds per hundred prompts on a
@@ -280,6 +280,44 @@ def check_prompt_lengths(label_set: LabelSet, tokenizer) -> None:
             f"label set {label_set.name!r} ({label_set.source}): {listing}; the text tower reads at "
             f"most {limit} tokens (the rest would be cut silently): shorten the prompt(s)"
         )
+
+
+def reading_notes(label_set: LabelSet, tokenizer) -> list[tuple[str, str]]:
+    """Warnings for label names the text tower cannot read as written: it reads English, so a name
+    in another script, with characters it does not know ([UNK]: an emoji), or with accents over a
+    word it can only cut into fragments (`Türklingel` -> turk ##ling ##el, scored as Turkey) means
+    little to it; and two names it reads the same always score alike."""
+    import unicodedata
+
+    notes: list[tuple[str, str]] = []
+    seen: dict[tuple[int, ...], str] = {}
+    for label in label_set.labels:
+        text = label_text(label.name)
+        ids = tuple(tokenizer.encode(text))
+        pieces = [tokenizer.decode([i]) for i in ids]
+        read = " ".join(pieces)
+        twin = seen.setdefault(ids, label.name)
+        latin = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+        cut = len(pieces) >= 3 * len(text.split())  # every word cut into fragments, on average
+        if twin != label.name:
+            notes.append(
+                (
+                    "warning",
+                    f"labels {twin!r} and {label.name!r} read the same to the text tower ({read!r}): they will "
+                    "always score alike; name each sound in English words",
+                )
+            )
+        elif "[UNK]" in pieces or len(latin) < len(text) or (not text.isascii() and cut):  # len: another script
+            unknown = " ([UNK]: characters it does not know)" if "[UNK]" in pieces else ""
+            notes.append(
+                (
+                    "warning",
+                    f"label {label.name!r}: the bundle's text tower reads English and reads this as {read!r}{unknown}, "
+                    "so it may be scored as an unrelated sound; name the sound in English words (a label is its name: "
+                    "prompts: only add to it)",
+                )
+            )
+    return notes
 
 
 def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:

@@ -92,3 +92,21 @@ def test_stale_or_foreign_embeddings_are_refused(tmp_path, monkeypatch):
     retuned = parse_label_set("name: pets\nlabels:\n  - {name: dog, threshold: 0.9}\n"
                               "  - name: cat\n    prompts: [a cat meowing]\n")
     assert find_label_embeddings(bundle, retuned).model_id == "m1"
+
+
+def test_names_the_text_tower_cannot_read_as_written_are_warned_of(demo_bundle):
+    """It reads English: another script, an emoji ([UNK]) or an accented word cut into fragments
+    (scored as Turkey) are warned of, and two names it reads the same; English names, and accents
+    it reads through (café), are not."""
+    from edge.labels.embeddings import reading_notes
+    from edge.labels.tokenizers import load_tokenizer
+
+    tokenizer = load_tokenizer(demo_bundle.tokenizer_dir)
+    labels = parse_label_set("name: x\nlabels: [Türklingel, '犬の鳴き声', '🐶', '🚨', café ambience, dog_bark, sneezing]\n")
+    notes = reading_notes(labels, tokenizer)
+    assert [level for level, _ in notes] == ["warning"] * 4
+    assert notes[0][1].startswith("label 'Türklingel': the bundle's text tower reads English and reads this as "
+                                  "'turk ##ling ##el'")
+    assert notes[1][1].startswith("label '犬の鳴き声'") and "[UNK]: characters it does not know" in notes[1][1]
+    assert notes[2][1].startswith("label '🐶'")
+    assert notes[3][1].startswith("labels '🐶' and '🚨' read the same to the text tower ('[UNK]')")
