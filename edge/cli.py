@@ -275,6 +275,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                 click.echo(f"  weak: {label}: {WEAK_NAME_ADVICE.format(nearest=nearest)}")
             for _, message in reading_notes_of(found, label_set):
                 click.echo(f"  unread: {message}")
+            for _, message in vocabulary.kin_notes(emb.embeddings, emb.labels):
+                click.echo(f"  kin: {message}")
             if meanings and fusion.ceiling is not None:
                 click.echo(
                     "  (ceiling: the most the training audio made the vocabulary say that class; a new label's "

@@ -544,6 +544,8 @@ def start_notes(
         for label, nearest in scorer.fusion.weakly_named(scorer.labels, vocabulary.names).items():
             notes.append(("warning", f"label {label!r}: {WEAK_NAME_ADVICE.format(nearest=nearest)}"))
     notes += reading_notes_of(bundle, label_set)
+    if vocabulary is not None:
+        notes += vocabulary.kin_notes(scorer.matrix_t.T, scorer.labels)
     asked = agree is not None or any(a is not None for a in label_set.agreement())
     if asked and (scorer.fusion is None or scorer.fusion.head_rows is None):
         notes.append(

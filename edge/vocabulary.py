@@ -154,6 +154,11 @@ from edge.labels.labelset import label_key
 # (0.46), named on 88-100 % (Shatter), while drinking_sipping (0.58 there, named on 9 %) passed: a
 # warning, not a verdict. `info` and `listen` say so.
 WEAKLY_NAMED_COSINE = 0.5
+# A new label this near a trained label's text is most likely a rewording of it ("door knock" for
+# door_wood_knock: 0.89, "gunshot" for gun_shot: 0.84, "police siren" for siren: 0.84; unrelated
+# sounds stay under 0.8: "cat meowing" 0.79 to cat, "thunder" 0.75 to thunderstorm): the start
+# names the trained label, which the model was trained to hear.
+NEAR_TRAINED_COSINE = 0.8
 WEAK_NAME_ADVICE = (
     "no name of the vocabulary is near its text ({nearest}): it is scored as a blend of sounds the text is "
     "vaguely like and may not win when its sound plays; play a recording of the sound through `listen --input FILE "
@@ -338,6 +343,7 @@ class Vocabulary:
     head: Head | None = None  # the trained labels' head on the graph's features (None: none)
     familiar: Familiar | None = None  # what each trained label's clips make it say (None: no intruder veto)
     trained_keys: tuple[str, ...] = ()  # [T] each trained label's name as names are compared (label_key)
+    trained_names: tuple[str, ...] = ()  # [T] each trained label's name as its set writes it
 
     @classmethod
     def from_bundle(cls, bundle) -> Vocabulary | None:
@@ -416,6 +422,7 @@ class Vocabulary:
             head=head,
             familiar=familiar,
             trained_keys=tuple(label_key(label) for _, found in trained_sets for label in found.labels),
+            trained_names=tuple(label for _, found in trained_sets for label in found.labels),
         )
 
     def scores(self, graph, audio) -> np.ndarray:
@@ -427,6 +434,63 @@ class Vocabulary:
         if self.head is None:
             return out[self.output]
         return np.concatenate([out[self.output], self.head.logits(out[self.head.input])], axis=-1)
+
+    def _trained_match(self, labels: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(cosine [K, T] of unit label rows to the trained labels, each label's trained label or
+        nearest one [K], which labels are new [K]): new when under novelty_cosine from every
+        trained text, unless named as a trained label."""
+        to_trained = labels @ self.trained.T  # [K, T]
+        nearest = to_trained.argmax(axis=1)  # [K]: each label's nearest trained label
+        novel = to_trained.max(axis=1) < self.novelty_cosine
+        for k, name in enumerate(names):
+            same = [t for t, key in enumerate(self.trained_keys) if key == label_key(name)]
+            if novel[k] and same:
+                novel[k], nearest[k] = False, max(same, key=lambda t: to_trained[k, t])
+        return to_trained, nearest, novel
+
+    def kin_notes(self, label_matrix: np.ndarray, names: Sequence[str]) -> list[tuple[str, str]]:
+        """(level, message) for labels that are, or nearly are, a trained label twice over or
+        under another name: two labels of the set that are one trained label (one sound starts an
+        event of each), a new label near a trained label of the set (the same), and a new label
+        near a trained label the set does not have (NEAR_TRAINED_COSINE: its trained name would
+        be scored by the model trained on that sound)."""
+        if not self.trained_names:
+            return []
+        to_trained, nearest, novel = self._trained_match(_unit(np.asarray(label_matrix, dtype=np.float32)), names)
+        notes: list[tuple[str, str]] = []
+        trained_in_set: dict[int, str] = {}  # trained label -> the first label of the set that is it
+        for i in np.flatnonzero(~novel):
+            trained_in_set.setdefault(int(nearest[i]), names[int(i)])
+        for k, name in enumerate(names):
+            t = int(nearest[k])
+            own, cosine = self.trained_names[t], float(to_trained[k, t])
+            other = trained_in_set.get(t)
+            if not novel[k] and other is not None and other != name:
+                notes.append(
+                    (
+                        "warning",
+                        f"labels {other!r} and {name!r} are both the trained label {own!r}: one sound starts an "
+                        "event of each; keep one",
+                    )
+                )
+            elif novel[k] and cosine >= NEAR_TRAINED_COSINE:
+                if other is not None:
+                    notes.append(
+                        (
+                            "warning",
+                            f"label {name!r} is new, but its text is near {other!r} of this set (cosine {cosine:.2f}): "
+                            "one sound may start an event of each",
+                        )
+                    )
+                else:
+                    notes.append(
+                        (
+                            "info",
+                            f"label {name!r} is new, but its text is near the trained label {own!r} (cosine "
+                            f"{cosine:.2f}): name it {own} to be scored by the model trained on that sound",
+                        )
+                    )
+        return notes
 
     def fusion(self, label_matrix: np.ndarray, names: Sequence[str] = ()) -> Fusion:
         """The fusion for one label set's [K, C] embeddings (computed once per set). A label named
@@ -442,13 +506,7 @@ class Vocabulary:
         cos = (labels @ self.embeddings.T).astype(np.float64)  # [K, V]
         w = np.exp((cos - cos.max(axis=1, keepdims=True)) / self.tau)
         weights = w / w.sum(axis=1, keepdims=True)  # [K, V]: W
-        to_trained = labels @ self.trained.T  # [K, T]
-        nearest = to_trained.argmax(axis=1)  # [K]: each label's nearest trained label
-        novel = to_trained.max(axis=1) < self.novelty_cosine
-        for k, name in enumerate(names):
-            same = [t for t, key in enumerate(self.trained_keys) if key == label_key(name)]
-            if novel[k] and same:
-                novel[k], nearest[k] = False, max(same, key=lambda t: to_trained[k, t])
+        to_trained, nearest, novel = self._trained_match(labels, names)
         named = cos.max(axis=1) >= self.veto_cosine
         trusted = self.heard[nearest] >= self.veto_reliable
         head = self.head is not None and self.head.weight > 0 and not novel.all()

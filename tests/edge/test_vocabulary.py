@@ -196,6 +196,23 @@ def test_a_label_named_as_a_trained_one_stays_trained_whatever_its_text():
     assert fusion.novel.tolist() == [False, False, True]  # by name it is the trained dog; frog stays new
 
 
+def test_a_trained_label_twice_over_or_under_another_name_is_said():
+    v = dataclasses.replace(vocabulary(), trained_keys=("dog", "siren"), trained_names=("dog", "siren"))
+    labels = unit([[1, 0, 0, 0], [1, 0.1, 0, 0], [0.1, 0.85, 0, 0.52], [0, 0, 0, 1]])
+    notes = v.kin_notes(labels, ("dog", "dog barking", "police siren", "frog"))
+    assert notes == [
+        ("warning", "labels 'dog' and 'dog barking' are both the trained label 'dog': one sound starts an event of "
+                    "each; keep one"),
+        ("info", "label 'police siren' is new, but its text is near the trained label 'siren' (cosine 0.85): name "
+                 "it siren to be scored by the model trained on that sound"),
+    ]
+    beside = v.kin_notes(labels[[2, 3]], ("police siren", "frog"))
+    assert beside[0][0] == "info"  # no siren in the set: the trained name is the advice
+    with_siren = v.kin_notes(unit([[0, 1, 0, 0], [0.1, 0.85, 0, 0.52]]), ("siren", "police siren"))
+    assert with_siren == [("warning", "label 'police siren' is new, but its text is near 'siren' of this set "
+                                      "(cosine 0.85): one sound may start an event of each")]
+
+
 def test_a_site_template_keeps_the_shipped_labels_trained(demo_bundle, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
@@ -209,6 +226,10 @@ def test_a_site_template_keeps_the_shipped_labels_trained(demo_bundle, tmp_path,
     assert result.exit_code == 0, result.output
     new = [line.split(" (")[0] for line in result.output.splitlines() if line.startswith("  new: ")]
     assert new == ["  new: doorbell"], result.output
+    # a rewording of a trained label the set does not have: its trained name is the advice
+    labels.write_text("name: site\nlabels: [siren, door knock]\n")
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
+    assert "  kin: label 'door knock' is new, but its text is near the trained label 'door_wood_knock'" in result.output
 
 
 def info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, labels_yaml):
