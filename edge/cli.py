@@ -115,10 +115,23 @@ BUNDLE_OPTION = click.option(
     default=None,
     help="Model bundle folder. Default: $SEMANTICAC_BUNDLE, else the demo bundle shipped with the package.",
 )
+
+
+def _one_label_set(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
+    """--labels given once (taken as `multiple` only to catch a second one: click keeps the last)."""
+    if len(value) > 1:
+        raise click.BadParameter(
+            f"given {len(value)} times ({', '.join(value)}): this command takes one label set; put every label "
+            "you need into one set's YAML"
+        )
+    return value[0] if value else None
+
+
 LABELS_OPTION = click.option(
     "--labels",
     "labels_spec",
-    default=None,
+    multiple=True,
+    callback=_one_label_set,
     metavar="NAME|PATH",
     help="A label-set YAML file, or the name of a shipped set (urban, esc50).",
 )

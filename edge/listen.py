@@ -47,6 +47,7 @@ import logging
 import math
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -73,6 +74,7 @@ from edge.features import (
     mean_square_dbfs,
     tile_frames,
 )
+from edge.labels.labelset import label_text
 from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
 from edge.vocabulary import WEAK_NAME_ADVICE, Vocabulary
@@ -103,7 +105,7 @@ CLIPPING_STATUS_SECONDS = 600.0
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
-def count(n: int, noun: str) -> str:
+def plural(n: int, noun: str) -> str:
     """ "1 window", "3 windows"."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -475,19 +477,32 @@ def fitted_notes(label_set: LabelSet, options: ListenOptions, windowing: Windowi
     ]
 
 
+NEGATION = re.compile(r"(?:^|\s)(?:not|no|non|without|never|except)(?:\s|-|$)", re.IGNORECASE)
+
+
 def reading_notes_of(bundle: Bundle, label_set: LabelSet) -> list[tuple[str, str]]:
-    """edge.labels.embeddings.reading_notes for a set with a name beyond ASCII (the bundle's
-    tokenizer is read only then; a bundle without one says nothing)."""
+    """Label names the text tower cannot read as meant: a negation (it reads the words, not the
+    "not": `not a dog` is scored as a dog), and edge.labels.embeddings.reading_notes for a set
+    with a name beyond ASCII (the bundle's tokenizer is read only then; without one: nothing)."""
+    notes = [
+        (
+            "warning",
+            f"label {label.name!r}: a label names a sound to detect, and the text tower reads its words, not a "
+            "negation: it is scored as what it negates; leave such sounds out of the set instead",
+        )
+        for label in label_set.labels
+        if NEGATION.search(label_text(label.name))
+    ]
     if all(label.name.isascii() for label in label_set.labels):
-        return []
+        return notes
     from edge.labels.embeddings import reading_notes
     from edge.labels.tokenizers import load_tokenizer
     from edge.labels.tokenizers.base import TokenizerError
 
     try:
-        return reading_notes(label_set, load_tokenizer(bundle.tokenizer_dir))
+        return notes + reading_notes(label_set, load_tokenizer(bundle.tokenizer_dir))
     except TokenizerError:
-        return []
+        return notes
 
 
 def start_notes(
@@ -546,6 +561,25 @@ def start_notes(
     notes += reading_notes_of(bundle, label_set)
     if vocabulary is not None:
         notes += vocabulary.kin_notes(scorer.matrix_t.T, scorer.labels)
+    never = [label.name for label in label_set.labels if label.threshold >= 1.0]
+    if never:
+        notes.append(
+            (
+                "warning",
+                f"{', '.join(never)}: threshold 1 is reached only by a score of exactly 1, which almost never comes: "
+                "such a label starts almost no event; use 0.99 or less",
+            )
+        )
+    if scorer.fusion is not None:
+        own_new = [k.name for k, new in zip(label_set.labels, scorer.fusion.novel) if new and k.agree is not None]
+        if own_new:
+            notes.append(
+                (
+                    "warning",
+                    f"{', '.join(own_new)}: `agree` has no effect on a label no one trained (the student's "
+                    "agreement checks a trained label's events; the vocabulary alone scores a new one)",
+                )
+            )
     asked = agree is not None or any(a is not None for a in label_set.agreement())
     if asked and (scorer.fusion is None or scorer.fusion.head_rows is None):
         notes.append(
@@ -729,6 +763,7 @@ class Listener:
         self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
         self._tries = 0  # tries to reopen since the loss
         self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
+        self._shown: np.ndarray | None = None  # each label's highest score of one window (what windows show)
         # a source lost to digital silence was open all along (the silence was its wait): reopen it
         # at once, so audio after an unmute is not missed for a backoff
         self._reopen_at_once = False
@@ -783,8 +818,8 @@ class Listener:
         self._status(
             "info",
             f"stopped ({'failed' if failure else WHY_STOPPED.get(self.summary.end_reason, self.summary.end_reason)}): "
-            f"{count(self.summary.windows, 'window')}, {self.summary.dropped} dropped, "
-            f"{count(self.summary.events, 'event')}",
+            f"{plural(self.summary.windows, 'window')}, {self.summary.dropped} dropped, "
+            f"{plural(self.summary.events, 'event')}",
         )
         return self.summary
 
@@ -797,13 +832,28 @@ class Listener:
             for label, peak, threshold in zip(self.scorer.labels, self._reached, self.detector.thresholds)
             if peak >= threshold
         ]
+        assert self._shown is not None
+        glimpsed = [
+            f"{label} {shown:.3f} in a window (averaged, at most {peak:.3f}; threshold {threshold:g})"
+            for label, shown, peak, threshold in zip(
+                self.scorer.labels, self._shown, self._reached, self.detector.thresholds
+            )
+            if shown >= threshold > peak
+        ]
+        if glimpsed and not reached:
+            self._status(
+                "info",
+                f"no event, though {', '.join(glimpsed)} reached the threshold: an event reads a label's score "
+                f"averaged over {plural(self.smoother.windows, 'window')} (--smooth; a service: listen.smooth), "
+                "and a sound heard in one window alone does not hold it there",
+            )
         if reached:
             self._status(
                 "info",
                 f"no event, though {', '.join(reached)} reached the threshold: an event needs a label's score, "
-                f"averaged over {count(self.smoother.windows, 'window')}, at or above its threshold for "
+                f"averaged over {plural(self.smoother.windows, 'window')}, at or above its threshold for "
                 f"{self.detector.min_duration:g} s (--min-duration; a service: listen.min_duration), and "
-                f"{count(self.summary.windows, 'window')} {'was' if self.summary.windows == 1 else 'were'} heard"
+                f"{plural(self.summary.windows, 'window')} {'was' if self.summary.windows == 1 else 'were'} heard"
                 + (
                     "; a clip alone is one window: hear it in the stream it came from, or with silence around it"
                     if self.summary.windows <= self.smoother.windows
@@ -904,7 +954,7 @@ class Listener:
             self._clipped_said, self._clipping_at = source.clipped_samples, time.monotonic()
             self._status(
                 "warning",
-                f"{source.name} clips: {count(clipped, 'input sample')} at full scale: {source.clipping_fix}; "
+                f"{source.name} clips: {plural(clipped, 'input sample')} at full scale: {source.clipping_fix}; "
                 "clipped audio scores lower",
                 code="clipping",
             )
@@ -978,7 +1028,7 @@ class Listener:
             self.summary.dropped += late
             self._status(
                 "warning",
-                f"inference fell behind: dropped {count(late, 'window')} "
+                f"inference fell behind: dropped {plural(late, 'window')} "
                 f"({self.summary.dropped} so far); try a longer --hop or a faster backend",
                 code="overload",
             )
@@ -1046,6 +1096,8 @@ class Listener:
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)
             smoothed = self.smoother.update(np.zeros_like(e) if gated else e)
             self._reached = smoothed if self._reached is None else np.maximum(self._reached, smoothed)
+            own = np.zeros_like(p) if gated else p
+            self._shown = own if self._shown is None else np.maximum(self._shown, own)
             for event in self.detector.update(t, smoothed):
                 self._emit_event(event)
             self._watch_silence(t, frames)

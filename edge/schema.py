@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, overload
@@ -55,6 +56,12 @@ _YAML_HINTS = (
 )
 
 
+def undecodable(err: UnicodeDecodeError, data: bytes) -> str:
+    """ "line 4 is not UTF-8 (byte 0xfc): save the file as UTF-8 ..." for a file that is not."""
+    line = data[: err.start].count(b"\n") + 1
+    return f"line {line} is not UTF-8 (byte 0x{data[err.start]:02x}): save the file as UTF-8 in your editor"
+
+
 def yaml_error(err: Exception, source: str, text: str) -> str:
     """ "FILE:LINE: not valid YAML: <problem> (line 'the line'): <usual cause and fix>" for a
     PyYAML error: the line is the one the problem starts on (an unclosed quote's opening line, not
@@ -74,6 +81,25 @@ def yaml_error(err: Exception, source: str, text: str) -> str:
         + (f" (line {mark.line + 1}: {shown!r})" if shown else "")
         + (f": {hint}" if hint else "")
     )
+
+
+def number_hint(value: object) -> str:
+    """Why a text that reads as a number to a person is not one to YAML, and the fix."""
+    if not isinstance(value, str):
+        return ""
+    text = value.strip()
+    if text.endswith("%"):
+        try:
+            return f" (write a share as a number: {float(text[:-1]) / 100:g}, not {text})"
+        except ValueError:
+            return ""
+    try:
+        float(text)
+    except ValueError:
+        return ""
+    if re.fullmatch(r"[-+]?\d+e[-+]?\d+", text, flags=re.I):  # YAML 1.1 reads 7e-1 as text
+        return f" (YAML reads {text} as text: write {float(text):g})"
+    return f" (a number in quotes is text to YAML: write {text} without quotes)"
 
 
 def is_kind(value: object, kinds: type | tuple[type, ...]) -> bool:

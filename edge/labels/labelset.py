@@ -43,12 +43,13 @@ import yaml
 
 from edge.errors import LabelSetError
 from edge.fsutil import looked_at
-from edge.schema import NUMBER, is_kind, must_be, unknown_keys, yaml_error
+from edge.schema import NUMBER, is_kind, must_be, number_hint, undecodable, unknown_keys, yaml_error
 
 log = logging.getLogger(__name__)
 DEFAULT_PROMPT = "an audio clip of {label}"  # the paper's best prompt (Table 4)
 DEFAULT_THRESHOLD = 0.5
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_LENGTH = 64
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SET_KEYS = {
     "name": "str",
     "prompt": "str",
@@ -191,7 +192,7 @@ class _Parser:
                 raise self.fail(node, where, must_be("a non-empty text", value) + (quote if typed else ""))
             return value.strip()
         if not is_kind(value, NUMBER):
-            raise self.fail(node, where, must_be("a number", value))
+            raise self.fail(node, where, must_be("a number", value) + number_hint(value))
         return float(value)
 
     def mapping(self, node: yaml.Node, where: str, allowed: dict) -> dict[str, yaml.Node]:
@@ -201,7 +202,18 @@ class _Parser:
         for key_node, value_node in node.value:
             key = self.loader.construct_object(key_node)
             if key not in allowed:
-                raise self.fail(key_node, where, unknown_keys([key], allowed, word="key"))
+                colon = ""
+                if "name" in allowed and len(node.value) == 1 and isinstance(value_node, yaml.ScalarNode):
+                    colon = (
+                        f" (the ':' after {key!r} makes this item a mapping: "
+                        + (
+                            f"write - {key}"
+                            if not value_node.value
+                            else f'quote the label, - "{key}: {value_node.value}"'
+                        )
+                        + ")"
+                    )
+                raise self.fail(key_node, where, unknown_keys([key], allowed, word="key") + colon)
             if key in out:
                 raise self.fail(key_node, where, f"key {key!r} appears twice")
             out[key] = value_node
@@ -238,6 +250,8 @@ class _Parser:
             if required not in keys:
                 raise self.fail(root, "label set", f"missing key {required!r}")
         name = self.value(keys["name"], "name", "str")
+        if len(name) > NAME_LENGTH:
+            raise self.fail(keys["name"], "name", f"{name!r} is {len(name)} characters: use at most {NAME_LENGTH}")
         if not NAME_PATTERN.match(name):
             raise self.fail(
                 keys["name"],
@@ -323,6 +337,13 @@ class _Parser:
                 f"{name!r} runs over lines {node_name.start_mark.line + 1}-{node_name.end_mark.line + 1}: YAML "
                 "joins an unquoted text's lines into one label; start each item's '-' in the same column",
             )
+        if name[-1] in ",;" and getattr(node_name, "style", "") is None:
+            raise self.fail(
+                node_name,
+                f"{where}.name",
+                f"{name!r} ends with {name[-1]!r}: items of a YAML list need no separator (each '-' starts one); "
+                f"write {name[:-1].rstrip()!r}, or quote the label if it belongs to it",
+            )
         if "\n" in name or len(name) > 100:
             raise self.fail(
                 keys["name"], f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters"
@@ -371,8 +392,11 @@ def parse_label_set(text: str, source: str = "<string>") -> LabelSet:
 def load_label_set(path: str | Path, shipped: bool = False) -> LabelSet:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LabelSetError(f"cannot read label set {path}: {undecodable(err, data)}") from None
+    except OSError as err:
         missing = looked_at(path) if isinstance(err, FileNotFoundError) else ""
         raise LabelSetError(f"cannot read label set {path}: {err}{missing}") from None
     label_set = parse_label_set(text, source=str(path))

@@ -38,7 +38,7 @@ from edge.outputs.clips import ClipsConfig
 from edge.outputs.eventlog import EventLogConfig
 from edge.outputs.metrics import MetricsConfig
 from edge.outputs.mqtt import MqttConfig
-from edge.schema import yaml_error
+from edge.schema import undecodable, yaml_error
 from edge.service.sections import invalid, parse_section
 
 SCHEMA_VERSION = 1
@@ -172,7 +172,8 @@ def parse_config(raw: Any, source: str = "<memory>") -> ServiceConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(
             f"{source}: a service config is a mapping of sections (schema_version, audio, model, labels, ...), "
-            f"not {type(raw).__name__}: start from the example {example_path()}"
+            f"{'but it is empty (or only comments)' if raw is None else 'not ' + type(raw).__name__}: start from "
+            f"the example {example_path()}"
         )
     known = ["schema_version", *OPTION_SECTIONS, "labels", "supervision", "service", "systemd", *OUTPUTS]
     for key in raw:
@@ -304,13 +305,16 @@ def read_config_file(path: str | Path) -> Any:
     """The YAML document of a config file; ConfigError when it is missing or not YAML."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"cannot read config file {path}: {undecodable(err, data)}") from None
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} not found{looked_at(path)}: write one with `semanticac-edge install-service`, or copy "
             f"the commented example {example_path()}"
         ) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
     try:
         twice = _repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from edge.errors import ConfigError
+from edge.schema import number_hint
 
 T = TypeVar("T")
 
@@ -115,7 +116,12 @@ def _convert_one(value: Any, hint: Any, key: str) -> Any:
             return [_convert(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
     else:
         raise TypeError(f"parse_section: {key} has a type it cannot read: {hint}")
-    raise invalid(key, value, _describe(hint))
+    hint_text = number_hint(value) if hint in (int, float) else ""
+    if hint is str and isinstance(value, (bool, int, float)):
+        hint_text = (
+            " (YAML reads yes, no, on, off, true and false as true or false, and digits as a number: quote a text)"
+        )
+    raise invalid(key, value, _describe(hint) + hint_text)
 
 
 def _is_union(hint: Any) -> bool:

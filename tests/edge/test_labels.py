@@ -78,6 +78,16 @@ def test_sha_covers_names_and_prompts_only():
     ("name: x\nlabels:\n  - dog\n  - yes\n", r":4: labels\[1\].name: .* \(YAML reads yes as True, not text: quote it, 'yes'\)"),
     ("name: x\nlabels: [dog, 911]\n", r"labels\[1\].name: .* \(YAML reads 911 as 911, not text: quote it, '911'\)"),
     ("name: x\nname: y\nlabels: [dog]\n", r":2: label set: key 'name' appears twice"),
+    ("name: x\nlabels:\n  - siren\n  - doorbell:\n", r":4: labels\[1\]: unknown key 'doorbell'.* \(the ':' after 'doorbell' "
+     r"makes this item a mapping: write - doorbell\)"),
+    ("name: x\nlabels:\n  - smoke alarm: kitchen\n", r"quote the label, - \"smoke alarm: kitchen\"\)"),
+    ("name: x\nlabels:\n  - siren,\n  - doorbell\n", r":3: labels\[0\].name: 'siren,' ends with ',': items of a YAML "
+     r"list need no separator"),
+    ("name: x\nlabels:\n  - name: dog\n    threshold: '0.7'\n", r"got '0.7' \(a number in quotes is text to YAML: write "
+     r"0.7 without quotes\)"),
+    ("name: x\nlabels:\n  - name: dog\n    threshold: 70%\n", r"got '70%' \(write a share as a number: 0.7, not 70%\)"),
+    ("name: x\nlabels:\n  - name: dog\n    threshold: 7e-1\n", r"got '7e-1' \(YAML reads 7e-1 as text: write 0.7\)"),
+    (f"name: {'a' * 65}\nlabels: [dog]\n", r":1: name: 'a+' is 65 characters: use at most 64"),
     ("name: x\nlabels: [dog\n", r":2: not valid YAML: .* \(line 2: 'labels: \[dog'\): a \[ is not closed with \]"),
     ("name: x\nlabels:\n  - 'dog bark\n", r":3: not valid YAML: .* \(line 3: \"- 'dog bark\"\): a quote is not closed"),
     ("name: x\nlabels:\n  - dog bark\n   - siren\n", r":3: labels\[0\].name: 'dog bark - siren' runs over lines 3-4"),
@@ -89,6 +99,14 @@ def test_sha_covers_names_and_prompts_only():
 def test_errors_name_the_line_and_fix(text, message):
     with pytest.raises(LabelSetError, match=message):
         parse_label_set(text)
+
+
+def test_a_quoted_label_may_end_with_a_comma_and_a_file_not_in_utf8_names_its_line(tmp_path):
+    assert parse_label_set("name: x\nlabels: ['siren,']\n").names == ["siren,"]
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("name: x\nlabels:\n  - siren\n  - Türklingel\n".encode("latin-1"))
+    with pytest.raises(LabelSetError, match=r"latin1.yaml: line 4 is not UTF-8 \(byte 0xfc\): save the file as UTF-8"):
+        load_label_set(latin1)
 
 
 def test_shipped_sets_match_the_datasets(data_dir):

@@ -128,6 +128,23 @@ def test_new_label_is_embedded_on_the_device(demo_bundle, tmp_path, monkeypatch,
     assert {t["label"] for t in top} == {"dog_bark", "kettle"}
 
 
+def test_a_label_shown_over_its_threshold_in_one_window_alone_says_why_no_event(demo_bundle, clip, tmp_path):
+    """Windows show each window's own score; events read the mean of the last 3. A bark in one
+    window between silent ones shows 0.8 and averages under the threshold: the end says so."""
+    rate = demo_bundle.meta.frontend.sample_rate
+    audio = read_audio(clip, rate)[: 5 * rate]
+    quiet = np.zeros(5 * rate, dtype=np.float32)
+    sf.write(tmp_path / "one.wav", np.concatenate([quiet, audio, np.zeros(5 * rate - audio.size), quiet]), rate)
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", "urban",
+                                                "--input", str(tmp_path / "one.wav"), "--fast", "--json", "--hop", "5"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert max(t["score"] for r in records if r["type"] == "window" for t in r["top"] if t["label"] == "dog_bark") > 0.5
+    said = [r["message"] for r in records if r["type"] == "status" and r["message"].startswith("no event, though")]
+    assert len(said) == 1 and said[0].startswith("no event, though dog_bark 0.") and "in a window (averaged, at most 0." in said[0]
+    assert "averaged over 3 windows (--smooth; a service: listen.smooth)" in said[0]
+
+
 def test_a_clip_whose_label_reached_its_threshold_without_an_event_says_why(demo_bundle, clip, tmp_path):
     """One 4 s dog bark clip is one window: dog_bark tops it far above its threshold, yet no event
     can last --min-duration; the run's last lines say so instead of a bare "0 events"."""

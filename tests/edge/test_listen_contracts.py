@@ -83,6 +83,12 @@ def test_bad_option_values_are_usage_errors(demo_bundle, clip, args, texts):
     assert_usage_error(result, *texts)
 
 
+def test_a_second_label_set_is_a_usage_error_not_silently_the_only_one(demo_bundle, clip):
+    result = cli("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--labels", "esc50",
+                 "--input", str(clip), "--fast")
+    assert_usage_error(result, "--labels", "given 2 times (urban, esc50): this command takes one label set")
+
+
 @pytest.mark.parametrize("source, args, texts", [
     ("file", ["--device", "usb"], ["--device applies to the microphone", "not to --input FILE"]),
     ("file", ["--rate", "16000"], ["--rate applies to --input - (stdin) only"]),

@@ -335,6 +335,29 @@ def test_a_set_calibrated_before_calibrations_reached_new_labels_says_so(demo_bu
     assert not any("a first guess" in m for m in said)
 
 
+def test_the_start_warns_of_labels_that_cannot_work_as_written(demo_bundle, tmp_path, monkeypatch):
+    """A negation is scored as what it negates; threshold 1 is almost never reached; `agree` on a
+    new label checks nothing."""
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    labels = tmp_path / "odd.yaml"
+    labels.write_text("name: odd\nlabels:\n  - name: dog_bark\n    threshold: 1\n  - not a dog\n"
+                      "  - name: kettle\n    agree: 0.5\n")
+    clip = tmp_path / "quiet.wav"
+    sf.write(clip, 0.01 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", str(labels),
+                                                "--input", str(clip), "--fast", "--json"])
+    assert result.exit_code == 0, result.output
+    said = [json.loads(line)["message"] for line in result.stdout.splitlines() if '"status"' in line]
+    assert any(m.startswith("label 'not a dog': a label names a sound to detect") for m in said), said
+    assert any(m.startswith("dog_bark: threshold 1 is reached only by a score of exactly 1") for m in said), said
+    assert any(m.startswith("kettle: `agree` has no effect on a label no one trained") for m in said), said
+    assert not any("dog_bark: `agree`" in m or "'kettle': a label names" in m for m in said)
+
+
 def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo_bundle, tmp_path, monkeypatch):
     import soundfile as sf
 

@@ -65,6 +65,9 @@ def config(**sections) -> ServiceConfig:
     ({"labels": {"set": "urban", "thresholds": None, "siren": 0.9}}, "labels.thresholds",  # entries not indented
      "on the lines below `thresholds:` and indented deeper than it"),
     ({"schema_version": 2}, "schema_version", "use 1"),
+    ({"labels": {"set": True}}, "labels.set", "(YAML reads yes, no, on, off, true and false as true or false"),
+    ({"labels": {"set": "urban", "thresholds": {"siren": "70%"}}}, "labels.thresholds.siren",
+     "use a number (write a share as a number: 0.7, not 70%)"),
     ({"listen": [1, 2]}, "listen", "listen must be a mapping"),
 ])
 def test_errors_name_the_dotted_key_the_value_and_the_fix(raw, key, text):
@@ -252,6 +255,17 @@ def test_the_log_level_of_the_config_quietens_and_raises_and_minus_v_raises_it_m
             assert root.level == expected, (cli, config_level)
     finally:
         root.setLevel(before)
+
+
+def test_an_empty_config_or_one_not_in_utf8_says_so(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# only comments\n")
+    with pytest.raises(ConfigError, match="a service config is a mapping of sections .*, but it is empty"):
+        load_config(empty)
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("schema_version: 1\n# Küche\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: line 2 is not UTF-8 \(byte 0xfc\)"):
+        load_config(latin1)
 
 
 def test_a_file_that_is_not_yaml_names_its_line(tmp_path):
