@@ -312,24 +312,30 @@ def test_a_new_label_no_vocabulary_name_is_near_is_called_weakly_named():
         ("street_music", "siren"), NAMES) == {}
 
 
-def test_a_set_calibrated_before_calibrations_reached_new_labels_says_so(demo_bundle, tmp_path, monkeypatch):
-    """Its temperature and a new label's bias were fitted for the trained labels only (the new
-    label's on the student's unused logit): they are not applied to the new label, and the start
-    says to fit it again; a set whose thresholds were fitted hears no "first guess"."""
+def start_statuses(demo_bundle, tmp_path, monkeypatch, labels_yaml: str) -> list[str]:
+    """The status messages of `listen --json` with the set `labels_yaml` on a second of quiet noise."""
     from click.testing import CliRunner
 
     import edge.cli
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    old = tmp_path / "old.yaml"
-    old.write_text("name: old\ncalibration: {temperature: 1.8}\nfitted_for: {hop: 1}\n"
-                   "labels:\n  - dog_bark\n  - name: kettle\n    bias: 1.5\n")
+    labels = tmp_path / "site.yaml"
+    labels.write_text(labels_yaml)
     clip = tmp_path / "quiet.wav"
     sf.write(clip, 0.01 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
-    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", str(old),
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", str(labels),
                                                 "--input", str(clip), "--fast", "--json"])
     assert result.exit_code == 0, result.output
-    said = [json.loads(line)["message"] for line in result.stdout.splitlines() if '"status"' in line]
+    return [json.loads(line)["message"] for line in result.stdout.splitlines() if '"status"' in line]
+
+
+def test_a_set_calibrated_before_calibrations_reached_new_labels_says_so(demo_bundle, tmp_path, monkeypatch):
+    """Its temperature and a new label's bias were fitted for the trained labels only (the new
+    label's on the student's unused logit): they are not applied to the new label, and the start
+    says to fit it again; a set whose thresholds were fitted hears no "first guess"."""
+    said = start_statuses(demo_bundle, tmp_path, monkeypatch,
+                          "name: old\ncalibration: {temperature: 1.8}\nfitted_for: {hop: 1}\n"
+                          "labels:\n  - dog_bark\n  - name: kettle\n    bias: 1.5\n")
     assert any(m.startswith("label set 'old' was calibrated before a calibration reached new labels: its "
                             "temperature and biases are not applied to kettle") for m in said), said
     assert not any("a first guess" in m for m in said)
@@ -338,20 +344,9 @@ def test_a_set_calibrated_before_calibrations_reached_new_labels_says_so(demo_bu
 def test_the_start_warns_of_labels_that_cannot_work_as_written(demo_bundle, tmp_path, monkeypatch):
     """A negation is scored as what it negates; threshold 1 is almost never reached; `agree` on a
     new label checks nothing."""
-    from click.testing import CliRunner
-
-    import edge.cli
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    labels = tmp_path / "odd.yaml"
-    labels.write_text("name: odd\nlabels:\n  - name: dog_bark\n    threshold: 1\n  - not a dog\n"
-                      "  - name: kettle\n    agree: 0.5\n")
-    clip = tmp_path / "quiet.wav"
-    sf.write(clip, 0.01 * np.random.default_rng(0).standard_normal(16000).astype(np.float32), 16000)
-    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", str(labels),
-                                                "--input", str(clip), "--fast", "--json"])
-    assert result.exit_code == 0, result.output
-    said = [json.loads(line)["message"] for line in result.stdout.splitlines() if '"status"' in line]
+    said = start_statuses(demo_bundle, tmp_path, monkeypatch,
+                          "name: odd\nlabels:\n  - name: dog_bark\n    threshold: 1\n  - not a dog\n"
+                          "  - name: kettle\n    agree: 0.5\n")
     assert any(m.startswith("label 'not a dog': a label names a sound to detect") for m in said), said
     assert any(m.startswith("dog_bark: threshold 1 is reached only by a score of exactly 1") for m in said), said
     assert any(m.startswith("kettle: `agree` has no effect on a label no one trained") for m in said), said
