@@ -407,6 +407,10 @@ class MqttSink(Sink):
         if status.code in ("audio_lost", "audio_restored"):
             self._audio_lost = status.code == "audio_lost"
             self._set_retained(self.topic("microphone"), OFF if self._audio_lost else ON)
+            if self._audio_lost:  # no window comes to update it: the level is unknown, not the last one heard
+                with self._cond:
+                    self._level = "None"
+                    self._cond.notify()
         if status.code in ENDS:
             self._problems.pop(ENDS[status.code], None)
         elif status.code in PROBLEMS:

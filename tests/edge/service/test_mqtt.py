@@ -148,9 +148,12 @@ def test_availability_discovery_events_states_and_level(broker, node, subscriber
     sink.event(end(1.5, 1))
     assert sub.wait_for(lambda m: m.topic == f"{base}/events" and m.json()["type"] == "end").json()["event_type"] == "siren"
     sub.on(f"{base}/state/siren", "OFF")
+    sink.window(window(2.5, level=-20.0))
+    sub.on(f"{base}/level", "-20.0")
     sink.status(Status(3.0, "warning", "microphone gone", code="audio_lost"))
     assert sub.on(f"{base}/status").json()["code"] == "audio_lost"
     sub.on(f"{base}/microphone", "OFF")
+    wait_until(lambda: sub.topics(f"{base}/level")[-1].payload == "None")  # unknown while lost, not the last level
     sink.window(window(4.0))  # a late window does not bring the microphone back: audio_restored does
     sink.status(Status(5.0, "info", "audio restored", code="audio_restored"))
     wait_until(lambda: len(sub.topics(f"{base}/microphone")) == 3)
