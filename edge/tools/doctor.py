@@ -458,6 +458,8 @@ def check_label_sets(ctx: _Context) -> list[Check]:
         if check.status == FAIL and ctx.labels and asked_name is not None and name != asked_name:
             check = Check(check.name, WARN, f"{check.finding} (not the --labels set)", check.fix)
         checks.append(check)
+        if check.status == OK and name == asked_name:
+            checks += _label_warnings(bundle, label_set)
     # Sets precomputed into the bundle without a YAML here (a custom set embedded on the desktop);
     # not the vocabulary's own classes (its check says what to do of that file)
     vocabulary_file = (bundle.meta.vocabulary or {}).get("labels")
@@ -465,6 +467,25 @@ def check_label_sets(ctx: _Context) -> list[Check]:
         if path.stem not in sets and path.stem != vocabulary_file:
             checks.append(_orphan_embeddings_check(ctx, path))
     return checks
+
+
+def _label_warnings(bundle, label_set: LabelSet) -> list[Check]:
+    """The warnings a start gives of the --labels set (weakly named labels, names the text tower
+    cannot read, a trained label twice over, ...), as `listen` and `check-config` give them; only
+    for embeddings that are ready (doctor computes nothing: that may take minutes on a Jetson)."""
+    from edge.labels.embeddings import look_up
+    from edge.listen import ListenOptions, scorer_for, start_notes
+
+    if not any(candidate.usable for candidate in look_up(bundle, label_set)):
+        return []
+    scorer, vocabulary = scorer_for(bundle, label_set)
+    windowing = ListenOptions(labels=label_set.source).windowing(bundle)
+    notes = start_notes(bundle, label_set, scorer, vocabulary, windowing)
+    return [
+        Check(f"labels {label_set.name}", WARN, message, f"edit {label_set.source} as the finding says")
+        for level, message in notes
+        if level == "warning"
+    ]
 
 
 def _label_set_check(ctx: _Context, label_set: LabelSet) -> Check:

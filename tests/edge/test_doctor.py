@@ -59,6 +59,21 @@ def test_a_good_bundle_is_ok(demo_bundle, tmp_path):
     assert ("fix the FAIL lines" in last) == (FAIL in found.values())
 
 
+def test_the_labels_set_gets_the_warnings_a_start_would_give(demo_bundle, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    site = tmp_path / "site.yaml"
+    site.write_text("name: site\nlabels: [dog_bark, dog barking, woof]\n")
+    before = invoke("--bundle", str(demo_bundle.path), "--labels", str(site))
+    assert "warn  labels site:" not in before.output  # not embedded yet: doctor computes nothing
+    assert not list((tmp_path / "cache").rglob("site.npz"))
+    CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(demo_bundle.path), "--labels", str(site),
+                                       "--into", "cache"])
+    result = invoke("--bundle", str(demo_bundle.path), "--labels", str(site))
+    warned = [line for line in result.output.splitlines() if line.startswith("warn  labels site: ")]
+    assert any("both the trained label 'dog_bark'" in line for line in warned), result.output
+    assert any("'woof': no name of the vocabulary is near its text" in line for line in warned), result.output
+
+
 def test_a_vocabulary_file_that_no_longer_fits_the_bundle_fails(demo_bundle, tmp_path):
     """The trained labels' embeddings (labels/esc50.npz) gone or replaced: every start fails, so doctor must."""
     folder = bundle_copy(demo_bundle, tmp_path)
