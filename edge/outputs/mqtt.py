@@ -97,6 +97,11 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "_", plain.lower()).strip("_")
 
 
+def _sentence(text: str) -> str:
+    """An entity name as Home Assistant writes its own: the first letter up (`dog bark` -> `Dog bark`)."""
+    return text[:1].upper() + text[1:]
+
+
 def label_slug(label: str) -> str:
     """A label's topic level (`state/<it>`) and entity key: its slug, or for a label with no
     Latin letter or digit (`犬の鳴き声`, an emoji) `u` and 8 hex digits of its SHA-1, stable across
@@ -727,7 +732,7 @@ class MqttSink(Sink):
             components[f"label_{s}"] = entity(
                 f"label_{s}",
                 "binary_sensor",
-                label.replace("_", " "),
+                _sentence(label.replace("_", " ")),
                 state_topic=self.state_topic(label),
                 device_class="sound",
                 payload_on=ON,

@@ -110,7 +110,7 @@ def test_labels_in_any_script_get_a_topic_of_their_own():
     assert re.fullmatch(r"semanticac/x/state/u[0-9a-f]{8}", topics[1]) and len(set(topics)) == 4
     assert make_sink(1883, "y", labels=labels).state_topic("🐶").endswith(topics[2].rpartition("/")[2])  # stable
     names = {c["name"] for c in sink.discovery_config()["components"].values() if c.get("device_class") == "sound"}
-    assert names == {"Türklingel", "犬の鳴き声", "🐶", "dog bark"}
+    assert names == {"Türklingel", "犬の鳴き声", "🐶", "Dog bark"}  # sentence case, as Home Assistant's own
 
 
 # -- against the broker -----------------------------------------------------------------------
