@@ -270,6 +270,8 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
     for item in overrides:
         path, sep, text = item.partition("=")
         keys = path.strip().split(".")
+        if keys[:2] == ["labels", "thresholds"] and len(keys) > 3:  # a label's name may hold a dot
+            keys = [*keys[:2], ".".join(keys[2:])]
         if not sep or not all(keys):
             raise ConfigError(
                 f"--set {item!r} is not allowed: use --set section.key=value, e.g. --set listen.hop=0.5",

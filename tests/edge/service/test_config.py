@@ -98,8 +98,9 @@ def test_a_service_reopens_a_lost_microphone_unless_told_not_to():
 def test_set_overrides_any_key_with_a_yaml_value():
     raw = {**MINIMAL, "listen": {"hop": 1.0}}
     got = apply_overrides(raw, ["listen.hop=0.25", "labels.thresholds.siren=0.7", "metrics.enabled=false",
-                                "audio.device=USB Audio"])
-    assert got["listen"]["hop"] == 0.25 and got["labels"] == {"set": "urban", "thresholds": {"siren": 0.7}}
+                                "audio.device=USB Audio", "labels.thresholds.alarm.v2=0.8"])
+    assert got["listen"]["hop"] == 0.25
+    assert got["labels"] == {"set": "urban", "thresholds": {"siren": 0.7, "alarm.v2": 0.8}}  # a label may hold a dot
     assert got["metrics"] == {"enabled": False} and got["audio"]["device"] == "USB Audio"
     assert raw["listen"]["hop"] == 1.0  # the file's document is not changed
     assert parse_config(got).options.hop == 0.25
