@@ -526,7 +526,7 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
         backend = stack.enter_context(select_backend(bundle_, backend_choice, threads=threads))
         branch = None
         # listen runs the vocabulary graph only where it changes a score (a new label, a head): so do these
-        if vocabulary is not None and not vocabulary.fusion(embeddings.embeddings, embeddings.labels).identity:
+        if vocabulary is not None and not vocabulary.fusion(embeddings.embeddings, label_set.reads).identity:
             graph = stack.enter_context(select_backend(bundle_, graph="vocabulary", threads=threads))
             branch = partial(vocabulary.scores, graph)
         clipset = embed_clips(bundle_, label_set, clips, backend, branch)

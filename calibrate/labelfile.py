@@ -56,6 +56,8 @@ def dump_label_set(
     items = []
     for i, label in enumerate(label_set.labels):
         item: dict = {"name": label.name}
+        if label.text is not None:
+            item["text"] = label.text
         extra = list(label.prompts[1:])  # the first prompt is the template's; the parser adds it again
         if extra:
             item["prompts"] = extra

@@ -280,7 +280,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                 )
             )
         if vocabulary is not None:
-            fusion = vocabulary.fusion(emb.embeddings, emb.labels)
+            fusion = vocabulary.fusion(emb.embeddings, label_set.reads)
             meanings = fusion.meanings(emb.labels, vocabulary.names)
             for label, meaning in meanings.items():
                 click.echo(f"  new: {label} (no one trained it): scored as {meaning}")
@@ -288,7 +288,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                 click.echo(f"  weak: {label}: {WEAK_NAME_ADVICE.format(nearest=nearest)}")
             for _, message in reading_notes_of(found, label_set):
                 click.echo(f"  unread: {message}")
-            for _, message in vocabulary.kin_notes(emb.embeddings, emb.labels):
+            for _, message in vocabulary.kin_notes(emb.embeddings, emb.labels, label_set.reads):
                 click.echo(f"  kin: {message}")
             if meanings and fusion.ceiling is not None:
                 click.echo(

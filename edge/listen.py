@@ -491,9 +491,9 @@ def reading_notes_of(bundle: Bundle, label_set: LabelSet) -> list[tuple[str, str
             "negation: it is scored as what it negates; leave such sounds out of the set instead",
         )
         for label in label_set.labels
-        if NEGATION.search(label_text(label.name))
+        if NEGATION.search(label_text(label.reads))
     ]
-    if all(label.name.isascii() for label in label_set.labels):
+    if all(label.reads.isascii() for label in label_set.labels):
         return notes
     from edge.labels.embeddings import reading_notes
     from edge.labels.tokenizers import load_tokenizer
@@ -560,7 +560,7 @@ def start_notes(
             notes.append(("warning", f"label {label!r}: {WEAK_NAME_ADVICE.format(nearest=nearest)}"))
     notes += reading_notes_of(bundle, label_set)
     if vocabulary is not None:
-        notes += vocabulary.kin_notes(scorer.matrix_t.T, scorer.labels)
+        notes += vocabulary.kin_notes(scorer.matrix_t.T, scorer.labels, scorer.read_as)
     never = [label.name for label in label_set.labels if label.threshold >= 1.0]
     if never:
         notes.append(

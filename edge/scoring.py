@@ -106,6 +106,7 @@ class Scorer:
         vocabulary: Vocabulary | None = None,
         agree: Sequence[float | None] | None = None,
         calibrate_new: bool = True,
+        read_as: Sequence[str] | None = None,
     ):
         label_matrix = np.asarray(label_matrix, dtype=np.float32)
         if label_matrix.ndim != 2 or label_matrix.shape[0] != len(labels) or not len(labels):
@@ -141,7 +142,10 @@ class Scorer:
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
         if vocabulary is not None and kind != "sigmoid":
             raise ValueError("Scorer: a vocabulary fuses per-label (sigmoid) scores, not a softmax over the set")
-        fusion = None if vocabulary is None else vocabulary.fusion(label_matrix, self.labels)
+        self.read_as = tuple(
+            read_as or labels
+        )  # what each label is read as (a label set's `text:`): names trained ones
+        fusion = None if vocabulary is None else vocabulary.fusion(label_matrix, self.read_as)
         if fusion is not None and agree is not None:
             fusion = fusion.agreeing(agree)
         # a set of trained labels only, with the student alone: nothing to fuse, window after window
@@ -190,6 +194,7 @@ class Scorer:
             logit_bias=meta.scoring.get("logit_bias", 0.0),
             vocabulary=vocabulary,
             agree=agreement,
+            read_as=None if label_set is None else label_set.reads,
             **calibration,
         )
 

@@ -448,7 +448,9 @@ class Vocabulary:
                 novel[k], nearest[k] = False, max(same, key=lambda t: to_trained[k, t])
         return to_trained, nearest, novel
 
-    def kin_notes(self, label_matrix: np.ndarray, names: Sequence[str]) -> list[tuple[str, str]]:
+    def kin_notes(
+        self, label_matrix: np.ndarray, names: Sequence[str], read_as: Sequence[str] | None = None
+    ) -> list[tuple[str, str]]:
         """(level, message) for labels that are, or nearly are, a trained label twice over or
         under another name: two labels of the set that are one trained label (one sound starts an
         event of each), a new label near a trained label of the set (the same), and a new label
@@ -456,7 +458,8 @@ class Vocabulary:
         be scored by the model trained on that sound)."""
         if not self.trained_names:
             return []
-        to_trained, nearest, novel = self._trained_match(_unit(np.asarray(label_matrix, dtype=np.float32)), names)
+        unit = _unit(np.asarray(label_matrix, dtype=np.float32))
+        to_trained, nearest, novel = self._trained_match(unit, names if read_as is None else read_as)
         notes: list[tuple[str, str]] = []
         trained_in_set: dict[int, str] = {}  # trained label -> the first label of the set that is it
         for i in np.flatnonzero(~novel):
@@ -487,7 +490,8 @@ class Vocabulary:
                         (
                             "info",
                             f"label {name!r} is new, but its text is near the trained label {own!r} (cosine "
-                            f"{cosine:.2f}): name it {own} to be scored by the model trained on that sound",
+                            f"{cosine:.2f}): name it {own} (or keep its name and add `text: {own}`) to be scored by "
+                            "the model trained on that sound",
                         )
                     )
         return notes

@@ -292,7 +292,7 @@ def reading_notes(label_set: LabelSet, tokenizer) -> list[tuple[str, str]]:
     notes: list[tuple[str, str]] = []
     seen: dict[tuple[int, ...], str] = {}
     for label in label_set.labels:
-        text = label_text(label.name)
+        text = label_text(label.reads)
         ids = tuple(tokenizer.encode(text))
         pieces = [tokenizer.decode([i]) for i in ids]
         read = " ".join(pieces)
@@ -313,8 +313,8 @@ def reading_notes(label_set: LabelSet, tokenizer) -> list[tuple[str, str]]:
                 (
                     "warning",
                     f"label {label.name!r}: the bundle's text tower reads English and reads this as {read!r}{unknown}, "
-                    "so it may be scored as an unrelated sound; name the sound in English words (a label is its name: "
-                    "prompts: only add to it)",
+                    "so it may be scored as an unrelated sound; give it `text:` in English words (the name stays what "
+                    "events and Home Assistant show: - {name: Türklingel, text: doorbell})",
                 )
             )
     return notes

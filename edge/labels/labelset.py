@@ -71,6 +71,7 @@ FITTED_KEYS = {
 }
 LABEL_KEYS = {
     "name": "str",
+    "text": "str",
     "prompts": "list of str",
     "threshold": "number",
     "group": "str",
@@ -88,6 +89,12 @@ class Label:
     group: str | None = None
     bias: float = 0.0  # added to this label's logit after the temperature (semanticac-calibrate scores)
     agree: float | None = None  # the student alone must score it this much for an event (None: the set's)
+    text: str | None = None  # what the text tower reads for it instead of its name (a name in another language)
+
+    @property
+    def reads(self) -> str:
+        """The words the label is read as: its `text`, else its name."""
+        return self.text or self.name
 
 
 @dataclass(frozen=True)
@@ -108,6 +115,11 @@ class LabelSet:
     @property
     def names(self) -> list[str]:
         return [label.name for label in self.labels]
+
+    @property
+    def reads(self) -> list[str]:
+        """What each label is read as (its `text`, else its name): what names a trained label."""
+        return [label.reads for label in self.labels]
 
     def find(self, name: str) -> str | None:
         """The set's own name for `name`, compared as the set compares its names (ignoring case and
@@ -357,14 +369,16 @@ class _Parser:
                 f"{templated[0]!r}: a label's own prompts are used as written: write the sound's words "
                 "instead of {label} (the set's `prompt:` template is where {label} goes)",
             )
-        prompts = tuple(dict.fromkeys([template.format(label=label_text(name))] + extra))  # drop repeats
+        text = self.value(keys["text"], f"{where}.text", "str") if "text" in keys else None
+        # drop repeats
+        prompts = tuple(dict.fromkeys([template.format(label=label_text(text or name))] + extra))
         threshold = self.threshold(keys["threshold"], f"{where}.threshold") if "threshold" in keys else default
         group = self.value(keys["group"], f"{where}.group", "str") if "group" in keys else None
         bias = self.value(keys["bias"], f"{where}.bias", "number") if "bias" in keys else 0.0
         if not math.isfinite(bias):
             raise self.fail(keys["bias"], f"{where}.bias", f"{bias} is not allowed: a bias is a finite number")
         agree = self.agree(keys, f"{where}.agree")
-        return Label(name=name, prompts=prompts, threshold=threshold, group=group, bias=bias, agree=agree)
+        return Label(name=name, prompts=prompts, threshold=threshold, group=group, bias=bias, agree=agree, text=text)
 
 
 def _template_error(prompt: str) -> bool:

@@ -31,7 +31,7 @@ labels:
     group: tools
     bias: -0.25
     agree: 0
-  - {name: dog_bark, group: animals}
+  - {name: Hundegebell, text: dog_bark, group: animals}
 """
 
 
@@ -43,6 +43,7 @@ def test_a_copy_keeps_prompts_groups_and_calibration(tmp_path):
     assert again.sha256 == original.sha256 == back.sha256
     assert [label.prompts for label in again.labels] == [label.prompts for label in original.labels]
     assert [label.group for label in again.labels] == [None, "tools", "animals"]
+    assert [label.text for label in again.labels] == [None, None, "dog_bark"]
     assert [label.threshold for label in again.labels] == [0.11, 0.123456789, 1.0]  # exactly
     assert again.temperature == 1.3 and [label.bias for label in again.labels] == [0.0, -0.25, 0.0]
     assert again.description == original.description and again.prompt == original.prompt

@@ -101,6 +101,14 @@ def test_errors_name_the_line_and_fix(text, message):
         parse_label_set(text)
 
 
+def test_a_label_may_be_read_as_other_words_than_its_name():
+    """`text:` is what the text tower reads (a name in another language keeps its English meaning)."""
+    labels = parse_label_set("name: x\nlabels:\n  - {name: Türklingel, text: doorbell, prompts: [a door chime]}\n"
+                             "  - siren\n")
+    assert labels.names == ["Türklingel", "siren"] and labels.reads == ["doorbell", "siren"]
+    assert labels.labels[0].prompts == ("an audio clip of doorbell", "a door chime")
+
+
 def test_a_quoted_label_may_end_with_a_comma_and_a_file_not_in_utf8_names_its_line(tmp_path):
     assert parse_label_set("name: x\nlabels: ['siren,']\n").names == ["siren,"]
     latin1 = tmp_path / "latin1.yaml"

@@ -204,7 +204,7 @@ def test_a_trained_label_twice_over_or_under_another_name_is_said():
         ("warning", "labels 'dog' and 'dog barking' are both the trained label 'dog': one sound starts an event of "
                     "each; keep one"),
         ("info", "label 'police siren' is new, but its text is near the trained label 'siren' (cosine 0.85): name "
-                 "it siren to be scored by the model trained on that sound"),
+                 "it siren (or keep its name and add `text: siren`) to be scored by the model trained on that sound"),
     ]
     beside = v.kin_notes(labels[[2, 3]], ("police siren", "frog"))
     assert beside[0][0] == "info"  # no siren in the set: the trained name is the advice
@@ -226,6 +226,13 @@ def test_a_site_template_keeps_the_shipped_labels_trained(demo_bundle, tmp_path,
     assert result.exit_code == 0, result.output
     new = [line.split(" (")[0] for line in result.output.splitlines() if line.startswith("  new: ")]
     assert new == ["  new: doorbell"], result.output
+    # read as a trained label's name (`text:`), a name in another language is that trained label
+    labels.write_text("name: site\nlabels:\n  - {name: Hundegebell, text: dog_bark}\n"
+                      "  - {name: Türklingel, text: doorbell}\n")
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
+    new = [line for line in result.output.splitlines() if line.startswith("  new: ")]
+    assert len(new) == 1 and new[0].startswith("  new: Türklingel (no one trained it): scored as 99% Doorbell"), new
+    assert "unread:" not in result.output
     # a rewording of a trained label the set does not have: its trained name is the advice
     labels.write_text("name: site\nlabels: [siren, door knock]\n")
     result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(demo_bundle.path), "--labels", str(labels)])
