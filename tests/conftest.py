@@ -78,7 +78,7 @@ def null_sink(tmp_path_factory):
     if "sounddevice" in sys.modules:  # PortAudio started before the sink existed: let it look again
         from edge.capture.sources import rescan_devices
 
-        rescan_devices()
+        rescan_devices(force=True)
     try:
         yield sink
     finally:

@@ -399,3 +399,29 @@ def test_stdin_that_is_a_file_not_raw_pcm_says_so(caplog):
     with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
         read_all(StdinSource(16000, sample_rate=16000, stream=io.BytesIO(encode(samples, "s16le"))))
     assert "stdin" not in caplog.text  # raw PCM: nothing to say
+
+
+def test_rescans_for_a_lost_microphone_wait_for_the_sound_cards_to_change(monkeypatch):
+    """Each PortAudio rescan leaks ~12 KiB: a microphone left unplugged for months is retried
+    every 30 s, so after RESCAN_FREELY rescans one waits for the sound cards to change (a device
+    plugged in) or RESCAN_EVERY seconds; a device that opens again gives back the free ones."""
+    from edge.capture import sources
+
+    calls = []
+    fake = type("FakeSoundDevice", (), {"_terminate": staticmethod(lambda: calls.append("terminate")),
+                                        "_initialize": staticmethod(lambda: calls.append("initialize"))})
+    cards, now = ["0 [USB]: one card"], [1000.0]
+    monkeypatch.setattr(sources, "_sounddevice", lambda: fake)
+    monkeypatch.setattr(sources, "sound_cards", lambda: cards[0])
+    monkeypatch.setattr(sources.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(sources, "_rescans", sources._Rescans())
+    done = [sources.rescan_devices() for _ in range(sources.RESCAN_FREELY + 5)]
+    assert done == [True] * sources.RESCAN_FREELY + [False] * 5
+    assert calls.count("terminate") == sources.RESCAN_FREELY
+    cards[0] = "0 [USB]: one card\n1 [Mic]: plugged in"
+    assert sources.rescan_devices() and not sources.rescan_devices()  # the change, once
+    now[0] += sources.RESCAN_EVERY
+    assert sources.rescan_devices() and not sources.rescan_devices()  # then every RESCAN_EVERY seconds
+    assert sources.rescan_devices(force=True)
+    sources._rescans.count = 0  # what a device that starts capturing does
+    assert sources.rescan_devices()

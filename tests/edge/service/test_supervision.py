@@ -112,7 +112,7 @@ def pulse(tmp_path_factory):
         if "sounddevice" in sys.modules:  # PortAudio looks again, at the session's sink if there is one
             from edge.capture.sources import rescan_devices
 
-            rescan_devices()
+            rescan_devices(force=True)
 
 
 class Running:
