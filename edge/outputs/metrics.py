@@ -35,6 +35,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
@@ -50,6 +51,11 @@ STREAM_BUFFER = 256  # records a /stream reader may lag behind before its oldest
 MAX_STREAM_READERS = 8  # each is a thread: more are refused (503), so a client loop cannot exhaust them
 KEEPALIVE_SECONDS = 1.0  # an empty line after this long without a record: tail sees a live server and its stop
 STREAM_WRITE_TIMEOUT = 30.0  # seconds a reader may refuse data before it is disconnected
+# A connection that sends no request is closed after REQUEST_TIMEOUT s, and at most MAX_CONNECTIONS
+# are served at once (each is a thread and a file descriptor): idle or half-open connections from a
+# LAN (metrics.host 0.0.0.0) had taken every descriptor, and the clips could no longer be written.
+REQUEST_TIMEOUT = 10.0
+MAX_CONNECTIONS = 32
 CLOSE_GRACE_SECONDS = 1.0  # close(): how long readers get to receive what is queued before their sockets are shut
 # inference latency (the audio's arrival to its scores): a Jetson's GPU is in the low ms, a CPU in tens to hundreds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -366,6 +372,44 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a handler thread never keeps the process alive
     sink: MetricsSink
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._served = 0  # connections with a thread of their own now
+        self._count = threading.Lock()
+        self._refused = 0
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request, client_address) -> None:
+        with self._count:
+            full = self._served >= MAX_CONNECTIONS
+            self._served += 0 if full else 1
+            self._refused += 1 if full else 0
+            refused = self._refused
+        if full:  # closed at once: a thread and a descriptor each would run out
+            self.shutdown_request(request)
+            if refused in (1, 10, 100) or refused % 1000 == 0:
+                log.warning(
+                    "metrics: %d connections are open already (each waits %g s at most for its request): refused "
+                    "one from %s (%d so far)",
+                    MAX_CONNECTIONS,
+                    REQUEST_TIMEOUT,
+                    client_address[0],
+                    refused,
+                )
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: its place is free again
+            with self._count:
+                self._served -= 1
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._count:
+                self._served -= 1
+
     def server_bind(self) -> None:
         # HTTPServer's would look the host's name up (socket.getfqdn): a DNS wait on a device offline
         socketserver.TCPServer.server_bind(self)
@@ -383,6 +427,7 @@ class _Server6(_Server):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "semanticac-edge"
+    timeout = REQUEST_TIMEOUT  # the socket's: a connection that sends nothing is closed (/stream sets its own)
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")

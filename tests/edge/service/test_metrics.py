@@ -297,3 +297,27 @@ def test_more_stream_readers_than_allowed_are_refused_and_a_freed_place_is_taken
     finally:
         for reader in readers:
             reader.close()
+
+
+def test_idle_connections_are_closed_and_capped(make_sink, monkeypatch):
+    """A connection that sends nothing is closed after the request timeout, and beyond
+    MAX_CONNECTIONS one is closed at once: idle or half-open clients cannot take every thread and
+    file descriptor (they had, and the clips could no longer be written)."""
+    import socket
+
+    from edge.outputs import metrics
+
+    monkeypatch.setattr(metrics._Handler, "timeout", 1.0)
+    sink = make_sink()
+    idle = [socket.create_connection(("127.0.0.1", sink.port), timeout=5) for _ in range(metrics.MAX_CONNECTIONS)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+        assert extra.recv(1) == b""  # over the cap: closed at once, no thread for it
+        extra.close()
+        started = time.monotonic()
+        assert all(s.recv(1) == b"" for s in idle)  # each closed by the server after its request timeout
+        assert time.monotonic() - started < 4
+        assert get(sink, "/healthz")[0] in (200, 503)  # places free again: a real request is answered
+    finally:
+        for s in idle:
+            s.close()
