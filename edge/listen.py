@@ -61,7 +61,14 @@ import numpy as np
 from edge.backends import BACKENDS, select_backend
 from edge.backends.base import Backend
 from edge.bundle import Bundle, resolve_bundle_origin
-from edge.capture.sources import STDIN_FORMATS, FileSource, MicrophoneSource, Source, StdinSource
+from edge.capture.sources import (
+    STDIN_FORMATS,
+    FileSource,
+    MicrophoneSource,
+    Source,
+    StdinSource,
+    stuck_close_seconds,
+)
 from edge.errors import AudioError, BackendError, OptionError, SemanticACError
 from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
 from edge.features import (
@@ -85,6 +92,9 @@ if TYPE_CHECKING:  # imported where it is used: listen() resolves the label set 
 log = logging.getLogger(__name__)
 
 READ_SECONDS = 0.2  # a read waits at most this long, so a stop request is seen promptly
+# A PortAudio close stuck this long while the device cannot be reopened ends the run (exit 1, which
+# the unit restarts): the process can no longer rescan devices (edge.capture.sources.stuck_close_seconds)
+STUCK_CLOSE_SECONDS = 300.0
 SILENCE_WARN_SECONDS = 10.0
 MAX_HEARD = 20  # --heard: the most vocabulary classes a window reports
 DIGITAL_SILENCE = 1e-6  # |sample| at most this (-120 dBFS) is "no signal": a microphone's own noise is far above
@@ -794,7 +804,11 @@ class Listener:
         while True:
             if source is None:  # lost (or not found at the start): reopen it
                 assert reconnect is not None, "run() needs a source, or a Reconnect to open one"
-                source = self._reopen(reconnect, stop, beat)
+                try:
+                    source = self._reopen(reconnect, stop, beat)
+                except AudioError as err:  # PortAudio is wedged: a fresh process is the way back
+                    failure = err
+                    break
                 if source is None:  # stopped while waiting
                     self.summary.end_reason = "stopped"
                     break
@@ -990,6 +1004,13 @@ class Listener:
                 return self._opening.open(reconnect.reopen, stop, beat)
             except AudioError as err:
                 self._lose(err, reconnect)
+            stuck = stuck_close_seconds()
+            if stuck >= STUCK_CLOSE_SECONDS:
+                raise AudioError(
+                    f"PortAudio has been stuck closing the lost device for {stuck:.0f} s (the sound server "
+                    "deadlocked inside it), so this process can no longer look for devices: it stops so that it "
+                    "starts afresh (the service's unit restarts it; by hand, run it again)"
+                )
         return None
 
     @staticmethod

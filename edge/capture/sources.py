@@ -56,7 +56,7 @@ CLIP_LOG_SECONDS = 5.0
 NONFINITE_LOG_SECONDS = 1.0
 STDIN_POLL_SECONDS = 0.1  # how often a reader waiting on stdin looks for a stop request
 CLOSE_SECONDS = 2.0  # how long stop() waits for PortAudio to close a device
-_left_behind: list[threading.Thread] = []  # closes that did not finish (a hung sound server)
+_left_behind: list[tuple[threading.Thread, float]] = []  # closes that did not finish, since when (monotonic)
 # Each rescan (Pa_Terminate + Pa_Initialize) leaks ~12 KiB inside PortAudio/ALSA (measured: 161 ->
 # 195 MiB over 2857 tries for a microphone left unplugged, ~50 MiB a day at a 30 s backoff). The
 # first RESCAN_FREELY ones go ahead (a sound server restarting, a device coming back within
@@ -279,6 +279,14 @@ def _sounddevice():
     return sounddevice
 
 
+def stuck_close_seconds() -> float:
+    """How long the oldest PortAudio close still running has been stuck (0: none is). One that
+    never returns (seen once: a deadlock inside libpulse after the sound server hung) stops
+    every later rescan for the life of the process."""
+    _left_behind[:] = [(closer, since) for closer, since in _left_behind if closer.is_alive()]
+    return time.monotonic() - min(since for _, since in _left_behind) if _left_behind else 0.0
+
+
 def sound_cards() -> str:
     """What the kernel says of the sound cards (/proc/asound/cards and /dev/snd's entries): it
     changes when a device is plugged in or out; "" where there is no such place."""
@@ -302,8 +310,7 @@ def rescan_devices(force: bool = False) -> bool:
     RESCAN_EVERY seconds passed (each leaks a little memory in PortAudio), unless `force`d.
     Whether it rescanned."""
     sd = _sounddevice()
-    _left_behind[:] = [closer for closer in _left_behind if closer.is_alive()]
-    if _left_behind:
+    if stuck_close_seconds() > 0:
         log.warning("PortAudio is still closing a stream (the sound server hangs): not rescanning devices")
         return False
     cards = sound_cards()
@@ -481,7 +488,7 @@ class MicrophoneSource(Source):
         closer.start()
         closer.join(CLOSE_SECONDS)
         if closer.is_alive():
-            _left_behind.append(closer)
+            _left_behind.append((closer, time.monotonic()))
             log.warning(
                 "%s did not close within %g s (the sound server is not responding): left behind",
                 self.name,

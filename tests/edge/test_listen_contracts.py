@@ -566,6 +566,31 @@ def test_a_device_missing_from_the_start_is_retried_until_stop(demo_bundle, eage
     assert not any("listening to" in s.message for s in run.sink.statuses)
 
 
+def test_a_portaudio_close_stuck_for_minutes_ends_the_run_so_a_fresh_process_starts(demo_bundle, eager_labels,
+                                                                                     monkeypatch):
+    """A close that never returns (a deadlock inside libpulse) stops every rescan for the life of
+    the process: once it has been stuck STUCK_CLOSE_SECONDS and the device still cannot be
+    reopened, the run fails (exit 1; the unit restarts the service) instead of trying for ever."""
+    import edge.listen
+    from edge.listen import Reconnect
+
+    stuck = [0.0]
+    monkeypatch.setattr(edge.listen, "stuck_close_seconds", lambda: stuck[0])
+    tries = []
+
+    def reopen():
+        tries.append(1)
+        if len(tries) == 2:
+            stuck[0] = edge.listen.STUCK_CLOSE_SECONDS  # the close left behind has hung this long now
+        raise AudioError("no input device 'usb mic'")
+
+    run = Supervised(demo_bundle, eager_labels)
+    ended, summary = run.run_lost_until_stopped(Reconnect(reopen, 0.2), 3.0)
+    assert ended and len(tries) == 2
+    assert summary.error.startswith("PortAudio has been stuck closing the lost device for 300 s")
+    assert run.coded()[-1].code == "source_error"
+
+
 def test_a_reopen_the_sound_server_never_answers_does_not_hang_the_loop(demo_bundle, eager_labels, monkeypatch):
     """A SIGSTOPped PulseAudio blocks PortAudio's open for good: each try is given up after
     OPEN_SECONDS, no second one starts while the first is stuck, the loop beats throughout, and
