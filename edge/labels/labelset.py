@@ -52,6 +52,7 @@ NAME_LENGTH = 64
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SET_KEYS = {
     "name": "str",
+    "extends": "str",
     "prompt": "str",
     "threshold": "number",
     "description": "str",
@@ -173,10 +174,14 @@ def label_key(name: str) -> str:
 # Parsing: walk the YAML node tree so every error can name its line.
 
 
+EXTENDS_DEPTH = 4  # a set extends one that extends one ...: deeper is almost surely a loop
+
+
 class _Parser:
-    def __init__(self, source: str, loader: yaml.SafeLoader):
+    def __init__(self, source: str, loader: yaml.SafeLoader, depth: int = 0):
         self.source = source
         self.loader = loader
+        self.depth = depth
 
     def fail(self, node: yaml.Node | None, where: str, message: str) -> LabelSetError:
         line = f":{node.start_mark.line + 1}" if node is not None else ""
@@ -283,11 +288,17 @@ class _Parser:
         items = self.value(keys["labels"], "labels", "list")
         if not items:
             raise self.fail(keys["labels"], "labels", "is empty: list at least one label")
-        labels: list[Label] = []
+        base = self.extends(keys["extends"]) if "extends" in keys else None
+        labels: list[Label] = list(base.labels) if base is not None else []
+        inherited = {label_key(label.name): k for k, label in enumerate(labels)}
         seen: dict[str, tuple[int, int]] = {}  # casefolded name -> (index, line)
         for i, item in enumerate(items):
             label = self.label(item, f"labels[{i}]", prompt, default)
             key = label_key(label.name)
+            if key in inherited and key not in seen:  # a label of the base set, given again: this one counts
+                labels[inherited[key]] = label
+                seen[key] = (i, item.start_mark.line + 1)
+                continue
             if key in seen:
                 j, line = seen[key]
                 raise self.fail(
@@ -310,6 +321,36 @@ class _Parser:
             fitted_for=self.fitted_for(keys["fitted_for"]) if "fitted_for" in keys else None,
             calibrated_new=calibrated_new,
         )
+
+    def extends(self, node: yaml.Node) -> LabelSet:
+        """The set `extends:` names: a shipped one by name, or a file (relative: to this file's folder)."""
+        spec = self.value(node, "extends", "str")
+        if self.depth >= EXTENDS_DEPTH:
+            raise self.fail(node, "extends", f"{spec!r}: sets extend each other {EXTENDS_DEPTH} deep: is it a loop?")
+        bare = spec.removesuffix(".yaml")
+        if not _is_path(spec) and bare in shipped_label_sets():
+            path, shipped = shipped_label_sets()[bare], True
+        else:
+            path, shipped = Path(spec).expanduser(), False
+            if not path.is_absolute() and self.source not in ("<string>", "<memory>"):
+                path = Path(self.source).parent / path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise self.fail(
+                node,
+                "extends",
+                f"{spec!r} is neither a shipped set ({', '.join(sorted(shipped_label_sets()))}) nor "
+                f"a label-set file it can read ({err})",
+            ) from None
+        loader = yaml.SafeLoader(text)
+        try:
+            base = _Parser(str(path), loader, self.depth + 1).label_set(loader.get_single_node())
+        except yaml.YAMLError as err:
+            raise LabelSetError(yaml_error(err, str(path), text)) from None
+        finally:
+            loader.dispose()
+        return dataclasses.replace(base, shipped=shipped)
 
     def fitted_for(self, node: yaml.Node) -> dict[str, float]:
         """`fitted_for: {window: 5, hop: 1, smooth: 3, ...}`: numbers (calibrate thresholds writes it)."""

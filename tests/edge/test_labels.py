@@ -101,6 +101,26 @@ def test_errors_name_the_line_and_fix(text, message):
         parse_label_set(text)
 
 
+def test_a_set_extends_a_shipped_set_or_a_file_adding_labels_and_changing_its_own(tmp_path):
+    """`extends: urban` + one label is "urban + speech" without copying urban's YAML; a label
+    given again replaces the base set's (a threshold of its own)."""
+    urban = resolve_label_set("urban")
+    street = tmp_path / "street.yaml"
+    street.write_text("name: street\nextends: urban\nlabels:\n  - speech\n  - {name: Siren, threshold: 0.8}\n")
+    got = load_label_set(street)
+    assert got.names == [*urban.names[:8], "Siren", urban.names[9], "speech"]
+    assert got.labels[8].threshold == 0.8 and got.labels[0] == urban.labels[0]
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "more.yaml").write_text("name: more\nextends: ../street.yaml\nlabels: [doorbell]\n")
+    assert load_label_set(tmp_path / "sub" / "more.yaml").names[-2:] == ["speech", "doorbell"]  # relative to the file
+    (tmp_path / "loop.yaml").write_text("name: loop\nextends: loop.yaml\nlabels: [a]\n")
+    with pytest.raises(LabelSetError, match="extends: 'loop.yaml': sets extend each other 4 deep: is it a loop"):
+        load_label_set(tmp_path / "loop.yaml")
+    (tmp_path / "x.yaml").write_text("name: x\nextends: nope\nlabels: [a]\n")
+    with pytest.raises(LabelSetError, match=r"x.yaml:2: extends: 'nope' is neither a shipped set \(esc50, urban\)"):
+        load_label_set(tmp_path / "x.yaml")
+
+
 def test_a_label_may_be_read_as_other_words_than_its_name():
     """`text:` is what the text tower reads (a name in another language keeps its English meaning)."""
     labels = parse_label_set("name: x\nlabels:\n  - {name: Türklingel, text: doorbell, prompts: [a door chime]}\n"
