@@ -585,7 +585,7 @@ def test_a_portaudio_close_stuck_for_minutes_ends_the_run_so_a_fresh_process_sta
         raise AudioError("no input device 'usb mic'")
 
     run = Supervised(demo_bundle, eager_labels)
-    ended, summary = run.run_lost_until_stopped(Reconnect(reopen, 0.2), 3.0)
+    ended, summary = run.run_lost_until_stopped(Reconnect(reopen, 0.2), 1.0)
     assert ended and len(tries) == 2
     assert summary.error.startswith("PortAudio has been stuck closing the lost device for 300 s")
     assert run.coded()[-1].code == "source_error"
