@@ -276,7 +276,9 @@ class _Parser:
                 f"{name!r} is not allowed: use letters, digits, '_', '-', '.' "
                 "(it names the embeddings file labels/<name>.npz)",
             )
-        prompt = self.value(keys["prompt"], "prompt", "str") if "prompt" in keys else DEFAULT_PROMPT
+        base = self.extends(keys["extends"]) if "extends" in keys else None
+        inherited_prompt = base.prompt if base is not None else DEFAULT_PROMPT
+        prompt = self.value(keys["prompt"], "prompt", "str") if "prompt" in keys else inherited_prompt
         if _template_error(prompt):
             raise self.fail(
                 keys.get("prompt"),
@@ -288,8 +290,13 @@ class _Parser:
         items = self.value(keys["labels"], "labels", "list")
         if not items:
             raise self.fail(keys["labels"], "labels", "is empty: list at least one label")
-        base = self.extends(keys["extends"]) if "extends" in keys else None
-        labels: list[Label] = list(base.labels) if base is not None else []
+        # one template for every label of a set, the base set's too (its first prompt is the template's)
+        labels: list[Label] = [
+            dataclasses.replace(
+                label, prompts=tuple(dict.fromkeys([prompt.format(label=label_text(label.reads)), *label.prompts[1:]]))
+            )
+            for label in (base.labels if base is not None else ())
+        ]
         inherited = {label_key(label.name): k for k, label in enumerate(labels)}
         seen: dict[str, tuple[int, int]] = {}  # casefolded name -> (index, line)
         for i, item in enumerate(items):

@@ -113,6 +113,14 @@ def test_a_set_extends_a_shipped_set_or_a_file_adding_labels_and_changing_its_ow
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "more.yaml").write_text("name: more\nextends: ../street.yaml\nlabels: [doorbell]\n")
     assert load_label_set(tmp_path / "sub" / "more.yaml").names[-2:] == ["speech", "doorbell"]  # relative to the file
+    # one template for the whole set, the base's labels too: the base's when the file sets none
+    (tmp_path / "base.yaml").write_text("name: base\nprompt: 'the sound of {label}'\nlabels: [siren]\n")
+    (tmp_path / "ext.yaml").write_text("name: ext\nextends: base.yaml\nlabels: [speech]\n")
+    assert [label.prompts for label in load_label_set(tmp_path / "ext.yaml").labels] == [
+        ("the sound of siren",), ("the sound of speech",)]
+    (tmp_path / "ext.yaml").write_text("name: ext\nextends: base.yaml\nprompt: 'a recording of {label}'\n"
+                                       "labels: [speech]\n")
+    assert load_label_set(tmp_path / "ext.yaml").labels[0].prompts == ("a recording of siren",)
     (tmp_path / "loop.yaml").write_text("name: loop\nextends: loop.yaml\nlabels: [a]\n")
     with pytest.raises(LabelSetError, match="extends: 'loop.yaml': sets extend each other 4 deep: is it a loop"):
         load_label_set(tmp_path / "loop.yaml")
