@@ -56,7 +56,6 @@ import ssl
 import sys
 import threading
 import time
-import unicodedata
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -91,10 +90,8 @@ NODE_ID = re.compile(r"[A-Za-z0-9_-]+")  # what Home Assistant allows in a disco
 
 
 def slug(text: str) -> str:
-    """`text` as a topic level and an object id: accents dropped (`Türklingel` -> `turklingel`),
-    lower case, runs of other characters -> `_`."""
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    return re.sub(r"[^a-z0-9_]+", "_", plain.lower()).strip("_")
+    """`text` as a topic level and an object id: lower case, runs of other characters -> `_`."""
+    return re.sub(r"[^a-z0-9_]+", "_", text.lower()).strip("_")
 
 
 def _sentence(text: str) -> str:
@@ -103,9 +100,10 @@ def _sentence(text: str) -> str:
 
 
 def label_slug(label: str) -> str:
-    """A label's topic level (`state/<it>`) and entity key: its slug, or for a label with no
-    Latin letter or digit (`犬の鳴き声`, an emoji) `u` and 8 hex digits of its SHA-1, stable across
-    runs (Home Assistant still shows the label itself as the entity's name)."""
+    """A label's topic level (`state/<it>`) and entity key: its slug (`Türklingel` -> `t_rklingel`,
+    kept as it was: it is in Home Assistant's unique_ids), or for a label with no ASCII letter or
+    digit (`犬の鳴き声`, an emoji), which the service used to refuse, `u` and 8 hex digits of its
+    SHA-1, stable across runs (Home Assistant still shows the label itself as the entity's name)."""
     return slug(label) or "u" + hashlib.sha1(label.encode("utf-8")).hexdigest()[:8]
 
 
@@ -762,9 +760,11 @@ class MqttSink(Sink):
                 "sw_version": self.sw_version,
             },
             "origin": {"name": "semanticac-edge", "sw_version": self.sw_version},
-            "availability_topic": self.topic("availability"),
-            "payload_available": ONLINE,
-            "payload_not_available": OFFLINE,
+            # a list (`availability`), not `availability_topic`: Home Assistant copies a shared key
+            # into each component that lacks it, and a component may not hold both forms
+            "availability": [
+                {"topic": self.topic("availability"), "payload_available": ONLINE, "payload_not_available": OFFLINE}
+            ],
             "qos": 1,
             "components": components,
         }
