@@ -35,6 +35,7 @@ from edge.cli import (
     WINDOW_OPTION,
     PipeGroup,
     domain_errors,
+    one_label_set,
     setup_logging,
 )
 from edge.listen import ListenOptions
@@ -110,6 +111,8 @@ LABELS = click.option(
     "--labels",
     "labels_spec",
     required=True,
+    multiple=True,
+    callback=one_label_set,
     metavar="NAME|PATH",
     help="The label set to calibrate: a YAML file, or a shipped set (urban, esc50).",
 )

@@ -124,7 +124,9 @@ def recording_of(filename: str) -> str | None:
     `100032-3-0-0.wav` -> `us8k:100032` (fsID), ESC-50's `1-100032-A-0.wav` -> `esc50:100032`, a
     segment `unk-00-dog-seg01.flac` -> `unk-00-dog`; None for other names (each file its own)."""
     stem = Path(filename).stem
-    for pattern, kind in ((r"(\d+)-\d+-\d+-\d+", "us8k"), (r"\d+-(\w+)-[A-Z]-\d+", "esc50")):
+    # UrbanSound8K: fsID-classID(0-9)-occurrence-slice; ESC-50: fold(1-5)-source-take-target (a
+    # date such as 2024-05-17-0830 is neither: its clips stay their own)
+    for pattern, kind in ((r"(\d+)-\d-\d+-\d+", "us8k"), (r"[1-5]-(\d+)-[A-Z]-\d+", "esc50")):
         match = re.fullmatch(pattern, stem)
         if match:
             return f"{kind}:{match.group(1)}"

@@ -128,7 +128,10 @@ def temporary_folder() -> Iterator[Path]:
         yield folder
     finally:
         if folder is not None:
-            with _signals_held():
+            try:
+                with _signals_held():
+                    shutil.rmtree(folder, ignore_errors=True)
+            finally:  # a signal that came before the hold was in place: remove it anyway
                 shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -289,8 +289,9 @@ def calibrated_probs(z: np.ndarray, kind: str, cal: Calibration) -> np.ndarray:
 
 def folds_by_recording(recordings: Sequence[str], y: np.ndarray, folds: int = CV_FOLDS) -> np.ndarray | None:
     """A fold index per clip, every recording's clips in one fold, each label's recordings dealt
-    round the folds (largest first, into the fold with fewest clips), so every fold holds some of
-    each label that has enough recordings; None when there are fewer than `folds` recordings."""
+    round the folds (largest first, into the fold with the fewest of that label's clips, then the
+    fewest clips), so every fold holds some of each label that has enough recordings and no fold
+    is empty; None when there are fewer than `folds` recordings."""
     groups: dict[str, list[int]] = {}
     for i, name in enumerate(recordings):
         groups.setdefault(name, []).append(i)
@@ -303,11 +304,12 @@ def folds_by_recording(recordings: Sequence[str], y: np.ndarray, folds: int = CV
     fold = np.zeros(len(y), dtype=np.int64)
     size = np.zeros(folds, dtype=np.int64)
     for label in sorted(by_label):
-        start = label % folds  # labels with one recording each do not all land in fold 0
-        for turn, members in enumerate(sorted(by_label[label], key=lambda m: (-len(m), m[0]))):
-            target = (start + turn) % folds if turn < folds else int(np.argmin(size))
+        mine = np.zeros(folds, dtype=np.int64)  # this label's clips in each fold
+        for members in sorted(by_label[label], key=lambda m: (-len(m), m[0])):
+            target = int(np.lexsort((size, mine))[0])  # the fold with fewest of this label, then fewest in all
             fold[members] = target
             size[target] += len(members)
+            mine[target] += len(members)
     return fold
 
 
@@ -510,5 +512,5 @@ def fit_scores(
         held_out,
         bias_l2,
         cv_nll,
-        0 if fold is None else CV_FOLDS,
+        0 if fold is None else len(np.unique(fold)),
     )

@@ -117,7 +117,7 @@ BUNDLE_OPTION = click.option(
 )
 
 
-def _one_label_set(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
+def one_label_set(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> str | None:
     """--labels given once (taken as `multiple` only to catch a second one: click keeps the last)."""
     if len(value) > 1:
         raise click.BadParameter(
@@ -131,7 +131,7 @@ LABELS_OPTION = click.option(
     "--labels",
     "labels_spec",
     multiple=True,
-    callback=_one_label_set,
+    callback=one_label_set,
     metavar="NAME|PATH",
     help="A label-set YAML file, or the name of a shipped set (urban, esc50).",
 )
@@ -601,7 +601,9 @@ def listen(
 @click.option(
     "--labels",
     "labels_spec",
-    default="urban",
+    default=("urban",),
+    multiple=True,
+    callback=one_label_set,
     show_default=True,
     metavar="NAME|PATH",
     help="A label-set YAML file, or the name of a shipped set (urban, esc50).",
@@ -721,7 +723,9 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
 @click.option(
     "--labels",
     "labels_spec",
-    default="urban",
+    default=("urban",),
+    multiple=True,
+    callback=one_label_set,
     show_default=True,
     metavar="NAME|PATH",
     help="Label set listen would run: whether the vocabulary graph counts in the window's cost, and the set of the "

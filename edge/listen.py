@@ -774,6 +774,7 @@ class Listener:
         self._tries = 0  # tries to reopen since the loss
         self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
         self._shown: np.ndarray | None = None  # each label's highest score of one window (what windows show)
+        self._read: np.ndarray | None = None  # ... of what events read of one window (after the agreement)
         # a source lost to digital silence was open all along (the silence was its wait): reopen it
         # at once, so audio after an unmute is not missed for a backoff
         self._reopen_at_once = False
@@ -846,13 +847,20 @@ class Listener:
             for label, peak, threshold in zip(self.scorer.labels, self._reached, self.detector.thresholds)
             if peak >= threshold
         ]
-        assert self._shown is not None
-        glimpsed = [
-            f"{label} {shown:.3f} in a window (averaged, at most {peak:.3f}; threshold {threshold:g})"
-            for label, shown, peak, threshold in zip(
-                self.scorer.labels, self._shown, self._reached, self.detector.thresholds
+        assert self._shown is not None and self._read is not None
+        rows = list(zip(self.scorer.labels, self._shown, self._read, self._reached, self.detector.thresholds))
+        held = [f"{label} {shown:.3f}" for label, shown, read, _, threshold in rows if shown >= threshold > read]
+        if held:
+            self._status(
+                "info",
+                f"no event, though {', '.join(held)} reached the threshold in a window: the student alone did not "
+                "agree there (an event of a trained label needs the student's own score at its agreement too: "
+                "--agree, agree: in the label set)",
             )
-            if shown >= threshold > peak
+        glimpsed = [
+            f"{label} {read:.3f} in a window (averaged, at most {peak:.3f}; threshold {threshold:g})"
+            for label, _, read, peak, threshold in rows
+            if read >= threshold > peak
         ]
         if glimpsed and not reached:
             self._status(
@@ -1119,6 +1127,8 @@ class Listener:
             self._reached = smoothed if self._reached is None else np.maximum(self._reached, smoothed)
             own = np.zeros_like(p) if gated else p
             self._shown = own if self._shown is None else np.maximum(self._shown, own)
+            read = np.zeros_like(e) if gated else e
+            self._read = read if self._read is None else np.maximum(self._read, read)
             for event in self.detector.update(t, smoothed):
                 self._emit_event(event)
             self._watch_silence(t, frames)

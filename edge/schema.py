@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import difflib
 import json
-import re
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, overload
@@ -66,6 +66,14 @@ def yaml_error(err: Exception, source: str, text: str) -> str:
     """ "FILE:LINE: not valid YAML: <problem> (line 'the line'): <usual cause and fix>" for a
     PyYAML error: the line is the one the problem starts on (an unclosed quote's opening line, not
     the end of the file)."""
+    if getattr(err, "character", None) is not None and getattr(err, "position", None) is not None:  # a ReaderError
+        line = text[: err.position].count("\n") + 1  # type: ignore[attr-defined]
+        character = err.character  # type: ignore[attr-defined]
+        shown = chr(character) if isinstance(character, int) else character
+        return (
+            f"{source}:{line}: not valid YAML: the character {shown!r} is not allowed in YAML: delete it (a copy "
+            "from a document or a terminal can bring it)"
+        )
     problem = str(getattr(err, "problem", None) or err)
     mark = getattr(err, "problem_mark", None)
     context_mark = getattr(err, "context_mark", None)
@@ -94,11 +102,13 @@ def number_hint(value: object) -> str:
         except ValueError:
             return ""
     try:
-        float(text)
+        number = float(text)
     except ValueError:
         return ""
-    if re.fullmatch(r"[-+]?\d+e[-+]?\d+", text, flags=re.I):  # YAML 1.1 reads 7e-1 as text
-        return f" (YAML reads {text} as text: write {float(text):g})"
+    if not math.isfinite(number):  # YAML's are .inf and .nan; none is a usable value here
+        return " (a finite number is needed)"
+    if "e" in text.lower():  # YAML 1.1 reads 7e-1 and 5.0e1 as text: its exponent needs a dot and a sign
+        return f" (YAML reads {text} as text: write {number:g})"
     return f" (a number in quotes is text to YAML: write {text} without quotes)"
 
 

@@ -30,6 +30,7 @@ nothing is lost by making them wait (a pipe passes the wait on to its writer).
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import os
@@ -489,6 +490,11 @@ class MicrophoneSource(Source):
         closer.join(CLOSE_SECONDS)
         if closer.is_alive():
             _left_behind.append((closer, time.monotonic()))
+            # sounddevice terminates PortAudio at exit, which would wait on the same hung server
+            # for ever: this process leaves it to the OS, so an exit (the unit restarts it) is one
+            exit_handler = getattr(_sounddevice(), "_exit_handler", None)
+            if exit_handler is not None:
+                atexit.unregister(exit_handler)
             log.warning(
                 "%s did not close within %g s (the sound server is not responding): left behind",
                 self.name,

@@ -298,6 +298,8 @@ def reading_notes(label_set: LabelSet, tokenizer) -> list[tuple[str, str]]:
         read = " ".join(pieces)
         twin = seen.setdefault(ids, label.name)
         latin = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+        # letters only: a typographic apostrophe or dash (baby’s cry) is no other script
+        other_script = sum(c.isalpha() for c in latin) < sum(c.isalpha() for c in text)
         cut = len(pieces) >= 3 * len(text.split())  # every word cut into fragments, on average
         if twin != label.name:
             notes.append(
@@ -307,7 +309,7 @@ def reading_notes(label_set: LabelSet, tokenizer) -> list[tuple[str, str]]:
                     "always score alike; name each sound in English words",
                 )
             )
-        elif "[UNK]" in pieces or len(latin) < len(text) or (not text.isascii() and cut):  # len: another script
+        elif "[UNK]" in pieces or other_script or (not text.isascii() and cut):
             unknown = " ([UNK]: characters it does not know)" if "[UNK]" in pieces else ""
             notes.append(
                 (

@@ -350,14 +350,7 @@ class _Parser:
                 f"{spec!r} is neither a shipped set ({', '.join(sorted(shipped_label_sets()))}) nor "
                 f"a label-set file it can read ({err})",
             ) from None
-        loader = yaml.SafeLoader(text)
-        try:
-            base = _Parser(str(path), loader, self.depth + 1).label_set(loader.get_single_node())
-        except yaml.YAMLError as err:
-            raise LabelSetError(yaml_error(err, str(path), text)) from None
-        finally:
-            loader.dispose()
-        return dataclasses.replace(base, shipped=shipped)
+        return dataclasses.replace(parse_label_set(text, str(path), self.depth + 1), shipped=shipped)
 
     def fitted_for(self, node: yaml.Node) -> dict[str, float]:
         """`fitted_for: {window: 5, hop: 1, smooth: 3, ...}`: numbers (calibrate thresholds writes it)."""
@@ -438,15 +431,18 @@ def _template_error(prompt: str) -> bool:
         return True
 
 
-def parse_label_set(text: str, source: str = "<string>") -> LabelSet:
+def parse_label_set(text: str, source: str = "<string>", depth: int = 0) -> LabelSet:
     """Parse and validate label-set YAML; LabelSetError names the file, line, key and fix."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # a control character is refused here already
+    except yaml.YAMLError as err:
+        raise LabelSetError(yaml_error(err, source, text)) from None
     try:
         try:
             root = loader.get_single_node()
         except yaml.YAMLError as err:
             raise LabelSetError(yaml_error(err, source, text)) from None
-        return _Parser(source, loader).label_set(root)
+        return _Parser(source, loader, depth).label_set(root)
     finally:
         loader.dispose()
 

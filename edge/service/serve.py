@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from edge import __version__
@@ -414,7 +415,8 @@ def _serve(
                 if isinstance(err, BackendError)
                 else "failure"
             )
-            sink.status(Status(t=0.0, level="error", message=f"the service stops: {err}", code=code))
+            now = max(0.0, (datetime.now(timezone.utc) - sink.origin).total_seconds())  # dated as it stops
+            sink.status(Status(t=now, level="error", message=f"the service stops: {err}", code=code))
         raise
     finally:
         notifier.stopping(f"stopping: {reporter.line()}")

@@ -96,6 +96,8 @@ def test_folds_keep_a_recordings_clips_together_and_deal_each_label_round():
     for label in (0, 1):
         assert set(fold[y == label]) == set(range(5))  # 10 recordings of each label over 5 folds
     assert folds_by_recording(["a", "a", "b", "c", "d"], np.zeros(5, dtype=int), folds=5) is None
+    six = folds_by_recording([f"r{i}" for i in range(6)], np.array([0, 0, 0, 5, 5, 5]), folds=5)
+    assert set(six) == set(range(5))  # two labels of 3 recordings each: no fold left empty
 
 
 def test_dataset_clips_are_grouped_by_source_recording(tmp_path):
@@ -106,6 +108,7 @@ def test_dataset_clips_are_grouped_by_source_recording(tmp_path):
     assert recording_of("unk-00-dog-seg01.flac") == recording_of("unk-00-dog-seg07.flac") == "unk-00-dog"
     assert recording_of("5-9032-A-0.wav") != recording_of("5-9033-A-0.wav")
     assert recording_of("kitchen/tap.wav") is None
+    assert recording_of("2024-05-17-0830.wav") is None  # a date is no UrbanSound8K name
     (tmp_path / "c.csv").write_text("path,label,recording\n100032-3-0-0.ogg,dog_bark,\n1.wav,siren,take 1\n")
     assert [c.recording for c in read_clip_csv(tmp_path / "c.csv")] == ["us8k:100032", "take 1"]
 
@@ -457,3 +460,10 @@ def test_the_figures_are_the_devices_scores_with_the_vocabulary_branch(demo_bund
     older = dataclasses.replace(quieter, calibrated_new=False)
     unmoved = Scorer.for_bundle(demo_bundle.meta, embeddings, older, vocabulary)(clipset.embeddings, clipset.vocabulary)
     np.testing.assert_allclose(unmoved, device)
+
+
+def test_a_second_label_set_is_a_usage_error_not_silently_the_one_fitted(tmp_path):
+    result = CliRunner().invoke(calibrate.cli.main, ["scores", "--labels", "urban", "--labels", "esc50", "--data",
+                                                     "x.csv", "--out", str(tmp_path / "x.yaml")])
+    assert result.exit_code == 2 and "given 2 times (urban, esc50): this command takes one label set" in result.output
+    assert not (tmp_path / "x.yaml").exists()

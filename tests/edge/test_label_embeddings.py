@@ -102,7 +102,8 @@ def test_names_the_text_tower_cannot_read_as_written_are_warned_of(demo_bundle):
     from edge.labels.tokenizers import load_tokenizer
 
     tokenizer = load_tokenizer(demo_bundle.tokenizer_dir)
-    labels = parse_label_set("name: x\nlabels: [Türklingel, '犬の鳴き声', '🐶', '🚨', café ambience, dog_bark, sneezing]\n")
+    labels = parse_label_set("name: x\nlabels: [Türklingel, '犬の鳴き声', '🐶', '🚨', café ambience, dog_bark, sneezing, "
+                             "baby’s cry, smoke alarm – kitchen]\n")
     notes = reading_notes(labels, tokenizer)
     assert [level for level, _ in notes] == ["warning"] * 4
     assert notes[0][1].startswith("label 'Türklingel': the bundle's text tower reads English and reads this as "

@@ -143,6 +143,12 @@ def test_a_label_shown_over_its_threshold_in_one_window_alone_says_why_no_event(
     said = [r["message"] for r in records if r["type"] == "status" and r["message"].startswith("no event, though")]
     assert len(said) == 1 and said[0].startswith("no event, though dog_bark 0.") and "in a window (averaged, at most 0." in said[0]
     assert "averaged over 3 windows (--smooth; a service: listen.smooth)" in said[0]
+    # held back by the student's agreement, not by the averaging: said as such
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", "urban",
+                                                "--input", str(tmp_path / "one.wav"), "--fast", "--json", "--hop", "5",
+                                                "--smooth", "1", "--agree", "0.999"])
+    said = [json.loads(line)["message"] for line in result.stdout.splitlines() if '"no event, though' in line]
+    assert len(said) == 1 and "the student alone did not agree there" in said[0], said
 
 
 def test_a_clip_whose_label_reached_its_threshold_without_an_event_says_why(demo_bundle, clip, tmp_path):

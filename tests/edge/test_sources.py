@@ -12,6 +12,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -425,3 +426,40 @@ def test_rescans_for_a_lost_microphone_wait_for_the_sound_cards_to_change(monkey
     assert sources.rescan_devices(force=True)
     sources._rescans.count = 0  # what a device that starts capturing does
     assert sources.rescan_devices()
+
+
+STUCK_CLOSE_CHILD = """
+import threading, time, sounddevice
+from edge.capture import sources
+pulse = threading.Lock()
+
+class Stream:  # its close deadlocks inside libpulse, holding what Pa_Terminate then needs
+    def close(self, ignore_errors=True):
+        pulse.acquire()
+        time.sleep(3600)
+
+real = sounddevice._terminate
+def terminate():
+    with pulse:
+        real()
+sounddevice._terminate = terminate
+source = sources.MicrophoneSource.__new__(sources.MicrophoneSource)
+source.name, source._stream = "input device 0 ('pulse')", Stream()
+sources.CLOSE_SECONDS = 0.2
+source._stop_producer()
+print("left behind", sources.stuck_close_seconds() > 0, flush=True)
+raise SystemExit(1)
+"""
+
+
+def test_a_process_with_a_stuck_portaudio_close_still_exits(tmp_path):
+    """sounddevice terminates PortAudio at exit, which would wait on the hung sound server for
+    ever: once a close is left behind, the exit leaves PortAudio to the OS, and the unit can
+    restart the service."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("sounddevice", exc_type=ImportError)
+    child = subprocess.run([sys.executable, "-c", STUCK_CLOSE_CHILD], capture_output=True, text=True, timeout=30,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == 1 and "left behind True" in child.stdout, child.stderr[-2000:]
