@@ -408,19 +408,25 @@ def _serve(
     except BaseException as err:
         backend.close()  # listen closes it once it runs; before that it is ours
         if sink is not None and isinstance(err, Exception):  # the outputs say why the service stops
-            code = (
-                "source_error"
-                if isinstance(err, AudioError)
-                else "backend_error"
-                if isinstance(err, BackendError)
-                else "failure"
-            )
-            now = max(0.0, (datetime.now(timezone.utc) - sink.origin).total_seconds())  # dated as it stops
-            sink.status(Status(t=now, level="error", message=f"the service stops: {err}", code=code))
+            sink.status(stopping_status(sink, err))
         raise
     finally:
         notifier.stopping(f"stopping: {reporter.line()}")
         _close_all(outputs)
+
+
+def stopping_status(sink: Sink, err: Exception) -> Status:
+    """The status the outputs get when an error stops the service: its code by kind (an audio or
+    a model failure, else `failure`), dated now (stream time from the sink's clock), not at the start."""
+    code = (
+        "source_error"
+        if isinstance(err, AudioError)
+        else "backend_error"
+        if isinstance(err, BackendError)
+        else "failure"
+    )
+    now = max(0.0, (datetime.now(timezone.utc) - sink.origin).total_seconds())
+    return Status(t=now, level="error", message=f"the service stops: {err}", code=code)
 
 
 def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, backend: Backend) -> list[Sink]:

@@ -285,3 +285,20 @@ def test_one_service_per_state_folder(tmp_path):
     blocked.write_text("not a folder")
     with hold_state_dir(blocked / "state"):  # left to the outputs that need the folder (they say why)
         pass
+
+
+def test_the_status_of_an_error_that_stops_the_service_is_dated_when_it_stops():
+    """After hours of running, the Problem sensor and the event log must date the failure at its
+    moment, not at the start; its code says what failed."""
+    from datetime import datetime, timedelta, timezone
+
+    from edge.errors import AudioError, BackendError
+    from edge.outputs.sinks import Sink
+    from edge.service.serve import stopping_status
+
+    sink = Sink(origin=datetime.now(timezone.utc) - timedelta(hours=6))
+    status = stopping_status(sink, AudioError("device gone"))
+    assert abs(status.t - 6 * 3600) < 60 and status.code == "source_error" and status.level == "error"
+    assert status.message == "the service stops: device gone"
+    assert stopping_status(sink, BackendError("x")).code == "backend_error"
+    assert stopping_status(sink, ValueError("x")).code == "failure"
