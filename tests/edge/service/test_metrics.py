@@ -307,7 +307,8 @@ def test_idle_connections_are_closed_and_capped(make_sink, monkeypatch):
 
     from edge.outputs import metrics
 
-    monkeypatch.setattr(metrics._Handler, "timeout", 1.0)
+    monkeypatch.setattr(metrics._Handler, "timeout", 0.5)
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 4)
     sink = make_sink()
     idle = [socket.create_connection(("127.0.0.1", sink.port), timeout=5) for _ in range(metrics.MAX_CONNECTIONS)]
     try:
@@ -316,7 +317,7 @@ def test_idle_connections_are_closed_and_capped(make_sink, monkeypatch):
         extra.close()
         started = time.monotonic()
         assert all(s.recv(1) == b"" for s in idle)  # each closed by the server after its request timeout
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 3
         assert get(sink, "/healthz")[0] in (200, 503)  # places free again: a real request is answered
     finally:
         for s in idle:
