@@ -479,7 +479,9 @@ def fit_scores(
         )
     z = raw.logits(clipset.embeddings, clipset.vocabulary)
     fold = folds_by_recording(clipset.recordings or [str(p) for p in clipset.paths], y)
-    choices = BIAS_L2_CHOICES if bias_l2 is None and fit_bias else (DEFAULT_BIAS_L2 if bias_l2 is None else bias_l2,)
+    fixed = DEFAULT_BIAS_L2 if bias_l2 is None else bias_l2
+    choices = BIAS_L2_CHOICES if bias_l2 is None and fit_bias else (fixed,)
+    bias_l2 = fixed  # unless clips can be held out to choose it
     held_out: Metrics | None = None
     cv_nll: dict[float, float] = {}
 
@@ -491,8 +493,6 @@ def fit_scores(
     if fold is not None:
         bias_l2, cv_nll, probs = choose_bias_l2(z, y, kind, fold, fit_bias, choices, device_scores)
         held_out = metrics(probs, y, kind)
-    elif bias_l2 is None:
-        bias_l2 = DEFAULT_BIAS_L2
     fit = fit_calibration(z, y, kind, fit_bias=fit_bias, bias_l2=bias_l2)
     site = calibrated(label_set, fit.temperature, fit.biases)
     before = Scorer.for_bundle(bundle.meta, label_embeddings, label_set, vocabulary)(

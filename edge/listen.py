@@ -120,6 +120,11 @@ def plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _peak(so_far: np.ndarray | None, now: np.ndarray) -> np.ndarray:
+    """The running maximum of per-label scores (None before the first window)."""
+    return now if so_far is None else np.maximum(so_far, now)
+
+
 def _flag(name: str) -> str:
     """The command-line spelling of an option (the service config uses the field name)."""
     return {"sample_format": "--format", "top_k": "--top-k"}.get(name, "--" + name.replace("_", "-"))
@@ -1123,12 +1128,11 @@ class Listener:
                 )
             )
             # a gated window counts as "nothing heard" for events (and for the smoothing after it)
-            smoothed = self.smoother.update(np.zeros_like(e) if gated else e)
-            self._reached = smoothed if self._reached is None else np.maximum(self._reached, smoothed)
-            own = np.zeros_like(p) if gated else p
-            self._shown = own if self._shown is None else np.maximum(self._shown, own)
             read = np.zeros_like(e) if gated else e
-            self._read = read if self._read is None else np.maximum(self._read, read)
+            smoothed = self.smoother.update(read)
+            self._reached = _peak(self._reached, smoothed)
+            self._read = _peak(self._read, read)
+            self._shown = _peak(self._shown, np.zeros_like(p) if gated else p)
             for event in self.detector.update(t, smoothed):
                 self._emit_event(event)
             self._watch_silence(t, frames)

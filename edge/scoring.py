@@ -142,9 +142,8 @@ class Scorer:
         self.matrix_t = np.ascontiguousarray(_unit_rows(label_matrix).T)  # [C, K]
         if vocabulary is not None and kind != "sigmoid":
             raise ValueError("Scorer: a vocabulary fuses per-label (sigmoid) scores, not a softmax over the set")
-        self.read_as = tuple(
-            read_as or labels
-        )  # what each label is read as (a label set's `text:`): names trained ones
+        # what each label is read as (a label set's `text:`, else its name): it names trained labels
+        self.read_as = tuple(read_as or labels)
         fusion = None if vocabulary is None else vocabulary.fusion(label_matrix, self.read_as)
         if fusion is not None and agree is not None:
             fusion = fusion.agreeing(agree)

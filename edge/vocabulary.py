@@ -342,7 +342,6 @@ class Vocabulary:
     source: str = ""  # what the vocabulary is (model.json vocabulary.source)
     head: Head | None = None  # the trained labels' head on the graph's features (None: none)
     familiar: Familiar | None = None  # what each trained label's clips make it say (None: no intruder veto)
-    trained_keys: tuple[str, ...] = ()  # [T] each trained label's name as names are compared (label_key)
     trained_names: tuple[str, ...] = ()  # [T] each trained label's name as its set writes it
 
     @classmethod
@@ -421,7 +420,6 @@ class Vocabulary:
             source=spec.get("source", ""),
             head=head,
             familiar=familiar,
-            trained_keys=tuple(label_key(label) for _, found in trained_sets for label in found.labels),
             trained_names=tuple(label for _, found in trained_sets for label in found.labels),
         )
 
@@ -442,8 +440,9 @@ class Vocabulary:
         to_trained = labels @ self.trained.T  # [K, T]
         nearest = to_trained.argmax(axis=1)  # [K]: each label's nearest trained label
         novel = to_trained.max(axis=1) < self.novelty_cosine
+        trained = [label_key(name) for name in self.trained_names]
         for k, name in enumerate(names):
-            same = [t for t, key in enumerate(self.trained_keys) if key == label_key(name)]
+            same = [t for t, key in enumerate(trained) if key == label_key(name)]
             if novel[k] and same:
                 novel[k], nearest[k] = False, max(same, key=lambda t: to_trained[k, t])
         return to_trained, nearest, novel
@@ -498,7 +497,7 @@ class Vocabulary:
 
     def fusion(self, label_matrix: np.ndarray, names: Sequence[str] = ()) -> Fusion:
         """The fusion for one label set's [K, C] embeddings (computed once per set). A label named
-        as a trained one (`labels`, compared as label sets compare names) is that trained label
+        as a trained one (`names`, compared as label sets compare names) is that trained label
         whatever its prompts: a site's own template (`prompt:`) or extra phrasings move its text
         away from the trained text, and it must not become a new label for that."""
         labels = _unit(np.asarray(label_matrix, dtype=np.float32))

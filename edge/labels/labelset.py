@@ -334,23 +334,20 @@ class _Parser:
         spec = self.value(node, "extends", "str")
         if self.depth >= EXTENDS_DEPTH:
             raise self.fail(node, "extends", f"{spec!r}: sets extend each other {EXTENDS_DEPTH} deep: is it a loop?")
+        shipped = shipped_label_sets()
         bare = spec.removesuffix(".yaml")
-        if not _is_path(spec) and bare in shipped_label_sets():
-            path, shipped = shipped_label_sets()[bare], True
-        else:
-            path, shipped = Path(spec).expanduser(), False
-            if not path.is_absolute() and self.source not in ("<string>", "<memory>"):
-                path = Path(self.source).parent / path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
+        if not _is_path(spec) and bare in shipped:
+            return load_label_set(shipped[bare], shipped=True, depth=self.depth + 1)
+        path = Path(spec).expanduser()
+        if not path.is_absolute() and self.source not in ("<string>", "<memory>"):
+            path = Path(self.source).parent / path
+        if not path.is_file():
             raise self.fail(
                 node,
                 "extends",
-                f"{spec!r} is neither a shipped set ({', '.join(sorted(shipped_label_sets()))}) nor "
-                f"a label-set file it can read ({err})",
-            ) from None
-        return dataclasses.replace(parse_label_set(text, str(path), self.depth + 1), shipped=shipped)
+                f"{spec!r} is neither a shipped set ({', '.join(sorted(shipped))}) nor a label-set file ({path})",
+            )
+        return load_label_set(path, depth=self.depth + 1)
 
     def fitted_for(self, node: yaml.Node) -> dict[str, float]:
         """`fitted_for: {window: 5, hop: 1, smooth: 3, ...}`: numbers (calibrate thresholds writes it)."""
@@ -383,14 +380,15 @@ class _Parser:
                 raise self.fail(node, where, "missing key 'name'")
         name = self.value(keys["name"], f"{where}.name", "str")
         node_name = keys["name"]
-        if getattr(node_name, "style", "") is None and node_name.end_mark.line > node_name.start_mark.line:
+        plain = getattr(node_name, "style", "") is None  # written unquoted
+        if plain and node_name.end_mark.line > node_name.start_mark.line:
             raise self.fail(
                 node_name,
                 f"{where}.name",
                 f"{name!r} runs over lines {node_name.start_mark.line + 1}-{node_name.end_mark.line + 1}: YAML "
                 "joins an unquoted text's lines into one label; start each item's '-' in the same column",
             )
-        if name[-1] in ",;" and getattr(node_name, "style", "") is None:
+        if name[-1] in ",;" and plain:
             raise self.fail(
                 node_name,
                 f"{where}.name",
@@ -398,9 +396,7 @@ class _Parser:
                 f"write {name[:-1].rstrip()!r}, or quote the label if it belongs to it",
             )
         if "\n" in name or len(name) > 100:
-            raise self.fail(
-                keys["name"], f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters"
-            )
+            raise self.fail(node_name, f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters")
         extra = self.value(keys["prompts"], f"{where}.prompts", "list of str") if "prompts" in keys else []
         templated = [p for p in extra if "{label}" in p]
         if templated:
@@ -447,7 +443,7 @@ def parse_label_set(text: str, source: str = "<string>", depth: int = 0) -> Labe
         loader.dispose()
 
 
-def load_label_set(path: str | Path, shipped: bool = False) -> LabelSet:
+def load_label_set(path: str | Path, shipped: bool = False, depth: int = 0) -> LabelSet:
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -457,7 +453,7 @@ def load_label_set(path: str | Path, shipped: bool = False) -> LabelSet:
     except OSError as err:
         missing = looked_at(path) if isinstance(err, FileNotFoundError) else ""
         raise LabelSetError(f"cannot read label set {path}: {err}{missing}") from None
-    label_set = parse_label_set(text, source=str(path))
+    label_set = parse_label_set(text, source=str(path), depth=depth)
     return dataclasses.replace(label_set, shipped=True) if shipped else label_set
 
 

@@ -190,14 +190,14 @@ def test_a_label_named_as_a_trained_one_stays_trained_whatever_its_text():
     text (cosine under novelty_cosine); its name still says which trained label it is."""
     moved = unit([[0.6, 0, 0, 0.8], [0, 1, 0, 0], [0, 0, 0, 1]])  # "the sound of dog" drifted; siren; frog
     names = ("Dog", "siren", "frog")
-    v = dataclasses.replace(vocabulary(), trained_keys=("dog", "siren"))
+    v = dataclasses.replace(vocabulary(), trained_names=("dog", "siren"))
     assert v.fusion(moved).novel.tolist() == [True, False, True]  # by text alone the dog is new
     fusion = v.fusion(moved, names)
     assert fusion.novel.tolist() == [False, False, True]  # by name it is the trained dog; frog stays new
 
 
 def test_a_trained_label_twice_over_or_under_another_name_is_said():
-    v = dataclasses.replace(vocabulary(), trained_keys=("dog", "siren"), trained_names=("dog", "siren"))
+    v = dataclasses.replace(vocabulary(), trained_names=("dog", "siren"))
     labels = unit([[1, 0, 0, 0], [1, 0.1, 0, 0], [0.1, 0.85, 0, 0.52], [0, 0, 0, 1]])
     notes = v.kin_notes(labels, ("dog", "dog barking", "police siren", "frog"))
     assert notes == [
