@@ -305,19 +305,20 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             intruders = fusion.intruders(vocabulary.names)
             if intruders:
                 click.echo(
-                    f"  intruders: {len(intruders)} classes the set has no label for can hold a trained label back, "
-                    f"e.g. {', '.join(intruders[:: max(1, len(intruders) // 6)][:6])}"
+                    f"  unknown sounds: {len(intruders)} sounds the set has no label for (e.g. "
+                    f"{', '.join(intruders[:: max(1, len(intruders) // 6)][:6])}) hold back a trained label's "
+                    "events where one of them is heard more than in that label's own recordings"
                 )
             for label, by in fusion.explained(emb.labels).items():
                 click.echo(
-                    f"  explained: {label} yields to {', '.join(by)} where it is heard no more than their own "
-                    "clips made the vocabulary hear it"
+                    f"  gives way: {label} is not reported where it is heard no more than the recordings of "
+                    f"{', '.join(by)} made the vocabulary hear it"
                 )
             vetoed = fusion.vetoed(emb.labels)
             if vetoed:
                 click.echo(
-                    f"  veto (power {vocabulary.veto_power:g}): where a new label is heard, held back unless the "
-                    f"vocabulary hears them too: {', '.join(vetoed)}"
+                    f"  held back beside new labels: {', '.join(vetoed)} start no event where a new label is heard, "
+                    f"unless the vocabulary hears them too (veto power {vocabulary.veto_power:g})"
                 )
 
 

@@ -287,11 +287,11 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     assert "ceiling" not in result.output  # the shipped bundle has none
     assert "  new labels' thresholds: speech 0.5, doorbell 0.5; the vocabulary also hears near kin" in result.output
     # the demo bundle's vocabulary hears sirens in 87 % of their training clips: the veto applies to it
-    assert "held back unless the vocabulary hears them too: siren" in result.output
+    assert "  held back beside new labels: siren start no event where a new label is heard" in result.output
     # the sirens' clips make it say Speech now and then (voices in the street), never Doorbell
-    explained = [line for line in result.output.splitlines() if line.startswith("  explained: ")]
-    assert explained == ["  explained: speech yields to siren where it is heard no more than their own clips made "
-                         "the vocabulary hear it"]
+    explained = [line for line in result.output.splitlines() if line.startswith("  gives way: ")]
+    assert explained == ["  gives way: speech is not reported where it is heard no more than the recordings of siren "
+                         "made the vocabulary hear it"]
     # a bundle with a ceiling shows the low ones: no development clip rings a doorbell
     copy = tmp_path / "bundle"
     shutil.copytree(demo_bundle.path, copy)
@@ -895,7 +895,7 @@ def test_info_says_what_can_hold_a_set_s_labels_back(demo_bundle):
     assert "a class 0.7 of the headroom above it that no label of the set is near" in result.output  # relative
     assert "head       head.npz: 60 trained labels from the graph's 'features' (2048 wide, through 128 hidden units)" \
         in result.output  # the demo bundle's head has a hidden layer
-    found = re.search(r"intruders: (\d+) classes the set has no label for", result.output)
+    found = re.search(r"unknown sounds: (\d+) sounds the set has no label for", result.output)
     assert found and 300 < int(found.group(1)) < 521  # AudioSet's far from urban's ten labels, Silence not
 
 
