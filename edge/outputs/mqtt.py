@@ -4,7 +4,10 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
 
     availability      online / offline, retained; `offline` is also the last will (kill -9, power loss)
     events            one message per start / end: the JSON-lines record (record_dict) + `event_type`
-                      (the label) + `clip` (when a clip is recorded); QoS `qos`, not retained
+                      (the label) + `clip` (when a clip is recorded); QoS `qos`, not retained. One
+                      that waited for the broker longer than `late_after` seconds also carries
+                      `delayed_s`, and Home Assistant's event entity does not fire for it (an
+                      automation would act on a sound long gone as if it were heard now)
     state/<label>     ON while an event of the label lasts, else OFF; retained
     microphone        ON while audio arrives, OFF after `audio_lost` (until `audio_restored`); retained
     (every retained state a connection knows is sent before its `online`: Home Assistant shows an
@@ -58,7 +61,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -84,8 +87,9 @@ PROBLEM_HOLD_SECONDS = 900.0
 TAKEN_OVER_SECONDS = 5.0  # connections ended sooner, twice in a row: likely one client id used twice
 CLOSE_SECONDS = 2.0  # close() waits this long at most for the queue and the broker's acknowledgements
 BATCH = 64  # queued messages handed to paho per turn of the publisher thread
-# Home Assistant fires its event entity on starts only: an `end` renders empty, which it ignores.
-START_ONLY = "{% if value_json.type == 'start' %}{{ value }}{% endif %}"
+# Home Assistant fires its event entity on starts only, and not for one sent late (`delayed_s`): an
+# empty render is ignored.
+START_ONLY = "{% if value_json.type == 'start' and value_json.delayed_s is not defined %}{{ value }}{% endif %}"
 NODE_ID = re.compile(r"[A-Za-z0-9_-]+")  # what Home Assistant allows in a discovery topic
 
 
@@ -170,6 +174,7 @@ class MqttConfig:
     keepalive: int = 60  # seconds; a silent broker is declared lost after 1.5 x this
     level_interval: float = 10.0  # seconds between level messages at most (0: every window)
     queue_size: int = 1000  # events and status messages kept while the broker is away
+    late_after: float | None = 60.0  # an event that waited longer is sent with delayed_s (None: never)
     reconnect_min_delay: int = 1  # seconds before the first reconnection attempt; doubles up to max
     reconnect_max_delay: int = 60
     tls: MqttTls | None = None  # None: plain TCP
@@ -204,6 +209,8 @@ class MqttConfig:
             raise invalid("level_interval", self.level_interval, "a number of seconds >= 0 (0: every window)")
         if self.queue_size < 1:
             raise invalid("queue_size", self.queue_size, "a whole number >= 1")
+        if self.late_after is not None and not self.late_after > 0:
+            raise invalid("late_after", self.late_after, "a number of seconds > 0, or null (never marked late)")
         if self.reconnect_min_delay < 1:
             raise invalid("reconnect_min_delay", self.reconnect_min_delay, "a whole number of seconds >= 1")
         if self.reconnect_max_delay < self.reconnect_min_delay:
@@ -290,6 +297,7 @@ class _Message:
     payload: str
     qos: int
     retain: bool = False
+    made: float = 0.0  # time.monotonic() when it was queued
 
 
 class MqttSink(Sink):
@@ -346,6 +354,7 @@ class MqttSink(Sink):
         self._closed = False
         self._refused: str | None = None  # the last refusal logged (logged again only when it changes)
         self._unreachable_logged = False
+        self._late_logged = False  # said once per connection
         self._connected_at = -math.inf  # time.monotonic() of the last connection
         self._short_links = 0  # connections in a row the broker ended within TAKEN_OVER_SECONDS
 
@@ -398,7 +407,8 @@ class MqttSink(Sink):
         clip = self.clip_for(event) if self.clip_for is not None else None
         if clip:
             message["clip"] = clip
-        self._enqueue(_Message(self.topic("events"), json.dumps(message, allow_nan=False), self.config.qos))
+        payload = json.dumps(message, allow_nan=False)
+        self._enqueue(_Message(self.topic("events"), payload, self.config.qos, made=time.monotonic()))
         if event.label in self._active:
             going = max(0, self._active[event.label] + (1 if event.kind == "start" else -1))
             self._active[event.label] = going
@@ -546,7 +556,7 @@ class MqttSink(Sink):
                 log.warning("mqtt: the broker at %s:%d refused the connection: %s%s", cfg.host, cfg.port, reason, hint)
             return
         self._refused = None
-        self._unreachable_logged = False
+        self._unreachable_logged = self._late_logged = False
         log.info("mqtt: connected to %s:%d", cfg.host, cfg.port)
         with self._cond:  # a restarted broker may have lost them; and they go before `online`
             known, self._dirty = dict(self._retained), {}
@@ -645,12 +655,29 @@ class MqttSink(Sink):
                     batch.append(_Message(self.topic("heard"), self._heard, 0))
                     self._heard = None
                 for _ in range(min(BATCH, len(self._queue))):
-                    batch.append(self._queue.popleft())
+                    batch.append(self._late(self._queue.popleft()))
             for message in batch:
                 try:
                     self._hand_over(message)
                 except Exception:  # never let the thread die: MQTT would fall silent for the service's life
                     log.exception("mqtt: publishing on %s failed", message.topic)
+
+    def _late(self, message: _Message) -> _Message:
+        """An event that waited for the broker longer than late_after, marked with `delayed_s`."""
+        waited = time.monotonic() - message.made
+        late_after = self.config.late_after
+        if message.topic != self.topic("events") or late_after is None or waited <= late_after:
+            return message
+        if not self._late_logged:
+            self._late_logged = True
+            log.warning(
+                "mqtt: events that waited for the broker more than %g s go out with delayed_s; Home Assistant's "
+                "event entity does not fire for them (the event log and the events topic keep them)",
+                late_after,
+            )
+        record = json.loads(message.payload)
+        record["delayed_s"] = round(waited, 1)
+        return replace(message, payload=json.dumps(record, allow_nan=False))
 
     def _has_work(self) -> bool:
         return bool(self._dirty or self._queue or self._level is not None or self._heard is not None)

@@ -389,6 +389,49 @@ def test_records_are_taken_while_the_broker_is_absent_and_sent_once_it_comes(tmp
     assert "cannot reach the broker" in caplog.text
 
 
+def test_an_event_that_waited_for_the_broker_is_marked_late_and_does_not_fire_home_assistant(
+    tmp_path, node, subscribers, caplog
+):
+    """After an outage the queued events still go out (the event log and the events topic keep
+    everything), but one that waited longer than late_after carries `delayed_s`, and the event
+    entity's template renders it empty: Home Assistant would otherwise fire a bark from last night
+    as heard now. One sent while the broker is there is not late."""
+    later = broker_or_skip(tmp_path / "later")
+    sink = make_sink(later.port, node, late_after=0.3)
+    sink.start()
+    sink.event(start(1.0, 1))
+    time.sleep(0.4)
+    try:
+        later.start()
+        sub = subscribers(later.port, [f"semanticac/{node}/events"])
+        wait_until(lambda: sink.connected)
+        sink.event(start(2.0, 2, label="dog_bark"))
+        wait_until(lambda: len(sub.topics(f"semanticac/{node}/events")) == 2)
+        sent = [m.json() for m in sub.topics(f"semanticac/{node}/events")]
+        sink.close()
+        sub.close()
+    finally:
+        later.kill()
+    assert [m["event_id"] for m in sent] == [1, 2]
+    assert 0.3 < sent[0]["delayed_s"] < WAIT and "delayed_s" not in sent[1]
+    assert "waited for the broker more than 0.3 s go out with delayed_s" in caplog.text
+
+
+def test_home_assistant_fires_on_a_start_sent_in_time_only(node):
+    """The event entity's value_template, rendered as Home Assistant renders it (Jinja, the
+    payload as value_json): a start fires, an end or a late start renders empty (ignored)."""
+    jinja2 = pytest.importorskip("jinja2")
+    template = make_sink(1883, node).discovery_config()["components"]["events"]["value_template"]
+
+    def rendered(record):
+        return jinja2.Environment().from_string(template).render(value=json.dumps(record), value_json=record)
+
+    start_record = {"type": "start", "event_type": "siren"}
+    assert json.loads(rendered(start_record)) == start_record
+    assert rendered({"type": "end", "event_type": "siren"}) == ""
+    assert rendered({**start_record, "delayed_s": 75.2}) == ""
+
+
 def test_a_broker_that_never_answers_blocks_nothing(node):
     with socket.socket() as silent:  # accepts TCP connections (the kernel does) and never says a word
         silent.bind((HOST, 0))
