@@ -14,7 +14,8 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
     entity's last payload the moment it is available, and a crash leaves a label's ON behind)
     problem           what needs a person, retained: `{"state": "ON" | "OFF", "problems": [{code,
                       message, utc}, ...]}`: a lost microphone (until it is back), input clipping
-                      or dropped windows (until PROBLEM_HOLD_SECONDS pass without another), an
+                      or dropped windows, another client taking over this one's client id (each
+                      until PROBLEM_HOLD_SECONDS pass without another), an
                       event log that cannot be written (until it can), a failure that stops the
                       service (sent as it stops); OFF once a start hears its first window (a
                       service that fails again at each restart keeps saying why). Its sensor has
@@ -357,6 +358,7 @@ class MqttSink(Sink):
         self._late_logged = False  # said once per connection
         self._connected_at = -math.inf  # time.monotonic() of the last connection
         self._short_links = 0  # connections in a row the broker ended within TAKEN_OVER_SECONDS
+        self._taken_over = False  # set by paho's thread, made a problem by the audio thread's next window
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -381,7 +383,12 @@ class MqttSink(Sink):
         if not self._audio_lost:
             self._set_retained(self.topic("microphone"), ON)  # audio arrives
         now = time.monotonic()
-        if self._problems and any(until <= now for _, until in self._problems.values()):
+        if self._taken_over:
+            self._taken_over = False
+            problem = {"code": "client_id_taken", "message": self._taken_over_message(), "utc": self.utc(result.t)}
+            self._problems["client_id_taken"] = (problem, now + PROBLEM_HOLD_SECONDS)
+            self._set_retained(self.topic("problem"), self._problem_payload())
+        elif self._problems and any(until <= now for _, until in self._problems.values()):
             self._problems = {code: held for code, held in self._problems.items() if held[1] > now}
             self._set_retained(self.topic("problem"), self._problem_payload())
         elif not self._heard_audio:  # this run works: the last run's problems (retained) end
@@ -433,6 +440,13 @@ class MqttSink(Sink):
         else:
             return
         self._set_retained(self.topic("problem"), self._problem_payload())
+
+    def _taken_over_message(self) -> str:
+        return (
+            f"the broker keeps ending this device's connection: another client likely connects with its client id "
+            f"{self.config.client_id!r} (a device cloned from this one's image, or a second service): give each "
+            "device its own mqtt.node_id (and mqtt.client_id where set)"
+        )
 
     def _problem_payload(self) -> str:
         problems = [problem for problem, _ in self._problems.values()]
@@ -595,6 +609,8 @@ class MqttSink(Sink):
         # a broker ends a connection when another client connects with the same client id
         short = time.monotonic() - self._connected_at < TAKEN_OVER_SECONDS
         self._short_links = self._short_links + 1 if short else 0
+        taken_over = self._short_links >= 2 and not self._closing
+        self._taken_over = self._taken_over or taken_over
         if was and not self._closing:
             log.warning(
                 "mqtt: lost the broker at %s:%d (%s); reconnecting, up to %d messages wait meanwhile%s",
@@ -602,10 +618,8 @@ class MqttSink(Sink):
                 self.config.port,
                 reason,
                 self.config.queue_size,
-                f"; it ended the last {self._short_links} connections within seconds: another client with client "
-                f"id {self.config.client_id!r} is likely connected (a second service on this node_id?): give each "
-                "its own mqtt.node_id (and mqtt.client_id where set)"
-                if self._short_links >= 2
+                f"; it ended the last {self._short_links} connections within seconds: {self._taken_over_message()}"
+                if taken_over
                 else "",
             )
 

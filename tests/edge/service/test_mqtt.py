@@ -474,19 +474,25 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(tmp_path, node, subscribe
         later.kill()
 
 
-def test_one_client_id_used_twice_is_named_as_the_likely_cause(broker, node, caplog):
-    """Two services on one node_id (a shell run beside the unit): the broker ends each connection
-    when the other connects, which read as "lost the broker (Unspecified error)" every second."""
+def test_one_client_id_used_twice_is_named_as_the_likely_cause(broker, node, caplog, subscribers):
+    """Two services on one node_id (two devices cloned from one image, or a shell run beside the
+    unit): the broker ends each connection when the other connects, which read as "lost the broker
+    (Unspecified error)" every second. The log and the Problem sensor say why."""
     first, second = make_sink(broker.port, node), make_sink(broker.port, node)
+    sub = subscribers(broker.port, [f"semanticac/{node}/problem"])
     with caplog.at_level(logging.WARNING, logger="edge.outputs.mqtt"):
         first.start()
         second.start()
         try:
-            wait_until(lambda: "is likely connected" in caplog.text, timeout=20)
+            wait_until(lambda: "likely connects with its client id" in caplog.text, timeout=20)
+            for sink in (first, second):
+                sink.window(window(1.0))  # the audio thread makes it a problem
+            said = sub.wait_for(lambda m: m.json()["state"] == "ON", timeout=20).json()["problems"]
         finally:
             first.close()
             second.close()
-    assert f"another client with client id 'semanticac-{node}' is likely connected" in caplog.text
+    assert f"another client likely connects with its client id 'semanticac-{node}'" in caplog.text
+    assert [p["code"] for p in said] == ["client_id_taken"] and "own mqtt.node_id" in said[0]["message"]
 
 
 def test_messages_a_stalled_broker_never_acknowledged_are_counted_at_close(tmp_path, node, caplog):
