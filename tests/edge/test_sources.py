@@ -424,7 +424,21 @@ def test_rescans_for_a_lost_microphone_wait_for_the_sound_cards_to_change(monkey
     now[0] += sources.RESCAN_EVERY
     assert sources.rescan_devices() and not sources.rescan_devices()  # then every RESCAN_EVERY seconds
     assert sources.rescan_devices(force=True)
-    sources._rescans.count = 0  # what a device that starts capturing does
+    # a device that captures again gives them back: test_a_microphone_that_captures_again_...
+
+
+@pytest.mark.capture
+def test_a_microphone_that_captures_again_gives_back_the_free_rescans(null_sink, monkeypatch):
+    """The free rescans spent (a microphone lost for a while), a real capture that starts on the
+    sound server resets them: its next loss is rescanned at once, not after RESCAN_EVERY."""
+    from edge.capture import sources
+
+    monkeypatch.setattr(sources, "_rescans", sources._Rescans())
+    while sources.rescan_devices():  # real PortAudio rescans, until the throttle holds
+        pass
+    assert sources._rescans.count == sources.RESCAN_FREELY
+    with MicrophoneSource("default", sample_rate=RATE) as mic:
+        mic.read(RATE // 10)
     assert sources.rescan_devices()
 
 
