@@ -31,6 +31,7 @@ nothing is lost by making them wait (a pipe passes the wait on to its writer).
 from __future__ import annotations
 
 import atexit
+import ctypes
 import logging
 import math
 import os
@@ -266,7 +267,47 @@ class InputDevice:
     is_default: bool
 
 
+def _alsa_to_log() -> None:
+    """ALSA's own error lines ("ALSA lib pcm_pulse.c:758:(pulse_prepare) PulseAudio: Unable to
+    create stream: No such entity", then a blank line) go to this log at debug level instead of
+    straight to stderr, where the journal filed them with no priority: each try to reopen a lost
+    microphone wrote two. Once, before PortAudio starts (its start scans ALSA's devices); nothing
+    where there is no ALSA. (PortAudio's own "Expression ... failed" lines have no such hook.)"""
+    global _alsa_handler
+    if _alsa_handler is not None or not sys.platform.startswith("linux"):
+        return
+    try:
+        asound = ctypes.CDLL("libasound.so.2")
+    except OSError:
+        return
+    # ALSA's handler is variadic (file, line, function, err, fmt, ...): the named arguments are
+    # passed alike on x86-64 and AArch64, so the format is logged unformatted
+    handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+
+    def handler(file: bytes | None, line: int, function: bytes | None, err: int, fmt: bytes | None) -> None:
+        try:
+            text = (fmt or b"").decode(errors="replace").strip()
+            reason = f" ({os.strerror(-err)})" if err < 0 else ""
+            log.debug(
+                "ALSA %s:%d (%s): %s%s",
+                (file or b"?").decode(errors="replace"),
+                line,
+                (function or b"?").decode(errors="replace"),
+                text,
+                reason,
+            )
+        except Exception:  # noqa: BLE001 - an exception must not cross into C
+            pass
+
+    _alsa_handler = handler_type(handler)
+    asound.snd_lib_error_set_handler(_alsa_handler)
+
+
+_alsa_handler: Any = None  # kept referenced: ALSA calls it for the life of the process
+
+
 def _sounddevice():
+    _alsa_to_log()
     try:
         import sounddevice
     except ImportError as err:

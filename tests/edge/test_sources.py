@@ -477,3 +477,31 @@ def test_a_process_with_a_stuck_portaudio_close_still_exits(tmp_path):
     child = subprocess.run([sys.executable, "-c", STUCK_CLOSE_CHILD], capture_output=True, text=True, timeout=30,
                            cwd=Path(__file__).resolve().parents[2])
     assert child.returncode == 1 and "left behind True" in child.stdout, child.stderr[-2000:]
+
+
+ALSA_ERROR_CHILD = """
+import logging
+logging.basicConfig(level=logging.DEBUG, format="LOG %(levelname)s %(message)s")
+from edge.capture.sources import MicrophoneSource
+from edge.errors import AudioError
+try:
+    MicrophoneSource("default")
+except AudioError as err:
+    print("refused:", err, flush=True)
+"""
+
+
+@pytest.mark.capture
+def test_alsa_s_own_error_lines_go_to_the_log_not_stderr(null_sink):
+    """A capture stream the sound server refuses (here: its default source does not exist, as
+    when a USB microphone is unplugged) made ALSA write "ALSA lib pcm_pulse.c:... Unable to create
+    stream" and a blank line straight to stderr, with no priority for the journal, on every try to
+    reopen it. They are debug lines of the log now; the refusal is still said."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", ALSA_ERROR_CHILD], capture_output=True, text=True, timeout=60,
+                           cwd=Path(__file__).resolve().parents[2], env={**os.environ, "PULSE_SOURCE": "no-such-source"})
+    assert "refused: input device" in child.stdout, (child.stdout, child.stderr[-2000:])
+    assert "ALSA lib" not in child.stderr and "\n\n" not in child.stderr, child.stderr[-2000:]
+    assert "LOG DEBUG ALSA pcm_pulse.c" in child.stderr and "Unable to create stream" in child.stderr
