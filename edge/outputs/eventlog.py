@@ -27,7 +27,9 @@ must fix (a path that cannot be created, a read-only file, another program's fil
 schema) is a ConfigError at start.
 
 Retention runs at start and then at most once an hour: rows older than `max_age_days` go,
-then the oldest beyond `max_events` (per table).
+then the oldest beyond `max_events` (per table). The age is read on the system clock, so it waits
+while the kernel says that clock is not synchronised (see edge.clock; `trust_clock` for a box
+with a good RTC and no NTP): one boot with the clock 200 days ahead had deleted the whole log.
 
 The schema's version is `PRAGMA user_version`; a file written by a newer version is refused
 with a clear error rather than misread.
@@ -49,6 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from edge.clock import clock_synchronised
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.outputs.sinks import Sink, Status, WindowResult, record_dict
@@ -122,6 +125,7 @@ class EventLogConfig:
     path: str | None = None  # None: <state_dir>/events.sqlite
     max_age_days: float = 90.0  # rows older than this are removed
     max_events: int = 100_000  # per table: the oldest rows beyond this are removed
+    trust_clock: bool = False  # True: remove by age even while the kernel says the clock is not synchronised
     statuses: bool = True  # also log status records (device lost, overload, ...)
 
     def __post_init__(self) -> None:
@@ -162,6 +166,7 @@ class EventLogSink(Sink):
         self._failing: str | None = None  # why the last write failed (said once), None while writing
         self._flushing = False
         self._next_retention = 0.0  # time.monotonic() of the next retention
+        self._age_wait_said = False  # that retention by age waits for a synchronised clock
         self._next_open = 0.0  # time.monotonic() from which a closed file is opened again
         self._db: sqlite3.Connection | None = None
         self._inode: tuple[int, int] | None = None  # the file's (device, inode): one deleted or replaced is noticed
@@ -248,13 +253,23 @@ class EventLogSink(Sink):
     def retain(self) -> tuple[int, int]:
         """Remove what retention says now: (events, statuses) removed."""
         assert self._db is not None, "the event log is closed"
+        by_age = self.config.trust_clock or clock_synchronised() is not False
+        if not by_age and not self._age_wait_said:
+            self._age_wait_said = True
+            log.info(
+                "event log: removing rows older than %g days waits for the system clock to be synchronised (the "
+                "kernel says it is not; NTP, chrony or systemd-timesyncd sets it): a clock that starts wrong would "
+                "date every row as too old. Rows beyond max_events still go; a box whose clock is right without "
+                "NTP: event_log.trust_clock: true",
+                self.config.max_age_days,
+            )
         cutoff = (datetime.now(timezone.utc) - timedelta(days=self.config.max_age_days)).isoformat(
             timespec="milliseconds"
         )
         removed = []
         with _transaction(self._db):
             for table, when in (("events", "onset_utc"), ("statuses", "utc")):
-                n = self._db.execute(f"DELETE FROM {table} WHERE {when} < ?", (cutoff,)).rowcount
+                n = self._db.execute(f"DELETE FROM {table} WHERE {when} < ?", (cutoff,)).rowcount if by_age else 0
                 n += self._db.execute(  # the oldest beyond max_events
                     f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?)",
                     (self.config.max_events,),

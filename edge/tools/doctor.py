@@ -635,6 +635,25 @@ def check_cache(ctx: _Context) -> Check:
     return Check("cache", OK, f"{folder} can be created (under {existing}, writable)")
 
 
+def check_clock(ctx: _Context) -> Check:
+    """Event dates, and what the event log removes by age, are read on the system clock."""
+    from edge.clock import clock_synchronised
+
+    synchronised = clock_synchronised()
+    if synchronised is None:
+        return Check("clock", OK, "this system does not say whether its clock is synchronised")
+    if synchronised:
+        return Check("clock", OK, "the system clock is synchronised")
+    return Check(
+        "clock",
+        WARN,
+        "the kernel says the system clock is not synchronised: event dates are as right as the clock, and the "
+        "event log removes nothing by age until it is",
+        "turn NTP on (`timedatectl set-ntp true`, or install chrony); a box whose clock is right without NTP: "
+        "event_log.trust_clock: true in the service config",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 
 CHECKS: tuple[Callable[[_Context], Check | list[Check]], ...] = (
@@ -653,6 +672,7 @@ CHECKS: tuple[Callable[[_Context], Check | list[Check]], ...] = (
     check_engines,
     check_label_sets,
     check_cache,
+    check_clock,
 )
 
 

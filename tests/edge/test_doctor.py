@@ -159,3 +159,15 @@ def test_a_check_that_raises_is_a_fail_and_the_rest_still_run(demo_bundle, monke
 def test_check_rejects_an_unknown_status():
     with pytest.raises(ValueError, match="not one of"):
         Check("x", "error", "y")
+
+
+def test_a_clock_not_synchronised_is_a_warning_with_its_fix(monkeypatch):
+    import edge.clock
+
+    ctx = doctor._Context(bundle_option=None, labels=None)
+    monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: False)
+    check = doctor.check_clock(ctx)
+    assert check.status == WARN and "removes nothing by age" in check.finding
+    assert "timedatectl set-ntp true" in check.fix and "event_log.trust_clock" in check.fix
+    monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: True)
+    assert doctor.check_clock(ctx).status == OK

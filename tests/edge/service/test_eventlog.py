@@ -122,7 +122,8 @@ def test_retention_by_count_keeps_the_newest(tmp_path):
     assert rows(path, "SELECT message FROM statuses ORDER BY id") == [(f"s{i}",) for i in range(4, 9)]
 
 
-def test_retention_by_age(tmp_path):
+def test_retention_by_age(tmp_path, monkeypatch):
+    monkeypatch.setattr(eventlog, "clock_synchronised", lambda: True)
     now = datetime.now(timezone.utc)
     write_events(tmp_path, 3, origin=now - timedelta(days=100))
     path = write_events(tmp_path, 2, origin=now - timedelta(days=80))
@@ -130,6 +131,25 @@ def test_retention_by_age(tmp_path):
     assert [r["label"] for r in recent_events(path, 100)] == ["l2", "l1"]
     assert rows(path, "SELECT count(*) FROM statuses") == [(2,)]
     EventLogSink(EventLogConfig(max_age_days=0.5), tmp_path).close()
+    assert recent_events(path, 100) == []
+
+
+def test_retention_by_age_waits_for_a_synchronised_clock(tmp_path, monkeypatch, caplog):
+    """A box whose clock starts 200 days ahead (a dying RTC battery) had deleted its whole log at
+    boot, before NTP set the clock right. While the kernel says the clock is not synchronised,
+    nothing goes by age (the count cap still holds); `trust_clock` is for a good RTC without NTP."""
+    day_old = datetime.now(timezone.utc) - timedelta(days=1)
+    path = write_events(tmp_path, 4, origin=day_old)
+    monkeypatch.setattr(eventlog, "clock_synchronised", lambda: False)
+    with caplog.at_level(logging.INFO, logger="edge.outputs.eventlog"):
+        EventLogSink(EventLogConfig(max_age_days=0.001, max_events=3), tmp_path).close()
+    assert [r["label"] for r in recent_events(path, 100)] == ["l4", "l3", "l2"]  # the cap only
+    assert "waits for the system clock to be synchronised" in caplog.text
+    EventLogSink(EventLogConfig(max_age_days=0.001, trust_clock=True), tmp_path).close()
+    assert recent_events(path, 100) == []
+    write_events(tmp_path, 2, origin=day_old)
+    monkeypatch.setattr(eventlog, "clock_synchronised", lambda: None)  # no way to tell: the clock is used
+    EventLogSink(EventLogConfig(max_age_days=0.001), tmp_path).close()
     assert recent_events(path, 100) == []
 
 
@@ -352,3 +372,10 @@ def test_bad_settings_name_the_key(mapping, key, text):
         parse_section(EventLogConfig, mapping, "event_log")
     assert info.value.key == key and text in str(info.value)
     assert parse_section(EventLogConfig, {"max_age_days": 30}, "event_log") == EventLogConfig(max_age_days=30.0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="adjtimex is Linux's")
+def test_the_kernel_says_whether_the_clock_is_synchronised():
+    from edge.clock import clock_synchronised
+
+    assert clock_synchronised() in (True, False)  # not None: adjtimex answered
