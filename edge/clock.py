@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from pathlib import Path
 
 TIME_ERROR = 5  # adjtimex's return for a clock not synchronised
 TIMEX_BYTES = 512  # more than struct timex on any Linux ABI (208 on 64-bit); modes 0: read only
+# systemd-timesyncd makes the folder when it starts and the file once it has synchronised the clock
+TIMESYNCD = Path("/run/systemd/timesync")
 
 
 def clock_synchronised() -> bool | None:
     """True when the kernel says the system clock is synchronised, False when it says it is
-    not, None where it cannot say (not Linux, or adjtimex unavailable)."""
+    not, None where nothing can say (not Linux). Where a seccomp filter refuses adjtimex even to
+    read (systemd's ProtectClock=, or a SystemCallFilter= without it), systemd-timesyncd's
+    files answer if it runs."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        adjtimex = libc.adjtimex
+        state = ctypes.CDLL(None, use_errno=True).adjtimex(ctypes.create_string_buffer(TIMEX_BYTES))
     except (OSError, AttributeError):
-        return None
-    timex = ctypes.create_string_buffer(TIMEX_BYTES)  # zeroed: `modes` 0 reads and sets nothing
-    state = adjtimex(timex)
-    if state < 0:
-        return None
-    return state != TIME_ERROR
+        state = -1
+    if state >= 0:  # a zeroed struct timex: `modes` 0 reads and sets nothing
+        return state != TIME_ERROR
+    if TIMESYNCD.is_dir():
+        return (TIMESYNCD / "synchronized").exists()
+    return None

@@ -111,7 +111,10 @@ UMask=0077
 # /dev/snd and the GPU), PrivateUsers= (the audio and video groups would not map),
 # MemoryDenyWriteExecute= (PortAudio's callback, made with cffi, needs write+execute memory;
 # ONNX Runtime itself runs under it), ProcSubset=pid (/proc/cpuinfo and /proc/meminfo are
-# read by the runtimes), @resources in the syscall filter (thread affinity and priorities).
+# read by the runtimes), @resources in the syscall filter (thread affinity and priorities),
+# ProtectClock= (its filter refuses adjtimex even to read whether the clock is synchronised,
+# which the event log asks before it removes rows by age; without CAP_SYS_TIME nothing here can
+# set the clock).
 ProtectSystem=strict
 ProtectHome={protect_home}
 PrivateTmp=yes
@@ -124,7 +127,6 @@ RestrictNamespaces=yes
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
 LockPersonality=yes
-ProtectClock=yes
 ProtectHostname=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
@@ -134,7 +136,7 @@ ProtectProc=invisible
 RemoveIPC=yes
 KeyringMode=private
 SystemCallArchitectures=native
-SystemCallFilter=@system-service
+SystemCallFilter=@system-service adjtimex
 SystemCallFilter=~@privileged @mount @swap @reboot @obsolete @debug @cpu-emulation
 SystemCallErrorNumber=EPERM
 

@@ -379,3 +379,20 @@ def test_the_kernel_says_whether_the_clock_is_synchronised():
     from edge.clock import clock_synchronised
 
     assert clock_synchronised() in (True, False)  # not None: adjtimex answered
+
+
+def test_where_adjtimex_is_refused_systemd_timesyncd_s_files_say(tmp_path, monkeypatch):
+    """A seccomp filter (ProtectClock=, or SystemCallFilter= without adjtimex) refuses even the
+    read: systemd-timesyncd's folder says it runs, its `synchronized` file that it has set the clock."""
+    import edge.clock
+
+    def refused(*args, **kwargs):
+        raise OSError("refused")
+
+    monkeypatch.setattr(edge.clock.ctypes, "CDLL", refused)
+    monkeypatch.setattr(edge.clock, "TIMESYNCD", tmp_path / "timesync")
+    assert edge.clock.clock_synchronised() is None  # no timesyncd: nothing can say
+    (tmp_path / "timesync").mkdir()
+    assert edge.clock.clock_synchronised() is False
+    (tmp_path / "timesync" / "synchronized").touch()
+    assert edge.clock.clock_synchronised() is True

@@ -50,6 +50,8 @@ def test_the_unit_runs_serve_as_a_notify_service_that_a_bad_config_does_not_loop
                  f"ExecStart={EDGE} serve --config /etc/semanticac-edge/service.yaml", "ProtectHome=yes"):
         assert f"\n{line}\n" in text, line
     assert "\nPrivateDevices=" not in text and "\nMemoryDenyWriteExecute=" not in text
+    # the event log asks adjtimex whether the clock is synchronised; ProtectClock= would refuse it
+    assert "\nSystemCallFilter=@system-service adjtimex\n" in text and "\nProtectClock=" not in text
 
 
 def test_a_venv_under_home_stays_readable_and_paths_with_spaces_are_quoted():
