@@ -69,6 +69,7 @@ from edge.capture.sources import (
     StdinSource,
     stuck_close_seconds,
 )
+from edge.clock import clock_synchronised
 from edge.errors import AudioError, BackendError, OptionError, SemanticACError
 from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
 from edge.features import (
@@ -101,10 +102,12 @@ DIGITAL_SILENCE = 1e-6  # |sample| at most this (-120 dBFS) is "no signal": a mi
 BACKOFF_FIRST = 1.0  # the wait after the first failed try to reopen a lost device (doubled after each failure)
 # A live stream's dates are its sample count from when it began; they are checked against the
 # wall clock every CLOCK_CHECK_SECONDS of audio and follow it when they differ by CLOCK_TOLERANCE
-# or more: a device's clock drifts from the system's (50 ppm: 6 min in 3 months), and the system
-# clock steps (NTP on a Jetson without a clock battery sets it minutes after boot).
+# or more: a device's clock drifts from the system's (50 ppm: 6 min in 3 months). A step of the
+# system clock (NTP on a Jetson without a clock battery sets it minutes after boot) is followed at
+# the next read; when the clock was not synchronised, what the run dated before is dated again.
 CLOCK_CHECK_SECONDS = 60.0
 CLOCK_TOLERANCE = 2.0
+CLOCK_STEP_WARNING = 60.0  # seconds: a larger move is a warning (the dates before it were that far off)
 # A try to reopen a lost device runs on a thread of its own and is given up after this long: a
 # hung sound server blocks PortAudio's open for good, and the loop must go on beating (the
 # watchdog) and hear a stop request.
@@ -765,6 +768,8 @@ class Listener:
         self._t = 0.0  # stream time of the latest window
         self._offset = 0.0  # stream time of the current segment's first sample
         self._clock_checked = 0.0  # stream time of the last check against the wall clock
+        self._skew = 0.0  # wall clock - monotonic clock at the last read: a change is a step of the wall clock
+        self._dated_unsynchronised = False  # this run's dates came from a clock the kernel said was not synchronised
         self._opening = _Opening()  # tries to reopen a lost device, each time-boxed
         self._vocabulary = vocabulary
         self._heard = heard
@@ -803,7 +808,10 @@ class Listener:
         stop = stop or threading.Event()
         beat = heartbeat or (lambda: None)
         began = time.monotonic()
-        self.sink.start_clock(datetime.now(timezone.utc))
+        now = datetime.now(timezone.utc)
+        self.sink.start_clock(now)
+        self._skew = now.timestamp() - time.monotonic()
+        self._dated_unsynchronised = clock_synchronised() is False
         for level, message in notes:
             self._status(level, message)
         failure: SemanticACError | None = None
@@ -953,19 +961,35 @@ class Listener:
     def _keep_time(self, t: float) -> None:
         """`t`: the stream time of the audio just read, which is now (the read drained what was
         waiting: a backlog behind a slow model is not a clock that moved): the dates follow the
-        wall clock when they have moved CLOCK_TOLERANCE from it (see CLOCK_CHECK_SECONDS)."""
-        if t - self._clock_checked < CLOCK_CHECK_SECONDS or self.sink.origin_given:
+        wall clock when they have moved CLOCK_TOLERANCE from it (see CLOCK_CHECK_SECONDS), at
+        once when the wall clock stepped."""
+        if self.sink.origin_given:
+            return
+        now = datetime.now(timezone.utc)
+        skew = now.timestamp() - time.monotonic()
+        stepped, self._skew = abs(skew - self._skew) >= CLOCK_TOLERANCE, skew
+        if not stepped and t - self._clock_checked < CLOCK_CHECK_SECONDS:
             return
         self._clock_checked = t
-        now = datetime.now(timezone.utc)
         moved = (now - (self.sink.origin + timedelta(seconds=t))).total_seconds()
-        if abs(moved) >= CLOCK_TOLERANCE:
-            self.sink.start_clock(now - timedelta(seconds=t))
-            self._status(
-                "info",
-                f"the system clock is {moved:+.1f} s from the audio's own count since it began: "
-                "dates follow the clock from here",
-            )
+        if abs(moved) < CLOCK_TOLERANCE:
+            return
+        self.sink.start_clock(now - timedelta(seconds=t))
+        redated = stepped and self._dated_unsynchronised
+        if redated:  # the dates before were the unset clock's: they move with it
+            self.sink.redate(timedelta(seconds=moved))
+        self._dated_unsynchronised = clock_synchronised() is False
+        self._status(
+            "warning" if abs(moved) >= CLOCK_STEP_WARNING else "info",
+            f"the system clock is {moved:+.1f} s from the audio's own count since it began: dates follow the "
+            "clock from here"
+            + (
+                " (and this run's earlier dates in the event log move with it: the clock was not synchronised)"
+                if redated
+                else ""
+            ),
+            code="clock_step",
+        )
 
     def _supervise(self, block: np.ndarray, source: Source) -> None:
         """Per block read: count digital silence (when `max_silence` watches for it); audio

@@ -54,7 +54,7 @@ from pathlib import Path
 from edge.clock import clock_synchronised
 from edge.errors import ConfigError
 from edge.events import Event
-from edge.outputs.sinks import Sink, Status, WindowResult, record_dict
+from edge.outputs.sinks import Sink, Status, WindowResult, record_dict, utc_text
 from edge.service.sections import UNWRITABLE_FIX, invalid
 
 log = logging.getLogger(__name__)
@@ -226,6 +226,21 @@ class EventLogSink(Sink):
                 (self.run_id, row["utc"], row["t"], row["level"], row.get("code"), row["message"]),
             )
         )
+
+    def redate(self, by: timedelta) -> None:
+        """This run's rows (written or waiting) move `by`: they were dated by a clock that was not
+        synchronised, and retention would have read them as that far in the past (or future)."""
+
+        def move(db: sqlite3.Connection) -> None:
+            with _transaction(db):
+                for table, columns in (("events", ("onset_utc", "end_utc")), ("statuses", ("utc",))):
+                    rows = db.execute(f"SELECT id, {', '.join(columns)} FROM {table} WHERE run_id = ?", (self.run_id,))
+                    for row_id, *dates in rows.fetchall():
+                        moved = [None if d is None else utc_text(datetime.fromisoformat(d) + by) for d in dates]
+                        assignments = ", ".join(f"{column} = ?" for column in columns)
+                        db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*moved, row_id))
+
+        self._record(move)
 
     def close(self) -> None:
         if self._pending:  # a last try: the file may be writable again since the last record

@@ -102,8 +102,11 @@ class Sink:
             self.origin = now
 
     def utc(self, t: float) -> str:
-        moment = (self.origin + timedelta(seconds=t)).astimezone(timezone.utc)
-        return moment.isoformat(timespec="milliseconds")
+        return utc_text(self.origin + timedelta(seconds=t))
+
+    def redate(self, by: timedelta) -> None:
+        """The records this sink has kept were dated `by` too early (a clock that was not
+        synchronised was stepped right): a sink that keeps them dates them again. Default: none kept."""
 
     def emit(self, record: WindowResult | Event | Status) -> None:
         if isinstance(record, WindowResult):
@@ -151,6 +154,11 @@ class Sink:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def utc_text(moment: datetime) -> str:
+    """How every record writes its wall-clock time: ISO 8601 in UTC, to the millisecond."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def record_dict(record: WindowResult | Event | Status, utc: str) -> dict:
@@ -252,6 +260,10 @@ class FanOut(Sink):
         self._t = max(self._t, status.t)
         for sink in self.sinks:
             sink.status(status)
+
+    def redate(self, by: timedelta) -> None:
+        for sink in self.sinks:
+            sink.redate(by)
 
     def _report(self, level: str, message: str, code: str) -> None:
         self.status(Status(self._t, level, message, code=code))

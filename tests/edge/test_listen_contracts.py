@@ -168,36 +168,54 @@ def test_stream_time_0_is_when_the_loop_starts_to_read_not_when_the_sink_was_mad
 
 
 @pytest.mark.slow  # plays a 6 s file in real time
-def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monkeypatch):
+@pytest.mark.parametrize("synchronised", [False, True])
+def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monkeypatch, synchronised):
     """NTP sets a Jetson's clock (no battery) minutes after boot: the dates of a stream that began
-    before must follow it, not stay an hour off for months. A real-time file is a live source."""
+    before must follow it at once, not stay an hour off for months (nor for the minute between two
+    drift checks). When the kernel said the clock was not synchronised, the run's earlier records
+    are dated again too (the event log's), so retention never reads them as old. A real-time file
+    is a live source."""
     import io
     from datetime import datetime, timedelta, timezone
 
     import edge.listen
     from edge.outputs.sinks import JsonLines
 
-    class Stepped(datetime):  # the system clock: right at the start, an hour later at every check
-        calls = 0
+    stepped_at = time.monotonic() + 2.5
 
+    class Stepped(datetime):  # the system clock: right at the start, an hour later after 2.5 s
         @classmethod
         def now(cls, tz=None):
-            cls.calls += 1
-            return datetime.now(tz) + (timedelta(hours=1) if cls.calls > 1 else timedelta(0))
+            return datetime.now(tz) + (timedelta(hours=1) if time.monotonic() > stepped_at else timedelta(0))
+
+    class Kept(JsonLines):
+        redated: list = []
+
+        def redate(self, by):
+            self.redated.append(by)
 
     monkeypatch.setattr(edge.listen, "datetime", Stepped)
-    monkeypatch.setattr(edge.listen, "CLOCK_CHECK_SECONDS", 2.0)
+    monkeypatch.setattr(edge.listen, "clock_synchronised", lambda: synchronised)
     stream = io.StringIO()
     started = datetime.now(timezone.utc)
+    sink = Kept(stream)
     listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(clip), window=1.0, hop=0.5),
-           sink=JsonLines(stream))
+           sink=sink)
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
-    moved = [r for r in records if r["type"] == "status" and "system clock" in r["message"]]
+    moved = [r for r in records if r["type"] == "status" and r.get("code") == "clock_step"]
     assert len(moved) == 1 and moved[0]["message"].startswith("the system clock is +36"), moved  # +3600 s
+    assert moved[0]["level"] == "warning"
     windows = [r for r in records if r["type"] == "window"]
     origins = [datetime.fromisoformat(w["utc"]) - timedelta(seconds=w["t"]) - started for w in windows]
-    assert abs(origins[0].total_seconds()) < 2  # before the check: the clock as it was
+    assert abs(origins[0].total_seconds()) < 2  # before the step: the clock as it was
     assert abs(origins[-1].total_seconds() - 3600) < 2  # after it: the clock as it is now
+    after = [w["t"] for w, origin in zip(windows, origins) if origin.total_seconds() > 1800]
+    assert after and min(after) < 2.5 + 1.0 + 1.0  # followed at the next read, not a minute later
+    if synchronised:  # a clock already right was moved: the dates before stand
+        assert sink.redated == [] and "move with it" not in moved[0]["message"]
+    else:
+        assert len(sink.redated) == 1 and abs(sink.redated[0].total_seconds() - 3600) < 2
+        assert "earlier dates in the event log move with it" in moved[0]["message"]
 
 
 def test_an_agreement_that_checks_nothing_warns(demo_bundle, clip, tmp_path):

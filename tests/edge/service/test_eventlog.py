@@ -396,3 +396,25 @@ def test_where_adjtimex_is_refused_systemd_timesyncd_s_files_say(tmp_path, monke
     assert edge.clock.clock_synchronised() is False
     (tmp_path / "timesync" / "synchronized").touch()
     assert edge.clock.clock_synchronised() is True
+
+
+def test_a_run_dated_by_an_unset_clock_is_dated_again_when_it_steps(tmp_path):
+    """A box without a clock battery boots 120 days behind; NTP steps the clock a minute later.
+    The run's rows written before (and those waiting) move with it; other runs' rows stay."""
+    now = datetime.now(timezone.utc)
+    path = write_events(tmp_path, 1, origin=now - timedelta(days=3))  # an earlier run, rightly dated
+    sink = EventLogSink(EventLogConfig(), tmp_path, origin=now - timedelta(days=120))
+    sink.event(start(1, t=5.0, label="siren"))
+    sink.status(Status(6.0, "info", "before the step"))
+    sink.redate(timedelta(days=120))
+    sink.origin = now  # what the listen loop's start_clock does as it follows the clock
+    sink.event(Event("end", 9.0, 1, "siren", duration=4.0, peak=0.9))
+    sink.close()
+    events = rows(path, "SELECT label, onset_utc, end_utc, duration FROM events ORDER BY id")
+    assert events[0][0] == "l1" and datetime.fromisoformat(events[0][1]) < now - timedelta(days=2)
+    label, onset, end, duration = events[1]
+    assert label == "siren" and duration == 4.0
+    assert abs(datetime.fromisoformat(onset) - (now + timedelta(seconds=5))) < timedelta(seconds=1)
+    assert abs(datetime.fromisoformat(end) - (now + timedelta(seconds=9))) < timedelta(seconds=1)
+    (status_utc,) = rows(path, "SELECT utc FROM statuses WHERE message = 'before the step'")[0]
+    assert abs(datetime.fromisoformat(status_utc) - (now + timedelta(seconds=6))) < timedelta(seconds=1)
