@@ -810,7 +810,10 @@ SET_OPTION = click.option(
 @service_errors
 def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -> None:
     """Run the listen pipeline as a service with the config's outputs (MQTT, metrics, event log,
-    clips) until SIGTERM/SIGINT, telling systemd how it goes (Type=notify, watchdog).
+    clips) until SIGTERM/SIGINT, telling systemd how it goes (Type=notify, watchdog). SIGHUP
+    (`systemctl reload`) checks the config again and, when it checks out, starts again in place
+    with it (same process: RELOADING=1, then READY=1); a config with errors is logged and the
+    service goes on as it was.
 
     Exit status: 0 when stopped or the input file ends; 78 for a bad config, bundle or label
     set (systemd does not restart it); 1 when the audio or the model fails.
@@ -824,10 +827,58 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     apply_log_level(config.service.log_level)
     folder = resolve_state_dir(config, state_dir)
     notifier = Notifier.from_environ()
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop, reload_on_sighup(config_path, overrides, stop, notifier) as reload:
         summary = run_service(config, folder, stop=stop, notifier=notifier)
+    if reload.is_set():
+        start_again_in_place()
     if summary.error:
         raise click.ClickException(summary.error)
+
+
+@contextmanager
+def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threading.Event, notifier):
+    """SIGHUP checks the config again on a thread of its own: when it checks out, the returned event
+    is set, systemd is told RELOADING=1 and `stop` ends the run (the caller then starts again in
+    place); when not, the error is logged and the run goes on with the config it started with."""
+    from edge.service.serve import CONFIG_ERRORS, checked
+
+    hup, reload = threading.Event(), threading.Event()
+
+    def check_when_asked() -> None:
+        while not stop.is_set():
+            if not hup.wait(0.5):
+                continue
+            hup.clear()
+            try:
+                checked(config_path, overrides)
+            except CONFIG_ERRORS as err:
+                log.error("SIGHUP: not reloaded, the config has an error: %s; the service goes on as it was", err)
+                continue
+            log.info("SIGHUP: %s checks out: the service starts again in place with it", config_path)
+            reload.set()
+            notifier.reloading("reloading: starting again with the config")
+            stop.set()
+
+    previous = signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    checker = threading.Thread(target=check_when_asked, name="reload", daemon=True)
+    checker.start()
+    try:
+        yield reload
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        stop.set()  # the checker ends (a run that ended by itself)
+        checker.join(5)
+
+
+def start_again_in_place() -> None:
+    """Replace this process with a new run of the same command (same pid, so systemd's main
+    process stays; the environment, NOTIFY_SOCKET and the watchdog's included)."""
+    logging.shutdown()  # the log lines so far reach the journal first
+    argv = [sys.executable, *sys.orig_argv[1:]]
+    try:
+        os.execv(sys.executable, argv)
+    except OSError as err:
+        raise click.ClickException(f"SIGHUP: cannot start again in place ({err}): restart the service") from None
 
 
 @main.command("check-config")
@@ -838,12 +889,9 @@ def check_config(config_path: str, overrides: tuple[str, ...]) -> None:
     """Check a service config (every key, the bundle, the label set and its embeddings) and print
     what the service will say of its labels at start (new and weakly named ones) and the effective
     config: every key with the value in force. Exit status 78 when something is wrong."""
-    from edge.service.config import load_config
-    from edge.service.serve import check_outputs, device_notes, label_notes, path_notes, resolve
+    from edge.service.serve import checked, device_notes, label_notes, path_notes
 
-    config = load_config(config_path, overrides)
-    found = resolve(config)
-    check_outputs(config, found.label_set)
+    config, found = checked(config_path, overrides)
     notes = path_notes(config) + device_notes(config) + label_notes(config, found)
     click.echo(
         f"# {config_path}: OK; bundle {found.bundle.path} ({found.bundle.meta.model_id}); label set "

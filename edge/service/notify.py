@@ -5,6 +5,7 @@
     WATCHDOG=1               the main loop is alive (WatchdogSec=; see `watchdog`)
     EXTEND_TIMEOUT_USEC=N    start-up needs N more microseconds (a label set being embedded)
     STOPPING=1               shutdown has begun
+    RELOADING=1              a reload has begun (serve on SIGHUP); READY=1 ends it
 
 Each message is `KEY=VALUE` lines in one AF_UNIX datagram to $NOTIFY_SOCKET: a path, or an
 abstract socket written with a leading '@' (a NUL byte on the wire). Without $NOTIFY_SOCKET
@@ -52,6 +53,7 @@ class Notifier:
         self._clock = clock
         self._last_ping: float | None = None
         self._warned = False
+        self._reloading = False  # RELOADING=1 sent: the process starts again in place, it does not stop
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> Notifier:
@@ -105,7 +107,16 @@ class Notifier:
         return self.send(EXTEND_TIMEOUT_USEC=int(seconds * 1e6))
 
     def stopping(self, status: str | None = None) -> bool:
+        """STOPPING=1; nothing after reloading() (the run ends to start again in place)."""
+        if self._reloading:
+            return False
         return self.send(STOPPING=1, **({"STATUS": _one_line(status)} if status else {}))
+
+    def reloading(self, status: str) -> bool:
+        """RELOADING=1 with MONOTONIC_USEC (what Type=notify-reload asks for): READY=1 ends it."""
+        self._reloading = True
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send(RELOADING=1, MONOTONIC_USEC=usec, STATUS=_one_line(status))
 
     def watchdog(self) -> bool:
         """Ping the watchdog when a quarter of its period has passed since the last ping."""

@@ -106,6 +106,17 @@ def device_notes(config: ServiceConfig) -> list[tuple[str, str]]:
     return []
 
 
+def checked(config_path: str, overrides: Sequence[str] = ()) -> tuple[ServiceConfig, Resolved]:
+    """The config at `config_path` read and checked as check-config and a reload (SIGHUP) check it:
+    every key, the bundle, the label set, the outputs' files; CONFIG_ERRORS when something is wrong."""
+    from edge.service.config import load_config
+
+    config = load_config(config_path, overrides)
+    found = resolve(config)
+    check_outputs(config, found.label_set)
+    return config, found
+
+
 def check_outputs(config: ServiceConfig, label_set: LabelSet) -> None:
     """What check-config checks of the enabled outputs without opening them: the MQTT password
     and TLS files, read as the user running it (a service under DynamicUser= reads them as

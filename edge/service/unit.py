@@ -85,6 +85,8 @@ Wants=network-online.target
 Type=notify
 NotifyAccess=main
 ExecStart={exec_start}
+# `systemctl reload`: serve checks the config again and, when it checks out, starts again in place
+ExecReload=/bin/kill -HUP $MAINPID
 # READY=1 comes after the first window is scored; serve asks for more (EXTEND_TIMEOUT_USEC)
 # while it embeds a new label set. Build a TensorRT engine beforehand (`{NAME} build-engine`).
 TimeoutStartSec={settings.start_timeout_sec}

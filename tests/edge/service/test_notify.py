@@ -3,6 +3,7 @@
 import logging
 import os
 import socket
+import time
 import uuid
 
 import pytest
@@ -61,6 +62,18 @@ def test_each_message_is_one_datagram_of_key_value_lines(which, request):
         "EXTEND_TIMEOUT_USEC=900000000",
         "STOPPING=1",
     ]
+
+
+def test_a_reload_is_reloading_then_ready_and_never_stopping(path_socket):
+    """serve starts again in place on SIGHUP: systemd must see a reload, not a stop."""
+    address, listener = path_socket
+    notifier = Notifier(address)
+    assert notifier.reloading("reloading")
+    assert not notifier.stopping("stopping: the run ends to start again")
+    (message,) = listener.messages()
+    fields = dict(line.split("=", 1) for line in message.split("\n"))
+    assert fields["RELOADING"] == "1" and fields["STATUS"] == "reloading"
+    assert abs(int(fields["MONOTONIC_USEC"]) - time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000) < 5_000_000
 
 
 def test_without_notify_socket_nothing_is_sent():

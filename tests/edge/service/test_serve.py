@@ -182,6 +182,55 @@ def test_sigterm_stops_cleanly_with_an_abstract_socket_and_journal_lines(tmp_pat
     assert any("stopped (asked to stop: a signal or Ctrl-C)" in line for line in lines), lines
 
 
+@pytest.mark.slow  # two starts of a real process
+def test_sighup_reloads_a_config_that_checks_out_in_place_and_keeps_running_on_one_that_does_not(tmp_path):
+    """Users send SIGHUP to "reload" (as to mosquitto): Python's default ended the process with no
+    line, no end for its open events, and systemd counts that a clean exit, so Restart=on-failure
+    left the box down. Now a config with an error is said and the service goes on; one that
+    checks out is applied by starting again in place: the same process (systemd's main pid),
+    RELOADING=1, then READY=1 with the new config."""
+    name = f"semanticac-test-{uuid.uuid4().hex}"
+    notify = NotifySocket("\0" + name)
+    long = tmp_path / "long.wav"
+    sf.write(long, noise(120.0, RATE), RATE)
+    config = write_config(tmp_path / "service.yaml", audio={"input": str(long)}, event_log={"enabled": False},
+                          metrics={"enabled": False})
+    log = tmp_path / "journal.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([EDGE, "serve", "--config", str(config)], env=service_env(tmp_path, "@" + name),
+                                stderr=stderr, stdout=subprocess.DEVNULL)
+        try:
+            notify.wait_for("READY=1", timeout=30)
+            good = config.read_text()
+            config.write_text(good.replace("hop: 0.5", "hop: -1"))
+            proc.send_signal(signal.SIGHUP)
+            deadline = time.monotonic() + 20
+            while "not reloaded" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "SIGHUP: not reloaded, the config has an error: listen.hop" in log.read_text(), log.read_text()
+            time.sleep(1.0)
+            assert proc.poll() is None and not notify.times("RELOADING=1")  # it goes on as it was
+            write_config(config, audio={"input": str(long)}, event_log={"enabled": False},
+                         metrics={"enabled": False}, labels={"set": "esc50"})
+            proc.send_signal(signal.SIGHUP)
+            notify.wait_for("RELOADING=1", timeout=20)
+            deadline = time.monotonic() + 30
+            while len(notify.times("READY=1")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(notify.times("READY=1")) == 2, notify.messages()
+            assert proc.poll() is None  # the same process: systemd's main pid did not change
+            assert not notify.times("STOPPING=1")
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            proc.kill()
+            notify.close()
+    text = log.read_text()
+    assert "ready: labels urban" in text and "ready: labels esc50" in text, text
+    reloaded = [m for m in notify.messages() if "RELOADING=1" in m][0]
+    assert "MONOTONIC_USEC=" in reloaded
+
+
 def test_a_stuck_backend_stops_the_watchdog_and_a_new_label_set_extends_start_up(tmp_path, wav, monkeypatch,
                                                                                  demo_bundle):
     from edge.backends import select_backend

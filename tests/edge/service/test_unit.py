@@ -46,7 +46,7 @@ def test_systemd_analyze_security_scores_it_ok(unit_file):
 def test_the_unit_runs_serve_as_a_notify_service_that_a_bad_config_does_not_loop(unit_file):
     text = unit_file.read_text()
     for line in ("Type=notify", "Restart=on-failure", "RestartPreventExitStatus=78", "WatchdogSec=30",
-                 "DynamicUser=yes", "SupplementaryGroups=audio video", "StateDirectory=semanticac-edge",
+                 "DynamicUser=yes", "ExecReload=/bin/kill -HUP $MAINPID", "SupplementaryGroups=audio video", "StateDirectory=semanticac-edge",
                  f"ExecStart={EDGE} serve --config /etc/semanticac-edge/service.yaml", "ProtectHome=yes"):
         assert f"\n{line}\n" in text, line
     assert "\nPrivateDevices=" not in text and "\nMemoryDenyWriteExecute=" not in text
