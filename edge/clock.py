@@ -34,3 +34,9 @@ def clock_synchronised() -> bool | None:
     if TIMESYNCD.is_dir():
         return (TIMESYNCD / "synchronized").exists()
     return None
+
+
+def dates_trusted(trust_clock: bool = False) -> bool:
+    """Whether what is removed by age may be read on the system clock now: unless the kernel says
+    it is not synchronised, or `trust_clock` (service.trust_clock: a good RTC without NTP)."""
+    return trust_clock or clock_synchronised() is not False

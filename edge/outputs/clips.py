@@ -15,9 +15,13 @@ before it, so a pre_roll of about the window length keeps its beginning.
 
 Files: `<dir>/<onset as YYYYmmddTHHMMSSZ>_<event_id>_<label>.flac` (16-bit, the model rate),
 written atomically by a worker thread (a bounded queue: the audio path never waits on the
-disk), after which the oldest clips go until the folder holds at most `max_megabytes` of them
-(only files named as this writes them count, and only they are removed: other files of a shared
-folder are left alone).
+disk). Around each write clips go: those older than `max_age_days` (while the system clock can be
+trusted: edge.clock.dates_trusted), then the oldest while the folder holds more than
+`max_megabytes` or its disk has less than `min_free_megabytes` free (so a full disk never takes
+the event log with it); a clip dated in the future (written while the clock was ahead) counts as
+the oldest. Only files named as this writes them count, and only they are removed: other files
+of a shared folder are left alone. A clip that cannot be written (no room, a failing disk) is a
+status with code `clips` for every output, and the next one written `clips_restored`.
 `clip_for(event)` gives the name at the event's start, so the event log and MQTT can name it.
 
 A reopened device: the listen loop's stream time goes on across the gap (it resumes at the
@@ -32,11 +36,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import queue
 import re
 import shutil
 import sys
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -45,9 +52,11 @@ import numpy as np
 import soundfile as sf
 
 from edge.capture.sources import Source
+from edge.clock import dates_trusted
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.fsutil import atomic_path, unwritable_reason
+from edge.outputs.metrics import ClipCounts
 from edge.outputs.sinks import Sink, Status, WindowResult
 from edge.service.sections import UNWRITABLE_FIX, invalid
 
@@ -58,6 +67,9 @@ QUEUE_CLIPS = 8  # clips waiting for the worker; beyond it a clip is skipped (th
 MEGABYTE = 1_000_000
 LABEL_CHARS = 48  # a label's length in a file name
 AHEAD_SECONDS = 0.1  # an onset later than the audio seen by more than this: the stream time jumped
+FUTURE_SECONDS = 60.0  # a clip's time further ahead of the clock than this: written while the clock was ahead
+DAY = 86400.0
+REDATED_CLIPS = 10_000  # clips of this run whose file times a clock step may move (the newest)
 
 
 @dataclass(frozen=True)
@@ -69,6 +81,8 @@ class ClipsConfig:
     pre_roll: float = 2.0  # seconds before the onset
     post_roll: float = 2.0  # seconds after the end
     max_megabytes: float = 1024.0  # disk budget of the folder: the oldest clips go first
+    min_free_megabytes: float = 500.0  # the oldest clips go while their disk has less free
+    max_age_days: float | None = 90.0  # older clips go (None: none by age)
     max_seconds: float = 60.0  # of an event in one clip (plus the rolls)
 
     def __post_init__(self) -> None:
@@ -82,6 +96,10 @@ class ClipsConfig:
             raise invalid("max_seconds", self.max_seconds, "a number of seconds > 0 and <= 3600 (e.g. 60)")
         if not (math.isfinite(self.max_megabytes) and self.max_megabytes > 0):
             raise invalid("max_megabytes", self.max_megabytes, "a number of megabytes > 0 (e.g. 1024)")
+        if not (math.isfinite(self.min_free_megabytes) and self.min_free_megabytes >= 0):
+            raise invalid("min_free_megabytes", self.min_free_megabytes, "a number of megabytes >= 0 (e.g. 500)")
+        if self.max_age_days is not None and not (math.isfinite(self.max_age_days) and self.max_age_days > 0):
+            raise invalid("max_age_days", self.max_age_days, "a number of days > 0 (e.g. 90), or null: none by age")
 
     def resolve_dir(self, state_dir: str | Path) -> Path:
         return Path(self.dir).expanduser() if self.dir is not None else Path(state_dir) / DIR_NAME
@@ -146,15 +164,28 @@ class ClipRecorder(Sink):
     `sample_rate`: the model rate, the rate of the samples the tapped source returns.
     ConfigError (key `clips.dir`) when the folder cannot be created or written. With
     `enabled: false` it does nothing: `tap` returns the source as it is, `clip_for` None.
-    Counters: `written`, `skipped`, `removed` (clips deleted for the disk budget).
+    Counters: `written`, `skipped`, `removed` (clips deleted by age or for the disk's room).
+    `trust_clock`: remove by age even while the kernel says the clock is not synchronised.
     """
 
-    def __init__(self, config: ClipsConfig, state_dir: str | Path, sample_rate: int, *, origin: datetime | None = None):
+    def __init__(
+        self,
+        config: ClipsConfig,
+        state_dir: str | Path,
+        sample_rate: int,
+        *,
+        origin: datetime | None = None,
+        trust_clock: bool = False,
+    ):
         super().__init__(stream=sys.stderr, origin=origin)
         self.config = config
         self.dir = config.resolve_dir(state_dir)
         self.sample_rate = sample_rate
+        self.trust_clock = trust_clock
         self.written = self.skipped = self.removed = 0
+        self._written_now: deque[Path] = deque(maxlen=REDATED_CLIPS)  # this run's clips (a clock step moves them)
+        self._troubles: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # worker -> report()
+        self._failing = False  # the last clip could not be written (the worker's; said once until one is)
         self._names: dict[int, str] = {}  # event_id -> clip name, from clip_for at the start
         self._pending: dict[int, _Pending] = {}
         self._slice = max(1, sample_rate)  # audio is appended a second at most at a time (see _audio)
@@ -174,13 +205,13 @@ class ClipRecorder(Sink):
             stale.unlink(missing_ok=True)
         room = self._room()
         if room is not None and room < config.max_megabytes * MEGABYTE:
-            log.warning(
-                "clips.max_megabytes %g is more than the disk of %s can give the clips (%.0f MB free, with the "
-                "clips there now): the disk fills before the budget removes a clip, and then the event log "
-                "cannot be written either; lower clips.max_megabytes",
+            log.info(
+                "clips.max_megabytes %g is more than the disk of %s can give the clips (%.0f MB, with the clips "
+                "there now, above clips.min_free_megabytes %g): the oldest go sooner, to keep that much free",
                 config.max_megabytes,
                 self.dir,
                 room / MEGABYTE,
+                config.min_free_megabytes,
             )
         self._worker = threading.Thread(target=self._work, name="clip writer", daemon=True)
         self._worker.start()
@@ -241,10 +272,29 @@ class ClipRecorder(Sink):
         return name
 
     def window(self, result: WindowResult) -> None:
-        pass
+        self._say_troubles()
 
     def status(self, status: Status) -> None:
         pass
+
+    def redate(self, by: timedelta) -> None:
+        """This run's clips move `by` in file time (their names keep the dates they were given)."""
+        for path in list(self._written_now):
+            try:
+                stat = path.stat()
+                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + round(by.total_seconds() * 1e9)))
+            except OSError:  # removed meanwhile
+                continue
+
+    def _say_troubles(self) -> None:
+        """The worker's troubles and their ends as status records, from the listen loop's thread
+        (report() reaches every output, the event log's SQLite connection among them)."""
+        while True:
+            try:
+                level, message, code = self._troubles.get_nowait()
+            except queue.Empty:
+                return
+            self.report(level, message, code)
 
     def event(self, event: Event) -> None:
         if not self.config.enabled:
@@ -278,6 +328,7 @@ class ClipRecorder(Sink):
         self._queue.put(None)
         self._worker.join()
         self._worker = None
+        self._say_troubles()
 
     def _take_ready(self) -> None:
         end = self._history.end
@@ -317,27 +368,48 @@ class ClipRecorder(Sink):
         self.skipped += 1
         log.warning("clip %s skipped: %s", name, why)
 
+    def _lost(self, name: str, why: str) -> None:
+        """A clip the disk could not take: skipped, and (the first since one was written) a status."""
+        self._skip(name, why)
+        if not self._failing:
+            self._failing = True
+            message = f"clips cannot be written to {self.dir}: {why}; events are still detected and logged"
+            self._troubles.put(("warning", message, "clips"))
+
     # --- the worker thread -------------------------------------------------------------------
 
     def _work(self) -> None:
-        self._enforce_budget(keep=None)
+        self._tidy()
         while (job := self._queue.get()) is not None:
             name, samples = job
             path = self.dir / name
+            need = 2 * samples.size + 4096  # 16-bit FLAC is at most this (its header included)
+            if not self._tidy(need):
+                room = self._free() or 0
+                self._lost(
+                    name,
+                    f"its disk has {room / MEGABYTE:.1f} MB free, under clips.min_free_megabytes "
+                    f"{self.config.min_free_megabytes:g}, with no clip left to remove: free space on it (or lower "
+                    "clips.min_free_megabytes)",
+                )
+                continue
             try:
                 _write_flac(path, samples, self.sample_rate)
             except Exception as err:  # a full disk, a removed folder: this clip is lost, not the service
                 free = self._free()
-                full = (
-                    f" (no space left: {free / MEGABYTE:.1f} MB free on its disk; lower clips.max_megabytes)"
-                    if free is not None and free < samples.nbytes
-                    else ""
-                )
-                self._skip(name, f"cannot write {path}: {err}{full}")  # libsndfile says "System error." of a full disk
+                full = f" ({free / MEGABYTE:.1f} MB free on its disk)" if free is not None and free < need else ""
+                self._lost(name, f"cannot write {path}: {err}{full}")  # libsndfile says "System error." of a full disk
                 continue
             self.written += 1
+            self._written_now.append(path)
             log.info("clip %s: %.2f s", path, samples.size / self.sample_rate)
-            self._enforce_budget(keep=path)
+            if self._failing:
+                self._failing = False
+                self._troubles.put(("info", f"clips are written to {self.dir} again", "clips_restored"))
+            self._tidy(keep=path)
+
+    def counts(self) -> ClipCounts:
+        return ClipCounts(self.written, self.skipped, self.removed, self._free())
 
     def _free(self) -> int | None:
         """Bytes free on the clips' disk (None: not known)."""
@@ -354,33 +426,59 @@ class ClipRecorder(Sink):
         held = sum(p.stat().st_size for p in self.dir.glob("*.flac") if CLIP_NAME.fullmatch(p.name))
         return free + held
 
-    def _enforce_budget(self, keep: Path | None) -> None:
-        """Remove the oldest clips until the folder holds at most max_megabytes (never `keep`)."""
+    def _tidy(self, need: int = 0, keep: Path | None = None) -> bool:
+        """Remove clips (never `keep`): those older than max_age_days while the clock can be
+        trusted, then the oldest while the folder holds more than max_megabytes or its disk has
+        less than min_free_megabytes free, `need` bytes about to be written counted. True when
+        the disk then has min_free_megabytes free after `need` (or its free space is unknown)."""
+        config = self.config
         try:
-            clips = sorted(
+            now = time.time()
+            clips = [
                 (stat.st_mtime, p.name, stat.st_size, p)
                 for p in self.dir.glob("*.flac")
                 if CLIP_NAME.fullmatch(p.name) and (stat := p.stat())
-            )
+            ]
+            free = self._free()
+            if config.max_age_days is not None and dates_trusted(self.trust_clock):
+                too_old = now - config.max_age_days * DAY
+                for clip in [c for c in clips if c[0] < too_old and c[3] != keep]:
+                    free = self._remove(clip, free, "older than clips.max_age_days")
+                    clips.remove(clip)
             total = sum(size for _, _, size, _ in clips)
-            budget = self.config.max_megabytes * MEGABYTE
-            for _, _, size, path in clips:  # oldest first
-                if total <= budget:
+            budget, floor = config.max_megabytes * MEGABYTE, config.min_free_megabytes * MEGABYTE
+            # oldest first; one dated ahead of the clock was written while the clock was wrong: it goes first
+            for clip in sorted(clips, key=lambda c: (-math.inf if c[0] > now + FUTURE_SECONDS else c[0], c[1])):
+                over = total + need > budget
+                short = free is not None and free - need < floor
+                if not (over or short):
                     break
-                if path == keep:
+                if clip[3] == keep:
                     continue
-                path.unlink(missing_ok=True)
-                total -= size
-                self.removed += 1
-                log.info("clip %s removed: the clips hold more than clips.max_megabytes", path.name)
+                why = (
+                    "the clips hold more than clips.max_megabytes"
+                    if over
+                    else "its disk is short of clips.min_free_megabytes"
+                )
+                free = self._remove(clip, free, why)
+                total -= clip[2]
             if total > budget and keep is not None:
                 log.warning(
                     "clip %s alone is larger than clips.max_megabytes %g: raise it or lower clips.max_seconds",
                     keep.name,
-                    self.config.max_megabytes,
+                    config.max_megabytes,
                 )
+            return free is None or free - need >= floor
         except OSError as err:  # a clip removed meanwhile, the folder gone: try again after the next clip
-            log.warning("clips: cannot apply the disk budget in %s: %s", self.dir, err)
+            log.warning("clips: cannot tidy %s: %s", self.dir, err)
+            return True
+
+    def _remove(self, clip: tuple[float, str, int, Path], free: int | None, why: str) -> int | None:
+        """Remove one clip; the disk's free bytes after it."""
+        clip[3].unlink(missing_ok=True)
+        self.removed += 1
+        log.info("clip %s removed: %s", clip[1], why)
+        return None if free is None else free + clip[2]
 
 
 def _write_flac(path: Path, samples: np.ndarray, sample_rate: int) -> None:

@@ -28,8 +28,8 @@ schema) is a ConfigError at start.
 
 Retention runs at start and then at most once an hour: rows older than `max_age_days` go,
 then the oldest beyond `max_events` (per table). The age is read on the system clock, so it waits
-while the kernel says that clock is not synchronised (see edge.clock; `trust_clock` for a box
-with a good RTC and no NTP): one boot with the clock 200 days ahead had deleted the whole log.
+while the kernel says that clock is not synchronised (see edge.clock; service.trust_clock for a
+box with a good RTC and no NTP): one boot with the clock 200 days ahead had deleted the whole log.
 
 The schema's version is `PRAGMA user_version`; a file written by a newer version is refused
 with a clear error rather than misread.
@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from edge.clock import clock_synchronised
+from edge.clock import dates_trusted
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.outputs.sinks import Sink, Status, WindowResult, record_dict, utc_text
@@ -125,7 +125,6 @@ class EventLogConfig:
     path: str | None = None  # None: <state_dir>/events.sqlite
     max_age_days: float = 90.0  # rows older than this are removed
     max_events: int = 100_000  # per table: the oldest rows beyond this are removed
-    trust_clock: bool = False  # True: remove by age even while the kernel says the clock is not synchronised
     statuses: bool = True  # also log status records (device lost, overload, ...)
 
     def __post_init__(self) -> None:
@@ -155,11 +154,13 @@ class EventLogSink(Sink):
         *,
         clip_for: Callable[[Event], str | None] | None = None,
         origin: datetime | None = None,
+        trust_clock: bool = False,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         self.config = config
         self.path = config.resolve_path(state_dir)
         self.clip_for = clip_for
+        self.trust_clock = trust_clock  # remove by age even while the kernel says the clock is not synchronised
         self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         self.lost = 0  # records dropped: the file could not be written for PENDING_MAX records
         self._pending: deque[Callable[[sqlite3.Connection], object]] = deque()  # writes not yet done
@@ -268,14 +269,14 @@ class EventLogSink(Sink):
     def retain(self) -> tuple[int, int]:
         """Remove what retention says now: (events, statuses) removed."""
         assert self._db is not None, "the event log is closed"
-        by_age = self.config.trust_clock or clock_synchronised() is not False
+        by_age = dates_trusted(self.trust_clock)
         if not by_age and not self._age_wait_said:
             self._age_wait_said = True
             log.info(
                 "event log: removing rows older than %g days waits for the system clock to be synchronised (the "
                 "kernel says it is not; NTP, chrony or systemd-timesyncd sets it): a clock that starts wrong would "
                 "date every row as too old. Rows beyond max_events still go; a box whose clock is right without "
-                "NTP: event_log.trust_clock: true",
+                "NTP: service.trust_clock: true",
                 self.config.max_age_days,
             )
         cutoff = (datetime.now(timezone.utc) - timedelta(days=self.config.max_age_days)).isoformat(

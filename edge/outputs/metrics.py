@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from edge.errors import ConfigError
 from edge.events import Event
@@ -106,12 +107,45 @@ class _Reader:
                 return out
 
 
+@dataclass(frozen=True)
+class ClipCounts:
+    """What the clip recorder has done, and the room its disk has (None: not known)."""
+
+    written: int
+    skipped: int
+    removed: int
+    free_bytes: int | None
+
+
+class _ClipsCollector:
+    """The recorder's counts, read at each scrape (its worker thread keeps them)."""
+
+    def __init__(self, counts: Callable[[], ClipCounts]):
+        self.counts = counts
+
+    def collect(self):
+        counts = self.counts()
+        outcomes = CounterMetricFamily(
+            "semanticac_clips",
+            "Clips by outcome: written, skipped (not written: no room, a failing disk), removed (by age or for room)",
+            labels=["outcome"],
+        )
+        for outcome in ("written", "skipped", "removed"):
+            outcomes.add_metric([outcome], getattr(counts, outcome))
+        yield outcomes
+        free = GaugeMetricFamily("semanticac_clips_disk_free_bytes", "Free bytes on the clips' disk")
+        free.add_metric([], math.nan if counts.free_bytes is None else counts.free_bytes)
+        yield free
+
+
 class MetricsSink(Sink):
     """Counters, gauges and a histogram of the records; /metrics, /healthz and /stream once started.
 
     `labels` and `thresholds` (label -> threshold) describe the label set (series exist from
     the start at 0; `tail` shows the thresholds); `build_info` becomes semanticac_build_info;
-    `mqtt_connected`, when given, is asked at each scrape (semanticac_mqtt_connected).
+    `mqtt_connected`, when given, is asked at each scrape (semanticac_mqtt_connected);
+    `clips` too (the recorder's counts: semanticac_clips_total by outcome, and the free bytes of
+    the clips' disk).
     """
 
     def __init__(
@@ -122,6 +156,7 @@ class MetricsSink(Sink):
         build_info: Mapping[str, str],
         mqtt_connected: Callable[[], bool] | None = None,
         thresholds: Mapping[str, float] | None = None,
+        clips: Callable[[], ClipCounts] | None = None,
     ):
         super().__init__()
         self.config = config
@@ -130,6 +165,7 @@ class MetricsSink(Sink):
         # Prometheus label names: letters, digits and _ ("label-set" -> "label_set")
         self.build_info = {re.sub(r"\W", "_", str(k), flags=re.ASCII): str(v) for k, v in build_info.items()}
         self._mqtt_connected = mqtt_connected
+        self._clips = clips
         self.registry = CollectorRegistry(auto_describe=True)
         self._metrics(self.registry)
         # what /healthz and a new /stream reader read; each a reference swapped whole (no lock on the audio path)
@@ -179,6 +215,8 @@ class MetricsSink(Sink):
             Gauge(p + "mqtt_connected", "1 while connected to the MQTT broker", registry=registry).set_function(
                 self._mqtt_value
             )
+        if self._clips is not None:
+            registry.register(_ClipsCollector(self._clips))
 
     def _mqtt_value(self) -> float:
         assert self._mqtt_connected is not None

@@ -16,7 +16,7 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
                       message, utc}, ...]}`: a lost microphone (until it is back), input clipping
                       or dropped windows, another client taking over this one's client id (each
                       until PROBLEM_HOLD_SECONDS pass without another), an
-                      event log that cannot be written (until it can), a failure that stops the
+                      event log or clips that cannot be written (until they can), a failure that stops the
                       service (sent as it stops); OFF once a start hears its first window (a
                       service that fails again at each restart keeps saying why). Its sensor has
                       its own availability: it stays readable while the service is offline
@@ -82,7 +82,7 @@ ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
 # status codes that need a person: held until they end (audio_restored; a failure ends the run) or,
 # for the HELD ones, PROBLEM_HOLD_SECONDS after the last (clipping repeats every 10 minutes at most)
-PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log", "failure")
+PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log", "clips", "failure")
 HELD = ("clipping", "overload")
 PROBLEM_HOLD_SECONDS = 900.0
 TAKEN_OVER_SECONDS = 5.0  # connections ended sooner, twice in a row: likely one client id used twice

@@ -81,7 +81,7 @@ def _num(x: float | None, digits: int) -> float | None:
 
 
 # status codes that end a trouble an earlier status said: code -> the code it ends
-ENDS = {"audio_restored": "audio_lost", "event_log_restored": "event_log"}
+ENDS = {"audio_restored": "audio_lost", "event_log_restored": "event_log", "clips_restored": "clips"}
 
 
 class Sink:

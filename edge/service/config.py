@@ -100,6 +100,7 @@ class LabelsSection:
 class ServiceSection:
     state_dir: str | None = None  # event log, clips; $STATE_DIRECTORY (systemd) wins; None: ~/.local/state
     log_level: str = "info"  # info: every event start/end and status line; debug: more
+    trust_clock: bool = False  # remove by age (event log, clips) while the kernel says the clock is unsynchronised
 
     def __post_init__(self):
         if self.log_level not in LOG_LEVELS:

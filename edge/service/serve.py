@@ -448,12 +448,20 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
     sinks: list[Sink] = []
     try:
         clip_for = None
+        recorder: ClipRecorder | None = None
         if "clips" in enabled:
-            recorder = ClipRecorder(enabled["clips"], state_dir, resolved.bundle.meta.frontend.sample_rate)
+            recorder = ClipRecorder(
+                enabled["clips"],
+                state_dir,
+                resolved.bundle.meta.frontend.sample_rate,
+                trust_clock=config.service.trust_clock,
+            )
             sinks.append(recorder)
             clip_for = recorder.clip_for
         if "event_log" in enabled:
-            sinks.append(EventLogSink(enabled["event_log"], state_dir, clip_for=clip_for))
+            sinks.append(
+                EventLogSink(enabled["event_log"], state_dir, clip_for=clip_for, trust_clock=config.service.trust_clock)
+            )
         mqtt: MqttSink | None = None
         if "mqtt" in enabled:
             mqtt = MqttSink(
@@ -479,6 +487,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                     },
                     mqtt_connected=(lambda: mqtt.connected) if mqtt is not None else None,
                     thresholds={label.name: label.threshold for label in resolved.label_set.labels},
+                    clips=recorder.counts if recorder is not None else None,
                 )
             )
     except BaseException:

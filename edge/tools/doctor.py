@@ -650,7 +650,7 @@ def check_clock(ctx: _Context) -> Check:
         "the kernel says the system clock is not synchronised: event dates are as right as the clock, and the "
         "event log removes nothing by age until it is",
         "turn NTP on (`timedatectl set-ntp true`, or install chrony); a box whose clock is right without NTP: "
-        "event_log.trust_clock: true in the service config",
+        "service.trust_clock: true in the service config",
     )
 
 

@@ -168,6 +168,6 @@ def test_a_clock_not_synchronised_is_a_warning_with_its_fix(monkeypatch):
     monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: False)
     check = doctor.check_clock(ctx)
     assert check.status == WARN and "removes nothing by age" in check.finding
-    assert "timedatectl set-ntp true" in check.fix and "event_log.trust_clock" in check.fix
+    assert "timedatectl set-ntp true" in check.fix and "service.trust_clock" in check.fix
     monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: True)
     assert doctor.check_clock(ctx).status == OK

@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from edge.errors import ConfigError
 from edge.events import Event
 from edge.listen import ListenOptions, is_live, listen
 from edge.outputs.clips import ClipRecorder, ClipsConfig, clip_label
-from edge.outputs.sinks import FanOut
+from edge.outputs.sinks import FanOut, WindowResult
 from edge.service.sections import parse_section
 from tests.collect import Collect
 from tests.signals import noise, silence, tone
@@ -128,33 +129,98 @@ def test_the_disk_budget_removes_the_oldest_clips(tmp_path):
     np.testing.assert_array_equal(feed.clip(names[-1]), feed.audio[round(17.0 * RATE):round(20.5 * RATE)])
 
 
-def test_a_budget_larger_than_the_disk_and_a_full_disk_are_said_as_such(tmp_path, monkeypatch, caplog):
-    """The budget removes clips only beyond max_megabytes: on a smaller disk the clips fill it
-    (and then the event log cannot be written). The start says so; a write that fails for want of
-    space says that, not libsndfile's "System error."."""
-    import shutil
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 3 MB file system (tmpfs), unmounted after the test; skipped where mounting is not allowed."""
+    import subprocess
 
-    import edge.outputs.clips as clips_module
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
 
-    free = {"bytes": 50_000_000}
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, free["bytes"]))
-    with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
-        clips = recorder(tmp_path)  # 1024 MB by default, 50 MB free
-    assert "clips.max_megabytes 1024 is more than the disk" in caplog.text and "(50 MB free" in caplog.text
 
-    def full(path, samples, rate):
-        raise RuntimeError("Error : problem with initialization of the flac decoder.")
+def wait_for(predicate, timeout=10.0):
+    import time
 
-    monkeypatch.setattr(clips_module, "_write_flac", full)
-    free["bytes"] = 1000
-    feed = Feed(clips, tmp_path)
-    name = feed.event("start", 2.0, 1)
-    feed.event("end", 3.0, 1, duration=1.0)
-    feed.until(5.0)
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_it_is_over(small_disk, tmp_path):
+    """The size budget alone had let the clips fill a small disk (a Jetson's eMMC), and then the
+    event log could not be written either; a clip that was not written was said in the journal
+    only. Now the oldest clips go to keep min_free_megabytes free; with none left to remove a
+    clip is skipped and every output gets a `clips` status (once), and `clips_restored` when one
+    is written again."""
+    filler = small_disk / "other program's file"
+    filler.write_bytes(b"x" * 1_000_000)
+    clips = ClipRecorder(ClipsConfig(enabled=True, dir=str(small_disk / "clips"), pre_roll=PRE, post_roll=POST,
+                                     min_free_megabytes=1.2), tmp_path, RATE)
+    heard = Collect()
+    outputs = FanOut([heard, clips])
+    feed = Feed(clips, tmp_path, seconds=120.0)
+
+    def clip_of(event_id, at, seconds=10.0):
+        feed.event("start", at, event_id)
+        feed.event("end", at + seconds, event_id, duration=seconds)
+        feed.until(at + seconds + POST + 0.1)
+
+    for i in range(6):  # ~300 kB each: 2 MB free, 1.2 MB kept free
+        clip_of(i + 1, 2.0 + 13 * i)
+        wait_for(lambda: clips.written + clips.skipped == i + 1)
+    assert clips.skipped == 0 and clips.removed >= 2
+    assert shutil.disk_usage(small_disk).free >= 1_200_000
+    outputs.window(WindowResult(t=0.0, top=(), latency_ms=1.0, dropped=0))
+    assert heard.of("status") == []
+    with open(filler, "ab") as more:  # another program fills the disk: no clip can make room now
+        more.write(b"x" * (shutil.disk_usage(small_disk).free - 50_000))
+    clip_of(7, 80.0)
+    wait_for(lambda: clips.skipped == 1)
+    assert clips_in(clips.dir) == []  # every clip went first, to make room
+    outputs.window(WindowResult(t=0.0, top=(), latency_ms=1.0, dropped=0))  # the worker's trouble reaches the outputs from the loop's thread
+    said = heard.of("status")
+    assert [(s.level, s.code) for s in said] == [("warning", "clips")]
+    assert "under clips.min_free_megabytes 1.2" in said[0].message
+    filler.unlink()
+    clip_of(8, 95.0)
+    wait_for(lambda: clips.written == 7)
+    outputs.window(WindowResult(t=0.0, top=(), latency_ms=1.0, dropped=0))
+    assert [s.code for s in heard.of("status")] == ["clips", "clips_restored"]
     feed.source.stop()
     clips.close()
-    assert clips.skipped == 1 and f"clip {name} skipped" in caplog.text
-    assert "(no space left: 0.0 MB free on its disk; lower clips.max_megabytes)" in caplog.text
+    counts = clips.counts()
+    assert (counts.written, counts.skipped) == (7, 1) and counts.free_bytes >= 1_200_000
+
+
+def test_clips_older_than_max_age_go_while_the_clock_is_trusted(tmp_path, monkeypatch):
+    """A nursery's recordings must go after a time; not while the clock is unset (a clip's time
+    is read on it). One dated ahead of the clock (written while it was ahead) goes first for room."""
+    import time
+
+    import edge.clock
+
+    clips = recorder(tmp_path, max_age_days=30)
+    now = time.time()
+    for name, age_days in (("20260101T000000Z_1_dog.flac", 40), ("20260102T000000Z_2_dog.flac", 10),
+                           ("20270101T000000Z_3_dog.flac", -300)):
+        sf.write(clips.dir / name, noise(1.0, RATE), RATE)
+        os.utime(clips.dir / name, (now - age_days * 86400, now - age_days * 86400))
+    monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: False)
+    assert clips._tidy() and len(clips_in(clips.dir)) == 3  # not synchronised: nothing by age
+    monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: True)
+    clips._tidy()
+    assert clips_in(clips.dir) == ["20260102T000000Z_2_dog.flac", "20270101T000000Z_3_dog.flac"]
+    tight = recorder(tmp_path, max_megabytes=(clips.dir / "20260102T000000Z_2_dog.flac").stat().st_size / 1e6)
+    tight._tidy()
+    assert clips_in(clips.dir) == ["20260102T000000Z_2_dog.flac"]  # the future one went first
 
 
 def test_a_long_event_is_cut_at_max_seconds_and_close_writes_what_is_pending(tmp_path):
@@ -234,6 +300,8 @@ def test_an_unwritable_folder_is_a_config_error(tmp_path):
     ({"pre_roll": -1}, "clips.pre_roll", "from 0 to 60"),
     ({"max_seconds": 0}, "clips.max_seconds", "> 0"),
     ({"max_megabytes": 0}, "clips.max_megabytes", "> 0"),
+    ({"min_free_megabytes": -1}, "clips.min_free_megabytes", ">= 0"),
+    ({"max_age_days": 0}, "clips.max_age_days", "or null: none by age"),
     ({"dir": " "}, "clips.dir", "a folder path"),
     ({"post_rol": 1}, "clips.post_rol", "did you mean `post_roll`?"),
 ])
@@ -242,3 +310,21 @@ def test_bad_settings_name_the_key(mapping, key, text):
         parse_section(ClipsConfig, mapping, "clips")
     assert info.value.key == key and text in str(info.value)
     assert parse_section(ClipsConfig, {"enabled": True, "pre_roll": 3}, "clips") == ClipsConfig(True, pre_roll=3.0)
+
+
+def test_a_clock_step_moves_the_file_times_of_this_run_s_clips(tmp_path):
+    """Written while the clock was unset (a box booted months behind), this run's clips are dated
+    again with the event log (listen's redate): age and budget read their file times."""
+    from datetime import timedelta
+
+    clips = recorder(tmp_path)
+    feed = Feed(clips, tmp_path)
+    name = feed.event("start", 2.0, 1)
+    feed.event("end", 3.0, 1, duration=1.0)
+    feed.until(5.0)
+    wait_for(lambda: clips.written == 1)
+    before = (clips.dir / name).stat().st_mtime
+    clips.redate(timedelta(days=120))
+    assert (clips.dir / name).stat().st_mtime == pytest.approx(before + 120 * 86400, abs=1)
+    feed.source.stop()
+    clips.close()

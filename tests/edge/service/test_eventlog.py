@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import edge.clock
 import edge.outputs.eventlog as eventlog
 from edge.errors import ConfigError
 from edge.events import Event
@@ -123,7 +124,7 @@ def test_retention_by_count_keeps_the_newest(tmp_path):
 
 
 def test_retention_by_age(tmp_path, monkeypatch):
-    monkeypatch.setattr(eventlog, "clock_synchronised", lambda: True)
+    monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: True)
     now = datetime.now(timezone.utc)
     write_events(tmp_path, 3, origin=now - timedelta(days=100))
     path = write_events(tmp_path, 2, origin=now - timedelta(days=80))
@@ -137,18 +138,18 @@ def test_retention_by_age(tmp_path, monkeypatch):
 def test_retention_by_age_waits_for_a_synchronised_clock(tmp_path, monkeypatch, caplog):
     """A box whose clock starts 200 days ahead (a dying RTC battery) had deleted its whole log at
     boot, before NTP set the clock right. While the kernel says the clock is not synchronised,
-    nothing goes by age (the count cap still holds); `trust_clock` is for a good RTC without NTP."""
+    nothing goes by age (the count cap still holds); service.trust_clock is for a good RTC without NTP."""
     day_old = datetime.now(timezone.utc) - timedelta(days=1)
     path = write_events(tmp_path, 4, origin=day_old)
-    monkeypatch.setattr(eventlog, "clock_synchronised", lambda: False)
+    monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: False)
     with caplog.at_level(logging.INFO, logger="edge.outputs.eventlog"):
         EventLogSink(EventLogConfig(max_age_days=0.001, max_events=3), tmp_path).close()
     assert [r["label"] for r in recent_events(path, 100)] == ["l4", "l3", "l2"]  # the cap only
     assert "waits for the system clock to be synchronised" in caplog.text
-    EventLogSink(EventLogConfig(max_age_days=0.001, trust_clock=True), tmp_path).close()
+    EventLogSink(EventLogConfig(max_age_days=0.001), tmp_path, trust_clock=True).close()
     assert recent_events(path, 100) == []
     write_events(tmp_path, 2, origin=day_old)
-    monkeypatch.setattr(eventlog, "clock_synchronised", lambda: None)  # no way to tell: the clock is used
+    monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: None)  # no way to tell: the clock is used
     EventLogSink(EventLogConfig(max_age_days=0.001), tmp_path).close()
     assert recent_events(path, 100) == []
 

@@ -322,3 +322,18 @@ def test_idle_connections_are_closed_and_capped(make_sink, monkeypatch):
     finally:
         for s in idle:
             s.close()
+
+
+def test_the_clip_recorder_s_counts_and_its_disk_s_room_are_scraped_as_they_are_now(make_sink):
+    from edge.outputs.metrics import ClipCounts
+
+    counts = {"now": ClipCounts(written=3, skipped=1, removed=2, free_bytes=5_000_000)}
+    sink = make_sink(clips=lambda: counts["now"])
+    _, body = get(sink, "/metrics")
+    assert 'semanticac_clips_total{outcome="written"} 3.0' in body
+    assert 'semanticac_clips_total{outcome="skipped"} 1.0' in body
+    assert 'semanticac_clips_total{outcome="removed"} 2.0' in body
+    assert "semanticac_clips_disk_free_bytes 5e+06" in body
+    counts["now"] = ClipCounts(written=4, skipped=1, removed=2, free_bytes=None)
+    _, body = get(sink, "/metrics")
+    assert 'semanticac_clips_total{outcome="written"} 4.0' in body and "semanticac_clips_disk_free_bytes NaN" in body
