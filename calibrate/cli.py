@@ -81,7 +81,8 @@ def command_line(ctx: click.Context) -> str:
         if value is False or value == param.default:
             continue
         flag = max(param.opts, key=len)
-        for item in value if param.multiple else [value]:
+        # a `multiple` option whose callback made it one value (--labels: one_label_set) is that value
+        for item in value if param.multiple and isinstance(value, (list, tuple)) else [value]:
             words += [flag] if param.is_flag else [flag, str(item)]
     return " ".join(shlex.quote(w) for w in words)
 
@@ -563,6 +564,18 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
             f"('after' is on the clips it was fitted on; 'held out' scores each clip with a calibration fitted "
             f"without its recording, {report.folds} folds: what to expect on the site's other sounds)"
         )
+        if not any(clip.recording for clip in clips):
+            click.echo(
+                "(no clip says which recording it was cut from, so each was held out alone: if clips were cut from "
+                "longer recordings, 'held out' is optimistic; give the CSV a `recording` (or `group`) column)"
+            )
+        if report.held_out.nll > report.before.nll:
+            click.echo(
+                f"warning: held out, this calibration scores worse than none (NLL {report.held_out.nll:.4f} > "
+                f"{report.before.nll:.4f} before): on the site's other sounds it would do harm; use more clips and "
+                "recordings, or --no-bias",
+                err=True,
+            )
     else:
         click.echo(
             "(too few recordings to hold any out: 'after' is on the clips it was fitted on, and other sounds "

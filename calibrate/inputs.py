@@ -106,11 +106,13 @@ def _rows(path: Path, required: Sequence[str], aliases: dict[str, str] | None = 
 
 def read_clip_csv(path: str | Path) -> list[LabelledClip]:
     """A CSV of labelled clips (columns path,label; `file` is accepted for `path`, `class` or
-    `category` for `label`; an optional `recording` column names the recording each clip was cut
-    from, which keeps a recording's clips together when `scores` holds clips out; without it, the
-    datasets' file names say it: `recording_of`)."""
+    `category` for `label`; an optional `recording` column (`group`, as training's CSV calls it)
+    names the recording each clip was cut from, which keeps a recording's clips together when
+    `scores` holds clips out; without it, the datasets' file names say it: `recording_of`)."""
     path = Path(path)
-    rows = _rows(path, ("path", "label"), aliases={"file": "path", "class": "label", "category": "label"})
+    rows = _rows(
+        path, ("path", "label"), aliases={"file": "path", "class": "label", "category": "label", "group": "recording"}
+    )
     return [
         LabelledClip(
             path.parent / row["path"], row["label"], f"{path}:{line}", row.get("recording") or recording_of(row["path"])

@@ -438,6 +438,9 @@ class ScoreReport:
     folds: int = 0  # 0: too few recordings to hold any out
 
 
+MIN_CLIPS = 8  # fewer labelled clips are refused: a temperature fitted on them says nothing
+
+
 def fit_scores(
     bundle: Bundle,
     label_set: LabelSet,
@@ -461,6 +464,11 @@ def fit_scores(
     kind = raw.kind
     y = clipset.targets
     negatives = int(np.sum(y < 0))
+    if len(y) < MIN_CLIPS:
+        raise CalibrationError(
+            f"{len(y)} clip(s) cannot fit a calibration worth writing (from 1 clip the temperature had come out "
+            f"0.14: every score pushed to 0 or 1): give at least {MIN_CLIPS}, better 20 or more of each label"
+        )
     if negatives == len(y):
         raise CalibrationError(
             f"all {len(y)} clip(s) are of none of the set's labels: add clips of its labels (the negatives "

@@ -212,22 +212,38 @@ def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
     assert biased and biased <= {"siren", "car_horn", "jackhammer", "gun_shot"}  # labels without clips keep 0
     assert [label.threshold for label in site.labels] == [label.threshold for label in urban.labels]
     assert "calibration:" in out.read_text() and out.read_text().startswith("# Label set 'urban'")
+    assert "# Command: semanticac-calibrate scores --labels urban --data" in out.read_text()  # not one letter each
+    assert "no clip says which recording it was cut from, so each was held out alone" in result.stdout
     assert not HAVE_MATPLOTLIB or plot.read_bytes()[:8] == PNG_MAGIC
 
 
-def test_clips_of_too_few_recordings_are_not_held_out(labelled_csv, tmp_path):
+@pytest.mark.parametrize("column", ["recording", "group"])  # group: as training's CSV calls it
+def test_clips_of_too_few_recordings_are_not_held_out(labelled_csv, tmp_path, column):
     """A `recording` column groups clips: 2 recordings cannot make 5 folds, so nothing is held
     out, the penalty is the default, and the output says the figures are the fitted clips'."""
     rows = list(csv.reader(open(labelled_csv)))
     grouped = tmp_path / "grouped.csv"
     with open(grouped, "w", newline="") as f:
-        csv.writer(f).writerows([rows[0] + ["recording"]] + [
+        csv.writer(f).writerows([rows[0] + [column]] + [
             [str(labelled_csv.parent / path), label, f"take{i % 2}"] for i, (path, label) in enumerate(rows[1:])])
     result = CliRunner().invoke(calibrate.cli.main, [
         "scores", "--labels", "urban", "--data", str(grouped), "--out", str(tmp_path / "g.yaml"), "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "held out" not in figures(result.stdout) and "bias L2 penalty" not in result.stdout
     assert "too few recordings to hold any out" in result.stdout
+
+
+def test_too_few_clips_are_refused_before_a_calibration_is_written(labelled_csv, tmp_path):
+    """From 1 clip the temperature had come out 0.14 (every score pushed to 0 or 1), and was written."""
+    rows = list(csv.reader(open(labelled_csv)))
+    few = tmp_path / "few.csv"
+    with open(few, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [[str(labelled_csv.parent / p), label] for p, label in rows[1:4]])
+    out = tmp_path / "few.yaml"
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "scores", "--labels", "urban", "--data", str(few), "--out", str(out), "--threads", "1"])
+    assert result.exit_code != 0 and "3 clip(s) cannot fit a calibration worth writing" in result.output
+    assert "give at least 8" in result.output and not out.exists()
 
 
 def test_temperature_alone_keeps_the_top1(labelled_csv, tmp_path):
