@@ -539,6 +539,16 @@ def start_notes(
     from edge.labels.labelset import DEFAULT_THRESHOLD
 
     notes: list[tuple[str, str]] = []
+    if scorer.kind == "softmax" and len(scorer.labels) == 1:
+        notes.append(
+            (
+                "warning",
+                f"label set {label_set.name!r} has one label, and this bundle's scores are a softmax over the set: "
+                f"{scorer.labels[0]} scores 1 in every window, whatever is heard; add a label for the other sounds "
+                "(the softmax then chooses between them), or use a bundle that scores each label on its own (the "
+                "demo bundle does)",
+            )
+        )
     if scorer.fusion is not None and vocabulary is not None:
         meanings = scorer.fusion.meanings(scorer.labels, vocabulary.names, k=1)
         if meanings:

@@ -149,6 +149,13 @@ def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained
     if model_config.head["kind"] == "onehot" and model_config.num_classes is None:
         raise ValueError("the one-hot baseline needs num_classes in its model config")
     train_set, validation, label_set, unseen = build_data(config, model_config.frontend)
+    if config.scoring == "softmax" and len(label_set.labels) < 2:
+        raise ConfigError(
+            f"the data has one class ({', '.join(label_set.names)}), and `scoring: softmax` scores a softmax over "
+            "the classes: one class scores 1 whatever it hears (train accuracy 100 %, an event in every window). "
+            "Add clips of the other sounds as a second class (e.g. `other`), or use `scoring: sigmoid` with "
+            "`background:` clips of none of the classes, as the demo-distill recipe does"
+        )
     if model_config.head["kind"] == "onehot" and model_config.num_classes != len(label_set.labels):
         raise ConfigError(
             f"the one-hot model {config.model} has num_classes {model_config.num_classes}, the recipe's data has "

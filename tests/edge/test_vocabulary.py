@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -934,3 +936,26 @@ def test_a_new_label_no_more_heard_than_the_top_trained_label_s_own_sound_makes_
     fusion = dataclasses.replace(vocabulary(), familiar=unmeasured).fusion(unit([[1, 0, 0, 0], [0, 0, 1, 0]]))
     assert np.isneginf(fusion.explains).all()
     np.testing.assert_allclose(fusion(np.array([[0.8, 0.0]]), barking)[0], [0.8, 0.55], atol=1e-6)
+
+
+def test_one_label_on_a_softmax_bundle_is_warned_of(demo_bundle, tmp_path, monkeypatch):
+    """A softmax over one label is 1 in every window: an event in silence and in rain alike."""
+    import os
+
+    softmax = tmp_path / "softmax"
+    softmax.mkdir()
+    for item in Path(demo_bundle.path).iterdir():
+        if item.name != "model.json":
+            os.symlink(item, softmax / item.name)
+    meta = json.loads((Path(demo_bundle.path) / "model.json").read_text())
+    meta["scoring"] = {"kind": "softmax"}  # an older bundle's, without the vocabulary branch (sigmoid only)
+    meta.pop("vocabulary")
+    (softmax / "model.json").write_text(json.dumps(meta))
+    bundle = SimpleNamespace(path=softmax)  # start_statuses reads only its path
+    one = start_statuses(bundle, tmp_path, monkeypatch, "name: bell\nlabels: [dog_bark]\n")
+    assert any("has one label, and this bundle's scores are a softmax over the set: dog_bark scores 1" in m
+               for m in one), one
+    two = start_statuses(bundle, tmp_path, monkeypatch, "name: two\nlabels: [dog_bark, siren]\n")
+    assert not any("has one label" in m for m in two)
+    sigmoid = start_statuses(demo_bundle, tmp_path, monkeypatch, "name: bell\nlabels: [dog_bark]\n")
+    assert not any("has one label" in m for m in sigmoid)

@@ -96,6 +96,32 @@ def test_csv_class_order(tmp_path):
         read_csv(tmp_path / "d.csv", classes=["siren"])
 
 
+def test_one_label_spelt_two_ways_is_refused_with_its_lines(tmp_path):
+    """`Dog barking` and `dog_barking` had trained as two classes that the device reads as one."""
+    (tmp_path / "d.csv").write_text("file,label\na.wav,dog barking\nb.wav,Dog barking\nc.wav,siren\n"
+                                    "d.wav,dog_barking\n")
+    with pytest.raises(DatasetError) as info:
+        read_csv(tmp_path / "d.csv")
+    assert "'dog barking' (line 2), 'Dog barking' (line 3), 'dog_barking' (line 5)" in str(info.value)
+
+
+def test_a_clip_shorter_than_one_frame_is_padded_as_listen_pads_it(tmp_path, caplog):
+    """A 100-sample clip had stopped an epoch inside torch.stft with a traceback naming no file."""
+    import soundfile as sf
+
+    sf.write(tmp_path / "short.wav", np.full(100, 0.1, np.float32), FE.sample_rate)
+    sf.write(tmp_path / "long.wav", 0.1 * np.random.default_rng(0).standard_normal(FE.sample_rate), FE.sample_rate)
+    (tmp_path / "d.csv").write_text("file,label\nshort.wav,click\nlong.wav,hiss\n")
+    clips, names = read_csv(tmp_path / "d.csv")
+    with caplog.at_level(logging.WARNING):
+        ds = ClipDataset(clips, names, FE, cache=tmp_path / "cache", augment=Augment(), seed=0)
+    assert "short.wav is shorter than one frame" in caplog.text and len(ds) == 2
+    for augmented in (True, False):
+        ds.augment.train(augmented)
+        mel, target = ds[0]
+        assert mel.shape == (1, FE.frames, FE.n_mels) and torch.isfinite(mel).all() and target == 0
+
+
 # ------------------------------------------------------------------------------ splits
 
 @pytest.mark.data

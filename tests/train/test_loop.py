@@ -169,6 +169,19 @@ def test_a_one_hot_model_must_have_the_data_s_class_count(recipe, tmp_path):
         fit(load_train_config(child), tmp_path / "run")
 
 
+def test_one_class_under_softmax_is_refused_with_what_to_do(recipe, tmp_path):
+    """A softmax over one class scores 1 whatever it hears: "train acc 1.000" and an always-on
+    detector had come out of a dataset of doorbell clips only."""
+    rows = (recipe.parent / "clips.csv").read_text().splitlines()
+    one = tmp_path / "one.csv"
+    one.write_text("\n".join([rows[0], *[r for r in rows[1:] if ",siren," in r]]) + "\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {recipe}\ndata: {{kind: csv, root: {one}, test_folds: [3], classes: [siren]}}\n"
+                     "scoring: softmax\n")
+    with pytest.raises(ConfigError, match=r"the data has one class \(siren\).*second class.*scoring: sigmoid"):
+        fit(load_train_config(child), tmp_path / "run")
+
+
 def test_a_one_hot_checkpoint_is_evaluated_only_on_its_own_classes(recipe, tmp_path):
     """Its outputs are class indices: on other classes they are nonsense, not an accuracy."""
     from train.checkpoint import save_checkpoint

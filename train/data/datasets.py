@@ -33,9 +33,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from edge.capture.audio import SOXR_QUALITY, read_audio
+from edge.capture.audio import SOXR_QUALITY, read_audio, too_short_warning
 from edge.errors import AudioError, SemanticACError
 from edge.features import Frontend, tile_frames
+from edge.labels.labelset import label_key
 from train.data.cache import FeatureCache, file_identity
 from train.features import LogMel
 
@@ -170,6 +171,15 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> tuple[li
         for column in ("file", "label"):
             if not (row[column] or "").strip():
                 raise DatasetError(f"{path}:{line}: empty {column}: every row needs a file and a class name")
+    spellings: dict[str, dict[str, int]] = {}  # a label's key -> its spellings, each with its first line
+    for (line, _), label in zip(rows, labels):
+        spellings.setdefault(label_key(label), {}).setdefault(label, line)
+    clashes = [found for found in spellings.values() if len(found) > 1]
+    if clashes:  # edge and calibrate compare names by label_key: they would be one label there
+        shown = "; ".join(", ".join(f"{name!r} (line {line})" for name, line in found.items()) for found in clashes)
+        raise DatasetError(f"{path}: one label spelt more than one way: {shown}: they would train as different "
+                           "classes but the device reads them as one label (case and _ do not count); write each "
+                           "the same way on every row")
     if classes is None:
         class_names = sorted(set(labels))
     else:
@@ -278,6 +288,7 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.log_mel = LogMel(frontend)
+        self._frame = max(frontend.n_fft, frontend.win_length)  # a shorter clip is padded to this (one frame)
         self._wave_identity = {"sample_rate": frontend.sample_rate, "resampler": f"soxr-{SOXR_QUALITY}"}
         self._mel_identity = {"frontend": frontend.to_dict(), "samples": self.samples, "tiling": TILING}
         self.clips: list[Clip] = []
@@ -298,6 +309,9 @@ class ClipDataset(Dataset):
                 log.warning("skipping a clip: %s", reason)
                 self.skipped.append((clip.path, reason))
                 continue
+            if wave.shape[0] < self._frame:  # the log-mel pads it with silence, as listen pads such a file
+                log.warning("%s", too_short_warning(clip.path, wave.shape[0] / self.frontend.sample_rate,
+                                                    self._frame / self.frontend.sample_rate))
             longest = max(longest, wave.shape[0])
             self.clips.append(clip)
             self._wave_entries.append(entry)
@@ -329,8 +343,11 @@ class ClipDataset(Dataset):
 
     def _mel(self, wave: np.ndarray) -> np.ndarray:
         """The model's input: log-mel of (at most 10 s of) the clip, tiled to the model's frames."""
+        wave = wave[:self.samples]
+        if wave.size < self._frame:  # a 16 ms clip had stopped an epoch inside torch.stft (reflect padding)
+            wave = np.pad(wave, (0, self._frame - wave.size))
         with torch.no_grad():
-            mel = self.log_mel(torch.from_numpy(np.ascontiguousarray(wave[:self.samples]))[None])[0].numpy()
+            mel = self.log_mel(torch.from_numpy(np.ascontiguousarray(wave))[None])[0].numpy()
         return tile_frames(mel, self.frontend.frames)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
