@@ -348,7 +348,8 @@ def check_weights(audio_file, text_file, config_path):
 @domain_errors
 def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_text):
     """Train a recipe; checkpoints every epoch (last.pt) and the best by validation (best.pt; by
-    training accuracy for a recipe without a validation split). A folder holding a run needs --resume."""
+    training accuracy for a recipe without a validation split: test folds are reported, never
+    used to choose). A folder holding a run needs --resume."""
     import shlex
     import sys
 
@@ -365,8 +366,10 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
         if is_main():
             last = result["history"][-1] if result["history"] else {}
             agree = "" if result["ranks_agree"] is None else "; all processes agree on the weights"
-            click.echo(f"{out}: {len(result['history'])} epochs, best {result['scored_on']} accuracy "
-                       f"{result['best']:.4f} (last epoch: {last}){agree}")
+            test = (f"; held-out test accuracy (last epoch) {last['test_accuracy']:.4f}"
+                    if "test_accuracy" in last else "")
+            click.echo(f"{out}: {len(result['history'])} epochs, best.pt by {result['scored_on']} accuracy "
+                       f"{result['best']:.4f}{test} (last epoch: {last}){agree}")
 
 
 @contextlib.contextmanager
@@ -382,9 +385,10 @@ def stopped_by_signals(out: str):
     try:
         yield
     except KeyboardInterrupt:
+        if not (Path(out) / "last.pt").is_file():
+            raise click.ClickException(f"stopped before the first epoch ended: nothing was saved in {out}") from None
         raise click.ClickException(
-            f"stopped: {out}/last.pt holds the last whole epoch (none if the first had not ended); continue with "
-            "the same command and --resume"
+            f"stopped: {out}/last.pt holds the last whole epoch; continue with the same command and --resume"
         ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -424,7 +428,8 @@ def evaluate(checkpoint, config_path, fold, out):
     from train.evaluation import evaluate_checkpoint
 
     for e in evaluate_checkpoint(checkpoint, config_path, out, fold):
-        click.echo(f"{e.dataset} {e.split}: accuracy {e.metrics.accuracy:.4f} on {e.metrics.count} clips -> "
+        seen = f" ({e.trained_on} of them trained on: NOT held out)" if e.trained_on else ""
+        click.echo(f"{e.dataset} {e.split}: accuracy {e.metrics.accuracy:.4f} on {e.metrics.count} clips{seen} -> "
                    f"{e.folder}/metrics.json, confusion.png, per_class.png")
 
 

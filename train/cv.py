@@ -45,11 +45,12 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     results = []
     for fold in chosen:
         # resume: a cv stopped part-way goes on where it stopped (a finished fold is read back)
-        result = fit(load_train_config(recipe, fold=fold, epochs=epochs), out / f"fold{fold}", resume=True,
+        run = out / f"fold{fold}"
+        result = fit(load_train_config(recipe, fold=fold, epochs=epochs), run, resume=(run / "last.pt").is_file(),
                      command=f"cv fold {fold}")
         # the last epoch's accuracy on the held-out fold: the best epoch would be chosen on the test fold itself
         last = result["history"][-1]
-        results.append({"fold": fold, "accuracy": last["val_accuracy"],
+        results.append({"fold": fold, "accuracy": last["test_accuracy"],
                         "best_epoch_accuracy": result["best"], "history": result["history"]})
         if on_fold is not None:
             on_fold(results[-1])

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,11 +19,13 @@ from torch.utils.data import DataLoader
 
 from edge.fsutil import atomic_write_text
 from train.checkpoint import model_from_checkpoint
-from train.config import ConfigError
-from train.data import build_dataset, make_loader
+from train.config import ConfigError, from_dict
+from train.data import DatasetError, build_dataset, make_loader, split_clips
 from train.plots import confusion_png, per_class_png
-from train.recipe import load_train_config
+from train.recipe import TrainConfig, load_train_config
 from train.scorer import ClassScorer, class_label_set
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,6 +70,21 @@ class Evaluation:
     split: str  # test (official folds) or val (a random split)
     metrics: Metrics
     folder: Path  # holds metrics.json, confusion.png and per_class.png
+    trained_on: int = 0  # clips of the split the checkpoint trained on: not held out
+
+
+def trained_files(state: dict) -> set[Path]:
+    """The files a checkpoint trained on: its recorded recipe's train splits, read again (no
+    audio decoded); empty when it records none or its data cannot be read now (said)."""
+    recipe = (state.get("training") or {}).get("recipe")
+    if not recipe:
+        return set()
+    try:
+        config = from_dict(TrainConfig, recipe, where="the checkpoint's recipe")
+        return {clip.path.resolve() for spec in config.datasets for clip in split_clips(spec, "train")[0]}
+    except (ConfigError, DatasetError, OSError) as err:
+        log.warning("cannot tell which clips the checkpoint trained on (%s): overlap with them is not checked", err)
+        return set()
 
 
 def evaluate_checkpoint(checkpoint: str | Path, recipe: str | Path, out: str | Path,
@@ -77,6 +95,7 @@ def evaluate_checkpoint(checkpoint: str | Path, recipe: str | Path, out: str | P
     model, model_config, state = model_from_checkpoint(checkpoint)
     device = next(model.parameters()).device
     several = len(config.datasets) > 1
+    trained_on = trained_files(state)
     evaluations = []
     for spec, labels in zip(config.datasets, config.label_specs):
         split = "test" if spec.test_folds else "val"
@@ -89,14 +108,18 @@ def evaluate_checkpoint(checkpoint: str | Path, recipe: str | Path, out: str | P
             )
         scorer = ClassScorer(model, class_label_set(labels, dataset.class_names, spec.kind), frozen_text=False)
         metrics = evaluate(scorer, make_loader(dataset, config.batch_size, shuffle=False), device)
+        seen = sum(clip.path.resolve() in trained_on for clip in dataset.clips)
+        if seen:
+            log.warning("%d of the %d %s %s clips are clips %s trained on: this accuracy is not a held-out one",
+                        seen, len(dataset.clips), spec.kind, split, checkpoint)
         folder = Path(out) / spec.kind if several else Path(out)
         names = list(dataset.class_names)
         report = {"checkpoint": str(checkpoint), "dataset": spec.kind, "split": split,
                   "folds": list(spec.test_folds), "val_fraction": spec.val_fraction, "classes": names,
-                  **metrics.to_dict()}
+                  "trained_on": seen, **metrics.to_dict()}
         atomic_write_text(folder / "metrics.json", json.dumps(report, indent=2) + "\n")
         title = f"{Path(checkpoint).name} on {spec.kind} {split}" + (f" (fold {fold})" if fold else "")
         confusion_png(metrics.confusion, names, folder / "confusion.png", title)
         per_class_png(metrics.per_class, names, folder / "per_class.png", title)
-        evaluations.append(Evaluation(spec.kind, split, metrics, folder))
+        evaluations.append(Evaluation(spec.kind, split, metrics, folder, seen))
     return evaluations

@@ -36,7 +36,7 @@ from edge.labels.labelset import LabelSet
 from train.augment import Augment
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from train.config import ConfigError, to_dict
-from train.data import ClipDataset, DataSpec, build_dataset, collate, make_loader, split_clips
+from train.data import ClipDataset, DataSpec, build_dataset, check_held_out, collate, make_loader, split_clips
 from train.data.background import BackgroundDataset
 from train.data.cache import default_cache_dir
 from train.data.combined import CombinedDataset
@@ -126,6 +126,7 @@ class Validation:
     dataset: ClipDataset
     classes: list[int] | None  # indices of its classes in the merged label space (None: all)
     picks_best: bool = True  # zero-shot figures are reported, never used to choose best.pt
+    split: str = "val"  # "test": official folds held out, reported (test_accuracy), never used to choose best.pt
 
 
 @dataclass
@@ -204,6 +205,8 @@ def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | C
         trains.append(build_dataset(spec, "train", frontend, config.cache_dir, augment, config.seed))
         val_split = "val" if spec.val_fraction else ("test" if spec.test_folds else None)
         vals.append(build_dataset(spec, val_split, frontend, config.cache_dir) if val_split else None)
+        if vals[-1] is not None:
+            check_held_out(trains[-1].clips, vals[-1].clips, val_split, spec.root)
         sets.append(class_label_set(labels, trains[-1].class_names, spec.kind))
     kinds = [s.kind for s in config.datasets]
     if config.background is not None:  # unlabelled clips of none of the classes (target -1)
@@ -213,7 +216,8 @@ def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | C
         kinds.append("background")
     several = len(trains) > 1
     train_set = CombinedDataset(trains, kinds) if several else trains[0]
-    validation = [Validation(spec.kind, val, train_set.source_classes(i) if several else None)
+    validation = [Validation(spec.kind, val, train_set.source_classes(i) if several else None,
+                             split="val" if spec.val_fraction else "test")
                   for i, (spec, val) in enumerate(zip(config.datasets, vals)) if val is not None]
     unseen = []
     for i, spec in enumerate(config.datasets):
@@ -292,6 +296,14 @@ class Trainer:
             log.warning("--resume: no %s yet (a new run, or a mistyped --out?): starting from scratch", path)
             return
         state = load_checkpoint(path)
+        was, now_names = list(state.get("class_names") or []), list(self.run.train_set.class_names)
+        trained = ((state.get("training") or {}).get("clips") or {}).get("train")
+        if (was and was != now_names) or (trained is not None and trained != len(self.run.train_set)):
+            raise ConfigError(
+                f"--resume: the data changed since {path} ({len(was)} classes and {trained} training clips then, "
+                f"{len(now_names)} and {len(self.run.train_set)} now): a resumed run would mix two datasets under "
+                "one history; train the new data in another --out"
+            )
         saved, now = (state.get("training") or {}).get("recipe") or {}, to_dict(self.config)
         changed = sorted(key for key in set(saved) & set(now) if key != "epochs" and saved[key] != now[key])
         if changed:
@@ -356,16 +368,18 @@ class Trainer:
         return logits, loss
 
     def validate(self) -> dict:
-        """val_accuracy_<name> of every validation set, and val_accuracy: the mean over those
-        that pick best.pt (zero-shot sets do not)."""
+        """val_accuracy_<name> of every validation set; val_accuracy: the mean over the val splits,
+        which pick best.pt; test_accuracy: the mean over the test folds, reported only (a best.pt
+        chosen on the test fold had shipped its best epoch as a held-out figure, 9 points high)."""
         run, record = self.run, {}
         for v in run.validation:
             metrics = evaluate(run.scorer, _loader(v.dataset, self.config, shuffle=False, epoch=0), run.device,
                                v.classes)
             record[f"val_accuracy_{v.name}"] = metrics.accuracy
-        picking = [record[f"val_accuracy_{v.name}"] for v in run.validation if v.picks_best]
-        if picking:
-            record["val_accuracy"] = float(np.mean(picking))
+        for split in ("val", "test"):
+            scored = [record[f"val_accuracy_{v.name}"] for v in run.validation if v.picks_best and v.split == split]
+            if scored:
+                record[f"{split}_accuracy"] = float(np.mean(scored))
         return record
 
     def save(self, out: Path, epoch: int, score: float, facts: dict) -> None:
@@ -390,7 +404,7 @@ def run_facts(config: TrainConfig, run: Run, command: str) -> dict:
     return {"command": command, "recipe": to_dict(config),
             "data": [{"kind": spec.kind, "root": spec.root, "test_folds": list(spec.test_folds),
                       "val_fraction": spec.val_fraction} for spec in config.datasets],
-            "clips": {"train": len(run.train_set), **{f"val_{v.name}": len(v.dataset) for v in run.validation}}}
+            "clips": {"train": len(run.train_set), **{f"{v.split}_{v.name}": len(v.dataset) for v in run.validation}}}
 
 
 # What best.pt is chosen by: validation accuracy, or training accuracy for a recipe that holds nothing out.
@@ -419,7 +433,8 @@ def check_run_folder(out: Path, resume: bool) -> None:
 def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_audio: str | None = None,
         pretrained_text: str | None = None, command: str = "") -> dict:
     """Train `config`; checkpoints go to `out` (last.pt every epoch, best.pt by validation accuracy,
-    or by training accuracy for a recipe without a validation split: `scored_on` says which)."""
+    or by training accuracy for a recipe without a validation split, test folds only reported:
+    `scored_on` says which)."""
     out = Path(out)
     check_run_folder(out, resume)  # before the data is read
     run = prepare(config, pretrained_audio, pretrained_text)
@@ -427,6 +442,9 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
     if resume:
         trainer.resume(out / "last.pt")
     facts = run_facts(config, run, command)
+    if resume and trainer.start >= config.epochs:
+        log.warning("--resume: %s has trained %d epoch(s), the recipe asks for %d: nothing to do (--epochs N trains "
+                    "on to epoch N)", out / "last.pt", trainer.start, config.epochs)
     for epoch in range(trainer.start, config.epochs):
         started = time.perf_counter()
         trained = trainer.train_epoch(epoch)
@@ -435,10 +453,10 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
         trainer.history.append(record)
         score = record[SCORES[scored_on(record)]]
         if is_main():
+            held = "".join(f", {split} acc {record[f'{split}_accuracy']:.3f}" for split in ("val", "test")
+                           if f"{split}_accuracy" in record)
             epochs_log.info("epoch %d/%d: loss %.4f, train acc %.3f%s (%.0f s)", epoch + 1, config.epochs,
-                            record["loss"], record["train_accuracy"],
-                            f", val acc {record['val_accuracy']:.3f}" if "val_accuracy" in record else "",
-                            record["seconds"])
+                            record["loss"], record["train_accuracy"], held, record["seconds"])
             trainer.save(out, epoch, score, facts)
         trainer.best = max(trainer.best, score)
     scored = scored_on(trainer.history[-1]) if trainer.history else "training"

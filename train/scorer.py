@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edge.labels.labelset import DEFAULT_PROMPT, Label, LabelSet, label_text, resolve_label_set
+from edge.labels.labelset import DEFAULT_PROMPT, Label, LabelSet, label_key, label_text, resolve_label_set
+from train.config import ConfigError
 from train.distill import LOGIT_BIAS_INIT
 from train.model.semanticac import SemanticAC
 
@@ -26,10 +29,27 @@ def class_label_set(spec: str | None, class_names: list[str], name: str) -> Labe
         labels = tuple(Label(n, (DEFAULT_PROMPT.format(label=label_text(n)),), 0.5) for n in class_names)
         return LabelSet(name=name, prompt=DEFAULT_PROMPT, labels=labels, source="<dataset classes>")
     label_set = resolve_label_set(spec)
-    if label_set.names != list(class_names):
-        raise ValueError(f"label set {label_set.source} names {label_set.names[:5]}... but the dataset's classes "
-                         f"are {list(class_names)[:5]}...: they must be the same, in the same order")
-    return label_set
+    if label_set.names == list(class_names):
+        return label_set
+    by_key = {label_key(label.name): label for label in label_set.labels}
+    missing = [n for n in class_names if label_key(n) not in by_key]
+    extra = sorted(set(by_key) - {label_key(n) for n in class_names})
+    if missing or extra:
+        raise ConfigError(
+            f"label set {label_set.source} and the dataset's classes differ: "
+            + "; ".join(
+                part
+                for part in (
+                    f"classes without a label: {', '.join(missing)}" if missing else "",
+                    f"labels of no class: {', '.join(extra)}" if extra else "",
+                )
+                if part
+            )
+            + ": name each class once in the set (its prompts say how it reads), or leave `labels:` out of the "
+            "recipe for the default prompt"
+        )
+    # the same names in another order: the set's labels, in the dataset's class order
+    return replace(label_set, labels=tuple(replace(by_key[label_key(n)], name=n) for n in class_names))
 
 
 def merge_label_sets(sets: list[LabelSet]) -> LabelSet:

@@ -31,8 +31,8 @@ def fake_fit(monkeypatch):
         runs.append({"test_folds": config.data.test_folds, "val_fraction": config.data.val_fraction,
                      "epochs": config.epochs, "out": Path(out), "command": command, "resume": resume})
         k = config.data.test_folds[0]
-        return {"best": k / 10 + 0.05, "history": [{"epoch": 1, "val_accuracy": k / 10 + 0.05},
-                                                   {"epoch": config.epochs, "val_accuracy": k / 10}]}
+        return {"best": k / 10 + 0.05, "history": [{"epoch": 1, "test_accuracy": k / 10 + 0.05},
+                                                   {"epoch": config.epochs, "test_accuracy": k / 10}]}
 
     monkeypatch.setattr(cv, "fit", fit)
     return runs
@@ -46,7 +46,12 @@ def test_cross_validate_holds_out_each_fold_in_turn(recipe, fake_fit, tmp_path):
     assert [run["out"] for run in fake_fit] == [tmp_path / "cv" / f"fold{k}" for k in (1, 2, 3)]
     assert [r["fold"] for r in seen] == [1, 2, 3] and seen[1]["accuracy"] == 0.2  # the last epoch's
     assert seen[1]["best_epoch_accuracy"] == pytest.approx(0.25)
-    assert all(run["resume"] for run in fake_fit)  # a cv stopped part-way goes on where it stopped
+    assert not any(run["resume"] for run in fake_fit)  # new folders: nothing to resume (and no warning of it)
+    (tmp_path / "cv" / "fold2").mkdir()
+    (tmp_path / "cv" / "fold2" / "last.pt").write_bytes(b"")  # a cv stopped part-way goes on where it stopped
+    fake_fit.clear()
+    cv.cross_validate(recipe, out=tmp_path / "cv", epochs=2)
+    assert [run["resume"] for run in fake_fit] == [False, True, False]
     assert summary["mean"] == pytest.approx(0.2) and summary["std"] == pytest.approx(0.1)
     assert path == tmp_path / "cv" / "cv.json" and json.loads(path.read_text()) == summary
 

@@ -124,6 +124,27 @@ def test_a_clip_shorter_than_one_frame_is_padded_as_listen_pads_it(tmp_path, cap
 
 # ------------------------------------------------------------------------------ splits
 
+def test_a_held_out_split_sharing_a_file_is_refused_and_one_sharing_a_recording_is_warned_of(tmp_path, caplog):
+    """The same files listed again in the test fold had trained silently, and their "test"
+    accuracy was read as held out; a recording (group) on both sides reads high too."""
+    from train.data import check_held_out
+
+    train = [Clip(tmp_path / "a.wav", 0, 1, "rec1"), Clip(tmp_path / "b.wav", 1, 1, "rec2")]
+    with pytest.raises(DatasetError, match=r"1 of the 2 test clips are training clips too \(e.g. .*a.wav\)"):
+        check_held_out(train, [Clip(tmp_path / "sub/../a.wav", 0, 2, "rec9"), Clip(tmp_path / "c.wav", 0, 2)],
+                       "test", "clips.csv")
+    with caplog.at_level(logging.WARNING):
+        check_held_out(train, [Clip(tmp_path / "c.wav", 0, 2, "rec2")], "test", "clips.csv")
+    assert "1 recording(s) (group) have clips in training and in the test split (e.g. rec2)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        check_held_out([Clip(tmp_path / "a.wav", 0, None)], [Clip(tmp_path / "c.wav", 0, None)], "val", "clips.csv")
+    assert "val accuracy is optimistic; give a CSV a `group` column" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        check_held_out(train, [Clip(tmp_path / "c.wav", 0, 2, "rec3")], "test", "clips.csv")
+    assert caplog.text == ""
+
 @pytest.mark.data
 def test_fold_splits(data_dir):
     spec = DataSpec("us8k", str(data_dir / "us8k"), test_folds=(2,), train_folds=(1,))
@@ -290,3 +311,18 @@ def test_data_spec_errors():
         DataSpec("us8k", "x", test_folds=(2,), train_folds=(1, 2))
     with pytest.raises(DatasetError, match="split 'dev' is not one of train, val, test"):
         build_dataset(DataSpec("csv", "x.csv"), "dev")
+
+
+def test_a_label_set_in_another_order_than_the_classes_is_put_in_their_order(tmp_path):
+    """A recipe's `labels:` in another order than the CSV's (sorted) classes had been a raw
+    ValueError traceback, after every clip was decoded; names that differ are a ConfigError that
+    says which."""
+    from train.config import ConfigError
+    from train.scorer import class_label_set
+
+    labels = tmp_path / "mine.yaml"
+    labels.write_text("name: mine\nlabels:\n  - {name: siren, prompts: [a siren wailing]}\n  - Dog_bark\n")
+    ordered = class_label_set(str(labels), ["dog bark", "siren"], "csv")
+    assert ordered.names == ["dog bark", "siren"] and "a siren wailing" in ordered.labels[1].prompts
+    with pytest.raises(ConfigError, match=r"classes without a label: car horn; labels of no class: siren"):
+        class_label_set(str(labels), ["dog bark", "car horn"], "csv")

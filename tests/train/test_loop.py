@@ -1,6 +1,7 @@
 """The training loop on a tiny config and a dozen real clips: checkpoints, exact resume, DDP."""
 
 import dataclasses
+import logging
 import json
 import os
 import socket
@@ -61,15 +62,18 @@ seed: 1
 def test_fit_writes_checkpoints_that_load_weights_only(recipe, tmp_path):
     result = fit(load_train_config(recipe), tmp_path / "run")
     assert [h["epoch"] for h in result["history"]] == [1, 2]
-    assert all("val_accuracy" in h and 0 <= h["val_accuracy"] <= 1 for h in result["history"])
+    # the recipe holds out official fold 3: a test fold, reported, never what best.pt is chosen by
+    assert all("test_accuracy" in h and 0 <= h["test_accuracy"] <= 1 for h in result["history"])
+    assert not any("val_accuracy" in h for h in result["history"]) and result["scored_on"] == "training"
     state = load_checkpoint(tmp_path / "run/last.pt")  # torch.load(weights_only=True) inside
     assert state["epoch"] == 1 and len(state["history"]) == 2
     assert state["class_names"] == CLASSES and state["clip_seconds"] <= 4.0
+    assert state["training"]["clips"] == {"train": 8, "test_csv": 4}
     best = load_checkpoint(tmp_path / "run/best.pt")
-    assert best["best"] == result["best"]
+    assert best["best"] == result["best"] == max(h["train_accuracy"] for h in result["history"])
 
 
-def test_resume_continues_exactly(recipe, tmp_path):
+def test_resume_continues_exactly(recipe, tmp_path, caplog):
     config = load_train_config(recipe)
     fit(config, tmp_path / "straight")
     config.epochs = 1
@@ -88,6 +92,16 @@ def test_resume_continues_exactly(recipe, tmp_path):
     with pytest.raises(ConfigError, match="was trained with another recipe \\(seed differ\\)"):
         fit(changed, tmp_path / "resumed", resume=True)
     assert (tmp_path / "resumed/last.pt").read_bytes() == before
+    # the same recipe over changed data (a row gone): it had resumed, one history over two datasets
+    rows = Path(config.data.root).read_text().splitlines()
+    fewer = tmp_path / "fewer.csv"
+    fewer.write_text("\n".join(rows[:1] + rows[2:]) + "\n")
+    with pytest.raises(ConfigError, match=r"the data changed since .*8 training clips then, 4 and 7 now"):
+        fit(dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(fewer))), tmp_path / "resumed",
+            resume=True)
+    with caplog.at_level(logging.WARNING, logger="train.loop"):
+        fit(config, tmp_path / "resumed", resume=True)  # finished: nothing to do, and said
+    assert "has trained 2 epoch(s), the recipe asks for 2: nothing to do" in caplog.text
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(ConfigError, match="cannot hold the run"):
         fit(config, tmp_path / "file" / "run")
@@ -104,6 +118,13 @@ def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
     assert metrics["classes"] == CLASSES and metrics["count"] == 4 and len(metrics["confusion"]) == 4
     assert (tmp_path / "eval/confusion.png").stat().st_size > 1000
     assert (tmp_path / "eval/per_class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert metrics["trained_on"] == 0 and "NOT held out" not in result.output
+    # fold 1 is what it trained on: said, not passed off as a held-out accuracy
+    result = runner.invoke(cli.main, ["evaluate", "--checkpoint", str(tmp_path / "run/best.pt"), "--config",
+                                      str(recipe), "--fold", "1", "--out", str(tmp_path / "eval1")])
+    assert result.exit_code == 0, result.output
+    seen = json.loads((tmp_path / "eval1/metrics.json").read_text())["trained_on"]
+    assert seen == 4 and "(4 of them trained on: NOT held out)" in result.output
     result = runner.invoke(cli.main, ["export", "--checkpoint", str(tmp_path / "run/best.pt"), "--out",
                                       str(tmp_path / "bundle"), "--labels", "urban", "--validation-run",
                                       str(tmp_path / "run")])
@@ -239,7 +260,7 @@ def test_extends_merges_a_base_recipe(recipe, tmp_path):
 
 def test_zero_shot_classes_stay_unseen_until_evaluation(recipe, tmp_path):
     """holdout: those classes' clips never train and their prompts are no training negatives;
-    each epoch reports them among themselves and among all classes, outside val_accuracy."""
+    each epoch reports them among themselves and among all classes, outside test_accuracy."""
     from train.loop import prepare
 
     zero_shot = tmp_path / "zs.yaml"
@@ -261,7 +282,7 @@ def test_zero_shot_classes_stay_unseen_until_evaluation(recipe, tmp_path):
     assert torch.isfinite(run.scorer(mel)[0]).all()
     record = fit(config, tmp_path / "run")["history"][-1]
     assert {"val_accuracy_csv_zeroshot", "val_accuracy_csv_zeroshot_all"} <= set(record)
-    assert record["val_accuracy"] == record["val_accuracy_csv"]  # zero-shot figures never pick best.pt
+    assert record["test_accuracy"] == record["val_accuracy_csv"]  # zero-shot figures are not in it
 
 
 def test_two_ddp_processes_agree(recipe, tmp_path):

@@ -11,6 +11,7 @@ from train.data.datasets import (
     DatasetError,
     DataSpec,
     build_dataset,
+    check_held_out,
     collate,
     holdout_classes,
     make_loader,
@@ -26,6 +27,6 @@ from train.data.datasets import (
 
 __all__ = [
     "ESC50_CLASSES", "US8K_CLASSES", "Clip", "ClipDataset", "DataSpec", "DatasetError", "FeatureCache",
-    "build_dataset", "collate", "default_cache_dir", "holdout_classes", "make_loader", "model_samples",
+    "build_dataset", "check_held_out", "collate", "default_cache_dir", "holdout_classes", "make_loader", "model_samples",
     "random_split", "read_catalogue", "read_csv", "read_esc50", "read_us8k", "select_folds", "split_clips",
 ]

@@ -464,6 +464,30 @@ def split_clips(spec: DataSpec, split: str) -> tuple[list[Clip], list[str]]:
     return chosen, class_names
 
 
+def check_held_out(train: Sequence[Clip], held: Sequence[Clip], split: str, source: str | Path) -> None:
+    """A held-out split that shares a file with training is refused (its accuracy would be measured
+    on what the model learnt); one that shares a recording (`group`) is warned of, as is a split
+    drawn clip by clip where no clip names its recording (fragments of one recording on both sides)."""
+    trained = {c.path.resolve() for c in train}
+    shared = [c.path for c in held if c.path.resolve() in trained]
+    if shared:
+        raise DatasetError(
+            f"{source}: {len(shared)} of the {len(held)} {split} clips are training clips too (e.g. {shared[0]}): "
+            f"its accuracy would be measured on what the model learnt; list each file once, in one fold"
+        )
+    groups = {c.group for c in train if c.group is not None}
+    crossing = sorted({c.group for c in held if c.group is not None and c.group in groups})
+    if crossing:
+        log.warning(
+            "%s: %d recording(s) (group) have clips in training and in the %s split (e.g. %s): its accuracy reads "
+            "high; keep each group in one fold", source, len(crossing), split, crossing[0])
+    elif split == "val" and not any(c.group for c in (*train, *held)):
+        log.warning(
+            "%s: the val split is drawn clip by clip (no clip names its recording): fragments of one recording can "
+            "fall on both sides, so val accuracy is optimistic; give a CSV a `group` column (the source recording), "
+            "or hold out whole folds (test_folds)", source)
+
+
 def build_dataset(spec: DataSpec, split: str, frontend: Frontend = Frontend(),
                   cache_dir: FeatureCache | str | Path | None = None, augment=None, seed: int = 0) -> ClipDataset:
     """The ClipDataset of `split`; `augment` is used only when given and in training mode."""
