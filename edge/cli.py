@@ -20,7 +20,7 @@ from edge import __version__
 from edge.backends import BACKENDS
 from edge.capture.sources import STDIN_FORMATS
 from edge.errors import OptionError, OutputError, SemanticACError
-from edge.listen import ListenOptions, ListenSummary, reading_notes_of
+from edge.listen import ListenOptions, ListenSummary, reading_notes_of, untrained_labels
 from edge.service.unit import CONFIG_PATH, UNIT_PATH, WATCHDOG_SEC
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,10 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
         "gain       " + ("none: windows at the stream's own level" if meta.gain is None else meta.gain.describe())
     )
     click.echo(f"license    {meta.license}")
+    trained = meta.training.get("class_names")
+    if isinstance(trained, list) and trained:
+        shown = ", ".join(map(str, trained[:8])) + (f", ... ({len(trained)} in all)" if len(trained) > 8 else "")
+        click.echo(f"trained    {len(trained)} classes: {shown}")
     scoring = meta.scoring
     click.echo(
         f"scoring    {scoring['kind']}" + (f", logit bias {scoring['logit_bias']:g}" if "logit_bias" in scoring else "")
@@ -278,6 +282,11 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                     if vocabulary is not None and vocabulary.head is not None
                     else " (no effect: the bundle has no head)"
                 )
+            )
+        untrained = untrained_labels(found, label_set) if vocabulary is None else []
+        if untrained:
+            click.echo(
+                f"  untrained: {', '.join(untrained)} (this model never trained them: scored by their text alone)"
             )
         if vocabulary is not None:
             fusion = vocabulary.fusion(emb.embeddings, label_set.reads)

@@ -82,7 +82,7 @@ from edge.features import (
     mean_square_dbfs,
     tile_frames,
 )
-from edge.labels.labelset import label_text
+from edge.labels.labelset import label_key, label_text
 from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
 from edge.vocabulary import WEAK_NAME_ADVICE, Vocabulary
@@ -523,6 +523,16 @@ def reading_notes_of(bundle: Bundle, label_set: LabelSet) -> list[tuple[str, str
         return notes
 
 
+def untrained_labels(bundle: Bundle, label_set: LabelSet) -> list[str]:
+    """The set's labels that are none of the classes the bundle's model trained on (model.json's
+    training.class_names; [] where the bundle does not record them)."""
+    trained = bundle.meta.training.get("class_names")
+    if not isinstance(trained, list) or not all(isinstance(name, str) for name in trained):
+        return []
+    keys = {label_key(name) for name in trained}
+    return [name for name in label_set.names if label_key(name) not in keys]
+
+
 def start_notes(
     bundle: Bundle,
     label_set: LabelSet,
@@ -539,6 +549,16 @@ def start_notes(
     from edge.labels.labelset import DEFAULT_THRESHOLD
 
     notes: list[tuple[str, str]] = []
+    untrained = untrained_labels(bundle, label_set) if vocabulary is None else []
+    if untrained:
+        notes.append(
+            (
+                "warning",
+                f"labels this model never trained: {', '.join(untrained)}; without a vocabulary branch they are "
+                "scored by their text alone, which only the trained classes were tuned for: expect them to be "
+                "unreliable (check with `semanticac-calibrate scores` on clips of them)",
+            )
+        )
     if scorer.kind == "softmax" and len(scorer.labels) == 1:
         notes.append(
             (

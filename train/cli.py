@@ -94,6 +94,8 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     else:
         model, config, state = model_from_checkpoint(checkpoint)
         training = state.get("training", {})
+        if state.get("class_names"):  # what edge says a set's other labels are: never trained by this model
+            training = {**training, "class_names": list(state["class_names"])}
     if not model.text_assisted:
         raise click.UsageError("this is the one-hot baseline: it has no text tower, so it cannot be a bundle")
     if validation_runs:

@@ -959,3 +959,31 @@ def test_one_label_on_a_softmax_bundle_is_warned_of(demo_bundle, tmp_path, monke
     assert not any("has one label" in m for m in two)
     sigmoid = start_statuses(demo_bundle, tmp_path, monkeypatch, "name: bell\nlabels: [dog_bark]\n")
     assert not any("has one label" in m for m in sigmoid)
+
+
+def test_labels_a_bundle_without_a_vocabulary_never_trained_are_said(demo_bundle, tmp_path, monkeypatch):
+    """A model trained on one's own 4 classes, exported with the shipped urban set: info said
+    `ready` and listen scored the other labels as if they meant something."""
+    import os
+
+    from click.testing import CliRunner
+
+    import edge.cli
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for item in Path(demo_bundle.path).iterdir():
+        if item.name != "model.json":
+            os.symlink(item, mine / item.name)
+    meta = json.loads((Path(demo_bundle.path) / "model.json").read_text())
+    meta.pop("vocabulary")
+    meta["training"]["class_names"] = ["siren", "dog bark", "car_horn", "Jackhammer"]
+    (mine / "model.json").write_text(json.dumps(meta))
+    said = start_statuses(SimpleNamespace(path=mine), tmp_path, monkeypatch, "name: site\nlabels: [dog_bark, kettle]\n")
+    assert any(m.startswith("labels this model never trained: kettle; without a vocabulary branch") for m in said)
+    result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(mine), "--labels", "urban"])
+    assert result.exit_code == 0, result.output
+    assert "trained    4 classes: siren, dog bark, car_horn, Jackhammer" in result.output
+    untrained = [line for line in result.output.splitlines() if line.startswith("  untrained: ")]
+    assert untrained == ["  untrained: air_conditioner, children_playing, drilling, engine_idling, gun_shot, "
+                         "street_music (this model never trained them: scored by their text alone)"]

@@ -131,6 +131,7 @@ def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((tmp_path / "bundle/model.json").read_text())
     assert meta["scoring"] == {"kind": "softmax"}  # the checkpoint's: a softmax recipe
+    assert meta["training"]["class_names"] == CLASSES  # edge says which labels of a set it never trained
     validation = meta["training"]["validation"]
     last = load_checkpoint(tmp_path / "run/last.pt")["history"][-1]
     assert validation["runs"][0]["epochs"] == 2
