@@ -31,3 +31,17 @@ def trained_bundle() -> Bundle:
     if not path:
         pytest.skip(f"no trained bundle: set ${BUNDLE_ENV} to one, or ship edge/demo_bundle/")
     return read_bundle(path, verify=True)
+
+
+def bundle_copy(bundle: Bundle, folder: Path, change) -> Path:
+    """`bundle` in `folder`: its files linked, its model.json rewritten by `change(meta_dict)`."""
+    import json
+
+    folder.mkdir()
+    for item in Path(bundle.path).iterdir():
+        if item.name != "model.json":
+            os.symlink(item, folder / item.name)
+    meta = json.loads((Path(bundle.path) / "model.json").read_text())
+    change(meta)
+    (folder / "model.json").write_text(json.dumps(meta))
+    return folder

@@ -178,16 +178,9 @@ PER_SOUND = 6  # clips of each
 def bundle_agreeing_at(demo_bundle, folder: Path, agree: float | None) -> Path:
     """A copy of the demo bundle (its files linked, model.json rewritten) whose head needs the
     student alone at `agree` before a window counts towards a trained label's event (None: never)."""
-    import os
+    from tests.bundles import bundle_copy
 
-    folder.mkdir()
-    for item in Path(demo_bundle.path).iterdir():
-        if item.name != "model.json":
-            os.symlink(item, folder / item.name)
-    meta = json.loads((Path(demo_bundle.path) / "model.json").read_text())
-    meta["vocabulary"]["head"]["agree"] = agree
-    (folder / "model.json").write_text(json.dumps(meta))
-    return folder
+    return bundle_copy(demo_bundle, folder, lambda meta: meta["vocabulary"]["head"].update(agree=agree))
 
 
 @pytest.mark.data

@@ -13,6 +13,7 @@ import yaml
 from edge.errors import BundleError
 from edge.scoring import Scorer
 from edge.vocabulary import Familiar, Head, Vocabulary
+from tests.bundles import bundle_copy
 
 
 def unit(x):
@@ -940,18 +941,11 @@ def test_a_new_label_no_more_heard_than_the_top_trained_label_s_own_sound_makes_
 
 def test_one_label_on_a_softmax_bundle_is_warned_of(demo_bundle, tmp_path, monkeypatch):
     """A softmax over one label is 1 in every window: an event in silence and in rain alike."""
-    import os
+    def older(meta):  # an older bundle's scoring, without the vocabulary branch (sigmoid only)
+        meta["scoring"] = {"kind": "softmax"}
+        meta.pop("vocabulary")
 
-    softmax = tmp_path / "softmax"
-    softmax.mkdir()
-    for item in Path(demo_bundle.path).iterdir():
-        if item.name != "model.json":
-            os.symlink(item, softmax / item.name)
-    meta = json.loads((Path(demo_bundle.path) / "model.json").read_text())
-    meta["scoring"] = {"kind": "softmax"}  # an older bundle's, without the vocabulary branch (sigmoid only)
-    meta.pop("vocabulary")
-    (softmax / "model.json").write_text(json.dumps(meta))
-    bundle = SimpleNamespace(path=softmax)  # start_statuses reads only its path
+    bundle = SimpleNamespace(path=bundle_copy(demo_bundle, tmp_path / "softmax", older))  # its path is what is read
     one = start_statuses(bundle, tmp_path, monkeypatch, "name: bell\nlabels: [dog_bark]\n")
     assert any("has one label, and this bundle's scores are a softmax over the set: dog_bark scores 1" in m
                for m in one), one
@@ -964,21 +958,15 @@ def test_one_label_on_a_softmax_bundle_is_warned_of(demo_bundle, tmp_path, monke
 def test_labels_a_bundle_without_a_vocabulary_never_trained_are_said(demo_bundle, tmp_path, monkeypatch):
     """A model trained on one's own 4 classes, exported with the shipped urban set: info said
     `ready` and listen scored the other labels as if they meant something."""
-    import os
-
     from click.testing import CliRunner
 
     import edge.cli
 
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    for item in Path(demo_bundle.path).iterdir():
-        if item.name != "model.json":
-            os.symlink(item, mine / item.name)
-    meta = json.loads((Path(demo_bundle.path) / "model.json").read_text())
-    meta.pop("vocabulary")
-    meta["training"]["class_names"] = ["siren", "dog bark", "car_horn", "Jackhammer"]
-    (mine / "model.json").write_text(json.dumps(meta))
+    def own(meta):
+        meta.pop("vocabulary")
+        meta["training"]["class_names"] = ["siren", "dog bark", "car_horn", "Jackhammer"]
+
+    mine = bundle_copy(demo_bundle, tmp_path / "mine", own)
     said = start_statuses(SimpleNamespace(path=mine), tmp_path, monkeypatch, "name: site\nlabels: [dog_bark, kettle]\n")
     assert any(m.startswith("labels this model never trained: kettle; without a vocabulary branch") for m in said)
     result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(mine), "--labels", "urban"])
