@@ -480,7 +480,6 @@ def test_real_recorded_speech_is_named_speech(demo_bundle, tmp_path, monkeypatch
     pocketsphinx-testdata (10 WAV recordings, 1-7 s), each alone through `urban` + `speech`: at
     least 9 in 10 heard mostly as speech (the README's figure, benchmarks/trust.py: 14 of 14)."""
     from collections import Counter
-    from pathlib import Path
 
     from edge.labels.labelset import resolve_label_set
     from edge.listen import ListenOptions, listen
