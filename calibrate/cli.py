@@ -67,6 +67,21 @@ def _terminated(signum: int, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
+    """(how many of `paths` lie under a data root the bundle trained on in full, that root), or
+    None: model.json's training.data (roots as the training machine named them; a root with test
+    folds or a validation share held some out, which a path alone cannot tell)."""
+    for entry in bundle.meta.training.get("data") or []:
+        if not isinstance(entry, dict) or entry.get("test_folds") or entry.get("val_fraction"):
+            continue
+        root = Path(str(entry.get("root", "")))
+        base = (root if root.is_dir() else root.parent).resolve()
+        inside = sum(1 for path in paths if Path(path).resolve().is_relative_to(base))
+        if inside and str(base) != base.anchor:
+            return inside, str(base)
+    return None
+
+
 def command_line(ctx: click.Context) -> str:
     """The command as given (options that differ from their default), for the file's header."""
     words = ["semanticac-calibrate", ctx.info_name or ""]
@@ -524,6 +539,14 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
     label_set = resolve_label_set(labels_spec)
     clips = resolve_labels([clip for spec in data for clip in read_dataset(spec)], label_set, "--data", others_are_none)
     bundle_ = resolve_bundle(bundle)
+    seen = trained_on(bundle_, [clip.path for clip in clips])
+    if seen is not None:
+        click.echo(
+            f"warning: {seen[0]} of the {len(clips)} clips lie under {seen[1]}, which the bundle trained on in full "
+            "(model.json training.data): its figures on them, 'held out' too, are a training set's, not what the "
+            "site will see; give clips it never heard",
+            err=True,
+        )
     embeddings = label_embeddings_for(bundle_, label_set, threads)
     vocabulary = Vocabulary.from_bundle(bundle_)
     with contextlib.ExitStack() as stack:
