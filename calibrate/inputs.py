@@ -115,7 +115,11 @@ def read_clip_csv(path: str | Path) -> list[LabelledClip]:
     )
     return [
         LabelledClip(
-            path.parent / row["path"], row["label"], f"{path}:{line}", row.get("recording") or recording_of(row["path"])
+            # absolute: a missing clip is said where it was looked for (the CSV's folder), not the command's
+            path.absolute().parent / row["path"],
+            row["label"],
+            f"{path}:{line}",
+            row.get("recording") or recording_of(row["path"]),
         )
         for line, row in rows
     ]

@@ -368,10 +368,11 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
         if is_main():
             last = result["history"][-1] if result["history"] else {}
             agree = "" if result["ranks_agree"] is None else "; all processes agree on the weights"
-            test = (f"; held-out test accuracy (last epoch) {last['test_accuracy']:.4f}"
-                    if "test_accuracy" in last else "")
-            click.echo(f"{out}: {len(result['history'])} epochs, best.pt by {result['scored_on']} accuracy "
-                       f"{result['best']:.4f}{test} (last epoch: {last}){agree}")
+            figures = "".join(f", {name} {last[key]:.4f}" for key, name in (
+                ("loss", "loss"), ("train_accuracy", "train accuracy"), ("val_accuracy", "val accuracy"),
+                ("test_accuracy", "held-out test accuracy")) if key in last)
+            click.echo(f"{out}: {len(result['history'])} epochs; best.pt by {result['scored_on']} accuracy "
+                       f"{result['best']:.4f}; last epoch{figures} (every figure: the history in last.pt){agree}")
 
 
 @contextlib.contextmanager

@@ -424,6 +424,16 @@ def test_bad_dataset_spec_and_unreadable_clips(tmp_path):
     assert "bad.wav" in result.output and not (tmp_path / "x.yaml").exists()
 
 
+def test_a_clip_missing_beside_a_relative_csv_is_said_where_it_was_looked_for(tmp_path, monkeypatch):
+    """Its paths are read from the CSV's folder; the message had said the command's folder."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "c.csv").write_text("path,label\nmissing.wav,siren\n")
+    monkeypatch.chdir(tmp_path)
+    result = scores(["--data", "data/c.csv", "--out", str(tmp_path / "x.yaml"), "--threads", "1"])
+    assert result.exit_code == 1 and f"{tmp_path / 'data' / 'missing.wav'}: no such file" in result.output
+    assert "read from the folder the command runs in" not in result.output
+
+
 def test_fit_scores_on_a_sigmoid_bundle(demo_bundle):
     """A sigmoid model (model.json scoring.kind sigmoid, a global logit_bias): the fit lowers the
     one-vs-rest cross-entropy as edge's Scorer computes it, and keeps the bundle's logit_bias."""

@@ -4,6 +4,7 @@ import dataclasses
 import logging
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -71,6 +72,16 @@ def test_fit_writes_checkpoints_that_load_weights_only(recipe, tmp_path):
     assert state["training"]["clips"] == {"train": 8, "test_csv": 4}
     best = load_checkpoint(tmp_path / "run/best.pt")
     assert best["best"] == result["best"] == max(h["train_accuracy"] for h in result["history"])
+
+
+def test_the_fit_command_ends_with_figures_a_person_reads(recipe, tmp_path):
+    """Its last line had been a Python dict with 17-digit floats."""
+    result = CliRunner().invoke(cli.main, ["fit", "--config", str(recipe), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert re.fullmatch(r".*run: 2 epochs; best.pt by training accuracy \d\.\d{4}; last epoch, loss \d+\.\d{4}, "
+                        r"train accuracy \d\.\d{4}, held-out test accuracy \d\.\d{4} \(every figure: the history "
+                        r"in last.pt\)", last), last
 
 
 def test_resume_continues_exactly(recipe, tmp_path, caplog):
