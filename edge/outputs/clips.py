@@ -69,6 +69,7 @@ LABEL_CHARS = 48  # a label's length in a file name
 AHEAD_SECONDS = 0.1  # an onset later than the audio seen by more than this: the stream time jumped
 FUTURE_SECONDS = 60.0  # a clip's time further ahead of the clock than this: written while the clock was ahead
 DAY = 86400.0
+NAMES_KEPT = 1024  # clip names of recent events kept (an open event's is never the oldest for long)
 REDATED_CLIPS = 10_000  # clips of this run whose file times a clock step may move (the newest)
 
 
@@ -186,7 +187,9 @@ class ClipRecorder(Sink):
         self._written_now: deque[Path] = deque(maxlen=REDATED_CLIPS)  # this run's clips (a clock step moves them)
         self._troubles: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # worker -> report()
         self._failing = False  # the last clip could not be written (the worker's; said once until one is)
-        self._names: dict[int, str] = {}  # event_id -> clip name, from clip_for at the start
+        # event_id -> clip name, from clip_for at the start; kept past the end (every output names the
+        # end's clip after the recorder has seen it), the oldest forgotten beyond NAMES_KEPT
+        self._names: dict[int, str] = {}
         self._pending: dict[int, _Pending] = {}
         self._slice = max(1, sample_rate)  # audio is appended a second at most at a time (see _audio)
         seconds = config.pre_roll + config.max_seconds + config.post_roll
@@ -266,9 +269,17 @@ class ClipRecorder(Sink):
         if name is None:
             onset = event.t if event.kind == "start" else event.t - (event.duration or 0.0)
             moment = (self.origin + timedelta(seconds=onset)).astimezone(timezone.utc)
-            name = f"{moment:%Y%m%dT%H%M%SZ}_{event.event_id}_{clip_label(event.label)}.flac"
+            stem = f"{moment:%Y%m%dT%H%M%SZ}_{event.event_id}_{clip_label(event.label)}"
+            name, n = f"{stem}.flac", 1
+            # event ids start at 1 in each run: after a restart with the clock stepped back, another
+            # run's clip may hold the name, and would have been replaced
+            while (self.dir / name).exists() or name in self._names.values():
+                n += 1
+                name = f"{stem}-{n}.flac"
             if event.kind == "start":
                 self._names[event.event_id] = name
+                if len(self._names) > NAMES_KEPT:
+                    del self._names[next(iter(self._names))]
         return name
 
     def window(self, result: WindowResult) -> None:
@@ -313,7 +324,6 @@ class ClipRecorder(Sink):
                 limit=onset + round((config.max_seconds + config.post_roll) * rate),
             )
         else:
-            self._names.pop(event.event_id, None)
             pending = self._pending.get(event.event_id)
             if pending is not None:
                 pending.last = min(pending.limit, round((event.t + config.post_roll) * rate))

@@ -117,6 +117,9 @@ EVENT_COLUMNS = (
 )
 
 
+DAMAGED_KEPT = 3  # damaged files set aside that are kept (the newest)
+
+
 @dataclass(frozen=True)
 class EventLogConfig:
     """Section `event_log` of the service config."""
@@ -333,12 +336,22 @@ class EventLogSink(Sink):
             raise
 
     def _set_aside(self, err: sqlite3.Error) -> None:
-        aside = self.path.with_name(f"{self.path.name}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}")
+        stamp = f"{self.path.name}.damaged-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        aside, n = self.path.with_name(stamp), 1
+        while aside.exists():  # damaged twice within a second: never over the first copy
+            n += 1
+            aside = self.path.with_name(f"{stamp}-{n}")
         for suffix in ("", "-wal", "-shm"):
             part = self.path.with_name(self.path.name + suffix)
             if part.exists():
                 os.replace(part, aside.with_name(aside.name + suffix))
         log.warning("event log %s is damaged (%s): moved to %s, a new one begun", self.path, err, aside)
+        # a failing card damages file after file: the oldest copies go, so they never fill the disk
+        copies = sorted(self.path.parent.glob(f"{self.path.name}.damaged-*[0-9TZ]"))
+        for old in copies[:-DAMAGED_KEPT]:
+            for suffix in ("", "-wal", "-shm"):
+                old.with_name(old.name + suffix).unlink(missing_ok=True)
+            log.warning("event log: the damaged copy %s removed (the newest %d are kept)", old.name, DAMAGED_KEPT)
 
     def _same_file(self) -> bool:
         """Whether the path still names the file open (not deleted, moved away or replaced)."""

@@ -328,3 +328,25 @@ def test_a_clock_step_moves_the_file_times_of_this_run_s_clips(tmp_path):
     assert (clips.dir / name).stat().st_mtime == pytest.approx(before + 120 * 86400, abs=1)
     feed.source.stop()
     clips.close()
+
+
+def test_a_clip_never_takes_the_name_of_another_run_s_clip(tmp_path):
+    """Event ids start at 1 in each run: after a restart with the clock stepped back, a new clip
+    could get an old one's name and replace it. And an end names the clip its start named, also
+    once the clip is written (an event longer than max_seconds)."""
+    from datetime import datetime, timezone
+
+    origin = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    names = []
+    for run in range(2):
+        clips = ClipRecorder(ClipsConfig(enabled=True, pre_roll=PRE, post_roll=POST, max_seconds=1.0), tmp_path,
+                             RATE, origin=origin)
+        feed = Feed(clips, tmp_path, seed=3 + run)
+        names.append(feed.event("start", 2.0, 1))
+        feed.until(6.0)  # past max_seconds + post_roll: written before the end
+        wait_for(lambda: clips.written == 1)
+        assert feed.event("end", 6.0, 1, duration=4.0) == names[-1]
+        feed.source.stop()
+        clips.close()
+    assert names == ["20261205T120002Z_1_dog_bark.flac", "20261205T120002Z_1_dog_bark-2.flac"]
+    assert clips_in(tmp_path / "clips") == sorted(names)

@@ -266,6 +266,16 @@ def test_a_damaged_file_is_moved_aside_and_a_new_one_begun(tmp_path, caplog):
     aside = list(tmp_path.glob("events.sqlite.damaged-*"))
     assert aside and "is damaged" in caplog.text and str(aside[0]) in caplog.text
     assert [e["event_id"] for e in recent_events(path, 5)] == [1]
+    # a failing card damages file after file: only the newest DAMAGED_KEPT copies stay
+    for day in range(1, 6):
+        (tmp_path / f"events.sqlite.damaged-2026010{day}T000000Z").write_bytes(b"old")
+        (tmp_path / f"events.sqlite.damaged-2026010{day}T000000Z-wal").write_bytes(b"old")
+    path.write_bytes(b"not a database, just text " * 200)
+    sink = EventLogSink(EventLogConfig(), tmp_path)
+    sink.close()
+    copies = sorted(p.name for p in tmp_path.glob("events.sqlite.damaged-*") if not p.name.endswith(("-wal", "-shm")))
+    assert len(copies) == eventlog.DAMAGED_KEPT and "events.sqlite.damaged-20260105T000000Z" in copies
+    assert not [p for p in tmp_path.glob("events.sqlite.damaged-2026010[1-3]*")]  # the oldest, -wal and all
 
 
 def test_a_file_deleted_while_the_service_runs_is_begun_again(tmp_path, caplog):
