@@ -20,7 +20,7 @@ from edge import __version__
 from edge.backends import BACKENDS
 from edge.capture.sources import STDIN_FORMATS
 from edge.errors import OptionError, OutputError, SemanticACError
-from edge.listen import ListenOptions, ListenSummary, reading_notes_of, untrained_labels
+from edge.listen import ListenOptions, ListenSummary, plural, reading_notes_of, untrained_labels
 from edge.service.unit import CONFIG_PATH, UNIT_PATH, WATCHDOG_SEC
 
 log = logging.getLogger(__name__)
@@ -227,6 +227,19 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
     if isinstance(trained, list) and trained:
         shown = ", ".join(map(str, trained[:8])) + (f", ... ({len(trained)} in all)" if len(trained) > 8 else "")
         click.echo(f"trained    {len(trained)} classes: {shown}")
+    validation = meta.training.get("validation")
+    validation = validation if isinstance(validation, dict) else {}
+    mean = validation.get("mean")
+    if isinstance(mean, dict) and mean:
+        runs = len(validation.get("runs") or [])
+        figures = ", ".join(
+            f"{key.removeprefix('val_accuracy_')} {value:.1%}"
+            for key, value in mean.items()
+            if isinstance(value, float)
+        )
+        click.echo(
+            f"held out   the same recipe on clips it never trained on ({plural(runs, 'run')}, last epoch): {figures}"
+        )
     scoring = meta.scoring
     click.echo(
         f"scoring    {scoring['kind']}" + (f", logit bias {scoring['logit_bias']:g}" if "logit_bias" in scoring else "")

@@ -3,6 +3,8 @@
     <state_dir>/events.sqlite (event_log.path)
       events    one row per event: inserted at its `start`, completed at its `end`
       statuses  one row per status record (event_log.statuses)
+      runs      one row per service start: its version, model, label set and settings (`run_info`),
+                so event rates before and after a change of model or thresholds can be told apart
 
 Every service start is a run with its own `run_id`, so event ids (which restart at 1) do
 not clash between runs. An event whose `end` never came (the process was killed) stays open;
@@ -38,6 +40,7 @@ with a clear error rather than misread.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
@@ -100,6 +103,19 @@ CREATE TABLE statuses (
 );
 CREATE INDEX statuses_utc ON statuses (utc);
 """
+# added to schema version 1 without a new version (a file an older version wrote gets it at its next
+# start; an older version reading a newer file ignores it)
+_RUNS = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    started_utc TEXT NOT NULL,
+    version TEXT,                -- semanticac-edge's
+    model_id TEXT,
+    label_set TEXT,
+    labels_sha256 TEXT,
+    settings TEXT                -- JSON: the thresholds in force, the listen settings
+);
+"""
 
 EVENT_COLUMNS = (
     "run_id",
@@ -158,13 +174,23 @@ class EventLogSink(Sink):
         clip_for: Callable[[Event], str | None] | None = None,
         origin: datetime | None = None,
         trust_clock: bool = False,
+        run_info: dict | None = None,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         self.config = config
         self.path = config.resolve_path(state_dir)
         self.clip_for = clip_for
-        self.trust_clock = trust_clock  # remove by age even while the kernel says the clock is not synchronised
         self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        self.trust_clock = trust_clock  # remove by age even while the kernel says the clock is not synchronised
+        # the run's row, written into every file the run opens: {version, model_id, label_set,
+        # labels_sha256, settings} (any may be missing)
+        info = run_info or {}
+        self._run_row = (
+            self.run_id,
+            utc_text(datetime.now(timezone.utc)),
+            *(info.get(key) for key in ("version", "model_id", "label_set", "labels_sha256")),
+            json.dumps(info.get("settings") or {}, sort_keys=True),
+        )
         self.lost = 0  # records dropped: the file could not be written for PENDING_MAX records
         self._pending: deque[Callable[[sqlite3.Connection], object]] = deque()  # writes not yet done
         self._failing: str | None = None  # why the last write failed (said once), None while writing
@@ -237,12 +263,15 @@ class EventLogSink(Sink):
 
         def move(db: sqlite3.Connection) -> None:
             with _transaction(db):
-                for table, columns in (("events", ("onset_utc", "end_utc")), ("statuses", ("utc",))):
-                    rows = db.execute(f"SELECT id, {', '.join(columns)} FROM {table} WHERE run_id = ?", (self.run_id,))
+                tables = (("events", ("onset_utc", "end_utc")), ("statuses", ("utc",)), ("runs", ("started_utc",)))
+                for table, columns in tables:
+                    rows = db.execute(
+                        f"SELECT rowid, {', '.join(columns)} FROM {table} WHERE run_id = ?", (self.run_id,)
+                    )
                     for row_id, *dates in rows.fetchall():
                         moved = [None if d is None else utc_text(datetime.fromisoformat(d) + by) for d in dates]
                         assignments = ", ".join(f"{column} = ?" for column in columns)
-                        db.execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*moved, row_id))
+                        db.execute(f"UPDATE {table} SET {assignments} WHERE rowid = ?", (*moved, row_id))
 
         self._record(move)
 
@@ -294,6 +323,12 @@ class EventLogSink(Sink):
                     (self.config.max_events,),
                 ).rowcount
                 removed.append(n)
+            # a run's row goes with its last row (never this run's, however long it has run)
+            self._db.execute(
+                "DELETE FROM runs WHERE run_id != ? AND run_id NOT IN (SELECT run_id FROM events) "
+                "AND run_id NOT IN (SELECT run_id FROM statuses)",
+                (self.run_id,),
+            )
         if any(removed):
             log.info("event log: retention removed %d event(s) and %d status record(s)", *removed)
         return removed[0], removed[1]
@@ -326,6 +361,11 @@ class EventLogSink(Sink):
                     )
             stat = os.stat(self.path)
             db.execute(f"PRAGMA busy_timeout = {round(BUSY_SECONDS * 1000)}")  # the start's longer wait is over
+            db.execute(
+                "INSERT OR REPLACE INTO runs (run_id, started_utc, version, model_id, label_set, labels_sha256, "
+                "settings) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                self._run_row,
+            )
             self._db, self._inode = db, (stat.st_dev, stat.st_ino)
             self._retain()
         except (sqlite3.Error, OSError) as err:
@@ -501,9 +541,10 @@ def _check_schema(db: sqlite3.Connection, path: Path, create: bool) -> None:
             )
         if version == 0 and create:  # a new file: the schema and its version in one transaction
             db.execute("COMMIT")
-            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {_RUNS} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         elif create:
             db.execute("COMMIT")
+            db.executescript(f"BEGIN IMMEDIATE; {_RUNS} COMMIT;")
     except sqlite3.Error as err:
         if create and _passing_or_damaged(err):
             raise

@@ -459,8 +459,26 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
             sinks.append(recorder)
             clip_for = recorder.clip_for
         if "event_log" in enabled:
+            effective = config.to_dict()
+            run_info = {
+                "version": __version__,
+                "model_id": resolved.bundle.meta.model_id,
+                "label_set": resolved.label_set.name,
+                "labels_sha256": resolved.label_set.sha256,
+                "settings": {
+                    "thresholds": {label.name: label.threshold for label in resolved.label_set.labels},
+                    "listen": effective["listen"],
+                    "model": effective["model"],
+                },
+            }
             sinks.append(
-                EventLogSink(enabled["event_log"], state_dir, clip_for=clip_for, trust_clock=config.service.trust_clock)
+                EventLogSink(
+                    enabled["event_log"],
+                    state_dir,
+                    clip_for=clip_for,
+                    trust_clock=config.service.trust_clock,
+                    run_info=run_info,
+                )
             )
         mqtt: MqttSink | None = None
         if "mqtt" in enabled:

@@ -964,6 +964,7 @@ def test_labels_a_bundle_without_a_vocabulary_never_trained_are_said(demo_bundle
     def own(meta):
         meta.pop("vocabulary")
         meta["training"]["class_names"] = ["siren", "dog bark", "car_horn", "Jackhammer"]
+        meta["training"]["validation"] = {"runs": [{"run": "cv1"}], "mean": {"val_accuracy_csv": 0.5}}
 
     mine = bundle_copy(demo_bundle, tmp_path / "mine", own)
     said = start_statuses(SimpleNamespace(path=mine), tmp_path, monkeypatch, "name: site\nlabels: [dog_bark, kettle]\n")
@@ -971,6 +972,7 @@ def test_labels_a_bundle_without_a_vocabulary_never_trained_are_said(demo_bundle
     result = CliRunner().invoke(edge.cli.main, ["info", "--bundle", str(mine), "--labels", "urban"])
     assert result.exit_code == 0, result.output
     assert "trained    4 classes: siren, dog bark, car_horn, Jackhammer" in result.output
+    assert "held out   the same recipe on clips it never trained on (1 run, last epoch): csv 50.0%" in result.output
     untrained = [line for line in result.output.splitlines() if line.startswith("  untrained: ")]
     assert untrained == ["  untrained: air_conditioner, children_playing, drilling, engine_idling, gun_shot, "
                          "street_music (this model never trained them: scored by their text alone)"]

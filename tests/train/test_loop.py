@@ -239,10 +239,16 @@ def test_sigterm_stops_a_run_as_ctrl_c_does_and_says_how_to_go_on(tmp_path):
     from train.cli import stopped_by_signals
 
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(click.ClickException, match="continue with the same command and --resume") as err:
+    with pytest.raises(click.ClickException, match="stopped before the first epoch ended: nothing was saved"):
         with stopped_by_signals(str(tmp_path / "run")):
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises before this ends
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"an epoch")
+    with pytest.raises(click.ClickException, match="continue with the same command and --resume") as err:
+        with stopped_by_signals(str(tmp_path / "run")):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
     assert f"{tmp_path / 'run'}/last.pt" in err.value.message
     assert signal.getsignal(signal.SIGTERM) is before  # put back
 

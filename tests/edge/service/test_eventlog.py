@@ -429,3 +429,28 @@ def test_a_run_dated_by_an_unset_clock_is_dated_again_when_it_steps(tmp_path):
     assert abs(datetime.fromisoformat(end) - (now + timedelta(seconds=9))) < timedelta(seconds=1)
     (status_utc,) = rows(path, "SELECT utc FROM statuses WHERE message = 'before the step'")[0]
     assert abs(datetime.fromisoformat(status_utc) - (now + timedelta(seconds=6))) < timedelta(seconds=1)
+    (started,) = rows(path, f"SELECT started_utc FROM runs WHERE run_id = '{sink.run_id}'")[0]
+    assert datetime.fromisoformat(started) > now  # the real clock read at the start, 120 days on
+
+
+def test_each_run_says_which_model_set_and_settings_heard_its_events(tmp_path):
+    """Months of bundle upgrades and calibrate edits: a run's row tells event rates apart. A log
+    an older version wrote gets the table at the next start; a run's row goes with its last row,
+    never the running one's."""
+    old = tmp_path / "events.sqlite"
+    write_events(tmp_path, 2)
+    with sqlite3.connect(old) as db:
+        db.execute("DROP TABLE runs")  # as a version before runs wrote it
+    info = {"version": "9.9", "model_id": "m-1", "label_set": "urban", "labels_sha256": "a" * 64,
+            "settings": {"thresholds": {"siren": 0.7}}}
+    sink = EventLogSink(EventLogConfig(max_events=1), tmp_path, run_info=info)
+    sink.event(start(1))
+    got = rows(old, "SELECT run_id, version, model_id, label_set, settings FROM runs")
+    assert got == [(sink.run_id, "9.9", "m-1", "urban", '{"thresholds": {"siren": 0.7}}')]
+    sink.close()
+    later = EventLogSink(EventLogConfig(max_events=1), tmp_path)
+    later.event(start(1))
+    later.close()
+    third = EventLogSink(EventLogConfig(max_events=1), tmp_path)  # max_events 1: the first run's event goes
+    third.close()
+    assert [r for (r,) in rows(old, "SELECT run_id FROM runs ORDER BY rowid")] == [later.run_id, third.run_id]

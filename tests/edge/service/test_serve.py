@@ -146,6 +146,13 @@ def test_a_file_run_tells_systemd_everything_and_its_outputs_get_the_events(tmp_
     # the outputs: the event log, the clips and MQTT have the same events
     with sqlite3.connect(tmp_path / "state" / "events.sqlite") as db:
         rows = db.execute("SELECT label, clip, end_utc FROM events").fetchall()
+        runs = db.execute("SELECT r.run_id, version, model_id, label_set, labels_sha256, settings FROM runs r "
+                          "JOIN events e ON e.run_id = r.run_id GROUP BY r.run_id").fetchall()
+    # which model, set and thresholds heard these events: the run's row
+    (_, version, model_id, label_set, sha256, settings), = runs
+    assert version and model_id.startswith("semanticac-") and label_set == "urban" and len(sha256) == 64
+    assert json.loads(settings)["thresholds"] == dict.fromkeys(URBAN, 1e-6)
+    assert json.loads(settings)["listen"]["hop"] == 0.5
     starts = [m for m in got if m["type"] == "start"]
     assert rows and len(starts) == len(rows) and all(end for _, _, end in rows), (rows, got)
     # a status counts every event and names the latest (its start or end)
