@@ -375,11 +375,22 @@ def embed_labels(bundle: str | None, label_specs: tuple[str, ...], into: str, th
         click.echo(written.describe())
 
 
+class Stop(threading.Event):
+    """The event that stops a run; `signalled`: SIGINT or SIGTERM asked for it (not the run itself)."""
+
+    signalled = False
+
+
 @contextmanager
 def stop_on_signals():
-    """SIGINT and SIGTERM set the returned event (a clean stop), and are restored afterwards."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    """SIGINT and SIGTERM set the returned Stop (a clean stop), and are restored afterwards."""
+    stop = Stop()
+
+    def asked(*_) -> None:
+        stop.signalled = True
+        stop.set()
+
+    previous = {sig: signal.signal(sig, asked) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stop
     finally:
@@ -845,13 +856,15 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     from edge.service.notify import Notifier
     from edge.service.serve import serve as run_service
 
+    # a SIGHUP before its handler (loading the config) is ignored, not the end of the process
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = load_config(config_path, overrides)
     apply_log_level(config.service.log_level)
     folder = resolve_state_dir(config, state_dir)
     notifier = Notifier.from_environ()
     with stop_on_signals() as stop, reload_on_sighup(config_path, overrides, stop, notifier) as reload:
         summary = run_service(config, folder, stop=stop, notifier=notifier)
-    if reload.is_set():
+    if reload.is_set() and not stop.signalled:  # a stop asked for meanwhile wins
         start_again_in_place()
     if summary.error:
         raise click.ClickException(summary.error)
@@ -872,13 +885,16 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
                 continue
             hup.clear()
             try:
-                checked(config_path, overrides)
+                config, _ = checked(config_path, overrides)
             except CONFIG_ERRORS as err:
                 log.error("SIGHUP: not reloaded, the config has an error: %s; the service goes on as it was", err)
                 continue
+            if stop.is_set():  # asked to stop while it was checked: a stop, not a reload
+                return
             log.info("SIGHUP: %s checks out: the service starts again in place with it", config_path)
             reload.set()
-            notifier.reloading("reloading: starting again with the config")
+            # the new run may embed a new label set before its loop pings the watchdog again
+            notifier.reloading("reloading: starting again with the config", config.systemd.extend_timeout)
             stop.set()
 
     previous = signal.signal(signal.SIGHUP, lambda *_: hup.set())
@@ -896,6 +912,7 @@ def start_again_in_place() -> None:
     """Replace this process with a new run of the same command (same pid, so systemd's main
     process stays; the environment, NOTIFY_SOCKET and the watchdog's included)."""
     logging.shutdown()  # the log lines so far reach the journal first
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # ignored across the exec until the new run's handler
     argv = [sys.executable, *sys.orig_argv[1:]]
     try:
         os.execv(sys.executable, argv)

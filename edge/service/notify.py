@@ -97,7 +97,9 @@ class Notifier:
         return True
 
     def ready(self, status: str) -> bool:
-        return self.send(READY=1, STATUS=_one_line(status))
+        """READY=1; with the watchdog on, its period too (WATCHDOG_USEC=: what a reload lengthened)."""
+        period = {"WATCHDOG_USEC": self.watchdog_usec} if self.watchdog_usec is not None else {}
+        return self.send(READY=1, STATUS=_one_line(status), **period)
 
     def status(self, status: str) -> bool:
         return self.send(STATUS=_one_line(status))
@@ -112,11 +114,18 @@ class Notifier:
             return False
         return self.send(STOPPING=1, **({"STATUS": _one_line(status)} if status else {}))
 
-    def reloading(self, status: str) -> bool:
-        """RELOADING=1 with MONOTONIC_USEC (what Type=notify-reload asks for): READY=1 ends it."""
+    def reloading(self, status: str, start_seconds: float | None = None) -> bool:
+        """RELOADING=1 with MONOTONIC_USEC (what Type=notify-reload asks for): READY=1 ends it.
+        `start_seconds`: with the watchdog on, its period becomes that long (WATCHDOG_USEC=) until
+        READY=1 sets it back: the new run starts (and may embed a label set) before it pings."""
         self._reloading = True
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        return self.send(RELOADING=1, MONOTONIC_USEC=usec, STATUS=_one_line(status))
+        longer = (
+            {"WATCHDOG_USEC": round(start_seconds * 1e6)}
+            if start_seconds is not None and self.watchdog_usec is not None
+            else {}
+        )
+        return self.send(RELOADING=1, MONOTONIC_USEC=usec, STATUS=_one_line(status), **longer)
 
     def watchdog(self) -> bool:
         """Ping the watchdog when a quarter of its period has passed since the last ping."""

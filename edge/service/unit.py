@@ -138,8 +138,11 @@ ProtectProc=invisible
 RemoveIPC=yes
 KeyringMode=private
 SystemCallArchitectures=native
-SystemCallFilter=@system-service adjtimex
+SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @mount @swap @reboot @obsolete @debug @cpu-emulation
+# after the line above, which takes @clock away with @privileged: reading whether the clock is
+# synchronised (adjtimex with no change; without CAP_SYS_TIME it can change nothing)
+SystemCallFilter=adjtimex
 SystemCallErrorNumber=EPERM
 
 [Install]

@@ -227,8 +227,11 @@ def test_sighup_reloads_a_config_that_checks_out_in_place_and_keeps_running_on_o
             assert len(notify.times("READY=1")) == 2, notify.messages()
             assert proc.poll() is None  # the same process: systemd's main pid did not change
             assert not notify.times("STOPPING=1")
+            proc.send_signal(signal.SIGHUP)  # `systemctl stop` during a reload's check: the stop wins
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
+            time.sleep(0.5)
+            assert len(notify.times("READY=1")) == 2, notify.messages()
         finally:
             proc.kill()
             notify.close()
@@ -236,6 +239,11 @@ def test_sighup_reloads_a_config_that_checks_out_in_place_and_keeps_running_on_o
     assert "ready: labels urban" in text and "ready: labels esc50" in text, text
     reloaded = [m for m in notify.messages() if "RELOADING=1" in m][0]
     assert "MONOTONIC_USEC=" in reloaded
+    # the new run starts (and may embed a new set) before it pings: the watchdog waits that long, then
+    # READY=1 sets it back
+    assert "WATCHDOG_USEC=900000000" in reloaded.split("\n")
+    ready = [m for m in notify.messages() if "READY=1" in m.split("\n")]
+    assert all(f"WATCHDOG_USEC={WATCHDOG_USEC}" in m.split("\n") for m in ready), ready
 
 
 def test_a_stuck_backend_stops_the_watchdog_and_a_new_label_set_extends_start_up(tmp_path, wav, monkeypatch,
@@ -300,7 +308,7 @@ def test_a_lost_device_shows_in_the_status_line_until_it_is_back(tmp_path):
         # lost before the first window (missing at boot): the service is up, reopening it, so it is
         # ready for systemd (else TimeoutStartSec= kills it and restarts it into the same wait)
         "READY=1\nSTATUS=labels urban (10), backend onnxruntime, microphone 'USB'; 0 events; "
-        f"warning at {sink.utc(3.0)[11:19]} UTC: microphone 'USB' lost: no audio for 5 s",
+        f"warning at {sink.utc(3.0)[11:19]} UTC: microphone 'USB' lost: no audio for 5 s\nWATCHDOG_USEC=1000000",
         "WATCHDOG=1",
         "STATUS=labels urban (10), backend onnxruntime, microphone 'USB'; 0 events; "
         f"warning at {sink.utc(3.0)[11:19]} UTC: microphone 'USB' lost: no audio for 5 s",
