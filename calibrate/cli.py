@@ -68,18 +68,37 @@ def _terminated(signum: int, frame) -> None:
 
 
 def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
-    """(how many of `paths` lie under a data root the bundle trained on in full, that root), or
-    None: model.json's training.data (roots as the training machine named them; a root with test
-    folds or a validation share held some out, which a path alone cannot tell)."""
+    """(how many of `paths` the bundle trained on, where), or None: model.json's training.data, a
+    dataset folder (every clip under it) or a training CSV (the files it lists). Only roots the
+    training machine named absolutely, and only those it trained on in full (test folds or a
+    validation share held some out, which a path alone cannot tell)."""
+    wanted = {Path(path).resolve() for path in paths}
     for entry in bundle.meta.training.get("data") or []:
         if not isinstance(entry, dict) or entry.get("test_folds") or entry.get("val_fraction"):
             continue
         root = Path(str(entry.get("root", "")))
-        base = (root if root.is_dir() else root.parent).resolve()
-        inside = sum(1 for path in paths if Path(path).resolve().is_relative_to(base))
-        if inside and str(base) != base.anchor:
-            return inside, str(base)
+        if not root.is_absolute():
+            continue
+        if root.is_dir() and str(root.resolve()) != root.resolve().anchor:
+            inside = sum(1 for path in wanted if path.is_relative_to(root.resolve()))
+        elif root.is_file() and root.suffix.lower() == ".csv":
+            inside = len(wanted & _csv_files(root))
+        else:
+            continue
+        if inside:
+            return inside, str(root)
     return None
+
+
+def _csv_files(csv_path: Path) -> set[Path]:
+    """The files a training CSV lists (its `file` column, relative to its folder); none if unreadable."""
+    import csv
+
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            return {(csv_path.parent / row["file"].strip()).resolve() for row in csv.DictReader(f) if row.get("file")}
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError):
+        return set()
 
 
 def command_line(ctx: click.Context) -> str:
@@ -542,7 +561,7 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
     seen = trained_on(bundle_, [clip.path for clip in clips])
     if seen is not None:
         click.echo(
-            f"warning: {seen[0]} of the {len(clips)} clips lie under {seen[1]}, which the bundle trained on in full "
+            f"warning: {seen[0]} of the {len(clips)} clips are of {seen[1]}, which the bundle trained on in full "
             "(model.json training.data): its figures on them, 'held out' too, are a training set's, not what the "
             "site will see; give clips it never heard",
             err=True,

@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import ctypes
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
+# a date before this was read on a clock not yet set (1970 after a boot without a clock battery): what
+# was dated so is never removed by age, which it does not have (a run restarted before NTP set the
+# clock is not dated again with it, as the running one is)
+UNSET_BEFORE = datetime(2020, 1, 1, tzinfo=timezone.utc)
 TIME_ERROR = 5  # adjtimex's return for a clock not synchronised
 TIMEX_BYTES = 512  # more than struct timex on any Linux ABI (208 on 64-bit); modes 0: read only
 # systemd-timesyncd makes the folder when it starts and the file once it has synchronised the clock

@@ -523,6 +523,12 @@ def reading_notes_of(bundle: Bundle, label_set: LabelSet) -> list[tuple[str, str
         return notes
 
 
+def since_boot() -> float:
+    """Seconds since boot, counting a suspend (CLOCK_BOOTTIME: the wall clock moves on through one,
+    the monotonic clock does not, and a resume must not read as a step of the wall clock)."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
+
+
 def untrained_labels(bundle: Bundle, label_set: LabelSet) -> list[str]:
     """The set's labels that are none of the classes the bundle's model trained on (model.json's
     training.class_names; [] where the bundle does not record them)."""
@@ -798,7 +804,7 @@ class Listener:
         self._t = 0.0  # stream time of the latest window
         self._offset = 0.0  # stream time of the current segment's first sample
         self._clock_checked = 0.0  # stream time of the last check against the wall clock
-        self._skew = 0.0  # wall clock - monotonic clock at the last read: a change is a step of the wall clock
+        self._skew = 0.0  # wall clock - time since boot at the last read: a change is a step of the wall clock
         self._dated_unsynchronised = False  # this run's dates came from a clock the kernel said was not synchronised
         self._opening = _Opening()  # tries to reopen a lost device, each time-boxed
         self._vocabulary = vocabulary
@@ -840,7 +846,7 @@ class Listener:
         began = time.monotonic()
         now = datetime.now(timezone.utc)
         self.sink.start_clock(now)
-        self._skew = now.timestamp() - time.monotonic()
+        self._skew = now.timestamp() - since_boot()
         self._dated_unsynchronised = clock_synchronised() is False
         for level, message in notes:
             self._status(level, message)
@@ -996,7 +1002,7 @@ class Listener:
         if self.sink.origin_given:
             return
         now = datetime.now(timezone.utc)
-        skew = now.timestamp() - time.monotonic()
+        skew = now.timestamp() - since_boot()
         stepped, self._skew = abs(skew - self._skew) >= CLOCK_TOLERANCE, skew
         if not stepped and t - self._clock_checked < CLOCK_CHECK_SECONDS:
             return

@@ -46,11 +46,14 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     for fold in chosen:
         # resume: a cv stopped part-way goes on where it stopped (a finished fold is read back)
         run = out / f"fold{fold}"
-        result = fit(load_train_config(recipe, fold=fold, epochs=epochs), run, resume=(run / "last.pt").is_file(),
+        # (a stop between best.pt and last.pt of the first epoch leaves best.pt alone: resumed too)
+        begun = (run / "last.pt").is_file() or (run / "best.pt").is_file()
+        result = fit(load_train_config(recipe, fold=fold, epochs=epochs), run, resume=begun,
                      command=f"cv fold {fold}")
         # the last epoch's accuracy on the held-out fold: the best epoch would be chosen on the test fold itself
         last = result["history"][-1]
-        results.append({"fold": fold, "accuracy": last["test_accuracy"],
+        held_out = last["test_accuracy"] if "test_accuracy" in last else last["val_accuracy"]  # a fold run before
+        results.append({"fold": fold, "accuracy": held_out,
                         "best_epoch_accuracy": result["best"], "history": result["history"]})
         if on_fold is not None:
             on_fold(results[-1])

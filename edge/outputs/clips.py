@@ -52,7 +52,7 @@ import numpy as np
 import soundfile as sf
 
 from edge.capture.sources import Source
-from edge.clock import dates_trusted
+from edge.clock import UNSET_BEFORE, dates_trusted
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.fsutil import atomic_path, unwritable_reason
@@ -82,7 +82,7 @@ class ClipsConfig:
     pre_roll: float = 2.0  # seconds before the onset
     post_roll: float = 2.0  # seconds after the end
     max_megabytes: float = 1024.0  # disk budget of the folder: the oldest clips go first
-    min_free_megabytes: float = 500.0  # the oldest clips go while their disk has less free
+    min_free_megabytes: float = 100.0  # the oldest clips go while their disk has less free
     max_age_days: float | None = 90.0  # older clips go (None: none by age)
     max_seconds: float = 60.0  # of an event in one clip (plus the rolls)
 
@@ -98,7 +98,7 @@ class ClipsConfig:
         if not (math.isfinite(self.max_megabytes) and self.max_megabytes > 0):
             raise invalid("max_megabytes", self.max_megabytes, "a number of megabytes > 0 (e.g. 1024)")
         if not (math.isfinite(self.min_free_megabytes) and self.min_free_megabytes >= 0):
-            raise invalid("min_free_megabytes", self.min_free_megabytes, "a number of megabytes >= 0 (e.g. 500)")
+            raise invalid("min_free_megabytes", self.min_free_megabytes, "a number of megabytes >= 0 (e.g. 100)")
         if self.max_age_days is not None and not (math.isfinite(self.max_age_days) and self.max_age_days > 0):
             raise invalid("max_age_days", self.max_age_days, "a number of days > 0 (e.g. 90), or null: none by age")
 
@@ -208,13 +208,14 @@ class ClipRecorder(Sink):
             stale.unlink(missing_ok=True)
         room = self._room()
         if room is not None and room < config.max_megabytes * MEGABYTE:
-            log.info(
+            log.warning(
                 "clips.max_megabytes %g is more than the disk of %s can give the clips (%.0f MB, with the clips "
-                "there now, above clips.min_free_megabytes %g): the oldest go sooner, to keep that much free",
+                "there now, above clips.min_free_megabytes %g): the oldest go sooner, to keep that much free%s",
                 config.max_megabytes,
                 self.dir,
-                room / MEGABYTE,
+                max(0, room) / MEGABYTE,
                 config.min_free_megabytes,
+                " (none fits now: no clip is kept until space is freed)" if room <= 0 else "",
             )
         self._worker = threading.Thread(target=self._work, name="clip writer", daemon=True)
         self._worker.start()
@@ -429,12 +430,13 @@ class ClipRecorder(Sink):
             return None
 
     def _room(self) -> int | None:
-        """Bytes the clips can have on their disk: what is free and what they hold now."""
+        """Bytes the clips can have on their disk: what is free and what they hold now, less
+        min_free_megabytes (negative: not even that is free)."""
         free = self._free()
         if free is None:
             return None
         held = sum(p.stat().st_size for p in self.dir.glob("*.flac") if CLIP_NAME.fullmatch(p.name))
-        return free + held
+        return free + held - round(self.config.min_free_megabytes * MEGABYTE)
 
     def _tidy(self, need: int = 0, keep: Path | None = None) -> bool:
         """Remove clips (never `keep`): those older than max_age_days while the clock can be
@@ -451,8 +453,8 @@ class ClipRecorder(Sink):
             ]
             free = self._free()
             if config.max_age_days is not None and dates_trusted(self.trust_clock):
-                too_old = now - config.max_age_days * DAY
-                for clip in [c for c in clips if c[0] < too_old and c[3] != keep]:
+                too_old, unset = now - config.max_age_days * DAY, UNSET_BEFORE.timestamp()
+                for clip in [c for c in clips if unset <= c[0] < too_old and c[3] != keep]:
                     free = self._remove(clip, free, "older than clips.max_age_days")
                     clips.remove(clip)
             total = sum(size for _, _, size, _ in clips)

@@ -54,7 +54,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from edge.clock import dates_trusted
+from edge.clock import UNSET_BEFORE, dates_trusted
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.outputs.sinks import Sink, Status, WindowResult, record_dict, utc_text
@@ -314,10 +314,15 @@ class EventLogSink(Sink):
         cutoff = (datetime.now(timezone.utc) - timedelta(days=self.config.max_age_days)).isoformat(
             timespec="milliseconds"
         )
+        unset = utc_text(UNSET_BEFORE)  # rows dated before it go by count only (edge.clock)
         removed = []
         with _transaction(self._db):
             for table, when in (("events", "onset_utc"), ("statuses", "utc")):
-                n = self._db.execute(f"DELETE FROM {table} WHERE {when} < ?", (cutoff,)).rowcount if by_age else 0
+                n = (
+                    self._db.execute(f"DELETE FROM {table} WHERE {when} < ? AND {when} >= ?", (cutoff, unset)).rowcount
+                    if by_age
+                    else 0
+                )
                 n += self._db.execute(  # the oldest beyond max_events
                     f"DELETE FROM {table} WHERE id <= (SELECT id FROM {table} ORDER BY id DESC LIMIT 1 OFFSET ?)",
                     (self.config.max_events,),
@@ -387,8 +392,9 @@ class EventLogSink(Sink):
                 os.replace(part, aside.with_name(aside.name + suffix))
         log.warning("event log %s is damaged (%s): moved to %s, a new one begun", self.path, err, aside)
         # a failing card damages file after file: the oldest copies go, so they never fill the disk
-        copies = sorted(self.path.parent.glob(f"{self.path.name}.damaged-*[0-9TZ]"))
-        for old in copies[:-DAMAGED_KEPT]:
+        # (by their names' dates; the one just set aside is kept whatever the clock said)
+        copies = sorted(c for c in self.path.parent.glob(f"{self.path.name}.damaged-*[0-9TZ]") if c != aside)
+        for old in copies[: max(0, len(copies) - (DAMAGED_KEPT - 1))]:
             for suffix in ("", "-wal", "-shm"):
                 old.with_name(old.name + suffix).unlink(missing_ok=True)
             log.warning("event log: the damaged copy %s removed (the newest %d are kept)", old.name, DAMAGED_KEPT)

@@ -295,8 +295,24 @@ def test_scores_on_real_clips(data_dir, tmp_path):
     result = CliRunner().invoke(calibrate.cli.main, [
         "scores", "--bundle", str(copy), "--labels", "urban", "--data", str(csv_path), "--out", str(out),
         "--threads", "1"])
-    assert result.exit_code == 0 and f"warning: 30 of the 30 clips lie under {data_dir.resolve() / 'us8k'}" in \
+    assert result.exit_code == 0 and f"warning: 30 of the 30 clips are of {data_dir / 'us8k'}" in \
         result.stderr, result.output
+
+
+def test_clips_a_bundle_trained_on_are_said_by_its_training_csv(labelled_csv, tmp_path):
+    """A training CSV's own files only, not every clip beside it."""
+    from tests.bundles import bundle_copy, trained_bundle
+
+    rows = list(csv.reader(open(labelled_csv)))
+    training = labelled_csv.parent / "training.csv"
+    with open(training, "w", newline="") as f:
+        csv.writer(f).writerows([["file", "label"], *rows[1:3]])
+    copy = bundle_copy(trained_bundle(), tmp_path / "bundle", lambda meta: meta["training"].update(
+        data=[{"kind": "csv", "root": str(training), "test_folds": [], "val_fraction": 0.0}]))
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "scores", "--bundle", str(copy), "--labels", "urban", "--data", str(labelled_csv),
+        "--out", str(tmp_path / "x.yaml"), "--threads", "1"])
+    assert result.exit_code == 0 and f"warning: 2 of the 8 clips are of {training}" in result.stderr, result.output
 
 
 def test_dataset_specs(data_dir, caplog):

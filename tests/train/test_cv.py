@@ -52,6 +52,11 @@ def test_cross_validate_holds_out_each_fold_in_turn(recipe, fake_fit, tmp_path):
     fake_fit.clear()
     cv.cross_validate(recipe, out=tmp_path / "cv", epochs=2)
     assert [run["resume"] for run in fake_fit] == [False, True, False]
+    (tmp_path / "cv" / "fold3").mkdir(exist_ok=True)
+    (tmp_path / "cv" / "fold3" / "best.pt").write_bytes(b"")  # stopped between best.pt and last.pt
+    fake_fit.clear()
+    cv.cross_validate(recipe, out=tmp_path / "cv", epochs=2)
+    assert [run["resume"] for run in fake_fit] == [False, True, True]
     assert summary["mean"] == pytest.approx(0.2) and summary["std"] == pytest.approx(0.1)
     assert path == tmp_path / "cv" / "cv.json" and json.loads(path.read_text()) == summary
 

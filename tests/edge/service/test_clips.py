@@ -154,7 +154,8 @@ def wait_for(predicate, timeout=10.0):
         time.sleep(0.02)
 
 
-def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_it_is_over(small_disk, tmp_path):
+def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_it_is_over(small_disk, tmp_path,
+                                                                                          caplog):
     """The size budget alone had let the clips fill a small disk (a Jetson's eMMC), and then the
     event log could not be written either; a clip that was not written was said in the journal
     only. Now the oldest clips go to keep min_free_megabytes free; with none left to remove a
@@ -162,8 +163,10 @@ def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_
     is written again."""
     filler = small_disk / "other program's file"
     filler.write_bytes(b"x" * 1_000_000)
-    clips = ClipRecorder(ClipsConfig(enabled=True, dir=str(small_disk / "clips"), pre_roll=PRE, post_roll=POST,
-                                     min_free_megabytes=1.2), tmp_path, RATE)
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
+        clips = ClipRecorder(ClipsConfig(enabled=True, dir=str(small_disk / "clips"), pre_roll=PRE, post_roll=POST,
+                                         min_free_megabytes=1.2), tmp_path, RATE)
+    assert "clips.max_megabytes 1024 is more than the disk" in caplog.text and "(0 MB" not in caplog.text
     heard = Collect()
     outputs = FanOut([heard, clips])
     feed = Feed(clips, tmp_path, seconds=120.0)
@@ -207,18 +210,25 @@ def test_clips_older_than_max_age_go_while_the_clock_is_trusted(tmp_path, monkey
 
     import edge.clock
 
-    clips = recorder(tmp_path, max_age_days=30)
+    # without a worker (enabled false): its own tidying at start would race the files made here
+    clips = ClipRecorder(ClipsConfig(max_age_days=30), tmp_path, RATE)
+    clips.dir.mkdir()
     now = time.time()
     for name, age_days in (("20260101T000000Z_1_dog.flac", 40), ("20260102T000000Z_2_dog.flac", 10),
                            ("20270101T000000Z_3_dog.flac", -300)):
         sf.write(clips.dir / name, noise(1.0, RATE), RATE)
         os.utime(clips.dir / name, (now - age_days * 86400, now - age_days * 86400))
+    unset = clips.dir / "19700101T000500Z_4_dog.flac"  # written before NTP set the clock: no age
+    sf.write(unset, noise(1.0, RATE), RATE)
+    os.utime(unset, (300, 300))
     monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: False)
-    assert clips._tidy() and len(clips_in(clips.dir)) == 3  # not synchronised: nothing by age
+    assert clips._tidy() and len(clips_in(clips.dir)) == 4  # not synchronised: nothing by age
     monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: True)
     clips._tidy()
-    assert clips_in(clips.dir) == ["20260102T000000Z_2_dog.flac", "20270101T000000Z_3_dog.flac"]
-    tight = recorder(tmp_path, max_megabytes=(clips.dir / "20260102T000000Z_2_dog.flac").stat().st_size / 1e6)
+    assert clips_in(clips.dir) == [unset.name, "20260102T000000Z_2_dog.flac", "20270101T000000Z_3_dog.flac"]
+    unset.unlink()
+    tight = ClipRecorder(ClipsConfig(max_megabytes=(clips.dir / "20260102T000000Z_2_dog.flac").stat().st_size / 1e6),
+                         tmp_path, RATE)
     tight._tidy()
     assert clips_in(clips.dir) == ["20260102T000000Z_2_dog.flac"]  # the future one went first
 

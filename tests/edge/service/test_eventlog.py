@@ -152,6 +152,10 @@ def test_retention_by_age_waits_for_a_synchronised_clock(tmp_path, monkeypatch, 
     monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: None)  # no way to tell: the clock is used
     EventLogSink(EventLogConfig(max_age_days=0.001), tmp_path).close()
     assert recent_events(path, 100) == []
+    # dated 1970 by an earlier run that ended before NTP set the clock: no age to remove it by
+    write_events(tmp_path, 2, origin=datetime(1970, 1, 1, 0, 5, tzinfo=timezone.utc))
+    EventLogSink(EventLogConfig(max_age_days=0.001), tmp_path, trust_clock=True).close()
+    assert len(recent_events(path, 100)) == 2
 
 
 def test_retention_runs_again_while_the_service_runs(tmp_path, monkeypatch):
@@ -266,16 +270,21 @@ def test_a_damaged_file_is_moved_aside_and_a_new_one_begun(tmp_path, caplog):
     aside = list(tmp_path.glob("events.sqlite.damaged-*"))
     assert aside and "is damaged" in caplog.text and str(aside[0]) in caplog.text
     assert [e["event_id"] for e in recent_events(path, 5)] == [1]
-    # a failing card damages file after file: only the newest DAMAGED_KEPT copies stay
+    # a failing card damages file after file: only the newest DAMAGED_KEPT copies stay, the one just
+    # set aside among them even when copies dated by a clock that ran ahead look newer
     for day in range(1, 6):
-        (tmp_path / f"events.sqlite.damaged-2026010{day}T000000Z").write_bytes(b"old")
-        (tmp_path / f"events.sqlite.damaged-2026010{day}T000000Z-wal").write_bytes(b"old")
+        (tmp_path / f"events.sqlite.damaged-2099010{day}T000000Z").write_bytes(b"old")
+        (tmp_path / f"events.sqlite.damaged-2099010{day}T000000Z-wal").write_bytes(b"old")
+    for old in aside:
+        old.unlink()
     path.write_bytes(b"not a database, just text " * 200)
     sink = EventLogSink(EventLogConfig(), tmp_path)
     sink.close()
     copies = sorted(p.name for p in tmp_path.glob("events.sqlite.damaged-*") if not p.name.endswith(("-wal", "-shm")))
-    assert len(copies) == eventlog.DAMAGED_KEPT and "events.sqlite.damaged-20260105T000000Z" in copies
-    assert not [p for p in tmp_path.glob("events.sqlite.damaged-2026010[1-3]*")]  # the oldest, -wal and all
+    assert len(copies) == eventlog.DAMAGED_KEPT and copies[-2:] == [f"events.sqlite.damaged-2099010{d}T000000Z"
+                                                                     for d in (4, 5)]
+    assert copies[0].startswith(f"events.sqlite.damaged-{datetime.now(timezone.utc):%Y}")  # set aside now
+    assert not [p for p in tmp_path.glob("events.sqlite.damaged-2099010[1-3]*")]  # the oldest, -wal and all
 
 
 def test_a_file_deleted_while_the_service_runs_is_begun_again(tmp_path, caplog):
