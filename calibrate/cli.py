@@ -67,6 +67,9 @@ def _terminated(signum: int, frame) -> None:
     raise SystemExit(128 + signum)
 
 
+FEW_PER_LABEL = 5  # a label's bias fitted on fewer clips is said to be a guess
+
+
 def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
     """(how many of `paths` the bundle trained on, where), or None: model.json's training.data, a
     dataset folder (every clip under it) or a training CSV (the files it lists). Only roots the
@@ -625,7 +628,10 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
         )
     click.echo(f"{'label':<24} {'clips':>6} {'bias':>8}")
     for label, n, b in zip(label_set.names, report.per_label, cal.biases):
-        click.echo(f"{label[:24]:<24} {int(n):>6d} {b:>+8.3f}" + ("" if n else "  (no clip: bias 0)"))
+        few = (
+            "  (no clip: bias 0)" if not n else f"  (under {FEW_PER_LABEL} clips: a guess)" if n < FEW_PER_LABEL else ""
+        )
+        click.echo(f"{label[:24]:<24} {int(n):>6d} {b:>+8.3f}{few}")
     header = [
         f"Label set {label_set.name!r} with a score calibration fitted by semanticac-calibrate {__version__} "
         f"on {date.today().isoformat()}:",

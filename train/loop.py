@@ -17,6 +17,7 @@ a run resumed from last.pt ends with the weights an uninterrupted run has.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from edge import __version__
 from edge.features import Frontend
 from edge.fsutil import unwritable_reason
 from edge.labels.labelset import LabelSet
@@ -207,6 +209,11 @@ def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | C
         vals.append(build_dataset(spec, val_split, frontend, config.cache_dir) if val_split else None)
         if vals[-1] is not None:
             check_held_out(trains[-1].clips, vals[-1].clips, val_split, spec.root)
+            share = len(vals[-1]) / max(1, len(trains[-1]) + len(vals[-1]))
+            if val_split == "val" and abs(share - spec.val_fraction) > 0.05:
+                log.warning("%s: val_fraction %.2f asked, %.2f held out (%d of %d clips): recordings (group) are "
+                            "kept whole", spec.root, spec.val_fraction, share, len(vals[-1]),
+                            len(trains[-1]) + len(vals[-1]))
         sets.append(class_label_set(labels, trains[-1].class_names, spec.kind))
     kinds = [s.kind for s in config.datasets]
     if config.background is not None:  # unlabelled clips of none of the classes (target -1)
@@ -399,11 +406,19 @@ class Trainer:
                         scaler=self.scaler.state_dict(), **extra)
 
 
+def _csv_sha256(spec: DataSpec) -> dict:
+    """{"sha256": the CSV's} for a CSV dataset (which clips and labels it was), else {}."""
+    path = Path(spec.root)
+    if spec.kind != "csv" or not path.is_file():
+        return {}
+    return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 def run_facts(config: TrainConfig, run: Run, command: str) -> dict:
     """How a checkpoint was made (an export's model.json carries it as `training`)."""
-    return {"command": command, "recipe": to_dict(config),
+    return {"command": command, "recipe": to_dict(config), "version": __version__,
             "data": [{"kind": spec.kind, "root": spec.root, "test_folds": list(spec.test_folds),
-                      "val_fraction": spec.val_fraction} for spec in config.datasets],
+                      "val_fraction": spec.val_fraction, **_csv_sha256(spec)} for spec in config.datasets],
             "clips": {"train": len(run.train_set), **{f"{v.split}_{v.name}": len(v.dataset) for v in run.validation}}}
 
 

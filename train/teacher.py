@@ -327,8 +327,8 @@ def teacher_scores(clips: Iterable, cache_dir: str | Path | None = None, *, teac
         got = cache.get(path, key)
         mean[i], top[i], patches[i] = got["mean"], got["max"], got["logits"].shape[0]
         keys.append(key)
-        if progress and i % 50 == 0:
-            bar.set_postfix(cached=cache.hits, computed=cache.misses, refresh=False)
+        if progress and (i % 50 == 0 or i == n - 1):  # the last: the bar ends on the true counts
+            bar.set_postfix(cached=cache.hits, computed=cache.misses, refresh=i == n - 1)
     bar.close()
     log.info("teacher scores of %d clips: %d from %s, %d computed", n, cache.hits, cache.folder, cache.misses)
     return TeacherScores(mean, top, list(cache.teacher.class_names), keys, [str(p) for p in paths],

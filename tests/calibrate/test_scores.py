@@ -214,6 +214,8 @@ def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
     assert "calibration:" in out.read_text() and out.read_text().startswith("# Label set 'urban'")
     assert "# Command: semanticac-calibrate scores --labels urban --data" in out.read_text()  # not one letter each
     assert "no clip says which recording it was cut from, so each was held out alone" in result.stdout
+    assert re.search(r"^siren +2 +\S+  \(under 5 clips: a guess\)$", result.stdout, re.M)  # 2 clips each
+    assert re.search(r"^dog_bark +0 +\+0\.000  \(no clip: bias 0\)$", result.stdout, re.M)
     assert not HAVE_MATPLOTLIB or plot.read_bytes()[:8] == PNG_MAGIC
 
 

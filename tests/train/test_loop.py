@@ -70,6 +70,7 @@ def test_fit_writes_checkpoints_that_load_weights_only(recipe, tmp_path):
     assert state["epoch"] == 1 and len(state["history"]) == 2
     assert state["class_names"] == CLASSES and state["clip_seconds"] <= 4.0
     assert state["training"]["clips"] == {"train": 8, "test_csv": 4}
+    assert state["training"]["version"] and len(state["training"]["data"][0]["sha256"]) == 64  # which CSV it was
     best = load_checkpoint(tmp_path / "run/best.pt")
     assert best["best"] == result["best"] == max(h["train_accuracy"] for h in result["history"])
 

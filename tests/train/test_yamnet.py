@@ -423,3 +423,11 @@ def test_vocabulary_patches_scores_each_0_96_s_patch_as_yamnet_and_keeps_the_bes
     with torch.no_grad():
         a, b = module(torch.from_numpy(quiet))[0].numpy()[0], module(torch.from_numpy(loud))[0].numpy()[0]
     assert np.abs(a - b).max() > 0.05
+
+
+def test_the_yamnet_weights_cache_follows_the_training_cache(monkeypatch, tmp_path):
+    """$SEMANTICAC_TRAIN_CACHE had been obeyed by every cache but this one."""
+    from train.model.yamnet import default_cache_dir
+
+    monkeypatch.setenv("SEMANTICAC_TRAIN_CACHE", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "yamnet"

