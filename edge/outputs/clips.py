@@ -187,6 +187,7 @@ class ClipRecorder(Sink):
         self._written_now: deque[Path] = deque(maxlen=REDATED_CLIPS)  # this run's clips (a clock step moves them)
         self._troubles: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # worker -> report()
         self._failing = False  # the last clip could not be written (the worker's; said once until one is)
+        self._redating: threading.Thread | None = None  # moving this run's clips' file times (redate)
         # event_id -> clip name, from clip_for at the start; kept past the end (every output names the
         # end's clip after the recorder has seen it), the oldest forgotten beyond NAMES_KEPT
         self._names: dict[int, str] = {}
@@ -290,13 +291,11 @@ class ClipRecorder(Sink):
         pass
 
     def redate(self, by: timedelta) -> None:
-        """This run's clips move `by` in file time (their names keep the dates they were given)."""
-        for path in list(self._written_now):
-            try:
-                stat = path.stat()
-                os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + round(by.total_seconds() * 1e9)))
-            except OSError:  # removed meanwhile
-                continue
+        """This run's clips move `by` in file time (their names keep the dates they were given), on a
+        thread of their own: the listen loop calls it, and a long run may have written thousands."""
+        paths, shift = list(self._written_now), round(by.total_seconds() * 1e9)
+        self._redating = threading.Thread(target=_move_file_times, args=(paths, shift), name="clip redate", daemon=True)
+        self._redating.start()
 
     def _say_troubles(self) -> None:
         """The worker's troubles and their ends as status records, from the listen loop's thread
@@ -491,6 +490,15 @@ class ClipRecorder(Sink):
         self.removed += 1
         log.info("clip %s removed: %s", clip[1], why)
         return None if free is None else free + clip[2]
+
+
+def _move_file_times(paths: list[Path], shift_ns: int) -> None:
+    for path in paths:
+        try:
+            stat = path.stat()
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + shift_ns))
+        except OSError:  # removed meanwhile
+            continue
 
 
 def _write_flac(path: Path, samples: np.ndarray, sample_rate: int) -> None:

@@ -938,6 +938,7 @@ def test_a_new_label_no_more_heard_than_the_top_trained_label_s_own_sound_makes_
     np.testing.assert_allclose(fusion(np.array([[0.8, 0.0]]), barking)[0], [0.8, 0.55], atol=1e-6)
 
 
+@pytest.mark.slow  # three listen runs
 def test_one_label_on_a_softmax_bundle_is_warned_of(demo_bundle, tmp_path, monkeypatch):
     """A softmax over one label is 1 in every window: an event in silence and in rain alike."""
     def older(meta):  # an older bundle's scoring, without the vocabulary branch (sigmoid only)

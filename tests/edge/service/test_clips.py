@@ -335,6 +335,7 @@ def test_a_clock_step_moves_the_file_times_of_this_run_s_clips(tmp_path):
     wait_for(lambda: clips.written == 1)
     before = (clips.dir / name).stat().st_mtime
     clips.redate(timedelta(days=120))
+    clips._redating.join(10)  # off the listen loop's thread
     assert (clips.dir / name).stat().st_mtime == pytest.approx(before + 120 * 86400, abs=1)
     feed.source.stop()
     clips.close()

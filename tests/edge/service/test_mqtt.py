@@ -474,6 +474,7 @@ def test_a_full_queue_drops_the_oldest_and_counts_them(tmp_path, node, subscribe
         later.kill()
 
 
+@pytest.mark.slow  # waits for the broker to end connections twice (4 s)
 def test_one_client_id_used_twice_is_named_as_the_likely_cause(broker, node, caplog, subscribers):
     """Two services on one node_id (two devices cloned from one image, or a shell run beside the
     unit): the broker ends each connection when the other connects, which read as "lost the broker
