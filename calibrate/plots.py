@@ -104,7 +104,8 @@ def plot_reliability(report, path: str | Path) -> None:
     panels = [("before", report.before), ("after (the clips it was fitted on)", report.after)]
     if report.held_out is not None:
         panels.append(("held out by recording", report.held_out))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8), sharey=True)
+    # constrained layout: the panels' two-line titles below the figure's title, not over it
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8), sharey=True, layout="constrained")
     for ax, (name, m) in zip(axes, panels):
         rel = m.reliability
         bins = len(rel.count)
