@@ -866,6 +866,8 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
         summary = run_service(config, folder, stop=stop, notifier=notifier)
     if reload.is_set() and not stop.signalled:  # a stop asked for meanwhile wins
         start_again_in_place()
+    if reload.is_set():  # systemd was told RELOADING=1: now it is a stop
+        notifier.stopping("stopping", after_reloading=True)
     if summary.error:
         raise click.ClickException(summary.error)
 

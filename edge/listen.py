@@ -805,6 +805,7 @@ class Listener:
         self._offset = 0.0  # stream time of the current segment's first sample
         self._clock_checked = 0.0  # stream time of the last check against the wall clock
         self._skew = 0.0  # wall clock - time since boot at the last read: a change is a step of the wall clock
+        self._asleep = 0.0  # time since boot - monotonic time at the last read: a rise is a suspend
         self._dated_unsynchronised = False  # this run's dates came from a clock the kernel said was not synchronised
         self._opening = _Opening()  # tries to reopen a lost device, each time-boxed
         self._vocabulary = vocabulary
@@ -847,6 +848,7 @@ class Listener:
         now = datetime.now(timezone.utc)
         self.sink.start_clock(now)
         self._skew = now.timestamp() - since_boot()
+        self._asleep = since_boot() - time.monotonic()
         self._dated_unsynchronised = clock_synchronised() is False
         for level, message in notes:
             self._status(level, message)
@@ -998,13 +1000,14 @@ class Listener:
         """`t`: the stream time of the audio just read, which is now (the read drained what was
         waiting: a backlog behind a slow model is not a clock that moved): the dates follow the
         wall clock when they have moved CLOCK_TOLERANCE from it (see CLOCK_CHECK_SECONDS), at
-        once when the wall clock stepped."""
+        once when the wall clock stepped or the system was suspended (the audio stopped with it)."""
         if self.sink.origin_given:
             return
-        now = datetime.now(timezone.utc)
-        skew = now.timestamp() - since_boot()
+        now, boot = datetime.now(timezone.utc), since_boot()
+        skew, asleep = now.timestamp() - boot, boot - time.monotonic()
         stepped, self._skew = abs(skew - self._skew) >= CLOCK_TOLERANCE, skew
-        if not stepped and t - self._clock_checked < CLOCK_CHECK_SECONDS:
+        slept, self._asleep = asleep - self._asleep, asleep  # the audio stopped with the system: dates lag
+        if not stepped and slept < CLOCK_TOLERANCE and t - self._clock_checked < CLOCK_CHECK_SECONDS:
             return
         self._clock_checked = t
         moved = (now - (self.sink.origin + timedelta(seconds=t))).total_seconds()
@@ -1015,6 +1018,9 @@ class Listener:
         if redated:  # the dates before were the unset clock's: they move with it
             self.sink.redate(timedelta(seconds=moved))
         self._dated_unsynchronised = clock_synchronised() is False
+        if slept >= CLOCK_TOLERANCE and not stepped:
+            self._status("info", f"the system was suspended for {slept:.0f} s: dates follow the clock from here")
+            return
         self._status(
             "warning" if abs(moved) >= CLOCK_STEP_WARNING else "info",
             f"the system clock is {moved:+.1f} s from the audio's own count since it began: dates follow the "

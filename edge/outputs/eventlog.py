@@ -262,6 +262,9 @@ class EventLogSink(Sink):
         """This run's rows (written or waiting) move `by`: they were dated by a clock that was not
         synchronised, and retention would have read them as that far in the past (or future)."""
 
+        run_id, started, *rest = self._run_row  # a file begun later gets the run's start as dated now
+        self._run_row = (run_id, utc_text(datetime.fromisoformat(str(started)) + by), *rest)
+
         def move(db: sqlite3.Connection) -> None:
             with _transaction(db):
                 tables = (("events", ("onset_utc", "end_utc")), ("statuses", ("utc",)), ("runs", ("started_utc",)))

@@ -108,9 +108,10 @@ class Notifier:
         """Ask for `seconds` more of start-up (or shutdown) time, counted from now."""
         return self.send(EXTEND_TIMEOUT_USEC=int(seconds * 1e6))
 
-    def stopping(self, status: str | None = None) -> bool:
-        """STOPPING=1; nothing after reloading() (the run ends to start again in place)."""
-        if self._reloading:
+    def stopping(self, status: str | None = None, *, after_reloading: bool = False) -> bool:
+        """STOPPING=1; nothing after reloading() (the run ends to start again in place), unless
+        `after_reloading` (a stop asked for during the reload won)."""
+        if self._reloading and not after_reloading:
             return False
         return self.send(STOPPING=1, **({"STATUS": _one_line(status)} if status else {}))
 
@@ -120,8 +121,8 @@ class Notifier:
         READY=1 sets it back: the new run starts (and may embed a label set) before it pings."""
         self._reloading = True
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        longer = (
-            {"WATCHDOG_USEC": round(start_seconds * 1e6)}
+        longer = (  # never shorter than it is
+            {"WATCHDOG_USEC": max(self.watchdog_usec, round(start_seconds * 1e6))}
             if start_seconds is not None and self.watchdog_usec is not None
             else {}
         )

@@ -141,8 +141,9 @@ SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @mount @swap @reboot @obsolete @debug @cpu-emulation
 # after the line above, which takes @clock away with @privileged: reading whether the clock is
-# synchronised (adjtimex with no change; without CAP_SYS_TIME it can change nothing)
-SystemCallFilter=adjtimex
+# synchronised (adjtimex with no change, which glibc 2.32+ makes as clock_adjtime; without
+# CAP_SYS_TIME neither can change anything)
+SystemCallFilter=adjtimex clock_adjtime clock_adjtime64
 SystemCallErrorNumber=EPERM
 
 [Install]

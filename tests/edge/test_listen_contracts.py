@@ -168,7 +168,7 @@ def test_stream_time_0_is_when_the_loop_starts_to_read_not_when_the_sink_was_mad
 
 
 @pytest.mark.slow  # plays a 6 s file in real time
-@pytest.mark.parametrize("synchronised", [False, True])
+@pytest.mark.parametrize("synchronised", [False, True, "suspended"])
 def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monkeypatch, synchronised):
     """NTP sets a Jetson's clock (no battery) minutes after boot: the dates of a stream that began
     before must follow it at once, not stay an hour off for months (nor for the minute between two
@@ -189,13 +189,19 @@ def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monk
             return datetime.now(tz) + (timedelta(hours=1) if time.monotonic() > stepped_at else timedelta(0))
 
     class Kept(JsonLines):
-        redated: list = []
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.redated = []
 
         def redate(self, by):
             self.redated.append(by)
 
     monkeypatch.setattr(edge.listen, "datetime", Stepped)
-    monkeypatch.setattr(edge.listen, "clock_synchronised", lambda: synchronised)
+    monkeypatch.setattr(edge.listen, "clock_synchronised", lambda: synchronised is not False)
+    if synchronised == "suspended":  # an hour asleep: the time since boot moves on with the wall clock
+        awake = edge.listen.since_boot
+        monkeypatch.setattr(edge.listen, "since_boot",
+                            lambda: awake() + (3600.0 if time.monotonic() > stepped_at else 0.0))
     stream = io.StringIO()
     started = datetime.now(timezone.utc)
     sink = Kept(stream)
@@ -203,17 +209,22 @@ def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monk
            sink=sink)
     records = [json.loads(line) for line in stream.getvalue().splitlines()]
     moved = [r for r in records if r["type"] == "status" and r.get("code") == "clock_step"]
-    assert len(moved) == 1 and moved[0]["message"].startswith("the system clock is +36"), moved  # +3600 s
-    assert moved[0]["level"] == "warning"
+    if synchronised == "suspended":  # no step of the clock: the audio stopped with the system
+        said = [r["message"] for r in records if r["type"] == "status" and "suspended" in r["message"]]
+        assert said == ["the system was suspended for 3600 s: dates follow the clock from here"], records
+        assert moved == [] and sink.redated == []
+    else:
+        assert len(moved) == 1 and moved[0]["message"].startswith("the system clock is +36"), moved  # +3600 s
+        assert moved[0]["level"] == "warning"
     windows = [r for r in records if r["type"] == "window"]
     origins = [datetime.fromisoformat(w["utc"]) - timedelta(seconds=w["t"]) - started for w in windows]
     assert abs(origins[0].total_seconds()) < 2  # before the step: the clock as it was
     assert abs(origins[-1].total_seconds() - 3600) < 2  # after it: the clock as it is now
     after = [w["t"] for w, origin in zip(windows, origins) if origin.total_seconds() > 1800]
     assert after and min(after) < 2.5 + 1.0 + 1.0  # followed at the next read, not a minute later
-    if synchronised:  # a clock already right was moved: the dates before stand
+    if synchronised is True:  # a clock already right was moved: the dates before stand
         assert sink.redated == [] and "move with it" not in moved[0]["message"]
-    else:
+    elif synchronised is False:
         assert len(sink.redated) == 1 and abs(sink.redated[0].total_seconds() - 3600) < 2
         assert "earlier dates in the event log move with it" in moved[0]["message"]
 

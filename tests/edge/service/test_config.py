@@ -53,6 +53,7 @@ def config(**sections) -> ServiceConfig:
      "applies to the microphone (no audio.input) only"),
     ({"service": {"log_level": "loud"}}, "service.log_level", "one of debug, info, warning, error"),
     ({"systemd": {"status_interval": 0}}, "systemd.status_interval", "seconds > 0"),
+    ({"systemd": {"extend_timeout": float("inf")}}, "systemd.extend_timeout", "inf is not allowed"),
     ({"metrics": {"port": 70000}}, "metrics.port", "a TCP port"),
     ({"event_log": {"max_events": 0}}, "event_log.max_events", ">= 1"),
     ({"mqtt": {"qos": 3}}, "mqtt.qos", "0, 1 or 2"),

@@ -440,6 +440,14 @@ def test_a_run_dated_by_an_unset_clock_is_dated_again_when_it_steps(tmp_path):
     assert abs(datetime.fromisoformat(status_utc) - (now + timedelta(seconds=6))) < timedelta(seconds=1)
     (started,) = rows(path, f"SELECT started_utc FROM runs WHERE run_id = '{sink.run_id}'")[0]
     assert datetime.fromisoformat(started) > now  # the real clock read at the start, 120 days on
+    # a file begun after the step (the log deleted by hand) gets the run's start as dated now
+    later = EventLogSink(EventLogConfig(), tmp_path / "again")
+    later.redate(timedelta(days=1))
+    (tmp_path / "again" / "events.sqlite").unlink()
+    later.event(start(1))
+    later.close()
+    (moved,) = rows(tmp_path / "again" / "events.sqlite", "SELECT started_utc FROM runs")[0]
+    assert datetime.fromisoformat(moved) > now + timedelta(hours=23)
 
 
 def test_each_run_says_which_model_set_and_settings_heard_its_events(tmp_path):

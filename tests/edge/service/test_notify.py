@@ -76,6 +76,15 @@ def test_a_reload_is_reloading_then_ready_and_never_stopping(path_socket):
     assert abs(int(fields["MONOTONIC_USEC"]) - time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000) < 5_000_000
 
 
+def test_a_reload_never_shortens_the_watchdog_and_a_stop_that_wins_it_is_said(path_socket):
+    address, listener = path_socket
+    notifier = Notifier(address, watchdog_usec=1_800_000_000)  # --watchdog-sec 1800
+    notifier.reloading("reloading", 900.0)
+    assert "WATCHDOG_USEC=1800000000" in listener.messages()[0].split("\n")
+    assert notifier.stopping("stopping", after_reloading=True)
+    assert listener.messages()[-1] == "STOPPING=1\nSTATUS=stopping"
+
+
 def test_without_notify_socket_nothing_is_sent():
     notifier = Notifier.from_environ({"WATCHDOG_USEC": "1000000"})
     assert not notifier.enabled and notifier.watchdog_interval is None
