@@ -61,6 +61,17 @@ def test_cross_validate_holds_out_each_fold_in_turn(recipe, fake_fit, tmp_path):
     assert path == tmp_path / "cv" / "cv.json" and json.loads(path.read_text()) == summary
 
 
+def test_a_fold_finished_before_test_accuracy_is_read_by_its_val_accuracy(recipe, monkeypatch, tmp_path):
+    """Folds run before 2026-12-05 recorded the held-out fold as val_accuracy: cv had crashed on them."""
+    def fit(config, out, resume=False, command=""):
+        k = config.data.test_folds[0]
+        return {"best": k / 10, "history": [{"epoch": 1, "val_accuracy": k / 10}]}
+
+    monkeypatch.setattr(cv, "fit", fit)
+    summary, _ = cv.cross_validate(recipe, folds=[1, 3], out=tmp_path / "cv")
+    assert [f["accuracy"] for f in summary["folds"]] == [0.1, 0.3]
+
+
 def test_cross_validate_runs_only_the_folds_asked_for(recipe, fake_fit, tmp_path):
     summary, _ = cv.cross_validate(recipe, folds=[3, 1], out=tmp_path / "cv")
     assert [run["test_folds"] for run in fake_fit] == [(3,), (1,)]
