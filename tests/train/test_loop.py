@@ -216,6 +216,23 @@ def test_one_class_under_softmax_is_refused_with_what_to_do(recipe, tmp_path):
         fit(load_train_config(child), tmp_path / "run")
 
 
+def test_a_val_split_far_above_its_fraction_says_so(recipe, tmp_path, caplog):
+    """Recordings (group) are kept whole: 25 % asked can hold out half the clips, said."""
+    from train.loop import build_data
+    from train.model.config import load_model_config
+
+    rows = (recipe.parent / "clips.csv").read_text().splitlines()
+    grouped = tmp_path / "grouped.csv"
+    grouped.write_text("\n".join([rows[0] + ",group", *[f"{r},rec{i % 2}" for i, r in enumerate(rows[1:])]]) + "\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {recipe}\ndata: {{kind: csv, root: {grouped}, test_folds: [], val_fraction: 0.25, "
+                     f"classes: {CLASSES}}}\n")
+    config = load_train_config(child)
+    with caplog.at_level(logging.WARNING, logger="train.loop"):
+        build_data(config, load_model_config(config.model).frontend)
+    assert "val_fraction 0.25 asked, 0.50 held out (6 of 12 clips)" in caplog.text
+
+
 def test_a_one_hot_checkpoint_is_evaluated_only_on_its_own_classes(recipe, tmp_path):
     """Its outputs are class indices: on other classes they are nonsense, not an accuracy."""
     from train.checkpoint import save_checkpoint
