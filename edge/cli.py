@@ -296,7 +296,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                     else " (no effect: the bundle has no head)"
                 )
             )
-        untrained = untrained_labels(found, label_set) if vocabulary is None else []
+        untrained = untrained_labels(found, label_set)
         if untrained:
             click.echo(
                 f"  untrained: {', '.join(untrained)} (this model never trained them: scored by their text alone)"
@@ -856,7 +856,8 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     from edge.service.notify import Notifier
     from edge.service.serve import serve as run_service
 
-    # a SIGHUP before its handler (loading the config) is ignored, not the end of the process
+    # a SIGHUP outside its handler (loading the config; after the run, across the exec: reload_on_sighup
+    # puts this back) is ignored, not the end of the process
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = load_config(config_path, overrides)
     apply_log_level(config.service.log_level)
@@ -914,7 +915,6 @@ def start_again_in_place() -> None:
     """Replace this process with a new run of the same command (same pid, so systemd's main
     process stays; the environment, NOTIFY_SOCKET and the watchdog's included)."""
     logging.shutdown()  # the log lines so far reach the journal first
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # ignored across the exec until the new run's handler
     argv = [sys.executable, *sys.orig_argv[1:]]
     try:
         os.execv(sys.executable, argv)

@@ -531,8 +531,11 @@ def since_boot() -> float:
 
 def untrained_labels(bundle: Bundle, label_set: LabelSet) -> list[str]:
     """The set's labels that are none of the classes the bundle's model trained on (model.json's
-    training.class_names; [] where the bundle does not record them)."""
+    training.class_names; [] where the bundle does not record them, or has a vocabulary branch,
+    which scores such labels and whose start notes say so)."""
     trained = bundle.meta.training.get("class_names")
+    if bundle.meta.vocabulary is not None:
+        return []
     if not isinstance(trained, list) or not all(isinstance(name, str) for name in trained):
         return []
     keys = {label_key(name) for name in trained}
@@ -555,7 +558,7 @@ def start_notes(
     from edge.labels.labelset import DEFAULT_THRESHOLD
 
     notes: list[tuple[str, str]] = []
-    untrained = untrained_labels(bundle, label_set) if vocabulary is None else []
+    untrained = untrained_labels(bundle, label_set)
     if untrained:
         notes.append(
             (

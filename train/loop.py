@@ -202,18 +202,13 @@ def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | C
     """(training set, validation sets, the label space of every dataset's classes, the ids of
     the zero-shot classes that never train)."""
     augment = Augment(config.augment, frontend.sample_rate).train()
-    trains, vals, sets = [], [], []
+    trains, vals, splits, sets = [], [], [], []
     for spec, labels in zip(config.datasets, config.label_specs):
         trains.append(build_dataset(spec, "train", frontend, config.cache_dir, augment, config.seed))
-        val_split = "val" if spec.val_fraction else ("test" if spec.test_folds else None)
-        vals.append(build_dataset(spec, val_split, frontend, config.cache_dir) if val_split else None)
+        splits.append("val" if spec.val_fraction else ("test" if spec.test_folds else None))
+        vals.append(build_dataset(spec, splits[-1], frontend, config.cache_dir) if splits[-1] else None)
         if vals[-1] is not None:
-            check_held_out(trains[-1].clips, vals[-1].clips, val_split, spec.root)
-            share = len(vals[-1]) / max(1, len(trains[-1]) + len(vals[-1]))
-            if val_split == "val" and abs(share - spec.val_fraction) > 0.05:
-                log.warning("%s: val_fraction %.2f asked, %.2f held out (%d of %d clips): recordings (group) are "
-                            "kept whole", spec.root, spec.val_fraction, share, len(vals[-1]),
-                            len(trains[-1]) + len(vals[-1]))
+            check_held_out(trains[-1].clips, vals[-1].clips, splits[-1], spec.root, spec.val_fraction)
         sets.append(class_label_set(labels, trains[-1].class_names, spec.kind))
     kinds = [s.kind for s in config.datasets]
     if config.background is not None:  # unlabelled clips of none of the classes (target -1)
@@ -223,9 +218,8 @@ def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | C
         kinds.append("background")
     several = len(trains) > 1
     train_set = CombinedDataset(trains, kinds) if several else trains[0]
-    validation = [Validation(spec.kind, val, train_set.source_classes(i) if several else None,
-                             split="val" if spec.val_fraction else "test")
-                  for i, (spec, val) in enumerate(zip(config.datasets, vals)) if val is not None]
+    validation = [Validation(spec.kind, val, train_set.source_classes(i) if several else None, split=split)
+                  for i, (spec, val, split) in enumerate(zip(config.datasets, vals, splits)) if val is not None]
     unseen = []
     for i, spec in enumerate(config.datasets):
         if spec.holdout:

@@ -453,9 +453,11 @@ class ClipRecorder(Sink):
             free = self._free()
             if config.max_age_days is not None and dates_trusted(self.trust_clock):
                 too_old, unset = now - config.max_age_days * DAY, UNSET_BEFORE.timestamp()
-                for clip in [c for c in clips if unset <= c[0] < too_old and c[3] != keep]:
+                old = [c for c in clips if unset <= c[0] < too_old and c[3] != keep]
+                for clip in old:
                     free = self._remove(clip, free, "older than clips.max_age_days")
-                    clips.remove(clip)
+                gone = {clip[3] for clip in old}
+                clips = [c for c in clips if c[3] not in gone]
             total = sum(size for _, _, size, _ in clips)
             budget, floor = config.max_megabytes * MEGABYTE, config.min_free_megabytes * MEGABYTE
             # oldest first; one dated ahead of the clock was written while the clock was wrong: it goes first

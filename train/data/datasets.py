@@ -464,10 +464,12 @@ def split_clips(spec: DataSpec, split: str) -> tuple[list[Clip], list[str]]:
     return chosen, class_names
 
 
-def check_held_out(train: Sequence[Clip], held: Sequence[Clip], split: str, source: str | Path) -> None:
+def check_held_out(train: Sequence[Clip], held: Sequence[Clip], split: str, source: str | Path,
+                   val_fraction: float = 0.0) -> None:
     """A held-out split that shares a file with training is refused (its accuracy would be measured
     on what the model learnt); one that shares a recording (`group`) is warned of, as is a split
-    drawn clip by clip where no clip names its recording (fragments of one recording on both sides)."""
+    drawn clip by clip where no clip names its recording (fragments of one recording on both sides),
+    and a val split far from `val_fraction` (recordings are kept whole)."""
     trained = {c.path.resolve() for c in train}
     shared = [c.path for c in held if c.path.resolve() in trained]
     if shared:
@@ -486,6 +488,10 @@ def check_held_out(train: Sequence[Clip], held: Sequence[Clip], split: str, sour
             "%s: the val split is drawn clip by clip (no clip names its recording): fragments of one recording can "
             "fall on both sides, so val accuracy is optimistic; give a CSV a `group` column (the source recording), "
             "or hold out whole folds (test_folds)", source)
+    share = len(held) / max(1, len(train) + len(held))
+    if split == "val" and abs(share - val_fraction) > 0.05:
+        log.warning("%s: val_fraction %.2f asked, %.2f held out (%d of %d clips): recordings (group) are kept whole",
+                    source, val_fraction, share, len(held), len(train) + len(held))
 
 
 def build_dataset(spec: DataSpec, split: str, frontend: Frontend = Frontend(),
