@@ -98,28 +98,35 @@ def main() -> None:
     clips, class_names = split_clips(spec, "heldout")
     truth = np.array([classes.index(class_names[c.target]) for c in clips])
     emb, voc = first_windows(bundle, [c.path for c in clips])
-    urban = resolve_label_set("urban").labels
     print(f"{len(clips)} held-out clips of {len(classes)} never-trained classes ({args.recipe}), bundle {args.bundle}")
     with tempfile.TemporaryDirectory() as tmp:
         for wording, title in enumerate(WORDINGS):
             path = write_set(Path(tmp), f"new{wording}", label_entries(classes, wording))
-            written = resolve_label_set(str(path))
-            for where, labels in (("alone", written.labels), ("beside urban", (*written.labels, *urban))):
-                label_set = dataclasses.replace(written, labels=tuple(labels))
-                p = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, label_set), label_set,
-                                      vocabulary=vocabulary)(emb, voc)
-                top = p.argmax(1)
-                shares = [np.mean(top[truth == k] == k) for k in range(len(classes))]
-                per = "  ".join(f"{c} {share:.0%}" for c, share in zip(classes, shares))
-                right = int((top == truth).sum())
-                print(f"{title:<40} {where:<13} {right:>4}/{len(truth)} {right / len(truth):6.1%}   {per}", flush=True)
-                for k, (c, share) in enumerate(zip(classes, shares)):
-                    if share < 0.5:
-                        wrong = Counter(label_set.names[j] for j in top[(truth == k) & (top != k)])
-                        heard = voc[truth == k, :len(vocabulary.names)].mean(axis=0)
-                        print(f"{'':<55}{c} named: " + ", ".join(f"{n} {m}" for n, m in wrong.most_common(3))
-                              + "; the vocabulary hears (mean): "
-                              + ", ".join(f"{vocabulary.names[j]} {heard[j]:.2f}" for j in np.argsort(-heard)[:4]))
+            report(bundle, vocabulary, resolve_label_set(str(path)), emb, voc, truth, classes, title)
+
+
+def report(bundle, vocabulary, written, emb, voc, truth, classes: list[str], title: str, beside=None) -> None:
+    """Print the top-1 of clips of `classes` (truth: an index into them) among the new labels of
+    `written` (one per class, in their order) alone and beside each of `beside` {title: trained labels}
+    (default: `urban`'s): overall, per class, and for a class named less than half the time, where it
+    went and what the vocabulary hears."""
+    beside = {"beside urban": resolve_label_set("urban").labels} if beside is None else beside
+    for where, labels in (("alone", written.labels), *((k, (*written.labels, *v)) for k, v in beside.items())):
+        label_set = dataclasses.replace(written, labels=tuple(labels))
+        p = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, label_set), label_set,
+                              vocabulary=vocabulary)(emb, voc)
+        top = p.argmax(1)
+        shares = [np.mean(top[truth == k] == k) for k in range(len(classes))]
+        per = "  ".join(f"{c} {share:.0%}" for c, share in zip(classes, shares))
+        right = int((top == truth).sum())
+        print(f"{title:<40} {where:<13} {right:>4}/{len(truth)} {right / len(truth):6.1%}   {per}", flush=True)
+        for k, (c, share) in enumerate(zip(classes, shares)):
+            if share < 0.5:
+                wrong = Counter(label_set.names[j] for j in top[(truth == k) & (top != k)])
+                heard = voc[truth == k, :len(vocabulary.names)].mean(axis=0)
+                print(f"{'':<55}{c} named: " + ", ".join(f"{n} {m}" for n, m in wrong.most_common(3))
+                      + "; the vocabulary hears (mean): "
+                      + ", ".join(f"{vocabulary.names[j]} {heard[j]:.2f}" for j in np.argsort(-heard)[:4]))
 
 
 if __name__ == "__main__":
