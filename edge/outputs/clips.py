@@ -117,6 +117,29 @@ def clip_label(label: str) -> str:
     return safe or "event"
 
 
+def room_warning(config: ClipsConfig, folder: Path) -> str | None:
+    """What the recorder's start (and check-config) says when the disk of `folder` (of the folder it
+    will be made in, while it is not there) cannot give the clips clips.max_megabytes: what is free
+    and what its clips hold now, less clips.min_free_megabytes; None when it can, or cannot be read."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+        held = sum(p.stat().st_size for p in folder.glob("*.flac") if CLIP_NAME.fullmatch(p.name))
+    except OSError:
+        return None
+    room = free + held - round(config.min_free_megabytes * MEGABYTE)
+    if room >= config.max_megabytes * MEGABYTE:
+        return None
+    return (
+        f"clips.max_megabytes {config.max_megabytes:g} is more than the disk of {folder} can give the clips "
+        f"({max(0, room) / MEGABYTE:.0f} MB, with the clips there now, above clips.min_free_megabytes "
+        f"{config.min_free_megabytes:g}): the oldest go sooner, to keep that much free"
+        + (" (none fits now: no clip is kept until space is freed)" if room <= 0 else "")
+    )
+
+
 class _History:
     """The last `capacity` samples of a stream, addressed by their index since its start."""
 
@@ -207,17 +230,9 @@ class ClipRecorder(Sink):
             )
         for stale in self.dir.glob(".*.tmp.flac"):  # a clip being written when the process died
             stale.unlink(missing_ok=True)
-        room = self._room()
-        if room is not None and room < config.max_megabytes * MEGABYTE:
-            log.warning(
-                "clips.max_megabytes %g is more than the disk of %s can give the clips (%.0f MB, with the clips "
-                "there now, above clips.min_free_megabytes %g): the oldest go sooner, to keep that much free%s",
-                config.max_megabytes,
-                self.dir,
-                max(0, room) / MEGABYTE,
-                config.min_free_megabytes,
-                " (none fits now: no clip is kept until space is freed)" if room <= 0 else "",
-            )
+        short = room_warning(config, self.dir)
+        if short is not None:
+            log.warning("%s", short)
         self._worker = threading.Thread(target=self._work, name="clip writer", daemon=True)
         self._worker.start()
 
@@ -427,15 +442,6 @@ class ClipRecorder(Sink):
             return shutil.disk_usage(self.dir).free
         except OSError:
             return None
-
-    def _room(self) -> int | None:
-        """Bytes the clips can have on their disk: what is free and what they hold now, less
-        min_free_megabytes (negative: not even that is free)."""
-        free = self._free()
-        if free is None:
-            return None
-        held = sum(p.stat().st_size for p in self.dir.glob("*.flac") if CLIP_NAME.fullmatch(p.name))
-        return free + held - round(self.config.min_free_megabytes * MEGABYTE)
 
     def _tidy(self, need: int = 0, keep: Path | None = None) -> bool:
         """Remove clips (never `keep`): those older than max_age_days while the clock can be

@@ -106,6 +106,18 @@ def device_notes(config: ServiceConfig) -> list[tuple[str, str]]:
     return []
 
 
+def disk_notes(config: ServiceConfig, state_dir: Path) -> list[tuple[str, str]]:
+    """check-config: a warning when the clips' disk cannot give them clips.max_megabytes (as the
+    service's start says it), for clips in `state_dir`/clips when clips.dir is left out."""
+    from edge.outputs.clips import room_warning
+
+    clips = config.enabled_outputs().get("clips")
+    if clips is None:
+        return []
+    short = room_warning(clips, clips.resolve_dir(state_dir))
+    return [] if short is None else [("warning", short)]
+
+
 def checked(config_path: str, overrides: Sequence[str] = ()) -> tuple[ServiceConfig, Resolved]:
     """The config at `config_path` read and checked as check-config and a reload (SIGHUP) check it:
     every key, the bundle, the label set, the outputs' files; CONFIG_ERRORS when something is wrong."""

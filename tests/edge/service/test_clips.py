@@ -145,6 +145,33 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
+def test_check_config_says_a_disk_short_of_the_clips_budget_as_the_start_does(small_disk, tmp_path):
+    """A 3 MB disk cannot give the clips their 1024 MB: check-config says it before the service
+    starts (it had said nothing, and the start's warning went to the journal only), for the folder
+    clips.dir names or the one the service would make; a budget the disk can give is not warned of."""
+    from click.testing import CliRunner
+
+    import edge.cli
+    from edge.service.config import example_path
+
+    def check(*settings: str) -> str:
+        args = ["check-config", str(example_path()), "--set", "clips.enabled=true", "--set", f"audio.input={clip}"]
+        result = CliRunner().invoke(edge.cli.main, [*args, *(x for s in settings for x in ("--set", s))])
+        assert result.exit_code == 0, result.output
+        return result.output.split("schema_version")[0]
+
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"")  # only its existence is checked
+    said = check(f"clips.dir={small_disk / 'clips'}")
+    assert re.search(rf"^# warning: clips.max_megabytes 1024 is more than the disk of {small_disk / 'clips'} can "
+                     r"give the clips \(\d MB, .* above clips.min_free_megabytes 100\).*\(none fits now", said, re.M)
+    assert not (small_disk / "clips").exists()  # checked, not made
+    said = check(f"service.state_dir={small_disk}", "clips.min_free_megabytes=0")
+    assert f"the disk of {small_disk / 'clips'} can give the clips (3 MB" in said and "none fits now" not in said
+    assert "clips.max_megabytes" not in check(f"clips.dir={small_disk / 'clips'}", "clips.max_megabytes=1",
+                                               "clips.min_free_megabytes=0")
+
+
 def wait_for(predicate, timeout=10.0):
     import time
 
