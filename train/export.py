@@ -34,7 +34,7 @@ from edge.bundle import BundleMeta, read_bundle, tower_spec, write_bundle_meta
 from edge.errors import BundleError
 from edge.fsutil import atomic_directory, atomic_path
 from edge.labels.embeddings import LabelEmbeddings, compute_label_embeddings
-from edge.labels.labelset import LabelSet
+from edge.labels.labelset import LabelSet, label_key
 from edge.labels.tokenizers import save_tokenizer
 from train.model.config import ModelConfig
 from train.model.semanticac import SemanticAC
@@ -548,25 +548,31 @@ def never_trained(training: dict | None) -> list[str]:
 
 
 def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> list[LabelSet]:
-    """`label_sets` less the labels the recipe never trained: what a vocabulary branch records
-    as trained must be, or a held-out class would be scored by the student as if it had heard it.
-    A set that loses labels is named "<name>-seen"."""
+    """`label_sets` less the labels the checkpoint never trained: the classes its recipe held out,
+    and, where the checkpoint records its classes (`training["class_names"]`), every label that is
+    none of them. What a vocabulary branch records as trained must be, or such a label would be
+    scored by the student as if it had heard it. A set that loses labels is named "<name>-seen"."""
     held = set(never_trained(training))
+    classes = list((training or {}).get("class_names") or [])
+    known = {label_key(name) for name in classes}
     kept = []
     for label_set in label_sets:
-        dropped = [name for name in label_set.names if name in held]
+        dropped = [name for name in label_set.names if name in held or (known and label_key(name) not in known)]
         if not dropped:
             kept.append(label_set)
             continue
         if len(dropped) == len(label_set.labels):
-            raise ValueError(f"label set {label_set.name!r}: every label is a class the recipe held out of training "
-                             f"({', '.join(dropped)}), so none of it is trained; leave it out of --labels")
+            shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+            raise ValueError(f"label set {label_set.name!r}: none of its labels is a class this checkpoint trained ("
+                             + (f"the recipe held {', '.join(dropped)} out of training" if set(dropped) <= held
+                                else f"it trained {len(classes)} classes: {shown}")
+                             + "); leave it out of --labels, and give a label set that names the trained classes")
         name = f"{label_set.name}-seen"
-        log.warning("label set %s: %d labels the recipe never trained (%s) are new labels to this bundle: the "
+        log.warning("label set %s: %d labels the checkpoint never trained (%s) are new labels to this bundle: the "
                     "trained set is recorded as %s, without them",
                     label_set.name, len(dropped), ", ".join(dropped), name)
         kept.append(dataclasses.replace(label_set, name=name, shipped=False,
-                                        labels=tuple(label for label in label_set.labels if label.name not in held)))
+                                        labels=tuple(label for label in label_set.labels if label.name not in dropped)))
     return kept
 
 

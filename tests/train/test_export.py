@@ -246,7 +246,7 @@ def test_a_vocabulary_records_as_trained_only_what_the_recipe_trained(recipe, he
     assert kept[1].names == [name for name in esc50.names if name not in never_trained(training)]
     assert kept[1].name == ("esc50-seen" if held else "esc50")
     assert len(kept[1].names) == 50 - held
-    assert ("10 labels the recipe never trained (pig, frog, crow" in caplog.text) == bool(held)  # the user is told
+    assert ("10 labels the checkpoint never trained (pig, frog, crow" in caplog.text) == bool(held)  # the user is told
 
 
 def test_a_label_set_of_held_out_classes_only_is_refused():
@@ -254,5 +254,26 @@ def test_a_label_set_of_held_out_classes_only_is_refused():
 
     training = {"recipe": {"data": {"kind": "esc50", "holdout": ["dog", "rooster"]}}}
     few = dataclasses.replace(resolve_label_set("esc50"), labels=resolve_label_set("esc50").labels[:2])
-    with pytest.raises(ValueError, match="every label is a class the recipe held out.*dog, rooster"):
+    with pytest.raises(ValueError, match="none of its labels is a class this checkpoint trained .the recipe held "
+                                         "dog, rooster out of training"):
         trained_label_sets([few], training)
+
+
+def test_labels_a_checkpoint_never_trained_are_not_recorded_as_trained(caplog):
+    """A model trained on a site's own CSV records its classes; exported with the default
+    `--labels urban --labels esc50`, its vocabulary branch had recorded all 60 as trained, so the
+    student scored labels it never heard and the vocabulary never did. Now only the trained ones are,
+    matched as label sets match names; a set of none of them is refused, naming the classes."""
+    from train.export import trained_label_sets
+
+    urban, esc50 = resolve_label_set("urban"), resolve_label_set("esc50")
+    training = {"class_names": ["Dog bark", "street music", "doorbell"]}
+    kept = trained_label_sets([urban], training)
+    assert kept[0].name == "urban-seen" and kept[0].names == ["dog_bark", "street_music"]
+    assert "8 labels the checkpoint never trained (air_conditioner, car_horn" in caplog.text
+    with pytest.raises(ValueError, match=r"'esc50': none of its labels is a class this checkpoint trained \(it "
+                                         r"trained 3 classes: Dog bark, street music, doorbell\).*names the "
+                                         r"trained classes"):
+        trained_label_sets([urban, esc50], training)
+    every = {"class_names": [*urban.names, *esc50.names]}  # the demo recipe's: both sets whole
+    assert trained_label_sets([urban, esc50], every) == [urban, esc50]
