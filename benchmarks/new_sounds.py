@@ -1,7 +1,7 @@
 """New labels for sounds neither development set holds: musical instruments and household alarms,
 alone and beside `urban`'s trained labels, as the device scores them.
 
-    python benchmarks/new_sounds.py [--bundle B]      # 1 min; needs: apt-get install fluidsynth fluid-soundfont-gm
+    python benchmarks/new_sounds.py [--bundle B]      # 40 s; needs: apt-get install fluidsynth fluid-soundfont-gm
 
 ESC-50 and UrbanSound8K hold no instrument (UrbanSound8K's street_music is any music heard in a
 street) and no doorbell, smoke alarm or telephone. So the clips are made here, seeded:

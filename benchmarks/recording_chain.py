@@ -63,6 +63,9 @@ def main() -> None:
     vocabulary = Vocabulary.from_bundle(bundle)
     rng = np.random.default_rng(0)
     for spec in load_train_config(args.recipe).datasets:
+        if spec.kind not in DATASET_LABELS:
+            parser.error(f"--recipe {args.recipe}: its {spec.kind} data has no shipped label set to score it by "
+                         f"(this benchmark reads {' and '.join(DATASET_LABELS)})")
         clips, names = split_clips(spec, "val" if spec.val_fraction else "test")
         label_set = resolve_label_set(DATASET_LABELS[spec.kind])
         truth = np.array([label_set.names.index(names[clip.target]) for clip in clips])

@@ -552,19 +552,21 @@ def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> lis
     and, where the checkpoint records its classes (`training["class_names"]`), every label that is
     none of them. What a vocabulary branch records as trained must be, or such a label would be
     scored by the student as if it had heard it. A set that loses labels is named "<name>-seen"."""
-    held = set(never_trained(training))
+    held = {label_key(name) for name in never_trained(training)}
     classes = list((training or {}).get("class_names") or [])
-    known = {label_key(name) for name in classes}
+    known = {label_key(name) for name in classes} - held
     kept = []
     for label_set in label_sets:
-        dropped = [name for name in label_set.names if name in held or (known and label_key(name) not in known)]
+        dropped = [name for name in label_set.names
+                   if label_key(name) in held or (known and label_key(name) not in known)]
         if not dropped:
             kept.append(label_set)
             continue
         if len(dropped) == len(label_set.labels):
             shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
             raise ValueError(f"label set {label_set.name!r}: none of its labels is a class this checkpoint trained ("
-                             + (f"the recipe held {', '.join(dropped)} out of training" if set(dropped) <= held
+                             + (f"the recipe held {', '.join(dropped)} out of training"
+                                if {label_key(name) for name in dropped} <= held
                                 else f"it trained {len(classes)} classes: {shown}")
                              + "); leave it out of --labels, and give a label set that names the trained classes")
         name = f"{label_set.name}-seen"
@@ -613,7 +615,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     `vocabulary`: {"shared": N[, "max_drift", "tail", and VOCABULARY_FUSION's keys]} adds the
     vocabulary branch (a YAMNet student whose first N trunk layers are YAMNet's, within max_drift:
     train.model.yamnet.vocabulary_branch; sigmoid scoring) and
-    embeds its 521 class names; the label sets given, less the classes the recipe held out
+    embeds its 521 class names; the label sets given, less the labels the checkpoint never trained
     (`trained_label_sets`), are recorded as the trained ones; then the
     training clips of `training["recipe"]` are heard again for the veto (train.vocabulary_trust:
     where they cannot be read, the veto is off).

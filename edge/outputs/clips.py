@@ -121,10 +121,10 @@ def room_warning(config: ClipsConfig, folder: Path) -> str | None:
     """What the recorder's start (and check-config) says when the disk of `folder` (of the folder it
     will be made in, while it is not there) cannot give the clips clips.max_megabytes: what is free
     and what its clips hold now, less clips.min_free_megabytes; None when it can, or cannot be read."""
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    try:
+    try:  # exists() raises where a folder on the way cannot be entered (/var/lib/private, as another user)
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
         free = shutil.disk_usage(existing).free
         held = sum(p.stat().st_size for p in folder.glob("*.flac") if CLIP_NAME.fullmatch(p.name))
     except OSError:

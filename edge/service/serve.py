@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -106,15 +106,19 @@ def device_notes(config: ServiceConfig) -> list[tuple[str, str]]:
     return []
 
 
-def disk_notes(config: ServiceConfig, state_dir: Path) -> list[tuple[str, str]]:
+def disk_notes(config: ServiceConfig, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
     """check-config: a warning when the clips' disk cannot give them clips.max_megabytes (as the
-    service's start says it), for clips in `state_dir`/clips when clips.dir is left out."""
+    service's start says it). Only where the config (clips.dir, service.state_dir) or
+    $STATE_DIRECTORY says where they go: from a shell the default folder is the user's, not the
+    unit's StateDirectory=, and its disk may not be the service's."""
     from edge.outputs.clips import room_warning
+    from edge.service.config import state_dir
 
     clips = config.enabled_outputs().get("clips")
-    if clips is None:
+    env = os.environ if environ is None else environ
+    if clips is None or not (clips.dir or config.service.state_dir or env.get("STATE_DIRECTORY")):
         return []
-    short = room_warning(clips, clips.resolve_dir(state_dir))
+    short = room_warning(clips, clips.resolve_dir(state_dir(config, environ=env)))
     return [] if short is None else [("warning", short)]
 
 

@@ -277,3 +277,6 @@ def test_labels_a_checkpoint_never_trained_are_not_recorded_as_trained(caplog):
         trained_label_sets([urban, esc50], training)
     every = {"class_names": [*urban.names, *esc50.names]}  # the demo recipe's: both sets whole
     assert trained_label_sets([urban, esc50], every) == [urban, esc50]
+    # a held-out class spelt otherwise than the label is still held out (label sets' matching)
+    held = {**every, "recipe": {"data": {"kind": "esc50", "holdout": ["Crying baby"]}}}
+    assert "crying_baby" not in trained_label_sets([esc50], held)[0].names

@@ -145,10 +145,12 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_check_config_says_a_disk_short_of_the_clips_budget_as_the_start_does(small_disk, tmp_path):
+def test_check_config_says_a_disk_short_of_the_clips_budget_as_the_start_does(small_disk, tmp_path, monkeypatch):
     """A 3 MB disk cannot give the clips their 1024 MB: check-config says it before the service
     starts (it had said nothing, and the start's warning went to the journal only), for the folder
-    clips.dir names or the one the service would make; a budget the disk can give is not warned of."""
+    clips.dir names or the one the service would make in service.state_dir or $STATE_DIRECTORY; a
+    budget the disk can give is not warned of, nor a folder the config leaves to the unit (from a
+    shell the default is the user's own, maybe on another disk than the service's)."""
     from click.testing import CliRunner
 
     import edge.cli
@@ -162,6 +164,12 @@ def test_check_config_says_a_disk_short_of_the_clips_budget_as_the_start_does(sm
 
     clip = tmp_path / "clip.wav"
     clip.write_bytes(b"")  # only its existence is checked
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(small_disk))
+    assert "clips.max_megabytes" not in check()  # the unit's StateDirectory= decides, not this shell's
+    monkeypatch.setenv("STATE_DIRECTORY", str(small_disk))
+    assert f"the disk of {small_disk / 'clips'} can give the clips (0 MB" in check()
+    monkeypatch.delenv("STATE_DIRECTORY")
     said = check(f"clips.dir={small_disk / 'clips'}")
     assert re.search(rf"^# warning: clips.max_megabytes 1024 is more than the disk of {small_disk / 'clips'} can "
                      r"give the clips \(\d MB, .* above clips.min_free_megabytes 100\).*\(none fits now", said, re.M)
