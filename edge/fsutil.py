@@ -92,6 +92,15 @@ def looked_at(path: str | Path) -> str:
     return f" (looked at {Path.cwd() / path}: a relative path is read from the folder the command runs in)"
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """`path` itself when it exists, else the nearest folder above it that does (what a mkdir of it
+    would be made in); OSError where a folder on the way cannot be entered."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
 def unwritable_reason(folder: str | Path) -> str | None:
     """None when `folder` exists or can be made, and a file can be created in it; else why not."""
     folder = Path(folder)

@@ -55,7 +55,7 @@ from edge.capture.sources import Source
 from edge.clock import UNSET_BEFORE, dates_trusted
 from edge.errors import ConfigError
 from edge.events import Event
-from edge.fsutil import atomic_path, unwritable_reason
+from edge.fsutil import atomic_path, nearest_existing, unwritable_reason
 from edge.outputs.metrics import ClipCounts
 from edge.outputs.sinks import Sink, Status, WindowResult
 from edge.service.sections import UNWRITABLE_FIX, invalid
@@ -122,10 +122,7 @@ def room_warning(config: ClipsConfig, folder: Path) -> str | None:
     will be made in, while it is not there) cannot give the clips clips.max_megabytes: what is free
     and what its clips hold now, less clips.min_free_megabytes; None when it can, or cannot be read."""
     try:  # exists() raises where a folder on the way cannot be entered (/var/lib/private, as another user)
-        existing = folder
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        free = shutil.disk_usage(existing).free
+        free = shutil.disk_usage(nearest_existing(folder)).free
         held = sum(p.stat().st_size for p in folder.glob("*.flac") if CLIP_NAME.fullmatch(p.name))
     except OSError:
         return None

@@ -143,6 +143,21 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet) -> None:
     if mqtt is not None:
         credentials(mqtt)
         label_slugs(label_set.names)
+    clips = config.enabled_outputs().get("clips")
+    if clips is not None and clips.dir:
+        from edge.fsutil import nearest_existing
+        from edge.service.sections import UNWRITABLE_FIX
+
+        try:
+            found = nearest_existing(Path(clips.dir).expanduser())
+        except OSError:  # a folder this user may not enter: the service's own user may
+            return
+        if not found.is_dir():
+            raise ConfigError(
+                f"clips.dir {clips.dir} cannot hold clips: {found} is a file: {UNWRITABLE_FIX}; or clips.enabled: "
+                "false",
+                key="clips.dir",
+            )
 
 
 def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:

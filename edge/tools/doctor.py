@@ -602,13 +602,11 @@ def _orphan_embeddings_check(ctx: _Context, path: Path) -> Check:
 
 def check_cache(ctx: _Context) -> Check:
     """Label embeddings computed on the device, and engines of a read-only bundle, go here."""
-    from edge.fsutil import cache_dir
+    from edge.fsutil import cache_dir, nearest_existing
 
     folder = cache_dir(ctx.bundle.meta.model_id) if ctx.bundle is not None else cache_dir("x").parent
     fix = f"set $XDG_CACHE_HOME to a writable folder, or make {folder} writable by this user"
-    existing = folder
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         return Check("cache", WARN, f"{folder} cannot be created: {existing} is not a folder", fix)
     if existing == folder:

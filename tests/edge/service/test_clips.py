@@ -180,6 +180,24 @@ def test_check_config_says_a_disk_short_of_the_clips_budget_as_the_start_does(sm
                                                "clips.min_free_megabytes=0")
 
 
+def test_check_config_refuses_a_clips_dir_that_is_a_file(tmp_path):
+    """The service's start refuses it (exit 78); check-config had said OK."""
+    from click.testing import CliRunner
+
+    import edge.cli
+    from edge.service.config import example_path
+
+    (tmp_path / "clip.wav").write_bytes(b"")
+    taken = tmp_path / "clips"
+    taken.write_text("a file where the folder should be")
+    for where in (taken, taken / "inside"):
+        result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set", "clips.enabled=true",
+                                                    "--set", f"clips.dir={where}", "--set",
+                                                    f"audio.input={tmp_path / 'clip.wav'}"])
+        assert result.exit_code == 78, result.output
+        assert f"clips.dir {where} cannot hold clips: {taken} is a file" in result.output
+
+
 def wait_for(predicate, timeout=10.0):
     import time
 
