@@ -143,21 +143,32 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet) -> None:
     if mqtt is not None:
         credentials(mqtt)
         label_slugs(label_set.names)
-    clips = config.enabled_outputs().get("clips")
+    clips, event_log = (config.enabled_outputs().get(name) for name in ("clips", "event_log"))
     if clips is not None and clips.dir:
-        from edge.fsutil import nearest_existing
-        from edge.service.sections import UNWRITABLE_FIX
+        _placed("clips.dir", clips.dir, "cannot hold clips", "clips.enabled", folder=True)
+    if event_log is not None and event_log.path:
+        _placed("event_log.path", event_log.path, "cannot be used as the event log", "event_log.enabled", folder=False)
 
-        try:
-            found = nearest_existing(Path(clips.dir).expanduser())
-        except OSError:  # a folder this user may not enter: the service's own user may
-            return
+
+def _placed(key: str, value: str, cannot: str, switch: str, folder: bool) -> None:
+    """ConfigError, as the output's start would raise it, when `value` (a folder, or a file with
+    `folder` False) cannot be made where it is: a file stands in its way, or a file's path is a
+    folder. Nothing where a folder on the way cannot be entered: the service's own user may."""
+    from edge.fsutil import nearest_existing
+    from edge.service.sections import UNWRITABLE_FIX
+
+    path = Path(value).expanduser()
+    try:
+        found = nearest_existing(path if folder else path.parent)
         if not found.is_dir():
-            raise ConfigError(
-                f"clips.dir {clips.dir} cannot hold clips: {found} is a file: {UNWRITABLE_FIX}; or clips.enabled: "
-                "false",
-                key="clips.dir",
-            )
+            reason = f"{found} is a file"
+        elif not folder and path.is_dir():
+            reason = f"{path} is a folder (name a file in it, e.g. {path / 'events.sqlite'})"
+        else:
+            return
+    except OSError:
+        return
+    raise ConfigError(f"{key} {value} {cannot}: {reason}: {UNWRITABLE_FIX}; or {switch}: false", key=key)
 
 
 def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:

@@ -181,7 +181,8 @@ def test_check_config_says_a_disk_short_of_the_clips_budget_as_the_start_does(sm
 
 
 def test_check_config_refuses_a_clips_dir_that_is_a_file(tmp_path):
-    """The service's start refuses it (exit 78); check-config had said OK."""
+    """The service's start refuses it (exit 78); check-config had said OK. The same for an
+    event_log.path that is a folder or under a file."""
     from click.testing import CliRunner
 
     import edge.cli
@@ -196,6 +197,17 @@ def test_check_config_refuses_a_clips_dir_that_is_a_file(tmp_path):
                                                     f"audio.input={tmp_path / 'clip.wav'}"])
         assert result.exit_code == 78, result.output
         assert f"clips.dir {where} cannot hold clips: {taken} is a file" in result.output
+    for where, reason in ((tmp_path, f"{tmp_path} is a folder (name a file in it, e.g. {tmp_path / 'events.sqlite'})"),
+                          (taken / "events.sqlite", f"{taken} is a file")):
+        result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set",
+                                                    "event_log.enabled=true", "--set", f"event_log.path={where}",
+                                                    "--set", f"audio.input={tmp_path / 'clip.wav'}"])
+        assert result.exit_code == 78, result.output
+        assert f"event_log.path {where} cannot be used as the event log: {reason}" in result.output
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set", "event_log.enabled=true",
+                                                "--set", f"event_log.path={tmp_path / 'new' / 'events.sqlite'}",
+                                                "--set", f"audio.input={tmp_path / 'clip.wav'}"])
+    assert result.exit_code == 0 and not (tmp_path / "new").exists()  # checked, not made
 
 
 def wait_for(predicate, timeout=10.0):
