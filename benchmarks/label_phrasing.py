@@ -105,11 +105,12 @@ def main() -> None:
             report(bundle, vocabulary, resolve_label_set(str(path)), emb, voc, truth, classes, title)
 
 
-def report(bundle, vocabulary, written, emb, voc, truth, classes: list[str], title: str, beside=None) -> None:
+def report(bundle, vocabulary, written, emb, voc, truth, classes: list[str], title: str, beside=None,
+           below: float = 0.5) -> None:
     """Print the top-1 of clips of `classes` (truth: an index into them) among the new labels of
     `written` (one per class, in their order) alone and beside each of `beside` {title: trained labels}
-    (default: `urban`'s): overall, per class, and for a class named less than half the time, where it
-    went and what the vocabulary hears."""
+    (default: `urban`'s): overall, per class, and for a class named less than `below` of the time, where
+    the rest went and what the vocabulary hears."""
     beside = {"beside urban": resolve_label_set("urban").labels} if beside is None else beside
     for where, labels in (("alone", written.labels), *((k, (*written.labels, *v)) for k, v in beside.items())):
         label_set = dataclasses.replace(written, labels=tuple(labels))
@@ -121,7 +122,7 @@ def report(bundle, vocabulary, written, emb, voc, truth, classes: list[str], tit
         right = int((top == truth).sum())
         print(f"{title:<40} {where:<13} {right:>4}/{len(truth)} {right / len(truth):6.1%}   {per}", flush=True)
         for k, (c, share) in enumerate(zip(classes, shares)):
-            if share < 0.5:
+            if share < below:
                 wrong = Counter(label_set.names[j] for j in top[(truth == k) & (top != k)])
                 heard = voc[truth == k, :len(vocabulary.names)].mean(axis=0)
                 print(f"{'':<55}{c} named: " + ", ".join(f"{n} {m}" for n, m in wrong.most_common(3))
