@@ -154,60 +154,61 @@ def test_check_config_says_a_disk_short_of_the_clips_budget_as_the_start_does(sm
     from click.testing import CliRunner
 
     import edge.cli
-    from edge.service.config import example_path
-
-    def check(*settings: str) -> str:
-        args = ["check-config", str(example_path()), "--set", "clips.enabled=true", "--set", f"audio.input={clip}"]
-        result = CliRunner().invoke(edge.cli.main, [*args, *(x for s in settings for x in ("--set", s))])
-        assert result.exit_code == 0, result.output
-        return result.output.split("schema_version")[0]
+    from edge.service.config import example_path, load_config
+    from edge.service.serve import disk_notes
 
     clip = tmp_path / "clip.wav"
     clip.write_bytes(b"")  # only its existence is checked
-    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
-    monkeypatch.setenv("XDG_STATE_HOME", str(small_disk))
-    assert "clips.max_megabytes" not in check()  # the unit's StateDirectory= decides, not this shell's
-    monkeypatch.setenv("STATE_DIRECTORY", str(small_disk))
-    assert f"the disk of {small_disk / 'clips'} can give the clips (0 MB" in check()
-    monkeypatch.delenv("STATE_DIRECTORY")
-    said = check(f"clips.dir={small_disk / 'clips'}")
+    settings = ["clips.enabled=true", f"audio.input={clip}"]
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), *(
+        x for s in [*settings, f"clips.dir={small_disk / 'clips'}"] for x in ("--set", s))])
+    assert result.exit_code == 0, result.output
     assert re.search(rf"^# warning: clips.max_megabytes 1024 is more than the disk of {small_disk / 'clips'} can "
-                     r"give the clips \(\d MB, .* above clips.min_free_megabytes 100\).*\(none fits now", said, re.M)
+                     r"give the clips \(\d MB, .* above clips.min_free_megabytes 100\).*\(none fits now",
+                     result.output, re.M)
     assert not (small_disk / "clips").exists()  # checked, not made
-    said = check(f"service.state_dir={small_disk}", "clips.min_free_megabytes=0")
-    assert f"the disk of {small_disk / 'clips'} can give the clips (3 MB" in said and "none fits now" not in said
-    assert "clips.max_megabytes" not in check(f"clips.dir={small_disk / 'clips'}", "clips.max_megabytes=1",
-                                               "clips.min_free_megabytes=0")
+
+    def said(*more: str, **environ: str) -> str:
+        notes = disk_notes(load_config(example_path(), [*settings, *more]), environ={"XDG_STATE_HOME": str(small_disk),
+                                                                                     **environ})
+        return " ".join(message for _, message in notes)
+
+    assert said() == ""  # the unit's StateDirectory= decides, not this shell's ~/.local/state
+    assert f"the disk of {small_disk / 'clips'} can give the clips (0 MB" in said(STATE_DIRECTORY=str(small_disk))
+    quiet = said(f"service.state_dir={small_disk}", "clips.min_free_megabytes=0")
+    assert f"the disk of {small_disk / 'clips'} can give the clips (3 MB" in quiet and "none fits now" not in quiet
+    assert said(f"clips.dir={small_disk / 'clips'}", "clips.max_megabytes=1", "clips.min_free_megabytes=0") == ""
 
 
-def test_check_config_refuses_a_clips_dir_that_is_a_file(tmp_path):
-    """The service's start refuses it (exit 78); check-config had said OK. The same for an
-    event_log.path that is a folder or under a file."""
+def test_check_config_refuses_output_paths_the_start_would_refuse(tmp_path):
+    """The service's start refuses a clips.dir that is a file, and an event_log.path that is a folder
+    or under a file (exit 78); check-config had said OK."""
     from click.testing import CliRunner
 
     import edge.cli
-    from edge.service.config import example_path
+    from edge.labels.labelset import resolve_label_set
+    from edge.service.config import example_path, load_config
+    from edge.service.serve import check_outputs
 
     (tmp_path / "clip.wav").write_bytes(b"")
     taken = tmp_path / "clips"
     taken.write_text("a file where the folder should be")
-    for where in (taken, taken / "inside"):
-        result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set", "clips.enabled=true",
-                                                    "--set", f"clips.dir={where}", "--set",
-                                                    f"audio.input={tmp_path / 'clip.wav'}"])
-        assert result.exit_code == 78, result.output
-        assert f"clips.dir {where} cannot hold clips: {taken} is a file" in result.output
-    for where, reason in ((tmp_path, f"{tmp_path} is a folder (name a file in it, e.g. {tmp_path / 'events.sqlite'})"),
+    base = [f"audio.input={tmp_path / 'clip.wav'}"]
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), *(
+        x for s in [*base, "clips.enabled=true", f"clips.dir={taken}"] for x in ("--set", s))])
+    assert result.exit_code == 78 and f"clips.dir {taken} cannot hold clips: {taken} is a file" in result.output
+
+    def check(*more: str) -> None:
+        check_outputs(load_config(example_path(), [*base, *more]), resolve_label_set("urban"))
+
+    with pytest.raises(ConfigError, match=f"clips.dir {taken / 'in'} cannot hold clips: {taken} is a file"):
+        check("clips.enabled=true", f"clips.dir={taken / 'in'}")
+    for where, reason in ((tmp_path, f"{tmp_path} is a folder \\(name a file in it, e.g. {tmp_path / 'events.sqlite'}"),
                           (taken / "events.sqlite", f"{taken} is a file")):
-        result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set",
-                                                    "event_log.enabled=true", "--set", f"event_log.path={where}",
-                                                    "--set", f"audio.input={tmp_path / 'clip.wav'}"])
-        assert result.exit_code == 78, result.output
-        assert f"event_log.path {where} cannot be used as the event log: {reason}" in result.output
-    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set", "event_log.enabled=true",
-                                                "--set", f"event_log.path={tmp_path / 'new' / 'events.sqlite'}",
-                                                "--set", f"audio.input={tmp_path / 'clip.wav'}"])
-    assert result.exit_code == 0 and not (tmp_path / "new").exists()  # checked, not made
+        with pytest.raises(ConfigError, match=f"event_log.path {where} cannot be used as the event log: {reason}"):
+            check("event_log.enabled=true", f"event_log.path={where}")
+    check("event_log.enabled=true", f"event_log.path={tmp_path / 'new' / 'events.sqlite'}")
+    assert not (tmp_path / "new").exists()  # checked, not made
 
 
 def wait_for(predicate, timeout=10.0):
