@@ -35,8 +35,6 @@ from edge.labels.labelset import resolve_label_set
 from edge.scoring import Scorer
 from edge.vocabulary import Vocabulary
 
-DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
-
 
 def variants(x: np.ndarray, rate: int, rng: np.random.Generator):
     """(name, samples, rate) of each change of one clip (float64 samples), itself first."""
@@ -55,6 +53,8 @@ def main() -> None:
     parser.add_argument("--bundle", required=True, help="the split's own bundle")
     parser.add_argument("--recipe", required=True, help="the recipe the bundle was cross-validated with")
     args = parser.parse_args()
+    from vocabulary_fusion import DATASET_LABELS
+
     from train.data.datasets import split_clips
     from train.recipe import load_train_config
     from train.vocabulary_trust import first_windows

@@ -488,6 +488,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
     enabled = config.enabled_outputs()
     labels = resolved.label_set.names
     sinks: list[Sink] = []
+    thresholds = {label.name: label.threshold for label in resolved.label_set.labels}  # the config's in force
     try:
         clip_for = None
         recorder: ClipRecorder | None = None
@@ -508,7 +509,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                 "label_set": resolved.label_set.name,
                 "labels_sha256": resolved.label_set.sha256,
                 "settings": {
-                    "thresholds": {label.name: label.threshold for label in resolved.label_set.labels},
+                    "thresholds": thresholds,
                     "listen": effective["listen"],
                     "model": effective["model"],
                 },
@@ -546,7 +547,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                         "label_set": resolved.label_set.name,
                     },
                     mqtt_connected=(lambda: mqtt.connected) if mqtt is not None else None,
-                    thresholds={label.name: label.threshold for label in resolved.label_set.labels},
+                    thresholds=thresholds,
                     clips=recorder.counts if recorder is not None else None,
                 )
             )
