@@ -106,13 +106,14 @@ def main() -> None:
 
 
 def report(bundle, vocabulary, written, emb, voc, truth, classes: list[str], title: str, beside=None,
-           below: float = 0.5) -> None:
+           below: float = 0.5, alone: bool = True) -> None:
     """Print the top-1 of clips of `classes` (truth: an index into them) among the new labels of
-    `written` (one per class, in their order) alone and beside each of `beside` {title: trained labels}
-    (default: `urban`'s): overall, per class, and for a class named less than `below` of the time, where
-    the rest went and what the vocabulary hears."""
+    `written` (one per class, in their order) alone (unless not `alone`) and beside each of `beside`
+    {title: trained labels} (default: `urban`'s): overall, per class, and for a class named less than
+    `below` of the time, where the rest went and what the vocabulary hears."""
     beside = {"beside urban": resolve_label_set("urban").labels} if beside is None else beside
-    for where, labels in (("alone", written.labels), *((k, (*written.labels, *v)) for k, v in beside.items())):
+    sets = ((k, (*written.labels, *v)) for k, v in beside.items())
+    for where, labels in ((("alone", written.labels),) if alone else ()) + tuple(sets):
         label_set = dataclasses.replace(written, labels=tuple(labels))
         p = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, label_set), label_set,
                               vocabulary=vocabulary)(emb, voc)

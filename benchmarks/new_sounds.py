@@ -1,7 +1,8 @@
 """New labels for sounds neither development set holds: musical instruments and household alarms,
 alone and beside `urban`'s trained labels, as the device scores them.
 
-    python benchmarks/new_sounds.py [--bundle B]      # 40 s; needs: apt-get install fluidsynth fluid-soundfont-gm
+    python benchmarks/new_sounds.py [--bundle B] [--outweighs D]
+    # 40-60 s; needs: apt-get install fluidsynth fluid-soundfont-gm
 
 ESC-50 and UrbanSound8K hold no instrument (UrbanSound8K's street_music is any music heard in a
 street) and no doorbell, smoke alarm or telephone. So the clips are made here, seeded:
@@ -17,12 +18,15 @@ label against the trained ones, not a field accuracy. Each group's class names a
 labels in a label-set YAML (edge.labels.resolve_label_set) and each clip's first 5 s window is
 scored by the bundle's graphs in ONNX Runtime and edge's Scorer (label_phrasing.report): top-1
 among the group's labels alone, beside `urban` and beside `urban` less street_music, per class,
-and where each class's misses went.
+and where each class's misses went; and beside `urban` without the bundle's
+vocabulary.familiar.outweighs (where it has one: a new label heard far above what a trained label
+the vocabulary cannot hear made it say holds that label back).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import struct
@@ -165,6 +169,8 @@ def alarms(folder: Path, per_class: int = 6, seed: int = 3) -> list[tuple[Path, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default="edge/demo_bundle", help="a bundle with a vocabulary branch")
+    parser.add_argument("--outweighs", type=float, help="score with this vocabulary.familiar.outweighs instead of "
+                        "the bundle's")
     args = parser.parse_args()
     from train.vocabulary_trust import first_windows
 
@@ -175,6 +181,9 @@ def main() -> None:
     vocabulary = Vocabulary.from_bundle(bundle)
     if vocabulary is None:
         parser.error(f"--bundle {args.bundle} has no vocabulary branch: new labels need one")
+    if args.outweighs is not None and vocabulary.familiar is not None:
+        vocabulary = dataclasses.replace(
+            vocabulary, familiar=dataclasses.replace(vocabulary.familiar, outweighs=args.outweighs))
     with tempfile.TemporaryDirectory() as tmp:
         for title, make in (("instruments", instruments), ("alarms", alarms)):
             clips = make(Path(tmp))
@@ -187,6 +196,12 @@ def main() -> None:
             report(bundle, vocabulary, written, emb, voc, truth, classes, title,
                    {"beside urban": urban, "... less street_music": [x for x in urban if x.name != "street_music"]},
                    below=1.0)
+            if vocabulary.familiar is not None and vocabulary.familiar.outweighs is not None:
+                # the same without the rule that lets a new label heard far above an unheard trained label's
+                # own clips hold it back (model.json vocabulary.familiar.outweighs)
+                off = dataclasses.replace(vocabulary, familiar=dataclasses.replace(vocabulary.familiar, outweighs=None))
+                report(bundle, off, written, emb, voc, truth, classes, title,
+                       {"... outweighs off": urban}, below=0.0, alone=False)
 
 
 if __name__ == "__main__":

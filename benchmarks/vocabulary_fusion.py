@@ -13,8 +13,10 @@ every named label; new labels always come from the vocabulary, against the bundl
 vocabulary.ceiling or, "off", none; intruders: the bundle's vocabulary.familiar (a class no label
 of the set is near, well above what a trained label's own clips made the vocabulary say, holds
 it back: edge.vocabulary) or, "off", none, and with them (the last two rows) a new label a
-trained label's own sound explains (vocabulary.familiar.explains) as the bundle has it or off;
-the trust shares, the ceiling and the familiar scores are the bundle's, recorded by
+trained label's own sound explains (vocabulary.familiar.explains) as the bundle has it or off,
+and (the last row) a new label heard far above what a trained label the vocabulary cannot hear
+made it say outweighing that label (vocabulary.familiar.outweighs: the bundle's, or
+train.vocabulary_trust's default where its model.json predates it); the trust shares, the ceiling and the familiar scores are the bundle's, recorded by
 `semanticac-train vocabulary-trust`):
   accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
                own dataset's label set (esc50 / urban) + a `speech` label added by YAML (so the
@@ -43,21 +45,27 @@ from edge.labels.embeddings import label_embeddings_for
 from edge.labels.labelset import Label, LabelSet, resolve_label_set
 from edge.scoring import Scorer
 from edge.vocabulary import Vocabulary
-from train.vocabulary_trust import first_windows
+from train.vocabulary_trust import FAMILIAR, first_windows
 
 # (veto power, veto_reliable, ceiling: the bundle's vocabulary.ceiling, or none, intruders: the
-# bundle's vocabulary.familiar, or none, explains: its familiar.explains, or none)
-VARIANTS = ((0.0, 0.0, False, False, False), (0.3, 0.3, False, False, False), (0.0, 0.0, True, False, False),
-            (0.3, 0.3, True, False, False), (1.0, 0.3, True, False, False), (0.3, 0.3, True, True, False),
-            (0.3, 0.3, True, True, True))
+# bundle's vocabulary.familiar, or none, explains: its familiar.explains, or none, outweighs: its
+# familiar.outweighs, or none)
+VARIANTS = ((0.0, 0.0, False, False, False, False), (0.3, 0.3, False, False, False, False),
+            (0.0, 0.0, True, False, False, False), (0.3, 0.3, True, False, False, False),
+            (1.0, 0.3, True, False, False, False), (0.3, 0.3, True, True, False, False),
+            (0.3, 0.3, True, True, True, False), (0.3, 0.3, True, True, True, True))
 DATASET_LABELS = {"esc50": "esc50", "us8k": "urban"}
 
 
-def scores(bundle, vocabulary, label_set, variant, emb, voc) -> np.ndarray:
-    power, trust, ceiling, intruders, explains = variant
+def scores(bundle, vocabulary, label_set, variant, emb, voc, margin: float | None = None) -> np.ndarray:
+    """`margin`: the outweighs margin of the last row (None: the bundle's, else vocabulary_trust's)."""
+    power, trust, ceiling, intruders, explains, outweighs = variant
     familiar = vocabulary.familiar
-    if familiar is not None and not explains:
-        familiar = dataclasses.replace(familiar, explains=None)
+    if familiar is not None:
+        if margin is None:
+            margin = familiar.outweighs if familiar.outweighs is not None else FAMILIAR["outweighs"]
+        familiar = dataclasses.replace(familiar, explains=familiar.explains if explains else None,
+                                       outweighs=margin if outweighs else None)
     fused = dataclasses.replace(vocabulary, veto_power=power, veto_reliable=trust,
                                 ceiling=vocabulary.ceiling if ceiling else None,
                                 familiar=familiar if intruders else None)
@@ -76,6 +84,8 @@ def main() -> None:
     parser.add_argument("--recipe", required=True, help="the recipe the bundle was cross-validated with")
     parser.add_argument("--zeroshot-bundle")
     parser.add_argument("--zeroshot-recipe", default="esc50-zeroshot-vocab")
+    parser.add_argument("--outweighs", type=float, help="the last row's vocabulary.familiar.outweighs (default: "
+                        "the bundle's, or train.vocabulary_trust's where its model.json has none)")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
     from train.data.background import speech_eval_clips
@@ -95,7 +105,7 @@ def main() -> None:
         emb, voc = first_windows(bundle, [c.path for c in clips])
         thresholds = np.array([label.threshold for label in label_set.labels])[truth]
         for a in VARIANTS:
-            p = scores(bundle, vocabulary, label_set, a, emb, voc)
+            p = scores(bundle, vocabulary, label_set, a, emb, voc, args.outweighs)
             figures[a][f"{spec.kind} {split} accuracy"] = float((p.argmax(1) == truth).mean())
             figures[a][f"{spec.kind} {split} recall@thr"] = float(
                 (p[np.arange(len(truth)), truth] >= thresholds).mean()
@@ -104,7 +114,7 @@ def main() -> None:
     urban = with_speech(resolve_label_set("urban"))
     emb, voc = first_windows(bundle, speech)
     for a in VARIANTS:
-        top = scores(bundle, vocabulary, urban, a, emb, voc).argmax(1)
+        top = scores(bundle, vocabulary, urban, a, emb, voc, args.outweighs).argmax(1)
         figures[a]["speech named (urban + speech)"] = float((top == len(urban.labels) - 1).mean())
     if args.zeroshot_bundle:
         zs = read_bundle(args.zeroshot_bundle)
@@ -119,7 +129,8 @@ def main() -> None:
             truth = np.array([esc.names.index(class_names[c.target]) for c in clips])
             emb, voc = first_windows(zs, [c.path for c in clips])
             for a in VARIANTS:
-                figures[a][key] = float((scores(zs, zs_vocabulary, esc, a, emb, voc).argmax(1) == truth).mean())
+                top = scores(zs, zs_vocabulary, esc, a, emb, voc, args.outweighs).argmax(1)
+                figures[a][key] = float((top == truth).mean())
         clips, class_names = split_clips(spec, "heldout")
         new = [label for label in esc.labels if label.name in spec.holdout]
         emb, voc = first_windows(zs, [c.path for c in clips])
@@ -130,19 +141,19 @@ def main() -> None:
             label_set = dataclasses.replace(esc, name=f"esc50-{len(labels)}", labels=tuple(labels))
             truth = np.array([label_set.names.index(class_names[c.target]) for c in clips])
             for a in VARIANTS:
-                p = scores(zs, zs_vocabulary, label_set, a, emb, voc)
+                p = scores(zs, zs_vocabulary, label_set, a, emb, voc, args.outweighs)
                 figures[a][f"gzsl unseen among {name}"] = float((p.argmax(1) == truth).mean())
     keys = list(figures[VARIANTS[0]])
-    print(f"{'power, trust, ceiling, intruders, explains':>42}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
+    print(f"{'power, trust, ceiling, intruders, explains, outweighs':>52}  " + "  ".join(f"{k[:28]:>28}" for k in keys))
     for a in VARIANTS:
         print(f"{a[0]:>8.1f} {a[1]:>5.1f} {'on' if a[2] else 'off':>6} {'on' if a[3] else 'off':>10} "
-              f"{'on' if a[4] else 'off':>9}  "
+              f"{'on' if a[4] else 'off':>9} {'on' if a[5] else 'off':>9}  "
               + "  ".join(f"{figures[a][k]:>28.3f}" for k in keys))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump({f"power {a[0]} trust {a[1]} ceiling {'on' if a[2] else 'off'} intruders "
-                       f"{'on' if a[3] else 'off'} explains {'on' if a[4] else 'off'}": v
-                       for a, v in figures.items()}, f, indent=1)
+                       f"{'on' if a[3] else 'off'} explains {'on' if a[4] else 'off'} outweighs "
+                       f"{'on' if a[5] else 'off'}": v for a, v in figures.items()}, f, indent=1)
 
 
 if __name__ == "__main__":

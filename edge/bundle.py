@@ -300,7 +300,18 @@ def _head(spec: Fields, graph: Tower) -> dict | None:
     }
 
 
-FAMILIAR_FIELDS = ("file", "sha256", "quantile", "clips", "margin", "relative", "outside_cosine", "ignore", "explains")
+FAMILIAR_FIELDS = (
+    "file",
+    "sha256",
+    "quantile",
+    "clips",
+    "margin",
+    "relative",
+    "outside_cosine",
+    "ignore",
+    "explains",
+    "outweighs",
+)
 
 
 def _familiar(spec: Fields) -> dict | None:
@@ -311,8 +322,10 @@ def _familiar(spec: Fields) -> dict | None:
     is near (text cosine < outside_cosine), not in `ignore`, scoring `margin` above that level (with
     `relative`, optional, absent: false, `margin` is that share of the level's headroom to 1); and
     (`explains`, optional: absent, None) how far above what the top trained label's own clips made a
-    new label score the new label must score not to be taken for that label's sound."""
-    what = "a mapping {file, sha256, quantile, clips, margin, relative, outside_cosine, ignore, explains}"
+    new label score the new label must score not to be taken for that label's sound; (`outweighs`,
+    optional: absent, None) the log-odds above what a trained label's own clips made a new label score
+    at which the new label holds back a trained label the vocabulary cannot hear."""
+    what = "a mapping {file, sha256, quantile, clips, margin, relative, outside_cosine, ignore, explains, outweighs}"
     familiar = spec.nested("familiar", what, default=None)
     if familiar is None:
         return None
@@ -340,6 +353,11 @@ def _familiar(spec: Fields) -> dict | None:
     if explains is not None and not (math.isfinite(explains) and -1 <= explains <= 1):
         raise familiar.fail(f"field 'explains' {must_be('a probability margin in [-1, 1] (absent: off)', explains)}")
     out["explains"] = None if explains is None else float(explains)
+    allowed = "a log-odds margin in (0, 20] (absent: off)"
+    outweighs = familiar.get("outweighs", (*NUMBER, type(None)), allowed, default=None)
+    if outweighs is not None and not (math.isfinite(outweighs) and 0 < outweighs <= 20):
+        raise familiar.fail(f"field 'outweighs' {must_be(allowed, outweighs)}")
+    out["outweighs"] = None if outweighs is None else float(outweighs)
     return out
 
 

@@ -336,6 +336,12 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                     f"  gives way: {label} is not reported where it is heard no more than the recordings of "
                     f"{', '.join(by)} made the vocabulary hear it"
                 )
+            outweighed = fusion.outweighed(emb.labels)
+            if outweighed:
+                click.echo(
+                    f"  give way to new labels: {', '.join(outweighed)} (the vocabulary cannot hear them by name) "
+                    "where a new label is heard far more than in their own recordings (a violin over street_music)"
+                )
             vetoed = fusion.vetoed(emb.labels)
             if vetoed:
                 click.echo(

@@ -584,10 +584,14 @@ def start_notes(
             named = ", ".join(f"{label} (as {meaning})" for label, meaning in meanings.items())
             vetoed = scorer.fusion.vetoed(scorer.labels)
             held = f"; beside them, held back where the vocabulary does not hear them: {', '.join(vetoed)}"
+            outweighed = scorer.fusion.outweighed(scorer.labels)
+            give = f"; giving way where a new label is heard far above their own recordings: {', '.join(outweighed)}"
             notes.append(
                 (
                     "info",
-                    f"labels no one trained, scored by the bundle's vocabulary: {named}" + (held if vetoed else ""),
+                    f"labels no one trained, scored by the bundle's vocabulary: {named}"
+                    + (held if vetoed else "")
+                    + (give if outweighed else ""),
                 )
             )
             biased = {label.name for label in label_set.labels if label.bias != 0.0}

@@ -274,6 +274,17 @@ def test_info_embeds_a_set_no_one_embedded_yet_as_listen_would(demo_bundle, tmp_
     assert (cache_dir(demo_bundle.meta.model_id) / "fresh.npz").is_file()  # cached, as listen caches it
 
 
+def test_info_says_which_trained_labels_give_way_to_a_new_label_heard_far_above_their_own_clips(
+    demo_bundle, tmp_path, monkeypatch
+):
+    """street_music is music to the vocabulary, never `street_music` (model.json vocabulary.heard
+    0.0): beside `violin` it gives way where a violin is heard; the siren is heard by name."""
+    _, result = info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, "[siren, street_music, violin]")
+    lines = [line for line in result.output.splitlines() if line.startswith("  give way to new labels: ")]
+    assert lines == ["  give way to new labels: street_music (the vocabulary cannot hear them by name) where a new "
+                     "label is heard far more than in their own recordings (a violin over street_music)"]
+
+
 def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_bundle, tmp_path, monkeypatch):
     import shutil
 
@@ -295,6 +306,7 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     explained = [line for line in result.output.splitlines() if line.startswith("  gives way: ")]
     assert explained == ["  gives way: speech is not reported where it is heard no more than the recordings of siren "
                          "made the vocabulary hear it"]
+    assert "give way to new labels" not in result.output  # the siren is heard by name: the veto's
     # a bundle with a ceiling shows the low ones: no development clip rings a doorbell
     copy = tmp_path / "bundle"
     shutil.copytree(demo_bundle.path, copy)
@@ -471,7 +483,9 @@ def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bun
     assert [e.label for e in sink.events if e.kind == "start"] == ["speech"]
     said = [s.message for s in sink.statuses if "no one trained" in s.message]  # the user is told, once
     assert said == ["labels no one trained, scored by the bundle's vocabulary: speech (as 99% Speech); beside them, "
-                    "held back where the vocabulary does not hear them: siren"]  # the one it hears and names
+                    "held back where the vocabulary does not hear them: siren; giving way where a new label is heard "
+                    "far above their own recordings: air_conditioner, children_playing, drilling, jackhammer, "
+                    "street_music"]  # the one it hears and names; those it cannot hear by name
 
 
 @pytest.mark.slow  # 10 listen runs
@@ -816,6 +830,8 @@ FAMILIAR = {"file": "familiar.npz", "sha256": "2" * 64, "quantile": 0.9, "clips"
     ({"level": 1}, "level"),
     ({"explains": 1.5}, "'explains' must be a probability margin in [-1, 1]"),
     ({"explains": "yes"}, "'explains' must be a probability margin in [-1, 1]"),
+    ({"outweighs": 0}, "'outweighs' must be a log-odds margin in (0, 20]"),
+    ({"outweighs": "yes"}, "'outweighs' must be a log-odds margin in (0, 20]"),
     ({"relative": 1}, "'relative' must be true (margin: a share of the headroom) or false"),
 ])
 def test_model_json_vocabulary_familiar_errors_name_the_field(demo_bundle, change, text):
@@ -936,6 +952,38 @@ def test_a_new_label_no_more_heard_than_the_top_trained_label_s_own_sound_makes_
     fusion = dataclasses.replace(vocabulary(), familiar=unmeasured).fusion(unit([[1, 0, 0, 0], [0, 0, 1, 0]]))
     assert np.isneginf(fusion.explains).all()
     np.testing.assert_allclose(fusion(np.array([[0.8, 0.0]]), barking)[0], [0.8, 0.55], atol=1e-6)
+
+
+def test_a_new_label_heard_far_above_what_an_unheard_trained_label_s_clips_made_it_say_outweighs_that_label():
+    """The vocabulary cannot hear street_music by name, so nothing held it back and it took every
+    violin beside `urban`: a new label heard at e ** outweighs the odds the trained label's own clips
+    made it score holds that label back by 1 - its score."""
+    outweighs = dataclasses.replace(with_familiar().familiar, outweighs=4.0)
+    # the dog bark is never heard by name (share 0): the veto beside a new label leaves it alone
+    unheard = dataclasses.replace(vocabulary(shares=(0.0, 1.0)), familiar=outweighs)
+    labels = unit([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])  # dog bark, siren, frog, speech (new)
+    fusion = unheard.fusion(labels)
+    assert fusion.veto.tolist() == [0.0, 1.0, 0.0, 0.0]
+    # the dog clips made it say Frog 0.02 (odds 0.0204 x e^4: 0.527) and Speech 0.6 (0.988); the siren is heard
+    odds = np.array([0.02 / 0.98, 0.6 / 0.4]) * np.exp(4.0)
+    np.testing.assert_allclose(fusion.outweigh[0, 2:], odds / (1 + odds), rtol=1e-5)
+    assert np.isinf(fusion.outweigh[1:]).all() and np.isinf(fusion.outweigh[:, :2]).all()
+    assert fusion.outweighed(("dog_bark", "siren", "frog", "speech")) == ["dog_bark"]
+    student = np.array([[0.9, 0.0, 0.0, 0.0]])  # the student calls every sound a dog bark
+    frog = np.array([[0.0, 0.0, 0.0, 0.8]])
+    np.testing.assert_allclose(fusion(student, frog)[0], [0.9 * (1 - 0.8), 0.0, 0.8, 0.0], atol=1e-6)
+    # under the level (0.527) the bark stands, as it does with the rule off (model.json without outweighs)
+    np.testing.assert_allclose(fusion(student, np.array([[0.0, 0.0, 0.0, 0.5]]))[0, 0], 0.9, atol=1e-6)
+    off = dataclasses.replace(vocabulary(shares=(0.0, 1.0)), familiar=with_familiar().familiar).fusion(labels)
+    assert off.outweigh is None and off.outweighed(("dog_bark", "siren", "frog", "speech")) == []
+    np.testing.assert_allclose(off(student, frog)[0, 0], 0.9, atol=1e-6)
+    # speech as loud as a frog: the dogs' own clips made the vocabulary say Speech 0.6, so 0.95 is not far above
+    np.testing.assert_allclose(fusion(student, np.array([[0.0, 0.0, 0.95, 0.0]]))[0, 0], 0.9, atol=1e-6)
+    # a trained label the vocabulary hears by name is the veto's, not this rule's; a label whose clips
+    # never made it say a new label's sound needs it heard (veto_heard 0.1) at least
+    assert dataclasses.replace(vocabulary(), familiar=outweighs).fusion(labels).outweigh is None
+    neither = dataclasses.replace(vocabulary(shares=(0.0, 0.0)), familiar=outweighs).fusion(labels)
+    np.testing.assert_allclose(neither.outweigh[1, 2:], [0.1, 0.1], atol=1e-9)
 
 
 @pytest.mark.slow  # three listen runs

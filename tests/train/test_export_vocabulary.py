@@ -195,6 +195,7 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
     from edge.labels.labelset import Label, resolve_label_set
     from edge.vocabulary import Vocabulary
     from train.cli import main
+    from train.vocabulary_trust import FAMILIAR
 
     copy = tmp_path / "bundle"
     shutil.copytree(vocab_bundle.path, copy)
@@ -235,6 +236,12 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
     assert siren[names.index("Siren")] >= 0.5 and siren[names.index("Frog")] < 0.2
     assert fusion.intruder is not None and np.isinf(fusion.intruder[-1]).all()  # never the new frog
     assert np.isinf(fusion.intruder[:, names.index("Frog")]).all()  # frog is a label of the set: no intruder
+    # the frog outweighs exactly the trained labels the vocabulary cannot hear by name (model.json records the margin)
+    assert bundle.meta.vocabulary["familiar"]["outweighs"] == FAMILIAR["outweighs"] > 0
+    over = np.zeros(len(trusted), bool) if fusion.outweigh is None else np.isfinite(fusion.outweigh[:-1, -1])
+    assert over.tolist() == (~trusted).tolist()
+    if fusion.outweigh is not None:
+        assert np.isinf(fusion.outweigh[:, :-1]).all()  # only a new label outweighs
     # a damaged measurement is what the command fixes: it measures again without reading it
     (copy / "familiar.npz").write_bytes(b"damaged")
     again = CliRunner().invoke(main, ["vocabulary-trust", "--bundle", str(copy), "--config", str(recipe)])
