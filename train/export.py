@@ -547,27 +547,48 @@ def never_trained(training: dict | None) -> list[str]:
     return [name for spec in specs for name in spec.get("holdout") or ()]
 
 
-def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> list[LabelSet]:
-    """`label_sets` less the labels the checkpoint never trained: the classes its recipe held out,
-    and, where the checkpoint records its classes (`training["class_names"]`), every label that is
-    none of them. What a vocabulary branch records as trained must be, or such a label would be
-    scored by the student as if it had heard it. A set that loses labels is named "<name>-seen"."""
+def untrained_labels(label_set: LabelSet, training: dict | None) -> list[str]:
+    """The labels of `label_set` the checkpoint never trained, in the set's order: the classes its
+    recipe held out, and, where the checkpoint records its classes (`training["class_names"]`),
+    every label that is none of them (matched as label sets match names)."""
     held = {label_key(name) for name in never_trained(training)}
+    known = {label_key(name) for name in (training or {}).get("class_names") or []} - held
+    return [name for name in label_set.names if label_key(name) in held or (known and label_key(name) not in known)]
+
+
+def trained_classes_shown(training: dict | None) -> str:
+    """The checkpoint's classes for a message: "3 classes: a, b, c" (the first 8 named)."""
     classes = list((training or {}).get("class_names") or [])
-    known = {label_key(name) for name in classes} - held
+    return f"{len(classes)} classes: " + ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+
+
+def warn_untrained(label_sets: list[LabelSet], training: dict | None) -> None:
+    """Log a warning for each of `label_sets` none of whose labels the checkpoint trained (a bundle
+    without a vocabulary branch embeds it as given: the student scores each such label by its text
+    alone, as if it had heard it)."""
+    for label_set in label_sets:
+        if untrained_labels(label_set, training) == label_set.names:
+            log.warning("label set %s: none of its labels is a class this checkpoint trained (it trained %s); the "
+                        "bundle embeds it, but its scores are the text's guesses: export with --labels naming a label "
+                        "set of the trained classes", label_set.name, trained_classes_shown(training))
+
+
+def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> list[LabelSet]:
+    """`label_sets` less the labels the checkpoint never trained (`untrained_labels`). What a
+    vocabulary branch records as trained must be, or such a label would be scored by the student as
+    if it had heard it. A set that loses labels is named "<name>-seen"."""
+    held = {label_key(name) for name in never_trained(training)}
     kept = []
     for label_set in label_sets:
-        dropped = [name for name in label_set.names
-                   if label_key(name) in held or (known and label_key(name) not in known)]
+        dropped = untrained_labels(label_set, training)
         if not dropped:
             kept.append(label_set)
             continue
         if len(dropped) == len(label_set.labels):
-            shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
             raise ValueError(f"label set {label_set.name!r}: none of its labels is a class this checkpoint trained ("
                              + (f"the recipe held {', '.join(dropped)} out of training"
                                 if {label_key(name) for name in dropped} <= held
-                                else f"it trained {len(classes)} classes: {shown}")
+                                else f"it trained {trained_classes_shown(training)}")
                              + "); leave it out of --labels, and give a label set that names the trained classes")
         name = f"{label_set.name}-seen"
         log.warning("label set %s: %d labels the checkpoint never trained (%s) are new labels to this bundle: the "
@@ -639,6 +660,8 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
             raise ValueError("a vocabulary branch fuses per-label sigmoid scores: export a sigmoid model")
         branch = vocabulary_branch(model.audio, vocabulary["shared"], vocabulary.get("max_drift", 0.0),
                                    vocabulary.get("tail", 0))
+    else:
+        warn_untrained(list(label_sets), training)
     audio_module = AudioEmbedding(model, None if branch is None else branch.shared).eval()
     text_module = TextEmbedding(model, input_names).eval()
     audio_outputs = audio_module.output_names

@@ -144,7 +144,7 @@ def test_failed_export_keeps_the_previous_bundle(small, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
-def test_export_never_replaces_a_folder_of_other_files(small, tmp_path, monkeypatch):
+def test_export_never_replaces_a_folder_of_other_files(small, tmp_path, monkeypatch, caplog):
     """`--out runs/X` (the run's own folder) would have deleted its checkpoints: refused before
     the checkpoint is read; an empty folder or a bundle is replaced as before."""
     model, config = small
@@ -160,8 +160,13 @@ def test_export_never_replaces_a_folder_of_other_files(small, tmp_path, monkeypa
     with pytest.raises(ValueError, match="is the current folder"):
         export_bundle(model, config, ".", model_id="x")
     (tmp_path / "empty").mkdir()
-    export_bundle(model, config, tmp_path / "empty", model_id="x")  # an empty folder becomes the bundle
-    assert (tmp_path / "empty" / "model.json").is_file()
+    # an empty folder becomes the bundle; a model trained on other classes is told its set names none of them
+    urban = dataclasses.replace(resolve_label_set("urban"), labels=resolve_label_set("urban").labels[:2])
+    export_bundle(model, config, tmp_path / "empty", model_id="x", label_sets=[urban],
+                  training={"class_names": ["doorbell", "kettle"]})
+    assert (tmp_path / "empty" / "model.json").is_file() and (tmp_path / "empty" / "labels" / "urban.npz").is_file()
+    assert "label set urban: none of its labels is a class this checkpoint trained (it trained 2 classes: doorbell, " \
+           "kettle)" in caplog.text
 
 
 def test_onehot_baseline_is_not_exportable(tmp_path):
@@ -264,7 +269,7 @@ def test_labels_a_checkpoint_never_trained_are_not_recorded_as_trained(caplog):
     `--labels urban --labels esc50`, its vocabulary branch had recorded all 60 as trained, so the
     student scored labels it never heard and the vocabulary never did. Now only the trained ones are,
     matched as label sets match names; a set of none of them is refused, naming the classes."""
-    from train.export import trained_label_sets
+    from train.export import trained_label_sets, warn_untrained
 
     urban, esc50 = resolve_label_set("urban"), resolve_label_set("esc50")
     training = {"class_names": ["Dog bark", "street music", "doorbell"]}
@@ -277,6 +282,15 @@ def test_labels_a_checkpoint_never_trained_are_not_recorded_as_trained(caplog):
         trained_label_sets([urban, esc50], training)
     every = {"class_names": [*urban.names, *esc50.names]}  # the demo recipe's: both sets whole
     assert trained_label_sets([urban, esc50], every) == [urban, esc50]
+    # without a vocabulary branch the sets are embedded as given; a set of none of the classes is warned of
+    caplog.clear()
+    warn_untrained([urban, esc50], training)
+    assert "label set esc50: none of its labels is a class this checkpoint trained (it trained 3 classes: Dog bark, " \
+           "street music, doorbell)" in caplog.text and "label set urban" not in caplog.text
+    caplog.clear()
+    warn_untrained([urban, esc50], every)
+    warn_untrained([esc50], {"command": "random initialisation"})  # no classes recorded: nothing to say
+    assert caplog.text == ""
     # a held-out class spelt otherwise than the label is still held out (label sets' matching)
     held = {**every, "recipe": {"data": {"kind": "esc50", "holdout": ["Crying baby"]}}}
     assert "crying_baby" not in trained_label_sets([esc50], held)[0].names
