@@ -181,7 +181,10 @@ def main() -> None:
     vocabulary = Vocabulary.from_bundle(bundle)
     if vocabulary is None:
         parser.error(f"--bundle {args.bundle} has no vocabulary branch: new labels need one")
-    if args.outweighs is not None and vocabulary.familiar is not None:
+    if args.outweighs is not None and (vocabulary.familiar is None or not 0 < args.outweighs <= 20):
+        parser.error(f"--outweighs {args.outweighs}: a log-odds margin in (0, 20], for a bundle with "
+                     "vocabulary.familiar (model.json)")
+    if args.outweighs is not None:
         vocabulary = dataclasses.replace(
             vocabulary, familiar=dataclasses.replace(vocabulary.familiar, outweighs=args.outweighs))
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,11 +12,12 @@ own training clips, scores student * min(1, v / veto_below) ** a; a = 0: the stu
 every named label; new labels always come from the vocabulary, against the bundle's
 vocabulary.ceiling or, "off", none; intruders: the bundle's vocabulary.familiar (a class no label
 of the set is near, well above what a trained label's own clips made the vocabulary say, holds
-it back: edge.vocabulary) or, "off", none, and with them (the last two rows) a new label a
-trained label's own sound explains (vocabulary.familiar.explains) as the bundle has it or off,
-and (the last row) a new label heard far above what a trained label the vocabulary cannot hear
-made it say outweighing that label (vocabulary.familiar.outweighs: the bundle's, or
-train.vocabulary_trust's default where its model.json predates it); the trust shares, the ceiling and the familiar scores are the bundle's, recorded by
+it back: edge.vocabulary) or, "off", none, and with them (rows 6 and 7) a new label a trained
+label's own sound explains (vocabulary.familiar.explains) as the bundle has it or off, and (the
+last row, the shipped configuration) a new label heard far above what a trained label the
+vocabulary cannot hear made it say outweighing that label (vocabulary.familiar.outweighs: --outweighs,
+else the bundle's, else train.vocabulary_trust's default where its model.json predates it); the
+trust shares, the ceiling and the familiar scores are the bundle's, recorded by
 `semanticac-train vocabulary-trust`):
   accuracy     top-1 of each held-out clip of the recipe (its first window: 5 s, tiled), over its
                own dataset's label set (esc50 / urban) + a `speech` label added by YAML (so the
@@ -88,6 +89,8 @@ def main() -> None:
                         "the bundle's, or train.vocabulary_trust's where its model.json has none)")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
+    if args.outweighs is not None and not 0 < args.outweighs <= 20:
+        parser.error(f"--outweighs {args.outweighs}: a log-odds margin in (0, 20], as model.json allows")
     from train.data.background import speech_eval_clips
     from train.data.cache import default_cache_dir
     from train.data.datasets import split_clips

@@ -339,8 +339,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             outweighed = fusion.outweighed(emb.labels)
             if outweighed:
                 click.echo(
-                    f"  give way to new labels: {', '.join(outweighed)} (the vocabulary cannot hear them by name) "
-                    "where a new label is heard far more than in their own recordings (a violin over street_music)"
+                    f"  outweighed: {', '.join(outweighed)} (the vocabulary cannot hear them by name) are held back "
+                    "where a new label of the set is heard far more than in their own recordings"
                 )
             vetoed = fusion.vetoed(emb.labels)
             if vetoed:

@@ -585,7 +585,7 @@ def start_notes(
             vetoed = scorer.fusion.vetoed(scorer.labels)
             held = f"; beside them, held back where the vocabulary does not hear them: {', '.join(vetoed)}"
             outweighed = scorer.fusion.outweighed(scorer.labels)
-            give = f"; giving way where a new label is heard far above their own recordings: {', '.join(outweighed)}"
+            give = f"; held back where a new label is heard far above their own recordings: {', '.join(outweighed)}"
             notes.append(
                 (
                     "info",

@@ -556,10 +556,13 @@ def untrained_labels(label_set: LabelSet, training: dict | None) -> list[str]:
     return [name for name in label_set.names if label_key(name) in held or (known and label_key(name) not in known)]
 
 
-def trained_classes_shown(training: dict | None) -> str:
-    """The checkpoint's classes for a message: "3 classes: a, b, c" (the first 8 named)."""
+def untrained_reason(dropped: list[str], training: dict | None) -> str:
+    """Why labels `dropped` (untrained_labels) are untrained, for a message: "the recipe held a, b
+    out of training" or "it trained 3 classes: x, y, z" (the first 8 named)."""
+    if {label_key(name) for name in dropped} <= {label_key(name) for name in never_trained(training)}:
+        return f"the recipe held {', '.join(dropped)} out of training"
     classes = list((training or {}).get("class_names") or [])
-    return f"{len(classes)} classes: " + ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+    return f"it trained {len(classes)} classes: " + ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
 
 
 def warn_untrained(label_sets: list[LabelSet], training: dict | None) -> None:
@@ -567,17 +570,17 @@ def warn_untrained(label_sets: list[LabelSet], training: dict | None) -> None:
     without a vocabulary branch embeds it as given: the student scores each such label by its text
     alone, as if it had heard it)."""
     for label_set in label_sets:
-        if untrained_labels(label_set, training) == label_set.names:
-            log.warning("label set %s: none of its labels is a class this checkpoint trained (it trained %s); the "
-                        "bundle embeds it, but its scores are the text's guesses: export with --labels naming a label "
-                        "set of the trained classes", label_set.name, trained_classes_shown(training))
+        dropped = untrained_labels(label_set, training)
+        if dropped == label_set.names:
+            log.warning("label set %s: none of its labels is a class this checkpoint trained (%s); the bundle embeds "
+                        "it, but its scores are the text's guesses: export with --labels naming a label set of the "
+                        "trained classes", label_set.name, untrained_reason(dropped, training))
 
 
 def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> list[LabelSet]:
     """`label_sets` less the labels the checkpoint never trained (`untrained_labels`). What a
     vocabulary branch records as trained must be, or such a label would be scored by the student as
     if it had heard it. A set that loses labels is named "<name>-seen"."""
-    held = {label_key(name) for name in never_trained(training)}
     kept = []
     for label_set in label_sets:
         dropped = untrained_labels(label_set, training)
@@ -585,11 +588,9 @@ def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> lis
             kept.append(label_set)
             continue
         if len(dropped) == len(label_set.labels):
-            raise ValueError(f"label set {label_set.name!r}: none of its labels is a class this checkpoint trained ("
-                             + (f"the recipe held {', '.join(dropped)} out of training"
-                                if {label_key(name) for name in dropped} <= held
-                                else f"it trained {trained_classes_shown(training)}")
-                             + "); leave it out of --labels, and give a label set that names the trained classes")
+            raise ValueError(f"label set {label_set.name!r}: none of its labels is a class this checkpoint trained "
+                             f"({untrained_reason(dropped, training)}); leave it out of --labels, and give a label "
+                             "set that names the trained classes")
         name = f"{label_set.name}-seen"
         log.warning("label set %s: %d labels the checkpoint never trained (%s) are new labels to this bundle: the "
                     "trained set is recorded as %s, without them",

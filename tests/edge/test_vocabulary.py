@@ -274,15 +274,15 @@ def test_info_embeds_a_set_no_one_embedded_yet_as_listen_would(demo_bundle, tmp_
     assert (cache_dir(demo_bundle.meta.model_id) / "fresh.npz").is_file()  # cached, as listen caches it
 
 
-def test_info_says_which_trained_labels_give_way_to_a_new_label_heard_far_above_their_own_clips(
+def test_info_says_which_trained_labels_a_new_label_heard_far_above_their_own_clips_outweighs(
     demo_bundle, tmp_path, monkeypatch
 ):
     """street_music is music to the vocabulary, never `street_music` (model.json vocabulary.heard
     0.0): beside `violin` it gives way where a violin is heard; the siren is heard by name."""
     _, result = info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, "[siren, street_music, violin]")
-    lines = [line for line in result.output.splitlines() if line.startswith("  give way to new labels: ")]
-    assert lines == ["  give way to new labels: street_music (the vocabulary cannot hear them by name) where a new "
-                     "label is heard far more than in their own recordings (a violin over street_music)"]
+    lines = [line for line in result.output.splitlines() if line.startswith("  outweighed: ")]
+    assert lines == ["  outweighed: street_music (the vocabulary cannot hear them by name) are held back where a new "
+                     "label of the set is heard far more than in their own recordings"]
 
 
 def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_bundle, tmp_path, monkeypatch):
@@ -306,7 +306,7 @@ def test_info_names_the_new_labels_and_what_the_vocabulary_scores_them_as(demo_b
     explained = [line for line in result.output.splitlines() if line.startswith("  gives way: ")]
     assert explained == ["  gives way: speech is not reported where it is heard no more than the recordings of siren "
                          "made the vocabulary hear it"]
-    assert "give way to new labels" not in result.output  # the siren is heard by name: the veto's
+    assert "outweighed:" not in result.output  # the siren is heard: the veto's
     # a bundle with a ceiling shows the low ones: no development clip rings a doorbell
     copy = tmp_path / "bundle"
     shutil.copytree(demo_bundle.path, copy)
@@ -411,10 +411,10 @@ def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo
     assert yaml.safe_load(result.output)["labels"]["set"] == str(labels)  # still the effective config in YAML
 
 
-@pytest.mark.slow  # 40 listen runs
+@pytest.mark.slow  # 80 listen runs
 def test_a_violin_over_real_street_music_is_named_violin_beside_urban(demo_bundle, data_dir, tmp_path, monkeypatch):
     """The student calls any music street_music and the vocabulary cannot hear street_music by
-    name: beside `urban`, `violin` lost every violin. 10 real UrbanSound8K street-music clips, each
+    name: beside `urban`, `violin` lost every violin. 20 real UrbanSound8K street-music clips, each
     alone and with a bowed melody over it, through `listen` with `urban` + `violin`: the violin
     now outweighs street_music in most mixtures (model.json vocabulary.familiar.outweighs; without
     it, in few), and the street music alone is answered as it was."""
@@ -441,7 +441,7 @@ def test_a_violin_over_real_street_music_is_named_violin_beside_urban(demo_bundl
     labels = tmp_path / "urban_violin.yaml"
     labels.write_text(f"name: urban_violin\nlabels:\n{names}\n  - violin\n")
     with open(data_dir / "us8k" / "meta.csv", newline="") as f:
-        rows = [row for row in csv.DictReader(f) if row["class"] == "street_music"][:40:4]
+        rows = [row for row in csv.DictReader(f) if row["class"] == "street_music"][:80:4]
     mixed, alone = [], []
     for k, row in enumerate(rows):
         x = read_audio(str(data_dir / "us8k" / "audio" / f"fold{row['fold']}" / row["slice_file_name"]), 16000)
@@ -457,14 +457,16 @@ def test_a_violin_over_real_street_music_is_named_violin_beside_urban(demo_bundl
         for clip in clips:
             sink = Collect()
             listen(ListenOptions(labels=str(labels), bundle=str(bundle), input=str(clip), fast=True), sink=sink)
-            out.append(Counter(w.top[0][0] for w in sink.windows if not w.gated).most_common(1)[0][0])
+            heard = Counter(w.top[0][0] for w in sink.windows if not w.gated)
+            out.append(heard.most_common(1)[0][0] if heard else "(gated)")
         return out
 
     now, before = answers(demo_bundle.path, mixed), answers(off, mixed)
-    assert now.count("violin") >= 5 and now.count("violin") >= before.count("violin") + 2, (now, before)
+    # measured: 9 of 20 with the rule, 3 without
+    assert now.count("violin") >= 7 and now.count("violin") >= before.count("violin") + 4, (now, before)
     assert set(now) <= {"violin", "street_music"}
     street = answers(demo_bundle.path, alone)
-    assert street == answers(off, alone) and street.count("street_music") >= 8, street
+    assert street == answers(off, alone) and street.count("street_music") >= 17, street  # measured: 19
 
 
 def test_listen_heard_shows_what_the_vocabulary_hears_in_each_window(demo_bundle, tmp_path):
@@ -539,7 +541,7 @@ def test_a_speech_label_added_by_yaml_names_speech_and_starts_its_event(demo_bun
     assert [e.label for e in sink.events if e.kind == "start"] == ["speech"]
     said = [s.message for s in sink.statuses if "no one trained" in s.message]  # the user is told, once
     assert said == ["labels no one trained, scored by the bundle's vocabulary: speech (as 99% Speech); beside them, "
-                    "held back where the vocabulary does not hear them: siren; giving way where a new label is heard "
+                    "held back where the vocabulary does not hear them: siren; held back where a new label is heard "
                     "far above their own recordings: air_conditioner, children_playing, drilling, jackhammer, "
                     "street_music"]  # the one it hears and names; those it cannot hear by name
 
@@ -887,6 +889,7 @@ FAMILIAR = {"file": "familiar.npz", "sha256": "2" * 64, "quantile": 0.9, "clips"
     ({"explains": 1.5}, "'explains' must be a probability margin in [-1, 1]"),
     ({"explains": "yes"}, "'explains' must be a probability margin in [-1, 1]"),
     ({"outweighs": 0}, "'outweighs' must be a log-odds margin in (0, 20]"),
+    ({"outweighs": 20.5}, "'outweighs' must be a log-odds margin in (0, 20]"),
     ({"outweighs": "yes"}, "'outweighs' must be a log-odds margin in (0, 20]"),
     ({"relative": 1}, "'relative' must be true (margin: a share of the headroom) or false"),
 ])
@@ -895,6 +898,9 @@ def test_model_json_vocabulary_familiar_errors_name_the_field(demo_bundle, chang
 
     parsed = parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "familiar": FAMILIAR})).vocabulary["familiar"]
     assert parsed["ignore"] == ["Silence"] and parsed["relative"] is False  # absent: an additive margin
+    assert parsed["explains"] is None and parsed["outweighs"] is None  # absent: off
+    most = {**GOOD, "familiar": {**FAMILIAR, "outweighs": 20}}
+    assert parse_bundle_meta(_meta_with(demo_bundle, most)).vocabulary["familiar"]["outweighs"] == 20.0
     relative = {**GOOD, "familiar": {**FAMILIAR, "relative": True}}
     assert parse_bundle_meta(_meta_with(demo_bundle, relative)).vocabulary["familiar"]["relative"] is True
     with pytest.raises(BundleError) as info:
@@ -1035,11 +1041,22 @@ def test_a_new_label_heard_far_above_what_an_unheard_trained_label_s_clips_made_
     np.testing.assert_allclose(off(student, frog)[0, 0], 0.9, atol=1e-6)
     # speech as loud as a frog: the dogs' own clips made the vocabulary say Speech 0.6, so 0.95 is not far above
     np.testing.assert_allclose(fusion(student, np.array([[0.0, 0.0, 0.95, 0.0]]))[0, 0], 0.9, atol=1e-6)
-    # a trained label the vocabulary hears by name is the veto's, not this rule's; a label whose clips
-    # never made it say a new label's sound needs it heard (veto_heard 0.1) at least
+    # windows in a batch each on their own (just under the level: nothing); two new labels over their
+    # levels hold the bark back as far as the louder one does (not both at once)
+    level = float(fusion.outweigh[0, 2])
+    batch = np.array([[0.0, 0.0, 0.0, 0.8], [0.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, level - 1e-3],
+                      [0.0, 0.0, 0.9995, 0.8]])
+    np.testing.assert_allclose(fusion(np.repeat(student, 4, axis=0), batch)[:, 0],
+                               [0.9 * 0.2, 0.9, 0.9, 0.9 * (1 - 0.9995)], atol=1e-6)
+    # a trained label the vocabulary hears (trusted) is left to the veto; a label whose clips never made
+    # it say a new label's sound needs it heard (veto_heard 0.1) at least; one whose clips always made
+    # it say it (1.0) is never outweighed by it
     assert dataclasses.replace(vocabulary(), familiar=outweighs).fusion(labels).outweigh is None
     neither = dataclasses.replace(vocabulary(shares=(0.0, 0.0)), familiar=outweighs).fusion(labels)
     np.testing.assert_allclose(neither.outweigh[1, 2:], [0.1, 0.1], atol=1e-9)
+    saturated = dataclasses.replace(with_familiar(speech_for_dogs=1.0).familiar, outweighs=4.0)
+    always = dataclasses.replace(vocabulary(shares=(0.0, 1.0)), familiar=saturated).fusion(labels)
+    assert np.isinf(always.outweigh[0, 3]) and np.isfinite(always.outweigh[0, 2])
 
 
 @pytest.mark.slow  # three listen runs

@@ -254,14 +254,17 @@ def test_a_vocabulary_records_as_trained_only_what_the_recipe_trained(recipe, he
     assert ("10 labels the checkpoint never trained (pig, frog, crow" in caplog.text) == bool(held)  # the user is told
 
 
-def test_a_label_set_of_held_out_classes_only_is_refused():
-    from train.export import trained_label_sets
+def test_a_label_set_of_held_out_classes_only_is_refused(caplog):
+    from train.export import trained_label_sets, warn_untrained
 
     training = {"recipe": {"data": {"kind": "esc50", "holdout": ["dog", "rooster"]}}}
     few = dataclasses.replace(resolve_label_set("esc50"), labels=resolve_label_set("esc50").labels[:2])
     with pytest.raises(ValueError, match="none of its labels is a class this checkpoint trained .the recipe held "
                                          "dog, rooster out of training"):
         trained_label_sets([few], training)
+    warn_untrained([few], training)  # without a vocabulary branch: embedded, and said why
+    assert "label set esc50: none of its labels is a class this checkpoint trained (the recipe held dog, rooster " \
+           "out of training)" in caplog.text
 
 
 def test_labels_a_checkpoint_never_trained_are_not_recorded_as_trained(caplog):

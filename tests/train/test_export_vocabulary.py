@@ -239,7 +239,7 @@ def test_vocabulary_trust_records_which_trained_labels_the_vocabulary_hears(voca
     # the frog outweighs exactly the trained labels the vocabulary cannot hear by name (model.json records the margin)
     assert bundle.meta.vocabulary["familiar"]["outweighs"] == FAMILIAR["outweighs"] > 0
     over = np.zeros(len(trusted), bool) if fusion.outweigh is None else np.isfinite(fusion.outweigh[:-1, -1])
-    assert over.tolist() == (~trusted).tolist()
+    assert over.tolist() == (~trusted).tolist() and (~trusted).any()  # 6 clips a label: some are not heard
     if fusion.outweigh is not None:
         assert np.isinf(fusion.outweigh[:, :-1]).all()  # only a new label outweighs
     # a damaged measurement is what the command fixes: it measures again without reading it
