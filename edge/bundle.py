@@ -90,6 +90,10 @@ class BundleMeta:
             for name in ("heard", "ceiling", "head", "familiar"):
                 if data["vocabulary"].get(name, ()) is None:
                     del data["vocabulary"][name]
+            familiar = data["vocabulary"].get("familiar")
+            for name in ("explains", "outweighs"):  # off: absent, as readers older than the field expect
+                if familiar is not None and name in familiar and familiar[name] is None:
+                    del familiar[name]
         return data
 
 

@@ -901,6 +901,10 @@ def test_model_json_vocabulary_familiar_errors_name_the_field(demo_bundle, chang
     assert parsed["explains"] is None and parsed["outweighs"] is None  # absent: off
     most = {**GOOD, "familiar": {**FAMILIAR, "outweighs": 20}}
     assert parse_bundle_meta(_meta_with(demo_bundle, most)).vocabulary["familiar"]["outweighs"] == 20.0
+    # written back (a tool rewriting model.json) off stays absent, as readers older than the fields expect
+    written = parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "familiar": FAMILIAR})).to_dict()
+    assert not {"explains", "outweighs"} & set(written["vocabulary"]["familiar"])
+    assert parse_bundle_meta(_meta_with(demo_bundle, most)).to_dict()["vocabulary"]["familiar"]["outweighs"] == 20.0
     relative = {**GOOD, "familiar": {**FAMILIAR, "relative": True}}
     assert parse_bundle_meta(_meta_with(demo_bundle, relative)).vocabulary["familiar"]["relative"] is True
     with pytest.raises(BundleError) as info:
