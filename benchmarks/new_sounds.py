@@ -184,9 +184,12 @@ def main() -> None:
     if args.outweighs is not None and (vocabulary.familiar is None or not 0 < args.outweighs <= 20):
         parser.error(f"--outweighs {args.outweighs}: a log-odds margin in (0, 20], for a bundle with "
                      "vocabulary.familiar (model.json)")
+
+    def outweighing(margin: float | None) -> Vocabulary:  # the bundle's vocabulary with this outweighs margin
+        return dataclasses.replace(vocabulary, familiar=dataclasses.replace(vocabulary.familiar, outweighs=margin))
+
     if args.outweighs is not None:
-        vocabulary = dataclasses.replace(
-            vocabulary, familiar=dataclasses.replace(vocabulary.familiar, outweighs=args.outweighs))
+        vocabulary = outweighing(args.outweighs)
     with tempfile.TemporaryDirectory() as tmp:
         for title, make in (("instruments", instruments), ("alarms", alarms)):
             clips = make(Path(tmp))
@@ -202,8 +205,7 @@ def main() -> None:
             if vocabulary.familiar is not None and vocabulary.familiar.outweighs is not None:
                 # the same without the rule that lets a new label heard far above an unheard trained label's
                 # own clips hold it back (model.json vocabulary.familiar.outweighs)
-                off = dataclasses.replace(vocabulary, familiar=dataclasses.replace(vocabulary.familiar, outweighs=None))
-                report(bundle, off, written, emb, voc, truth, classes, title,
+                report(bundle, outweighing(None), written, emb, voc, truth, classes, title,
                        {"... outweighs off": urban}, below=0.0, alone=False)
 
 

@@ -90,9 +90,9 @@ class BundleMeta:
             for name in ("heard", "ceiling", "head", "familiar"):
                 if data["vocabulary"].get(name, ()) is None:
                     del data["vocabulary"][name]
-            familiar = data["vocabulary"].get("familiar")
+            familiar = data["vocabulary"].get("familiar") or {}
             for name in ("explains", "outweighs"):  # off: absent, as readers older than the field expect
-                if familiar is not None and name in familiar and familiar[name] is None:
+                if familiar.get(name, ()) is None:
                     del familiar[name]
         return data
 

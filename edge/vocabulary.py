@@ -555,8 +555,8 @@ class Vocabulary:
                 reachable = (levels <= 1.0) & (measured < 1.0)
                 levels = np.where(foreign[None, :] & ~novel[:, None] & reachable, levels, np.inf)  # [K, V]
                 intruder = levels if np.isfinite(levels).any() else None
-            margins = (self.familiar.explains, self.familiar.outweighs)
-            if any(m is not None for m in margins) and novel.any() and not novel.all():
+            margins = self.familiar.explains is not None or self.familiar.outweighs is not None
+            if margins and novel.any() and not novel.all():
                 # what each trained label's own clips make each new label score (a label without clips: nothing)
                 clips = ~(measured >= 1.0).all(axis=1)  # a label without clips was recorded as 1 everywhere
                 if self.ceiling is not None:
@@ -567,8 +567,7 @@ class Vocabulary:
                     explains = np.where(pairs, reached + self.familiar.explains, -np.inf)
                 if self.familiar.outweighs is not None:
                     # where the vocabulary cannot hear t itself, k heard at e ** outweighs times the odds t's clips
-                    # made it score k (and at least heard: veto_heard)
-                    # (a sound t's clips always made it say, r near 1, outweighs nothing)
+                    # made it score k (and at least heard: veto_heard); a sound they always made it say, nothing
                     r = np.minimum(reached, SATURATED)
                     odds = r / (1.0 - r) * np.exp(self.familiar.outweighs)
                     over = np.maximum(odds / (1.0 + odds), self.veto_heard)
