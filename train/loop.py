@@ -42,6 +42,7 @@ from train.data import ClipDataset, DataSpec, build_dataset, check_held_out, col
 from train.data.background import BackgroundDataset
 from train.data.cache import default_cache_dir
 from train.data.combined import CombinedDataset
+from train.data.underlay import Underlay
 from train.distill import WithTeacher, sigmoid_loss, vocabulary_label_set
 from train.evaluation import evaluate
 from train.model.config import ModelConfig, load_model_config
@@ -169,6 +170,8 @@ def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained
     if config.distill is not None:
         train_set, teacher_names = with_teacher(train_set, config)
         vocabulary = vocabulary_label_set(teacher_names, label_set.prompt)
+    if config.background is not None and config.background.underlay is not None:
+        train_set = Underlay(train_set, config.background.underlay, config.seed)
     model = build_model(model_config)
     load_pretrained(model, pretrained_audio or config.pretrained_audio, pretrained_text or config.pretrained_text)
     freeze(model, config)

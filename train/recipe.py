@@ -55,6 +55,33 @@ class DistillConfig:
                               f"{', '.join(TEACHER_POOLS)}")
 
 
+UNDERLAY_KINDS = ("speech", "white", "pink", "brown", "hum", "room_tone")  # background kinds free of classes
+
+
+@dataclass
+class UnderlayConfig:
+    """Background clips laid under labelled clips, the label kept (train.data.underlay): a dog
+    barks while people talk, a drill runs over a room's hum. Without it the student only ever
+    hears speech alone, as "none of the classes", and loses a sound that has a voice beside it."""
+
+    p: float = 0.5  # the share of labelled items (each epoch) that get one
+    # the background's RMS this many dB under the clip's loudest 50 ms (as augment.level_dbfs measures)
+    below_db: tuple[float, float] = (8.0, 30.0)
+    kinds: tuple[str, ...] = UNDERLAY_KINDS  # which background kinds (train.data.background.KINDS)
+
+    def __post_init__(self):
+        if not 0.0 < self.p <= 1.0:
+            raise ConfigError(f"background.underlay.p={self.p} must be a probability in (0, 1] "
+                              "(leave underlay out for none)")
+        if len(self.below_db) != 2 or not 0.0 <= self.below_db[0] <= self.below_db[1]:
+            raise ConfigError(f"background.underlay.below_db={list(self.below_db)} must be [low, high] in dB "
+                              "with 0 <= low <= high")
+        wrong = [k for k in self.kinds if k not in UNDERLAY_KINDS]
+        if wrong or not self.kinds:
+            raise ConfigError(f"background.underlay.kinds {list(self.kinds)}: each must be one of "
+                              f"{', '.join(UNDERLAY_KINDS)} (silence adds nothing; streets hold class sounds)")
+
+
 @dataclass
 class BackgroundConfig:
     """Unlabelled background clips (train.data.background: speech, silence, noise, hum, room
@@ -63,6 +90,7 @@ class BackgroundConfig:
     count: int = 400
     root: str | None = None  # default <train cache>/background
     seed: int = 0
+    underlay: UnderlayConfig | None = None  # also lay them under labelled clips (label kept)
 
     def __post_init__(self):
         if self.count < 1:

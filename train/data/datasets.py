@@ -351,12 +351,18 @@ class ClipDataset(Dataset):
         return tile_frames(mel, self.frontend.frames)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.item(index)
+
+    def item(self, index: int, under=None) -> tuple[torch.Tensor, int]:
+        """Item `index`; `under(wave) -> wave`, if given, adds audio to its (augmented) waveform
+        before the log-mel (train.data.underlay: background laid under a labelled clip)."""
         augment = self.augment if self.augment is not None and self.augment.training else None
         rng = np.random.default_rng([self.seed, self.epoch, index]) if augment is not None else None
-        if augment is not None and augment.changes_waveform:
+        if under is not None or (augment is not None and augment.changes_waveform):
             wave = self.waveform(index)
-            wave = augment.waveform(wave, rng, length=min(wave.size, self.samples))
-            mel = self._mel(wave)
+            if augment is not None and augment.changes_waveform:
+                wave = augment.waveform(wave, rng, length=min(wave.size, self.samples))
+            mel = self._mel(wave if under is None else under(wave[:self.samples]))
         else:
             mel = self.cache.get(self._mel_entries[index],
                                  lambda: self._mel(self.waveform(index)))
