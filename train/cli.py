@@ -254,8 +254,9 @@ def vocabulary_head(bundle_path, recipe, weight, agree, l2, copies, placed, hidd
 
     head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed, hidden, agree)
     click.echo(f"bundle {bundle_path}: {head['file']} fitted on {head['clips']} clips "
-               f"({head['fit']['background']} background, +{copies} augmented copies and {placed} placed in a "
-               f"window each), {f'{hidden} hidden units' if hidden else 'linear'}, weight {weight:g}, "
+               f"({head['fit']['background']} background, +{copies} augmented copies, {placed} placed in a "
+               f"window and {head['fit'].get('under', 0)} with background under them each), "
+               f"{f'{hidden} hidden units' if hidden else 'linear'}, weight {weight:g}, "
                f"events need the student at {agree:g}: "
                + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}, "
                            f"other clips it scores above 0.5 {fit['train_false_positives']:.1%}"

@@ -38,6 +38,10 @@ L2-regularised, over
   copies (air conditioner, car horn, engine idling, jackhammer: 0 %), 81 % with 2; in -60 dBFS
   noise 69 -> 81 %, in room tone or hum 58 -> 73 %; tiled, as before, 80 -> 83 % (accuracy 86 %
   both). Max pooling alone, or the mean alone, did no better.
+- with a recipe that lays background under its labelled clips (`background.underlay`,
+  train.data.underlay), HEAD["under"] copies of each clip with one of those background clips
+  (speech, noise, hum, room tone) laid under it as the student's training lays them (under_copy):
+  a head that never heard a voice beside a sound takes the sound's score away when one talks.
 The windows are those of the clips as they are, without the bundle's window gain (model.json
 `gain`, which the device applies before the graph): the copies' random gain (-20..0 dB) then
 teaches the head a range of levels, and the device's gain brings a window into it. Fitted on
@@ -64,9 +68,10 @@ log = logging.getLogger(__name__)
 HEAD_FILE = "head.npz"
 # weight: the head's share of a trained label's logit, from cross-validation (README); l2 on the
 # standardised features; copies: augmented copies of each training clip
-# placed: copies of each clip placed in a window as a stream has it (placed_copy); agree: a window
+# placed: copies of each clip placed in a window as a stream has it (placed_copy); under: copies with a
+# background clip laid under them, when the recipe lays them under its clips (under_copy); agree: a window
 # counts towards a label's event only where the student alone scores it this much (edge.vocabulary)
-HEAD = {"weight": 0.5, "agree": 0.5, "l2": 1e-3, "copies": 2, "placed": 2, "hidden": 128}
+HEAD = {"weight": 0.5, "agree": 0.5, "l2": 1e-3, "copies": 2, "placed": 2, "hidden": 128, "under": 2}
 # the hidden layer's fit (hidden > 0): AdamW on mini-batches, dropout on the input and on the hidden units;
 # `epochs` passes over the clips, more when that is under `steps` batches (a small recipe)
 MLP = {"epochs": 40, "steps": 2000, "batch": 256, "lr": 1e-3, "weight_decay": 1e-4, "input_dropout": 0.2,
@@ -108,11 +113,23 @@ def placed_copy(x: np.ndarray, samples: int, rng: np.random.Generator, contexts=
     return window.astype(np.float32)
 
 
+def under_copy(x: np.ndarray, beds, below_db: tuple[float, float], rng: np.random.Generator,
+               rate: int) -> np.ndarray:
+    """One augmented copy of a clip (augment_copy) with one of `beds` (background clips' samples)
+    laid under it as the recipe's training lays them (train.data.underlay.lay_under)."""
+    from train.data.underlay import lay_under
+
+    bed = beds[int(rng.integers(len(beds)))]
+    return lay_under(augment_copy(x, rng), bed, float(rng.uniform(*below_db)), rng, rate)
+
+
 def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "clips", placed: int = 0,
-                    contexts=(), window_gain: bool = False) -> np.ndarray:
-    """[N * (1 + copies + placed), F] the vocabulary graph's features (its head input) of each file's
-    first window, as the device computes them, each file then its `copies` augmented copies and its
-    `placed` copies in a window (placed_copy, in the files `contexts` among others, each read once);
+                    contexts=(), window_gain: bool = False, under: int = 0, beds=(),
+                    below_db: tuple[float, float] = (8.0, 30.0)) -> np.ndarray:
+    """[N * (1 + copies + placed + under), F] the vocabulary graph's features (its head input) of each
+    file's first window, as the device computes them, each file then its `copies` augmented copies,
+    its `placed` copies in a window (placed_copy, in the files `contexts` among others, each read
+    once) and its `under` copies with one of the files `beds` laid `below_db` under it (under_copy);
     with the bundle's window gain only when `window_gain` (a head is fitted without it: above);
     a progress bar."""
     from edge.backends import select_backend
@@ -127,12 +144,14 @@ def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "
     name, features = bundle.meta.vocabulary["graph"].inputs[0], head_input(bundle)
     rng = np.random.default_rng(seed)
     surroundings = [read_audio(str(path), fe.sample_rate) for path in contexts] if placed else []
+    laid = [read_audio(str(path), fe.sample_rate) for path in beds] if under else []
     rows = []
     with select_backend(bundle, graph="vocabulary") as graph:
         for path in bar(paths, desc=what, unit="clip"):
             x = read_audio(str(path), fe.sample_rate)[:samples]
             clips = ([x] + [augment_copy(x, rng) for _ in range(copies)]
-                     + [placed_copy(x, samples, rng, surroundings) for _ in range(placed)])
+                     + [placed_copy(x, samples, rng, surroundings) for _ in range(placed)]
+                     + [under_copy(x, laid, below_db, rng, fe.sample_rate) for _ in range(under)])
             mels = [window_of(clip, bundle) for clip in clips]
             rows.append(graph.run({name: np.stack(mels)[:, None]})[features])  # the clip and its copies: one batch
     return np.concatenate(rows).astype(np.float32)
@@ -251,6 +270,20 @@ def head_clips(config) -> tuple[list[tuple[str, Path]], list[Path], list[Path]]:
     return todo, background, contexts
 
 
+def underlay_beds(config) -> tuple[list[Path], tuple[float, float]]:
+    """The background clips the recipe lays under its labelled clips (`background.underlay`: train.
+    data.underlay) and how far under; none when it lays none."""
+    from train.data.background import build_background, read_meta
+    from train.data.cache import default_cache_dir
+
+    bg = config.background
+    if bg is None or bg.underlay is None:
+        return [], (0.0, 0.0)
+    folder = build_background(bg.root or default_cache_dir() / "background", bg.count, bg.seed)
+    beds = [row["path"] for row in read_meta(folder) if not row["contains"] and row["kind"] in bg.underlay.kinds]
+    return beds, bg.underlay.below_db
+
+
 def head_targets(classes, background: int, rows_per_clip: int, labels) -> np.ndarray:
     """[N, T] 1 where a feature row is of that label: `classes` (one per training clip) then
     `background` clips of none, each clip's `rows_per_clip` rows in turn (window_features' order)."""
@@ -289,12 +322,16 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     if missing:
         raise ConfigError(f"the recipe has no training clip of {len(missing)} trained label(s) of the bundle "
                           f"({', '.join(missing[:4])}...): give the recipe the bundle was trained with")
+    beds, below_db = underlay_beds(config)
+    under = HEAD["under"] if beds else 0
     paths = [p for _, p in todo] + background
-    log.info("fitting the vocabulary head of %s on %d training and %d background clips (+%d augmented copies "
-             "and %d placed in a window each)", bundle.path, len(todo), len(background), copies, placed)
-    features = window_features(bundle, paths, copies, what="vocabulary features", placed=placed, contexts=contexts)
+    log.info("fitting the vocabulary head of %s on %d training and %d background clips (+%d augmented copies, "
+             "%d placed in a window and %d with background under them each)", bundle.path, len(todo),
+             len(background), copies, placed, under)
+    features = window_features(bundle, paths, copies, what="vocabulary features", placed=placed, contexts=contexts,
+                               under=under, beds=beds, below_db=below_db)
     names = [f"{name}/{label}" for name, labels in sets.items() for label in labels]
-    targets = head_targets([name for name, _ in todo], len(background), 1 + copies + placed,
+    targets = head_targets([name for name, _ in todo], len(background), 1 + copies + placed + under,
                            [label for labels in sets.values() for label in labels])
     if hidden:
         arrays = fit_mlp(features, targets, hidden)
@@ -307,7 +344,7 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
         rows = np.array([n.startswith(f"{name}/") for n in names])
         mine = targets[:, rows].any(axis=1)  # clips of this set's labels
         others = ~mine  # every other clip: none of the set's labels may score above 0.5
-        fit[name] = {"clips": int(mine.sum() // (1 + copies + placed)), "train_accuracy": round(float(
+        fit[name] = {"clips": int(mine.sum() // (1 + copies + placed + under)), "train_accuracy": round(float(
             (logits[mine][:, rows].argmax(1) == targets[mine][:, rows].argmax(1)).mean()), 4),
             "train_false_positives": round(float((logits[others][:, rows] > 0).any(axis=1).mean()), 4)}
     target = Path(bundle.path) / HEAD_FILE
@@ -317,6 +354,7 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     head = {"file": HEAD_FILE, "sha256": sha256_file(target), "input": features_name, "weight": weight,
             "agree": agree, "clips": len(paths),
             "fit": {**({"hidden": hidden, **MLP} if hidden else {"l2": l2}), "copies": copies, "placed": placed,
+                    **({"under": under, "below_db": list(below_db)} if under else {}),
                     "background": len(background), "sets": fit,
                     "data": ", ".join(str(spec.root) for spec in config.datasets)}}
     write_bundle_meta(bundle.path, dataclasses.replace(bundle.meta, vocabulary={**bundle.meta.vocabulary,

@@ -2,9 +2,10 @@
 and its fits (a hidden layer or one logistic regression per label) as the device computes them."""
 
 import numpy as np
+import pytest
 
 from edge.vocabulary import Head
-from train.vocabulary_head import PLACED, fit_logistic, fit_mlp, placed_copy
+from train.vocabulary_head import PLACED, fit_logistic, fit_mlp, placed_copy, under_copy, underlay_beds
 
 RATE = 16000
 WINDOW = 5 * RATE
@@ -66,3 +67,34 @@ def test_a_head_is_fitted_on_windows_without_the_bundles_gain(demo_bundle, tmp_p
     as_is = window_features(plain, [quiet])
     np.testing.assert_array_equal(window_features(gained, [quiet]), as_is)
     assert np.abs(window_features(gained, [quiet], window_gain=True) - as_is).max() > 0.1
+
+
+def test_an_under_copy_lays_a_background_clip_under_the_clip_as_the_student_s_training_does():
+    """A 440 Hz tone with a 3 kHz tone as the background clip: whatever the copy's gain and noise,
+    the background sits the drawn dB under the clip (a steady tone: its loudest 50 ms is its RMS)."""
+    t = np.arange(2 * RATE) / RATE
+    clip = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    bed = (0.01 * np.sin(2 * np.pi * 3000 * t[: RATE // 2])).astype(np.float32)  # shorter: tiled
+    rng = np.random.default_rng(0)
+    for below in (8.0, 20.0, 30.0):
+        copy = under_copy(clip, [bed], (below, below), rng, RATE)
+        spectrum = np.abs(np.fft.rfft(copy)) ** 2
+        at = lambda hz: spectrum[round(hz * copy.size / RATE)]  # noqa: E731  (exact bins: whole periods)
+        assert copy.shape == clip.shape and 10 * np.log10(at(3000) / at(440)) == pytest.approx(-below, abs=0.5)
+
+
+def test_underlay_beds_are_the_recipe_s_background_clips_of_its_kinds(tmp_path, monkeypatch):
+    import train.data.background as background
+    from train.data.background import read_meta
+    from train.recipe import BackgroundConfig, TrainConfig, UnderlayConfig
+
+    monkeypatch.setattr(background, "DEFAULT_WEIGHTS", {"hum": 1.0, "white": 1.0, "silence": 1.0})  # small, fast
+    root = tmp_path / "bg"
+    plain = TrainConfig(scoring="sigmoid", loss="class_prompt", background=BackgroundConfig(count=8, root=str(root)))
+    assert underlay_beds(plain)[0] == []
+    laid = TrainConfig(scoring="sigmoid", loss="class_prompt", background=BackgroundConfig(
+        count=8, root=str(root), underlay=UnderlayConfig(kinds=("hum",), below_db=(10.0, 12.0))))
+    beds, below = underlay_beds(laid)
+    rows = read_meta(next(root.glob("background-*")))
+    assert below == (10.0, 12.0)
+    assert beds and sorted(beds) == sorted(row["path"] for row in rows if row["kind"] == "hum")
