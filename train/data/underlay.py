@@ -11,8 +11,8 @@ background clip of the chosen kinds added to their augmented waveform (tiled or 
 random offset), its RMS `below_db` under the clip's loudest 50 ms. The target stays the
 clip's; the teacher's scores (train.distill) become the element-wise max of the clip's and
 the background's (what YAMNet hears in a mixture of the two, to a first approximation).
-Draws come from (seed, epoch, index), apart from the clip's own augmentation's: with p 0 the
-items are exactly the wrapped set's.
+Draws come from (seed, epoch, index), apart from the clip's own augmentation's: an item drawn
+without a bed is exactly the wrapped set's.
 """
 
 from __future__ import annotations
@@ -61,8 +61,7 @@ class Underlay(Dataset):
         if not backgrounds:
             raise ConfigError("background.underlay needs the recipe's background clips beside its data")
         self.background_at = backgrounds[0]
-        background = combined.sources[self.background_at]
-        self.background = background
+        self.background = background = combined.sources[self.background_at]
         self.pool = [k for k, (kind, negative) in enumerate(zip(background.kinds, background.negative))
                      if negative and kind in config.kinds]
         if not self.pool:
