@@ -115,11 +115,16 @@ def pad_crop(x: np.ndarray, length: int, rng: np.random.Generator) -> np.ndarray
 LEVEL_MAX_BOOST_DB = 40.0  # level_dbfs raises a clip by at most this (quiet noise stays quiet-ish)
 
 
+def loudest_50ms_dbfs(x: np.ndarray, rate: int) -> float:
+    """dBFS RMS of the loudest 50 ms of `x`, as the device's window gain measures it
+    (edge.features.WindowGain: 5 hops of 10 ms); -inf for digital silence."""
+    return loudest_dbfs(hop_squares(x, rate // 100), WindowGain.span_hops)
+
+
 def to_level_db(x: np.ndarray, dbfs: float, rate: int) -> float:
-    """The gain (dB) that brings the loudest 50 ms of `x` to `dbfs` RMS, as the device's window gain
-    measures it (edge.features.WindowGain: 5 hops of 10 ms), raising by at most LEVEL_MAX_BOOST_DB;
-    0 for digital silence."""
-    loudest = loudest_dbfs(hop_squares(x, rate // 100), WindowGain.span_hops)
+    """The gain (dB) that brings the loudest 50 ms of `x` (loudest_50ms_dbfs) to `dbfs` RMS, raising
+    by at most LEVEL_MAX_BOOST_DB; 0 for digital silence."""
+    loudest = loudest_50ms_dbfs(x, rate)
     return 0.0 if loudest == -math.inf else min(dbfs - loudest, LEVEL_MAX_BOOST_DB)
 
 

@@ -22,7 +22,7 @@ import math
 import numpy as np
 from torch.utils.data import Dataset
 
-from edge.features import WindowGain, hop_squares, loudest_dbfs
+from train.augment import loudest_50ms_dbfs
 from train.config import ConfigError
 from train.data.background import BackgroundDataset
 from train.data.combined import CombinedDataset
@@ -34,7 +34,7 @@ def lay_under(wave: np.ndarray, bed: np.ndarray, below_db: float, rng: np.random
               rate: int) -> np.ndarray:
     """`wave` with `bed` (tiled or cropped at a random offset to its length) added, the bed's RMS
     `below_db` under the loudest 50 ms of `wave`; `wave` unchanged when either is silent."""
-    loudest = loudest_dbfs(hop_squares(wave, rate // 100), WindowGain.span_hops)
+    loudest = loudest_50ms_dbfs(wave, rate)
     if loudest == -math.inf or wave.size == 0:
         return wave
     reps = -(-wave.size // max(bed.size, 1)) + 1
@@ -53,11 +53,9 @@ class Underlay(Dataset):
 
     def __init__(self, dataset: Dataset, config, seed: int = 0):
         self.dataset, self.config, self.seed = dataset, config, seed
-        combined = getattr(dataset, "dataset", dataset)
-        if not isinstance(combined, CombinedDataset):
-            raise ConfigError("background.underlay needs the recipe's background clips beside its data")
-        self.combined = combined
-        backgrounds = [i for i, s in enumerate(combined.sources) if isinstance(s, BackgroundDataset)]
+        self.combined = combined = getattr(dataset, "dataset", dataset)
+        sources = combined.sources if isinstance(combined, CombinedDataset) else []
+        backgrounds = [i for i, s in enumerate(sources) if isinstance(s, BackgroundDataset)]
         if not backgrounds:
             raise ConfigError("background.underlay needs the recipe's background clips beside its data")
         self.background_at = backgrounds[0]
