@@ -10,6 +10,7 @@ import click
 from edge import __version__
 from edge.cli import setup_logging
 from edge.features import WindowGain
+from train.recipe import UNDERLAY_KINDS
 from train.vocabulary_head import HEAD
 from train.vocabulary_trust import CEILING
 
@@ -217,6 +218,15 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
         click.echo(f"ceiling over {ceiling['clips']} clips: {ceiling_summary(ceiling)}")
 
 
+def _ordered_db(value):
+    """--under-db LOW HIGH as a pair, LOW no higher than HIGH; None when not given."""
+    if not value:
+        return None
+    if value[0] > value[1]:
+        raise click.BadParameter(f"{value[0]:g} {value[1]:g}: LOW must not be above HIGH (e.g. 15 35)")
+    return tuple(value)
+
+
 @main.command("vocabulary-head")
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
               help="A bundle whose vocabulary graph outputs features (made by `vocabulary-patches`).")
@@ -237,8 +247,19 @@ def vocabulary_trust(bundle_path, recipe, veto_reliable, veto_power, ceiling_qua
 @click.option("--hidden", type=click.IntRange(0), default=HEAD["hidden"], show_default=True,
               help="Units of the head's hidden ReLU layer (int8 weights); 0: one logistic regression per label "
                    "(--l2 applies to that alone).")
+@click.option("--under", type=click.IntRange(0), default=None,
+              help=f"Copies of each clip with one of the recipe's background clips laid under it, the label kept "
+                   f"(a dog barks while people talk). Default: {HEAD['under']} where the recipe lays background "
+                   f"under its clips (background.underlay) or --under-kinds / --under-db are given, else 0.")
+@click.option("--under-kinds", multiple=True, type=click.Choice(UNDERLAY_KINDS),
+              help="The background kinds laid under those copies (repeat it). Default: the recipe's "
+                   "background.underlay kinds, else all of them.")
+@click.option("--under-db", nargs=2, type=click.FloatRange(0), default=None, metavar="LOW HIGH",
+              callback=lambda ctx, param, value: _ordered_db(value),
+              help="How far under: the background's RMS drawn LOW..HIGH dB under the clip's loudest 50 ms. "
+                   "Default: the recipe's background.underlay below_db, else 8 30.")
 @domain_errors
-def vocabulary_head(bundle_path, recipe, weight, agree, l2, copies, placed, hidden):
+def vocabulary_head(bundle_path, recipe, weight, agree, l2, copies, placed, hidden, under, under_kinds, under_db):
     """Fit, in place, a head on the vocabulary graph's frozen YAMNet features for the trained labels.
 
     One hidden ReLU layer, then a logistic output per trained label (or, --hidden 0, one logistic
@@ -252,10 +273,13 @@ def vocabulary_head(bundle_path, recipe, weight, agree, l2, copies, placed, hidd
     from train.recipe import load_train_config
     from train.vocabulary_head import fit_head
 
-    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed, hidden, agree)
+    head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed, hidden, agree,
+                    under, under_kinds, under_db)
     click.echo(f"bundle {bundle_path}: {head['file']} fitted on {head['clips']} clips "
                f"({head['fit']['background']} background, +{copies} augmented copies, {placed} placed in a "
-               f"window and {head['fit'].get('under', 0)} with background under them each), "
+               f"window and {head['fit'].get('under', 0)} with background under them each"
+               + (f": {', '.join(head['fit']['kinds'])} {head['fit']['below_db'][0]:g}-{head['fit']['below_db'][1]:g} "
+                  f"dB under" if head['fit'].get('under') else "") + "), "
                f"{f'{hidden} hidden units' if hidden else 'linear'}, weight {weight:g}, "
                f"events need the student at {agree:g}: "
                + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}, "

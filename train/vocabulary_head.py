@@ -39,9 +39,10 @@ L2-regularised, over
   noise 69 -> 81 %, in room tone or hum 58 -> 73 %; tiled, as before, 80 -> 83 % (accuracy 86 %
   both). Max pooling alone, or the mean alone, did no better.
 - with a recipe that lays background under its labelled clips (`background.underlay`,
-  train.data.underlay), HEAD["under"] copies of each clip with one of those background clips
-  (speech, noise, hum, room tone) laid under it as the student's training lays them (under_copy):
-  a head that never heard a voice beside a sound takes the sound's score away when one talks.
+  train.data.underlay), or where `vocabulary-head --under` asks for them, HEAD["under"] copies of
+  each clip with one of the recipe's background clips (speech, noise, hum, room tone) laid under it
+  as the student's training lays them (under_copy): a head that never heard a voice beside a sound
+  takes the sound's score away when one talks.
 The windows are those of the clips as they are, without the bundle's window gain (model.json
 `gain`, which the device applies before the graph): the copies' random gain (-20..0 dB) then
 teaches the head a range of levels, and the device's gain brings a window into it. Fitted on
@@ -69,7 +70,8 @@ HEAD_FILE = "head.npz"
 # weight: the head's share of a trained label's logit, from cross-validation (README); l2 on the
 # standardised features; copies: augmented copies of each training clip
 # placed: copies of each clip placed in a window as a stream has it (placed_copy); under: copies with a
-# background clip laid under them, when the recipe lays them under its clips (under_copy); agree: a window
+# background clip laid under them, when the recipe lays them under its clips or kinds or levels of them are
+# given (under_copy, head_underlay); agree: a window
 # counts towards a label's event only where the student alone scores it this much (edge.vocabulary)
 HEAD = {"weight": 0.5, "agree": 0.5, "l2": 1e-3, "copies": 2, "placed": 2, "hidden": 128, "under": 2}
 # the hidden layer's fit (hidden > 0): AdamW on mini-batches, dropout on the input and on the hidden units;
@@ -270,18 +272,45 @@ def head_clips(config) -> tuple[list[tuple[str, Path]], list[Path], list[Path]]:
     return todo, background, contexts
 
 
-def underlay_beds(config) -> tuple[list[Path], tuple[float, float]]:
-    """The background clips the recipe lays under its labelled clips (`background.underlay`: train.
-    data.underlay) and how far under; none when it lays none."""
+def head_underlay(config, under: int | None = None, kinds=(), below_db=None):
+    """(copies of each clip with background laid under them, how: a train.recipe.UnderlayConfig or
+    None): the options given, else the recipe's own `background.underlay` (train.data.underlay), HEAD
+    ["under"] copies where it lays one or where kinds or levels are given, else none."""
+    from train.recipe import UnderlayConfig
+
+    own = config.background.underlay if config.background is not None else None
+    if under is None:
+        under = HEAD["under"] if own is not None or kinds or below_db else 0
+    if not under:
+        return 0, None
+    base = own or UnderlayConfig()
+    return int(under), UnderlayConfig(p=1.0, below_db=tuple(below_db) if below_db else base.below_db,
+                                      kinds=tuple(kinds) if kinds else base.kinds)
+
+
+def underlay_beds(config, underlay=None) -> tuple[list[Path], tuple[float, float]]:
+    """The background clips of the recipe laid under copies of its clips as `underlay` (a train.
+    recipe.UnderlayConfig; default: the recipe's own `background.underlay`, train.data.underlay) lays
+    them, and how far under; none when neither lays any. ConfigError when the recipe has none of
+    those kinds to lay."""
+    from train.config import ConfigError
     from train.data.background import build_background, read_meta
     from train.data.cache import default_cache_dir
 
     bg = config.background
-    if bg is None or bg.underlay is None:
+    underlay = underlay if underlay is not None else bg.underlay if bg is not None else None
+    if underlay is None:
         return [], (0.0, 0.0)
+    if bg is None:
+        raise ConfigError("background laid under copies of the clips needs the recipe's background clips, and this "
+                          "recipe has none: give it `background: {count: 400}` or lay none (--under 0)")
     folder = build_background(bg.root or default_cache_dir() / "background", bg.count, bg.seed)
-    beds = [row["path"] for row in read_meta(folder) if not row["contains"] and row["kind"] in bg.underlay.kinds]
-    return beds, bg.underlay.below_db
+    beds = [row["path"] for row in read_meta(folder) if not row["contains"] and row["kind"] in underlay.kinds]
+    if not beds:
+        raise ConfigError(f"the recipe's {bg.count} background clips ({folder}) hold none of kinds "
+                          f"{', '.join(underlay.kinds)} to lay under copies of the clips: name other kinds or "
+                          f"give the background more clips (background.count)")
+    return beds, underlay.below_db
 
 
 def head_targets(classes, background: int, rows_per_clip: int, labels) -> np.ndarray:
@@ -293,10 +322,11 @@ def head_targets(classes, background: int, rows_per_clip: int, labels) -> np.nda
 
 def fit_head(path: str | Path, config, weight: float | None = None, l2: float | None = None,
              copies: int | None = None, placed: int | None = None, hidden: int | None = None,
-             agree: float | None = None) -> dict:
+             agree: float | None = None, under: int | None = None, under_kinds=(), below_db=None) -> dict:
     """Fit the head of the bundle at `path` on `config`'s (train.recipe.TrainConfig) training and
     background clips and write it in place (head.npz, then model.json `vocabulary.head`, each
-    atomically). Returns model.json's vocabulary.head."""
+    atomically), with `under` copies of each clip with background of `under_kinds` laid `below_db` under
+    it (head_underlay: default the recipe's own underlay, else none). Returns model.json's vocabulary.head."""
     from edge.bundle import read_bundle, write_bundle_meta
     from edge.fsutil import atomic_path, sha256_file
     from edge.labels.embeddings import LabelEmbeddings
@@ -322,8 +352,8 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     if missing:
         raise ConfigError(f"the recipe has no training clip of {len(missing)} trained label(s) of the bundle "
                           f"({', '.join(missing[:4])}...): give the recipe the bundle was trained with")
-    beds, below_db = underlay_beds(config)
-    under = HEAD["under"] if beds else 0
+    under, underlay = head_underlay(config, under, under_kinds, below_db)
+    beds, below_db = underlay_beds(config, underlay) if under else ([], (0.0, 0.0))
     paths = [p for _, p in todo] + background
     log.info("fitting the vocabulary head of %s on %d training and %d background clips (+%d augmented copies, "
              "%d placed in a window and %d with background under them each)", bundle.path, len(todo),
@@ -354,7 +384,7 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     head = {"file": HEAD_FILE, "sha256": sha256_file(target), "input": features_name, "weight": weight,
             "agree": agree, "clips": len(paths),
             "fit": {**({"hidden": hidden, **MLP} if hidden else {"l2": l2}), "copies": copies, "placed": placed,
-                    **({"under": under, "below_db": list(below_db)} if under else {}),
+                    **({"under": under, "below_db": list(below_db), "kinds": list(underlay.kinds)} if under else {}),
                     "background": len(background), "sets": fit,
                     "data": ", ".join(str(spec.root) for spec in config.datasets)}}
     write_bundle_meta(bundle.path, dataclasses.replace(bundle.meta, vocabulary={**bundle.meta.vocabulary,

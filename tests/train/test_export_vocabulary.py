@@ -379,6 +379,14 @@ def test_a_head_on_yamnet_s_features_is_fitted_for_the_trained_labels_and_mixed_
     refused = CliRunner().invoke(main, ["vocabulary-head", "--bundle", str(copy), "--config", str(recipe)])
     assert refused.exit_code != 0 and "semanticac-train vocabulary-patches --bundle" in refused.output
     assert CliRunner().invoke(main, ["vocabulary-patches", "--bundle", str(copy)]).exit_code == 0
+    bare = tmp_path / "bare.yaml"  # no background clips: nothing to lay under copies of the clips
+    bare.write_text(recipe.read_text().split("background:")[0])
+    refused = CliRunner().invoke(main, ["vocabulary-head", "--bundle", str(copy), "--config", str(bare),
+                                        "--under-kinds", "speech"])
+    assert refused.exit_code != 0 and "recipe has none: give it `background: {count: 400}`" in refused.output
+    refused = CliRunner().invoke(main, ["vocabulary-head", "--bundle", str(copy), "--config", str(recipe),
+                                        "--under-db", "30", "10"])
+    assert refused.exit_code != 0 and "30 10: LOW must not be above HIGH" in refused.output
     result = CliRunner().invoke(main, ["vocabulary-head", "--bundle", str(copy), "--config", str(recipe),
                                        "--copies", "1", "--placed", "1"])
     assert result.exit_code == 0, result.output

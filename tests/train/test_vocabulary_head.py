@@ -5,7 +5,16 @@ import numpy as np
 import pytest
 
 from edge.vocabulary import Head
-from train.vocabulary_head import PLACED, fit_logistic, fit_mlp, placed_copy, under_copy, underlay_beds
+from train.vocabulary_head import (
+    HEAD,
+    PLACED,
+    fit_logistic,
+    fit_mlp,
+    head_underlay,
+    placed_copy,
+    under_copy,
+    underlay_beds,
+)
 
 RATE = 16000
 WINDOW = 5 * RATE
@@ -98,3 +107,32 @@ def test_underlay_beds_are_the_recipe_s_background_clips_of_its_kinds(tmp_path, 
     rows = read_meta(next(root.glob("background-*")))
     assert below == (10.0, 12.0)
     assert beds and sorted(beds) == sorted(row["path"] for row in rows if row["kind"] == "hum")
+
+
+def test_a_head_lays_background_under_copies_as_its_options_or_its_recipe_say(tmp_path, monkeypatch):
+    """`vocabulary-head --under/--under-kinds/--under-db` over the recipe's background.underlay: a
+    recipe without one lays none unless asked; kinds or levels alone ask for HEAD["under"] copies,
+    the rest from the recipe; --under 0 lays none; asked kinds come from the recipe's own background
+    clips, and a kind it lacks is named."""
+    import train.data.background as background
+    from train.config import ConfigError
+    from train.data.background import read_meta
+    from train.recipe import BackgroundConfig, TrainConfig, UnderlayConfig
+
+    monkeypatch.setattr(background, "DEFAULT_WEIGHTS", {"hum": 1.0, "white": 1.0, "silence": 1.0})  # small, fast
+    root = tmp_path / "bg"
+    plain = TrainConfig(scoring="sigmoid", loss="class_prompt", background=BackgroundConfig(count=8, root=str(root)))
+    laid = TrainConfig(scoring="sigmoid", loss="class_prompt", background=BackgroundConfig(
+        count=8, root=str(root), underlay=UnderlayConfig(kinds=("hum",), below_db=(10.0, 12.0))))
+    assert head_underlay(plain) == (0, None)
+    under, underlay = head_underlay(plain, kinds=("white",))
+    assert under == HEAD["under"] and underlay.kinds == ("white",) and underlay.below_db == UnderlayConfig().below_db
+    under, underlay = head_underlay(laid, below_db=(15.0, 35.0))
+    assert under == HEAD["under"] and underlay.kinds == ("hum",) and underlay.below_db == (15.0, 35.0)
+    assert head_underlay(laid, under=0) == (0, None) and head_underlay(laid, under=3)[0] == 3
+    beds, below = underlay_beds(plain, head_underlay(plain, kinds=("white",))[1])
+    rows = read_meta(next(root.glob("background-*")))
+    assert below == UnderlayConfig().below_db
+    assert beds and sorted(beds) == sorted(row["path"] for row in rows if row["kind"] == "white")
+    with pytest.raises(ConfigError, match=r"hold none of kinds speech.*name other kinds"):
+        underlay_beds(plain, head_underlay(plain, kinds=("speech",))[1])
