@@ -272,7 +272,8 @@ def test_an_event_needs_the_student_s_agreement_where_the_bundle_asks_for_it(dem
     def same_scores_shown(run):
         for other, window in zip(run.windows, shipped.windows, strict=True):
             assert [name for name, _ in other.top] == [name for name, _ in window.top]
-            np.testing.assert_allclose([p for _, p in other.top], [p for _, p in window.top], rtol=1e-5, atol=1e-9)
+            # the same to 1e-7: ONNX Runtime's threads may sum a tiny score's terms in another order
+            np.testing.assert_allclose([p for _, p in other.top], [p for _, p in window.top], rtol=1e-5, atol=1e-7)
 
     same_scores_shown(strict_run)
     assert all(w.top[0][0] == "siren" for w in strict_run.windows)
