@@ -137,6 +137,27 @@ def split_vocabulary(bundle_path, shared):
                f"(its scores moved by up to {change:.4f})")
 
 
+@main.command("exact-text")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
+              help="A bundle exported with --compact before 2026-12-06 (int8 text weights as int8).")
+@domain_errors
+def exact_text(bundle_path):
+    """Make a bundle's int8 text graph compute the same embeddings on every CPU, in place.
+
+    Its int8 weights are stored as uint8 with zero point 128 (the same integers), as `export
+    --compact` now writes them: ONNX Runtime saturates uint8 x int8 products on x86 CPUs with AVX2
+    but no VNNI, which moved label embeddings by up to 0.04 in cosine there. model_id and the
+    bundle's label embeddings stay; label sets this machine embedded with the old graph (the user
+    cache) are not recomputed: run `semanticac-edge embed-labels` for them.
+    """
+    from train.export import exact_text_bundle
+
+    rewritten, least = exact_text_bundle(bundle_path)
+    where = "this CPU computed the old graph exactly" if least > 0.9999 else "this CPU saturated the old graph"
+    click.echo(f"bundle {bundle_path}: {rewritten} int8 text weights stored as uint8; the bundle's prompts on this "
+               f"CPU, old vs new graph: least cosine {least:.4f} ({where})")
+
+
 @main.command("vocabulary-patches")
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(exists=True, file_okay=False),
               help="A bundle with a vocabulary graph (model.json vocabulary.graph).")

@@ -205,6 +205,7 @@ def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str
         compact_vocabulary_graph(folder / VOCABULARY_GRAPH)
     quantize_dynamic(str(folder / "text.onnx"), str(folder / "text.int8.onnx"), weight_type=QuantType.QInt8,
                      per_channel=True)
+    exact_int8_products(folder / "text.int8.onnx")
     (folder / "text.int8.onnx").replace(folder / "text.onnx")
     worst = {}
     for file, module in modules.items():
@@ -231,6 +232,104 @@ def compact_graphs(folder: Path, modules: dict[str, nn.Module], inputs: dict[str
                                f"{worst[VOCABULARY_GRAPH]:.4f} > {COMPACT_VOCABULARY_DIFF}; export without --compact")
         log.info("compact %s: largest difference vs torch %.5f", VOCABULARY_GRAPH, worst[VOCABULARY_GRAPH])
     return worst
+
+
+TEXT_EXPORT_NOTE = "int8 weights (dynamic quantisation), stored as uint8 with zero point 128: exact on every CPU"
+
+
+def exact_int8_products(path: Path) -> int:
+    """Rewrite a dynamically quantised graph in place so that every CPU computes its products
+    exactly: each MatMulInteger's int8 weights w are stored as w + 128 (uint8) with zero point 128,
+    the same integers. ONNX Runtime multiplies uint8 activations by int8 weights with AVX2's
+    VPMADDUBSW on x86 CPUs without VNNI, which saturates each pair of products at int16: there
+    (an AMD EPYC, 2026-12-06) the demo bundle's text graph moved label embeddings by up to 0.04 in
+    cosine, and 3 of 64 rendered instruments lost their new label beside `urban`. uint8 x uint8
+    takes no saturating path (VNNI and ARM compute either exactly). Returns the weights rewritten;
+    a graph already rewritten is left as it is (0)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    done: dict[str, str] = {}  # int8 weight -> its uint8 zero point's name (a weight two nodes share)
+    for node in graph.node:
+        if node.op_type != "MatMulInteger" or node.input[1] not in initializers:
+            continue
+        weight = initializers[node.input[1]]
+        if weight.name not in done:
+            w = numpy_helper.to_array(weight)
+            if w.dtype != np.int8:
+                continue
+            zero = node.input[3] if len(node.input) > 3 and node.input[3] else None
+            z = numpy_helper.to_array(initializers[zero]) if zero else np.zeros((), np.int8)
+            weight.CopyFrom(numpy_helper.from_array((w.astype(np.int16) + 128).astype(np.uint8), weight.name))
+            done[weight.name] = f"{weight.name}_zero_point_u8"
+            graph.initializer.append(numpy_helper.from_array((z.astype(np.int16) + 128).astype(np.uint8),
+                                                             done[weight.name]))
+        inputs = list(node.input) + [""] * (4 - len(node.input))
+        inputs[3] = done[weight.name]
+        del node.input[:]
+        node.input.extend(inputs)
+    if done:
+        used = {name for node in graph.node for name in node.input}
+        kept = [init for init in graph.initializer if init.name in used]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+        onnx.checker.check_model(model)
+        with atomic_path(path) as tmp:
+            onnx.save(model, str(tmp))
+    return len(done)
+
+
+def exact_text_bundle(path: str | Path) -> tuple[int, float]:
+    """`exact_int8_products` on a bundle's text graph, in place and atomically (model.json's hash
+    and export note with it). Returns the weights rewritten and the least cosine, on this CPU,
+    between the old graph's and the new graph's embeddings of the bundle's own label sets' prompts
+    (1.0 where this CPU computed the old graph exactly). model_id and label embeddings stay."""
+    import json
+    import shutil
+
+    from edge.bundle import META_FILE, parse_bundle_meta
+    from edge.labels.tokenizers import load_tokenizer
+
+    folder = Path(path)
+    bundle = read_bundle(folder)
+    if bundle.meta.text is None:
+        raise BundleError(f"bundle {folder} has no text graph: nothing to rewrite")
+    data = json.loads((folder / META_FILE).read_text())
+    text = data["text"]["file"]
+    with atomic_directory(folder) as tmp:
+        for item in folder.iterdir():
+            if item.name != META_FILE:
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, tmp / item.name)
+        rewritten = exact_int8_products(tmp / text)
+        if not rewritten:
+            raise BundleError(f"bundle {folder}: {text} has no int8 weights of MatMulInteger (a full-precision "
+                              "text graph, or one rewritten already): nothing to rewrite")
+        prompts = [p for npz in sorted(bundle.labels_dir.glob("*.npz"))
+                   for p in LabelEmbeddings.load(npz).prompts] or check_prompts([])
+        tokenizer = load_tokenizer(bundle.tokenizer_dir)
+        old, new = (embed_with(graph, tokenizer, prompts) for graph in (folder / text, tmp / text))
+        data["text"] = dataclasses.asdict(tower_spec(tmp, text, data["text"]["inputs"], data["text"]["outputs"]))
+        if "export" in data.get("training", {}):
+            data["training"]["export"]["text.onnx"] = TEXT_EXPORT_NOTE
+        write_bundle_meta(tmp, parse_bundle_meta(json.loads(json.dumps(data))))
+    least = float((old * new).sum(axis=1).min())
+    log.info("bundle %s: %s's %d int8 weights stored as uint8 (least cosine of old vs new embeddings on this "
+             "CPU: %.4f)", folder, text, rewritten, least)
+    return rewritten, least
+
+
+def embed_with(graph: Path, tokenizer, prompts: list[str], batch: int = 64) -> np.ndarray:
+    """Unit-length embeddings [P, C] of `prompts` by the text graph `graph` (ONNX Runtime, CPU)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    names = {i.name for i in session.get_inputs()}
+    out = np.concatenate([session.run(None, {k: v for k, v in tokenizer(prompts[i:i + batch]).items() if k in names})[0]
+                          for i in range(0, len(prompts), batch)])
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 # |split - one graph|: the same nodes, but ONNX Runtime fuses an FP16 graph's kernels differently
@@ -713,7 +812,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
                                   **({VOCABULARY_GRAPH: "fp16 weights, float32 input/output; YAMNet's own "
                                                          "weights as int8 on their w8a8 grid (lossless)"}
                                      if branch is not None else {}),
-                                  "text.onnx": "int8 weights (dynamic quantisation)",
+                                  "text.onnx": TEXT_EXPORT_NOTE,
                                   "labels": "the shipped label sets were embedded with the full-precision text "
                                             "graph; label sets embedded on the device use the int8 one",
                                   "least_cosine_vs_torch": {k: v for k, v in cosines.items() if k != VOCABULARY_GRAPH},

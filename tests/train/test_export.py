@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -20,7 +21,7 @@ from tests.train.test_htsat import fake_checkpoint
 from tests.train.test_text import _torchscript_archive, fake_rn50  # noqa: F401 (fixture)
 from train import cli
 from train.checkpoint import model_from_checkpoint, model_id, save_checkpoint
-from train.export import COMPACT_COSINE, TENSORRT_OPS, export_bundle
+from train.export import COMPACT_COSINE, TENSORRT_OPS, exact_int8_products, export_bundle
 from train.model.config import load_model_config
 from train.model.semanticac import build_model
 
@@ -235,6 +236,65 @@ def test_compact_export_is_smaller_and_close(small, tmp_path):
     on_device = LabelEmbeddings.from_prompt_embeddings(urban, session.run(["embedding"], tokenizer(urban.flat_prompts()[0]))[0], "m")
     cosines = (on_device.embeddings * shipped).sum(axis=1)
     assert cosines.min() >= COMPACT_COSINE["text.onnx"] and np.abs(on_device.embeddings - shipped).max() > TOL
+    assert integer_weights(compact / "text.onnx") == {"uint8"}  # exact on every CPU (exact_int8_products)
+
+    # a bundle compacted before 2026-12-06 (int8 weights as int8): `exact-text` rewrites it in place
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edge.bundle import tower_spec
+    older = tmp_path / "older"
+    shutil.copytree(compact, older)
+    quantize_dynamic(str(full / "text.onnx"), str(older / "text.onnx"), weight_type=QuantType.QInt8, per_channel=True)
+    data = json.loads((older / "model.json").read_text())
+    data["text"] = dataclasses.asdict(tower_spec(older, "text.onnx", data["text"]["inputs"], data["text"]["outputs"]))
+    (older / "model.json").write_text(json.dumps(data))
+    assert integer_weights(older / "text.onnx") == {"int8"}
+    runner = CliRunner()
+    result = runner.invoke(cli.main, ["exact-text", "--bundle", str(older)])
+    assert result.exit_code == 0, result.output
+    assert "int8 text weights stored as uint8" in result.output and "least cosine" in result.output
+    assert integer_weights(older / "text.onnx") == {"uint8"}
+    meta = read_bundle(older, verify=True).meta  # the new graph's hash
+    assert meta.model_id == "m" and "exact on every CPU" in meta.training["export"]["text.onnx"]
+    session = ort.InferenceSession(str(older / "text.onnx"), providers=["CPUExecutionProvider"])
+    again = session.run(["embedding"], tokenizer(urban.flat_prompts()[0]))[0]
+    want = ort.InferenceSession(str(compact / "text.onnx"), providers=["CPUExecutionProvider"]).run(
+        ["embedding"], tokenizer(urban.flat_prompts()[0]))[0]
+    np.testing.assert_allclose(again, want, atol=1e-5)  # the same graph as `export --compact` writes now
+    result = runner.invoke(cli.main, ["exact-text", "--bundle", str(older)])
+    assert result.exit_code == 1 and "nothing to rewrite" in result.output
+
+
+def integer_weights(path) -> set[str]:
+    """The element types of a graph's MatMulInteger weights."""
+    model = onnx.load(str(path))
+    initializers = {init.name: init for init in model.graph.initializer}
+    return {onnx.helper.tensor_dtype_to_np_dtype(initializers[node.input[1]].data_type).name
+            for node in model.graph.node if node.op_type == "MatMulInteger"}
+
+
+def test_int8_products_are_exact_where_uint8_x_int8_saturates(tmp_path):
+    # uint8 activations of 255 times int8 weights of -128 sum pairs past int16 (VPMADDUBSW's range
+    # on x86 CPUs with AVX2 but no VNNI); the rewritten graph computes the true integers everywhere
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(200, 256, (4, 64), dtype=np.uint8)
+    w = rng.choice(np.array([-128, -127, 127], np.int8), (64, 8))
+    node = helper.make_node("MatMulInteger", ["a", "w", "a_zero", "w_zero"], ["y"])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [4, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.array(3, np.uint8), "a_zero"),
+         numpy_helper.from_array(np.zeros(8, np.int8), "w_zero")])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert exact_int8_products(path) == 1
+    assert integer_weights(path) == {"uint8"}
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"a": a})[0]
+    np.testing.assert_array_equal(got, (a.astype(np.int64) - 3) @ w.astype(np.int64))
+    before = path.read_bytes()
+    assert exact_int8_products(path) == 0 and path.read_bytes() == before  # once only
 
 
 @pytest.mark.parametrize("recipe, held", [("demo-distill-zeroshot", 10), ("demo-distill-cv1", 0)])
