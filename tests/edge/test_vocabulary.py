@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -385,9 +384,8 @@ def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo
     labels, result = info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, "[siren, doorbell, leaf_blower]")
     weak = [line for line in result.output.splitlines() if line.startswith("  weak: ")]
     # AudioSet has no leaf blower: its text is nearest a woodwind's ("blow"), far from every name
-    # (which of the near-tied wind names is nearest moves with the CPU's int8 kernels: 'Wind' on AVX2)
-    assert len(weak) == 1 and re.match(r"  weak: leaf_blower: no name of the vocabulary is near its text "
-                                       r"\(the nearest, 'Wind[^']*', at cosine 0\.4\d\)", weak[0]), weak
+    assert len(weak) == 1 and weak[0].startswith("  weak: leaf_blower: no name of the vocabulary is near its text "
+                                                 "(the nearest, 'Wind instrument, woodwind instrument', at cosine 0.4")
     clip = tmp_path / "noise.wav"
     sf.write(clip, 0.01 * np.random.default_rng(0).standard_normal(16000), 16000)
     sink = Collect()
