@@ -147,8 +147,8 @@ def exact_text(bundle_path):
     Its int8 weights are stored as uint8 with zero point 128 (the same integers), as `export
     --compact` now writes them: ONNX Runtime saturates uint8 x int8 products on x86 CPUs with AVX2
     but no VNNI, which moved label embeddings by up to 0.04 in cosine there. model_id and the
-    bundle's label embeddings stay; label sets this machine embedded with the old graph (the user
-    cache) are not recomputed: run `semanticac-edge embed-labels` for them.
+    bundle's label embeddings stay; sets a device cached with the old graph are computed again at
+    its next start (a cached set records the text graph that made it).
     """
     from train.export import exact_text_bundle
 

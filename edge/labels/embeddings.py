@@ -8,11 +8,17 @@ File format (`labels/<name>.npz`, plain arrays, no pickled objects):
                    (float16 where a large fixed vocabulary is stored at half the bytes: read as float32)
     labels_sha256  str []        LabelSet.sha256 (names and prompts only)
     model_id       str []        the bundle's model_id (the text tower that embedded them)
+    text_sha256    str []        the SHA-256 of the text graph that computed them (written since
+                                 2026-12-06; "" or absent: not recorded, as in the sets `export` ships,
+                                 which the full-precision graph computed)
 
 Lookup for `listen --labels X` (`label_embeddings_for`, and `doctor`, `info` through `look_up`):
 <bundle>/labels/<name>.npz, then the user cache ($XDG_CACHE_HOME/semanticac-edge/<model_id>/<name>.npz),
-each used only when its `model_id` and `labels_sha256` match the bundle and the label set; else the
-edge computes them with text.onnx and caches them. A corrupt or truncated CACHE file is computed
+each used only when its `model_id` and `labels_sha256` match the bundle and the label set, and
+its `text_sha256`, where recorded, the bundle's text.onnx (a cache file without one, computed before
+it was recorded, is computed again where the bundle has a text graph: a text graph rewritten under
+the same model_id, `semanticac-train exact-text`, embeds a little differently); else the edge
+computes them with text.onnx and caches them. A corrupt or truncated CACHE file is computed
 again (with a warning naming it) and rewritten atomically; a corrupt BUNDLE file is an error naming
 it and the command that rebuilds it (`semanticac-edge embed-labels --bundle B --labels L`).
 """
@@ -55,6 +61,7 @@ class CorruptLabelEmbeddings(LabelEmbeddingsError):
 
 
 ARRAYS = ("labels", "prompts", "prompt_label", "embeddings", "labels_sha256", "model_id")
+PROVENANCE = "text_sha256"  # optional: files written before 2026-12-06 have none
 
 
 def _normalise(x: np.ndarray) -> np.ndarray:
@@ -70,10 +77,11 @@ class LabelEmbeddings:
     embeddings: np.ndarray  # float32 [K, C], rows of unit length
     labels_sha256: str
     model_id: str
+    text_sha256: str = ""  # the text graph that computed them ("": not recorded)
 
     @classmethod
     def from_prompt_embeddings(
-        cls, label_set: LabelSet, prompt_embeddings: np.ndarray, model_id: str
+        cls, label_set: LabelSet, prompt_embeddings: np.ndarray, model_id: str, text_sha256: str = ""
     ) -> LabelEmbeddings:
         """Average each label's prompt embeddings (after normalising each) and normalise again."""
         prompts, owners = label_set.flat_prompts()
@@ -93,6 +101,7 @@ class LabelEmbeddings:
             embeddings=_normalise(sums).astype(np.float32),
             labels_sha256=label_set.sha256,
             model_id=model_id,
+            text_sha256=text_sha256,
         )
 
     def save(self, path: str | Path, half: bool = False) -> Path:
@@ -106,6 +115,7 @@ class LabelEmbeddings:
             embeddings=self.embeddings.astype(np.float16 if half else np.float32),
             labels_sha256=np.array(self.labels_sha256),
             model_id=np.array(self.model_id),
+            text_sha256=np.array(self.text_sha256),
         )
         with atomic_path(path, suffix=".npz") as tmp:
             np.savez_compressed(tmp, **arrays)
@@ -123,6 +133,7 @@ class LabelEmbeddings:
                         f"label embeddings {path}: missing array(s) {missing}; delete it and compute it again"
                     )
                 arrays = {name: data[name] for name in ARRAYS}
+                text_sha256 = str(data[PROVENANCE]) if PROVENANCE in data.files else ""
         except LabelEmbeddingsError:
             raise
         except UNREADABLE as err:
@@ -150,14 +161,21 @@ class LabelEmbeddings:
             embeddings=emb.astype(np.float32),
             labels_sha256=str(arrays["labels_sha256"]),
             model_id=str(arrays["model_id"]),
+            text_sha256=text_sha256,
         )
 
-    def mismatch(self, label_set: LabelSet, model_id: str) -> str | None:
-        """Why these embeddings cannot serve `label_set` with model `model_id` (None: they can)."""
+    def mismatch(self, label_set: LabelSet, model_id: str, text_sha256: str = "") -> str | None:
+        """Why these embeddings cannot serve `label_set` with model `model_id` whose text graph has
+        the hash `text_sha256` ("": no text graph to tell by) (None: they can)."""
         if self.model_id != model_id:
             return f"computed by model {self.model_id!r}, the bundle is {model_id!r}"
         if self.labels_sha256 != label_set.sha256:
             return "stale: the label names or prompts changed since they were computed"
+        if text_sha256 and self.text_sha256 and self.text_sha256 != text_sha256:
+            return (
+                f"computed by another text graph (sha256 {self.text_sha256[:12]}..., the bundle's text.onnx is "
+                f"{text_sha256[:12]}...)"
+            )
         return None
 
 
@@ -212,7 +230,14 @@ def look_up(bundle: Bundle, label_set: LabelSet) -> list[Candidate]:
         except LabelEmbeddingsError as err:
             found.append(Candidate(path, place, problem=str(err), corrupt=True))
             continue
-        found.append(Candidate(path, place, emb, emb.mismatch(label_set, bundle.meta.model_id)))
+        text = bundle.meta.text.sha256 if bundle.meta.text else ""
+        problem = emb.mismatch(label_set, bundle.meta.model_id, text)
+        if problem is None and place == "cache" and text and not emb.text_sha256:
+            problem = (
+                "cached before the edge recorded the text graph that computed it (2026-12-06): "
+                "perhaps another text graph's"
+            )
+        found.append(Candidate(path, place, emb, problem))
     return found
 
 
@@ -356,7 +381,9 @@ def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int |
             if len(prompts) > PROMPT_BATCH and (now - last >= PROGRESS_SECONDS or done == len(prompts)):
                 progress.info("embedded %d/%d prompts (%.1f s)", done, len(prompts), now - started)
                 last = now
-    return LabelEmbeddings.from_prompt_embeddings(label_set, np.concatenate(parts), bundle.meta.model_id)
+    return LabelEmbeddings.from_prompt_embeddings(
+        label_set, np.concatenate(parts), bundle.meta.model_id, bundle.meta.text.sha256
+    )
 
 
 def label_embeddings_for(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:

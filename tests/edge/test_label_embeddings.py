@@ -30,14 +30,15 @@ def test_mean_of_normalised_prompts():
 
 
 def test_file_round_trip_without_pickle(tmp_path):
-    emb = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "m1")
+    emb = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "m1", "ab" * 32)
     path = emb.save(tmp_path / "labels" / "pets.npz")
     with np.load(path, allow_pickle=False) as data:  # plain arrays only
-        assert set(data.files) == {"labels", "prompts", "prompt_label", "embeddings", "labels_sha256", "model_id"}
+        assert set(data.files) == {"labels", "prompts", "prompt_label", "embeddings", "labels_sha256", "model_id",
+                                   "text_sha256"}
         assert data["embeddings"].dtype == np.float32 and data["labels"].dtype.kind == "U"
     back = LabelEmbeddings.load(path)
     assert back.labels == emb.labels and back.prompts == emb.prompts
-    assert back.model_id == "m1" and back.labels_sha256 == SET.sha256
+    assert back.model_id == "m1" and back.labels_sha256 == SET.sha256 and back.text_sha256 == "ab" * 32
     np.testing.assert_array_equal(back.embeddings, emb.embeddings)
     assert [p.name for p in path.parent.iterdir()] == ["pets.npz"]
     # a large vocabulary's names at half the bytes: read back as float32, within float16's rounding
@@ -69,13 +70,33 @@ def test_lookup_bundle_then_cache(tmp_path, monkeypatch):
     assert "labels/pets.npz: not there" in message and "cache/semanticac-edge/m1/pets.npz: not there" in message
     assert f"semanticac-edge embed-labels --bundle {bundle.path}" in message
 
-    cached = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(1), "m1")
+    # what the device caches: computed by the bundle's text graph, which it records
+    cached = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(1), "m1", bundle.meta.text.sha256)
     cached.save(cache_dir("m1") / "pets.npz")
     np.testing.assert_array_equal(find_label_embeddings(bundle, SET).embeddings, cached.embeddings)
 
+    # what `export` ships: computed by the full-precision graph, no text graph recorded
     shipped = LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(2), "m1")
     shipped.save(bundle.labels_dir / "pets.npz")
     np.testing.assert_array_equal(find_label_embeddings(bundle, SET).embeddings, shipped.embeddings)
+
+
+def test_a_cache_file_another_text_graph_made_is_not_used(tmp_path, monkeypatch):
+    # the same model_id, its text.onnx rewritten (`semanticac-train exact-text`): what the old graph
+    # cached, or a file cached before the graph was recorded, is refused (listen computes it again)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bundle = read_bundle(make_bundle(tmp_path / "b", model_id="m1"))
+    for text_sha256, problem in (("0" * 64, "computed by another text graph (sha256 000000000000..., the bundle's "
+                                             f"text.onnx is {bundle.meta.text.sha256[:12]}...)"),
+                                 ("", "cached before the edge recorded the text graph that computed it")):
+        LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "m1", text_sha256).save(
+            cache_dir("m1") / "pets.npz")
+        with pytest.raises(LabelEmbeddingsError) as err:
+            find_label_embeddings(bundle, SET)
+        assert problem in str(err.value)
+    # a bundle without a text graph cannot compute them again: what it finds serves
+    textless = read_bundle(make_bundle(tmp_path / "t", model_id="m1", with_text=False))
+    assert find_label_embeddings(textless, SET).text_sha256 == ""
 
 
 def test_stale_or_foreign_embeddings_are_refused(tmp_path, monkeypatch):
@@ -83,7 +104,8 @@ def test_stale_or_foreign_embeddings_are_refused(tmp_path, monkeypatch):
     bundle = read_bundle(make_bundle(tmp_path / "b", model_id="m1"))
     LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "other-model").save(bundle.labels_dir / "pets.npz")
     edited = parse_label_set("name: pets\nlabels:\n  - dog\n  - name: cat\n    prompts: [a cat purring]\n")
-    LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "m1").save(cache_dir("m1") / "pets.npz")
+    LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(), "m1", bundle.meta.text.sha256).save(
+        cache_dir("m1") / "pets.npz")
     with pytest.raises(LabelEmbeddingsError) as err:
         find_label_embeddings(bundle, edited)
     assert "computed by model 'other-model', the bundle is 'm1'" in str(err.value)

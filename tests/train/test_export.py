@@ -231,6 +231,8 @@ def test_compact_export_is_smaller_and_close(small, tmp_path):
     urban = resolve_label_set("urban")
     shipped = LabelEmbeddings.load(compact / "labels/urban.npz").embeddings
     np.testing.assert_allclose(shipped, LabelEmbeddings.load(full / "labels/urban.npz").embeddings, atol=TOL)
+    # they record no text graph, so the compact graph's bundle serves them as they are
+    np.testing.assert_array_equal(find_label_embeddings(read_bundle(compact), urban).embeddings, shipped)
     tokenizer = load_tokenizer(compact / "tokenizer")
     session = ort.InferenceSession(str(compact / "text.onnx"), providers=["CPUExecutionProvider"])
     on_device = LabelEmbeddings.from_prompt_embeddings(urban, session.run(["embedding"], tokenizer(urban.flat_prompts()[0]))[0], "m")
