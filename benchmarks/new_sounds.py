@@ -1,8 +1,10 @@
 """New labels for sounds neither development set holds: musical instruments and household alarms,
 alone and beside `urban`'s trained labels, as the device scores them.
 
-    python benchmarks/new_sounds.py [--bundle B] [--outweighs D]
+    python benchmarks/new_sounds.py [--bundle B] [--outweighs D] [--soundfont SF]
     # 40-60 s; needs: apt-get install fluidsynth fluid-soundfont-gm
+    # --soundfont /usr/share/sounds/sf3/MuseScore_General.sf3: the same scores rendered by other
+    # samples (apt-get install musescore-general-soundfont-small)
 
 ESC-50 and UrbanSound8K hold no instrument (UrbanSound8K's street_music is any music heard in a
 street) and no doorbell, smoke alarm or telephone. So the clips are made here, seeded:
@@ -99,14 +101,14 @@ def score(name: str, program: int | None, k: int, rng: np.random.Generator) -> l
     return notes
 
 
-def instruments(folder: Path, per_class: int = 8, seed: int = 1) -> list[tuple[Path, str]]:
+def instruments(folder: Path, soundfont: Path = SOUNDFONT, per_class: int = 8, seed: int = 1) -> list[tuple[Path, str]]:
     rng = np.random.default_rng(seed)
     clips = []
     for name, program in INSTRUMENTS.items():
         for k in range(per_class):
             mid, wav = folder / f"{name}-{k}.mid", folder / f"{name}-{k}.wav"
             mid.write_bytes(midi_file(program, score(name, program, k, rng)))
-            subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.7", "-r", str(RATE), "-F", str(wav), str(SOUNDFONT),
+            subprocess.run(["fluidsynth", "-ni", "-q", "-g", "0.7", "-r", str(RATE), "-F", str(wav), str(soundfont),
                             str(mid)], check=True, capture_output=True)
             clips.append((wav, name))
     return clips
@@ -171,12 +173,14 @@ def main() -> None:
     parser.add_argument("--bundle", default="edge/demo_bundle", help="a bundle with a vocabulary branch")
     parser.add_argument("--outweighs", type=float, help="score with this vocabulary.familiar.outweighs instead of "
                         "the bundle's")
+    parser.add_argument("--soundfont", type=Path, default=SOUNDFONT, help="the General MIDI soundfont (.sf2/.sf3) "
+                        "that renders the instruments")
     args = parser.parse_args()
     from train.vocabulary_trust import first_windows
 
-    if shutil.which("fluidsynth") is None or not SOUNDFONT.is_file():
-        parser.error(f"the instruments are rendered by fluidsynth from {SOUNDFONT}: "
-                     "apt-get install fluidsynth fluid-soundfont-gm")
+    if shutil.which("fluidsynth") is None or not args.soundfont.is_file():
+        parser.error(f"the instruments are rendered by fluidsynth from {args.soundfont}: "
+                     "apt-get install fluidsynth fluid-soundfont-gm (or pass --soundfont)")
     bundle = read_bundle(args.bundle)
     vocabulary = Vocabulary.from_bundle(bundle)
     if vocabulary is None:
@@ -191,7 +195,7 @@ def main() -> None:
     if args.outweighs is not None:
         vocabulary = outweighing(args.outweighs)
     with tempfile.TemporaryDirectory() as tmp:
-        for title, make in (("instruments", instruments), ("alarms", alarms)):
+        for title, make in (("instruments", lambda folder: instruments(folder, args.soundfont)), ("alarms", alarms)):
             clips = make(Path(tmp))
             classes = list(dict.fromkeys(name for _, name in clips))
             truth = np.array([classes.index(name) for _, name in clips])
