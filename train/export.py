@@ -322,13 +322,11 @@ def exact_text_bundle(path: str | Path) -> tuple[int, float]:
 
 
 def embed_with(graph: Path, tokenizer, prompts: list[str], batch: int = 64) -> np.ndarray:
-    """Unit-length embeddings [P, C] of `prompts` by the text graph `graph` (ONNX Runtime, CPU)."""
-    import onnxruntime as ort
+    """Unit-length embeddings [P, C] of `prompts` by the text graph `graph` (edge's ONNX Runtime backend)."""
+    from edge.backends.onnxruntime import OnnxRuntimeBackend
 
-    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
-    names = {i.name for i in session.get_inputs()}
-    out = np.concatenate([session.run(None, {k: v for k, v in tokenizer(prompts[i:i + batch]).items() if k in names})[0]
-                          for i in range(0, len(prompts), batch)])
+    with OnnxRuntimeBackend(graph, max_batch=batch) as backend:
+        out = backend.run(tokenizer(prompts))[backend.output_names[0]]
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 

@@ -221,6 +221,7 @@ def candidate_paths(bundle: Bundle, label_set: LabelSet) -> list[Path]:
 def look_up(bundle: Bundle, label_set: LabelSet) -> list[Candidate]:
     """Every place looked at, in lookup order, with what was found there."""
     found = []
+    text = bundle.meta.text.sha256 if bundle.meta.text else ""
     for place, path in zip(("bundle", "cache"), candidate_paths(bundle, label_set)):
         if not path.is_file():
             found.append(Candidate(path, place, problem="not there"))
@@ -230,7 +231,6 @@ def look_up(bundle: Bundle, label_set: LabelSet) -> list[Candidate]:
         except LabelEmbeddingsError as err:
             found.append(Candidate(path, place, problem=str(err), corrupt=True))
             continue
-        text = bundle.meta.text.sha256 if bundle.meta.text else ""
         problem = emb.mismatch(label_set, bundle.meta.model_id, text)
         if problem is None and place == "cache" and text and not emb.text_sha256:
             problem = (
