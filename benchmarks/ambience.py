@@ -1,0 +1,87 @@
+"""False alarms on long real ambience that no development set holds: the ambient recordings of the
+game 0 A.D. (Debian's 0ad-data, CC BY-SA 3.0: countryside by day, rivers, waves, rain, wind,
+snowstorm, thunder; and a farm, a port and a market), each group joined into one stream, through
+the product's own pipeline (benchmarks/trust.py's stream_false_alarms: edge.listen, default
+thresholds, 5 s windows, hop 1 s).
+
+    apt-get download 0ad-data    # 1.4 GB; installing it takes 3.2 GB
+    dpkg-deb --fsys-tarfile 0ad-data_*.deb | tar -x ./usr/share/games/0ad/mods/public/public.zip
+    python benchmarks/ambience.py --zip usr/share/games/0ad/mods/public/public.zip [--bundle B] [--quieter DB]
+    # 4-5 min on 2 cores; --zip defaults to the installed package's
+
+Groups (the folders of the archive's audio/ambient/):
+  nature       dayscape/, water/, weather/: 27 recordings, 24 min, no urban sound in them
+  settlements  building/: 15 recordings of a farm, a port and a market, 5 min: animals, crowds, carts,
+               and now and then a dog
+Each through `urban` and through `urban` + the 8 labels added by YAML of benchmarks/trust.py
+(NEW_LABELS): events, per hour, by label, and the recording playing at each start (`heard_in`:
+`semanticac-edge listen --input FILE --heard 5` shows what the vocabulary hears there).
+`semanticac-calibrate thresholds --background FOLDER --join` gives the same starts on the same
+files (its "was" column), and the thresholds a site with these sounds would use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from trust import NEW_LABELS, stream_false_alarms, urban_with
+
+ARCHIVE = Path("/usr/share/games/0ad/mods/public/public.zip")
+GROUPS = {"nature": ("dayscape", "water", "weather"), "settlements": ("building",)}
+
+
+def ambient_recordings(archive: Path, folder: Path) -> dict[str, list[Path]]:
+    """The archive's audio/ambient/<group folders>/*.ogg, extracted into `folder`, by group, sorted."""
+    found: dict[str, list[Path]] = {group: [] for group in GROUPS}
+    with zipfile.ZipFile(archive) as z:
+        for member in z.namelist():
+            parts = member.split("/")
+            if len(parts) != 4 or parts[:2] != ["audio", "ambient"] or not member.endswith(".ogg"):
+                continue
+            for group, folders in GROUPS.items():
+                if parts[2] in folders:
+                    found[group].append(Path(z.extract(member, folder)))
+    for group, paths in found.items():
+        if not paths:
+            raise SystemExit(f"{archive}: no audio/ambient/{{{','.join(GROUPS[group])}}}/*.ogg in it: is it 0 A.D.'s "
+                             "mods/public/public.zip?")
+        paths.sort()
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--zip", type=Path, default=ARCHIVE, help=f"0 A.D.'s public.zip (default: {ARCHIVE})")
+    parser.add_argument("--bundle", default=None, help="Default: $SEMANTICAC_BUNDLE, else the shipped demo bundle.")
+    parser.add_argument("--quieter", type=float, default=0.0, metavar="DB",
+                        help="play each stream DB dB down over a microphone's floor (trust.quiet_floor)")
+    parser.add_argument("--json", dest="json_out", help="Also write the figures to this file.")
+    args = parser.parse_args()
+    if not args.zip.is_file():
+        sys.exit(f"{args.zip} not found: get it with the commands at the top of {__file__}")
+    figures: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        groups = ambient_recordings(args.zip, tmp / "audio")
+        sets = {"urban": "urban", "urban + 8 new": str(urban_with(tmp / "urban_new.yaml", NEW_LABELS))}
+        for group, paths in groups.items():
+            for name, labels in sets.items():
+                found = stream_false_alarms(args.bundle, labels, paths, tmp / "stream.wav", args.quieter)
+                found["minutes"] = round(found.pop("hours") * 60, 1)
+                figures[f"{group}, {name}"] = found
+                print(f"{group} ({len(paths)} recordings, {found['minutes']} min), {name}: {found['events']} "
+                      f"event(s), {found['per_hour']:.1f} per hour {found['by_label']}", flush=True)
+    print(json.dumps(figures, indent=1))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(figures, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    main()
