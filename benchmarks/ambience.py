@@ -39,7 +39,11 @@ GROUPS = {"nature": ("dayscape", "water", "weather"), "settlements": ("building"
 def ambient_recordings(archive: Path, folder: Path) -> dict[str, list[Path]]:
     """The archive's audio/ambient/<group folders>/*.ogg, extracted into `folder`, by group, sorted."""
     found: dict[str, list[Path]] = {group: [] for group in GROUPS}
-    with zipfile.ZipFile(archive) as z:
+    try:
+        z = zipfile.ZipFile(archive)
+    except zipfile.BadZipFile as err:
+        raise SystemExit(f"{archive}: not a zip archive ({err}): pass 0 A.D.'s mods/public/public.zip") from None
+    with z:
         for member in z.namelist():
             parts = member.split("/")
             if len(parts) != 4 or parts[:2] != ["audio", "ambient"] or not member.endswith(".ogg"):
