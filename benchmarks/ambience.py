@@ -13,6 +13,8 @@ Groups (the folders of the archive's audio/ambient/):
   nature       dayscape/, water/, weather/: 27 recordings, 24 min, no urban sound in them
   settlements  building/: 15 recordings of a farm, a port and a market, 5 min: animals, crowds, carts,
                and now and then a dog
+  talkers      not 0 A.D.'s: people reading aloud, one at a time (the 14 real recordings of Debian's
+               pocketsphinx-testdata and 20 held-out espeak-ng clips, trust.py's), 2.4 min
 Each through `urban` and through `urban` + the 8 labels added by YAML of benchmarks/trust.py
 (NEW_LABELS): events, per hour, by label, and the recording playing at each start (`heard_in`:
 `semanticac-edge listen --input FILE --heard 5` shows what the vocabulary hears there).
@@ -30,7 +32,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from trust import NEW_LABELS, stream_false_alarms, urban_with
+from trust import NEW_LABELS, REAL_SPEECH, real_speech_clips, stream_false_alarms, urban_with
 
 ARCHIVE = Path("/usr/share/games/0ad/mods/public/public.zip")
 GROUPS = {"nature": ("dayscape", "water", "weather"), "settlements": ("building",)}
@@ -72,7 +74,13 @@ def main() -> None:
     figures: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        groups = ambient_recordings(args.zip, tmp / "audio")
+        groups: dict[str, list[Path]] = ambient_recordings(args.zip, tmp / "audio")
+        if REAL_SPEECH.is_dir():  # voices, no ambience: people reading aloud (`make setup` installs both)
+            from train.data.background import speech_eval_clips
+
+            groups["talkers"] = real_speech_clips(tmp) + speech_eval_clips(tmp / "speech", count=20)
+        else:
+            print(f"no {REAL_SPEECH} (apt install pocketsphinx-testdata): talkers not measured", file=sys.stderr)
         sets = {"urban": "urban", "urban + 8 new": str(urban_with(tmp / "urban_new.yaml", NEW_LABELS))}
         for group, paths in groups.items():
             for name, labels in sets.items():
