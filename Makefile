@@ -27,9 +27,10 @@ FAST_WORKERS ?= 3
 # Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py); espeak-ng
 # speaks the background and held-out speech clips (train.data.background); the service tests run a
 # real mosquitto broker and check the generated unit with systemd-analyze; pocketsphinx-testdata's
-# 14 recordings are the real speech a `speech` label added by YAML must name.
+# 14 recordings (read English) and ktuberling-data's words (people in 22 languages) are the real
+# speech a `speech` label added by YAML must name.
 APT_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng mosquitto systemd \
-  pocketsphinx-testdata
+  pocketsphinx-testdata ktuberling-data
 
 .PHONY: setup setup-edge system-deps test test-fast lint demo bench lock clean
 

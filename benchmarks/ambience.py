@@ -81,17 +81,29 @@ def main() -> None:
             groups["talkers"] = real_speech_clips(tmp) + speech_eval_clips(tmp / "speech", count=20)
         else:
             print(f"no {REAL_SPEECH} (apt install pocketsphinx-testdata): talkers not measured", file=sys.stderr)
-        sets = {"urban": "urban", "urban + 8 new": str(urban_with(tmp / "urban_new.yaml", NEW_LABELS))}
-        for group, paths in groups.items():
-            for name, labels in sets.items():
-                found = stream_false_alarms(args.bundle, labels, paths, tmp / "stream.wav", args.quieter)
-                found["minutes"] = round(found.pop("hours") * 60, 1)
-                figures[f"{group}, {name}"] = found
-                print(f"{group} ({len(paths)} recordings, {found['minutes']} min), {name}: {found['events']} "
-                      f"event(s), {found['per_hour']:.1f} per hour {found['by_label']}", flush=True)
+        figures.update(group_false_alarms(args.bundle, groups, tmp, args.quieter))
+    report(figures, args.json_out)
+
+
+def group_false_alarms(bundle: str | None, groups: dict[str, list[Path]], tmp: Path, quieter_db: float = 0.0) -> dict:
+    """Each group's recordings joined into one stream, through `urban` and through `urban` + trust.py's
+    8 new labels (trust.stream_false_alarms), said as each is measured: {"<group>, <set>": figures}."""
+    sets = {"urban": "urban", "urban + 8 new": str(urban_with(tmp / "urban_new.yaml", NEW_LABELS))}
+    figures = {}
+    for group, paths in groups.items():
+        for name, labels in sets.items():
+            found = stream_false_alarms(bundle, labels, paths, tmp / "stream.wav", quieter_db)
+            found["minutes"] = round(found.pop("hours") * 60, 1)
+            figures[f"{group}, {name}"] = found
+            print(f"{group} ({len(paths)} recordings, {found['minutes']} min), {name}: {found['events']} "
+                  f"event(s), {found['per_hour']:.1f} per hour {found['by_label']}", flush=True)
+    return figures
+
+
+def report(figures: dict, json_out: str | None) -> None:
     print(json.dumps(figures, indent=1))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(figures, indent=1) + "\n")
+    if json_out:
+        Path(json_out).write_text(json.dumps(figures, indent=1) + "\n")
 
 
 if __name__ == "__main__":

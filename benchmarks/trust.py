@@ -147,16 +147,20 @@ def real_speech_clips(tmp: Path, root: Path = REAL_SPEECH) -> list[Path]:
 
 
 def speech_named(bundle: str | None, tmp: Path, clips: list[Path]) -> dict:
-    """`clips` of speech through `urban` + `speech`: each alone (its most frequent top-1), then
-    all in one stream (the speech events)."""
+    """`clips` of speech through `urban` + `speech`: each alone (its most frequent top-1; `missed`:
+    the clips it is not `speech` for, by file name, with their answer), then all in one stream (the
+    speech events; `other_heard_in`: each other label's event, with the clip it starts in)."""
     labels = str(speech_set(tmp))
     named = 0
     answers = Counter()
+    missed = {}
     for wav in clips:
         record = run(bundle, labels, wav)
         answer = Counter(record.top1).most_common(1)[0][0] if record.top1 else None
         answers[answer] += 1
         named += answer == "speech"
+        if answer != "speech":
+            missed[Path(wav).name] = answer
     # events: one clip alone is a single 5 s window, which cannot last --min-duration; so the
     # clips play one after another in one stream, each followed by SPEECH_GAP_S of silence
     gap = np.zeros(int(SPEECH_GAP_S * RATE), np.float32)
@@ -168,10 +172,12 @@ def speech_named(bundle: str | None, tmp: Path, clips: list[Path]) -> dict:
         at = spans[-1][1]
     record = run(bundle, labels, write(tmp / "speech_stream.wav", np.concatenate(parts)))
     started = [{label for t, label in record.start_times if a <= t < b} for a, b in spans]
+    others = [(label, Path(wav).name) for s, wav in zip(started, clips) for label in sorted(s) if label != "speech"]
     return {"clips": len(clips), "named_speech": named / len(clips),
             "speech_event": sum("speech" in s for s in started) / len(clips),
-            "other_events": dict(Counter(label for s in started for label in s if label != "speech")),
-            "answers": dict(answers.most_common())}
+            "other_events": dict(Counter(label for label, _ in others)),
+            "other_heard_in": [{"label": label, "clip": name} for label, name in others],
+            "answers": dict(answers.most_common()), "missed": missed}
 
 
 def non_urban_clips(data: Path) -> list[Path]:
