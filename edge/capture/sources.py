@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 MODEL_RATE = 32000  # Frontend's default sample rate
 POLL_SECONDS = 0.005  # waits poll the ring: the audio callback never signals anyone
 CLIP_LOG_SECONDS = 5.0
+# A file's sample above this is beyond full scale: no integer format decodes above 1, and a lossy
+# codec's overshoot on loud material stays well under it (KLettres' Ogg recordings: up to 1.56)
+BEYOND_FULL_SCALE = 2.0
 NONFINITE_LOG_SECONDS = 1.0
 STDIN_POLL_SECONDS = 0.1  # how often a reader waiting on stdin looks for a stop request
 CLOSE_SECONDS = 2.0  # how long stop() waits for PortAudio to close a device
@@ -583,6 +586,7 @@ class FileSource(Source):
         self.fast, self.block = fast, block
         self.frame_seconds = frame_seconds  # one analysis frame: a shorter file is padded to it, with a warning
         self._padded = False
+        self._beyond_said = False
 
     def _stop_producer(self) -> None:
         super()._stop_producer()
@@ -609,6 +613,8 @@ class FileSource(Source):
                     f"audio file {self.path} holds NaN or infinite samples, the first at "
                     f"{first / self.input_rate:.3f} s: the file is corrupt; re-export it"
                 )
+            if not self._beyond_said:
+                self._check_beyond_full_scale(block, frames)
             frames += len(block)
             if self.fast:
                 if not self._put_waiting(block):
@@ -617,6 +623,23 @@ class FileSource(Source):
                 if self._stopping.wait(max(0.0, t0 + frames / self.input_rate - time.monotonic())):
                     return
                 self._ring.write(block)
+
+    def _check_beyond_full_scale(self, block: np.ndarray, frames: int) -> None:
+        """Once per file: a warning where a sample goes beyond full scale (a float file above 0 dBFS,
+        or a broken encode decoded so), which the model hears louder than any microphone delivers."""
+        magnitude = np.abs(block).max(axis=1)
+        beyond = np.flatnonzero(magnitude > BEYOND_FULL_SCALE)
+        if not beyond.size:
+            return
+        self._beyond_said = True
+        log.warning(
+            "%s goes beyond full scale at %.3f s (%.1f times it there: a float file above 0 dBFS, or a broken "
+            "encode); it is scored as it is, louder than any microphone delivers: scale it down "
+            "(e.g. sox --norm=-1 IN OUT)",
+            self.name,
+            (frames + int(beyond[0])) / self.input_rate,
+            float(magnitude[beyond].max()),
+        )
 
     def _end_of_file(self, frames: int) -> np.ndarray | None:
         """At the end of what decodes: the silence that pads a file shorter than one frame (once),
