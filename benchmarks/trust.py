@@ -113,6 +113,11 @@ def quiet_floor(samples: int, dbfs: float = FLOOR_DBFS, seed: int = 0) -> np.nda
     return (x * 10 ** (dbfs / 20) / x.std()).astype(np.float32)
 
 
+def farther(samples: np.ndarray, db: float, seed: int = 0) -> np.ndarray:
+    """`samples` `db` dB down over a microphone's floor (quiet_floor): the same sound further away."""
+    return samples * np.float32(10 ** (-db / 20)) + quiet_floor(samples.size, seed=seed)
+
+
 def silence_and_noise(bundle: str | None, tmp: Path) -> dict:
     signals = quiet_signals()
     sets = {"urban": "urban", "esc50": "esc50", "urban + new labels": str(urban_with(tmp / "new.yaml", NEW_LABELS))}
@@ -198,7 +203,7 @@ def stream_false_alarms(bundle: str | None, labels: str, clips: list[Path], path
     parts = [read_audio(clip, RATE) for clip in clips]
     stream = np.concatenate(parts)
     if quieter_db:
-        stream = stream * np.float32(10 ** (-quieter_db / 20)) + quiet_floor(stream.size)
+        stream = farther(stream, quieter_db)
     ends = np.cumsum([part.size for part in parts]) / RATE
     record = run(bundle, labels, write(path, stream), record)
     hours = stream.size / RATE / 3600

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from ambience import group_false_alarms, report
-from trust import RATE, quiet_floor, speech_named, write
+from trust import RATE, farther, speech_named, write
 
 from edge.capture.audio import read_audio
 
@@ -91,17 +91,22 @@ def utterances(root: Path, folder: Path, seed: int = 0) -> dict[str, list[Path]]
     return found
 
 
-def quieter(groups: dict[str, list[Path]], folder: Path, db: float) -> dict[str, list[Path]]:
-    """Every utterance `db` dB down over a microphone's floor, written into `folder` under its name."""
+def remade(groups: dict[str, list[Path]], folder: Path, remake) -> dict[str, list[Path]]:
+    """Every utterance made anew into `folder` under its name: remake(utterance, its index in its
+    source, the path to write)."""
     folder.mkdir(exist_ok=True)
     out: dict[str, list[Path]] = {}
     for source, clips in groups.items():
         out[source] = []
-        for clip in clips:
-            x = read_audio(clip, RATE)
-            floor = quiet_floor(x.size, seed=len(out[source]))
-            out[source].append(write(folder / clip.name, x * np.float32(10 ** (-db / 20)) + floor))
+        for i, clip in enumerate(clips):
+            remake(clip, i, folder / clip.name)
+            out[source].append(folder / clip.name)
     return out
+
+
+def quieter(groups: dict[str, list[Path]], folder: Path, db: float) -> dict[str, list[Path]]:
+    """Every utterance `db` dB down over a microphone's floor (trust.farther)."""
+    return remade(groups, folder, lambda clip, i, path: write(path, farther(read_audio(clip, RATE), db, seed=i)))
 
 
 def telephone(groups: dict[str, list[Path]], folder: Path) -> dict[str, list[Path]]:
@@ -109,15 +114,12 @@ def telephone(groups: dict[str, list[Path]], folder: Path) -> dict[str, list[Pat
     from scipy.signal import butter, sosfilt
 
     band = butter(4, TELEPHONE_HZ, "bandpass", fs=TELEPHONE_RATE, output="sos")
-    folder.mkdir(exist_ok=True)
-    out: dict[str, list[Path]] = {}
-    for source, clips in groups.items():
-        out[source] = []
-        for clip in clips:
-            x = np.clip(sosfilt(band, read_audio(clip, TELEPHONE_RATE)), -1.0, 1.0)
-            sf.write(folder / clip.name, x, TELEPHONE_RATE, subtype="PCM_16")
-            out[source].append(folder / clip.name)
-    return out
+
+    def remake(clip: Path, i: int, path: Path) -> None:
+        x = np.clip(sosfilt(band, read_audio(clip, TELEPHONE_RATE)), -1.0, 1.0)
+        sf.write(path, x, TELEPHONE_RATE, subtype="PCM_16")
+
+    return remade(groups, folder, remake)
 
 
 def named_by_source(bundle: str | None, tmp: Path, groups: dict[str, list[Path]]) -> dict:
