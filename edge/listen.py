@@ -1054,8 +1054,7 @@ class Listener:
             self._clipped_said, self._clipping_at = source.clipped_samples, time.monotonic()
             self._status(
                 "warning",
-                f"{source.name} clips: {plural(clipped, 'input sample')} at full scale: {source.clipping_fix}; "
-                "clipped audio scores lower",
+                f"{source.name} clips: {plural(clipped, 'input sample')} at full scale: {source.clipping_fix}",
                 code="clipping",
             )
 

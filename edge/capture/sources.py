@@ -105,7 +105,10 @@ class Source:
     """
 
     # what to do of clipping: a recording is clipped as it is; a microphone's gain can be lowered
-    clipping_fix = "the recording is clipped as it is (record it again with less gain)"
+    clipping_fix = "the recording is clipped as it is (record it again with less gain); clipped audio scores lower"
+    # where float samples can go beyond full scale (a file, f32le on stdin): what they are, and what to do
+    beyond_cause = ""
+    beyond_fix = ""
 
     def __init__(
         self, name: str, input_rate: int, channels: int, sample_rate: int, buffer_seconds: float, block: int = 1
@@ -133,6 +136,7 @@ class Source:
         self._thread: threading.Thread | None = None
         self._clip_run = self._clipped_unlogged = 0
         self._clip_log = _Every(CLIP_LOG_SECONDS)
+        self._beyond_said = False
         if channels > 1:
             log.info("%s: mixing %d channels down to mono", name, channels)
         if self._resampler is not None:
@@ -259,6 +263,30 @@ class Source:
                 self.clipping_fix,
             )
             self._clipped_unlogged = 0
+
+    def _check_beyond_full_scale(self, block: np.ndarray, frames: int) -> None:
+        """Once per source: a warning where a float sample goes beyond full scale (`beyond_cause`),
+        which the model hears louder than any microphone delivers; from then on the clipping status
+        says so, and `beyond_fix`, instead of calling those samples clipped."""
+        if self._beyond_said or max(float(block.max()), -float(block.min())) <= BEYOND_FULL_SCALE:
+            return  # every block of a sound file
+        magnitude = np.abs(block).max(axis=1)
+        beyond = np.flatnonzero(magnitude > BEYOND_FULL_SCALE)
+        self._beyond_said = True
+        at, peak = (frames + int(beyond[0])) / self.input_rate, float(magnitude[beyond].max())
+        log.warning(
+            "%s goes beyond full scale at %.3f s (%.1f times it there: %s); it is scored as it is, louder than "
+            "any microphone delivers: %s",
+            self.name,
+            at,
+            peak,
+            self.beyond_cause,
+            self.beyond_fix,
+        )
+        self.clipping_fix = (
+            f"they are beyond it, not clipped ({peak:.1f} times full scale at {at:.3f} s: {self.beyond_cause}), "
+            f"and the model hears them louder than any microphone delivers: {self.beyond_fix}"
+        )
 
 
 @dataclass(frozen=True)
@@ -440,7 +468,9 @@ class MicrophoneSource(Source):
     `rescan`: PortAudio looks for devices again first (reopening a lost one).
     """
 
-    clipping_fix = "lower its input gain (alsamixer, pavucontrol) or move it back from the sound"
+    clipping_fix = (
+        "lower its input gain (alsamixer, pavucontrol) or move it back from the sound; clipped audio scores lower"
+    )
 
     def __init__(
         self,
@@ -566,6 +596,9 @@ class FileSource(Source):
     `end_reason` saying so; one shorter than `frame_seconds` is padded with silence to it.
     """
 
+    beyond_cause = "a float file above 0 dBFS, or a broken encode"
+    beyond_fix = "scale it down (e.g. sox --norm=-1 IN OUT)"
+
     def __init__(
         self,
         path: str | Path,
@@ -586,7 +619,6 @@ class FileSource(Source):
         self.fast, self.block = fast, block
         self.frame_seconds = frame_seconds  # one analysis frame: a shorter file is padded to it, with a warning
         self._padded = False
-        self._beyond_said = False
 
     def _stop_producer(self) -> None:
         super()._stop_producer()
@@ -613,8 +645,7 @@ class FileSource(Source):
                     f"audio file {self.path} holds NaN or infinite samples, the first at "
                     f"{first / self.input_rate:.3f} s: the file is corrupt; re-export it"
                 )
-            if not self._beyond_said:
-                self._check_beyond_full_scale(block, frames)
+            self._check_beyond_full_scale(block, frames)
             frames += len(block)
             if self.fast:
                 if not self._put_waiting(block):
@@ -623,23 +654,6 @@ class FileSource(Source):
                 if self._stopping.wait(max(0.0, t0 + frames / self.input_rate - time.monotonic())):
                     return
                 self._ring.write(block)
-
-    def _check_beyond_full_scale(self, block: np.ndarray, frames: int) -> None:
-        """Once per file: a warning where a sample goes beyond full scale (a float file above 0 dBFS,
-        or a broken encode decoded so), which the model hears louder than any microphone delivers."""
-        if max(float(block.max()), -float(block.min())) <= BEYOND_FULL_SCALE:  # every block of a sound file
-            return
-        magnitude = np.abs(block).max(axis=1)
-        beyond = np.flatnonzero(magnitude > BEYOND_FULL_SCALE)
-        self._beyond_said = True
-        log.warning(
-            "%s goes beyond full scale at %.3f s (%.1f times it there: a float file above 0 dBFS, or a broken "
-            "encode); it is scored as it is, louder than any microphone delivers: scale it down "
-            "(e.g. sox --norm=-1 IN OUT)",
-            self.name,
-            (frames + int(beyond[0])) / self.input_rate,
-            float(magnitude[beyond].max()),
-        )
 
     def _end_of_file(self, frames: int) -> np.ndarray | None:
         """At the end of what decodes: the silence that pads a file shorter than one frame (once),
@@ -690,6 +704,9 @@ class StdinSource(Source):
     When the consumer falls behind, reading waits: the pipe passes the wait on to its writer.
     """
 
+    beyond_cause = "f32le's full scale is 1.0"
+    beyond_fix = "have the sender scale its float samples into -1..1 (sox --norm=-1, ffmpeg -af volume=...)"
+
     def __init__(
         self,
         rate: int,
@@ -723,7 +740,7 @@ class StdinSource(Source):
     def _produce(self) -> None:
         dtype, scale = STDIN_FORMATS[self.format]
         frame_bytes = np.dtype(dtype).itemsize * self.channels
-        rest, first = b"", True
+        rest, first, frames = b"", True, 0
         while not self._stopping.is_set():
             try:
                 data = self._read(self.block * frame_bytes)
@@ -743,6 +760,9 @@ class StdinSource(Source):
             if scale != 1.0:
                 block *= np.float32(scale)
             self._replace_nonfinite(block)
+            if scale == 1.0:  # float samples can go beyond full scale
+                self._check_beyond_full_scale(block, frames)
+            frames += len(block)
             if not self._put_waiting(block):
                 return
         if rest:

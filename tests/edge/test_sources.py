@@ -192,23 +192,35 @@ def test_clipping_is_counted_whatever_the_chunks_and_logged_once(tmp_path, caplo
     assert caplog.text.count("at full scale") == 1
 
 
+@pytest.mark.parametrize("source", ["file", "stdin"])
 @pytest.mark.parametrize("peak, said", [(4.0, True), (1.5, False)])
-def test_a_file_beyond_full_scale_is_said_once_with_where_and_how_far(tmp_path, caplog, peak, said):
-    """A float file (or a broken encode) can hold samples no microphone delivers: at 4 times full
-    scale the model hears it 12 dB louder than anything it was trained on; a lossy codec's overshoot
-    (1.5) is no such file."""
+def test_float_audio_beyond_full_scale_is_said_once_with_where_and_how_far(tmp_path, caplog, source, peak, said):
+    """A float file (or a broken encode), or f32le on stdin, can hold samples no microphone delivers:
+    at 4 times full scale the model hears it 12 dB louder than anything it was trained on; a lossy
+    codec's overshoot (1.5) is no such file. Those samples are beyond full scale, not clipped: the
+    clipping advice says so and how to fix it, not "record it again with less gain"."""
     rate = 16000
     samples = np.concatenate([tone(440, 0.5, rate), tone(440, 1.0, rate, amplitude=peak)]).astype(np.float32)
     path = tmp_path / "loud.wav"
     sf.write(path, samples, rate, subtype="FLOAT")
     with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
-        read_all(FileSource(path, fast=True, block=256))
+        if source == "file":
+            audio = FileSource(path, fast=True, block=256)
+        else:
+            audio = StdinSource(rate, format="f32le", sample_rate=rate, block=256,
+                                stream=io.BytesIO(samples.astype("<f4").tobytes()))
+        read_all(audio)
     lines = [r.getMessage() for r in caplog.records if "beyond full scale" in r.getMessage()]
     if not said:
-        assert lines == []
+        assert lines == [] and "less gain" in audio.clipping_fix  # 1.5 clips (runs at full scale) as it is
         return
     assert len(lines) == 1, lines  # once, however many blocks go beyond
-    assert f"{path} goes beyond full scale at 0.50" in lines[0] and "(4.0 times it there" in lines[0], lines
+    name = str(path) if source == "file" else "stdin"
+    assert f"{name} goes beyond full scale at 0.50" in lines[0] and "(4.0 times it there" in lines[0], lines
+    fix = "sox --norm=-1 IN OUT" if source == "file" else "into -1..1"
+    assert fix in lines[0] and audio.clipped_samples > 0
+    assert "less gain" not in audio.clipping_fix and "beyond it, not clipped (4.0 times" in audio.clipping_fix
+    assert fix in audio.clipping_fix
 
 
 def test_a_clean_signal_has_no_clipping(stereo_wav, caplog):
