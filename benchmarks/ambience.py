@@ -1,18 +1,23 @@
 """False alarms on long real ambience that no development set holds: the ambient recordings of the
 game 0 A.D. (Debian's 0ad-data, CC BY-SA 3.0: countryside by day, rivers, waves, rain, wind,
-snowstorm, thunder; and a farm, a port and a market), each group joined into one stream, through
+snowstorm, thunder; and a farm, a port and a market) and its recorded sounds of work and animals,
+each group joined into one stream, through
 the product's own pipeline (benchmarks/trust.py's stream_false_alarms: edge.listen, default
 thresholds, 5 s windows, hop 1 s).
 
     apt-get download 0ad-data    # 1.4 GB; installing it takes 3.2 GB
     dpkg-deb --fsys-tarfile 0ad-data_*.deb | tar -x ./usr/share/games/0ad/mods/public/public.zip
     python benchmarks/ambience.py --zip usr/share/games/0ad/mods/public/public.zip [--bundle B] [--quieter DB]
-    # 4-5 min on 2 cores; --zip defaults to the installed package's
+    # 5-6 min on 2 cores; --zip defaults to the installed package's
 
-Groups (the folders of the archive's audio/ambient/):
-  nature       dayscape/, water/, weather/: 27 recordings, 24 min, no urban sound in them
-  settlements  building/: 15 recordings of a farm, a port and a market, 5 min: animals, crowds, carts,
-               and now and then a dog
+Groups (folders of the archive's audio/):
+  nature       ambient/{dayscape,water,weather}/: 27 recordings, 24 min, no urban sound in them
+  settlements  ambient/building/: 15 recordings of a farm, a port and a market, 5 min: animals, crowds,
+               carts, and now and then a dog
+  work         resource/**: 193 short recordings (0.3-4 s) of sawing, hammering and chiselling, axes
+               on trees, picks on stone and metal, hoes, gathering fruit and grain, 3.9 min
+  animals      actor/fauna/**: 63 recordings of horses, elephants, goats, cattle, pigs, sheep,
+               chickens, camels and lions, 1.9 min
   talkers      not 0 A.D.'s: people reading aloud, one at a time (the 14 real recordings of Debian's
                pocketsphinx-testdata and 20 held-out espeak-ng clips, trust.py's), 2.4 min
 Each through `urban` and through `urban` + the 8 labels added by YAML of benchmarks/trust.py
@@ -35,29 +40,35 @@ from pathlib import Path
 from trust import NEW_LABELS, REAL_SPEECH, real_speech_clips, stream_false_alarms, urban_with
 
 ARCHIVE = Path("/usr/share/games/0ad/mods/public/public.zip")
-GROUPS = {"nature": ("dayscape", "water", "weather"), "settlements": ("building",)}
+# each group: folders under the archive's audio/ (with their subfolders)
+GROUPS = {"nature": ("ambient/dayscape", "ambient/water", "ambient/weather"), "settlements": ("ambient/building",),
+          "work": ("resource",), "animals": ("actor/fauna",)}
 
 
-def ambient_recordings(archive: Path, folder: Path) -> dict[str, list[Path]]:
-    """The archive's audio/ambient/<group folders>/*.ogg, extracted into `folder`, by group, sorted."""
-    found: dict[str, list[Path]] = {group: [] for group in GROUPS}
+def open_archive(archive: Path) -> zipfile.ZipFile:
+    """0 A.D.'s public.zip, or SystemExit saying how to get it."""
+    if not archive.is_file():
+        raise SystemExit(f"{archive} not found: get it with the commands at the top of {__file__}")
     try:
-        z = zipfile.ZipFile(archive)
+        return zipfile.ZipFile(archive)
     except zipfile.BadZipFile as err:
         raise SystemExit(f"{archive}: not a zip archive ({err}): pass 0 A.D.'s mods/public/public.zip") from None
-    with z:
-        for member in z.namelist():
-            parts = member.split("/")
-            if len(parts) != 4 or parts[:2] != ["audio", "ambient"] or not member.endswith(".ogg"):
+
+
+def recordings(archive: Path, folder: Path, groups: dict[str, tuple[str, ...]] = GROUPS) -> dict[str, list[Path]]:
+    """The archive's audio/<each group's folders>/**.ogg, extracted into `folder`, by group, sorted."""
+    found: dict[str, list[Path]] = {group: [] for group in groups}
+    with open_archive(archive) as z:
+        for member in sorted(z.namelist()):
+            if not member.endswith(".ogg"):
                 continue
-            for group, folders in GROUPS.items():
-                if parts[2] in folders:
+            for group, folders in groups.items():
+                if any(member.startswith(f"audio/{inside}/") for inside in folders):
                     found[group].append(Path(z.extract(member, folder)))
     for group, paths in found.items():
         if not paths:
-            raise SystemExit(f"{archive}: no audio/ambient/{{{','.join(GROUPS[group])}}}/*.ogg in it: is it 0 A.D.'s "
+            raise SystemExit(f"{archive}: no audio/{{{','.join(groups[group])}}}/**.ogg in it: is it 0 A.D.'s "
                              "mods/public/public.zip?")
-        paths.sort()
     return found
 
 
@@ -69,12 +80,10 @@ def main() -> None:
                         help="play each stream DB dB down over a microphone's floor (trust.quiet_floor)")
     parser.add_argument("--json", dest="json_out", help="Also write the figures to this file.")
     args = parser.parse_args()
-    if not args.zip.is_file():
-        sys.exit(f"{args.zip} not found: get it with the commands at the top of {__file__}")
     figures: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        groups: dict[str, list[Path]] = ambient_recordings(args.zip, tmp / "audio")
+        groups: dict[str, list[Path]] = recordings(args.zip, tmp / "audio")
         if REAL_SPEECH.is_dir():  # voices, no ambience: people reading aloud (`make setup` installs both)
             from train.data.background import speech_eval_clips
 

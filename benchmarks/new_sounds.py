@@ -1,10 +1,12 @@
-"""New labels for sounds neither development set holds: musical instruments and household alarms,
-alone and beside `urban`'s trained labels, as the device scores them.
+"""New labels for sounds neither development set holds: musical instruments, household alarms and
+recorded sounds of animals, work and fighting, alone and beside `urban`'s trained labels, as the
+device scores them.
 
-    python benchmarks/new_sounds.py [--bundle B] [--outweighs D] [--soundfont SF]
-    # 40-60 s; needs: apt-get install fluidsynth fluid-soundfont-gm
+    python benchmarks/new_sounds.py [--bundle B] [--outweighs D] [--soundfont SF] [--zip PUBLIC_ZIP]
+    # 40-70 s; needs: apt-get install fluidsynth fluid-soundfont-gm
     # --soundfont /usr/share/sounds/sf3/MuseScore_General.sf3: the same scores rendered by other
     # samples (apt-get install musescore-general-soundfont-small)
+    # --zip: 0 A.D.'s public.zip (benchmarks/ambience.py says how to get it), for the recorded group
 
 ESC-50 and UrbanSound8K hold no instrument (UrbanSound8K's street_music is any music heard in a
 street) and no doorbell, smoke alarm or telephone. So the clips are made here, seeded:
@@ -16,11 +18,16 @@ street) and no doorbell, smoke alarm or telephone. So the clips are made here, s
   bicycle_bell (fast strikes of a bell) and microwave_beep (three beeps), synthesised over a faint
   noise floor at -18..-6 dBFS peak.
 They are rendered and synthesised, not recorded in a room: figures for how the fusion ranks a new
-label against the trained ones, not a field accuracy. Each group's class names are written as new
-labels in a label-set YAML (edge.labels.resolve_label_set) and each clip's first 5 s window is
-scored by the bundle's graphs in ONNX Runtime and edge's Scorer (label_phrasing.report): top-1
-among the group's labels alone, beside `urban` and beside `urban` less street_music, per class,
-and where each class's misses went; and beside `urban` without the bundle's
+label against the trained ones, not a field accuracy. So a third group is recorded sounds (with
+--zip, or 0 A.D.'s installed archive): 8 of each of 8 classes (RECORDED; seeded) of the game 0 A.D.'s
+sound effects (Debian's 0ad-data, CC BY-SA 3.0): horses, elephants and goats, an axe on a tree, a
+hammer on wood, a pick on stone, swords, a man's death cries; 0.3-4 s each (a window is the clip
+repeated), recorded for a game and some of them processed (its elephants are roars to YAMNet).
+Each group's class names are written as new labels in a label-set YAML
+(edge.labels.resolve_label_set) and each clip's first 5 s window is scored by the bundle's graphs in
+ONNX Runtime and edge's Scorer (label_phrasing.report): top-1 among the group's labels alone,
+beside `urban` and beside `urban` less street_music, per class, and where each class's misses went;
+and beside `urban` without the bundle's
 vocabulary.familiar.outweighs (where it has one: a new label heard far above what a trained label
 the vocabulary cannot hear made it say holds that label back).
 """
@@ -30,14 +37,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from ambience import ARCHIVE, open_archive
 from label_phrasing import report, write_set
 
 from edge.bundle import read_bundle
@@ -52,6 +62,18 @@ INSTRUMENTS = {"piano": 0, "guitar": 24, "violin": 40, "trumpet": 56, "flute": 7
 CHORDS = ("piano", "guitar", "church_organ")  # every other clip of these is chords
 DRUMS = (35, 36, 38, 42, 46, 49, 51)  # kick, snare, hi-hats, cymbals
 ALARMS = ("smoke_alarm", "telephone_ringing", "doorbell", "whistle", "bicycle_bell", "microwave_beep")
+# Recorded sounds of 0 A.D. (ambience.py's archive) that neither development set has a class for: each
+# label, the archive's audio/<pattern>.ogg
+RECORDED = {
+    "horse neighing": r"actor/fauna/animal/horse_\w+",
+    "elephant trumpeting": r"actor/fauna/animal/elephant_\w+",
+    "goat bleating": r"actor/fauna/death/goat_\d+",
+    "chopping wood with an axe": r"resource/lumbering/lumber_tree_\d+",
+    "hammering nails": r"resource/construction/con_wood_\d+",
+    "pickaxe on stone": r"resource/mining/mine_stone_\d+",
+    "swords clashing": r"attack/weapon/swordhit_\w+",
+    "man screaming": r"actor/human/death/male_death_\d+",
+}
 
 
 def midi_file(program: int | None, notes: list[tuple[float, float, int, int]]) -> bytes:
@@ -168,6 +190,21 @@ def alarms(folder: Path, per_class: int = 6, seed: int = 3) -> list[tuple[Path, 
     return clips
 
 
+def recorded(folder: Path, archive: Path, per_class: int = 8, seed: int = 5) -> list[tuple[Path, str]]:
+    """`per_class` of each RECORDED class's recordings (seeded), extracted from 0 A.D.'s public.zip."""
+    rng = np.random.default_rng(seed)
+    with open_archive(archive) as z:
+        members = sorted(z.namelist())
+        clips = []
+        for name, pattern in RECORDED.items():
+            found = [m for m in members if re.fullmatch(f"audio/{pattern}\\.ogg", m)]
+            if not found:
+                raise SystemExit(f"{archive}: no audio/{pattern}.ogg in it: is it 0 A.D.'s mods/public/public.zip?")
+            chosen = sorted(rng.choice(len(found), min(per_class, len(found)), replace=False))
+            clips += [(Path(z.extract(found[i], folder)), name) for i in chosen]
+    return clips
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default="edge/demo_bundle", help="a bundle with a vocabulary branch")
@@ -175,6 +212,8 @@ def main() -> None:
                         "the bundle's")
     parser.add_argument("--soundfont", type=Path, default=SOUNDFONT, help="the General MIDI soundfont (.sf2/.sf3) "
                         "that renders the instruments")
+    parser.add_argument("--zip", type=Path, default=ARCHIVE, help="0 A.D.'s public.zip, for its recorded sounds "
+                        f"(ambience.py says how to get it; default: {ARCHIVE}; not there: not measured)")
     args = parser.parse_args()
     from train.vocabulary_trust import first_windows
 
@@ -194,8 +233,14 @@ def main() -> None:
 
     if args.outweighs is not None:
         vocabulary = outweighing(args.outweighs)
+    groups = {"instruments": lambda folder: instruments(folder, args.soundfont), "alarms": alarms}
+    if args.zip.is_file():
+        groups["recorded"] = lambda folder: recorded(folder, args.zip)
+    else:
+        print(f"no {args.zip}: 0 A.D.'s recorded sounds not measured (benchmarks/ambience.py says how to get it)",
+              file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        for title, make in (("instruments", lambda folder: instruments(folder, args.soundfont)), ("alarms", alarms)):
+        for title, make in groups.items():
             clips = make(Path(tmp))
             classes = list(dict.fromkeys(name for _, name in clips))
             truth = np.array([classes.index(name) for _, name in clips])
