@@ -49,7 +49,7 @@ import numpy as np
 
 from calibrate.errors import CalibrationError
 from calibrate.progress import Progress
-from calibrate.recording import record
+from calibrate.recording import audio_seconds, record
 from edge.events import EventDetector
 from edge.labels.labelset import LabelSet, resolve_label_set
 from edge.listen import ListenOptions
@@ -225,6 +225,33 @@ def check_budget(per_hour: float) -> float:
     return float(per_hour)
 
 
+def _too_short(streams: int, seconds: float, min_duration: float, needed: float | None = None) -> str:
+    """Said after listening (each stream heard), or before it (`needed`: the length each file falls short of)."""
+    what, each = ("stream", "") if needed is None else ("file", f", each under the {needed:g} s its windows need,")
+    return (
+        f"every background {what} ({streams}, {seconds:.1f} s in all){each} is too short for an event to last "
+        f"--min-duration {min_duration:g} s, so no false alarm could be counted and any threshold would pass: "
+        "join short files into one stream with --join, or give longer recordings of the site"
+    )
+
+
+def _check_some_file_is_long_enough(options: ListenOptions, files: Sequence[Path]) -> None:
+    """Before listening, from the files' headers: a background of files too short for their windows (one
+    at the window's end, then one every hop while the file lasts) to span --min-duration is refused at
+    once, not after every file was heard. A file within 0.05 s of the length needed (frames round) is
+    left to the check on what was heard."""
+    from edge.bundle import resolve_bundle
+
+    if options.min_duration <= 0:
+        return
+    windowing = options.windowing(resolve_bundle(options.bundle))
+    hops = math.ceil(options.min_duration / windowing.hop_seconds - 1e-9)
+    needed = windowing.window_seconds + hops * windowing.hop_seconds
+    lengths = [audio_seconds(path) for path in files]  # 0: unreadable (listening says why)
+    if any(lengths) and max(lengths) < needed - 0.05:
+        raise CalibrationError(_too_short(len(files), sum(lengths), options.min_duration, needed))
+
+
 def fit_thresholds(
     options: ListenOptions,
     background: Sequence[Path],
@@ -253,6 +280,8 @@ def fit_thresholds(
             f"--positives: label(s) {unknown} are not in label set {label_set.name!r}; "
             f"its labels are: {', '.join(names)}"
         )
+    if not join:
+        _check_some_file_is_long_enough(options, background)
     streams, skipped = record(options, names, list(background), join=join)
     hours = sum(stream.seconds for stream in streams) / 3600.0
     if not streams or hours <= 0.0 or not any(len(s.times) for s in streams):
@@ -264,11 +293,7 @@ def fit_thresholds(
         log.warning("%d of %d background file(s) skipped as unreadable", len(skipped), len(background))
     short = sum(len(s.times) == 0 or s.times[-1] - s.times[0] < options.min_duration for s in streams)
     if short == len(streams):  # nothing could start an event: every threshold would "meet" any budget
-        raise CalibrationError(
-            f"every background stream ({short}, {hours * 3600:.1f} s in all) is too short for an event to last "
-            f"--min-duration {options.min_duration:g} s, so no false alarm could be counted and any threshold "
-            "would pass: join short files into one stream with --join, or give longer recordings of the site"
-        )
+        raise CalibrationError(_too_short(short, hours * 3600, options.min_duration))
     if short:
         log.warning(
             "%d of %d background stream(s) are too short for an event to last --min-duration %g s: "

@@ -402,7 +402,8 @@ def test_plot_without_matplotlib_fails_before_listening(background, tmp_path, mo
     assert list(tmp_path.iterdir()) == []
 
 
-def test_files_too_short_for_an_event_are_flagged_and_only_short_ones_are_an_error(positives, background, tmp_path):
+def test_files_too_short_for_an_event_are_flagged_and_only_short_ones_are_an_error(positives, background, tmp_path,
+                                                                                   monkeypatch):
     clip = positives.parent / "clips" / "siren.wav"  # 5 s: one 5 s window, never min_duration long
     street = background / "street1.wav"  # 12 s: long enough
     result = run(["--labels", "urban", "--background", str(clip), "--background", str(street),
@@ -410,10 +411,27 @@ def test_files_too_short_for_an_event_are_flagged_and_only_short_ones_are_an_err
     assert result.exit_code == 0, result.output
     assert "1 background stream(s) too short for an event" in result.stdout and "--join" in result.stdout
     # only streams too short to start anything: nothing was measured, and any threshold would "pass"
-    result = run(["--labels", "urban", "--background", str(clip), "--false-alarms-per-hour", "1",
+    import soundfile as sf
+
+    import calibrate.thresholds
+
+    nearly = tmp_path / "nearly.wav"  # windows at 5 s only: within the headers' slack of the 6 s needed
+    sf.write(nearly, sf.read(street)[0][: int(5.97 * sf.info(str(street)).samplerate)], sf.info(str(street)).samplerate)
+    result = run(["--labels", "urban", "--background", str(nearly), "--false-alarms-per-hour", "1",
                   "--out", str(tmp_path / "y.yaml"), *cli_options(window=5.0)])
-    assert result.exit_code == 1 and "every background stream (1, 5.0 s in all) is too short" in result.output
+    assert result.exit_code == 1 and "every background stream (1, 6.0 s in all) is too short" in result.output
     assert "--join" in result.output and not (tmp_path / "y.yaml").exists()
+    # files whose headers say so are refused before a second of them is heard (a folder of short clips
+    # took a minute to be told to --join)
+    heard = []
+    monkeypatch.setattr(calibrate.thresholds, "record", lambda *a, **k: heard.append(a))
+    again = tmp_path / "again.wav"
+    again.write_bytes(clip.read_bytes())
+    result = run(["--labels", "urban", "--background", str(clip), "--background", str(again),
+                  "--false-alarms-per-hour", "1", "--out", str(tmp_path / "y.yaml"), *cli_options(window=5.0)])
+    assert result.exit_code == 1 and heard == [] and not (tmp_path / "y.yaml").exists()
+    assert "every background file (2, 10.0 s in all), each under the 6 s its windows need, is too short" in \
+        result.output and "--join" in result.output
 
 
 def test_a_set_over_its_total_budget_says_so_in_the_file(background, tmp_path, monkeypatch):
