@@ -15,7 +15,7 @@ Groups (folders of the archive's audio/):
   settlements  ambient/building/: 15 recordings of a farm, a port and a market, 5 min: animals, crowds,
                carts, and now and then a dog
   work         resource/**: 193 short recordings (0.3-4 s) of sawing, hammering and chiselling, axes
-               on trees, picks on stone and metal, hoes, gathering fruit and grain, 3.9 min
+               on trees, picks on stone and metal, hoes, gathering fruit and grain, 3.8 min
   animals      actor/fauna/**: 63 recordings of horses, elephants, goats, cattle, pigs, sheep,
                chickens, camels and lions, 1.9 min
   talkers      not 0 A.D.'s: people reading aloud, one at a time (the 14 real recordings of Debian's
