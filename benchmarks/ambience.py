@@ -55,19 +55,19 @@ def open_archive(archive: Path) -> zipfile.ZipFile:
         raise SystemExit(f"{archive}: not a zip archive ({err}): pass 0 A.D.'s mods/public/public.zip") from None
 
 
-def recordings(archive: Path, folder: Path, groups: dict[str, tuple[str, ...]] = GROUPS) -> dict[str, list[Path]]:
-    """The archive's audio/<each group's folders>/**.ogg, extracted into `folder`, by group, sorted."""
-    found: dict[str, list[Path]] = {group: [] for group in groups}
+def recordings(archive: Path, folder: Path) -> dict[str, list[Path]]:
+    """The archive's audio/<each group's folders>/**.ogg (GROUPS), extracted into `folder`, by group, sorted."""
+    found: dict[str, list[Path]] = {group: [] for group in GROUPS}
     with open_archive(archive) as z:
         for member in sorted(z.namelist()):
             if not member.endswith(".ogg"):
                 continue
-            for group, folders in groups.items():
+            for group, folders in GROUPS.items():
                 if any(member.startswith(f"audio/{inside}/") for inside in folders):
                     found[group].append(Path(z.extract(member, folder)))
     for group, paths in found.items():
         if not paths:
-            raise SystemExit(f"{archive}: no audio/{{{','.join(groups[group])}}}/**.ogg in it: is it 0 A.D.'s "
+            raise SystemExit(f"{archive}: no audio/{{{','.join(GROUPS[group])}}}/**.ogg in it: is it 0 A.D.'s "
                              "mods/public/public.zip?")
     return found
 

@@ -416,7 +416,8 @@ def test_files_too_short_for_an_event_are_flagged_and_only_short_ones_are_an_err
     import calibrate.thresholds
 
     nearly = tmp_path / "nearly.wav"  # windows at 5 s only: within the headers' slack of the 6 s needed
-    sf.write(nearly, sf.read(street)[0][: int(5.97 * sf.info(str(street)).samplerate)], sf.info(str(street)).samplerate)
+    audio, rate = sf.read(street)
+    sf.write(nearly, audio[: int(5.97 * rate)], rate)
     result = run(["--labels", "urban", "--background", str(nearly), "--false-alarms-per-hour", "1",
                   "--out", str(tmp_path / "y.yaml"), *cli_options(window=5.0)])
     assert result.exit_code == 1 and "every background stream (1, 6.0 s in all) is too short" in result.output
