@@ -5,6 +5,7 @@
 `start()` again brings it back on the same port (clients reconnect). Optional: a password
 (`users={"name": "secret"}`, anonymous clients refused) and TLS (`tls=TlsFiles.make(folder)`:
 a throw-away CA and a server certificate for 127.0.0.1, made with the openssl command).
+`Link(port)` is a path to it that a test can cut and mend unannounced (a network that goes away).
 
 For test modules: the `broker` fixture (one broker per module: import it, `from tests.mosquitto
 import broker`; tests keep apart by topic) and `Subscriber`, a real paho client that records
@@ -166,6 +167,63 @@ def broker(tmp_path_factory):
     finally:
         server.kill()
 
+
+
+class Link:
+    """A TCP path to a broker that can be cut without either end being told, as a Wi-Fi link that
+    goes or a NAT that forgets the connection: while cut, the bytes of the connections it carries
+    are read and dropped both ways, and a new connection is closed at once (the network is away);
+    mended, new connections get through, and those it cut stay dead until their ends give up."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.server = socket.create_server((HOST, 0))
+        self.port = self.server.getsockname()[1]
+        self.cuts = 0  # a connection carries bytes while no cut came after it was made
+        self.is_cut = False
+        threading.Thread(target=self._accept, name="link-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            if self.is_cut:
+                near.close()
+                continue
+            far = socket.create_connection((HOST, self.target))
+            for src, dst in ((near, far), (far, near)):
+                threading.Thread(target=self._carry, args=(src, dst, self.cuts), daemon=True).start()
+
+    def _carry(self, src: socket.socket, dst: socket.socket, made: int) -> None:
+        while True:
+            try:
+                data = src.recv(65536)
+            except OSError:
+                break
+            if not data:
+                break
+            if self.cuts == made:
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    break
+        if self.cuts == made:  # an end closed its side: the other end is told, as over a working link
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.cuts += 1
+        self.is_cut = True
+
+    def mend(self) -> None:
+        self.is_cut = False
+
+    def close(self) -> None:
+        self.server.close()
 
 WAIT = 10.0  # seconds at most for a message to arrive (they take milliseconds)
 

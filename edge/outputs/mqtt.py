@@ -7,7 +7,8 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
                       (the label) + `clip` (when a clip is recorded); QoS `qos`, not retained. One
                       that waited for the broker longer than `late_after` seconds also carries
                       `delayed_s`, and Home Assistant's event entity does not fire for it (an
-                      automation would act on a sound long gone as if it were heard now)
+                      automation would act on a sound long gone as if it were heard now); so does
+                      one paho sends again, late, after its connection turned out dead
     state/<label>     ON while an event of the label lasts, else OFF; retained
     microphone        ON while audio arrives, OFF after `audio_lost` (until `audio_restored`); retained
     (every retained state a connection knows is sent before its `online`: Home Assistant shows an
@@ -349,7 +350,8 @@ class MqttSink(Sink):
         self._dropped = 0
         self._dropped_reported = 0
         self._next_level = 0.0  # time.monotonic() from which the next level may go
-        self._outbox: deque[mqtt.MQTTMessageInfo] = deque()  # handed to paho, QoS > 0, maybe not acknowledged
+        # handed to paho, QoS > 0, maybe not acknowledged: paho's receipt and what it was given
+        self._outbox: deque[tuple[mqtt.MQTTMessageInfo, _Message]] = deque()
         self._client: mqtt.Client | None = None
         self._publisher: threading.Thread | None = None
         self._closed = False
@@ -531,12 +533,12 @@ class MqttSink(Sink):
             while (
                 self._connected
                 and time.monotonic() < deadline
-                and not all(i.is_published() for i in [*self._outbox, offline])
+                and not all(i.is_published() for i in [*(info for info, _ in list(self._outbox)), offline])
             ):
                 time.sleep(0.01)
         # QoS > 0 messages paho sent that the broker never acknowledged (a broker that stalled: the
         # link looks up until the keepalive runs out) are as lost as those never sent
-        unacknowledged = sum(not info.is_published() for info in list(self._outbox))
+        unacknowledged = sum(not info.is_published() for info, _ in list(self._outbox))
         client.disconnect()
         client.loop_stop()
         self._connected = False
@@ -572,6 +574,7 @@ class MqttSink(Sink):
         self._refused = None
         self._unreachable_logged = self._late_logged = False
         log.info("mqtt: connected to %s:%d", cfg.host, cfg.port)
+        self._mark_resends(client)
         with self._cond:  # a restarted broker may have lost them; and they go before `online`
             known, self._dirty = dict(self._retained), {}
         for topic, payload in known.items():
@@ -591,6 +594,27 @@ class MqttSink(Sink):
             self._cond.notify_all()
         if dropped:
             log.warning("mqtt: %d messages were dropped while the broker was unreachable", dropped)
+
+    def _mark_resends(self, client: mqtt.Client) -> None:
+        """Events paho wrote to a link that died before the broker acknowledged them (a Wi-Fi link
+        gone: the connection looks up until the keepalive runs out) are sent again by paho on the
+        new connection, as soon as `_on_connect` returns: one that is late by then gets `delayed_s`,
+        as one that waited in the queue does, or Home Assistant would fire it as heard now. paho has
+        no public way to change a message it holds, so its store is reached by name; where a paho
+        release has no such store, they go as they are."""
+        waiting = [(info, message) for info, message in list(self._outbox) if not info.is_published()]
+        late = {info.mid: marked for info, message in waiting if (marked := self._late(message)) is not message}
+        if not late:
+            return
+        store, lock = getattr(client, "_out_messages", None), getattr(client, "_out_message_mutex", None)
+        if store is None or lock is None:
+            log.debug("mqtt: this paho keeps no _out_messages: %d late events go again unmarked", len(late))
+            return
+        with lock:
+            for mid, marked in late.items():
+                held = store.get(mid)
+                if held is not None and held.topic == marked.topic:
+                    held.payload = marked.payload.encode("utf-8")
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._unreachable_logged:
@@ -707,9 +731,9 @@ class MqttSink(Sink):
                 # the connection fell between our check and paho's: paho keeps the message and
                 # sends it on reconnection (is_published() would raise for this rc otherwise)
                 info.rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-            while self._outbox and self._outbox[0].is_published():
+            while self._outbox and self._outbox[0][0].is_published():
                 self._outbox.popleft()
-            self._outbox.append(info)
+            self._outbox.append((info, message))
 
     # -- Home Assistant --------------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ from edge.outputs import mqtt as mqtt_module
 from edge.outputs.mqtt import MqttConfig, MqttSink, MqttTls, default_node_id, slug
 from edge.outputs.sinks import Status, WindowResult, record_dict
 from edge.service.sections import parse_section
-from tests.mosquitto import (HOST, WAIT, MosquittoUnavailable, TlsFiles, broker, broker_or_skip,  # noqa: F401
-                             free_port, subscribers)
+from tests.mosquitto import (HOST, WAIT, Link, MosquittoUnavailable, TlsFiles, broker,  # noqa: F401
+                             broker_or_skip, free_port, subscribers)
 
 REPO = Path(__file__).resolve().parents[3]
 LABELS = ["siren", "dog_bark", "car_horn"]
@@ -416,6 +416,36 @@ def test_an_event_that_waited_for_the_broker_is_marked_late_and_does_not_fire_ho
     assert 1.0 < sent[0]["delayed_s"] < WAIT and "delayed_s" not in sent[1]
     assert "waited for the broker more than 1 s go out with delayed_s" in caplog.text
 
+
+
+@pytest.mark.slow  # waits for the keepalive to find the cut link (10 s)
+def test_an_event_paho_sends_again_after_a_dead_link_is_marked_late(broker, node, subscribers, caplog):
+    """An event handed to paho while the link to the broker is dead but looks up (its bytes go
+    nowhere until the keepalive runs out) is sent again by paho once the link is back: by then it is
+    late, and it goes with `delayed_s` as a queued one does. Before, it went as it was, and Home
+    Assistant fired a bark from before the outage as heard now. One sent after is not late."""
+    link = Link(broker.port)
+    sub = subscribers(broker.port, [f"semanticac/{node}/events"])
+    sink = make_sink(link.port, node, keepalive=5, late_after=1.0)
+    try:
+        sink.start()
+        wait_until(lambda: sink.connected)
+        link.cut()
+        sink.event(start(1.0, 1))  # written into the dead link
+        wait_until(lambda: not sink.connected, timeout=20)  # the keepalive's answer never came
+        time.sleep(1.0)  # the outage outlasts late_after
+        link.mend()
+        wait_until(lambda: sink.connected)
+        sub.wait_for(lambda m: m.topic == f"semanticac/{node}/events")
+        sink.event(start(2.0, 2, label="dog_bark"))
+        wait_until(lambda: len(sub.topics(f"semanticac/{node}/events")) == 2)
+        sent = [m.json() for m in sub.topics(f"semanticac/{node}/events")]
+    finally:
+        sink.close()
+        link.close()
+    assert [m["event_id"] for m in sent] == [1, 2]  # the first copy went nowhere; paho's second arrived
+    assert 1.0 < sent[0]["delayed_s"] < 30 and "delayed_s" not in sent[1]
+    assert "waited for the broker more than 1 s go out with delayed_s" in caplog.text
 
 def test_home_assistant_fires_on_a_start_sent_in_time_only(node):
     """The event entity's value_template, rendered as Home Assistant renders it (Jinja, the
