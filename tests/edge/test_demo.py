@@ -200,8 +200,8 @@ def test_demo_command_plays_the_scene_to_its_end(demo_bundle, tmp_path, monkeypa
     command = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("the same as: "))
     args = shlex.split(command.removeprefix("the same as: "))
     assert Path(args[0]).name == "semanticac-edge" and args[1] == "listen" and "--fast" in args
-    # the synthesised siren and horn start events; the crude others show in windows only, and it says why
-    assert ("events started for the scene's sounds: siren, car_horn; none for jackhammer, gun_shot, dog_bark, "
+    # the synthesised siren, horn and shots start events; the crude others show in windows only, and it says why
+    assert ("events started for the scene's sounds: siren, car_horn, gun_shot; none for jackhammer, dog_bark, "
             "engine_idling") in caplog.text, caplog.text
     assert "averaged over 3 windows, stays at or above its threshold for 1 s" in caplog.text
     assert str(tmp_path / "semanticac-edge" / "demo") in command
@@ -240,7 +240,9 @@ def test_trained_bundle_names_the_synthesised_sounds(tmp_path, monkeypatch):
     report = {label: (r[0], round(m[r[0]], 3)) for label, (r, m, _) in found.items()}
     ranked, mean, top1 = found["siren"]
     assert set(top1) == {"siren"} and mean["siren"] - mean[ranked[1]] >= MARGIN, report
-    for label in ("car_horn", "jackhammer"):
+    # the sounds that start events are named in their windows too (the jackhammer, at 0.02, was ranked
+    # first beside the shots and not beside background: noise, not naming)
+    for label in ("car_horn", "gun_shot"):
         assert found[label][0][0] == label, report
 
 
