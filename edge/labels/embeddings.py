@@ -48,7 +48,13 @@ log = logging.getLogger(__name__)
 progress = logging.getLogger(f"{__name__}.progress")
 progress.setLevel(logging.INFO)
 
-PROMPT_BATCH = 32
+# Each prompt is embedded on its own. The compact text graph quantises its activations with one
+# scale per run (DynamicQuantizeLinear over the whole input), so a prompt embedded in a batch moved
+# with its neighbours, by up to 0.016 in cosine (a label's blend of vocabulary classes changed when
+# an unrelated label joined its set, and it could cross novelty_cosine). Every prompt is padded to
+# the context length anyway: batches saved nothing (50 prompts on 2 cores: 0.78 s one at a time,
+# 0.80 s in batches of 32), and one at a time is as near the full-precision graph (cosine 0.991).
+LARGE_SET = 32  # prompts: embedding more says how far it got
 PROGRESS_SECONDS = 1.0  # at most one progress line per second while a large set is embedded
 INTO = ("auto", "bundle", "cache")  # where `embed-labels` writes
 RENAME = "give the site's set a `name:` of its own in its YAML (e.g. `name: my_site`)"
@@ -375,10 +381,10 @@ def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int |
     parts = []
     with select_backend(bundle, "onnxruntime", graph="text", threads=threads) as backend:
         output = backend.output_names[0]
-        for i in range(0, len(prompts), PROMPT_BATCH):
-            parts.append(backend.run(tokenizer(prompts[i : i + PROMPT_BATCH]))[output])
-            done, now = min(i + PROMPT_BATCH, len(prompts)), time.monotonic()
-            if len(prompts) > PROMPT_BATCH and (now - last >= PROGRESS_SECONDS or done == len(prompts)):
+        for done, prompt in enumerate(prompts, 1):
+            parts.append(backend.run(tokenizer([prompt]))[output])
+            now = time.monotonic()
+            if len(prompts) > LARGE_SET and (now - last >= PROGRESS_SECONDS or done == len(prompts)):
                 progress.info("embedded %d/%d prompts (%.1f s)", done, len(prompts), now - started)
                 last = now
     return LabelEmbeddings.from_prompt_embeddings(
@@ -428,12 +434,16 @@ class Embedded:
     embeddings: LabelEmbeddings
     path: Path
     place: str  # "bundle" or "cache"
+    kept: bool = False  # the bundle already held the set as its export wrote it: not computed again
 
     def describe(self) -> str:
-        return (
+        what = (
             f"{self.label_set.name}: {len(self.embeddings.labels)} labels ({len(self.embeddings.prompts)} prompts, "
-            f"{self.embeddings.embeddings.shape[1]}-d) -> {self.path} ({self.place})"
+            f"{self.embeddings.embeddings.shape[1]}-d)"
         )
+        if self.kept:
+            return f"{what}: {self.path} already holds them as the export computed them (full precision): kept"
+        return f"{what} -> {self.path} ({self.place})"
 
 
 def target_dir(bundle: Bundle, into: str = "auto") -> tuple[Path, str]:
@@ -482,12 +492,23 @@ def bundle_owned_clash(bundle: Bundle, label_set: LabelSet) -> str | None:
     )
 
 
+def _exported(bundle: Bundle, label_set: LabelSet) -> LabelEmbeddings | None:
+    """The bundle's own file of `label_set` where its export wrote it (no text graph recorded: the
+    full-precision one, before --compact) and it still matches the set; None otherwise."""
+    candidate = look_up(bundle, label_set)[0]
+    if candidate.usable and candidate.embeddings is not None and not candidate.embeddings.text_sha256:
+        return candidate.embeddings
+    return None
+
+
 def embed_label_sets(bundle: Bundle, specs, into: str = "auto", threads: int | None = None) -> list[Embedded]:
     """Compute each label set (NAME or PATH) with the bundle's text tower and write its .npz
     atomically into the bundle's labels/ or the user cache (`into`: auto, bundle, cache).
 
     Never over a file the bundle's vocabulary reads (`bundle_owned_clash`: a site's copy of
-    urban.yaml that kept `name: urban`): --into bundle refuses, auto writes that set to the cache."""
+    urban.yaml that kept `name: urban`): --into bundle refuses, auto writes that set to the cache.
+    A set the bundle already holds as its export wrote it (the shipped `urban`, `esc50`) is kept,
+    not computed again by a compact bundle's int8 text graph (`Embedded.kept`)."""
     from edge.labels.labelset import resolve_label_set
 
     folder, place = target_dir(bundle, into)
@@ -512,6 +533,10 @@ def embed_label_sets(bundle: Bundle, specs, into: str = "auto", threads: int | N
             targets.append((label_set, folder, place))
     written = []
     for label_set, target, where in targets:
+        exported = _exported(bundle, label_set) if where == "bundle" else None
+        if exported is not None:  # the text graph on the device is int8 (--compact): it would do worse
+            written.append(Embedded(label_set, exported, target / f"{label_set.name}.npz", where, kept=True))
+            continue
         embeddings = compute_label_embeddings(bundle, label_set, threads)
         path = embeddings.save(target / f"{label_set.name}.npz")
         written.append(Embedded(label_set, embeddings, path, where))

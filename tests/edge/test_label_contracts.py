@@ -160,14 +160,20 @@ def test_doctor_says_the_same_for_bundle_and_cache_files(bundle_copy, cache):
 # --- embed-labels ------------------------------------------------------------------------------
 
 def test_embed_labels_writes_into_the_bundle_atomically_and_says_what(bundle_copy, cache, tmp_path):
+    """A site's set is written into the bundle; a set the export wrote there with the full-precision
+    text graph (the shipped `urban`) is kept as it is: the compact bundle's int8 graph would have
+    replaced it with a coarser copy (up to 0.026 apart, scores moved)."""
     before = sorted(p.name for p in bundle_copy.labels_dir.iterdir())
+    urban = (bundle_copy.labels_dir / "urban.npz").read_bytes()
     site = tmp_path / "site.yaml"
     site.write_text("name: site\nlabels: [dog_bark, kettle]\n")
     result = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(bundle_copy.path), "--labels",
                                                 str(site), "--labels", "urban"])
     assert result.exit_code == 0, result.output
     assert f"site: 2 labels (2 prompts, 512-d) -> {bundle_copy.labels_dir / 'site.npz'} (bundle)" in result.output
-    assert f"-> {bundle_copy.labels_dir / 'urban.npz'} (bundle)" in result.output
+    assert (f"urban: 10 labels (10 prompts, 512-d): {bundle_copy.labels_dir / 'urban.npz'} already holds them as the "
+            "export computed them (full precision): kept") in result.output
+    assert (bundle_copy.labels_dir / "urban.npz").read_bytes() == urban
     assert "urban.npz" in before and sorted(p.name for p in bundle_copy.labels_dir.iterdir()) == sorted(
         [*before, "site.npz"])  # no temporary file left
     found = LabelEmbeddings.load(bundle_copy.labels_dir / "site.npz")
