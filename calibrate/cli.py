@@ -71,11 +71,13 @@ FEW_PER_LABEL = 5  # a label's bias fitted on fewer clips is said to be a guess
 
 
 def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
-    """(how many of `paths` the bundle trained on, where), or None: model.json's training.data, a
-    dataset folder (every clip under it) or a training CSV (the files it lists). Only roots the
-    training machine named absolutely, and only those it trained on in full (test folds or a
-    validation share held some out, which a path alone cannot tell)."""
+    """(how many of `paths` the bundle trained on, where: its roots that hold them), or None:
+    model.json's training.data, a dataset folder (every clip under it) or a training CSV (the files
+    it lists). Only roots the training machine named absolutely, and only those it trained on in full
+    (test folds or a validation share held some out, which a path alone cannot tell)."""
     wanted = {Path(path).resolve() for path in paths}
+    seen: set[Path] = set()
+    roots: list[str] = []
     for entry in bundle.meta.training.get("data") or []:
         if not isinstance(entry, dict) or entry.get("test_folds") or entry.get("val_fraction"):
             continue
@@ -83,14 +85,15 @@ def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
         if not root.is_absolute():
             continue
         if root.is_dir() and str(root.resolve()) != root.resolve().anchor:
-            inside = sum(1 for path in wanted if path.is_relative_to(root.resolve()))
+            inside = {path for path in wanted if path.is_relative_to(root.resolve())}
         elif root.is_file() and root.suffix.lower() == ".csv":
-            inside = len(wanted & _csv_files(root))
+            inside = wanted & _csv_files(root)
         else:
             continue
         if inside:
-            return inside, str(root)
-    return None
+            seen |= inside
+            roots.append(str(root))
+    return (len(seen), " and ".join(roots)) if seen else None
 
 
 def _csv_files(csv_path: Path) -> set[Path]:
@@ -172,6 +175,27 @@ def writable_output(ctx: click.Context, param: click.Parameter, value: str | Non
     if problem is not None:
         raise click.BadParameter(f"{value!r} cannot be written ({problem}): choose a folder you can write to")
     return value
+
+
+def distinct_outputs(out: str, plot: str | None, inputs: dict[str, list[Path]]) -> None:
+    """UsageError, before any listening, where --plot is --out or an output is one of the inputs
+    (`inputs`: option -> its files): the figure would be drawn over the label set, or the label set
+    written over the clips' list. --out may be the --labels file itself: a set fitted again in place,
+    its previous version kept beside it."""
+    outputs = {"--out": out, **({"--plot": plot} if plot else {})}
+    if plot and Path(plot).resolve() == Path(out).resolve():
+        raise click.UsageError(
+            f"--plot {plot} is the --out file: the figure would replace the label set; give the "
+            "PNG its own name (e.g. --plot false_alarms.png)"
+        )
+    for option, path in outputs.items():
+        for source, files in inputs.items():
+            if any(Path(path).resolve() == Path(f).resolve() for f in files):
+                raise click.UsageError(
+                    f"{option} {path} is also given as {source}: writing it would destroy that "
+                    f"input; write the {'figure' if option == '--plot' else 'label set'} "
+                    "somewhere else"
+                )
 
 
 OUT = click.option(
@@ -326,6 +350,7 @@ def thresholds(
     from edge.bundle import resolve_bundle
 
     files = audio_files(background)
+    distinct_outputs(out, plot, {"--background": files, **({"--positives": [Path(positives)]} if positives else {})})
     bundle_ = resolve_bundle(bundle)
     if only_raise is None:
         only_raise = bundle_.meta.scoring.get("kind", "softmax") == "sigmoid"
@@ -560,6 +585,9 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
         ListenOptions(labels=labels_spec, threads=threads)
     label_set = resolve_label_set(labels_spec)
     clips = resolve_labels([clip for spec in data for clip in read_dataset(spec)], label_set, "--data", others_are_none)
+    distinct_outputs(
+        out, plot, {"--data": [Path(spec) for spec in data if Path(spec).is_file()] + [clip.path for clip in clips]}
+    )
     bundle_ = resolve_bundle(bundle)
     seen = trained_on(bundle_, [clip.path for clip in clips])
     if seen is not None:

@@ -302,19 +302,36 @@ def test_scores_on_real_clips(data_dir, tmp_path):
 
 
 def test_clips_a_bundle_trained_on_are_said_by_its_training_csv(labelled_csv, tmp_path):
-    """A training CSV's own files only, not every clip beside it."""
+    """A training CSV's own files only, not every clip beside it; every training source counted (the
+    first that held some was said alone: 2 of 8 where 5 of the 8 were training clips)."""
     from tests.bundles import bundle_copy, trained_bundle
 
     rows = list(csv.reader(open(labelled_csv)))
-    training = labelled_csv.parent / "training.csv"
-    with open(training, "w", newline="") as f:
-        csv.writer(f).writerows([["file", "label"], *rows[1:3]])
+    training, more = labelled_csv.parent / "training.csv", labelled_csv.parent / "more.csv"
+    for path, part in ((training, rows[1:3]), (more, rows[3:6])):
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows([["file", "label"], *part])
     copy = bundle_copy(trained_bundle(), tmp_path / "bundle", lambda meta: meta["training"].update(
-        data=[{"kind": "csv", "root": str(training), "test_folds": [], "val_fraction": 0.0}]))
+        data=[{"kind": "csv", "root": str(path), "test_folds": [], "val_fraction": 0.0} for path in (training, more)]))
     result = CliRunner().invoke(calibrate.cli.main, [
         "scores", "--bundle", str(copy), "--labels", "urban", "--data", str(labelled_csv),
         "--out", str(tmp_path / "x.yaml"), "--threads", "1"])
-    assert result.exit_code == 0 and f"warning: 2 of the 8 clips are of {training}" in result.stderr, result.output
+    assert result.exit_code == 0 and f"warning: 5 of the 8 clips are of {training} and {more}" in result.stderr, \
+        result.output
+
+
+def test_an_output_over_another_output_or_an_input_is_refused_before_any_work(labelled_csv, tmp_path):
+    """--plot over --out would leave a PNG where the label set should be (and say `wrote` twice);
+    --out over the --data CSV would replace the clips' list with YAML. Refused at once, nothing
+    written; --out over the --labels file itself stays allowed (a set fitted again in place)."""
+    before = labelled_csv.read_bytes()
+    runner = CliRunner()
+    site = tmp_path / "site.yaml"
+    for extra, said in (([ "--out", str(site), "--plot", str(site)], f"--plot {site} is the --out file"),
+                        (["--out", str(labelled_csv)], f"--out {labelled_csv} is also given as --data")):
+        result = runner.invoke(calibrate.cli.main, ["scores", "--labels", "urban", "--data", str(labelled_csv), *extra])
+        assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
+    assert labelled_csv.read_bytes() == before and not site.exists()
 
 
 def test_dataset_specs(data_dir, caplog):

@@ -351,6 +351,18 @@ def test_label_set_without_labels(background, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_an_output_over_an_input_is_refused_before_listening(background, positives, tmp_path):
+    street = background / "street1.wav"
+    before = street.read_bytes(), positives.read_bytes()
+    for extra, said in ((["--out", str(tmp_path / "x.yaml"), "--plot", str(street)],
+                         f"--plot {street} is also given as --background"),
+                        (["--positives", str(positives), "--out", str(positives)],
+                         f"--out {positives} is also given as --positives")):
+        result = run(["--labels", "urban", "--background", str(background), "--false-alarms-per-hour", "1", *extra])
+        assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
+    assert (street.read_bytes(), positives.read_bytes()) == before and not (tmp_path / "x.yaml").exists()
+
+
 def test_bad_listen_option_is_a_usage_error(background, tmp_path):
     result = run(["--labels", "urban", "--background", str(background), "--false-alarms-per-hour", "1",
                   "--out", str(tmp_path / "x.yaml"), "--release", "1.5"])
