@@ -592,8 +592,9 @@ class FileSource(Source):
     Real time (default): blocks arrive at wall-clock pace and a slow consumer loses the oldest
     audio, like a microphone. `fast=True`: blocks arrive as fast as the consumer reads, nothing
     dropped. Channels are mixed down and NaN/inf samples raise AudioError, as in read_audio.
-    A file cut short or damaged part-way delivers what decodes, then ends with a warning and an
-    `end_reason` saying so; one shorter than `frame_seconds` is padded with silence to it.
+    A file cut short or damaged part-way delivers what decodes, then raises AudioError saying where
+    (listen scores what came before, then reports the failure: the file was not heard to its end);
+    one shorter than `frame_seconds` is padded with silence to it.
     """
 
     beyond_cause = "a float file above 0 dBFS, or a broken encode"
@@ -657,19 +658,17 @@ class FileSource(Source):
 
     def _end_of_file(self, frames: int) -> np.ndarray | None:
         """At the end of what decodes: the silence that pads a file shorter than one frame (once),
-        else None with `end_reason` set, and a warning when the file was cut short or damaged."""
+        else None with `end_reason` set; AudioError where the file was cut short or damaged."""
         short = 0 if self.frame_seconds is None else math.ceil(self.frame_seconds * self.input_rate) - frames
         if short > 0 and not self._padded:
             assert self.frame_seconds is not None  # short is 0 without frame_seconds
             self._padded = True
             log.warning("%s", too_short_warning(self.path, frames / self.input_rate, self.frame_seconds))
             return np.zeros((short, self.channels), dtype=np.float32)
-        warning = self._decoder.warning()
-        if warning:
-            log.warning("%s", warning)
-            self.end_reason = f"{self.name} is truncated or corrupt after {self._decoder.seconds:.3f} s"
-        else:
-            self.end_reason = f"end of {self.name}"
+        damaged = self._decoder.warning()
+        if damaged:
+            raise AudioError(f"{damaged}, and no more: the file is cut short or damaged; copy or export it again")
+        self.end_reason = f"end of {self.name}"
         return None
 
 

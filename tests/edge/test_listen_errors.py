@@ -51,6 +51,25 @@ def test_corrupt_and_nan_files(demo_bundle, tmp_path):
                    "NaN or infinite samples, the first at 1.250 s")
 
 
+def test_a_file_damaged_part_way_is_scored_that_far_then_a_failure(demo_bundle, tmp_path):
+    """Random bytes in the middle of a FLAC file (a bad copy): the windows before the damage are
+    scored, then a status error names where it stopped and the run exits 1. It used to end as if
+    the file were over (info, exit 0): a script checking the exit code took half a file for all of it."""
+    x = tone(440, 12.0, 16000)
+    whole = tmp_path / "whole.flac"
+    sf.write(whole, x, 16000)
+    data = whole.read_bytes()
+    damaged = tmp_path / "damaged.flac"
+    damaged.write_bytes(data[: len(data) // 2] + np.random.default_rng(1).bytes(2000) + data[len(data) // 2:])
+    result = run(demo_bundle.path, "--labels", "urban", "--input", str(damaged), "--fast", "--json")
+    assert result.exit_code == 1, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r for r in records if r["type"] == "window"], "the audio before the damage is scored"
+    errors = [r for r in records if r["type"] == "status" and r["level"] == "error"]
+    assert len(errors) == 1 and errors[0]["code"] == "source_error", errors
+    assert f"audio file {damaged} is truncated or corrupt after" in errors[0]["message"]
+
+
 def test_stdin_nan_samples_are_replaced_and_reported(demo_bundle):
     x = tone(440, 6.0, 16000)
     x[1000:1010] = np.inf
