@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import signal
 import sys
@@ -696,6 +697,20 @@ def devices() -> None:
         click.echo(f"{mark} {dev.index:>3}  {dev.name}  ({dev.channels} ch, {dev.default_rate:g} Hz)")
 
 
+def finite(low: float, high: float, allowed: str, low_open: bool = False):
+    """A click callback for a number option: finite and in [low, high] (low itself excluded with
+    `low_open`), else a usage error naming the value and `allowed` (click's FloatRange lets nan and
+    inf through: a traceback, or a run that never ends)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+        inside = value is not None and math.isfinite(value) and (value > low if low_open else value >= low)
+        if value is not None and not (inside and value <= high):
+            raise click.BadParameter(f"{value!r} is not allowed: use {allowed}")
+        return value
+
+    return check
+
+
 @main.command("build-engine")
 @BUNDLE_OPTION
 @click.option("--precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True)
@@ -709,7 +724,8 @@ def devices() -> None:
 @click.option(
     "--workspace",
     "workspace_gib",
-    type=click.FloatRange(0.0, min_open=True),
+    type=float,
+    callback=finite(0.0, 1024.0, "GiB > 0, at most 1024", low_open=True),
     default=2.0,
     show_default=True,
     help="Builder workspace memory (GiB).",
@@ -754,7 +770,8 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
 @HOP_OPTION
 @click.option(
     "--seconds",
-    type=click.FloatRange(0.0, min_open=True),
+    type=float,
+    callback=finite(0.0, 3600.0, "a number of seconds > 0, at most 3600", low_open=True),
     default=10.0,
     show_default=True,
     help="Seconds of timing per backend (after warm-up).",
@@ -773,7 +790,8 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
 )
 @click.option(
     "--pipeline-seconds",
-    type=click.FloatRange(0.0),
+    type=float,
+    callback=finite(0.0, 3600.0, "seconds from 0 (skips that run) to 3600 (its audio is made in memory)"),
     default=None,
     help="Seconds of audio through the whole listen pipeline; 0 skips that run.  [default: 30]",
 )

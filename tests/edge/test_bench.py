@@ -128,3 +128,16 @@ def test_a_set_that_does_not_run_the_vocabulary_graph_is_not_charged_for_it(demo
         window50 = ort["p50_ms"] + (voc["p50_ms"] if runs else 0.0)
         assert math.isclose(ort["rtf"], (window50 + fe["incremental_ms_per_hop"]) / 1e3 / result["hop_s"])
         assert result["pipeline"] is None
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--seconds", "nan"], "'--seconds': nan is not allowed"),
+    (["--seconds", "inf"], "'--seconds': inf is not allowed"),  # timed forever
+    (["--pipeline-seconds", "inf"], "'--pipeline-seconds': inf is not allowed"),
+    (["--pipeline-seconds", "1e12"], "'--pipeline-seconds': 1000000000000.0 is not allowed"),  # PiB of audio
+    (["--pipeline-seconds", "nan"], "'--pipeline-seconds': nan is not allowed"),  # silently no pipeline run
+])
+def test_bench_s_numbers_must_be_finite_and_in_range(demo_bundle, args, said):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), *args])
+    assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
+    assert "3600" in result.output
