@@ -152,7 +152,7 @@ def labels(spec: str, bundle: str | None) -> None:
     tokenizer, limit = _bundle_tokenizer(bundle)
     origin = "shipped set" if label_set.shipped else "file"
     click.echo(
-        f"label set {label_set.name!r} ({origin} {label_set.source}): {len(label_set.labels)} labels, "
+        f"label set {label_set.name!r} ({origin} {label_set.source}): {plural(len(label_set.labels), 'label')}, "
         f"sha256 {label_set.sha256[:16]}"
     )
     over = 0
@@ -285,7 +285,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
                 f"is near holds the label back"
             )
     if emb is not None:
-        click.echo(f"labels     {label_set.name}: {len(emb.labels)} labels embedded, ready")
+        click.echo(f"labels     {label_set.name}: {plural(len(emb.labels), 'label')} embedded, ready")
         own = {label.name: a for label, a in zip(label_set.labels, label_set.agreement()) if a is not None}
         if own:
             click.echo(
@@ -346,7 +346,8 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
             vetoed = fusion.vetoed(emb.labels)
             if vetoed:
                 click.echo(
-                    f"  held back beside new labels: {', '.join(vetoed)} start no event where a new label is heard, "
+                    f"  held back beside new labels: {', '.join(vetoed)} start{'s' if len(vetoed) == 1 else ''} no "
+                    "event where a new label is heard, "
                     f"unless the vocabulary hears them too (veto power {vocabulary.veto_power:g})"
                 )
 
@@ -368,7 +369,7 @@ def info(bundle: str | None, labels_spec: str | None, verify: bool) -> None:
     show_default=True,
     help="auto: the bundle's labels/ when it can be written, else the user cache of this machine.",
 )
-@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime threads (default: all cores).")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime threads (default: all usable cores).")
 @domain_errors
 def embed_labels(bundle: str | None, label_specs: tuple[str, ...], into: str, threads: int | None) -> None:
     """Compute label embeddings with the bundle's text tower (no torch) and write each set's .npz
@@ -376,6 +377,8 @@ def embed_labels(bundle: str | None, label_specs: tuple[str, ...], into: str, th
     from edge.bundle import resolve_bundle
     from edge.labels.embeddings import embed_label_sets
 
+    if threads is not None:  # checked as listen checks it: 1 to the cores this process may use
+        ListenOptions(labels=label_specs[0], threads=threads)
     found = resolve_bundle(bundle)
     found.verify()
     for written in embed_label_sets(found, label_specs, into=into, threads=threads):
@@ -960,7 +963,7 @@ def check_config(config_path: str, overrides: tuple[str, ...]) -> None:
     notes = path_notes(config) + device_notes(config) + disk_notes(config) + label_notes(config, found)
     click.echo(
         f"# {config_path}: OK; bundle {found.bundle.path} ({found.bundle.meta.model_id}); label set "
-        f"{found.label_set.name}: {len(found.label_set.labels)} labels; outputs: "
+        f"{found.label_set.name}: {plural(len(found.label_set.labels), 'label')}; outputs: "
         f"{', '.join(config.enabled_outputs()) or 'none'}"
     )
     for level, message in notes:

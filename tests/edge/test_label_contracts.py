@@ -305,3 +305,12 @@ def test_labels_shows_token_counts_and_flags_those_over_the_limit(tmp_path, cach
     assert result.output.count("(134 tokens: OVER the text tower's limit of 128)") == 2
     assert "(7 tokens)" in result.output  # the template prompts are fine
     assert "Error: 2 prompt(s) of label set 'long' are longer than the text tower's 128 tokens" in result.output
+
+
+def test_embed_labels_checks_threads_as_listen_does(bundle_copy, cache):
+    """It took any count (64 on a 2-core machine) where listen, bench and calibrate refuse one beyond
+    the usable cores."""
+    result = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(bundle_copy.path), "--labels",
+                                                "urban", "--into", "cache", "--threads", "4096"])
+    assert result.exit_code == 2 and "--threads 4096 is not allowed: use a whole number from 1 to" in result.output, \
+        result.output
