@@ -52,7 +52,11 @@ def dump_label_set(
         data["agree"] = float(agreement)
     fitted = label_set.fitted_for if fitted_for is None else fitted_for
     if fitted:
-        data["fitted_for"] = {key: float(value) for key, value in fitted.items()}
+        # a whole number stays one (smooth: 3, not 3.0: smooth is a count of windows)
+        data["fitted_for"] = {
+            key: int(value) if float(value).is_integer() and key == "smooth" else float(value)
+            for key, value in fitted.items()
+        }
     items = []
     for i, label in enumerate(label_set.labels):
         item: dict = {"name": label.name}

@@ -77,7 +77,8 @@ class Status:
 
 
 def _num(x: float | None, digits: int) -> float | None:
-    return round(float(x), digits) if x is not None and math.isfinite(x) else None
+    """`x` rounded to `digits` (+ 0.0: a -0.04 dB gain is 0.0, not -0.0); None for None, NaN and inf."""
+    return round(float(x), digits) + 0.0 if x is not None and math.isfinite(x) else None
 
 
 # status codes that end a trouble an earlier status said: code -> the code it ends

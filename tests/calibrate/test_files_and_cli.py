@@ -52,6 +52,7 @@ def test_a_copy_keeps_prompts_groups_and_calibration(tmp_path):
     assert again.fitted_for == original.fitted_for == {"window": 5, "hop": 1, "smooth": 3, "min_duration": 1,
                                                        "release": 0.7}
     assert out.read_text().startswith("# fitted here\n# second\nname: workshop\n")
+    assert "\n  smooth: 3\n" in out.read_text() and "smooth: 3.0" not in out.read_text()  # a count of windows
 
 
 def test_new_calibration_replaces_the_old(tmp_path):

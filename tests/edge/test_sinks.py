@@ -84,6 +84,13 @@ def test_json_writes_a_non_finite_number_as_null():
     assert obj["top"][0]["score"] is None and obj["latency_ms"] is None
 
 
+def test_json_never_writes_minus_zero():
+    """A gain of -0.04 dB rounds to 0.0, not -0.0 (a reader comparing strings, or a sign, was misled)."""
+    stream = io.StringIO()
+    JsonLines(stream, ORIGIN).window(WindowResult(1.0, (("a", 0.5),), 5.0, 0, gain_db=-0.04))
+    assert '"gain_db": 0.0' in stream.getvalue() and "-0.0" not in stream.getvalue()
+
+
 def test_a_window_says_what_the_vocabulary_heard_only_when_asked():
     heard = WindowResult(3.0, (("siren", 0.2),), 10.0, 0, heard=(("Beep, bleep", 0.96123), ("Sine wave", 0.05)))
     stream = io.StringIO()
