@@ -25,8 +25,9 @@ NUMBER = (int, float)
 
 
 def must_be(what: str, value: object) -> str:
-    """The tail every type or value error shares: "must be <what>, got <value>"."""
-    return f"must be {what}, got {value!r}"
+    """The tail every type or value error shares: "must be <what>, got <value>" (YAML's null, an
+    entry or key left empty, is said so: "got nothing (it is empty)", not "got None")."""
+    return f"must be {what}, got " + ("nothing (it is empty)" if value is None else repr(value))
 
 
 def unknown_keys(keys: Iterable[str], allowed: Iterable[str], word: str = "field", context: str = "") -> str:

@@ -81,6 +81,8 @@ def test_sha_covers_names_and_prompts_only():
     ("name: x\nlabels:\n  - siren\n  - doorbell:\n", r":4: labels\[1\]: unknown key 'doorbell'.* \(the ':' after 'doorbell' "
      r"makes this item a mapping: write - doorbell\)"),
     ("name: x\nlabels:\n  - smoke alarm: kitchen\n", r"quote the label, - \"smoke alarm: kitchen\"\)"),
+    ("name: x\nlabels:\n  - siren\n  -\n  - dog\n", r":4: labels\[1\].name: must be a non-empty text, got nothing \(it is "
+     r"empty\)"),
     ("name: x\nlabels:\n  - siren,\n  - doorbell\n", r":3: labels\[0\].name: 'siren,' ends with ',': items of a YAML "
      r"list need no separator"),
     ("name: x\nlabels:\n  - name: dog\n    threshold: '0.7'\n", r"got '0.7' \(a number in quotes is text to YAML: write "
