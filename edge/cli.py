@@ -147,6 +147,7 @@ def labels(spec: str, bundle: str | None) -> None:
     bundle's text tower; exit non-zero when a prompt is longer than the tower reads."""
     from edge.labels.embeddings import token_counts
     from edge.labels.labelset import resolve_label_set
+    from edge.outputs.sinks import columns, padded
 
     label_set = resolve_label_set(spec)
     tokenizer, limit = _bundle_tokenizer(bundle)
@@ -159,7 +160,9 @@ def labels(spec: str, bundle: str | None) -> None:
     for label, agree in zip(label_set.labels, label_set.agreement()):
         group = f"  [{label.group}]" if label.group else ""
         agreement = "" if agree is None else f", agree {agree:g}"
-        click.echo(f"  {label.name:<24} threshold {label.threshold:g}{agreement}{group}")
+        click.echo(
+            f"  {padded(label.name, max(24, columns(label.name)))} threshold {label.threshold:g}{agreement}{group}"
+        )
         counts = token_counts(tokenizer, list(label.prompts)) if tokenizer else [None] * len(label.prompts)
         for prompt, count in zip(label.prompts, counts):
             flag = "" if count is None else f"  ({count} tokens)"

@@ -36,6 +36,7 @@ import math
 import shutil
 import sys
 import textwrap
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -79,6 +80,21 @@ class Status:
 def _num(x: float | None, digits: int) -> float | None:
     """`x` rounded to `digits` (+ 0.0: a -0.04 dB gain is 0.0, not -0.0); None for None, NaN and inf."""
     return round(float(x), digits) + 0.0 if x is not None and math.isfinite(x) else None
+
+
+def columns(text: str) -> int:
+    """The terminal columns `text` takes: two for a wide or full-width character (犬, 🐶), none for a
+    combining mark, else one (len() lined a label table up wrong past a CJK or emoji name)."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def padded(text: str, width: int, cut_mark: str = "") -> str:
+    """`text` in exactly `width` columns: spaces after it, or cut to fit with `cut_mark` (one column) at its end."""
+    if columns(text) > width:
+        while text and columns(text) > width - columns(cut_mark):
+            text = text[:-1]
+        text += cut_mark
+    return text + " " * max(0, width - columns(text))
 
 
 # status codes that end a trouble an earlier status said: code -> the code it ends
@@ -383,13 +399,12 @@ class LiveView(Sink):
             gated = "  gated: nothing reported" if last.gated else ""
             lines.append(f"input: level {last.level_dbfs:.0f} dBFS{gain}{gated}")
         shown = last.top[: self.max_rows]
-        longest = max((len(label) for label, _ in shown), default=0)
+        longest = max((columns(label) for label, _ in shown), default=0)
         column = max(self.LABEL_WIDTH, min(longest, width - self.ROW_REST))
         for label, score in shown:
             threshold = self.thresholds.get(label)
             mark = "" if threshold is None else f"  {'>=' if score >= threshold else '< '} {threshold:.2f}"
-            name = label if len(label) <= column else label[: column - 1] + self.cut_mark
-            lines.append(f"  {name:<{column}} {self._bar(score)} {score:.3f}{mark}")
+            lines.append(f"  {padded(label, column, self.cut_mark)} {self._bar(score)} {score:.3f}{mark}")
         if len(last.top) > self.max_rows:
             lines.append(f"  ... and {len(last.top) - self.max_rows} more")
         if not last.top:

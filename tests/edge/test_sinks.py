@@ -289,3 +289,13 @@ def test_a_gain_that_rounds_to_nothing_is_no_minus_zero():
     plain = io.StringIO()
     PlainLines(plain, ORIGIN).window(WindowResult(1.0, (("siren", 0.5),), 5.0, 0, level_dbfs=-20.0, gain_db=-0.04))
     assert "gain +0.0 dB" in plain.getvalue()
+
+
+def test_labels_line_up_in_terminal_columns_whatever_their_script():
+    """A CJK or emoji character takes two columns: padded by len() its row ran past the others."""
+    from edge.outputs.sinks import columns, padded
+
+    assert [columns(text) for text in ("siren", "犬の鳴き声", "🐶", "café", "cafe\u0301")] == [5, 10, 2, 4, 4]
+    rows = [padded(text, 12) for text in ("siren", "犬の鳴き声", "🐶")]
+    assert {columns(row) for row in rows} == {12}
+    assert padded("犬の鳴き声と猫", 9, "~") == "犬の鳴き~"  # cut to 8 columns, then the mark
