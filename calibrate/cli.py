@@ -182,20 +182,20 @@ def distinct_outputs(out: str, plot: str | None, inputs: dict[str, list[Path]]) 
     (`inputs`: option -> its files): the figure would be drawn over the label set, or the label set
     written over the clips' list. --out may be the --labels file itself: a set fitted again in place,
     its previous version kept beside it."""
-    outputs = {"--out": out, **({"--plot": plot} if plot else {})}
     if plot and Path(plot).resolve() == Path(out).resolve():
         raise click.UsageError(
             f"--plot {plot} is the --out file: the figure would replace the label set; give the "
             "PNG its own name (e.g. --plot false_alarms.png)"
         )
-    for option, path in outputs.items():
-        for source, files in inputs.items():
-            if any(Path(path).resolve() == Path(f).resolve() for f in files):
-                raise click.UsageError(
-                    f"{option} {path} is also given as {source}: writing it would destroy that "
-                    f"input; write the {'figure' if option == '--plot' else 'label set'} "
-                    "somewhere else"
-                )
+    given = {Path(f).resolve(): source for source, files in inputs.items() for f in files}  # each resolved once
+    for option, path in (("--out", out), ("--plot", plot)):
+        source = given.get(Path(path).resolve()) if path else None
+        if source is not None:
+            raise click.UsageError(
+                f"{option} {path} is also given as {source}: writing it would destroy that "
+                f"input; write the {'figure' if option == '--plot' else 'label set'} "
+                "somewhere else"
+            )
 
 
 OUT = click.option(

@@ -709,8 +709,10 @@ def finite(low: float, high: float, allowed: str, low_open: bool = False):
     inf through: a traceback, or a run that never ends)."""
 
     def check(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-        inside = value is not None and math.isfinite(value) and (value > low if low_open else value >= low)
-        if value is not None and not (inside and value <= high):
+        if value is None:
+            return None
+        above = value > low if low_open else value >= low
+        if not (math.isfinite(value) and above and value <= high):
             raise click.BadParameter(f"{value!r} is not allowed: use {allowed}")
         return value
 
