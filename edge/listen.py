@@ -48,6 +48,7 @@ import math
 import os
 import random
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -83,7 +84,7 @@ from edge.features import (
     tile_frames,
 )
 from edge.labels.labelset import label_key, label_text
-from edge.outputs.sinks import Sink, Status, WindowResult, make_sink
+from edge.outputs.sinks import Sink, Status, WindowResult, make_sink, same_terminal
 from edge.scoring import DEFAULT_SMOOTH_WINDOWS, DEFAULT_TOP_K, Scorer, Smoother, top_k
 from edge.vocabulary import WEAK_NAME_ADVICE, Vocabulary
 
@@ -755,6 +756,8 @@ def listen(
                 max_silence=options.max_silence,
                 vocabulary=None if branch is None or vocabulary is None else partial(vocabulary.scores, branch),
                 heard=(vocabulary.names, options.heard) if options.heard and vocabulary is not None else None,
+                # in a shell the status line on stdout and the log line on stderr would say it twice
+                log_statuses=not (own_sink and same_terminal(sys.stdout, sys.stderr)),
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             notes += start_notes(bundle, label_set, scorer, vocabulary, windowing, options.agree, options)
@@ -794,11 +797,13 @@ class Listener:
         max_silence: float | None = None,
         vocabulary: Callable[[dict[str, np.ndarray]], np.ndarray] | None = None,
         heard: tuple[tuple[str, ...], int] | None = None,
+        log_statuses: bool = True,
     ):
         """`vocabulary`: the audio graph's inputs and outputs -> the vocabulary graph's [N, V]
         scores, for a scorer that fuses them (edge.vocabulary) or for `heard`; None: the student's
         scores alone. `heard`: (the vocabulary's class names, how many of its top classes each
-        window reports), or None."""
+        window reports), or None. `log_statuses`: each status is logged as well as given to the sink
+        (False: the sink shows it on the terminal the log would write to)."""
         if max_batch < 1:
             raise ValueError(f"max_batch {max_batch} must be at least 1")
         self.min_level = min_level  # dBFS: a quieter window is gated (digital silence always is)
@@ -808,6 +813,7 @@ class Listener:
         self.backend, self.scorer, self.detector, self.smoother = backend, scorer, detector, smoother
         self.sink, self.windowing, self.k, self.max_batch = sink, windowing, k, max_batch
         self.summary = ListenSummary()
+        self.log_statuses = log_statuses
         self._t = 0.0  # stream time of the latest window
         self._offset = 0.0  # stream time of the current segment's first sample
         self._clock_checked = 0.0  # stream time of the last check against the wall clock
@@ -1230,7 +1236,8 @@ class Listener:
 
     def _status(self, level: str, message: str, code: str | None = None) -> None:
         # an error is the summary's: the CLI reports it once, on stderr
-        log.log({"info": logging.INFO, "warning": logging.WARNING}.get(level, logging.DEBUG), message)
+        if self.log_statuses:
+            log.log({"info": logging.INFO, "warning": logging.WARNING}.get(level, logging.DEBUG), message)
         self.sink.status(Status(t=self._t, level=level, message=message, code=code))
 
 

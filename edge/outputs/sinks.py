@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import textwrap
@@ -423,6 +424,18 @@ class LiveView(Sink):
         full, empty = self.bar_chars
         n = round(min(max(score, 0.0), 1.0) * self.BAR_WIDTH) if math.isfinite(score) else 0
         return full * n + empty * (self.BAR_WIDTH - n)
+
+
+def same_terminal(a: TextIO | None, b: TextIO | None) -> bool:
+    """Whether streams `a` and `b` write to one terminal (`listen` in a shell, stdout and stderr not
+    redirected): what one shows, the person sees without the other."""
+    try:
+        first, second = a.fileno(), b.fileno()  # type: ignore[union-attr]
+        if not (os.isatty(first) and os.isatty(second)):
+            return False
+        return os.fstat(first).st_rdev == os.fstat(second).st_rdev
+    except (AttributeError, OSError, ValueError):  # None, closed, or not a real file (tests)
+        return False
 
 
 def make_sink(

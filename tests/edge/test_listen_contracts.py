@@ -340,6 +340,38 @@ def stderr_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
+def on_terminal(*args, stderr_to=None) -> tuple[str, str]:
+    """`semanticac-edge ARGS` with stdout (and stderr, unless `stderr_to` is a pipe) on a pseudo-terminal, as
+    in a shell: (what the terminal showed, what the pipe got)."""
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen([EDGE, *args], env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL,
+                                stdout=slave, stderr=slave if stderr_to is None else stderr_to, text=True)
+        os.close(slave)
+        shown = bytearray()
+        while True:  # until the process's end closes the terminal's last writer
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: no writer is left
+                break
+            if not chunk:
+                break
+            shown += chunk
+        _, piped = proc.communicate(timeout=60)
+    finally:
+        os.close(master)
+    return shown.decode(errors="replace"), piped or ""
+
+
+def test_a_warning_shows_once_in_a_shell_and_on_each_stream_when_one_is_redirected(demo_bundle, clip):
+    args = ("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", str(clip), "--fast",
+            "--window", "2", "--hop", "3")
+    shown, _ = on_terminal(*args)
+    assert shown.count("never analysed") == 1, shown  # the status line alone: the log line would repeat it
+    shown, piped = on_terminal(*args, stderr_to=subprocess.PIPE)
+    assert shown.count("never analysed") == 1 and piped.count("never analysed") == 1, (shown, piped)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_while_stdin_is_idle_stops_cleanly(demo_bundle, sig):
     proc = edge_process("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", "-",

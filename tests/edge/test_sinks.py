@@ -8,7 +8,7 @@ import pytest
 
 from edge.events import Event
 from edge.errors import OutputError
-from edge.outputs.sinks import FanOut, JsonLines, LiveView, PlainLines, Status, WindowResult, make_sink
+from edge.outputs.sinks import FanOut, JsonLines, LiveView, PlainLines, Status, WindowResult, make_sink, same_terminal
 
 ORIGIN = datetime(2026, 11, 27, 0, 31, 0, 500000, tzinfo=timezone.utc)
 ANSI = re.compile(r"\x1b\[")
@@ -189,6 +189,20 @@ def test_factory_picks_the_live_view_on_a_terminal():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_same_terminal_is_one_terminal_device_not_two_or_a_pipe():
+    first, second = os.openpty(), os.openpty()
+    read, write = os.pipe()
+    try:
+        with (open(first[1], "w", closefd=False) as a, open(first[1], "w", closefd=False) as a_again,
+              open(second[1], "w", closefd=False) as b, open(write, "w", closefd=False) as pipe):
+            assert same_terminal(a, a_again)
+            assert not same_terminal(a, b) and not same_terminal(a, pipe) and not same_terminal(pipe, pipe)
+            assert not same_terminal(a, None) and not same_terminal(io.StringIO(), io.StringIO())
+    finally:
+        for fd in (*first, *second, read, write):
+            os.close(fd)
 
 
 def test_default_stream_is_stdout_and_bad_records_are_refused(capsys):
