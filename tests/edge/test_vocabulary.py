@@ -412,17 +412,16 @@ def test_info_and_listen_warn_of_a_new_label_the_vocabulary_has_no_name_for(demo
     assert yaml.safe_load(result.output)["labels"]["set"] == str(labels)  # still the effective config in YAML
 
 
-@pytest.mark.slow  # 80 listen runs
+@pytest.mark.slow  # 4 listen runs of 100 s
 def test_a_violin_over_real_street_music_is_named_violin_beside_urban(demo_bundle, data_dir, tmp_path, monkeypatch):
     """The student calls any music street_music and the vocabulary cannot hear street_music by
     name: beside `urban`, `violin` lost every violin. 20 real UrbanSound8K street-music clips, each
     alone and with a bowed melody over it, through `listen` with `urban` + `violin`: the violin
-    now outweighs street_music in most mixtures (model.json vocabulary.familiar.outweighs; without
+    now outweighs street_music in 8 of the 20 mixtures (model.json vocabulary.familiar.outweighs; without
     it, in few), and the street music alone is answered as it was."""
     import csv
     import json
     import shutil
-    from collections import Counter
 
     import soundfile as sf
 
@@ -453,21 +452,20 @@ def test_a_violin_over_real_street_music_is_named_violin_beside_urban(demo_bundl
         alone.append(tmp_path / f"street{k}.wav")
         sf.write(alone[-1], x, 16000)
 
-    def answers(bundle, clips):
-        out = []
-        for clip in clips:
-            sink = Collect()
-            listen(ListenOptions(labels=str(labels), bundle=str(bundle), input=str(clip), fast=True), sink=sink)
-            heard = Counter(w.top[0][0] for w in sink.windows if not w.gated)
-            out.append(heard.most_common(1)[0][0] if heard else "(gated)")
-        return out
+    def answers(bundle, clips):  # the clips joined, each one 5 s window (hop 5 s) of a single listen run
+        joined = tmp_path / "joined.wav"
+        sf.write(joined, np.concatenate([sf.read(clip, dtype="float32")[0] for clip in clips]), 16000)
+        sink = Collect()
+        listen(ListenOptions(labels=str(labels), bundle=str(bundle), input=str(joined), fast=True, hop=5.0), sink=sink)
+        assert [round(w.t) for w in sink.windows] == [5 * (k + 1) for k in range(len(clips))]
+        return [w.top[0][0] if not w.gated else "(gated)" for w in sink.windows]
 
     now, before = answers(demo_bundle.path, mixed), answers(off, mixed)
-    # measured: 9 of 20 with the rule, 3 without
+    # measured: 8 of 20 with the rule, 3 without (each clip in a listen run of its own: 9 and 3)
     assert now.count("violin") >= 7 and now.count("violin") >= before.count("violin") + 4, (now, before)
     assert set(now) <= {"violin", "street_music"}
     street = answers(demo_bundle.path, alone)
-    assert street == answers(off, alone) and street.count("street_music") >= 17, street  # measured: 19
+    assert street == answers(off, alone) and street.count("street_music") >= 17, street  # measured: 20 (each on its own: 19)
 
 
 def test_listen_heard_shows_what_the_vocabulary_hears_in_each_window(demo_bundle, tmp_path):
