@@ -10,6 +10,7 @@ extra to install. `select_backend` is what the CLI calls for `--backend`.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from edge.backends.base import GRAPHS, Backend, GraphSpec, TensorSpec, graph_spec
 from edge.backends.onnxruntime import OnnxRuntimeBackend
@@ -29,8 +30,36 @@ __all__ = [
     "TensorRTBackend",
     "TensorSpec",
     "graph_spec",
+    "asked_engine",
+    "check_backend",
     "select_backend",
 ]
+
+
+def check_backend(bundle: Bundle, choice: str = "auto", precision: str | None = None) -> None:
+    """What select_backend would refuse for `choice`, found without opening a graph (check-config, a
+    reload): an unknown backend, or tensorrt without TensorRT or without an engine for this GPU and
+    bundle (auto falls back to ONNX Runtime, which comes with the package)."""
+    known_backend(choice)
+    if choice == "tensorrt":
+        asked_engine(bundle, precision)
+
+
+def known_backend(choice: str) -> None:
+    if choice not in BACKENDS:
+        raise BackendError(f"backend {choice!r} is not one of {list(BACKENDS)}")
+
+
+def asked_engine(bundle: Bundle, precision: str | None = None) -> Path:
+    """The TensorRT engine for this device, GPU and bundle that `--backend tensorrt` runs; ImportError
+    naming [trt] without TensorRT, BackendError saying what is missing and how to build it."""
+    from edge.backends.tensorrt.cache import device_info, explain_missing_engine, find_engine
+
+    device = device_info()
+    plan = find_engine(bundle, precision, device)
+    if plan is None:
+        raise BackendError(explain_missing_engine(bundle, precision, device))
+    return plan
 
 
 def select_backend(
@@ -52,8 +81,7 @@ def select_backend(
     the audio graph only; so does the vocabulary graph (a small map -> scores step, run only
     for label sets that need it).
     """
-    if choice not in BACKENDS:
-        raise BackendError(f"backend {choice!r} is not one of {list(BACKENDS)}")
+    known_backend(choice)
     if graph not in GRAPHS:
         raise BackendError(f"graph {graph!r} is not one of {list(GRAPHS)}")
     if graph == "text":
@@ -81,12 +109,9 @@ def select_backend(
     )
 
     if choice == "tensorrt":
-        device = device_info()  # ImportError naming [trt] without TensorRT
-        plan = find_engine(bundle, precision, device)
-        if plan is None:
-            raise BackendError(explain_missing_engine(bundle, precision, device))
-        log.info("backend: tensorrt (asked for), engine %s", plan)
-        return TensorRTBackend.for_bundle(bundle, plan, plan_precision(plan))
+        asked = asked_engine(bundle, precision)
+        log.info("backend: tensorrt (asked for), engine %s", asked)
+        return TensorRTBackend.for_bundle(bundle, asked, plan_precision(asked))
 
     try:
         device = device_info()

@@ -198,6 +198,8 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
     empty_bundle.mkdir()
     twins = tmp_path / "twins.yaml"
     twins.write_text("name: twins\nlabels: [dog_bark, dog-bark]\n")
+    long = tmp_path / "long.yaml"
+    long.write_text("name: long\nlabels:\n  - name: machine\n    prompts: [" + "a loud machine " * 50 + "]\n")
     runs = {
         "bad value": (["check-config", str(bad)], "listen.hop -1.0 is not allowed"),
         "missing file": (["check-config", str(tmp_path / "none.yaml")], "not found: write one with"),
@@ -214,6 +216,11 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
                                           "--set", f"labels.set={twins}"], "cannot be told apart in MQTT topics"),
         "no CA file": (["check-config", str(example_path()), "--set", "mqtt.enabled=true", "--set",
                         f"mqtt.tls={{ca_certs: {tmp_path}/ca.pem}}"], "mqtt.tls.ca_certs"),
+        # a reload (SIGHUP) that checked out started again in place into such a start's exit 78, for good
+        "a prompt too long for the text tower": (["check-config", str(example_path()), "--set", f"labels.set={long}"],
+                                                 "labels.set"),
+        "tensorrt without TensorRT or an engine": (["check-config", str(example_path()), "--set",
+                                                    "model.backend=tensorrt"], "model.backend 'tensorrt'"),
         "serve, bad value": (["serve", "--config", str(bad)], "listen.hop"),
         "serve, bad bundle": (["serve", "--config", str(example_path()), "--set", f"model.bundle={empty_bundle}",
                                "--state-dir", str(tmp_path / "state")], "has no model.json"),
@@ -222,6 +229,24 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
         result = CliRunner().invoke(edge.cli.main, args)
         assert result.exit_code == 78, (what, result.output)
         assert text in result.output, (what, result.output)
+
+
+def test_the_reload_check_refuses_what_a_start_refuses(tmp_path):
+    """A SIGHUP whose check passes starts the service again in place, and a start that then fails
+    exits 78, which the unit does not restart: so the check (serve.checked) refuses a prompt the
+    text tower cannot read and a backend that cannot run, as a start does."""
+    from edge.service.serve import checked
+
+    long = tmp_path / "long.yaml"
+    long.write_text("name: long\nlabels:\n  - name: machine\n    prompts: [" + "a loud machine " * 50 + "]\n")
+    with pytest.raises(ConfigError, match="is 152 tokens; the text tower reads at most 128") as err:
+        checked(str(example_path()), [f"labels.set={long}"])
+    assert err.value.key == "labels.set"
+    with pytest.raises(ConfigError, match="model.backend 'tensorrt': ") as err:
+        checked(str(example_path()), ["model.backend=tensorrt"])
+    assert err.value.key == "model.backend"
+    config, found = checked(str(example_path()), ["model.backend=auto"])  # auto falls back to ONNX Runtime
+    assert found.label_set.name == "urban"
 
 
 def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
