@@ -99,6 +99,7 @@ READ_SECONDS = 0.2  # a read waits at most this long, so a stop request is seen 
 STUCK_CLOSE_SECONDS = 300.0
 SILENCE_WARN_SECONDS = 10.0
 MAX_HEARD = 20  # --heard: the most vocabulary classes a window reports
+MAX_SMOOTH = 1000  # windows averaged (--smooth): over 16 minutes at a 1 s hop
 DIGITAL_SILENCE = 1e-6  # |sample| at most this (-120 dBFS) is "no signal": a microphone's own noise is far above
 BACKOFF_FIRST = 1.0  # the wait after the first failed try to reopen a lost device (doubled after each failure)
 # A live stream's dates are its sample count from when it began; they are checked against the
@@ -211,8 +212,9 @@ class ListenOptions:
         self._seconds("min_duration", self.min_duration, allow_zero=True)
         if not (_finite(self.release) and 0.0 < self.release <= 1.0):
             self._fail("release", self.release, "a ratio in (0, 1]: an event ends below threshold x release")
-        for name, low in (("top_k", 1), ("smooth", 1), ("max_batch", 1)):
+        for name, low in (("top_k", 1), ("max_batch", 1)):
             self._whole(name, getattr(self, name), low)
+        self._whole("smooth", self.smooth, 1, MAX_SMOOTH, "windows averaged before event decisions; 1: none")
         self._whole("heard", self.heard, 0, MAX_HEARD, "the vocabulary's classes shown per window; 0: none")
         if self.threads is not None:
             self._whole(

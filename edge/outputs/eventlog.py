@@ -137,6 +137,12 @@ EVENT_COLUMNS = (
 DAMAGED_KEPT = 3  # damaged files set aside that are kept (the newest)
 
 
+# Bounds of the retention keys: beyond them SQLite's integers and Python's dates overflow (a start that
+# crashed and was restarted into the same crash), and no box keeps a century of rows.
+MAX_AGE_DAYS = 36500
+MAX_EVENTS = 1_000_000_000
+
+
 @dataclass(frozen=True)
 class EventLogConfig:
     """Section `event_log` of the service config."""
@@ -150,10 +156,10 @@ class EventLogConfig:
     def __post_init__(self) -> None:
         if self.path is not None and not self.path.strip():
             raise invalid("path", self.path, "a file path, or leave it out for <state directory>/events.sqlite")
-        if not (math.isfinite(self.max_age_days) and self.max_age_days > 0):
-            raise invalid("max_age_days", self.max_age_days, "a number of days > 0 (e.g. 90)")
-        if self.max_events < 1:
-            raise invalid("max_events", self.max_events, "a whole number >= 1 (e.g. 100000)")
+        if not (math.isfinite(self.max_age_days) and 0 < self.max_age_days <= MAX_AGE_DAYS):
+            raise invalid("max_age_days", self.max_age_days, f"a number of days > 0 and <= {MAX_AGE_DAYS} (e.g. 90)")
+        if not 1 <= self.max_events <= MAX_EVENTS:
+            raise invalid("max_events", self.max_events, f"a whole number from 1 to {MAX_EVENTS} (e.g. 100000)")
 
     def resolve_path(self, state_dir: str | Path) -> Path:
         return Path(self.path).expanduser() if self.path is not None else Path(state_dir) / FILE_NAME

@@ -55,7 +55,11 @@ def config(**sections) -> ServiceConfig:
     ({"systemd": {"status_interval": 0}}, "systemd.status_interval", "seconds > 0"),
     ({"systemd": {"extend_timeout": float("inf")}}, "systemd.extend_timeout", "inf is not allowed"),
     ({"metrics": {"port": 70000}}, "metrics.port", "a TCP port"),
-    ({"event_log": {"max_events": 0}}, "event_log.max_events", ">= 1"),
+    ({"event_log": {"max_events": 0}}, "event_log.max_events", "from 1 to 1000000000"),
+    # "a huge number for no limit" overflowed SQLite's integers and Python's dates: a crash at each start
+    ({"event_log": {"max_events": 2**63}}, "event_log.max_events", "from 1 to 1000000000"),
+    ({"event_log": {"max_age_days": 1e300}}, "event_log.max_age_days", "<= 36500"),
+    ({"listen": {"smooth": 10**20}}, "listen.smooth", "windows averaged before event decisions"),
     ({"mqtt": {"qos": 3}}, "mqtt.qos", "0, 1 or 2"),
     ({"mqtt": {"tls": {"insecur": True}}}, "mqtt.tls.insecur", "did you mean `insecure`?"),
     ({"clips": {"pre_roll": -1}}, "clips.pre_roll", "from 0 to 60"),

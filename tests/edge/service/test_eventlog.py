@@ -382,7 +382,7 @@ def test_recent_events_of_a_missing_file_says_what_to_do(tmp_path):
 
 
 @pytest.mark.parametrize("mapping, key, text", [
-    ({"max_events": 0}, "event_log.max_events", "event_log.max_events 0 is not allowed: use a whole number >= 1"),
+    ({"max_events": 0}, "event_log.max_events", "event_log.max_events 0 is not allowed: use a whole number from 1 to 1000000000"),
     ({"max_age_days": -1}, "event_log.max_age_days", "> 0"),
     ({"path": ""}, "event_log.path", "a file path"),
     ({"status": False}, "event_log.status", "did you mean `statuses`?"),
