@@ -378,10 +378,6 @@ class Windowing:
     def hop_seconds(self) -> float:
         return self.hop_frames * self.seconds_per_frame
 
-    def end_time(self, k: int) -> float:
-        """Stream time of window k's end: the centre of its last frame."""
-        return (k * self.hop_frames + self.window_frames - 1) * self.seconds_per_frame
-
 
 class FrameQueue:
     """The stream's log-mel frames that a future window still needs, by absolute index."""

@@ -1120,14 +1120,20 @@ class Listener:
 
     def _finish(self, mel: StreamingLogMel, queue: FrameQueue, next_k: int) -> int:
         """The end of the signal: its last frames (right-hand padding), the windows they
-        complete, and a stream shorter than one window scored as it is."""
+        complete, a stream shorter than one window scored as it is, and a last window that ends
+        with the stream where the hops' windows stop short of it (a file's last seconds, up to a
+        hop of them, were never heard: a sound there started no event)."""
         self._arrived = time.perf_counter()
         self._levels.flush()
         queue.append(mel.flush())
         next_k = self._process_ready(queue, next_k, drop_late=False)
+        w = self.windowing
         if next_k == 0 and queue.end > 0:
             self._infer([(0, queue.window(0, queue.end), queue.end)])
             next_k = 1
+        elif next_k > 0 and (next_k - 1) * w.hop_frames + w.window_frames < queue.end:
+            first = queue.end - w.window_frames
+            self._infer([(first, queue.window(first, w.window_frames), w.window_frames)])
         return next_k
 
     def _process_ready(self, queue: FrameQueue, next_k: int, drop_late: bool) -> int:
@@ -1135,7 +1141,7 @@ class Listener:
         ready = []
         while next_k * w.hop_frames + w.window_frames <= queue.end:
             first = next_k * w.hop_frames
-            ready.append((next_k, queue.window(first, w.window_frames), w.window_frames))
+            ready.append((first, queue.window(first, w.window_frames), w.window_frames))
             next_k += 1
         if drop_late and len(ready) > self.max_batch:
             late = len(ready) - self.max_batch
@@ -1149,19 +1155,17 @@ class Listener:
             ready = ready[late:]
         for i in range(0, len(ready), self.max_batch):
             self._infer(ready[i : i + self.max_batch])
-        queue.forget_before(next_k * w.hop_frames)
-        self._levels.forget_before(next_k * w.hop_frames)
+        # the last window frames stay: the stream's end may come before the next window's, and a window ends with it
+        keep = min(next_k * w.hop_frames, queue.end - w.window_frames)
+        queue.forget_before(keep)
+        self._levels.forget_before(keep)
         return next_k
 
     def _infer(self, windows: list[tuple[int, np.ndarray, int]]) -> None:
-        # each window's hops: those between its first and last frame centres (a window at the
-        # segment's start, shorter than a whole one, from its first frame)
-        hops = [
-            self._levels.squares(
-                k * self.windowing.hop_frames if count == self.windowing.window_frames else 0, count - 1
-            )
-            for k, _, count in windows
-        ]
+        """Score windows (first frame, frames, their count: a window at the segment's start may be
+        shorter than a whole one) and hand each to the sink, the smoothing and the events."""
+        # each window's hops: those between its first and last frame centres
+        hops = [self._levels.squares(first, count - 1) for first, _, count in windows]
         gains = [None if self.gain is None else self.gain.gain_db(squares) for squares in hops]
         inputs = [
             frames if gain is None else WindowGain.scale(frames, gain, self.frontend)
@@ -1184,11 +1188,10 @@ class Listener:
             names, count = self._heard
             heard = [tuple(top_k(row[: len(names)], names, count)) for row in rows]
         latency_ms = (time.perf_counter() - self._arrived) * 1000.0  # from the audio's arrival
-        for (k, frames, count), squares, gain, p, e, named, kept in zip(
+        for (first, frames, count), squares, gain, p, e, named, kept in zip(
             windows, hops, gains, scores, evidence, heard, held
         ):
-            whole = count == self.windowing.window_frames
-            t = self._offset + (self.windowing.end_time(k) if whole else (count - 1) * self.windowing.seconds_per_frame)
+            t = self._offset + (first + count - 1) * self.windowing.seconds_per_frame  # its last frame's centre
             level = mean_square_dbfs(squares)  # the stream's own level, before any gain
             gated = level == -math.inf or (self.min_level is not None and level < self.min_level)
             self.summary.windows += 1

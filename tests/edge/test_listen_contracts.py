@@ -126,9 +126,34 @@ def test_a_hop_longer_than_the_window_warns(demo_bundle, clip):
                                    window=2.0, hop=3.0), sink=sink)
     warnings = [s.message for s in sink.of("status") if s.level == "warning"]
     assert any("never analysed" in w and "hop 3 s" in w for w in warnings), warnings
-    assert summary.windows == 2 and summary.error is None  # windows end at 2 and 5 s
+    assert summary.windows == 3 and summary.error is None  # windows end at 2 and 5 s, and one with the file at 6 s
     infos = [s.message for s in sink.of("status") if s.level == "info"]
     assert any(i.startswith("--fast (a service: audio.fast): a date is this start plus") for i in infos), infos
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_the_end_of_a_stream_is_heard_by_a_last_window_that_ends_with_it(demo_bundle, tmp_path, how):
+    """Windows come every hop, so up to a hop of a stream's end fell after the last one: a sound in a
+    file's last second was never scored. A last window now ends with the stream (its last frame
+    centred on the last sample); a stream whose windows reach its end gets none."""
+    quiet, loud = noise(8.0, RATE, amplitude=0.001), tone(700, 0.9, RATE)
+    for x, ends in ((np.concatenate([quiet, loud]), [5.0, 6.0, 7.0, 8.0, 8.9]), (quiet[: 7 * RATE], [5.0, 6.0, 7.0])):
+        if how == "file":
+            path = tmp_path / "clip.wav"
+            sf.write(path, x, RATE)
+            args = ["--input", str(path), "--fast"]
+            result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels",
+                                                        "urban", "--json", *args])
+        else:
+            result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels",
+                                                        "urban", "--json", "--input", "-", "--rate", str(RATE),
+                                                        "--format", "f32le"], input=x.astype("<f4").tobytes())
+        assert result.exit_code == 0, result.output
+        windows = [json.loads(line) for line in result.stdout.splitlines() if '"type": "window"' in line]
+        assert [round(w["t"], 2) for w in windows] == ends
+        if len(ends) == 5:  # the tone is in the last window alone: heard
+            levels = [w["level_dbfs"] for w in windows]
+            assert levels[-1] > -30 and max(levels[:-1]) < -40, levels
 
 
 def test_a_file_in_real_time_says_nothing_of_fast_dates(demo_bundle, tmp_path):
