@@ -117,6 +117,10 @@ OPEN_SECONDS = 10.0
 # Input clipping (the source counts samples at full scale) is a status with code "clipping", so
 # the event log, MQTT and the metrics see a gain set too high; at most once per this many seconds.
 CLIPPING_STATUS_SECONDS = 600.0
+# Windows dropped because inference fell behind: the first drop is a status at once (code "overload"),
+# then at most one a this many seconds with the drops since; a machine that cannot keep up dropped a
+# window a hop, and a status each filled the event log's statuses (evicting the rest), MQTT and the journal.
+OVERLOAD_STATUS_SECONDS = 60.0
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
@@ -832,6 +836,7 @@ class Listener:
         self._silent_samples = 0  # digital silence in a row, in model-rate samples
         self._clipped_said = 0  # the source's clipped samples as of the last "clipping" status
         self._clipping_at = -math.inf  # monotonic time of that status
+        self._dropped_said, self._overload_at = 0, -math.inf  # windows dropped as of the last overload status, its time
         self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
         self._tries = 0  # tries to reopen since the loss
         self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
@@ -1146,12 +1151,20 @@ class Listener:
         if drop_late and len(ready) > self.max_batch:
             late = len(ready) - self.max_batch
             self.summary.dropped += late
-            self._status(
-                "warning",
-                f"inference fell behind: dropped {plural(late, 'window')} "
-                f"({self.summary.dropped} so far); try a longer --hop or a faster backend",
-                code="overload",
-            )
+            if time.monotonic() - self._overload_at >= OVERLOAD_STATUS_SECONDS:
+                unsaid = self.summary.dropped - self._dropped_said
+                self._dropped_said, self._overload_at = self.summary.dropped, time.monotonic()
+                self._status(
+                    "warning",
+                    (
+                        f"inference fell behind: dropped {plural(unsaid, 'window')} ({self.summary.dropped} so far)"
+                        if unsaid == self.summary.dropped
+                        else f"inference still falls behind: dropped {unsaid} more window{'s' * (unsaid != 1)} "
+                        f"({self.summary.dropped} so far; said at most every {OVERLOAD_STATUS_SECONDS:g} s)"
+                    )
+                    + "; try a longer --hop or a faster backend",
+                    code="overload",
+                )
             ready = ready[late:]
         for i in range(0, len(ready), self.max_batch):
             self._infer(ready[i : i + self.max_batch])

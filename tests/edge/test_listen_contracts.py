@@ -156,6 +156,34 @@ def test_the_end_of_a_stream_is_heard_by_a_last_window_that_ends_with_it(demo_bu
             assert levels[-1] > -30 and max(levels[:-1]) < -40, levels
 
 
+def test_a_backend_that_cannot_keep_up_drops_windows_and_says_so_at_most_once_a_while(demo_bundle, tmp_path,
+                                                                                      monkeypatch):
+    """A machine that cannot keep up drops a window a hop; a status each (code overload) filled the event
+    log's statuses, MQTT and the journal (4 a second). The first drop is said at once, then at most one
+    status per OVERLOAD_STATUS_SECONDS with the drops since, and the summary counts them all."""
+    import re
+
+    import edge.listen
+    from edge.backends import select_backend
+
+    monkeypatch.setattr(edge.listen, "OVERLOAD_STATUS_SECONDS", 1.0)
+    path = tmp_path / "clip.wav"
+    sf.write(path, noise(3.5, RATE), RATE)
+    backend = select_backend(demo_bundle, "onnxruntime")
+    run = backend.run
+    monkeypatch.setattr(backend, "run", lambda feed: (time.sleep(0.25), run(feed))[1])
+    sink = Collect()
+    started = time.monotonic()
+    summary = listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(path), window=1.0,
+                                   hop=0.1, max_batch=1), sink=sink, backend=backend)  # a file played in real time
+    elapsed = time.monotonic() - started
+    said = [s.message for s in sink.of("status") if s.code == "overload"]
+    counts = [int(re.search(r"dropped (\d+) (more )?window", m).group(1)) for m in said]
+    assert summary.dropped >= 6 and 1 <= len(said) <= elapsed / 1.0 + 1 and len(said) < summary.dropped, said
+    assert counts[0] >= 1 and sum(counts) <= summary.dropped and f"({sum(counts)} so far" in said[-1], said
+    assert all(m.startswith("inference still falls behind: dropped ") for m in said[1:]), said
+
+
 def test_a_file_in_real_time_says_nothing_of_fast_dates(demo_bundle, tmp_path):
     short = tmp_path / "short.wav"
     sf.write(short, tone(700, 1.0, RATE), RATE)
