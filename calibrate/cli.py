@@ -177,6 +177,23 @@ def writable_output(ctx: click.Context, param: click.Parameter, value: str | Non
     return value
 
 
+def figure_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--plot: a writable file named for a format the figure can be written in (its ending), checked
+    before any listening: a .pdf or .svg name got PNG bytes, and a viewer or a report then failed on it."""
+    from pathlib import Path
+
+    from calibrate.plots import FIGURE_FORMATS
+
+    value = writable_output(ctx, param, value)
+    if value is not None and Path(value).suffix.lower() not in FIGURE_FORMATS:
+        ending = Path(value).suffix or "no ending"
+        raise click.BadParameter(
+            f"{value!r} ends in {ending}: the figure is written as {', '.join(FIGURE_FORMATS)} by its name's "
+            f"ending; name it e.g. {Path(value).stem or 'figure'}.png"
+        )
+    return value
+
+
 def distinct_outputs(out: str, plot: str | None, inputs: dict[str, list[Path]]) -> None:
     """UsageError, before any listening, where --plot is --out or an output is one of the inputs
     (`inputs`: option -> its files): the figure would be drawn over the label set, or the label set
@@ -219,7 +236,7 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
     try:
         with contextlib.ExitStack() as stack:
             if plot:
-                draw(stack.enter_context(atomic_path(plot, suffix=".png")))
+                draw(stack.enter_context(atomic_path(plot, suffix=Path(plot).suffix)))  # its format, by the name
             writing = out
             write_yaml()
             writing = plot or out
@@ -267,8 +284,8 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
     "--plot",
     type=click.Path(dir_okay=False),
     default=None,
-    callback=writable_output,
-    help="PNG of false alarms per hour against threshold, per label (needs matplotlib).",
+    callback=figure_output,
+    help="Figure of false alarms per hour against threshold, per label: .png, .pdf or .svg (needs matplotlib).",
 )
 @click.option(
     "--join",
@@ -535,8 +552,8 @@ def thresholds(
     "--plot",
     type=click.Path(dir_okay=False),
     default=None,
-    callback=writable_output,
-    help="PNG of reliability diagrams before and after (needs matplotlib).",
+    callback=figure_output,
+    help="Figure of reliability diagrams before and after: .png, .pdf or .svg (needs matplotlib).",
 )
 @click.option(
     "--bias/--no-bias",

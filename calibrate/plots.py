@@ -1,4 +1,4 @@
-"""The figures of a calibration run, as PNGs written atomically.
+"""The figures of a calibration run, as PNG (or PDF, SVG) files written atomically.
 
 matplotlib is imported only here, inside the functions (the Agg backend, no display): a
 missing matplotlib is an ImportError that says how to install it.
@@ -27,11 +27,16 @@ def require_matplotlib():
     return plt
 
 
+# what --plot writes, by its name's ending (calibrate.cli.figure_output refuses any other)
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
+
+
 def _save(fig, path: str | Path) -> None:
     plt = require_matplotlib()
+    suffix = Path(path).suffix.lower()
     try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        with atomic_path(path, suffix=suffix) as tmp:
+            fig.savefig(tmp, format=suffix.lstrip("."), dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
 

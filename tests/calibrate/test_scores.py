@@ -20,7 +20,6 @@ from edge.labels.labelset import load_label_set, resolve_label_set
 from edge.scoring import Scorer, sigmoid, softmax
 from tests.calibrate.conftest import HAVE_MATPLOTLIB, RATE, scene
 
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def synthetic_logits(n: int, k: int, temperature: float, seed: int = 0):
@@ -195,7 +194,7 @@ def figures(output: str) -> dict[str, tuple[float, float, float]]:
 
 
 def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
-    out, plot = tmp_path / "site.yaml", tmp_path / "reliability.png"
+    out, plot = tmp_path / "site.yaml", tmp_path / "reliability.pdf"  # written as its name says
     result = CliRunner().invoke(calibrate.cli.main, [
         "scores", "--labels", "urban", "--data", str(labelled_csv), "--out", str(out), "--threads", "1",
         *(["--plot", str(plot)] if HAVE_MATPLOTLIB else [])])
@@ -216,7 +215,7 @@ def test_scores_command_writes_temperature_and_biases(labelled_csv, tmp_path):
     assert "no clip says which recording it was cut from, so each was held out alone" in result.stdout
     assert re.search(r"^siren +2 +\S+  \(under 5 clips: a guess\)$", result.stdout, re.M)  # 2 clips each
     assert re.search(r"^dog_bark +0 +\+0\.000  \(no clip: bias 0\)$", result.stdout, re.M)
-    assert not HAVE_MATPLOTLIB or plot.read_bytes()[:8] == PNG_MAGIC
+    assert not HAVE_MATPLOTLIB or plot.read_bytes()[:5] == b"%PDF-"
 
 
 @pytest.mark.parametrize("column", ["recording", "group"])  # group: as training's CSV calls it
@@ -327,11 +326,17 @@ def test_an_output_over_another_output_or_an_input_is_refused_before_any_work(la
     before = labelled_csv.read_bytes()
     runner = CliRunner()
     site = tmp_path / "site.yaml"
-    for extra, said in (([ "--out", str(site), "--plot", str(site)], f"--plot {site} is the --out file"),
-                        (["--out", str(labelled_csv)], f"--out {labelled_csv} is also given as --data")):
+    figure = tmp_path / "site.svg"
+    for extra, said in (([ "--out", str(figure), "--plot", str(figure)], f"--plot {figure} is the --out file"),
+                        (["--out", str(site), "--plot", str(site)], "ends in .yaml: the figure is written as"),
+                        (["--out", str(labelled_csv)], f"--out {labelled_csv} is also given as --data"),
+                        # a .jpg (or no ending) got PNG bytes under that name
+                        (["--out", str(site), "--plot", str(tmp_path / "r.jpg")],
+                         "ends in .jpg: the figure is written as .png, .pdf, .svg by its name's ending; name it e.g. "
+                         "r.png")):
         result = runner.invoke(calibrate.cli.main, ["scores", "--labels", "urban", "--data", str(labelled_csv), *extra])
         assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
-    assert labelled_csv.read_bytes() == before and not site.exists()
+    assert labelled_csv.read_bytes() == before and not site.exists() and not figure.exists()
 
 
 def test_dataset_specs(data_dir, caplog):
