@@ -629,6 +629,9 @@ def start_notes(
     notes += reading_notes_of(bundle, label_set)
     if vocabulary is not None:
         notes += vocabulary.kin_notes(scorer.matrix_t.T, scorer.labels, scorer.read_as)
+        notes += vocabulary.own_text_notes(
+            scorer.matrix_t.T, scorer.labels, [label.prompts for label in label_set.labels], scorer.read_as
+        )
     never = [label.name for label in label_set.labels if label.threshold >= 1.0]
     if never:
         notes.append(

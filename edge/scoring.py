@@ -185,8 +185,11 @@ class Scorer:
             }
         )
         agreement = [agree] * len(label_embeddings.labels) if label_set is None else label_set.agreement(agree)
+        matrix = label_embeddings.embeddings
+        if vocabulary is not None and label_set is not None:  # a trained label: the text it was trained on
+            matrix = vocabulary.as_trained(matrix, label_set.reads)
         return cls(
-            label_embeddings.embeddings,
+            matrix,
             label_embeddings.labels,
             meta.logit_scale,
             kind=meta.scoring.get("kind", "softmax"),

@@ -373,6 +373,7 @@ class Vocabulary:
     head: Head | None = None  # the trained labels' head on the graph's features (None: none)
     familiar: Familiar | None = None  # what each trained label's clips make it say (None: no intruder veto)
     trained_names: tuple[str, ...] = ()  # [T] each trained label's name as its set writes it
+    trained_prompts: tuple[tuple[str, ...], ...] = ()  # [T] the texts each was trained on (its set's prompts)
 
     @classmethod
     def from_bundle(cls, bundle) -> Vocabulary | None:
@@ -451,6 +452,11 @@ class Vocabulary:
             head=head,
             familiar=familiar,
             trained_names=tuple(label for _, found in trained_sets for label in found.labels),
+            trained_prompts=tuple(
+                tuple(prompt for prompt, owner in zip(found.prompts, found.prompt_label) if owner == i)
+                for _, found in trained_sets
+                for i in range(len(found.labels))
+            ),
         )
 
     def scores(self, graph, audio) -> np.ndarray:
@@ -470,12 +476,64 @@ class Vocabulary:
         to_trained = labels @ self.trained.T  # [K, T]
         nearest = to_trained.argmax(axis=1)  # [K]: each label's nearest trained label
         novel = to_trained.max(axis=1) < self.novelty_cosine
-        trained = [label_key(name) for name in self.trained_names]
-        for k, name in enumerate(names):
-            same = [t for t, key in enumerate(trained) if key == label_key(name)]
-            if novel[k] and same:
-                novel[k], nearest[k] = False, max(same, key=lambda t: to_trained[k, t])
+        for k, t in self._named(labels, names).items():
+            novel[k], nearest[k] = False, t
         return to_trained, nearest, novel
+
+    def _named(self, labels: np.ndarray, names: Sequence[str]) -> dict[int, int]:
+        """{label k: trained label t} for each label named as a trained one (names compared as label
+        sets compare them); of two trained labels of one name (a sound in two trained sets), the
+        one whose text is nearer the label's unit row."""
+        keys = [label_key(name) for name in self.trained_names]
+        named = {}
+        for k, name in enumerate(names):
+            same = [t for t, key in enumerate(keys) if key == label_key(name)]
+            if same:
+                named[k] = max(same, key=lambda t: float(labels[k] @ self.trained[t]))
+        return named
+
+    def as_trained(self, label_matrix: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        """A label set's [K, C] embeddings with each label named as a trained one given that label's
+        own embedding: the text the model was trained on (its shipped set's, written at export), not the
+        set's `prompt:` template, its `prompts:` or the device's int8 text graph's reading of them. The
+        student was trained on that text: a site's "the sound of {label}" moved drilling from 0.68 to
+        0.55 on a held-out clip, an extra phrasing by 0.03, under thresholds fitted on the trained text."""
+        labels = _unit(np.asarray(label_matrix, dtype=np.float32))
+        for k, t in self._named(labels, names).items():
+            labels[k] = self.trained[t]
+        return labels
+
+    def own_text_notes(
+        self,
+        label_matrix: np.ndarray,
+        names: Sequence[str],
+        prompts: Sequence[Sequence[str]],
+        read_as: Sequence[str] | None = None,
+    ) -> list[tuple[str, str]]:
+        """One (level, message) naming the labels named as trained ones (`read_as`, else `names`)
+        whose prompts are not those they were trained on: they are not read (as_trained)."""
+        labels = _unit(np.asarray(label_matrix, dtype=np.float32))
+        differ = [
+            (names[k], self.trained_prompts[t][0], prompts[k][0])
+            for k, t in self._named(labels, names if read_as is None else read_as).items()
+            if self.trained_prompts and tuple(prompts[k]) != self.trained_prompts[t]
+        ]
+        if not differ:
+            return []
+        name, trained, own = differ[0]
+        which = (
+            f"label {name!r} is a trained label"
+            if len(differ) == 1
+            else f"labels {', '.join(repr(d[0]) for d in differ)} are trained labels"
+        )
+        return [
+            (
+                "info",
+                f"{which}: scored with the text the model was trained on ({trained!r}), not the set's "
+                f"({own!r}{', ...' if len(differ) > 1 else ''}: its `prompt:` or `prompts:`); to have your wording "
+                "read, give a label another name: it is then a new label",
+            )
+        ]
 
     def kin_notes(
         self, label_matrix: np.ndarray, names: Sequence[str], read_as: Sequence[str] | None = None

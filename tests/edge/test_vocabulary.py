@@ -242,6 +242,42 @@ def test_a_site_template_keeps_the_shipped_labels_trained(demo_bundle, tmp_path,
     assert "  kin: label 'door knock' is new, but its text is near the trained label 'door_wood_knock'" in result.output
 
 
+def test_a_trained_label_is_scored_with_its_trained_text_whatever_the_set_s_wording(demo_bundle, tmp_path,
+                                                                                    monkeypatch):
+    """The student was trained on its labels' own text: a site's template ("the sound of {label}") or a
+    label's own phrasings moved a trained label's score (drilling 0.68 -> 0.55 on a held-out clip) under
+    thresholds fitted on the trained text. A label named as a trained one is scored with that text, and
+    the start says the set's wording is not read; a new label still reads its own."""
+    from edge.listen import ListenOptions, listen
+    from tests.collect import Collect
+    from tests.signals import noise, tone
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.concatenate([tone(600, 2.5, 16000) + noise(2.5, 16000, 0.05), noise(3.5, 16000, 0.2)]), 16000)
+    site = tmp_path / "site.yaml"
+    site.write_text("name: site\nprompt: 'the sound of {label}'\nlabels:\n  - dog_bark\n  - siren\n"
+                    "  - {name: drilling, prompts: [a power drill screwing into wood]}\n  - doorbell\n")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: plain\nlabels: [dog_bark, siren, drilling, doorbell]\n")
+
+    def scores(labels):
+        sink = Collect()
+        listen(ListenOptions(labels=str(labels), bundle=str(demo_bundle.path), input=str(clip), fast=True,
+                             top_k=4), sink=sink)
+        notes = [s.message for s in sink.of("status")]
+        return [dict(w.top) for w in sink.windows], notes
+
+    (site_scores, notes), (plain_scores, _) = scores(site), scores(plain)
+    assert len(site_scores) == 2
+    for ours, theirs in zip(site_scores, plain_scores):
+        for label in ("dog_bark", "siren", "drilling"):
+            assert ours[label] == pytest.approx(theirs[label], abs=1e-6), (label, ours, theirs)
+    said = [n for n in notes if "trained labels: scored with the text the model was trained on" in n]
+    assert len(said) == 1 and "'dog_bark', 'siren', 'drilling'" in said[0] and "'the sound of dog bark'" in said[0]
+    assert not [n for n in scores(plain)[1] if "scored with the text the model was trained on" in n]
+
+
 def info_of_a_site_set(demo_bundle, tmp_path, monkeypatch, labels_yaml):
     """(the set's path, `info --labels` on it): a site set, embedded into a fresh cache first."""
     from click.testing import CliRunner
