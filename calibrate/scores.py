@@ -460,7 +460,10 @@ def fit_scores(
         raise CalibrationError(f"--bias-l2 {bias_l2!r} is not allowed: use a finite number >= 0")
     vocabulary = Vocabulary.from_bundle(bundle) if clipset.vocabulary is not None else None
     # T = 1, b = 0: the model's own logits (the vocabulary head's mixed in, where the bundle has one)
-    raw = Scorer.for_bundle(bundle.meta, label_embeddings, vocabulary=vocabulary)
+    # (the set's labels, for what names a trained label: it is scored with its trained text, as listen scores it)
+    raw = Scorer.for_bundle(
+        bundle.meta, label_embeddings, calibrated(label_set, 1.0, np.zeros(len(label_set.labels))), vocabulary
+    )
     kind = raw.kind
     y = clipset.targets
     negatives = int(np.sum(y < 0))

@@ -319,6 +319,27 @@ def test_clips_a_bundle_trained_on_are_said_by_its_training_csv(labelled_csv, tm
         result.output
 
 
+def test_a_site_s_wording_of_trained_labels_fits_the_calibration_the_plain_set_fits(labelled_csv, tmp_path):
+    """listen scores a label named as a trained one with its trained text (edge.vocabulary.as_trained),
+    whatever the set's template: the fit must read the same logits, or its T and biases are fitted on
+    scores the device never gives."""
+    worded = tmp_path / "worded.yaml"
+    worded.write_text("name: worded\nprompt: 'sound: {label}'\nlabels: [siren, car_horn, jackhammer, gun_shot]\n")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("name: plain\nlabels: [siren, car_horn, jackhammer, gun_shot]\n")
+    fitted = {}
+    for labels in (worded, plain):
+        out = tmp_path / f"{labels.stem}-site.yaml"
+        result = CliRunner().invoke(calibrate.cli.main, ["scores", "--labels", str(labels), "--data",
+                                                         str(labelled_csv), "--out", str(out), "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        site = load_label_set(out)
+        fitted[labels.stem] = (site.temperature, [label.bias for label in site.labels], figures(result.stdout))
+    assert fitted["worded"][0] == pytest.approx(fitted["plain"][0], rel=1e-6)
+    assert fitted["worded"][1] == pytest.approx(fitted["plain"][1], abs=1e-6)
+    assert fitted["worded"][2] == fitted["plain"][2]  # before, after, held out: the same figures
+
+
 def test_an_output_over_another_output_or_an_input_is_refused_before_any_work(labelled_csv, tmp_path):
     """--plot over --out would leave a PNG where the label set should be (and say `wrote` twice);
     --out over the --data CSV would replace the clips' list with YAML. Refused at once, nothing
