@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 import click
+import numpy as np
 
 from calibrate.errors import CalibrationError
 from edge import __version__
@@ -68,6 +69,11 @@ def _terminated(signum: int, frame) -> None:
 
 
 FEW_PER_LABEL = 5  # a label's bias fitted on fewer clips is said to be a guess
+# Before calibration the model's top-1 agreeing with fewer of the clips' labels than this (over at least
+# MIN_DOUBTED of them) is said: 30 UrbanSound8K clips of ten classes all labelled dog_bark (10 % agreed)
+# fitted dog_bark's bias +9.1, then digital silence showed dog_bark 0.999 and a siren scored 0.01.
+DOUBTFUL_LABELS = 0.5
+MIN_DOUBTED = 10
 
 
 def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
@@ -670,6 +676,20 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
         click.echo(
             "(too few recordings to hold any out: 'after' is on the clips it was fitted on, and other sounds "
             "will do worse; give a CSV a `recording` column, or more recordings)"
+        )
+    if report.before.accuracy < DOUBTFUL_LABELS and report.clips - report.negatives >= MIN_DOUBTED:
+        loudest = int(np.argmax(np.abs(cal.biases))) if len(cal.biases) else None
+        click.echo(
+            f"warning: before calibration the model's top-1 agrees with {report.before.accuracy:.0%} of the clips' "
+            "labels: a label column that is wrong or shifted (every clip given one label, rows out of step) fits a "
+            "calibration that overrules the model"
+            + (
+                f" ({label_set.names[loudest]}'s bias {cal.biases[loudest]:+.2f})"
+                if loudest is not None and abs(cal.biases[loudest]) >= 3.0
+                else ""
+            )
+            + "; check the labels against a few of the clips before using the set",
+            err=True,
         )
     click.echo(f"{'label':<24} {'clips':>6} {'bias':>8}")
     for label, n, b in zip(label_set.names, report.per_label, cal.biases):

@@ -340,6 +340,25 @@ def test_a_site_s_wording_of_trained_labels_fits_the_calibration_the_plain_set_f
     assert fitted["worded"][2] == fitted["plain"][2]  # before, after, held out: the same figures
 
 
+def test_labels_the_model_mostly_disagrees_with_are_doubted_aloud(labelled_csv, tmp_path):
+    """30 real clips of ten classes all labelled dog_bark fitted dog_bark's bias +9 and reported the
+    fit a big improvement; then silence showed dog_bark 0.999. A label column the model's top-1 mostly
+    disagrees with before calibration is now said, with the bias it bought; right labels are not."""
+    rows = list(csv.reader(labelled_csv.open()))[1:]
+    said = {}
+    for name, label_of in (("right", lambda label: label), ("all_one", lambda label: "dog_bark")):
+        path = labelled_csv.parent / f"{name}.csv"
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows([["path", "label"], *[[clip, label_of(label)] for clip, label in rows * 2]])
+        result = CliRunner().invoke(calibrate.cli.main, ["scores", "--labels", "urban", "--data", str(path), "--out",
+                                                         str(tmp_path / f"{name}.yaml"), "--threads", "1"])
+        assert result.exit_code == 0, result.output
+        said[name] = [line for line in result.output.splitlines() if "top-1 agrees with" in line]
+    assert said["right"] == []
+    assert len(said["all_one"]) == 1 and "agrees with 0% of the clips' labels" in said["all_one"][0]
+    assert "(dog_bark's bias +" in said["all_one"][0], said
+
+
 def test_an_output_over_another_output_or_an_input_is_refused_before_any_work(labelled_csv, tmp_path):
     """--plot over --out would leave a PNG where the label set should be (and say `wrote` twice);
     --out over the --data CSV would replace the clips' list with YAML. Refused at once, nothing
