@@ -183,6 +183,23 @@ def writable_output(ctx: click.Context, param: click.Parameter, value: str | Non
     return value
 
 
+def raised_within_budget(fit, budget: float) -> list[str]:
+    """Why a label's threshold rose although its old one kept within the budget: a threshold between
+    them starts more (hysteresis: a higher threshold ends an event sooner, and the sound starts it again),
+    and the fit takes one that every higher threshold keeps within budget."""
+    if not (fit.met and fit.threshold > fit.old_threshold and fit.old_starts <= budget):
+        return []
+    over = [(t, n) for t, n in fit.curve if fit.old_threshold < t < fit.threshold and n > budget]
+    if not over:
+        return []
+    return [
+        f"{fit.label}: raised though {fit.old_threshold:g} started {fit.old_starts}, within the budget: from "
+        f"{over[0][0]:.3g} to {over[-1][0]:.3g} the background starts up to {max(n for _, n in over)} (a higher "
+        "threshold ends an event sooner and the sound starts it again), and the fit takes a threshold that "
+        "every higher one keeps within the budget"
+    ]
+
+
 def figure_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """--plot: a writable file named for a format the figure can be written in (its ending), checked
     before any listening: a .pdf or .svg name got PNG bytes, and a viewer or a report then failed on it."""
@@ -468,6 +485,10 @@ def thresholds(
         click.echo(line)
     if report.positives_skipped:
         click.echo(f"{len(report.positives_skipped)} positive file(s) skipped as unreadable")
+    if not total:
+        for fit in report.fits:
+            for line in raised_within_budget(fit, report.per_hour_budget * report.hours):
+                click.echo(line)
     lowered = [fit.label for fit in report.fits if fit.threshold < fit.old_threshold]
     if lowered:
         click.echo(

@@ -285,6 +285,22 @@ def test_no_threshold_tried_above_the_choice_is_over_budget():
         assert all(n <= 3 for threshold, n in fit.curve if threshold >= fit.threshold)
 
 
+def test_a_threshold_raised_past_one_within_budget_says_why():
+    """Crickets at 0.5 started 1 event, within a budget of 1, and were raised to 0.917: between them one
+    event splits in two. The table showed 'starts 1 was 1' and no reason; now a line gives it."""
+    from calibrate.cli import raised_within_budget
+    from calibrate.thresholds import LabelFit
+
+    curve = [(0.5, 1), (0.6, 1), (0.734, 2), (0.85, 2), (0.917, 1), (0.95, 0)]
+    fit = LabelFit("crickets", 0.5, 0.917, 1, 30.0, True, old_starts=1, curve=curve)
+    assert raised_within_budget(fit, budget=1.0) == [
+        "crickets: raised though 0.5 started 1, within the budget: from 0.734 to 0.85 the background starts up to 2 "
+        "(a higher threshold ends an event sooner and the sound starts it again), and the fit takes a threshold "
+        "that every higher one keeps within the budget"]
+    assert raised_within_budget(dataclasses.replace(fit, old_starts=2), budget=1.0) == []  # it had to rise
+    assert raised_within_budget(dataclasses.replace(fit, threshold=0.5), budget=1.0) == []  # not raised
+
+
 def test_shortest_decimal():
     assert shortest_decimal(0.61734, 0.7) == 0.618
     assert shortest_decimal(0.6, 0.7) == 0.601
