@@ -185,8 +185,12 @@ class MqttConfig:
     password_env: str | None = None  # or the name of an environment variable holding it
 
     def __post_init__(self):
-        if not self.host or self.host != self.host.strip() or " " in self.host:
-            raise invalid("host", self.host, "the broker's host name or IP address (e.g. 192.168.1.10)")
+        if not self.host or self.host != self.host.strip() or " " in self.host or "/" in self.host:
+            raise invalid(
+                "host",
+                self.host,
+                "the broker's host name or IP address, not a URL (e.g. 192.168.1.10; the port goes in mqtt.port)",
+            )
         if not 0 < self.port < 65536:
             raise invalid("port", self.port, "a TCP port from 1 to 65535 (1883; 8883 with TLS)")
         if self.node_id is None:
@@ -263,6 +267,41 @@ def credentials(config: MqttConfig) -> tuple[str | None, ssl.SSLContext | None]:
     """The password and the TLS context of `config` (its files read now, as the user running
     this); ConfigError naming the key whose file cannot be used."""
     return config.password(), tls_context(config.tls) if config.tls is not None else None
+
+
+PROBE_SECONDS = 3.0  # a connection tried to say why the broker cannot be reached
+
+
+def unreachable_reason(host: str, port: int, context: ssl.SSLContext | None, seconds: float = PROBE_SECONDS) -> str:
+    """Why a connection to the broker fails, found by trying one as paho does (the name, then TCP,
+    then the TLS handshake with the same context): paho's connect-fail callback gets no reason, and
+    "cannot reach the broker" alone sends a person to the network when the CA file is wrong. "" when
+    the probe connects (the failure passed, or lies beyond the handshake)."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as err:
+        return f"the name {host!r} does not resolve ({getattr(err, 'strerror', None) or err}): check mqtt.host"
+    try:
+        sock = socket.create_connection((host, port), timeout=seconds)
+    except ConnectionRefusedError:
+        return f"nothing accepts connections on port {port} there: check mqtt.port and that the broker runs"
+    except TimeoutError:
+        return f"no answer within {seconds:g} s: the host is down, or a firewall drops port {port}"
+    except OSError as err:
+        return err.strerror or str(err)
+    with sock:
+        if context is None:
+            return ""
+        try:
+            with context.wrap_socket(sock, server_hostname=host):
+                return ""
+        except ssl.SSLCertVerificationError as err:
+            return (
+                f"TLS: the broker's certificate is not trusted ({err.verify_message}): mqtt.tls.ca_certs must be the "
+                f"CA that signed it, and the certificate must name {host} (mqtt.tls.insecure skips that check)"
+            )
+        except (ssl.SSLError, OSError) as err:
+            return f"TLS failed ({getattr(err, 'reason', None) or err}): is port {port} the broker's TLS port?"
 
 
 def tls_context(tls: MqttTls) -> ssl.SSLContext:
@@ -357,6 +396,7 @@ class MqttSink(Sink):
         self._closed = False
         self._refused: str | None = None  # the last refusal logged (logged again only when it changes)
         self._unreachable_logged = False
+        self._context: ssl.SSLContext | None = None  # the TLS context paho connects with (start())
         self._late_logged = False  # said once per connection
         self._connected_at = -math.inf  # time.monotonic() of the last connection
         self._short_links = 0  # connections in a row the broker ended within TAKEN_OVER_SECONDS
@@ -496,6 +536,7 @@ class MqttSink(Sink):
         client.suppress_exceptions = True  # a failing callback is logged; it must not end paho's thread
         if cfg.username:
             client.username_pw_set(cfg.username, password)
+        self._context = context  # what unreachable_reason tries the handshake with
         if context is not None:
             client.tls_set_context(context)
             client.tls_insecure_set(bool(cfg.tls and cfg.tls.insecure))
@@ -619,10 +660,12 @@ class MqttSink(Sink):
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         if not self._unreachable_logged:
             self._unreachable_logged = True
+            why = unreachable_reason(self.config.host, self.config.port, self._context)
             log.warning(
-                "mqtt: cannot reach the broker at %s:%d; retrying (every %d s at most), detection goes on",
+                "mqtt: cannot reach the broker at %s:%d%s; retrying (every %d s at most), detection goes on",
                 self.config.host,
                 self.config.port,
+                f": {why}" if why else "",
                 self.config.reconnect_max_delay,
             )
 
@@ -635,6 +678,18 @@ class MqttSink(Sink):
         self._short_links = self._short_links + 1 if short else 0
         taken_over = self._short_links >= 2 and not self._closing
         self._taken_over = self._taken_over or taken_over
+        if not was and not self._closing and not self._unreachable_logged and self._refused is None:
+            # ended before the broker accepted it: plain MQTT to a TLS port, or a broker dropping this client
+            self._unreachable_logged = True
+            log.warning(
+                "mqtt: the broker at %s:%d ended the connection before accepting it (%s)%s; retrying (every %d s "
+                "at most), detection goes on",
+                self.config.host,
+                self.config.port,
+                reason,
+                ": if that port is its TLS port (8883), set mqtt.tls" if self.config.tls is None else "",
+                self.config.reconnect_max_delay,
+            )
         if was and not self._closing:
             log.warning(
                 "mqtt: lost the broker at %s:%d (%s); reconnecting, up to %d messages wait meanwhile%s",

@@ -604,6 +604,35 @@ def test_tls_and_a_password_connect_and_the_password_is_never_published_or_logge
     assert PASSWORD not in caplog.text and PASSWORD not in repr(sink.config)
 
 
+def test_a_broker_that_cannot_be_reached_is_said_with_the_reason(secure_broker, node, tmp_path, caplog):
+    """paho's connect-fail callback gets no reason: a wrong CA file read as "cannot reach the broker", and
+    plain MQTT to the TLS port said nothing at all while the service ran. Now each says why."""
+    from tests.mosquitto import free_port
+
+    caplog.set_level(logging.WARNING)
+    other = TlsFiles.make(tmp_path / "other")  # a CA that did not sign the broker's certificate
+    closed = free_port()  # nothing listens there
+    cases = [
+        ({"port": secure_broker.port, "tls": {"ca_certs": str(other.ca)}},
+         "TLS: the broker's certificate is not trusted ("),
+        ({"port": secure_broker.port}, "ended the connection before accepting it"),
+        ({"port": closed}, f"nothing accepts connections on port {closed} there: check mqtt.port"),
+    ]
+    for k, (config, said) in enumerate(cases):
+        caplog.clear()
+        sink = make_sink(node=f"{node}u{k}", **{"port": config.pop("port")}, **config)
+        sink.start()
+        try:
+            wait_until(lambda: said in caplog.text)
+        finally:
+            sink.close()
+        assert not sink.connected
+        if "tls" not in config and k == 1:
+            assert "if that port is its TLS port (8883), set mqtt.tls" in caplog.text, caplog.text
+    with pytest.raises(ConfigError, match="not a URL"):
+        parse_section(MqttConfig, {"enabled": True, "host": "mqtt://127.0.0.1"}, "mqtt")
+
+
 def test_unusable_tls_files_and_passwords_fail_at_start(tmp_path, monkeypatch):
     garbage = tmp_path / "ca.pem"
     garbage.write_text("not a certificate\n")
