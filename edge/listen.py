@@ -448,15 +448,21 @@ WHY_STOPPED = {"stopped": "asked to stop: a signal or Ctrl-C"}  # end reasons sa
 
 
 def scorer_for(
-    bundle: Bundle, label_set: LabelSet, threads: int | None = None, heard: bool = False, agree: float | None = None
+    bundle: Bundle,
+    label_set: LabelSet,
+    threads: int | None = None,
+    heard: bool = False,
+    agree: float | None = None,
+    stop: threading.Event | None = None,
 ) -> tuple[Scorer, Vocabulary | None]:
     """The scorer `listen` uses for `label_set` on `bundle` (`agree`: --agree), and the bundle's
     vocabulary when that scorer needs the vocabulary graph on every window (a label no one trained,
     or the bundle's head or intruder measurement: edge.vocabulary) or `heard` asks what it hears,
-    else None (the graph is not run)."""
+    else None (the graph is not run). `stop` set while the set is embedded raises
+    edge.labels.embeddings.Stopped."""
     from edge.labels.embeddings import label_embeddings_for
 
-    embeddings = label_embeddings_for(bundle, label_set, threads)
+    embeddings = label_embeddings_for(bundle, label_set, threads, stop)
     vocabulary = Vocabulary.from_bundle(bundle)
     scorer = Scorer.for_bundle(bundle.meta, embeddings, label_set, vocabulary=vocabulary, agree=agree)
     return scorer, vocabulary if scorer.fusion is not None or heard else None
@@ -708,13 +714,19 @@ def listen(
     time its segment starts): the service's clip recorder. `label_set`: an already resolved set
     instead of the one `options.labels` names (the service: with its config's thresholds).
     """
+    from edge.labels.embeddings import Stopped
     from edge.labels.labelset import resolve_label_set
 
     stop = stop or threading.Event()
     bundle, origin = resolve_bundle_origin(options.bundle)
     label_set = label_set or resolve_label_set(options.labels)
     windowing = options.windowing(bundle)
-    scorer, vocabulary = scorer_for(bundle, label_set, options.threads, heard=options.heard > 0, agree=options.agree)
+    try:
+        scorer, vocabulary = scorer_for(
+            bundle, label_set, options.threads, heard=options.heard > 0, agree=options.agree, stop=stop
+        )
+    except Stopped:  # asked to stop before any audio (the embedding said so): a stop, not a failure
+        return ListenSummary(end_reason="stopped")
     if options.heard and vocabulary is None:
         raise OptionError(
             f"--heard {options.heard} is not allowed: bundle {bundle.path} has no vocabulary branch "

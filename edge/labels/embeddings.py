@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import threading
 import time
 import zipfile
 import zlib
@@ -353,10 +354,19 @@ def reading_notes(label_set: LabelSet, tokenizer) -> list[tuple[str, str]]:
     return notes
 
 
-def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:
+class Stopped(Exception):
+    """A stop asked for (`stop` set: SIGTERM, Ctrl-C) while a label set was being embedded: nothing is cached."""
+
+
+def compute_label_embeddings(
+    bundle: Bundle, label_set: LabelSet, threads: int | None = None, stop: threading.Event | None = None
+) -> LabelEmbeddings:
     """Tokenize every prompt of `label_set` and embed it with the bundle's text graph.
 
     Says on stderr what it embeds, with a progress line per second for sets of several batches.
+    `stop` set between two prompts raises Stopped: a large set takes many seconds on a small CPU
+    (360 prompts: 15 s here), and a service's stop must not wait for it (systemd kills it after
+    TimeoutStopSec=).
     """
     from edge.backends import select_backend
     from edge.labels.tokenizers import load_tokenizer
@@ -382,6 +392,15 @@ def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int |
     with select_backend(bundle, "onnxruntime", graph="text", threads=threads) as backend:
         output = backend.output_names[0]
         for done, prompt in enumerate(prompts, 1):
+            if stop is not None and stop.is_set():
+                progress.info(
+                    "stopped while embedding label set %r (%d of %d prompts): nothing cached, the next start "
+                    "embeds it again",
+                    label_set.name,
+                    done - 1,
+                    len(prompts),
+                )
+                raise Stopped(label_set.name)
             parts.append(backend.run(tokenizer([prompt]))[output])
             now = time.monotonic()
             if len(prompts) > LARGE_SET and (now - last >= PROGRESS_SECONDS or done == len(prompts)):
@@ -392,8 +411,11 @@ def compute_label_embeddings(bundle: Bundle, label_set: LabelSet, threads: int |
     )
 
 
-def label_embeddings_for(bundle: Bundle, label_set: LabelSet, threads: int | None = None) -> LabelEmbeddings:
-    """Matching embeddings from the bundle or the cache; else computed here and cached.
+def label_embeddings_for(
+    bundle: Bundle, label_set: LabelSet, threads: int | None = None, stop: threading.Event | None = None
+) -> LabelEmbeddings:
+    """Matching embeddings from the bundle or the cache; else computed here and cached (`stop`: as
+    compute_label_embeddings).
 
     A damaged cache file is computed again (a warning names it) and rewritten atomically;
     a damaged bundle file is a LabelEmbeddingsError naming the command that rebuilds it.
@@ -412,7 +434,7 @@ def label_embeddings_for(bundle: Bundle, label_set: LabelSet, threads: int | Non
             log.warning("%s: computing label set %r again and rewriting the file", candidate.problem, label_set.name)
         else:
             log.info("label set %r: %s: %s", label_set.name, candidate.path, candidate.problem)
-    embeddings = compute_label_embeddings(bundle, label_set, threads)
+    embeddings = compute_label_embeddings(bundle, label_set, threads, stop)
     target = cache_dir(bundle.meta.model_id) / f"{label_set.name}.npz"
     try:
         embeddings.save(target)

@@ -184,6 +184,26 @@ def test_a_backend_that_cannot_keep_up_drops_windows_and_says_so_at_most_once_a_
     assert all(m.startswith("inference still falls behind: dropped ") for m in said[1:]), said
 
 
+def test_a_stop_while_a_label_set_is_embedded_ends_it_at_once_and_caches_nothing(demo_bundle, clip, tmp_path,
+                                                                                monkeypatch):
+    """A 90-label set takes 15 s to embed here (more on a small board) and SIGTERM waited for it: under
+    systemd's TimeoutStopSec= a stop or restart during a first start was killed. The embedding now
+    checks the stop between prompts: a stop, not a failure, and no partial set cached."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    labels = tmp_path / "many.yaml"
+    labels.write_text("name: many\nlabels:\n" + "".join(f"  - sound number {k}\n" for k in range(12)))
+    stop = threading.Event()
+    stop.set()
+    sink = Collect()
+    summary = listen(ListenOptions(labels=str(labels), bundle=str(demo_bundle.path), input=str(clip), fast=True),
+                     sink=sink, stop=stop)
+    assert summary.end_reason == "stopped" and summary.error is None and summary.windows == 0
+    assert not list((tmp_path / "cache").rglob("*.npz"))
+    summary = listen(ListenOptions(labels=str(labels), bundle=str(demo_bundle.path), input=str(clip), fast=True),
+                     sink=sink)  # not stopped: embedded, cached, heard
+    assert summary.windows > 0 and len(list((tmp_path / "cache").rglob("many.npz"))) == 1
+
+
 def test_a_file_in_real_time_says_nothing_of_fast_dates(demo_bundle, tmp_path):
     short = tmp_path / "short.wav"
     sf.write(short, tone(700, 1.0, RATE), RATE)
