@@ -109,7 +109,13 @@ def unwritable_reason(folder: str | Path) -> str | None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        return f"{folder}: {err.strerror or err}"
+        try:
+            found = nearest_existing(folder)
+        except OSError:
+            found = None
+        if found is not None and found.exists() and not found.is_dir():  # mkdir's words: "File exists"
+            return f"{found} is a file, not a folder"
+        return f"cannot create a file in {folder}: {err.strerror or err}"
     return None
 
 

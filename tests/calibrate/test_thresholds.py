@@ -418,6 +418,8 @@ def test_an_output_that_cannot_be_written_fails_before_listening(background, tmp
                       "--out", paths["--out"], "--plot", paths["--plot"]])
         assert result.exit_code == 2 and option in result.output and "cannot be written" in result.output, \
             result.output
+        # why: a file stands where a folder must be (mkdir's own words were "File exists")
+        assert f"({tmp_path / 'file'} is a file, not a folder)" in " ".join(result.output.split()), result.output
 
 
 def test_plot_without_matplotlib_fails_before_listening(background, tmp_path, monkeypatch):
