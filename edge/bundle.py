@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from edge.errors import BundleError
+from edge.errors import BundleError, UnreadableBundle
 from edge.features import Frontend, WindowGain
-from edge.fsutil import atomic_write_text, looked_at, sha256_file
+from edge.fsutil import atomic_write_text, looked_at, readable_fix, sha256_file
 from edge.schema import NUMBER, Fields, is_kind, must_be, read_json
 
 FORMAT_VERSION = 1
@@ -456,7 +456,18 @@ class Bundle:
             path = self.path / tower.file
             if not path.is_file():
                 raise BundleError(f"bundle {self.path}: the {name} graph {tower.file} is missing")
-            digest = sha256_file(path)
+            try:
+                digest = sha256_file(path)
+            except PermissionError:
+                raise UnreadableBundle(
+                    f"bundle {self.path}: the {name} graph {tower.file} cannot be read by this user: "
+                    f"{readable_fix(self.path)}"
+                ) from None
+            except OSError as err:
+                raise BundleError(
+                    f"bundle {self.path}: the {name} graph {tower.file} cannot be read ({err.strerror or err}): copy "
+                    "the bundle again"
+                ) from None
             if digest != tower.sha256:
                 raise BundleError(
                     f"bundle {self.path}: {tower.file} has SHA-256 {digest[:12]}..., "

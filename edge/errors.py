@@ -17,6 +17,10 @@ class BundleError(SemanticACError):
     """A model bundle that is missing, incomplete or of another format version."""
 
 
+class UnreadableBundle(BundleError):
+    """A bundle file this user may not read: its permissions are the fix, not a new copy."""
+
+
 class LabelSetError(SemanticACError):
     """A label-set YAML that does not follow the schema."""
 

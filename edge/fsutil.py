@@ -119,6 +119,15 @@ def unwritable_reason(folder: str | Path) -> str | None:
     return None
 
 
+def readable_fix(folder: str | Path) -> str:
+    """The fix for a file this user may not read (PermissionError): a bundle copied with a umask of 077
+    and run by the service's dynamic user, another user than the one who copied it."""
+    return (
+        f"make it readable to the user that runs this: chmod -R a+rX {folder} (a service runs as a user of "
+        "its own, not the one who copied the files)"
+    )
+
+
 def cache_dir(model_id: str) -> Path:
     """The user cache of this machine for one model: label embeddings and engines computed here."""
     root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")

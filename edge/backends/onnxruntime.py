@@ -8,6 +8,7 @@ every start; this project builds engines explicitly (`semanticac-edge build-engi
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from edge.backends.base import REEXPORT, Backend, GraphSpec, TensorSpec, graph_spec, reconcile, static_batch
 from edge.bundle import Bundle
 from edge.errors import BackendError
+from edge.fsutil import readable_fix
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,8 @@ class OnnxRuntimeBackend(Backend):
         path = Path(path)
         if not path.is_file():
             raise BackendError(f"ONNX graph {path} is missing: point --bundle at a complete bundle, or {REEXPORT}")
+        if not os.access(path, os.R_OK):  # ONNX Runtime's words for it: "system error number 13"
+            raise BackendError(f"ONNX graph {path} cannot be read by this user: {readable_fix(path.parent)}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise BackendError(f"threads={threads!r} must be a positive integer (or None for onnxruntime's default)")
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):

@@ -39,7 +39,7 @@ import numpy as np
 
 from edge.bundle import Bundle, shipped_bundle
 from edge.errors import LabelEmbeddingsError, LabelSetError
-from edge.fsutil import atomic_path, cache_dir, unwritable_reason
+from edge.fsutil import atomic_path, cache_dir, readable_fix, unwritable_reason
 from edge.labels.labelset import LabelSet, label_text
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,12 @@ UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.
 
 class CorruptLabelEmbeddings(LabelEmbeddingsError):
     """A label-embeddings file that cannot be read back: truncated, not an .npz, inconsistent."""
+
+
+def unreadable(path: Path) -> LabelEmbeddingsError:
+    """A label-embeddings file (or its folder) this user may not read: not damaged, so never computed
+    again over it; its folder's permissions are the fix."""
+    return LabelEmbeddingsError(f"label embeddings {path} cannot be read by this user: {readable_fix(path.parent)}")
 
 
 ARRAYS = ("labels", "prompts", "prompt_label", "embeddings", "labels_sha256", "model_id")
@@ -143,6 +149,8 @@ class LabelEmbeddings:
                 text_sha256 = str(data[PROVENANCE]) if PROVENANCE in data.files else ""
         except LabelEmbeddingsError:
             raise
+        except PermissionError:
+            raise unreadable(path) from None
         except UNREADABLE as err:
             raise CorruptLabelEmbeddings(
                 f"cannot read label embeddings {path}: {err or type(err).__name__}: "
@@ -230,12 +238,16 @@ def look_up(bundle: Bundle, label_set: LabelSet) -> list[Candidate]:
     found = []
     text = bundle.meta.text.sha256 if bundle.meta.text else ""
     for place, path in zip(("bundle", "cache"), candidate_paths(bundle, label_set)):
-        if not path.is_file():
+        try:
+            there = path.is_file()
+        except PermissionError:  # a folder on the way that this user may not enter
+            raise unreadable(path) from None
+        if not there:
             found.append(Candidate(path, place, problem="not there"))
             continue
         try:
             emb = LabelEmbeddings.load(path)
-        except LabelEmbeddingsError as err:
+        except CorruptLabelEmbeddings as err:
             found.append(Candidate(path, place, problem=str(err), corrupt=True))
             continue
         problem = emb.mismatch(label_set, bundle.meta.model_id, text)

@@ -124,17 +124,21 @@ def disk_notes(config: ServiceConfig, environ: Mapping[str, str] | None = None) 
 
 def checked(config_path: str, overrides: Sequence[str] = ()) -> tuple[ServiceConfig, Resolved]:
     """The config at `config_path` read and checked as check-config and a reload (SIGHUP) check it:
-    every key, the bundle, the label set and its embeddings (found, or computed and cached as a start
-    would: a prompt too long for the text tower is refused here), the backend (tensorrt: TensorRT and
-    an engine for this GPU), the outputs' files; CONFIG_ERRORS when something is wrong. What a start
-    refuses, this refuses: a reload that checks out starts again in place, and a start that fails
-    then exits 78, which the unit does not restart."""
+    every key, the bundle (each graph there, readable and matching its SHA-256), the label set and its
+    embeddings (found, or computed and cached as a start would: a prompt too long for the text tower is
+    refused here), the backend (tensorrt: TensorRT and an engine for this GPU), the outputs' files;
+    CONFIG_ERRORS when something is wrong. What a start refuses, this refuses: a reload that checks out
+    starts again in place, and a start that fails then exits 78, which the unit does not restart."""
     from edge.backends import check_backend
     from edge.labels.embeddings import label_embeddings_for
     from edge.service.config import load_config
 
     config = load_config(config_path, overrides)
     found = resolve(config)
+    try:  # every graph there and whole: a start loads them all
+        found.bundle.verify()
+    except BundleError as err:
+        raise ConfigError(f"model.bundle: {err}", key="model.bundle") from None
     try:
         label_embeddings_for(found.bundle, found.label_set, config.options.threads)
     except (LabelSetError, LabelEmbeddingsError) as err:

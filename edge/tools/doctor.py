@@ -286,7 +286,7 @@ def _no_gpu(ctx: _Context, err: Exception) -> Check:
 
 def check_bundle(ctx: _Context) -> Check:
     from edge.bundle import BUNDLE_ENV, resolve_bundle
-    from edge.errors import BundleError
+    from edge.errors import BundleError, UnreadableBundle
 
     where = "--bundle" if ctx.bundle_option else f"${BUNDLE_ENV}" if os.environ.get(BUNDLE_ENV) else "the demo bundle"
     try:
@@ -302,6 +302,9 @@ def check_bundle(ctx: _Context) -> Check:
     )
     try:
         bundle.verify()
+    except UnreadableBundle as err:  # its fix is in its words: the folder's permissions
+        ctx.bundle_problem = str(err)
+        return Check("bundle", FAIL, f"{described}; {err}", f"chmod -R a+rX {bundle.path}")
     except BundleError as err:
         ctx.bundle_problem = str(err)
         return Check("bundle", FAIL, f"{described}; {err}", REEXPORT_FIX)

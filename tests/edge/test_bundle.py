@@ -94,6 +94,28 @@ def test_verify_detects_a_replaced_graph(tmp_path):
         read_bundle(folder)
 
 
+def test_a_graph_this_user_may_not_read_says_so_and_how_to_fix_it(tmp_path, monkeypatch):
+    """A bundle copied with a umask of 077 and run by the service's own user: a traceback (doctor: "the
+    check itself failed") and, for the label files, "corrupt or truncated". Permissions are the fix."""
+    import edge.backends.onnxruntime
+    import edge.bundle
+    from edge.backends.onnxruntime import OnnxRuntimeBackend
+    from edge.errors import BackendError, UnreadableBundle
+
+    folder = make_bundle(tmp_path / "b")
+
+    def denied(path, *args):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(edge.bundle, "sha256_file", denied)  # as root, chmod 000 denies nothing: say it here
+    with pytest.raises(UnreadableBundle, match=r"the audio graph model.onnx cannot be read by this user: make it "
+                                               r"readable to the user that runs this: chmod -R a\+rX "):
+        read_bundle(folder, verify=True)
+    monkeypatch.setattr(edge.backends.onnxruntime.os, "access", lambda path, mode: False)
+    with pytest.raises(BackendError, match="model.onnx cannot be read by this user: .*chmod -R a\\+rX"):
+        OnnxRuntimeBackend(folder / "model.onnx")
+
+
 def test_resolution_order(tmp_path, monkeypatch):
     a, b = make_bundle(tmp_path / "a", model_id="a"), make_bundle(tmp_path / "b", model_id="b")
     monkeypatch.setenv(BUNDLE_ENV, str(b))

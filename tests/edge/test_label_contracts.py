@@ -194,6 +194,42 @@ def test_embed_labels_into_the_cache_and_when_the_bundle_is_read_only(bundle_cop
                    "--into cache")
 
 
+def test_label_embeddings_this_user_may_not_read_are_not_called_damaged_nor_computed_over(bundle_copy, cache,
+                                                                                           monkeypatch):
+    """A bundle's urban.npz (or its labels/ folder) this user may not read was 'corrupt or truncated;
+    delete it', and the fix given rewrote the export's full-precision set with the device's. It is a
+    permission: said as one, with the fix, and the file is left alone."""
+    import pathlib
+
+    target = bundle_copy.path / "labels" / "urban.npz"
+    before = target.read_bytes()
+    real_load = np.load
+
+    def load(path, *args, **kwargs):
+        if pathlib.Path(path) == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(embeddings.np, "load", load)
+    runner = CliRunner()
+    result = runner.invoke(edge.cli.main, ["listen", "--bundle", str(bundle_copy.path), "--labels", "urban",
+                                           "--input", "-", "--rate", "16000"], input=b"")
+    one_line_error(result, f"label embeddings {target} cannot be read by this user", "chmod -R a+rX")
+    assert "corrupt" not in result.output and target.read_bytes() == before
+    monkeypatch.setattr(embeddings.np, "load", real_load)
+    real_is_file = pathlib.Path.is_file
+
+    def is_file(path):  # a labels/ folder this user may not enter
+        if path == target:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_is_file(path)
+
+    monkeypatch.setattr(pathlib.Path, "is_file", is_file)
+    result = runner.invoke(edge.cli.main, ["listen", "--bundle", str(bundle_copy.path), "--labels", "urban",
+                                           "--input", "-", "--rate", "16000"], input=b"")
+    one_line_error(result, "cannot be read by this user", "chmod -R a+rX")
+
+
 def test_embed_labels_never_writes_into_the_installed_package_by_default(demo_bundle, cache, tmp_path):
     """The demo bundle lives in site-packages: a site's set written there goes with the next pip
     upgrade (or stays after an uninstall). auto writes it to the cache; --into bundle still may."""

@@ -1,6 +1,7 @@
 """The service config: every key checked and named in errors, --set, the shipped example, exit 78."""
 
 import re
+import shutil
 
 import pytest
 import yaml
@@ -195,7 +196,7 @@ def test_check_config_warns_of_relative_paths(tmp_path, monkeypatch):
     assert "# warning: event_log.path '/home/ann/events.sqlite' is in a home folder" in home.output
 
 
-def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
+def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path, demo_bundle):
     bad = tmp_path / "bad.yaml"
     bad.write_text("schema_version: 1\nlabels: {set: urban}\nlisten: {hop: -1}\n")
     empty_bundle = tmp_path / "bundle"
@@ -204,6 +205,9 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
     twins.write_text("name: twins\nlabels: [dog_bark, dog-bark]\n")
     long = tmp_path / "long.yaml"
     long.write_text("name: long\nlabels:\n  - name: machine\n    prompts: [" + "a loud machine " * 50 + "]\n")
+    no_vocabulary = tmp_path / "no_vocabulary"  # the start loads it: exit 78, which the unit does not restart
+    shutil.copytree(demo_bundle.path, no_vocabulary)
+    (no_vocabulary / "vocabulary.onnx").unlink()
     runs = {
         "bad value": (["check-config", str(bad)], "listen.hop -1.0 is not allowed"),
         "missing file": (["check-config", str(tmp_path / "none.yaml")], "not found: write one with"),
@@ -225,6 +229,10 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path):
                                                  "labels.set"),
         "tensorrt without TensorRT or an engine": (["check-config", str(example_path()), "--set",
                                                     "model.backend=tensorrt"], "model.backend 'tensorrt'"),
+        "a bundle without its vocabulary graph": (["check-config", str(example_path()), "--set",
+                                                   f"model.bundle={no_vocabulary}"],
+                                                  "model.bundle: bundle " + str(no_vocabulary)
+                                                  + ": the vocabulary graph vocabulary.onnx is missing"),
         "serve, bad value": (["serve", "--config", str(bad)], "listen.hop"),
         "serve, bad bundle": (["serve", "--config", str(example_path()), "--set", f"model.bundle={empty_bundle}",
                                "--state-dir", str(tmp_path / "state")], "has no model.json"),
