@@ -421,9 +421,21 @@ def read_scene_sidecar(path: Path) -> list[Segment]:
 def _cached(wav: Path, sidecar: Path) -> tuple[Path, list[Segment]] | None:
     if not (wav.is_file() and sidecar.is_file()):
         return None
+    from edge.capture.audio import Decoder
+
     try:
         segments = read_scene_sidecar(sidecar)
-        sf.info(str(wav))
+        decoder = Decoder(wav)  # libsndfile's header notes say where a file was cut short
+        try:
+            damage = decoder.damage or (
+                f"{decoder.file.frames / decoder.rate:.3f} s, its scene {max(s.end for s in segments):.3f} s"
+                if segments and decoder.file.frames / decoder.rate < max(s.end for s in segments)
+                else None
+            )
+        finally:
+            decoder.close()
+        if damage is not None:
+            raise AudioError(f"cut short: {damage}")
     except (AudioError, OSError, RuntimeError) as err:
         log.info("demo scene %s is unreadable (%s): making it again", wav, err)
         return None

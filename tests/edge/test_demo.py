@@ -9,6 +9,7 @@ name the synthesised siren, horn and jackhammer.
 import csv
 import json
 import logging
+import os
 import math
 import shlex
 from pathlib import Path
@@ -133,6 +134,13 @@ def test_scene_file_is_written_once_and_reused(tmp_path, monkeypatch, scene, cap
         assert demo_audio(cache=tmp_path) == (path, segments)
     assert path.stat().st_mtime_ns == stamp and "from the cache" in caplog.text
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".wav"]  # no temporary files left
+    # cut short (a full disk, a crash while another wrote it): made again, where every run failed on it
+    size = path.stat().st_size
+    os.truncate(path, 300_000)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge.tools.demo"):
+        assert demo_audio(cache=tmp_path) == (path, segments)
+    assert path.stat().st_size == size and "is unreadable (cut short: " in caplog.text
 
 
 def test_unusable_data_falls_back_to_the_synthesised_scene(tmp_path, caplog):
