@@ -67,7 +67,12 @@ def tail(
                 continue  # keepalive
             record = _parse(line, base)
             if record.get("type") == "hello":
-                sink = _hello(record, out, top_k, base)
+                try:
+                    sink = _hello(record, out, top_k, base)
+                except (KeyError, TypeError, ValueError, AttributeError) as err:
+                    raise StreamError(
+                        f"{base}/stream began with a hello this tail cannot read ({err!r}): {NOT_SERVING}"
+                    ) from None
                 continue
             if sink is None:
                 raise StreamError(f"{base}/stream did not begin with its hello line: {NOT_SERVING}")
@@ -146,7 +151,10 @@ def _readline(response: http.client.HTTPResponse, base: str) -> str:
         raise StreamError(f"the stream from {base} broke ({err}): the service stopped or restarted") from None
     if not raw:
         raise StreamError(f"the stream from {base} ended: the service stopped or restarted; run tail again")
-    return raw.decode("utf-8")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise StreamError(f"{base}/stream sent bytes that are not UTF-8 text: {NOT_SERVING}") from None
 
 
 def _parse(line: str, base: str) -> dict:

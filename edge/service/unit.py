@@ -67,9 +67,20 @@ class UnitSettings:
         )
 
 
+def systemd_word(text: str, command: bool = False) -> str:
+    """`text` as one word of an ExecStart= line: quoted, with systemd's specifiers (`%n`, `%i`) doubled
+    so that the path stays the path (`/opt/venv%n` was the unit's name), and in an argument (not the
+    `command` itself, which systemd does not expand) its variables (`$X`) too."""
+    text = text.replace("%", "%%")
+    return shlex.quote(text if command else text.replace("$", "$$"))
+
+
 def render_unit(settings: UnitSettings) -> str:
     """The unit file's text."""
-    exec_start = " ".join(shlex.quote(part) for part in (settings.exec_path, "serve", "--config", settings.config_path))
+    exec_start = " ".join(
+        [systemd_word(settings.exec_path, command=True)]
+        + [systemd_word(part) for part in ("serve", "--config", settings.config_path)]
+    )
     protect_home = (
         "read-only  # the venv or config is under /home: readable, never writable" if settings.reads_home else "yes"
     )

@@ -145,6 +145,19 @@ def test_another_server_at_the_url_is_a_clear_error(tmp_path):
                 tail(f"http://127.0.0.1:{server.server_address[1]}", io.StringIO(), once=True)
         finally:
             server.shutdown()
+    # a server that answers /stream with bytes (a UnicodeDecodeError), or with a hello it cannot read (a KeyError)
+    (tmp_path / "stream").write_bytes(b"\xff\xfe binary\n")
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            with pytest.raises(StreamError, match="sent bytes that are not UTF-8 text"):
+                tail(url, io.StringIO(), once=True)
+            (tmp_path / "stream").write_text('{"type": "hello", "schema": 1}\n')
+            with pytest.raises(StreamError, match="began with a hello this tail cannot read"):
+                tail(url, io.StringIO(), once=True)
+        finally:
+            server.shutdown()
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1:9464", "http://127.0.0.1:9464/stream", "http://:9464", "h:99999"])

@@ -46,6 +46,22 @@ def test_systemd_analyze_security_scores_it_ok(unit_file):
     assert "adjtimex is allowed" in run.stdout, run.stdout
 
 
+@needs_systemd_analyze
+def test_a_path_with_percent_or_dollar_stays_that_path(tmp_path):
+    """systemd reads `%n` in ExecStart= as the unit's name and `$X` as a variable: a venv at
+    /opt/venv%n ran /opt/venvsemanticac-edge.service/... ('is not executable'). Doubled, they stay."""
+    odd = tmp_path / "venv%n$HOME" / "bin" / "semanticac-edge"
+    odd.parent.mkdir(parents=True)
+    odd.symlink_to(EDGE)
+    unit = tmp_path / "semanticac-edge.service"
+    unit.write_text(render_unit(UnitSettings(exec_path=str(odd), config_path="/etc/semanticac-edge/$s%ice.yaml")))
+    # the command is not expanded for variables, its arguments are
+    assert "venv%%n$HOME" in unit.read_text() and "/$$s%%ice.yaml" in unit.read_text()
+    run = subprocess.run(["systemd-analyze", "verify", unit.name], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+
+
 def test_the_unit_runs_serve_as_a_notify_service_that_a_bad_config_does_not_loop(unit_file):
     text = unit_file.read_text()
     for line in ("Type=notify", "Restart=on-failure", "RestartPreventExitStatus=78", "WatchdogSec=30",
