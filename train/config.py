@@ -17,6 +17,8 @@ from pathlib import Path
 
 import yaml
 
+from edge.schema import undecodable
+
 
 class ConfigError(ValueError):
     """A config file or mapping that does not fit its schema."""
@@ -114,6 +116,8 @@ def read_config_yaml(path: str | Path, folder: str, what: str, chain: tuple[Path
         path = shipped if shipped.is_file() else path
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"cannot read {what} {path}: {undecodable(err, path.read_bytes())}") from None
     except OSError as err:
         named = f" (named by `extends:` in {chain[-1]})" if chain else ""
         raise ConfigError(f"cannot read {what} {path}{named}: {err}") from None

@@ -35,7 +35,19 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     official fold), each run in out/fold<K>/ (resumed when it is there already); a fold's
     accuracy is its last epoch's on the held-out fold (`best_epoch_accuracy`, the best over the
     epochs, is chosen on that fold: optimistic); `on_fold` sees each fold's result as it ends."""
-    chosen = list(folds) if folds else official_folds(load_train_config(recipe, epochs=epochs))
+    config = load_train_config(recipe, epochs=epochs)
+    chosen = list(folds) if folds else official_folds(config)
+    if folds:  # checked before any training: a fold that is not there failed after the others had trained
+        twice = sorted({k for k in chosen if chosen.count(k) > 1})
+        if twice:
+            raise ConfigError(f"--folds names fold {', '.join(map(str, twice))} twice: each fold is held out once")
+        there = official_folds(config)
+        missing = [k for k in chosen if k not in there]
+        if missing:
+            raise ConfigError(
+                f"--folds {','.join(map(str, chosen))}: fold {', '.join(map(str, missing))} is not in the data "
+                f"(its folds: {', '.join(map(str, there)) or 'none'})"
+            )
     if len(chosen) < 2:
         if folds:
             raise ConfigError(f"cross-validation needs at least 2 folds; --folds gave {chosen}")

@@ -178,6 +178,8 @@ def load_train_config(path: str | Path, fold: int | None = None, epochs: int | N
             if isinstance(spec, dict) and "root" in spec:
                 spec["root"] = _expand(str(spec["root"]), path.parent, f"{path} data.root")
     config = from_dict(TrainConfig, data, where=str(path))
+    if isinstance(config.data, tuple) and len(config.data) == 1:  # `data: [{...}]`: one dataset, as `data: {...}`
+        config.data = config.data[0]
     if fold is not None:
         if len(config.datasets) > 1:
             raise ConfigError(f"{path}: --fold needs a recipe with one dataset (folds are per dataset), "

@@ -85,9 +85,37 @@ def test_cross_validate_refuses_what_it_cannot_split(recipe, fake_fit, tmp_path)
     two.write_text("model: small\ndata: [{kind: csv, root: clips.csv}, {kind: csv, root: clips.csv}]\n")
     with pytest.raises(ConfigError, match="cv needs a recipe with one dataset"):
         cv.cross_validate(two, out=tmp_path / "cv")
-    with pytest.raises(ConfigError, match="--fold needs a recipe with one dataset"):
+    with pytest.raises(ConfigError, match="cv needs a recipe with one dataset"):
         cv.cross_validate(two, folds=[1, 2], out=tmp_path / "cv")
-    assert not fake_fit
+    # --folds checked before any training: a fold twice counted it twice (std 0), a fold not in the data
+    # failed after the others had trained (hours, on real data)
+    with pytest.raises(ConfigError, match="--folds names fold 1 twice"):
+        cv.cross_validate(recipe, folds=[1, 1], out=tmp_path / "cv")
+    with pytest.raises(ConfigError, match=r"--folds 2,9: fold 9 is not in the data \(its folds: 1, 2, 3\)"):
+        cv.cross_validate(recipe, folds=[2, 9], out=tmp_path / "cv")
+    assert not fake_fit and not (tmp_path / "cv").exists()
+
+
+def test_data_as_a_one_item_list_is_one_dataset(recipe, fake_fit, tmp_path):
+    """`data: [{...}]` broke --fold (replace() of a tuple) and cv (a tuple has no .kind)."""
+    listed = tmp_path / "listed.yaml"
+    listed.write_text(recipe.read_text().replace("data: {kind: csv, root: clips.csv, val_fraction: 0.2}",
+                                                 "data: [{kind: csv, root: clips.csv, val_fraction: 0.2}]"))
+    summary, _ = cv.cross_validate(listed, out=tmp_path / "cv")
+    assert [run["test_folds"] for run in fake_fit] == [(1,), (2,), (3,)]
+
+
+def test_a_recipe_or_csv_not_in_utf8_names_its_line(recipe, tmp_path):
+    from train.data.datasets import DatasetError, read_catalogue
+    from train.recipe import load_train_config
+
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(recipe.read_bytes() + "# K\u00fcche\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin.yaml: line 4 is not UTF-8 \(byte 0xfc\): save the file as UTF-8"):
+        load_train_config(latin)
+    (tmp_path / "clips.csv").write_bytes("file,label,fold\n0.wav,d\u00e9g,1\n".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"clips.csv: line 2 is not UTF-8 \(byte 0xe9\)"):
+        read_catalogue(load_train_config(recipe).data)
 
 
 def test_validation_figures_are_each_runs_last_epoch_and_their_mean(tmp_path):

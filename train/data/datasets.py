@@ -37,6 +37,7 @@ from edge.capture.audio import SOXR_QUALITY, read_audio, too_short_warning
 from edge.errors import AudioError, SemanticACError
 from edge.features import Frontend, tile_frames
 from edge.labels.labelset import label_key
+from edge.schema import undecodable
 from train.data.cache import FeatureCache, file_identity
 from train.features import LogMel
 
@@ -90,6 +91,8 @@ def _rows(meta: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
             return [(i + 2, row) for i, row in enumerate(reader)]
     except OSError as err:
         raise DatasetError(f"cannot read {meta}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"cannot read {meta}: {undecodable(err, meta.read_bytes())}") from None
 
 
 def _meta_file(root: Path, candidates: Sequence[str], what: str) -> Path:
