@@ -440,6 +440,11 @@ def check_run_folder(out: Path, resume: bool) -> None:
             f"--out {out} already holds a run ({', '.join(held)}): --resume continues it; a new run needs "
             "another --out (nothing was overwritten)"
         )
+    if held == ["best.pt"]:  # last.pt deleted to save room: --resume would start again and write over best.pt
+        raise ConfigError(
+            f"--out {out} holds best.pt but no last.pt, which --resume continues from: a run started there would "
+            "overwrite best.pt; move best.pt away or give another --out (nothing was overwritten)"
+        )
 
 
 def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_audio: str | None = None,

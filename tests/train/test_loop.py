@@ -104,6 +104,13 @@ def test_resume_continues_exactly(recipe, tmp_path, caplog):
     with pytest.raises(ConfigError, match="was trained with another recipe \\(seed differ\\)"):
         fit(changed, tmp_path / "resumed", resume=True)
     assert (tmp_path / "resumed/last.pt").read_bytes() == before
+    # last.pt deleted to save room (163 MB): --resume started again and wrote over best.pt, any recipe
+    best = (tmp_path / "resumed/best.pt").read_bytes()
+    (tmp_path / "resumed/last.pt").rename(tmp_path / "last.pt.moved")
+    with pytest.raises(ConfigError, match="holds best.pt but no last.pt, which --resume continues from"):
+        fit(changed, tmp_path / "resumed", resume=True)
+    assert (tmp_path / "resumed/best.pt").read_bytes() == best
+    (tmp_path / "last.pt.moved").rename(tmp_path / "resumed/last.pt")
     # the same recipe over changed data (a row gone): it had resumed, one history over two datasets
     rows = Path(config.data.root).read_text().splitlines()
     fewer = tmp_path / "fewer.csv"
