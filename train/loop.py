@@ -208,6 +208,14 @@ def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | C
     trains, vals, splits, sets = [], [], [], []
     for spec, labels in zip(config.datasets, config.label_specs):
         trains.append(build_dataset(spec, "train", frontend, config.cache_dir, augment, config.seed))
+        heard = set(trains[-1].targets)
+        empty = [name for k, name in enumerate(trains[-1].class_names) if k not in heard and name not in spec.holdout]
+        if empty:  # trained on nothing, recorded as trained: 100 % training accuracy on the others
+            raise ConfigError(
+                f"{spec.kind} data {spec.root}: {len(empty)} class(es) have no training clip ({', '.join(empty[:5])}"
+                f"{', ...' if len(empty) > 5 else ''}: every clip of theirs is held out, or could not be read): the "
+                "model would be exported as trained on them; give them training clips, or leave them out of the data"
+            )
         splits.append("val" if spec.val_fraction else ("test" if spec.test_folds else None))
         vals.append(build_dataset(spec, splits[-1], frontend, config.cache_dir) if splits[-1] else None)
         if vals[-1] is not None:

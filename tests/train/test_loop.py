@@ -223,6 +223,21 @@ def test_one_class_under_softmax_is_refused_with_what_to_do(recipe, tmp_path):
         fit(load_train_config(child), tmp_path / "run")
 
 
+def test_a_class_without_a_training_clip_is_refused(recipe, tmp_path):
+    """Every siren clip in the test fold (or unreadable): it trained on the other three, said "train acc
+    1.000", and the export recorded siren as trained. The one-class check counted the CSV's classes."""
+    rows = (recipe.parent / "clips.csv").read_text().splitlines()
+    moved = tmp_path / "moved.csv"
+    moved.write_text("\n".join([rows[0], *[re.sub(r",\d+$", ",3", r) if ",siren," in r else r for r in rows[1:]]])
+                     + "\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {recipe}\ndata: {{kind: csv, root: {moved}, test_folds: [3], classes: {CLASSES}}}\n")
+    with pytest.raises(ConfigError, match=r"1 class\(es\) have no training clip \(siren: every clip of theirs is "
+                                          r"held out, or could not be read\)"):
+        fit(load_train_config(child), tmp_path / "run")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
 def test_a_val_split_far_above_its_fraction_says_so(recipe, tmp_path, caplog):
     """Recordings (group) are kept whole: 25 % asked can hold out half the clips, said."""
     from train.loop import build_data
