@@ -155,6 +155,24 @@ def test_missing_and_unexpected_keys(small_model):
         load_htsat_checkpoint(small_model, {"visual.conv1.weight": torch.zeros(1)})
 
 
+def test_a_file_that_is_not_weights_is_one_clear_error(small_model, tmp_path):
+    """A text file (a download's error page) or a saved tensor passed as --audio / --text: a traceback
+    (KeyError: 101; Tensor.__contains__) from `check-weights` and `fit --pretrained-*`."""
+    from train.model.clip_weights import read_clip_state_dict
+
+    page = tmp_path / "HTSAT.ckpt"
+    page.write_text("<html>404 Not Found</html>\n")
+    tensor = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), tensor)
+    with pytest.raises(CheckpointMismatchError, match=r"HTSAT.ckpt cannot be read as torch weights .*: pass the "
+                                                      r"checkpoint file itself"):
+        load_htsat_checkpoint(small_model, page)
+    with pytest.raises(CheckpointMismatchError, match=r"HTSAT.ckpt cannot be read as torch weights"):
+        read_clip_state_dict(page)
+    with pytest.raises(CheckpointMismatchError, match=r"tensor.pt holds a Tensor, not a state dict of named tensors"):
+        load_htsat_checkpoint(small_model, tensor)
+
+
 # -----------------------------------------------------------------------------
 # parity with the original implementation
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from train.model.text_clip import NEW_PARAMETERS
-from train.model.weights import CheckpointMismatchError, LoadReport
+from train.model.weights import CheckpointMismatchError, LoadReport, unreadable_weights
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,12 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CLIP checkpoint not found: {path} (OpenAI's RN50.pt, or a torch.save state dict)")
-    if is_torchscript_archive(path):
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if is_torchscript_archive(path):
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
+        raise CheckpointMismatchError(unreadable_weights(path, err)) from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]  # a training checkpoint that wraps it
     if not isinstance(state, Mapping):

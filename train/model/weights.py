@@ -69,11 +69,23 @@ def read_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        log.warning("%s holds objects beyond tensors (%s); loading it with weights_only=False, "
-                    "which executes code from the file: trust its source", path, str(err).splitlines()[0])
-        return torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            if "Weights only load failed" not in str(err):  # not objects weights_only refused: not a checkpoint
+                raise
+            log.warning("%s holds objects beyond tensors (%s); loading it with weights_only=False, "
+                        "which executes code from the file: trust its source", path, str(err).splitlines()[0])
+            return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
+        raise CheckpointMismatchError(unreadable_weights(path, err)) from None
+
+
+def unreadable_weights(path: Path, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return (f"{path} cannot be read as torch weights ({type(err).__name__}{': ' + first[:160] if first else ''}): "
+            "pass the checkpoint file itself (HTS-AT's .ckpt, OpenAI's RN50.pt), not an archive, a page or a "
+            "partial download")
 
 
 def _state_dict_of(path_or_state_dict: PathOrStateDict) -> tuple[StateDict, str]:
@@ -82,6 +94,8 @@ def _state_dict_of(path_or_state_dict: PathOrStateDict) -> tuple[StateDict, str]
         ckpt, source = read_checkpoint(path_or_state_dict), str(path_or_state_dict)
     else:
         ckpt, source = path_or_state_dict, "<state_dict>"
+    if not isinstance(ckpt, Mapping):
+        raise CheckpointMismatchError(f"{source} holds a {type(ckpt).__name__}, not a state dict of named tensors")
     if "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
         ckpt = ckpt["state_dict"]  # Lightning and LAION-CLAP files
     return ckpt, source
