@@ -180,6 +180,8 @@ def load_train_config(path: str | Path, fold: int | None = None, epochs: int | N
     config = from_dict(TrainConfig, data, where=str(path))
     if isinstance(config.data, tuple) and len(config.data) == 1:  # `data: [{...}]`: one dataset, as `data: {...}`
         config.data = config.data[0]
+    if not (isinstance(data, dict) and "data" in data):  # the default dataset: its root as a written one is read
+        config.data = replace(config.data, root=_expand(str(config.data.root), path.parent, f"{path} data.root"))
     if fold is not None:
         if len(config.datasets) > 1:
             raise ConfigError(f"{path}: --fold needs a recipe with one dataset (folds are per dataset), "

@@ -143,3 +143,17 @@ def test_cv_command_prints_each_fold_and_the_summary(recipe, fake_fit, tmp_path)
                                           f"2-fold accuracy 0.2000 +- 0.1414 -> {tmp_path / 'cv' / 'cv.json'}"]
     result = CliRunner().invoke(cli.main, ["cv", "--config", str(recipe), "--folds", "2", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "needs at least 2 folds" in result.output
+
+
+def test_a_recipe_without_data_reads_the_development_data_where_the_variable_says(tmp_path, monkeypatch):
+    """The default dataset's root is $SEMANTICAC_DATA/esc50: it was never expanded, and `fit` said
+    'no ESC-50 meta file in $SEMANTICAC_DATA/esc50' with the variable set."""
+    from train.recipe import load_train_config
+
+    monkeypatch.setenv("SEMANTICAC_DATA", str(tmp_path / "data"))
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("epochs: 1\n")
+    assert load_train_config(bare).data.root == str(tmp_path / "data" / "esc50")
+    monkeypatch.delenv("SEMANTICAC_DATA")
+    with pytest.raises(ConfigError, match=r"uses \$SEMANTICAC_DATA, which is not set: export it"):
+        load_train_config(bare)
