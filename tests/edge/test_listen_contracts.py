@@ -131,7 +131,7 @@ def test_a_hop_longer_than_the_window_warns(demo_bundle, clip):
     assert any(i.startswith("--fast (a service: audio.fast): a date is this start plus") for i in infos), infos
 
 
-@pytest.mark.parametrize("how", ["file", "stdin"])
+@pytest.mark.parametrize("how", ["file", pytest.param("stdin", marks=pytest.mark.slow)])
 def test_the_end_of_a_stream_is_heard_by_a_last_window_that_ends_with_it(demo_bundle, tmp_path, how):
     """Windows come every hop, so up to a hop of a stream's end fell after the last one: a sound in a
     file's last second was never scored. A last window now ends with the stream (its last frame
@@ -156,6 +156,7 @@ def test_the_end_of_a_stream_is_heard_by_a_last_window_that_ends_with_it(demo_bu
             assert levels[-1] > -30 and max(levels[:-1]) < -40, levels
 
 
+@pytest.mark.slow  # plays a file in real time
 def test_a_backend_that_cannot_keep_up_drops_windows_and_says_so_at_most_once_a_while(demo_bundle, tmp_path,
                                                                                       monkeypatch):
     """A machine that cannot keep up drops a window a hop; a status each (code overload) filled the event
@@ -436,6 +437,7 @@ def on_terminal(*args, stderr_to=None) -> tuple[str, str]:
     return shown.decode(errors="replace"), piped or ""
 
 
+@pytest.mark.slow  # two real processes on a pseudo-terminal
 def test_a_warning_shows_once_in_a_shell_and_on_each_stream_when_one_is_redirected(demo_bundle, clip):
     args = ("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", str(clip), "--fast",
             "--window", "2", "--hop", "3")

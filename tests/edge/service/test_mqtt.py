@@ -604,6 +604,7 @@ def test_tls_and_a_password_connect_and_the_password_is_never_published_or_logge
     assert PASSWORD not in caplog.text and PASSWORD not in repr(sink.config)
 
 
+@pytest.mark.slow  # three connections of a real broker retried
 def test_a_broker_that_cannot_be_reached_is_said_with_the_reason(secure_broker, node, tmp_path, caplog):
     """paho's connect-fail callback gets no reason: a wrong CA file read as "cannot reach the broker", and
     plain MQTT to the TLS port said nothing at all while the service ran. Now each says why."""
