@@ -116,6 +116,9 @@ def test_a_recipe_or_csv_not_in_utf8_names_its_line(recipe, tmp_path):
     (tmp_path / "clips.csv").write_bytes("file,label,fold\n0.wav,d\u00e9g,1\n".encode("latin-1"))
     with pytest.raises(DatasetError, match=r"clips.csv: line 2 is not UTF-8 \(byte 0xe9\)"):
         read_catalogue(load_train_config(recipe).data)
+    (tmp_path / "clips.csv").write_text("file,label,fold\n")  # said "choose folds that exist"
+    with pytest.raises(DatasetError, match=r"clips.csv has a header and no rows: add one row per clip"):
+        read_catalogue(load_train_config(recipe).data)
 
 
 def test_validation_figures_are_each_runs_last_epoch_and_their_mean(tmp_path):

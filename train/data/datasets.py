@@ -169,6 +169,8 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> tuple[li
     """
     path = Path(path)
     rows = _rows(path, ("file", "label"))
+    if not rows:
+        raise DatasetError(f"{path} has a header and no rows: add one row per clip (file,label[,fold,group])")
     labels = [(row["label"] or "").strip() for _, row in rows]
     for line, row in rows:
         for column in ("file", "label"):
