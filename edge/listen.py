@@ -669,6 +669,23 @@ def start_notes(
         )
     if label_set.fitted_for and options is not None:
         notes += fitted_notes(label_set, options, windowing)
+        head = None if vocabulary is None else vocabulary.head
+        if agree is not None and head is not None and scorer.fusion is not None and scorer.fusion.head_rows is not None:
+            # the fit heard the set's agreement (calibrate thresholds --agree writes it as the set's), else the head's
+            heard_with = {
+                "off" if a is None else f"{a:g}"
+                for a in (head.agree if a is None else a for a in label_set.agreement())
+            }
+            if heard_with != {f"{agree:g}"}:
+                notes.append(
+                    (
+                        "warning",
+                        f"label set {label_set.name!r}: its thresholds were fitted with the student's agreement "
+                        f"{' / '.join(sorted(heard_with))}, this run has --agree {agree:g} (a service: listen.agree): "
+                        "they start more or fewer events than the fit measured; leave --agree out, or fit them again "
+                        "with it",
+                    )
+                )
     if options is not None and options.fast and options.input not in (None, "-"):
         notes.append(
             (
