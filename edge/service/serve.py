@@ -416,8 +416,11 @@ def hold_state_dir(folder: Path) -> Iterator[None]:
                 "mqtt.node_id",
                 key="service.state_dir",
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # the pid is for the message above; the lock holds without it (a full disk: no room for it)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as err:
+            log.debug("state folder %s: our pid not written into its lock (%s)", folder, err)
         yield
     finally:
         os.close(fd)  # the lock goes with it

@@ -331,6 +331,24 @@ def test_the_status_line_s_alert_ends_with_its_own_trouble():
     assert "mic lost" in sink.alert
 
 
+def test_a_full_disk_at_the_first_start_still_holds_the_folder(tmp_path, monkeypatch):
+    """On a full disk the lock file is made but our pid cannot be written into it: that was a traceback
+    at every start (a restart loop), where the outputs would have said the disk is full and listened."""
+    import edge.service.serve as serve_module
+    from edge.service.serve import LOCK_NAME, hold_state_dir
+
+    def full(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(serve_module.os, "pwrite", full)
+    folder = tmp_path / "state"
+    with hold_state_dir(folder):
+        assert (folder / LOCK_NAME).exists()
+        with pytest.raises(ConfigError, match=r"is in use by another serve \(pid \?\)"):  # still held
+            with hold_state_dir(folder):
+                pass
+
+
 def test_one_service_per_state_folder(tmp_path):
     """A second serve on one state folder (a shell run beside the unit) would share the event log
     and clips, and its MQTT connection (one client id) would push the first one's off every
