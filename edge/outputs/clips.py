@@ -2,7 +2,7 @@
 
     source.read ──tap──> the listen loop              (the samples it returns, unchanged)
                   │
-                  └─> history: the last pre_roll + max_seconds + post_roll seconds, by sample index
+                  └─> history: the last pre_roll + max_seconds + post_roll (+ the start's lag) seconds
     start (onset t) ──> a pending clip from onset - pre_roll
     end (t)         ──> ... until t + post_roll has arrived ──> worker thread: FLAC, then the disk budget
 
@@ -11,7 +11,8 @@ sample exactly as the listen pipeline counts it, so an event's times name its sa
 An event longer than `max_seconds` gets a clip of its first `max_seconds` (plus the rolls),
 written as soon as that much has arrived. Note that an event's onset is the END time of the
 first window that scored above the threshold: the sound may have begun up to one window
-before it, so a pre_roll of about the window length keeps its beginning.
+before it, so the pre_roll is the window length unless the config gives one (2 s, the default
+until 2026-12-06, left most clips without their sound's first second or two).
 
 Files: `<dir>/<onset as YYYYmmddTHHMMSSZ>_<event_id>_<label>.flac` (16-bit, the model rate),
 written atomically by a worker thread (a bounded queue: the audio path never waits on the
@@ -79,7 +80,7 @@ class ClipsConfig:
 
     enabled: bool = False
     dir: str | None = None  # None: <state_dir>/clips
-    pre_roll: float = 2.0  # seconds before the onset
+    pre_roll: float | None = None  # seconds before the onset; None: the listen window's length
     post_roll: float = 2.0  # seconds after the end
     max_megabytes: float = 1024.0  # disk budget of the folder: the oldest clips go first
     min_free_megabytes: float = 100.0  # the oldest clips go while their disk has less free
@@ -91,8 +92,10 @@ class ClipsConfig:
             raise invalid("dir", self.dir, "a folder path, or leave it out for <state directory>/clips")
         for name in ("pre_roll", "post_roll"):
             value = getattr(self, name)
-            if not (math.isfinite(value) and 0 <= value <= 60):
+            if value is not None and not (math.isfinite(value) and 0 <= value <= 60):
                 raise invalid(name, value, "a number of seconds from 0 to 60 (e.g. 2)")
+        if self.post_roll is None:
+            raise invalid("post_roll", self.post_roll, "a number of seconds from 0 to 60 (e.g. 2)")
         if not (math.isfinite(self.max_seconds) and 0 < self.max_seconds <= 3600):
             raise invalid("max_seconds", self.max_seconds, "a number of seconds > 0 and <= 3600 (e.g. 60)")
         if not (math.isfinite(self.max_megabytes) and self.max_megabytes > 0):
@@ -187,6 +190,9 @@ class ClipRecorder(Sink):
     `enabled: false` it does nothing: `tap` returns the source as it is, `clip_for` None.
     Counters: `written`, `skipped`, `removed` (clips deleted by age or for the disk's room).
     `trust_clock`: remove by age even while the kernel says the clock is not synchronised.
+    `window_seconds`: the listen window (the pre-roll where the config leaves it out); `lag_seconds`:
+    how long after its onset a start can arrive (listen's smoothing and min_duration, a window's
+    worth of slack), which the audio history must also hold.
     """
 
     def __init__(
@@ -197,9 +203,13 @@ class ClipRecorder(Sink):
         *,
         origin: datetime | None = None,
         trust_clock: bool = False,
+        window_seconds: float = 0.0,
+        lag_seconds: float = 0.0,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         self.config = config
+        # an onset is the end of the first window above threshold: the sound may begin a window before it
+        self.pre_roll = window_seconds if config.pre_roll is None else config.pre_roll
         self.dir = config.resolve_dir(state_dir)
         self.sample_rate = sample_rate
         self.trust_clock = trust_clock
@@ -213,7 +223,9 @@ class ClipRecorder(Sink):
         self._names: dict[int, str] = {}
         self._pending: dict[int, _Pending] = {}
         self._slice = max(1, sample_rate)  # audio is appended a second at most at a time (see _audio)
-        seconds = config.pre_roll + config.max_seconds + config.post_roll
+        # a start reaches the recorder `lag_seconds` after its onset (the smoothing and min_duration): by
+        # then the history must still hold onset - pre_roll
+        seconds = self.pre_roll + config.max_seconds + config.post_roll + lag_seconds
         self._history = _History(math.ceil(seconds * sample_rate) + self._slice)
         self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(maxsize=QUEUE_CLIPS)
         self._worker: threading.Thread | None = None
@@ -332,7 +344,7 @@ class ClipRecorder(Sink):
                 return
             self._pending[event.event_id] = _Pending(
                 name,
-                first=max(0, onset - round(config.pre_roll * rate)),
+                first=max(0, onset - round(self.pre_roll * rate)),
                 limit=onset + round((config.max_seconds + config.post_roll) * rate),
             )
         else:

@@ -514,11 +514,18 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
         clip_for = None
         recorder: ClipRecorder | None = None
         if "clips" in enabled:
+            windowing, options = config.options.windowing(resolved.bundle), config.options
             recorder = ClipRecorder(
                 enabled["clips"],
                 state_dir,
                 resolved.bundle.meta.frontend.sample_rate,
                 trust_clock=config.service.trust_clock,
+                window_seconds=windowing.window_seconds,
+                # a start comes once the smoothed score has held min_duration: that long after its onset,
+                # and a few windows more
+                lag_seconds=options.min_duration
+                + (options.smooth + 2) * windowing.hop_seconds
+                + windowing.window_seconds,
             )
             sinks.append(recorder)
             clip_for = recorder.clip_for

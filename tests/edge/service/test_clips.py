@@ -313,6 +313,28 @@ def test_a_long_event_is_cut_at_max_seconds_and_close_writes_what_is_pending(tmp
     np.testing.assert_array_equal(feed.clip(open_at_close), feed.audio[round(8.0 * RATE):round(10.0 * RATE)])
 
 
+@pytest.mark.parametrize("lag", [0.0, 8.0])
+def test_a_start_that_comes_late_still_gets_its_onset_and_a_window_before_it(tmp_path, lag):
+    """An onset is the end of the first window above threshold, and its start comes once the smoothed
+    score has held min_duration: with a 2 s pre_roll (the old default) most clips began after their
+    sound, and with min_duration 8 s the history (pre + max + post) had lost the onset: a clip of its
+    last 2 s. The pre_roll is now the window, and the history holds the start's lag too."""
+    clips = ClipRecorder(ClipsConfig(enabled=True, post_roll=0.5, max_seconds=3.0), tmp_path, RATE,
+                         window_seconds=2.0, lag_seconds=lag)
+    assert clips.pre_roll == 2.0  # none given: the window
+    feed = Feed(clips, tmp_path)
+    feed.until(5.0 + 8.0)  # the start of an event at 5 s comes 8 s late
+    name = feed.event("start", 5.0, 1)
+    feed.event("end", 13.5, 1, duration=8.5)
+    feed.until(14.0)
+    feed.source.stop()
+    clips.close()
+    if lag:
+        np.testing.assert_array_equal(feed.clip(name), feed.audio[round(3.0 * RATE):round(8.5 * RATE)])
+    else:  # the lag not counted: the onset and the window before it are gone (the clip is what was left)
+        assert not (clips.dir / name).exists() or len(feed.clip(name)) < round(5.5 * RATE)
+
+
 def test_a_stream_time_that_jumps_never_gives_a_clip_of_other_audio(tmp_path, caplog):
     clips = recorder(tmp_path, max_seconds=2.0)  # history: 1 + 2 + 1.5 s and one second of slack
     feed = Feed(clips, tmp_path)
