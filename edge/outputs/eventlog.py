@@ -187,6 +187,7 @@ class EventLogSink(Sink):
         self.config = config
         self.path = config.resolve_path(state_dir)
         self.clip_for = clip_for
+        self._started: dict[int, tuple[float | None, str | None]] = {}  # open events' start score and clip
         self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         self.trust_clock = trust_clock  # remove by age even while the kernel says the clock is not synchronised
         # the run's row, written into every file the run opens: {version, model_id, label_set,
@@ -227,6 +228,7 @@ class EventLogSink(Sink):
         row = record_dict(event, self.utc(event.t))
         if event.kind == "start":
             clip = self.clip_for(event) if self.clip_for is not None else None
+            self._started[event.event_id] = (row["score"], clip)
             self._record(
                 lambda db: db.execute(
                     "INSERT OR REPLACE INTO events (run_id, event_id, label, onset_utc, onset_t, score, clip) "
@@ -237,6 +239,10 @@ class EventLogSink(Sink):
             return
         onset = event.t - (event.duration or 0.0)
         whole = (self.run_id, row["event_id"], row["label"], self.utc(onset), round(onset, 3), row["utc"], row["t"])
+        # for a row written whole: the start's score and clip (its start row is in a file set aside)
+        score, clip = self._started.pop(
+            event.event_id, (None, self.clip_for(event) if self.clip_for is not None else None)
+        )
 
         def write_end(db: sqlite3.Connection) -> None:
             changed = db.execute(
@@ -247,8 +253,8 @@ class EventLogSink(Sink):
             if changed == 0:  # its start is not there (dropped, or a new file begun since): the whole event
                 db.execute(
                     "INSERT INTO events (run_id, event_id, label, onset_utc, onset_t, end_utc, end_t, duration, "
-                    "peak, end_reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'end')",
-                    (*whole, row["duration"], row["peak"]),
+                    "peak, end_reason, score, clip) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'end', ?, ?)",
+                    (*whole, row["duration"], row["peak"], score, clip),
                 )
 
         self._record(write_end)

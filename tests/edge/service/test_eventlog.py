@@ -288,7 +288,7 @@ def test_a_damaged_file_is_moved_aside_and_a_new_one_begun(tmp_path, caplog):
 
 
 def test_a_file_deleted_while_the_service_runs_is_begun_again(tmp_path, caplog):
-    sink = EventLogSink(EventLogConfig(), tmp_path)
+    sink = EventLogSink(EventLogConfig(), tmp_path, clip_for=lambda e: f"clip_{e.event_id}.flac")
     path = tmp_path / "events.sqlite"
     sink.event(start(1))
     for part in tmp_path.glob("events.sqlite*"):
@@ -298,6 +298,9 @@ def test_a_file_deleted_while_the_service_runs_is_begun_again(tmp_path, caplog):
     sink.close()
     assert "deleted or replaced while the service ran" in caplog.text
     assert [(e["event_id"], e["onset_t"]) for e in recent_events(path, 5)] == [(2, 4.0), (1, 1.0)]
+    # the event written whole from its end keeps its start's score and its clip (they were null)
+    whole = recent_events(path, 5)[1]
+    assert (whole["score"], whole["clip"]) == (0.6123, "clip_1.flac"), whole
 
 
 def test_a_rotated_file_keeps_every_record_and_close_makes_a_last_try(tmp_path):
