@@ -406,10 +406,14 @@ class EventLogSink(Sink):
         while aside.exists():  # damaged twice within a second: never over the first copy
             n += 1
             aside = self.path.with_name(f"{stamp}-{n}")
-        for suffix in ("", "-wal", "-shm"):
-            part = self.path.with_name(self.path.name + suffix)
-            if part.exists():
-                os.replace(part, aside.with_name(aside.name + suffix))
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                part = self.path.with_name(self.path.name + suffix)
+                if part.exists():
+                    os.replace(part, aside.with_name(aside.name + suffix))
+        except OSError as move:  # a folder gone read-only, a failing card: records wait, as for a full disk
+            log.warning("event log %s is damaged (%s) and cannot be moved aside (%s)", self.path, err, move)
+            return
         log.warning("event log %s is damaged (%s): moved to %s, a new one begun", self.path, err, aside)
         # a failing card damages file after file: the oldest copies go, so they never fill the disk
         # (by their names' dates; the one just set aside is kept whatever the clock said)

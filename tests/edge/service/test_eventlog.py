@@ -287,6 +287,26 @@ def test_a_damaged_file_is_moved_aside_and_a_new_one_begun(tmp_path, caplog):
     assert not [p for p in tmp_path.glob("events.sqlite.damaged-2099010[1-3]*")]  # the oldest, -wal and all
 
 
+@pytest.mark.slow  # the start waits out its busy timeout
+def test_a_damaged_file_that_cannot_be_moved_aside_is_said_and_records_wait(tmp_path, caplog, monkeypatch):
+    """The move of a damaged file can fail too (its folder gone read-only, a failing card): an OSError
+    that reached the listen loop. Said, and the records wait as for a full disk."""
+    path = tmp_path / "events.sqlite"
+    path.write_bytes(b"not a database, just text " * 200)
+
+    def read_only(*args):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(eventlog.os, "replace", read_only)
+    sink = EventLogSink(EventLogConfig(), tmp_path)
+    sink.event(start(1))
+    assert "cannot be moved aside ([Errno 30] Read-only file system)" in caplog.text
+    assert sink.pending == 1
+    monkeypatch.undo()
+    sink.close()  # a last try: the file is set aside now, and the record written
+    assert [e["event_id"] for e in recent_events(path, 5)] == [1]
+
+
 def test_a_file_deleted_while_the_service_runs_is_begun_again(tmp_path, caplog):
     sink = EventLogSink(EventLogConfig(), tmp_path, clip_for=lambda e: f"clip_{e.event_id}.flac")
     path = tmp_path / "events.sqlite"
