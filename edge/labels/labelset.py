@@ -70,6 +70,14 @@ FITTED_KEYS = {
     "release": "number",
     "min_level": "number",
 }
+FITTED_RANGES = {  # what listen runs with (edge.listen.ListenOptions)
+    "window": ("a number of seconds > 0", lambda v: v > 0),
+    "hop": ("a number of seconds > 0", lambda v: v > 0),
+    "smooth": ("a whole number of windows >= 1", lambda v: v >= 1 and float(v).is_integer()),
+    "min_duration": ("a number of seconds >= 0", lambda v: v >= 0),
+    "release": ("a ratio in (0, 1]", lambda v: 0 < v <= 1),
+    "min_level": ("a level in dBFS <= 0", lambda v: v <= 0),
+}
 LABEL_KEYS = {
     "name": "str",
     "text": "str",
@@ -350,9 +358,15 @@ class _Parser:
         return load_label_set(path, depth=self.depth + 1)
 
     def fitted_for(self, node: yaml.Node) -> dict[str, float]:
-        """`fitted_for: {window: 5, hop: 1, smooth: 3, ...}`: numbers (calibrate thresholds writes it)."""
+        """`fitted_for: {window: 5, hop: 1, smooth: 3, ...}`: numbers (calibrate thresholds writes it), each
+        one listen could have run with (a hand edit to `window: -1` made every warning about it nonsense)."""
         keys = self.mapping(node, "fitted_for", FITTED_KEYS)
-        return {key: self.value(value, f"fitted_for.{key}", "number") for key, value in keys.items()}
+        fitted = {key: self.value(value, f"fitted_for.{key}", "number") for key, value in keys.items()}
+        for key, value in fitted.items():
+            allowed, fits = FITTED_RANGES[key]
+            if not (math.isfinite(value) and fits(value)):
+                raise self.fail(keys[key], f"fitted_for.{key}", f"{value:g} is not allowed: use {allowed}")
+        return fitted
 
     def calibration(self, node: yaml.Node) -> tuple[float, bool]:
         """`calibration: {temperature: T, new_labels: true}`: T a finite number > 0, and whether it

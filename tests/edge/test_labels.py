@@ -57,6 +57,11 @@ def test_sha_covers_names_and_prompts_only():
     ("name: x\nlabel: [dog]\n", r":2: label set: unknown key 'label': did you mean 'labels'\?"),
     ("name: x\nfitted_for: {hops: 1}\nlabels: [dog]\n", r":2: fitted_for: unknown key 'hops': did you mean 'hop'\?"),
     ("name: x\nfitted_for: {hop: fast}\nlabels: [dog]\n", r":2: fitted_for.hop: "),
+    # settings listen could never have run with: a warning comparing them says nonsense
+    ("name: x\nfitted_for: {window: -1}\nlabels: [dog]\n",
+     r":2: fitted_for.window: -1 is not allowed: use a number of seconds > 0"),
+    ("name: x\nfitted_for: {smooth: 2.5, release: 0.7}\nlabels: [dog]\n",
+     r":2: fitted_for.smooth: 2.5 is not allowed: use a whole number of windows >= 1"),
     ("name: x\ncalibration: {new_labels: 1}\nlabels: [dog]\n", r":2: calibration.new_labels: must be true or false"),
     ("name: x\nlabels:\n  - name: dog\n    treshold: 0.6\n", r":4: labels\[0\]: unknown key 'treshold': did you mean 'threshold'\?"),
     ("name: x\nlabels:\n  - name: dog\n    threshold: high\n", r":4: labels\[0\].threshold: must be a number, got 'high'"),
