@@ -1024,6 +1024,12 @@ def install_service(
         exec_path=os.path.abspath(executable), config_path=os.path.abspath(config_path), watchdog_sec=watchdog_sec
     )
     if print_only:
+        if not os.path.isfile(settings.exec_path):  # a unit for another machine may name its path: said, not refused
+            click.echo(
+                f"warning: ExecStart {settings.exec_path} does not exist here: the unit fails to start where it does "
+                "not either; pass --exec with the semanticac-edge of the venv that has the package",
+                err=True,
+            )
         click.echo(
             f"# ---- {unit_path}\n{render_unit(settings)}\n# ---- {settings.config_path}\n{example_text()}", nl=False
         )

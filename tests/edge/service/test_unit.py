@@ -79,6 +79,16 @@ def test_a_venv_under_home_stays_readable_and_paths_with_spaces_are_quoted():
     assert "\nProtectHome=read-only" in text
 
 
+def test_print_says_an_executable_that_is_not_there(tmp_path):
+    """Writing the unit refuses an --exec that does not exist; --print printed it without a word."""
+    missing = str(tmp_path / "venv" / "bin" / "semanticac-edge")
+    result = CliRunner().invoke(edge.cli.main, ["install-service", "--print", "--exec", missing])
+    assert result.exit_code == 0 and f"ExecStart={missing} serve" in result.stdout
+    assert f"warning: ExecStart {missing} does not exist here" in result.stderr
+    fine = CliRunner().invoke(edge.cli.main, ["install-service", "--print", "--exec", EDGE])
+    assert fine.exit_code == 0 and "warning" not in fine.stderr
+
+
 def test_install_writes_the_unit_and_config_and_keeps_an_existing_config(tmp_path):
     unit, config = tmp_path / "unit" / "semanticac-edge.service", tmp_path / "etc" / "service.yaml"
     args = ["install-service", "--unit", str(unit), "--config", str(config), "--exec", EDGE, "--watchdog-sec", "20"]
