@@ -461,8 +461,14 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
     or by training accuracy for a recipe without a validation split, test folds only reported:
     `scored_on` says which)."""
     out = Path(out)
-    check_run_folder(out, resume)  # before the data is read
-    run = prepare(config, pretrained_audio, pretrained_text)
+    made = not out.exists()
+    check_run_folder(out, resume)  # before the data is read (it makes the folder)
+    try:
+        run = prepare(config, pretrained_audio, pretrained_text)
+    except BaseException:  # a recipe's data or model refused: no empty run folder left behind
+        if made and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     trainer = Trainer(config, run)
     if resume:
         trainer.resume(out / "last.pt")
