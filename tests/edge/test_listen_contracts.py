@@ -315,12 +315,14 @@ def test_an_agreement_that_checks_nothing_warns(demo_bundle, clip, tmp_path):
         assert any("agreement (--agree, agree: in the label set) has no effect" in w for w in warnings) == warns, warnings
 
 
-def test_thresholds_fitted_under_another_agreement_warn(demo_bundle, clip, tmp_path):
+def test_thresholds_fitted_under_another_agreement_warn(demo_bundle, tmp_path):
     """`--agree 0` on a set fitted under the bundle's agreement (0.5) lets every window of the head's
     mix count: more events than the fit measured, and nothing said (agree was not in fitted_for)."""
     fitted = tmp_path / "fitted.yaml"
     fitted.write_text("name: fitted\nfitted_for: {window: 5, hop: 1, smooth: 3, min_duration: 1, release: 0.7}\n"
                       "labels: [siren, dog_bark]\n")
+    clip = tmp_path / "short.wav"  # the start says it: a window is enough
+    sf.write(clip, noise(1.0, RATE), RATE)
     for agree, warns in ((0.0, True), (0.5, False)):  # (none given: the fit's own, nothing to say)
         sink = Collect()
         listen(ListenOptions(labels=str(fitted), bundle=str(demo_bundle.path), input=str(clip), fast=True,
