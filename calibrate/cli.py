@@ -203,8 +203,6 @@ def raised_within_budget(fit, budget: float) -> list[str]:
 def figure_output(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """--plot: a writable file named for a format the figure can be written in (its ending), checked
     before any listening: a .pdf or .svg name got PNG bytes, and a viewer or a report then failed on it."""
-    from pathlib import Path
-
     from calibrate.plots import FIGURE_FORMATS
 
     value = writable_output(ctx, param, value)

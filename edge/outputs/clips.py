@@ -90,12 +90,10 @@ class ClipsConfig:
     def __post_init__(self) -> None:
         if self.dir is not None and not self.dir.strip():
             raise invalid("dir", self.dir, "a folder path, or leave it out for <state directory>/clips")
-        for name in ("pre_roll", "post_roll"):
+        for name in ("post_roll",) if self.pre_roll is None else ("pre_roll", "post_roll"):  # None: the window
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and 0 <= value <= 60):
+            if not (math.isfinite(value) and 0 <= value <= 60):
                 raise invalid(name, value, "a number of seconds from 0 to 60 (e.g. 2)")
-        if self.post_roll is None:
-            raise invalid("post_roll", self.post_roll, "a number of seconds from 0 to 60 (e.g. 2)")
         if not (math.isfinite(self.max_seconds) and 0 < self.max_seconds <= 3600):
             raise invalid("max_seconds", self.max_seconds, "a number of seconds > 0 and <= 3600 (e.g. 60)")
         if not (math.isfinite(self.max_megabytes) and self.max_megabytes > 0):

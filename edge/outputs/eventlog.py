@@ -240,9 +240,7 @@ class EventLogSink(Sink):
         onset = event.t - (event.duration or 0.0)
         whole = (self.run_id, row["event_id"], row["label"], self.utc(onset), round(onset, 3), row["utc"], row["t"])
         # for a row written whole: the start's score and clip (its start row is in a file set aside)
-        score, clip = self._started.pop(
-            event.event_id, (None, self.clip_for(event) if self.clip_for is not None else None)
-        )
+        score, clip = self._started.pop(event.event_id, (None, None))
 
         def write_end(db: sqlite3.Connection) -> None:
             changed = db.execute(

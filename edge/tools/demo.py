@@ -426,14 +426,9 @@ def _cached(wav: Path, sidecar: Path) -> tuple[Path, list[Segment]] | None:
     try:
         segments = read_scene_sidecar(sidecar)
         decoder = Decoder(wav)  # libsndfile's header notes say where a file was cut short
-        try:
-            damage = decoder.damage or (
-                f"{decoder.file.frames / decoder.rate:.3f} s, its scene {max(s.end for s in segments):.3f} s"
-                if segments and decoder.file.frames / decoder.rate < max(s.end for s in segments)
-                else None
-            )
-        finally:
-            decoder.close()
+        decoder.close()
+        seconds, scene = decoder.file.frames / decoder.rate, max((s.end for s in segments), default=0.0)
+        damage = decoder.damage or (f"{seconds:.3f} s, its scene {scene:.3f} s" if seconds < scene else None)
         if damage is not None:
             raise AudioError(f"cut short: {damage}")
     except (AudioError, OSError, RuntimeError) as err:
