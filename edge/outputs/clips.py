@@ -70,7 +70,7 @@ LABEL_CHARS = 48  # a label's length in a file name
 AHEAD_SECONDS = 0.1  # an onset later than the audio seen by more than this: the stream time jumped
 FUTURE_SECONDS = 60.0  # a clip's time further ahead of the clock than this: written while the clock was ahead
 DAY = 86400.0
-NAMES_KEPT = 1024  # clip names of recent events kept (an open event's is never the oldest for long)
+NAMES_KEPT = 1024  # clip names of recent ended events kept (an open event's is kept until its end)
 REDATED_CLIPS = 10_000  # clips of this run whose file times a clock step may move (the newest)
 
 
@@ -217,8 +217,9 @@ class ClipRecorder(Sink):
         self._failing = False  # the last clip could not be written (the worker's; said once until one is)
         self._redating: threading.Thread | None = None  # moving this run's clips' file times (redate)
         # event_id -> clip name, from clip_for at the start; kept past the end (every output names the
-        # end's clip after the recorder has seen it), the oldest forgotten beyond NAMES_KEPT
+        # end's clip after the recorder has seen it), the oldest ended one forgotten beyond NAMES_KEPT
         self._names: dict[int, str] = {}
+        self._open: set[int] = set()  # started, end not yet seen: their names are never forgotten
         self._pending: dict[int, _Pending] = {}
         self._slice = max(1, sample_rate)  # audio is appended a second at most at a time (see _audio)
         # a start reaches the recorder `lag_seconds` after its onset (the smoothing and min_duration): by
@@ -302,8 +303,9 @@ class ClipRecorder(Sink):
                 name = f"{stem}-{n}.flac"
             if event.kind == "start":
                 self._names[event.event_id] = name
-                if len(self._names) > NAMES_KEPT:
-                    del self._names[next(iter(self._names))]
+                self._open.add(event.event_id)
+                if len(self._names) > NAMES_KEPT + len(self._open):
+                    del self._names[next(i for i in self._names if i not in self._open)]
         return name
 
     def window(self, result: WindowResult) -> None:
@@ -346,6 +348,7 @@ class ClipRecorder(Sink):
                 limit=onset + round((config.max_seconds + config.post_roll) * rate),
             )
         else:
+            self._open.discard(event.event_id)
             pending = self._pending.get(event.event_id)
             if pending is not None:
                 pending.last = min(pending.limit, round((event.t + config.post_roll) * rate))

@@ -313,6 +313,25 @@ def test_a_long_event_is_cut_at_max_seconds_and_close_writes_what_is_pending(tmp
     np.testing.assert_array_equal(feed.clip(open_at_close), feed.audio[round(8.0 * RATE):round(10.0 * RATE)])
 
 
+def test_an_event_open_past_many_others_ends_with_its_own_clip_name(tmp_path, monkeypatch):
+    """The names of ended events are forgotten, oldest first, beyond NAMES_KEPT; an open event's never
+    is: its end (in the event log and MQTT) names the clip its start named, though that clip, cut at
+    max_seconds, is on disk already (it was named anew, with a "-2", when forgotten)."""
+    monkeypatch.setattr("edge.outputs.clips.NAMES_KEPT", 2)
+    clips = recorder(tmp_path, max_seconds=2.0)
+    feed = Feed(clips, tmp_path)
+    long = feed.event("start", 2.0, 1)
+    feed.until(8.0)
+    wait_for(lambda: (clips.dir / long).exists())
+    for event_id, t in zip(range(2, 6), range(9, 17, 2)):  # more events than the names kept
+        name = feed.event("start", t, event_id)
+        assert feed.event("end", t + 0.5, event_id, duration=0.5) == name
+    assert feed.event("end", 17.0, 1, duration=15.0) == long
+    feed.source.stop()
+    clips.close()
+    assert clips.skipped == 0 and clips.written == 5
+
+
 @pytest.mark.parametrize("lag", [0.0, 8.0])
 def test_a_start_that_comes_late_still_gets_its_onset_and_a_window_before_it(tmp_path, lag):
     """An onset is the end of the first window above threshold, and its start comes once the smoothed
