@@ -92,6 +92,15 @@ def yaml_error(err: Exception, source: str, text: str) -> str:
     )
 
 
+def yaml_float(number: float) -> str:
+    """A number as YAML 1.1 reads one: an exponent needs a dot before it and a sign (1.0e-05, not 1e-05)."""
+    text = f"{number:g}"
+    mantissa, e, exponent = text.partition("e")
+    if e and "." not in mantissa:
+        text = f"{mantissa}.0e{exponent}"
+    return text
+
+
 def number_hint(value: object) -> str:
     """Why a text that reads as a number to a person is not one to YAML, and the fix."""
     if not isinstance(value, str):
@@ -109,7 +118,7 @@ def number_hint(value: object) -> str:
     if not math.isfinite(number):  # YAML's are .inf and .nan; none is a usable value here
         return " (a finite number is needed)"
     if "e" in text.lower():  # YAML 1.1 reads 7e-1 and 5.0e1 as text: its exponent needs a dot and a sign
-        return f" (YAML reads {text} as text: write {number:g})"
+        return f" (YAML reads {text} as text: write {yaml_float(number)})"
     return f" (a number in quotes is text to YAML: write {text} without quotes)"
 
 

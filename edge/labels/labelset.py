@@ -35,6 +35,8 @@ import logging
 import math
 import os
 import re
+import string
+import unicodedata
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -205,7 +207,7 @@ class _Parser:
             return [self.value(item, f"{where}[{i}]", "str") for i, item in enumerate(node.value)]
         if not isinstance(node, yaml.ScalarNode):
             raise self.fail(node, where, f"must be a {kind}, got {self._show(node)}")
-        value = self.loader.construct_object(node)
+        value = self.construct(node, where)
         if kind == "bool":
             if not isinstance(value, bool):
                 raise self.fail(node, where, must_be("true or false", value))
@@ -220,12 +222,28 @@ class _Parser:
             raise self.fail(node, where, must_be("a number", value) + number_hint(value))
         return float(value)
 
+    def construct(self, node: yaml.ScalarNode, where: str):
+        """The Python value of a scalar. What the safe loader cannot build is an error that names its
+        line: a tag (!foo), a merge key (<<: *anchor), a date that is none (2026-02-30)."""
+        try:
+            return self.loader.construct_object(node)
+        except (yaml.YAMLError, ValueError) as err:
+            if node.tag == "tag:yaml.org,2002:merge":
+                why = "is a YAML merge key, which a label set does not read: write each key out"
+            elif isinstance(err, yaml.YAMLError):
+                why = f"has the YAML tag {node.tag!r}, which a label set does not read: remove the tag"
+            else:
+                why = f"cannot be read ({err}): quote it to make it text, '{node.value}'"
+            raise self.fail(node, where, f"{node.value!r} {why}") from None
+
     def mapping(self, node: yaml.Node, where: str, allowed: dict) -> dict[str, yaml.Node]:
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, where, f"must be a mapping with keys {sorted(allowed)}, got {self._show(node)}")
         out: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
-            key = self.loader.construct_object(key_node)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.fail(key_node, where, f"a key must be a word, got {self._show(key_node)}")
+            key = self.construct(key_node, where)
             if key not in allowed:
                 colon = ""
                 if "name" in allowed and len(node.value) == 1 and isinstance(value_node, yaml.ScalarNode):
@@ -291,7 +309,8 @@ class _Parser:
             raise self.fail(
                 keys.get("prompt"),
                 "prompt",
-                f'{prompt!r} must contain {{label}} and no other {{...}} field, e.g. "an audio clip of {{label}}"',
+                f"{prompt!r} must contain {{label}}, as written (no index, attribute, conversion or format), and no "
+                'other {...} field, e.g. "an audio clip of {label}"',
             )
         default = self.threshold(keys["threshold"], "threshold") if "threshold" in keys else DEFAULT_THRESHOLD
         description = self.value(keys["description"], "description", "str") if "description" in keys else None
@@ -350,10 +369,11 @@ class _Parser:
         if not path.is_absolute() and self.source not in ("<string>", "<memory>"):
             path = Path(self.source).parent / path
         if not path.is_file():
+            what = "a directory, not" if path.is_dir() else "neither a shipped set nor"
             raise self.fail(
                 node,
                 "extends",
-                f"{spec!r} is neither a shipped set ({', '.join(sorted(shipped))}) nor a label-set file ({path})",
+                f"{spec!r} is {what} a label-set file ({path}; shipped sets: {', '.join(sorted(shipped))})",
             )
         return load_label_set(path, depth=self.depth + 1)
 
@@ -411,6 +431,9 @@ class _Parser:
             )
         if "\n" in name or len(name) > 100:
             raise self.fail(node_name, f"{where}.name", f"{name[:40]!r}... must be one line of at most 100 characters")
+        hidden = _hidden_character(name)
+        if hidden is not None:
+            raise self.fail(node_name, f"{where}.name", f"{name!r} holds {hidden}: remove it")
         extra = self.value(keys["prompts"], f"{where}.prompts", "list of str") if "prompts" in keys else []
         templated = [p for p in extra if "{label}" in p]
         if templated:
@@ -421,6 +444,9 @@ class _Parser:
                 "instead of {label} (the set's `prompt:` template is where {label} goes)",
             )
         text = self.value(keys["text"], f"{where}.text", "str") if "text" in keys else None
+        hidden = _hidden_character(text or "")
+        if hidden is not None:
+            raise self.fail(keys["text"], f"{where}.text", f"{text!r} holds {hidden}: remove it")
         # drop repeats
         prompts = tuple(dict.fromkeys([template.format(label=label_text(text or name))] + extra))
         threshold = self.threshold(keys["threshold"], f"{where}.threshold") if "threshold" in keys else default
@@ -432,13 +458,29 @@ class _Parser:
         return Label(name=name, prompts=prompts, threshold=threshold, group=group, bias=bias, agree=agree, text=text)
 
 
+def _hidden_character(text: str) -> str | None:
+    """The first control or invisible character of a name, described (None: none): one would
+    end a file name (NUL), move a terminal's cursor (CR, ESC) or make a label that reads as
+    another, or as nothing (a zero-width space). The joiner of emoji sequences is allowed."""
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf") and ch != "\u200d":
+            return f"the invisible character U+{ord(ch):04X} ({unicodedata.name(ch, 'a control character')})"
+    return None
+
+
 def _template_error(prompt: str) -> bool:
     """Whether the template does not put the label in (no `{label}`, only an escaped `{{label}}`)
-    or has another field."""
+    or has another field, or a label field that is not `{label}` as written (`{label[0]}`,
+    `{label.upper}`, `{label:>9}`, `{label!r}`: part of the name, or a method's address)."""
     try:
-        return "\0" not in prompt.format(label="\0")
-    except (KeyError, IndexError, ValueError):
+        fields = [
+            (name, spec, conversion)
+            for _, name, spec, conversion in string.Formatter().parse(prompt)
+            if name is not None
+        ]
+    except ValueError:  # a lone { or }
         return True
+    return not fields or any(field != ("label", "", None) for field in fields)
 
 
 def parse_label_set(text: str, source: str = "<string>", depth: int = 0) -> LabelSet:
@@ -488,6 +530,16 @@ def _is_path(spec: str | Path) -> bool:
     return any(sep in spec for sep in {"/", os.sep}) or spec.startswith("~")
 
 
+def _label_set_file(spec: str | Path, shown: str | None = None) -> LabelSet:
+    """`--labels PATH` (`shown`: as the log names it; a bare name: ./NAME)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        raise LabelSetError(f"label set {str(spec)!r} is a directory: pass a label-set YAML file")
+    label_set = load_label_set(path)
+    log.info("label set %r: file %s", label_set.name, shown or spec)
+    return label_set
+
+
 def resolve_label_set(spec: str | Path) -> LabelSet:
     """`--labels`: the name of a shipped set ("urban", "urban.yaml"), else a YAML file.
 
@@ -497,12 +549,7 @@ def resolve_label_set(spec: str | Path) -> LabelSet:
     """
     shipped = shipped_label_sets()
     if _is_path(spec):
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            raise LabelSetError(f"label set {str(spec)!r} is a directory: pass a label-set YAML file")
-        label_set = load_label_set(path)
-        log.info("label set %r: file %s", label_set.name, spec)
-        return label_set
+        return _label_set_file(spec)
     assert isinstance(spec, str)  # _is_path is True for every Path
     bare = spec[:-5] if spec.endswith(".yaml") else spec
     if bare in shipped:
@@ -518,10 +565,8 @@ def resolve_label_set(spec: str | Path) -> LabelSet:
         label_set = load_label_set(shipped[bare], shipped=True)
         log.info("label set %r: shipped set (%s)", spec, label_set.source)
         return label_set
-    if Path(spec).is_file():
-        label_set = load_label_set(spec)
-        log.info("label set %r: file ./%s", label_set.name, spec)
-        return label_set
+    if Path(spec).exists():
+        return _label_set_file(spec, shown=f"./{spec}")
     raise LabelSetError(
         f"label set {spec!r} not found: it is neither a file nor a shipped set "
         f"(shipped: {', '.join(sorted(shipped))}); pass a path to your YAML file"
