@@ -58,7 +58,9 @@ progress.setLevel(logging.INFO)
 LARGE_SET = 32  # prompts: embedding more says how far it got
 PROGRESS_SECONDS = 1.0  # at most one progress line per second while a large set is embedded
 INTO = ("auto", "bundle", "cache")  # where `embed-labels` writes
+CACHE_FIX = "set $XDG_CACHE_HOME to a writable folder with room, or pass --into bundle with a bundle you may write"
 RENAME = "give the site's set a `name:` of its own in its YAML (e.g. `name: my_site`)"
+REDO = "; delete it and compute it again"  # the fix for a damaged file (the cache's: done on the way)
 # What a damaged .npz raises inside np.load: a truncated zip, a bad member, a short read.
 UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error)
 
@@ -142,9 +144,7 @@ class LabelEmbeddings:
             with np.load(path, allow_pickle=False) as data:
                 missing = [name for name in ARRAYS if name not in data.files]
                 if missing:
-                    raise CorruptLabelEmbeddings(
-                        f"label embeddings {path}: missing array(s) {missing}; delete it and compute it again"
-                    )
+                    raise CorruptLabelEmbeddings(f"label embeddings {path}: missing array(s) {missing}{REDO}")
                 arrays = {name: data[name] for name in ARRAYS}
                 text_sha256 = str(data[PROVENANCE]) if PROVENANCE in data.files else ""
         except LabelEmbeddingsError:
@@ -152,9 +152,10 @@ class LabelEmbeddings:
         except PermissionError:
             raise unreadable(path) from None
         except UNREADABLE as err:
+            # numpy takes a file that is no .npz nor .npy for a pickle, and says how to load one unsafely
+            why = "not a .npz file" if "pickle" in str(err) else err or type(err).__name__
             raise CorruptLabelEmbeddings(
-                f"cannot read label embeddings {path}: {err or type(err).__name__}: "
-                "the file is corrupt or truncated; delete it and compute it again"
+                f"cannot read label embeddings {path}: {why}: the file is corrupt or truncated{REDO}"
             ) from None
         emb = arrays["embeddings"]
         k, p = arrays["labels"].shape[0], arrays["prompts"].shape[0]
@@ -167,7 +168,7 @@ class LabelEmbeddings:
             raise CorruptLabelEmbeddings(
                 f"label embeddings {path}: inconsistent shapes (labels {k}, prompts {p}, "
                 f"embeddings {emb.shape} {emb.dtype}, prompt_label "
-                f"{arrays['prompt_label'].shape}); delete it and compute it again"
+                f"{arrays['prompt_label'].shape}){REDO}"
             )
         return cls(
             labels=tuple(str(s) for s in arrays["labels"]),
@@ -443,7 +444,8 @@ def label_embeddings_for(
         )
     for candidate in found:
         if candidate.corrupt:
-            log.warning("%s: computing label set %r again and rewriting the file", candidate.problem, label_set.name)
+            problem = (candidate.problem or "").removesuffix(REDO)  # what the warning says it does
+            log.warning("%s: computing label set %r again and rewriting the file", problem, label_set.name)
         else:
             log.info("label set %r: %s: %s", label_set.name, candidate.path, candidate.problem)
     embeddings = compute_label_embeddings(bundle, label_set, threads, stop)
@@ -565,13 +567,29 @@ def embed_label_sets(bundle: Bundle, specs, into: str = "auto", threads: int | N
             targets.append((label_set, cache_dir(bundle.meta.model_id), "cache"))
         else:
             targets.append((label_set, folder, place))
+    # the bundle's own copy is what listen reads first: a cache copy of it would only replace a site's
+    # set of that name there (computed again at its next start), and by the int8 text graph
+    exported = {label_set.name: _exported(bundle, label_set) for label_set, _, _ in targets}
+    for label_set, target, where in targets:
+        problem = None if exported[label_set.name] is not None else unwritable_reason(target)
+        if problem is not None:
+            raise LabelEmbeddingsError(
+                f"cannot write label set {label_set.name!r} to {target}: {problem}; "
+                + (CACHE_FIX if where == "cache" else "make it writable, or pass --into cache")
+            )
     written = []
     for label_set, target, where in targets:
-        exported = _exported(bundle, label_set) if where == "bundle" else None
-        if exported is not None:  # the text graph on the device is int8 (--compact): it would do worse
-            written.append(Embedded(label_set, exported, target / f"{label_set.name}.npz", where, kept=True))
+        kept = exported[label_set.name]
+        if kept is not None:  # the text graph on the device is int8 (--compact): it would do worse
+            written.append(Embedded(label_set, kept, bundle.labels_dir / f"{label_set.name}.npz", "bundle", True))
             continue
         embeddings = compute_label_embeddings(bundle, label_set, threads)
-        path = embeddings.save(target / f"{label_set.name}.npz")
+        try:
+            path = embeddings.save(target / f"{label_set.name}.npz")
+        except OSError as err:
+            raise LabelEmbeddingsError(
+                f"cannot write label set {label_set.name!r} to {target}: {err.strerror or err}; "
+                + (CACHE_FIX if where == "cache" else "free space there, or pass --into cache")
+            ) from None
         written.append(Embedded(label_set, embeddings, path, where))
     return written

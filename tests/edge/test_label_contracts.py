@@ -120,6 +120,7 @@ def test_a_damaged_cache_file_is_computed_again_with_a_warning_and_rewritten(dem
         again = label_embeddings_for(demo, pets)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and str(cached) in warnings[0] and "corrupt or truncated" in warnings[0]
+    assert "pickle" not in warnings[0] and "delete it" not in warnings[0]  # numpy's advice; what it does anyway
     np.testing.assert_allclose(again.embeddings, first.embeddings, atol=1e-6)
     np.testing.assert_array_equal(LabelEmbeddings.load(cached).embeddings, again.embeddings)  # rewritten
     assert sorted(p.name for p in cached.parent.iterdir()) == ["pets.npz"]  # atomically: no leftovers
@@ -180,18 +181,51 @@ def test_embed_labels_writes_into_the_bundle_atomically_and_says_what(bundle_cop
     assert found.labels == ("dog_bark", "kettle") and found.model_id == bundle_copy.meta.model_id
 
 
-def test_embed_labels_into_the_cache_and_when_the_bundle_is_read_only(bundle_copy, cache, monkeypatch):
+def test_embed_labels_into_the_cache_and_when_the_bundle_is_read_only(bundle_copy, cache, monkeypatch, tmp_path):
     runner = CliRunner()
-    args = ["embed-labels", "--bundle", str(bundle_copy.path), "--labels", "urban"]
+    (tmp_path / "pets.yaml").write_text(PETS)
+    args = ["embed-labels", "--bundle", str(bundle_copy.path), "--labels", str(tmp_path / "pets.yaml")]
     result = runner.invoke(edge.cli.main, [*args, "--into", "cache"])
-    target = cache_dir(bundle_copy.meta.model_id) / "urban.npz"
+    target = cache_dir(bundle_copy.meta.model_id) / "pets.npz"
     assert result.exit_code == 0 and f"-> {target} (cache)" in result.output, result.output
     target.unlink()
-    monkeypatch.setattr(embeddings, "unwritable_reason", lambda folder: f"{folder}: Read-only file system")
+    read_only = bundle_copy.labels_dir
+    monkeypatch.setattr(embeddings, "unwritable_reason",
+                        lambda folder: f"{folder}: Read-only file system" if Path(folder) == read_only else None)
     result = runner.invoke(edge.cli.main, args)  # auto: the cache
     assert result.exit_code == 0 and f"-> {target} (cache)" in result.output, result.output
     one_line_error(runner.invoke(edge.cli.main, [*args, "--into", "bundle"]), "Read-only file system",
                    "--into cache")
+
+
+def test_embed_labels_keeps_a_set_the_bundle_holds_and_leaves_the_cache_s_set_of_that_name(bundle_copy, cache,
+                                                                                             tmp_path):
+    """The bundle's urban.npz is what listen reads first: computing it again into the cache (by the
+    int8 text graph) only replaced a site's own set named `urban` there, without a word."""
+    runner = CliRunner()
+    site = tmp_path / "urban.yaml"
+    site.write_text("name: urban\nlabels: [kettle, doorbell]\n")
+    args = ["embed-labels", "--bundle", str(bundle_copy.path), "--into", "cache", "--labels"]
+    assert runner.invoke(edge.cli.main, [*args, str(site)]).exit_code == 0
+    cached = cache_dir(bundle_copy.meta.model_id) / "urban.npz"
+    before = cached.read_bytes()
+    result = runner.invoke(edge.cli.main, [*args, "urban"])
+    bundled = bundle_copy.labels_dir / "urban.npz"
+    assert result.exit_code == 0 and f"{bundled} already holds them" in result.output and "kept" in result.output
+    assert cached.read_bytes() == before
+
+
+def test_embed_labels_says_a_cache_it_cannot_write_before_any_work(bundle_copy, tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "afile"))
+    (tmp_path / "pets.yaml").write_text(PETS)
+    computed = []
+    monkeypatch.setattr(embeddings, "compute_label_embeddings", lambda *a, **k: computed.append(a))
+    result = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(bundle_copy.path), "--into", "cache",
+                                                "--labels", str(tmp_path / "pets.yaml")])
+    one_line_error(result, "cannot write label set 'pets'", f"{tmp_path / 'afile'} is a file, not a folder",
+                   "$XDG_CACHE_HOME")
+    assert not computed
 
 
 def test_label_embeddings_this_user_may_not_read_are_not_called_damaged_nor_computed_over(bundle_copy, cache,
