@@ -162,18 +162,23 @@ def listen_to(
 
 
 def listen_in_silence(options: ListenOptions, labels: Sequence[str], path: Path) -> Stream:
-    """Run listen over one clip heard in a quiet stream: one window of digital silence before and
-    after it, so every window that overlaps the clip is scored, as in a continuous stream (a clip
-    no longer than the window would otherwise be one window, too short for any min_duration).
-    The silent windows are gated, as on the device."""
+    """Run listen over one clip heard in a quiet stream: digital silence before and after it, so
+    every window that overlaps the clip is scored, as in a continuous stream (a clip no longer
+    than the window would otherwise be one window, too short for any min_duration). The silent
+    windows are gated, as on the device. Before it, `smooth` - 1 silent windows more than the
+    window: the smoothing of the clip's first window then averages as many windows as a stream
+    that has been quiet a while (a young stream averages fewer: a clip a hop long scored half
+    its score there, not a third, and started an event a site would not have)."""
     import soundfile as sf
 
     from edge.bundle import resolve_bundle
 
     meta = resolve_bundle(options.bundle).meta
     rate = meta.frontend.sample_rate
-    pad = np.zeros(meta.frontend.seconds_to_samples(options.window or meta.clip_seconds), dtype=np.float32)
-    samples = np.concatenate([pad, read_audio(path, rate), pad])
+    window = options.window or meta.clip_seconds
+    after = np.zeros(meta.frontend.seconds_to_samples(window), dtype=np.float32)
+    before = np.zeros(meta.frontend.seconds_to_samples(window + (options.smooth - 1) * options.hop), dtype=np.float32)
+    samples = np.concatenate([before, read_audio(path, rate), after])
     with temporary_folder() as folder:
         padded = folder / "padded.wav"
         sf.write(str(padded), samples, rate, subtype="FLOAT")

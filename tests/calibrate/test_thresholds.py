@@ -137,6 +137,13 @@ def test_a_positive_shorter_than_the_window_can_start_an_event(tmp_path):
     assert heard.name == str(clip) and heard.gated[0] and heard.gated[-1] and len(heard.times) >= 8
     k = urban.names.index("siren")
     assert count_starts([(heard.times, heard.smoothed(LISTEN["smooth"])[:, k])], "siren", 0.5, 0.7, 1.0) == 1
+    # as at a site quiet a while: the smoothing of its first window averages `smooth` windows, not fewer
+    # (one window of silence before it left a third of a 3-window average to the clip's first score alone)
+    thrice = dataclasses.replace(options, smooth=3, hop=2.5)
+    heard = listen_in_silence(thrice, urban.names, clip)
+    first = int(np.argmin(heard.gated))  # the first window that hears the clip
+    assert first >= 2 and heard.gated[:first].all()
+    assert heard.smoothed(3)[first, k] == pytest.approx(heard.scores[first, k] / 3)
 
 
 @needs_matplotlib
