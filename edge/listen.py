@@ -1040,7 +1040,7 @@ class Listener:
                 else source.end_reason or ("stopped" if stop.is_set() else "end of stream")
             )
             overflows = source.overflows
-        t_end = self._offset + queue.end * self.windowing.seconds_per_frame
+        t_end = self._offset + mel.samples_seen / self.frontend.sample_rate  # (frames: one more, centred)
         for event in self.detector.flush(max(t_end, self._t)):
             self._emit_event(event)
         self._t = t_end

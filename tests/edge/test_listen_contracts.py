@@ -151,6 +151,8 @@ def test_the_end_of_a_stream_is_heard_by_a_last_window_that_ends_with_it(demo_bu
         assert result.exit_code == 0, result.output
         windows = [json.loads(line) for line in result.stdout.splitlines() if '"type": "window"' in line]
         assert [round(w["t"], 2) for w in windows] == ends
+        last = json.loads(result.stdout.splitlines()[-1])  # the stream's length: its samples, not a frame more
+        assert last["type"] == "status" and last["t"] == len(x) / RATE, last
         if len(ends) == 5:  # the tone is in the last window alone: heard
             levels = [w["level_dbfs"] for w in windows]
             assert levels[-1] > -30 and max(levels[:-1]) < -40, levels
