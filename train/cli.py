@@ -50,9 +50,11 @@ def domain_errors(func):
               help="Export freshly initialised weights of --config (for speed benchmarks only).")
 @click.option("--config", "config_path", help="Model config (with --random-init): a path or paper|small.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Bundle folder to write.")
-@click.option("--labels", "label_specs", multiple=True, default=("urban", "esc50"), show_default=True,
+@click.option("--labels", "label_specs", multiple=True,
               help="Label sets to embed into the bundle (repeat the option); with a vocabulary branch, "
-                   "less the classes the recipe held out (named <set>-seen): the labels recorded as trained.")
+                   "less the classes the recipe held out (named <set>-seen): the labels recorded as trained. "
+                   "Default: urban and esc50 where they name every class the checkpoint trained, else a set of "
+                   "its classes, written into the bundle as labels/trained.yaml.")
 @click.option("--clip-seconds", type=float, default=None,
               help="Clip length the model was trained on. Default: the checkpoint's, else 10.")
 @click.option("--license", "license_text", default=None, help="Licence recorded in model.json.")
@@ -76,7 +78,7 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
     from train.cv import validation_figures
-    from train.export import check_export_target, export_bundle
+    from train.export import check_export_target, default_label_sets, export_bundle
     from train.model.config import load_model_config
     from train.model.semanticac import build_model
 
@@ -101,7 +103,10 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
         raise click.UsageError("this is the one-hot baseline: it has no text tower, so it cannot be a bundle")
     if validation_runs:
         training = {**training, "validation": validation_figures(validation_runs)}
-    label_sets = [resolve_label_set(spec) for spec in label_specs]
+    if label_specs:
+        label_sets, label_files = [resolve_label_set(spec) for spec in label_specs], {}
+    else:
+        label_sets, label_files = default_label_sets(training)
     mid = model_id(model, config)
     seconds = clip_seconds or state.get("clip_seconds") or 10.0
     shared = vocabulary_shared or (training.get("recipe") or {}).get("freeze_audio_layers")
@@ -109,8 +114,12 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
                                               "tail": vocabulary_tail}
     reports = export_bundle(model, config, out, model_id=mid, clip_seconds=seconds, label_sets=label_sets,
                             training=training, license=license_text or state.get("license", "unspecified"),
-                            compact=compact, scoring=state.get("scoring"), vocabulary=vocabulary)
+                            compact=compact, scoring=state.get("scoring"), vocabulary=vocabulary,
+                            label_files=label_files)
     click.echo(f"bundle {out}: model_id {mid}")
+    for name in label_files:
+        yaml_path = Path(out) / "labels" / f"{name}.yaml"
+        click.echo(f"  label set of the trained classes: listen with --bundle {out} --labels {yaml_path}")
     for report in reports:
         click.echo(f"  {report.summary()}")
 

@@ -704,6 +704,30 @@ def trained_label_sets(label_sets: list[LabelSet], training: dict | None) -> lis
     return kept
 
 
+TRAINED_SET = "trained"  # the label set of a checkpoint's own classes, written into the bundle
+
+
+def default_label_sets(training: dict | None) -> tuple[list[LabelSet], dict[str, str]]:
+    """`export`'s label sets when --labels is not given, and the YAML of each one that is written
+    into the bundle (labels/<name>.yaml): `urban` and `esc50` where they name every class the
+    checkpoint trained (the demo recipes, or no classes recorded), else a set of its trained
+    classes, named "trained" (a model of a site's own CSV: the shipped sets would be labels it never
+    heard, refused with a vocabulary branch), for `listen --labels <bundle>/labels/trained.yaml`."""
+    import yaml
+
+    from edge.labels.labelset import parse_label_set, resolve_label_set
+
+    shipped = [resolve_label_set("urban"), resolve_label_set("esc50")]
+    held = {label_key(name) for name in never_trained(training)}
+    classes = [name for name in (training or {}).get("class_names") or [] if label_key(name) not in held]
+    named = {label_key(name) for label_set in shipped for name in label_set.names}
+    if all(label_key(name) in named for name in classes):
+        return shipped, {}
+    text = "# The classes this model was trained on (written by semanticac-train export).\n" + yaml.safe_dump(
+        {"name": TRAINED_SET, "labels": classes}, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return [parse_label_set(text, source=f"labels/{TRAINED_SET}.yaml")], {TRAINED_SET: text}
+
+
 def check_export_target(out: str | Path) -> None:
     """`out` may become a bundle: it does not exist, is empty, or is a bundle already (it holds
     model.json: replaced whole, atomically). Never the current folder, a file, or a folder of
@@ -731,7 +755,8 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
                   clip_seconds: float = 10.0,
                   label_sets: list[LabelSet] = (), training: dict | None = None,
                   license: str = "unspecified", compact: bool = False,
-                  scoring: dict | None = None, vocabulary: dict | None = None) -> list[GraphReport]:
+                  scoring: dict | None = None, vocabulary: dict | None = None,
+                  label_files: dict[str, str] | None = None) -> list[GraphReport]:
     """Write the bundle for `model` into `out` (atomically); returns what each graph holds.
 
     Label embeddings are computed the way the device computes them: the bundle's tokenizer and
@@ -744,7 +769,8 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     embeds its 521 class names; the label sets given, less the labels the checkpoint never trained
     (`trained_label_sets`), are recorded as the trained ones; then the
     training clips of `training["recipe"]` are heard again for the veto (train.vocabulary_trust:
-    where they cannot be read, the veto is off).
+    where they cannot be read, the veto is off). `label_files`: {name: YAML} of label sets written
+    into labels/ as <name>.yaml beside their embeddings (`default_label_sets`).
     """
     check_export_target(out)
     if not model.text_assisted:
@@ -806,6 +832,9 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
         if vocabulary is not None:
             vocabulary_meta = vocabulary_spec(bundle, label_sets, vocabulary)
             write_meta()
+        for name, text in (label_files or {}).items():
+            (tmp / "labels").mkdir(exist_ok=True)
+            (tmp / "labels" / f"{name}.yaml").write_text(text, encoding="utf-8")
         for label_set in label_sets:
             shipped_embeddings(bundle, label_set).save(tmp / "labels" / f"{label_set.name}.npz")
             log.info("label set %s: %d labels, %d prompts embedded", label_set.name, len(label_set.labels),

@@ -129,6 +129,35 @@ def test_checkpoint_round_trip_and_cli_export(small, tmp_path):
     assert sorted(p.name for p in (out / "labels").iterdir()) == ["urban.npz"]
 
 
+def test_export_of_a_site_s_classes_writes_their_label_set_into_the_bundle(small, tmp_path):
+    """A model of a site's own CSV exported without --labels: the shipped urban and esc50 were labels
+    it never heard (warned of; refused with a vocabulary branch). Its classes are the bundle's set,
+    labels/trained.yaml beside its embeddings, and export says how to listen with it."""
+    model, config = small
+    classes = ["kettle", "Dog bark", "yes"]  # a word YAML would read as true is still a label
+    path = save_checkpoint(tmp_path / "run" / "best.pt", model, config, clip_seconds=5.0, class_names=classes)
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(cli.main, ["export", "--checkpoint", str(path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    yaml_path = out / "labels" / "trained.yaml"
+    assert f"--bundle {out} --labels {yaml_path}" in result.output
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["trained.npz", "trained.yaml"]
+    label_set = resolve_label_set(str(yaml_path))
+    assert label_set.names == classes
+    embedded = LabelEmbeddings.load(out / "labels" / "trained.npz")
+    assert list(embedded.labels) == classes and embedded.labels_sha256 == label_set.sha256  # listen uses them as they are
+    # classes the shipped sets name (the demo recipes), or none recorded: those sets, as before; a class
+    # the recipe held out is not in the trained set
+    from train.export import default_label_sets
+
+    for training in ({"class_names": ["siren", "Dog bark", "rooster"]}, {}, {"command": "random initialisation"}):
+        sets, files = default_label_sets(training)
+        assert [label_set.name for label_set in sets] == ["urban", "esc50"] and files == {}
+    held = {"class_names": ["kettle", "siren", "rooster"], "recipe": {"data": {"kind": "csv", "holdout": ["Rooster"]}}}
+    sets, files = default_label_sets(held)
+    assert [label_set.names for label_set in sets] == [["kettle", "siren"]] and list(files) == ["trained"]
+
+
 def test_failed_export_keeps_the_previous_bundle(small, tmp_path, monkeypatch):
     model, config = small
     out = tmp_path / "bundle"
