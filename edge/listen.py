@@ -63,6 +63,8 @@ from edge.backends import BACKENDS, select_backend
 from edge.backends.base import Backend
 from edge.bundle import Bundle, resolve_bundle_origin
 from edge.capture.sources import (
+    MAX_CHANNELS,
+    MAX_INPUT_RATE,
     STDIN_FORMATS,
     FileSource,
     MicrophoneSource,
@@ -260,10 +262,10 @@ class ListenOptions:
                     "--input - (raw PCM on stdin) needs --rate, the rate it was recorded at (e.g. --rate 16000)",
                     option="rate",
                 )
-            self._whole("rate", self.rate, 1, hint="the sample rate in Hz")
+            self._whole("rate", self.rate, 1, MAX_INPUT_RATE, hint="the sample rate in Hz")
             if self.stdin_format not in STDIN_FORMATS:
                 self._fail("sample_format", self.sample_format, f"one of {', '.join(STDIN_FORMATS)}")
-            self._whole("channels", self.stdin_channels, 1)
+            self._whole("channels", self.stdin_channels if self.channels is None else self.channels, 1, MAX_CHANNELS)
         if kind == "file" and not self.input:
             self._fail("input", self.input, "a path to an audio file, or - for stdin")
 
@@ -1025,6 +1027,11 @@ class Listener:
                             self._keep_time(self._offset + queue.end * self.windowing.seconds_per_frame)
                     beat()
                 ended = not stop.is_set()
+                if ended and isinstance(source, StdinSource) and not source.samples_delivered:
+                    raise AudioError(  # a sender that died at once: no stream was heard (a stop is no failure)
+                        "stdin closed before a whole frame of audio arrived: is the command that writes to it "
+                        "running? (e.g. arecord -t raw ... | semanticac-edge listen --input - ...)"
+                    )
                 if ended:  # the last frames need the end of the signal (right-hand padding)
                     next_k = self._finish(mel, queue, next_k)
             except (AudioError, BackendError) as err:  # score what came before, then report

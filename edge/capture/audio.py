@@ -12,6 +12,7 @@ cannot be opened says why: missing, a directory, permission denied, or not audio
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,11 @@ DECODE_BLOCK = 4096  # frames per read: a decode error loses at most the block i
 # shorter than its header's size ("data : 96000 (should be 47978)"), an Ogg stream whose last
 # page lacks the end-of-stream flag.
 TRUNCATION_SIGNS = ("(should be", "lacks an end-of-stream bit")
+# The sizes a WAV header holds where its writer could not go back to fill them in (a recorder writing
+# to a pipe, or one stopped before it finished): "unknown length", not a file cut short. libsndfile
+# reads such a file to its end; from a pipe its frame count is a guess.
+UNFINISHED_SIZE = re.compile(r"^\s*(?:RIFF|data)\s*:\s*(?:4294967295|2147483647)\b")
+EMPTY_DATA = re.compile(r"^\s*data\s*:\s*0\s*$", re.MULTILINE)
 
 
 CLIP_LEVEL = 0.999
@@ -81,7 +87,14 @@ def open_audio(path: str | Path) -> sf.SoundFile:
             f"{', '.join(sorted(sf.available_formats()))})"
         ) from None
     if audio.frames == 0:
+        info = getattr(audio, "extra_info", "") or ""
         audio.close()
+        if EMPTY_DATA.search(info) and path.stat().st_size > 1024:
+            raise AudioError(
+                f"audio file {path}: its header says it holds no samples, yet the file has {path.stat().st_size} "
+                "bytes: a recording that was never finished (the recorder stopped before writing its sizes); "
+                "repair the header: sox --ignore-length IN.wav OUT.wav"
+            )
         raise AudioError(f"audio file {path} holds no samples: record or pick a non-empty file")
     return audio
 
@@ -98,8 +111,13 @@ class Decoder:
         self.file = open_audio(self.path)
         self.rate, self.channels = self.file.samplerate, self.file.channels
         self.decoded = 0
-        log_lines = getattr(self.file, "extra_info", "") or ""
-        signs = [line.strip() for line in log_lines.splitlines() if any(s in line for s in TRUNCATION_SIGNS)]
+        lines = (getattr(self.file, "extra_info", "") or "").splitlines()
+        self.unfinished = any(UNFINISHED_SIZE.match(line) for line in lines)  # its length is read, not promised
+        signs = [
+            line.strip()
+            for line in lines
+            if any(s in line for s in TRUNCATION_SIGNS) and not UNFINISHED_SIZE.match(line)
+        ]
         self.damage: str | None = f"libsndfile: {'; '.join(signs)}" if signs else None
 
     def blocks(self, frames: int) -> Iterator[np.ndarray]:
@@ -115,7 +133,7 @@ class Decoder:
                 self.damage = f"libsndfile: {str(err).strip() or type(err).__name__}"
                 return
             if not len(block):
-                if self.damage is None and 0 < self.decoded < self.file.frames:
+                if self.damage is None and 0 < self.decoded < self.file.frames and not self.unfinished:
                     self.damage = f"its header promises {self.file.frames / self.rate:.3f} s"
                 return
             self.decoded += len(block)

@@ -79,6 +79,13 @@ class _Rescans:
 
 
 _rescans = _Rescans()
+# The most a source may carry: its ring holds buffer_seconds of it (5 s of 768 kHz x 64 channels: 1 GB).
+# A rate or channel count beyond them is a typo or a corrupt header, not audio.
+MAX_INPUT_RATE = 768_000
+MAX_CHANNELS = 64
+MAX_SAMPLES_PER_SECOND = MAX_INPUT_RATE * 8  # rate x channels (a 48 kHz recorder has up to 128 channels)
+CANCEL_RATIO = 0.01  # a mix 20 dB under its channels: they cancel (one of them inverted)
+CANCEL_CHECK_SECONDS = 1.0  # of audible input (channels above -60 dBFS) before the mix is judged
 STDIN_FORMATS = {"s16le": ("<i2", 2.0**-15), "s32le": ("<i4", 2.0**-31), "f32le": ("<f4", 1.0)}
 
 
@@ -115,6 +122,12 @@ class Source:
     ):
         if sample_rate <= 0:
             raise AudioError(f"model sample rate must be a positive integer (Hz), got {sample_rate}")
+        if input_rate > MAX_INPUT_RATE or channels > MAX_CHANNELS or input_rate * channels > MAX_SAMPLES_PER_SECOND:
+            raise AudioError(
+                f"{name}: {input_rate} Hz x {channels} channel(s) is beyond what listen reads (at most "
+                f"{MAX_INPUT_RATE} Hz, {MAX_CHANNELS} channels, {MAX_SAMPLES_PER_SECOND} samples a second): a corrupt "
+                "header, or the wrong rate or channels given; resample or mix it down first (sox, ffmpeg)"
+            )
         self.name = name
         self.input_rate = input_rate
         self.channels = channels
@@ -137,6 +150,7 @@ class Source:
         self._clip_run = self._clipped_unlogged = 0
         self._clip_log = _Every(CLIP_LOG_SECONDS)
         self._beyond_said = False
+        self._cancel = [0.0, 0.0, 0] if channels > 1 else None  # channels' and mix's energy, frames: until judged
         if channels > 1:
             log.info("%s: mixing %d channels down to mono", name, channels)
         if self._resampler is not None:
@@ -241,12 +255,40 @@ class Source:
     def _to_model_rate(self, frames: np.ndarray) -> np.ndarray:
         mono = to_mono(frames)  # the mean of the channels, as read_audio does it
         self._count_clipping(mono)
+        if self._cancel is not None:
+            self._check_cancelling(frames, mono)
         return mono if self._resampler is None else self._resampler.resample_chunk(mono)
 
     def _flush(self) -> np.ndarray:
         if self._resampler is None:
             return np.zeros(0, dtype=np.float32)
         return self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+
+    def _check_cancelling(self, frames: np.ndarray, mono: np.ndarray) -> None:
+        """Once per source, after CANCEL_CHECK_SECONDS of audible input: a warning where the mono mix
+        is far quieter than its channels (they cancel: a balanced microphone on an unbalanced input,
+        a channel wired inverted). Its sounds would be scored as near silence, and nothing said why."""
+        assert self._cancel is not None
+        if not frames.size:
+            return
+        power = np.mean(np.square(frames), axis=1)
+        audible = power > 1e-6  # -60 dBFS
+        self._cancel[0] += float(power[audible].sum())
+        self._cancel[1] += float(np.square(mono[audible]).sum())
+        self._cancel[2] += int(audible.sum())
+        if self._cancel[2] < CANCEL_CHECK_SECONDS * self.input_rate:
+            return
+        channels, mix, _ = self._cancel
+        self._cancel = None
+        if mix < CANCEL_RATIO * channels:
+            log.warning(
+                "%s: its %d channels cancel when mixed to mono (the mix is %.0f dB under them): one is inverted (a "
+                "balanced microphone on an unbalanced input, a miswired channel?) and the model hears near "
+                "silence; invert or leave out one channel (sox ... remix 1,2i; ffmpeg -af pan=mono|c0=c0)",
+                self.name,
+                self.channels,
+                10 * math.log10(channels / max(mix, 1e-30)),
+            )
 
     def _count_clipping(self, x: np.ndarray) -> None:
         run = full_scale_runs(x, self._clip_run)
@@ -268,7 +310,7 @@ class Source:
         """Once per source: a warning where a float sample goes beyond full scale (`beyond_cause`),
         which the model hears louder than any microphone delivers; from then on the clipping status
         says so, and `beyond_fix`, instead of calling those samples clipped."""
-        if self._beyond_said or max(float(block.max()), -float(block.min())) <= BEYOND_FULL_SCALE:
+        if self._beyond_said or not block.size or max(float(block.max()), -float(block.min())) <= BEYOND_FULL_SCALE:
             return  # every block of a sound file
         magnitude = np.abs(block).max(axis=1)
         beyond = np.flatnonzero(magnitude > BEYOND_FULL_SCALE)
@@ -673,7 +715,18 @@ class FileSource(Source):
 
 
 # What a container on stdin starts with: --input - reads raw PCM, so its bytes would be heard as samples.
-CONTAINERS = {b"RIFF": "a WAV header", b"RF64": "a WAV header", b"fLaC": "a FLAC stream", b"OggS": "an Ogg stream"}
+CONTAINERS = {
+    b"RIFF": "a WAV header",
+    b"RF64": "a WAV header",
+    b"fLaC": "a FLAC stream",
+    b"OggS": "an Ogg stream",
+    b"ID3\x02": "an MP3 stream",
+    b"ID3\x03": "an MP3 stream",
+    b"ID3\x04": "an MP3 stream",
+    b"FORM": "an AIFF file (big-endian)",
+    b".snd": "an AU file (big-endian)",
+    b"caff": "a CAF file",
+}
 
 
 def check_raw(head: bytes) -> None:
@@ -739,7 +792,8 @@ class StdinSource(Source):
     def _produce(self) -> None:
         dtype, scale = STDIN_FORMATS[self.format]
         frame_bytes = np.dtype(dtype).itemsize * self.channels
-        rest, first, frames = b"", True, 0
+        rest, frames = b"", 0
+        head: bytes | None = b""  # the first bytes, until check_raw has 4 of them
         while not self._stopping.is_set():
             try:
                 data = self._read(self.block * frame_bytes)
@@ -749,9 +803,11 @@ class StdinSource(Source):
                 return
             if not data:
                 break
-            if first:
-                first = False
-                check_raw(data)
+            if head is not None:
+                head += data[:4]
+                if len(head) >= 4:
+                    check_raw(head)
+                    head = None
             data = rest + data
             whole = len(data) - len(data) % frame_bytes
             rest = data[whole:]
@@ -762,7 +818,7 @@ class StdinSource(Source):
             if scale == 1.0:  # float samples can go beyond full scale
                 self._check_beyond_full_scale(block, frames)
             frames += len(block)
-            if not self._put_waiting(block):
+            if block.size and not self._put_waiting(block):
                 return
         if rest:
             log.warning("stdin ended inside a frame: dropped %d trailing byte(s)", len(rest))

@@ -97,6 +97,8 @@ def test_a_second_label_set_is_a_usage_error_not_silently_the_only_one(demo_bund
     ("stdin", ["--rate", "16000", "--device", "usb"], ["--device applies to the microphone"]),
     ("stdin", ["--rate", "16000", "--fast"], ["--fast applies to --input FILE only"]),
     ("stdin", [], ["needs --rate"]),
+    ("stdin", ["--rate", "10000000000"], ["--rate 10000000000 is not allowed: use a whole number from 1 to 768000"]),
+    ("stdin", ["--rate", "16000", "--channels", "0"], ["--channels 0 is not allowed: use a whole number from 1 to 64"]),
     ("microphone", ["--fast"], ["--fast applies to --input FILE only", "not to the microphone"]),
     ("microphone", ["--rate", "16000"], ["--rate applies"]),
     ("file", ["--reconnect"], ["--reconnect applies to the microphone"]),
@@ -482,6 +484,14 @@ def test_a_signal_while_stdin_is_idle_stops_cleanly(demo_bundle, sig):
     assert proc.returncode == 0, err
     assert "Fatal Python error" not in err and "Traceback" not in err, err
     assert '"stopped (asked to stop' in out or "stopped" in out
+
+
+@pytest.mark.parametrize("data", [b"", b"\x01"])
+def test_stdin_that_ends_before_a_frame_is_a_failure_not_a_stream_heard(demo_bundle, data):
+    """A recorder that dies at once: "0 windows" and exit 0 looked like success (an empty file fails)."""
+    result = cli("listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input", "-", "--rate", "16000",
+                 stdin=data)
+    assert result.exit_code == 1 and "stdin closed before a whole frame of audio arrived" in result.output
 
 
 def test_closed_stdin_is_one_line(demo_bundle):

@@ -153,6 +153,58 @@ def test_empty_file_is_an_audio_error(tmp_path):
         FileSource(path)
 
 
+def patched_wav(tmp_path, name, seconds=2.0, riff=None, data=None, rate=None, channels=1):
+    """A 16-bit WAV whose header's RIFF size, data size or rate is set by hand (as recorders leave them)."""
+    import struct
+
+    path = tmp_path / name
+    sf.write(path, np.tile(noise(seconds, 16000, amplitude=0.3)[:, None], (1, channels)), 16000, subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    for offset, value in ((4, riff), (40, data), (24, rate)):
+        if value is not None:
+            raw[offset:offset + 4] = struct.pack("<I", value)
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("size", [0xFFFFFFFF, 0x7FFFFFFF])
+def test_a_wav_whose_writer_never_filled_in_its_sizes_is_read_whole_not_called_cut(tmp_path, caplog, size):
+    """A WAV written to a pipe carries "unknown length" sizes: every sample was scored, then the run
+    failed, calling a whole recording truncated (its header promising 67108 s)."""
+    path = patched_wav(tmp_path, "piped.wav", riff=size, data=size)
+    expected, _ = sf.read(tmp_path / "piped.wav", dtype="float32", frames=32000)
+    with caplog.at_level(logging.WARNING):
+        got = read_all(FileSource(path, sample_rate=16000, fast=True))
+    assert got.size == 32000 and "truncated" not in caplog.text
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_wav_whose_recorder_stopped_before_writing_its_sizes_says_so(tmp_path):
+    path = patched_wav(tmp_path, "unfinished.wav", riff=0, data=0)
+    with pytest.raises(AudioError, match=r"its header says it holds no samples, yet the file has 64044 bytes: a "
+                                         r"recording that was never finished.*sox --ignore-length"):
+        FileSource(path)
+
+
+def test_a_sample_rate_no_audio_has_is_an_audio_error_not_a_memory_error(tmp_path):
+    path = patched_wav(tmp_path, "rate.wav", rate=2_000_000_000)
+    with pytest.raises(AudioError, match=r"rate.wav: 2000000000 Hz x 1 channel\(s\) is beyond what listen reads.*"
+                                         "a corrupt header"):
+        FileSource(path)
+
+
+@pytest.mark.parametrize("invert, warned", [(True, True), (False, False)])
+def test_channels_that_cancel_in_the_mono_mix_are_warned_of(tmp_path, caplog, invert, warned):
+    """A balanced microphone on an unbalanced input: the channels are each other's negative, so the mix
+    the model hears is digital silence, and nothing said why."""
+    left = noise(2.0, 16000, amplitude=0.1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, np.stack([left, -left if invert else left], axis=1), 16000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
+        read_all(FileSource(path, sample_rate=16000, fast=True))
+    assert ("its 2 channels cancel when mixed to mono" in caplog.text) == warned, caplog.text
+
+
 def test_corrupt_file_mid_stream_delivers_what_decoded_then_fails_saying_so(tmp_path):
     path = tmp_path / "cut.flac"
     sf.write(path, noise(3.0, 16000), 16000)
@@ -295,8 +347,32 @@ def test_stdin_trailing_partial_frame_is_dropped_with_a_warning(caplog):
     assert got.size == 1600 and "dropped 1 trailing byte" in caplog.text
 
 
+class Pieces(io.RawIOBase):
+    """A stream whose reads return the given pieces, one a read (a pipe's writer doing small writes)."""
+
+    def __init__(self, *pieces: bytes):
+        self.pieces = list(pieces)
+
+    def read(self, size=-1):
+        return self.pieces.pop(0) if self.pieces else b""
+
+
+def test_stdin_whose_first_read_is_shorter_than_a_frame_is_read_whole_and_still_checked():
+    """f32le's first read of 2 bytes made an empty block, whose max() crashed the run (a traceback,
+    no end for an open event); and the container check saw 2 bytes, so no MP3 or AIFF was refused."""
+    samples = noise(0.5, 16000, amplitude=0.3)
+    data = encode(samples, "f32le")
+    got = read_all(StdinSource(16000, format="f32le", sample_rate=16000, stream=Pieces(data[:2], data[2:5], data[5:])))
+    np.testing.assert_array_equal(got, samples)
+    for head, what in ((b"ID3\x04", "an MP3 stream"), (b"FORM", "an AIFF file"), (b".snd", "an AU file")):
+        with pytest.raises(AudioError, match=f"stdin holds {what}"):
+            read_all(StdinSource(16000, sample_rate=16000, stream=Pieces(head[:1], head[1:] + data[:4000])))
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"rate": 0}, "positive integer"),
+    ({"rate": 10_000_000_000}, r"10000000000 Hz x 1 channel\(s\) is beyond what listen reads"),
+    ({"rate": 16000, "channels": 100_000}, "is beyond what listen reads"),
     ({"rate": -16000}, "positive integer"),
     ({"rate": 16000.5}, "positive integer"),
     ({"rate": 16000, "format": "u8"}, "s16le, s32le, f32le"),
