@@ -468,8 +468,9 @@ def cv(config_path, folds, out, epochs):
         raise click.BadParameter(f"{folds!r}: give fold numbers separated by commas, e.g. 1,2,3",
                                  param_hint="--folds") from None
     summary, path = cross_validate(config_path, chosen, out, epochs, on_fold=lambda result: click.echo(
-        f"fold {result['fold']}: validation accuracy {result['accuracy']:.4f}"))
-    click.echo(f"{len(summary['folds'])}-fold accuracy {summary['mean']:.4f} +- {summary['std']:.4f} -> {path}")
+        f"fold {result['fold']}: validation accuracy {result['accuracy']:.4f} on {result['clips']} clips"))
+    click.echo(f"{len(summary['folds'])}-fold accuracy {summary['mean']:.4f} +- {summary['std']:.4f} (the folds' "
+               f"mean; over all their clips {summary['pooled']:.4f}) -> {path}")
 
 
 @main.command()

@@ -1,7 +1,8 @@
 """Figures over several runs of one recipe.
 
-    cross_validate(recipe)      k-fold cross-validation: one `fit` per official fold (validated on
-                                it, trained on the others), then mean +- std -> cv.json
+    cross_validate(recipe)      k-fold cross-validation: one `fit` per official fold of 30+ clips
+                                (validated on it, trained on the others), then mean +- std and the
+                                accuracy over all their clips -> cv.json
     validation_figures(runs)    the held-out accuracies of runs with clips held out (each one's last
                                 epoch) and their mean, as `export --validation-run` writes them
 """
@@ -9,7 +10,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import statistics
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,13 +23,22 @@ from train.data import read_catalogue
 from train.loop import fit
 from train.recipe import TrainConfig, load_train_config
 
+log = logging.getLogger(__name__)
 
-def official_folds(config: TrainConfig) -> list[int]:
-    """Every official fold of a one-dataset recipe's data."""
+
+MIN_FOLD_CLIPS = 30  # a held-out fold smaller than this says little (one clip: 3 points) and is left out
+
+
+def fold_sizes(config: TrainConfig) -> dict[int, int]:
+    """Every official fold of a one-dataset recipe's data, and how many clips it holds."""
     if len(config.datasets) > 1:
         raise ConfigError("cv needs a recipe with one dataset (folds are per dataset)")
     clips, _ = read_catalogue(config.data)
-    return sorted({c.fold for c in clips if c.fold is not None})
+    return dict(sorted(Counter(c.fold for c in clips if c.fold is not None).items()))
+
+
+def _sizes(sizes: dict[int, int], folds: Sequence[int]) -> str:
+    return ", ".join(f"{k} ({sizes[k]} clips)" for k in folds)
 
 
 def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: str | Path | None = None,
@@ -36,23 +48,34 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     accuracy is its last epoch's on the held-out fold (`best_epoch_accuracy`, the best over the
     epochs, is chosen on that fold: optimistic); `on_fold` sees each fold's result as it ends."""
     config = load_train_config(recipe, epochs=epochs)
-    chosen = list(folds) if folds else official_folds(config)
+    sizes = fold_sizes(config)
+    small = [k for k, n in sizes.items() if n < MIN_FOLD_CLIPS]
+    chosen = list(folds) if folds else [k for k in sizes if k not in small]
     if folds:  # checked before any training: a fold that is not there failed after the others had trained
         twice = sorted({k for k in chosen if chosen.count(k) > 1})
         if twice:
             raise ConfigError(f"--folds names fold {', '.join(map(str, twice))} twice: each fold is held out once")
-        there = official_folds(config)
-        missing = [k for k in chosen if k not in there]
+        missing = [k for k in chosen if k not in sizes]
         if missing:
             raise ConfigError(
                 f"--folds {','.join(map(str, chosen))}: fold {', '.join(map(str, missing))} is not in the data "
-                f"(its folds: {', '.join(map(str, there)) or 'none'})"
+                f"(its folds: {', '.join(map(str, sizes)) or 'none'})"
             )
     if len(chosen) < 2:
         if folds:
             raise ConfigError(f"cross-validation needs at least 2 folds; --folds gave {chosen}")
-        raise ConfigError(f"cross-validation needs at least 2 folds; the data has {chosen or 'none'} "
-                          "(ESC-50's development copy has no known folds: use a random split with `fit`)")
+        raise ConfigError(
+            f"cross-validation needs at least 2 folds of {MIN_FOLD_CLIPS}+ clips; the data's folds: "
+            f"{_sizes(sizes, sizes) or 'none'} (the development copies know few folds: ESC-50's 44 clips, "
+            "UrbanSound8K's 1 and 2 whole); use a random split with `fit`, or name folds with --folds"
+        )
+    if small and not folds:
+        log.warning("folds %s are left out of the cross-validation: under %d clips, their accuracy would say little "
+                    "and weigh as much as a whole fold's (name them with --folds to hold them out anyway; they train "
+                    "in every run)", _sizes(sizes, small), MIN_FOLD_CLIPS)
+    elif small := [k for k in chosen if k in small]:
+        log.warning("--folds %s: under %d clips each: their accuracy says little, and the mean weighs it as much as a "
+                    "whole fold's (the pooled figure weighs each clip once)", _sizes(sizes, small), MIN_FOLD_CLIPS)
     out = Path(out or Path("runs") / f"{Path(recipe).stem}-cv")
     results = []
     for fold in chosen:
@@ -65,13 +88,14 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
         # the last epoch's accuracy on the held-out fold: the best epoch would be chosen on the test fold itself
         last = result["history"][-1]
         held_out = last["test_accuracy"] if "test_accuracy" in last else last["val_accuracy"]  # a fold run before
-        results.append({"fold": fold, "accuracy": held_out,
+        results.append({"fold": fold, "clips": sizes[fold], "accuracy": held_out,
                         "best_epoch_accuracy": result["best"], "history": result["history"]})
         if on_fold is not None:
             on_fold(results[-1])
     accuracies = [r["accuracy"] for r in results]
+    pooled = sum(r["accuracy"] * r["clips"] for r in results) / sum(r["clips"] for r in results)
     summary = {"config": str(recipe), "folds": results, "mean": statistics.mean(accuracies),
-               "std": statistics.stdev(accuracies)}
+               "std": statistics.stdev(accuracies), "pooled": pooled}
     atomic_write_text(out / "cv.json", json.dumps(summary, indent=2) + "\n")
     return summary, out / "cv.json"
 

@@ -340,8 +340,10 @@ class Trainer:
         log.info("resuming %s at epoch %d of %d", path, self.start + 1, self.config.epochs)
 
     def train_epoch(self, epoch: int) -> dict:
-        """One pass over the training set, then one step of the schedule: loss, accuracy, new lr."""
+        """One pass over the training set, then one step of the schedule: loss, accuracy, and the lr
+        it trained at (the schedule's next one is the next epoch's)."""
         run = self.run
+        lr = self.optimizer.param_groups[0]["lr"]
         run.scorer.train()
         run.train_set.set_epoch(epoch)
         loader = _loader(run.train_set, self.config, shuffle=True, epoch=epoch)
@@ -356,8 +358,7 @@ class Trainer:
             seen, labelled = seen + len(targets), labelled + int(has_class.sum())
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / max(labelled, 1):.3f}")
         self.scheduler.step()
-        return {"loss": total_loss / max(seen, 1), "train_accuracy": correct / max(labelled, 1),
-                "lr": self.optimizer.param_groups[0]["lr"]}
+        return {"loss": total_loss / max(seen, 1), "train_accuracy": correct / max(labelled, 1), "lr": lr}
 
     def step(self, mel: torch.Tensor, targets: torch.Tensor,
              teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

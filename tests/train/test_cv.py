@@ -13,9 +13,9 @@ from train.config import ConfigError
 
 @pytest.fixture
 def recipe(tmp_path):
-    """A recipe over a CSV of 6 clips in folds 1, 2 and 3 (the files are never read)."""
+    """A recipe over a CSV of 90 clips in folds 1, 2 and 3, 30 each (the files are never read)."""
     (tmp_path / "clips.csv").write_text("file,label,fold\n" + "".join(
-        f"{i}.wav,{'dog' if i % 2 else 'cat'},{1 + i % 3}\n" for i in range(6)))
+        f"{i}.wav,{'dog' if i % 2 else 'cat'},{1 + i % 3}\n" for i in range(90)))
     path = tmp_path / "recipe.yaml"
     path.write_text("model: small\ndata: {kind: csv, root: clips.csv, val_fraction: 0.2}\nepochs: 7\n")
     return path
@@ -96,6 +96,32 @@ def test_cross_validate_refuses_what_it_cannot_split(recipe, fake_fit, tmp_path)
     assert not fake_fit and not (tmp_path / "cv").exists()
 
 
+def test_folds_too_small_to_say_anything_are_left_out_and_the_pooled_figure_weighs_each_clip(fake_fit, tmp_path,
+                                                                                             caplog):
+    """The development UrbanSound8K holds folds 1 and 2 whole and 16, 7 and 3 clips of folds 5, 7 and 8:
+    cv held each out in turn and averaged them as equals, and said no fold's size."""
+    sizes = {1: 60, 2: 40, 5: 3, 7: 2}
+    (tmp_path / "clips.csv").write_text("file,label,fold\n" + "".join(
+        f"{k}-{i}.wav,{'dog' if i % 2 else 'cat'},{k}\n" for k, n in sizes.items() for i in range(n)))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: small\ndata: {kind: csv, root: clips.csv}\n")
+    summary, _ = cv.cross_validate(recipe, out=tmp_path / "cv")
+    assert [run["test_folds"] for run in fake_fit] == [(1,), (2,)]
+    assert "folds 5 (3 clips), 7 (2 clips) are left out of the cross-validation" in caplog.text
+    assert [f["clips"] for f in summary["folds"]] == [60, 40]
+    assert summary["mean"] == pytest.approx(0.15) and summary["pooled"] == pytest.approx((0.1 * 60 + 0.2 * 40) / 100)
+    caplog.clear()
+    fake_fit.clear()
+    summary, _ = cv.cross_validate(recipe, folds=[1, 5], out=tmp_path / "cv2")  # named: held out, and warned of
+    assert [run["test_folds"] for run in fake_fit] == [(1,), (5,)] and "--folds 5 (3 clips)" in caplog.text
+    (tmp_path / "few.csv").write_text("file,label,fold\n" + "".join(f"{i}.wav,{'ab'[i % 2]},{1 + i % 2}\n"
+                                                                      for i in range(20)))
+    recipe.write_text("model: small\ndata: {kind: csv, root: few.csv}\n")
+    with pytest.raises(ConfigError, match=r"needs at least 2 folds of 30\+ clips; the data's folds: 1 \(10 clips\), "
+                                          r"2 \(10 clips\).*name folds with --folds"):
+        cv.cross_validate(recipe, out=tmp_path / "cv3")
+
+
 def test_data_as_a_one_item_list_is_one_dataset(recipe, fake_fit, tmp_path):
     """`data: [{...}]` broke --fold (replace() of a tuple) and cv (a tuple has no .kind)."""
     listed = tmp_path / "listed.yaml"
@@ -142,8 +168,10 @@ def test_cv_command_prints_each_fold_and_the_summary(recipe, fake_fit, tmp_path)
     result = CliRunner().invoke(cli.main, ["cv", "--config", str(recipe), "--folds", "1,3", "--out",
                                            str(tmp_path / "cv")])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == ["fold 1: validation accuracy 0.1000", "fold 3: validation accuracy 0.3000",
-                                          f"2-fold accuracy 0.2000 +- 0.1414 -> {tmp_path / 'cv' / 'cv.json'}"]
+    assert result.output.splitlines() == ["fold 1: validation accuracy 0.1000 on 30 clips",
+                                          "fold 3: validation accuracy 0.3000 on 30 clips",
+                                          "2-fold accuracy 0.2000 +- 0.1414 (the folds' mean; over all their clips "
+                                          f"0.2000) -> {tmp_path / 'cv' / 'cv.json'}"]
     result = CliRunner().invoke(cli.main, ["cv", "--config", str(recipe), "--folds", "2", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "needs at least 2 folds" in result.output
 

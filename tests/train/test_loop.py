@@ -66,6 +66,8 @@ def test_fit_writes_checkpoints_that_load_weights_only(recipe, tmp_path):
     # the recipe holds out official fold 3: a test fold, reported, never what best.pt is chosen by
     assert all("test_accuracy" in h and 0 <= h["test_accuracy"] <= 1 for h in result["history"])
     assert not any("val_accuracy" in h for h in result["history"]) and result["scored_on"] == "training"
+    # each epoch's lr is the one it trained at (it was the next epoch's: a plot of it shifted by one)
+    assert [h["lr"] for h in result["history"]] == pytest.approx([0.001, 0.0009])
     state = load_checkpoint(tmp_path / "run/last.pt")  # torch.load(weights_only=True) inside
     assert state["epoch"] == 1 and len(state["history"]) == 2
     assert state["class_names"] == CLASSES and state["clip_seconds"] <= 4.0
