@@ -1027,7 +1027,7 @@ class Listener:
                             self._keep_time(self._offset + queue.end * self.windowing.seconds_per_frame)
                     beat()
                 ended = not stop.is_set()
-                if ended and isinstance(source, StdinSource) and not source.samples_delivered:
+                if ended and isinstance(source, StdinSource) and not source.frames_read:
                     raise AudioError(  # a sender that died at once: no stream was heard (a stop is no failure)
                         "stdin closed before a whole frame of audio arrived: is the command that writes to it "
                         "running? (e.g. arecord -t raw ... | semanticac-edge listen --input - ...)"

@@ -35,7 +35,8 @@ TRUNCATION_SIGNS = ("(should be", "lacks an end-of-stream bit")
 # The sizes a WAV header holds where its writer could not go back to fill them in (a recorder writing
 # to a pipe, or one stopped before it finished): "unknown length", not a file cut short. libsndfile
 # reads such a file to its end; from a pipe its frame count is a guess.
-UNFINISHED_SIZE = re.compile(r"^\s*(?:RIFF|data)\s*:\s*(?:4294967295|2147483647)\b")
+UNFINISHED_SIZE = re.compile(r"^\s*data\s*:\s*(?:4294967295|2147483647|2147479552)\b")  # sox: 0x7ffff000
+SIZE_LINE = re.compile(r"^\s*(?:RIFF|data)\s*:")
 EMPTY_DATA = re.compile(r"^\s*data\s*:\s*0\s*$", re.MULTILINE)
 
 
@@ -113,10 +114,10 @@ class Decoder:
         self.decoded = 0
         lines = (getattr(self.file, "extra_info", "") or "").splitlines()
         self.unfinished = any(UNFINISHED_SIZE.match(line) for line in lines)  # its length is read, not promised
-        signs = [
+        signs = [  # an unfinished header's RIFF size is whatever its writer put there
             line.strip()
             for line in lines
-            if any(s in line for s in TRUNCATION_SIGNS) and not UNFINISHED_SIZE.match(line)
+            if any(s in line for s in TRUNCATION_SIGNS) and not (self.unfinished and SIZE_LINE.match(line))
         ]
         self.damage: str | None = f"libsndfile: {'; '.join(signs)}" if signs else None
 

@@ -79,11 +79,11 @@ class _Rescans:
 
 
 _rescans = _Rescans()
-# The most a source may carry: its ring holds buffer_seconds of it (5 s of 768 kHz x 64 channels: 1 GB).
+# The most a source may carry: its ring holds buffer_seconds of it (5 s at the most: 123 MB).
 # A rate or channel count beyond them is a typo or a corrupt header, not audio.
 MAX_INPUT_RATE = 768_000
-MAX_CHANNELS = 64
-MAX_SAMPLES_PER_SECOND = MAX_INPUT_RATE * 8  # rate x channels (a 48 kHz recorder has up to 128 channels)
+MAX_CHANNELS = 128  # a 48 kHz recorder's most
+MAX_SAMPLES_PER_SECOND = MAX_INPUT_RATE * 8  # rate x channels: 48 kHz x 128
 CANCEL_RATIO = 0.01  # a mix 20 dB under its channels: they cancel (one of them inverted)
 CANCEL_CHECK_SECONDS = 1.0  # of audible input (channels above -60 dBFS) before the mix is judged
 STDIN_FORMATS = {"s16le": ("<i2", 2.0**-15), "s32le": ("<i4", 2.0**-31), "f32le": ("<f4", 1.0)}
@@ -281,13 +281,18 @@ class Source:
         channels, mix, _ = self._cancel
         self._cancel = None
         if mix < CANCEL_RATIO * channels:
+            under = (
+                "completely"
+                if mix <= 1e-12 * channels
+                else f"(the mix is {10 * math.log10(channels / mix):.0f} dB under them)"
+            )
             log.warning(
-                "%s: its %d channels cancel when mixed to mono (the mix is %.0f dB under them): one is inverted (a "
-                "balanced microphone on an unbalanced input, a miswired channel?) and the model hears near "
-                "silence; invert or leave out one channel (sox ... remix 1,2i; ffmpeg -af pan=mono|c0=c0)",
+                "%s: its %d channels cancel %s when mixed to mono: one is inverted (a balanced microphone on an "
+                "unbalanced input, a miswired channel?) and the model hears near silence; invert or leave out one "
+                "channel (sox ... remix 1,2i; ffmpeg -af 'pan=mono|c0=c0')",
                 self.name,
                 self.channels,
-                10 * math.log10(channels / max(mix, 1e-30)),
+                under,
             )
 
     def _count_clipping(self, x: np.ndarray) -> None:
@@ -785,6 +790,7 @@ class StdinSource(Source):
         super().__init__("stdin", rate, channels, sample_rate, buffer_seconds, block)
         self.format, self.block = format, block
         self.nonfinite_samples = 0
+        self.frames_read = 0  # whole frames read (a frame or two may resample to no sample yet)
         self._stream, self._fd = (stream, None) if stream is not None else _stdin()
         self._nonfinite_log = _Every(NONFINITE_LOG_SECONDS)
         self._nonfinite_unlogged = 0
@@ -818,6 +824,7 @@ class StdinSource(Source):
             if scale == 1.0:  # float samples can go beyond full scale
                 self._check_beyond_full_scale(block, frames)
             frames += len(block)
+            self.frames_read = frames
             if block.size and not self._put_waiting(block):
                 return
         if rest:

@@ -458,12 +458,21 @@ class _Parser:
         return Label(name=name, prompts=prompts, threshold=threshold, group=group, bias=bias, agree=agree, text=text)
 
 
+# Invisible characters that no correct spelling needs: a name holding one reads as another name, or as
+# nothing (the joiners, direction marks and tag characters that scripts and emoji need are allowed)
+INVISIBLE = frozenset(
+    "\u00ad\u180e\u200b\u2060\ufeff"
+    + "".join(map(chr, range(0x202A, 0x202F)))
+    + "".join(map(chr, range(0x2066, 0x206A)))
+)
+
+
 def _hidden_character(text: str) -> str | None:
     """The first control or invisible character of a name, described (None: none): one would
     end a file name (NUL), move a terminal's cursor (CR, ESC) or make a label that reads as
-    another, or as nothing (a zero-width space). The joiner of emoji sequences is allowed."""
+    another, or as nothing (a zero-width space, a soft hyphen, a direction override)."""
     for ch in text:
-        if unicodedata.category(ch) in ("Cc", "Cf") and ch != "\u200d":
+        if unicodedata.category(ch) == "Cc" or ch in INVISIBLE:
             return f"the invisible character U+{ord(ch):04X} ({unicodedata.name(ch, 'a control character')})"
     return None
 
@@ -480,7 +489,9 @@ def _template_error(prompt: str) -> bool:
         ]
     except ValueError:  # a lone { or }
         return True
-    return not fields or any(field != ("label", "", None) for field in fields)
+    return not fields or any(
+        field not in (("label", "", None), ("label", "", "s"), ("label", "s", None)) for field in fields
+    )
 
 
 def parse_label_set(text: str, source: str = "<string>", depth: int = 0) -> LabelSet:

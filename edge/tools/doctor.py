@@ -463,12 +463,20 @@ def check_label_sets(ctx: _Context) -> list[Check]:
         checks.append(check)
         if check.status == OK and name == asked_name:
             checks += _label_warnings(bundle, label_set)
-    # Sets precomputed into the bundle without a YAML here (a custom set embedded on the desktop);
-    # not the vocabulary's own classes (its check says what to do of that file)
+    # Sets precomputed into the bundle: checked against their YAML where the bundle holds it
+    # (export's labels/trained.yaml), else without (a custom set embedded on the desktop); not the
+    # vocabulary's own classes (its check says what to do of that file)
     vocabulary_file = (bundle.meta.vocabulary or {}).get("labels")
     for path in sorted(bundle.labels_dir.glob("*.npz")) if bundle.labels_dir.is_dir() else []:
-        if path.stem not in sets and path.stem != vocabulary_file:
+        if path.stem in sets or path.stem == vocabulary_file:
+            continue
+        if not path.with_suffix(".yaml").is_file():
             checks.append(_orphan_embeddings_check(ctx, path))
+            continue
+        try:
+            checks.append(_label_set_check(ctx, load_label_set(path.with_suffix(".yaml"))))
+        except SemanticACError as err:
+            checks.append(Check(f"labels {path.stem}", FAIL, str(err), f"fix {path.with_suffix('.yaml')}"))
     return checks
 
 

@@ -59,6 +59,20 @@ def test_a_good_bundle_is_ok(demo_bundle, tmp_path):
     assert ("fix the FAIL lines" in last) == (FAIL in found.values())
 
 
+def test_a_set_the_bundle_holds_with_its_yaml_is_checked_against_it(demo_bundle, tmp_path):
+    """`train export` writes labels/trained.yaml beside its embeddings: doctor said "its YAML is not here"."""
+    folder = bundle_copy(demo_bundle, tmp_path)
+    (folder / "labels" / "site.yaml").write_text("name: site\nlabels: [siren, doorbell]\n")
+    result = CliRunner().invoke(edge.cli.main, ["embed-labels", "--bundle", str(folder), "--into", "bundle",
+                                                "--labels", str(folder / "labels" / "site.yaml")])
+    assert result.exit_code == 0, result.output
+    result = invoke("--bundle", str(folder))
+    line = next(line for line in result.output.splitlines() if line.split(":")[0].endswith("labels site"))
+    assert line.startswith("ok") and "YAML is not here" not in line and "ready in" in line, line
+    (folder / "labels" / "site.yaml").write_text("name: site\nlabels: [siren, siren]\n")
+    assert statuses(invoke("--bundle", str(folder)).output)["labels site"] == FAIL
+
+
 def test_the_labels_set_gets_the_warnings_a_start_would_give(demo_bundle, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     site = tmp_path / "site.yaml"

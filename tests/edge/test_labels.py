@@ -208,8 +208,14 @@ def test_resolve_path_then_shipped_name(tmp_path, monkeypatch):
         parse_label_set("name: x\nextends: adir\nlabels: [a]\n", source=str(tmp_path / "x.yaml"))
 
 
-def test_an_emoji_sequence_keeps_its_joiner_and_the_fixed_number_is_read_as_one():
+def test_what_scripts_and_emoji_need_is_allowed_and_the_fixed_number_is_read_as_one():
     family = "\U0001F468\u200d\U0001F469\u200d\U0001F467"  # one glyph, joined by U+200D
-    assert parse_label_set(f'name: x\nlabels: ["{family}"]\n').names == [family]
+    persian = "\u0646\u0627\u0646\u200c\u067e\u0632"  # a zero-width non-joiner is correct spelling there
+    hebrew = "\u05db\u05dc\u05d1\u200f"  # a right-to-left mark
+    england = "\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F"  # a flag of tag characters
+    for name in (family, persian, hebrew, england):
+        assert parse_label_set(f'name: x\nlabels: ["{name}"]\n').names == [name]
+    plain = parse_label_set("name: x\nprompt: 'a clip of {label!s}, {label:s}'\nlabels: [dog]\n")  # the text itself
+    assert plain.labels[0].prompts == ("a clip of dog, dog",)
     fixed = parse_label_set("name: x\nlabels:\n  - name: dog\n    bias: 1.0e-05\n")  # the hint's spelling
     assert fixed.labels[0].bias == 1e-5
