@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from edge.fsutil import atomic_write_text
 from train.checkpoint import load_checkpoint
 from train.config import ConfigError
 from train.data import read_catalogue
+from train.data.datasets import first_per_class
 from train.loop import fit
 from train.recipe import TrainConfig, load_train_config
 
@@ -30,11 +30,15 @@ MIN_FOLD_CLIPS = 30  # a held-out fold smaller than this says little (one clip: 
 
 
 def fold_sizes(config: TrainConfig) -> dict[int, int]:
-    """Every official fold of a one-dataset recipe's data, and how many clips it holds."""
+    """Every official fold of a one-dataset recipe's data, and how many clips it holds out (as its
+    test split: the recipe's max_per_class applies)."""
     if len(config.datasets) > 1:
         raise ConfigError("cv needs a recipe with one dataset (folds are per dataset)")
     clips, _ = read_catalogue(config.data)
-    return dict(sorted(Counter(c.fold for c in clips if c.fold is not None).items()))
+    folds = sorted({c.fold for c in clips if c.fold is not None})
+    cap = config.data.max_per_class
+    return {k: len(first_per_class([c for c in clips if c.fold == k], cap) if cap else [c for c in clips if c.fold == k])
+            for k in folds}
 
 
 def _sizes(sizes: dict[int, int], folds: Sequence[int]) -> str:
@@ -64,10 +68,11 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     if len(chosen) < 2:
         if folds:
             raise ConfigError(f"cross-validation needs at least 2 folds; --folds gave {chosen}")
+        development = " (the development copies know few folds: ESC-50's 44 clips, UrbanSound8K's 1 and 2 whole)"
         raise ConfigError(
             f"cross-validation needs at least 2 folds of {MIN_FOLD_CLIPS}+ clips; the data's folds: "
-            f"{_sizes(sizes, sizes) or 'none'} (the development copies know few folds: ESC-50's 44 clips, "
-            "UrbanSound8K's 1 and 2 whole); use a random split with `fit`, or name folds with --folds"
+            f"{_sizes(sizes, sizes) or 'none'}{development if config.data.kind in ('esc50', 'us8k') else ''}; "
+            "use a random split with `fit`, or name folds with --folds"
         )
     if small and not folds:
         log.warning("folds %s are left out of the cross-validation: under %d clips, their accuracy would say little "

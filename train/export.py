@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from edge.bundle import BundleMeta, read_bundle, tower_spec, write_bundle_meta
-from edge.errors import BundleError
+from edge.errors import BundleError, LabelSetError
 from edge.fsutil import atomic_directory, atomic_path
 from edge.labels.embeddings import LabelEmbeddings, compute_label_embeddings
 from edge.labels.labelset import LabelSet, label_key
@@ -724,8 +724,14 @@ def default_label_sets(training: dict | None) -> tuple[list[LabelSet], dict[str,
     if all(label_key(name) in named for name in classes):
         return shipped, {}
     text = "# The classes this model was trained on (written by semanticac-train export).\n" + yaml.safe_dump(
-        {"name": TRAINED_SET, "labels": classes}, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    return [parse_label_set(text, source=f"labels/{TRAINED_SET}.yaml")], {TRAINED_SET: text}
+        {"name": TRAINED_SET, "labels": classes}, sort_keys=False, allow_unicode=True, default_flow_style=False,
+        default_style='"', width=1000)  # quoted: a class as written ("knock,", "yes") is its label
+    try:
+        label_set = parse_label_set(text, source=f"labels/{TRAINED_SET}.yaml")
+    except LabelSetError as err:
+        raise LabelSetError(f"the checkpoint's classes cannot be a label set as they are ({err}): export with "
+                            "--labels naming a label-set YAML of them") from None
+    return [label_set], {TRAINED_SET: text}
 
 
 def check_export_target(out: str | Path) -> None:

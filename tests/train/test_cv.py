@@ -118,8 +118,12 @@ def test_folds_too_small_to_say_anything_are_left_out_and_the_pooled_figure_weig
                                                                       for i in range(20)))
     recipe.write_text("model: small\ndata: {kind: csv, root: few.csv}\n")
     with pytest.raises(ConfigError, match=r"needs at least 2 folds of 30\+ clips; the data's folds: 1 \(10 clips\), "
-                                          r"2 \(10 clips\).*name folds with --folds"):
+                                          r"2 \(10 clips\); use a random split.*name folds with --folds"):
         cv.cross_validate(recipe, out=tmp_path / "cv3")
+    # a fold's clips are those its run holds out: the recipe's max_per_class applies (2 classes x 20 of 60)
+    recipe.write_text("model: small\ndata: {kind: csv, root: clips.csv, max_per_class: 20}\n")
+    summary, _ = cv.cross_validate(recipe, out=tmp_path / "cv4")
+    assert [(f["fold"], f["clips"]) for f in summary["folds"]] == [(1, 40), (2, 40)]
 
 
 def test_data_as_a_one_item_list_is_one_dataset(recipe, fake_fit, tmp_path):

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from edge.bundle import read_bundle
 from edge.capture.audio import read_audio
+from edge.errors import LabelSetError
 from edge.features import Frontend, log_mel
 from edge.labels.embeddings import LabelEmbeddings, find_label_embeddings
 from edge.labels.labelset import resolve_label_set
@@ -134,7 +135,7 @@ def test_export_of_a_site_s_classes_writes_their_label_set_into_the_bundle(small
     it never heard (warned of; refused with a vocabulary branch). Its classes are the bundle's set,
     labels/trained.yaml beside its embeddings, and export says how to listen with it."""
     model, config = small
-    classes = ["kettle", "Dog bark", "yes"]  # a word YAML would read as true is still a label
+    classes = ["kettle", "Dog bark", "yes", "door knock,"]  # as written: YAML's true, a trailing comma
     path = save_checkpoint(tmp_path / "run" / "best.pt", model, config, clip_seconds=5.0, class_names=classes)
     out = tmp_path / "bundle"
     result = CliRunner().invoke(cli.main, ["export", "--checkpoint", str(path), "--out", str(out)])
@@ -156,6 +157,9 @@ def test_export_of_a_site_s_classes_writes_their_label_set_into_the_bundle(small
     held = {"class_names": ["kettle", "siren", "rooster"], "recipe": {"data": {"kind": "csv", "holdout": ["Rooster"]}}}
     sets, files = default_label_sets(held)
     assert [label_set.names for label_set in sets] == [["kettle", "siren"]] and list(files) == ["trained"]
+    with pytest.raises(LabelSetError, match=r"the checkpoint's classes cannot be a label set as they are .*"
+                                            r"'dog_bark' duplicates.*export with --labels"):
+        default_label_sets({"class_names": ["kettle", "Dog bark", "dog_bark"]})
 
 
 def test_failed_export_keeps_the_previous_bundle(small, tmp_path, monkeypatch):
