@@ -63,6 +63,27 @@ def undecodable(err: UnicodeDecodeError, data: bytes) -> str:
     return f"line {line} is not UTF-8 (byte 0x{data[err.start]:02x}): save the file as UTF-8 in your editor"
 
 
+def unbuildable_error(err: ValueError, source: str, text: str) -> str:
+    """The message for a YAML document that parses but that the safe loader cannot build (a date that is
+    none: 2026-02-30; yaml.safe_load raises a bare ValueError): the file, line and value, and the fix."""
+    import yaml
+
+    def first(node: Any) -> Any:  # the first scalar that cannot be built
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                yaml.SafeLoader("").construct_object(node)
+            except ValueError:
+                return node
+            return None
+        children = node.value if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)) else []
+        items = (item for child in children for item in (child if isinstance(child, tuple) else (child,)))
+        return next((found for item in items if (found := first(item)) is not None), None)
+
+    node = first(yaml.compose(text, Loader=yaml.SafeLoader))
+    where = f"{source}:{node.start_mark.line + 1}: {node.value!r}" if node is not None else source
+    return f"{where}: YAML cannot read it ({err}): quote it to make it text"
+
+
 def yaml_error(err: Exception, source: str, text: str) -> str:
     """ "FILE:LINE: not valid YAML: <problem> (line 'the line'): <usual cause and fix>" for a
     PyYAML error: the line is the one the problem starts on (an unclosed quote's opening line, not

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from edge.schema import undecodable
+from edge.schema import unbuildable_error, undecodable
 
 
 class ConfigError(ValueError):
@@ -115,7 +115,8 @@ def read_config_yaml(path: str | Path, folder: str, what: str, chain: tuple[Path
         shipped = Path(str(resources.files("edge.configs") / folder / path.with_suffix(".yaml").name))
         path = shipped if shipped.is_file() else path
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
     except UnicodeDecodeError as err:
         raise ConfigError(f"cannot read {what} {path}: {undecodable(err, path.read_bytes())}") from None
     except OSError as err:
@@ -123,6 +124,8 @@ def read_config_yaml(path: str | Path, folder: str, what: str, chain: tuple[Path
         raise ConfigError(f"cannot read {what} {path}{named}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except ValueError as err:  # a value the safe loader cannot build: a date that is none (2026-02-30)
+        raise ConfigError(unbuildable_error(err, str(path), text)) from None
     if not isinstance(data, dict) or "extends" not in data:
         return path, data or {}
     if path.resolve() in chain:

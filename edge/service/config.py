@@ -38,7 +38,7 @@ from edge.outputs.clips import ClipsConfig
 from edge.outputs.eventlog import EventLogConfig
 from edge.outputs.metrics import MetricsConfig
 from edge.outputs.mqtt import MqttConfig
-from edge.schema import undecodable, yaml_error
+from edge.schema import unbuildable_error, undecodable, yaml_error
 from edge.service.sections import invalid, parse_section
 
 SCHEMA_VERSION = 1
@@ -280,7 +280,7 @@ def apply_overrides(raw: Any, overrides: Sequence[str]) -> Any:
             )
         try:
             value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
+        except (yaml.YAMLError, ValueError) as err:  # ValueError: a date that is none (2026-02-30)
             raise ConfigError(
                 f"--set {item!r}: the value {text!r} is not valid YAML ({getattr(err, 'problem', err)}): quote a text",
                 key=path,
@@ -324,6 +324,8 @@ def read_config_file(path: str | Path) -> Any:
         document = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(yaml_error(err, str(path), text)) from None
+    except ValueError as err:  # a value the safe loader cannot build: a date that is none (2026-02-30)
+        raise ConfigError(unbuildable_error(err, str(path), text)) from None
     if twice is not None:  # YAML keeps the last one: the first would be silently ignored
         key, first, again = twice
         raise ConfigError(

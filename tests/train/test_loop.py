@@ -200,6 +200,9 @@ def test_recipe_errors(tmp_path, monkeypatch, recipe_paths):
     bad.write_text("extends: esc50-cpuu\n")  # a missing parent: the file that named it
     with pytest.raises(Exception, match=f"esc50-cpuu \\(named by `extends:` in {bad}\\)"):
         load_train_config(bad)
+    bad.write_text("extends: esc50-cpu\nlicense: 2026-02-30\n")  # a date that is none: a traceback before
+    with pytest.raises(ConfigError, match=f"{bad}:2: '2026-02-30': YAML cannot read it \\(day is out of range"):
+        load_train_config(bad)
 
 
 def test_a_one_hot_model_must_have_the_data_s_class_count(recipe, tmp_path):

@@ -117,6 +117,7 @@ def test_set_overrides_any_key_with_a_yaml_value():
     ("listen..hop=1", "use --set section.key=value"),
     ("labels.set.name=x", "labels.set is 'urban', not a section"),
     ("listen.hop=[1", "not valid YAML"),
+    ("labels.set=2026-02-30", "the value '2026-02-30' is not valid YAML (day is out of range for month)"),
 ])
 def test_bad_set_items_say_how_to_write_them(item, text):
     with pytest.raises(ConfigError, match=re.escape(text)):
@@ -311,6 +312,10 @@ def test_a_file_that_is_not_yaml_names_its_line(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("schema_version: 1\nlisten:\n  hop: [1\n")
     with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:3: not valid YAML: .*: a \[ is not closed with \]"):
+        load_config(path)
+    path.write_text("schema_version: 1\nlabels:\n  set: urban\n  description: [2026-02-30]\n")  # a traceback before
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:4: '2026-02-30': YAML cannot read it \(day is out "
+                                          r"of range for month\): quote it"):
         load_config(path)
 
 
