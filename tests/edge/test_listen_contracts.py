@@ -259,12 +259,15 @@ def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monk
     import edge.listen
     from edge.outputs.sinks import JsonLines
 
-    stepped_at = time.monotonic() + 2.5
+    stepped_at, stepped = time.monotonic() + 2.5, []  # set by the first now() after it: since_boot() moves with
+    # it at that instant (each reading monotonic() itself, a thread switch between them under load showed a step)
 
     class Stepped(datetime):  # the system clock: right at the start, an hour later after 2.5 s
         @classmethod
         def now(cls, tz=None):
-            return datetime.now(tz) + (timedelta(hours=1) if time.monotonic() > stepped_at else timedelta(0))
+            if not stepped and time.monotonic() > stepped_at:
+                stepped.append(True)
+            return datetime.now(tz) + (timedelta(hours=1) if stepped else timedelta(0))
 
     class Kept(JsonLines):
         def __init__(self, stream):
@@ -279,7 +282,7 @@ def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monk
     if synchronised == "suspended":  # an hour asleep: the time since boot moves on with the wall clock
         awake = edge.listen.since_boot
         monkeypatch.setattr(edge.listen, "since_boot",
-                            lambda: awake() + (3600.0 if time.monotonic() > stepped_at else 0.0))
+                            lambda: awake() + (3600.0 if stepped else 0.0))
     stream = io.StringIO()
     started = datetime.now(timezone.utc)
     sink = Kept(stream)
