@@ -361,12 +361,15 @@ class EventLogSink(Sink):
     def _open(self, busy: float = BUSY_SECONDS) -> None:
         """Open (or create) the file, mark earlier runs' open events interrupted (the first time),
         run retention. sqlite3.Error for passing trouble; ConfigError for what a person must fix;
-        a damaged file is moved aside and a new one begun."""
+        a damaged file is moved aside and a new one begun, but at the start never a file that was
+        plainly never an event log (event_log.path naming the config or a recording by mistake)."""
         try:
             self._begin(busy)
         except sqlite3.DatabaseError as err:
             if not _damaged(err):
                 raise
+            if self._inode is None:  # the start: never a file that was plainly no event log
+                refuse_foreign(self.path)
             self._set_aside(err)
             self._begin(busy)
 
@@ -577,6 +580,54 @@ def _check_schema(db: sqlite3.Connection, path: Path, create: bool) -> None:
         if create and _passing_or_damaged(err):
             raise
         raise _unusable(path, err) from None
+
+
+FOREIGN_MAGIC = {
+    b"RIFF": "a WAV file",
+    b"fLaC": "a FLAC file",
+    b"OggS": "an Ogg file",
+    b"ID3": "an MP3 file",
+    b"\x89PNG": "a PNG image",
+    b"PK\x03\x04": "a zip file",
+    b"\x7fELF": "a program",
+}
+
+
+def foreign_file(path: str | Path) -> str | None:
+    """What a file that is no SQLite database plainly is (text, an audio file, ...), else None: an
+    event log whose header a power cut overwrote is garbage or zeros, which is set aside and begun
+    again; a text file or a recording at event_log.path is a mistake in the config, left alone."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if not head or head.startswith(b"SQLite format 3\x00"):
+        return None
+    for magic, what in FOREIGN_MAGIC.items():
+        if head.startswith(magic):
+            return what
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 4:  # not a character cut at the 4096th byte
+            return None
+        text = head[: err.start].decode("utf-8")
+    if "\x00" not in text and sum(ch.isprintable() or ch in "\n\r\t" for ch in text) >= 0.95 * len(text):
+        return f"a text file (it begins {text.splitlines()[0][:40]!r})" if text.strip() else None
+    return None
+
+
+def refuse_foreign(path: str | Path) -> None:
+    """ConfigError where event_log.path names a file that is plainly no event log (`foreign_file`):
+    the start would have set it aside as damaged, and begun a database in its place."""
+    foreign = foreign_file(path)
+    if foreign is not None:
+        raise ConfigError(
+            f"event_log.path {path} is {foreign}, not an event log: it is left as it is; point event_log.path at "
+            "another file (or leave the key out: the state folder's events.sqlite)",
+            key="event_log.path",
+        )
 
 
 def _damaged(err: sqlite3.Error) -> bool:

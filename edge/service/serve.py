@@ -166,6 +166,9 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet) -> None:
         _placed("clips.dir", clips.dir, "cannot hold clips", "clips.enabled", folder=True)
     if event_log is not None and event_log.path:
         _placed("event_log.path", event_log.path, "cannot be used as the event log", "event_log.enabled", folder=False)
+        from edge.outputs.eventlog import refuse_foreign
+
+        refuse_foreign(Path(event_log.path).expanduser())  # as the start does
 
 
 def _placed(key: str, value: str, cannot: str, switch: str, folder: bool) -> None:

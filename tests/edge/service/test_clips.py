@@ -209,6 +209,8 @@ def test_check_config_refuses_output_paths_the_start_would_refuse(tmp_path):
             check("event_log.enabled=true", f"event_log.path={where}")
     check("event_log.enabled=true", f"event_log.path={tmp_path / 'new' / 'events.sqlite'}")
     assert not (tmp_path / "new").exists()  # checked, not made
+    with pytest.raises(ConfigError, match=f"event_log.path {taken} is a text file .*not an event log"):
+        check("event_log.enabled=true", f"event_log.path={taken}")  # the start would refuse it too
 
 
 def wait_for(predicate, timeout=10.0):

@@ -277,7 +277,7 @@ def test_a_damaged_file_is_moved_aside_and_a_new_one_begun(tmp_path, caplog):
         (tmp_path / f"events.sqlite.damaged-2099010{day}T000000Z-wal").write_bytes(b"old")
     for old in aside:
         old.unlink()
-    path.write_bytes(b"not a database, just text " * 200)
+    path.write_bytes(bytes(range(256)) * 20)  # garbage over the whole file
     sink = EventLogSink(EventLogConfig(), tmp_path)
     sink.close()
     copies = sorted(p.name for p in tmp_path.glob("events.sqlite.damaged-*") if not p.name.endswith(("-wal", "-shm")))
@@ -292,7 +292,7 @@ def test_a_damaged_file_that_cannot_be_moved_aside_is_said_and_records_wait(tmp_
     """The move of a damaged file can fail too (its folder gone read-only, a failing card): an OSError
     that reached the listen loop. Said, and the records wait as for a full disk."""
     path = tmp_path / "events.sqlite"
-    path.write_bytes(b"not a database, just text " * 200)
+    path.write_bytes(bytes(range(256)) * 20)  # garbage over the whole file
 
     def read_only(*args):
         raise OSError(30, "Read-only file system")
@@ -375,11 +375,16 @@ def test_another_programs_sqlite_file_is_refused(tmp_path):
         db.execute("CREATE TABLE recipes (name TEXT)")
     with pytest.raises(ConfigError, match="SQLite file of something else .*recipes"):
         EventLogSink(EventLogConfig(path=str(path)), tmp_path)
-    # a file that is no SQLite at all where event_log.path says the log is: a damaged log (its header
-    # overwritten), moved aside (nothing is lost) and a new one begun
-    (tmp_path / "text.db").write_text("not a database, just text " * 100)
-    EventLogSink(EventLogConfig(path=str(tmp_path / "text.db")), tmp_path).close()
-    assert [p.read_text()[:26] for p in tmp_path.glob("text.db.damaged-*")] == ["not a database, just text "]
+    # a file that is plainly no event log (text, a recording) where event_log.path says the log is: a
+    # mistake in the config (it named the config itself, which was then set aside as a damaged log and
+    # replaced by a database: the next start could not read its config); left as it is, refused
+    for name, content in (("svc.yaml", b"schema_version: 1\nlabels: {set: urban}\n"), ("street.wav", b"RIFF\0\0")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ConfigError, match=f"event_log.path .*{name} is a (text|WAV) file.*not an event log: it "
+                                              "is left as it is") as info:
+            EventLogSink(EventLogConfig(path=str(tmp_path / name)), tmp_path)
+        assert info.value.key == "event_log.path" and (tmp_path / name).read_bytes() == content
+        assert not list(tmp_path.glob(f"{name}.damaged-*"))
 
 
 def test_an_unwritable_path_is_a_config_error(tmp_path):
