@@ -180,6 +180,26 @@ class _Pending:
     last: int | None = None  # end + post_roll, once the event has ended
 
 
+MAX_HISTORY_SECONDS = 7200.0  # of audio the recorder keeps: 460 MB at 16 kHz
+
+
+def clip_history_seconds(config: ClipsConfig, window_seconds: float, lag_seconds: float) -> float:
+    """The audio the recorder keeps: pre_roll + max_seconds + post_roll, and the lag of an event's
+    start behind its onset; a ConfigError beyond MAX_HISTORY_SECONDS (a listen.min_duration of a
+    million seconds asked for 60 GB, and the start failed, over and over under systemd)."""
+    pre_roll = window_seconds if config.pre_roll is None else config.pre_roll
+    seconds = pre_roll + config.max_seconds + config.post_roll + lag_seconds
+    if seconds > MAX_HISTORY_SECONDS:
+        raise ConfigError(
+            f"clips: an event's start comes up to {lag_seconds:.0f} s after its onset (listen.min_duration, "
+            f"listen.smooth x listen.hop, the window), so the recorder would keep {seconds:.0f} s of audio, over "
+            f"{MAX_HISTORY_SECONDS:.0f}: lower listen.min_duration, listen.smooth or listen.hop, or clips.max_seconds; "
+            "or clips.enabled: false",
+            key="listen.min_duration",
+        )
+    return seconds
+
+
 class ClipRecorder(Sink):
     """A sink (events in, FLAC files out) and an audio tap (`tap(source)`); see the module's doc.
 
@@ -224,7 +244,7 @@ class ClipRecorder(Sink):
         self._slice = max(1, sample_rate)  # audio is appended a second at most at a time (see _audio)
         # a start reaches the recorder `lag_seconds` after its onset (the smoothing and min_duration): by
         # then the history must still hold onset - pre_roll
-        seconds = self.pre_roll + config.max_seconds + config.post_roll + lag_seconds
+        seconds = clip_history_seconds(config, window_seconds, lag_seconds)
         self._history = _History(math.ceil(seconds * sample_rate) + self._slice)
         self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(maxsize=QUEUE_CLIPS)
         self._worker: threading.Thread | None = None

@@ -41,9 +41,10 @@ from edge.errors import (
     OptionError,
 )
 from edge.events import Event
+from edge.features import Windowing
 from edge.labels.labelset import LabelSet, resolve_label_set
-from edge.listen import ListenSummary
-from edge.outputs.clips import ClipRecorder
+from edge.listen import ListenOptions, ListenSummary
+from edge.outputs.clips import ClipRecorder, clip_history_seconds
 from edge.outputs.eventlog import EventLogSink
 from edge.outputs.metrics import MetricsSink
 from edge.outputs.mqtt import MqttSink
@@ -86,6 +87,13 @@ def resolve(config: ServiceConfig) -> Resolved:
             "for the microphone",
             key="audio.input",
         )
+    if audio_file is not None:  # not audio: a restart (exit 1) would never mend it
+        from edge.capture.audio import open_audio
+
+        try:
+            open_audio(audio_file).close()
+        except AudioError as err:
+            raise ConfigError(f"audio.input: {err}", key="audio.input") from None
     return Resolved(bundle, origin, with_thresholds(label_set, config.thresholds))
 
 
@@ -147,11 +155,17 @@ def checked(config_path: str, overrides: Sequence[str] = ()) -> tuple[ServiceCon
         check_backend(found.bundle, config.options.backend)
     except (BackendError, ImportError) as err:
         raise ConfigError(f"model.backend {config.options.backend!r}: {err}", key="model.backend") from None
-    check_outputs(config, found.label_set)
+    check_outputs(config, found.label_set, found.bundle)
     return config, found
 
 
-def check_outputs(config: ServiceConfig, label_set: LabelSet) -> None:
+def start_lag(options: ListenOptions, windowing: Windowing) -> float:
+    """How long after its onset an event's start may come: once the smoothed score has held
+    min_duration, and a few windows more (what the clip recorder's history must cover)."""
+    return options.min_duration + (options.smooth + 2) * windowing.hop_seconds + windowing.window_seconds
+
+
+def check_outputs(config: ServiceConfig, label_set: LabelSet, bundle: Bundle | None = None) -> None:
     """What check-config checks of the enabled outputs without opening them: the MQTT password
     and TLS files, read as the user running it (a service under DynamicUser= reads them as
     another: keep them readable to it), and the labels' MQTT topics; ConfigError naming the key."""
@@ -164,6 +178,9 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet) -> None:
     clips, event_log = (config.enabled_outputs().get(name) for name in ("clips", "event_log"))
     if clips is not None and clips.dir:
         _placed("clips.dir", clips.dir, "cannot hold clips", "clips.enabled", folder=True)
+    if clips is not None and bundle is not None:  # as the recorder's start checks it
+        windowing = config.options.windowing(bundle)
+        clip_history_seconds(clips, windowing.window_seconds, start_lag(config.options, windowing))
     if event_log is not None and event_log.path:
         _placed("event_log.path", event_log.path, "cannot be used as the event log", "event_log.enabled", folder=False)
         from edge.outputs.eventlog import refuse_foreign
@@ -524,11 +541,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                 resolved.bundle.meta.frontend.sample_rate,
                 trust_clock=config.service.trust_clock,
                 window_seconds=windowing.window_seconds,
-                # a start comes once the smoothed score has held min_duration: that long after its onset,
-                # and a few windows more
-                lag_seconds=options.min_duration
-                + (options.smooth + 2) * windowing.hop_seconds
-                + windowing.window_seconds,
+                lag_seconds=start_lag(options, windowing),
             )
             sinks.append(recorder)
             clip_for = recorder.clip_for

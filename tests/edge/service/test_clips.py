@@ -158,7 +158,7 @@ def test_check_config_says_a_disk_short_of_the_clips_budget_as_the_start_does(sm
     from edge.service.serve import disk_notes
 
     clip = tmp_path / "clip.wav"
-    clip.write_bytes(b"")  # only its existence is checked
+    sf.write(clip, np.zeros(1600, dtype=np.float32), 16000)  # opened, never played
     settings = ["clips.enabled=true", f"audio.input={clip}"]
     result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), *(
         x for s in [*settings, f"clips.dir={small_disk / 'clips'}"] for x in ("--set", s))])
@@ -190,7 +190,7 @@ def test_check_config_refuses_output_paths_the_start_would_refuse(tmp_path):
     from edge.service.config import example_path, load_config
     from edge.service.serve import check_outputs
 
-    (tmp_path / "clip.wav").write_bytes(b"")
+    sf.write(tmp_path / "clip.wav", np.zeros(1600, dtype=np.float32), 16000)  # opened, never played
     taken = tmp_path / "clips"
     taken.write_text("a file where the folder should be")
     base = [f"audio.input={tmp_path / 'clip.wav'}"]

@@ -3,7 +3,9 @@
 import re
 import shutil
 
+import numpy as np
 import pytest
+import soundfile as sf
 import yaml
 from click.testing import CliRunner
 
@@ -164,7 +166,7 @@ def test_check_config_warns_of_a_device_name_that_matches_none_or_several(monkey
     assert "# warning: audio.device: input device name 'u' is ambiguous" in result.output
     assert "keeps trying to open it" in result.output
     clip = tmp_path / "clip.wav"
-    clip.write_bytes(b"")  # only its existence is checked
+    sf.write(clip, np.zeros(1600, dtype=np.float32), 16000)  # opened, never played
     result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set",
                                                 f"audio.input={clip}"])
     assert result.exit_code == 0 and "audio.device" not in result.output.split("schema_version")[0]
@@ -176,7 +178,7 @@ def test_check_config_warns_of_relative_paths(tmp_path, monkeypatch):
     """Checked from the config's own folder a relative path is found; the service runs from / and
     finds nothing there: check-config says so, and where each would be looked for."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "clip.wav").write_bytes(b"")
+    sf.write(tmp_path / "clip.wav", np.zeros(1600, dtype=np.float32), 16000)  # opened, never played
     site = tmp_path / "site.yaml"
     from edge.labels.labelset import shipped_label_sets
 
@@ -198,6 +200,8 @@ def test_check_config_warns_of_relative_paths(tmp_path, monkeypatch):
 
 
 def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path, demo_bundle):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(16000, dtype=np.float32), 16000)
     bad = tmp_path / "bad.yaml"
     bad.write_text("schema_version: 1\nlabels: {set: urban}\nlisten: {hop: -1}\n")
     empty_bundle = tmp_path / "bundle"
@@ -217,6 +221,19 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path, demo
         "no label set": (["check-config", str(example_path()), "--set", "labels.set=./nope.yaml"], "labels.set"),
         "no audio file": (["check-config", str(example_path()), "--set", f"audio.input={tmp_path}/none.wav"],
                           "audio.input"),
+        # a file that is not audio: the start failed with exit 1, which systemd restarts, for nothing
+        "a file that is not audio": (["check-config", str(example_path()), "--set", f"audio.input={long}"],
+                                     "audio.input: cannot read audio file"),
+        "serve, a file that is not audio": (["serve", "--config", str(example_path()), "--set", f"audio.input={long}",
+                                             "--state-dir", str(tmp_path / "state")], "not an audio file"),
+        # clips keep the audio of min_duration and more: a million seconds was 60 GB and a crash at each start
+        "clips behind a long min_duration": (["check-config", str(example_path()), "--set", "clips.enabled=true",
+                                              "--set", "listen.min_duration=1000000"],
+                                             "so the recorder would keep 1000"),
+        "serve, clips behind a long min_duration": (["serve", "--config", str(example_path()), "--set",
+                                                     "clips.enabled=true", "--set", "listen.min_duration=1000000",
+                                                     "--set", f"audio.input={clip}", "--state-dir",
+                                                     str(tmp_path / "state")], "lower listen.min_duration"),
         # serve would refuse it at start (exit 78): check-config must not say OK to it
         "no password file": (["check-config", str(example_path()), "--set", "mqtt.enabled=true", "--set",
                               "mqtt.username=u", "--set", f"mqtt.password_file={tmp_path}/pw"],

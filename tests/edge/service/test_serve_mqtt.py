@@ -85,13 +85,17 @@ def test_serve_publishes_availability_discovery_events_and_states(broker, subscr
 
 
 def test_a_failure_at_start_is_the_problem_sensors_last_word(broker, subscribers, eager_labels, cache, tmp_path):
-    """An input that cannot be opened stops the service (exit 1, which systemd restarts): the
+    """An input that fails as it is read stops the service (exit 1, which systemd restarts): the
     retained `problem` says why, and its sensor has its own availability, so Home Assistant still
-    shows it while the device is offline."""
+    shows it while the device is offline. (A file that is not audio at all is the config's error,
+    exit 78, before any output starts.)"""
+    import numpy as np
+    import soundfile as sf
+
     node = "fail" + uuid.uuid4().hex[:8]
     base = f"semanticac/{node}"
     command, env = service(tmp_path, cache, eager_labels, broker.port, node, seconds=1.0, fast=True)
-    (tmp_path / "street.wav").write_text("not audio")
+    sf.write(tmp_path / "street.wav", np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")  # corrupt
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1, run.stderr[-2000:]
     late = subscribers(broker.port, [f"{base}/#"])
@@ -100,7 +104,7 @@ def test_a_failure_at_start_is_the_problem_sensors_last_word(broker, subscribers
     assert retained[f"{base}/availability"] == "offline"
     problem = json.loads(retained[f"{base}/problem"])
     assert problem["state"] == "ON" and problem["problems"][0]["code"] == "source_error", problem
-    assert "the service stops: " in problem["problems"][0]["message"] and "street.wav" in problem["problems"][0]["message"]
+    assert "street.wav holds NaN" in problem["problems"][0]["message"]
 
 
 def test_serve_killed_leaves_offline_by_its_last_will(broker, subscribers, eager_labels, cache, tmp_path):
