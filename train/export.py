@@ -709,10 +709,11 @@ TRAINED_SET = "trained"  # the label set of a checkpoint's own classes, written 
 
 def default_label_sets(training: dict | None) -> tuple[list[LabelSet], dict[str, str]]:
     """`export`'s label sets when --labels is not given, and the YAML of each one that is written
-    into the bundle (labels/<name>.yaml): `urban` and `esc50` where they name every class the
-    checkpoint trained (the demo recipes, or no classes recorded), else a set of its trained
-    classes, named "trained" (a model of a site's own CSV: the shipped sets would be labels it never
-    heard, refused with a vocabulary branch), for `listen --labels <bundle>/labels/trained.yaml`."""
+    into the bundle (labels/<name>.yaml): of `urban` and `esc50`, those the checkpoint trained whole
+    (its classes, and those its recipe held out), where they name every class it trained (the demo
+    and dataset recipes; both where no classes are recorded); else a set of its trained classes,
+    named "trained" (a model of a site's own CSV, if only of `dog` and `siren`: the shipped sets
+    would be labels it never heard), for `listen --labels <bundle>/labels/trained.yaml`."""
     import yaml
 
     from edge.labels.labelset import parse_label_set, resolve_label_set
@@ -720,9 +721,13 @@ def default_label_sets(training: dict | None) -> tuple[list[LabelSet], dict[str,
     shipped = [resolve_label_set("urban"), resolve_label_set("esc50")]
     held = {label_key(name) for name in never_trained(training)}
     classes = [name for name in (training or {}).get("class_names") or [] if label_key(name) not in held]
-    named = {label_key(name) for label_set in shipped for name in label_set.names}
-    if all(label_key(name) in named for name in classes):
+    if not classes:
         return shipped, {}
+    known = {label_key(name) for name in classes} | held
+    whole = [label_set for label_set in shipped if {label_key(name) for name in label_set.names} <= known]
+    named = {label_key(name) for label_set in whole for name in label_set.names}
+    if whole and all(label_key(name) in named for name in classes):
+        return whole, {}
     text = "# The classes this model was trained on (written by semanticac-train export).\n" + yaml.safe_dump(
         {"name": TRAINED_SET, "labels": classes}, sort_keys=False, allow_unicode=True, default_flow_style=False,
         default_style='"', width=1000)  # quoted: a class as written ("knock,", "yes") is its label

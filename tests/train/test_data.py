@@ -105,6 +105,30 @@ def test_one_label_spelt_two_ways_is_refused_with_its_lines(tmp_path):
     assert "'dog barking' (line 2), 'Dog barking' (line 3), 'dog_barking' (line 5)" in str(info.value)
 
 
+def test_rows_a_csv_reader_gets_wrong_are_refused_with_their_real_line(tmp_path, caplog):
+    """An unquoted comma in a label made the class `Dog` (the rest under no column); a file listed
+    twice trained twice, under two labels if it had two; a blank line above a bad row shifted the line
+    an error named; a group with a space after it was another recording than the same group without."""
+    cases = {
+        "file,label\na.wav,siren\nb.wav,Dog, barking\n": r"d.csv:3: 3 fields, the header names 2: a value holding "
+                                                          r"a comma must be quoted",
+        "file,label\na.wav,siren\nb.wav,dog\na.wav,dog\n": r"d.csv:4: a.wav is listed on line 2 too \(as 'siren' "
+                                                           r"there and 'dog' here\): list each file once",
+        "file,label\na.wav,siren\na.wav,siren\n": r"d.csv:3: a.wav is listed on line 2 too \(with the same label\)",
+        "file,label,fold\na.wav,siren,1\n\n\nb.wav,dog,x\n": r"d.csv:5: fold 'x'",
+        'file,label,fold\na.wav,"a\nsiren",1\nb.wav,dog,x\n': r"d.csv:4: fold 'x'",
+    }
+    for text, message in cases.items():
+        (tmp_path / "d.csv").write_text(text)
+        with pytest.raises(DatasetError, match=message):
+            read_csv(tmp_path / "d.csv")
+    (tmp_path / "d.csv").write_text("file,label,group\na.wav,siren,r1\nb.wav,siren,r1 \nc.wav,dog,\n")
+    with caplog.at_level(logging.WARNING):
+        clips, _ = read_csv(tmp_path / "d.csv")
+    assert [c.group for c in clips] == ["r1", "r1", None]
+    assert "1 of 3 clips have no group: each is taken as a recording of its own" in caplog.text
+
+
 def test_a_clip_shorter_than_one_frame_is_padded_as_listen_pads_it(tmp_path, caplog):
     """A 100-sample clip had stopped an epoch inside torch.stft with a traceback naming no file."""
     import soundfile as sf

@@ -151,9 +151,16 @@ def test_export_of_a_site_s_classes_writes_their_label_set_into_the_bundle(small
     # the recipe held out is not in the trained set
     from train.export import default_label_sets
 
-    for training in ({"class_names": ["siren", "Dog bark", "rooster"]}, {}, {"command": "random initialisation"}):
+    urban, esc50 = resolve_label_set("urban"), resolve_label_set("esc50")
+    for training, names in (({"class_names": [*urban.names, *esc50.names]}, ["urban", "esc50"]),  # the demo's
+                            ({"class_names": urban.names}, ["urban"]), ({}, ["urban", "esc50"]),
+                            ({"command": "random initialisation"}, ["urban", "esc50"])):
         sets, files = default_label_sets(training)
-        assert [label_set.name for label_set in sets] == ["urban", "esc50"] and files == {}
+        assert [label_set.name for label_set in sets] == names and files == {}
+    # a site's classes the shipped sets happen to name are still the site's: urban and esc50 were 58
+    # labels it never heard
+    sets, files = default_label_sets({"class_names": ["siren", "Dog bark", "rooster"]})
+    assert [label_set.names for label_set in sets] == [["siren", "Dog bark", "rooster"]] and list(files) == ["trained"]
     held = {"class_names": ["kettle", "siren", "rooster"], "recipe": {"data": {"kind": "csv", "holdout": ["Rooster"]}}}
     sets, files = default_label_sets(held)
     assert [label_set.names for label_set in sets] == [["kettle", "siren"]] and list(files) == ["trained"]

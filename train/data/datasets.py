@@ -88,7 +88,16 @@ def _rows(meta: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
             if missing:
                 raise DatasetError(f"{meta}: missing column(s) {', '.join(missing)}; the header must name "
                                    f"{', '.join(required)} (found: {', '.join(reader.fieldnames or []) or 'nothing'})")
-            return [(i + 2, row) for i, row in enumerate(reader)]
+            rows = []
+            for row in reader:  # reader.line_num: the row's last line (blank lines and quoted newlines counted)
+                if None in row:  # more fields than the header names: an unquoted comma cut a value
+                    raise DatasetError(
+                        f"{meta}:{reader.line_num}: {len(reader.fieldnames or []) + len(row[None])} fields, the header "
+                        f"names {len(reader.fieldnames or [])}: a value holding a comma must be quoted "
+                        f'(e.g. "Dog, barking"), and each row needs one value per column'
+                    )
+                rows.append((reader.line_num, row))
+            return rows
     except OSError as err:
         raise DatasetError(f"cannot read {meta}: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
@@ -193,10 +202,23 @@ def read_csv(path: str | Path, classes: Sequence[str] | None = None) -> tuple[li
         if unknown:
             raise DatasetError(f"{path}: label(s) {', '.join(map(repr, unknown))} are not in the given classes "
                                f"({', '.join(class_names)}): add them or fix the rows")
+    seen: dict[str, tuple[int, str]] = {}  # a file -> its first line and label
+    for (line, row), label in zip(rows, labels):
+        name = row["file"].strip()
+        if name in seen:  # trained twice, or once under each of two labels
+            first, was = seen[name]
+            same = "with the same label" if was == label else f"as {was!r} there and {label!r} here"
+            raise DatasetError(f"{path}:{line}: {name} is listed on line {first} too ({same}): list each file once")
+        seen[name] = (line, label)
     index = {name: i for i, name in enumerate(class_names)}
     clips = [Clip(path.parent / row["file"].strip(), index[label], _fold(row.get("fold", ""), path, line),
-                  row.get("group") or None)
+                  (row.get("group") or "").strip() or None)
              for (line, row), label in zip(rows, labels)]
+    grouped = sum(clip.group is not None for clip in clips)
+    if 0 < grouped < len(clips):
+        log.warning("%s: %d of %d clips have no group: each is taken as a recording of its own, so a random split "
+                    "may put clips cut from one recording on both sides (fill in every row's group)",
+                    path, len(clips) - grouped, len(clips))
     return clips, class_names
 
 
