@@ -185,7 +185,8 @@ class MqttConfig:
     password_env: str | None = None  # or the name of an environment variable holding it
 
     def __post_init__(self):
-        if not self.host or self.host != self.host.strip() or " " in self.host or "/" in self.host:
+        port_given = ":" in self.host and self.host.count(":") == 1  # host:port, tcp:host (IPv6 has 2 or more)
+        if not self.host or self.host != self.host.strip() or " " in self.host or "/" in self.host or port_given:
             raise invalid(
                 "host",
                 self.host,

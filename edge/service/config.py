@@ -190,7 +190,7 @@ def parse_config(raw: Any, source: str = "<memory>") -> ServiceConfig:
             )
             raise ConfigError(f"{key} is not a section of the service config: {fix}", key=str(key))
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version != SCHEMA_VERSION or type(version) is not int:  # true == 1 and 1.0 == 1 in Python
         shown = "missing" if version is None else repr(version)
         raise ConfigError(
             f"schema_version {shown} is not allowed: use {SCHEMA_VERSION} (this semanticac-edge reads "
@@ -229,6 +229,12 @@ def _check_audio(section: Any) -> None:
     if not isinstance(section, Mapping):
         return  # parse_section says what is wrong with it
     device = section.get("device")
+    if isinstance(device, bool) or (isinstance(device, str) and not device.strip()):  # "" names every device
+        raise ConfigError(
+            f"audio.device {device!r} is not allowed: use (part of) the microphone's name as `semanticac-edge "
+            'devices` lists it, e.g. device: "USB Audio", or leave the key out for the default device',
+            key="audio.device",
+        )
     if isinstance(device, int) or (isinstance(device, str) and device.strip().isdigit()):
         raise ConfigError(
             f"audio.device {device!r} is an index, and indices change when devices are plugged in or "

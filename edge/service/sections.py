@@ -44,6 +44,11 @@ def parse_section(cls: type[T], mapping: Mapping[str, Any] | None, section: str)
         if name not in known:
             close = difflib.get_close_matches(str(name), list(known), n=1)
             fix = f"did you mean `{close[0]}`?" if close else f"the keys are: {', '.join(known)}"
+            if name == "password" and "password_file" in known:  # the advice to use password_env logged the password
+                fix = (
+                    "a password never goes in the config: put it in a file only the service may read "
+                    "(password_file), or in an environment variable whose name password_env gives"
+                )
             raise ConfigError(f"{section}.{name} is not a setting of {section}: {fix}", key=f"{section}.{name}")
         values[name] = _convert(value, hints[name], f"{section}.{name}")
     try:

@@ -175,6 +175,8 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet, bundle: Bundle | N
     if mqtt is not None:
         credentials(mqtt)
         label_slugs(label_set.names)
+    if config.service.state_dir:  # else $STATE_DIRECTORY (systemd makes it) or the user's state folder
+        _placed("service.state_dir", config.service.state_dir, "cannot hold the service's state", None, folder=True)
     clips, event_log = (config.enabled_outputs().get(name) for name in ("clips", "event_log"))
     if clips is not None and clips.dir:
         _placed("clips.dir", clips.dir, "cannot hold clips", "clips.enabled", folder=True)
@@ -188,7 +190,7 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet, bundle: Bundle | N
         refuse_foreign(Path(event_log.path).expanduser())  # as the start does
 
 
-def _placed(key: str, value: str, cannot: str, switch: str, folder: bool) -> None:
+def _placed(key: str, value: str, cannot: str, switch: str | None, folder: bool) -> None:
     """ConfigError, as the output's start would raise it, when `value` (a folder, or a file with
     `folder` False) cannot be made where it is: a file stands in its way, or a file's path is a
     folder. Nothing where a folder on the way cannot be entered: the service's own user may."""
@@ -206,7 +208,8 @@ def _placed(key: str, value: str, cannot: str, switch: str, folder: bool) -> Non
             return
     except OSError:
         return
-    raise ConfigError(f"{key} {value} {cannot}: {reason}: {UNWRITABLE_FIX}; or {switch}: false", key=key)
+    off = f"; or {switch}: false" if switch else ""
+    raise ConfigError(f"{key} {value} {cannot}: {reason}: {UNWRITABLE_FIX}{off}", key=key)
 
 
 def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:

@@ -211,6 +211,10 @@ def test_check_config_refuses_output_paths_the_start_would_refuse(tmp_path):
     assert not (tmp_path / "new").exists()  # checked, not made
     with pytest.raises(ConfigError, match=f"event_log.path {taken} is a text file .*not an event log"):
         check("event_log.enabled=true", f"event_log.path={taken}")  # the start would refuse it too
+    with pytest.raises(ConfigError, match=f"service.state_dir {taken} cannot hold the service's state: {taken} is "
+                                          "a file") as info:  # the start named event_log.path or clips.dir
+        check(f"service.state_dir={taken}")
+    assert info.value.key == "service.state_dir"
 
 
 def wait_for(predicate, timeout=10.0):

@@ -34,6 +34,10 @@ def config(**sections) -> ServiceConfig:
     ({"audio": {"device": 2}}, "audio.device", "is an index"),
     ({"audio": {"device": "3"}}, "audio.device", "(part of) the device's name"),
     ({"audio": {"input": "-"}}, "audio.input", "not allowed in a service"),
+    ({"audio": {"device": ""}}, "audio.device", "'' is not allowed: use (part of) the microphone's name"),  # any
+    ({"audio": {"device": True}}, "audio.device", "True is not allowed"),
+    ({"schema_version": True}, "schema_version", "schema_version True is not allowed: use 1"),  # True == 1
+    ({"mqtt": {"host": "broker:1883"}}, "mqtt.host", "the port goes in mqtt.port"),
     ({"audio": {"input": "a.wav", "device": "USB"}}, "audio.device", "leave one of them out"),
     ({"audio": {"fast": "yes"}}, "audio.fast", "true or false"),
     ({"audio": {"imput": "a.wav"}}, "audio.imput", "did you mean `input`?"),

@@ -86,7 +86,7 @@ def test_config_defaults_derive_from_the_node_id():
     ({"reconnect_min_delay": 5, "reconnect_max_delay": 2}, "mqtt.reconnect_max_delay", "at least reconnect_min"),
     ({"username": "u", "password_file": "/a", "password_env": "B"}, "mqtt.password_env", "not both"),
     ({"password_env": "B"}, "mqtt.password_env", "together with username"),
-    ({"password": "hunter2"}, "mqtt.password", "did you mean `password_"),
+    ({"password": "hunter2"}, "mqtt.password", "a password never goes in the config: put it in a file"),  # not: password_env
     ({"tls": {"keyfile": "/k.pem"}}, "mqtt.tls.keyfile", "together with certfile"),
 ])
 def test_config_errors_name_the_key_the_value_and_the_fix(mapping, key, text):
