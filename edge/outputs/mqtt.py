@@ -155,6 +155,9 @@ class MqttTls:
     insecure: bool = False  # do not check that the broker's certificate names `host` (test setups only)
 
     def __post_init__(self):
+        for name in ("ca_certs", "certfile", "keyfile"):  # ~ as in the config's other paths
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, os.path.expanduser(getattr(self, name)))
         if self.keyfile is not None and self.certfile is None:
             raise invalid("keyfile", self.keyfile, "it together with certfile (the certificate the key belongs to)")
 
@@ -185,6 +188,8 @@ class MqttConfig:
     password_env: str | None = None  # or the name of an environment variable holding it
 
     def __post_init__(self):
+        if self.password_file is not None:  # ~ as in the config's other paths
+            object.__setattr__(self, "password_file", os.path.expanduser(self.password_file))
         port_given = ":" in self.host and self.host.count(":") == 1  # host:port, tcp:host (IPv6 has 2 or more)
         if not self.host or self.host != self.host.strip() or " " in self.host or "/" in self.host or port_given:
             raise invalid(

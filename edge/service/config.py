@@ -204,6 +204,9 @@ def parse_config(raw: Any, source: str = "<memory>") -> ServiceConfig:
             _check_audio(raw.get(section))
         parsed: Any = parse_section(_options_section(section, keys), raw.get(section), section)
         values.update({fld: getattr(parsed, key) for key, fld in keys.items()})
+    for path in ("input", "bundle"):  # ~ as in labels.set, event_log.path, clips.dir, state_dir
+        if isinstance(values.get(path), str):
+            values[path] = os.path.expanduser(values[path])
     supervision = raw.get("supervision")
     if (
         "reconnect" in values

@@ -203,6 +203,17 @@ def test_check_config_warns_of_relative_paths(tmp_path, monkeypatch):
     assert "# warning: event_log.path '/home/ann/events.sqlite' is in a home folder" in home.output
 
 
+def test_every_path_key_reads_a_leading_tilde_as_the_home_folder(tmp_path, monkeypatch):
+    """labels.set, event_log.path, clips.dir and state_dir read ~ as home; audio.input, model.bundle,
+    mqtt.password_file and the TLS files did not ('~/x.wav is not a file', the password file unread)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    parsed = config(audio={"input": "~/street.wav"}, model={"bundle": "~/bundle"},
+                    mqtt={"username": "u", "password_file": "~/pw", "tls": {"ca_certs": "~/ca.pem"}})
+    assert parsed.options.input == str(tmp_path / "street.wav") and parsed.options.bundle == str(tmp_path / "bundle")
+    assert parsed.outputs["mqtt"].password_file == str(tmp_path / "pw")
+    assert parsed.outputs["mqtt"].tls.ca_certs == str(tmp_path / "ca.pem")
+
+
 def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path, demo_bundle):
     clip = tmp_path / "clip.wav"
     sf.write(clip, np.zeros(16000, dtype=np.float32), 16000)
