@@ -23,6 +23,7 @@ one stuck for STREAM_WRITE_TIMEOUT seconds is disconnected.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -334,9 +335,19 @@ class MetricsSink(Sink):
                 key="metrics.host",
             ) from None
         except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:  # the host, not the port
+                raise ConfigError(
+                    f"metrics.host {host!r} is not an address of this machine ({err.strerror}): use one of its own "
+                    '(`ip -brief address`), "127.0.0.1" for this machine only, or "0.0.0.0" for every interface',
+                    key="metrics.host",
+                ) from None
+            why = (
+                "ports below 1024 need privileges the service does not have; choose one from 1024 (9464)"
+                if err.errno == errno.EACCES and port < 1024
+                else "another program (a second service?) may use it; choose a free port in metrics.port"
+            )
             raise ConfigError(
-                f"metrics.port {port}: cannot listen on {host}:{port} ({err.strerror or err}): "
-                "another program (a second service?) may use it; choose a free port in metrics.port, "
+                f"metrics.port {port}: cannot listen on {host}:{port} ({err.strerror or err}): {why}, "
                 "or set metrics.enabled: false",
                 key="metrics.port",
             ) from None

@@ -257,6 +257,11 @@ def test_a_host_that_does_not_resolve_is_a_config_error():
     with pytest.raises(ConfigError) as info:
         sink.start()
     assert info.value.key == "metrics.host" and "'no-such-host.invalid'" in str(info.value)
+    # an address that resolves but is none of this machine's: the host's fault, not the port's
+    sink = MetricsSink(MetricsConfig(host="192.0.2.1", port=0), LABELS, build_info={})  # TEST-NET-1
+    with pytest.raises(ConfigError) as info:
+        sink.start()
+    assert info.value.key == "metrics.host" and "'192.0.2.1' is not an address of this machine" in str(info.value)
 
 
 def test_config_defaults_and_bad_values():
