@@ -35,10 +35,12 @@ def fold_sizes(config: TrainConfig) -> dict[int, int]:
     if len(config.datasets) > 1:
         raise ConfigError("cv needs a recipe with one dataset (folds are per dataset)")
     clips, _ = read_catalogue(config.data)
-    folds = sorted({c.fold for c in clips if c.fold is not None})
+    by_fold: dict[int, list] = {}
+    for clip in clips:
+        if clip.fold is not None:
+            by_fold.setdefault(clip.fold, []).append(clip)
     cap = config.data.max_per_class
-    return {k: len(first_per_class([c for c in clips if c.fold == k], cap) if cap else [c for c in clips if c.fold == k])
-            for k in folds}
+    return {k: len(first_per_class(members, cap) if cap else members) for k, members in sorted(by_fold.items())}
 
 
 def _sizes(sizes: dict[int, int], folds: Sequence[int]) -> str:
@@ -78,9 +80,10 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
         log.warning("folds %s are left out of the cross-validation: under %d clips, their accuracy would say little "
                     "and weigh as much as a whole fold's (name them with --folds to hold them out anyway; they train "
                     "in every run)", _sizes(sizes, small), MIN_FOLD_CLIPS)
-    elif small := [k for k in chosen if k in small]:
+    elif named_small := [k for k in chosen if k in small]:
         log.warning("--folds %s: under %d clips each: their accuracy says little, and the mean weighs it as much as a "
-                    "whole fold's (the pooled figure weighs each clip once)", _sizes(sizes, small), MIN_FOLD_CLIPS)
+                    "whole fold's (the pooled figure weighs each clip once)", _sizes(sizes, named_small),
+                    MIN_FOLD_CLIPS)
     out = Path(out or Path("runs") / f"{Path(recipe).stem}-cv")
     results = []
     for fold in chosen:

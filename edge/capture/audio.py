@@ -90,9 +90,10 @@ def open_audio(path: str | Path) -> sf.SoundFile:
     if audio.frames == 0:
         info = getattr(audio, "extra_info", "") or ""
         audio.close()
-        if EMPTY_DATA.search(info) and path.stat().st_size > 1024:
+        size = path.stat().st_size
+        if EMPTY_DATA.search(info) and size > 1024:
             raise AudioError(
-                f"audio file {path}: its header says it holds no samples, yet the file has {path.stat().st_size} "
+                f"audio file {path}: its header says it holds no samples, yet the file has {size} "
                 "bytes: a recording that was never finished (the recorder stopped before writing its sizes); "
                 "repair the header: sox --ignore-length IN.wav OUT.wav"
             )
