@@ -849,7 +849,7 @@ CONFIG_OPTION = click.option(
     "--config",
     "config_path",
     required=True,
-    type=click.Path(dir_okay=False, path_type=str),
+    type=click.Path(path_type=str),  # a folder: load_config's error (exit 78), not click's (exit 2)
     help="The service config (YAML; see configs/edge/service.yaml).",
 )
 SET_OPTION = click.option(
@@ -955,7 +955,7 @@ def start_again_in_place() -> None:
 
 
 @main.command("check-config")
-@click.argument("config_path", metavar="PATH", type=click.Path(dir_okay=False, path_type=str))
+@click.argument("config_path", metavar="PATH", type=click.Path(path_type=str))  # a folder: exit 78, as serve
 @SET_OPTION
 @service_errors
 def check_config(config_path: str, overrides: tuple[str, ...]) -> None:

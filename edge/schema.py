@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, overload
@@ -122,6 +123,9 @@ def yaml_float(number: float) -> str:
     return text
 
 
+UNIT = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+))\s*([a-zA-Z]{1,8})")  # "10s", "0.5 sec", "10MB": a number and its unit
+
+
 def number_hint(value: object) -> str:
     """Why a text that reads as a number to a person is not one to YAML, and the fix."""
     if not isinstance(value, str):
@@ -135,7 +139,10 @@ def number_hint(value: object) -> str:
     try:
         number = float(text)
     except ValueError:
-        return ""
+        unit = UNIT.fullmatch(text)
+        if unit is None or unit[2] in ("e", "E"):  # 1e: an exponent cut short, not a unit
+            return ""
+        return f" (write the number alone, without {unit[2]!r}: the key's unit is fixed, as its name or comment says)"
     if not math.isfinite(number):  # YAML's are .inf and .nan; none is a usable value here
         return " (a finite number is needed)"
     if "e" in text.lower():  # YAML 1.1 reads 7e-1 and 5.0e1 as text: its exponent needs a dot and a sign

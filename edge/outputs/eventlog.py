@@ -156,6 +156,10 @@ class EventLogConfig:
     def __post_init__(self) -> None:
         if self.path is not None and not self.path.strip():
             raise invalid("path", self.path, "a file path, or leave it out for <state directory>/events.sqlite")
+        if self.path is not None and self.path.endswith(("/", os.sep)):  # a file would be made at the folder's name
+            raise invalid(
+                "path", self.path, f"a file path, not a folder's: e.g. {self.path.rstrip('/' + os.sep)}/{FILE_NAME}"
+            )
         if not (math.isfinite(self.max_age_days) and 0 < self.max_age_days <= MAX_AGE_DAYS):
             raise invalid("max_age_days", self.max_age_days, f"a number of days > 0 and <= {MAX_AGE_DAYS} (e.g. 90)")
         if not 1 <= self.max_events <= MAX_EVENTS:

@@ -140,6 +140,8 @@ def _topic_problem(topic: str) -> str | None:
         return "it is empty"
     if set(topic) & {"+", "#", "\0"}:
         return "it holds a wildcard (+ or #)"
+    if topic.startswith("$"):  # the server's (MQTT 3.1.1, 4.7.2); mosquitto drops a client's publish to $SYS/
+        return "it begins with $, which brokers keep for their own topics ($SYS/...)"
     if topic.startswith("/") or topic.endswith("/") or "//" in topic:
         return "it has an empty level (a leading, trailing or doubled /)"
     return None
@@ -212,7 +214,9 @@ class MqttConfig:
         for key in ("base_topic", "discovery_prefix"):
             problem = _topic_problem(getattr(self, key))
             if problem:
-                raise invalid(key, getattr(self, key), f"a topic without wildcards or empty levels ({problem})")
+                raise invalid(
+                    key, getattr(self, key), f"a topic without wildcards, empty levels or a leading $ ({problem})"
+                )
         if self.qos not in (0, 1, 2):
             raise invalid("qos", self.qos, "0, 1 or 2")
         if not 5 <= self.keepalive <= 65535:

@@ -189,6 +189,19 @@ def parse_config(raw: Any, source: str = "<memory>") -> ServiceConfig:
                 else f"the sections are: {', '.join(known)}"
             )
             raise ConfigError(f"{key} is not a section of the service config: {fix}", key=str(key))
+    for section, mapping in raw.items():  # a key under the wrong section: name its own (parse_section names typos)
+        if not isinstance(mapping, Mapping) or section == "schema_version":
+            continue
+        own = section_keys(section)
+        for key in mapping:
+            owners = [other for other in known if other != section and key not in own and key in section_keys(other)]
+            if owners:
+                raise ConfigError(
+                    f"{section}.{key} is not a setting of {section}: it is "
+                    f"{' or '.join(f'`{owner}.{key}`' for owner in owners)} (move it under "
+                    + ("that section)" if len(owners) == 1 else "its section)"),
+                    key=f"{section}.{key}",
+                )
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION or type(version) is not int:  # true == 1 and 1.0 == 1 in Python
         shown = "missing" if version is None else repr(version)
@@ -321,6 +334,16 @@ def read_config_file(path: str | Path) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"cannot read config file {path}: {undecodable(err, data)}") from None
+    except IsADirectoryError:
+        inside = sorted(p.name for p in path.glob("*.yaml"))
+        raise ConfigError(
+            f"config file {path} is a folder: name the config file itself, "
+            + (
+                f"e.g. {path / inside[0]}"
+                if inside
+                else f"e.g. {path / EXAMPLE} (write one with `semanticac-edge install-service`)"
+            )
+        ) from None
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} not found{looked_at(path)}: write one with `semanticac-edge install-service`, or copy "

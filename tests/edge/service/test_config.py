@@ -81,6 +81,14 @@ def config(**sections) -> ServiceConfig:
     ({"labels": {"set": "urban", "thresholds": {"siren": "70%"}}}, "labels.thresholds.siren",
      "use a number (write a share as a number: 0.7, not 70%)"),
     ({"listen": [1, 2]}, "listen", "listen must be a mapping"),
+    # a key under a section not its own: a typo's "did you mean" named nothing, or the section's key list
+    ({"audio": {"hop": 0.5}}, "audio.hop", "audio.hop is not a setting of audio: it is `listen.hop` (move it under"),
+    ({"mqtt": {"min_duration": 2}}, "mqtt.min_duration", "it is `listen.min_duration`"),
+    ({"listen": {"fast": True}}, "listen.fast", "it is `audio.fast`"),
+    # a unit after the number (and event_log.path naming a folder: a file was made at the folder's name)
+    ({"listen": {"hop": "0.5s"}}, "listen.hop", "use a number (write the number alone, without 's'"),
+    ({"clips": {"max_megabytes": "10MB"}}, "clips.max_megabytes", "without 'MB'"),
+    ({"event_log": {"path": "/var/log/sound/"}}, "event_log.path", "not a folder's: e.g. /var/log/sound/events.sqlite"),
 ])
 def test_errors_name_the_dotted_key_the_value_and_the_fix(raw, key, text):
     with pytest.raises(ConfigError) as info:
@@ -267,6 +275,10 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path, demo
                                                   "model.bundle: bundle " + str(no_vocabulary)
                                                   + ": the vocabulary graph vocabulary.onnx is missing"),
         "serve, bad value": (["serve", "--config", str(bad)], "listen.hop"),
+        # a folder for the config was click's usage error, exit 2: systemd restarts that, for nothing
+        "a folder for the config": (["check-config", str(tmp_path)], f"config file {tmp_path} is a folder: name the "
+                                    f"config file itself, e.g. {tmp_path / 'bad.yaml'}"),
+        "serve, a folder for the config": (["serve", "--config", str(tmp_path)], "is a folder"),
         "serve, bad bundle": (["serve", "--config", str(example_path()), "--set", f"model.bundle={empty_bundle}",
                                "--state-dir", str(tmp_path / "state")], "has no model.json"),
     }

@@ -78,6 +78,7 @@ def test_config_defaults_derive_from_the_node_id():
     ({"node_id": "my garden"}, "mqtt.node_id", "letters, digits, _ and -"),
     ({"base_topic": "home/#"}, "mqtt.base_topic", "wildcard"),
     ({"base_topic": "home/"}, "mqtt.base_topic", "empty level"),
+    ({"base_topic": "$SYS/garden"}, "mqtt.base_topic", "begins with $"),  # mosquitto drops a client's publish there
     ({"discovery_prefix": ""}, "mqtt.discovery_prefix", "it is empty"),
     ({"host": ""}, "mqtt.host", "host name or IP address"),
     ({"keepalive": 1}, "mqtt.keepalive", "from 5 to 65535"),
