@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import random
 import re
 import sys
@@ -60,7 +59,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edge.backends import BACKENDS, select_backend
-from edge.backends.base import Backend
+from edge.backends.base import Backend, usable_cores
 from edge.bundle import Bundle, resolve_bundle_origin
 from edge.capture.sources import (
     MAX_CHANNELS,
@@ -139,14 +138,6 @@ def _peak(so_far: np.ndarray | None, now: np.ndarray) -> np.ndarray:
 def _flag(name: str) -> str:
     """The command-line spelling of an option (the service config uses the field name)."""
     return {"sample_format": "--format", "top_k": "--top-k"}.get(name, "--" + name.replace("_", "-"))
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, as a container or taskset sets it)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

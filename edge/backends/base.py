@@ -20,6 +20,7 @@ fails at start-up, naming the file, the difference and the fix, not mid-stream.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +31,16 @@ import numpy as np
 
 from edge.bundle import Bundle
 from edge.errors import BackendError
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, as a container, a cpuset, systemd's
+    CPUAffinity= or taskset sets it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
 
 GRAPHS = ("audio", "text", "vocabulary")
 REEXPORT = "re-export the bundle with `semanticac-train export`"

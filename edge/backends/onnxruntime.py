@@ -13,7 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.backends.base import REEXPORT, Backend, GraphSpec, TensorSpec, graph_spec, reconcile, static_batch
+from edge.backends.base import (
+    REEXPORT,
+    Backend,
+    GraphSpec,
+    TensorSpec,
+    graph_spec,
+    reconcile,
+    static_batch,
+    usable_cores,
+)
 from edge.bundle import Bundle
 from edge.errors import BackendError
 from edge.fsutil import readable_fix
@@ -70,7 +79,8 @@ def _tensor_spec(arg, path: Path) -> TensorSpec:
 class OnnxRuntimeBackend(Backend):
     """One onnxruntime.InferenceSession.
 
-    `threads`: intra-op threads (None: onnxruntime's default, one per core). On a device that
+    `threads`: intra-op threads (None: onnxruntime's default, one per core, or one per core this
+    process may use where its affinity allows fewer). On a device that
     also captures audio, leave a core free. `max_batch`: split larger batches (bounds memory).
     `spec`: what model.json promises (see `for_bundle`); the graph must match it.
     """
@@ -93,10 +103,14 @@ class OnnxRuntimeBackend(Backend):
         if not os.access(path, os.R_OK):  # ONNX Runtime's words for it: "system error number 13"
             raise BackendError(f"ONNX graph {path} cannot be read by this user: {readable_fix(path.parent)}")
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise BackendError(f"threads={threads!r} must be a positive integer (or None for onnxruntime's default)")
+            raise BackendError(f"threads={threads!r} must be a positive integer (or None for a thread per core)")
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):
             raise BackendError(f"max_batch={max_batch!r} must be a positive integer (or None: no limit)")
         options = ort.SessionOptions()
+        if threads is None and usable_cores() < (os.cpu_count() or 1):
+            # ONNX Runtime's default counts the machine's cores, not the ones this process may use: a
+            # thread per core it may not run on would only wait its turn
+            threads = usable_cores()
         if threads is not None:
             options.intra_op_num_threads = threads
         available = ort.get_available_providers()

@@ -3,6 +3,7 @@ providers, run-time input checks, chunked batches, closing, choosing a backend, 
 packages. Parity with torch and graphs that do not match model.json: test_backends.py."""
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -38,6 +39,20 @@ def test_the_thread_count_reaches_the_session(demo_bundle, threads):
     with OnnxRuntimeBackend.for_bundle(demo_bundle, threads=threads) as backend:
         assert backend.session.get_session_options().intra_op_num_threads == threads
         assert backend.providers[-1] == "CPUExecutionProvider"
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 cores and affinity")
+def test_by_default_a_session_runs_a_thread_per_core_the_process_may_use(demo_bundle):
+    """A cpuset or CPUAffinity= (a Jetson sharing its cores) gives the process fewer cores than the
+    machine has: ONNX Runtime's default counted the machine's (2 threads under `taskset -c 0`),
+    while `--threads 2` was refused there as more than the process may use."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        with OnnxRuntimeBackend.for_bundle(demo_bundle) as backend:
+            assert backend.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def test_a_bad_thread_count_is_refused(demo_bundle):
