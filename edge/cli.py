@@ -869,8 +869,8 @@ SET_OPTION = click.option(
     default=None,
     type=click.Path(file_okay=False, path_type=str),
     help="Where the event log and clips go (service.state_dir of the config; default "
-    "~/.local/state/semanticac-edge). Under systemd its $STATE_DIRECTORY wins over both: the unit's file "
-    "system is read-only elsewhere.",
+    "$XDG_STATE_HOME/semanticac-edge, ~/.local/state/semanticac-edge without it). Under systemd its "
+    "$STATE_DIRECTORY wins over both: the unit's file system is read-only elsewhere.",
 )
 @service_errors
 def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -> None:
@@ -962,10 +962,11 @@ def check_config(config_path: str, overrides: tuple[str, ...]) -> None:
     """Check a service config (every key, the bundle, the label set and its embeddings) and print
     what the service will say of its labels at start (new and weakly named ones) and the effective
     config: every key with the value in force. Exit status 78 when something is wrong."""
-    from edge.service.serve import checked, device_notes, disk_notes, label_notes, path_notes
+    from edge.service.serve import checked, clip_notes, device_notes, disk_notes, label_notes, path_notes
 
     config, found = checked(config_path, overrides)
-    notes = path_notes(config) + device_notes(config) + disk_notes(config) + label_notes(config, found)
+    notes = path_notes(config) + device_notes(config) + disk_notes(config) + clip_notes(config, found)
+    notes += label_notes(config, found)
     click.echo(
         f"# {config_path}: OK; bundle {found.bundle.path} ({found.bundle.meta.model_id}); label set "
         f"{found.label_set.name}: {plural(len(found.label_set.labels), 'label')}; outputs: "
@@ -1051,7 +1052,11 @@ def install_service(
     help="The service's metrics address (metrics.host:metrics.port). Default: http://127.0.0.1:9464.",
 )
 @click.option(
-    "--top-k", "top_k", type=click.IntRange(1), default=None, help="Labels shown per window (default: all sent)."
+    "--top-k",
+    "top_k",
+    type=click.IntRange(1),
+    default=None,
+    help="Labels shown per window (default: all sent; a terminal shows up to 10).",
 )
 @click.option("--once", is_flag=True, help="Show the next window and exit.")
 @domain_errors

@@ -395,7 +395,7 @@ def check_weights(audio_file, text_file, config_path):
 @main.command()
 @click.option("--config", "config_path", required=True, help="Training recipe: a path or a shipped name.")
 @click.option("--fold", type=int, default=None, help="Validate on this official fold, train on the others.")
-@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<recipe>).")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Run folder (default runs/<recipe>, runs/<recipe>-fold<K> with --fold).")
 @click.option("--resume", is_flag=True, help="Continue from <out>/last.pt exactly where it stopped.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override the recipe's epochs.")
 @click.option("--pretrained-audio", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -454,7 +454,7 @@ def stopped_by_signals(out: str):
 
 @main.command()
 @click.option("--config", "config_path", required=True, help="Training recipe.")
-@click.option("--folds", default=None, help="Comma-separated folds (default: every fold the data has).")
+@click.option("--folds", default=None, help="Comma-separated folds (default: every fold of the data with 30+ clips).")
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Folder for the runs and cv.json.")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override the recipe's epochs.")
 @domain_errors
@@ -499,7 +499,8 @@ def evaluate(checkpoint, config_path, fold, out):
               help="auto: the bundle's labels/ when it can be written, else the user cache.")
 @domain_errors
 def embed_labels(bundle, label_specs, into):
-    """Alias of `semanticac-edge embed-labels` (the same function; no torch needed for it)."""
+    """`semanticac-edge embed-labels` for a training machine (the same function; no torch needed for
+    it): --bundle is required here, and ONNX Runtime picks its threads."""
     from edge.bundle import read_bundle
     from edge.labels.embeddings import embed_label_sets
 

@@ -50,7 +50,7 @@ def _sizes(sizes: dict[int, int], folds: Sequence[int]) -> str:
 def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: str | Path | None = None,
                    epochs: int | None = None, on_fold: Callable[[dict], None] | None = None) -> tuple[dict, Path]:
     """(summary, path of cv.json): `recipe` trained once per fold of `folds` (default: every
-    official fold), each run in out/fold<K>/ (resumed when it is there already); a fold's
+    official fold of MIN_FOLD_CLIPS clips or more), each run in out/fold<K>/ (resumed when it is there already); a fold's
     accuracy is its last epoch's on the held-out fold (`best_epoch_accuracy`, the best over the
     epochs, is chosen on that fold: optimistic); `on_fold` sees each fold's result as it ends."""
     config = load_train_config(recipe, epochs=epochs)

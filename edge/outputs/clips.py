@@ -118,6 +118,18 @@ def clip_label(label: str) -> str:
     return safe or "event"
 
 
+def pre_roll_warning(config: ClipsConfig, window_seconds: float) -> str | None:
+    """What the recorder's start (and check-config) says of a clips.pre_roll shorter than the listen
+    window (2.0, the default before 2026-12-06, kept in a config written then); None otherwise."""
+    if config.pre_roll is None or config.pre_roll >= window_seconds:
+        return None
+    return (
+        f"clips.pre_roll {config.pre_roll:g} s is shorter than the listen window ({window_seconds:g} s): an "
+        "event's onset comes up to a window after its sound begins, so its clip may miss that beginning; "
+        "leave pre_roll out (null: the window's length)"
+    )
+
+
 def room_warning(config: ClipsConfig, folder: Path) -> str | None:
     """What the recorder's start (and check-config) says when the disk of `folder` (of the folder it
     will be made in, while it is not there) cannot give the clips clips.max_megabytes: what is free
@@ -258,9 +270,9 @@ class ClipRecorder(Sink):
             )
         for stale in self.dir.glob(".*.tmp.flac"):  # a clip being written when the process died
             stale.unlink(missing_ok=True)
-        short = room_warning(config, self.dir)
-        if short is not None:
-            log.warning("%s", short)
+        for warning in (pre_roll_warning(config, window_seconds), room_warning(config, self.dir)):
+            if warning is not None:
+                log.warning("%s", warning)
         self._worker = threading.Thread(target=self._work, name="clip writer", daemon=True)
         self._worker.start()
 

@@ -16,7 +16,8 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   of it: edge.scoring); start: `event_id`, `label`,
   `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
-  backend_error, overload, audio_lost, audio_restored, clipping). A non-finite number is written
+  backend_error, overload, audio_lost, audio_restored, clipping, clock_step; the service's
+  add event_log, event_log_restored, clips, clips_restored and failure). A non-finite number is written
   as null.
 - `PlainLines` (stdout is not a terminal): one readable, greppable line per record.
 - `LiveView` (a terminal): the top-k with bars, active events and counters redrawn in place
@@ -241,7 +242,7 @@ class JsonLines(Sink):
 
 
 class FanOut(Sink):
-    """Every record to several sinks, in order (the service: stdout, event log, MQTT, metrics).
+    """Every record to several sinks, in order (the service: clips, event log, MQTT, metrics and systemd).
 
     One origin for all, so each dates a record alike. A sink that fails with OutputError
     fails the whole (as stdout does for `listen`); each sink is closed even when another's

@@ -6,7 +6,7 @@
     labels:      set, thresholds                           } there; an error names the key
     listen:      window, hop, top_k, smooth, ...           } here (`listen.hop`)
     supervision: the device-supervision options of ListenOptions
-    service:     state_dir, log_level
+    service:     state_dir, log_level, trust_clock
     systemd:     status_interval, extend_timeout
     mqtt, metrics, event_log, clips: the outputs' own sections (edge.outputs.*)
 

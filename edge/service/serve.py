@@ -130,6 +130,15 @@ def disk_notes(config: ServiceConfig, environ: Mapping[str, str] | None = None) 
     return [] if short is None else [("warning", short)]
 
 
+def clip_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str]]:
+    """check-config: a warning for a clips.pre_roll shorter than the listen window, as the recorder's start says."""
+    from edge.outputs.clips import pre_roll_warning
+
+    clips = config.enabled_outputs().get("clips")
+    short = None if clips is None else pre_roll_warning(clips, config.options.windowing(resolved.bundle).window_seconds)
+    return [] if short is None else [("warning", short)]
+
+
 def checked(config_path: str, overrides: Sequence[str] = ()) -> tuple[ServiceConfig, Resolved]:
     """The config at `config_path` read and checked as check-config and a reload (SIGHUP) check it:
     every key, the bundle (each graph there, readable and matching its SHA-256), the label set and its

@@ -15,6 +15,7 @@ from edge.events import Event
 from edge.listen import ListenOptions, is_live, listen
 from edge.outputs.clips import ClipRecorder, ClipsConfig, clip_label
 from edge.outputs.sinks import FanOut, WindowResult
+from edge.service.config import example_path
 from edge.service.sections import parse_section
 from tests.collect import Collect
 from tests.signals import noise, silence, tone
@@ -336,6 +337,25 @@ def test_an_event_open_past_many_others_ends_with_its_own_clip_name(tmp_path, mo
     feed.source.stop()
     clips.close()
     assert clips.skipped == 0 and clips.written == 5
+
+
+def test_a_pre_roll_shorter_than_the_window_is_warned_of_at_the_start_and_by_check_config(tmp_path, caplog):
+    """A config written before 2026-12-06 spells out `pre_roll: 2.0`, the old default, and
+    install-service keeps it: with 5 s windows its clips miss their sound's beginning. Said, not
+    refused (a site may want short clips); a pre_roll of a window or more, or none, is not."""
+    from edge.service.serve import checked, clip_notes
+
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
+        ClipRecorder(ClipsConfig(enabled=True, pre_roll=2.0), tmp_path, RATE, window_seconds=5.0).close()
+        ClipRecorder(ClipsConfig(enabled=True, pre_roll=5.0), tmp_path, RATE, window_seconds=5.0).close()
+        ClipRecorder(ClipsConfig(enabled=True), tmp_path, RATE, window_seconds=5.0).close()
+    said = [r.getMessage() for r in caplog.records if "pre_roll" in r.getMessage()]
+    assert said == ["clips.pre_roll 2 s is shorter than the listen window (5 s): an event's onset comes up to a "
+                    "window after its sound begins, so its clip may miss that beginning; leave pre_roll out "
+                    "(null: the window's length)"]
+    on = ["clips.enabled=true", f"clips.dir={tmp_path / 'clips'}"]
+    assert clip_notes(*checked(str(example_path()), [*on, "clips.pre_roll=2.0"])) == [("warning", said[0])]
+    assert clip_notes(*checked(str(example_path()), on)) == []
 
 
 @pytest.mark.parametrize("lag", [0.0, 8.0])
