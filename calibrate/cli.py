@@ -547,6 +547,7 @@ def thresholds(
             thresholds=report.thresholds,
             agree=agree,
             fitted_for=fitted_for,
+            fitted_model=bundle_.meta.model_id,
             header=header,
         ),
         plot,
@@ -739,7 +740,9 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
     write_outputs(
         out,
         # fitted_for goes: the set's thresholds were fitted on the scores before this calibration
-        partial(write_label_set, out, report.label_set, fitted_for={}, header=header),
+        partial(
+            write_label_set, out, report.label_set, fitted_for={}, fitted_model=bundle_.meta.model_id, header=header
+        ),
         plot,
         partial(plot_reliability, report),
     )

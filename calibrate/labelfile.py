@@ -30,12 +30,14 @@ def dump_label_set(
     biases: Sequence[float] | None = None,
     agree: float | None = None,
     fitted_for: dict[str, float] | None = None,
+    fitted_model: str | None = None,
     header: Sequence[str] = (),
 ) -> str:
     """YAML text of `label_set` with the given per-label thresholds / temperature / biases
     (None: keep the set's own); `agree` the set's agreement for every label (None: keep the set's
     and its labels' own); `fitted_for` the listen settings the thresholds were fitted under (None:
-    keep the set's); `header` lines become `#` comments at the top."""
+    keep the set's); `fitted_model` the model_id of the bundle they (and the calibration) were fitted
+    on (None: keep the set's); `header` lines become `#` comments at the top."""
     k = len(label_set.labels)
     for name, values in (("thresholds", thresholds), ("biases", biases)):
         if values is not None and len(values) != k:
@@ -57,6 +59,9 @@ def dump_label_set(
             key: int(value) if float(value).is_integer() and key == "smooth" else float(value)
             for key, value in fitted.items()
         }
+    model = label_set.fitted_model if fitted_model is None else fitted_model
+    if model:
+        data["fitted_model"] = model
     items = []
     for i, label in enumerate(label_set.labels):
         item: dict = {"name": label.name}

@@ -660,6 +660,17 @@ def start_notes(
                 "model.json, or every label is new)",
             )
         )
+    if label_set.fitted_model is not None and label_set.fitted_model != bundle.meta.model_id:
+        notes.append(
+            (
+                "warning",
+                f"label set {label_set.name!r}: its thresholds and calibration were fitted on model "
+                f"{label_set.fitted_model}, and bundle {bundle.path} is {bundle.meta.model_id} (a new version's "
+                "demo bundle is another model): they start more or fewer events than the fit measured; fit them "
+                "again on this bundle (`semanticac-calibrate thresholds`, and `scores` for a calibration), or "
+                "listen with the bundle they were fitted on",
+            )
+        )
     if label_set.fitted_for and options is not None:
         notes += fitted_notes(label_set, options, windowing)
         head = None if vocabulary is None else vocabulary.head

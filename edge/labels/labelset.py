@@ -9,6 +9,9 @@
     fitted_for: {window: 5, hop: 1, smooth: 3, min_duration: 1, release: 0.7}   # optional: the
                                          # listen settings the thresholds were fitted under (listen warns
                                          # when it runs others; semanticac-calibrate thresholds writes it)
+    fitted_model: semanticac-yamnet-c91b24129906b541   # optional: the model (model.json model_id) the
+                                         # thresholds and calibration were fitted on (semanticac-calibrate
+                                         # writes it; listen warns when its bundle is another model)
     agree: 0.5                           # optional: an event of a trained label needs the student alone
                                          # at this score (default: the bundle's model.json
                                          # vocabulary.head.agree; 0: no agreement; only with a head)
@@ -62,6 +65,7 @@ SET_KEYS = {
     "calibration": "mapping",
     "agree": "number",
     "fitted_for": "mapping",
+    "fitted_model": "str",
 }
 # the listen settings a set's thresholds were fitted under (semanticac-calibrate thresholds writes them)
 FITTED_KEYS = {
@@ -119,6 +123,7 @@ class LabelSet:
     temperature: float = 1.0  # logits are divided by it before the per-label bias (calibration)
     agree: float | None = None  # the labels' agreement where they set none (None: the bundle's)
     fitted_for: dict[str, float] | None = None  # the listen settings its thresholds were fitted under
+    fitted_model: str | None = None  # the model_id its thresholds and calibration were fitted on
     # the calibration reaches the labels no one trained (calibration.new_labels: calibrate scores
     # writes it since it fits them); an older calibration was fitted for the trained labels only
     calibrated_new: bool = False
@@ -353,6 +358,7 @@ class _Parser:
             temperature=temperature,
             agree=self.agree(keys, "agree"),
             fitted_for=self.fitted_for(keys["fitted_for"]) if "fitted_for" in keys else None,
+            fitted_model=self.value(keys["fitted_model"], "fitted_model", "str") if "fitted_model" in keys else None,
             calibrated_new=calibrated_new,
         )
 

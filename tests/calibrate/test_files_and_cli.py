@@ -23,6 +23,7 @@ threshold: 0.4
 calibration: {temperature: 1.3}
 agree: 0.4
 fitted_for: {window: 5, hop: 1, smooth: 3, min_duration: 1, release: 0.7}
+fitted_model: semanticac-yamnet-0123456789abcdef
 labels:
   - drilling
   - name: table_saw
@@ -51,6 +52,7 @@ def test_a_copy_keeps_prompts_groups_and_calibration(tmp_path):
     assert not again.calibrated_new  # the SITE set was calibrated before calibrations reached new labels
     assert again.fitted_for == original.fitted_for == {"window": 5, "hop": 1, "smooth": 3, "min_duration": 1,
                                                        "release": 0.7}
+    assert again.fitted_model == "semanticac-yamnet-0123456789abcdef"
     assert out.read_text().startswith("# fitted here\n# second\nname: workshop\n")
     assert "\n  smooth: 3\n" in out.read_text() and "smooth: 3.0" not in out.read_text()  # a count of windows
 

@@ -15,6 +15,7 @@ import calibrate.cli
 from calibrate.errors import CalibrationError
 from calibrate.inputs import read_clip_csv, read_dataset, resolve_labels
 from calibrate.scores import calibrated, fit_calibration, metrics, objective, reliability
+from edge.bundle import read_bundle, shipped_bundle
 from edge.labels.embeddings import label_embeddings_for
 from edge.labels.labelset import load_label_set, resolve_label_set
 from edge.scoring import Scorer, sigmoid, softmax
@@ -284,6 +285,7 @@ def test_scores_on_real_clips(data_dir, tmp_path):
     assert fig["after"][0] <= fig["before"][0] + 1e-9
     site = load_label_set(out)
     assert site.temperature > 0 and site.calibrated_new and site.fitted_for is None
+    assert site.fitted_model == read_bundle(shipped_bundle()).meta.model_id  # the bundle it was fitted on
     # a bundle that trained on every development UrbanSound8K clip (as the shipped one did, where
     # the data was then): these are its training clips, and it is said
     from tests.bundles import bundle_copy, trained_bundle

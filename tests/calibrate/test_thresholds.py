@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import calibrate.cli
 from calibrate.recording import record
 from calibrate.thresholds import allocate_budget, count_starts, fit_label, quiet_runs_dropped, shortest_decimal
+from edge.bundle import read_bundle, shipped_bundle
 from edge.labels.labelset import load_label_set, resolve_label_set
 from edge.listen import ListenOptions, listen
 from edge.outputs.sinks import PlainLines
@@ -66,6 +67,7 @@ def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
     assert all(0 < label.threshold <= 1 for label in site.labels)
     assert site.agree == 0.5 and urban.agree is None  # fitted under --agree: the set keeps it
     assert site.fitted_for == {"window": 1.0, "hop": 1.0, "smooth": 2.0, "min_duration": 1.0, "release": 0.7}
+    assert site.fitted_model == read_bundle(shipped_bundle()).meta.model_id and urban.fitted_model is None
 
 
 def test_listen_warns_when_it_runs_a_site_set_with_other_settings(thresholds_run, background):

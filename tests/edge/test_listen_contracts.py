@@ -340,6 +340,22 @@ def test_thresholds_fitted_under_another_agreement_warn(demo_bundle, tmp_path):
             assert "fitted with the student's agreement 0.5, this run has --agree 0" in said[0], said
 
 
+def test_thresholds_fitted_on_another_model_warn(demo_bundle, tmp_path):
+    """A site set fitted on one model (calibrate writes fitted_model) and heard with another (a pip
+    upgrade replaces the demo bundle: thresholds and temperature then fit a model that is gone)."""
+    clip = tmp_path / "short.wav"
+    sf.write(clip, noise(1.0, RATE), RATE)
+    for model, warns in (("semanticac-yamnet-0123456789abcdef", True), (demo_bundle.meta.model_id, False)):
+        fitted = tmp_path / "fitted.yaml"
+        fitted.write_text(f"name: fitted\nfitted_model: {model}\nlabels: [siren, dog_bark]\n")
+        sink = Collect()
+        listen(ListenOptions(labels=str(fitted), bundle=str(demo_bundle.path), input=str(clip), fast=True), sink=sink)
+        said = [s.message for s in sink.of("status") if "were fitted on model" in s.message]
+        assert bool(said) == warns, (model, said)
+        if warns:
+            assert f"fitted on model {model}, and bundle {demo_bundle.path} is {demo_bundle.meta.model_id}" in said[0]
+
+
 # --- every start gets its end, also when the source fails -------------------------------------
 
 
