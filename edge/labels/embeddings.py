@@ -16,7 +16,8 @@ Lookup for `listen --labels X` (`label_embeddings_for`, and `doctor`, `info` thr
 <bundle>/labels/<name>.npz, then the user cache ($XDG_CACHE_HOME/semanticac-edge/<model_id>/<name>.npz),
 each used only when its `model_id` and `labels_sha256` match the bundle and the label set, and
 its `text_sha256`, where recorded, the bundle's text.onnx (a cache file without one, computed before
-it was recorded, is computed again where the bundle has a text graph: a text graph rewritten under
+it was recorded, or a set other than the shipped ones that an older edge wrote into the demo bundle,
+is computed again where the bundle has a text graph: a text graph rewritten under
 the same model_id, `semanticac-train exact-text`, embeds a little differently); else the edge
 computes them with text.onnx and caches them. A corrupt or truncated CACHE file is computed
 again (with a warning naming it) and rewritten atomically; a corrupt BUNDLE file is an error naming
@@ -40,7 +41,7 @@ import numpy as np
 from edge.bundle import Bundle, shipped_bundle
 from edge.errors import LabelEmbeddingsError, LabelSetError
 from edge.fsutil import atomic_path, cache_dir, readable_fix, unwritable_reason
-from edge.labels.labelset import LabelSet, label_text
+from edge.labels.labelset import LabelSet, label_text, shipped_label_sets
 
 log = logging.getLogger(__name__)
 # Embedding a new label set on the device takes a while (seconds per hundred prompts on a
@@ -252,13 +253,23 @@ def look_up(bundle: Bundle, label_set: LabelSet) -> list[Candidate]:
             found.append(Candidate(path, place, problem=str(err), corrupt=True))
             continue
         problem = emb.mismatch(label_set, bundle.meta.model_id, text)
-        if problem is None and place == "cache" and text and not emb.text_sha256:
+        if problem is None and text and not emb.text_sha256 and not _ships(bundle, place, label_set):
             problem = (
-                "cached before the edge recorded the text graph that computed it (2026-12-06): "
-                "perhaps another text graph's"
+                f"{'cached' if place == 'cache' else 'written into the demo bundle'} before the edge recorded the "
+                "text graph that computed it (2026-12-06): perhaps another text graph's"
             )
         found.append(Candidate(path, place, emb, problem))
     return found
+
+
+def _ships(bundle: Bundle, place: str, label_set: LabelSet) -> bool:
+    """Whether a file without the text graph's SHA-256 is the export's (full precision): any in a bundle
+    folder, except the package's demo bundle, whose export wrote only the shipped sets (an older
+    `embed-labels` wrote a site's into it by default, with the text graph of then), never a cache file."""
+    if place == "cache":
+        return False
+    demo = shipped_bundle()
+    return demo is None or bundle.path.resolve() != demo.resolve() or label_set.name in shipped_label_sets()
 
 
 def corrupt_bundle_file(bundle: Bundle, label_set: LabelSet, candidate: Candidate) -> LabelEmbeddingsError:

@@ -99,6 +99,25 @@ def test_a_cache_file_another_text_graph_made_is_not_used(tmp_path, monkeypatch)
     assert find_label_embeddings(textless, SET).text_sha256 == ""
 
 
+def test_a_site_set_an_older_edge_wrote_into_the_demo_bundle_is_not_taken_for_the_export_s(tmp_path, monkeypatch):
+    """An older `embed-labels` wrote a site's set into the installed demo bundle by default, with the
+    text graph of then, recording none; a pip upgrade leaves the file there. The demo bundle's export
+    wrote only the shipped sets: another set there without its text graph's SHA-256 is not used
+    (listen computes it again), while the shipped ones, and any set in another bundle, are."""
+    import edge.labels.embeddings as embeddings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    bundle = read_bundle(make_bundle(tmp_path / "b", model_id="m1"))
+    LabelEmbeddings.from_prompt_embeddings(SET, prompt_embeddings(2), "m1").save(bundle.labels_dir / "pets.npz")
+    assert find_label_embeddings(bundle, SET).text_sha256 == ""  # a bundle of one's own: the export's
+    monkeypatch.setattr(embeddings, "shipped_bundle", lambda: bundle.path)  # as if it were the demo bundle
+    with pytest.raises(LabelEmbeddingsError, match="written into the demo bundle before the edge recorded the text"):
+        find_label_embeddings(bundle, SET)
+    urban = parse_label_set("name: urban\nlabels:\n  - dog\n  - name: cat\n    prompts: [a cat meowing]\n")  # shipped
+    LabelEmbeddings.from_prompt_embeddings(urban, prompt_embeddings(2), "m1").save(bundle.labels_dir / "urban.npz")
+    assert find_label_embeddings(bundle, urban).text_sha256 == ""
+
+
 def test_stale_or_foreign_embeddings_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     bundle = read_bundle(make_bundle(tmp_path / "b", model_id="m1"))
