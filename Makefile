@@ -52,14 +52,14 @@ system-deps:
 
 # One pip call for the project and its extras, constrained by the lock, so no dependency can
 # drag in another torch; then the two --no-deps packages, pinned by the same lock.
-$(VENV)/.installed: setup.py pyproject.toml $(LOCK) Makefile
+$(VENV)/.installed: setup.py pyproject.toml edge/__init__.py $(LOCK) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/$(PIP) -c $(LOCK) -e ".[train,ort,dev]"
 	$(BIN)/$(PIP) -c $(LOCK) --no-deps $(NO_DEPS)
 	touch $@
 
 # What a device installs (`pip install .`: numpy, soundfile, soxr, ONNX Runtime, ...), locked.
-$(EDGE_VENV)/.installed: setup.py pyproject.toml $(LOCK) Makefile
+$(EDGE_VENV)/.installed: setup.py pyproject.toml edge/__init__.py $(LOCK) Makefile
 	@echo "setting up $(EDGE_VENV): the device's install (numpy, ONNX Runtime, ...; a minute or two, once)"
 	test -x $(EDGE_BIN)/python || $(PYTHON) -m venv $(EDGE_VENV)
 	$(EDGE_BIN)/$(PIP) -c $(LOCK) -e .
