@@ -26,11 +26,12 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-from edge.errors import BundleError, UnreadableBundle
+from edge.errors import BundleError, OutdatedBundle, UnreadableBundle
 from edge.features import Frontend, WindowGain
 from edge.fsutil import atomic_write_text, looked_at, readable_fix, sha256_file
 from edge.schema import NUMBER, Fields, is_kind, must_be, read_json
@@ -224,9 +225,13 @@ def _vocabulary(meta: Fields) -> dict | None:
         "a mapping {graph, labels, trained, tau, novelty_cosine, veto_below, veto_power, veto_cosine, veto_heard}",
     )
     if "output" in spec.data and spec.data.get("graph") is None:
-        raise spec.fail(
-            "has 'output': a vocabulary branch inside model.onnx (semanticac-edge 0.x before the split); "
-            "split it into its own graph with `semanticac-train split-vocabulary --bundle BUNDLE`"
+        # its export's --vocabulary-shared, as its `source` words it ("the student's first 8 trunk layers")
+        shared = re.search(r"first (\d+) trunk layers", str(spec.data.get("source", "")))
+        raise OutdatedBundle(
+            f"{spec.where}: has 'output': a vocabulary branch inside model.onnx (exported before the vocabulary "
+            "had a graph of its own, 2026-12-02); "
+            "split it into its own graph with `semanticac-train split-vocabulary --bundle BUNDLE --shared "
+            + (f"{shared[1]}`" if shared else "N` (N: its export's --vocabulary-shared)")
         )
     spec.unknown(VOCABULARY_FIELDS)
     graph = _tower(spec, "graph")
@@ -492,8 +497,8 @@ def read_bundle(path: str | Path, verify: bool = False, named_by: str = "--bundl
     data = read_json(meta_path, BundleError, "copy the bundle again, or re-export it with `semanticac-train export`")
     try:
         meta = parse_bundle_meta(data)
-    except BundleError as err:
-        raise BundleError(f"bundle {path}: {err}") from None
+    except BundleError as err:  # the same kind (an outdated bundle stays one), named by its folder
+        raise type(err)(f"bundle {path}: {str(err).replace('--bundle BUNDLE', f'--bundle {path}')}") from None
     bundle = Bundle(path=path, meta=meta)
     if verify:
         bundle.verify()

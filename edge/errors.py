@@ -21,6 +21,10 @@ class UnreadableBundle(BundleError):
     """A bundle file this user may not read: its permissions are the fix, not a new copy."""
 
 
+class OutdatedBundle(BundleError):
+    """A bundle of an older export that a command converts in place: the message names it."""
+
+
 class LabelSetError(SemanticACError):
     """A label-set YAML that does not follow the schema."""
 

@@ -286,11 +286,19 @@ def _no_gpu(ctx: _Context, err: Exception) -> Check:
 
 def check_bundle(ctx: _Context) -> Check:
     from edge.bundle import BUNDLE_ENV, resolve_bundle
-    from edge.errors import BundleError, UnreadableBundle
+    from edge.errors import BundleError, OutdatedBundle, UnreadableBundle
 
     where = "--bundle" if ctx.bundle_option else f"${BUNDLE_ENV}" if os.environ.get(BUNDLE_ENV) else "the demo bundle"
     try:
         ctx.bundle = bundle = resolve_bundle(ctx.bundle_option)
+    except OutdatedBundle as err:  # its fix is in its words: the command that converts it
+        ctx.bundle_problem = str(err)
+        return Check(
+            "bundle",
+            FAIL,
+            str(err),
+            "run the command above (it converts the bundle in place, on a machine with the training stack)",
+        )
     except BundleError as err:
         ctx.bundle_problem = str(err)
         return Check("bundle", FAIL, str(err), EXPORT_FIX)

@@ -162,6 +162,26 @@ def test_model_json_vocabulary_errors_name_the_field(demo_bundle, change, text):
     assert "vocabulary" in str(info.value) and text in str(info.value)
 
 
+def test_a_bundle_of_the_vocabulary_branch_inside_model_onnx_names_the_command_whole(demo_bundle, tmp_path):
+    """A 2026-12-02 bundle: the error's command had no --shared, which the command requires (its
+    value was in the prose of vocabulary.source), and doctor's fix line said to re-export instead."""
+    import shutil
+
+    from edge.bundle import read_bundle
+    from edge.errors import OutdatedBundle
+    from edge.tools.doctor import _Context, check_bundle
+
+    copy = tmp_path / "old"
+    shutil.copytree(demo_bundle.path, copy)
+    source = "YAMNet's AudioSet head (521 classes) and its layers 9-13 on the student's first 8 trunk layers"
+    branch = {**GOOD, "output": "vocabulary", "graph": None, "source": source}
+    (copy / "model.json").write_text(json.dumps(_meta_with(demo_bundle, branch)))
+    with pytest.raises(OutdatedBundle, match=f"`semanticac-train split-vocabulary --bundle {copy} --shared 8`"):
+        read_bundle(copy)
+    check = check_bundle(_Context(bundle_option=str(copy), labels=None))
+    assert check.status == "FAIL" and "--shared 8" in check.finding and "converts the bundle in place" in check.fix
+
+
 def test_a_bundle_whose_vocabulary_file_is_missing_names_it(demo_bundle, tmp_path):
     import shutil
 
