@@ -259,8 +259,10 @@ def _vocabulary(meta: Fields) -> dict | None:
         "veto_reliable": ("a share in [0, 1]", 0.0, 1.0),
     }
     for name, (allowed, low, high) in ranges.items():
-        # veto_reliable is newer than the rest: absent, every label the vocabulary names is trusted
-        value = spec.get(name, NUMBER, allowed, **({"default": 0.0} if name == "veto_reliable" else {}))
+        # veto_heard and veto_reliable are newer than the rest (2026-12-02 13:13 and later): absent, the veto
+        # applies in every window, as it did then, and every label the vocabulary names is trusted
+        newer = name in ("veto_heard", "veto_reliable")
+        value = spec.get(name, NUMBER, allowed, **({"default": 0.0} if newer else {}))
         if not (math.isfinite(value) and low <= value <= high) or (name in ("tau", "veto_below") and value == 0):
             raise spec.fail(f"field {name!r} {must_be(allowed, value)}")
         out[name] = float(value)

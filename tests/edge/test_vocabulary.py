@@ -156,6 +156,8 @@ def test_model_json_vocabulary_errors_name_the_field(demo_bundle, change, text):
     measured = parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "heard": {"urban": {"siren": 0.9}}})).vocabulary
     assert measured["heard"] == {"urban": {"siren": 0.9}} and measured["veto_reliable"] == 0.0
     assert measured["ceiling"] is None
+    older = {key: value for key, value in GOOD.items() if key != "veto_heard"}  # a bundle of 2026-12-02 noon
+    assert parse_bundle_meta(_meta_with(demo_bundle, older)).vocabulary["veto_heard"] == 0.0  # the veto as then
     assert parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, "ceiling": CEILING})).vocabulary["ceiling"] == CEILING
     with pytest.raises(BundleError) as info:
         parse_bundle_meta(_meta_with(demo_bundle, {**GOOD, **change}))
