@@ -129,6 +129,22 @@ def test_rows_a_csv_reader_gets_wrong_are_refused_with_their_real_line(tmp_path,
     assert "1 of 3 clips have no group: each is taken as a recording of its own" in caplog.text
 
 
+@pytest.mark.parametrize("header, message", [
+    ("file;label\na.wav;siren\n", "found: 'file;label'\\): its columns are separated by semicolons; write it with commas"),
+    ("file\tlabel\na.wav\tsiren\n", "separated by tabs"),
+    ("path,class\na.wav,siren\n", "rename 'path' to 'file'; rename 'class' to 'label' \\(column names are exact"),
+    ("file, label\na.wav, siren\n", "rename ' label' to 'label'"),
+    ("File,Label\na.wav,siren\n", "rename 'File' to 'file'; rename 'Label' to 'label'"),
+    ("Datei,Klasse\na.wav,siren\n", "found: 'Datei', 'Klasse'\\)$"),  # nothing to go on: no hint
+    # the first `label` column's values were dropped unsaid (DictReader keeps the last)
+    ("file,label,label\na.wav,siren,\n", "column\\(s\\) 'label' appear more than once in the header"),
+])
+def test_a_header_that_is_not_file_label_says_why(tmp_path, header, message):
+    (tmp_path / "d.csv").write_text(header)
+    with pytest.raises(DatasetError, match=message):
+        read_csv(tmp_path / "d.csv")
+
+
 def test_a_clip_shorter_than_one_frame_is_padded_as_listen_pads_it(tmp_path, caplog):
     """A 100-sample clip had stopped an epoch inside torch.stft with a traceback naming no file."""
     import soundfile as sf

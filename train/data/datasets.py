@@ -84,10 +84,16 @@ def _rows(meta: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
     try:
         with open(meta, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
+            found = list(reader.fieldnames or [])
+            missing = [c for c in required if c not in found]
             if missing:
                 raise DatasetError(f"{meta}: missing column(s) {', '.join(missing)}; the header must name "
-                                   f"{', '.join(required)} (found: {', '.join(reader.fieldnames or []) or 'nothing'})")
+                                   f"{', '.join(required)} (found: {', '.join(map(repr, found)) or 'nothing'})"
+                                   + _header_hint(found, missing))
+            twice = sorted({c for c in found if found.count(c) > 1})
+            if twice:  # DictReader keeps the last of two: the first column's values would be dropped unsaid
+                raise DatasetError(f"{meta}: column(s) {', '.join(map(repr, twice))} appear more than once in the "
+                                   "header: name each column once")
             rows = []
             for row in reader:  # reader.line_num: the row's last line (blank lines and quoted newlines counted)
                 if None in row:  # more fields than the header names: an unquoted comma cut a value
@@ -102,6 +108,27 @@ def _rows(meta: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
         raise DatasetError(f"cannot read {meta}: {err.strerror or err}") from None
     except UnicodeDecodeError as err:
         raise DatasetError(f"cannot read {meta}: {undecodable(err, meta.read_bytes())}") from None
+
+
+# other names people give the columns of `file,label` (a header row from another tool)
+COLUMN_NAMES = {"file": ("path", "filename", "filepath", "file_name", "audio", "wav"),
+                "label": ("class", "category", "class_name", "classname", "labels", "tag", "target")}
+
+
+def _header_hint(found: Sequence[str], missing: Sequence[str]) -> str:
+    """Why a header lacks columns a person thinks it has: another separator, spaces, another name."""
+    if len(found) == 1:
+        separator = next((name for mark, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars"))
+                          if mark in found[0]), None)
+        if separator:
+            return f": its columns are separated by {separator}; write it with commas"
+    hints = []
+    for column in missing:
+        near = [name for name in found
+                if name.strip().lower() == column or name.strip().lower() in COLUMN_NAMES.get(column, ())]
+        if near:
+            hints.append(f"rename {near[0]!r} to {column!r}")
+    return f": {'; '.join(hints)} (column names are exact: no spaces, lower case)" if hints else ""
 
 
 def _meta_file(root: Path, candidates: Sequence[str], what: str) -> Path:
