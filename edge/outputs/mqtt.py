@@ -36,9 +36,13 @@ labels (it fires on starts), a `binary_sensor` per label, the level sensor, the 
 connectivity, a "Problem" sensor (on while `problem` holds one; the list as its attributes)
 and, with `heard`, a "Sound heard" sensor (the best AudioSet class, the N best as its
 attributes: words for a new label; without it the sensor is removed).
-It is published on every connection and again when Home Assistant announces itself
-(`<discovery_prefix>/status` = online). Labels that were announced before and are gone now
-lose their entity (a component sent with only its platform) and their retained state.
+It is published once on every connection, once the previous run's `labels` are known (the
+list this connection publishes has come back, after any retained one; ANNOUNCE_WAIT_SECONDS at
+most), and again when Home Assistant announces itself (`<discovery_prefix>/status` = online).
+Labels that were announced before and are gone now lose their entity (a component sent with
+only its platform, in every config this run publishes: Home Assistant drops the components of a
+config that comes while it still handles the one before, so a removal sent on its own was lost)
+and their retained state.
 
 The audio path never waits on the network: the sink methods only append to a bounded queue
 (events, status) or replace a latest value (states, level), and a publisher thread hands
@@ -87,6 +91,7 @@ PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload
 HELD = ("clipping", "overload")
 PROBLEM_HOLD_SECONDS = 900.0
 TAKEN_OVER_SECONDS = 5.0  # connections ended sooner, twice in a row: likely one client id used twice
+ANNOUNCE_WAIT_SECONDS = 5.0  # the discovery config waits this long at most for the labels list to come back
 CLOSE_SECONDS = 2.0  # close() waits this long at most for the queue and the broker's acknowledgements
 BATCH = 64  # queued messages handed to paho per turn of the publisher thread
 # Home Assistant fires its event entity on starts only, and not for one sent late (`delayed_s`): an
@@ -411,6 +416,9 @@ class MqttSink(Sink):
         self._connected_at = -math.inf  # time.monotonic() of the last connection
         self._short_links = 0  # connections in a row the broker ended within TAKEN_OVER_SECONDS
         self._taken_over = False  # set by paho's thread, made a problem by the audio thread's next window
+        self._gone: list[str] = []  # slugs of the labels the previous run announced and this one has not
+        self._links = 0  # connections made: a wait's end announces only on the connection it was for
+        self._announced = False  # this connection's discovery config is out (or none is due)
 
     # -- topics ---------------------------------------------------------------------------------
 
@@ -632,12 +640,17 @@ class MqttSink(Sink):
             client.publish(topic, payload, qos=1, retain=True)
         client.publish(self.topic("availability"), ONLINE, qos=1, retain=True)
         # the previous run's labels (retained) arrive after this subscription is made, before
-        # the list published below replaces them: the broker handles one client's packets in order
+        # the list published below replaces them and comes back: the broker handles one client's
+        # packets in order. The discovery config waits for it, so that one config holds the removals
         subscriptions = [(self.topic("labels"), 1)] + ([(f"{cfg.discovery_prefix}/status", 1)] if cfg.discovery else [])
+        with self._cond:
+            self._links += 1
+            self._announced = False
         client.subscribe(subscriptions)
-        if cfg.discovery:
-            client.publish(self.discovery_topic, json.dumps(self.discovery_config()), qos=1, retain=True)
-        client.publish(self.topic("labels"), json.dumps(list(self.labels)), qos=1, retain=True)
+        client.publish(self.topic("labels"), self._labels_payload(), qos=1, retain=True)
+        waiting = threading.Timer(ANNOUNCE_WAIT_SECONDS, self._announce, (client, self._links))
+        waiting.daemon = True
+        waiting.start()
         self._connected_at = time.monotonic()
         with self._cond:
             self._connected = True
@@ -712,13 +725,36 @@ class MqttSink(Sink):
                 else "",
             )
 
+    def _labels_payload(self) -> str:
+        return json.dumps(list(self.labels))
+
+    def _announce(self, client: mqtt.Client, link: int | None = None) -> None:
+        """The discovery config of this connection, once: its labels list came back, or (`link`: the
+        connection the wait was for) ANNOUNCE_WAIT_SECONDS passed without it."""
+        with self._cond:  # paho's thread (the list came back) and the wait's may both get here
+            if self._announced or not self._connected or link not in (None, self._links):
+                return
+            self._announced = True
+        if link is not None:  # a broker whose ACL lets this client publish its labels but not read them back
+            log.debug(
+                "mqtt: %s did not come back: discovery published without the last run's labels", self.topic("labels")
+            )
+        if self.config.discovery:
+            client.publish(
+                self.discovery_topic, json.dumps(self.discovery_config(removed=self._gone)), qos=1, retain=True
+            )
+
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topic("labels"):
             if message.retain:  # the previous run's list; our own publication comes back unretained
                 self._forget_removed(client, message.payload)
+            elif message.payload == self._labels_payload().encode():
+                self._announce(client)
         elif message.payload == ONLINE.encode():  # Home Assistant (re)started: announce again
             log.info("mqtt: Home Assistant is online: discovery published again")
-            client.publish(self.discovery_topic, json.dumps(self.discovery_config()), qos=1, retain=True)
+            client.publish(
+                self.discovery_topic, json.dumps(self.discovery_config(removed=self._gone)), qos=1, retain=True
+            )
             with self._cond:
                 self._dirty = dict.fromkeys(self._retained)
                 self._cond.notify_all()
@@ -735,9 +771,7 @@ class MqttSink(Sink):
         if not removed:
             return
         log.info("mqtt: labels gone since the last run: %s; their states and entities are removed", ", ".join(removed))
-        if self.config.discovery:
-            config = self.discovery_config(removed=removed)
-            client.publish(self.discovery_topic, json.dumps(config), qos=1, retain=True)
+        self._gone = sorted(set(self._gone) | set(removed))  # in this run's every config (discovery_config)
         for s in removed:
             client.publish(self.topic(f"state/{s}"), None, qos=1, retain=True)  # empty: the broker forgets it
 

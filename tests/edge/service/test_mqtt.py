@@ -299,6 +299,11 @@ def test_removed_labels_lose_their_entities_and_retained_states(broker, node, su
     second.start()
     removal = sub.wait_for(lambda m: m.topic == discovery and not m.retain  # not the first run's config
                            and "label_dog_bark" in m.json()["components"]).json()
+    # in the connection's one config: Home Assistant drops the components of a config that comes while
+    # it still handles the one before (the first, whose event types changed), so a removal sent after
+    # it was lost, and the removed labels' entities stayed for good
+    sub.sync()
+    assert [m.json() for m in sub.topics(discovery) if not m.retain] == [removal]
     components = removal["components"]
     assert components["label_dog_bark"] == {"platform": "binary_sensor"}
     assert components["label_car_horn"] == {"platform": "binary_sensor"}
@@ -307,6 +312,9 @@ def test_removed_labels_lose_their_entities_and_retained_states(broker, node, su
     sub.on(f"{base}/state/dog_bark", "")
     sub.on(f"{base}/state/car_horn", "")
     sub.on(f"{base}/state/glass_breaking", "OFF")
+    sub.client.publish("homeassistant/status", "online", qos=1)  # Home Assistant, offline at the start, comes
+    wait_until(lambda: len([m for m in sub.topics(discovery) if not m.retain]) == 2)
+    assert [m.json() for m in sub.topics(discovery) if not m.retain] == [removal, removal]
     second.close()
 
     late = subscribers(broker.port, [f"{base}/state/#", f"{base}/labels"])
@@ -330,6 +338,25 @@ def test_home_assistant_online_gets_discovery_again(broker, node, subscribers):
     sub.client.publish("homeassistant/status", "online", qos=1)
     wait_until(lambda: len(sub.topics(discovery)) == 2 and len(sub.topics(f"semanticac/{node}/state/siren")) == 2)
     assert sub.topics(discovery)[1].json() == sub.topics(discovery)[0].json()
+    sink.close()
+
+
+def test_discovery_goes_out_when_the_labels_list_never_comes_back(broker, node, subscribers, monkeypatch):
+    """The config waits for this connection's labels list to come back (then the last run's, retained,
+    came before it); a broker whose ACL lets the client publish it but not read it back: it goes
+    after ANNOUNCE_WAIT_SECONDS, once."""
+    discovery = f"homeassistant/device/{node}/config"
+    monkeypatch.setattr(mqtt_module, "ANNOUNCE_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(MqttSink, "_on_message", lambda *args: None)  # nothing read back
+    sub = subscribers(broker.port, [discovery])
+    sink = make_sink(broker.port, node)
+    began = time.monotonic()
+    sink.start()
+    assert sub.on(discovery).json()["components"]["events"]["event_types"] == LABELS
+    assert time.monotonic() - began >= 0.5
+    time.sleep(0.6)
+    sub.sync()
+    assert len(sub.topics(discovery)) == 1
     sink.close()
 
 
