@@ -43,7 +43,7 @@ def test_each_event_of_a_listen_run_gets_a_clip_of_exactly_its_audio(demo_bundle
     sink = Collect()
     source = clips.tap(FileSource(path, sample_rate=RATE, fast=True))
     options = ListenOptions(labels=str(eager_labels), bundle=str(demo_bundle.path), input=str(path), fast=True,
-                            window=1.0, hop=0.5, min_duration=0.0, smooth=1)
+                            window=1.0, hop=1.0, min_duration=0.0, smooth=1)
     summary = listen(options, sink=FanOut([sink, clips]), source=source)
     clips.close()
     assert summary.error is None and summary.seconds == pytest.approx(19.0, abs=0.05)
