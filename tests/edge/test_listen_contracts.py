@@ -259,13 +259,17 @@ def test_a_live_stream_s_dates_follow_a_clock_that_steps(demo_bundle, clip, monk
     import edge.listen
     from edge.outputs.sinks import JsonLines
 
-    stepped_at, stepped = time.monotonic() + 2.5, []  # set by the first now() after it: since_boot() moves with
-    # it at that instant (each reading monotonic() itself, a thread switch between them under load showed a step)
+    # set by the first now() 2.5 s after the stream's start (its first now(): a start that loads the model
+    # for longer, under load, did not date its first windows before the step); since_boot() moves with it
+    # at that instant (each reading monotonic() itself, a thread switch between them under load showed a step)
+    stepped_at, stepped = [], []
 
     class Stepped(datetime):  # the system clock: right at the start, an hour later after 2.5 s
         @classmethod
         def now(cls, tz=None):
-            if not stepped and time.monotonic() > stepped_at:
+            if not stepped_at:
+                stepped_at.append(time.monotonic() + 2.5)
+            if not stepped and time.monotonic() > stepped_at[0]:
                 stepped.append(True)
             return datetime.now(tz) + (timedelta(hours=1) if stepped else timedelta(0))
 
