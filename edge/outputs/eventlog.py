@@ -204,7 +204,8 @@ class EventLogSink(Sink):
             json.dumps(info.get("settings") or {}, sort_keys=True),
         )
         self.lost = 0  # records dropped: the file could not be written for PENDING_MAX records
-        self._pending: deque[Callable[[sqlite3.Connection], object]] = deque()  # writes not yet done
+        # writes not yet done, each with the record it writes (a stop with them waiting says them in the journal)
+        self._pending: deque[tuple[Callable[[sqlite3.Connection], object], dict | None]] = deque()
         self._failing: str | None = None  # why the last write failed (said once), None while writing
         self._flushing = False
         self._next_retention = 0.0  # time.monotonic() of the next retention
@@ -238,7 +239,8 @@ class EventLogSink(Sink):
                     "INSERT OR REPLACE INTO events (run_id, event_id, label, onset_utc, onset_t, score, clip) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (self.run_id, row["event_id"], row["label"], row["utc"], row["t"], row["score"], clip),
-                )
+                ),
+                {**row, "clip": clip},
             )
             return
         onset = event.t - (event.duration or 0.0)
@@ -259,7 +261,7 @@ class EventLogSink(Sink):
                     (*whole, row["duration"], row["peak"], score, clip),
                 )
 
-        self._record(write_end)
+        self._record(write_end, {**row, "clip": clip})
 
     def status(self, status: Status) -> None:
         if not self.config.statuses:
@@ -269,7 +271,8 @@ class EventLogSink(Sink):
             lambda db: db.execute(
                 "INSERT INTO statuses (run_id, utc, t, level, code, message) VALUES (?, ?, ?, ?, ?, ?)",
                 (self.run_id, row["utc"], row["t"], row["level"], row.get("code"), row["message"]),
-            )
+            ),
+            row,
         )
 
     def redate(self, by: timedelta) -> None:
@@ -299,11 +302,15 @@ class EventLogSink(Sink):
             self._flush()
         if self._pending:
             log.warning(
-                "event log %s: closing with %d record(s) never written (%s)",
+                "event log %s: closing with %d record(s) never written (%s): each follows as a journal line "
+                "(event log: never written: ...), the record as listen --json writes it",
                 self.path,
                 len(self._pending),
                 self._failing or "not written",
             )
+            for _, record in self._pending:  # a stop or reload while the disk is full: kept in the journal at least
+                if record is not None:
+                    log.warning("event log: never written: %s", json.dumps({"run_id": self.run_id, **record}))
         self._close_db()
 
     def _close_db(self) -> None:
@@ -441,10 +448,13 @@ class EventLogSink(Sink):
         self.retain()
         self._next_retention = time.monotonic() + RETENTION_SECONDS
 
-    def _record(self, write: Callable[[sqlite3.Connection], object]) -> None:
-        """Keep `write` after those still waiting, then write what can be, in order."""
+    def _record(self, write: Callable[[sqlite3.Connection], object], record: dict | None = None) -> None:
+        """Keep `write` (of `record`: None for no record of its own) after those still waiting, then
+        write what can be, in order."""
         if len(self._pending) >= PENDING_MAX:
-            self._pending.popleft()
+            _, dropped = self._pending.popleft()
+            if dropped is not None:
+                log.warning("event log: never written: %s", json.dumps({"run_id": self.run_id, **dropped}))
             self.lost += 1
             if self.lost == 1:
                 log.warning(
@@ -452,7 +462,7 @@ class EventLogSink(Sink):
                     self.path,
                     PENDING_MAX,
                 )
-        self._pending.append(write)
+        self._pending.append((write, record))
         if not self._flushing:  # a report (a status to every sink) while flushing only queues its record
             self._flushing = True
             try:
@@ -475,7 +485,7 @@ class EventLogSink(Sink):
                 self._open()
             assert self._db is not None
             while self._pending:
-                self._pending[0](self._db)  # autocommit: each statement is committed as it runs
+                self._pending[0][0](self._db)  # autocommit: each statement is committed as it runs
                 self._pending.popleft()
             if time.monotonic() >= self._next_retention:
                 self._retain()

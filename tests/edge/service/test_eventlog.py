@@ -1,5 +1,6 @@
 """The event log: a real SQLite file, a real kill -9, real locks."""
 
+import json
 import logging
 import os
 import sqlite3
@@ -235,6 +236,30 @@ def test_beyond_pending_max_the_oldest_records_go_and_are_counted(tmp_path, monk
     assert sink.lost == 3  # 1, 2, 3 went; 4 and its end were kept
     assert [e["event_id"] for e in recent_events(tmp_path / "events.sqlite", 10)] == [4]
     assert "dropping the oldest" in caplog.text
+    dropped = [json.loads(r.getMessage().split("never written: ", 1)[1]) for r in caplog.records
+               if r.getMessage().startswith("event log: never written: ")]  # what went is said whole in the journal
+    assert [(d["type"], d["event_id"], d["t"]) for d in dropped] == [("start", 1, 1.0), ("start", 2, 2.0),
+                                                                      ("start", 3, 3.0)]
+
+
+def test_records_still_waiting_at_a_stop_are_said_whole_in_the_journal(tmp_path, caplog):
+    """A stop or a reload (SIGHUP starts the service again in place) while the disk is full: the
+    records waiting in memory were only counted, and the event log never got them; each now goes
+    to the journal as the record listen --json writes, with its run."""
+    sink = EventLogSink(EventLogConfig(), tmp_path)
+    other = sqlite3.connect(tmp_path / "events.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # held across the close: its last try fails too
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.eventlog"):
+        sink.event(start(1, t=1.0))
+        sink.event(end(1, t=3.0))
+        sink.close()
+    other.execute("ROLLBACK")
+    other.close()
+    said = [json.loads(r.getMessage().split("never written: ", 1)[1]) for r in caplog.records
+            if r.getMessage().startswith("event log: never written: ")]
+    assert [(s["type"], s["event_id"], s["run_id"]) for s in said] == [("start", 1, sink.run_id), ("end", 1, sink.run_id)]
+    assert said[0]["score"] == 0.6123 and said[1]["duration"] == 2.0
+    assert "closing with 2 record(s) never written" in caplog.text
 
 
 def test_a_locked_or_full_file_at_start_does_not_stop_the_service(tmp_path, monkeypatch):
