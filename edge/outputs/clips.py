@@ -450,8 +450,11 @@ class ClipRecorder(Sink):
         while (job := self._queue.get()) is not None:
             name, samples = job
             path = self.dir / name
-            need = 2 * samples.size + 4096  # 16-bit FLAC is at most this (its header included)
-            if not self._tidy(need):
+            # room made before the write for what the disk holds now, not for the clip: an estimate of its size
+            # (16-bit PCM's: its FLAC is a third of it or less) removed older clips for one that then did not fit
+            # either, or would have; the tidy after it counts the clip as written, dipping into the floor at most
+            # one clip's size meanwhile
+            if not self._tidy():
                 room = self._free() or 0
                 self._lost(
                     name,
@@ -464,7 +467,11 @@ class ClipRecorder(Sink):
                 _write_flac(path, samples, self.sample_rate)
             except Exception as err:  # a full disk, a removed folder: this clip is lost, not the service
                 free = self._free()
-                full = f" ({free / MEGABYTE:.1f} MB free on its disk)" if free is not None and free < need else ""
+                full = (
+                    f" ({free / MEGABYTE:.1f} MB free on its disk)"
+                    if free is not None and free < 2 * samples.size
+                    else ""
+                )
                 self._lost(name, f"cannot write {path}: {err}{full}")  # libsndfile says "System error." of a full disk
                 continue
             self.written += 1
@@ -485,11 +492,11 @@ class ClipRecorder(Sink):
         except OSError:
             return None
 
-    def _tidy(self, need: int = 0, keep: Path | None = None) -> bool:
+    def _tidy(self, keep: Path | None = None) -> bool:
         """Remove clips (never `keep`): those older than max_age_days while the clock can be
         trusted, then the oldest while the folder holds more than max_megabytes or its disk has
-        less than min_free_megabytes free, `need` bytes about to be written counted. True when
-        the disk then has min_free_megabytes free after `need` (or its free space is unknown)."""
+        less than min_free_megabytes free. True when the disk then has min_free_megabytes free
+        (or its free space is unknown)."""
         config = self.config
         try:
             now = time.time()
@@ -510,8 +517,8 @@ class ClipRecorder(Sink):
             budget, floor = config.max_megabytes * MEGABYTE, config.min_free_megabytes * MEGABYTE
             # oldest first; one dated ahead of the clock was written while the clock was wrong: it goes first
             for clip in sorted(clips, key=lambda c: (-math.inf if c[0] > now + FUTURE_SECONDS else c[0], c[1])):
-                over = total + need > budget
-                short = free is not None and free - need < floor
+                over = total > budget
+                short = free is not None and free < floor
                 if not (over or short):
                     break
                 if clip[3] == keep:
@@ -529,7 +536,7 @@ class ClipRecorder(Sink):
                     keep.name,
                     config.max_megabytes,
                 )
-            return free is None or free - need >= floor
+            return free is None or free >= floor
         except OSError as err:  # a clip removed meanwhile, the folder gone: try again after the next clip
             log.warning("clips: cannot tidy %s: %s", self.dir, err)
             return True

@@ -80,8 +80,8 @@ def test_tap_keeps_the_source_what_it_is(tmp_path):
 class Feed:
     """A tapped FileSource read by hand, and events sent to the recorder at chosen stream times."""
 
-    def __init__(self, clips, tmp_path, seconds=30.0, seed=3, start_t=0.0):
-        self.audio = noise(seconds, RATE, amplitude=0.3, seed=seed)
+    def __init__(self, clips, tmp_path, seconds=30.0, seed=3, start_t=0.0, amplitude=0.3):
+        self.audio = noise(seconds, RATE, amplitude=amplitude, seed=seed)
         path = tmp_path / f"noise{seed}.wav"
         sf.write(path, self.audio, RATE, subtype="PCM_16")
         self.audio, _ = sf.read(path, dtype="float32")
@@ -225,6 +225,32 @@ def wait_for(predicate, timeout=10.0):
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
+
+
+def test_no_older_clip_is_removed_for_a_new_one_the_disk_can_take(small_disk, tmp_path):
+    """Room was made for a new clip by the size of its 16-bit PCM, three times its FLAC's for a quiet
+    sound: on a nearly full disk older clips went for one that would have fitted (or that then did not
+    fit either, and was skipped too). Room is now made for what the disk holds, and the clip written."""
+    clips = ClipRecorder(ClipsConfig(enabled=True, dir=str(small_disk / "clips"), pre_roll=PRE, post_roll=POST,
+                                     min_free_megabytes=0), tmp_path, RATE)
+    feed = Feed(clips, tmp_path, seconds=40.0, amplitude=0.003)  # a quiet room: its FLAC is small
+
+    def clip_of(event_id, at, seconds=10.0):
+        feed.event("start", at, event_id)
+        feed.event("end", at + seconds, event_id, duration=seconds)
+        feed.until(at + seconds + POST + 0.1)
+
+    clip_of(1, 2.0)
+    wait_for(lambda: clips.written == 1)
+    (first,) = clips_in(clips.dir)
+    size = (clips.dir / first).stat().st_size
+    assert size < 0.7 * 2 * (10.0 + PRE + POST) * RATE  # well under its PCM
+    (small_disk / "filler").write_bytes(b"x" * (shutil.disk_usage(small_disk).free - round(1.5 * size)))
+    clip_of(2, 20.0)
+    wait_for(lambda: clips.written + clips.skipped == 2)
+    assert (clips.written, clips.skipped, clips.removed) == (2, 0, 0) and len(clips_in(clips.dir)) == 2
+    feed.source.stop()
+    clips.close()
 
 
 def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_it_is_over(small_disk, tmp_path,
