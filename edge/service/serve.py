@@ -422,40 +422,79 @@ def describe(config: ServiceConfig, resolved: Resolved, backend: Backend) -> str
 
 
 LOCK_NAME = "serve.lock"
+LOCK_CHECK_SECONDS = 10.0  # how often a running service checks that its lock file is still the one it holds
+
+
+def _take_lock(folder: Path) -> int:
+    """The locked, pid-stamped fd of <folder>/serve.lock; ConfigError when another process holds it,
+    OSError when it cannot be made."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"state folder {folder} is in use by another serve (pid {other}): two would share one event log "
+            "and clips folder, and their MQTT connections (one client id) would take each other's place; "
+            "stop the other (systemctl stop semanticac-edge), or give this one its own --state-dir and "
+            "mqtt.node_id",
+            key="service.state_dir",
+        ) from None
+    try:  # the pid is for the message above; the lock holds without it (a full disk: no room for it)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as err:
+        log.debug("state folder %s: our pid not written into its lock (%s)", folder, err)
+    return fd
+
+
+def _lock_is_ours(folder: Path, fd: int) -> bool:
+    try:
+        here, held = os.stat(folder / LOCK_NAME), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
 
 @contextlib.contextmanager
 def hold_state_dir(folder: Path) -> Iterator[None]:
     """One service per state folder: an exclusive lock on <folder>/serve.lock (with our pid), held
     while the service runs and let go by the kernel however it ends. ConfigError when another
-    process holds it. A folder that cannot be written is left to the outputs that need it."""
+    process holds it. A folder that cannot be written is left to the outputs that need it. A lock
+    file deleted or replaced while the service runs (the folder emptied by hand) is taken again
+    within LOCK_CHECK_SECONDS, as a second serve would otherwise start on the same folder."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _take_lock(folder)
     except OSError as err:
         log.debug("state folder %s not locked: %s", folder, err)
         yield
         return
+    done = threading.Event()
+    held = [fd]
+
+    def keep() -> None:
+        while not done.wait(LOCK_CHECK_SECONDS):
+            if _lock_is_ours(folder, held[0]):
+                continue
+            try:
+                fresh = _take_lock(folder)
+            except (ConfigError, OSError) as err:  # taken by a serve started meanwhile, or no folder to hold
+                log.error("state folder %s: its lock %s is gone and cannot be taken again: %s", folder, LOCK_NAME, err)
+                continue
+            os.close(held[0])
+            held[0] = fresh
+            log.warning("state folder %s: its lock %s was deleted or replaced: taken again", folder, LOCK_NAME)
+
+    keeper = threading.Thread(target=keep, name="state lock", daemon=True)
+    keeper.start()
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            raise ConfigError(
-                f"state folder {folder} is in use by another serve (pid {other}): two would share one event log "
-                "and clips folder, and their MQTT connections (one client id) would take each other's place; "
-                "stop the other (systemctl stop semanticac-edge), or give this one its own --state-dir and "
-                "mqtt.node_id",
-                key="service.state_dir",
-            ) from None
-        try:  # the pid is for the message above; the lock holds without it (a full disk: no room for it)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        except OSError as err:
-            log.debug("state folder %s: our pid not written into its lock (%s)", folder, err)
         yield
     finally:
-        os.close(fd)  # the lock goes with it
+        done.set()
+        keeper.join(5)
+        os.close(held[0])  # the lock goes with it
 
 
 def serve(

@@ -3,6 +3,7 @@ READY, STATUS, WATCHDOG and STOPPING, and its outputs (event log, clips, MQTT to
 mosquitto) get the events; a stuck backend stops the watchdog pings."""
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -366,6 +367,34 @@ def test_one_service_per_state_folder(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     with hold_state_dir(blocked / "state"):  # left to the outputs that need the folder (they say why)
+        pass
+
+
+@pytest.mark.parametrize("emptied", ["the lock file", "the folder"])
+def test_a_lock_deleted_while_the_service_runs_is_taken_again(tmp_path, monkeypatch, caplog, emptied):
+    """`rm -rf state/*` (or the folder) while the service ran: its event log began anew, but its lock
+    was gone, and a second serve then ran on the same folder, writing into the same log and clips."""
+    import shutil
+
+    import edge.service.serve as serve_module
+    from edge.service.serve import LOCK_NAME, hold_state_dir
+
+    monkeypatch.setattr(serve_module, "LOCK_CHECK_SECONDS", 0.05)
+    folder = tmp_path / "state"
+    with caplog.at_level(logging.WARNING, logger="edge.service.serve"), hold_state_dir(folder):
+        if emptied == "the folder":
+            shutil.rmtree(folder)
+        else:
+            (folder / LOCK_NAME).unlink()
+        deadline = time.monotonic() + 5
+        while "taken again" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+        assert (folder / LOCK_NAME).read_text().strip() == str(os.getpid())
+        with pytest.raises(ConfigError, match=rf"is in use by another serve \(pid {os.getpid()}\)"):
+            with hold_state_dir(folder):
+                pass
+    with hold_state_dir(folder):  # let go at the end, as before
         pass
 
 
