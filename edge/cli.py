@@ -6,6 +6,7 @@ and a non-zero exit here, at the boundary; nothing below prints.
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import logging
 import math
@@ -891,6 +892,8 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     # a SIGHUP outside its handler (loading the config; after the run, across the exec: reload_on_sighup
     # puts this back) is ignored, not the end of the process
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if not faulthandler.is_enabled():  # a fatal signal (SIGBUS on the event log's mapped -shm file, SIGSEGV in a
+        faulthandler.enable()  # library) leaves its traceback in the journal, not a silent end
     config = load_config(config_path, overrides)
     apply_log_level(config.service.log_level)
     folder = resolve_state_dir(config, state_dir)

@@ -190,6 +190,28 @@ def test_sigterm_stops_cleanly_with_an_abstract_socket_and_journal_lines(tmp_pat
     assert any("stopped (asked to stop: a signal or Ctrl-C)" in line for line in lines), lines
 
 
+@pytest.mark.slow  # a start of a real process
+def test_a_fatal_signal_leaves_its_traceback_in_the_journal(tmp_path, wav):
+    """SQLite writes through a mapped file (the event log's -shm): a fault there (a file made
+    immutable, a failing card) is a SIGBUS, which ended the service with no line at all."""
+    name = f"semanticac-test-{uuid.uuid4().hex}"
+    notify = NotifySocket("\0" + name)
+    config = write_config(tmp_path / "service.yaml", audio={"input": str(wav)}, metrics={"enabled": False})
+    log = tmp_path / "journal.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([EDGE, "serve", "--config", str(config)], env=service_env(tmp_path, "@" + name),
+                                stderr=stderr, stdout=subprocess.DEVNULL)
+        try:
+            notify.wait_for("READY=1", timeout=30)
+            proc.send_signal(signal.SIGBUS)
+            assert proc.wait(timeout=30) == -signal.SIGBUS  # the fault still ends it: systemd restarts it
+        finally:
+            proc.kill()
+            notify.close()
+    text = log.read_text()
+    assert "Fatal Python error: Bus error" in text and 'File "' in text, text
+
+
 @pytest.mark.slow  # two starts of a real process
 def test_sighup_reloads_a_config_that_checks_out_in_place_and_keeps_running_on_one_that_does_not(tmp_path):
     """Users send SIGHUP to "reload" (as to mosquitto): Python's default ended the process with no
