@@ -10,6 +10,16 @@ import click
 from edge import __version__
 from edge.cli import setup_logging
 from edge.features import WindowGain
+
+try:  # before the modules that need it: on a device install its absence was a traceback through them
+    import torch  # noqa: F401
+except ImportError as err:
+    raise SystemExit(
+        f"semanticac-train needs the training stack ({err.name or 'torch'} is not installed here): "
+        'pip install "semanticac-edge[train]" on a desktop; a device needs only semanticac-edge '
+        "(`semanticac-edge embed-labels` embeds label sets without it)"
+    ) from None
+
 from train.recipe import UNDERLAY_KINDS
 from train.vocabulary_head import HEAD
 from train.vocabulary_trust import CEILING

@@ -92,3 +92,24 @@ def test_no_module_imports_a_private_name_of_another():
                     offenders += [f"{path.relative_to(root.parent)}: {node.module}.{alias.name}"
                                   for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
     assert not offenders, offenders
+
+
+def test_semanticac_train_on_a_device_install_says_what_to_install_in_one_line():
+    """A device install has the `semanticac-train` command (one distribution) but no torch: it was a
+    traceback through the training modules."""
+    import importlib.util
+    import shutil
+    import subprocess
+    import sys
+
+    import pytest
+
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is importable here (make test-fast runs this without it)")
+    command = shutil.which("semanticac-train", path=str(Path(sys.executable).parent))
+    assert command is not None
+    result = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        'semanticac-train needs the training stack (torch is not installed here): pip install "semanticac-edge[train]" '
+        "on a desktop; a device needs only semanticac-edge (`semanticac-edge embed-labels` embeds label sets without it)"]
