@@ -851,7 +851,7 @@ CONFIG_OPTION = click.option(
     "config_path",
     required=True,
     type=click.Path(path_type=str),  # a folder: load_config's error (exit 78), not click's (exit 2)
-    help="The service config (YAML; see configs/edge/service.yaml).",
+    help="The service config (YAML; `semanticac-edge install-service --print` shows a commented one).",
 )
 SET_OPTION = click.option(
     "--set",

@@ -99,16 +99,17 @@ def resolve(config: ServiceConfig) -> Resolved:
 
 def device_notes(config: ServiceConfig) -> list[tuple[str, str]]:
     """check-config: a warning when `audio.device` names no capture device PortAudio sees now, or
-    several (the service starts and keeps trying to open it); nothing for a file input or
-    where PortAudio is missing (check-config may run on another machine than the service)."""
+    several (the service starts and keeps trying to open it), or when PortAudio itself is missing
+    (a start then exits 78: check-config may run on another machine than the service, so it warns);
+    nothing for a file input."""
     if config.options.input is not None:
         return []
     from edge.capture.sources import find_input_device
 
     try:
         find_input_device(config.options.device)
-    except ImportError:
-        return []
+    except ImportError as err:
+        return [("warning", f"audio: {err}; without it, on this machine, the service stops at its start (exit 78)")]
     except AudioError as err:
         return [("warning", f"audio.device: {err} (the service starts and keeps trying to open it)")]
     return []

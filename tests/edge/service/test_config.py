@@ -186,6 +186,21 @@ def test_check_config_warns_of_a_device_name_that_matches_none_or_several(monkey
     assert "# warning: audio.device" not in CliRunner().invoke(edge.cli.main, args).output
 
 
+def test_check_config_warns_when_portaudio_is_missing_as_a_start_would_stop(monkeypatch):
+    """A box without libportaudio2: check-config said OK, then the service stopped at its start with
+    exit 78, which the unit does not restart. sounddevice is imported again with no library to find."""
+    import ctypes.util
+    import sys
+
+    monkeypatch.delitem(sys.modules, "sounddevice", raising=False)
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path())])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^# warning: audio: the microphone needs the PortAudio library \(PortAudio library not found\): "
+                     r"apt-get install libportaudio2; without it, on this machine, the service stops at its start "
+                     r"\(exit 78\)$", result.output, re.M), result.output
+
+
 def test_check_config_warns_of_relative_paths(tmp_path, monkeypatch):
     """Checked from the config's own folder a relative path is found; the service runs from / and
     finds nothing there: check-config says so, and where each would be looked for."""
