@@ -58,7 +58,8 @@ $(VENV)/.installed: setup.py pyproject.toml edge/__init__.py $(LOCK) Makefile
 	$(BIN)/$(PIP) -c $(LOCK) --no-deps $(NO_DEPS)
 	touch $@
 
-# What a device installs (`pip install .`: numpy, soundfile, soxr, ONNX Runtime, ...), locked.
+# What a device installs (`pip install .`: numpy, soundfile, soxr, ONNX Runtime, ...), locked; here
+# editable (tests/test_packaging.py checks what a plain install carries).
 $(EDGE_VENV)/.installed: setup.py pyproject.toml edge/__init__.py $(LOCK) Makefile
 	@echo "setting up $(EDGE_VENV): the device's install (numpy, ONNX Runtime, ...; a minute or two, once)"
 	test -x $(EDGE_BIN)/python || $(PYTHON) -m venv $(EDGE_VENV)

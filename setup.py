@@ -21,7 +21,9 @@ setup(
     description="Streaming sound-event classification with label semantics (SemanticAC) for edge devices",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    license="MIT",
+    # the code; the demo model in edge/demo_bundle is CC BY-NC 3.0 (its training audio's): LICENSE says both
+    license="MIT (code); the bundled demo model: CC BY-NC 3.0, non-commercial use only",
+    license_files=["LICENSE"],
     python_requires=">=3.10",  # JetPack 6 ships Python 3.10
     packages=find_packages(include=["edge", "edge.*", "train", "train.*", "calibrate", "calibrate.*"])
     + ["edge.configs"],
