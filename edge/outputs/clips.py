@@ -463,16 +463,24 @@ class ClipRecorder(Sink):
                     "clips.min_free_megabytes)",
                 )
                 continue
-            try:
-                _write_flac(path, samples, self.sample_rate)
-            except Exception as err:  # a full disk, a removed folder: this clip is lost, not the service
-                free = self._free()
-                full = (
-                    f" ({free / MEGABYTE:.1f} MB free on its disk)"
-                    if free is not None and free < 2 * samples.size
-                    else ""
-                )
-                self._lost(name, f"cannot write {path}: {err}{full}")  # libsndfile says "System error." of a full disk
+            failed = None
+            while True:
+                try:
+                    _write_flac(path, samples, self.sample_rate)
+                    break
+                except Exception as err:  # a full disk, a removed folder: this clip is lost, not the service
+                    free = self._free()
+                    # a disk too full for it (a floor below one clip, another program's files; 16-bit PCM is the
+                    # most its FLAC takes): the oldest clip goes and the write is tried again
+                    if free is not None and free < 2 * samples.size:
+                        if self._remove_oldest(keep=None, why="its disk is too full for a new clip"):
+                            continue
+                        failed = f"cannot write {path}: {err} ({free / MEGABYTE:.1f} MB free on its disk)"
+                    else:
+                        failed = f"cannot write {path}: {err}"
+                    break
+            if failed is not None:
+                self._lost(name, failed)  # libsndfile says "System error." of a full disk
                 continue
             self.written += 1
             self._written_now.append(path)
@@ -500,11 +508,7 @@ class ClipRecorder(Sink):
         config = self.config
         try:
             now = time.time()
-            clips = [
-                (stat.st_mtime, p.name, stat.st_size, p)
-                for p in self.dir.glob("*.flac")
-                if CLIP_NAME.fullmatch(p.name) and (stat := p.stat())
-            ]
+            clips = self._clips()
             free = self._free()
             if config.max_age_days is not None and dates_trusted(self.trust_clock):
                 too_old, unset = now - config.max_age_days * DAY, UNSET_BEFORE.timestamp()
@@ -515,8 +519,7 @@ class ClipRecorder(Sink):
                 clips = [c for c in clips if c[3] not in gone]
             total = sum(size for _, _, size, _ in clips)
             budget, floor = config.max_megabytes * MEGABYTE, config.min_free_megabytes * MEGABYTE
-            # oldest first; one dated ahead of the clock was written while the clock was wrong: it goes first
-            for clip in sorted(clips, key=lambda c: (-math.inf if c[0] > now + FUTURE_SECONDS else c[0], c[1])):
+            for clip in self._oldest_first(clips, now):
                 over = total > budget
                 short = free is not None and free < floor
                 if not (over or short):
@@ -540,6 +543,30 @@ class ClipRecorder(Sink):
         except OSError as err:  # a clip removed meanwhile, the folder gone: try again after the next clip
             log.warning("clips: cannot tidy %s: %s", self.dir, err)
             return True
+
+    def _remove_oldest(self, keep: Path | None, why: str) -> bool:
+        """Remove the oldest clip (never `keep`), as _tidy orders them; False when there is none."""
+        try:
+            clips = [c for c in self._oldest_first(self._clips(), time.time()) if c[3] != keep]
+            if clips:
+                self._remove(clips[0], None, why)
+            return bool(clips)
+        except OSError as err:  # the folder gone meanwhile
+            log.warning("clips: cannot make room in %s: %s", self.dir, err)
+            return False
+
+    def _clips(self) -> list[tuple[float, str, int, Path]]:
+        """(mtime, name, size, path) of each clip the service wrote in the folder (CLIP_NAME)."""
+        return [
+            (stat.st_mtime, p.name, stat.st_size, p)
+            for p in self.dir.glob("*.flac")
+            if CLIP_NAME.fullmatch(p.name) and (stat := p.stat())
+        ]
+
+    @staticmethod
+    def _oldest_first(clips: list[tuple[float, str, int, Path]], now: float) -> list[tuple[float, str, int, Path]]:
+        # one dated ahead of the clock was written while the clock was wrong: it goes first
+        return sorted(clips, key=lambda c: (-math.inf if c[0] > now + FUTURE_SECONDS else c[0], c[1]))
 
     def _remove(self, clip: tuple[float, str, int, Path], free: int | None, why: str) -> int | None:
         """Remove one clip; the disk's free bytes after it."""

@@ -253,6 +253,34 @@ def test_no_older_clip_is_removed_for_a_new_one_the_disk_can_take(small_disk, tm
     clips.close()
 
 
+def test_a_disk_another_program_fills_still_takes_new_clips_in_place_of_the_oldest(small_disk, tmp_path):
+    """With no floor to keep (min_free_megabytes 0) and another program's file filling the disk, a new
+    clip's write fails: the oldest clip goes and the write is tried again, so the clips keep rotating
+    (a tidy that counted nothing for the clip kept the old ones and lost every new one)."""
+    clips = ClipRecorder(ClipsConfig(enabled=True, dir=str(small_disk / "clips"), pre_roll=PRE, post_roll=POST,
+                                     min_free_megabytes=0), tmp_path, RATE)
+    feed = Feed(clips, tmp_path, seconds=60.0)
+
+    def clip_of(event_id, seconds=3.0):
+        at = 2.0 + 8 * (event_id - 1)
+        feed.event("start", at, event_id)
+        feed.event("end", at + seconds, event_id, duration=seconds)
+        feed.until(at + seconds + POST + 0.1)
+        wait_for(lambda: clips.written + clips.skipped == event_id)
+
+    for event_id in (1, 2, 3):
+        clip_of(event_id)
+    oldest = clips_in(clips.dir)
+    (small_disk / "filler").write_bytes(b"x" * (shutil.disk_usage(small_disk).free - 1024))
+    for event_id in (4, 5, 6):
+        clip_of(event_id)
+    assert (clips.written, clips.skipped) == (6, 0) and clips.removed >= 3
+    assert not set(oldest) & set(clips_in(clips.dir)) and len(clips_in(clips.dir)) == 3
+    assert not list(clips.dir.glob(".*.tmp.flac"))  # no half-written clip left by the failed tries
+    feed.source.stop()
+    clips.close()
+
+
 def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_it_is_over(small_disk, tmp_path,
                                                                                           caplog):
     """The size budget alone had let the clips fill a small disk (a Jetson's eMMC), and then the
