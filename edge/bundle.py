@@ -27,6 +27,7 @@ import json
 import math
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -500,7 +501,8 @@ def read_bundle(path: str | Path, verify: bool = False, named_by: str = "--bundl
     try:
         meta = parse_bundle_meta(data)
     except BundleError as err:  # the same kind (an outdated bundle stays one), named by its folder
-        raise type(err)(f"bundle {path}: {str(err).replace('--bundle BUNDLE', f'--bundle {path}')}") from None
+        named = str(err).replace("--bundle BUNDLE", f"--bundle {shlex.quote(str(path))}")
+        raise type(err)(f"bundle {path}: {named}") from None
     bundle = Bundle(path=path, meta=meta)
     if verify:
         bundle.verify()

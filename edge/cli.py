@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import click
 
@@ -893,7 +893,8 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     # puts this back) is ignored, not the end of the process
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if not faulthandler.is_enabled():  # a fatal signal (SIGBUS on the event log's mapped -shm file, SIGSEGV in a
-        faulthandler.enable()  # library) leaves its traceback in the journal, not a silent end
+        with suppress(RuntimeError, ValueError, OSError):  # library) leaves its traceback in the journal;
+            faulthandler.enable()  # with stderr closed (2>&-) there is nowhere to write it, and the service runs
     config = load_config(config_path, overrides)
     apply_log_level(config.service.log_level)
     folder = resolve_state_dir(config, state_dir)

@@ -142,7 +142,10 @@ def number_hint(value: object) -> str:
         unit = UNIT.fullmatch(text)
         if unit is None or unit[2] in ("e", "E"):  # 1e: an exponent cut short, not a unit
             return ""
-        return f" (write the number alone, without {unit[2]!r}: the key's unit is fixed, as its name or comment says)"
+        return (
+            f" (write a plain number in the key's own unit, as its name or comment says, without {unit[2]!r}: "
+            "500 ms for a key in seconds is 0.5)"
+        )
     if not math.isfinite(number):  # YAML's are .inf and .nan; none is a usable value here
         return " (a finite number is needed)"
     if "e" in text.lower():  # YAML 1.1 reads 7e-1 and 5.0e1 as text: its exponent needs a dot and a sign

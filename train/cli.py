@@ -13,9 +13,9 @@ from edge.features import WindowGain
 
 try:  # before the modules that need it: on a device install its absence was a traceback through them
     import torch  # noqa: F401
-except ImportError as err:
+except ImportError as err:  # not installed, or installed and unable to load (a CUDA library missing)
     raise SystemExit(
-        f"semanticac-train needs the training stack ({err.name or 'torch'} is not installed here): "
+        f"semanticac-train needs the training stack, and torch cannot be imported here ({err}): "
         'pip install "semanticac-edge[train]" on a desktop; a device needs only semanticac-edge '
         "(`semanticac-edge embed-labels` embeds label sets without it)"
     ) from None

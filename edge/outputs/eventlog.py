@@ -305,7 +305,7 @@ class EventLogSink(Sink):
                 "event log %s: closing with %d record(s) never written (%s): each follows as a journal line "
                 "(event log: never written: ...), the record as listen --json writes it",
                 self.path,
-                len(self._pending),
+                sum(record is not None for _, record in self._pending),  # a redating is no record of its own
                 self._failing or "not written",
             )
             for _, record in self._pending:  # a stop or reload while the disk is full: kept in the journal at least

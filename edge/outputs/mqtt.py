@@ -736,7 +736,7 @@ class MqttSink(Sink):
                 return
             self._announced = True
         if link is not None:  # a broker whose ACL lets this client publish its labels but not read them back
-            log.debug(
+            log.info(
                 "mqtt: %s did not come back: discovery published without the last run's labels", self.topic("labels")
             )
         if self.config.discovery:
@@ -772,6 +772,12 @@ class MqttSink(Sink):
             return
         log.info("mqtt: labels gone since the last run: %s; their states and entities are removed", ", ".join(removed))
         self._gone = sorted(set(self._gone) | set(removed))  # in this run's every config (discovery_config)
+        with self._cond:
+            late = self._announced  # the config went without them (the wait ended first): they follow in another
+        if late and self.config.discovery:
+            client.publish(
+                self.discovery_topic, json.dumps(self.discovery_config(removed=self._gone)), qos=1, retain=True
+            )
         for s in removed:
             client.publish(self.topic(f"state/{s}"), None, qos=1, retain=True)  # empty: the broker forgets it
 

@@ -474,6 +474,7 @@ def hold_state_dir(folder: Path) -> Iterator[None]:
         return
     done = threading.Event()
     held = [fd]
+    said: list[str] = []  # the last reason the lock could not be taken again (said once, not every check)
 
     def keep() -> None:
         while not done.wait(LOCK_CHECK_SECONDS):
@@ -482,8 +483,13 @@ def hold_state_dir(folder: Path) -> Iterator[None]:
             try:
                 fresh = _take_lock(folder)
             except (ConfigError, OSError) as err:  # taken by a serve started meanwhile, or no folder to hold
-                log.error("state folder %s: its lock %s is gone and cannot be taken again: %s", folder, LOCK_NAME, err)
+                if said != [str(err)]:
+                    said[:] = [str(err)]
+                    log.error(
+                        "state folder %s: its lock %s is gone and cannot be taken again: %s", folder, LOCK_NAME, err
+                    )
                 continue
+            said.clear()
             os.close(held[0])
             held[0] = fresh
             log.warning("state folder %s: its lock %s was deleted or replaced: taken again", folder, LOCK_NAME)

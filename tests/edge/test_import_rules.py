@@ -111,5 +111,6 @@ def test_semanticac_train_on_a_device_install_says_what_to_install_in_one_line()
     result = subprocess.run([command, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip().splitlines() == [
-        'semanticac-train needs the training stack (torch is not installed here): pip install "semanticac-edge[train]" '
-        "on a desktop; a device needs only semanticac-edge (`semanticac-edge embed-labels` embeds label sets without it)"]
+        'semanticac-train needs the training stack, and torch cannot be imported here (No module named \'torch\'): '
+        'pip install "semanticac-edge[train]" on a desktop; a device needs only semanticac-edge (`semanticac-edge '
+        "embed-labels` embeds label sets without it)"]

@@ -145,6 +145,14 @@ def test_a_header_that_is_not_file_label_says_why(tmp_path, header, message):
         read_csv(tmp_path / "d.csv")
 
 
+def test_columns_no_reader_uses_may_repeat(tmp_path):
+    """A spreadsheet's export ends rows with empty columns (`file,label,,`), a site keeps two `note`s:
+    only a column the reader uses, named twice, loses values."""
+    (tmp_path / "d.csv").write_text("file,label,,,note,note\na.wav,siren,,,x,y\nb.wav,dog,,,,\n")
+    clips, names = read_csv(tmp_path / "d.csv")
+    assert names == ["dog", "siren"] and len(clips) == 2
+
+
 def test_a_clip_shorter_than_one_frame_is_padded_as_listen_pads_it(tmp_path, caplog):
     """A 100-sample clip had stopped an epoch inside torch.stft with a traceback naming no file."""
     import soundfile as sf

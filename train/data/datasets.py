@@ -90,7 +90,8 @@ def _rows(meta: Path, required: Sequence[str]) -> list[tuple[int, dict]]:
                 raise DatasetError(f"{meta}: missing column(s) {', '.join(missing)}; the header must name "
                                    f"{', '.join(required)} (found: {', '.join(map(repr, found)) or 'nothing'})"
                                    + _header_hint(found, missing))
-            twice = sorted({c for c in found if found.count(c) > 1})
+            used = (*required, "fold", "group")  # others (notes, a spreadsheet's empty trailing columns) are ignored
+            twice = sorted({c for c in found if c in used and found.count(c) > 1})
             if twice:  # DictReader keeps the last of two: the first column's values would be dropped unsaid
                 raise DatasetError(f"{meta}: column(s) {', '.join(map(repr, twice))} appear more than once in the "
                                    "header: name each column once")

@@ -86,7 +86,8 @@ def config(**sections) -> ServiceConfig:
     ({"mqtt": {"min_duration": 2}}, "mqtt.min_duration", "it is `listen.min_duration`"),
     ({"listen": {"fast": True}}, "listen.fast", "it is `audio.fast`"),
     # a unit after the number (and event_log.path naming a folder: a file was made at the folder's name)
-    ({"listen": {"hop": "0.5s"}}, "listen.hop", "use a number (write the number alone, without 's'"),
+    ({"listen": {"hop": "500ms"}}, "listen.hop", "use a number (write a plain number in the key's own unit, as its "
+     "name or comment says, without 'ms': 500 ms for a key in seconds is 0.5)"),
     ({"clips": {"max_megabytes": "10MB"}}, "clips.max_megabytes", "without 'MB'"),
     ({"event_log": {"path": "/var/log/sound/"}}, "event_log.path", "not a folder's: e.g. /var/log/sound/events.sqlite"),
 ])

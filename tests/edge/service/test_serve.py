@@ -210,6 +210,12 @@ def test_a_fatal_signal_leaves_its_traceback_in_the_journal(tmp_path, wav):
             notify.close()
     text = log.read_text()
     assert "Fatal Python error: Bus error" in text and 'File "' in text, text
+    # with stderr closed (2>&-) faulthandler has nowhere to write: the service runs anyway (it had exited 1)
+    fast = write_config(tmp_path / "fast.yaml", audio={"input": str(wav), "fast": True}, metrics={"enabled": False})
+    closed = subprocess.run([EDGE, "serve", "--config", str(fast)], env={**service_env(tmp_path, ""), "STATE_DIRECTORY":
+                            str(tmp_path / "closed")}, stdout=subprocess.DEVNULL, preexec_fn=lambda: os.close(2),
+                            timeout=60)
+    assert closed.returncode == 0 and (tmp_path / "closed" / "events.sqlite").is_file()
 
 
 @pytest.mark.slow  # two starts of a real process
