@@ -215,6 +215,19 @@ def figure_output(ctx: click.Context, param: click.Parameter, value: str | None)
     return value
 
 
+def stale_calibration(label_set, model_id: str) -> None:
+    """CalibrationError, before any listening, for a set whose calibration (temperature, biases) was
+    fitted on another model than the bundle's: thresholds fitted on scores it distorts would be
+    written as this model's (fitted_model), hiding that the calibration needs `scores` again."""
+    calibrated = label_set.temperature != 1.0 or any(label.bias != 0.0 for label in label_set.labels)
+    if calibrated and label_set.fitted_model is not None and label_set.fitted_model != model_id:
+        raise CalibrationError(
+            f"label set {label_set.name!r} ({label_set.source}) has a calibration fitted on model "
+            f"{label_set.fitted_model}, and this bundle is {model_id}: fit the calibration on this bundle first "
+            "(`semanticac-calibrate scores`), then these thresholds on its scores"
+        )
+
+
 def distinct_outputs(out: str, plot: str | None, inputs: dict[str, list[Path]]) -> None:
     """UsageError, before any listening, where --plot is --out or an output is one of the inputs
     (`inputs`: option -> its files): the figure would be drawn over the label set, or the label set
@@ -386,10 +399,12 @@ def thresholds(
 
         require_matplotlib()  # before the long run, not after it
     from edge.bundle import resolve_bundle
+    from edge.labels.labelset import resolve_label_set
 
     files = audio_files(background)
     distinct_outputs(out, plot, {"--background": files, **({"--positives": [Path(positives)]} if positives else {})})
     bundle_ = resolve_bundle(bundle)
+    stale_calibration(resolve_label_set(labels_spec), bundle_.meta.model_id)
     if only_raise is None:
         only_raise = bundle_.meta.scoring.get("kind", "softmax") == "sigmoid"
         ctx.params["only_raise"] = only_raise  # the file's header says which was used
@@ -410,8 +425,6 @@ def thresholds(
     )
     pairs = []
     if positives:
-        from edge.labels.labelset import resolve_label_set
-
         everything = resolve_labels(
             read_clip_csv(positives),
             resolve_label_set(labels_spec),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import logging
 
+import numpy as np
 import pytest
+import soundfile as sf
 from click.testing import CliRunner
 
 import calibrate.cli
@@ -153,3 +155,24 @@ def test_refitting_a_site_s_own_file_keeps_the_previous_one(tmp_path):
     assert (tmp_path / "site.yaml.bak").read_text() == edited
     older = list(tmp_path.glob("site.yaml.bak-*"))
     assert len(older) == 1 and older[0].read_text() == original
+
+
+def test_thresholds_on_a_set_calibrated_for_another_model_ask_for_scores_first(tmp_path):
+    """A set whose calibration a pip upgrade left behind (fitted_model: the old demo model): thresholds
+    fitted on its scores were written as the new model's, and the warning that the calibration needs
+    fitting again was gone for good. Refused before any listening; a set calibrated on this bundle's
+    model, or with no calibration, is not."""
+    from edge.bundle import read_bundle, shipped_bundle
+
+    sf.write(tmp_path / "bg.wav", np.zeros(16000, np.float32), 16000)
+    site, out = tmp_path / "site.yaml", tmp_path / "out.yaml"
+    args = ["thresholds", "--labels", str(site), "--background", str(tmp_path / "bg.wav"),
+            "--false-alarms-per-hour", "1", "--out", str(out)]
+    site.write_text("name: site\ncalibration: {temperature: 0.08}\nfitted_model: semanticac-yamnet-0123456789abcdef\n"
+                    "labels: [dog_bark, siren]\n")
+    result = CliRunner().invoke(calibrate.cli.main, args)
+    assert result.exit_code == 1 and not out.exists(), result.output
+    assert ("has a calibration fitted on model semanticac-yamnet-0123456789abcdef, and this bundle is "
+            f"{read_bundle(shipped_bundle()).meta.model_id}: fit the calibration on this bundle first") in result.output
+    site.write_text("name: site\nfitted_model: semanticac-yamnet-0123456789abcdef\nlabels: [dog_bark, siren]\n")
+    assert "has a calibration fitted" not in CliRunner().invoke(calibrate.cli.main, args).output
