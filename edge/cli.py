@@ -6,6 +6,7 @@ and a non-zero exit here, at the boundary; nothing below prints.
 
 from __future__ import annotations
 
+import errno
 import faulthandler
 import functools
 import logging
@@ -33,6 +34,10 @@ def setup_logging(verbosity: int) -> None:
     ($JOURNAL_STREAM names it) lines carry no timestamp (the journal adds its own) but a
     syslog priority prefix (<3> error ... <7> debug), so `journalctl -p warning` works."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
+    for stream in (sys.stdout, sys.stderr):  # a locale that cannot spell a label (ISO-8859-1 and 犬) prints
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")  # it escaped, not a traceback
+        if encoding not in ("utf8", "") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if stderr_is_journal():
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
@@ -84,8 +89,21 @@ def domain_errors(func):
             raise click.UsageError(str(err)) from None
         except (SemanticACError, ImportError) as err:
             raise click.ClickException(str(err)) from None
+        except OSError as err:
+            if err.errno != errno.ENAMETOOLONG:
+                raise
+            raise click.ClickException(name_too_long(err)) from None
 
     return wrapper
+
+
+def name_too_long(err: OSError) -> str:
+    """The message for a path the file system cannot hold (Path.exists() raises it, where it says False
+    of a missing file)."""
+    return (
+        f"{err.filename}: file name too long (a name is at most 255 bytes on most file systems, a path 4096): "
+        "shorten it"
+    )
 
 
 class PipeGroup(click.Group):
@@ -842,6 +860,10 @@ def service_errors(func):
             raise ConfigExit(str(err)) from None
         except SemanticACError as err:
             raise click.ClickException(str(err)) from None
+        except OSError as err:
+            if err.errno != errno.ENAMETOOLONG:
+                raise
+            raise ConfigExit(name_too_long(err)) from None
 
     return wrapper
 

@@ -122,3 +122,32 @@ def test_corrupt_or_mismatched_graph_and_missing_engine(demo_bundle, tmp_path):
     one_line_error(run(bundle, "--labels", "urban", "--input", str(clip)), "model.json")
     result = run(demo_bundle.path, "--labels", "urban", "--backend", "tensorrt", "--input", str(clip))
     one_line_error(result, "TensorRT")
+
+
+def test_a_name_too_long_for_the_file_system_is_one_line(demo_bundle, tmp_path):
+    """Path.exists() raises for a name over 255 bytes (where it says False of a missing file): a
+    traceback with exit 1, or 1 instead of 78 from check-config."""
+    from edge.service.config import example_path
+
+    long = str(tmp_path / ("e" * 300))
+    for args in (["--labels", "urban", "--input", long + ".wav"], ["--labels", long + ".yaml"]):
+        one_line_error(run(demo_bundle.path, *args), "file name too long (a name is at most 255 bytes")
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set", f"audio.input={long}"])
+    assert result.exit_code == 78 and "file name too long" in result.output and result.exception.__class__ is SystemExit
+
+
+def test_a_locale_that_cannot_spell_a_label_prints_it_escaped(tmp_path):
+    """A box whose locale is ISO-8859-1 and a label in Japanese: every readable output was a
+    UnicodeEncodeError (labels, check-config), or `listen > file` said stdout had no room."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    labels = tmp_path / "jp.yaml"
+    labels.write_text("name: jp\nlabels:\n  - {name: 犬の鳴き声, text: dog bark}\n  - siren\n", encoding="utf-8")
+    command = str(Path(sys.executable).with_name("semanticac-edge"))
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = subprocess.run([command, "labels", str(labels)], env=env, capture_output=True, timeout=120)
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr.decode()
+    assert b"\\u72ac\\u306e\\u9cf4\\u304d\\u58f0" in result.stdout
