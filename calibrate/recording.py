@@ -266,10 +266,10 @@ def audio_seconds(path: Path) -> float:
     """A file's length from its header (0 when it cannot be read: listening will say why)."""
     import soundfile as sf
 
-    from edge.capture.audio import DECODE_ERRORS
+    from edge.capture.audio import DECODE_ERRORS, sf_name
 
     try:
-        return float(sf.info(str(path)).duration)
+        return float(sf.info(sf_name(path)).duration)
     except DECODE_ERRORS:  # its error comes when it is listened to
         return 0.0
 

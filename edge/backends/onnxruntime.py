@@ -102,6 +102,13 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"ONNX graph {path} is missing: point --bundle at a complete bundle, or {REEXPORT}")
         if not os.access(path, os.R_OK):  # ONNX Runtime's words for it: "system error number 13"
             raise BackendError(f"ONNX graph {path} cannot be read by this user: {readable_fix(path.parent)}")
+        try:  # its constructor takes a str path only as UTF-8 (bytes are a model): it said "corrupt" of one
+            str(path).encode("utf-8")
+        except UnicodeEncodeError:
+            raise BackendError(
+                f"ONNX graph {os.fsencode(path)!r}: its path is not UTF-8 (a name from an old Windows or FAT copy), "
+                "which ONNX Runtime cannot open: rename the folders on the way with UTF-8 names"
+            ) from None
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise BackendError(f"threads={threads!r} must be a positive integer (or None for a thread per core)")
         if max_batch is not None and (isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1):

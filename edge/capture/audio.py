@@ -12,6 +12,7 @@ cannot be opened says why: missing, a directory, permission denied, or not audio
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,16 @@ def resample(samples: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
     return soxr.resample(samples, from_rate, to_rate, quality=SOXR_QUALITY).astype(np.float32, copy=False)
 
 
+def sf_name(path: str | Path) -> str | bytes:
+    """The name libsndfile opens `path` by: its bytes where it is no UTF-8 (a name from an old Windows or
+    FAT copy, cafe in Latin-1: soundfile would encode the str Python made of it, and fail with a traceback)."""
+    try:
+        str(path).encode("utf-8")
+        return str(path)
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
 def open_audio(path: str | Path) -> sf.SoundFile:
     """Open an audio file for decoding; AudioError saying what `path` is when it cannot be read."""
     path = Path(path)
@@ -80,7 +91,7 @@ def open_audio(path: str | Path) -> sf.SoundFile:
     except OSError as err:
         raise AudioError(f"{prefix}: {err.strerror or err}") from None
     try:
-        audio = sf.SoundFile(str(path))
+        audio = sf.SoundFile(sf_name(path))
     except DECODE_ERRORS as err:
         detail = str(err).strip() or type(err).__name__
         raise AudioError(

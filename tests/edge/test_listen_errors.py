@@ -151,3 +151,19 @@ def test_a_locale_that_cannot_spell_a_label_prints_it_escaped(tmp_path):
     result = subprocess.run([command, "labels", str(labels)], env=env, capture_output=True, timeout=120)
     assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr.decode()
     assert b"\\u72ac\\u306e\\u9cf4\\u304d\\u58f0" in result.stdout
+
+
+def test_a_file_name_that_is_no_utf8_is_played_and_a_bundle_path_so_named_is_said(demo_bundle, tmp_path):
+    """Names from an old Windows or FAT copy (café in Latin-1): listen stopped with a traceback in
+    soundfile, calibrate's whole run with it; ONNX Runtime called such a bundle's graph corrupt."""
+    import os
+
+    folder = os.fsencode(tmp_path)
+    clip = os.fsdecode(folder + b"/caf\xe9.wav")  # what Python makes of the name: a surrogate for the byte
+    sf.write(os.fsencode(clip), 0.3 * tone(440, 2.0, 16000), 16000)
+    result = run(demo_bundle.path, "--labels", "urban", "--input", clip, "--fast", "--json")
+    assert result.exit_code == 0, result.output
+    bundle = os.fsdecode(folder + b"/bund\xe9")
+    os.symlink(demo_bundle.path, bundle)
+    one_line_error(run(bundle, "--labels", "urban", "--input", clip, "--fast"),
+                   "its path is not UTF-8 (a name from an old Windows or FAT copy), which ONNX Runtime cannot open")
