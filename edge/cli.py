@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -1064,7 +1065,8 @@ def install_service(
     done = install_service(settings, unit_path, force=force)
     click.echo(f"wrote {done.unit_path}")
     if done.config_written:
-        click.echo(f"wrote {done.config_path}: edit it, then `semanticac-edge check-config {done.config_path}`")
+        check = f"semanticac-edge check-config {shlex.quote(str(done.config_path))}"
+        click.echo(f"wrote {done.config_path}: edit it, then `{check}`")
     else:
         click.echo(f"kept {done.config_path} (it exists; --force overwrites it with the example)")
     click.echo("next: systemctl daemon-reload && systemctl enable --now semanticac-edge")

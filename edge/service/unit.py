@@ -56,6 +56,18 @@ class UnitSettings:
         for name in ("exec_path", "config_path"):
             if not Path(getattr(self, name)).is_absolute():
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be an absolute path", key=name)
+            if any(ord(c) < 32 or ord(c) == 127 for c in getattr(self, name)):  # a newline split the unit's lines
+                raise ConfigError(
+                    f"{name} {getattr(self, name)!r} holds a control character (a newline, a tab), which a unit "
+                    "file cannot carry: rename the path",
+                    key=name,
+                )
+        if set(self.exec_path) & {"'", '"', "\\"}:  # systemd: "Executable name contains special characters"
+            raise ConfigError(
+                f"exec_path {self.exec_path!r}: systemd does not run a program whose path holds a quote or a "
+                "backslash: put the venv in a folder named without them (e.g. /opt/semanticac-edge)",
+                key="exec_path",
+            )
         if self.watchdog_sec < 1 or self.start_timeout_sec < 1:
             raise ConfigError("watchdog and start timeouts must be whole seconds >= 1")
 
@@ -70,9 +82,14 @@ class UnitSettings:
 def systemd_word(text: str, command: bool = False) -> str:
     """`text` as one word of an ExecStart= line: quoted, with systemd's specifiers (`%n`, `%i`) doubled
     so that the path stays the path (`/opt/venv%n` was the unit's name), and in an argument (not the
-    `command` itself, which systemd does not expand) its variables (`$X`) too."""
+    `command` itself, which systemd does not expand) its variables (`$X`) too. systemd decodes C escapes,
+    quoted or not (`\\x41` is A): a backslash is doubled; a word with a quote is double-quoted, as systemd
+    reads no `'"'"'`."""
     text = text.replace("%", "%%")
-    return shlex.quote(text if command else text.replace("$", "$$"))
+    text = (text if command else text.replace("$", "$$")).replace("\\", "\\\\")
+    if "'" in text:
+        return '"' + text.replace('"', '\\"') + '"'
+    return shlex.quote(text)
 
 
 def render_unit(settings: UnitSettings) -> str:

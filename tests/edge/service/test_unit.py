@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 import edge.cli
+from edge.errors import ConfigError
 from edge.service.config import example_text
 from edge.service.unit import UnitSettings, render_unit
 
@@ -71,6 +72,26 @@ def test_the_unit_runs_serve_as_a_notify_service_that_a_bad_config_does_not_loop
     assert "\nPrivateDevices=" not in text and "\nMemoryDenyWriteExecute=" not in text
     # the event log asks adjtimex whether the clock is synchronised; ProtectClock= would refuse it
     assert "\nProtectClock=" not in text
+
+
+@needs_systemd_analyze
+def test_backslashes_and_quotes_in_a_path_reach_systemd_as_written(tmp_path):
+    """systemd decodes C escapes in ExecStart=, quoted or not: a config at /etc/a\x41b.yaml was read as
+    /etc/aAb.yaml, and `'"'"'` (shlex's quote in a word) is no systemd quoting ('Unbalanced quoting').
+    An executable named with a quote or a backslash systemd refuses to run: said before it is written;
+    a newline (which split the unit's lines) is refused in either."""
+    unit = tmp_path / "semanticac-edge.service"
+    unit.write_text(render_unit(UnitSettings(exec_path=EDGE, config_path="/etc/it's a\\x41b/service.yaml")))
+    assert f'ExecStart={EDGE} serve --config "/etc/it\'s a\\\\x41b/service.yaml"' in unit.read_text()
+    run = subprocess.run(["systemd-analyze", "verify", unit.name], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert "/etc/a\\\\x41b.yaml" in render_unit(UnitSettings(exec_path=EDGE, config_path="/etc/a\\x41b.yaml"))
+    for exec_path, config_path, text in (("/opt/bs\\x41/bin/semanticac-edge", "/etc/s.yaml", "a quote or a backslash"),
+                                         ("/opt/it's/bin/semanticac-edge", "/etc/s.yaml", "a quote or a backslash"),
+                                         (EDGE, "/etc/s.yaml\nExecStartPre=/bin/rm", "a control character")):
+        with pytest.raises(ConfigError, match=text):
+            UnitSettings(exec_path=exec_path, config_path=config_path)
 
 
 def test_a_venv_under_home_stays_readable_and_paths_with_spaces_are_quoted():
