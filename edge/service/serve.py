@@ -605,15 +605,31 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
             clip_for = recorder.clip_for
         if "event_log" in enabled:
             effective = config.to_dict()
+            label_set = resolved.label_set
+            head = (resolved.bundle.meta.vocabulary or {}).get("head") or {}
             run_info = {
                 "version": __version__,
                 "model_id": resolved.bundle.meta.model_id,
-                "label_set": resolved.label_set.name,
-                "labels_sha256": resolved.label_set.sha256,
+                "label_set": label_set.name,
+                "labels_sha256": label_set.sha256,
                 "settings": {
                     "thresholds": thresholds,
                     "listen": effective["listen"],
                     "model": effective["model"],
+                    # what else moves the scores and events (names and prompts are labels_sha256): an `agree:`
+                    # or a calibration edited in the set had left two runs' rows alike
+                    "agree": dict(
+                        zip(
+                            label_set.names,
+                            (head.get("agree") if a is None else a for a in label_set.agreement(options.agree)),
+                        )
+                    ),
+                    "calibration": {
+                        "temperature": label_set.temperature,
+                        "biases": {label.name: label.bias for label in label_set.labels if label.bias},
+                        "new_labels": label_set.calibrated_new,
+                        "fitted_model": label_set.fitted_model,
+                    },
                 },
             }
             sinks.append(

@@ -154,6 +154,11 @@ def test_a_file_run_tells_systemd_everything_and_its_outputs_get_the_events(tmp_
     assert version and model_id.startswith("semanticac-") and label_set == "urban" and len(sha256) == 64
     assert json.loads(settings)["thresholds"] == dict.fromkeys(URBAN, 1e-6)
     assert json.loads(settings)["listen"]["hop"] == 0.5
+    # the agreement in force (the bundle's, where the set and the config give none) and the set's
+    # calibration: edits of `agree:` or `calibration:` move scores but had left two runs' rows alike
+    assert json.loads(settings)["agree"] == dict.fromkeys(URBAN, 0.5)
+    assert json.loads(settings)["calibration"] == {"temperature": 1.0, "biases": {}, "new_labels": False,
+                                                   "fitted_model": None}
     starts = [m for m in got if m["type"] == "start"]
     assert rows and len(starts) == len(rows) and all(end for _, _, end in rows), (rows, got)
     # a status counts every event and names the latest (its start or end)
