@@ -614,6 +614,21 @@ def start_notes(
             own = {label.name: label.threshold for label in label_set.labels}
             fitted = label_set.fitted_for is not None  # calibrate thresholds kept (or chose) these thresholds
             guessed = [label for label in meanings if own.get(label) == DEFAULT_THRESHOLD and not fitted]
+            # a label added to a fitted set afterwards: calibrate writes a threshold for every label it fits
+            later = [
+                label.name
+                for label in label_set.labels
+                if fitted and label.name in meanings and not label.own_threshold
+            ]
+            if later:
+                notes.append(
+                    (
+                        "info",
+                        f"{', '.join(later)}: no threshold of its own in a set whose thresholds were fitted "
+                        f"(fitted_for): added since, its threshold ({', '.join(f'{own[n]:g}' for n in later)}) is a "
+                        "first guess: run `semanticac-calibrate thresholds` again to fit it too",
+                    )
+                )
             if guessed:
                 notes.append(
                     (

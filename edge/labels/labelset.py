@@ -105,6 +105,7 @@ class Label:
     bias: float = 0.0  # added to this label's logit after the temperature (semanticac-calibrate scores)
     agree: float | None = None  # the student alone must score it this much for an event (None: the set's)
     text: str | None = None  # what the text tower reads for it instead of its name (a name in another language)
+    own_threshold: bool = False  # its YAML gives it a `threshold:` (calibrate writes one for every label it fits)
 
     @property
     def reads(self) -> str:
@@ -461,7 +462,16 @@ class _Parser:
         if not math.isfinite(bias):
             raise self.fail(keys["bias"], f"{where}.bias", f"{bias} is not allowed: a bias is a finite number")
         agree = self.agree(keys, f"{where}.agree")
-        return Label(name=name, prompts=prompts, threshold=threshold, group=group, bias=bias, agree=agree, text=text)
+        return Label(
+            name=name,
+            prompts=prompts,
+            threshold=threshold,
+            group=group,
+            bias=bias,
+            agree=agree,
+            text=text,
+            own_threshold="threshold" in keys,
+        )
 
 
 # Invisible characters that no correct spelling needs: a name holding one reads as another name, or as

@@ -415,10 +415,22 @@ def test_a_set_calibrated_before_calibrations_reached_new_labels_says_so(demo_bu
     says to fit it again; a set whose thresholds were fitted hears no "first guess"."""
     said = start_statuses(demo_bundle, tmp_path, monkeypatch,
                           "name: old\ncalibration: {temperature: 1.8}\nfitted_for: {hop: 1}\n"
-                          "labels:\n  - dog_bark\n  - name: kettle\n    bias: 1.5\n")
+                          "labels:\n  - {name: dog_bark, threshold: 0.5}\n  - name: kettle\n    bias: 1.5\n"
+                          "    threshold: 0.5\n")  # as calibrate writes them: a threshold for every label
     assert any(m.startswith("label set 'old' was calibrated before a calibration reached new labels: its "
                             "temperature and biases are not applied to kettle") for m in said), said
     assert not any("a first guess" in m for m in said)
+
+
+def test_a_label_added_to_a_fitted_set_is_still_a_first_guess(demo_bundle, tmp_path, monkeypatch):
+    """calibrate writes a threshold for every label it fits: one added by hand since (a bare name
+    appended) had its 0.5 taken for fitted, as the set had fitted_for, and nothing said otherwise."""
+    said = start_statuses(demo_bundle, tmp_path, monkeypatch,
+                          "name: site\nfitted_for: {hop: 1}\nlabels:\n  - {name: doorbell, threshold: 0.62}\n"
+                          "  - smoke_alarm\n")
+    later = [m for m in said if "a first guess" in m]
+    assert len(later) == 1 and later[0].startswith("smoke_alarm: no threshold of its own in a set whose thresholds "
+                                                   "were fitted (fitted_for): added since, its threshold (0.5)"), said
 
 
 def test_the_start_warns_of_labels_that_cannot_work_as_written(demo_bundle, tmp_path, monkeypatch):
