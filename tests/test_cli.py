@@ -48,7 +48,7 @@ def test_bad_label_set_is_one_line(tmp_path):
     result = CliRunner().invoke(edge.cli.main, ["labels", str(path)])
     assert result.exit_code == 1
     assert result.output.strip() == f"Error: {path}:4: labels[1]: 'dog' duplicates labels[0] (line 3): " \
-                                    "names are compared ignoring case and '_' vs ' '"
+                                    "names are compared ignoring case, '_' vs ' ' and how accents are composed (NFC)"
 
 
 def test_info_says_why_a_set_cannot_be_embedded(tmp_path, monkeypatch):

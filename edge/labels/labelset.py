@@ -182,8 +182,9 @@ def label_text(name: str) -> str:
 
 
 def label_key(name: str) -> str:
-    """What two label names are compared by: their words, ignoring case."""
-    return label_text(name).casefold()
+    """What two label names are compared by: their words, ignoring case and how Unicode composes them
+    (an editor that saves `café` decomposed, e + combining accent, as macOS names files)."""
+    return unicodedata.normalize("NFC", label_text(name)).casefold()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,7 +346,7 @@ class _Parser:
                     item,
                     f"labels[{i}]",
                     f"{label.name!r} duplicates labels[{j}] (line {line}): "
-                    "names are compared ignoring case and '_' vs ' '",
+                    "names are compared ignoring case, '_' vs ' ' and how accents are composed (NFC)",
                 )
             seen[key] = (i, item.start_mark.line + 1)
             labels.append(label)
@@ -419,7 +420,8 @@ class _Parser:
             keys = self.mapping(node, where, LABEL_KEYS)
             if "name" not in keys:
                 raise self.fail(node, where, "missing key 'name'")
-        name = self.value(keys["name"], f"{where}.name", "str")
+        # composed (NFC): the same name typed or saved decomposed is the same label, embedding and MQTT topic
+        name = unicodedata.normalize("NFC", self.value(keys["name"], f"{where}.name", "str"))
         node_name = keys["name"]
         plain = getattr(node_name, "style", "") is None  # written unquoted
         if plain and node_name.end_mark.line > node_name.start_mark.line:
@@ -442,6 +444,7 @@ class _Parser:
         if hidden is not None:
             raise self.fail(node_name, f"{where}.name", f"{name!r} holds {hidden}: remove it")
         extra = self.value(keys["prompts"], f"{where}.prompts", "list of str") if "prompts" in keys else []
+        extra = [unicodedata.normalize("NFC", prompt) for prompt in extra]
         templated = [p for p in extra if "{label}" in p]
         if templated:
             raise self.fail(
@@ -450,7 +453,9 @@ class _Parser:
                 f"{templated[0]!r}: a label's own prompts are used as written: write the sound's words "
                 "instead of {label} (the set's `prompt:` template is where {label} goes)",
             )
-        text = self.value(keys["text"], f"{where}.text", "str") if "text" in keys else None
+        text = (
+            unicodedata.normalize("NFC", self.value(keys["text"], f"{where}.text", "str")) if "text" in keys else None
+        )
         hidden = _hidden_character(text or "")
         if hidden is not None:
             raise self.fail(keys["text"], f"{where}.text", f"{text!r} holds {hidden}: remove it")

@@ -219,3 +219,18 @@ def test_what_scripts_and_emoji_need_is_allowed_and_the_fixed_number_is_read_as_
     assert plain.labels[0].prompts == ("a clip of dog, dog",)
     fixed = parse_label_set("name: x\nlabels:\n  - name: dog\n    bias: 1.0e-05\n")  # the hint's spelling
     assert fixed.labels[0].bias == 1e-5
+
+
+def test_a_name_saved_decomposed_is_the_same_label():
+    """An editor that saves `café` decomposed (e + a combining accent, as macOS names files) made a
+    second label beside the composed one, another embedding and another MQTT entity; a service
+    config's threshold for the composed name found no label."""
+    import unicodedata
+
+    composed, decomposed = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    assert composed != decomposed
+    with pytest.raises(LabelSetError, match=r"duplicates labels\[0\]"):
+        parse_label_set(f"name: x\nlabels: [{composed}, {decomposed}]\n")
+    saved = parse_label_set(f"name: x\nlabels:\n  - {{name: {decomposed}, prompts: [{decomposed} noise]}}\n")
+    typed = parse_label_set(f"name: x\nlabels:\n  - {{name: {composed}, prompts: [{composed} noise]}}\n")
+    assert saved.names == [composed] and saved.sha256 == typed.sha256 and saved.find(decomposed) == composed
