@@ -283,7 +283,10 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
             click.echo(f"wrote {path}")
     backup = backup_path(Path(out))
     if backup.is_file() and backup.stat().st_mtime >= started - 1.0:
-        click.echo(f"kept the previous {out} as {backup} (its comments and hand edits are not in the new one)")
+        click.echo(
+            f"kept the previous {out} as {backup} (its comments are not in the new one; the values it held are, "
+            "where not fitted anew)"
+        )
 
 
 @main.command()

@@ -10,6 +10,7 @@ run leaves the previous file, never half of one.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -21,6 +22,8 @@ import yaml
 from calibrate.errors import CalibrationError
 from edge.fsutil import atomic_write_text
 from edge.labels.labelset import LabelSet, parse_label_set
+
+log = logging.getLogger(__name__)
 
 
 def dump_label_set(
@@ -102,10 +105,31 @@ def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet
             raise CalibrationError(f"{path}: {key} do not read back exactly: not written; please report it")
     if back.agreement() != label_set.agreement(values.get("agree")):
         raise CalibrationError(f"{path}: the agreement does not read back exactly: not written; please report it")
+    base = _extends(label_set.source)
+    if base is not None:
+        log.warning(
+            "%s extends %s: %s holds every label of both, written out, and no longer follows %s (a label added "
+            "to it later does not reach it): write its `extends:` back by hand, keeping only this set's own labels, "
+            "if it should",
+            label_set.source,
+            base,
+            path,
+            base,
+        )
     text = stamped(text)
     keep_previous(Path(path), text)
     atomic_write_text(path, text)
     return back
+
+
+def _extends(source: str) -> str | None:
+    """The set the YAML file `source` extends (None: none, or no file: a shipped set by name)."""
+    try:
+        document = yaml.safe_load(Path(source).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    base = document.get("extends") if isinstance(document, dict) else None
+    return str(base) if base is not None else None
 
 
 STAMP = "# (written by semanticac-calibrate; content {digest}: an edit above changes it)\n"

@@ -176,3 +176,19 @@ def test_thresholds_on_a_set_calibrated_for_another_model_ask_for_scores_first(t
             f"{read_bundle(shipped_bundle()).meta.model_id}: fit the calibration on this bundle first") in result.output
     site.write_text("name: site\nfitted_model: semanticac-yamnet-0123456789abcdef\nlabels: [dog_bark, siren]\n")
     assert "has a calibration fitted" not in CliRunner().invoke(calibrate.cli.main, args).output
+
+
+def test_writing_a_set_that_extends_another_says_it_is_written_out_whole(tmp_path, caplog):
+    """A fitted `child.yaml` that extended `base.yaml` was written flat, `extends:` gone, and said
+    nothing: labels added to the base later never reached the site's set."""
+    (tmp_path / "base.yaml").write_text("name: base\nlabels: [dog_bark, siren]\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("name: child\nextends: base.yaml\nlabels: [doorbell]\n")
+    with caplog.at_level(logging.WARNING, logger="calibrate.labelfile"):
+        back = write_label_set(tmp_path / "out.yaml", load_label_set(child), thresholds=[0.6, 0.7, 0.8])
+    assert back.names == ["dog_bark", "siren", "doorbell"] and "extends" not in (tmp_path / "out.yaml").read_text()
+    assert f"{child} extends base.yaml: {tmp_path / 'out.yaml'} holds every label of both, written out" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="calibrate.labelfile"):
+        write_label_set(tmp_path / "again.yaml", load_label_set(tmp_path / "base.yaml"), thresholds=[0.6, 0.7])
+    assert "extends" not in caplog.text
