@@ -621,7 +621,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                     "agree": dict(
                         zip(
                             label_set.names,
-                            (head.get("agree") if a is None else a for a in label_set.agreement(options.agree)),
+                            (head.get("agree") if a is None else a for a in label_set.agreement(config.options.agree)),
                         )
                     ),
                     "calibration": {
