@@ -306,7 +306,7 @@ class _Parser:
             raise self.fail(
                 keys["name"],
                 "name",
-                f"{name!r} is not allowed: use letters, digits, '_', '-', '.' "
+                f"{name!r} is not allowed: use letters, digits, '_', '-', '.', beginning with a letter or a digit "
                 "(it names the embeddings file labels/<name>.npz)",
             )
         base = self.extends(keys["extends"]) if "extends" in keys else None

@@ -221,6 +221,12 @@ def test_what_scripts_and_emoji_need_is_allowed_and_the_fixed_number_is_read_as_
     assert fixed.labels[0].bias == 1e-5
 
 
+def test_a_set_name_that_begins_with_a_dot_or_a_dash_says_how_it_must_begin():
+    for name in ("..", "-x", ".hidden"):
+        with pytest.raises(LabelSetError, match="beginning with a letter or a digit"):
+            parse_label_set(f"name: '{name}'\nlabels: [dog]\n")
+
+
 def test_a_name_saved_decomposed_is_the_same_label():
     """An editor that saves `café` decomposed (e + a combining accent, as macOS names files) made a
     second label beside the composed one, another embedding and another MQTT entity; a service
