@@ -40,6 +40,7 @@ from edge.cli import (
     setup_logging,
 )
 from edge.listen import ListenOptions
+from edge.outputs.sinks import padded
 
 log = logging.getLogger(__name__)
 
@@ -489,7 +490,7 @@ def thresholds(
     click.echo(head + (f" {'positives':>9} {'recall old':>10} {'recall new':>10}" if recall else ""))
     for fit in report.fits:
         line = (
-            f"{fit.label[:24]:<24} {fit.old_threshold:>7.4g} {fit.threshold:>7.4g} {fit.starts:>7d} "
+            f"{padded(fit.label, 24)} {fit.old_threshold:>7.4g} {fit.threshold:>7.4g} {fit.starts:>7d} "
             f"{fit.old_starts:>5d} {fit.per_hour:>9.3g}" + ("" if fit.met else "  OVER BUDGET at every threshold")
         )
         if recall:
@@ -732,7 +733,7 @@ def scores(ctx, labels_spec, bundle, data, out, plot, others_are_none, fit_bias,
         few = (
             "  (no clip: bias 0)" if not n else f"  (under {FEW_PER_LABEL} clips: a guess)" if n < FEW_PER_LABEL else ""
         )
-        click.echo(f"{label[:24]:<24} {int(n):>6d} {b:>+8.3f}{few}")
+        click.echo(f"{padded(label, 24)} {int(n):>6d} {b:>+8.3f}{few}")
     header = [
         f"Label set {label_set.name!r} with a score calibration fitted by semanticac-calibrate {__version__} "
         f"on {date.today().isoformat()}:",

@@ -90,6 +90,17 @@ def columns(text: str) -> int:
     return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
 
 
+def cut(text: str, width: int) -> str:
+    """`text` cut to at most `width` terminal columns (a line of CJK names cut by characters came out
+    wider than the terminal, which wrapped it and broke the live view's redraw)."""
+    used = 0
+    for i, character in enumerate(text):
+        used += columns(character)
+        if used > width:
+            return text[:i]
+    return text
+
+
 def padded(text: str, width: int, cut_mark: str = "") -> str:
     """`text` in exactly `width` columns: spaces after it, or cut to fit with `cut_mark` (one column) at its end."""
     if columns(text) > width:
@@ -384,7 +395,7 @@ class LiveView(Sink):
         out = f"\x1b[{self._height}F\x1b[J" if self._height else ""  # up to the block's top, erase below
         if scrolled is not None:  # stays on screen: wrapped, never cut (a status line's fix is at its end)
             out += "\n".join(textwrap.wrap(scrolled, width, subsequent_indent="    ") or [""]) + "\n"
-        block = [line[:width] for line in self._block(width)]
+        block = [cut(line, width) for line in self._block(width)]
         self._height = len(block)
         self._write(out + "".join(line + "\n" for line in block))
 

@@ -166,6 +166,23 @@ def test_live_view_wraps_a_long_status_line_and_still_redraws_only_its_block(mon
     assert int(draws[3]) == len(view._block())  # the next redraw goes up the block only
 
 
+def test_live_view_lines_of_wide_names_fit_the_terminal(monkeypatch):
+    """Lines were cut by characters: a row of CJK names took twice the columns, wrapped in a 60-column
+    terminal and the redraw (which goes up the block's line count) left stale lines behind."""
+    import shutil
+
+    from edge.outputs.sinks import columns
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size((60, 24)))
+    stream = io.StringIO()
+    view = LiveView(stream, ORIGIN)
+    for event_id in range(6):  # the active line lists every open event by name
+        view.event(Event("start", 1.0, event_id, "犬の鳴き声" * 2, score=0.9))
+    view.window(WindowResult(2.0, (("犬の鳴き声" * 4, 0.9), ("🚨 サイレン", 0.5)), 5.0, 0))
+    block = re.split(r"\x1b\[\d+F\x1b\[J", stream.getvalue())[-1].splitlines()
+    assert any("犬" in line for line in block) and max(columns(line) for line in block) <= 59, block
+
+
 @pytest.mark.parametrize("n", [0, 1, 200])
 def test_live_view_with_no_or_many_labels(n):
     stream = io.StringIO()
