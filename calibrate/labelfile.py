@@ -84,7 +84,9 @@ def dump_label_set(
         items.append(item)
     data["labels"] = items
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
-    comments = "".join(f"# {line}\n".replace("# \n", "#\n") for text in header for line in str(text).splitlines())
+    # a path in the header that is no UTF-8 (a surrogate for its byte) is written escaped: YAML refuses the character
+    lines = [line.encode("utf-8", "backslashreplace").decode() for text in header for line in str(text).splitlines()]
+    comments = "".join(f"# {line}\n".replace("# \n", "#\n") for line in lines)
     return comments + body
 
 

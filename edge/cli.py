@@ -35,10 +35,9 @@ def setup_logging(verbosity: int) -> None:
     ($JOURNAL_STREAM names it) lines carry no timestamp (the journal adds its own) but a
     syslog priority prefix (<3> error ... <7> debug), so `journalctl -p warning` works."""
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbosity, 2)]
-    for stream in (sys.stdout, sys.stderr):  # a locale that cannot spell a label (ISO-8859-1 and 犬) prints
-        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")  # it escaped, not a traceback
-        if encoding not in ("utf8", "") and hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="backslashreplace")
+    for stream in (sys.stdout, sys.stderr):  # what a stream cannot spell is printed escaped, not a traceback: a
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):  # label in an ISO-8859-1
+            stream.reconfigure(errors="backslashreplace")  # locale, a file name that is no UTF-8 in a UTF-8 one
     if stderr_is_journal():
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))

@@ -295,13 +295,14 @@ def with_thresholds(label_set: LabelSet, thresholds: dict[str, float]) -> LabelS
             )
         if own in given:
             raise ConfigError(
-                f"labels.thresholds.{name}: label {own!r} is given twice (names are compared ignoring case and "
-                "'_' vs ' '): keep one",
+                f"labels.thresholds.{name}: label {own!r} is given twice (names are compared ignoring case, "
+                "'_' vs ' ' and how accents are composed): keep one",
                 key=f"labels.thresholds.{name}",
             )
         given[own] = value
     labels = tuple(
-        dataclasses.replace(label, threshold=given.get(label.name, label.threshold)) for label in label_set.labels
+        dataclasses.replace(label, threshold=given[label.name], own_threshold=True) if label.name in given else label
+        for label in label_set.labels
     )
     return dataclasses.replace(label_set, labels=labels)
 

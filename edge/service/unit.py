@@ -19,6 +19,7 @@ What is deliberately left out, and why:
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -56,6 +57,14 @@ class UnitSettings:
         for name in ("exec_path", "config_path"):
             if not Path(getattr(self, name)).is_absolute():
                 raise ConfigError(f"{name} {getattr(self, name)!r} must be an absolute path", key=name)
+            try:  # a unit file is UTF-8: a name from an old Windows or FAT copy was a traceback
+                getattr(self, name).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ConfigError(
+                    f"{name} {os.fsencode(getattr(self, name))!r} is not UTF-8, which a unit file cannot carry: "
+                    "rename the path",
+                    key=name,
+                ) from None
             if any(ord(c) < 32 or ord(c) == 127 for c in getattr(self, name)):  # a newline split the unit's lines
                 raise ConfigError(
                     f"{name} {getattr(self, name)!r} holds a control character (a newline, a tab), which a unit "

@@ -178,6 +178,14 @@ def test_thresholds_on_a_set_calibrated_for_another_model_ask_for_scores_first(t
     assert "has a calibration fitted" not in CliRunner().invoke(calibrate.cli.main, args).output
 
 
+def test_a_header_naming_a_file_that_is_no_utf8_is_written_escaped(tmp_path):
+    """The header's command names the background as given: a Latin-1 name (a surrogate for its byte)
+    made YAML refuse the file after the whole listen, and nothing was written."""
+    back = write_label_set(tmp_path / "out.yaml", parse_label_set("name: x\nlabels: [dog]\n"), thresholds=[0.6],
+                           header=["Command: semanticac-calibrate thresholds --background r\udce9gion.wav"])
+    assert back.names == ["dog"] and "--background r\\udce9gion.wav" in (tmp_path / "out.yaml").read_text()
+
+
 def test_writing_a_set_that_extends_another_says_it_is_written_out_whole(tmp_path, caplog):
     """A fitted `child.yaml` that extended `base.yaml` was written flat, `extends:` gone, and said
     nothing: labels added to the base later never reached the site's set."""

@@ -163,6 +163,16 @@ def test_a_file_name_that_is_no_utf8_is_played_and_a_bundle_path_so_named_is_sai
     sf.write(os.fsencode(clip), 0.3 * tone(440, 2.0, 16000), 16000)
     result = run(demo_bundle.path, "--labels", "urban", "--input", clip, "--fast", "--json")
     assert result.exit_code == 0, result.output
+    # plain lines on a UTF-8 stdout, which Python keeps strict: the last status names the file (exit 1 before)
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    command = str(Path(sys.executable).with_name("semanticac-edge"))
+    plain = subprocess.run([command, "listen", "--bundle", str(demo_bundle.path), "--labels", "urban", "--input",
+                            os.fsencode(clip), "--fast"], env={**os.environ, "PYTHONIOENCODING": "utf-8"},
+                           capture_output=True, timeout=120)
+    assert plain.returncode == 0 and b"caf\\udce9.wav" in plain.stdout, plain.stderr.decode(errors="replace")
     bundle = os.fsdecode(folder + b"/bund\xe9")
     os.symlink(demo_bundle.path, bundle)
     one_line_error(run(bundle, "--labels", "urban", "--input", clip, "--fast"),

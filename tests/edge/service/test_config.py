@@ -383,6 +383,11 @@ def test_thresholds_override_the_label_sets_and_unknown_labels_list_the_set():
     urban = resolve_label_set("urban")
     changed = with_thresholds(urban, {"siren": 0.9})
     assert {l.name: l.threshold for l in changed.labels}["siren"] == 0.9
+    # a threshold the config gives is the label's own: no "first guess" note for it in a fitted set
+    from edge.labels.labelset import parse_label_set
+
+    bare = with_thresholds(parse_label_set("name: x\nlabels: [siren, dog_bark]\n"), {"siren": 0.9})
+    assert [(l.name, l.own_threshold) for l in bare.labels] == [("siren", True), ("dog_bark", False)]
     assert [l.threshold for l in changed.labels if l.name != "siren"] == [l.threshold for l in urban.labels
                                                                          if l.name != "siren"]
     with pytest.raises(ConfigError) as info:

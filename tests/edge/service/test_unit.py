@@ -89,7 +89,8 @@ def test_backslashes_and_quotes_in_a_path_reach_systemd_as_written(tmp_path):
     assert "/etc/a\\\\x41b.yaml" in render_unit(UnitSettings(exec_path=EDGE, config_path="/etc/a\\x41b.yaml"))
     for exec_path, config_path, text in (("/opt/bs\\x41/bin/semanticac-edge", "/etc/s.yaml", "a quote or a backslash"),
                                          ("/opt/it's/bin/semanticac-edge", "/etc/s.yaml", "a quote or a backslash"),
-                                         (EDGE, "/etc/s.yaml\nExecStartPre=/bin/rm", "a control character")):
+                                         (EDGE, "/etc/s.yaml\nExecStartPre=/bin/rm", "a control character"),
+                                         (EDGE, "/etc/caf\udce9.yaml", "is not UTF-8")):  # a Latin-1 name
         with pytest.raises(ConfigError, match=text):
             UnitSettings(exec_path=exec_path, config_path=config_path)
 
