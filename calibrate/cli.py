@@ -408,7 +408,8 @@ def thresholds(
     files = audio_files(background)
     distinct_outputs(out, plot, {"--background": files, **({"--positives": [Path(positives)]} if positives else {})})
     bundle_ = resolve_bundle(bundle)
-    stale_calibration(resolve_label_set(labels_spec), bundle_.meta.model_id)
+    label_set = resolve_label_set(labels_spec)  # read once here: each read says its notes again
+    stale_calibration(label_set, bundle_.meta.model_id)
     if only_raise is None:
         only_raise = bundle_.meta.scoring.get("kind", "softmax") == "sigmoid"
         ctx.params["only_raise"] = only_raise  # the file's header says which was used
@@ -431,7 +432,7 @@ def thresholds(
     if positives:
         everything = resolve_labels(
             read_clip_csv(positives),
-            resolve_label_set(labels_spec),
+            label_set,
             f"--positives {positives}",
             fix="correct the label, or leave the row out",
         )

@@ -311,7 +311,11 @@ class _Parser:
             )
         base = self.extends(keys["extends"]) if "extends" in keys else None
         inherited_prompt = base.prompt if base is not None else DEFAULT_PROMPT
-        prompt = self.value(keys["prompt"], "prompt", "str") if "prompt" in keys else inherited_prompt
+        prompt = (
+            unicodedata.normalize("NFC", self.value(keys["prompt"], "prompt", "str"))
+            if "prompt" in keys
+            else inherited_prompt
+        )
         if _template_error(prompt):
             raise self.fail(
                 keys.get("prompt"),
