@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import faulthandler
 import functools
+import json
 import logging
 import math
 import os
@@ -914,14 +915,16 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     # a SIGHUP outside its handler (loading the config; after the run, across the exec: reload_on_sighup
     # puts this back) is ignored, not the end of the process
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    reloaded = os.environ.pop(CHECKED_CONFIG_ENV, None)  # a reload's: the config exactly as it checked it
     if not faulthandler.is_enabled():  # a fatal signal (SIGBUS on the event log's mapped -shm file, SIGSEGV in a
         with suppress(RuntimeError, ValueError, OSError):  # library) leaves its traceback in the journal;
             faulthandler.enable()  # with stderr closed (2>&-) there is nowhere to write it, and the service runs
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, overrides, checked_text(reloaded, config_path))
     apply_log_level(config.service.log_level)
     folder = resolve_state_dir(config, state_dir)
     notifier = Notifier.from_environ()
-    with stop_on_signals() as stop, reload_on_sighup(config_path, overrides, stop, notifier) as reload:
+    running = (config, folder, state_dir)
+    with stop_on_signals() as stop, reload_on_sighup(config_path, overrides, stop, notifier, running) as reload:
         summary = run_service(config, folder, stop=stop, notifier=notifier)
     if reload.is_set() and not stop.signalled:  # a stop asked for meanwhile wins
         start_again_in_place()
@@ -931,14 +934,47 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
         raise click.ClickException(summary.error)
 
 
+CHECKED_CONFIG_ENV = "SEMANTICAC_CHECKED_CONFIG"  # a reload hands the config it checked to the process it becomes
+
+
+def checked_text(handed: str | None, config_path: str) -> str | None:
+    """The config text a reload checked (`handed`: $SEMANTICAC_CHECKED_CONFIG, JSON {path, text}) when it
+    is this config's; None: read the file. A file saved since the check is said, and read at the next SIGHUP."""
+    from edge.service.config import config_text
+
+    try:
+        given = json.loads(handed) if handed else None
+    except ValueError:
+        given = None
+    if not isinstance(given, dict) or given.get("path") != config_path or not isinstance(given.get("text"), str):
+        return None
+    try:
+        changed = config_text(config_path) != given["text"]
+    except SemanticACError:
+        changed = True
+    if changed:
+        log.warning(
+            "%s changed after the reload checked it: the service starts with the config as checked; send SIGHUP "
+            "(systemctl reload) again to check the new one",
+            config_path,
+        )
+    return given["text"]
+
+
 @contextmanager
-def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threading.Event, notifier):
+def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threading.Event, notifier, running):
     """SIGHUP checks the config again on a thread of its own: when it checks out, the returned event
     is set, systemd is told RELOADING=1 and `stop` ends the run (the caller then starts again in
-    place); when not, the error is logged and the run goes on with the config it started with."""
-    from edge.service.serve import CONFIG_ERRORS, checked
+    place, from the text that was checked: one saved meanwhile is not started unchecked); when not,
+    the error is logged and the run goes on with the config it started with. `running`: (config,
+    state folder, --state-dir) of this run, for what only a change of them can break (reload_problems)."""
+    from edge.labels.embeddings import Stopped
+    from edge.service.config import config_text
+    from edge.service.config import state_dir as resolve_state_dir
+    from edge.service.serve import CONFIG_ERRORS, checked, reload_problems
 
     hup, reload = threading.Event(), threading.Event()
+    current, current_state, state_option = running
 
     def check_when_asked() -> None:
         while not stop.is_set():
@@ -946,13 +982,18 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
                 continue
             hup.clear()
             try:
-                config, _ = checked(config_path, overrides)
+                text = config_text(config_path)
+                config, _ = checked(config_path, overrides, text, stop)
+                reload_problems(current, config, current_state, resolve_state_dir(config, state_option))
             except CONFIG_ERRORS as err:
                 log.error("SIGHUP: not reloaded, the config has an error: %s; the service goes on as it was", err)
                 continue
+            except Stopped:  # asked to stop while a new label set was being embedded
+                return
             if stop.is_set():  # asked to stop while it was checked: a stop, not a reload
                 return
             log.info("SIGHUP: %s checks out: the service starts again in place with it", config_path)
+            os.environ[CHECKED_CONFIG_ENV] = json.dumps({"path": config_path, "text": text})
             reload.set()
             # the new run may embed a new label set before its loop pings the watchdog again
             notifier.reloading("reloading: starting again with the config", config.systemd.extend_timeout)

@@ -326,12 +326,12 @@ def _copy(value: Any) -> Any:
     return value
 
 
-def read_config_file(path: str | Path) -> Any:
-    """The YAML document of a config file; ConfigError when it is missing or not YAML."""
+def config_text(path: str | Path) -> str:
+    """A config file's text; ConfigError when it is missing, a folder or not UTF-8."""
     path = Path(path)
     try:
         data = path.read_bytes()
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"cannot read config file {path}: {undecodable(err, data)}") from None
     except IsADirectoryError:
@@ -351,6 +351,14 @@ def read_config_file(path: str | Path) -> Any:
         ) from None
     except OSError as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
+
+
+def read_config_file(path: str | Path, text: str | None = None) -> Any:
+    """The YAML document of a config file (`text`: its text as read before, else read now);
+    ConfigError when it is missing or not YAML."""
+    path = Path(path)
+    if text is None:
+        text = config_text(path)
     try:
         twice = _repeated_key(yaml.compose(text, Loader=yaml.SafeLoader))
         document = yaml.safe_load(text)
@@ -389,9 +397,9 @@ def _repeated_key(node: yaml.Node | None, prefix: str = "") -> tuple[str, int, i
     return None
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ServiceConfig:
-    """Read, override (`--set`), check: the config `serve` runs with."""
-    raw = apply_overrides(read_config_file(path), overrides)
+def load_config(path: str | Path, overrides: Sequence[str] = (), text: str | None = None) -> ServiceConfig:
+    """Read (`text`: the file's text as read before), override (`--set`), check: the config `serve` runs with."""
+    raw = apply_overrides(read_config_file(path, text), overrides)
     return parse_config(raw, source=str(path))
 
 

@@ -21,6 +21,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -140,25 +141,29 @@ def clip_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str
     return [] if short is None else [("warning", short)]
 
 
-def checked(config_path: str, overrides: Sequence[str] = ()) -> tuple[ServiceConfig, Resolved]:
+def checked(
+    config_path: str, overrides: Sequence[str] = (), text: str | None = None, stop: threading.Event | None = None
+) -> tuple[ServiceConfig, Resolved]:
     """The config at `config_path` read and checked as check-config and a reload (SIGHUP) check it:
     every key, the bundle (each graph there, readable and matching its SHA-256), the label set and its
     embeddings (found, or computed and cached as a start would: a prompt too long for the text tower is
     refused here), the backend (tensorrt: TensorRT and an engine for this GPU), the outputs' files;
     CONFIG_ERRORS when something is wrong. What a start refuses, this refuses: a reload that checks out
-    starts again in place, and a start that fails then exits 78, which the unit does not restart."""
+    starts again in place, and a start that fails then exits 78, which the unit does not restart.
+    `text`: the file's text as read before (a reload starts from exactly what it checked); `stop`: set,
+    it ends the embedding of a new label set (a SIGTERM during a reload's check: Stopped)."""
     from edge.backends import check_backend
     from edge.labels.embeddings import label_embeddings_for
     from edge.service.config import load_config
 
-    config = load_config(config_path, overrides)
+    config = load_config(config_path, overrides, text)
     found = resolve(config)
     try:  # every graph there and whole: a start loads them all
         found.bundle.verify()
     except BundleError as err:
         raise ConfigError(f"model.bundle: {err}", key="model.bundle") from None
     try:
-        label_embeddings_for(found.bundle, found.label_set, config.options.threads)
+        label_embeddings_for(found.bundle, found.label_set, config.options.threads, stop)
     except (LabelSetError, LabelEmbeddingsError) as err:
         raise ConfigError(f"labels.set {config.options.labels!r}: {err}", key="labels.set") from None
     try:
@@ -167,6 +172,31 @@ def checked(config_path: str, overrides: Sequence[str] = ()) -> tuple[ServiceCon
         raise ConfigError(f"model.backend {config.options.backend!r}: {err}", key="model.backend") from None
     check_outputs(config, found.label_set, found.bundle)
     return config, found
+
+
+def reload_problems(running: ServiceConfig, new: ServiceConfig, running_state: Path, new_state: Path) -> None:
+    """ConfigError for what a reload's start would refuse that `checked` cannot see while this run
+    holds its own: a metrics address another program has taken, a state folder another serve holds
+    (each only where the new config changes it: this run holds its own until it starts again)."""
+    metrics = new.enabled_outputs().get("metrics")
+    before = running.enabled_outputs().get("metrics")
+    if metrics is not None and (before is None or (before.host, before.port) != (metrics.host, metrics.port)):
+        family = socket.AF_INET6 if ":" in metrics.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds
+            try:
+                probe.bind((metrics.host, metrics.port))
+            except OSError as err:
+                raise ConfigError(
+                    f"metrics.port {metrics.port}: cannot listen on {metrics.host}:{metrics.port} "
+                    f"({err.strerror or err}): another program has it; choose a free port",
+                    key="metrics.port",
+                ) from None
+    if new_state.resolve() != running_state.resolve():
+        try:
+            os.close(_take_lock(new_state))  # held by another serve: ConfigError, as the start's
+        except OSError:
+            pass  # a folder that cannot be made: the outputs that need it say why at the start
 
 
 def start_lag(options: ListenOptions, windowing: Windowing) -> float:

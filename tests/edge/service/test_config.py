@@ -1,7 +1,13 @@
 """The service config: every key checked and named in errors, --set, the shipped example, exit 78."""
 
+import json
+import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -419,3 +425,70 @@ def test_the_state_folder_systemd_gives_wins(tmp_path):
     assert state_dir(cfg, override=str(tmp_path / "flag"), environ={}) == tmp_path / "flag"
     assert state_dir(cfg, environ={}) == tmp_path / "cfg"
     assert state_dir(config(), environ={"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "semanticac-edge"
+
+
+def test_a_reload_starts_from_the_config_it_checked_not_one_saved_since(tmp_path, caplog):
+    """SIGHUP checked the file, then the process it became read it again: one saved in between (hop: 0)
+    started unchecked and exited 78, which the unit does not restart. The checked text is handed over
+    ($SEMANTICAC_CHECKED_CONFIG) and used, a file changed since is said; another config's is ignored."""
+    from edge.cli import checked_text
+
+    good, bad = example_path().read_text(), example_path().read_text().replace("hop: 1.0", "hop: 0")
+    path = tmp_path / "service.yaml"
+    path.write_text(bad)
+    handed = json.dumps({"path": str(path), "text": good})
+    with caplog.at_level(logging.WARNING, logger="edge.cli"):
+        assert checked_text(handed, str(path)) == good
+    assert "changed after the reload checked it: the service starts with the config as checked" in caplog.text
+    assert checked_text(handed, str(tmp_path / "other.yaml")) is None and checked_text(None, str(path)) is None
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(16000, np.float32), 16000)
+    env = {**os.environ, "SEMANTICAC_CHECKED_CONFIG": handed, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    run = subprocess.run([str(Path(sys.executable).with_name("semanticac-edge")), "serve", "--config", str(path),
+                          "--set", f"audio.input={clip}", "--set", "audio.fast=true", "--set", "metrics.enabled=false",
+                          "--state-dir", str(tmp_path / "state")], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr  # the file's hop 0 would have been exit 78
+
+
+def test_a_reload_refuses_a_metrics_port_or_a_state_folder_that_another_program_holds(tmp_path):
+    """checked() passes them while this run holds its own: the started-again process then exited 78."""
+    import socket
+
+    from edge.service.config import load_config
+    from edge.service.serve import _take_lock, reload_problems
+
+    running = load_config(example_path())
+    state = tmp_path / "state"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        moved = load_config(example_path(), [f"metrics.port={port}"])
+        with pytest.raises(ConfigError, match=f"metrics.port {port}: cannot listen on 127.0.0.1:{port}"):
+            reload_problems(running, moved, state, state)
+        reload_problems(moved, moved, state, state)  # its own port: this run holds it, nothing to check
+    other = tmp_path / "other"
+    held = _take_lock(other)  # another serve's
+    try:
+        with pytest.raises(ConfigError, match=f"state folder {other} is in use by another serve"):
+            reload_problems(running, running, state, other)
+    finally:
+        os.close(held)
+    reload_problems(running, running, state, other)  # free now
+
+
+def test_a_stop_ends_a_reload_check_that_embeds_a_new_label_set(tmp_path, monkeypatch):
+    """SIGTERM while a reload's check embedded a new set: the stop waited 5 s for the check's thread,
+    then the interpreter ended under ONNX Runtime's feet (abort, exit 134)."""
+    import threading
+
+    from edge.labels.embeddings import Stopped
+    from edge.service.serve import checked
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    labels = tmp_path / "big.yaml"
+    labels.write_text("name: big\nlabels: [" + ", ".join(f"sound number {i}" for i in range(40)) + "]\n")
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(Stopped):
+        checked(str(example_path()), [f"labels.set={labels}"], stop=stop)
