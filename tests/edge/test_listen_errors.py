@@ -5,6 +5,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
@@ -153,6 +154,7 @@ def test_a_locale_that_cannot_spell_a_label_prints_it_escaped(tmp_path):
     assert b"\\u72ac\\u306e\\u9cf4\\u304d\\u58f0" in result.stdout
 
 
+@pytest.mark.slow  # three processes of listen
 def test_a_file_name_that_is_no_utf8_is_played_and_a_bundle_path_so_named_is_said(demo_bundle, tmp_path):
     """Names from an old Windows or FAT copy (café in Latin-1): listen stopped with a traceback in
     soundfile, calibrate's whole run with it; ONNX Runtime called such a bundle's graph corrupt. Run in

@@ -427,6 +427,7 @@ def test_the_state_folder_systemd_gives_wins(tmp_path):
     assert state_dir(config(), environ={"XDG_STATE_HOME": str(tmp_path)}) == tmp_path / "semanticac-edge"
 
 
+@pytest.mark.slow  # a serve process
 def test_a_reload_starts_from_the_config_it_checked_not_one_saved_since(tmp_path, caplog):
     """SIGHUP checked the file, then the process it became read it again: one saved in between (hop: 0)
     started unchecked and exited 78, which the unit does not restart. The checked text is handed over
