@@ -691,10 +691,7 @@ def start_notes(
         head = None if vocabulary is None else vocabulary.head
         if agree is not None and head is not None and scorer.fusion is not None and scorer.fusion.head_rows is not None:
             # the fit heard the set's agreement (calibrate thresholds --agree writes it as the set's), else the head's
-            heard_with = {
-                "off" if a is None else f"{a:g}"
-                for a in (head.agree if a is None else a for a in label_set.agreement())
-            }
+            heard_with = {"off" if a is None else f"{a:g}" for a in label_set.agreement(default=head.agree)}
             if heard_with != {f"{agree:g}"}:
                 notes.append(
                     (

@@ -152,12 +152,14 @@ class LabelSet:
         guess = next((own for own in self.names if near and label_key(own) == near[0]), None)
         return (f"did you mean {guess!r}? " if guess else "") + f"its labels are: {', '.join(self.names)}"
 
-    def agreement(self, override: float | None = None) -> list[float | None]:
+    def agreement(self, override: float | None = None, default: float | None = None) -> list[float | None]:
         """Each label's agreement: `override` (listen --agree) over the label's over the set's;
-        None where none of them sets one (the bundle's model.json vocabulary.head.agree then)."""
+        `default` where none of them sets one (the bundle's model.json vocabulary.head.agree: None
+        leaves it to the scorer, which applies it)."""
         if override is not None:
             return [float(override)] * len(self.labels)
-        return [self.agree if label.agree is None else label.agree for label in self.labels]
+        own = (self.agree if label.agree is None else label.agree for label in self.labels)
+        return [default if a is None else a for a in own]
 
     def flat_prompts(self) -> tuple[list[str], list[int]]:
         """All prompt texts, flat, and the index of the label each belongs to."""

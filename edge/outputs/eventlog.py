@@ -309,8 +309,7 @@ class EventLogSink(Sink):
                 self._failing or "not written",
             )
             for _, record in self._pending:  # a stop or reload while the disk is full: kept in the journal at least
-                if record is not None:
-                    log.warning("event log: never written: %s", json.dumps({"run_id": self.run_id, **record}))
+                self._never_written(record)
         self._close_db()
 
     def _close_db(self) -> None:
@@ -448,13 +447,16 @@ class EventLogSink(Sink):
         self.retain()
         self._next_retention = time.monotonic() + RETENTION_SECONDS
 
+    def _never_written(self, record: dict | None) -> None:
+        """A record the file will not get, whole in the journal (one JSON line, with its run)."""
+        if record is not None:
+            log.warning("event log: never written: %s", json.dumps({"run_id": self.run_id, **record}))
+
     def _record(self, write: Callable[[sqlite3.Connection], object], record: dict | None = None) -> None:
         """Keep `write` (of `record`: None for no record of its own) after those still waiting, then
         write what can be, in order."""
         if len(self._pending) >= PENDING_MAX:
-            _, dropped = self._pending.popleft()
-            if dropped is not None:
-                log.warning("event log: never written: %s", json.dumps({"run_id": self.run_id, **dropped}))
+            self._never_written(self._pending.popleft()[1])
             self.lost += 1
             if self.lost == 1:
                 log.warning(

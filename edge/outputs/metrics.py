@@ -324,33 +324,7 @@ class MetricsSink(Sink):
         """Listen on config.host:config.port and serve in a daemon thread; ConfigError when it cannot bind."""
         if self._server is not None:
             raise RuntimeError("MetricsSink.start: already started")
-        host, port = self.config.host, self.config.port
-        server_class = _Server6 if ":" in host else _Server
-        try:
-            server = server_class((host, port), _Handler)
-        except socket.gaierror as err:
-            raise ConfigError(
-                f"metrics.host {host!r} is not an address of this machine ({err.strerror}): "
-                'use an IP address such as "127.0.0.1", or a name that resolves',
-                key="metrics.host",
-            ) from None
-        except OSError as err:
-            if err.errno == errno.EADDRNOTAVAIL:  # the host, not the port
-                raise ConfigError(
-                    f"metrics.host {host!r} is not an address of this machine ({err.strerror}): use one of its own "
-                    '(`ip -brief address`), "127.0.0.1" for this machine only, or "0.0.0.0" for every interface',
-                    key="metrics.host",
-                ) from None
-            why = (
-                "ports below 1024 need privileges the service does not have; choose one from 1024 (9464)"
-                if err.errno == errno.EACCES and port < 1024
-                else "another program (a second service?) may use it; choose a free port in metrics.port"
-            )
-            raise ConfigError(
-                f"metrics.port {port}: cannot listen on {host}:{port} ({err.strerror or err}): {why}, "
-                "or set metrics.enabled: false",
-                key="metrics.port",
-            ) from None
+        server = bind_server(self.config.host, self.config.port)
         server.sink = self
         self._server, self._started_at = server, time.monotonic()
         self._thread = threading.Thread(
@@ -415,6 +389,37 @@ def _shut(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RDWR)
     except OSError:  # already gone
         pass
+
+
+def bind_server(host: str, port: int) -> _Server:
+    """The metrics HTTP server bound to host:port (not yet serving); ConfigError naming the key and the
+    fix when it cannot bind (a reload's check binds one and closes it: another program's port)."""
+    server_class = _Server6 if ":" in host else _Server
+    try:
+        return server_class((host, port), _Handler)
+    except socket.gaierror as err:
+        raise ConfigError(
+            f"metrics.host {host!r} is not an address of this machine ({err.strerror}): "
+            'use an IP address such as "127.0.0.1", or a name that resolves',
+            key="metrics.host",
+        ) from None
+    except OSError as err:
+        if err.errno == errno.EADDRNOTAVAIL:  # the host, not the port
+            raise ConfigError(
+                f"metrics.host {host!r} is not an address of this machine ({err.strerror}): use one of its own "
+                '(`ip -brief address`), "127.0.0.1" for this machine only, or "0.0.0.0" for every interface',
+                key="metrics.host",
+            ) from None
+        why = (
+            "ports below 1024 need privileges the service does not have; choose one from 1024 (9464)"
+            if err.errno == errno.EACCES and port < 1024
+            else "another program (a second service?) may use it; choose a free port in metrics.port"
+        )
+        raise ConfigError(
+            f"metrics.port {port}: cannot listen on {host}:{port} ({err.strerror or err}): {why}, "
+            "or set metrics.enabled: false",
+            key="metrics.port",
+        ) from None
 
 
 class _Server(ThreadingHTTPServer):

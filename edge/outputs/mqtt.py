@@ -740,9 +740,11 @@ class MqttSink(Sink):
                 "mqtt: %s did not come back: discovery published without the last run's labels", self.topic("labels")
             )
         if self.config.discovery:
-            client.publish(
-                self.discovery_topic, json.dumps(self.discovery_config(removed=self._gone)), qos=1, retain=True
-            )
+            self._publish_discovery(client)
+
+    def _publish_discovery(self, client: mqtt.Client) -> None:
+        """The device's discovery config, retained, with the labels gone since the last run removed."""
+        client.publish(self.discovery_topic, json.dumps(self.discovery_config(removed=self._gone)), qos=1, retain=True)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.topic == self.topic("labels"):
@@ -752,9 +754,7 @@ class MqttSink(Sink):
                 self._announce(client)
         elif message.payload == ONLINE.encode():  # Home Assistant (re)started: announce again
             log.info("mqtt: Home Assistant is online: discovery published again")
-            client.publish(
-                self.discovery_topic, json.dumps(self.discovery_config(removed=self._gone)), qos=1, retain=True
-            )
+            self._publish_discovery(client)
             with self._cond:
                 self._dirty = dict.fromkeys(self._retained)
                 self._cond.notify_all()
@@ -775,9 +775,7 @@ class MqttSink(Sink):
         with self._cond:
             late = self._announced  # the config went without them (the wait ended first): they follow in another
         if late and self.config.discovery:
-            client.publish(
-                self.discovery_topic, json.dumps(self.discovery_config(removed=self._gone)), qos=1, retain=True
-            )
+            self._publish_discovery(client)
         for s in removed:
             client.publish(self.topic(f"state/{s}"), None, qos=1, retain=True)  # empty: the broker forgets it
 

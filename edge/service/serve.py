@@ -21,7 +21,6 @@ import dataclasses
 import fcntl
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -178,20 +177,12 @@ def reload_problems(running: ServiceConfig, new: ServiceConfig, running_state: P
     """ConfigError for what a reload's start would refuse that `checked` cannot see while this run
     holds its own: a metrics address another program has taken, a state folder another serve holds
     (each only where the new config changes it: this run holds its own until it starts again)."""
+    from edge.outputs.metrics import bind_server
+
     metrics = new.enabled_outputs().get("metrics")
     before = running.enabled_outputs().get("metrics")
     if metrics is not None and (before is None or (before.host, before.port) != (metrics.host, metrics.port)):
-        family = socket.AF_INET6 if ":" in metrics.host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds
-            try:
-                probe.bind((metrics.host, metrics.port))
-            except OSError as err:
-                raise ConfigError(
-                    f"metrics.port {metrics.port}: cannot listen on {metrics.host}:{metrics.port} "
-                    f"({err.strerror or err}): another program has it; choose a free port",
-                    key="metrics.port",
-                ) from None
+        bind_server(metrics.host, metrics.port).server_close()  # its ConfigError is the start's
     if new_state.resolve() != running_state.resolve():
         try:
             os.close(_take_lock(new_state))  # held by another serve: ConfigError, as the start's
@@ -650,10 +641,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                     # what else moves the scores and events (names and prompts are labels_sha256): an `agree:`
                     # or a calibration edited in the set had left two runs' rows alike
                     "agree": dict(
-                        zip(
-                            label_set.names,
-                            (head.get("agree") if a is None else a for a in label_set.agreement(config.options.agree)),
-                        )
+                        zip(label_set.names, label_set.agreement(config.options.agree, default=head.get("agree")))
                     ),
                     "calibration": {
                         "temperature": label_set.temperature,
