@@ -913,8 +913,10 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     from edge.service.serve import serve as run_service
 
     # a SIGHUP outside its handler (loading the config; after the run, across the exec: reload_on_sighup
-    # puts this back) is ignored, not the end of the process
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # puts this back) is ignored, not the end of the process; so are SIGUSR1 and SIGUSR2 (logrotate's
+    # habit), which the run's handler only notes
+    for sig in (signal.SIGHUP, *UNANSWERED_SIGNALS):
+        signal.signal(sig, signal.SIG_IGN)
     reloaded = os.environ.pop(CHECKED_CONFIG_ENV, None)  # a reload's: the config exactly as it checked it
     if not faulthandler.is_enabled():  # a fatal signal (SIGBUS on the event log's mapped -shm file, SIGSEGV in a
         with suppress(RuntimeError, ValueError, OSError):  # library) leaves its traceback in the journal;
@@ -934,6 +936,7 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
         raise click.ClickException(summary.error)
 
 
+UNANSWERED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # their default ends a process with no line and open events
 CHECKED_CONFIG_ENV = "SEMANTICAC_CHECKED_CONFIG"  # a reload hands the config it checked to the process it becomes
 
 
@@ -967,7 +970,9 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
     is set, systemd is told RELOADING=1 and `stop` ends the run (the caller then starts again in
     place, from the text that was checked: one saved meanwhile is not started unchecked); when not,
     the error is logged and the run goes on with the config it started with. `running`: (config,
-    state folder, --state-dir) of this run, for what only a change of them can break (reload_problems)."""
+    state folder, --state-dir) of this run, for what only a change of them can break (reload_problems).
+    SIGUSR1 and SIGUSR2 are said in the log, by the same thread (not in the handler: a log line written
+    there can meet the one the run is writing), and otherwise ignored."""
     from edge.labels.embeddings import Stopped
     from edge.service.config import config_text
     from edge.service.config import state_dir as resolve_state_dir
@@ -976,8 +981,16 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
     hup, reload = threading.Event(), threading.Event()
     current, current_state, state_option = running
 
+    unanswered: list[int] = []
+
     def check_when_asked() -> None:
         while not stop.is_set():
+            while unanswered:
+                log.warning(
+                    "%s ignored: the service answers SIGHUP (systemctl reload: check the config and start again "
+                    "with it) and SIGTERM (stop)",
+                    signal.Signals(unanswered.pop(0)).name,
+                )
             if not hup.wait(0.5):
                 continue
             hup.clear()
@@ -999,13 +1012,16 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
             notifier.reloading("reloading: starting again with the config", config.systemd.extend_timeout)
             stop.set()
 
-    previous = signal.signal(signal.SIGHUP, lambda *_: hup.set())
+    previous = {signal.SIGHUP: signal.signal(signal.SIGHUP, lambda *_: hup.set())}
+    for sig in UNANSWERED_SIGNALS:
+        previous[sig] = signal.signal(sig, lambda signum, _: unanswered.append(signum))
     checker = threading.Thread(target=check_when_asked, name="reload", daemon=True)
     checker.start()
     try:
         yield reload
     finally:
-        signal.signal(signal.SIGHUP, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         stop.set()  # the checker ends (a run that ended by itself)
         checker.join(5)
 

@@ -183,6 +183,13 @@ def test_sigterm_stops_cleanly_with_an_abstract_socket_and_journal_lines(tmp_pat
                                 stdout=subprocess.DEVNULL)
         try:
             notify.wait_for("READY=1", timeout=30)
+            # logrotate's habit: their default had ended the process with no line and its events open
+            proc.send_signal(signal.SIGUSR1)
+            proc.send_signal(signal.SIGUSR2)
+            deadline = time.monotonic() + 10
+            while "SIGUSR2 ignored" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert proc.poll() is None, log.read_text()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
             notify.wait_for("STOPPING=1", timeout=5)
@@ -190,6 +197,7 @@ def test_sigterm_stops_cleanly_with_an_abstract_socket_and_journal_lines(tmp_pat
             proc.kill()
             notify.close()
     lines = log.read_text().splitlines()
+    assert any(line.startswith("<4>edge.cli: SIGUSR1 ignored: the service answers SIGHUP") for line in lines), lines
     assert any(line.startswith("<6>edge.service.serve: ready: labels urban") for line in lines), lines
     assert all(line[:3] in {"<7>", "<6>", "<4>", "<3>", "<2>"} for line in lines), lines  # no timestamps
     assert any("stopped (asked to stop: a signal or Ctrl-C)" in line for line in lines), lines
