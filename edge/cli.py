@@ -921,13 +921,14 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     if not faulthandler.is_enabled():  # a fatal signal (SIGBUS on the event log's mapped -shm file, SIGSEGV in a
         with suppress(RuntimeError, ValueError, OSError):  # library) leaves its traceback in the journal;
             faulthandler.enable()  # with stderr closed (2>&-) there is nowhere to write it, and the service runs
-    config = load_config(config_path, overrides, checked_text(reloaded, config_path))
+    text, label_texts = checked_handover(reloaded, config_path)
+    config = load_config(config_path, overrides, text)
     apply_log_level(config.service.log_level)
     folder = resolve_state_dir(config, state_dir)
     notifier = Notifier.from_environ()
     running = (config, folder, state_dir)
     with stop_on_signals() as stop, reload_on_sighup(config_path, overrides, stop, notifier, running) as reload:
-        summary = run_service(config, folder, stop=stop, notifier=notifier)
+        summary = run_service(config, folder, stop=stop, notifier=notifier, label_texts=label_texts)
     if reload.is_set() and not stop.signalled:  # a stop asked for meanwhile wins
         start_again_in_place()
     if reload.is_set():  # systemd was told RELOADING=1: now it is a stop
@@ -937,12 +938,24 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
 
 
 UNANSWERED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # their default ends a process with no line and open events
-CHECKED_CONFIG_ENV = "SEMANTICAC_CHECKED_CONFIG"  # a reload hands the config it checked to the process it becomes
+CHECKED_CONFIG_ENV = "SEMANTICAC_CHECKED_CONFIG"  # a reload hands what it checked to the process it becomes
+HANDOVER_MAX_CHARS = 100_000  # under Linux's 128 KiB for one environment string (more: execv fails, E2BIG)
 
 
-def checked_text(handed: str | None, config_path: str) -> str | None:
-    """The config text a reload checked (`handed`: $SEMANTICAC_CHECKED_CONFIG, JSON {path, text}) when it
-    is this config's; None: read the file. A file saved since the check is said, and read at the next SIGHUP."""
+def handover(config_path: str, text: str, label_texts: dict[str, str]) -> str:
+    """$SEMANTICAC_CHECKED_CONFIG: JSON {path, text, labels: {absolute path: text}}; label-set files too
+    long for the environment are left out (the new process reads them again)."""
+    given = json.dumps({"path": config_path, "text": text, "labels": label_texts})
+    if len(given) <= HANDOVER_MAX_CHARS:
+        return given
+    log.info("SIGHUP: the label-set files are too long to hand over: the new run reads them again")
+    return json.dumps({"path": config_path, "text": text, "labels": {}})
+
+
+def checked_handover(handed: str | None, config_path: str) -> tuple[str | None, dict[str, str]]:
+    """What a reload checked (`handed`: $SEMANTICAC_CHECKED_CONFIG, see handover) when it is this config's:
+    the config text (None: read the file) and the label-set files' texts. A file saved since the check is
+    said (the config here, a label set by edge.labels.labelset.label_files), and read at the next SIGHUP."""
     from edge.service.config import config_text
 
     try:
@@ -950,7 +963,11 @@ def checked_text(handed: str | None, config_path: str) -> str | None:
     except ValueError:
         given = None
     if not isinstance(given, dict) or given.get("path") != config_path or not isinstance(given.get("text"), str):
-        return None
+        return None, {}
+    labels = given.get("labels")
+    label_texts = (
+        {path: text for path, text in labels.items() if isinstance(text, str)} if isinstance(labels, dict) else {}
+    )
     try:
         changed = config_text(config_path) != given["text"]
     except SemanticACError:
@@ -961,7 +978,7 @@ def checked_text(handed: str | None, config_path: str) -> str | None:
             "(systemctl reload) again to check the new one",
             config_path,
         )
-    return given["text"]
+    return given["text"], label_texts
 
 
 @contextmanager
@@ -974,6 +991,7 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
     SIGUSR1 and SIGUSR2 are said in the log, by the same thread (not in the handler: a log line written
     there can meet the one the run is writing), and otherwise ignored."""
     from edge.labels.embeddings import Stopped
+    from edge.labels.labelset import label_files
     from edge.service.config import config_text
     from edge.service.config import state_dir as resolve_state_dir
     from edge.service.serve import CONFIG_ERRORS, checked, reload_problems
@@ -996,7 +1014,8 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
             hup.clear()
             try:
                 text = config_text(config_path)
-                config, _ = checked(config_path, overrides, text, stop)
+                with label_files() as label_texts:
+                    config, _ = checked(config_path, overrides, text, stop)
                 reload_problems(current, config, current_state, resolve_state_dir(config, state_option))
             except CONFIG_ERRORS as err:
                 log.error("SIGHUP: not reloaded, the config has an error: %s; the service goes on as it was", err)
@@ -1006,7 +1025,7 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
             if stop.is_set():  # asked to stop while it was checked: a stop, not a reload
                 return
             log.info("SIGHUP: %s checks out: the service starts again in place with it", config_path)
-            os.environ[CHECKED_CONFIG_ENV] = json.dumps({"path": config_path, "text": text})
+            os.environ[CHECKED_CONFIG_ENV] = handover(config_path, text, label_texts)
             reload.set()
             # the new run may embed a new label set before its loop pings the watchdog again
             notifier.reloading("reloading: starting again with the config", config.systemd.extend_timeout)

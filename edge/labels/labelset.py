@@ -40,7 +40,10 @@ import os
 import re
 import string
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -537,16 +540,61 @@ def parse_label_set(text: str, source: str = "<string>", depth: int = 0) -> Labe
         loader.dispose()
 
 
-def load_label_set(path: str | Path, shipped: bool = False, depth: int = 0) -> LabelSet:
-    path = Path(path)
+@dataclass
+class _LabelFiles:
+    given: Mapping[str, str]  # absolute path -> the text to read it as
+    read: dict[str, str] = field(default_factory=dict)  # absolute path -> the text read
+
+
+_label_files: ContextVar[_LabelFiles | None] = ContextVar("label_files", default=None)
+
+
+@contextmanager
+def label_files(given: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Within it (this thread only), every label-set file read (`extends:` included) is recorded in the
+    yielded {absolute path: text}: what a reload checked, handed to the process it becomes. A file
+    named in `given` is read as that text, not from disk: the start after a reload runs exactly the set
+    that was checked (a file saved since is said, and checked at the next reload)."""
+    outer = _label_files.get()
+    files = _LabelFiles(given or {}, outer.read if outer is not None else {})
+    token = _label_files.set(files)
+    try:
+        yield files.read
+    finally:
+        _label_files.reset(token)
+
+
+def _read_label_file(path: Path) -> str:
     try:
         data = path.read_bytes()
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise LabelSetError(f"cannot read label set {path}: {undecodable(err, data)}") from None
     except OSError as err:
         missing = looked_at(path) if isinstance(err, FileNotFoundError) else ""
         raise LabelSetError(f"cannot read label set {path}: {err}{missing}") from None
+
+
+def load_label_set(path: str | Path, shipped: bool = False, depth: int = 0) -> LabelSet:
+    path = Path(path)
+    files = _label_files.get()
+    key = os.path.abspath(path)
+    text = files.given.get(key) if files is not None else None
+    if text is None:
+        text = _read_label_file(path)
+    else:
+        try:
+            changed = _read_label_file(path) != text
+        except LabelSetError:
+            changed = True
+        if changed:
+            log.warning(
+                "label set %s changed after the reload checked it: the service starts with the set as checked; "
+                "send SIGHUP (systemctl reload) again to check the new one",
+                path,
+            )
+    if files is not None:
+        files.read[key] = text
     label_set = parse_label_set(text, source=str(path), depth=depth)
     return dataclasses.replace(label_set, shipped=True) if shipped else label_set
 

@@ -42,7 +42,7 @@ from edge.errors import (
 )
 from edge.events import Event
 from edge.features import Windowing
-from edge.labels.labelset import LabelSet, resolve_label_set
+from edge.labels.labelset import LabelSet, label_files, resolve_label_set
 from edge.listen import ListenOptions, ListenSummary
 from edge.outputs.clips import ClipRecorder, clip_history_seconds
 from edge.outputs.eventlog import EventLogSink
@@ -69,14 +69,16 @@ class Resolved:
     label_set: LabelSet  # with labels.thresholds applied
 
 
-def resolve(config: ServiceConfig) -> Resolved:
-    """The bundle and the label set of `config`, with its threshold overrides; no model is run."""
+def resolve(config: ServiceConfig, label_texts: Mapping[str, str] | None = None) -> Resolved:
+    """The bundle and the label set of `config`, with its threshold overrides; no model is run.
+    `label_texts`: the label-set files as a reload checked them ({absolute path: text}; labelset.label_files)."""
     try:
         bundle, origin = resolve_bundle_origin(config.options.bundle)
     except BundleError as err:
         raise ConfigError(f"model.bundle {config.options.bundle!r}: {err}", key="model.bundle") from None
     try:
-        label_set = resolve_label_set(config.options.labels)
+        with label_files(label_texts):
+            label_set = resolve_label_set(config.options.labels)
     except LabelSetError as err:
         raise ConfigError(f"labels.set {config.options.labels!r}: {err}", key="labels.set") from None
     listen_windowing(config, bundle)
@@ -533,24 +535,33 @@ def serve(
     stop: threading.Event | None = None,
     notifier: Notifier | None = None,
     backend: Backend | None = None,
+    label_texts: Mapping[str, str] | None = None,
 ) -> ListenSummary:
     """Run the listen pipeline with the config's outputs until the source ends or `stop` is set.
 
     `state_dir`: where the event log and clips go; `notifier`: default
     from the environment ($NOTIFY_SOCKET, $WATCHDOG_USEC); `backend`: an opened backend instead
-    of the one model.backend selects (tests). Raises before audio flows (see CONFIG_ERRORS).
+    of the one model.backend selects (tests); `label_texts`: the label-set files as a reload checked
+    them (resolve). Raises before audio flows (see CONFIG_ERRORS).
     """
     with hold_state_dir(state_dir):
-        return _serve(config, state_dir, stop or threading.Event(), notifier or Notifier.from_environ(), backend)
+        return _serve(
+            config, state_dir, stop or threading.Event(), notifier or Notifier.from_environ(), backend, label_texts
+        )
 
 
 def _serve(
-    config: ServiceConfig, state_dir: Path, stop: threading.Event, notifier: Notifier, backend: Backend | None
+    config: ServiceConfig,
+    state_dir: Path,
+    stop: threading.Event,
+    notifier: Notifier,
+    backend: Backend | None,
+    label_texts: Mapping[str, str] | None,
 ) -> ListenSummary:
     from edge.backends import select_backend
     from edge.listen import listen
 
-    resolved = resolve(config)
+    resolved = resolve(config, label_texts)
     options = config.options
     if not embeddings_ready(resolved.bundle, resolved.label_set):
         # the text tower embeds the set on the first start (EXTEND_TIMEOUT_USEC: start-up may take longer)

@@ -3,7 +3,8 @@ import csv
 import pytest
 
 from edge.errors import LabelSetError
-from edge.labels.labelset import DEFAULT_PROMPT, load_label_set, parse_label_set, resolve_label_set, shipped_label_sets
+from edge.labels.labelset import (
+    DEFAULT_PROMPT, label_files, load_label_set, parse_label_set, resolve_label_set, shipped_label_sets)
 
 GOOD = """\
 name: site
@@ -131,6 +132,29 @@ def test_sha_covers_names_and_prompts_only():
 def test_errors_name_the_line_and_fix(text, message):
     with pytest.raises(LabelSetError, match=message):
         parse_label_set(text)
+
+
+def test_a_reload_hands_over_the_label_files_it_checked_and_the_start_reads_those(tmp_path, caplog):
+    """A label set saved while a reload was checked (an edit, the reload, a second edit: the common way to add
+    a label) was read again by the process the reload became, and started unchecked (exit 78, not
+    restarted). The check records every file it read, `extends:` too; the start reads those texts."""
+    import logging
+    import os
+
+    base, site = tmp_path / "base.yaml", tmp_path / "site.yaml"
+    base.write_text("name: base\nlabels: [siren]\n")
+    site.write_text("name: site\nextends: base.yaml\nlabels: [speech]\n")
+    with label_files() as read:
+        checked = resolve_label_set(str(site))
+    assert set(read) == {os.path.abspath(site), os.path.abspath(base)}
+    assert read[os.path.abspath(site)] == site.read_text()
+    base.write_text("name: base\nlabels: [siren, {name: dog_bark, threshold: 2}]\n")  # saved after the check: wrong
+    with pytest.raises(LabelSetError, match="threshold"):
+        resolve_label_set(str(site))
+    with caplog.at_level(logging.WARNING, logger="edge.labels.labelset"), label_files(read) as again:
+        assert resolve_label_set(str(site)) == checked
+    assert f"label set {base} changed after the reload checked it" in caplog.text
+    assert f"label set {site} changed" not in caplog.text and again == read
 
 
 def test_a_set_extends_a_shipped_set_or_a_file_adding_labels_and_changing_its_own(tmp_path):

@@ -431,24 +431,30 @@ def test_the_state_folder_systemd_gives_wins(tmp_path):
 def test_a_reload_starts_from_the_config_it_checked_not_one_saved_since(tmp_path, caplog):
     """SIGHUP checked the file, then the process it became read it again: one saved in between (hop: 0)
     started unchecked and exited 78, which the unit does not restart. The checked text is handed over
-    ($SEMANTICAC_CHECKED_CONFIG) and used, a file changed since is said; another config's is ignored."""
-    from edge.cli import checked_text
+    ($SEMANTICAC_CHECKED_CONFIG) and used, a file changed since is said; another config's is ignored.
+    So are the label-set files the check read: a label set is what a site edits most."""
+    from edge.cli import checked_handover, handover
 
+    site = tmp_path / "site.yaml"
     good, bad = example_path().read_text(), example_path().read_text().replace("hop: 1.0", "hop: 0")
+    good = good.replace("set: urban", f"set: {site}")
+    good_site = "name: site\nextends: urban\nlabels:\n  - {name: siren, threshold: 0.8}\n"
     path = tmp_path / "service.yaml"
     path.write_text(bad)
-    handed = json.dumps({"path": str(path), "text": good})
+    site.write_text(good_site.replace("0.8", "8"))
+    handed = handover(str(path), good, {os.path.abspath(site): good_site})
     with caplog.at_level(logging.WARNING, logger="edge.cli"):
-        assert checked_text(handed, str(path)) == good
+        assert checked_handover(handed, str(path)) == (good, {os.path.abspath(site): good_site})
     assert "changed after the reload checked it: the service starts with the config as checked" in caplog.text
-    assert checked_text(handed, str(tmp_path / "other.yaml")) is None and checked_text(None, str(path)) is None
+    assert checked_handover(handed, str(tmp_path / "other.yaml")) == checked_handover(None, str(path)) == (None, {})
     clip = tmp_path / "clip.wav"
     sf.write(clip, np.zeros(16000, np.float32), 16000)
     env = {**os.environ, "SEMANTICAC_CHECKED_CONFIG": handed, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     run = subprocess.run([str(Path(sys.executable).with_name("semanticac-edge")), "serve", "--config", str(path),
                           "--set", f"audio.input={clip}", "--set", "audio.fast=true", "--set", "metrics.enabled=false",
                           "--state-dir", str(tmp_path / "state")], env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr  # the file's hop 0 would have been exit 78
+    assert run.returncode == 0, run.stderr  # the files' hop 0 and threshold 8 would each have been exit 78
+    assert f"label set {site} changed after the reload checked it" in run.stderr
 
 
 def test_a_reload_refuses_a_metrics_port_or_a_state_folder_that_another_program_holds(tmp_path):
