@@ -910,6 +910,7 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
     from edge.service.config import load_config
     from edge.service.config import state_dir as resolve_state_dir
     from edge.service.notify import Notifier
+    from edge.service.serve import CONFIG_ERRORS, tell_mqtt_of_config_error
     from edge.service.serve import serve as run_service
 
     # a SIGHUP outside its handler (loading the config; after the run, across the exec: reload_on_sighup
@@ -922,13 +923,17 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
         with suppress(RuntimeError, ValueError, OSError):  # library) leaves its traceback in the journal;
             faulthandler.enable()  # with stderr closed (2>&-) there is nowhere to write it, and the service runs
     text, label_texts = checked_handover(reloaded, config_path)
-    config = load_config(config_path, overrides, text)
-    apply_log_level(config.service.log_level)
-    folder = resolve_state_dir(config, state_dir)
-    notifier = Notifier.from_environ()
-    running = (config, folder, state_dir)
-    with stop_on_signals() as stop, reload_on_sighup(config_path, overrides, stop, notifier, running) as reload:
-        summary = run_service(config, folder, stop=stop, notifier=notifier, label_texts=label_texts)
+    try:
+        config = load_config(config_path, overrides, text)
+        apply_log_level(config.service.log_level)
+        folder = resolve_state_dir(config, state_dir)
+        notifier = Notifier.from_environ()
+        running = (config, folder, state_dir)
+        with stop_on_signals() as stop, reload_on_sighup(config_path, overrides, stop, notifier, running) as reload:
+            summary = run_service(config, folder, stop=stop, notifier=notifier, label_texts=label_texts)
+    except CONFIG_ERRORS as err:  # exit 78 (service_errors), which systemd does not restart
+        tell_mqtt_of_config_error(config_path, overrides, text, err)
+        raise
     if reload.is_set() and not stop.signalled:  # a stop asked for meanwhile wins
         start_again_in_place()
     if reload.is_set():  # systemd was told RELOADING=1: now it is a stop

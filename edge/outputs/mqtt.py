@@ -18,7 +18,8 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
                       or dropped windows, another client taking over this one's client id (each
                       until PROBLEM_HOLD_SECONDS pass without another), an
                       event log or clips that cannot be written (until they can), a failure that stops the
-                      service (sent as it stops); OFF once a start hears its first window (a
+                      service (sent as it stops), a config a start refuses (`config_error`, exit 78; from a
+                      connection of its own: publish_problem); OFF once a start hears its first window (a
                       service that fails again at each restart keeps saying why). Its sensor has
                       its own availability: it stays readable while the service is offline
     level             the window's level in dBFS (one decimal; `None`: digital silence), at most
@@ -284,7 +285,64 @@ def credentials(config: MqttConfig) -> tuple[str | None, ssl.SSLContext | None]:
     return config.password(), tls_context(config.tls) if config.tls is not None else None
 
 
+def new_client(config: MqttConfig) -> tuple[mqtt.Client, ssl.SSLContext | None]:
+    """A paho client for `config` (its client id, user and password, TLS) and its TLS context;
+    ConfigError naming the key whose file cannot be used."""
+    password, context = credentials(config)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=config.client_id or "", clean_session=True, protocol=mqtt.MQTTv311
+    )
+    if config.username:
+        client.username_pw_set(config.username, password)
+    if context is not None:
+        client.tls_set_context(context)
+        client.tls_insecure_set(bool(config.tls and config.tls.insecure))
+    return client, context
+
+
+def problem_payload(problems: Sequence[dict[str, str]]) -> str:
+    """The retained `problem` message: ON while it lists one, each {code, message, utc}."""
+    return json.dumps({"state": ON if problems else OFF, "problems": list(problems)}, allow_nan=False)
+
+
 PROBE_SECONDS = 3.0  # a connection tried to say why the broker cannot be reached
+
+
+def publish_problem(config: MqttConfig, problem: dict[str, str], seconds: float = PROBE_SECONDS) -> bool:
+    """Put `problem` ({code, message, utc}) on the retained `problem` topic from a connection of its own:
+    a start that fails before the service's MQTT output runs (a config error: exit 78, which systemd does
+    not restart) still tells Home Assistant's Problem sensor why, readable while the device is offline.
+    False, said in the log, when the broker cannot be reached or does not take it within `seconds`."""
+    where = f"{config.host}:{config.port}"
+    try:
+        client, context = new_client(config)
+        client.connect_timeout = seconds
+        client.connect(config.host, config.port, keepalive=config.keepalive)
+    except (ConfigError, OSError, ValueError) as err:
+        reason = "" if isinstance(err, ConfigError) else unreachable_reason(config.host, config.port, context, seconds)
+        log.warning("mqtt: cannot tell the broker at %s of the problem: %s", where, reason or err)
+        return False
+    client.loop_start()
+    try:
+        sent = client.publish(f"{config.base_topic}/problem", problem_payload([problem]), qos=1, retain=True)
+        deadline = time.monotonic() + seconds
+        while not sent.is_published() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        connected = client.is_connected()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if not sent.is_published():
+        reason = "" if connected else unreachable_reason(config.host, config.port, context, seconds)
+        log.warning(
+            "mqtt: the broker at %s did not take the problem within %g s: %s",
+            where,
+            seconds,
+            reason or "it refused this client (mqtt.username, its password) or did not answer",
+        )
+        return False
+    log.info("mqtt: the problem is on %s/problem (Home Assistant's Problem sensor)", config.base_topic)
+    return True
 
 
 def unreachable_reason(host: str, port: int, context: ssl.SSLContext | None, seconds: float = PROBE_SECONDS) -> str:
@@ -509,8 +567,7 @@ class MqttSink(Sink):
         )
 
     def _problem_payload(self) -> str:
-        problems = [problem for problem, _ in self._problems.values()]
-        return json.dumps({"state": ON if problems else OFF, "problems": problems}, allow_nan=False)
+        return problem_payload([problem for problem, _ in self._problems.values()])
 
     def _enqueue(self, message: _Message) -> None:
         with self._cond:
@@ -546,18 +603,10 @@ class MqttSink(Sink):
         if self._client is not None:
             return
         cfg = self.config
-        password, context = credentials(cfg)
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=cfg.client_id or "", clean_session=True, protocol=mqtt.MQTTv311
-        )
+        client, context = new_client(cfg)
         client.on_log = self._on_log
         client.suppress_exceptions = True  # a failing callback is logged; it must not end paho's thread
-        if cfg.username:
-            client.username_pw_set(cfg.username, password)
         self._context = context  # what unreachable_reason tries the handshake with
-        if context is not None:
-            client.tls_set_context(context)
-            client.tls_insecure_set(bool(cfg.tls and cfg.tls.insecure))
         client.will_set(self.topic("availability"), OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(cfg.reconnect_min_delay, cfg.reconnect_max_delay)
         # paho's own store of unacknowledged messages: bounded too (+ room for the connection's own)

@@ -175,6 +175,25 @@ def checked(
     return config, found
 
 
+def tell_mqtt_of_config_error(config_path: str, overrides: Sequence[str], text: str | None, error: Exception) -> None:
+    """A start that fails on its config (exit 78: systemd does not restart it) says why on MQTT's retained
+    `problem` (code config_error) when the config's mqtt section, read alone, is enabled and sound; the
+    service's own MQTT output never started, so Home Assistant had shown the device offline, no reason."""
+    from edge.outputs.mqtt import MqttConfig, publish_problem
+    from edge.outputs.sinks import utc_text
+    from edge.service.config import apply_overrides, read_config_file
+    from edge.service.sections import parse_section
+
+    try:
+        raw = apply_overrides(read_config_file(config_path, text), overrides)
+        mqtt = parse_section(MqttConfig, raw.get("mqtt") if isinstance(raw, Mapping) else None, "mqtt")
+    except CONFIG_ERRORS:
+        return
+    if mqtt.enabled:
+        problem = {"code": "config_error", "message": str(error), "utc": utc_text(datetime.now(timezone.utc))}
+        publish_problem(mqtt, problem)
+
+
 def reload_problems(running: ServiceConfig, new: ServiceConfig, running_state: Path, new_state: Path) -> None:
     """ConfigError for what a reload's start would refuse that `checked` cannot see while this run
     holds its own: a metrics address another program has taken, a state folder another serve holds

@@ -107,6 +107,36 @@ def test_a_failure_at_start_is_the_problem_sensors_last_word(broker, subscribers
     assert "street.wav holds NaN" in problem["problems"][0]["message"]
 
 
+def test_a_config_error_at_start_reaches_the_problem_sensor(broker, subscribers, eager_labels, cache, tmp_path):
+    """A config the start refuses (exit 78, which systemd does not restart: a label set saved with a
+    mistake, a bundle an upgrade replaced) left Home Assistant with an offline device and no reason. The
+    start now says it on the retained `problem` when the config's own mqtt section is sound."""
+    node = "conf" + uuid.uuid4().hex[:8]
+    base = f"semanticac/{node}"
+    command, env = service(tmp_path, cache, eager_labels, broker.port, node, seconds=1.0, fast=True)
+    eager_labels.write_text(eager_labels.read_text().replace("guitar]", "{name: guitar, threshold: 8}]"))
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 78, run.stderr[-2000:]
+    late = subscribers(broker.port, [f"{base}/#"])
+    late.sync()
+    retained = {m.topic: m.payload for m in late.messages if m.retain}
+    assert set(retained) == {f"{base}/problem"}, retained  # no availability, discovery or states: no run
+    problem = json.loads(retained[f"{base}/problem"])
+    assert problem["state"] == "ON" and [p["code"] for p in problem["problems"]] == ["config_error"], problem
+    assert "threshold: 8 is not a score" in problem["problems"][0]["message"] in run.stderr
+    # an mqtt section that is itself wrong says nothing there (the journal has the error)
+    other = "conf" + uuid.uuid4().hex[:8]
+    path = Path(command[-1])
+    config = yaml.safe_load(path.read_text())
+    config["mqtt"].update(node_id=other, qos=5)
+    path.write_text(yaml.safe_dump(config))
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 78 and "mqtt.qos" in run.stderr, run.stderr[-2000:]
+    late = subscribers(broker.port, [f"semanticac/{other}/#"])
+    late.sync()
+    assert not late.topics(f"semanticac/{other}/problem")
+
+
 def test_serve_killed_leaves_offline_by_its_last_will(broker, subscribers, eager_labels, cache, tmp_path):
     node = "kill" + uuid.uuid4().hex[:8]
     base = f"semanticac/{node}"
