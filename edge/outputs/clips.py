@@ -10,9 +10,13 @@ A sample's index is its stream time times the model rate, counted from the strea
 sample exactly as the listen pipeline counts it, so an event's times name its samples.
 An event longer than `max_seconds` gets a clip of its first `max_seconds` (plus the rolls),
 written as soon as that much has arrived. Note that an event's onset is the END time of the
-first window that scored above the threshold: the sound may have begun up to one window
-before it, so the pre_roll is the window length unless the config gives one (2 s, the default
-until 2026-12-06, left most clips without their sound's first second or two).
+first window whose SMOOTHED score reached the threshold: the sound may have begun up to a window
+before the first window that heard it, and the smoothing (the mean of `smooth` windows) reaches
+the threshold up to smooth - 1 hops after that one; so the pre_roll is window + (smooth - 1) x hop
+unless the config gives one (serve.onset_reach; 2 s, the default until 2026-12-06, left most clips
+without their sound's first second or two, and the window alone, the default until 2026-12-07,
+clips with a hop of 2 s and smooth 5 two seconds). A window the student does not agree with
+counts as 0 in the smoothing and can put an onset later still.
 
 Files: `<dir>/<onset as YYYYmmddTHHMMSSZ>_<event_id>_<label>.flac` (16-bit, the model rate),
 written atomically by a worker thread (a bounded queue: the audio path never waits on the
@@ -80,7 +84,7 @@ class ClipsConfig:
 
     enabled: bool = False
     dir: str | None = None  # None: <state_dir>/clips
-    pre_roll: float | None = None  # seconds before the onset; None: the listen window's length
+    pre_roll: float | None = None  # seconds before the onset; None: window + (smooth - 1) x hop
     post_roll: float = 2.0  # seconds after the end
     max_megabytes: float = 1024.0  # disk budget of the folder: the oldest clips go first
     min_free_megabytes: float = 100.0  # the oldest clips go while their disk has less free
@@ -90,7 +94,7 @@ class ClipsConfig:
     def __post_init__(self) -> None:
         if self.dir is not None and not self.dir.strip():
             raise invalid("dir", self.dir, "a folder path, or leave it out for <state directory>/clips")
-        for name in ("post_roll",) if self.pre_roll is None else ("pre_roll", "post_roll"):  # None: the window
+        for name in ("post_roll",) if self.pre_roll is None else ("pre_roll", "post_roll"):  # None: the reach
             value = getattr(self, name)
             if not (math.isfinite(value) and 0 <= value <= 60):
                 raise invalid(name, value, "a number of seconds from 0 to 60 (e.g. 2)")
@@ -118,15 +122,16 @@ def clip_label(label: str) -> str:
     return safe or "event"
 
 
-def pre_roll_warning(config: ClipsConfig, window_seconds: float) -> str | None:
-    """What the recorder's start (and check-config) says of a clips.pre_roll shorter than the listen
-    window (2.0, the default before 2026-12-06, kept in a config written then); None otherwise."""
-    if config.pre_roll is None or config.pre_roll >= window_seconds:
+def pre_roll_warning(config: ClipsConfig, reach: float) -> str | None:
+    """What the recorder's start (and check-config) says of a clips.pre_roll shorter than `reach`, how
+    long an onset may come after its sound begins (serve.onset_reach: 2.0, the default before 2026-12-06,
+    kept in a config written then; the window's length, the default until 2026-12-07); None otherwise."""
+    if config.pre_roll is None or config.pre_roll >= reach - 1e-9:
         return None
     return (
-        f"clips.pre_roll {config.pre_roll:g} s is shorter than the listen window ({window_seconds:g} s): an "
-        "event's onset comes up to a window after its sound begins, so its clip may miss that beginning; "
-        "leave pre_roll out (null: the window's length)"
+        f"clips.pre_roll {config.pre_roll:g} s is shorter than the {reach:g} s an event's onset may come after "
+        "its sound begins (the listen window, then listen.smooth - 1 hops of smoothing), so its clip may miss "
+        f"that beginning; leave pre_roll out (null: {reach:g} s)"
     )
 
 
@@ -195,11 +200,11 @@ class _Pending:
 MAX_HISTORY_SECONDS = 7200.0  # of audio the recorder keeps: 460 MB at 16 kHz
 
 
-def clip_history_seconds(config: ClipsConfig, window_seconds: float, lag_seconds: float) -> float:
-    """The audio the recorder keeps: pre_roll + max_seconds + post_roll, and the lag of an event's
-    start behind its onset; a ConfigError beyond MAX_HISTORY_SECONDS (a listen.min_duration of a
-    million seconds asked for 60 GB, and the start failed, over and over under systemd)."""
-    pre_roll = window_seconds if config.pre_roll is None else config.pre_roll
+def clip_history_seconds(config: ClipsConfig, reach: float, lag_seconds: float) -> float:
+    """The audio the recorder keeps: pre_roll (none given: `reach`) + max_seconds + post_roll, and the lag
+    of an event's start behind its onset; a ConfigError beyond MAX_HISTORY_SECONDS (a listen.min_duration
+    of a million seconds asked for 60 GB, and the start failed, over and over under systemd)."""
+    pre_roll = reach if config.pre_roll is None else config.pre_roll
     seconds = pre_roll + config.max_seconds + config.post_roll + lag_seconds
     if seconds > MAX_HISTORY_SECONDS:
         raise ConfigError(
@@ -233,13 +238,13 @@ class ClipRecorder(Sink):
         *,
         origin: datetime | None = None,
         trust_clock: bool = False,
-        window_seconds: float = 0.0,
+        reach: float = 0.0,
         lag_seconds: float = 0.0,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         self.config = config
-        # an onset is the end of the first window above threshold: the sound may begin a window before it
-        self.pre_roll = window_seconds if config.pre_roll is None else config.pre_roll
+        # `reach`: how long an onset may come after its sound begins (serve.onset_reach), the default pre_roll
+        self.pre_roll = reach if config.pre_roll is None else config.pre_roll
         self.dir = config.resolve_dir(state_dir)
         self.sample_rate = sample_rate
         self.trust_clock = trust_clock
@@ -256,7 +261,7 @@ class ClipRecorder(Sink):
         self._slice = max(1, sample_rate)  # audio is appended a second at most at a time (see _audio)
         # a start reaches the recorder `lag_seconds` after its onset (the smoothing and min_duration): by
         # then the history must still hold onset - pre_roll
-        seconds = clip_history_seconds(config, window_seconds, lag_seconds)
+        seconds = clip_history_seconds(config, reach, lag_seconds)
         self._history = _History(math.ceil(seconds * sample_rate) + self._slice)
         self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(maxsize=QUEUE_CLIPS)
         self._worker: threading.Thread | None = None
@@ -270,7 +275,7 @@ class ClipRecorder(Sink):
             )
         for stale in self.dir.glob(".*.tmp.flac"):  # a clip being written when the process died
             stale.unlink(missing_ok=True)
-        for warning in (pre_roll_warning(config, window_seconds), room_warning(config, self.dir)):
+        for warning in (pre_roll_warning(config, reach), room_warning(config, self.dir)):
             if warning is not None:
                 log.warning("%s", warning)
         self._worker = threading.Thread(target=self._work, name="clip writer", daemon=True)

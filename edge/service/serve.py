@@ -134,11 +134,12 @@ def disk_notes(config: ServiceConfig, environ: Mapping[str, str] | None = None) 
 
 
 def clip_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str]]:
-    """check-config: a warning for a clips.pre_roll shorter than the listen window, as the recorder's start says."""
+    """check-config: a warning for a clips.pre_roll shorter than onset_reach, as the recorder's start says."""
     from edge.outputs.clips import pre_roll_warning
 
     clips = config.enabled_outputs().get("clips")
-    short = None if clips is None else pre_roll_warning(clips, config.options.windowing(resolved.bundle).window_seconds)
+    reach = onset_reach(config.options, config.options.windowing(resolved.bundle))
+    short = None if clips is None else pre_roll_warning(clips, reach)
     return [] if short is None else [("warning", short)]
 
 
@@ -211,6 +212,13 @@ def reload_problems(running: ServiceConfig, new: ServiceConfig, running_state: P
             pass  # a folder that cannot be made: the outputs that need it say why at the start
 
 
+def onset_reach(options: ListenOptions, windowing: Windowing) -> float:
+    """How long an event's onset may come after its sound begins, the default clips.pre_roll: the sound
+    may begin up to a window before the first window that hears it ends, and the mean of `smooth` windows
+    reaches the threshold up to smooth - 1 hops after that one (held windows, which count as 0, not counted)."""
+    return windowing.window_seconds + (options.smooth - 1) * windowing.hop_seconds
+
+
 def start_lag(options: ListenOptions, windowing: Windowing) -> float:
     """How long after its onset an event's start may come: once the smoothed score has held
     min_duration, and a few windows more (what the clip recorder's history must cover)."""
@@ -234,7 +242,7 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet, bundle: Bundle | N
         _placed("clips.dir", clips.dir, "cannot hold clips", "clips.enabled", folder=True)
     if clips is not None and bundle is not None:  # as the recorder's start checks it
         windowing = config.options.windowing(bundle)
-        clip_history_seconds(clips, windowing.window_seconds, start_lag(config.options, windowing))
+        clip_history_seconds(clips, onset_reach(config.options, windowing), start_lag(config.options, windowing))
     if event_log is not None and event_log.path:
         _placed("event_log.path", event_log.path, "cannot be used as the event log", "event_log.enabled", folder=False)
         from edge.outputs.eventlog import refuse_foreign
@@ -650,7 +658,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                 state_dir,
                 resolved.bundle.meta.frontend.sample_rate,
                 trust_clock=config.service.trust_clock,
-                window_seconds=windowing.window_seconds,
+                reach=onset_reach(options, windowing),
                 lag_seconds=start_lag(options, windowing),
             )
             sinks.append(recorder)

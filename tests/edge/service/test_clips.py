@@ -393,23 +393,30 @@ def test_an_event_open_past_many_others_ends_with_its_own_clip_name(tmp_path, mo
     assert clips.skipped == 0 and clips.written == 5
 
 
-def test_a_pre_roll_shorter_than_the_window_is_warned_of_at_the_start_and_by_check_config(tmp_path, caplog):
+def test_a_pre_roll_shorter_than_the_onset_s_reach_is_warned_of_at_the_start_and_by_check_config(tmp_path, caplog):
     """A config written before 2026-12-06 spells out `pre_roll: 2.0`, the old default, and
-    install-service keeps it: with 5 s windows its clips miss their sound's beginning. Said, not
-    refused (a site may want short clips); a pre_roll of a window or more, or none, is not."""
+    install-service keeps it: with 5 s windows its clips miss their sound's beginning. So did the
+    window's length (the default until 2026-12-07) with a hop of 2 s and smooth 5: the smoothed score
+    reaches the threshold up to smooth - 1 hops after the first window that heard the sound (an
+    audit's siren at 20 s: its clip began at 22 s). Said, not refused (a site may want short
+    clips); a pre_roll of the reach or more, or none (the reach), is not."""
     from edge.service.serve import checked, clip_notes
 
     with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
-        ClipRecorder(ClipsConfig(enabled=True, pre_roll=2.0), tmp_path, RATE, window_seconds=5.0).close()
-        ClipRecorder(ClipsConfig(enabled=True, pre_roll=5.0), tmp_path, RATE, window_seconds=5.0).close()
-        ClipRecorder(ClipsConfig(enabled=True), tmp_path, RATE, window_seconds=5.0).close()
+        ClipRecorder(ClipsConfig(enabled=True, pre_roll=2.0), tmp_path, RATE, reach=7.0).close()
+        ClipRecorder(ClipsConfig(enabled=True, pre_roll=7.0), tmp_path, RATE, reach=7.0).close()
+        ClipRecorder(ClipsConfig(enabled=True), tmp_path, RATE, reach=7.0).close()
     said = [r.getMessage() for r in caplog.records if "pre_roll" in r.getMessage()]
-    assert said == ["clips.pre_roll 2 s is shorter than the listen window (5 s): an event's onset comes up to a "
-                    "window after its sound begins, so its clip may miss that beginning; leave pre_roll out "
-                    "(null: the window's length)"]
+    assert said == ["clips.pre_roll 2 s is shorter than the 7 s an event's onset may come after its sound begins "
+                    "(the listen window, then listen.smooth - 1 hops of smoothing), so its clip may miss that "
+                    "beginning; leave pre_roll out (null: 7 s)"]
     on = ["clips.enabled=true", f"clips.dir={tmp_path / 'clips'}"]
     assert clip_notes(*checked(str(example_path()), [*on, "clips.pre_roll=2.0"])) == [("warning", said[0])]
     assert clip_notes(*checked(str(example_path()), on)) == []
+    # the demo bundle's 5 s window, hop 2 and smooth 5: 13 s; the window alone is short of it
+    slow = [*on, "listen.hop=2", "listen.smooth=5"]
+    assert "shorter than the 13 s" in clip_notes(*checked(str(example_path()), [*slow, "clips.pre_roll=5"]))[0][1]
+    assert clip_notes(*checked(str(example_path()), [*slow, "clips.pre_roll=13"])) == []
 
 
 @pytest.mark.parametrize("lag", [0.0, 8.0])
@@ -417,10 +424,11 @@ def test_a_start_that_comes_late_still_gets_its_onset_and_a_window_before_it(tmp
     """An onset is the end of the first window above threshold, and its start comes once the smoothed
     score has held min_duration: with a 2 s pre_roll (the old default) most clips began after their
     sound, and with min_duration 8 s the history (pre + max + post) had lost the onset: a clip of its
-    last 2 s. The pre_roll is now the window, and the history holds the start's lag too."""
+    last 2 s. The pre_roll is now the onset's reach (the window and the smoothing), and the history holds
+    the start's lag too."""
     clips = ClipRecorder(ClipsConfig(enabled=True, post_roll=0.5, max_seconds=3.0), tmp_path, RATE,
-                         window_seconds=2.0, lag_seconds=lag)
-    assert clips.pre_roll == 2.0  # none given: the window
+                         reach=2.0, lag_seconds=lag)
+    assert clips.pre_roll == 2.0  # none given: the reach
     feed = Feed(clips, tmp_path)
     feed.until(5.0 + 8.0)  # the start of an event at 5 s comes 8 s late
     name = feed.event("start", 5.0, 1)
