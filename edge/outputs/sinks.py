@@ -356,7 +356,7 @@ class LiveView(Sink):
 
     BAR_WIDTH = 20
     LABEL_WIDTH = 24  # the label column's least width; longer labels widen it as far as the terminal allows
-    ROW_REST = 2 + 1 + BAR_WIDTH + 1 + 5 + 9  # a row beside its label: indent, bar, score, "  >= 0.79"
+    ROW_REST = 2 + 1 + BAR_WIDTH + 1 + 5 + 10  # a row beside its label: indent, bar, score, "  >= 0.790"
 
     def __init__(
         self,
@@ -416,7 +416,8 @@ class LiveView(Sink):
         column = max(self.LABEL_WIDTH, min(longest, width - self.ROW_REST))
         for label, score in shown:
             threshold = self.thresholds.get(label)
-            mark = "" if threshold is None else f"  {'>=' if score >= threshold else '< '} {threshold:.2f}"
+            # to the score's own precision: at two places a score of 0.852 showed as "< 0.85" (the threshold 0.854)
+            mark = "" if threshold is None else f"  {'>=' if score >= threshold else '< '} {threshold:.3f}"
             lines.append(f"  {padded(label, column, self.cut_mark)} {self._bar(score)} {score:.3f}{mark}")
         if len(last.top) > self.max_rows:
             lines.append(f"  ... and {len(last.top) - self.max_rows} more")

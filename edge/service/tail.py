@@ -183,7 +183,7 @@ def _hello(hello: dict, out: TextIO | None, top_k: int | None, base: str) -> Sin
     if live:
         return LiveView(stream, origin, max_rows=top_k or 10, thresholds=thresholds)
     sink = PlainLines(stream, origin)
-    shown = ", ".join(f"{label} {thresholds[label]:.2f}" for label in hello.get("labels", []) if label in thresholds)
+    shown = ", ".join(f"{label} {thresholds[label]:.3f}" for label in hello.get("labels", []) if label in thresholds)
     sink.status(Status(0.0, "info", f"tail {base}: thresholds {shown or '(none given)'}"))
     return sink
 

@@ -277,26 +277,27 @@ def test_live_view_shows_long_labels_whole_as_far_as_the_terminal_allows(monkeyp
         stream = io.StringIO()
         LiveView(stream, ORIGIN, thresholds={long: 0.5}).window(WindowResult(1.0, top, 5.0, 0))
         rows = [line for line in stream.getvalue().splitlines() if line.startswith("  ")]
-        assert (long in rows[0]) == whole and rows[0].endswith(">= 0.50") == whole
+        assert (long in rows[0]) == whole and rows[0].endswith(">= 0.500") == whole
         assert rows[0].index("#") == rows[1].index("#")  # ASCII bars (a StringIO has no encoding)
         assert all(len(row) <= columns - 1 for row in rows)
         if not whole:
             assert "a baby crying in the" in rows[0] and "~ #" in rows[0]
-    # a terminal just wide enough for the label: its threshold shows whole (one column short cut "0.50" to "0.5")
+    # a terminal just wide enough for the label: its threshold shows whole (one column short cut "0.500" to "0.50")
     columns = len(long) + LiveView.ROW_REST + 1
     monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(80, 24): os.terminal_size((columns, 24)))
     stream = io.StringIO()
     LiveView(stream, ORIGIN, thresholds={long: 0.5}).window(WindowResult(1.0, top, 5.0, 0))
     row = next(line for line in stream.getvalue().splitlines() if line.startswith("  a baby"))
-    assert long in row and row.endswith(">= 0.50")
+    assert long in row and row.endswith(">= 0.500")
 
 
 def test_live_view_shows_each_labels_threshold_and_which_side_the_score_is():
     stream = io.StringIO()
-    view = LiveView(stream, ORIGIN, thresholds={"dog_bark": 0.5, "siren": 0.3})
+    view = LiveView(stream, ORIGIN, thresholds={"dog_bark": 0.8124, "siren": 0.3})
     view.window(RECORDS[1])  # dog_bark 0.812, siren 0.1, car_horn 0.05 (no threshold given)
     rows = {line.split()[0]: line for line in stream.getvalue().splitlines() if line.startswith("  ")}
-    assert rows["dog_bark"].endswith(">= 0.50") and rows["siren"].endswith("<  0.30")
+    # to the score's precision: at two places 0.812 showed as "< 0.81", its threshold 0.8124
+    assert rows["dog_bark"].endswith("0.812  <  0.812") and rows["siren"].endswith("<  0.300")
     assert rows["car_horn"].endswith("0.050")
 
 

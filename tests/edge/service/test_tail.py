@@ -51,7 +51,7 @@ def test_once_prints_the_thresholds_and_the_latest_window(sink):
     out = io.StringIO()
     assert tail(sink.url, out, once=True) == 0
     text = out.getvalue()
-    assert "thresholds siren 0.50, dog_bark 0.30, car_horn 0.40" in text.splitlines()[0]
+    assert "thresholds siren 0.500, dog_bark 0.300, car_horn 0.400" in text.splitlines()[0]
     assert "window  siren 0.700, dog_bark 0.200, car_horn 0.050  latency 12.0 ms  dropped 1  level -20.0 dBFS" in text
 
 
