@@ -6,6 +6,7 @@ and a non-zero exit here, at the boundary; nothing below prints.
 
 from __future__ import annotations
 
+import base64
 import errno
 import faulthandler
 import functools
@@ -17,6 +18,7 @@ import shlex
 import signal
 import sys
 import threading
+import zlib
 from contextlib import contextmanager, suppress
 
 import click
@@ -930,7 +932,9 @@ def serve(config_path: str, overrides: tuple[str, ...], state_dir: str | None) -
         notifier = Notifier.from_environ()
         running = (config, folder, state_dir)
         with stop_on_signals() as stop, reload_on_sighup(config_path, overrides, stop, notifier, running) as reload:
-            summary = run_service(config, folder, stop=stop, notifier=notifier, label_texts=label_texts)
+            summary = run_service(
+                config, folder, stop=stop, notifier=notifier, label_texts=label_texts, keep_lock=reload
+            )
     except CONFIG_ERRORS as err:  # exit 78 (service_errors), which systemd does not restart
         tell_mqtt_of_config_error(config_path, overrides, text, err)
         raise
@@ -948,12 +952,21 @@ HANDOVER_MAX_CHARS = 100_000  # under Linux's 128 KiB for one environment string
 
 
 def handover(config_path: str, text: str, label_texts: dict[str, str]) -> str:
-    """$SEMANTICAC_CHECKED_CONFIG: JSON {path, text, labels: {absolute path: text}}; label-set files too
-    long for the environment are left out (the new process reads them again)."""
+    """$SEMANTICAC_CHECKED_CONFIG: JSON {path, text, labels: {absolute path: text}}, compressed (`z:` +
+    base64 of zlib) where it is too long for the environment as it is; label-set files too long even
+    then are left out, and said (the new process reads them again, unchecked)."""
     given = json.dumps({"path": config_path, "text": text, "labels": label_texts})
     if len(given) <= HANDOVER_MAX_CHARS:
         return given
-    log.info("SIGHUP: the label-set files are too long to hand over: the new run reads them again")
+    packed = "z:" + base64.b64encode(zlib.compress(given.encode(), 9)).decode()
+    if len(packed) <= HANDOVER_MAX_CHARS:
+        return packed
+    log.warning(
+        "SIGHUP: the label-set files are too long to hand over (%d characters compressed, at most %d): the new "
+        "run reads them again, so do not save them until it is ready",
+        len(packed),
+        HANDOVER_MAX_CHARS,
+    )
     return json.dumps({"path": config_path, "text": text, "labels": {}})
 
 
@@ -963,9 +976,11 @@ def checked_handover(handed: str | None, config_path: str) -> tuple[str | None, 
     said (the config here, a label set by edge.labels.labelset.label_files), and read at the next SIGHUP."""
     from edge.service.config import config_text
 
+    if not handed:
+        return None, {}
     try:
-        given = json.loads(handed) if handed else None
-    except ValueError:
+        given = json.loads(zlib.decompress(base64.b64decode(handed[2:])) if handed.startswith("z:") else handed)
+    except (ValueError, zlib.error):  # binascii.Error is a ValueError
         given = None
     if not isinstance(given, dict) or given.get("path") != config_path or not isinstance(given.get("text"), str):
         return None, {}
@@ -1023,7 +1038,9 @@ def reload_on_sighup(config_path: str, overrides: tuple[str, ...], stop: threadi
                     config, _ = checked(config_path, overrides, text, stop)
                 reload_problems(current, config, current_state, resolve_state_dir(config, state_option))
             except CONFIG_ERRORS as err:
-                log.error("SIGHUP: not reloaded, the config has an error: %s; the service goes on as it was", err)
+                # the error names its key or file: the config's, or its label set's (`the config has an error`
+                # had sent a person to the config for a label-set file saved half-written)
+                log.error("SIGHUP: not reloaded: %s; the service goes on as it was", err)
                 continue
             except Stopped:  # asked to stop while a new label set was being embedded
                 return

@@ -475,6 +475,23 @@ def describe(config: ServiceConfig, resolved: Resolved, backend: Backend) -> str
 
 LOCK_NAME = "serve.lock"
 LOCK_CHECK_SECONDS = 10.0  # how often a running service checks that its lock file is still the one it holds
+LOCK_FD_ENV = "SEMANTICAC_STATE_LOCK_FD"  # a reload's lock, kept open across the exec for the run it becomes
+
+
+def _inherited_lock(folder: Path) -> int | None:
+    """The lock fd a reload kept open across the exec ($SEMANTICAC_STATE_LOCK_FD), when it holds this
+    folder's lock file: the new run goes on holding it (taken again, the folder had been free between
+    the two runs, and a serve started then took it: the reloaded service then exited 78)."""
+    given = os.environ.pop(LOCK_FD_ENV, "")
+    if not given.isdigit():
+        return None
+    fd = int(given)
+    if _lock_is_ours(folder, fd):
+        os.set_inheritable(fd, False)
+        return fd
+    with contextlib.suppress(OSError):  # another folder's (the config moved it), or no fd at all
+        os.close(fd)
+    return None
 
 
 def _take_lock(folder: Path) -> int:
@@ -511,14 +528,17 @@ def _lock_is_ours(folder: Path, fd: int) -> bool:
 
 
 @contextlib.contextmanager
-def hold_state_dir(folder: Path) -> Iterator[None]:
+def hold_state_dir(folder: Path, reloading: threading.Event | None = None) -> Iterator[None]:
     """One service per state folder: an exclusive lock on <folder>/serve.lock (with our pid), held
     while the service runs and let go by the kernel however it ends. ConfigError when another
     process holds it. A folder that cannot be written is left to the outputs that need it. A lock
     file deleted or replaced while the service runs (the folder emptied by hand) is taken again
-    within LOCK_CHECK_SECONDS, as a second serve would otherwise start on the same folder."""
+    within LOCK_CHECK_SECONDS, as a second serve would otherwise start on the same folder.
+    `reloading` set at the end (a reload that starts again in place): the lock stays held, its fd open
+    across the exec and named in $SEMANTICAC_STATE_LOCK_FD for the new run to go on with."""
     try:
-        fd = _take_lock(folder)
+        fd = _inherited_lock(folder)
+        fd = _take_lock(folder) if fd is None else fd
     except OSError as err:
         log.debug("state folder %s not locked: %s", folder, err)
         yield
@@ -552,7 +572,11 @@ def hold_state_dir(folder: Path) -> Iterator[None]:
     finally:
         done.set()
         keeper.join(5)
-        os.close(held[0])  # the lock goes with it
+        if reloading is not None and reloading.is_set():
+            os.set_inheritable(held[0], True)
+            os.environ[LOCK_FD_ENV] = str(held[0])
+        else:
+            os.close(held[0])  # the lock goes with it
 
 
 def serve(
@@ -563,15 +587,17 @@ def serve(
     notifier: Notifier | None = None,
     backend: Backend | None = None,
     label_texts: Mapping[str, str] | None = None,
+    keep_lock: threading.Event | None = None,
 ) -> ListenSummary:
     """Run the listen pipeline with the config's outputs until the source ends or `stop` is set.
 
     `state_dir`: where the event log and clips go; `notifier`: default
     from the environment ($NOTIFY_SOCKET, $WATCHDOG_USEC); `backend`: an opened backend instead
     of the one model.backend selects (tests); `label_texts`: the label-set files as a reload checked
-    them (resolve). Raises before audio flows (see CONFIG_ERRORS).
+    them (resolve); `keep_lock` set by the end: the state folder's lock is kept for the run a reload
+    starts in place (hold_state_dir). Raises before audio flows (see CONFIG_ERRORS).
     """
-    with hold_state_dir(state_dir):
+    with hold_state_dir(state_dir, keep_lock):
         return _serve(
             config, state_dir, stop or threading.Event(), notifier or Notifier.from_environ(), backend, label_texts
         )

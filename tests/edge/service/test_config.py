@@ -447,6 +447,15 @@ def test_a_reload_starts_from_the_config_it_checked_not_one_saved_since(tmp_path
         assert checked_handover(handed, str(path)) == (good, {os.path.abspath(site): good_site})
     assert "changed after the reload checked it: the service starts with the config as checked" in caplog.text
     assert checked_handover(handed, str(tmp_path / "other.yaml")) == checked_handover(None, str(path)) == (None, {})
+    # a set of 521 AudioSet classes with prompts is over 100 KB: compressed, it fits the environment (128 KiB a
+    # string); one that does not fit even then is said, and read again by the new run
+    big = {str(site): good_site + "# a comment line of a long label set\n" * 5000}
+    packed = handover(str(path), good, big)
+    assert packed.startswith("z:") and len(packed) < 100_000 and checked_handover(packed, str(path)) == (good, big)
+    noise = {str(site): good_site + "# " + os.urandom(150_000).hex() + "\n"}
+    with caplog.at_level(logging.WARNING, logger="edge.cli"):
+        assert checked_handover(handover(str(path), good, noise), str(path)) == (good, {})
+    assert "the label-set files are too long to hand over" in caplog.text
     clip = tmp_path / "clip.wav"
     sf.write(clip, np.zeros(16000, np.float32), 16000)
     env = {**os.environ, "SEMANTICAC_CHECKED_CONFIG": handed, "XDG_CACHE_HOME": str(tmp_path / "cache")}
