@@ -81,9 +81,12 @@ def domain_errors(func):
 @click.option("--validation-run", "validation_runs", multiple=True, type=click.Path(file_okay=False),
               help="A run of the same recipe with clips held out (repeat): its last epoch's validation "
                    "figures go into model.json, with their mean.")
+@click.option("--replace", is_flag=True,
+              help="--out is a bundle that holds files no export makes (a site's label set, notes): delete them "
+                   "with the bundle it replaces.")
 @domain_errors
 def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds, license_text, compact,
-           vocabulary_shared, vocabulary_max_drift, vocabulary_tail, validation_runs):
+           vocabulary_shared, vocabulary_max_drift, vocabulary_tail, validation_runs, replace):
     """Export a model into a bundle: model.onnx, text.onnx, tokenizer, labels, model.json."""
     from edge.labels.labelset import resolve_label_set
     from train.checkpoint import model_from_checkpoint, model_id
@@ -95,7 +98,7 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     if bool(checkpoint) == bool(random_init):
         raise click.UsageError("give either --checkpoint C or --random-init --config M")
     try:
-        check_export_target(out)  # before the model is loaded: never a folder of other files
+        replaced = check_export_target(out, replace)  # before the model is loaded: never a folder of other files
     except ValueError as err:
         raise click.UsageError(str(err)) from None
     if random_init:
@@ -125,8 +128,8 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     reports = export_bundle(model, config, out, model_id=mid, clip_seconds=seconds, label_sets=label_sets,
                             training=training, license=license_text or state.get("license", "unspecified"),
                             compact=compact, scoring=state.get("scoring"), vocabulary=vocabulary,
-                            label_files=label_files)
-    click.echo(f"bundle {out}: model_id {mid}")
+                            label_files=label_files, replace=replace)
+    click.echo(f"bundle {out}: model_id {mid}" + (f" (it replaced the bundle of model_id {replaced})" if replaced else ""))
     for name in label_files:
         yaml_path = Path(out) / "labels" / f"{name}.yaml"
         click.echo(f"  label set of the trained classes: listen with --bundle {out} --labels {yaml_path}")

@@ -739,15 +739,24 @@ def default_label_sets(training: dict | None) -> tuple[list[LabelSet], dict[str,
     return [label_set], {TRAINED_SET: text}
 
 
-def check_export_target(out: str | Path) -> None:
+# what an export, or the commands that finish a bundle, make in it: gone with the folder, they are made again
+REMADE = ("model.json", "*.onnx", "*.npz", "tokenizer/*", f"labels/{TRAINED_SET}.yaml", "engines/*")
+
+
+def check_export_target(out: str | Path, replace: bool = False) -> str | None:
     """`out` may become a bundle: it does not exist, is empty, or is a bundle already (it holds
     model.json: replaced whole, atomically). Never the current folder, a file, or a folder of
-    other files (a run's checkpoints): the export would delete them. ValueError naming the fix."""
+    other files (a run's checkpoints): the export would delete them; nor, without `replace`, a
+    bundle that holds files no export makes (a site's label set, notes). ValueError naming the fix.
+    Returns the model_id of the bundle it replaces, if any."""
+    import json
+    from fnmatch import fnmatch
+
     from edge.bundle import META_FILE
 
     out = Path(out)
     if not out.exists():
-        return
+        return None
     if not out.is_dir():
         raise ValueError(f"--out {out} is a file: give the path of a folder for the bundle")
     if out.resolve() == Path.cwd().resolve():
@@ -760,6 +769,21 @@ def check_export_target(out: str | Path) -> None:
             + ") and is no bundle (no model.json): the export replaces its folder whole, so they would be "
             "deleted; give a new folder (e.g. bundles/NAME)"
         )
+    if not others:
+        return None
+    files = sorted(item.relative_to(out).as_posix() for item in out.rglob("*") if item.is_file())
+    kept = [name for name in files if not any(fnmatch(name, pattern) for pattern in REMADE)]
+    if kept and not replace:
+        raise ValueError(
+            f"--out {out} is a bundle that also holds {len(kept)} file(s) no export makes ({', '.join(kept[:4])}"
+            + (", ..." if len(kept) > 4 else "")
+            + "): the export replaces its folder whole, so they would be deleted; move them out of it, give a "
+            "new folder, or pass --replace to delete them"
+        )
+    try:
+        return str(json.loads((out / META_FILE).read_text(encoding="utf-8")).get("model_id"))
+    except (OSError, ValueError, AttributeError):
+        return "unreadable"
 
 
 def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, model_id: str,
@@ -767,7 +791,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
                   label_sets: list[LabelSet] = (), training: dict | None = None,
                   license: str = "unspecified", compact: bool = False,
                   scoring: dict | None = None, vocabulary: dict | None = None,
-                  label_files: dict[str, str] | None = None) -> list[GraphReport]:
+                  label_files: dict[str, str] | None = None, replace: bool = False) -> list[GraphReport]:
     """Write the bundle for `model` into `out` (atomically); returns what each graph holds.
 
     Label embeddings are computed the way the device computes them: the bundle's tokenizer and
@@ -781,9 +805,10 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     (`trained_label_sets`), are recorded as the trained ones; then the
     training clips of `training["recipe"]` are heard again for the veto (train.vocabulary_trust:
     where they cannot be read, the veto is off). `label_files`: {name: YAML} of label sets written
-    into labels/ as <name>.yaml beside their embeddings (`default_label_sets`).
+    into labels/ as <name>.yaml beside their embeddings (`default_label_sets`). `replace`: a bundle at
+    `out` that holds files no export makes is replaced with them (check_export_target).
     """
-    check_export_target(out)
+    check_export_target(out, replace)
     if not model.text_assisted:
         raise ValueError("the one-hot baseline has no text tower and no joint embedding: it cannot be "
                          "exported as a bundle (export a text-assisted head: cscm, seq_transf, seq_lstm, mean)")

@@ -208,6 +208,17 @@ def test_export_never_replaces_a_folder_of_other_files(small, tmp_path, monkeypa
     assert (tmp_path / "empty" / "model.json").is_file() and (tmp_path / "empty" / "labels" / "urban.npz").is_file()
     assert "label set urban: none of its labels is a class this checkpoint trained (it trained 2 classes: doorbell, " \
            "kettle)" in caplog.text
+    # a bundle holding a site's files (a label set calibrate wrote there, notes): they were deleted without a word
+    bundle = tmp_path / "empty"
+    (bundle / "NOTES.txt").write_text("mine\n")
+    (bundle / "labels" / "site.yaml").write_text("name: site\nlabels: [doorbell]\n")
+    again = ["export", "--checkpoint", str(path), "--out", str(bundle)]
+    result = CliRunner().invoke(cli.main, again)
+    assert result.exit_code == 2 and "holds 2 file(s) no export makes (NOTES.txt, labels/site.yaml)" in result.output
+    assert (bundle / "NOTES.txt").is_file() and (bundle / "labels" / "site.yaml").is_file()
+    result = CliRunner().invoke(cli.main, [*again, "--replace"])
+    assert result.exit_code == 0 and "(it replaced the bundle of model_id x)" in result.output, result.output
+    assert not (bundle / "NOTES.txt").exists() and not (bundle / "labels" / "site.yaml").exists()
 
 
 def test_onehot_baseline_is_not_exportable(tmp_path):
