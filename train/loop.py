@@ -316,6 +316,15 @@ class Trainer:
                 f"{len(now_names)} and {len(self.run.train_set)} now): a resumed run would mix two datasets under "
                 "one history; train the new data in another --out"
             )
+        then = {d.get("root"): d.get("sha256") for d in (state.get("training") or {}).get("data") or []}
+        for spec in self.config.datasets:  # the same clips in the same number, but labels or files swapped
+            digest = _csv_sha256(spec).get("sha256")
+            if digest and then.get(spec.root) and then[spec.root] != digest:
+                raise ConfigError(
+                    f"--resume: {spec.root} changed since {path} (its SHA-256 {then[spec.root][:12]}... then, "
+                    f"{digest[:12]}... now): a resumed run would mix two datasets under one history; train the "
+                    "new data in another --out, or put the CSV back as it was"
+                )
         saved, now = (state.get("training") or {}).get("recipe") or {}, to_dict(self.config)
         changed = sorted(key for key in set(saved) & set(now) if key != "epochs" and saved[key] != now[key])
         if changed:

@@ -120,6 +120,18 @@ def test_resume_continues_exactly(recipe, tmp_path, caplog):
     with pytest.raises(ConfigError, match=r"the data changed since .*8 training clips then, 4 and 7 now"):
         fit(dataclasses.replace(config, data=dataclasses.replace(config.data, root=str(fewer))), tmp_path / "resumed",
             resume=True)
+    # the same clips and classes, two labels swapped: counts alike, the CSV's SHA-256 (in last.pt) not
+    csv = Path(config.data.root)
+    original = csv.read_bytes()
+    header, *body = rows
+    labels = header.split(",").index("label")
+    first = next(i for i, row in enumerate(body) if row.split(",")[labels] != body[0].split(",")[labels])
+    swapped = [row.split(",") for row in body]
+    swapped[0][labels], swapped[first][labels] = swapped[first][labels], swapped[0][labels]
+    csv.write_text("\n".join([header, *(",".join(row) for row in swapped)]) + "\n")
+    with pytest.raises(ConfigError, match=r"--resume: .* changed since .*last.pt \(its SHA-256"):
+        fit(config, tmp_path / "resumed", resume=True)
+    csv.write_bytes(original)
     with caplog.at_level(logging.WARNING, logger="train.loop"):
         fit(config, tmp_path / "resumed", resume=True)  # finished: nothing to do, and said
     assert "has trained 2 epoch(s), the recipe asks for 2: nothing to do" in caplog.text
