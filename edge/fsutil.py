@@ -7,10 +7,12 @@ name in the destination folder, flushed to disk, then renamed over the target.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,6 +44,30 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(target: str | Path, older_than: float) -> int:
+    """Remove what atomic_path / atomic_directory left beside `target` when a process writing it was
+    killed (kill -9, power loss: `.{name}.XXXX.tmp`, `.old`), untouched for `older_than` seconds, so as not
+    to take one that a live writer still fills; return the bytes freed."""
+    target = Path(target)
+    freed = 0
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        if not leftover.name.endswith((".tmp", ".old")) and ".tmp." not in leftover.name:
+            continue
+        try:
+            if time.time() - leftover.stat().st_mtime < older_than:
+                continue
+            if leftover.is_dir():
+                size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
+                shutil.rmtree(leftover)
+            else:
+                size = leftover.stat().st_size
+                leftover.unlink()
+        except OSError:
+            continue
+        freed += size
+    return freed
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:

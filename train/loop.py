@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from edge import __version__
 from edge.features import Frontend
-from edge.fsutil import unwritable_reason
+from edge.fsutil import remove_stale_temporaries, unwritable_reason
 from edge.labels.labelset import LabelSet
 from train.augment import Augment
 from train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -446,6 +446,9 @@ def scored_on(record: dict) -> str:
     return "validation" if "val_accuracy" in record else "training"
 
 
+STALE_SECONDS = 300.0  # a checkpoint's temporary file untouched this long is a killed run's, not a live write
+
+
 def check_run_folder(out: Path, resume: bool) -> None:
     """A run folder that can be written, and without a run in it unless `resume`: a run's
     checkpoints are never overwritten by another (ConfigError naming the fix)."""
@@ -453,16 +456,21 @@ def check_run_folder(out: Path, resume: bool) -> None:
     if problem is not None:
         raise ConfigError(f"--out {out} cannot hold the run: {problem}: give a folder you can write to")
     held = [name for name in ("last.pt", "best.pt") if (out / name).is_file()]
+    # last.pt deleted to save room, or a kill during its first write: --resume would start again and write
+    # over best.pt (said first: "--resume continues it" had sent a person to this refusal)
+    if held == ["best.pt"]:
+        raise ConfigError(
+            f"--out {out} holds best.pt but no last.pt, which --resume continues from: a run started there would "
+            "overwrite best.pt; move best.pt away or give another --out (nothing was overwritten)"
+        )
     if held and not resume:
         raise ConfigError(
             f"--out {out} already holds a run ({', '.join(held)}): --resume continues it; a new run needs "
             "another --out (nothing was overwritten)"
         )
-    if held == ["best.pt"]:  # last.pt deleted to save room: --resume would start again and write over best.pt
-        raise ConfigError(
-            f"--out {out} holds best.pt but no last.pt, which --resume continues from: a run started there would "
-            "overwrite best.pt; move best.pt away or give another --out (nothing was overwritten)"
-        )
+    freed = sum(remove_stale_temporaries(out / name, STALE_SECONDS) for name in ("last.pt", "best.pt"))
+    if freed:
+        log.info("--out %s: removed the unfinished checkpoint files (%.0f MB) of a run that was killed", out, freed / 1e6)
 
 
 def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_audio: str | None = None,

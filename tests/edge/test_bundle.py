@@ -165,3 +165,27 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
         (tmp / "c").write_text("3")
     assert [p.name for p in target.iterdir()] == ["c"]
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+def test_what_a_killed_writer_left_is_removed_once_it_is_stale(tmp_path):
+    """kill -9 during a checkpoint or bundle write left `.last.pt.XXXX.tmp` (100-160 MB) and `.bundle.XXXX.tmp`
+    folders that nothing removed; one a live writer still fills (touched recently) is left alone."""
+    import os
+    import time
+
+    from edge.fsutil import remove_stale_temporaries
+
+    (tmp_path / ".last.pt.ab12.tmp").write_bytes(b"x" * 1000)
+    (tmp_path / ".bundle.cd34.tmp").mkdir()
+    (tmp_path / ".bundle.cd34.tmp" / "model.onnx").write_bytes(b"y" * 500)
+    (tmp_path / ".bundle.ef56.old").mkdir()
+    (tmp_path / ".last.pt.live.tmp").write_bytes(b"z")
+    keep = [".last.pt.live.tmp", ".last.pt.notes", "last.pt", ".other.pt.gh78.tmp"]
+    for name in keep[1:]:
+        (tmp_path / name).write_bytes(b"k")
+    old = time.time() - 600
+    for name in [".last.pt.ab12.tmp", ".bundle.cd34.tmp", ".bundle.ef56.old", *keep[1:]]:
+        os.utime(tmp_path / name, (old, old))
+    assert remove_stale_temporaries(tmp_path / "last.pt", 300) == 1000
+    assert remove_stale_temporaries(tmp_path / "bundle", 300) == 500
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)

@@ -111,6 +111,8 @@ def test_resume_continues_exactly(recipe, tmp_path, caplog):
     (tmp_path / "resumed/last.pt").rename(tmp_path / "last.pt.moved")
     with pytest.raises(ConfigError, match="holds best.pt but no last.pt, which --resume continues from"):
         fit(changed, tmp_path / "resumed", resume=True)
+    with pytest.raises(ConfigError, match="holds best.pt but no last.pt"):  # not "--resume continues it"
+        fit(config, tmp_path / "resumed")
     assert (tmp_path / "resumed/best.pt").read_bytes() == best
     (tmp_path / "last.pt.moved").rename(tmp_path / "resumed/last.pt")
     # the same recipe over changed data (a row gone): it had resumed, one history over two datasets
