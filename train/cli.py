@@ -80,7 +80,8 @@ def domain_errors(func):
                    "max drift of YAMNet's.")
 @click.option("--validation-run", "validation_runs", multiple=True, type=click.Path(file_okay=False),
               help="A run of the same recipe with clips held out (repeat): its last epoch's validation "
-                   "figures go into model.json, with their mean.")
+                   "figures go into model.json, with their mean (a run of another recipe beyond its data split, or "
+                   "one stopped before its last epoch, is refused).")
 @click.option("--replace", is_flag=True,
               help="--out is a bundle that holds files no export makes (a site's label set, notes): delete them "
                    "with the bundle it replaces.")
@@ -115,7 +116,7 @@ def export(checkpoint, random_init, config_path, out, label_specs, clip_seconds,
     if not model.text_assisted:
         raise click.UsageError("this is the one-hot baseline: it has no text tower, so it cannot be a bundle")
     if validation_runs:
-        training = {**training, "validation": validation_figures(validation_runs)}
+        training = {**training, "validation": validation_figures(validation_runs, training.get("recipe"))}
     if label_specs:
         label_sets, label_files = [resolve_label_set(spec) for spec in label_specs], {}
     else:

@@ -108,13 +108,29 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     return summary, out / "cv.json"
 
 
-def validation_figures(runs: Sequence[str | Path]) -> dict:
+def validation_figures(runs: Sequence[str | Path], recipe: dict | None = None) -> dict:
     """The held-out figures of `runs` (each one's last epoch, as the shipped model is its
-    recipe's last epoch) and their mean per dataset."""
+    recipe's last epoch) and their mean per dataset. ConfigError for a run that stopped before its
+    last epoch, or (`recipe`: the exported checkpoint's) that trained another recipe than `recipe`
+    beyond its data split: model.json calls them the same recipe's figures."""
     figures = []
     for run in runs:
         state = load_checkpoint(Path(run) / "last.pt")
-        last = state["history"][-1]
+        if not state.get("history"):
+            raise ConfigError(f"--validation-run {run}: its last.pt has no finished epoch")
+        last, theirs = state["history"][-1], (state.get("training") or {}).get("recipe") or {}
+        if isinstance(theirs.get("epochs"), int) and last["epoch"] < theirs["epochs"]:
+            raise ConfigError(
+                f"--validation-run {run} stopped after {last['epoch']} of its {theirs['epochs']} epochs: its "
+                "figures are not its recipe's last epoch; finish it (fit --resume) or leave it out"
+            )
+        differ = sorted(k for k in set(recipe or {}) & set(theirs) if k != "data" and recipe[k] != theirs[k])
+        if differ:
+            raise ConfigError(
+                f"--validation-run {run} trained another recipe than the checkpoint ({', '.join(differ)} differ, "
+                "beyond the data split): model.json would call its figures the same recipe's; give runs of the "
+                "checkpoint's recipe with clips held out (as demo-distill-level-cv1 is demo-distill's)"
+            )
         figures.append({"run": Path(run).name, "command": state.get("training", {}).get("command", ""),
                         "data": state.get("training", {}).get("data", []), "epochs": last["epoch"],
                         **{k: round(v, 4) for k, v in last.items() if k.startswith("val_accuracy_")}})

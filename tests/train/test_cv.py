@@ -162,6 +162,19 @@ def test_validation_figures_are_each_runs_last_epoch_and_their_mean(tmp_path):
                                                                                           ("cv2", 2, 0.8)]
     assert figures["runs"][0]["command"] == "fit cv1" and "loss" not in figures["runs"][0]
     assert figures["mean"] == {"val_accuracy_us8k": round((0.6123 + 0.8) / 2, 4)}
+    # a run stopped after 2 of its 30 epochs, or of another recipe than the checkpoint's beyond its split, had
+    # been averaged in as "the same recipe on held-out clips"
+    recipe = {"epochs": 2, "scoring": {"kind": "sigmoid"}, "data": [{"kind": "esc50", "val_fraction": 0.0}]}
+    for name, theirs in {"stopped": {**recipe, "epochs": 30}, "other": {**recipe, "scoring": {"kind": "softmax"}},
+                         "split": {**recipe, "data": [{"kind": "esc50", "val_fraction": 0.2}]}}.items():
+        (tmp_path / name).mkdir()
+        torch.save({"format": FORMAT, "history": [{"epoch": 2, "val_accuracy_esc50": 0.9}],
+                    "training": {"command": f"fit {name}", "recipe": theirs}}, tmp_path / name / "last.pt")
+    with pytest.raises(ConfigError, match="stopped after 2 of its 30 epochs: its figures are not its recipe's last"):
+        cv.validation_figures([tmp_path / "stopped"], recipe)
+    with pytest.raises(ConfigError, match=r"trained another recipe than the checkpoint \(scoring differ"):
+        cv.validation_figures([tmp_path / "other"], recipe)
+    assert cv.validation_figures([tmp_path / "split"], recipe)["mean"] == {"val_accuracy_esc50": 0.9}
 
 
 def test_cv_command_prints_each_fold_and_the_summary(recipe, fake_fit, tmp_path):
