@@ -121,12 +121,20 @@ class TextEmbedding(nn.Module):
 class GraphReport:
     file: str
     op_counts: dict[str, int]
-    parity: float  # max |onnxruntime - torch| on the export's check inputs
+    parity: float  # max |onnxruntime - torch| on the export's check inputs (the full-precision graph)
+    compacted: str = ""  # --compact: how the graph written compares with torch (the op counts are its own)
 
     def summary(self) -> str:
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(self.op_counts.items()))
-        return f"{self.file}: {sum(self.op_counts.values())} nodes, {len(self.op_counts)} op types ({ops}); " \
-               f"ONNX Runtime vs torch max abs diff {self.parity:.2e}"
+        check = (f"compacted, {self.compacted} (full precision: max abs diff {self.parity:.2e})" if self.compacted
+                 else f"ONNX Runtime vs torch max abs diff {self.parity:.2e}")
+        return f"{self.file}: {sum(self.op_counts.values())} nodes, {len(self.op_counts)} op types ({ops}); {check}"
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    return dict(collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node))
 
 
 def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path,
@@ -146,9 +154,8 @@ def check_graph(path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], 
     import onnx
     import onnxruntime as ort
 
-    graph = onnx.load(str(path))
-    onnx.checker.check_model(graph)
-    ops = dict(collections.Counter(node.op_type for node in graph.graph.node))
+    onnx.checker.check_model(onnx.load(str(path)))
+    ops = op_counts(path)
     unsupported = sorted(set(ops) - TENSORRT_OPS)
     if unsupported:
         message = f"{path.name} contains ops TensorRT's ONNX parser does not support: {unsupported}"
@@ -893,6 +900,11 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
                                   **({"vocabulary_largest_difference_vs_torch": cosines[VOCABULARY_GRAPH]}
                                      if branch is not None else {})}
             write_meta()
+            # the reports describe the graphs written (they had given the full-precision graphs' figures)
+            reports = [dataclasses.replace(report, op_counts=op_counts(tmp / report.file), compacted=(
+                f"largest difference vs torch {cosines[report.file]:.2e}" if report.file == VOCABULARY_GRAPH
+                else f"least cosine vs torch {cosines[report.file]:.5f}")) if report.file in cosines else report
+                for report in reports]
     if branch is not None:  # where the veto may trust the vocabulary, on the recipe's own training clips
         from train.vocabulary_trust import trust_exported
 

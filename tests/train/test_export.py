@@ -268,8 +268,13 @@ def test_check_weights_command(reference_dir, fake_rn50, tmp_path):  # noqa: F81
 def test_compact_export_is_smaller_and_close(small, tmp_path):
     model, config = small
     full, compact = tmp_path / "full", tmp_path / "compact"
-    for out, flag in ((full, False), (compact, True)):
-        export_bundle(model, config, out, model_id="m", label_sets=[resolve_label_set("urban")], compact=flag)
+    reports = {flag: export_bundle(model, config, out, model_id="m", label_sets=[resolve_label_set("urban")],
+                                   compact=flag) for out, flag in ((full, False), (compact, True))}
+    # what export prints describes the graphs written: their own ops, their cosine (it gave the full ones')
+    text = next(r for r in reports[True] if r.file == "text.onnx")
+    assert "MatMulInteger" in text.op_counts and "MatMulInteger" not in reports[False][-1].op_counts
+    cosine = read_bundle(compact).meta.training["export"]["least_cosine_vs_torch"]["text.onnx"]
+    assert f"compacted, least cosine vs torch {cosine:.5f} (full precision: max abs diff" in text.summary()
     assert (compact / "model.onnx").stat().st_size < 0.6 * (full / "model.onnx").stat().st_size
     assert (compact / "text.onnx").stat().st_size < 0.4 * (full / "text.onnx").stat().st_size
     meta = read_bundle(compact, verify=True).meta
