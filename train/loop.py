@@ -217,6 +217,12 @@ def build_data(config: TrainConfig, frontend: Frontend) -> tuple[ClipDataset | C
                 "model would be exported as trained on them; give them training clips, or leave them out of the data"
             )
         splits.append("val" if spec.val_fraction else ("test" if spec.test_folds else None))
+        if spec.val_fraction and spec.test_folds:  # one held-out figure per dataset and epoch: the val split's
+            log.warning(
+                "%s data %s: test_folds %s are held out of training but not scored each epoch (val_fraction %g "
+                "is): score them after training with `semanticac-train evaluate --checkpoint RUN/last.pt "
+                "--config ... --fold %d`", spec.kind, spec.root, list(spec.test_folds), spec.val_fraction,
+                spec.test_folds[0])
         vals.append(build_dataset(spec, splits[-1], frontend, config.cache_dir) if splits[-1] else None)
         if vals[-1] is not None:
             check_held_out(trains[-1].clips, vals[-1].clips, splits[-1], spec.root, spec.val_fraction)

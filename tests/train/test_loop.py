@@ -392,3 +392,17 @@ def test_every_shipped_recipe_and_its_model_load(path, recipe_paths):
     model = load_model_config(config.model)
     assert model.frontend.frames == model.audio_config.num_frames
     assert len(config.label_specs) == len(config.datasets)
+
+
+def test_test_folds_beside_a_val_split_are_said_to_be_scored_by_evaluate(recipe, caplog):
+    """With val_fraction and test_folds both, the test folds were held out of training and scored nowhere,
+    without a word (the README says test folds are reported each epoch)."""
+    from train.features import Frontend
+    from train.loop import build_data
+
+    config = load_train_config(recipe)
+    both = dataclasses.replace(config, data=dataclasses.replace(config.data, val_fraction=0.3))
+    with caplog.at_level(logging.WARNING, logger="train.loop"):
+        build_data(both, Frontend())
+    assert "test_folds [3] are held out of training but not scored each epoch (val_fraction 0.3 is)" in caplog.text
+    assert "semanticac-train evaluate --checkpoint RUN/last.pt --config ... --fold 3" in caplog.text
