@@ -80,21 +80,22 @@ MIN_DOUBTED = 10
 def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
     """(how many of `paths` the bundle trained on, where: its roots that hold them), or None:
     model.json's training.data, a dataset folder (every clip under it) or a training CSV (the files
-    it lists). Only roots the training machine named absolutely, and only those it trained on in full
-    (test folds or a validation share held some out, which a path alone cannot tell)."""
+    it lists, less the rows of its test folds). Only roots the training machine named absolutely (as
+    `fit` records them since 2026-12-07), and only what they trained on in full (a validation share, or
+    a dataset folder's test folds, held some out, which a path alone cannot tell)."""
     wanted = {Path(path).resolve() for path in paths}
     seen: set[Path] = set()
     roots: list[str] = []
     for entry in bundle.meta.training.get("data") or []:
-        if not isinstance(entry, dict) or entry.get("test_folds") or entry.get("val_fraction"):
+        if not isinstance(entry, dict) or entry.get("val_fraction"):
             continue
-        root = Path(str(entry.get("root", "")))
+        root, held = Path(str(entry.get("root", ""))), {str(fold) for fold in entry.get("test_folds") or []}
         if not root.is_absolute():
             continue
-        if root.is_dir() and str(root.resolve()) != root.resolve().anchor:
+        if root.is_dir() and str(root.resolve()) != root.resolve().anchor and not held:
             inside = {path for path in wanted if path.is_relative_to(root.resolve())}
         elif root.is_file() and root.suffix.lower() == ".csv":
-            inside = wanted & _csv_files(root)
+            inside = wanted & _csv_files(root, held)
         else:
             continue
         if inside:
@@ -103,13 +104,18 @@ def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
     return (len(seen), " and ".join(roots)) if seen else None
 
 
-def _csv_files(csv_path: Path) -> set[Path]:
-    """The files a training CSV lists (its `file` column, relative to its folder); none if unreadable."""
+def _csv_files(csv_path: Path, held: frozenset[str] | set[str] = frozenset()) -> set[Path]:
+    """The files a training CSV lists (its `file` column, relative to its folder), less the rows of the
+    folds in `held` (its test folds); none if unreadable."""
     import csv
 
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            return {(csv_path.parent / row["file"].strip()).resolve() for row in csv.DictReader(f) if row.get("file")}
+            return {
+                (csv_path.parent / row["file"].strip()).resolve()
+                for row in csv.DictReader(f)
+                if row.get("file") and (row.get("fold") or "").strip() not in held
+            }
     except (OSError, UnicodeDecodeError, csv.Error, KeyError):
         return set()
 

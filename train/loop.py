@@ -322,12 +322,13 @@ class Trainer:
                 f"{len(now_names)} and {len(self.run.train_set)} now): a resumed run would mix two datasets under "
                 "one history; train the new data in another --out"
             )
-        then = {d.get("root"): d.get("sha256") for d in (state.get("training") or {}).get("data") or []}
+        then = {str(Path(d.get("root", "")).resolve()): d.get("sha256") for d in (state.get("training") or {}).get(
+            "data") or []}
         for spec in self.config.datasets:  # the same clips in the same number, but labels or files swapped
-            digest = _csv_sha256(spec).get("sha256")
-            if digest and then.get(spec.root) and then[spec.root] != digest:
+            digest, root = _csv_sha256(spec).get("sha256"), str(Path(spec.root).resolve())
+            if digest and then.get(root) and then[root] != digest:
                 raise ConfigError(
-                    f"--resume: {spec.root} changed since {path} (its SHA-256 {then[spec.root][:12]}... then, "
+                    f"--resume: {spec.root} changed since {path} (its SHA-256 {then[root][:12]}... then, "
                     f"{digest[:12]}... now): a resumed run would mix two datasets under one history; train the "
                     "new data in another --out, or put the CSV back as it was"
                 )
@@ -438,7 +439,7 @@ def _csv_sha256(spec: DataSpec) -> dict:
 def run_facts(config: TrainConfig, run: Run, command: str) -> dict:
     """How a checkpoint was made (an export's model.json carries it as `training`)."""
     return {"command": command, "recipe": to_dict(config), "version": __version__,
-            "data": [{"kind": spec.kind, "root": spec.root, "test_folds": list(spec.test_folds),
+            "data": [{"kind": spec.kind, "root": str(Path(spec.root).resolve()), "test_folds": list(spec.test_folds),
                       "val_fraction": spec.val_fraction, **_csv_sha256(spec)} for spec in config.datasets],
             "clips": {"train": len(run.train_set), **{f"{v.split}_{v.name}": len(v.dataset) for v in run.validation}}}
 

@@ -319,6 +319,16 @@ def test_clips_a_bundle_trained_on_are_said_by_its_training_csv(labelled_csv, tm
         "--out", str(tmp_path / "x.yaml"), "--threads", "1"])
     assert result.exit_code == 0 and f"warning: 5 of the 8 clips are of {training} and {more}" in result.stderr, \
         result.output
+    # a CSV with test folds: its other folds' rows trained (it had been skipped whole: 36 of 48 clips unsaid)
+    folded = labelled_csv.parent / "folded.csv"
+    with open(folded, "w", newline="") as f:
+        csv.writer(f).writerows([["file", "label", "fold"], *([*row[:2], fold] for row, fold in zip(rows[1:5], "1122"))])
+    copy = bundle_copy(trained_bundle(), tmp_path / "folded", lambda meta: meta["training"].update(
+        data=[{"kind": "csv", "root": str(folded), "test_folds": [2], "val_fraction": 0.0}]))
+    result = CliRunner().invoke(calibrate.cli.main, [
+        "scores", "--bundle", str(copy), "--labels", "urban", "--data", str(labelled_csv),
+        "--out", str(tmp_path / "y.yaml"), "--threads", "1"])
+    assert result.exit_code == 0 and f"warning: 2 of the 8 clips are of {folded}" in result.stderr, result.output
 
 
 def test_a_site_s_wording_of_trained_labels_fits_the_calibration_the_plain_set_fits(labelled_csv, tmp_path):
