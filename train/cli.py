@@ -442,6 +442,9 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
                 ("test_accuracy", "held-out test accuracy")) if key in last)
             click.echo(f"{out}: {len(result['history'])} epochs; best.pt by {result['scored_on']} accuracy "
                        f"{result['best']:.4f}; last epoch{figures} (every figure: the history in last.pt){agree}")
+            if result["skipped"]:  # one warning per clip scrolled by at the start
+                click.echo(f"{out}: {result['skipped']} clip(s) of the data could not be read and were left out "
+                           "(each was warned of as the data was read: `skipping a clip`)", err=True)
 
 
 @contextlib.contextmanager

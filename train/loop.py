@@ -441,7 +441,8 @@ def run_facts(config: TrainConfig, run: Run, command: str) -> dict:
     return {"command": command, "recipe": to_dict(config), "version": __version__,
             "data": [{"kind": spec.kind, "root": str(Path(spec.root).resolve()), "test_folds": list(spec.test_folds),
                       "val_fraction": spec.val_fraction, **_csv_sha256(spec)} for spec in config.datasets],
-            "clips": {"train": len(run.train_set), **{f"{v.split}_{v.name}": len(v.dataset) for v in run.validation}}}
+            "clips": {"train": len(run.train_set), **{f"{v.split}_{v.name}": len(v.dataset) for v in run.validation},
+                      "skipped": skipped_clips(run)}}
 
 
 # What best.pt is chosen by: validation accuracy, or training accuracy for a recipe that holds nothing out.
@@ -517,7 +518,12 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
         trainer.best = max(trainer.best, score)
     scored = scored_on(trainer.history[-1]) if trainer.history else "training"
     return {"history": trainer.history, "best": trainer.best, "scored_on": scored, "out": str(out),
-            "ranks_agree": ranks_agree(run.model)}
+            "ranks_agree": ranks_agree(run.model), "skipped": skipped_clips(run)}
+
+
+def skipped_clips(run: Run) -> int:
+    """Clips of the recipe's data left out as unreadable (a path mistyped in a CSV: each was warned of)."""
+    return sum(len(getattr(data, "skipped", [])) for data in (run.train_set, *(v.dataset for v in run.validation)))
 
 
 def ranks_agree(model: nn.Module) -> bool | None:

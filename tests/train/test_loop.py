@@ -71,7 +71,7 @@ def test_fit_writes_checkpoints_that_load_weights_only(recipe, tmp_path):
     state = load_checkpoint(tmp_path / "run/last.pt")  # torch.load(weights_only=True) inside
     assert state["epoch"] == 1 and len(state["history"]) == 2
     assert state["class_names"] == CLASSES and state["clip_seconds"] <= 4.0
-    assert state["training"]["clips"] == {"train": 8, "test_csv": 4}
+    assert state["training"]["clips"] == {"train": 8, "test_csv": 4, "skipped": 0}
     assert state["training"]["version"] and len(state["training"]["data"][0]["sha256"]) == 64  # which CSV it was
     best = load_checkpoint(tmp_path / "run/best.pt")
     assert best["best"] == result["best"] == max(h["train_accuracy"] for h in result["history"])
@@ -85,6 +85,16 @@ def test_the_fit_command_ends_with_figures_a_person_reads(recipe, tmp_path):
     assert re.fullmatch(r".*run: 2 epochs; best.pt by training accuracy \d\.\d{4}; last epoch, loss \d+\.\d{4}, "
                         r"train accuracy \d\.\d{4}, held-out test accuracy \d\.\d{4} \(every figure: the history "
                         r"in last.pt\)", last), last
+    # a path mistyped in the CSV: one warning among many at the start, then the run went on (exit 0) on the rest
+    csv = Path(load_train_config(recipe).data.root)
+    typo = tmp_path / "typo.csv"
+    typo.write_text(csv.read_text() + f"{csv.parent / 'clip/nope.wav'},{CLASSES[0]},1\n")
+    mistyped = tmp_path / "typo.yaml"
+    mistyped.write_text(recipe.read_text().replace(str(csv), str(typo)))
+    result = CliRunner().invoke(cli.main, ["fit", "--config", str(mistyped), "--out", str(tmp_path / "typo")])
+    assert result.exit_code == 0, result.output
+    assert "typo: 1 clip(s) of the data could not be read and were left out" in result.stderr
+    assert load_checkpoint(tmp_path / "typo/last.pt")["training"]["clips"]["skipped"] == 1
 
 
 def test_resume_continues_exactly(recipe, tmp_path, caplog):
