@@ -517,6 +517,15 @@ def thresholds(
             f"{len(lowered)} threshold(s) lowered: the budget allows it on this background; "
             "sounds it did not hold may now start events (--only-raise keeps the old ones)"
         )
+    deaf = [fit for fit in report.fits if fit.positives and not fit.recall_new and fit.recall_old]
+    if deaf:  # one cell of the table had said it: these labels will never start an event on their sound
+        log.warning(
+            "%d label(s) start no event on any of their positives at the new threshold (their recall falls to 0): "
+            "%s; a budget this low costs them every event: raise --false-alarms-per-hour, give background "
+            "without their sound, or leave them out of the set",
+            len(deaf),
+            ", ".join(f"{fit.label} ({fit.old_threshold:.4g} -> {fit.threshold:.4g})" for fit in deaf),
+        )
     unmet = [fit.label for fit in report.fits if not fit.met]
     if total:
         starts = sum(fit.starts for fit in report.fits)

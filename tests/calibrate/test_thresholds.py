@@ -646,3 +646,24 @@ def test_what_listen_says_of_the_set_is_said_once_not_per_file(background, tmp_p
     assert result.exit_code == 0, result.output
     said = [r for r in caplog.records if "was calibrated before" in r.getMessage()]
     assert len(said) == 1
+
+
+def test_a_label_the_fit_leaves_deaf_to_its_positives_is_said_on_a_line_of_its_own(background, positives, tmp_path,
+                                                                                     monkeypatch, caplog):
+    """A budget the background forces up to 0.999 left `rain` no event on any positive (100 % -> 0 %): one
+    cell of the table said so, and the set was written as if all were well."""
+    import calibrate.thresholds
+
+    def recalled(report, options, files):  # the listening of positives, as it came out there
+        for fit in report.fits:
+            fit.positives, fit.recall_old, fit.recall_new = 3, 1.0, 0.0 if fit is report.fits[0] else 2 / 3
+
+    monkeypatch.setattr(calibrate.thresholds, "_positive_recall", recalled)
+    with caplog.at_level(logging.WARNING, logger="calibrate.cli"):
+        result = run(["--labels", "urban", "--background", str(background / "street1.wav"), "--positives",
+                      str(positives), "--false-alarms-per-hour", "1", "--out", str(tmp_path / "x.yaml"),
+                      *cli_options(hop=0.5)])
+    assert result.exit_code == 0, result.output
+    said = [r.getMessage() for r in caplog.records if "start no event on any of their positives" in r.getMessage()]
+    first = resolve_label_set("urban").names[0]
+    assert len(said) == 1 and said[0].startswith(f"1 label(s) start no event") and f": {first} (" in said[0], said
