@@ -10,6 +10,7 @@ TrainConfig in train/recipe.py.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from importlib import resources
@@ -121,7 +122,12 @@ def read_config_yaml(path: str | Path, folder: str, what: str, chain: tuple[Path
         raise ConfigError(f"cannot read {what} {path}: {undecodable(err, path.read_bytes())}") from None
     except OSError as err:
         named = f" (named by `extends:` in {chain[-1]})" if chain else ""
-        raise ConfigError(f"cannot read {what} {path}{named}: {err}") from None
+        shipped_names = sorted(p.stem for p in Path(str(resources.files("edge.configs") / folder)).glob("*.yaml"))
+        close = difflib.get_close_matches(path.stem, shipped_names, n=1) if len(path.parts) == 1 else []
+        hint = (f": did you mean {close[0]}?" if close
+                else f"; a bare name is one of the shipped {what}s: {', '.join(shipped_names)}"
+                if len(path.parts) == 1 else "")
+        raise ConfigError(f"cannot read {what} {path}{named}: {err.strerror or err}{hint}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except ValueError as err:  # a value the safe loader cannot build: a date that is none (2026-02-30)

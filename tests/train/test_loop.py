@@ -343,6 +343,13 @@ def test_extends_merges_a_base_recipe(recipe, tmp_path):
     loop.write_text("extends: loop\n")
     with pytest.raises(Exception, match="makes a loop"):
         load_train_config(loop)
+    # a shipped recipe's name mistyped: the name it is close to (it had said only "[Errno 2] ...")
+    loop.write_text("extends: demo-cpuu\n")
+    with pytest.raises(ConfigError, match=r"demo-cpuu \(named by `extends:` in .*loop.yaml\): No such file or "
+                                          r"directory: did you mean demo-cpu\?"):
+        load_train_config(loop)
+    with pytest.raises(ConfigError, match=r"a bare name is one of the shipped training recipes: ablation-cscm, "):
+        load_train_config("zzzz")
 
 
 def test_zero_shot_classes_stay_unseen_until_evaluation(recipe, tmp_path):
