@@ -11,18 +11,24 @@ from edge import __version__
 from edge.cli import setup_logging
 from edge.features import WindowGain
 
-try:  # before the modules that need it: on a device install its absence was a traceback through them
-    import torch  # noqa: F401
-except ImportError as err:  # not installed, or installed and unable to load (a CUDA library missing)
-    raise SystemExit(
-        f"semanticac-train needs the training stack, and torch cannot be imported here ({err}): "
-        'pip install "semanticac-edge[train]" on a desktop; a device needs only semanticac-edge '
-        "(`semanticac-edge embed-labels` embeds label sets without it)"
-    ) from None
+try:  # Ctrl-C in the second torch takes to load had been a 20-frame traceback through these imports
+    try:  # before the modules that need it: on a device install its absence was a traceback through them
+        import torch  # noqa: F401
+    except ImportError as err:  # not installed, or installed and unable to load (a CUDA library missing)
+        raise SystemExit(
+            f"semanticac-train needs the training stack, and torch cannot be imported here ({err}): "
+            'pip install "semanticac-edge[train]" on a desktop; a device needs only semanticac-edge '
+            "(`semanticac-edge embed-labels` embeds label sets without it)"
+        ) from None
 
-from train.recipe import UNDERLAY_KINDS
-from train.vocabulary_head import HEAD
-from train.vocabulary_trust import CEILING
+    from train.recipe import UNDERLAY_KINDS
+    from train.vocabulary_head import HEAD
+    from train.vocabulary_trust import CEILING
+except KeyboardInterrupt:
+    import sys
+
+    print("semanticac-train: stopped (Ctrl-C) while starting: nothing was done", file=sys.stderr)
+    raise SystemExit(130) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

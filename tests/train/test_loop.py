@@ -423,3 +423,15 @@ def test_test_folds_beside_a_val_split_are_said_to_be_scored_by_evaluate(recipe,
         build_data(both, Frontend())
     assert "test_folds [3] are held out of training but not scored each epoch (val_fraction 0.3 is)" in caplog.text
     assert "semanticac-train evaluate --checkpoint RUN/last.pt --config ... --fold 3" in caplog.text
+
+
+def test_ctrl_c_while_torch_loads_is_one_line_not_a_traceback(tmp_path):
+    """Ctrl-C in the first second or two of `semanticac-train` (torch loading) gave a 20-frame traceback."""
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, env=env,
+                            timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip() == "semanticac-train: stopped (Ctrl-C) while starting: nothing was done"
