@@ -7,6 +7,7 @@ name in the destination folder, flushed to disk, then renamed over the target.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
 import hashlib
 import os
@@ -44,6 +45,31 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+class LockHeld(Exception):
+    """take_lock: another process holds the lock; `holder` is what it wrote into the file (its pid)."""
+
+    def __init__(self, holder: str):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def take_lock(path: str | Path) -> int:
+    """The fd of `path` (made if need be) locked exclusively (flock, let go by the kernel however the
+    process ends) and stamped with our pid; LockHeld when another process holds it, OSError when it
+    cannot be made."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise LockHeld(holder) from None
+    with contextlib.suppress(OSError):  # the pid is for the holder's message; the lock holds without it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def remove_stale_temporaries(target: str | Path, older_than: float) -> int:

@@ -58,6 +58,7 @@ from edge import clock
 from edge.clock import UNSET_BEFORE
 from edge.errors import ConfigError
 from edge.events import Event
+from edge.fsutil import LockHeld, take_lock
 from edge.outputs.sinks import Sink, Status, WindowResult, record_dict, utc_text
 from edge.service.sections import UNWRITABLE_FIX, invalid
 
@@ -71,6 +72,7 @@ OPEN_BUSY_SECONDS = 5.0  # at start, a lock is waited for this long (a reader's 
 PENDING_MAX = 10_000  # records kept in memory while the file cannot be written
 REOPEN_SECONDS = 30.0  # a file that could not be opened is tried again at most this often
 INTERRUPTED = "interrupted"
+LOCK_SUFFIX = ".lock"  # beside the file: held while a service writes it
 # SQLite's words for trouble that passes (a lock, a full disk, an I/O error): the service starts anyway
 PASSING = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_FULL", "SQLITE_IOERR")
 
@@ -143,6 +145,25 @@ MAX_AGE_DAYS = 36500
 MAX_EVENTS = 1_000_000_000
 
 
+def lock_event_log(path: Path) -> int | None:
+    """One service per event log (`<file>.lock`, as the state folder's serve.lock): two services given one
+    event_log.path marked each other's open events interrupted and removed each other's runs rows. The
+    lock's fd; ConfigError while another holds it; None where it cannot be made (the file's errors say why)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return take_lock(path.with_name(path.name + LOCK_SUFFIX))
+    except LockHeld as held:
+        raise ConfigError(
+            f"event_log.path {path} is in use by another serve (pid {held.holder}): two would mark each other's "
+            "open events interrupted and remove each other's runs; give each service its own event_log.path (or "
+            "leave it out: <state folder>/events.sqlite)",
+            key="event_log.path",
+        ) from None
+    except OSError as err:
+        log.debug("event log %s: not locked (%s)", path, err)
+        return None
+
+
 @dataclass(frozen=True)
 class EventLogConfig:
     """Section `event_log` of the service config."""
@@ -213,6 +234,7 @@ class EventLogSink(Sink):
         self._next_open = 0.0  # time.monotonic() from which a closed file is opened again
         self._db: sqlite3.Connection | None = None
         self._inode: tuple[int, int] | None = None  # the file's (device, inode): one deleted or replaced is noticed
+        self._lock = lock_event_log(self.path)
         try:
             self._open(busy=OPEN_BUSY_SECONDS)
         except sqlite3.Error as err:  # passing trouble: listen anyway; the first record tries again and reports it
@@ -311,6 +333,9 @@ class EventLogSink(Sink):
             for _, record in self._pending:  # a stop or reload while the disk is full: kept in the journal at least
                 self._never_written(record)
         self._close_db()
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def _close_db(self) -> None:
         """Close the connection, its WAL checkpointed into the file first: SQLite does not do that

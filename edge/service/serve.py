@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import threading
@@ -42,6 +41,7 @@ from edge.errors import (
 )
 from edge.events import Event
 from edge.features import Windowing
+from edge.fsutil import LockHeld, take_lock
 from edge.labels.labelset import LabelSet, label_files, resolve_label_set
 from edge.listen import ListenOptions, ListenSummary
 from edge.outputs.clips import ClipRecorder, clip_history_seconds
@@ -197,8 +197,9 @@ def tell_mqtt_of_config_error(config_path: str, overrides: Sequence[str], text: 
 
 def reload_problems(running: ServiceConfig, new: ServiceConfig, running_state: Path, new_state: Path) -> None:
     """ConfigError for what a reload's start would refuse that `checked` cannot see while this run
-    holds its own: a metrics address another program has taken, a state folder another serve holds
-    (each only where the new config changes it: this run holds its own until it starts again)."""
+    holds its own: a metrics address another program has taken, a state folder or an event log another
+    serve holds (each only where the new config changes it: this run holds its own until it starts again)."""
+    from edge.outputs.eventlog import lock_event_log
     from edge.outputs.metrics import bind_server
 
     metrics = new.enabled_outputs().get("metrics")
@@ -210,6 +211,12 @@ def reload_problems(running: ServiceConfig, new: ServiceConfig, running_state: P
             os.close(_take_lock(new_state))  # held by another serve: ConfigError, as the start's
         except OSError:
             pass  # a folder that cannot be made: the outputs that need it say why at the start
+    events, before = (config.enabled_outputs().get("event_log") for config in (new, running))
+    path = None if events is None else events.resolve_path(new_state).resolve()
+    if path is not None and (before is None or before.resolve_path(running_state).resolve() != path):
+        held = lock_event_log(path)  # held by another serve: ConfigError, as the start's
+        if held is not None:
+            os.close(held)
 
 
 def onset_reach(options: ListenOptions, windowing: Windowing) -> float:
@@ -498,25 +505,16 @@ def _take_lock(folder: Path) -> int:
     """The locked, pid-stamped fd of <folder>/serve.lock; ConfigError when another process holds it,
     OSError when it cannot be made."""
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-        os.close(fd)
+        return take_lock(folder / LOCK_NAME)
+    except LockHeld as held:
         raise ConfigError(
-            f"state folder {folder} is in use by another serve (pid {other}): two would share one event log "
+            f"state folder {folder} is in use by another serve (pid {held.holder}): two would share one event log "
             "and clips folder, and their MQTT connections (one client id) would take each other's place; "
             "stop the other (systemctl stop semanticac-edge), or give this one its own --state-dir and "
             "mqtt.node_id",
             key="service.state_dir",
         ) from None
-    try:  # the pid is for the message above; the lock holds without it (a full disk: no room for it)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    except OSError as err:
-        log.debug("state folder %s: our pid not written into its lock (%s)", folder, err)
-    return fd
 
 
 def _lock_is_ours(folder: Path, fd: int) -> bool:

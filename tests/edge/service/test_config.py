@@ -491,6 +491,17 @@ def test_a_reload_refuses_a_metrics_port_or_a_state_folder_that_another_program_
     finally:
         os.close(held)
     reload_problems(running, running, state, other)  # free now
+    from edge.outputs.eventlog import lock_event_log
+
+    shared = tmp_path / "shared.sqlite"
+    moved = load_config(example_path(), [f"event_log.path={shared}"])
+    held = lock_event_log(shared)  # another serve writes it
+    try:
+        with pytest.raises(ConfigError, match=f"event_log.path {shared} is in use by another serve"):
+            reload_problems(running, moved, state, state)
+        reload_problems(moved, moved, state, state)  # its own: this run holds it
+    finally:
+        os.close(held)
 
 
 def test_a_stop_ends_a_reload_check_that_embeds_a_new_label_set(tmp_path, monkeypatch):

@@ -73,6 +73,22 @@ def test_statuses_can_be_left_out_and_an_end_without_its_start_is_kept(tmp_path)
     assert (event["event_id"], event["onset_t"], event["end_t"], event["end_reason"]) == (7, 3.5, 5.0, "end")
 
 
+def test_one_service_per_event_log(tmp_path):
+    """Two services given one event_log.path (their own state folders) marked each other's open events
+    interrupted and removed each other's runs rows: the second is refused with the first's pid, as a
+    second serve on one state folder is, and takes the file once the first has closed it."""
+    config = EventLogConfig(path=str(tmp_path / "shared" / "events.sqlite"))
+    first = EventLogSink(config, tmp_path / "a")
+    first.event(Event("start", 1.0, 1, "siren", score=0.9))
+    with pytest.raises(ConfigError, match=rf"event_log.path {tmp_path / 'shared' / 'events.sqlite'} is in use by "
+                                          rf"another serve \(pid {os.getpid()}\)") as refused:
+        EventLogSink(config, tmp_path / "b")
+    assert refused.value.key == "event_log.path"
+    assert rows(config.resolve_path(tmp_path), "SELECT end_reason FROM events") == [(None,)]  # still open: its own
+    first.close()
+    EventLogSink(config, tmp_path / "b").close()  # free now: the first's open event is the second's to mark
+
+
 KILLED = textwrap.dedent("""
     import sys, time
     from edge.events import Event
