@@ -187,7 +187,19 @@ def writable_output(ctx: click.Context, param: click.Parameter, value: str | Non
     problem = None if value is None else unwritable_reason(Path(value).parent)
     if problem is not None:
         raise click.BadParameter(f"{value!r} cannot be written ({problem}): choose a folder you can write to")
+    if value is not None and param.name == "out":  # what it held as this run began (write_outputs compares)
+        ctx.meta[OUT_AT_START] = _text_or_none(Path(value))
     return value
+
+
+OUT_AT_START = "calibrate.out_at_start"
+
+
+def _text_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def raised_within_budget(fit, budget: float) -> list[str]:
@@ -274,12 +286,24 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
 
     writing = plot or out
     started = time.time()
+    ctx = click.get_current_context(silent=True)
+    # another calibrate (scores and thresholds run at once on one set) or an edit wrote --out meanwhile: a
+    # stamped file of calibrate's was replaced as it was, and the first run's fit was lost without a word
+    changed = ctx is not None and OUT_AT_START in ctx.meta and _text_or_none(Path(out)) != ctx.meta[OUT_AT_START]
+    if changed:
+        log.warning(
+            "%s changed while this ran (another calibrate, or an edit): that version is kept as %s, and this "
+            "run's result, made from the set as it was when this run began, replaces it: merge the two if both "
+            "matter",
+            out,
+            backup_path(Path(out)),
+        )
     try:
         with contextlib.ExitStack() as stack:
             if plot:
                 draw(stack.enter_context(atomic_path(plot, suffix=Path(plot).suffix)))  # its format, by the name
             writing = out
-            write_yaml()
+            write_yaml(keep_previous_always=changed)
             writing = plot or out
     except OSError as err:
         raise click.ClickException(

@@ -90,9 +90,10 @@ def dump_label_set(
     return comments + body
 
 
-def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet:
+def write_label_set(path: str | Path, label_set: LabelSet, keep_previous_always: bool = False, **values) -> LabelSet:
     """Dump (see `dump_label_set`), check it reads back the same, write it atomically; returns
-    the label set as read back."""
+    the label set as read back. `keep_previous_always`: the file there is kept as .bak even when
+    calibrate wrote it (another run wrote it while this one ran: keep_previous)."""
     text = dump_label_set(label_set, **values)
     back = parse_label_set(text, source=str(path))
     if back.sha256 != label_set.sha256 or back.names != label_set.names:
@@ -119,7 +120,7 @@ def write_label_set(path: str | Path, label_set: LabelSet, **values) -> LabelSet
             base,
         )
     text = stamped(text)
-    keep_previous(Path(path), text)
+    keep_previous(Path(path), text, always=keep_previous_always)
     atomic_write_text(path, text)
     return back
 
@@ -149,16 +150,17 @@ def untouched(text: str) -> bool:
     return bool(body) and stamped(body + "\n") == text
 
 
-def keep_previous(path: Path, text: str) -> None:
+def keep_previous(path: Path, text: str, always: bool = False) -> None:
     """An existing file at `path` that `text` would replace is kept as `<path>.bak` first: `--out`
     is often the `--labels` file itself (a site's set refitted), and its hand-written comments,
     hand edits and set-level defaults are not in the new one. A file calibrate wrote and nobody
-    touched since is replaced as it is; an older .bak that differs is kept beside, timestamped."""
+    touched since is replaced as it is (unless `always`); an older .bak that differs is kept beside,
+    timestamped."""
     try:
         old = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return
-    if old == text or untouched(old):
+    if old == text or (untouched(old) and not always):
         return
     backup = backup_path(path)
     if backup.exists() and backup.read_text(encoding="utf-8") != old:

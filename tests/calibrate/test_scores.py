@@ -599,3 +599,27 @@ def test_a_second_label_set_is_a_usage_error_not_silently_the_one_fitted(tmp_pat
                                                      "x.csv", "--out", str(tmp_path / "x.yaml")])
     assert result.exit_code == 2 and "given 2 times (urban, esc50): this command takes one label set" in result.output
     assert not (tmp_path / "x.yaml").exists()
+
+
+def test_a_set_another_calibrate_wrote_while_this_one_ran_is_kept(labelled_csv, tmp_path, monkeypatch, caplog):
+    """`scores` and `thresholds` run at once on one set: the second to finish found the first's file, stamped
+    as calibrate's and so replaced as it was (no .bak), and the first's fit was lost without a word."""
+    import calibrate.scores
+    from calibrate.labelfile import backup_path, stamped
+
+    site = tmp_path / "site.yaml"
+    site.write_text("name: site\nlabels: [siren, car_horn, jackhammer, gun_shot]\n")
+    meanwhile = stamped("name: site\ncalibration: {temperature: 2.0}\nlabels: [siren, car_horn, jackhammer, gun_shot]\n")
+    real = calibrate.scores.fit_scores
+
+    def slow(*args, **kwargs):  # the other run ends first, while this one fits
+        site.write_text(meanwhile)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(calibrate.scores, "fit_scores", slow)
+    with caplog.at_level(logging.WARNING, logger="calibrate.cli"):
+        result = CliRunner().invoke(calibrate.cli.main, ["scores", "--labels", str(site), "--data", str(labelled_csv),
+                                                         "--out", str(site), "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert backup_path(site).read_text() == meanwhile and site.read_text() != meanwhile
+    assert f"{site} changed while this ran (another calibrate, or an edit): that version is kept as" in caplog.text
