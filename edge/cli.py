@@ -18,6 +18,7 @@ import shlex
 import signal
 import sys
 import threading
+import time
 import zlib
 from contextlib import contextmanager, suppress
 
@@ -46,7 +47,17 @@ def setup_logging(verbosity: int) -> None:
         handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
         logging.basicConfig(level=level, handlers=[handler])
     else:
-        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(ZonedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.basicConfig(level=level, handlers=[handler])
+
+
+class ZonedFormatter(logging.Formatter):
+    """Local times with their UTC offset (2026-12-07 03:43:53,837+0100): beside an event's time in UTC on
+    the same line, a bare local time read as another clock."""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 (logging's name)
+        return super().formatTime(record, datefmt) + time.strftime("%z", self.converter(record.created))
 
 
 def apply_log_level(name: str) -> None:

@@ -186,3 +186,26 @@ def test_a_file_name_that_is_no_utf8_is_played_and_a_bundle_path_so_named_is_sai
     assert refused.returncode == 1 and b"Traceback" not in refused.stderr
     assert (b"its path is not UTF-8 (a name from an old Windows or FAT copy), which ONNX Runtime cannot open"
             in refused.stderr), refused.stderr.decode(errors="replace")
+
+
+def test_a_shell_s_log_times_carry_their_utc_offset():
+    """From a shell (not journald) each line began with a local time and no zone, beside events dated in
+    UTC: `03:20:53 ... start #1 siren at 02:21:12 UTC` under TZ=Europe/Berlin read as two clocks."""
+    import logging
+    import os
+    import re
+    import time
+
+    from edge.cli import ZonedFormatter
+
+    record = logging.LogRecord("edge", logging.INFO, __file__, 1, "start #1 siren", None, None)
+    record.created = 1_765_000_000.0
+    before = os.environ.get("TZ")
+    try:
+        os.environ["TZ"] = "America/St_Johns"
+        time.tzset()
+        line = ZonedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s").format(record)
+    finally:
+        os.environ.pop("TZ") if before is None else os.environ.update(TZ=before)
+        time.tzset()
+    assert re.fullmatch(r"2025-12-06 02:16:40,\d{3}-0330 INFO edge: start #1 siren", line), line
