@@ -541,9 +541,16 @@ class EventLogSink(Sink):
             self._failing = reason
             return
         self._failing = reason
+        fix = (  # the advice for this failure, not every one (a lock had been told to free disk space)
+            "free disk space"
+            if "no space left" in reason
+            else f"end what holds the file (fuser {self.path})"
+            if "lock" in reason
+            else "free disk space, or end what holds the file"
+        )
         message = (
             f"event log {self.path}: cannot write ({reason}); records wait in memory (up to {PENDING_MAX}) "
-            "and are written once it can be: free disk space, or end what holds the file"
+            f"and are written once it can be: {fix}"
         )
         log.warning("%s", message)
         self.report("warning", message, "event_log")

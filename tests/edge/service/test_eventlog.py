@@ -231,6 +231,7 @@ def test_records_wait_while_the_file_cannot_be_written_and_the_trouble_is_said_o
     assert sink.lost == 0 and sink.pending == 0
     warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "database is locked" in warnings[0] and str(path) in warnings[0]
+    assert warnings[0].endswith(f"end what holds the file (fuser {path})")  # not "free disk space"
     assert [(s.code, s.t) for s in others.statuses if s.code] == [("event_log", 1.0), ("event_log_restored", 6.0)]
     events = recent_events(path, 10)
     assert [(e["event_id"], e["end_reason"], e["onset_t"]) for e in events] == [(2, "end", 4.0), (1, "end", 1.0)]
