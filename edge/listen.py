@@ -752,7 +752,7 @@ def listen(
 
     stop = stop or threading.Event()
     bundle, origin = resolve_bundle_origin(options.bundle)
-    label_set = label_set or resolve_label_set(options.labels)
+    label_set = label_set or resolve_label_set(options.labels, bundle.path / "labels")
     windowing = options.windowing(bundle)
     try:
         scorer, vocabulary = scorer_for(

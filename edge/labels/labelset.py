@@ -626,12 +626,14 @@ def _label_set_file(spec: str | Path, shown: str | None = None) -> LabelSet:
     return label_set
 
 
-def resolve_label_set(spec: str | Path) -> LabelSet:
+def resolve_label_set(spec: str | Path, bundle_labels: Path | None = None) -> LabelSet:
     """`--labels`: the name of a shipped set ("urban", "urban.yaml"), else a YAML file.
 
     A bare name that names a shipped set IS the shipped set, even when a file of that name is
     in the working directory (a warning says so and how to use the file: `./urban.yaml`).
     A file wins only when given as a path; a bare name that is no shipped set may be a file.
+    `bundle_labels`: the bundle's labels/ folder, named in the error when it holds a set of that name
+    (export writes `labels/trained.yaml`, and `--labels trained` had been told only of urban and esc50).
     """
     shipped = shipped_label_sets()
     if _is_path(spec):
@@ -653,7 +655,9 @@ def resolve_label_set(spec: str | Path) -> LabelSet:
         return label_set
     if Path(spec).exists():
         return _label_set_file(spec, shown=f"./{spec}")
+    beside = None if bundle_labels is None else bundle_labels / f"{bare}.yaml"
     raise LabelSetError(
         f"label set {spec!r} not found: it is neither a file nor a shipped set "
         f"(shipped: {', '.join(sorted(shipped))}); pass a path to your YAML file"
+        + (f" (the bundle holds one: --labels {beside})" if beside is not None and beside.is_file() else "")
     )

@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -264,3 +265,17 @@ def test_a_name_saved_decomposed_is_the_same_label():
     saved = parse_label_set(f"name: x\nlabels:\n  - {{name: {decomposed}, prompts: [{decomposed} noise]}}\n")
     typed = parse_label_set(f"name: x\nlabels:\n  - {{name: {composed}, prompts: [{composed} noise]}}\n")
     assert saved.names == [composed] and saved.sha256 == typed.sha256 and saved.find(decomposed) == composed
+
+
+def test_a_bare_name_the_bundle_holds_is_named_in_the_error(tmp_path, monkeypatch):
+    """`export` writes labels/trained.yaml into a bundle; `listen --bundle B --labels trained` was told only
+    of urban and esc50."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "b" / "labels").mkdir(parents=True)
+    (tmp_path / "b" / "labels" / "trained.yaml").write_text("name: trained\nlabels: [siren]\n")
+    with pytest.raises(LabelSetError, match=r"neither a file nor a shipped set .* \(the bundle holds one: --labels "
+                                            r"b/labels/trained.yaml\)"):
+        resolve_label_set("trained", Path("b") / "labels")
+    with pytest.raises(LabelSetError) as plain:
+        resolve_label_set("other", Path("b") / "labels")
+    assert "the bundle holds" not in str(plain.value)
