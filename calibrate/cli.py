@@ -104,6 +104,14 @@ def trained_on(bundle, paths: list[Path]) -> tuple[int, str] | None:
     return (len(seen), " and ".join(roots)) if seen else None
 
 
+def _fold(text: str) -> str:
+    """A CSV's fold as training reads it (`01` is fold 1)."""
+    try:
+        return str(int(text.strip()))
+    except ValueError:
+        return text.strip()
+
+
 def _csv_files(csv_path: Path, held: frozenset[str] | set[str] = frozenset()) -> set[Path]:
     """The files a training CSV lists (its `file` column, relative to its folder), less the rows of the
     folds in `held` (its test folds); none if unreadable."""
@@ -114,7 +122,7 @@ def _csv_files(csv_path: Path, held: frozenset[str] | set[str] = frozenset()) ->
             return {
                 (csv_path.parent / row["file"].strip()).resolve()
                 for row in csv.DictReader(f)
-                if row.get("file") and (row.get("fold") or "").strip() not in held
+                if row.get("file") and _fold(row.get("fold") or "") not in held
             }
     except (OSError, UnicodeDecodeError, csv.Error, KeyError):
         return set()

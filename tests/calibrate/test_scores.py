@@ -322,7 +322,9 @@ def test_clips_a_bundle_trained_on_are_said_by_its_training_csv(labelled_csv, tm
     # a CSV with test folds: its other folds' rows trained (it had been skipped whole: 36 of 48 clips unsaid)
     folded = labelled_csv.parent / "folded.csv"
     with open(folded, "w", newline="") as f:
-        csv.writer(f).writerows([["file", "label", "fold"], *([*row[:2], fold] for row, fold in zip(rows[1:5], "1122"))])
+        # `02` is fold 2 as training reads it: held out, not a training clip
+        csv.writer(f).writerows([["file", "label", "fold"], *([*row[:2], fold] for row, fold in zip(
+            rows[1:5], ["1", "01", "2", "02"]))])
     copy = bundle_copy(trained_bundle(), tmp_path / "folded", lambda meta: meta["training"].update(
         data=[{"kind": "csv", "root": str(folded), "test_folds": [2], "val_fraction": 0.0}]))
     result = CliRunner().invoke(calibrate.cli.main, [
