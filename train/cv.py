@@ -108,6 +108,19 @@ def cross_validate(recipe: str | Path, folds: Sequence[int] | None = None, out: 
     return summary, out / "cv.json"
 
 
+def _differing(ours: dict, theirs: dict, prefix: str = "") -> list[str]:
+    """The dotted keys both recipes set, to different values (a key one of them lacks is a key added to
+    the recipes since the other ran: `background.underlay` on 2026-12-06, its default what ran before)."""
+    keys = []
+    for key in sorted(set(ours) & set(theirs)):
+        a, b = ours[key], theirs[key]
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _differing(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
 def validation_figures(runs: Sequence[str | Path], recipe: dict | None = None) -> dict:
     """The held-out figures of `runs` (each one's last epoch, as the shipped model is its
     recipe's last epoch) and their mean per dataset. ConfigError for a run that stopped before its
@@ -124,7 +137,7 @@ def validation_figures(runs: Sequence[str | Path], recipe: dict | None = None) -
                 f"--validation-run {run} stopped after {last['epoch']} of its {theirs['epochs']} epochs: its "
                 "figures are not its recipe's last epoch; finish it (fit --resume) or leave it out"
             )
-        differ = sorted(k for k in set(recipe or {}) & set(theirs) if k != "data" and recipe[k] != theirs[k])
+        differ = _differing(recipe or {}, {key: value for key, value in theirs.items() if key != "data"})
         if differ:
             raise ConfigError(
                 f"--validation-run {run} trained another recipe than the checkpoint ({', '.join(differ)} differ, "

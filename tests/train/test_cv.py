@@ -172,9 +172,17 @@ def test_validation_figures_are_each_runs_last_epoch_and_their_mean(tmp_path):
                     "training": {"command": f"fit {name}", "recipe": theirs}}, tmp_path / name / "last.pt")
     with pytest.raises(ConfigError, match="stopped after 2 of its 30 epochs: its figures are not its recipe's last"):
         cv.validation_figures([tmp_path / "stopped"], recipe)
-    with pytest.raises(ConfigError, match=r"trained another recipe than the checkpoint \(scoring differ"):
+    with pytest.raises(ConfigError, match=r"trained another recipe than the checkpoint \(scoring.kind differ"):
         cv.validation_figures([tmp_path / "other"], recipe)
     assert cv.validation_figures([tmp_path / "split"], recipe)["mean"] == {"val_accuracy_esc50": 0.9}
+    # a run from before a key was added to the recipes (background.underlay, 2026-12-06) is the same recipe
+    newer = {**recipe, "background": {"count": 400, "underlay": None}}
+    (tmp_path / "older").mkdir()
+    torch.save({"format": FORMAT, "history": [{"epoch": 2, "val_accuracy_esc50": 0.8}],
+                "training": {"recipe": {**recipe, "background": {"count": 400}}}}, tmp_path / "older" / "last.pt")
+    assert cv.validation_figures([tmp_path / "older"], newer)["mean"] == {"val_accuracy_esc50": 0.8}
+    with pytest.raises(ConfigError, match=r"\(background.count differ"):
+        cv.validation_figures([tmp_path / "older"], {**newer, "background": {"count": 40, "underlay": None}})
 
 
 def test_cv_command_prints_each_fold_and_the_summary(recipe, fake_fit, tmp_path):
