@@ -63,3 +63,8 @@ class ConfigError(SemanticACError):
     def __init__(self, message: str, key: str = ""):
         super().__init__(message)
         self.key = key
+
+
+class InUseError(ConfigError):
+    """A state folder or an event log another serve holds: that one runs, and this start is the
+    mistake (it says nothing on MQTT, where it would speak over the running one)."""

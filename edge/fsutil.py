@@ -11,6 +11,7 @@ import fcntl
 import glob
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -55,10 +56,16 @@ class LockHeld(Exception):
         self.holder = holder
 
 
+HANDED_LOCKS_ENV = "SEMANTICAC_LOCK_FDS"  # locks a process kept open across its exec (hand_on), fds by ":"
+
+
 def take_lock(path: str | Path) -> int:
     """The fd of `path` (made if need be) locked exclusively (flock, let go by the kernel however the
     process ends) and stamped with our pid; LockHeld when another process holds it, OSError when it
-    cannot be made."""
+    cannot be made. A lock of `path` handed on across this process's exec (hand_on) is taken up as it is."""
+    handed = _handed_lock(Path(path))
+    if handed is not None:
+        return handed
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -66,20 +73,61 @@ def take_lock(path: str | Path) -> int:
         holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise LockHeld(holder) from None
+    except OSError:  # a file system without flock (ENOLCK, EOPNOTSUPP): no fd left open for it
+        os.close(fd)
+        raise
     with contextlib.suppress(OSError):  # the pid is for the holder's message; the lock holds without it
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
+def is_lock_of(path: str | Path, fd: int) -> bool:
+    """Whether `fd` is the file at `path` (not one deleted or replaced since)."""
+    try:
+        here, held = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+
+def hand_on(fd: int) -> None:
+    """Keep the lock `fd` holds across this process's exec (a service's reload: it had been free for the
+    fraction of a second between the two runs, and another serve took it): take_lock in the new run takes
+    it up, and release_handed_locks closes those it does not."""
+    os.set_inheritable(fd, True)
+    os.environ[HANDED_LOCKS_ENV] = ":".join(filter(None, [os.environ.get(HANDED_LOCKS_ENV, ""), str(fd)]))
+
+
+def _handed_lock(path: Path) -> int | None:
+    fds = [int(fd) for fd in os.environ.get(HANDED_LOCKS_ENV, "").split(":") if fd.isdigit()]
+    for fd in fds:
+        if is_lock_of(path, fd):
+            os.set_inheritable(fd, False)
+            rest = ":".join(str(other) for other in fds if other != fd)
+            os.environ[HANDED_LOCKS_ENV] = rest
+            return fd
+    return None
+
+
+def release_handed_locks() -> None:
+    """Close the locks handed on across the exec that the new run did not take up (its config moved them)."""
+    for fd in os.environ.pop(HANDED_LOCKS_ENV, "").split(":"):
+        with contextlib.suppress(OSError, ValueError):  # only a lock file's fd (the variable could be stale)
+            if os.readlink(f"/proc/self/fd/{int(fd)}").endswith(".lock"):
+                os.close(int(fd))
+
+
 def remove_stale_temporaries(target: str | Path, older_than: float) -> int:
     """Remove what atomic_path / atomic_directory left beside `target` when a process writing it was
-    killed (kill -9, power loss: `.{name}.XXXX.tmp`, `.old`), untouched for `older_than` seconds, so as not
-    to take one that a live writer still fills; return the bytes freed."""
+    killed (kill -9, power loss: `.{name}.XXXXXXXX.tmp`, a file or a folder), untouched for `older_than`
+    seconds, so as not to take one a live writer still fills; return the bytes freed. A `.old` folder is
+    never removed: killed between its two renames, atomic_directory leaves the previous version only there."""
     target = Path(target)
+    made = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp(\.\w+)?")  # tempfile's names
     freed = 0
     for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
-        if not leftover.name.endswith((".tmp", ".old")) and ".tmp." not in leftover.name:
+        if not made.fullmatch(leftover.name):
             continue
         try:
             if time.time() - leftover.stat().st_mtime < older_than:
@@ -94,6 +142,14 @@ def remove_stale_temporaries(target: str | Path, older_than: float) -> int:
             continue
         freed += size
     return freed
+
+
+def previous_versions(target: str | Path) -> list[Path]:
+    """`.old` folders beside `target` that atomic_directory left (killed between its two renames): the
+    only copy of the version it was replacing, which a person moves back or away."""
+    target = Path(target)
+    made = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.old")
+    return sorted(path for path in target.parent.glob(f".{glob.escape(target.name)}.*") if made.fullmatch(path.name))
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:

@@ -32,7 +32,7 @@ from torch import nn
 
 from edge.bundle import BundleMeta, read_bundle, tower_spec, write_bundle_meta
 from edge.errors import BundleError, LabelSetError
-from edge.fsutil import atomic_directory, atomic_path, remove_stale_temporaries
+from edge.fsutil import atomic_directory, atomic_path, previous_versions, remove_stale_temporaries
 from edge.labels.embeddings import LabelEmbeddings, compute_label_embeddings
 from edge.labels.labelset import LabelSet, label_key
 from edge.labels.tokenizers import save_tokenizer
@@ -748,7 +748,9 @@ def default_label_sets(training: dict | None) -> tuple[list[LabelSet], dict[str,
 
 STALE_EXPORT_SECONDS = 3600.0  # a bundle's temporary folder untouched this long is a killed export's
 # what an export, or the commands that finish a bundle, make in it: gone with the folder, they are made again
-REMADE = ("model.json", "*.onnx", "*.npz", "tokenizer/*", f"labels/{TRAINED_SET}.yaml", "engines/*")
+# (and what a killed write of theirs left: `.model.json.XXXXXXXX.tmp`)
+REMADE = ("model.json", "*.onnx", "*.npz", "tokenizer/*", f"labels/{TRAINED_SET}.yaml", "engines/*", ".*.tmp*",
+          "*/.*.tmp*")
 
 
 def check_export_target(out: str | Path, replace: bool = False) -> str | None:
@@ -820,6 +822,9 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
     freed = remove_stale_temporaries(out, STALE_EXPORT_SECONDS)
     if freed:
         log.info("--out %s: removed the unfinished bundle folders (%.0f MB) of an export that was killed", out, freed / 1e6)
+    for previous in previous_versions(out):
+        log.warning("%s holds the bundle an export that was killed was replacing (its only copy, left alone): move "
+                    "it back to %s, or away", previous / Path(out).name, out)
     if not model.text_assisted:
         raise ValueError("the one-hot baseline has no text tower and no joint embedding: it cannot be "
                          "exported as a bundle (export a text-assisted head: cscm, seq_transf, seq_lstm, mean)")

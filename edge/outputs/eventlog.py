@@ -47,6 +47,7 @@ import os
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -56,9 +57,9 @@ from pathlib import Path
 
 from edge import clock
 from edge.clock import UNSET_BEFORE
-from edge.errors import ConfigError
+from edge.errors import ConfigError, InUseError
 from edge.events import Event
-from edge.fsutil import LockHeld, take_lock
+from edge.fsutil import LockHeld, hand_on, take_lock
 from edge.outputs.sinks import Sink, Status, WindowResult, record_dict, utc_text
 from edge.service.sections import UNWRITABLE_FIX, invalid
 
@@ -153,7 +154,7 @@ def lock_event_log(path: Path) -> int | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         return take_lock(path.with_name(path.name + LOCK_SUFFIX))
     except LockHeld as held:
-        raise ConfigError(
+        raise InUseError(
             f"event_log.path {path} is in use by another serve (pid {held.holder}): two would mark each other's "
             "open events interrupted and remove each other's runs; give each service its own event_log.path (or "
             "leave it out: <state folder>/events.sqlite)",
@@ -207,10 +208,12 @@ class EventLogSink(Sink):
         origin: datetime | None = None,
         trust_clock: bool = False,
         run_info: dict | None = None,
+        keep_lock: threading.Event | None = None,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         self.config = config
         self.path = config.resolve_path(state_dir)
+        self.keep_lock = keep_lock  # set by the close: the lock is handed on across a reload's exec
         self.clip_for = clip_for
         self._started: dict[int, tuple[float | None, str | None]] = {}  # open events' start score and clip
         self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
@@ -334,7 +337,10 @@ class EventLogSink(Sink):
                 self._never_written(record)
         self._close_db()
         if self._lock is not None:
-            os.close(self._lock)
+            if self.keep_lock is not None and self.keep_lock.is_set():
+                hand_on(self._lock)  # free for a moment, another serve had taken it and the reload exited 78
+            else:
+                os.close(self._lock)
             self._lock = None
 
     def _close_db(self) -> None:

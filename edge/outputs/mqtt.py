@@ -314,8 +314,8 @@ def publish_problem(config: MqttConfig, problem: dict[str, str], seconds: float 
     not restart) still tells Home Assistant's Problem sensor why, readable while the device is offline.
     False, said in the log, when the broker cannot be reached or does not take it within `seconds`."""
     where = f"{config.host}:{config.port}"
-    try:
-        client, context = new_client(config)
+    try:  # a client id of its own: the broker would end a session of the service's (one that runs)
+        client, context = new_client(replace(config, client_id=f"{config.client_id}-problem"))
         client.connect_timeout = seconds
         client.connect(config.host, config.port, keepalive=config.keepalive)
     except (ConfigError, OSError, ValueError) as err:

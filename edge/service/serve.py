@@ -35,13 +35,14 @@ from edge.errors import (
     BackendError,
     BundleError,
     ConfigError,
+    InUseError,
     LabelEmbeddingsError,
     LabelSetError,
     OptionError,
 )
 from edge.events import Event
 from edge.features import Windowing
-from edge.fsutil import LockHeld, take_lock
+from edge.fsutil import LockHeld, hand_on, is_lock_of, release_handed_locks, take_lock
 from edge.labels.labelset import LabelSet, label_files, resolve_label_set
 from edge.listen import ListenOptions, ListenSummary
 from edge.outputs.clips import ClipRecorder, clip_history_seconds
@@ -177,14 +178,18 @@ def checked(
 
 
 def tell_mqtt_of_config_error(config_path: str, overrides: Sequence[str], text: str | None, error: Exception) -> None:
-    """A start that fails on its config (exit 78: systemd does not restart it) says why on MQTT's retained
-    `problem` (code config_error) when the config's mqtt section, read alone, is enabled and sound; the
-    service's own MQTT output never started, so Home Assistant had shown the device offline, no reason."""
+    """A start by systemd that fails on its config (exit 78: systemd does not restart it) says why on MQTT's
+    retained `problem` (code config_error) when the config's mqtt section, read alone, is enabled and sound;
+    the service's own MQTT output never started, so Home Assistant had shown the device offline, no reason.
+    Not a run from a shell, nor a start refused because another serve holds its state folder or event log
+    (InUseError): either would speak over a service that runs."""
     from edge.outputs.mqtt import MqttConfig, publish_problem
     from edge.outputs.sinks import utc_text
     from edge.service.config import apply_overrides, read_config_file
     from edge.service.sections import parse_section
 
+    if isinstance(error, InUseError) or not (os.environ.get("INVOCATION_ID") or os.environ.get("NOTIFY_SOCKET")):
+        return
     try:
         raw = apply_overrides(read_config_file(config_path, text), overrides)
         mqtt = parse_section(MqttConfig, raw.get("mqtt") if isinstance(raw, Mapping) else None, "mqtt")
@@ -482,23 +487,6 @@ def describe(config: ServiceConfig, resolved: Resolved, backend: Backend) -> str
 
 LOCK_NAME = "serve.lock"
 LOCK_CHECK_SECONDS = 10.0  # how often a running service checks that its lock file is still the one it holds
-LOCK_FD_ENV = "SEMANTICAC_STATE_LOCK_FD"  # a reload's lock, kept open across the exec for the run it becomes
-
-
-def _inherited_lock(folder: Path) -> int | None:
-    """The lock fd a reload kept open across the exec ($SEMANTICAC_STATE_LOCK_FD), when it holds this
-    folder's lock file: the new run goes on holding it (taken again, the folder had been free between
-    the two runs, and a serve started then took it: the reloaded service then exited 78)."""
-    given = os.environ.pop(LOCK_FD_ENV, "")
-    if not given.isdigit():
-        return None
-    fd = int(given)
-    if _lock_is_ours(folder, fd):
-        os.set_inheritable(fd, False)
-        return fd
-    with contextlib.suppress(OSError):  # another folder's (the config moved it), or no fd at all
-        os.close(fd)
-    return None
 
 
 def _take_lock(folder: Path) -> int:
@@ -508,21 +496,13 @@ def _take_lock(folder: Path) -> int:
     try:
         return take_lock(folder / LOCK_NAME)
     except LockHeld as held:
-        raise ConfigError(
+        raise InUseError(
             f"state folder {folder} is in use by another serve (pid {held.holder}): two would share one event log "
             "and clips folder, and their MQTT connections (one client id) would take each other's place; "
             "stop the other (systemctl stop semanticac-edge), or give this one its own --state-dir and "
             "mqtt.node_id",
             key="service.state_dir",
         ) from None
-
-
-def _lock_is_ours(folder: Path, fd: int) -> bool:
-    try:
-        here, held = os.stat(folder / LOCK_NAME), os.fstat(fd)
-    except OSError:
-        return False
-    return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
 
 
 @contextlib.contextmanager
@@ -532,11 +512,10 @@ def hold_state_dir(folder: Path, reloading: threading.Event | None = None) -> It
     process holds it. A folder that cannot be written is left to the outputs that need it. A lock
     file deleted or replaced while the service runs (the folder emptied by hand) is taken again
     within LOCK_CHECK_SECONDS, as a second serve would otherwise start on the same folder.
-    `reloading` set at the end (a reload that starts again in place): the lock stays held, its fd open
-    across the exec and named in $SEMANTICAC_STATE_LOCK_FD for the new run to go on with."""
+    `reloading` set at the end (a reload that starts again in place): the lock stays held across the
+    exec (edge.fsutil.hand_on) for the new run to go on with."""
     try:
-        fd = _inherited_lock(folder)
-        fd = _take_lock(folder) if fd is None else fd
+        fd = _take_lock(folder)
     except OSError as err:
         log.debug("state folder %s not locked: %s", folder, err)
         yield
@@ -547,7 +526,7 @@ def hold_state_dir(folder: Path, reloading: threading.Event | None = None) -> It
 
     def keep() -> None:
         while not done.wait(LOCK_CHECK_SECONDS):
-            if _lock_is_ours(folder, held[0]):
+            if is_lock_of(folder / LOCK_NAME, held[0]):
                 continue
             try:
                 fresh = _take_lock(folder)
@@ -571,8 +550,7 @@ def hold_state_dir(folder: Path, reloading: threading.Event | None = None) -> It
         done.set()
         keeper.join(5)
         if reloading is not None and reloading.is_set():
-            os.set_inheritable(held[0], True)
-            os.environ[LOCK_FD_ENV] = str(held[0])
+            hand_on(held[0])
         else:
             os.close(held[0])  # the lock goes with it
 
@@ -597,7 +575,13 @@ def serve(
     """
     with hold_state_dir(state_dir, keep_lock):
         return _serve(
-            config, state_dir, stop or threading.Event(), notifier or Notifier.from_environ(), backend, label_texts
+            config,
+            state_dir,
+            stop or threading.Event(),
+            notifier or Notifier.from_environ(),
+            backend,
+            label_texts,
+            keep_lock,
         )
 
 
@@ -608,6 +592,7 @@ def _serve(
     notifier: Notifier,
     backend: Backend | None,
     label_texts: Mapping[str, str] | None,
+    keep_lock: threading.Event | None = None,
 ) -> ListenSummary:
     from edge.backends import select_backend
     from edge.listen import listen
@@ -622,7 +607,8 @@ def _serve(
     outputs: list[Sink] = []
     sink: Sink | None = None
     try:
-        outputs = build_outputs(config, resolved, state_dir, backend)
+        outputs = build_outputs(config, resolved, state_dir, backend, keep_lock)
+        release_handed_locks()  # a reload's locks this run did not take up: its config moved them
         recorder = next((sink for sink in outputs if isinstance(sink, ClipRecorder)), None)
         sink = FanOut([*outputs, reporter])
         for output in outputs:
@@ -665,7 +651,13 @@ def stopping_status(sink: Sink, err: Exception) -> Status:
     return Status(t=now, level="error", message=f"the service stops: {err}", code=code)
 
 
-def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, backend: Backend) -> list[Sink]:
+def build_outputs(
+    config: ServiceConfig,
+    resolved: Resolved,
+    state_dir: Path,
+    backend: Backend,
+    keep_lock: threading.Event | None = None,
+) -> list[Sink]:
     """The sinks of the enabled output sections, in the order they get each record: clips first
     (the others name an event's clip), then the event log, MQTT, metrics."""
     enabled = config.enabled_outputs()
@@ -720,6 +712,7 @@ def build_outputs(config: ServiceConfig, resolved: Resolved, state_dir: Path, ba
                     clip_for=clip_for,
                     trust_clock=config.service.trust_clock,
                     run_info=run_info,
+                    keep_lock=keep_lock,
                 )
             )
         mqtt: MqttSink | None = None

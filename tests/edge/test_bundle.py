@@ -168,24 +168,63 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
 
 
 def test_what_a_killed_writer_left_is_removed_once_it_is_stale(tmp_path):
-    """kill -9 during a checkpoint or bundle write left `.last.pt.XXXX.tmp` (100-160 MB) and `.bundle.XXXX.tmp`
-    folders that nothing removed; one a live writer still fills (touched recently) is left alone."""
+    """kill -9 during a checkpoint or bundle write left `.last.pt.XXXXXXXX.tmp` (100-160 MB) and
+    `.bundle.XXXXXXXX.tmp` folders that nothing removed; one a live writer still fills (touched recently)
+    is left alone, and so is a `.old` folder (killed between atomic_directory's renames: the previous
+    bundle's only copy), which is named instead."""
     import os
     import time
 
-    from edge.fsutil import remove_stale_temporaries
+    from edge.fsutil import previous_versions, remove_stale_temporaries
 
-    (tmp_path / ".last.pt.ab12.tmp").write_bytes(b"x" * 1000)
-    (tmp_path / ".bundle.cd34.tmp").mkdir()
-    (tmp_path / ".bundle.cd34.tmp" / "model.onnx").write_bytes(b"y" * 500)
-    (tmp_path / ".bundle.ef56.old").mkdir()
-    (tmp_path / ".last.pt.live.tmp").write_bytes(b"z")
-    keep = [".last.pt.live.tmp", ".last.pt.notes", "last.pt", ".other.pt.gh78.tmp"]
+    (tmp_path / ".last.pt.ab12cd34.tmp").write_bytes(b"x" * 1000)
+    (tmp_path / ".bundle.cd34ef56.tmp").mkdir()
+    (tmp_path / ".bundle.cd34ef56.tmp" / "model.onnx").write_bytes(b"y" * 500)
+    (tmp_path / ".bundle.ef56gh78.old").mkdir()
+    keep = [".last.pt.live0000.tmp", ".last.pt.notes", "last.pt", ".other.pt.gh78ij90.tmp", ".bundle.ef56gh78.old",
+            ".bundle.v2.ab12cd34.tmp"]
+    (tmp_path / ".last.pt.live0000.tmp").write_bytes(b"z")
     for name in keep[1:]:
-        (tmp_path / name).write_bytes(b"k")
+        if not (tmp_path / name).exists():
+            (tmp_path / name).write_bytes(b"k")
     old = time.time() - 600
-    for name in [".last.pt.ab12.tmp", ".bundle.cd34.tmp", ".bundle.ef56.old", *keep[1:]]:
+    for name in [".last.pt.ab12cd34.tmp", ".bundle.cd34ef56.tmp", *keep[1:]]:
         os.utime(tmp_path / name, (old, old))
     assert remove_stale_temporaries(tmp_path / "last.pt", 300) == 1000
     assert remove_stale_temporaries(tmp_path / "bundle", 300) == 500
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(keep)
+    assert previous_versions(tmp_path / "bundle") == [tmp_path / ".bundle.ef56gh78.old"]
+
+
+def test_a_lock_handed_on_across_an_exec_is_taken_up_and_one_not_taken_up_is_let_go(tmp_path, monkeypatch):
+    """A reload kept its locks open across the exec (hand_on); the new run takes each up by its file, and
+    closes those its config no longer names. A file system without flock leaves no fd behind."""
+    import errno
+    import fcntl
+    import os
+
+    from edge.fsutil import HANDED_LOCKS_ENV, LockHeld, hand_on, release_handed_locks, take_lock
+
+    monkeypatch.delenv(HANDED_LOCKS_ENV, raising=False)
+    state, moved = take_lock(tmp_path / "serve.lock"), take_lock(tmp_path / "old.sqlite.lock")
+    hand_on(state)
+    hand_on(moved)
+    assert os.get_inheritable(state) and os.environ[HANDED_LOCKS_ENV] == f"{state}:{moved}"
+    assert take_lock(tmp_path / "serve.lock") == state and not os.get_inheritable(state)  # taken up, still held
+    release_handed_locks()
+    assert HANDED_LOCKS_ENV not in os.environ
+    with pytest.raises(OSError):
+        os.fstat(moved)  # let go: another serve may take it now
+    take_lock(tmp_path / "old.sqlite.lock")
+    with pytest.raises(LockHeld, match=str(os.getpid())):
+        take_lock(tmp_path / "serve.lock")
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def unsupported(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    for _ in range(5):
+        with pytest.raises(OSError, match="No locks available"):
+            take_lock(tmp_path / "nfs.lock")
+    assert len(os.listdir("/proc/self/fd")) == fds

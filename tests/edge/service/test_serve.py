@@ -243,7 +243,8 @@ def test_sighup_reloads_a_config_that_checks_out_in_place_and_keeps_running_on_o
     notify = NotifySocket("\0" + name)
     long = tmp_path / "long.wav"
     sf.write(long, noise(120.0, RATE), RATE)
-    config = write_config(tmp_path / "service.yaml", audio={"input": str(long)}, event_log={"enabled": False},
+    events = tmp_path / "shared" / "events.sqlite"  # an event_log.path of its own: its lock is held across too
+    config = write_config(tmp_path / "service.yaml", audio={"input": str(long)}, event_log={"path": str(events)},
                           metrics={"enabled": False})
     log = tmp_path / "journal.log"
     with open(log, "w") as stderr:
@@ -260,7 +261,7 @@ def test_sighup_reloads_a_config_that_checks_out_in_place_and_keeps_running_on_o
             assert "SIGHUP: not reloaded: listen.hop" in log.read_text(), log.read_text()
             time.sleep(1.0)
             assert proc.poll() is None and not notify.times("RELOADING=1")  # it goes on as it was
-            write_config(config, audio={"input": str(long)}, event_log={"enabled": False},
+            write_config(config, audio={"input": str(long)}, event_log={"path": str(events)},
                          metrics={"enabled": False}, labels={"set": "esc50"})
             proc.send_signal(signal.SIGHUP)
             notify.wait_for("RELOADING=1", timeout=20)
@@ -269,12 +270,13 @@ def test_sighup_reloads_a_config_that_checks_out_in_place_and_keeps_running_on_o
             free = 0
             deadline = time.monotonic() + 30
             while len(notify.times("READY=1")) < 2 and time.monotonic() < deadline:
-                with open(tmp_path / "state" / "serve.lock", "a") as lock:
-                    try:
-                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        free += 1
-                    except BlockingIOError:
-                        pass
+                for held in (tmp_path / "state" / "serve.lock", events.with_name("events.sqlite.lock")):
+                    with open(held, "a") as lock:
+                        try:
+                            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                            free += 1
+                        except BlockingIOError:
+                            pass
                 time.sleep(0.002)
             assert len(notify.times("READY=1")) == 2, notify.messages()
             assert free == 0

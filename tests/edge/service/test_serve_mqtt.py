@@ -115,6 +115,9 @@ def test_a_config_error_at_start_reaches_the_problem_sensor(broker, subscribers,
     base = f"semanticac/{node}"
     command, env = service(tmp_path, cache, eager_labels, broker.port, node, seconds=1.0, fast=True)
     eager_labels.write_text(eager_labels.read_text().replace("guitar]", "{name: guitar, threshold: 8}]"))
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)  # from a shell: not said
+    assert run.returncode == 78 and "mqtt:" not in run.stderr, run.stderr[-2000:]
+    env = {**env, "INVOCATION_ID": uuid.uuid4().hex}  # as systemd starts it
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 78, run.stderr[-2000:]
     late = subscribers(broker.port, [f"{base}/#"])
