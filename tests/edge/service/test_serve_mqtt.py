@@ -107,6 +107,7 @@ def test_a_failure_at_start_is_the_problem_sensors_last_word(broker, subscribers
     assert "street.wav holds NaN" in problem["problems"][0]["message"]
 
 
+@pytest.mark.slow  # three starts of a real process
 def test_a_config_error_at_start_reaches_the_problem_sensor(broker, subscribers, eager_labels, cache, tmp_path):
     """A config the start refuses (exit 78, which systemd does not restart: a label set saved with a
     mistake, a bundle an upgrade replaced) left Home Assistant with an offline device and no reason. The
