@@ -54,6 +54,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -200,8 +201,14 @@ class ListenOptions:
 
     def _validate(self) -> None:
         if not isinstance(self.labels, str) or not self.labels.strip():
+            from edge.labels.labelset import shipped_label_sets
+
+            own = sorted((Path(self.bundle) / "labels").glob("*.yaml")) if isinstance(self.bundle, str) else []
             raise OptionError(
-                "--labels is required: a label-set YAML file or a shipped set (urban, esc50)", option="labels"
+                "--labels is required: a label-set YAML file or a shipped set "
+                f"({', '.join(sorted(shipped_label_sets()))})"
+                + (f", or the bundle's own: {', '.join(f'--labels {path}' for path in own)}" if own else ""),
+                option="labels",
             )
         self._seconds("hop", self.hop, allow_zero=False)
         if self.window is not None:

@@ -209,3 +209,19 @@ def test_a_shell_s_log_times_carry_their_utc_offset():
         os.environ.pop("TZ") if before is None else os.environ.update(TZ=before)
         time.tzset()
     assert re.fullmatch(r"2025-12-06 02:16:40,\d{3}-0330 INFO edge: start #1 siren", line), line
+
+
+def test_labels_left_out_are_asked_for_with_the_bundle_s_own_sets(tmp_path):
+    """`listen --bundle B` without --labels named only urban and esc50, not the set `export` wrote into B."""
+    import pytest
+
+    from edge.errors import OptionError
+    from edge.listen import ListenOptions
+
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "trained.yaml").write_text("name: trained\nlabels: [siren]\n")
+    with pytest.raises(OptionError, match=r"a shipped set \(esc50, urban\), or the bundle's own: --labels "
+                                          rf"{tmp_path}/labels/trained.yaml"):
+        ListenOptions(labels="", bundle=str(tmp_path))
+    with pytest.raises(OptionError, match=r"a shipped set \(esc50, urban\)$"):
+        ListenOptions(labels="")
