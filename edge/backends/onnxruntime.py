@@ -43,10 +43,23 @@ ORT_DTYPES = {
 }
 
 
+# how ONNX Runtime and the C++ runtime say an allocation failed (a process under ulimit -v / prlimit --as, or a
+# board whose memory is taken): "The file is corrupt" and "not installed" had sent a person after the bundle
+OUT_OF_MEMORY = ("bad_alloc", "Failed to allocate memory", "cannot allocate memory", "Cannot allocate memory")
+MEMORY_FIX = (
+    "this process may not use enough memory (about 350 MB of address space for the demo bundle): raise its limit "
+    "(ulimit -v, prlimit --as, the unit's MemoryMax=) or free memory on the board"
+)
+
+
 def import_onnxruntime():
     try:
         import onnxruntime
+    except MemoryError:
+        raise ImportError(f"ONNX Runtime cannot be loaded: out of memory: {MEMORY_FIX}") from None
     except ImportError as err:
+        if any(word in str(err) for word in OUT_OF_MEMORY):  # a shared library that could not be mapped
+            raise ImportError(f"ONNX Runtime cannot be loaded: out of memory ({err}): {MEMORY_FIX}") from None
         raise ImportError(f"ONNX Runtime is not installed (the onnxruntime backend needs it): {INSTALL}") from err
     return onnxruntime
 
@@ -126,6 +139,8 @@ class OnnxRuntimeBackend(Backend):
             session = ort.InferenceSession(str(path), sess_options=options, providers=chosen)
         except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
             reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if isinstance(err, MemoryError) or any(word in str(err) for word in OUT_OF_MEMORY):
+                raise BackendError(f"cannot load ONNX graph {path}: out of memory ({reason}): {MEMORY_FIX}") from None
             raise BackendError(
                 f"cannot load ONNX graph {path}: {reason}. The file is corrupt, truncated or not "
                 "an ONNX graph: check it with `semanticac-edge info --verify` and "

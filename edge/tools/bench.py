@@ -22,7 +22,7 @@ The audio is synthetic (noise and a chirp, seeded): speed does not depend on wha
 
 `run_bench` returns one dict, which `--json` prints as is. Its keys:
     schema (1), bundle, model_id, window_s, hop_s, frame_s, window_frames, hop_frames,
-    model_frames, threads (null: the runtime's default), cpu_count, seconds (timing per backend),
+    model_frames, threads (null: the runtime's default), cpu_count (the cores this process may use), seconds,
     frontend {incremental_ms_per_hop, recompute_ms_per_hop, recompute_over_incremental, hops_timed},
     backends {name: {device, runs, warmup, p50_ms, p99_ms, mean_ms, min_ms, max_ms (the audio graph
                      alone), rtf, rtf_p99, keeps_up, min_hop_s (the window: with the vocabulary
@@ -38,7 +38,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import resource
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from edge.backends.base import usable_cores
 from edge.bundle import Bundle, resolve_bundle
 from edge.errors import BackendError
 from edge.features import StreamingLogMel, Windowing, log_mel, tile_frames
@@ -233,7 +233,7 @@ def run_bench(
         "hop_frames": windowing.hop_frames,
         "model_frames": windowing.model_frames,
         "threads": threads,
-        "cpu_count": os.cpu_count(),
+        "cpu_count": usable_cores(),  # the cores this process may use (taskset, a cgroup), as the backends count
         "seconds": seconds,
         "frontend": frontend,
         "backends": results,
@@ -310,7 +310,8 @@ def format_bench(result: dict) -> str:
         f"bundle {result['bundle']} ({result['model_id']})",
         f"window {result['window_s']:g} s ({result['window_frames']} frames, tiled to {result['model_frames']}), "
         f"hop {result['hop_s']:g} s ({result['hop_frames']} frames of {result['frame_s'] * 1e3:g} ms); "
-        f"{result['cpu_count']} cores, threads {result['threads'] or 'default'}; {result['seconds']:g} s of timing "
+        f"{result['cpu_count']} core{'s' if result['cpu_count'] != 1 else ''}, "
+        f"threads {result['threads'] or 'default'}; {result['seconds']:g} s of timing "
         "per backend",
         f"frontend per hop: incremental {fe['incremental_ms_per_hop']:.2f} ms, recompute the window "
         f"{fe['recompute_ms_per_hop']:.2f} ms ({fe['recompute_over_incremental']:.1f}x incremental; "

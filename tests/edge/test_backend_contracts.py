@@ -65,6 +65,21 @@ def test_an_unavailable_provider_is_refused_naming_the_available_ones(demo_bundl
         OnnxRuntimeBackend.for_bundle(demo_bundle, providers=["NoSuchExecutionProvider"])
 
 
+def test_a_graph_that_cannot_be_loaded_for_want_of_memory_says_so(demo_bundle, monkeypatch):
+    """Under `prlimit --as` (a board's memory taken, a unit's MemoryMax=) ONNX Runtime's std::bad_alloc was
+    reported as "The file is corrupt, truncated or not an ONNX graph ... re-export the bundle"."""
+    import onnxruntime
+
+    def starved(*args, **kwargs):  # what ONNX Runtime raised at 220-300 MB of address space
+        raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Exception during initialization: std::bad_alloc")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", starved)
+    with pytest.raises(BackendError, match=r"model.onnx: out of memory \(.*std::bad_alloc\): this process may not use "
+                                           r"enough memory .* raise its limit \(ulimit -v, prlimit --as") as err:
+        OnnxRuntimeBackend.for_bundle(demo_bundle)
+    assert "corrupt" not in str(err.value)
+
+
 # ---------------------------------------------------------------------------------------------
 # Inputs at run time
 
