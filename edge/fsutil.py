@@ -123,12 +123,8 @@ def remove_stale_temporaries(target: str | Path, older_than: float) -> int:
     killed (kill -9, power loss: `.{name}.XXXXXXXX.tmp`, a file or a folder), untouched for `older_than`
     seconds, so as not to take one a live writer still fills; return the bytes freed. A `.old` folder is
     never removed: killed between its two renames, atomic_directory leaves the previous version only there."""
-    target = Path(target)
-    made = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp(\.\w+)?")  # tempfile's names
     freed = 0
-    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*"):
-        if not made.fullmatch(leftover.name):
-            continue
+    for leftover in _made_beside(target, r"\.tmp(\.\w+)?"):
         try:
             if time.time() - leftover.stat().st_mtime < older_than:
                 continue
@@ -147,9 +143,15 @@ def remove_stale_temporaries(target: str | Path, older_than: float) -> int:
 def previous_versions(target: str | Path) -> list[Path]:
     """`.old` folders beside `target` that atomic_directory left (killed between its two renames): the
     only copy of the version it was replacing, which a person moves back or away."""
+    return sorted(_made_beside(target, r"\.old"))
+
+
+def _made_beside(target: str | Path, suffix: str) -> list[Path]:
+    """What atomic_path / atomic_directory name beside `target`: `.{name}.` + tempfile's 8 characters +
+    `suffix` (a regular expression)."""
     target = Path(target)
-    made = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.old")
-    return sorted(path for path in target.parent.glob(f".{glob.escape(target.name)}.*") if made.fullmatch(path.name))
+    made = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}{suffix}")
+    return [path for path in target.parent.glob(f".{glob.escape(target.name)}.*") if made.fullmatch(path.name)]
 
 
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:

@@ -131,10 +131,22 @@ class GraphReport:
         return f"{self.file}: {sum(self.op_counts.values())} nodes, {len(self.op_counts)} op types ({ops}); {check}"
 
 
-def op_counts(path: Path) -> dict[str, int]:
+def op_counts(graph) -> dict[str, int]:
+    """How many nodes of each op type an ONNX graph (a loaded onnx.ModelProto) holds."""
+    return dict(collections.Counter(node.op_type for node in graph.graph.node))
+
+
+def compacted_report(report: GraphReport, folder: Path, cosines: dict[str, float]) -> GraphReport:
+    """`report` of a graph compact_graphs rewrote in `folder`, describing the graph written (it had given
+    the full-precision graph's figures): its own op counts, how far it is from torch (`cosines`)."""
     import onnx
 
-    return dict(collections.Counter(node.op_type for node in onnx.load(str(path)).graph.node))
+    if report.file not in cosines:
+        return report
+    drift = cosines[report.file]
+    compacted = (f"largest difference vs torch {drift:.2e}" if report.file == VOCABULARY_GRAPH
+                 else f"least cosine vs torch {drift:.5f}")
+    return dataclasses.replace(report, op_counts=op_counts(onnx.load(str(folder / report.file))), compacted=compacted)
 
 
 def export_onnx(module: nn.Module, inputs: dict[str, torch.Tensor], path: Path,
@@ -154,8 +166,9 @@ def check_graph(path: Path, module: nn.Module, inputs: dict[str, torch.Tensor], 
     import onnx
     import onnxruntime as ort
 
-    onnx.checker.check_model(onnx.load(str(path)))
-    ops = op_counts(path)
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    ops = op_counts(graph)
     unsupported = sorted(set(ops) - TENSORRT_OPS)
     if unsupported:
         message = f"{path.name} contains ops TensorRT's ONNX parser does not support: {unsupported}"
@@ -905,11 +918,7 @@ def export_bundle(model: SemanticAC, config: ModelConfig, out: str | Path, *, mo
                                   **({"vocabulary_largest_difference_vs_torch": cosines[VOCABULARY_GRAPH]}
                                      if branch is not None else {})}
             write_meta()
-            # the reports describe the graphs written (they had given the full-precision graphs' figures)
-            reports = [dataclasses.replace(report, op_counts=op_counts(tmp / report.file), compacted=(
-                f"largest difference vs torch {cosines[report.file]:.2e}" if report.file == VOCABULARY_GRAPH
-                else f"least cosine vs torch {cosines[report.file]:.5f}")) if report.file in cosines else report
-                for report in reports]
+            reports = [compacted_report(report, tmp, cosines) for report in reports]
     if branch is not None:  # where the veto may trust the vocabulary, on the recipe's own training clips
         from train.vocabulary_trust import trust_exported
 

@@ -324,8 +324,9 @@ class Trainer:
             )
         then = {str(Path(d.get("root", "")).resolve()): d.get("sha256") for d in (state.get("training") or {}).get(
             "data") or []}
-        for spec in self.config.datasets:  # the same clips in the same number, but labels or files swapped
-            digest, root = _csv_sha256(spec).get("sha256"), str(Path(spec.root).resolve())
+        # the same clips in the same number, but labels or files swapped
+        for spec, now in zip(self.config.datasets, data_facts(self.config)):
+            digest, root = now.get("sha256"), now["root"]
             if digest and then.get(root) and then[root] != digest:
                 raise ConfigError(
                     f"--resume: {spec.root} changed since {path} (its SHA-256 {then[root][:12]}... then, "
@@ -436,11 +437,16 @@ def _csv_sha256(spec: DataSpec) -> dict:
     return {"sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
+def data_facts(config: TrainConfig) -> list[dict]:
+    """Each dataset as a checkpoint records it: its root made absolute (calibrate scores finds its clips by
+    it), its split, and a CSV's SHA-256 (--resume compares it)."""
+    return [{"kind": spec.kind, "root": str(Path(spec.root).resolve()), "test_folds": list(spec.test_folds),
+             "val_fraction": spec.val_fraction, **_csv_sha256(spec)} for spec in config.datasets]
+
+
 def run_facts(config: TrainConfig, run: Run, command: str) -> dict:
     """How a checkpoint was made (an export's model.json carries it as `training`)."""
-    return {"command": command, "recipe": to_dict(config), "version": __version__,
-            "data": [{"kind": spec.kind, "root": str(Path(spec.root).resolve()), "test_folds": list(spec.test_folds),
-                      "val_fraction": spec.val_fraction, **_csv_sha256(spec)} for spec in config.datasets],
+    return {"command": command, "recipe": to_dict(config), "version": __version__, "data": data_facts(config),
             "clips": {"train": len(run.train_set), **{f"{v.split}_{v.name}": len(v.dataset) for v in run.validation},
                       "skipped": skipped_clips(run)}}
 
