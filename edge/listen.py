@@ -35,9 +35,10 @@ nothing then, measured). The open events end, a `status` warning `audio_lost` na
 device and the reason, and the loop reopens it (PortAudio rescans its devices, so a
 re-plugged USB microphone is found) after waits that double up to `backoff_max`, with
 jitter, calling the heartbeat meanwhile; `audio_restored` (info) follows when audio flows
-again. Stream time goes on across the gap: the new audio starts at the wall-clock time
-elapsed since the stream began, so `utc` stays right. Without `reconnect` a loss is the
-failure above.
+again, saying how long no audio was heard. Stream time goes on across the gap: the new audio
+starts at the wall-clock time elapsed since the stream began, and the first of it read as it
+comes dates what follows (see `_anchor`), so `utc` stays right. Without `reconnect` a loss is
+the failure above.
 """
 
 from __future__ import annotations
@@ -893,6 +894,7 @@ class Listener:
         self._clipping_at = -math.inf  # monotonic time of that status
         self._dropped_said, self._overload_at = 0, -math.inf  # windows dropped as of the last overload status, its time
         self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
+        self._heard_at = 0.0  # monotonic time of the last audio read, not digital silence (the run's start before)
         self._tries = 0  # tries to reopen since the loss
         self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
         self._shown: np.ndarray | None = None  # each label's highest score of one window (what windows show)
@@ -919,7 +921,7 @@ class Listener:
         wraps each source read, given the stream time its segment starts at (see `listen`)."""
         stop = stop or threading.Event()
         beat = heartbeat or (lambda: None)
-        began = time.monotonic()
+        began = self._heard_at = time.monotonic()
         now = datetime.now(timezone.utc)
         self.sink.start_clock(now)
         self._skew = now.timestamp() - since_boot()
@@ -1019,6 +1021,7 @@ class Listener:
         self._silent_samples = 0
         self._clipped_said = 0  # a new source counts from 0
         next_k = 0
+        anchored = not live or self.sink.origin_given  # a live source's first audio dates it (see _anchor)
         failure: SemanticACError | None = None
         # Read up to a model window at a time: after a slow inference everything waiting is
         # taken at once, so the windows that are too late can be dropped instead of queued.
@@ -1039,6 +1042,9 @@ class Listener:
                         break
                     if block.size:
                         self._arrived = time.perf_counter()  # latency runs from here to the window's scores
+                        if not anchored and block.size < read_size:  # caught up: the newest sample is now
+                            anchored = True
+                            self._anchor(self._offset + (mel.samples_seen + block.size) / self.frontend.sample_rate)
                         self._supervise(block, source)
                         self._levels.push(block)
                         queue.append(mel.push(block))
@@ -1075,6 +1081,23 @@ class Listener:
         if overflows:
             self._status("warning", f"{overflows} input frames were lost: the reader fell behind the device")
         return failure
+
+    def _anchor(self, t: float) -> None:
+        """`t`: the stream time of the first audio of a live source read as it came (the newest
+        sample is now): the dates from here are the clock's. The stream time of a source opened
+        after a loss starts at the wall-clock time elapsed, but its first audio comes later
+        (PulseAudio's first delivery takes up to ~3 s) or sooner (captured while the open was
+        waited for) than that: a reopen is no step of the clock. A step or a suspend meanwhile
+        is left to _keep_time, which says so."""
+        now, boot = datetime.now(timezone.utc), since_boot()
+        if abs(now.timestamp() - boot - self._skew) >= CLOCK_TOLERANCE or boot - time.monotonic() - self._asleep >= (
+            CLOCK_TOLERANCE
+        ):
+            return
+        moved = (now - (self.sink.origin + timedelta(seconds=t))).total_seconds()
+        self.sink.start_clock(now - timedelta(seconds=t))
+        self._clock_checked = t
+        log.debug("dates follow the audio's arrival from stream time %.3f s (%+.3f s)", t, moved)
 
     def _keep_time(self, t: float) -> None:
         """`t`: the stream time of the audio just read, which is now (the read drained what was
@@ -1118,6 +1141,8 @@ class Listener:
         while lost restores the source (not digital silence when it is watched for)."""
         silent = self.max_silence is not None and float(np.abs(block).max()) <= DIGITAL_SILENCE
         self._silent_samples = self._silent_samples + block.size if silent else 0
+        if not silent:
+            self._heard_at = time.monotonic()
         if self._lost_at is not None and not silent:
             lost_for, self._lost_at = time.monotonic() - self._lost_at, None
             self._restored_at = time.monotonic()
@@ -1144,7 +1169,7 @@ class Listener:
         if self._lost_at is not None:
             log.info("still no audio (try %d): %s", self._tries, reason)
             return
-        self._lost_at = time.monotonic()
+        self._lost_at = self._heard_at  # a device that stalled or went silent was lost when it was last heard
         if self._restored_at is not None and self._lost_at - self._restored_at > reconnect.backoff_max:
             self._tries = 0  # a device that flaps (lost soon after each restore) keeps its longer waits
         self._status(

@@ -6,9 +6,11 @@ ways a device is lost:
     pulseaudio --kill (the sound server dies)          -> the stream ends: audio_lost
     the source goes, another is left (PulseAudio moves -> digital silence for max_silence:
       the stream there; PortAudio reports nothing)        audio_lost
+    pactl suspend-sink (a source that delivers nothing)  -> no audio for 5 s: audio_lost
 
 each mended (the module loaded again, the daemon restarted with the same sink, the default
-source back), then `audio_restored` once audio flows again. Every event open at a loss ends
+source back, the sink resumed), then `audio_restored` once audio flows again, its audio dated by
+its arrival and the time lost counted from the last audio heard. Every event open at a loss ends
 before the loss is reported. While it waits to reopen, the process stays under 5 % of one
 core and the heartbeat goes on.
 
@@ -17,11 +19,13 @@ runtime folder), so the session's `null_sink` stays usable by the other capture 
 """
 
 import os
+import re
 import resource
 import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 
 import pytest
 import soundfile as sf
@@ -37,6 +41,7 @@ pytestmark = pytest.mark.capture
 # a core; waiting takes 1-4 % here, and up to 6.3 % was seen on a loaded 2-core machine (each try
 # initialises PortAudio again), so the bound leaves room for slow tries and still catches a spin
 CPU_MAX = 0.25
+DATE_TOLERANCE = 0.5  # seconds from a window's date (its end) to its arrival at the sink: a read, its inference
 WAIT_SECONDS = 15.0  # for any expected record (PulseAudio starts capture ~2 s late; longer is a hang)
 
 
@@ -71,6 +76,12 @@ class Pulse:
         self.pactl("load-module", "module-null-sink", f"sink_name={sink}", f"rate={RATE}")
         self.pactl("set-default-source", "virt.monitor")
         self.play()
+
+    def suspend(self) -> None:
+        self.pactl("suspend-sink", "virt", "1")
+
+    def resume(self) -> None:
+        self.pactl("suspend-sink", "virt", "0")
 
     def kill(self) -> None:
         self.daemon.keepalive.kill()
@@ -115,11 +126,23 @@ def pulse(tmp_path_factory):
             rescan_devices(force=True)
 
 
+class Timed(Collect):
+    """Collect, noting how far each window's date (its end) is from the wall clock as it comes."""
+
+    def __init__(self):
+        super().__init__()
+        self.lags = {}  # index in records -> seconds from the window's date to its arrival here
+
+    def window(self, result):
+        super().window(result)
+        self.lags[len(self.records) - 1] = time.time() - (self.origin + timedelta(seconds=result.t)).timestamp()
+
+
 class Running:
     """listen(options) in a thread as the service runs it: records in order, heartbeats timed."""
 
     def __init__(self, options: ListenOptions):
-        self.sink, self.stop, self.beats, self.out = Collect(), threading.Event(), [], {}
+        self.sink, self.stop, self.beats, self.out = Timed(), threading.Event(), [], {}
         self.taken = 0  # records before this index were already awaited
         self.thread = threading.Thread(target=self._run, args=(options,), name="listen", daemon=True)
         self.thread.start()
@@ -169,6 +192,7 @@ def lose_and_mend(run: Running, lose, mend, measure_cpu: bool = False) -> str:
     """With an event open, lose the device; every open event ends before `audio_lost`; mend it;
     `audio_restored` follows. Returns the audio_lost message."""
     started_at, started = run.next("start")
+    lost_from = time.monotonic()
     lose()
     lost_at, lost = run.next("status", "audio_lost")
     assert lost.level == "warning" and "'default'" in lost.message, lost.message
@@ -187,8 +211,18 @@ def lose_and_mend(run: Running, lose, mend, measure_cpu: bool = False) -> str:
         waiting = [b for b in run.beats if b >= wall]
         assert waiting and max(b - a for a, b in zip([wall, *waiting], waiting)) < 5 * READ_SECONDS
     mend()
-    _, restored = run.next("status", "audio_restored")
-    assert restored.level == "info" and "s lost" in restored.message and restored.t > lost.t
+    restored_at, restored = run.next("status", "audio_restored")
+    assert restored.level == "info" and restored.t > lost.t
+    # counted from the last audio heard (a stall is found 5 s later, silence after max_silence)
+    lost_for = float(re.fullmatch(r".* after ([0-9.]+) s lost", restored.message).group(1))
+    assert abs(lost_for - (time.monotonic() - lost_from)) < 1.0, (lost_for, restored.message)
+    # the audio after the gap is dated by its arrival: PulseAudio's first delivery comes seconds after
+    # the device opened, and audio captured while the open was waited for comes at once
+    deadline = time.monotonic() + WAIT_SECONDS
+    while len(lags := [lag for i, lag in list(run.sink.lags.items()) if i > restored_at]) < 3:
+        assert time.monotonic() < deadline and run.thread.is_alive(), f"no 3 windows after audio_restored: {lags}"
+        time.sleep(0.05)
+    assert max(abs(lag) for lag in lags) < DATE_TOLERANCE, f"windows after the gap dated {lags} s from their arrival"
     return lost.message
 
 
@@ -208,12 +242,14 @@ def test_a_lost_microphone_is_reported_and_reopened(pulse, demo_bundle, eager_la
         unplugged = lose_and_mend(run, pulse.unplug, pulse.plug, measure_cpu=True)  # a USB microphone
         killed = lose_and_mend(run, pulse.kill, pulse.restart)  # the sound server
         moved = lose_and_mend(run, move, pulse.plug)
+        stalled = lose_and_mend(run, pulse.suspend, pulse.resume)  # a source that delivers nothing
     finally:
         summary = run.finish()
     assert "stopped delivering audio" in unplugged and "stopped delivering audio" in killed
     assert "only digital silence for 1 s" in moved
+    assert "delivered no audio for 5 s" in stalled
     assert summary.error is None and summary.end_reason == "stopped"
-    assert [s.code for s in run.sink.statuses if s.code] == ["audio_lost", "audio_restored"] * 3
+    assert [s.code for s in run.sink.statuses if s.code] == ["audio_lost", "audio_restored"] * 4
     assert not run.open_events(len(run.sink.records))
     windows = [w.t for w in run.sink.windows]
     assert windows == sorted(windows)  # stream time goes on across every gap
