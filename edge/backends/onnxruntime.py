@@ -64,6 +64,9 @@ def import_onnxruntime():
     return onnxruntime
 
 
+SPINNING_ENV = "SEMANTICAC_ORT_SPINNING"  # "1": ONNX Runtime's threads spin between runs (its own default)
+
+
 def choose_providers(available: list[str], requested: list[str] | None = None) -> list[str]:
     """The execution providers to ask for, in order: `requested` (each must be available),
     else CUDA when present, then CPU."""
@@ -95,7 +98,8 @@ class OnnxRuntimeBackend(Backend):
     `threads`: intra-op threads (None: onnxruntime's default, one per core, or one per core this
     process may use where its affinity allows fewer). On a device that
     also captures audio, leave a core free. `max_batch`: split larger batches (bounds memory).
-    `spec`: what model.json promises (see `for_bundle`); the graph must match it.
+    `spec`: what model.json promises (see `for_bundle`); the graph must match it. Its threads
+    sleep between runs (ONNX Runtime's default spins them): $SEMANTICAC_ORT_SPINNING=1 lets them spin.
     """
 
     name = "onnxruntime"
@@ -133,6 +137,11 @@ class OnnxRuntimeBackend(Backend):
             threads = usable_cores()
         if threads is not None:
             options.intra_op_num_threads = threads
+        # ONNX Runtime's threads spin after each run, waiting for the next: a live stream runs one window
+        # a hop, so they spun for nothing (benchmarks/ort_spinning.py: about twice the CPU, and slower
+        # on 2 cores, where the spinning took the core the loop needed)
+        spinning = os.environ.get(SPINNING_ENV, "0") == "1"
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         available = ort.get_available_providers()
         chosen = choose_providers(available, providers)
         try:

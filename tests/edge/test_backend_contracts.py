@@ -41,6 +41,19 @@ def test_the_thread_count_reaches_the_session(demo_bundle, threads):
         assert backend.providers[-1] == "CPUExecutionProvider"
 
 
+@pytest.mark.parametrize("environ, spins", [(None, "0"), ("1", "1"), ("0", "0")])
+def test_the_session_s_threads_sleep_between_runs_unless_asked_to_spin(demo_bundle, monkeypatch, environ, spins):
+    """ONNX Runtime spins its threads after each run by default: a live stream runs one window a hop,
+    so they spun for nothing, about twice the CPU of the whole loop (benchmarks/ort_spinning.py)."""
+    if environ is None:
+        monkeypatch.delenv("SEMANTICAC_ORT_SPINNING", raising=False)
+    else:
+        monkeypatch.setenv("SEMANTICAC_ORT_SPINNING", environ)
+    with OnnxRuntimeBackend.for_bundle(demo_bundle, threads=2) as backend:
+        options = backend.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == spins
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2, reason="needs 2 cores and affinity")
 def test_by_default_a_session_runs_a_thread_per_core_the_process_may_use(demo_bundle):
     """A cpuset or CPUAffinity= (a Jetson sharing its cores) gives the process fewer cores than the
