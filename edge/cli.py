@@ -29,6 +29,7 @@ from edge.backends import BACKENDS
 from edge.capture.sources import STDIN_FORMATS
 from edge.errors import OptionError, OutputError, SemanticACError
 from edge.listen import ListenOptions, ListenSummary, plural, reading_notes_of, untrained_labels
+from edge.malloc import limit_arenas
 from edge.service.unit import CONFIG_PATH, UNIT_PATH, WATCHDOG_SEC
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,7 @@ def main(verbose: int) -> None:
 
     Labels are free text in a YAML file; a new label is a YAML edit, not a retrain.
     """
+    limit_arenas()  # before the threads: a microphone reopened for months grows the process otherwise
     setup_logging(verbose)
 
 
