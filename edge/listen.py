@@ -336,29 +336,26 @@ def open_source(options: ListenOptions, frontend: Frontend, rescan: bool = False
     )
 
 
-def reopener(options: ListenOptions, frontend: Frontend, first: list[Source]) -> Callable[[], Source]:
+def reopener(options: ListenOptions, frontend: Frontend, first: list[str]) -> Callable[[], Source]:
     """What reopens a lost microphone: `options.device` again after a PortAudio rescan; given
-    by index, only while the index still names the device `first` holds, the one opened at the
-    start or, missing then, the first reopened (a replug can renumber the devices: never another
-    microphone silently)."""
+    by index, only while the index still names the device `first` holds the name of, the one
+    opened at the start or, missing then, the first reopened (a replug can renumber the devices:
+    never another microphone silently). The name, not the source: a source holds its ring."""
 
     def reopen() -> Source:
         again = open_source(options, frontend, rescan=True)
+        if not isinstance(again, MicrophoneSource):
+            return again
         before = first[0] if first else None
         by_index = options.device is not None and options.device.isdigit()
-        if (
-            by_index
-            and isinstance(again, MicrophoneSource)
-            and isinstance(before, MicrophoneSource)
-            and again.device.name != before.device.name
-        ):
+        if by_index and before is not None and again.device.name != before:
             raise AudioError(
-                f"input device {options.device} is now {again.device.name!r}, not {before.device.name!r} "
+                f"input device {options.device} is now {again.device.name!r}, not {before!r} "
                 "(the devices were renumbered): name it by (part of) its name to follow it "
                 "(--device; a service: audio.device)"
             )
         if before is None:  # missing at the start: the first one opened is it
-            first.append(again)
+            first.append(again.device.name)
         return again
 
     return reopen
@@ -783,12 +780,13 @@ def listen(
             backend.close()
             raise
     reconnect = None
-    first: list[Source] = []  # the source opened at the start, when it opened
+    first: list[str] = []  # the name of the device opened at the start, when it opened
     if options.reconnect and source is None:
         reconnect = Reconnect(reopener(options, bundle.meta.frontend, first), options.backoff_max)
     try:
         source = source or open_source(options, bundle.meta.frontend)
-        first.append(source)
+        if isinstance(source, MicrophoneSource):
+            first.append(source.device.name)
     except AudioError:
         if reconnect is None:
             _close(backend, branch)
@@ -893,8 +891,10 @@ class Listener:
         self._clipped_said = 0  # the source's clipped samples as of the last "clipping" status
         self._clipping_at = -math.inf  # monotonic time of that status
         self._dropped_said, self._overload_at = 0, -math.inf  # windows dropped as of the last overload status, its time
-        self._lost_at: float | None = None  # monotonic time the source was lost; None while audio flows
-        self._heard_at = 0.0  # monotonic time of the last audio read, not digital silence (the run's start before)
+        # since_boot() times (a suspend counts): of the loss, None while audio flows; of the last audio read that
+        # was not digital silence (the run's start before any); of the last restore
+        self._lost_at: float | None = None
+        self._heard_at = 0.0
         self._tries = 0  # tries to reopen since the loss
         self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
         self._shown: np.ndarray | None = None  # each label's highest score of one window (what windows show)
@@ -903,6 +903,7 @@ class Listener:
         # at once, so audio after an unmute is not missed for a backoff
         self._reopen_at_once = False
         self._restored_at: float | None = None
+        self._slack = 0.0  # stream time of the last gap: how far back a reopened source's dates may move
         self._listening = False
 
     def run(
@@ -921,7 +922,8 @@ class Listener:
         wraps each source read, given the stream time its segment starts at (see `listen`)."""
         stop = stop or threading.Event()
         beat = heartbeat or (lambda: None)
-        began = self._heard_at = time.monotonic()
+        began = time.monotonic()
+        self._heard_at = since_boot()
         now = datetime.now(timezone.utc)
         self.sink.start_clock(now)
         self._skew = now.timestamp() - since_boot()
@@ -941,7 +943,8 @@ class Listener:
                 if source is None:  # stopped while waiting
                     self.summary.end_reason = "stopped"
                     break
-                self._offset = self._t = max(self._t, time.monotonic() - began)
+                self._offset = max(self._t, time.monotonic() - began)
+                self._slack, self._t = self._offset - self._t, self._offset
             if tap is not None:
                 source = tap(source, self._offset)
             failure = self._segment(source, stop, beat)
@@ -1062,7 +1065,9 @@ class Listener:
                 if ended:  # the last frames need the end of the signal (right-hand padding)
                     next_k = self._finish(mel, queue, next_k)
             except (AudioError, BackendError) as err:  # score what came before, then report
-                failure = err
+                # without its traceback: its frames hold the source, and the source its error, a cycle that
+                # kept each lost microphone's ring (1.7 MiB at 44.1 kHz stereo) until a full collection
+                failure = err.with_traceback(None)
                 if isinstance(err, AudioError):
                     try:
                         next_k = self._finish(mel, queue, next_k)
@@ -1094,8 +1099,10 @@ class Listener:
             CLOCK_TOLERANCE
         ):
             return
-        moved = (now - (self.sink.origin + timedelta(seconds=t))).total_seconds()
-        self.sink.start_clock(now - timedelta(seconds=t))
+        # back by the gap at most: a date never comes before one given already (a fast audio clock had put
+        # them ahead of the wall clock, by up to CLOCK_TOLERANCE before _keep_time follows)
+        moved = max((now - (self.sink.origin + timedelta(seconds=t))).total_seconds(), -self._slack)
+        self.sink.start_clock(self.sink.origin + timedelta(seconds=moved))
         self._clock_checked = t
         log.debug("dates follow the audio's arrival from stream time %.3f s (%+.3f s)", t, moved)
 
@@ -1142,10 +1149,10 @@ class Listener:
         silent = self.max_silence is not None and float(np.abs(block).max()) <= DIGITAL_SILENCE
         self._silent_samples = self._silent_samples + block.size if silent else 0
         if not silent:
-            self._heard_at = time.monotonic()
+            self._heard_at = since_boot()
         if self._lost_at is not None and not silent:
-            lost_for, self._lost_at = time.monotonic() - self._lost_at, None
-            self._restored_at = time.monotonic()
+            lost_for, self._lost_at = self._heard_at - self._lost_at, None
+            self._restored_at = self._heard_at
             self._status("info", f"audio restored: {source.name} after {lost_for:.1f} s lost", code="audio_restored")
         clipped = source.clipped_samples - self._clipped_said
         if clipped > 0 and time.monotonic() - self._clipping_at >= CLIPPING_STATUS_SECONDS:
@@ -1170,7 +1177,7 @@ class Listener:
             log.info("still no audio (try %d): %s", self._tries, reason)
             return
         self._lost_at = self._heard_at  # a device that stalled or went silent was lost when it was last heard
-        if self._restored_at is not None and self._lost_at - self._restored_at > reconnect.backoff_max:
+        if self._restored_at is not None and since_boot() - self._restored_at > reconnect.backoff_max:
             self._tries = 0  # a device that flaps (lost soon after each restore) keeps its longer waits
         self._status(
             "warning",

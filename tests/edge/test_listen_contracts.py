@@ -827,7 +827,7 @@ def test_a_device_given_by_index_is_reopened_only_while_the_index_names_it(monke
 
     now = {"device": "USB Audio 1"}
     monkeypatch.setattr(edge.listen, "open_source", lambda options, frontend, rescan=False: mic(now["device"]))
-    first = [mic("USB Audio 1")]
+    first = ["USB Audio 1"]  # the name of the device opened at the start
     by_index = reopener(ListenOptions(labels="urban", device="1", reconnect=True), None, first)
     by_name = reopener(ListenOptions(labels="urban", device="usb", reconnect=True), None, first)
     assert by_index().device.name == "USB Audio 1"  # the same device: reopened
@@ -900,3 +900,30 @@ def test_digital_silence_beyond_max_silence_is_a_lost_source(demo_bundle, eager_
     # reader took at once depends on the machine's load) is scored, gated
     windows = run.sink.windows
     assert windows and windows[-1].t >= 1.0 and all(w.gated for w in windows)
+
+
+def test_a_reopened_source_s_dates_never_go_back_before_the_loss_s():
+    """An audio clock that runs fast carries the dates ahead of the wall clock (up to the 2 s the
+    minute's check allows). A microphone lost to digital silence is reopened at once: its first
+    audio re-dates the stream by its arrival (Listener._anchor), which had moved the dates back by
+    that lead with nothing said, so `audio_restored` was dated before the `audio_lost` before it.
+    The dates may move back by the gap's length at most."""
+    from datetime import datetime, timedelta, timezone
+    from types import SimpleNamespace
+
+    import edge.listen
+    from edge.listen import Listener
+
+    lost_t, ahead, latency = 3600.0, 1.9, 0.5  # the loss at stream time 1 h, dated 1.9 s ahead, 0.5 s ago
+    origin = datetime.now(timezone.utc) - timedelta(seconds=latency - ahead + lost_t)
+    sink = SimpleNamespace(origin=origin, origin_given=False)
+    sink.start_clock = lambda now: setattr(sink, "origin", now)
+    lost = sink.origin + timedelta(seconds=lost_t)  # audio_lost's date
+    listener = SimpleNamespace(sink=sink, _skew=time.time() - edge.listen.since_boot(),
+                               _asleep=edge.listen.since_boot() - time.monotonic(), _clock_checked=0.0,
+                               _slack=0.0)  # reopened at once: the stream time the audio was ahead of is the gap's
+    Listener._anchor(listener, lost_t + 0.1)  # the first 0.1 s of the reopened device, read as it came
+    assert sink.origin + timedelta(seconds=lost_t) >= lost  # audio_restored, at the same stream time
+    listener._slack = 5.0  # after a gap of 5 s of stream time, the dates follow the arrival
+    Listener._anchor(listener, lost_t + 0.1)
+    assert abs((sink.origin + timedelta(seconds=lost_t + 0.1) - datetime.now(timezone.utc)).total_seconds()) < 0.1

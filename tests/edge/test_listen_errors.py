@@ -1,8 +1,10 @@
 """Bad input to `listen`: one clear line and a non-zero exit where it cannot go on; handled
 and reported where it can. Never a traceback."""
 
+import gc
 import json
 import shutil
+import weakref
 
 import numpy as np
 import pytest
@@ -69,6 +71,33 @@ def test_a_file_damaged_part_way_is_scored_that_far_then_a_failure(demo_bundle, 
     errors = [r for r in records if r["type"] == "status" and r["level"] == "error"]
     assert len(errors) == 1 and errors[0]["code"] == "source_error", errors
     assert f"audio file {damaged} is truncated or corrupt after" in errors[0]["message"]
+
+
+def test_a_failed_source_is_freed_at_once_not_by_the_cycle_collector(demo_bundle, tmp_path):
+    """A lost microphone's source holds its ring (1.7 MiB at 44.1 kHz stereo). Its error's traceback
+    held the frames that held the source, and the source its error: a cycle that only a full
+    collection frees, so a service reopening a flaky microphone kept a ring a loss meanwhile."""
+    from edge.listen import ListenOptions, listen
+    from tests.collect import Collect
+
+    whole = tmp_path / "whole.flac"
+    sf.write(whole, tone(440, 8.0, 16000), 16000)
+    damaged = tmp_path / "damaged.flac"
+    damaged.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    tapped = []
+
+    def tap(source, offset):
+        tapped.append(weakref.ref(source))
+        return source
+
+    gc.disable()
+    try:
+        summary = listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(damaged), fast=True),
+                         sink=Collect(), tap=tap)
+        assert summary.error and "is truncated or corrupt after" in summary.error
+        assert len(tapped) == 1 and tapped[0]() is None, "the failed source outlived the run"
+    finally:
+        gc.enable()
 
 
 def test_stdin_nan_samples_are_replaced_and_reported(demo_bundle):

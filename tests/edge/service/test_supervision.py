@@ -41,7 +41,7 @@ pytestmark = pytest.mark.capture
 # a core; waiting takes 1-4 % here, and up to 6.3 % was seen on a loaded 2-core machine (each try
 # initialises PortAudio again), so the bound leaves room for slow tries and still catches a spin
 CPU_MAX = 0.25
-DATE_TOLERANCE = 0.5  # seconds from a window's date (its end) to its arrival at the sink: a read, its inference
+DATE_TOLERANCE = 1.0  # seconds from a window's date (its end) to its arrival at the sink: a read, its inference
 WAIT_SECONDS = 15.0  # for any expected record (PulseAudio starts capture ~2 s late; longer is a hang)
 
 
@@ -215,7 +215,7 @@ def lose_and_mend(run: Running, lose, mend, measure_cpu: bool = False) -> str:
     assert restored.level == "info" and restored.t > lost.t
     # counted from the last audio heard (a stall is found 5 s later, silence after max_silence)
     lost_for = float(re.fullmatch(r".* after ([0-9.]+) s lost", restored.message).group(1))
-    assert abs(lost_for - (time.monotonic() - lost_from)) < 1.0, (lost_for, restored.message)
+    assert abs(lost_for - (time.monotonic() - lost_from)) < 1.5, (lost_for, restored.message)
     # the audio after the gap is dated by its arrival: PulseAudio's first delivery comes seconds after
     # the device opened, and audio captured while the open was waited for comes at once
     deadline = time.monotonic() + WAIT_SECONDS
