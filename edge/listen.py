@@ -44,6 +44,7 @@ the failure above.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import random
@@ -951,6 +952,9 @@ class Listener:
             source = None
             if reconnect is None or not isinstance(failure, AudioError) or stop.is_set():
                 break
+            # the lost source's ring (1.7 MiB at 44.1 kHz stereo) goes now, whatever cycle still holds it: Python's
+            # full collection seldom runs in a process this steady (measured: +1.7 MiB a reopen with MQTT on)
+            gc.collect()
             self._lose(failure, reconnect)
             self._reopen_at_once = isinstance(failure, DigitalSilence)
             failure = None
