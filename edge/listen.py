@@ -541,6 +541,13 @@ def since_boot() -> float:
     return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
+def clocks() -> tuple[datetime, float, float]:
+    """Now; the wall clock less the time since boot (a change is a step of the wall clock);
+    the time since boot less the monotonic time (a rise is a suspend)."""
+    now, boot = datetime.now(timezone.utc), since_boot()
+    return now, now.timestamp() - boot, boot - time.monotonic()
+
+
 def untrained_labels(bundle: Bundle, label_set: LabelSet) -> list[str]:
     """The set's labels that are none of the classes the bundle's model trained on (model.json's
     training.class_names; [] where the bundle does not record them, or has a vocabulary branch,
@@ -925,10 +932,8 @@ class Listener:
         beat = heartbeat or (lambda: None)
         began = time.monotonic()
         self._heard_at = since_boot()
-        now = datetime.now(timezone.utc)
+        now, self._skew, self._asleep = clocks()
         self.sink.start_clock(now)
-        self._skew = now.timestamp() - since_boot()
-        self._asleep = since_boot() - time.monotonic()
         self._dated_unsynchronised = clock_synchronised() is False
         for level, message in notes:
             self._status(level, message)
@@ -1098,10 +1103,8 @@ class Listener:
         (PulseAudio's first delivery takes up to ~3 s) or sooner (captured while the open was
         waited for) than that: a reopen is no step of the clock. A step or a suspend meanwhile
         is left to _keep_time, which says so."""
-        now, boot = datetime.now(timezone.utc), since_boot()
-        if abs(now.timestamp() - boot - self._skew) >= CLOCK_TOLERANCE or boot - time.monotonic() - self._asleep >= (
-            CLOCK_TOLERANCE
-        ):
+        now, skew, asleep = clocks()
+        if abs(skew - self._skew) >= CLOCK_TOLERANCE or asleep - self._asleep >= CLOCK_TOLERANCE:
             return
         # back by the gap at most: a date never comes before one given already (a fast audio clock had put
         # them ahead of the wall clock, by up to CLOCK_TOLERANCE before _keep_time follows)
@@ -1117,8 +1120,7 @@ class Listener:
         once when the wall clock stepped or the system was suspended (the audio stopped with it)."""
         if self.sink.origin_given:
             return
-        now, boot = datetime.now(timezone.utc), since_boot()
-        skew, asleep = now.timestamp() - boot, boot - time.monotonic()
+        now, skew, asleep = clocks()
         stepped, self._skew = abs(skew - self._skew) >= CLOCK_TOLERANCE, skew
         slept, self._asleep = asleep - self._asleep, asleep  # the audio stopped with the system: dates lag
         if not stepped and slept < CLOCK_TOLERANCE and t - self._clock_checked < CLOCK_CHECK_SECONDS:
