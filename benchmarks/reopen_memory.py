@@ -8,9 +8,10 @@ command leaves standing) in the same run.
 
 Each reopen: the daemon and its keep-alive stream are killed, 3 s pass, the daemon starts again
 with the same sink; once serve logs `audio restored` (its waits back off up to 30 s), 5 s pass
-and VmRSS is read from /proc. Growth per reopen is (last - first) / reopens. MQTT and metrics
-are off; the event log is in a temp state folder. Needs pulseaudio, pactl and pacat (`make test`
-installs them).
+and VmRSS is read from /proc. Growth per reopen is (last - first) / reopens. MQTT (to a
+mosquitto of its own, tests/mosquitto.py) and metrics are on, as a deployed service runs: a lost
+source held by a reference cycle showed only with them; the event log is in a temp state folder.
+Needs pulseaudio, pactl, pacat and mosquitto (`make test` installs them).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.pulse: the tests' PulseAudio null sink
 
+from tests.mosquitto import Broker, free_port  # noqa: E402
 from tests.pulse import NullSink  # noqa: E402
 
 SETTLE_SECONDS = 5.0
@@ -52,7 +54,7 @@ def wait_for(log: Path, text: str, count: int, process: subprocess.Popen) -> Non
         time.sleep(0.2)
 
 
-def run(variant: str, env: dict, reopens: int, folder: Path) -> list[float]:
+def run(variant: str, env: dict, reopens: int, folder: Path, broker: Broker) -> list[float]:
     """serve's RSS (MiB) after its start, then after each reopen."""
     runtime = folder / f"pulse-{variant}"
     runtime.mkdir()
@@ -60,7 +62,9 @@ def run(variant: str, env: dict, reopens: int, folder: Path) -> list[float]:
     config = folder / f"{variant}.yaml"
     config.write_text(
         "schema_version: 1\naudio:\n  device: null\nlabels:\n  set: urban\n"
-        f"service:\n  state_dir: {folder / ('state-' + variant)}\nmqtt:\n  enabled: false\nmetrics:\n  enabled: false\n"
+        f"service:\n  state_dir: {folder / ('state-' + variant)}\n"
+        f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {broker.port}\n  node_id: reopen_{variant}\n"
+        f"metrics:\n  enabled: true\n  port: {free_port()}\n"
     )
     log = folder / f"{variant}.log"
     with log.open("w") as err:
@@ -100,8 +104,12 @@ def main() -> int:
     variants = {"one arena": base, f"glibc default ({8 * cores} arenas)": {**base, "MALLOC_ARENA_MAX": str(8 * cores)}}
     results = {}
     with tempfile.TemporaryDirectory(prefix="reopen-memory-") as tmp:
-        for i, (variant, env) in enumerate(variants.items()):
-            results[variant] = run(f"v{i}", env, args.reopens, Path(tmp))
+        broker = Broker(Path(tmp) / "mosquitto").start()
+        try:
+            for i, (variant, env) in enumerate(variants.items()):
+                results[variant] = run(f"v{i}", env, args.reopens, Path(tmp), broker)
+        finally:
+            broker.stop()
     print(f"\nserve's RSS over {args.reopens} reopens of the microphone ({cores} usable cores):")
     print(f"{'':32} {'start MiB':>10} {'end MiB':>10} {'per reopen':>11}")
     growth = {}

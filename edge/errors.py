@@ -4,6 +4,25 @@ The CLI turns these into one-line messages (click.ClickException) at its boundar
 code raises them and never prints.
 """
 
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+
+def detached(err: E) -> E:
+    """`err` without its traceback, nor those of the errors it was raised from or during: an error
+    kept beyond its handler (a lost device's, for the loop) holds no frames, so neither the objects
+    they hold (a source and its ring) nor a cycle through them that only a full collection frees."""
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [err]
+    while chain:
+        link = chain.pop()
+        if link is not None and id(link) not in seen:
+            seen.add(id(link))
+            link.__traceback__ = None
+            chain += [link.__cause__, link.__context__]
+    return err
+
 
 class SemanticACError(Exception):
     """Base class of every error the product reports to a user."""

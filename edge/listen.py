@@ -44,7 +44,6 @@ the failure above.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import math
 import random
@@ -75,7 +74,7 @@ from edge.capture.sources import (
     stuck_close_seconds,
 )
 from edge.clock import clock_synchronised
-from edge.errors import AudioError, BackendError, OptionError, SemanticACError
+from edge.errors import AudioError, BackendError, OptionError, SemanticACError, detached
 from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
 from edge.features import (
     FrameQueue,
@@ -388,7 +387,7 @@ class _Opening:
             except BaseException as err:  # AudioError, or PortAudio's own: reported to the loop
                 if source is not None:
                     source.stop()
-                result["error"] = err
+                result["error"] = detached(err)  # its frames (this one's too) would hold the source
                 return
             with self._lock:
                 if result.get("abandoned"):
@@ -957,9 +956,6 @@ class Listener:
             source = None
             if reconnect is None or not isinstance(failure, AudioError) or stop.is_set():
                 break
-            # the lost source's ring (1.7 MiB at 44.1 kHz stereo) goes now, whatever cycle still holds it: Python's
-            # full collection seldom runs in a process this steady (measured: +1.7 MiB a reopen with MQTT on)
-            gc.collect()
             self._lose(failure, reconnect)
             self._reopen_at_once = isinstance(failure, DigitalSilence)
             failure = None
@@ -1074,9 +1070,9 @@ class Listener:
                 if ended:  # the last frames need the end of the signal (right-hand padding)
                     next_k = self._finish(mel, queue, next_k)
             except (AudioError, BackendError) as err:  # score what came before, then report
-                # without its traceback: its frames hold the source, and the source its error, a cycle that
+                # without tracebacks: their frames hold the source, and the source its error, a cycle that
                 # kept each lost microphone's ring (1.7 MiB at 44.1 kHz stereo) until a full collection
-                failure = err.with_traceback(None)
+                failure = detached(err)
                 if isinstance(err, AudioError):
                     try:
                         next_k = self._finish(mel, queue, next_k)

@@ -13,6 +13,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 import edge.cli
+from edge.errors import AudioError
 from tests.signals import tone
 
 
@@ -100,6 +101,37 @@ def test_a_failed_source_is_freed_at_once_not_by_the_cycle_collector(demo_bundle
         while len(tapped) == 1 and tapped[0]() is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(tapped) == 1 and tapped[0]() is None, "the failed source outlived the run"
+    finally:
+        gc.enable()
+
+
+def test_a_source_that_fails_to_start_is_freed_at_once_not_by_the_cycle_collector():
+    """A reopen try that fails in start() (the device busy): its error, kept for the loop, held the
+    traceback of the thread that opened it, whose frame held the source and its ring; the error
+    raised from PortAudio's (its context) held the source's own frame too."""
+    import threading
+
+    from edge.capture.sources import Source
+    from edge.listen import _Opening
+
+    made = []
+
+    class Busy(Source):
+        def _start_producer(self):
+            try:
+                raise OSError("Device unavailable [PaErrorCode -9985]")
+            except OSError:
+                raise AudioError("cannot open it: is another program holding it?") from None
+
+    def make():
+        made.append(weakref.ref(source := Busy("busy microphone", 44100, 2, 16000, 5.0)))
+        return source
+
+    gc.disable()
+    try:
+        with pytest.raises(AudioError, match="another program"):
+            _Opening().open(make, threading.Event(), lambda: None)
+        assert len(made) == 1 and made[0]() is None, "the source that failed to start outlived the try"
     finally:
         gc.enable()
 
