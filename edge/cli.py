@@ -838,17 +838,31 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
     default=None,
     help="Seconds of audio through the whole listen pipeline; 0 skips that run.  [default: 30]",
 )
+@click.option(
+    "--live-seconds",
+    type=float,
+    callback=finite(0.0, 3600.0, "seconds from 0 (skips that run) to 3600 (it takes that long)"),
+    default=None,
+    help="Seconds of a live run (paced as a microphone, 48 kHz stereo): the CPU a live stream takes; 0 skips it.  "
+    "[default: 20]",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the table.")
 @domain_errors
-def bench(bundle, backends, window, hop, seconds, threads, labels_spec, pipeline_seconds, as_json) -> None:
+def bench(
+    bundle, backends, window, hop, seconds, threads, labels_spec, pipeline_seconds, live_seconds, as_json
+) -> None:
     """Time the bundle here: window latency p50/p99, frontend per hop, real-time factor, smallest hop,
-    and the whole listen pipeline on a file as fast as it runs."""
+    the whole listen pipeline on a file as fast as it runs, and the CPU of a live stream."""
     import json
 
     from edge.tools.bench import format_bench, run_bench
 
     options = ListenOptions(labels=labels_spec, bundle=bundle, window=window, hop=hop, threads=threads)
-    more = {} if pipeline_seconds is None else {"pipeline_seconds": pipeline_seconds}
+    more = {
+        key: value
+        for key, value in (("pipeline_seconds", pipeline_seconds), ("live_seconds", live_seconds))
+        if value is not None
+    }
     result = run_bench(options, list(backends) or None, seconds=seconds, **more)
     click.echo(json.dumps(result) if as_json else format_bench(result))
 

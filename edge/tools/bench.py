@@ -15,8 +15,13 @@ For each backend (ONNX Runtime always; TensorRT when an engine built for this GP
                       c being the incremental frontend's cost per hop of 1 frame, so
                       h = ceil(L99 / (f - c) / f) frames (None: the frontend alone is too slow)
 and, once, the frontend per hop: incremental StreamingLogMel (what listen does: only the
-hop's new frames) against recomputing log_mel over the whole window at every hop; and the
-peak RSS of this process (resource.getrusage ru_maxrss: everything loaded so far).
+hop's new frames) against recomputing log_mel over the whole window at every hop; the whole
+listen pipeline on a file read as fast as it runs; a live run (`live_seconds` of audio at 48 kHz
+stereo, as a USB microphone delivers it, paced by the wall clock as a microphone is, resampled
+and mixed down as listen does): the CPU the process used (every thread) from its first window to
+the end, per second, as % of one core, which is what a live stream costs, loading aside (rtf is a
+window's latency per hop, not that); and the peak RSS of this process (resource.getrusage
+ru_maxrss: everything loaded so far).
 
 The audio is synthetic (noise and a chirp, seeded): speed does not depend on what is heard.
 
@@ -30,7 +35,9 @@ The audio is synthetic (noise and a chirp, seeded): speed does not depend on wha
     skipped {name: why it was not timed}, min_hop_method,
     vocabulary {runs, p50_ms, p99_ms, in_window, labels}: the vocabulary graph alone (null without
     one), and whether it runs on every window of the set `labels` (then rtf and the rest count it),
-    pipeline {audio_s, wall_s, x_realtime, windows, labels} (null with pipeline_seconds 0), peak_rss_mib
+    pipeline {audio_s, wall_s, x_realtime, windows, labels} (null with pipeline_seconds 0),
+    live {audio_s, input_rate, channels, measured_s, cpu_percent, windows, dropped, labels} (null with
+    live_seconds 0), peak_rss_mib
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ MAX_RUNS = 100_000
 FRONTEND_SECONDS = 10.0  # audio timed for the frontend (at least MIN_HOPS hops)
 MIN_HOPS, MAX_HOPS = 20, 1000
 PIPELINE_SECONDS = 30.0  # audio through the whole pipeline (model loading included in its time)
+LIVE_SECONDS = 20.0  # audio of the live run (paced in real time: this many seconds of bench's time)
+LIVE_RATE, LIVE_CHANNELS = 48000, 2  # what a USB microphone delivers
 MIN_HOP_METHOD = (
     "smallest whole number of frames h with h >= p99 window latency + incremental frontend cost "
     "of h's frames: h = ceil(p99 / (frame - frontend cost per frame)) frames"
@@ -162,6 +171,7 @@ def run_bench(
     backends: Sequence[str] | None = None,
     seconds: float = 10.0,
     pipeline_seconds: float = PIPELINE_SECONDS,
+    live_seconds: float = LIVE_SECONDS,
 ) -> dict:
     """Time the bundle of `options` on this device (see the module docstring for what and the keys).
 
@@ -241,6 +251,7 @@ def run_bench(
         "min_hop_method": MIN_HOP_METHOD,
         "vocabulary": vocabulary,
         "pipeline": time_pipeline(options, bundle, pipeline_seconds) if pipeline_seconds > 0 else None,
+        "live": time_live(options, bundle, live_seconds) if live_seconds > 0 else None,
         "peak_rss_mib": peak_rss_mib(),
     }
 
@@ -271,8 +282,11 @@ class _Count(Sink):
     def __init__(self):
         super().__init__(stream=io.StringIO())
         self.records = 0
+        self.first: tuple[float, float] | None = None  # (wall, process CPU) seconds at the first window
 
     def window(self, result) -> None:
+        if self.first is None:
+            self.first = (time.perf_counter(), time.process_time())
         self.records += 1
 
     def event(self, event) -> None:
@@ -299,6 +313,31 @@ def time_pipeline(options: ListenOptions, bundle: Bundle, audio_seconds: float) 
         "wall_s": wall,
         "x_realtime": audio_seconds / wall,
         "windows": summary.windows,
+        "labels": options.labels,
+    }
+
+
+def time_live(options: ListenOptions, bundle: Bundle, audio_seconds: float) -> dict:
+    """The whole listen pipeline live: `audio_seconds` of the bench signal at 48 kHz stereo, paced by
+    the wall clock as a microphone delivers it; the process's CPU (every thread: time.process_time)
+    from the first window to the end, per second of that span, as % of one core (loading the model,
+    before the first window, does not count)."""
+    with tempfile.TemporaryDirectory(prefix="semanticac-bench-") as tmp:
+        wav = Path(tmp) / "live.wav"
+        mono = bench_signal(round(audio_seconds * LIVE_RATE), LIVE_RATE)
+        sf.write(wav, np.repeat(mono[:, None], LIVE_CHANNELS, axis=1), LIVE_RATE, subtype="PCM_16")
+        sink = _Count()
+        summary = listen(replace(options, bundle=str(bundle.path), input=str(wav), fast=False), sink=sink)
+        end = (time.perf_counter(), time.process_time())
+    measured = end[0] - sink.first[0] if sink.first else 0.0
+    return {
+        "audio_s": audio_seconds,
+        "input_rate": LIVE_RATE,
+        "channels": LIVE_CHANNELS,
+        "measured_s": measured,
+        "cpu_percent": 100 * (end[1] - sink.first[1]) / measured if sink.first and measured > 0 else None,
+        "windows": summary.windows,
+        "dropped": summary.dropped,
         "labels": options.labels,
     }
 
@@ -347,6 +386,14 @@ def format_bench(result: dict) -> str:
             f"whole listen pipeline (--labels {pipe['labels']}, a file read as fast as it runs, model "
             f"loading included): {pipe['audio_s']:g} s of audio in {pipe['wall_s']:.2f} s, "
             f"{pipe['x_realtime']:.1f}x real time, {pipe['windows']} windows",
+        ]
+    live = result.get("live")
+    if live:
+        cpu = "n/a (no window)" if live["cpu_percent"] is None else f"{live['cpu_percent']:.1f} % of one core"
+        lines += [
+            f"live (--labels {live['labels']}, {live['audio_s']:g} s at {live['input_rate']} Hz x {live['channels']} "
+            f"channels, paced as a microphone): CPU {cpu} over the {live['measured_s']:.1f} s from the first "
+            f"window, {live['windows']} windows, {live['dropped']} dropped: what a live stream costs",
         ]
     lines += [
         "",

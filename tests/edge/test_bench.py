@@ -14,7 +14,7 @@ from edge.tools.bench import run_bench, smallest_hop
 
 TOP_KEYS = {"schema", "bundle", "model_id", "window_s", "hop_s", "frame_s", "window_frames", "hop_frames",
             "model_frames", "threads", "cpu_count", "seconds", "frontend", "backends", "skipped",
-            "min_hop_method", "vocabulary", "pipeline", "peak_rss_mib"}
+            "min_hop_method", "vocabulary", "pipeline", "live", "peak_rss_mib"}
 FRONTEND_KEYS = {"incremental_ms_per_hop", "recompute_ms_per_hop", "recompute_over_incremental", "hops_timed"}
 BACKEND_KEYS = {"device", "runs", "warmup", "p50_ms", "p99_ms", "mean_ms", "min_ms", "max_ms", "rtf", "rtf_p99",
                 "keeps_up", "min_hop_s", "peak_rss_mib"}
@@ -22,7 +22,7 @@ BACKEND_KEYS = {"device", "runs", "warmup", "p50_ms", "p99_ms", "mean_ms", "min_
 
 def test_short_run_gives_sane_numbers(demo_bundle):
     options = ListenOptions(labels="urban", bundle=str(demo_bundle.path), window=2.0, hop=0.5, threads=1)
-    result = run_bench(options, ["onnxruntime"], seconds=0.3, pipeline_seconds=6.0)
+    result = run_bench(options, ["onnxruntime"], seconds=0.3, pipeline_seconds=6.0, live_seconds=4.0)
     ort = result["backends"]["onnxruntime"]
     assert ort["runs"] >= 5
     assert 0 < ort["min_ms"] <= ort["p50_ms"] <= ort["p99_ms"] <= ort["max_ms"]
@@ -44,6 +44,12 @@ def test_short_run_gives_sane_numbers(demo_bundle):
     # the whole listen pipeline ran on 6 s of audio: windows ending at 2.0, 2.5, ..., 6.0 s
     pipe = result["pipeline"]
     assert pipe["windows"] == 9 and pipe["audio_s"] == 6.0 and pipe["x_realtime"] == pytest.approx(6.0 / pipe["wall_s"])
+    # live: 4 s paced as a microphone delivers it, windows ending at 2.0, ..., 4.0 s; its CPU from the
+    # first window to the end (what a live stream costs), within what the process's cores can give
+    live = result["live"]
+    assert live["windows"] == 5 and live["dropped"] == 0 and (live["input_rate"], live["channels"]) == (48000, 2)
+    assert 1.5 < live["measured_s"] < 3.5  # the 2 s after the first window, paced, not read as fast as it goes
+    assert 0 < live["cpu_percent"] < 100 * result["cpu_count"]
 
 
 def test_smallest_hop_is_the_first_that_keeps_up():
@@ -58,7 +64,8 @@ def test_smallest_hop_is_the_first_that_keeps_up():
 
 def test_json_has_the_documented_keys(demo_bundle):
     result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--seconds", "0.2",
-                                                "--threads", "1", "--pipeline-seconds", "0", "--json"])
+                                                "--threads", "1", "--pipeline-seconds", "0", "--live-seconds", "0",
+                                                "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert set(data) == TOP_KEYS
@@ -77,7 +84,8 @@ def test_json_has_the_documented_keys(demo_bundle):
 @pytest.mark.slow  # times the backend and the whole pipeline: ~6 s of CPU on 2 cores
 def test_table_output(demo_bundle):
     result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--seconds", "0.2",
-                                                "--backend", "onnxruntime", "--hop", "0.25", "--pipeline-seconds", "6"])
+                                                "--backend", "onnxruntime", "--hop", "0.25", "--pipeline-seconds", "6",
+                                                "--live-seconds", "6"])
     assert result.exit_code == 0, result.output
     assert "whole listen pipeline (--labels urban, a file read as fast as it runs, model loading included): 6 s" \
         in result.stdout
@@ -85,6 +93,8 @@ def test_table_output(demo_bundle):
     assert "p50 ms" in result.stdout and "onnxruntime" in result.stdout and "min hop" in result.stdout
     assert "hop 0.25 s (25 frames" in result.stdout
     assert "tensorrt" not in result.stdout  # only the backend asked for
+    assert "live (--labels urban, 6 s at 48000 Hz x 2 channels, paced as a microphone): CPU " in result.stdout
+    assert "% of one core over the " in result.stdout and "0 dropped: what a live stream costs" in result.stdout
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
@@ -122,12 +132,12 @@ def test_a_set_that_does_not_run_the_vocabulary_graph_is_not_charged_for_it(demo
     new.write_text("name: new\nlabels: [dog_bark, doorbell]\n")
     for labels, runs in (("urban", False), (str(new), True)):
         options = ListenOptions(labels=labels, bundle=str(bundle), hop=0.5, threads=1)
-        result = run_bench(options, ["onnxruntime"], seconds=0.2, pipeline_seconds=0)
+        result = run_bench(options, ["onnxruntime"], seconds=0.2, pipeline_seconds=0, live_seconds=0)
         ort, voc, fe = result["backends"]["onnxruntime"], result["vocabulary"], result["frontend"]
         assert voc["in_window"] is runs and voc["labels"] == ("urban" if labels == "urban" else "new")
         window50 = ort["p50_ms"] + (voc["p50_ms"] if runs else 0.0)
         assert math.isclose(ort["rtf"], (window50 + fe["incremental_ms_per_hop"]) / 1e3 / result["hop_s"])
-        assert result["pipeline"] is None
+        assert result["pipeline"] is None and result["live"] is None
 
 
 @pytest.mark.parametrize("args,said", [
@@ -136,6 +146,8 @@ def test_a_set_that_does_not_run_the_vocabulary_graph_is_not_charged_for_it(demo
     (["--pipeline-seconds", "inf"], "'--pipeline-seconds': inf is not allowed"),
     (["--pipeline-seconds", "1e12"], "'--pipeline-seconds': 1000000000000.0 is not allowed"),  # PiB of audio
     (["--pipeline-seconds", "nan"], "'--pipeline-seconds': nan is not allowed"),  # silently no pipeline run
+    (["--live-seconds", "-1"], "'--live-seconds': -1.0 is not allowed"),
+    (["--live-seconds", "inf"], "'--live-seconds': inf is not allowed"),  # a live run for ever
 ])
 def test_bench_s_numbers_must_be_finite_and_in_range(demo_bundle, args, said):
     result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), *args])
