@@ -9,8 +9,9 @@ command leaves standing) in the same run.
 Each reopen: the daemon and its keep-alive stream are killed, 3 s pass, the daemon starts again
 with the same sink; once serve logs `audio restored` (its waits back off up to 30 s), 5 s pass
 and VmRSS is read from /proc. Growth per reopen is (last - first) / reopens. MQTT (to a
-mosquitto of its own, tests/mosquitto.py) and metrics are on, as a deployed service runs: a lost
-source held by a reference cycle showed only with them; the event log is in a temp state folder.
+mosquitto of its own, tests/mosquitto.py), metrics and clips are on, as a deployed service runs: a
+lost source held by a reference cycle showed only with them; the event log and the clips folder
+are in a temp state folder.
 Needs pulseaudio, pactl, pacat and mosquitto (`make test` installs them).
 """
 
@@ -65,6 +66,7 @@ def run(variant: str, env: dict, reopens: int, folder: Path, broker: Broker) -> 
         f"service:\n  state_dir: {folder / ('state-' + variant)}\n"
         f"mqtt:\n  enabled: true\n  host: 127.0.0.1\n  port: {broker.port}\n  node_id: reopen_{variant}\n"
         f"metrics:\n  enabled: true\n  port: {free_port()}\n"
+        "clips:\n  enabled: true\n"
     )
     log = folder / f"{variant}.log"
     with log.open("w") as err:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import inspect
 import logging
 import math
 import os
@@ -505,16 +506,19 @@ def find_input_device(device: int | str | None = None, rescan: bool = False) -> 
     )
 
 
-def _weakly(method: Any) -> Any:
-    """`method`, called through a weak reference to its object. A sounddevice stream is a reference
-    cycle of its own (its C callback holds it): callbacks that held the source would keep its ring
-    (1.7 MiB at 44.1 kHz stereo) until a full collection, which a process this steady seldom runs."""
+def weakly(method: Any) -> Any:
+    """`method`, called through a weak reference to its object (None once that is freed). For a
+    callable that something the object holds keeps (a sounddevice stream is a reference cycle of
+    its own: its C callback holds it; a read wrapped on the instance): holding the object back
+    would make a cycle that only a full collection frees, which a process this steady seldom runs,
+    and a source holds its ring (1.7 MiB at 44.1 kHz stereo)."""
+    if not inspect.ismethod(method):  # a plain function (a read already wrapped): it holds no object
+        return method
     ref = weakref.WeakMethod(method)
 
-    def call(*args: Any) -> None:
+    def call(*args: Any) -> Any:
         bound = ref()
-        if bound is not None:  # a source already freed: a left-behind stream's late callback
-            bound(*args)
+        return None if bound is None else bound(*args)  # None: a left-behind stream's late callback
 
     return call
 
@@ -587,8 +591,8 @@ class MicrophoneSource(Source):
                 channels=self.channels,
                 dtype="float32",
                 blocksize=self.block,
-                callback=_weakly(self._callback),
-                finished_callback=_weakly(self._finished),
+                callback=weakly(self._callback),
+                finished_callback=weakly(self._finished),
             )
             self._stream.start()
         except sd.PortAudioError as err:

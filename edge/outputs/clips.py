@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from edge.capture.sources import Source
+from edge.capture.sources import Source, weakly
 from edge.clock import UNSET_BEFORE, dates_trusted
 from edge.errors import ConfigError
 from edge.events import Event
@@ -303,7 +303,7 @@ class ClipRecorder(Sink):
             for event_id in list(self._pending):
                 self._take(event_id, early=f"the stream restarts at {start_t:.3f} s")
             self._history.restart(at)
-        read = source.read
+        read = weakly(source.read)  # the source holds `tapped`: through `read`, it would hold itself
 
         def tapped(max_samples: int, timeout: float = 0.5) -> np.ndarray | None:
             block = read(max_samples, timeout)
