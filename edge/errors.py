@@ -4,15 +4,21 @@ The CLI turns these into one-line messages (click.ClickException) at its boundar
 code raises them and never prints.
 """
 
+import logging
 from typing import TypeVar
 
 E = TypeVar("E", bound=BaseException)
+
+log = logging.getLogger(__name__)
 
 
 def detached(err: E) -> E:
     """`err` without its traceback, nor those of the errors it was raised from or during: an error
     kept beyond its handler (a lost device's, for the loop) holds no frames, so neither the objects
-    they hold (a source and its ring) nor a cycle through them that only a full collection frees."""
+    they hold (a source and its ring) nor a cycle through them that only a full collection frees.
+    Where it is not one of ours (a bug, not a bad device or file), its traceback is logged first (debug)."""
+    if not isinstance(err, SemanticACError):
+        log.debug("%s: its traceback, dropped from it now", type(err).__name__, exc_info=err)
     seen: set[int] = set()
     chain: list[BaseException | None] = [err]
     while chain:

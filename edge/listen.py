@@ -411,8 +411,11 @@ class _Opening:
                     "responding): given up, tried again later"
                 )
         if "error" in result:
-            err = result["error"]
-            raise err if isinstance(err, AudioError) else AudioError(f"cannot open the device: {err}")
+            err = result.pop("error")
+            try:
+                raise err if isinstance(err, AudioError) else AudioError(f"cannot open the device: {err}")
+            finally:
+                del err  # raised, it holds this frame: a cycle through this frame's own name for it
         if stop.is_set():
             result["source"].stop()
             return None
@@ -828,7 +831,8 @@ def listen(
             )
             notes = [("info", f"model: {origin}")] if origin.startswith("the demo bundle") else []
             notes += start_notes(bundle, label_set, scorer, vocabulary, windowing, options.agree, options)
-            return listener.run(source, stop, notes=notes, heartbeat=heartbeat, reconnect=reconnect, tap=tap)
+            handed, source = [source], None  # run() lets go of each source it has read: this frame would keep the first
+            return listener.run(handed.pop(), stop, notes=notes, heartbeat=heartbeat, reconnect=reconnect, tap=tap)
     finally:
         if own_sink:
             sink.close()

@@ -50,7 +50,7 @@ import soxr
 
 from edge.capture.audio import CLIP_RUN, SOXR_QUALITY, Decoder, full_scale_runs, to_mono, too_short_warning
 from edge.capture.ring import RingBuffer
-from edge.errors import AudioError
+from edge.errors import AudioError, detached
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ class Source:
         try:
             self._produce()
         except Exception as err:  # handed to the consumer, raised by `read`
-            self._error = err
+            self._error = detached(err)  # its traceback's frames hold this source
         finally:
             self._ended.set()
 

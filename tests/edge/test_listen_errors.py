@@ -4,6 +4,7 @@ and reported where it can. Never a traceback."""
 import gc
 import json
 import shutil
+import threading
 import time
 import weakref
 
@@ -13,6 +14,7 @@ import soundfile as sf
 from click.testing import CliRunner
 
 import edge.cli
+from edge.capture.sources import Source
 from edge.errors import AudioError
 from tests.signals import tone
 
@@ -75,6 +77,15 @@ def test_a_file_damaged_part_way_is_scored_that_far_then_a_failure(demo_bundle, 
     assert f"audio file {damaged} is truncated or corrupt after" in errors[0]["message"]
 
 
+class Busy(Source):
+    """A microphone another program holds: it fails in start(), raised from PortAudio's error."""
+
+    def _start_producer(self):
+        try:
+            raise OSError("Device unavailable [PaErrorCode -9985]")
+        except OSError as err:
+            raise AudioError("cannot open it: is another program holding it?") from err
+
 def test_a_failed_source_is_freed_at_once_not_by_the_cycle_collector(demo_bundle, tmp_path):
     """A lost microphone's source holds its ring (1.7 MiB at 44.1 kHz stereo). Its error's traceback
     held the frames that held the source, and the source its error: a cycle that only a full
@@ -108,20 +119,13 @@ def test_a_failed_source_is_freed_at_once_not_by_the_cycle_collector(demo_bundle
 def test_a_source_that_fails_to_start_is_freed_at_once_not_by_the_cycle_collector():
     """A reopen try that fails in start() (the device busy): its error, kept for the loop, held the
     traceback of the thread that opened it, whose frame held the source and its ring; the error
-    raised from PortAudio's (its context) held the source's own frame too."""
+    raised from PortAudio's (its context) held the source's own frame too. Raised to the loop, it
+    made a cycle with the frame that raised it, which holds what that frame holds."""
     import threading
 
-    from edge.capture.sources import Source
     from edge.listen import _Opening
 
     made = []
-
-    class Busy(Source):
-        def _start_producer(self):
-            try:
-                raise OSError("Device unavailable [PaErrorCode -9985]")
-            except OSError:
-                raise AudioError("cannot open it: is another program holding it?") from None
 
     def make():
         made.append(weakref.ref(source := Busy("busy microphone", 44100, 2, 16000, 5.0)))
@@ -132,9 +136,58 @@ def test_a_source_that_fails_to_start_is_freed_at_once_not_by_the_cycle_collecto
         with pytest.raises(AudioError, match="another program"):
             _Opening().open(make, threading.Event(), lambda: None)
         assert len(made) == 1 and made[0]() is None, "the source that failed to start outlived the try"
+        maker = weakref.ref(make)
+        del make
+        assert maker() is None, "the try's frame (it holds `make`) is kept by a cycle through its raise"
     finally:
         gc.enable()
 
+
+
+def test_each_lost_source_of_a_reconnecting_run_is_freed_at_once(demo_bundle, tmp_path, monkeypatch):
+    """A service that loses its device again and again (a file cut short: lost mid-stream; a busy
+    device: lost in start()) keeps none of the sources it lost: listen's own frame had kept the
+    first for the whole run, and each try that failed in start() a cycle through its raise."""
+    import edge.listen as listen_module
+    from edge.capture.sources import FileSource
+    from edge.listen import ListenOptions, listen
+    from tests.collect import Collect
+
+    whole = tmp_path / "whole.flac"
+    sf.write(whole, tone(440, 8.0, 16000), 16000)
+    damaged = tmp_path / "damaged.flac"
+    damaged.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+
+    made = []
+
+    def open_source(options, frontend, rescan=False):  # the first and every third: a file cut short
+        source = FileSource(damaged, sample_rate=16000, fast=True) if len(made) % 3 == 0 else Busy(
+            "busy microphone", 44100, 2, 16000, 5.0)
+        made.append(weakref.ref(source))
+        return source
+
+    monkeypatch.setattr(listen_module, "open_source", open_source)
+    monkeypatch.setattr(listen_module, "BACKOFF_FIRST", 0.01)
+    stop, kept = threading.Event(), []
+
+    def tap(source, offset):
+        deadline = time.monotonic() + 5.0  # the last reader thread may still be ending on a loaded machine
+        while any(ref() is not None for ref in made[:-1]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kept.append([i for i, ref in enumerate(made[:-1]) if ref() is not None])
+        if len(made) >= 7:
+            stop.set()
+        return source
+
+    gc.disable()
+    try:
+        summary = listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), reconnect=True, backoff_max=0.05),
+                         sink=Collect(), stop=stop, tap=tap)
+        assert summary.end_reason == "stopped" and len(made) == 7, (summary, len(made))
+        assert kept == [[], [], []], f"sources still alive at each new segment: {kept}"
+        assert [i for i, ref in enumerate(made) if ref() is not None] == [], "a lost source outlived the run"
+    finally:
+        gc.enable()
 
 def test_stdin_nan_samples_are_replaced_and_reported(demo_bundle):
     x = tone(440, 6.0, 16000)

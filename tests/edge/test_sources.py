@@ -222,6 +222,32 @@ def test_corrupt_file_mid_stream_delivers_what_decoded_then_fails_saying_so(tmp_
     assert 0 < sum(c.size for c in got) < 3 * RATE
 
 
+
+def test_a_source_stopped_before_its_failure_is_read_is_freed_at_once(tmp_path):
+    """A producer's error (a file cut short) waits for `read` to raise it. Its traceback's frames held
+    the source: a source stopped before that (a stop, a reload) was kept until a full collection."""
+    path = tmp_path / "cut.flac"
+    sf.write(path, noise(0.5, 16000), 16000)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert_freed_once_stopped(lambda: FileSource(path, sample_rate=16000).start(),
+                              lambda source: source._ended.wait(5.0))  # the producer reached the damage
+
+
+def assert_freed_once_stopped(start, before_stop):
+    """The source `start()` returns, once `before_stop(source)` and its stop, is freed as its last
+    reference goes, with the cycle collector off."""
+    gc.disable()
+    try:
+        source = start()
+        assert before_stop(source) is not False
+        source.stop()
+        freed = weakref.ref(source)
+        del source
+        assert freed() is None, "the stopped source outlived its last reference"
+    finally:
+        gc.enable()
+
+
 def test_read_needs_start_and_stop_ends_the_stream(stereo_wav):
     source = FileSource(stereo_wav)
     with pytest.raises(RuntimeError, match="start"):
@@ -464,16 +490,8 @@ def test_a_stopped_microphone_is_freed_at_once_not_by_the_cycle_collector(null_s
     """A sounddevice stream is a reference cycle of its own (its C callback holds it). While it held
     the source's callbacks, each microphone stopped (a lost one, in a service reopening it for months)
     kept its ring (1.7 MiB at 44.1 kHz stereo) until a full collection, which a steady process seldom runs."""
-    gc.disable()
-    try:
-        mic = MicrophoneSource("default").start()
-        capture_after_first_audio(mic, 0.1)
-        mic.stop()
-        freed = weakref.ref(mic)
-        del mic
-        assert freed() is None, "the stopped microphone outlived its last reference"
-    finally:
-        gc.enable()
+    assert_freed_once_stopped(lambda: MicrophoneSource("default").start(),
+                              lambda mic: capture_after_first_audio(mic, 0.1).size > 0)
 
 
 @pytest.mark.capture
