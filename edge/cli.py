@@ -836,15 +836,15 @@ def doctor(bundle: str | None, labels_spec: str | None) -> None:
     type=float,
     callback=finite(0.0, 3600.0, "seconds from 0 (skips that run) to 3600 (its audio is made in memory)"),
     default=None,
-    help="Seconds of audio through the whole listen pipeline; 0 skips that run.  [default: 30]",
+    help="Seconds of audio through the whole listen pipeline (at least a window); 0 skips that run.  [default: 30]",
 )
 @click.option(
     "--live-seconds",
     type=float,
     callback=finite(0.0, 3600.0, "seconds from 0 (skips that run) to 3600 (it takes that long)"),
     default=None,
-    help="Seconds of a live run (paced as a microphone, 48 kHz stereo): the CPU a live stream takes; 0 skips it.  "
-    "[default: 20]",
+    help="Seconds of a live run (paced as a microphone, 48 kHz stereo): the CPU a live stream takes, from its first "
+    "window on (so at least the window + 2 s); 0 skips it.  [default: 20]",
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout instead of the table.")
 @domain_errors

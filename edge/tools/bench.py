@@ -58,7 +58,7 @@ import soundfile as sf
 
 from edge.backends.base import usable_cores
 from edge.bundle import Bundle, resolve_bundle
-from edge.errors import BackendError
+from edge.errors import BackendError, OptionError
 from edge.features import StreamingLogMel, Windowing, log_mel, tile_frames
 from edge.labels.labelset import resolve_label_set
 from edge.listen import ListenOptions, listen, scorer_for
@@ -76,6 +76,9 @@ MIN_HOPS, MAX_HOPS = 20, 1000
 PIPELINE_SECONDS = 30.0  # audio through the whole pipeline (model loading included in its time)
 LIVE_SECONDS = 20.0  # audio of the live run (paced in real time: this many seconds of bench's time)
 LIVE_RATE, LIVE_CHANNELS = 48000, 2  # what a USB microphone delivers
+# the live run's shortest span measured (s): in a shorter one its first and last windows weigh (the
+# demo bundle here: 9.8 % of a core over 1 s, 11.4-12.1 % over 2-15 s)
+LIVE_SPAN_LEAST = 2.0
 MIN_HOP_METHOD = (
     "smallest whole number of frames h with h >= p99 window latency + incremental frontend cost "
     "of h's frames: h = ceil(p99 / (frame - frontend cost per frame)) frames"
@@ -187,6 +190,7 @@ def run_bench(
     threads = options.threads
     fe = bundle.meta.frontend
     windowing = options.windowing(bundle)
+    least_runs(windowing, pipeline_seconds, live_seconds)  # before minutes of timing
     f = windowing.seconds_per_frame
     frontend = time_frontend(bundle, windowing)
     per_frame = frontend["incremental_ms_per_hop"] / 1e3 / windowing.hop_frames
@@ -254,6 +258,28 @@ def run_bench(
         "live": time_live(options, bundle, live_seconds) if live_seconds > 0 else None,
         "peak_rss_mib": peak_rss_mib(),
     }
+
+
+def least_runs(windowing: Windowing, pipeline_seconds: float, live_seconds: float) -> None:
+    """OptionError for a pipeline or live run too short to measure: the pipeline needs a window of audio,
+    the live run a window and LIVE_SPAN_LEAST s after it (its CPU counts from the first window on)."""
+    window = windowing.window_seconds
+    for name, value, least, needs in (
+        ("pipeline_seconds", pipeline_seconds, window, f"a window of audio ({window:g} s)"),
+        (
+            "live_seconds",
+            live_seconds,
+            window + LIVE_SPAN_LEAST,
+            f"a window and {LIVE_SPAN_LEAST:g} s after it ({window + LIVE_SPAN_LEAST:g} s): its CPU counts from "
+            "the first window on",
+        ),
+    ):
+        if 0 < value < least:
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(
+                f"{flag} {value:g} is too short: that run needs {needs}; use at least {least:g}, or 0 to skip it",
+                option=name,
+            )
 
 
 def time_vocabulary(bundle: Bundle, frames: np.ndarray, model_frames: int, threads: int | None, seconds: float):

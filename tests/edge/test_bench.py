@@ -85,7 +85,7 @@ def test_json_has_the_documented_keys(demo_bundle):
 def test_table_output(demo_bundle):
     result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), "--seconds", "0.2",
                                                 "--backend", "onnxruntime", "--hop", "0.25", "--pipeline-seconds", "6",
-                                                "--live-seconds", "6"])
+                                                "--live-seconds", "7"])
     assert result.exit_code == 0, result.output
     assert "whole listen pipeline (--labels urban, a file read as fast as it runs, model loading included): 6 s" \
         in result.stdout
@@ -93,8 +93,21 @@ def test_table_output(demo_bundle):
     assert "p50 ms" in result.stdout and "onnxruntime" in result.stdout and "min hop" in result.stdout
     assert "hop 0.25 s (25 frames" in result.stdout
     assert "tensorrt" not in result.stdout  # only the backend asked for
-    assert "live (--labels urban, 6 s at 48000 Hz x 2 channels, paced as a microphone): CPU " in result.stdout
+    assert "live (--labels urban, 7 s at 48000 Hz x 2 channels, paced as a microphone): CPU " in result.stdout
     assert "% of one core over the " in result.stdout and "0 dropped: what a live stream costs" in result.stdout
+
+
+@pytest.mark.parametrize("args,said", [
+    # a live run's CPU counts from its first window on: 0.5 s measured nothing, and 5.5 s (0.45 s after the
+    # first window) gave twice the steady figure; a pipeline run of 1e-05 s failed on a file of no samples
+    # after all the timing, naming a temporary file
+    (["--live-seconds", "0.5"], "--live-seconds 0.5 is too short: that run needs a window and 2 s after it (7 s)"),
+    (["--live-seconds", "5.5"], "use at least 7, or 0 to skip it"),
+    (["--pipeline-seconds", "1e-05"], "--pipeline-seconds 1e-05 is too short: that run needs a window of audio (5 s)"),
+])
+def test_a_run_too_short_to_measure_is_refused_before_any_timing(demo_bundle, args, said):
+    result = CliRunner().invoke(edge.cli.main, ["bench", "--bundle", str(demo_bundle.path), *args])
+    assert result.exit_code == 2 and said in result.output and "Traceback" not in result.output, result.output
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
