@@ -2,6 +2,7 @@
 and reported where it can. Never a traceback."""
 
 import gc
+import io
 import json
 import shutil
 import threading
@@ -77,6 +78,15 @@ def test_a_file_damaged_part_way_is_scored_that_far_then_a_failure(demo_bundle, 
     assert f"audio file {damaged} is truncated or corrupt after" in errors[0]["message"]
 
 
+@pytest.fixture
+def cut_short(tmp_path):
+    """A FLAC file cut in half (8 s of tone): read, it is a source lost after ~4 s."""
+    whole = tmp_path / "whole.flac"
+    sf.write(whole, tone(440, 8.0, 16000), 16000)
+    damaged = tmp_path / "damaged.flac"
+    damaged.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return damaged
+
 class Busy(Source):
     """A microphone another program holds: it fails in start(), raised from PortAudio's error."""
 
@@ -86,17 +96,13 @@ class Busy(Source):
         except OSError as err:
             raise AudioError("cannot open it: is another program holding it?") from err
 
-def test_a_failed_source_is_freed_at_once_not_by_the_cycle_collector(demo_bundle, tmp_path):
+def test_a_failed_source_is_freed_at_once_not_by_the_cycle_collector(demo_bundle, cut_short):
     """A lost microphone's source holds its ring (1.7 MiB at 44.1 kHz stereo). Its error's traceback
     held the frames that held the source, and the source its error: a cycle that only a full
     collection frees, so a service reopening a flaky microphone kept a ring a loss meanwhile."""
     from edge.listen import ListenOptions, listen
     from tests.collect import Collect
 
-    whole = tmp_path / "whole.flac"
-    sf.write(whole, tone(440, 8.0, 16000), 16000)
-    damaged = tmp_path / "damaged.flac"
-    damaged.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     tapped = []
 
     def tap(source, offset):
@@ -105,7 +111,7 @@ def test_a_failed_source_is_freed_at_once_not_by_the_cycle_collector(demo_bundle
 
     gc.disable()
     try:
-        summary = listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(damaged), fast=True),
+        summary = listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(cut_short), fast=True),
                          sink=Collect(), tap=tap)
         assert summary.error and "is truncated or corrupt after" in summary.error
         deadline = time.monotonic() + 5.0  # its reader thread may still be ending on a loaded machine
@@ -144,7 +150,7 @@ def test_a_source_that_fails_to_start_is_freed_at_once_not_by_the_cycle_collecto
 
 
 
-def test_each_lost_source_of_a_reconnecting_run_is_freed_at_once(demo_bundle, tmp_path, monkeypatch):
+def test_each_lost_source_of_a_reconnecting_run_is_freed_at_once(demo_bundle, cut_short, monkeypatch):
     """A service that loses its device again and again (a file cut short: lost mid-stream; a busy
     device: lost in start()) keeps none of the sources it lost: listen's own frame had kept the
     first for the whole run, and each try that failed in start() a cycle through its raise."""
@@ -153,15 +159,11 @@ def test_each_lost_source_of_a_reconnecting_run_is_freed_at_once(demo_bundle, tm
     from edge.listen import ListenOptions, listen
     from tests.collect import Collect
 
-    whole = tmp_path / "whole.flac"
-    sf.write(whole, tone(440, 8.0, 16000), 16000)
-    damaged = tmp_path / "damaged.flac"
-    damaged.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
 
     made = []
 
     def open_source(options, frontend, rescan=False):  # the first and every third: a file cut short
-        source = FileSource(damaged, sample_rate=16000, fast=True) if len(made) % 3 == 0 else Busy(
+        source = FileSource(cut_short, sample_rate=16000, fast=True) if len(made) % 3 == 0 else Busy(
             "busy microphone", 44100, 2, 16000, 5.0)
         made.append(weakref.ref(source))
         return source
@@ -188,6 +190,52 @@ def test_each_lost_source_of_a_reconnecting_run_is_freed_at_once(demo_bundle, tm
         assert [i for i, ref in enumerate(made) if ref() is not None] == [], "a lost source outlived the run"
     finally:
         gc.enable()
+
+
+def test_a_suspend_while_the_device_is_lost_counts_in_the_time_lost(demo_bundle, cut_short, tmp_path, monkeypatch):
+    """A box suspended while its microphone was lost: `audio_restored` says the time no audio was
+    heard, the suspend included (boot time; the monotonic clock stops in a suspend), and the dates
+    after it follow the clock, said as a suspend, not as a step of the clock."""
+    from datetime import datetime, timedelta
+
+    import edge.listen as listen_module
+    from edge.capture.sources import FileSource
+    from edge.listen import ListenOptions, listen
+    from edge.outputs.sinks import JsonLines
+
+    good = tmp_path / "good.flac"
+    sf.write(good, tone(440, 4.0, 16000), 16000)
+    asleep = []  # set while the device is lost: an hour asleep, the wall clock and boot time moved on with it
+    awake_boot = listen_module.since_boot
+
+    class Wall(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + timedelta(seconds=sum(asleep))
+
+    def open_source(options, frontend, rescan=False):
+        if not rescan:  # the start: a file cut short, lost after ~4 s
+            return FileSource(cut_short, sample_rate=16000, fast=True)
+        asleep.append(3600.0)
+        return FileSource(good, sample_rate=16000)  # real time: a live source, its first audio dated as it comes
+
+    monkeypatch.setattr(listen_module, "open_source", open_source)
+    monkeypatch.setattr(listen_module, "BACKOFF_FIRST", 0.01)
+    monkeypatch.setattr(listen_module, "datetime", Wall)
+    monkeypatch.setattr(listen_module, "since_boot", lambda: awake_boot() + sum(asleep))
+    stream = io.StringIO()
+    listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), reconnect=True, backoff_max=0.05,
+                         window=1.0, hop=0.5), sink=JsonLines(stream))
+    records = [json.loads(line) for line in stream.getvalue().splitlines()]
+    said = {r.get("code"): r["message"] for r in records if r["type"] == "status"}
+    assert "audio_lost" in said and "clock_step" not in said, said
+    lost = float(said["audio_restored"].split(" after ")[1].split(" s lost")[0])
+    assert 3600 <= lost < 3600 + 10, said["audio_restored"]
+    messages = [r["message"] for r in records if r["type"] == "status"]
+    assert "the system was suspended for 3600 s: dates follow the clock from here" in messages, messages
+    windows = [r for r in records if r["type"] == "window"]
+    dated = [datetime.fromisoformat(w["utc"]) - timedelta(seconds=w["t"]) for w in (windows[0], windows[-1])]
+    assert 3600 - 10 < (dated[1] - dated[0]).total_seconds() < 3600 + 10  # the stream's time did not count the hour
 
 def test_stdin_nan_samples_are_replaced_and_reported(demo_bundle):
     x = tone(440, 6.0, 16000)
