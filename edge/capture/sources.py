@@ -68,7 +68,8 @@ _left_behind: list[tuple[threading.Thread, float]] = []  # closes that did not f
 # 195 MiB over 2857 tries for a microphone left unplugged, ~50 MiB a day at a 30 s backoff). The
 # first RESCAN_FREELY ones go ahead (a sound server restarting, a device coming back within
 # minutes); after them, a rescan waits for the machine's sound cards to change (a USB microphone
-# plugged in) or RESCAN_EVERY seconds since the last one.
+# plugged in) or its sound server's socket (PulseAudio or PipeWire started again: its audio came
+# back up to 10 minutes late, 2026-12-07), or RESCAN_EVERY seconds since the last one.
 RESCAN_FREELY = 10
 RESCAN_EVERY = 600.0
 
@@ -78,6 +79,17 @@ class _Rescans:
     count: int = 0  # rescans done
     at: float = -math.inf  # time.monotonic() of the last one
     cards: str | None = None  # sound_cards() then
+    held: bool = False  # the last one asked for waited (the device list is the one from `at`)
+
+    def note(self) -> str:
+        """Where the device list is an old one, a note saying so and when it is looked at again."""
+        if not self.held:
+            return ""
+        age = time.monotonic() - self.at
+        return (
+            f" (PortAudio's device list is {age:.0f} s old: it looks again when a sound card or the sound "
+            f"server changes, or in {max(0.0, RESCAN_EVERY - age):.0f} s)"
+        )
 
 
 _rescans = _Rescans()
@@ -410,8 +422,10 @@ def stuck_close_seconds() -> float:
 
 
 def sound_cards() -> str:
-    """What the kernel says of the sound cards (/proc/asound/cards and /dev/snd's entries): it
-    changes when a device is plugged in or out; "" where there is no such place."""
+    """What the kernel says of the sound cards (/proc/asound/cards and /dev/snd's entries), and the
+    sound servers' sockets (inode and time: a server started again makes its socket anew): it
+    changes when a device is plugged in or out, or a sound server starts or stops; "" where there
+    is none of these."""
     parts = []
     try:
         parts.append(Path("/proc/asound/cards").read_text())
@@ -421,7 +435,27 @@ def sound_cards() -> str:
         parts.append(" ".join(sorted(os.listdir("/dev/snd"))))
     except OSError:
         pass
+    for socket in sound_server_sockets():
+        try:
+            made = socket.stat()
+        except OSError:
+            continue
+        parts.append(f"{socket} {made.st_ino} {made.st_mtime_ns}")
     return "\n".join(parts)
+
+
+def sound_server_sockets() -> list[Path]:
+    """Where PulseAudio (or PipeWire's pulse server) and PipeWire listen: $PULSE_SERVER's unix path,
+    <$XDG_RUNTIME_DIR>/pulse/native and pipewire-0, and the system-wide daemon's /run/pulse/native."""
+    found = [
+        Path(server.removeprefix("unix:"))
+        for server in os.environ.get("PULSE_SERVER", "").split()
+        if server.startswith(("unix:", "/"))
+    ]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        found += [Path(runtime, "pulse", "native"), Path(runtime, "pipewire-0")]
+    return found + [Path("/run/pulse/native")]
 
 
 def rescan_devices(force: bool = False) -> bool:
@@ -438,7 +472,8 @@ def rescan_devices(force: bool = False) -> bool:
     cards = sound_cards()
     now = time.monotonic()
     waited = cards == _rescans.cards and now - _rescans.at < RESCAN_EVERY
-    if not force and _rescans.count >= RESCAN_FREELY and waited:
+    _rescans.held = not force and _rescans.count >= RESCAN_FREELY and waited
+    if _rescans.held:
         return False
     sd._terminate()  # sounddevice's own pair for exactly this (documented in its FAQ)
     sd._initialize()
@@ -492,12 +527,12 @@ def find_input_device(device: int | str | None = None, rescan: bool = False) -> 
         wanted = "no default input device" if device is None else f"no input device {device!r}"
         if not devices:
             raise AudioError(
-                f"{wanted}: PortAudio finds no capture device; connect a microphone (check with "
-                "`semanticac-edge devices`), or listen to a file (--input FILE; a service: audio.input)"
+                f"{wanted}: PortAudio finds no capture device{_rescans.note()}; connect a microphone (check "
+                "with `semanticac-edge devices`), or listen to a file (--input FILE; a service: audio.input)"
             )
         raise AudioError(
-            f"{wanted}; input devices are {listing}: name one with --device (a service: audio.device), "
-            "by part of its name or its index"
+            f"{wanted}; input devices are {listing}{_rescans.note()}: name one with --device (a service: "
+            "audio.device), by part of its name or its index"
         )
     raise AudioError(
         f"input device name {device!r} is ambiguous, it matches "

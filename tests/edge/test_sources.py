@@ -11,6 +11,7 @@ import io
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 import weakref
@@ -587,6 +588,37 @@ def test_a_microphone_that_captures_again_gives_back_the_free_rescans(null_sink,
     with MicrophoneSource("default", sample_rate=RATE) as mic:
         mic.read(RATE // 10)
     assert sources.rescan_devices()
+
+
+@pytest.mark.capture
+def test_a_sound_server_started_again_is_looked_for_at_once(null_sink, tmp_path_factory, monkeypatch):
+    """The free rescans spent (a microphone lost for minutes), PulseAudio started again makes its
+    socket anew: PortAudio looks again at once. It had waited RESCAN_EVERY (a restart changes no
+    sound card), so a service's audio came back up to 10 minutes after its sound server."""
+    from edge.capture import sources
+    from tests.pulse import NullSink
+
+    session_runtime = os.environ["XDG_RUNTIME_DIR"]
+    monkeypatch.setattr(sources, "_rescans", sources._Rescans())
+    runtime = tmp_path_factory.mktemp("restarted")
+    daemon = NullSink.start(runtime)  # sets XDG_RUNTIME_DIR until the end
+    try:
+        while sources.rescan_devices():  # real PortAudio rescans, until the throttle holds
+            pass
+        daemon.keepalive.kill()
+        daemon.keepalive.wait()
+        subprocess.run(["pulseaudio", "--kill"], capture_output=True, timeout=30)
+        assert sources.rescan_devices(), "the sound server went away: a change too"
+        with pytest.raises(AudioError, match=r"PortAudio's device list is \d+ s old: it looks again when a sound "
+                                             r"card or the sound server changes, or in \d+ s"):
+            sources.find_input_device("no such microphone", rescan=True)
+        daemon = NullSink.start(runtime)
+        assert sources.rescan_devices(), "the sound server came back: PortAudio must look again"
+        with MicrophoneSource("default", sample_rate=RATE) as mic:
+            assert capture_after_first_audio(mic, 0.1).size
+    finally:
+        daemon.stop()
+        os.environ["XDG_RUNTIME_DIR"] = session_runtime
 
 
 STUCK_CLOSE_CHILD = """
