@@ -104,6 +104,8 @@ SILENCE_WARN_SECONDS = 10.0
 MAX_HEARD = 20  # --heard: the most vocabulary classes a window reports
 MAX_SMOOTH = 1000  # windows averaged (--smooth): over 16 minutes at a 1 s hop
 DIGITAL_SILENCE = 1e-6  # |sample| at most this (-120 dBFS) is "no signal": a microphone's own noise is far above
+STILL_LOST_TRIES = 10  # tries to reopen a lost device each said in the log; then one STILL_LOST_EVERY s
+STILL_LOST_EVERY = 3600.0
 BACKOFF_FIRST = 1.0  # the wait after the first failed try to reopen a lost device (doubled after each failure)
 # A live stream's dates are its sample count from when it began; they are checked against the
 # wall clock every CLOCK_CHECK_SECONDS of audio and follow it when they differ by CLOCK_TOLERANCE
@@ -907,6 +909,8 @@ class Listener:
         self._lost_at: float | None = None
         self._heard_at = 0.0
         self._tries = 0  # tries to reopen since the loss
+        # the last "still no audio" line: its since_boot(), its reason with the numbers left out
+        self._still_said: tuple[float, str] = (-math.inf, "")
         self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
         self._shown: np.ndarray | None = None  # each label's highest score of one window (what windows show)
         self._read: np.ndarray | None = None  # ... of what events read of one window (after the agreement)
@@ -1180,7 +1184,7 @@ class Listener:
     def _lose(self, reason: AudioError, reconnect: Reconnect) -> None:
         """The first failure since audio last flowed: report it (later ones while lost are logged)."""
         if self._lost_at is not None:
-            log.info("still no audio (try %d): %s", self._tries, reason)
+            self._say_still_lost(reason)
             return
         self._lost_at = self._heard_at  # a device that stalled or went silent was lost when it was last heard
         if self._restored_at is not None and since_boot() - self._restored_at > reconnect.backoff_max:
@@ -1189,6 +1193,29 @@ class Listener:
             "warning",
             f"audio lost: {reason}; reopening it, waiting up to {reconnect.backoff_max:g} s between tries",
             code="audio_lost",
+        )
+
+    def _say_still_lost(self, reason: AudioError) -> None:
+        """A try that failed while lost, in the log: the first STILL_LOST_TRIES, then one a STILL_LOST_EVERY
+        or when the reason is another (numbers aside). Every try had its line: a microphone lost for
+        months wrote 3,900 a day to the journal (an SD card's)."""
+        now, said = since_boot(), re.sub(r"\d+(\.\d+)?", "#", str(reason))
+        if (
+            self._tries > STILL_LOST_TRIES
+            and said == self._still_said[1]
+            and now - self._still_said[0] < STILL_LOST_EVERY
+        ):
+            return
+        self._still_said = (now, said)
+        lost_for = now - (self._lost_at if self._lost_at is not None else now)
+        log.info(
+            "still no audio (try %d, %s lost): %s%s",
+            self._tries,
+            f"{lost_for / 3600:.1f} h" if lost_for >= 3600 else f"{lost_for:.0f} s",
+            reason,
+            f" (from here said once every {STILL_LOST_EVERY / 3600:g} h while it is the same)"
+            if self._tries == STILL_LOST_TRIES
+            else "",
         )
 
     def _reopen(self, reconnect: Reconnect, stop: threading.Event, beat: Callable[[], None]) -> Source | None:
