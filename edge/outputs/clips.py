@@ -74,6 +74,7 @@ LABEL_CHARS = 48  # a label's length in a file name
 AHEAD_SECONDS = 0.1  # an onset later than the audio seen by more than this: the stream time jumped
 FUTURE_SECONDS = 60.0  # a clip's time further ahead of the clock than this: written while the clock was ahead
 DAY = 86400.0
+LOST_SAID_EVERY = 3600.0  # while clips cannot be written, a skipped one is said in the log this often
 NAMES_KEPT = 1024  # clip names of recent ended events kept (an open event's is kept until its end)
 REDATED_CLIPS = 10_000  # clips of this run whose file times a clock step may move (the newest)
 
@@ -252,6 +253,7 @@ class ClipRecorder(Sink):
         self._written_now: deque[Path] = deque(maxlen=REDATED_CLIPS)  # this run's clips (a clock step moves them)
         self._troubles: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # worker -> report()
         self._failing = False  # the last clip could not be written (the worker's; said once until one is)
+        self._lost_since, self._lost_said_at = 0, -math.inf  # skipped before the failing began; when last said
         self._redating: threading.Thread | None = None  # moving this run's clips' file times (redate)
         # event_id -> clip name, from clip_for at the start; kept past the end (every output names the
         # end's clip after the recorder has seen it), the oldest ended one forgotten beyond NAMES_KEPT
@@ -441,12 +443,21 @@ class ClipRecorder(Sink):
         log.warning("clip %s skipped: %s", name, why)
 
     def _lost(self, name: str, why: str) -> None:
-        """A clip the disk could not take: skipped, and (the first since one was written) a status."""
-        self._skip(name, why)
+        """A clip the disk could not take: skipped, said (the first since one was written: also a status;
+        the next ones once every LOST_SAID_EVERY s: a disk full for good had a journal line per event)."""
+        now = time.monotonic()
         if not self._failing:
-            self._failing = True
+            self._failing, self._lost_since, self._lost_said_at = True, self.skipped, now
+            self._skip(name, why)
             message = f"clips cannot be written to {self.dir}: {why}; events are still detected and logged"
             self._troubles.put(("warning", message, "clips"))
+        elif now - self._lost_said_at >= LOST_SAID_EVERY:
+            self._lost_said_at = now
+            skipped = self.skipped + 1 - self._lost_since
+            self._skip(name, f"{why} ({skipped} clips skipped since the first, this one included; said once an hour)")
+        else:
+            self.skipped += 1
+            log.debug("clip %s skipped: %s", name, why)
 
     # --- the worker thread -------------------------------------------------------------------
 
@@ -480,7 +491,10 @@ class ClipRecorder(Sink):
                     if free is not None and free < 2 * samples.size:
                         if self._remove_oldest(keep=None, why="its disk is too full for a new clip"):
                             continue
-                        failed = f"cannot write {path}: {err} ({free / MEGABYTE:.1f} MB free on its disk)"
+                        failed = (
+                            f"cannot write {path}: its disk is full ({free / MEGABYTE:.1f} MB free; libsndfile: "
+                            f"{err}): free space on it"
+                        )
                     else:
                         failed = f"cannot write {path}: {err}"
                     break
@@ -492,7 +506,9 @@ class ClipRecorder(Sink):
             log.info("clip %s: %.2f s", path, samples.size / self.sample_rate)
             if self._failing:
                 self._failing = False
-                self._troubles.put(("info", f"clips are written to {self.dir} again", "clips_restored"))
+                lost = self.skipped - self._lost_since
+                message = f"clips are written to {self.dir} again ({lost} skipped meanwhile)"
+                self._troubles.put(("info", message, "clips_restored"))
             self._tidy(keep=path)
 
     def counts(self) -> ClipCounts:

@@ -15,6 +15,7 @@ from edge.capture.sources import FileSource
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.listen import ListenOptions, is_live, listen
+import edge.outputs.clips as clips_module
 from edge.outputs.clips import ClipRecorder, ClipsConfig, clip_label
 from edge.outputs.sinks import FanOut, WindowResult
 from edge.service.config import example_path
@@ -303,7 +304,7 @@ def test_a_disk_another_program_fills_still_takes_new_clips_in_place_of_the_olde
 
 
 def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_it_is_over(small_disk, tmp_path,
-                                                                                          caplog):
+                                                                                          caplog, monkeypatch):
     """The size budget alone had let the clips fill a small disk (a Jetson's eMMC), and then the
     event log could not be written either; a clip that was not written was said in the journal
     only. Now the oldest clips go to keep min_free_megabytes free; with none left to remove a
@@ -333,8 +334,18 @@ def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_
     assert heard.of("status") == []
     with open(filler, "ab") as more:  # another program fills the disk: no clip can make room now
         more.write(b"x" * (shutil.disk_usage(small_disk).free - 50_000))
-    clip_of(7, 80.0)
-    wait_for(lambda: clips.skipped == 1)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge.outputs.clips"):
+        clip_of(7, 80.0)
+        wait_for(lambda: clips.skipped == 1)
+        clip_of(9, 88.0, seconds=1.0)  # a disk full for good had a journal line per event
+        wait_for(lambda: clips.skipped == 2)
+        monkeypatch.setattr(clips_module, "LOST_SAID_EVERY", 0.0)  # an hour later
+        clip_of(10, 91.0, seconds=1.0)
+        wait_for(lambda: clips.skipped == 3)
+    skipped = [r.getMessage() for r in caplog.records if " skipped: " in r.getMessage()]
+    assert len(skipped) == 2 and "_7_dog_bark" in skipped[0], skipped  # the first one said, not the next
+    assert "_10_dog_bark" in skipped[1] and "(3 clips skipped since the first, this one included" in skipped[1]
     assert clips_in(clips.dir) == []  # every clip went first, to make room
     outputs.window(WindowResult(t=0.0, top=(), latency_ms=1.0, dropped=0))  # the worker's trouble reaches the outputs from the loop's thread
     said = heard.of("status")
@@ -345,10 +356,11 @@ def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_
     wait_for(lambda: clips.written == 7)
     outputs.window(WindowResult(t=0.0, top=(), latency_ms=1.0, dropped=0))
     assert [s.code for s in heard.of("status")] == ["clips", "clips_restored"]
+    assert heard.of("status")[1].message.endswith(" again (3 skipped meanwhile)")
     feed.source.stop()
     clips.close()
     counts = clips.counts()
-    assert (counts.written, counts.skipped) == (7, 1) and counts.free_bytes >= 1_200_000
+    assert (counts.written, counts.skipped) == (7, 3) and counts.free_bytes >= 1_200_000
 
 
 def test_clips_older_than_max_age_go_while_the_clock_is_trusted(tmp_path, monkeypatch):
