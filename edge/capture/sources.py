@@ -315,8 +315,8 @@ class Source:
         clipped = int(np.count_nonzero(run >= CLIP_RUN))
         self.clipped_samples += clipped
         self._clipped_unlogged += clipped
-        if self._clipped_unlogged and self._clip_log():
-            log.warning(
+        if self._clipped_unlogged and self._clip_log():  # debug: listen's `clipping` status says it (every 10 min)
+            log.debug(
                 "%s: clipping: %d sample(s) at full scale (%d+ in a row) since the last report; %s",
                 self.name,
                 self._clipped_unlogged,
