@@ -242,7 +242,10 @@ class EventLogSink(Sink):
             self._open(busy=OPEN_BUSY_SECONDS)
         except sqlite3.Error as err:  # passing trouble: listen anyway; the first record tries again and reports it
             log.warning(
-                "event log %s: cannot be opened now (%s): the service starts without it", self.path, _reason(err)
+                "event log %s: cannot be opened now (%s): the service starts, and its records wait in memory "
+                "until the file can be written",
+                self.path,
+                _reason(err),
             )
         log.info("event log: %s (run %s)", self.path, self.run_id)
 
