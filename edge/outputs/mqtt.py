@@ -468,6 +468,7 @@ class MqttSink(Sink):
         self._publisher: threading.Thread | None = None
         self._closed = False
         self._refused: str | None = None  # the last refusal logged (logged again only when it changes)
+        self._lost_at: float | None = None  # time.monotonic() when a connection was lost, until the next
         self._unreachable_logged = False
         self._context: ssl.SSLContext | None = None  # the TLS context paho connects with (start())
         self._late_logged = False  # said once per connection
@@ -681,7 +682,9 @@ class MqttSink(Sink):
             return
         self._refused = None
         self._unreachable_logged = self._late_logged = False
-        log.info("mqtt: connected to %s:%d", cfg.host, cfg.port)
+        lost, self._lost_at = self._lost_at, None
+        again = "" if lost is None else f" again, {time.monotonic() - lost:.0f} s after the connection was lost"
+        log.info("mqtt: connected to %s:%d%s", cfg.host, cfg.port, again)
         self._mark_resends(client)
         with self._cond:  # a restarted broker may have lost them; and they go before `online`
             known, self._dirty = dict(self._retained), {}
@@ -763,6 +766,7 @@ class MqttSink(Sink):
                 self.config.reconnect_max_delay,
             )
         if was and not self._closing:
+            self._lost_at = time.monotonic()
             log.warning(
                 "mqtt: lost the broker at %s:%d (%s); reconnecting, up to %d messages wait meanwhile%s",
                 self.config.host,

@@ -370,7 +370,7 @@ def test_discovery_off_publishes_no_config(broker, node, subscribers):
     assert sub.topics(f"homeassistant/device/{node}/config") == []
 
 
-def test_a_broker_restart_is_survived(broker, node, subscribers):
+def test_a_broker_restart_is_survived(broker, node, subscribers, caplog):
     base = f"semanticac/{node}"
     sink = make_sink(broker.port, node)
     sink.start()
@@ -378,9 +378,13 @@ def test_a_broker_restart_is_survived(broker, node, subscribers):
     broker.stop()
     wait_until(lambda: not sink.connected)
     sink.event(start(1.0, 1))  # during the outage: queued
-    broker.start()  # same port; retained messages were not persisted
-    sub = subscribers(broker.port, [f"{base}/#"])
-    wait_until(lambda: sink.connected)
+    with caplog.at_level(logging.INFO, logger="edge.outputs.mqtt"):
+        broker.start()  # same port; retained messages were not persisted
+        sub = subscribers(broker.port, [f"{base}/#"])
+        wait_until(lambda: sink.connected)
+    # the journal says the outage is over, and how long it lasted
+    assert re.search(rf"mqtt: connected to 127.0.0.1:{broker.port} again, \d+ s after the connection was lost",
+                     caplog.text), caplog.text
     assert sub.wait_for(lambda m: m.topic == f"{base}/events").json()["event_id"] == 1
     sub.on(f"{base}/availability", "online")
     sub.on(f"{base}/state/siren", "ON")  # republished on the new connection
