@@ -36,6 +36,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import select
 import sys
 import threading
@@ -445,13 +446,14 @@ def sound_cards() -> str:
 
 
 def sound_server_sockets() -> list[Path]:
-    """Where PulseAudio (or PipeWire's pulse server) and PipeWire listen: $PULSE_SERVER's unix path,
-    <$XDG_RUNTIME_DIR>/pulse/native and pipewire-0, and the system-wide daemon's /run/pulse/native."""
-    found = [
-        Path(server.removeprefix("unix:"))
-        for server in os.environ.get("PULSE_SERVER", "").split()
-        if server.startswith(("unix:", "/"))
-    ]
+    """Where PulseAudio (or PipeWire's pulse server) and PipeWire listen: $PULSE_SERVER's unix paths
+    (its servers are separated by spaces, each `[{machine id}]unix:PATH`, a PATH, or a tcp one, left
+    out), <$XDG_RUNTIME_DIR>/pulse/native and pipewire-0, and the system-wide daemon's /run/pulse/native."""
+    found = []
+    for server in os.environ.get("PULSE_SERVER", "").split():
+        server = re.sub(r"^\{[^}]*\}", "", server).removeprefix("unix:")
+        if server.startswith("/"):
+            found.append(Path(server))
     runtime = os.environ.get("XDG_RUNTIME_DIR")
     if runtime:
         found += [Path(runtime, "pulse", "native"), Path(runtime, "pipewire-0")]

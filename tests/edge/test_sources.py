@@ -578,6 +578,34 @@ def test_rescans_for_a_lost_microphone_wait_for_the_sound_cards_to_change(monkey
     # a device that captures again gives them back: test_a_microphone_that_captures_again_...
 
 
+def test_a_sound_server_s_socket_made_anew_is_a_change_of_the_sound_cards(tmp_path, monkeypatch):
+    """A sound server started again changes no kernel sound card: its socket, made anew, is what
+    changes. $PULSE_SERVER's unix paths count too (a machine id before one; tcp ones cannot)."""
+    import socket as sockets
+
+    from edge.capture import sources
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv("PULSE_SERVER", f"{{0123abcd}}unix:{tmp_path}/elsewhere tcp:box:4713 /also")
+    assert sources.sound_server_sockets()[:4] == [tmp_path / "elsewhere", Path("/also"),
+                                                  tmp_path / "pulse" / "native", tmp_path / "pipewire-0"]
+    (tmp_path / "pulse").mkdir()
+    before = sources.sound_cards()
+
+    def serve():  # a server's socket, as a daemon makes it at its start
+        (tmp_path / "pulse" / "native").unlink(missing_ok=True)
+        server = sockets.socket(sockets.AF_UNIX)
+        server.bind(str(tmp_path / "pulse" / "native"))
+        server.close()
+
+    serve()
+    started = sources.sound_cards()
+    assert started != before and str(tmp_path / "pulse" / "native") in started
+    assert sources.sound_cards() == started  # read again, unchanged
+    time.sleep(0.01)
+    serve()
+    assert sources.sound_cards() != started  # started again
+
 @pytest.mark.capture
 def test_a_microphone_that_captures_again_gives_back_the_free_rescans(null_sink, monkeypatch):
     """The free rescans spent (a microphone lost for a while), a real capture that starts on the
