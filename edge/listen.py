@@ -71,6 +71,7 @@ from edge.capture.sources import (
     MicrophoneSource,
     Source,
     StdinSource,
+    rescan_note,
     stuck_close_seconds,
 )
 from edge.clock import clock_synchronised
@@ -909,6 +910,7 @@ class Listener:
         self._lost_at: float | None = None
         self._heard_at = 0.0
         self._tries = 0  # tries to reopen since the loss
+        self._tries_at_loss = 0  # _tries when the loss was said (a device that flaps keeps counting them)
         # the last "still no audio" line: its since_boot(), its reason with the numbers left out
         self._still_said: tuple[float, str] = (-math.inf, "")
         self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
@@ -1189,6 +1191,7 @@ class Listener:
         self._lost_at = self._heard_at  # a device that stalled or went silent was lost when it was last heard
         if self._restored_at is not None and since_boot() - self._restored_at > reconnect.backoff_max:
             self._tries = 0  # a device that flaps (lost soon after each restore) keeps its longer waits
+        self._still_said, self._tries_at_loss = (-math.inf, ""), self._tries  # each loss's tries are said afresh
         self._status(
             "warning",
             f"audio lost: {reason}; reopening it, waiting up to {reconnect.backoff_max:g} s between tries",
@@ -1199,22 +1202,20 @@ class Listener:
         """A try that failed while lost, in the log: the first STILL_LOST_TRIES, then one a STILL_LOST_EVERY
         or when the reason is another (numbers aside). Every try had its line: a microphone lost for
         months wrote 3,900 a day to the journal (an SD card's)."""
-        now, said = since_boot(), re.sub(r"\d+(\.\d+)?", "#", str(reason))
-        if (
-            self._tries > STILL_LOST_TRIES
-            and said == self._still_said[1]
-            and now - self._still_said[0] < STILL_LOST_EVERY
-        ):
+        # the reason without its numbers, nor the note on PortAudio's device list (there while a rescan waits)
+        now, tries, said = since_boot(), self._tries - self._tries_at_loss, re.sub(r"\d+(\.\d+)?", "#", str(reason))
+        said = said.replace(re.sub(r"\d+(\.\d+)?", "#", rescan_note(0, 0)), "")
+        if tries > STILL_LOST_TRIES and said == self._still_said[1] and now - self._still_said[0] < STILL_LOST_EVERY:
             return
         self._still_said = (now, said)
         lost_for = now - (self._lost_at if self._lost_at is not None else now)
         log.info(
             "still no audio (try %d, %s lost): %s%s",
-            self._tries,
+            tries,
             f"{lost_for / 3600:.1f} h" if lost_for >= 3600 else f"{lost_for:.0f} s",
             reason,
             f" (from here said once every {STILL_LOST_EVERY / 3600:g} h while it is the same)"
-            if self._tries == STILL_LOST_TRIES
+            if tries == STILL_LOST_TRIES
             else "",
         )
 

@@ -87,10 +87,15 @@ class _Rescans:
         if not self.held:
             return ""
         age = time.monotonic() - self.at
-        return (
-            f" (PortAudio's device list is {age:.0f} s old: it looks again when a sound card or the sound "
-            f"server changes, or in {max(0.0, RESCAN_EVERY - age):.0f} s)"
-        )
+        return rescan_note(age, max(0.0, RESCAN_EVERY - age))
+
+
+def rescan_note(age: float, left: float) -> str:
+    """The note a device error carries while PortAudio's device list is `age` s old (a rescan waits)."""
+    return (
+        f" (PortAudio's device list is {age:.0f} s old: it looks again when a sound card or the sound server "
+        f"changes, or in {left:.0f} s)"
+    )
 
 
 _rescans = _Rescans()

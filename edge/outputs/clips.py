@@ -253,7 +253,8 @@ class ClipRecorder(Sink):
         self._written_now: deque[Path] = deque(maxlen=REDATED_CLIPS)  # this run's clips (a clock step moves them)
         self._troubles: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # worker -> report()
         self._failing = False  # the last clip could not be written (the worker's; said once until one is)
-        self._lost_since, self._lost_said_at = 0, -math.inf  # skipped before the failing began; when last said
+        self._lost_since = 0  # clips skipped before the failing began
+        self._lost_said: tuple[float, str] = (-math.inf, "")  # when a clip lost was last said, and its reason
         self._redating: threading.Thread | None = None  # moving this run's clips' file times (redate)
         # event_id -> clip name, from clip_for at the start; kept past the end (every output names the
         # end's clip after the recorder has seen it), the oldest ended one forgotten beyond NAMES_KEPT
@@ -444,15 +445,16 @@ class ClipRecorder(Sink):
 
     def _lost(self, name: str, why: str) -> None:
         """A clip the disk could not take: skipped, said (the first since one was written: also a status;
-        the next ones once every LOST_SAID_EVERY s: a disk full for good had a journal line per event)."""
-        now = time.monotonic()
+        the next ones once every LOST_SAID_EVERY s or for another reason: a disk full for good had a
+        journal line per event)."""
+        now, reason = time.monotonic(), re.sub(r"\d+(\.\d+)?", "#", why)  # the reason, its numbers aside
         if not self._failing:
-            self._failing, self._lost_since, self._lost_said_at = True, self.skipped, now
+            self._failing, self._lost_since, self._lost_said = True, self.skipped, (now, reason)
             self._skip(name, why)
             message = f"clips cannot be written to {self.dir}: {why}; events are still detected and logged"
             self._troubles.put(("warning", message, "clips"))
-        elif now - self._lost_said_at >= LOST_SAID_EVERY:
-            self._lost_said_at = now
+        elif reason != self._lost_said[1] or now - self._lost_said[0] >= LOST_SAID_EVERY:  # another reason: at once
+            self._lost_said = (now, reason)
             skipped = self.skipped + 1 - self._lost_since
             self._skip(name, f"{why} ({skipped} clips skipped since the first, this one included; said once an hour)")
         else:

@@ -580,13 +580,14 @@ def test_rescans_for_a_lost_microphone_wait_for_the_sound_cards_to_change(monkey
 
 def test_a_sound_server_s_socket_made_anew_is_a_change_of_the_sound_cards(tmp_path, monkeypatch):
     """A sound server started again changes no kernel sound card: its socket, made anew, is what
-    changes. $PULSE_SERVER's unix paths count too (a machine id before one; tcp ones cannot)."""
+    changes. $PULSE_SERVER's unix paths count too (a machine id before one; tcp ones cannot, nor one that is
+    not absolute: the current folder's time changes with every file made in it)."""
     import socket as sockets
 
     from edge.capture import sources
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    monkeypatch.setenv("PULSE_SERVER", f"{{0123abcd}}unix:{tmp_path}/elsewhere tcp:box:4713 /also")
+    monkeypatch.setenv("PULSE_SERVER", f"{{0123abcd}}unix:{tmp_path}/elsewhere tcp:box:4713 unix: unix:rel /also")
     assert sources.sound_server_sockets()[:4] == [tmp_path / "elsewhere", Path("/also"),
                                                   tmp_path / "pulse" / "native", tmp_path / "pipewire-0"]
     (tmp_path / "pulse").mkdir()
