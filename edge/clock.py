@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,6 +22,13 @@ TIME_ERROR = 5  # adjtimex's return for a clock not synchronised
 TIMEX_BYTES = 512  # more than struct timex on any Linux ABI (208 on 64-bit); modes 0: read only
 # systemd-timesyncd makes the folder when it starts and the file once it has synchronised the clock
 TIMESYNCD = Path("/run/systemd/timesync")
+
+
+def since_boot() -> float:
+    """Seconds since boot, counting a suspend (CLOCK_BOOTTIME: the wall clock moves on through one,
+    the monotonic clock does not, and a resume must not read as a step of the wall clock, nor an
+    outage through one as shorter than it was)."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
 def clock_synchronised() -> bool | None:

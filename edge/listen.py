@@ -74,7 +74,7 @@ from edge.capture.sources import (
     rescan_note,
     stuck_close_seconds,
 )
-from edge.clock import clock_synchronised
+from edge.clock import clock_synchronised, since_boot
 from edge.errors import AudioError, BackendError, OptionError, SemanticACError, detached
 from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
 from edge.features import (
@@ -538,12 +538,6 @@ def reading_notes_of(bundle: Bundle, label_set: LabelSet) -> list[tuple[str, str
         return notes + reading_notes(label_set, load_tokenizer(bundle.tokenizer_dir))
     except TokenizerError:
         return notes
-
-
-def since_boot() -> float:
-    """Seconds since boot, counting a suspend (CLOCK_BOOTTIME: the wall clock moves on through one,
-    the monotonic clock does not, and a resume must not read as a step of the wall clock)."""
-    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))
 
 
 def clocks() -> tuple[datetime, float, float]:

@@ -76,6 +76,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from edge.clock import since_boot
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.outputs.sinks import ENDS, Sink, Status, WindowResult, record_dict
@@ -468,7 +469,7 @@ class MqttSink(Sink):
         self._publisher: threading.Thread | None = None
         self._closed = False
         self._refused: str | None = None  # the last refusal logged (logged again only when it changes)
-        self._lost_at: float | None = None  # time.monotonic() when a connection was lost, until the next
+        self._lost_at: float | None = None  # since_boot() when a connection was lost, until the next
         self._unreachable_logged = False
         self._context: ssl.SSLContext | None = None  # the TLS context paho connects with (start())
         self._late_logged = False  # said once per connection
@@ -683,7 +684,7 @@ class MqttSink(Sink):
         self._refused = None
         self._unreachable_logged = self._late_logged = False
         lost, self._lost_at = self._lost_at, None
-        again = "" if lost is None else f" again, {time.monotonic() - lost:.0f} s after the connection was lost"
+        again = "" if lost is None else f" again, {since_boot() - lost:.0f} s after the connection was lost"
         log.info("mqtt: connected to %s:%d%s", cfg.host, cfg.port, again)
         self._mark_resends(client)
         with self._cond:  # a restarted broker may have lost them; and they go before `online`
@@ -766,7 +767,7 @@ class MqttSink(Sink):
                 self.config.reconnect_max_delay,
             )
         if was and not self._closing:
-            self._lost_at = time.monotonic()
+            self._lost_at = since_boot()  # a suspend counts in the outage
             log.warning(
                 "mqtt: lost the broker at %s:%d (%s); reconnecting, up to %d messages wait meanwhile%s",
                 self.config.host,
