@@ -5,11 +5,42 @@ code raises them and never prints.
 """
 
 import logging
+import math
+import re
+import time
+from collections.abc import Callable
 from typing import TypeVar
 
 E = TypeVar("E", bound=BaseException)
 
 log = logging.getLogger(__name__)
+
+
+def gist(message: str) -> str:
+    """`message` with its numbers left out: what stays the same when a failure repeats (a try
+    count, megabytes free, seconds lost)."""
+    return re.sub(r"\d+(\.\d+)?", "#", message)
+
+
+class Repeats:
+    """Whether a failure that repeats is said again: when its reason (a `gist`) is another than the
+    last said, or `every` s have passed since then (a fault lasting months must not fill a journal
+    on an SD card). `clock`: seconds, monotonic or since boot."""
+
+    def __init__(self, every: float, clock: Callable[[], float] = time.monotonic):
+        self.every, self.clock = every, clock
+        self.reset()
+
+    def reset(self) -> None:
+        self._said: tuple[float, str] = (-math.inf, "")  # when the last was said, and its reason
+
+    def due(self, reason: str, force: bool = False) -> bool:
+        """Whether to say `reason` now (`force`: say it whatever came before); if so, it counts as said."""
+        now = self.clock()
+        if not force and reason == self._said[1] and now - self._said[0] < self.every:
+            return False
+        self._said = (now, reason)
+        return True
 
 
 def detached(err: E) -> E:

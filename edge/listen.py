@@ -75,7 +75,7 @@ from edge.capture.sources import (
     stuck_close_seconds,
 )
 from edge.clock import clock_synchronised, since_boot
-from edge.errors import AudioError, BackendError, OptionError, SemanticACError, detached
+from edge.errors import AudioError, BackendError, OptionError, Repeats, SemanticACError, detached, gist
 from edge.events import DEFAULT_MIN_DURATION, DEFAULT_RELEASE_RATIO, EventDetector
 from edge.features import (
     FrameQueue,
@@ -905,8 +905,7 @@ class Listener:
         self._heard_at = 0.0
         self._tries = 0  # tries to reopen since the loss
         self._tries_at_loss = 0  # _tries when the loss was said (a device that flaps keeps counting them)
-        # the last "still no audio" line: its since_boot(), its reason with the numbers left out
-        self._still_said: tuple[float, str] = (-math.inf, "")
+        self._still_lost = Repeats(STILL_LOST_EVERY, clock=since_boot)  # the "still no audio" lines
         self._reached: np.ndarray | None = None  # each label's highest smoothed score (what events read)
         self._shown: np.ndarray | None = None  # each label's highest score of one window (what windows show)
         self._read: np.ndarray | None = None  # ... of what events read of one window (after the agreement)
@@ -1185,7 +1184,8 @@ class Listener:
         self._lost_at = self._heard_at  # a device that stalled or went silent was lost when it was last heard
         if self._restored_at is not None and since_boot() - self._restored_at > reconnect.backoff_max:
             self._tries = 0  # a device that flaps (lost soon after each restore) keeps its longer waits
-        self._still_said, self._tries_at_loss = (-math.inf, ""), self._tries  # each loss's tries are said afresh
+        self._tries_at_loss = self._tries  # each loss's tries are said afresh
+        self._still_lost.reset()
         self._status(
             "warning",
             f"audio lost: {reason}; reopening it, waiting up to {reconnect.backoff_max:g} s between tries",
@@ -1196,12 +1196,12 @@ class Listener:
         """A try that failed while lost, in the log: the first STILL_LOST_TRIES, then one a STILL_LOST_EVERY
         or when the reason is another (numbers aside). Every try had its line: a microphone lost for
         months wrote 3,900 a day to the journal (an SD card's)."""
-        # the reason without its numbers, nor the note on PortAudio's device list (there while a rescan waits)
-        now, tries, said = since_boot(), self._tries - self._tries_at_loss, re.sub(r"\d+(\.\d+)?", "#", str(reason))
-        said = said.replace(re.sub(r"\d+(\.\d+)?", "#", rescan_note(0, 0)), "")
-        if tries > STILL_LOST_TRIES and said == self._still_said[1] and now - self._still_said[0] < STILL_LOST_EVERY:
+        tries = self._tries - self._tries_at_loss
+        # the reason without the note on PortAudio's device list, there while a rescan waits
+        said = gist(str(reason)).replace(gist(rescan_note(0, 0)), "")
+        if not self._still_lost.due(said, force=tries <= STILL_LOST_TRIES):
             return
-        self._still_said = (now, said)
+        now = since_boot()
         lost_for = now - (self._lost_at if self._lost_at is not None else now)
         log.info(
             "still no audio (try %d, %s lost): %s%s",

@@ -58,7 +58,7 @@ import soundfile as sf
 
 from edge.capture.sources import Source, weakly
 from edge.clock import UNSET_BEFORE, dates_trusted
-from edge.errors import ConfigError
+from edge.errors import ConfigError, Repeats, gist
 from edge.events import Event
 from edge.fsutil import atomic_path, nearest_existing, unwritable_reason
 from edge.outputs.metrics import ClipCounts
@@ -254,7 +254,7 @@ class ClipRecorder(Sink):
         self._troubles: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # worker -> report()
         self._failing = False  # the last clip could not be written (the worker's; said once until one is)
         self._lost_since = 0  # clips skipped before the failing began
-        self._lost_said: tuple[float, str] = (-math.inf, "")  # when a clip lost was last said, and its reason
+        self._lost_said = Repeats(LOST_SAID_EVERY)  # the clips lost, in the log
         self._redating: threading.Thread | None = None  # moving this run's clips' file times (redate)
         # event_id -> clip name, from clip_for at the start; kept past the end (every output names the
         # end's clip after the recorder has seen it), the oldest ended one forgotten beyond NAMES_KEPT
@@ -447,14 +447,13 @@ class ClipRecorder(Sink):
         """A clip the disk could not take: skipped, said (the first since one was written: also a status;
         the next ones once every LOST_SAID_EVERY s or for another reason: a disk full for good had a
         journal line per event)."""
-        now, reason = time.monotonic(), re.sub(r"\d+(\.\d+)?", "#", why)  # the reason, its numbers aside
         if not self._failing:
-            self._failing, self._lost_since, self._lost_said = True, self.skipped, (now, reason)
+            self._lost_said.due(gist(why), force=True)
+            self._failing, self._lost_since = True, self.skipped
             self._skip(name, why)
             message = f"clips cannot be written to {self.dir}: {why}; events are still detected and logged"
             self._troubles.put(("warning", message, "clips"))
-        elif reason != self._lost_said[1] or now - self._lost_said[0] >= LOST_SAID_EVERY:  # another reason: at once
-            self._lost_said = (now, reason)
+        elif self._lost_said.due(gist(why)):  # another reason, or LOST_SAID_EVERY s since the last said
             skipped = self.skipped + 1 - self._lost_since
             self._skip(name, f"{why} ({skipped} clips skipped since the first, this one included; said once an hour)")
         else:

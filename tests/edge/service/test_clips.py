@@ -15,7 +15,6 @@ from edge.capture.sources import FileSource
 from edge.errors import ConfigError
 from edge.events import Event
 from edge.listen import ListenOptions, is_live, listen
-import edge.outputs.clips as clips_module
 from edge.outputs.clips import ClipRecorder, ClipsConfig, clip_label
 from edge.outputs.sinks import FanOut, WindowResult
 from edge.service.config import example_path
@@ -304,7 +303,7 @@ def test_a_disk_another_program_fills_still_takes_new_clips_in_place_of_the_olde
 
 
 def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_it_is_over(small_disk, tmp_path,
-                                                                                          caplog, monkeypatch):
+                                                                                          caplog):
     """The size budget alone had let the clips fill a small disk (a Jetson's eMMC), and then the
     event log could not be written either; a clip that was not written was said in the journal
     only. Now the oldest clips go to keep min_free_megabytes free; with none left to remove a
@@ -341,7 +340,7 @@ def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_
         wait_for(lambda: clips.skipped == 1)
         clip_of(9, 88.0, seconds=1.0)  # a disk full for good had a journal line per event
         wait_for(lambda: clips.skipped == 2)
-        monkeypatch.setattr(clips_module, "LOST_SAID_EVERY", 0.0)  # an hour later
+        clips._lost_said.every = 0.0  # an hour later
         clip_of(10, 91.0, seconds=1.0)
         wait_for(lambda: clips.skipped == 3)
     skipped = [r.getMessage() for r in caplog.records if " skipped: " in r.getMessage()]
