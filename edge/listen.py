@@ -126,7 +126,10 @@ CLIPPING_STATUS_SECONDS = 600.0
 # Windows dropped because inference fell behind: the first drop is a status at once (code "overload"),
 # then at most one a this many seconds with the drops since; a machine that cannot keep up dropped a
 # window a hop, and a status each filled the event log's statuses (evicting the rest), MQTT and the journal.
-OVERLOAD_STATUS_SECONDS = 60.0
+# Once this long has passed with no drop, `overload_ended` (info) says it is over, with what it cost, and
+# the next drop is said at once again. Under the MQTT problem's hold (PROBLEM_HOLD_SECONDS), so a lasting
+# overload stays one problem there.
+OVERLOAD_STATUS_SECONDS = 600.0
 DEMO_LICENCE_NOTE = "non-commercial use only"
 
 
@@ -899,6 +902,9 @@ class Listener:
         self._clipped_said = 0  # the source's clipped samples as of the last "clipping" status
         self._clipping_at = -math.inf  # monotonic time of that status
         self._dropped_said, self._overload_at = 0, -math.inf  # windows dropped as of the last overload status, its time
+        # the overload said and not yet said to be over: (windows dropped before it, monotonic time of its first
+        # and of its latest drop); None: none
+        self._overload: tuple[int, float, float] | None = None
         # since_boot() times (a suspend counts): of the loss, None while audio flows; of the last audio read that
         # was not digital silence (the run's start before any); of the last restore
         self._lost_at: float | None = None
@@ -1270,15 +1276,20 @@ class Listener:
             next_k += 1
         if drop_late and len(ready) > self.max_batch:
             late = len(ready) - self.max_batch
+            now = time.monotonic()
+            if self._overload is None:  # a new overload: said at once
+                self._overload_at, self._dropped_said = -math.inf, self.summary.dropped
+                self._overload = (self.summary.dropped, now, now)
+            self._overload = (*self._overload[:2], now)
             self.summary.dropped += late
-            if time.monotonic() - self._overload_at >= OVERLOAD_STATUS_SECONDS:
-                unsaid = self.summary.dropped - self._dropped_said
-                self._dropped_said, self._overload_at = self.summary.dropped, time.monotonic()
+            if now - self._overload_at >= OVERLOAD_STATUS_SECONDS:
+                first, unsaid = self._dropped_said == self._overload[0], self.summary.dropped - self._dropped_said
+                self._dropped_said, self._overload_at = self.summary.dropped, now
                 self._status(
                     "warning",
                     (
                         f"inference fell behind: dropped {plural(unsaid, 'window')} ({self.summary.dropped} so far)"
-                        if unsaid == self.summary.dropped
+                        if first
                         else f"inference still falls behind: dropped {unsaid} more window{'s' * (unsaid != 1)} "
                         f"({self.summary.dropped} so far; said at most every {OVERLOAD_STATUS_SECONDS:g} s)"
                     )
@@ -1286,6 +1297,8 @@ class Listener:
                     code="overload",
                 )
             ready = ready[late:]
+        elif self._overload is not None and time.monotonic() - self._overload[2] >= OVERLOAD_STATUS_SECONDS:
+            self._say_overload_ended(*self._overload)
         for i in range(0, len(ready), self.max_batch):
             self._infer(ready[i : i + self.max_batch])
         # the last window frames stay: the stream's end may come before the next window's, and a window ends with it
@@ -1293,6 +1306,17 @@ class Listener:
         queue.forget_before(keep)
         self._levels.forget_before(keep)
         return next_k
+
+    def _say_overload_ended(self, before: int, since: float, last: float) -> None:
+        """The overload that began at `since` (with `before` windows dropped) and last dropped one at `last`."""
+        self._overload = None
+        self._status(
+            "info",
+            f"inference keeps up again: no window dropped for {OVERLOAD_STATUS_SECONDS:g} s; "
+            f"{plural(self.summary.dropped - before, 'window')} dropped over the {last - since:.0f} s it fell behind "
+            f"({self.summary.dropped} so far)",
+            code="overload_ended",
+        )
 
     def _infer(self, windows: list[tuple[int, np.ndarray, int]]) -> None:
         """Score windows (first frame, frames, their count: a window at the segment's start may be

@@ -87,8 +87,9 @@ paho_log = logging.getLogger(f"{__name__}.paho")
 
 ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
-# status codes that need a person: held until they end (audio_restored; a failure ends the run) or,
-# for the HELD ones, PROBLEM_HOLD_SECONDS after the last (clipping repeats every 10 minutes at most)
+# status codes that need a person: held until they end (sinks.ENDS: audio_restored, overload_ended, ...; a
+# failure ends the run) or, for the HELD ones, PROBLEM_HOLD_SECONDS after the last (clipping and overload
+# repeat every 10 minutes at most while they last)
 PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log", "clips", "failure")
 HELD = ("clipping", "overload")
 PROBLEM_HOLD_SECONDS = 900.0

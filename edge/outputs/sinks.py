@@ -16,7 +16,7 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   of it: edge.scoring); start: `event_id`, `label`,
   `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
-  backend_error, overload, audio_lost, audio_restored, clipping, clock_step; the service's
+  backend_error, overload, overload_ended, audio_lost, audio_restored, clipping, clock_step; the service's
   add event_log, event_log_restored, clips, clips_restored and failure). A non-finite number is written
   as null.
 - `PlainLines` (stdout is not a terminal): one readable, greppable line per record.
@@ -111,7 +111,12 @@ def padded(text: str, width: int, cut_mark: str = "") -> str:
 
 
 # status codes that end a trouble an earlier status said: code -> the code it ends
-ENDS = {"audio_restored": "audio_lost", "event_log_restored": "event_log", "clips_restored": "clips"}
+ENDS = {
+    "audio_restored": "audio_lost",
+    "overload_ended": "overload",
+    "event_log_restored": "event_log",
+    "clips_restored": "clips",
+}
 
 
 class Sink:

@@ -247,10 +247,14 @@ def test_a_problem_sensor_holds_what_needs_a_person(broker, node, subscribers, m
     assert states(6) == ("ON", ["event_log"])
     sink.status(Status(4.8, "info", "event log: writing again", code="event_log_restored"))
     assert states(7) == ("OFF", [])
+    sink.status(Status(4.85, "warning", "inference fell behind", code="overload"))
+    assert states(8) == ("ON", ["overload"])
+    sink.status(Status(4.9, "info", "inference keeps up again", code="overload_ended"))  # within the hold: ends it
+    assert states(9) == ("OFF", [])
     sink.status(Status(5.0, "error", "the model failed", code="backend_error"))
     time.sleep(0.6)
     sink.window(window(6.0))  # a failure is not held for a while: it stays until the next start
-    assert states(8) == ("ON", ["backend_error"])
+    assert states(10) == ("ON", ["backend_error"])
     sink.close()
 
 
