@@ -123,7 +123,10 @@ def name_too_long(err: OSError) -> str:
 
 class PipeGroup(click.Group):
     """A reader that stops early (`semanticac-edge labels esc50 | head -1`) is not a failure: exit 0,
-    as `listen | head` does (click exits 1 for a broken pipe, which fails a script under pipefail)."""
+    as `listen | head` does (click exits 1 for a broken pipe, which fails a script under pipefail).
+    When journald reads stderr, the error that ends a command is a line at its priority, err (`<3>Error:
+    ...`; click's own line was read as info, so `journalctl -p warning` left out why the service stopped),
+    and a bug's traceback follows a line at crit."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -131,6 +134,22 @@ class PipeGroup(click.Group):
         except BrokenPipeError:
             discard_stdout()
             ctx.exit(0)
+        except (click.UsageError, click.exceptions.Exit, click.Abort):
+            raise
+        except click.ClickException as err:
+            if not stderr_is_journal():
+                raise
+            click.echo(f"<3>Error: {err.format_message()}", err=True)
+            ctx.exit(err.exit_code)
+        except Exception as err:
+            if stderr_is_journal():
+                log.critical(
+                    "stops on an unexpected error, %s (a bug: please report it with this traceback)",
+                    f"{type(err).__name__}: {err}",
+                    exc_info=True,
+                )
+                ctx.exit(1)
+            raise
 
 
 @click.group(cls=PipeGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -428,8 +428,6 @@ class ServiceSink(Sink):
         self._changed = True
 
     def status(self, status: Status) -> None:
-        if status.level == "error":  # listen logs warnings and info itself; an error it leaves to its caller
-            log.error("%s", status.message)
         if status.level != "info":
             self.alert = f"{status.level} at {self.utc(status.t)[11:19]} UTC: {status.message}"
             self._alert_code = status.code

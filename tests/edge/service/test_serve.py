@@ -232,6 +232,45 @@ def test_a_fatal_signal_leaves_its_traceback_in_the_journal(tmp_path, wav):
     assert closed.returncode == 0 and (tmp_path / "closed" / "events.sqlite").is_file()
 
 
+def journal_run(args: list[str], tmp_path: Path, name: str) -> tuple[int, list[str]]:
+    """A command whose stderr journald reads ($JOURNAL_STREAM names it): its exit status and lines."""
+    log = tmp_path / f"{name}.log"
+    with open(log, "w") as stderr:
+        stat = os.fstat(stderr.fileno())
+        env = {**service_env(tmp_path, ""), "JOURNAL_STREAM": f"{stat.st_dev}:{stat.st_ino}"}
+        code = subprocess.run(args, env=env, stderr=stderr, stdout=subprocess.DEVNULL, timeout=120).returncode
+    return code, log.read_text().splitlines()
+
+
+def test_the_error_that_stops_the_service_is_one_line_at_the_journals_error_priority(tmp_path, wav):
+    """Why the service stopped was a line without a priority (click's `Error: ...`), which journald reads as
+    info: `journalctl -p warning` left it out. An error said by the outputs (a metrics port taken) was also
+    a second line. Now it is one line at err, the exit status as before; a bug's traceback follows a line
+    at crit, once."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = write_config(tmp_path / "service.yaml", audio={"input": str(wav)}, metrics={"port": port})
+    try:
+        code, lines = journal_run([EDGE, "serve", "--config", str(config)], tmp_path, "taken")
+    finally:
+        taken.close()
+    said = [line for line in lines if f"cannot listen on 127.0.0.1:{port}" in line]
+    assert code == 78 and len(said) == 1 and said[0].startswith(f"<3>Error: metrics.port {port}: "), lines
+    assert all(line[:3] in {"<7>", "<6>", "<4>", "<3>", "<2>"} for line in lines), lines
+    code, lines = journal_run([EDGE, "serve", "--config", str(tmp_path / "missing.yaml")], tmp_path, "missing")
+    assert code == 78 and len(lines) == 1 and lines[0].startswith("<3>Error: ") and "missing.yaml" in lines[0], lines
+    bug = ("import sys, edge.cli, edge.service.serve\n"
+           "def serve(*args, **kwargs): raise ZeroDivisionError('a bug')\n"
+           "edge.service.serve.serve = serve\n"
+           "sys.argv = ['semanticac-edge', 'serve', '--config', sys.argv[1]]\n"
+           "edge.cli.main()\n")
+    code, lines = journal_run([sys.executable, "-c", bug, str(config)], tmp_path, "bug")
+    assert code == 1 and lines[0].startswith("<2>edge.cli: stops on an unexpected error, ZeroDivisionError: a bug"), lines
+    assert sum(line.startswith("Traceback") for line in lines) == 1 and "ZeroDivisionError: a bug" in lines[-1], lines
+
+
 @pytest.mark.slow  # two starts of a real process
 def test_sighup_reloads_a_config_that_checks_out_in_place_and_keeps_running_on_one_that_does_not(tmp_path):
     """Users send SIGHUP to "reload" (as to mosquitto): Python's default ended the process with no
