@@ -250,6 +250,7 @@ class ClipRecorder(Sink):
         self.sample_rate = sample_rate
         self.trust_clock = trust_clock
         self.written = self.skipped = self.removed = 0
+        self._counting = threading.Lock()
         self._written_now: deque[Path] = deque(maxlen=REDATED_CLIPS)  # this run's clips (a clock step moves them)
         self._troubles: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # worker -> report()
         self._failing = False  # the last clip could not be written (the worker's; said once until one is)
@@ -439,9 +440,10 @@ class ClipRecorder(Sink):
         except queue.Full:
             self._skip(p.name, f"{QUEUE_CLIPS} clips are waiting to be written: the disk is too slow")
 
-    def _skip(self, name: str, why: str) -> None:
-        self.skipped += 1
-        log.warning("clip %s skipped: %s", name, why)
+    def _skip(self, name: str, why: str, level: int = logging.WARNING) -> None:
+        with self._counting:  # the listen thread (no audio, a full queue) and the worker (the disk) both skip
+            self.skipped += 1
+        log.log(level, "clip %s skipped: %s", name, why)
 
     def _lost(self, name: str, why: str) -> None:
         """A clip the disk could not take: skipped, said (the first since one was written: also a status;
@@ -457,8 +459,7 @@ class ClipRecorder(Sink):
             skipped = self.skipped + 1 - self._lost_since
             self._skip(name, f"{why} ({skipped} clips skipped since the first, this one included; said once an hour)")
         else:
-            self.skipped += 1
-            log.debug("clip %s skipped: %s", name, why)
+            self._skip(name, why, logging.DEBUG)
 
     # --- the worker thread -------------------------------------------------------------------
 
