@@ -53,3 +53,23 @@ def dates_trusted(trust_clock: bool = False) -> bool:
     """Whether what is removed by age may be read on the system clock now: unless the kernel says
     it is not synchronised, or `trust_clock` (service.trust_clock: a good RTC without NTP)."""
     return trust_clock or clock_synchronised() is not False
+
+
+def age_note(days: float, things: str, beyond: str, trust_clock: bool = False) -> str | None:
+    """What an output says once about removing its `things` older than `days` by age where the clock is not
+    known to be right (None where it is, or where no kernel can say: not Linux): that it waits for the clock
+    to be synchronised (the kernel says it is not), or that it goes by the clock as it reads (nothing says).
+    `beyond`: what still removes them meanwhile (their count, their size)."""
+    synchronised = True if trust_clock else clock_synchronised()
+    if synchronised is True or not sys.platform.startswith("linux"):
+        return None
+    if synchronised is None:
+        return (
+            "nothing says whether the system clock is synchronised (adjtimex refused, no systemd-timesyncd): "
+            f"{things} older than {days:g} days are removed as the clock reads"
+        )
+    return (
+        f"removing {things} older than {days:g} days waits for the system clock to be synchronised (the kernel "
+        "says it is not; NTP, chrony or systemd-timesyncd sets it): a clock that starts wrong would date every "
+        f"one as too old. {beyond} still go; a box whose clock is right without NTP: service.trust_clock: true"
+    )

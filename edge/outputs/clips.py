@@ -57,7 +57,7 @@ import numpy as np
 import soundfile as sf
 
 from edge.capture.sources import Source, weakly
-from edge.clock import UNSET_BEFORE, dates_trusted
+from edge.clock import UNSET_BEFORE, age_note, dates_trusted
 from edge.errors import ConfigError, Repeats, gist
 from edge.events import Event
 from edge.fsutil import atomic_path, nearest_existing, unwritable_reason
@@ -251,6 +251,7 @@ class ClipRecorder(Sink):
         self.trust_clock = trust_clock
         self.written = self.skipped = self.removed = 0
         self._counting = threading.Lock()
+        self._age_wait_said = False  # that removal by age waits for a synchronised clock
         self._written_now: deque[Path] = deque(maxlen=REDATED_CLIPS)  # this run's clips (a clock step moves them)
         self._troubles: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()  # worker -> report()
         self._failing = False  # the last clip could not be written (the worker's; said once until one is)
@@ -533,6 +534,16 @@ class ClipRecorder(Sink):
             now = time.time()
             clips = self._clips()
             free = self._free()
+            note = (
+                None
+                if config.max_age_days is None
+                else age_note(
+                    config.max_age_days, "clips", "Clips beyond max_megabytes and min_free_megabytes", self.trust_clock
+                )
+            )
+            if note is not None and not self._age_wait_said:
+                self._age_wait_said = True  # said once: it had kept clips past their age without a word
+                log.info("clips: %s", note)
             if config.max_age_days is not None and dates_trusted(self.trust_clock):
                 too_old, unset = now - config.max_age_days * DAY, UNSET_BEFORE.timestamp()
                 old = [c for c in clips if unset <= c[0] < too_old and c[3] != keep]

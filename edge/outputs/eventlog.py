@@ -359,20 +359,11 @@ class EventLogSink(Sink):
     def retain(self) -> tuple[int, int]:
         """Remove what retention says now: (events, statuses) removed."""
         assert self._db is not None, "the event log is closed"
-        synchronised = True if self.trust_clock else clock.clock_synchronised()
-        by_age = synchronised is not False
-        if synchronised is not True and not self._age_wait_said and sys.platform.startswith("linux"):
+        by_age = clock.dates_trusted(self.trust_clock)
+        note = clock.age_note(self.config.max_age_days, "rows", "Rows beyond max_events", self.trust_clock)
+        if note is not None and not self._age_wait_said:
             self._age_wait_said = True
-            log.info(
-                "event log: nothing says whether the system clock is synchronised (adjtimex refused, no "
-                "systemd-timesyncd): rows older than %g days are removed as the clock reads"
-                if by_age
-                else "event log: removing rows older than %g days waits for the system clock to be synchronised "
-                "(the kernel says it is not; NTP, chrony or systemd-timesyncd sets it): a clock that starts wrong "
-                "would date every row as too old. Rows beyond max_events still go; a box whose clock is right "
-                "without NTP: service.trust_clock: true",
-                self.config.max_age_days,
-            )
+            log.info("event log: %s", note)
         cutoff = (datetime.now(timezone.utc) - timedelta(days=self.config.max_age_days)).isoformat(
             timespec="milliseconds"
         )

@@ -363,9 +363,11 @@ def test_a_disk_short_of_room_loses_the_oldest_clips_then_says_it_and_says_when_
     assert (counts.written, counts.skipped) == (7, 3) and counts.free_bytes >= 1_200_000
 
 
-def test_clips_older_than_max_age_go_while_the_clock_is_trusted(tmp_path, monkeypatch):
+def test_clips_older_than_max_age_go_while_the_clock_is_trusted(tmp_path, monkeypatch, caplog):
     """A nursery's recordings must go after a time; not while the clock is unset (a clip's time
-    is read on it). One dated ahead of the clock (written while it was ahead) goes first for room."""
+    is read on it), and that wait is said once (a box kept offline without NTP kept its clips past
+    their age without a word). One dated ahead of the clock (written while it was ahead) goes first for room."""
+    import logging
     import time
 
     import edge.clock
@@ -382,7 +384,11 @@ def test_clips_older_than_max_age_go_while_the_clock_is_trusted(tmp_path, monkey
     sf.write(unset, noise(1.0, RATE), RATE)
     os.utime(unset, (300, 300))
     monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: False)
-    assert clips._tidy() and len(clips_in(clips.dir)) == 4  # not synchronised: nothing by age
+    with caplog.at_level(logging.INFO, logger="edge.outputs.clips"):
+        assert clips._tidy() and clips._tidy() and len(clips_in(clips.dir)) == 4  # not synchronised: nothing by age
+    said = [r.getMessage() for r in caplog.records if "waits for the system clock" in r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("clips: removing clips older than 30 days waits") and \
+        "service.trust_clock: true" in said[0], caplog.text
     monkeypatch.setattr(edge.clock, "clock_synchronised", lambda: True)
     clips._tidy()
     assert clips_in(clips.dir) == [unset.name, "20260102T000000Z_2_dog.flac", "20270101T000000Z_3_dog.flac"]
