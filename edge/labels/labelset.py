@@ -300,6 +300,13 @@ class _Parser:
     def label_set(self, root: yaml.Node | None) -> LabelSet:
         if root is None:
             raise self.fail(None, "file", "is empty: a label set needs `name` and `labels`")
+        if isinstance(root, yaml.ScalarNode):  # not quoted: the wrong file named may hold a password or a key
+            raise self.fail(
+                root,
+                "file",
+                f"is {len(root.value)} characters of text, not a label set (YAML with `name:` and `labels:`): "
+                "is it the file you meant?",
+            )
         keys = self.mapping(root, "label set", SET_KEYS)
         for required in ("name", "labels"):
             if required not in keys:

@@ -244,11 +244,22 @@ class MqttConfig:
                 f"at least reconnect_min_delay ({self.reconnect_min_delay})",
             )
         if self.password_file is not None and self.password_env is not None:
-            raise invalid("password_env", self.password_env, "either password_file or password_env, not both")
+            raise invalid(
+                "password_env",
+                self.password_env,
+                "either password_file or password_env, not both",
+                shown=password_source("password_env", self.password_env),
+            )
         has_password = self.password_file is not None or self.password_env is not None
         if has_password and not self.username:
             key = "password_file" if self.password_file is not None else "password_env"
-            raise invalid(key, getattr(self, key), "it together with username (MQTT sends no password alone)")
+            value = getattr(self, key)
+            raise invalid(
+                key,
+                value,
+                "it together with username (MQTT sends no password alone)",
+                shown=password_source(key, value),
+            )
 
     def password(self) -> str | None:
         """The password from password_file or password_env; ConfigError when it cannot be read."""
@@ -258,14 +269,16 @@ class MqttConfig:
             except (OSError, UnicodeDecodeError) as err:
                 reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
                 raise ConfigError(
-                    f"mqtt.password_file {self.password_file!r} cannot be read ({reason}): "
+                    f"mqtt.password_file {password_source('password_file', self.password_file)} cannot be read "
+                    f"({reason}): "
                     "give a readable file holding the password on one line",
                     key="mqtt.password_file",
                 ) from None
             password = text.rstrip("\r\n")
             if not password:
                 raise ConfigError(
-                    f"mqtt.password_file {self.password_file!r} is empty: write the password into it",
+                    f"mqtt.password_file {password_source('password_file', self.password_file)} is empty: write the "
+                    "password into it",
                     key="mqtt.password_file",
                 )
             return password
@@ -273,12 +286,29 @@ class MqttConfig:
             value = os.environ.get(self.password_env)
             if not value:
                 raise ConfigError(
-                    f"mqtt.password_env {self.password_env!r}: that environment variable is unset or empty: "
+                    f"mqtt.password_env {password_source('password_env', self.password_env)}: that environment "
+                    "variable is unset or empty: "
                     "set it for the service (systemd: EnvironmentFile=) or use password_file",
                     key="mqtt.password_env",
                 )
             return value
         return None
+
+
+ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # what an environment variable's name looks like (by custom)
+
+
+def password_source(key: str, value: str) -> str:
+    """password_file's or password_env's value as an error shows it: quoted where it looks like what it
+    names (a path with a folder, an environment variable's name in capitals), else its length only: a
+    password typed there by mistake went to the journal and to MQTT's retained problem."""
+    if key == "password_file":
+        looks, like = "/" in value or value.startswith("~"), "a path to a file"
+    else:
+        looks, like = ENV_NAME.fullmatch(value) is not None, "an environment variable's name (A-Z, 0-9 and _)"
+    if looks:
+        return repr(value)
+    return f"(its {len(value)} characters not shown: not {like}; it names where the password is, never the password)"
 
 
 def credentials(config: MqttConfig) -> tuple[str | None, ssl.SSLContext | None]:

@@ -67,9 +67,10 @@ UNWRITABLE_FIX = (
 )
 
 
-def invalid(key: str, value: Any, allowed: str) -> ConfigError:
-    """The error for a value that is not allowed (raise it from a section's __post_init__)."""
-    return ConfigError(f"{key} {_shown(value)} is not allowed: use {allowed}", key=key)
+def invalid(key: str, value: Any, allowed: str, shown: str | None = None) -> ConfigError:
+    """The error for a value that is not allowed (raise it from a section's __post_init__); `shown`: what
+    it says instead of the value (one that may be a secret typed in the wrong place)."""
+    return ConfigError(f"{key} {shown or _shown(value)} is not allowed: use {allowed}", key=key)
 
 
 def _shown(value: Any) -> str:

@@ -135,6 +135,17 @@ def test_errors_name_the_line_and_fix(text, message):
         parse_label_set(text)
 
 
+@pytest.mark.parametrize("text", ["s3cret-passw0rd\n", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+                                  "-----END PRIVATE KEY-----\n"])
+def test_a_file_of_plain_text_named_as_a_label_set_is_not_quoted(text):
+    """labels.set or `extends:` naming the wrong file (a password file, a TLS key) quoted its whole text in
+    the error, which a service start also publishes, retained, as MQTT's problem."""
+    with pytest.raises(LabelSetError) as info:
+        parse_label_set(text)
+    said = str(info.value)
+    assert "s3cret" not in said and "MIIE" not in said and "characters of text, not a label set" in said, said
+
+
 def test_a_reload_hands_over_the_label_files_it_checked_and_the_start_reads_those(tmp_path, caplog):
     """A label set saved while a reload was checked (an edit, the reload, a second edit: the common way to add
     a label) was read again by the process the reload became, and started unchecked (exit 78, not

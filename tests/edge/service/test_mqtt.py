@@ -689,6 +689,27 @@ def test_unusable_tls_files_and_passwords_fail_at_start(tmp_path, monkeypatch):
         sink.close()  # nothing was started: a no-op
 
 
+@pytest.mark.parametrize("mapping, key", [
+    ({"username": "u", "password_file": "hunter2"}, "mqtt.password_file"),
+    ({"username": "u", "password_env": "hunter2"}, "mqtt.password_env"),
+    ({"password_env": "Tr0ub4dor&3"}, "mqtt.password_env"),
+    ({"username": "u", "password_file": "/a", "password_env": "hunter2"}, "mqtt.password_env"),
+])
+def test_a_password_typed_where_its_source_goes_is_not_shown(mapping, key, tmp_path, monkeypatch):
+    """Errors quote a value, and check-config's and a start's go to the journal and to MQTT's retained
+    problem: a password typed in password_file or password_env (instead of the file's path or the
+    variable's name) was printed in full. It is shown by its length only; a path or a name as it is."""
+    monkeypatch.chdir(tmp_path)  # no file "hunter2" here
+    monkeypatch.delenv("hunter2", raising=False)
+    secret = mapping.get("password_env", mapping.get("password_file"))
+    with pytest.raises(ConfigError) as info:
+        make_sink(free_port(), "x", **mapping).start()
+    said = str(info.value)
+    assert info.value.key == key and secret not in said and f"its {len(secret)} characters not shown" in said, said
+    with pytest.raises(ConfigError, match="mqtt.password_env 'MQTT_PASSWORD_UNSET': that environment variable"):
+        make_sink(free_port(), "x", username="u", password_env="MQTT_PASSWORD_UNSET").start()
+
+
 CHILD = """
 import sys, time
 from edge.outputs import mqtt as mqtt_module
