@@ -1132,11 +1132,19 @@ def check_config(config_path: str, overrides: tuple[str, ...]) -> None:
     """Check a service config (every key, the bundle, the label set and its embeddings) and print
     what the service will say of its labels at start (new and weakly named ones) and the effective
     config: every key with the value in force. Exit status 78 when something is wrong."""
-    from edge.service.serve import checked, clip_notes, device_notes, disk_notes, label_notes, path_notes
+    from edge.service.serve import (
+        checked,
+        clip_notes,
+        device_notes,
+        disk_notes,
+        exposure_notes,
+        label_notes,
+        path_notes,
+    )
 
     config, found = checked(config_path, overrides)
     notes = path_notes(config) + device_notes(config) + disk_notes(config) + clip_notes(config, found)
-    notes += label_notes(config, found)
+    notes += exposure_notes(config) + label_notes(config, found)
     click.echo(
         f"# {config_path}: OK; bundle {found.bundle.path} ({found.bundle.meta.model_id}); label set "
         f"{found.label_set.name}: {plural(len(found.label_set.labels), 'label')}; outputs: "

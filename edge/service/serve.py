@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import ipaddress
 import logging
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -142,6 +144,70 @@ def clip_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str
     reach = onset_reach(config.options, config.options.windowing(resolved.bundle))
     short = None if clips is None else pre_roll_warning(clips, reach)
     return [] if short is None else [("warning", short)]
+
+
+def exposure_notes(config: ServiceConfig) -> list[tuple[str, str]]:
+    """check-config: a warning for each setting that shows the household to others, each of them valid and
+    said nowhere before: a password or key file every user of this machine may read, a metrics address
+    beyond this machine (its /stream is a live feed of what is heard, with no password), a broker's
+    certificate not checked, a password sent to another machine without TLS."""
+    notes = []
+    mqtt = config.enabled_outputs().get("mqtt")
+    tls = getattr(mqtt, "tls", None)
+    secrets = {
+        "mqtt.password_file": getattr(mqtt, "password_file", None),
+        "mqtt.tls.keyfile": getattr(tls, "keyfile", None),
+    }
+    for key, path in secrets.items():
+        try:
+            mode = os.stat(path).st_mode if path else 0
+        except OSError:
+            mode = 0  # credentials() said why it cannot be read
+        if mode & stat.S_IROTH:
+            notes.append(
+                (
+                    "warning",
+                    f"{key} {path!r} may be read by every user of this machine (mode {stat.S_IMODE(mode):04o}): "
+                    "chmod 600 it and let systemd hand the service a copy (LoadCredential=; a password also as "
+                    "password_env with EnvironmentFile=: README, Run as a service)",
+                )
+            )
+    if mqtt is not None and tls is not None and tls.insecure:
+        notes.append(
+            (
+                "warning",
+                "mqtt.tls.insecure: true: the broker's certificate is not checked to name "
+                f"{mqtt.host!r}, so anyone on the way can pose as the broker and read the events and the password",
+            )
+        )
+    if mqtt is not None and tls is None and mqtt.username and not _this_machine(mqtt.host):
+        notes.append(
+            (
+                "warning",
+                f"mqtt: username and password go to {mqtt.host} unencrypted (no mqtt.tls): anyone on the network "
+                "can read them, and the events; give the broker a TLS port (mqtt.tls)",
+            )
+        )
+    metrics = config.enabled_outputs().get("metrics")
+    if metrics is not None and not _this_machine(metrics.host):
+        notes.append(
+            (
+                "warning",
+                f"metrics.host {metrics.host!r}: /metrics, /healthz and /stream (a live feed of every window: what "
+                "is heard, second by second) answer anyone who reaches port "
+                f"{metrics.port}, with no password; keep 127.0.0.1 unless a firewall or the unit's IPAddressAllow= "
+                "limits who can",
+            )
+        )
+    return notes
+
+
+def _this_machine(host: str) -> bool:
+    """Whether `host` is this machine only (a loopback name or address)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost")
 
 
 def checked(

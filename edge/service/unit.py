@@ -134,6 +134,9 @@ RestartSec=5
 # 78 (EX_CONFIG): a bad config, bundle or label set; a restart would fail the same way
 RestartPreventExitStatus=78
 Environment=PYTHONUNBUFFERED=1
+# Secrets stay root-only (chmod 600): systemd (247+) hands the service a copy, here at
+# /run/credentials/{NAME}.service/mqtt-password (mqtt.password_file); a client key the same way.
+#LoadCredential=mqtt-password:/etc/{NAME}/mqtt.pass
 # label embeddings and TensorRT engines computed here go to %C/{NAME}/<model_id>/ (CacheDirectory=)
 Environment=XDG_CACHE_HOME=%C
 

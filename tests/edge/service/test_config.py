@@ -519,3 +519,43 @@ def test_a_stop_ends_a_reload_check_that_embeds_a_new_label_set(tmp_path, monkey
     stop.set()
     with pytest.raises(Stopped):
         checked(str(example_path()), [f"labels.set={labels}"], stop=stop)
+
+
+def test_check_config_warns_of_what_shows_the_household_to_others(tmp_path):
+    """Each valid, each said nowhere (a privacy audit): a password or key file every user may read, a metrics
+    address beyond this machine (/stream: a live feed of what is heard, no password), a broker's certificate
+    not checked, a password sent to another machine without TLS. None of them for the shipped example."""
+    password, key, cert = tmp_path / "mqtt.pass", tmp_path / "client.key", tmp_path / "client.pem"
+    password.write_text("secret\n")
+    password.chmod(0o644)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(1600, dtype=np.float32), 16000)  # a file input: no device to warn of
+
+    def warnings(*sets):
+        sets = (f"audio.input={clip}", *sets)
+        args = ["check-config", str(example_path())] + [a for s in sets for a in ("--set", s)]
+        result = CliRunner().invoke(edge.cli.main, args)
+        assert result.exit_code == 0, result.output
+        return [line for line in result.output.splitlines() if line.startswith("# warning:")]
+
+    assert warnings() == []
+    said = warnings("mqtt.enabled=true", "mqtt.host=broker.lan", "mqtt.username=edge",
+                    f"mqtt.password_file={password}", "metrics.host=0.0.0.0")
+    assert any(f"mqtt.password_file '{password}' may be read by every user of this machine (mode 0644)" in w
+               and "LoadCredential=" in w for w in said), said
+    assert any("username and password go to broker.lan unencrypted (no mqtt.tls)" in w for w in said), said
+    assert any("metrics.host '0.0.0.0'" in w and "/stream" in w and "no password" in w for w in said), said
+    assert len(said) == 3, said
+    password.chmod(0o600)
+    assert warnings("mqtt.enabled=true", "mqtt.host=127.0.0.1", "mqtt.username=edge",
+                    f"mqtt.password_file={password}", "metrics.host=::1") == []
+    import ssl
+    import subprocess
+
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-subj", "/CN=edge", "-days", "1"], check=True, capture_output=True)
+    key.chmod(0o644)
+    ssl.create_default_context().load_cert_chain(cert, key)  # a usable pair: check-config reads them
+    said = warnings("mqtt.enabled=true", "mqtt.host=broker.lan", f"mqtt.tls={{certfile: {cert}, keyfile: {key}, "
+                    "insecure: true}")
+    assert [w.split(" ")[2] for w in said] == ["mqtt.tls.keyfile", "mqtt.tls.insecure:"], said
