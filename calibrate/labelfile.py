@@ -166,7 +166,7 @@ def keep_previous(path: Path, text: str, always: bool = False) -> None:
     if backup.exists() and backup.read_text(encoding="utf-8") != old:
         when = datetime.fromtimestamp(backup.stat().st_mtime)
         os.replace(backup, backup.with_name(f"{backup.name}-{when:%Y%m%dT%H%M%S}"))
-    atomic_write_text(backup, old)
+    atomic_write_text(backup, old, like=path)  # as private as the file it keeps
 
 
 def backup_path(path: Path) -> Path:

@@ -1218,6 +1218,8 @@ def install_service(
     if done.config_written:
         check = f"semanticac-edge check-config {shlex.quote(str(done.config_path))}"
         click.echo(f"wrote {done.config_path}: edit it, then `{check}`")
+        if done.backup is not None:
+            click.echo(f"kept the config it replaced as {done.backup}")
     else:
         click.echo(f"kept {done.config_path} (it exists; --force overwrites it with the example)")
     click.echo("next: systemctl daemon-reload && systemctl enable --now semanticac-edge")

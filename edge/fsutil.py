@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -26,12 +27,14 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
+def atomic_path(target: str | Path, suffix: str = "", like: str | Path | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target` atomically.
 
     Whatever the body writes to the yielded path becomes `target` only if the body does not
-    raise; otherwise the temporary file is removed and `target` is left as it was.
-    `suffix` keeps an extension that a writer insists on (numpy's savez appends .npz).
+    raise; otherwise the temporary file is removed and `target` is left as it was. The new file
+    has the mode of the one it replaces, or of `like` (a copy's original) where given: a site's label
+    set kept private stays so; else the usual one for the umask. `suffix` keeps an extension that a
+    writer insists on (numpy's savez appends .npz).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -42,7 +45,11 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600: give the usual mode
+        try:
+            mode = stat.S_IMODE(os.stat(target if like is None else like).st_mode)
+        except OSError:  # none there yet
+            mode = 0o666 & ~_umask()  # mkstemp makes 0600: give the usual mode
+        os.chmod(tmp_path, mode)
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -66,7 +73,8 @@ def take_lock(path: str | Path) -> int:
     handed = _handed_lock(Path(path))
     if handed is not None:
         return handed
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    # not through a symlink: a lock file planted as a link by another user had root truncate what it named
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -154,13 +162,13 @@ def _made_beside(target: str | Path, suffix: str) -> list[Path]:
     return [path for path in target.parent.glob(f".{glob.escape(target.name)}.*") if made.fullmatch(path.name)]
 
 
-def atomic_write_bytes(target: str | Path, data: bytes) -> None:
-    with atomic_path(target) as tmp:
+def atomic_write_bytes(target: str | Path, data: bytes, like: str | Path | None = None) -> None:
+    with atomic_path(target, like=like) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(target: str | Path, text: str) -> None:
-    atomic_write_bytes(target, text.encode("utf-8"))
+def atomic_write_text(target: str | Path, text: str, like: str | Path | None = None) -> None:
+    atomic_write_bytes(target, text.encode("utf-8"), like)
 
 
 @contextlib.contextmanager

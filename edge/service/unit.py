@@ -19,6 +19,7 @@ What is deliberately left out, and why:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from edge import __version__
 from edge.errors import ConfigError
-from edge.fsutil import atomic_write_text
+from edge.fsutil import atomic_write_bytes, atomic_write_text
 
 NAME = "semanticac-edge"
 UNIT_PATH = f"/etc/systemd/system/{NAME}.service"
@@ -196,6 +197,7 @@ class Installed:
     unit_path: Path
     config_path: Path
     config_written: bool  # False: an existing config was kept (no --force)
+    backup: Path | None = None  # where --force kept the config it replaced (one that was not the example)
 
 
 def install_service(settings: UnitSettings, unit_path: str | Path = UNIT_PATH, force: bool = False) -> Installed:
@@ -213,12 +215,17 @@ def install_service(settings: UnitSettings, unit_path: str | Path = UNIT_PATH, f
     unit_path, config_path = Path(unit_path), Path(settings.config_path)
     try:
         atomic_write_text(unit_path, render_unit(settings))
-        write_config = force or not config_path.exists()
+        write_config, backup = force or not config_path.exists(), None
         if write_config:
+            with contextlib.suppress(FileNotFoundError):
+                old = config_path.read_bytes()
+                if old != example_text().encode("utf-8"):  # a config someone edited: kept beside, as private
+                    backup = config_path.with_name(config_path.name + ".bak")
+                    atomic_write_bytes(backup, old, like=config_path)
             atomic_write_text(config_path, example_text())
     except OSError as err:
         raise ConfigError(
             f"cannot write {err.filename or unit_path}: {err.strerror or err}; run it as root (sudo), "
             "or choose other paths with --unit and --config",
         ) from None
-    return Installed(unit_path, config_path, write_config)
+    return Installed(unit_path, config_path, write_config, backup)

@@ -119,11 +119,20 @@ def test_install_writes_the_unit_and_config_and_keeps_an_existing_config(tmp_pat
     assert "WatchdogSec=20" in unit.read_text() and config.read_text() == example_text()
     assert f"--config {config}" in unit.read_text()
     config.write_text("schema_version: 1  # mine\n")
+    config.chmod(0o600)
     again = CliRunner().invoke(edge.cli.main, args)
     assert again.exit_code == 0 and "kept" in again.output and "--force" in again.output
     assert config.read_text() == "schema_version: 1  # mine\n"
+    # --force replaced an edited config with nothing left of it, and made a private one readable to all
     forced = CliRunner().invoke(edge.cli.main, args + ["--force"])
+    backup = config.with_name("service.yaml.bak")
     assert forced.exit_code == 0 and config.read_text() == example_text()
+    assert f"kept the config it replaced as {backup}" in forced.output
+    assert backup.read_text() == "schema_version: 1  # mine\n"
+    assert (config.stat().st_mode & 0o777, backup.stat().st_mode & 0o777) == (0o600, 0o600)
+    backup.unlink()
+    CliRunner().invoke(edge.cli.main, args + ["--force"])
+    assert not backup.exists()  # the example replaced by itself: nothing to keep
 
 
 def test_print_shows_both_files_and_writes_nothing(tmp_path):

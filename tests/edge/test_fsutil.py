@@ -1,0 +1,34 @@
+"""edge.fsutil: atomic writes and lock files, as another local user could meet them."""
+
+import os
+
+import pytest
+
+from edge.fsutil import atomic_write_text, take_lock
+
+
+def test_an_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    """A site's label set or a config kept private (0600) came back readable to every user (0644)."""
+    private, new, backup = tmp_path / "site.yaml", tmp_path / "new.yaml", tmp_path / "site.yaml.bak"
+    private.write_text("name: a\n")
+    private.chmod(0o600)
+    atomic_write_text(private, "name: b\n")
+    atomic_write_text(new, "name: c\n")
+    atomic_write_text(backup, "name: a\n", like=private)
+    old_umask = os.umask(0o022)
+    os.umask(old_umask)
+    modes = [p.stat().st_mode & 0o777 for p in (private, new, backup)]
+    assert private.read_text() == "name: b\n" and modes == [0o600, 0o666 & ~old_umask, 0o600], modes
+
+
+def test_a_lock_file_planted_as_a_symlink_is_not_followed(tmp_path):
+    """take_lock truncated and stamped whatever a lock path linked to: a user who could write the state folder
+    had a service run by root overwrite a file of root's."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    lock = tmp_path / "serve.lock"
+    lock.symlink_to(victim)
+    with pytest.raises(OSError):
+        take_lock(lock)
+    assert victim.read_text() == "precious\n"
+    os.close(take_lock(tmp_path / "real.lock"))  # a lock file of its own still works
