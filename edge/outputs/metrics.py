@@ -53,11 +53,15 @@ STREAM_BUFFER = 256  # records a /stream reader may lag behind before its oldest
 MAX_STREAM_READERS = 8  # each is a thread: more are refused (503), so a client loop cannot exhaust them
 KEEPALIVE_SECONDS = 1.0  # an empty line after this long without a record: tail sees a live server and its stop
 STREAM_WRITE_TIMEOUT = 30.0  # seconds a reader may refuse data before it is disconnected
-# A connection that sends no request is closed after REQUEST_TIMEOUT s, and at most MAX_CONNECTIONS
-# are served at once (each is a thread and a file descriptor): idle or half-open connections from a
-# LAN (metrics.host 0.0.0.0) had taken every descriptor, and the clips could no longer be written.
+# A connection whose request has not all come after REQUEST_TIMEOUT s is closed (however slowly it
+# drips in: the socket's own timeout is per read), and at most MAX_CONNECTIONS are served at once
+# (each is a thread and a file descriptor): idle or half-open connections from a LAN (metrics.host
+# 0.0.0.0) had taken every descriptor, and the clips could no longer be written; 40 that sent a byte
+# every 5 s kept /healthz from answering for as long as they liked. BACKLOG: connections the kernel
+# holds until one is accepted (socketserver's 5 had a burst of clients wait 20-30 s to connect).
 REQUEST_TIMEOUT = 10.0
 MAX_CONNECTIONS = 32
+BACKLOG = 64
 CLOSE_GRACE_SECONDS = 1.0  # close(): how long readers get to receive what is queued before their sockets are shut
 # inference latency (the audio's arrival to its scores): a Jetson's GPU is in the low ms, a CPU in tens to hundreds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -424,6 +428,7 @@ def bind_server(host: str, port: int) -> _Server:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a handler thread never keeps the process alive
+    request_queue_size = BACKLOG
     sink: MetricsSink
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -482,6 +487,27 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "semanticac-edge"
     timeout = REQUEST_TIMEOUT  # the socket's: a connection that sends nothing is closed (/stream sets its own)
+
+    def setup(self) -> None:
+        super().setup()
+        self._parsed = False
+        self._late = threading.Timer(self.timeout, self._cut_short)  # the whole request's time, not a read's
+        self._late.daemon = True
+        self._late.start()
+
+    def _cut_short(self) -> None:
+        if not self._parsed:
+            _shut(self.connection)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self._parsed = True
+        self._late.cancel()
+        return parsed
+
+    def finish(self) -> None:
+        self._late.cancel()
+        super().finish()
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")

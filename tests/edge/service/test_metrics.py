@@ -329,6 +329,44 @@ def test_idle_connections_are_closed_and_capped(make_sink, monkeypatch):
             s.close()
 
 
+def test_a_request_that_drips_in_is_closed_after_the_request_timeout_in_all(make_sink, monkeypatch):
+    """The socket's timeout is per read: connections that each sent a byte every 5 s held every place for
+    as long as they liked, and /healthz answered none (a privacy audit: 40 of them, 45 s). A request
+    must now all come within the timeout."""
+    import select
+    import socket
+
+    from edge.outputs import metrics
+
+    monkeypatch.setattr(metrics._Handler, "timeout", 1.0)
+    monkeypatch.setattr(metrics, "MAX_CONNECTIONS", 4)
+    sink = make_sink()
+    drips = [socket.create_connection(("127.0.0.1", sink.port), timeout=5) for _ in range(metrics.MAX_CONNECTIONS)]
+    started, closed = time.monotonic(), {}
+    try:
+        extra = socket.create_connection(("127.0.0.1", sink.port), timeout=5)
+        assert extra.recv(1) == b""  # every place is taken
+        extra.close()
+        request = b"GET /metrics" + b"a" * 1000  # a request line that never ends, a byte every 0.2 s
+        for k in range(30):
+            for i, s in enumerate(drips):
+                if i not in closed and (select.select([s], [], [], 0)[0] and s.recv(1) == b""):
+                    closed[i] = time.monotonic() - started
+                elif i not in closed:
+                    try:
+                        s.sendall(request[k:k + 1])
+                    except OSError:
+                        closed[i] = time.monotonic() - started
+            if len(closed) == len(drips):
+                break
+            time.sleep(0.2)
+        assert len(closed) == len(drips) and max(closed.values()) < 2.5, closed  # though each kept sending
+        assert get(sink, "/healthz")[0] in (200, 503)  # places free again: a real request is answered
+    finally:
+        for s in drips:
+            s.close()
+
+
 def test_the_clip_recorder_s_counts_and_its_disk_s_room_are_scraped_as_they_are_now(make_sink):
     from edge.outputs.metrics import ClipCounts
 
