@@ -97,6 +97,10 @@ TAKEN_OVER_SECONDS = 5.0  # connections ended sooner, twice in a row: likely one
 ANNOUNCE_WAIT_SECONDS = 5.0  # the discovery config waits this long at most for the labels list to come back
 CLOSE_SECONDS = 2.0  # close() waits this long at most for the queue and the broker's acknowledgements
 BATCH = 64  # queued messages handed to paho per turn of the publisher thread
+# the last run's labels (a retained message anyone allowed on the topic may publish) are read up to this many:
+# more than any label set a device runs (AudioSet names 527 classes)
+FORGET_MAX = 1000
+SHOWN_GONE = 20  # labels gone since the last run named in the log line (the rest counted)
 # Home Assistant fires its event entity on starts only, and not for one sent late (`delayed_s`): an
 # empty render is ignored.
 START_ONLY = "{% if value_json.type == 'start' and value_json.delayed_s is not defined %}{{ value }}{% endif %}"
@@ -851,11 +855,23 @@ class MqttSink(Sink):
         except (ValueError, AssertionError):
             log.debug("mqtt: %s holds no list of labels: ignored", self.topic("labels"))
             return
+        if len(previous) > FORGET_MAX:  # a retained list anyone may publish: 20,000 names had 20,000 removals sent
+            log.warning(
+                "mqtt: %s holds %d labels, more than a run publishes (%d at most): not read; the labels gone since "
+                "the last run keep their entities (remove them in Home Assistant)",
+                self.topic("labels"),
+                len(previous),
+                FORGET_MAX,
+            )
+            return
         current = set(self._slugs.values())
         removed = sorted({label_slug(label) for label in previous} - current)
         if not removed:
             return
-        log.info("mqtt: labels gone since the last run: %s; their states and entities are removed", ", ".join(removed))
+        shown = ", ".join(removed[:SHOWN_GONE]) + (
+            f" and {len(removed) - SHOWN_GONE} more" if len(removed) > SHOWN_GONE else ""
+        )
+        log.info("mqtt: labels gone since the last run: %s; their states and entities are removed", shown)
         self._gone = sorted(set(self._gone) | set(removed))  # in this run's every config (discovery_config)
         with self._cond:
             late = self._announced  # the config went without them (the wait ended first): they follow in another

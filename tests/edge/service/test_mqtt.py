@@ -328,6 +328,36 @@ def test_removed_labels_lose_their_entities_and_retained_states(broker, node, su
                         f"{base}/labels": json.dumps(["siren", "glass_breaking"])}
 
 
+def test_a_retained_labels_list_too_long_for_any_run_is_not_read(broker, node, subscribers, monkeypatch, caplog):
+    """The last run's labels are a retained message anyone allowed on the topic may publish: 20,000 made-up
+    names had the next start send 20,000 removals and log a 349 KB line (a privacy audit)."""
+    import logging
+
+    import paho.mqtt.publish as publish
+
+    monkeypatch.setattr(mqtt_module, "FORGET_MAX", 30)
+    base = f"semanticac/{node}"
+    sub = subscribers(broker.port, [f"{base}/state/#", f"homeassistant/device/{node}/config"])
+    for count, read in ((31, False), (30, True)):
+        names = [f"fake {k}" for k in range(count)]
+        publish.single(f"{base}/labels", json.dumps(names), qos=1, retain=True, hostname="127.0.0.1", port=broker.port)
+        sub.sync()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edge.outputs.mqtt"):
+            sink = make_sink(broker.port, node, labels=["siren"])
+            sink.start()
+            config = sub.wait_for(lambda m: m.topic.startswith("homeassistant/") and not m.retain).json()
+            sink.close()
+        sub.sync()
+        cleared = [m for m in sub.topics(f"{base}/state/fake_0") if m.payload == ""]
+        assert bool(cleared) == read and ("label_fake_29" in config["components"]) == read, config
+        if read:
+            assert "fake_0, fake_1," in caplog.text and "and 10 more" in caplog.text, caplog.text
+        else:
+            assert f"holds 31 labels, more than a run publishes (30 at most): not read" in caplog.text, caplog.text
+        sub.messages.clear()
+
+
 def test_home_assistant_online_gets_discovery_again(broker, node, subscribers):
     discovery = f"homeassistant/device/{node}/config"
     sub = subscribers(broker.port, [discovery, f"semanticac/{node}/state/siren"])
