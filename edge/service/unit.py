@@ -20,6 +20,8 @@ What is deliberately left out, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import glob
 import os
 import shlex
 import shutil
@@ -38,6 +40,15 @@ WATCHDOG_SEC = 30  # a loop that does not turn for this long is restarted (pings
 START_TIMEOUT_SEC = 180  # bundle, backend, first window; serve extends it while a new label set is embedded
 
 
+JETSON_GPU = ("/dev/nvmap", "/dev/nvhost-*", "/dev/nvgpu")  # a Jetson's GPU devices, of group video
+
+
+def has_jetson_gpu(dev: str = "") -> bool:
+    """Whether this machine has a Jetson's GPU devices (under `dev`, a root for tests): the unit's user
+    needs group video for them; elsewhere that group only gives it the webcams (/dev/video*)."""
+    return any(glob.glob(dev + pattern) for pattern in JETSON_GPU)
+
+
 def default_exec() -> Path | None:
     """`semanticac-edge` beside the running interpreter (its venv's bin/), else the one on PATH."""
     beside = Path(sys.executable).parent / NAME  # not resolved: a venv's python is a symlink
@@ -53,6 +64,7 @@ class UnitSettings:
     config_path: str = CONFIG_PATH
     watchdog_sec: int = WATCHDOG_SEC
     start_timeout_sec: int = START_TIMEOUT_SEC
+    gpu_group: bool = dataclasses.field(default_factory=has_jetson_gpu)  # group video, for the GPU
 
     def __post_init__(self):
         for name in ("exec_path", "config_path"):
@@ -111,6 +123,11 @@ def render_unit(settings: UnitSettings) -> str:
     protect_home = (
         "read-only  # the venv or config is under /home: readable, never writable" if settings.reads_home else "yes"
     )
+    groups, groups_note = (
+        ("audio video", "; video: the GPU (on a Jetson /dev/nvmap,\n# /dev/nvhost-* and /dev/nvgpu/* belong to it).")
+        if settings.gpu_group
+        else ("audio", ". No video: this machine has no Jetson GPU, and the\n# group would only give it the cameras.")
+    )
     return f"""\
 # Written by `{NAME} install-service` ({NAME} {__version__}): run it again to regenerate.
 # The service's settings are in {settings.config_path} (`{NAME} check-config` checks it).
@@ -141,10 +158,9 @@ Environment=PYTHONUNBUFFERED=1
 # label embeddings and TensorRT engines computed here go to %C/{NAME}/<model_id>/ (CacheDirectory=)
 Environment=XDG_CACHE_HOME=%C
 
-# A user made up for the service; audio: /dev/snd; video: the GPU (on a Jetson /dev/nvmap,
-# /dev/nvhost-* and /dev/nvgpu/* belong to group video).
+# A user made up for the service; audio: /dev/snd{groups_note}
 DynamicUser=yes
-SupplementaryGroups=audio video
+SupplementaryGroups={groups}
 StateDirectory={NAME}
 CacheDirectory={NAME}
 ConfigurationDirectory={NAME}

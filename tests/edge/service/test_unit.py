@@ -23,8 +23,22 @@ needs_systemd_analyze = pytest.mark.skipif(
 @pytest.fixture
 def unit_file(tmp_path):
     path = tmp_path / "semanticac-edge.service"
-    path.write_text(render_unit(UnitSettings(exec_path=EDGE, config_path="/etc/semanticac-edge/service.yaml")))
+    path.write_text(render_unit(UnitSettings(exec_path=EDGE, config_path="/etc/semanticac-edge/service.yaml",
+                                             gpu_group=True)))  # a Jetson's
     return path
+
+
+def test_group_video_only_where_a_jetson_gpu_needs_it(tmp_path):
+    """Group video was given on every box, where it gives the service the webcams (/dev/video*) too."""
+    from edge.service.unit import has_jetson_gpu
+
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "video0").touch()
+    assert not has_jetson_gpu(str(tmp_path))
+    (tmp_path / "dev" / "nvhost-ctrl").touch()
+    assert has_jetson_gpu(str(tmp_path))
+    plain = render_unit(UnitSettings(exec_path=EDGE, gpu_group=False))
+    assert "\nSupplementaryGroups=audio\n" in plain and "no Jetson GPU" in plain
 
 
 @needs_systemd_analyze
