@@ -51,8 +51,24 @@ def atomic_path(target: str | Path, suffix: str = "", like: str | Path | None = 
             mode = 0o666 & ~_umask()  # mkstemp makes 0600: give the usual mode
         os.chmod(tmp_path, mode)
         os.replace(tmp_path, target)
+        sync_folder(target.parent)  # the rename itself: after a power cut the old file, or a clip under its temp name
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename or a new file in it outlives a power cut; where the file system
+    cannot (a folder opened read-only that refuses fsync: EINVAL on some), it goes without."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class LockHeld(Exception):

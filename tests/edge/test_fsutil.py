@@ -32,3 +32,23 @@ def test_a_lock_file_planted_as_a_symlink_is_not_followed(tmp_path):
         take_lock(lock)
     assert victim.read_text() == "precious\n"
     os.close(take_lock(tmp_path / "real.lock"))  # a lock file of its own still works
+
+
+def test_an_atomic_write_syncs_its_folder_after_the_rename(tmp_path, monkeypatch):
+    """The file was synced, its rename was not: after a power cut the old file came back though the write
+    had said it was done (a clip could outlive only under its temporary name, which a start removes)."""
+    import stat
+
+    import edge.fsutil
+
+    synced = []
+    fsync = os.fsync
+
+    def noting(fd):
+        mode = os.fstat(fd).st_mode
+        synced.append((stat.S_ISDIR(mode), os.fstat(fd).st_ino, (tmp_path / "site.yaml").exists()))
+        fsync(fd)
+
+    monkeypatch.setattr(edge.fsutil.os, "fsync", noting)
+    atomic_write_text(tmp_path / "site.yaml", "name: a\n")
+    assert synced[0][0] is False and synced[-1] == (True, tmp_path.stat().st_ino, True), synced
