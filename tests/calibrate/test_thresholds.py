@@ -7,6 +7,7 @@ import io
 import logging
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -581,6 +582,40 @@ def test_a_signal_while_a_temporary_folder_is_made_or_removed_leaves_nothing(tmp
         signal.signal(signal.SIGTERM, previous)
     assert info.value.code == 128 + signal.SIGTERM
     assert not list(tmp_path.iterdir())
+
+
+def test_the_folder_of_a_run_killed_before_its_end_goes_at_the_next_run(tmp_path, monkeypatch):
+    """A calibrate run killed with SIGKILL (or out of memory, or by a power cut) left its temporary folder:
+    `--join` writes the whole background there (230 MB an hour), which no later run removed. A folder in
+    use by a live run, and one just made, stay."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import calibrate.recording as recording
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time, tempfile; tempfile.tempdir = sys.argv[1]\n"
+         "import calibrate.recording as r\n"
+         "with r.temporary_folder() as f:\n"
+         "    (f / 'joined.w64').write_bytes(b'x' * 100000); print(f, flush=True); time.sleep(60)\n", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": os.getcwd()})
+    killed = Path(child.stdout.readline().strip())
+    assert (killed / "joined.w64").is_file()
+    with recording.temporary_folder() as live:
+        assert recording.remove_left_behind(tmp_path) == 0 and killed.exists()  # its run still holds it
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        fresh = Path(tempfile.mkdtemp(prefix=recording.TEMPORARY))  # another run's, not yet held
+        assert recording.remove_left_behind(tmp_path) >= 100000
+        assert not killed.exists() and live.exists() and fresh.exists()
+    old = time.time() - recording.LEFT_BEHIND_AGE - 10
+    os.utime(fresh, (old, old))  # without a lock, a day old: an older version's
+    assert recording.remove_left_behind(tmp_path) == 0 and not fresh.exists() and not list(tmp_path.iterdir())
 
 
 def test_a_clipped_background_file_is_named(tmp_path, caplog):
