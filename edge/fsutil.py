@@ -26,6 +26,9 @@ def _umask() -> int:
     return mask
 
 
+STALE_SECONDS = 3600.0  # a temporary beside a target untouched this long is a killed writer's, not a live one's
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | Path, suffix: str = "", like: str | Path | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target` atomically.
@@ -38,6 +41,7 @@ def atomic_path(target: str | Path, suffix: str = "", like: str | Path | None = 
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target, STALE_SECONDS)  # a writer of it killed before: its temporary stayed
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)

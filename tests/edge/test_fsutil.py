@@ -52,3 +52,24 @@ def test_an_atomic_write_syncs_its_folder_after_the_rename(tmp_path, monkeypatch
     monkeypatch.setattr(edge.fsutil.os, "fsync", noting)
     atomic_write_text(tmp_path / "site.yaml", "name: a\n")
     assert synced[0][0] is False and synced[-1] == (True, tmp_path.stat().st_ino, True), synced
+
+
+def test_an_atomic_write_removes_what_a_killed_writer_of_it_left(tmp_path):
+    """A writer killed between its temporary file and the rename (the embedding cache's .npz, calibrate's
+    site set and its .bak) left the temporary for good: the next write of that target removes it once it
+    has been untouched for an hour (a younger one may be a live writer's)."""
+    import time
+
+    from edge.fsutil import STALE_SECONDS, atomic_path
+
+    target = tmp_path / "labels.npz"
+    old, young = tmp_path / ".labels.npz.abcd1234.tmp.npz", tmp_path / ".labels.npz.efgh5678.tmp.npz"
+    other = tmp_path / ".other.npz.abcd1234.tmp.npz"
+    for leftover in (old, young, other):
+        leftover.write_bytes(b"x" * 100)
+    then = time.time() - STALE_SECONDS - 60
+    for leftover in (old, other):
+        os.utime(leftover, (then, then))
+    with atomic_path(target, suffix=".npz") as tmp:
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new" and not old.exists() and young.exists() and other.exists()
