@@ -195,8 +195,10 @@ class EventLogSink(Sink):
     """Events (and status records) into the SQLite file of `config` (see the module's doc).
 
     `clip_for(start) -> name | None`: the clip file an event will have (ClipRecorder.clip_for),
-    stored with the event. ConfigError (key `event_log.path`) when the file cannot be created or
-    written for a reason a person must fix, or was written by a newer version.
+    stored with the event; `clips_dir`: the folder it goes to (an earlier run's events marked
+    interrupted lose the name of a clip that is not there: it never was). ConfigError (key
+    `event_log.path`) when the file cannot be created or written for a reason a person must fix,
+    or was written by a newer version.
     """
 
     def __init__(
@@ -205,6 +207,7 @@ class EventLogSink(Sink):
         state_dir: str | Path,
         *,
         clip_for: Callable[[Event], str | None] | None = None,
+        clips_dir: Path | None = None,
         origin: datetime | None = None,
         trust_clock: bool = False,
         run_info: dict | None = None,
@@ -215,6 +218,7 @@ class EventLogSink(Sink):
         self.path = config.resolve_path(state_dir)
         self.keep_lock = keep_lock  # set by the close: the lock is handed on across a reload's exec
         self.clip_for = clip_for
+        self.clips_dir = clips_dir  # where clip_for's clips go: an interrupted event's clip not there is unnamed
         self._started: dict[int, tuple[float | None, str | None]] = {}  # open events' start score and clip
         self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
         self.trust_clock = trust_clock  # remove by age even while the kernel says the clock is not synchronised
@@ -412,6 +416,16 @@ class EventLogSink(Sink):
         db = _open(self.path, create=True, busy=busy)
         try:
             if self._inode is None:  # the first file of this run
+                if self.clips_dir is not None:  # their clips come after their end, which never came: none was made
+                    unmade = [
+                        (row_id,)
+                        for row_id, clip in db.execute(
+                            "SELECT id, clip FROM events WHERE end_reason IS NULL AND run_id != ? AND clip IS NOT NULL",
+                            (self.run_id,),
+                        )
+                        if not (self.clips_dir / clip).exists()
+                    ]
+                    db.executemany("UPDATE events SET clip = NULL WHERE id = ?", unmade)
                 interrupted = db.execute(
                     "UPDATE events SET end_reason = ? WHERE end_reason IS NULL AND run_id != ?",
                     (INTERRUPTED, self.run_id),

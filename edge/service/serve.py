@@ -774,6 +774,7 @@ def build_outputs(
                     enabled["event_log"],
                     state_dir,
                     clip_for=clip_for,
+                    clips_dir=None if recorder is None else recorder.dir,
                     trust_clock=config.service.trust_clock,
                     run_info=run_info,
                     keep_lock=keep_lock,

@@ -93,8 +93,10 @@ KILLED = textwrap.dedent("""
     import sys, time
     from edge.events import Event
     from edge.outputs.eventlog import EventLogConfig, EventLogSink
-    sink = EventLogSink(EventLogConfig(), sys.argv[1])
+    clips = iter(["siren_1.flac", "dog_2.flac"])
+    sink = EventLogSink(EventLogConfig(), sys.argv[1], clip_for=lambda event: next(clips))
     sink.event(Event("start", 1.0, 1, "siren", score=0.7))
+    sink.event(Event("start", 1.5, 2, "dog", score=0.8))
     print(sink.run_id, flush=True)
     time.sleep(60)
 """)
@@ -112,12 +114,17 @@ def test_a_killed_run_keeps_its_open_event_and_the_next_run_marks_it_interrupted
         child.stdout.close()
     assert child.returncode == -9
     path = tmp_path / "events.sqlite"
-    event, = recent_events(path, 5)
-    assert (event["run_id"], event["label"], event["end_reason"]) == (killed_run, "siren", None)
-    next_run = EventLogSink(EventLogConfig(), tmp_path)
+    dog, siren = recent_events(path, 5)
+    assert (siren["run_id"], siren["label"], siren["end_reason"], siren["clip"]) == (killed_run, "siren", None,
+                                                                                     "siren_1.flac")
+    # a clip is made after its event's end, which never came: none is there (unless a long event's was cut)
+    (tmp_path / "clips").mkdir()
+    (tmp_path / "clips" / "dog_2.flac").write_bytes(b"fLaC")
+    next_run = EventLogSink(EventLogConfig(), tmp_path, clips_dir=tmp_path / "clips")
     next_run.event(start(1, t=2.0))  # the same event id in another run: no clash
-    newest, interrupted = recent_events(path, 5)
+    newest, dog, interrupted = recent_events(path, 5)
     assert interrupted["run_id"] == killed_run and interrupted["end_reason"] == "interrupted"
+    assert (interrupted["clip"], dog["clip"], dog["end_reason"]) == (None, "dog_2.flac", "interrupted")
     assert newest["run_id"] == next_run.run_id != killed_run and newest["end_reason"] is None
     next_run.close()
 
