@@ -10,7 +10,8 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
                       automation would act on a sound long gone as if it were heard now); so does
                       one paho sends again, late, after its connection turned out dead
     state/<label>     ON while an event of the label lasts, else OFF; retained
-    microphone        ON while audio arrives, OFF after `audio_lost` (until `audio_restored`); retained
+    microphone        ON while audio arrives, OFF before the first window and after `audio_lost` (until
+                      `audio_restored`); retained
     (every retained state a connection knows is sent before its `online`: Home Assistant shows an
     entity's last payload the moment it is available, and a crash leaves a label's ON behind)
     problem           what needs a person, retained: `{"state": "ON" | "OFF", "problems": [{code,
@@ -486,6 +487,9 @@ class MqttSink(Sink):
         self._cond = threading.Condition()  # guards everything below; held for microseconds only
         self._queue: deque[_Message] = deque()  # events and status, oldest first
         self._retained = {self.state_topic(label): OFF for label in self.labels}  # topic -> latest payload
+        # no audio before the first window: the last run's ON (retained) showed a microphone while the model
+        # loaded or a new set was embedded, and for good in a start that failed there
+        self._retained[self.topic("microphone")] = OFF
         self._dirty: dict[str, None] = dict.fromkeys(self._retained)  # retained topics not yet sent
         self._level: str | None = None  # the latest level not yet sent
         self._heard: str | None = None  # the latest `heard` message not yet sent
