@@ -191,6 +191,12 @@ class EventLogConfig:
         return Path(self.path).expanduser() if self.path is not None else Path(state_dir) / FILE_NAME
 
 
+def new_run_id() -> str:
+    """A service start's id: its UTC time and 6 random hex digits (20261207T093816Z-fa0782), the event log's
+    `run_id`, which MQTT's event messages carry too (event ids start at 1 again in each run)."""
+    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
 class EventLogSink(Sink):
     """Events (and status records) into the SQLite file of `config` (see the module's doc).
 
@@ -212,6 +218,7 @@ class EventLogSink(Sink):
         trust_clock: bool = False,
         run_info: dict | None = None,
         keep_lock: threading.Event | None = None,
+        run_id: str | None = None,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         self.config = config
@@ -220,7 +227,7 @@ class EventLogSink(Sink):
         self.clip_for = clip_for
         self.clips_dir = clips_dir  # where clip_for's clips go: an interrupted event's clip not there is unnamed
         self._started: dict[int, tuple[float | None, str | None]] = {}  # open events' start score and clip
-        self.run_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        self.run_id = run_id or new_run_id()
         self.trust_clock = trust_clock  # remove by age even while the kernel says the clock is not synchronised
         # the run's row, written into every file the run opens: {version, model_id, label_set,
         # labels_sha256, settings} (any may be missing)

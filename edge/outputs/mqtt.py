@@ -471,9 +471,11 @@ class MqttSink(Sink):
         clip_for: Callable[[Event], str | None] | None = None,
         origin: datetime | None = None,
         heard: bool = False,
+        run_id: str | None = None,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         assert config.node_id and config.client_id and config.base_topic, "MqttConfig fills them in"
+        self.run_id = run_id  # in every event message: event ids start at 1 again in each run
         self.config = config
         self.node_id: str = config.node_id
         self.base_topic: str = config.base_topic
@@ -570,6 +572,8 @@ class MqttSink(Sink):
     def event(self, event: Event) -> None:
         message = record_dict(event, self.utc(event.t))
         message["event_type"] = event.label
+        if self.run_id is not None:
+            message["run_id"] = self.run_id
         clip = self.clip_for(event) if self.clip_for is not None else None
         if clip:
             message["clip"] = clip

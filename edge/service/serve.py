@@ -48,7 +48,7 @@ from edge.fsutil import LockHeld, hand_on, is_lock_of, release_handed_locks, tak
 from edge.labels.labelset import LabelSet, label_files, resolve_label_set
 from edge.listen import ListenOptions, ListenSummary
 from edge.outputs.clips import ClipRecorder, clip_history_seconds
-from edge.outputs.eventlog import EventLogSink
+from edge.outputs.eventlog import EventLogSink, new_run_id
 from edge.outputs.metrics import MetricsSink
 from edge.outputs.mqtt import MqttSink
 from edge.outputs.sinks import ENDS, FanOut, Sink, Status, WindowResult
@@ -731,6 +731,7 @@ def build_outputs(
     try:
         clip_for = None
         recorder: ClipRecorder | None = None
+        run_id = new_run_id()  # the event log's rows and MQTT's event messages name the run alike
         if "clips" in enabled:
             windowing, options = config.options.windowing(resolved.bundle), config.options
             recorder = ClipRecorder(
@@ -778,6 +779,7 @@ def build_outputs(
                     trust_clock=config.service.trust_clock,
                     run_info=run_info,
                     keep_lock=keep_lock,
+                    run_id=run_id,
                 )
             )
         mqtt: MqttSink | None = None
@@ -789,6 +791,7 @@ def build_outputs(
                 model=resolved.bundle.meta.model_id,
                 sw_version=f"semanticac-edge {__version__}",
                 clip_for=clip_for,
+                run_id=run_id,
                 heard=config.options.heard > 0,
             )
             sinks.append(mqtt)

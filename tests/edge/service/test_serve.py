@@ -151,7 +151,10 @@ def test_a_file_run_tells_systemd_everything_and_its_outputs_get_the_events(tmp_
         runs = db.execute("SELECT r.run_id, version, model_id, label_set, labels_sha256, settings FROM runs r "
                           "JOIN events e ON e.run_id = r.run_id GROUP BY r.run_id").fetchall()
     # which model, set and thresholds heard these events: the run's row
-    (_, version, model_id, label_set, sha256, settings), = runs
+    (run_id, version, model_id, label_set, sha256, settings), = runs
+    # MQTT's event messages name the run as the log does: event ids start at 1 again in each run, and a killed
+    # run's starts (with no end) were told from the next run's by nothing
+    assert got and {m["run_id"] for m in got} == {run_id}, got
     assert version and model_id.startswith("semanticac-") and label_set == "urban" and len(sha256) == 64
     assert json.loads(settings)["thresholds"] == dict.fromkeys(URBAN, 1e-6)
     assert json.loads(settings)["listen"]["hop"] == 0.5
