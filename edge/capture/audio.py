@@ -43,6 +43,8 @@ EMPTY_DATA = re.compile(r"^\s*data\s*:\s*0\s*$", re.MULTILINE)
 
 CLIP_LEVEL = 0.999
 CLIP_RUN = 8  # a clipped peak is flat at full scale for a while; one full-scale sample is fine
+CANCEL_RATIO = 0.01  # a mix 20 dB under its channels: they cancel (one of them inverted)
+CANCEL_FILE_SECONDS = 0.1  # a file's audible frames (channels above -60 dBFS) this long at least: its mix is judged
 
 
 def full_scale_runs(x: np.ndarray, carried: int = 0) -> np.ndarray:
@@ -175,6 +177,31 @@ def too_short_warning(path: str | Path, seconds: float, frame_seconds: float) ->
     )
 
 
+def audible_power(frames: np.ndarray, mono: np.ndarray) -> tuple[float, float, int]:
+    """Over the frames whose channels are audible (mean power above -60 dBFS): the sum of their mean power
+    over channels, the sum of their mono mix's power, and their count (what cancel_warning judges)."""
+    power = np.mean(np.square(frames), axis=1)
+    audible = power > 1e-6
+    return float(power[audible].sum()), float(np.square(mono[audible]).sum()), int(audible.sum())
+
+
+def cancel_warning(name: str, count: int, channels: float, mix: float) -> str | None:
+    """The warning for `count` channels whose mono mix (their mean) has `mix` of the power they hold
+    (`channels`, audible_power's sums), where it is far quieter than they are: they cancel (a balanced
+    microphone on an unbalanced input, a channel wired or exported inverted). Its sounds would be scored
+    as near silence, and nothing said why. None where they do not."""
+    if not mix < CANCEL_RATIO * channels:
+        return None
+    under = (
+        "completely" if mix <= 1e-12 * channels else f"(the mix is {10 * np.log10(channels / mix):.0f} dB under them)"
+    )
+    return (
+        f"{name}: its {count} channels cancel {under} when mixed to mono: one is inverted (a balanced microphone "
+        "on an unbalanced input, a miswired channel?) and the model hears near silence; invert or leave out one "
+        "channel (sox ... remix 1,2i; ffmpeg -af 'pan=mono|c0=c0')"
+    )
+
+
 def read_audio(path: str | Path, sample_rate: int, frame_seconds: float | None = None) -> np.ndarray:
     """Decode an audio file into mono float32 samples at `sample_rate`.
 
@@ -208,6 +235,11 @@ def decode_audio(path: str | Path, sample_rate: int, frame_seconds: float | None
             f"{first / file_rate:.3f} s: the file is corrupt; re-export it"
         )
     mono = to_mono(samples)
+    if samples.ndim == 2 and samples.shape[1] > 1:  # as a Source judges its first second of sound
+        channels, mix, audible = audible_power(samples, mono)
+        warning = cancel_warning(f"audio file {path}", samples.shape[1], channels, mix)
+        if warning is not None and audible >= CANCEL_FILE_SECONDS * file_rate:
+            log.warning("%s", warning)
     clipped = int(np.count_nonzero(full_scale_runs(mono) >= CLIP_RUN))
     out = resample(mono, int(file_rate), sample_rate)
     if frame_seconds and out.size < round(frame_seconds * sample_rate):

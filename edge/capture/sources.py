@@ -49,7 +49,16 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 import soxr
 
-from edge.capture.audio import CLIP_RUN, SOXR_QUALITY, Decoder, full_scale_runs, to_mono, too_short_warning
+from edge.capture.audio import (
+    CLIP_RUN,
+    SOXR_QUALITY,
+    Decoder,
+    audible_power,
+    cancel_warning,
+    full_scale_runs,
+    to_mono,
+    too_short_warning,
+)
 from edge.capture.ring import RingBuffer
 from edge.errors import AudioError, detached
 
@@ -104,7 +113,6 @@ _rescans = _Rescans()
 MAX_INPUT_RATE = 768_000
 MAX_CHANNELS = 128  # a 48 kHz recorder's most
 MAX_SAMPLES_PER_SECOND = MAX_INPUT_RATE * 8  # rate x channels: 48 kHz x 128
-CANCEL_RATIO = 0.01  # a mix 20 dB under its channels: they cancel (one of them inverted)
 CANCEL_CHECK_SECONDS = 1.0  # of audible input (channels above -60 dBFS) before the mix is judged
 STDIN_FORMATS = {"s16le": ("<i2", 2.0**-15), "s32le": ("<i4", 2.0**-31), "f32le": ("<f4", 1.0)}
 
@@ -291,29 +299,15 @@ class Source:
         assert self._cancel is not None
         if not frames.size:
             return
-        power = np.mean(np.square(frames), axis=1)
-        audible = power > 1e-6  # -60 dBFS
-        self._cancel[0] += float(power[audible].sum())
-        self._cancel[1] += float(np.square(mono[audible]).sum())
-        self._cancel[2] += int(audible.sum())
+        for k, value in enumerate(audible_power(frames, mono)):
+            self._cancel[k] += value
         if self._cancel[2] < CANCEL_CHECK_SECONDS * self.input_rate:
             return
         channels, mix, _ = self._cancel
         self._cancel = None
-        if mix < CANCEL_RATIO * channels:
-            under = (
-                "completely"
-                if mix <= 1e-12 * channels
-                else f"(the mix is {10 * math.log10(channels / mix):.0f} dB under them)"
-            )
-            log.warning(
-                "%s: its %d channels cancel %s when mixed to mono: one is inverted (a balanced microphone on an "
-                "unbalanced input, a miswired channel?) and the model hears near silence; invert or leave out one "
-                "channel (sox ... remix 1,2i; ffmpeg -af 'pan=mono|c0=c0')",
-                self.name,
-                self.channels,
-                under,
-            )
+        warning = cancel_warning(self.name, self.channels, channels, mix)
+        if warning is not None:
+            log.warning("%s", warning)
 
     def _count_clipping(self, x: np.ndarray) -> None:
         run = full_scale_runs(x, self._clip_run)

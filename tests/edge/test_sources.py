@@ -207,6 +207,14 @@ def test_channels_that_cancel_in_the_mono_mix_are_warned_of(tmp_path, caplog, in
     with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
         read_all(FileSource(path, sample_rate=16000, fast=True))
     assert ("its 2 channels cancel completely when mixed to mono" in caplog.text) == warned, caplog.text
+    # calibrate reads whole files (read_audio): it fitted a set's thresholds and calibration on silence unwarned
+    short = tmp_path / "short.wav"  # a clip of 0.2 s: less than the stream's first second, judged whole
+    sf.write(short, np.stack([left[:3200], -left[:3200] if invert else left[:3200]], axis=1), 16000, subtype="FLOAT")
+    for file in (path, short):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="edge.capture.audio"):
+            read_audio(file, 16000)
+        assert (f"audio file {file}: its 2 channels cancel completely" in caplog.text) == warned, caplog.text
 
 
 def test_corrupt_file_mid_stream_delivers_what_decoded_then_fails_saying_so(tmp_path):
