@@ -56,6 +56,7 @@ class WindowRecorder(Sink):
         self.rows: list[np.ndarray] = []
         self.gated: list[bool] = []
         self.starts = 0  # events `listen` started with the label set as it is
+        self.failed: str | None = None  # the code of the error that ended listen (source_error: the file's)
 
     def window(self, result: WindowResult) -> None:
         if result.evidence is not None:  # what the listener's events read (edge.scoring.Scorer.with_evidence)
@@ -81,6 +82,8 @@ class WindowRecorder(Sink):
     def status(self, status: Status) -> None:
         if status.level == "warning":
             log.debug("listen: %s", status.message)
+        elif status.level == "error":
+            self.failed = status.code
 
 
 @dataclass(frozen=True)
@@ -189,8 +192,10 @@ def listen_to(
     options = dataclasses.replace(options, input=str(path), fast=True, top_k=len(labels))
     recorder = WindowRecorder(labels, progress, offset)
     summary = listen(options, sink=recorder)
-    if summary.error:
+    if summary.error and not (recorder.failed == "source_error" and recorder.times):
         raise AudioError(summary.error)
+    if summary.error:  # a recording damaged further on (a recorder's battery ran out): what decoded counts
+        log.warning("%s: %s; the %.1f s before the damage are counted", name or path, summary.error, summary.seconds)
     k = len(labels)
     return Stream(
         name or str(path),

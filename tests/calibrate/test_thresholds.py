@@ -702,3 +702,22 @@ def test_a_label_the_fit_leaves_deaf_to_its_positives_is_said_on_a_line_of_its_o
     said = [r.getMessage() for r in caplog.records if "start no event on any of their positives" in r.getMessage()]
     first = resolve_label_set("urban").names[0]
     assert len(said) == 1 and said[0].startswith(f"1 label(s) start no event") and f": {first} (" in said[0], said
+
+
+def test_a_background_damaged_further_on_counts_what_decoded(background, tmp_path, caplog):
+    """A day's recording cut short (a recorder's battery ran out, a card pulled) was skipped whole after
+    being listened to, though its message said the first seconds were scored: with `--join` and in `listen`
+    what decoded counts, and so it does now."""
+    whole = (background / "more" / "street2.flac").read_bytes()
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(whole[: len(whole) * 2 // 3] + b"\x00" * 4096)  # damaged two thirds in
+    urban = resolve_label_set("urban")
+    options = ListenOptions(labels="urban", input="x", fast=True, **LISTEN)
+    with caplog.at_level(logging.WARNING, logger="calibrate.recording"):
+        streams, skipped = record(options, urban.names, [cut])
+    [stream] = streams
+    assert not skipped and 4.0 < stream.seconds < 11.0 and len(stream.times) > 3, (stream.seconds, skipped)
+    assert f"{cut}: " in caplog.text and "before the damage are counted" in caplog.text, caplog.text
+    broken = background / "broken.wav"  # nothing decodes: skipped, as before
+    streams, skipped = record(options, urban.names, [broken])
+    assert not streams and [path for path, _ in skipped] == [broken]
