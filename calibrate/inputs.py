@@ -20,6 +20,7 @@ import csv
 import dataclasses
 import logging
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,13 @@ from edge.labels.labelset import LabelSet, label_key
 
 log = logging.getLogger(__name__)
 
-# What libsndfile (edge's decoder) reads; other files in a background folder are ignored.
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".caf", ".w64", ".rf64"}
+# What libsndfile (edge's decoder) reads; other files in a background folder are ignored (said: those of
+# the audio formats below it cannot read are warned of, the rest counted).
+AUDIO_SUFFIXES = {
+    ".wav", ".wave", ".bwf", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd",
+    ".caf", ".w64", ".rf64", ".sph", ".nist", ".voc",
+}  # fmt: skip
+UNREADABLE_AUDIO = {".m4a", ".aac", ".mp4", ".wma", ".amr", ".3gp", ".ac3", ".ape", ".wv", ".webm", ".mka", ".alac"}
 DATASETS = ("esc50", "us8k")
 
 
@@ -51,7 +57,9 @@ def audio_files(paths: Iterable[str | Path]) -> list[Path]:
     empty_folders = []
     for path in map(Path, paths):
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            inside = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
+            _say_left_out(path, [p for p in files if p.suffix.lower() not in AUDIO_SUFFIXES])
             if not inside:
                 empty_folders.append(str(path))
             found += inside
@@ -63,6 +71,24 @@ def audio_files(paths: Iterable[str | Path]) -> list[Path]:
         )
         raise CalibrationError(f"no background audio files found{where}: pass audio files or folders holding them")
     return list(dict.fromkeys(found))
+
+
+def _say_left_out(folder: Path, others: Sequence[Path]) -> None:
+    """A folder's files that are not read: audio in a format libsndfile cannot read is warned of (a phone's
+    .m4a had been left out without a word), the rest counted."""
+    unreadable = [p for p in others if p.suffix.lower() in UNREADABLE_AUDIO]
+    if unreadable:
+        kinds = Counter(p.suffix.lower() for p in unreadable)
+        log.warning(
+            "%s: %d audio file(s) in a format this cannot read are left out (%s; e.g. %s): convert them to FLAC or "
+            "WAV (ffmpeg -i IN.m4a OUT.flac)",
+            folder,
+            len(unreadable),
+            ", ".join(f"{suffix}: {n}" for suffix, n in kinds.most_common()),
+            unreadable[0],
+        )
+    if len(others) > len(unreadable):
+        log.info("%s: %d file(s) that are not audio files are left out", folder, len(others) - len(unreadable))
 
 
 def _rows(path: Path, required: Sequence[str], aliases: dict[str, str] | None = None) -> list[tuple[int, dict]]:

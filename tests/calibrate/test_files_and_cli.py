@@ -86,6 +86,18 @@ def test_audio_files_from_files_and_folders(tmp_path):
         audio_files([tmp_path / "empty"])
 
 
+def test_a_folder_s_audio_in_other_endings_is_read_and_what_is_left_out_is_said(tmp_path, caplog):
+    """A field recorder's .BWF, a .wave and an .aifc (which libsndfile reads, as listen does) were left out of a
+    background folder without a word, as was a phone's .m4a (which it cannot read)."""
+    for name in ("r.BWF", "s.wave", "t.aifc", "u.wav", "phone1.m4a", "phone2.M4A", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="calibrate.inputs"):
+        found = audio_files([tmp_path])
+    assert [p.name for p in found] == ["r.BWF", "s.wave", "t.aifc", "u.wav"]
+    assert f"{tmp_path}: 2 audio file(s) in a format this cannot read are left out (.m4a: 2; e.g. " in caplog.text
+    assert f"{tmp_path}: 1 file(s) that are not audio files are left out" in caplog.text
+
+
 def test_progress_logs_about_every_tenth_off_a_terminal(caplog):
     with caplog.at_level(logging.INFO, logger="calibrate.progress"):
         with Progress(40, "listening", stream=io.StringIO()) as bar:
