@@ -898,6 +898,7 @@ class Listener:
         self._silence = log_floor_value(self.frontend) + 1e-3
         self._silent_since: float | None = None
         self._silence_warned = False
+        self._microphone = False  # the segment's source is a microphone (not a file or stdin)
         self._silent_samples = 0  # digital silence in a row, in model-rate samples
         self._clipped_said = 0  # the source's clipped samples as of the last "clipping" status
         self._clipping_at = -math.inf  # monotonic time of that status
@@ -1032,6 +1033,7 @@ class Listener:
         """Read one opened source from `self._offset` on until it ends, fails or `stop` is set;
         end the open events at its end. Returns the failure (AudioError, BackendError) or None."""
         live = is_live(source)
+        self._microphone = isinstance(source, MicrophoneSource)  # what digital silence is asked about
         mel, queue = StreamingLogMel(self.frontend), FrameQueue(self.frontend.n_mels)
         self._levels = LevelMeter(self.frontend.hop_length)
         self.smoother.reset()
@@ -1393,7 +1395,11 @@ class Listener:
             self._status(
                 "warning",
                 f"the input has been digital silence for {t - self._silent_since:.0f} s: "
-                "is the microphone muted or unplugged?",
+                + (
+                    "is the microphone muted or unplugged?"
+                    if self._microphone
+                    else "the recording holds no sound there (a muted input when it was made?)"
+                ),
             )
 
     def _status(self, level: str, message: str, code: str | None = None) -> None:

@@ -83,6 +83,8 @@ def open_audio(path: str | Path) -> sf.SoundFile:
     path = Path(path)
     prefix = f"cannot read audio file {path}"
     if not path.exists():
+        if path.is_symlink():  # exists() follows it
+            raise AudioError(f"{prefix}: it is a link to {os.readlink(path)}, which does not exist")
         raise AudioError(f"{prefix}: no such file{looked_at(path)}")
     if path.is_dir():
         raise AudioError(f"{prefix}: it is a directory: pass an audio file")
@@ -92,6 +94,8 @@ def open_audio(path: str | Path) -> sf.SoundFile:
         raise AudioError(f"{prefix}: permission denied: make it readable by this user (chmod a+r)") from None
     except OSError as err:
         raise AudioError(f"{prefix}: {err.strerror or err}") from None
+    if path.is_file() and path.stat().st_size == 0:  # libsndfile: "not an audio file"
+        raise AudioError(f"{prefix}: it is empty (0 bytes): a recording that never began, or a failed copy")
     try:
         audio = sf.SoundFile(sf_name(path))
     except DECODE_ERRORS as err:

@@ -181,7 +181,19 @@ class Source:
         self._cancel = [0.0, 0.0, 0] if channels > 1 else None  # channels' and mix's energy, frames: until judged
         if channels > 1:
             log.info("%s: mixing %d channels down to mono", name, channels)
-        if self._resampler is not None:
+        if input_rate < sample_rate:  # band-limited: 8 kHz (a telephone's) had lost events without a word
+            log.warning(
+                "%s: %d Hz audio carries sound up to %d Hz, and the model listens at %d Hz (up to %d Hz): what lies "
+                "above (a siren's harmonics, birds, breaking glass) reaches it weaker or not at all; record at %d Hz "
+                "or more if you can",
+                name,
+                input_rate,
+                input_rate // 2,
+                sample_rate,
+                sample_rate // 2,
+                sample_rate,
+            )
+        elif self._resampler is not None:
             log.info("%s: resampling %d Hz to %d Hz", name, input_rate, sample_rate)
 
     @property

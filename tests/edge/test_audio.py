@@ -68,6 +68,19 @@ def test_empty_file(tmp_path):
         read_audio(path, 32000)
 
 
+def test_a_file_of_no_bytes_and_a_broken_link_say_what_they_are(tmp_path):
+    """A 0-byte file was "not an audio file libsndfile can read", and a link to a file gone was "no such
+    file", though the link is there (an input audit)."""
+    empty = tmp_path / "nothing.wav"
+    empty.touch()
+    with pytest.raises(AudioError, match=r"nothing.wav: it is empty \(0 bytes\)"):
+        read_audio(empty, 16000)
+    link = tmp_path / "latest.wav"
+    link.symlink_to(tmp_path / "gone" / "rec.wav")
+    with pytest.raises(AudioError, match=f"latest.wav: it is a link to {tmp_path}/gone/rec.wav, which does not exist"):
+        read_audio(link, 16000)
+
+
 def test_non_finite_samples(tmp_path):
     x = tone(440, 1.0, 16000)
     x[8000] = np.nan

@@ -207,6 +207,17 @@ def test_a_backend_that_cannot_keep_up_drops_windows_says_so_at_most_once_a_whil
     assert f"({cost + sum(counts[ended:])} so far" in said[-1][1] and cost + sum(counts[ended:]) <= summary.dropped, said
 
 
+def test_digital_silence_in_a_file_is_not_asked_about_as_a_microphone(demo_bundle, tmp_path):
+    """A recording with a long silent stretch was asked "is the microphone muted or unplugged?" (an input
+    audit): a file's silence is said as the recording's."""
+    path = tmp_path / "quiet.wav"
+    sf.write(path, np.concatenate([noise(2.0, RATE), np.zeros(20 * RATE, np.float32)]), RATE)
+    sink = Collect()
+    listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(path), fast=True), sink=sink)
+    said = [s.message for s in sink.of("status") if "digital silence for" in s.message]
+    assert len(said) == 1 and "the recording holds no sound there" in said[0] and "microphone" not in said[0], said
+
+
 def test_a_stop_while_a_label_set_is_embedded_ends_it_at_once_and_caches_nothing(demo_bundle, clip, tmp_path,
                                                                                 monkeypatch):
     """A 90-label set takes 15 s to embed here (more on a small board) and SIGTERM waited for it: under

@@ -217,6 +217,18 @@ def test_channels_that_cancel_in_the_mono_mix_are_warned_of(tmp_path, caplog, in
         assert (f"audio file {file}: its 2 channels cancel completely" in caplog.text) == warned, caplog.text
 
 
+def test_audio_at_a_lower_rate_than_the_model_s_is_warned_of(tmp_path, caplog):
+    """8 kHz audio (a telephone's, a voice recorder's) lost events without a word (an input audit)."""
+    for rate, warned in ((8000, True), (22050, False)):
+        path = tmp_path / f"r{rate}.wav"
+        sf.write(path, noise(0.5, rate), rate)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="edge.capture.sources"):
+            read_all(FileSource(path, sample_rate=16000, fast=True))
+        said = "8000 Hz audio carries sound up to 4000 Hz, and the model listens at 16000 Hz" in caplog.text
+        assert said == warned and ("resampling 22050 Hz to 16000 Hz" in caplog.text) != warned, caplog.text
+
+
 def test_corrupt_file_mid_stream_delivers_what_decoded_then_fails_saying_so(tmp_path):
     path = tmp_path / "cut.flac"
     sf.write(path, noise(3.0, 16000), 16000)
