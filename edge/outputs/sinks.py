@@ -239,8 +239,18 @@ def record_dict(record: WindowResult | Event | Status, utc: str) -> dict:
         }
     if isinstance(record, Status):
         code = {"code": record.code} if record.code else {}
-        return {"type": "status", **head, "level": record.level, "message": record.message, **code}
+        return {"type": "status", **head, "level": record.level, "message": unicode_text(record.message), **code}
     raise TypeError(f"cannot describe a {type(record).__name__}: expected WindowResult, Event or Status")
+
+
+def unicode_text(text: str) -> str:
+    """`text` with the bytes of a file name that is no UTF-8 (which Python keeps as lone surrogates, and
+    JSON wrote as `\udce9`, refused by strict parsers and by SQLite) written as `\xe9`."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class JsonLines(Sink):

@@ -8,7 +8,17 @@ import pytest
 
 from edge.events import Event
 from edge.errors import OutputError
-from edge.outputs.sinks import FanOut, JsonLines, LiveView, PlainLines, Status, WindowResult, make_sink, same_terminal
+from edge.outputs.sinks import (
+    FanOut,
+    JsonLines,
+    LiveView,
+    PlainLines,
+    Status,
+    WindowResult,
+    make_sink,
+    record_dict,
+    same_terminal,
+)
 
 ORIGIN = datetime(2026, 11, 27, 0, 31, 0, 500000, tzinfo=timezone.utc)
 ANSI = re.compile(r"\x1b\[")
@@ -82,6 +92,17 @@ def test_json_writes_a_non_finite_number_as_null():
     JsonLines(stream, ORIGIN).window(WindowResult(1.0, (("a", float("nan")),), float("inf"), 0))
     obj = json.loads(stream.getvalue())  # strict JSON: no NaN literal
     assert obj["top"][0]["score"] is None and obj["latency_ms"] is None
+
+
+def test_a_file_name_that_is_no_utf8_is_written_as_its_bytes_not_a_lone_surrogate():
+    """`listen --input` of caf\xe9.wav (a Latin-1 name) ended its JSON with "\udce9", which strict parsers
+    refuse (and SQLite, the event log's, cannot store)."""
+    import os
+
+    name = os.fsdecode(b"/rec/caf\xe9.wav")
+    line = json.dumps(record_dict(Status(1.0, "info", f"stopped (end of audio file {name})"), "x"))
+    assert "\\udce9" not in line and json.loads(line)["message"] == "stopped (end of audio file /rec/caf\\xe9.wav)"
+    assert record_dict(Status(1.0, "info", "Türklingel 犬"), "x")["message"] == "Türklingel 犬"  # UTF-8 stays
 
 
 def test_json_never_writes_minus_zero():
