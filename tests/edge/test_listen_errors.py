@@ -390,9 +390,11 @@ def test_a_file_name_that_is_no_utf8_is_played_and_a_bundle_path_so_named_is_sai
                                *args], env={**os.environ, "PYTHONIOENCODING": "utf-8"}, capture_output=True,
                               timeout=120)
 
-    for args in ((), ("--json",)):
+    # plain lines escape what stdout cannot spell; JSON writes the name's byte (a lone surrogate, "\\udce9" in
+    # JSON, is refused by strict parsers)
+    for args, named in (((), b"caf\\udce9.wav"), (("--json",), b"caf\\\\xe9.wav")):
         played = listen(os.fsencode(demo_bundle.path), *args)
-        assert played.returncode == 0 and b"caf\\udce9.wav" in played.stdout, played.stderr.decode(errors="replace")
+        assert played.returncode == 0 and named in played.stdout, played.stderr.decode(errors="replace")
         assert b"Traceback" not in played.stderr
     bundle = folder + b"/bund\xe9"
     os.symlink(demo_bundle.path, bundle)
