@@ -379,6 +379,9 @@ class Windowing:
         return self.hop_frames * self.seconds_per_frame
 
 
+DC_CUTOFF_HZ = 10.0  # LevelMeter's high-pass: a microphone's constant offset is not read as a level
+
+
 class FrameQueue:
     """The stream's log-mel frames that a future window still needs, by absolute index."""
 
@@ -404,18 +407,55 @@ class FrameQueue:
             self.start += drop
 
 
+class DcBlocker:
+    """A stream freed of a constant offset: a one-pole high-pass at DC_CUTOFF_HZ, y[n] = x[n] - x[n-1] +
+    r y[n-1], the same whatever blocks the stream comes in. The stream starts from silence: an offset
+    there is a step that dies away in a few tens of ms."""
+
+    BLOCK = 1024  # samples solved at once in closed form (r^-BLOCK stays far from float64's range)
+
+    def __init__(self, rate: int):
+        self.r = math.exp(-2.0 * math.pi * DC_CUTOFF_HZ / rate)
+        self._x = self._y = 0.0  # the last sample in and out: the stream starts from silence
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if not x.size:
+            return x
+        x64 = np.asarray(x, dtype=np.float64)
+        u = np.diff(x64, prepend=self._x)
+        out = np.empty_like(u)
+        y, r = self._y, self.r
+        for i in range(0, u.size, self.BLOCK):
+            part = u[i : i + self.BLOCK]
+            j = np.arange(part.size)
+            # y_j = r^(j+1) y + r^j sum_{k<=j} r^-k u_k: the latest terms are the largest, so the sum keeps
+            # float64's precision
+            solved = r ** (j + 1) * y + r**j * np.cumsum(part * r ** (-j.astype(np.float64)))
+            out[i : i + part.size] = solved
+            y = float(solved[-1])
+        self._x, self._y = float(x64[-1]), y
+        return out.astype(np.float32)
+
+
 class LevelMeter:
     """The stream's loudness per frame hop (mean square of its `hop_length` samples), by the
     same absolute frame index as the log-mel frames, so a window's level is the mean over its
     frames' hops: `mean_square_dbfs(squares(first, count))`, 20 log10 RMS (a full-scale square
-    wave is 0 dBFS, a full-scale sine -3 dBFS, digital silence -inf)."""
+    wave is 0 dBFS, a full-scale sine -3 dBFS, digital silence -inf). Read without a constant
+    offset (`sample_rate` given: DcBlocker): a MEMS microphone on I2S adds a few percent of full
+    scale (5 % reads as -26 dBFS), which every window's level read, so the level gate never closed
+    and the window gain stopped raising distant sounds (and moved their scores). The model never
+    heard it: its band starts at 125 Hz."""
 
-    def __init__(self, hop_length: int):
+    def __init__(self, hop_length: int, sample_rate: int | None = None):
         self.hop_length = hop_length
         self.hops = FrameQueue(1)  # [n, 1] mean squares
         self._partial = np.zeros(0, dtype=np.float64)
+        self._dc = None if sample_rate is None else DcBlocker(sample_rate)
 
     def push(self, samples: np.ndarray) -> None:
+        if self._dc is not None:
+            samples = self._dc(np.asarray(samples, dtype=np.float32))
         x = np.concatenate([self._partial, np.asarray(samples, dtype=np.float64)])
         whole = len(x) // self.hop_length
         self._partial = x[whole * self.hop_length :]

@@ -1035,7 +1035,7 @@ class Listener:
         live = is_live(source)
         self._microphone = isinstance(source, MicrophoneSource)  # what digital silence is asked about
         mel, queue = StreamingLogMel(self.frontend), FrameQueue(self.frontend.n_mels)
-        self._levels = LevelMeter(self.frontend.hop_length)
+        self._levels = LevelMeter(self.frontend.hop_length, self.frontend.sample_rate)
         self.smoother.reset()
         self._silent_samples = 0
         self._clipped_said = 0  # a new source counts from 0

@@ -89,3 +89,46 @@ def test_non_finite_samples(tmp_path):
     sf.write(path, x, 16000, subtype="FLOAT")
     with pytest.raises(AudioError, match=r"holds 2 NaN or infinite sample\(s\), the first at 0.500 s"):
         read_audio(path, 32000)
+
+
+def test_the_dc_blocker_removes_an_offset_and_is_the_same_whatever_the_blocks():
+    """A MEMS microphone on I2S adds a constant offset (5 % of full scale reads as -26 dBFS): it goes, what the
+    model hears (from 125 Hz) stays, and a stream cut into other blocks (a microphone's, a file's) gives the
+    same samples."""
+    from edge.features import DcBlocker
+
+    rate = 16000
+    rng = np.random.default_rng(0)
+    t = np.arange(4 * rate) / rate
+    sound = (0.1 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+    whole = DcBlocker(rate)(sound + 0.05)
+    assert abs(float(whole[rate:].mean())) < 1e-4  # the offset, gone after the first second (and at once: steady)
+    assert np.abs(whole[rate:] - sound[rate:]).max() < 0.01  # 440 Hz and the noise pass
+    blocker, cuts = DcBlocker(rate), np.sort(rng.choice(sound.size, 40, replace=False))
+    blocked = np.concatenate([blocker(part) for part in np.split(sound + 0.05, cuts)])
+    assert np.abs(blocked - whole).max() < 1e-6
+
+
+def test_a_stream_with_an_offset_reads_the_levels_and_scores_of_one_without(tmp_path):
+    """The offset read as every window's level: quiet windows at -26 dBFS, so `--min-level` never gated and
+    the window gain stopped raising; scores moved with it. The audio itself is as it came (the model's band
+    starts at 125 Hz)."""
+    from edge.listen import ListenOptions, listen
+    from tests.edge.test_listen_contracts import Collect
+    from tests.signals import noise
+
+    quiet = noise(6.0, 16000, amplitude=0.003)
+    quiet[2 * 16000:3 * 16000] += 0.3 * np.sin(2 * np.pi * 800 * np.arange(16000) / 16000)
+    windows = {}
+    for name, offset in (("clean", 0.0), ("offset", 0.05)):
+        path = tmp_path / f"{name}.wav"
+        sf.write(path, quiet + offset, 16000, subtype="FLOAT")
+        sink = Collect()
+        listen(ListenOptions(labels="urban", input=str(path), fast=True, hop=1.0, window=1.0, top_k=10), sink=sink)
+        windows[name] = sink.of("window")
+    levels = [(a.level_dbfs, b.level_dbfs) for a, b in zip(windows["clean"], windows["offset"])]
+    # the first window holds the step the offset makes as the stream starts (from silence: gone in ~50 ms)
+    assert len(levels) == 6 and all(abs(a - b) < 0.1 for a, b in levels[1:]), levels
+    assert levels[0][1] < -40, levels
+    scores = [(dict(a.top), dict(b.top)) for a, b in zip(windows["clean"], windows["offset"])]
+    assert all(abs(a[k] - b[k]) < 0.05 for a, b in scores for k in a), scores
