@@ -450,22 +450,29 @@ class LevelMeter:
     def __init__(self, hop_length: int, sample_rate: int | None = None):
         self.hop_length = hop_length
         self.hops = FrameQueue(1)  # [n, 1] mean squares
-        self._partial = np.zeros(0, dtype=np.float64)
+        self._partial = np.zeros((2, 0), dtype=np.float64)  # the samples of a hop not yet whole: as read, as came
         self._dc = None if sample_rate is None else DcBlocker(sample_rate)
 
     def push(self, samples: np.ndarray) -> None:
-        if self._dc is not None:
-            samples = self._dc(np.asarray(samples, dtype=np.float32))
-        x = np.concatenate([self._partial, np.asarray(samples, dtype=np.float64)])
-        whole = len(x) // self.hop_length
-        self._partial = x[whole * self.hop_length :]
-        self.hops.append(hop_squares(x, self.hop_length)[:, None])
+        came = np.asarray(samples, dtype=np.float64)
+        read = came if self._dc is None else self._dc(came.astype(np.float32)).astype(np.float64)
+        x = np.concatenate([self._partial, np.stack([read, came])], axis=1)
+        whole = x.shape[1] // self.hop_length
+        self._partial = x[:, whole * self.hop_length :]
+        self.hops.append(self._squares(x[:, : whole * self.hop_length])[:, None])
+
+    def _squares(self, x: np.ndarray) -> np.ndarray:
+        """[n] hop mean squares of [2, n x hop_length] samples as read and as came: digital silence stays
+        silence (the high-pass's tail after a sound is no level)."""
+        read, came = (hop_squares(row, self.hop_length) for row in x)
+        return np.where(came == 0.0, 0.0, read)
 
     def flush(self) -> None:
         """The end of the stream: its last, shorter hop counts too."""
-        if self._partial.size:
-            self.hops.append(np.array([[np.mean(self._partial**2)]]))
-            self._partial = self._partial[:0]
+        if self._partial.shape[1]:
+            read, came = np.mean(self._partial**2, axis=1)
+            self.hops.append(np.array([[0.0 if came == 0.0 else read]]))
+            self._partial = self._partial[:, :0]
 
     def squares(self, first: int, count: int) -> np.ndarray:
         """[count] the mean squares of hops first .. first + count - 1 (at least one)."""
