@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 from tests.signals import noise
@@ -13,6 +14,7 @@ from tests.signals import noise
 EDGE = str(Path(sys.executable).with_name("semanticac-edge"))
 
 
+@pytest.mark.slow  # two runs of a real process
 def test_onnx_runtime_reports_to_no_one(tmp_path):
     """ONNX Runtime's wheel starts Microsoft's telemetry as it is imported (a device id and a queue of
     events under the cache folder, then lookups of its collector): a listen run made

@@ -245,6 +245,7 @@ def journal_run(args: list[str], tmp_path: Path, name: str) -> tuple[int, list[s
     return code, log.read_text().splitlines()
 
 
+@pytest.mark.slow  # three starts of a real process
 def test_the_error_that_stops_the_service_is_one_line_at_the_journals_error_priority(tmp_path, wav):
     """Why the service stopped was a line without a priority (click's `Error: ...`), which journald reads as
     info: `journalctl -p warning` left it out. An error said by the outputs (a metrics port taken) was also
