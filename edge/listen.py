@@ -902,6 +902,7 @@ class Listener:
         self._silent_samples = 0  # digital silence in a row, in model-rate samples
         self._clipped_said = 0  # the source's clipped samples as of the last "clipping" status
         self._clipping_at = -math.inf  # monotonic time of that status
+        self._cancelling_at = -math.inf  # monotonic time of the last "channels_cancel" status
         self._dropped_said, self._overload_at = 0, -math.inf  # windows dropped as of the last overload status, its time
         # the overload said and not yet said to be over: (windows dropped before it, monotonic time of its first
         # and of its latest drop); None: none
@@ -1039,6 +1040,7 @@ class Listener:
         self.smoother.reset()
         self._silent_samples = 0
         self._clipped_said = 0  # a new source counts from 0
+        self._cancelling_at = -math.inf  # and is judged afresh
         next_k = 0
         anchored = not live or self.sink.origin_given  # a live source's first audio dates it (see _anchor)
         failure: SemanticACError | None = None
@@ -1167,6 +1169,9 @@ class Listener:
             lost_for, self._lost_at = self._heard_at - self._lost_at, None
             self._restored_at = self._heard_at
             self._status("info", f"audio restored: {source.name} after {lost_for:.1f} s lost", code="audio_restored")
+        if source.cancelling is not None and time.monotonic() - self._cancelling_at >= CLIPPING_STATUS_SECONDS:
+            self._cancelling_at = time.monotonic()  # as clipping: a wiring fault lasts, and MQTT holds it a while
+            self._status("warning", source.cancelling, code="channels_cancel")
         clipped = source.clipped_samples - self._clipped_said
         if clipped > 0 and time.monotonic() - self._clipping_at >= CLIPPING_STATUS_SECONDS:
             self._clipped_said, self._clipping_at = source.clipped_samples, time.monotonic()

@@ -136,7 +136,8 @@ class Source:
 
     Counters: `samples_delivered` (model-rate samples returned by `read`), `overflows` (input
     frames lost because the consumer fell behind the ring), `clipped_samples` (input samples
-    that are the CLIP_RUN-th or later of a run at |x| >= CLIP_LEVEL).
+    that are the CLIP_RUN-th or later of a run at |x| >= CLIP_LEVEL). `cancelling`: the warning,
+    once a source of several channels has found them cancelling in its mono mix (else None).
     """
 
     # what to do of clipping: a recording is clipped as it is; a microphone's gain can be lowered
@@ -162,6 +163,7 @@ class Source:
         self.sample_rate = sample_rate
         self.samples_delivered = 0
         self.clipped_samples = 0
+        self.cancelling: str | None = None  # what is wrong, once its channels are found to cancel in the mix
         self.end_reason: str | None = None
         self._ring = RingBuffer(max(round(buffer_seconds * input_rate), block, 1), channels)
         self._resampler = (
@@ -317,9 +319,9 @@ class Source:
             return
         channels, mix, _ = self._cancel
         self._cancel = None
-        warning = cancel_warning(self.name, self.channels, channels, mix)
-        if warning is not None:
-            log.warning("%s", warning)
+        self.cancelling = cancel_warning(self.name, self.channels, channels, mix)
+        if self.cancelling is not None:  # debug: listen's `channels_cancel` status says it (every 10 min)
+            log.debug("%s", self.cancelling)
 
     def _count_clipping(self, x: np.ndarray) -> None:
         run = full_scale_runs(x, self._clip_run)

@@ -91,8 +91,18 @@ ONLINE, OFFLINE = "online", "offline"
 # status codes that need a person: held until they end (sinks.ENDS: audio_restored, overload_ended, ...; a
 # failure ends the run) or, for the HELD ones, PROBLEM_HOLD_SECONDS after the last (clipping and overload
 # repeat every 10 minutes at most while they last)
-PROBLEMS = ("audio_lost", "source_error", "backend_error", "clipping", "overload", "event_log", "clips", "failure")
-HELD = ("clipping", "overload")
+PROBLEMS = (
+    "audio_lost",
+    "source_error",
+    "backend_error",
+    "clipping",
+    "channels_cancel",
+    "overload",
+    "event_log",
+    "clips",
+    "failure",
+)
+HELD = ("clipping", "channels_cancel", "overload")
 PROBLEM_HOLD_SECONDS = 900.0
 TAKEN_OVER_SECONDS = 5.0  # connections ended sooner, twice in a row: likely one client id used twice
 ANNOUNCE_WAIT_SECONDS = 5.0  # the discovery config waits this long at most for the labels list to come back

@@ -16,7 +16,8 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   of it: edge.scoring); start: `event_id`, `label`,
   `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
-  backend_error, overload, overload_ended, audio_lost, audio_restored, clipping, clock_step; the service's
+  backend_error, overload, overload_ended, audio_lost, audio_restored, clipping, channels_cancel,
+  clock_step; the service's
   add event_log, event_log_restored, clips, clips_restored and failure). A non-finite number is written
   as null.
 - `PlainLines` (stdout is not a terminal): one readable, greppable line per record.

@@ -204,9 +204,9 @@ def test_channels_that_cancel_in_the_mono_mix_are_warned_of(tmp_path, caplog, in
     left = noise(2.0, 16000, amplitude=0.1)
     path = tmp_path / "stereo.wav"
     sf.write(path, np.stack([left, -left if invert else left], axis=1), 16000, subtype="FLOAT")
-    with caplog.at_level(logging.WARNING, logger="edge.capture.sources"):
-        read_all(FileSource(path, sample_rate=16000, fast=True))
-    assert ("its 2 channels cancel completely when mixed to mono" in caplog.text) == warned, caplog.text
+    source = FileSource(path, sample_rate=16000, fast=True)
+    read_all(source)  # the source says what is wrong; listen makes it a status (below)
+    assert ("its 2 channels cancel completely when mixed to mono" in (source.cancelling or "")) == warned
     # calibrate reads whole files (read_audio): it fitted a set's thresholds and calibration on silence unwarned
     short = tmp_path / "short.wav"  # a clip of 0.2 s: less than the stream's first second, judged whole
     sf.write(short, np.stack([left[:3200], -left[:3200] if invert else left[:3200]], axis=1), 16000, subtype="FLOAT")
@@ -736,3 +736,22 @@ def test_alsa_s_own_error_lines_go_to_the_log_not_stderr(null_sink):
     assert "refused: input device" in child.stdout, (child.stdout, child.stderr[-2000:])
     assert "ALSA lib" not in child.stderr and "\n\n" not in child.stderr, child.stderr[-2000:]
     assert "LOG DEBUG ALSA pcm_pulse.c" in child.stderr and "Unable to create stream" in child.stderr
+
+
+def test_channels_that_cancel_are_a_status_a_service_s_outputs_see(tmp_path):
+    """The warning was a log line only: a JSON consumer, MQTT's problem sensor and the event log saw 0 events
+    and nothing else. It is a status (code channels_cancel), said again every 10 minutes as clipping is."""
+    from edge.listen import ListenOptions, listen
+    from edge.outputs.mqtt import HELD, PROBLEMS
+    from tests.edge.test_listen_contracts import Collect
+
+    left = noise(3.0, 16000, amplitude=0.1)
+    for invert in (True, False):
+        path = tmp_path / f"stereo{invert}.wav"
+        sf.write(path, np.stack([left, -left if invert else left], axis=1), 16000, subtype="FLOAT")
+        sink = Collect()
+        listen(ListenOptions(labels="urban", input=str(path), fast=True), sink=sink)
+        said = [s for s in sink.of("status") if s.code == "channels_cancel"]
+        assert len(said) == invert, said
+        assert not invert or (said[0].level == "warning" and "its 2 channels cancel completely" in said[0].message)
+    assert "channels_cancel" in PROBLEMS and "channels_cancel" in HELD  # MQTT's problem, held 15 minutes
