@@ -442,7 +442,7 @@ class LevelMeter:
     same absolute frame index as the log-mel frames, so a window's level is the mean over its
     frames' hops: `mean_square_dbfs(squares(first, count))`, 20 log10 RMS (a full-scale square
     wave is 0 dBFS, a full-scale sine -3 dBFS, digital silence -inf). Read without a constant
-    offset (`sample_rate` given: DcBlocker): a MEMS microphone on I2S adds a few percent of full
+    offset (`sample_rate` given: DcBlocker): some MEMS microphones on I2S add a few percent of full
     scale (5 % reads as -26 dBFS), which every window's level read, so the level gate never closed
     and the window gain stopped raising distant sounds (and moved their scores). The model never
     heard it: its band starts at 125 Hz."""
