@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -31,7 +32,7 @@ from calibrate.progress import Progress
 from edge.capture.audio import decode_audio, read_audio
 from edge.errors import AudioError
 from edge.events import Event
-from edge.fsutil import LockHeld, take_lock
+from edge.fsutil import LockHeld, remove_tree, take_lock
 from edge.listen import ListenOptions, listen
 from edge.outputs.sinks import Sink, Status, WindowResult
 from edge.scoring import Smoother
@@ -131,7 +132,7 @@ def temporary_folder() -> Iterator[Path]:
     """A temporary folder calibrate listens in, removed however the block ends (a signal included), and
     held (a lock inside) while it is in use: the folders of runs killed before they could remove their own
     (kill -9, out of memory, a power cut: a joined hour of background is 230 MB) go at the next run."""
-    remove_left_behind()
+    _left_behind_removed()
     folder: Path | None = None
     held: int | None = None
     try:
@@ -148,6 +149,12 @@ def temporary_folder() -> Iterator[Path]:
                 shutil.rmtree(folder, ignore_errors=True)
                 if held is not None:
                     os.close(held)
+
+
+@functools.cache
+def _left_behind_removed() -> int:
+    """remove_left_behind, once a process: a run makes a folder for each clip it pads."""
+    return remove_left_behind()
 
 
 def remove_left_behind(root: Path | None = None) -> int:
@@ -167,8 +174,7 @@ def remove_left_behind(root: Path | None = None) -> int:
         except (LockHeld, OSError):  # in use by a run now
             continue
         try:
-            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-            shutil.rmtree(folder)
+            size = remove_tree(folder)
             freed += size
             log.info("removed %s, %.1f MB that a calibrate run killed before its end left behind", folder, size / 1e6)
         except OSError:

@@ -415,26 +415,27 @@ class DcBlocker:
     BLOCK = 1024  # samples solved at once in closed form (r^-BLOCK stays far from float64's range)
 
     def __init__(self, rate: int):
-        self.r = math.exp(-2.0 * math.pi * DC_CUTOFF_HZ / rate)
+        r = math.exp(-2.0 * math.pi * DC_CUTOFF_HZ / rate)
+        j = np.arange(self.BLOCK, dtype=np.float64)
+        self._powers = (r ** (j + 1), r**j, r**-j)  # for y_j = r^(j+1) y + r^j sum_{k<=j} r^-k u_k
         self._x = self._y = 0.0  # the last sample in and out: the stream starts from silence
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        if not x.size:
-            return x
+        """float64 samples without the offset, of `x`'s that follow the last call's."""
         x64 = np.asarray(x, dtype=np.float64)
+        if not x64.size:
+            return x64
         u = np.diff(x64, prepend=self._x)
         out = np.empty_like(u)
-        y, r = self._y, self.r
+        y = self._y
         for i in range(0, u.size, self.BLOCK):
             part = u[i : i + self.BLOCK]
-            j = np.arange(part.size)
-            # y_j = r^(j+1) y + r^j sum_{k<=j} r^-k u_k: the latest terms are the largest, so the sum keeps
-            # float64's precision
-            solved = r ** (j + 1) * y + r**j * np.cumsum(part * r ** (-j.astype(np.float64)))
-            out[i : i + part.size] = solved
-            y = float(solved[-1])
+            after, scale, inverse = (p[: part.size] for p in self._powers)
+            # the latest terms are the largest, so the sum keeps float64's precision
+            out[i : i + part.size] = after * y + scale * np.cumsum(part * inverse)
+            y = float(out[i + part.size - 1])
         self._x, self._y = float(x64[-1]), y
-        return out.astype(np.float32)
+        return out
 
 
 class LevelMeter:
@@ -455,7 +456,7 @@ class LevelMeter:
 
     def push(self, samples: np.ndarray) -> None:
         came = np.asarray(samples, dtype=np.float64)
-        read = came if self._dc is None else self._dc(came.astype(np.float32)).astype(np.float64)
+        read = came if self._dc is None else self._dc(came)
         x = np.concatenate([self._partial, np.stack([read, came])], axis=1)
         whole = x.shape[1] // self.hop_length
         self._partial = x[:, whole * self.hop_length :]

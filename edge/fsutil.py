@@ -157,8 +157,7 @@ def remove_stale_temporaries(target: str | Path, older_than: float) -> int:
             if time.time() - leftover.stat().st_mtime < older_than:
                 continue
             if leftover.is_dir():
-                size = sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
-                shutil.rmtree(leftover)
+                size = remove_tree(leftover)
             else:
                 size = leftover.stat().st_size
                 leftover.unlink()
@@ -166,6 +165,13 @@ def remove_stale_temporaries(target: str | Path, older_than: float) -> int:
             continue
         freed += size
     return freed
+
+
+def remove_tree(folder: Path) -> int:
+    """Remove `folder` and all it holds; the bytes its files held. OSError when it cannot."""
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    shutil.rmtree(folder)
+    return size
 
 
 def previous_versions(target: str | Path) -> list[Path]:

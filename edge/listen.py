@@ -1287,7 +1287,8 @@ class Listener:
             if self._overload is None:  # a new overload: said at once
                 self._overload_at, self._dropped_said = -math.inf, self.summary.dropped
                 self._overload = (self.summary.dropped, now, now)
-            self._overload = (*self._overload[:2], now)
+            else:
+                self._overload = (*self._overload[:2], now)
             self.summary.dropped += late
             if now - self._overload_at >= OVERLOAD_STATUS_SECONDS:
                 first, unsaid = self._dropped_said == self._overload[0], self.summary.dropped - self._dropped_said

@@ -534,16 +534,12 @@ class ClipRecorder(Sink):
             now = time.time()
             clips = self._clips()
             free = self._free()
-            note = (
-                None
-                if config.max_age_days is None
-                else age_note(
-                    config.max_age_days, "clips", "Clips beyond max_megabytes and min_free_megabytes", self.trust_clock
-                )
-            )
-            if note is not None and not self._age_wait_said:
-                self._age_wait_said = True  # said once: it had kept clips past their age without a word
-                log.info("clips: %s", note)
+            if config.max_age_days is not None and not self._age_wait_said:  # said once: it had kept clips
+                beyond = "Clips beyond max_megabytes and min_free_megabytes"  # past their age without a word
+                note = age_note(config.max_age_days, "clips", beyond, self.trust_clock)
+                if note is not None:
+                    self._age_wait_said = True
+                    log.info("clips: %s", note)
             if config.max_age_days is not None and dates_trusted(self.trust_clock):
                 too_old, unset = now - config.max_age_days * DAY, UNSET_BEFORE.timestamp()
                 old = [c for c in clips if unset <= c[0] < too_old and c[3] != keep]

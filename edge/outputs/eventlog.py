@@ -371,10 +371,11 @@ class EventLogSink(Sink):
         """Remove what retention says now: (events, statuses) removed."""
         assert self._db is not None, "the event log is closed"
         by_age = clock.dates_trusted(self.trust_clock)
-        note = clock.age_note(self.config.max_age_days, "rows", "Rows beyond max_events", self.trust_clock)
-        if note is not None and not self._age_wait_said:
-            self._age_wait_said = True
-            log.info("event log: %s", note)
+        if not self._age_wait_said:
+            note = clock.age_note(self.config.max_age_days, "rows", "Rows beyond max_events", self.trust_clock)
+            if note is not None:
+                self._age_wait_said = True
+                log.info("event log: %s", note)
         cutoff = (datetime.now(timezone.utc) - timedelta(days=self.config.max_age_days)).isoformat(
             timespec="milliseconds"
         )

@@ -233,12 +233,13 @@ def install_service(settings: UnitSettings, unit_path: str | Path = UNIT_PATH, f
         atomic_write_text(unit_path, render_unit(settings))
         write_config, backup = force or not config_path.exists(), None
         if write_config:
+            example = example_text()
             with contextlib.suppress(FileNotFoundError):
                 old = config_path.read_bytes()
-                if old != example_text().encode("utf-8"):  # a config someone edited: kept beside, as private
+                if old != example.encode("utf-8"):  # a config someone edited: kept beside, as private
                     backup = config_path.with_name(config_path.name + ".bak")
                     atomic_write_bytes(backup, old, like=config_path)
-            atomic_write_text(config_path, example_text())
+            atomic_write_text(config_path, example)
     except OSError as err:
         raise ConfigError(
             f"cannot write {err.filename or unit_path}: {err.strerror or err}; run it as root (sudo), "
