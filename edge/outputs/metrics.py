@@ -65,6 +65,10 @@ BACKLOG = 64
 CLOSE_GRACE_SECONDS = 1.0  # close(): how long readers get to receive what is queued before their sockets are shut
 # inference latency (the audio's arrival to its scores): a Jetson's GPU is in the low ms, a CPU in tens to hundreds
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# serve: an address that cannot be listened on at the start is tried again this often, the service
+# running meanwhile without its endpoints (a LAN address that DHCP gives only after the start, a port
+# another program frees: at a boot, exit 78 had left the box without events until someone came)
+RETRY_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,16 @@ class MetricsConfig:
             raise invalid("port", self.port, "a TCP port from 1 to 65535 (0: any free port)")
         if not (math.isfinite(self.stale_seconds) and self.stale_seconds > 0):
             raise invalid("stale_seconds", self.stale_seconds, "a number of seconds > 0, a few hops (e.g. 10)")
+
+
+class AddressUnavailable(ConfigError):
+    """An address the metrics cannot listen on now that may be free later: a port another program
+    holds, an address this machine does not have (yet), a name that does not resolve (yet).
+    `reason`: that in a few words."""
+
+    def __init__(self, message: str, key: str, reason: str):
+        super().__init__(message, key=key)
+        self.reason = reason
 
 
 class _Reader:
@@ -150,7 +164,9 @@ class MetricsSink(Sink):
     the start at 0; `tail` shows the thresholds); `build_info` becomes semanticac_build_info;
     `mqtt_connected`, when given, is asked at each scrape (semanticac_mqtt_connected);
     `clips` too (the recorder's counts: semanticac_clips_total by outcome, and the free bytes of
-    the clips' disk).
+    the clips' disk). `retry_seconds`: an address that start() cannot listen on (AddressUnavailable)
+    is a status with code `metrics` and is tried again this often, `metrics_restored` once it
+    listens; None: start() raises it.
     """
 
     def __init__(
@@ -162,9 +178,11 @@ class MetricsSink(Sink):
         mqtt_connected: Callable[[], bool] | None = None,
         thresholds: Mapping[str, float] | None = None,
         clips: Callable[[], ClipCounts] | None = None,
+        retry_seconds: float | None = None,
     ):
         super().__init__()
         self.config = config
+        self.retry_seconds = retry_seconds
         self.labels = list(labels)
         self.thresholds = dict(thresholds or {})
         # Prometheus label names: letters, digits and _ ("label-set" -> "label_set")
@@ -186,6 +204,8 @@ class MetricsSink(Sink):
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
+        self._retrying: threading.Thread | None = None
+        self._restored: str | None = None  # the retry's news, said from the listen loop's thread
 
     def _metrics(self, registry: CollectorRegistry) -> None:
         p = "semanticac_"
@@ -234,6 +254,9 @@ class MetricsSink(Sink):
     # --- the Sink: called from the listen loop; only counters and non-blocking appends
 
     def window(self, result: WindowResult) -> None:
+        if self._restored is not None:  # report() reaches every output (the event log's connection): this thread
+            restored, self._restored = self._restored, None
+            self.report("info", restored, "metrics_restored")
         self.m_windows.inc()
         if result.dropped > self._dropped:
             self.m_dropped.inc(result.dropped - self._dropped)
@@ -325,10 +348,24 @@ class MetricsSink(Sink):
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def start(self) -> None:
-        """Listen on config.host:config.port and serve in a daemon thread; ConfigError when it cannot bind."""
-        if self._server is not None:
+        """Listen on config.host:config.port and serve in a daemon thread; ConfigError when it cannot
+        bind, or, with retry_seconds, a `metrics` status for an address that may be free later."""
+        if self._server is not None or self._retrying is not None:
             raise RuntimeError("MetricsSink.start: already started")
-        server = bind_server(self.config.host, self.config.port)
+        try:
+            server = bind_server(self.config.host, self.config.port)
+        except AddressUnavailable as err:
+            if self.retry_seconds is None:
+                raise
+            message = f"{err}; the service runs without them and tries again every {self.retry_seconds:g} s"
+            log.warning("%s", message)
+            self.report("warning", message, "metrics")
+            self._retrying = threading.Thread(target=self._retry, args=(err,), name="metrics-retry", daemon=True)
+            self._retrying.start()
+            return
+        self._serve(server)
+
+    def _serve(self, server: _Server) -> None:
         server.sink = self
         self._server, self._started_at = server, time.monotonic()
         self._thread = threading.Thread(
@@ -337,9 +374,29 @@ class MetricsSink(Sink):
         self._thread.start()
         log.info("metrics: /metrics, /healthz and /stream on %s", self.url)
 
+    def _retry(self, first: AddressUnavailable) -> None:
+        """Bind every retry_seconds until it works or close(); the news waits for the next window."""
+        assert self.retry_seconds is not None
+        began = time.monotonic()
+        while not self._closing.wait(self.retry_seconds):
+            try:
+                server = bind_server(self.config.host, self.config.port)
+            except AddressUnavailable as err:
+                log.debug("metrics: still cannot listen: %s", err)
+                continue
+            self._serve(server)
+            self._restored = (
+                f"metrics: listening on {self.url} now, {time.monotonic() - began:.0f} s after it could not "
+                f"({first.reason})"
+            )
+            log.info("%s", self._restored)
+            return
+
     def close(self) -> None:
         """Stop the server and end every /stream (readers get what is queued, for up to a second)."""
         self._closing.set()
+        if self._retrying is not None:  # first: it may be starting the server
+            self._retrying.join()
         readers = self._readers
         for reader in readers:
             reader.ready.set()
@@ -397,32 +454,38 @@ def _shut(connection: socket.socket) -> None:
 
 def bind_server(host: str, port: int) -> _Server:
     """The metrics HTTP server bound to host:port (not yet serving); ConfigError naming the key and the
-    fix when it cannot bind (a reload's check binds one and closes it: another program's port)."""
+    fix when it cannot bind (a reload's check binds one and closes it: another program's port),
+    AddressUnavailable where that may pass (a port taken, an address or name not there yet)."""
     server_class = _Server6 if ":" in host else _Server
     try:
         return server_class((host, port), _Handler)
     except socket.gaierror as err:
-        raise ConfigError(
+        raise AddressUnavailable(
             f"metrics.host {host!r} is not an address of this machine ({err.strerror}): "
             'use an IP address such as "127.0.0.1", or a name that resolves',
             key="metrics.host",
+            reason=f"{host!r} did not resolve",
         ) from None
     except OSError as err:
         if err.errno == errno.EADDRNOTAVAIL:  # the host, not the port
-            raise ConfigError(
+            raise AddressUnavailable(
                 f"metrics.host {host!r} is not an address of this machine ({err.strerror}): use one of its own "
                 '(`ip -brief address`), "127.0.0.1" for this machine only, or "0.0.0.0" for every interface',
                 key="metrics.host",
+                reason=f"{host} was not an address of this machine",
             ) from None
-        why = (
-            "ports below 1024 need privileges the service does not have; choose one from 1024 (9464)"
-            if err.errno == errno.EACCES and port < 1024
-            else "another program (a second service?) may use it; choose a free port in metrics.port"
-        )
-        raise ConfigError(
-            f"metrics.port {port}: cannot listen on {host}:{port} ({err.strerror or err}): {why}, "
+        message = f"metrics.port {port}: cannot listen on {host}:{port} ({err.strerror or err}): "
+        if err.errno == errno.EACCES and port < 1024:
+            raise ConfigError(
+                message + "ports below 1024 need privileges the service does not have; choose one from 1024 "
+                "(9464), or set metrics.enabled: false",
+                key="metrics.port",
+            ) from None
+        raise AddressUnavailable(
+            message + "another program (a second service?) may use it; choose a free port in metrics.port, "
             "or set metrics.enabled: false",
             key="metrics.port",
+            reason=f"port {port} was taken" if err.errno == errno.EADDRINUSE else str(err.strerror or err),
         ) from None
 
 

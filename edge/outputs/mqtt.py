@@ -100,6 +100,7 @@ PROBLEMS = (
     "overload",
     "event_log",
     "clips",
+    "metrics",
     "failure",
 )
 HELD = ("clipping", "channels_cancel", "overload")

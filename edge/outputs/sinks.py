@@ -17,9 +17,8 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
   backend_error, overload, overload_ended, audio_lost, audio_restored, clipping, channels_cancel,
-  clock_step; the service's
-  add event_log, event_log_restored, clips, clips_restored and failure). A non-finite number is written
-  as null.
+  clock_step; the service's add event_log, event_log_restored, clips, clips_restored, metrics,
+  metrics_restored and failure). A non-finite number is written as null.
 - `PlainLines` (stdout is not a terminal): one readable, greppable line per record.
 - `LiveView` (a terminal): the top-k with bars, active events and counters redrawn in place
   with ANSI cursor moves; events and status lines scroll above it and stay.
@@ -117,6 +116,7 @@ ENDS = {
     "overload_ended": "overload",
     "event_log_restored": "event_log",
     "clips_restored": "clips",
+    "metrics_restored": "metrics",
 }
 
 

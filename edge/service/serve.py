@@ -49,7 +49,7 @@ from edge.labels.labelset import LabelSet, label_files, resolve_label_set
 from edge.listen import ListenOptions, ListenSummary
 from edge.outputs.clips import ClipRecorder, clip_history_seconds
 from edge.outputs.eventlog import EventLogSink, new_run_id
-from edge.outputs.metrics import MetricsSink
+from edge.outputs.metrics import RETRY_SECONDS, MetricsSink
 from edge.outputs.mqtt import MqttSink
 from edge.outputs.sinks import ENDS, FanOut, Sink, Status, WindowResult
 from edge.service.config import ServiceConfig
@@ -809,6 +809,7 @@ def build_outputs(
                     mqtt_connected=(lambda: mqtt.connected) if mqtt is not None else None,
                     thresholds=thresholds,
                     clips=recorder.counts if recorder is not None else None,
+                    retry_seconds=RETRY_SECONDS,
                 )
             )
     except BaseException:

@@ -252,6 +252,50 @@ def test_a_port_in_use_is_a_config_error_naming_the_key_and_the_fix(make_sink):
     assert f"metrics.port {first.port}" in str(info.value) and "choose a free port" in str(info.value)
 
 
+def test_an_address_taken_at_the_start_is_a_problem_tried_again_until_it_listens(make_sink):
+    """serve's start exited 78 on a port another program held or a LAN address DHCP had not given yet,
+    and systemd does not restart that: a box whose network came up after the service stayed without
+    events. With retry_seconds the start says it (code `metrics`), runs on, and listens once it can."""
+    holder = make_sink()
+    port = holder.port
+    sink = MetricsSink(MetricsConfig(port=port), LABELS, build_info={}, retry_seconds=0.05)
+    said = []
+    sink.report = lambda level, message, code: said.append((level, code, message))
+    try:
+        sink.start()  # no ConfigError
+        assert [(level, code) for level, code, _ in said] == [("warning", "metrics")]
+        assert f"metrics.port {port}" in said[0][2] and "tries again every 0.05 s" in said[0][2]
+        time.sleep(0.3)  # several tries while the port is held
+        sink.window(window(1.0))
+        assert len(said) == 1 and sink._server is None
+        holder.close()
+        deadline = time.monotonic() + 10
+        while sink._server is None:
+            assert time.monotonic() < deadline, "never listened once the port was free"
+            time.sleep(0.02)
+        sink.window(window(2.0))  # the news is said from the listen loop's thread
+        assert [(level, code) for level, code, _ in said[1:]] == [("info", "metrics_restored")]
+        assert f"listening on http://127.0.0.1:{port} now" in said[1][2] and f"port {port} was taken" in said[1][2]
+        code, body = get(sink, "/healthz")
+        assert code == 200 and json.loads(body)["windows"] == 2
+    finally:
+        sink.close()
+
+
+def test_a_sink_closed_while_it_waits_for_its_address_stops_trying():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    sink = MetricsSink(MetricsConfig(port=holder.getsockname()[1]), LABELS, build_info={}, retry_seconds=3600)
+    try:
+        sink.start()
+        began = time.monotonic()
+        sink.close()  # does not wait out the hour
+        assert time.monotonic() - began < 5 and not sink._retrying.is_alive() and sink._server is None
+    finally:
+        holder.close()
+
+
 def test_a_host_that_does_not_resolve_is_a_config_error():
     sink = MetricsSink(MetricsConfig(host="no-such-host.invalid", port=0), LABELS, build_info={})
     with pytest.raises(ConfigError) as info:

@@ -248,20 +248,14 @@ def journal_run(args: list[str], tmp_path: Path, name: str) -> tuple[int, list[s
 @pytest.mark.slow  # three starts of a real process
 def test_the_error_that_stops_the_service_is_one_line_at_the_journals_error_priority(tmp_path, wav):
     """Why the service stopped was a line without a priority (click's `Error: ...`), which journald reads as
-    info: `journalctl -p warning` left it out. An error said by the outputs (a metrics port taken) was also
-    a second line. Now it is one line at err, the exit status as before; a bug's traceback follows a line
-    at crit, once."""
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen()
-    port = taken.getsockname()[1]
-    config = write_config(tmp_path / "service.yaml", audio={"input": str(wav)}, metrics={"port": port})
-    try:
-        code, lines = journal_run([EDGE, "serve", "--config", str(config)], tmp_path, "taken")
-    finally:
-        taken.close()
-    said = [line for line in lines if f"cannot listen on 127.0.0.1:{port}" in line]
-    assert code == 78 and len(said) == 1 and said[0].startswith(f"<3>Error: metrics.port {port}: "), lines
+    info: `journalctl -p warning` left it out. An error said by the outputs (a password that an output
+    cannot find as it starts) was also a second line. Now it is one line at err, the exit status as before;
+    a bug's traceback follows a line at crit, once."""
+    mqtt = {"enabled": True, "host": "127.0.0.1", "port": 1, "username": "u", "password_env": "SEMANTICAC_UNSET"}
+    config = write_config(tmp_path / "service.yaml", audio={"input": str(wav)}, mqtt=mqtt)
+    code, lines = journal_run([EDGE, "serve", "--config", str(config)], tmp_path, "unset")
+    said = [line for line in lines if "SEMANTICAC_UNSET" in line]
+    assert code == 78 and len(said) == 1 and said[0].startswith("<3>Error: mqtt.password_env "), lines
     assert all(line[:3] in {"<7>", "<6>", "<4>", "<3>", "<2>"} for line in lines), lines
     code, lines = journal_run([EDGE, "serve", "--config", str(tmp_path / "missing.yaml")], tmp_path, "missing")
     assert code == 78 and len(lines) == 1 and lines[0].startswith("<3>Error: ") and "missing.yaml" in lines[0], lines

@@ -107,6 +107,37 @@ def test_a_failure_at_start_is_the_problem_sensors_last_word(broker, subscribers
     assert "street.wav holds NaN" in problem["problems"][0]["message"]
 
 
+def test_a_metrics_port_taken_at_the_start_is_a_problem_not_a_stop(broker, subscribers, eager_labels, cache, tmp_path):
+    """A port another program holds at a boot (or a LAN address not given yet) made the start exit 78,
+    which systemd does not restart. The service now detects without its metrics, says why on the
+    problem sensor and in the event log, and goes on to the end of its input."""
+    import socket
+    import sqlite3
+
+    node = "port" + uuid.uuid4().hex[:8]
+    base = f"semanticac/{node}"
+    command, env = service(tmp_path, cache, eager_labels, broker.port, node, seconds=2.0, fast=True)
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        run = subprocess.run([*command, "--set", "metrics.enabled=true", "--set", f"metrics.port={port}"],
+                             env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        taken.close()
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr and "tries again every 30 s" in run.stderr
+    late = subscribers(broker.port, [f"{base}/#"])
+    late.sync()
+    retained = {m.topic: m.payload for m in late.messages if m.retain}
+    problem = json.loads(retained[f"{base}/problem"])
+    assert problem["state"] == "ON" and [p["code"] for p in problem["problems"]] == ["metrics"], problem
+    with sqlite3.connect(tmp_path / "state" / "events.sqlite") as db:
+        codes = [code for (code,) in db.execute("SELECT code FROM statuses")]
+    assert "metrics" in codes, codes
+
+
 @pytest.mark.slow  # three starts of a real process
 def test_a_config_error_at_start_reaches_the_problem_sensor(broker, subscribers, eager_labels, cache, tmp_path):
     """A config the start refuses (exit 78, which systemd does not restart: a label set saved with a
