@@ -113,6 +113,7 @@ _rescans = _Rescans()
 MAX_INPUT_RATE = 768_000
 MAX_CHANNELS = 128  # a 48 kHz recorder's most
 MAX_SAMPLES_PER_SECOND = MAX_INPUT_RATE * 8  # rate x channels: 48 kHz x 128
+_band_said: set[int] = set()  # input rates below the model's already warned of (once a process: a folder of them)
 CANCEL_CHECK_SECONDS = 1.0  # of audible input (channels above -60 dBFS) before the mix is judged
 STDIN_FORMATS = {"s16le": ("<i2", 2.0**-15), "s32le": ("<i4", 2.0**-31), "f32le": ("<f4", 1.0)}
 
@@ -183,7 +184,10 @@ class Source:
         self._cancel = [0.0, 0.0, 0] if channels > 1 else None  # channels' and mix's energy, frames: until judged
         if channels > 1:
             log.info("%s: mixing %d channels down to mono", name, channels)
-        if input_rate < sample_rate:  # band-limited: 8 kHz (a telephone's) had lost events without a word
+        if input_rate < sample_rate and input_rate in _band_said:  # calibrate reads a folder of them
+            log.info("%s: %d Hz audio, below the model's %d Hz (said above)", name, input_rate, sample_rate)
+        elif input_rate < sample_rate:  # band-limited: 8 kHz (a telephone's) had lost events without a word
+            _band_said.add(input_rate)
             log.warning(
                 "%s: %d Hz audio carries sound up to %d Hz, and the model listens at %d Hz (up to %d Hz): what lies "
                 "above (a siren's harmonics, birds, breaking glass) reaches it weaker or not at all; record at %d Hz "
