@@ -107,6 +107,7 @@ def test_a_failure_at_start_is_the_problem_sensors_last_word(broker, subscribers
     assert "street.wav holds NaN" in problem["problems"][0]["message"]
 
 
+@pytest.mark.slow  # a start of a real process
 def test_a_metrics_port_taken_at_the_start_is_a_problem_not_a_stop(broker, subscribers, eager_labels, cache, tmp_path):
     """A port another program holds at a boot (or a LAN address not given yet) made the start exit 78,
     which systemd does not restart. The service now detects without its metrics, says why on the
