@@ -72,24 +72,40 @@ class Resolved:
     label_set: LabelSet  # with labels.thresholds applied
 
 
+def disk_note(path: str | Path | None) -> str:
+    """ " (the disk of X is not mounted now: ...)" for an absolute `path` on a disk /etc/fstab names that is
+    not mounted (edge.service.mounts: a boot that did not wait for it); else ""."""
+    from edge.service.mounts import absent_disk, read_mounts
+
+    if path is None or not Path(path).is_absolute():
+        return ""
+    absent = absent_disk(path, *read_mounts())
+    return f" (the disk it is on: {absent})" if absent else ""
+
+
 def resolve(config: ServiceConfig, label_texts: Mapping[str, str] | None = None) -> Resolved:
     """The bundle and the label set of `config`, with its threshold overrides; no model is run.
     `label_texts`: the label-set files as a reload checked them ({absolute path: text}; labelset.label_files)."""
+    options = config.options
     try:
-        bundle, origin = resolve_bundle_origin(config.options.bundle)
+        bundle, origin = resolve_bundle_origin(options.bundle)
     except BundleError as err:
-        raise ConfigError(f"model.bundle {config.options.bundle!r}: {err}", key="model.bundle") from None
+        raise ConfigError(
+            f"model.bundle {options.bundle!r}: {err}{disk_note(options.bundle)}", key="model.bundle"
+        ) from None
     try:
         with label_files(label_texts):
-            label_set = resolve_label_set(config.options.labels)
+            label_set = resolve_label_set(options.labels)
     except LabelSetError as err:
-        raise ConfigError(f"labels.set {config.options.labels!r}: {err}", key="labels.set") from None
+        raise ConfigError(
+            f"labels.set {options.labels!r}: {err}{disk_note(options.labels)}", key="labels.set"
+        ) from None
     listen_windowing(config, bundle)
-    audio_file = config.options.input
+    audio_file = options.input
     if audio_file is not None and not Path(audio_file).is_file():
         raise ConfigError(
             f"audio.input {audio_file!r} is not a file: give the path of an audio file, or leave the key out "
-            "for the microphone",
+            f"for the microphone{disk_note(audio_file)}",
             key="audio.input",
         )
     if audio_file is not None:  # not audio: a restart (exit 1) would never mend it
@@ -353,8 +369,10 @@ def _placed(key: str, value: str, cannot: str, switch: str | None, folder: bool)
 def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:
     """check-config: a warning for each relative path (taken from the working directory, which
     under systemd is /: a config checked from its own folder passes, and the service then finds
-    nothing there) and each path in a home folder (the unit's dynamic user cannot read it)."""
+    nothing there), each path in a home folder (the unit's dynamic user cannot read it) and each
+    on a disk a boot may not have mounted when the service starts (edge.service.mounts)."""
     from edge.labels.labelset import shipped_label_sets
+    from edge.service.mounts import boot_race, read_mounts
 
     labels = config.options.labels
     mqtt = config.outputs.get("mqtt")
@@ -370,10 +388,14 @@ def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:
         **{f"mqtt.tls.{key}": getattr(tls, key, None) for key in ("ca_certs", "certfile", "keyfile")},
     }
     notes = []
+    fstab, now = read_mounts()
     for key, value in paths.items():
         if not value:
             continue
         path = Path(str(value)).expanduser()
+        race = boot_race(path, fstab, now) if path.is_absolute() else None
+        if race is not None:
+            notes.append(f"{key} {str(value)!r}: {race}")
         if not path.is_absolute():
             notes.append(
                 f"{key} {str(value)!r} is a relative path: it is taken from the working directory (here "
@@ -619,6 +641,22 @@ def hold_state_dir(folder: Path, reloading: threading.Event | None = None) -> It
             os.close(held[0])  # the lock goes with it
 
 
+def unmounted_notes(config: ServiceConfig, state_dir: Path) -> list[str]:
+    """A start's warning for each folder it writes (state, event log, clips) on a disk /etc/fstab names that
+    is not mounted now: it would write on the disk beneath, and the disk, mounted later, would hide it."""
+    written: dict[str, Path] = {"service.state_dir": state_dir}
+    outputs = config.enabled_outputs()
+    if "event_log" in outputs:
+        written["event_log.path"] = outputs["event_log"].resolve_path(state_dir)
+    if "clips" in outputs:
+        written["clips.dir"] = outputs["clips"].resolve_dir(state_dir)
+    return [
+        f"{key} {path}{note}: what is written there goes to the disk beneath, hidden once that disk is mounted"
+        for key, path in written.items()
+        if (note := disk_note(path))
+    ]
+
+
 def serve(
     config: ServiceConfig,
     state_dir: Path,
@@ -637,6 +675,8 @@ def serve(
     them (resolve); `keep_lock` set by the end: the state folder's lock is kept for the run a reload
     starts in place (hold_state_dir). Raises before audio flows (see CONFIG_ERRORS).
     """
+    for message in unmounted_notes(config, state_dir):
+        log.warning("%s", message)
     with hold_state_dir(state_dir, keep_lock):
         return _serve(
             config,

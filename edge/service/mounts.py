@@ -1,0 +1,133 @@
+"""Disks that a boot may not have mounted yet when the service starts.
+
+A service is ordered after local-fs.target, so the disks /etc/fstab mounts at boot are there when
+it starts, but not all of them: a line with `nofail` (usual for a USB or NVMe disk, so that a
+missing one does not stop the boot) is not waited for, `noauto` is mounted by hand, a network file
+system comes after remote-fs.target, which a service is not ordered after, and a disk a desktop
+mounted (udisks under /media) has no line at all. A bundle, label set or event log there is
+missing at the start, which exits 78 (systemd does not restart it), and a state folder there is
+made on the disk beneath, hidden once the disk comes. `RequiresMountsFor=` in a drop-in makes
+systemd wait for the disk; `check-config` says so for each path that needs it (`boot_race`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.service.unit import NAME
+
+FSTAB = Path("/etc/fstab")
+MOUNTINFO = Path("/proc/self/mountinfo")
+# file systems reached over a network: mounted after the network, under remote-fs.target
+NETWORK_TYPES = frozenset(
+    {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "glusterfs", "9p", "davfs", "fuse.sshfs", "sshfs"}
+)
+_ESCAPE = re.compile(r"\\([0-7]{3})")  # fstab and mountinfo write a space in a path as \040
+
+
+@dataclass(frozen=True)
+class Mount:
+    point: str
+    type: str
+    source: str
+    options: frozenset[str]
+
+
+def _unescape(field: str) -> str:
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def fstab_mounts(text: str) -> list[Mount]:
+    """The file systems of an /etc/fstab's text (comments, swap and malformed lines left out)."""
+    mounts = []
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 3 or not fields[1].startswith("/"):  # swap's mount point is "none"
+            continue
+        options = frozenset(fields[3].split(",")) if len(fields) > 3 else frozenset()
+        mounts.append(Mount(_unescape(fields[1]).rstrip("/") or "/", fields[2], _unescape(fields[0]), options))
+    return mounts
+
+
+def mounted(text: str) -> list[Mount]:
+    """The file systems mounted now, from /proc/self/mountinfo's text."""
+    mounts = []
+    for line in text.splitlines():
+        before, sep, after = line.partition(" - ")
+        fields, tail = before.split(), after.split()
+        if not sep or len(fields) < 6 or len(tail) < 2:
+            continue
+        mounts.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1]), frozenset(fields[5].split(","))))
+    return mounts
+
+
+def _holding(path: Path, mounts: Sequence[Mount]) -> Mount | None:
+    """The mount of `mounts` whose point is the nearest above `path`, "/" left out."""
+    above = [m for m in mounts if m.point != "/" and path.is_relative_to(m.point)]
+    return max(above, key=lambda m: len(m.point), default=None)
+
+
+def _race(path: Path, fstab: Sequence[Mount], now: Sequence[Mount]) -> tuple[str, str, bool] | None:
+    """(mount point, why a boot may start the service before it is mounted, whether /etc/fstab names it)
+    for absolute `path`; None when it is on a disk the boot waits for (or on the root)."""
+    line = _holding(path, fstab)
+    if line is None:
+        disk = _holding(path, now)
+        if disk is None or not disk.source.startswith("/dev/"):  # the root, or a tmpfs, proc, overlay, ...
+            return None
+        return disk.point, f"{disk.source} is mounted there, but not by /etc/fstab (a desktop's automount?)", False
+    if line.type in NETWORK_TYPES:
+        why = f"a network file system ({line.type}): a service does not wait for those"
+    elif "_netdev" in line.options:
+        why = "its /etc/fstab line says _netdev: mounted once the network is up, which a service does not wait for"
+    elif "x-systemd.automount" in line.options:  # the first access waits for the mount
+        return None
+    elif "noauto" in line.options:
+        why = "its /etc/fstab line says noauto: it is mounted by hand, not at boot"
+    elif "nofail" in line.options:
+        why = "its /etc/fstab line says nofail: the boot does not wait for it"
+    else:
+        return None
+    return line.point, why, True
+
+
+def _fix(point: str, in_fstab: bool) -> str:
+    return f"make systemd wait for it: `systemctl edit {NAME}`, then [Unit] RequiresMountsFor={point}" + (
+        "" if in_fstab else " and a line for it in /etc/fstab"
+    )
+
+
+def boot_race(path: str | Path, fstab: Sequence[Mount], now: Sequence[Mount]) -> str | None:
+    """Why a boot may start the service before the disk that holds absolute `path` is mounted, in
+    words ending in the fix; None when it is on a disk the boot waits for (or on the root)."""
+    race = _race(Path(path), fstab, now)
+    if race is None:
+        return None
+    point, why, in_fstab = race
+    return f"it is on {point}, which may not be mounted yet when the service starts ({why}); {_fix(point, in_fstab)}"
+
+
+def read_mounts() -> tuple[list[Mount], list[Mount]]:
+    """(this machine's /etc/fstab, what is mounted now); an unreadable file gives no mounts."""
+    texts = []
+    for path in (FSTAB, MOUNTINFO):
+        try:
+            texts.append(path.read_text(errors="replace"))
+        except OSError:
+            texts.append("")
+    return fstab_mounts(texts[0]), mounted(texts[1])
+
+
+def absent_disk(path: str | Path, fstab: Sequence[Mount], now: Sequence[Mount]) -> str | None:
+    """For absolute `path` on a disk /etc/fstab names that is not mounted now: that, and the fix
+    (RequiresMountsFor= where the boot does not wait for it, else where to read why it failed); else None."""
+    line = _holding(Path(path), fstab)
+    if line is None or any(m.point == line.point for m in now):
+        return None
+    race = _race(Path(path), fstab, now)
+    if race is None:
+        return f"{line.point} is not mounted now, though the boot mounts it: `systemctl status {line.point}` says why"
+    return f"{line.point} is not mounted now ({race[1]}); {_fix(line.point, True)}"

@@ -1,0 +1,109 @@
+"""Disks a boot may not have mounted when the service starts: /etc/fstab and mountinfo as this
+machine's kernel and an installer write them, read by edge.service.mounts; check-config's warning
+and a start's error on a path there."""
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import edge.cli
+import edge.service.mounts as mounts
+from edge.errors import ConfigError
+from edge.service.config import example_path
+from edge.service.mounts import boot_race, fstab_mounts, mounted
+
+FSTAB = r"""# /etc/fstab: static file system information.
+UUID=1c2d-root  /               ext4   defaults,errors=remount-ro  0 1
+UUID=ab12-usb   /mnt/usb        ext4   defaults,nofail             0 2
+/dev/sdb1       /mnt/by\040hand vfat   noauto,user                 0 0
+nas:/audio      /srv/nas        nfs    defaults                    0 0
+//nas/share     /srv/smb        ext4   _netdev                     0 0
+UUID=cd34-auto  /mnt/auto       ext4   nofail,x-systemd.automount  0 2
+UUID=ef56-data  /data           ext4   defaults                    0 2
+/swapfile       none            swap   sw                          0 0
+"""
+# /proc/self/mountinfo lines (a desktop's udisks mount of a USB stick, no fstab line)
+MOUNTINFO = r"""22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
+23 22 0:21 / /dev/shm rw,nosuid,nodev shared:2 - tmpfs tmpfs rw
+61 22 8:33 / /media/ann/USB\040STICK rw,nosuid,nodev,relatime shared:40 - vfat /dev/sdc1 rw,uid=1000
+62 22 8:17 / /data rw,relatime shared:41 - ext4 /dev/sdb2 rw
+"""
+
+
+def test_fstab_and_mountinfo_are_read_as_the_system_writes_them():
+    lines = {m.point: m for m in fstab_mounts(FSTAB)}
+    assert sorted(lines) == ["/", "/data", "/mnt/auto", "/mnt/by hand", "/mnt/usb", "/srv/nas", "/srv/smb"]
+    assert "nofail" in lines["/mnt/usb"].options and lines["/srv/nas"].type == "nfs"
+    now = {m.point: m for m in mounted(MOUNTINFO)}
+    assert now["/media/ann/USB STICK"].source == "/dev/sdc1" and now["/dev/shm"].type == "tmpfs"
+    real = {m.point for m in mounted(Path("/proc/self/mountinfo").read_text())}  # this machine's own
+    assert "/" in real and "/proc" in real
+
+
+@pytest.mark.parametrize("path, why", [
+    ("/mnt/usb/clips", "its /etc/fstab line says nofail: the boot does not wait for it"),
+    ("/mnt/by hand/bundle", "its /etc/fstab line says noauto"),
+    ("/srv/nas/site.yaml", "a network file system (nfs)"),
+    ("/srv/smb/events.sqlite", "its /etc/fstab line says _netdev"),
+    ("/media/ann/USB STICK/street.wav", "/dev/sdc1 is mounted there, but not by /etc/fstab"),
+    ("/mnt/auto/clips", None),  # an automount: the first access waits for it
+    ("/data/clips", None),  # a plain line: local-fs.target, which the service comes after, mounts it
+    ("/var/lib/semanticac-edge", None),  # the root
+    ("/dev/shm/x", None),  # not a disk
+])
+def test_a_path_on_a_disk_the_boot_does_not_wait_for_says_how_to_make_it_wait(path, why):
+    said = boot_race(path, fstab_mounts(FSTAB), mounted(MOUNTINFO))
+    if why is None:
+        assert said is None, said
+        return
+    point = next(p for p in ("/mnt/usb", "/mnt/by hand", "/srv/nas", "/srv/smb", "/media/ann/USB STICK")
+                 if path.startswith(p + "/"))
+    assert said is not None and why in said and f"[Unit] RequiresMountsFor={point}" in said, said
+    assert said.endswith("and a line for it in /etc/fstab") == point.startswith("/media")
+
+
+@pytest.fixture
+def usb(tmp_path, monkeypatch):
+    """A folder named in an fstab line with nofail, and not mounted (this machine's own mountinfo)."""
+    point = tmp_path / "usb"
+    point.mkdir()
+    fstab = tmp_path / "fstab"
+    fstab.write_text(f"UUID=ab12-usb {point} ext4 defaults,nofail 0 2\n")
+    monkeypatch.setattr(mounts, "FSTAB", fstab)
+    return point
+
+
+def test_check_config_warns_of_a_path_on_a_disk_the_boot_may_not_have_mounted(usb):
+    args = ["check-config", str(example_path()), "--set", f"clips.dir={usb / 'clips'}", "--set", "clips.enabled=true"]
+    result = CliRunner().invoke(edge.cli.main, args)
+    assert result.exit_code == 0, result.output
+    assert (f"# warning: clips.dir '{usb / 'clips'}': it is on {usb}, which may not be mounted yet when the service "
+            f"starts (its /etc/fstab line says nofail") in result.output, result.output
+    assert f"RequiresMountsFor={usb}" in result.output
+
+
+def test_a_start_that_misses_its_bundle_on_a_disk_not_mounted_says_so(usb, caplog):
+    from edge.service.config import load_config
+    from edge.service.serve import resolve
+
+    config = load_config(example_path(), [f"model.bundle={usb / 'bundle'}"])
+    with pytest.raises(ConfigError) as info:
+        resolve(config)
+    assert (f"(the disk it is on: {usb} is not mounted now (its /etc/fstab line says nofail: the boot does not wait "
+            f"for it); make systemd wait for it: `systemctl edit semanticac-edge`, then [Unit] RequiresMountsFor={usb})"
+            ) in str(info.value), str(info.value)
+
+
+def test_a_start_says_which_folders_it_writes_on_the_disk_beneath_a_disk_not_mounted(usb, tmp_path):
+    """A boot that did not wait for the disk: the state folder was made on the disk beneath, its first
+    events and clips written there, and hidden when the disk came (said only as "deleted or replaced")."""
+    from edge.service.config import load_config
+    from edge.service.serve import unmounted_notes
+
+    config = load_config(example_path(), ["clips.enabled=true", f"clips.dir={usb / 'clips'}"])
+    notes = unmounted_notes(config, tmp_path / "state")  # the state folder on the root: not said
+    assert [note.split(" (")[0] for note in notes] == [f"clips.dir {usb / 'clips'}"], notes
+    assert notes[0].endswith("what is written there goes to the disk beneath, hidden once that disk is mounted")
+    notes = unmounted_notes(config, usb / "state")
+    assert [note.split(" ")[0] for note in notes] == ["service.state_dir", "event_log.path", "clips.dir"], notes
