@@ -50,7 +50,8 @@ class TlsFiles:
     key: Path
 
     @classmethod
-    def make(cls, folder: Path) -> "TlsFiles":
+    def make(cls, folder: Path, days: int = 2) -> "TlsFiles":
+        """`days`: how long the broker's certificate is valid from now (-1: it expired a day ago)."""
         if shutil.which("openssl") is None:
             raise MosquittoUnavailable("openssl is missing: install the openssl package")
         folder.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ class TlsFiles:
             ["openssl", "req", "-x509", *ec, "-keyout", ca_key, "-out", files.ca, "-days", "2", "-subj", "/CN=test CA"],
             ["openssl", "req", *ec, "-keyout", files.key, "-out", csr, "-subj", "/CN=127.0.0.1"],
             ["openssl", "x509", "-req", "-in", csr, "-CA", files.ca, "-CAkey", ca_key, "-CAcreateserial",
-             "-out", files.cert, "-days", "2", "-extfile", ext],
+             "-out", files.cert, "-days", str(days), "-extfile", ext],
         ):
             done = subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=30)
             if done.returncode != 0:

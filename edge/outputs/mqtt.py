@@ -70,17 +70,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
-from edge.clock import since_boot
+from edge.clock import clock_synchronised, since_boot
 from edge.errors import ConfigError
 from edge.events import Event
-from edge.outputs.sinks import ENDS, Sink, Status, WindowResult, record_dict
+from edge.outputs.sinks import ENDS, Sink, Status, WindowResult, record_dict, utc_text
 from edge.service.sections import invalid
 
 log = logging.getLogger(__name__)
@@ -348,6 +348,19 @@ def new_client(config: MqttConfig) -> tuple[mqtt.Client, ssl.SSLContext | None]:
     return client, context
 
 
+def _moved_text(utc: str, by: timedelta) -> str:
+    return utc_text(datetime.fromisoformat(utc) + by)
+
+
+def _moved(payload: str, by: timedelta) -> str:
+    """A queued JSON record (event or status) with its `utc` moved `by`."""
+    record = json.loads(payload)
+    if isinstance(record, dict) and isinstance(record.get("utc"), str):
+        record["utc"] = _moved_text(record["utc"], by)
+        return json.dumps(record, allow_nan=False)
+    return payload
+
+
 def problem_payload(problems: Sequence[dict[str, str]]) -> str:
     """The retained `problem` message: ON while it lists one, each {code, message, utc}."""
     return json.dumps({"state": ON if problems else OFF, "problems": list(problems)}, allow_nan=False)
@@ -393,6 +406,25 @@ def publish_problem(config: MqttConfig, problem: dict[str, str], seconds: float 
     return True
 
 
+# OpenSSL's verify codes for a certificate's dates, in words
+CERT_DATES = {9: "is not valid yet", 10: "has expired"}
+
+
+def dates_advice() -> str:
+    """What to do of a certificate this machine's clock reads as not yet valid or expired."""
+    now = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    if clock_synchronised() is False:
+        return (
+            f"this machine's clock reads {now} and the kernel says it is not synchronised (a box without a "
+            "real-time clock, at a boot): the dates are checked again as the connection is tried again, once NTP "
+            "has set the clock (`timedatectl` says when)"
+        )
+    return (
+        f"this machine's clock reads {now}: if that is right, the broker needs a certificate valid now "
+        "(`openssl x509 -noout -dates -in CERT` shows its dates); else set the clock (`timedatectl`)"
+    )
+
+
 def unreachable_reason(host: str, port: int, context: ssl.SSLContext | None, seconds: float = PROBE_SECONDS) -> str:
     """Why a connection to the broker fails, found by trying one as paho does (the name, then TCP,
     then the TLS handshake with the same context): paho's connect-fail callback gets no reason, and
@@ -417,6 +449,8 @@ def unreachable_reason(host: str, port: int, context: ssl.SSLContext | None, sec
             with context.wrap_socket(sock, server_hostname=host):
                 return ""
         except ssl.SSLCertVerificationError as err:
+            if err.verify_code in CERT_DATES:  # the clock's fault as likely as the certificate's: not the CA file
+                return f"TLS: the broker's certificate {CERT_DATES[err.verify_code]}: {dates_advice()}"
             return (
                 f"TLS: the broker's certificate is not trusted ({err.verify_message}): mqtt.tls.ca_certs must be the "
                 f"CA that signed it, and the certificate must name {host} (mqtt.tls.insecure skips that check)"
@@ -614,6 +648,21 @@ class MqttSink(Sink):
         else:
             return
         self._set_retained(self.topic("problem"), self._problem_payload())
+
+    def redate(self, by: timedelta) -> None:
+        """Messages still waiting for the broker and the problems held were dated by a clock that was
+        not synchronised, now stepped right: their `utc` moves `by`, as the event log's rows do (at a boot
+        without a real-time clock NTP and the broker both wait for the network, so events queued then went
+        out days early, and Home Assistant, which fires an event that waited less than late_after, got it
+        with a date from before the boot)."""
+        with self._cond:
+            self._queue = deque(replace(m, payload=_moved(m.payload, by)) for m in self._queue)
+        if self._problems:
+            self._problems = {
+                code: ({**problem, "utc": _moved_text(problem["utc"], by)}, until)
+                for code, (problem, until) in self._problems.items()
+            }
+            self._set_retained(self.topic("problem"), self._problem_payload())
 
     def _taken_over_message(self) -> str:
         return (

@@ -457,6 +457,33 @@ def test_records_are_taken_while_the_broker_is_absent_and_sent_once_it_comes(tmp
     assert "cannot reach the broker" in caplog.text
 
 
+def test_records_waiting_for_the_broker_move_with_a_clock_stepped_right(tmp_path, node, subscribers):
+    """At a boot without a real-time clock, NTP and the broker both wait for the network: events queued
+    meanwhile went out dated by the unset clock (days early), while the event log moved its rows. The
+    queued records and the problems held move with the clock now."""
+    from datetime import datetime, timedelta
+
+    later = broker_or_skip(tmp_path / "later")
+    sink = make_sink(later.port, node)
+    sink.start()
+    sink.event(start(1.0, 1))
+    sink.status(Status(1.5, "warning", "input clipped", code="clipping"))
+    before = datetime.fromisoformat(sink.utc(1.0))
+    sink.redate(timedelta(days=3))
+    try:
+        later.start()
+        sub = subscribers(later.port, [f"semanticac/{node}/events", f"semanticac/{node}/problem"])
+        wait_until(lambda: sink.connected)
+        event = sub.on(f"semanticac/{node}/events").json()
+        problem = sub.wait_for(lambda m: m.topic.endswith("/problem") and m.json()["state"] == "ON").json()
+        sink.close()
+        sub.close()
+    finally:
+        later.kill()
+    assert datetime.fromisoformat(event["utc"]) - before == timedelta(days=3), event
+    assert datetime.fromisoformat(problem["problems"][0]["utc"]) - before == timedelta(days=3, seconds=0.5), problem
+
+
 def test_an_event_that_waited_for_the_broker_is_marked_late_and_does_not_fire_home_assistant(
     tmp_path, node, subscribers, caplog
 ):
@@ -700,6 +727,27 @@ def test_a_broker_that_cannot_be_reached_is_said_with_the_reason(secure_broker, 
             assert "if that port is its TLS port (8883), set mqtt.tls" in caplog.text, caplog.text
     with pytest.raises(ConfigError, match="not a URL"):
         parse_section(MqttConfig, {"enabled": True, "host": "mqtt://127.0.0.1"}, "mqtt")
+
+
+@pytest.mark.parametrize("synchronised", [False, True])
+def test_a_certificate_out_of_its_dates_is_said_with_the_clock_not_the_ca_file(tmp_path, monkeypatch, synchronised):
+    """At a boot without a real-time clock, the broker's certificate reads as not yet valid (or expired, a
+    clock ahead) until NTP sets the clock; the log sent a person to the CA file. A real broker whose
+    certificate expired a day ago."""
+    from edge.outputs.mqtt import tls_context, unreachable_reason
+
+    files = TlsFiles.make(tmp_path / "tls", days=-1)
+    server = broker_or_skip(tmp_path / "broker", tls=files)
+    server.start()
+    monkeypatch.setattr(mqtt_module, "clock_synchronised", lambda: synchronised)
+    try:
+        said = unreachable_reason(HOST, server.port, tls_context(MqttTls(ca_certs=str(files.ca))))
+    finally:
+        server.kill()
+    assert said.startswith("TLS: the broker's certificate has expired: this machine's clock reads "), said
+    assert "ca_certs" not in said
+    assert ("the kernel says it is not synchronised" in said) != synchronised, said
+    assert ("openssl x509 -noout -dates" in said) == synchronised, said
 
 
 def test_unusable_tls_files_and_passwords_fail_at_start(tmp_path, monkeypatch):
