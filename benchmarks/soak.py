@@ -311,6 +311,7 @@ def service_config(wav: Path, state: Path, broker_port: int, metrics_port: int, 
         "audio": {"input": str(wav), "fast": True},
         "model": {"bundle": bundle},
         "labels": {"set": "urban"},
+        "listen": {"hold": 0.0},  # listen's own default (a service's is 30 s): the two must give the same events
         "service": {"state_dir": str(state), "log_level": "info"},
         "mqtt": {"enabled": True, "host": "127.0.0.1", "port": broker_port, "node_id": NODE_ID},
         "metrics": {"enabled": True, "host": "127.0.0.1", "port": metrics_port},

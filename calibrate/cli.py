@@ -27,6 +27,7 @@ from edge import __version__
 from edge.cli import (
     AGREE_OPTION,
     BACKEND_OPTION,
+    HOLD_OPTION,
     HOP_OPTION,
     MIN_DURATION_OPTION,
     MIN_LEVEL_OPTION,
@@ -394,6 +395,7 @@ def write_outputs(out: str, write_yaml, plot: str | None, draw) -> None:
 @SMOOTH_OPTION
 @MIN_DURATION_OPTION
 @RELEASE_OPTION
+@HOLD_OPTION
 @MIN_LEVEL_OPTION
 @AGREE_OPTION
 @THREADS_OPTION
@@ -418,6 +420,7 @@ def thresholds(
     smooth,
     min_duration,
     release_ratio,
+    hold,
     min_level,
     agree,
     threads,
@@ -426,11 +429,12 @@ def thresholds(
     """Per-label thresholds for at most F false alarms per hour of background.
 
     Listens to the background exactly as `semanticac-edge listen --input FILE --fast` would
-    (same window, hop, smoothing, minimum duration, release and level gate: use the same
-    values on the device), then gives each label the lowest threshold (not below the set's own
-    with --only-raise, the default for a sigmoid bundle; else not below --min-threshold) at
-    which edge's event detector starts at most F events per hour ("was": the starts at the set's
-    own threshold). Writes the label set with those thresholds.
+    (same window, hop, smoothing, minimum duration, release, hold and level gate: use the same
+    values on the device; a service holds events 30 s unless its config says otherwise: --hold 30),
+    then gives each label the lowest threshold (not below the set's own with --only-raise, the
+    default for a sigmoid bundle; else not below --min-threshold) at which edge's event detector
+    starts at most F events per hour ("was": the starts at the set's own threshold). Writes the
+    label set with those thresholds.
     """
     from calibrate.inputs import audio_files, read_clip_csv, resolve_labels
     from calibrate.labelfile import write_label_set
@@ -461,6 +465,7 @@ def thresholds(
         smooth=smooth,
         min_duration=min_duration,
         release=release_ratio,
+        hold=hold,
         threads=threads,
         backend=backend_choice,
         min_level=min_level,
@@ -582,6 +587,7 @@ def thresholds(
         "smooth": smooth,
         "min_duration": min_duration,
         "release": release_ratio,
+        "hold": hold,
         **({"min_level": min_level} if min_level is not None else {}),
     }
     gate = f", min_level {min_level:g} dBFS" if min_level is not None else ""
@@ -594,7 +600,7 @@ def thresholds(
         + (f", {len(report.skipped)} unreadable skipped" if report.skipped else "")
         + ").",
         f"Valid for listen with: window {window_text}, hop {hop:g} s, "
-        f"smooth {smooth}, min_duration {min_duration:g} s, release {release_ratio:g}{gate}.",
+        f"smooth {smooth}, min_duration {min_duration:g} s, release {release_ratio:g}, hold {hold:g} s{gate}.",
         f"From {report.label_set.source} (labels_sha256 {report.label_set.sha256[:16]}...).",
         f"Command: {command_line(ctx)}",
     ] + ([f"Over budget at every threshold: {', '.join(unmet)}"] if unmet else [])

@@ -6,7 +6,7 @@
 
 The event logic is edge's own: `count_starts` feeds a one-label `EventDetector` (labels are
 independent in it: a label's events do not depend on the others' scores or thresholds) with
-that label's smoothed scores, with the release ratio and minimum duration `listen` uses.
+that label's smoothed scores, with the release ratio, minimum duration and hold `listen` uses.
 
 Which thresholds are tried. A label's number of starts is a step function of its threshold
 θ: it can change only where θ crosses a smoothed score s (start: s >= θ) or s / release (end:
@@ -61,11 +61,13 @@ GRID = 64  # breakpoints tried before bisection (see the module docstring)
 Sequences = list[tuple[np.ndarray, np.ndarray]]  # per stream: (times [N], one label's smoothed scores [N])
 
 
-def count_starts(sequences: Sequences, label: str, threshold: float, release: float, min_duration: float) -> int:
+def count_starts(
+    sequences: Sequences, label: str, threshold: float, release: float, min_duration: float, hold: float = 0.0
+) -> int:
     """Events that edge's EventDetector starts for one label over the streams at `threshold`."""
     starts = 0
     for times, values in sequences:
-        detector = EventDetector([label], [threshold], release_ratio=release, min_duration=min_duration)
+        detector = EventDetector([label], [threshold], release_ratio=release, min_duration=min_duration, hold=hold)
         for t, value in zip(times, values):
             starts += sum(event.kind == "start" for event in detector.update(float(t), np.array([value])))
     return starts
@@ -74,7 +76,9 @@ def count_starts(sequences: Sequences, label: str, threshold: float, release: fl
 def quiet_runs_dropped(sequences: Sequences, level: float) -> Sequences:
     """Drop every window below `level` whose previous window is below it too (and a first window
     below it): for any threshold with release level >= `level` the detector is idle after the
-    first window of such a run and stays idle through it, so the starts are the same."""
+    first window of such a run and stays idle through it, so the starts are the same (a held event:
+    held through it, and the next window kept ends it, or goes on with it, as the first after the
+    hold would have: the starts are the same too)."""
     out = []
     for times, values in sequences:
         low = values < level
@@ -120,9 +124,10 @@ def fit_label(
     min_duration: float,
     min_threshold: float,
     hours: float,
+    hold: float = 0.0,
 ) -> LabelFit:
     """The lowest threshold in [min_threshold, 1] whose starts stay <= `budget` (events)."""
-    old_starts = count_starts(sequences, label, old_threshold, release, min_duration)
+    old_starts = count_starts(sequences, label, old_threshold, release, min_duration, hold)
     sequences = quiet_runs_dropped(sequences, min_threshold * release)
     values = np.concatenate([v for _, v in sequences]) if sequences else np.zeros(0)
     breaks = np.unique(np.concatenate([values, values / release, [min_threshold, 1.0]]))
@@ -131,7 +136,7 @@ def fit_label(
 
     def starts(threshold: float) -> int:
         if threshold not in tried:
-            tried[threshold] = count_starts(sequences, label, threshold, release, min_duration)
+            tried[threshold] = count_starts(sequences, label, threshold, release, min_duration, hold)
         return tried[threshold]
 
     grid = np.unique(np.round(np.linspace(0, len(breaks) - 1, min(GRID, len(breaks)))).astype(int))
@@ -185,10 +190,12 @@ def allocate_budget(fit: Callable[[int, float], LabelFit], labels: int, budget: 
     return fits, True
 
 
-def recall(sequences: Sequences, label: str, threshold: float, release: float, min_duration: float) -> float:
+def recall(
+    sequences: Sequences, label: str, threshold: float, release: float, min_duration: float, hold: float = 0.0
+) -> float:
     """Fraction of the positive streams in which an event of `label` starts at `threshold`.
     Each positive clip is heard in a quiet stream (calibrate.recording.listen_in_silence)."""
-    hits = [count_starts([seq], label, threshold, release, min_duration) > 0 for seq in sequences]
+    hits = [count_starts([seq], label, threshold, release, min_duration, hold) > 0 for seq in sequences]
     return float(np.mean(hits)) if hits else float("nan")
 
 
@@ -319,7 +326,15 @@ def fit_thresholds(
         label = label_set.labels[k]
         floor = max(min_threshold, label.threshold) if only_raise else min_threshold
         return fit_label(
-            sequences[k], label.name, label.threshold, events, options.release, options.min_duration, floor, hours
+            sequences[k],
+            label.name,
+            label.threshold,
+            events,
+            options.release,
+            options.min_duration,
+            floor,
+            hours,
+            options.hold,
         )
 
     total_met = True
@@ -364,5 +379,6 @@ def _positive_recall(report: ThresholdReport, options: ListenOptions, positives:
             continue
         sequences = [(by_path[path].times, smoothed[path][:, k]) for path in mine]
         fit.positives = len(sequences)
-        fit.recall_old = recall(sequences, fit.label, fit.old_threshold, options.release, options.min_duration)
-        fit.recall_new = recall(sequences, fit.label, fit.threshold, options.release, options.min_duration)
+        rule = (options.release, options.min_duration, options.hold)
+        fit.recall_old = recall(sequences, fit.label, fit.old_threshold, *rule)
+        fit.recall_new = recall(sequences, fit.label, fit.threshold, *rule)

@@ -536,6 +536,16 @@ RELEASE_OPTION = click.option(
     show_default=True,
     help="An event ends below threshold x this ratio (hysteresis), in (0, 1].",
 )
+HOLD_OPTION = click.option(
+    "--hold",
+    type=float,
+    default=DEFAULTS["hold"],
+    show_default=True,
+    metavar="SECONDS",
+    help="An event whose score falls below release is held open this long: back at its threshold within it, "
+    "it goes on (a dog barking on and off: one event, not one per bark); it ends dated where the score fell, "
+    "its end said this late. 0: off (a service: 30).",
+)
 MIN_LEVEL_OPTION = click.option(
     "--min-level",
     type=float,
@@ -598,6 +608,7 @@ AGREE_OPTION = click.option(
 @SMOOTH_OPTION
 @MIN_DURATION_OPTION
 @RELEASE_OPTION
+@HOLD_OPTION
 @THREADS_OPTION
 @click.option(
     "--max-batch",
@@ -650,6 +661,7 @@ def listen(
     smooth,
     min_duration,
     release_ratio,
+    hold,
     threads,
     max_batch,
     min_level,
@@ -685,6 +697,7 @@ def listen(
             smooth=smooth,
             min_duration=min_duration,
             release=release_ratio,
+            hold=hold,
             threads=threads,
             max_batch=max_batch,
             min_level=min_level,

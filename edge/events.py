@@ -15,8 +15,15 @@ Per label, silero-vad's enter/leave thresholds (hysteresis) plus a minimum durat
   reported: `start` is emitted only once the candidate has lasted `min_duration` (default
   1.0 s: at a 0.5 s hop, three windows in a row). So `start` comes late by `min_duration`,
   carries the onset as its `t`, and every `start` gets exactly one `end`.
+- `hold` (seconds, default 0: off): an active event whose score falls below `release` is held
+  open that long; a score back at its threshold within it goes on with the same event (a dog
+  barking on and off, an air conditioner whose score dips for a window or two: one event, not one
+  per bark or dip), and once the hold has passed the event ends, dated at the first window below
+  `release` (its `end` is emitted `hold` late, as a `start` is `min_duration` late). A sound's
+  episode is then one event, one notification (Frigate's audio `max_not_heard`).
 - Several labels may be active at once; a window under every threshold starts nothing.
-- `flush(t)` at the end of a stream ends the active events at `t` and drops candidates.
+- `flush(t)` at the end of a stream ends the active events at `t` (a held one at its own end)
+  and drops candidates.
 
 Times are stream seconds (the `t` of the window: the time of its END). Event ids run on for
 the detector's whole life, across `reset()`, so they stay unique in one output stream.
@@ -40,7 +47,8 @@ class Event:
     """A `start` or `end` of one label's event.
 
     start: t = onset, score = the smoothed score at onset.
-    end:   t = the first window below the release level, duration = t - onset,
+    end:   t = the first window below the release level (the last such window that no return
+           above the threshold followed within the hold), duration = t - onset,
            peak = the highest smoothed score over the event.
     """
 
@@ -55,12 +63,14 @@ class Event:
 
 @dataclass
 class _Track:
-    """One label's state: idle (onset None), candidate (no event_id yet) or active."""
+    """One label's state: idle (onset None), candidate (no event_id yet) or active (held: `quiet`
+    is the time its score fell below the release level)."""
 
     onset: float | None = None
     score: float = 0.0  # at onset
     peak: float = 0.0
     event_id: int | None = None
+    quiet: float | None = None
 
 
 class EventDetector:
@@ -72,6 +82,7 @@ class EventDetector:
         thresholds: Sequence[float],
         release_ratio: float = DEFAULT_RELEASE_RATIO,
         min_duration: float = DEFAULT_MIN_DURATION,
+        hold: float = 0.0,
     ):
         if len(thresholds) != len(labels) or not labels:
             raise ValueError(
@@ -88,10 +99,13 @@ class EventDetector:
             )
         if not min_duration >= 0.0:
             raise ValueError(f"EventDetector: min_duration {min_duration!r} must be >= 0 seconds")
+        if not 0.0 <= hold < float("inf"):
+            raise ValueError(f"EventDetector: hold {hold!r} must be a number of seconds >= 0")
         self.labels = tuple(labels)
         self.thresholds = np.asarray(thresholds, dtype=np.float64)
         self.releases = self.thresholds * release_ratio
         self.min_duration = float(min_duration)
+        self.hold = float(hold)
         self._next_id = 1
         self.reset()
 
@@ -115,11 +129,24 @@ class EventDetector:
             )
         self._advance(t)
         ends, starts = [], []
-        for i, (track, score) in enumerate(zip(self._tracks, scores)):
+        for i, score in enumerate(scores):
+            track = self._tracks[i]
+            if track.quiet is not None:  # held: once the hold is over it ends; back at the threshold within it goes on
+                if t - track.quiet >= self.hold:
+                    ends.append(self._end(i, track.quiet))
+                    self._tracks[i] = track = _Track()  # and this window may begin the next
+                elif score >= self.thresholds[i]:
+                    track.quiet, track.peak = None, max(track.peak, score)
+                    continue
+                else:
+                    continue
             if track.onset is None:
                 if score >= self.thresholds[i]:
                     track.onset, track.score, track.peak = t, score, score
             elif score < self.releases[i]:
+                if track.event_id is not None and self.hold > 0:
+                    track.quiet = t
+                    continue
                 if track.event_id is not None:
                     ends.append(self._end(i, t))
                 self._tracks[i] = _Track()
@@ -134,7 +161,11 @@ class EventDetector:
     def flush(self, t: float) -> list[Event]:
         """End of stream at `t` (usually the last window's t): end every active event, drop candidates."""
         self._advance(t)
-        ends = [self._end(i, t) for i, track in enumerate(self._tracks) if track.event_id is not None]
+        ends = [
+            self._end(i, t if track.quiet is None else track.quiet)
+            for i, track in enumerate(self._tracks)
+            if track.event_id is not None
+        ]
         self.reset()
         return ends
 

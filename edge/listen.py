@@ -176,6 +176,7 @@ class ListenOptions:
     smooth: int = DEFAULT_SMOOTH_WINDOWS  # windows averaged before event decisions
     min_duration: float = DEFAULT_MIN_DURATION  # seconds above threshold before a start
     release: float = DEFAULT_RELEASE_RATIO  # an event ends below threshold x release
+    hold: float = 0.0  # seconds an event is held open below release: a return goes on with it (a service: 30)
     threads: int | None = None  # ONNX Runtime threads; None: all usable cores
     max_batch: int = 4  # windows run together; beyond it a live source drops the oldest
     min_level: float | None = None  # dBFS; quieter windows start no event (None: off; digital silence never does)
@@ -221,6 +222,7 @@ class ListenOptions:
         if self.window is not None:
             self._seconds("window", self.window, allow_zero=False, hint="leave it out for the bundle's clip length")
         self._seconds("min_duration", self.min_duration, allow_zero=True)
+        self._seconds("hold", self.hold, allow_zero=True, hint="0: an event ends as its score falls below release")
         if not (_finite(self.release) and 0.0 < self.release <= 1.0):
             self._fail("release", self.release, "a ratio in (0, 1]: an event ends below threshold x release")
         for name, low in (("top_k", 1), ("max_batch", 1)):
@@ -478,7 +480,8 @@ def scorer_for(
 def fitted_notes(label_set: LabelSet, options: ListenOptions, windowing: Windowing) -> list[tuple[str, str]]:
     """A warning when this run's window, hop, smoothing, minimum duration, release or level gate
     differ from those the set's thresholds were fitted under (its `fitted_for`): the same
-    thresholds then start more or fewer events than the fit measured."""
+    thresholds then start more or fewer events than the fit measured. A hold longer than the fit's
+    (a set fitted before holds: 0) only merges events, so it is not said; a shorter one is."""
     assert label_set.fitted_for is not None
     now = {
         "window": windowing.window_seconds,
@@ -488,6 +491,8 @@ def fitted_notes(label_set: LabelSet, options: ListenOptions, windowing: Windowi
         "release": options.release,
         "min_level": options.min_level,
     }
+    if options.hold < label_set.fitted_for.get("hold", 0.0) - 1e-6:
+        now["hold"] = options.hold
 
     def same(a: float | None, b: float | None) -> bool:
         return a is None and b is None or a is not None and b is not None and math.isclose(a, b, abs_tol=1e-6)
@@ -805,7 +810,9 @@ def listen(
     except BaseException:
         _close(backend, branch)
         raise
-    detector = EventDetector.from_label_set(label_set, release_ratio=options.release, min_duration=options.min_duration)
+    detector = EventDetector.from_label_set(
+        label_set, release_ratio=options.release, min_duration=options.min_duration, hold=options.hold
+    )
     own_sink = sink is None
     sink = sink or make_sink(
         json_lines=options.json, thresholds={label.name: label.threshold for label in label_set.labels}

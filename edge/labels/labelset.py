@@ -6,7 +6,7 @@
     calibration: {temperature: 1.3, new_labels: true}   # optional: logits / T (semanticac-calibrate
                                          # scores); new_labels: T and the biases reach the labels
                                          # no one trained too (scores writes it; without it they do not)
-    fitted_for: {window: 5, hop: 1, smooth: 3, min_duration: 1, release: 0.7}   # optional: the
+    fitted_for: {window: 5, hop: 1, smooth: 3, min_duration: 1, release: 0.7, hold: 0}   # optional: the
                                          # listen settings the thresholds were fitted under (listen warns
                                          # when it runs others; semanticac-calibrate thresholds writes it)
     fitted_model: semanticac-yamnet-c91b24129906b541   # optional: the model (model.json model_id) the
@@ -77,6 +77,7 @@ FITTED_KEYS = {
     "smooth": "number",
     "min_duration": "number",
     "release": "number",
+    "hold": "number",
     "min_level": "number",
 }
 FITTED_RANGES = {  # what listen runs with (edge.listen.ListenOptions)
@@ -85,6 +86,7 @@ FITTED_RANGES = {  # what listen runs with (edge.listen.ListenOptions)
     "smooth": ("a whole number of windows >= 1", lambda v: v >= 1 and float(v).is_integer()),
     "min_duration": ("a number of seconds >= 0", lambda v: v >= 0),
     "release": ("a ratio in (0, 1]", lambda v: 0 < v <= 1),
+    "hold": ("a number of seconds >= 0", lambda v: v >= 0),
     "min_level": ("a level in dBFS <= 0", lambda v: v <= 0),
 }
 LABEL_KEYS = {

@@ -64,10 +64,11 @@ def test_site_file_keeps_the_labels_and_their_embeddings(thresholds_run):
     assert [label.prompts for label in site.labels] == [label.prompts for label in urban.labels]
     text = thresholds_run.out.read_text()
     assert text.startswith("# Label set 'urban' with per-label thresholds") and "--false-alarms-per-hour" in text
-    assert "window 1 s, hop 1 s, smooth 2, min_duration 1 s, release 0.7, agree 0.5" in text
+    assert "window 1 s, hop 1 s, smooth 2, min_duration 1 s, release 0.7, hold 0 s, agree 0.5" in text
     assert all(0 < label.threshold <= 1 for label in site.labels)
     assert site.agree == 0.5 and urban.agree is None  # fitted under --agree: the set keeps it
-    assert site.fitted_for == {"window": 1.0, "hop": 1.0, "smooth": 2.0, "min_duration": 1.0, "release": 0.7}
+    assert site.fitted_for == {"window": 1.0, "hop": 1.0, "smooth": 2.0, "min_duration": 1.0, "release": 0.7,
+                               "hold": 0.0}
     assert site.fitted_model == read_bundle(shipped_bundle()).meta.model_id and urban.fitted_model is None
 
 
@@ -86,6 +87,19 @@ def test_listen_warns_when_it_runs_a_site_set_with_other_settings(thresholds_run
     assert notes() == []
     said = notes(hop=0.5, smooth=3, min_level=-50.0)
     assert len(said) == 1 and "(hop 1 -> 0.5, smooth 2 -> 3, min_level off -> -50)" in said[0], said
+    assert notes(hold=30.0) == []  # a longer hold than the fit's only merges events: fewer, never more
+
+
+def test_a_hold_shorter_than_the_fit_s_is_said():
+    from edge.labels.labelset import parse_label_set
+    from edge.listen import fitted_notes
+
+    site = parse_label_set("name: site\nfitted_for: {hold: 30}\nlabels: [siren]\n")
+    options = ListenOptions(labels="site", hop=1.0)
+    windowing = options.windowing(read_bundle(shipped_bundle()))
+    assert fitted_notes(site, ListenOptions(labels="site", hold=30.0), windowing) == []
+    [(level, said)] = fitted_notes(site, options, windowing)
+    assert level == "warning" and "(hold 30 -> 0)" in said, said
 
 
 def replayed_starts(stream, label_set, smooth) -> int:
@@ -229,8 +243,11 @@ def test_dropping_quiet_runs_changes_no_count():
         assert len(reduced[0][0]) < 200
         for threshold in (0.1, 0.2, 0.35, 0.5, 0.8):
             for min_duration in (0.0, 1.0):
-                assert count_starts(reduced, "x", threshold, 0.7, min_duration) == \
-                    count_starts(seq, "x", threshold, 0.7, min_duration)
+                for hold in (0.0, 2.0, 10.0):  # a held event ends, or goes on, at the next window kept
+                    assert count_starts(reduced, "x", threshold, 0.7, min_duration, hold) == \
+                        count_starts(seq, "x", threshold, 0.7, min_duration, hold)
+    held = count_starts(seq, "x", 0.5, 0.7, 0.0, 10.0)
+    assert held < count_starts(seq, "x", 0.5, 0.7, 0.0, 0.0)  # the hold merges: the test above can tell
 
 
 def test_fit_label_is_the_lowest_threshold_within_budget():

@@ -122,6 +122,15 @@ def test_a_service_reopens_a_lost_microphone_unless_told_not_to():
     assert config(audio={"input": "a.wav"}).options.reconnect is False  # a file is not reopened
 
 
+def test_a_service_holds_events_30_s_unless_told_otherwise():
+    """A service's events are notifications: one per episode of a sound (a dog barking on and off),
+    where `listen` itself holds none. The effective config says which is in force."""
+    assert config().options.hold == 30.0 and config().to_dict()["listen"]["hold"] == 30.0
+    assert config(listen={"hold": 0}).options.hold == 0.0
+    with pytest.raises(ConfigError, match=r"listen.hold -5.0 is not allowed: use a finite number of seconds >= 0"):
+        config(listen={"hold": -5})
+
+
 def test_set_overrides_any_key_with_a_yaml_value():
     raw = {**MINIMAL, "listen": {"hop": 1.0}}
     got = apply_overrides(raw, ["listen.hop=0.25", "labels.thresholds.siren=0.7", "metrics.enabled=false",
