@@ -457,6 +457,7 @@ def test_records_are_taken_while_the_broker_is_absent_and_sent_once_it_comes(tmp
     assert "cannot reach the broker" in caplog.text
 
 
+@pytest.mark.slow  # a broker started for it (and openssl)
 def test_records_waiting_for_the_broker_move_with_a_clock_stepped_right(tmp_path, node, subscribers):
     """At a boot without a real-time clock, NTP and the broker both wait for the network: events queued
     meanwhile went out dated by the unset clock (days early), while the event log moved its rows. The
@@ -729,6 +730,7 @@ def test_a_broker_that_cannot_be_reached_is_said_with_the_reason(secure_broker, 
         parse_section(MqttConfig, {"enabled": True, "host": "mqtt://127.0.0.1"}, "mqtt")
 
 
+@pytest.mark.slow  # a broker started for it (and openssl)
 @pytest.mark.parametrize("synchronised", [False, True])
 def test_a_certificate_out_of_its_dates_is_said_with_the_clock_not_the_ca_file(tmp_path, monkeypatch, synchronised):
     """At a boot without a real-time clock, the broker's certificate reads as not yet valid (or expired, a
