@@ -27,7 +27,8 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
 is `origin + t`, `origin` being the UTC wall-clock time of stream time 0 (the loop sets it as
 it starts to read the source, `Sink.start_clock`, unless the sink was made with one). A
 `start` is dated at its onset and emitted `min_duration` later (edge.events), so it follows
-windows with a later `t`.
+windows with a later `t`; with a hold (`listen.hold`) an `end` is dated where the score fell
+and emitted `hold` later too.
 """
 
 from __future__ import annotations
