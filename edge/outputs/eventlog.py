@@ -61,6 +61,7 @@ from edge.errors import ConfigError, InUseError
 from edge.events import Event
 from edge.fsutil import LockHeld, hand_on, take_lock
 from edge.outputs.sinks import Sink, Status, WindowResult, record_dict, utc_text
+from edge.service.mounts import mounted_over
 from edge.service.sections import UNWRITABLE_FIX, invalid
 
 log = logging.getLogger(__name__)
@@ -523,7 +524,12 @@ class EventLogSink(Sink):
 
     def _flush(self) -> None:
         if self._db is not None and not self._same_file():
-            log.warning("event log %s was deleted or replaced while the service ran: a new one begun", self.path)
+            assert self._inode is not None
+            log.warning(
+                "event log %s was deleted or replaced while the service ran: a new one begun%s",
+                self.path,
+                mounted_over(self.path.parent, self._inode[0]),
+            )
             self._close_db()
             self._next_open = 0.0
         try:

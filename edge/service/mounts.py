@@ -12,12 +12,13 @@ systemd wait for the disk; `check-config` says so for each path that needs it (`
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.service.unit import NAME
+from edge.service.sections import NAME
 
 FSTAB = Path("/etc/fstab")
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -131,3 +132,20 @@ def absent_disk(path: str | Path, fstab: Sequence[Mount], now: Sequence[Mount]) 
     if race is None:
         return f"{line.point} is not mounted now, though the boot mounts it: `systemctl status {line.point}` says why"
     return f"{line.point} is not mounted now ({race[1]}); {_fix(line.point, True)}"
+
+
+def mounted_over(folder: str | Path, device: int) -> str:
+    """ "" while `folder` is still on the file system `device` (st_dev) it was on, else why a file the
+    service keeps there seems gone, and the fix: a disk mounted over it after the start, or gone from
+    under it, hides what was written before (a boot that did not wait for the disk)."""
+    try:
+        now = os.stat(folder).st_dev
+    except OSError:
+        return ""
+    if now == device:
+        return ""
+    return (
+        f" ({folder} is on another file system than when the service started: a disk mounted over it, or one "
+        "unmounted from under it; what was written there before lies on the disk beneath. A disk the boot did "
+        f"not wait for: `systemctl edit {NAME}`, then [Unit] RequiresMountsFor=<its mount point>)"
+    )

@@ -58,11 +58,12 @@ def parse_section(cls: type[T], mapping: Mapping[str, Any] | None, section: str)
         raise ConfigError(str(err).replace(f"{err.key} ", f"{key} ", 1) if err.key else str(err), key=key) from None
 
 
+NAME = "semanticac-edge"  # the command, and the systemd unit's name (edge.service.unit)
 # Where an output's file or folder cannot be written: the systemd unit (ProtectSystem=strict)
 # can write only its state folder, so permissions are not the fix there.
 UNWRITABLE_FIX = (
     "leave the key out (its place in the state folder), or point it at a folder the service can write: under "
-    "the systemd unit only the state folder can be, so add that folder with `systemctl edit semanticac-edge` "
+    f"the systemd unit only the state folder can be, so add that folder with `systemctl edit {NAME}` "
     "([Service] ReadWritePaths=FOLDER)"
 )
 

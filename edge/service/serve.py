@@ -53,6 +53,7 @@ from edge.outputs.metrics import RETRY_SECONDS, MetricsSink
 from edge.outputs.mqtt import MqttSink
 from edge.outputs.sinks import ENDS, FanOut, Sink, Status, WindowResult
 from edge.service.config import ServiceConfig
+from edge.service.mounts import absent_disk, boot_race, mounted_over, read_mounts
 from edge.service.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,6 @@ class Resolved:
 def disk_note(path: str | Path | None) -> str:
     """ " (the disk of X is not mounted now: ...)" for an absolute `path` on a disk /etc/fstab names that is
     not mounted (edge.service.mounts: a boot that did not wait for it); else ""."""
-    from edge.service.mounts import absent_disk, read_mounts
-
     if path is None or not Path(path).is_absolute():
         return ""
     absent = absent_disk(path, *read_mounts())
@@ -372,7 +371,6 @@ def path_notes(config: ServiceConfig) -> list[tuple[str, str]]:
     nothing there), each path in a home folder (the unit's dynamic user cannot read it) and each
     on a disk a boot may not have mounted when the service starts (edge.service.mounts)."""
     from edge.labels.labelset import shipped_label_sets
-    from edge.service.mounts import boot_race, read_mounts
 
     labels = config.options.labels
     mqtt = config.outputs.get("mqtt")
@@ -608,6 +606,7 @@ def hold_state_dir(folder: Path, reloading: threading.Event | None = None) -> It
         return
     done = threading.Event()
     held = [fd]
+    device = [os.fstat(fd).st_dev]  # the folder's file system: another one mounted over it hides what was written
     said: list[str] = []  # the last reason the lock could not be taken again (said once, not every check)
 
     def keep() -> None:
@@ -626,7 +625,9 @@ def hold_state_dir(folder: Path, reloading: threading.Event | None = None) -> It
             said.clear()
             os.close(held[0])
             held[0] = fresh
-            log.warning("state folder %s: its lock %s was deleted or replaced: taken again", folder, LOCK_NAME)
+            why = mounted_over(folder, device[0])
+            device[0] = os.fstat(fresh).st_dev
+            log.warning("state folder %s: its lock %s was deleted or replaced: taken again%s", folder, LOCK_NAME, why)
 
     keeper = threading.Thread(target=keep, name="state lock", daemon=True)
     keeper.start()

@@ -32,8 +32,8 @@ from pathlib import Path
 from edge import __version__
 from edge.errors import ConfigError
 from edge.fsutil import atomic_write_bytes, atomic_write_text
+from edge.service.sections import NAME
 
-NAME = "semanticac-edge"
 UNIT_PATH = f"/etc/systemd/system/{NAME}.service"
 CONFIG_PATH = f"/etc/{NAME}/service.yaml"  # ConfigurationDirectory= of the unit
 WATCHDOG_SEC = 30  # a loop that does not turn for this long is restarted (pings come every few hundred ms)

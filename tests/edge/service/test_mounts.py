@@ -107,3 +107,49 @@ def test_a_start_says_which_folders_it_writes_on_the_disk_beneath_a_disk_not_mou
     assert notes[0].endswith("what is written there goes to the disk beneath, hidden once that disk is mounted")
     notes = unmounted_notes(config, usb / "state")
     assert [note.split(" ")[0] for note in notes] == ["service.state_dir", "event_log.path", "clips.dir"], notes
+
+
+MOUNT_OVER = r"""
+import logging, subprocess, sys, time
+from pathlib import Path
+import edge.service.serve as serve
+from edge.outputs.eventlog import EventLogConfig, EventLogSink
+from edge.outputs.sinks import Status
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+folder = Path(sys.argv[1])
+serve.LOCK_CHECK_SECONDS = 0.05
+with serve.hold_state_dir(folder):
+    sink = EventLogSink(EventLogConfig(), folder)
+    sink.status(Status(0.0, "info", "before the disk came", code="test"))
+    subprocess.run(["mount", "-t", "tmpfs", "usb", str(folder)], check=True)  # the disk, late
+    sink.status(Status(1.0, "info", "after", code="test"))
+    time.sleep(0.5)
+    sink.close()
+"""
+
+
+@pytest.mark.slow  # a process in a mount namespace of its own
+def test_a_disk_mounted_over_the_state_folder_while_the_service_runs_is_said_as_such(tmp_path):
+    """The boot-race audit: a disk mounted over the state folder after the start hid its first events
+    and clips, and the journal said only that the lock and the event log were "deleted or replaced".
+    A real tmpfs mounted over the folder, in a mount namespace of the test's own (root only)."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to make a mount namespace")
+    folder = tmp_path / "state"
+    folder.mkdir()
+    run = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", MOUNT_OVER, str(folder)],
+                         capture_output=True, text=True, timeout=60)
+    if run.returncode != 0 and "unshare" in run.stderr and "Operation not permitted" in run.stderr:
+        pytest.skip(f"no mount namespace here: {run.stderr.strip()}")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    said = [line for line in lines if "is on another file system than when the service started" in line]
+    assert any(line.startswith(f"state folder {folder}: its lock serve.lock was deleted or replaced") for line in said)
+    assert any(line.startswith(f"event log {folder / 'events.sqlite'} was deleted or replaced") for line in said)
+    assert all("RequiresMountsFor=" in line for line in said), lines
+    assert (folder / "events.sqlite").exists()  # seen from outside the namespace: the disk beneath kept it
