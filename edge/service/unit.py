@@ -120,8 +120,11 @@ def render_unit(settings: UnitSettings) -> str:
         [systemd_word(settings.exec_path, command=True)]
         + [systemd_word(part) for part in ("serve", "--config", settings.config_path)]
     )
+    # systemd reads no comment after a value ("read-only  # ..." was refused, the setting ignored)
     protect_home = (
-        "read-only  # the venv or config is under /home: readable, never writable" if settings.reads_home else "yes"
+        "# the venv or config is under /home: readable, never writable\nProtectHome=read-only"
+        if settings.reads_home
+        else "ProtectHome=yes"
     )
     groups, groups_note = (
         ("audio video", "; video: the GPU (on a Jetson /dev/nvmap,\n# /dev/nvhost-* and /dev/nvgpu/* belong to it).")
@@ -175,7 +178,7 @@ UMask=0077
 # which the event log asks before it removes rows by age; without CAP_SYS_TIME nothing here can
 # set the clock).
 ProtectSystem=strict
-ProtectHome={protect_home}
+{protect_home}
 PrivateTmp=yes
 PrivateMounts=yes
 NoNewPrivileges=yes
