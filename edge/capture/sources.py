@@ -942,7 +942,7 @@ def _stdin() -> tuple[BinaryIO, int | None]:
     if sys.stdin is None:
         raise AudioError(
             "stdin is closed: there is no raw audio to read; pipe audio into it, e.g. "
-            "`arecord -f S16_LE -r 16000 -c 1 | semanticac-edge listen --labels urban --input - "
+            "`arecord -t raw -f S16_LE -r 16000 -c 1 | semanticac-edge listen --labels urban --input - "
             "--rate 16000`, or use --input FILE"
         )
     try:

@@ -131,7 +131,12 @@ def device_notes(config: ServiceConfig) -> list[tuple[str, str]]:
     except ImportError as err:
         return [("warning", f"audio: {err}; without it, on this machine, the service stops at its start (exit 78)")]
     except AudioError as err:
-        return [("warning", f"audio.device: {err} (the service starts and keeps trying to open it)")]
+        then = (
+            "the service starts and keeps trying to open it"
+            if config.options.reconnect
+            else "with supervision.reconnect: false the service stops at its start, exit 1"
+        )
+        return [("warning", f"audio.device: {err} ({then})")]
     return []
 
 
@@ -321,13 +326,23 @@ def start_lag(options: ListenOptions, windowing: Windowing) -> float:
 def check_outputs(config: ServiceConfig, label_set: LabelSet, bundle: Bundle | None = None) -> None:
     """What check-config checks of the enabled outputs without opening them: the MQTT password
     and TLS files, read as the user running it (a service under DynamicUser= reads them as
-    another: keep them readable to it), and the labels' MQTT topics; ConfigError naming the key."""
+    another: keep them readable to it), the labels' MQTT topics, and a metrics port the unit can
+    listen on (root's check passed port 80, and the service's start then exited 78); ConfigError
+    naming the key."""
     from edge.outputs.mqtt import credentials, label_slugs
 
     mqtt = config.enabled_outputs().get("mqtt")
     if mqtt is not None:
         credentials(mqtt)
         label_slugs(label_set.names)
+    metrics = config.enabled_outputs().get("metrics")
+    if metrics is not None and 0 < metrics.port < 1024:
+        raise ConfigError(
+            f"metrics.port {metrics.port}: ports below 1024 need a privilege the service does not have (the unit "
+            "gives it no capability, whoever checks the config): choose one from 1024 (9464), or set "
+            "metrics.enabled: false",
+            key="metrics.port",
+        )
     if config.service.state_dir:  # else $STATE_DIRECTORY (systemd makes it) or the user's state folder
         _placed("service.state_dir", config.service.state_dir, "cannot hold the service's state", None, folder=True)
     clips, event_log = (config.enabled_outputs().get(name) for name in ("clips", "event_log"))

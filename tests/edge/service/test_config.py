@@ -193,6 +193,8 @@ def test_check_config_warns_of_a_device_name_that_matches_none_or_several(monkey
     assert result.exit_code == 0, result.output
     assert "# warning: audio.device: input device name 'u' is ambiguous" in result.output
     assert "keeps trying to open it" in result.output
+    stops = CliRunner().invoke(edge.cli.main, [*args, "--set", "supervision.reconnect=false"]).output
+    assert "keeps trying" not in stops and "supervision.reconnect: false the service stops at its start" in stops
     clip = tmp_path / "clip.wav"
     sf.write(clip, np.zeros(1600, dtype=np.float32), 16000)  # opened, never played
     result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set",
@@ -251,6 +253,16 @@ def test_every_path_key_reads_a_leading_tilde_as_the_home_folder(tmp_path, monke
     assert parsed.options.input == str(tmp_path / "street.wav") and parsed.options.bundle == str(tmp_path / "bundle")
     assert parsed.outputs["mqtt"].password_file == str(tmp_path / "pw")
     assert parsed.outputs["mqtt"].tls.ca_certs == str(tmp_path / "ca.pem")
+
+
+def test_check_config_refuses_a_metrics_port_below_1024_even_run_as_root():
+    """`sudo check-config` with metrics.port 80 said OK (root may bind it), and the service, under a
+    dynamic user with no capability, then exited 78 at its start."""
+    result = CliRunner().invoke(edge.cli.main, ["check-config", str(example_path()), "--set", "metrics.port=80"])
+    assert result.exit_code == 78, result.output
+    assert "metrics.port 80: ports below 1024 need a privilege the service does not have" in result.output
+    off = ["check-config", str(example_path()), "--set", "metrics.port=80", "--set", "metrics.enabled=false"]
+    assert CliRunner().invoke(edge.cli.main, off).exit_code == 0
 
 
 def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path, demo_bundle):
