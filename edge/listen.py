@@ -1054,6 +1054,11 @@ class Listener:
         # Read up to a model window at a time: after a slow inference everything waiting is
         # taken at once, so the windows that are too late can be dropped instead of queued.
         read_size = self.frontend.seconds_to_samples(self.frontend.window_seconds)
+        try:
+            source.start()
+        except AudioError as err:  # a device that fails as it starts (busy at a boot): lost, so reopened
+            source.stop()
+            return err
         with source:
             if not self._listening:
                 self._listening = True
