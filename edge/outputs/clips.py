@@ -201,19 +201,22 @@ class _Pending:
 MAX_HISTORY_SECONDS = 7200.0  # of audio the recorder keeps: 460 MB at 16 kHz
 
 
-def clip_history_seconds(config: ClipsConfig, reach: float, lag_seconds: float) -> float:
-    """The audio the recorder keeps: pre_roll (none given: `reach`) + max_seconds + post_roll, and the lag
-    of an event's start behind its onset; a ConfigError beyond MAX_HISTORY_SECONDS (a listen.min_duration
-    of a million seconds asked for 60 GB, and the start failed, over and over under systemd)."""
+def clip_history_seconds(config: ClipsConfig, reach: float, lag_seconds: float, hold: float = 0.0) -> float:
+    """The audio the recorder keeps: pre_roll (none given: `reach`) + max_seconds + post_roll, the lag
+    of an event's start behind its onset and listen's hold (a clip open at its limit waits that long for
+    its end); a ConfigError beyond MAX_HISTORY_SECONDS (a listen.min_duration of a million seconds asked
+    for 60 GB, and the start failed, over and over under systemd)."""
     pre_roll = reach if config.pre_roll is None else config.pre_roll
-    seconds = pre_roll + config.max_seconds + config.post_roll + lag_seconds
+    seconds = pre_roll + config.max_seconds + config.post_roll + lag_seconds + hold
     if seconds > MAX_HISTORY_SECONDS:
+        key = "listen.hold" if hold > lag_seconds else "listen.min_duration"
         raise ConfigError(
             f"clips: an event's start comes up to {lag_seconds:.0f} s after its onset (listen.min_duration, "
-            f"listen.smooth x listen.hop, the window), so the recorder would keep {seconds:.0f} s of audio, over "
-            f"{MAX_HISTORY_SECONDS:.0f}: lower listen.min_duration, listen.smooth or listen.hop, or clips.max_seconds; "
+            f"listen.smooth x listen.hop, the window) and its end {hold:.0f} s after the score fell (listen.hold), "
+            f"so the recorder would keep {seconds:.0f} s of audio, over {MAX_HISTORY_SECONDS:.0f}: lower "
+            "listen.min_duration, listen.smooth or listen.hop, listen.hold, or clips.max_seconds; "
             "or clips.enabled: false",
-            key="listen.min_duration",
+            key=key,
         )
     return seconds
 
@@ -228,7 +231,10 @@ class ClipRecorder(Sink):
     `trust_clock`: remove by age even while the kernel says the clock is not synchronised.
     `window_seconds`: the listen window (the pre-roll where the config leaves it out); `lag_seconds`:
     how long after its onset a start can arrive (listen's smoothing and min_duration, a window's
-    worth of slack), which the audio history must also hold.
+    worth of slack), which the audio history must also hold. `hold`: listen's hold (an end comes that
+    long after the score fell): a clip whose event is still open at its limit waits that long for an
+    end dated before the limit, so that it stops at end + post_roll, not at the limit (a 33 s event
+    held 30 s had 27 s of the quiet after it in its clip).
     """
 
     def __init__(
@@ -241,6 +247,7 @@ class ClipRecorder(Sink):
         trust_clock: bool = False,
         reach: float = 0.0,
         lag_seconds: float = 0.0,
+        hold: float = 0.0,
     ):
         super().__init__(stream=sys.stderr, origin=origin)
         self.config = config
@@ -249,6 +256,7 @@ class ClipRecorder(Sink):
         self.dir = config.resolve_dir(state_dir)
         self.sample_rate = sample_rate
         self.trust_clock = trust_clock
+        self._hold = round(hold * sample_rate)  # samples a clip open at its limit waits for its end
         self.written = self.skipped = self.removed = 0
         self._counting = threading.Lock()
         self._age_wait_said = False  # that removal by age waits for a synchronised clock
@@ -265,8 +273,8 @@ class ClipRecorder(Sink):
         self._pending: dict[int, _Pending] = {}
         self._slice = max(1, sample_rate)  # audio is appended a second at most at a time (see _audio)
         # a start reaches the recorder `lag_seconds` after its onset (the smoothing and min_duration): by
-        # then the history must still hold onset - pre_roll
-        seconds = clip_history_seconds(config, reach, lag_seconds)
+        # then the history must still hold onset - pre_roll; and a clip waits up to `hold` past its limit
+        seconds = clip_history_seconds(config, reach, lag_seconds, hold)
         self._history = _History(math.ceil(seconds * sample_rate) + self._slice)
         self._queue: queue.Queue[tuple[str, np.ndarray] | None] = queue.Queue(maxsize=QUEUE_CLIPS)
         self._worker: threading.Thread | None = None
@@ -410,7 +418,7 @@ class ClipRecorder(Sink):
     def _take_ready(self) -> None:
         end = self._history.end
         for event_id, p in list(self._pending.items()):
-            if end >= (p.limit if p.last is None else p.last):
+            if end >= (p.limit + self._hold if p.last is None else p.last):
                 self._take(event_id)
 
     def _take(self, event_id: int, early: str | None = None, wait: bool = False) -> None:

@@ -350,7 +350,9 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet, bundle: Bundle | N
         _placed("clips.dir", clips.dir, "cannot hold clips", "clips.enabled", folder=True)
     if clips is not None and bundle is not None:  # as the recorder's start checks it
         windowing = config.options.windowing(bundle)
-        clip_history_seconds(clips, onset_reach(config.options, windowing), start_lag(config.options, windowing))
+        clip_history_seconds(
+            clips, onset_reach(config.options, windowing), start_lag(config.options, windowing), config.options.hold
+        )
     if event_log is not None and event_log.path:
         _placed("event_log.path", event_log.path, "cannot be used as the event log", "event_log.enabled", folder=False)
         from edge.outputs.eventlog import refuse_foreign
@@ -797,6 +799,7 @@ def build_outputs(
                 trust_clock=config.service.trust_clock,
                 reach=onset_reach(options, windowing),
                 lag_seconds=start_lag(options, windowing),
+                hold=options.hold,
             )
             sinks.append(recorder)
             clip_for = recorder.clip_for

@@ -66,6 +66,34 @@ def test_each_event_of_a_listen_run_gets_a_clip_of_exactly_its_audio(demo_bundle
         np.testing.assert_array_equal(clip, audio[first:first + len(clip)])  # 16-bit in, 16-bit out: exact
 
 
+def test_a_held_event_s_clip_ends_at_its_end_not_at_the_limit(demo_bundle, eager_labels, tmp_path):
+    """A service holds an event 30 s after its score falls, and the end comes that late: the clip was
+    taken at its limit (onset + max_seconds + post_roll) before the end came, with up to the hold's worth
+    of the quiet after the sound in it (a 33 s bark episode: a 69 s clip, not 42 s). A clip open at its
+    limit now waits the hold for its end; an event longer than max_seconds is still cut at the limit."""
+    x = np.concatenate([silence(3, RATE), tone(700, 4, RATE), silence(12, RATE), noise(12, RATE), silence(12, RATE)])
+    path = tmp_path / "scene.wav"
+    sf.write(path, x, RATE, subtype="PCM_16")
+    clips = ClipRecorder(ClipsConfig(enabled=True, pre_roll=PRE, post_roll=POST, max_seconds=6.0), tmp_path, RATE,
+                         hold=5.0)
+    sink = Collect()
+    options = ListenOptions(labels=str(eager_labels), bundle=str(demo_bundle.path), input=str(path), fast=True,
+                            window=1.0, hop=1.0, min_duration=0.0, smooth=1, hold=5.0)
+    summary = listen(options, sink=FanOut([sink, clips]), source=clips.tap(FileSource(path, sample_rate=RATE,
+                                                                                      fast=True)))
+    clips.close()
+    assert summary.error is None and clips.written == len(sink.of("end")) > 0
+    starts = {e.event_id: e for e in sink.of("start")}
+    lengths = {}
+    for end in sink.of("end"):
+        clip, _ = sf.read(tmp_path / "clips" / clips.clip_for(end), dtype="float32")
+        wanted = min(end.duration, 6.0) + PRE + POST  # end + post_roll, or the limit for the 12 s noise
+        assert abs(len(clip) - wanted * RATE) <= demo_bundle.meta.frontend.hop_length, (end, len(clip) / RATE)
+        lengths[starts[end.event_id].t] = len(clip) / RATE
+    assert any(d < 6.0 for d in (e.duration for e in sink.of("end"))), "no short event: the test shows nothing"
+    assert any(d > 6.0 for d in (e.duration for e in sink.of("end"))), "no long event: the cap is not shown"
+
+
 def test_tap_keeps_the_source_what_it_is(tmp_path):
     path = tmp_path / "a.wav"
     sf.write(path, noise(1.0, RATE), RATE)

@@ -296,6 +296,9 @@ def test_exit_78_for_a_bad_config_a_missing_file_and_a_bad_bundle(tmp_path, demo
         "clips behind a long min_duration": (["check-config", str(example_path()), "--set", "clips.enabled=true",
                                               "--set", "listen.min_duration=1000000"],
                                              "so the recorder would keep 1000"),
+        # and the hold: a clip open at its limit waits for its end that long
+        "clips behind a long hold": (["check-config", str(example_path()), "--set", "clips.enabled=true",
+                                      "--set", "listen.hold=10000"], "its end 10000 s after the score fell"),
         "serve, clips behind a long min_duration": (["serve", "--config", str(example_path()), "--set",
                                                      "clips.enabled=true", "--set", "listen.min_duration=1000000",
                                                      "--set", f"audio.input={clip}", "--state-dir",
