@@ -332,8 +332,8 @@ def _heard(record: WindowResult) -> str:
 
 
 def _held(record: WindowResult) -> str:
-    """The labels shown at their threshold that start no event: "  held (the student disagrees): siren"."""
-    return "  held (the student disagrees): " + ", ".join(record.held) if record.held else ""
+    """The labels shown at their threshold that start no event: "  not counted (the student disagrees): siren"."""
+    return "  not counted (the student disagrees): " + ", ".join(record.held) if record.held else ""
 
 
 def _plain(record: WindowResult | Event | Status) -> str:

@@ -329,9 +329,9 @@ def test_a_label_held_back_for_want_of_the_student_s_agreement_is_named_only_the
     JsonLines(stream, ORIGIN).window(held)
     assert json.loads(stream.getvalue())["held"] == ["siren"]
     PlainLines(plain, ORIGIN).window(held)
-    assert plain.getvalue().rstrip().endswith("held (the student disagrees): siren")
+    assert plain.getvalue().rstrip().endswith("not counted (the student disagrees): siren")
     LiveView(live, ORIGIN, thresholds={"siren": 0.5}).window(held)
-    assert "\nheld (the student disagrees): siren\n" in live.getvalue()
+    assert "\nnot counted (the student disagrees): siren\n" in live.getvalue()
     stream = io.StringIO()
     JsonLines(stream, ORIGIN).window(RECORDS[1])
     assert "held" not in json.loads(stream.getvalue())
