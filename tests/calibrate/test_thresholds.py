@@ -135,6 +135,29 @@ def test_replay_with_a_level_gate_matches_listen(background):
     assert not np.array_equal(ungated.smoothed(2), stream.smoothed(2))
 
 
+def test_replay_with_a_hold_matches_listen(background, tmp_path):
+    """The thresholds a service's hold was fitted with: the replay (one-label detectors, quiet runs
+    dropped) starts what listen with the same hold started, which merges some of what it starts
+    without one (the street three times over: its sounds come back within the hold)."""
+    import soundfile as sf
+
+    audio, rate = sf.read(background / "street1.wav", dtype="float32")
+    street = tmp_path / "street3.wav"
+    sf.write(street, np.concatenate([audio] * 3), rate)
+    urban = resolve_label_set("urban")
+    starts = {}
+    for hold in (0.0, 10.0):
+        options = ListenOptions(labels="urban", input="x", fast=True, **{**LISTEN, "hold": hold})
+        [stream], _ = record(options, urban.names, [street])
+        smoothed = stream.smoothed(LISTEN["smooth"])
+        replayed = sum(count_starts(quiet_runs_dropped([(stream.times, smoothed[:, k])], label.threshold * 0.7),
+                                    label.name, label.threshold, LISTEN["release"], LISTEN["min_duration"], hold)
+                       for k, label in enumerate(urban.labels))
+        assert replayed == stream.starts, hold
+        starts[hold] = stream.starts
+    assert 0 < starts[10.0] < starts[0.0], starts  # the hold merged some: the test can tell
+
+
 def test_a_positive_shorter_than_the_window_can_start_an_event(tmp_path):
     """Alone, a 3 s clip is one 5 s window: no event can last min_duration. Heard in a quiet
     stream (as a positive is), every window overlapping it is scored, as on the device."""
