@@ -131,15 +131,13 @@ class EventDetector:
         ends, starts = [], []
         for i, score in enumerate(scores):
             track = self._tracks[i]
-            if track.quiet is not None:  # held: once the hold is over it ends; back at the threshold within it goes on
-                if t - track.quiet >= self.hold:
-                    ends.append(self._end(i, track.quiet))
-                    self._tracks[i] = track = _Track()  # and this window may begin the next
-                elif score >= self.thresholds[i]:
-                    track.quiet, track.peak = None, max(track.peak, score)
+            if track.quiet is not None:  # held: back at the threshold within the hold goes on, after it ends
+                if t - track.quiet < self.hold:
+                    if score >= self.thresholds[i]:
+                        track.quiet, track.peak = None, max(track.peak, score)
                     continue
-                else:
-                    continue
+                ends.append(self._end(i, track.quiet))
+                self._tracks[i] = track = _Track()  # and this window may begin the next
             if track.onset is None:
                 if score >= self.thresholds[i]:
                     track.onset, track.score, track.peak = t, score, score

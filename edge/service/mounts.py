@@ -147,5 +147,5 @@ def mounted_over(folder: str | Path, device: int) -> str:
     return (
         f" ({folder} is on another file system than when the service started: a disk mounted over it, or one "
         "unmounted from under it; what was written there before lies on the disk beneath. A disk the boot did "
-        f"not wait for: `systemctl edit {NAME}`, then [Unit] RequiresMountsFor=<its mount point>)"
+        f"not wait for: {_fix('<its mount point>', True)})"
     )

@@ -53,7 +53,7 @@ from edge.outputs.metrics import RETRY_SECONDS, MetricsSink
 from edge.outputs.mqtt import MqttSink
 from edge.outputs.sinks import ENDS, FanOut, Sink, Status, WindowResult
 from edge.service.config import ServiceConfig
-from edge.service.mounts import absent_disk, boot_race, mounted_over, read_mounts
+from edge.service.mounts import Mount, absent_disk, boot_race, mounted_over, read_mounts
 from edge.service.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,13 @@ class Resolved:
     label_set: LabelSet  # with labels.thresholds applied
 
 
-def disk_note(path: str | Path | None) -> str:
+def disk_note(path: str | Path | None, mounts: tuple[list[Mount], list[Mount]] | None = None) -> str:
     """ " (the disk of X is not mounted now: ...)" for an absolute `path` on a disk /etc/fstab names that is
-    not mounted (edge.service.mounts: a boot that did not wait for it); else ""."""
+    not mounted (edge.service.mounts: a boot that did not wait for it); else "". `mounts`: read_mounts()'s,
+    read here when not given."""
     if path is None or not Path(path).is_absolute():
         return ""
-    absent = absent_disk(path, *read_mounts())
+    absent = absent_disk(path, *(mounts or read_mounts()))
     return f" (the disk it is on: {absent})" if absent else ""
 
 
@@ -668,10 +669,11 @@ def unmounted_notes(config: ServiceConfig, state_dir: Path) -> list[str]:
         written["event_log.path"] = outputs["event_log"].resolve_path(state_dir)
     if "clips" in outputs:
         written["clips.dir"] = outputs["clips"].resolve_dir(state_dir)
+    mounts = read_mounts()  # once for the three
     return [
         f"{key} {path}{note}: what is written there goes to the disk beneath, hidden once that disk is mounted"
         for key, path in written.items()
-        if (note := disk_note(path))
+        if (note := disk_note(path, mounts))
     ]
 
 
