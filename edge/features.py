@@ -378,6 +378,11 @@ class Windowing:
     def hop_seconds(self) -> float:
         return self.hop_frames * self.seconds_per_frame
 
+    @property
+    def model_seconds(self) -> float:
+        """The model's input window (at least `window_seconds`): listen reads up to this much audio at a time."""
+        return (self.model_frames - 1) * self.seconds_per_frame
+
 
 DC_CUTOFF_HZ = 10.0  # LevelMeter's high-pass: a microphone's constant offset is not read as a level
 

@@ -9,7 +9,9 @@
 A sample's index is its stream time times the model rate, counted from the stream's first
 sample exactly as the listen pipeline counts it, so an event's times name its samples.
 An event longer than `max_seconds` gets a clip of its first `max_seconds` (plus the rolls),
-written as soon as that much has arrived. Note that an event's onset is the END time of the
+written as soon as that much has arrived (with listen's `hold`: once the events, which come a
+model window behind the audio at most, are out to the limit + hold, so an end before it is seen).
+Note that an event's onset is the END time of the
 first window whose SMOOTHED score reached the threshold: the sound may have begun up to a window
 before the first window that heard it, and the smoothing (the mean of `smooth` windows) reaches
 the threshold up to smooth - 1 hops after that one; so the pre_roll is window + (smooth - 1) x hop
@@ -212,9 +214,9 @@ def clip_history_seconds(config: ClipsConfig, reach: float, lag_seconds: float, 
         key = "listen.hold" if hold > lag_seconds else "listen.min_duration"
         raise ConfigError(
             f"clips: an event's start comes up to {lag_seconds:.0f} s after its onset (listen.min_duration, "
-            f"listen.smooth x listen.hop, the window) and its end {hold:.0f} s after the score fell (listen.hold), "
-            f"so the recorder would keep {seconds:.0f} s of audio, over {MAX_HISTORY_SECONDS:.0f}: lower "
-            "listen.min_duration, listen.smooth or listen.hop, listen.hold, or clips.max_seconds; "
+            f"listen.smooth x listen.hop, the model's window) and its end {hold:.0f} s after the score fell "
+            f"(listen.hold), so the recorder would keep {seconds:.0f} s of audio, over {MAX_HISTORY_SECONDS:.0f}: "
+            "lower listen.min_duration, listen.smooth or listen.hop, listen.hold, or clips.max_seconds; "
             "or clips.enabled: false",
             key=key,
         )
@@ -229,12 +231,13 @@ class ClipRecorder(Sink):
     `enabled: false` it does nothing: `tap` returns the source as it is, `clip_for` None.
     Counters: `written`, `skipped`, `removed` (clips deleted by age or for the disk's room).
     `trust_clock`: remove by age even while the kernel says the clock is not synchronised.
-    `window_seconds`: the listen window (the pre-roll where the config leaves it out); `lag_seconds`:
-    how long after its onset a start can arrive (listen's smoothing and min_duration, a window's
-    worth of slack), which the audio history must also hold. `hold`: listen's hold (an end comes that
-    long after the score fell): a clip whose event is still open at its limit waits that long for an
-    end dated before the limit, so that it stops at end + post_roll, not at the limit (a 33 s event
-    held 30 s had 27 s of the quiet after it in its clip).
+    `reach`: how long an onset may come after its sound begins (the pre-roll the config leaves out); `lag_seconds`:
+    how long after its onset a start can arrive (listen's smoothing and min_duration, and a model
+    window's worth: listen reads that much ahead), which the audio history must also hold.
+    `hold`: listen's hold (an end comes that long after the score fell): a clip whose event is still
+    open at its limit waits that long, in the events' time (the windows': the audio is read up to a
+    model window ahead of them), for an end dated before the limit, so that it stops at end +
+    post_roll, not at the limit (a 33 s event held 30 s had 27 s of the quiet after it in its clip).
     """
 
     def __init__(
@@ -257,6 +260,10 @@ class ClipRecorder(Sink):
         self.sample_rate = sample_rate
         self.trust_clock = trust_clock
         self._hold = round(hold * sample_rate)  # samples a clip open at its limit waits for its end
+        # the stream time (samples) of the last window whose events are all out (the window before the newest:
+        # a window reaches the sinks before its events); the audio is read up to a model window ahead of it
+        self._events_until: int | None = None
+        self._newest_window: int | None = None
         self.written = self.skipped = self.removed = 0
         self._counting = threading.Lock()
         self._age_wait_said = False  # that removal by age waits for a synchronised clock
@@ -360,6 +367,9 @@ class ClipRecorder(Sink):
 
     def window(self, result: WindowResult) -> None:
         self._say_troubles()
+        self._events_until, self._newest_window = self._newest_window, round(result.t * self.sample_rate)
+        if self._hold:
+            self._take_ready()
 
     def status(self, status: Status) -> None:
         pass
@@ -418,7 +428,14 @@ class ClipRecorder(Sink):
     def _take_ready(self) -> None:
         end = self._history.end
         for event_id, p in list(self._pending.items()):
-            if end >= (p.limit + self._hold if p.last is None else p.last):
+            if p.last is not None:
+                ready = end >= p.last
+            elif self._hold:  # still open at its limit: once the events are out to limit + hold, an end
+                # dated before the limit has come (the audio's own time runs ahead of the events')
+                ready = end >= p.limit and (self._events_until or 0) >= p.limit + self._hold
+            else:
+                ready = end >= p.limit
+            if ready:
                 self._take(event_id)
 
     def _take(self, event_id: int, early: str | None = None, wait: bool = False) -> None:

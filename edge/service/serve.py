@@ -320,8 +320,9 @@ def onset_reach(options: ListenOptions, windowing: Windowing) -> float:
 
 def start_lag(options: ListenOptions, windowing: Windowing) -> float:
     """How long after its onset an event's start may come: once the smoothed score has held
-    min_duration, and a few windows more (what the clip recorder's history must cover)."""
-    return options.min_duration + (options.smooth + 2) * windowing.hop_seconds + windowing.window_seconds
+    min_duration, and a few hops more; and how far the audio runs ahead of the events (listen reads
+    up to a model window at a time). What the clip recorder's history must cover beyond a clip."""
+    return options.min_duration + (options.smooth + 2) * windowing.hop_seconds + windowing.model_seconds
 
 
 def check_outputs(config: ServiceConfig, label_set: LabelSet, bundle: Bundle | None = None) -> None:

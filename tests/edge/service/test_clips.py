@@ -18,6 +18,7 @@ from edge.listen import ListenOptions, is_live, listen
 from edge.outputs.clips import ClipRecorder, ClipsConfig, clip_label
 from edge.outputs.sinks import FanOut, WindowResult
 from edge.service.config import example_path
+from edge.service.serve import start_lag
 from edge.service.sections import parse_section
 from tests.collect import Collect
 from tests.signals import noise, silence, tone
@@ -74,13 +75,26 @@ def test_a_held_event_s_clip_ends_at_its_end_not_at_the_limit(demo_bundle, eager
     x = np.concatenate([silence(3, RATE), tone(700, 4, RATE), silence(12, RATE), noise(12, RATE), silence(12, RATE)])
     path = tmp_path / "scene.wav"
     sf.write(path, x, RATE, subtype="PCM_16")
-    clips = ClipRecorder(ClipsConfig(enabled=True, pre_roll=PRE, post_roll=POST, max_seconds=6.0), tmp_path, RATE,
-                         hold=5.0)
-    sink = Collect()
     options = ListenOptions(labels=str(eager_labels), bundle=str(demo_bundle.path), input=str(path), fast=True,
                             window=1.0, hop=1.0, min_duration=0.0, smooth=1, hold=5.0)
-    summary = listen(options, sink=FanOut([sink, clips]), source=clips.tap(FileSource(path, sample_rate=RATE,
-                                                                                      fast=True)))
+    clips = ClipRecorder(ClipsConfig(enabled=True, pre_roll=PRE, post_roll=POST, max_seconds=6.0), tmp_path, RATE,
+                         hold=5.0, lag_seconds=start_lag(options, options.windowing(demo_bundle)))
+    sink = Collect()
+    source = FileSource(path, sample_rate=RATE, fast=True)
+    read, first = source.read, [2 * RATE]
+
+    def ahead(max_samples, timeout=0.5):  # a first read of 2 s, then a whole model window (5 s) each: the
+        wanted = first.pop() if first else max_samples  # audio runs up to 5 s ahead of the events, as on a
+        blocks = []                                     # loaded CI machine whose decoder kept the ring full
+        while sum(b.size for b in blocks) < wanted:
+            block = read(wanted - sum(b.size for b in blocks), timeout)
+            if block is None:
+                break
+            blocks.append(block)
+        return np.concatenate(blocks) if blocks else None
+
+    source.read = ahead
+    summary = listen(options, sink=FanOut([sink, clips]), source=clips.tap(source))
     clips.close()
     assert summary.error is None and clips.written == len(sink.of("end")) > 0
     starts = {e.event_id: e for e in sink.of("start")}
