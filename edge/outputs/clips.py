@@ -65,6 +65,7 @@ from edge.events import Event
 from edge.fsutil import atomic_path, nearest_existing, unwritable_reason
 from edge.outputs.metrics import ClipCounts
 from edge.outputs.sinks import Sink, Status, WindowResult
+from edge.service.mounts import read_only_disk
 from edge.service.sections import UNWRITABLE_FIX, invalid
 
 log = logging.getLogger(__name__)
@@ -288,13 +289,19 @@ class ClipRecorder(Sink):
         if not config.enabled:
             return
         reason = unwritable_reason(self.dir)
-        if reason is not None:
+        read_only = None if reason is None else read_only_disk(self.dir)
+        if reason is not None and read_only is None:
             raise ConfigError(
                 f"clips.dir {self.dir} cannot hold clips: {reason}: {UNWRITABLE_FIX}; or clips.enabled: false",
                 key="clips.dir",
             )
-        for stale in self.dir.glob(".*.tmp.flac"):  # a clip being written when the process died
-            stale.unlink(missing_ok=True)
+        if read_only is not None:  # the disk's trouble, not the config's: events go on, clips once it can be written
+            log.warning(
+                "clips.dir %s cannot hold clips now: %s; each clip is skipped until it can", self.dir, read_only
+            )
+        else:
+            for stale in self.dir.glob(".*.tmp.flac"):  # a clip being written when the process died
+                stale.unlink(missing_ok=True)
         for warning in (pre_roll_warning(config, reach), room_warning(config, self.dir)):
             if warning is not None:
                 log.warning("%s", warning)
@@ -510,6 +517,7 @@ class ClipRecorder(Sink):
             failed = None
             while True:
                 try:
+                    self.dir.mkdir(parents=True, exist_ok=True)  # a disk read-only at the start had none made
                     _write_flac(path, samples, self.sample_rate)
                     break
                 except Exception as err:  # a full disk, a removed folder: this clip is lost, not the service
@@ -524,7 +532,8 @@ class ClipRecorder(Sink):
                             f"{err}): free space on it"
                         )
                     else:
-                        failed = f"cannot write {path}: {err}"
+                        read_only = read_only_disk(self.dir)
+                        failed = f"cannot write {path}: {err}" + (f": {read_only}" if read_only else "")
                     break
             if failed is not None:
                 self._lost(name, failed)  # libsndfile says "System error." of a full disk

@@ -24,9 +24,10 @@ every output sees (metrics, MQTT's problem sensor, STATUS=), and its end as `eve
 At start a busy, full or failing file does not stop the service: it listens, and the file is
 opened again at the next record (at most every REOPEN_SECONDS). A damaged file is moved aside
 (`events.sqlite.damaged-<time>`) and a new one begun; a file deleted or replaced while the
-service runs is noticed at the next record and a new one begun at the path. Only what a person
-must fix (a path that cannot be created, a read-only file, another program's file, a newer
-schema) is a ConfigError at start.
+service runs is noticed at the next record and a new one begun at the path. A disk the kernel
+made read-only (errors) is passing trouble too (edge.service.mounts.read_only_disk). Only what a
+person must fix (a path that cannot be created, a read-only file or view, another program's file,
+a newer schema) is a ConfigError at start.
 
 Retention runs at start and then at most once an hour: rows older than `max_age_days` go,
 then the oldest beyond `max_events` (per table). The age is read on the system clock, so it waits
@@ -61,7 +62,7 @@ from edge.errors import ConfigError, InUseError
 from edge.events import Event
 from edge.fsutil import LockHeld, hand_on, take_lock
 from edge.outputs.sinks import Sink, Status, WindowResult, record_dict, utc_text
-from edge.service.mounts import mounted_over
+from edge.service.mounts import mounted_over, read_only_disk
 from edge.service.sections import UNWRITABLE_FIX, invalid
 
 log = logging.getLogger(__name__)
@@ -252,12 +253,14 @@ class EventLogSink(Sink):
         self._lock = lock_event_log(self.path)
         try:
             self._open(busy=OPEN_BUSY_SECONDS)
-        except sqlite3.Error as err:  # passing trouble: listen anyway; the first record tries again and reports it
+        except (sqlite3.Error, ConfigError) as err:  # passing trouble: listen anyway; the first record tries again
+            if isinstance(err, ConfigError) and read_only_disk(self.path.parent) is None:  # and reports it
+                raise
             log.warning(
                 "event log %s: cannot be opened now (%s): the service starts, and its records wait in memory "
                 "until the file can be written",
                 self.path,
-                _reason(err),
+                _reason(err) if isinstance(err, sqlite3.Error) else err,
             )
         log.info("event log: %s (run %s)", self.path, self.run_id)
 
@@ -569,16 +572,21 @@ class EventLogSink(Sink):
             self._failing = reason
             return
         self._failing = reason
+        read_only = read_only_disk(self.path.parent)
         fix = (  # the advice for this failure, not every one (a lock had been told to free disk space)
-            "free disk space"
+            ""
+            if read_only and read_only in reason  # a file that could not be opened: said in the reason
+            else f": {read_only}"
+            if read_only
+            else ": free disk space"
             if "no space left" in reason
-            else f"end what holds the file (fuser {self.path})"
+            else f": end what holds the file (fuser {self.path})"
             if "lock" in reason
-            else "free disk space, or end what holds the file"
+            else ": free disk space, or end what holds the file"
         )
         message = (
             f"event log {self.path}: cannot write ({reason}); records wait in memory (up to {PENDING_MAX}) "
-            f"and are written once it can be: {fix}"
+            f"and are written once it can be{fix}"
         )
         log.warning("%s", message)
         self.report("warning", message, "event_log")
@@ -728,11 +736,9 @@ def _reason(err: sqlite3.Error) -> str:
 
 def _unusable(path: Path, err: BaseException) -> ConfigError:
     reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
-    return ConfigError(
-        f"event_log.path {path} cannot be used as the event log: {reason}: {UNWRITABLE_FIX}; or "
-        "event_log.enabled: false",
-        key="event_log.path",
-    )
+    read_only = read_only_disk(path.parent)  # no setting of ours to change: the disk's trouble
+    fix = read_only or f"{UNWRITABLE_FIX}; or event_log.enabled: false"
+    return ConfigError(f"event_log.path {path} cannot be used as the event log: {reason}: {fix}", key="event_log.path")
 
 
 def recent_events(path: str | Path, limit: int = 20, label: str | None = None) -> list[dict]:

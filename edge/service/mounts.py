@@ -35,6 +35,7 @@ class Mount:
     type: str
     source: str
     options: frozenset[str]
+    super_options: frozenset[str] = frozenset()  # the file system's own (mountinfo), beyond this mount's
 
 
 def _unescape(field: str) -> str:
@@ -61,14 +62,16 @@ def mounted(text: str) -> list[Mount]:
         fields, tail = before.split(), after.split()
         if not sep or len(fields) < 6 or len(tail) < 2:
             continue
-        mounts.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1]), frozenset(fields[5].split(","))))
+        supers = frozenset(tail[2].split(",")) if len(tail) > 2 else frozenset()
+        mounts.append(Mount(_unescape(fields[4]), tail[0], _unescape(tail[1]), frozenset(fields[5].split(",")), supers))
     return mounts
 
 
-def _holding(path: Path, mounts: Sequence[Mount]) -> Mount | None:
-    """The mount of `mounts` whose point is the nearest above `path`, "/" left out."""
-    above = [m for m in mounts if m.point != "/" and path.is_relative_to(m.point)]
-    return max(above, key=lambda m: len(m.point), default=None)
+def _holding(path: Path, mounts: Sequence[Mount], root: bool = False) -> Mount | None:
+    """The mount of `mounts` whose point is the nearest above `path` (the last mounted there), "/" left
+    out unless `root`."""
+    above = [m for m in mounts if (root or m.point != "/") and path.is_relative_to(m.point)]
+    return max(reversed(above), key=lambda m: len(m.point), default=None)
 
 
 def _race(path: Path, fstab: Sequence[Mount], now: Sequence[Mount]) -> tuple[str, str, bool] | None:
@@ -132,6 +135,23 @@ def absent_disk(path: str | Path, fstab: Sequence[Mount], now: Sequence[Mount]) 
     if race is None:
         return f"{line.point} is not mounted now, though the boot mounts it: `systemctl status {line.point}` says why"
     return f"{line.point} is not mounted now ({race[1]}); {_fix(line.point, True)}"
+
+
+def read_only_disk(path: str | Path, now: Sequence[Mount] | None = None) -> str | None:
+    """For a `path` whose file system is itself read-only, that and what to do, in words; else None.
+    The kernel remounts a disk read-only after errors (ext4's errors=remount-ro, usual for a root on an
+    SD card or eMMC): a passing trouble for the service, which listens on and writes once it can. A
+    mount that is read-only alone (systemd's ProtectSystem= view of a folder outside ReadWritePaths=, a
+    read-only bind) is a configuration matter, not this. `now`: read_mounts()'s, read here when not given."""
+    mounts = read_mounts()[1] if now is None else now
+    disk = _holding(Path(os.path.realpath(path)), mounts, root=True)
+    if disk is None or "ro" not in disk.super_options:
+        return None
+    return (
+        f"its file system ({disk.source} on {disk.point}) is read-only: the kernel does that to a disk with "
+        "errors (see `dmesg`); check it (fsck, or a failing card or disk), or remount it read-write "
+        f"(mount -o remount,rw {disk.point})"
+    )
 
 
 def mounted_over(folder: str | Path, device: int) -> str:

@@ -109,6 +109,25 @@ def test_a_start_says_which_folders_it_writes_on_the_disk_beneath_a_disk_not_mou
     assert [note.split(" ")[0] for note in notes] == ["service.state_dir", "event_log.path", "clips.dir"], notes
 
 
+def test_a_disk_read_only_itself_is_told_from_a_read_only_view_of_a_writable_one():
+    """The kernel remounts a disk with errors read-only (its super options say ro): a passing trouble.
+    A mount read-only alone (ProtectSystem='s view, a bind) over a writable disk is not that."""
+    from edge.service.mounts import read_only_disk
+
+    text = MOUNTINFO + (
+        "70 22 179:1 / /var/lib/card ro,relatime - ext4 /dev/mmcblk0p1 ro,errors=remount-ro\n"
+        "71 22 8:17 /state /var/lib/view ro,nosuid,nodev - ext4 /dev/sdb2 rw\n"
+    )
+    now = mounted(text)
+    assert "/dev/mmcblk0p1 on /var/lib/card) is read-only" in read_only_disk("/var/lib/card/events.sqlite", now)
+    assert "mount -o remount,rw /var/lib/card" in read_only_disk("/var/lib/card/not/made/yet", now)
+    assert read_only_disk("/var/lib/view/clips", now) is None
+    assert read_only_disk("/home/ann", now) is None  # the root, writable
+    root_gone = text.replace("/ / rw,relatime shared:1 - ext4 /dev/sda1 rw,", "/ / ro,relatime shared:1 - ext4 /dev/sda1 ro,")
+    assert "(/dev/sda1 on /)" in read_only_disk("/home/ann", mounted(root_gone))
+    assert read_only_disk("/var/lib/view/clips", mounted(root_gone)) is None  # its own disk is writable
+
+
 MOUNT_OVER = r"""
 import logging, subprocess, sys, time
 from pathlib import Path
@@ -153,3 +172,82 @@ def test_a_disk_mounted_over_the_state_folder_while_the_service_runs_is_said_as_
     assert any(line.startswith(f"event log {folder / 'events.sqlite'} was deleted or replaced") for line in said)
     assert all("RequiresMountsFor=" in line for line in said), lines
     assert (folder / "events.sqlite").exists()  # seen from outside the namespace: the disk beneath kept it
+
+
+READ_ONLY = r"""
+import logging, sqlite3, subprocess, sys, time
+from pathlib import Path
+import edge.outputs.eventlog as eventlog
+from edge.errors import ConfigError
+from edge.outputs.clips import ClipRecorder, ClipsConfig
+from edge.outputs.eventlog import EventLogConfig, EventLogSink
+from edge.outputs.sinks import Status
+from tests.edge.service.test_clips import Feed
+
+logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
+disk, scratch = Path(sys.argv[1]), Path(sys.argv[2])
+eventlog.REOPEN_SECONDS = 0.0
+subprocess.run(["mount", "-t", "tmpfs", "card", str(disk)], check=True)
+subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)  # as the kernel does after errors
+sink = EventLogSink(EventLogConfig(), disk)
+clips = ClipRecorder(ClipsConfig(enabled=True, pre_roll=0.5, post_roll=0.5), disk, 16000)
+feed = Feed(clips, scratch)
+sink.status(Status(0.0, "info", "while read-only", code="test"))
+feed.event("start", 1.0, 1)
+feed.event("end", 2.0, 1, duration=1.0)
+feed.until(3.0)
+time.sleep(0.5)  # the worker tries it
+print("SKIPPED", clips.skipped, "WAITING", sink.pending)
+subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)  # checked and remounted
+sink.status(Status(1.0, "info", "writable again", code="test"))
+written = feed.event("start", 4.0, 2)
+feed.event("end", 5.0, 2, duration=1.0)
+feed.until(6.0)
+feed.source.stop()
+clips.close()
+sink.close()
+db = sqlite3.connect(disk / "events.sqlite")
+print("STATUSES", [m for (m,) in db.execute("SELECT message FROM statuses WHERE code = 'test' ORDER BY id")])
+print("CLIPS", [p.name for p in (disk / "clips").glob("*.flac")] == [written])
+view = scratch / "view"  # a read-only view of a writable disk (systemd's ProtectSystem=, a bind): the config's
+view.mkdir()
+subprocess.run(["mount", "--bind", str(view), str(view)], check=True)
+subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+for make in (lambda: EventLogSink(EventLogConfig(), view), lambda: ClipRecorder(ClipsConfig(enabled=True), view, 16000)):
+    try:
+        make()
+        print("VIEW started")
+    except ConfigError as err:
+        print("VIEW refused", err.key, "ReadWritePaths" in str(err))
+"""
+
+
+@pytest.mark.slow  # a process in a mount namespace of its own
+def test_a_disk_the_kernel_made_read_only_starts_the_service_and_is_written_once_writable(tmp_path):
+    """A card with errors is remounted read-only by the kernel (errors=remount-ro): a service that went
+    on running kept its records in memory, but a start (after a crash, a reboot) exited 78 for a bad
+    config, and systemd never restarted it. A real tmpfs made read-only and read-write again, in a
+    mount namespace of the test's own (root only); a read-only view of a writable disk is still refused."""
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) to make a mount namespace")
+    disk, scratch = tmp_path / "state", tmp_path / "scratch"
+    disk.mkdir()
+    scratch.mkdir()
+    run = subprocess.run(["unshare", "-m", "--propagation", "private", sys.executable, "-c", READ_ONLY, str(disk),
+                          str(scratch)], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[3])
+    if run.returncode != 0 and "unshare" in run.stderr and "Operation not permitted" in run.stderr:
+        pytest.skip(f"no mount namespace here: {run.stderr.strip()}")
+    assert run.returncode == 0, run.stderr + run.stdout
+    lines = run.stdout.splitlines()
+    said = [line for line in lines if "its file system (card on " in line and "is read-only" in line]
+    assert any(line.startswith(f"event log {disk / 'events.sqlite'}: cannot be opened now") for line in said), lines
+    assert any(line.startswith(f"clips.dir {disk / 'clips'} cannot hold clips now") for line in said), lines
+    assert any(line.startswith("clip ") and "skipped" in line for line in said), lines  # the write says why too
+    assert "SKIPPED 1 WAITING 1" in lines
+    assert "STATUSES ['while read-only', 'writable again']" in lines  # nothing lost meanwhile
+    assert "CLIPS True" in lines
+    assert lines.count("VIEW refused event_log.path True") == 1 and lines.count("VIEW refused clips.dir True") == 1
