@@ -1,0 +1,134 @@
+"""Two sounds at once: does each still start its event when another plays beside it?
+
+    SEMANTICAC_DATA=../shared/data python benchmarks/two_sounds.py [--bundle B] [--pairs 2] [--db 0] [--json OUT]
+    # about 5 min on 2 cores with the defaults
+
+A street has a siren over idling engines, children over a drill. Each urban class is paired with
+every other: --pairs random pairs per two classes of UrbanSound8K development clips (foreground,
+salience 1, at least 4 s: gun_shot has one, and is left out; their first 4 s at -25 dBFS RMS, the
+second --db below the first), each mix 1 s after the last and followed by 10 s of silence, all in
+one stream, through the product's own pipeline (benchmarks/trust.py's run: edge.listen, `--labels
+urban`, default thresholds and listen settings). The same clips alone, in streams of their own, are
+the baseline. A sound is named when an event of its label starts from its onset to 3 s after it ends.
+
+Printed, per class: named alone, named in a mix (of those named alone), and overall: mixes with
+both named, one, none. The shipped bundle trained on these very clips, each alone: a bundle's
+recall here is an upper bound on unseen recordings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import os
+import random
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from trust import RATE, run, write
+
+from edge.capture.audio import read_audio
+
+SECONDS = 4.0
+LEVEL_DBFS = -25.0
+GAP_S = 10.0
+LATE_S = 3.0  # an event may start this long after its sound ended (smoothing, min_duration)
+MIN_CLIPS = 5  # a class with fewer such clips is left out (gun_shot: one clip of 4 s or more)
+
+
+def clips_by_class(data: Path) -> dict[str, list[Path]]:
+    """Each class's foreground clips of at least SECONDS (a class with fewer than MIN_CLIPS left out)."""
+    rows = csv.DictReader(open(data / "us8k" / "meta.csv", newline=""))
+    found: dict[str, list[Path]] = {}
+    for row in rows:
+        path = data / "us8k" / "audio" / f"fold{row['fold']}" / row["slice_file_name"]
+        if row["salience"] == "1" and float(row["end"]) - float(row["start"]) >= SECONDS and path.exists():
+            found.setdefault(row["class"], []).append(path)
+    return {label: paths for label, paths in found.items() if len(paths) >= MIN_CLIPS}
+
+
+def first_seconds(path: Path) -> np.ndarray:
+    x = read_audio(path, RATE)[: round(SECONDS * RATE)]
+    return x * np.float32(10 ** (LEVEL_DBFS / 20) / max(float(np.sqrt(np.mean(x**2))), 1e-9))
+
+
+def named(bundle: str | None, items: list[np.ndarray], labels: list[set[str]], path: Path) -> list[set[str]]:
+    """The labels of `labels[i]` whose event starts while item i plays (or LATE_S after), all in one stream."""
+    gap = np.zeros(round(GAP_S * RATE), np.float32)
+    parts, spans, at = [np.zeros(RATE, np.float32)], [], 1.0
+    for x in items:
+        spans.append((at, at + x.size / RATE + LATE_S))
+        parts += [x, gap]
+        at += (x.size + gap.size) / RATE
+    record = run(bundle, "urban", write(path, np.concatenate(parts)))
+    return [{label for t, label in record.start_times if a <= t < b} & wanted for (a, b), wanted in zip(spans, labels)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default=None)
+    parser.add_argument("--data", default=os.environ.get("SEMANTICAC_DATA", "../shared/data"))
+    parser.add_argument("--pairs", type=int, default=2, help="mixes per two classes")
+    parser.add_argument("--db", type=float, default=0.0, help="the second sound this far below the first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    by_class = clips_by_class(Path(args.data))
+    rng = random.Random(args.seed)
+    mixes = [
+        (a, b, rng.choice(by_class[a]), rng.choice(by_class[b]))
+        for a, b in itertools.combinations(sorted(by_class), 2)
+        for _ in range(args.pairs)
+    ]
+    quieter = np.float32(10 ** (-args.db / 20))
+    with tempfile.TemporaryDirectory() as tmp:
+        firsts = [first_seconds(pa) for _, _, pa, _ in mixes]
+        seconds = [first_seconds(pb) * quieter for _, _, _, pb in mixes]
+        alone_a = named(args.bundle, firsts, [{a} for a, *_ in mixes], Path(tmp) / "a.wav")
+        alone_b = named(args.bundle, seconds, [{b} for _, b, *_ in mixes], Path(tmp) / "b.wav")
+        mixed = named(
+            args.bundle, [x + y for x, y in zip(firsts, seconds)], [{a, b} for a, b, *_ in mixes], Path(tmp) / "m.wav"
+        )
+    alone, kept, both = Counter(), Counter(), Counter()
+    per_class = Counter()
+    for (a, b, *_), na, nb, nm in zip(mixes, alone_a, alone_b, mixed):
+        for label, heard in ((a, na), (b, nb)):
+            per_class[label] += 1
+            if heard:
+                alone[label] += 1
+                kept[label] += label in nm
+        both[len(nm)] += 1
+    table = {
+        label: {"sounds": per_class[label], "named_alone": alone[label], "named_in_mix": kept[label]}
+        for label in sorted(per_class)
+    }
+    print(f"{len(mixes)} mixes of two urban sounds (the second {args.db:g} dB below the first), --labels urban")
+    print(f"{'class':18s} {'sounds':>6s} {'alone':>6s} {'in a mix':>9s}")
+    for label, row in table.items():
+        share = row["named_in_mix"] / row["named_alone"] if row["named_alone"] else float("nan")
+        print(f"{label:18s} {row['sounds']:6d} {row['named_alone']:6d} {row['named_in_mix']:6d} ({share:.0%})")
+    total_alone, total_kept = sum(alone.values()), sum(kept.values())
+    print(
+        f"named alone {total_alone}/{2 * len(mixes)}; of those, named in the mix {total_kept} "
+        f"({total_kept / max(total_alone, 1):.0%}); mixes with both named {both[2]}, one {both[1]}, none {both[0]}"
+    )
+    if args.json:
+        result = {
+            "mixes": len(mixes),
+            "db": args.db,
+            "per_class": table,
+            "both": both[2],
+            "one": both[1],
+            "none": both[0],
+            "named_alone": total_alone,
+            "named_in_mix": total_kept,
+        }
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
