@@ -9,8 +9,8 @@
 A sample's index is its stream time times the model rate, counted from the stream's first
 sample exactly as the listen pipeline counts it, so an event's times name its samples.
 An event longer than `max_seconds` gets a clip of its first `max_seconds` (plus the rolls),
-written as soon as that much has arrived (with listen's `hold`: once the events, which come a
-model window behind the audio at most, are out to the limit + hold, so an end before it is seen).
+written once the events, which come up to a model window behind the audio, are out to the limit
+(plus listen's `hold`), so that an end dated before it is seen.
 Note that an event's onset is the END time of the
 first window whose SMOOTHED score reached the threshold: the sound may have begun up to a window
 before the first window that heard it, and the smoothing (the mean of `smooth` windows) reaches
@@ -236,9 +236,10 @@ class ClipRecorder(Sink):
     how long after its onset a start can arrive (listen's smoothing and min_duration, and a model
     window's worth: listen reads that much ahead), which the audio history must also hold.
     `hold`: listen's hold (an end comes that long after the score fell): a clip whose event is still
-    open at its limit waits that long, in the events' time (the windows': the audio is read up to a
-    model window ahead of them), for an end dated before the limit, so that it stops at end +
+    open at its limit waits until the windows (whose events come up to a model window behind the
+    audio) are out to the limit + hold, for an end dated before the limit, so that it stops at end +
     post_roll, not at the limit (a 33 s event held 30 s had 27 s of the quiet after it in its clip).
+    Without windows (events sent by hand) the audio's arrival at the limit takes it.
     """
 
     def __init__(
@@ -375,8 +376,7 @@ class ClipRecorder(Sink):
     def window(self, result: WindowResult) -> None:
         self._say_troubles()
         self._events_until, self._newest_window = self._newest_window, round(result.t * self.sample_rate)
-        if self._hold:
-            self._take_ready()
+        self._take_ready()
 
     def status(self, status: Status) -> None:
         pass
@@ -437,11 +437,11 @@ class ClipRecorder(Sink):
         for event_id, p in list(self._pending.items()):
             if p.last is not None:
                 ready = end >= p.last
-            elif self._hold:  # still open at its limit: once the events are out to limit + hold, an end
-                # dated before the limit has come (the audio's own time runs ahead of the events')
-                ready = end >= p.limit and (self._events_until or 0) >= p.limit + self._hold
-            else:
+            elif self._newest_window is None:  # no windows (events sent by hand): the audio's time
                 ready = end >= p.limit
+            else:  # still open at its limit: once the events are out to limit + hold, an end dated
+                # before the limit has come (the audio's own time runs up to a model window ahead of theirs)
+                ready = end >= p.limit and (self._events_until or 0) >= p.limit + self._hold
             if ready:
                 self._take(event_id)
 
