@@ -48,7 +48,9 @@ def test_short_run_gives_sane_numbers(demo_bundle):
     # first window to the end (what a live stream costs), within what the process's cores can give
     live = result["live"]
     assert live["windows"] == 5 and live["dropped"] == 0 and (live["input_rate"], live["channels"]) == (48000, 2)
-    assert 1.5 < live["measured_s"] < 3.5  # the 2 s after the first window, paced, not read as fast as it goes
+    # the 2 s after the first window, paced, not read as fast as it goes (a fraction of a second); less where the
+    # first window came late (a loaded machine: the audio that waited meanwhile is read at once)
+    assert 0.5 < live["measured_s"] < 3.5
     assert 0 < live["cpu_percent"] < 100 * result["cpu_count"]
 
 

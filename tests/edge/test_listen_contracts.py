@@ -982,4 +982,4 @@ def test_a_reopened_source_s_dates_never_go_back_before_the_loss_s():
     assert sink.origin + timedelta(seconds=lost_t) >= lost  # audio_restored, at the same stream time
     listener._slack = 5.0  # after a gap of 5 s of stream time, the dates follow the arrival
     Listener._anchor(listener, lost_t + 0.1)
-    assert abs((sink.origin + timedelta(seconds=lost_t + 0.1) - datetime.now(timezone.utc)).total_seconds()) < 0.1
+    assert abs((sink.origin + timedelta(seconds=lost_t + 0.1) - datetime.now(timezone.utc)).total_seconds()) < 1.0

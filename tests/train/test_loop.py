@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import signal
 import subprocess
 import sys
 import time
@@ -431,7 +432,9 @@ def test_ctrl_c_while_torch_loads_is_one_line_not_a_traceback(tmp_path):
     fake.mkdir()
     (fake / "__init__.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    # Ctrl-C as a terminal gives it: a pytest started in the background (`&`, nohup) passes SIGINT on ignored
     result = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, env=env,
-                            timeout=60, cwd=Path(__file__).resolve().parents[2])
+                            timeout=60, cwd=Path(__file__).resolve().parents[2],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert result.returncode == 130 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.strip() == "semanticac-train: stopped (Ctrl-C) while starting: nothing was done"
