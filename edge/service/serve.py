@@ -53,7 +53,7 @@ from edge.outputs.metrics import RETRY_SECONDS, MetricsSink
 from edge.outputs.mqtt import MqttSink
 from edge.outputs.sinks import ENDS, FanOut, Sink, Status, WindowResult
 from edge.service.config import ServiceConfig
-from edge.service.mounts import Mount, absent_disk, boot_race, mounted_over, read_mounts
+from edge.service.mounts import Mount, absent_disk, boot_race, mounted_over, read_mounts, read_only_disk
 from edge.service.notify import Notifier
 
 log = logging.getLogger(__name__)
@@ -142,19 +142,33 @@ def device_notes(config: ServiceConfig) -> list[tuple[str, str]]:
 
 
 def disk_notes(config: ServiceConfig, environ: Mapping[str, str] | None = None) -> list[tuple[str, str]]:
-    """check-config: a warning when the clips' disk cannot give them clips.max_megabytes (as the
-    service's start says it). Only where the config (clips.dir, service.state_dir) or
-    $STATE_DIRECTORY says where they go: from a shell the default folder is the user's, not the
-    unit's StateDirectory=, and its disk may not be the service's."""
+    """check-config: a warning for each folder the service writes on a disk the kernel made read-only
+    (it starts, and writes nothing there until the disk is writable), and when the clips' disk cannot
+    give them clips.max_megabytes (as the service's start says it). Only where the config (its paths,
+    service.state_dir) or $STATE_DIRECTORY says where they go: from a shell the default folder is the
+    user's, not the unit's StateDirectory=, and its disk may not be the service's."""
     from edge.outputs.clips import room_warning
     from edge.service.config import state_dir
 
-    clips = config.enabled_outputs().get("clips")
     env = os.environ if environ is None else environ
-    if clips is None or not (clips.dir or config.service.state_dir or env.get("STATE_DIRECTORY")):
-        return []
-    short = room_warning(clips, clips.resolve_dir(state_dir(config, environ=env)))
-    return [] if short is None else [("warning", short)]
+    placed = bool(config.service.state_dir or env.get("STATE_DIRECTORY"))
+    outputs = config.enabled_outputs()
+    clips = outputs.get("clips")
+    given = {
+        "event_log.path": getattr(outputs.get("event_log"), "path", None),
+        "clips.dir": getattr(clips, "dir", None),
+    }
+    folder = state_dir(config, environ=env)
+    mounts = read_mounts()[1]
+    notes = [  # the event log and the clips (the state folder holds only the lock beside them)
+        ("warning", f"{key} {path}: {read_only}: the service starts, and writes nothing there until it can")
+        for key, path in written_paths(config, folder).items()
+        if key in given and (placed or given[key]) and (read_only := read_only_disk(path, mounts))
+    ]
+    if clips is None or not (clips.dir or placed):
+        return notes
+    short = room_warning(clips, clips.resolve_dir(folder))
+    return notes if short is None else [*notes, ("warning", short)]
 
 
 def clip_notes(config: ServiceConfig, resolved: Resolved) -> list[tuple[str, str]]:
@@ -661,19 +675,24 @@ def hold_state_dir(folder: Path, reloading: threading.Event | None = None) -> It
             os.close(held[0])  # the lock goes with it
 
 
-def unmounted_notes(config: ServiceConfig, state_dir: Path) -> list[str]:
-    """A start's warning for each folder it writes (state, event log, clips) on a disk /etc/fstab names that
-    is not mounted now: it would write on the disk beneath, and the disk, mounted later, would hide it."""
+def written_paths(config: ServiceConfig, state_dir: Path) -> dict[str, Path]:
+    """What the service writes, by the key that places it: the state folder, the event log, the clips' folder."""
     written: dict[str, Path] = {"service.state_dir": state_dir}
     outputs = config.enabled_outputs()
     if "event_log" in outputs:
         written["event_log.path"] = outputs["event_log"].resolve_path(state_dir)
     if "clips" in outputs:
         written["clips.dir"] = outputs["clips"].resolve_dir(state_dir)
+    return written
+
+
+def unmounted_notes(config: ServiceConfig, state_dir: Path) -> list[str]:
+    """A start's warning for each folder it writes (state, event log, clips) on a disk /etc/fstab names that
+    is not mounted now: it would write on the disk beneath, and the disk, mounted later, would hide it."""
     mounts = read_mounts()  # once for the three
     return [
         f"{key} {path}{note}: what is written there goes to the disk beneath, hidden once that disk is mounted"
-        for key, path in written.items()
+        for key, path in written_paths(config, state_dir).items()
         if (note := disk_note(path, mounts))
     ]
 

@@ -198,6 +198,10 @@ feed.event("end", 2.0, 1, duration=1.0)
 feed.until(3.0)
 time.sleep(0.5)  # the worker tries it
 print("SKIPPED", clips.skipped, "WAITING", sink.pending)
+from edge.service.config import example_path, load_config
+from edge.service.serve import disk_notes
+notes = disk_notes(load_config(example_path(), [f"service.state_dir={disk}", "clips.enabled=true"]), environ={})
+print("CHECK-CONFIG", sorted(note.split(" ")[0] for _, note in notes if "is read-only" in note))
 subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)  # checked and remounted
 sink.status(Status(1.0, "info", "writable again", code="test"))
 written = feed.event("start", 4.0, 2)
@@ -248,6 +252,7 @@ def test_a_disk_the_kernel_made_read_only_starts_the_service_and_is_written_once
     assert any(line.startswith(f"clips.dir {disk / 'clips'} cannot hold clips now") for line in said), lines
     assert any(line.startswith("clip ") and "skipped" in line for line in said), lines  # the write says why too
     assert "SKIPPED 1 WAITING 1" in lines
+    assert "CHECK-CONFIG ['clips.dir', 'event_log.path']" in lines  # check-config warns of it (the start runs on)
     assert "STATUSES ['while read-only', 'writable again']" in lines  # nothing lost meanwhile
     assert "CLIPS True" in lines
     assert lines.count("VIEW refused event_log.path True") == 1 and lines.count("VIEW refused clips.dir True") == 1
