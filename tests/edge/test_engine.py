@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from edge.backends import OnnxRuntimeBackend
-from edge.backends.tensorrt.builder import build_engine, engine_sidecar, fp16_onnx_copy, save_engine
+from edge.backends.tensorrt.builder import (
+    build_engine,
+    engine_sidecar,
+    fp16_graph,
+    fp16_onnx_copy,
+    save_engine,
+    strongly_typed_build,
+)
 from edge.backends.tensorrt.cache import (
     DeviceInfo,
     check_engine,
@@ -100,6 +107,7 @@ def test_the_fp16_copy_runs_with_float32_io_and_agrees_with_fp32(tiny, tmp_path)
     assert [o.type.tensor_type.elem_type for o in graph.output] == [onnx.TensorProto.FLOAT]
     conv = next(i for i in graph.initializer if i.name == "conv.weight")
     assert conv.data_type == onnx.TensorProto.FLOAT16  # the heavy ops really are FP16
+    assert fp16_graph(copy) and not fp16_graph(bundle.audio_path)
 
     mel = mel_batch(6, seed=7)
     fp32 = OnnxRuntimeBackend.for_bundle(bundle, threads=1).embed(mel)
@@ -108,6 +116,45 @@ def test_the_fp16_copy_runs_with_float32_io_and_agrees_with_fp32(tiny, tmp_path)
     cosine = (fp16 * fp32).sum(1) / np.linalg.norm(fp16, axis=1) / np.linalg.norm(fp32, axis=1)
     assert cosine.min() > 0.999, cosine
     assert 0 < np.abs(fp16 - fp32).max() < 1e-2  # changed (it is FP16), but not much
+
+
+def test_a_compact_bundle_is_built_as_it_is_never_converted_again(bundle, tmp_path):
+    """The demo bundle's model.onnx has FP16 weights already (export --compact): TensorRT 11, which builds
+    strongly typed only, made its FP16 copy all the same, and onnxconverter-common refuses a graph that is
+    FP16 already (a ValueError, a traceback from build-engine). TensorRT 10 gets it strongly typed too, so the
+    FP32 it keeps between Casts stays FP32 (with the FP16 flag, types are hints)."""
+    needs_onnxconverter()
+    assert fp16_graph(bundle.audio_path)
+    with pytest.raises(ValueError, match="already converted to float16"):  # why it must not be converted again
+        fp16_onnx_copy(bundle.audio_path, tmp_path / "again.onnx")
+    #                          precision  TensorRT  FP16 weights           (strongly typed, FP16 copy first)
+    assert strongly_typed_build("fp16", (11, 0), True) == (True, False)
+    assert strongly_typed_build("fp16", (11, 0), False) == (True, True)
+    assert strongly_typed_build("fp16", (10, 3), True) == (True, False)
+    assert strongly_typed_build("fp16", (10, 3), True, typed_flag=False) == (False, False)  # the FP16 flag, as before
+    assert strongly_typed_build("fp16", (10, 3), False) == (False, False)  # an FP32 graph: the FP16 flag
+    assert strongly_typed_build("fp16", (8, 6), True) == (False, False)
+    assert strongly_typed_build("fp32", (11, 0), True) == (False, False)
+
+
+def test_a_tensorrt_that_is_there_but_cannot_load_says_why(bundle, tmp_path, monkeypatch):
+    """A TensorRT (or pycuda) whose library is missing (a container without the NVIDIA runtime) was reported
+    as not installed: Python's own words now follow."""
+    from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt
+
+    for package in ("tensorrt", "pycuda"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text(
+            f"raise ImportError('lib{package}.so.10: cannot open shared object file: No such file or directory')\n"
+        )
+        monkeypatch.delitem(sys.modules, package, raising=False)
+    monkeypatch.delitem(sys.modules, "pycuda.driver", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for load, package in ((import_tensorrt, "tensorrt"), (import_pycuda, "pycuda")):
+        with pytest.raises(ImportError) as err:
+            load()
+        assert f"(import {package}: lib{package}.so.10: cannot open shared object file" in str(err.value)
+        assert "is not installed" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_the_fp16_copy_without_onnxconverter_names_the_extra(bundle, tmp_path, monkeypatch):

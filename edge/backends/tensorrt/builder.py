@@ -31,7 +31,7 @@ from edge.backends.tensorrt.cache import (
     sidecar_path,
     writable_engines_dir,
 )
-from edge.backends.tensorrt.libs import import_tensorrt, tensorrt_version
+from edge.backends.tensorrt.libs import import_tensorrt, tensorrt_version, trt_logger
 from edge.bundle import Bundle
 from edge.errors import BackendError, BundleError
 from edge.fsutil import atomic_path, atomic_write_text, sha256_file
@@ -68,6 +68,33 @@ def fp16_onnx_copy(src: str | Path, dst: str | Path) -> Path:
         onnx.save(converted, str(tmp))
     log.info("FP16 copy of %s written to %s", Path(src).name, dst)
     return Path(dst)
+
+
+def fp16_graph(path: str | Path) -> bool:
+    """Whether the ONNX graph at `path` holds FP16 weights already (`export --compact`, the demo bundle's:
+    its FP32_OPS between Casts); False without onnx (a [trt] install has it), as for an FP32 graph."""
+    try:
+        import onnx
+    except ImportError:
+        return False
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(i.data_type == onnx.TensorProto.FLOAT16 for i in graph.initializer)
+
+
+def strongly_typed_build(
+    precision: str, version: tuple[int, int], fp16_weights: bool, typed_flag: bool = True
+) -> tuple[bool, bool]:
+    """(a strongly typed network, an FP16 copy made first) for an engine of `precision` on TensorRT `version`
+    from a graph with or without FP16 weights. TensorRT 11 builds strongly typed only (no FP16 flag): an FP32
+    graph gets its FP16 copy (onnxconverter-common refuses a graph that is FP16 already). On 10, an FP16 graph
+    is built strongly typed too, so the FP32 it keeps (an L2 norm's sum of squares) stays FP32: with the FP16
+    flag its types are hints. An FP32 graph on 10 and 8.6 uses the FP16 flag, as does any graph on a 10 whose
+    bindings lack NetworkDefinitionCreationFlag.STRONGLY_TYPED (`typed_flag`)."""
+    if precision != "fp16":
+        return False, False
+    if version >= (11, 0):
+        return True, not fp16_weights
+    return fp16_weights and typed_flag and version >= (10, 0), False
 
 
 def _inline_identity_initializers(model):
@@ -150,7 +177,12 @@ def build_engine(
             f"{bundle.meta.audio.sha256[:12]}...: the file is corrupt or was replaced; re-export the "
             "bundle with `semanticac-train export`"
         )
-    strongly_typed = precision == "fp16" and tensorrt_version(trt) >= (11, 0)
+    strongly_typed, copy = strongly_typed_build(
+        precision,
+        tensorrt_version(trt),
+        precision == "fp16" and fp16_graph(onnx_path),
+        hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"),
+    )
     folder = Path(out_dir) if out_dir is not None else writable_engines_dir(bundle)
     plan_path = folder / engine_name(device, digest, precision)
     log.info(
@@ -163,7 +195,7 @@ def build_engine(
     )
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="semanticac-engine-") as tmp:
-        source = fp16_onnx_copy(onnx_path, Path(tmp) / "model.fp16.onnx") if strongly_typed else onnx_path
+        source = fp16_onnx_copy(onnx_path, Path(tmp) / "model.fp16.onnx") if copy else onnx_path
         plan, shapes = _build(trt, bundle, source, precision, strongly_typed, max_batch, opt_batch, workspace_gib)
     seconds = time.monotonic() - started
     builder = {
@@ -171,7 +203,7 @@ def build_engine(
         "opt_batch": opt_batch,
         "workspace_gib": workspace_gib,
         "strongly_typed": strongly_typed,
-        "fp16_onnx_copy": strongly_typed,
+        "fp16_onnx_copy": copy,
         "build_seconds": round(seconds, 1),
         "semanticac_edge": __version__,
     }
@@ -238,7 +270,7 @@ def _build(
 ) -> tuple[object, dict]:
     """Parse, profile, configure, build. Returns the serialised plan (IHostMemory) and the
     sidecar's shapes."""
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = trt_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(_network_flags(trt, strongly_typed))
     parser = trt.OnnxParser(network, logger)
@@ -292,6 +324,9 @@ def _build(
         if not getattr(builder, "platform_has_fast_fp16", True):
             log.warning("this GPU has no fast FP16: the FP16 engine may be no faster than FP32")
         config.set_flag(trt.BuilderFlag.FP16)
+    tf32 = getattr(trt.BuilderFlag, "TF32", None)  # on by default: an fp32 engine's convolutions in TF32 on Ampere
+    if precision == "fp32" and tf32 is not None:
+        config.clear_flag(tf32)
     if any(-1 in tuple(t.shape) for t in net_in) and config.add_optimization_profile(profile) < 0:
         raise BackendError(f"TensorRT rejected the optimisation profile {inputs} for {source.name}")
     serialized = builder.build_serialized_network(network, config)

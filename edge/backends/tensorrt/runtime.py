@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge.backends.base import Backend, GraphSpec, TensorSpec, graph_spec, reconcile
-from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt
+from edge.backends.tensorrt.libs import import_pycuda, import_tensorrt, trt_logger
 from edge.bundle import Bundle
 from edge.errors import BackendError
 
@@ -113,8 +113,7 @@ class TensorRTBackend(Backend):
         return cls(plan, spec=graph_spec(bundle, "audio"), fix=fix)
 
     def _open(self, trt, plan: Path, spec: GraphSpec | None, fix: str):
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = trt.Runtime(trt_logger(trt))
         self._engine = engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
         if engine is None:
             raise BackendError(
@@ -184,6 +183,8 @@ class TensorRTBackend(Backend):
                     f"engine's profile ({list(low)} to {list(high)}); rebuild the engine for it"
                 )
         with self._lock:
+            if self._ctx is None:  # closed by another thread since the check above
+                raise BackendError(f"the TensorRT backend for {self.source.name} is closed")
             self._ctx.push()
             try:
                 for name, x in inputs.items():
@@ -221,6 +222,8 @@ class TensorRTBackend(Backend):
         if getattr(self, "_ctx", None) is None:
             return
         with self._lock:
+            if self._ctx is None:  # closed by another thread meanwhile
+                return
             self._ctx.push()
             try:
                 self._free()
