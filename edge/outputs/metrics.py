@@ -69,6 +69,11 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # running meanwhile without its endpoints (a LAN address that DHCP gives only after the start, a port
 # another program frees: at a boot, exit 78 had left the box without events until someone came)
 RETRY_SECONDS = 30.0
+# a port below 1024: never a passing trouble (the unit gives the service no capability, whoever checks the config)
+PRIVILEGED_PORT_FIX = (
+    "ports below 1024 need a privilege the service does not have (the unit gives it no capability): "
+    "choose one from 1024 (9464), or set metrics.enabled: false"
+)
 
 
 @dataclass(frozen=True)
@@ -476,11 +481,7 @@ def bind_server(host: str, port: int) -> _Server:
             ) from None
         message = f"metrics.port {port}: cannot listen on {host}:{port} ({err.strerror or err}): "
         if err.errno == errno.EACCES and port < 1024:
-            raise ConfigError(
-                message + "ports below 1024 need privileges the service does not have; choose one from 1024 "
-                "(9464), or set metrics.enabled: false",
-                key="metrics.port",
-            ) from None
+            raise ConfigError(message + PRIVILEGED_PORT_FIX, key="metrics.port") from None
         raise AddressUnavailable(
             message + "another program (a second service?) may use it; choose a free port in metrics.port, "
             "or set metrics.enabled: false",

@@ -49,7 +49,7 @@ from edge.labels.labelset import LabelSet, label_files, resolve_label_set
 from edge.listen import ListenOptions, ListenSummary
 from edge.outputs.clips import ClipRecorder, clip_history_seconds
 from edge.outputs.eventlog import EventLogSink, new_run_id
-from edge.outputs.metrics import RETRY_SECONDS, MetricsSink
+from edge.outputs.metrics import PRIVILEGED_PORT_FIX, RETRY_SECONDS, MetricsSink
 from edge.outputs.mqtt import MqttSink
 from edge.outputs.sinks import ENDS, FanOut, Sink, Status, WindowResult
 from edge.service.config import ServiceConfig
@@ -353,12 +353,7 @@ def check_outputs(config: ServiceConfig, label_set: LabelSet, bundle: Bundle | N
         label_slugs(label_set.names)
     metrics = config.enabled_outputs().get("metrics")
     if metrics is not None and 0 < metrics.port < 1024:
-        raise ConfigError(
-            f"metrics.port {metrics.port}: ports below 1024 need a privilege the service does not have (the unit "
-            "gives it no capability, whoever checks the config): choose one from 1024 (9464), or set "
-            "metrics.enabled: false",
-            key="metrics.port",
-        )
+        raise ConfigError(f"metrics.port {metrics.port}: {PRIVILEGED_PORT_FIX}", key="metrics.port")
     if config.service.state_dir:  # else $STATE_DIRECTORY (systemd makes it) or the user's state folder
         _placed("service.state_dir", config.service.state_dir, "cannot hold the service's state", None, folder=True)
     clips, event_log = (config.enabled_outputs().get(name) for name in ("clips", "event_log"))
