@@ -1,7 +1,9 @@
 """Two sounds at once: does each still start its event when another plays beside it?
 
-    SEMANTICAC_DATA=../shared/data python benchmarks/two_sounds.py [--bundle B] [--pairs 2] [--db 0] [--json OUT]
+    SEMANTICAC_DATA=../shared/data python benchmarks/two_sounds.py [--bundle B] [--fold F] [--pairs 2] [--db 0] \
+        [--json OUT]
     # about 5 min on 2 cores with the defaults
+    # a CV split's bundle on the UrbanSound8K fold it held out, e.g. runs/bundles/lv1 --fold 2
 
 A street has a siren over idling engines, children over a drill. Each urban class is paired with
 every other: --pairs random pairs per two classes of UrbanSound8K development clips (foreground,
@@ -40,12 +42,15 @@ LATE_S = 3.0  # an event may start this long after its sound ended (smoothing, m
 MIN_CLIPS = 5  # a class with fewer such clips is left out (gun_shot: one clip of 4 s or more)
 
 
-def clips_by_class(data: Path) -> dict[str, list[Path]]:
-    """Each class's foreground clips of at least SECONDS (a class with fewer than MIN_CLIPS left out)."""
+def clips_by_class(data: Path, fold: int | None = None) -> dict[str, list[Path]]:
+    """Each class's foreground clips of at least SECONDS (a class with fewer than MIN_CLIPS left out),
+    of one fold if given."""
     rows = csv.DictReader(open(data / "us8k" / "meta.csv", newline=""))
     found: dict[str, list[Path]] = {}
     for row in rows:
         path = data / "us8k" / "audio" / f"fold{row['fold']}" / row["slice_file_name"]
+        if fold is not None and row["fold"] != str(fold):
+            continue
         if row["salience"] == "1" and float(row["end"]) - float(row["start"]) >= SECONDS and path.exists():
             found.setdefault(row["class"], []).append(path)
     return {label: paths for label, paths in found.items() if len(paths) >= MIN_CLIPS}
@@ -72,12 +77,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default=None)
     parser.add_argument("--data", default=os.environ.get("SEMANTICAC_DATA", "../shared/data"))
+    parser.add_argument("--fold", type=int, default=None, help="clips of this UrbanSound8K fold only (default: all)")
     parser.add_argument("--pairs", type=int, default=2, help="mixes per two classes")
     parser.add_argument("--db", type=float, default=0.0, help="the second sound this far below the first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    by_class = clips_by_class(Path(args.data))
+    by_class = clips_by_class(Path(args.data), args.fold)
     rng = random.Random(args.seed)
     mixes = [
         (a, b, rng.choice(by_class[a]), rng.choice(by_class[b]))
@@ -106,7 +112,8 @@ def main() -> None:
         label: {"sounds": per_class[label], "named_alone": alone[label], "named_in_mix": kept[label]}
         for label in sorted(per_class)
     }
-    print(f"{len(mixes)} mixes of two urban sounds (the second {args.db:g} dB below the first), --labels urban")
+    where = f" of fold {args.fold}" if args.fold is not None else ""
+    print(f"{len(mixes)} mixes of two urban sounds{where} (the second {args.db:g} dB below the first), --labels urban")
     print(f"{'class':18s} {'sounds':>6s} {'alone':>6s} {'in a mix':>9s}")
     for label, row in table.items():
         share = row["named_in_mix"] / row["named_alone"] if row["named_alone"] else float("nan")
@@ -119,6 +126,7 @@ def main() -> None:
     if args.json:
         result = {
             "mixes": len(mixes),
+            "fold": args.fold,
             "db": args.db,
             "per_class": table,
             "both": both[2],

@@ -9,7 +9,8 @@ trains what the device then computes (edge.scoring, model.json `scoring`):
 with three terms (the loss of `loss`):
 
     cross-entropy over the trained classes       (labelled clips; as `class_prompt` trains)
-  + BCE of p over the trained classes             (labelled clips one-hot, background clips all 0)
+  + BCE of p over the trained classes             (labelled clips one-hot, or two-hot with a second
+                                                   sound laid over them, background clips all 0)
   + weight x BCE of p over AudioSet's 521 names    against the teacher's scores (train.teacher:
                                                    the original YAMNet) of every clip
 
@@ -71,22 +72,32 @@ class WithTeacher(Dataset):
 
 def sigmoid_loss(logits: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor,
                  teacher_logits: torch.Tensor | None = None, teacher: torch.Tensor | None = None,
-                 weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                 weight: float = 1.0, partners: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The three terms of the module docstring. `logits` [B, K] = scale * cosine (no mask);
     `seen` bool [K]: the classes that train (not zero-shot); `teacher_logits` [B, 521] the same
-    for the teacher's names, `teacher` [B, 521] its scores. Returns (loss, each term's value)."""
+    for the teacher's names, `teacher` [B, 521] its scores; `partners` [B]: a second class
+    heard in the clip (train.data.overlay; negative: none), present in the BCE and sharing the
+    cross-entropy's target with the first. Returns (loss, each term's value)."""
     logits = logits.float()
     labelled = targets >= 0
     terms: dict[str, torch.Tensor] = {}
+    present = torch.zeros_like(logits)
+    rows = torch.arange(len(targets), device=targets.device)
+    present[rows[labelled], targets[labelled]] = 1.0
+    if partners is not None:
+        paired = labelled & (partners >= 0)
+        present[rows[paired], partners[paired]] = 1.0
     if labelled.any():
         masked = logits[labelled].masked_fill(~seen, float("-inf"))
-        terms["ce"] = F.cross_entropy(masked, targets[labelled])
+        if partners is None or not paired.any():
+            terms["ce"] = F.cross_entropy(masked, targets[labelled])
+        else:  # a clip of two sounds: the target's mass shared between them
+            share = present[labelled] / present[labelled].sum(dim=1, keepdim=True)
+            terms["ce"] = -(share * F.log_softmax(masked, dim=1).masked_fill(~seen, 0.0)).sum(dim=1).mean()
     supervised = targets >= BACKGROUND  # labelled and pure background rows
     if supervised.any():
-        onehot = torch.zeros_like(logits[supervised])
-        rows = targets[supervised]
-        onehot[rows >= 0, rows[rows >= 0]] = 1.0
-        terms["bce"] = F.binary_cross_entropy_with_logits((logits[supervised] + bias)[:, seen], onehot[:, seen])
+        terms["bce"] = F.binary_cross_entropy_with_logits((logits[supervised] + bias)[:, seen],
+                                                          present[supervised][:, seen])
     if teacher_logits is not None:
         terms["teacher"] = weight * F.binary_cross_entropy_with_logits(teacher_logits.float() + bias, teacher.float())
     loss = sum(terms.values())

@@ -42,6 +42,7 @@ from train.data import ClipDataset, DataSpec, build_dataset, check_held_out, col
 from train.data.background import BackgroundDataset
 from train.data.cache import default_cache_dir
 from train.data.combined import CombinedDataset
+from train.data.overlay import Overlay
 from train.data.underlay import Underlay
 from train.distill import WithTeacher, sigmoid_loss, vocabulary_label_set
 from train.evaluation import evaluate
@@ -172,6 +173,8 @@ def prepare(config: TrainConfig, pretrained_audio: str | None = None, pretrained
         vocabulary = vocabulary_label_set(teacher_names, label_set.prompt)
     if config.background is not None and config.background.underlay is not None:
         train_set = Underlay(train_set, config.background.underlay, config.seed)
+    if config.overlay is not None:  # items gain a last column: the second sound's class
+        train_set = Overlay(train_set, config.overlay, config.seed)
     model = build_model(model_config)
     load_pretrained(model, pretrained_audio or config.pretrained_audio, pretrained_text or config.pretrained_text)
     freeze(model, config)
@@ -366,9 +369,10 @@ class Trainer:
         loader = _loader(run.train_set, self.config, shuffle=True, epoch=epoch)
         total_loss, correct, seen, labelled = 0.0, 0, 0, 0
         bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", disable=not is_main(), leave=False)
-        for mel, targets, *teacher in bar:
+        for mel, targets, *extra in bar:
             mel, targets = mel.to(run.device), targets.to(run.device)
-            logits, loss = self.step(mel, targets, teacher[0].to(run.device) if teacher else None)
+            partners = extra.pop().to(run.device) if self.config.overlay is not None else None
+            logits, loss = self.step(mel, targets, extra[0].to(run.device) if extra else None, partners)
             total_loss += loss.item() * len(targets)
             has_class = targets >= 0  # background clips have none
             correct += int((logits.argmax(1) == targets)[has_class].sum())
@@ -377,17 +381,18 @@ class Trainer:
         self.scheduler.step()
         return {"loss": total_loss / max(seen, 1), "train_accuracy": correct / max(labelled, 1), "lr": lr}
 
-    def step(self, mel: torch.Tensor, targets: torch.Tensor,
-             teacher: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, mel: torch.Tensor, targets: torch.Tensor, teacher: torch.Tensor | None = None,
+             partners: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimiser step on a batch: (logits, loss). Under AMP the forward runs in fp16, the
-        loss in fp32, and the gradients are scaled. `teacher`: the teacher's scores [B, 521]."""
+        loss in fp32, and the gradients are scaled. `teacher`: the teacher's scores [B, 521];
+        `partners`: each clip's second sound (train.data.overlay; negative: none)."""
         model, scorer = self.run.model, self.run.scorer
         with torch.autocast(self.run.device.type, dtype=torch.float16, enabled=self.use_amp):
             logits, audio, classes, *vocabulary = self.trainable(mel, with_vocabulary=teacher is not None)
         if self.config.scoring == "sigmoid":
             loss, _ = sigmoid_loss(logits, scorer.logit_bias, targets, torch.isfinite(scorer.train_mask),
                                    vocabulary[0] if vocabulary else None, teacher,
-                                   self.config.distill.weight if self.config.distill else 1.0)
+                                   self.config.distill.weight if self.config.distill else 1.0, partners)
         else:
             loss = loss_of(self.config.loss, logits, audio, classes, targets, model.logit_scale())
         self.optimizer.zero_grad(set_to_none=True)

@@ -83,6 +83,24 @@ class UnderlayConfig:
 
 
 @dataclass
+class OverlayConfig:
+    """A second labelled clip laid over labelled clips, both labels kept (train.data.overlay): a
+    siren over a barking dog. Without it every clip holds one sound, and the student learns that
+    a clip is one class: the second of two sounds at once scores nothing."""
+
+    p: float = 0.5  # the share of labelled items (each epoch) that get a partner
+    # the partner's loudest 50 ms this many dB under the item's (augment.level_dbfs measures it so)
+    below_db: tuple[float, float] = (0.0, 10.0)
+
+    def __post_init__(self):
+        if not 0.0 < self.p <= 1.0:
+            raise ConfigError(f"overlay.p={self.p} must be a probability in (0, 1] (leave overlay out for none)")
+        if len(self.below_db) != 2 or not 0.0 <= self.below_db[0] <= self.below_db[1]:
+            raise ConfigError(f"overlay.below_db={list(self.below_db)} must be [low, high] in dB "
+                              "with 0 <= low <= high")
+
+
+@dataclass
 class BackgroundConfig:
     """Unlabelled background clips (train.data.background: speech, silence, noise, hum, room
     tone, synthesised streets) that train "none of the classes" (and the teacher's view)."""
@@ -127,6 +145,7 @@ class TrainConfig:
     scoring: str = "softmax"
     distill: DistillConfig | None = None  # needs scoring: sigmoid
     background: BackgroundConfig | None = None
+    overlay: OverlayConfig | None = None  # two labelled sounds at once, both labels kept (needs sigmoid)
 
     @property
     def datasets(self) -> tuple[DataSpec, ...]:
@@ -148,6 +167,9 @@ class TrainConfig:
             raise ConfigError(f"scoring {self.scoring!r} is not one of {', '.join(SCORINGS)}")
         if (self.distill or self.background) and self.scoring != "sigmoid":
             raise ConfigError("distill and background train per-label sigmoid scores: set scoring: sigmoid")
+        if self.overlay is not None and self.scoring != "sigmoid":
+            raise ConfigError("overlay trains two labels present at once, which per-label sigmoid scores can "
+                              "say and a softmax over the set cannot: set scoring: sigmoid")
         if self.scoring == "sigmoid" and self.loss != "class_prompt":
             raise ConfigError(f"scoring: sigmoid trains with loss: class_prompt (got {self.loss!r})")
         if self.epochs < 1 or self.batch_size < 2:
