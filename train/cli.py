@@ -308,8 +308,13 @@ def _ordered_db(value):
               callback=lambda ctx, param, value: _ordered_db(value),
               help="How far under: the background's RMS drawn LOW..HIGH dB under the clip's loudest 50 ms. "
                    "Default: the recipe's background.underlay below_db, else 8 30.")
+@click.option("--over", type=click.IntRange(0), default=None,
+              help=f"Copies of each clip with another training clip of another class laid over it, both labels "
+                   f"positive (a siren over a barking dog), at the recipe's overlay below_db. Default: "
+                   f"{HEAD['over']} where the recipe lays clips over its clips (overlay), else 0.")
 @domain_errors
-def vocabulary_head(bundle_path, recipe, weight, agree, l2, copies, placed, hidden, under, under_kinds, under_db):
+def vocabulary_head(bundle_path, recipe, weight, agree, l2, copies, placed, hidden, under, under_kinds, under_db,
+                    over):
     """Fit, in place, a head on the vocabulary graph's frozen YAMNet features for the trained labels.
 
     One hidden ReLU layer, then a logistic output per trained label (or, --hidden 0, one logistic
@@ -324,12 +329,13 @@ def vocabulary_head(bundle_path, recipe, weight, agree, l2, copies, placed, hidd
     from train.vocabulary_head import fit_head
 
     head = fit_head(bundle_path, load_train_config(recipe), weight, l2, copies, placed, hidden, agree,
-                    under, under_kinds, under_db)
+                    under, under_kinds, under_db, over)
     click.echo(f"bundle {bundle_path}: {head['file']} fitted on {head['clips']} clips "
                f"({head['fit']['background']} background, +{copies} augmented copies, {placed} placed in a "
-               f"window and {head['fit'].get('under', 0)} with background under them each"
-               + (f": {', '.join(head['fit']['kinds'])} {head['fit']['below_db'][0]:g}-{head['fit']['below_db'][1]:g} "
-                  f"dB under" if head['fit'].get('under') else "") + "), "
+               f"window, {head['fit'].get('under', 0)} with background under them"
+               + (f" ({', '.join(head['fit']['kinds'])} {head['fit']['below_db'][0]:g}-{head['fit']['below_db'][1]:g} "
+                  f"dB under)" if head['fit'].get('under') else "")
+               + f" and {head['fit'].get('over', 0)} with another clip over them each), "
                f"{f'{hidden} hidden units' if hidden else 'linear'}, weight {weight:g}, "
                f"events need the student at {agree:g}: "
                + "; ".join(f"{name} {fit['clips']} clips, training accuracy {fit['train_accuracy']:.1%}, "

@@ -73,7 +73,9 @@ HEAD_FILE = "head.npz"
 # background clip laid under them, when the recipe lays them under its clips or kinds or levels of them are
 # given (under_copy, head_underlay); agree: a window
 # counts towards a label's event only where the student alone scores it this much (edge.vocabulary)
-HEAD = {"weight": 0.5, "agree": 0.5, "l2": 1e-3, "copies": 2, "placed": 2, "hidden": 128, "under": 2}
+# over: copies with another training clip of another class laid over them, both labels positive, when the recipe
+# lays them over its clips (overlay, over_copy)
+HEAD = {"weight": 0.5, "agree": 0.5, "l2": 1e-3, "copies": 2, "placed": 2, "hidden": 128, "under": 2, "over": 2}
 # the hidden layer's fit (hidden > 0): AdamW on mini-batches, dropout on the input and on the hidden units;
 # `epochs` passes over the clips, more when that is under `steps` batches (a small recipe)
 MLP = {"epochs": 40, "steps": 2000, "batch": 256, "lr": 1e-3, "weight_decay": 1e-4, "input_dropout": 0.2,
@@ -125,15 +127,26 @@ def under_copy(x: np.ndarray, beds, below_db: tuple[float, float], rng: np.rando
     return lay_under(augment_copy(x, rng), bed, float(rng.uniform(*below_db)), rng, rate)
 
 
+def over_copy(x: np.ndarray, other: np.ndarray, below_db: tuple[float, float], rng: np.random.Generator,
+              rate: int) -> np.ndarray:
+    """One augmented copy of a clip (augment_copy) with another clip's samples laid over it as the
+    recipe's training lays them (train.data.overlay.lay_over)."""
+    from train.data.overlay import lay_over
+
+    return lay_over(augment_copy(x, rng), other, float(rng.uniform(*below_db)), rng, rate)
+
+
 def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "clips", placed: int = 0,
                     contexts=(), window_gain: bool = False, under: int = 0, beds=(),
-                    below_db: tuple[float, float] = (8.0, 30.0)) -> np.ndarray:
-    """[N * (1 + copies + placed + under), F] the vocabulary graph's features (its head input) of each
-    file's first window, as the device computes them, each file then its `copies` augmented copies,
-    its `placed` copies in a window (placed_copy, in the files `contexts` among others, each read
-    once) and its `under` copies with one of the files `beds` laid `below_db` under it (under_copy);
-    with the bundle's window gain only when `window_gain` (a head is fitted without it: above);
-    a progress bar."""
+                    below_db: tuple[float, float] = (8.0, 30.0), partners=(),
+                    over_db: tuple[float, float] = (0.0, 10.0)) -> np.ndarray:
+    """[N * (1 + copies + placed + under + over), F] the vocabulary graph's features (its head input)
+    of each file's first window, as the device computes them, each file then its `copies` augmented
+    copies, its `placed` copies in a window (placed_copy, in the files `contexts` among others, each
+    read once), its `under` copies with one of the files `beds` laid `below_db` under it (under_copy)
+    and, with `partners` (per file, the files laid over its copies, each read when used), one copy with
+    each laid `over_db` under it (over_copy); with the bundle's window gain only when `window_gain` (a
+    head is fitted without it: above); a progress bar."""
     from edge.backends import select_backend
     from edge.capture.audio import read_audio
     from train.progress import bar
@@ -149,11 +162,13 @@ def window_features(bundle, paths, copies: int = 0, seed: int = 0, what: str = "
     laid = [read_audio(str(path), fe.sample_rate) for path in beds] if under else []
     rows = []
     with select_backend(bundle, graph="vocabulary") as graph:
-        for path in bar(paths, desc=what, unit="clip"):
+        for i, path in enumerate(bar(paths, desc=what, unit="clip")):
             x = read_audio(str(path), fe.sample_rate)[:samples]
             clips = ([x] + [augment_copy(x, rng) for _ in range(copies)]
                      + [placed_copy(x, samples, rng, surroundings) for _ in range(placed)]
-                     + [under_copy(x, laid, below_db, rng, fe.sample_rate) for _ in range(under)])
+                     + [under_copy(x, laid, below_db, rng, fe.sample_rate) for _ in range(under)]
+                     + [over_copy(x, read_audio(str(other), fe.sample_rate)[:samples], over_db, rng, fe.sample_rate)
+                        for other in (partners[i] if partners else ())])
             mels = [window_of(clip, bundle) for clip in clips]
             rows.append(graph.run({name: np.stack(mels)[:, None]})[features])  # the clip and its copies: one batch
     return np.concatenate(rows).astype(np.float32)
@@ -313,20 +328,60 @@ def underlay_beds(config, underlay=None) -> tuple[list[Path], tuple[float, float
     return beds, underlay.below_db
 
 
-def head_targets(classes, background: int, rows_per_clip: int, labels) -> np.ndarray:
+def head_targets(classes, background: int, rows_per_clip: int, labels, partner_classes=()) -> np.ndarray:
     """[N, T] 1 where a feature row is of that label: `classes` (one per training clip) then
-    `background` clips of none, each clip's `rows_per_clip` rows in turn (window_features' order)."""
+    `background` clips of none, each clip's `rows_per_clip` rows in turn (window_features' order),
+    the last of them its copies with another clip laid over them when `partner_classes` (per clip and
+    background clip, the classes of those laid over it) gives any: of that class too."""
     rows = np.repeat(np.array(list(classes) + [""] * background), rows_per_clip)
-    return (rows[:, None] == np.array(list(labels))[None, :]).astype(np.float32)
+    names = np.array(list(labels))
+    targets = rows[:, None] == names[None, :]
+    if len(partner_classes):
+        over = np.array(list(partner_classes))  # [clips, over]
+        at = (np.arange(len(over)) * rows_per_clip + rows_per_clip - over.shape[1])[:, None] + np.arange(over.shape[1])
+        targets[at.ravel()] |= over.ravel()[:, None] == names[None, :]
+    return targets.astype(np.float32)
+
+
+def head_partners(todo, count: int, over: int, seed: int = 0) -> tuple[list[list[Path]], list[list[str]]]:
+    """For each of `count` clips (the training clips `todo`, (class, path) each, then background clips of
+    none), `over` training clips of another class to lay over its copies: (their paths, their classes)."""
+    rng = np.random.default_rng([seed, 0x0A11])
+    classes = np.array([name for name, _ in todo])
+    paths, names = [], []
+    for i in range(count):
+        own = classes[i] if i < len(todo) else None
+        chosen = []
+        while len(chosen) < over:
+            j = int(rng.integers(len(todo)))
+            if classes[j] != own:
+                chosen.append(j)
+        paths.append([todo[j][1] for j in chosen])
+        names.append([str(classes[j]) for j in chosen])
+    return paths, names
+
+
+def head_overlay(config, over: int | None = None) -> tuple[int, tuple[float, float]]:
+    """(copies of each clip with another clip laid over it, how far under): the option given, else
+    HEAD["over"] where the recipe lays clips over its clips (`overlay`, train.data.overlay), else none;
+    the recipe's below_db, else train.recipe.OverlayConfig's."""
+    from train.recipe import OverlayConfig
+
+    own = getattr(config, "overlay", None)
+    over = (HEAD["over"] if own is not None else 0) if over is None else int(over)
+    return over, (own or OverlayConfig()).below_db
 
 
 def fit_head(path: str | Path, config, weight: float | None = None, l2: float | None = None,
              copies: int | None = None, placed: int | None = None, hidden: int | None = None,
-             agree: float | None = None, under: int | None = None, under_kinds=(), below_db=None) -> dict:
+             agree: float | None = None, under: int | None = None, under_kinds=(), below_db=None,
+             over: int | None = None) -> dict:
     """Fit the head of the bundle at `path` on `config`'s (train.recipe.TrainConfig) training and
     background clips and write it in place (head.npz, then model.json `vocabulary.head`, each
     atomically), with `under` copies of each clip with background of `under_kinds` laid `below_db` under
-    it (head_underlay: default the recipe's own underlay, else none). Returns model.json's vocabulary.head."""
+    it (head_underlay: default the recipe's own underlay, else none), and `over` copies with another training
+    clip laid over it, both labels positive (head_overlay: default where the recipe lays them). Returns
+    model.json's vocabulary.head."""
     from edge.bundle import read_bundle, write_bundle_meta
     from edge.fsutil import atomic_path, sha256_file
     from edge.labels.embeddings import LabelEmbeddings
@@ -355,27 +410,32 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
     under, underlay = head_underlay(config, under, under_kinds, below_db)
     beds, below_db = underlay_beds(config, underlay) if under else ([], (0.0, 0.0))
     paths = [p for _, p in todo] + background
+    over, over_db = head_overlay(config, over)
+    partners, partner_classes = head_partners(todo, len(paths), over) if over else ([], [])
     log.info("fitting the vocabulary head of %s on %d training and %d background clips (+%d augmented copies, "
-             "%d placed in a window and %d with background under them each)", bundle.path, len(todo),
-             len(background), copies, placed, under)
+             "%d placed in a window, %d with background under them and %d with another clip over them each)",
+             bundle.path, len(todo), len(background), copies, placed, under, over)
     features = window_features(bundle, paths, copies, what="vocabulary features", placed=placed, contexts=contexts,
-                               under=under, beds=beds, below_db=below_db)
+                               under=under, beds=beds, below_db=below_db, partners=partners, over_db=over_db)
     names = [f"{name}/{label}" for name, labels in sets.items() for label in labels]
-    targets = head_targets([name for name, _ in todo], len(background), 1 + copies + placed + under,
-                           [label for labels in sets.values() for label in labels])
+    per_clip = 1 + copies + placed + under + over
+    targets = head_targets([name for name, _ in todo], len(background), per_clip,
+                           [label for labels in sets.values() for label in labels], partner_classes)
     if hidden:
         arrays = fit_mlp(features, targets, hidden)
     else:
         weights, biases = fit_logistic(features, targets, l2)
         arrays = {"weights": weights.astype(np.float16), "bias": biases}
     logits = Head.from_arrays(arrays, features_name, weight).logits(features)  # as the device computes them
+    alone = np.arange(len(targets)) % per_clip < per_clip - over  # one sound a row: what the figures read
+    logits, single = logits[alone], targets[alone]
     fit = {}
     for name in sets:
         rows = np.array([n.startswith(f"{name}/") for n in names])
-        mine = targets[:, rows].any(axis=1)  # clips of this set's labels
+        mine = single[:, rows].any(axis=1)  # clips of this set's labels
         others = ~mine  # every other clip: none of the set's labels may score above 0.5
-        fit[name] = {"clips": int(mine.sum() // (1 + copies + placed + under)), "train_accuracy": round(float(
-            (logits[mine][:, rows].argmax(1) == targets[mine][:, rows].argmax(1)).mean()), 4),
+        fit[name] = {"clips": int(mine.sum() // (per_clip - over)), "train_accuracy": round(float(
+            (logits[mine][:, rows].argmax(1) == single[mine][:, rows].argmax(1)).mean()), 4),
             "train_false_positives": round(float((logits[others][:, rows] > 0).any(axis=1).mean()), 4)}
     target = Path(bundle.path) / HEAD_FILE
     with atomic_path(target) as tmp:
@@ -385,6 +445,7 @@ def fit_head(path: str | Path, config, weight: float | None = None, l2: float | 
             "agree": agree, "clips": len(paths),
             "fit": {**({"hidden": hidden, **MLP} if hidden else {"l2": l2}), "copies": copies, "placed": placed,
                     **({"under": under, "below_db": list(below_db), "kinds": list(underlay.kinds)} if under else {}),
+                    **({"over": over, "over_db": list(over_db)} if over else {}),
                     "background": len(background), "sets": fit,
                     "data": ", ".join(str(spec.root) for spec in config.datasets)}}
     write_bundle_meta(bundle.path, dataclasses.replace(bundle.meta, vocabulary={**bundle.meta.vocabulary,

@@ -388,11 +388,13 @@ def test_a_head_on_yamnet_s_features_is_fitted_for_the_trained_labels_and_mixed_
                                         "--under-db", "30", "10"])
     assert refused.exit_code != 0 and "30 10: LOW must not be above HIGH" in refused.output
     result = CliRunner().invoke(main, ["vocabulary-head", "--bundle", str(copy), "--config", str(recipe),
-                                       "--copies", "1", "--placed", "1"])
+                                       "--copies", "1", "--placed", "1", "--over", "1"])
     assert result.exit_code == 0, result.output
+    assert "1 with another clip over them" in result.output
     bundle = read_bundle(copy, verify=True)  # head.npz is hashed like the graphs
     head = bundle.meta.vocabulary["head"]
     assert head["input"] == "features" and head["weight"] == head["agree"] == 0.5 and (head["fit"]["copies"], head["fit"]["placed"]) == (1, 1)
+    assert head["fit"]["over"] == 1 and head["fit"]["over_db"] == [0.0, 10.0]
     assert 40 + 1 <= head["clips"] <= 40 + 6  # 4 clips of each of 10 classes, and the background without streets
     assert head["fit"]["sets"]["urban"]["train_accuracy"] >= 0.9
     vocabulary = Vocabulary.from_bundle(bundle)

@@ -10,6 +10,9 @@ from train.vocabulary_head import (
     PLACED,
     fit_logistic,
     fit_mlp,
+    head_overlay,
+    head_partners,
+    head_targets,
     head_underlay,
     placed_copy,
     under_copy,
@@ -136,3 +139,35 @@ def test_a_head_lays_background_under_copies_as_its_options_or_its_recipe_say(tm
     assert beds and sorted(beds) == sorted(row["path"] for row in rows if row["kind"] == "white")
     with pytest.raises(ConfigError, match=r"hold none of kinds speech.*name other kinds"):
         underlay_beds(plain, head_underlay(plain, kinds=("speech",))[1])
+
+
+def test_copies_with_another_clip_over_them_are_of_both_labels_and_the_partner_is_of_another_class():
+    todo = [("dog", "d1"), ("dog", "d2"), ("siren", "s1"), ("drill", "r1")]
+    paths, classes = head_partners(todo, len(todo) + 2, over=3)  # 2 background clips: any class over them
+    assert len(paths) == len(classes) == 6 and all(len(row) == 3 for row in classes)
+    for (own, _), row, where in zip(todo, classes, paths):
+        assert own not in row
+        assert all(path in {p for name, p in todo if name == c} for path, c in zip(where, row))
+    assert head_partners(todo, 6, over=3) == (paths, classes)  # seeded
+    labels = ["dog", "siren", "drill"]
+    # each clip: itself, one copy, then its 3 copies with another clip over them
+    targets = head_targets([c for c, _ in todo], 2, 1 + 1 + 3, labels, classes)
+    assert targets.shape == (6 * 5, 3)
+    for i, own in enumerate([c for c, _ in todo] + ["", ""]):
+        rows = targets[i * 5:(i + 1) * 5]
+        mine = np.array([label == own for label in labels], np.float32)
+        np.testing.assert_array_equal(rows[:2], np.tile(mine, (2, 1)))  # itself and its plain copy: its label alone
+        for k, partner in enumerate(classes[i]):
+            expected = np.maximum(mine, np.array([label == partner for label in labels], np.float32))
+            np.testing.assert_array_equal(rows[2 + k], expected)
+    np.testing.assert_array_equal(head_targets(["dog"], 0, 2, labels), [[1, 0, 0], [1, 0, 0]])
+
+
+def test_a_head_lays_clips_over_copies_where_its_recipe_does_unless_told():
+    from train.recipe import OverlayConfig, TrainConfig
+
+    plain = TrainConfig(scoring="sigmoid", loss="class_prompt")
+    over = TrainConfig(scoring="sigmoid", loss="class_prompt", overlay=OverlayConfig(below_db=(2.0, 4.0)))
+    assert head_overlay(plain) == (0, OverlayConfig().below_db)
+    assert head_overlay(over) == (HEAD["over"], (2.0, 4.0))
+    assert head_overlay(over, 0)[0] == 0 and head_overlay(plain, 1) == (1, OverlayConfig().below_db)
