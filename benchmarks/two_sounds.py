@@ -14,8 +14,14 @@ urban`, default thresholds and listen settings). The same clips alone, in stream
 the baseline. A sound is named when an event of its label starts from its onset to 3 s after it ends.
 
 Printed, per class: named alone, named in a mix (of those named alone), and overall: mixes with
-both named, one, none. The shipped bundle trained on these very clips, each alone: a bundle's
-recall here is an upper bound on unseen recordings.
+both named, one, none. With --windows, before the events: each mix's window as the device scores it
+(the mix, then 1 s of silence: one 5 s window; the student alone, student + head as shipped, the head
+alone): how often each label reaches its threshold, both do (the scores, and what the events read:
+the agreement's evidence), both are the top 2, and the mean of the weaker of the two scores.
+
+The shipped bundle trained on these very clips, each alone: a bundle's recall here is an upper
+bound on unseen recordings. A CV split's bundle on the fold it held out (--fold) is the honest
+measure.
 """
 
 from __future__ import annotations
@@ -73,6 +79,53 @@ def named(bundle: str | None, items: list[np.ndarray], labels: list[set[str]], p
     return [{label for t, label in record.start_times if a <= t < b} & wanted for (a, b), wanted in zip(spans, labels)]
 
 
+def window_figures(bundle_path: str | None, mixes: list[tuple], items: list[np.ndarray]) -> None:
+    """Print, per head weight, what each mix's first window scores (--windows; the module docstring)."""
+    import dataclasses
+
+    from edge.bundle import resolve_bundle
+    from edge.labels.embeddings import label_embeddings_for
+    from edge.labels.labelset import resolve_label_set
+    from edge.scoring import Scorer
+    from edge.vocabulary import Vocabulary
+    from train.vocabulary_trust import first_windows
+
+    bundle = resolve_bundle(bundle_path)
+    vocabulary = Vocabulary.from_bundle(bundle)
+    urban = resolve_label_set("urban")
+    thresholds = np.array([label.threshold for label in urban.labels])
+    a = np.array([urban.names.index(first) for first, *_ in mixes])
+    b = np.array([urban.names.index(second) for _, second, *_ in mixes])
+    rows = np.arange(len(mixes))
+    with tempfile.TemporaryDirectory() as tmp:
+        silence = np.zeros(RATE, np.float32)
+        paths = [write(Path(tmp) / f"mix{i}.wav", np.concatenate([x, silence])) for i, x in enumerate(items)]
+        embeddings, scores = first_windows(bundle, paths, "mixes")
+    weights = (0.0, vocabulary.head.weight, 1.0) if vocabulary is not None and vocabulary.head is not None else (None,)
+    for weight in weights:
+        if weight is None:
+            scorer = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, urban), urban, vocabulary)
+        else:
+            head = dataclasses.replace(vocabulary.head, weight=weight)
+            scorer = Scorer.for_bundle(
+                bundle.meta,
+                label_embeddings_for(bundle, urban),
+                urban,
+                vocabulary=dataclasses.replace(vocabulary, head=head),
+            )
+        p, evidence = scorer.with_evidence(embeddings, scores)
+        top2 = np.argsort(-p, axis=1)[:, :2]
+        paired = np.mean([a[i] in top2[i] and b[i] in top2[i] for i in rows])
+        for what, s in (("scores", p), ("evidence", evidence)):
+            first, second = s[rows, a] >= thresholds[a], s[rows, b] >= thresholds[b]
+            print(
+                f"head weight {'-' if weight is None else f'{weight:.2f}'} {what:8s}: first at its threshold "
+                f"{first.mean():.0%}, second {second.mean():.0%}, both {np.mean(first & second):.0%}, neither "
+                f"{np.mean(~first & ~second):.0%}; both the top 2 {paired:.0%}; the weaker of the two scores "
+                f"{np.minimum(s[rows, a], s[rows, b]).mean():.2f} on average"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", default=None)
@@ -82,6 +135,7 @@ def main() -> None:
     parser.add_argument("--db", type=float, default=0.0, help="the second sound this far below the first")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--windows", action="store_true", help="also each mix's window as the device scores it")
     args = parser.parse_args()
     by_class = clips_by_class(Path(args.data), args.fold)
     rng = random.Random(args.seed)
@@ -94,6 +148,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         firsts = [first_seconds(pa) for _, _, pa, _ in mixes]
         seconds = [first_seconds(pb) * quieter for _, _, _, pb in mixes]
+        if args.windows:
+            window_figures(args.bundle, mixes, [x + y for x, y in zip(firsts, seconds)])
         alone_a = named(args.bundle, firsts, [{a} for a, *_ in mixes], Path(tmp) / "a.wav")
         alone_b = named(args.bundle, seconds, [{b} for _, b, *_ in mixes], Path(tmp) / "b.wav")
         mixed = named(
