@@ -84,12 +84,13 @@ def sigmoid_loss(logits: torch.Tensor, bias: torch.Tensor, targets: torch.Tensor
     present = torch.zeros_like(logits)
     rows = torch.arange(len(targets), device=targets.device)
     present[rows[labelled], targets[labelled]] = 1.0
+    paired = torch.zeros_like(labelled)  # rows with a second sound
     if partners is not None:
         paired = labelled & (partners >= 0)
         present[rows[paired], partners[paired]] = 1.0
     if labelled.any():
         masked = logits[labelled].masked_fill(~seen, float("-inf"))
-        if partners is None or not paired.any():
+        if not paired.any():
             terms["ce"] = F.cross_entropy(masked, targets[labelled])
         else:  # a clip of two sounds: the target's mass shared between them
             share = present[labelled] / present[labelled].sum(dim=1, keepdim=True)
