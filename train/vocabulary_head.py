@@ -345,9 +345,15 @@ def head_targets(classes, background: int, rows_per_clip: int, labels, partner_c
 
 def head_partners(todo, count: int, over: int, seed: int = 0) -> tuple[list[list[Path]], list[list[str]]]:
     """For each of `count` clips (the training clips `todo`, (class, path) each, then background clips of
-    none), `over` training clips of another class to lay over its copies: (their paths, their classes)."""
+    none), `over` training clips of another class to lay over its copies: (their paths, their classes).
+    ConfigError when the clips are of fewer than two classes (no clip would have a partner)."""
+    from train.config import ConfigError
+
     rng = np.random.default_rng([seed, 0x0A11])
     classes = np.array([name for name, _ in todo])
+    if len(set(classes)) < 2:
+        raise ConfigError(f"copies with another clip over them need training clips of two classes at least, and "
+                          f"these are of {len(set(classes))}: lay none (--over 0)")
     paths, names = [], []
     for i in range(count):
         own = classes[i] if i < len(todo) else None

@@ -161,6 +161,10 @@ def test_copies_with_another_clip_over_them_are_of_both_labels_and_the_partner_i
             expected = np.maximum(mine, np.array([label == partner for label in labels], np.float32))
             np.testing.assert_array_equal(rows[2 + k], expected)
     np.testing.assert_array_equal(head_targets(["dog"], 0, 2, labels), [[1, 0, 0], [1, 0, 0]])
+    from train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"two classes at least, and these are of 1: lay none \(--over 0\)"):
+        head_partners([("dog", "d1"), ("dog", "d2")], 3, over=1)  # had drawn forever
 
 
 def test_a_head_lays_clips_over_copies_where_its_recipe_does_unless_told():
