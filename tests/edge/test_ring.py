@@ -80,6 +80,7 @@ def test_a_write_during_a_read_never_returns_overwritten_frames():
     np.testing.assert_array_equal(ring.read(8)[:, 0], ramp(8, 3))
 
 
+@pytest.mark.slow  # a million samples through two threads switching every microsecond: 3-4 s of CPU each
 @pytest.mark.parametrize("producer_waits", [True, False])
 def test_producer_and_consumer_threads_move_a_million_samples(producer_waits):
     total = 1_000_000  # float32 holds every integer below 2**24 exactly

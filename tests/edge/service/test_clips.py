@@ -67,6 +67,7 @@ def test_each_event_of_a_listen_run_gets_a_clip_of_exactly_its_audio(demo_bundle
         np.testing.assert_array_equal(clip, audio[first:first + len(clip)])  # 16-bit in, 16-bit out: exact
 
 
+@pytest.mark.slow  # the model over 43 s of audio a second at a time: ~4 s of CPU each
 @pytest.mark.parametrize("hold", [0.0, 5.0])
 def test_a_held_event_s_clip_ends_at_its_end_not_at_the_limit(demo_bundle, eager_labels, tmp_path, hold):
     """A service holds an event 30 s after its score falls, and the end comes that late: the clip was
