@@ -94,6 +94,19 @@ def test_cbam_only_attenuates():
     assert ((ratio > 0) & (ratio < 1)).all()
 
 
+def test_cscm_columns_are_one_embedding_a_row_whose_mean_is_the_pooled_one():
+    torch.manual_seed(0)
+    head = CSCM(32, embed_dim=24).eval()
+    x = torch.randn(3, 32, 6, 2)
+    columns = head.columns(x)
+    assert columns.shape == (3, 6, 24)
+    torch.testing.assert_close(columns.mean(1), head(x))
+    late = x.clone()
+    late[:, :, 5] += 3.0  # a sound in the last row moves that row's embedding most
+    moved = (head.columns(late) - columns).norm(dim=-1)
+    assert moved[:, 5].min() > moved[:, 0].max()
+
+
 def test_cscm_parameter_count_for_the_paper_size():
     d, h, c = 768, 384, 1024  # D, the CNN block width (D / 2), C
     cbam = (d * d // 16 + d // 16) + (d // 16 * d + d) + 2 * 7 * 7 + 2  # channel MLP, 7x7 conv + BN

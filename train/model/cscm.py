@@ -124,7 +124,14 @@ class CSCM(nn.Module):
         self.out_dim = embed_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, D, h, w)
-        x = self.cbam(x)  # attend to channels, then positions: (B, D, h, w)
-        x = self.conv1(self.conv3(x))  # the CNN block: (B, H, h, w)
+        x = self.conv1(self.conv3(self.cbam(x)))  # attention, then the CNN block: (B, H, h, w)
         x = x.mean((2, 3))  # global average pool: (B, H)
         return self.proj(x)  # into the joint embedding space: (B, C)
+
+    def columns(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, D, h, w)
+        """One embedding per row of the map, (B, h, C): h is time where the map is (time, frequency), as
+        YAMNet's is (16 rows of 0.31 s for a 5 s window). Their mean is `forward(x)`, as the Linear
+        commutes with the mean; scored on their own they tell apart sounds that take turns in a window
+        (benchmarks/time_columns.py)."""
+        x = self.conv1(self.conv3(self.cbam(x)))
+        return self.proj(x.mean(3).transpose(1, 2))
