@@ -10,8 +10,8 @@ Topics under `base_topic` (default `semanticac/<node_id>`):
                       automation would act on a sound long gone as if it were heard now); so does
                       one paho sends again, late, after its connection turned out dead
     state/<label>     ON while an event of the label lasts, else OFF; retained
-    microphone        ON while audio arrives, OFF before the first window and after `audio_lost` (until
-                      `audio_restored`); retained
+    microphone        ON while audio arrives, OFF before the first window, after `audio_lost` (until
+                      `audio_restored`) and at a stop (a crash leaves it as it was); retained
     (every retained state a connection knows is sent before its `online`: Home Assistant shows an
     entity's last payload the moment it is available, and a crash leaves a label's ON behind)
     problem           what needs a person, retained: `{"state": "ON" | "OFF", "problems": [{code,
@@ -728,7 +728,8 @@ class MqttSink(Sink):
         log.info("mqtt: connecting to %s:%d as %s (topics %s/...)", cfg.host, cfg.port, cfg.client_id, self.base_topic)
 
     def close(self) -> None:
-        """Send what is queued and `offline` (retained), waiting CLOSE_SECONDS at most; disconnect."""
+        """Send the microphone OFF, what is queued and `offline` (retained), waiting CLOSE_SECONDS at most;
+        disconnect."""
         if self._closed:
             return
         self._closed = True
@@ -736,6 +737,8 @@ class MqttSink(Sink):
         if client is None:
             return
         deadline = time.monotonic() + CLOSE_SECONDS
+        # no audio comes after a stop: a newcomer reading the retained topics finds no microphone ON
+        self._set_retained(self.topic("microphone"), OFF)
         with self._cond:
             self._closing = True
             self._cond.notify_all()
