@@ -22,6 +22,12 @@ thresholds, not the head: the student alone). Printed for each pooling at that t
   least one, a third label;
 - two sounds in turns (the first 2 s of one clip, then the first 2 s of the other, then 1 s of
   silence): the same.
+
+With --fused, the same mixes' windows as the device would score them with the bundle's fusion (its
+vocabulary head mixed in, the vetoes, the agreement; each label at its threshold in `urban`), the
+student's logit as exported (pooled) against the higher of it and the rows' max shifted down by the
+logit of the `max` threshold above (so that row scores read on the pooled scale), with the head at
+its weight and at 0: whether the head, fitted on the whole window, keeps what the rows find.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ import csv
 import itertools
 import os
 import random
+import tempfile
 from pathlib import Path
 
 import numpy as np
+from trust import write
 from two_sounds import RATE, clips_by_class, first_seconds
 
 from edge.bundle import resolve_bundle
@@ -65,6 +73,47 @@ def poolings(model, bundle, windows: list[np.ndarray], embeddings: np.ndarray) -
     return {kind: np.concatenate(parts) for kind, parts in out.items()}
 
 
+def fused_figures(
+    model, bundle, urban, mixes: dict[str, list[np.ndarray]], pairs: np.ndarray, threshold: float
+) -> None:
+    """--fused (the module docstring): `mixes` the audio of each kind of mix, `threshold` the max pooling's."""
+    import dataclasses
+
+    import torch
+
+    from edge.scoring import Scorer, logit
+    from edge.vocabulary import Vocabulary
+    from train.vocabulary_trust import first_windows, window_of
+
+    vocabulary = Vocabulary.from_bundle(bundle)
+    if vocabulary is None or vocabulary.head is None:
+        raise SystemExit(f"--fused: bundle {bundle.path} has no vocabulary head to fuse with")
+    embeddings = label_embeddings_for(bundle, urban)
+    thresholds = np.array([label.threshold for label in urban.labels])
+    scale, bias, shift = bundle.meta.logit_scale, bundle.meta.scoring["logit_bias"], float(logit(np.array(threshold)))
+    rows = np.arange(len(pairs))
+    for name, audio in mixes.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = [write(Path(tmp) / f"mix{i}.wav", x) for i, x in enumerate(audio)]
+            vectors, vocabulary_rows = first_windows(bundle, paths, name)
+        with torch.no_grad():
+            trunk = model.audio(torch.from_numpy(np.stack([window_of(x, bundle) for x in audio]))[:, None])
+            columns = torch.nn.functional.normalize(model.head.columns(trunk), dim=-1).numpy()
+        row_logits = (scale * columns @ embeddings.embeddings.T + bias).max(1).astype(np.float64) - shift
+        for weight in (vocabulary.head.weight, 0.0):
+            head = dataclasses.replace(vocabulary.head, weight=weight)
+            scorer = Scorer.for_bundle(bundle.meta, embeddings, urban, dataclasses.replace(vocabulary, head=head))
+            pooled = scorer._student(vectors)
+            for kind, logits in (("pooled", pooled), ("max over rows", np.maximum(pooled, row_logits))):
+                scores = scorer._scores(logits, vocabulary_rows)
+                first = scores[rows, pairs[:, 0]] >= thresholds[pairs[:, 0]]
+                second = scores[rows, pairs[:, 1]] >= thresholds[pairs[:, 1]]
+                print(
+                    f"fused, {name}, head weight {weight:g}, student {kind}: both at their thresholds "
+                    f"{np.mean(first & second):.0%}, one or both {np.mean(first | second):.0%}"
+                )
+
+
 def wrong_rate(scores: np.ndarray, truth: np.ndarray, threshold: float) -> float:
     """The share of clips where a label other than the true one reaches `threshold`."""
     over = scores >= threshold
@@ -94,6 +143,7 @@ def main() -> None:
     parser.add_argument("--fold", type=int, required=True, help="the UrbanSound8K fold the student never trained on")
     parser.add_argument("--pairs", type=int, default=2, help="mixes per two classes")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fused", action="store_true", help="also the mixes through the bundle's fusion")
     args = parser.parse_args()
 
     import torch
@@ -125,23 +175,23 @@ def main() -> None:
     ]
     pairs = np.array([(urban.names.index(a), urban.names.index(b)) for a, b, *_ in chosen])
     silence = np.zeros(RATE, np.float32)
-    at_once, in_turns = [], []
+    mixes: dict[str, list[np.ndarray]] = {"at once": [], "in turns": []}
     for _, _, pa, pb in chosen:
         xa, xb = first_seconds(pa), first_seconds(pb)
-        at_once.append(window_of(np.concatenate([xa + xb, silence]), bundle))
-        half = 2 * RATE
-        in_turns.append(window_of(np.concatenate([xa[:half], xb[:half], silence]), bundle))
+        mixes["at once"].append(np.concatenate([xa + xb, silence]))
+        mixes["in turns"].append(np.concatenate([xa[: 2 * RATE], xb[: 2 * RATE], silence]))
 
-    sets = {"clean": clean, "at once": at_once, "in turns": in_turns}
+    sets = {"clean": clean, **{name: [window_of(x, bundle) for x in audio] for name, audio in mixes.items()}}
     pooled = {name: poolings(model, bundle, windows, embeddings) for name, windows in sets.items()}
     target = wrong_rate(pooled["clean"]["pooled"], truth, 0.5)
     print(
         f"UrbanSound8K fold {args.fold}: {len(truth)} clean clips; {len(pairs)} mixes of "
         f"{len(by_class)} classes ({', '.join(sorted(by_class))}); the student alone"
     )
+    thresholds = {}
     for kind in ("pooled", "max", "patch"):
         scores = pooled["clean"][kind]
-        threshold = 0.5 if kind == "pooled" else matched_threshold(scores, truth, target)
+        threshold = thresholds[kind] = 0.5 if kind == "pooled" else matched_threshold(scores, truth, target)
         recall = np.mean(scores[np.arange(len(truth)), truth] >= threshold)
         print(
             f"{kind:6s} threshold {threshold:.3f} | clean: top-1 {np.mean(scores.argmax(1) == truth):.1%}, "
@@ -149,6 +199,8 @@ def main() -> None:
             f"at once: {pair_figures(pooled['at once'][kind], pairs, threshold)} | "
             f"in turns: {pair_figures(pooled['in turns'][kind], pairs, threshold)}"
         )
+    if args.fused:
+        fused_figures(model, bundle, urban, mixes, pairs, thresholds["max"])
 
 
 if __name__ == "__main__":
