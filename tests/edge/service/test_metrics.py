@@ -403,7 +403,9 @@ def test_a_request_that_drips_in_is_closed_after_the_request_timeout_in_all(make
             if len(closed) == len(drips):
                 break
             time.sleep(0.2)
-        assert len(closed) == len(drips) and max(closed.values()) < 2.5, closed  # though each kept sending
+        # though each kept sending: closed after the 1 s timeout (a loaded machine's threads answer late, so
+        # up to 4.5 s), where a per-read timeout kept all of them past the 6 s this loop drips for
+        assert len(closed) == len(drips) and max(closed.values()) < 4.5, closed
         assert get(sink, "/healthz")[0] in (200, 503)  # places free again: a real request is answered
     finally:
         for s in drips:
