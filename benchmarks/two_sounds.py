@@ -1,7 +1,7 @@
 """Two sounds at once: does each still start its event when another plays beside it?
 
     SEMANTICAC_DATA=../shared/data python benchmarks/two_sounds.py [--bundle B] [--fold F] [--pairs 2] [--db 0] \
-        [--json OUT]
+        [--turns S] [--json OUT]
     # about 5 min on 2 cores with the defaults
     # a CV split's bundle on the UrbanSound8K fold it held out, e.g. runs/bundles/lv1 --fold 2
 
@@ -18,6 +18,10 @@ both named, one, none. With --windows, before the events: each mix's window as t
 (the mix, then 1 s of silence: one 5 s window; the student alone, student + head as shipped, the head
 alone): how often each label reaches its threshold, both do (the scores, and what the events read:
 the agreement's evidence), both are the top 2, and the mean of the weaker of the two scores.
+
+With --turns S the two sounds take turns instead (a siren's wails with barks between them): S
+seconds of the first, S of the second, and so on through both clips' 4 s (an 8 s mix, each sound
+there half the time); each sound's baseline is then its own turns with silence in the other's.
 
 The shipped bundle trained on these very clips, each alone: a bundle's recall here is an upper
 bound on unseen recordings. A CV split's bundle on the fold it held out (--fold) is the honest
@@ -65,6 +69,17 @@ def clips_by_class(data: Path, fold: int | None = None) -> dict[str, list[Path]]
 def first_seconds(path: Path) -> np.ndarray:
     x = read_audio(path, RATE)[: round(SECONDS * RATE)]
     return x * np.float32(10 ** (LEVEL_DBFS / 20) / max(float(np.sqrt(np.mean(x**2))), 1e-9))
+
+
+def in_turns(first: np.ndarray, second: np.ndarray, seconds: float) -> np.ndarray:
+    """`seconds` of `first`, then of `second`, and so on until both are used up (--turns)."""
+    step = max(1, round(seconds * RATE))
+    turns = [
+        part
+        for i in range(0, max(first.size, second.size), step)
+        for part in (first[i : i + step], second[i : i + step])
+    ]
+    return np.concatenate(turns)
 
 
 def named(bundle: str | None, items: list[np.ndarray], labels: list[set[str]], path: Path) -> list[set[str]]:
@@ -136,6 +151,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     parser.add_argument("--windows", action="store_true", help="also each mix's window as the device scores it")
+    parser.add_argument(
+        "--turns", type=float, default=0.0, help="the sounds take turns of this many seconds (0: at once)"
+    )
     args = parser.parse_args()
     by_class = clips_by_class(Path(args.data), args.fold)
     rng = random.Random(args.seed)
@@ -148,13 +166,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         firsts = [first_seconds(pa) for _, _, pa, _ in mixes]
         seconds = [first_seconds(pb) * quieter for _, _, _, pb in mixes]
+        if args.turns > 0:  # each alone keeps its turns, with silence in the other's
+            both = [in_turns(x, y, args.turns) for x, y in zip(firsts, seconds)]
+            firsts, seconds = (
+                [in_turns(x, np.zeros_like(y), args.turns) for x, y in zip(firsts, seconds)],
+                [in_turns(np.zeros_like(x), y, args.turns) for x, y in zip(firsts, seconds)],
+            )
+        else:
+            both = [x + y for x, y in zip(firsts, seconds)]
         if args.windows:
-            window_figures(args.bundle, mixes, [x + y for x, y in zip(firsts, seconds)])
+            window_figures(args.bundle, mixes, both)
         alone_a = named(args.bundle, firsts, [{a} for a, *_ in mixes], Path(tmp) / "a.wav")
         alone_b = named(args.bundle, seconds, [{b} for _, b, *_ in mixes], Path(tmp) / "b.wav")
-        mixed = named(
-            args.bundle, [x + y for x, y in zip(firsts, seconds)], [{a, b} for a, b, *_ in mixes], Path(tmp) / "m.wav"
-        )
+        mixed = named(args.bundle, both, [{a, b} for a, b, *_ in mixes], Path(tmp) / "m.wav")
     alone, kept, both = Counter(), Counter(), Counter()
     per_class = Counter()
     for (a, b, *_), na, nb, nm in zip(mixes, alone_a, alone_b, mixed):
@@ -169,7 +193,11 @@ def main() -> None:
         for label in sorted(per_class)
     }
     where = f" of fold {args.fold}" if args.fold is not None else ""
-    print(f"{len(mixes)} mixes of two urban sounds{where} (the second {args.db:g} dB below the first), --labels urban")
+    how = f"taking turns of {args.turns:g} s" if args.turns > 0 else "at once"
+    print(
+        f"{len(mixes)} mixes of two urban sounds{where}, {how} (the second {args.db:g} dB below the first), "
+        "--labels urban"
+    )
     print(f"{'class':18s} {'sounds':>6s} {'alone':>6s} {'in a mix':>9s}")
     for label, row in table.items():
         share = row["named_in_mix"] / row["named_alone"] if row["named_alone"] else float("nan")
@@ -184,6 +212,7 @@ def main() -> None:
             "mixes": len(mixes),
             "fold": args.fold,
             "db": args.db,
+            "turns": args.turns,
             "per_class": table,
             "both": both[2],
             "one": both[1],
