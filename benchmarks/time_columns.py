@@ -15,7 +15,8 @@ max (`max`), or the max over 1 s patches, the means of 3 neighbouring rows (`pat
 A max is higher than a mean, so each pooling gets its own threshold: the one at which the held-out
 fold's clean clips (each clip's first window, as the device feeds it: the bundle's frontend and
 window gain) reach a wrong label as often as the pooled scores do at 0.5 (not the shipped
-thresholds, not the head: the student alone). Printed for each pooling at that threshold:
+thresholds, not the head: the student alone); with --wrong RATE, at that rate, the pooled scores
+too, so that two students compare at one rate. Printed for each pooling at that threshold:
 - clean clips: top-1, the true label at the threshold (recall), a wrong label at it;
 - two sounds at once (two_sounds.py's mixes: foreground clips of two classes, their first 4 s each
   at -25 dBFS RMS, added, then 1 s of silence: one 5 s window): both labels at the threshold, at
