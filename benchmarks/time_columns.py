@@ -75,32 +75,33 @@ def poolings(model, bundle, windows: list[np.ndarray], embeddings: np.ndarray) -
 
 
 def fused_figures(
-    model, bundle, urban, mixes: dict[str, list[np.ndarray]], pairs: np.ndarray, threshold: float
+    bundle,
+    urban,
+    mixes: dict[str, list[np.ndarray]],
+    row_scores: dict[str, np.ndarray],
+    pairs: np.ndarray,
+    threshold: float,
 ) -> None:
-    """--fused (the module docstring): `mixes` the audio of each kind of mix, `threshold` the max pooling's."""
+    """--fused (the module docstring): `mixes` the audio of each kind of mix, `row_scores` their scores
+    by max over rows (poolings' `max`), `threshold` that pooling's."""
     import dataclasses
-
-    import torch
 
     from edge.scoring import Scorer, logit
     from edge.vocabulary import Vocabulary
-    from train.vocabulary_trust import first_windows, window_of
+    from train.vocabulary_trust import first_windows
 
     vocabulary = Vocabulary.from_bundle(bundle)
     if vocabulary is None or vocabulary.head is None:
         raise SystemExit(f"--fused: bundle {bundle.path} has no vocabulary head to fuse with")
     embeddings = label_embeddings_for(bundle, urban)
     thresholds = np.array([label.threshold for label in urban.labels])
-    scale, bias, shift = bundle.meta.logit_scale, bundle.meta.scoring["logit_bias"], float(logit(np.array(threshold)))
+    shift = float(logit(np.array(threshold)))
     rows = np.arange(len(pairs))
     for name, audio in mixes.items():
         with tempfile.TemporaryDirectory() as tmp:
             paths = [write(Path(tmp) / f"mix{i}.wav", x) for i, x in enumerate(audio)]
             vectors, vocabulary_rows = first_windows(bundle, paths, name)
-        with torch.no_grad():
-            trunk = model.audio(torch.from_numpy(np.stack([window_of(x, bundle) for x in audio]))[:, None])
-            columns = torch.nn.functional.normalize(model.head.columns(trunk), dim=-1).numpy()
-        row_logits = (scale * columns @ embeddings.embeddings.T + bias).max(1).astype(np.float64) - shift
+        row_logits = logit(row_scores[name].astype(np.float64)) - shift  # the sigmoid's own logits, shifted
         for weight in (vocabulary.head.weight, 0.0):
             head = dataclasses.replace(vocabulary.head, weight=weight)
             scorer = Scorer.for_bundle(bundle.meta, embeddings, urban, dataclasses.replace(vocabulary, head=head))
@@ -209,7 +210,7 @@ def main() -> None:
             f"in turns: {pair_figures(pooled['in turns'][kind], pairs, threshold)}"
         )
     if args.fused:
-        fused_figures(model, bundle, urban, mixes, pairs, thresholds["max"])
+        fused_figures(bundle, urban, mixes, {name: pooled[name]["max"] for name in mixes}, pairs, thresholds["max"])
 
 
 if __name__ == "__main__":

@@ -348,8 +348,9 @@ def head_partners(todo, count: int, over: int, seed: int = 0) -> tuple[list[list
     none), `over` training clips of another class to lay over its copies: (their paths, their classes).
     ConfigError when the clips are of fewer than two classes (no clip would have a partner)."""
     from train.config import ConfigError
+    from train.data.overlay import STREAM
 
-    rng = np.random.default_rng([seed, 0x0A11])
+    rng = np.random.default_rng([seed, STREAM])  # the recipe's overlay's seed word: its own draws
     classes = np.array([name for name, _ in todo])
     if len(set(classes)) < 2:
         raise ConfigError(f"copies with another clip over them need training clips of two classes at least, and "
