@@ -176,6 +176,16 @@ class EventDetector:
             if tr.event_id is not None and tr.onset is not None
         ]
 
+    @property
+    def holding(self) -> list[tuple[int, str, float]]:
+        """(event_id, label, since) of every active event held open: its score fell below the release
+        level at `since` and the hold has not passed yet (it goes on if the score is back in time)."""
+        return [
+            (tr.event_id, self.labels[i], tr.quiet)
+            for i, tr in enumerate(self._tracks)
+            if tr.event_id is not None and tr.quiet is not None
+        ]
+
     def _advance(self, t: float) -> None:
         if self._last_t is not None and t < self._last_t:
             raise ValueError(

@@ -1373,6 +1373,13 @@ class Listener:
             gated = level == -math.inf or (self.min_level is not None and level < self.min_level)
             self.summary.windows += 1
             self._t = t
+            # a gated window counts as "nothing heard" for events (and for the smoothing after it)
+            read = np.zeros_like(e) if gated else e
+            smoothed = self.smoother.update(read)
+            self._reached = _peak(self._reached, smoothed)
+            self._read = _peak(self._read, read)
+            self._shown = _peak(self._shown, np.zeros_like(p) if gated else p)
+            events = self.detector.update(t, smoothed)  # said after the window, which shows the holds they leave
             self.sink.window(
                 WindowResult(
                     t=t,
@@ -1385,15 +1392,10 @@ class Listener:
                     heard=named,
                     evidence=tuple(e.tolist()) if agreed else None,
                     held=() if gated else tuple(label for label, h in zip(self.scorer.labels, kept) if h),
+                    holding=tuple(self.detector.holding),
                 )
             )
-            # a gated window counts as "nothing heard" for events (and for the smoothing after it)
-            read = np.zeros_like(e) if gated else e
-            smoothed = self.smoother.update(read)
-            self._reached = _peak(self._reached, smoothed)
-            self._read = _peak(self._read, read)
-            self._shown = _peak(self._shown, np.zeros_like(p) if gated else p)
-            for event in self.detector.update(t, smoothed):
+            for event in events:
                 self._emit_event(event)
             self._watch_silence(t, frames)
 

@@ -13,7 +13,9 @@ The listen loop passes three kinds of record: a `WindowResult` per window, an `E
   gain applied before the model: edge.features.WindowGain; null when the bundle has none), `heard`
   (--heard only) and `held` (only when there is one: the labels shown at or above their threshold
   that the window's events do not count, the student alone scoring them under the agreement asked
-  of it: edge.scoring); start: `event_id`, `label`,
+  of it: edge.scoring) and `holding` (only when there is one: [{event_id, label, since}], the
+  events held open by `hold`, their score below the release level since stream time `since`:
+  edge.events); start: `event_id`, `label`,
   `score`; end: `event_id`, `label`, `duration`, `peak`;
   status: `level`, `message`, and `code` when there is one (a stable word: source_error,
   backend_error, overload, overload_ended, audio_lost, audio_restored, clipping, channels_cancel,
@@ -66,6 +68,8 @@ class WindowResult:
     # student's agreement: edge.scoring.Scorer.with_evidence); None: the scores. Not written by the sinks.
     evidence: tuple[float, ...] | None = None
     held: tuple[str, ...] = ()  # shown at or above their threshold, not counted: the student alone did not agree
+    # (event_id, label, since): active events held open (edge.events' hold), quiet since stream time `since`
+    holding: tuple[tuple[int, str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,16 @@ def record_dict(record: WindowResult | Event | Status, utc: str) -> dict:
                 else {}
             ),
             **({"held": list(record.held)} if record.held else {}),
+            **(
+                {
+                    "holding": [
+                        {"event_id": event_id, "label": label, "since": _num(since, 3)}
+                        for event_id, label, since in record.holding
+                    ]
+                }
+                if record.holding
+                else {}
+            ),
         }
     if isinstance(record, Event):
         if record.kind == "start":
@@ -336,6 +350,16 @@ def _held(record: WindowResult) -> str:
     return "  not counted (the student disagrees): " + ", ".join(record.held) if record.held else ""
 
 
+def _holding(record: WindowResult) -> str:
+    """The events held open, quiet but not ended: "  held open: #3 dog_bark (quiet 4.0 s)"."""
+    held = [f"#{event_id} {label} (quiet {_quiet(record, since)})" for event_id, label, since in record.holding]
+    return "  held open: " + ", ".join(held) if held else ""
+
+
+def _quiet(record: WindowResult, since: float) -> str:
+    return f"{max(0.0, record.t - since):.1f} s"
+
+
 def _plain(record: WindowResult | Event | Status) -> str:
     """One line per record: the stream time, the record's type, then its content."""
     if isinstance(record, WindowResult):
@@ -345,7 +369,7 @@ def _plain(record: WindowResult | Event | Status) -> str:
         gated = "  (gated)" if record.gated else ""
         return (
             f"{record.t:9.3f} window  {top}  latency {record.latency_ms:.1f} ms  dropped {record.dropped}"
-            f"{level}{gain}{gated}{_heard(record)}{_held(record)}"
+            f"{level}{gain}{gated}{_heard(record)}{_held(record)}{_holding(record)}"
         )
     if isinstance(record, Event):
         if record.kind == "start":
@@ -444,8 +468,11 @@ class LiveView(Sink):
             lines.append(_heard(last).strip())
         if last.held:
             lines.append(_held(last).strip())
+        quiet = {event_id: since for event_id, _, since in last.holding}
         active = ", ".join(
-            f"#{i} {label} {max(0.0, last.t - onset):.1f} s" for i, (label, onset) in self._active.items()
+            f"#{i} {label} {max(0.0, last.t - onset):.1f} s"
+            + (f" (quiet {_quiet(last, quiet[i])}: held open)" if i in quiet else "")
+            for i, (label, onset) in self._active.items()
         )
         lines.append(f"active: {active or 'none'}")
         return lines

@@ -203,6 +203,9 @@ def from_record(record: dict) -> WindowResult | Event | Status | None:
             gain_db=None if record.get("gain_db") is None else float(record["gain_db"]),  # older logs: none
             heard=tuple((item["name"], _number(item["score"])) for item in record.get("heard", ())),
             held=tuple(record.get("held", ())),
+            holding=tuple(
+                (int(item["event_id"]), item["label"], _number(item["since"])) for item in record.get("holding", ())
+            ),
         )
     if kind == "start":
         return Event("start", t, int(record["event_id"]), record["label"], score=_number(record["score"]))

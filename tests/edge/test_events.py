@@ -87,10 +87,11 @@ def test_a_hold_keeps_one_event_through_dips_and_ends_it_where_the_score_fell():
     events, _ = run(one_label(min_duration=0.5), barks)
     assert [e.kind for e in events] == ["start", "end", "start", "end", "start", "end"]  # no hold: three
     held = one_label(min_duration=0.5, hold=2.0)
-    got = []
+    got, holds = [], {}
     for i, score in enumerate(barks):
         t = HOP + i * HOP
         got += [(t, e) for e in held.update(t, np.array([score]))]
+        holds[t] = held.holding
     kinds = [(e.kind, e.event_id) for _, e in got]
     assert kinds == [("start", 1), ("end", 1), ("start", 2)], kinds
     (_, start), (said_at, end) = got[0], got[1]
@@ -98,7 +99,11 @@ def test_a_hold_keeps_one_event_through_dips_and_ends_it_where_the_score_fell():
     # the hold is over at 6.0, where the end is said, dated 4.0
     assert start.t == pytest.approx(1.0) and end.t == pytest.approx(4.0) and said_at == pytest.approx(6.0)
     assert end.duration == pytest.approx(3.0) and end.peak == pytest.approx(0.9)
+    # held open while quiet (since the score fell), not while heard, not once ended
+    assert [holds[t] for t in (1.5, 2.0, 2.5, 3.0, 4.0, 5.5, 6.0)] == [
+        [], [(1, "siren", 2.0)], [(1, "siren", 2.0)], [], [(1, "siren", 4.0)], [(1, "siren", 4.0)], []]
     assert held.active == [(2, "siren", 7.5)]  # the third bark: 4.0 s after the second fell, another event
+    assert held.holding == [(2, "siren", 8.5)]  # quiet since the last window, still active
     [last] = held.flush(9.0)  # held at the stream's end: dated where it fell, not at the end of the stream
     assert (last.event_id, last.t) == (2, pytest.approx(8.5))
     # a score between release and threshold within the hold does not go on with it (hysteresis holds)

@@ -103,6 +103,28 @@ def test_cli_json_lines(demo_bundle, clip):
     assert lines[0]["type"] == "status" and lines[-1]["type"] == "status"
 
 
+def test_an_event_held_open_says_so_in_each_window_until_its_end(demo_bundle, clip, tmp_path):
+    """A service holds an event 30 s after its sound stops: `tail` showed it active all that time, as if
+    the dog still barked. Each window of the hold now names it and when it fell quiet, the end's own time."""
+    path = tmp_path / "bark_then_silence.wav"
+    rate = demo_bundle.meta.frontend.sample_rate
+    sf.write(path, np.concatenate([read_audio(clip, rate), np.zeros(rate * 12, np.float32)]), rate)
+    result = CliRunner().invoke(edge.cli.main, ["listen", "--bundle", str(demo_bundle.path), "--labels", "urban",
+                                                "--input", str(path), "--fast", "--json", "--hop", "1", "--hold", "5"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    [start] = [line for line in lines if line["type"] == "start"]
+    [end_at] = [i for i, line in enumerate(lines) if line["type"] == "end"]
+    end = lines[end_at]
+    windows = [(i, line) for i, line in enumerate(lines) if line["type"] == "window"]
+    holding = [line["t"] for i, line in windows if "holding" in line]
+    # from the window where the score fell (the end's date) to the last one before the end is said, 5 s on
+    assert holding == [end["t"] + s for s in range(5)], holding
+    assert all(line["holding"] == [{"event_id": start["event_id"], "label": start["label"], "since": end["t"]}]
+               for _, line in windows if "holding" in line)
+    assert all("holding" not in line for i, line in windows if i > end_at or line["t"] < end["t"])
+
+
 @pytest.mark.parametrize("args,message", [
     (["--labels", "nope"], "label set 'nope' not found"),
     (["--labels", "urban", "--window", "30"], "longer than the model's input"),

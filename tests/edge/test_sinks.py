@@ -337,6 +337,24 @@ def test_a_label_held_back_for_want_of_the_student_s_agreement_is_named_only_the
     assert "held" not in json.loads(stream.getvalue())
 
 
+def test_an_event_held_open_is_shown_quiet_in_every_format():
+    """A held event (`hold`) is still active with its sound gone: the views said only "active"."""
+    quiet = WindowResult(12.0, (("dog_bark", 0.05),), 10.0, 0, holding=((3, "dog_bark", 8.0),))
+    stream, plain, live = io.StringIO(), io.StringIO(), io.StringIO()
+    JsonLines(stream, ORIGIN).window(quiet)
+    assert json.loads(stream.getvalue())["holding"] == [{"event_id": 3, "label": "dog_bark", "since": 8.0}]
+    PlainLines(plain, ORIGIN).window(quiet)
+    assert plain.getvalue().rstrip().endswith("held open: #3 dog_bark (quiet 4.0 s)")
+    view = LiveView(live, ORIGIN)
+    view.event(Event("start", 5.0, 3, "dog_bark", score=0.8))
+    view.event(Event("start", 6.0, 4, "siren", score=0.9))
+    view.window(quiet)
+    assert "\nactive: #3 dog_bark 7.0 s (quiet 4.0 s: held open), #4 siren 6.0 s\n" in live.getvalue()
+    stream = io.StringIO()
+    JsonLines(stream, ORIGIN).window(RECORDS[1])
+    assert "holding" not in json.loads(stream.getvalue())
+
+
 def test_a_gain_that_rounds_to_nothing_is_no_minus_zero():
     """A window gain of -0.04 dB printed "gain -0.0 dB": a user reads a cut that is not there."""
     plain = io.StringIO()

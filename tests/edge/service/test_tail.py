@@ -100,6 +100,7 @@ def test_records_come_back_as_they_were_sent():
         WindowResult(4.0, (("siren", 0.7),), 5.5, 0, -41.5, gain_db=21.5),  # a quiet window raised
         WindowResult(5.0, (("siren", 0.7),), 5.5, 0, -20.0, heard=(("Siren", 0.875), ("Vehicle", 0.5))),  # listen.heard
         WindowResult(6.0, (("siren", 0.7),), 5.5, 0, -20.0, held=("siren",)),  # no event: the student disagrees
+        WindowResult(7.0, (("siren", 0.1),), 5.5, 0, -30.0, holding=((3, "siren", 6.5),)),  # quiet, held open
         Event("start", 1.0, 3, "siren", score=0.6),
         Event("end", 2.5, 3, "siren", duration=1.5, peak=0.9),
         Status(2.5, "warning", "inference fell behind", code="overload"),
