@@ -55,6 +55,12 @@ class AugmentConfig:
     # (the development UrbanSound8K clips are about 10 dB quieter than the peak-normalised ESC-50
     # ones: a level a model could learn as a class cue); None: the relative gain_db
     level_dbfs: tuple[float, float] | None = None
+    # a recording chain's floor under the whole clip: noise of a colour drawn from FLOOR_COLOURS, its RMS
+    # drawn in floor_below_db under the clip's loudest 50 ms (the development ESC-50 copy is 8-bit at its
+    # peak, so its quiet parts are exact zeros or quantisation steps where originals and microphones
+    # have a floor); 0: off, and the draws of every other stage stay as they were
+    floor_p: float = 0.0
+    floor_below_db: tuple[float, float] = (40.0, 75.0)
     lowpass_p: float = 0.0  # random low-pass for the bandwidth gap (see the module docstring)
     lowpass_hz: tuple[float, float] = (4000.0, 14000.0)  # cutoff drawn uniformly in this range
     time_masks: int = 2  # SpecAugment as HTS-AT: 2 time stripes narrower than 64 frames,
@@ -67,6 +73,9 @@ class AugmentConfig:
             (self.time_scale_max >= 1.0, "time_scale_max", "1 (off) or more"),
             (0.0 <= self.noise_p <= 1.0, "noise_p", "a probability in [0, 1]"),
             (0.0 <= self.lowpass_p <= 1.0, "lowpass_p", "a probability in [0, 1]"),
+            (0.0 <= self.floor_p <= 1.0, "floor_p", "a probability in [0, 1]"),
+            (len(self.floor_below_db) == 2 and 0 <= self.floor_below_db[0] <= self.floor_below_db[1],
+             "floor_below_db", "[low, high] in dB under the clip's loudest 50 ms with 0 <= low <= high"),
             (0.0 <= self.gain_p <= 1.0, "gain_p", "a probability in [0, 1]"),
             (len(self.gain_db) == 2 and self.gain_db[0] <= self.gain_db[1], "gain_db",
              "[low, high] in dB with low <= high"),
@@ -135,6 +144,30 @@ def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndar
     return (x + scale * rng.standard_normal(x.size)).astype(np.float32)
 
 
+FLOOR_COLOURS = ("white", "pink", "brown")  # power falling with frequency as f^0, f^-1, f^-2
+
+
+def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
+    """`n` samples of Gaussian noise of `colour` (one of FLOOR_COLOURS) at unit RMS."""
+    noise = rng.standard_normal(n)
+    if colour != "white":
+        spectrum = np.fft.rfft(noise)
+        f = np.arange(spectrum.size, dtype=np.float64)
+        f[0] = 1.0  # DC as the first bin above it, not boosted without bound
+        spectrum /= f ** (0.5 if colour == "pink" else 1.0)
+        noise = np.fft.irfft(spectrum, n=n)
+    return noise / (float(np.sqrt(np.mean(np.square(noise)))) or 1.0)
+
+
+def add_floor(x: np.ndarray, below_db: float, colour: str, rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A floor under the whole clip: noise of `colour` at RMS `below_db` under the loudest 50 ms of `x`
+    (loudest_50ms_dbfs, as level_dbfs measures it); digital silence stays silent."""
+    loudest = loudest_50ms_dbfs(x, rate)
+    if loudest == -math.inf:
+        return x
+    return (x + 10.0 ** ((loudest - below_db) / 20.0) * coloured_noise(x.size, colour, rng)).astype(np.float32)
+
+
 def low_pass(x: np.ndarray, cutoff_hz: float, rate: int, transition: float = 0.1) -> np.ndarray:
     """Remove everything above `cutoff_hz`: a zero-phase FFT filter, flat up to
     (1 - transition) * cutoff and a raised-cosine roll-off to zero at the cutoff.
@@ -194,10 +227,10 @@ class Augment:
         """Whether a waveform stage is on (else a dataset may serve cached log-mels)."""
         c = self.config
         return self.training and (c.time_scale_max > 1.0 or c.pad_crop or c.gain_p > 0 or c.noise_p > 0
-                                  or c.lowpass_p > 0)
+                                  or c.floor_p > 0 or c.lowpass_p > 0)
 
     def waveform(self, x: np.ndarray, rng: np.random.Generator, length: int | None = None) -> np.ndarray:
-        """Time scale -> pad/crop to `length` (default: the clip's) -> gain -> noise -> low-pass.
+        """Time scale -> pad/crop to `length` (default: the clip's) -> gain -> noise -> floor -> low-pass.
 
         The low-pass comes last so that it band-limits the added noise too, as a real
         recording chain would.
@@ -215,6 +248,9 @@ class Augment:
             x = (x * np.float32(10.0 ** (db / 20.0))).astype(np.float32, copy=False)
         if rng.random() < c.noise_p:
             x = add_noise(x, float(rng.uniform(*c.noise_snr_db)), rng)
+        if c.floor_p > 0 and rng.random() < c.floor_p:  # drawn only when on: other recipes' items stay the same
+            colour = FLOOR_COLOURS[int(rng.integers(len(FLOOR_COLOURS)))]
+            x = add_floor(x, float(rng.uniform(*c.floor_below_db)), colour, self.sample_rate, rng)
         if rng.random() < c.lowpass_p:
             x = low_pass(x, float(rng.uniform(*c.lowpass_hz)), self.sample_rate)
         return x
