@@ -144,28 +144,17 @@ def add_noise(x: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndar
     return (x + scale * rng.standard_normal(x.size)).astype(np.float32)
 
 
-FLOOR_COLOURS = ("white", "pink", "brown")  # power falling with frequency as f^0, f^-1, f^-2
-
-
-def coloured_noise(n: int, colour: str, rng: np.random.Generator) -> np.ndarray:
-    """`n` samples of Gaussian noise of `colour` (one of FLOOR_COLOURS) at unit RMS."""
-    noise = rng.standard_normal(n)
-    if colour != "white":
-        spectrum = np.fft.rfft(noise)
-        f = np.arange(spectrum.size, dtype=np.float64)
-        f[0] = 1.0  # DC as the first bin above it, not boosted without bound
-        spectrum /= f ** (0.5 if colour == "pink" else 1.0)
-        noise = np.fft.irfft(spectrum, n=n)
-    return noise / (float(np.sqrt(np.mean(np.square(noise)))) or 1.0)
+FLOOR_COLOURS = ("white", "pink", "brown")  # train.data.background.NOISES
 
 
 def add_floor(x: np.ndarray, below_db: float, colour: str, rate: int, rng: np.random.Generator) -> np.ndarray:
-    """A floor under the whole clip: noise of `colour` at RMS `below_db` under the loudest 50 ms of `x`
-    (loudest_50ms_dbfs, as level_dbfs measures it); digital silence stays silent."""
-    loudest = loudest_50ms_dbfs(x, rate)
-    if loudest == -math.inf:
-        return x
-    return (x + 10.0 ** ((loudest - below_db) / 20.0) * coloured_noise(x.size, colour, rng)).astype(np.float32)
+    """A floor under the whole clip: the background clips' noise of `colour` (train.data.background.NOISES)
+    laid under it as underlay lays a bed (train.data.underlay.lay_under): its RMS `below_db` under the
+    loudest 50 ms of `x`; digital silence stays silent."""
+    from train.data.background import NOISES
+    from train.data.underlay import lay_under  # it reads this module's level: imported here, not at the top
+
+    return lay_under(x, NOISES[colour](x.size, rate, rng), below_db, rng, rate)
 
 
 def low_pass(x: np.ndarray, cutoff_hz: float, rate: int, transition: float = 0.1) -> np.ndarray:

@@ -147,6 +147,9 @@ def brown_noise(n, rate, rng):
     return _shaped(n, rate, rng, 2.0)
 
 
+NOISES = {"white": white_noise, "pink": pink_noise, "brown": brown_noise}
+
+
 def _lowpass(x: np.ndarray, rate: int, cutoff: float, order: int = 4) -> np.ndarray:
     """A smooth (Butterworth-shaped) low-pass in the frequency domain, whole signal at once."""
     spectrum = np.fft.rfft(x)
@@ -483,7 +486,7 @@ def make_item(kind: str, seed: int, rate: int = DEFAULT_RATE, seconds: float = D
     elif kind == "near_silence":
         x, detail = near_silence(n, rate, rng)
     elif kind in ("white", "pink", "brown"):
-        x, detail = {"white": white_noise, "pink": pink_noise, "brown": brown_noise}[kind](n, rate, rng), kind
+        x, detail = NOISES[kind](n, rate, rng), kind
     elif kind == "hum":
         x, detail = hum(n, rate, rng)
     elif kind == "room_tone":
