@@ -14,12 +14,14 @@ Runtime, edge's Scorer, the first 5 s window, tiled when shorter) as it is and c
   8-bit              quantised to 8 bits at the clip's peak, as the ESC-50 copy was made
 
 Printed: top-1 over the dataset's label set (esc50 / urban) and the share of clips whose answer
-changed, with the head mixed in as the bundle ships it.
+changed, with the head mixed in as the bundle ships it; `--head-weights 0 0.5 1` prints them for each
+of those head weights instead (0: the student alone, 1: the head alone), to tell which part moves.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import tempfile
 from math import gcd
@@ -52,6 +54,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, help="the split's own bundle")
     parser.add_argument("--recipe", required=True, help="the recipe the bundle was cross-validated with")
+    parser.add_argument("--head-weights", type=float, nargs="+", metavar="W",
+                        help="score with each of these head weights (0: the student alone; 1: the head alone) "
+                             "instead of the bundle's own")
     args = parser.parse_args()
     from vocabulary_fusion import DATASET_LABELS
 
@@ -61,6 +66,9 @@ def main() -> None:
 
     bundle = read_bundle(args.bundle)
     vocabulary = Vocabulary.from_bundle(bundle)
+    if args.head_weights and (vocabulary is None or vocabulary.head is None):
+        parser.error(f"--head-weights: {args.bundle} has no vocabulary head (semanticac-train vocabulary-head)")
+    weights = args.head_weights or [None]
     rng = np.random.default_rng(0)
     for spec in load_train_config(args.recipe).datasets:
         if spec.kind not in DATASET_LABELS:
@@ -69,8 +77,13 @@ def main() -> None:
         clips, names = split_clips(spec, "val" if spec.val_fraction else "test")
         label_set = resolve_label_set(DATASET_LABELS[spec.kind])
         truth = np.array([label_set.names.index(names[clip.target]) for clip in clips])
-        scorer = Scorer.for_bundle(bundle.meta, label_embeddings_for(bundle, label_set), label_set,
-                                   vocabulary=vocabulary)
+        scorers = {
+            weight: Scorer.for_bundle(
+                bundle.meta, label_embeddings_for(bundle, label_set), label_set,
+                vocabulary=vocabulary if weight is None
+                else dataclasses.replace(vocabulary, head=dataclasses.replace(vocabulary.head, weight=weight)))
+            for weight in weights
+        }
         with tempfile.TemporaryDirectory() as tmp:
             paths: dict[str, list[Path]] = {}
             for i, clip in enumerate(clips):
@@ -79,12 +92,16 @@ def main() -> None:
                     path = Path(tmp) / f"{i}-{len(paths.get(name, ()))}-{name.replace(' ', '_')}.wav"
                     sf.write(path, np.clip(y, -1.0, 1.0), to, subtype="PCM_16")
                     paths.setdefault(name, []).append(path)
-            first = None
+            first: dict = {}
             for name, files in paths.items():
-                top = scorer(*first_windows(bundle, files, f"{spec.kind} {name}")).argmax(axis=1)
-                first = top if first is None else first
-                print(f"{spec.kind} held out ({len(clips)} clips), {name:<13} top-1 {np.mean(top == truth):6.1%}   "
-                      f"answers changed {np.mean(top != first):5.1%}", flush=True)
+                windows = first_windows(bundle, files, f"{spec.kind} {name}")
+                for weight, scorer in scorers.items():
+                    top = scorer(*windows).argmax(axis=1)
+                    first.setdefault(weight, top)
+                    head = "" if weight is None else f"head weight {weight:g}, "
+                    print(f"{spec.kind} held out ({len(clips)} clips), {head}{name:<13} top-1 "
+                          f"{np.mean(top == truth):6.1%}   answers changed {np.mean(top != first[weight]):5.1%}",
+                          flush=True)
 
 
 if __name__ == "__main__":
