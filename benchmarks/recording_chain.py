@@ -98,8 +98,8 @@ def main() -> None:
                 for weight, scorer in scorers.items():
                     top = scorer(*windows).argmax(axis=1)
                     first.setdefault(weight, top)
-                    head = "" if weight is None else f"head weight {weight:g}, "
-                    print(f"{spec.kind} held out ({len(clips)} clips), {head}{name:<13} top-1 "
+                    what = name if weight is None else f"head weight {weight:g}, {name}"
+                    print(f"{spec.kind} held out ({len(clips)} clips), {what:<{13 if weight is None else 31}} top-1 "
                           f"{np.mean(top == truth):6.1%}   answers changed {np.mean(top != first[weight]):5.1%}",
                           flush=True)
 
