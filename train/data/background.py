@@ -485,7 +485,7 @@ def make_item(kind: str, seed: int, rate: int = DEFAULT_RATE, seconds: float = D
         x, detail = np.zeros(n), "digital silence"
     elif kind == "near_silence":
         x, detail = near_silence(n, rate, rng)
-    elif kind in ("white", "pink", "brown"):
+    elif kind in NOISES:
         x, detail = NOISES[kind](n, rate, rng), kind
     elif kind == "hum":
         x, detail = hum(n, rate, rng)
