@@ -5,6 +5,8 @@
       .resume(last.pt)                  continue exactly where last.pt stopped
       .train_epoch(epoch)               one pass over the training set (AMP on a GPU, DDP)
       .validate()                       accuracy of every validation set; their mean picks best.pt
+      .kept                             the weights validated and saved: their moving average with
+                                        optim.ema, else the trained ones
       .save(out, epoch, ...)            last.pt every epoch, best.pt when the score improves, atomically
     fit(recipe, out)                  prepare, then train, validate and save each epoch
     distributed()                     the block runs in the process group torchrun set up
@@ -29,6 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from edge import __version__
@@ -309,6 +312,14 @@ class Trainer:
         self.history: list[dict] = []
         self.best = -1.0
         self.start = 0  # the first epoch still to train
+        # optim.ema: a copy that follows the trained weights step by step (BatchNorm's statistics too)
+        self.averaged = None if config.optim.ema is None else AveragedModel(
+            run.scorer, multi_avg_fn=get_ema_multi_avg_fn(config.optim.ema), use_buffers=True)
+
+    @property
+    def kept(self) -> ClassScorer:
+        """The scorer validated and saved: the weights' moving average (optim.ema), else the trained one."""
+        return self.run.scorer if self.averaged is None else self.averaged.module
 
     def resume(self, path: Path) -> None:
         """Continue from `path` (a last.pt) exactly: weights, optimiser, schedule, RNG and history;
@@ -344,7 +355,10 @@ class Trainer:
                 "the recipe it was trained with (its `training.recipe`), or start the new one in another --out"
             )
         try:
-            self.run.model.load_state_dict(state["model"])
+            self.kept.model.load_state_dict(state["model"])
+            if self.averaged is not None:  # the weights it trained on, and how many steps the average has seen
+                self.run.scorer.load_state_dict(state["trained"])
+                self.averaged.n_averaged.fill_(state["averaged_steps"])
         except RuntimeError as err:
             raise CheckpointError(f"--resume: {path} holds another model's weights: {str(err)[:300]}") from None
         self.optimizer.load_state_dict(state["optimizer"])
@@ -355,7 +369,7 @@ class Trainer:
         if state.get("scaler"):  # AMP's loss scale where it stopped (a fresh one skips its first steps)
             self.scaler.load_state_dict(state["scaler"])
         if self.run.scorer.scoring == "sigmoid":
-            self.run.scorer.logit_bias.data.fill_(state["scoring"]["logit_bias"])
+            self.kept.logit_bias.data.fill_(state["scoring"]["logit_bias"])
         self.history, self.best, self.start = state["history"], state["best"], state["epoch"] + 1
         log.info("resuming %s at epoch %d of %d", path, self.start + 1, self.config.epochs)
 
@@ -400,21 +414,28 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         model.logit_scale.clamp_()
+        if self.averaged is not None:
+            self.averaged.update_parameters(scorer)
         return logits, loss
 
     def validate(self) -> dict:
-        """val_accuracy_<name> of every validation set; val_accuracy: the mean over the val splits,
-        which pick best.pt; test_accuracy: the mean over the test folds, reported only (a best.pt
-        chosen on the test fold had shipped its best epoch as a held-out figure, 9 points high)."""
+        """val_accuracy_<name> of every validation set (the kept weights'); val_accuracy: the mean
+        over the val splits, which pick best.pt; test_accuracy: the mean over the test folds,
+        reported only (a best.pt chosen on the test fold had shipped its best epoch as a held-out
+        figure, 9 points high). With optim.ema the same figures of the trained weights, which the
+        average replaces, prefixed trained_."""
         run, record = self.run, {}
-        for v in run.validation:
-            metrics = evaluate(run.scorer, _loader(v.dataset, self.config, shuffle=False, epoch=0), run.device,
-                               v.classes)
-            record[f"val_accuracy_{v.name}"] = metrics.accuracy
-        for split in ("val", "test"):
-            scored = [record[f"val_accuracy_{v.name}"] for v in run.validation if v.picks_best and v.split == split]
-            if scored:
-                record[f"{split}_accuracy"] = float(np.mean(scored))
+        scorers = {"": self.kept} | ({} if self.averaged is None else {"trained_": run.scorer})
+        for prefix, scorer in scorers.items():
+            for v in run.validation:
+                metrics = evaluate(scorer, _loader(v.dataset, self.config, shuffle=False, epoch=0), run.device,
+                                   v.classes)
+                record[f"{prefix}val_accuracy_{v.name}"] = metrics.accuracy
+            for split in ("val", "test"):
+                scored = [record[f"{prefix}val_accuracy_{v.name}"] for v in run.validation
+                          if v.picks_best and v.split == split]
+                if scored:
+                    record[f"{prefix}{split}_accuracy"] = float(np.mean(scored))
         return record
 
     def save(self, out: Path, epoch: int, score: float, facts: dict) -> None:
@@ -425,13 +446,15 @@ class Trainer:
                    **{k: v for k, v in self.history[-1].items() if k.startswith("val_accuracy_")}}
         extra = dict(epoch=epoch, history=self.history, best=best, clip_seconds=run.train_set.clip_seconds,
                      training={**facts, "figures": figures}, license=self.config.license,
-                     class_names=list(run.train_set.class_names), scoring=run.scorer.scoring_spec())
+                     class_names=list(run.train_set.class_names), scoring=self.kept.scoring_spec())
         cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []  # DropPath draws on the GPU
         if score > self.best:  # first: a stop between the two leaves last.pt at the epoch before, which --resume redoes
-            save_checkpoint(out / "best.pt", run.model, run.model_config, **extra)
-        save_checkpoint(out / "last.pt", run.model, run.model_config, optimizer=self.optimizer.state_dict(),
+            save_checkpoint(out / "best.pt", self.kept.model, run.model_config, **extra)
+        averaging = {} if self.averaged is None else {  # what --resume needs beside the average
+            "trained": run.scorer.state_dict(), "averaged_steps": int(self.averaged.n_averaged)}
+        save_checkpoint(out / "last.pt", self.kept.model, run.model_config, optimizer=self.optimizer.state_dict(),
                         scheduler=self.scheduler.state_dict(), rng=torch.get_rng_state(), cuda_rng=cuda_rng,
-                        scaler=self.scaler.state_dict(), **extra)
+                        scaler=self.scaler.state_dict(), **averaging, **extra)
 
 
 def _csv_sha256(spec: DataSpec) -> dict:
@@ -521,8 +544,10 @@ def fit(config: TrainConfig, out: str | Path, resume: bool = False, pretrained_a
         trainer.history.append(record)
         score = record[SCORES[scored_on(record)]]
         if is_main():
-            held = "".join(f", {split} acc {record[f'{split}_accuracy']:.3f}" for split in ("val", "test")
-                           if f"{split}_accuracy" in record)
+            held = "".join(f", {split} acc {record[f'{split}_accuracy']:.3f}" + (
+                f" (trained weights {record[f'trained_{split}_accuracy']:.3f})"
+                if f"trained_{split}_accuracy" in record else "") for split in ("val", "test")
+                if f"{split}_accuracy" in record)
             epochs_log.info("epoch %d/%d: loss %.4f, train acc %.3f%s (%.0f s)", epoch + 1, config.epochs,
                             record["loss"], record["train_accuracy"], held, record["seconds"])
             trainer.save(out, epoch, score, facts)

@@ -28,12 +28,19 @@ class OptimConfig:
     weight_decay: float = 5e-4  # paper: 5e-4 (never on the logit scale, biases or norms)
     gamma: float = 0.96  # ExponentialLR factor per epoch (paper: 0.96)
     warmup_epochs: int = 0  # linear warm-up of the learning rate
+    # an exponential moving average of the weights (parameters and BatchNorm statistics), this
+    # decay per step: the averaged weights are validated and saved (best.pt, last.pt: what export
+    # reads), the raw ones train on. None: the raw weights, as trained
+    ema: float | None = None
 
     def __post_init__(self):
         if self.name not in OPTIMIZERS:
             raise ConfigError(f"optim.name {self.name!r} is not one of {', '.join(OPTIMIZERS)}")
         if not self.lr > 0 or not 0 < self.gamma <= 1:
             raise ConfigError(f"optim.lr={self.lr} must be > 0 and optim.gamma={self.gamma} in (0, 1]")
+        if self.ema is not None and not 0.5 <= self.ema < 1:
+            raise ConfigError(f"optim.ema={self.ema} must be a decay per step in [0.5, 1) (0.995 averages about "
+                              "the last 200 steps), or left out for the raw weights")
 
 
 SCORINGS = ("softmax", "sigmoid")

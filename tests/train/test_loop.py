@@ -153,6 +153,49 @@ def test_resume_continues_exactly(recipe, tmp_path, caplog):
         fit(config, tmp_path / "file" / "run")
 
 
+def test_moving_average_of_the_weights_is_what_is_kept_and_resumes_exactly(recipe, tmp_path):
+    """optim.ema: the average follows every step (BatchNorm's statistics too), is what validation
+    scores and the checkpoints hold, and --resume continues both it and the trained weights."""
+    from train.loop import Trainer, prepare
+
+    path = tmp_path / "ema.yaml"
+    path.write_text(f"extends: {recipe}\noptim: {{name: adamw, lr: 0.001, gamma: 0.9, ema: 0.6}}\n")
+    config = load_train_config(path)
+    trainer = Trainer(config, prepare(config))
+    scorer, kept = trainer.run.scorer, trainer.kept
+    assert kept is not scorer
+    names = ["model.audio.bn0.running_mean", next(n for n, p in scorer.named_parameters() if p.requires_grad)]
+    expected = None
+    batch = next(iter(torch.utils.data.DataLoader(trainer.run.train_set, batch_size=4)))
+    for _ in range(3):
+        trainer.step(batch[0], batch[1])
+        now = {n: t.detach().clone() for n, t in {**dict(scorer.named_parameters()), **dict(scorer.named_buffers())}
+               .items() if n in names}
+        expected = now if expected is None else {n: 0.6 * expected[n] + 0.4 * now[n] for n in names}
+    averaged = {**dict(kept.named_parameters()), **dict(kept.named_buffers())}
+    for n in names:
+        torch.testing.assert_close(averaged[n], expected[n])
+        assert not torch.equal(averaged[n], now[n]), n  # an average, not the last step's weights
+
+    fit(config, tmp_path / "straight")
+    state = load_checkpoint(tmp_path / "straight/last.pt")
+    trained = {k.removeprefix("model."): v for k, v in state["trained"].items() if k.startswith("model.")}
+    assert trained.keys() == state["model"].keys()
+    assert any(not torch.equal(state["model"][k], trained[k]) for k in trained)  # the average is saved
+    last = state["history"][-1]
+    assert 0 <= last["test_accuracy"] <= 1 and 0 <= last["trained_test_accuracy"] <= 1
+    config.epochs = 1
+    fit(config, tmp_path / "resumed")
+    config.epochs = 2
+    fit(config, tmp_path / "resumed", resume=True)
+    again = load_checkpoint(tmp_path / "resumed/last.pt")
+    assert again["averaged_steps"] == state["averaged_steps"] == 2 * 2  # 2 epochs of 8 clips in 4s
+    for saved in ("model", "trained"):
+        for name, tensor in state[saved].items():
+            assert torch.equal(tensor, again[saved][name]), (saved, name)
+    assert again["scoring"] == state["scoring"] and again["history"][-1]["loss"] == last["loss"]
+
+
 def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
     fit(load_train_config(recipe), tmp_path / "run")
     runner = CliRunner()
@@ -215,6 +258,9 @@ def test_recipe_errors(tmp_path, monkeypatch, recipe_paths):
     # YAML 1.1 reads 1e-4 (no dot) as text: it is the number it looks like
     bad.write_text("extends: esc50-cpu\noptim: {lr: 1e-4}\n")
     assert load_train_config(bad).optim.lr == 1e-4
+    bad.write_text("extends: esc50-cpu\noptim: {ema: 1.0}\n")  # a decay of 1 never leaves the first weights
+    with pytest.raises(ConfigError, match=r"optim.ema=1.0 must be a decay per step in \[0.5, 1\)"):
+        load_train_config(bad)
     bad.write_text("extends: esc50-cpu\noptim: {lr: fast}\n")
     with pytest.raises(Exception, match="optim.lr must be float, got 'fast'"):
         load_train_config(bad)
