@@ -452,6 +452,10 @@ def fit(config_path, fold, out, resume, epochs, pretrained_audio, pretrained_tex
             figures = "".join(f", {name} {last[key]:.4f}" for key, name in (
                 ("loss", "loss"), ("train_accuracy", "train accuracy"), ("val_accuracy", "val accuracy"),
                 ("test_accuracy", "held-out test accuracy")) if key in last)
+            trained = [f"{split} {last[f'trained_{split}_accuracy']:.4f}" for split in ("val", "test")
+                       if f"trained_{split}_accuracy" in last]
+            if trained:  # optim.ema: the figures above are the average's, which the checkpoints hold
+                figures += f" (the weights' moving average; the trained weights: {', '.join(trained)})"
             click.echo(f"{out}: {len(result['history'])} epochs; best.pt by {result['scored_on']} accuracy "
                        f"{result['best']:.4f}; last epoch{figures} (every figure: the history in last.pt){agree}")
             if result["skipped"]:  # one warning per clip scrolled by at the start

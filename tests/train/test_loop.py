@@ -194,6 +194,11 @@ def test_moving_average_of_the_weights_is_what_is_kept_and_resumes_exactly(recip
         for name, tensor in state[saved].items():
             assert torch.equal(tensor, again[saved][name]), (saved, name)
     assert again["scoring"] == state["scoring"] and again["history"][-1]["loss"] == last["loss"]
+    # the command's last line says whose figures it gives
+    result = CliRunner().invoke(cli.main, ["fit", "--config", str(path), "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"held-out test accuracy \d\.\d{4} \(the weights' moving average; the trained weights: test "
+                     r"\d\.\d{4}\)", result.output.strip().splitlines()[-1]), result.output
 
 
 def test_evaluate_and_embed_labels_commands(recipe, tmp_path):
