@@ -173,20 +173,34 @@ def test_a_backend_that_cannot_keep_up_drops_windows_says_so_at_most_once_a_whil
 
     import edge.listen
     from edge.backends import select_backend
+    from edge.bundle import read_bundle
     from edge.outputs.sinks import ENDS
+    from tests.bundles import bundle_copy
 
     monkeypatch.setattr(edge.listen, "OVERLOAD_STATUS_SECONDS", 1.0)
     path = tmp_path / "clip.wav"
     sf.write(path, noise(9.0, RATE), RATE)
-    backend = select_backend(demo_bundle, "onnxruntime")
-    run = backend.run
+    # the audio graph alone (no vocabulary graph beside it), and in the fast phase its last answer again: a
+    # machine loaded by other work (make test's, a benchmark's) kept dropping through a fast phase that ran
+    # the graphs, and the overload never ended
+    bundle = read_bundle(bundle_copy(demo_bundle, tmp_path / "bundle", lambda meta: meta.pop("vocabulary")))
+    backend = select_backend(bundle, "onnxruntime")
+    run, last = backend.run, []
     started = time.monotonic()
-    # slow, then 3.5 s fast (a loaded machine, as make test's, had kept dropping through a shorter one at a
-    # hop of 0.1 s), then slow again
+    # slow, then 3.5 s fast, then slow again
     slow = lambda: time.monotonic() - started < 2.0 or 5.5 <= time.monotonic() - started < 7.0  # noqa: E731
-    monkeypatch.setattr(backend, "run", lambda feed: (slow() and time.sleep(0.5), run(feed))[1])
+
+    def answer(feed):
+        if slow():
+            time.sleep(0.5)
+        elif last:
+            return last[0]
+        last[:] = [run(feed)]
+        return last[0]
+
+    monkeypatch.setattr(backend, "run", answer)
     sink = Collect()
-    summary = listen(ListenOptions(labels="urban", bundle=str(demo_bundle.path), input=str(path), window=1.0,
+    summary = listen(ListenOptions(labels="urban", bundle=str(bundle.path), input=str(path), window=1.0,
                                    hop=0.2, max_batch=1), sink=sink, backend=backend)  # a file played in real time
     elapsed = time.monotonic() - started
     said = [(s.code, s.message) for s in sink.of("status") if s.code in ("overload", "overload_ended")]
