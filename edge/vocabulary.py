@@ -822,7 +822,7 @@ class Fusion:
         if self.outweigh is not None:
             # a new label heard far above what an unheard trained label's own sound makes it score outweighs it
             over = new[..., None, :] >= self.outweigh  # [N, K (trained), K (new)]
-            factor = factor * np.where(over, np.square(1.0 - new[..., None, :]), 1.0).min(axis=-1)
+            factor = factor * np.square(np.where(over, 1.0 - new[..., None, :], 1.0).min(axis=-1))  # min, then squared
         trained = student * factor
         if self.explains is not None:
             # a new label heard no more than the top trained label's own sound makes it: likely that sound
